@@ -1,0 +1,7 @@
+"""``python -m akoshad``."""
+
+import sys
+
+from akoshad.cli import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""Choosing and producing the stored encoding of a file (gzip or none).
+
+gzip output is plain RFC 1952, readable by ``gunzip``. ISA-L (``isal``) produces it several
+times faster than zlib at its low levels; zlib is the fallback when isal is absent.
+Data that does not compress (already compressed formats, random bytes) is stored as-is.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from akoshad.targets.base import Compression
+
+try:  # pragma: no cover - depends on the platform wheel
+    from isal import isal_zlib as _fast_zlib
+
+    FAST_GZIP = "isal"
+    GZIP_LEVEL = 1  # isal levels 0-3; 1 balances speed and ratio (see bench/compress.py)
+except ImportError:  # pragma: no cover
+    _fast_zlib = zlib  # type: ignore[assignment]
+    FAST_GZIP = "zlib"
+    GZIP_LEVEL = 1
+
+READ_CHUNK = 1024 * 1024
+SAMPLE_BYTES = 64 * 1024
+# A sample that does not shrink below this share of its size is not worth compressing.
+MIN_SAVING_RATIO = 0.90
+ALREADY_COMPRESSED = frozenset(
+    {
+        ".gz", ".tgz", ".zip", ".zst", ".xz", ".bz2", ".lz4", ".br", ".7z", ".rar",
+        ".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".mp3", ".mp4", ".mkv", ".webm",
+        ".pdf", ".whl", ".jar",
+    }
+)
+_MAGIC = (b"\x1f\x8b", b"PK\x03\x04", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ", b"BZh", b"\x89PNG")
+
+
+def gzip_compressor() -> Any:
+    """A fresh compressobj producing a gzip stream (header and trailer included)."""
+    return _fast_zlib.compressobj(GZIP_LEVEL, _fast_zlib.DEFLATED, 31)
+
+
+def choose_compression(path: Path, enabled: bool = True) -> Compression:
+    """``gzip`` unless disabled, or the file looks already compressed or random."""
+    if not enabled:
+        return "none"
+    if path.suffix.lower() in ALREADY_COMPRESSED:
+        return "none"
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(SAMPLE_BYTES)
+            samples = [head]
+            for offset in (size // 2, max(size - SAMPLE_BYTES, 0)):
+                if offset > SAMPLE_BYTES:
+                    fh.seek(offset)
+                    samples.append(fh.read(SAMPLE_BYTES))
+    except OSError:
+        return "gzip"
+    if head.startswith(_MAGIC):
+        return "none"
+    sample = b"".join(samples)
+    if len(sample) < 512:
+        return "gzip"
+    packed = len(zlib.compress(sample, 1))
+    return "none" if packed > len(sample) * MIN_SAVING_RATIO else "gzip"
+
+
+def encoded_chunks(
+    path: Path, compression: Compression, chunk_size: int = READ_CHUNK
+) -> Iterator[bytes]:
+    """Yield the stored bytes of ``path`` in pieces (blocking: call from a thread)."""
+    with path.open("rb") as fh:
+        if compression == "none":
+            while chunk := fh.read(chunk_size):
+                yield chunk
+            return
+        comp = gzip_compressor()
+        while chunk := fh.read(chunk_size):
+            out = comp.compress(chunk)
+            if out:
+                yield out
+        yield comp.flush()
+
+
+class Decoder:
+    """Incremental decoder of stored bytes back to the plaintext."""
+
+    def __init__(self, compression: str) -> None:
+        if compression not in ("gzip", "none"):
+            raise ValueError(f"unknown compression {compression!r}")
+        self._d = zlib.decompressobj(31) if compression == "gzip" else None
+
+    def feed(self, data: bytes) -> bytes:
+        return data if self._d is None else self._d.decompress(data)
+
+    def finish(self) -> bytes:
+        if self._d is None:
+            return b""
+        tail = self._d.flush()
+        if not self._d.eof:
+            raise ValueError("truncated gzip stream")
+        return tail
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename in it survives power loss (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

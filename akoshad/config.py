@@ -1,0 +1,292 @@
+"""Configuration: one frozen, validated model built once and passed down.
+
+Sources, highest precedence first: command line overrides, ``AKOSHAD_`` environment
+(``__`` nests: ``AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET``), the YAML file, defaults.
+This is the only module that reads the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from akoshad.errors import ConfigError
+
+SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+ENV_PREFIX = "AKOSHAD_"
+# Environment variables with our prefix that are not settings fields.
+_NON_FIELD_ENV = {"AKOSHAD_CONFIG"}
+
+
+def slug_system_id(hostname: str) -> str:
+    """Slug a host name to Akosha's ``system_id`` alphabet ``[A-Za-z0-9_-]``."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", hostname).strip("-")[:100]
+    return slug or "akoshad"
+
+
+class CloudSync(BaseModel):
+    """The ``cloud_sync:`` group, with session-buddy's own names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cloud_bucket: str | None = None
+    cloud_endpoint: str | None = None
+    cloud_region: str = "auto"
+    system_id: str = Field(default_factory=lambda: slug_system_id(socket.gethostname()))
+    enable_fallback: bool = True
+    force_method: Literal["auto", "cloud", "http"] = "auto"
+    upload_timeout_seconds: int = Field(default=300, ge=30, le=3600)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    retry_backoff_seconds: float = Field(default=2.0, ge=0.1, le=60)
+    enable_compression: bool = True
+    enable_deduplication: bool = True
+    chunk_size_mb: int = Field(
+        default=5, ge=5, le=100, description="multipart part size; S3 needs at least 5 MiB"
+    )
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+    @field_validator("system_id")
+    @classmethod
+    def _system_id_alphabet(cls, value: str) -> str:
+        if not SYSTEM_ID_RE.match(value):
+            raise ValueError("must match ^[A-Za-z0-9_-]{1,100}$ (no dots or spaces)")
+        return value
+
+    @field_validator("cloud_bucket", "cloud_endpoint", "access_key_id")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("cloud_endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_in_pairs(self) -> CloudSync:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key must be set together")
+        return self
+
+
+class Settings(BaseSettings):
+    """akoshad's whole configuration (see CONTRACT.md)."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+    )
+
+    data_dir: Path
+    state_dir: Path
+    socket_path: Path
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    debounce_seconds: float = Field(default=2.0, ge=0, le=3600)
+    max_delay_seconds: float = Field(default=60.0, gt=0, le=86400)
+    local_target_dir: Path
+    akosha_url: str | None = None
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = (
+        "INFO"
+    )
+    log_format: Literal["text", "json"] = "text"
+    log_file: Path | None = None
+    drain_deadline_seconds: float = Field(default=30.0, gt=0, le=3600)
+    cloud_sync: CloudSync = Field(default_factory=CloudSync)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("akosha_url")
+    @classmethod
+    def _akosha_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8682/mcp")
+        return value
+
+    @field_validator("data_dir", "state_dir", "socket_path", "local_target_dir", "log_file")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(os.path.expanduser(str(value)))
+
+    @model_validator(mode="after")
+    def _sane_delays(self) -> Settings:
+        if self.max_delay_seconds < self.debounce_seconds:
+            raise ValueError("max_delay_seconds must not be smaller than debounce_seconds")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only init (CLI + file + defaults, merged by load_settings) and the env mapping
+        # handed in; load_settings builds the env source itself.
+        return (init_settings,)
+
+    # ---- derived -------------------------------------------------------------
+    @property
+    def bucket_configured(self) -> bool:
+        return self.cloud_sync.cloud_bucket is not None
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets replaced by ``**********``."""
+        data = self.model_dump(mode="json")
+        cs = data["cloud_sync"]
+        if cs.get("secret_access_key") is not None:
+            cs["secret_access_key"] = "**********"
+        return data
+
+
+def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    home = Path(environ.get("HOME") or os.path.expanduser("~"))
+    state_home = Path(environ.get("XDG_STATE_HOME") or home / ".local" / "state")
+    data_home = Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    state_dir = state_home / "akoshad"
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    return {
+        "data_dir": home / ".claude" / "data",
+        "state_dir": state_dir,
+        "local_target_dir": data_home / "akoshad" / "outbox",
+        "_runtime_dir": runtime,
+    }
+
+
+def default_config_path(environ: Mapping[str, str]) -> Path:
+    home = Path(environ.get("HOME") or os.path.expanduser("~"))
+    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return config_home / "akoshad" / "config.yaml"
+
+
+def resolve_config_path(
+    cli_path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> tuple[Path, bool]:
+    """Return (path, explicitly_named). A named file must exist; the default may not."""
+    if cli_path:
+        return Path(cli_path).expanduser(), True
+    env_path = environ.get("AKOSHAD_CONFIG")
+    if env_path:
+        return Path(env_path).expanduser(), True
+    return default_config_path(environ), False
+
+
+def _read_yaml(path: Path, named: bool) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if named:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"configuration file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration file {path} must be a mapping of keys to values")
+    return data
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' env source over an explicit mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._mapping = {
+            k: v
+            for k, v in environ.items()
+            if k.upper().startswith(ENV_PREFIX) and k.upper() not in _NON_FIELD_ENV
+        }
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._mapping.items()}
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__") or "configuration"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return f"invalid configuration: {loc}: {msg}{source}{more}"
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build and validate the settings once; raise ``ConfigError`` with one line on failure."""
+    env = dict(os.environ if environ is None else environ)
+    path, named = resolve_config_path(config_path, env)
+    file_data = _read_yaml(path, named)
+    defaults = _defaults(env)
+    runtime = defaults.pop("_runtime_dir")
+    try:
+        env_data = _MappingEnvSource(Settings, env)()
+    except Exception as exc:  # pydantic-settings raises SettingsError on bad JSON
+        raise ConfigError(f"invalid configuration in environment: {exc}") from None
+    merged = _deep_merge(defaults, file_data)
+    merged = _deep_merge(merged, env_data)
+    merged = _deep_merge(merged, dict(overrides or {}))
+    if "socket_path" not in merged or merged["socket_path"] in (None, ""):
+        if runtime:
+            merged["socket_path"] = Path(runtime) / "akoshad.sock"
+        else:
+            merged["socket_path"] = Path(str(merged["state_dir"])) / "akoshad.sock"
+    source = f" (file {path})" if file_data else ""
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None

@@ -1,0 +1,55 @@
+"""Typed errors: what the caller should do with a failure is decided by its type."""
+
+from __future__ import annotations
+
+
+class AkoshadError(Exception):
+    """Base of every error akoshad raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(AkoshadError):
+    """The configuration is invalid; the message is one line naming the field."""
+
+    exit_code = 78
+
+
+class DaemonNotRunning(AkoshadError):
+    """No daemon answers on the control socket."""
+
+    exit_code = 3
+
+
+class TransientError(AkoshadError):
+    """Worth retrying later: 5xx, throttling, timeouts, resets, a server that is down.
+
+    ``retry_after`` is a server's hint in seconds (Retry-After / SlowDown), if any.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(AkoshadError):
+    """Retrying will not help until a human fixes something (credentials, bucket, ...).
+
+    ``fix`` says what to do about it.
+    """
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base} ({self.fix})" if self.fix else base
+
+
+class SnapshotError(AkoshadError):
+    """A file could not be captured consistently (kept moving, unreadable, ...)."""
+
+
+class IntegrityError(AkoshadError):
+    """Stored bytes do not match the recorded size or SHA-256."""

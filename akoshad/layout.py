@@ -1,0 +1,228 @@
+"""Where things land in a target, and the manifest that commits an upload.
+
+``systems/{system_id}/uploads/{upload_id}/{name}`` for every object, and
+``manifest.json`` in that folder, written last. The manifest is a valid Akosha
+``SystemMemoryUploadManifest`` with akoshad's per-file truth in ``metadata.files``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from akoshad import __version__
+
+UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+MANIFEST_NAME = "manifest.json"
+MEMORIES_NAME = "memories.json"
+RESERVED_NAMES = frozenset({MANIFEST_NAME, MEMORIES_NAME})
+MANIFEST_VERSION = "1.0"
+_NAME_MAX = 180
+KINDS = ("duckdb", "duckdb-wal", "sqlite", "file")
+
+
+def system_prefix(system_id: str) -> str:
+    if not SYSTEM_ID_RE.match(system_id):
+        raise ValueError(f"invalid system_id {system_id!r}")
+    return f"systems/{system_id}/uploads/"
+
+
+def upload_prefix(system_id: str, upload_id: str) -> str:
+    if not UPLOAD_ID_RE.match(upload_id) or ".." in upload_id:
+        raise ValueError(f"invalid upload_id {upload_id!r}")
+    return f"{system_prefix(system_id)}{upload_id}/"
+
+
+def manifest_key(system_id: str, upload_id: str) -> str:
+    return upload_prefix(system_id, upload_id) + MANIFEST_NAME
+
+
+def new_upload_id(now: datetime | None = None, after: str | None = None) -> str:
+    """A time-sortable id (``20261124T085033123456Z-1a2b3c``), greater than ``after``."""
+    ts = now or datetime.now(UTC)
+    while True:
+        candidate = f"{ts.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}"
+        if after is None or candidate > after:
+            return candidate
+        ts += timedelta(microseconds=1)
+        if after and ts.strftime("%Y%m%dT%H%M%S%fZ") < after[:22]:
+            # the clock went backwards: continue just after the last id instead
+            ts = datetime.strptime(after[:22], "%Y%m%dT%H%M%S%fZ").replace(
+                tzinfo=UTC
+            ) + timedelta(microseconds=1)
+
+
+def object_name(path: str, compression: str, taken: set[str] | None = None) -> str:
+    """A bare object name for a store path, unique within ``taken`` (which it joins).
+
+    ``sessions/a/state.json`` -> ``sessions__a__state.json`` (``.gz`` added for gzip).
+    Names that had to be altered, or would collide, get a short hash of the path.
+    """
+    flat = path.replace("/", "__")
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", flat).lstrip(".") or "file"
+    altered = safe != flat or "__" in path or len(safe) > _NAME_MAX
+    suffix = ".gz" if compression == "gzip" else ""
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    base = safe[:_NAME_MAX]
+    name = f"{base}-{digest}{suffix}" if altered else f"{base}{suffix}"
+    if name in RESERVED_NAMES or (taken is not None and name in taken):
+        name = f"{base}-{digest}{suffix}"
+    n = 1
+    while taken is not None and name in taken:
+        name = f"{base}-{digest}-{n}{suffix}"
+        n += 1
+    if taken is not None:
+        taken.add(name)
+    return name
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One captured file as listed in ``metadata.files``."""
+
+    path: str
+    name: str
+    key: str
+    size: int
+    sha256: str
+    stored_size: int
+    compression: str
+    kind: str
+
+
+def build_manifest(
+    *,
+    system_id: str,
+    upload_id: str,
+    entries: Sequence[FileEntry],
+    skipped: dict[str, str],
+    uploaded_at: datetime | None = None,
+    conversation_count: int = 0,
+    has_memories: bool = False,
+    extra_metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The manifest dict; ``files`` names only the objects stored in this upload's folder."""
+    own = upload_prefix(system_id, upload_id)
+    stored_here = sorted((e for e in entries if e.key.startswith(own)), key=lambda e: e.name)
+    names = [e.name for e in stored_here]
+    if has_memories:
+        names.append(MEMORIES_NAME)
+    compressed = any(e.compression == "gzip" for e in stored_here)
+    metadata: dict[str, Any] = {
+        "system_id": system_id,
+        "upload_id": upload_id,
+        "uploader": "akoshad",
+        "akoshad_version": __version__,
+        "files": [asdict(e) for e in sorted(entries, key=lambda e: e.path)],
+        "skipped": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
+    }
+    if extra_metadata:
+        metadata.update(extra_metadata)
+    when = uploaded_at or datetime.now(UTC)
+    return {
+        "uploaded_at": when.isoformat(),
+        "conversation_count": conversation_count,
+        "total_size_bytes": sum(e.size for e in entries),
+        "version": MANIFEST_VERSION,
+        "system_type": "session-buddy",
+        "checksum": None,
+        "compressed": compressed,
+        "compression_format": "gzip" if compressed else None,
+        "files": names,
+        "metadata": metadata,
+    }
+
+
+def encode_manifest(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+
+
+def validate_manifest(manifest: Any, now: datetime | None = None) -> list[str]:
+    """Problems under Akosha's ``SystemMemoryUploadManifest`` rules (empty = valid)."""
+    problems: list[str] = []
+    if not isinstance(manifest, dict):
+        return ["manifest is not a JSON object"]
+    now = now or datetime.now(UTC)
+    raw = manifest.get("uploaded_at")
+    try:
+        when = datetime.fromisoformat(str(raw))
+        if when.tzinfo is None:
+            problems.append("uploaded_at is not timezone-aware")
+        elif not (now - timedelta(days=365) <= when <= now + timedelta(minutes=5)):
+            problems.append("uploaded_at is out of range")
+    except ValueError:
+        problems.append("uploaded_at is missing or not ISO 8601")
+    count = manifest.get("conversation_count")
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 1_000_000:
+        problems.append("conversation_count must be an int in 0..1000000")
+    total = manifest.get("total_size_bytes")
+    if total is not None and (not isinstance(total, int) or not 0 <= total <= 100_000_000_000):
+        problems.append("total_size_bytes out of range")
+    if not re.match(r"^\d+\.\d+$", str(manifest.get("version", "1.0"))):
+        problems.append("version must look like 1.0")
+    st = manifest.get("system_type")
+    if st is not None and not (isinstance(st, str) and 1 <= len(st) <= 50):
+        problems.append("system_type length must be 1..50")
+    checksum = manifest.get("checksum")
+    if checksum is not None and not re.match(r"^[a-f0-9]{64}$", str(checksum)):
+        problems.append("checksum must be 64 lowercase hex")
+    compressed = manifest.get("compressed", False)
+    fmt = manifest.get("compression_format")
+    if bool(compressed) != (fmt is not None):
+        problems.append("compression_format must be set iff compressed")
+    if fmt is not None and fmt not in ("gzip", "zstd", "lz4"):
+        problems.append("compression_format must be gzip, zstd or lz4")
+    files = manifest.get("files", [])
+    if not isinstance(files, list):
+        problems.append("files must be a list")
+    else:
+        for name in files:
+            if (
+                not isinstance(name, str)
+                or not NAME_RE.match(name)
+                or ".." in name
+                or "~" in name
+            ):
+                problems.append(f"bad file name {name!r}")
+    if not isinstance(manifest.get("metadata", {}), dict):
+        problems.append("metadata must be an object")
+    return problems
+
+
+def entries_of(manifest: dict[str, Any]) -> list[FileEntry]:
+    """The ``metadata.files`` of a manifest as ``FileEntry`` objects (validated shape)."""
+    out: list[FileEntry] = []
+    for raw in manifest.get("metadata", {}).get("files", []):
+        out.append(
+            FileEntry(
+                path=str(raw["path"]),
+                name=str(raw["name"]),
+                key=str(raw["key"]),
+                size=int(raw["size"]),
+                sha256=str(raw["sha256"]),
+                stored_size=int(raw["stored_size"]),
+                compression=str(raw["compression"]),
+                kind=str(raw["kind"]),
+            )
+        )
+    return out
+
+
+def upload_ids_from_keys(keys: Iterable[str], system_id: str) -> list[str]:
+    """Upload ids that have a manifest, sorted ascending, from a key listing."""
+    prefix = system_prefix(system_id)
+    ids = set()
+    for key in keys:
+        if key.startswith(prefix) and key.endswith("/" + MANIFEST_NAME):
+            middle = key[len(prefix) : -len(MANIFEST_NAME) - 1]
+            if UPLOAD_ID_RE.match(middle) and "/" not in middle:
+                ids.add(middle)
+    return sorted(ids)

@@ -1,0 +1,60 @@
+"""The ``Target`` protocol: what a storage backend must do, and nothing more.
+
+A target stores opaque objects under string keys relative to its root (the bucket for
+S3, ``local_target_dir`` for the local target). Layout, manifests, dedupe, compression
+choice and verification live above it, so adding a target is one module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+Compression = Literal["gzip", "none"]
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """The receipt for one object written by ``Target.put_file``."""
+
+    key: str
+    stored_size: int
+    compression: Compression
+    bytes_sent: int
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A place uploads land. Implementations: ``local`` (embedded default), ``cloud`` (S3)."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Connect and clean up after a crash (temp files, abandoned multipart uploads)."""
+
+    async def close(self) -> None:
+        """Release connections; idempotent."""
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        """Store ``source`` under ``key``, gzip-encoding it on the way when asked.
+
+        The object appears whole or not at all. Raises ``TransientError`` or
+        ``PermanentError``.
+        """
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
+        """Store small bytes (a manifest, ``memories.json``) whole; returns bytes sent."""
+
+    def read(self, key: str) -> AsyncIterator[bytes]:
+        """Stream the stored (possibly gzip) bytes of ``key``; ``KeyError`` if missing."""
+
+    async def head(self, key: str) -> int | None:
+        """The stored size of ``key``, or None when it does not exist."""
+
+    def list_keys(self, prefix: str) -> AsyncIterator[str]:
+        """Every key starting with ``prefix``, in lexical order."""
+
+    async def delete_keys(self, keys: list[str]) -> None:
+        """Delete these keys; missing ones are fine."""
