@@ -48,7 +48,14 @@ class PermanentError(AkoshadError):
 
 
 class SnapshotError(AkoshadError):
-    """A file could not be captured consistently (kept moving, unreadable, ...)."""
+    """A file could not be captured consistently (kept moving, corrupt, ...).
+
+    ``retry`` is true when trying again later may succeed (the file kept changing).
+    """
+
+    def __init__(self, message: str, *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 class IntegrityError(AkoshadError):

@@ -29,6 +29,7 @@ MIGRATIONS: list[str] = [
         path TEXT NOT NULL,
         group_path TEXT NOT NULL,
         size INTEGER NOT NULL,
+        live_size INTEGER NOT NULL,
         mtime_ns INTEGER NOT NULL,
         ctime_ns INTEGER NOT NULL,
         inode INTEGER NOT NULL,
@@ -106,7 +107,8 @@ class LedgerEntry:
     target: str
     path: str
     group_path: str
-    size: int
+    size: int  # of the captured bytes (what the manifest lists)
+    live_size: int  # of the live file when captured (what reconcile compares)
     mtime_ns: int
     ctime_ns: int
     inode: int
@@ -150,7 +152,7 @@ class UploadRecord:
 
 
 _LEDGER_COLS = (
-    "target, path, group_path, size, mtime_ns, ctime_ns, inode, sha256, key, name, "
+    "target, path, group_path, size, live_size, mtime_ns, ctime_ns, inode, sha256, key, name, "
     "stored_size, compression, kind, upload_id"
 )
 _QUEUE_COLS = "path, event, first_seen, last_seen, seq, attempts, next_attempt, state, last_error"
@@ -360,10 +362,10 @@ class StateDB:
         """Inside a transaction: upsert entries and delete removed paths for ``target``."""
         c.executemany(
             f"INSERT OR REPLACE INTO ledger ({_LEDGER_COLS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
-                    target, e.path, e.group_path, e.size, e.mtime_ns, e.ctime_ns, e.inode,
+                    target, e.path, e.group_path, e.size, e.live_size, e.mtime_ns, e.ctime_ns, e.inode,
                     e.sha256, e.key, e.name, e.stored_size, e.compression, e.kind, e.upload_id,
                 )
                 for e in entries

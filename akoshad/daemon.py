@@ -1,0 +1,456 @@
+"""The daemon's lifecycle: startup (recover, reconcile, ready), main loop, shutdown.
+
+Resources are entered on one ``AsyncExitStack`` and torn down in reverse. Every task is
+owned by the daemon and awaited. SIGTERM/SIGINT start a shutdown that finishes or
+persists the work in hand within ``drain_deadline_seconds``; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AsyncExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from akoshad import __version__
+from akoshad.config import Settings
+from akoshad.debounce import Debouncer, Kind
+from akoshad.errors import AkoshadError, ConfigError, PermanentError, TransientError
+from akoshad.snapshot import Snapshotter
+from akoshad.state import StateDB
+from akoshad.stats import Stats
+from akoshad.storefiles import PathFilter, is_ignored, walk_store
+from akoshad.targets import Target, make_target
+from akoshad.uploader import PassReport, Uploader
+from akoshad.watcher import StoreWatcher, reconcile
+
+EXIT_OK, EXIT_FAIL = 0, 1
+LOCK_NAME = "akoshad.lock"
+STATE_NAME = "state.db"
+
+
+class AlreadyRunning(AkoshadError):
+    """Another akoshad holds this state directory."""
+
+
+class StateLock:
+    """An exclusive ``flock`` on ``state_dir/akoshad.lock``: one daemon per state."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another akoshad is running on state {self.path.parent} "
+                "(use `akoshad sync --wait` to ask it to drain)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Daemon:
+    """One akoshad: watches, queues, drains. Build with validated settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        environ: Mapping[str, str] | None = None,
+        reload: Callable[[], Settings] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.environ = dict(environ or {})
+        self._reload = reload
+        self.started = time.time()
+        self.stats = Stats()
+        self.stop_event = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.paused = False
+        self.flt = PathFilter.of(settings.include, settings.exclude)
+        self.debouncer = Debouncer(settings.debounce_seconds, settings.max_delay_seconds)
+        self._debounce_wake = asyncio.Event()
+        self._pass_lock = asyncio.Lock()
+        self.state = StateDB(settings.state_dir / STATE_NAME)
+        self.snapshotter = Snapshotter(settings.data_dir, settings.state_dir / "staging")
+        self.target: Target = make_target(
+            "cloud" if settings.bucket_configured else "local", settings
+        )
+        self.uploader = Uploader(
+            state=self.state,
+            snapshotter=self.snapshotter,
+            system_id=settings.cloud_sync.system_id,
+            stats=self.stats,
+            enable_compression=settings.cloud_sync.enable_compression,
+            enable_deduplication=settings.cloud_sync.enable_deduplication,
+            retry_backoff_seconds=settings.cloud_sync.retry_backoff_seconds,
+        )
+        self.last_report: PassReport | None = None
+        self.ready = False
+        self.reconciled = asyncio.Event()
+
+    # ---- startup -------------------------------------------------------------------------
+    async def startup(self, stack: AsyncExitStack) -> None:
+        """Lock, open state, start targets, recover a crash, reconcile (in that order)."""
+        lock = StateLock(self.settings.state_dir)
+        lock.acquire()
+        stack.callback(lock.release)
+        await self.state.open()
+        stack.push_async_callback(self.state.close)
+        await asyncio.to_thread(self.snapshotter.reset_staging)
+        stack.push_async_callback(asyncio.to_thread, self.snapshotter.reset_staging)
+        await self._start_target(self.target)
+        stack.push_async_callback(self.target.close)
+        await self.uploader.recover({self.target.name: self.target})
+        await self.reconcile()
+
+    async def _start_target(self, target: Target) -> None:
+        try:
+            await target.start()
+            self.stats.target(target.name)
+        except (TransientError, PermanentError) as exc:
+            # keep running: changes stay queued until the target answers
+            self.stats.target(target.name).failed(str(exc))
+            logger.error("target {} is unavailable: {}", target.name, exc)
+
+    async def reconcile(self) -> int:
+        """Queue what changed while akoshad was not looking. Returns the number queued."""
+        if not self.settings.data_dir.is_dir():
+            self.reconciled.set()
+            return 0
+        ledger = await self.state.ledger(self.target.name)
+        result = await asyncio.to_thread(reconcile, self.settings.data_dir, self.flt, ledger)
+        queued = await self.state.enqueue(result.changes)
+        if result.refused:
+            for path, reason in result.refused.items():
+                logger.warning("not syncing {}: {}", path, reason)
+            await self.state.transaction(
+                lambda c: self.state.record_skipped(c, result.refused)
+            )
+        logger.info(
+            "reconciled {} store file(s) with the ledger: {} change(s) queued",
+            result.on_disk, queued,
+        )
+        self.reconciled.set()
+        if queued:
+            self.wake.set()
+        return queued
+
+    # ---- changes in --------------------------------------------------------------------------
+    def on_change(self, changes: Iterable[tuple[str, Kind]]) -> None:
+        now = time.monotonic()
+        for path, kind in changes:
+            self.debouncer.touch(path, kind, now)
+        self._debounce_wake.set()
+
+    async def _expand(self, released: list[tuple[str, Kind]]) -> list[tuple[str, str]]:
+        """Directories stand for the files below them (and the ledger's files there)."""
+        out: dict[str, str] = {}
+        ledger_groups: set[str] | None = None
+        for path, kind in released:
+            full = self.settings.data_dir / path
+            is_dir = await asyncio.to_thread(full.is_dir)
+            if not is_dir and kind != "deleted":
+                out[path] = kind
+                continue
+            if ledger_groups is None:
+                ledger_groups = {e.group_path for e in
+                                 (await self.state.ledger(self.target.name)).values()}
+            below = [g for g in ledger_groups if g.startswith(path + "/")]
+            for g in below:
+                out.setdefault(g, "modified")
+            if is_dir:
+                walk = await asyncio.to_thread(walk_store, full, PathFilter())
+                for rel in walk.files:
+                    group = f"{path}/{rel}"
+                    if not is_ignored(group) and self.flt.allows(group):
+                        out[group] = "modified"
+            elif not below:
+                out[path] = kind
+        return list(out.items())
+
+    async def _debounce_loop(self) -> None:
+        """Move due paths from the debouncer into the durable queue."""
+        while not self.stop_event.is_set():
+            deadline = self.debouncer.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._debounce_wake.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._debounce_wake.wait(), timeout)
+            due = self.debouncer.due(time.monotonic())
+            if due:
+                await self._enqueue(due)
+
+    async def _enqueue(self, released: list[tuple[str, Kind]]) -> None:
+        items = await self._expand(released)
+        if items:
+            await self.state.enqueue(items)
+            self.stats.progressed()
+            self.wake.set()
+
+    async def flush_debouncer(self) -> None:
+        """Persist everything the debouncer holds (shutdown, ``sync``)."""
+        released = self.debouncer.flush()
+        if released:
+            await self._enqueue(released)
+
+    # ---- draining --------------------------------------------------------------------------
+    async def drain_pass(self) -> PassReport | None:
+        async with self._pass_lock:
+            self.stats.syncing = True
+            try:
+                report = await self.uploader.drain_once(self.target)
+            finally:
+                self.stats.syncing = False
+            if report is not None:
+                self.last_report = report
+                if report.error:
+                    logger.error("upload to {} failed: {}", report.target, report.error)
+                for path, reason in report.skipped.items():
+                    logger.warning("skipped {}: {}", path, reason)
+            return report
+
+    async def drain_until_empty(self, *, retry_now: bool = True) -> tuple[bool, list[PassReport]]:
+        """Drain now (``sync --wait``, ``run --once``): (every pass ok, reports)."""
+        await self.flush_debouncer()
+        if retry_now:
+            await self.state.transaction(
+                lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
+            )
+        reports: list[PassReport] = []
+        while True:
+            report = await self.drain_pass()
+            if report is None:
+                break
+            reports.append(report)
+            if report.error or report.retrying:
+                break
+        return all(r.ok for r in reports), reports
+
+    async def _drain_loop(self) -> None:
+        while not self.stop_event.is_set():
+            if not self.paused:
+                try:
+                    report = await self.drain_pass()
+                except (TransientError, PermanentError, OSError) as exc:
+                    logger.error("drain pass failed: {}", exc)
+                    report = None
+                if report is not None:
+                    continue  # more may be due right away
+            due = None if self.paused else await self.state.next_due()
+            timeout = None if due is None else max(0.05, due - time.time())
+            self.wake.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+
+    # ---- status / control -------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        depth = await self.state.queue_depth()
+        last = await self.state.last_upload()
+        skipped = await self.state.skipped()
+        degraded = self.stats.degraded_reason()
+        if self.paused:
+            state = "paused"
+        elif degraded:
+            state = "degraded"
+        elif self.stats.syncing or self.stats.in_flight:
+            state = "syncing"
+        else:
+            state = "idle"
+        return {
+            "state": state,
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "data_dir": str(self.settings.data_dir),
+            "pending": depth + len(self.debouncer),
+            "in_flight": self.stats.in_flight,
+            "paused": self.paused,
+            "degraded_reason": degraded,
+            "last_upload": None
+            if last is None
+            else {
+                "upload_id": last.upload_id,
+                "method": last.method,
+                "finished_at": last.finished_at,
+                "files": last.files,
+                "bytes_sent": last.bytes_sent,
+            },
+            "counters": self.stats.counters_dict(),
+            "targets": {n: h.as_dict() for n, h in sorted(self.stats.targets.items())},
+            "skipped": skipped,
+            "system_id": self.settings.cloud_sync.system_id,
+        }
+
+    async def queue_listing(self) -> dict[str, Any]:
+        now = time.time()
+        items = await self.state.queue_items()
+        return {
+            "queue": [
+                {
+                    "path": i.path,
+                    "event": i.event,
+                    "age_seconds": round(now - i.first_seen, 3),
+                    "attempts": i.attempts,
+                    "state": i.state,
+                    "next_attempt_in": round(max(0.0, i.next_attempt - now), 3),
+                    "last_error": i.last_error,
+                }
+                for i in items
+            ],
+            "debouncing": self.debouncer.paths(),
+        }
+
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's handler: ``{"cmd": ...}`` -> result dict."""
+        cmd = request.get("cmd")
+        if cmd == "status":
+            return await self.status()
+        if cmd == "queue":
+            return await self.queue_listing()
+        if cmd == "pause":
+            self.paused = True
+            logger.info("uploads paused")
+            return {"paused": True}
+        if cmd == "resume":
+            self.paused = False
+            self.wake.set()
+            logger.info("uploads resumed")
+            return {"paused": False}
+        if cmd == "sync":
+            if request.get("wait"):
+                ok, reports = await self.drain_until_empty()
+                return {
+                    "ok_drain": ok,
+                    "passes": [r.as_dict() for r in reports],
+                    "pending": await self.state.queue_depth(),
+                }
+            await self.flush_debouncer()
+            self.wake.set()
+            return {"ok_drain": True, "started": True}
+        raise ValueError(f"unknown command {cmd!r}")
+
+    # ---- run ------------------------------------------------------------------------------
+    async def run_once(self) -> int:
+        async with AsyncExitStack() as stack:
+            await self.startup(stack)
+            ok, reports = await self.drain_until_empty()
+            skipped = await self.state.skipped()
+            uploads = [r.upload_id for r in reports if r.upload_id and not r.error]
+            if uploads:
+                logger.info("run --once: uploaded {}", ", ".join(uploads))
+            else:
+                logger.info("run --once: nothing changed, no upload")
+            return EXIT_OK if ok and not skipped else EXIT_FAIL
+
+    async def run_forever(self) -> int:
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal(signame: str) -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                logger.warning("second {}: exiting now", signame)
+                os._exit(EXIT_FAIL)
+            logger.info("{} received: shutting down", signame)
+            self.stop_event.set()
+            self.wake.set()
+            self._debounce_wake.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        try:
+            async with AsyncExitStack() as stack:
+                await self.startup(stack)
+                watcher = StoreWatcher(
+                    self.settings.data_dir, self.flt, self.on_change, self.reconcile,
+                    self.stop_event,
+                )
+                self.ready = True
+                logger.info(
+                    "akoshad {} watching {} -> {}", __version__, self.settings.data_dir,
+                    self.target,
+                )
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [
+                        tg.create_task(watcher.run(first_reset_done=True), name="watcher"),
+                        tg.create_task(self._debounce_loop(), name="debounce"),
+                        tg.create_task(self._drain_loop(), name="drain"),
+                    ]
+                    await self.stop_event.wait()
+                    await self._shutdown(tasks)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return EXIT_OK
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Persist what was seen, let the pass in hand finish within the deadline."""
+        deadline = self.settings.drain_deadline_seconds
+        await self.flush_debouncer()
+        drain = next(t for t in tasks if t.get_name() == "drain")
+        others = [t for t in tasks if t is not drain]
+        for t in others:
+            t.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(drain), deadline)
+        except TimeoutError:
+            logger.warning("drain deadline ({}s) reached: the rest stays queued", deadline)
+            drain.cancel()
+        with suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        logger.info("stopped; {} change(s) stay queued", await self.state.queue_depth())
+
+
+def run_daemon(
+    settings: Settings,
+    *,
+    once: bool = False,
+    config_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Entry point of ``akoshad run``."""
+    env = dict(os.environ if environ is None else environ)
+    _setup_basic_logging(settings)
+
+    def reload() -> Settings:
+        from akoshad.config import load_settings
+
+        return load_settings(config_path, environ=env)
+
+    daemon = Daemon(settings, environ=env, reload=reload)
+    try:
+        if once:
+            return asyncio.run(daemon.run_once())
+        return asyncio.run(daemon.run_forever())
+    except (AlreadyRunning, ConfigError) as exc:
+        print(f"akoshad: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _setup_basic_logging(settings: Settings) -> None:
+    logger.remove()
+    logger.add(sys.stderr, level=settings.log_level, format="{time:HH:mm:ss} {level} {message}")

@@ -1,0 +1,73 @@
+"""Counters and per-target health: written by the pipeline, read by status and sd_notify."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Counters:
+    """Since the daemon started."""
+
+    files_uploaded: int = 0
+    bytes_uploaded: int = 0
+    bytes_sent: int = 0
+    deduplicated: int = 0
+    failures: int = 0
+    retries: int = 0
+
+
+@dataclass
+class TargetHealth:
+    """The last word from one target."""
+
+    available: bool = True
+    last_error: str | None = None
+    last_success_at: float | None = None
+    attempted: bool = False
+
+    def ok(self, now: float | None = None) -> None:
+        self.available = True
+        self.last_error = None
+        self.last_success_at = time.time() if now is None else now
+        self.attempted = True
+
+    def failed(self, error: str) -> None:
+        self.available = False
+        self.last_error = error
+        self.attempted = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "available": self.available,
+            "last_error": self.last_error,
+            "last_success_at": self.last_success_at,
+        }
+
+
+@dataclass
+class Stats:
+    """Everything status reports that is not in the state database."""
+
+    counters: Counters = field(default_factory=Counters)
+    targets: dict[str, TargetHealth] = field(default_factory=dict)
+    in_flight: int = 0
+    progress_seq: int = 0  # bumps whenever the pipeline moves something forward
+    syncing: bool = False
+
+    def target(self, name: str) -> TargetHealth:
+        return self.targets.setdefault(name, TargetHealth())
+
+    def progressed(self) -> None:
+        self.progress_seq += 1
+
+    def degraded_reason(self) -> str | None:
+        for name, health in sorted(self.targets.items()):
+            if not health.available:
+                return f"{name}: {health.last_error}"
+        return None
+
+    def counters_dict(self) -> dict[str, int]:
+        return asdict(self.counters)

@@ -1,0 +1,475 @@
+"""One drain pass: claimed queue entries -> consistent captures -> one upload.
+
+Each upload is a point-in-time snapshot of the whole store: files that changed (by
+SHA-256 against the ledger) are written as new objects, unchanged ones point at the
+objects of earlier, completed uploads. Objects first, ``manifest.json`` last, then the
+ledger, the history and the queue in one state transaction. The attempt is persisted
+before any byte is sent, so a crash is recovered at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from akoshad.compress import choose_compression
+from akoshad.errors import PermanentError, TransientError
+from akoshad.layout import (
+    FileEntry,
+    build_manifest,
+    encode_manifest,
+    entries_of,
+    manifest_key,
+    new_upload_id,
+    object_name,
+    upload_prefix,
+)
+from akoshad.snapshot import Captured, CaptureResult, Skipped, Snapshotter, Vanished
+from akoshad.state import LedgerEntry, QueueItem, StateDB
+from akoshad.stats import Stats
+from akoshad.targets.base import Compression, Target
+
+UPLOAD_CONCURRENCY = 4
+CAPTURE_CONCURRENCY = 2
+RETRY_CAP_SECONDS = 300.0
+PERMANENT_RETRY_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class ExtraObject:
+    """An object an upload carries besides store files (``memories.json``)."""
+
+    name: str
+    data: bytes
+    content_type: str
+    conversation_count: int = 0
+    on_committed: Callable[[str], Awaitable[None]] | None = None
+
+
+# Given the captures of a pass (and the upload id), returns extra objects to carry.
+ExtrasHook = Callable[[Sequence[Captured], str], Awaitable[list[ExtraObject]]]
+
+
+@dataclass
+class PassReport:
+    """What one drain pass did."""
+
+    target: str
+    claimed: int = 0
+    upload_id: str | None = None
+    files_uploaded: list[str] = field(default_factory=list)
+    bytes_uploaded: int = 0
+    bytes_sent: int = 0
+    deduplicated: int = 0
+    deleted: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    retrying: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    permanent: bool = False
+    captures: list[Captured] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.skipped and not self.retrying
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "upload_id": self.upload_id,
+            "files_uploaded": self.files_uploaded,
+            "bytes_uploaded": self.bytes_uploaded,
+            "bytes_sent": self.bytes_sent,
+            "deduplicated": self.deduplicated,
+            "deleted": self.deleted,
+            "skipped": self.skipped,
+            "retrying": self.retrying,
+            "error": self.error,
+        }
+
+
+def retry_delay(attempts: int, base: float, cap: float = RETRY_CAP_SECONDS) -> float:
+    """Full-jitter exponential backoff for a queue entry after ``attempts`` failures."""
+    ceiling = min(cap, base * (2 ** max(0, attempts - 1)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class Uploader:
+    """Runs drain passes against one file target."""
+
+    def __init__(
+        self,
+        *,
+        state: StateDB,
+        snapshotter: Snapshotter,
+        system_id: str,
+        stats: Stats,
+        enable_compression: bool = True,
+        enable_deduplication: bool = True,
+        retry_backoff_seconds: float = 2.0,
+        extras_hook: ExtrasHook | None = None,
+    ) -> None:
+        self.state = state
+        self.snap = snapshotter
+        self.system_id = system_id
+        self.stats = stats
+        self.enable_compression = enable_compression
+        self.enable_deduplication = enable_deduplication
+        self.retry_backoff = retry_backoff_seconds
+        self.extras_hook = extras_hook
+
+    # ---- recovery ----------------------------------------------------------------------
+    async def recover(self, targets: dict[str, Target]) -> None:
+        """Settle uploads a crash interrupted: commit those whose manifest landed,
+        delete the objects of the others. In-flight queue rows go back to pending."""
+        await self.state.recover_in_flight()
+        for upload_id, target_name, plan in await self.state.in_progress_uploads():
+            target = targets.get(target_name)
+            if target is None:
+                continue
+            key = manifest_key(self.system_id, upload_id)
+            manifest = await _read_json(target, key)
+            if manifest is not None:
+                entries = entries_of(manifest)
+                live = plan.get("live", {})
+                groups = plan.get("groups", {})
+                ledger_rows = [
+                    _ledger_row(target_name, e, groups.get(e.path, e.path), live.get(e.path),
+                                upload_id)
+                    for e in entries
+                    if e.path in live
+                ]
+                removed = list(plan.get("removed", []))
+
+                def commit(c: sqlite3.Connection) -> None:
+                    StateDB.write_ledger(c, target_name, ledger_rows, removed)
+                    StateDB.finish_upload(c, upload_id, outcome="completed",
+                                          files=len(plan.get("new", [])))
+
+                await self.state.transaction(commit)
+                logger.info("recovered upload {} (its manifest had landed)", upload_id)
+            else:
+                await self._discard(target, upload_id)
+                await self.state.transaction(
+                    lambda c, u=upload_id: StateDB.finish_upload(
+                        c, u, outcome="abandoned", error="interrupted before its manifest"
+                    )
+                )
+                logger.info("discarded the objects of interrupted upload {}", upload_id)
+
+    async def _discard(self, target: Target, upload_id: str) -> None:
+        prefix = upload_prefix(self.system_id, upload_id)
+        try:
+            keys = [k async for k in target.list_keys(prefix)]
+            if keys:
+                await target.delete_keys(keys)
+        except (TransientError, PermanentError) as exc:
+            logger.warning("could not remove objects of failed upload {}: {}", upload_id, exc)
+
+    # ---- capture -------------------------------------------------------------------------
+    async def capture_all(self, paths: Sequence[str]) -> list[CaptureResult]:
+        sem = asyncio.Semaphore(CAPTURE_CONCURRENCY)
+
+        async def one(path: str) -> CaptureResult:
+            async with sem:
+                self.stats.in_flight += 1
+                try:
+                    return await asyncio.to_thread(self.snap.capture, path)
+                finally:
+                    self.stats.in_flight -= 1
+
+        return list(await asyncio.gather(*(one(p) for p in paths)))
+
+    # ---- the pass --------------------------------------------------------------------------
+    async def drain_once(self, target: Target, *, now: float | None = None) -> PassReport | None:
+        """Claim what is due and make (at most) one upload. None when nothing was due."""
+        items = await self.state.claim(now)
+        if not items:
+            return None
+        report = PassReport(target=target.name, claimed=len(items))
+        try:
+            await asyncio.to_thread(self.snap.reset_staging)
+            results = await self.capture_all([i.path for i in items])
+            await self._pass(target, items, results, report)
+        except asyncio.CancelledError:
+            # shutdown mid-pass: hand the rows back untouched (attempt already counted)
+            await asyncio.shield(self.state.release(items, retry_at=0.0, error="interrupted"))
+            raise
+        finally:
+            await asyncio.to_thread(self.snap.reset_staging)
+        return report
+
+    async def _pass(
+        self,
+        target: Target,
+        items: list[QueueItem],
+        results: list[CaptureResult],
+        report: PassReport,
+    ) -> None:
+        ledger = await self.state.ledger(target.name)
+        by_group: dict[str, list[LedgerEntry]] = {}
+        for entry in ledger.values():
+            by_group.setdefault(entry.group_path, []).append(entry)
+
+        removed: list[str] = []
+        retry_items: list[QueueItem] = []
+        done_items: list[QueueItem] = []
+        captured: list[Captured] = []
+        changed_groups: set[str] = set()
+        item_of = {i.path: i for i in items}
+
+        for result in results:
+            item = item_of[result.group]
+            old = by_group.get(result.group, [])
+            if isinstance(result, Vanished):
+                if old:
+                    removed.extend(e.path for e in old)
+                    changed_groups.add(result.group)
+                    report.deleted.append(result.group)
+                done_items.append(item)
+            elif isinstance(result, Skipped):
+                if result.retry:
+                    report.retrying[result.group] = result.reason
+                    retry_items.append(item)
+                else:
+                    report.skipped[result.group] = result.reason
+                    if old:
+                        removed.extend(e.path for e in old)
+                        changed_groups.add(result.group)
+                    done_items.append(item)
+            else:
+                captured.append(result)
+                report.captures.append(result)
+                done_items.append(item)
+                new_paths = {f.path for f in result.files}
+                removed.extend(e.path for e in old if e.path not in new_paths)
+                if any(e.path not in new_paths for e in old):
+                    changed_groups.add(result.group)
+
+        upload_id = new_upload_id(after=await self.state.latest_upload_id())
+        own_prefix = upload_prefix(self.system_id, upload_id)
+        taken: set[str] = set()
+        final_rows: list[LedgerEntry] = []  # ledger rows for this pass's captures
+        to_send: list[tuple[LedgerEntry, Path]] = []
+        for cap in captured:
+            for f in cap.files:
+                prev = ledger.get(f.path)
+                if prev is not None and prev.sha256 == f.sha256 and self.enable_deduplication:
+                    final_rows.append(_restat(prev, f.live))
+                    report.deduplicated += 1
+                    continue
+                changed_groups.add(cap.group)
+                compression: Compression = await asyncio.to_thread(
+                    choose_compression, f.staged, self.enable_compression
+                )
+                name = object_name(f.path, compression, taken)
+                row = LedgerEntry(
+                    target=target.name, path=f.path, group_path=cap.group, size=f.size,
+                    live_size=f.live.size, mtime_ns=f.live.mtime_ns, ctime_ns=f.live.ctime_ns, inode=f.live.inode,
+                    sha256=f.sha256, key=own_prefix + name, name=name, stored_size=-1,
+                    compression=compression, kind=f.kind, upload_id=upload_id,
+                )
+                to_send.append((row, f.staged))
+
+        if not changed_groups and not report.skipped:
+            # nothing changed: refresh stat identities, finish the queue rows, no upload
+            def refresh(c: sqlite3.Connection) -> None:
+                StateDB.write_ledger(c, target.name, final_rows, [])
+
+            await self.state.transaction(refresh)
+            await self._finish_items(done_items, retry_items, report)
+            return
+        if not changed_groups:
+            # only new skips of files never uploaded: record them, no upload needed
+            await self.state.transaction(lambda c: StateDB.record_skipped(c, report.skipped))
+            await self._finish_items(done_items, retry_items, report)
+            return
+
+        extras = await self.extras_hook(captured, upload_id) if self.extras_hook else []
+        kept = [
+            e for e in ledger.values()
+            if e.path not in removed and e.path not in {r.path for r in final_rows}
+            and e.path not in {r.path for r, _ in to_send}
+        ]
+        live_of = {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r in final_rows}
+        live_of.update(
+            {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r, _ in to_send}
+        )
+        plan = {
+            "live": live_of,
+            "groups": {r.path: r.group_path for r in [*final_rows, *(r for r, _ in to_send)]},
+            "removed": removed,
+            "new": [r.path for r, _ in to_send],
+        }
+        await self.state.begin_upload(upload_id, target.name, target.name, plan)
+        report.upload_id = upload_id
+        try:
+            sent_rows = await self._send_objects(target, to_send, report)
+            for extra in extras:
+                report.bytes_sent += await target.put_bytes(
+                    own_prefix + extra.name, extra.data, extra.content_type
+                )
+            entries = [_entry(r) for r in [*kept, *final_rows, *sent_rows]]
+            manifest = build_manifest(
+                system_id=self.system_id,
+                upload_id=upload_id,
+                entries=entries,
+                skipped=report.skipped,
+                conversation_count=sum(x.conversation_count for x in extras),
+                has_memories=any(x.name == "memories.json" for x in extras),
+            )
+            report.bytes_sent += await target.put_bytes(
+                manifest_key(self.system_id, upload_id),
+                encode_manifest(manifest),
+                "application/json",
+            )
+        except (TransientError, PermanentError, OSError) as exc:
+            await self._failed(target, upload_id, items, exc, report)
+            return
+
+        report.files_uploaded = [r.path for r in sent_rows]
+
+        def commit(c: sqlite3.Connection) -> None:
+            StateDB.write_ledger(c, target.name, [*final_rows, *sent_rows], removed)
+            StateDB.finish_upload(
+                c, upload_id, outcome="completed", files=len(sent_rows),
+                bytes_sent=report.bytes_sent,
+            )
+            StateDB.record_skipped(c, report.skipped)
+
+        await self.state.transaction(commit)
+        for extra in extras:
+            if extra.on_committed is not None:
+                await extra.on_committed(upload_id)
+        self.stats.counters.files_uploaded += len(sent_rows)
+        self.stats.counters.bytes_uploaded += report.bytes_uploaded
+        self.stats.counters.bytes_sent += report.bytes_sent
+        self.stats.counters.deduplicated += report.deduplicated
+        self.stats.target(target.name).ok()
+        self.stats.progressed()
+        await self._finish_items(done_items, retry_items, report)
+        logger.info(
+            "upload {} to {}: {} file(s) sent, {} unchanged, {} deleted, {} bytes",
+            upload_id, target.name, len(sent_rows), len(kept) + len(final_rows),
+            len(report.deleted), report.bytes_sent,
+        )
+
+    async def _send_objects(
+        self, target: Target, to_send: list[tuple[LedgerEntry, Path]], report: PassReport
+    ) -> list[LedgerEntry]:
+        sem = asyncio.Semaphore(UPLOAD_CONCURRENCY)
+
+        async def one(row: LedgerEntry, staged: Path) -> LedgerEntry:
+            async with sem:
+                self.stats.in_flight += 1
+                try:
+                    stored = await target.put_file(
+                        row.key, staged, row.compression  # type: ignore[arg-type]
+                    )
+                finally:
+                    self.stats.in_flight -= 1
+            report.bytes_uploaded += row.size
+            report.bytes_sent += stored.bytes_sent
+            self.stats.progressed()
+            return _replace(row, stored_size=stored.stored_size, compression=stored.compression)
+
+        tasks = [asyncio.create_task(one(r, p)) for r, p in to_send]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _failed(
+        self,
+        target: Target,
+        upload_id: str,
+        items: list[QueueItem],
+        exc: BaseException,
+        report: PassReport,
+    ) -> None:
+        permanent = isinstance(exc, PermanentError)
+        message = str(exc) or type(exc).__name__
+        report.error = message
+        report.permanent = permanent
+        self.stats.counters.failures += 1
+        self.stats.target(target.name).failed(message)
+        await self.state.fail_upload(upload_id, message)
+        await self._discard(target, upload_id)
+        attempts = max(i.attempts for i in items)
+        delay = PERMANENT_RETRY_SECONDS if permanent else retry_delay(attempts, self.retry_backoff)
+        if isinstance(exc, TransientError) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        await self.state.release(items, retry_at=time.time() + delay, error=message)
+        self.stats.counters.retries += 1
+
+    async def _finish_items(
+        self, done: list[QueueItem], retry: list[QueueItem], report: PassReport
+    ) -> None:
+        if done:
+            await self.state.release(done, retry_at=None)
+        for item in retry:
+            await self.state.release(
+                [item],
+                retry_at=time.time() + retry_delay(item.attempts, self.retry_backoff),
+                error=report.retrying.get(item.path),
+            )
+        if retry:
+            self.stats.counters.retries += len(retry)
+        self.stats.progressed()
+
+
+def _entry(row: LedgerEntry) -> FileEntry:
+    return FileEntry(
+        path=row.path, name=row.name, key=row.key, size=row.size, sha256=row.sha256,
+        stored_size=row.stored_size, compression=row.compression, kind=row.kind,
+    )
+
+
+def _restat(prev: LedgerEntry, live: Any) -> LedgerEntry:
+    return _replace(
+        prev, live_size=live.size, mtime_ns=live.mtime_ns, ctime_ns=live.ctime_ns,
+        inode=live.inode,
+    )
+
+
+def _replace(row: LedgerEntry, **changes: Any) -> LedgerEntry:
+    from dataclasses import replace
+
+    return replace(row, **changes)
+
+
+def _ledger_row(
+    target: str, e: FileEntry, group: str, live: list[int] | None, upload_id: str
+) -> LedgerEntry:
+    live_size, mtime_ns, ctime_ns, inode = live or [e.size, 0, 0, 0]
+    parts = e.key.split("/")  # systems/{system_id}/uploads/{upload_id}/{name}
+    return LedgerEntry(
+        target=target, path=e.path, group_path=group, size=e.size, live_size=live_size,
+        mtime_ns=mtime_ns, ctime_ns=ctime_ns, inode=inode, sha256=e.sha256, key=e.key,
+        name=e.name, stored_size=e.stored_size, compression=e.compression, kind=e.kind,
+        upload_id=parts[3] if len(parts) == 5 else upload_id,
+    )
+
+
+async def _read_json(target: Target, key: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        data = b"".join([chunk async for chunk in target.read(key)])
+    except KeyError:
+        return None
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
