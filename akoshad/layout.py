@@ -67,11 +67,11 @@ def object_name(path: str, compression: str, taken: set[str] | None = None) -> s
     Names that had to be altered, or would collide, get a short hash of the path.
     """
     flat = path.replace("/", "__")
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", flat).lstrip(".") or "file"
-    altered = safe != flat or "__" in path or len(safe) > _NAME_MAX
+    safe = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.-]", "_", flat)).strip(".")
+    base = safe[:_NAME_MAX].rstrip(".") or "file"
+    altered = base != flat or "__" in path
     suffix = ".gz" if compression == "gzip" else ""
     digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:10]
-    base = safe[:_NAME_MAX]
     name = f"{base}-{digest}{suffix}" if altered else f"{base}{suffix}"
     if name in RESERVED_NAMES or (taken is not None and name in taken):
         name = f"{base}-{digest}{suffix}"

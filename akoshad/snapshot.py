@@ -99,6 +99,14 @@ _NEWER_STORAGE = re.compile(
 )
 
 
+def classify_open_error(exc: BaseException) -> str:
+    """A duckdb open failure: newer storage -> a "cannot validate" note; else corruption."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if _NEWER_STORAGE.search(message):
+        return f"cannot validate: {message}"
+    raise SnapshotError(f"DuckDB copy does not open: {message}") from None
+
+
 def stat_or_none(path: Path) -> os.stat_result | None:
     try:
         return path.stat()
@@ -286,10 +294,7 @@ class Snapshotter:
         try:
             con = duckdb.connect(str(staged_db), read_only=True)
         except Exception as exc:
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if _NEWER_STORAGE.search(message):
-                return f"cannot validate: {message}"
-            raise SnapshotError(f"DuckDB copy does not open: {message}") from None
+            return classify_open_error(exc)
         try:
             con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
         except Exception as exc:

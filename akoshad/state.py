@@ -251,7 +251,8 @@ class StateDB:
                 "INSERT INTO queue (path, event, first_seen, last_seen) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(path) DO UPDATE SET event = excluded.event, "
                 "last_seen = excluded.last_seen, seq = queue.seq + 1, "
-                "state = 'pending', next_attempt = MIN(queue.next_attempt, excluded.last_seen)",
+                "state = CASE queue.state WHEN 'in_flight' THEN 'in_flight' ELSE 'pending' END, "
+                "next_attempt = MIN(queue.next_attempt, excluded.last_seen)",
                 [(p, e, ts, ts) for p, e in rows],
             )
             # the skip record is stale once the path changes again

@@ -1,0 +1,80 @@
+"""Running akoshad as users do (a subprocess with a config file) and reading its outbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def write_config(path: Path, **settings: Any) -> Path:
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def base_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AKOSHAD_", "NOTIFY_", "XDG_"))}
+    env.update({"HOME": str(home), "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def akoshad(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "akoshad", *args], capture_output=True, text=True,
+        env=env, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"akoshad {args} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def start_daemon(config: Path, env: dict[str, str] | None = None,
+                 log: Path | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "akoshad", "run", "--config", str(config)],
+        stdout=out, stderr=subprocess.STDOUT, env=env,
+    )
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = 40) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def manifests(outbox: Path, system_id: str) -> list[dict[str, Any]]:
+    """Every committed manifest in a local target, oldest first."""
+    base = outbox / "systems" / system_id / "uploads"
+    if not base.is_dir():
+        return []
+    out = []
+    for d in sorted(base.iterdir()):
+        m = d / "manifest.json"
+        if m.exists():
+            out.append(json.loads(m.read_text()))
+    return out
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

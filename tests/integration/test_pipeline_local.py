@@ -1,0 +1,284 @@
+"""The whole pipeline on the embedded default target, driven through the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import (
+    akoshad,
+    base_env,
+    manifests,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_config,
+)
+from tests.storegen import LiveWriter, duckdb_rows, make_store, sqlite_rows
+
+SYSTEM = "testbox"
+
+
+class Setup:
+    def __init__(self, tmp: Path, **extra: Any) -> None:
+        self.tmp = tmp
+        self.store = tmp / "store"
+        self.outbox = tmp / "outbox"
+        self.state = tmp / "state"
+        self.env = base_env(tmp / "home")
+        settings = {
+            "data_dir": str(self.store),
+            "state_dir": str(self.state),
+            "local_target_dir": str(self.outbox),
+            "socket_path": str(tmp / "akoshad.sock"),
+            "debounce_seconds": 0.3,
+            "max_delay_seconds": 5,
+            "cloud_sync": {"system_id": SYSTEM},
+        }
+        settings.update(extra)
+        self.config = write_config(tmp / "config.yaml", **settings)
+
+    def cli(self, *args: str, check: bool = False) -> Any:
+        return akoshad(*args, "--config", str(self.config), env=self.env, check=check)
+
+    def once(self) -> Any:
+        return self.cli("run", "--once")
+
+    def manifests(self) -> list[dict[str, Any]]:
+        return manifests(self.outbox, SYSTEM)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Setup:
+    s = Setup(tmp_path)
+    make_store(s.store)
+    return s
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*") if p.is_file()
+    }
+
+
+def _assert_restored_equals(store: Path, restored: Path) -> None:
+    for table in ("conversations_v2", "reflections_v2"):
+        assert duckdb_rows(restored / "reflection.duckdb", table) == duckdb_rows(
+            store / "reflection.duckdb", table)
+    for table in ("kg_entities", "kg_relationships"):
+        assert duckdb_rows(restored / "knowledge_graph.duckdb", table) == duckdb_rows(
+            store / "knowledge_graph.duckdb", table)
+    assert sqlite_rows(restored / "activity.db", "events") == sqlite_rows(
+        store / "activity.db", "events")
+    assert sqlite_rows(restored / "natural_scheduler.db", "reminders") == sqlite_rows(
+        store / "natural_scheduler.db", "reminders")
+    src, dst = _files(store), _files(restored)
+    for rel, sha in src.items():
+        if rel.endswith((".duckdb", ".db", ".wal")):
+            continue
+        assert dst[rel] == sha, rel
+
+
+def test_once_then_restore_latest(setup: Setup, tmp_path: Path) -> None:
+    res = setup.once()
+    assert res.returncode == 0, res.stderr
+    (m,) = setup.manifests()
+    paths = {f["path"] for f in m["metadata"]["files"]}
+    assert paths == {
+        "reflection.duckdb", "knowledge_graph.duckdb", "activity.db", "natural_scheduler.db",
+        "akosha_sync_state.json", "sessions/session-0/state.json",
+        "sessions/session-1/state.json", "sessions/session-2/state.json",
+    }
+    kinds = {f["path"]: f["kind"] for f in m["metadata"]["files"]}
+    assert kinds["reflection.duckdb"] == "duckdb" and kinds["activity.db"] == "sqlite"
+    assert len(m["files"]) == 8
+    restored = tmp_path / "restored"
+    res = setup.cli("restore", "--latest", "--dest", str(restored))
+    assert res.returncode == 0, res.stderr
+    _assert_restored_equals(setup.store, restored)
+    assert setup.cli("verify").returncode == 0
+
+
+def test_restore_from_empty_state_on_a_new_machine(setup: Setup, tmp_path: Path) -> None:
+    setup.once()
+    shutil.rmtree(setup.state)  # the ledger is gone; the target alone must suffice
+    restored = tmp_path / "r"
+    assert setup.cli("restore", "--latest", "--dest", str(restored)).returncode == 0
+    _assert_restored_equals(setup.store, restored)
+
+
+def test_restore_refuses_non_empty_dest(setup: Setup, tmp_path: Path) -> None:
+    setup.once()
+    dest = tmp_path / "busy"
+    dest.mkdir()
+    (dest / "x").write_text("keep me")
+    res = setup.cli("restore", "--latest", "--dest", str(dest))
+    assert res.returncode == 1 and "not empty" in res.stderr
+    assert (dest / "x").read_text() == "keep me"
+
+
+def test_unchanged_store_makes_no_upload(setup: Setup) -> None:
+    setup.once()
+    before = list(setup.outbox.rglob("*"))
+    res = setup.once()
+    assert res.returncode == 0
+    assert list(setup.outbox.rglob("*")) == before
+    assert len(setup.manifests()) == 1
+
+
+def test_one_small_change_uploads_only_that_file(setup: Setup) -> None:
+    setup.once()
+    (setup.store / "sessions" / "session-1" / "state.json").write_text('{"changed": true}')
+    assert setup.once().returncode == 0
+    first, second = setup.manifests()
+    assert second["files"] == ["sessions__session-1__state.json.gz"]
+    folder = setup.outbox / "systems" / SYSTEM / "uploads" / second["metadata"]["upload_id"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json", "sessions__session-1__state.json.gz"]
+    assert len(second["metadata"]["files"]) == len(first["metadata"]["files"])
+    old_keys = {f["path"]: f["key"] for f in first["metadata"]["files"]}
+    for f in second["metadata"]["files"]:
+        if f["path"] != "sessions/session-1/state.json":
+            assert f["key"] == old_keys[f["path"]]
+            assert (setup.outbox / f["key"]).exists()
+
+
+def test_same_size_rewrite_with_mtime_put_back_is_caught(setup: Setup, tmp_path: Path) -> None:
+    setup.once()
+    p = setup.store / "akosha_sync_state.json"
+    st = p.stat()
+    data = p.read_bytes()
+    p.write_bytes(data.upper())  # same size, new content
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back
+    assert setup.once().returncode == 0
+    assert len(setup.manifests()) == 2
+    restored = tmp_path / "r"
+    setup.cli("restore", "--latest", "--dest", str(restored), check=True)
+    assert (restored / "akosha_sync_state.json").read_bytes() == data.upper()
+
+
+def test_deletion_makes_an_upload_without_the_file(setup: Setup) -> None:
+    setup.once()
+    shutil.rmtree(setup.store / "sessions" / "session-2")
+    assert setup.once().returncode == 0
+    last = setup.manifests()[-1]
+    assert "sessions/session-2/state.json" not in {f["path"] for f in last["metadata"]["files"]}
+    assert last["files"] == []
+
+
+def test_missing_data_dir_makes_no_upload(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    assert s.once().returncode == 0
+    assert s.manifests() == []
+
+
+def test_live_writer_never_sees_a_lock(setup: Setup, tmp_path: Path) -> None:
+    writer = LiveWriter(setup.store / "reflection.duckdb", interval=0.02, log=tmp_path / "w.log")
+    try:
+        time.sleep(0.5)
+        before = set(writer.committed())
+        res = setup.once()
+        time.sleep(0.3)
+    finally:
+        writer.stop()
+    assert res.returncode == 0, res.stderr
+    assert writer.errors() == []
+    restored = tmp_path / "r"
+    setup.cli("restore", "--latest", "--dest", str(restored), check=True)
+    m = setup.manifests()[-1]
+    assert "reflection.duckdb.wal" in {f["path"] for f in m["metadata"]["files"]}
+    got = {r[0] for r in duckdb_rows(restored / "reflection.duckdb", "live_rows")}
+    assert before and before <= got
+
+
+def test_once_refused_while_daemon_runs(setup: Setup, tmp_path: Path) -> None:
+    proc = start_daemon(setup.config, setup.env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: setup.manifests(), 20)
+        res = setup.once()
+        assert res.returncode == 1 and "sync --wait" in res.stderr
+    finally:
+        assert stop_daemon(proc) == 0
+
+
+def test_daemon_uploads_change_within_debounce_plus_2s(setup: Setup, tmp_path: Path) -> None:
+    proc = start_daemon(setup.config, setup.env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: len(setup.manifests()) == 1, 20)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        (setup.store / "akosha_sync_state.json").write_text('{"now": 1}')
+        wait_for(lambda: len(setup.manifests()) == 2, 10, interval=0.02)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 0.3 + 2, elapsed
+        assert setup.manifests()[-1]["files"] == ["akosha_sync_state.json.gz"]
+    finally:
+        assert stop_daemon(proc) == 0
+    # changed while stopped: uploaded at the next start
+    (setup.store / "new.json").write_text('{"made": "offline"}')
+    proc = start_daemon(setup.config, setup.env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: len(setup.manifests()) == 3, 20)
+        assert setup.manifests()[-1]["files"] == ["new.json.gz"]
+    finally:
+        assert stop_daemon(proc) == 0
+
+
+def test_daemon_rewatches_a_recreated_store(setup: Setup, tmp_path: Path) -> None:
+    proc = start_daemon(setup.config, setup.env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: len(setup.manifests()) == 1, 20)
+        shutil.rmtree(setup.store)
+        time.sleep(1.5)
+        setup.store.mkdir()
+        (setup.store / "fresh.json").write_text("{}")
+        last = wait_for(
+            lambda: [m for m in setup.manifests()
+                     if {f["path"] for f in m["metadata"]["files"]} == {"fresh.json"}],
+            20,
+        )
+        assert last
+    finally:
+        assert stop_daemon(proc) == 0
+
+
+def _store_matches(setup: Setup, manifest: dict[str, Any]) -> None:
+    for f in manifest["metadata"]["files"]:
+        assert (setup.outbox / f["key"]).exists(), f["key"]
+
+
+@pytest.mark.slow
+def test_kill_9_during_uploads_always_converges(setup: Setup, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    big = setup.store / "big.bin"
+    for cycle in range(6):
+        big.write_bytes(os.urandom(3_000_000) + bytes([cycle]) * 1000)
+        (setup.store / f"f{cycle}.json").write_text(json.dumps({"cycle": cycle}))
+        proc = start_daemon(setup.config, setup.env, tmp_path / "d.log")
+        time.sleep(rng.uniform(0.3, 1.5))
+        proc.kill()
+        proc.wait()
+        for m in setup.manifests():
+            _store_matches(setup, m)
+    assert setup.once().returncode == 0
+    last = setup.manifests()[-1]
+    _store_matches(setup, last)
+    restored = tmp_path / "r"
+    setup.cli("restore", "--latest", "--dest", str(restored), check=True)
+    _assert_restored_equals(setup.store, restored)
+    assert (restored / "big.bin").read_bytes() == big.read_bytes()
+    assert not list((setup.state / "staging").iterdir())
+    assert not [p for p in setup.outbox.rglob("*") if ".akoshad-tmp-" in p.name]
+    con = sqlite3.connect(setup.state / "state.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0

@@ -1,0 +1,190 @@
+"""Consistent captures: DuckDB pairs, SQLite backups, stable copies, vanishing files."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from akoshad.errors import SnapshotError
+from akoshad.snapshot import (
+    Captured,
+    Skipped,
+    Snapshotter,
+    Vanished,
+    classify_open_error,
+)
+from tests.storegen import LiveWriter, duckdb_rows, make_reflection, make_sqlite, sqlite_rows
+
+
+@pytest.fixture
+def snap(tmp_path: Path) -> Snapshotter:
+    (tmp_path / "store").mkdir()
+    s = Snapshotter(tmp_path / "store", tmp_path / "staging", sleep=lambda _s: None)
+    s.reset_staging()
+    return s
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_plain_file(snap: Snapshotter) -> None:
+    (snap.data_dir / "a.json").write_text('{"a": 1}')
+    res = snap.capture("a.json")
+    assert isinstance(res, Captured)
+    (f,) = res.files
+    assert f.kind == "file" and f.size == 8 and f.sha256 == _sha(snap.data_dir / "a.json")
+    assert f.staged.read_text() == '{"a": 1}'
+    assert f.staged.stat().st_mode & 0o777 == 0o600
+
+
+def test_vanished_is_deletion(snap: Snapshotter) -> None:
+    assert snap.capture("gone.json") == Vanished("gone.json")
+
+
+def test_directory_in_place_of_file_is_deletion(snap: Snapshotter) -> None:
+    (snap.data_dir / "d").mkdir()
+    assert snap.capture("d") == Vanished("d")
+
+
+def test_file_that_keeps_changing_is_retried_later(snap: Snapshotter) -> None:
+    path = snap.data_dir / "busy.json"
+    path.write_bytes(b"x" * 4_000_000)
+    stop = threading.Event()
+
+    def churn() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            with path.open("r+b") as fh:
+                fh.write(str(n).encode())
+            time.sleep(0.0005)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        snap.attempts = 3
+        res = snap.capture("busy.json")
+    finally:
+        stop.set()
+        t.join()
+    assert isinstance(res, Skipped) and res.retry and "kept changing" in res.reason
+
+
+def test_unreadable_file_skipped(snap: Snapshotter, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tests run as root, where chmod 000 does not stop reads: fail the open instead
+    path = snap.data_dir / "locked.json"
+    path.write_text("{}")
+    real_open = Path.open
+
+    def deny(self: Path, *a, **k):  # type: ignore[no-untyped-def]
+        if self.name == "locked.json":
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *a, **k)
+
+    monkeypatch.setattr(Path, "open", deny)
+    res = snap.capture("locked.json")
+    assert isinstance(res, Skipped) and not res.retry and res.reason == "permission denied"
+
+
+def test_duckdb_pair_with_wal_restores_rows(snap: Snapshotter, tmp_path: Path) -> None:
+    db = snap.data_dir / "reflection.duckdb"
+    make_reflection(db, conversations=5)
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO conversations_v2 (id, content, category) VALUES ('w1', 'in wal', 'c')")
+    assert (snap.data_dir / "reflection.duckdb.wal").stat().st_size > 0
+    res = snap.capture("reflection.duckdb")
+    con.close()
+    assert isinstance(res, Captured)
+    kinds = {f.path: f.kind for f in res.files}
+    assert kinds == {"reflection.duckdb": "duckdb", "reflection.duckdb.wal": "duckdb-wal"}
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    for f in res.files:
+        shutil.copy(f.staged, restore / f.path)
+        assert _sha(f.staged) == f.sha256
+    ids = [r[0] for r in duckdb_rows(restore / "reflection.duckdb", "conversations_v2")]
+    assert "w1" in ids and len(ids) == 6
+
+
+def test_duckdb_copy_never_locks_live_writer(snap: Snapshotter, tmp_path: Path) -> None:
+    db = snap.data_dir / "reflection.duckdb"
+    make_reflection(db, conversations=3)
+    writer = LiveWriter(db, interval=0.01, log=tmp_path / "w.log")
+    try:
+        time.sleep(0.3)
+        results = []
+        for _ in range(10):
+            before = set(writer.committed())
+            res = snap.capture("reflection.duckdb")
+            if isinstance(res, Captured):
+                results.append((before, res))
+    finally:
+        writer.stop()
+    assert writer.errors() == []
+    assert results, "no capture succeeded while the writer ran"
+    before, res = results[-1]
+    out = tmp_path / "out"
+    out.mkdir()
+    for f in res.files:
+        shutil.copy(f.staged, out / f.path)
+    got = {r[0] for r in duckdb_rows(out / "reflection.duckdb", "live_rows")}
+    assert before <= got  # everything committed before the snapshot began is in it
+
+
+def test_corrupt_duckdb_is_skipped(snap: Snapshotter) -> None:
+    db = snap.data_dir / "bad.duckdb"
+    make_reflection(db, conversations=2)
+    data = bytearray(db.read_bytes())
+    data[4096:8192] = b"\x00garbage" * 512
+    db.write_bytes(bytes(data[: len(data) // 2]))
+    res = snap.capture("bad.duckdb")
+    assert isinstance(res, Skipped) and "DuckDB" in res.reason and not res.retry
+
+
+def test_newer_storage_version_is_cannot_validate() -> None:
+    msg = ("IO Error: Trying to read a database file with version number 69, but we can only "
+           "read version 65.")
+    assert classify_open_error(RuntimeError(msg)).startswith("cannot validate")
+    with pytest.raises(SnapshotError):
+        classify_open_error(RuntimeError("Corrupt database file: checksum mismatch"))
+
+
+def test_sqlite_backup_consistent_during_writes(snap: Snapshotter, tmp_path: Path) -> None:
+    db = snap.data_dir / "activity.db"
+    make_sqlite(db, rows=100)
+    stop = threading.Event()
+
+    def write() -> None:
+        con = sqlite3.connect(db, timeout=10)
+        while not stop.is_set():
+            con.execute("INSERT INTO events (what, at) VALUES ('more', 0)")
+            con.commit()
+        con.close()
+
+    t = threading.Thread(target=write)
+    t.start()
+    try:
+        res = snap.capture("activity.db")
+    finally:
+        stop.set()
+        t.join()
+    assert isinstance(res, Captured)
+    (f,) = res.files
+    assert f.kind == "sqlite"
+    copy = tmp_path / "copy.db"
+    shutil.copy(f.staged, copy)
+    assert len(sqlite_rows(copy, "events")) >= 100
+
+
+def test_reset_staging_removes_leftovers(snap: Snapshotter) -> None:
+    (snap.staging / "leftover").write_text("x")
+    snap.reset_staging()
+    assert list(snap.staging.iterdir()) == []

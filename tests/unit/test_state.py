@@ -1,0 +1,149 @@
+"""The durable queue, the ledger and the upload history on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from akoshad.state import SCHEMA_VERSION, LedgerEntry, StateDB, StateError
+
+
+@pytest.fixture
+async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    yield state
+    await state.close()
+
+
+def entry(path: str, sha: str = "a" * 64, group: str | None = None) -> LedgerEntry:
+    return LedgerEntry(
+        target="local", path=path, group_path=group or path, size=10, live_size=11,
+        mtime_ns=1, ctime_ns=2, inode=3, sha256=sha, key=f"systems/s/uploads/u1/{path}",
+        name=path, stored_size=9, compression="gzip", kind="file", upload_id="u1",
+    )
+
+
+async def test_schema_version_and_wal(db: StateDB, tmp_path: Path) -> None:
+    con = sqlite3.connect(tmp_path / "state.db")
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_newer_schema_refused(tmp_path: Path) -> None:
+    con = sqlite3.connect(tmp_path / "s.db")
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
+    con.close()
+    state = StateDB(tmp_path / "s.db")
+    with pytest.raises(StateError, match="newer"):
+        await state.open()
+    await state.close()
+
+
+async def test_corrupt_state_detected(tmp_path: Path) -> None:
+    (tmp_path / "bad.db").write_bytes(b"this is not sqlite at all" * 100)
+    state = StateDB(tmp_path / "bad.db")
+    with pytest.raises(StateError, match="unusable"):
+        await state.open()
+    await state.close()
+
+
+async def test_upsert_keeps_one_row_per_path(db: StateDB) -> None:
+    for i in range(5):
+        await db.enqueue([("a.json", "modified")], now=100.0 + i)
+    await db.enqueue([("b.json", "added")], now=200.0)
+    items = await db.queue_items()
+    assert [i.path for i in items] == ["a.json", "b.json"]
+    a = items[0]
+    assert (a.first_seen, a.last_seen, a.seq) == (100.0, 104.0, 5)
+
+
+async def test_claim_counts_attempt_before_work(db: StateDB, tmp_path: Path) -> None:
+    await db.enqueue([("a", "added")], now=1.0)
+    claimed = await db.claim(now=2.0)
+    assert [(c.path, c.attempts, c.state) for c in claimed] == [("a", 1, "in_flight")]
+    # persisted: a second connection sees the attempt already
+    con = sqlite3.connect(tmp_path / "state.db")
+    assert con.execute("SELECT attempts, state FROM queue").fetchone() == (1, "in_flight")
+    assert await db.claim(now=3.0) == []
+
+
+async def test_release_done_deletes_unless_changed_meanwhile(db: StateDB) -> None:
+    await db.enqueue([("a", "added"), ("b", "added")], now=1.0)
+    claimed = await db.claim(now=2.0)
+    await db.enqueue([("b", "modified")], now=3.0)  # b changed during the pass
+    await db.release(claimed, retry_at=None)
+    items = await db.queue_items()
+    assert [(i.path, i.state, i.attempts) for i in items] == [("b", "pending", 0)]
+
+
+async def test_release_retry_sets_next_attempt(db: StateDB) -> None:
+    await db.enqueue([("a", "added")], now=1.0)
+    claimed = await db.claim(now=2.0)
+    await db.release(claimed, retry_at=50.0, error="boom")
+    assert await db.claim(now=49.0) == []
+    again = await db.claim(now=50.0)
+    assert again[0].attempts == 2
+    assert again[0].last_error == "boom"
+
+
+async def test_recover_in_flight_after_crash(tmp_path: Path) -> None:
+    first = StateDB(tmp_path / "s.db")
+    await first.open()
+    await first.enqueue([("a", "added")], now=1.0)
+    await first.claim(now=2.0)
+    await first.close()  # the process "dies" with a row in flight
+    second = StateDB(tmp_path / "s.db")
+    await second.open()
+    assert await second.recover_in_flight() == 1
+    assert [i.path for i in await second.claim(now=3.0)] == ["a"]
+    await second.close()
+
+
+async def test_ledger_write_and_remove(db: StateDB) -> None:
+    await db.transaction(lambda c: StateDB.write_ledger(c, "local", [entry("a"), entry("b")], []))
+    assert set(await db.ledger("local")) == {"a", "b"}
+    assert await db.ledger("cloud") == {}
+    await db.transaction(lambda c: StateDB.write_ledger(c, "local", [entry("a", "b" * 64)], ["b"]))
+    ledger = await db.ledger("local")
+    assert set(ledger) == {"a"} and ledger["a"].sha256 == "b" * 64
+    assert ledger["a"].live_size == 11
+
+
+async def test_ledger_survives_restart(tmp_path: Path) -> None:
+    s = StateDB(tmp_path / "s.db")
+    await s.open()
+    await s.transaction(lambda c: StateDB.write_ledger(c, "local", [entry("x")], []))
+    await s.close()
+    s2 = StateDB(tmp_path / "s.db")
+    await s2.open()
+    assert (await s2.ledger("local"))["x"] == entry("x")
+    await s2.close()
+
+
+async def test_upload_history(db: StateDB) -> None:
+    await db.begin_upload("u1", "local", "local", {"new": ["a"]})
+    assert [u for u, _, _ in await db.in_progress_uploads()] == ["u1"]
+    await db.transaction(
+        lambda c: StateDB.finish_upload(c, "u1", outcome="completed", files=1, bytes_sent=5)
+    )
+    last = await db.last_upload()
+    assert last is not None and (last.upload_id, last.files, last.bytes_sent) == ("u1", 1, 5)
+    assert await db.in_progress_uploads() == []
+    await db.begin_upload("u2", "local", "local", {})
+    await db.fail_upload("u2", "down")
+    assert (await db.last_upload()).upload_id == "u1"  # type: ignore[union-attr]
+    assert await db.latest_upload_id() == "u2"
+
+
+async def test_skipped_cleared_when_path_changes(db: StateDB) -> None:
+    await db.transaction(lambda c: StateDB.record_skipped(c, {"bad": "permission denied"}))
+    assert await db.skipped() == {"bad": "permission denied"}
+    await db.enqueue([("bad", "modified")])
+    assert await db.skipped() == {}
+
+
+async def test_integrity_check(db: StateDB) -> None:
+    assert await db.integrity_check() == "ok"

@@ -1,0 +1,89 @@
+"""Side files, temp files, include/exclude and the disk walk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from akoshad.storefiles import PathFilter, detect_kind, owner_of, to_change, walk_store
+
+ALL = PathFilter()
+
+
+@pytest.mark.parametrize(
+    ("changed", "queued"),
+    [
+        ("reflection.duckdb", "reflection.duckdb"),
+        ("reflection.duckdb.wal", "reflection.duckdb"),
+        ("workflow_metrics.db.wal", "workflow_metrics.db"),
+        ("activity.db-journal", "activity.db"),
+        ("activity.db-wal", "activity.db"),
+        ("activity.db-shm", "activity.db"),
+        ("sessions/a/state.json", "sessions/a/state.json"),
+        ("reflection.duckdb.tmp/spill.bin", None),
+        ("x.tmp", None),
+        (".write_test", None),
+        ("sub/.write_test", None),
+        ("state.json.akoshad-tmp-1234", None),
+    ],
+)
+def test_to_change(changed: str, queued: str | None) -> None:
+    assert to_change(changed, ALL) == queued
+
+
+def test_owner_of_plain_file_is_itself() -> None:
+    assert owner_of("notes.txt") == "notes.txt"
+
+
+def test_include_exclude() -> None:
+    flt = PathFilter.of(["*.duckdb", "sessions/**"], ["sessions/old/**"])
+    assert flt.allows("reflection.duckdb")
+    assert flt.allows("sessions/a/state.json")
+    assert not flt.allows("activity.db")
+    assert not flt.allows("sessions/old/state.json")
+    assert to_change("reflection.duckdb.wal", flt) == "reflection.duckdb"
+    assert to_change("activity.db-journal", flt) is None
+
+
+def test_detect_kind_by_content(tmp_path: Path) -> None:
+    import sqlite3
+
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "a.db")).close()  # DuckDB despite .db
+    sqlite3.connect(tmp_path / "b.duckdb").execute("CREATE TABLE t(x)").connection.commit()
+    (tmp_path / "c.json").write_text("{}")
+    assert detect_kind(tmp_path / "a.db") == "duckdb"
+    assert detect_kind(tmp_path / "b.duckdb") == "sqlite"
+    assert detect_kind(tmp_path / "c.json") == "file"
+
+
+def test_walk_skips_side_files_and_unsafe_links(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    (root / "sessions" / "s1").mkdir(parents=True)
+    (root / "a.duckdb").write_bytes(b"x")
+    (root / "a.duckdb.wal").write_bytes(b"x")
+    (root / "b.db").write_bytes(b"x")
+    (root / "b.db-journal").write_bytes(b"x")
+    (root / "sessions" / "s1" / "state.json").write_text("{}")
+    (root / "x.duckdb.tmp").mkdir()
+    (root / "x.duckdb.tmp" / "spill").write_bytes(b"x")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("do not sync")
+    os.symlink(outside, root / "link-out.txt")
+    os.symlink(root / "b.db", root / "link-in.db")
+    os.symlink(root, root / "loop")  # a directory loop
+    os.symlink(root / "loop2", root / "loop2")  # a self-referencing link
+    bad = os.fsencode(str(root)) + b"/bad-\xff.json"
+    with open(bad, "wb") as fh:
+        fh.write(b"{}")
+    walk = walk_store(root, ALL)
+    assert walk.files == ["a.duckdb", "b.db", "link-in.db", "sessions/s1/state.json"]
+    assert walk.refused["link-out.txt"] == "symlink points outside data_dir"
+    assert any("UTF-8" in r for r in walk.refused.values())
+
+
+def test_walk_missing_root(tmp_path: Path) -> None:
+    assert walk_store(tmp_path / "nope", ALL).files == []
