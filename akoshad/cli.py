@@ -116,11 +116,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "service":
         from akoshad.service import cmd_service
 
-        return cmd_service(args, settings)
+        return int(cmd_service(args, settings))
     if cmd == "mcp":
         from akoshad.mcp_tools import cmd_mcp
 
-        return cmd_mcp(args, settings)
+        return int(cmd_mcp(args, settings))
     raise AssertionError(cmd)
 
 

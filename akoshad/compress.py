@@ -8,6 +8,7 @@ Data that does not compress (already compressed formats, random bytes) is stored
 from __future__ import annotations
 
 import os
+import types
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +16,15 @@ from typing import Any
 
 from akoshad.targets.base import Compression
 
+_fast_zlib: types.ModuleType
 try:  # pragma: no cover - depends on the platform wheel
-    from isal import isal_zlib as _fast_zlib
+    from isal import isal_zlib
 
+    _fast_zlib = isal_zlib
     FAST_GZIP = "isal"
-    GZIP_LEVEL = 1  # isal levels 0-3; 1 balances speed and ratio (see bench/compress.py)
+    GZIP_LEVEL = 1  # isal levels 0-3; 1 balances speed and ratio (see bench/compress_bench.py)
 except ImportError:  # pragma: no cover
-    _fast_zlib = zlib  # type: ignore[assignment]
+    _fast_zlib = zlib
     FAST_GZIP = "zlib"
     GZIP_LEVEL = 1
 
@@ -31,9 +34,29 @@ SAMPLE_BYTES = 64 * 1024
 MIN_SAVING_RATIO = 0.90
 ALREADY_COMPRESSED = frozenset(
     {
-        ".gz", ".tgz", ".zip", ".zst", ".xz", ".bz2", ".lz4", ".br", ".7z", ".rar",
-        ".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".mp3", ".mp4", ".mkv", ".webm",
-        ".pdf", ".whl", ".jar",
+        ".gz",
+        ".tgz",
+        ".zip",
+        ".zst",
+        ".xz",
+        ".bz2",
+        ".lz4",
+        ".br",
+        ".7z",
+        ".rar",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".webp",
+        ".avif",
+        ".mp3",
+        ".mp4",
+        ".mkv",
+        ".webm",
+        ".pdf",
+        ".whl",
+        ".jar",
     }
 )
 _MAGIC = (b"\x1f\x8b", b"PK\x03\x04", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ", b"BZh", b"\x89PNG")

@@ -113,9 +113,7 @@ class Settings(BaseSettings):
     max_delay_seconds: float = Field(default=60.0, gt=0, le=86400)
     local_target_dir: Path
     akosha_url: str | None = None
-    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = (
-        "INFO"
-    )
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     log_file: Path | None = None
     drain_deadline_seconds: float = Field(default=30.0, gt=0, le=3600)

@@ -11,6 +11,7 @@ import asyncio
 import fcntl
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,7 +26,7 @@ from akoshad.config import Settings
 from akoshad.debounce import Debouncer, Kind
 from akoshad.errors import AkoshadError, ConfigError, PermanentError, TransientError
 from akoshad.snapshot import Snapshotter
-from akoshad.state import StateDB
+from akoshad.state import StateDB, StateError
 from akoshad.stats import Stats
 from akoshad.storefiles import PathFilter, is_ignored, walk_store
 from akoshad.targets import Target, make_target
@@ -35,6 +36,7 @@ from akoshad.watcher import StoreWatcher, reconcile
 EXIT_OK, EXIT_FAIL = 0, 1
 LOCK_NAME = "akoshad.lock"
 STATE_NAME = "state.db"
+ENQUEUE_RETRY_SECONDS = 2.0
 
 
 class AlreadyRunning(AkoshadError):
@@ -117,14 +119,34 @@ class Daemon:
         lock = StateLock(self.settings.state_dir)
         lock.acquire()
         stack.callback(lock.release)
-        await self.state.open()
+        rebuilt = await self._open_state()
         stack.push_async_callback(self.state.close)
         await asyncio.to_thread(self.snapshotter.reset_staging)
         stack.push_async_callback(asyncio.to_thread, self.snapshotter.reset_staging)
         await self._start_target(self.target)
         stack.push_async_callback(self.target.close)
+        if rebuilt:
+            n = await self.uploader.rebuild_ledger(self.target)
+            logger.warning("ledger rebuilt from {}: {} file(s) known", self.target.name, n)
         await self.uploader.recover({self.target.name: self.target})
         await self.reconcile()
+
+    async def _open_state(self) -> bool:
+        """Open the state database; a corrupt one is kept aside and started afresh.
+        Returns True when the ledger must be rebuilt."""
+        try:
+            await self.state.open()
+            return False
+        except StateError as exc:
+            if not exc.corrupt:
+                raise
+            await self.state.close()
+            aside = self.state.set_aside()
+            logger.error("{}; kept aside as {} and starting a new one", exc, aside.name)
+        self.state = StateDB(self.state.path)
+        self.uploader.state = self.state
+        await self.state.open()
+        return True
 
     async def _start_target(self, target: Target) -> None:
         try:
@@ -146,12 +168,11 @@ class Daemon:
         if result.refused:
             for path, reason in result.refused.items():
                 logger.warning("not syncing {}: {}", path, reason)
-            await self.state.transaction(
-                lambda c: self.state.record_skipped(c, result.refused)
-            )
+            await self.state.transaction(lambda c: self.state.record_skipped(c, result.refused))
         logger.info(
             "reconciled {} store file(s) with the ledger: {} change(s) queued",
-            result.on_disk, queued,
+            result.on_disk,
+            queued,
         )
         self.reconciled.set()
         if queued:
@@ -176,8 +197,9 @@ class Daemon:
                 out[path] = kind
                 continue
             if ledger_groups is None:
-                ledger_groups = {e.group_path for e in
-                                 (await self.state.ledger(self.target.name)).values()}
+                ledger_groups = {
+                    e.group_path for e in (await self.state.ledger(self.target.name)).values()
+                }
             below = [g for g in ledger_groups if g.startswith(path + "/")]
             for g in below:
                 out.setdefault(g, "modified")
@@ -203,12 +225,24 @@ class Daemon:
             if due:
                 await self._enqueue(due)
 
-    async def _enqueue(self, released: list[tuple[str, Kind]]) -> None:
-        items = await self._expand(released)
+    async def _enqueue(self, released: list[tuple[str, Kind]]) -> bool:
+        """Persist released paths; on failure (disk full, ...) keep them for a retry."""
+        try:
+            items = await self._expand(released)
+            if items:
+                await self.state.enqueue(items)
+        except (sqlite3.Error, OSError) as exc:
+            logger.error(
+                "cannot record {} change(s) on the queue: {}; retrying", len(released), exc
+            )
+            retry_at = time.monotonic() - self.debouncer.quiet + ENQUEUE_RETRY_SECONDS
+            for path, kind in released:
+                self.debouncer.touch(path, kind, retry_at)
+            return False
         if items:
-            await self.state.enqueue(items)
             self.stats.progressed()
             self.wake.set()
+        return True
 
     async def flush_debouncer(self) -> None:
         """Persist everything the debouncer holds (shutdown, ``sync``)."""
@@ -250,13 +284,19 @@ class Daemon:
         return all(r.ok for r in reports), reports
 
     async def _drain_loop(self) -> None:
+        failures = 0
         while not self.stop_event.is_set():
             if not self.paused:
                 try:
                     report = await self.drain_pass()
-                except (TransientError, PermanentError, OSError) as exc:
+                    failures = 0
+                except (sqlite3.Error, OSError, AkoshadError) as exc:
+                    # the daemon survives: disk full, state trouble, a target gone wrong
+                    failures += 1
+                    self.stats.counters.failures += 1
                     logger.error("drain pass failed: {}", exc)
-                    report = None
+                    await self._sleep_or_stop(min(60.0, 2.0**failures))
+                    continue
                 if report is not None:
                     continue  # more may be due right away
             due = None if self.paused else await self.state.next_due()
@@ -264,6 +304,10 @@ class Daemon:
             self.wake.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_event.wait(), seconds)
 
     # ---- status / control -------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
@@ -386,12 +430,17 @@ class Daemon:
             async with AsyncExitStack() as stack:
                 await self.startup(stack)
                 watcher = StoreWatcher(
-                    self.settings.data_dir, self.flt, self.on_change, self.reconcile,
+                    self.settings.data_dir,
+                    self.flt,
+                    self.on_change,
+                    self.reconcile,
                     self.stop_event,
                 )
                 self.ready = True
                 logger.info(
-                    "akoshad {} watching {} -> {}", __version__, self.settings.data_dir,
+                    "akoshad {} watching {} -> {}",
+                    __version__,
+                    self.settings.data_dir,
                     self.target,
                 )
                 async with asyncio.TaskGroup() as tg:
@@ -446,7 +495,7 @@ def run_daemon(
         if once:
             return asyncio.run(daemon.run_once())
         return asyncio.run(daemon.run_forever())
-    except (AlreadyRunning, ConfigError) as exc:
+    except (AlreadyRunning, ConfigError, StateError) as exc:
         print(f"akoshad: {exc}", file=sys.stderr)
         return exc.exit_code
 

@@ -55,9 +55,9 @@ def new_upload_id(now: datetime | None = None, after: str | None = None) -> str:
         ts += timedelta(microseconds=1)
         if after and ts.strftime("%Y%m%dT%H%M%S%fZ") < after[:22]:
             # the clock went backwards: continue just after the last id instead
-            ts = datetime.strptime(after[:22], "%Y%m%dT%H%M%S%fZ").replace(
-                tzinfo=UTC
-            ) + timedelta(microseconds=1)
+            ts = datetime.strptime(after[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC) + timedelta(
+                microseconds=1
+            )
 
 
 def object_name(path: str, compression: str, taken: set[str] | None = None) -> str:
@@ -185,12 +185,7 @@ def validate_manifest(manifest: Any, now: datetime | None = None) -> list[str]:
         problems.append("files must be a list")
     else:
         for name in files:
-            if (
-                not isinstance(name, str)
-                or not NAME_RE.match(name)
-                or ".." in name
-                or "~" in name
-            ):
+            if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name or "~" in name:
                 problems.append(f"bad file name {name!r}")
     if not isinstance(manifest.get("metadata", {}), dict):
         problems.append("metadata must be an object")

@@ -74,7 +74,7 @@ async def fetch_entry(target: Target, entry: FileEntry, dest: Path | None) -> tu
     fh = None
     tmp = None
     if dest is not None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".akoshad-restore")
         fh = await asyncio.to_thread(tmp.open, "wb")
     try:
@@ -154,17 +154,21 @@ async def restore_upload(
     target: Target, system_id: str, upload_id: str, dest: Path, *, force: bool = False
 ) -> int:
     """Write the store as of ``upload_id`` into ``dest``; returns the number of files."""
+    await asyncio.to_thread(_check_dest, dest, force)
+    manifest = await load_manifest(target, system_id, upload_id)
+    entries = entries_of(manifest)
+    plan = [(entry, dest.joinpath(*safe_relative(entry.path).parts)) for entry in entries]
+    await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
+    for entry, path in plan:
+        await fetch_entry(target, entry, path)
+    return len(plan)
+
+
+def _check_dest(dest: Path, force: bool) -> None:
     if dest.exists() and not dest.is_dir():
         raise RestoreError(f"--dest {dest} exists and is not a directory")
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise RestoreError(f"--dest {dest} is not empty (use --force to restore into it)")
-    manifest = await load_manifest(target, system_id, upload_id)
-    entries = entries_of(manifest)
-    plan = [(entry, dest.joinpath(*safe_relative(entry.path).parts)) for entry in entries]
-    dest.mkdir(parents=True, exist_ok=True)
-    for entry, path in plan:
-        await fetch_entry(target, entry, path)
-    return len(plan)
 
 
 def _target_for(args: argparse.Namespace, settings: Settings) -> Target:
@@ -218,9 +222,10 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             upload_id = uploads[-1]
         else:
             upload_id = args.upload_id
-        count = await restore_upload(
-            target, system_id, upload_id, Path(args.dest).expanduser(), force=args.force
-        )
+        dest = Path(args.dest)
+        if args.dest.startswith("~"):
+            dest = Path.home() / args.dest[2:]
+        count = await restore_upload(target, system_id, upload_id, dest, force=args.force)
         print(f"restored {count} file(s) of upload {upload_id} into {args.dest}")
         return 0
     finally:

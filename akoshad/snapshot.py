@@ -225,8 +225,9 @@ class Snapshotter:
             if LiveStat.of(before).same_content_identity(LiveStat.of(after)) and size == (
                 after.st_size
             ):
-                return Captured(rel, (CapturedFile(rel, staged, size, sha, "file",
-                                                   LiveStat.of(before)),))
+                return Captured(
+                    rel, (CapturedFile(rel, staged, size, sha, "file", LiveStat.of(before)),)
+                )
             self.sleep(_backoff(attempt))
         staged.unlink(missing_ok=True)
         raise SnapshotError(f"kept changing during {self.attempts} copy attempts", retry=True)
@@ -263,8 +264,10 @@ class Snapshotter:
                 staged_db.unlink(missing_ok=True)
                 return Vanished(rel)
             stable = LiveStat.of(db_before).same_content_identity(LiveStat.of(db_after)) and (
-                (wal_before is None or wal_before.st_size == 0)
-                and (wal_after is None or wal_after.st_size == 0)
+                (
+                    (wal_before is None or wal_before.st_size == 0)
+                    and (wal_after is None or wal_after.st_size == 0)
+                )
                 or (
                     wal_before is not None
                     and wal_after is not None
@@ -275,11 +278,20 @@ class Snapshotter:
                 self.sleep(_backoff(attempt))
                 continue
             note = self._validate_duckdb(staged_db) if self.validate_duckdb else None
-            files = [CapturedFile(rel, staged_db, db_size, db_sha, "duckdb",
-                                  LiveStat.of(db_before))]
+            files = [
+                CapturedFile(rel, staged_db, db_size, db_sha, "duckdb", LiveStat.of(db_before))
+            ]
             if wal_entry is not None and wal_before is not None:
-                files.append(CapturedFile(rel + ".wal", staged_wal, wal_entry[0], wal_entry[1],
-                                          "duckdb-wal", LiveStat.of(wal_before)))
+                files.append(
+                    CapturedFile(
+                        rel + ".wal",
+                        staged_wal,
+                        wal_entry[0],
+                        wal_entry[1],
+                        "duckdb-wal",
+                        LiveStat.of(wal_before),
+                    )
+                )
             return Captured(rel, tuple(files), note)
         staged_db.unlink(missing_ok=True)
         staged_wal.unlink(missing_ok=True)
@@ -341,8 +353,9 @@ class Snapshotter:
                 raise SnapshotError(f"SQLite copy fails quick_check: {ok}")
             os.chmod(staged, 0o600)
             size, sha = hash_file(staged)
-            return Captured(rel, (CapturedFile(rel, staged, size, sha, "sqlite",
-                                               LiveStat.of(before)),))
+            return Captured(
+                rel, (CapturedFile(rel, staged, size, sha, "sqlite", LiveStat.of(before)),)
+            )
         raise SnapshotError(f"SQLite backup kept failing: {last_error}", retry=True)
 
 

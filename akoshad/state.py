@@ -8,6 +8,7 @@ holds the schema version; ``MIGRATIONS[i]`` moves version i to i+1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -97,7 +98,14 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class StateError(AkoshadError):
-    """The state database is unusable (corrupt, newer schema, unwritable)."""
+    """The state database is unusable (corrupt, newer schema, unwritable).
+
+    ``corrupt`` is true when the file is damaged (rather than from a newer akoshad).
+    """
+
+    def __init__(self, message: str, *, corrupt: bool = False) -> None:
+        super().__init__(message)
+        self.corrupt = corrupt
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,9 @@ class StateDB:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {check}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StateError(
@@ -195,7 +206,9 @@ class StateDB:
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StateError(f"state database {self.path} is unusable: {exc}") from exc
+            raise StateError(
+                f"state database {self.path} is unusable: {exc}", corrupt=True
+            ) from exc
         self._conn = conn
 
     async def close(self) -> None:
@@ -203,12 +216,20 @@ class StateDB:
             await self._run(self._close_sync)
         self._executor.shutdown(wait=True)
 
+    def set_aside(self) -> Path:
+        """Move a corrupt database (and its side files) out of the way; returns the new name."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.rename(Path(str(aside) + suffix))
+        return aside
+
     def _close_sync(self) -> None:
         assert self._conn is not None
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
         self._conn.close()
         self._conn = None
 
@@ -277,8 +298,15 @@ class StateDB:
             )
             return [
                 QueueItem(
-                    path=r[0], event=r[1], first_seen=r[2], last_seen=r[3], seq=r[4],
-                    attempts=r[5] + 1, next_attempt=r[6], state="in_flight", last_error=r[8],
+                    path=r[0],
+                    event=r[1],
+                    first_seen=r[2],
+                    last_seen=r[3],
+                    seq=r[4],
+                    attempts=r[5] + 1,
+                    next_attempt=r[6],
+                    state="in_flight",
+                    last_error=r[8],
                 )
                 for r in rows
             ]
@@ -288,9 +316,11 @@ class StateDB:
     async def recover_in_flight(self) -> int:
         """After a crash, rows left in flight go back to pending."""
         return await self.transaction(
-            lambda c: c.execute(
-                "UPDATE queue SET state = 'pending', next_attempt = 0 WHERE state = 'in_flight'"
-            ).rowcount
+            lambda c: (
+                c.execute(
+                    "UPDATE queue SET state = 'pending', next_attempt = 0 WHERE state = 'in_flight'"
+                ).rowcount
+            )
         )
 
     async def release(
@@ -366,8 +396,21 @@ class StateDB:
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
-                    target, e.path, e.group_path, e.size, e.live_size, e.mtime_ns, e.ctime_ns, e.inode,
-                    e.sha256, e.key, e.name, e.stored_size, e.compression, e.kind, e.upload_id,
+                    target,
+                    e.path,
+                    e.group_path,
+                    e.size,
+                    e.live_size,
+                    e.mtime_ns,
+                    e.ctime_ns,
+                    e.inode,
+                    e.sha256,
+                    e.key,
+                    e.name,
+                    e.stored_size,
+                    e.compression,
+                    e.kind,
+                    e.upload_id,
                 )
                 for e in entries
             ],
@@ -392,8 +435,8 @@ class StateDB:
     @staticmethod
     def finish_upload(
         c: sqlite3.Connection,
-        upload_id: str,
         *,
+        upload_id: str,
         outcome: str,
         files: int = 0,
         bytes_sent: int = 0,
@@ -407,7 +450,7 @@ class StateDB:
 
     async def fail_upload(self, upload_id: str, error: str) -> None:
         await self.transaction(
-            lambda c: self.finish_upload(c, upload_id, outcome="failed", error=error)
+            lambda c: self.finish_upload(c, upload_id=upload_id, outcome="failed", error=error)
         )
 
     async def in_progress_uploads(self) -> list[tuple[str, str, dict[str, Any]]]:

@@ -139,8 +139,9 @@ def _walk(root: Path, real_root: Path, prefix: str) -> Iterator[tuple[str, str |
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
-            yield rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), (
-                "name is not valid UTF-8"
+            yield (
+                rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                ("name is not valid UTF-8"),
             )
             continue
         try:

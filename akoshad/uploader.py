@@ -10,6 +10,7 @@ before any byte is sent, so a crash is recovered at the next start.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import sqlite3
 import time
@@ -141,28 +142,65 @@ class Uploader:
                 live = plan.get("live", {})
                 groups = plan.get("groups", {})
                 ledger_rows = [
-                    _ledger_row(target_name, e, groups.get(e.path, e.path), live.get(e.path),
-                                upload_id)
+                    _ledger_row(
+                        target_name, e, groups.get(e.path, e.path), live.get(e.path), upload_id
+                    )
                     for e in entries
                     if e.path in live
                 ]
-                removed = list(plan.get("removed", []))
-
-                def commit(c: sqlite3.Connection) -> None:
-                    StateDB.write_ledger(c, target_name, ledger_rows, removed)
-                    StateDB.finish_upload(c, upload_id, outcome="completed",
-                                          files=len(plan.get("new", [])))
-
-                await self.state.transaction(commit)
+                await self.state.transaction(
+                    functools.partial(
+                        _commit_recovered,
+                        target=target_name,
+                        rows=ledger_rows,
+                        removed=list(plan.get("removed", [])),
+                        upload_id=upload_id,
+                        files=len(plan.get("new", [])),
+                    )
+                )
                 logger.info("recovered upload {} (its manifest had landed)", upload_id)
             else:
                 await self._discard(target, upload_id)
                 await self.state.transaction(
-                    lambda c, u=upload_id: StateDB.finish_upload(
-                        c, u, outcome="abandoned", error="interrupted before its manifest"
+                    functools.partial(
+                        StateDB.finish_upload,
+                        upload_id=upload_id,
+                        outcome="abandoned",
+                        error="interrupted before its manifest",
                     )
                 )
                 logger.info("discarded the objects of interrupted upload {}", upload_id)
+
+    async def rebuild_ledger(self, target: Target) -> int:
+        """After a lost state database: seed the ledger from the newest manifest in the
+        target. Stat identities are unknown, so reconcile hashes every file and uploads
+        only what differs. Returns the number of entries restored."""
+        from akoshad.restore import RestoreError, list_uploads, load_manifest
+
+        try:
+            uploads = await list_uploads(target, self.system_id)
+            if not uploads:
+                return 0
+            manifest = await load_manifest(target, self.system_id, uploads[-1])
+        except (TransientError, PermanentError, RestoreError) as exc:
+            logger.warning("could not read earlier manifests from {}: {}", target.name, exc)
+            return 0
+        entries = entries_of(manifest)
+        groups = {e.path for e in entries}
+        rows = [
+            _ledger_row(
+                target.name,
+                e,
+                e.path[: -len(".wal")]
+                if e.kind == "duckdb-wal" and e.path[: -len(".wal")] in groups
+                else e.path,
+                [-1, 0, 0, 0],
+                uploads[-1],
+            )
+            for e in entries
+        ]
+        await self.state.transaction(lambda c: StateDB.write_ledger(c, target.name, rows, []))
+        return len(rows)
 
     async def _discard(self, target: Target, upload_id: str) -> None:
         prefix = upload_prefix(self.system_id, upload_id)
@@ -271,10 +309,21 @@ class Uploader:
                 )
                 name = object_name(f.path, compression, taken)
                 row = LedgerEntry(
-                    target=target.name, path=f.path, group_path=cap.group, size=f.size,
-                    live_size=f.live.size, mtime_ns=f.live.mtime_ns, ctime_ns=f.live.ctime_ns, inode=f.live.inode,
-                    sha256=f.sha256, key=own_prefix + name, name=name, stored_size=-1,
-                    compression=compression, kind=f.kind, upload_id=upload_id,
+                    target=target.name,
+                    path=f.path,
+                    group_path=cap.group,
+                    size=f.size,
+                    live_size=f.live.size,
+                    mtime_ns=f.live.mtime_ns,
+                    ctime_ns=f.live.ctime_ns,
+                    inode=f.live.inode,
+                    sha256=f.sha256,
+                    key=own_prefix + name,
+                    name=name,
+                    stored_size=-1,
+                    compression=compression,
+                    kind=f.kind,
+                    upload_id=upload_id,
                 )
                 to_send.append((row, f.staged))
 
@@ -294,14 +343,14 @@ class Uploader:
 
         extras = await self.extras_hook(captured, upload_id) if self.extras_hook else []
         kept = [
-            e for e in ledger.values()
-            if e.path not in removed and e.path not in {r.path for r in final_rows}
+            e
+            for e in ledger.values()
+            if e.path not in removed
+            and e.path not in {r.path for r in final_rows}
             and e.path not in {r.path for r, _ in to_send}
         ]
         live_of = {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r in final_rows}
-        live_of.update(
-            {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r, _ in to_send}
-        )
+        live_of.update({r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r, _ in to_send})
         plan = {
             "live": live_of,
             "groups": {r.path: r.group_path for r in [*final_rows, *(r for r, _ in to_send)]},
@@ -339,7 +388,10 @@ class Uploader:
         def commit(c: sqlite3.Connection) -> None:
             StateDB.write_ledger(c, target.name, [*final_rows, *sent_rows], removed)
             StateDB.finish_upload(
-                c, upload_id, outcome="completed", files=len(sent_rows),
+                c,
+                upload_id=upload_id,
+                outcome="completed",
+                files=len(sent_rows),
                 bytes_sent=report.bytes_sent,
             )
             StateDB.record_skipped(c, report.skipped)
@@ -357,8 +409,12 @@ class Uploader:
         await self._finish_items(done_items, retry_items, report)
         logger.info(
             "upload {} to {}: {} file(s) sent, {} unchanged, {} deleted, {} bytes",
-            upload_id, target.name, len(sent_rows), len(kept) + len(final_rows),
-            len(report.deleted), report.bytes_sent,
+            upload_id,
+            target.name,
+            len(sent_rows),
+            len(kept) + len(final_rows),
+            len(report.deleted),
+            report.bytes_sent,
         )
 
     async def _send_objects(
@@ -371,7 +427,9 @@ class Uploader:
                 self.stats.in_flight += 1
                 try:
                     stored = await target.put_file(
-                        row.key, staged, row.compression  # type: ignore[arg-type]
+                        row.key,
+                        staged,
+                        row.compression,  # type: ignore[arg-type]
                     )
                 finally:
                     self.stats.in_flight -= 1
@@ -428,16 +486,38 @@ class Uploader:
         self.stats.progressed()
 
 
+def _commit_recovered(
+    c: sqlite3.Connection,
+    *,
+    target: str,
+    rows: list[LedgerEntry],
+    removed: list[str],
+    upload_id: str,
+    files: int,
+) -> None:
+    StateDB.write_ledger(c, target, rows, removed)
+    StateDB.finish_upload(c, upload_id=upload_id, outcome="completed", files=files)
+
+
 def _entry(row: LedgerEntry) -> FileEntry:
     return FileEntry(
-        path=row.path, name=row.name, key=row.key, size=row.size, sha256=row.sha256,
-        stored_size=row.stored_size, compression=row.compression, kind=row.kind,
+        path=row.path,
+        name=row.name,
+        key=row.key,
+        size=row.size,
+        sha256=row.sha256,
+        stored_size=row.stored_size,
+        compression=row.compression,
+        kind=row.kind,
     )
 
 
 def _restat(prev: LedgerEntry, live: Any) -> LedgerEntry:
     return _replace(
-        prev, live_size=live.size, mtime_ns=live.mtime_ns, ctime_ns=live.ctime_ns,
+        prev,
+        live_size=live.size,
+        mtime_ns=live.mtime_ns,
+        ctime_ns=live.ctime_ns,
         inode=live.inode,
     )
 
@@ -454,9 +534,20 @@ def _ledger_row(
     live_size, mtime_ns, ctime_ns, inode = live or [e.size, 0, 0, 0]
     parts = e.key.split("/")  # systems/{system_id}/uploads/{upload_id}/{name}
     return LedgerEntry(
-        target=target, path=e.path, group_path=group, size=e.size, live_size=live_size,
-        mtime_ns=mtime_ns, ctime_ns=ctime_ns, inode=inode, sha256=e.sha256, key=e.key,
-        name=e.name, stored_size=e.stored_size, compression=e.compression, kind=e.kind,
+        target=target,
+        path=e.path,
+        group_path=group,
+        size=e.size,
+        live_size=live_size,
+        mtime_ns=mtime_ns,
+        ctime_ns=ctime_ns,
+        inode=inode,
+        sha256=e.sha256,
+        key=e.key,
+        name=e.name,
+        stored_size=e.stored_size,
+        compression=e.compression,
+        kind=e.kind,
         upload_id=parts[3] if len(parts) == 5 else upload_id,
     )
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +42,7 @@ def _stat_key(path: Path) -> tuple[int, int, int, int] | None:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def reconcile(
-    data_dir: Path, flt: PathFilter, ledger: dict[str, LedgerEntry]
-) -> ReconcileResult:
+def reconcile(data_dir: Path, flt: PathFilter, ledger: dict[str, LedgerEntry]) -> ReconcileResult:
     """Compare the disk with the ledger (blocking): the stat fast path decides; content is
     hashed later, only for what differs. ctime catches a same-size rewrite whose mtime was
     put back. Ledger groups missing from disk are deletions."""
@@ -95,6 +95,14 @@ def _group_changed(data_dir: Path, rel: str, entries: list[LedgerEntry]) -> bool
     return False
 
 
+def _dir_stat(path: Path) -> os.stat_result | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st if stat.S_ISDIR(st.st_mode) else None
+
+
 class StoreWatcher:
     """Feeds filesystem events of ``data_dir`` to ``on_change(path, kind)``.
 
@@ -123,19 +131,14 @@ class StoreWatcher:
     async def _wait_for_dir(self) -> os.stat_result | None:
         announced = False
         while not self.stop.is_set():
-            try:
-                st = self.data_dir.stat()
-                if os.path.isdir(self.data_dir):
-                    return st
-            except OSError:
-                pass
+            st = await asyncio.to_thread(_dir_stat, self.data_dir)
+            if st is not None:
+                return st
             if not announced:
                 logger.info("waiting for {} to appear", self.data_dir)
                 announced = True
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), DIR_POLL_SECONDS)
-            except TimeoutError:
-                pass
         return None
 
     async def run(self, first_reset_done: bool = True) -> None:

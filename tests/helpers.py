@@ -26,23 +26,30 @@ def base_env(home: Path) -> dict[str, str]:
     return env
 
 
-def akoshad(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+def akoshad(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "akoshad", *args], capture_output=True, text=True,
-        env=env, timeout=timeout,
+        [sys.executable, "-m", "akoshad", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"akoshad {args} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def start_daemon(config: Path, env: dict[str, str] | None = None,
-                 log: Path | None = None) -> subprocess.Popen[bytes]:
+def start_daemon(
+    config: Path, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
         [sys.executable, "-m", "akoshad", "run", "--config", str(config)],
-        stdout=out, stderr=subprocess.STDOUT, env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import sqlite3
 import subprocess
@@ -21,7 +20,9 @@ def _embedding(rng: random.Random) -> list[float]:
     return [rng.uniform(-1, 1) for _ in range(EMBED_DIM)]
 
 
-def make_reflection(path: Path, conversations: int = 20, reflections: int = 5, seed: int = 1) -> None:
+def make_reflection(
+    path: Path, conversations: int = 20, reflections: int = 5, seed: int = 1
+) -> None:
     rng = random.Random(seed)
     con = duckdb.connect(str(path))
     con.execute(
@@ -38,8 +39,11 @@ def make_reflection(path: Path, conversations: int = 20, reflections: int = 5, s
         con.execute(
             "INSERT INTO conversations_v2 (id, content, embedding, category, project) "
             "VALUES (?, ?, ?, 'context', 'demo')",
-            [f"conv-{seed}-{i}", f"conversation {i} " + "lorem ipsum " * rng.randint(5, 40),
-             _embedding(rng)],
+            [
+                f"conv-{seed}-{i}",
+                f"conversation {i} " + "lorem ipsum " * rng.randint(5, 40),
+                _embedding(rng),
+            ],
         )
     for i in range(reflections):
         con.execute(
@@ -57,16 +61,20 @@ def make_kg(path: Path, entities: int = 30) -> None:
     for i in range(entities):
         con.execute("INSERT INTO kg_entities VALUES (?, ?, 'thing')", [f"e{i}", f"entity {i}"])
         if i:
-            con.execute("INSERT INTO kg_relationships VALUES (?, ?, ?, 'rel')",
-                        [f"r{i}", f"e{i-1}", f"e{i}"])
+            con.execute(
+                "INSERT INTO kg_relationships VALUES (?, ?, ?, 'rel')",
+                [f"r{i}", f"e{i - 1}", f"e{i}"],
+            )
     con.close()
 
 
 def make_sqlite(path: Path, rows: int = 50, table: str = "events") -> None:
     con = sqlite3.connect(path)
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, what TEXT, at REAL)")
-    con.executemany(f"INSERT INTO {table} (what, at) VALUES (?, ?)",
-                    [(f"event {i}", time.time()) for i in range(rows)])
+    con.executemany(
+        f"INSERT INTO {table} (what, at) VALUES (?, ?)",
+        [(f"event {i}", time.time()) for i in range(rows)],
+    )
     con.commit()
     con.close()
 
@@ -111,19 +119,26 @@ class LiveWriter:
         self.log = log or db.with_name("writer.log")
         self.proc = subprocess.Popen(
             [sys.executable, str(WRITER), str(db), str(interval), str(self.log)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
-            raise RuntimeError(f"writer failed: {line} {self.proc.stderr.read() if self.proc.stderr else ''}")
+            raise RuntimeError(
+                f"writer failed: {line} {self.proc.stderr.read() if self.proc.stderr else ''}"
+            )
 
     def committed(self) -> list[str]:
         """Ids whose commit returned, in order (read from the writer's log)."""
         if not self.log.exists():
             return []
-        return [line.split()[1] for line in self.log.read_text().splitlines()
-                if line.startswith("committed ")]
+        return [
+            line.split()[1]
+            for line in self.log.read_text().splitlines()
+            if line.startswith("committed ")
+        ]
 
     def errors(self) -> list[str]:
         if not self.log.exists():

@@ -22,7 +22,8 @@ def _local(settings: Settings) -> Target:
 def _cloud(settings: Settings) -> Target:
     from akoshad.targets.s3 import S3Target
 
-    return S3Target.from_settings(settings)
+    target: Target = S3Target.from_settings(settings)
+    return target
 
 
 REGISTRY: dict[str, Callable[[Settings], Target]] = {"local": _local, "cloud": _cloud}

@@ -7,6 +7,7 @@ the directory. Temp files left by a crash are removed at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -50,10 +51,8 @@ class LocalTarget:
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
                 if TMP_MARK in name:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.unlink(os.path.join(dirpath, name))
-                    except OSError:
-                        pass
 
     async def close(self) -> None:
         return None
@@ -93,7 +92,9 @@ class LocalTarget:
 
     def _put_file_sync(self, key: str, source: Path, compression: Compression) -> StoredObject:
         written = self._write_atomic(key, encoded_chunks(source, compression))
-        return StoredObject(key=key, stored_size=written, compression=compression, bytes_sent=written)
+        return StoredObject(
+            key=key, stored_size=written, compression=compression, bytes_sent=written
+        )
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         return await asyncio.to_thread(self._write_atomic, key, iter((data,)))

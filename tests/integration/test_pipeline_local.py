@@ -67,21 +67,26 @@ def setup(tmp_path: Path) -> Setup:
 def _files(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in root.rglob("*") if p.is_file()
+        for p in root.rglob("*")
+        if p.is_file()
     }
 
 
 def _assert_restored_equals(store: Path, restored: Path) -> None:
     for table in ("conversations_v2", "reflections_v2"):
         assert duckdb_rows(restored / "reflection.duckdb", table) == duckdb_rows(
-            store / "reflection.duckdb", table)
+            store / "reflection.duckdb", table
+        )
     for table in ("kg_entities", "kg_relationships"):
         assert duckdb_rows(restored / "knowledge_graph.duckdb", table) == duckdb_rows(
-            store / "knowledge_graph.duckdb", table)
+            store / "knowledge_graph.duckdb", table
+        )
     assert sqlite_rows(restored / "activity.db", "events") == sqlite_rows(
-        store / "activity.db", "events")
+        store / "activity.db", "events"
+    )
     assert sqlite_rows(restored / "natural_scheduler.db", "reminders") == sqlite_rows(
-        store / "natural_scheduler.db", "reminders")
+        store / "natural_scheduler.db", "reminders"
+    )
     src, dst = _files(store), _files(restored)
     for rel, sha in src.items():
         if rel.endswith((".duckdb", ".db", ".wal")):
@@ -95,9 +100,14 @@ def test_once_then_restore_latest(setup: Setup, tmp_path: Path) -> None:
     (m,) = setup.manifests()
     paths = {f["path"] for f in m["metadata"]["files"]}
     assert paths == {
-        "reflection.duckdb", "knowledge_graph.duckdb", "activity.db", "natural_scheduler.db",
-        "akosha_sync_state.json", "sessions/session-0/state.json",
-        "sessions/session-1/state.json", "sessions/session-2/state.json",
+        "reflection.duckdb",
+        "knowledge_graph.duckdb",
+        "activity.db",
+        "natural_scheduler.db",
+        "akosha_sync_state.json",
+        "sessions/session-0/state.json",
+        "sessions/session-1/state.json",
+        "sessions/session-2/state.json",
     }
     kinds = {f["path"]: f["kind"] for f in m["metadata"]["files"]}
     assert kinds["reflection.duckdb"] == "duckdb" and kinds["activity.db"] == "sqlite"
@@ -144,7 +154,9 @@ def test_one_small_change_uploads_only_that_file(setup: Setup) -> None:
     assert second["files"] == ["sessions__session-1__state.json.gz"]
     folder = setup.outbox / "systems" / SYSTEM / "uploads" / second["metadata"]["upload_id"]
     assert sorted(p.name for p in folder.iterdir()) == [
-        "manifest.json", "sessions__session-1__state.json.gz"]
+        "manifest.json",
+        "sessions__session-1__state.json.gz",
+    ]
     assert len(second["metadata"]["files"]) == len(first["metadata"]["files"])
     old_keys = {f["path"]: f["key"] for f in first["metadata"]["files"]}
     for f in second["metadata"]["files"]:
@@ -243,8 +255,11 @@ def test_daemon_rewatches_a_recreated_store(setup: Setup, tmp_path: Path) -> Non
         setup.store.mkdir()
         (setup.store / "fresh.json").write_text("{}")
         last = wait_for(
-            lambda: [m for m in setup.manifests()
-                     if {f["path"] for f in m["metadata"]["files"]} == {"fresh.json"}],
+            lambda: [
+                m
+                for m in setup.manifests()
+                if {f["path"] for f in m["metadata"]["files"]} == {"fresh.json"}
+            ],
             20,
         )
         assert last

@@ -48,8 +48,11 @@ def test_collisions_resolved() -> None:
     assert len({a, b, c}) == 3
 
 
-@given(st.lists(st.text(min_size=1, max_size=300).filter(lambda s: "\x00" not in s),
-                min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.text(min_size=1, max_size=300).filter(lambda s: "\x00" not in s), min_size=1, max_size=20
+    )
+)
 def test_names_always_valid_and_unique(paths: list[str]) -> None:
     taken: set[str] = set()
     names = [object_name(p, "gzip", taken) for p in dict.fromkeys(paths)]
@@ -89,11 +92,26 @@ def test_invalid_ids_refused() -> None:
 
 def _entries(uid: str) -> list[FileEntry]:
     return [
-        FileEntry("reflection.duckdb", "reflection.duckdb.gz",
-                  f"systems/h/uploads/{uid}/reflection.duckdb.gz", 100, "a" * 64, 50, "gzip",
-                  "duckdb"),
-        FileEntry("old.json", "old.json", "systems/h/uploads/OLDER/old.json", 7, "b" * 64, 7,
-                  "none", "file"),
+        FileEntry(
+            "reflection.duckdb",
+            "reflection.duckdb.gz",
+            f"systems/h/uploads/{uid}/reflection.duckdb.gz",
+            100,
+            "a" * 64,
+            50,
+            "gzip",
+            "duckdb",
+        ),
+        FileEntry(
+            "old.json",
+            "old.json",
+            "systems/h/uploads/OLDER/old.json",
+            7,
+            "b" * 64,
+            7,
+            "none",
+            "file",
+        ),
     ]
 
 

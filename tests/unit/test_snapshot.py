@@ -150,8 +150,10 @@ def test_corrupt_duckdb_is_skipped(snap: Snapshotter) -> None:
 
 
 def test_newer_storage_version_is_cannot_validate() -> None:
-    msg = ("IO Error: Trying to read a database file with version number 69, but we can only "
-           "read version 65.")
+    msg = (
+        "IO Error: Trying to read a database file with version number 69, but we can only "
+        "read version 65."
+    )
     assert classify_open_error(RuntimeError(msg)).startswith("cannot validate")
     with pytest.raises(SnapshotError):
         classify_open_error(RuntimeError("Corrupt database file: checksum mismatch"))

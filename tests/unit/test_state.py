@@ -20,9 +20,21 @@ async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def entry(path: str, sha: str = "a" * 64, group: str | None = None) -> LedgerEntry:
     return LedgerEntry(
-        target="local", path=path, group_path=group or path, size=10, live_size=11,
-        mtime_ns=1, ctime_ns=2, inode=3, sha256=sha, key=f"systems/s/uploads/u1/{path}",
-        name=path, stored_size=9, compression="gzip", kind="file", upload_id="u1",
+        target="local",
+        path=path,
+        group_path=group or path,
+        size=10,
+        live_size=11,
+        mtime_ns=1,
+        ctime_ns=2,
+        inode=3,
+        sha256=sha,
+        key=f"systems/s/uploads/u1/{path}",
+        name=path,
+        stored_size=9,
+        compression="gzip",
+        kind="file",
+        upload_id="u1",
     )
 
 
@@ -127,7 +139,9 @@ async def test_upload_history(db: StateDB) -> None:
     await db.begin_upload("u1", "local", "local", {"new": ["a"]})
     assert [u for u, _, _ in await db.in_progress_uploads()] == ["u1"]
     await db.transaction(
-        lambda c: StateDB.finish_upload(c, "u1", outcome="completed", files=1, bytes_sent=5)
+        lambda c: StateDB.finish_upload(
+            c, upload_id="u1", outcome="completed", files=1, bytes_sent=5
+        )
     )
     last = await db.last_upload()
     assert last is not None and (last.upload_id, last.files, last.bytes_sent) == ("u1", 1, 5)
