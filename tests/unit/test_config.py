@@ -1,0 +1,158 @@
+"""Configuration: sources, precedence, validation with one-line errors, redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from akoshad.config import load_settings, slug_system_id
+from akoshad.errors import ConfigError
+from tests.helpers import akoshad, base_env
+
+SECRET = "wJalrXUtnFEMI-planted-secret-K7MDENG"
+
+
+def env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"HOME": str(tmp_path), **extra}
+
+
+def test_defaults_follow_xdg(tmp_path: Path) -> None:
+    s = load_settings(environ=env(tmp_path, XDG_STATE_HOME="/x/state", XDG_DATA_HOME="/x/data",
+                                  XDG_RUNTIME_DIR="/run/user/7"))
+    assert s.data_dir == tmp_path / ".claude" / "data"
+    assert s.state_dir == Path("/x/state/akoshad")
+    assert s.local_target_dir == Path("/x/data/akoshad/outbox")
+    assert s.socket_path == Path("/run/user/7/akoshad.sock")
+    assert s.debounce_seconds == 2 and s.max_delay_seconds == 60
+    cs = s.cloud_sync
+    assert (cs.cloud_region, cs.max_retries, cs.retry_backoff_seconds, cs.chunk_size_mb) == (
+        "auto", 3, 2.0, 5)
+    assert cs.force_method == "auto" and cs.enable_fallback
+
+
+def test_socket_falls_back_to_state_dir(tmp_path: Path) -> None:
+    s = load_settings(environ=env(tmp_path))
+    assert s.socket_path == s.state_dir / "akoshad.sock"
+
+
+def test_precedence_cli_env_file_default(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("debounce_seconds: 5\nmax_delay_seconds: 100\ncloud_sync:\n"
+                   "  cloud_bucket: from-file\n  max_retries: 1\n")
+    e = env(tmp_path, AKOSHAD_DEBOUNCE_SECONDS="7", AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET="from-env")
+    s = load_settings(cfg, environ=e)
+    assert s.debounce_seconds == 7 and s.max_delay_seconds == 100
+    assert s.cloud_sync.cloud_bucket == "from-env" and s.cloud_sync.max_retries == 1
+    s = load_settings(cfg, overrides={"debounce_seconds": 9}, environ=e)
+    assert s.debounce_seconds == 9
+
+
+def test_config_file_from_env_and_xdg(tmp_path: Path) -> None:
+    named = tmp_path / "named.yaml"
+    named.write_text("debounce_seconds: 3\n")
+    assert load_settings(environ=env(tmp_path, AKOSHAD_CONFIG=str(named))).debounce_seconds == 3
+    xdg = tmp_path / "cfg" / "akoshad"
+    xdg.mkdir(parents=True)
+    (xdg / "config.yaml").write_text("debounce_seconds: 4\n")
+    s = load_settings(environ=env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "cfg")))
+    assert s.debounce_seconds == 4
+
+
+def test_lists_from_env_as_json(tmp_path: Path) -> None:
+    s = load_settings(environ=env(tmp_path, AKOSHAD_EXCLUDE='["sessions/**", "*.log"]'))
+    assert s.exclude == ["sessions/**", "*.log"]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [
+        ("bogus_key: 1\n", "bogus_key: unknown key"),
+        ("cloud_sync:\n  cloud_bukket: x\n", "cloud_sync.cloud_bukket: unknown key"),
+        ("cloud_sync:\n  chunk_size_mb: 1\n", "cloud_sync.chunk_size_mb"),
+        ("cloud_sync:\n  system_id: my.host\n", "cloud_sync.system_id"),
+        ("cloud_sync:\n  force_method: carrier-pigeon\n", "cloud_sync.force_method"),
+        ("cloud_sync:\n  max_retries: 11\n", "cloud_sync.max_retries"),
+        ("debounce_seconds: 10\nmax_delay_seconds: 5\n", "max_delay_seconds"),
+        ("akosha_url: not a url\n", "akosha_url"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("key: [unclosed\n", "not valid YAML"),
+        ("cloud_sync:\n  access_key_id: AKIA\n", "set together"),
+    ],
+)
+def test_invalid_config_one_line(tmp_path: Path, yaml_text: str, needle: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ=env(tmp_path))
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+
+
+def test_missing_named_file_is_an_error_default_is_not(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", environ=env(tmp_path))
+    load_settings(environ=env(tmp_path))
+
+
+def test_secret_redacted_everywhere(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"cloud_sync:\n  access_key_id: AKIAEXAMPLE\n  secret_access_key: {SECRET}\n")
+    s = load_settings(cfg, environ=env(tmp_path))
+    assert s.cloud_sync.secret_access_key is not None
+    assert s.cloud_sync.secret_access_key.get_secret_value() == SECRET
+    for text in (repr(s), str(s), str(s.redacted()), repr(s.cloud_sync)):
+        assert SECRET not in text
+
+
+def test_cli_config_check_show_and_exit_78(tmp_path: Path) -> None:
+    e = base_env(tmp_path)
+    good = tmp_path / "good.yaml"
+    good.write_text(f"cloud_sync:\n  access_key_id: AKIAEXAMPLE\n  secret_access_key: {SECRET}\n"
+                    "  system_id: box\n")
+    res = akoshad("config", "check", "--config", str(good), env=e)
+    assert res.returncode == 0 and "configuration ok" in res.stdout
+    res = akoshad("config", "show", "--config", str(good), env=e)
+    assert res.returncode == 0 and "secret_access_key: '**********'" in res.stdout
+    assert SECRET not in res.stdout + res.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"cloud_sync:\n  secret_access_key: {SECRET}\n  chunk_size_mb: 1000\n")
+    res = akoshad("config", "check", "--config", str(bad), env=e)
+    assert res.returncode == 78
+    assert res.stderr.count("\n") == 1 and "cloud_sync.chunk_size_mb" in res.stderr
+    assert "Traceback" not in res.stderr and SECRET not in res.stderr
+    e2 = dict(e, AKOSHAD_MAX_DELAY_SECONDS="soon")
+    res = akoshad("run", "--once", env=e2)
+    assert res.returncode == 78 and "max_delay_seconds" in res.stderr
+
+
+def test_system_id_slug() -> None:
+    assert slug_system_id("mac.local") == "mac-local"
+    assert slug_system_id("...") == "akoshad"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(
+    st.sampled_from(["data_dir", "debounce_seconds", "max_delay_seconds", "include", "log_level",
+                     "akosha_url", "cloud_sync", "unknown", "log_format"]),
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
+              st.text(max_size=20), st.lists(st.text(max_size=5), max_size=3),
+              st.dictionaries(st.text(max_size=10), st.integers(), max_size=3)),
+    max_size=5,
+))
+def test_any_config_is_valid_or_one_clear_line(data: dict[str, object]) -> None:
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = Path(d) / "c.yaml"
+        cfg.write_text(yaml.safe_dump(data))
+        try:
+            load_settings(cfg, environ={"HOME": d})
+        except ConfigError as exc:
+            text = str(exc)
+            assert text.startswith("invalid configuration") or "configuration file" in text
+            assert "\n" not in text
