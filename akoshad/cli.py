@@ -142,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"akoshad: a component is missing: {exc}", file=sys.stderr)
         return EXIT_FAIL
+    except Exception as exc:  # never a traceback for the user; the reason in one line
+        print(f"akoshad: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from akoshad.fileio import read_chunks
 from akoshad.targets.base import Compression
 
 _fast_zlib: types.ModuleType
@@ -99,11 +100,10 @@ def encoded_chunks(
     """Yield the stored bytes of ``path`` in pieces (blocking: call from a thread)."""
     with path.open("rb") as fh:
         if compression == "none":
-            while chunk := fh.read(chunk_size):
-                yield chunk
+            yield from read_chunks(fh, chunk_size)
             return
         comp = gzip_compressor()
-        while chunk := fh.read(chunk_size):
+        for chunk in read_chunks(fh, chunk_size):
             out = comp.compress(chunk)
             if out:
                 yield out
@@ -116,15 +116,28 @@ class Decoder:
     def __init__(self, compression: str) -> None:
         if compression not in ("gzip", "none"):
             raise ValueError(f"unknown compression {compression!r}")
-        self._d = zlib.decompressobj(31) if compression == "gzip" else None
+        self._d = _fast_zlib.decompressobj(31) if compression == "gzip" else None
 
     def feed(self, data: bytes) -> bytes:
         return data if self._d is None else self._d.decompress(data)
 
+    def feed_iter(self, data: bytes, max_out: int = READ_CHUNK) -> Iterator[bytes]:
+        """Decode ``data`` in pieces of at most ``max_out`` bytes (bounded memory even for
+        highly compressed input)."""
+        if self._d is None:
+            yield data
+            return
+        buf = data
+        while buf:
+            out = self._d.decompress(buf, max_out)
+            if out:
+                yield out
+            buf = self._d.unconsumed_tail
+
     def finish(self) -> bytes:
         if self._d is None:
             return b""
-        tail = self._d.flush()
+        tail: bytes = self._d.flush()
         if not self._d.eof:
             raise ValueError("truncated gzip stream")
         return tail

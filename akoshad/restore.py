@@ -14,11 +14,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from akoshad.compress import Decoder
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, IntegrityError
+from akoshad.fileio import CHUNK, write_sparse
 from akoshad.layout import (
     FileEntry,
     entries_of,
@@ -81,11 +82,7 @@ async def fetch_entry(target: Target, entry: FileEntry, dest: Path | None) -> tu
         try:
             async for chunk in target.read(entry.key):
                 stored += len(chunk)
-                plain = await asyncio.to_thread(decoder.feed, chunk)
-                digest.update(plain)
-                size += len(plain)
-                if fh is not None:
-                    await asyncio.to_thread(fh.write, plain)
+                size += await asyncio.to_thread(_consume, decoder, chunk, digest, fh)
             tail = decoder.finish()
         except KeyError:
             raise IntegrityError(f"{entry.path}: object {entry.key} is missing") from None
@@ -94,7 +91,8 @@ async def fetch_entry(target: Target, entry: FileEntry, dest: Path | None) -> tu
         digest.update(tail)
         size += len(tail)
         if fh is not None:
-            await asyncio.to_thread(fh.write, tail)
+            await asyncio.to_thread(_write_plain, fh, tail)
+            await asyncio.to_thread(fh.truncate, size)
             await asyncio.to_thread(fh.flush)
             await asyncio.to_thread(os.fsync, fh.fileno())
     except BaseException:
@@ -118,6 +116,27 @@ async def fetch_entry(target: Target, entry: FileEntry, dest: Path | None) -> tu
         assert tmp is not None and dest is not None
         os.replace(tmp, dest)
     return size, sha
+
+
+def _consume(decoder: Decoder, chunk: bytes, digest: Any, fh: BinaryIO | None) -> int:
+    """Decode one stored chunk in bounded pieces: hash them and write them (sparse)."""
+    n = 0
+    for plain in decoder.feed_iter(chunk, CHUNK):
+        digest.update(plain)
+        n += len(plain)
+        if fh is not None:
+            _write_plain(fh, plain)
+    return n
+
+
+def _write_plain(fh: BinaryIO, data: bytes) -> None:
+    """Write decoded bytes, leaving whole chunks of zeros as holes."""
+    if len(data) <= CHUNK:
+        write_sparse(fh, data)
+        return
+    view = memoryview(data)
+    for start in range(0, len(view), CHUNK):
+        write_sparse(fh, bytes(view[start : start + CHUNK]))
 
 
 @dataclass

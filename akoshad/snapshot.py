@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from akoshad.errors import SnapshotError
+from akoshad.fileio import CHUNK as COPY_CHUNK
+from akoshad.fileio import read_chunks, write_sparse
 from akoshad.storefiles import detect_kind
 
-COPY_CHUNK = 1024 * 1024
 STABLE_ATTEMPTS = 8
 BACKOFF_START = 0.05
 BACKOFF_CAP = 1.0
@@ -115,16 +116,19 @@ def stat_or_none(path: Path) -> os.stat_result | None:
 
 
 def copy_hashing(src: Path, dst: Path) -> tuple[int, str]:
-    """Copy ``src`` to ``dst`` (created 0600) hashing on the way; returns (size, sha256)."""
+    """Copy ``src`` to ``dst`` (created 0600) hashing on the way; returns (size, sha256).
+
+    Runs of zeros become holes, so a sparse store file stays sparse in staging."""
     digest = hashlib.sha256()
     size = 0
     with src.open("rb") as fin:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fout:
-            while chunk := fin.read(COPY_CHUNK):
+            for chunk in read_chunks(fin, COPY_CHUNK):
                 digest.update(chunk)
-                fout.write(chunk)
+                write_sparse(fout, chunk)
                 size += len(chunk)
+            fout.truncate(size)
     return size, digest.hexdigest()
 
 
@@ -132,7 +136,7 @@ def hash_file(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as fh:
-        while chunk := fh.read(COPY_CHUNK):
+        for chunk in read_chunks(fh, COPY_CHUNK):
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
@@ -204,6 +208,8 @@ class Snapshotter:
             return Skipped(rel, "permission denied")
         except SnapshotError as exc:
             return Skipped(rel, str(exc), retry=exc.retry)
+        except OSError as exc:  # staging full, I/O error: try again later
+            return Skipped(rel, f"capture failed: {exc.strerror or exc}", retry=True)
 
     # ---- plain files ---------------------------------------------------------------
     def _capture_stable(self, rel: str, live: Path) -> CaptureResult:

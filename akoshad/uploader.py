@@ -370,7 +370,7 @@ class Uploader:
                 system_id=self.system_id,
                 upload_id=upload_id,
                 entries=entries,
-                skipped=report.skipped,
+                skipped={**await self.state.skipped(), **report.skipped},
                 conversation_count=sum(x.conversation_count for x in extras),
                 has_memories=any(x.name == "memories.json" for x in extras),
             )

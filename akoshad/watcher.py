@@ -103,6 +103,14 @@ def _dir_stat(path: Path) -> os.stat_result | None:
     return st if stat.S_ISDIR(st.st_mode) else None
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class StoreWatcher:
     """Feeds filesystem events of ``data_dir`` to ``on_change(path, kind)``.
 
@@ -183,8 +191,8 @@ class StoreWatcher:
             out: list[tuple[str, Kind]] = []
             for change, raw in batch:
                 rel = relpath(self.data_dir, Path(raw))
-                if rel is None or rel == ".":
-                    continue
+                if rel is None or rel == "." or not _utf8(rel):
+                    continue  # non-UTF-8 names are reported by the reconcile walk
                 target = to_change(rel, self.flt)
                 if target is None:
                     continue

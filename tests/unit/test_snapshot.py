@@ -190,3 +190,60 @@ def test_reset_staging_removes_leftovers(snap: Snapshotter) -> None:
     (snap.staging / "leftover").write_text("x")
     snap.reset_staging()
     assert list(snap.staging.iterdir()) == []
+
+
+def test_file_vanishing_mid_read_is_deletion(
+    snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import akoshad.snapshot as mod
+
+    path = snap.data_dir / "brief.json"
+    path.write_text("{}" * 1000)
+    real = mod.copy_hashing
+
+    def copy_then_delete(src: Path, dst: Path) -> tuple[int, str]:
+        out = real(src, dst)
+        src.unlink()
+        return out
+
+    monkeypatch.setattr(mod, "copy_hashing", copy_then_delete)
+    assert snap.capture("brief.json") == Vanished("brief.json")
+    assert list(snap.staging.iterdir()) == []
+
+
+def test_file_shrinking_mid_read_is_copied_again(
+    snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import akoshad.snapshot as mod
+
+    path = snap.data_dir / "log.json"
+    path.write_bytes(b"x" * 100_000)
+    real = mod.copy_hashing
+    calls = []
+
+    def copy_then_truncate(src: Path, dst: Path) -> tuple[int, str]:
+        out = real(src, dst)
+        if not calls:
+            with src.open("r+b") as fh:
+                fh.truncate(10)
+            time.sleep(0.01)
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(mod, "copy_hashing", copy_then_truncate)
+    res = snap.capture("log.json")
+    assert isinstance(res, Captured) and len(calls) == 2
+    assert res.files[0].size == 10 and res.files[0].staged.read_bytes() == b"x" * 10
+
+
+def test_sparse_copy_keeps_holes(snap: Snapshotter) -> None:
+    path = snap.data_dir / "sparse.img"
+    with path.open("wb") as fh:
+        fh.truncate(64 * 1024 * 1024)
+        fh.seek(10 * 1024 * 1024)
+        fh.write(b"data")
+    res = snap.capture("sparse.img")
+    assert isinstance(res, Captured)
+    (f,) = res.files
+    assert f.size == 64 * 1024 * 1024 and f.sha256 == _sha(path)
+    assert f.staged.stat().st_blocks * 512 < 4 * 1024 * 1024
