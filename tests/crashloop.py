@@ -1,0 +1,88 @@
+"""The crash loop shared by the test suite (few cycles) and bench/crash_loop.py (many)."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import start_daemon
+
+WRITER = Path(__file__).with_name("churn_writer.py")
+
+
+@dataclass
+class CrashLoopResult:
+    cycles: int
+    uploads: int
+    files_verified: int
+
+
+def start_writer(store: Path, seed: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(WRITER), str(store), str(seed)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def crash_loop(
+    *,
+    config: Path,
+    env: dict[str, str],
+    store: Path,
+    state: Path,
+    log: Path,
+    cycles: int,
+    manifests: Callable[[], list[dict[str, Any]]],
+    object_exists: Callable[[str], bool],
+    once: Callable[[], Any],
+    restore_into: Callable[[Path], Any],
+    compare: Callable[[Path, Path], int],
+    scratch: Path,
+    seed: int = 1,
+) -> CrashLoopResult:
+    """kill -9 the daemon at random moments while a writer churns; then check convergence."""
+    rng = random.Random(seed)
+    writer = start_writer(store, seed)
+    try:
+        for _ in range(cycles):
+            proc = start_daemon(config, env, log)
+            time.sleep(rng.uniform(0.2, 1.6))
+            proc.kill()
+            proc.wait()
+            for m in manifests():  # never a manifest pointing at a missing object
+                for f in m["metadata"]["files"]:
+                    assert object_exists(f["key"]), f["key"]
+    finally:
+        writer.terminate()
+        writer.wait(30)
+    res = once()
+    assert res.returncode == 0, res.stderr
+    all_manifests = manifests()
+    for m in all_manifests:
+        for f in m["metadata"]["files"]:
+            assert object_exists(f["key"]), f["key"]
+    restored = scratch / "restored"
+    restore_into(restored)
+    verified = compare(store, restored)
+    staging = state / "staging"
+    assert not staging.exists() or not list(staging.iterdir())
+    con = sqlite3.connect(state / "state.db")
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0
+        assert (
+            con.execute("SELECT COUNT(*) FROM uploads WHERE outcome = 'in_progress'").fetchone()[0]
+            == 0
+        )
+    finally:
+        con.close()
+    return CrashLoopResult(cycles=cycles, uploads=len(all_manifests), files_verified=verified)
