@@ -112,6 +112,9 @@ class Daemon:
         self.last_report: PassReport | None = None
         self.ready = False
         self.reconciled = asyncio.Event()
+        self.watcher: StoreWatcher | None = None
+        self._hup = asyncio.Event()
+        self.on_reload: Callable[[Settings], None] | None = None
 
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
@@ -309,6 +312,36 @@ class Daemon:
         with suppress(TimeoutError):
             await asyncio.wait_for(self.stop_event.wait(), seconds)
 
+    # ---- reload ----------------------------------------------------------------------------
+    RESTART_KEYS = ("data_dir", "state_dir", "socket_path", "local_target_dir", "cloud_sync")
+
+    async def reload(self) -> bool:
+        """SIGHUP: load and validate the configuration again; apply what can change live.
+        An invalid configuration is refused and the running one kept."""
+        if self._reload is None:
+            return False
+        try:
+            new = await asyncio.to_thread(self._reload)
+        except ConfigError as exc:
+            logger.error("reload refused, keeping the running configuration: {}", exc)
+            return False
+        old = self.settings
+        for key in self.RESTART_KEYS:
+            if getattr(new, key) != getattr(old, key):
+                logger.warning("{} changed: it takes effect after a restart", key)
+        self.settings = new.model_copy(update={key: getattr(old, key) for key in self.RESTART_KEYS})
+        self.debouncer.quiet = new.debounce_seconds
+        self.debouncer.max_delay = new.max_delay_seconds
+        self.flt = PathFilter.of(new.include, new.exclude)
+        if self.watcher is not None:
+            self.watcher.set_filter(self.flt)
+        if self.on_reload is not None:
+            self.on_reload(self.settings)
+        logger.info("configuration reloaded")
+        if (new.include, new.exclude) != (old.include, old.exclude):
+            await self.reconcile()
+        return True
+
     # ---- status / control -------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
         depth = await self.state.queue_depth()
@@ -426,10 +459,11 @@ class Daemon:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self._hup.set)
         try:
             async with AsyncExitStack() as stack:
                 await self.startup(stack)
-                watcher = StoreWatcher(
+                watcher = self.watcher = StoreWatcher(
                     self.settings.data_dir,
                     self.flt,
                     self.on_change,
@@ -448,13 +482,20 @@ class Daemon:
                         tg.create_task(watcher.run(first_reset_done=True), name="watcher"),
                         tg.create_task(self._debounce_loop(), name="debounce"),
                         tg.create_task(self._drain_loop(), name="drain"),
+                        tg.create_task(self._reload_loop(), name="reload"),
                     ]
                     await self.stop_event.wait()
                     await self._shutdown(tasks)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         return EXIT_OK
+
+    async def _reload_loop(self) -> None:
+        while not self.stop_event.is_set():
+            await self._hup.wait()
+            self._hup.clear()
+            await self.reload()
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         """Persist what was seen, let the pass in hand finish within the deadline."""

@@ -85,3 +85,43 @@ def test_second_signal_forces_exit_during_a_long_upload(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+
+
+def test_sighup_reload_refuses_garbage_and_applies_valid(tmp_path: Path) -> None:
+    cfg, env = _setup(tmp_path)
+    good = cfg.read_text()
+    log = tmp_path / "d.log"
+    proc = start_daemon(cfg, env, log)
+    try:
+        wait_for(lambda: manifests(tmp_path / "outbox", "life"), 20)
+        cfg.write_text("debounce_seconds: [this is: not valid\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload refused" in log.read_text(), 10)
+        assert proc.poll() is None
+        # still working on the old configuration
+        (tmp_path / "store" / "after-garbage.json").write_text("{}")
+        wait_for(
+            lambda: any(
+                "after-garbage.json" in {f["path"] for f in m["metadata"]["files"]}
+                for m in manifests(tmp_path / "outbox", "life")
+            ),
+            10,
+        )
+        cfg.write_text(good + "exclude: ['ignored/**']\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in log.read_text(), 10)
+        (tmp_path / "store" / "ignored").mkdir()
+        (tmp_path / "store" / "ignored" / "x.json").write_text("{}")
+        (tmp_path / "store" / "kept.json").write_text("{}")
+        wait_for(
+            lambda: any(
+                "kept.json" in {f["path"] for f in m["metadata"]["files"]}
+                for m in manifests(tmp_path / "outbox", "life")
+            ),
+            10,
+        )
+        last = manifests(tmp_path / "outbox", "life")[-1]
+        assert "ignored/x.json" not in {f["path"] for f in last["metadata"]["files"]}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
