@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Soak: run the daemon for a while under a steady trickle of changes, then idle.
+
+Prints RSS, open descriptors, CPU and queue depth over time, and the idle CPU once the
+changes stop. Targets: no growth in RSS or descriptors; idle CPU under 0.5% of a core.
+
+    python bench/soak.py --minutes 30 --idle-minutes 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.storegen import make_store  # noqa: E402
+
+
+def queue_depth(state: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return -1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=30.0, help="trickle duration")
+    ap.add_argument("--idle-minutes", type=float, default=3.0, help="idle measurement")
+    ap.add_argument("--interval", type=float, default=2.0, help="seconds between changes")
+    ap.add_argument("--sample", type=float, default=30.0, help="seconds between samples")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="akoshad-soak-"))
+    store, state, outbox = work / "store", work / "state", work / "outbox"
+    make_store(store)
+    cfg = work / "config.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "data_dir": str(store),
+                "state_dir": str(state),
+                "local_target_dir": str(outbox),
+                "socket_path": str(work / "s.sock"),
+                "debounce_seconds": 1,
+                "max_delay_seconds": 10,
+                "log_level": "WARNING",
+                "cloud_sync": {"system_id": "soak"},
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "akoshad", "run", "--config", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "daemon.log", "wb"),
+    )
+    ps = psutil.Process(proc.pid)
+    rng = random.Random(1)
+    print(f"soak in {work}; daemon pid {proc.pid}")
+    print(f"{'t (s)':>7} {'RSS MiB':>8} {'fds':>5} {'CPU %':>6} {'queue':>6} {'uploads':>8}")
+    rows = []
+    t0 = time.monotonic()
+    last_cpu = ps.cpu_times()
+    last_t = t0
+    next_sample = t0 + 5
+    end_trickle = t0 + args.minutes * 60
+    n = 0
+    try:
+        while time.monotonic() < end_trickle:
+            n += 1
+            target = store / "sessions" / f"session-{n % 3}" / "state.json"
+            target.write_text(json.dumps({"n": n, "pad": "x" * rng.randint(0, 4000)}))
+            if n % 10 == 0:
+                (store / "akosha_sync_state.json").write_text(json.dumps({"n": n}))
+            time.sleep(args.interval)
+            if time.monotonic() >= next_sample:
+                now = time.monotonic()
+                cpu = ps.cpu_times()
+                pct = (
+                    100
+                    * ((cpu.user + cpu.system) - (last_cpu.user + last_cpu.system))
+                    / (now - last_t)
+                )
+                last_cpu, last_t = cpu, now
+                uploads = len(list((outbox / "systems" / "soak" / "uploads").glob("*")))
+                row = (
+                    now - t0,
+                    ps.memory_info().rss / 2**20,
+                    ps.num_fds(),
+                    pct,
+                    queue_depth(state),
+                    uploads,
+                )
+                rows.append(row)
+                print(
+                    f"{row[0]:7.0f} {row[1]:8.1f} {row[2]:5d} {row[3]:6.2f} {row[4]:6d} "
+                    f"{row[5]:8d}",
+                    flush=True,
+                )
+                next_sample = now + args.sample
+        time.sleep(15)  # let the last changes drain
+        cpu0, t_idle = ps.cpu_times(), time.monotonic()
+        time.sleep(args.idle_minutes * 60)
+        cpu1 = ps.cpu_times()
+        idle = (
+            100
+            * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system))
+            / (time.monotonic() - t_idle)
+        )
+        rss_end, fds_end = ps.memory_info().rss / 2**20, ps.num_fds()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    first = rows[len(rows) // 4] if rows else (0, rss_end, fds_end, 0, 0, 0)
+    print()
+    print(f"changes made: {n}; samples: {len(rows)}")
+    print(f"RSS: {first[1]:.1f} MiB after warm-up -> {rss_end:.1f} MiB at the end")
+    print(f"descriptors: {first[2]} after warm-up -> {fds_end} at the end")
+    print(f"idle CPU over {args.idle_minutes:.1f} min: {idle:.3f}% of a core (target < 0.5%)")
+    print(f"final queue depth: {queue_depth(state)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
