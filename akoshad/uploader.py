@@ -327,17 +327,16 @@ class Uploader:
                 )
                 to_send.append((row, f.staged))
 
-        if not changed_groups and not report.skipped:
-            # nothing changed: refresh stat identities, finish the queue rows, no upload
+        if not changed_groups:
+            # nothing changed (at most new skips of files never uploaded): refresh the stat
+            # identities, record the skips, finish the queue rows; no upload
+            skipped = dict(report.skipped)
+
             def refresh(c: sqlite3.Connection) -> None:
                 StateDB.write_ledger(c, target.name, final_rows, [])
+                StateDB.record_skipped(c, skipped)
 
             await self.state.transaction(refresh)
-            await self._finish_items(done_items, retry_items, report)
-            return
-        if not changed_groups:
-            # only new skips of files never uploaded: record them, no upload needed
-            await self.state.transaction(lambda c: StateDB.record_skipped(c, report.skipped))
             await self._finish_items(done_items, retry_items, report)
             return
 
