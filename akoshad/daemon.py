@@ -14,7 +14,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,13 @@ from akoshad.state import StateDB, StateError
 from akoshad.stats import Stats
 from akoshad.storefiles import PathFilter, is_ignored, walk_store
 from akoshad.targets import Target, make_target
-from akoshad.uploader import PassReport, Uploader
+from akoshad.akosha_http import AkoshaClient
+from akoshad.chain import CircuitBreaker, plan_pass
+from akoshad.errors import SnapshotError
+from akoshad.layout import MEMORIES_NAME
+from akoshad.memory_sync import MemorySync
+from akoshad.snapshot import Captured
+from akoshad.uploader import MEMORY_DB, ExtraObject, MemoryStep, PassReport, Uploader
 from akoshad.watcher import StoreWatcher, reconcile
 
 EXIT_OK, EXIT_FAIL = 0, 1
@@ -97,8 +103,28 @@ class Daemon:
         self._pass_lock = asyncio.Lock()
         self.state = StateDB(settings.state_dir / STATE_NAME)
         self.snapshotter = Snapshotter(settings.data_dir, settings.state_dir / "staging")
-        self.target: Target = make_target(
-            "cloud" if settings.bucket_configured else "local", settings
+        cs = settings.cloud_sync
+        self.targets: dict[str, Target] = {"local": make_target("local", settings)}
+        if settings.bucket_configured:
+            self.targets["cloud"] = make_target("cloud", settings)
+        primary = "cloud" if settings.bucket_configured and cs.force_method != "http" else "local"
+        self.target: Target = self.targets[primary]
+        self.cloud_breaker = CircuitBreaker(
+            "cloud", reset_timeout=max(5.0, cs.retry_backoff_seconds * 4)
+        )
+        self.http_breaker = CircuitBreaker(
+            "http", reset_timeout=max(5.0, cs.retry_backoff_seconds * 4)
+        )
+        self.akosha: AkoshaClient | None = None
+        if settings.akosha_url:
+            self.akosha = AkoshaClient(
+                settings.akosha_url, timeout=float(min(cs.upload_timeout_seconds, 120))
+            )
+        self.memory_sync = MemorySync(
+            self.state,
+            self.akosha,
+            cs.system_id,
+            self.http_breaker,  # type: ignore[arg-type]
         )
         self.uploader = Uploader(
             state=self.state,
@@ -113,6 +139,8 @@ class Daemon:
         self.ready = False
         self.reconciled = asyncio.Event()
         self.watcher: StoreWatcher | None = None
+        self._last_memory_report: dict[str, Any] | None = None
+        self._last_memory_error: str | None = None
         self._hup = asyncio.Event()
         self.on_reload: Callable[[Settings], None] | None = None
 
@@ -126,13 +154,22 @@ class Daemon:
         stack.push_async_callback(self.state.close)
         await asyncio.to_thread(self.snapshotter.reset_staging)
         stack.push_async_callback(asyncio.to_thread, self.snapshotter.reset_staging)
-        await self._start_target(self.target)
-        stack.push_async_callback(self.target.close)
+        for target in self.targets.values():
+            await self._start_target(target)
+            stack.push_async_callback(target.close)
+        if self.akosha is not None:
+            await self.akosha.start()
+            stack.push_async_callback(self.akosha.close)
         if rebuilt:
             n = await self.uploader.rebuild_ledger(self.target)
             logger.warning("ledger rebuilt from {}: {} file(s) known", self.target.name, n)
-        await self.uploader.recover({self.target.name: self.target})
+        await self.uploader.recover(self.targets)
         await self.reconcile()
+        if self.akosha is not None and (self.settings.data_dir / MEMORY_DB).is_file():
+            # what Akosha has is checked against the store once per start (it may have
+            # been restarted and lost its in-memory store, or akosha_url is new)
+            await self.state.requeue(MEMORY_DB, time.time(), "memories: startup check")
+            self.wake.set()
 
     async def _open_state(self) -> bool:
         """Open the state database; a corrupt one is kept aside and started afresh.
@@ -158,6 +195,8 @@ class Daemon:
         except (TransientError, PermanentError) as exc:
             # keep running: changes stay queued until the target answers
             self.stats.target(target.name).failed(str(exc))
+            if target.name == "cloud":
+                self.cloud_breaker.record_failure(exc, permanent=isinstance(exc, PermanentError))
             logger.error("target {} is unavailable: {}", target.name, exc)
 
     async def reconcile(self) -> int:
@@ -254,22 +293,113 @@ class Daemon:
             await self._enqueue(released)
 
     # ---- draining --------------------------------------------------------------------------
-    async def drain_pass(self) -> PassReport | None:
+    async def drain_pass(self, method: str | None = None) -> PassReport | None:
+        """One pass through the chain (``method``: a one-off ``sync --method``)."""
+        cs = self.settings.cloud_sync
+        chosen = method or cs.force_method
+        plan = plan_pass(
+            method=chosen,  # type: ignore[arg-type]
+            enable_fallback=cs.enable_fallback,
+            bucket=self.settings.bucket_configured,
+            akosha=self.akosha is not None,
+            cloud=self.cloud_breaker.state,
+            http=self.http_breaker.state,
+        )
+        files: str = plan.files
+        if files == "local" and self.target.name == "cloud":
+            files = "wait"  # a one-off http sync: the files stay queued for the cloud
+        if files == "cloud" and not self.cloud_breaker.allow():
+            files = "wait"
+        target = self.targets.get(files)
+        retry_at = time.time() + max(1.0, self.cloud_breaker.retry_in())
+        memory_step = None if plan.memories == "none" else self._memory_step(plan.memories)
+        extras = self._memories_json if target is not None and target.name == "cloud" else None
         async with self._pass_lock:
             self.stats.syncing = True
+            self._last_memory_report = None
+            self._last_memory_error = None
             try:
-                report = await self.uploader.drain_once(self.target)
+                report = await self.uploader.drain_once(
+                    target, memory_step=memory_step, files_retry_at=retry_at, extras_hook=extras
+                )
             finally:
                 self.stats.syncing = False
-            if report is not None:
-                self.last_report = report
+            if report is None:
+                return None
+            report.memories = self._last_memory_report
+            report.memory_error = self._last_memory_error
+            if target is not None and target.name == "cloud":
                 if report.error:
-                    logger.error("upload to {} failed: {}", report.target, report.error)
-                for path, reason in report.skipped.items():
-                    logger.warning("skipped {}: {}", path, reason)
+                    self.cloud_breaker.record_failure(report.error, permanent=report.permanent)
+                elif report.upload_id:
+                    self.cloud_breaker.record_success()
+            self.last_report = report
+            if report.error and not report.waiting:
+                logger.error("upload to {} failed: {}", report.target, report.error)
+            for path, reason in report.skipped.items():
+                logger.warning("skipped {}: {}", path, reason)
             return report
 
-    async def drain_until_empty(self, *, retry_now: bool = True) -> tuple[bool, list[PassReport]]:
+    def _memory_step(self, route: str) -> MemoryStep:
+        async def step(snapshot_db: Path) -> float | None:
+            backoff = self.settings.cloud_sync.retry_backoff_seconds
+            if route == "wait":
+                self._last_memory_error = "waiting for Akosha (circuit open)"
+                return time.time() + max(backoff, self.http_breaker.retry_in())
+            try:
+                report = await self.memory_sync.deliver(snapshot_db)
+            except TransientError as exc:
+                self._last_memory_error = str(exc)
+                self.stats.target("http").failed(str(exc))
+                logger.warning("memories not delivered to Akosha: {}", exc)
+                return time.time() + max(backoff, self.http_breaker.retry_in())
+            except PermanentError as exc:
+                self._last_memory_error = str(exc)
+                self.stats.target("http").failed(str(exc))
+                logger.error("memories not delivered to Akosha: {}", exc)
+                return time.time() + max(300.0, self.http_breaker.retry_in())
+            except SnapshotError as exc:
+                logger.warning("no memories read from {}: {}", MEMORY_DB, exc)
+                return None
+            self.stats.target("http").ok()
+            self._last_memory_report = report.as_dict()
+            if report.delivered:
+                self.stats.progressed()
+                logger.info("delivered {} memories to Akosha", report.delivered)
+            return None
+
+        return step
+
+    async def _memories_json(
+        self, captures: Sequence[Captured], upload_id: str
+    ) -> list[ExtraObject]:
+        memory_db = next((c for c in captures if c.group == MEMORY_DB), None)
+        if memory_db is None:
+            return []
+        try:
+            found = await self.memory_sync.conversations_for_cloud(
+                memory_db.files[0].staged, upload_id
+            )
+        except SnapshotError as exc:
+            logger.warning("no memories.json: {}", exc)
+            return []
+        if found is None:
+            return []
+        data, count, _ids = found
+        return [
+            ExtraObject(
+                name=MEMORIES_NAME,
+                data=data,
+                content_type="application/json",
+                conversation_count=count,
+                on_committed=self.memory_sync.commit_cloud,
+                on_failed=self.memory_sync.forget_cloud,
+            )
+        ]
+
+    async def drain_until_empty(
+        self, *, retry_now: bool = True, method: str | None = None
+    ) -> tuple[bool, list[PassReport]]:
         """Drain now (``sync --wait``, ``run --once``): (every pass ok, reports)."""
         await self.flush_debouncer()
         if retry_now:
@@ -278,11 +408,11 @@ class Daemon:
             )
         reports: list[PassReport] = []
         while True:
-            report = await self.drain_pass()
+            report = await self.drain_pass(method)
             if report is None:
                 break
             reports.append(report)
-            if report.error or report.retrying:
+            if report.error or report.retrying or report.memory_error:
                 break
         return all(r.ok for r in reports), reports
 
@@ -376,10 +506,23 @@ class Daemon:
                 "bytes_sent": last.bytes_sent,
             },
             "counters": self.stats.counters_dict(),
-            "targets": {n: h.as_dict() for n, h in sorted(self.stats.targets.items())},
+            "targets": self._targets_status(),
+            "memories": await self.memory_sync.status() if self.akosha is not None else None,
             "skipped": skipped,
             "system_id": self.settings.cloud_sync.system_id,
         }
+
+    def _targets_status(self) -> dict[str, Any]:
+        names = list(self.targets) + (["http"] if self.akosha is not None else [])
+        out: dict[str, Any] = {}
+        for name in names:
+            entry = self.stats.target(name).as_dict()
+            breaker = {"cloud": self.cloud_breaker, "http": self.http_breaker}.get(name)
+            if breaker is not None:
+                entry["circuit"] = breaker.state.value
+            entry["primary"] = name == self.target.name
+            out[name] = entry
+        return out
 
     async def queue_listing(self) -> dict[str, Any]:
         now = time.time()
@@ -417,8 +560,11 @@ class Daemon:
             logger.info("uploads resumed")
             return {"paused": False}
         if cmd == "sync":
+            method = request.get("method")
+            if method not in (None, "auto", "cloud", "http"):
+                raise ValueError("method must be auto, cloud or http")
             if request.get("wait"):
-                ok, reports = await self.drain_until_empty()
+                ok, reports = await self.drain_until_empty(method=method)
                 return {
                     "ok_drain": ok,
                     "passes": [r.as_dict() for r in reports],

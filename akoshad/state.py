@@ -353,6 +353,19 @@ class StateDB:
 
         await self.transaction(op)
 
+    async def requeue(self, path: str, retry_at: float, error: str) -> None:
+        """Make sure ``path`` is queued and due no later than ``retry_at``."""
+        now = time.time()
+        await self.transaction(
+            lambda c: c.execute(
+                "INSERT INTO queue (path, event, first_seen, last_seen, next_attempt, last_error) "
+                "VALUES (?, 'modified', ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
+                "next_attempt = MIN(queue.next_attempt, excluded.next_attempt), "
+                "last_error = excluded.last_error",
+                (path, now, now, retry_at, error),
+            )
+        )
+
     async def queue_items(self) -> list[QueueItem]:
         return await self.transaction(
             lambda c: [

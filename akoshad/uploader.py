@@ -52,8 +52,14 @@ class ExtraObject:
     data: bytes
     content_type: str
     conversation_count: int = 0
-    on_committed: Callable[[str], Awaitable[None]] | None = None
+    on_committed: Callable[[str], Awaitable[object]] | None = None
+    on_failed: Callable[[str], None] | None = None
 
+
+# Given the private copy of reflection.duckdb, delivers its memories; returns None when
+# done, or the time (epoch seconds) to try again.
+MemoryStep = Callable[[Path], Awaitable[float | None]]
+MEMORY_DB = "reflection.duckdb"
 
 # Given the captures of a pass (and the upload id), returns extra objects to carry.
 ExtrasHook = Callable[[Sequence[Captured], str], Awaitable[list[ExtraObject]]]
@@ -75,11 +81,19 @@ class PassReport:
     retrying: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     permanent: bool = False
+    waiting: bool = False
+    memories: dict[str, Any] | None = None
+    memory_error: str | None = None
     captures: list[Captured] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.skipped and not self.retrying
+        return (
+            self.error is None
+            and self.memory_error is None
+            and not self.skipped
+            and not self.retrying
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +107,8 @@ class PassReport:
             "skipped": self.skipped,
             "retrying": self.retrying,
             "error": self.error,
+            "memories": self.memories,
+            "memory_error": self.memory_error,
         }
 
 
@@ -226,16 +242,45 @@ class Uploader:
         return list(await asyncio.gather(*(one(p) for p in paths)))
 
     # ---- the pass --------------------------------------------------------------------------
-    async def drain_once(self, target: Target, *, now: float | None = None) -> PassReport | None:
-        """Claim what is due and make (at most) one upload. None when nothing was due."""
+    async def drain_once(
+        self,
+        target: Target | None,
+        *,
+        now: float | None = None,
+        memory_step: MemoryStep | None = None,
+        files_retry_at: float | None = None,
+        extras_hook: ExtrasHook | None = None,
+    ) -> PassReport | None:
+        """Claim what is due and make (at most) one upload. None when nothing was due.
+
+        ``target`` None: the file target is unavailable (its circuit is open): the claimed
+        rows go back to the queue until ``files_retry_at``; memories still go through
+        ``memory_step`` when ``reflection.duckdb`` was among the changes.
+        """
         items = await self.state.claim(now)
         if not items:
             return None
-        report = PassReport(target=target.name, claimed=len(items))
+        report = PassReport(target=target.name if target else "wait", claimed=len(items))
         try:
             await asyncio.to_thread(self.snap.reset_staging)
             results = await self.capture_all([i.path for i in items])
-            await self._pass(target, items, results, report)
+            memory_retry: float | None = None
+            if memory_step is not None:
+                memory_db = next(
+                    (r for r in results if isinstance(r, Captured) and r.group == MEMORY_DB),
+                    None,
+                )
+                if memory_db is not None:
+                    memory_retry = await memory_step(memory_db.files[0].staged)
+            if target is None:
+                retry_at = files_retry_at or time.time() + self.retry_backoff
+                await self.state.release(items, retry_at=retry_at, error="waiting for the cloud")
+                report.error = "waiting for the cloud (circuit open)"
+                report.waiting = True
+            else:
+                await self._pass(target, items, results, report, extras_hook or self.extras_hook)
+            if memory_retry is not None:
+                await self.state.requeue(MEMORY_DB, memory_retry, "memories not delivered yet")
         except asyncio.CancelledError:
             # shutdown mid-pass: hand the rows back untouched (attempt already counted)
             await asyncio.shield(self.state.release(items, retry_at=0.0, error="interrupted"))
@@ -250,6 +295,7 @@ class Uploader:
         items: list[QueueItem],
         results: list[CaptureResult],
         report: PassReport,
+        extras_hook: ExtrasHook | None,
     ) -> None:
         ledger = await self.state.ledger(target.name)
         by_group: dict[str, list[LedgerEntry]] = {}
@@ -340,7 +386,7 @@ class Uploader:
             await self._finish_items(done_items, retry_items, report)
             return
 
-        extras = await self.extras_hook(captured, upload_id) if self.extras_hook else []
+        extras = await extras_hook(captured, upload_id) if extras_hook else []
         kept = [
             e
             for e in ledger.values()
@@ -379,6 +425,9 @@ class Uploader:
                 "application/json",
             )
         except (TransientError, PermanentError, OSError) as exc:
+            for extra in extras:
+                if extra.on_failed is not None:
+                    extra.on_failed(upload_id)
             await self._failed(target, upload_id, items, exc, report)
             return
 

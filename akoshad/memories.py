@@ -1,0 +1,333 @@
+"""Memories from a private snapshot copy of ``reflection.duckdb``, and their encodings.
+
+Rows of ``conversations_v2`` and ``reflections_v2`` become memories in the shape of Akosha's
+``batch_store_memories`` items (INTEROP.md section 3)::
+
+    {"memory_id": "{system_id}:{id}", "text": ..., "embedding": [384 floats],
+     "metadata": {"source": system_id, "original_id": id,
+                  "type": "conversation" | "reflection", "created_at": ISO 8601 with zone}}
+
+Only ever open the PRIVATE snapshot copy (the live file is locked by session-buddy and
+opening it, even read-only, breaks the writer). The copy is opened read-only, so its bytes
+(and its ``.wal``, replayed in memory) are left untouched.
+
+Everything here blocks: call it from a worker thread. Two steps keep memory bounded on big
+stores: :func:`list_rows` reads only ids and the embedding checks, :func:`load_memories`
+then materialises just the rows wanted (in chunks chosen by the caller).
+
+Naive ``TIMESTAMP`` values are taken as UTC (what session-buddy writes); ``TIMESTAMP WITH
+TIME ZONE`` values are converted to UTC in SQL. Embeddings are read through DuckDB's
+shortest float text form, so they round-trip exactly and encode about 40 % smaller.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any, NamedTuple
+
+EMBED_DIM = 384
+MAX_BATCH_ITEMS = 1000
+# The MCP transport refuses bodies over 4 MiB; stay well under it.
+MAX_BATCH_BYTES = 3 * 1024 * 1024
+# JSON-RPC envelope around the items ({"jsonrpc":..,"params":{"name":..,"arguments":..}}).
+ENVELOPE_BYTES = 1024
+
+TABLES: dict[str, str] = {"conversations_v2": "conversation", "reflections_v2": "reflection"}
+# created_at source column per table, first present wins
+TIME_COLUMNS: dict[str, tuple[str, ...]] = {
+    "conversations_v2": ("timestamp", "created_at"),
+    "reflections_v2": ("created_at", "timestamp"),
+}
+
+Memory = dict[str, Any]
+
+REASON_NO_EMBEDDING = "no embedding"
+REASON_NON_FINITE = "embedding has non-finite values"
+REASON_NO_TEXT = "no text"
+REASON_DUPLICATE_ID = "id also used by another table"
+
+
+def dim_reason(n: int) -> str:
+    return f"embedding has {n} dimensions, expected {EMBED_DIM}"
+
+
+@dataclass(frozen=True)
+class RowRef:
+    """One candidate row: where it lives and, if it cannot be sent, why not."""
+
+    memory_id: str
+    table: str
+    original_id: str
+    problem: str | None = None
+
+
+class Extraction(NamedTuple):
+    """Memories ready to send, and the rows left out (``memory_id`` -> reason)."""
+
+    memories: list[Memory]
+    skipped: dict[str, str]
+
+
+def memory_id(system_id: str, original_id: str) -> str:
+    """Akosha's primary key is global across systems: prefix the row id with the system id."""
+    return f"{system_id}:{original_id}"
+
+
+def _connect(snapshot_db: Path) -> Any:
+    import duckdb
+
+    if not snapshot_db.is_file():
+        raise FileNotFoundError(f"snapshot copy {snapshot_db} does not exist")
+    return duckdb.connect(str(snapshot_db), read_only=True)
+
+
+def _columns(con: Any) -> dict[str, dict[str, str]]:
+    """{table: {column: data_type}} for the memory tables present in the main schema."""
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'main' AND table_name IN ('conversations_v2', 'reflections_v2')"
+    ).fetchall()
+    out: dict[str, dict[str, str]] = {}
+    for table, column, dtype in rows:
+        out.setdefault(str(table), {})[str(column).lower()] = str(dtype).upper()
+    return out
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _problem_sql(cols: dict[str, str]) -> str:
+    """A SQL expression naming why a row cannot be sent, or NULL."""
+    if "embedding" not in cols:
+        return f"'{REASON_NO_EMBEDDING}'"
+    dtype = cols["embedding"]
+    if not dtype.endswith("]"):  # not a list/array column: nothing usable
+        return f"'{REASON_NO_EMBEDDING}'"
+    emb = "embedding"
+    as_list = f"CAST({emb} AS DOUBLE[])"
+    return (
+        f"CASE WHEN {emb} IS NULL THEN '{REASON_NO_EMBEDDING}' "
+        f"WHEN len({as_list}) <> {EMBED_DIM} THEN "
+        f"'embedding has ' || len({as_list}) || ' dimensions, expected {EMBED_DIM}' "
+        f"WHEN coalesce(list_bool_or(list_transform({as_list}, lambda x: isnan(x) OR isinf(x))),"
+        f" false) THEN '{REASON_NON_FINITE}' "
+        "WHEN content IS NULL OR length(trim(CAST(content AS VARCHAR))) = 0 "
+        f"THEN '{REASON_NO_TEXT}' ELSE NULL END"
+    )
+
+
+def list_rows(snapshot_db: Path, system_id: str) -> list[RowRef]:
+    """Every row of the memory tables, with the reason it cannot be sent (if any).
+
+    Reads ids and checks only, never the vectors. Missing tables are simply absent;
+    a row whose id was already seen in an earlier table is reported as a problem.
+    """
+    con = _connect(snapshot_db)
+    try:
+        schema = _columns(con)
+        refs: list[RowRef] = []
+        seen: set[str] = set()
+        for table, _kind in TABLES.items():
+            cols = schema.get(table)
+            if cols is None or "id" not in cols or "content" not in cols:
+                continue
+            rows = con.execute(
+                f"SELECT CAST(id AS VARCHAR), {_problem_sql(cols)} FROM {_q(table)} "
+                "WHERE id IS NOT NULL ORDER BY 1"
+            ).fetchall()
+            for original_id, problem in rows:
+                mid = memory_id(system_id, str(original_id))
+                if mid in seen:
+                    problem = REASON_DUPLICATE_ID
+                seen.add(mid)
+                refs.append(RowRef(mid, table, str(original_id), problem))
+        return refs
+    finally:
+        con.close()
+
+
+def _time_sql(cols: dict[str, str], table: str) -> str:
+    for name in TIME_COLUMNS[table]:
+        dtype = cols.get(name)
+        if dtype is None:
+            continue
+        if "WITH TIME ZONE" in dtype or dtype == "TIMESTAMPTZ":
+            return f"CAST(timezone('UTC', {_q(name)}) AS VARCHAR)"
+        return f"CAST({_q(name)} AS VARCHAR)"
+    return "NULL"
+
+
+def iso_utc(value: str | None, naive_tz: tzinfo = UTC) -> str | None:
+    """ISO 8601 with a zone for a DuckDB timestamp text; naive values are ``naive_tz``."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=naive_tz)
+    return parsed.isoformat()
+
+
+def _parse_embedding(text: str | None) -> list[float] | str:
+    """The vector, or the reason it is unusable."""
+    if text is None:
+        return REASON_NO_EMBEDDING
+    try:
+        values = json.loads(text)
+    except ValueError:
+        return REASON_NON_FINITE  # nan / inf are not JSON
+    if not isinstance(values, list):
+        return REASON_NO_EMBEDDING
+    floats = [float(v) for v in values]
+    if len(floats) != EMBED_DIM:
+        return dim_reason(len(floats))
+    if not all(math.isfinite(v) for v in floats):
+        return REASON_NON_FINITE
+    return floats
+
+
+def load_memories(
+    snapshot_db: Path, system_id: str, refs: Iterable[RowRef] | None = None
+) -> Extraction:
+    """Materialise memories for ``refs`` (default: every row); problem rows are skipped."""
+    con = _connect(snapshot_db)
+    try:
+        schema = _columns(con)
+        wanted: dict[str, list[str]] | None = None
+        skipped: dict[str, str] = {}
+        if refs is not None:
+            wanted = {}
+            for ref in refs:
+                if ref.problem is not None:
+                    skipped[ref.memory_id] = ref.problem
+                else:
+                    wanted.setdefault(ref.table, []).append(ref.original_id)
+        memories: list[Memory] = []
+        seen: set[str] = set()
+        for table, kind in TABLES.items():
+            cols = schema.get(table)
+            if cols is None or "id" not in cols or "content" not in cols:
+                continue
+            ids = None if wanted is None else wanted.get(table)
+            if wanted is not None and not ids:
+                continue
+            emb = "CAST(embedding AS VARCHAR)" if "embedding" in cols else "NULL"
+            select = (
+                f"SELECT CAST(t.id AS VARCHAR), CAST(t.content AS VARCHAR), {emb}, "
+                f"{_time_sql(cols, table)} FROM {_q(table)} AS t"
+            )
+            if ids is None:
+                rows = con.execute(select + " WHERE t.id IS NOT NULL ORDER BY 1").fetchall()
+            else:
+                rows = con.execute(
+                    select + " JOIN (SELECT unnest(CAST(? AS VARCHAR[])) AS want) AS w "
+                    "ON CAST(t.id AS VARCHAR) = w.want ORDER BY 1",
+                    [ids],
+                ).fetchall()
+            for original_id, content, emb_text, ts in rows:
+                mid = memory_id(system_id, original_id)
+                if mid in seen:
+                    skipped[mid] = REASON_DUPLICATE_ID
+                    continue
+                seen.add(mid)
+                vector = _parse_embedding(emb_text)
+                if isinstance(vector, str):
+                    skipped[mid] = vector
+                    continue
+                if not content or not content.strip():
+                    skipped[mid] = REASON_NO_TEXT
+                    continue
+                metadata: dict[str, Any] = {
+                    "source": system_id,
+                    "original_id": original_id,
+                    "type": kind,
+                }
+                created_at = iso_utc(ts)
+                if created_at is not None:
+                    metadata["created_at"] = created_at
+                memories.append(
+                    {"memory_id": mid, "text": content, "embedding": vector, "metadata": metadata}
+                )
+        return Extraction(memories, skipped)
+    finally:
+        con.close()
+
+
+def extract_memories(snapshot_db: Path, system_id: str) -> Extraction:
+    """All sendable memories of a snapshot copy, and the rows skipped with their reason."""
+    refs = list_rows(snapshot_db, system_id)
+    return load_memories(snapshot_db, system_id, refs)
+
+
+# ---- encodings ---------------------------------------------------------------------
+def encode_json(obj: Any) -> bytes:
+    """Compact UTF-8 JSON: what goes on the wire and what the batch sizes are measured in."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def batches(
+    memories: Iterable[Memory],
+    *,
+    max_items: int = MAX_BATCH_ITEMS,
+    max_bytes: int = MAX_BATCH_BYTES,
+) -> Iterator[list[Memory]]:
+    """Consecutive batches of at most ``max_items`` whose encoded request stays under
+    ``max_bytes`` (envelope included). An item too big on its own goes alone."""
+    if max_items < 1:
+        raise ValueError("max_items must be at least 1")
+    budget = max_bytes - ENVELOPE_BYTES
+    batch: list[Memory] = []
+    size = 0
+    for memory in memories:
+        item = len(encode_json(memory)) + 1  # the comma
+        if batch and (len(batch) >= max_items or size + item > budget):
+            yield batch
+            batch, size = [], 0
+        batch.append(memory)
+        size += item
+    if batch:
+        yield batch
+
+
+def conversation_entry(memory: Memory) -> dict[str, Any]:
+    """One memory in the ``memories.json`` shape of Akosha's ingestion worker."""
+    meta = memory.get("metadata") or {}
+    return {
+        "id": memory["memory_id"],
+        "content": memory["text"],
+        "embedding": memory["embedding"],
+        "timestamp": meta.get("created_at"),
+        "source": meta.get("source"),
+        "metadata": {k: v for k, v in meta.items() if k not in ("source", "created_at")},
+    }
+
+
+def memories_json(conversations: Iterable[Memory]) -> bytes:
+    """``{"conversations": [{id, content, embedding, timestamp, source, metadata}]}``.
+
+    Takes memories as produced by :func:`load_memories`; uncompressed UTF-8. Encodes one
+    entry at a time so no second full copy of the objects is built.
+    """
+    parts: list[bytes] = [b'{"conversations":[']
+    first = True
+    for memory in conversations:
+        if not first:
+            parts.append(b",")
+        parts.append(encode_json(conversation_entry(memory)))
+        first = False
+    parts.append(b"]}")
+    return b"".join(parts)
+
+
+def chunks(items: Sequence[RowRef], size: int) -> Iterator[Sequence[RowRef]]:
+    """``items`` in slices of ``size`` (to load big stores a bounded part at a time)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,475 @@
+"""AkoshaClient against a real MCP streamable-HTTP server (the official SDK, a subprocess),
+plus small in-process stubs for the failure modes a healthy server never shows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from akoshad.akosha_http import (
+    ACCEPT,
+    AkoshaClient,
+    RequestTooLarge,
+    _SSEParser,
+    health_url_for,
+    parse_store_result,
+)
+from akoshad.errors import PermanentError, TransientError
+from akoshad.memories import batches
+
+pytest.register_assert_rewrite("tests.akosha_fixtures")
+from tests.akosha_fixtures import AkoshaServer, free_port  # noqa: E402
+
+pytest_plugins = ["tests.akosha_fixtures"]
+
+
+def mem(i: int, *, dim: int | None = 384, text: str | None = None) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "memory_id": f"box:{i}",
+        "text": text if text is not None else f"memory {i}",
+        "metadata": {
+            "source": "box",
+            "original_id": str(i),
+            "type": "conversation",
+            "created_at": "2025-03-01T12:00:00+00:00",
+        },
+    }
+    if dim is not None:
+        m["embedding"] = [round(0.001 * ((i + k) % 500), 3) for k in range(dim)]
+    return m
+
+
+@pytest.fixture(params=["sse", "json"])
+def server(request: pytest.FixtureRequest) -> AkoshaServer:
+    """The fake Akosha, once replying with server-sent events, once with JSON."""
+    name = "akosha_server" if request.param == "sse" else "akosha_server_json"
+    srv: AkoshaServer = request.getfixturevalue(name)
+    return srv
+
+
+# ---- the protocol ---------------------------------------------------------------------------
+async def test_handshake_and_store(server: AkoshaServer) -> None:
+    async with AkoshaClient(server.url, version="9.9") as client:
+        await client.initialize()
+        assert client.session_id and len(client.session_id) >= 16
+        assert client.protocol_version == "2025-06-18"
+        assert client.server_info["name"] == "akosha"
+        result = await client.store([mem(1), mem(2), mem(3)])
+    assert result.status == "completed"
+    assert result.stored == ("box:1", "box:2", "box:3")
+    assert result.delivered == result.stored and not result.failed
+    assert server.stored() == {"box:1", "box:2", "box:3"}
+
+
+async def test_session_opened_lazily_once(server: AkoshaServer) -> None:
+    async with AkoshaClient(server.url) as client:
+        assert client.session_id is None
+        results = await asyncio.gather(*(client.store([mem(i)]) for i in range(5)))
+        assert all(r.status == "completed" for r in results)
+        assert client.sessions_opened == 1
+
+
+async def test_stale_session_after_server_restart(server: AkoshaServer) -> None:
+    async with AkoshaClient(server.url) as client:
+        assert (await client.store([mem(1)])).stored == ("box:1",)
+        old = client.session_id
+        await asyncio.to_thread(server.restart)  # same port; sessions and store are gone
+        # the old id is unknown now: 404 Session not found
+        async with (
+            aiohttp.ClientSession() as raw,
+            raw.post(
+                server.url,
+                data=b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
+                headers={
+                    "Accept": ACCEPT,
+                    "Content-Type": "application/json",
+                    "mcp-session-id": str(old),
+                    "mcp-protocol-version": "2025-06-18",
+                },
+            ) as resp,
+        ):
+            assert resp.status == 404
+        result = await client.store([mem(1), mem(2)])
+        assert result.stored == ("box:1", "box:2")  # the restarted server lost box:1
+        assert client.session_id != old
+        assert client.sessions_opened == 2
+    assert server.stored() == {"box:1", "box:2"}
+
+
+async def test_close_deletes_the_session(server: AkoshaServer) -> None:
+    client = AkoshaClient(server.url)
+    await client.store([mem(1)])
+    sid = client.session_id
+    await client.close()
+    assert client.session_id is None
+    async with (
+        aiohttp.ClientSession() as raw,
+        raw.post(
+            server.url,
+            data=b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
+            headers={
+                "Accept": ACCEPT,
+                "Content-Type": "application/json",
+                "mcp-session-id": str(sid),
+                "mcp-protocol-version": "2025-06-18",
+            },
+        ) as resp,
+    ):
+        assert resp.status == 404
+
+
+@pytest.mark.parametrize("accept", [None, "application/json", "text/event-stream"])
+async def test_406_without_the_accept_header(
+    akosha_server: AkoshaServer, accept: str | None
+) -> None:
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "0"},
+            },
+        }
+    )
+    headers = {"Content-Type": "application/json"}
+    if accept is not None:
+        headers["Accept"] = accept
+    async with (
+        aiohttp.ClientSession() as raw,
+        raw.post(
+            akosha_server.url, data=body, headers=headers, skip_auto_headers={"Accept"}
+        ) as resp,
+    ):
+        assert resp.status == 406
+        assert "Not Acceptable" in (await resp.text())
+
+
+async def test_duplicate_resend_counts_as_stored(server: AkoshaServer) -> None:
+    async with AkoshaClient(server.url) as client:
+        await client.store([mem(1), mem(2)])
+        again = await client.store([mem(1), mem(2), mem(3)])
+    assert again.status == "partial"  # what Akosha says
+    assert again.stored == ("box:3",)
+    assert again.duplicates == ("box:1", "box:2")
+    assert set(again.delivered) == {"box:1", "box:2", "box:3"}
+    assert not again.failed
+
+
+async def test_partial_and_failed_results(server: AkoshaServer) -> None:
+    async with AkoshaClient(server.url) as client:
+        result = await client.store([mem(1), mem(2, dim=None), mem(3, dim=12)])
+        assert result.status == "partial"
+        assert result.stored == ("box:1",)
+        assert result.failed == {
+            "box:2": "Embedding is required",
+            "box:3": "Embedding dim mismatch: expected 384, got 12",
+        }
+        # all failed: status "failed" while isError stays false
+        raw = await client.call_tool("batch_store_memories", {"memories": [mem(4, dim=3)]})
+        assert raw["isError"] is False
+        assert raw["structuredContent"]["status"] == "failed"
+        failed = await client.store([mem(5, dim=None)])
+        assert failed.status == "failed" and failed.stored == ()
+        assert failed.failed == {"box:5": "Embedding is required"}
+
+
+async def test_more_than_1000_items_fail_as_a_whole(akosha_server: AkoshaServer) -> None:
+    items = [mem(i, dim=384) for i in range(1001)]
+    for m in items:
+        m["embedding"] = [0.5] * 384  # small encoding: the count limit, not the size, bites
+    async with AkoshaClient(akosha_server.url) as client:
+        result = await client.store(items)
+    assert result.status == "failed"
+    assert result.stored == ()
+    assert len(result.failed) == 1001
+    assert result.batch_error is not None and "1000" in result.batch_error
+    assert akosha_server.stored() == set()
+
+
+async def test_oversize_request_is_refused_and_batches_fit(akosha_server: AkoshaServer) -> None:
+    items = [mem(i, text="y" * 30_000) for i in range(200)]  # ~6.5 MB as one request
+    async with AkoshaClient(akosha_server.url) as client:
+        with pytest.raises(RequestTooLarge) as info:
+            await client.store(items)
+        assert "413" in str(info.value)
+        parts = list(batches(items))
+        assert len(parts) >= 2
+        stored: list[str] = []
+        for part in parts:
+            result = await client.store(part)
+            assert result.status == "completed"
+            stored.extend(result.stored)
+    assert stored == [m["memory_id"] for m in items]
+    assert akosha_server.stored() == set(stored)
+
+
+async def test_tool_error_is_permanent(akosha_server: AkoshaServer) -> None:
+    async with AkoshaClient(akosha_server.url) as client:
+        with pytest.raises(PermanentError, match="Field required"):
+            await client.call_tool("batch_store_memories", {})
+
+
+async def test_wrong_path_is_permanent(akosha_server: AkoshaServer) -> None:
+    async with AkoshaClient(akosha_server.origin + "/mcp/v1") as client:
+        with pytest.raises(PermanentError, match="no MCP endpoint") as info:
+            await client.store([mem(1)])
+    assert "akosha_url" in str(info.value)
+
+
+async def test_slow_tool_times_out_as_transient(akosha_server: AkoshaServer) -> None:
+    async with AkoshaClient(akosha_server.url, timeout=0.5) as client:
+        await client.initialize()
+        akosha_server.delay(3)
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="did not answer"):
+            await client.store([mem(1)])
+        assert time.monotonic() - started < 1.5
+
+
+# ---- availability ----------------------------------------------------------------------------
+async def test_probe(server: AkoshaServer) -> None:
+    async with AkoshaClient(server.url) as client:
+        started = time.monotonic()
+        assert await client.probe() is True
+        elapsed = time.monotonic() - started
+        assert client.last_probe_error is None
+    assert elapsed < 0.5, f"probe of a live server took {elapsed:.3f}s"
+
+
+async def test_server_down_fails_fast_and_transient() -> None:
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    async with AkoshaClient(url) as client:
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="cannot connect"):
+            await client.store([mem(1)])
+        store_s = time.monotonic() - started
+        started = time.monotonic()
+        assert await client.probe() is False
+        probe_s = time.monotonic() - started
+        assert client.last_probe_error and "cannot connect" in client.last_probe_error
+    print(f"\ndead endpoint: store {store_s * 1000:.1f} ms, probe {probe_s * 1000:.1f} ms")
+    assert store_s < 0.5
+    assert probe_s < 0.5
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A port that accepts TCP connections (the backlog) and never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+    finally:
+        sock.close()
+
+
+async def test_probe_times_out_after_one_second(black_hole: str) -> None:
+    async with AkoshaClient(black_hole, timeout=0.6) as client:
+        started = time.monotonic()
+        assert await client.probe() is False
+        probe_s = time.monotonic() - started
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="did not answer"):
+            await client.store([mem(1)])
+        store_s = time.monotonic() - started
+    print(f"\nhung endpoint: probe {probe_s:.2f} s, store {store_s:.2f} s (timeout 0.6 s)")
+    assert 0.9 <= probe_s < 1.5
+    assert 0.5 <= store_s < 1.2
+
+
+# ---- failure modes of a sick server (in-process stubs) ----------------------------------------
+@pytest.fixture
+async def stub() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """An aiohttp app answering POST /mcp with what ``behaviour`` says."""
+    behaviour: dict[str, Any] = {"status": 503, "headers": {"Retry-After": "7"}, "body": "busy"}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        if behaviour.get("sse") is not None:
+            resp = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "mcp-session-id": "s1"}
+            )
+            await resp.prepare(request)
+            await resp.write(behaviour["sse"])
+            return resp
+        return web.Response(
+            status=behaviour["status"],
+            text=behaviour["body"],
+            headers=behaviour.get("headers"),
+            content_type="application/json",
+        )
+
+    app = web.Application()
+    app.router.add_post("/mcp", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/mcp", behaviour
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "text"),
+    [
+        (500, TransientError, "HTTP 500"),
+        (502, TransientError, "HTTP 502"),
+        (503, TransientError, "HTTP 503"),
+        (429, TransientError, "HTTP 429"),
+        (400, PermanentError, "HTTP 400"),
+        (401, PermanentError, "credentials"),
+        (403, PermanentError, "credentials"),
+        (404, PermanentError, "no MCP endpoint"),
+        (405, PermanentError, "HTTP 405"),
+        (406, PermanentError, "HTTP 406"),
+        (413, RequestTooLarge, "HTTP 413"),
+        (421, PermanentError, "Host"),
+        (307, PermanentError, "redirects"),
+    ],
+)
+async def test_http_status_mapping(
+    stub: tuple[str, dict[str, Any]], status: int, kind: type[Exception], text: str
+) -> None:
+    url, behaviour = stub
+    behaviour.update(status=status, body='{"error": {"message": "nope"}}')
+    async with AkoshaClient(url) as client:
+        with pytest.raises(kind, match=text) as info:
+            await client.initialize()
+    if kind is TransientError:
+        assert not isinstance(info.value, PermanentError)
+    if status == 503:
+        assert info.value.retry_after == 7  # type: ignore[attr-defined]
+
+
+async def test_stream_cut_short_is_transient(stub: tuple[str, dict[str, Any]]) -> None:
+    url, behaviour = stub
+    behaviour["sse"] = b'event: message\ndata: {"jsonrpc":"2.0","method":"x"}\n\n'
+    async with AkoshaClient(url) as client:
+        with pytest.raises(TransientError, match="before answering"):
+            await client.initialize()
+
+
+async def test_not_an_mcp_endpoint(stub: tuple[str, dict[str, Any]]) -> None:
+    url, behaviour = stub
+    behaviour.update(status=200, body="<html>hello</html>")
+    async with AkoshaClient(url) as client:
+        with pytest.raises(PermanentError, match="not JSON"):
+            await client.initialize()
+
+
+async def test_reset_mid_request_is_transient() -> None:
+    """A proxy that drops a large body (the 413-by-reset case) or a crash mid-request."""
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        writer.close()  # linger 0: RST
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with AkoshaClient(f"http://127.0.0.1:{port}/mcp") as client:
+            started = time.monotonic()
+            with pytest.raises(TransientError) as info:
+                await client.store([mem(i, text="z" * 20_000) for i in range(100)])
+            assert not isinstance(info.value, PermanentError)
+            assert time.monotonic() - started < 1.0
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# ---- pieces ---------------------------------------------------------------------------------
+def test_health_url_is_derived_from_the_origin() -> None:
+    assert health_url_for("http://127.0.0.1:8682/mcp") == "http://127.0.0.1:8682/healthz"
+    assert health_url_for("https://a.example/x/mcp?q=1") == "https://a.example/healthz"
+
+
+SSE = (
+    b": comment\r\n"
+    b"event: message\r\n"
+    b'data: {"jsonrpc":"2.0",\r\n'
+    b'data: "id":1,"result":{}}\r\n'
+    b"\r\n"
+    b"event: ping\n"
+    b"data: x\n\n"
+    b'data: {"a":1}\r\r'
+    b"id: 5\n"
+    b"data:no-space\n"
+)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, len(SSE)])
+def test_sse_parser_any_chunking(step: int) -> None:
+    parser = _SSEParser()
+    events: list[tuple[str, str]] = []
+    for i in range(0, len(SSE), step):
+        events.extend(parser.feed(SSE[i : i + step]))
+    events.extend(parser.close())
+    assert events == [
+        ("message", '{"jsonrpc":"2.0",\n"id":1,"result":{}}'),
+        ("ping", "x"),
+        ("message", '{"a":1}'),
+        ("message", "no-space"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "stored", "failed"),
+    [
+        # the server's stored count agrees: unmentioned ids are stored
+        (
+            {"status": "partial", "stored": 1, "errors": [{"memory_id": "b", "error": "e"}]},
+            "partial",
+            ("a",),
+            {"b": "e"},
+        ),
+        # it does not: unmentioned ids are unconfirmed (resent; Duplicate key confirms)
+        (
+            {"status": "completed", "stored": 0, "errors": []},
+            "completed",
+            (),
+            {"a": "not confirmed as stored by Akosha", "b": "not confirmed as stored by Akosha"},
+        ),
+        # a batch-level error names no id
+        (
+            {"status": "failed", "stored": 0, "errors": [{"memory_id": None, "error": "too many"}]},
+            "failed",
+            (),
+            {"a": "too many", "b": "too many"},
+        ),
+        # no count reported: trust the per-id errors
+        ({"status": "completed", "errors": []}, "completed", ("a", "b"), {}),
+    ],
+)
+def test_parse_store_result(
+    payload: dict[str, Any], status: str, stored: tuple[str, ...], failed: dict[str, str]
+) -> None:
+    result = parse_store_result({"structuredContent": payload, "isError": False}, ["a", "b"])
+    assert (result.status, result.stored, result.failed) == (status, stored, failed)
+
+
+def test_parse_store_result_reads_the_text_content_too() -> None:
+    payload = {"status": "completed", "stored": 1, "errors": []}
+    result = parse_store_result(
+        {"content": [{"type": "text", "text": json.dumps(payload)}], "isError": False}, ["a"]
+    )
+    assert result.stored == ("a",)
+    with pytest.raises(PermanentError, match="unexpected"):
+        parse_store_result({"content": [{"type": "text", "text": "ok"}]}, ["a"])

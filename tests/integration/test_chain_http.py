@@ -1,0 +1,76 @@
+"""The HTTP path end to end: memories reach Akosha exactly once; files stay safe.
+
+No bucket here: HTTP is the primary method for memories and the local target keeps the
+file backups (the cloud cases are in test_chain_cloud.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from tests.akosha_fixtures import AkoshaServer
+from tests.integration.test_pipeline_local import SYSTEM, Setup
+from tests.storegen import make_store
+
+pytest_plugins = ["tests.akosha_fixtures"]
+
+
+def _setup(tmp_path: Path, url: str, **extra: object) -> Setup:
+    s = Setup(tmp_path, akosha_url=url, **extra)
+    make_store(s.store, conversations=30)
+    return s
+
+
+def _add_rows(db: Path, ids: list[str], *, embedding: bool = True) -> None:
+    con = duckdb.connect(str(db))
+    for rid in ids:
+        con.execute(
+            "INSERT INTO conversations_v2 (id, content, embedding, category) VALUES (?, ?, ?, 'c')",
+            [rid, f"text {rid}", [0.5] * 384 if embedding else None],
+        )
+    con.close()
+
+
+def test_memories_delivered_once_across_restarts(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    s = _setup(tmp_path, akosha_server.url)
+    res = s.once()
+    assert res.returncode == 0, res.stderr
+    stored = akosha_server.stored()
+    assert len(stored) == 35 and all(i.startswith(f"{SYSTEM}:") for i in stored)
+    assert len(s.manifests()) == 1  # the local target still got the file backup
+    _add_rows(s.store / "reflection.duckdb", ["new-1", "new-2"])
+    assert s.once().returncode == 0
+    assert akosha_server.stored() >= {f"{SYSTEM}:new-1", f"{SYSTEM}:new-2"}
+    assert s.once().returncode == 0  # a restart: nothing sent again
+    counts = akosha_server.sent_counts()
+    assert counts and max(counts.values()) == 1, counts
+    assert len(counts) == 37
+
+
+def test_rows_without_embedding_are_skipped_and_counted(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    s = _setup(tmp_path, akosha_server.url)
+    _add_rows(s.store / "reflection.duckdb", ["no-emb"], embedding=False)
+    assert s.once().returncode == 0
+    assert f"{SYSTEM}:no-emb" not in akosha_server.stored()
+    s.once()
+    assert akosha_server.sent_counts()[f"{SYSTEM}:no-emb"] == 0
+
+
+def test_akosha_down_then_back_loses_nothing(tmp_path: Path, akosha_server: AkoshaServer) -> None:
+    s = _setup(tmp_path, akosha_server.url)
+    akosha_server.stop()
+    res = s.once()
+    assert res.returncode == 1  # the memories could not be delivered
+    assert len(s.manifests()) == 1  # the file backup did not wait for Akosha
+    res = s.once()  # still down, across a restart: still queued
+    assert res.returncode == 1
+    akosha_server.start()
+    res = s.once()
+    assert res.returncode == 0, res.stderr
+    assert len(akosha_server.stored()) == 35

@@ -1,0 +1,385 @@
+"""MemorySync with a real state DB, a real snapshot file and the fake Akosha (subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from akoshad.akosha_http import AkoshaClient
+from akoshad.chain import BreakerState, CircuitBreaker
+from akoshad.errors import TransientError
+from akoshad.memories import EMBED_DIM, REASON_NO_EMBEDDING
+from akoshad.memory_sync import REJECTED_PREFIX, DeliveryInterrupted, MemorySync
+from akoshad.state import StateDB
+
+pytest.register_assert_rewrite("tests.akosha_fixtures")
+from tests.akosha_fixtures import (  # noqa: E402
+    EMB_SQL,
+    AkoshaServer,
+    add_rows,
+    free_port,
+    make_reflection_db,
+)
+
+pytest_plugins = ["tests.akosha_fixtures"]
+
+SYSTEM = "testbox"
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+class Rig:
+    """A state DB, a snapshot file, and MemorySync instances over them (one per 'run')."""
+
+    def __init__(self, tmp: Path, url: str) -> None:
+        self.tmp = tmp
+        self.url = url
+        self.snapshot = make_reflection_db(tmp / "reflection.duckdb")
+        self.state_path = tmp / "state" / "state.db"
+        self.opened: list[tuple[StateDB, AkoshaClient]] = []
+
+    async def sync(self, **kwargs: object) -> MemorySync:
+        """A fresh 'daemon run': new StateDB connection, new client, new MemorySync."""
+        state = StateDB(self.state_path)
+        await state.open()
+        client = AkoshaClient(self.url, timeout=5)
+        await client.start()
+        self.opened.append((state, client))
+        kwargs.setdefault("sleep", no_sleep)
+        return MemorySync(state, client, SYSTEM, **kwargs)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        for state, client in self.opened:
+            await client.close()
+            await state.close()
+        self.opened.clear()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, akosha_server: AkoshaServer) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path, akosha_server.url)
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+def remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
+def ids(prefix: str, start: int, stop: int) -> set[str]:
+    return {f"{SYSTEM}:{prefix}{i:06d}" for i in range(start, stop)}
+
+
+async def test_exactly_once_across_restarts(rig: Rig, akosha_server: AkoshaServer) -> None:
+    add_rows(rig.snapshot, "conversations_v2", 0, 30)
+    add_rows(rig.snapshot, "reflections_v2", 0, 10)
+    add_rows(rig.snapshot, "conversations_v2", 30, 33, embedding="null")
+
+    sync = await rig.sync(max_items=7)
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 40 and report.duplicates == 0
+    assert report.requests == 6  # 40 rows in batches of 7
+    assert set(report.skipped) == ids("c", 30, 33)
+    assert akosha_server.stored() == ids("c", 0, 30) | ids("r", 0, 10)
+    status = await sync.status()
+    assert (status["delivered"], status["skipped"]) == (40, 3)
+    assert status["last_error"] is None
+    await rig.close()
+
+    # a new run on the same state: nothing is sent again
+    sync = await rig.sync(max_items=7)
+    report = await sync.deliver(rig.snapshot)
+    assert (report.delivered, report.requests, report.already) == (0, 0, 40)
+    assert report.skipped == {}  # already recorded, not counted again
+    assert (await sync.status())["skipped"] == 3
+
+    # new rows: exactly those go
+    add_rows(rig.snapshot, "conversations_v2", 33, 38)
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 5 and report.requests == 1
+    sent = akosha_server.sent_counts()
+    assert set(sent) == ids("c", 0, 30) | ids("r", 0, 10) | ids("c", 33, 38)
+    assert set(sent.values()) == {1}, "a memory was sent twice"
+    # the skipped rows never went out
+    assert not set(sent) & ids("c", 30, 33)
+
+
+async def test_stored_memories_look_like_akosha_expects(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    add_rows(rig.snapshot, "conversations_v2", 0, 1)
+    add_rows(rig.snapshot, "reflections_v2", 5, 6)
+    sync = await rig.sync()
+    await sync.deliver(rig.snapshot)
+    calls = akosha_server.calls()
+    assert len(calls) == 1 and calls[0]["status"] == "completed"
+    assert sorted(calls[0]["ids"]) == ["testbox:c000000", "testbox:r000005"]
+
+
+async def test_skipped_rows_are_counted_and_reconsidered_when_fixed(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    rig = Rig(tmp_path, akosha_server.url)
+    rig.snapshot.unlink()
+    make_reflection_db(rig.snapshot, embedding_type="FLOAT[]")
+    add_rows(rig.snapshot, "conversations_v2", 0, 3)
+    add_rows(rig.snapshot, "conversations_v2", 3, 5, embedding="null")
+    add_rows(rig.snapshot, "conversations_v2", 5, 6, embedding="short")
+    add_rows(rig.snapshot, "reflections_v2", 0, 1, embedding="nan")
+    try:
+        sync = await rig.sync()
+        report = await sync.deliver(rig.snapshot)
+        assert report.delivered == 3
+        assert report.skipped == {
+            "testbox:c000003": REASON_NO_EMBEDDING,
+            "testbox:c000004": REASON_NO_EMBEDDING,
+            "testbox:c000005": f"embedding has 10 dimensions, expected {EMBED_DIM}",
+            "testbox:r000000": "embedding has non-finite values",
+        }
+        assert (await sync.status())["skipped"] == 4
+        assert sync.skipped_since_start == 4
+        # skipped rows are not retried: a second pass sends nothing and counts nothing new
+        again = await sync.deliver(rig.snapshot)
+        assert (again.requests, again.skipped) == (0, {})
+        # session-buddy fills in the missing embedding later: the row goes out then
+        con = duckdb.connect(str(rig.snapshot))
+        con.execute(
+            f"UPDATE conversations_v2 SET embedding = {EMB_SQL.format(dim=384)} "
+            "FROM range(1) t(i) WHERE id = 'c000003'"
+        )
+        con.close()
+        fixed = await sync.deliver(rig.snapshot)
+        assert fixed.delivered == 1
+        assert "testbox:c000003" in akosha_server.stored()
+        assert (await sync.status())["skipped"] == 3
+    finally:
+        await rig.close()
+
+
+async def test_partial_result_resends_only_the_failed_ids(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    add_rows(rig.snapshot, "conversations_v2", 0, 10)
+    akosha_server.fail({"testbox:c000002": 1, "testbox:c000007": 2})
+    sync = await rig.sync()
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 10
+    assert report.requests == 3  # all, then the 2 failed, then the 1 still failing
+    assert report.retried == 3
+    sent = akosha_server.sent_counts()
+    assert sent["testbox:c000002"] == 2
+    assert sent["testbox:c000007"] == 3
+    assert all(n == 1 for k, n in sent.items() if k not in ("testbox:c000002", "testbox:c000007"))
+    assert [len(c["ids"]) for c in akosha_server.calls()] == [10, 2, 1]
+
+
+async def test_a_row_that_keeps_failing_is_skipped_not_retried_forever(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    add_rows(rig.snapshot, "conversations_v2", 0, 5)
+    akosha_server.fail({"testbox:c000001": 100}, error="weird storage hiccup")
+    sync = await rig.sync(item_retries=2)
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 4
+    reason = report.skipped["testbox:c000001"]
+    assert reason.startswith(REJECTED_PREFIX) and "weird storage hiccup" in reason
+    assert "3 attempts" in reason
+    assert akosha_server.sent_counts()["testbox:c000001"] == 3
+    again = await sync.deliver(rig.snapshot)
+    assert again.requests == 0
+    assert akosha_server.sent_counts()["testbox:c000001"] == 3
+    assert (await sync.status())["skipped"] == 1
+
+
+async def test_rows_akosha_rejects_outright_are_skipped_at_once(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    add_rows(rig.snapshot, "conversations_v2", 0, 3)
+    akosha_server.fail({"testbox:c000000": 100}, error="Embedding dim mismatch: expected 384")
+    sync = await rig.sync()
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 2 and report.requests == 1
+    assert report.skipped == {
+        "testbox:c000000": REJECTED_PREFIX + "Embedding dim mismatch: expected 384"
+    }
+
+
+async def test_duplicate_key_counts_as_delivered(rig: Rig, akosha_server: AkoshaServer) -> None:
+    add_rows(rig.snapshot, "conversations_v2", 0, 6)
+    # Akosha already holds three of them (e.g. the state DB was lost)
+    sync = await rig.sync()
+    first = await sync.deliver(rig.snapshot)
+    assert first.delivered == 6
+    await rig.close()
+    await asyncio.to_thread(remove_db, rig.state_path)
+    sync = await rig.sync()
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 6 and report.duplicates == 6
+    assert (await sync.status())["delivered"] == 6
+    again = await sync.deliver(rig.snapshot)
+    assert again.requests == 0
+
+
+async def test_whole_batch_failure_keeps_progress_and_raises(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    add_rows(rig.snapshot, "conversations_v2", 0, 30)
+    # the third batch fails as a whole (3 attempts: first try + 2 retries)
+    akosha_server.fail({f"testbox:c{i:06d}": 3 for i in range(20, 30)}, error="database locked")
+    sync = await rig.sync(max_items=10, item_retries=2)
+    with pytest.raises(DeliveryInterrupted) as info:
+        await sync.deliver(rig.snapshot)
+    assert isinstance(info.value, TransientError)
+    assert info.value.report.delivered == 20
+    assert "database locked" in str(info.value)
+    status = await sync.status()
+    assert status["delivered"] == 20 and status["skipped"] == 0
+    assert status["last_error"] and "database locked" in status["last_error"]
+    # the next pass sends only the 10 that are missing
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 10 and report.already == 20
+    sent = akosha_server.sent_counts()
+    assert all(sent[i] == 1 for i in ids("c", 0, 20))
+    assert all(sent[i] == 4 for i in ids("c", 20, 30))
+    assert (await sync.status())["last_error"] is None
+
+
+async def test_server_killed_mid_delivery_loses_nothing(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    add_rows(rig.snapshot, "conversations_v2", 0, 60)
+    akosha_server.delay(0.15)
+    sync = await rig.sync(max_items=10)
+
+    async def kill_after_two_batches() -> None:
+        for _ in range(1000):  # 10 s at most
+            if (await sync.state.memory_counts())[0] >= 20:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(akosha_server.kill)
+
+    killer = asyncio.create_task(kill_after_two_batches())
+    try:
+        with pytest.raises(DeliveryInterrupted) as info:
+            await sync.deliver(rig.snapshot)
+    finally:
+        await killer
+    done = info.value.report.delivered
+    assert 20 <= done < 60
+    assert (await sync.status())["delivered"] == done
+
+    await asyncio.to_thread(akosha_server.start)  # same port, empty store (like Akosha)
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 60 - done
+    assert len(akosha_server.stored()) == 60 - done  # the confirmed ones were not resent
+    sent = akosha_server.sent_counts()
+    confirmed = await sync.state.delivered_ids(ids("c", 0, 60))
+    assert len(confirmed) == 60
+    assert sum(sent.values()) <= 60 + 10  # at most the batch in flight went twice
+
+
+async def test_server_down_fails_fast_and_the_breaker_saves_the_next_calls(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    now = [100.0]
+    breaker = CircuitBreaker("http", failure_threshold=1, reset_timeout=30, clock=lambda: now[0])
+    rig = Rig(tmp_path, f"http://127.0.0.1:{free_port()}/mcp")
+    add_rows(rig.snapshot, "conversations_v2", 0, 5)
+    try:
+        sync = await rig.sync(breaker=breaker)
+        started = time.monotonic()
+        with pytest.raises(DeliveryInterrupted, match="cannot connect"):
+            await sync.deliver(rig.snapshot)
+        dead_s = time.monotonic() - started
+        assert breaker.state is BreakerState.OPEN
+        started = time.monotonic()
+        with pytest.raises(DeliveryInterrupted, match="circuit open"):
+            await sync.deliver(rig.snapshot)
+        open_s = time.monotonic() - started
+        status = await sync.status()
+        assert status["circuit"]["state"] == "open"
+        assert "cannot connect" in status["last_error"]
+        print(
+            f"\ndeliver to a dead endpoint: {dead_s * 1000:.0f} ms; circuit open: "
+            f"{open_s * 1000:.0f} ms"
+        )
+        assert dead_s < 1.0 and open_s < 1.0
+
+        # Akosha comes back at that address; after the interval one probe closes the circuit
+        sync.client.url = akosha_server.url
+        sync.client.health_url = akosha_server.origin + "/healthz"
+        now[0] += 30
+        assert breaker.state is BreakerState.HALF_OPEN
+        report = await sync.deliver(rig.snapshot)
+        assert report.delivered == 5
+        assert breaker.state is BreakerState.CLOSED
+    finally:
+        await rig.close()
+
+
+async def test_half_open_probe_failure_reopens_without_sending(tmp_path: Path) -> None:
+    now = [0.0]
+    breaker = CircuitBreaker("http", failure_threshold=1, reset_timeout=10, clock=lambda: now[0])
+    rig = Rig(tmp_path, f"http://127.0.0.1:{free_port()}/mcp")
+    add_rows(rig.snapshot, "conversations_v2", 0, 2)
+    try:
+        sync = await rig.sync(breaker=breaker)
+        breaker.record_failure("down", permanent=True)
+        now[0] += 10
+        with pytest.raises(DeliveryInterrupted, match="still unavailable"):
+            await sync.deliver(rig.snapshot)
+        assert breaker.state is BreakerState.OPEN
+        assert breaker.interval == 20
+    finally:
+        await rig.close()
+
+
+async def test_a_batch_too_large_for_the_transport_is_split(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    add_rows(rig.snapshot, "conversations_v2", 0, 120, pad=40_000)  # ~5.6 MB as one batch
+    sync = await rig.sync(max_bytes=64 * 1024 * 1024)
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 120
+    assert report.requests >= 3  # one 413, then halves
+    assert akosha_server.stored() == ids("c", 0, 120)
+
+
+async def test_conversations_for_cloud(rig: Rig) -> None:
+    add_rows(rig.snapshot, "conversations_v2", 0, 4)
+    add_rows(rig.snapshot, "reflections_v2", 0, 2)
+    add_rows(rig.snapshot, "conversations_v2", 4, 5, embedding="null")
+    sync = await rig.sync(load_chunk=3)
+    got = await sync.conversations_for_cloud(rig.snapshot, "u1")
+    assert got is not None
+    data, count, memory_ids = got
+    assert count == 6 and set(memory_ids) == ids("c", 0, 4) | ids("r", 0, 2)
+    doc = json.loads(data)
+    assert [c["id"] for c in doc["conversations"]] == memory_ids
+    assert all(len(c["embedding"]) == EMBED_DIM for c in doc["conversations"])
+    assert {c["metadata"]["type"] for c in doc["conversations"]} == {"conversation", "reflection"}
+
+    # not committed yet (upload failed): the next upload carries them again
+    sync.forget_cloud("u1")
+    again = await sync.conversations_for_cloud(rig.snapshot, "u2")
+    assert again is not None and again[1] == 6
+    assert await sync.commit_cloud("u2") == 6
+    assert await sync.state.memories_uploaded_count() == 6
+    assert await sync.conversations_for_cloud(rig.snapshot, "u3") is None
+
+    add_rows(rig.snapshot, "conversations_v2", 10, 12)
+    newer = await sync.conversations_for_cloud(rig.snapshot, "u4")
+    assert newer is not None and newer[1] == 2 and set(newer[2]) == ids("c", 10, 12)
+    # HTTP delivery is independent of cloud uploads
+    assert (await sync.status())["delivered"] == 0

@@ -1,0 +1,314 @@
+"""Memory extraction from a reflection.duckdb snapshot copy, memories.json, batching."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from akoshad.memories import (
+    EMBED_DIM,
+    ENVELOPE_BYTES,
+    REASON_DUPLICATE_ID,
+    REASON_NO_EMBEDDING,
+    REASON_NO_TEXT,
+    REASON_NON_FINITE,
+    batches,
+    dim_reason,
+    encode_json,
+    extract_memories,
+    iso_utc,
+    list_rows,
+    load_memories,
+    memories_json,
+)
+from tests.akosha_fixtures import (
+    EMB_SQL,
+    add_rows,
+    expected_embedding,
+    insert_sql,
+    make_reflection_db,
+)
+
+SYSTEM = "testbox"
+
+
+def f32(values: list[float]) -> bytes:
+    return struct.pack(f"{len(values)}f", *values)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return make_reflection_db(tmp_path / "reflection.duckdb")
+
+
+# ---- extraction --------------------------------------------------------------------------
+def test_rows_become_memories_with_prefixed_ids_and_exact_vectors(db: Path) -> None:
+    add_rows(db, "conversations_v2", 0, 3)
+    add_rows(db, "reflections_v2", 10, 12)
+    memories, skipped = extract_memories(db, SYSTEM)
+    assert skipped == {}
+    by_id = {m["memory_id"]: m for m in memories}
+    assert sorted(by_id) == [
+        "testbox:c000000",
+        "testbox:c000001",
+        "testbox:c000002",
+        "testbox:r000010",
+        "testbox:r000011",
+    ]
+    conv = by_id["testbox:c000002"]
+    assert conv["text"] == "memory 2 xxxxxxxxxx"
+    assert len(conv["embedding"]) == EMBED_DIM
+    assert all(isinstance(x, float) for x in conv["embedding"])
+    # exact as float32: what Akosha stores is bit-identical to the snapshot's vector
+    assert f32(conv["embedding"]) == f32(expected_embedding(2))
+    assert conv["metadata"] == {
+        "source": SYSTEM,
+        "original_id": "c000002",
+        "type": "conversation",
+        "created_at": "2025-03-01T12:02:00+00:00",
+    }
+    refl = by_id["testbox:r000011"]
+    assert refl["metadata"]["type"] == "reflection"
+    assert refl["metadata"]["original_id"] == "r000011"
+    assert refl["metadata"]["created_at"] == "2025-03-01T12:11:00+00:00"
+    assert f32(refl["embedding"]) == f32(expected_embedding(11))
+    # every created_at parses as ISO 8601 with a zone
+    for m in memories:
+        assert datetime.fromisoformat(m["metadata"]["created_at"]).tzinfo is not None
+
+
+def test_rows_without_usable_embedding_or_text_are_skipped_with_reason(db: Path) -> None:
+    add_rows(db, "conversations_v2", 0, 2)
+    add_rows(db, "conversations_v2", 2, 4, embedding="null")
+    add_rows(db, "reflections_v2", 0, 1, embedding="nan")
+    add_rows(db, "reflections_v2", 1, 2, content="'   '")
+    memories, skipped = extract_memories(db, SYSTEM)
+    assert [m["memory_id"] for m in memories] == ["testbox:c000000", "testbox:c000001"]
+    assert skipped == {
+        "testbox:c000002": REASON_NO_EMBEDDING,
+        "testbox:c000003": REASON_NO_EMBEDDING,
+        "testbox:r000000": REASON_NON_FINITE,
+        "testbox:r000001": REASON_NO_TEXT,
+    }
+
+
+def test_wrong_dimension_is_skipped(tmp_path: Path) -> None:
+    # FLOAT[384] cannot hold a wrong length: use a FLOAT[] variant of the schema
+    db = make_reflection_db(tmp_path / "r.duckdb", embedding_type="FLOAT[]")
+    add_rows(db, "conversations_v2", 0, 2)
+    add_rows(db, "conversations_v2", 2, 3, embedding="short")
+    memories, skipped = extract_memories(db, SYSTEM)
+    assert [m["memory_id"] for m in memories] == ["testbox:c000000", "testbox:c000001"]
+    assert skipped == {"testbox:c000002": dim_reason(10)}
+    assert skipped["testbox:c000002"] == "embedding has 10 dimensions, expected 384"
+
+
+def test_missing_tables_and_columns_are_tolerated(tmp_path: Path) -> None:
+    only_conv = make_reflection_db(tmp_path / "a.duckdb", tables=("conversations_v2",))
+    add_rows(only_conv, "conversations_v2", 0, 2)
+    assert len(extract_memories(only_conv, SYSTEM).memories) == 2
+
+    empty = tmp_path / "b.duckdb"
+    duckdb.connect(str(empty)).close()
+    assert extract_memories(empty, SYSTEM) == ([], {})
+
+    no_emb = tmp_path / "c.duckdb"
+    con = duckdb.connect(str(no_emb))
+    con.execute("CREATE TABLE conversations_v2 (id TEXT, content TEXT, timestamp TIMESTAMP)")
+    con.execute("INSERT INTO conversations_v2 VALUES ('x', 'hello', NULL)")
+    con.close()
+    assert extract_memories(no_emb, SYSTEM) == ([], {"testbox:x": REASON_NO_EMBEDDING})
+
+
+def test_missing_snapshot_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        extract_memories(tmp_path / "nope.duckdb", SYSTEM)
+
+
+def test_timestamps_with_time_zone_are_converted_to_utc(tmp_path: Path) -> None:
+    db = make_reflection_db(tmp_path / "r.duckdb", ts_type="TIMESTAMPTZ")
+    con = duckdb.connect(str(db))
+    con.execute(
+        f"INSERT INTO conversations_v2 (id, content, embedding, category, timestamp) "
+        f"SELECT 'tz', 'hello', {EMB_SQL.format(dim=384)}, 'facts', "
+        "TIMESTAMPTZ '2025-06-01 10:30:00+02:00' FROM range(1) t(i)"
+    )
+    con.execute(
+        f"INSERT INTO conversations_v2 (id, content, embedding, category, timestamp) "
+        f"SELECT 'nots', 'hello', {EMB_SQL.format(dim=384)}, 'facts', NULL FROM range(1) t(i)"
+    )
+    con.close()
+    memories = {m["memory_id"]: m for m in extract_memories(db, SYSTEM).memories}
+    assert memories["testbox:tz"]["metadata"]["created_at"] == "2025-06-01T08:30:00+00:00"
+    # no timestamp: the key is left out (Akosha then uses its own clock)
+    assert "created_at" not in memories["testbox:nots"]["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-03-01 12:00:00", "2025-03-01T12:00:00+00:00"),
+        ("2025-03-01 12:00:00.123456", "2025-03-01T12:00:00.123456+00:00"),
+        ("2025-03-01T12:00:00+02:00", "2025-03-01T12:00:00+02:00"),
+        ("infinity", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_iso_utc(text: str | None, expected: str | None) -> None:
+    assert iso_utc(text) == expected
+
+
+def test_same_id_in_both_tables_is_sent_once(db: Path) -> None:
+    con = duckdb.connect(str(db))
+    for table in ("conversations_v2", "reflections_v2"):
+        con.execute(insert_sql(table, 0, 1, EMB_SQL.format(dim=384), "'same'"))
+        con.execute(f"UPDATE {table} SET id = 'dup'")
+    con.close()
+    memories, skipped = extract_memories(db, SYSTEM)
+    assert [m["metadata"]["type"] for m in memories] == ["conversation"]
+    assert skipped == {"testbox:dup": REASON_DUPLICATE_ID}
+
+
+def test_list_rows_then_load_a_subset(db: Path) -> None:
+    add_rows(db, "conversations_v2", 0, 5)
+    add_rows(db, "reflections_v2", 0, 3)
+    add_rows(db, "reflections_v2", 3, 4, embedding="null")
+    refs = list_rows(db, SYSTEM)
+    assert len(refs) == 9
+    assert [r.problem for r in refs].count(None) == 8
+    wanted = [r for r in refs if r.original_id in ("c000001", "r000002", "r000003")]
+    memories, skipped = load_memories(db, SYSTEM, wanted)
+    assert [m["memory_id"] for m in memories] == ["testbox:c000001", "testbox:r000002"]
+    assert skipped == {"testbox:r000003": REASON_NO_EMBEDDING}
+    assert load_memories(db, SYSTEM, []) == ([], {})
+
+
+def test_snapshot_with_wal_is_read_and_left_untouched(tmp_path: Path) -> None:
+    live = make_reflection_db(tmp_path / "live.duckdb")
+    add_rows(live, "conversations_v2", 0, 2)
+    # a writer that commits and dies without a checkpoint: the new rows live in the .wal
+    insert = insert_sql("conversations_v2", 2, 5, EMB_SQL.format(dim=384), "'w'")
+    code = (
+        "import duckdb, os, sys\n"
+        "con = duckdb.connect(sys.argv[1])\n"
+        f"con.execute({insert!r})\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(live)], check=True, timeout=60)
+    wal = live.with_name(live.name + ".wal")
+    assert wal.stat().st_size > 0
+    copy = tmp_path / "copy.duckdb"
+    shutil.copyfile(live, copy)
+    shutil.copyfile(wal, copy.with_name(copy.name + ".wal"))
+    before = (sha(copy), sha(copy.with_name(copy.name + ".wal")))
+    memories, _ = extract_memories(copy, SYSTEM)
+    assert len(memories) == 5
+    assert (sha(copy), sha(copy.with_name(copy.name + ".wal"))) == before
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["live.duckdb", "live.duckdb.wal", "copy.duckdb", "copy.duckdb.wal"]
+    )
+
+
+# ---- memories.json -------------------------------------------------------------------------
+def test_memories_json_shape(db: Path) -> None:
+    add_rows(db, "conversations_v2", 0, 2, content="'héllo ✓ ' || i")
+    add_rows(db, "reflections_v2", 0, 1)
+    memories, _ = extract_memories(db, SYSTEM)
+    raw = memories_json(memories)
+    assert isinstance(raw, bytes)
+    doc = json.loads(raw.decode("utf-8"))
+    assert list(doc) == ["conversations"]
+    assert len(doc["conversations"]) == 3
+    first = doc["conversations"][0]
+    assert set(first) == {"id", "content", "embedding", "timestamp", "source", "metadata"}
+    assert first["id"] == "testbox:c000000"
+    assert first["content"] == "héllo ✓ 0"
+    assert "héllo ✓".encode() in raw  # UTF-8, not \\u escapes
+    assert len(first["embedding"]) == EMBED_DIM
+    assert first["timestamp"] == "2025-03-01T12:00:00+00:00"
+    assert first["source"] == SYSTEM
+    assert first["metadata"] == {"original_id": "c000000", "type": "conversation"}
+    assert doc["conversations"][2]["metadata"]["type"] == "reflection"
+    assert json.loads(memories_json([])) == {"conversations": []}
+
+
+def test_encode_json_refuses_nan() -> None:
+    with pytest.raises(ValueError):
+        encode_json({"x": float("nan")})
+
+
+# ---- batching ---------------------------------------------------------------------------
+def mem(i: int, text_len: int = 10) -> dict[str, object]:
+    return {
+        "memory_id": f"s:{i}",
+        "text": "x" * text_len,
+        "embedding": [0.125] * EMBED_DIM,
+        "metadata": {"source": "s"},
+    }
+
+
+def test_batches_by_count() -> None:
+    items = [mem(i) for i in range(2500)]
+    out = list(batches(items, max_bytes=1 << 40))
+    assert [len(b) for b in out] == [1000, 1000, 500]
+    assert [m for b in out for m in b] == items
+
+
+def test_batches_by_bytes() -> None:
+    items = [mem(i, text_len=50_000) for i in range(200)]  # ~52 KB each
+    out = list(batches(items))
+    assert len(out) > 1
+    assert [m for b in out for m in b] == items
+    for b in out:
+        body = encode_json(
+            {
+                "jsonrpc": "2.0",
+                "id": 99999,
+                "method": "tools/call",
+                "params": {"name": "batch_store_memories", "arguments": {"memories": b}},
+            }
+        )
+        assert len(body) < 3 * 1024 * 1024
+    # batches are filled: each but the last would overflow with the next item added
+    sizes = [sum(len(encode_json(m)) + 1 for m in b) for b in out]
+    nxt = len(encode_json(items[0])) + 1
+    assert all(s + nxt > 3 * 1024 * 1024 - ENVELOPE_BYTES for s in sizes[:-1])
+
+
+def test_an_item_too_big_alone_gets_its_own_batch() -> None:
+    items = [mem(0), mem(1, text_len=200_000), mem(2)]
+    out = list(batches(items, max_bytes=100_000))
+    assert [[m["memory_id"] for m in b] for b in out] == [["s:0"], ["s:1"], ["s:2"]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=30_000), max_size=60),
+    max_items=st.integers(min_value=1, max_value=20),
+    max_bytes=st.integers(min_value=ENVELOPE_BYTES + 1, max_value=200_000),
+)
+def test_batches_property(sizes: list[int], max_items: int, max_bytes: int) -> None:
+    items = [mem(i, text_len=n) for i, n in enumerate(sizes)]
+    out = list(batches(items, max_items=max_items, max_bytes=max_bytes))
+    assert [m for b in out for m in b] == items
+    for b in out:
+        assert 1 <= len(b) <= max_items
+        size = sum(len(encode_json(m)) + 1 for m in b)
+        assert len(b) == 1 or size <= max_bytes - ENVELOPE_BYTES
