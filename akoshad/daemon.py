@@ -22,20 +22,18 @@ from typing import Any
 from loguru import logger
 
 from akoshad import __version__
+from akoshad.akosha_http import AkoshaClient
+from akoshad.chain import CircuitBreaker, plan_pass
 from akoshad.config import Settings
 from akoshad.debounce import Debouncer, Kind
-from akoshad.errors import AkoshadError, ConfigError, PermanentError, TransientError
-from akoshad.snapshot import Snapshotter
+from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
+from akoshad.layout import MEMORIES_NAME
+from akoshad.memory_sync import MemorySync
+from akoshad.snapshot import Captured, Snapshotter
 from akoshad.state import StateDB, StateError
 from akoshad.stats import Stats
 from akoshad.storefiles import PathFilter, is_ignored, walk_store
 from akoshad.targets import Target, make_target
-from akoshad.akosha_http import AkoshaClient
-from akoshad.chain import CircuitBreaker, plan_pass
-from akoshad.errors import SnapshotError
-from akoshad.layout import MEMORIES_NAME
-from akoshad.memory_sync import MemorySync
-from akoshad.snapshot import Captured
 from akoshad.uploader import MEMORY_DB, ExtraObject, MemoryStep, PassReport, Uploader
 from akoshad.watcher import StoreWatcher, reconcile
 
