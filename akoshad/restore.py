@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -76,7 +77,7 @@ async def fetch_entry(target: Target, entry: FileEntry, dest: Path | None) -> tu
     tmp = None
     if dest is not None:
         await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".akoshad-restore")
+        tmp = dest.with_name(f".akoshad-restore-{uuid.uuid4().hex[:12]}")
         fh = await asyncio.to_thread(tmp.open, "wb")
     try:
         try:

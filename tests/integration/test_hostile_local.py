@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_pipeline_local import Setup
+from tests.integration.test_pipeline_local import SYSTEM, Setup
 from tests.storegen import make_store
 
 
@@ -176,3 +176,34 @@ def test_sparse_5gb_file_round_trips(setup: Setup, tmp_path: Path) -> None:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     assert digest.hexdigest() == entry["sha256"]
+
+
+def test_hostile_names_stay_under_the_system_prefix(setup: Setup, tmp_path: Path) -> None:
+    names = [
+        "..strange..name..json",
+        "spaces and (parens) [1].json",
+        "new\nline.json",
+        "ünïcödé-ファイル.json",
+        "x" * 240 + ".json",
+        "manifest.json",
+        "memories.json",
+        "-leading-dash.json",
+        "sessions/../../looks-like-escape.json".replace("/", "_"),
+    ]
+    deep = setup.store / "a" / ".." / "b"  # a literal path with '..' resolved by the OS
+    deep.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        (setup.store / name).write_text(f'{{"i": {i}}}')
+    res = setup.once()
+    assert res.returncode == 0, res.stderr
+    m = setup.manifests()[-1]
+    prefix = f"systems/{SYSTEM}/uploads/"
+    for f in m["metadata"]["files"]:
+        assert f["key"].startswith(prefix) and f["key"].count("/") == 4
+        assert ".." not in f["name"] and "/" not in f["name"]
+    for obj in setup.outbox.rglob("*"):
+        assert obj.resolve().is_relative_to(setup.outbox.resolve())
+    restored = tmp_path / "r"
+    setup.cli("restore", "--latest", "--dest", str(restored), check=True)
+    for i, name in enumerate(names):
+        assert (restored / name).read_text() == f'{{"i": {i}}}'
