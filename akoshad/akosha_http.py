@@ -180,6 +180,7 @@ class AkoshaClient:
         self.server_info: dict[str, Any] = {}
         self.last_probe_error: str | None = None
         self.sessions_opened = 0
+        self._ready = False
         self._http: aiohttp.ClientSession | None = None
         self._next_id = 0
         self._handshake = asyncio.Lock()
@@ -196,6 +197,7 @@ class AkoshaClient:
     async def close(self) -> None:
         """End the MCP session (``DELETE``, best effort, 2 s at most) and the pool."""
         http, sid = self._http, self.session_id
+        self._ready = False
         self.session_id = None
         self.protocol_version = None
         if http is None or http.closed:
@@ -253,6 +255,7 @@ class AkoshaClient:
             await self._initialize_locked()
 
     async def _initialize_locked(self) -> None:
+        self._ready = False
         self.session_id = None
         self.protocol_version = None
         params = {
@@ -266,16 +269,16 @@ class AkoshaClient:
         self.server_info = dict(result.get("serverInfo") or {})
         self.protocol_version = str(result.get("protocolVersion") or PROTOCOL_VERSION)
         self.session_id = sid
-        self.sessions_opened += 1
         try:
             await self._exchange("notifications/initialized", None, session_id=sid, notify=True)
         except _StaleSession:
-            self.protocol_version = None
             raise TransientError("Akosha forgot the MCP session it had just opened") from None
+        self._ready = True  # only now: a failed notification means a new handshake next time
+        self.sessions_opened += 1
 
     async def _ensure_session(self) -> str | None:
         async with self._handshake:
-            if self.protocol_version is None:
+            if not self._ready:
                 await self._initialize_locked()
             return self.session_id
 
@@ -349,7 +352,12 @@ class AkoshaClient:
             self._next_id += 1
             req_id = self._next_id
             message["id"] = req_id
-        body = encode_json(message)
+        # a tool call may carry megabytes: encode it off the event loop
+        body = (
+            await asyncio.to_thread(encode_json, message)
+            if method == "tools/call"
+            else encode_json(message)
+        )
         for attempt in (1, 2):
             try:
                 return await self._post(body, req_id, session_id, method)

@@ -50,7 +50,7 @@ ROW_REJECTION = re.compile(
     r"validation|must be|too large",
     re.IGNORECASE,
 )
-LOAD_CHUNK = 2000
+LOAD_CHUNK = 1000
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -103,7 +103,7 @@ class MemorySync:
     def __init__(
         self,
         state: StateDB,
-        client: AkoshaClient,
+        client: AkoshaClient | None,
         system_id: str,
         breaker: CircuitBreaker | None = None,
         *,
@@ -161,8 +161,6 @@ class MemorySync:
             return report
 
     async def _deliver(self, snapshot_db: Path, report: DeliveryReport) -> None:
-        if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
-            await self._admit()  # raises without touching the snapshot or the network
         refs = await self._list(snapshot_db)
         report.rows = len(refs)
         ids = [r.memory_id for r in refs]
@@ -174,7 +172,7 @@ class MemorySync:
         revived: list[str] = []
         pending: list[RowRef] = []
         for ref in refs:
-            if ref.memory_id in delivered and False:
+            if ref.memory_id in delivered:
                 continue
             known = reasons.get(ref.memory_id)
             if ref.problem is not None:
@@ -194,15 +192,19 @@ class MemorySync:
             return
         await self._admit()
         for part in chunks(pending, self.load_chunk):
-            extraction = await self._load(snapshot_db, part)
-            await self._skip(extraction.skipped, report)
-            for batch in batches(
-                extraction.memories, max_items=self.max_items, max_bytes=self.max_bytes
-            ):
+            loaded, skipped = await self._load(snapshot_db, part)
+            await self._skip(skipped, report)
+            for batch in loaded:
                 await self._send(batch, report)
+
+    def _client(self) -> AkoshaClient:
+        if self.client is None:
+            raise PermanentError("akosha_url is not set", fix="set akosha_url to deliver memories")
+        return self.client
 
     async def _admit(self) -> None:
         """Ask the breaker; on a half-open circuit, probe ``/healthz`` first."""
+        client = self._client()
         if self.breaker is None:
             return
         half_open = self.breaker.state is BreakerState.HALF_OPEN
@@ -212,8 +214,8 @@ class MemorySync:
                 f"next try in {self.breaker.retry_in():.0f} s",
                 retry_after=self.breaker.retry_in(),
             )
-        if half_open and not await self.client.probe():
-            error = self.client.last_probe_error or "health probe failed"
+        if half_open and not await client.probe():
+            error = client.last_probe_error or "health probe failed"
             self.breaker.record_failure(error)
             raise TransientError(f"Akosha is still unavailable: {error}")
 
@@ -255,7 +257,7 @@ class MemorySync:
     async def _store(self, batch: list[Memory], report: DeliveryReport) -> StoreResult | None:
         report.requests += 1
         try:
-            result = await self.client.store(batch)
+            result = await self._client().store(batch)
         except RequestTooLarge as exc:
             if len(batch) == 1:
                 await self._skip({batch[0]["memory_id"]: f"{REJECTED_PREFIX}{exc}"}, report)
@@ -295,9 +297,19 @@ class MemorySync:
         except Exception as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
 
-    async def _load(self, snapshot_db: Path, refs: Sequence[RowRef]) -> Any:
+    async def _load(
+        self, snapshot_db: Path, refs: Sequence[RowRef]
+    ) -> tuple[list[list[Memory]], dict[str, str]]:
+        """Load ``refs`` and cut them into request-sized batches, in a worker thread."""
         try:
-            return await asyncio.to_thread(load_memories, snapshot_db, self.system_id, refs)
+            return await asyncio.to_thread(
+                _load_batches,
+                snapshot_db,
+                self.system_id,
+                refs,
+                self.max_items,
+                self.max_bytes,
+            )
         except Exception as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
 
@@ -355,6 +367,15 @@ class MemorySync:
             "circuit": self.breaker.snapshot() if self.breaker is not None else None,
             "last_delivery": self.last_report.as_dict() if self.last_report else None,
         }
+
+
+def _load_batches(
+    snapshot_db: Path, system_id: str, refs: Sequence[RowRef], max_items: int, max_bytes: int
+) -> tuple[list[list[Memory]], dict[str, str]]:
+    """Blocking: the memories of ``refs`` in send-ready batches, and the rows skipped."""
+    extraction = load_memories(snapshot_db, system_id, refs)
+    parts = list(batches(extraction.memories, max_items=max_items, max_bytes=max_bytes))
+    return parts, extraction.skipped
 
 
 def _build_memories_json(

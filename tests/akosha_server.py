@@ -148,17 +148,17 @@ def build_app(state: FakeAkosha, *, json_response: bool) -> Any:
             await asyncio.sleep(state.delay)
         return state.batch(memories)
 
-    @server.custom_route("/healthz", methods=["GET"])
+    @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    @server.custom_route("/_test/state", methods=["GET"])
+    @server.custom_route("/_test/state", methods=["GET"])  # type: ignore[untyped-decorator]
     async def test_state(request: Request) -> Response:
         return JSONResponse(
             {"stored": sorted(state.stored), "attempts": state.attempts, "calls": state.calls}
         )
 
-    @server.custom_route("/_test/fail", methods=["POST"])
+    @server.custom_route("/_test/fail", methods=["POST"])  # type: ignore[untyped-decorator]
     async def test_fail(request: Request) -> Response:
         body = await request.json()
         error = str(body.get("error", "temporary storage error"))
@@ -166,12 +166,12 @@ def build_app(state: FakeAkosha, *, json_response: bool) -> Any:
             state.fail[mid] = (int(times), error)
         return JSONResponse({"ok": True})
 
-    @server.custom_route("/_test/delay", methods=["POST"])
+    @server.custom_route("/_test/delay", methods=["POST"])  # type: ignore[untyped-decorator]
     async def test_delay(request: Request) -> Response:
         state.delay = float((await request.json()).get("seconds", 0))
         return JSONResponse({"ok": True})
 
-    @server.custom_route("/_test/reset", methods=["POST"])
+    @server.custom_route("/_test/reset", methods=["POST"])  # type: ignore[untyped-decorator]
     async def test_reset(request: Request) -> Response:
         state.stored.clear()
         state.attempts.clear()

@@ -13,7 +13,7 @@ import pytest
 
 from akoshad.akosha_http import AkoshaClient
 from akoshad.chain import BreakerState, CircuitBreaker
-from akoshad.errors import TransientError
+from akoshad.errors import PermanentError, TransientError
 from akoshad.memories import EMBED_DIM, REASON_NO_EMBEDDING
 from akoshad.memory_sync import REJECTED_PREFIX, DeliveryInterrupted, MemorySync
 from akoshad.state import StateDB
@@ -294,7 +294,8 @@ async def test_server_down_fails_fast_and_the_breaker_saves_the_next_calls(
 ) -> None:
     now = [100.0]
     breaker = CircuitBreaker("http", failure_threshold=1, reset_timeout=30, clock=lambda: now[0])
-    rig = Rig(tmp_path, f"http://127.0.0.1:{free_port()}/mcp")
+    await asyncio.to_thread(akosha_server.stop)
+    rig = Rig(tmp_path, akosha_server.url)
     add_rows(rig.snapshot, "conversations_v2", 0, 5)
     try:
         sync = await rig.sync(breaker=breaker)
@@ -302,7 +303,7 @@ async def test_server_down_fails_fast_and_the_breaker_saves_the_next_calls(
         with pytest.raises(DeliveryInterrupted, match="cannot connect"):
             await sync.deliver(rig.snapshot)
         dead_s = time.monotonic() - started
-        assert breaker.state is BreakerState.OPEN
+        assert state_of(breaker) is BreakerState.OPEN
         started = time.monotonic()
         with pytest.raises(DeliveryInterrupted, match="circuit open"):
             await sync.deliver(rig.snapshot)
@@ -312,20 +313,25 @@ async def test_server_down_fails_fast_and_the_breaker_saves_the_next_calls(
         assert "cannot connect" in status["last_error"]
         print(
             f"\ndeliver to a dead endpoint: {dead_s * 1000:.0f} ms; circuit open: "
-            f"{open_s * 1000:.0f} ms"
+            f"{open_s * 1000:.1f} ms"
         )
         assert dead_s < 1.0 and open_s < 1.0
 
-        # Akosha comes back at that address; after the interval one probe closes the circuit
-        sync.client.url = akosha_server.url
-        sync.client.health_url = akosha_server.origin + "/healthz"
+        # Akosha comes back; after the interval one probe closes the circuit
+        await asyncio.to_thread(akosha_server.start)
+        assert state_of(breaker) is BreakerState.OPEN
         now[0] += 30
-        assert breaker.state is BreakerState.HALF_OPEN
+        assert state_of(breaker) is BreakerState.HALF_OPEN
         report = await sync.deliver(rig.snapshot)
         assert report.delivered == 5
-        assert breaker.state is BreakerState.CLOSED
+        assert state_of(breaker) is BreakerState.CLOSED
+        assert akosha_server.stored() == ids("c", 0, 5)
     finally:
         await rig.close()
+
+
+def state_of(breaker: CircuitBreaker) -> BreakerState:
+    return breaker.state
 
 
 async def test_half_open_probe_failure_reopens_without_sending(tmp_path: Path) -> None:
@@ -339,7 +345,7 @@ async def test_half_open_probe_failure_reopens_without_sending(tmp_path: Path) -
         now[0] += 10
         with pytest.raises(DeliveryInterrupted, match="still unavailable"):
             await sync.deliver(rig.snapshot)
-        assert breaker.state is BreakerState.OPEN
+        assert state_of(breaker) is BreakerState.OPEN
         assert breaker.interval == 20
     finally:
         await rig.close()
@@ -383,3 +389,21 @@ async def test_conversations_for_cloud(rig: Rig) -> None:
     assert newer is not None and newer[1] == 2 and set(newer[2]) == ids("c", 10, 12)
     # HTTP delivery is independent of cloud uploads
     assert (await sync.status())["delivered"] == 0
+
+
+async def test_without_akosha_url_delivery_is_refused_but_cloud_json_works(
+    tmp_path: Path,
+) -> None:
+    snapshot = make_reflection_db(tmp_path / "reflection.duckdb")
+    add_rows(snapshot, "conversations_v2", 0, 2)
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    try:
+        sync = MemorySync(state, None, SYSTEM)
+        with pytest.raises(PermanentError, match="akosha_url"):
+            await sync.deliver(snapshot)
+        got = await sync.conversations_for_cloud(snapshot, "u1")
+        assert got is not None and got[1] == 2
+        assert (await sync.status())["circuit"] is None
+    finally:
+        await state.close()
