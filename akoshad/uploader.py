@@ -486,14 +486,13 @@ class Uploader:
             self.stats.progressed()
             return _replace(row, stored_size=stored.stored_size, compression=stored.compression)
 
-        tasks = [asyncio.create_task(one(r, p)) for r, p in to_send]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        # Every put is awaited to its end, also when one fails: a put running in a worker
+        # thread cannot be cancelled, and its object must not land after the cleanup.
+        results = await asyncio.gather(*(one(r, p) for r, p in to_send), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, LedgerEntry)]
 
     async def _failed(
         self,
