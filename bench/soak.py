@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -24,7 +23,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.storegen import make_store  # noqa: E402
+from tests.storegen import make_store
 
 
 def queue_depth(state: Path) -> int:
@@ -64,10 +63,11 @@ def main() -> int:
             }
         )
     )
+    log = (work / "daemon.log").open("wb")  # noqa: SIM115 - open for the daemon's life
     proc = subprocess.Popen(
         [sys.executable, "-m", "akoshad", "run", "--config", str(cfg)],
         stdout=subprocess.DEVNULL,
-        stderr=open(work / "daemon.log", "wb"),
+        stderr=log,
     )
     ps = psutil.Process(proc.pid)
     rng = random.Random(1)
