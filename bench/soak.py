@@ -63,7 +63,7 @@ def main() -> int:
             }
         )
     )
-    log = (work / "daemon.log").open("wb")  # noqa: SIM115 - open for the daemon's life
+    log = (work / "daemon.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "akoshad", "run", "--config", str(cfg)],
         stdout=subprocess.DEVNULL,
