@@ -95,6 +95,7 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+HISTORY_KEEP = 2000
 
 
 class StateError(AkoshadError):
@@ -461,6 +462,15 @@ class StateDB:
             (time.time(), outcome, files, bytes_sent, error, upload_id),
         )
 
+    @staticmethod
+    def prune_history(c: sqlite3.Connection, keep: int = HISTORY_KEEP) -> None:
+        """Keep the newest ``keep`` finished uploads in the history (months of running)."""
+        c.execute(
+            "DELETE FROM uploads WHERE outcome != 'in_progress' AND upload_id < ("
+            "SELECT upload_id FROM uploads ORDER BY upload_id DESC LIMIT 1 OFFSET ?)",
+            (keep - 1,),
+        )
+
     async def fail_upload(self, upload_id: str, error: str) -> None:
         await self.transaction(
             lambda c: self.finish_upload(c, upload_id=upload_id, outcome="failed", error=error)
@@ -482,7 +492,7 @@ class StateDB:
         def op(c: sqlite3.Connection) -> UploadRecord | None:
             row = c.execute(
                 f"SELECT {_UPLOAD_COLS} FROM uploads WHERE outcome = 'completed' "
-                "ORDER BY finished_at DESC, upload_id DESC LIMIT 1"
+                "ORDER BY upload_id DESC LIMIT 1"
             ).fetchone()
             return UploadRecord(*row) if row else None
 
@@ -573,9 +583,7 @@ class StateDB:
 
     # ---- memories: skip records and cloud uploads (issue 4, used by memory_sync) ------
     @staticmethod
-    def _in_chunks(
-        c: sqlite3.Connection, sql: str, ids: Sequence[str]
-    ) -> list[tuple[Any, ...]]:
+    def _in_chunks(c: sqlite3.Connection, sql: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:
         """Run ``sql`` (with one ``{marks}`` placeholder list) over ``ids`` 500 at a time."""
         out: list[tuple[Any, ...]] = []
         for i in range(0, len(ids), 500):

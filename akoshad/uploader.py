@@ -443,6 +443,7 @@ class Uploader:
                 bytes_sent=report.bytes_sent,
             )
             StateDB.record_skipped(c, report.skipped)
+            StateDB.prune_history(c)
 
         await self.state.transaction(commit)
         for extra in extras:

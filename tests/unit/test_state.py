@@ -161,3 +161,17 @@ async def test_skipped_cleared_when_path_changes(db: StateDB) -> None:
 
 async def test_integrity_check(db: StateDB) -> None:
     assert await db.integrity_check() == "ok"
+
+
+async def test_history_is_pruned_to_the_newest(db: StateDB) -> None:
+    for i in range(12):
+        await db.begin_upload(f"u{i:02d}", "local", "local", {})
+        await db.transaction(
+            lambda c, i=i: StateDB.finish_upload(c, upload_id=f"u{i:02d}", outcome="completed")
+        )
+    await db.begin_upload("u99", "local", "local", {})  # in progress: never pruned
+    await db.transaction(lambda c: StateDB.prune_history(c, keep=5))
+    ids = await db.transaction(
+        lambda c: [r[0] for r in c.execute("SELECT upload_id FROM uploads ORDER BY upload_id")]
+    )
+    assert ids == ["u08", "u09", "u10", "u11", "u99"]
