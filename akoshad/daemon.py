@@ -25,6 +25,7 @@ from akoshad import __version__
 from akoshad.akosha_http import AkoshaClient
 from akoshad.chain import CircuitBreaker, plan_pass
 from akoshad.config import Settings
+from akoshad.control import ControlServer
 from akoshad.debounce import Debouncer, Kind
 from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
 from akoshad.layout import MEMORIES_NAME
@@ -607,6 +608,9 @@ class Daemon:
         try:
             async with AsyncExitStack() as stack:
                 await self.startup(stack)
+                control = ControlServer(self.settings.socket_path, self.handle)
+                await control.start()
+                stack.push_async_callback(control.close)
                 watcher = self.watcher = StoreWatcher(
                     self.settings.data_dir,
                     self.flt,

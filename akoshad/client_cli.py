@@ -1,0 +1,180 @@
+"""``akoshad status|sync|pause|resume|queue``: ask the running daemon over its socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from akoshad.config import Settings
+from akoshad.control import request_sync
+from akoshad.errors import DaemonNotRunning
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def render_status(st: dict[str, Any], now: float | None = None) -> str:
+    """The human view of a status result."""
+    now = time.time() if now is None else now
+    lines = [
+        f"akoshad {st.get('version', '?')}  pid {st.get('pid', '?')}  "
+        f"state {str(st.get('state', '?')).upper()}  up {human_age(st.get('uptime_seconds'))}",
+        f"store      {st.get('data_dir', '?')}",
+        f"pending    {st.get('pending', 0)}   in flight {st.get('in_flight', 0)}",
+    ]
+    if st.get("degraded_reason"):
+        lines.append(f"degraded   {st['degraded_reason']}")
+    last = st.get("last_upload")
+    if last:
+        lines.append(
+            f"last upload {last.get('upload_id')} via {last.get('method')}, "
+            f"{human_age(now - (last.get('finished_at') or now))} ago, "
+            f"{last.get('files', 0)} file(s), {human_bytes(last.get('bytes_sent'))} sent"
+        )
+    else:
+        lines.append("last upload none yet")
+    targets = st.get("targets") or {}
+    if targets:
+        lines.append("targets")
+        for name, t in sorted(targets.items()):
+            mark = "ok  " if t.get("available") else "DOWN"
+            extra = []
+            if t.get("primary"):
+                extra.append("primary")
+            if t.get("circuit") and t.get("circuit") != "closed":
+                extra.append(f"circuit {t['circuit']}")
+            if t.get("last_success_at"):
+                extra.append(f"last ok {human_age(now - t['last_success_at'])} ago")
+            line = f"  {name:6} {mark} {', '.join(extra)}".rstrip()
+            if t.get("last_error"):
+                line += f"\n         error: {t['last_error']}"
+            lines.append(line)
+    counters = st.get("counters") or {}
+    if counters:
+        lines.append(
+            "counters   "
+            f"{counters.get('files_uploaded', 0)} files, "
+            f"{human_bytes(counters.get('bytes_uploaded'))} uploaded, "
+            f"{human_bytes(counters.get('bytes_sent'))} sent, "
+            f"{counters.get('deduplicated', 0)} deduplicated, "
+            f"{counters.get('failures', 0)} failures, {counters.get('retries', 0)} retries"
+        )
+    memories = st.get("memories")
+    if memories:
+        line = (
+            f"memories   {memories.get('delivered', 0)} delivered to Akosha, "
+            f"{memories.get('skipped', 0)} skipped"
+        )
+        if memories.get("last_error"):
+            line += f" (last error: {memories['last_error']})"
+        lines.append(line)
+    skipped = st.get("skipped") or {}
+    if skipped:
+        lines.append(f"skipped    {len(skipped)} file(s)")
+        for path, reason in sorted(skipped.items())[:10]:
+            lines.append(f"  {path}: {reason}")
+    return "\n".join(lines)
+
+
+def _ask(settings: Settings, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    return request_sync(settings.socket_path, payload, timeout)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.watch:
+        st = _ask(settings, {"cmd": "status"})
+        _print_json(st) if args.json else print(render_status(st))
+        return 0
+    try:
+        while True:
+            try:
+                text = render_status(_ask(settings, {"cmd": "status"}))
+            except DaemonNotRunning as exc:
+                text = str(exc)
+            sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+            sys.stdout.flush()
+            time.sleep(max(0.2, args.interval))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    payload = {"cmd": "sync", "method": args.method, "wait": bool(args.wait)}
+    timeout = settings.cloud_sync.upload_timeout_seconds * 4.0 if args.wait else 10.0
+    result = _ask(settings, payload, timeout)
+    if args.json:
+        _print_json(result)
+    elif not args.wait:
+        print("sync started")
+    else:
+        passes = result.get("passes", [])
+        uploads = [p["upload_id"] for p in passes if p.get("upload_id") and not p.get("error")]
+        errors = [p["error"] for p in passes if p.get("error")]
+        print(
+            f"sync {'done' if result.get('ok_drain') else 'FAILED'}: {len(uploads)} upload(s)"
+            + (f" ({', '.join(uploads)})" if uploads else "")
+            + f", {result.get('pending', 0)} pending"
+        )
+        for err in errors:
+            print(f"  error: {err}")
+    return 0 if result.get("ok_drain", True) else 1
+
+
+def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    _ask(settings, {"cmd": "pause"})
+    print("uploads paused (watching and queueing go on)")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    _ask(settings, {"cmd": "resume"})
+    print("uploads resumed")
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
+    result = _ask(settings, {"cmd": "queue"})
+    if args.json:
+        _print_json(result)
+        return 0
+    rows = result.get("queue", [])
+    if not rows and not result.get("debouncing"):
+        print("queue empty")
+        return 0
+    print(f"{'age':>8} {'tries':>5} {'state':9} path")
+    for r in rows:
+        line = f"{human_age(r.get('age_seconds')):>8} {r.get('attempts', 0):>5} "
+        line += f"{r.get('state', ''):9} {r.get('path')}"
+        if r.get("last_error"):
+            line += f"  ({r['last_error']})"
+        print(line)
+    for path in result.get("debouncing", []):
+        print(f"{'':>8} {'':>5} {'settling':9} {path}")
+    return 0
