@@ -202,7 +202,7 @@ def _not_running(path: Path) -> DaemonNotRunning:
     )
 
 
-async def request(  # noqa: ASYNC109 - the timeout covers connect and reply separately
+async def request(
     socket_path: Path, payload: dict[str, Any], timeout: float = 5.0
 ) -> dict[str, Any]:
     """Send one request; return the reply's ``result`` (``DaemonNotRunning`` when nobody
