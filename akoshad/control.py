@@ -203,7 +203,7 @@ def _not_running(path: Path) -> DaemonNotRunning:
 
 
 async def request(
-    socket_path: Path, payload: dict[str, Any], timeout: float = 5.0
+    socket_path: Path, payload: dict[str, Any], timeout: float = 5.0  # noqa: ASYNC109
 ) -> dict[str, Any]:
     """Send one request; return the reply's ``result`` (``DaemonNotRunning`` when nobody
     answers, ``ControlRequestError`` on ``{"ok": false}``)."""
