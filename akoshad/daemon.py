@@ -63,7 +63,7 @@ class StateLock:
         except BlockingIOError:
             os.close(fd)
             raise AlreadyRunning(
-                f"another akoshad is running on state {self.path.parent} "
+                f"another akoshad is already running on state {self.path.parent} "
                 "(use `akoshad sync --wait` to ask it to drain)"
             ) from None
         os.ftruncate(fd, 0)

@@ -1,0 +1,180 @@
+"""The control socket of a running daemon: commands, responsiveness, exclusivity."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.helpers import (
+    akoshad,
+    base_env,
+    manifests,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_config,
+)
+from tests.storegen import make_store
+
+
+def _setup(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
+    sock_dir = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp"))
+    sock = sock_dir / "run" / "akoshad.sock"
+    make_store(tmp_path / "store")
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        local_target_dir=str(tmp_path / "outbox"),
+        socket_path=str(sock),
+        debounce_seconds=0.2,
+        max_delay_seconds=2,
+        cloud_sync={"system_id": "sock"},
+    )
+    return cfg, base_env(tmp_path), sock
+
+
+def _ask(sock: Path, raw: bytes, timeout: float = 5) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock))
+        s.sendall(raw)
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        return buf
+
+
+def test_commands_over_the_socket(tmp_path: Path) -> None:
+    cfg, env, sock = _setup(tmp_path)
+    proc = start_daemon(cfg, env, tmp_path / "d.log")
+    try:
+        wait_for(sock.exists, 20)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+        wait_for(lambda: manifests(tmp_path / "outbox", "sock"), 20)
+        res = akoshad("status", "--json", "--config", str(cfg), env=env)
+        st = json.loads(res.stdout)
+        for key in (
+            "state",
+            "pid",
+            "version",
+            "uptime_seconds",
+            "data_dir",
+            "pending",
+            "in_flight",
+            "last_upload",
+            "counters",
+            "targets",
+        ):
+            assert key in st
+        assert st["pid"] == proc.pid and st["last_upload"]["method"] == "local"
+        assert set(st["counters"]) >= {
+            "files_uploaded",
+            "bytes_uploaded",
+            "bytes_sent",
+            "deduplicated",
+            "failures",
+            "retries",
+        }
+        assert akoshad("pause", "--config", str(cfg), env=env).returncode == 0
+        assert (
+            json.loads(akoshad("status", "--json", "--config", str(cfg), env=env).stdout)["state"]
+            == "paused"
+        )
+        (tmp_path / "store" / "while-paused.json").write_text("{}")
+        time.sleep(1.0)
+        q = json.loads(akoshad("queue", "--json", "--config", str(cfg), env=env).stdout)
+        assert "while-paused.json" in [r["path"] for r in q["queue"]] + q["debouncing"]
+        assert akoshad("resume", "--config", str(cfg), env=env).returncode == 0
+        res = akoshad("sync", "--wait", "--json", "--config", str(cfg), env=env)
+        assert res.returncode == 0 and json.loads(res.stdout)["ok_drain"] is True
+        assert any(
+            "while-paused.json" in {f["path"] for f in m["metadata"]["files"]}
+            for m in manifests(tmp_path / "outbox", "sock")
+        )
+        # bad requests get an answer and the daemon goes on
+        assert json.loads(_ask(sock, b"{not json\n"))["ok"] is False
+        assert json.loads(_ask(sock, b'{"cmd": "reboot"}\n'))["ok"] is False
+        assert json.loads(_ask(sock, b"[1, 2]\n"))["ok"] is False
+        assert json.loads(_ask(sock, b'{"cmd": "status"}\n'))["ok"] is True
+        human = akoshad("status", "--config", str(cfg), env=env)
+        assert human.returncode == 0 and "state IDLE" in human.stdout
+    finally:
+        assert stop_daemon(proc) == 0
+    assert not sock.exists()
+    res = akoshad("status", "--config", str(cfg), env=env)
+    assert res.returncode == 3 and "not running" in res.stderr
+
+
+def test_status_is_fast_during_a_large_upload(tmp_path: Path) -> None:
+    cfg, env, sock = _setup(tmp_path)
+    big = tmp_path / "store" / "big.bin"
+    with big.open("wb") as fh:
+        for _ in range(48):
+            fh.write(os.urandom(8 * 1024 * 1024))
+    proc = start_daemon(cfg, env, tmp_path / "d.log")
+    try:
+        wait_for(sock.exists, 20)
+        times = []
+        busy_seen = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            reply = json.loads(_ask(sock, b'{"cmd": "status"}\n'))
+            times.append(time.monotonic() - t0)
+            busy_seen |= reply["result"]["state"] == "syncing"
+            if reply["result"]["last_upload"]:
+                break
+            time.sleep(0.05)
+        assert busy_seen, "the upload finished before it could be observed"
+        times.sort()
+        assert times[int(len(times) * 0.95)] < 0.1, times[-5:]
+    finally:
+        stop_daemon(proc)
+
+
+def test_second_daemon_refused_and_stale_socket_replaced(tmp_path: Path) -> None:
+    cfg, env, sock = _setup(tmp_path)
+    proc = start_daemon(cfg, env, tmp_path / "d.log")
+    try:
+        wait_for(sock.exists, 20)
+        second = subprocess.run(
+            [sys.executable, "-m", "akoshad", "run", "--config", str(cfg)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 1 and "already running" in second.stderr
+        assert "Traceback" not in second.stderr
+        # another state directory but the same socket: refused by the socket itself
+        other = cfg.with_name("other.yaml")
+        other.write_text(cfg.read_text().replace(str(tmp_path / "state"), str(tmp_path / "state2")))
+        third = subprocess.run(
+            [sys.executable, "-m", "akoshad", "run", "--config", str(other)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert third.returncode == 1 and f"already running on {sock}" in third.stderr
+    finally:
+        proc.kill()  # leaves a stale socket file behind
+        proc.wait()
+    assert sock.exists()
+    proc = start_daemon(cfg, env, tmp_path / "d2.log")
+    try:
+        wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 20)
+    finally:
+        assert stop_daemon(proc) == 0
