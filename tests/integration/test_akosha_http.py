@@ -24,11 +24,7 @@ from akoshad.akosha_http import (
 )
 from akoshad.errors import PermanentError, TransientError
 from akoshad.memories import batches
-
-pytest.register_assert_rewrite("tests.akosha_fixtures")
-from tests.akosha_fixtures import AkoshaServer, free_port  # noqa: E402
-
-pytest_plugins = ["tests.akosha_fixtures"]
+from tests.akosha_fixtures import AkoshaServer, free_port
 
 
 def mem(i: int, *, dim: int | None = 384, text: str | None = None) -> dict[str, Any]:

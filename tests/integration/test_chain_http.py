@@ -14,8 +14,6 @@ from tests.akosha_fixtures import AkoshaServer
 from tests.integration.test_pipeline_local import SYSTEM, Setup
 from tests.storegen import make_store
 
-pytest_plugins = ["tests.akosha_fixtures"]
-
 
 def _setup(tmp_path: Path, url: str, **extra: object) -> Setup:
     s = Setup(tmp_path, akosha_url=url, **extra)

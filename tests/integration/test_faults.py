@@ -13,8 +13,6 @@ from tests.integration.test_chain_http import _add_rows
 from tests.integration.test_pipeline_local import SYSTEM, Setup
 from tests.storegen import make_store
 
-pytest_plugins = ["tests.akosha_fixtures"]
-
 
 @pytest.fixture
 def akosha_proxy(akosha_server: AkoshaServer) -> Iterator[FaultProxy]:

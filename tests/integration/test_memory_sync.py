@@ -17,17 +17,13 @@ from akoshad.errors import PermanentError, TransientError
 from akoshad.memories import EMBED_DIM, REASON_NO_EMBEDDING
 from akoshad.memory_sync import REJECTED_PREFIX, DeliveryInterrupted, MemorySync
 from akoshad.state import StateDB
-
-pytest.register_assert_rewrite("tests.akosha_fixtures")
-from tests.akosha_fixtures import (  # noqa: E402
+from tests.akosha_fixtures import (
     EMB_SQL,
     AkoshaServer,
     add_rows,
     free_port,
     make_reflection_db,
 )
-
-pytest_plugins = ["tests.akosha_fixtures"]
 
 SYSTEM = "testbox"
 

@@ -1,0 +1,63 @@
+"""Retry policy: exponential backoff with full jitter, server hints honoured.
+
+Only ``TransientError`` is retried; a ``PermanentError`` goes straight to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from akoshad.errors import TransientError
+
+T = TypeVar("T")
+DEFAULT_CAP = 60.0
+
+
+def backoff_delay(
+    attempt: int, base: float, cap: float = DEFAULT_CAP, rng: random.Random | None = None
+) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)] for attempt 0, 1, 2, ..."""
+    ceiling = min(cap, base * (2 ** max(0, attempt)))
+    return (rng or random).uniform(0, ceiling)
+
+
+def next_delay(
+    exc: TransientError,
+    attempt: int,
+    base: float,
+    cap: float = DEFAULT_CAP,
+    rng: random.Random | None = None,
+) -> float:
+    """The wait before the next attempt: backoff, but never less than a Retry-After hint."""
+    delay = backoff_delay(attempt, base, cap, rng)
+    if exc.retry_after is not None:
+        delay = max(delay, min(exc.retry_after, cap))
+    return delay
+
+
+async def with_retries(
+    op: Callable[[], Awaitable[T]],
+    *,
+    max_retries: int,
+    base: float,
+    cap: float = DEFAULT_CAP,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    on_retry: Callable[[TransientError, int, float], None] | None = None,
+    rng: random.Random | None = None,
+) -> T:
+    """Run ``op``; on ``TransientError`` wait and try again, at most ``max_retries`` times."""
+    attempt = 0
+    while True:
+        try:
+            return await op()
+        except TransientError as exc:
+            if attempt >= max_retries:
+                raise
+            delay = next_delay(exc, attempt, base, cap, rng)
+            if on_retry is not None:
+                on_retry(exc, attempt + 1, delay)
+            await sleep(delay)
+            attempt += 1

@@ -1,0 +1,155 @@
+"""One conformance suite, run against every target (local directory and real S3)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from akoshad.targets.base import Target
+from akoshad.targets.local import LocalTarget
+from akoshad.targets.s3 import S3Target
+from tests.s3server import WeedServer
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=["local", "cloud"])
+async def target(
+    request: pytest.FixtureRequest, tmp_path: Path, system_id: str
+) -> AsyncIterator[Target]:
+    t: Target
+    if request.param == "local":
+        t = LocalTarget(tmp_path / "outbox")
+    else:
+        s3: WeedServer = request.getfixturevalue("s3")
+        t = S3Target(
+            bucket=s3.bucket,
+            endpoint=s3.endpoint,
+            region="us-east-1",
+            access_key_id=s3.access_key,
+            secret_access_key=s3.secret_key,
+            retry_backoff=0.1,
+            max_retries=1,
+            own_prefix=f"systems/{system_id}/",
+        )
+    await t.start()
+    yield t
+    await t.close()
+
+
+def key(system_id: str, name: str) -> str:
+    return f"systems/{system_id}/uploads/u1/{name}"
+
+
+async def read_all(t: Target, k: str) -> bytes:
+    return b"".join([c async for c in t.read(k)])
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+async def test_round_trip(target: Target, tmp_path: Path, system_id: str, compression: str) -> None:
+    src = tmp_path / "src.json"
+    src.write_bytes(b'{"hello": "world"}' * 1000)
+    k = key(system_id, f"a.{compression}")
+    stored = await target.put_file(k, src, compression)  # type: ignore[arg-type]
+    data = await read_all(target, k)
+    assert stored.stored_size == len(data) == await target.head(k)
+    plain = gzip.decompress(data) if compression == "gzip" else data
+    assert plain == src.read_bytes()
+    if compression == "gzip":
+        out = tmp_path / "x.gz"
+        out.write_bytes(data)
+        gunzip = await asyncio.to_thread(
+            subprocess.run, ["gunzip", "-c", str(out)], capture_output=True, check=True
+        )
+        assert gunzip.stdout == src.read_bytes()
+
+
+async def test_larger_than_a_part(target: Target, tmp_path: Path, system_id: str) -> None:
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(12 * MiB + 123))
+    k = key(system_id, "big.bin")
+    stored = await target.put_file(k, src, "none")
+    assert stored.stored_size == src.stat().st_size
+    assert await read_all(target, k) == src.read_bytes()
+    if isinstance(target, S3Target):
+        head = await target._call(lambda c: c.head_object(Bucket=target.bucket, Key=k), what="head")
+        assert head["ETag"].strip('"').endswith("-3")  # three parts of 5 MiB
+
+
+async def test_gzip_large_streams(target: Target, tmp_path: Path, system_id: str) -> None:
+    src = tmp_path / "text.log"
+    with src.open("wb") as fh:
+        for i in range(300_000):
+            fh.write(f"line {i} some repetitive text for the compressor\n".encode())
+    k = key(system_id, "text.log.gz")
+    stored = await target.put_file(k, src, "gzip")
+    assert stored.stored_size < src.stat().st_size / 3
+    assert gzip.decompress(await read_all(target, k)) == src.read_bytes()
+
+
+async def test_empty_file_and_bytes(target: Target, tmp_path: Path, system_id: str) -> None:
+    src = tmp_path / "empty"
+    src.write_bytes(b"")
+    k = key(system_id, "empty")
+    assert (await target.put_file(k, src, "none")).stored_size == 0
+    assert await read_all(target, k) == b""
+    m = key(system_id, "manifest.json")
+    assert await target.put_bytes(m, b'{"x": 1}', "application/json") == 8
+    assert await read_all(target, m) == b'{"x": 1}'
+
+
+async def test_missing_key(target: Target, system_id: str) -> None:
+    with pytest.raises(KeyError):
+        await read_all(target, key(system_id, "nope"))
+    assert await target.head(key(system_id, "nope")) is None
+
+
+async def test_list_and_delete(target: Target, tmp_path: Path, system_id: str) -> None:
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    names = ["b", "a", "c/d"]
+    for n in names:
+        await target.put_file(key(system_id, n), src, "none")
+    prefix = f"systems/{system_id}/uploads/u1/"
+    assert [k async for k in target.list_keys(prefix)] == [prefix + n for n in sorted(names)]
+    await target.delete_keys([prefix + "a", prefix + "c/d", prefix + "missing"])
+    assert [k async for k in target.list_keys(prefix)] == [prefix + "b"]
+
+
+async def test_failed_put_leaves_no_object(target: Target, tmp_path: Path, system_id: str) -> None:
+    k = key(system_id, "gone")
+    with pytest.raises((FileNotFoundError, OSError)):
+        await target.put_file(k, tmp_path / "does-not-exist", "gzip")
+    assert await target.head(k) is None
+    if isinstance(target, LocalTarget):
+        assert not [p for p in target.root.rglob("*") if p.is_file()]
+
+
+async def test_leftover_multipart_uploads_aborted_at_start(s3: WeedServer, system_id: str) -> None:
+    c = s3.client()
+    mine = c.create_multipart_upload(Bucket=s3.bucket, Key=f"systems/{system_id}/uploads/x/y")
+    other = c.create_multipart_upload(Bucket=s3.bucket, Key=f"elsewhere/{system_id}/z")
+    t = S3Target(
+        bucket=s3.bucket,
+        endpoint=s3.endpoint,
+        region="us-east-1",
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
+        own_prefix=f"systems/{system_id}/",
+    )
+    await t.start()
+    await t.close()
+    left = {u["UploadId"] for u in s3.multipart_uploads()}
+    assert mine["UploadId"] not in left
+    assert other["UploadId"] in left
+    c.abort_multipart_upload(
+        Bucket=s3.bucket, Key=f"elsewhere/{system_id}/z", UploadId=other["UploadId"]
+    )
+    assert shutil.which("gunzip")

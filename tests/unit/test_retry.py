@@ -1,0 +1,90 @@
+"""The retry policy: full jitter within bounds, caps, server hints, transient only."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from akoshad.errors import PermanentError, TransientError
+from akoshad.retry import backoff_delay, next_delay, with_retries
+
+
+def test_full_jitter_bounds() -> None:
+    rng = random.Random(1)
+    for attempt in range(8):
+        ceiling = min(60.0, 2.0 * 2**attempt)
+        samples = [backoff_delay(attempt, 2.0, rng=rng) for _ in range(200)]
+        assert all(0 <= s <= ceiling for s in samples)
+        assert max(samples) > ceiling * 0.8  # really spread over the range
+        assert min(samples) < ceiling * 0.2
+
+
+def test_cap() -> None:
+    assert all(backoff_delay(30, 2.0, cap=5.0) <= 5.0 for _ in range(100))
+
+
+def test_retry_after_is_a_floor() -> None:
+    exc = TransientError("slow down", retry_after=7.0)
+    assert all(next_delay(exc, 0, 0.1) >= 7.0 for _ in range(50))
+    assert next_delay(TransientError("x", retry_after=500), 0, 0.1, cap=30) <= 30
+
+
+async def test_retries_transient_then_succeeds() -> None:
+    calls = 0
+    slept: list[float] = []
+
+    async def op() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise TransientError("503")
+        return "done"
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+
+    assert await with_retries(op, max_retries=3, base=1.0, sleep=sleep) == "done"
+    assert calls == 3 and len(slept) == 2
+
+
+async def test_gives_up_after_max_retries() -> None:
+    calls = 0
+
+    async def op() -> None:
+        nonlocal calls
+        calls += 1
+        raise TransientError("down")
+
+    async def sleep(_s: float) -> None:
+        return None
+
+    with pytest.raises(TransientError):
+        await with_retries(op, max_retries=3, base=0.1, sleep=sleep)
+    assert calls == 4
+
+
+async def test_permanent_not_retried() -> None:
+    calls = 0
+
+    async def op() -> None:
+        nonlocal calls
+        calls += 1
+        raise PermanentError("bad credentials", fix="check keys")
+
+    with pytest.raises(PermanentError, match="check keys"):
+        await with_retries(op, max_retries=5, base=0.1)
+    assert calls == 1
+
+
+async def test_zero_retries_means_one_attempt() -> None:
+    calls = 0
+
+    async def op() -> None:
+        nonlocal calls
+        calls += 1
+        raise TransientError("x")
+
+    with pytest.raises(TransientError):
+        await with_retries(op, max_retries=0, base=0.1)
+    assert calls == 1
