@@ -581,9 +581,16 @@ class Daemon:
             ok, reports = await self.drain_until_empty()
             skipped = await self.state.skipped()
             uploads = [r.upload_id for r in reports if r.upload_id and not r.error]
+            failed = [r for r in reports if r.error]
             if uploads:
                 logger.info("run --once: uploaded {}", ", ".join(uploads))
-            else:
+            if failed:
+                logger.error(
+                    "run --once: {} change(s) stay queued ({})",
+                    await self.state.queue_depth(),
+                    failed[-1].error,
+                )
+            elif not uploads:
                 logger.info("run --once: nothing changed, no upload")
             return EXIT_OK if ok and not skipped else EXIT_FAIL
 

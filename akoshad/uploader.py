@@ -470,9 +470,12 @@ class Uploader:
         self, target: Target, to_send: list[tuple[LedgerEntry, Path]], report: PassReport
     ) -> list[LedgerEntry]:
         sem = asyncio.Semaphore(UPLOAD_CONCURRENCY)
+        failure: list[BaseException] = []
 
         async def one(row: LedgerEntry, staged: Path) -> LedgerEntry:
             async with sem:
+                if failure:  # one put failed: the upload is lost, start no more
+                    raise failure[0]
                 self.stats.in_flight += 1
                 try:
                     stored = await target.put_file(
@@ -480,6 +483,9 @@ class Uploader:
                         staged,
                         row.compression,  # type: ignore[arg-type]
                     )
+                except BaseException as exc:
+                    failure.append(exc)
+                    raise
                 finally:
                     self.stats.in_flight -= 1
             report.bytes_uploaded += row.size

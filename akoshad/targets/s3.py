@@ -173,7 +173,7 @@ class S3Target:
             )
             config = Config(
                 s3={"addressing_style": "path" if self.endpoint else "auto"},
-                retries={"max_attempts": 1, "mode": "standard"},
+                retries={"total_max_attempts": 1, "mode": "standard"},
                 connect_timeout=min(30.0, self.timeout),
                 read_timeout=self.timeout,
                 max_pool_connections=PARTS_IN_FLIGHT * 2,

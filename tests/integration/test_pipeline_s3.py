@@ -1,0 +1,128 @@
+"""The daemon end to end on a real S3 server (SeaweedFS), through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoshad.layout import validate_manifest
+from tests.helpers import start_daemon
+from tests.integration.test_pipeline_local import Setup, _assert_restored_equals
+from tests.s3server import WeedServer
+from tests.storegen import make_store
+
+
+class S3Setup(Setup):
+    def __init__(self, tmp: Path, s3: WeedServer, system_id: str, **cs: Any) -> None:
+        self.s3 = s3
+        self.system_id = system_id
+        super().__init__(tmp, cloud_sync=s3.cloud_sync(system_id, **cs))
+
+    def manifests(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        c = self.s3.client()
+        out = []
+        for key in sorted(self.s3.keys(f"systems/{self.system_id}/uploads/")):
+            if key.endswith("/manifest.json"):
+                out.append(json.loads(c.get_object(Bucket=self.s3.bucket, Key=key)["Body"].read()))
+        return out
+
+    def object_count(self) -> int:
+        return len(self.s3.keys(f"systems/{self.system_id}/"))
+
+
+@pytest.fixture
+def s(tmp_path: Path, s3: WeedServer, system_id: str) -> S3Setup:
+    setup = S3Setup(tmp_path, s3, system_id)
+    make_store(setup.store)
+    return setup
+
+
+def test_once_restore_and_dedupe(s: S3Setup, tmp_path: Path) -> None:
+    res = s.once()
+    assert res.returncode == 0, res.stderr
+    (m,) = s.manifests()
+    assert validate_manifest(m) == []
+    assert len(m["metadata"]["files"]) == 8
+    assert all(f["compression"] == "gzip" for f in m["metadata"]["files"])
+    restored = tmp_path / "restored"
+    s.cli("restore", "--latest", "--dest", str(restored), check=True)
+    _assert_restored_equals(s.store, restored)
+    assert s.cli("verify").returncode == 0
+    objects = s.object_count()
+    assert s.once().returncode == 0  # unchanged: no upload
+    assert s.object_count() == objects
+    (s.store / "akosha_sync_state.json").write_text('{"changed": 1}')
+    assert s.once().returncode == 0
+    last = s.manifests()[-1]
+    assert last["files"] == ["akosha_sync_state.json.gz"]
+    assert len(last["metadata"]["files"]) == 8
+    assert s.object_count() == objects + 2  # that object and its manifest
+    assert s.cli("verify", "--all").returncode == 0
+
+
+def test_restore_on_a_new_machine(s: S3Setup, tmp_path: Path) -> None:
+    s.once()
+    (tmp_path / "new-machine").mkdir()
+    fresh = S3Setup(tmp_path / "new-machine", s.s3, s.system_id)
+    restored = tmp_path / "r"
+    res = fresh.cli("restore", "--latest", "--dest", str(restored))
+    assert res.returncode == 0, res.stderr
+    _assert_restored_equals(s.store, restored)
+
+
+def test_verify_detects_a_damaged_object(s: S3Setup) -> None:
+    s.once()
+    m = s.manifests()[-1]
+    victim = next(f for f in m["metadata"]["files"] if f["path"] == "akosha_sync_state.json")
+    s.s3.client().put_object(Bucket=s.s3.bucket, Key=victim["key"], Body=b"tampered")
+    res = s.cli("verify")
+    assert res.returncode == 1 and "akosha_sync_state.json" in res.stdout
+
+
+def test_bad_credentials_one_clear_line(tmp_path: Path, s3: WeedServer, system_id: str) -> None:
+    bad = S3Setup(tmp_path, s3, system_id, secret_access_key="definitely-wrong-secret-123")
+    make_store(bad.store)
+    t0 = time.monotonic()
+    res = bad.once()
+    assert res.returncode == 1
+    assert time.monotonic() - t0 < 20  # no retry storm
+    assert "Traceback" not in res.stderr
+    assert "definitely-wrong-secret-123" not in res.stdout + res.stderr
+    errors = [line for line in res.stderr.splitlines() if "ERROR" in line]
+    assert errors and all("\n" not in e for e in errors)
+    assert any("access_key_id" in e or "credentials" in e for e in errors)
+
+
+def test_missing_bucket_one_clear_line(tmp_path: Path, s3: WeedServer, system_id: str) -> None:
+    bad = S3Setup(tmp_path, s3, system_id, cloud_bucket="no-such-bucket-here")
+    make_store(bad.store)
+    res = bad.once()
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "no-such-bucket-here" in res.stderr and "does not exist" in res.stderr
+
+
+def test_kill_9_mid_multipart_then_converges(s: S3Setup, tmp_path: Path) -> None:
+    big = s.store / "big.bin"
+    big.write_bytes(os.urandom(150 * 1024 * 1024))
+    proc = start_daemon(s.config, s.env, tmp_path / "d.log")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not s.s3.multipart_uploads(f"systems/{s.system_id}/"):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    for m in s.manifests():  # whatever landed is complete
+        for f in m["metadata"]["files"]:
+            assert s.s3.client().head_object(Bucket=s.s3.bucket, Key=f["key"])
+    res = s.once()
+    assert res.returncode == 0, res.stderr
+    assert s.s3.multipart_uploads(f"systems/{s.system_id}/") == []
+    last = s.manifests()[-1]
+    assert "big.bin" in {f["path"] for f in last["metadata"]["files"]}
+    restored = tmp_path / "r"
+    s.cli("restore", "--latest", "--dest", str(restored), check=True)
+    assert (restored / "big.bin").read_bytes() == big.read_bytes()
