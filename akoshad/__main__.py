@@ -2,6 +2,6 @@
 
 import sys
 
-from akoshad.cli import main
+from akoshad.entry import main
 
 sys.exit(main())

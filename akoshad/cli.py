@@ -90,7 +90,7 @@ def _run_async(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coro)
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+def _dispatch(args: argparse.Namespace, settings: Settings, argv: Sequence[str]) -> int:
     cmd = args.command
     if cmd == "config":
         from akoshad.config_cli import cmd_config
@@ -99,7 +99,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "run":
         from akoshad.daemon import run_daemon
 
-        return run_daemon(settings, once=args.once, config_path=args.config)
+        return run_daemon(settings, once=args.once, config_path=args.config, argv=argv)
     if cmd in ("status", "sync", "pause", "resume", "queue"):
         from akoshad import client_cli
 
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"akoshad: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return _dispatch(args, settings)
+        return _dispatch(args, settings, list(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:
         return 130
     except AkoshadError as exc:

@@ -32,6 +32,7 @@ from pydantic_settings import (
 )
 
 from akoshad.errors import ConfigError
+from akoshad.fastpath import resolve_config_path
 
 SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 ENV_PREFIX = "AKOSHAD_"
@@ -183,24 +184,6 @@ def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
         "local_target_dir": data_home / "akoshad" / "outbox",
         "_runtime_dir": runtime,
     }
-
-
-def default_config_path(environ: Mapping[str, str]) -> Path:
-    home = Path(environ.get("HOME") or os.path.expanduser("~"))
-    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    return config_home / "akoshad" / "config.yaml"
-
-
-def resolve_config_path(
-    cli_path: str | os.PathLike[str] | None, environ: Mapping[str, str]
-) -> tuple[Path, bool]:
-    """Return (path, explicitly_named). A named file must exist; the default may not."""
-    if cli_path:
-        return Path(cli_path).expanduser(), True
-    env_path = environ.get("AKOSHAD_CONFIG")
-    if env_path:
-        return Path(env_path).expanduser(), True
-    return default_config_path(environ), False
 
 
 def _read_yaml(path: Path, named: bool) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from loguru import logger
 
-from akoshad import __version__
+from akoshad import __version__, fastpath
 from akoshad.akosha_http import AkoshaClient
 from akoshad.chain import CircuitBreaker, plan_pass
 from akoshad.config import Settings
@@ -676,8 +676,9 @@ def run_daemon(
     once: bool = False,
     config_path: str | None = None,
     environ: Mapping[str, str] | None = None,
+    argv: Sequence[str] | None = None,
 ) -> int:
-    """Entry point of ``akoshad run``."""
+    """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check)."""
     env = dict(os.environ if environ is None else environ)
     _setup_basic_logging(settings)
 
@@ -689,7 +690,11 @@ def run_daemon(
     daemon = Daemon(settings, environ=env, reload=reload)
     try:
         if once:
-            return asyncio.run(daemon.run_once())
+            before = fastpath.stat_map(settings.data_dir)
+            code = asyncio.run(daemon.run_once())
+            if code == EXIT_OK and argv is not None:
+                fastpath.record_unchanged(argv, env, settings.data_dir, settings.state_dir, before)
+            return code
         return asyncio.run(daemon.run_forever())
     except (AlreadyRunning, ConfigError, StateError) as exc:
         print(f"akoshad: {exc}", file=sys.stderr)

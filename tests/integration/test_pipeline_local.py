@@ -297,3 +297,34 @@ def test_kill_9_during_uploads_always_converges(setup: Setup, tmp_path: Path) ->
     con = sqlite3.connect(setup.state / "state.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert con.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0
+
+
+def test_unchanged_run_is_answered_by_the_quick_check(setup: Setup) -> None:
+    assert setup.once().returncode == 0
+    second = setup.once()  # records nothing new, but proves the store unchanged
+    assert second.returncode == 0
+    cache = list((setup.tmp / "home" / ".cache" / "akoshad").glob("once-*.json"))
+    assert len(cache) == 1
+    t0 = time.monotonic()
+    quick = setup.once()
+    elapsed = time.monotonic() - t0
+    assert quick.returncode == 0 and "nothing changed" in quick.stderr
+    assert "reconciled" not in quick.stderr  # the full run never started
+    assert elapsed < 1.0
+    # a change made after it is seen: the full run takes over
+    p = setup.store / "akosha_sync_state.json"
+    st = p.stat()
+    p.write_bytes(p.read_bytes().upper())
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, mtime put back
+    res = setup.once()
+    assert "reconciled" in res.stderr and len(setup.manifests()) == 2
+    # a daemon holding the state makes the quick check step aside (and --once refuse)
+    import fcntl
+
+    fd = os.open(setup.state / "akoshad.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        res = setup.once()
+        assert res.returncode == 1 and "sync --wait" in res.stderr
+    finally:
+        os.close(fd)

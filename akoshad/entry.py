@@ -1,0 +1,18 @@
+"""The console entry point: the quick no-change check first, then the full command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    from akoshad import fastpath
+
+    if fastpath.wants_once(args) and fastpath.try_unchanged(args, os.environ):
+        return 0
+    from akoshad.cli import main as full_main
+
+    return full_main(args)

@@ -1,0 +1,181 @@
+"""The quick check behind ``akoshad run --once`` when nothing changed.
+
+Standard library only, imported before anything heavy: a run that finds the store, the
+configuration and the state exactly as a previous fully successful run left them has
+nothing to upload, so it answers at once and sends no request at all.
+
+The check is deliberately conservative: the ``lstat`` of every entry under ``data_dir``
+(files, directories, links: size, mtime_ns, ctime_ns, inode), the state database's files,
+the configuration sources and akoshad's version must all be identical to what was
+recorded. A run records them only when it ended with every change uploaded, and only if
+nothing moved while it ran (the store is walked before and after). Anything else, and the
+full run happens as usual.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from akoshad import __version__
+
+CACHE_VERSION = 1
+StatMap = dict[str, list[int]]
+
+
+def resolve_config_path(
+    cli_path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> tuple[Path, bool]:
+    """Return (path, explicitly_named). A named file must exist; the default may not."""
+    if cli_path:
+        return Path(cli_path).expanduser(), True
+    env_path = environ.get("AKOSHAD_CONFIG")
+    if env_path:
+        return Path(env_path).expanduser(), True
+    home = Path(environ.get("HOME") or os.path.expanduser("~"))
+    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return config_home / "akoshad" / "config.yaml", False
+
+
+def inputs_key(argv: Sequence[str], environ: Mapping[str, str], config: Path) -> str:
+    """A digest of everything the configuration is made of."""
+    h = hashlib.sha256()
+    h.update(f"{CACHE_VERSION}\0{__version__}\0".encode())
+    h.update("\0".join(argv).encode("utf-8", "surrogateescape"))
+    for key in sorted(environ):
+        if key.startswith(("AKOSHAD_", "XDG_")) or key == "HOME":
+            h.update(f"\0{key}={environ[key]}".encode("utf-8", "surrogateescape"))
+    try:
+        h.update(b"\0" + config.read_bytes())
+    except OSError:
+        h.update(b"\0<none>")
+    return h.hexdigest()[:32]
+
+
+def cache_file(environ: Mapping[str, str], key: str) -> Path:
+    home = Path(environ.get("HOME") or os.path.expanduser("~"))
+    cache_home = Path(environ.get("XDG_CACHE_HOME") or home / ".cache")
+    return cache_home / "akoshad" / f"once-{key}.json"
+
+
+def stat_map(root: Path) -> StatMap:
+    """lstat of every entry under ``root`` (and of ``root`` itself)."""
+    out: StatMap = {}
+    try:
+        st = os.lstat(root)
+    except OSError:
+        return out
+    out["."] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    stack = [str(root)]
+    base = len(str(root)) + 1
+    while stack:
+        top = stack.pop()
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            out[entry.path[base:]] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return out
+
+
+def state_stamp(state_dir: Path) -> StatMap:
+    out: StatMap = {}
+    for name in ("state.db", "state.db-wal"):
+        try:
+            st = os.lstat(state_dir / name)
+        except OSError:
+            continue
+        out[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    return out
+
+
+def _unlocked(state_dir: Path) -> bool:
+    """True when no daemon holds this state (a running daemon makes ``--once`` refuse)."""
+    try:
+        fd = os.open(state_dir / "akoshad.lock", os.O_RDWR)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the lock again
+    return True
+
+
+def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """True when ``run --once`` provably has nothing to do (and says so on stderr)."""
+    config_arg = _config_arg(argv)
+    config, _named = resolve_config_path(config_arg, environ)
+    key = inputs_key(argv, environ, config)
+    try:
+        recorded = json.loads(cache_file(environ, key).read_text())
+        data_dir = Path(recorded["data_dir"])
+        state_dir = Path(recorded["state_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if recorded.get("state") != state_stamp(state_dir) or not _unlocked(state_dir):
+        return False
+    if recorded.get("store") != stat_map(data_dir):
+        return False
+    stamp = time.strftime("%H:%M:%S")
+    print(f"{stamp} INFO run --once: nothing changed, no upload", file=sys.stderr)
+    return True
+
+
+def record_unchanged(
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    data_dir: Path,
+    state_dir: Path,
+    before: StatMap,
+) -> None:
+    """After a fully successful run: remember the inputs, if nothing moved meanwhile."""
+    if stat_map(data_dir) != before:
+        return
+    config, _named = resolve_config_path(_config_arg(argv), environ)
+    key = inputs_key(argv, environ, config)
+    path = cache_file(environ, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "data_dir": str(data_dir),
+                    "state_dir": str(state_dir),
+                    "state": state_stamp(state_dir),
+                    "store": before,
+                }
+            )
+        )
+        os.replace(tmp, path)
+    except OSError:
+        pass  # only an optimisation
+
+
+def _config_arg(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def wants_once(argv: Sequence[str]) -> bool:
+    return "run" in argv and "--once" in argv and "-h" not in argv and "--help" not in argv
