@@ -10,20 +10,22 @@ from typing import Any
 
 from akoshad.config import Settings
 from akoshad.control import request_sync
-from akoshad.errors import DaemonNotRunning
+from akoshad.errors import AkoshadError, DaemonNotRunning
 
 
 def human_bytes(n: float | None) -> str:
+    """1536 -> "1.5 KiB"; None -> "-"."""
     if n is None:
         return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} GiB"
+    return f"{n:.1f} TiB"
 
 
 def human_age(seconds: float | None) -> str:
+    """90 -> "1m30s"; None -> "-"."""
     if seconds is None:
         return "-"
     s = max(0, int(seconds))
@@ -108,24 +110,59 @@ def _print_json(obj: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad status [--json] [--watch [--interval S]]``."""
     if not args.watch:
         st = _ask(settings, {"cmd": "status"})
-        _print_json(st) if args.json else print(render_status(st))
+        if args.json:
+            _print_json(st)
+        else:
+            print(render_status(st))
         return 0
+    interval = max(0.2, float(args.interval))
     try:
         while True:
             try:
-                text = render_status(_ask(settings, {"cmd": "status"}))
-            except DaemonNotRunning as exc:
-                text = str(exc)
-            sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+                st = _ask(settings, {"cmd": "status"})
+                text = json.dumps(st, indent=2, sort_keys=True) if args.json else render_status(st)
+            except DaemonNotRunning:
+                text = f"akoshad is not running (no answer on {settings.socket_path})"
+            except AkoshadError as exc:
+                text = f"no status: {exc}"
+            stamp = time.strftime("%H:%M:%S")
+            header = f"{stamp}  every {interval:g}s, Ctrl-C to stop\n"
+            sys.stdout.write("\x1b[H\x1b[2J" + header + text + "\n")
             sys.stdout.flush()
-            time.sleep(max(0.2, args.interval))
+            time.sleep(interval)
     except KeyboardInterrupt:
         return 0
 
 
+def render_sync(result: dict[str, Any]) -> str:
+    """The human summary of a ``sync --wait`` result."""
+    passes = result.get("passes") or []
+    uploads = [p["upload_id"] for p in passes if p.get("upload_id") and not p.get("error")]
+    files = sum(int(p.get("files_uploaded") or 0) for p in passes)
+    sent = sum(int(p.get("bytes_sent") or 0) for p in passes)
+    lines = [
+        f"sync {'done' if result.get('ok_drain') else 'FAILED'}: "
+        f"{len(passes)} pass(es), {len(uploads)} upload(s)"
+        + (f" ({', '.join(uploads)})" if uploads else "")
+        + f", {files} file(s), {human_bytes(sent)} sent, {result.get('pending', 0)} pending"
+    ]
+    for p in passes:
+        where = p.get("target") or "?"
+        if p.get("error"):
+            lines.append(f"  error ({where}): {p['error']}")
+        if p.get("memory_error"):
+            lines.append(f"  memories: {p['memory_error']}")
+        for kind in ("skipped", "retrying"):
+            for path, reason in sorted((p.get(kind) or {}).items())[:10]:
+                lines.append(f"  {kind} {path}: {reason}")
+    return "\n".join(lines)
+
+
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad sync [--wait] [--method M] [--json]``; exit 1 if the drain had failures."""
     payload = {"cmd": "sync", "method": args.method, "wait": bool(args.wait)}
     timeout = settings.cloud_sync.upload_timeout_seconds * 4.0 if args.wait else 10.0
     result = _ask(settings, payload, timeout)
@@ -134,47 +171,46 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     elif not args.wait:
         print("sync started")
     else:
-        passes = result.get("passes", [])
-        uploads = [p["upload_id"] for p in passes if p.get("upload_id") and not p.get("error")]
-        errors = [p["error"] for p in passes if p.get("error")]
-        print(
-            f"sync {'done' if result.get('ok_drain') else 'FAILED'}: {len(uploads)} upload(s)"
-            + (f" ({', '.join(uploads)})" if uploads else "")
-            + f", {result.get('pending', 0)} pending"
-        )
-        for err in errors:
-            print(f"  error: {err}")
+        print(render_sync(result))
     return 0 if result.get("ok_drain", True) else 1
 
 
 def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad pause``."""
     _ask(settings, {"cmd": "pause"})
     print("uploads paused (watching and queueing go on)")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad resume``."""
     _ask(settings, {"cmd": "resume"})
     print("uploads resumed")
     return 0
 
 
+def render_queue(result: dict[str, Any]) -> str:
+    """The table of a ``queue`` result: age, attempts, state, path, last error."""
+    rows = result.get("queue") or []
+    settling = result.get("debouncing") or []
+    if not rows and not settling:
+        return "queue empty"
+    lines = [f"{'age':>8} {'tries':>5} {'state':9} path"]
+    for r in rows:
+        line = f"{human_age(r.get('age_seconds')):>8} {r.get('attempts', 0):>5} "
+        line += f"{r.get('state') or '':9} {r.get('path')}"
+        if r.get("last_error"):
+            line += f"  ({r['last_error']})"
+        lines.append(line)
+    lines.extend(f"{'':>8} {'':>5} {'settling':9} {path}" for path in settling)
+    return "\n".join(lines)
+
+
 def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad queue [--json]``."""
     result = _ask(settings, {"cmd": "queue"})
     if args.json:
         _print_json(result)
-        return 0
-    rows = result.get("queue", [])
-    if not rows and not result.get("debouncing"):
-        print("queue empty")
-        return 0
-    print(f"{'age':>8} {'tries':>5} {'state':9} path")
-    for r in rows:
-        line = f"{human_age(r.get('age_seconds')):>8} {r.get('attempts', 0):>5} "
-        line += f"{r.get('state', ''):9} {r.get('path')}"
-        if r.get("last_error"):
-            line += f"  ({r['last_error']})"
-        print(line)
-    for path in result.get("debouncing", []):
-        print(f"{'':>8} {'':>5} {'settling':9} {path}")
+    else:
+        print(render_queue(result))
     return 0

@@ -28,6 +28,7 @@ COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue"})
 MAX_LINE = 64 * 1024
 IDLE_TIMEOUT = 10.0
 BACKLOG = 128
+REPLY_LIMIT = 256 * 1024 * 1024  # a queue listing can be large
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -61,8 +62,11 @@ def _reply(ok: bool, payload: Any) -> bytes:
 
 
 class ControlServer:
-    """Serves ``handler`` on ``socket_path`` until closed. Every connection is a task the
-    server owns; ``close()`` cancels and awaits them and removes the socket file."""
+    """Serves ``handler`` on ``socket_path`` until closed.
+
+    Every connection is a task the server owns; ``close()`` stops accepting, cancels and
+    awaits those tasks and removes the socket file (if it is still the one it bound).
+    """
 
     def __init__(
         self,
@@ -73,12 +77,14 @@ class ControlServer:
         idle_timeout: float = IDLE_TIMEOUT,
         allowed_uid: int | None = None,
     ) -> None:
-        self.path = socket_path
+        self.path = Path(socket_path)
         self.handler = handler
         self.max_line = max_line
         self.idle_timeout = idle_timeout
         self.allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
         self._server: asyncio.AbstractServer | None = None
+        self._inode: int | None = None
+        self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> ControlServer:
@@ -94,21 +100,47 @@ class ControlServer:
         await self.close()
 
     async def start(self) -> None:
-        """Bind (replacing a stale socket, refusing a live one or a non-socket)."""
-        await asyncio.to_thread(self._prepare_path)
-        old_umask = os.umask(0o177)
+        """Bind and listen: a stale socket is replaced; a live one (``AlreadyRunning``) or a
+        path that is not a socket (``AkoshadError``) is refused."""
+        sock = await asyncio.to_thread(self._bind)
         try:
             self._server = await asyncio.start_unix_server(
-                self._on_connect, path=str(self.path), limit=self.max_line + 1, backlog=BACKLOG
+                self._on_connect, sock=sock, limit=self.max_line + 1, backlog=BACKLOG
             )
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        except BaseException:
+            sock.close()
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise
+        self._closing = False
+        logger.debug("control socket listening on {}", self.path)
 
-    def _prepare_path(self) -> None:
+    def _bind(self) -> socket.socket:
+        """Blocking: prepare the directory and the path, bind 0600 (never wider)."""
         parent = self.path.parent
         if not parent.exists():
-            parent.mkdir(parents=True, mode=0o700)
+            parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+            os.chmod(parent, 0o700)
+        self._clear_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old_umask = os.umask(0o177)
+            try:
+                sock.bind(str(self.path))
+            except OSError as exc:  # e.g. a path longer than AF_UNIX allows
+                raise AkoshadError(f"cannot bind the control socket {self.path}: {exc}") from exc
+            finally:
+                os.umask(old_umask)
+            os.chmod(self.path, 0o600)
+            self._inode = os.lstat(self.path).st_ino
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _clear_stale(self) -> None:
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -119,31 +151,55 @@ class ControlServer:
         probe.settimeout(1.0)
         try:
             probe.connect(str(self.path))
-        except OSError:
+        except (ConnectionRefusedError, FileNotFoundError):
+            logger.info("replacing stale control socket {}", self.path)
             self.path.unlink(missing_ok=True)  # stale: nobody answers
             return
+        except TimeoutError:
+            pass  # accepted by the kernel but slow to answer: someone is there
+        except OSError as exc:
+            raise AkoshadError(f"cannot check the existing socket {self.path}: {exc}") from exc
         finally:
             probe.close()
         raise AlreadyRunning(f"another akoshad is already running on {self.path}")
 
     async def close(self) -> None:
+        """Stop accepting, cancel and await the connections, remove the socket file."""
+        self._closing = True
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         if server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
-            with contextlib.suppress(FileNotFoundError):
+            self._unlink_own()
+
+    def _unlink_own(self) -> None:
+        """Remove the socket file unless something else has replaced it meanwhile."""
+        try:
+            if os.lstat(self.path).st_ino == self._inode:
                 self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("could not remove {}: {}", self.path, exc)
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:
+            writer.close()
+            return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        await asyncio.wait_for(writer.drain(), self.idle_timeout)  # a peer that never reads
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -158,36 +214,42 @@ class ControlServer:
                 except TimeoutError:
                     return
                 except (ValueError, asyncio.LimitOverrunError):
-                    writer.write(_reply(False, f"request line longer than {self.max_line} bytes"))
-                    await writer.drain()
+                    msg = f"request line longer than {self.max_line} bytes"
+                    await self._send(writer, _reply(False, msg))
                     return
                 if not line:
                     return
                 if not line.strip():
-                    continue
-                writer.write(await self._answer(line))
-                await writer.drain()
-        except (ConnectionError, OSError):
+                    continue  # blank lines are ignored (handy with socat/nc)
+                await self._send(writer, await self._answer(line))
+        except (ConnectionError, OSError, TimeoutError):
             pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("control connection failed")
         finally:
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                await asyncio.wait_for(writer.wait_closed(), 1)
 
     async def _answer(self, line: bytes) -> bytes:
         try:
             request = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
             return _reply(False, "malformed JSON")
         if not isinstance(request, dict):
             return _reply(False, "a request must be a JSON object")
         cmd = request.get("cmd")
+        known = ", ".join(sorted(COMMANDS))
+        if "cmd" not in request:
+            return _reply(False, f'missing "cmd"; known: {known}')
         if not isinstance(cmd, str) or cmd not in COMMANDS:
-            return _reply(False, f"unknown command {cmd!r}; known: {', '.join(sorted(COMMANDS))}")
+            return _reply(False, f"unknown command {cmd!r}; known: {known}")
         try:
             return _reply(True, await self.handler(request))
         except (ControlRequestError, ValueError) as exc:
-            return _reply(False, str(exc))
+            return _reply(False, str(exc) or type(exc).__name__)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -203,23 +265,32 @@ def _not_running(path: Path) -> DaemonNotRunning:
 
 
 async def request(
-    socket_path: Path, payload: dict[str, Any], timeout: float = 5.0  # noqa: ASYNC109
+    socket_path: Path,
+    payload: dict[str, Any],
+    timeout: float = 5.0,  # noqa: ASYNC109
 ) -> dict[str, Any]:
-    """Send one request; return the reply's ``result`` (``DaemonNotRunning`` when nobody
-    answers, ``ControlRequestError`` on ``{"ok": false}``)."""
+    """Send one request and return the reply's ``result``.
+
+    Raises ``DaemonNotRunning`` when nobody answers, ``ControlRequestError`` on
+    ``{"ok": false}``, a malformed reply or no reply within ``timeout`` seconds.
+    """
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(socket_path), limit=64 * 1024 * 1024),
+            asyncio.open_unix_connection(str(socket_path), limit=REPLY_LIMIT),
             min(timeout, 2.0),
         )
-    except (FileNotFoundError, ConnectionRefusedError, TimeoutError, OSError):
+    except (FileNotFoundError, ConnectionError, NotADirectoryError, TimeoutError):
         raise _not_running(socket_path) from None
+    except OSError as exc:
+        raise AkoshadError(f"cannot connect to {socket_path}: {exc}") from None
     try:
         writer.write((json.dumps(payload) + "\n").encode())
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout)
     except TimeoutError:
         raise ControlRequestError(f"no reply from the daemon within {timeout:g} s") from None
+    except ValueError:
+        raise ControlRequestError("the daemon's reply is too long") from None
     except (ConnectionError, OSError):
         raise _not_running(socket_path) from None
     finally:
@@ -234,7 +305,7 @@ async def request(
         raise ControlRequestError("malformed reply from the daemon") from None
     if not isinstance(reply, dict):
         raise ControlRequestError("malformed reply from the daemon")
-    if not reply.get("ok"):
+    if reply.get("ok") is not True:
         raise ControlRequestError(str(reply.get("error", "request failed")))
     result = reply.get("result")
     return result if isinstance(result, dict) else {}

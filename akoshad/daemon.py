@@ -680,6 +680,7 @@ def run_daemon(
 ) -> int:
     """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check)."""
     env = dict(os.environ if environ is None else environ)
+    _bounded_heap()
     _setup_basic_logging(settings)
 
     def reload() -> Settings:
@@ -699,6 +700,20 @@ def run_daemon(
     except (AlreadyRunning, ConfigError, StateError) as exc:
         print(f"akoshad: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _bounded_heap() -> None:
+    """Large buffers (upload parts) go straight to mmap and back to the system when freed,
+    so the resident size stays flat instead of keeping freed parts in malloc arenas."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD: fixed at 1 MiB
+            libc.mallopt(-8, 2)  # M_ARENA_MAX: two arenas for our few threads
+        except (OSError, AttributeError):
+            pass
 
 
 def _setup_basic_logging(settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -12,7 +13,7 @@ _SEEK_DATA = getattr(os, "SEEK_DATA", None)
 _SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
 
 
-def _segments(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:
+def segments(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:
     """(offset, length, is_data) runs covering [0, size)."""
     if _SEEK_DATA is None or _SEEK_HOLE is None:
         yield 0, size, True
@@ -42,7 +43,7 @@ def read_chunks(fh: BinaryIO, chunk: int = CHUNK) -> Iterator[bytes]:
     size = os.fstat(fd).st_size
     zeros = ZEROS if chunk == CHUNK else bytes(chunk)
     end = 0
-    for offset, length, is_data in _segments(fd, size):
+    for offset, length, is_data in segments(fd, size):
         end = offset + length
         if not is_data:
             full, rest = divmod(length, chunk)
@@ -62,6 +63,30 @@ def read_chunks(fh: BinaryIO, chunk: int = CHUNK) -> Iterator[bytes]:
     fh.seek(end)
     while piece := fh.read(chunk):  # grew under us
         yield piece
+
+
+def copy_data(src_fd: int, dst_fd: int, size: int) -> bool:
+    """Copy ``size`` bytes in the kernel (``copy_file_range``), data runs only, so holes stay
+    holes. False when the platform or file system cannot (the caller copies by hand)."""
+    copy = getattr(os, "copy_file_range", None)
+    if copy is None:
+        return False
+    try:
+        for offset, length, is_data in segments(src_fd, size):
+            if not is_data:
+                continue
+            done = 0
+            while done < length:
+                n = copy(src_fd, dst_fd, length - done, offset + done, offset + done)
+                if n == 0:
+                    break  # the source shrank: the caller's stability check notices
+                done += n
+        os.ftruncate(dst_fd, size)
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            return False
+        raise
+    return True
 
 
 def write_sparse(fh: BinaryIO, data: bytes) -> None:

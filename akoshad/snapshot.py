@@ -24,7 +24,7 @@ from pathlib import Path
 
 from akoshad.errors import SnapshotError
 from akoshad.fileio import CHUNK as COPY_CHUNK
-from akoshad.fileio import read_chunks, write_sparse
+from akoshad.fileio import copy_data, read_chunks, write_sparse
 from akoshad.storefiles import detect_kind
 
 STABLE_ATTEMPTS = 8
@@ -116,14 +116,19 @@ def stat_or_none(path: Path) -> os.stat_result | None:
 
 
 def copy_hashing(src: Path, dst: Path) -> tuple[int, str]:
-    """Copy ``src`` to ``dst`` (created 0600) hashing on the way; returns (size, sha256).
+    """Copy ``src`` to ``dst`` (created 0600); returns the copy's (size, sha256).
 
-    Runs of zeros become holes, so a sparse store file stays sparse in staging."""
-    digest = hashlib.sha256()
-    size = 0
+    The kernel copies the data runs (``copy_file_range``) and the private copy is hashed;
+    where that is not available, the bytes are copied and hashed by hand. Holes stay holes,
+    so a sparse store file stays sparse in staging."""
     with src.open("rb") as fin:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fout:
+            if copy_data(fin.fileno(), fd, os.fstat(fin.fileno()).st_size):
+                fout.close()
+                return hash_file(dst)
+            digest = hashlib.sha256()
+            size = 0
             for chunk in read_chunks(fin, COPY_CHUNK):
                 digest.update(chunk)
                 write_sparse(fout, chunk)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 MiB = 1024 * 1024
-PARTS_IN_FLIGHT = 4
+PARTS_IN_FLIGHT = 3
 DELETE_BATCH = 1000
 _TRANSIENT_CODES = {
     "SlowDown",
@@ -91,12 +93,76 @@ class _PartReader:
             self._buf += self._comp.compress(chunk) if self._comp is not None else chunk
         if not self._buf:
             return None
-        part = bytes(self._buf[: self._size])
+        if len(self._buf) <= self._size:
+            part = bytes(self._buf)
+            self._buf = bytearray()
+            return part
+        with memoryview(self._buf) as view:
+            part = bytes(view[: self._size])
         del self._buf[: self._size]
         return part
 
     def close(self) -> None:
         self._fh.close()
+
+
+class _FileWindow(io.RawIOBase):
+    """A read-only, seekable view of ``length`` bytes of a file from ``offset``: an upload
+    part sent straight from the (private, stable) staged file, never held in memory."""
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_RDONLY)
+        self._offset = offset
+        self._length = length
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(self._length, base + pos))
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._length - self._pos
+        n = left if size is None or size < 0 else min(size, left)
+        if n <= 0:
+            return b""
+        data = os.pread(self._fd, n, self._offset + self._pos)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+    def md5(self) -> str:
+        digest = hashlib.md5()
+        pos = 0
+        while pos < self._length:
+            chunk = os.pread(self._fd, min(READ_CHUNK, self._length - pos), self._offset + pos)
+            if not chunk:
+                break
+            digest.update(chunk)
+            pos += len(chunk)
+        return base64.b64encode(digest.digest()).decode()
 
 
 class S3Target:
@@ -284,6 +350,10 @@ class S3Target:
 
     # ---- the protocol ------------------------------------------------------------------------
     async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        if compression == "none":
+            size = (await asyncio.to_thread(os.stat, source)).st_size
+            if size > self.part_size:
+                return await self._put_windows(key, source, size)
         reader = await asyncio.to_thread(_PartReader, source, compression, self.part_size)
         try:
             first = await asyncio.to_thread(reader.next_part)
@@ -370,6 +440,59 @@ class S3Target:
             raise
         total = sum(sizes.values())
         return StoredObject(key, total, compression, total)
+
+    async def _put_windows(self, key: str, source: Path, size: int) -> StoredObject:
+        """Multipart straight from the file: each part a window read when it is sent."""
+        created = await self._call(
+            lambda c: c.create_multipart_upload(Bucket=self.bucket, Key=key),
+            what=f"start {key}",
+        )
+        upload_id = created["UploadId"]
+        sem = asyncio.Semaphore(PARTS_IN_FLIGHT)
+        offsets = list(range(0, size, self.part_size))
+
+        async def send(number: int, offset: int) -> dict[str, Any]:
+            async with sem:
+                length = min(self.part_size, size - offset)
+                window = await asyncio.to_thread(_FileWindow, source, offset, length)
+                try:
+                    md5 = await asyncio.to_thread(window.md5)
+
+                    def upload(c: Any) -> Awaitable[Any]:
+                        window.seek(0)
+                        return c.upload_part(  # type: ignore[no-any-return]
+                            Bucket=self.bucket,
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            Body=window,
+                            ContentMD5=md5,
+                        )
+
+                    resp = await self._call(upload, what=f"part {number} of {key}")
+                finally:
+                    window.close()
+                return {"PartNumber": number, "ETag": resp["ETag"]}
+
+        tasks = [asyncio.create_task(send(i + 1, off)) for i, off in enumerate(offsets)]
+        try:
+            parts = await asyncio.gather(*tasks)
+            await self._call(
+                lambda c: c.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": list(parts)},
+                ),
+                what=f"complete {key}",
+            )
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.shield(self._abort(key, upload_id))
+            raise
+        return StoredObject(key, size, "none", size)
 
     async def _abort(self, key: str, upload_id: str) -> None:
         try:
