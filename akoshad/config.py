@@ -118,6 +118,13 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_file: Path | None = None
     drain_deadline_seconds: float = Field(default=30.0, gt=0, le=3600)
+    watchdog_stall_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="a pass without progress this long counts as wedged (systemd watchdog); "
+        "default: upload_timeout_seconds + 30",
+    )
     cloud_sync: CloudSync = Field(default_factory=CloudSync)
 
     @field_validator("log_level", mode="before")

@@ -243,7 +243,7 @@ class ControlServer:
         cmd = request.get("cmd")
         known = ", ".join(sorted(COMMANDS))
         if "cmd" not in request:
-            return _reply(False, f'missing "cmd"; known: {known}')
+            return _reply(False, f'unknown command: missing "cmd"; known: {known}')
         if not isinstance(cmd, str) or cmd not in COMMANDS:
             return _reply(False, f"unknown command {cmd!r}; known: {known}")
         try:

@@ -29,7 +29,9 @@ from akoshad.control import ControlServer
 from akoshad.debounce import Debouncer, Kind
 from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
 from akoshad.layout import MEMORIES_NAME
+from akoshad.logs import RateLimitedLog, setup_logging
 from akoshad.memory_sync import MemorySync
+from akoshad.notify import Notifier, WatchdogPolicy
 from akoshad.snapshot import Captured, Snapshotter
 from akoshad.state import StateDB, StateError
 from akoshad.stats import Stats
@@ -42,6 +44,7 @@ EXIT_OK, EXIT_FAIL = 0, 1
 LOCK_NAME = "akoshad.lock"
 STATE_NAME = "state.db"
 ENQUEUE_RETRY_SECONDS = 2.0
+TARGET_START_TIMEOUT = 10.0
 
 
 class AlreadyRunning(AkoshadError):
@@ -142,6 +145,10 @@ class Daemon:
         self._last_memory_error: str | None = None
         self._hup = asyncio.Event()
         self.on_reload: Callable[[Settings], None] | None = None
+        self.notifier = Notifier(self.environ)
+        stall = settings.watchdog_stall_seconds or cs.upload_timeout_seconds + 30.0
+        self.watchdog_policy = WatchdogPolicy(stall)
+        self._rate_log = RateLimitedLog(60.0)
 
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
@@ -189,8 +196,15 @@ class Daemon:
 
     async def _start_target(self, target: Target) -> None:
         try:
-            await target.start()
+            # a hanging endpoint must not hold up READY: the pipeline retries it later
+            await asyncio.wait_for(target.start(), TARGET_START_TIMEOUT)
             self.stats.target(target.name)
+        except TimeoutError:
+            exc = TransientError(f"no answer within {TARGET_START_TIMEOUT:.0f}s")
+            self.stats.target(target.name).failed(str(exc))
+            if target.name == "cloud":
+                self.cloud_breaker.record_failure(exc)
+            logger.error("target {} is unavailable: {}", target.name, exc)
         except (TransientError, PermanentError) as exc:
             # keep running: changes stay queued until the target answers
             self.stats.target(target.name).failed(str(exc))
@@ -626,6 +640,7 @@ class Daemon:
                     self.stop_event,
                 )
                 self.ready = True
+                self.notifier.ready()
                 logger.info(
                     "akoshad {} watching {} -> {}",
                     __version__,
@@ -638,6 +653,7 @@ class Daemon:
                         tg.create_task(self._debounce_loop(), name="debounce"),
                         tg.create_task(self._drain_loop(), name="drain"),
                         tg.create_task(self._reload_loop(), name="reload"),
+                        tg.create_task(self._health_loop(), name="health"),
                     ]
                     await self.stop_event.wait()
                     await self._shutdown(tasks)
@@ -650,10 +666,48 @@ class Daemon:
         while not self.stop_event.is_set():
             await self._hup.wait()
             self._hup.clear()
-            await self.reload()
+            self.notifier.reloading()
+            try:
+                await self.reload()
+            finally:
+                self.notifier.ready()
+
+    async def _health_loop(self) -> None:
+        """STATUS= on changes; WATCHDOG=1 only while the pipeline moves or has nothing to do."""
+        if not self.notifier.enabled:
+            return  # no service manager listening: nothing to tell, no timer to run
+        interval = self.notifier.watchdog_interval
+        tick = min(1.0, interval) if interval else 1.0
+        while not self.stop_event.is_set():
+            busy = self.stats.syncing or self.stats.in_flight > 0
+            self.watchdog_policy.observe(self.stats.progress_seq, busy)
+            if interval and self.watchdog_policy.should_ping():
+                self.notifier.watchdog()
+                self.watchdog_policy.pinged()
+                self._rate_log.ok("wedged", "the pipeline moves again: watchdog fed")
+            elif interval and self.watchdog_policy.wedged:
+                self._rate_log.error(
+                    "wedged",
+                    "the pipeline made no progress for {:.0f}s: watchdog withheld",
+                    self.watchdog_policy.stall_seconds,
+                )
+            self.notifier.status(await self._status_line())
+            await self._sleep_or_stop(tick)
+
+    async def _status_line(self) -> str:
+        st = await self.status()
+        last = st["last_upload"]
+        line = f"{st['state']}: {st['pending']} pending"
+        if last:
+            line += f", last upload {last['upload_id']} via {last['method']}"
+        if st["degraded_reason"]:
+            line += f"; {st['degraded_reason']}"
+        return line
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         """Persist what was seen, let the pass in hand finish within the deadline."""
+        self.notifier.stopping()
+        self.notifier.status("stopping: persisting the work in hand")
         deadline = self.settings.drain_deadline_seconds
         await self.flush_debouncer()
         drain = next(t for t in tasks if t.get_name() == "drain")
@@ -681,7 +735,7 @@ def run_daemon(
     """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check)."""
     env = dict(os.environ if environ is None else environ)
     _bounded_heap()
-    _setup_basic_logging(settings)
+    setup_logging(settings, environ=env)
 
     def reload() -> Settings:
         from akoshad.config import load_settings
@@ -714,8 +768,3 @@ def _bounded_heap() -> None:
             libc.mallopt(-8, 2)  # M_ARENA_MAX: two arenas for our few threads
         except (OSError, AttributeError):
             pass
-
-
-def _setup_basic_logging(settings: Settings) -> None:
-    logger.remove()
-    logger.add(sys.stderr, level=settings.log_level, format="{time:HH:mm:ss} {level} {message}")

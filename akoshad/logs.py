@@ -23,10 +23,25 @@ if TYPE_CHECKING:
 
 REDACTED = "**********"
 SYSLOG_PRIORITY = {
-    "TRACE": 7, "DEBUG": 7, "INFO": 6, "SUCCESS": 5, "WARNING": 4, "ERROR": 3, "CRITICAL": 2,
+    "TRACE": 7,
+    "DEBUG": 7,
+    "INFO": 6,
+    "SUCCESS": 5,
+    "WARNING": 4,
+    "ERROR": 3,
+    "CRITICAL": 2,
 }
-ROUTED = ("botocore", "aiobotocore", "aioboto3", "boto3", "s3transfer", "aiohttp", "urllib3",
-          "asyncio", "watchfiles")
+ROUTED = (
+    "botocore",
+    "aiobotocore",
+    "aioboto3",
+    "boto3",
+    "s3transfer",
+    "aiohttp",
+    "urllib3",
+    "asyncio",
+    "watchfiles",
+)
 _secrets: set[str] = set()
 
 
@@ -69,7 +84,7 @@ class InterceptHandler(logging.Handler):
 
 def _journald_format(record: Record) -> str:
     priority = SYSLOG_PRIORITY.get(record["level"].name, 6)
-    return f"<{priority}>{{message}}\n{{exception}}"
+    return f"\\<{priority}>{{message}}\n{{exception}}"
 
 
 def _json_sink(stream: Any) -> Callable[[Message], None]:
@@ -89,27 +104,41 @@ def _json_sink(stream: Any) -> Callable[[Message], None]:
     return sink
 
 
-def setup_logging(settings: Settings, *, environ: Mapping[str, str]) -> None:
-    """Configure loguru once for the process (idempotent: replaces earlier sinks)."""
+def setup_logging(settings: Settings, *, environ: Mapping[str, str], stream: Any = None) -> None:
+    """Configure loguru once for the process (idempotent: replaces earlier sinks).
+    ``stream`` defaults to standard error."""
+    out = sys.stderr if stream is None else stream
     secret = settings.cloud_sync.secret_access_key
     register_secret(secret.get_secret_value() if secret is not None else None)
     logger.remove()
     logger.configure(patcher=_patch)
     level = settings.log_level
     if environ.get("JOURNAL_STREAM") or environ.get("INVOCATION_ID"):
-        logger.add(sys.stderr, level=level, format=_journald_format, backtrace=False,
-                   diagnose=False)
+        logger.add(out, level=level, format=_journald_format, backtrace=False, diagnose=False)
     elif settings.log_format == "json":
-        logger.add(_json_sink(sys.stderr), level=level, format="{message}", backtrace=False,
-                   diagnose=False)
+        logger.add(
+            _json_sink(out), level=level, format="{message}", backtrace=False, diagnose=False
+        )
     else:
-        logger.add(sys.stderr, level=level, backtrace=False, diagnose=False,
-                   format="{time:YYYY-MM-DD HH:mm:ss} {level:<7} {message}")
+        logger.add(
+            out,
+            level=level,
+            backtrace=False,
+            diagnose=False,
+            format="{time:YYYY-MM-DD HH:mm:ss} {level:<7} {message}",
+        )
     if settings.log_file is not None:
         settings.log_file.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(settings.log_file, level=level, rotation="10 MB", retention=5,
-                   backtrace=False, diagnose=False, enqueue=False,
-                   serialize=settings.log_format == "json")
+        logger.add(
+            settings.log_file,
+            level=level,
+            rotation="10 MB",
+            retention=5,
+            backtrace=False,
+            diagnose=False,
+            enqueue=False,
+            serialize=settings.log_format == "json",
+        )
     logging.basicConfig(handlers=[InterceptHandler()], level=logging.WARNING, force=True)
     for name in ROUTED:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -119,8 +148,7 @@ class RateLimitedLog:
     """Logs the first of a run of identical errors, then a summary per ``interval``, and a
     "recovered" line once the condition clears."""
 
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self.clock = clock
         self._state: dict[str, tuple[float, int]] = {}  # key -> (last logged, suppressed)

@@ -27,8 +27,8 @@ def _template(name: str) -> str:
 def render_unit(executable: str, config: str | None = None) -> str:
     """The systemd user unit for this executable (and config file, when given)."""
     arg = f" --config {shlex.quote(config)}" if config else ""
-    return _template("akoshad.service.in").replace("@EXEC@", executable).replace(
-        "@CONFIG_ARG@", arg
+    return (
+        _template("akoshad.service.in").replace("@EXEC@", executable).replace("@CONFIG_ARG@", arg)
     )
 
 
@@ -73,8 +73,10 @@ def plan_for(
         return Plan(
             path,
             render_plist(executable, config, logdir),
-            enable=[["launchctl", "bootstrap", f"gui/{uid}", str(path)],
-                    ["launchctl", "enable", f"gui/{uid}/{LABEL}"]],
+            enable=[
+                ["launchctl", "bootstrap", f"gui/{uid}", str(path)],
+                ["launchctl", "enable", f"gui/{uid}/{LABEL}"],
+            ],
             disable=[["launchctl", "bootout", f"gui/{uid}/{LABEL}"]],
         )
     config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
@@ -82,10 +84,14 @@ def plan_for(
     return Plan(
         path,
         render_unit(executable, config),
-        enable=[["systemctl", "--user", "daemon-reload"],
-                ["systemctl", "--user", "enable", "--now", UNIT_NAME]],
-        disable=[["systemctl", "--user", "disable", "--now", UNIT_NAME],
-                 ["systemctl", "--user", "daemon-reload"]],
+        enable=[
+            ["systemctl", "--user", "daemon-reload"],
+            ["systemctl", "--user", "enable", "--now", UNIT_NAME],
+        ],
+        disable=[
+            ["systemctl", "--user", "disable", "--now", UNIT_NAME],
+            ["systemctl", "--user", "daemon-reload"],
+        ],
     )
 
 
@@ -143,7 +149,9 @@ def _run_or_print(cmds: list[list[str]], run: bool, what: str) -> int:
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             err = (res.stderr or res.stdout).strip().splitlines()
-            print(f"akoshad: {shlex.join(cmd)} failed: {err[-1] if err else res.returncode}",
-                  file=sys.stderr)
+            print(
+                f"akoshad: {shlex.join(cmd)} failed: {err[-1] if err else res.returncode}",
+                file=sys.stderr,
+            )
             return 1
     return 0

@@ -20,8 +20,14 @@ def env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def test_defaults_follow_xdg(tmp_path: Path) -> None:
-    s = load_settings(environ=env(tmp_path, XDG_STATE_HOME="/x/state", XDG_DATA_HOME="/x/data",
-                                  XDG_RUNTIME_DIR="/run/user/7"))
+    s = load_settings(
+        environ=env(
+            tmp_path,
+            XDG_STATE_HOME="/x/state",
+            XDG_DATA_HOME="/x/data",
+            XDG_RUNTIME_DIR="/run/user/7",
+        )
+    )
     assert s.data_dir == tmp_path / ".claude" / "data"
     assert s.state_dir == Path("/x/state/akoshad")
     assert s.local_target_dir == Path("/x/data/akoshad/outbox")
@@ -29,7 +35,11 @@ def test_defaults_follow_xdg(tmp_path: Path) -> None:
     assert s.debounce_seconds == 2 and s.max_delay_seconds == 60
     cs = s.cloud_sync
     assert (cs.cloud_region, cs.max_retries, cs.retry_backoff_seconds, cs.chunk_size_mb) == (
-        "auto", 3, 2.0, 5)
+        "auto",
+        3,
+        2.0,
+        5,
+    )
     assert cs.force_method == "auto" and cs.enable_fallback
 
 
@@ -40,8 +50,10 @@ def test_socket_falls_back_to_state_dir(tmp_path: Path) -> None:
 
 def test_precedence_cli_env_file_default(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("debounce_seconds: 5\nmax_delay_seconds: 100\ncloud_sync:\n"
-                   "  cloud_bucket: from-file\n  max_retries: 1\n")
+    cfg.write_text(
+        "debounce_seconds: 5\nmax_delay_seconds: 100\ncloud_sync:\n"
+        "  cloud_bucket: from-file\n  max_retries: 1\n"
+    )
     e = env(tmp_path, AKOSHAD_DEBOUNCE_SECONDS="7", AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET="from-env")
     s = load_settings(cfg, environ=e)
     assert s.debounce_seconds == 7 and s.max_delay_seconds == 100
@@ -110,8 +122,10 @@ def test_secret_redacted_everywhere(tmp_path: Path) -> None:
 def test_cli_config_check_show_and_exit_78(tmp_path: Path) -> None:
     e = base_env(tmp_path)
     good = tmp_path / "good.yaml"
-    good.write_text(f"cloud_sync:\n  access_key_id: AKIAEXAMPLE\n  secret_access_key: {SECRET}\n"
-                    "  system_id: box\n")
+    good.write_text(
+        f"cloud_sync:\n  access_key_id: AKIAEXAMPLE\n  secret_access_key: {SECRET}\n"
+        "  system_id: box\n"
+    )
     res = akoshad("config", "check", "--config", str(good), env=e)
     assert res.returncode == 0 and "configuration ok" in res.stdout
     res = akoshad("config", "show", "--config", str(good), env=e)
@@ -134,14 +148,33 @@ def test_system_id_slug() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(
-    st.sampled_from(["data_dir", "debounce_seconds", "max_delay_seconds", "include", "log_level",
-                     "akosha_url", "cloud_sync", "unknown", "log_format"]),
-    st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
-              st.text(max_size=20), st.lists(st.text(max_size=5), max_size=3),
-              st.dictionaries(st.text(max_size=10), st.integers(), max_size=3)),
-    max_size=5,
-))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "data_dir",
+                "debounce_seconds",
+                "max_delay_seconds",
+                "include",
+                "log_level",
+                "akosha_url",
+                "cloud_sync",
+                "unknown",
+                "log_format",
+            ]
+        ),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(-5, 10**6),
+            st.floats(allow_nan=True),
+            st.text(max_size=20),
+            st.lists(st.text(max_size=5), max_size=3),
+            st.dictionaries(st.text(max_size=10), st.integers(), max_size=3),
+        ),
+        max_size=5,
+    )
+)
 def test_any_config_is_valid_or_one_clear_line(data: dict[str, object]) -> None:
     import tempfile
 

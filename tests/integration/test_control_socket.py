@@ -1,0 +1,373 @@
+"""A real ControlServer with a fake handler: hostile clients get an answer or a clean close,
+and the server keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import stat
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from akoshad.control import AlreadyRunning, ControlRequestError, ControlServer, request
+from akoshad.errors import AkoshadError, DaemonNotRunning
+
+STATUS = b'{"cmd": "status"}\n'
+
+
+async def handler(req: dict[str, Any]) -> dict[str, Any]:
+    """Echo the command; ``boom`` raises an unexpected error, ``bad`` a request error."""
+    if req.get("boom"):
+        raise RuntimeError("kaboom: secret detail")
+    if req.get("bad"):
+        raise ControlRequestError("bad argument")
+    if req.get("value_error"):
+        raise ValueError("method must be auto, cloud or http")
+    if req.get("big"):
+        return {"blob": "x" * int(req["big"])}
+    return {"echo": req["cmd"], "tag": req.get("tag")}
+
+
+def short_dir() -> Path:
+    """AF_UNIX paths are limited to ~107 bytes: pytest's tmp_path can be too long."""
+    return Path(tempfile.mkdtemp(prefix="ak", dir="/tmp"))
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ControlServer]:
+    srv = ControlServer(short_dir() / "run" / "s.sock", handler, max_line=4096, idle_timeout=0.5)
+    async with srv:
+        yield srv
+
+
+async def exchange(path: Path, data: bytes, wait: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh connection; return the first reply line (b"" on a close)."""
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), wait)
+    except (ConnectionError, OSError):
+        return b""
+    finally:
+        writer.close()
+
+
+async def error_of(path: Path, data: bytes) -> str:
+    reply = json.loads(await exchange(path, data))
+    assert reply["ok"] is False, reply
+    assert set(reply) == {"ok", "error"}
+    return str(reply["error"])
+
+
+async def assert_serving(path: Path) -> None:
+    assert await request(path, {"cmd": "status"}) == {"echo": "status", "tag": None}
+
+
+# ---- protocol ---------------------------------------------------------------------------
+
+
+async def test_status_round_trip(server: ControlServer) -> None:
+    raw = json.loads(await exchange(server.path, STATUS))
+    assert raw == {"ok": True, "result": {"echo": "status", "tag": None}}
+    for cmd in ("status", "sync", "pause", "resume", "queue"):
+        assert (await request(server.path, {"cmd": cmd}))["echo"] == cmd
+
+
+async def test_malformed_json(server: ControlServer) -> None:
+    assert "malformed" in await error_of(server.path, b"{oops\n")
+    assert "malformed" in await error_of(server.path, b"\xff\xfe\x00garbage\n")
+    assert "malformed" in await error_of(server.path, b"[" * 4000 + b"\n")  # RecursionError
+    await assert_serving(server.path)
+
+
+async def test_non_object_json(server: ControlServer) -> None:
+    for line in (b"[1]\n", b'"status"\n', b"42\n", b"null\n"):
+        assert "object" in await error_of(server.path, line)
+    await assert_serving(server.path)
+
+
+async def test_missing_and_unknown_commands(server: ControlServer) -> None:
+    assert "missing" in await error_of(server.path, b'{"x": 1}\n')
+    assert "unknown command" in await error_of(server.path, b'{"cmd": "rm -rf"}\n')
+    assert "unknown command" in await error_of(server.path, b'{"cmd": ["status"]}\n')
+    await assert_serving(server.path)
+
+
+async def test_errors_keep_the_connection_usable(server: ControlServer) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(server.path))
+    try:
+        for line in (b"{oops\n", b"[]\n", b'{"cmd": "nope"}\n', b'{"cmd": "sync", "boom": 1}\n'):
+            writer.write(line + b"\n" + STATUS)  # a blank line in between is ignored
+            await writer.drain()
+            assert json.loads(await reader.readline())["ok"] is False
+            assert json.loads(await reader.readline())["ok"] is True
+    finally:
+        writer.close()
+
+
+async def test_handler_errors(server: ControlServer) -> None:
+    raw = json.loads(await exchange(server.path, b'{"cmd": "sync", "boom": true}\n'))
+    assert raw == {"ok": False, "error": "internal error: RuntimeError"}  # no detail leaked
+    with pytest.raises(ControlRequestError, match="bad argument"):
+        await request(server.path, {"cmd": "sync", "bad": True})
+    with pytest.raises(ControlRequestError, match="method must be"):
+        await request(server.path, {"cmd": "sync", "value_error": True})
+    await assert_serving(server.path)
+
+
+# ---- abuse ------------------------------------------------------------------------------
+
+
+async def test_ten_megabyte_line(server: ControlServer) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(server.path))
+    writer.write(b'{"cmd": "status", "pad": "' + b"x" * 10_000_000 + b'"}\n')
+    with contextlib.suppress(ConnectionError, OSError):
+        await asyncio.wait_for(writer.drain(), 10)
+    try:
+        line = await asyncio.wait_for(reader.readline(), 10)
+    except ConnectionResetError:
+        line = b""  # closed with our bytes unread: a reset is a close too
+    assert line == b"" or "longer than" in json.loads(line)["error"]
+    with contextlib.suppress(ConnectionError, OSError):
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # and then closed
+    writer.close()
+    await assert_serving(server.path)
+
+
+async def test_hundred_concurrent_clients(server: ControlServer) -> None:
+    tags = [uuid.uuid4().hex for _ in range(100)]
+    results = await asyncio.gather(
+        *(request(server.path, {"cmd": "status", "tag": t}) for t in tags)
+    )
+    assert [r["tag"] for r in results] == tags
+
+
+async def test_hundred_connections_open_at_once(server: ControlServer) -> None:
+    conns = [await asyncio.open_unix_connection(str(server.path)) for _ in range(100)]
+    try:
+        for _, writer in conns:
+            writer.write(STATUS)
+        replies = await asyncio.gather(*(asyncio.wait_for(r.readline(), 5) for r, _ in conns))
+        assert all(json.loads(line)["ok"] is True for line in replies)
+    finally:
+        for _, writer in conns:
+            writer.close()
+
+
+async def test_silent_client_closed_after_idle_timeout(server: ControlServer) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(server.path))
+    t0 = time.monotonic()
+    await assert_serving(server.path)  # others are served meanwhile
+    assert time.monotonic() - t0 < 0.4
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert 0.4 < time.monotonic() - t0 < 3
+    writer.close()
+    await assert_serving(server.path)
+
+
+async def test_client_that_never_reads_is_dropped(server: ControlServer) -> None:
+    _reader, writer = await asyncio.open_unix_connection(str(server.path))
+    for _ in range(4):  # 4 x 8 MB replies that nobody reads
+        writer.write(b'{"cmd": "status", "big": 8000000}\n')
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    assert len(server._tasks) == 1  # stuck writing
+    await assert_serving(server.path)
+    await asyncio.wait(set(server._tasks), timeout=5)
+    assert not server._tasks  # the stuck write timed out after idle_timeout
+    writer.close()
+
+
+async def test_close_cancels_connections_and_removes_the_socket() -> None:
+    started, never = asyncio.Event(), asyncio.Event()
+
+    async def slow(req: dict[str, Any]) -> dict[str, Any]:
+        started.set()
+        await never.wait()
+        return {}
+
+    srv = ControlServer(short_dir() / "s.sock", slow)
+    await srv.start()
+    reader, writer = await asyncio.open_unix_connection(str(srv.path))
+    writer.write(STATUS)
+    await asyncio.wait_for(started.wait(), 5)
+    t0 = time.monotonic()
+    await srv.close()
+    assert time.monotonic() - t0 < 3
+    assert not srv._tasks
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert not srv.path.exists()
+    writer.close()
+
+
+# ---- the socket file --------------------------------------------------------------------
+
+
+async def test_modes(server: ControlServer) -> None:
+    assert stat.S_ISSOCK(server.path.lstat().st_mode)
+    assert stat.S_IMODE(server.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(server.path.parent.stat().st_mode) == 0o700
+
+
+async def test_mode_is_0600_even_under_a_permissive_umask() -> None:
+    old = os.umask(0)
+    try:
+        srv = ControlServer(short_dir() / "a" / "b" / "s.sock", handler)
+        await srv.start()
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_IMODE(srv.path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(srv.path.parent.stat().st_mode) == 0o700
+    finally:
+        await srv.close()
+
+
+def make_stale_socket(path: Path) -> None:
+    """A socket file nobody listens on, as a killed daemon leaves behind."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    s.close()
+
+
+async def test_stale_socket_replaced() -> None:
+    path = short_dir() / "s.sock"
+    make_stale_socket(path)
+    with pytest.raises(DaemonNotRunning):
+        await request(path, {"cmd": "status"})
+    async with ControlServer(path, handler):
+        await assert_serving(path)
+
+
+async def test_non_socket_refused() -> None:
+    path = short_dir() / "s.sock"
+    path.write_text("not a socket")
+    with pytest.raises(AkoshadError, match="not a socket; refusing to replace it"):
+        await ControlServer(path, handler).start()
+    assert path.read_text() == "not a socket"
+
+
+async def test_second_server_refused() -> None:
+    path = short_dir() / "s.sock"
+    async with ControlServer(path, handler):
+        with pytest.raises(AlreadyRunning, match="already running on"):
+            await ControlServer(path, handler).start()
+        await assert_serving(path)  # the first one is untouched
+    assert not path.exists()
+
+
+async def test_close_leaves_a_replacement_socket_alone() -> None:
+    path = short_dir() / "s.sock"
+    srv = ControlServer(path, handler)
+    await srv.start()
+    path.unlink()
+    make_stale_socket(path)  # someone else's file now
+    await srv.close()
+    assert path.exists()
+
+
+async def test_other_uid_refused_without_reply() -> None:
+    srv = ControlServer(short_dir() / "s.sock", handler, allowed_uid=os.getuid() + 1)
+    async with srv:
+        assert await exchange(srv.path, STATUS) == b""
+        with pytest.raises(DaemonNotRunning):
+            await request(srv.path, {"cmd": "status"})
+
+
+# ---- the client -------------------------------------------------------------------------
+
+
+async def test_request_to_missing_socket_is_not_running_fast() -> None:
+    path = short_dir() / "none.sock"
+    t0 = time.monotonic()
+    with pytest.raises(DaemonNotRunning, match="akoshad is not running") as exc:
+        await request(path, {"cmd": "status"})
+    assert time.monotonic() - t0 < 1
+    assert str(path) in str(exc.value) and exc.value.exit_code == 3
+
+
+async def test_request_times_out_on_a_mute_peer() -> None:
+    path = short_dir() / "s.sock"
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    srv = await asyncio.start_unix_server(mute, path=str(path))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ControlRequestError, match="no reply"):
+            await request(path, {"cmd": "status"}, timeout=0.3)
+        assert time.monotonic() - t0 < 2
+    finally:
+        srv.close()
+
+
+# ---- property -----------------------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    max_leaves=10,
+)
+LINES = st.one_of(
+    st.binary(max_size=300).filter(lambda b: b"\n" not in b),
+    JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(st.sampled_from(["cmd", "boom", "bad", "wait"]), JSON_VALUES, max_size=3).map(
+        lambda v: json.dumps(v).encode()
+    ),
+    st.just(b"y" * 5000),  # over max_line: an error reply, then a close
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(LINES, min_size=1, max_size=6))
+def test_any_lines_get_one_reply_each_or_a_close(lines: list[bytes]) -> None:
+    async def scenario() -> None:
+        srv = ControlServer(short_dir() / "s.sock", handler, max_line=1024, idle_timeout=5)
+        async with srv:
+            expected, closes = 0, False
+            for line in lines:
+                if len(line) + 1 > 1024:
+                    expected, closes = expected + 1, True
+                    break
+                expected += bool(line.strip())  # blank lines are ignored
+            sentinel = uuid.uuid4().hex
+            reader, writer = await asyncio.open_unix_connection(str(srv.path))
+            payload = b"".join(line + b"\n" for line in lines)
+            writer.write(payload + json.dumps({"cmd": "status", "tag": sentinel}).encode() + b"\n")
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.drain()
+            replies: list[dict[str, Any]] = []
+            while True:
+                try:
+                    raw = await asyncio.wait_for(reader.readline(), 5)
+                except ConnectionResetError:
+                    raw = b""
+                if not raw:
+                    break
+                assert raw.endswith(b"\n")
+                reply = json.loads(raw)
+                assert isinstance(reply, dict) and isinstance(reply["ok"], bool)
+                if reply["ok"] and reply["result"].get("tag") == sentinel:
+                    break
+                replies.append(reply)
+            writer.close()
+            if closes:
+                assert len(replies) <= expected and not raw
+            else:
+                assert len(replies) == expected and raw
+            await assert_serving(srv.path)
+
+    asyncio.run(scenario())

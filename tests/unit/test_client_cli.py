@@ -1,0 +1,191 @@
+"""The client commands: the human views (pure functions) and exit 3 with no daemon."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from akoshad.client_cli import human_age, human_bytes, render_queue, render_status, render_sync
+
+NOW = 1_700_000_000.0
+
+SAMPLE: dict[str, Any] = {
+    "state": "degraded",
+    "pid": 4242,
+    "version": "0.3.1",
+    "uptime_seconds": 3725.5,
+    "data_dir": "/home/me/.claude/data",
+    "pending": 7,
+    "in_flight": 2,
+    "paused": False,
+    "degraded_reason": "cloud: NoSuchBucket",
+    "last_upload": {
+        "upload_id": "20231114T221320Z-ab12",
+        "method": "local",
+        "finished_at": NOW - 90,
+        "files": 3,
+        "bytes_sent": 5 * 1024 * 1024,
+    },
+    "counters": {
+        "files_uploaded": 12,
+        "bytes_uploaded": 2048,
+        "bytes_sent": 1536,
+        "deduplicated": 4,
+        "failures": 1,
+        "retries": 2,
+    },
+    "targets": {
+        "local": {"available": True, "last_error": None, "last_success_at": NOW - 90},
+        "cloud": {
+            "available": False,
+            "last_error": "bucket akosha-x does not exist",
+            "last_success_at": None,
+            "circuit": "open",
+            "primary": True,
+        },
+    },
+    "memories": {"delivered": 120, "skipped": 1, "last_error": "HTTP 503"},
+    "skipped": {"sessions/huge.db": "larger than max_file_bytes"},
+    "system_id": "laptop",
+}
+
+
+def test_render_status() -> None:
+    text = render_status(SAMPLE, now=NOW)
+    first = text.splitlines()[0]
+    assert "0.3.1" in first and "4242" in first and "DEGRADED" in first and "1h02m" in first
+    for needle in (
+        "/home/me/.claude/data",
+        "pending    7",
+        "in flight 2",
+        "cloud: NoSuchBucket",
+        "20231114T221320Z-ab12 via local, 1m30s ago, 3 file(s), 5.0 MiB sent",
+        "bucket akosha-x does not exist",
+        "circuit open",
+        "primary",
+        "12 files, 2.0 KiB uploaded, 1.5 KiB sent, 4 deduplicated, 1 failures, 2 retries",
+        "120 delivered to Akosha, 1 skipped (last error: HTTP 503)",
+        "sessions/huge.db: larger than max_file_bytes",
+    ):
+        assert needle in text, needle
+    lines = text.splitlines()
+    cloud = next(line for line in lines if line.strip().startswith("cloud"))
+    local = next(line for line in lines if line.strip().startswith("local"))
+    assert "DOWN" in cloud and "ok" in local and "last ok 1m30s ago" in local
+
+
+def test_render_status_minimal() -> None:
+    text = render_status({"state": "idle", "pid": 1, "version": "x", "last_upload": None}, now=NOW)
+    assert "IDLE" in text and "last upload none yet" in text
+    assert "memories" not in text and "skipped" not in text and "targets" not in text
+
+
+def test_render_sync_and_queue() -> None:
+    result = {
+        "ok_drain": False,
+        "pending": 1,
+        "passes": [
+            {"target": "local", "upload_id": "u1", "files_uploaded": 2, "bytes_sent": 2048},
+            {"target": "cloud", "upload_id": None, "error": "timed out", "retrying": {"a": "x"}},
+        ],
+    }
+    text = render_sync(result)
+    assert text.startswith("sync FAILED: 2 pass(es), 1 upload(s) (u1), 2 file(s), 2.0 KiB sent")
+    assert "error (cloud): timed out" in text and "retrying a: x" in text
+    assert render_queue({"queue": [], "debouncing": []}) == "queue empty"
+    table = render_queue(
+        {
+            "queue": [
+                {
+                    "path": "p.db",
+                    "age_seconds": 61,
+                    "attempts": 3,
+                    "state": "retry",
+                    "last_error": "503",
+                }
+            ],
+            "debouncing": ["q.db"],
+        }
+    )
+    assert "1m01s" in table and "p.db  (503)" in table and "settling  q.db" in table
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(None, "-"), (0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (3 * 1024**3, "3.0 GiB")],
+)
+def test_human_bytes(n: int | None, text: str) -> None:
+    assert human_bytes(n) == text
+
+
+@pytest.mark.parametrize(
+    ("s", "text"),
+    [(None, "-"), (-5, "0s"), (59.9, "59s"), (61, "1m01s"), (7260, "2h01m"), (90000, "1d01h")],
+)
+def test_human_age(s: float | None, text: str) -> None:
+    assert human_age(s) == text
+
+
+def no_daemon_config(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A config whose socket_path (short, in /tmp) nobody listens on, and a clean env."""
+    sock = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "akoshad.sock"
+    (tmp_path / "store").mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "data_dir": str(tmp_path / "store"),
+                "state_dir": str(tmp_path / "state"),
+                "socket_path": str(sock),
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AKOSHAD_", "XDG_"))}
+    env.update({"HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"})
+    return cfg, sock, env
+
+
+@pytest.mark.parametrize("command", ["status", "sync", "pause", "resume", "queue"])
+def test_no_daemon_exits_3(tmp_path: Path, command: str) -> None:
+    cfg, sock, env = no_daemon_config(tmp_path)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "akoshad", command, "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not running" in lines[0] and str(sock) in lines[0]
+    assert elapsed < 2.0
+
+
+def test_watch_survives_no_daemon_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    cfg, _sock, env = no_daemon_config(tmp_path)
+    cmd = [sys.executable, "-m", "akoshad", "status", "--watch", "--interval", "0.2"]
+    proc = subprocess.Popen(
+        [*cmd, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None  # keeps going without a daemon
+        proc.send_signal(signal.SIGINT)
+        out, _err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert out.count(b"not running") >= 2 and out.count(b"\x1b[2J") >= 2
