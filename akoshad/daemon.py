@@ -306,13 +306,21 @@ class Daemon:
             await self._enqueue(released)
 
     # ---- draining --------------------------------------------------------------------------
-    async def drain_pass(self, method: str | None = None) -> PassReport | None:
-        """One pass through the chain (``method``: a one-off ``sync --method``)."""
+    async def drain_pass(
+        self, method: str | None = None, enable_fallback: bool | None = None
+    ) -> PassReport | None:
+        """One pass through the chain (``method``/``enable_fallback``: a one-off sync's)."""
+        async with self._pass_lock:
+            return await self._drain_pass_locked(method, enable_fallback)
+
+    async def _drain_pass_locked(
+        self, method: str | None, enable_fallback: bool | None
+    ) -> PassReport | None:
         cs = self.settings.cloud_sync
         chosen = method or cs.force_method
         plan = plan_pass(
             method=chosen,  # type: ignore[arg-type]
-            enable_fallback=cs.enable_fallback,
+            enable_fallback=cs.enable_fallback if enable_fallback is None else enable_fallback,
             bucket=self.settings.bucket_configured,
             akosha=self.akosha is not None,
             cloud=self.cloud_breaker.state,
@@ -327,31 +335,30 @@ class Daemon:
         retry_at = time.time() + max(1.0, self.cloud_breaker.retry_in())
         memory_step = None if plan.memories == "none" else self._memory_step(plan.memories)
         extras = self._memories_json if target is not None and target.name == "cloud" else None
-        async with self._pass_lock:
-            self.stats.syncing = True
-            self._last_memory_report = None
-            self._last_memory_error = None
-            try:
-                report = await self.uploader.drain_once(
-                    target, memory_step=memory_step, files_retry_at=retry_at, extras_hook=extras
-                )
-            finally:
-                self.stats.syncing = False
-            if report is None:
-                return None
-            report.memories = self._last_memory_report
-            report.memory_error = self._last_memory_error
-            if target is not None and target.name == "cloud":
-                if report.error:
-                    self.cloud_breaker.record_failure(report.error, permanent=report.permanent)
-                elif report.upload_id:
-                    self.cloud_breaker.record_success()
-            self.last_report = report
-            if report.error and not report.waiting:
-                logger.error("upload to {} failed: {}", report.target, report.error)
-            for path, reason in report.skipped.items():
-                logger.warning("skipped {}: {}", path, reason)
-            return report
+        self.stats.syncing = True
+        self._last_memory_report = None
+        self._last_memory_error = None
+        try:
+            report = await self.uploader.drain_once(
+                target, memory_step=memory_step, files_retry_at=retry_at, extras_hook=extras
+            )
+        finally:
+            self.stats.syncing = False
+        if report is None:
+            return None
+        report.memories = self._last_memory_report
+        report.memory_error = self._last_memory_error
+        if target is not None and target.name == "cloud":
+            if report.error:
+                self.cloud_breaker.record_failure(report.error, permanent=report.permanent)
+            elif report.upload_id:
+                self.cloud_breaker.record_success()
+        self.last_report = report
+        if report.error and not report.waiting:
+            logger.error("upload to {} failed: {}", report.target, report.error)
+        for path, reason in report.skipped.items():
+            logger.warning("skipped {}: {}", path, reason)
+        return report
 
     def _memory_step(self, route: str) -> MemoryStep:
         async def step(snapshot_db: Path) -> float | None:
@@ -411,22 +418,30 @@ class Daemon:
         ]
 
     async def drain_until_empty(
-        self, *, retry_now: bool = True, method: str | None = None
+        self,
+        *,
+        retry_now: bool = True,
+        method: str | None = None,
+        enable_fallback: bool | None = None,
     ) -> tuple[bool, list[PassReport]]:
-        """Drain now (``sync --wait``, ``run --once``): (every pass ok, reports)."""
-        await self.flush_debouncer()
-        if retry_now:
-            await self.state.transaction(
-                lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
-            )
-        reports: list[PassReport] = []
-        while True:
-            report = await self.drain_pass(method)
-            if report is None:
-                break
-            reports.append(report)
-            if report.error or report.retrying or report.memory_error:
-                break
+        """Drain now (``sync --wait``, ``run --once``): (every pass ok, reports).
+
+        Holds the pass lock throughout, so the background loop cannot take these changes
+        away from the caller that asked for them."""
+        async with self._pass_lock:
+            await self.flush_debouncer()
+            if retry_now:
+                await self.state.transaction(
+                    lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
+                )
+            reports: list[PassReport] = []
+            while True:
+                report = await self._drain_pass_locked(method, enable_fallback)
+                if report is None:
+                    break
+                reports.append(report)
+                if report.error or report.retrying or report.memory_error:
+                    break
         return all(r.ok for r in reports), reports
 
     async def _drain_loop(self) -> None:
@@ -576,8 +591,11 @@ class Daemon:
             method = request.get("method")
             if method not in (None, "auto", "cloud", "http"):
                 raise ValueError("method must be auto, cloud or http")
+            fallback = request.get("enable_fallback")
+            if fallback is not None and not isinstance(fallback, bool):
+                raise ValueError("enable_fallback must be true or false")
             if request.get("wait"):
-                ok, reports = await self.drain_until_empty(method=method)
+                ok, reports = await self.drain_until_empty(method=method, enable_fallback=fallback)
                 return {
                     "ok_drain": ok,
                     "passes": [r.as_dict() for r in reports],
