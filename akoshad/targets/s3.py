@@ -194,6 +194,7 @@ class S3Target:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.own_prefix = own_prefix
+        self.verify_tls = True  # certificates are always checked for https endpoints
         self.requests = 0
         self.retries = 0
         self._stack: AsyncExitStack | None = None
@@ -250,7 +251,9 @@ class S3Target:
             stack = AsyncExitStack()
             try:
                 self._client = await stack.enter_async_context(
-                    session.client("s3", endpoint_url=self.endpoint, config=config)
+                    session.client(
+                        "s3", endpoint_url=self.endpoint, config=config, verify=self.verify_tls
+                    )
                 )
             except BaseException:
                 await stack.aclose()

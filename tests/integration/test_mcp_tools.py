@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import tempfile
@@ -82,7 +83,7 @@ async def test_sync_and_status_against_a_daemon(tmp_path: Path) -> None:
         idle = await _call(cfg, env, "sync_to_akosha", {"method": "auto"})
         assert idle["success"] is True and idle["upload_id"] is None  # nothing to do
         (tmp_path / "store" / "akosha_sync_state.json").write_text('{"from": "the tool"}')
-        time.sleep(0.5)  # let the watcher see it (the debouncer holds it for 60 s)
+        await asyncio.sleep(0.5)  # let the watcher see it (the debouncer holds it 60 s)
         result = await _call(cfg, env, "sync_to_akosha", {"method": "auto"})
         assert result["success"] is True and result["method"] == "local", result
         assert result["files_uploaded"] == ["akosha_sync_state.json"]
