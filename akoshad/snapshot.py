@@ -28,6 +28,8 @@ from akoshad.fileio import copy_data, read_chunks, write_sparse
 from akoshad.storefiles import detect_kind
 
 STABLE_ATTEMPTS = 8
+# Plain files at least this big are hashed and sent where they lie instead of copied.
+IN_PLACE_MIN_BYTES = 64 * 1024 * 1024
 BACKOFF_START = 0.05
 BACKOFF_CAP = 1.0
 
@@ -66,6 +68,12 @@ class CapturedFile:
     sha256: str
     kind: str  # duckdb | duckdb-wal | sqlite | file
     live: LiveStat
+    in_place: bool = False  # ``staged`` is the live file itself (large plain files)
+
+    def still_as_captured(self) -> bool:
+        """For an in-place capture: the live file is unchanged since it was hashed."""
+        st = stat_or_none(self.staged)
+        return st is not None and LiveStat.of(st) == self.live
 
 
 @dataclass(frozen=True)
@@ -217,7 +225,29 @@ class Snapshotter:
             return Skipped(rel, f"capture failed: {exc.strerror or exc}", retry=True)
 
     # ---- plain files ---------------------------------------------------------------
+    def _capture_in_place(self, rel: str, live: Path) -> CaptureResult:
+        """Hash a large plain file where it lies; the upload reads it from there and checks
+        afterwards that it did not change (no second copy of a big file on disk)."""
+        for attempt in range(self.attempts):
+            before = live.stat()
+            try:
+                size, sha = hash_file(live)
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError | PermissionError):
+                    raise
+                raise SnapshotError(f"read failed: {exc.strerror or exc}", retry=True) from None
+            after = stat_or_none(live)
+            if after is None:
+                return Vanished(rel)
+            if LiveStat.of(before) == LiveStat.of(after) and size == after.st_size:
+                captured = CapturedFile(rel, live, size, sha, "file", LiveStat.of(before), True)
+                return Captured(rel, (captured,))
+            self.sleep(_backoff(attempt))
+        raise SnapshotError(f"kept changing during {self.attempts} reads", retry=True)
+
     def _capture_stable(self, rel: str, live: Path) -> CaptureResult:
+        if live.stat().st_size >= IN_PLACE_MIN_BYTES and not live.is_symlink():
+            return self._capture_in_place(rel, live)
         staged = self._stage_path(rel)
         for attempt in range(self.attempts):
             before = live.stat()

@@ -33,7 +33,14 @@ from akoshad.layout import (
     object_name,
     upload_prefix,
 )
-from akoshad.snapshot import Captured, CaptureResult, Skipped, Snapshotter, Vanished
+from akoshad.snapshot import (
+    Captured,
+    CapturedFile,
+    CaptureResult,
+    Skipped,
+    Snapshotter,
+    Vanished,
+)
 from akoshad.state import LedgerEntry, QueueItem, StateDB
 from akoshad.stats import Stats
 from akoshad.targets.base import Compression, Target
@@ -342,6 +349,7 @@ class Uploader:
         taken: set[str] = set()
         final_rows: list[LedgerEntry] = []  # ledger rows for this pass's captures
         to_send: list[tuple[LedgerEntry, Path]] = []
+        in_place: dict[str, CapturedFile] = {}
         for cap in captured:
             for f in cap.files:
                 prev = ledger.get(f.path)
@@ -372,6 +380,8 @@ class Uploader:
                     upload_id=upload_id,
                 )
                 to_send.append((row, f.staged))
+                if f.in_place:
+                    in_place[f.path] = f
 
         if not changed_groups:
             # nothing changed (at most new skips of files never uploaded): refresh the stat
@@ -406,6 +416,9 @@ class Uploader:
         report.upload_id = upload_id
         try:
             sent_rows = await self._send_objects(target, to_send, report)
+            for path, captured_file in in_place.items():
+                if not await asyncio.to_thread(captured_file.still_as_captured):
+                    raise TransientError(f"{path} changed while it was being uploaded")
             for extra in extras:
                 report.bytes_sent += await target.put_bytes(
                     own_prefix + extra.name, extra.data, extra.content_type
