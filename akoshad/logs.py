@@ -1,8 +1,9 @@
 """Logging with loguru: journald-friendly under systemd, text or JSON elsewhere.
 
-Registered secrets are replaced by ``**********`` in every record. The stdlib loggers of
-botocore, aiobotocore, aiohttp and friends are routed into loguru at WARNING. Repeated
-identical errors are rate-limited, with a "recovered" line when they stop.
+Registered secrets are replaced by ``**********`` in every record (message, extra values,
+exception text). The stdlib loggers of botocore, aiobotocore, aiohttp and friends are routed
+into loguru at WARNING. Repeated identical errors are rate-limited, with a "recovered" line
+when they stop.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -42,111 +45,165 @@ ROUTED = (
     "asyncio",
     "watchfiles",
 )
+TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss} {level:<7} {message}"
+LOG_FILE_ROTATION = "10 MB"
+LOG_FILE_RETENTION = 5
 _secrets: set[str] = set()
 
 
 def register_secret(value: str | None) -> None:
-    """Never let ``value`` reach a log line (short values are ignored as too ambiguous)."""
+    """Never let ``value`` reach a log line (values shorter than 4 are too ambiguous)."""
     if value and len(value) >= 4:
         _secrets.add(value)
 
 
 def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``**********``."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
 
 
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    text = str(value)  # any other object: its text, if that would show a secret
+    return redact(text) if redact(text) != text else value
+
+
 def _patch(record: Record) -> None:
-    record["message"] = redact(record["message"])
-    if record["exception"] is not None:
+    """Redact the message, the extra values and the exception text. Never raises."""
+    if not _secrets:
+        return
+    try:
+        record["message"] = redact(record["message"])
+        for key, value in list(record["extra"].items()):
+            record["extra"][key] = _redact_value(value)
         exc = record["exception"]
-        if exc.value is not None:
-            text = str(exc.value)
-            if redact(text) != text:  # keep the type, lose the secret
-                record["exception"] = exc._replace(value=type(exc.value)(redact(text)))
-    for key, value in list(record["extra"].items()):
-        if isinstance(value, str):
-            record["extra"][key] = redact(value)
+        if exc is not None and exc.type is not None:
+            text = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
+            if redact(text) != text:
+                # Exceptions cannot be rebuilt safely (constructors vary): log the redacted
+                # traceback as text instead, chained causes included.
+                record["message"] += "\n" + redact(text).rstrip("\n")
+                record["exception"] = None
+    except Exception:  # a patcher that raises would break the caller's log call
+        record["message"] = REDACTED + " (log record could not be redacted)"
+        record["extra"].clear()
+        record["exception"] = None
 
 
 class InterceptHandler(logging.Handler):
-    """Sends stdlib logging records into loguru."""
+    """Sends stdlib logging records into loguru, prefixed with the stdlib logger's name."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
+        frame: FrameType | None = logging.currentframe()
+        depth = 0  # find the caller outside the logging package, for loguru's record
+        while frame is not None and (depth == 0 or frame.f_code.co_filename == logging.__file__):
+            frame, depth = frame.f_back, depth + 1
+        message = f"{record.name}: {record.getMessage()}"
+        logger.opt(depth=depth, exception=record.exc_info).log(level, "{}", message)
 
 
-def _journald_format(record: Record) -> str:
-    priority = SYSLOG_PRIORITY.get(record["level"].name, 6)
-    return f"\\<{priority}>{{message}}\n{{exception}}"
+def _journald_sink(stream: Any) -> Callable[[Message], None]:
+    """Every line (tracebacks included) prefixed with its ``<N>`` syslog priority."""
+
+    def sink(message: Message) -> None:
+        prefix = f"<{SYSLOG_PRIORITY.get(message.record['level'].name, 6)}>"
+        text = redact(str(message)).rstrip("\n")
+        stream.write("".join(f"{prefix}{line}\n" for line in text.split("\n")))
+        stream.flush()
+
+    return sink
+
+
+def _text_sink(stream: Any) -> Callable[[Message], None]:
+    def sink(message: Message) -> None:
+        stream.write(redact(str(message)))
+        stream.flush()
+
+    return sink
 
 
 def _json_sink(stream: Any) -> Callable[[Message], None]:
+    """One JSON object per line: ``time``, ``level``, ``message``, then the extra values."""
+
     def sink(message: Message) -> None:
         r = message.record
-        line = {
+        line: dict[str, Any] = {
             "time": r["time"].isoformat(),
             "level": r["level"].name,
             "message": r["message"],
-            **{k: v for k, v in r["extra"].items() if isinstance(v, str | int | float | bool)},
         }
+        for key, value in r["extra"].items():
+            line.setdefault(key, value)
         if r["exception"] is not None and r["exception"].type is not None:
-            line["exception"] = f"{r['exception'].type.__name__}: {r['exception'].value}"
-        stream.write(json.dumps(line) + "\n")
+            exc = r["exception"]
+            line["exception"] = "".join(
+                traceback.format_exception(exc.type, exc.value, exc.traceback)
+            ).rstrip("\n")
+        stream.write(redact(json.dumps(line, default=str)) + "\n")
         stream.flush()
 
     return sink
 
 
 def setup_logging(settings: Settings, *, environ: Mapping[str, str], stream: Any = None) -> None:
-    """Configure loguru once for the process (idempotent: replaces earlier sinks).
-    ``stream`` defaults to standard error."""
+    """Configure loguru for the process; calling it again (a reload) replaces the sinks.
+
+    Journald lines when ``JOURNAL_STREAM`` or ``INVOCATION_ID`` is set, else ``log_format``
+    (text or JSON) on ``stream`` (standard error by default); plus ``log_file`` when set.
+    """
     out = sys.stderr if stream is None else stream
     secret = settings.cloud_sync.secret_access_key
     register_secret(secret.get_secret_value() if secret is not None else None)
     logger.remove()
     logger.configure(patcher=_patch)
     level = settings.log_level
+    common: dict[str, Any] = {"level": level, "backtrace": False, "diagnose": False}
     if environ.get("JOURNAL_STREAM") or environ.get("INVOCATION_ID"):
-        logger.add(out, level=level, format=_journald_format, backtrace=False, diagnose=False)
+        logger.add(_journald_sink(out), format="{message}", **common)  # + traceback
     elif settings.log_format == "json":
-        logger.add(
-            _json_sink(out), level=level, format="{message}", backtrace=False, diagnose=False
-        )
+        logger.add(_json_sink(out), format="{message}", **common)
     else:
-        logger.add(
-            out,
-            level=level,
-            backtrace=False,
-            diagnose=False,
-            format="{time:YYYY-MM-DD HH:mm:ss} {level:<7} {message}",
-        )
+        logger.add(_text_sink(out), format=TEXT_FORMAT, **common)
     if settings.log_file is not None:
         settings.log_file.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(
-            settings.log_file,
-            level=level,
-            rotation="10 MB",
-            retention=5,
-            backtrace=False,
-            diagnose=False,
-            enqueue=False,
-            serialize=settings.log_format == "json",
-        )
+        if settings.log_format == "json":
+            logger.add(
+                settings.log_file,
+                rotation=LOG_FILE_ROTATION,
+                retention=LOG_FILE_RETENTION,
+                serialize=True,
+                **common,
+            )
+        else:
+            logger.add(
+                settings.log_file,
+                rotation=LOG_FILE_ROTATION,
+                retention=LOG_FILE_RETENTION,
+                format=TEXT_FORMAT,
+                **common,
+            )
     logging.basicConfig(handlers=[InterceptHandler()], level=logging.WARNING, force=True)
     for name in ROUTED:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class RateLimitedLog:
-    """Logs the first of a run of identical errors, then a summary per ``interval``, and a
-    "recovered" line once the condition clears."""
+    """Logs the first of a run of identical errors, then at most one line per ``interval``
+    with a "(repeated N times)" count, and one "recovered" line once the condition clears."""
 
     def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
@@ -154,25 +211,26 @@ class RateLimitedLog:
         self._state: dict[str, tuple[float, int]] = {}  # key -> (last logged, suppressed)
 
     def error(self, key: str, message: str, *args: Any) -> bool:
-        """Log unless the same key was logged within the interval. True when logged."""
+        """Log unless ``key`` was logged within the interval. True when logged."""
         now = self.clock()
         last = self._state.get(key)
         if last is None:
             self._state[key] = (now, 0)
-            logger.error(message, *args)
+            logger.opt(depth=1).error(message, *args)
             return True
         logged_at, suppressed = last
         if now - logged_at >= self.interval:
-            suffix = f" (repeated {suppressed} more time(s))" if suppressed else ""
-            logger.error(message + suffix, *args)
+            if suppressed:
+                message = f"{message} (repeated {suppressed} times)"
+            logger.opt(depth=1).error(message, *args)
             self._state[key] = (now, 0)
             return True
         self._state[key] = (logged_at, suppressed + 1)
         return False
 
     def ok(self, key: str, message: str, *args: Any) -> bool:
-        """The condition behind ``key`` cleared: one INFO line if errors were logged."""
+        """The condition behind ``key`` cleared: one INFO line, only if errors were logged."""
         if self._state.pop(key, None) is None:
             return False
-        logger.info(message, *args)
+        logger.opt(depth=1).info(message, *args)
         return True

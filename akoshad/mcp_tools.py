@@ -1,113 +1,254 @@
 """``akoshad mcp``: the assistant's two tools, served over stdio, backed by the daemon.
 
 ``sync_to_akosha(method, enable_fallback)`` asks the running daemon to drain now and
-returns what happened; ``akosha_sync_status()`` returns the daemon's status. Both answer
-with a structured error (never a hang) when no daemon runs. The MCP SDK is an optional
-extra (``pip install 'akoshad[mcp]'``) so the daemon itself stays light. Logs go to stderr:
-stdout is the MCP channel.
+returns what happened; ``akosha_sync_status()`` returns the daemon's status. Neither ever
+hangs: with no daemon both answer ``{"success": false, "error": "daemon_not_running", ...}``
+at once. The MCP SDK (v1 ``FastMCP`` or v2 ``MCPServer``) is an optional extra
+(``pip install 'akoshad[mcp]'``) so the daemon itself stays light. stdout is the MCP
+channel: logs go to stderr only.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
+import os
 import sys
 import time
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from loguru import logger
 
 from akoshad.config import Settings
 from akoshad.control import ControlRequestError, request
 from akoshad.errors import AkoshadError, DaemonNotRunning
 
-STATUS_TIMEOUT = 1.5
+SDK_MISSING = "akoshad mcp needs the MCP SDK: pip install 'akoshad[mcp]'"
+PING_TIMEOUT = 1.5  # a live daemon answers `status` at once; a missing one fails at once
+SYNC_TIMEOUTS = 4  # a forced drain may take this many upload_timeout_seconds
+
+SYNC_DESCRIPTION = (
+    "Upload what changed in the session-buddy memory store now and wait for it. The "
+    "akoshad daemon already syncs by itself a few seconds after every write; this forces "
+    "it. method: auto (the configured chain: S3 bucket, else the local outbox; memories "
+    "over HTTP to Akosha when configured), cloud (bucket only) or http (memories to Akosha "
+    "only). enable_fallback: allow HTTP delivery of memories when the bucket is the target."
+)
+STATUS_DESCRIPTION = (
+    "The akoshad daemon's status: state, pending changes, last upload, counters, per-target "
+    "health, and a configuration summary (no secrets)."
+)
 
 
-def not_running(settings: Settings) -> dict[str, Any]:
-    return {
-        "success": False,
-        "error": "daemon_not_running",
-        "message": (
-            f"akoshad is not running (no answer on {settings.socket_path}); start it with "
-            "`akoshad service install` or `akoshad run`"
-        ),
-    }
+class ToolFailure(Exception):
+    """Ends a tool call early with a structured error result."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.result: dict[str, Any] = {"success": False, "error": code, "message": message}
+
+
+def not_running(settings: Settings) -> ToolFailure:
+    return ToolFailure(
+        "daemon_not_running",
+        f"akoshad is not running (no answer on {settings.socket_path}); start it with "
+        "`akoshad service install` or `akoshad run`",
+    )
+
+
+async def ask(
+    settings: Settings, payload: dict[str, Any], seconds: float, on_timeout: ToolFailure
+) -> dict[str, Any]:
+    """One control request under a hard deadline, every failure mapped to ``ToolFailure``."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await request(settings.socket_path, payload, seconds + 1)
+    except TimeoutError:
+        raise on_timeout from None
+    except DaemonNotRunning:
+        raise not_running(settings) from None
+    except ControlRequestError as exc:
+        raise ToolFailure(f"{payload['cmd']}_failed", str(exc)) from None
+    except AkoshadError as exc:  # e.g. permission denied on the socket
+        raise ToolFailure("daemon_unreachable", str(exc)) from None
+
+
+def _safe_url(url: str | None) -> str | None:
+    """``url`` without user info or query (where tokens hide)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
 
 
 def config_summary(settings: Settings) -> dict[str, Any]:
-    """What the assistant may see of the configuration (never the secret)."""
-    cs = settings.cloud_sync
+    """What the assistant may see of the configuration (never a secret)."""
+    data = settings.redacted()
+    cs = data["cloud_sync"]
+    bucket = cs.get("cloud_bucket")
     return {
-        "data_dir": str(settings.data_dir),
-        "target": f"s3://{cs.cloud_bucket}" if cs.cloud_bucket else str(settings.local_target_dir),
-        "cloud_endpoint": cs.cloud_endpoint,
-        "akosha_url": settings.akosha_url,
-        "system_id": cs.system_id,
-        "force_method": cs.force_method,
-        "enable_fallback": cs.enable_fallback,
+        "data_dir": data["data_dir"],
+        "target": f"s3://{bucket}" if bucket else data["local_target_dir"],
+        "cloud_endpoint": _safe_url(cs.get("cloud_endpoint")),
+        "akosha_url": _safe_url(data.get("akosha_url")),
+        "system_id": cs.get("system_id"),
+        "force_method": cs.get("force_method"),
+        "enable_fallback": cs.get("enable_fallback"),
+        "socket_path": data.get("socket_path"),
     }
 
 
-def sync_result(reply: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """The seed's result shape, from the daemon's ``sync --wait`` reply."""
-    passes = reply.get("passes") or []
+def sync_result(reply: dict[str, Any], seconds: float, requested: str = "auto") -> dict[str, Any]:
+    """The seed's result shape, from the daemon's ``sync --wait`` reply.
+
+    ``method`` is where the files went (``cloud`` or ``local``), ``http`` when only
+    memories were delivered, None when nothing had changed. A pass whose files wait for
+    the cloud is not an error when memories went over HTTP instead (or http was asked).
+    """
+    passes = [p for p in reply.get("passes") or [] if isinstance(p, dict)]
     uploads = [p for p in passes if p.get("upload_id") and not p.get("error")]
-    files = [f for p in uploads for f in p.get("files_uploaded") or []]
-    memories = sum(int((p.get("memories") or {}).get("delivered", 0)) for p in passes)
-    errors = [p["error"] for p in passes if p.get("error")]
-    errors += [p["memory_error"] for p in passes if p.get("memory_error")]
-    method = uploads[-1]["target"] if uploads else (passes[-1]["target"] if passes else None)
-    if method is None and memories:
+    memories = [p["memories"] for p in passes if isinstance(p.get("memories"), dict)]
+    errors: list[str] = []
+    notes: list[str] = []
+    for p in passes:
+        target, error, memory_error = p.get("target"), p.get("error"), p.get("memory_error")
+        if error:
+            by_http = p.get("memories") is not None and not memory_error
+            if target == "wait" and (requested == "http" or by_http):
+                notes.append(f"file snapshots stay queued for the cloud: {error}")
+            else:
+                errors.append(f"{target}: {error}")
+        if memory_error:
+            errors.append(f"http: {memory_error}")
+        errors += [f"skipped {k}: {v}" for k, v in (p.get("skipped") or {}).items()]
+        errors += [f"retrying {k}: {v}" for k, v in (p.get("retrying") or {}).items()]
+    method: str | None = None
+    if uploads:
+        method = uploads[-1]["target"]
+    elif memories and not any(p.get("memory_error") for p in passes):
         method = "http"
+    elif passes:
+        method = "cloud" if passes[-1].get("target") == "wait" else passes[-1].get("target")
+    files = [f for p in uploads for f in p.get("files_uploaded") or []]
+    delivered = sum(int(m.get("delivered") or 0) for m in memories)
+    if errors:
+        message = f"sync failed: {errors[0]}" + (
+            f" (+{len(errors) - 1} more)" if errors[1:] else ""
+        )
+    elif uploads:
+        ids = ", ".join(p["upload_id"] for p in uploads)
+        message = f"uploaded {len(files)} changed file(s) to {method} as {ids}"
+    elif delivered:
+        message = f"delivered {delivered} memories to Akosha"
+    else:
+        message = "nothing to upload: the store is unchanged since the last upload"
     return {
         "method": method,
-        "success": bool(reply.get("ok_drain", True)) and not errors,
+        "success": not errors,
         "files_uploaded": files,
         "upload_id": uploads[-1]["upload_id"] if uploads else None,
         "upload_ids": [p["upload_id"] for p in uploads],
         "bytes_sent": sum(int(p.get("bytes_sent") or 0) for p in passes),
-        "memories_delivered": memories,
-        "pending": reply.get("pending", 0),
+        "memories_delivered": delivered,
         "errors": errors,
+        "notes": notes,
+        "pending": int(reply.get("pending") or 0),
         "duration_seconds": round(seconds, 3),
+        "message": message,
     }
 
 
 async def do_sync(
     settings: Settings, method: str = "auto", enable_fallback: bool = True
 ) -> dict[str, Any]:
+    """``sync_to_akosha``: a quick ping (so a dead or wedged daemon fails fast), then the
+    drain with a generous deadline."""
     started = time.monotonic()
-    payload = {"cmd": "sync", "wait": True, "method": method, "enable_fallback": enable_fallback}
+    sock = settings.socket_path
     try:
-        reply = await request(
-            settings.socket_path, payload, float(settings.cloud_sync.upload_timeout_seconds) * 4
+        await ask(
+            settings,
+            {"cmd": "status"},
+            PING_TIMEOUT,
+            ToolFailure(
+                "daemon_not_responding",
+                f"akoshad accepted the connection on {sock} but did not answer within "
+                f"{PING_TIMEOUT:g} s; restart it (`systemctl --user restart akoshad`)",
+            ),
         )
-    except DaemonNotRunning:
-        return not_running(settings)
-    except (ControlRequestError, AkoshadError) as exc:
-        return {"success": False, "error": "sync_failed", "message": str(exc)}
-    return sync_result(reply, time.monotonic() - started)
+        seconds = float(settings.cloud_sync.upload_timeout_seconds * SYNC_TIMEOUTS)
+        payload = {
+            "cmd": "sync",
+            "wait": True,
+            "method": method,
+            "enable_fallback": enable_fallback,
+        }
+        reply = await ask(
+            settings,
+            payload,
+            seconds,
+            ToolFailure(
+                "sync_timeout",
+                f"the sync did not finish within {seconds:g} s; it goes on in the daemon "
+                "(see akosha_sync_status)",
+            ),
+        )
+    except ToolFailure as failure:
+        logger.warning("sync_to_akosha: {}", failure)
+        return failure.result
+    result = sync_result(reply, time.monotonic() - started, method)
+    logger.info("sync_to_akosha(method={}): {}", method, result["message"])
+    return result
 
 
 async def do_status(settings: Settings) -> dict[str, Any]:
+    """``akosha_sync_status``: the daemon's status plus the configuration summary."""
     try:
-        status = await request(settings.socket_path, {"cmd": "status"}, STATUS_TIMEOUT)
-    except DaemonNotRunning:
-        return not_running(settings)
-    except (ControlRequestError, AkoshadError) as exc:
-        return {"success": False, "error": "status_failed", "message": str(exc)}
-    return {**status, "config": config_summary(settings)}
+        status = await ask(
+            settings,
+            {"cmd": "status"},
+            PING_TIMEOUT,
+            ToolFailure(
+                "daemon_not_responding",
+                f"akoshad accepted the connection on {settings.socket_path} but did not answer "
+                f"within {PING_TIMEOUT:g} s; restart it (`systemctl --user restart akoshad`)",
+            ),
+        )
+    except ToolFailure as failure:
+        return failure.result
+    return {"success": True, **status, "config": config_summary(settings)}
+
+
+def _server_class() -> Any:
+    """The SDK's high-level server: ``MCPServer`` (mcp 2.x) or ``FastMCP`` (mcp 1.x)."""
+    try:
+        return importlib.import_module("mcp.server.mcpserver").MCPServer
+    except ImportError:
+        return importlib.import_module("mcp.server.fastmcp").FastMCP
 
 
 def build_server(settings: Settings) -> Any:
-    from mcp.server.mcpserver import MCPServer
+    """The MCP server with exactly the two tools. Raises ImportError without the SDK."""
+    server_class = _server_class()
+    from mcp.types import ToolAnnotations
 
-    server: Any = MCPServer("akoshad", instructions="Sync the memory store to Akosha.")
+    server: Any = server_class("akoshad", instructions="Sync the memory store to Akosha.")
 
     @server.tool(  # type: ignore[untyped-decorator]
         name="sync_to_akosha",
-        description=(
-            "Upload what changed in the memory store now (the akoshad daemon does this by "
-            "itself after every write; this forces it and waits). method: auto (cloud, with "
-            "HTTP for memories), cloud or http."
+        description=SYNC_DESCRIPTION,
+        annotations=ToolAnnotations.model_validate(
+            {
+                "title": "Sync to Akosha",
+                "readOnlyHint": False,
+                "destructiveHint": False,
+                "idempotentHint": True,
+                "openWorldHint": True,
+            }
         ),
     )
     async def sync_to_akosha(
@@ -117,7 +258,10 @@ def build_server(settings: Settings) -> Any:
 
     @server.tool(  # type: ignore[untyped-decorator]
         name="akosha_sync_status",
-        description="The akoshad daemon's status: queue, last upload, per-target health.",
+        description=STATUS_DESCRIPTION,
+        annotations=ToolAnnotations.model_validate(
+            {"title": "Akosha sync status", "readOnlyHint": True, "openWorldHint": False}
+        ),
     )
     async def akosha_sync_status() -> dict[str, Any]:
         return await do_status(settings)
@@ -126,10 +270,14 @@ def build_server(settings: Settings) -> Any:
 
 
 def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the tools over stdio until the client closes the connection."""
     try:
         server = build_server(settings)
     except ImportError:
-        print("akoshad mcp needs the MCP SDK: pip install 'akoshad[mcp]'", file=sys.stderr)
+        print(SDK_MISSING, file=sys.stderr)
         return 1
+    from akoshad.logs import setup_logging
+
+    setup_logging(settings.model_copy(update={"log_file": None}), environ=os.environ)
     server.run("stdio")
     return 0

@@ -1,8 +1,9 @@
 """systemd notifications (sd_notify) and the watchdog policy.
 
-Without ``NOTIFY_SOCKET`` every call is a no-op; a notifier never raises. The watchdog is
-fed only while the pipeline makes progress or has nothing to do: a wedged pipeline stops
-the pings and systemd restarts the service.
+Without ``NOTIFY_SOCKET`` every call is a no-op; a notifier never raises and never blocks
+(the datagram socket is non-blocking: a message the manager cannot take now is dropped).
+The watchdog is fed only while the pipeline makes progress or has nothing to do: a wedged
+pipeline stops the pings and systemd restarts the service.
 """
 
 from __future__ import annotations
@@ -10,65 +11,99 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 
 import sdnotify
 
 Clock = Callable[[], float]
+SENT_KEPT = 64  # the last messages sent, for tests and debugging (bounded: runs for months)
 
 
 class Notifier:
-    """READY / STATUS / WATCHDOG / RELOADING / STOPPING to the service manager."""
+    """READY / STATUS / WATCHDOG / RELOADING / STOPPING to the service manager.
+
+    ``environ`` is the process environment as handed down by the caller (this module never
+    reads ``os.environ``); ``NOTIFY_SOCKET`` (a path or ``@abstract``) enables it,
+    ``WATCHDOG_USEC`` (with ``WATCHDOG_PID``, when set, naming ``pid``) sets
+    ``watchdog_interval`` to half the timeout.
+    """
 
     def __init__(self, environ: Mapping[str, str], pid: int | None = None) -> None:
         address = environ.get("NOTIFY_SOCKET") or ""
-        self.enabled = bool(address)
-        self._notifier = _SocketNotifier(address) if address else None
+        self._notifier = _SocketNotifier(address) if address.startswith(("/", "@")) else None
+        self.enabled = self._notifier is not None
         self._last_status: str | None = None
-        self.watchdog_interval = _watchdog_interval(environ, os.getpid() if pid is None else pid)
-        self.sent: list[str] = []  # what was sent, for status and tests
+        self._watchdog_interval = _watchdog_interval(environ, os.getpid() if pid is None else pid)
+        self.sent: deque[str] = deque(maxlen=SENT_KEPT)
+        self.failures = 0  # messages the manager did not take
 
-    def _send(self, message: str) -> None:
+    @property
+    def watchdog_interval(self) -> float | None:
+        """Seconds between ``WATCHDOG=1`` pings (half of ``WATCHDOG_USEC``), or None."""
+        return self._watchdog_interval
+
+    def _send(self, message: str) -> bool:
         if self._notifier is None:
-            return
-        try:
-            self._notifier.notify(message)
+            return False
+        if self._notifier.send(message):
             self.sent.append(message)
-        except Exception:
-            pass
+            return True
+        self.failures += 1
+        return False
 
     def ready(self) -> None:
+        """``READY=1``: startup (or a reload) is complete."""
         self._send("READY=1")
 
     def status(self, line: str) -> None:
-        """``STATUS=`` with one line, sent only when it changed."""
+        """``STATUS=`` with one line (whitespace folded), sent only when it changed."""
         line = " ".join(line.split())
         if line != self._last_status:
-            self._last_status = line
-            self._send(f"STATUS={line}")
+            # a line the manager did not take is sent again with the next call
+            self._last_status = line if self._send(f"STATUS={line}") else None
 
     def reloading(self) -> None:
+        """``RELOADING=1`` with the ``MONOTONIC_USEC`` systemd >= 253 expects with it."""
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self._send(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
     def stopping(self) -> None:
+        """``STOPPING=1``: shutdown has begun."""
         self._send("STOPPING=1")
 
     def watchdog(self) -> None:
+        """``WATCHDOG=1``: the caller decided (``WatchdogPolicy``) that we are healthy."""
         self._send("WATCHDOG=1")
 
 
 class _SocketNotifier(sdnotify.SystemdNotifier):  # type: ignore[misc]
-    """sdnotify's notifier on an address given to it (not read from os.environ)."""
+    """sdnotify's notifier on an address given to it (not read from ``os.environ``),
+    sending UTF-8 with ``sendto`` on a non-blocking socket: a re-executed manager that
+    re-created its socket is still reached, and a full queue never blocks the loop."""
 
     def __init__(self, address: str) -> None:
         self.debug = False
+        self.address = "\0" + address[1:] if address.startswith("@") else address
         try:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            sock.connect("\0" + address[1:] if address.startswith("@") else address)
+            sock.setblocking(False)
             self.socket: socket.socket | None = sock
         except OSError:
             self.socket = None
+
+    def send(self, state: str) -> bool:
+        """True when the datagram left; never raises."""
+        if self.socket is None:
+            return False
+        try:
+            self.socket.sendto(state.encode("utf-8", "replace"), self.address)
+        except OSError:
+            return False
+        return True
+
+    def notify(self, state: str) -> None:
+        self.send(state)
 
 
 def _watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
@@ -87,11 +122,19 @@ def _watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
 
 
 class WatchdogPolicy:
-    """Decides whether to ping: only after progress, or while there is nothing to do.
+    """Decides whether to send ``WATCHDOG=1`` (pure; the clock is injected).
 
-    The daemon reports ``observe(progress_seq, busy)`` each tick; ``should_ping`` is True
-    when ``progress_seq`` moved since the last ping, or the pipeline is idle. While busy
-    without progress for longer than ``stall_seconds`` it stays False.
+    The daemon calls ``observe(progress_seq, busy)`` every tick, where ``progress_seq`` is a
+    counter bumped whenever the pipeline moves something forward and ``busy`` says that a
+    pass is running or files are in flight. ``should_ping()`` is True when
+
+    - the pipeline is idle (nothing to do is healthy), or
+    - ``progress_seq`` moved since the last ``pinged()``, or
+    - it is busy and made progress (or became busy) less than ``stall_seconds`` ago: one
+      slow request (up to ``upload_timeout_seconds``) is not a wedge.
+
+    Busy with no progress for ``stall_seconds`` or more is ``wedged``: no pings, and systemd
+    restarts the service ``WatchdogSec`` later.
     """
 
     def __init__(self, stall_seconds: float, clock: Clock = time.monotonic) -> None:
@@ -102,22 +145,29 @@ class WatchdogPolicy:
         self._busy = False
         self._last_progress = clock()
 
-    def observe(self, progress_seq: int, busy: bool) -> None:
+    def observe(self, progress_seq: int, busy: bool, now: float | None = None) -> None:
+        """Record the pipeline's progress counter and whether it has work in hand."""
+        now = self.clock() if now is None else now
         if progress_seq != self._seq:
             self._seq = progress_seq
-            self._last_progress = self.clock()
+            self._last_progress = now
+        elif busy and not self._busy:
+            self._last_progress = now  # work just began: the stall clock starts now
         self._busy = busy
 
-    def should_ping(self) -> bool:
+    def should_ping(self, now: float | None = None) -> bool:
+        """True when ``WATCHDOG=1`` may be sent now."""
         if not self._busy:
             return True
         if self._seq != self._pinged_seq:
             return True
-        return self.clock() - self._last_progress < self.stall_seconds
+        return (self.clock() if now is None else now) - self._last_progress < self.stall_seconds
 
     def pinged(self) -> None:
+        """The ping was sent."""
         self._pinged_seq = self._seq
 
     @property
     def wedged(self) -> bool:
+        """Busy without progress for ``stall_seconds`` or more."""
         return self._busy and self.clock() - self._last_progress >= self.stall_seconds

@@ -1,15 +1,23 @@
-"""``akoshad service install|uninstall``: the systemd user unit or the launchd agent."""
+"""``akoshad service install|uninstall``: the systemd user unit or the launchd agent.
+
+The files are rendered from the templates in ``akoshad/data`` with this installation's
+executable, the user's config file and the directories the daemon writes to. The committed
+``systemd/akoshad.service`` and ``launchd/dev.akoshad.agent.plist`` are the same templates
+rendered with the defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import pwd
 import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -18,30 +26,56 @@ from akoshad.config import Settings
 UNIT_NAME = "akoshad.service"
 LABEL = "dev.akoshad.agent"
 DEFAULT_EXEC = "/usr/local/bin/akoshad"
+DEFAULT_STOP_TIMEOUT = 45  # drain_deadline_seconds (30) + margin
+STOP_MARGIN = 15
+DEFAULT_LOGDIR = "~/Library/Logs/akoshad"
+DEFAULT_MAC_PATH = ("/usr/local/bin", "/opt/homebrew/bin", "/usr/bin", "/bin")
+# systemd syntax: "-" = optional (a missing path does not fail the unit), %h home, %t runtime
+DEFAULT_WRITABLE = (
+    "-%h/.local/state/akoshad",
+    "-%h/.local/share/akoshad",
+    "-%h/.claude/data",
+    "%t",
+)
+DEFAULT_CREATE = ("%h/.local/state/akoshad", "%h/.local/share/akoshad")
 
 
 def _template(name: str) -> str:
     return resources.files("akoshad").joinpath("data", name).read_text(encoding="utf-8")
 
 
-def render_unit(executable: str, config: str | None = None) -> str:
-    """The systemd user unit for this executable (and config file, when given)."""
-    arg = f" --config {shlex.quote(config)}" if config else ""
-    return (
-        _template("akoshad.service.in").replace("@EXEC@", executable).replace("@CONFIG_ARG@", arg)
-    )
+def _argv(executable: str | Sequence[str]) -> list[str]:
+    return [executable] if isinstance(executable, str) else list(executable)
 
 
-def render_plist(executable: str, config: str | None = None, logdir: str = "~") -> str:
-    """The launchd agent plist for this executable (and config file, when given)."""
-    extra = ""
-    if config:
-        extra = f"\n        <string>--config</string>\n        <string>{_xml(config)}</string>"
+def _sd_word(word: str, exec_line: bool = False) -> str:
+    """One word in systemd unit syntax: specifiers (and ``$`` on Exec lines) escaped,
+    quoted when it holds whitespace, quotes or backslashes."""
+    word = word.replace("%", "%%")
+    if exec_line:
+        word = word.replace("$", "$$")
+    if not word or any(c.isspace() or c in "\"'\\;" for c in word):
+        word = '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return word
+
+
+def render_unit(
+    executable: str | Sequence[str],
+    config: str | None = None,
+    *,
+    writable: Sequence[str] = DEFAULT_WRITABLE,
+    create: Sequence[str] = DEFAULT_CREATE,
+    stop_timeout: int = DEFAULT_STOP_TIMEOUT,
+) -> str:
+    """The systemd user unit. ``executable``: a path or an argv prefix (``python -m
+    akoshad``); ``writable``/``create``: paths already in unit syntax (see ``unit_paths``)."""
+    argv = [*_argv(executable), "run", *(["--config", config] if config else [])]
     return (
-        _template("akoshad.plist.in")
-        .replace("@EXEC@", _xml(executable))
-        .replace("@CONFIG_PLIST@", extra)
-        .replace("@LOGDIR@", _xml(logdir))
+        _template("akoshad.service.in")
+        .replace("@EXEC_START@", " ".join(_sd_word(w, exec_line=True) for w in argv))
+        .replace("@MKDIR_PATHS@", " ".join(create))
+        .replace("@RW_PATHS@", " ".join(writable))
+        .replace("@TIMEOUT_STOP@", str(stop_timeout))
     )
 
 
@@ -49,60 +83,148 @@ def _xml(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def render_plist(
+    executable: str | Sequence[str],
+    config: str | None = None,
+    logdir: str = DEFAULT_LOGDIR,
+    *,
+    exit_timeout: int = DEFAULT_STOP_TIMEOUT,
+) -> str:
+    """The launchd agent plist (``logdir`` receives ``akoshad.log``)."""
+    argv = [*_argv(executable), "run", *(["--config", config] if config else [])]
+    path = list(DEFAULT_MAC_PATH)
+    bindir = str(Path(argv[0]).parent)
+    if bindir not in path:
+        path.insert(0, bindir)
+    return (
+        _template("akoshad.plist.in")
+        .replace(
+            "@PROGRAM_ARGUMENTS@", "\n".join(f"        <string>{_xml(a)}</string>" for a in argv)
+        )
+        .replace("@EXIT_TIMEOUT@", str(exit_timeout))
+        .replace("@LOGDIR@", _xml(logdir))
+        .replace("@PATH@", _xml(":".join(path)))
+    )
+
+
+def _unit_path(path: Path, home: Path) -> str:
+    """``path`` in unit syntax, relative to ``%h`` when under the home directory."""
+    try:
+        rel = path.relative_to(home)
+    except ValueError:
+        return _sd_word(str(path))
+    return "%h" if not rel.parts else "%h/" + _sd_word(rel.as_posix())
+
+
+def unit_paths(
+    settings: Settings, home: Path, runtime_dir: str | None
+) -> tuple[list[str], list[str]]:
+    """(ReadWritePaths, directories created before start) for these settings."""
+    created: list[Path] = [settings.state_dir, settings.local_target_dir]
+    socket_dir = settings.socket_path.parent
+    if not runtime_dir or socket_dir != Path(runtime_dir):
+        created.append(socket_dir)
+    if settings.log_file is not None:
+        created.append(settings.log_file.parent)
+    mine: list[Path] = []
+    for p in created:  # drop a path inside one already listed
+        if not any(p == q or p.is_relative_to(q) for q in mine):
+            mine = [q for q in mine if not q.is_relative_to(p)] + [p]
+    writable = ["-" + _unit_path(p, home) for p in mine]
+    if not any(settings.data_dir.is_relative_to(q) for q in mine):
+        writable.append("-" + _unit_path(settings.data_dir, home))
+    writable.append("%t")
+    return writable, [_unit_path(p, home) for p in mine]
+
+
 @dataclass(frozen=True)
 class Plan:
     """What install/uninstall writes and runs."""
 
+    kind: str
     path: Path
     content: str
     enable: list[list[str]]
-    disable: list[list[str]]
+    disable: list[list[str]]  # run while the file still exists (uninstall --enable)
+    after_remove: list[list[str]]
+    dirs: list[Path] = field(default_factory=list)  # created by install besides path's own
+    links: list[Path] = field(default_factory=list)  # what ``disable`` removes
+
+
+def _home(environ: Mapping[str, str]) -> Path:
+    home = environ.get("HOME")
+    return Path(home) if home else Path(pwd.getpwuid(os.getuid()).pw_dir)
 
 
 def plan_for(
     platform: str,
     environ: Mapping[str, str],
-    executable: str,
+    executable: str | Sequence[str],
     config: str | None,
     uid: int,
+    settings: Settings | None = None,
 ) -> Plan:
-    home = Path(environ.get("HOME") or os.path.expanduser("~"))
+    """The file, its content and the commands for ``platform`` (``linux``/``darwin``)."""
+    home = _home(environ)
+    stop = DEFAULT_STOP_TIMEOUT
+    if settings is not None:
+        stop = max(DEFAULT_STOP_TIMEOUT, math.ceil(settings.drain_deadline_seconds) + STOP_MARGIN)
     if platform == "darwin":
         path = home / "Library" / "LaunchAgents" / f"{LABEL}.plist"
-        logdir = str(home / "Library" / "Logs" / "akoshad")
+        logdir = home / "Library" / "Logs" / "akoshad"
         return Plan(
+            "launchd agent",
             path,
-            render_plist(executable, config, logdir),
+            render_plist(executable, config, str(logdir), exit_timeout=stop),
             enable=[
                 ["launchctl", "bootstrap", f"gui/{uid}", str(path)],
                 ["launchctl", "enable", f"gui/{uid}/{LABEL}"],
             ],
             disable=[["launchctl", "bootout", f"gui/{uid}/{LABEL}"]],
+            after_remove=[],
+            dirs=[logdir],  # launchd does not create the log file's directory
         )
     config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    path = config_home / "systemd" / "user" / UNIT_NAME
+    unit_dir = config_home / "systemd" / "user"
+    if settings is None:
+        writable, create = list(DEFAULT_WRITABLE), list(DEFAULT_CREATE)
+    else:
+        writable, create = unit_paths(settings, home, environ.get("XDG_RUNTIME_DIR"))
     return Plan(
-        path,
-        render_unit(executable, config),
+        "systemd user unit",
+        unit_dir / UNIT_NAME,
+        render_unit(executable, config, writable=writable, create=create, stop_timeout=stop),
         enable=[
             ["systemctl", "--user", "daemon-reload"],
             ["systemctl", "--user", "enable", "--now", UNIT_NAME],
         ],
-        disable=[
-            ["systemctl", "--user", "disable", "--now", UNIT_NAME],
-            ["systemctl", "--user", "daemon-reload"],
-        ],
+        disable=[["systemctl", "--user", "disable", "--now", UNIT_NAME]],
+        after_remove=[["systemctl", "--user", "daemon-reload"]],
+        links=[unit_dir / "default.target.wants" / UNIT_NAME],
     )
 
 
-def this_executable(prefix: str | None) -> str:
-    """The real path of this installation's ``akoshad`` (or ``--prefix/bin/akoshad``)."""
+def this_executable(prefix: str | None, environ: Mapping[str, str]) -> list[str]:
+    """This installation's ``akoshad``: ``--prefix``/bin/akoshad, the script beside this
+    interpreter (a venv or pipx install), the one on PATH, else ``python -m akoshad``."""
     if prefix:
-        return str(Path(prefix) / "bin" / "akoshad")
-    found = shutil.which("akoshad")
+        return [os.path.abspath(os.path.join(prefix, "bin", "akoshad"))]
+    beside = Path(sys.executable).parent / "akoshad"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    found = shutil.which("akoshad", path=environ.get("PATH") or os.defpath)
     if found:
-        return str(Path(found).resolve())
-    return f"{sys.executable} -m akoshad"
+        return [str(Path(found).resolve())]
+    return [sys.executable, "-m", "akoshad"]
+
+
+def _config_arg(given: str | None, environ: Mapping[str, str]) -> str | None:
+    raw = given or environ.get("AKOSHAD_CONFIG")
+    if not raw:
+        return None
+    if raw == "~" or raw.startswith("~/"):
+        raw = str(_home(environ)) + raw[1:]
+    return os.path.abspath(raw)
 
 
 def _show(cmds: list[list[str]]) -> str:
@@ -116,42 +238,84 @@ def cmd_service(
     platform: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> int:
-    env = dict(os.environ if environ is None else environ)
+    """``service install|uninstall [--dry-run] [--enable] [--prefix P]``; exit code."""
+    # the CLI passes no environment: this entry point then takes the process's own
+    env: Mapping[str, str] = dict(os.environ) if environ is None else environ
     plat = platform or sys.platform
-    config = str(Path(args.config).expanduser().resolve()) if args.config else None
-    plan = plan_for(plat, env, this_executable(args.prefix), config, os.getuid())
-    kind = "launchd agent" if plat == "darwin" else "systemd user unit"
+    if plat != "darwin" and not plat.startswith("linux"):
+        print(f"akoshad: service: unsupported platform {plat!r} (linux or darwin)", file=sys.stderr)
+        return 1
+    config = _config_arg(getattr(args, "config", None), env)
+    executable = this_executable(getattr(args, "prefix", None), env)
+    plan = plan_for(plat, env, executable, config, os.getuid(), settings)
+    dry = bool(getattr(args, "dry_run", False))
+    run = bool(getattr(args, "enable", False))
     if args.action == "install":
-        if args.dry_run:
-            print(f"# would write the {kind} {plan.path}:")
-            print(plan.content.rstrip())
-            print(f"# then enable it with:\n{_show(plan.enable)}")
-            return 0
-        plan.path.parent.mkdir(parents=True, exist_ok=True)
-        plan.path.write_text(plan.content, encoding="utf-8")
-        os.chmod(plan.path, 0o644)
-        print(f"wrote the {kind} {plan.path}")
-        return _run_or_print(plan.enable, args.enable, "enable it with")
-    if args.dry_run:
-        print(f"# would disable and remove {plan.path}:\n{_show(plan.disable)}")
+        return _install(plan, dry, run, env)
+    return _uninstall(plan, dry, run)
+
+
+def _install(plan: Plan, dry: bool, run: bool, env: Mapping[str, str]) -> int:
+    ignored = sorted(k for k in env if k.startswith("AKOSHAD_") and k != "AKOSHAD_CONFIG")
+    if dry:
+        print(f"# dry run, nothing changed: would write the {plan.kind} {plan.path} (0644):")
+        print(plan.content.rstrip("\n"))
+        for d in plan.dirs:
+            print(f"# would create {d}")
+        print(f"# then run:\n{_show(plan.enable)}")
+    else:
+        for d in [plan.path.parent, *plan.dirs]:
+            d.mkdir(parents=True, exist_ok=True)
+        tmp = plan.path.with_name(plan.path.name + ".tmp")
+        tmp.write_text(plan.content, encoding="utf-8")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, plan.path)
+        print(f"wrote the {plan.kind} {plan.path}")
+    if ignored:
+        print(f"# note: the service will not see {', '.join(ignored)}: put them in the config file")
+    if dry:
         return 0
-    code = _run_or_print(plan.disable, args.enable, "disable it with")
+    return _run_or_print(plan.enable, run, "enable and start it with")
+
+
+def _uninstall(plan: Plan, dry: bool, run: bool) -> int:
+    if dry:
+        print(f"# dry run, nothing changed: would run\n{_show(plan.disable)}")
+        print(f"# remove {plan.path}")
+        if plan.after_remove:
+            print(_show(plan.after_remove))
+        return 0
+    code = _run_or_print(plan.disable, True, "") if run else 0
+    for link in plan.links:  # what `disable` removes, so nothing dangles
+        if link.is_symlink():
+            link.unlink()
+    existed = plan.path.exists()
     plan.path.unlink(missing_ok=True)
-    print(f"removed {plan.path}")
-    return code
+    print(f"removed {plan.path}" if existed else f"{plan.path} was not installed")
+    if run:
+        return _run_or_print(plan.after_remove, True, "") or code
+    # the file is gone, so only stopping by name remains (disable needs the file)
+    stop = [c for c in plan.disable if c[0] != "systemctl"] or [
+        ["systemctl", "--user", "stop", UNIT_NAME]
+    ]
+    return _run_or_print(stop + plan.after_remove, False, "stop it with")
 
 
 def _run_or_print(cmds: list[list[str]], run: bool, what: str) -> int:
+    """Print the commands, or run them, stopping at the first failure (one line)."""
     if not run:
         print(f"{what}:\n{_show(cmds)}")
         return 0
     for cmd in cmds:
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        try:
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            print(f"akoshad: {shlex.join(cmd)} failed: {exc}", file=sys.stderr)
+            return 1
         if res.returncode != 0:
             err = (res.stderr or res.stdout).strip().splitlines()
-            print(
-                f"akoshad: {shlex.join(cmd)} failed: {err[-1] if err else res.returncode}",
-                file=sys.stderr,
-            )
+            reason = err[-1] if err else f"exit {res.returncode}"
+            print(f"akoshad: {shlex.join(cmd)} failed: {reason}", file=sys.stderr)
             return 1
+        print(f"ran: {shlex.join(cmd)}")
     return 0

@@ -1,18 +1,29 @@
-"""`akoshad mcp` over stdio, driven by the official MCP SDK's client."""
+"""`akoshad mcp` over stdio, driven by the official MCP SDK's stdio client.
+
+The server is started as users' assistants start it (`python -m akoshad mcp --config F`);
+results are read through `model_dump(by_alias=True)` (the wire names) so the tests hold
+with mcp 1.x and 2.x alike.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
+from akoshad.mcp_tools import SDK_MISSING
+from tests.akosha_fixtures import AkoshaServer
 from tests.helpers import (
     akoshad,
     base_env,
@@ -24,89 +35,246 @@ from tests.helpers import (
 )
 from tests.storegen import make_store
 
-
-def _setup(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    make_store(tmp_path / "store")
-    sock = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "a.sock"
-    cfg = write_config(
-        tmp_path / "c.yaml",
-        data_dir=str(tmp_path / "store"),
-        state_dir=str(tmp_path / "state"),
-        local_target_dir=str(tmp_path / "outbox"),
-        socket_path=str(sock),
-        debounce_seconds=60,  # the daemon would wait: only the tool's sync uploads now
-        max_delay_seconds=120,
-        cloud_sync={
-            "system_id": "mcp",
-            "secret_access_key": "mcp-planted-secret-xyz",
-            "access_key_id": "AKIAEXAMPLE",
-        },
-    )
-    return cfg, base_env(tmp_path)
+SYSTEM = "mcp"
+SECRET = "mcp-planted-secret-xyz"
+NO_DAEMON_BUDGET = 2.0  # seconds a tool may take to say that no daemon answers
 
 
-async def _call(
-    cfg: Path, env: dict[str, str], tool: str | None, args: dict[str, Any] | None = None
-) -> Any:
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "akoshad", "mcp", "--config", str(cfg)], env=env
-    )
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-        await session.initialize()
-        if tool is None:
-            return await session.list_tools()
-        result = await session.call_tool(tool, args or {})
-        assert not result.is_error, result
-        if result.structured_content is not None:
-            return result.structured_content
-        return json.loads(result.content[0].text)
+class Rig:
+    """A store, a config (socket in a short /tmp dir) and an environment."""
+
+    def __init__(self, tmp: Path, **extra: Any) -> None:
+        self.tmp = tmp
+        self.store = make_store(tmp / "store")
+        self.outbox = tmp / "outbox"
+        self.sock = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "a.sock"
+        self.env = base_env(tmp)
+        self.stderr = tmp / "mcp-stderr.log"
+        settings: dict[str, Any] = {
+            "data_dir": str(self.store),
+            "state_dir": str(tmp / "state"),
+            "local_target_dir": str(self.outbox),
+            "socket_path": str(self.sock),
+            "debounce_seconds": 60,  # the daemon would wait: only the tool's sync uploads now
+            "max_delay_seconds": 120,
+            "cloud_sync": {
+                "system_id": SYSTEM,
+                "secret_access_key": SECRET,
+                "access_key_id": "AKIAEXAMPLE",
+            },
+        }
+        settings.update(extra)
+        self.config = write_config(tmp / "c.yaml", **settings)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return akoshad(*args, "--config", str(self.config), env=self.env)
+
+    def status(self) -> dict[str, Any]:
+        res = self.cli("status", "--json")
+        assert res.returncode == 0, res.stderr
+        return dict(json.loads(res.stdout))
+
+    def uploads(self) -> list[str]:
+        return [m["metadata"]["upload_id"] for m in manifests(self.outbox, SYSTEM)]
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[ClientSession]:
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "akoshad", "mcp", "--config", str(self.config)],
+            env=self.env,
+        )
+        with self.stderr.open("a") as errlog:
+            async with (
+                stdio_client(params, errlog=errlog) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                yield session
 
 
-async def test_tools_are_listed_with_their_schemas(tmp_path: Path) -> None:
-    cfg, env = _setup(tmp_path)
-    listed = await _call(cfg, env, None)
-    tools = {t.name: t for t in listed.tools}
-    assert set(tools) == {"sync_to_akosha", "akosha_sync_status"}
-    props = tools["sync_to_akosha"].input_schema["properties"]
-    assert props["method"]["default"] == "auto"
-    assert set(props["method"]["enum"]) == {"auto", "cloud", "http"}
-    assert props["enable_fallback"]["default"] is True
-    assert tools["akosha_sync_status"].input_schema.get("properties", {}) == {}
+async def call(session: ClientSession, tool: str, args: dict[str, Any] | None = None) -> Any:
+    """Call ``tool``; its structured result (or the JSON of its text content)."""
+    result = (await session.call_tool(tool, args or {})).model_dump(by_alias=True)
+    assert not result.get("isError"), result
+    if result.get("structuredContent") is not None:
+        return result["structuredContent"]
+    return json.loads(result["content"][0]["text"])
 
 
-async def test_sync_and_status_against_a_daemon(tmp_path: Path) -> None:
-    cfg, env = _setup(tmp_path)
-    proc = start_daemon(cfg, env, tmp_path / "d.log")
+async def timed(session: ClientSession, tool: str, args: dict[str, Any] | None = None) -> Any:
+    t0 = time.monotonic()
+    result = await call(session, tool, args)
+    return result, time.monotonic() - t0
+
+
+def running_daemon(rig: Rig) -> subprocess.Popen[bytes]:
+    """Start the daemon and wait until its startup upload is done and nothing is pending."""
+    proc = start_daemon(rig.config, rig.env, rig.tmp / "daemon.log")
     try:
-        wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 30)
-        wait_for(lambda: manifests(tmp_path / "outbox", "mcp"), 30)  # the startup upload
-        idle = await _call(cfg, env, "sync_to_akosha", {"method": "auto"})
-        assert idle["success"] is True and idle["upload_id"] is None  # nothing to do
-        (tmp_path / "store" / "akosha_sync_state.json").write_text('{"from": "the tool"}')
-        await asyncio.sleep(0.5)  # let the watcher see it (the debouncer holds it 60 s)
-        result = await _call(cfg, env, "sync_to_akosha", {"method": "auto"})
-        assert result["success"] is True and result["method"] == "local", result
-        assert result["files_uploaded"] == ["akosha_sync_state.json"]
-        uploaded = [m["metadata"]["upload_id"] for m in manifests(tmp_path / "outbox", "mcp")]
-        assert result["upload_id"] == uploaded[-1] and len(uploaded) == 2
-        status = await _call(cfg, env, "akosha_sync_status")
-        cli = json.loads(akoshad("status", "--json", "--config", str(cfg), env=env).stdout)
-        for key in ("state", "pid", "version", "data_dir", "last_upload"):
+        wait_for(lambda: rig.cli("status").returncode == 0, 30)
+        wait_for(lambda: rig.uploads() and rig.status()["pending"] == 0, 30)
+    except BaseException:
+        stop_daemon(proc)
+        raise
+    return proc
+
+
+# ---- the tool list ----------------------------------------------------------------------------
+async def test_tools_are_listed_with_their_schemas(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    async with rig.session() as session:
+        listed = (await session.list_tools()).model_dump(by_alias=True)
+    tools = {t["name"]: t for t in listed["tools"]}
+    assert set(tools) == {"sync_to_akosha", "akosha_sync_status"}
+    schema = tools["sync_to_akosha"]["inputSchema"]
+    props = schema["properties"]
+    assert set(props) == {"method", "enable_fallback"}
+    assert props["method"]["enum"] == ["auto", "cloud", "http"]
+    assert props["method"]["default"] == "auto"
+    assert props["enable_fallback"]["type"] == "boolean"
+    assert props["enable_fallback"]["default"] is True
+    assert not schema.get("required")  # both are optional
+    status_schema = tools["akosha_sync_status"]["inputSchema"]
+    assert status_schema["type"] == "object" and not status_schema.get("properties")
+    for tool in tools.values():
+        assert tool["description"]
+    assert tools["akosha_sync_status"]["annotations"]["readOnlyHint"] is True
+
+
+# ---- against a running daemon -----------------------------------------------------------------
+async def test_sync_and_status_against_a_daemon(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    proc = running_daemon(rig)
+    try:
+        before = rig.uploads()
+        assert len(before) == 1  # the startup upload
+        async with rig.session() as session:
+            idle = await call(session, "sync_to_akosha")
+            assert idle["success"] is True and idle["upload_id"] is None, idle
+            assert idle["files_uploaded"] == [] and idle["errors"] == []
+            assert rig.uploads() == before  # nothing changed: no upload
+
+            (rig.store / "akosha_sync_state.json").write_text('{"from": "the tool"}')
+            wait_for(lambda: rig.status()["pending"] >= 1, 10)  # seen, held by the debouncer
+            result, took = await timed(session, "sync_to_akosha", {"method": "auto"})
+            print(f"\nsync_to_akosha (one changed file, local target): {took:.3f} s")
+            assert result["success"] is True and result["method"] == "local", result
+            assert result["files_uploaded"] == ["akosha_sync_state.json"]
+            assert result["errors"] == [] and result["pending"] == 0
+            assert result["bytes_sent"] > 0 and result["memories_delivered"] == 0
+            assert isinstance(result["duration_seconds"], float)
+            after = rig.uploads()
+            assert len(after) == 2 and result["upload_id"] == after[-1] != before[-1]
+            assert result["upload_ids"] == [after[-1]]
+            manifest = manifests(rig.outbox, SYSTEM)[-1]
+            sent = [
+                f for f in manifest["metadata"]["files"] if f["path"] == "akosha_sync_state.json"
+            ]
+            assert sent and f"/{result['upload_id']}/" in sent[0]["key"]
+
+            status, took = await timed(session, "akosha_sync_status")
+            print(f"akosha_sync_status: {took:.3f} s")
+        cli = rig.status()
+        for key in ("state", "pid", "version", "data_dir", "last_upload", "system_id"):
             assert status[key] == cli[key], key
+        assert status["last_upload"]["upload_id"] == result["upload_id"]
         assert set(status["counters"]) == set(cli["counters"])
-        assert set(status["targets"]) == set(cli["targets"])
-        assert status["config"]["system_id"] == "mcp"
-        assert "mcp-planted-secret-xyz" not in json.dumps(status)
+        assert set(status["targets"]) == set(cli["targets"]) == {"local"}
+        assert status["success"] is True
+        assert status["config"] == {
+            "data_dir": str(rig.store),
+            "target": str(rig.outbox),
+            "cloud_endpoint": None,
+            "akosha_url": None,
+            "system_id": SYSTEM,
+            "force_method": "auto",
+            "enable_fallback": True,
+            "socket_path": str(rig.sock),
+        }
+        assert SECRET not in json.dumps(status)
+        log = rig.stderr.read_text()
+        assert "sync_to_akosha(method=auto): uploaded 1 changed file(s)" in log  # stderr only
     finally:
         assert stop_daemon(proc) == 0
 
 
+async def test_sync_over_http_reports_memories(tmp_path: Path, akosha_server: AkoshaServer) -> None:
+    rig = Rig(tmp_path, akosha_url=akosha_server.url)
+    proc = running_daemon(rig)
+    try:
+        first = len(akosha_server.stored())
+        assert first > 0  # the startup pass delivered the store's memories
+        con = duckdb.connect(str(rig.store / "reflection.duckdb"))
+        for rid in ("mcp-1", "mcp-2"):
+            con.execute(
+                "INSERT INTO conversations_v2 (id, content, embedding, category) "
+                "VALUES (?, ?, ?, 'c')",
+                [rid, f"text {rid}", [0.5] * 384],
+            )
+        con.close()
+        wait_for(lambda: rig.status()["pending"] >= 1, 10)
+        async with rig.session() as session:
+            result = await call(session, "sync_to_akosha", {"method": "http"})
+            status = await call(session, "akosha_sync_status")
+        assert result["success"] is True, result
+        assert result["memories_delivered"] == 2
+        assert result["method"] == "local"  # the file snapshot still went to the outbox
+        assert result["upload_id"] == rig.uploads()[-1]
+        assert {f"{SYSTEM}:mcp-1", f"{SYSTEM}:mcp-2"} <= akosha_server.stored()
+        assert len(akosha_server.stored()) == first + 2
+        assert status["config"]["akosha_url"] == akosha_server.url
+        assert set(status["targets"]) == {"local", "http"}
+    finally:
+        assert stop_daemon(proc) == 0
+
+
+# ---- no daemon ----------------------------------------------------------------------------------
+async def _assert_structured_error(rig: Rig, code: str) -> dict[str, float]:
+    took: dict[str, float] = {}
+    async with rig.session() as session:
+        for tool in ("sync_to_akosha", "akosha_sync_status"):
+            result, took[tool] = await timed(session, tool)
+            assert result["success"] is False and result["error"] == code, result
+            assert str(rig.sock) in result["message"]
+            if code == "daemon_not_running":
+                assert "akoshad service install" in result["message"]
+            assert took[tool] < NO_DAEMON_BUDGET, (tool, took[tool])
+    return took
+
+
 async def test_no_daemon_structured_error_fast(tmp_path: Path) -> None:
-    cfg, env = _setup(tmp_path)
-    for tool, args in (("sync_to_akosha", {}), ("akosha_sync_status", {})):
-        t0 = time.monotonic()
-        result = await _call(cfg, env, tool, args)
-        assert result["success"] is False and result["error"] == "daemon_not_running"
-        assert "akoshad service install" in result["message"]
-        # the tool answered within 2 s (the time includes starting `akoshad mcp`)
-        assert time.monotonic() - t0 < 2 + 3
+    rig = Rig(tmp_path)
+    t0 = time.monotonic()
+    took = await _assert_structured_error(rig, "daemon_not_running")  # no socket file
+    print(f"\nno socket: {took}, whole session incl. start {time.monotonic() - t0:.2f} s")
+
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # a dead daemon's socket file
+    stale.bind(str(rig.sock))
+    stale.close()
+    assert rig.sock.exists()
+    took = await _assert_structured_error(rig, "daemon_not_running")
+    print(f"stale socket (refused): {took}")
+
+
+async def test_wedged_daemon_does_not_hang_the_tools(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as wedged:
+        wedged.bind(str(rig.sock))
+        wedged.listen(8)  # connections are accepted by the kernel, never answered
+        took = await _assert_structured_error(rig, "daemon_not_responding")
+    print(f"\nwedged socket: {took}")
+
+
+def test_missing_sdk_one_line_hint(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    code = (
+        "import sys; sys.modules['mcp'] = None; from akoshad.cli import main; "
+        f"sys.exit(main(['mcp', '--config', {str(rig.config)!r}]))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=rig.env, timeout=60
+    )
+    assert res.returncode == 1
+    assert res.stdout == ""  # stdout is the MCP channel: nothing there
+    assert res.stderr.strip() == SDK_MISSING

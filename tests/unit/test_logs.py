@@ -5,24 +5,29 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from loguru import logger
 
 from akoshad import logs
-from akoshad.config import load_settings
+from akoshad.config import Settings, load_settings
 from akoshad.logs import RateLimitedLog, register_secret, setup_logging
 
 SECRET = "planted-secret-value-9f8e7d"
 
 
 @pytest.fixture
-def captured() -> io.StringIO:
-    return io.StringIO()
+def captured() -> Iterator[io.StringIO]:
+    yield io.StringIO()
+    logger.remove()
+    logger.add(io.StringIO())  # leave no sink pointing at a closed test stream
 
 
-def settings(tmp_path: Path, **extra: object):  # type: ignore[no-untyped-def]
+def settings(tmp_path: Path, **extra: Any) -> Settings:
     return load_settings(
         environ={"HOME": str(tmp_path)},
         overrides={
@@ -32,60 +37,157 @@ def settings(tmp_path: Path, **extra: object):  # type: ignore[no-untyped-def]
     )
 
 
-def test_journald_lines_have_priorities(tmp_path: Path, captured: io.StringIO) -> None:
-    setup_logging(settings(tmp_path), environ={"JOURNAL_STREAM": "8:1"}, stream=captured)
+@pytest.mark.parametrize("var", ["JOURNAL_STREAM", "INVOCATION_ID"])
+def test_journald_lines_have_priorities(tmp_path: Path, captured: io.StringIO, var: str) -> None:
+    setup_logging(settings(tmp_path, log_level="DEBUG"), environ={var: "8:1"}, stream=captured)
+    logger.debug("d")
     logger.info("hello")
+    logger.success("done")
     logger.warning("careful")
     logger.error("broken")
-    assert captured.getvalue().splitlines()[:3] == ["<6>hello", "<4>careful", "<3>broken"]
+    logger.critical("fatal")
+    logger.info("two\nlines")
+    assert captured.getvalue().splitlines() == [
+        "<7>d",
+        "<6>hello",
+        "<5>done",
+        "<4>careful",
+        "<3>broken",
+        "<2>fatal",
+        "<6>two",
+        "<6>lines",
+    ]
+
+
+def test_journald_traceback_lines_keep_the_priority(tmp_path: Path, captured: io.StringIO) -> None:
+    setup_logging(settings(tmp_path), environ={"JOURNAL_STREAM": "8:1"}, stream=captured)
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        logger.exception("failed")
+    lines = captured.getvalue().splitlines()
+    assert lines[0] == "<3>failed" and lines[-1] == "<3>ValueError: bad value"
+    assert len(lines) > 3 and all(line.startswith("<3>") for line in lines)
+
+
+def test_text_lines(tmp_path: Path, captured: io.StringIO) -> None:
+    setup_logging(settings(tmp_path), environ={}, stream=captured)
+    logger.info("plain {}", 42)
+    logger.debug("hidden at INFO")
+    (line,) = captured.getvalue().splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO    plain 42", line), line
 
 
 def test_json_lines(tmp_path: Path, captured: io.StringIO) -> None:
     setup_logging(settings(tmp_path, log_format="json"), environ={}, stream=captured)
-    logger.info("structured")
+    logger.bind(upload_id="u1", files=3, detail={"k": SECRET}).info("structured")
     line = json.loads(captured.getvalue().splitlines()[0])
-    assert line["level"] == "INFO" and line["message"] == "structured" and "time" in line
+    assert line["level"] == "INFO" and line["message"] == "structured" and "T" in line["time"]
+    assert line["upload_id"] == "u1" and line["files"] == 3
+    assert line["detail"] == {"k": "**********"}
 
 
 def test_secret_never_logged(tmp_path: Path, captured: io.StringIO) -> None:
-    setup_logging(settings(tmp_path, log_file=str(tmp_path / "a.log")), environ={}, stream=captured)
+    log_file = tmp_path / "logs" / "a.log"
+    setup_logging(settings(tmp_path, log_file=str(log_file)), environ={}, stream=captured)
     logger.error("request failed with key {}", SECRET)
+    logger.bind(key=SECRET).warning("bound")
     logging.getLogger("botocore").warning("botocore says %s", SECRET)
     try:
         raise RuntimeError(f"bad {SECRET}")
     except RuntimeError:
         logger.exception("boom")
-    out = captured.getvalue() + (tmp_path / "a.log").read_text()
+    try:
+        try:
+            raise KeyError(SECRET)
+        except KeyError as exc:
+            raise OSError("outer") from exc  # the secret is only in the cause
+    except OSError:
+        logger.exception("chained")
+    out = captured.getvalue() + log_file.read_text()
     assert SECRET not in out
-    assert out.count("**********") >= 3
+    assert out.count("**********") >= 8
+    assert "RuntimeError: bad **********" in out and "OSError: outer" in out
+
+
+def test_json_log_file(tmp_path: Path, captured: io.StringIO) -> None:
+    log_file = tmp_path / "a.log"
+    setup_logging(
+        settings(tmp_path, log_file=str(log_file), log_format="json"), environ={}, stream=captured
+    )
+    logger.info("to file {}", SECRET)
+    record = json.loads(log_file.read_text().splitlines()[0])
+    assert record["record"]["message"] == "to file **********"
+
+
+class NeedsArgs(Exception):
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+
+
+def test_redaction_never_breaks_the_log_call(tmp_path: Path, captured: io.StringIO) -> None:
+    setup_logging(settings(tmp_path), environ={}, stream=captured)
+    try:
+        raise NeedsArgs(403, f"denied for {SECRET}")  # cannot be rebuilt from one string
+    except NeedsArgs:
+        logger.exception("denied")
+    out = captured.getvalue()
+    assert SECRET not in out and "403: denied for **********" in out
 
 
 def test_stdlib_routed_at_warning(tmp_path: Path, captured: io.StringIO) -> None:
-    setup_logging(settings(tmp_path), environ={}, stream=captured)
-    logging.getLogger("aiohttp").info("chatty detail")
-    logging.getLogger("aiohttp").warning("worth seeing")
+    setup_logging(settings(tmp_path, log_level="DEBUG"), environ={}, stream=captured)
+    for name in ("botocore", "aiobotocore", "aiohttp", "urllib3", "asyncio"):
+        logging.getLogger(name).info(f"{name} chatty")
+        logging.getLogger(name).warning(f"{name} worth seeing")
     text = captured.getvalue()
-    assert "chatty detail" not in text and "worth seeing" in text
+    assert "chatty" not in text
+    assert text.count("worth seeing") == 5 and "WARNING" in text
+
+
+def test_setup_again_replaces_the_sinks(tmp_path: Path, captured: io.StringIO) -> None:
+    second = io.StringIO()
+    setup_logging(settings(tmp_path), environ={}, stream=captured)
+    setup_logging(settings(tmp_path), environ={}, stream=second)
+    logger.info("once")
+    assert captured.getvalue() == "" and second.getvalue().count("once") == 1
 
 
 def test_rate_limited_errors_and_recovery(tmp_path: Path, captured: io.StringIO) -> None:
     setup_logging(settings(tmp_path), environ={}, stream=captured)
     now = [0.0]
     rl = RateLimitedLog(60, clock=lambda: now[0])
-    assert rl.error("s3", "cloud down")
+    assert not rl.ok("s3", "cloud recovered")  # nothing was logged: no recovery line
+    assert rl.error("s3", "cloud down: {}", "503")
+    assert rl.error("http", "akosha down")  # other keys are independent
     for _ in range(10):
         now[0] += 1
-        assert not rl.error("s3", "cloud down")
+        assert not rl.error("s3", "cloud down: {}", "503")
     now[0] += 60
-    assert rl.error("s3", "cloud down")
+    assert rl.error("s3", "cloud down: {}", "503")
+    now[0] += 61
+    assert rl.error("s3", "cloud down: {}", "503")  # nothing suppressed: no count
     assert rl.ok("s3", "cloud recovered")
     assert not rl.ok("s3", "cloud recovered")  # only once
+    assert rl.error("s3", "cloud down: {}", "503")  # a new run starts fresh
     lines = captured.getvalue().splitlines()
-    assert sum("cloud down" in line for line in lines) == 2
-    assert any("repeated 10 more time(s)" in line for line in lines)
-    assert sum("recovered" in line for line in lines) == 1
+    down = [line for line in lines if "cloud down" in line]
+    assert len(down) == 4 and all(line.split()[2] == "ERROR" for line in down)
+    assert down[0].endswith("cloud down: 503")
+    assert down[1].endswith("cloud down: 503 (repeated 10 times)")
+    assert down[2].endswith("cloud down: 503") and down[3].endswith("cloud down: 503")
+    assert [line.split()[2] for line in lines if "recovered" in line] == ["INFO"]
 
 
 def test_short_secrets_ignored() -> None:
     register_secret("ab")
+    register_secret(None)
     assert logs.redact("abc") == "abc"
+    register_secret("zz-long-secret")
+    assert logs.redact("x zz-long-secret y") == "x ********** y"
+
+
+def test_stdlib_records_name_their_logger(tmp_path: Path, captured: io.StringIO) -> None:
+    setup_logging(settings(tmp_path), environ={}, stream=captured)
+    logging.getLogger("aiohttp.client").error("odd {braces} and %s", "args")
+    assert "ERROR   aiohttp.client: odd {braces} and args" in captured.getvalue()

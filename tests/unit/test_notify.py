@@ -1,9 +1,12 @@
-"""sd_notify messages on a real datagram socket, and the watchdog policy table."""
+"""sd_notify messages on a real datagram socket, and every transition of the watchdog policy."""
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +15,13 @@ from akoshad.notify import Notifier, WatchdogPolicy
 
 
 @pytest.fixture
-def dgram() -> socket.socket:
+def dgram() -> Iterator[socket.socket]:
     path = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "n.sock"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.bind(str(path))
-    s.settimeout(1)
-    return s
+    yield s
+    s.close()
+    path.unlink(missing_ok=True)
 
 
 def recv_all(s: socket.socket) -> list[str]:
@@ -32,13 +36,15 @@ def recv_all(s: socket.socket) -> list[str]:
 
 def test_messages(dgram: socket.socket) -> None:
     n = Notifier({"NOTIFY_SOCKET": dgram.getsockname(), "WATCHDOG_USEC": "4000000"}, pid=1)
-    assert n.watchdog_interval == 2.0
+    assert n.enabled and n.watchdog_interval == 2.0
     n.ready()
     n.status("idle: 0 pending")
     n.status("idle:   0 pending")  # same line after whitespace folding: not sent again
     n.status("syncing\nsecond line")
     n.watchdog()
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     n.reloading()
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
     n.stopping()
     got = recv_all(dgram)
     assert got[:4] == [
@@ -47,38 +53,91 @@ def test_messages(dgram: socket.socket) -> None:
         "STATUS=syncing second line",
         "WATCHDOG=1",
     ]
-    assert got[4].startswith("RELOADING=1\nMONOTONIC_USEC=")
-    assert got[5] == "STOPPING=1"
+    first, second = got[4].split("\n")
+    assert first == "RELOADING=1"
+    key, usec = second.split("=")
+    assert key == "MONOTONIC_USEC" and before <= int(usec) <= after
+    assert got[5:] == ["STOPPING=1"]
+    assert list(n.sent) == got and n.failures == 0
+
+
+def test_abstract_socket_address() -> None:
+    name = f"akoshad-test-{os.getpid()}"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind("\0" + name)
+    try:
+        Notifier({"NOTIFY_SOCKET": "@" + name}).ready()
+        assert recv_all(s) == ["READY=1"]
+    finally:
+        s.close()
 
 
 def test_no_socket_is_a_no_op() -> None:
-    n = Notifier({})
+    n = Notifier({"WATCHDOG_USEC": "1000000"})
     n.ready()
+    n.status("x")
+    n.reloading()
     n.watchdog()
-    assert not n.enabled and n.sent == [] and n.watchdog_interval is None
+    n.stopping()
+    assert not n.enabled and list(n.sent) == [] and n.watchdog_interval is None
 
 
-def test_vanished_socket_never_raises(dgram: socket.socket) -> None:
+def test_vanished_socket_never_raises_and_status_is_retried(dgram: socket.socket) -> None:
     addr = dgram.getsockname()
     n = Notifier({"NOTIFY_SOCKET": addr})
     dgram.close()
     Path(addr).unlink()
     n.ready()  # must not raise
     n.status("x")
+    n.watchdog()
+    assert n.failures == 3 and list(n.sent) == []
+    # the manager comes back (re-executed, socket re-created): the same STATUS is sent now
+    again = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    again.bind(addr)
+    try:
+        n.status("x")
+        assert recv_all(again) == ["STATUS=x"]
+    finally:
+        again.close()
+
+
+def test_sent_history_is_bounded(dgram: socket.socket) -> None:
+    n = Notifier({"NOTIFY_SOCKET": dgram.getsockname()})
+    for _ in range(1000):
+        n.watchdog()
+        recv_all_nowait(dgram)
+    assert 0 < len(n.sent) <= 100
+
+
+def recv_all_nowait(s: socket.socket) -> None:
+    s.setblocking(False)
+    try:
+        while True:
+            s.recv(4096)
+    except BlockingIOError:
+        pass
 
 
 @pytest.mark.parametrize(
     ("env", "interval"),
     [
         ({"WATCHDOG_USEC": "1000000"}, 0.5),
+        ({"WATCHDOG_USEC": "60000000"}, 30.0),
         ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"}, 0.5),
         ({"WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "2"}, None),  # meant for another pid
         ({"WATCHDOG_USEC": "nope"}, None),
+        ({"WATCHDOG_USEC": "0"}, None),
         ({}, None),
     ],
 )
 def test_watchdog_interval(env: dict[str, str], interval: float | None) -> None:
     assert Notifier({"NOTIFY_SOCKET": "/nonexistent", **env}, pid=1).watchdog_interval == interval
+
+
+def test_watchdog_pid_defaults_to_this_process() -> None:
+    env = {"NOTIFY_SOCKET": "/nonexistent", "WATCHDOG_USEC": "2000000"}
+    assert Notifier({**env, "WATCHDOG_PID": str(os.getpid())}).watchdog_interval == 1.0
+    assert Notifier({**env, "WATCHDOG_PID": str(os.getpid() + 1)}).watchdog_interval is None
 
 
 class Clock:
@@ -90,22 +149,19 @@ class Clock:
 
 
 def test_policy_idle_always_pings() -> None:
-    c = Clock()
-    p = WatchdogPolicy(10, clock=c)
-    for _ in range(5):
-        c.t += 100
-        p.observe(0, busy=False)
-        assert p.should_ping()
+    p = WatchdogPolicy(10, clock=Clock())
+    for i in range(5):
+        p.observe(0, busy=False, now=100.0 * i)
+        assert p.should_ping(now=100.0 * i) and not p.wedged
         p.pinged()
 
 
 def test_policy_busy_with_progress_pings() -> None:
-    c = Clock()
-    p = WatchdogPolicy(10, clock=c)
+    p = WatchdogPolicy(10, clock=Clock())
     for seq in range(1, 6):
-        c.t += 30  # far past the stall limit, but progress arrived each time
-        p.observe(seq, busy=True)
-        assert p.should_ping()
+        now = 30.0 * seq  # far past the stall limit each time, but progress arrived
+        p.observe(seq, busy=True, now=now)
+        assert p.should_ping(now=now)
         p.pinged()
 
 
@@ -117,15 +173,64 @@ def test_policy_busy_without_progress_stops_after_stall() -> None:
     p.pinged()
     c.t = 5
     p.observe(1, busy=True)
-    assert p.should_ping() and not p.wedged  # within the grace
+    assert p.should_ping() and not p.wedged  # within the grace: one slow request
     p.pinged()
     c.t = 10.5
     p.observe(1, busy=True)
     assert not p.should_ping() and p.wedged
-    c.t = 11
+    c.t = 500
+    p.observe(1, busy=True)
+    assert not p.should_ping() and p.wedged  # stays withheld while nothing moves
+    c.t = 501
     p.observe(2, busy=True)  # progress again
     assert p.should_ping() and not p.wedged
     p.pinged()
-    c.t = 30
+    c.t = 600
     p.observe(2, busy=False)  # nothing to do any more
+    assert p.should_ping() and not p.wedged
+
+
+def test_policy_progress_is_pinged_once_then_the_stall_clock_runs() -> None:
+    c = Clock()
+    p = WatchdogPolicy(10, clock=c)
+    p.observe(7, busy=True)
+    c.t = 50  # asked late: the unacknowledged progress still earns one ping
     assert p.should_ping()
+    p.pinged()
+    assert not p.should_ping()  # ... but only one: the stall is measured from t=0
+
+
+def test_policy_idle_to_busy_starts_the_stall_clock() -> None:
+    c = Clock()
+    p = WatchdogPolicy(10, clock=c)
+    p.observe(3, busy=False)
+    p.pinged()
+    c.t = 3600  # idle for an hour, then work arrives without progress yet
+    p.observe(3, busy=True)
+    assert p.should_ping() and not p.wedged
+    c.t = 3609
+    p.observe(3, busy=True)
+    assert p.should_ping()
+    c.t = 3611
+    p.observe(3, busy=True)
+    assert not p.should_ping() and p.wedged
+
+
+def test_policy_busy_to_idle_while_wedged_recovers() -> None:
+    c = Clock()
+    p = WatchdogPolicy(10, clock=c)
+    p.observe(1, busy=True)
+    p.pinged()
+    c.t = 20
+    p.observe(1, busy=True)
+    assert p.wedged
+    p.observe(1, busy=False)  # the stuck work was dropped or finished without a bump
+    assert p.should_ping() and not p.wedged
+
+
+def test_policy_now_argument_overrides_the_clock() -> None:
+    p = WatchdogPolicy(10, clock=lambda: 0.0)
+    p.observe(1, busy=True, now=0.0)
+    p.pinged()
+    assert p.should_ping(now=9.9)
+    assert not p.should_ping(now=10.0)
