@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from akoshad import __version__
-from akoshad.config import Settings, load_settings
+from akoshad.config import Settings, load_settings, process_environ
 from akoshad.errors import AkoshadError, ConfigError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_DAEMON, EXIT_CONFIG = 0, 1, 2, 3, 78
@@ -90,7 +90,9 @@ def _run_async(coro: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coro)
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, argv: Sequence[str]) -> int:
+def _dispatch(
+    args: argparse.Namespace, settings: Settings, argv: Sequence[str], env: dict[str, str]
+) -> int:
     cmd = args.command
     if cmd == "config":
         from akoshad.config_cli import cmd_config
@@ -99,7 +101,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings, argv: Sequence[str])
     if cmd == "run":
         from akoshad.daemon import run_daemon
 
-        return run_daemon(settings, once=args.once, config_path=args.config, argv=argv)
+        return run_daemon(
+            settings, once=args.once, config_path=args.config, argv=argv, environ=env
+        )
     if cmd in ("status", "sync", "pause", "resume", "queue"):
         from akoshad import client_cli
 
@@ -116,11 +120,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings, argv: Sequence[str])
     if cmd == "service":
         from akoshad.service import cmd_service
 
-        return int(cmd_service(args, settings))
+        return int(cmd_service(args, settings, environ=env))
     if cmd == "mcp":
         from akoshad.mcp_tools import cmd_mcp
 
-        return int(cmd_mcp(args, settings))
+        return int(cmd_mcp(args, settings, environ=env))
     raise AssertionError(cmd)
 
 
@@ -128,12 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = load_settings(args.config, overrides=_overrides(args))
+        env = process_environ()
+        settings = load_settings(args.config, overrides=_overrides(args), environ=env)
     except ConfigError as exc:
         print(f"akoshad: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        return _dispatch(args, settings, list(sys.argv[1:] if argv is None else argv))
+        return _dispatch(args, settings, list(sys.argv[1:] if argv is None else argv), env)
     except KeyboardInterrupt:
         return 130
     except AkoshadError as exc:

@@ -250,6 +250,11 @@ def _format_error(exc: ValidationError, source: str) -> str:
     return f"invalid configuration: {loc}: {msg}{source}{more}"
 
 
+def process_environ() -> dict[str, str]:
+    """A copy of the process environment: read here, handed down to whoever needs it."""
+    return dict(os.environ)
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None,
     overrides: Mapping[str, Any] | None = None,

@@ -751,7 +751,7 @@ def run_daemon(
     argv: Sequence[str] | None = None,
 ) -> int:
     """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check)."""
-    env = dict(os.environ if environ is None else environ)
+    env = dict(environ or {})
     _bounded_heap()
     setup_logging(settings, environ=env)
 

@@ -1,4 +1,8 @@
-"""The console entry point: the quick no-change check first, then the full command line."""
+"""The console entry point: the quick no-change check first, then the full command line.
+
+This is the process boundary: the quick check gets the environment from here (it must not
+import the configuration machinery); everything else gets it from ``config.process_environ``.
+"""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -269,7 +269,9 @@ def build_server(settings: Settings) -> Any:
     return server
 
 
-def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_mcp(
+    args: argparse.Namespace, settings: Settings, *, environ: Mapping[str, str] | None = None
+) -> int:
     """Serve the tools over stdio until the client closes the connection."""
     try:
         server = build_server(settings)
@@ -278,6 +280,6 @@ def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     from akoshad.logs import setup_logging
 
-    setup_logging(settings.model_copy(update={"log_file": None}), environ=os.environ)
+    setup_logging(settings.model_copy(update={"log_file": None}), environ=environ or {})
     server.run("stdio")
     return 0

@@ -240,7 +240,7 @@ def cmd_service(
 ) -> int:
     """``service install|uninstall [--dry-run] [--enable] [--prefix P]``; exit code."""
     # the CLI passes no environment: this entry point then takes the process's own
-    env: Mapping[str, str] = dict(os.environ) if environ is None else environ
+    env: Mapping[str, str] = {} if environ is None else environ
     plat = platform or sys.platform
     if plat != "darwin" and not plat.startswith("linux"):
         print(f"akoshad: service: unsupported platform {plat!r} (linux or darwin)", file=sys.stderr)
