@@ -1,4 +1,22 @@
-"""``akoshad status|sync|pause|resume|queue``: ask the running daemon over its socket."""
+"""``akoshad status|sync|pause|resume|queue``: ask the running daemon over its socket.
+
+Exit 3 (``DaemonNotRunning``, printed by the CLI as one line) when no daemon answers.
+The result fields read here (all optional; a missing one shows as ``-`` or 0):
+
+- ``status``: CONTRACT.md's ``state, pid, version, uptime_seconds, data_dir, pending,
+  in_flight, last_upload{upload_id, method, finished_at (epoch s), files, bytes_sent},
+  counters{files_uploaded, bytes_uploaded, bytes_sent, deduplicated, failures, retries},
+  targets{name: {available, last_error, last_success_at (epoch s)}}``, plus the extras
+  ``paused``, ``degraded_reason`` (str), ``targets.<name>.primary`` (bool) and ``.circuit``
+  (``closed|open|half_open``), ``memories{delivered, skipped, circuit, last_error}`` and
+  ``skipped{path: reason}``.
+- ``sync`` (request ``{"cmd": "sync", "method": null|"auto"|"cloud"|"http", "wait": bool}``):
+  ``ok_drain`` (bool: false = that drain had failures -> exit 1), and with ``wait``
+  ``passes[{upload_id, target, error, memory_error, files_uploaded, bytes_sent,
+  skipped{path: reason}, retrying{path: reason}}]`` and ``pending`` (int).
+- ``queue``: ``queue[{path, age_seconds, attempts, state, last_error}]`` and
+  ``debouncing[path]``.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +56,13 @@ def human_age(seconds: float | None) -> str:
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
+def _ago(ts: Any, now: float) -> str:
+    """How long ago epoch ``ts`` was ("-" for anything that is not a number)."""
+    if isinstance(ts, int | float) and not isinstance(ts, bool):
+        return human_age(now - ts)
+    return "-"
+
+
 def render_status(st: dict[str, Any], now: float | None = None) -> str:
     """The human view of a status result."""
     now = time.time() if now is None else now
@@ -53,7 +78,7 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
     if last:
         lines.append(
             f"last upload {last.get('upload_id')} via {last.get('method')}, "
-            f"{human_age(now - (last.get('finished_at') or now))} ago, "
+            f"{_ago(last.get('finished_at'), now)} ago, "
             f"{last.get('files', 0)} file(s), {human_bytes(last.get('bytes_sent'))} sent"
         )
     else:
@@ -69,7 +94,7 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
             if t.get("circuit") and t.get("circuit") != "closed":
                 extra.append(f"circuit {t['circuit']}")
             if t.get("last_success_at"):
-                extra.append(f"last ok {human_age(now - t['last_success_at'])} ago")
+                extra.append(f"last ok {_ago(t['last_success_at'], now)} ago")
             line = f"  {name:6} {mark} {', '.join(extra)}".rstrip()
             if t.get("last_error"):
                 line += f"\n         error: {t['last_error']}"
@@ -90,6 +115,8 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
             f"memories   {memories.get('delivered', 0)} delivered to Akosha, "
             f"{memories.get('skipped', 0)} skipped"
         )
+        if memories.get("circuit") and memories.get("circuit") != "closed":
+            line += f", circuit {memories['circuit']}"
         if memories.get("last_error"):
             line += f" (last error: {memories['last_error']})"
         lines.append(line)
@@ -98,10 +125,14 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
         lines.append(f"skipped    {len(skipped)} file(s)")
         for path, reason in sorted(skipped.items())[:10]:
             lines.append(f"  {path}: {reason}")
+        if len(skipped) > 10:
+            lines.append(f"  ... and {len(skipped) - 10} more (status --json lists them all)")
     return "\n".join(lines)
 
 
-def _ask(settings: Settings, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+def _ask(
+    settings: Settings, payload: dict[str, Any], timeout: float | None = 5.0
+) -> dict[str, Any]:
     return request_sync(settings.socket_path, payload, timeout)
 
 
@@ -118,23 +149,38 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print(render_status(st))
         return 0
-    interval = max(0.2, float(args.interval))
+    return _watch(settings, max(0.2, float(args.interval)), as_json=bool(args.json))
+
+
+def _watch(settings: Settings, interval: float, *, as_json: bool) -> int:
+    """Redraw the status every ``interval`` seconds until Ctrl-C; a daemon that goes away
+    (or comes back) is shown, not fatal. On a terminal the screen is redrawn in place."""
+    tty = sys.stdout.isatty()
+    if tty:
+        sys.stdout.write("\x1b[?25l\x1b[2J")  # hide the cursor, clear once
     try:
         while True:
             try:
-                st = _ask(settings, {"cmd": "status"})
-                text = json.dumps(st, indent=2, sort_keys=True) if args.json else render_status(st)
+                st = _ask(settings, {"cmd": "status"}, timeout=max(2.0, interval))
+                text = json.dumps(st, indent=2, sort_keys=True) if as_json else render_status(st)
             except DaemonNotRunning:
                 text = f"akoshad is not running (no answer on {settings.socket_path})"
             except AkoshadError as exc:
                 text = f"no status: {exc}"
-            stamp = time.strftime("%H:%M:%S")
-            header = f"{stamp}  every {interval:g}s, Ctrl-C to stop\n"
-            sys.stdout.write("\x1b[H\x1b[2J" + header + text + "\n")
+            header = f"{time.strftime('%H:%M:%S')}  every {interval:g}s, Ctrl-C to stop"
+            if tty:  # home, each line cleared to its end, then the rest of the screen
+                body = "\n".join(line + "\x1b[K" for line in [header, *text.splitlines()])
+                sys.stdout.write("\x1b[H" + body + "\n\x1b[J")
+            else:
+                sys.stdout.write(header + "\n" + text + "\n\n")
             sys.stdout.flush()
             time.sleep(interval)
     except KeyboardInterrupt:
         return 0
+    finally:
+        if tty:
+            sys.stdout.write("\x1b[?25h")
+            sys.stdout.flush()
 
 
 def render_sync(result: dict[str, Any]) -> str:
@@ -164,8 +210,9 @@ def render_sync(result: dict[str, Any]) -> str:
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad sync [--wait] [--method M] [--json]``; exit 1 if the drain had failures."""
     payload = {"cmd": "sync", "method": args.method, "wait": bool(args.wait)}
-    timeout = settings.cloud_sync.upload_timeout_seconds * 4.0 if args.wait else 10.0
-    result = _ask(settings, payload, timeout)
+    # --wait: the daemon answers when the drain is over, however long a large first upload
+    # takes; a daemon that stops closes the connection (exit 3), Ctrl-C gives up waiting.
+    result = _ask(settings, payload, None if args.wait else 10.0)
     if args.json:
         _print_json(result)
     elif not args.wait:

@@ -15,6 +15,7 @@ import socket
 import stat
 import struct
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +29,9 @@ COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue"})
 MAX_LINE = 64 * 1024
 IDLE_TIMEOUT = 10.0
 BACKLOG = 128
+MAX_CONNECTIONS = 256  # beyond this, new connections are closed at once (fd safety)
+PROBE_TIMEOUT = 1.0
+WARN_INTERVAL = 60.0
 REPLY_LIMIT = 256 * 1024 * 1024  # a queue listing can be large
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -47,11 +51,11 @@ def peer_uid(sock: socket.socket) -> int | None:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _pid, uid, _gid = struct.unpack("3i", creds)
         return int(uid)
-    if sys.platform == "darwin":  # LOCAL_PEERCRED: struct xucred {u_int version; uid_t uid;...}
-        try:
-            raw = sock.getsockopt(0, 0x001, struct.calcsize("2I") + 16 * 4 + 4)
-        except OSError:
-            return None
+    if sys.platform == "darwin" or sys.platform.startswith("freebsd"):
+        # getpeereid(3) is LOCAL_PEERCRED underneath: struct xucred {u_int cr_version;
+        # uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16];} at level SOL_LOCAL (0).
+        level, option = getattr(socket, "SOL_LOCAL", 0), getattr(socket, "LOCAL_PEERCRED", 1)
+        raw = sock.getsockopt(level, option, struct.calcsize("2I") + 16 * 4 + 4)
         return int(struct.unpack_from("2I", raw)[1])
     return None
 
@@ -64,6 +68,10 @@ def _reply(ok: bool, payload: Any) -> bytes:
 class ControlServer:
     """Serves ``handler`` on ``socket_path`` until closed.
 
+    ``handler(request)`` gets a validated request (``cmd`` is one of ``COMMANDS``) and
+    returns the ``result`` dict; raising ``ControlRequestError`` (or ``ValueError``) makes an
+    ``{"ok": false, "error": str(exc)}`` reply, any other exception an
+    ``"internal error: <type>"`` reply (logged). ``allowed_uid`` defaults to our own uid.
     Every connection is a task the server owns; ``close()`` stops accepting, cancels and
     awaits those tasks and removes the socket file (if it is still the one it bound).
     """
@@ -76,16 +84,19 @@ class ControlServer:
         max_line: int = MAX_LINE,
         idle_timeout: float = IDLE_TIMEOUT,
         allowed_uid: int | None = None,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.path = Path(socket_path)
         self.handler = handler
         self.max_line = max_line
         self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
         self.allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_warning = -WARN_INTERVAL
 
     async def __aenter__(self) -> ControlServer:
         await self.start()
@@ -116,7 +127,12 @@ class ControlServer:
         logger.debug("control socket listening on {}", self.path)
 
     def _bind(self) -> socket.socket:
-        """Blocking: prepare the directory and the path, bind 0600 (never wider)."""
+        """Blocking: prepare the directory and the path, bind, make the file 0600.
+
+        The umask is left alone (it is process-wide: changing it would race with other
+        threads creating files); the moment between bind and chmod is covered by the
+        peer-uid check, and the parent directory is normally 0700 anyway.
+        """
         parent = self.path.parent
         if not parent.exists():
             parent.mkdir(parents=True, mode=0o700, exist_ok=True)
@@ -124,13 +140,10 @@ class ControlServer:
         self._clear_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            old_umask = os.umask(0o177)
             try:
                 sock.bind(str(self.path))
-            except OSError as exc:  # e.g. a path longer than AF_UNIX allows
+            except OSError as exc:  # a path longer than AF_UNIX allows, a racing daemon
                 raise AkoshadError(f"cannot bind the control socket {self.path}: {exc}") from exc
-            finally:
-                os.umask(old_umask)
             os.chmod(self.path, 0o600)
             self._inode = os.lstat(self.path).st_ino
             sock.listen(BACKLOG)
@@ -141,6 +154,7 @@ class ControlServer:
         return sock
 
     def _clear_stale(self) -> None:
+        """Remove a socket file nobody answers on; refuse a live one or a non-socket."""
         try:
             st = os.lstat(self.path)
         except FileNotFoundError:
@@ -148,20 +162,23 @@ class ControlServer:
         if not stat.S_ISSOCK(st.st_mode):
             raise AkoshadError(f"{self.path} exists and is not a socket; refusing to replace it")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.settimeout(1.0)
+        probe.settimeout(PROBE_TIMEOUT)
         try:
             probe.connect(str(self.path))
         except (ConnectionRefusedError, FileNotFoundError):
+            probe.close()
             logger.info("replacing stale control socket {}", self.path)
-            self.path.unlink(missing_ok=True)  # stale: nobody answers
+            self.path.unlink(missing_ok=True)  # stale: nobody listens
             return
         except TimeoutError:
-            pass  # accepted by the kernel but slow to answer: someone is there
+            probe.close()  # accepted by the kernel but slow to answer: someone is there
+            raise AlreadyRunning(f"another akoshad is already running on {self.path}") from None
         except OSError as exc:
-            raise AkoshadError(f"cannot check the existing socket {self.path}: {exc}") from exc
-        finally:
             probe.close()
-        raise AlreadyRunning(f"another akoshad is already running on {self.path}")
+            raise AkoshadError(f"cannot check the existing socket {self.path}: {exc}") from exc
+        pid = _probe_pid(probe)
+        who = f" (pid {pid})" if pid is not None else ""
+        raise AlreadyRunning(f"another akoshad is already running on {self.path}{who}")
 
     async def close(self) -> None:
         """Stop accepting, cancel and await the connections, remove the socket file."""
@@ -190,12 +207,21 @@ class ControlServer:
             logger.warning("could not remove {}: {}", self.path, exc)
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing:
+        if self._closing or len(self._tasks) >= self.max_connections:
+            if not self._closing:
+                self._warn(f"control socket: {len(self._tasks)} connections open, refusing more")
             writer.close()
             return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _warn(self, message: str) -> None:
+        """A warning at most once per ``WARN_INTERVAL`` (a hostile loop must not flood)."""
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_INTERVAL:
+            self._last_warning = now
+            logger.warning(message)
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)
@@ -206,7 +232,7 @@ class ControlServer:
             sock = writer.get_extra_info("socket")
             uid = peer_uid(sock) if sock is not None else None
             if uid is not None and uid != self.allowed_uid:
-                logger.warning("control socket: refused a peer of uid {}", uid)
+                self._warn(f"control socket: refused a peer of uid {uid}")
                 return
             while True:
                 try:
@@ -247,14 +273,37 @@ class ControlServer:
         if not isinstance(cmd, str) or cmd not in COMMANDS:
             return _reply(False, f"unknown command {cmd!r}; known: {known}")
         try:
-            return _reply(True, await self.handler(request))
-        except (ControlRequestError, ValueError) as exc:
+            result = await self.handler(request)
+        except (ControlRequestError, ValueError) as exc:  # ValueError: also a bad argument
             return _reply(False, str(exc) or type(exc).__name__)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a handler bug: logged, the server goes on
             logger.exception("control command {} failed", cmd)
             return _reply(False, f"internal error: {type(exc).__name__}")
+        try:
+            return _reply(True, result)
+        except (TypeError, ValueError, RecursionError) as exc:
+            logger.error("control command {}: result cannot be encoded: {}", cmd, exc)
+            return _reply(False, f"internal error: {type(exc).__name__}")
+
+
+def _probe_pid(probe: socket.socket) -> int | None:
+    """Blocking: ask a live daemon for its pid over a connected socket (None if it won't say)."""
+    try:
+        probe.sendall(b'{"cmd": "status"}\n')
+        buf = b""
+        while not buf.endswith(b"\n") and len(buf) < 1024 * 1024:
+            chunk = probe.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        pid = json.loads(buf).get("result", {}).get("pid")
+        return pid if isinstance(pid, int) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    finally:
+        probe.close()
 
 
 def _not_running(path: Path) -> DaemonNotRunning:
@@ -267,17 +316,20 @@ def _not_running(path: Path) -> DaemonNotRunning:
 async def request(
     socket_path: Path,
     payload: dict[str, Any],
-    timeout: float = 5.0,  # noqa: ASYNC109
+    timeout: float | None = 5.0,  # noqa: ASYNC109
 ) -> dict[str, Any]:
     """Send one request and return the reply's ``result``.
 
-    Raises ``DaemonNotRunning`` when nobody answers, ``ControlRequestError`` on
-    ``{"ok": false}``, a malformed reply or no reply within ``timeout`` seconds.
+    ``timeout`` bounds the wait for the reply (None: as long as the daemon keeps the
+    connection, for ``sync --wait``); connecting is bounded separately (at most 2 s).
+    Raises ``DaemonNotRunning`` when nobody answers (no socket, refused, connect timeout,
+    closed without a reply), ``ControlRequestError`` on ``{"ok": false}``, a malformed
+    reply or no reply within ``timeout``; ``AkoshadError`` for other socket errors.
     """
+    connect_timeout = 2.0 if timeout is None else min(timeout, 2.0)
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(socket_path), limit=REPLY_LIMIT),
-            min(timeout, 2.0),
+            asyncio.open_unix_connection(str(socket_path), limit=REPLY_LIMIT), connect_timeout
         )
     except (FileNotFoundError, ConnectionError, NotADirectoryError, TimeoutError):
         raise _not_running(socket_path) from None
@@ -285,10 +337,11 @@ async def request(
         raise AkoshadError(f"cannot connect to {socket_path}: {exc}") from None
     try:
         writer.write((json.dumps(payload) + "\n").encode())
-        await writer.drain()
+        await asyncio.wait_for(writer.drain(), connect_timeout)
         line = await asyncio.wait_for(reader.readline(), timeout)
     except TimeoutError:
-        raise ControlRequestError(f"no reply from the daemon within {timeout:g} s") from None
+        waited = connect_timeout if timeout is None else timeout
+        raise ControlRequestError(f"no reply from the daemon within {waited:g} s") from None
     except ValueError:
         raise ControlRequestError("the daemon's reply is too long") from None
     except (ConnectionError, OSError):
@@ -312,7 +365,7 @@ async def request(
 
 
 def request_sync(
-    socket_path: Path, payload: dict[str, Any], timeout: float = 5.0
+    socket_path: Path, payload: dict[str, Any], timeout: float | None = 5.0
 ) -> dict[str, Any]:
     """``request`` for synchronous callers (the CLI)."""
     return asyncio.run(request(socket_path, payload, timeout))

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from akoshad.control import AlreadyRunning, ControlRequestError, ControlServer, request
+from akoshad.control import AlreadyRunning, ControlRequestError, ControlServer, peer_uid, request
 from akoshad.errors import AkoshadError, DaemonNotRunning
 
 STATUS = b'{"cmd": "status"}\n'
@@ -268,6 +268,16 @@ async def test_second_server_refused() -> None:
     assert not path.exists()
 
 
+async def test_second_server_refusal_names_the_running_pid() -> None:
+    async def with_pid(req: dict[str, Any]) -> dict[str, Any]:
+        return {"pid": 4242}
+
+    path = short_dir() / "s.sock"
+    async with ControlServer(path, with_pid):
+        with pytest.raises(AlreadyRunning, match=rf"already running on {path} \(pid 4242\)"):
+            await ControlServer(path, handler).start()
+
+
 async def test_close_leaves_a_replacement_socket_alone() -> None:
     path = short_dir() / "s.sock"
     srv = ControlServer(path, handler)
@@ -286,6 +296,39 @@ async def test_other_uid_refused_without_reply() -> None:
             await request(srv.path, {"cmd": "status"})
 
 
+def test_peer_uid_reads_the_real_credentials() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        assert peer_uid(a) == os.getuid()
+
+
+async def test_connections_beyond_the_limit_are_closed_at_once() -> None:
+    srv = ControlServer(short_dir() / "s.sock", handler, max_connections=3, idle_timeout=5)
+    async with srv:
+        held = [await asyncio.open_unix_connection(str(srv.path)) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        assert await exchange(srv.path, STATUS, wait=2) == b""  # the fourth: closed, no reply
+        for reader, writer in held:  # the three held ones are still served
+            writer.write(STATUS)
+            assert json.loads(await asyncio.wait_for(reader.readline(), 5))["ok"] is True
+        for _, writer in held:
+            writer.close()
+        await asyncio.sleep(0.1)
+        await assert_serving(srv.path)  # room again once they are gone
+
+
+async def test_unserialisable_result_is_an_error_reply() -> None:
+    async def loop(req: dict[str, Any]) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        d["self"] = d
+        return d
+
+    async with ControlServer(short_dir() / "s.sock", loop) as srv:
+        for _ in range(2):  # and it goes on serving
+            reply = json.loads(await exchange(srv.path, STATUS))
+            assert reply == {"ok": False, "error": "internal error: ValueError"}
+
+
 # ---- the client -------------------------------------------------------------------------
 
 
@@ -296,6 +339,17 @@ async def test_request_to_missing_socket_is_not_running_fast() -> None:
         await request(path, {"cmd": "status"})
     assert time.monotonic() - t0 < 1
     assert str(path) in str(exc.value) and exc.value.exit_code == 3
+
+
+async def test_request_without_timeout_waits_for_a_slow_answer() -> None:
+    async def slow(req: dict[str, Any]) -> dict[str, Any]:
+        await asyncio.sleep(0.5)
+        return {"done": True}
+
+    async with ControlServer(short_dir() / "s.sock", slow) as srv:
+        with pytest.raises(ControlRequestError, match="no reply"):
+            await request(srv.path, {"cmd": "sync"}, timeout=0.1)
+        assert await request(srv.path, {"cmd": "sync"}, timeout=None) == {"done": True}
 
 
 async def test_request_times_out_on_a_mute_peer() -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -14,7 +20,22 @@ from typing import Any
 import pytest
 import yaml
 
-from akoshad.client_cli import human_age, human_bytes, render_queue, render_status, render_sync
+from akoshad import client_cli
+from akoshad.client_cli import (
+    cmd_pause,
+    cmd_queue,
+    cmd_resume,
+    cmd_status,
+    cmd_sync,
+    human_age,
+    human_bytes,
+    render_queue,
+    render_status,
+    render_sync,
+)
+from akoshad.config import Settings, load_settings
+from akoshad.control import ControlServer
+from akoshad.errors import DaemonNotRunning
 
 NOW = 1_700_000_000.0
 
@@ -188,4 +209,131 @@ def test_watch_survives_no_daemon_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0
-    assert out.count(b"not running") >= 2 and out.count(b"\x1b[2J") >= 2
+    assert out.count(b"not running") >= 2
+    assert b"\x1b" not in out  # a pipe gets plain blocks, no terminal escapes
+
+
+def test_watch_redraws_in_place_on_a_terminal(tmp_path: Path) -> None:
+    cfg, _sock, env = no_daemon_config(tmp_path)
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "akoshad", "status", "--watch", "--interval", "0.2"]
+    proc = subprocess.Popen(
+        [*cmd, "--config", str(cfg)], stdout=slave, stderr=subprocess.PIPE, env=env
+    )
+    os.close(slave)
+    out = b""
+    try:
+        deadline = time.monotonic() + 10
+        while out.count(b"not running") < 3 and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                out += os.read(master, 65536)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        with contextlib.suppress(OSError):  # EIO once the child closed the terminal
+            while select.select([master], [], [], 0.5)[0]:
+                chunk = os.read(master, 65536)
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert out.count(b"not running") >= 3
+    assert out.count(b"\x1b[2J") == 1  # cleared once, then redrawn from the top
+    assert out.count(b"\x1b[H") >= 3 and out.count(b"\x1b[J") >= 3
+    assert out.rstrip().endswith(b"\x1b[?25h")  # the cursor is given back after Ctrl-C
+
+
+# ---- against a real control server ------------------------------------------------------
+
+
+def _settings(sock: Path) -> Settings:
+    return load_settings(environ={"HOME": "/nonexistent"}, overrides={"socket_path": str(sock)})
+
+
+def _ns(**kw: Any) -> argparse.Namespace:
+    base: dict[str, Any] = {"json": False, "watch": False, "interval": 1.0, "wait": False}
+    base["method"] = None
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+async def _serve(handler: Any) -> tuple[ControlServer, Settings]:
+    sock = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "a.sock"
+    srv = ControlServer(sock, handler)
+    await srv.start()
+    return srv, _settings(sock)
+
+
+async def test_commands_against_a_server(capsys: pytest.CaptureFixture[str]) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        seen.append(req)
+        if req["cmd"] == "status":
+            return SAMPLE
+        if req["cmd"] == "queue":
+            return {"queue": [], "debouncing": []}
+        if req["cmd"] == "sync":
+            if req.get("wait"):
+                await asyncio.sleep(0.3)
+                return {"ok_drain": req.get("method") != "cloud", "passes": [], "pending": 0}
+            return {"ok_drain": True, "started": True}
+        return {"paused": req["cmd"] == "pause"}
+
+    srv, settings = await _serve(handler)
+    try:
+        assert await asyncio.to_thread(cmd_status, _ns(json=True), settings) == 0
+        assert json.loads(capsys.readouterr().out) == SAMPLE  # the result object alone
+        assert await asyncio.to_thread(cmd_status, _ns(), settings) == 0
+        assert "DEGRADED" in capsys.readouterr().out
+        assert await asyncio.to_thread(cmd_pause, _ns(), settings) == 0
+        assert await asyncio.to_thread(cmd_resume, _ns(), settings) == 0
+        assert await asyncio.to_thread(cmd_queue, _ns(), settings) == 0
+        assert "queue empty" in capsys.readouterr().out
+        assert await asyncio.to_thread(cmd_sync, _ns(), settings) == 0
+        assert "sync started" in capsys.readouterr().out
+        ok, failed = await asyncio.gather(
+            asyncio.to_thread(cmd_sync, _ns(wait=True, method="http", json=True), settings),
+            asyncio.to_thread(cmd_sync, _ns(wait=True, method="cloud"), settings),
+        )
+        assert (ok, failed) == (0, 1)  # exit 1 when the drain reports failures
+        assert "sync FAILED" in capsys.readouterr().out
+    finally:
+        await srv.close()
+    cmds = [r["cmd"] for r in seen]
+    assert cmds[:6] == ["status", "status", "pause", "resume", "queue", "sync"]
+    assert {"cmd": "sync", "method": None, "wait": False} in seen
+    assert {"cmd": "sync", "method": "cloud", "wait": True} in seen
+
+
+def test_sync_wait_has_no_reply_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first upload can take hours: --wait waits as long as the daemon holds the line."""
+    calls: list[tuple[dict[str, Any], float | None]] = []
+
+    def fake(path: Path, payload: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        calls.append((payload, timeout))
+        return {"ok_drain": True, "passes": [], "pending": 0}
+
+    monkeypatch.setattr(client_cli, "request_sync", fake)
+    settings = _settings(Path("/nonexistent/a.sock"))
+    assert cmd_sync(_ns(wait=True), settings) == 0
+    assert cmd_sync(_ns(), settings) == 0
+    assert [t for _, t in calls] == [None, 10.0]
+
+
+async def test_daemon_stopping_during_sync_wait_is_exit_3() -> None:
+    started = asyncio.Event()
+
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        started.set()
+        await asyncio.Event().wait()  # never answers: the daemon shuts down meanwhile
+        return {}
+
+    srv, settings = await _serve(handler)
+    waiting = asyncio.create_task(asyncio.to_thread(cmd_sync, _ns(wait=True), settings))
+    await asyncio.wait_for(started.wait(), 5)
+    await srv.close()
+    with pytest.raises(DaemonNotRunning):
+        await asyncio.wait_for(waiting, 5)
