@@ -101,9 +101,7 @@ def _dispatch(
     if cmd == "run":
         from akoshad.daemon import run_daemon
 
-        return run_daemon(
-            settings, once=args.once, config_path=args.config, argv=argv, environ=env
-        )
+        return run_daemon(settings, once=args.once, config_path=args.config, argv=argv, environ=env)
     if cmd in ("status", "sync", "pause", "resume", "queue"):
         from akoshad import client_cli
 

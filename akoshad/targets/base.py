@@ -31,8 +31,10 @@ class Target(Protocol):
 
     name: str
 
-    async def start(self) -> None:
-        """Connect and clean up after a crash (temp files, abandoned multipart uploads)."""
+    async def start(self, *, clean_up: bool = True) -> None:
+        """Connect; with ``clean_up``, also remove what a crash left (temp files, abandoned
+        multipart uploads). Readers (``verify``, ``restore``), which may run beside a daemon
+        that is uploading, pass ``clean_up=False`` and change nothing."""
 
     async def close(self) -> None:
         """Release connections; idempotent."""

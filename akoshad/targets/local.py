@@ -37,8 +37,9 @@ class LocalTarget:
             raise ValueError(f"invalid object key {key!r}")
         return self.root.joinpath(*parts)
 
-    async def start(self) -> None:
-        await asyncio.to_thread(self._start_sync)
+    async def start(self, *, clean_up: bool = True) -> None:
+        if clean_up:
+            await asyncio.to_thread(self._start_sync)
 
     def _start_sync(self) -> None:
         try:

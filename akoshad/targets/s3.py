@@ -1,21 +1,42 @@
 """The S3 target: any S3-compatible store (AWS S3, Cloudflare R2, MinIO, SeaweedFS, ...).
 
-One long-lived aioboto3 client. Files stream in one pass (read -> gzip -> parts of
-``chunk_size_mb``) with a bounded number of parts in flight, so memory does not grow with
-the file. Every request body carries ``Content-MD5``, which the server checks. botocore's own
-retries are off; akoshad's policy (``akoshad.retry``) retries transient failures only.
+One long-lived aioboto3 client, opened by ``start`` and closed by ``close``. A file streams
+in one pass: a worker thread reads it (and gzips it when asked) into parts of
+``chunk_size_mb``; an object of less than one part goes as one PUT, a larger one as a
+multipart upload with a bounded number of parts in flight, so memory does not grow with
+the file. An uncompressed part is never copied into memory whole: it is a window on the
+file that the HTTP client reads as it sends. Compressed parts are held in memory until
+sent, within a budget shared by every file the target is uploading.
+
+Integrity: every request body carries ``Content-MD5``, which AWS S3, R2, MinIO and
+SeaweedFS check (a body altered on the way is refused with ``BadDigest``). The SigV4
+payload hash is not computed (``UNSIGNED-PAYLOAD``): the MD5 header is itself signed,
+SeaweedFS does not check the payload hash at all (measured), and hashing every byte once
+more costs client CPU. End to end, the manifest's SHA-256 is what ``verify`` and
+``restore`` check.
+
+botocore's own retries are off: akoshad's policy (``akoshad.retry``: ``max_retries``,
+exponential backoff with full jitter, ``Retry-After`` honoured) retries transient failures,
+request by request. A failed multipart upload is aborted, also when the put is cancelled;
+``start`` aborts those a crash left under this system's own prefix
+(``systems/{system_id}/``), never anyone else's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import io
+import json
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,10 +46,13 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
     ParamValidationError,
     PartialCredentialsError,
+    ReadTimeoutError,
+    SSLError,
 )
 from loguru import logger
 
@@ -44,75 +68,73 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 MiB = 1024 * 1024
 PARTS_IN_FLIGHT = 4
+# Compressed parts wait in memory until sent: at most this many bytes of them, over all the
+# files being uploaded at once (never fewer than two parts).
+PART_MEMORY_BUDGET = 32 * MiB
+# Bodies up to this size go as bytes (no reads while sending); larger ones are streamed.
+SMALL_BODY = 256 * 1024
 DELETE_BATCH = 1000
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "Throttling",
-    "ThrottlingException",
-    "RequestTimeout",
-    "RequestTimeTooSkewed",
-    "InternalError",
-    "ServiceUnavailable",
-    "RequestLimitExceeded",
-    "BadDigest",
-    "IncompleteBody",
-    "OperationAborted",
-}
-_CREDENTIAL_CODES = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "InvalidToken",
-    "ExpiredToken",
-    "AuthorizationHeaderMalformed",
-}
+ABORT_TIMEOUT = 15.0
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestLimitExceeded",
+        "BadDigest",
+        "IncompleteBody",
+        "OperationAborted",
+    }
+)
+_THROTTLING_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests", "RequestLimitExceeded"}
+)
+_CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+        "AuthorizationHeaderMalformed",
+        "InvalidSecurity",
+    }
+)
+_DENIED_CODES = frozenset({"AccessDenied", "403", "Forbidden", "AllAccessDisabled"})
+_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
-def content_md5(data: bytes) -> str:
+def content_md5(data: bytes | bytearray | memoryview) -> str:
+    """The base64 MD5 digest S3 expects in ``Content-MD5``."""
     return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
-class _PartReader:
-    """Reads (and gzips) a file into parts of ``size`` bytes; blocking, one thread."""
+class SourceChanged(TransientError):
+    """The file shrank while it was being sent; the next pass sends it again."""
 
-    def __init__(self, path: Path, compression: Compression, size: int) -> None:
-        self._fh = path.open("rb")
-        self._chunks: Iterator[bytes] = read_chunks(self._fh, READ_CHUNK)
-        self._comp = gzip_compressor() if compression == "gzip" else None
-        self._size = size
-        self._buf = bytearray()
-        self._done = False
 
-    def next_part(self) -> bytes | None:
-        while len(self._buf) < self._size and not self._done:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                self._done = True
-                if self._comp is not None:
-                    self._buf += self._comp.flush()
-                break
-            self._buf += self._comp.compress(chunk) if self._comp is not None else chunk
-        if not self._buf:
-            return None
-        if len(self._buf) <= self._size:
-            part = bytes(self._buf)
-            self._buf = bytearray()
-            return part
-        with memoryview(self._buf) as view:
-            part = bytes(view[: self._size])
-        del self._buf[: self._size]
-        return part
-
-    def close(self) -> None:
-        self._fh.close()
+class UploadLost(TransientError):
+    """The multipart upload is gone (aborted elsewhere): retry the file, not the request."""
 
 
 class _FileWindow(io.RawIOBase):
-    """A read-only, seekable view of ``length`` bytes of a file from ``offset``: an upload
-    part sent straight from the (private, stable) staged file, never held in memory."""
+    """A read-only, seekable view of ``length`` bytes of an open file from ``offset``.
 
-    def __init__(self, path: Path, offset: int, length: int) -> None:
+    The HTTP client reads it as it sends (256 KiB at a time), so a part of an uncompressed
+    file is never held in memory whole. A window that cannot be read to its full length
+    (the file shrank) raises ``SourceChanged`` rather than send less than the announced
+    ``Content-Length``.
+    """
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
         super().__init__()
-        self._fd = os.open(path, os.O_RDONLY)
+        self._fd = os.dup(fd)
         self._offset = offset
         self._length = length
         self._pos = 0
@@ -140,8 +162,13 @@ class _FileWindow(io.RawIOBase):
         if n <= 0:
             return b""
         data = os.pread(self._fd, n, self._offset + self._pos)
+        if not data:
+            raise SourceChanged("the file shrank while it was being sent")
         self._pos += len(data)
         return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
@@ -154,15 +181,159 @@ class _FileWindow(io.RawIOBase):
         super().close()
 
     def md5(self) -> str:
+        """Content-MD5 of the window (reads it once, in the caller's thread)."""
         digest = hashlib.md5()
         pos = 0
         while pos < self._length:
             chunk = os.pread(self._fd, min(READ_CHUNK, self._length - pos), self._offset + pos)
             if not chunk:
-                break
+                raise SourceChanged("the file shrank while it was being sent")
             digest.update(chunk)
             pos += len(chunk)
         return base64.b64encode(digest.digest()).decode()
+
+
+@dataclass
+class _Part:
+    """One request body: small bytes, compressed output, or a window on the file (plain)."""
+
+    body: bytes | io.BytesIO | _FileWindow
+    size: int
+    md5: str
+    on_close: Callable[[], None] | None = None
+
+    def rewound(self) -> bytes | io.BytesIO | _FileWindow:
+        if not isinstance(self.body, bytes):
+            self.body.seek(0)
+        return self.body
+
+    def close(self) -> None:
+        if not isinstance(self.body, bytes):
+            self.body.close()
+        release, self.on_close = self.on_close, None
+        if release is not None:
+            release()
+
+
+class _PartSource:
+    """Cuts a file into parts of ``size`` bytes, gzipping first when asked.
+
+    Blocking: every method runs in a worker thread. Reads to the end of the file like
+    ``fh.read`` would (the caller checks that a live file did not change).
+    """
+
+    def __init__(self, path: Path, compression: Compression, size: int) -> None:
+        self._fh = path.open("rb")
+        self._size = size
+        self._lock = threading.Lock()
+        self._offset = 0
+        self._gzip = gzip_compressor() if compression == "gzip" else None
+        self._chunks = read_chunks(self._fh, READ_CHUNK) if self._gzip is not None else None
+        self._buf = bytearray()
+        self._eof = False
+
+    @classmethod
+    def open(
+        cls, path: Path, compression: Compression, size: int
+    ) -> tuple[_PartSource, _Part | None]:
+        """Open ``path`` and cut its first part; a file that fits in it is closed at once."""
+        parts = cls(path, compression, size)
+        try:
+            first = parts.next_part()
+            if first is None or first.size < size:
+                parts.close()
+        except BaseException:
+            parts.close()
+            raise
+        return parts, first
+
+    @property
+    def in_memory(self) -> bool:
+        """True when parts are bytes held in memory (compressed), not file windows."""
+        return self._gzip is not None
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
+    def next_part(self) -> _Part | None:
+        with self._lock:
+            if self._fh.closed:
+                return None
+            return self._next_plain() if self._gzip is None else self._next_gzip()
+
+    def _next_plain(self) -> _Part | None:
+        fd = self._fh.fileno()
+        length = min(self._size, os.fstat(fd).st_size - self._offset)
+        if length <= 0:
+            return None
+        if length <= SMALL_BODY:
+            data = os.pread(fd, length, self._offset)
+            if len(data) < length:
+                raise SourceChanged("the file shrank while it was being sent")
+            self._offset += length
+            return _Part(data, length, content_md5(data))
+        window = _FileWindow(fd, self._offset, length)
+        try:
+            md5 = window.md5()
+        except BaseException:
+            window.close()
+            raise
+        self._offset += length
+        return _Part(window, length, md5)
+
+    def _next_gzip(self) -> _Part | None:
+        assert self._gzip is not None and self._chunks is not None
+        while len(self._buf) < self._size and not self._eof:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._eof = True
+                self._buf += self._gzip.flush()
+            else:
+                self._buf += self._gzip.compress(chunk)
+        if not self._buf:
+            return None
+        if len(self._buf) <= self._size:
+            data, self._buf = bytes(self._buf), bytearray()
+        else:  # parts of exactly ``size`` bytes (R2 wants equal parts but the last)
+            with memoryview(self._buf) as view:
+                data = bytes(view[: self._size])
+            del self._buf[: self._size]
+        body = data if len(data) <= SMALL_BODY else io.BytesIO(data)
+        return _Part(body, len(data), content_md5(data))
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+            self._buf = bytearray()
+
+
+class _KeylessEndpoints:
+    """botocore's S3 endpoint rules never read the ``Key`` parameter, yet it is part of the
+    resolver's cache key, so every new object name ran the whole rule set again (0.5 ms of
+    CPU, a third of a small PUT's). This resolves without it; the result is the same."""
+
+    def __init__(self, provider: Any) -> None:
+        self._provider = provider
+
+    def resolve_endpoint(self, **params: Any) -> Any:
+        params.pop("Key", None)
+        return self._provider.resolve_endpoint(**params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._provider, name)
+
+
+def _cache_endpoints_per_bucket(client: Any) -> None:
+    """Install ``_KeylessEndpoints`` when this botocore's rules indeed ignore ``Key``."""
+    try:
+        resolver = client._ruleset_resolver
+        rules = client._loader.load_service_model("s3", "endpoint-rule-set-1")
+        if '"Key"' in json.dumps(rules["rules"]) or resolver is None:
+            return
+        resolver._provider = _KeylessEndpoints(resolver._provider)
+    except Exception as exc:  # internals moved: keep botocore's own behaviour
+        logger.debug("S3 endpoint cache left as it is: {}", exc)
 
 
 class S3Target:
@@ -183,7 +354,10 @@ class S3Target:
         max_retries: int = 3,
         retry_backoff: float = 2.0,
         own_prefix: str = "systems/",
+        parts_in_flight: int = PARTS_IN_FLIGHT,
     ) -> None:
+        if part_size < 5 * MiB:
+            raise ValueError("part_size must be at least 5 MiB (the S3 minimum)")
         self.bucket = bucket
         self.endpoint = endpoint
         self.region = region
@@ -194,17 +368,22 @@ class S3Target:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.own_prefix = own_prefix
+        self.parts_in_flight = max(1, parts_in_flight)
         self.verify_tls = True  # certificates are always checked for https endpoints
-        self.requests = 0
+        self.requests = 0  # requests sent (attempts), for tests and benchmarks
         self.retries = 0
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
-        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._opening: asyncio.Lock | None = None
+        self._memory: asyncio.Semaphore | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Target:
+        """Build from ``settings.cloud_sync`` (which must name a bucket)."""
         cs = settings.cloud_sync
-        assert cs.cloud_bucket is not None
+        if cs.cloud_bucket is None:
+            raise ValueError("cloud_sync.cloud_bucket is not set")
         return cls(
             bucket=cs.cloud_bucket,
             endpoint=cs.cloud_endpoint,
@@ -221,298 +400,394 @@ class S3Target:
         )
 
     def __repr__(self) -> str:
-        where = self.endpoint or "aws"
-        return f"S3Target(bucket={self.bucket!r}, endpoint={where!r})"
+        return f"S3Target(bucket={self.bucket!r}, endpoint={self.endpoint or 'aws'!r})"
 
     __str__ = __repr__
 
     # ---- lifecycle -------------------------------------------------------------------------
+    def _region_name(self) -> str | None:
+        """A custom endpoint gets the configured name as is (R2 wants ``auto``); AWS itself
+        needs a real region, so there ``auto`` means the default chain's."""
+        if not self.region or (self.region == "auto" and self.endpoint is None):
+            return None
+        return self.region
+
     async def _ensure_client(self) -> Any:
-        """The long-lived client, created on first use (also after a failed start)."""
-        if self._client is None:
-            region = self.region
-            if region == "auto" and self.endpoint is None:
-                region = "us-east-1"  # "auto" is R2's region name; AWS needs a real one
-            session = aioboto3.Session(
-                aws_access_key_id=self._access_key_id,
-                aws_secret_access_key=self._secret,
-                region_name=region,
-            )
-            config = Config(
-                s3={
-                    "addressing_style": "path" if self.endpoint else "auto",
-                    # Content-MD5 (signed, checked by the server) protects every body; hashing
-                    # each body again for SigV4 costs a quarter of the client CPU
-                    "payload_signing_enabled": False,
-                },
-                retries={"total_max_attempts": 1, "mode": "standard"},
-                connect_timeout=min(30.0, self.timeout),
-                read_timeout=self.timeout,
-                max_pool_connections=PARTS_IN_FLIGHT * 2,
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                signature_version="s3v4",
-            )
-            stack = AsyncExitStack()
-            try:
-                self._client = await stack.enter_async_context(
-                    session.client(
-                        "s3", endpoint_url=self.endpoint, config=config, verify=self.verify_tls
-                    )
-                )
-            except BaseException:
-                await stack.aclose()
-                raise
-            self._stack = stack
+        """The long-lived client and part-preparation pool, opened on first use."""
+        if self._client is not None:
+            return self._client
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._client is None:
+                await self._open()
         return self._client
 
-    async def start(self) -> None:
-        """Open the client, check the bucket, abort multipart uploads a crash left behind."""
-        await self._call(lambda c: c.head_bucket(Bucket=self.bucket), what="check bucket")
-        await self._abort_leftovers()
+    async def _open(self) -> None:
+        session = aioboto3.Session(
+            aws_access_key_id=self._access_key_id,
+            aws_secret_access_key=self._secret,
+            region_name=self._region_name(),
+        )
+        # no region anywhere: us-east-1, from which botocore follows a bucket's redirect
+        region = session.region_name or "us-east-1"
+        config = Config(
+            s3={
+                "addressing_style": "path" if self.endpoint else "auto",
+                # Content-MD5 (signed, checked by the server) protects every body; hashing
+                # each body again for SigV4 costs client CPU for no extra check
+                "payload_signing_enabled": False,
+            },
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=min(30.0, self.timeout),
+            read_timeout=self.timeout,
+            max_pool_connections=max(10, self.parts_in_flight * 4),
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            signature_version="s3v4",
+            tcp_keepalive=True,
+        )
+        stack = AsyncExitStack()
+        try:
+            pool = ThreadPoolExecutor(
+                max_workers=self.parts_in_flight, thread_name_prefix="akoshad-s3"
+            )
+            stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+            client = await stack.enter_async_context(
+                session.client(
+                    "s3",
+                    endpoint_url=self.endpoint,
+                    region_name=region,
+                    config=config,
+                    verify=self.verify_tls,
+                )
+            )
+        except BaseException as exc:
+            await stack.aclose()
+            if isinstance(exc, Exception):
+                raise self._classify(exc, "open the S3 client") from None
+            raise
+        _cache_endpoints_per_bucket(client)
+        self._stack, self._client, self._pool = stack, client, pool
+
+    async def start(self, *, clean_up: bool = True) -> None:
+        """Open the client, check bucket and credentials; with ``clean_up``, abort the
+        multipart uploads a crash left under ``own_prefix``.
+
+        The check is a one-key listing, whose error replies carry a code (a HEAD's do not),
+        so bad credentials and a missing bucket are told apart.
+        """
+        await self._call(
+            lambda c: c.list_objects_v2(Bucket=self.bucket, Prefix=self.own_prefix, MaxKeys=1),
+            what="check the bucket",
+        )
+        if clean_up:
+            await self.abort_leftover_uploads()
 
     async def close(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
+        stack, self._stack, self._client, self._pool = self._stack, None, None, None
         if stack is not None:
             await stack.aclose()
 
-    async def _abort_leftovers(self) -> None:
-        uploads = await self._call(
-            lambda c: c.list_multipart_uploads(Bucket=self.bucket, Prefix=self.own_prefix),
-            what="list multipart uploads",
-        )
-        for up in uploads.get("Uploads", []) or []:
-            key, upload_id = up["Key"], up["UploadId"]
-            if not key.startswith(self.own_prefix):
-                continue
-            await self._abort(key, upload_id)
-            logger.info("aborted a multipart upload left by a crash: {}", key)
+    async def abort_leftover_uploads(self) -> int:
+        """Abort every multipart upload under ``own_prefix``; returns how many."""
+        aborted = 0
+        markers: dict[str, str] = {}
+        while True:
+            try:
+                page = await self._op(
+                    "list_multipart_uploads",
+                    "list multipart uploads",
+                    Bucket=self.bucket,
+                    Prefix=self.own_prefix,
+                    **markers,
+                )
+            except PermanentError as exc:  # a policy may lack this one permission
+                logger.warning("cannot look for abandoned multipart uploads: {}", exc)
+                return aborted
+            for up in page.get("Uploads") or []:
+                if not up["Key"].startswith(self.own_prefix):
+                    continue
+                if await self._abort(up["Key"], up["UploadId"], attempts=self.max_retries):
+                    logger.info("aborted a multipart upload left by a crash: {}", up["Key"])
+                    aborted += 1
+            following = {
+                "KeyMarker": page.get("NextKeyMarker") or "",
+                "UploadIdMarker": page.get("NextUploadIdMarker") or "",
+            }
+            if not page.get("IsTruncated") or following == markers:
+                return aborted
+            markers = following
 
     # ---- requests ----------------------------------------------------------------------------
-    async def _call(self, op: Callable[[Any], Awaitable[T]], *, what: str) -> T:
-        try:
-            client = await self._ensure_client()
-        except Exception as exc:
-            raise self._classify(exc, what) from None
+    async def _call(
+        self, op: Callable[[Any], Awaitable[T]], *, what: str, missing: str | None = None
+    ) -> T:
+        """Send one request with akoshad's retry policy; errors come out classified.
+
+        ``missing``: the key whose absence (404) is a ``KeyError``, not an error.
+        """
+        client = await self._ensure_client()
 
         async def once() -> T:
             self.requests += 1
             try:
                 return await op(client)
             except Exception as exc:
-                raise self._classify(exc, what) from None
+                raise self._classify(exc, what, missing=missing) from None
 
         def counted(_exc: TransientError, _attempt: int, _delay: float) -> None:
             self.retries += 1
 
         return await with_retries(
-            once, max_retries=self.max_retries, base=self.retry_backoff, on_retry=counted
+            once,
+            max_retries=self.max_retries,
+            base=self.retry_backoff,
+            on_retry=counted,
+            retryable=lambda exc: not isinstance(exc, UploadLost),
         )
 
-    def _classify(self, exc: Exception, what: str) -> Exception:
+    async def _op(self, method: str, what: str, **kwargs: Any) -> Any:
+        """``_call`` for one client method with keyword arguments."""
+        return await self._call(lambda c: getattr(c, method)(**kwargs), what=what)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _classify(self, exc: Exception, what: str, *, missing: str | None = None) -> Exception:
         """Map a botocore/aiohttp failure to a transient or permanent error (no secrets)."""
         if isinstance(exc, ClientError):
-            err = exc.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
-            if code in ("NoSuchKey", "404", "NotFound") and what.startswith(("read", "head")):
-                return KeyError(what)
-            if code in ("NoSuchBucket",) or (code == "404" and what == "check bucket"):
-                return PermanentError(
-                    f"bucket {self.bucket!r} does not exist",
-                    fix=f"create the bucket {self.bucket!r} or fix cloud_sync.cloud_bucket",
-                )
-            if code in _CREDENTIAL_CODES:
-                return PermanentError(
-                    f"the S3 server rejected the credentials ({code})",
-                    fix="check cloud_sync.access_key_id / secret_access_key",
-                )
-            if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
-                return PermanentError(
-                    f"access denied to bucket {self.bucket!r} (credentials rejected or "
-                    "lacking permission)",
-                    fix="check cloud_sync.access_key_id / secret_access_key and the bucket policy",
-                )
-            if code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
-                retry_after = _retry_after(headers)
-                if code == "SlowDown" and retry_after is None:
-                    retry_after = 1.0
-                return TransientError(f"{what}: {code or status}", retry_after=retry_after)
-            return PermanentError(f"{what}: {code or status}: {err.get('Message', '')}".strip())
+            return self._classify_reply(exc, what, missing)
         if isinstance(exc, ParamValidationError):
-            return PermanentError(f"{what}: invalid request: {exc}")
+            return PermanentError(self._redact(f"{what}: invalid request: {exc}"))
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
             return PermanentError(
                 "no S3 credentials found",
                 fix="set cloud_sync.access_key_id / secret_access_key or the AWS credential chain",
             )
-        if isinstance(exc, EndpointConnectionError | ConnectionClosedError):
-            return TransientError(f"{what}: cannot reach {self.endpoint or 'S3'}")
-        if isinstance(exc, BotoCoreError | OSError | TimeoutError | asyncio.TimeoutError):
-            return TransientError(f"{what}: {type(exc).__name__}")
-        name = type(exc).__module__
-        if name.startswith("aiohttp"):
+        if isinstance(exc, SSLError):
+            return PermanentError(
+                f"{what}: TLS handshake with {self.endpoint or 'S3'} failed",
+                fix="check cloud_endpoint and its certificate",
+            )
+        if isinstance(exc, TransientError):  # SourceChanged from a window being sent
+            return exc
+        where = self.endpoint or "S3"
+        if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError):
+            return TransientError(f"{what}: cannot reach {where}")
+        if isinstance(exc, ReadTimeoutError):
+            return TransientError(f"{what}: no answer from {where} within {self.timeout:.0f} s")
+        if isinstance(exc, BotoCoreError | OSError | TimeoutError):
+            return TransientError(f"{what}: {type(exc).__name__} ({where})")
+        if type(exc).__module__.startswith("aiohttp"):
             return TransientError(f"{what}: {type(exc).__name__}")
         return exc
 
+    def _classify_reply(self, exc: ClientError, what: str, missing: str | None) -> Exception:
+        err = exc.response.get("Error", {}) or {}
+        meta = exc.response.get("ResponseMetadata", {}) or {}
+        code = str(err.get("Code", "") or "")
+        status = int(meta.get("HTTPStatusCode", 0) or 0)
+        if missing is not None and (code in _MISSING_CODES or (status == 404 and not code)):
+            return KeyError(missing)
+        if code == "NoSuchBucket":
+            return PermanentError(
+                f"bucket {self.bucket!r} does not exist",
+                fix=f"create bucket {self.bucket!r} or fix cloud_sync.cloud_bucket",
+            )
+        if code in _CREDENTIAL_CODES:
+            return PermanentError(
+                f"the S3 server rejected the credentials ({code})",
+                fix="check cloud_sync.access_key_id / secret_access_key",
+            )
+        if code in _DENIED_CODES or status == 403:
+            return PermanentError(
+                f"access denied to bucket {self.bucket!r} ({code or status})",
+                fix="check cloud_sync.access_key_id / secret_access_key and the bucket's policy",
+            )
+        if code == "RequestTimeTooSkewed":
+            return PermanentError(
+                "the S3 server says this machine's clock is wrong", fix="synchronise the clock"
+            )
+        if code == "NoSuchUpload":
+            return UploadLost(f"{what}: NoSuchUpload")
+        if code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
+            retry_after = _retry_after(meta.get("HTTPHeaders", {}) or {})
+            if retry_after is None and (code in _THROTTLING_CODES or status in (429, 503)):
+                retry_after = 1.0
+            return TransientError(f"{what}: {code or status}", retry_after=retry_after)
+        message = self._redact(str(err.get("Message", "") or ""))
+        return PermanentError(f"{what}: {code or status} {message}".strip())
+
+    async def _prepare(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking part preparation (read, gzip, MD5) in the target's pool."""
+        await self._ensure_client()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(fn, *args)
+        )
+
+    async def _next_part(self, parts: _PartSource) -> _Part | None:
+        """The next part of an open source (see ``_budgeted``)."""
+        _, part = await self._budgeted(parts.in_memory, lambda: (parts, parts.next_part()))
+        return part
+
+    async def _budgeted(
+        self, in_memory: bool, cut: Callable[[], tuple[_PartSource, _Part | None]]
+    ) -> tuple[_PartSource, _Part | None]:
+        """Run ``cut`` in the pool. A part held in memory takes a slot of the target-wide
+        budget until it is closed; a file waits for a slot holding no unsent part, so
+        uploads cannot deadlock one another."""
+        if not in_memory:
+            return await self._prepare(cut)
+        if self._memory is None:
+            self._memory = asyncio.Semaphore(max(2, PART_MEMORY_BUDGET // self.part_size))
+        memory = self._memory
+        await memory.acquire()
+        try:
+            parts, part = await self._prepare(cut)
+        except BaseException:
+            memory.release()
+            raise
+        if part is None:
+            memory.release()
+        else:
+            part.on_close = memory.release
+        return parts, part
+
     # ---- the protocol ------------------------------------------------------------------------
     async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
-        if compression == "none":
-            size = (await asyncio.to_thread(os.stat, source)).st_size
-            if size > self.part_size:
-                return await self._put_windows(key, source, size)
-        reader = await asyncio.to_thread(_PartReader, source, compression, self.part_size)
+        # one trip to the pool for a small file: open, read (and gzip), MD5, close
+        parts, first = await self._budgeted(
+            compression == "gzip",
+            functools.partial(_PartSource.open, source, compression, self.part_size),
+        )
         try:
-            first = await asyncio.to_thread(reader.next_part)
-            second = await asyncio.to_thread(reader.next_part) if first is not None else None
-            if second is None:
-                body = first or b""
-                await self._put_small(key, body)
-                return StoredObject(key, len(body), compression, len(body))
-            return await self._put_multipart(key, reader, [first, second], compression)  # type: ignore[list-item]
+            if first is None or first.size < self.part_size:
+                part = first or _Part(b"", 0, content_md5(b""))
+                try:
+                    await self._call(
+                        lambda c: c.put_object(
+                            Bucket=self.bucket, Key=key, Body=part.rewound(), ContentMD5=part.md5
+                        ),
+                        what=f"put {key}",
+                    )
+                finally:
+                    part.close()
+                return StoredObject(key, part.size, compression, part.size)
+            # a full first part: multipart (of one part, if the file ends exactly there)
+            total = await self._put_multipart(key, parts, first)
+            return StoredObject(key, total, compression, total)
         finally:
-            await asyncio.to_thread(reader.close)
+            if not parts.closed:
+                await self._prepare(parts.close)
 
-    async def _put_small(self, key: str, body: bytes) -> None:
-        md5 = await asyncio.to_thread(content_md5, body)
-        await self._call(
-            lambda c: c.put_object(Bucket=self.bucket, Key=key, Body=body, ContentMD5=md5),
-            what=f"put {key}",
-        )
-
-    async def _put_multipart(
-        self, key: str, reader: _PartReader, first: list[bytes], compression: Compression
-    ) -> StoredObject:
-        created = await self._call(
-            lambda c: c.create_multipart_upload(Bucket=self.bucket, Key=key),
-            what=f"start {key}",
-        )
-        upload_id = created["UploadId"]
+    async def _put_multipart(self, key: str, parts: _PartSource, first: _Part) -> int:
+        try:
+            created = await self._call(
+                lambda c: c.create_multipart_upload(Bucket=self.bucket, Key=key),
+                what=f"start {key}",
+            )
+        except BaseException:
+            first.close()
+            raise
+        upload_id: str = created["UploadId"]
+        slots = asyncio.Semaphore(self.parts_in_flight)
         etags: dict[int, str] = {}
-        sizes: dict[int, int] = {}
-        sem = asyncio.Semaphore(PARTS_IN_FLIGHT)
+        failure: list[BaseException] = []
         tasks: list[asyncio.Task[None]] = []
+        pending = deque([first])
+        total = 0
 
-        async def send(number: int, body: bytes) -> None:
+        async def send(number: int, part: _Part) -> None:
             try:
-                md5 = await asyncio.to_thread(content_md5, body)
                 resp = await self._call(
                     lambda c: c.upload_part(
                         Bucket=self.bucket,
                         Key=key,
                         UploadId=upload_id,
                         PartNumber=number,
-                        Body=body,
-                        ContentMD5=md5,
+                        Body=part.rewound(),
+                        ContentMD5=part.md5,
                     ),
                     what=f"part {number} of {key}",
                 )
                 etags[number] = resp["ETag"]
-                sizes[number] = len(body)
+            except BaseException as exc:
+                failure.append(exc)
+                raise
             finally:
-                sem.release()
+                part.close()
+                slots.release()
 
         try:
             number = 0
-            pending = list(first)
             while True:
-                body = pending.pop(0) if pending else await asyncio.to_thread(reader.next_part)
-                if body is None:
+                await slots.acquire()
+                part = pending.popleft() if pending else None
+                if not failure and part is None:
+                    part = await self._next_part(parts)
+                if failure or part is None:
+                    slots.release()
+                    if part is not None:
+                        part.close()
                     break
                 number += 1
-                await sem.acquire()
-                if any(t.done() and t.exception() for t in tasks):
-                    sem.release()
-                    break
-                tasks.append(asyncio.create_task(send(number, body)))
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-            parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
-            await self._call(
-                lambda c: c.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                ),
-                what=f"complete {key}",
-            )
+                total += part.size
+                tasks.append(asyncio.create_task(send(number, part)))
+            await asyncio.gather(*tasks)
+            done = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+            try:
+                await self._call(
+                    lambda c: c.complete_multipart_upload(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": done},
+                    ),
+                    what=f"complete {key}",
+                )
+            except UploadLost:
+                # a retried complete whose first reply was lost: the object may be whole
+                if await self.head(key) != total:
+                    raise
         except BaseException:
-            for t in tasks:
-                t.cancel()
+            for task in tasks:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.shield(self._abort(key, upload_id))
+            for part in pending:
+                part.close()
+            # also when cancelled: the abort is awaited (bounded), never left running
+            await self._abort(key, upload_id)
             raise
-        total = sum(sizes.values())
-        return StoredObject(key, total, compression, total)
+        return total
 
-    async def _put_windows(self, key: str, source: Path, size: int) -> StoredObject:
-        """Multipart straight from the file: each part a window read when it is sent."""
-        created = await self._call(
-            lambda c: c.create_multipart_upload(Bucket=self.bucket, Key=key),
-            what=f"start {key}",
-        )
-        upload_id = created["UploadId"]
-        sem = asyncio.Semaphore(PARTS_IN_FLIGHT)
-        offsets = list(range(0, size, self.part_size))
-
-        async def send(number: int, offset: int) -> dict[str, Any]:
-            async with sem:
-                length = min(self.part_size, size - offset)
-                window = await asyncio.to_thread(_FileWindow, source, offset, length)
-                try:
-                    md5 = await asyncio.to_thread(window.md5)
-
-                    def upload(c: Any) -> Awaitable[Any]:
-                        window.seek(0)
-                        return c.upload_part(  # type: ignore[no-any-return]
-                            Bucket=self.bucket,
-                            Key=key,
-                            UploadId=upload_id,
-                            PartNumber=number,
-                            Body=window,
-                            ContentMD5=md5,
-                        )
-
-                    resp = await self._call(upload, what=f"part {number} of {key}")
-                finally:
-                    window.close()
-                return {"PartNumber": number, "ETag": resp["ETag"]}
-
-        tasks = [asyncio.create_task(send(i + 1, off)) for i, off in enumerate(offsets)]
+    async def _abort(self, key: str, upload_id: str, attempts: int = 0) -> bool:
+        """Abort a multipart upload; a failure is logged (``start`` cleans up later)."""
         try:
-            parts = await asyncio.gather(*tasks)
-            await self._call(
-                lambda c: c.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": list(parts)},
-                ),
-                what=f"complete {key}",
-            )
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.shield(self._abort(key, upload_id))
-            raise
-        return StoredObject(key, size, "none", size)
-
-    async def _abort(self, key: str, upload_id: str) -> None:
-        try:
-            await self._call(
-                lambda c: c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id),
-                what=f"abort {key}",
-            )
-        except (TransientError, PermanentError) as exc:
+            async with asyncio.timeout(ABORT_TIMEOUT * (attempts + 1)):
+                client = await self._ensure_client()
+                await with_retries(
+                    lambda: self._abort_once(client, key, upload_id),
+                    max_retries=attempts,
+                    base=self.retry_backoff,
+                )
+        except (TransientError, PermanentError, TimeoutError) as exc:
             logger.warning("could not abort the multipart upload of {}: {}", key, exc)
+            return False
+        return True
+
+    async def _abort_once(self, client: Any, key: str, upload_id: str) -> None:
+        self.requests += 1
+        try:
+            await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as exc:
+            error = self._classify(exc, f"abort {key}")
+            if isinstance(error, UploadLost):
+                return  # already gone
+            raise error from None
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
-        md5 = content_md5(data)
+        md5 = content_md5(data) if len(data) < MiB else await asyncio.to_thread(content_md5, data)
         await self._call(
             lambda c: c.put_object(
                 Bucket=self.bucket, Key=key, Body=data, ContentMD5=md5, ContentType=content_type
@@ -521,9 +796,9 @@ class S3Target:
         )
         return len(data)
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def read(self, key: str) -> AsyncIterator[bytes]:
         resp = await self._call(
-            lambda c: c.get_object(Bucket=self.bucket, Key=key), what=f"read {key}"
+            lambda c: c.get_object(Bucket=self.bucket, Key=key), what=f"read {key}", missing=key
         )
         body = resp["Body"]
         try:
@@ -541,45 +816,49 @@ class S3Target:
     async def head(self, key: str) -> int | None:
         try:
             resp = await self._call(
-                lambda c: c.head_object(Bucket=self.bucket, Key=key), what=f"head {key}"
+                lambda c: c.head_object(Bucket=self.bucket, Key=key),
+                what=f"head {key}",
+                missing=key,
             )
         except KeyError:
             return None
         return int(resp["ContentLength"])
 
-    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:
         token: str | None = None
         while True:
             page = await self._list_page(prefix, token)
-            for obj in page.get("Contents", []) or []:
+            for obj in page.get("Contents") or []:
                 yield obj["Key"]
-            if not page.get("IsTruncated"):
-                return
             token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
 
     async def _list_page(self, prefix: str, token: str | None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if token:
             kwargs["ContinuationToken"] = token
-        page: dict[str, Any] = await self._call(lambda c: c.list_objects_v2(**kwargs), what="list")
+        page: dict[str, Any] = await self._call(
+            lambda c: c.list_objects_v2(**kwargs), what=f"list {prefix}"
+        )
         return page
 
     async def delete_keys(self, keys: list[str]) -> None:
         for i in range(0, len(keys), DELETE_BATCH):
-            await self._delete_batch([{"Key": k} for k in keys[i : i + DELETE_BATCH]])
-
-    async def _delete_batch(self, batch: list[dict[str, str]]) -> None:
-        await self._call(
-            lambda c: c.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
-            ),
-            what="delete",
-        )
+            delete = {"Objects": [{"Key": k} for k in keys[i : i + DELETE_BATCH]], "Quiet": True}
+            resp = await self._op("delete_objects", "delete", Bucket=self.bucket, Delete=delete)
+            errors = [e for e in resp.get("Errors") or [] if e.get("Code") != "NoSuchKey"]
+            if errors:
+                first = errors[0]
+                raise TransientError(
+                    f"delete {first.get('Key')}: {first.get('Code')} "
+                    f"({len(errors)} key(s) not deleted)"
+                )
 
 
 def _retry_after(headers: dict[str, Any]) -> float | None:
     raw = headers.get("retry-after") or headers.get("Retry-After")
     try:
-        return float(raw) if raw is not None else None
+        return max(0.0, float(raw)) if raw is not None else None
     except ValueError:
         return None

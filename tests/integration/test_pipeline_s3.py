@@ -75,6 +75,21 @@ def test_restore_on_a_new_machine(s: S3Setup, tmp_path: Path) -> None:
     _assert_restored_equals(s.store, restored)
 
 
+def test_verify_and_restore_leave_a_running_upload_alone(s: S3Setup, tmp_path: Path) -> None:
+    """A daemon's multipart upload in progress survives ``verify`` and ``restore``."""
+    assert s.once().returncode == 0
+    running = s.s3.client().create_multipart_upload(
+        Bucket=s.s3.bucket, Key=f"systems/{s.system_id}/uploads/in-progress/big.bin"
+    )
+    assert s.cli("verify").returncode == 0
+    assert s.cli("restore", "--latest", "--dest", str(tmp_path / "r")).returncode == 0
+    left = [u["UploadId"] for u in s.s3.multipart_uploads(f"systems/{s.system_id}/")]
+    assert left == [running["UploadId"]]
+    (s.store / "akosha_sync_state.json").write_text('{"changed": 2}')
+    assert s.once().returncode == 0  # an uploading start cleans it up
+    assert s.s3.multipart_uploads(f"systems/{s.system_id}/") == []
+
+
 def test_verify_detects_a_damaged_object(s: S3Setup) -> None:
     s.once()
     m = s.manifests()[-1]

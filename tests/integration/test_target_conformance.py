@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
-from akoshad.targets.base import Target
+import akoshad.targets.s3 as s3mod
+from akoshad import compress, fileio
+from akoshad.errors import TransientError
+from akoshad.targets.base import Compression, Target
 from akoshad.targets.local import LocalTarget
 from akoshad.targets.s3 import S3Target
 from tests.s3server import WeedServer
@@ -20,7 +25,7 @@ from tests.s3server import WeedServer
 MiB = 1024 * 1024
 
 
-@pytest.fixture(params=["local", "cloud"])
+@pytest.fixture(params=["local", pytest.param("cloud", marks=pytest.mark.s3)])
 async def target(
     request: pytest.FixtureRequest, tmp_path: Path, system_id: str
 ) -> AsyncIterator[Target]:
@@ -71,16 +76,37 @@ async def test_round_trip(target: Target, tmp_path: Path, system_id: str, compre
         assert gunzip.stdout == src.read_bytes()
 
 
-async def test_larger_than_a_part(target: Target, tmp_path: Path, system_id: str) -> None:
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+async def test_larger_than_a_part(
+    target: Target, tmp_path: Path, system_id: str, compression: Compression
+) -> None:
     src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(12 * MiB + 123))
-    k = key(system_id, "big.bin")
-    stored = await target.put_file(k, src, "none")
-    assert stored.stored_size == src.stat().st_size
-    assert await read_all(target, k) == src.read_bytes()
+    src.write_bytes(os.urandom(12 * MiB + 123))  # random: gzip makes it slightly larger
+    k = key(system_id, f"big.{compression}")
+    stored = await target.put_file(k, src, compression)
+    data = await read_all(target, k)
+    assert stored.stored_size == len(data) == await target.head(k)
+    assert (gzip.decompress(data) if compression == "gzip" else data) == src.read_bytes()
     if isinstance(target, S3Target):
-        head = await target._call(lambda c: c.head_object(Bucket=target.bucket, Key=k), what="head")
+        head = await target._call(
+            lambda c: c.head_object(Bucket=target.bucket, Key=k), what=f"head {k}"
+        )
         assert head["ETag"].strip('"').endswith("-3")  # three parts of 5 MiB
+
+
+@pytest.mark.parametrize(
+    "size", [1, 256 * 1024, 256 * 1024 + 1, 5 * MiB - 1, 5 * MiB, 5 * MiB + 1, 10 * MiB]
+)
+async def test_sizes_at_the_boundaries(
+    target: Target, tmp_path: Path, system_id: str, size: int
+) -> None:
+    """Bytes or window bodies, one PUT or multipart (5 MiB exactly: one part)."""
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(size))
+    k = key(system_id, f"f{size}")
+    stored = await target.put_file(k, src, "none")
+    assert stored.stored_size == size == await target.head(k)
+    assert await read_all(target, k) == src.read_bytes()
 
 
 async def test_gzip_large_streams(target: Target, tmp_path: Path, system_id: str) -> None:
@@ -130,6 +156,58 @@ async def test_failed_put_leaves_no_object(target: Target, tmp_path: Path, syste
     assert await target.head(k) is None
     if isinstance(target, LocalTarget):
         assert not [p for p in target.root.rglob("*") if p.is_file()]
+
+
+async def test_source_failing_mid_way_leaves_nothing(
+    target: Target, tmp_path: Path, system_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fails 8 MiB into a 12 MiB file (S3: after a part went out): no object, and
+    the multipart upload is aborted."""
+    real = fileio.read_chunks
+
+    def failing(fh: BinaryIO, chunk: int = fileio.CHUNK) -> Iterator[bytes]:
+        sent = 0
+        for piece in real(fh, chunk):
+            if sent >= 8 * MiB:
+                raise OSError(errno.EIO, "Input/output error")
+            sent += len(piece)
+            yield piece
+
+    for module in (fileio, compress, s3mod):
+        if hasattr(module, "read_chunks"):
+            monkeypatch.setattr(module, "read_chunks", failing)
+    src = tmp_path / "failing.bin"
+    src.write_bytes(os.urandom(12 * MiB))
+    k = key(system_id, "failing.bin")
+    with pytest.raises((OSError, TransientError)):  # local: a write that failed
+        await target.put_file(k, src, "gzip")
+    assert await target.head(k) is None
+    assert [x async for x in target.list_keys(f"systems/{system_id}/")] == []
+    if isinstance(target, LocalTarget):
+        assert not [p for p in target.root.rglob("*") if p.is_file()]
+    else:
+        assert isinstance(target, S3Target)
+        uploads = await target._call(
+            lambda c: c.list_multipart_uploads(
+                Bucket=target.bucket, Prefix=f"systems/{system_id}/"
+            ),
+            what="list uploads",
+        )
+        assert not uploads.get("Uploads")
+
+
+async def test_local_temp_files_kept_by_a_reader_start(tmp_path: Path) -> None:
+    """``start(clean_up=False)`` (verify, restore) leaves a writer's temp file alone."""
+    from akoshad.targets.local import TMP_MARK
+
+    root = tmp_path / "outbox"
+    temp = root / "systems" / "s" / f"obj{TMP_MARK}1"
+    temp.parent.mkdir(parents=True)
+    temp.write_bytes(b"being written")
+    await LocalTarget(root).start(clean_up=False)
+    assert temp.exists()
+    await LocalTarget(root).start()
+    assert not temp.exists()
 
 
 async def test_leftover_multipart_uploads_aborted_at_start(s3: WeedServer, system_id: str) -> None:

@@ -88,3 +88,66 @@ async def test_zero_retries_means_one_attempt() -> None:
     with pytest.raises(TransientError):
         await with_retries(op, max_retries=0, base=0.1)
     assert calls == 1
+
+
+async def test_retry_after_is_waited_and_reported() -> None:
+    calls = 0
+    slept: list[float] = []
+    told: list[tuple[int, float]] = []
+
+    async def op() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise TransientError("SlowDown", retry_after=4.0)
+        return "ok"
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+
+    result = await with_retries(
+        op,
+        max_retries=3,
+        base=0.01,
+        sleep=sleep,
+        on_retry=lambda _e, attempt, delay: told.append((attempt, delay)),
+    )
+    assert result == "ok"
+    assert slept == [4.0] and told == [(1, 4.0)]
+
+
+async def test_retryable_can_refuse_a_transient_error() -> None:
+    calls = 0
+
+    class Lost(TransientError):
+        pass
+
+    async def op() -> None:
+        nonlocal calls
+        calls += 1
+        raise Lost("NoSuchUpload")
+
+    with pytest.raises(Lost):
+        await with_retries(
+            op, max_retries=5, base=10.0, retryable=lambda e: not isinstance(e, Lost)
+        )
+    assert calls == 1  # and no 10 s wait
+
+
+async def test_delays_grow_exponentially_on_average() -> None:
+    slept: list[float] = []
+
+    async def op() -> None:
+        raise TransientError("503")
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+
+    for seed in range(200):
+        with pytest.raises(TransientError):
+            await with_retries(op, max_retries=4, base=1.0, sleep=sleep, rng=random.Random(seed))
+    per_attempt = [slept[i::4] for i in range(4)]
+    means = [sum(d) / len(d) for d in per_attempt]
+    # full jitter: the mean of uniform(0, base * 2**n) is base * 2**n / 2
+    for n, mean in enumerate(means):
+        assert 0.8 * 2**n / 2 < mean < 1.2 * 2**n / 2

@@ -1,0 +1,533 @@
+"""The S3 target on a real server: clear permanent errors, integrity, memory, retries,
+multipart uploads that stop half-way (failure, cancellation, ``kill -9``)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+
+import akoshad.targets.s3 as s3mod
+from akoshad.errors import PermanentError, TransientError
+from akoshad.targets import make_target
+from akoshad.targets.base import Compression
+from akoshad.targets.s3 import S3Target, content_md5
+from tests.faultproxy import FaultPlan, FaultProxy
+from tests.s3server import WeedServer
+
+MiB = 1024 * 1024
+REPO = Path(__file__).resolve().parents[2]
+
+
+def target(s3: WeedServer, system_id: str, **kw: Any) -> S3Target:
+    args: dict[str, Any] = {
+        "bucket": s3.bucket,
+        "endpoint": s3.endpoint,
+        "region": "us-east-1",
+        "access_key_id": s3.access_key,
+        "secret_access_key": s3.secret_key,
+        "retry_backoff": 0.1,
+        "max_retries": 1,
+        "own_prefix": f"systems/{system_id}/",
+    }
+    args.update(kw)
+    return S3Target(**args)
+
+
+def key(system_id: str, name: str) -> str:
+    return f"systems/{system_id}/uploads/u1/{name}"
+
+
+def random_file(path: Path, size: int) -> Path:
+    with path.open("wb") as fh:
+        left = size
+        while left:
+            n = min(left, 4 * MiB)
+            fh.write(os.urandom(n))
+            left -= n
+    return path
+
+
+async def uploads_under(t: S3Target, prefix: str) -> list[dict[str, Any]]:
+    resp = await t._call(
+        lambda c: c.list_multipart_uploads(Bucket=t.bucket, Prefix=prefix), what="list uploads"
+    )
+    return list(resp.get("Uploads") or [])
+
+
+# ---- permanent errors: one clear line, no retry storm, no secret ---------------------------
+async def expect_permanent(t: S3Target, secret: str | None = None) -> PermanentError:
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(PermanentError) as info:
+            await t.start()
+    finally:
+        await t.close()
+    assert time.monotonic() - t0 < 5  # no backoff waits
+    assert t.requests == 1 and t.retries == 0  # one request, not max_retries of them
+    msg = str(info.value)
+    assert "\n" not in msg and msg
+    if secret:
+        for text in (msg, repr(info.value), repr(t), str(t)):
+            assert secret not in text
+    return info.value
+
+
+async def test_wrong_secret_is_permanent_and_quiet(s3: WeedServer, system_id: str) -> None:
+    secret = "wrong-secret-that-must-never-leak-42"
+    t = target(s3, system_id, secret_access_key=secret, max_retries=5, retry_backoff=2.0)
+    err = await expect_permanent(t, secret)
+    assert "SignatureDoesNotMatch" in str(err)
+    assert "check cloud_sync.access_key_id / secret_access_key" in str(err)
+
+
+async def test_unknown_access_key_is_permanent(s3: WeedServer, system_id: str) -> None:
+    t = target(s3, system_id, access_key_id="AKIANOSUCHKEY", max_retries=5, retry_backoff=2.0)
+    err = await expect_permanent(t, s3.secret_key)
+    assert "InvalidAccessKeyId" in str(err) and "access_key_id" in str(err)
+
+
+async def test_missing_bucket_is_permanent(s3: WeedServer, system_id: str) -> None:
+    t = target(s3, system_id, bucket="no-such-bucket-x1", max_retries=5, retry_backoff=2.0)
+    err = await expect_permanent(t, s3.secret_key)
+    assert str(err) == (
+        "bucket 'no-such-bucket-x1' does not exist "
+        "(create bucket 'no-such-bucket-x1' or fix cloud_sync.cloud_bucket)"
+    )
+
+
+async def test_no_credentials_anywhere_is_permanent(
+    s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    t = target(s3, system_id, access_key_id=None, secret_access_key=None)
+    t0 = time.monotonic()
+    with pytest.raises(PermanentError, match="no S3 credentials found"):
+        await t.start()
+    await t.close()
+    assert time.monotonic() - t0 < 5
+
+
+def test_secret_not_in_repr_and_settings_wiring(
+    s3: WeedServer, system_id: str, tmp_path: Path
+) -> None:
+    settings = s3.settings(system_id, home=tmp_path, cloud_sync={"chunk_size_mb": 8})
+    t = make_target("cloud", settings)
+    assert isinstance(t, S3Target)
+    assert s3.secret_key not in repr(t) and s3.secret_key not in str(t)
+    assert s3.endpoint in repr(t)
+    assert t.part_size == 8 * MiB and t.own_prefix == f"systems/{system_id}/"
+    assert t.verify_tls
+
+
+def _client_error(code: str, status: int, headers: dict[str, str] | None = None) -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": "m s3cr3t-value"},
+            "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers or {}},
+        },
+        "PutObject",
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "headers", "kind", "retry_after"),
+    [
+        ("SlowDown", 503, {"retry-after": "7"}, TransientError, 7.0),
+        ("SlowDown", 503, {}, TransientError, 1.0),
+        ("", 429, {"Retry-After": "3"}, TransientError, 3.0),
+        ("InternalError", 500, {}, TransientError, None),
+        ("RequestTimeout", 400, {}, TransientError, None),
+        ("BadDigest", 400, {}, TransientError, None),
+        ("Whatever", 502, {}, TransientError, None),
+        ("Throttling", 400, {}, TransientError, 1.0),
+        ("NoSuchUpload", 404, {}, s3mod.UploadLost, None),
+        ("AccessDenied", 403, {}, PermanentError, None),
+        ("InvalidAccessKeyId", 403, {}, PermanentError, None),
+        ("SignatureDoesNotMatch", 403, {}, PermanentError, None),
+        ("NoSuchBucket", 404, {}, PermanentError, None),
+        ("RequestTimeTooSkewed", 403, {}, PermanentError, None),
+    ],
+)
+def test_error_mapping(
+    code: str, status: int, headers: dict[str, str], kind: type, retry_after: float | None
+) -> None:
+    t = S3Target(bucket="b", endpoint="http://127.0.0.1:1", secret_access_key="s3cr3t-value")
+    err = t._classify(_client_error(code, status, headers), "put k")
+    assert type(err) is kind
+    if isinstance(err, TransientError):
+        assert err.retry_after == retry_after
+    else:
+        assert isinstance(err, PermanentError) and err.fix
+    assert "s3cr3t-value" not in str(err)
+
+
+def test_network_failures_are_transient_and_say_where() -> None:
+    t = S3Target(bucket="b", endpoint="http://127.0.0.1:9", timeout=30)
+    refused = t._classify(EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), "put k")
+    assert isinstance(refused, TransientError)
+    assert str(refused) == "put k: cannot reach http://127.0.0.1:9"
+    slow = t._classify(ReadTimeoutError(endpoint_url="http://127.0.0.1:9"), "put k")
+    assert isinstance(slow, TransientError) and "no answer" in str(slow) and "30 s" in str(slow)
+    reset = t._classify(ConnectionResetError(104, "Connection reset by peer"), "put k")
+    assert isinstance(reset, TransientError)
+
+
+def test_a_missing_key_is_a_key_error_only_where_asked() -> None:
+    t = S3Target(bucket="b", endpoint="http://127.0.0.1:1")
+    assert isinstance(t._classify(_client_error("NoSuchKey", 404), "read k", missing="k"), KeyError)
+    assert isinstance(t._classify(_client_error("", 404), "head k", missing="k"), KeyError)
+    assert isinstance(t._classify(_client_error("NoSuchKey", 404), "put k"), PermanentError)
+
+
+async def test_endpoint_cache_leaves_keys_alone() -> None:
+    """The endpoint resolver ignores ``Key`` (so it caches per bucket): keys still reach
+    the request path intact."""
+    t = S3Target(
+        bucket="b", endpoint="http://127.0.0.1:1", access_key_id="a", secret_access_key="s"
+    )
+    try:
+        client = await t._ensure_client()
+        assert isinstance(client._ruleset_resolver._provider, s3mod._KeylessEndpoints)
+        for k in ("systems/x/uploads/1/a.json", "other/b c+d"):
+            url = await client.generate_presigned_url(
+                "get_object", Params={"Bucket": "b", "Key": k}
+            )
+            quoted = k.replace(" ", "%20").replace("+", "%2B")
+            assert url.startswith(f"http://127.0.0.1:1/b/{quoted}?"), url
+    finally:
+        await t.close()
+
+
+# ---- integrity ----------------------------------------------------------------------------
+async def test_server_rejects_a_wrong_content_md5(
+    s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Content-MD5 is the integrity check SeaweedFS really enforces: a wrong one is refused
+    (the SigV4 payload hash is not checked by it, hence not sent)."""
+    t = target(s3, system_id, max_retries=0)
+    await t.start()
+    try:
+        monkeypatch.setattr(s3mod, "content_md5", lambda data: content_md5(bytes(data) + b"x"))
+        k = key(system_id, "small")
+        with pytest.raises(TransientError, match="BadDigest"):
+            await t.put_bytes(k, b"payload", "application/json")
+        assert await t.head(k) is None
+        # the multipart path, parts sent straight from the file
+        monkeypatch.setattr(s3mod._FileWindow, "md5", lambda self: content_md5(b"other"))
+        big = random_file(tmp_path / "big", 11 * MiB)
+        k2 = key(system_id, "big")
+        with pytest.raises(TransientError, match="BadDigest"):
+            await t.put_file(k2, big, "none")
+        assert await t.head(k2) is None
+        assert await uploads_under(t, f"systems/{system_id}/") == []
+    finally:
+        await t.close()
+
+
+# ---- memory -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def file_200mb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = random_file(tmp_path_factory.mktemp("big") / "random.bin", 200 * MiB)
+    yield path
+    path.unlink()
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+async def test_memory_stays_bounded_for_200mb(
+    s3: WeedServer, system_id: str, file_200mb: Path, compression: Compression
+) -> None:
+    size, head_bytes = await asyncio.to_thread(_size_and_start, file_200mb)
+    t = target(s3, system_id)
+    await t.start()
+    k = key(system_id, f"big.{compression}")
+    try:
+        tracemalloc.start()
+        stored = await t.put_file(k, file_200mb, compression)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        # plain: windows on the file; gzip: the shared budget of 32 MiB of parts
+        assert peak < (16 if compression == "none" else 48) * MiB, peak / MiB
+        assert await t.head(k) == stored.stored_size
+        parts = -(-stored.stored_size // t.part_size)
+        head = await t._call(lambda c: c.head_object(Bucket=t.bucket, Key=k), what=f"head {k}")
+        assert head["ETag"].strip('"').endswith(f"-{parts}")
+        if compression == "gzip":  # random bytes barely grow; the start decodes
+            assert size < stored.stored_size < size * 1.01
+            first = await anext(aiter(t.read(k)))
+            assert gzip.GzipFile(fileobj=_Prefix(first)).read(1000) == head_bytes
+    finally:
+        if tracemalloc.is_tracing():
+            tracemalloc.stop()
+        await t.delete_keys([k])
+        await t.close()
+
+
+def _size_and_start(path: Path) -> tuple[int, bytes]:
+    with path.open("rb") as fh:
+        return os.fstat(fh.fileno()).st_size, fh.read(1000)
+
+
+class _Prefix:
+    """Enough of a file object for ``GzipFile`` to decode the start of a stream."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.data) if n < 0 else self.pos + n
+        out = self.data[self.pos : end]
+        self.pos += len(out)
+        return out
+
+
+# ---- transient failures -------------------------------------------------------------------
+async def test_outage_is_retried_until_the_server_is_back(
+    s3: WeedServer, system_id: str, tmp_path: Path
+) -> None:
+    src = random_file(tmp_path / "f", 12 * MiB)
+    t = target(s3, system_id, max_retries=15, retry_backoff=0.1)
+    await t.start()
+    await asyncio.to_thread(s3.stop)
+    restarted = threading.Timer(0.5, s3.start)
+    restarted.start()
+    try:
+        k = key(system_id, "after-outage")
+        stored = await t.put_file(k, src, "none")
+        assert stored.stored_size == src.stat().st_size
+        assert t.retries >= 1
+        assert await t.head(k) == src.stat().st_size
+    finally:
+        await asyncio.to_thread(restarted.join)
+        await t.close()
+
+
+async def test_5xx_and_slowdown_are_retried_max_retries_times(
+    s3: WeedServer, system_id: str
+) -> None:
+    proxy = FaultProxy(s3.endpoint, FaultPlan(error=1.0, seed=2)).start()
+    try:
+        t = target(s3, system_id, endpoint=proxy.url, max_retries=2, retry_backoff=0.05)
+        with pytest.raises(TransientError):
+            await t.put_bytes(key(system_id, "x"), b"data", "application/json")
+        await t.close()
+        assert proxy.stats.faults["error"] == 3 and t.retries == 2
+        proxy.set_plan(FaultPlan(error=0.3, reset=0.2, seed=7))
+        t = target(s3, system_id, endpoint=proxy.url, max_retries=10, retry_backoff=0.05)
+        for i in range(5):
+            await t.put_bytes(key(system_id, f"y{i}"), b"data", "application/json")
+        await t.close()
+        assert t.retries > 0
+    finally:
+        proxy.stop()
+
+
+# ---- multipart uploads that stop half-way -------------------------------------------------
+def slow_parts(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Each part of an uncompressed file takes ``seconds`` longer to prepare."""
+    real = s3mod._FileWindow.md5
+
+    def slow(self: s3mod._FileWindow) -> str:
+        time.sleep(seconds)
+        return real(self)
+
+    monkeypatch.setattr(s3mod._FileWindow, "md5", slow)
+
+
+async def wait_for_upload(s3: WeedServer, prefix: str, within: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        uploads = await asyncio.to_thread(s3.multipart_uploads, prefix)
+        if uploads:
+            return uploads[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no multipart upload appeared")
+
+
+async def test_a_file_shrinking_while_sent_is_not_stored(
+    s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = random_file(tmp_path / "shrinks.bin", 16 * MiB)
+    real = s3mod._FileWindow.md5
+    calls = 0
+
+    def md5_then_shrink(window: s3mod._FileWindow) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first part is out; the second has just been cut
+            os.truncate(src, 6 * MiB)
+        return real(window)
+
+    monkeypatch.setattr(s3mod._FileWindow, "md5", md5_then_shrink)
+    t = target(s3, system_id)
+    await t.start()
+    try:
+        k = key(system_id, "shrinks")
+        with pytest.raises(s3mod.SourceChanged):
+            await t.put_file(k, src, "none")
+        assert await t.head(k) is None
+        assert await uploads_under(t, f"systems/{system_id}/") == []
+    finally:
+        await t.close()
+
+
+async def test_cancelled_put_aborts_its_multipart_upload(
+    s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_parts(monkeypatch, 0.3)
+    src = random_file(tmp_path / "f", 40 * MiB)
+    t = target(s3, system_id)
+    await t.start()
+    try:
+        k = key(system_id, "cancelled")
+        put = asyncio.create_task(t.put_file(k, src, "none"))
+        await wait_for_upload(s3, f"systems/{system_id}/")
+        put.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await put
+        # the abort was awaited before the cancellation came out: nothing is left
+        assert s3.multipart_uploads(f"systems/{system_id}/") == []
+        assert await t.head(k) is None
+    finally:
+        await t.close()
+
+
+async def test_upload_aborted_elsewhere_fails_fast_without_retries(
+    s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NoSuchUpload (another process's start() aborted it) is transient for the file, but
+    sending the part again would fail the same way: no per-request retries, no backoff."""
+    slow_parts(monkeypatch, 0.2)
+    src = random_file(tmp_path / "f", 40 * MiB)
+    t = target(s3, system_id, max_retries=5, retry_backoff=2.0)
+    await t.start()
+    try:
+        k = key(system_id, "lost")
+        put = asyncio.create_task(t.put_file(k, src, "none"))
+        up = await wait_for_upload(s3, f"systems/{system_id}/")
+        s3.client().abort_multipart_upload(Bucket=s3.bucket, Key=k, UploadId=up["UploadId"])
+        t0 = time.monotonic()
+        with pytest.raises(s3mod.UploadLost):
+            await put
+        assert time.monotonic() - t0 < 3 and t.retries == 0
+        assert await t.head(k) is None
+    finally:
+        await t.close()
+
+
+async def test_complete_whose_reply_was_lost_counts_as_done(
+    s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The complete went through but its reply did not: the retry sees NoSuchUpload, and
+    the whole object being there makes it a success."""
+    real = S3Target._call
+
+    async def lost_reply(self: S3Target, op: Any, *, what: str, missing: str | None = None) -> Any:
+        result = await real(self, op, what=what, missing=missing)
+        if what.startswith("complete"):
+            raise s3mod.UploadLost(f"{what}: NoSuchUpload")
+        return result
+
+    monkeypatch.setattr(S3Target, "_call", lost_reply)
+    src = random_file(tmp_path / "f", 11 * MiB)
+    t = target(s3, system_id)
+    await t.start()
+    try:
+        k = key(system_id, "completed")
+        stored = await t.put_file(k, src, "none")
+        assert stored.stored_size == 11 * MiB == await t.head(k)
+    finally:
+        await t.close()
+
+
+async def test_leftover_abort_can_be_turned_off(s3: WeedServer, system_id: str) -> None:
+    """A reader of the bucket (verify, restore) must not abort a daemon's running upload."""
+    up = s3.client().create_multipart_upload(
+        Bucket=s3.bucket, Key=f"systems/{system_id}/uploads/u/x"
+    )
+    t = target(s3, system_id)
+    await t.start(clean_up=False)
+    await t.close()
+    assert [u["UploadId"] for u in s3.multipart_uploads(f"systems/{system_id}/")] == [
+        up["UploadId"]
+    ]
+    t = target(s3, system_id)
+    await t.start()
+    assert await t.abort_leftover_uploads() == 0  # start() already took it
+    await t.close()
+    assert s3.multipart_uploads(f"systems/{system_id}/") == []
+
+
+UPLOADER = """
+import asyncio, sys, time
+from pathlib import Path
+import akoshad.targets.s3 as s3mod
+real = s3mod._FileWindow.md5
+def slow(self):
+    time.sleep(0.5)
+    return real(self)
+s3mod._FileWindow.md5 = slow
+endpoint, bucket, key_id, secret, key, src = sys.argv[1:]
+async def main():
+    t = s3mod.S3Target(bucket=bucket, endpoint=endpoint, region="us-east-1",
+                       access_key_id=key_id, secret_access_key=secret)
+    await t.start()
+    await t.put_file(key, Path(src), "none")
+asyncio.run(main())
+"""
+
+
+async def test_kill_9_mid_multipart_then_start_aborts_the_leftover(
+    s3: WeedServer, system_id: str, tmp_path: Path
+) -> None:
+    src = random_file(tmp_path / "f", 40 * MiB)
+    k = key(system_id, "killed")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        UPLOADER,
+        s3.endpoint,
+        s3.bucket,
+        s3.access_key,
+        s3.secret_key,
+        k,
+        str(src),
+        cwd=REPO,
+    )
+    try:
+        up = await wait_for_upload(s3, f"systems/{system_id}/", within=30)
+        deadline = time.monotonic() + 10  # at least one part on the server
+        while (
+            not s3.client()
+            .list_parts(Bucket=s3.bucket, Key=k, UploadId=up["UploadId"])
+            .get("Parts")
+        ):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        proc.kill()
+        await proc.wait()
+    assert proc.returncode == -9
+    assert [u["UploadId"] for u in s3.multipart_uploads(f"systems/{system_id}/")] == [
+        up["UploadId"]
+    ]
+    t = target(s3, system_id)
+    await t.start()
+    await t.close()
+    assert s3.multipart_uploads(f"systems/{system_id}/") == []
+    assert s3.keys(f"systems/{system_id}/") == []
