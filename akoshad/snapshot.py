@@ -19,10 +19,10 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from akoshad.errors import SnapshotError
+from akoshad.errors import SnapshotError, TransientError
 from akoshad.fileio import CHUNK as COPY_CHUNK
 from akoshad.fileio import copy_data, read_chunks, write_sparse
 from akoshad.storefiles import detect_kind
@@ -65,15 +65,29 @@ class CapturedFile:
     path: str
     staged: Path
     size: int
-    sha256: str
+    # None for an in-place capture: not hashed yet. The uploader hashes it before deciding
+    # on dedupe when it may be a duplicate (same size as the ledger's), else while sending.
+    sha256: str | None
     kind: str  # duckdb | duckdb-wal | sqlite | file
     live: LiveStat
     in_place: bool = False  # ``staged`` is the live file itself (large plain files)
 
     def still_as_captured(self) -> bool:
-        """For an in-place capture: the live file is unchanged since it was hashed."""
+        """For an in-place capture: the live file is unchanged since it was captured."""
         st = stat_or_none(self.staged)
         return st is not None and LiveStat.of(st) == self.live
+
+    def hashed(self) -> CapturedFile:
+        """This capture with its SHA-256 (blocking: reads the whole file).
+
+        For an in-place capture the hash is of the file as it is now; whoever records it
+        checks ``still_as_captured`` afterwards, so a change during the read is caught."""
+        if self.sha256 is not None:
+            return self
+        size, sha = hash_file(self.staged)
+        if size != self.size:
+            raise TransientError(f"{self.path} changed while it was being read")
+        return replace(self, sha256=sha)
 
 
 @dataclass(frozen=True)
@@ -188,8 +202,11 @@ class Snapshotter:
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", rel)[-80:]
         return self.staging / f"{self._n:06d}-{safe}"
 
-    def capture(self, rel: str) -> CaptureResult:
-        """Capture one store file (blocking). Never raises for a vanished/unreadable file."""
+    def capture(self, rel: str, hash_if_size: int | None = None) -> CaptureResult:
+        """Capture one store file (blocking). Never raises for a vanished/unreadable file.
+
+        ``hash_if_size``: the size of the file's last upload, if any; a large plain file of
+        another size cannot be a duplicate and is left unhashed (``sha256`` None)."""
         live = self.data_dir / rel
         try:
             st = live.stat()
@@ -214,7 +231,7 @@ class Snapshotter:
                 return self._capture_duckdb(rel, live)
             if kind == "sqlite":
                 return self._capture_sqlite(rel, live, st)
-            return self._capture_stable(rel, live)
+            return self._capture_stable(rel, live, hash_if_size)
         except FileNotFoundError:
             return Vanished(rel)
         except PermissionError:
@@ -225,11 +242,20 @@ class Snapshotter:
             return Skipped(rel, f"capture failed: {exc.strerror or exc}", retry=True)
 
     # ---- plain files ---------------------------------------------------------------
-    def _capture_in_place(self, rel: str, live: Path) -> CaptureResult:
-        """Hash a large plain file where it lies; the upload reads it from there and checks
-        afterwards that it did not change (no second copy of a big file on disk)."""
+    def _capture_in_place(self, rel: str, live: Path, hash_if_size: int | None) -> CaptureResult:
+        """A large plain file is captured where it lies (no second copy of a big file on
+        disk); the upload reads it from there and checks afterwards that it did not change.
+
+        It is hashed here only when it may be a duplicate (its size is ``hash_if_size``, the
+        size last uploaded); otherwise the uploader hashes it while sending it, so the file
+        is not read once before the upload starts."""
         for attempt in range(self.attempts):
             before = live.stat()
+            if before.st_size != hash_if_size:
+                deferred = CapturedFile(
+                    rel, live, before.st_size, None, "file", LiveStat.of(before), True
+                )
+                return Captured(rel, (deferred,))
             try:
                 size, sha = hash_file(live)
             except OSError as exc:
@@ -245,9 +271,9 @@ class Snapshotter:
             self.sleep(_backoff(attempt))
         raise SnapshotError(f"kept changing during {self.attempts} reads", retry=True)
 
-    def _capture_stable(self, rel: str, live: Path) -> CaptureResult:
+    def _capture_stable(self, rel: str, live: Path, hash_if_size: int | None) -> CaptureResult:
         if live.stat().st_size >= IN_PLACE_MIN_BYTES and not live.is_symlink():
-            return self._capture_in_place(rel, live)
+            return self._capture_in_place(rel, live, hash_if_size)
         staged = self._stage_path(rel)
         for attempt in range(self.attempts):
             before = live.stat()

@@ -14,7 +14,7 @@ import functools
 import random
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from akoshad.snapshot import (
 )
 from akoshad.state import LedgerEntry, QueueItem, StateDB
 from akoshad.stats import Stats
-from akoshad.targets.base import Compression, Target
+from akoshad.targets.base import Compression, StoredObject, Target
 
 UPLOAD_CONCURRENCY = 4
 CAPTURE_CONCURRENCY = 2
@@ -235,14 +235,21 @@ class Uploader:
             logger.warning("could not remove objects of failed upload {}: {}", upload_id, exc)
 
     # ---- capture -------------------------------------------------------------------------
-    async def capture_all(self, paths: Sequence[str]) -> list[CaptureResult]:
+    async def capture_all(
+        self, paths: Sequence[str], ledger: Mapping[str, LedgerEntry] | None = None
+    ) -> list[CaptureResult]:
+        """Capture ``paths``; ``ledger`` (the target's) tells which may be duplicates."""
         sem = asyncio.Semaphore(CAPTURE_CONCURRENCY)
+        ledger = ledger or {}
 
         async def one(path: str) -> CaptureResult:
+            last = ledger.get(path)
             async with sem:
                 self.stats.in_flight += 1
                 try:
-                    return await asyncio.to_thread(self.snap.capture, path)
+                    return await asyncio.to_thread(
+                        self.snap.capture, path, last.size if last is not None else None
+                    )
                 finally:
                     self.stats.in_flight -= 1
 
@@ -270,7 +277,8 @@ class Uploader:
         report = PassReport(target=target.name if target else "wait", claimed=len(items))
         try:
             await asyncio.to_thread(self.snap.reset_staging)
-            results = await self.capture_all([i.path for i in items])
+            ledger = await self.state.ledger(target.name) if target is not None else {}
+            results = await self.capture_all([i.path for i in items], ledger)
             memory_retry: float | None = None
             if memory_step is not None:
                 memory_db = next(
@@ -285,7 +293,9 @@ class Uploader:
                 report.error = "waiting for the cloud (circuit open)"
                 report.waiting = True
             else:
-                await self._pass(target, items, results, report, extras_hook or self.extras_hook)
+                await self._pass(
+                    target, ledger, items, results, report, extras_hook or self.extras_hook
+                )
             if memory_retry is not None:
                 await self.state.requeue(MEMORY_DB, memory_retry, "memories not delivered yet")
         except asyncio.CancelledError:
@@ -299,12 +309,12 @@ class Uploader:
     async def _pass(
         self,
         target: Target,
+        ledger: dict[str, LedgerEntry],
         items: list[QueueItem],
         results: list[CaptureResult],
         report: PassReport,
         extras_hook: ExtrasHook | None,
     ) -> None:
-        ledger = await self.state.ledger(target.name)
         by_group: dict[str, list[LedgerEntry]] = {}
         for entry in ledger.values():
             by_group.setdefault(entry.group_path, []).append(entry)
@@ -348,7 +358,7 @@ class Uploader:
         own_prefix = upload_prefix(self.system_id, upload_id)
         taken: set[str] = set()
         final_rows: list[LedgerEntry] = []  # ledger rows for this pass's captures
-        to_send: list[tuple[LedgerEntry, Path]] = []
+        to_send: list[tuple[LedgerEntry, CapturedFile]] = []
         in_place: dict[str, CapturedFile] = {}
         for cap in captured:
             for f in cap.files:
@@ -371,7 +381,7 @@ class Uploader:
                     mtime_ns=f.live.mtime_ns,
                     ctime_ns=f.live.ctime_ns,
                     inode=f.live.inode,
-                    sha256=f.sha256,
+                    sha256=f.sha256 or "",  # unhashed in-place files: hashed while sent
                     key=own_prefix + name,
                     name=name,
                     stored_size=-1,
@@ -379,7 +389,7 @@ class Uploader:
                     kind=f.kind,
                     upload_id=upload_id,
                 )
-                to_send.append((row, f.staged))
+                to_send.append((row, f))
                 if f.in_place:
                     in_place[f.path] = f
 
@@ -480,22 +490,21 @@ class Uploader:
         )
 
     async def _send_objects(
-        self, target: Target, to_send: list[tuple[LedgerEntry, Path]], report: PassReport
+        self,
+        target: Target,
+        to_send: list[tuple[LedgerEntry, CapturedFile]],
+        report: PassReport,
     ) -> list[LedgerEntry]:
         sem = asyncio.Semaphore(UPLOAD_CONCURRENCY)
         failure: list[BaseException] = []
 
-        async def one(row: LedgerEntry, staged: Path) -> LedgerEntry:
+        async def one(row: LedgerEntry, captured: CapturedFile) -> LedgerEntry:
             async with sem:
                 if failure:  # one put failed: the upload is lost, start no more
                     raise failure[0]
                 self.stats.in_flight += 1
                 try:
-                    stored = await target.put_file(
-                        row.key,
-                        staged,
-                        row.compression,  # type: ignore[arg-type]
-                    )
+                    stored, sha256 = await _put_hashing(target, row, captured)
                 except BaseException as exc:
                     failure.append(exc)
                     raise
@@ -504,11 +513,16 @@ class Uploader:
             report.bytes_uploaded += row.size
             report.bytes_sent += stored.bytes_sent
             self.stats.progressed()
-            return _replace(row, stored_size=stored.stored_size, compression=stored.compression)
+            return _replace(
+                row,
+                sha256=sha256,
+                stored_size=stored.stored_size,
+                compression=stored.compression,
+            )
 
         # Every put is awaited to its end, also when one fails: a put running in a worker
         # thread cannot be cancelled, and its object must not land after the cleanup.
-        results = await asyncio.gather(*(one(r, p) for r, p in to_send), return_exceptions=True)
+        results = await asyncio.gather(*(one(r, f) for r, f in to_send), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -564,6 +578,25 @@ def _commit_recovered(
 ) -> None:
     StateDB.write_ledger(c, target, rows, removed)
     StateDB.finish_upload(c, upload_id=upload_id, outcome="completed", files=files)
+
+
+async def _put_hashing(
+    target: Target, row: LedgerEntry, captured: CapturedFile
+) -> tuple[StoredObject, str]:
+    """Send one file; an unhashed (in-place) capture is hashed in a thread at the same time,
+    reading what the upload reads from the page cache. Both are awaited to their end."""
+    put = target.put_file(row.key, captured.staged, row.compression)  # type: ignore[arg-type]
+    if captured.sha256 is not None:
+        return await put, captured.sha256
+    stored, hashed = await asyncio.gather(
+        put, asyncio.to_thread(captured.hashed), return_exceptions=True
+    )
+    for outcome in (stored, hashed):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    assert isinstance(stored, StoredObject) and isinstance(hashed, CapturedFile)
+    assert hashed.sha256 is not None
+    return stored, hashed.sha256
 
 
 def _entry(row: LedgerEntry) -> FileEntry:

@@ -1,0 +1,139 @@
+"""Large plain files: captured where they lie, hashed while they are sent (when they cannot
+be duplicates), checked unchanged afterwards. In process, on the local target."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import akoshad.snapshot as snapshot
+from akoshad.snapshot import Captured, Snapshotter
+from akoshad.state import StateDB
+from akoshad.stats import Stats
+from akoshad.targets.base import Compression, StoredObject
+from akoshad.targets.local import LocalTarget
+from akoshad.uploader import PassReport, Uploader
+
+MiB = 1024 * 1024
+BIG = "big.bin"
+
+
+@dataclass
+class Rig:
+    store: Path
+    state: StateDB
+    target: LocalTarget
+    uploader: Uploader
+
+    async def pass_of(self, *paths: str) -> PassReport:
+        await self.state.enqueue([(p, "modified") for p in paths], now=time.time() - 60)
+        report = await self.uploader.drain_once(self.target, now=time.time() + 60)
+        assert report is not None
+        return report
+
+    async def stored(self, path: str) -> tuple[str, bytes]:
+        """The ledger's sha256 for ``path`` and the bytes its object holds."""
+        entry = (await self.state.ledger(self.target.name))[path]
+        data = b"".join([c async for c in self.target.read(entry.key)])
+        return entry.sha256, data
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
+    monkeypatch.setattr(snapshot, "IN_PLACE_MIN_BYTES", MiB)
+    store = tmp_path / "store"
+    store.mkdir()
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    target = LocalTarget(tmp_path / "outbox")
+    await target.start()
+    uploader = Uploader(
+        state=state,
+        snapshotter=Snapshotter(store, tmp_path / "state" / "staging"),
+        system_id="test-system",
+        stats=Stats(),
+        enable_compression=False,
+    )
+    yield Rig(store, state, target, uploader)
+    await target.close()
+    await state.close()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_new_large_file_is_captured_unhashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot, "IN_PLACE_MIN_BYTES", MiB)
+    (tmp_path / BIG).write_bytes(os.urandom(2 * MiB))
+    snap = Snapshotter(tmp_path, tmp_path / "staging")
+    res = snap.capture(BIG)
+    assert isinstance(res, Captured)
+    (f,) = res.files
+    assert f.in_place and f.staged == tmp_path / BIG and f.sha256 is None
+    assert f.hashed().sha256 == sha((tmp_path / BIG).read_bytes())
+    # a file of the size last uploaded may be a duplicate: hashed at capture
+    same = snap.capture(BIG, hash_if_size=2 * MiB)
+    assert isinstance(same, Captured)
+    assert same.files[0].sha256 == sha((tmp_path / BIG).read_bytes())
+
+
+async def test_hashed_while_sent_then_deduplicated(rig: Rig) -> None:
+    data = os.urandom(3 * MiB + 5)
+    (rig.store / BIG).write_bytes(data)
+    first = await rig.pass_of(BIG)
+    assert first.ok and first.files_uploaded == [BIG]
+    assert await rig.stored(BIG) == (sha(data), data)
+
+    os.utime(rig.store / BIG, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched only
+    second = await rig.pass_of(BIG)
+    assert second.ok and second.files_uploaded == [] and second.deduplicated == 1
+
+    changed = os.urandom(len(data))  # same size, other bytes: hashed at capture, sent
+    (rig.store / BIG).write_bytes(changed)
+    third = await rig.pass_of(BIG)
+    assert third.ok and third.files_uploaded == [BIG]
+    assert await rig.stored(BIG) == (sha(changed), changed)
+
+    grown = changed + b"more"  # another size: hashed while sent
+    (rig.store / BIG).write_bytes(grown)
+    fourth = await rig.pass_of(BIG)
+    assert fourth.ok and fourth.files_uploaded == [BIG]
+    assert await rig.stored(BIG) == (sha(grown), grown)
+
+
+class ChangingTarget(LocalTarget):
+    """Appends to the source once, after the first put of it has started reading."""
+
+    changed = False
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        stored = await super().put_file(key, source, compression)
+        if not self.changed:
+            self.changed = True
+            with source.open("ab") as fh:
+                fh.write(b"appended while it was being sent")
+        return stored
+
+
+async def test_a_file_changed_while_sent_is_not_recorded(rig: Rig, tmp_path: Path) -> None:
+    rig.target = ChangingTarget(tmp_path / "outbox")
+    data = os.urandom(2 * MiB)
+    (rig.store / BIG).write_bytes(data)
+    failed = await rig.pass_of(BIG)
+    assert failed.error is not None and "changed" in failed.error
+    assert BIG not in await rig.state.ledger(rig.target.name)
+    assert [i.path for i in await rig.state.queue_items()] == [BIG]  # kept, retried
+
+    retried = await rig.uploader.drain_once(rig.target, now=time.time() + 3600)
+    assert retried is not None and retried.ok and retried.files_uploaded == [BIG]
+    now = (rig.store / BIG).read_bytes()
+    assert await rig.stored(BIG) == (sha(now), now)
