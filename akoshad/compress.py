@@ -12,7 +12,7 @@ import types
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from akoshad.fileio import read_chunks
 from akoshad.targets.base import Compression
@@ -94,20 +94,31 @@ def choose_compression(path: Path, enabled: bool = True) -> Compression:
     return "none" if packed > len(sample) * MIN_SAVING_RATIO else "gzip"
 
 
+class Digest(Protocol):
+    """What ``encoded_chunks`` needs of a hash object (``hashlib.sha256()``)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
 def encoded_chunks(
-    path: Path, compression: Compression, chunk_size: int = READ_CHUNK
+    path: Path,
+    compression: Compression,
+    chunk_size: int = READ_CHUNK,
+    digest: Digest | None = None,
 ) -> Iterator[bytes]:
-    """Yield the stored bytes of ``path`` in pieces (blocking: call from a thread)."""
+    """Yield the stored bytes of ``path`` in pieces (blocking: call from a thread);
+    ``digest`` is updated with the plaintext as it is read."""
     with path.open("rb") as fh:
-        if compression == "none":
-            yield from read_chunks(fh, chunk_size)
-            return
-        comp = gzip_compressor()
+        comp = gzip_compressor() if compression == "gzip" else None
         for chunk in read_chunks(fh, chunk_size):
-            out = comp.compress(chunk)
-            if out:
+            if digest is not None:
+                digest.update(chunk)
+            if comp is None:
+                yield chunk
+            elif out := comp.compress(chunk):
                 yield out
-        yield comp.flush()
+        if comp is not None:
+            yield comp.flush()
 
 
 class Decoder:

@@ -65,6 +65,11 @@ class CloudSync(BaseModel):
     chunk_size_mb: int = Field(
         default=5, ge=5, le=100, description="multipart part size; S3 needs at least 5 MiB"
     )
+    request_checksum: Literal["crc32", "md5"] = Field(
+        default="crc32",
+        description="per-request body check the S3 server verifies: x-amz-checksum-crc32 "
+        "(fast; falls back to md5 by itself if the server refuses it) or Content-MD5",
+    )
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
 

@@ -19,10 +19,10 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from akoshad.errors import SnapshotError, TransientError
+from akoshad.errors import SnapshotError
 from akoshad.fileio import CHUNK as COPY_CHUNK
 from akoshad.fileio import copy_data, read_chunks, write_sparse
 from akoshad.storefiles import detect_kind
@@ -65,29 +65,18 @@ class CapturedFile:
     path: str
     staged: Path
     size: int
-    # None for an in-place capture: not hashed yet. The uploader hashes it before deciding
-    # on dedupe when it may be a duplicate (same size as the ledger's), else while sending.
+    # None for an in-place capture not hashed yet (it cannot be a duplicate: its size is
+    # not the last upload's): the target hashes it in the pass that sends it.
     sha256: str | None
     kind: str  # duckdb | duckdb-wal | sqlite | file
     live: LiveStat
     in_place: bool = False  # ``staged`` is the live file itself (large plain files)
 
     def still_as_captured(self) -> bool:
-        """For an in-place capture: the live file is unchanged since it was captured."""
+        """For an in-place capture: the live file is unchanged since it was captured (size,
+        mtime, ctime, inode), so what was read for the upload is what was captured."""
         st = stat_or_none(self.staged)
         return st is not None and LiveStat.of(st) == self.live
-
-    def hashed(self) -> CapturedFile:
-        """This capture with its SHA-256 (blocking: reads the whole file).
-
-        For an in-place capture the hash is of the file as it is now; whoever records it
-        checks ``still_as_captured`` afterwards, so a change during the read is caught."""
-        if self.sha256 is not None:
-            return self
-        size, sha = hash_file(self.staged)
-        if size != self.size:
-            raise TransientError(f"{self.path} changed while it was being read")
-        return replace(self, sha256=sha)
 
 
 @dataclass(frozen=True)

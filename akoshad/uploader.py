@@ -583,20 +583,15 @@ def _commit_recovered(
 async def _put_hashing(
     target: Target, row: LedgerEntry, captured: CapturedFile
 ) -> tuple[StoredObject, str]:
-    """Send one file; an unhashed (in-place) capture is hashed in a thread at the same time,
-    reading what the upload reads from the page cache. Both are awaited to their end."""
-    put = target.put_file(row.key, captured.staged, row.compression)  # type: ignore[arg-type]
-    if captured.sha256 is not None:
-        return await put, captured.sha256
-    stored, hashed = await asyncio.gather(
-        put, asyncio.to_thread(captured.hashed), return_exceptions=True
-    )
-    for outcome in (stored, hashed):
-        if isinstance(outcome, BaseException):
-            raise outcome
-    assert isinstance(stored, StoredObject) and isinstance(hashed, CapturedFile)
-    assert hashed.sha256 is not None
-    return stored, hashed.sha256
+    """Send one file; returns the receipt and the SHA-256 of what was sent.
+
+    The target hashes the plaintext in the pass that sends it. That is the hash of an
+    unhashed (in-place) capture; for a hashed one it must equal the capture's, or the
+    bytes sent are not the bytes captured (the upload fails and is tried again)."""
+    stored = await target.put_file(row.key, captured.staged, row.compression)  # type: ignore[arg-type]
+    if captured.sha256 is not None and stored.sha256 != captured.sha256:
+        raise TransientError(f"{captured.path} changed between its capture and its upload")
+    return stored, stored.sha256
 
 
 def _entry(row: LedgerEntry) -> FileEntry:

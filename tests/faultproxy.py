@@ -58,6 +58,14 @@ class FaultPlan:
     stall: float = 0.0
     stall_seconds: float = 2.0
     seed: int = 1
+    # a request carrying this header gets ``refusal`` (status, code, message): a server
+    # that does not implement what the header asks for
+    refuse_header: str | None = None
+    refusal: tuple[int, str, str] = (
+        501,
+        "NotImplemented",
+        "A header you provided implies functionality that is not implemented",
+    )
 
     @property
     def total(self) -> float:
@@ -159,6 +167,12 @@ class FaultProxy:
         return "forward"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.plan.refuse_header and self.plan.refuse_header in request.headers:
+            self.stats.faults["refused"] += 1
+            await request.read()
+            status, code, message = self.plan.refusal
+            body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+            return web.Response(status=status, text=body, content_type="application/xml")
         fault = self._draw()
         if fault == "error":
             self.stats.faults["error"] += 1

@@ -23,6 +23,7 @@ class StoredObject:
     stored_size: int
     compression: Compression
     bytes_sent: int
+    sha256: str  # of the plaintext read in the same pass as it was sent: what is stored
 
 
 @runtime_checkable
@@ -42,7 +43,8 @@ class Target(Protocol):
     async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
         """Store ``source`` under ``key``, gzip-encoding it on the way when asked.
 
-        The object appears whole or not at all. Raises ``TransientError`` or
+        One pass over the file: read, SHA-256 of the plaintext (in the receipt), encode,
+        send. The object appears whole or not at all. Raises ``TransientError`` or
         ``PermanentError``.
         """
 

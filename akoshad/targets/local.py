@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -92,9 +93,14 @@ class LocalTarget:
         return written
 
     def _put_file_sync(self, key: str, source: Path, compression: Compression) -> StoredObject:
-        written = self._write_atomic(key, encoded_chunks(source, compression))
+        digest = hashlib.sha256()
+        written = self._write_atomic(key, encoded_chunks(source, compression, digest=digest))
         return StoredObject(
-            key=key, stored_size=written, compression=compression, bytes_sent=written
+            key=key,
+            stored_size=written,
+            compression=compression,
+            bytes_sent=written,
+            sha256=digest.hexdigest(),
         )
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:

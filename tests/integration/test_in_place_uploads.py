@@ -3,6 +3,7 @@ be duplicates), checked unchanged afterwards. In process, on the local target.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -79,7 +80,6 @@ def test_a_new_large_file_is_captured_unhashed(
     assert isinstance(res, Captured)
     (f,) = res.files
     assert f.in_place and f.staged == tmp_path / BIG and f.sha256 is None
-    assert f.hashed().sha256 == sha((tmp_path / BIG).read_bytes())
     # a file of the size last uploaded may be a duplicate: hashed at capture
     same = snap.capture(BIG, hash_if_size=2 * MiB)
     assert isinstance(same, Captured)
@@ -137,3 +137,35 @@ async def test_a_file_changed_while_sent_is_not_recorded(rig: Rig, tmp_path: Pat
     assert retried is not None and retried.ok and retried.files_uploaded == [BIG]
     now = (rig.store / BIG).read_bytes()
     assert await rig.stored(BIG) == (sha(now), now)
+
+
+class CorruptingTarget(LocalTarget):
+    """Flips a byte of the (staged) source just before sending it, once."""
+
+    corrupted = False
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        if not self.corrupted:
+            self.corrupted = True
+            await asyncio.to_thread(flip_first_byte, source)
+        return await super().put_file(key, source, compression)
+
+
+def flip_first_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+async def test_bytes_sent_must_be_the_bytes_captured(rig: Rig, tmp_path: Path) -> None:
+    """A small file is hashed at capture (its staged copy) and again by the target as it
+    is sent: a difference fails the upload, nothing is recorded, the next pass succeeds."""
+    rig.target = CorruptingTarget(tmp_path / "outbox")
+    data = b'{"small": true}'
+    (rig.store / "small.json").write_bytes(data)
+    failed = await rig.pass_of("small.json")
+    assert failed.error is not None and "between its capture and its upload" in failed.error
+    assert "small.json" not in await rig.state.ledger(rig.target.name)
+    retried = await rig.uploader.drain_once(rig.target, now=time.time() + 3600)
+    assert retried is not None and retried.ok
+    assert await rig.stored("small.json") == (sha(data), data)

@@ -21,7 +21,7 @@ import akoshad.targets.s3 as s3mod
 from akoshad.errors import PermanentError, TransientError
 from akoshad.targets import make_target
 from akoshad.targets.base import Compression
-from akoshad.targets.s3 import S3Target, content_md5
+from akoshad.targets.s3 import S3Target
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.s3server import WeedServer
 
@@ -214,21 +214,31 @@ async def test_endpoint_cache_leaves_keys_alone() -> None:
 
 
 # ---- integrity ----------------------------------------------------------------------------
-async def test_server_rejects_a_wrong_content_md5(
-    s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("kind", ["crc32", "md5"])
+async def test_server_rejects_a_wrong_body_checksum(
+    s3: WeedServer,
+    system_id: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: s3mod.Checksum,
 ) -> None:
-    """Content-MD5 is the integrity check SeaweedFS really enforces: a wrong one is refused
-    (the SigV4 payload hash is not checked by it, hence not sent)."""
-    t = target(s3, system_id, max_retries=0)
+    """x-amz-checksum-crc32 and Content-MD5 are checks SeaweedFS really enforces: a wrong
+    one is refused (the SigV4 payload hash is not checked by it, hence not sent)."""
+    t = target(s3, system_id, max_retries=0, checksum=kind)
     await t.start()
     try:
-        monkeypatch.setattr(s3mod, "content_md5", lambda data: content_md5(bytes(data) + b"x"))
+        real = s3mod.body_checksum
+        monkeypatch.setattr(
+            s3mod, "body_checksum", lambda kind, data: real(kind, bytes(data) + b"x")
+        )
         k = key(system_id, "small")
         with pytest.raises(TransientError, match="BadDigest"):
             await t.put_bytes(k, b"payload", "application/json")
         assert await t.head(k) is None
         # the multipart path, parts sent straight from the file
-        monkeypatch.setattr(s3mod._FileWindow, "md5", lambda self: content_md5(b"other"))
+        monkeypatch.setattr(
+            s3mod._FileWindow, "checksum", lambda self, kind, sha=None: real(kind, b"o")
+        )
         big = random_file(tmp_path / "big", 11 * MiB)
         k2 = key(system_id, "big")
         with pytest.raises(TransientError, match="BadDigest"):
@@ -337,16 +347,68 @@ async def test_5xx_and_slowdown_are_retried_max_retries_times(
         proxy.stop()
 
 
+async def test_multipart_uploads_are_declared_and_completed_with_crc32(
+    s3: WeedServer, system_id: str, tmp_path: Path
+) -> None:
+    t = target(s3, system_id)
+    await t.start()
+    try:
+        k = key(system_id, "crc")
+        data = random_file(tmp_path / "crc", 12 * MiB).read_bytes()
+        assert (await t.put_file(k, tmp_path / "crc", "none")).stored_size == len(data)
+    finally:
+        await t.close()
+    head = s3.client().head_object(Bucket=s3.bucket, Key=k, ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"].endswith("-3")  # a composite of three part CRC32s
+    assert s3.client().get_object(Bucket=s3.bucket, Key=k)["Body"].read() == data
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        (501, "NotImplemented", "A header you provided implies functionality not implemented"),
+        (400, "InvalidRequest", "x-amz-checksum-crc32 is not supported"),
+    ],
+)
+async def test_a_server_refusing_crc32_gets_content_md5(
+    s3: WeedServer, system_id: str, tmp_path: Path, refusal: tuple[int, str, str]
+) -> None:
+    """Checked bodies on a server without x-amz-checksum-*: one warning, then Content-MD5."""
+    plan = FaultPlan(refuse_header="x-amz-checksum-crc32", refusal=refusal)
+    proxy = FaultProxy(s3.endpoint, plan).start()
+    t = target(s3, system_id, endpoint=proxy.url)
+    try:
+        await t.start()
+        small, big = tmp_path / "small", random_file(tmp_path / "big", 11 * MiB)
+        small.write_bytes(b"small")
+        assert (await t.put_file(key(system_id, "small"), small, "none")).stored_size == 5
+        assert t.checksum == "md5" and proxy.stats.faults["refused"] == 1
+        assert (await t.put_file(key(system_id, "big"), big, "none")).stored_size == 11 * MiB
+        assert await t.put_bytes(key(system_id, "m.json"), b"{}", "application/json") == 2
+        assert proxy.stats.faults["refused"] == 1  # no more tries of CRC32
+        fresh = target(s3, system_id, endpoint=proxy.url)  # multipart first, and put_bytes
+        assert (await fresh.put_file(key(system_id, "big2"), big, "none")).stored_size > 0
+        assert await fresh.put_bytes(key(system_id, "n.json"), b"{}", "application/json") == 2
+        assert fresh.checksum == "md5"
+        await fresh.close()
+    finally:
+        await t.close()
+        proxy.stop()
+    assert await asyncio.to_thread(s3.multipart_uploads, f"systems/{system_id}/") == []
+    got = s3.client().get_object(Bucket=s3.bucket, Key=key(system_id, "big"))["Body"].read()
+    assert got == big.read_bytes()
+
+
 # ---- multipart uploads that stop half-way -------------------------------------------------
 def slow_parts(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Each part of an uncompressed file takes ``seconds`` longer to prepare."""
-    real = s3mod._FileWindow.md5
+    real = s3mod._FileWindow.checksum
 
-    def slow(self: s3mod._FileWindow) -> str:
+    def slow(self: s3mod._FileWindow, kind: s3mod.Checksum, sha: Any = None) -> str:
         time.sleep(seconds)
-        return real(self)
+        return real(self, kind, sha)
 
-    monkeypatch.setattr(s3mod._FileWindow, "md5", slow)
+    monkeypatch.setattr(s3mod._FileWindow, "checksum", slow)
 
 
 async def wait_for_upload(s3: WeedServer, prefix: str, within: float = 10.0) -> dict[str, Any]:
@@ -363,17 +425,17 @@ async def test_a_file_shrinking_while_sent_is_not_stored(
     s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = random_file(tmp_path / "shrinks.bin", 16 * MiB)
-    real = s3mod._FileWindow.md5
+    real = s3mod._FileWindow.checksum
     calls = 0
 
-    def md5_then_shrink(window: s3mod._FileWindow) -> str:
+    def checksum_then_shrink(window: s3mod._FileWindow, kind: s3mod.Checksum, sha: Any) -> str:
         nonlocal calls
         calls += 1
         if calls == 2:  # the first part is out; the second has just been cut
             os.truncate(src, 6 * MiB)
-        return real(window)
+        return real(window, kind, sha)
 
-    monkeypatch.setattr(s3mod._FileWindow, "md5", md5_then_shrink)
+    monkeypatch.setattr(s3mod._FileWindow, "checksum", checksum_then_shrink)
     t = target(s3, system_id)
     await t.start()
     try:
@@ -477,11 +539,11 @@ UPLOADER = """
 import asyncio, sys, time
 from pathlib import Path
 import akoshad.targets.s3 as s3mod
-real = s3mod._FileWindow.md5
-def slow(self):
+real = s3mod._FileWindow.checksum
+def slow(self, kind, sha=None):
     time.sleep(0.5)
-    return real(self)
-s3mod._FileWindow.md5 = slow
+    return real(self, kind, sha)
+s3mod._FileWindow.checksum = slow
 endpoint, bucket, key_id, secret, key, src = sys.argv[1:]
 async def main():
     t = s3mod.S3Target(bucket=bucket, endpoint=endpoint, region="us-east-1",

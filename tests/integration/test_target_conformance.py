@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gzip
+import hashlib
 import os
 import shutil
 import subprocess
@@ -67,6 +68,7 @@ async def test_round_trip(target: Target, tmp_path: Path, system_id: str, compre
     assert stored.stored_size == len(data) == await target.head(k)
     plain = gzip.decompress(data) if compression == "gzip" else data
     assert plain == src.read_bytes()
+    assert stored.sha256 == hashlib.sha256(plain).hexdigest()
     if compression == "gzip":
         out = tmp_path / "x.gz"
         out.write_bytes(data)
@@ -87,6 +89,7 @@ async def test_larger_than_a_part(
     data = await read_all(target, k)
     assert stored.stored_size == len(data) == await target.head(k)
     assert (gzip.decompress(data) if compression == "gzip" else data) == src.read_bytes()
+    assert stored.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
     if isinstance(target, S3Target):
         head = await target._call(
             lambda c: c.head_object(Bucket=target.bucket, Key=k), what=f"head {k}"
@@ -107,6 +110,7 @@ async def test_sizes_at_the_boundaries(
     stored = await target.put_file(k, src, "none")
     assert stored.stored_size == size == await target.head(k)
     assert await read_all(target, k) == src.read_bytes()
+    assert stored.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
 
 
 async def test_gzip_large_streams(target: Target, tmp_path: Path, system_id: str) -> None:
@@ -118,13 +122,15 @@ async def test_gzip_large_streams(target: Target, tmp_path: Path, system_id: str
     stored = await target.put_file(k, src, "gzip")
     assert stored.stored_size < src.stat().st_size / 3
     assert gzip.decompress(await read_all(target, k)) == src.read_bytes()
+    assert stored.sha256 == hashlib.sha256(src.read_bytes()).hexdigest()
 
 
 async def test_empty_file_and_bytes(target: Target, tmp_path: Path, system_id: str) -> None:
     src = tmp_path / "empty"
     src.write_bytes(b"")
     k = key(system_id, "empty")
-    assert (await target.put_file(k, src, "none")).stored_size == 0
+    stored = await target.put_file(k, src, "none")
+    assert stored.stored_size == 0 and stored.sha256 == hashlib.sha256(b"").hexdigest()
     assert await read_all(target, k) == b""
     m = key(system_id, "manifest.json")
     assert await target.put_bytes(m, b'{"x": 1}', "application/json") == 8
