@@ -17,13 +17,18 @@ then materialises just the rows wanted (in chunks chosen by the caller).
 
 Naive ``TIMESTAMP`` values are taken as UTC (what session-buddy writes); ``TIMESTAMP WITH
 TIME ZONE`` values are converted to UTC in SQL. Embeddings are read through DuckDB's
-shortest float text form, so they round-trip exactly and encode about 40 % smaller.
+shortest float text form, so they round-trip exactly and encode about 40 % smaller. From a
+float list column, that text (checked by :func:`list_rows` in SQL: 384 finite values) is
+already JSON: it is carried as :class:`RawJSON` and written as is, never parsed into
+floats and printed again (which was most of the time spent on a big store).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -50,6 +55,19 @@ REASON_NO_EMBEDDING = "no embedding"
 REASON_NON_FINITE = "embedding has non-finite values"
 REASON_NO_TEXT = "no text"
 REASON_DUPLICATE_ID = "id also used by another table"
+
+
+class RawJSON(str):
+    """Text that already is compact JSON (an embedding): :func:`encode_json` writes it as
+    is. Only ever made from DuckDB's text form of a checked float list."""
+
+
+# what DuckDB's text form of finite floats is made of; anything else takes the slow path
+_NOT_NUMBER_LIST = re.compile(r"[^0-9.,eE+\- \[\]]")
+_FLOAT_LIST_TYPES = re.compile(r"(FLOAT|REAL|DOUBLE|FLOAT4|FLOAT8)\[\d*\]")
+# stands in for a RawJSON value while the rest is encoded (random: cannot be in the data)
+_RAW_MARK = f"akoshad-raw-{uuid.uuid4().hex}-"
+_RAW_SLOT = re.compile(f'"{_RAW_MARK}([0-9]+)"')
 
 
 def dim_reason(n: int) -> str:
@@ -176,10 +194,20 @@ def iso_utc(value: str | None, naive_tz: tzinfo = UTC) -> str | None:
     return parsed.isoformat()
 
 
-def _parse_embedding(text: str | None) -> list[float] | str:
-    """The vector, or the reason it is unusable."""
+def _parse_embedding(text: str | None, checked: bool = False) -> RawJSON | list[float] | str:
+    """The vector, or the reason it is unusable.
+
+    ``checked``: the text is DuckDB's form of a float list that SQL found to hold
+    ``EMBED_DIM`` finite values; if it also looks like it, it is used as JSON as it is."""
     if text is None:
         return REASON_NO_EMBEDDING
+    if (
+        checked
+        and text.startswith("[")
+        and text.count(",") == EMBED_DIM - 1
+        and _NOT_NUMBER_LIST.search(text) is None
+    ):
+        return RawJSON(text.replace(", ", ","))
     try:
         values = json.loads(text)
     except ValueError:
@@ -220,6 +248,10 @@ def load_memories(
             if wanted is not None and not ids:
                 continue
             emb = "CAST(embedding AS VARCHAR)" if "embedding" in cols else "NULL"
+            # rows named by list_rows passed its SQL checks of the vector
+            checked = refs is not None and bool(
+                _FLOAT_LIST_TYPES.fullmatch(cols.get("embedding", ""))
+            )
             select = (
                 f"SELECT CAST(t.id AS VARCHAR), CAST(t.content AS VARCHAR), {emb}, "
                 f"{_time_sql(cols, table)} FROM {_q(table)} AS t"
@@ -238,8 +270,8 @@ def load_memories(
                     skipped[mid] = REASON_DUPLICATE_ID
                     continue
                 seen.add(mid)
-                vector = _parse_embedding(emb_text)
-                if isinstance(vector, str):
+                vector = _parse_embedding(emb_text, checked)
+                if isinstance(vector, str) and not isinstance(vector, RawJSON):  # a reason
                     skipped[mid] = vector
                     continue
                 if not content or not content.strip():
@@ -269,8 +301,25 @@ def extract_memories(snapshot_db: Path, system_id: str) -> Extraction:
 
 # ---- encodings ---------------------------------------------------------------------
 def encode_json(obj: Any) -> bytes:
-    """Compact UTF-8 JSON: what goes on the wire and what the batch sizes are measured in."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Compact UTF-8 JSON: what goes on the wire and what the batch sizes are measured in.
+
+    :class:`RawJSON` values (in dicts and lists, at any depth) are written as they are."""
+    raws: list[str] = []
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, RawJSON):
+            raws.append(value)
+            return f"{_RAW_MARK}{len(raws) - 1}"
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list | tuple) and value and not isinstance(value[0], float):
+            return [swap(v) for v in value]
+        return value
+
+    text = json.dumps(swap(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if raws:
+        text = _RAW_SLOT.sub(lambda m: raws[int(m.group(1))], text)
+    return text.encode()
 
 
 def batches(

@@ -408,7 +408,6 @@ class Uploader:
             await self._finish_items(done_items, retry_items, report)
             return
 
-        extras = await extras_hook(captured, upload_id) if extras_hook else []
         kept = [
             e
             for e in ledger.values()
@@ -426,8 +425,22 @@ class Uploader:
         }
         await self.state.begin_upload(upload_id, target.name, target.name, plan)
         report.upload_id = upload_id
+        extras: list[ExtraObject] = []
         try:
-            sent_rows = await self._send_objects(target, to_send, report)
+            # the extra objects (memories.json: a thread's work) are made while files go out;
+            # both are awaited to their end
+            sent, made = await asyncio.gather(
+                self._send_objects(target, to_send, report),
+                extras_hook(captured, upload_id) if extras_hook else _no_extras(),
+                return_exceptions=True,
+            )
+            if not isinstance(made, BaseException):
+                extras = made
+            if isinstance(sent, BaseException):
+                raise sent
+            if isinstance(made, BaseException):
+                raise made
+            sent_rows = sent
             for path, captured_file in in_place.items():
                 if not await asyncio.to_thread(captured_file.still_as_captured):
                     raise TransientError(f"{path} changed while it was being uploaded")
@@ -594,6 +607,10 @@ async def _put_hashing(
     if captured.sha256 is not None and stored.sha256 != captured.sha256:
         raise TransientError(f"{captured.path} changed between its capture and its upload")
     return stored, stored.sha256
+
+
+async def _no_extras() -> list[ExtraObject]:
+    return []
 
 
 def _entry(row: LedgerEntry) -> FileEntry:

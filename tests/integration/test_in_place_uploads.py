@@ -7,19 +7,20 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import akoshad.snapshot as snapshot
+from akoshad.errors import TransientError
 from akoshad.snapshot import Captured, Snapshotter
 from akoshad.state import StateDB
 from akoshad.stats import Stats
 from akoshad.targets.base import Compression, StoredObject
 from akoshad.targets.local import LocalTarget
-from akoshad.uploader import PassReport, Uploader
+from akoshad.uploader import ExtraObject, PassReport, Uploader
 
 MiB = 1024 * 1024
 BIG = "big.bin"
@@ -169,3 +170,60 @@ async def test_bytes_sent_must_be_the_bytes_captured(rig: Rig, tmp_path: Path) -
     retried = await rig.uploader.drain_once(rig.target, now=time.time() + 3600)
     assert retried is not None and retried.ok
     assert await rig.stored("small.json") == (sha(data), data)
+
+
+class RendezvousTarget(LocalTarget):
+    """A put that waits until the extras hook has started (and tells it that it began)."""
+
+    def __init__(self, root: Path, put_started: asyncio.Event, hook_started: asyncio.Event):
+        super().__init__(root)
+        self.put_started, self.hook_started = put_started, hook_started
+        self.fail = False
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        self.put_started.set()
+        await asyncio.wait_for(self.hook_started.wait(), 5)
+        if self.fail:
+            raise TransientError("the target went away")
+        return await super().put_file(key, source, compression)
+
+
+async def test_extra_objects_are_made_while_files_are_sent(rig: Rig, tmp_path: Path) -> None:
+    """memories.json is built during the file uploads (each waits for the other here), is
+    stored with the upload, and its callbacks say whether the upload landed."""
+    put_started, hook_started = asyncio.Event(), asyncio.Event()
+    target = RendezvousTarget(tmp_path / "outbox", put_started, hook_started)
+    rig.target = target
+    events: list[str] = []
+
+    async def hook(captures: Sequence[Captured], upload_id: str) -> list[ExtraObject]:
+        hook_started.set()
+        await asyncio.wait_for(put_started.wait(), 5)
+
+        async def committed(uid: str) -> None:
+            events.append(f"committed {uid}")
+
+        return [
+            ExtraObject(
+                "memories.json",
+                b'{"conversations":[]}',
+                "application/json",
+                on_committed=committed,
+                on_failed=lambda uid: events.append(f"failed {uid}"),
+            )
+        ]
+
+    rig.uploader.extras_hook = hook
+    (rig.store / "a.json").write_bytes(b"{}")
+    target.fail = True
+    failed = await rig.pass_of("a.json")
+    assert failed.error == "the target went away"
+    assert events == [f"failed {failed.upload_id}"]
+    target.fail = False
+    put_started.clear()
+    hook_started.clear()
+    ok = await rig.uploader.drain_once(rig.target, now=time.time() + 3600)
+    assert ok is not None and ok.ok and ok.files_uploaded == ["a.json"]
+    assert events[-1] == f"committed {ok.upload_id}"
+    key = f"systems/test-system/uploads/{ok.upload_id}/memories.json"
+    assert b"".join([c async for c in rig.target.read(key)]) == b'{"conversations":[]}'

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import akoshad.memories as memories_mod
 from akoshad.memories import (
     EMBED_DIM,
     ENVELOPE_BYTES,
@@ -24,6 +25,7 @@ from akoshad.memories import (
     REASON_NO_EMBEDDING,
     REASON_NO_TEXT,
     REASON_NON_FINITE,
+    RawJSON,
     batches,
     dim_reason,
     encode_json,
@@ -73,10 +75,12 @@ def test_rows_become_memories_with_prefixed_ids_and_exact_vectors(db: Path) -> N
     ]
     conv = by_id["testbox:c000002"]
     assert conv["text"] == "memory 2 xxxxxxxxxx"
-    assert len(conv["embedding"]) == EMBED_DIM
-    assert all(isinstance(x, float) for x in conv["embedding"])
+    # a FLOAT[384] column checked in SQL: DuckDB's text is carried as JSON, never parsed
+    assert isinstance(conv["embedding"], RawJSON)
+    sent = json.loads(encode_json(conv))["embedding"]
+    assert len(sent) == EMBED_DIM and all(isinstance(x, float) for x in sent)
     # exact as float32: what Akosha stores is bit-identical to the snapshot's vector
-    assert f32(conv["embedding"]) == f32(expected_embedding(2))
+    assert f32(sent) == f32(expected_embedding(2))
     assert conv["metadata"] == {
         "source": SYSTEM,
         "original_id": "c000002",
@@ -87,7 +91,7 @@ def test_rows_become_memories_with_prefixed_ids_and_exact_vectors(db: Path) -> N
     assert refl["metadata"]["type"] == "reflection"
     assert refl["metadata"]["original_id"] == "r000011"
     assert refl["metadata"]["created_at"] == "2025-03-01T12:11:00+00:00"
-    assert f32(refl["embedding"]) == f32(expected_embedding(11))
+    assert f32(json.loads(encode_json(refl))["embedding"]) == f32(expected_embedding(11))
     # every created_at parses as ISO 8601 with a zone
     for m in memories:
         assert datetime.fromisoformat(m["metadata"]["created_at"]).tzinfo is not None
@@ -312,3 +316,25 @@ def test_batches_property(sizes: list[int], max_items: int, max_bytes: int) -> N
         assert 1 <= len(b) <= max_items
         size = sum(len(encode_json(m)) + 1 for m in b)
         assert len(b) == 1 or size <= max_bytes - ENVELOPE_BYTES
+
+
+def test_raw_embeddings_are_spliced_at_any_depth_and_nowhere_else() -> None:
+    vector = RawJSON("[0.5,-1e-05,3.0]")
+    mark = memories_mod._RAW_MARK  # even a text that mimics the stand-in stays text
+    memory = {"memory_id": "m", "text": f'"{mark}0" [1,2]', "embedding": vector}
+    message = {"params": {"arguments": {"memories": [memory, dict(memory)]}}}
+    doc = json.loads(encode_json(message))
+    for item in doc["params"]["arguments"]["memories"]:
+        assert item["embedding"] == [0.5, -1e-05, 3.0]
+        assert item["text"] == f'"{mark}0" [1,2]'
+    assert json.loads(encode_json({"embedding": [0.25, 1.0]})) == {"embedding": [0.25, 1.0]}
+
+
+def test_raw_and_parsed_embeddings_encode_to_the_same_values(db: Path) -> None:
+    add_rows(db, "conversations_v2", 0, 4)
+    fast = extract_memories(db, SYSTEM).memories  # checked rows: raw text
+    slow = load_memories(db, SYSTEM).memories  # no refs, no SQL checks: parsed floats
+    assert all(isinstance(m["embedding"], RawJSON) for m in fast)
+    assert all(isinstance(m["embedding"], list) for m in slow)
+    assert [json.loads(encode_json(m)) for m in fast] == [json.loads(encode_json(m)) for m in slow]
+    assert json.loads(memories_json(fast)) == json.loads(memories_json(slow))
