@@ -390,4 +390,8 @@ def _build_memories_json(
             body = memories_json(extraction.memories)
             parts.append(body[len(b'{"conversations":[') : -len(b"]}")])
             ids.extend(m["memory_id"] for m in extraction.memories)
-    return b'{"conversations":[' + b",".join(parts) + b"]}", ids
+    pieces = [b'{"conversations":[']
+    for i, body in enumerate(parts):
+        pieces.extend((b",", body) if i else (body,))
+    pieces.append(b"]}")
+    return b"".join(pieces), ids  # one join: no second full-size copy
