@@ -33,7 +33,7 @@ from akoshad.logs import RateLimitedLog, setup_logging
 from akoshad.memory_sync import MemorySync
 from akoshad.notify import Notifier, WatchdogPolicy
 from akoshad.snapshot import Captured, Snapshotter
-from akoshad.state import StateDB, StateError
+from akoshad.state import STATE_FILE, StateDB, StateError
 from akoshad.stats import Stats
 from akoshad.storefiles import PathFilter, is_ignored, walk_store
 from akoshad.targets import Target, make_target
@@ -42,7 +42,6 @@ from akoshad.watcher import StoreWatcher, reconcile
 
 EXIT_OK, EXIT_FAIL = 0, 1
 LOCK_NAME = "akoshad.lock"
-STATE_NAME = "state.db"
 ENQUEUE_RETRY_SECONDS = 2.0
 TARGET_START_TIMEOUT = 10.0
 
@@ -103,7 +102,7 @@ class Daemon:
         self.debouncer = Debouncer(settings.debounce_seconds, settings.max_delay_seconds)
         self._debounce_wake = asyncio.Event()
         self._pass_lock = asyncio.Lock()
-        self.state = StateDB(settings.state_dir / STATE_NAME)
+        self.state = StateDB(settings.state_dir / STATE_FILE)
         self.snapshotter = Snapshotter(settings.data_dir, settings.state_dir / "staging")
         cs = settings.cloud_sync
         self.targets: dict[str, Target] = {"local": make_target("local", settings)}

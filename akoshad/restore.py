@@ -29,6 +29,7 @@ from akoshad.layout import (
     upload_ids_from_keys,
     validate_manifest,
 )
+from akoshad.state import STATE_FILE, LedgerView, StateError, read_ledger
 from akoshad.targets import Target, make_target
 
 
@@ -147,6 +148,73 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
 
 
+def compare_ledger(ledger: LedgerView, manifest: dict[str, Any]) -> list[str]:
+    """What differs between this machine's ledger and the manifest of the upload it was
+    last committed with (they must describe the same objects)."""
+    upload_id = ledger.last_upload
+    listed = {e.path: e for e in entries_of(manifest)}
+    problems: list[str] = []
+    for path in sorted(ledger.entries.keys() | listed.keys()):
+        row, entry = ledger.entries.get(path), listed.get(path)
+        if entry is None:
+            problems.append(f"ledger: {path} is not in the manifest of {upload_id}")
+        elif row is None:
+            problems.append(f"ledger: {path} of the manifest of {upload_id} is not in it")
+        else:
+            differ = [
+                name
+                for name in ("key", "size", "sha256", "stored_size", "compression")
+                if getattr(row, name) != getattr(entry, name)
+            ]
+            if differ:
+                problems.append(
+                    f"ledger: {path}: {', '.join(differ)} differ from the manifest of {upload_id}"
+                )
+    return problems
+
+
+async def verify_ledger(target: Target, system_id: str, ledger: LedgerView) -> VerifyReport:
+    """The ledger against its last upload's manifest (whose objects must all be there)."""
+    if ledger.last_upload is None:
+        report = VerifyReport("ledger")
+        if ledger.entries:
+            report.problems.append("ledger: it lists files but no completed upload")
+        return report
+    report = VerifyReport(ledger.last_upload)
+    try:
+        manifest = await load_manifest(target, system_id, ledger.last_upload)
+    except RestoreError as exc:
+        report.problems.append(f"ledger: its last upload is unreadable: {exc}")
+        return report
+    report.problems.extend(compare_ledger(ledger, manifest))
+    for path, row in sorted(ledger.entries.items()):
+        stored = await target.head(row.key)
+        if stored != row.stored_size:
+            found = "missing" if stored is None else f"{stored} bytes, not {row.stored_size}"
+            report.problems.append(f"ledger: {path}: object {row.key} is {found}")
+    report.checked = len(ledger.entries)
+    return report
+
+
+async def _verify_ledger(target: Target, system_id: str, settings: Settings) -> bool:
+    """Print the ledger check; True when it found problems."""
+    path = settings.state_dir / STATE_FILE
+    try:
+        ledger = await asyncio.to_thread(read_ledger, path, target.name)
+    except StateError as exc:
+        print(f"ledger: {exc}")
+        return True
+    if ledger is None:
+        print(f"ledger: none on this machine ({path}): checked the manifests only")
+        return False
+    report = await verify_ledger(target, system_id, ledger)
+    for problem in report.problems:
+        print(problem)
+    status = "ok" if not report.problems else f"{len(report.problems)} problem(s)"
+    print(f"ledger: {report.checked} file(s) checked against upload {report.upload_id}, {status}")
+    return bool(report.problems)
+
+
 async def verify_upload(target: Target, system_id: str, upload_id: str) -> VerifyReport:
     """Every file of the upload: present, stored size and SHA-256 match."""
     report = VerifyReport(upload_id)
@@ -227,6 +295,8 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             status = "ok" if not report.problems else f"{len(report.problems)} problem(s)"
             print(f"{upload_id}: {report.checked} file(s) verified, {status}")
             failed = failed or bool(report.problems)
+        if system_id == settings.cloud_sync.system_id:
+            failed = await _verify_ledger(target, system_id, settings) or failed
         return 1 if failed else 0
     finally:
         await target.close()

@@ -95,6 +95,7 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+STATE_FILE = "state.db"  # in ``state_dir``
 HISTORY_KEEP = 2000
 
 
@@ -107,6 +108,42 @@ class StateError(AkoshadError):
     def __init__(self, message: str, *, corrupt: bool = False) -> None:
         super().__init__(message)
         self.corrupt = corrupt
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    """A read-only look at one target's ledger and the upload it was last committed with."""
+
+    last_upload: str | None
+    entries: dict[str, LedgerEntry]
+
+
+def read_ledger(path: Path, target: str) -> LedgerView | None:
+    """Blocking, read-only (never changes the file; safe beside a running daemon): the
+    ledger of ``target``; None when there is no state database at ``path``."""
+    if not path.is_file():
+        return None
+    try:
+        con = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10, isolation_level=None
+        )
+        try:
+            con.execute("BEGIN")  # one read snapshot: the ledger and its upload agree
+            try:
+                last = con.execute(
+                    "SELECT MAX(upload_id) FROM uploads WHERE target = ? AND outcome = 'completed'",
+                    (target,),
+                ).fetchone()[0]
+                rows = con.execute(
+                    f"SELECT {_LEDGER_COLS} FROM ledger WHERE target = ?", (target,)
+                ).fetchall()
+            finally:
+                con.execute("ROLLBACK")
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot read the ledger in {path}: {exc}") from None
+    return LedgerView(last, {r[1]: LedgerEntry(*r) for r in rows})
 
 
 @dataclass(frozen=True)

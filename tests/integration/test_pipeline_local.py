@@ -127,6 +127,46 @@ def test_restore_from_empty_state_on_a_new_machine(setup: Setup, tmp_path: Path)
     _assert_restored_equals(setup.store, restored)
 
 
+def test_verify_checks_the_ledger_against_its_last_upload(setup: Setup) -> None:
+    assert setup.once().returncode == 0
+    (m,) = setup.manifests()
+    upload_id = m["metadata"]["upload_id"]
+    res = setup.cli("verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"ledger: 8 file(s) checked against upload {upload_id}, ok" in res.stdout
+
+    db = setup.state / "state.db"
+    with sqlite3.connect(db) as con:  # the ledger says another hash than the manifest
+        con.execute("UPDATE ledger SET sha256 = ? WHERE path = 'activity.db'", ("0" * 64,))
+    con.close()
+    res = setup.cli("verify")
+    assert res.returncode == 1
+    assert f"ledger: activity.db: sha256 differ from the manifest of {upload_id}" in res.stdout
+    with sqlite3.connect(db) as con:  # a file the manifest lists is missing from the ledger
+        con.execute("DELETE FROM ledger WHERE path IN ('activity.db', 'reflection.duckdb')")
+    con.close()
+    res = setup.cli("verify")
+    assert res.returncode == 1
+    assert f"ledger: activity.db of the manifest of {upload_id} is not in it" in res.stdout
+
+    (setup.tmp / "elsewhere").mkdir()  # another machine: no ledger, manifests only
+    fresh = Setup(setup.tmp / "elsewhere", local_target_dir=str(setup.outbox))
+    res = fresh.cli("verify")
+    assert res.returncode == 0 and "ledger: none on this machine" in res.stdout
+
+
+def test_verify_finds_an_object_of_the_ledger_gone(setup: Setup) -> None:
+    assert setup.once().returncode == 0
+    (setup.store / "akosha_sync_state.json").write_text('{"changed": 1}')
+    assert setup.once().returncode == 0
+    first = setup.manifests()[0]
+    old = next(f for f in first["metadata"]["files"] if f["path"] == "activity.db")
+    (setup.outbox / old["key"]).unlink()  # still used by the newest upload (unchanged)
+    res = setup.cli("verify")
+    assert res.returncode == 1
+    assert f"ledger: activity.db: object {old['key']} is missing" in res.stdout
+
+
 def test_restore_refuses_non_empty_dest(setup: Setup, tmp_path: Path) -> None:
     setup.once()
     dest = tmp_path / "busy"

@@ -52,7 +52,11 @@ def test_once_restore_and_dedupe(s: S3Setup, tmp_path: Path) -> None:
     restored = tmp_path / "restored"
     s.cli("restore", "--latest", "--dest", str(restored), check=True)
     _assert_restored_equals(s.store, restored)
-    assert s.cli("verify").returncode == 0
+    res = s.cli("verify")
+    assert res.returncode == 0, res.stdout
+    assert (
+        f"ledger: 8 file(s) checked against upload {m['metadata']['upload_id']}, ok" in res.stdout
+    )
     objects = s.object_count()
     assert s.once().returncode == 0  # unchanged: no upload
     assert s.object_count() == objects
