@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -92,6 +93,27 @@ def test_verify_and_restore_leave_a_running_upload_alone(s: S3Setup, tmp_path: P
     (s.store / "akosha_sync_state.json").write_text('{"changed": 2}')
     assert s.once().returncode == 0  # an uploading start cleans it up
     assert s.s3.multipart_uploads(f"systems/{s.system_id}/") == []
+
+
+def test_a_large_new_file_is_read_once_sent_and_verified(s: S3Setup, tmp_path: Path) -> None:
+    """Over IN_PLACE_MIN_BYTES and new: not copied, not hashed before sending; the SHA-256
+    taken while it was sent is the manifest's, and restore gives the same bytes back."""
+    big = s.store / "big.bin"
+    with big.open("wb") as fh:
+        for _ in range(65):
+            fh.write(os.urandom(1024 * 1024))
+    res = s.once()
+    assert res.returncode == 0, res.stderr
+    entry = next(f for f in s.manifests()[-1]["metadata"]["files"] if f["path"] == "big.bin")
+    assert entry["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert entry["compression"] == "none" and entry["stored_size"] == 65 * 1024 * 1024
+    head = s.s3.client().head_object(Bucket=s.s3.bucket, Key=entry["key"], ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"].endswith("-13")  # 13 parts of 5 MiB, each CRC32-checked
+    res = s.cli("verify")
+    assert res.returncode == 0 and "ledger: 9 file(s) checked" in res.stdout, res.stdout
+    restored = tmp_path / "r"
+    s.cli("restore", "--latest", "--dest", str(restored), check=True)
+    assert (restored / "big.bin").read_bytes() == big.read_bytes()
 
 
 def test_verify_detects_a_damaged_object(s: S3Setup) -> None:
