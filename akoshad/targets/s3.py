@@ -149,11 +149,6 @@ def body_checksum(kind: Checksum, data: Buffer) -> str:
     return digest.b64()
 
 
-def content_md5(data: Buffer) -> str:
-    """The base64 MD5 digest S3 expects in ``Content-MD5``."""
-    return body_checksum("md5", data)
-
-
 class ChecksumRefused(PermanentError):
     """The server refuses the ``x-amz-checksum-crc32`` header (it does not implement it)."""
 
@@ -509,8 +504,8 @@ class S3Target:
         config = Config(
             s3={
                 "addressing_style": "path" if self.endpoint else "auto",
-                # Content-MD5 (signed, checked by the server) protects every body; hashing
-                # each body again for SigV4 costs client CPU for no extra check
+                # the body checksum header (signed, checked by the server) protects every
+                # body; hashing each body again for SigV4 costs client CPU for no extra check
                 "payload_signing_enabled": False,
             },
             retries={"total_max_attempts": 1, "mode": "standard"},
@@ -703,7 +698,7 @@ class S3Target:
         return PermanentError(f"{what}: {code or status} {message}".strip())
 
     async def _prepare(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking part preparation (read, gzip, MD5) in the target's pool."""
+        """Run blocking part preparation (read, SHA-256, gzip, checksum) in the target's pool."""
         await self._ensure_client()
         return await asyncio.get_running_loop().run_in_executor(
             self._pool, functools.partial(fn, *args)
