@@ -53,7 +53,12 @@ def test_sigint_is_like_sigterm(tmp_path: Path) -> None:
     proc = start_daemon(cfg, env, tmp_path / "d.log")
     wait_for(lambda: manifests(tmp_path / "outbox", "life"), 20)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(40) == 0  # as stop_daemon: a loaded 2-core CI machine is slow
+    try:
+        assert proc.wait(40) == 0  # as stop_daemon: a loaded 2-core CI machine is slow
+    except BaseException:
+        proc.kill()
+        print((tmp_path / "d.log").read_text())  # shown by pytest with the failure
+        raise
 
 
 def test_second_signal_forces_exit_during_a_long_upload(tmp_path: Path) -> None:
