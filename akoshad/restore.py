@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -147,6 +148,20 @@ class VerifyReport:
     checked: int = 0
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def status(self) -> str:
+        return "ok" if not self.problems else f"{len(self.problems)} problem(s)"
+
+
+async def _object_problem(target: Target, path: str, key: str, stored_size: int) -> str | None:
+    """Why the object ``key`` (holding ``path``) is not as listed, or None."""
+    stored = await target.head(key)
+    if stored is None:
+        return f"{path}: object {key} is missing"
+    if stored != stored_size:
+        return f"{path}: stored size {stored} differs from manifest {stored_size}"
+    return None
+
 
 def compare_ledger(ledger: LedgerView, manifest: dict[str, Any]) -> list[str]:
     """What differs between this machine's ledger and the manifest of the upload it was
@@ -173,8 +188,11 @@ def compare_ledger(ledger: LedgerView, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
-async def verify_ledger(target: Target, system_id: str, ledger: LedgerView) -> VerifyReport:
-    """The ledger against its last upload's manifest (whose objects must all be there)."""
+async def verify_ledger(
+    target: Target, system_id: str, ledger: LedgerView, verified: Collection[str] = ()
+) -> VerifyReport:
+    """The ledger against its last upload's manifest, whose objects must all be there
+    (not looked at again when that upload is among ``verified`` and the two agree)."""
     if ledger.last_upload is None:
         report = VerifyReport("ledger")
         if ledger.entries:
@@ -187,16 +205,18 @@ async def verify_ledger(target: Target, system_id: str, ledger: LedgerView) -> V
         report.problems.append(f"ledger: its last upload is unreadable: {exc}")
         return report
     report.problems.extend(compare_ledger(ledger, manifest))
-    for path, row in sorted(ledger.entries.items()):
-        stored = await target.head(row.key)
-        if stored != row.stored_size:
-            found = "missing" if stored is None else f"{stored} bytes, not {row.stored_size}"
-            report.problems.append(f"ledger: {path}: object {row.key} is {found}")
+    if report.problems or ledger.last_upload not in verified:
+        for path, row in sorted(ledger.entries.items()):
+            problem = await _object_problem(target, path, row.key, row.stored_size)
+            if problem is not None:
+                report.problems.append(f"ledger: {problem}")
     report.checked = len(ledger.entries)
     return report
 
 
-async def _verify_ledger(target: Target, system_id: str, settings: Settings) -> bool:
+async def _verify_ledger(
+    target: Target, system_id: str, settings: Settings, verified: Collection[str]
+) -> bool:
     """Print the ledger check; True when it found problems."""
     path = settings.state_dir / STATE_FILE
     try:
@@ -207,11 +227,11 @@ async def _verify_ledger(target: Target, system_id: str, settings: Settings) -> 
     if ledger is None:
         print(f"ledger: none on this machine ({path}): checked the manifests only")
         return False
-    report = await verify_ledger(target, system_id, ledger)
+    report = await verify_ledger(target, system_id, ledger, verified)
     for problem in report.problems:
         print(problem)
-    status = "ok" if not report.problems else f"{len(report.problems)} problem(s)"
-    print(f"ledger: {report.checked} file(s) checked against upload {report.upload_id}, {status}")
+    checked = f"{report.checked} file(s) checked against upload {report.upload_id}"
+    print(f"ledger: {checked}, {report.status}")
     return bool(report.problems)
 
 
@@ -220,14 +240,9 @@ async def verify_upload(target: Target, system_id: str, upload_id: str) -> Verif
     report = VerifyReport(upload_id)
     manifest = await load_manifest(target, system_id, upload_id)
     for entry in entries_of(manifest):
-        stored = await target.head(entry.key)
-        if stored is None:
-            report.problems.append(f"{entry.path}: object {entry.key} is missing")
-            continue
-        if stored != entry.stored_size:
-            report.problems.append(
-                f"{entry.path}: stored size {stored} differs from manifest {entry.stored_size}"
-            )
+        problem = await _object_problem(target, entry.path, entry.key, entry.stored_size)
+        if problem is not None:
+            report.problems.append(problem)
             continue
         try:
             await fetch_entry(target, entry, None)
@@ -292,11 +307,10 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             report = await verify_upload(target, system_id, upload_id)
             for problem in report.problems:
                 print(f"{upload_id}: {problem}")
-            status = "ok" if not report.problems else f"{len(report.problems)} problem(s)"
-            print(f"{upload_id}: {report.checked} file(s) verified, {status}")
+            print(f"{upload_id}: {report.checked} file(s) verified, {report.status}")
             failed = failed or bool(report.problems)
         if system_id == settings.cloud_sync.system_id:
-            failed = await _verify_ledger(target, system_id, settings) or failed
+            failed = await _verify_ledger(target, system_id, settings, chosen) or failed
         return 1 if failed else 0
     finally:
         await target.close()

@@ -134,16 +134,14 @@ def read_ledger(path: Path, target: str) -> LedgerView | None:
                     "SELECT MAX(upload_id) FROM uploads WHERE target = ? AND outcome = 'completed'",
                     (target,),
                 ).fetchone()[0]
-                rows = con.execute(
-                    f"SELECT {_LEDGER_COLS} FROM ledger WHERE target = ?", (target,)
-                ).fetchall()
+                rows = StateDB.ledger_rows(con, target)
             finally:
                 con.execute("ROLLBACK")
         finally:
             con.close()
     except sqlite3.Error as exc:
         raise StateError(f"cannot read the ledger in {path}: {exc}") from None
-    return LedgerView(last, {r[1]: LedgerEntry(*r) for r in rows})
+    return LedgerView(last, rows)
 
 
 @dataclass(frozen=True)
@@ -429,13 +427,13 @@ class StateDB:
 
     # ---- ledger ----------------------------------------------------------------
     async def ledger(self, target: str) -> dict[str, LedgerEntry]:
-        def op(c: sqlite3.Connection) -> dict[str, LedgerEntry]:
-            rows = c.execute(
-                f"SELECT {_LEDGER_COLS} FROM ledger WHERE target = ?", (target,)
-            ).fetchall()
-            return {r[1]: LedgerEntry(*r) for r in rows}
+        return await self.transaction(lambda c: StateDB.ledger_rows(c, target))
 
-        return await self.transaction(op)
+    @staticmethod
+    def ledger_rows(c: sqlite3.Connection, target: str) -> dict[str, LedgerEntry]:
+        """``target``'s ledger by path (any connection, also a read-only one)."""
+        rows = c.execute(f"SELECT {_LEDGER_COLS} FROM ledger WHERE target = ?", (target,))
+        return {r[1]: LedgerEntry(*r) for r in rows.fetchall()}
 
     @staticmethod
     def write_ledger(

@@ -519,7 +519,7 @@ class Uploader:
                     raise failure[0]
                 self.stats.in_flight += 1
                 try:
-                    stored, sha256 = await _put_hashing(target, row, captured)
+                    stored = await _put_checked(target, row, captured)
                 except BaseException as exc:
                     failure.append(exc)
                     raise
@@ -530,7 +530,7 @@ class Uploader:
             self.stats.progressed()
             return _replace(
                 row,
-                sha256=sha256,
+                sha256=stored.sha256,
                 stored_size=stored.stored_size,
                 compression=stored.compression,
             )
@@ -595,18 +595,15 @@ def _commit_recovered(
     StateDB.finish_upload(c, upload_id=upload_id, outcome="completed", files=files)
 
 
-async def _put_hashing(
-    target: Target, row: LedgerEntry, captured: CapturedFile
-) -> tuple[StoredObject, str]:
-    """Send one file; returns the receipt and the SHA-256 of what was sent.
-
-    The target hashes the plaintext in the pass that sends it. That is the hash of an
-    unhashed (in-place) capture; for a hashed one it must equal the capture's, or the
-    bytes sent are not the bytes captured (the upload fails and is tried again)."""
+async def _put_checked(target: Target, row: LedgerEntry, captured: CapturedFile) -> StoredObject:
+    """Send one file. The receipt's SHA-256 (taken by the target in the pass that sends the
+    file) is the hash of an unhashed (in-place) capture; for a hashed one it must equal the
+    capture's, or the bytes sent are not the bytes captured (the upload fails and is tried
+    again)."""
     stored = await target.put_file(row.key, captured.staged, row.compression)  # type: ignore[arg-type]
     if captured.sha256 is not None and stored.sha256 != captured.sha256:
         raise TransientError(f"{captured.path} changed between its capture and its upload")
-    return stored, stored.sha256
+    return stored
 
 
 async def _no_extras() -> list[ExtraObject]:
