@@ -734,24 +734,26 @@ class S3Target:
 
     # ---- the protocol ------------------------------------------------------------------------
     async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        return await self._checked(lambda kind: self._put_file(key, source, compression, kind))
+
+    async def _checked(self, put: Callable[[Checksum], Awaitable[T]]) -> T:
+        """Run ``put`` with the target's body checksum; when the server refuses CRC32, warn
+        once and run it again with Content-MD5, which is used from then on."""
         kind = self.checksum
         try:
-            return await self._put_file(key, source, compression, kind)
-        except ChecksumRefused as exc:
+            return await put(kind)
+        except ChecksumRefused as refused:
             if kind == "md5":
                 raise
-            self._use_md5(exc)
-            return await self._put_file(key, source, compression, "md5")
-
-    def _use_md5(self, refused: ChecksumRefused) -> None:
-        if self.checksum != "md5":
-            self.checksum = "md5"
-            logger.warning(
-                "{}: the S3 server does not take x-amz-checksum-crc32; bodies are checked "
-                "with Content-MD5 from now on (set cloud_sync.request_checksum: md5 to "
-                "start with it)",
-                refused,
-            )
+            if self.checksum != "md5":
+                self.checksum = "md5"
+                logger.warning(
+                    "{}: the S3 server does not take x-amz-checksum-crc32; bodies are checked "
+                    "with Content-MD5 from now on (set cloud_sync.request_checksum: md5 to "
+                    "start with it)",
+                    refused,
+                )
+            return await put("md5")
 
     async def _put_file(
         self, key: str, source: Path, compression: Compression, kind: Checksum
@@ -897,14 +899,7 @@ class S3Target:
             raise error from None
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
-        kind = self.checksum
-        try:
-            await self._put_bytes(key, data, content_type, kind)
-        except ChecksumRefused as exc:
-            if kind == "md5":
-                raise
-            self._use_md5(exc)
-            await self._put_bytes(key, data, content_type, "md5")
+        await self._checked(lambda kind: self._put_bytes(key, data, content_type, kind))
         return len(data)
 
     async def _put_bytes(self, key: str, data: bytes, content_type: str, kind: Checksum) -> None:
