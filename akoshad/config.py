@@ -99,6 +99,34 @@ class CloudSync(BaseModel):
         return self
 
 
+WebhookEvent = Literal["upload", "failure", "degraded", "recovered", "drill", "prune"]
+ALL_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = (
+    "upload",
+    "failure",
+    "degraded",
+    "recovered",
+    "drill",
+    "prune",
+)
+
+
+class Webhook(BaseModel):
+    """One entry of ``webhooks:``: where to POST which events, signed with ``secret``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(ALL_WEBHOOK_EVENTS))
+    secret: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
 class Settings(BaseSettings):
     """akoshad's whole configuration (see CONTRACT.md)."""
 
@@ -130,6 +158,19 @@ class Settings(BaseSettings):
         description="a pass without progress this long counts as wedged (systemd watchdog); "
         "default: upload_timeout_seconds + 30",
     )
+    metrics_listen: str | None = Field(
+        default=None, description="host:port serving Prometheus text at /metrics; unset = off"
+    )
+    drill_interval_hours: float = Field(
+        default=24.0, ge=0, le=24 * 365, description="restore drills in the daemon; 0 = off"
+    )
+    drill_max_mbps: float = Field(
+        default=20.0, gt=0, le=100000, description="download rate cap of a drill (MB/s)"
+    )
+    degraded_fail_after_minutes: float = Field(
+        default=0, ge=0, le=525600, description="exit non-zero after this long degraded; 0 = never"
+    )
+    webhooks: list[Webhook] = Field(default_factory=list)
     cloud_sync: CloudSync = Field(default_factory=CloudSync)
 
     @field_validator("log_level", mode="before")
@@ -144,6 +185,16 @@ class Settings(BaseSettings):
             return None
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8682/mcp")
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
         return value
 
     @field_validator("data_dir", "state_dir", "socket_path", "local_target_dir", "log_file")
@@ -181,6 +232,9 @@ class Settings(BaseSettings):
         cs = data["cloud_sync"]
         if cs.get("secret_access_key") is not None:
             cs["secret_access_key"] = "**********"
+        for hook in data.get("webhooks", []):
+            if hook.get("secret") is not None:
+                hook["secret"] = "**********"
         return data
 
 
