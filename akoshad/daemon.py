@@ -28,6 +28,7 @@ from akoshad.config import Settings
 from akoshad.control import ControlServer
 from akoshad.debounce import Debouncer, Kind
 from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
+from akoshad.events import EventBus
 from akoshad.layout import MEMORIES_NAME
 from akoshad.logs import RateLimitedLog, setup_logging
 from akoshad.memory_sync import MemorySync
@@ -148,6 +149,8 @@ class Daemon:
         stall = settings.watchdog_stall_seconds or cs.upload_timeout_seconds + 30.0
         self.watchdog_policy = WatchdogPolicy(stall)
         self._rate_log = RateLimitedLog(60.0)
+        # Webhooks, metrics and the log hear upload/failure/degraded/recovered/drill/prune here.
+        self.events = EventBus(cs.system_id)
 
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
