@@ -29,6 +29,7 @@ from akoshad.control import ControlServer
 from akoshad.debounce import Debouncer, Kind
 from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
 from akoshad.events import EventBus
+from akoshad.health_watch import HealthWatch
 from akoshad.layout import MEMORIES_NAME
 from akoshad.logs import RateLimitedLog, setup_logging
 from akoshad.memory_sync import MemorySync
@@ -40,6 +41,7 @@ from akoshad.storefiles import PathFilter, is_ignored, walk_store
 from akoshad.targets import Target, make_target
 from akoshad.uploader import MEMORY_DB, ExtraObject, MemoryStep, PassReport, Uploader
 from akoshad.watcher import StoreWatcher, reconcile
+from akoshad.webhooks import WebhookSink
 
 EXIT_OK, EXIT_FAIL = 0, 1
 LOCK_NAME = "akoshad.lock"
@@ -151,6 +153,13 @@ class Daemon:
         self._rate_log = RateLimitedLog(60.0)
         # Webhooks, metrics and the log hear upload/failure/degraded/recovered/drill/prune here.
         self.events = EventBus(cs.system_id)
+        self.webhooks = WebhookSink(
+            settings.webhooks, lambda: self.state, base_delay=cs.retry_backoff_seconds
+        )
+        self.events.subscribe(self.webhooks)
+        fail_after = settings.degraded_fail_after_minutes * 60
+        self.health = HealthWatch(self.stats, self.events, fail_after)
+        self.exit_code = EXIT_OK
 
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
@@ -160,6 +169,7 @@ class Daemon:
         stack.callback(lock.release)
         rebuilt = await self._open_state()
         stack.push_async_callback(self.state.close)
+        stack.push_async_callback(self.webhooks.close)  # events emitted so far are kept
         await asyncio.to_thread(self.snapshotter.reset_staging)
         stack.push_async_callback(asyncio.to_thread, self.snapshotter.reset_staging)
         for target in self.targets.values():
@@ -356,8 +366,18 @@ class Daemon:
             elif report.upload_id:
                 self.cloud_breaker.record_success()
         self.last_report = report
+        if report.upload_id and not report.error:
+            self.events.emit(
+                "upload",
+                upload_id=report.upload_id,
+                method=report.target,
+                files=len(report.files_uploaded),
+                bytes_sent=report.bytes_sent,
+            )
         if report.error and not report.waiting:
             logger.error("upload to {} failed: {}", report.target, report.error)
+            self.events.emit("failure", error=report.error, failed=report.claimed)
+        self.health.check()
         for path, reason in report.skipped.items():
             logger.warning("skipped {}: {}", path, reason)
         return report
@@ -458,6 +478,7 @@ class Daemon:
                     failures += 1
                     self.stats.counters.failures += 1
                     logger.error("drain pass failed: {}", exc)
+                    self.events.emit("failure", error=str(exc), failed=0)
                     await self._sleep_or_stop(min(60.0, 2.0**failures))
                     continue
                 if report is not None:
@@ -473,7 +494,14 @@ class Daemon:
             await asyncio.wait_for(self.stop_event.wait(), seconds)
 
     # ---- reload ----------------------------------------------------------------------------
-    RESTART_KEYS = ("data_dir", "state_dir", "socket_path", "local_target_dir", "cloud_sync")
+    RESTART_KEYS = (
+        "data_dir",
+        "state_dir",
+        "socket_path",
+        "local_target_dir",
+        "cloud_sync",
+        "webhooks",
+    )
 
     async def reload(self) -> bool:
         """SIGHUP: load and validate the configuration again; apply what can change live.
@@ -540,6 +568,7 @@ class Daemon:
             "memories": await self.memory_sync.status() if self.akosha is not None else None,
             "skipped": skipped,
             "system_id": self.settings.cloud_sync.system_id,
+            "webhooks": await self.webhooks.status(),
         }
 
     def _targets_status(self) -> dict[str, Any]:
@@ -639,9 +668,7 @@ class Daemon:
                 logger.warning("second {}: exiting now", signame)
                 os._exit(EXIT_FAIL)
             logger.info("{} received: shutting down", signame)
-            self.stop_event.set()
-            self.wake.set()
-            self._debounce_wake.set()
+            self.stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
@@ -674,13 +701,22 @@ class Daemon:
                         tg.create_task(self._drain_loop(), name="drain"),
                         tg.create_task(self._reload_loop(), name="reload"),
                         tg.create_task(self._health_loop(), name="health"),
+                        tg.create_task(self.webhooks.run(), name="webhooks"),
+                        tg.create_task(self.health.run(self.stop_event, self.stop), name="watch"),
                     ]
                     await self.stop_event.wait()
                     await self._shutdown(tasks)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-        return EXIT_OK
+        return self.exit_code
+
+    def stop(self, exit_code: int = EXIT_OK) -> None:
+        """Start a clean shutdown; ``run_forever`` then returns ``exit_code``."""
+        self.exit_code = max(self.exit_code, exit_code)
+        self.stop_event.set()
+        self.wake.set()
+        self._debounce_wake.set()
 
     async def _reload_loop(self) -> None:
         while not self.stop_event.is_set():

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from akoshad.errors import AkoshadError
+from akoshad.webhook_store import OUTBOX_SCHEMA
 
 T = TypeVar("T")
 
@@ -92,6 +93,8 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 1 -> 2
+    OUTBOX_SCHEMA,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,147 @@
+"""Webhooks end to end: a daemon subprocess (local target) and real aiohttp receivers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import akoshad, start_daemon, stop_daemon, wait_for
+from tests.integration.test_pipeline_local import Setup
+from tests.storegen import make_store
+from tests.webhook_receiver import Receiver
+
+SECRET = "whsec-Kx9-very-secret-value"
+PASSWORD = "pw-Zq7-url-password"
+
+
+def _setup(tmp: Path, hooks: list[dict[str, Any]]) -> Setup:
+    s = Setup(
+        tmp,
+        webhooks=hooks,
+        cloud_sync={"system_id": "testbox", "retry_backoff_seconds": 0.1},
+    )
+    make_store(s.store)
+    return s
+
+
+def _status(s: Setup) -> dict[str, Any]:
+    res = akoshad("status", "--json", "--config", str(s.config), env=s.env)
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout))
+
+
+def _upload_ids(s: Setup) -> set[str]:
+    return {m["metadata"]["upload_id"] for m in s.manifests()}
+
+
+def _assert_no_secrets(*texts: str) -> None:
+    for text in texts:
+        assert SECRET not in text
+        assert PASSWORD not in text
+
+
+def test_upload_event_is_signed_and_secrets_stay_hidden(tmp_path: Path) -> None:
+    rx = Receiver(secret=SECRET).start()
+    try:
+        s = _setup(tmp_path, [{"url": rx.url(f"alice:{PASSWORD}"), "secret": SECRET}])
+        log = tmp_path / "d.log"
+        proc = start_daemon(s.config, s.env, log)
+        try:
+            first = wait_for(lambda: rx.events("upload"), 30)[0]
+            assert first.signature_ok, first.headers
+            assert first.headers["Content-Type"] == "application/json"
+            assert first.headers["Authorization"].startswith("Basic ")  # userinfo became auth
+            p = first.payload
+            assert p["system_id"] == "testbox" and p["method"] == "local"
+            assert p["upload_id"] in _upload_ids(s)
+            assert p["files"] == 8 and p["bytes_sent"] > 0 and isinstance(p["at"], float)
+            (s.store / "akosha_sync_state.json").write_text('{"changed": 1}')
+            second = wait_for(lambda: rx.events("upload")[1:], 30)[0]
+            assert second.signature_ok and second.payload["files"] == 1
+            assert second.payload["upload_id"] != p["upload_id"]
+            st = wait_for(lambda: (x := _status(s))["webhooks"][0]["delivered"] >= 2 and x, 10)
+            (hook,) = st["webhooks"]
+            assert hook["url"] == f"http://127.0.0.1:{rx.port}/hook"
+            assert hook["pending"] == 0 and hook["dropped"] == 0 and hook["last_error"] is None
+            assert hook["last_success_at"] is not None
+            status_text = json.dumps(st)
+            config_text = akoshad("config", "--config", str(s.config), env=s.env).stdout
+        finally:
+            assert stop_daemon(proc) == 0
+        _assert_no_secrets(log.read_text(), status_text, config_text)
+        _assert_no_secrets((s.state / "state.db").read_bytes().decode("latin-1"))
+    finally:
+        rx.stop()
+
+
+def test_receiver_down_then_up_gets_every_event_across_a_restart(tmp_path: Path) -> None:
+    rx = Receiver(secret=SECRET)  # not started: connection refused
+    s = _setup(tmp_path, [{"url": rx.url(f"bob:{PASSWORD}"), "secret": SECRET}])
+    log = tmp_path / "d.log"
+    proc = start_daemon(s.config, s.env, log)
+    try:
+        wait_for(lambda: len(s.manifests()) == 1, 30)
+        st = wait_for(lambda: (x := _status(s))["webhooks"][0]["last_error"] and x, 15)
+        assert st["webhooks"][0]["pending"] >= 1
+        assert "cannot connect" in st["webhooks"][0]["last_error"]
+    finally:
+        assert stop_daemon(proc) == 0
+    (s.store / "akosha_sync_state.json").write_text('{"changed": 2}')
+    proc = start_daemon(s.config, s.env, log)
+    try:
+        wait_for(lambda: len(s.manifests()) == 2, 30)
+        wait_for(lambda: _status(s)["webhooks"][0]["pending"] >= 2, 15)
+        rx.start()
+        wanted = _upload_ids(s)
+        got = wait_for(
+            lambda: (ids := {r.payload["upload_id"] for r in rx.events("upload")}) >= wanted
+            and ids,
+            60,
+        )
+        assert got == wanted
+        assert all(r.signature_ok for r in rx.events())
+        ordered = [r.payload["upload_id"] for r in rx.events("upload")]
+        assert ordered == sorted(ordered)  # one webhook's events arrive in order
+        wait_for(lambda: _status(s)["webhooks"][0]["pending"] == 0, 15)
+    finally:
+        assert stop_daemon(proc) == 0
+        rx.stop()
+    text = log.read_text()
+    assert "webhook http://127.0.0.1" in text  # the failure was logged, redacted
+    _assert_no_secrets(text)
+
+
+def test_hanging_webhook_delays_neither_uploads_nor_other_webhooks(tmp_path: Path) -> None:
+    hang = Receiver(secret=SECRET, mode="hang").start()
+    good = Receiver(secret=SECRET).start()
+    try:
+        s = _setup(
+            tmp_path,
+            [
+                {"url": hang.url(), "secret": SECRET},
+                {"url": good.url(), "secret": SECRET, "events": ["upload"]},
+            ],
+        )
+        proc = start_daemon(s.config, s.env, tmp_path / "d.log")
+        try:
+            wait_for(lambda: hang.events("upload"), 30)  # its worker is now stuck
+            for i in range(3):
+                before = len(s.manifests())
+                t0 = time.monotonic()
+                (s.store / "akosha_sync_state.json").write_text(json.dumps({"n": i}))
+                wait_for(lambda b=before: len(s.manifests()) > b, 15)  # type: ignore[misc]
+                assert time.monotonic() - t0 < 6.0  # debounce 0.3 s + a pass, not 10 s
+                wait_for(lambda n=i: len(good.events("upload")) >= n + 2, 6)  # type: ignore[misc]
+            st = _status(s)
+            assert st["webhooks"][0]["pending"] >= 4
+            assert st["webhooks"][1]["pending"] == 0
+            assert all(r.signature_ok for r in good.events())
+        finally:
+            t0 = time.monotonic()
+            assert stop_daemon(proc) == 0
+            assert time.monotonic() - t0 < 10  # a hanging POST does not hold up the stop
+    finally:
+        hang.stop()
+        good.stop()
