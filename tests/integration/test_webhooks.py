@@ -96,8 +96,9 @@ def test_receiver_down_then_up_gets_every_event_across_a_restart(tmp_path: Path)
         rx.start()
         wanted = _upload_ids(s)
         got = wait_for(
-            lambda: (ids := {r.payload["upload_id"] for r in rx.events("upload")}) >= wanted
-            and ids,
+            lambda: (
+                (ids := {r.payload["upload_id"] for r in rx.events("upload")}) >= wanted and ids
+            ),
             60,
         )
         assert got == wanted

@@ -1,0 +1,266 @@
+"""Webhook signing, URL redaction, the backoff/drop rule, the outbox and the health watch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from akoshad.config import Webhook
+from akoshad.events import EventBus
+from akoshad.health_watch import EXIT_DEGRADED, HealthWatch
+from akoshad.logs import redact
+from akoshad.state import StateDB
+from akoshad.stats import Stats
+from akoshad.webhook_store import WebhookStore
+from akoshad.webhooks import (
+    WEBHOOK_MAX_DELAY_SECONDS,
+    WebhookSink,
+    encode_event,
+    redact_url,
+    retry_delay,
+    should_drop,
+    sign,
+    signature_ok,
+)
+from tests.webhook_receiver import Receiver
+
+
+def test_signature_is_hmac_sha256_of_the_body() -> None:
+    # RFC 4231 test case 2
+    body = b"what do ya want for nothing?"
+    want = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    assert sign(body, "Jefe") == f"sha256={want}"
+    assert signature_ok(body, "Jefe", f"sha256={want}")
+    assert not signature_ok(body + b" ", "Jefe", f"sha256={want}")
+    assert not signature_ok(body, "jefe", f"sha256={want}")
+    assert not signature_ok(body, "Jefe", None)
+
+
+def test_redact_url_hides_userinfo_query_values_and_token_paths() -> None:
+    assert redact_url("https://u:p4ss@example.com:8443/a/b?token=abc&x=1") == (
+        "https://example.com:8443/a/b?token=**********&x=**********"
+    )
+    slack = "https://hooks.slack.com/services/T0000/B0000/XXXXXXXXxxxxxxxx1234"
+    assert redact_url(slack) == "https://hooks.slack.com/services/T0000/B0000/**********"
+    assert redact_url("http://[::1]:9000/hook") == "http://[::1]:9000/hook"
+
+
+def test_backoff_grows_is_jittered_and_capped() -> None:
+    rng = random.Random(7)
+    for attempt in range(1, 30):
+        ceiling = min(WEBHOOK_MAX_DELAY_SECONDS, 0.5 * 2 ** (attempt - 1))
+        delays = [retry_delay(attempt, 0.5, rng) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling * 0.8  # jitter spans the range, not a constant
+    assert max(retry_delay(50, 0.5, rng) for _ in range(100)) <= WEBHOOK_MAX_DELAY_SECONDS
+
+
+def test_drop_rule_needs_age_and_an_attempt() -> None:
+    assert not should_drop(created_at=0, now=3599, attempts=5, give_up=3600)
+    assert should_drop(created_at=0, now=3600, attempts=1, give_up=3600)
+    # an old event (the daemon was down) still gets one attempt before it is dropped
+    assert not should_drop(created_at=0, now=10_000, attempts=0, give_up=3600)
+
+
+def test_encoded_event_is_compact_json_without_registered_secrets() -> None:
+    from akoshad.logs import register_secret
+
+    register_secret("s3cr3t-in-an-error")
+    body = encode_event({"event": "failure", "error": "denied for s3cr3t-in-an-error", "n": 1})
+    assert json.loads(body) == {"event": "failure", "error": "denied for **********", "n": 1}
+    assert b'","error":"denied' in body  # compact: no blanks between items
+
+
+async def _open_state(tmp_path: Path) -> StateDB:
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    return state
+
+
+async def test_outbox_keeps_order_counts_drops_and_forgets_unknown_hooks(tmp_path: Path) -> None:
+    state = await _open_state(tmp_path)
+    try:
+        store = WebhookStore(lambda: state)
+        await store.add([("a", "upload", b"1", 1.0), ("b", "upload", b"x", 1.0)])
+        await store.add([("a", "failure", b"2", 2.0)])
+        head = await store.head("a")
+        assert head is not None and head.body == b"1" and head.event == "upload"
+        await store.delete(head.id)
+        head = await store.head("a")
+        assert head is not None and head.body == b"2"
+        assert await store.pending() == {"a": 1, "b": 1}
+        assert await store.drop(head.id, "a") == 1
+        assert await store.dropped() == {"a": 1}
+        assert await store.head("a") is None
+        assert await store.forget_others(["a"]) == 1
+        assert await store.pending() == {}
+    finally:
+        await state.close()
+
+
+def _sink(state: StateDB, url: str, **kw: Any) -> WebhookSink:
+    hook = Webhook(url=url, secret=SecretStr("k3y-for-tests"))
+    return WebhookSink([hook], lambda: state, base_delay=0.01, **kw)
+
+
+async def _until(predicate: Any, limit: float = 10.0) -> None:
+    deadline = time.monotonic() + limit
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.02)
+
+
+async def test_failing_webhook_is_retried_then_dropped_and_counted(tmp_path: Path) -> None:
+    rx = await asyncio.to_thread(Receiver(secret="k3y-for-tests", mode="fail").start)
+    state = await _open_state(tmp_path)
+    sink = _sink(state, rx.url(), give_up=0.5)
+    task = asyncio.create_task(sink.run())
+    try:
+        bus = EventBus("box")
+        bus.subscribe(sink)
+        bus.emit("upload", upload_id="u1")
+
+        async def dropped() -> bool:
+            return (await sink.status())[0]["dropped"] == 1
+
+        await _until(dropped)
+        (st,) = await sink.status()
+        assert st["pending"] == 0 and st["last_error"] == "HTTP 500" and st["delivered"] == 0
+        assert len(rx.events()) >= 2  # retried before it was given up
+        assert all(r.signature_ok for r in rx.events())
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sink.close()
+        await state.close()
+        await asyncio.to_thread(rx.stop)
+    # the drop count survives a restart
+    state = await _open_state(tmp_path)
+    try:
+        sink = _sink(state, rx.url())
+        task = asyncio.create_task(sink.run())
+        await asyncio.sleep(0.2)
+        assert (await sink.status())[0]["dropped"] == 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await state.close()
+
+
+async def test_events_emitted_before_a_stop_are_kept_and_sent_in_order(tmp_path: Path) -> None:
+    rx = Receiver(secret="k3y-for-tests")
+    state = await _open_state(tmp_path)
+    sink = _sink(state, rx.url())
+    for i in range(5):  # no delivery task yet: only close() persists them
+        sink.emit("upload", {"event": "upload", "system_id": "box", "at": time.time(), "n": i})
+    await sink.close()
+    await state.close()
+    await asyncio.to_thread(rx.start)
+    state = await _open_state(tmp_path)
+    sink = _sink(state, rx.url())
+    task = asyncio.create_task(sink.run())
+    try:
+
+        async def all_in() -> bool:
+            return len(rx.events()) == 5
+
+        await _until(all_in)
+        assert [r.payload["n"] for r in rx.events()] == [0, 1, 2, 3, 4]
+        assert all(r.signature_ok for r in rx.events())
+        assert len({r.payload["id"] for r in rx.events()}) == 5
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await state.close()
+        await asyncio.to_thread(rx.stop)
+
+
+def test_events_filter_per_webhook(tmp_path: Path) -> None:
+    hook = Webhook(url="http://127.0.0.1:9/x", events=["drill"])
+    sink = WebhookSink([hook], lambda: StateDB(tmp_path / "s.db"), base_delay=1)
+    sink.emit("upload", {"event": "upload"})
+    assert sink._pending == []
+    sink.emit("drill", {"event": "drill", "ok": False})
+    assert len(sink._pending) == 1
+
+
+def test_webhook_secrets_are_registered_for_the_log() -> None:
+    hook = Webhook(
+        url="https://bob:pw-9f8e7d@example.com/h?t=tok-1234", secret=SecretStr("sEcR3t!")
+    )
+    WebhookSink([hook], lambda: None, base_delay=1)  # type: ignore[arg-type, return-value]
+    line = redact(f"{hook.url} signed with sEcR3t!")
+    assert "pw-9f8e7d" not in line and "sEcR3t!" not in line and "tok-1234" not in line
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_health_watch_emits_transitions_and_times_degradation() -> None:
+    stats, bus, clock = Stats(), EventBus("box"), _Clock()
+    heard: list[tuple[str, dict[str, Any]]] = []
+
+    class Sink:
+        def emit(self, event: str, fields: dict[str, Any]) -> None:
+            heard.append((event, fields))
+
+    bus.subscribe(Sink())  # type: ignore[arg-type]
+    watch = HealthWatch(stats, bus, fail_after_seconds=60, clock=clock)
+    stats.target("cloud").ok()
+    watch.check()
+    assert heard == [] and not watch.fail_due()
+    stats.target("cloud").failed("bucket missing")
+    watch.check()
+    watch.check()  # no second event for the same outage
+    assert [(e, f["target"], f["error"]) for e, f in heard] == [
+        ("degraded", "cloud", "bucket missing")
+    ]
+    clock.now += 59
+    watch.check()
+    assert not watch.fail_due()
+    clock.now += 1
+    assert watch.fail_due()
+    stats.target("cloud").ok()
+    watch.check()
+    assert heard[-1][0] == "recovered" and heard[-1][1]["after_seconds"] == 60
+    assert not watch.fail_due() and watch.degraded_for() == 0
+    # off by default
+    never = HealthWatch(stats, bus, clock=clock)
+    stats.target("cloud").failed("again")
+    never.check()
+    clock.now += 10**6
+    assert not never.fail_due()
+
+
+async def test_health_watch_run_asks_to_stop_with_exit_degraded() -> None:
+    stats = Stats()
+    stats.target("cloud").failed("no such bucket")
+    watch = HealthWatch(stats, EventBus("box"), fail_after_seconds=0.05)
+    stop = asyncio.Event()
+    codes: list[int] = []
+
+    def on_fail(code: int) -> None:
+        codes.append(code)
+        stop.set()
+
+    await asyncio.wait_for(watch.run(stop, on_fail), 5)
+    assert codes == [EXIT_DEGRADED]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/x"])
+def test_status_shows_no_userinfo(url: str, tmp_path: Path) -> None:
+    hook = Webhook(url=url.replace("//", "//carol:pw-77aa@"))
+    sink = WebhookSink([hook], lambda: StateDB(tmp_path / "s.db"), base_delay=1)
+    assert sink.hooks[0].shown == url
