@@ -1,0 +1,89 @@
+"""Trouble that a service manager and a webhook receiver can see: degraded/recovered events,
+and ``degraded_fail_after_minutes`` making the daemon exit non-zero by itself."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from akoshad.health_watch import EXIT_DEGRADED
+from tests.helpers import start_daemon, stop_daemon, wait_for
+from tests.integration.test_pipeline_local import Setup
+from tests.s3server import WeedServer
+from tests.storegen import make_store
+from tests.webhook_receiver import Receiver
+
+
+def test_degraded_too_long_exits_nonzero_by_itself(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    rx = Receiver().start()
+    try:
+        # 0.05 min = 3 s of continuous degradation
+        s = Setup(
+            tmp_path,
+            cloud_sync=s3.cloud_sync(system_id, cloud_bucket="no-such-bucket-here"),
+            degraded_fail_after_minutes=0.05,
+            webhooks=[{"url": rx.url()}],
+        )
+        make_store(s.store)
+        log = tmp_path / "d.log"
+        t0 = time.monotonic()
+        proc = start_daemon(s.config, s.env, log)
+        try:
+            code = proc.wait(40)
+        finally:
+            if proc.poll() is None:
+                stop_daemon(proc)
+        elapsed = time.monotonic() - t0
+        text = log.read_text()
+        assert code == EXIT_DEGRADED, text
+        assert 3.0 <= elapsed < 40, elapsed
+        assert "degraded_fail_after_minutes is 0.05: exiting with code 69" in text
+        assert "no-such-bucket-here" in text and "Traceback" not in text
+        assert "stopped;" in text  # the clean shutdown path ran (queue persisted)
+        (degraded,) = wait_for(lambda: rx.events("degraded"), 10)
+        assert degraded.payload["target"] == "cloud"
+        assert "no-such-bucket-here" in degraded.payload["error"]
+    finally:
+        rx.stop()
+
+
+def test_local_target_trouble_sends_failure_degraded_then_recovered(tmp_path: Path) -> None:
+    rx = Receiver(secret="k3y-deg-test").start()
+    try:
+        s = Setup(
+            tmp_path,
+            webhooks=[{"url": rx.url(), "secret": "k3y-deg-test"}],
+            degraded_fail_after_minutes=0,  # never: trouble is reported, the daemon stays
+            cloud_sync={"system_id": "testbox", "retry_backoff_seconds": 0.2},
+        )
+        make_store(s.store)
+        proc = start_daemon(s.config, s.env, tmp_path / "d.log")
+        try:
+            wait_for(lambda: rx.events("upload"), 30)
+            uploads = s.outbox / "systems" / "testbox" / "uploads"
+            aside = tmp_path / "aside"
+            shutil.move(uploads, aside)
+            uploads.write_text("not a directory")  # every new upload fails now
+            (s.store / "akosha_sync_state.json").write_text('{"changed": 3}')
+            (failure,) = wait_for(lambda: rx.events("failure")[:1], 30)
+            assert failure.payload["failed"] >= 1 and failure.payload["error"]
+            (degraded,) = wait_for(lambda: rx.events("degraded"), 10)
+            assert degraded.payload["target"] == "local" and degraded.payload["error"]
+            time.sleep(1.0)
+            uploads.unlink()
+            shutil.move(aside, uploads)
+            (recovered,) = wait_for(lambda: rx.events("recovered"), 60)
+            assert recovered.payload["target"] == "local"
+            assert recovered.payload["after_seconds"] >= 1.0
+            wait_for(lambda: len(rx.events("upload")) >= 2, 10)
+            assert proc.poll() is None
+            assert all(r.signature_ok for r in rx.events())
+            names = [r.payload["event"] for r in rx.events()]
+            assert names.index("degraded") < names.index("recovered")
+        finally:
+            assert stop_daemon(proc) == 0
+    finally:
+        rx.stop()
