@@ -232,9 +232,12 @@ class Settings(BaseSettings):
         cs = data["cloud_sync"]
         if cs.get("secret_access_key") is not None:
             cs["secret_access_key"] = "**********"
+        from akoshad.webhooks import redact_url  # late: config stays light to import
+
         for hook in data.get("webhooks", []):
             if hook.get("secret") is not None:
                 hook["secret"] = "**********"
+            hook["url"] = redact_url(hook["url"])  # no userinfo, no token values
         return data
 
 

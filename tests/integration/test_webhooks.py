@@ -67,7 +67,9 @@ def test_upload_event_is_signed_and_secrets_stay_hidden(tmp_path: Path) -> None:
             assert hook["pending"] == 0 and hook["dropped"] == 0 and hook["last_error"] is None
             assert hook["last_success_at"] is not None
             status_text = json.dumps(st)
-            config_text = akoshad("config", "--config", str(s.config), env=s.env).stdout
+            shown = akoshad("config", "show", "--config", str(s.config), env=s.env)
+            assert shown.returncode == 0 and f"127.0.0.1:{rx.port}/hook" in shown.stdout
+            config_text = shown.stdout
         finally:
             assert stop_daemon(proc) == 0
         _assert_no_secrets(log.read_text(), status_text, config_text)
