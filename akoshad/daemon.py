@@ -41,7 +41,7 @@ from akoshad.storefiles import PathFilter, is_ignored, walk_store
 from akoshad.targets import Target, make_target
 from akoshad.uploader import MEMORY_DB, ExtraObject, MemoryStep, PassReport, Uploader
 from akoshad.watcher import StoreWatcher, reconcile
-from akoshad.webhooks import WebhookSink
+from akoshad.webhooks import WEBHOOK_ONCE_SECONDS, WebhookSink
 
 EXIT_OK, EXIT_FAIL = 0, 1
 LOCK_NAME = "akoshad.lock"
@@ -642,6 +642,7 @@ class Daemon:
         async with AsyncExitStack() as stack:
             await self.startup(stack)
             ok, reports = await self.drain_until_empty()
+            await self.webhooks.deliver_queued(WEBHOOK_ONCE_SECONDS)
             skipped = await self.state.skipped()
             uploads = [r.upload_id for r in reports if r.upload_id and not r.error]
             failed = [r for r in reports if r.error]

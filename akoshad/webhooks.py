@@ -42,6 +42,7 @@ SIGNATURE_HEADER = "X-Akoshad-Signature"
 WEBHOOK_TIMEOUT_SECONDS = 10.0
 WEBHOOK_GIVE_UP_SECONDS = 3600.0  # an event still undelivered this long after it happened
 WEBHOOK_MAX_DELAY_SECONDS = 60.0  # the backoff's cap between two attempts
+WEBHOOK_ONCE_SECONDS = 15.0  # what ``run --once`` spends at most on queued events
 _STORE_ERRORS = (sqlite3.Error, OSError, AkoshadError)
 _STORE_RETRY_SECONDS = 2.0
 
@@ -254,19 +255,33 @@ class WebhookSink:
 
     async def _worker(self, h: _Hook, session: aiohttp.ClientSession) -> None:
         while True:
+            h.wake.clear()
             try:
-                await self._step(h, session)
+                outcome = await self._step(h, session)
             except _STORE_ERRORS as exc:
                 self._log.error(f"webhook-store-{h.id}", "webhook outbox: {}", exc)
                 await asyncio.sleep(_STORE_RETRY_SECONDS)
+                continue
+            if outcome is None:
+                await h.wake.wait()
+            elif not outcome:
+                await asyncio.sleep(retry_delay(h.attempts, self.base_delay))
 
-    async def _step(self, h: _Hook, session: aiohttp.ClientSession) -> None:
-        """Deliver, drop or back off on the oldest event of ``h``; wait when there is none."""
-        h.wake.clear()
+    async def _step(self, h: _Hook, session: aiohttp.ClientSession) -> bool | None:
+        """Try the oldest event of ``h``: None when there is none, True when it went out (or
+        was given up), False when it failed and waits for another attempt."""
         row = await self.store.head(h.id)
         if row is None:
-            await h.wake.wait()
-            return
+            return None
+        error = await self._post(session, h, row)
+        if error is None:
+            await self.store.delete(row.id)
+            h.attempts, h.last_error, h.last_success_at = 0, None, time.time()
+            h.delivered += 1
+            self._log.ok(f"webhook-{h.id}", "webhook {} answers again", h.shown)
+            return True
+        h.attempts += 1
+        h.last_error = error
         if should_drop(row.created_at, time.time(), h.attempts, self.give_up):
             h.dropped = await self.store.drop(row.id, h.id)
             h.attempts = 0
@@ -275,23 +290,35 @@ class WebhookSink:
                 h.shown,
                 row.event,
                 time.time() - row.created_at,
-                h.last_error,
+                error,
             )
-            return
-        error = await self._post(session, h, row)
-        if error is None:
-            await self.store.delete(row.id)
-            h.attempts, h.last_error, h.last_success_at = 0, None, time.time()
-            h.delivered += 1
-            self._log.ok(f"webhook-{h.id}", "webhook {} answers again", h.shown)
-            return
-        h.attempts += 1
-        h.last_error = error
-        delay = retry_delay(h.attempts, self.base_delay)
+            return True
         self._log.error(
             f"webhook-{h.id}", "webhook {}: {}; retrying (events wait, none lost)", h.shown, error
         )
-        await asyncio.sleep(delay)
+        return False
+
+    async def deliver_queued(self, limit: float) -> None:
+        """``run --once``: send what is queued, in order, until a webhook fails or ``limit``
+        seconds pass; the rest waits for the next run."""
+        if not self.hooks:
+            return
+        await self.flush()
+
+        async def one(h: _Hook, session: aiohttp.ClientSession) -> None:
+            while await self._step(h, session):
+                pass
+
+        timeout = aiohttp.ClientTimeout(total=min(self.timeout, limit))
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
+                asyncio.timeout(limit),
+            ):
+                await asyncio.gather(*(one(h, session) for h in self.hooks))
+        except (TimeoutError, *_STORE_ERRORS) as exc:
+            why = "time limit reached" if isinstance(exc, TimeoutError) else str(exc)
+            logger.warning("webhook events stay queued for the next run: {}", why)
 
     async def _post(self, session: aiohttp.ClientSession, h: _Hook, row: OutboxRow) -> str | None:
         """POST one event; None on a 2xx answer, else a line saying why (no URL in it)."""

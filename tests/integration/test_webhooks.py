@@ -148,3 +148,23 @@ def test_hanging_webhook_delays_neither_uploads_nor_other_webhooks(tmp_path: Pat
     finally:
         hang.stop()
         good.stop()
+
+
+def test_run_once_delivers_and_keeps_what_it_could_not_send(tmp_path: Path) -> None:
+    rx = Receiver(secret=SECRET)  # down for the first run
+    s = _setup(tmp_path, [{"url": rx.url(), "secret": SECRET}])
+    t0 = time.monotonic()
+    res = s.once()
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - t0 < 30  # a dead webhook costs run --once little
+    assert "webhook events stay queued" in res.stderr or "cannot connect" in res.stderr
+    rx.start()
+    try:
+        (s.store / "akosha_sync_state.json").write_text('{"changed": 4}')
+        res = s.once()
+        assert res.returncode == 0, res.stderr
+        got = [r.payload["upload_id"] for r in rx.events("upload")]
+        assert got == sorted(_upload_ids(s))  # the queued one first, then the new one
+        assert all(r.signature_ok for r in rx.events())
+    finally:
+        rx.stop()
