@@ -172,6 +172,7 @@ class WebhookSink:
                 register_secret(part)
             self.hooks.append(_Hook(hook, hook_id(hook.url), redact_url(hook.url), secret))
         self._pending: list[tuple[str, str, bytes, float]] = []
+        self._pending_lock = threading.Lock()  # a sink may hear events from a worker thread
         self._flush_wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -185,7 +186,8 @@ class WebhookSink:
             return
         body = encode_event({**fields, "id": uuid.uuid4().hex})
         at = float(fields.get("at") or time.time())
-        self._pending.extend((h.id, event, body, at) for h in wanting)
+        with self._pending_lock:
+            self._pending.extend((h.id, event, body, at) for h in wanting)
         if self._loop is not None and threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self._flush_wake.set)
         else:
@@ -193,13 +195,15 @@ class WebhookSink:
 
     async def flush(self) -> None:
         """Write the events emitted so far to the outbox (kept in memory if that fails)."""
-        if not self._pending:
+        with self._pending_lock:
+            rows, self._pending = self._pending, []
+        if not rows:
             return
-        rows, self._pending = self._pending, []
         try:
             await self.store.add(rows)
         except BaseException:
-            self._pending[:0] = rows
+            with self._pending_lock:
+                self._pending[:0] = rows
             raise
         woken = {r[0] for r in rows}
         for h in self.hooks:
@@ -348,7 +352,9 @@ class WebhookSink:
             return []
         queued = await self.store.pending()
         in_memory: dict[str, int] = {}
-        for hid, *_ in self._pending:
+        with self._pending_lock:
+            waiting = list(self._pending)
+        for hid, *_ in waiting:
             in_memory[hid] = in_memory.get(hid, 0) + 1
         return [
             {
