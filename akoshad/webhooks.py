@@ -222,9 +222,9 @@ class WebhookSink:
         """Flush and deliver until cancelled (the daemon owns this task)."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        await self._start()
         if not self.hooks:
             return
-        await self._start()
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         async with (
             aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,

@@ -264,3 +264,17 @@ def test_status_shows_no_userinfo(url: str, tmp_path: Path) -> None:
     hook = Webhook(url=url.replace("//", "//carol:pw-77aa@"))
     sink = WebhookSink([hook], lambda: StateDB(tmp_path / "s.db"), base_delay=1)
     assert sink.hooks[0].shown == url
+
+
+async def test_events_of_removed_webhooks_are_forgotten_at_start(tmp_path: Path) -> None:
+    state = await _open_state(tmp_path)
+    try:
+        old = _sink(state, "http://127.0.0.1:1/old")
+        old.emit("upload", {"event": "upload", "at": time.time()})
+        await old.close()
+        assert sum((await old.store.pending()).values()) == 1
+        none = WebhookSink([], lambda: state, base_delay=1)
+        await asyncio.wait_for(none.run(), 5)  # nothing configured: returns after cleaning
+        assert await old.store.pending() == {}
+    finally:
+        await state.close()
