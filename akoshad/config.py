@@ -158,6 +158,10 @@ class Settings(BaseSettings):
         description="a pass without progress this long counts as wedged (systemd watchdog); "
         "default: upload_timeout_seconds + 30",
     )
+    redact_secrets: bool = Field(
+        default=True,
+        description="replace secrets in memory text bound for Akosha with [REDACTED:<kind>]",
+    )
     metrics_listen: str | None = Field(
         default=None, description="host:port serving Prometheus text at /metrics; unset = off"
     )

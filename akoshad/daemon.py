@@ -129,6 +129,8 @@ class Daemon:
             self.akosha,
             cs.system_id,
             self.http_breaker,  # type: ignore[arg-type]
+            redact_secrets=settings.redact_secrets,
+            stats=self.stats,
         )
         self.uploader = Uploader(
             state=self.state,

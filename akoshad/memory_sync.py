@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from akoshad.akosha_http import AkoshaClient, RequestTooLarge, StoreResult
 from akoshad.chain import BreakerState, CircuitBreaker
 from akoshad.errors import PermanentError, SnapshotError, TransientError
@@ -39,7 +41,9 @@ from akoshad.memories import (
     load_memories,
     memories_json,
 )
+from akoshad.redact import SecretRedactor
 from akoshad.state import StateDB
+from akoshad.stats import Stats
 
 METHOD = "http"
 # Skip reasons that come from Akosha (never retried) start with this.
@@ -53,6 +57,7 @@ ROW_REJECTION = re.compile(
 LOAD_CHUNK = 1000
 
 Sleep = Callable[[float], Awaitable[None]]
+Redactions = dict[str, list[str]]  # memory_id -> the kinds of secret replaced in its text
 
 
 @dataclass
@@ -113,6 +118,8 @@ class MemorySync:
         retry_backoff: float = 0.5,
         load_chunk: int = LOAD_CHUNK,
         sleep: Sleep = asyncio.sleep,
+        redact_secrets: bool = True,
+        stats: Stats | None = None,
     ) -> None:
         self.state = state
         self.client = client
@@ -132,6 +139,10 @@ class MemorySync:
         self.last_error: str | None = None
         self.last_report: DeliveryReport | None = None
         self.last_success_at: float | None = None
+        self.redact_secrets = redact_secrets
+        self._redactor: SecretRedactor | None = None
+        self.stats = stats
+        self.redactions_since_start = 0
 
     # ---- HTTP delivery -----------------------------------------------------------------
     async def deliver(self, snapshot_db: Path) -> DeliveryReport:
@@ -302,16 +313,19 @@ class MemorySync:
     ) -> tuple[list[list[Memory]], dict[str, str]]:
         """Load ``refs`` and cut them into request-sized batches, in a worker thread."""
         try:
-            return await asyncio.to_thread(
+            parts, skipped, found = await asyncio.to_thread(
                 _load_batches,
                 snapshot_db,
                 self.system_id,
                 refs,
                 self.max_items,
                 self.max_bytes,
+                self._secret_redactor(),
             )
         except Exception as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+        self._count_redactions(found)
+        return parts, skipped
 
     # ---- memories.json for cloud uploads ------------------------------------------------
     async def conversations_for_cloud(
@@ -331,11 +345,17 @@ class MemorySync:
         if not todo:
             return None
         try:
-            data, ids = await asyncio.to_thread(
-                _build_memories_json, snapshot_db, self.system_id, todo, self.load_chunk
+            data, ids, found = await asyncio.to_thread(
+                _build_memories_json,
+                snapshot_db,
+                self.system_id,
+                todo,
+                self.load_chunk,
+                self._secret_redactor(),
             )
         except Exception as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+        self._count_redactions(found)
         if not ids:
             return None
         self._cloud_pending[upload_id] = ids
@@ -353,6 +373,21 @@ class MemorySync:
         """The upload failed: its memories stay pending for the next one."""
         self._cloud_pending.pop(upload_id, None)
 
+    # ---- redaction ----------------------------------------------------------------------
+    def _secret_redactor(self) -> SecretRedactor | None:
+        """The redactor (its rules compiled on first use), or None with redaction off."""
+        if self.redact_secrets and self._redactor is None:
+            self._redactor = SecretRedactor()
+        return self._redactor
+
+    def _count_redactions(self, found: Redactions) -> None:
+        """Count and log each redaction by kind and memory id, never the secret."""
+        for mid, kinds in found.items():
+            self.redactions_since_start += len(kinds)
+            if self.stats is not None:
+                self.stats.counters.redactions += len(kinds)
+            logger.info("redacted {} secret(s) in memory {}: {}", len(kinds), mid, ", ".join(kinds))
+
     # ---- status -----------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
         """Counters for ``akoshad status``: totals from the state DB plus this run's."""
@@ -362,6 +397,7 @@ class MemorySync:
             "skipped": skipped,
             "delivered_since_start": self.delivered_since_start,
             "skipped_since_start": self.skipped_since_start,
+            "redactions_since_start": self.redactions_since_start,
             "last_error": self.last_error,
             "last_success_at": self.last_success_at,
             "circuit": self.breaker.snapshot() if self.breaker is not None else None,
@@ -369,23 +405,51 @@ class MemorySync:
         }
 
 
+def redact_memories(memories: list[Memory], redactor: SecretRedactor | None) -> Redactions:
+    """Replace every recognised secret in the memories' text (in place); ``memory_id`` ->
+    the kinds found. The ids are not touched, so a delivered memory is not sent again."""
+    found: Redactions = {}
+    if redactor is None:
+        return found
+    for memory in memories:
+        text, kinds = redactor.redact(memory["text"])
+        if kinds:
+            memory["text"] = text
+            found[memory["memory_id"]] = kinds
+    return found
+
+
 def _load_batches(
-    snapshot_db: Path, system_id: str, refs: Sequence[RowRef], max_items: int, max_bytes: int
-) -> tuple[list[list[Memory]], dict[str, str]]:
-    """Blocking: the memories of ``refs`` in send-ready batches, and the rows skipped."""
+    snapshot_db: Path,
+    system_id: str,
+    refs: Sequence[RowRef],
+    max_items: int,
+    max_bytes: int,
+    redactor: SecretRedactor | None = None,
+) -> tuple[list[list[Memory]], dict[str, str], Redactions]:
+    """Blocking: the memories of ``refs`` (redacted) in send-ready batches, the rows
+    skipped, and the redactions made."""
     extraction = load_memories(snapshot_db, system_id, refs)
+    found = redact_memories(extraction.memories, redactor)
     parts = list(batches(extraction.memories, max_items=max_items, max_bytes=max_bytes))
-    return parts, extraction.skipped
+    return parts, extraction.skipped, found
 
 
 def _build_memories_json(
-    snapshot_db: Path, system_id: str, refs: Sequence[RowRef], chunk: int
-) -> tuple[bytes, list[str]]:
-    """Blocking: load ``refs`` a chunk at a time and encode them as one memories.json."""
+    snapshot_db: Path,
+    system_id: str,
+    refs: Sequence[RowRef],
+    chunk: int,
+    redactor: SecretRedactor | None = None,
+) -> tuple[bytes, list[str], Redactions]:
+    """Blocking: load ``refs`` a chunk at a time, redact, and encode them as one
+    memories.json; also the ids it holds and the redactions made."""
     parts: list[bytes] = []
     ids: list[str] = []
+    found: Redactions = {}
     for part in chunks(refs, chunk):
         extraction = load_memories(snapshot_db, system_id, part)
+        found.update(redact_memories(extraction.memories, redactor))
         if extraction.memories:
             body = memories_json(extraction.memories)
             parts.append(body[len(b'{"conversations":[') : -len(b"]}")])
@@ -394,4 +458,4 @@ def _build_memories_json(
     for i, body in enumerate(parts):
         pieces.extend((b",", body) if i else (body,))
     pieces.append(b"]}")
-    return b"".join(pieces), ids  # one join: no second full-size copy
+    return b"".join(pieces), ids, found  # one join: no second full-size copy

@@ -155,7 +155,12 @@ def build_app(state: FakeAkosha, *, json_response: bool) -> Any:
     @server.custom_route("/_test/state", methods=["GET"])  # type: ignore[untyped-decorator]
     async def test_state(request: Request) -> Response:
         return JSONResponse(
-            {"stored": sorted(state.stored), "attempts": state.attempts, "calls": state.calls}
+            {
+                "stored": sorted(state.stored),
+                "attempts": state.attempts,
+                "calls": state.calls,
+                "texts": {mid: row["text"] for mid, row in state.stored.items()},
+            }
         )
 
     @server.custom_route("/_test/fail", methods=["POST"])  # type: ignore[untyped-decorator]

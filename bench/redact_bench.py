@@ -1,0 +1,114 @@
+"""Secret redaction speed: MB/s of text per core, and what it adds to memory delivery.
+
+Prints, for three corpora (session-buddy-like conversation text from
+``../shared/tools/make_store.py``, Python source code, this README repeated), the scan
+rate of ``SecretRedactor.redact`` on one core; then the time to load and batch every
+memory of a generated ``reflection.duckdb`` with redaction on and off.
+
+    python bench/redact_bench.py [--conversations N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import random
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from akoshad.memories import list_rows  # noqa: E402
+from akoshad.memory_sync import _load_batches  # noqa: E402
+from akoshad.redact import SecretRedactor  # noqa: E402
+
+MAKE_STORE = ROOT.parent / "shared" / "tools" / "make_store.py"  # beside the checkout
+
+
+def rate(redactor: SecretRedactor, text: str, rounds: int = 3) -> tuple[float, int]:
+    times = []
+    found = 0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        found = len(redactor.redact(text)[1])
+        times.append(time.perf_counter() - t0)
+    return len(text.encode()) / 1e6 / statistics.median(times), found
+
+
+def conversation_corpus(store: Path) -> str:
+    import duckdb
+
+    con = duckdb.connect(str(store / "reflection.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT content FROM conversations_v2").fetchall()
+    finally:
+        con.close()
+    return "\n".join(r[0] for r in rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--conversations", type=int, default=1500)
+    ap.add_argument("--make-store", type=Path, default=MAKE_STORE, help="make_store.py to use")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="akoshad-redact-bench-") as tmp:
+        store = Path(tmp) / "store"
+        subprocess.run(
+            [
+                sys.executable,
+                str(args.make_store),
+                "--root",
+                str(store),
+                "--conversations",
+                str(args.conversations),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        t0 = time.perf_counter()
+        redactor = SecretRedactor()
+        print(
+            f"rules compiled in {time.perf_counter() - t0:.3f} s "
+            f"({len(redactor.rules.rules)} rules)"
+        )
+        site = sysconfig.get_paths()["purelib"]
+        code = "".join(
+            Path(f).read_text(errors="replace")
+            for f in sorted(glob.glob(f"{site}/aiohttp/*.py") + glob.glob(f"{site}/botocore/*.py"))
+        )
+        corpora = {
+            "conversations (make_store)": conversation_corpus(store),
+            "python source": code,
+            "README x30 (dense in key/token words)": (ROOT / "README.md").read_text() * 30,
+        }
+        rng = random.Random(1)
+        planted = corpora["conversations (make_store)"].split("\n")
+        for i in range(0, len(planted), 50):
+            planted[i] += " token ghp_" + "".join(rng.choice("abcdef0123456789") for _ in range(36))
+        corpora["conversations, a secret every 50 rows"] = "\n".join(planted)
+        for name, text in corpora.items():
+            mbps, found = rate(redactor, text)
+            print(f"{name:42s} {len(text) / 1e6:7.2f} MB  {mbps:6.1f} MB/s  {found} found")
+
+        db = store / "reflection.duckdb"
+        refs = list_rows(db, "bench")
+        for label, red in (("off", None), ("on", redactor)):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                _load_batches(db, "bench", refs, 100, 4 << 20, red)
+                times.append(time.perf_counter() - t0)
+            print(
+                f"load + batch {len(refs)} memories, redaction {label:3s}: "
+                f"{statistics.median(times):.3f} s"
+            )
+
+
+if __name__ == "__main__":
+    main()
