@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -330,8 +330,9 @@ def _known() -> dict[str, frozenset[str] | None]:
     out: dict[str, frozenset[str] | None] = {}
     for name, info in Settings.model_fields.items():
         ann = info.annotation
-        is_group = isinstance(ann, type) and issubclass(ann, BaseModel)
-        out[name] = frozenset(ann.model_fields) if is_group else None  # type: ignore[union-attr]
+        out[name] = None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out[name] = frozenset(ann.model_fields)
     return out
 
 
@@ -427,7 +428,7 @@ def load_config(
     groups = _groups()
     sources: src.Sources = {}
     merged: dict[str, Any] = {}
-    layers: list[tuple[Mapping[str, Any], Any]] = [
+    layers: list[tuple[Mapping[str, Any], Callable[[str], str]]] = [
         (defaults, lambda _key: src.DEFAULT),
         (sb_file, lambda _key: f"session-buddy file {sb_path}"),
         (sb_env, src.env_label("session-buddy env", sb_vars)),
