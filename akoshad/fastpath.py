@@ -16,10 +16,8 @@ full run happens as usual.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
-import io
 import json
 import os
 import sys
@@ -180,17 +178,42 @@ def record_unchanged(
         pass  # only an optimisation
 
 
-def _config_arg(argv: Sequence[str]) -> tuple[bool, str | None]:
-    """(parsed, the ``--config`` the command line names), by the command line's own parser,
-    so that the quick check and the full run always read the same file."""
-    from akoshad.cli import parse_args
+_VALUED = ("--config", "--data-dir")
 
-    try:
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            config: str | None = parse_args(argv).config
-    except SystemExit:  # a usage error (or --help): the full run answers it
+
+def _config_arg(argv: Sequence[str]) -> tuple[bool, str | None]:
+    """(understood, the ``--config`` named) for a plain ``run --once`` command line.
+
+    Only the plain spellings are understood: ``--config FILE`` / ``--config=FILE`` before
+    or after ``run``, and ``--once``, ``--data-dir DIR`` after it; the same file if given
+    twice. Anything else (an abbreviated option, two different files, ``--``, a value
+    that starts with ``-``) is not: the full command line parser then decides, so the
+    quick check never reads another file than the full run would."""
+    seen: list[str] = []
+    command = False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if arg == "run" and not command:
+            command = True
+        elif arg == "--once" and command:
+            pass
+        elif name in _VALUED and (command or name == "--config"):
+            if not eq:
+                i += 1
+                value = argv[i] if i < len(argv) else "-"
+            if not value or value.startswith("-"):
+                return False, None
+            if name == "--config":
+                seen.append(value)
+        else:
+            return False, None
+        i += 1
+    norm = {os.path.abspath(os.path.expanduser(v)) for v in seen}
+    if not command or len(norm) > 1:
         return False, None
-    return True, config
+    return True, (seen[-1] if seen else None)
 
 
 def wants_once(argv: Sequence[str]) -> bool:
