@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from akoshad import __version__
 from akoshad.errors import AkoshadError, ConfigError
 
-if TYPE_CHECKING:  # the parser stays light: the quick no-change check parses with it
+if TYPE_CHECKING:  # imported once parsed: --help and usage errors need no pydantic
     from akoshad.config import LoadedConfig, Settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_DAEMON, EXIT_CONFIG = 0, 1, 2, 3, 78
