@@ -38,7 +38,7 @@ OTHERS = [
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     """A short directory for sockets (a Unix socket path is limited to ~107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="akc", dir="/tmp"))
+    path = Path(tempfile.mkdtemp(prefix="akcfg-", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
