@@ -7,42 +7,124 @@ Exit codes: 0 success, 1 operation failed, 2 usage error, 3 daemon not running,
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from akoshad import __version__
-from akoshad.config import Settings, load_settings, process_environ
 from akoshad.errors import AkoshadError, ConfigError
 
+if TYPE_CHECKING:  # imported once parsed: --help and usage errors need no pydantic
+    from akoshad.config import LoadedConfig, Settings
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_DAEMON, EXIT_CONFIG = 0, 1, 2, 3, 78
+CLIENT_COMMANDS = ("status", "sync", "pause", "resume", "queue")
+CONFIG_HELP = (
+    "configuration file (YAML); before or after the command, once (two different "
+    "files are a usage error)"
+)
+SYNC_METHOD_HELP = (
+    "where this drain delivers: auto = the configured chain (the bucket when one is set, "
+    "else the local outbox; memories over HTTP to Akosha when akosha_url is set), cloud = "
+    "the bucket only, http = memories to Akosha only (default: cloud_sync.force_method)"
+)
+STATUS_DESCRIPTION = (
+    "Ask the running daemon over its socket (socket_path) and print a summary: state, "
+    "pending changes, last upload, per-target health, counters. Exit 3 when no daemon "
+    "answers. An invalid configuration file only gives a warning: the daemon is still asked, "
+    "at the file's socket_path when it can be read."
+)
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.abspath(os.path.expanduser(a)) == os.path.abspath(os.path.expanduser(b))
+
+
+class _ConfigOnce(argparse.Action):
+    """``--config FILE``: a second, different file at the same place is a usage error."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        old = getattr(namespace, self.dest, None)
+        if old is not None and not _same_file(old, str(values)):
+            parser.error(f"--config given twice ({old} and {values}): give it once")
+        setattr(namespace, self.dest, values)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser: merges ``--config`` given before and after the command."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, rest = super().parse_known_args(args, namespace)
+        after = vars(ns).pop("sub_config", None)
+        before = getattr(ns, "config", None)
+        if before is not None and after is not None and not _same_file(before, after):
+            self.error(
+                f"--config given before and after the command ({before} and {after}): give it once"
+            )
+        ns.config = after if after is not None else before
+        return ns, rest
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="configuration file (YAML)")
+    """The whole command line. ``--config`` may come before or after the command: the
+    top level and the commands keep it under distinct names, merged once parsed."""
+    before = argparse.ArgumentParser(add_help=False)
+    before.add_argument("--config", metavar="FILE", action=_ConfigOnce, help=CONFIG_HELP)
+    common = argparse.ArgumentParser(add_help=False)  # the commands' copy
+    common.add_argument(
+        "--config", dest="sub_config", metavar="FILE", action=_ConfigOnce, help=CONFIG_HELP
+    )
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="akoshad",
         description="Keep a session-buddy memory store synced to Akosha.",
-        parents=[common],
+        parents=[before],
     )
     parser.add_argument("--version", action="version", version=f"akoshad {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
+    )
 
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     run.add_argument("--once", action="store_true", help="reconcile, drain, exit")
     run.add_argument("--data-dir", help="override data_dir")
 
-    status = sub.add_parser("status", parents=[common], help="ask the running daemon")
-    status.add_argument("--json", action="store_true", help="print the raw status object")
-    status.add_argument("--watch", action="store_true", help="refresh in place")
-    status.add_argument("--interval", type=float, default=1.0, help="--watch refresh seconds")
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="ask the running daemon",
+        description=STATUS_DESCRIPTION,
+    )
+    status.add_argument(
+        "--json", action="store_true", help="print the daemon's status result object as JSON"
+    )
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="print it again every --interval seconds until Ctrl-C (redrawn in place on a "
+        "terminal); a daemon that stops or starts meanwhile is shown, not fatal",
+    )
+    status.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between --watch refreshes (default 1, at least 0.2)",
+    )
 
     sync = sub.add_parser("sync", parents=[common], help="ask the daemon to drain now")
     sync.add_argument("--wait", action="store_true", help="return when the queue is empty")
-    sync.add_argument("--method", choices=("auto", "cloud", "http"), default=None)
+    sync.add_argument(
+        "--method", choices=("auto", "cloud", "http"), default=None, help=SYNC_METHOD_HELP
+    )
     sync.add_argument("--json", action="store_true", help="print the raw result object")
 
     sub.add_parser("pause", parents=[common], help="stop uploading (watching goes on)")
@@ -87,22 +169,24 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_async(coro: Coroutine[Any, Any, int]) -> int:
+    import asyncio
+
     return asyncio.run(coro)
 
 
 def _dispatch(
-    args: argparse.Namespace, settings: Settings, argv: Sequence[str], env: dict[str, str]
+    args: argparse.Namespace, loaded: LoadedConfig, argv: Sequence[str], env: dict[str, str]
 ) -> int:
-    cmd = args.command
+    cmd, settings = args.command, loaded.settings
     if cmd == "config":
         from akoshad.config_cli import cmd_config
 
-        return cmd_config(args, settings)
+        return cmd_config(args, loaded)
     if cmd == "run":
         from akoshad.daemon import run_daemon
 
         return run_daemon(settings, once=args.once, config_path=args.config, argv=argv, environ=env)
-    if cmd in ("status", "sync", "pause", "resume", "queue"):
+    if cmd in CLIENT_COMMANDS:
         from akoshad import client_cli
 
         handler: Callable[[argparse.Namespace, Settings], int] = getattr(client_cli, f"cmd_{cmd}")
@@ -126,17 +210,42 @@ def _dispatch(
     raise AssertionError(cmd)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse the command line; usage errors exit 2 (argparse prints them)."""
+    return build_parser().parse_args(list(argv))
+
+
+def _load(args: argparse.Namespace, env: dict[str, str]) -> LoadedConfig | int:
+    """The validated configuration, or the exit code of an invalid one.
+
+    The client commands need only the socket: with an invalid configuration they warn in
+    one line and still ask the daemon (at the file's ``socket_path`` when it can be read)."""
+    from akoshad.config import LoadedConfig, client_settings, fallback_socket_path, load_config
+
     try:
-        env = process_environ()
-        settings = load_settings(args.config, overrides=_overrides(args), environ=env)
+        return load_config(args.config, overrides=_overrides(args), environ=env)
     except ConfigError as exc:
-        print(f"akoshad: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        if args.command not in CLIENT_COMMANDS:
+            print(f"akoshad: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        sock = fallback_socket_path(args.config, env)
+        print(
+            f"akoshad: warning: {exc}; {args.command} asks the daemon at {sock} anyway",
+            file=sys.stderr,
+        )
+        return LoadedConfig(client_settings(sock, env))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from akoshad.config import process_environ
+
+    env = process_environ()
+    loaded = _load(args, env)
+    if isinstance(loaded, int):
+        return loaded
     try:
-        return _dispatch(args, settings, list(sys.argv[1:] if argv is None else argv), env)
+        return _dispatch(args, loaded, list(sys.argv[1:] if argv is None else argv), env)
     except KeyboardInterrupt:
         return 130
     except AkoshadError as exc:

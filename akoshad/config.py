@@ -1,8 +1,10 @@
 """Configuration: one frozen, validated model built once and passed down.
 
 Sources, highest precedence first: command line overrides, ``AKOSHAD_`` environment
-(``__`` nests: ``AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET``), the YAML file, defaults.
-This is the only module that reads the process environment.
+(``__`` nests: ``AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET``), the YAML file, session-buddy's own
+``cloud_sync`` settings (its ``SESSION_BUDDY_CLOUD_SYNC__*`` variables, then its
+``config.yaml``; see ``config_sources``), defaults. Unknown file keys and unknown
+``AKOSHAD_`` variables are errors. This is the only module that reads the process environment.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -31,13 +35,15 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from akoshad import config_sources as src
 from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
 
 SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 ENV_PREFIX = "AKOSHAD_"
 # Environment variables with our prefix that are not settings fields.
-_NON_FIELD_ENV = {"AKOSHAD_CONFIG"}
+_NON_FIELD_ENV = {"AKOSHAD_CONFIG", "AKOSHAD_DEBUG"}
+MIN_CHUNK_MB = 5  # S3's smallest multipart part
 
 
 def slug_system_id(hostname: str) -> str:
@@ -55,6 +61,11 @@ class CloudSync(BaseModel):
     cloud_endpoint: str | None = None
     cloud_region: str = "auto"
     system_id: str = Field(default_factory=lambda: slug_system_id(socket.gethostname()))
+    upload_on_session_end: bool = Field(
+        default=True,
+        description="accepted for session-buddy's sake: the watcher uploads when a session "
+        "ends (its store files change then) whatever this says",
+    )
     enable_fallback: bool = True
     force_method: Literal["auto", "cloud", "http"] = "auto"
     upload_timeout_seconds: int = Field(default=300, ge=30, le=3600)
@@ -63,7 +74,11 @@ class CloudSync(BaseModel):
     enable_compression: bool = True
     enable_deduplication: bool = True
     chunk_size_mb: int = Field(
-        default=5, ge=5, le=100, description="multipart part size; S3 needs at least 5 MiB"
+        default=5,
+        ge=1,
+        le=100,
+        description="multipart part size (1-100 as in session-buddy); S3 needs at least "
+        "5 MiB, so a smaller value is raised to 5 (with a note)",
     )
     request_checksum: Literal["crc32", "md5"] = Field(
         default="crc32",
@@ -79,6 +94,11 @@ class CloudSync(BaseModel):
         if not SYSTEM_ID_RE.match(value):
             raise ValueError("must match ^[A-Za-z0-9_-]{1,100}$ (no dots or spaces)")
         return value
+
+    @field_validator("chunk_size_mb")
+    @classmethod
+    def _s3_part_minimum(cls, value: int) -> int:
+        return max(value, MIN_CHUNK_MB)
 
     @field_validator("cloud_bucket", "cloud_endpoint", "access_key_id")
     @classmethod
@@ -176,6 +196,7 @@ class Settings(BaseSettings):
     )
     webhooks: list[Webhook] = Field(default_factory=list)
     cloud_sync: CloudSync = Field(default_factory=CloudSync)
+    _notes: tuple[str, ...] = PrivateAttr(default=())
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -229,6 +250,11 @@ class Settings(BaseSettings):
     @property
     def bucket_configured(self) -> bool:
         return self.cloud_sync.cloud_bucket is not None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Warnings about values that were accepted but adjusted (logged at start)."""
+        return self._notes
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets replaced by ``**********``."""
@@ -306,19 +332,133 @@ def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _format_error(exc: ValidationError, source: str) -> str:
+def _known() -> dict[str, frozenset[str] | None]:
+    """Settings' field names, with the names inside each group (a nested model)."""
+    out: dict[str, frozenset[str] | None] = {}
+    for name, info in Settings.model_fields.items():
+        ann = info.annotation
+        out[name] = None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out[name] = frozenset(ann.model_fields)
+    return out
+
+
+def _groups() -> list[str]:
+    return [name for name, inner in _known().items() if inner is not None]
+
+
+def _names_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The key names allowed where an unknown key was found (for a suggestion)."""
+    path = [p for p in loc[:-1] if isinstance(p, str)]
+    if not path:
+        return list(Settings.model_fields)
+    if path == ["webhooks"]:
+        return list(Webhook.model_fields)
+    return sorted(_known().get(path[0]) or ())
+
+
+def _format_error(exc: ValidationError, sources: src.Sources) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__") or "configuration"
+    raw_loc = tuple(p for p in err.get("loc", ()) if p != "__root__")
+    loc = ".".join(str(p) for p in raw_loc) or "configuration"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + src.suggest(str(raw_loc[-1]), _names_at(raw_loc))
+    origin = src.source_of(raw_loc, msg, sources)
+    where = f" (from {origin})" if origin else ""
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-    return f"invalid configuration: {loc}: {msg}{source}{more}"
+    return f"invalid configuration: {loc}: {msg}{where}{more}"
 
 
 def process_environ() -> dict[str, str]:
     """A copy of the process environment: read here, handed down to whoever needs it."""
     return dict(os.environ)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """The settings, where each key's value came from, and notes about adjusted values."""
+
+    settings: Settings
+    sources: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def effective_sources(self) -> dict[str, str]:
+        """``{dotted key: source}`` for every key of the effective configuration."""
+        return src.effective_sources(self.settings.model_dump(), self.sources, _groups())
+
+
+def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``AKOSHAD_`` values (names checked first) and which variable set which key."""
+    names = src.env_names(env, ENV_PREFIX, _NON_FIELD_ENV, _known())
+    try:
+        return dict(_MappingEnvSource(Settings, env)()), names
+    except Exception as exc:  # pydantic-settings raises SettingsError on bad JSON
+        found = re.search(r'field "([^"]+)"', str(exc))
+        var = names.get(found.group(1), "") if found else ""
+        what = f"{found.group(1)}: not valid JSON (from env {var})" if found else str(exc)
+        raise ConfigError(f"invalid configuration: {what}") from None
+
+
+def _chunk_note(merged: Mapping[str, Any], sources: src.Sources) -> tuple[str, ...]:
+    group = merged.get("cloud_sync")
+    raw = group.get("chunk_size_mb") if isinstance(group, Mapping) else None
+    try:
+        configured = int(raw) if isinstance(raw, int | str) else MIN_CHUNK_MB
+    except ValueError:
+        return ()
+    if configured >= MIN_CHUNK_MB:
+        return ()
+    origin = sources.get("cloud_sync.chunk_size_mb", src.DEFAULT)
+    return (
+        f"cloud_sync.chunk_size_mb {configured} raised to {MIN_CHUNK_MB}: S3 multipart parts "
+        f"cannot be smaller than 5 MiB (from {origin})",
+    )
+
+
+def load_config(
+    config_path: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """Build and validate the settings once, recording each key's source; raise
+    ``ConfigError`` with one line (naming the key and where it came from) on failure."""
+    env = dict(os.environ if environ is None else environ)
+    path, named = resolve_config_path(config_path, env)
+    file_data = _read_yaml(path, named)
+    env_data, env_vars = _env_layer(env)
+    sb_path = src.session_buddy_path(env)
+    sb_file = src.session_buddy_file(sb_path, _read_yaml)
+    sb_env, sb_vars = src.session_buddy_env(env)
+    defaults = _defaults(env)
+    runtime = defaults.pop("_runtime_dir")
+    groups = _groups()
+    sources: src.Sources = {}
+    merged: dict[str, Any] = {}
+    layers: list[tuple[Mapping[str, Any], Callable[[str], str]]] = [
+        (defaults, lambda _key: src.DEFAULT),
+        (sb_file, lambda _key: f"session-buddy file {sb_path}"),
+        (sb_env, src.env_label("session-buddy env", sb_vars)),
+        (file_data, lambda _key: f"file {path}"),
+        (env_data, src.env_label("env", env_vars)),
+        (dict(overrides or {}), lambda _key: src.COMMAND_LINE),
+    ]
+    for data, label in layers:
+        merged = _deep_merge(merged, data)
+        src.mark(sources, data, label, groups)
+    if "socket_path" not in merged or merged["socket_path"] in (None, ""):
+        if runtime:
+            merged["socket_path"] = Path(runtime) / "akoshad.sock"
+        else:
+            merged["socket_path"] = Path(str(merged["state_dir"])) / "akoshad.sock"
+        sources["socket_path"] = src.DEFAULT
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, sources)) from None
+    notes = _chunk_note(merged, sources)
+    settings._notes = notes
+    return LoadedConfig(settings, sources, notes)
 
 
 def load_settings(
@@ -327,25 +467,40 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build and validate the settings once; raise ``ConfigError`` with one line on failure."""
-    env = dict(os.environ if environ is None else environ)
-    path, named = resolve_config_path(config_path, env)
-    file_data = _read_yaml(path, named)
-    defaults = _defaults(env)
-    runtime = defaults.pop("_runtime_dir")
+    return load_config(config_path, overrides, environ).settings
+
+
+def fallback_socket_path(
+    config_path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> Path:
+    """The daemon's socket when the configuration is invalid, as best it can be read:
+    ``AKOSHAD_SOCKET_PATH``, else the file's ``socket_path`` (a raw YAML read), else the
+    default (``$XDG_RUNTIME_DIR/akoshad.sock``, else ``<state_dir>/akoshad.sock``)."""
+    raw: dict[str, Any] = {}
     try:
-        env_data = _MappingEnvSource(Settings, env)()
-    except Exception as exc:  # pydantic-settings raises SettingsError on bad JSON
-        raise ConfigError(f"invalid configuration in environment: {exc}") from None
-    merged = _deep_merge(defaults, file_data)
-    merged = _deep_merge(merged, env_data)
-    merged = _deep_merge(merged, dict(overrides or {}))
-    if "socket_path" not in merged or merged["socket_path"] in (None, ""):
-        if runtime:
-            merged["socket_path"] = Path(runtime) / "akoshad.sock"
-        else:
-            merged["socket_path"] = Path(str(merged["state_dir"])) / "akoshad.sock"
-    source = f" (file {path})" if file_data else ""
-    try:
-        return Settings(**merged)
-    except ValidationError as exc:
-        raise ConfigError(_format_error(exc, source)) from None
+        path, named = resolve_config_path(config_path, environ)
+        raw = _read_yaml(path, named)
+    except ConfigError:
+        pass
+
+    def pick(key: str) -> str | None:
+        for value in (environ.get(f"{ENV_PREFIX}{key.upper()}"), raw.get(key)):
+            if isinstance(value, str) and value.strip():
+                return os.path.expanduser(value)
+        return None
+
+    sock = pick("socket_path")
+    if sock:
+        return Path(sock)
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "akoshad.sock"
+    return Path(pick("state_dir") or _defaults(environ)["state_dir"]) / "akoshad.sock"
+
+
+def client_settings(socket_path: Path, environ: Mapping[str, str]) -> Settings:
+    """Settings for a client command when the configuration is invalid: the defaults,
+    with the socket found by ``fallback_socket_path`` (the only field a client uses)."""
+    defaults = _defaults(environ)
+    defaults.pop("_runtime_dir")
+    return Settings(**defaults, socket_path=socket_path)

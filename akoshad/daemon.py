@@ -795,6 +795,8 @@ def run_daemon(
     env = dict(environ or {})
     _bounded_heap()
     setup_logging(settings, environ=env)
+    for note in settings.notes:
+        logger.warning("configuration: {}", note)
 
     def reload() -> Settings:
         from akoshad.config import load_settings

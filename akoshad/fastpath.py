@@ -6,7 +6,9 @@ nothing to upload, so it answers at once and sends no request at all.
 
 The check is deliberately conservative: the ``lstat`` of every entry under ``data_dir``
 (files, directories, links: size, mtime_ns, ctime_ns, inode), the state database's files,
-the configuration sources and akoshad's version must all be identical to what was
+the configuration sources (akoshad's file, session-buddy's file, the ``AKOSHAD_*``,
+``SESSION_BUDDY_*`` and ``XDG_*`` variables, the command line) and akoshad's version must all
+be identical to what was
 recorded. A run records them only when it ended with every change uploaded, and only if
 nothing moved while it ran (the store is walked before and after). Anything else, and the
 full run happens as usual.
@@ -49,12 +51,15 @@ def inputs_key(argv: Sequence[str], environ: Mapping[str, str], config: Path) ->
     h.update(f"{CACHE_VERSION}\0{__version__}\0".encode())
     h.update("\0".join(argv).encode("utf-8", "surrogateescape"))
     for key in sorted(environ):
-        if key.startswith(("AKOSHAD_", "XDG_")) or key == "HOME":
+        if key.upper().startswith(("AKOSHAD_", "XDG_", "SESSION_BUDDY_")) or key == "HOME":
             h.update(f"\0{key}={environ[key]}".encode("utf-8", "surrogateescape"))
-    try:
-        h.update(b"\0" + config.read_bytes())
-    except OSError:
-        h.update(b"\0<none>")
+    home = Path(environ.get("HOME") or os.path.expanduser("~"))
+    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    for path in (config, config_home / "session-buddy" / "config.yaml"):
+        try:
+            h.update(b"\0" + path.read_bytes())
+        except OSError:
+            h.update(b"\0<none>")
     return h.hexdigest()[:32]
 
 
@@ -119,7 +124,9 @@ def _unlocked(state_dir: Path) -> bool:
 
 def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
     """True when ``run --once`` provably has nothing to do (and says so on stderr)."""
-    config_arg = _config_arg(argv)
+    parsed, config_arg = _config_arg(argv)
+    if not parsed:
+        return False
     config, _named = resolve_config_path(config_arg, environ)
     key = inputs_key(argv, environ, config)
     try:
@@ -147,7 +154,10 @@ def record_unchanged(
     """After a fully successful run: remember the inputs, if nothing moved meanwhile."""
     if stat_map(data_dir) != before:
         return
-    config, _named = resolve_config_path(_config_arg(argv), environ)
+    parsed, config_arg = _config_arg(argv)
+    if not parsed:
+        return
+    config, _named = resolve_config_path(config_arg, environ)
     key = inputs_key(argv, environ, config)
     path = cache_file(environ, key)
     try:
@@ -168,13 +178,42 @@ def record_unchanged(
         pass  # only an optimisation
 
 
-def _config_arg(argv: Sequence[str]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-    return None
+_VALUED = ("--config", "--data-dir")
+
+
+def _config_arg(argv: Sequence[str]) -> tuple[bool, str | None]:
+    """(understood, the ``--config`` named) for a plain ``run --once`` command line.
+
+    Only the plain spellings are understood: ``--config FILE`` / ``--config=FILE`` before
+    or after ``run``, and ``--once``, ``--data-dir DIR`` after it; the same file if given
+    twice. Anything else (an abbreviated option, two different files, ``--``, a value
+    that starts with ``-``) is not: the full command line parser then decides, so the
+    quick check never reads another file than the full run would."""
+    seen: list[str] = []
+    command = False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if arg == "run" and not command:
+            command = True
+        elif arg == "--once" and command:
+            pass
+        elif name in _VALUED and (command or name == "--config"):
+            if not eq:
+                i += 1
+                value = argv[i] if i < len(argv) else "-"
+            if not value or value.startswith("-"):
+                return False, None
+            if name == "--config":
+                seen.append(value)
+        else:
+            return False, None
+        i += 1
+    norm = {os.path.abspath(os.path.expanduser(v)) for v in seen}
+    if not command or len(norm) > 1:
+        return False, None
+    return True, (seen[-1] if seen else None)
 
 
 def wants_once(argv: Sequence[str]) -> bool:

@@ -83,7 +83,7 @@ def test_lists_from_env_as_json(tmp_path: Path) -> None:
     [
         ("bogus_key: 1\n", "bogus_key: unknown key"),
         ("cloud_sync:\n  cloud_bukket: x\n", "cloud_sync.cloud_bukket: unknown key"),
-        ("cloud_sync:\n  chunk_size_mb: 1\n", "cloud_sync.chunk_size_mb"),
+        ("cloud_sync:\n  chunk_size_mb: 0\n", "cloud_sync.chunk_size_mb"),
         ("cloud_sync:\n  system_id: my.host\n", "cloud_sync.system_id"),
         ("cloud_sync:\n  force_method: carrier-pigeon\n", "cloud_sync.force_method"),
         ("cloud_sync:\n  max_retries: 11\n", "cloud_sync.max_retries"),

@@ -1,0 +1,188 @@
+"""Where each configuration value comes from.
+
+- The names of ``AKOSHAD_*`` variables are checked like file keys: an unknown one is an
+  error that names it and suggests the nearest known name.
+- session-buddy's own ``cloud_sync`` settings (its ``SESSION_BUDDY_CLOUD_SYNC__*``
+  variables and the ``cloud_sync:`` group of ``$XDG_CONFIG_HOME/session-buddy/config.yaml``)
+  fill the ``cloud_sync`` fields that akoshad's own configuration leaves unset. Only
+  session-buddy's own field names are taken; other keys there are not ours and are ignored.
+- Every key is marked with its source (``default``, ``file PATH``, ``env VAR``,
+  ``session-buddy file PATH``, ``session-buddy env VAR``, ``command line``), so that an
+  error names the variable or file it came from and ``config show`` can say it.
+
+Pure functions over mappings handed in: the process environment is read in ``config``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from akoshad.errors import ConfigError
+
+DEFAULT = "default"
+COMMAND_LINE = "command line"
+SB_ENV_PREFIX = "SESSION_BUDDY_CLOUD_SYNC__"
+# session-buddy's own cloud_sync names (INTEROP.md); akoshad-only fields are not taken.
+SB_CLOUD_SYNC_FIELDS = frozenset(
+    {
+        "cloud_bucket",
+        "cloud_endpoint",
+        "cloud_region",
+        "system_id",
+        "upload_on_session_end",
+        "enable_fallback",
+        "force_method",
+        "upload_timeout_seconds",
+        "max_retries",
+        "retry_backoff_seconds",
+        "enable_compression",
+        "enable_deduplication",
+        "chunk_size_mb",
+    }
+)
+
+# top-level name -> the names inside it when it is a group (None: a plain field)
+Known = Mapping[str, frozenset[str] | None]
+Sources = dict[str, str]  # dotted key ("cloud_sync.cloud_bucket") -> its source
+
+
+def suggest(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean `x`?)`` for the nearest candidate, or "" when none is near."""
+    match = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f" (did you mean `{match[0]}`?)" if match else ""
+
+
+def _env_suffixes(known: Known) -> list[str]:
+    out: list[str] = []
+    for name, group in known.items():
+        out.append(name)
+        out.extend(f"{name}__{sub}" for sub in group or ())
+    return out
+
+
+def _is_known(parts: list[str], known: Known) -> bool:
+    if parts[0] not in known:
+        return False
+    group = known[parts[0]]
+    return len(parts) == 1 or (len(parts) == 2 and group is not None and parts[1] in group)
+
+
+def env_names(
+    environ: Mapping[str, str], prefix: str, allowed: Iterable[str], known: Known
+) -> dict[str, str]:
+    """Map the dotted key each ``prefix`` variable sets to the variable's name.
+
+    Raise ``ConfigError`` naming the first unknown variable (``allowed`` names are not
+    settings and pass), with the nearest known name suggested."""
+    allowed_upper = {a.upper() for a in allowed}
+    out: dict[str, str] = {}
+    for var in sorted(environ):
+        upper = var.upper()
+        if not upper.startswith(prefix) or upper in allowed_upper:
+            continue
+        parts = upper[len(prefix) :].lower().split("__")
+        if not _is_known(parts, known):
+            near = difflib.get_close_matches("__".join(parts), _env_suffixes(known), 1, 0.6)
+            hint = f" (did you mean `{prefix}{near[0].upper()}`?)" if near else ""
+            raise ConfigError(f"invalid configuration: unknown environment variable {var}{hint}")
+        out[".".join(parts)] = var
+    return out
+
+
+def session_buddy_path(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/session-buddy/config.yaml`` (default ``~/.config``)."""
+    home = Path(environ.get("HOME") or os.path.expanduser("~"))
+    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return config_home / "session-buddy" / "config.yaml"
+
+
+def session_buddy_file(
+    path: Path, read_yaml: Callable[[Path, bool], dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``cloud_sync`` values of session-buddy's file that akoshad knows, as
+    ``{"cloud_sync": {...}}`` (empty when the file or the group is missing)."""
+    group = read_yaml(path, False).get("cloud_sync")
+    if group is None:
+        return {}
+    if not isinstance(group, dict):
+        raise ConfigError(
+            f"invalid configuration: cloud_sync: must be a mapping (from session-buddy file {path})"
+        )
+    taken = {k: v for k, v in group.items() if k in SB_CLOUD_SYNC_FIELDS and v is not None}
+    return {"cloud_sync": taken} if taken else {}
+
+
+def session_buddy_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(``{"cloud_sync": {...}}``, dotted key -> variable) from ``SESSION_BUDDY_CLOUD_SYNC__*``."""
+    values: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    for var in sorted(environ):
+        upper = var.upper()
+        field = upper[len(SB_ENV_PREFIX) :].lower()
+        if upper.startswith(SB_ENV_PREFIX) and field in SB_CLOUD_SYNC_FIELDS and environ[var]:
+            values[field] = environ[var]
+            names[f"cloud_sync.{field}"] = var
+    return ({"cloud_sync": values} if values else {}), names
+
+
+def mark(
+    sources: Sources, data: Mapping[str, Any], label: Callable[[str], str], groups: Iterable[str]
+) -> None:
+    """Record ``label(key)`` as the source of every key ``data`` sets (merged over the
+    earlier layers: a group's mapping sets only the keys it holds)."""
+    group_names = set(groups)
+    for key, value in data.items():
+        if key in group_names and isinstance(value, Mapping):
+            for sub in value:
+                sources[f"{key}.{sub}"] = label(f"{key}.{sub}")
+        else:
+            for old in [k for k in sources if k.startswith(f"{key}.")]:
+                del sources[old]
+            sources[key] = label(key)
+
+
+def env_label(kind: str, names: Mapping[str, str]) -> Callable[[str], str]:
+    """``kind VAR`` for a dotted key set by variable VAR (or by its group's JSON variable)."""
+
+    def label(key: str) -> str:
+        var = names.get(key) or names.get(key.split(".", 1)[0]) or "?"
+        return f"{kind} {var}"
+
+    return label
+
+
+def source_of(loc: tuple[int | str, ...], message: str, sources: Sources) -> str | None:
+    """The source of the value an error at ``loc`` is about (None: a default)."""
+    parts = [str(p) for p in loc]
+    for n in range(len(parts), 0, -1):
+        found = sources.get(".".join(parts[:n]))
+        if found is not None:
+            return None if found == DEFAULT else found
+    # a check across keys (a group's, or the whole model's): the keys the message names
+    prefix = ".".join(parts) + "." if parts else ""
+    labels = sorted(
+        {
+            label
+            for key, label in sources.items()
+            if label != DEFAULT and key.startswith(prefix) and key.rsplit(".", 1)[-1] in message
+        }
+    )
+    return ", ".join(labels) or None
+
+
+def effective_sources(data: Mapping[str, Any], sources: Sources, groups: Iterable[str]) -> Sources:
+    """The source of every key of the effective configuration ``data``, in its order."""
+    group_names = set(groups)
+    out: Sources = {}
+    for key, value in data.items():
+        if key in group_names and isinstance(value, Mapping):
+            for sub in value:
+                dotted = f"{key}.{sub}"
+                out[dotted] = sources.get(dotted) or sources.get(key) or DEFAULT
+        else:
+            out[key] = sources.get(key, DEFAULT)
+    return out

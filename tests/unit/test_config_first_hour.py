@@ -1,0 +1,394 @@
+"""The configuration a new user gets right or is told about: --config in either place,
+AKOSHAD_* names checked like file keys, the socket found from a broken file, and
+session-buddy's own cloud_sync settings taken as they are, each value's source recorded."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from akoshad import fastpath
+from akoshad.cli import build_parser, parse_args
+from akoshad.config import fallback_socket_path, load_config, load_settings
+from akoshad.config_cli import check_lines, render_sources
+from akoshad.errors import ConfigError
+
+COMMANDS = [
+    ["run", "--once"],
+    ["status"],
+    ["sync", "--wait"],
+    ["pause"],
+    ["resume"],
+    ["queue"],
+    ["config", "check"],
+    ["config", "show"],
+    ["verify"],
+    ["restore", "--latest", "--dest", "r"],
+    ["service", "install", "--dry-run"],
+    ["mcp"],
+]
+
+
+def env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"HOME": str(tmp_path), **extra}
+
+
+def sb_config(tmp_path: Path, text: str, config_home: Path | None = None) -> Path:
+    path = (config_home or tmp_path / ".config") / "session-buddy" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def usage_error(argv: list[str]) -> str:
+    err = io.StringIO()
+    with redirect_stderr(err), pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2
+    return err.getvalue()
+
+
+# ---- 11.1: --config before or after the command ---------------------------------------
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_config_is_read_before_or_after_the_command(command: list[str]) -> None:
+    assert parse_args(["--config", "a.yaml", *command]).config == "a.yaml"
+    assert parse_args([*command, "--config", "a.yaml"]).config == "a.yaml"
+    assert parse_args(["--config=b.yaml", *command]).config == "b.yaml"
+    assert parse_args(command).config is None
+    # the same file in both places is fine
+    same = parse_args(["--config", "a.yaml", *command, "--config", "./a.yaml"]).config
+    assert same in ("a.yaml", "./a.yaml")
+
+
+def test_two_different_config_files_are_a_usage_error() -> None:
+    text = usage_error(["--config", "a.yaml", "run", "--once", "--config", "b.yaml"])
+    assert "a.yaml" in text and "b.yaml" in text and "before and after" in text
+    text = usage_error(["status", "--config", "a.yaml", "--config", "b.yaml"])
+    assert "a.yaml" in text and "b.yaml" in text and "twice" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "a.yaml", "run", "--once"],
+        ["run", "--once", "--config", "a.yaml"],
+        ["run", "--once", "--config=a.yaml"],
+        ["--config=a.yaml", "run", "--data-dir", "d", "--once"],
+        ["--config", "./a.yaml", "run", "--once", "--config", "a.yaml"],
+    ],
+)
+def test_quick_check_reads_the_config_the_parser_reads(argv: list[str]) -> None:
+    assert parse_args(argv).config == "a.yaml"
+    assert fastpath._config_arg(argv) == (True, "a.yaml")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--once", "--conf", "a.yaml"],  # argparse takes an unambiguous prefix
+        ["--conf=a.yaml", "run", "--once"],
+        ["run", "--once", "--data", "d", "--config", "a.yaml"],
+    ],
+)
+def test_quick_check_leaves_other_spellings_to_the_parser(argv: list[str]) -> None:
+    assert parse_args(argv).config == "a.yaml"
+    assert fastpath._config_arg(argv) == (False, None)
+
+
+PIECES = [
+    ["--config", "a.yaml"],
+    ["--config=./a.yaml"],
+    ["--config", "b.yaml"],
+    ["--config="],
+    ["--config"],
+    ["--once"],
+    ["--once"],
+    ["--data-dir", "d"],
+    ["--data-dir=d"],
+    ["--conf", "a.yaml"],
+    ["run"],
+    ["status"],
+    ["--"],
+    ["-x"],
+    ["-h"],
+]
+pieces = st.lists(st.sampled_from(PIECES), max_size=4).map(lambda ps: [t for p in ps for t in p])
+
+
+@settings(max_examples=500, deadline=None)
+@given(pieces, st.booleans(), pieces)
+def test_quick_check_never_disagrees_with_the_parser(
+    before: list[str], run: bool, after: list[str]
+) -> None:
+    argv = [*before, *(["run"] if run else []), *after]
+    understood, config = fastpath._config_arg(argv)
+    if not understood:
+        return
+    with redirect_stderr(io.StringIO()), redirect_stdout(io.StringIO()):
+        args = parse_args(argv)  # a usage error here would be a disagreement
+    assert args.command == "run" and args.config == config
+
+
+# ---- 11.14 (part): help texts ---------------------------------------------------------
+
+
+def _help(argv: list[str]) -> str:
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    return " ".join(out.getvalue().split())
+
+
+def test_sync_method_and_status_have_help() -> None:
+    text = _help(["sync"])
+    assert "--method {auto,cloud,http} where this drain delivers" in text
+    assert "cloud = the bucket only" in text and "http = memories to Akosha only" in text
+    text = _help(["status"])
+    assert "Exit 3 when no daemon answers" in text
+    assert "invalid configuration file only gives a warning" in text
+    assert "--json print the daemon's status result object as JSON" in text
+    assert "seconds between --watch refreshes (default 1, at least 0.2)" in text
+
+
+# ---- 11.4: AKOSHAD_* variables are checked like file keys ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("var", "hint"),
+    [
+        ("AKOSHAD_DEBOUNCE_SECOND", "AKOSHAD_DEBOUNCE_SECONDS"),
+        ("AKOSHAD_LOGLEVEL", "AKOSHAD_LOG_LEVEL"),
+        ("AKOSHAD_CLOUD_SYNC__CLOUD_BUCKT", "AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET"),
+        ("AKOSHAD_CLOUDSYNC__CLOUD_BUCKET", "AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET"),
+        ("AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET__NAME", "AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET"),
+        ("AKOSHAD_DATA_DIR__X", "AKOSHAD_DATA_DIR"),
+        ("AKOSHAD_ZZZ", None),
+    ],
+)
+def test_unknown_variable_is_an_error_naming_it(tmp_path: Path, var: str, hint: str | None) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env(tmp_path, **{var: "3"}))
+    text = str(info.value)
+    assert f"unknown environment variable {var}" in text and "\n" not in text
+    if hint:
+        assert f"did you mean `{hint}`?" in text
+    else:
+        assert "did you mean" not in text
+    assert info.value.exit_code == 78
+
+
+def test_variables_that_are_not_settings_still_pass(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("debounce_seconds: 3\n")
+    s = load_settings(
+        environ=env(
+            tmp_path,
+            AKOSHAD_CONFIG=str(cfg),
+            AKOSHAD_DEBUG="1",
+            AKOSHAD_CLOUD_SYNC='{"max_retries": 1}',
+            AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET="b",
+        )
+    )
+    assert s.debounce_seconds == 3
+    assert s.cloud_sync.max_retries == 1 and s.cloud_sync.cloud_bucket == "b"
+
+
+def test_environment_errors_name_the_variable_not_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("debounce_seconds: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ=env(tmp_path, AKOSHAD_LOG_LEVEL="LOUD"))
+    text = str(info.value)
+    assert "log_level" in text and "(from env AKOSHAD_LOG_LEVEL)" in text
+    assert str(cfg) not in text and "file" not in text
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ=env(tmp_path, AKOSHAD_EXCLUDE="[not json"))
+    assert "exclude" in str(info.value) and "AKOSHAD_EXCLUDE" in str(info.value)
+    # a check across keys names every source involved
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ=env(tmp_path, AKOSHAD_MAX_DELAY_SECONDS="1"))
+    assert f"file {cfg}" in str(info.value) and "env AKOSHAD_MAX_DELAY_SECONDS" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [
+        ("debounce_second: 3\n", "debounce_second: unknown key (did you mean `debounce_seconds`?)"),
+        ("loglevel: DEBUG\n", "loglevel: unknown key (did you mean `log_level`?)"),
+        (
+            "cloud_sync:\n  cloud_bukket: x\n",
+            "cloud_sync.cloud_bukket: unknown key (did you mean `cloud_bucket`?)",
+        ),
+        (
+            "webhooks:\n  - url: http://h\n    secrett: s\n",
+            "webhooks.0.secrett: unknown key (did you mean `secret`?)",
+        ),
+    ],
+)
+def test_unknown_file_key_suggests_the_nearest(tmp_path: Path, yaml_text: str, needle: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ=env(tmp_path))
+    assert needle in str(info.value) and f"(from file {cfg})" in str(info.value)
+
+
+def test_far_off_key_gets_no_suggestion(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("zzzqqq: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ=env(tmp_path))
+    assert "zzzqqq: unknown key" in str(info.value) and "did you mean" not in str(info.value)
+
+
+# ---- 11.5: the socket of a broken configuration --------------------------------------
+
+
+def test_fallback_socket_path(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("socket_path: /x/from-file.sock\nbogus_key: 1\n")
+    with pytest.raises(ConfigError):
+        load_settings(cfg, environ=env(tmp_path))
+    e = env(tmp_path, XDG_RUNTIME_DIR="/run/user/9")
+    assert fallback_socket_path(cfg, e) == Path("/x/from-file.sock")
+    e["AKOSHAD_SOCKET_PATH"] = "/x/from-env.sock"  # the environment wins, as always
+    assert fallback_socket_path(cfg, e) == Path("/x/from-env.sock")
+    cfg.write_text("state_dir: /x/state\nsocket_path: [unclosed\n")  # not YAML: the default
+    assert fallback_socket_path(cfg, env(tmp_path, XDG_RUNTIME_DIR="/run/user/9")) == Path(
+        "/run/user/9/akoshad.sock"
+    )
+    cfg.write_text("state_dir: /x/state\nbogus: 1\n")
+    assert fallback_socket_path(cfg, env(tmp_path)) == Path("/x/state/akoshad.sock")
+    missing = tmp_path / "missing.yaml"
+    assert fallback_socket_path(missing, env(tmp_path)) == (
+        tmp_path / ".local" / "state" / "akoshad" / "akoshad.sock"
+    )
+
+
+# ---- 11.6: session-buddy's settings ---------------------------------------------------
+
+
+def test_session_buddy_keys_are_accepted(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("cloud_sync:\n  upload_on_session_end: false\n  chunk_size_mb: 2\n")
+    loaded = load_config(cfg, environ=env(tmp_path))
+    assert loaded.settings.cloud_sync.upload_on_session_end is False
+    assert loaded.settings.cloud_sync.chunk_size_mb == 5
+    (note,) = loaded.notes
+    assert "chunk_size_mb 2 raised to 5" in note and f"file {cfg}" in note
+    assert loaded.settings.notes == loaded.notes  # the daemon logs them at start
+    assert any("raised to 5" in line for line in check_lines(loaded))
+    for bad in (0, 101):
+        cfg.write_text(f"cloud_sync:\n  chunk_size_mb: {bad}\n")
+        with pytest.raises(ConfigError, match=r"cloud_sync\.chunk_size_mb"):
+            load_settings(cfg, environ=env(tmp_path))
+    cfg.write_text("cloud_sync:\n  chunk_size_mb: 8\n")
+    assert load_config(cfg, environ=env(tmp_path)).notes == ()
+
+
+def test_session_buddy_fills_what_akoshad_leaves_unset(tmp_path: Path) -> None:
+    sb = sb_config(
+        tmp_path,
+        "cloud_sync:\n  cloud_bucket: sb-bucket\n  cloud_region: eu-sb\n  system_id: sb-box\n"
+        "  max_retries: 7\n  their_own_key: 1\n  access_key_id: not-taken\n"
+        "paths:\n  data_dir: /not/ours\n",
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("cloud_sync:\n  cloud_region: eu-own\n")
+    e = env(tmp_path, SESSION_BUDDY_CLOUD_SYNC__MAX_RETRIES="2", SESSION_BUDDY_OTHER="x")
+    loaded = load_config(cfg, environ=e)
+    cs = loaded.settings.cloud_sync
+    assert cs.cloud_bucket == "sb-bucket" and cs.system_id == "sb-box"
+    assert cs.cloud_region == "eu-own"  # akoshad's file wins over session-buddy's
+    assert cs.max_retries == 2  # session-buddy's variable wins over its file
+    assert cs.access_key_id is None  # not a session-buddy setting: not taken
+    assert loaded.settings.data_dir == tmp_path / ".claude" / "data"
+    sources = loaded.effective_sources()
+    assert sources["cloud_sync.cloud_bucket"] == f"session-buddy file {sb}"
+    assert sources["cloud_sync.cloud_region"] == f"file {cfg}"
+    assert (
+        sources["cloud_sync.max_retries"]
+        == "session-buddy env SESSION_BUDDY_CLOUD_SYNC__MAX_RETRIES"
+    )
+    assert sources["cloud_sync.enable_fallback"] == "default"
+    # akoshad's own environment wins over session-buddy's
+    e["AKOSHAD_CLOUD_SYNC__MAX_RETRIES"] = "9"
+    e["AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET"] = "own"
+    loaded = load_config(cfg, environ=e)
+    assert loaded.settings.cloud_sync.max_retries == 9
+    assert loaded.settings.cloud_sync.cloud_bucket == "own"
+    assert loaded.effective_sources()["cloud_sync.max_retries"] == (
+        "env AKOSHAD_CLOUD_SYNC__MAX_RETRIES"
+    )
+    assert any("from session-buddy file" in line for line in check_lines(loaded))
+
+
+def test_session_buddy_file_follows_xdg_config_home(tmp_path: Path) -> None:
+    sb_config(tmp_path, "cloud_sync:\n  cloud_bucket: default-place\n")
+    sb_config(tmp_path, "cloud_sync:\n  cloud_bucket: xdg-place\n", tmp_path / "xdg")
+    assert load_settings(environ=env(tmp_path)).cloud_sync.cloud_bucket == "default-place"
+    e = env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    assert load_settings(environ=e).cloud_sync.cloud_bucket == "xdg-place"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cloud_sync:\n  max_retries: 99\n",
+        "cloud_sync:\n  force_method: pigeon\n",
+        "cloud_sync:\n  system_id: my.host\n",
+        "cloud_sync: 5\n",
+        "cloud_sync: [unclosed\n",
+    ],
+)
+def test_invalid_session_buddy_value_names_its_file(tmp_path: Path, text: str) -> None:
+    sb = sb_config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env(tmp_path))
+    assert str(sb) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_invalid_session_buddy_variable_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env(tmp_path, SESSION_BUDDY_CLOUD_SYNC__MAX_RETRIES="lots"))
+    assert "SESSION_BUDDY_CLOUD_SYNC__MAX_RETRIES" in str(info.value)
+    # unknown session-buddy variables are not ours: ignored
+    s = load_settings(environ=env(tmp_path, SESSION_BUDDY_CLOUD_SYNC__NOT_A_FIELD="x"))
+    assert s.cloud_sync.cloud_bucket is None
+
+
+def test_config_show_stays_the_same_yaml_with_sources(tmp_path: Path) -> None:
+    sb_config(tmp_path, "cloud_sync:\n  cloud_bucket: sb-bucket\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("debounce_seconds: 3\n")
+    loaded = load_config(
+        cfg, overrides={"data_dir": "/d"}, environ=env(tmp_path, AKOSHAD_LOG_LEVEL="debug")
+    )
+    text = render_sources(loaded)
+    assert all(line.startswith("#") for line in text.splitlines())
+    assert yaml.safe_load(text) is None  # comments only: parsers see the same document
+    lines = {" ".join(line.split()[1:3]): line for line in text.splitlines()}
+    assert lines["data_dir command"].endswith("command line")
+    assert lines["debounce_seconds file"].endswith(str(cfg))
+    assert lines["log_level env"].endswith("AKOSHAD_LOG_LEVEL")
+    assert lines["cloud_sync.cloud_bucket session-buddy"].endswith("config.yaml")
+    assert lines["max_delay_seconds default"]
+
+
+def test_quick_check_key_covers_session_buddy(tmp_path: Path) -> None:
+    cfg = tmp_path / "none.yaml"
+    e = env(tmp_path)
+    base = fastpath.inputs_key(["run", "--once"], e, cfg)
+    sb_config(tmp_path, "cloud_sync:\n  cloud_bucket: x\n")
+    with_file = fastpath.inputs_key(["run", "--once"], e, cfg)
+    assert with_file != base
+    e["SESSION_BUDDY_CLOUD_SYNC__CLOUD_BUCKET"] = "y"
+    assert fastpath.inputs_key(["run", "--once"], e, cfg) != with_file
