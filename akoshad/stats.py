@@ -17,6 +17,7 @@ class Counters:
     deduplicated: int = 0
     failures: int = 0
     retries: int = 0
+    redactions: int = 0  # secrets masked before leaving the machine
 
 
 @dataclass
