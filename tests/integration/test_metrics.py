@@ -244,3 +244,31 @@ def test_metrics_off_by_default(tmp_path: Path) -> None:
             d.scrape_text()
     finally:
         d.stop()
+
+
+def test_cloud_uploads_and_s3_requests_by_operation(
+    tmp_path: Path, s3: Any, system_id: str
+) -> None:
+    d = Daemon(tmp_path, **s3.config_dict(system_id))
+    make_store(d.store)
+    d.start()
+    try:
+
+        def uploaded() -> Samples | None:
+            m = d.scrape()
+            ok = value(m, "akoshad_uploads_total", target="cloud", outcome="ok") or 0
+            return m if ok >= 1 and value(m, "akoshad_pending_files") == 0 else None
+
+        m = wait_for(uploaded, 60)
+        assert (value(m, "akoshad_bytes_sent_total", target="cloud") or 0) > 0
+        assert value(m, "akoshad_target_up", target="cloud") == 1
+        assert value(m, "akoshad_breaker_state", target="cloud") == 0
+        puts = value(m, "akoshad_requests_total", target="cloud", method="PutObject") or 0
+        # every file of the store plus the manifest went out in PutObject requests
+        assert puts >= len([p for p in d.store.rglob("*") if p.is_file()]) + 1
+        assert (
+            value(m, "akoshad_requests_total", target="cloud", method="ListObjectsV2") or 0
+        ) >= 1
+        assert value(m, "akoshad_uploads_total", target="local", outcome="ok") == 0
+    finally:
+        d.stop()
