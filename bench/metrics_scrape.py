@@ -65,7 +65,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run(work: Path, size_mib: int, interval: float) -> int:
+def run(work: Path, size_mib: int, interval: float, show: bool = False) -> int:
     server = WeedServer(work / "weed", volume_size_mb=1024)
     server.start()
     daemon: subprocess.Popen[bytes] | None = None
@@ -137,6 +137,9 @@ def run(work: Path, size_mib: int, interval: float) -> int:
                 f"scrape latency: p50 {statistics.median(ms):.1f} ms, "
                 f"p95 {pct(ms, 0.95):.1f} ms, max {max(ms):.1f} ms  (goal: p95 < 50 ms)"
             )
+        if show:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                print(resp.read().decode())
         return 0 if ms and pct(ms, 0.95) < 50 else 1
     finally:
         if daemon is not None:
@@ -152,12 +155,13 @@ def main() -> int:
     ap.add_argument(
         "--workdir", type=Path, help="where to put the server and store (default: a temp dir)"
     )
+    ap.add_argument("--show", action="store_true", help="print the last scrape")
     args = ap.parse_args()
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
-        return run(args.workdir, args.size_mib, args.interval)
+        return run(args.workdir, args.size_mib, args.interval, args.show)
     with tempfile.TemporaryDirectory(prefix="akoshad-metrics-bench-") as tmp:
-        return run(Path(tmp), args.size_mib, args.interval)
+        return run(Path(tmp), args.size_mib, args.interval, args.show)
 
 
 if __name__ == "__main__":
