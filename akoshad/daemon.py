@@ -483,7 +483,14 @@ class Daemon:
             await asyncio.wait_for(self.stop_event.wait(), seconds)
 
     # ---- reload ----------------------------------------------------------------------------
-    RESTART_KEYS = ("data_dir", "state_dir", "socket_path", "local_target_dir", "cloud_sync")
+    RESTART_KEYS = (
+        "data_dir",
+        "state_dir",
+        "socket_path",
+        "local_target_dir",
+        "cloud_sync",
+        "metrics_listen",
+    )
 
     async def reload(self) -> bool:
         """SIGHUP: load and validate the configuration again; apply what can change live.

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -272,3 +274,33 @@ def test_cloud_uploads_and_s3_requests_by_operation(
         assert value(m, "akoshad_uploads_total", target="local", outcome="ok") == 0
     finally:
         d.stop()
+
+
+def test_a_taken_port_is_logged_and_backups_go_on(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    make_store(d.store)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", d.port))
+        squatter.listen()
+        d.proc = start_daemon(d.config, d.env, d.log)
+        try:
+            wait_for(lambda: d.status().get("last_upload"), 60)
+            log = d.log.read_text()
+            assert f"metrics_listen 127.0.0.1:{d.port}: cannot serve" in log
+            assert "Traceback" not in log
+        finally:
+            d.stop()
+
+
+def test_reload_keeps_the_metrics_address_until_a_restart(daemon: Daemon) -> None:
+    daemon.start()
+    cfg = yaml.safe_load(daemon.config.read_text())
+    cfg["metrics_listen"] = f"127.0.0.1:{free_port()}"
+    write_config(daemon.config, **cfg)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "metrics_listen changed" in daemon.log.read_text(), 30)
+    assert (
+        value(daemon.scrape(), "akoshad_info", version=daemon.status()["version"], system_id=SYSTEM)
+        == 1
+    )
