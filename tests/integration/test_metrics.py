@@ -304,3 +304,28 @@ def test_reload_keeps_the_metrics_address_until_a_restart(daemon: Daemon) -> Non
         value(daemon.scrape(), "akoshad_info", version=daemon.status()["version"], system_id=SYSTEM)
         == 1
     )
+
+
+def test_memories_delivered_to_akosha_are_counted(tmp_path: Path, akosha_server: Any) -> None:
+    d = Daemon(tmp_path, akosha_url=akosha_server.url)
+    make_store(d.store)
+    d.start()
+    try:
+
+        def delivered() -> Samples | None:
+            m = d.scrape()
+            return (
+                m
+                if (value(m, "akoshad_uploads_total", target="http", outcome="ok") or 0) >= 1
+                else None
+            )
+
+        m = wait_for(delivered, 60)
+        assert akosha_server.state()["stored"]  # it really holds them
+        assert value(m, "akoshad_uploads_total", target="http", outcome="failed") == 0
+        assert (value(m, "akoshad_requests_total", target="http", method="initialize") or 0) >= 1
+        assert (value(m, "akoshad_requests_total", target="http", method="tools/call") or 0) >= 1
+        assert value(m, "akoshad_target_up", target="http") == 1
+        assert value(m, "akoshad_breaker_state", target="http") == 0
+    finally:
+        d.stop()
