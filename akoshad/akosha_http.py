@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -180,6 +180,8 @@ class AkoshaClient:
         self.server_info: dict[str, Any] = {}
         self.last_probe_error: str | None = None
         self.sessions_opened = 0
+        # called with the JSON-RPC method of every message sent (metrics)
+        self.on_request: Callable[[str], None] | None = None
         self._ready = False
         self._http: aiohttp.ClientSession | None = None
         self._next_id = 0
@@ -359,6 +361,8 @@ class AkoshaClient:
             else encode_json(message)
         )
         for attempt in (1, 2):
+            if self.on_request is not None:
+                self.on_request(method)
             try:
                 return await self._post(body, req_id, session_id, method)
             except aiohttp.ServerDisconnectedError as exc:

@@ -29,6 +29,7 @@ from typing import Any
 from akoshad.config import Settings
 from akoshad.control import request_sync
 from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.safety import safety_line
 
 
 def human_bytes(n: float | None) -> str:
@@ -66,7 +67,9 @@ def _ago(ts: Any, now: float) -> str:
 def render_status(st: dict[str, Any], now: float | None = None) -> str:
     """The human view of a status result."""
     now = time.time() if now is None else now
-    lines = [
+    safe = safety_line(st.get("safety"))
+    lines = [] if safe is None else [safe]
+    lines += [
         f"akoshad {st.get('version', '?')}  pid {st.get('pid', '?')}  "
         f"state {str(st.get('state', '?')).upper()}  up {human_age(st.get('uptime_seconds'))}",
         f"store      {st.get('data_dir', '?')}",

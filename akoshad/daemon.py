@@ -33,7 +33,9 @@ from akoshad.health_watch import HealthWatch
 from akoshad.layout import MEMORIES_NAME
 from akoshad.logs import RateLimitedLog, setup_logging
 from akoshad.memory_sync import MemorySync
+from akoshad.metrics import Metrics, MetricsServer
 from akoshad.notify import Notifier, WatchdogPolicy
+from akoshad.safety import SafetyPolicy, SafetyTracker, assess
 from akoshad.snapshot import Captured, Snapshotter
 from akoshad.state import STATE_FILE, StateDB, StateError
 from akoshad.stats import Stats
@@ -108,11 +110,16 @@ class Daemon:
         self.state = StateDB(settings.state_dir / STATE_FILE)
         self.snapshotter = Snapshotter(settings.data_dir, settings.state_dir / "staging")
         cs = settings.cloud_sync
-        self.targets: dict[str, Target] = {"local": make_target("local", settings)}
+        self.metrics = Metrics()
+        self.safety = SafetyTracker(self.started)
+        self.targets: dict[str, Target] = {
+            "local": self.metrics.counted(make_target("local", settings))
+        }
         if settings.bucket_configured:
-            self.targets["cloud"] = make_target("cloud", settings)
+            self.targets["cloud"] = self.metrics.counted(make_target("cloud", settings))
         primary = "cloud" if settings.bucket_configured and cs.force_method != "http" else "local"
         self.target: Target = self.targets[primary]
+        self.metrics.targets_known(list(self.targets) + (["http"] if settings.akosha_url else []))
         self.cloud_breaker = CircuitBreaker(
             "cloud", reset_timeout=max(5.0, cs.retry_backoff_seconds * 4)
         )
@@ -124,6 +131,7 @@ class Daemon:
             self.akosha = AkoshaClient(
                 settings.akosha_url, timeout=float(min(cs.upload_timeout_seconds, 120))
             )
+            self.akosha.on_request = self.metrics.request_hook("http")
         self.memory_sync = MemorySync(
             self.state,
             self.akosha,
@@ -352,6 +360,7 @@ class Daemon:
         self.stats.syncing = True
         self._last_memory_report = None
         self._last_memory_error = None
+        began = time.monotonic()
         try:
             report = await self.uploader.drain_once(
                 target, memory_step=memory_step, files_retry_at=retry_at, extras_hook=extras
@@ -376,6 +385,7 @@ class Daemon:
                 files=len(report.files_uploaded),
                 bytes_sent=report.bytes_sent,
             )
+        self.metrics.pass_done(report, time.monotonic() - began)
         if report.error and not report.waiting:
             logger.error("upload to {} failed: {}", report.target, report.error)
             self.events.emit("failure", error=report.error, failed=report.claimed)
@@ -503,6 +513,7 @@ class Daemon:
         "local_target_dir",
         "cloud_sync",
         "webhooks",
+        "metrics_listen",
     )
 
     async def reload(self) -> bool:
@@ -535,6 +546,7 @@ class Daemon:
     # ---- status / control -------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
         depth = await self.state.queue_depth()
+        oldest = await self.state.oldest_pending()
         last = await self.state.last_upload()
         skipped = await self.state.skipped()
         degraded = self.stats.degraded_reason()
@@ -546,7 +558,7 @@ class Daemon:
             state = "syncing"
         else:
             state = "idle"
-        return {
+        result: dict[str, Any] = {
             "state": state,
             "pid": os.getpid(),
             "version": __version__,
@@ -571,7 +583,28 @@ class Daemon:
             "skipped": skipped,
             "system_id": self.settings.cloud_sync.system_id,
             "webhooks": await self.webhooks.status(),
+            "oldest_pending_age_seconds": None if oldest is None else time.time() - oldest,
         }
+        result["safety"] = self._safety(result)
+        return result
+
+    def _safety(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Is everything backed up and restorable? (see akoshad/safety.py)"""
+        s = self.settings
+        policy = SafetyPolicy(
+            s.debounce_seconds,
+            # min_upload_interval_seconds: counted once the configuration has it
+            float(getattr(s, "min_upload_interval_seconds", 0.0)),
+            s.drill_interval_hours,
+        )
+        found = assess(
+            status,
+            policy,
+            now=time.time(),
+            started=self.started,
+            last_pass_seconds=self.metrics.last_pass_seconds,
+        )
+        return self.safety.update(found)
 
     def _targets_status(self) -> dict[str, Any]:
         names = list(self.targets) + (["http"] if self.akosha is not None else [])
@@ -682,6 +715,7 @@ class Daemon:
                 control = ControlServer(self.settings.socket_path, self.handle)
                 await control.start()
                 stack.push_async_callback(control.close)
+                await self._serve_metrics(stack)
                 watcher = self.watcher = StoreWatcher(
                     self.settings.data_dir,
                     self.flt,
@@ -720,6 +754,19 @@ class Daemon:
         self.stop_event.set()
         self.wake.set()
         self._debounce_wake.set()
+
+    async def _serve_metrics(self, stack: AsyncExitStack) -> None:
+        """Serve /metrics on ``metrics_listen`` (if set) until shutdown. An address that
+        cannot be bound is logged; backing up goes on without metrics."""
+        if not self.settings.metrics_listen:
+            return
+        server = MetricsServer(self.metrics, self.status, self.settings.metrics_listen)
+        try:
+            await server.start()
+        except OSError as exc:
+            logger.error("metrics_listen {}: cannot serve: {}", self.settings.metrics_listen, exc)
+            return
+        stack.push_async_callback(server.close)
 
     async def _reload_loop(self) -> None:
         while not self.stop_event.is_set():

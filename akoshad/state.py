@@ -420,6 +420,12 @@ class StateDB:
             lambda c: int(c.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
         )
 
+    async def oldest_pending(self) -> float | None:
+        """When the oldest change on the queue was first seen (epoch seconds), or None."""
+        return await self.transaction(
+            lambda c: c.execute("SELECT MIN(first_seen) FROM queue").fetchone()[0]
+        )
+
     async def next_due(self) -> float | None:
         """The earliest next_attempt of a pending row, or None."""
         return await self.transaction(

@@ -441,6 +441,8 @@ class S3Target:
         self.verify_tls = True  # certificates are always checked for https endpoints
         self.requests = 0  # requests sent (attempts), for tests and benchmarks
         self.retries = 0
+        # called with the S3 operation name of every request sent (metrics)
+        self.on_request: Callable[[str], None] | None = None
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._pool: ThreadPoolExecutor | None = None
@@ -541,7 +543,13 @@ class S3Target:
                 raise self._classify(exc, "open the S3 client") from None
             raise
         _cache_endpoints_per_bucket(client)
+        client.meta.events.register("before-call.s3", self._before_call)
         self._stack, self._client, self._pool = stack, client, pool
+
+    def _before_call(self, model: Any, **_kwargs: Any) -> None:
+        """botocore's ``before-call`` event: one request (an attempt) is about to go out."""
+        if self.on_request is not None:
+            self.on_request(model.name)
 
     async def start(self, *, clean_up: bool = True) -> None:
         """Open the client, check bucket and credentials; with ``clean_up``, abort the

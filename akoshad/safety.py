@@ -1,0 +1,170 @@
+""" "Am I safe?": one verdict from a status result, and since when it holds.
+
+Safe means all of:
+
+- nothing waits too long: the oldest change on the queue is younger than
+  ``debounce_seconds + min_upload_interval_seconds + one pass`` (a pass: the longer of
+  :data:`PASS_ALLOWANCE_SECONDS` and twice the last pass's duration), so the last upload
+  is newer than every change but those still in their normal wait;
+- no configured target is degraded;
+- the last restore drill was good. With drills on (``drill_interval_hours`` > 0) a good
+  drill older than two intervals no longer counts; before the first drill the verdict says
+  "no drill yet", which makes it unsafe only once one interval has passed since the daemon
+  started and there is an upload to drill (the first drill should have run by then). A
+  failed drill, even one run by hand with drills off, is always unsafe.
+
+``since`` is when the daemon saw the verdict change (status, a metrics scrape or the
+service manager's status line ask for it); at start, the start time. A reason that knows
+when it began (a change waiting past its allowance, a drill that failed) dates the change
+back to then. It is not persisted.
+
+Pure logic with the clock passed in; no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PASS_ALLOWANCE_SECONDS = 60.0
+DRILL_STALE_INTERVALS = 2.0
+
+
+@dataclass(frozen=True)
+class SafetyPolicy:
+    """The configuration the verdict depends on."""
+
+    debounce_seconds: float
+    min_upload_interval_seconds: float = 0.0
+    drill_interval_hours: float = 0.0
+
+    def allowed_wait(self, last_pass_seconds: float | None) -> float:
+        """How long a queued change may rightly wait for its upload (seconds)."""
+        one_pass = max(PASS_ALLOWANCE_SECONDS, 2.0 * (last_pass_seconds or 0.0))
+        return self.debounce_seconds + self.min_upload_interval_seconds + one_pass
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Why the store is not safe (empty: safe), remarks that do not make it unsafe, and
+    the earliest time a reason is known to hold (None: unknown)."""
+
+    reasons: list[str]
+    notes: list[str]
+    began: float | None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def _drill(
+    status: Mapping[str, Any], policy: SafetyPolicy, now: float, started: float
+) -> tuple[str | None, str | None, float | None]:
+    """(reason, note, began) for the drill part of the verdict."""
+    drill = status.get("last_drill")
+    interval = policy.drill_interval_hours * 3600.0
+    if isinstance(drill, Mapping):
+        at = _number(drill.get("at"))
+        if drill.get("ok") is not True:
+            problems = [str(p) for p in drill.get("problems") or []]
+            first = problems[0] if problems else "no detail"
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            return f"last drill failed: {first}{more}", None, at
+        if interval > 0 and at is not None and now - at > DRILL_STALE_INTERVALS * interval:
+            limit = at + DRILL_STALE_INTERVALS * interval
+            return f"no good drill for {_hours(now - at)}", None, limit
+        return None, None, None
+    if interval <= 0 or not status.get("last_upload"):
+        return None, None, None
+    if now - started >= interval:
+        return f"no drill yet after {_hours(now - started)}", None, started + interval
+    return None, "no drill yet", None
+
+
+def assess(
+    status: Mapping[str, Any],
+    policy: SafetyPolicy,
+    *,
+    now: float,
+    started: float,
+    last_pass_seconds: float | None = None,
+) -> Assessment:
+    """The verdict's reasons from a status result (its ``oldest_pending_age_seconds``,
+    ``degraded_reason``, ``last_upload`` and ``last_drill``)."""
+    reasons: list[str] = []
+    notes: list[str] = []
+    began: list[float] = []
+    age = _number(status.get("oldest_pending_age_seconds"))
+    allowed = policy.allowed_wait(last_pass_seconds)
+    if age is not None and age > allowed:
+        reasons.append(
+            f"a change has waited {_hours(age)} for its upload (allowed {allowed:.0f} s)"
+        )
+        began.append(now - age + allowed)
+    degraded = status.get("degraded_reason")
+    if degraded:
+        reasons.append(f"degraded: {degraded}")
+    reason, note, since = _drill(status, policy, now, started)
+    if reason:
+        reasons.append(reason)
+    if note:
+        notes.append(note)
+    if since is not None:
+        began.append(since)
+    return Assessment(reasons, notes, min(began) if began else None)
+
+
+class SafetyTracker:
+    """Remembers the verdict and the time it last changed."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.safe: bool | None = None
+        self.since = started
+
+    def update(self, found: Assessment, now: float | None = None) -> dict[str, Any]:
+        """Record this assessment; returns the status ``safety`` object
+        ``{safe, since, reasons, notes}``."""
+        now = time.time() if now is None else now
+        safe = not found.reasons
+        if self.safe is None:
+            self.since = self.started if safe else self._dated(found.began, self.started, now)
+        elif safe != self.safe:
+            self.since = now if safe else self._dated(found.began, self.since, now)
+        self.safe = safe
+        return {
+            "safe": safe,
+            "since": self.since,
+            "reasons": list(found.reasons),
+            "notes": list(found.notes),
+        }
+
+    @staticmethod
+    def _dated(began: float | None, floor: float, now: float) -> float:
+        """The transition time: when the reasons began if known and plausible, else now."""
+        if began is None:
+            return now
+        return min(now, max(floor, began))
+
+
+def safety_line(safety: Mapping[str, Any] | None) -> str | None:
+    """The first line of ``akoshad status``: ``safe since <time>`` or
+    ``UNSAFE since <time>: <reason>; ...`` (None for a daemon that does not report it)."""
+    if not isinstance(safety, Mapping) or not isinstance(safety.get("safe"), bool):
+        return None
+    since = _number(safety.get("since"))
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "?"
+    notes = [str(n) for n in safety.get("notes") or []]
+    if safety["safe"]:
+        return f"safe since {when}" + (f" ({'; '.join(notes)})" if notes else "")
+    reasons = [str(r) for r in safety.get("reasons") or []] or ["unknown"]
+    return f"UNSAFE since {when}: {'; '.join(reasons)}"

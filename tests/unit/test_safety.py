@@ -1,0 +1,143 @@
+"""The "am I safe?" verdict: its rules, its "since", and the status's first line."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from akoshad.client_cli import render_status
+from akoshad.safety import (
+    PASS_ALLOWANCE_SECONDS,
+    SafetyPolicy,
+    SafetyTracker,
+    assess,
+    safety_line,
+)
+
+T0 = 1_700_000_000.0
+HOUR = 3600.0
+POLICY = SafetyPolicy(
+    debounce_seconds=2.0, min_upload_interval_seconds=30.0, drill_interval_hours=24
+)
+UPLOAD = {"upload_id": "u1", "finished_at": T0}
+GOOD = {"at": T0, "ok": True, "upload_id": "u1", "problems": []}
+
+
+def status(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "oldest_pending_age_seconds": None,
+        "degraded_reason": None,
+        "last_upload": UPLOAD,
+        "last_drill": GOOD,
+    }
+    base.update(fields)
+    return base
+
+
+def test_all_clear_is_safe() -> None:
+    found = assess(status(), POLICY, now=T0 + 60, started=T0 - HOUR)
+    assert found.reasons == [] and found.notes == []
+
+
+def test_a_change_waiting_past_debounce_interval_and_a_pass_is_unsafe() -> None:
+    allowed = 2.0 + 30.0 + PASS_ALLOWANCE_SECONDS
+    ok = assess(status(oldest_pending_age_seconds=allowed - 1), POLICY, now=T0, started=T0 - HOUR)
+    assert ok.reasons == []
+    late = assess(
+        status(oldest_pending_age_seconds=allowed + 10), POLICY, now=T0, started=T0 - HOUR
+    )
+    assert len(late.reasons) == 1 and "waited" in late.reasons[0]
+    assert late.began == T0 - 10  # it became unsafe when the allowance ran out
+
+
+def test_a_slow_last_pass_widens_the_allowance() -> None:
+    age = PASS_ALLOWANCE_SECONDS + 200
+    st = status(oldest_pending_age_seconds=age)
+    assert assess(st, POLICY, now=T0, started=T0 - HOUR).reasons
+    assert not assess(st, POLICY, now=T0, started=T0 - HOUR, last_pass_seconds=150).reasons
+
+
+def test_degraded_is_unsafe() -> None:
+    found = assess(status(degraded_reason="cloud: bucket missing"), POLICY, now=T0, started=T0)
+    assert found.reasons == ["degraded: cloud: bucket missing"]
+
+
+def test_a_failed_drill_is_unsafe_even_with_drills_off() -> None:
+    bad = {"at": T0, "ok": False, "upload_id": "u1", "problems": ["a.db: sha256", "b.db: rows"]}
+    off = SafetyPolicy(debounce_seconds=2.0, drill_interval_hours=0)
+    found = assess(status(last_drill=bad), off, now=T0 + 5, started=T0 - HOUR)
+    assert found.reasons == ["last drill failed: a.db: sha256 (and 1 more)"]
+    assert found.began == T0
+
+
+def test_a_good_drill_goes_stale_after_two_intervals() -> None:
+    fresh = assess(status(), POLICY, now=T0 + 47 * HOUR, started=T0 - HOUR)
+    assert fresh.reasons == []
+    stale = assess(status(), POLICY, now=T0 + 49 * HOUR, started=T0 - HOUR)
+    assert stale.reasons == ["no good drill for 49.0 h"] and stale.began == T0 + 48 * HOUR
+
+
+def test_no_drill_yet_is_a_note_then_unsafe_after_one_interval() -> None:
+    st = status(last_drill=None)
+    early = assess(st, POLICY, now=T0 + HOUR, started=T0)
+    assert early.reasons == [] and early.notes == ["no drill yet"]
+    late = assess(st, POLICY, now=T0 + 25 * HOUR, started=T0)
+    assert late.reasons == ["no drill yet after 25.0 h"] and late.began == T0 + 24 * HOUR
+
+
+def test_no_drill_needed_without_an_upload_or_with_drills_off() -> None:
+    assert (
+        assess(
+            status(last_drill=None, last_upload=None), POLICY, now=T0 + 99 * HOUR, started=T0
+        ).reasons
+        == []
+    )
+    off = SafetyPolicy(debounce_seconds=2.0, drill_interval_hours=0)
+    found = assess(status(last_drill=None), off, now=T0 + 99 * HOUR, started=T0)
+    assert found.reasons == [] and found.notes == []
+
+
+def test_since_tracks_transitions() -> None:
+    tracker = SafetyTracker(started=T0)
+    safe = assess(status(), POLICY, now=T0 + 10, started=T0)
+    assert tracker.update(safe, now=T0 + 10) == {
+        "safe": True,
+        "since": T0,
+        "reasons": [],
+        "notes": [],
+    }
+    assert tracker.update(safe, now=T0 + 20)["since"] == T0  # unchanged verdict, same since
+    degraded = assess(status(degraded_reason="cloud: down"), POLICY, now=T0 + 30, started=T0)
+    out = tracker.update(degraded, now=T0 + 30)
+    assert out["safe"] is False and out["since"] == T0 + 30
+    assert tracker.update(degraded, now=T0 + 90)["since"] == T0 + 30
+    assert tracker.update(safe, now=T0 + 100)["since"] == T0 + 100
+
+
+def test_since_dates_back_to_when_a_reason_began_but_not_before_the_last_verdict() -> None:
+    tracker = SafetyTracker(started=T0)
+    tracker.update(assess(status(), POLICY, now=T0 + 10, started=T0), now=T0 + 10)
+    age = 2.0 + 30.0 + PASS_ALLOWANCE_SECONDS + 50
+    late = assess(status(oldest_pending_age_seconds=age), POLICY, now=T0 + 500, started=T0)
+    assert tracker.update(late, now=T0 + 500)["since"] == T0 + 450
+    fresh = SafetyTracker(started=T0)
+    very_late = assess(status(oldest_pending_age_seconds=10 * HOUR), POLICY, now=T0 + 5, started=T0)
+    assert fresh.update(very_late, now=T0 + 5)["since"] == T0  # never before the daemon started
+
+
+def test_first_line_of_status() -> None:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(T0))
+    assert (
+        safety_line({"safe": True, "since": T0, "reasons": [], "notes": []}) == f"safe since {when}"
+    )
+    safe_note = {"safe": True, "since": T0, "reasons": [], "notes": ["no drill yet"]}
+    assert safety_line(safe_note) == f"safe since {when} (no drill yet)"
+    unsafe = {"safe": False, "since": T0, "reasons": ["degraded: cloud: down", "x"], "notes": []}
+    assert safety_line(unsafe) == f"UNSAFE since {when}: degraded: cloud: down; x"
+    assert safety_line(None) is None and safety_line({"safe": "yes"}) is None
+    st = {"state": "idle", "safety": unsafe, "version": "1", "pid": 1}
+    assert (
+        render_status(st, now=T0).splitlines()[0]
+        == f"UNSAFE since {when}: degraded: cloud: down; x"
+    )
+    assert render_status({"state": "idle"}, now=T0).startswith("akoshad ")
