@@ -27,6 +27,7 @@ from akoshad.chain import CircuitBreaker, plan_pass
 from akoshad.config import Settings
 from akoshad.control import ControlServer
 from akoshad.debounce import Debouncer, Kind
+from akoshad.drill_schedule import DrillScheduler
 from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
 from akoshad.events import EventBus
 from akoshad.layout import MEMORIES_NAME
@@ -151,6 +152,7 @@ class Daemon:
         self._rate_log = RateLimitedLog(60.0)
         # Webhooks, metrics and the log hear upload/failure/degraded/recovered/drill/prune here.
         self.events = EventBus(cs.system_id)
+        self.drills = DrillScheduler(self, self._pass_lock)
 
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
@@ -540,6 +542,7 @@ class Daemon:
             "memories": await self.memory_sync.status() if self.akosha is not None else None,
             "skipped": skipped,
             "system_id": self.settings.cloud_sync.system_id,
+            "last_drill": await self.drills.last(),
         }
 
     def _targets_status(self) -> dict[str, Any]:
@@ -674,6 +677,7 @@ class Daemon:
                         tg.create_task(self._drain_loop(), name="drain"),
                         tg.create_task(self._reload_loop(), name="reload"),
                         tg.create_task(self._health_loop(), name="health"),
+                        tg.create_task(self.drills.run(), name="drill"),
                     ]
                     await self.stop_event.wait()
                     await self._shutdown(tasks)
