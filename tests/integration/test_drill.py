@@ -19,6 +19,7 @@ from tests.helpers import (
     wait_for,
     write_config,
 )
+from tests.s3server import WeedServer
 from tests.storegen import make_store
 
 FIXTURE = Path(__file__).parents[1] / "data" / "drill" / "outbox"
@@ -34,8 +35,7 @@ def _config(tmp_path: Path, system_id: str = SYSTEM, **extra: Any) -> tuple[Path
         socket_path=str(tmp_path / "s.sock"),
         debounce_seconds=0.2,
         max_delay_seconds=2,
-        cloud_sync={"system_id": system_id},
-        **extra,
+        **{"cloud_sync": {"system_id": system_id}, **extra},
     )
     return cfg, base_env(tmp_path)
 
@@ -128,6 +128,17 @@ def test_drill_finds_damaged_databases_whose_bytes_match(tmp_path: Path) -> None
     }  # the intact SQLite and JSON files pass
 
 
+def test_drill_download_rate_is_capped(tmp_path: Path) -> None:
+    cfg, env = _config(tmp_path)
+    _uploaded(tmp_path, cfg, env)
+    stored = sum(p.stat().st_size for p in (tmp_path / "outbox").rglob("*") if p.is_file())
+    # a cap of half the stored bytes per second: one second of burst, then one more second
+    cfg, env = _config(tmp_path, drill_max_mbps=stored / 2 / 1_000_000)
+    code, result = _drill(cfg, env)
+    assert code == 0, result
+    assert result["seconds"] >= 0.9
+
+
 def test_nothing_to_drill(tmp_path: Path) -> None:
     cfg, env = _config(tmp_path)
     (tmp_path / "store").mkdir()
@@ -206,3 +217,31 @@ def test_daemon_stops_during_a_drill_and_leaves_nothing(tmp_path: Path) -> None:
         proc.kill()
         raise
     assert _drill_dirs(tmp_path) == []
+
+
+def test_drill_on_s3_passes_then_finds_a_replaced_object(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """The same drill against a real S3 server (SeaweedFS): only reads, then a tampered
+    object is named."""
+    make_store(tmp_path / "store")
+    cfg, env = _config(tmp_path, cloud_sync=s3.cloud_sync(system_id))
+    akoshad("run", "--once", "--config", str(cfg), env=env, check=True)
+    before = {k: _etag(s3, k) for k in s3.keys(f"systems/{system_id}/")}
+    code, result = _drill(cfg, env)
+    assert code == 0, result
+    assert result["files"] == 8 and result["problems"] == []
+    assert {k: _etag(s3, k) for k in s3.keys(f"systems/{system_id}/")} == before  # reads only
+    client = s3.client()
+    key = next(k for k in before if k.endswith("/reflection.duckdb.gz"))
+    raw = bytearray(gzip.decompress(client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()))
+    raw[-100] ^= 0xFF
+    client.put_object(Bucket=s3.bucket, Key=key, Body=gzip.compress(bytes(raw)))
+    code, result = _drill(cfg, env)
+    assert code == 1
+    assert [p.split(":")[0] for p in result["problems"]] == ["reflection.duckdb"]
+    assert "does not match the manifest" in result["problems"][0]
+
+
+def _etag(s3: WeedServer, key: str) -> str:
+    return str(s3.client().head_object(Bucket=s3.bucket, Key=key)["ETag"])
