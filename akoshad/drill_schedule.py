@@ -22,6 +22,7 @@ from akoshad.drill import (
     pick_upload,
     store_result,
 )
+from akoshad.errors import PermanentError, TransientError
 from akoshad.events import EventBus
 from akoshad.state import StateDB
 from akoshad.targets import Target
@@ -99,20 +100,33 @@ class DrillScheduler:
         return max(due, self._not_before) - time.time()
 
     async def run(self) -> None:
+        """Until the daemon stops: wait for the next drill, run it. Nothing a drill meets
+        (a target down, a full disk, a state error) leaves this task."""
         while not self.host.stop_event.is_set():
-            wait = await self.due_in()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.host.stop_event.wait(), min(wait, TICK))
-                continue
-            interval = self.host.settings.drill_interval_hours * 3600.0
             try:
-                result = await self.drill_once()
-            except Exception as exc:  # a drill's own failure must not stop the daemon
+                wait = await self.due_in()
+                if wait <= 0:
+                    await self._drill_or_postpone()
+                    continue
+            except Exception as exc:  # the drill task must never take the daemon down
                 logger.error("drill could not run: {}: {}", type(exc).__name__, exc)
-                result = None
-            if result is None:
-                self._not_before = time.time() + min(interval, RETRY_SECONDS)
+                self._postpone()
+                wait = TICK
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.host.stop_event.wait(), min(wait, TICK))
+
+    def _postpone(self) -> None:
+        interval = self.host.settings.drill_interval_hours * 3600.0
+        self._not_before = time.time() + min(interval, RETRY_SECONDS)
+
+    async def _drill_or_postpone(self) -> None:
+        try:
+            result = await self.drill_once()
+        except (TransientError, PermanentError) as exc:
+            logger.warning("drill postponed: {} cannot be read: {}", self.host.target.name, exc)
+            result = None
+        if result is None:
+            self._postpone()
 
     async def drill_once(self) -> DrillResult | None:
         """One drill now; None when there is nothing to drill yet."""

@@ -3,6 +3,7 @@ directory, the engine checks and their worker."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import gzip
 import json
@@ -10,15 +11,21 @@ import os
 import shutil
 import signal
 import sqlite3
+import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 
 from akoshad import drill, drill_worker
 from akoshad.capture_facts import Facts, duckdb_row_counts, json_facts
-from akoshad.errors import PermanentError
+from akoshad.config import load_settings
+from akoshad.drill_schedule import FIRST_DELAY, TICK, DrillScheduler
+from akoshad.errors import PermanentError, TransientError
+from akoshad.events import EventBus
 from akoshad.layout import FileEntry, build_manifest, entries_of
 from akoshad.snapshot import Captured, Snapshotter
 from akoshad.state import MIGRATIONS, SCHEMA_VERSION, LedgerEntry, StateDB
@@ -302,3 +309,84 @@ async def test_real_worker_over_the_fixture(tmp_path: Path) -> None:
     problems, _notes = await drill.run_worker(root, specs, tmp_path / "w.log")
     assert [p.split(":")[0] for p in problems] == ["reflection.duckdb", "reflection.duckdb"]
     assert "table reflections_v2 was not there at capture" in problems[1]
+
+
+# ---- the daemon's schedule ----------------------------------------------------------------
+class _Sink:
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, event: str, fields: dict[str, Any]) -> None:
+        self.heard.append((event, fields))
+
+
+class _Host:
+    def __init__(self, tmp: Path, target: Any, hours: float) -> None:
+        self.settings = load_settings(
+            None,
+            overrides={
+                "data_dir": str(tmp / "store"),
+                "state_dir": str(tmp / "state"),
+                "local_target_dir": str(tmp / "outbox"),
+                "drill_interval_hours": hours,
+                "cloud_sync": {"system_id": "drillfixture"},
+            },
+            environ={"HOME": str(tmp)},
+        )
+        self.state = StateDB(tmp / "state" / "state.db")
+        self.target = target
+        self.events = EventBus("drillfixture")
+        self.sink = _Sink()
+        self.events.subscribe(self.sink)
+        self.stop_event = asyncio.Event()
+
+
+async def test_scheduler_skips_quietly_then_drills_records_and_emits(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path / "outbox")
+    host = _Host(tmp_path, target, hours=1.0)
+    await host.state.open()
+    try:
+        sched = DrillScheduler(host, asyncio.Lock())
+        assert await sched.drill_once() is None  # nothing to drill: no record, no event
+        assert await sched.last() is None and host.sink.heard == []
+        assert 0 < await sched.due_in() <= FIRST_DELAY
+        shutil.copytree(FIXTURE, tmp_path / "outbox", dirs_exist_ok=True)
+        result = await sched.drill_once()
+        assert result is not None and not result.ok
+        assert await sched.last() == result.as_dict()
+        assert await sched.last_good_at() is None
+        ((event, fields),) = host.sink.heard
+        assert event == "drill" and fields["ok"] is False
+        assert fields["upload_id"] == "20250101T000000000000Z-f1x7ur"
+        assert fields["problems"] == result.problems
+        assert await sched.due_in() == pytest.approx(result.at + 3600 - time.time(), abs=1)
+        host.settings = host.settings.model_copy(update={"drill_interval_hours": 0})
+        assert await sched.due_in() == TICK  # off
+    finally:
+        await host.state.close()
+
+
+class _DownTarget(LocalTarget):
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+        raise TransientError("connection refused")
+        yield prefix
+
+
+async def test_scheduler_survives_a_target_that_is_down(tmp_path: Path) -> None:
+    host = _Host(tmp_path, _DownTarget(tmp_path / "outbox"), hours=0.0001)
+    await host.state.open()
+    try:
+        sched = DrillScheduler(host, asyncio.Lock())
+        sched.started -= FIRST_DELAY  # due now
+        task = asyncio.create_task(sched.run())
+        for _ in range(100):
+            if sched._not_before:
+                break
+            await asyncio.sleep(0.02)
+        assert sched._not_before > time.time()  # postponed, not crashed
+        assert not task.done()
+        host.stop_event.set()
+        await asyncio.wait_for(task, 5)
+        assert await sched.last() is None
+    finally:
+        await host.state.close()
