@@ -436,8 +436,12 @@ class StateDB:
 
     @staticmethod
     def ledger_rows(c: sqlite3.Connection, target: str) -> dict[str, LedgerEntry]:
-        """``target``'s ledger by path (any connection, also a read-only one)."""
-        rows = c.execute(f"SELECT {_LEDGER_COLS} FROM ledger WHERE target = ?", (target,))
+        """``target``'s ledger by path (any connection, also a read-only one, also on a
+        schema-1 database a running daemon of an earlier version still holds)."""
+        cols = _LEDGER_COLS
+        if not any(r[1] == "facts" for r in c.execute("PRAGMA table_info(ledger)")):
+            cols = cols.removesuffix(", facts")
+        rows = c.execute(f"SELECT {cols} FROM ledger WHERE target = ?", (target,))
         return {r[1]: LedgerEntry(*r) for r in rows.fetchall()}
 
     @staticmethod

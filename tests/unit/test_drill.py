@@ -28,7 +28,7 @@ from akoshad.errors import PermanentError, TransientError
 from akoshad.events import EventBus
 from akoshad.layout import FileEntry, build_manifest, entries_of
 from akoshad.snapshot import Captured, Snapshotter
-from akoshad.state import MIGRATIONS, SCHEMA_VERSION, LedgerEntry, StateDB
+from akoshad.state import MIGRATIONS, SCHEMA_VERSION, LedgerEntry, StateDB, read_ledger
 from akoshad.targets.local import LocalTarget
 from akoshad.throttle import DrillReader, TokenBucket
 from tests.storegen import make_reflection
@@ -390,3 +390,20 @@ async def test_scheduler_survives_a_target_that_is_down(tmp_path: Path) -> None:
         assert await sched.last() is None
     finally:
         await host.state.close()
+
+
+def test_read_only_ledger_reader_accepts_a_schema_1_database(tmp_path: Path) -> None:
+    """``verify`` beside a daemon of the previous version (its state not migrated yet)."""
+    path = tmp_path / "state.db"
+    con = sqlite3.connect(path)
+    con.executescript(MIGRATIONS[0])
+    con.execute(
+        "INSERT INTO ledger VALUES ('local', 'a', 'a', 1, 1, 1, 1, 1, ?, 'k', 'n', 1, 'none', "
+        "'file', 'u1')",
+        ("a" * 64,),
+    )
+    con.execute("PRAGMA user_version = 1")
+    con.commit()
+    con.close()
+    view = read_ledger(path, "local")
+    assert view is not None and view.entries["a"].facts is None
