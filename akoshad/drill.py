@@ -38,6 +38,7 @@ from akoshad.throttle import DrillReader, TokenBucket
 DRILL_PREFIX = "drill-"
 LOCK_NAME = ".lock"
 STORE_DIR = "store"
+UNLOCKED_GRACE = 60.0  # a drill directory without its lock yet may be just being made
 WORKER_TIMEOUT = 3600.0
 MAX_PROBLEMS = 200
 FUTURE_SKEW = timedelta(minutes=5)  # an upload id dated this far ahead still counts as now
@@ -102,7 +103,10 @@ def remove_stale(state_dir: Path) -> int:
         try:
             fd = os.open(path / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
-            fd = None  # made but never locked: its drill died at once
+            fd = None  # made but never locked: its drill died at once (or is starting)
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime < UNLOCKED_GRACE:
+                    continue
         except OSError:
             continue
         try:
@@ -174,7 +178,9 @@ def worker_spec(entries: list[FileEntry]) -> list[dict[str, Any]]:
     return specs
 
 
-async def run_worker(root: Path, specs: list[dict[str, Any]], log: Path) -> tuple[list[str], ...]:
+async def run_worker(
+    root: Path, specs: list[dict[str, Any]], log: Path
+) -> tuple[list[str], list[str]]:
     """Run the engine checks in child processes: (problems, notes). A file that crashes a
     worker is a problem of its own; the files after it get a fresh worker."""
     problems: list[str] = []

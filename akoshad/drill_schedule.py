@@ -20,6 +20,7 @@ from akoshad.drill import (
     drill_upload,
     parse_result,
     pick_upload,
+    remove_stale,
     store_result,
 )
 from akoshad.errors import PermanentError, TransientError
@@ -102,6 +103,10 @@ class DrillScheduler:
     async def run(self) -> None:
         """Until the daemon stops: wait for the next drill, run it. Nothing a drill meets
         (a target down, a full disk, a state error) leaves this task."""
+        try:  # what a drill cut short by a crash left, also when drills are off now
+            await asyncio.to_thread(remove_stale, self.host.settings.state_dir)
+        except OSError as exc:
+            logger.warning("cannot remove an old drill directory: {}", exc)
         while not self.host.stop_event.is_set():
             try:
                 wait = await self.due_in()

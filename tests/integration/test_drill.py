@@ -194,12 +194,17 @@ def test_daemon_drills_by_itself_and_finds_tampering(tmp_path: Path) -> None:
     assert "all well" in text
     assert "ERROR" in text and "found 1 problem(s): activity.db: content does not match" in text
     assert _drill_dirs(tmp_path) == []
-    # it survives a restart (drills off now: the record is the one kept in the state)
+    # it survives a restart (drills off now: the record is the one kept in the state), and
+    # what a drill cut short by a crash left is removed at the start
+    stale = tmp_path / "state" / "drill-crashed"
+    stale.mkdir()
+    (stale / ".lock").write_text("")
     cfg, env = _config(tmp_path, drill_interval_hours=0)
     proc = start_daemon(cfg, env, log)
     try:
         kept = wait_for(lambda: _last_drill(cfg, env), 30, interval=0.3)
         assert kept["ok"] is False and kept["at"] == bad["at"]
+        wait_for(lambda: not stale.exists(), 10)
     finally:
         assert stop_daemon(proc) == 0
 

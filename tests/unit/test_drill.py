@@ -192,10 +192,14 @@ def test_drill_dir_is_private_and_stale_ones_go(tmp_path: Path) -> None:
         (stale / drill.LOCK_NAME).write_text("")
         unlocked = state / "drill-never-locked"
         unlocked.mkdir()
+        os.utime(unlocked, (time.time() - 120, time.time() - 120))
+        starting = state / "drill-starting"  # just made by another drill: not yet locked
+        starting.mkdir()
         (state / "drill-file").write_text("not a directory: left alone")
         assert drill.remove_stale(state) == 2
         assert path.is_dir()  # in use: its lock is held
         assert not stale.exists() and not unlocked.exists()
+        assert starting.is_dir()
         assert (state / "drill-file").exists()
     finally:
         drill.drop_drill_dir(path, fd)
