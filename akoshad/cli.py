@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--force", action="store_true", help="allow a non-empty --dest")
     restore.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
 
+    drill = sub.add_parser("drill", parents=[common], help="restore the newest upload and check it")
+    drill.add_argument("--json", action="store_true", help="print the last_drill object")
+
     service = sub.add_parser("service", parents=[common], help="install the user service")
     service.add_argument("action", choices=("install", "uninstall"))
     service.add_argument("--dry-run", action="store_true", help="print, change nothing")
@@ -199,6 +202,10 @@ def _dispatch(
         from akoshad.restore import cmd_restore
 
         return _run_async(cmd_restore(args, settings))
+    if cmd == "drill":
+        from akoshad.drill import cmd_drill
+
+        return _run_async(cmd_drill(args, settings))
     if cmd == "service":
         from akoshad.service import cmd_service
 

@@ -27,6 +27,7 @@ from akoshad.chain import CircuitBreaker, plan_pass
 from akoshad.config import Settings
 from akoshad.control import ControlServer
 from akoshad.debounce import Debouncer, Kind
+from akoshad.drill_schedule import DrillScheduler
 from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
 from akoshad.events import EventBus
 from akoshad.health_watch import HealthWatch
@@ -170,6 +171,7 @@ class Daemon:
         fail_after = settings.degraded_fail_after_minutes * 60
         self.health = HealthWatch(self.stats, self.events, fail_after)
         self.exit_code = EXIT_OK
+        self.drills = DrillScheduler(self, self._pass_lock)
 
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
@@ -584,6 +586,7 @@ class Daemon:
             "system_id": self.settings.cloud_sync.system_id,
             "webhooks": await self.webhooks.status(),
             "oldest_pending_age_seconds": None if oldest is None else time.time() - oldest,
+            "last_drill": await self.drills.last(),
         }
         result["safety"] = self._safety(result)
         return result
@@ -740,6 +743,7 @@ class Daemon:
                         tg.create_task(self._health_loop(), name="health"),
                         tg.create_task(self.webhooks.run(), name="webhooks"),
                         tg.create_task(self.health.run(self.stop_event, self.stop), name="watch"),
+                        tg.create_task(self.drills.run(), name="drill"),
                     ]
                     await self.stop_event.wait()
                     await self._shutdown(tasks)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from akoshad import __version__
+from akoshad.capture_facts import Facts
 
 UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
@@ -96,6 +97,15 @@ class FileEntry:
     stored_size: int
     compression: str
     kind: str
+    facts: Facts | None = None  # what the capture established (rows, json_ok); optional
+
+
+def _entry_dict(entry: FileEntry) -> dict[str, Any]:
+    out = asdict(entry)
+    del out["facts"]
+    if entry.facts is not None:
+        out.update(entry.facts.as_fields())
+    return out
 
 
 def build_manifest(
@@ -121,7 +131,7 @@ def build_manifest(
         "upload_id": upload_id,
         "uploader": "akoshad",
         "akoshad_version": __version__,
-        "files": [asdict(e) for e in sorted(entries, key=lambda e: e.path)],
+        "files": [_entry_dict(e) for e in sorted(entries, key=lambda e: e.path)],
         "skipped": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
     }
     if extra_metadata:
@@ -206,6 +216,7 @@ def entries_of(manifest: dict[str, Any]) -> list[FileEntry]:
                 stored_size=int(raw["stored_size"]),
                 compression=str(raw["compression"]),
                 kind=str(raw["kind"]),
+                facts=Facts.from_fields(raw),
             )
         )
     return out

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from akoshad.capture_facts import Facts, duckdb_row_counts, json_facts
 from akoshad.errors import SnapshotError
 from akoshad.fileio import CHUNK as COPY_CHUNK
 from akoshad.fileio import copy_data, read_chunks, write_sparse
@@ -71,6 +72,7 @@ class CapturedFile:
     kind: str  # duckdb | duckdb-wal | sqlite | file
     live: LiveStat
     in_place: bool = False  # ``staged`` is the live file itself (large plain files)
+    facts: Facts | None = None  # DuckDB row counts, JSON parsed: recorded for drills
 
     def still_as_captured(self) -> bool:
         """For an in-place capture: the live file is unchanged since it was captured (size,
@@ -281,9 +283,11 @@ class Snapshotter:
             if LiveStat.of(before).same_content_identity(LiveStat.of(after)) and size == (
                 after.st_size
             ):
-                return Captured(
-                    rel, (CapturedFile(rel, staged, size, sha, "file", LiveStat.of(before)),)
+                facts = json_facts(rel, staged)
+                captured = CapturedFile(
+                    rel, staged, size, sha, "file", LiveStat.of(before), facts=facts
                 )
+                return Captured(rel, (captured,))
             self.sleep(_backoff(attempt))
         staged.unlink(missing_ok=True)
         raise SnapshotError(f"kept changing during {self.attempts} copy attempts", retry=True)
@@ -333,9 +337,11 @@ class Snapshotter:
             if not stable:
                 self.sleep(_backoff(attempt))
                 continue
-            note = self._validate_duckdb(staged_db) if self.validate_duckdb else None
+            note, facts = self._validate_duckdb(staged_db) if self.validate_duckdb else (None, None)
             files = [
-                CapturedFile(rel, staged_db, db_size, db_sha, "duckdb", LiveStat.of(db_before))
+                CapturedFile(
+                    rel, staged_db, db_size, db_sha, "duckdb", LiveStat.of(db_before), facts=facts
+                )
             ]
             if wal_entry is not None and wal_before is not None:
                 files.append(
@@ -355,21 +361,22 @@ class Snapshotter:
             f"DuckDB pair kept changing during {self.attempts} copy attempts", retry=True
         )
 
-    def _validate_duckdb(self, staged_db: Path) -> str | None:
-        """Open the private copy read-only. Returns a note, or raises SnapshotError."""
+    def _validate_duckdb(self, staged_db: Path) -> tuple[str | None, Facts | None]:
+        """Open the private copy read-only (with its WAL). Returns a note and the row count
+        of every table, or raises SnapshotError."""
         import duckdb
 
         try:
             con = duckdb.connect(str(staged_db), read_only=True)
         except Exception as exc:
-            return classify_open_error(exc)
+            return classify_open_error(exc), None
         try:
-            con.execute("SELECT count(*) FROM duckdb_tables()").fetchall()
+            facts = duckdb_row_counts(con)
         except Exception as exc:
             raise SnapshotError(f"DuckDB copy is not readable: {exc}") from None
         finally:
             con.close()
-        return None
+        return None, facts
 
     # ---- SQLite --------------------------------------------------------------------
     def _capture_sqlite(self, rel: str, live: Path, st: os.stat_result) -> CaptureResult:

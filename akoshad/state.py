@@ -95,6 +95,10 @@ MIGRATIONS: list[str] = [
     """,
     # 1 -> 2
     OUTBOX_SCHEMA,
+    # 2 -> 3: what the capture established (DuckDB row counts, JSON parsed), for drills
+    """
+    ALTER TABLE ledger ADD COLUMN facts TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -166,6 +170,7 @@ class LedgerEntry:
     compression: str
     kind: str
     upload_id: str
+    facts: str | None = None  # capture facts as JSON (``capture_facts.Facts.to_json``)
 
 
 @dataclass(frozen=True)
@@ -200,7 +205,7 @@ class UploadRecord:
 
 _LEDGER_COLS = (
     "target, path, group_path, size, live_size, mtime_ns, ctime_ns, inode, sha256, key, name, "
-    "stored_size, compression, kind, upload_id"
+    "stored_size, compression, kind, upload_id, facts"
 )
 _QUEUE_COLS = "path, event, first_seen, last_seen, seq, attempts, next_attempt, state, last_error"
 _UPLOAD_COLS = (
@@ -440,8 +445,12 @@ class StateDB:
 
     @staticmethod
     def ledger_rows(c: sqlite3.Connection, target: str) -> dict[str, LedgerEntry]:
-        """``target``'s ledger by path (any connection, also a read-only one)."""
-        rows = c.execute(f"SELECT {_LEDGER_COLS} FROM ledger WHERE target = ?", (target,))
+        """``target``'s ledger by path (any connection, also a read-only one, also on a
+        schema-1 database a running daemon of an earlier version still holds)."""
+        cols = _LEDGER_COLS
+        if not any(r[1] == "facts" for r in c.execute("PRAGMA table_info(ledger)")):
+            cols = cols.removesuffix(", facts")
+        rows = c.execute(f"SELECT {cols} FROM ledger WHERE target = ?", (target,))
         return {r[1]: LedgerEntry(*r) for r in rows.fetchall()}
 
     @staticmethod
@@ -451,7 +460,7 @@ class StateDB:
         """Inside a transaction: upsert entries and delete removed paths for ``target``."""
         c.executemany(
             f"INSERT OR REPLACE INTO ledger ({_LEDGER_COLS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     target,
@@ -469,6 +478,7 @@ class StateDB:
                     e.compression,
                     e.kind,
                     e.upload_id,
+                    e.facts,
                 )
                 for e in entries
             ],

@@ -21,6 +21,7 @@ from typing import Any
 
 from loguru import logger
 
+from akoshad.capture_facts import Facts
 from akoshad.compress import choose_compression
 from akoshad.errors import PermanentError, TransientError
 from akoshad.layout import (
@@ -366,7 +367,7 @@ class Uploader:
             for f in cap.files:
                 prev = ledger.get(f.path)
                 if prev is not None and prev.sha256 == f.sha256 and self.enable_deduplication:
-                    final_rows.append(_restat(prev, f.live))
+                    final_rows.append(_restat(prev, f.live, f.facts))
                     report.deduplicated += 1
                     continue
                 changed_groups.add(cap.group)
@@ -390,6 +391,7 @@ class Uploader:
                     compression=compression,
                     kind=f.kind,
                     upload_id=upload_id,
+                    facts=None if f.facts is None else f.facts.to_json(),
                 )
                 to_send.append((row, f))
                 if f.in_place:
@@ -620,16 +622,20 @@ def _entry(row: LedgerEntry) -> FileEntry:
         stored_size=row.stored_size,
         compression=row.compression,
         kind=row.kind,
+        facts=Facts.from_json(row.facts),
     )
 
 
-def _restat(prev: LedgerEntry, live: Any) -> LedgerEntry:
+def _restat(prev: LedgerEntry, live: Any, facts: Facts | None) -> LedgerEntry:
+    """An unchanged file's row with its new stat identity and this capture's facts (a
+    DuckDB file's row counts move with its WAL)."""
     return _replace(
         prev,
         live_size=live.size,
         mtime_ns=live.mtime_ns,
         ctime_ns=live.ctime_ns,
         inode=live.inode,
+        facts=None if facts is None else facts.to_json(),
     )
 
 
@@ -660,6 +666,7 @@ def _ledger_row(
         compression=e.compression,
         kind=e.kind,
         upload_id=parts[3] if len(parts) == 5 else upload_id,
+        facts=None if e.facts is None else e.facts.to_json(),
     )
 
 

@@ -1,0 +1,252 @@
+"""Restore drills end to end: ``akoshad drill`` and the daemon's own drills, local target."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import (
+    akoshad,
+    base_env,
+    manifests,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_config,
+)
+from tests.s3server import WeedServer
+from tests.storegen import make_store
+
+FIXTURE = Path(__file__).parents[1] / "data" / "drill" / "outbox"
+SYSTEM = "drill"
+
+
+def _config(tmp_path: Path, system_id: str = SYSTEM, **extra: Any) -> tuple[Path, dict[str, str]]:
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        local_target_dir=str(tmp_path / "outbox"),
+        socket_path=str(tmp_path / "s.sock"),
+        debounce_seconds=0.2,
+        max_delay_seconds=2,
+        **{"cloud_sync": {"system_id": system_id}, **extra},
+    )
+    return cfg, base_env(tmp_path)
+
+
+def _drill(cfg: Path, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    proc = akoshad("drill", "--json", "--config", str(cfg), env=env)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def _uploaded(tmp_path: Path, cfg: Path, env: dict[str, str]) -> dict[str, Any]:
+    make_store(tmp_path / "store")
+    akoshad("run", "--once", "--config", str(cfg), env=env, check=True)
+    return manifests(tmp_path / "outbox", SYSTEM)[-1]
+
+
+def _tamper(outbox: Path, manifest: dict[str, Any], path: str) -> None:
+    """Change one byte of what the stored object of ``path`` holds (it stays decodable)."""
+    entry = next(e for e in manifest["metadata"]["files"] if e["path"] == path)
+    obj = outbox / entry["key"]
+    gz = entry["compression"] == "gzip"
+    data = bytearray(gzip.decompress(obj.read_bytes()) if gz else obj.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    obj.write_bytes(gzip.compress(bytes(data)) if gz else bytes(data))
+
+
+def _drill_dirs(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "state").glob("drill-*"))
+
+
+def test_drill_passes_on_a_fresh_upload(tmp_path: Path) -> None:
+    cfg, env = _config(tmp_path)
+    manifest = _uploaded(tmp_path, cfg, env)
+    code, result = _drill(cfg, env)
+    assert code == 0, result
+    assert result["ok"] is True and result["problems"] == []
+    assert result["upload_id"] == manifest["metadata"]["upload_id"]
+    assert result["files"] == len(manifest["metadata"]["files"])
+    assert result["bytes"] == manifest["total_size_bytes"]
+    # what the capture recorded for the drill to compare with
+    by_path = {e["path"]: e for e in manifest["metadata"]["files"]}
+    assert by_path["reflection.duckdb"]["rows"] == {"conversations_v2": 20, "reflections_v2": 5}
+    assert by_path["knowledge_graph.duckdb"]["rows"] == {"kg_entities": 30, "kg_relationships": 29}
+    assert by_path["sessions/session-1/state.json"]["json_ok"] is True
+    assert "rows" not in by_path["activity.db"]
+    assert _drill_dirs(tmp_path) == []  # the private restore is gone
+    human = akoshad("drill", "--config", str(cfg), env=env)
+    assert human.returncode == 0
+    assert "all well" in human.stdout
+
+
+def test_drill_finds_a_tampered_object(tmp_path: Path) -> None:
+    cfg, env = _config(tmp_path)
+    manifest = _uploaded(tmp_path, cfg, env)
+    _tamper(tmp_path / "outbox", manifest, "natural_scheduler.db")
+    code, result = _drill(cfg, env)
+    assert code == 1
+    assert result["ok"] is False
+    assert len(result["problems"]) == 1, result["problems"]
+    assert result["problems"][0].startswith("natural_scheduler.db: content does not match")
+    human = akoshad("drill", "--config", str(cfg), env=env)
+    assert human.returncode == 1
+    assert "natural_scheduler.db: content does not match" in human.stdout
+    assert "1 problem(s)" in human.stdout
+
+
+def test_drill_finds_damaged_databases_whose_bytes_match(tmp_path: Path) -> None:
+    """The committed fixture: every object matches its SHA-256, the databases do not hold."""
+    shutil.copytree(FIXTURE, tmp_path / "outbox")
+    cfg, env = _config(tmp_path, system_id="drillfixture")
+    code, result = _drill(cfg, env)
+    assert code == 1
+    problems = result["problems"]
+    assert not [p for p in problems if "does not match the manifest" in p], problems
+    assert result["files"] == 6  # every object restored intact
+    assert any(p.startswith("knowledge_graph.duckdb: does not open with duckdb") for p in problems)
+    assert any(
+        p.startswith("reflection.duckdb: table conversations_v2 cannot be read: Corrupt")
+        for p in problems
+    )
+    assert "reflection.duckdb: table reflections_v2 has 30 row(s), 40 at capture" in problems
+    assert any(p.startswith("activity.db: integrity_check:") for p in problems)
+    assert any(p.startswith("sessions/s1/state.json: does not parse as JSON") for p in problems)
+    named = {p.split(":")[0] for p in problems}
+    assert named == {
+        "activity.db",
+        "knowledge_graph.duckdb",
+        "reflection.duckdb",
+        "sessions/s1/state.json",
+    }  # the intact SQLite and JSON files pass
+
+
+def test_drill_download_rate_is_capped(tmp_path: Path) -> None:
+    cfg, env = _config(tmp_path)
+    _uploaded(tmp_path, cfg, env)
+    stored = sum(p.stat().st_size for p in (tmp_path / "outbox").rglob("*") if p.is_file())
+    # a cap of half the stored bytes per second: one second of burst, then one more second
+    cfg, env = _config(tmp_path, drill_max_mbps=stored / 2 / 1_000_000)
+    code, result = _drill(cfg, env)
+    assert code == 0, result
+    assert result["seconds"] >= 0.9
+
+
+def test_nothing_to_drill(tmp_path: Path) -> None:
+    cfg, env = _config(tmp_path)
+    (tmp_path / "store").mkdir()
+    proc = akoshad("drill", "--config", str(cfg), env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"akoshad: nothing to drill: no upload for {SYSTEM} in local"
+    assert proc.stdout == ""
+
+
+def test_stale_drill_directory_is_removed(tmp_path: Path) -> None:
+    cfg, env = _config(tmp_path)
+    _uploaded(tmp_path, cfg, env)
+    stale = tmp_path / "state" / "drill-crashed"
+    (stale / "store").mkdir(parents=True)
+    (stale / ".lock").write_text("")
+    (stale / "store" / "reflection.duckdb").write_bytes(b"left by a crash")
+    code, _result = _drill(cfg, env)
+    assert code == 0
+    assert _drill_dirs(tmp_path) == []
+
+
+def _status(cfg: Path, env: dict[str, str]) -> dict[str, Any] | None:
+    proc = akoshad("status", "--json", "--config", str(cfg), env=env, timeout=30)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def _last_drill(cfg: Path, env: dict[str, str]) -> dict[str, Any] | None:
+    status = _status(cfg, env)
+    return None if status is None else status.get("last_drill")
+
+
+def test_daemon_drills_by_itself_and_finds_tampering(tmp_path: Path) -> None:
+    make_store(tmp_path / "store")
+    cfg, env = _config(tmp_path, drill_interval_hours=0.001)  # every 3.6 s
+    log = tmp_path / "d.log"
+    proc = start_daemon(cfg, env, log)
+    try:
+        first = wait_for(lambda: _last_drill(cfg, env), 60, interval=0.5)
+        assert first["ok"] is True, first
+        manifest = manifests(tmp_path / "outbox", SYSTEM)[-1]
+        assert first["upload_id"] == manifest["metadata"]["upload_id"]
+        # the target is damaged behind the daemon's back: the next drill finds it
+        _tamper(tmp_path / "outbox", manifest, "activity.db")
+        bad = wait_for(
+            lambda: (d := _last_drill(cfg, env)) is not None and not d["ok"] and d, 60, interval=0.5
+        )
+        assert bad["upload_id"] == first["upload_id"]
+        assert bad["at"] > first["at"]
+        assert [p.split(":")[0] for p in bad["problems"]] == ["activity.db"]
+    finally:
+        assert stop_daemon(proc) == 0
+    text = log.read_text()
+    assert "all well" in text
+    assert "ERROR" in text and "found 1 problem(s): activity.db: content does not match" in text
+    assert _drill_dirs(tmp_path) == []
+    # it survives a restart (drills off now: the record is the one kept in the state), and
+    # what a drill cut short by a crash left is removed at the start
+    stale = tmp_path / "state" / "drill-crashed"
+    stale.mkdir()
+    (stale / ".lock").write_text("")
+    cfg, env = _config(tmp_path, drill_interval_hours=0)
+    proc = start_daemon(cfg, env, log)
+    try:
+        kept = wait_for(lambda: _last_drill(cfg, env), 30, interval=0.3)
+        assert kept["ok"] is False and kept["at"] == bad["at"]
+        wait_for(lambda: not stale.exists(), 10)
+    finally:
+        assert stop_daemon(proc) == 0
+
+
+def test_daemon_stops_during_a_drill_and_leaves_nothing(tmp_path: Path) -> None:
+    """SIGTERM while a drill downloads (slowly: 0.05 MB/s): exit 0, no drill directory."""
+    make_store(tmp_path / "store")
+    cfg, env = _config(tmp_path, drill_interval_hours=0.001, drill_max_mbps=0.05)
+    proc = start_daemon(cfg, env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: _drill_dirs(tmp_path), 60, interval=0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    except (AssertionError, subprocess.TimeoutExpired):
+        proc.kill()
+        raise
+    assert _drill_dirs(tmp_path) == []
+
+
+def test_drill_on_s3_passes_then_finds_a_replaced_object(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """The same drill against a real S3 server (SeaweedFS): only reads, then a tampered
+    object is named."""
+    make_store(tmp_path / "store")
+    cfg, env = _config(tmp_path, cloud_sync=s3.cloud_sync(system_id))
+    akoshad("run", "--once", "--config", str(cfg), env=env, check=True)
+    before = {k: _etag(s3, k) for k in s3.keys(f"systems/{system_id}/")}
+    code, result = _drill(cfg, env)
+    assert code == 0, result
+    assert result["files"] == 8 and result["problems"] == []
+    assert {k: _etag(s3, k) for k in s3.keys(f"systems/{system_id}/")} == before  # reads only
+    client = s3.client()
+    key = next(k for k in before if k.endswith("/reflection.duckdb.gz"))
+    raw = bytearray(gzip.decompress(client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()))
+    raw[-100] ^= 0xFF
+    client.put_object(Bucket=s3.bucket, Key=key, Body=gzip.compress(bytes(raw)))
+    code, result = _drill(cfg, env)
+    assert code == 1
+    assert [p.split(":")[0] for p in result["problems"]] == ["reflection.duckdb"]
+    assert "does not match the manifest" in result["problems"][0]
+
+
+def _etag(s3: WeedServer, key: str) -> str:
+    return str(s3.client().head_object(Bucket=s3.bucket, Key=key)["ETag"])
