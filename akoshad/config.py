@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
+from akoshad.redaction import REDACTED, redact_url, register_settings
 
 SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 ENV_PREFIX = "AKOSHAD_"
@@ -231,10 +232,14 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         cs = data["cloud_sync"]
         if cs.get("secret_access_key") is not None:
-            cs["secret_access_key"] = "**********"
+            cs["secret_access_key"] = REDACTED
         for hook in data.get("webhooks", []):
             if hook.get("secret") is not None:
-                hook["secret"] = "**********"
+                hook["secret"] = REDACTED
+            hook["url"] = redact_url(hook["url"])
+        for group, name in ((data, "akosha_url"), (cs, "cloud_endpoint")):
+            if group.get(name):
+                group[name] = redact_url(group[name])
         return data
 
 
@@ -339,6 +344,8 @@ def load_settings(
             merged["socket_path"] = Path(str(merged["state_dir"])) / "akoshad.sock"
     source = f" (file {path})" if file_data else ""
     try:
-        return Settings(**merged)
+        settings = Settings(**merged)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, source)) from None
+    register_settings(settings)  # from here on, no text this process prints shows them
+    return settings
