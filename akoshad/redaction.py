@@ -105,6 +105,8 @@ def register_url(url: str | None) -> None:
             register_secret(form)
         # short ones only in context, where they cannot be mistaken
         _add(match.group(0), _userinfo(match))
+        if sep:
+            _add(f"{user}:{password}@", f"{user}:{REDACTED}@")
     for match in _QUERY_PAIR.finditer(url):
         _sep, name, value = match.groups()
         if value and is_secret_name(name):
