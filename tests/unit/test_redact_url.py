@@ -114,6 +114,17 @@ def test_config_show_and_registration(tmp_path: Path) -> None:
     assert settings.akosha_url is not None and "Conf-Pass-1x" in settings.akosha_url  # still usable
 
 
+def test_reprs_show_endpoints_redacted(tmp_path: Path) -> None:
+    from akoshad.targets.s3 import S3Target
+
+    settings = load_settings(
+        environ={"HOME": str(tmp_path)},
+        overrides={"cloud_sync": {"cloud_bucket": "b", "cloud_endpoint": "http://e:Repr-Pw-9@s3"}},
+    )
+    target = S3Target.from_settings(settings)
+    assert "Repr-Pw-9" not in repr(target) and f"e:{R}@s3" in repr(target)
+
+
 def test_error_texts_are_redacted() -> None:
     register_url("http://x:Err-Pass-77@host/mcp")
     url = "http://x:Err-Pass-77@host/mcp?token=Err-Tok-88"
