@@ -1,7 +1,8 @@
 """Logging with loguru: journald-friendly under systemd, text or JSON elsewhere.
 
-Registered secrets are replaced by ``**********`` in every record (message, extra values,
-exception text). The stdlib loggers of botocore, aiobotocore, aiohttp and friends are routed
+Registered secrets and URL credentials are replaced by ``**********`` in every record
+(message, extra values, exception text): see ``akoshad.redaction``. The log file is 0600
+(its directory 0700 when akoshad creates it), whatever the umask. The stdlib loggers of botocore, aiobotocore, aiohttp and friends are routed
 into loguru at WARNING. Repeated identical errors are rate-limited, with a "recovered" line
 when they stop.
 """

@@ -73,7 +73,7 @@ def test_crash_clean_up_never_deletes_through_a_symlinked_upload(tmp_path: Path)
     s = Setup(tmp_path)
     make_store(s.store)
     with (s.store / "huge.bin").open("wb") as fh:  # keeps the upload busy for a while
-        for _ in range(24):
+        for _ in range(40):
             fh.write(os.urandom(4 * MiB))
     proc = subprocess.Popen(
         [sys.executable, "-m", "akoshad", "run", "--once", "--config", str(s.config)],
