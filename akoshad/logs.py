@@ -2,9 +2,9 @@
 
 Registered secrets and URL credentials are replaced by ``**********`` in every record
 (message, extra values, exception text): see ``akoshad.redaction``. The log file is 0600
-(its directory 0700 when akoshad creates it), whatever the umask. The stdlib loggers of botocore, aiobotocore, aiohttp and friends are routed
-into loguru at WARNING. Repeated identical errors are rate-limited, with a "recovered" line
-when they stop.
+(its directory 0700 when akoshad creates it), whatever the umask. The stdlib loggers of
+botocore, aiobotocore, aiohttp and friends are routed into loguru at WARNING. Repeated
+identical errors are rate-limited, with a "recovered" line when they stop.
 """
 
 from __future__ import annotations

@@ -245,7 +245,13 @@ def test_url_credentials_never_appear(tmp_path: Path) -> None:
     )
     env = base_env(tmp_path)
     outputs = []
-    for args in (("config", "show"), ("config", "check"), ("run", "--once")):
+    for args in (
+        ("config", "show"),
+        ("config", "check"),
+        ("run", "--once"),
+        ("verify",),
+        ("restore", "--latest", "--dest", str(tmp_path / "r")),
+    ):
         res = akoshad(*args, "--config", str(cfg), env=env)
         outputs.append(res.stdout + res.stderr)
     proc = start_daemon(cfg, env, tmp_path / "d.log")
