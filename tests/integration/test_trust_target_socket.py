@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -101,6 +102,9 @@ def test_crash_clean_up_never_deletes_through_a_symlinked_upload(tmp_path: Path)
     assert upload.is_symlink()
     (m,) = s.manifests()
     assert "huge.bin" in {f["path"] for f in m["metadata"]["files"]}  # the retry landed
+    upload.unlink()
+    shutil.rmtree(s.outbox)  # 160 MiB twice: not kept among pytest's last runs
+    shutil.rmtree(s.store)
 
 
 async def test_local_target_refuses_links_everywhere(tmp_path: Path) -> None:
