@@ -38,6 +38,7 @@ from pydantic_settings import (
 from akoshad import config_sources as src
 from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
+from akoshad.redaction import REDACTED, redact_url, redact_webhook_url, register_settings
 
 SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 ENV_PREFIX = "AKOSHAD_"
@@ -261,13 +262,14 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         cs = data["cloud_sync"]
         if cs.get("secret_access_key") is not None:
-            cs["secret_access_key"] = "**********"
-        from akoshad.webhooks import redact_url  # late: config stays light to import
-
+            cs["secret_access_key"] = REDACTED
         for hook in data.get("webhooks", []):
             if hook.get("secret") is not None:
-                hook["secret"] = "**********"
-            hook["url"] = redact_url(hook["url"])  # no userinfo, no token values
+                hook["secret"] = REDACTED
+            hook["url"] = redact_webhook_url(hook["url"])
+        for group, name in ((data, "akosha_url"), (cs, "cloud_endpoint")):
+            if group.get(name):
+                group[name] = redact_url(group[name])
         return data
 
 
@@ -456,6 +458,7 @@ def load_config(
         settings = Settings(**merged)
     except ValidationError as exc:
         raise ConfigError(_format_error(exc, sources)) from None
+    register_settings(settings)  # from here on, no text this process prints shows them
     notes = _chunk_note(merged, sources)
     settings._notes = notes
     return LoadedConfig(settings, sources, notes)

@@ -8,6 +8,7 @@ import json
 import yaml
 
 from akoshad.config import LoadedConfig
+from akoshad.redaction import redact_url
 
 
 def render_sources(loaded: LoadedConfig) -> str:
@@ -28,7 +29,7 @@ def check_lines(loaded: LoadedConfig) -> list[str]:
     settings = loaded.settings
     cs = settings.cloud_sync
     target = f"s3://{cs.cloud_bucket}" if cs.cloud_bucket else str(settings.local_target_dir)
-    http = settings.akosha_url or "off"
+    http = redact_url(settings.akosha_url) if settings.akosha_url else "off"
     lines = [
         f"configuration ok: data_dir={settings.data_dir} target={target} "
         f"akosha_url={http} system_id={cs.system_id}"

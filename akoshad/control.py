@@ -2,7 +2,9 @@
 
 Request ``{"cmd": "status" | "sync" | "pause" | "resume" | "queue", ...}``, reply
 ``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": "..."}``, one object per line.
-The socket is 0600 in a 0700 directory and peers of another uid are dropped unanswered.
+The socket is 0600 in a directory no other user can write to (else the daemon refuses to
+start: someone else could take the socket's name first); peers of another uid are dropped
+unanswered, and the client refuses a server run by another uid.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import socket
 import stat
 import struct
@@ -23,7 +26,9 @@ from typing import Any
 
 from loguru import logger
 
-from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.errors import AkoshadError, ConfigError, DaemonNotRunning
+from akoshad.private import make_private_dirs
+from akoshad.redaction import redact
 
 COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue"})
 MAX_LINE = 64 * 1024
@@ -60,9 +65,44 @@ def peer_uid(sock: socket.socket) -> int | None:
     return None
 
 
+def _user(uid: int) -> str:
+    """``user NAME (uid N)``, or ``uid N`` for an unknown uid."""
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_socket_dir(socket_path: Path) -> None:
+    """Blocking: create the socket's directory 0700 if missing; refuse (``ConfigError``)
+    one that another user could write to, where they could take the socket's name first.
+
+    Writable by group or others is refused unless the directory is sticky and ours; a
+    directory owned by another user (root aside) is refused too.
+    """
+    parent = socket_path.parent
+    try:
+        make_private_dirs(parent)
+        st = os.stat(parent)
+    except OSError as exc:
+        raise AkoshadError(f"cannot prepare the socket directory {parent}: {exc}") from None
+    uid = os.getuid()
+    mode = stat.S_IMODE(st.st_mode)
+    shared = bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
+    if st.st_uid not in (uid, 0) or (shared and not (mode & stat.S_ISVTX and st.st_uid == uid)):
+        owner = "you" if st.st_uid == uid else _user(st.st_uid)
+        raise ConfigError(
+            f"socket_path {socket_path}: its directory {parent} (mode {mode:04o}, owned by "
+            f"{owner}) can be written by other users, who could take the socket's place; "
+            f"run `chmod 700 {parent}` or set socket_path to a directory only you can "
+            "write to (e.g. $XDG_RUNTIME_DIR/akoshad.sock)"
+        )
+
+
 def _reply(ok: bool, payload: Any) -> bytes:
+    """One reply line, redacted (errors, URLs, status texts: no secret leaves)."""
     body = {"ok": True, "result": payload} if ok else {"ok": False, "error": payload}
-    return (json.dumps(body, default=str) + "\n").encode()
+    return (redact(json.dumps(body, default=str)) + "\n").encode()
 
 
 class ControlServer:
@@ -127,16 +167,13 @@ class ControlServer:
         logger.debug("control socket listening on {}", self.path)
 
     def _bind(self) -> socket.socket:
-        """Blocking: prepare the directory and the path, bind, make the file 0600.
+        """Blocking: check the directory and the path, bind, make the file 0600.
 
         The umask is left alone (it is process-wide: changing it would race with other
         threads creating files); the moment between bind and chmod is covered by the
-        peer-uid check, and the parent directory is normally 0700 anyway.
+        peer-uid check, and no other user can write to the directory.
         """
-        parent = self.path.parent
-        if not parent.exists():
-            parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-            os.chmod(parent, 0o700)
+        check_socket_dir(self.path)
         self._clear_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -161,6 +198,12 @@ class ControlServer:
             return
         if not stat.S_ISSOCK(st.st_mode):
             raise AkoshadError(f"{self.path} exists and is not a socket; refusing to replace it")
+        if st.st_uid != os.getuid():
+            raise ConfigError(
+                f"socket_path {self.path} is taken by a socket of {_user(st.st_uid)}, not "
+                "ours; set socket_path to a path in a directory only you can write to "
+                "(e.g. $XDG_RUNTIME_DIR/akoshad.sock)"
+            )
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(PROBE_TIMEOUT)
         try:
@@ -234,9 +277,12 @@ class ControlServer:
             if uid is not None and uid != self.allowed_uid:
                 self._warn(f"control socket: refused a peer of uid {uid}")
                 return
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.idle_timeout
             while True:
                 try:
-                    line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                    async with asyncio.timeout_at(deadline):
+                        line = await reader.readline()
                 except TimeoutError:
                     return
                 except (ValueError, asyncio.LimitOverrunError):
@@ -246,8 +292,9 @@ class ControlServer:
                 if not line:
                     return
                 if not line.strip():
-                    continue  # blank lines are ignored (handy with socat/nc)
+                    continue  # ignored (handy with socat/nc), and no more time for it
                 await self._send(writer, await self._answer(line))
+                deadline = loop.time() + self.idle_timeout  # a request answered: time again
         except (ConnectionError, OSError, TimeoutError):
             pass
         except asyncio.CancelledError:
@@ -336,6 +383,7 @@ async def request(
     except OSError as exc:
         raise AkoshadError(f"cannot connect to {socket_path}: {exc}") from None
     try:
+        _check_server(socket_path, writer)
         writer.write((json.dumps(payload) + "\n").encode())
         await asyncio.wait_for(writer.drain(), connect_timeout)
         line = await asyncio.wait_for(reader.readline(), timeout)
@@ -362,6 +410,19 @@ async def request(
         raise ControlRequestError(str(reply.get("error", "request failed")))
     result = reply.get("result")
     return result if isinstance(result, dict) else {}
+
+
+def _check_server(socket_path: Path, writer: asyncio.StreamWriter) -> None:
+    """Refuse a server run by another user (one who took the socket's name): its replies
+    are not akoshad's and our requests are none of its business."""
+    sock = writer.get_extra_info("socket")
+    uid = peer_uid(sock) if sock is not None else None
+    if uid is not None and uid != os.getuid():
+        raise AkoshadError(
+            f"the control socket {socket_path} is served by {_user(uid)}, not by you: "
+            "refusing to talk to it; remove it and set socket_path to a directory only "
+            "you can write to"
+        )
 
 
 def request_sync(

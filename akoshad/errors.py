@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from akoshad.redaction import redact
+
 
 class AkoshadError(Exception):
-    """Base of every error akoshad raises on purpose."""
+    """Base of every error akoshad raises on purpose. Its text is redacted: a registered
+    secret or a URL credential in the message never reaches a screen, a log or a state."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class ConfigError(AkoshadError):

@@ -1,9 +1,10 @@
 """Logging with loguru: journald-friendly under systemd, text or JSON elsewhere.
 
-Registered secrets are replaced by ``**********`` in every record (message, extra values,
-exception text). The stdlib loggers of botocore, aiobotocore, aiohttp and friends are routed
-into loguru at WARNING. Repeated identical errors are rate-limited, with a "recovered" line
-when they stop.
+Registered secrets and URL credentials are replaced by ``**********`` in every record
+(message, extra values, exception text): see ``akoshad.redaction``. The log file is 0600
+(its directory 0700 when akoshad creates it), whatever the umask. The stdlib loggers of
+botocore, aiobotocore, aiohttp and friends are routed into loguru at WARNING. Repeated
+identical errors are rate-limited, with a "recovered" line when they stop.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from akoshad.private import make_private_dirs, private_opener
+from akoshad.redaction import REDACTED, redact, register_secret, register_settings
+
+__all__ = ["REDACTED", "RateLimitedLog", "redact", "register_secret", "setup_logging"]
+
 if TYPE_CHECKING:
     from loguru import Message, Record
 
     from akoshad.config import Settings
 
-REDACTED = "**********"
 SYSLOG_PRIORITY = {
     "TRACE": 7,
     "DEBUG": 7,
@@ -48,21 +53,6 @@ ROUTED = (
 TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss} {level:<7} {message}"
 LOG_FILE_ROTATION = "10 MB"
 LOG_FILE_RETENTION = 5
-_secrets: set[str] = set()
-
-
-def register_secret(value: str | None) -> None:
-    """Never let ``value`` reach a log line (values shorter than 4 are too ambiguous)."""
-    if value and len(value) >= 4:
-        _secrets.add(value)
-
-
-def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``**********``."""
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
 
 
 def _redact_value(value: Any) -> Any:
@@ -80,8 +70,6 @@ def _redact_value(value: Any) -> Any:
 
 def _patch(record: Record) -> None:
     """Redact the message, the extra values and the exception text. Never raises."""
-    if not _secrets:
-        return
     try:
         record["message"] = redact(record["message"])
         for key, value in list(record["extra"].items()):
@@ -166,8 +154,7 @@ def setup_logging(settings: Settings, *, environ: Mapping[str, str], stream: Any
     (text or JSON) on ``stream`` (standard error by default); plus ``log_file`` when set.
     """
     out = sys.stderr if stream is None else stream
-    secret = settings.cloud_sync.secret_access_key
-    register_secret(secret.get_secret_value() if secret is not None else None)
+    register_settings(settings)
     logger.remove()
     logger.configure(patcher=_patch)
     level = settings.log_level
@@ -179,23 +166,17 @@ def setup_logging(settings: Settings, *, environ: Mapping[str, str], stream: Any
     else:
         logger.add(_text_sink(out), format=TEXT_FORMAT, **common)
     if settings.log_file is not None:
-        settings.log_file.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(settings.log_file.parent)
+        file_args: dict[str, Any] = {
+            "rotation": LOG_FILE_ROTATION,
+            "retention": LOG_FILE_RETENTION,
+            "opener": private_opener,
+            **common,
+        }
         if settings.log_format == "json":
-            logger.add(
-                settings.log_file,
-                rotation=LOG_FILE_ROTATION,
-                retention=LOG_FILE_RETENTION,
-                serialize=True,
-                **common,
-            )
+            logger.add(settings.log_file, serialize=True, **file_args)
         else:
-            logger.add(
-                settings.log_file,
-                rotation=LOG_FILE_ROTATION,
-                retention=LOG_FILE_RETENTION,
-                format=TEXT_FORMAT,
-                **common,
-            )
+            logger.add(settings.log_file, format=TEXT_FORMAT, **file_args)
     logging.basicConfig(handlers=[InterceptHandler()], level=logging.WARNING, force=True)
     for name in ROUTED:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from loguru import logger
 
@@ -75,16 +74,6 @@ async def ask(
         raise ToolFailure("daemon_unreachable", str(exc)) from None
 
 
-def _safe_url(url: str | None) -> str | None:
-    """``url`` without user info or query (where tokens hide)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"***@{host}" if "@" in parts.netloc else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
-
-
 def config_summary(settings: Settings) -> dict[str, Any]:
     """What the assistant may see of the configuration (never a secret)."""
     data = settings.redacted()
@@ -93,8 +82,8 @@ def config_summary(settings: Settings) -> dict[str, Any]:
     return {
         "data_dir": data["data_dir"],
         "target": f"s3://{bucket}" if bucket else data["local_target_dir"],
-        "cloud_endpoint": _safe_url(cs.get("cloud_endpoint")),
-        "akosha_url": _safe_url(data.get("akosha_url")),
+        "cloud_endpoint": cs.get("cloud_endpoint"),  # redact_url'ed by redacted()
+        "akosha_url": data.get("akosha_url"),
         "system_id": cs.get("system_id"),
         "force_method": cs.get("force_method"),
         "enable_fallback": cs.get("enable_fallback"),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from akoshad.errors import AkoshadError
+from akoshad.redaction import redact
 from akoshad.webhook_store import OUTBOX_SCHEMA
 
 T = TypeVar("T")
@@ -207,6 +208,13 @@ _LEDGER_COLS = (
     "target, path, group_path, size, live_size, mtime_ns, ctime_ns, inode, sha256, key, name, "
     "stored_size, compression, kind, upload_id, facts"
 )
+
+
+def _scrub(error: str | None) -> str | None:
+    """Error text as it may be stored: no registered secret, no URL credential."""
+    return None if error is None else redact(error)
+
+
 _QUEUE_COLS = "path, event, first_seen, last_seen, seq, attempts, next_attempt, state, last_error"
 _UPLOAD_COLS = (
     "upload_id, target, method, started_at, finished_at, files, bytes_sent, outcome, error"
@@ -392,7 +400,7 @@ class StateDB:
                     c.execute(
                         "UPDATE queue SET state = 'pending', next_attempt = ?, last_error = ? "
                         "WHERE path = ?",
-                        (retry_at, error, item.path),
+                        (retry_at, _scrub(error), item.path),
                     )
 
         await self.transaction(op)
@@ -406,7 +414,7 @@ class StateDB:
                 "VALUES (?, 'modified', ?, ?, ?, ?) ON CONFLICT(path) DO UPDATE SET "
                 "next_attempt = MIN(queue.next_attempt, excluded.next_attempt), "
                 "last_error = excluded.last_error",
-                (path, now, now, retry_at, error),
+                (path, now, now, retry_at, _scrub(error)),
             )
         )
 
@@ -513,7 +521,7 @@ class StateDB:
         c.execute(
             "UPDATE uploads SET finished_at = ?, outcome = ?, files = ?, bytes_sent = ?, "
             "error = ? WHERE upload_id = ?",
-            (time.time(), outcome, files, bytes_sent, error, upload_id),
+            (time.time(), outcome, files, bytes_sent, _scrub(error), upload_id),
         )
 
     @staticmethod
@@ -563,7 +571,7 @@ class StateDB:
         now = time.time()
         c.executemany(
             "INSERT OR REPLACE INTO skipped (path, reason, at) VALUES (?, ?, ?)",
-            [(p, r, now) for p, r in skipped.items()],
+            [(p, redact(r), now) for p, r in skipped.items()],
         )
 
     async def skipped(self) -> dict[str, str]:
@@ -607,7 +615,7 @@ class StateDB:
         await self.transaction(
             lambda c: c.executemany(
                 "INSERT OR REPLACE INTO memories_skipped (memory_id, reason, at) VALUES (?, ?, ?)",
-                [(m, r, now) for m, r in reasons.items()],
+                [(m, redact(r), now) for m, r in reasons.items()],
             )
         )
 

@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 from loguru import logger
@@ -30,7 +29,8 @@ from loguru import logger
 from akoshad import __version__
 from akoshad.errors import AkoshadError
 from akoshad.events import EventName
-from akoshad.logs import REDACTED, RateLimitedLog, redact, register_secret
+from akoshad.logs import RateLimitedLog, redact, register_secret
+from akoshad.redaction import redact_webhook_url, webhook_url_secrets
 from akoshad.retry import backoff_delay
 from akoshad.webhook_store import OutboxRow, WebhookStore
 
@@ -60,41 +60,6 @@ def signature_ok(body: bytes, secret: str, header: str | None) -> bool:
 def hook_id(url: str) -> str:
     """The key of a webhook in the state database (a hash: the URL may hold credentials)."""
     return hashlib.sha256(url.encode()).hexdigest()[:16]
-
-
-def _token_like(segment: str) -> bool:
-    """A path segment that looks like a credential (Slack/Discord style webhook URLs)."""
-    return (
-        len(segment) >= 16
-        and any(ch.isdigit() for ch in segment)
-        and any(ch.isalpha() for ch in segment)
-    )
-
-
-def redact_url(url: str) -> str:
-    """``url`` for logs and status: no userinfo, query values and token-like path
-    segments replaced by ``**********``."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        port = ""
-    path = "/".join(REDACTED if _token_like(s) else s for s in parts.path.split("/"))
-    query = "&".join(f"{k}={REDACTED}" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
-    return f"{parts.scheme}://{host}{port}{path}" + (f"?{query}" if query else "")
-
-
-def url_secrets(url: str) -> list[str]:
-    """The parts of ``url`` that ``redact_url`` hides (registered as log secrets)."""
-    parts = urlsplit(url)
-    found = [v for _, v in parse_qsl(parts.query, keep_blank_values=True)]
-    found += [s for s in parts.path.split("/") if _token_like(s)]
-    if parts.password:
-        found += [parts.password, f"{parts.username}:{parts.password}"]
-    return [s for s in found if s]
 
 
 def retry_delay(attempt: int, base: float, rng: random.Random | None = None) -> float:
@@ -168,9 +133,9 @@ class WebhookSink:
         for hook in hooks:
             secret = hook.secret.get_secret_value() if hook.secret is not None else None
             register_secret(secret)
-            for part in url_secrets(hook.url):
+            for part in webhook_url_secrets(hook.url):
                 register_secret(part)
-            self.hooks.append(_Hook(hook, hook_id(hook.url), redact_url(hook.url), secret))
+            self.hooks.append(_Hook(hook, hook_id(hook.url), redact_webhook_url(hook.url), secret))
         self._pending: list[tuple[str, str, bytes, float]] = []
         self._pending_lock = threading.Lock()  # a sink may hear events from a worker thread
         self._flush_wake = asyncio.Event()

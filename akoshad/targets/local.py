@@ -2,23 +2,65 @@
 
 Objects are written atomically: a temp file beside the final name, fsync, rename, fsync of
 the directory. Temp files left by a crash are removed at start.
+
+Nothing under the root is reached through a symlink: every directory is opened relative to
+its parent's descriptor with ``O_NOFOLLOW``, files too, so a link planted in the outbox (or
+swapped in meanwhile) is never listed, read, written or deleted through. A link where a key
+is expected counts as a missing object and is named in a warning; a link where a directory
+is needed fails the write. The root itself may be a link (the user chose it). The outbox
+is a copy of private data: directories are 0700 and objects 0600, whatever the umask.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
+import stat
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
-from akoshad.compress import READ_CHUNK, encoded_chunks, fsync_dir
+from loguru import logger
+
+from akoshad.compress import READ_CHUNK, encoded_chunks
 from akoshad.errors import PermanentError, TransientError
+from akoshad.private import DIR_MODE, FILE_MODE, make_private_dirs
 from akoshad.targets.base import Compression, StoredObject
 
 TMP_MARK = ".akoshad-tmp-"
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+NOT_FOLLOWED = (errno.ELOOP, errno.ENOTDIR)  # what O_NOFOLLOW / O_DIRECTORY say of a link
+WARN_INTERVAL = 60.0
+
+
+class LinkInTarget(Exception):
+    """A symlink (or a non-directory) where the outbox needs a directory."""
+
+    def __init__(self, rel: str) -> None:
+        super().__init__(rel)
+        self.rel = rel
+
+
+def _open_child(parent: int, name: str, *, create: bool) -> int:
+    """The directory ``name`` inside ``parent``, never through a link; made 0700 when
+    ``create`` and missing."""
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        if not create:
+            raise
+    try:
+        os.mkdir(name, DIR_MODE, dir_fd=parent)
+    except FileExistsError:
+        return os.open(name, DIR_FLAGS, dir_fd=parent)  # made meanwhile
+    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+    os.fchmod(fd, DIR_MODE)  # the umask may have taken bits away, never added
+    return fd
 
 
 class LocalTarget:
@@ -28,15 +70,56 @@ class LocalTarget:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._warned: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"LocalTarget(root={str(self.root)!r})"
 
-    def _path(self, key: str) -> Path:
+    @staticmethod
+    def _parts(key: str) -> list[str]:
         parts = key.split("/")
         if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
             raise ValueError(f"invalid object key {key!r}")
-        return self.root.joinpath(*parts)
+        return parts
+
+    def _warn_link(self, rel: str, doing: str) -> None:
+        """One warning per path and minute: a planted link must not flood the log."""
+        now = time.monotonic()
+        if now - self._warned.get(rel, -WARN_INTERVAL) >= WARN_INTERVAL:
+            self._warned[rel] = now
+            logger.warning(
+                "local target: {} in {} is a symlink or not a regular entry: not {} (akoshad "
+                "never follows links in its outbox)",
+                rel,
+                self.root,
+                doing,
+            )
+
+    @contextlib.contextmanager
+    def _dir(self, parts: Sequence[str], *, create: bool) -> Iterator[int]:
+        """A descriptor of ``root/parts...``, walked one directory at a time without
+        following a link. ``FileNotFoundError`` if missing (and not ``create``),
+        ``LinkInTarget`` for a link or a file in the way."""
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                raise
+            make_private_dirs(self.root)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for i, name in enumerate(parts):
+                try:
+                    child = _open_child(fd, name, create=create)
+                except OSError as exc:
+                    if exc.errno in NOT_FOLLOWED:
+                        raise LinkInTarget("/".join(parts[: i + 1])) from None
+                    raise
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            os.close(fd)
 
     async def start(self, *, clean_up: bool = True) -> None:
         if clean_up:
@@ -44,17 +127,18 @@ class LocalTarget:
 
     def _start_sync(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.root)
         except OSError as exc:
             raise PermanentError(
                 f"local target {self.root} cannot be created: {exc.strerror}",
                 fix="set local_target_dir to a writable directory",
             ) from None
-        for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
-                if TMP_MARK in name:
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(dirpath, name))
+        with self._dir([], create=False) as fd:
+            _tighten_root(fd, self.root)
+            keys = self._walk(fd, "", temps=True)
+        for key in keys:
+            if TMP_MARK in key.rsplit("/", 1)[-1]:
+                self._unlink(key)
 
     async def close(self) -> None:
         return None
@@ -63,34 +147,26 @@ class LocalTarget:
         return await asyncio.to_thread(self._put_file_sync, key, source, compression)
 
     def _write_atomic(self, key: str, chunks: Iterator[bytes]) -> int:
-        dest = self._path(key)
+        parts = self._parts(key)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f"{dest.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
-            written = 0
-            try:
-                with tmp.open("wb") as fh:
-                    for chunk in chunks:
-                        fh.write(chunk)
-                        written += len(chunk)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, dest)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            fsync_dir(dest.parent)
+            with self._dir(parts[:-1], create=True) as dfd:
+                return _write_in(dfd, parts[-1], chunks)
+        except LinkInTarget as exc:
+            raise PermanentError(
+                f"local target: {exc.rel} in {self.root} is a symlink or not a directory; "
+                "akoshad does not write through it",
+                fix="remove it from local_target_dir",
+            ) from None
         except FileNotFoundError:
             raise
         except OSError as exc:
             # a full disk or a flaky mount may clear up; a read-only tree will not
-            if exc.errno in (30, 13, 1):  # EROFS, EACCES, EPERM
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise PermanentError(
                     f"local target {self.root} is not writable: {exc.strerror}",
                     fix="make local_target_dir writable",
                 ) from None
             raise TransientError(f"local target write failed: {exc.strerror}") from None
-        return written
 
     def _put_file_sync(self, key: str, source: Path, compression: Compression) -> StoredObject:
         digest = hashlib.sha256()
@@ -106,24 +182,58 @@ class LocalTarget:
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         return await asyncio.to_thread(self._write_atomic, key, iter((data,)))
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
-        path = self._path(key)
+    def _open_object(self, key: str) -> BinaryIO | None:
+        """The object's file opened for reading, or None when missing or not a regular file
+        (a link is not followed, a FIFO not waited on)."""
+        parts = self._parts(key)
         try:
-            fh = await asyncio.to_thread(path.open, "rb")
+            with self._dir(parts[:-1], create=False) as dfd:
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+                fd = os.open(parts[-1], flags, dir_fd=dfd)
         except FileNotFoundError:
-            raise KeyError(key) from None
+            return None
+        except LinkInTarget as exc:
+            self._warn_link(exc.rel, "read")
+            return None
+        except OSError as exc:
+            if exc.errno not in NOT_FOLLOWED:
+                raise
+            self._warn_link(key, "read")
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            self._warn_link(key, "read")
+            return None
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
+        fh = await asyncio.to_thread(self._open_object, key)
+        if fh is None:
+            raise KeyError(key)
         try:
             while chunk := await asyncio.to_thread(fh.read, READ_CHUNK):
                 yield chunk
         finally:
             fh.close()
 
-    async def head(self, key: str) -> int | None:
+    def _head_sync(self, key: str) -> int | None:
+        parts = self._parts(key)
         try:
-            st = await asyncio.to_thread(os.stat, self._path(key))
+            with self._dir(parts[:-1], create=False) as dfd:
+                st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
             return None
+        except LinkInTarget as exc:
+            self._warn_link(exc.rel, "read")
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            self._warn_link(key, "read")
+            return None
         return st.st_size
+
+    async def head(self, key: str) -> int | None:
+        return await asyncio.to_thread(self._head_sync, key)
 
     async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
         for key in await asyncio.to_thread(self._list_sync, prefix):
@@ -132,32 +242,108 @@ class LocalTarget:
     def _list_sync(self, prefix: str) -> list[str]:
         # walk only the deepest existing directory the prefix names
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = self.root.joinpath(*base.split("/")) if base else self.root
+        parts = self._parts(base) if base else []
+        try:
+            with self._dir(parts, create=False) as fd:
+                keys = self._walk(fd, base)
+        except FileNotFoundError:
+            return []
+        except LinkInTarget as exc:
+            self._warn_link(exc.rel, "listed")
+            return []
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def _walk(self, fd: int, rel: str, *, temps: bool = False) -> list[str]:
+        """Every regular file's key under the directory ``fd`` (named ``rel``); links are
+        skipped with a warning, temp files only listed with ``temps``."""
         keys: list[str] = []
-        for dirpath, _dirs, files in os.walk(start):
-            rel_dir = os.path.relpath(dirpath, self.root)
-            for name in files:
-                if TMP_MARK in name:
+        with os.scandir(fd) as it:
+            entries = list(it)
+        for entry in entries:
+            key = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_symlink():
+                self._warn_link(key, "listed")
+            elif entry.is_dir(follow_symlinks=False):
+                try:
+                    child = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                except OSError as exc:
+                    if exc.errno not in NOT_FOLLOWED:
+                        raise
+                    self._warn_link(key, "listed")  # swapped for a link meanwhile
                     continue
-                key = name if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{name}"
-                if key.startswith(prefix):
-                    keys.append(key)
-        keys.sort()
+                try:
+                    keys += self._walk(child, key, temps=temps)
+                finally:
+                    os.close(child)
+            elif entry.is_file(follow_symlinks=False) and (temps or TMP_MARK not in entry.name):
+                keys.append(key)
         return keys
 
     async def delete_keys(self, keys: list[str]) -> None:
         await asyncio.to_thread(self._delete_sync, keys)
 
+    def _unlink(self, key: str) -> bool:
+        """Remove the entry ``key`` (a link itself, never what it points at). True when
+        its directory was reached."""
+        parts = self._parts(key)
+        try:
+            with self._dir(parts[:-1], create=False) as dfd, contextlib.suppress(FileNotFoundError):
+                os.unlink(parts[-1], dir_fd=dfd)
+        except FileNotFoundError:
+            return False
+        except LinkInTarget as exc:
+            self._warn_link(exc.rel, "deleted through")
+            return False
+        except IsADirectoryError:
+            self._warn_link(key, "deleted")
+            return False
+        return True
+
     def _delete_sync(self, keys: list[str]) -> None:
-        parents: set[Path] = set()
+        parents: set[tuple[str, ...]] = set()
         for key in keys:
-            path = self._path(key)
-            path.unlink(missing_ok=True)
-            parents.add(path.parent)
-        for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
-            while parent != self.root and parent.is_relative_to(self.root):
+            if self._unlink(key):
+                parents.add(tuple(self._parts(key)[:-1]))
+        for parent in sorted(parents, key=len, reverse=True):
+            while parent:
                 try:
-                    parent.rmdir()
-                except OSError:
+                    with self._dir(parent[:-1], create=False) as dfd:
+                        os.rmdir(parent[-1], dir_fd=dfd)  # a link is ENOTDIR: not followed
+                except (OSError, LinkInTarget):
                     break
-                parent = parent.parent
+                parent = parent[:-1]
+
+
+def _tighten_root(fd: int, root: Path) -> None:
+    """An outbox of ours that others could enter (made by an older akoshad, or by hand)
+    becomes 0700: what is inside is a copy of private data."""
+    st = os.fstat(fd)
+    if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, DIR_MODE)
+            logger.info("local target {}: mode {:04o} -> 0700", root, stat.S_IMODE(st.st_mode))
+
+
+def _write_in(dfd: int, name: str, chunks: Iterator[bytes]) -> int:
+    """Write ``chunks`` to ``name`` in the directory ``dfd`` atomically, 0600."""
+    tmp = f"{name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    written = 0
+    try:
+        with os.fdopen(os.open(tmp, flags, FILE_MODE, dir_fd=dfd), "wb") as fh:
+            os.fchmod(fh.fileno(), FILE_MODE)
+            for chunk in chunks:
+                fh.write(chunk)
+                written += len(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise
+    with contextlib.suppress(OSError):
+        os.fsync(dfd)
+    return written

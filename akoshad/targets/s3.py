@@ -64,6 +64,7 @@ from akoshad import __version__
 from akoshad.compress import READ_CHUNK, Digest, gzip_compressor
 from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import read_chunks
+from akoshad.redaction import redact_url
 from akoshad.retry import with_retries
 from akoshad.targets.base import Compression, StoredObject
 
@@ -472,7 +473,8 @@ class S3Target:
         )
 
     def __repr__(self) -> str:
-        return f"S3Target(bucket={self.bucket!r}, endpoint={self.endpoint or 'aws'!r})"
+        endpoint = redact_url(self.endpoint) if self.endpoint else "aws"
+        return f"S3Target(bucket={self.bucket!r}, endpoint={endpoint!r})"
 
     __str__ = __repr__
 

@@ -16,6 +16,7 @@ from akoshad.config import Webhook
 from akoshad.events import EventBus
 from akoshad.health_watch import EXIT_DEGRADED, HealthWatch
 from akoshad.logs import redact
+from akoshad.redaction import redact_webhook_url
 from akoshad.state import StateDB
 from akoshad.stats import Stats
 from akoshad.webhook_store import WebhookStore
@@ -23,7 +24,6 @@ from akoshad.webhooks import (
     WEBHOOK_MAX_DELAY_SECONDS,
     WebhookSink,
     encode_event,
-    redact_url,
     retry_delay,
     should_drop,
     sign,
@@ -44,12 +44,12 @@ def test_signature_is_hmac_sha256_of_the_body() -> None:
 
 
 def test_redact_url_hides_userinfo_query_values_and_token_paths() -> None:
-    assert redact_url("https://u:p4ss@example.com:8443/a/b?token=abc&x=1") == (
+    assert redact_webhook_url("https://u:p4ss@example.com:8443/a/b?token=abc&x=1") == (
         "https://example.com:8443/a/b?token=**********&x=**********"
     )
     slack = "https://hooks.slack.com/services/T0000/B0000/XXXXXXXXxxxxxxxx1234"
-    assert redact_url(slack) == "https://hooks.slack.com/services/T0000/B0000/**********"
-    assert redact_url("http://[::1]:9000/hook") == "http://[::1]:9000/hook"
+    assert redact_webhook_url(slack) == "https://hooks.slack.com/services/T0000/B0000/**********"
+    assert redact_webhook_url("http://[::1]:9000/hook") == "http://[::1]:9000/hook"
 
 
 def test_backoff_grows_is_jittered_and_capped() -> None:
