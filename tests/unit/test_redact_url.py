@@ -109,7 +109,8 @@ def test_config_show_and_registration(tmp_path: Path) -> None:
     data = settings.redacted()
     assert data["akosha_url"] == f"http://ak:{R}@127.0.0.1:8682/mcp?token={R}"
     assert data["cloud_sync"]["cloud_endpoint"] == f"http://e:{R}@s3.local"
-    assert data["webhooks"][0]["url"] == f"https://u:{R}@hooks.example/x?sig={R}"
+    # webhook URLs are redacted more strictly: no user info at all
+    assert data["webhooks"][0]["url"] == f"https://hooks.example/x?sig={R}"
     assert data["webhooks"][0]["secret"] == R
     assert settings.akosha_url is not None and "Conf-Pass-1x" in settings.akosha_url  # still usable
 
