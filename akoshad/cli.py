@@ -15,6 +15,7 @@ from typing import Any
 from akoshad import __version__
 from akoshad.config import Settings, load_settings, process_environ
 from akoshad.errors import AkoshadError, ConfigError
+from akoshad.health import STATUS_EPILOG
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_DAEMON, EXIT_CONFIG = 0, 1, 2, 3, 78
 
@@ -35,8 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="reconcile, drain, exit")
     run.add_argument("--data-dir", help="override data_dir")
 
-    status = sub.add_parser("status", parents=[common], help="ask the running daemon")
+    status = sub.add_parser(
+        "status", parents=[common], help="ask the running daemon", epilog=STATUS_EPILOG
+    )
     status.add_argument("--json", action="store_true", help="print the raw status object")
+    status.add_argument("--check", action="store_true", help="exit 1 unless healthy (see below)")
     status.add_argument("--watch", action="store_true", help="refresh in place")
     status.add_argument("--interval", type=float, default=1.0, help="--watch refresh seconds")
 

@@ -8,11 +8,13 @@ import json
 import yaml
 
 from akoshad.config import Settings
+from akoshad.health import warn_data_dir
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     """``check`` prints a one-line summary; ``show`` the effective YAML, secrets redacted."""
     if args.action == "check":
+        warn_data_dir(settings.data_dir)
         cs = settings.cloud_sync
         target = f"s3://{cs.cloud_bucket}" if cs.cloud_bucket else str(settings.local_target_dir)
         http = settings.akosha_url or "off"

@@ -28,6 +28,7 @@ from akoshad.config import Settings
 from akoshad.control import ControlServer
 from akoshad.debounce import Debouncer, Kind
 from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
+from akoshad.health import behind_after_seconds, data_dir_problem
 from akoshad.layout import MEMORIES_NAME
 from akoshad.logs import RateLimitedLog, setup_logging
 from akoshad.memory_sync import MemorySync
@@ -37,6 +38,7 @@ from akoshad.state import STATE_FILE, StateDB, StateError
 from akoshad.stats import Stats
 from akoshad.storefiles import PathFilter, is_ignored, walk_store
 from akoshad.targets import Target, make_target
+from akoshad.targets.base import ReadCheck
 from akoshad.uploader import MEMORY_DB, ExtraObject, MemoryStep, PassReport, Uploader
 from akoshad.watcher import StoreWatcher, reconcile
 
@@ -116,6 +118,9 @@ class Daemon:
         self.http_breaker = CircuitBreaker(
             "http", reset_timeout=max(5.0, cs.retry_backoff_seconds * 4)
         )
+        # True once the cloud's read-only check passed; any cloud failure clears it, so
+        # nothing is written to a bucket that was not just seen to exist
+        self._cloud_checked = False
         self.akosha: AkoshaClient | None = None
         if settings.akosha_url:
             self.akosha = AkoshaClient(
@@ -198,6 +203,8 @@ class Daemon:
             # a hanging endpoint must not hold up READY: the pipeline retries it later
             await asyncio.wait_for(target.start(), TARGET_START_TIMEOUT)
             self.stats.target(target.name)
+            if target.name == "cloud":
+                self._cloud_checked = True
         except TimeoutError:
             exc = TransientError(f"no answer within {TARGET_START_TIMEOUT:.0f}s")
             self.stats.target(target.name).failed(str(exc))
@@ -328,7 +335,7 @@ class Daemon:
         files: str = plan.files
         if files == "local" and self.target.name == "cloud":
             files = "wait"  # a one-off http sync: the files stay queued for the cloud
-        if files == "cloud" and not self.cloud_breaker.allow():
+        if files == "cloud" and not await self._cloud_allowed():
             files = "wait"
         target = self.targets.get(files)
         retry_at = time.time() + max(1.0, self.cloud_breaker.retry_in())
@@ -349,6 +356,7 @@ class Daemon:
         report.memory_error = self._last_memory_error
         if target is not None and target.name == "cloud":
             if report.error:
+                self._cloud_checked = False
                 self.cloud_breaker.record_failure(report.error, permanent=report.permanent)
             elif report.upload_id:
                 self.cloud_breaker.record_success()
@@ -358,6 +366,30 @@ class Daemon:
         for path, reason in report.skipped.items():
             logger.warning("skipped {}: {}", path, reason)
         return report
+
+    async def _cloud_allowed(self) -> bool:
+        """May this pass write to the cloud? Only when its breaker lets a call through and a
+        read-only check of the bucket has passed since the target started or last failed
+        (so the breaker's half-open probe is that check, never a write). Checks only when
+        the pass has something to claim; a change queued meanwhile waits for the next pass."""
+        target = self.targets["cloud"]
+        if self._cloud_checked or not isinstance(target, ReadCheck):
+            return self.cloud_breaker.allow()
+        due = await self.state.next_due()
+        if due is None or due > time.time() or not self.cloud_breaker.allow():
+            return False
+        try:
+            await asyncio.wait_for(target.check(), TARGET_START_TIMEOUT)
+        except (TimeoutError, TransientError, PermanentError) as exc:
+            if isinstance(exc, TimeoutError):
+                exc = TransientError(f"no answer within {TARGET_START_TIMEOUT:.0f}s")
+            self.stats.target("cloud").failed(str(exc))
+            self.cloud_breaker.record_failure(exc, permanent=isinstance(exc, PermanentError))
+            self._rate_log.error("cloud-check", "target cloud is unavailable: {}", exc)
+            return False
+        self._rate_log.ok("cloud-check", "target cloud answers again")
+        self._cloud_checked = True
+        return True
 
     def _memory_step(self, route: str) -> MemoryStep:
         async def step(snapshot_db: Path) -> float | None:
@@ -505,6 +537,7 @@ class Daemon:
         last = await self.state.last_upload()
         skipped = await self.state.skipped()
         degraded = self.stats.degraded_reason()
+        missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
         if self.paused:
             state = "paused"
         elif degraded:
@@ -537,7 +570,23 @@ class Daemon:
             "memories": await self.memory_sync.status() if self.akosha is not None else None,
             "skipped": skipped,
             "system_id": self.settings.cloud_sync.system_id,
+            "warnings": [missing] if missing else [],
+            "waiting_for_data_dir": missing is not None,
+            "oldest_pending_age_seconds": await self._oldest_pending_age(),
+            "behind_after_seconds": behind_after_seconds(self.settings.max_delay_seconds),
         }
+
+    async def _oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest change not yet uploaded was seen (in the debouncer or
+        the queue); None when nothing is pending."""
+        ages: list[float] = []
+        first = self.debouncer.oldest()
+        if first is not None:
+            ages.append(time.monotonic() - first)
+        queued = await self.state.oldest_queued()
+        if queued is not None:
+            ages.append(time.time() - queued)
+        return round(max(0.0, *ages), 3) if ages else None
 
     def _targets_status(self) -> dict[str, Any]:
         names = list(self.targets) + (["http"] if self.akosha is not None else [])
@@ -607,6 +656,10 @@ class Daemon:
 
     # ---- run ------------------------------------------------------------------------------
     async def run_once(self) -> int:
+        missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
+        if missing:
+            logger.error("run --once: {}", missing)
+            return EXIT_FAIL
         async with AsyncExitStack() as stack:
             await self.startup(stack)
             ok, reports = await self.drain_until_empty()
