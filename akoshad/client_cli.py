@@ -86,22 +86,7 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
         )
     else:
         lines.append("last upload none yet")
-    targets = st.get("targets") or {}
-    if targets:
-        lines.append("targets")
-        for name, t in sorted(targets.items()):
-            mark = "ok  " if t.get("available") else "DOWN"
-            extra = []
-            if t.get("primary"):
-                extra.append("primary")
-            if t.get("circuit") and t.get("circuit") != "closed":
-                extra.append(f"circuit {t['circuit']}")
-            if t.get("last_success_at"):
-                extra.append(f"last ok {_ago(t['last_success_at'], now)} ago")
-            line = f"  {name:6} {mark} {', '.join(extra)}".rstrip()
-            if t.get("last_error"):
-                line += f"\n         error: {t['last_error']}"
-            lines.append(line)
+    lines.extend(_target_lines(st.get("targets") or {}, now))
     counters = st.get("counters") or {}
     if counters:
         lines.append(
@@ -131,6 +116,27 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
         if len(skipped) > 10:
             lines.append(f"  ... and {len(skipped) - 10} more (status --json lists them all)")
     return "\n".join(lines)
+
+
+def _target_lines(targets: dict[str, Any], now: float) -> list[str]:
+    """The ``targets`` block of the human status: health, role, circuit, last error."""
+    if not targets:
+        return []
+    lines = ["targets"]
+    for name, t in sorted(targets.items()):
+        mark = "ok  " if t.get("available") else "DOWN"
+        extra = []
+        if t.get("primary"):
+            extra.append("primary")
+        if t.get("circuit") and t.get("circuit") != "closed":
+            extra.append(f"circuit {t['circuit']}")
+        if t.get("last_success_at"):
+            extra.append(f"last ok {_ago(t['last_success_at'], now)} ago")
+        line = f"  {name:6} {mark} {', '.join(extra)}".rstrip()
+        if t.get("last_error"):
+            line += f"\n         error: {t['last_error']}"
+        lines.append(line)
+    return lines
 
 
 def _ask(

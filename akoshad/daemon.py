@@ -772,6 +772,8 @@ class Daemon:
             line += f", last upload {last['upload_id']} via {last['method']}"
         if st["degraded_reason"]:
             line += f"; {st['degraded_reason']}"
+        for warning in st["warnings"]:
+            line += f"; {warning}"
         return line
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
