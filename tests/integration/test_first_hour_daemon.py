@@ -261,8 +261,9 @@ async def test_mcp_sync_gives_up_waiting_and_says_what_is_pending(
     proc = rig.start()
     try:
         wait_for(lambda: rig.status()["last_upload"] and rig.status()["pending"] == 0, 40)
-        # the bucket's server now takes 30 s to fail each request: a drain would take minutes
-        proxy.set_plan(FaultPlan(stall=1.0, stall_seconds=30))
+        # the bucket's server now takes 8 s to fail each request: the drain takes far
+        # longer than the 2 s the tool is asked to wait
+        proxy.set_plan(FaultPlan(stall=1.0, stall_seconds=8))
         (rig.store / "akosha_sync_state.json").write_text('{"last_sync": 2}')
         params = StdioServerParameters(
             command=sys.executable,
