@@ -12,7 +12,9 @@ Circuit breaker (one per remote target: ``cloud``, ``http``)::
     any       --success--> closed
 
 A dead endpoint so costs one probe per interval, not one timeout per file. A granted
-probe that never reports back is granted again after one base interval.
+probe that never reports back is granted again after one base interval. For the cloud the
+daemon's probe is a read-only check of the bucket, never a write (a write could create a
+mistyped bucket on servers that create buckets on PutObject).
 
 Planner (:func:`plan_pass`): where this pass sends FILE snapshots and whether MEMORIES go
 to Akosha over HTTP. ``bucket``: a ``cloud_bucket`` is configured; ``akosha``:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from akoshad import __version__
 from akoshad.errors import AkoshadError, ConfigError
+from akoshad.health import STATUS_EPILOG
 
 if TYPE_CHECKING:  # imported once parsed: --help and usage errors need no pydantic
     from akoshad.config import LoadedConfig, Settings
@@ -103,9 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="ask the running daemon",
         description=STATUS_DESCRIPTION,
+        epilog=STATUS_EPILOG,
     )
     status.add_argument(
         "--json", action="store_true", help="print the daemon's status result object as JSON"
+    )
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 when healthy, 1 when degraded, paused, waiting for data_dir or behind, "
+        "3 with no daemon (see below)",
     )
     status.add_argument(
         "--watch",

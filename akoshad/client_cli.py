@@ -9,7 +9,8 @@ The result fields read here (all optional; a missing one shows as ``-`` or 0):
   targets{name: {available, last_error, last_success_at (epoch s)}}``, plus the extras
   ``paused``, ``degraded_reason`` (str), ``targets.<name>.primary`` (bool) and ``.circuit``
   (``closed|open|half_open``), ``memories{delivered, skipped, circuit, last_error}`` and
-  ``skipped{path: reason}``.
+  ``skipped{path: reason}``, ``warnings[str]``, ``waiting_for_data_dir`` (bool),
+  ``oldest_pending_age_seconds`` (null or s) and ``behind_after_seconds`` (s).
 - ``sync`` (request ``{"cmd": "sync", "method": null|"auto"|"cloud"|"http", "wait": bool}``):
   ``ok_drain`` (bool: false = that drain had failures -> exit 1), and with ``wait``
   ``passes[{upload_id, target, error, memory_error, files_uploaded, bytes_sent,
@@ -29,6 +30,7 @@ from typing import Any
 from akoshad.config import Settings
 from akoshad.control import request_sync
 from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.health import behind_after_seconds, check_problems
 from akoshad.safety import safety_line
 
 
@@ -75,6 +77,7 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
         f"store      {st.get('data_dir', '?')}",
         f"pending    {st.get('pending', 0)}   in flight {st.get('in_flight', 0)}",
     ]
+    lines.extend(f"WARNING    {w}" for w in st.get("warnings") or [])
     if st.get("degraded_reason"):
         lines.append(f"degraded   {st['degraded_reason']}")
     last = st.get("last_upload")
@@ -86,29 +89,14 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
         )
     else:
         lines.append("last upload none yet")
-    targets = st.get("targets") or {}
-    if targets:
-        lines.append("targets")
-        for name, t in sorted(targets.items()):
-            mark = "ok  " if t.get("available") else "DOWN"
-            extra = []
-            if t.get("primary"):
-                extra.append("primary")
-            if t.get("circuit") and t.get("circuit") != "closed":
-                extra.append(f"circuit {t['circuit']}")
-            if t.get("last_success_at"):
-                extra.append(f"last ok {_ago(t['last_success_at'], now)} ago")
-            line = f"  {name:6} {mark} {', '.join(extra)}".rstrip()
-            if t.get("last_error"):
-                line += f"\n         error: {t['last_error']}"
-            lines.append(line)
+    lines.extend(_target_lines(st.get("targets") or {}, now))
     counters = st.get("counters") or {}
     if counters:
         lines.append(
             "counters   "
-            f"{counters.get('files_uploaded', 0)} files, "
-            f"{human_bytes(counters.get('bytes_uploaded'))} uploaded, "
-            f"{human_bytes(counters.get('bytes_sent'))} sent, "
+            f"{counters.get('files_uploaded', 0)} files uploaded, "
+            f"{human_bytes(counters.get('bytes_uploaded'))} file bytes captured, "
+            f"{human_bytes(counters.get('bytes_sent'))} bytes sent, "
             f"{counters.get('deduplicated', 0)} deduplicated, "
             f"{counters.get('failures', 0)} failures, {counters.get('retries', 0)} retries"
         )
@@ -133,6 +121,27 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
     return "\n".join(lines)
 
 
+def _target_lines(targets: dict[str, Any], now: float) -> list[str]:
+    """The ``targets`` block of the human status: health, role, circuit, last error."""
+    if not targets:
+        return []
+    lines = ["targets"]
+    for name, t in sorted(targets.items()):
+        mark = "ok  " if t.get("available") else "DOWN"
+        extra = []
+        if t.get("primary"):
+            extra.append("primary")
+        if t.get("circuit") and t.get("circuit") != "closed":
+            extra.append(f"circuit {t['circuit']}")
+        if t.get("last_success_at"):
+            extra.append(f"last ok {_ago(t['last_success_at'], now)} ago")
+        line = f"  {name:6} {mark} {', '.join(extra)}".rstrip()
+        if t.get("last_error"):
+            line += f"\n         error: {t['last_error']}"
+        lines.append(line)
+    return lines
+
+
 def _ask(
     settings: Settings, payload: dict[str, Any], timeout: float | None = 5.0
 ) -> dict[str, Any]:
@@ -143,8 +152,28 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+def check_line(st: dict[str, Any], settings: Settings) -> tuple[int, str]:
+    """``status --check``: (exit code, one line). A daemon that does not say how old its
+    changes may grow is judged by this configuration's ``max_delay_seconds``."""
+    if "behind_after_seconds" not in st:
+        st = {**st, "behind_after_seconds": behind_after_seconds(settings.max_delay_seconds)}
+    problems = check_problems(st)
+    pending = f"{st.get('pending', 0)} pending"
+    if problems:
+        return 1, f"akoshad UNHEALTHY: {'; '.join(problems)} ({pending})"
+    return 0, f"akoshad OK: {st.get('state', '?')}, {pending}"
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    """``akoshad status [--json] [--watch [--interval S]]``."""
+    """``akoshad status [--json] [--check] [--watch [--interval S]]``."""
+    if getattr(args, "check", False):
+        st = _ask(settings, {"cmd": "status"})
+        code, line = check_line(st, settings)
+        if args.json:
+            _print_json(st)
+        else:
+            print(line)
+        return code
     if not args.watch:
         st = _ask(settings, {"cmd": "status"})
         if args.json:

@@ -8,6 +8,7 @@ import json
 import yaml
 
 from akoshad.config import LoadedConfig
+from akoshad.health import warn_data_dir
 from akoshad.redaction import redact_url
 
 
@@ -48,6 +49,7 @@ def cmd_config(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     """``check`` prints a summary and notes; ``show`` the effective YAML, secrets redacted,
     followed by where each value came from (as YAML comments)."""
     if args.action == "check":
+        warn_data_dir(loaded.settings.data_dir)
         print("\n".join(check_lines(loaded)))
         return 0
     data = json.loads(json.dumps(loaded.settings.redacted()))

@@ -30,6 +30,7 @@ from akoshad.debounce import Debouncer, Kind
 from akoshad.drill_schedule import DrillScheduler
 from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
 from akoshad.events import EventBus
+from akoshad.health import behind_after_seconds, data_dir_problem
 from akoshad.health_watch import HealthWatch
 from akoshad.layout import MEMORIES_NAME
 from akoshad.logs import RateLimitedLog, setup_logging
@@ -42,6 +43,7 @@ from akoshad.state import STATE_FILE, StateDB, StateError
 from akoshad.stats import Stats
 from akoshad.storefiles import PathFilter, is_ignored, walk_store
 from akoshad.targets import Target, make_target
+from akoshad.targets.base import ReadCheck
 from akoshad.uploader import MEMORY_DB, ExtraObject, MemoryStep, PassReport, Uploader
 from akoshad.watcher import StoreWatcher, reconcile
 from akoshad.webhooks import WEBHOOK_ONCE_SECONDS, WebhookSink
@@ -127,6 +129,9 @@ class Daemon:
         self.http_breaker = CircuitBreaker(
             "http", reset_timeout=max(5.0, cs.retry_backoff_seconds * 4)
         )
+        # True once the cloud's read-only check passed; any cloud failure clears it, so
+        # nothing is written to a bucket that was not just seen to exist
+        self._cloud_checked = False
         self.akosha: AkoshaClient | None = None
         if settings.akosha_url:
             self.akosha = AkoshaClient(
@@ -223,6 +228,8 @@ class Daemon:
             # a hanging endpoint must not hold up READY: the pipeline retries it later
             await asyncio.wait_for(target.start(), TARGET_START_TIMEOUT)
             self.stats.target(target.name)
+            if target.name == "cloud":
+                self._cloud_checked = True
         except TimeoutError:
             exc = TransientError(f"no answer within {TARGET_START_TIMEOUT:.0f}s")
             self.stats.target(target.name).failed(str(exc))
@@ -353,7 +360,7 @@ class Daemon:
         files: str = plan.files
         if files == "local" and self.target.name == "cloud":
             files = "wait"  # a one-off http sync: the files stay queued for the cloud
-        if files == "cloud" and not self.cloud_breaker.allow():
+        if files == "cloud" and not await self._cloud_allowed():
             files = "wait"
         target = self.targets.get(files)
         retry_at = time.time() + max(1.0, self.cloud_breaker.retry_in())
@@ -375,6 +382,7 @@ class Daemon:
         report.memory_error = self._last_memory_error
         if target is not None and target.name == "cloud":
             if report.error:
+                self._cloud_checked = False
                 self.cloud_breaker.record_failure(report.error, permanent=report.permanent)
             elif report.upload_id:
                 self.cloud_breaker.record_success()
@@ -395,6 +403,30 @@ class Daemon:
         for path, reason in report.skipped.items():
             logger.warning("skipped {}: {}", path, reason)
         return report
+
+    async def _cloud_allowed(self) -> bool:
+        """May this pass write to the cloud? Only when its breaker lets a call through and a
+        read-only check of the bucket has passed since the target started or last failed
+        (so the breaker's half-open probe is that check, never a write). Checks only when
+        the pass has something to claim; a change queued meanwhile waits for the next pass."""
+        target = self.targets["cloud"]
+        if self._cloud_checked or not isinstance(target, ReadCheck):
+            return self.cloud_breaker.allow()
+        due = await self.state.next_due()
+        if due is None or due > time.time() or not self.cloud_breaker.allow():
+            return False
+        try:
+            await asyncio.wait_for(target.check(), TARGET_START_TIMEOUT)
+        except (TimeoutError, TransientError, PermanentError) as exc:
+            if isinstance(exc, TimeoutError):
+                exc = TransientError(f"no answer within {TARGET_START_TIMEOUT:.0f}s")
+            self.stats.target("cloud").failed(str(exc))
+            self.cloud_breaker.record_failure(exc, permanent=isinstance(exc, PermanentError))
+            self._rate_log.error("cloud-check", "target cloud is unavailable: {}", exc)
+            return False
+        self._rate_log.ok("cloud-check", "target cloud answers again")
+        self._cloud_checked = True
+        return True
 
     def _memory_step(self, route: str) -> MemoryStep:
         async def step(snapshot_db: Path) -> float | None:
@@ -548,10 +580,10 @@ class Daemon:
     # ---- status / control -------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
         depth = await self.state.queue_depth()
-        oldest = await self.state.oldest_pending()
         last = await self.state.last_upload()
         skipped = await self.state.skipped()
         degraded = self.stats.degraded_reason()
+        missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
         if self.paused:
             state = "paused"
         elif degraded:
@@ -585,8 +617,11 @@ class Daemon:
             "skipped": skipped,
             "system_id": self.settings.cloud_sync.system_id,
             "webhooks": await self.webhooks.status(),
-            "oldest_pending_age_seconds": None if oldest is None else time.time() - oldest,
             "last_drill": await self.drills.last(),
+            "warnings": [missing] if missing else [],
+            "waiting_for_data_dir": missing is not None,
+            "oldest_pending_age_seconds": await self._oldest_pending_age(),
+            "behind_after_seconds": behind_after_seconds(self.settings.max_delay_seconds),
         }
         result["safety"] = self._safety(result)
         return result
@@ -608,6 +643,18 @@ class Daemon:
             last_pass_seconds=self.metrics.last_pass_seconds,
         )
         return self.safety.update(found)
+
+    async def _oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest change not yet uploaded was seen (in the debouncer or
+        the queue); None when nothing is pending."""
+        ages: list[float] = []
+        first = self.debouncer.oldest()
+        if first is not None:
+            ages.append(time.monotonic() - first)
+        queued = await self.state.oldest_queued()
+        if queued is not None:
+            ages.append(time.time() - queued)
+        return round(max(0.0, *ages), 3) if ages else None
 
     def _targets_status(self) -> dict[str, Any]:
         names = list(self.targets) + (["http"] if self.akosha is not None else [])
@@ -677,6 +724,10 @@ class Daemon:
 
     # ---- run ------------------------------------------------------------------------------
     async def run_once(self) -> int:
+        missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
+        if missing:
+            logger.error("run --once: {}", missing)
+            return EXIT_FAIL
         async with AsyncExitStack() as stack:
             await self.startup(stack)
             ok, reports = await self.drain_until_empty()
@@ -812,6 +863,8 @@ class Daemon:
             line += f", last upload {last['upload_id']} via {last['method']}"
         if st["degraded_reason"]:
             line += f"; {st['degraded_reason']}"
+        for warning in st["warnings"]:
+            line += f"; {warning}"
         return line
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:

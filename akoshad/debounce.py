@@ -83,6 +83,10 @@ class Debouncer:
             return None
         return min(self._due_at(e) for e in self._pending.values())
 
+    def oldest(self) -> float | None:
+        """The time of the first event of the longest-waiting path, or None."""
+        return min((e.first for e in self._pending.values()), default=None)
+
     def flush(self) -> list[tuple[str, Kind]]:
         """Release everything now (shutdown: persist what was seen to the queue)."""
         out = [(p, e.kind) for p, e in sorted(self._pending.items(), key=lambda i: i[1].first)]

@@ -1,9 +1,11 @@
 """``akoshad mcp``: the assistant's two tools, served over stdio, backed by the daemon.
 
-``sync_to_akosha(method, enable_fallback)`` asks the running daemon to drain now and
-returns what happened; ``akosha_sync_status()`` returns the daemon's status. Neither ever
-hangs: with no daemon both answer ``{"success": false, "error": "daemon_not_running", ...}``
-at once. The MCP SDK (v1 ``FastMCP`` or v2 ``MCPServer``) is an optional extra
+``sync_to_akosha(method, enable_fallback, timeout_seconds)`` asks the running daemon to
+drain now and returns what happened, or after ``timeout_seconds`` (default 60, at most
+600) what is still pending while the drain goes on in the daemon;
+``akosha_sync_status()`` returns the daemon's status. Neither ever hangs: with no daemon
+both answer ``{"success": false, "error": "daemon_not_running", ...}`` at once. The MCP
+SDK (v1 ``FastMCP`` or v2 ``MCPServer``) is an optional extra
 (``pip install 'akoshad[mcp]'``) so the daemon itself stays light. stdout is the MCP
 channel: logs go to stderr only.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import sys
 import time
@@ -26,14 +29,18 @@ from akoshad.errors import AkoshadError, DaemonNotRunning
 
 SDK_MISSING = "akoshad mcp needs the MCP SDK: pip install 'akoshad[mcp]'"
 PING_TIMEOUT = 1.5  # a live daemon answers `status` at once; a missing one fails at once
-SYNC_TIMEOUTS = 4  # a forced drain may take this many upload_timeout_seconds
+SYNC_TIMEOUT_DEFAULT = 60.0  # how long sync_to_akosha waits for the drain by default
+SYNC_TIMEOUT_MIN, SYNC_TIMEOUT_MAX = 1.0, 600.0  # what a caller may ask for (clamped)
 
 SYNC_DESCRIPTION = (
     "Upload what changed in the session-buddy memory store now and wait for it. The "
     "akoshad daemon already syncs by itself a few seconds after every write; this forces "
     "it. method: auto (the configured chain: S3 bucket, else the local outbox; memories "
     "over HTTP to Akosha when configured), cloud (bucket only) or http (memories to Akosha "
-    "only). enable_fallback: allow HTTP delivery of memories when the bucket is the target."
+    "only). enable_fallback: allow HTTP delivery of memories when the bucket is the target. "
+    "timeout_seconds (default 60, 1-600): how long to wait; a drain still running then goes "
+    "on in the daemon, and the answer says what is pending (follow it with "
+    "akosha_sync_status)."
 )
 STATUS_DESCRIPTION = (
     "The akoshad daemon's status: state, pending changes, last upload, counters, per-target "
@@ -151,13 +158,51 @@ def sync_result(reply: dict[str, Any], seconds: float, requested: str = "auto") 
     }
 
 
+def sync_timeout(requested: float | None) -> float:
+    """The wait a caller asked for, within ``SYNC_TIMEOUT_MIN`` .. ``SYNC_TIMEOUT_MAX``."""
+    if requested is None or requested != requested:  # None or NaN: the default
+        return SYNC_TIMEOUT_DEFAULT
+    return min(SYNC_TIMEOUT_MAX, max(SYNC_TIMEOUT_MIN, float(requested)))
+
+
+async def still_running(settings: Settings, seconds: float, started: float) -> dict[str, Any]:
+    """The answer when the wait is over before the drain: what is still pending (from a
+    quick ``status``) and how to follow it."""
+    pending: int | None = None
+    in_flight: int | None = None
+    state: str | None = None
+    with contextlib.suppress(ToolFailure):
+        st = await ask(settings, {"cmd": "status"}, PING_TIMEOUT, ToolFailure("", ""))
+        pending, in_flight, state = st.get("pending"), st.get("in_flight"), st.get("state")
+    what = (
+        f"{pending} change(s) pending, {in_flight} in flight"
+        if pending is not None
+        else "its progress is unknown (no status answer)"
+    )
+    return {
+        "success": False,
+        "error": "sync_timeout",
+        "still_running": True,
+        "state": state,
+        "pending": pending,
+        "in_flight": in_flight,
+        "duration_seconds": round(time.monotonic() - started, 3),
+        "message": f"the sync did not finish within {seconds:g} s and goes on in the daemon: "
+        f"{what}; follow it with akosha_sync_status",
+    }
+
+
 async def do_sync(
-    settings: Settings, method: str = "auto", enable_fallback: bool = True
+    settings: Settings,
+    method: str = "auto",
+    enable_fallback: bool = True,
+    timeout_seconds: float | None = SYNC_TIMEOUT_DEFAULT,
 ) -> dict[str, Any]:
     """``sync_to_akosha``: a quick ping (so a dead or wedged daemon fails fast), then the
-    drain with a generous deadline."""
+    drain, waited for at most ``timeout_seconds`` (clamped by ``sync_timeout``)."""
     started = time.monotonic()
     sock = settings.socket_path
+    seconds = sync_timeout(timeout_seconds)
     try:
         await ask(
             settings,
@@ -169,24 +214,18 @@ async def do_sync(
                 f"{PING_TIMEOUT:g} s; restart it (`systemctl --user restart akoshad`)",
             ),
         )
-        seconds = float(settings.cloud_sync.upload_timeout_seconds * SYNC_TIMEOUTS)
         payload = {
             "cmd": "sync",
             "wait": True,
             "method": method,
             "enable_fallback": enable_fallback,
         }
-        reply = await ask(
-            settings,
-            payload,
-            seconds,
-            ToolFailure(
-                "sync_timeout",
-                f"the sync did not finish within {seconds:g} s; it goes on in the daemon "
-                "(see akosha_sync_status)",
-            ),
-        )
+        reply = await ask(settings, payload, seconds, ToolFailure("sync_timeout", ""))
     except ToolFailure as failure:
+        if failure.result["error"] == "sync_timeout":
+            result = await still_running(settings, seconds, started)
+            logger.warning("sync_to_akosha: {}", result["message"])
+            return result
         logger.warning("sync_to_akosha: {}", failure)
         return failure.result
     result = sync_result(reply, time.monotonic() - started, method)
@@ -241,9 +280,11 @@ def build_server(settings: Settings) -> Any:
         ),
     )
     async def sync_to_akosha(
-        method: Literal["auto", "cloud", "http"] = "auto", enable_fallback: bool = True
+        method: Literal["auto", "cloud", "http"] = "auto",
+        enable_fallback: bool = True,
+        timeout_seconds: float = SYNC_TIMEOUT_DEFAULT,
     ) -> dict[str, Any]:
-        return await do_sync(settings, method, enable_fallback)
+        return await do_sync(settings, method, enable_fallback, timeout_seconds)
 
     @server.tool(  # type: ignore[untyped-decorator]
         name="akosha_sync_status",

@@ -391,10 +391,13 @@ class StateDB:
                         "DELETE FROM queue WHERE path = ? AND seq = ? AND state = 'in_flight'",
                         (item.path, item.seq),
                     )
+                    # changed while it was uploaded: what is still pending is at most as
+                    # old as the claim (no earlier than the row's last enqueue or retry time)
                     c.execute(
-                        "UPDATE queue SET state = 'pending', attempts = 0, last_error = NULL "
+                        "UPDATE queue SET state = 'pending', attempts = 0, last_error = NULL, "
+                        "first_seen = MIN(last_seen, MAX(first_seen, ?)) "
                         "WHERE path = ? AND state = 'in_flight'",
-                        (item.path,),
+                        (max(item.last_seen, item.next_attempt), item.path),
                     )
                 else:
                     c.execute(
@@ -433,8 +436,8 @@ class StateDB:
             lambda c: int(c.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
         )
 
-    async def oldest_pending(self) -> float | None:
-        """When the oldest change on the queue was first seen (epoch seconds), or None."""
+    async def oldest_queued(self) -> float | None:
+        """The earliest ``first_seen`` of any queued row (pending or in flight), or None."""
         return await self.transaction(
             lambda c: c.execute("SELECT MIN(first_seen) FROM queue").fetchone()[0]
         )

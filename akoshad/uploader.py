@@ -151,6 +151,7 @@ class Uploader:
         self.enable_deduplication = enable_deduplication
         self.retry_backoff = retry_backoff_seconds
         self.extras_hook = extras_hook
+        self._discard_failing = False  # the cleanup failed since the last success: say it once
 
     # ---- recovery ----------------------------------------------------------------------
     async def recover(self, targets: dict[str, Target]) -> None:
@@ -235,7 +236,13 @@ class Uploader:
             if keys:
                 await target.delete_keys(keys)
         except (TransientError, PermanentError) as exc:
-            logger.warning("could not remove objects of failed upload {}: {}", upload_id, exc)
+            # an outage fails every attempt's cleanup alike: WARNING once, then DEBUG until
+            # an upload or a cleanup succeeds (prune removes what is left behind)
+            level = "DEBUG" if self._discard_failing else "WARNING"
+            self._discard_failing = True
+            logger.log(level, "could not remove objects of failed upload {}: {}", upload_id, exc)
+            return
+        self._discard_failing = False
 
     # ---- capture -------------------------------------------------------------------------
     async def capture_all(
@@ -368,7 +375,6 @@ class Uploader:
                 prev = ledger.get(f.path)
                 if prev is not None and prev.sha256 == f.sha256 and self.enable_deduplication:
                     final_rows.append(_restat(prev, f.live, f.facts))
-                    report.deduplicated += 1
                     continue
                 changed_groups.add(cap.group)
                 compression: Compression = await asyncio.to_thread(
@@ -407,6 +413,8 @@ class Uploader:
                 StateDB.record_skipped(c, skipped)
 
             await self.state.transaction(refresh)
+            report.deduplicated = len(final_rows)  # captured, found unchanged, not sent
+            self.stats.counters.deduplicated += report.deduplicated
             await self._finish_items(done_items, retry_items, report)
             return
 
@@ -427,6 +435,9 @@ class Uploader:
         }
         await self.state.begin_upload(upload_id, target.name, target.name, plan)
         report.upload_id = upload_id
+        # every entry of this upload that points at an earlier upload's object: files not
+        # looked at (unchanged on disk) and captured files whose SHA-256 was unchanged
+        report.deduplicated = len(kept) + len(final_rows)
         extras: list[ExtraObject] = []
         try:
             # the extra objects (memories.json: a thread's work) are made while files go out;
@@ -494,6 +505,7 @@ class Uploader:
         self.stats.counters.bytes_sent += report.bytes_sent
         self.stats.counters.deduplicated += report.deduplicated
         self.stats.target(target.name).ok()
+        self._discard_failing = False
         self.stats.progressed()
         await self._finish_items(done_items, retry_items, report)
         logger.info(
@@ -501,7 +513,7 @@ class Uploader:
             upload_id,
             target.name,
             len(sent_rows),
-            len(kept) + len(final_rows),
+            report.deduplicated,
             len(report.deleted),
             report.bytes_sent,
         )

@@ -62,3 +62,14 @@ class Target(Protocol):
 
     async def delete_keys(self, keys: list[str]) -> None:
         """Delete these keys; missing ones are fine."""
+
+
+@runtime_checkable
+class ReadCheck(Protocol):
+    """A target with a read-only reachability check (S3: the bucket exists and the
+    credentials work). A writer calls ``check`` before its first write and again after any
+    failure, and writes nothing unless it succeeded: a missing bucket must be reported,
+    never created by a write (SeaweedFS creates one on PutObject)."""
+
+    async def check(self) -> None:
+        """Raise ``TransientError`` or ``PermanentError`` unless the target is usable."""

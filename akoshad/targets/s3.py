@@ -554,18 +554,21 @@ class S3Target:
             self.on_request(model.name)
 
     async def start(self, *, clean_up: bool = True) -> None:
-        """Open the client, check bucket and credentials; with ``clean_up``, abort the
-        multipart uploads a crash left under ``own_prefix``.
+        """Open the client, check bucket and credentials (``check``); with ``clean_up``,
+        abort the multipart uploads a crash left under ``own_prefix``."""
+        await self.check()
+        if clean_up:
+            await self.abort_leftover_uploads()
 
-        The check is a one-key listing, whose error replies carry a code (a HEAD's do not),
-        so bad credentials and a missing bucket are told apart.
-        """
+    async def check(self) -> None:
+        """A read-only check of bucket and credentials: a one-key listing, whose error
+        replies carry a code (a HEAD's do not), so bad credentials and a missing bucket are
+        told apart. It never creates anything: some servers (SeaweedFS) create a missing
+        bucket on the first write, so writers call this first (see ``ReadCheck``)."""
         await self._call(
             lambda c: c.list_objects_v2(Bucket=self.bucket, Prefix=self.own_prefix, MaxKeys=1),
             what="check the bucket",
         )
-        if clean_up:
-            await self.abort_leftover_uploads()
 
     async def close(self) -> None:
         stack, self._stack, self._client, self._pool = self._stack, None, None, None

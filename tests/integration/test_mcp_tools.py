@@ -129,12 +129,13 @@ async def test_tools_are_listed_with_their_schemas(tmp_path: Path) -> None:
     assert set(tools) == {"sync_to_akosha", "akosha_sync_status"}
     schema = tools["sync_to_akosha"]["inputSchema"]
     props = schema["properties"]
-    assert set(props) == {"method", "enable_fallback"}
+    assert set(props) == {"method", "enable_fallback", "timeout_seconds"}
+    assert props["timeout_seconds"]["default"] == 60  # bounded wait (1-600 s)
     assert props["method"]["enum"] == ["auto", "cloud", "http"]
     assert props["method"]["default"] == "auto"
     assert props["enable_fallback"]["type"] == "boolean"
     assert props["enable_fallback"]["default"] is True
-    assert not schema.get("required")  # both are optional
+    assert not schema.get("required")  # all are optional
     status_schema = tools["akosha_sync_status"]["inputSchema"]
     assert status_schema["type"] == "object" and not status_schema.get("properties")
     for tool in tools.values():

@@ -91,15 +91,24 @@ def test_ready_status_watchdog_reload_stopping(tmp_path: Path) -> None:
         notify.close()
 
 
+EMPTY_LISTING = (
+    b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult '
+    b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix></Prefix>'
+    b"<KeyCount>0</KeyCount><MaxKeys>1</MaxKeys><IsTruncated>false</IsTruncated>"
+    b"</ListBucketResult>"
+)
+
+
 class StalledServer:
-    """Accepts connections and never answers: an S3 endpoint that hangs."""
+    """An S3 endpoint that hangs: it answers the bucket check (a ListObjectsV2, so akoshad
+    goes on to write) with an empty listing and never answers anything else."""
 
     def __init__(self) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
-        self.conns: list[socket.socket] = []
+        self.conns: list[socket.socket] = []  # connections left hanging
         self._stop = threading.Event()
         self.sock.settimeout(0.2)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -109,9 +118,30 @@ class StalledServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-                self.conns.append(conn)
             except (TimeoutError, OSError):
                 continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buf = b""
+        try:
+            while not self._stop.is_set():
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                if not (head.startswith(b"GET ") and b"list-type=2" in head.split(b"\r\n")[0]):
+                    self.conns.append(conn)  # hang: never answered
+                    return
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
+                    + f"Content-Length: {len(EMPTY_LISTING)}\r\n\r\n".encode()
+                    + EMPTY_LISTING
+                )
+        except OSError:
+            return
 
     def close(self) -> None:
         self._stop.set()

@@ -235,7 +235,8 @@ def test_deletion_makes_an_upload_without_the_file(setup: Setup) -> None:
 
 def test_missing_data_dir_makes_no_upload(tmp_path: Path) -> None:
     s = Setup(tmp_path)
-    assert s.once().returncode == 0
+    res = s.once()
+    assert res.returncode == 1 and str(s.store) in res.stderr  # named, not "nothing changed"
     assert s.manifests() == []
 
 

@@ -93,7 +93,8 @@ def test_render_status() -> None:
         "bucket akosha-x does not exist",
         "circuit open",
         "primary",
-        "12 files, 2.0 KiB uploaded, 1.5 KiB sent, 4 deduplicated, 1 failures, 2 retries",
+        "12 files uploaded, 2.0 KiB file bytes captured, 1.5 KiB bytes sent, 4 deduplicated, "
+        "1 failures, 2 retries",
         "120 delivered to Akosha, 1 skipped (last error: HTTP 503)",
         "sessions/huge.db: larger than max_file_bytes",
     ):

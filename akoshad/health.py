@@ -1,0 +1,84 @@
+"""What makes akoshad unhealthy, in one place: the daemon's status, ``status --check``,
+``run --once`` and ``config check`` read these.
+
+Pure functions (``data_dir_problem`` does one ``stat``); no daemon state here.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+BEHIND_GRACE_SECONDS = 60.0
+
+# ``status --help``: what the counters mean (README "Status" says the same)
+STATUS_EPILOG = (
+    "Counters count since the daemon started. 'file bytes captured' (JSON "
+    "counters.bytes_uploaded): the size of the changed files as captured, before "
+    "compression; 'bytes sent' (counters.bytes_sent): what was written to the target, "
+    "after compression, plus manifests and memories.json; 'deduplicated': files an upload "
+    "carried over unchanged, pointing at an earlier upload's object. --check prints one "
+    "line and exits 0 when healthy, 1 when paused, degraded, waiting for data_dir or behind "
+    "(the oldest pending change is older than max_delay_seconds + 60 s), 3 with no daemon."
+)
+
+
+def data_dir_problem(data_dir: Path) -> str | None:
+    """One line when ``data_dir`` is missing or not a directory (nothing is backed up then),
+    else None."""
+    try:
+        st = os.stat(data_dir)
+    except FileNotFoundError:
+        return f"data_dir {data_dir} does not exist: waiting for it to appear, nothing is backed up"
+    except OSError as exc:
+        return f"data_dir {data_dir} cannot be read ({exc.strerror or exc}): nothing is backed up"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"data_dir {data_dir} is not a directory: nothing is backed up"
+    return None
+
+
+def warn_data_dir(data_dir: Path) -> None:
+    """``config check``: one line on stderr when ``data_dir`` is missing. The configuration
+    is still valid (the daemon waits for the directory), but nothing is backed up yet."""
+    problem = data_dir_problem(data_dir)
+    if problem:
+        print(f"akoshad: warning: {problem}", file=sys.stderr)
+
+
+def behind_after_seconds(
+    max_delay_seconds: float, min_upload_interval_seconds: float = 0.0
+) -> float:
+    """How old the oldest pending change may grow before the daemon counts as behind:
+    the longest a change may rightly wait (``max_delay_seconds`` in the debouncer, at most
+    one ``min_upload_interval_seconds``) plus a minute for the upload itself."""
+    return float(max_delay_seconds) + float(min_upload_interval_seconds) + BEHIND_GRACE_SECONDS
+
+
+def check_problems(status: Mapping[str, Any]) -> list[str]:
+    """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
+    paused, degraded, waiting for ``data_dir``, or behind."""
+    problems: list[str] = []
+    if status.get("paused") or status.get("state") == "paused":
+        problems.append("paused (akoshad resume restarts uploading)")
+    reason = status.get("degraded_reason")
+    if reason or status.get("state") == "degraded":
+        problems.append(f"degraded: {reason or 'a target is unavailable'}")
+    if status.get("waiting_for_data_dir"):
+        problems.append(f"waiting for data_dir {status.get('data_dir', '?')} to appear")
+    age = _number(status.get("oldest_pending_age_seconds"))
+    limit = _number(status.get("behind_after_seconds"))
+    if age is not None and limit is not None and age > limit:
+        problems.append(
+            f"behind: the oldest pending change is {age:.0f} s old (limit {limit:.0f} s)"
+        )
+    return problems
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

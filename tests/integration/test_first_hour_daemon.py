@@ -1,0 +1,293 @@
+"""The daemon in a new user's first hour: a mistyped bucket, a missing data_dir, a script
+asking whether all is well, counters that say what they count, and an MCP sync that gives
+an answer in bounded time. Subprocess daemons as users run them; SeaweedFS for S3."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from tests.faultproxy import FaultPlan, FaultProxy
+from tests.helpers import akoshad, base_env, manifests, start_daemon, stop_daemon, wait_for
+from tests.helpers import write_config as write_yaml
+from tests.integration.test_mcp_tools import call
+from tests.s3server import WeedServer
+from tests.storegen import make_store
+
+SYSTEM = "firsthour"
+
+
+class Rig:
+    """A store, a state, an outbox and a config in ``tmp``; ``cloud`` adds a bucket."""
+
+    def __init__(self, tmp: Path, data_dir: Path | None = None, **extra: Any) -> None:
+        self.tmp = tmp
+        self.store = data_dir or tmp / "store"
+        self.outbox = tmp / "outbox"
+        self.state = tmp / "state"
+        self.log = tmp / "daemon.log"
+        self.env = base_env(tmp / "home")
+        settings: dict[str, Any] = {
+            "data_dir": str(self.store),
+            "state_dir": str(self.state),
+            "local_target_dir": str(self.outbox),
+            "socket_path": str(tmp / "ak.sock"),
+            "debounce_seconds": 0.3,
+            "max_delay_seconds": 5,
+            "cloud_sync": {"system_id": SYSTEM},
+        }
+        settings.update(extra)
+        self.config = write_yaml(tmp / "config.yaml", **settings)
+
+    def cli(self, *args: str) -> Any:
+        return akoshad(*args, "--config", str(self.config), env=self.env)
+
+    def status(self) -> dict[str, Any]:
+        res = self.cli("status", "--json")
+        assert res.returncode == 0, res.stderr
+        return dict(json.loads(res.stdout))
+
+    def start(self) -> Any:
+        proc = start_daemon(self.config, self.env, self.log)
+        try:
+            wait_for(lambda: self.cli("status").returncode == 0, 40)
+        except BaseException:
+            stop_daemon(proc)
+            print(self.log.read_text())
+            raise
+        return proc
+
+
+# ---- 11.2: a mistyped bucket is reported, never created --------------------------------------
+def _bucket_exists(s3: WeedServer, bucket: str) -> bool:
+    client = s3.client()
+    names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    try:
+        client.head_bucket(Bucket=bucket)
+        headed = True
+    except ClientError:
+        headed = False
+    assert headed == (bucket in names)
+    return headed
+
+
+def test_missing_bucket_stays_degraded_and_is_never_created(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    typo = f"typo-{system_id}"
+    rig = Rig(tmp_path, cloud_sync=s3.cloud_sync(system_id, cloud_bucket=typo))
+    make_store(rig.store)
+    assert not _bucket_exists(s3, typo)
+    proc = rig.start()
+    try:
+        # the breaker opens for max(5 s, 4 x retry_backoff) = 5 s, then probes: watch for
+        # well over two open periods; every probe must be a read, never a write
+        seen: set[str] = set()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 14:
+            st = rig.status()
+            assert st["state"] == "degraded", st
+            cloud = st["targets"]["cloud"]
+            assert cloud["available"] is False
+            assert f"bucket {typo!r} does not exist" in cloud["last_error"]
+            seen.add(cloud["circuit"])
+            assert not _bucket_exists(s3, typo)
+            time.sleep(0.5)
+        assert "open" in seen
+        assert st["pending"] == 8
+        res = rig.cli("status", "--check")
+        assert res.returncode == 1 and "degraded" in res.stdout and typo in res.stdout
+        # the daemon kept probing: once the bucket is created, the next probe passes and
+        # the backup lands there without any command
+        s3.client().create_bucket(Bucket=typo)
+        wait_for(lambda: rig.status()["state"] == "idle", 40, interval=0.5)
+        keys = s3.client().list_objects_v2(Bucket=typo, Prefix=f"systems/{system_id}/")
+        assert any(o["Key"].endswith("/manifest.json") for o in keys.get("Contents", []))
+        assert rig.cli("status", "--check").returncode == 0
+    finally:
+        assert stop_daemon(proc) == 0
+    assert "could not remove objects" not in rig.log.read_text()
+
+
+# ---- 11.3: a missing data_dir is said plainly ------------------------------------------------
+def test_missing_data_dir_config_check_warns_and_run_once_fails(tmp_path: Path) -> None:
+    missing = tmp_path / "claude" / "dta"
+    rig = Rig(tmp_path, data_dir=missing)
+    res = rig.cli("config", "check")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("configuration ok")
+    (line,) = res.stderr.strip().splitlines()
+    assert "warning" in line and str(missing) in line and "does not exist" in line
+    res = rig.cli("run", "--once")
+    assert res.returncode == 1
+    assert str(missing) in res.stderr and "does not exist" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not rig.outbox.exists() or not any(rig.outbox.rglob("manifest.json"))
+
+
+def test_daemon_waiting_for_data_dir_says_so_then_backs_it_up(tmp_path: Path) -> None:
+    missing = tmp_path / "later"
+    rig = Rig(tmp_path, data_dir=missing)
+    proc = rig.start()
+    try:
+        st = rig.status()
+        assert st["waiting_for_data_dir"] is True
+        (warning,) = st["warnings"]
+        assert str(missing) in warning and "does not exist" in warning
+        human = rig.cli("status")
+        assert human.returncode == 0  # plain status: exit 0 whatever the state
+        assert f"WARNING    data_dir {missing} does not exist" in human.stdout
+        check = rig.cli("status", "--check")
+        assert check.returncode == 1
+        assert f"waiting for data_dir {missing} to appear" in check.stdout
+        make_store(missing)  # the daemon still waits for it, and backs it up once it is there
+        wait_for(lambda: manifests(rig.outbox, SYSTEM), 40, interval=0.3)
+        wait_for(lambda: rig.status()["pending"] == 0, 20, interval=0.3)
+        st = rig.status()
+        assert st["warnings"] == [] and st["waiting_for_data_dir"] is False
+        assert rig.cli("status", "--check").returncode == 0
+    finally:
+        assert stop_daemon(proc) == 0
+
+
+# ---- 11.10: status --check -------------------------------------------------------------------
+def test_status_check_exit_codes(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    make_store(rig.store)
+    res = rig.cli("status", "--check")
+    assert res.returncode == 3 and "not running" in res.stderr
+    proc = rig.start()
+    try:
+        wait_for(lambda: manifests(rig.outbox, SYSTEM) and rig.status()["pending"] == 0, 40)
+        res = rig.cli("status", "--check")
+        assert res.returncode == 0, res.stdout
+        assert res.stdout.strip() == "akoshad OK: idle, 0 pending"
+        assert rig.status()["oldest_pending_age_seconds"] is None
+        assert rig.cli("pause").returncode == 0
+        res = rig.cli("status", "--check")
+        assert res.returncode == 1 and "paused" in res.stdout
+        assert rig.cli("status").returncode == 0
+        res = rig.cli("status", "--check", "--json")
+        assert res.returncode == 1 and json.loads(res.stdout)["state"] == "paused"
+        # paused: a change waits, and status says for how long
+        (rig.store / "akosha_sync_state.json").write_text('{"n": 1}')
+        wait_for(lambda: rig.status()["pending"] == 1, 20)
+        time.sleep(1.5)
+        st = rig.status()
+        assert st["oldest_pending_age_seconds"] >= 1.0
+        assert st["behind_after_seconds"] == 5 + 60
+        assert rig.cli("resume").returncode == 0
+        wait_for(lambda: rig.status()["pending"] == 0, 20)
+        assert rig.cli("status", "--check").returncode == 0
+    finally:
+        assert stop_daemon(proc) == 0
+
+
+def test_status_check_says_behind(tmp_path: Path) -> None:
+    """A change that has waited longer than max_delay_seconds + 60 s: behind."""
+    rig = Rig(tmp_path)
+    make_store(rig.store)
+    assert rig.cli("run", "--once").returncode == 0
+    # a change seen 10 minutes ago still waits for its retry in an hour
+    con = sqlite3.connect(rig.state / "state.db")
+    with con:
+        con.execute(
+            "INSERT INTO queue (path, event, first_seen, last_seen, attempts, next_attempt, "
+            "last_error) VALUES ('activity.db', 'modified', ?, ?, 3, ?, 'target down')",
+            (time.time() - 600, time.time() - 600, time.time() + 3600),
+        )
+    con.close()
+    proc = rig.start()
+    try:
+        st = rig.status()
+        assert st["state"] == "idle" and st["pending"] == 1
+        assert 600 <= st["oldest_pending_age_seconds"] < 700
+        res = rig.cli("status", "--check")
+        assert res.returncode == 1
+        assert "behind: the oldest pending change is 6" in res.stdout and "limit 65 s" in res.stdout
+        assert rig.cli("status").returncode == 0
+    finally:
+        assert stop_daemon(proc) == 0
+
+
+# ---- 11.11: counters -------------------------------------------------------------------------
+def test_deduplicated_counts_every_file_carried_over(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    make_store(rig.store)
+    assert rig.cli("run", "--once").returncode == 0
+    (first,) = manifests(rig.outbox, SYSTEM)
+    proc = rig.start()
+    try:
+        (rig.store / "akosha_sync_state.json").write_text('{"last_sync": 1}')
+        wait_for(lambda: len(manifests(rig.outbox, SYSTEM)) == 2, 30)
+        wait_for(lambda: rig.status()["counters"]["files_uploaded"] == 1, 10)
+        counters = rig.status()["counters"]
+        # 8 files in the store: 1 sent, 7 carried over, pointing at the first upload
+        assert counters["deduplicated"] == 7
+        assert len(first["metadata"]["files"]) == 8
+        human = rig.cli("status").stdout
+        assert "1 files uploaded" in human and "7 deduplicated" in human
+        assert "file bytes captured" in human and "bytes sent" in human
+        help_text = rig.cli("status", "--help").stdout
+        assert "file bytes captured" in help_text and "bytes sent" in help_text
+    finally:
+        assert stop_daemon(proc) == 0
+
+
+# ---- 11.13: sync_to_akosha answers in bounded time ---------------------------------------------
+@pytest.mark.slow
+async def test_mcp_sync_gives_up_waiting_and_says_what_is_pending(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    proxy = FaultProxy(s3.endpoint).start()
+    rig = Rig(
+        tmp_path,
+        cloud_sync=s3.cloud_sync(system_id, cloud_endpoint=proxy.url),
+        debounce_seconds=60,  # only the tool's sync uploads the change below
+        max_delay_seconds=120,
+        drain_deadline_seconds=2,
+    )
+    make_store(rig.store)
+    proc = rig.start()
+    try:
+        wait_for(lambda: rig.status()["last_upload"] and rig.status()["pending"] == 0, 40)
+        # the bucket's server now takes 8 s to fail each request: the drain takes far
+        # longer than the 2 s the tool is asked to wait
+        proxy.set_plan(FaultPlan(stall=1.0, stall_seconds=8))
+        (rig.store / "akosha_sync_state.json").write_text('{"last_sync": 2}')
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "akoshad", "mcp", "--config", str(rig.config)],
+            env=rig.env,
+        )
+        with (tmp_path / "mcp.log").open("a") as errlog:
+            async with (
+                stdio_client(params, errlog=errlog) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                t0 = time.monotonic()
+                result = await asyncio.wait_for(
+                    call(session, "sync_to_akosha", {"timeout_seconds": 2}), 30
+                )
+                took = time.monotonic() - t0
+        print(f"\nsync_to_akosha gave up after {took:.2f} s: {result}")
+        assert took < 10
+        assert result["success"] is False and result["error"] == "sync_timeout"
+        assert result["still_running"] is True and result["pending"] >= 1
+        assert "akosha_sync_status" in result["message"]
+        assert "within 2 s" in result["message"]
+    finally:
+        proxy.set_plan(FaultPlan())
+        stop_daemon(proc)
+        proxy.stop()

@@ -1,0 +1,234 @@
+"""What status says and what makes it unhealthy: the pure parts of ``status`` /
+``status --check``, the oldest pending change, the counters' meaning, one warning per
+outage for the cleanup of failed uploads, and the MCP sync's bounded wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from akoshad.client_cli import check_line, render_status
+from akoshad.config import load_settings
+from akoshad.debounce import Debouncer
+from akoshad.errors import TransientError
+from akoshad.health import (
+    STATUS_EPILOG,
+    behind_after_seconds,
+    check_problems,
+    data_dir_problem,
+    warn_data_dir,
+)
+from akoshad.mcp_tools import SYNC_TIMEOUT_DEFAULT, SYNC_TIMEOUT_MAX, sync_timeout
+from akoshad.snapshot import Snapshotter
+from akoshad.state import StateDB
+from akoshad.stats import Stats
+from akoshad.targets.base import Compression, StoredObject
+from akoshad.targets.local import LocalTarget
+from akoshad.uploader import Uploader
+
+HEALTHY: dict[str, Any] = {
+    "state": "idle",
+    "paused": False,
+    "degraded_reason": None,
+    "pending": 0,
+    "data_dir": "/d",
+    "warnings": [],
+    "waiting_for_data_dir": False,
+    "oldest_pending_age_seconds": None,
+    "behind_after_seconds": 120.0,
+}
+
+
+# ---- data_dir ----------------------------------------------------------------------------
+def test_data_dir_problem_names_the_directory(tmp_path: Path) -> None:
+    assert data_dir_problem(tmp_path) is None
+    missing = tmp_path / "typo" / "data"
+    problem = data_dir_problem(missing)
+    assert problem is not None and str(missing) in problem and "does not exist" in problem
+    (tmp_path / "file").write_text("x")
+    problem = data_dir_problem(tmp_path / "file")
+    assert problem is not None and "not a directory" in problem
+
+
+def test_config_check_warning_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warn_data_dir(tmp_path)
+    assert capsys.readouterr().err == ""
+    warn_data_dir(tmp_path / "nope")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("akoshad: warning: data_dir ")
+    assert str(tmp_path / "nope") in err
+
+
+# ---- status --check ----------------------------------------------------------------------
+def test_behind_threshold_adds_the_upload_interval() -> None:
+    assert behind_after_seconds(60) == 120.0
+    assert behind_after_seconds(60, 30) == 150.0  # min_upload_interval_seconds, once it exists
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"state": "paused", "paused": True}, "paused"),
+        ({"state": "degraded", "degraded_reason": "cloud: bucket 'x' does not exist"}, "x"),
+        (
+            {"waiting_for_data_dir": True, "warnings": ["data_dir /d does not exist"]},
+            "waiting for data_dir /d",
+        ),
+        ({"oldest_pending_age_seconds": 121.0, "pending": 1}, "behind"),
+    ],
+)
+def test_check_fails_for_each_problem(change: dict[str, Any], needle: str) -> None:
+    settings = load_settings(environ={"HOME": "/nonexistent"})
+    assert check_problems(HEALTHY) == []
+    assert check_line(HEALTHY, settings) == (0, "akoshad OK: idle, 0 pending")
+    status = {**HEALTHY, **change}
+    problems = check_problems(status)
+    assert len(problems) == 1 and needle in problems[0]
+    code, line = check_line(status, settings)
+    assert code == 1 and line.startswith("akoshad UNHEALTHY: ") and needle in line
+
+
+def test_check_not_behind_within_the_limit() -> None:
+    assert check_problems({**HEALTHY, "oldest_pending_age_seconds": 119.0, "pending": 3}) == []
+
+
+def test_check_of_an_older_daemon_uses_the_configured_limit() -> None:
+    settings = load_settings(environ={"HOME": "/nonexistent"}, overrides={"max_delay_seconds": 10})
+    old = {k: v for k, v in HEALTHY.items() if k != "behind_after_seconds"}
+    assert check_line({**old, "oldest_pending_age_seconds": 69.0}, settings)[0] == 0
+    assert check_line({**old, "oldest_pending_age_seconds": 71.0}, settings)[0] == 1
+
+
+def test_render_status_says_the_wait_and_names_the_counters() -> None:
+    st = {
+        **HEALTHY,
+        "warnings": ["data_dir /x/typo does not exist: waiting for it to appear"],
+        "counters": {"files_uploaded": 3, "bytes_uploaded": 30 * 2**20, "bytes_sent": 40 * 2**20},
+    }
+    text = render_status(st, now=time.time())
+    assert "WARNING    data_dir /x/typo does not exist: waiting for it to appear" in text
+    assert "30.0 MiB file bytes captured, 40.0 MiB bytes sent" in text
+    assert " uploaded, " not in text.replace("files uploaded, ", "")
+    for words in ("file bytes captured", "bytes sent", "deduplicated", "--check"):
+        assert words in STATUS_EPILOG
+
+
+# ---- the oldest pending change ------------------------------------------------------------
+def test_debouncer_oldest_is_the_first_event_of_the_longest_waiting_path() -> None:
+    d = Debouncer(2, 60)
+    assert d.oldest() is None
+    d.touch("a", "modified", 10.0)
+    d.touch("b", "modified", 5.0)
+    d.touch("b", "modified", 11.0)
+    assert d.oldest() == 5.0
+    d.due(20.0)
+    assert d.oldest() is None
+
+
+async def test_a_row_changed_during_its_upload_is_as_old_as_that_upload(tmp_path: Path) -> None:
+    db = StateDB(tmp_path / "state.db")
+    await db.open()
+    try:
+        await db.enqueue([("wal", "modified")], now=100.0)
+        assert await db.oldest_queued() == 100.0
+        (first,) = await db.claim(now=101.0)
+        await db.enqueue([("wal", "modified")], now=150.0)  # written while it was sent
+        await db.release([first], retry_at=None)
+        (second,) = await db.claim(now=151.0)
+        await db.enqueue([("wal", "modified")], now=200.0)  # and again
+        await db.release([second], retry_at=None)
+        # what waits now was written after the second claim, not at 100 s
+        assert await db.oldest_queued() == 150.0
+        (third,) = await db.claim(now=201.0)
+        await db.release([third], retry_at=None)
+        assert await db.oldest_queued() is None
+    finally:
+        await db.close()
+
+
+# ---- the cleanup of failed uploads: one warning per outage ---------------------------------
+class FlakyTarget(LocalTarget):
+    """A local target that can be taken down: every request then fails as a dead server's."""
+
+    down = False
+
+    def _fail(self) -> None:
+        if self.down:
+            raise TransientError("cannot reach the target")
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        self._fail()
+        return await super().put_file(key, source, compression)
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+        self._fail()
+        async for key in super().list_keys(prefix):
+            yield key
+
+
+@pytest.fixture
+def records() -> Iterator[list[tuple[str, str]]]:
+    out: list[tuple[str, str]] = []
+    sink = logger.add(
+        lambda m: out.append((m.record["level"].name, m.record["message"])), level="DEBUG"
+    )
+    yield out
+    logger.remove(sink)
+
+
+async def test_cleanup_failure_warns_once_per_outage(
+    tmp_path: Path, records: list[tuple[str, str]]
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    target = FlakyTarget(tmp_path / "outbox")
+    await target.start()
+    uploader = Uploader(
+        state=state,
+        snapshotter=Snapshotter(store, tmp_path / "state" / "staging"),
+        system_id="s",
+        stats=Stats(),
+    )
+
+    async def attempt(content: str) -> str | None:
+        (store / "a.json").write_text(content)
+        await state.enqueue([("a.json", "modified")])
+        report = await uploader.drain_once(target, now=time.time() + 3600)
+        assert report is not None
+        return report.error
+
+    def cleanup_lines() -> list[str]:
+        return [lvl for lvl, msg in records if msg.startswith("could not remove objects")]
+
+    try:
+        target.down = True
+        for i in range(3):
+            assert await attempt(f"{i}") == "cannot reach the target"
+        assert cleanup_lines() == ["WARNING", "DEBUG", "DEBUG"]
+        target.down = False
+        assert await attempt("up") is None  # a success ends the outage
+        target.down = True
+        assert await attempt("down again") is not None
+        assert cleanup_lines() == ["WARNING", "DEBUG", "DEBUG", "WARNING"]
+    finally:
+        await target.close()
+        await state.close()
+
+
+# ---- sync_to_akosha's wait -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("asked", "waits"),
+    [(None, SYNC_TIMEOUT_DEFAULT), (5, 5.0), (0, 1.0), (-3, 1.0), (10**6, SYNC_TIMEOUT_MAX)],
+)
+def test_sync_timeout_is_bounded(asked: float | None, waits: float) -> None:
+    assert sync_timeout(asked) == waits
+    assert SYNC_TIMEOUT_DEFAULT == 60.0 and SYNC_TIMEOUT_MAX <= 600.0
