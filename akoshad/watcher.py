@@ -136,12 +136,13 @@ class StoreWatcher:
     def set_filter(self, flt: PathFilter) -> None:
         self.flt = flt
 
-    async def _wait_for_dir(self) -> os.stat_result | None:
+    async def _wait_for_dir(self) -> tuple[os.stat_result, bool] | None:
+        """The directory's stat once it exists, and whether it had to be waited for."""
         announced = False
         while not self.stop.is_set():
             st = await asyncio.to_thread(_dir_stat, self.data_dir)
             if st is not None:
-                return st
+                return st, announced
             if not announced:
                 logger.info("waiting for {} to appear", self.data_dir)
                 announced = True
@@ -153,10 +154,11 @@ class StoreWatcher:
         """Watch until ``stop`` is set."""
         need_reset = not first_reset_done
         while not self.stop.is_set():
-            st = await self._wait_for_dir()
-            if st is None:
+            found = await self._wait_for_dir()
+            if found is None:
                 return
-            if need_reset:
+            st, waited = found
+            if need_reset or waited:  # files written before the watch began: reconcile
                 result = self.on_reset()
                 if asyncio.isfuture(result) or asyncio.iscoroutine(result):
                     await result
