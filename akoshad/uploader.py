@@ -453,7 +453,11 @@ class Uploader:
                 system_id=self.system_id,
                 upload_id=upload_id,
                 entries=entries,
-                skipped={**await self.state.skipped(), **report.skipped},
+                skipped={
+                    **await self.state.skipped(),
+                    **report.skipped,
+                    **{p: r for cap in captured for p, r in cap.refused},
+                },
                 conversation_count=sum(x.conversation_count for x in extras),
                 has_memories=any(x.name == "memories.json" for x in extras),
             )
