@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from akoshad.compress import DecodeError, Decoder
 from akoshad.config import Settings
 from akoshad.destdir import DestError, FileSink, open_dest, parent_dir
@@ -86,6 +88,23 @@ async def load_manifest(target: Target, system_id: str, upload_id: str) -> dict[
     except ManifestError as exc:
         raise RestoreError(f"manifest of upload {upload_id} is invalid: {exc}") from None
     return dict(manifest)
+
+
+async def newest_valid_manifest(
+    target: Target, system_id: str
+) -> tuple[str, dict[str, Any]] | None:
+    """The newest upload not dated in the future whose manifest is valid, with that
+    manifest; a malformed newer one is skipped with a warning (older ones serve)."""
+    uploads = await list_uploads(target, system_id)
+    for upload_id in reversed(uploads):
+        if in_future(upload_id):
+            logger.warning("ignoring upload {}: it is dated in the future", upload_id)
+            continue
+        try:
+            return upload_id, await load_manifest(target, system_id, upload_id)
+        except RestoreError as exc:
+            logger.warning("ignoring upload {}: {}", upload_id, exc)
+    return None
 
 
 def _damaged(entry: FileEntry, why: str) -> IntegrityError:

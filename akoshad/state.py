@@ -92,6 +92,10 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # 1 -> 2: the permission bits of each file at capture (restored as captured)
+    """
+    ALTER TABLE ledger ADD COLUMN mode INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -163,6 +167,7 @@ class LedgerEntry:
     compression: str
     kind: str
     upload_id: str
+    mode: int | None = None  # permission bits at capture; None when not known
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,7 @@ class UploadRecord:
 
 _LEDGER_COLS = (
     "target, path, group_path, size, live_size, mtime_ns, ctime_ns, inode, sha256, key, name, "
-    "stored_size, compression, kind, upload_id"
+    "stored_size, compression, kind, upload_id, mode"
 )
 _QUEUE_COLS = "path, event, first_seen, last_seen, seq, attempts, next_attempt, state, last_error"
 _UPLOAD_COLS = (
@@ -442,7 +447,7 @@ class StateDB:
         """Inside a transaction: upsert entries and delete removed paths for ``target``."""
         c.executemany(
             f"INSERT OR REPLACE INTO ledger ({_LEDGER_COLS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     target,
@@ -460,6 +465,7 @@ class StateDB:
                     e.compression,
                     e.kind,
                     e.upload_id,
+                    e.mode,
                 )
                 for e in entries
             ],
