@@ -15,6 +15,8 @@ import pytest
 
 from akoshad.layout import MAX_MANIFEST_BYTES
 from tests.integration.test_pipeline_local import SYSTEM, Setup
+from tests.integration.test_pipeline_s3 import S3Setup
+from tests.s3server import WeedServer
 from tests.storegen import make_store
 
 MARKER = b"OUTSIDE-MARKER-must-never-leave"
@@ -335,3 +337,40 @@ def test_upload_dated_in_the_future_is_not_latest(setup: Setup, tmp_path: Path) 
     res = setup.cli("verify")
     assert res.returncode == 1
     assert "29991231T000000000000Z-abcdef: dated in the future" in res.stdout
+
+
+# ---- the same on S3 ------------------------------------------------------------------------
+
+
+def test_s3_damaged_object_and_bomb_are_named_and_bounded(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """On S3: a flipped object is named with its key while the other files are verified;
+    a bomb under its declared size stops restore before it writes more than that."""
+    s = S3Setup(tmp_path, s3, system_id)
+    (s.store / "sessions").mkdir(parents=True)
+    (s.store / "sessions" / "x.json").write_text('{"session": "x"}' * 50)
+    (s.store / "a.json").write_text('{"a": 1}' * 50)
+    assert s.once().returncode == 0
+    (manifest,) = s.manifests()
+    entry = _entry(manifest, "a.json")
+    client = s3.client()
+    data = bytearray(client.get_object(Bucket=s3.bucket, Key=entry["key"])["Body"].read())
+    for i in range(12, len(data) - 8):
+        data[i] ^= 0x5A
+    client.put_object(Bucket=s3.bucket, Key=entry["key"], Body=bytes(data))
+    res = s.cli("verify")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"a.json: object {entry['key']} is damaged" in res.stdout
+    assert "1 file(s) verified, 1 problem(s)" in res.stdout
+
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+    client.put_object(Bucket=s3.bucket, Key=entry["key"], Body=bomb)
+    entry["stored_size"] = len(bomb)
+    key = f"systems/{system_id}/uploads/{manifest['metadata']['upload_id']}/manifest.json"
+    client.put_object(Bucket=s3.bucket, Key=key, Body=json.dumps(manifest).encode())
+    dest = tmp_path / "dest"
+    res = s.cli("restore", "--latest", "--dest", str(dest))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "decodes to more than its declared 400 bytes" in res.stderr + res.stdout
+    assert not [p for p in dest.rglob("*") if p.name.startswith(".akoshad-restore-")]
