@@ -350,6 +350,7 @@ class Uploader:
             else:
                 captured.append(result)
                 report.captures.append(result)
+                report.skipped.update(result.refused)  # side files left out (a linked WAL)
                 done_items.append(item)
                 new_paths = {f.path for f in result.files}
                 removed.extend(e.path for e in old if e.path not in new_paths)
@@ -454,11 +455,7 @@ class Uploader:
                 system_id=self.system_id,
                 upload_id=upload_id,
                 entries=entries,
-                skipped={
-                    **await self.state.skipped(),
-                    **report.skipped,
-                    **{p: r for cap in captured for p, r in cap.refused},
-                },
+                skipped={**await self.state.skipped(), **report.skipped},
                 conversation_count=sum(x.conversation_count for x in extras),
                 has_memories=any(x.name == "memories.json" for x in extras),
             )
