@@ -35,7 +35,7 @@ from akoshad.fileio import (
     resolve_under,
     write_sparse,
 )
-from akoshad.storefiles import DUCKDB_MAGIC, SQLITE_MAGIC, FileKind
+from akoshad.storefiles import FileKind, kind_of_head
 
 STABLE_ATTEMPTS = 8
 # Plain files at least this big are hashed and sent where they lie instead of copied.
@@ -156,12 +156,7 @@ def detect_kind(real: Path) -> FileKind:
     """DuckDB has ``DUCK`` at bytes 8-12; SQLite starts with its header; else a plain file.
     ``real`` is opened without following a symlink."""
     with open_resolved(real) as fh:
-        head = fh.read(16)
-    if head.startswith(SQLITE_MAGIC):
-        return "sqlite"
-    if head[8:12] == DUCKDB_MAGIC:
-        return "duckdb"
-    return "file"
+        return kind_of_head(fh.read(16))
 
 
 def copy_hashing(src: Path, dst: Path) -> tuple[int, str]:
