@@ -121,26 +121,34 @@ def encoded_chunks(
             yield comp.flush()
 
 
+class DecodeError(ValueError):
+    """Stored bytes that do not decode (a damaged or forged object)."""
+
+
 class Decoder:
-    """Incremental decoder of stored bytes back to the plaintext."""
+    """Incremental decoder of stored bytes back to the plaintext. Every decoding failure
+    (zlib's or ISA-L's) is a ``DecodeError``."""
 
     def __init__(self, compression: str) -> None:
         if compression not in ("gzip", "none"):
-            raise ValueError(f"unknown compression {compression!r}")
+            raise DecodeError(f"unknown compression {compression!r}")
         self._d = _fast_zlib.decompressobj(31) if compression == "gzip" else None
 
     def feed(self, data: bytes) -> bytes:
-        return data if self._d is None else self._d.decompress(data)
+        return b"".join(self.feed_iter(data))
 
     def feed_iter(self, data: bytes, max_out: int = READ_CHUNK) -> Iterator[bytes]:
         """Decode ``data`` in pieces of at most ``max_out`` bytes (bounded memory even for
-        highly compressed input)."""
+        highly compressed input: the caller can stop between pieces)."""
         if self._d is None:
             yield data
             return
         buf = data
         while buf:
-            out = self._d.decompress(buf, max_out)
+            try:
+                out = self._d.decompress(buf, max_out)
+            except Exception as exc:  # zlib.error, isal's IsalError: all mean damaged
+                raise DecodeError(_describe(exc)) from None
             if out:
                 yield out
             buf = self._d.unconsumed_tail
@@ -148,10 +156,17 @@ class Decoder:
     def finish(self) -> bytes:
         if self._d is None:
             return b""
-        tail: bytes = self._d.flush()
+        try:
+            tail: bytes = self._d.flush()
+        except Exception as exc:
+            raise DecodeError(_describe(exc)) from None
         if not self._d.eof:
-            raise ValueError("truncated gzip stream")
+            raise DecodeError("truncated gzip stream")
         return tail
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def fsync_dir(path: Path) -> None:

@@ -28,9 +28,10 @@ from typing import Any
 
 import akoshad
 from akoshad.config import Settings
+from akoshad.destdir import DestError, open_dest
 from akoshad.errors import AkoshadError, PermanentError, TransientError
 from akoshad.layout import FileEntry, entries_of
-from akoshad.restore import RestoreError, fetch_entry, list_uploads, load_manifest, safe_relative
+from akoshad.restore import RestoreError, fetch_entry, list_uploads, load_manifest, sink_for
 from akoshad.state import STATE_FILE
 from akoshad.targets import Target, make_target
 from akoshad.throttle import DrillReader, TokenBucket
@@ -149,10 +150,31 @@ async def restore_all(
         result.problems.append(f"manifest of {upload_id}: {exc}")
         return []
     restored: list[FileEntry] = []
+    dest_fd = await asyncio.to_thread(open_dest, root)
+    try:
+        await _restore_entries(target, entries, dest_fd, result, restored)
+    finally:
+        os.close(dest_fd)
+    return restored
+
+
+async def _restore_entries(
+    target: Target,
+    entries: list[FileEntry],
+    dest_fd: int,
+    result: DrillResult,
+    restored: list[FileEntry],
+) -> None:
     for entry in entries:
         try:
-            dest = root.joinpath(*safe_relative(entry.path).parts)
-            size, _sha = await fetch_entry(target, entry, dest)
+            sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
+            try:
+                size, _sha = await fetch_entry(target, entry, sink)
+            finally:
+                os.close(sink.dir_fd)
+        except DestError as exc:
+            result.problems.append(f"{entry.path}: {exc}")
+            continue
         except AkoshadError as exc:
             if isinstance(exc, TransientError | PermanentError):
                 result.problems.append(f"{entry.path}: drill stopped, {target.name}: {exc}")
@@ -165,7 +187,6 @@ async def restore_all(
         restored.append(entry)
         result.files += 1
         result.bytes += size
-    return restored
 
 
 def worker_spec(entries: list[FileEntry]) -> list[dict[str, Any]]:

@@ -1,10 +1,13 @@
-"""Reading files in chunks without reading their holes (sparse files stay cheap)."""
+"""Reading files in chunks without reading their holes (sparse files stay cheap), and
+opening files under a root without following a symlink out of it."""
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 1024 * 1024
@@ -95,3 +98,50 @@ def write_sparse(fh: BinaryIO, data: bytes) -> None:
         fh.seek(CHUNK, os.SEEK_CUR)
     else:
         fh.write(data)
+
+
+class LinkRefused(OSError):
+    """A path names a symlink (or leads through one) where none may be followed."""
+
+
+_PROC_FD = Path("/proc/self/fd")
+OUTSIDE = "symlink points outside data_dir"
+
+
+def resolve_under(root_real: Path, path: Path) -> Path:
+    """``path`` with every symlink resolved; LinkRefused when that leaves ``root_real``
+    (itself resolved)."""
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(root_real):
+        raise LinkRefused(errno.ELOOP, OUTSIDE, str(path))
+    return real
+
+
+def open_resolved(real: Path) -> BinaryIO:
+    """Open the regular file ``real`` (a path ``resolve_under`` returned) for reading without
+    following any symlink: ``O_NOFOLLOW`` catches a link swapped in for the file, and the
+    descriptor's own path (``/proc/self/fd``) must still be ``real``, which catches a
+    directory on the way swapped for a link after the check."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(real, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LinkRefused(errno.ELOOP, "became a symlink while being read", str(real)) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LinkRefused(errno.EINVAL, "not a regular file", str(real))
+        if _PROC_FD.is_dir():
+            opened = os.readlink(_PROC_FD / str(fd))
+            if opened.endswith(" (deleted)"):
+                raise FileNotFoundError(errno.ENOENT, "removed while being opened", str(real))
+            if opened != str(real):
+                raise LinkRefused(
+                    errno.ELOOP, "a directory on its path became a symlink", str(real)
+                )
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

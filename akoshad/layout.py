@@ -28,6 +28,18 @@ RESERVED_NAMES = frozenset({MANIFEST_NAME, MEMORIES_NAME})
 MANIFEST_VERSION = "1.0"
 _NAME_MAX = 180
 KINDS = ("duckdb", "duckdb-wal", "sqlite", "file")
+COMPRESSIONS = ("gzip", "none")
+# A manifest larger than this is refused before it is parsed (a million entries take
+# ~400 MB as JSON; this bounds what a hostile target can make a reader allocate).
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+# Upload ids dated this far ahead of the clock still count as "now" (clock skew).
+FUTURE_SKEW = timedelta(minutes=5)
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_KEY_RE = re.compile(r"^systems/[A-Za-z0-9_-]{1,100}/uploads/[A-Za-z0-9_.-]{1,100}/[^/]+$")
+
+
+class ManifestError(ValueError):
+    """A manifest's ``metadata.files`` cannot be trusted (one clear reason)."""
 
 
 def system_prefix(system_id: str) -> str:
@@ -98,6 +110,7 @@ class FileEntry:
     compression: str
     kind: str
     facts: Facts | None = None  # what the capture established (rows, json_ok); optional
+    mode: int | None = None  # permission bits at capture (absent in older manifests)
 
 
 def _entry_dict(entry: FileEntry) -> dict[str, Any]:
@@ -105,6 +118,8 @@ def _entry_dict(entry: FileEntry) -> dict[str, Any]:
     del out["facts"]
     if entry.facts is not None:
         out.update(entry.facts.as_fields())
+    if entry.mode is None:
+        del out["mode"]
     return out
 
 
@@ -126,13 +141,17 @@ def build_manifest(
     if has_memories:
         names.append(MEMORIES_NAME)
     compressed = any(e.compression == "gzip" for e in stored_here)
+    stored = {e.path for e in entries}
     metadata: dict[str, Any] = {
         "system_id": system_id,
         "upload_id": upload_id,
         "uploader": "akoshad",
         "akoshad_version": __version__,
         "files": [_entry_dict(e) for e in sorted(entries, key=lambda e: e.path)],
-        "skipped": [{"path": p, "reason": r} for p, r in sorted(skipped.items())],
+        # a path is either stored or skipped: a stale skip of a file stored now is dropped
+        "skipped": [
+            {"path": p, "reason": r} for p, r in sorted(skipped.items()) if p not in stored
+        ],
     }
     if extra_metadata:
         metadata.update(extra_metadata)
@@ -203,23 +222,99 @@ def validate_manifest(manifest: Any, now: datetime | None = None) -> list[str]:
 
 
 def entries_of(manifest: dict[str, Any]) -> list[FileEntry]:
-    """The ``metadata.files`` of a manifest as ``FileEntry`` objects (validated shape)."""
-    out: list[FileEntry] = []
-    for raw in manifest.get("metadata", {}).get("files", []):
-        out.append(
-            FileEntry(
-                path=str(raw["path"]),
-                name=str(raw["name"]),
-                key=str(raw["key"]),
-                size=int(raw["size"]),
-                sha256=str(raw["sha256"]),
-                stored_size=int(raw["stored_size"]),
-                compression=str(raw["compression"]),
-                kind=str(raw["kind"]),
-                facts=Facts.from_fields(raw),
-            )
-        )
+    """The ``metadata.files`` of a manifest as ``FileEntry`` objects, all validated at once:
+    ManifestError names the first entry that cannot be trusted (a missing or mistyped
+    field, an unsafe or duplicate path, a path that is also another's directory)."""
+    metadata = manifest.get("metadata", {})
+    raw_files = metadata.get("files", []) if isinstance(metadata, dict) else None
+    if not isinstance(raw_files, list):
+        raise ManifestError("metadata.files is not a list")
+    out = [_parse_entry(i, raw) for i, raw in enumerate(raw_files)]
+    seen: set[str] = set()
+    for entry in out:
+        if entry.path in seen:
+            raise ManifestError(f"path {entry.path!r} is listed twice")
+        seen.add(entry.path)
+    for entry in out:
+        parts = entry.path.split("/")
+        for n in range(1, len(parts)):
+            parent = "/".join(parts[:n])
+            if parent in seen:
+                raise ManifestError(f"{parent!r} is listed as a file and as a directory")
     return out
+
+
+def _field(raw: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    value = raw.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ManifestError(f"{where}: {name} is missing or not a {kind.__name__}")
+    return value
+
+
+def _parse_entry(index: int, raw: Any) -> FileEntry:
+    """One ``metadata.files`` item, checked field by field."""
+    where = f"metadata.files[{index}]"
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where} is not an object")
+    path = _field(raw, "path", str, where)
+    check_store_path(path, where)
+    where = f"{where} ({path!r})"
+    entry = FileEntry(
+        path=path,
+        name=_field(raw, "name", str, where),
+        key=_field(raw, "key", str, where),
+        size=_field(raw, "size", int, where),
+        sha256=_field(raw, "sha256", str, where),
+        stored_size=_field(raw, "stored_size", int, where),
+        compression=_field(raw, "compression", str, where),
+        kind=_field(raw, "kind", str, where),
+        mode=None if raw.get("mode") is None else _field(raw, "mode", int, where),
+        facts=Facts.from_fields(raw),
+    )
+    if not NAME_RE.match(entry.name) or ".." in entry.name:
+        raise ManifestError(f"{where}: bad object name {entry.name!r}")
+    if not _KEY_RE.match(entry.key) or ".." in entry.key.split("/"):
+        raise ManifestError(f"{where}: bad object key {entry.key!r}")
+    if entry.size < 0 or entry.stored_size < 0:
+        raise ManifestError(f"{where}: negative size")
+    if not _SHA256_RE.match(entry.sha256):
+        raise ManifestError(f"{where}: sha256 is not 64 lowercase hex digits")
+    if entry.compression not in COMPRESSIONS:
+        raise ManifestError(f"{where}: unknown compression {entry.compression!r}")
+    if entry.kind not in KINDS:
+        raise ManifestError(f"{where}: unknown kind {entry.kind!r}")
+    if entry.mode is not None and not 0 <= entry.mode <= 0o777:
+        raise ManifestError(f"{where}: mode {entry.mode} is not permission bits")
+    return entry
+
+
+def check_store_path(path: str, where: str = "manifest") -> None:
+    """A store path safe to write under a directory: relative, no ``.``/``..``/empty part,
+    no NUL, at most 4096 bytes."""
+    parts = path.split("/")
+    if (
+        not path
+        or path.startswith("/")
+        or any(p in ("", ".", "..") for p in parts)
+        or "\x00" in path
+        or len(path.encode("utf-8", "surrogateescape")) > 4096
+    ):
+        raise ManifestError(f"{where}: unsafe path {path!r}")
+
+
+def upload_time(upload_id: str) -> datetime | None:
+    """When an upload id (``20261124T085033123456Z-...``) says it was made; None if it
+    does not start with a time."""
+    try:
+        return datetime.strptime(upload_id[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def in_future(upload_id: str, now: datetime | None = None) -> bool:
+    """The upload id is dated ahead of ``now`` (beyond clock skew)."""
+    when = upload_time(upload_id)
+    return when is not None and when > (now or datetime.now(UTC)) + FUTURE_SKEW
 
 
 def upload_ids_from_keys(keys: Iterable[str], system_id: str) -> list[str]:

@@ -12,19 +12,24 @@ import asyncio
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any
 
-from akoshad.compress import Decoder
+from loguru import logger
+
+from akoshad.compress import DecodeError, Decoder
 from akoshad.config import Settings
+from akoshad.destdir import DestError, FileSink, open_dest, parent_dir
 from akoshad.errors import AkoshadError, IntegrityError
-from akoshad.fileio import CHUNK, write_sparse
+from akoshad.fileio import CHUNK
 from akoshad.layout import (
+    MAX_MANIFEST_BYTES,
     FileEntry,
+    ManifestError,
     entries_of,
+    in_future,
     manifest_key,
     system_prefix,
     upload_ids_from_keys,
@@ -44,102 +49,134 @@ async def list_uploads(target: Target, system_id: str) -> list[str]:
     return upload_ids_from_keys(keys, system_id)
 
 
+async def read_manifest_bytes(target: Target, key: str) -> bytes:
+    """The bytes of the manifest ``key``, refused past ``MAX_MANIFEST_BYTES`` (before it is
+    parsed, and without reading more than that). KeyError when there is none."""
+    size = await target.head(key)
+    if size is not None and size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} limit")
+    parts: list[bytes] = []
+    total = 0
+    async for chunk in target.read(key):
+        total += len(chunk)
+        if total > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"manifest is over the {MAX_MANIFEST_BYTES} byte limit")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def load_manifest(target: Target, system_id: str, upload_id: str) -> dict[str, Any]:
+    """The manifest of ``upload_id``, bounded in size and checked whole, its entries too
+    (RestoreError with one clear reason otherwise)."""
     key = manifest_key(system_id, upload_id)
     try:
-        data = b"".join([c async for c in target.read(key)])
+        data = await read_manifest_bytes(target, key)
     except KeyError:
         raise RestoreError(f"upload {upload_id} has no manifest in {target.name}") from None
+    except ManifestError as exc:
+        raise RestoreError(f"manifest of upload {upload_id} is refused: {exc}") from None
     try:
-        manifest = json.loads(data)
+        manifest = await asyncio.to_thread(json.loads, data)
     except ValueError:
         raise RestoreError(f"manifest of upload {upload_id} is not valid JSON") from None
     problems = validate_manifest(manifest, now=None)
     problems = [p for p in problems if "uploaded_at is out of range" not in p]
     if problems:
         raise RestoreError(f"manifest of upload {upload_id} is invalid: {problems[0]}")
+    try:
+        entries_of(manifest)
+    except ManifestError as exc:
+        raise RestoreError(f"manifest of upload {upload_id} is invalid: {exc}") from None
     return dict(manifest)
 
 
-def safe_relative(path: str) -> PurePosixPath:
-    """Refuse absolute paths and ``..``: a manifest can never write outside ``--dest``."""
-    p = PurePosixPath(path)
-    if p.is_absolute() or not p.parts or any(part in ("..", "") for part in p.parts):
-        raise RestoreError(f"manifest names an unsafe path {path!r}")
-    return p
+async def newest_valid_manifest(
+    target: Target, system_id: str
+) -> tuple[str, dict[str, Any]] | None:
+    """The newest upload not dated in the future whose manifest is valid, with that
+    manifest; a malformed newer one is skipped with a warning (older ones serve)."""
+    uploads = await list_uploads(target, system_id)
+    for upload_id in reversed(uploads):
+        if in_future(upload_id):
+            logger.warning("ignoring upload {}: it is dated in the future", upload_id)
+            continue
+        try:
+            return upload_id, await load_manifest(target, system_id, upload_id)
+        except RestoreError as exc:
+            logger.warning("ignoring upload {}: {}", upload_id, exc)
+    return None
 
 
-async def fetch_entry(target: Target, entry: FileEntry, dest: Path | None) -> tuple[int, str]:
-    """Stream one object, decode it, hash it (and write it to ``dest``); (size, sha256)."""
-    decoder = Decoder(entry.compression)
+def _damaged(entry: FileEntry, why: str) -> IntegrityError:
+    return IntegrityError(f"{entry.path}: object {entry.key} is damaged: {why}")
+
+
+async def fetch_entry(target: Target, entry: FileEntry, sink: FileSink | None) -> tuple[int, str]:
+    """Stream one object, decode it, hash it (and write it to ``sink``); (size, sha256).
+
+    Decoding stops as soon as the output passes the entry's declared size, and reading as
+    soon as the stored bytes pass its ``stored_size``: a small object that inflates to
+    gigabytes costs at most one decoded piece more than the file it claims to be."""
+    try:
+        decoder = Decoder(entry.compression)
+    except DecodeError as exc:
+        raise _damaged(entry, str(exc)) from None
     digest = hashlib.sha256()
     size = 0
     stored = 0
-    fh = None
-    tmp = None
-    if dest is not None:
-        await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
-        tmp = dest.with_name(f".akoshad-restore-{uuid.uuid4().hex[:12]}")
-        fh = await asyncio.to_thread(tmp.open, "wb")
     try:
         try:
             async for chunk in target.read(entry.key):
                 stored += len(chunk)
-                size += await asyncio.to_thread(_consume, decoder, chunk, digest, fh)
+                if stored > entry.stored_size:
+                    raise _damaged(entry, f"more than its listed {entry.stored_size} bytes")
+                size = await asyncio.to_thread(_consume, decoder, chunk, digest, sink, size, entry)
             tail = decoder.finish()
         except KeyError:
             raise IntegrityError(f"{entry.path}: object {entry.key} is missing") from None
-        except ValueError as exc:  # zlib errors and truncated streams
-            raise IntegrityError(f"{entry.path}: stored object cannot be decoded: {exc}") from None
-        digest.update(tail)
-        size += len(tail)
-        if fh is not None:
-            await asyncio.to_thread(_write_plain, fh, tail)
-            await asyncio.to_thread(fh.truncate, size)
-            await asyncio.to_thread(fh.flush)
-            await asyncio.to_thread(os.fsync, fh.fileno())
+        except DecodeError as exc:
+            raise _damaged(entry, f"cannot be decoded: {exc}") from None
+        size = await asyncio.to_thread(_take, digest, sink, size, entry, tail)
+        if stored != entry.stored_size:
+            raise _damaged(entry, f"{stored} stored bytes, listed {entry.stored_size}")
+        sha = digest.hexdigest()
+        if size != entry.size or sha != entry.sha256:
+            raise IntegrityError(
+                f"{entry.path}: content does not match the manifest "
+                f"(size {size} vs {entry.size}, sha256 {sha[:12]} vs {entry.sha256[:12]})"
+            )
+        if sink is not None:
+            await asyncio.to_thread(sink.commit, size, entry.path)
     except BaseException:
-        if fh is not None:
-            fh.close()
-            assert tmp is not None
-            tmp.unlink(missing_ok=True)
+        if sink is not None:
+            await asyncio.to_thread(sink.discard)
         raise
-    sha = digest.hexdigest()
-    if size != entry.size or sha != entry.sha256:
-        if fh is not None:
-            fh.close()
-            assert tmp is not None
-            tmp.unlink(missing_ok=True)
-        raise IntegrityError(
-            f"{entry.path}: content does not match the manifest "
-            f"(size {size} vs {entry.size}, sha256 {sha[:12]} vs {entry.sha256[:12]})"
-        )
-    if fh is not None:
-        fh.close()
-        assert tmp is not None and dest is not None
-        os.replace(tmp, dest)
     return size, sha
 
 
-def _consume(decoder: Decoder, chunk: bytes, digest: Any, fh: BinaryIO | None) -> int:
-    """Decode one stored chunk in bounded pieces: hash them and write them (sparse)."""
-    n = 0
+def _consume(
+    decoder: Decoder,
+    chunk: bytes,
+    digest: Any,
+    sink: FileSink | None,
+    size: int,
+    entry: FileEntry,
+) -> int:
+    """Decode one stored chunk in bounded pieces: hash them and write them (sparse); the
+    new decoded size. Stops past the entry's declared size."""
     for plain in decoder.feed_iter(chunk, CHUNK):
-        digest.update(plain)
-        n += len(plain)
-        if fh is not None:
-            _write_plain(fh, plain)
-    return n
+        size = _take(digest, sink, size, entry, plain)
+    return size
 
 
-def _write_plain(fh: BinaryIO, data: bytes) -> None:
-    """Write decoded bytes, leaving whole chunks of zeros as holes."""
-    if len(data) <= CHUNK:
-        write_sparse(fh, data)
-        return
-    view = memoryview(data)
-    for start in range(0, len(view), CHUNK):
-        write_sparse(fh, bytes(view[start : start + CHUNK]))
+def _take(digest: Any, sink: FileSink | None, size: int, entry: FileEntry, plain: bytes) -> int:
+    size += len(plain)
+    if size > entry.size:
+        raise _damaged(entry, f"decodes to more than its declared {entry.size} bytes")
+    digest.update(plain)
+    if sink is not None:
+        sink.write(plain)
+    return size
 
 
 @dataclass
@@ -236,9 +273,16 @@ async def _verify_ledger(
 
 
 async def verify_upload(target: Target, system_id: str, upload_id: str) -> VerifyReport:
-    """Every file of the upload: present, stored size and SHA-256 match."""
+    """Every file of the upload: present, stored size and SHA-256 match. A damaged object
+    is a problem of its file; the others are still checked."""
     report = VerifyReport(upload_id)
-    manifest = await load_manifest(target, system_id, upload_id)
+    if in_future(upload_id):
+        report.problems.append("dated in the future: restore --latest skips it")
+    try:
+        manifest = await load_manifest(target, system_id, upload_id)
+    except RestoreError as exc:
+        report.problems.append(str(exc))
+        return report
     for entry in entries_of(manifest):
         problem = await _object_problem(target, entry.path, entry.key, entry.stored_size)
         if problem is not None:
@@ -256,15 +300,36 @@ async def verify_upload(target: Target, system_id: str, upload_id: str) -> Verif
 async def restore_upload(
     target: Target, system_id: str, upload_id: str, dest: Path, *, force: bool = False
 ) -> int:
-    """Write the store as of ``upload_id`` into ``dest``; returns the number of files."""
+    """Write the store as of ``upload_id`` into ``dest``; returns the number of files.
+
+    The manifest's entries are all checked before anything is written; every directory
+    and file is then made under a descriptor for ``dest`` without following a symlink."""
     await asyncio.to_thread(_check_dest, dest, force)
     manifest = await load_manifest(target, system_id, upload_id)
     entries = entries_of(manifest)
-    plan = [(entry, dest.joinpath(*safe_relative(entry.path).parts)) for entry in entries]
-    await asyncio.to_thread(dest.mkdir, parents=True, exist_ok=True)
-    for entry, path in plan:
-        await fetch_entry(target, entry, path)
-    return len(plan)
+    dest_fd = await asyncio.to_thread(open_dest, dest)
+    try:
+        for entry in entries:
+            sink = await asyncio.to_thread(sink_for, dest_fd, entry, force)
+            try:
+                await fetch_entry(target, entry, sink)
+            finally:
+                os.close(sink.dir_fd)
+    except DestError as exc:
+        raise RestoreError(str(exc)) from None
+    finally:
+        os.close(dest_fd)
+    return len(entries)
+
+
+def sink_for(dest_fd: int, entry: FileEntry, force: bool) -> FileSink:
+    """A sink for ``entry`` under the restore destination (no symlink followed)."""
+    dir_fd = parent_dir(dest_fd, entry.path, force)
+    try:
+        return FileSink(dir_fd, entry.path.rsplit("/", 1)[-1], entry.mode)
+    except BaseException:
+        os.close(dir_fd)
+        raise
 
 
 def _check_dest(dest: Path, force: bool) -> None:
@@ -272,6 +337,13 @@ def _check_dest(dest: Path, force: bool) -> None:
         raise RestoreError(f"--dest {dest} exists and is not a directory")
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise RestoreError(f"--dest {dest} is not empty (use --force to restore into it)")
+
+
+def latest_upload(uploads: list[str]) -> str | None:
+    """The newest upload id not dated in the future (one named ``2999...`` by a broken
+    clock or a hostile writer would otherwise stay "latest" for ever)."""
+    current = [u for u in uploads if not in_future(u)]
+    return current[-1] if current else None
 
 
 def _target_for(args: argparse.Namespace, settings: Settings) -> Target:
@@ -301,7 +373,9 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         elif args.upload_id:
             chosen = [args.upload_id]
         else:
-            chosen = [uploads[-1]]
+            newest = latest_upload(uploads)
+            future = [u for u in uploads if in_future(u)]
+            chosen = ([newest] if newest is not None else []) + future
         failed = False
         for upload_id in chosen:
             report = await verify_upload(target, system_id, upload_id)
@@ -321,9 +395,11 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.latest:
             uploads = await list_uploads(target, system_id)
-            if not uploads:
-                raise RestoreError(f"no uploads for system {system_id} in {target.name}")
-            upload_id = uploads[-1]
+            latest = latest_upload(uploads)
+            if latest is None:
+                dated = " not dated in the future" if uploads else ""
+                raise RestoreError(f"no uploads{dated} for system {system_id} in {target.name}")
+            upload_id = latest
         else:
             upload_id = args.upload_id
         dest = Path(args.dest)

@@ -17,16 +17,26 @@ import os
 import re
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from akoshad.capture_facts import Facts, duckdb_row_counts, json_facts
 from akoshad.errors import SnapshotError
 from akoshad.fileio import CHUNK as COPY_CHUNK
-from akoshad.fileio import copy_data, read_chunks, write_sparse
-from akoshad.storefiles import detect_kind
+from akoshad.fileio import (
+    OUTSIDE,
+    LinkRefused,
+    copy_data,
+    open_resolved,
+    read_chunks,
+    resolve_under,
+    write_sparse,
+)
+from akoshad.storefiles import FileKind, kind_of_head
 
 STABLE_ATTEMPTS = 8
 # Plain files at least this big are hashed and sent where they lie instead of copied.
@@ -73,12 +83,13 @@ class CapturedFile:
     live: LiveStat
     in_place: bool = False  # ``staged`` is the live file itself (large plain files)
     facts: Facts | None = None  # DuckDB row counts, JSON parsed: recorded for drills
+    mode: int | None = None  # permission bits of the live file (restored as captured)
 
     def still_as_captured(self) -> bool:
         """For an in-place capture: the live file is unchanged since it was captured (size,
         mtime, ctime, inode), so what was read for the upload is what was captured."""
-        st = stat_or_none(self.staged)
-        return st is not None and LiveStat.of(st) == self.live
+        st = lstat_or_none(self.staged)
+        return st is not None and stat.S_ISREG(st.st_mode) and LiveStat.of(st) == self.live
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,8 @@ class Captured:
     group: str
     files: tuple[CapturedFile, ...]
     note: str | None = None
+    # side files left out, with the reason (a WAL that is a symlink out of data_dir)
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,13 +141,35 @@ def stat_or_none(path: Path) -> os.stat_result | None:
         return None
 
 
+def lstat_or_none(path: Path) -> os.stat_result | None:
+    """The path's own stat (a symlink is not followed), None when missing."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def mode_of(st: os.stat_result) -> int:
+    """The permission bits recorded for a file (restored as they were captured)."""
+    return stat.S_IMODE(st.st_mode) & 0o777
+
+
+def detect_kind(real: Path) -> FileKind:
+    """DuckDB has ``DUCK`` at bytes 8-12; SQLite starts with its header; else a plain file.
+    ``real`` is opened without following a symlink."""
+    with open_resolved(real) as fh:
+        return kind_of_head(fh.read(16))
+
+
 def copy_hashing(src: Path, dst: Path) -> tuple[int, str]:
     """Copy ``src`` to ``dst`` (created 0600); returns the copy's (size, sha256).
 
-    The kernel copies the data runs (``copy_file_range``) and the private copy is hashed;
-    where that is not available, the bytes are copied and hashed by hand. Holes stay holes,
-    so a sparse store file stays sparse in staging."""
-    with src.open("rb") as fin:
+    ``src`` is a resolved path inside data_dir, opened without following a symlink (one
+    swapped in after the check is refused). The kernel copies the data runs
+    (``copy_file_range``) and the private copy is hashed; where that is not available, the
+    bytes are copied and hashed by hand. Holes stay holes, so a sparse store file stays
+    sparse in staging."""
+    with open_resolved(src) as fin:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fout:
             if copy_data(fin.fileno(), fd, os.fstat(fin.fileno()).st_size):
@@ -151,12 +186,18 @@ def copy_hashing(src: Path, dst: Path) -> tuple[int, str]:
 
 
 def hash_file(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a private file (a staged copy)."""
+    with path.open("rb") as fh:
+        return hash_stream(fh)
+
+
+def hash_stream(fh: BinaryIO) -> tuple[int, str]:
+    """(size, sha256) of an open file read from its start."""
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as fh:
-        for chunk in read_chunks(fh, COPY_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    for chunk in read_chunks(fh, COPY_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
     return size, digest.hexdigest()
 
 
@@ -200,7 +241,7 @@ class Snapshotter:
         another size cannot be a duplicate and is left unhashed (``sha256`` None)."""
         live = self.data_dir / rel
         try:
-            st = live.stat()
+            live.stat()
         except FileNotFoundError:
             return Vanished(rel)
         except PermissionError:
@@ -213,70 +254,81 @@ class Snapshotter:
             return Vanished(rel)  # a directory now stands where a file was
         if not live.is_file():
             return Skipped(rel, "not a regular file")
-        real_root = self.data_dir.resolve()
-        if not live.resolve().is_relative_to(real_root):
-            return Skipped(rel, "symlink points outside data_dir")
         try:
-            kind = detect_kind(live)
+            real = resolve_under(self.data_dir.resolve(), live)
+            kind = detect_kind(real)
             if kind == "duckdb":
-                return self._capture_duckdb(rel, live)
+                return self._capture_duckdb(rel, live, real)
             if kind == "sqlite":
-                return self._capture_sqlite(rel, live, st)
-            return self._capture_stable(rel, live, hash_if_size)
+                return self._capture_sqlite(rel, real)
+            return self._capture_stable(rel, real, hash_if_size)
         except FileNotFoundError:
             return Vanished(rel)
         except PermissionError:
             return Skipped(rel, "permission denied")
+        except LinkRefused as exc:  # a link out of data_dir, or one swapped in mid-capture
+            reason = exc.strerror or "symlink refused"
+            return Skipped(rel, reason, retry=reason != OUTSIDE)
         except SnapshotError as exc:
             return Skipped(rel, str(exc), retry=exc.retry)
         except OSError as exc:  # staging full, I/O error: try again later
             return Skipped(rel, f"capture failed: {exc.strerror or exc}", retry=True)
 
     # ---- plain files ---------------------------------------------------------------
-    def _capture_in_place(self, rel: str, live: Path, hash_if_size: int | None) -> CaptureResult:
+    def _capture_in_place(self, rel: str, real: Path, hash_if_size: int | None) -> CaptureResult:
         """A large plain file is captured where it lies (no second copy of a big file on
-        disk); the upload reads it from there and checks afterwards that it did not change.
+        disk); the upload reads it from there and checks afterwards that it did not change
+        (nor became a symlink: its own stat is compared).
 
         It is hashed here only when it may be a duplicate (its size is ``hash_if_size``, the
         size last uploaded); otherwise the uploader hashes it while sending it, so the file
         is not read once before the upload starts."""
         for attempt in range(self.attempts):
-            before = live.stat()
+            before = _regular_lstat(real)
             if before.st_size != hash_if_size:
                 deferred = CapturedFile(
-                    rel, live, before.st_size, None, "file", LiveStat.of(before), True
+                    rel,
+                    real,
+                    before.st_size,
+                    None,
+                    "file",
+                    LiveStat.of(before),
+                    True,
+                    mode=mode_of(before),
                 )
                 return Captured(rel, (deferred,))
             try:
-                size, sha = hash_file(live)
+                with open_resolved(real) as fh:
+                    size, sha = hash_stream(fh)
             except OSError as exc:
-                if isinstance(exc, FileNotFoundError | PermissionError):
+                if isinstance(exc, FileNotFoundError | PermissionError | LinkRefused):
                     raise
                 raise SnapshotError(f"read failed: {exc.strerror or exc}", retry=True) from None
-            after = stat_or_none(live)
+            after = lstat_or_none(real)
             if after is None:
                 return Vanished(rel)
             if LiveStat.of(before) == LiveStat.of(after) and size == after.st_size:
-                captured = CapturedFile(rel, live, size, sha, "file", LiveStat.of(before), True)
+                captured = CapturedFile(
+                    rel, real, size, sha, "file", LiveStat.of(before), True, mode=mode_of(before)
+                )
                 return Captured(rel, (captured,))
             self.sleep(_backoff(attempt))
         raise SnapshotError(f"kept changing during {self.attempts} reads", retry=True)
 
-    def _capture_stable(self, rel: str, live: Path, hash_if_size: int | None) -> CaptureResult:
-        if live.stat().st_size >= IN_PLACE_MIN_BYTES and not live.is_symlink():
-            return self._capture_in_place(rel, live, hash_if_size)
+    def _capture_stable(self, rel: str, real: Path, hash_if_size: int | None) -> CaptureResult:
+        if _regular_lstat(real).st_size >= IN_PLACE_MIN_BYTES:
+            return self._capture_in_place(rel, real, hash_if_size)
         staged = self._stage_path(rel)
         for attempt in range(self.attempts):
-            before = live.stat()
+            before = _regular_lstat(real)
             try:
-                size, sha = copy_hashing(live, staged)
+                size, sha = copy_hashing(real, staged)
             except OSError as exc:
-                if isinstance(exc, FileNotFoundError | PermissionError):
-                    staged.unlink(missing_ok=True)
-                    raise
                 staged.unlink(missing_ok=True)
+                if isinstance(exc, FileNotFoundError | PermissionError | LinkRefused):
+                    raise
                 raise SnapshotError(f"read failed: {exc.strerror or exc}", retry=True) from None
-            after = stat_or_none(live)
+            after = lstat_or_none(real)
             if after is None:
                 staged.unlink(missing_ok=True)
                 return Vanished(rel)
@@ -285,7 +337,14 @@ class Snapshotter:
             ):
                 facts = json_facts(rel, staged)
                 captured = CapturedFile(
-                    rel, staged, size, sha, "file", LiveStat.of(before), facts=facts
+                    rel,
+                    staged,
+                    size,
+                    sha,
+                    "file",
+                    LiveStat.of(before),
+                    facts=facts,
+                    mode=mode_of(before),
                 )
                 return Captured(rel, (captured,))
             self.sleep(_backoff(attempt))
@@ -293,54 +352,70 @@ class Snapshotter:
         raise SnapshotError(f"kept changing during {self.attempts} copy attempts", retry=True)
 
     # ---- DuckDB --------------------------------------------------------------------
-    def _capture_duckdb(self, rel: str, live: Path) -> CaptureResult:
-        wal = live.with_name(live.name + ".wal")
+    def _wal_of(self, live: Path) -> tuple[Path | None, str | None]:
+        """The resolved ``.wal`` of the DuckDB file ``live`` (named as the writer names it),
+        or (None, reason) when it is a symlink out of data_dir: never read, then."""
+        try:
+            return resolve_under(self.data_dir.resolve(), live.with_name(live.name + ".wal")), None
+        except LinkRefused as exc:
+            return None, exc.strerror or OUTSIDE
+
+    def _capture_duckdb(self, rel: str, live: Path, real: Path) -> CaptureResult:
+        wal, refused = self._wal_of(live)
         staged_db = self._stage_path(rel)
         staged_wal = staged_db.with_name(staged_db.name + ".wal")
+        try:
+            return self._copy_duckdb_pair(rel, real, wal, refused, staged_db, staged_wal)
+        except BaseException:
+            staged_db.unlink(missing_ok=True)
+            staged_wal.unlink(missing_ok=True)
+            raise
+
+    def _copy_duckdb_pair(
+        self,
+        rel: str,
+        real: Path,
+        wal: Path | None,
+        refused: str | None,
+        staged_db: Path,
+        staged_wal: Path,
+    ) -> CaptureResult:
         for attempt in range(self.attempts):
-            db_before = live.stat()
-            wal_before = stat_or_none(wal)
-            try:
-                db_size, db_sha = copy_hashing(live, staged_db)
-                wal_entry: tuple[int, str] | None = None
-                if wal_before is not None and wal_before.st_size > 0:
-                    try:
-                        wal_entry = copy_hashing(wal, staged_wal)
-                    except FileNotFoundError:
-                        wal_entry = None  # checkpointed away mid-copy: retry below
-                        wal_before = None
-                        self.sleep(_backoff(attempt))
-                        continue
-                else:
-                    staged_wal.unlink(missing_ok=True)
-            except FileNotFoundError:
-                staged_db.unlink(missing_ok=True)
+            db_before = _regular_lstat(real)
+            wal_before = lstat_or_none(wal) if wal is not None else None
+            db_size, db_sha = copy_hashing(real, staged_db)
+            wal_entry: tuple[int, str] | None = None
+            if wal is not None and wal_before is not None and wal_before.st_size > 0:
+                try:
+                    wal_entry = copy_hashing(wal, staged_wal)
+                except FileNotFoundError:
+                    self.sleep(_backoff(attempt))  # checkpointed away mid-copy: again
+                    continue
+            else:
                 staged_wal.unlink(missing_ok=True)
-                raise
-            db_after = stat_or_none(live)
-            wal_after = stat_or_none(wal)
+            db_after = lstat_or_none(real)
+            wal_after = lstat_or_none(wal) if wal is not None else None
             if db_after is None:
                 staged_wal.unlink(missing_ok=True)
                 staged_db.unlink(missing_ok=True)
                 return Vanished(rel)
-            stable = LiveStat.of(db_before).same_content_identity(LiveStat.of(db_after)) and (
-                (
-                    (wal_before is None or wal_before.st_size == 0)
-                    and (wal_after is None or wal_after.st_size == 0)
-                )
-                or (
-                    wal_before is not None
-                    and wal_after is not None
-                    and LiveStat.of(wal_before).same_content_identity(LiveStat.of(wal_after))
-                )
-            )
-            if not stable:
+            if not (
+                LiveStat.of(db_before).same_content_identity(LiveStat.of(db_after))
+                and _same_wal(wal_before, wal_after)
+            ):
                 self.sleep(_backoff(attempt))
                 continue
             note, facts = self._validate_duckdb(staged_db) if self.validate_duckdb else (None, None)
             files = [
                 CapturedFile(
-                    rel, staged_db, db_size, db_sha, "duckdb", LiveStat.of(db_before), facts=facts
+                    rel,
+                    staged_db,
+                    db_size,
+                    db_sha,
+                    "duckdb",
+                    LiveStat.of(db_before),
+                    facts=facts,
+                    mode=mode_of(db_before),
                 )
             ]
             if wal_entry is not None and wal_before is not None:
@@ -352,11 +427,13 @@ class Snapshotter:
                         wal_entry[1],
                         "duckdb-wal",
                         LiveStat.of(wal_before),
+                        mode=mode_of(wal_before),
                     )
                 )
-            return Captured(rel, tuple(files), note)
-        staged_db.unlink(missing_ok=True)
-        staged_wal.unlink(missing_ok=True)
+            side = ((rel + ".wal", refused),) if refused is not None else ()
+            if refused is not None:
+                note = f"{rel}.wal not captured: {refused}" + (f"; {note}" if note else "")
+            return Captured(rel, tuple(files), note, side)
         raise SnapshotError(
             f"DuckDB pair kept changing during {self.attempts} copy attempts", retry=True
         )
@@ -379,20 +456,26 @@ class Snapshotter:
         return None, facts
 
     # ---- SQLite --------------------------------------------------------------------
-    def _capture_sqlite(self, rel: str, live: Path, st: os.stat_result) -> CaptureResult:
+    def _capture_sqlite(self, rel: str, real: Path) -> CaptureResult:
+        for side in ("-wal", "-shm", "-journal"):
+            st = lstat_or_none(real.with_name(real.name + side))
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                return Skipped(rel, f"its side file {real.name}{side} is not a regular file")
         staged = self._stage_path(rel)
-        uri = "file:" + _uri_path(live) + "?mode=rw"
+        uri = "file:" + _uri_path(real) + "?mode=rw"
         last_error = ""
         for attempt in range(self.attempts):
-            before = stat_or_none(live)
+            before = lstat_or_none(real)
             if before is None:
                 return Vanished(rel)
+            if not stat.S_ISREG(before.st_mode):
+                raise LinkRefused(40, "became a symlink while being read", str(real))
             try:
                 src = sqlite3.connect(uri, uri=True, timeout=2.0)
             except sqlite3.OperationalError as exc:
-                if stat_or_none(live) is None:
+                if lstat_or_none(real) is None:
                     return Vanished(rel)
-                if not os.access(live, os.R_OK):
+                if not os.access(real, os.R_OK):
                     raise PermissionError(str(exc)) from None
                 last_error = str(exc)
                 self.sleep(_backoff(attempt))
@@ -414,12 +497,36 @@ class Snapshotter:
                 src.close()
             if ok != "ok":
                 raise SnapshotError(f"SQLite copy fails quick_check: {ok}")
+            after = lstat_or_none(real)
+            if after is None or after.st_ino != before.st_ino or not stat.S_ISREG(after.st_mode):
+                self.sleep(_backoff(attempt))  # replaced while read: read it again
+                continue
             os.chmod(staged, 0o600)
             size, sha = hash_file(staged)
-            return Captured(
-                rel, (CapturedFile(rel, staged, size, sha, "sqlite", LiveStat.of(before)),)
+            captured = CapturedFile(
+                rel, staged, size, sha, "sqlite", LiveStat.of(before), mode=mode_of(before)
             )
+            return Captured(rel, (captured,))
         raise SnapshotError(f"SQLite backup kept failing: {last_error}", retry=True)
+
+
+def _regular_lstat(path: Path) -> os.stat_result:
+    """The stat of ``path``, which must be a regular file itself (not a symlink)."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise LinkRefused(40, "became a symlink while being read", str(path))
+    return st
+
+
+def _same_wal(before: os.stat_result | None, after: os.stat_result | None) -> bool:
+    """A WAL unchanged across the copy (absent or empty both times counts as unchanged)."""
+    if (before is None or before.st_size == 0) and (after is None or after.st_size == 0):
+        return True
+    return (
+        before is not None
+        and after is not None
+        and LiveStat.of(before).same_content_identity(LiveStat.of(after))
+    )
 
 
 def _uri_path(path: Path) -> str:

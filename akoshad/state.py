@@ -100,6 +100,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE ledger ADD COLUMN facts TEXT;
     """,
+    # 3 -> 4: the permission bits of each file at capture (restored as captured)
+    """
+    ALTER TABLE ledger ADD COLUMN mode INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -172,6 +176,7 @@ class LedgerEntry:
     kind: str
     upload_id: str
     facts: str | None = None  # capture facts as JSON (``capture_facts.Facts.to_json``)
+    mode: int | None = None  # permission bits at capture; None when not known
 
 
 @dataclass(frozen=True)
@@ -206,7 +211,7 @@ class UploadRecord:
 
 _LEDGER_COLS = (
     "target, path, group_path, size, live_size, mtime_ns, ctime_ns, inode, sha256, key, name, "
-    "stored_size, compression, kind, upload_id, facts"
+    "stored_size, compression, kind, upload_id, facts, mode"
 )
 
 
@@ -458,11 +463,10 @@ class StateDB:
     def ledger_rows(c: sqlite3.Connection, target: str) -> dict[str, LedgerEntry]:
         """``target``'s ledger by path (any connection, also a read-only one, also on a
         schema-1 database a running daemon of an earlier version still holds)."""
-        cols = _LEDGER_COLS
-        if not any(r[1] == "facts" for r in c.execute("PRAGMA table_info(ledger)")):
-            cols = cols.removesuffix(", facts")
-        rows = c.execute(f"SELECT {cols} FROM ledger WHERE target = ?", (target,))
-        return {r[1]: LedgerEntry(*r) for r in rows.fetchall()}
+        present = {r[1] for r in c.execute("PRAGMA table_info(ledger)")}
+        names = [n for n in _LEDGER_COLS.split(", ") if n in present]  # older schemas lack some
+        rows = c.execute(f"SELECT {', '.join(names)} FROM ledger WHERE target = ?", (target,))
+        return {r[1]: LedgerEntry(**dict(zip(names, r, strict=True))) for r in rows.fetchall()}
 
     @staticmethod
     def write_ledger(
@@ -471,7 +475,7 @@ class StateDB:
         """Inside a transaction: upsert entries and delete removed paths for ``target``."""
         c.executemany(
             f"INSERT OR REPLACE INTO ledger ({_LEDGER_COLS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"({', '.join('?' * len(_LEDGER_COLS.split(', ')))})",
             [
                 (
                     target,
@@ -490,6 +494,7 @@ class StateDB:
                     e.kind,
                     e.upload_id,
                     e.facts,
+                    e.mode,
                 )
                 for e in entries
             ],

@@ -86,6 +86,11 @@ def detect_kind(path: Path) -> FileKind:
             head = fh.read(16)
     except OSError:
         return "file"
+    return kind_of_head(head)
+
+
+def kind_of_head(head: bytes) -> FileKind:
+    """The kind of a file from its first 16 bytes."""
     if head.startswith(SQLITE_MAGIC):
         return "sqlite"
     if head[8:12] == DUCKDB_MAGIC:

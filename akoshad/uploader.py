@@ -202,16 +202,16 @@ class Uploader:
         """After a lost state database: seed the ledger from the newest manifest in the
         target. Stat identities are unknown, so reconcile hashes every file and uploads
         only what differs. Returns the number of entries restored."""
-        from akoshad.restore import RestoreError, list_uploads, load_manifest
+        from akoshad.restore import newest_valid_manifest
 
         try:
-            uploads = await list_uploads(target, self.system_id)
-            if not uploads:
-                return 0
-            manifest = await load_manifest(target, self.system_id, uploads[-1])
-        except (TransientError, PermanentError, RestoreError) as exc:
+            found = await newest_valid_manifest(target, self.system_id)
+        except (TransientError, PermanentError) as exc:
             logger.warning("could not read earlier manifests from {}: {}", target.name, exc)
             return 0
+        if found is None:
+            return 0
+        upload_id, manifest = found
         entries = entries_of(manifest)
         groups = {e.path for e in entries}
         rows = [
@@ -222,7 +222,7 @@ class Uploader:
                 if e.kind == "duckdb-wal" and e.path[: -len(".wal")] in groups
                 else e.path,
                 [-1, 0, 0, 0],
-                uploads[-1],
+                upload_id,
             )
             for e in entries
         ]
@@ -358,6 +358,7 @@ class Uploader:
             else:
                 captured.append(result)
                 report.captures.append(result)
+                report.skipped.update(result.refused)  # side files left out (a linked WAL)
                 done_items.append(item)
                 new_paths = {f.path for f in result.files}
                 removed.extend(e.path for e in old if e.path not in new_paths)
@@ -374,7 +375,7 @@ class Uploader:
             for f in cap.files:
                 prev = ledger.get(f.path)
                 if prev is not None and prev.sha256 == f.sha256 and self.enable_deduplication:
-                    final_rows.append(_restat(prev, f.live, f.facts))
+                    final_rows.append(_replace(_restat(prev, f.live, f.facts), mode=f.mode))
                     continue
                 changed_groups.add(cap.group)
                 compression: Compression = await asyncio.to_thread(
@@ -398,6 +399,7 @@ class Uploader:
                     kind=f.kind,
                     upload_id=upload_id,
                     facts=None if f.facts is None else f.facts.to_json(),
+                    mode=f.mode,
                 )
                 to_send.append((row, f))
                 if f.in_place:
@@ -635,6 +637,7 @@ def _entry(row: LedgerEntry) -> FileEntry:
         compression=row.compression,
         kind=row.kind,
         facts=Facts.from_json(row.facts),
+        mode=row.mode,
     )
 
 
@@ -679,15 +682,19 @@ def _ledger_row(
         kind=e.kind,
         upload_id=parts[3] if len(parts) == 5 else upload_id,
         facts=None if e.facts is None else e.facts.to_json(),
+        mode=e.mode,
     )
 
 
 async def _read_json(target: Target, key: str) -> dict[str, Any] | None:
     import json
 
+    from akoshad.layout import ManifestError
+    from akoshad.restore import read_manifest_bytes
+
     try:
-        data = b"".join([chunk async for chunk in target.read(key)])
-    except KeyError:
+        data = await read_manifest_bytes(target, key)
+    except (KeyError, ManifestError):
         return None
     try:
         parsed = json.loads(data)

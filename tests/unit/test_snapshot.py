@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sqlite3
 import threading
@@ -80,16 +81,18 @@ def test_file_that_keeps_changing_is_retried_later(snap: Snapshotter) -> None:
 
 def test_unreadable_file_skipped(snap: Snapshotter, monkeypatch: pytest.MonkeyPatch) -> None:
     # tests run as root, where chmod 000 does not stop reads: fail the open instead
+    import akoshad.fileio
+
     path = snap.data_dir / "locked.json"
     path.write_text("{}")
-    real_open = Path.open
+    real_open = os.open
 
-    def deny(self: Path, *a, **k):  # type: ignore[no-untyped-def]
-        if self.name == "locked.json":
+    def deny(file, *a, **k):  # type: ignore[no-untyped-def]
+        if str(file).endswith("locked.json"):
             raise PermissionError(13, "Permission denied")
-        return real_open(self, *a, **k)
+        return real_open(file, *a, **k)
 
-    monkeypatch.setattr(Path, "open", deny)
+    monkeypatch.setattr(akoshad.fileio.os, "open", deny)
     res = snap.capture("locked.json")
     assert isinstance(res, Skipped) and not res.retry and res.reason == "permission denied"
 
@@ -248,3 +251,84 @@ def test_sparse_copy_keeps_holes(snap: Snapshotter) -> None:
     assert not f.in_place and f.staged != path
     assert f.size == 48 * 1024 * 1024 and f.sha256 == _sha(path)
     assert f.staged.stat().st_blocks * 512 < 4 * 1024 * 1024
+
+
+def test_link_swapped_in_after_the_check_is_not_followed(
+    snap: Snapshotter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A file replaced by a symlink out of data_dir between the resolve check and the open
+    is refused by the open itself (O_NOFOLLOW), not read."""
+    import akoshad.snapshot as mod
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside marker")
+    path = snap.data_dir / "swap.json"
+    path.write_text("{}")
+    real = mod.resolve_under
+
+    def resolve_then_swap(root: Path, p: Path) -> Path:
+        out = real(root, p)
+        path.unlink()
+        os.symlink(secret, path)
+        return out
+
+    monkeypatch.setattr(mod, "resolve_under", resolve_then_swap)
+    res = snap.capture("swap.json")
+    assert isinstance(res, Skipped) and res.retry and "symlink" in res.reason
+    for staged in snap.staging.iterdir():
+        assert b"outside marker" not in staged.read_bytes()
+
+
+def test_directory_swapped_for_link_after_the_check_is_refused(
+    snap: Snapshotter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A directory on the way replaced by a symlink after the check: the descriptor's own
+    path gives it away."""
+    import akoshad.snapshot as mod
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.json").write_text("outside marker")
+    sub = snap.data_dir / "sub"
+    sub.mkdir()
+    (sub / "f.json").write_text("{}")
+    real = mod.resolve_under
+
+    def resolve_then_swap(root: Path, p: Path) -> Path:
+        out = real(root, p)
+        (sub / "f.json").unlink()
+        sub.rmdir()
+        os.symlink(outside, sub)
+        return out
+
+    monkeypatch.setattr(mod, "resolve_under", resolve_then_swap)
+    res = snap.capture("sub/f.json")
+    assert isinstance(res, Skipped) and res.retry
+    for staged in snap.staging.iterdir():
+        assert b"outside marker" not in staged.read_bytes()
+
+
+def test_duckdb_wal_linked_out_is_never_read(snap: Snapshotter, tmp_path: Path) -> None:
+    import duckdb
+
+    db = snap.data_dir / "kg.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE t(x INT)")
+    con.close()
+    secret = tmp_path / "secret.wal"
+    secret.write_bytes(b"outside marker" * 10)
+    os.symlink(secret, snap.data_dir / "kg.duckdb.wal")
+    res = snap.capture("kg.duckdb")
+    assert isinstance(res, Captured)
+    assert [f.path for f in res.files] == ["kg.duckdb"]
+    assert res.refused == (("kg.duckdb.wal", "symlink points outside data_dir"),)
+    for staged in snap.staging.iterdir():
+        assert b"outside marker" not in staged.read_bytes()
+
+
+def test_capture_records_the_file_mode(snap: Snapshotter) -> None:
+    path = snap.data_dir / "private.json"
+    path.write_text("{}")
+    path.chmod(0o640)
+    res = snap.capture("private.json")
+    assert isinstance(res, Captured) and res.files[0].mode == 0o640

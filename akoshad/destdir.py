@@ -1,0 +1,132 @@
+"""Writing a restore under ``--dest`` without ever following a symlink.
+
+Every directory and file is created relative to a directory descriptor, starting from one
+for ``--dest``, with no-follow opens: a symlink found where a directory or a file of the
+restore goes is replaced (``--force``) or refused, never followed. Files are written to a
+private temporary name, then renamed over their final name (a rename replaces a link, it
+does not write through it). Directories come out 0700; files get the mode recorded at
+capture, or 0600.
+
+Everything here blocks: call it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from akoshad.errors import AkoshadError
+from akoshad.fileio import CHUNK, write_sparse
+
+DIR_MODE = 0o700
+DEFAULT_FILE_MODE = 0o600
+TEMP_PREFIX = ".akoshad-restore-"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class DestError(AkoshadError):
+    """Something in ``--dest`` is in the way of the restore."""
+
+
+def open_dest(dest: Path) -> int:
+    """A descriptor for ``--dest`` (created 0700 with its parents when missing). ``--dest``
+    itself is the user's choice and may be a link; nothing under it is followed."""
+    dest.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    try:
+        return os.open(dest, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except NotADirectoryError:
+        raise DestError(f"--dest {dest} is not a directory") from None
+
+
+def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _subdir(dir_fd: int, name: str, shown: str, force: bool) -> int:
+    """Open (creating it 0700) the directory ``name`` under ``dir_fd``, never through a
+    link: a link or a file there is replaced with ``force``, refused without."""
+    for _ in range(3):
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            try:
+                os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
+            except FileExistsError:
+                continue  # raced with another creator: open what is there
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            os.fchmod(fd, DIR_MODE)  # whatever the umask
+            return fd
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            st = _lstat_at(dir_fd, name)
+            what = "a symlink" if st is not None and stat.S_ISLNK(st.st_mode) else "not a directory"
+            if not force:
+                raise DestError(
+                    f"{shown} in --dest is {what} (use --force to replace it)"
+                ) from None
+            os.unlink(name, dir_fd=dir_fd)  # the link itself, never what it points at
+    raise DestError(f"{shown} in --dest keeps changing")
+
+
+def parent_dir(dest_fd: int, path: str, force: bool) -> int:
+    """A descriptor for the directory that holds the store path ``path`` (a validated
+    relative path), created as needed under ``dest_fd``. The caller closes it."""
+    parts = path.split("/")
+    fd = os.dup(dest_fd)
+    try:
+        for n, name in enumerate(parts[:-1], start=1):
+            sub = _subdir(fd, name, "/".join(parts[:n]), force)
+            os.close(fd)
+            fd = sub
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class FileSink:
+    """A restored file being written: a temporary name in its directory, renamed over the
+    final name by ``commit`` (or removed by ``discard``)."""
+
+    def __init__(self, dir_fd: int, name: str, mode: int | None) -> None:
+        self.dir_fd = dir_fd
+        self.name = name
+        self.mode = DEFAULT_FILE_MODE if mode is None else mode & 0o777
+        self.tmp = f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.tmp, flags, 0o600, dir_fd=dir_fd)
+        self.fh: BinaryIO = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        """Write decoded bytes, leaving whole chunks of zeros as holes."""
+        view = memoryview(data)
+        for start in range(0, len(view), CHUNK):
+            write_sparse(self.fh, bytes(view[start : start + CHUNK]))
+
+    def commit(self, size: int, shown: str) -> None:
+        """Finish the file (size, mode, fsync) and rename it over its final name."""
+        self.fh.truncate(size)
+        self.fh.flush()
+        os.fchmod(self.fh.fileno(), self.mode)
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        st = _lstat_at(self.dir_fd, self.name)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            self.discard()
+            raise DestError(f"{shown} in --dest is a directory")
+        os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (idempotent)."""
+        self.fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp, dir_fd=self.dir_fd)
