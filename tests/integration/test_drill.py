@@ -6,7 +6,9 @@ import gzip
 import json
 import shutil
 import signal
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +54,29 @@ def _uploaded(tmp_path: Path, cfg: Path, env: dict[str, str]) -> dict[str, Any]:
     return manifests(tmp_path / "outbox", SYSTEM)[-1]
 
 
+def gzip_of_size(data: bytes, size: int) -> bytes:
+    """A valid gzip member of ``data`` exactly ``size`` bytes long (padded with a header
+    comment), so a tampered object keeps its listed stored size and only its content, hence
+    its SHA-256, is wrong."""
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = co.compress(data) + co.flush()
+    trailer = struct.pack("<II", zlib.crc32(data) & 0xFFFFFFFF, len(data) & 0xFFFFFFFF)
+    room = size - (10 + len(body) + 8)
+    assert room >= 0, "the tampered data compresses larger than the original object"
+    flags, comment = (0x10, b"a" * (room - 1) + b"\0") if room else (0, b"")
+    return b"\x1f\x8b\x08" + bytes([flags]) + b"\0\0\0\0\x02\xff" + comment + body + trailer
+
+
 def _tamper(outbox: Path, manifest: dict[str, Any], path: str) -> None:
-    """Change one byte of what the stored object of ``path`` holds (it stays decodable)."""
+    """Change one byte of what the stored object of ``path`` holds; it stays decodable and
+    keeps its stored size."""
     entry = next(e for e in manifest["metadata"]["files"] if e["path"] == path)
     obj = outbox / entry["key"]
     gz = entry["compression"] == "gzip"
-    data = bytearray(gzip.decompress(obj.read_bytes()) if gz else obj.read_bytes())
+    stored = obj.read_bytes()
+    data = bytearray(gzip.decompress(stored) if gz else stored)
     data[len(data) // 2] ^= 0xFF
-    obj.write_bytes(gzip.compress(bytes(data)) if gz else bytes(data))
+    obj.write_bytes(gzip_of_size(bytes(data), len(stored)) if gz else bytes(data))
 
 
 def _drill_dirs(tmp_path: Path) -> list[Path]:
@@ -239,9 +256,10 @@ def test_drill_on_s3_passes_then_finds_a_replaced_object(
     assert {k: _etag(s3, k) for k in s3.keys(f"systems/{system_id}/")} == before  # reads only
     client = s3.client()
     key = next(k for k in before if k.endswith("/reflection.duckdb.gz"))
-    raw = bytearray(gzip.decompress(client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()))
+    stored = client.get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    raw = bytearray(gzip.decompress(stored))
     raw[-100] ^= 0xFF
-    client.put_object(Bucket=s3.bucket, Key=key, Body=gzip.compress(bytes(raw)))
+    client.put_object(Bucket=s3.bucket, Key=key, Body=gzip_of_size(bytes(raw), len(stored)))
     code, result = _drill(cfg, env)
     assert code == 1
     assert [p.split(":")[0] for p in result["problems"]] == ["reflection.duckdb"]

@@ -82,7 +82,7 @@ def test_files_not_a_list() -> None:
 
 def test_mode_recorded_only_when_known_and_stale_skips_dropped() -> None:
     key = f"systems/box/uploads/{UPLOAD}/"
-    with_mode = FileEntry("a.json", "a.json", key + "a.json", 1, SHA, 1, "none", "file", 0o600)
+    with_mode = FileEntry("a.json", "a.json", key + "a.json", 1, SHA, 1, "none", "file", mode=0o600)
     without = FileEntry("b.json", "b.json", key + "b.json", 1, SHA, 1, "none", "file")
     manifest = build_manifest(
         system_id="box",
