@@ -134,6 +134,27 @@ def bench_libraries(tmp: Path, mib: int) -> None:
         print(f"| {variant} | {rate:.0f} | {peak:.1f} | {dist(r['lengths'])} |")
     print("\n(akoshad chunker = pyfastcdc.cut_stream + a copy and sha256 of every chunk)")
     path.unlink()
+    small_files(tmp)
+
+
+def small_files(tmp: Path, count: int = 2000) -> None:
+    """Cost of a small file (one chunk): what a 10,000-file store pays per file."""
+    from akoshad.storage.chunker import iter_file_chunks
+    from akoshad.storage.codec import compress
+
+    folder = tmp / "small"
+    folder.mkdir()
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"f{i}.json")
+        paths[-1].write_bytes(json.dumps({"i": i, "pad": "x" * (i % 4000)}).encode())
+    t0 = time.perf_counter()
+    for p in paths:
+        for c in iter_file_chunks(p):
+            compress(c.data)
+    per = (time.perf_counter() - t0) / count * 1e6
+    print(f"small files: {per:.0f} us per file (open, read, sha256, zstd-3), {count} files")
+    shutil.rmtree(folder)
 
 
 def changed_blocks(old: Path, new: Path) -> Iterator[bytes]:
