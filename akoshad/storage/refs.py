@@ -1,0 +1,211 @@
+"""References stored in format-2 manifests, exactly as CONTRACT.md spells them.
+
+A chunk ref ``{sha256, size, key, offset, length, compression, encryption}`` locates the
+stored bytes of one chunk (``length`` bytes at ``offset`` inside object ``key``) and
+describes its plaintext (``sha256``, ``size``). ``from_json`` is strict: every field must be
+present with the right type, no unknown field, and the numbers must be consistent. Every
+problem raises :class:`RefError` with one line naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from akoshad.storage.errors import RefError
+
+ChunkCompression = Literal["gzip", "zstd", "none"]
+Encryption = Literal["none", "age"]
+COMPRESSIONS: tuple[ChunkCompression, ...] = ("gzip", "zstd", "none")
+ENCRYPTIONS: tuple[Encryption, ...] = ("none", "age")
+
+# Hard limits of the format. A chunk's plaintext bounds its decompression, so a manifest
+# must not be able to declare a huge one; CDC chunks are at most 1 MiB today.
+MAX_CHUNK_SIZE = 16 * 1024 * 1024
+# Largest object a chunk may live in (S3's object size limit).
+MAX_OBJECT_SIZE = 5 * 1024**4
+# Stored bytes of a chunk may exceed its plaintext a little (codec and age framing).
+MAX_STORED_OVERHEAD = 64 * 1024
+MAX_KEY_LENGTH = 1024
+
+HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+_KEY_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.~+=@-]+$")
+
+CHUNK_FIELDS = ("sha256", "size", "key", "offset", "length", "compression", "encryption")
+CHUNK_LIST_FIELDS = ("key", "compression")
+INDEX_PART_FIELDS = ("key", "compression", "encryption")
+
+
+def _fields(obj: object, fields: tuple[str, ...], what: str) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise RefError(f"{what}: expected an object, got {type(obj).__name__}")
+    missing = [f for f in fields if f not in obj]
+    if missing:
+        raise RefError(f"{what}: missing field {', '.join(missing)}")
+    unknown = sorted(str(k) for k in obj if k not in fields)
+    if unknown:
+        raise RefError(f"{what}: unknown field {', '.join(unknown)}")
+    return cast(Mapping[str, Any], obj)
+
+
+def _int(value: object, field: str, what: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RefError(f"{what}: {field} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise RefError(f"{what}: {field} must not be negative, got {value}")
+    if value > maximum:
+        raise RefError(f"{what}: {field} {value} exceeds the limit {maximum}")
+    return value
+
+
+def check_sha256(value: object, what: str, field: str = "sha256") -> str:
+    """``value`` if it is 64 lowercase hex digits, else :class:`RefError`."""
+    if not isinstance(value, str) or not HEX64_RE.match(value):
+        raise RefError(f"{what}: {field} must be 64 lowercase hex digits, got {value!r:.80}")
+    return value
+
+
+def check_key(value: object, what: str) -> str:
+    """``value`` if it is a safe relative object key (no ``..``, no empty segment)."""
+    if not isinstance(value, str) or not value:
+        raise RefError(f"{what}: key must be a non-empty string")
+    if len(value) > MAX_KEY_LENGTH:
+        raise RefError(f"{what}: key longer than {MAX_KEY_LENGTH} characters")
+    for segment in value.split("/"):
+        if segment in ("", ".", "..") or not _KEY_SEGMENT_RE.match(segment):
+            raise RefError(f"{what}: key {value!r:.120} is not a safe relative object key")
+    return value
+
+
+def _choice(value: object, field: str, allowed: tuple[str, ...], what: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise RefError(f"{what}: {field} must be one of {'|'.join(allowed)}, got {value!r:.40}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRef:
+    """One chunk of a file: where its stored bytes are and what they decode to."""
+
+    sha256: str
+    size: int
+    key: str
+    offset: int
+    length: int
+    compression: ChunkCompression
+    encryption: Encryption
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, what: str = "chunk ref") -> None:
+        """Raise :class:`RefError` unless every field is valid and consistent."""
+        check_sha256(self.sha256, what)
+        _int(self.size, "size", what, MAX_CHUNK_SIZE)
+        check_key(self.key, what)
+        _int(self.offset, "offset", what, MAX_OBJECT_SIZE)
+        _int(self.length, "length", what, self.size + MAX_STORED_OVERHEAD)
+        _choice(self.compression, "compression", COMPRESSIONS, what)
+        _choice(self.encryption, "encryption", ENCRYPTIONS, what)
+        if self.offset + self.length > MAX_OBJECT_SIZE:
+            raise RefError(f"{what}: offset + length exceeds the object size limit")
+        plain = self.compression == "none" and self.encryption == "none"
+        if plain and self.length != self.size:
+            raise RefError(
+                f"{what}: length {self.length} differs from size {self.size} "
+                "for a chunk stored without compression or encryption"
+            )
+        if self.size > 0 and self.length == 0:
+            raise RefError(f"{what}: length 0 for a chunk of {self.size} bytes")
+
+    @property
+    def end(self) -> int:
+        """Offset just past the stored bytes inside ``key``."""
+        return self.offset + self.length
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest form (field order as in the contract)."""
+        return {f: getattr(self, f) for f in CHUNK_FIELDS}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str = "chunk ref") -> ChunkRef:
+        """Parse and validate one chunk ref; :class:`RefError` names the bad field."""
+        m = _fields(obj, CHUNK_FIELDS, what)
+        ref = cls.__new__(cls)
+        for f in CHUNK_FIELDS:
+            object.__setattr__(ref, f, m[f])
+        ref.validate(what)
+        return ref
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkListRef:
+    """``chunk_list``: a stored ``{"chunks": [...]}`` object shared between uploads."""
+
+    key: str
+    compression: ChunkCompression
+
+    def __post_init__(self) -> None:
+        check_key(self.key, "chunk_list")
+        _choice(self.compression, "compression", COMPRESSIONS, "chunk_list")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "compression": self.compression}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str = "chunk_list") -> ChunkListRef:
+        m = _fields(obj, CHUNK_LIST_FIELDS, what)
+        check_key(m["key"], what)
+        comp = _choice(m["compression"], "compression", COMPRESSIONS, what)
+        return cls(m["key"], cast(ChunkCompression, comp))
+
+
+@dataclass(frozen=True, slots=True)
+class IndexPartRef:
+    """One part of ``metadata.index.parts``: a stored ``{"files": [...]}`` object."""
+
+    key: str
+    compression: ChunkCompression
+    encryption: Encryption
+
+    def __post_init__(self) -> None:
+        check_key(self.key, "index part")
+        _choice(self.compression, "compression", COMPRESSIONS, "index part")
+        _choice(self.encryption, "encryption", ENCRYPTIONS, "index part")
+
+    def to_json(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in INDEX_PART_FIELDS}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str = "index part") -> IndexPartRef:
+        m = _fields(obj, INDEX_PART_FIELDS, what)
+        check_key(m["key"], what)
+        comp = _choice(m["compression"], "compression", COMPRESSIONS, what)
+        enc = _choice(m["encryption"], "encryption", ENCRYPTIONS, what)
+        return cls(m["key"], cast(ChunkCompression, comp), cast(Encryption, enc))
+
+
+def chunks_from_json(
+    obj: object, what: str = "chunks", max_chunks: int = 1 << 24
+) -> list[ChunkRef]:
+    """Parse an ordered list of chunk refs (an entry's ``chunks`` or a chunk list's)."""
+    if not isinstance(obj, list):
+        raise RefError(f"{what}: expected a list, got {type(obj).__name__}")
+    if len(obj) > max_chunks:
+        raise RefError(f"{what}: {len(obj)} chunks exceed the limit {max_chunks}")
+    return [ChunkRef.from_json(item, f"{what}[{i}]") for i, item in enumerate(obj)]
+
+
+def chunk_list_from_json(obj: object, what: str = "chunk list") -> list[ChunkRef]:
+    """Parse a stored chunk list object ``{"chunks": [...]}``."""
+    m = _fields(obj, ("chunks",), what)
+    return chunks_from_json(m["chunks"], f"{what}.chunks")
+
+
+def check_file_chunks(chunks: list[ChunkRef], size: int, what: str = "file") -> None:
+    """:class:`RefError` unless the chunks' plaintext sizes add up to the file's ``size``."""
+    total = sum(c.size for c in chunks)
+    if total != size:
+        raise RefError(f"{what}: chunk sizes add up to {total}, the file has {size} bytes")
