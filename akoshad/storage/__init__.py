@@ -1,0 +1,1 @@
+"""Format 2 storage: chunks, packs, retention and prune."""
