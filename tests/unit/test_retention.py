@@ -21,7 +21,7 @@ def t(text: str) -> datetime:
 
 
 def policy(**keep: int) -> Retention:
-    return Retention(**{**ZERO, **keep})
+    return Retention.model_validate({**ZERO, **keep})
 
 
 def timeline(*times: str) -> list[Upload]:
@@ -188,9 +188,9 @@ def test_retention_model_defaults_and_bounds() -> None:
     for bad in ({"keep_last": -1}, {"keep_daily": "x"}, {"prune_interval_hours": -1},
                 {"prune_interval_hours": float("nan")}, {"keep_yearly": 1}):  # fmt: skip
         with pytest.raises(ValidationError):
-            Retention(**bad)  # type: ignore[arg-type]
+            Retention.model_validate(bad)
     with pytest.raises(ValidationError):
-        r.keep_last = 3  # type: ignore[misc]
+        r.keep_last = 3
 
 
 # ---- properties ------------------------------------------------------------------------
