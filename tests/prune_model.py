@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 
-from akoshad.storage.prune_plan import NewPack, PrunePlan, Step, merge_ranges
+from akoshad.storage.prune_plan import PrunePlan, Step
 from akoshad.storage.prune_refs import ChunkRef, ManifestRefs
+from akoshad.storage.repack import NewPack, merge_ranges
 
 
 @dataclass

@@ -17,6 +17,8 @@ upload stays restorable at every moment and the next prune finishes the job.
 1. ``delete_manifest``: the dropped uploads disappear first (their objects are still there).
 2. ``delete_object``: the sweep of objects no kept upload references. It runs before the
    repack, so a new pack orphaned by an interrupted repack is swept before it is rewritten.
+   Before deleting a pack (here or in 5) the executor forgets its chunks in the ledger's
+   chunk table, so no new upload can dedupe against a deleted chunk.
 3. ``write_pack``: each new pack, the concatenation of its sources' live ranges (see
    ``NewPack.layout``); its key is the sha256 of its bytes, as any pack's.
 4. ``rewrite_manifest``: for each affected kept upload, write its rewritten chunk lists and
@@ -29,20 +31,25 @@ upload stays restorable at every moment and the next prune finishes the job.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from typing import Literal
 
 from akoshad.layout import MANIFEST_NAME, SYSTEM_ID_RE
-from akoshad.storage.prune_refs import ChunkRef, ManifestRefs
+from akoshad.storage.prune_refs import ManifestRefs
+from akoshad.storage.repack import (
+    REPACK_RATIO,
+    STORED_BOUND,
+    NewPack,
+    Range,
+    choose_repacks,
+    group_repacks,
+    merge_ranges,
+)
 
 OWNER_NAME = "owner.json"
 SWEPT_DIRS = ("uploads/", "packs/", "index/", "chunklists/")
-REPACK_RATIO = 0.8
-STORED_BOUND = 1.2
 PACK_TARGET = 16 * 1024 * 1024
 DEFAULT_GRACE = timedelta(hours=24)
 _ID_TIME = "%Y%m%dT%H%M%S%fZ"
@@ -50,63 +57,6 @@ _ID_TIME = "%Y%m%dT%H%M%S%fZ"
 StepOp = Literal[
     "delete_manifest", "delete_object", "write_pack", "rewrite_manifest", "delete_replaced"
 ]
-Range = tuple[int, int]  # (offset, length)
-
-
-@dataclass(frozen=True)
-class PackRepack:
-    """A pack to repack: its size and the merged ``(offset, length)`` ranges still live."""
-
-    key: str
-    size: int
-    live_ranges: tuple[Range, ...]
-
-    @property
-    def live_bytes(self) -> int:
-        return sum(length for _, length in self.live_ranges)
-
-
-@dataclass(frozen=True)
-class NewPack:
-    """One pack to write: the live ranges of ``sources``, concatenated in order."""
-
-    sources: tuple[PackRepack, ...]
-
-    @property
-    def live_bytes(self) -> int:
-        return sum(s.live_bytes for s in self.sources)
-
-    def layout(self) -> list[tuple[str, int, int, int]]:
-        """``(source pack, offset, length, offset in the new pack)`` for each copied range."""
-        out: list[tuple[str, int, int, int]] = []
-        base = 0
-        for source in self.sources:
-            for offset, length in source.live_ranges:
-                out.append((source.key, offset, length, base))
-                base += length
-        return out
-
-    @cached_property
-    def _spans(self) -> dict[str, tuple[list[int], list[tuple[int, int, int]]]]:
-        spans: dict[str, tuple[list[int], list[tuple[int, int, int]]]] = {}
-        for key, offset, length, base in self.layout():
-            starts, items = spans.setdefault(key, ([], []))
-            starts.append(offset)
-            items.append((offset, length, base))
-        return spans
-
-    def relocate(self, ref: ChunkRef) -> int | None:
-        """The offset of ``ref`` in the new pack, or None when it is not copied into it."""
-        starts, items = self._spans.get(ref.pack, ([], []))
-        if ref.length == 0 and any(s.key == ref.pack for s in self.sources):
-            return 0  # an empty chunk: any offset reads nothing
-        i = bisect.bisect_right(starts, ref.offset) - 1
-        if i < 0:
-            return None
-        offset, length, base = items[i]
-        if ref.offset + ref.length > offset + length:
-            return None
-        return base + ref.offset - offset
 
 
 @dataclass(frozen=True)
@@ -136,24 +86,33 @@ class PrunePlan:
     referenced_bytes: int
     live_stored_bytes: int
 
+    @property
+    def old_packs(self) -> frozenset[str]:
+        """The packs the repack empties (deleted in step 5)."""
+        return frozenset(s.key for p in self.new_packs for s in p.sources)
+
+    def summary(self) -> dict[str, object]:
+        """The figures ``akoshad prune`` prints (and ``--json`` returns)."""
+        return {
+            "uploads_kept": len(self.kept_uploads),
+            "uploads_removed": list(self.removed_uploads),
+            "crashed_uploads": list(self.crashed_uploads),
+            "objects_deleted": len(self.delete_manifests) + len(self.delete_objects),
+            "packs_repacked": len(self.old_packs),
+            "bytes_freed": self.freed_bytes + self.repack_freed_bytes,
+            "bytes_referenced": self.referenced_bytes,
+            "bytes_stored_after": self.live_stored_bytes,
+            "missing": list(self.missing),
+        }
+
     def steps(self) -> list[Step]:
+        """Every step, in the order they must run (see the module docstring)."""
         out = [Step("delete_manifest", key) for key in self.delete_manifests]
         out += [Step("delete_object", key) for key in self.delete_objects]
         out += [Step("write_pack", f"new-pack-{i}", p) for i, p in enumerate(self.new_packs)]
         out += [Step("rewrite_manifest", key) for key in self.rewrite_manifests]
         out += [Step("delete_replaced", key) for key in self.replaced]
         return out
-
-
-def merge_ranges(ranges: Iterable[Range]) -> tuple[Range, ...]:
-    """Sorted, merged ``(offset, length)`` ranges (overlapping or touching ones joined)."""
-    merged: list[list[int]] = []
-    for offset, length in sorted(r for r in ranges if r[1] > 0):
-        if merged and offset <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], offset + length)
-        else:
-            merged.append([offset, offset + length])
-    return tuple((start, end - start) for start, end in merged)
 
 
 def upload_id_time(upload_id: str) -> datetime | None:
@@ -208,45 +167,6 @@ def _unfinished(
         else:
             crashed.append(upload_id)
     return protected, crashed
-
-
-def _choose_repacks(
-    pack_ranges: Mapping[str, list[Range]],
-    listing: Mapping[str, int],
-    whole_bytes: int,
-    ratio: float,
-    bound: float,
-) -> list[PackRepack]:
-    candidates: list[PackRepack] = []
-    for key, ranges in pack_ranges.items():
-        size = listing.get(key)
-        merged = merge_ranges(ranges)
-        if not size or any(o < 0 or o + n > size for o, n in merged):
-            continue  # missing, or references past its end: never rewrite what we can't copy
-        candidates.append(PackRepack(key, size, merged))
-    candidates.sort(key=lambda p: (p.live_bytes / p.size, p.key))
-    chosen = [p for p in candidates if p.live_bytes < ratio * p.size]
-    referenced = whole_bytes + sum(p.live_bytes for p in candidates)
-    stored = whole_bytes + sum(p.size for p in candidates)
-    stored -= sum(p.size - p.live_bytes for p in chosen)
-    for pack in candidates[len(chosen) :]:
-        if stored <= bound * referenced or pack.live_bytes == pack.size:
-            break
-        chosen.append(pack)
-        stored -= pack.size - pack.live_bytes
-    return chosen
-
-
-def _group(repacks: list[PackRepack], target: int) -> tuple[NewPack, ...]:
-    groups: list[list[PackRepack]] = []
-    total = 0
-    for pack in sorted(repacks, key=lambda p: p.key):
-        if not groups or total + pack.live_bytes > target:
-            groups.append([])
-            total = 0
-        groups[-1].append(pack)
-        total += pack.live_bytes
-    return tuple(NewPack(tuple(g)) for g in groups)
 
 
 def _rewritten_holders(refs: ManifestRefs, moved: Collection[str]) -> set[str]:
@@ -310,7 +230,9 @@ def plan_prune(
 ) -> PrunePlan:
     """Plan a prune of ``systems/{system_id}/`` keeping the uploads in ``keep``.
 
-    ``listing``: every key of the target under that prefix, with its size. ``in_progress``:
+    ``manifests``: one ``ManifestRefs`` per manifest in the target; a dropped upload may be
+    given bare (``ManifestRefs(upload_id, manifest_key)``), only the kept ones need their
+    references. ``listing``: every key under that prefix, with its size. ``in_progress``:
     ids of uploads being written now. ``protected``: keys never to delete (e.g. packs the
     upload in progress already wrote). Raises ``ValueError`` when a listed manifest was not
     given, or when ``keep`` keeps none of the uploads.
@@ -331,7 +253,7 @@ def plan_prune(
     swept = tuple(prefix + d for d in SWEPT_DIRS)
     delete_objects = tuple(k for k in sorted(listing) if k.startswith(swept) and k not in hold)
     whole_bytes = sum(listing.get(key, 0) for key in live - {prefix + OWNER_NAME})
-    chosen = _choose_repacks(pack_ranges, listing, whole_bytes, repack_ratio, stored_bound)
+    chosen = choose_repacks(pack_ranges, listing, whole_bytes, repack_ratio, stored_bound)
     rewrite, replaced = _rewrites(kept, {p.key for p in chosen})
     pack_live = sum(n for r in pack_ranges.values() for _, n in merge_ranges(r))
     stored = whole_bytes + sum(listing.get(k, 0) for k in pack_ranges)
@@ -343,7 +265,7 @@ def plan_prune(
         crashed_uploads=tuple(crashed),
         delete_manifests=delete_manifests,
         delete_objects=delete_objects,
-        new_packs=_group(chosen, pack_target),
+        new_packs=group_repacks(chosen, pack_target),
         rewrite_manifests=tuple(rewrite),
         replaced=tuple(sorted(replaced - busy - set(protected))),
         missing=tuple(sorted(missing)),

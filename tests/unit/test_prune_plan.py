@@ -9,14 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from akoshad.storage.prune_plan import (
-    NewPack,
-    PackRepack,
-    PrunePlan,
-    merge_ranges,
-    plan_prune,
-    upload_id_time,
-)
+from akoshad.storage.prune_plan import PrunePlan, plan_prune, upload_id_time
 from akoshad.storage.prune_refs import (
     ChunkRef,
     ManifestRefs,
@@ -24,6 +17,7 @@ from akoshad.storage.prune_refs import (
     documents_needed,
     manifest_refs,
 )
+from akoshad.storage.repack import NewPack, PackRepack, merge_ranges
 from tests.prune_model import Bucket
 
 P = "systems/box/"
@@ -167,6 +161,22 @@ def test_live_set_of_mixed_manifests_and_what_is_swept() -> None:
     assert plan.rewrite_manifests == (mkey(NEW1),)
     assert plan.replaced == (P + "index/bb/part1.json.gz", P + "packs/p2/two")
     assert plan.repack_freed_bytes == 80
+    assert plan.old_packs == {P + "packs/p2/two"}
+    assert plan.summary() == {
+        "uploads_kept": 2,
+        "uploads_removed": [OLD1, NEW2],
+        "crashed_uploads": [],
+        "objects_deleted": 6,
+        "packs_repacked": 1,
+        "bytes_freed": 2930 + 80,
+        "bytes_referenced": 2540,
+        "bytes_stored_after": 2540,
+        "missing": [],
+    }
+    # the dropped uploads may be given bare: same plan
+    bare = [m if m.upload_id in (OLD2, NEW1) else ManifestRefs(m.upload_id, m.manifest_key)
+            for m in mixed_refs()]  # fmt: skip
+    assert plan_prune("box", bare, LISTING, {OLD2, NEW1}, now=NOW, stored_bound=10) == plan
 
 
 def test_owner_keys_and_unknown_keys_are_never_deleted() -> None:
@@ -391,3 +401,17 @@ def test_random_graphs_survive_a_kill_at_any_step_and_the_next_prune_finishes(
     assert bucket.problems({m.upload_id for m in bucket.refs()}) == []
     bucket.run(_plan(bucket, keep, busy))
     _check_done(bucket, keep, start)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 1000), st.integers(0, 1000)), min_size=1, max_size=12))
+def test_live_data_after_repack_is_within_the_bound(packs: list[tuple[int, int]]) -> None:
+    chunks = tuple(
+        ChunkRef(f"{P}packs/p/{i}", 0, min(live, size)) for i, (size, live) in enumerate(packs)
+    )
+    refs = ManifestRefs(NEW1, mkey(NEW1), chunks={mkey(NEW1): chunks})
+    listing = {mkey(NEW1): 0, **{f"{P}packs/p/{i}": size for i, (size, _) in enumerate(packs)}}
+    plan = plan_prune("box", [refs], listing, {NEW1}, now=NOW)
+    assert plan.live_stored_bytes <= 1.2 * plan.referenced_bytes
+    for pack in plan.new_packs:
+        assert all(s.live_bytes < s.size for s in pack.sources)  # only packs with dead bytes
