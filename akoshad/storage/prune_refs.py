@@ -1,0 +1,157 @@
+"""What one manifest references, for the prune planner: format 1 and format 2 alike.
+
+A format-1 entry names one whole object (``key``). A format-2 entry has ``chunks`` (each
+``{key, offset, length, ...}`` inside a pack) or a ``chunk_list`` (a stored
+``{"chunks": [...]}``); a large store keeps its entries in ``metadata.index.parts`` (stored
+``{"files": [...]}``) instead of ``metadata.files``. The top-level ``files`` names objects
+in the upload's own folder (``memories.json``, format-1 objects).
+
+The caller reads the index parts and chunk lists (``documents_needed`` says which, in two
+rounds: parts, then the lists they name) and passes them decoded to ``manifest_refs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class MissingDocumentError(LookupError):
+    """An index part or chunk list the manifest names was not provided."""
+
+
+@dataclass(frozen=True, order=True)
+class ChunkRef:
+    """Stored bytes of one chunk: ``length`` bytes at ``offset`` in object ``pack``."""
+
+    pack: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ManifestRefs:
+    """What one upload's manifest references (keys relative to the target's root).
+
+    ``objects``: whole objects (format-1 files, ``memories.json``, index parts, chunk lists).
+    ``chunks``: per holder (the manifest key for inline ``chunks``, else the index part or
+    chunk list whose JSON holds them), the chunk references written there.
+    ``children``: per holder, the index parts and chunk lists it names.
+    """
+
+    upload_id: str
+    manifest_key: str
+    objects: frozenset[str] = frozenset()
+    chunks: Mapping[str, tuple[ChunkRef, ...]] = field(default_factory=dict)
+    children: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def chunk_refs(self) -> Iterable[ChunkRef]:
+        for refs in self.chunks.values():
+            yield from refs
+
+
+def _dict(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} is not an object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is not a list")
+    return value
+
+
+def _key(value: Any, what: str) -> str:
+    key = _dict(value, what).get("key")
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"{what} has no key")
+    return key
+
+
+def _parts(manifest: Mapping[str, Any]) -> list[str]:
+    meta = _dict(manifest.get("metadata", {}), "metadata")
+    index = _dict(meta.get("index") or {}, "metadata.index")
+    return [_key(p, "an index part") for p in _list(index.get("parts"), "index parts")]
+
+
+def _entries(manifest: Mapping[str, Any]) -> list[Any]:
+    meta = _dict(manifest.get("metadata", {}), "metadata")
+    return _list(meta.get("files"), "metadata.files")
+
+
+def _doc(documents: Mapping[str, Any], key: str, field_name: str) -> list[Any]:
+    if key not in documents:
+        raise MissingDocumentError(key)
+    return _list(_dict(documents[key], key).get(field_name), f"{key}: {field_name}")
+
+
+def documents_needed(manifest: Mapping[str, Any], documents: Mapping[str, Any]) -> set[str]:
+    """Keys of the index parts and chunk lists still to read before ``manifest_refs``."""
+    need = {k for k in _parts(manifest) if k not in documents}
+    entries = list(_entries(manifest))
+    for part in _parts(manifest):
+        if part in documents:
+            entries += _doc(documents, part, "files")
+    for entry in entries:
+        if "chunk_list" in _dict(entry, "an entry"):
+            key = _key(entry["chunk_list"], "a chunk_list")
+            if key not in documents:
+                need.add(key)
+    return need
+
+
+def _chunk(raw: Any) -> ChunkRef:
+    item = _dict(raw, "a chunk")
+    offset, length = item.get("offset"), item.get("length")
+    if not isinstance(offset, int) or not isinstance(length, int) or offset < 0 or length < 0:
+        raise ValueError("a chunk has no valid offset/length")
+    return ChunkRef(_key(item, "a chunk"), offset, length)
+
+
+def manifest_refs(
+    upload_id: str,
+    manifest_key: str,
+    manifest: Mapping[str, Any],
+    documents: Mapping[str, Any],
+) -> ManifestRefs:
+    """The references of one manifest. ``documents``: decoded index parts and chunk lists.
+
+    Raises ``MissingDocumentError`` when one it names is not in ``documents``, and
+    ``ValueError`` when the manifest or a document is malformed.
+    """
+    folder = manifest_key.rsplit("/", 1)[0] + "/"
+    objects = {folder + str(name) for name in _list(manifest.get("files"), "files")}
+    chunks: dict[str, set[ChunkRef]] = {}
+    children: dict[str, set[str]] = {}
+
+    def add(holder: str, entries: list[Any]) -> None:
+        for raw in entries:
+            entry = _dict(raw, "an entry")
+            if "chunks" in entry:
+                refs = {_chunk(c) for c in _list(entry["chunks"], "chunks")}
+                chunks.setdefault(holder, set()).update(refs)
+            elif "chunk_list" in entry:
+                key = _key(entry["chunk_list"], "a chunk_list")
+                objects.add(key)
+                children.setdefault(holder, set()).add(key)
+                refs = {_chunk(c) for c in _doc(documents, key, "chunks")}
+                chunks.setdefault(key, set()).update(refs)
+            else:
+                objects.add(_key(entry, "an entry"))
+
+    add(manifest_key, _entries(manifest))
+    for part in _parts(manifest):
+        objects.add(part)
+        children.setdefault(manifest_key, set()).add(part)
+        add(part, _doc(documents, part, "files"))
+    return ManifestRefs(
+        upload_id=upload_id,
+        manifest_key=manifest_key,
+        objects=frozenset(objects),
+        chunks={h: tuple(sorted(c)) for h, c in chunks.items()},
+        children={h: frozenset(k) for h, k in children.items()},
+    )
