@@ -14,6 +14,7 @@ import os
 import pwd
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -250,9 +251,106 @@ def cmd_service(
     plan = plan_for(plat, env, executable, config, os.getuid(), settings)
     dry = bool(getattr(args, "dry_run", False))
     run = bool(getattr(args, "enable", False))
+    purge = bool(getattr(args, "purge", False))
     if args.action == "install":
+        if purge or getattr(args, "yes", False):
+            print("akoshad: service: --purge and --yes go with uninstall", file=sys.stderr)
+            return 2
         return _install(plan, dry, run, env)
-    return _uninstall(plan, dry, run)
+    if purge and not dry:
+        refused = _purge_refusal(settings, _home(env), run, bool(getattr(args, "yes", False)))
+        if refused is not None:
+            return refused
+    code = _uninstall(plan, dry, run)
+    if not purge:
+        _say_kept(settings)
+        return code
+    return _purge(settings, dry) or code
+
+
+def _say_kept(settings: Settings) -> None:
+    bucket = settings.cloud_sync.cloud_bucket
+    print(
+        f"kept: the state {settings.state_dir}, the outbox {settings.local_target_dir}"
+        + (f" and the uploads in the bucket {bucket}" if bucket else "")
+        + "; `akoshad service uninstall --purge` deletes the local ones"
+    )
+
+
+def _purge_targets(settings: Settings) -> list[Path]:
+    return [settings.state_dir, settings.local_target_dir]
+
+
+def _daemon_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _purge_refusal(settings: Settings, home: Path, stopping: bool, yes: bool) -> int | None:
+    """Why ``--purge`` may not go ahead (its exit code, with one line said), else None."""
+    for target in _purge_targets(settings):
+        t = target.resolve()
+        if t in (Path("/"), home.resolve()) or settings.data_dir.resolve().is_relative_to(t):
+            print(
+                f"akoshad: service: refusing to purge {target}: it holds more than akoshad's"
+                " own files",
+                file=sys.stderr,
+            )
+            return 1
+    if not stopping and _daemon_answers(settings.socket_path):
+        print(
+            f"akoshad: service: the daemon still answers on {settings.socket_path}: stop it"
+            f" first (systemctl --user stop {UNIT_NAME}) or add --enable",
+            file=sys.stderr,
+        )
+        return 1
+    if yes:
+        return None
+    what = " and ".join(str(t) for t in _purge_targets(settings))
+    if not sys.stdin.isatty():
+        print(
+            f"akoshad: service: --purge deletes {what}: confirm with --yes (no terminal to ask on)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        answer = input(f"Delete {what} (local state and outbox)? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        print("nothing changed")
+        return 1
+    return None
+
+
+def _purge(settings: Settings, dry: bool) -> int:
+    """Delete the local state and outbox (never following a symbolic link); exit code."""
+    code = 0
+    for target in _purge_targets(settings):
+        if dry:
+            print(f"# would delete {target}")
+        elif target.is_symlink():
+            print(f"akoshad: service: not purged: {target} is a symbolic link", file=sys.stderr)
+            code = 1
+        elif target.exists():
+            try:
+                shutil.rmtree(target)
+            except OSError as exc:
+                print(f"akoshad: service: could not delete {target}: {exc}", file=sys.stderr)
+                code = 1
+            else:
+                print(f"deleted {target}")
+        else:
+            print(f"{target} was not there")
+    bucket = settings.cloud_sync.cloud_bucket
+    if bucket:
+        print(f"kept: the uploads in the bucket {bucket} (delete them with your S3 tools)")
+    return code
 
 
 def _install(plan: Plan, dry: bool, run: bool, env: Mapping[str, str]) -> int:
