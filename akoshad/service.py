@@ -256,9 +256,10 @@ def cmd_service(
         if purge or getattr(args, "yes", False):
             print("akoshad: service: --purge and --yes go with uninstall", file=sys.stderr)
             return 2
-        return _install(plan, dry, run, env)
+        return _install(plan, dry, run, env, _in_private_tmp(settings, config))
     if purge and not dry:
-        refused = _purge_refusal(settings, _home(env), run, bool(getattr(args, "yes", False)))
+        keep = [settings.data_dir, _home(env), *([Path(config)] if config else [])]
+        refused = _purge_refusal(settings, keep, run, bool(getattr(args, "yes", False)))
         if refused is not None:
             return refused
     code = _uninstall(plan, dry, run)
@@ -266,6 +267,18 @@ def cmd_service(
         _say_kept(settings)
         return code
     return _purge(settings, dry) or code
+
+
+def _in_private_tmp(settings: Settings, config: str | None) -> list[tuple[str, Path]]:
+    """The paths the service needs that ``PrivateTmp=yes`` hides from it."""
+    paths = [
+        ("store", settings.data_dir),
+        ("state folder", settings.state_dir),
+        ("outbox", settings.local_target_dir),
+        *([("configuration file", Path(config))] if config else []),
+    ]
+    tmps = (Path("/tmp"), Path("/var/tmp"))
+    return [(w, p) for w, p in paths if any(p.is_relative_to(d) for d in tmps)]
 
 
 def _say_kept(settings: Settings) -> None:
@@ -291,11 +304,12 @@ def _daemon_answers(path: Path) -> bool:
     return True
 
 
-def _purge_refusal(settings: Settings, home: Path, stopping: bool, yes: bool) -> int | None:
-    """Why ``--purge`` may not go ahead (its exit code, with one line said), else None."""
+def _purge_refusal(settings: Settings, keep: list[Path], stopping: bool, yes: bool) -> int | None:
+    """Why ``--purge`` may not go ahead (its exit code, with one line said), else None.
+    ``keep``: the store, the home directory and the configuration file, never deleted."""
     for target in _purge_targets(settings):
         t = target.resolve()
-        if t in (Path("/"), home.resolve()) or settings.data_dir.resolve().is_relative_to(t):
+        if t == Path("/") or any(k.resolve().is_relative_to(t) for k in keep):
             print(
                 f"akoshad: service: refusing to purge {target}: it holds more than akoshad's"
                 " own files",
@@ -353,7 +367,9 @@ def _purge(settings: Settings, dry: bool) -> int:
     return code
 
 
-def _install(plan: Plan, dry: bool, run: bool, env: Mapping[str, str]) -> int:
+def _install(
+    plan: Plan, dry: bool, run: bool, env: Mapping[str, str], hidden: list[tuple[str, Path]]
+) -> int:
     ignored = sorted(k for k in env if k.startswith("AKOSHAD_") and k != "AKOSHAD_CONFIG")
     if dry:
         print(f"# dry run, nothing changed: would write the {plan.kind} {plan.path} (0644):")
@@ -371,6 +387,12 @@ def _install(plan: Plan, dry: bool, run: bool, env: Mapping[str, str]) -> int:
         print(f"wrote the {plan.kind} {plan.path}")
     if ignored:
         print(f"# note: the service will not see {', '.join(ignored)}: put them in the config file")
+    if plan.kind.startswith("systemd"):
+        for what, path in hidden:
+            print(
+                f"# note: the service has a /tmp of its own (PrivateTmp=yes): it will not see"
+                f" the {what} {path}; move it out of the system temp folder"
+            )
     if dry:
         return 0
     return _run_or_print(plan.enable, run, "enable and start it with")

@@ -473,3 +473,23 @@ def test_uninstall_says_what_it_keeps(tmp_path: Path) -> None:
 def test_purge_goes_with_uninstall_only(tmp_path: Path) -> None:
     res = _cli(["install", "--purge", "--dry-run"], base_env(tmp_path))
     assert res.returncode == 2 and "uninstall" in res.stderr
+
+
+def test_uninstall_purge_never_deletes_the_configuration_file(tmp_path: Path) -> None:
+    cfg, env, dirs = _purge_rig(tmp_path)
+    inside = dirs["state"] / "config.yaml"
+    inside.write_text(cfg.read_text())
+    res = _cli(["uninstall", "--purge", "--yes", "--config", str(inside)], env)
+    assert res.returncode == 1 and "refusing to purge" in res.stderr
+    assert inside.exists() and dirs["outbox"].exists()
+
+
+def test_install_warns_about_paths_in_the_private_tmp(tmp_path: Path) -> None:
+    if not tmp_path.is_relative_to("/tmp"):
+        pytest.skip("tmp_path is not under /tmp here")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "store")}))
+    res = _cli(["install", "--dry-run", "--config", str(cfg)], base_env(tmp_path / "home"))
+    assert res.returncode == 0, res.stderr
+    assert f"PrivateTmp=yes): it will not see the store {tmp_path / 'store'}" in res.stdout
+    assert f"the configuration file {cfg}" in res.stdout
