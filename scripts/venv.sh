@@ -13,7 +13,11 @@ akoshad_venv() {
             echo "akoshad needs Python >= 3.11: set PYTHON=/path/to/python3.11 (now: $py)" >&2
             return 1
         fi
-        rm -rf "$venv"
+        if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
+            echo "$venv exists and is not a virtual environment: move it away first" >&2
+            return 1
+        fi
+        rm -rf "$venv"   # a broken or too old environment: made anew
         if ! "$py" -m venv "$venv"; then
             echo "could not create $venv: on Debian/Ubuntu, apt-get install python3-venv" >&2
             return 1
