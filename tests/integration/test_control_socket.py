@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import stat
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from hypothesis import strategies as st
 
 from akoshad.control import AlreadyRunning, ControlRequestError, ControlServer, peer_uid, request
 from akoshad.errors import AkoshadError, DaemonNotRunning
+from tests.tmpdirs import short_dir
 
 STATUS = b'{"cmd": "status"}\n'
 
@@ -37,11 +37,6 @@ async def handler(req: dict[str, Any]) -> dict[str, Any]:
     if req.get("big"):
         return {"blob": "x" * int(req["big"])}
     return {"echo": req["cmd"], "tag": req.get("tag")}
-
-
-def short_dir() -> Path:
-    """AF_UNIX paths are limited to ~107 bytes: pytest's tmp_path can be too long."""
-    return Path(tempfile.mkdtemp(prefix="ak", dir="/tmp"))
 
 
 @pytest.fixture

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import signal
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from tests.helpers import base_env, start_daemon, wait_for, write_config
 from tests.storegen import make_store
+from tests.tmpdirs import short_dir
 
 
 class NotifySocket:
     """Collects sd_notify datagrams with their arrival time."""
 
     def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "notify.sock"
+        self.path = short_dir() / "notify.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.path))
         self.sock.settimeout(0.2)
@@ -47,7 +47,7 @@ class NotifySocket:
 
 def _setup(tmp_path: Path, **extra: object) -> tuple[Path, dict[str, str], NotifySocket]:
     make_store(tmp_path / "store")
-    sock_dir = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp"))
+    sock_dir = short_dir()
     settings: dict[str, object] = {
         "data_dir": str(tmp_path / "store"),
         "state_dir": str(tmp_path / "state"),

@@ -8,7 +8,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,10 +21,11 @@ from tests.helpers import (
     write_config,
 )
 from tests.storegen import make_store
+from tests.tmpdirs import short_dir
 
 
 def _setup(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
-    sock_dir = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp"))
+    sock_dir = short_dir()
     sock = sock_dir / "run" / "akoshad.sock"
     make_store(tmp_path / "store")
     cfg = write_config(
