@@ -43,10 +43,15 @@ def document_key(system_id: str, kind: DocumentKind, plain: bytes) -> str:
     return f"systems/{system_id}/{kind}/{sha[:2]}/{sha}.json.gz"
 
 
+def compress_document(plain: bytes) -> bytes:
+    """The stored bytes of a document's JSON: gzip, the same bytes every time."""
+    return gzip.compress(plain, compresslevel=9, mtime=0)
+
+
 def encode_document(system_id: str, kind: DocumentKind, obj: Any) -> tuple[str, bytes]:
     """``(key, stored bytes)`` of a document; blocking (CPU), call from a thread when big."""
     plain = canonical_json(obj)
-    return document_key(system_id, kind, plain), gzip.compress(plain, compresslevel=9, mtime=0)
+    return document_key(system_id, kind, plain), compress_document(plain)
 
 
 def _decode_gzip(stored: bytes, limit: int, what: str) -> bytes:

@@ -125,7 +125,8 @@ async def _read_batch(
     ranges: RangeReader, f: StoredFile, batch: range, reads: list[RangeRead]
 ) -> list[bytes]:
     """The stored bytes of the batch's chunks, in order."""
-    locs = [Location(f.chunks[i].key, f.chunks[i].offset, f.chunks[i].length) for i in batch]
+    chunks = f.chunks
+    locs = [Location(chunks[i].key, chunks[i].offset, chunks[i].length) for i in batch]
     bodies: list[bytes] = [b""] * len(locs)
     for rr in reads:
         first = batch[rr.items[0]]
@@ -147,9 +148,10 @@ def _decode_batch(
 ) -> int:
     """Decode and check each chunk of the batch, hash and write it; decoded bytes."""
     n = 0
+    chunks = f.chunks
     for i, body in zip(batch, bodies, strict=True):
         try:
-            data = decode_chunk(body, f.chunks[i])
+            data = decode_chunk(body, chunks[i])
         except StorageError as exc:
             raise _chunk_error(f, i, f"is damaged: {exc}") from None
         digest.update(data)
@@ -168,10 +170,11 @@ async def _fetch_chunks(
 ) -> int:
     """Read batches ahead (bounded by count and bytes), decode and write them in order."""
     limit = max(1, min(BATCH_BYTES, memory_budget // max(1, max_in_flight)))
-    batches = _batches(f.chunks, limit)
+    chunks = f.chunks
+    batches = _batches(chunks, limit)
     plans: list[list[RangeRead]] = []
     for batch in batches:
-        locs = [Location(f.chunks[i].key, f.chunks[i].offset, f.chunks[i].length) for i in batch]
+        locs = [Location(chunks[i].key, chunks[i].offset, chunks[i].length) for i in batch]
         plans.append(plan_reads(locs, max_gap=min(MiB, limit // 4), max_span=limit))
     cost = [sum(r.length for r in plan) for plan in plans]
     pending: deque[tuple[int, asyncio.Task[list[bytes]]]] = deque()

@@ -29,7 +29,12 @@ from datetime import datetime
 from typing import Any
 
 from akoshad.layout import FileEntry, build_manifest, object_name, upload_prefix
-from akoshad.storage.documents import DocumentKind, encode_document
+from akoshad.storage.documents import (
+    DocumentKind,
+    canonical_json,
+    compress_document,
+    document_key,
+)
 from akoshad.storage.stored import StoredFile, WholeObject, check_files
 from akoshad.targets.base import Target
 
@@ -72,10 +77,11 @@ class _Documents:
         self.keys: set[str] = set()
 
     def add(self, kind: DocumentKind, obj: Any) -> str:
-        key, data = encode_document(self.system_id, kind, obj)
+        plain = canonical_json(obj)
+        key = document_key(self.system_id, kind, plain)
         self.keys.add(key)
-        if key not in self.known:
-            self.new.setdefault(key, data)
+        if key not in self.known and key not in self.new:
+            self.new[key] = compress_document(plain)  # only what is not stored yet
         return key
 
 

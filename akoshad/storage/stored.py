@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from akoshad.capture_facts import Facts
 from akoshad.layout import KINDS, NAME_RE, FileEntry, ManifestError, check_store_path
@@ -87,8 +87,11 @@ class StoredFile:
 
     @property
     def chunks(self) -> tuple[ChunkRef, ...]:
-        """The file's chunks in order (empty for a whole object or an empty file)."""
-        return tuple(p for p in self.parts if isinstance(p, ChunkRef))
+        """The file's chunks in order (empty for a whole object or an empty file); no copy
+        (``check_stored_file`` makes sure a file has chunks only, or one whole object)."""
+        if self.whole is not None:
+            return ()
+        return cast(tuple[ChunkRef, ...], self.parts)
 
     @property
     def stored_size(self) -> int:
@@ -179,9 +182,9 @@ def check_stored_file(f: StoredFile, system_id: str, where: str = "") -> None:
     if whole is not None:
         _check_whole(whole, f, root, where)
         return
-    chunks = f.chunks
-    if len(chunks) != len(f.parts):
+    if not all(isinstance(p, ChunkRef) for p in f.parts):
         raise ManifestError(f"{where}: a whole object must be the file's only part")
+    chunks = f.chunks
     try:
         for i, ref in enumerate(chunks):
             ref.validate(f"{where}: chunk {i + 1}")
