@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from akoshad.capture_facts import Facts
 from akoshad.errors import IntegrityError
 from akoshad.layout import (
     ManifestError,
@@ -114,6 +115,10 @@ async def test_round_trip_small_files_packed_and_duckdb_chunked(
     assert meta["skipped"] == [{"path": "bad", "reason": "unreadable"}]
     lists = [k for k, _ in built.documents if "/chunklists/" in k]
     assert len(lists) == 1 and lists[0].startswith(f"systems/{SID}/chunklists/")
+    for key, data in built.documents:  # named by the sha256 of their plaintext JSON
+        sha = hashlib.sha256(gzip.decompress(data)).hexdigest()
+        kind = "chunklists" if key in lists else "index"
+        assert key == f"systems/{SID}/{kind}/{sha[:2]}/{sha}.json.gz"
     await write_upload(target, SID, UP1, built)
 
     back = await read_entries(target, await manifest_back(target, UP1))
@@ -133,6 +138,7 @@ async def test_small_store_lists_entries_inline(tmp_path: Path, staging: Path) -
     (root / "b.db").write_bytes(b"sqlite" * 100)
     target = MemTarget()
     files = await Store(target, SID, staging).store_tree(root)
+    files[0] = replace(files[0], facts=Facts(json_ok=True), mode=0o640)
     built = build_manifest2(system_id=SID, upload_id=UP1, files=files, skipped={"a.json": "x"})
     meta = built.manifest["metadata"]
     assert built.documents == [] and "index" not in meta
@@ -143,6 +149,8 @@ async def test_small_store_lists_entries_inline(tmp_path: Path, staging: Path) -
     assert validate_manifest(built.manifest) == []
     await write_upload(target, SID, UP1, built)
     back = await read_entries(target, await manifest_back(target, UP1), system_id=SID)
+    assert (back[0].facts, back[0].mode, back[1].facts) == (Facts(json_ok=True), 0o640, None)
+    assert back[0].name == "a.json" and back[1].kind == "sqlite"
     assert [await fetch_bytes(target, f) for f in back] == [b"{}", b"sqlite" * 100]
 
 
