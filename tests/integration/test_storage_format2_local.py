@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import duckdb
-import pytest
 
 from akoshad.destdir import FileSink, open_dest, parent_dir
 from akoshad.layout import manifest_key, validate_manifest
@@ -58,7 +57,6 @@ def read_manifest(target: LocalTarget, upload_id: str) -> dict[str, object]:
     return out
 
 
-@pytest.mark.slow
 def test_two_uploads_restore_identically_and_share_documents(tmp_path: Path) -> None:
     root, outbox = tmp_path / "data", tmp_path / "outbox"
     staging = tmp_path / "staging"
