@@ -32,7 +32,7 @@ from akoshad.storage.prune_plan import PrunePlan, Step, plan_prune
 from akoshad.storage.prune_refs import ManifestRefs, manifest_refs
 from akoshad.storage.prune_rewrite import RelocationError, Relocator, Rewriter
 from akoshad.storage.repack import NewPack
-from akoshad.storage.retention import Retention, apply_retention
+from akoshad.storage.retention import Retention, Upload, apply_retention
 from akoshad.targets.base import Target
 
 DELETE_BATCH = 1000
@@ -295,18 +295,21 @@ async def run_prune(
     ``dry_run``, report the plan). Call under the daemon's pass lock."""
     started = time.monotonic()
     if ownership is not None:
-        await ownership.check(force=True)
-    now = now or datetime.now(UTC)
-    loaded = await load_for_prune(target, system_id)
-    decision = apply_retention(loaded.uploads(), policy, now=now)
-    keep = set(decision.keep_ids) | set(loaded.untimed())
+        await ownership.check(force=True, claim=not dry_run)
+    when = now or datetime.now(UTC)
+
+    def retained(uploads: list[Upload]) -> frozenset[str]:
+        return apply_retention(uploads, policy, now=when).keep_ids
+
+    loaded = await load_for_prune(target, system_id, keep=retained)
+    keep = set(retained(loaded.uploads())) | set(loaded.untimed())
     try:
         plan = plan_prune(
             system_id,
             loaded.refs(),
             loaded.listing,
             keep,
-            now=now,
+            now=when,
             in_progress=in_progress,
             protected=protected,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -190,28 +190,40 @@ async def load_for_prune(
     target: Target,
     system_id: str,
     *,
+    keep: Callable[[list[Upload]], Collection[str]] | None = None,
     max_manifest: int = MAX_MANIFEST_BYTES,
     max_document: int = MAX_DOCUMENT_BYTES,
     concurrency: int = CONCURRENCY,
-    on_listed: Callable[[int], None] | None = None,
 ) -> PruneInput:
-    """List ``systems/{system_id}/`` with sizes, read every manifest and every document the
-    manifests name. Raises :class:`PruneError` naming what could not be read."""
+    """List ``systems/{system_id}/`` with sizes, read every manifest and the documents they
+    name. With ``keep`` (upload ids to keep, given the timed uploads; e.g. a retention
+    decision), only the kept manifests' documents are read (the others get bare refs, all
+    the planner needs of them), so a damaged upload that is dropped cannot block a prune.
+    Uploads without a time are always kept. Raises :class:`PruneError` naming what could
+    not be read."""
     prefix = f"systems/{system_id}/"
     listing = await list_with_sizes(target, prefix, concurrency)
-    if on_listed is not None:
-        on_listed(len(listing))
     keys = sorted(manifest_keys(prefix, listing).items())
     docs = await _bounded_gather(
         (_read_manifest(target, k, max_manifest) for _, k in keys), concurrency
     )
+    times = {u: _time_of(doc, u) for (u, _), doc in zip(keys, docs, strict=True)}
+    kept: set[str] | None = None
+    if keep is not None:
+        timed = [Upload(u, t) for u, t in times.items() if t is not None]
+        kept = set(keep(timed)) | {u for u, t in times.items() if t is None}
     documents: dict[str, dict[str, Any]] = {}
     out: list[LoadedManifest] = []
     for (upload_id, key), doc in zip(keys, docs, strict=True):
+        if kept is not None and upload_id not in kept:
+            out.append(
+                LoadedManifest(upload_id, key, doc, times[upload_id], ManifestRefs(upload_id, key))
+            )
+            continue
         try:
             await _read_documents(target, doc, documents, max_document)
             refs = manifest_refs(upload_id, key, doc, documents)
         except (LookupError, ValueError) as exc:
             raise PruneError(f"manifest {key} is malformed ({exc}); prune stopped") from None
-        out.append(LoadedManifest(upload_id, key, doc, _time_of(doc, upload_id), refs))
+        out.append(LoadedManifest(upload_id, key, doc, times[upload_id], refs))
     return PruneInput(system_id, tuple(out), documents, listing)

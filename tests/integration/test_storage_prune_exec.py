@@ -16,8 +16,9 @@ import pytest
 
 from akoshad.layout import new_upload_id
 from akoshad.storage import refs
-from akoshad.storage.owner import Machine, Ownership, load_owner_id, owner_key
+from akoshad.storage.owner import Machine, NotOwner, Ownership, load_owner_id, owner_key
 from akoshad.storage.prune_exec import PruneHooks, PruneResult, run_prune
+from akoshad.storage.prune_load import PruneError
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
 from akoshad.targets.s3 import S3Target
@@ -204,3 +205,59 @@ async def test_prune_on_seaweedfs(s3: WeedServer, system_id: str, tmp_path: Path
         assert owner_key(system_id) in s3.keys(f"systems/{system_id}/")
     finally:
         await target.close()
+
+
+async def test_an_empty_target_prunes_to_nothing(local: Target, tmp_path: Path) -> None:
+    staging = private_dir(tmp_path / "staging")
+    result = await run_prune(local, "box", policy(3), staging_dir=staging, now=NOW)
+    assert result.to_json()["objects_deleted"] == 0 and result.uploads_removed == []
+
+
+async def test_a_non_owner_prunes_nothing(local: Target, tmp_path: Path) -> None:
+    b = Builder(local, "box", tmp_path / "work")
+    await build_mixed(b)
+    alpha = Ownership(local, "box", Machine(load_owner_id(tmp_path / "a"), "alpha"), settle=0)
+    beta = Ownership(local, "box", Machine(load_owner_id(tmp_path / "b"), "beta"), settle=0)
+    await alpha.check()
+    before = [k async for k in local.list_keys("systems/box/")]
+    staging = private_dir(tmp_path / "staging")
+    for dry_run in (True, False):
+        with pytest.raises(NotOwner, match="'alpha'"):
+            await run_prune(
+                local,
+                "box",
+                policy(3),
+                staging_dir=staging,
+                now=NOW,
+                ownership=beta,
+                dry_run=dry_run,
+            )
+    assert [k async for k in local.list_keys("systems/box/")] == before
+
+
+async def test_damaged_kept_manifest_stops_the_prune_but_a_dropped_one_does_not(
+    local: Target, tmp_path: Path
+) -> None:
+    b = Builder(local, "box", tmp_path / "work")
+    made = await build_mixed(b)
+    staging = private_dir(tmp_path / "staging")
+    # a dropped format-2 upload whose chunk list is gone: it cannot block the prune
+    dropped = f"systems/box/uploads/{made[3]}/manifest.json"
+    await local.put_bytes(
+        dropped,
+        b'{"metadata": {"files": [{"chunk_list": {"key": '
+        b'"systems/box/chunklists/zz/gone.json.gz", "compression": "gzip"}}]}, '
+        b'"uploaded_at": "' + (NOW - timedelta(hours=4)).isoformat().encode() + b'"}',
+        "application/json",
+    )
+    kept = f"systems/box/uploads/{made[-1]}/manifest.json"
+    good = b"".join([c async for c in local.read(kept)])
+    await local.put_bytes(kept, b"{not json", "application/json")
+    before = [k async for k in local.list_keys("systems/box/")]
+    with pytest.raises(PruneError, match=made[-1]):
+        await run_prune(local, "box", policy(3), staging_dir=staging, now=NOW)
+    assert [k async for k in local.list_keys("systems/box/")] == before
+    await local.put_bytes(kept, good, "application/json")
+    result = await run_prune(local, "box", policy(3), staging_dir=staging, now=NOW)
+    assert made[3] in result.uploads_removed
+    await check_restorable(local, b, made[4:])
