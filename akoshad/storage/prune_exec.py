@@ -36,6 +36,7 @@ from akoshad.storage.retention import Retention, Upload, apply_retention
 from akoshad.targets.base import Target
 
 DELETE_BATCH = 1000
+STAGING_NAME = "prune"  # our own subdirectory of the staging dir, emptied at each start
 _DELETES = ("delete_manifest", "delete_object", "delete_replaced")
 
 
@@ -85,13 +86,12 @@ class PruneResult:
 
     @classmethod
     def from_plan(cls, plan: PrunePlan, *, dry_run: bool) -> PruneResult:
-        s = plan.summary()
         return cls(
             dry_run=dry_run,
             uploads_kept=len(plan.kept_uploads),
             uploads_removed=list(plan.removed_uploads),
             crashed_uploads=list(plan.crashed_uploads),
-            objects_deleted=int(s["objects_deleted"]),  # type: ignore[call-overload]
+            objects_deleted=len(plan.delete_manifests) + len(plan.delete_objects),
             packs_repacked=len(plan.old_packs),
             bytes_freed=plan.freed_bytes + plan.repack_freed_bytes,
             bytes_referenced=plan.referenced_bytes,
@@ -222,7 +222,8 @@ async def execute_plan(
     target's errors; whatever was done so far leaves every kept upload restorable."""
     started = time.monotonic()
     prefix = f"systems/{loaded.system_id}/"
-    run = _Run(target, plan, loaded, staging_dir, hooks or PruneHooks(), ownership)
+    own_dir = await asyncio.to_thread(_fresh_dir, staging_dir / STAGING_NAME)
+    run = _Run(target, plan, loaded, own_dir, hooks or PruneHooks(), ownership)
     run.pack_prefix = prefix + "packs/"
     run.rewriter = Rewriter(target, loaded.system_id, run.relocator, dict(loaded.documents))
     steps = plan.steps()
@@ -247,6 +248,19 @@ async def execute_plan(
             await run.rewrite(step.key)
         i += 1
     return _result(run, started)
+
+
+def _fresh_dir(path: Path) -> Path:
+    """``path`` as an empty private directory (what a killed prune left there is removed;
+    a link in its place is refused by ``PackWriter``'s own check)."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        if not path.is_symlink() and path.is_dir():
+            for child in path.iterdir():
+                if child.is_file() and not child.is_symlink():
+                    child.unlink()
+    return path
 
 
 async def _before_replaced(run: _Run) -> None:

@@ -129,7 +129,7 @@ async def test_format2_prune_repacks_and_rewrites_kept_manifests(
     assert result.bytes_stored_after <= 1.2 * result.bytes_referenced
     await check_restorable(local, b, made[4:])
     await assert_nothing_left(local, "box", staging)
-    assert os.listdir(staging) == []
+    assert os.listdir(staging / "prune") == []
 
 
 def kill_at_marker(args: list[str]) -> str:
@@ -173,10 +173,13 @@ async def test_kill_9_at_a_step_leaves_kept_uploads_restorable_and_next_prune_fi
     line = await asyncio.to_thread(kill_at_marker, args)
     assert line.strip() == "AT-STEP", f"the prune never reached {op} #{nth}: {line!r}"
     await check_restorable(local, b, made[4:])
+    if op == "rewrite_manifest":  # what a killed repack left in its staging dir is cleared
+        (staging / "prune" / "pack-1-leftover.tmp").write_bytes(b"x")
     done: PruneResult = await run_prune(local, "box", policy(3), staging_dir=staging, now=NOW)
     assert set(done.uploads_removed) <= set(made[:4])
     await check_restorable(local, b, made[4:])
     await assert_nothing_left(local, "box", staging)
+    assert os.listdir(staging / "prune") == []
 
 
 async def test_prune_on_seaweedfs(s3: WeedServer, system_id: str, tmp_path: Path) -> None:
