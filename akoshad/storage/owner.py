@@ -38,6 +38,7 @@ from typing import Any, Literal
 from akoshad import __version__
 from akoshad.errors import PermanentError
 from akoshad.private import FILE_MODE, make_private_dirs
+from akoshad.storage.documents import DocumentError, DocumentMissing, fetch_stored
 from akoshad.targets.base import Target
 
 OWNER_NAME = "owner.json"
@@ -229,17 +230,13 @@ class Ownership:
 
     async def read(self) -> OwnerRecord | None:
         """The record in the target now (no cache), or None when there is none."""
-        chunks: list[bytes] = []
-        size = 0
         try:
-            async for chunk in self.target.read(self.key):
-                size += len(chunk)
-                if size > MAX_RECORD_BYTES:
-                    raise OwnerRecordError("the owner record is too large", fix=_DAMAGED)
-                chunks.append(chunk)
-        except KeyError:
+            data = await fetch_stored(self.target, self.key, MAX_RECORD_BYTES, "owner record")
+        except DocumentMissing:
             return None
-        record = OwnerRecord.parse(b"".join(chunks))
+        except DocumentError:
+            raise OwnerRecordError("the owner record is too large", fix=_DAMAGED) from None
+        record = OwnerRecord.parse(data)
         self._remember(record)
         return record
 

@@ -11,6 +11,7 @@ import pytest
 
 from akoshad.errors import PermanentError
 from akoshad.storage.owner import (
+    MAX_RECORD_BYTES,
     Machine,
     NotOwner,
     OwnerRecordError,
@@ -137,6 +138,16 @@ async def test_a_damaged_record_names_the_fix(tmp_path: Path) -> None:
     await target.put_bytes(owner_key("box"), b"[1, 2]", "application/json")
     a = own(target, "box", machine(tmp_path / "a", "alpha"))
     with pytest.raises(OwnerRecordError, match="takeover"):
+        await a.check()
+    assert (await a.takeover()).host == "alpha"
+
+
+async def test_an_oversized_record_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path / "outbox")
+    huge = b'{"owner_id": "' + b"0" * MAX_RECORD_BYTES + b'"}'
+    await target.put_bytes(owner_key("box"), huge, "application/json")
+    a = own(target, "box", machine(tmp_path / "a", "alpha"))
+    with pytest.raises(OwnerRecordError, match="too large"):
         await a.check()
     assert (await a.takeover()).host == "alpha"
 
