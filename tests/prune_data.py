@@ -9,7 +9,6 @@ inline ``chunks``, a shared ``chunk_list``, or sit in ``metadata.index`` parts.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -20,6 +19,8 @@ from typing import Any
 from akoshad.layout import FileEntry, build_manifest, encode_manifest, manifest_key, object_name
 from akoshad.storage import codec
 from akoshad.storage.documents import DOCUMENT_CONTENT_TYPE, DocumentKind, encode_document
+from akoshad.storage.fetch import WholeObjectRanges, fetch_file
+from akoshad.storage.format2_read import read_entries
 from akoshad.storage.packs import PackWriter
 from akoshad.storage.refs import ChunkRef
 from akoshad.targets.base import Target
@@ -166,35 +167,17 @@ class Builder:
         self.expected[upload_id] = dict(files)
 
 
-async def _doc_json(target: Target, key: str) -> Any:
-    return json.loads(gzip.decompress(await read_all(target, key)))
-
-
 async def restore(target: Target, system_id: str, upload_id: str) -> dict[str, bytes]:
-    """Every file of the upload read back from the target; each sha256 checked."""
+    """Every file of the upload read back from the target through the restore reader
+    (``format2_read.read_entries`` + ``fetch.fetch_file``: sizes and sha256 checked)."""
     manifest = json.loads(await read_all(target, manifest_key(system_id, upload_id)))
-    meta = manifest["metadata"]
-    entries = list(meta.get("files") or [])
-    for part in (meta.get("index") or {}).get("parts", []):
-        entries += (await _doc_json(target, part["key"]))["files"]
-    packs: dict[str, bytes] = {}
+    ranges = WholeObjectRanges(target)
     out: dict[str, bytes] = {}
-    for entry in entries:
-        if "chunks" in entry or "chunk_list" in entry:
-            raw = entry.get("chunks")
-            if raw is None:
-                raw = (await _doc_json(target, entry["chunk_list"]["key"]))["chunks"]
-            data = b""
-            for item in raw:
-                ref = ChunkRef.from_json(item)
-                if ref.key not in packs:
-                    packs[ref.key] = await read_all(target, ref.key)
-                data += codec.decode_chunk(packs[ref.key][ref.offset : ref.end], ref)
-        else:
-            stored = await read_all(target, entry["key"])
-            data = gzip.decompress(stored) if entry["compression"] == "gzip" else stored
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
-        out[entry["path"]] = data
+    for f in await read_entries(target, manifest, system_id=system_id):
+        data = bytearray()
+        size, sha = await fetch_file(target, f, data.extend, ranges=ranges)
+        assert (size, sha) == (f.size, f.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        out[f.path] = bytes(data)
     return out
 
 

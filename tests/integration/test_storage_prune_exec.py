@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,12 +19,11 @@ from akoshad.storage.prune_load import PruneError
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
 from akoshad.targets.s3 import S3Target
-from tests.prune_child import policy
+from tests.prune_child import kill_at_marker, policy
 from tests.prune_data import Builder, noise, private_dir, restore, text
 from tests.s3server import WeedServer
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def ids(n: int) -> list[tuple[str, datetime]]:
@@ -130,26 +126,6 @@ async def test_format2_prune_repacks_and_rewrites_kept_manifests(
     await check_restorable(local, b, made[4:])
     await assert_nothing_left(local, "box", staging)
     assert os.listdir(staging / "prune") == []
-
-
-def kill_at_marker(args: list[str]) -> str:
-    """Run the child prune, SIGKILL it once it prints its marker; returns the line read."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.prune_child", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        child.send_signal(signal.SIGKILL)
-        return line
-    finally:
-        child.kill()
-        child.wait(30)
-        if child.stdout is not None:
-            child.stdout.close()
 
 
 @pytest.mark.parametrize(
