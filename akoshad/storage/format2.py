@@ -32,8 +32,10 @@ from akoshad.layout import FileEntry, build_manifest, object_name, upload_prefix
 from akoshad.storage.documents import (
     DocumentKind,
     canonical_json,
+    chunk_list_json,
     compress_document,
     document_key,
+    index_part_json,
 )
 from akoshad.storage.stored import StoredFile, WholeObject, check_files
 from akoshad.targets.base import Target
@@ -43,7 +45,6 @@ CHUNKS_INLINE_MAX = 64
 INDEX_INLINE_MAX = 200
 PART_BOUNDARY_BITS = 6
 PART_MAX_ENTRIES = 512
-DOCUMENT_COMPRESSION = "gzip"
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def entry_json(f: StoredFile, name: str, docs: _Documents | None = None) -> dict
     chunks = [c.to_json() for c in f.chunks]
     if docs is not None and len(chunks) > CHUNKS_INLINE_MAX:
         key = docs.add("chunklists", {"chunks": chunks})
-        out["chunk_list"] = {"key": key, "compression": DOCUMENT_COMPRESSION}
+        out["chunk_list"] = chunk_list_json(key)
     else:
         out["chunks"] = chunks
     return out
@@ -211,12 +212,7 @@ def build_manifest2(
     if use_index or (use_index is None and len(entries) > INDEX_INLINE_MAX):
         del metadata["files"]
         parts = [docs.add("index", {"files": part}) for part in cut_parts(entries)]
-        metadata["index"] = {
-            "parts": [
-                {"key": key, "compression": DOCUMENT_COMPRESSION, "encryption": "none"}
-                for key in parts
-            ]
-        }
+        metadata["index"] = {"parts": [index_part_json(key) for key in parts]}
     else:
         metadata["files"] = entries
     return Format2Manifest(manifest, list(docs.new.items()), frozenset(docs.keys))
