@@ -32,6 +32,7 @@ from akoshad.chain import BreakerState, CircuitBreaker
 from akoshad.duckdb_worker import Redactions, build_memories_json, list_rows, load_batches
 from akoshad.duckdb_worker import load_batches_here as _load_batches  # noqa: F401 (bench)
 from akoshad.errors import PermanentError, SnapshotError, TransientError
+from akoshad.heap import trim
 from akoshad.memories import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Memory, RowRef, chunks
 from akoshad.state import StateDB
 from akoshad.stats import Stats
@@ -156,6 +157,8 @@ class MemorySync:
             finally:
                 report.seconds = time.monotonic() - started
                 self.last_report = report
+                if report.pending:
+                    await asyncio.to_thread(trim)  # what the loaded batches left in the heap
             self.last_error = None
             self.last_success_at = time.time()
             return report
@@ -344,6 +347,7 @@ class MemorySync:
             )
         except Exception as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+        await asyncio.to_thread(trim)  # what the memories' ids and rows left in the heap
         self._count_redactions(found)
         if not ids:
             return None
