@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from akoshad.capture_facts import Facts
 from akoshad.errors import SnapshotError
 from akoshad.memories import (
+    DUCKDB_SAFE,
     Memory,
     RawJSON,
     RowRef,
@@ -126,7 +127,7 @@ def _validate(staged_db: Path) -> tuple[str | None, Facts | None]:
     from akoshad.snapshot import classify_open_error
 
     try:
-        con = duckdb.connect(str(staged_db), read_only=True)
+        con = duckdb.connect(str(staged_db), read_only=True, config=dict(DUCKDB_SAFE))
     except Exception as exc:
         return classify_open_error(exc), None
     try:

@@ -187,3 +187,24 @@ def test_the_daemon_never_maps_duckdb(
         assert "duckdb" not in Path(f"/proc/{proc.pid}/maps").read_text()
     finally:
         assert stop_daemon(proc) == 0
+
+
+def test_a_view_in_a_hostile_store_cannot_read_outside_the_copy(tmp_path: Path) -> None:
+    """A ``conversations_v2`` view over ``read_text`` of a file outside data_dir: the copy
+    is opened with external access off, so the file is never read (an error, not a memory)."""
+    import duckdb
+
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY----- top secret")
+    db = tmp_path / "store" / "reflection.duckdb"
+    db.parent.mkdir()
+    con = duckdb.connect(str(db))
+    con.execute(
+        "CREATE VIEW conversations_v2 AS SELECT 'x' AS id, content, "
+        f"list_transform(range(384), lambda i: 0.5)::FLOAT[384] AS embedding "
+        f"FROM read_text('{secret}')"
+    )
+    con.close()
+    with pytest.raises(pyworker.WorkerError, match="disabled by configuration") as caught:
+        duckdb_worker.list_rows(db, SYSTEM)
+    assert "top secret" not in str(caught.value)
