@@ -4,8 +4,9 @@ Work that needs a heavy native library (DuckDB) runs in a child of the very akos
 process runs, so the library is never loaded into the daemon: its memory goes back to the
 system when the child exits, and a native crash on a hostile file ends only the child.
 
-Parent side, from a worker thread: :func:`run_json` starts ``MODULE.main(argv)`` with
-``python -I`` (no environment, no cwd on the path), writes the request as JSON on its stdin
+Parent side, from a worker thread: :func:`run_json` starts ``MODULE.main(argv)`` with the
+same interpreter and path flags as this process (``-P``: never the cwd on the path; a user
+site-packages this process uses is used there too), writes the request as JSON on its stdin
 and returns the JSON object it prints on stdout; a crash, a hang (killed at ``timeout``) or
 garbage raises :class:`WorkerFailed` with one clear line. Child side: :func:`serve` reads the
 request, calls the handler and prints its answer (or the error it raised).
@@ -54,7 +55,7 @@ def run_json(module: str, args: Sequence[str], request: Any, *, timeout: float) 
     """Blocking: run ``module``'s ``main(args)`` in a child, send ``request``, return its
     answer. Raises WorkerFailed (crash, timeout: killed, garbage) or WorkerError."""
     proc = subprocess.Popen(
-        [sys.executable, "-I", "-c", BOOT, PACKAGE_PARENT, module, *args],
+        [sys.executable, *python_flags(), "-c", BOOT, PACKAGE_PARENT, module, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -81,6 +82,19 @@ def run_json(module: str, args: Sequence[str], request: Any, *, timeout: float) 
     if "error" in answer:
         raise WorkerError(str(answer["error"])[:MAX_ERROR], retry=answer.get("retry") is True)
     return answer
+
+
+def python_flags() -> list[str]:
+    """Interpreter flags for a child that finds what this process finds: ``-P`` (no cwd on
+    the path), and ``-I``/``-E``/``-s`` when this process was started with them."""
+    if sys.flags.isolated:
+        return ["-I"]
+    flags = ["-P"]
+    if sys.flags.ignore_environment:
+        flags.append("-E")
+    if sys.flags.no_user_site:
+        flags.append("-s")
+    return flags
 
 
 def first_line(exc: BaseException) -> str:
