@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import socket
-import tempfile
-from pathlib import Path
+import uuid
 
 from akoshad.notify import Notifier
 
 
 def test_a_status_beyond_latin_1_arrives_as_utf8_on_a_non_blocking_socket() -> None:
-    path = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "n.sock"
+    name = f"akoshad-test-{uuid.uuid4().hex}"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(str(path))
+    s.bind("\0" + name)  # an abstract address: nothing on disk
     try:
-        n = Notifier({"NOTIFY_SOCKET": str(path)})
+        n = Notifier({"NOTIFY_SOCKET": "@" + name})
         n.status("uploading café ✓ 日本")
         s.settimeout(2)
         assert s.recv(4096).decode("utf-8") == "STATUS=uploading café ✓ 日本"
@@ -23,5 +22,3 @@ def test_a_status_beyond_latin_1_arrives_as_utf8_on_a_non_blocking_socket() -> N
         assert n._notifier.socket.getblocking() is False
     finally:
         s.close()
-        path.unlink(missing_ok=True)
-        path.parent.rmdir()
