@@ -18,6 +18,7 @@ from pyrage import x25519
 from akoshad.errors import ConfigError, PermanentError
 from akoshad.storage.chunker import iter_stream_chunks
 from akoshad.storage.crypto import (
+    MAX_RECIPIENTS,
     BadRecipient,
     Identities,
     IdentityFileError,
@@ -43,7 +44,7 @@ from akoshad.storage.name_key import (
     new_name_key,
 )
 from akoshad.storage.packs import PackWriter
-from akoshad.storage.refs import ChunkRef
+from akoshad.storage.refs import MAX_CHUNK_SIZE, MAX_STORED_OVERHEAD, ChunkRef
 from akoshad.storage.sealed_documents import (
     document_encryption,
     encode_document_sealed,
@@ -156,6 +157,16 @@ def test_seal_round_trips_within_the_size_bound(tmp_path: Path, size: int) -> No
     sealed = seal(body, rec)
     assert sealed != body and len(sealed) <= sealed_size_bound(size)
     assert open_sealed(sealed, ids, size) == body
+
+
+def test_the_seal_bound_holds_for_the_most_recipients_and_fits_chunk_refs() -> None:
+    many = [str(x25519.Identity.generate().to_public()) for _ in range(MAX_RECIPIENTS)]
+    rec = Recipients.parse(many)
+    for _ in range(20):  # age adds a random grease stanza now and then
+        assert len(seal(b"", rec)) <= sealed_size_bound(0)
+    assert sealed_size_bound(MAX_CHUNK_SIZE) - MAX_CHUNK_SIZE <= MAX_STORED_OVERHEAD
+    with pytest.raises(BadRecipient, match="over 32"):
+        Recipients.parse([*many, str(x25519.Identity.generate().to_public())])
 
 
 def test_every_recipient_can_open(tmp_path: Path) -> None:
