@@ -1,0 +1,113 @@
+"""Index parts and chunk lists with ``encryption: "age"``: the sealed form of ``documents``.
+
+The plaintext is the same canonical JSON, gzip-compressed the same way
+(``documents.compress_document``), then sealed to the recipients. The object is named by
+the keyed hash of the plaintext JSON (``NameKey.name_of``), not its sha256:
+``systems/{sid}/{index|chunklists}/{pp}/{name}.json.gz.age``. Identical documents still
+share one key (the sealed bytes differ at each write: age is randomised, so a document is
+written once, as ``known_documents`` already ensures).
+
+A chunk list ref has no ``encryption`` field in the contract (``{key, compression}``): a
+sealed one is recognised by its key's ``.age`` suffix (:func:`document_encryption`), and the
+stored bytes must then be age data. Reading is bounded exactly as ``documents`` bounds it:
+at most ``sealed_size_bound(limit)`` stored bytes, ``limit`` bytes after opening and again
+after decompressing. Problems are one :class:`~akoshad.storage.documents.DocumentError`
+line; a missing or wrong identity stays an ``IdentityError`` (it is not damage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from akoshad.storage.crypto import (
+    Identities,
+    Recipients,
+    SealedDamaged,
+    open_sealed,
+    seal,
+    sealed_size_bound,
+)
+from akoshad.storage.documents import (
+    DOCUMENT_COMPRESSION,
+    MAX_DOCUMENT_BYTES,
+    DocumentError,
+    DocumentKind,
+    canonical_json,
+    compress_document,
+    decode_document,
+    fetch_stored,
+)
+from akoshad.storage.name_key import NameKey
+from akoshad.storage.refs import Encryption
+from akoshad.targets.base import Target
+
+SEALED_SUFFIX = ".json.gz.age"
+
+
+def sealed_document_key(system_id: str, kind: DocumentKind, plain: bytes, key: NameKey) -> str:
+    """``systems/{sid}/{kind}/{pp}/{keyed name}.json.gz.age``."""
+    if key.system_id != system_id:
+        raise ValueError("the name key belongs to another system id")
+    name = key.name_of(plain)
+    return f"systems/{system_id}/{kind}/{name[:2]}/{name}{SEALED_SUFFIX}"
+
+
+def encode_document_sealed(
+    system_id: str, kind: DocumentKind, obj: Any, key: NameKey, recipients: Recipients
+) -> tuple[str, bytes]:
+    """``(key, stored bytes)`` of a sealed document; blocking (CPU), call from a thread."""
+    plain = canonical_json(obj)
+    stored = seal(compress_document(plain), recipients)
+    return sealed_document_key(system_id, kind, plain, key), stored
+
+
+def document_encryption(key: str) -> Encryption:
+    """``"age"`` for a sealed document's key, ``"none"`` otherwise (for chunk lists, whose
+    ref carries no ``encryption``)."""
+    return "age" if key.endswith(".age") else "none"
+
+
+def sealed_index_part_json(key: str) -> dict[str, Any]:
+    """One of ``metadata.index.parts`` naming a sealed document."""
+    return {"key": key, "compression": DOCUMENT_COMPRESSION, "encryption": "age"}
+
+
+def decode_document_sealed(
+    stored: bytes,
+    compression: str,
+    encryption: str,
+    what: str,
+    identities: Identities | None,
+    limit: int = MAX_DOCUMENT_BYTES,
+) -> Any:
+    """Open (when ``encryption`` is ``age``), decompress and parse one document, each step
+    bounded by ``limit``. Blocking (CPU)."""
+    if encryption == "age":
+        try:
+            stored = open_sealed(stored, identities, limit, what)
+        except SealedDamaged as exc:
+            raise DocumentError(str(exc)) from None
+    elif encryption != "none":
+        raise DocumentError(f"{what}: unknown encryption {encryption!r:.20}")
+    return decode_document(stored, compression, what, limit)
+
+
+async def read_document_sealed(
+    target: Target,
+    key: str,
+    compression: str,
+    encryption: str,
+    identities: Identities | None,
+    *,
+    what: str = "document",
+    limit: int = MAX_DOCUMENT_BYTES,
+) -> Any:
+    """``documents.read_document`` for sealed or plain documents: fetched with a bound
+    (the sealed bound of ``limit``), opened, decoded, parsed."""
+    what = f"{what} {key}"
+    stored_limit = sealed_size_bound(limit) if encryption == "age" else limit
+    stored = await fetch_stored(target, key, stored_limit, what)
+    return await asyncio.to_thread(
+        decode_document_sealed, stored, compression, encryption, what, identities, limit
+    )
