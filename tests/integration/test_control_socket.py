@@ -20,8 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from akoshad.control import AlreadyRunning, ControlRequestError, ControlServer, peer_uid, request
 from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.runtime.control import (
+    AlreadyRunning,
+    ControlRequestError,
+    ControlServer,
+    peer_uid,
+    request,
+)
 
 STATUS = b'{"cmd": "status"}\n'
 

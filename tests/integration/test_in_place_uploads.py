@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-import akoshad.snapshot as snapshot
+import akoshad.pipeline.capture.snapshot as snapshot
 from akoshad.errors import TransientError
-from akoshad.snapshot import Captured, Snapshotter
-from akoshad.state import StateDB
-from akoshad.stats import Stats
+from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
+from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.upload import ExtraObject, PassReport, Uploader
+from akoshad.store.db import StateDB
 from akoshad.targets.base import Compression, StoredObject
 from akoshad.targets.local import LocalTarget
-from akoshad.uploader import ExtraObject, PassReport, Uploader
 
 MiB = 1024 * 1024
 BIG = "big.bin"

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-import akoshad.targets.s3 as s3mod
+import akoshad.targets.s3.target as s3mod
 from akoshad.errors import PermanentError, TransientError
 from akoshad.targets import make_target
 from akoshad.targets.base import Compression
-from akoshad.targets.s3 import S3Target
+from akoshad.targets.s3.target import S3Target
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.s3server import WeedServer
 
@@ -538,7 +538,7 @@ async def test_leftover_abort_can_be_turned_off(s3: WeedServer, system_id: str) 
 UPLOADER = """
 import asyncio, sys, time
 from pathlib import Path
-import akoshad.targets.s3 as s3mod
+import akoshad.targets.s3.target as s3mod
 real = s3mod._FileWindow.checksum
 def slow(self, kind, sha=None):
     time.sleep(0.5)

@@ -15,12 +15,12 @@ from typing import BinaryIO
 
 import pytest
 
-import akoshad.targets.s3 as s3mod
+import akoshad.targets.s3.target as s3mod
 from akoshad import compress, fileio
 from akoshad.errors import TransientError
 from akoshad.targets.base import Compression, Target
 from akoshad.targets.local import LocalTarget
-from akoshad.targets.s3 import S3Target
+from akoshad.targets.s3.target import S3Target
 from tests.s3server import WeedServer
 
 MiB = 1024 * 1024

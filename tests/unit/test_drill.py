@@ -20,17 +20,17 @@ from typing import Any
 import duckdb
 import pytest
 
-from akoshad import drill, drill_worker
-from akoshad.capture_facts import Facts, duckdb_row_counts, json_facts
 from akoshad.config import load_settings
-from akoshad.drill_schedule import FIRST_DELAY, TICK, DrillScheduler
 from akoshad.errors import PermanentError, TransientError
 from akoshad.events import EventBus
-from akoshad.layout import FileEntry, build_manifest, entries_of
-from akoshad.snapshot import Captured, Snapshotter
-from akoshad.state import MIGRATIONS, SCHEMA_VERSION, LedgerEntry, StateDB, read_ledger
+from akoshad.manifest.facts import Facts, duckdb_row_counts, json_facts
+from akoshad.manifest.layout import FileEntry, build_manifest, entries_of
+from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
+from akoshad.restore import drill, drill_worker
+from akoshad.restore.throttle import DrillReader, TokenBucket
+from akoshad.runtime.drills import FIRST_DELAY, TICK, DrillScheduler
+from akoshad.store.db import MIGRATIONS, SCHEMA_VERSION, LedgerEntry, StateDB, read_ledger
 from akoshad.targets.local import LocalTarget
-from akoshad.throttle import DrillReader, TokenBucket
 from tests.storegen import make_reflection
 
 FIXTURE = Path(__file__).parents[1] / "data" / "drill" / "outbox"

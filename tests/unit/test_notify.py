@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.notify import Notifier, WatchdogPolicy
+from akoshad.runtime.notify import Notifier, WatchdogPolicy
 
 
 @pytest.fixture

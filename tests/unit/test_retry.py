@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from akoshad.backoff import backoff_delay, next_delay, with_retries
 from akoshad.errors import PermanentError, TransientError
-from akoshad.retry import backoff_delay, next_delay, with_retries
 
 
 def test_full_jitter_bounds() -> None:

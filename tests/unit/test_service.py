@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from akoshad import service
-from akoshad.config import load_settings
-from akoshad.service import (
+from akoshad.cli import service
+from akoshad.cli.service import (
     DEFAULT_EXEC,
     cmd_service,
     render_plist,
@@ -23,6 +22,7 @@ from akoshad.service import (
     this_executable,
     unit_paths,
 )
+from akoshad.config import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

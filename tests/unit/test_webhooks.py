@@ -14,13 +14,11 @@ from pydantic import SecretStr
 
 from akoshad.config import Webhook
 from akoshad.events import EventBus
-from akoshad.health_watch import EXIT_DEGRADED, HealthWatch
-from akoshad.logs import redact
+from akoshad.pipeline.stats import Stats
 from akoshad.redaction import redact_webhook_url
-from akoshad.state import StateDB
-from akoshad.stats import Stats
-from akoshad.webhook_store import WebhookStore
-from akoshad.webhooks import (
+from akoshad.runtime.health_watch import EXIT_DEGRADED, HealthWatch
+from akoshad.runtime.logs import redact
+from akoshad.runtime.webhooks import (
     WEBHOOK_MAX_DELAY_SECONDS,
     WebhookSink,
     encode_event,
@@ -29,6 +27,8 @@ from akoshad.webhooks import (
     sign,
     signature_ok,
 )
+from akoshad.store.db import StateDB
+from akoshad.store.webhook_outbox import WebhookStore
 from tests.webhook_receiver import Receiver
 
 
@@ -70,7 +70,7 @@ def test_drop_rule_needs_age_and_an_attempt() -> None:
 
 
 def test_encoded_event_is_compact_json_without_registered_secrets() -> None:
-    from akoshad.logs import register_secret
+    from akoshad.runtime.logs import register_secret
 
     register_secret("s3cr3t-in-an-error")
     body = encode_event({"event": "failure", "error": "denied for s3cr3t-in-an-error", "n": 1})

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from akoshad import __version__
+from akoshad.akosha.rows import encode_json
 from akoshad.errors import PermanentError, TransientError
-from akoshad.memories import encode_json
 
 PROTOCOL_VERSION = "2025-06-18"
 TOOL_NAME = "batch_store_memories"
@@ -314,7 +314,7 @@ class AkoshaClient:
     async def store(self, memories: Sequence[Mapping[str, Any]]) -> StoreResult:
         """Send one batch to ``batch_store_memories`` and sort the ids by outcome.
 
-        The caller keeps batches within the limits (:func:`akoshad.memories.batches`).
+        The caller keeps batches within the limits (:func:`akoshad.akosha.rows.batches`).
         """
         if not memories:
             return StoreResult("completed")

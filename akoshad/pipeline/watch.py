@@ -13,9 +13,9 @@ from pathlib import Path
 from loguru import logger
 from watchfiles import Change, awatch
 
-from akoshad.debounce import Kind
-from akoshad.state import LedgerEntry
-from akoshad.storefiles import PathFilter, relpath, to_change, walk_store
+from akoshad.pipeline.debounce import Kind
+from akoshad.pipeline.storefiles import PathFilter, relpath, to_change, walk_store
+from akoshad.store.db import LedgerEntry
 
 _KIND: dict[Change, Kind] = {
     Change.added: "added",

@@ -21,10 +21,9 @@ from loguru import logger
 
 from akoshad.compress import DecodeError, Decoder
 from akoshad.config import Settings
-from akoshad.destdir import DestError, FileSink, open_dest, parent_dir
 from akoshad.errors import AkoshadError, IntegrityError
 from akoshad.fileio import CHUNK
-from akoshad.layout import (
+from akoshad.manifest.layout import (
     MAX_MANIFEST_BYTES,
     FileEntry,
     ManifestError,
@@ -35,7 +34,8 @@ from akoshad.layout import (
     upload_ids_from_keys,
     validate_manifest,
 )
-from akoshad.state import STATE_FILE, LedgerView, StateError, read_ledger
+from akoshad.restore.destdir import DestError, FileSink, open_dest, parent_dir
+from akoshad.store.db import STATE_FILE, LedgerView, StateError, read_ledger
 from akoshad.targets import Target, make_target
 
 

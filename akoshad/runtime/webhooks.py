@@ -27,16 +27,16 @@ import aiohttp
 from loguru import logger
 
 from akoshad import __version__
+from akoshad.backoff import backoff_delay
 from akoshad.errors import AkoshadError
 from akoshad.events import EventName
-from akoshad.logs import RateLimitedLog, redact, register_secret
 from akoshad.redaction import redact_webhook_url, webhook_url_secrets
-from akoshad.retry import backoff_delay
-from akoshad.webhook_store import OutboxRow, WebhookStore
+from akoshad.runtime.logs import RateLimitedLog, redact, register_secret
+from akoshad.store.webhook_outbox import OutboxRow, WebhookStore
 
 if TYPE_CHECKING:
     from akoshad.config import Webhook
-    from akoshad.state import StateDB
+    from akoshad.store.db import StateDB
 
 SIGNATURE_HEADER = "X-Akoshad-Signature"
 WEBHOOK_TIMEOUT_SECONDS = 10.0

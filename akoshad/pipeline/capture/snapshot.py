@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from akoshad.capture_facts import Facts, duckdb_row_counts, json_facts
 from akoshad.errors import SnapshotError
 from akoshad.fileio import CHUNK as COPY_CHUNK
 from akoshad.fileio import (
@@ -36,7 +35,8 @@ from akoshad.fileio import (
     resolve_under,
     write_sparse,
 )
-from akoshad.storefiles import FileKind, kind_of_head
+from akoshad.manifest.facts import Facts, duckdb_row_counts, json_facts
+from akoshad.pipeline.storefiles import FileKind, kind_of_head
 
 STABLE_ATTEMPTS = 8
 # Plain files at least this big are hashed and sent where they lie instead of copied.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from akoshad.state import StateDB
+    from akoshad.store.db import StateDB
 
 # The state schema's migration that adds the outbox (listed in ``state.MIGRATIONS``).
 OUTBOX_SCHEMA = """

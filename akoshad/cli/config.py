@@ -8,8 +8,8 @@ import json
 import yaml
 
 from akoshad.config import LoadedConfig
-from akoshad.health import warn_data_dir
 from akoshad.redaction import redact_url
+from akoshad.runtime.health import warn_data_dir
 
 
 def render_sources(loaded: LoadedConfig) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from akoshad import __version__
 from akoshad.errors import AkoshadError, ConfigError
-from akoshad.health import STATUS_EPILOG
+from akoshad.runtime.health import STATUS_EPILOG
 
 if TYPE_CHECKING:  # imported once parsed: --help and usage errors need no pydantic
     from akoshad.config import LoadedConfig, Settings
@@ -190,36 +190,36 @@ def _dispatch(
 ) -> int:
     cmd, settings = args.command, loaded.settings
     if cmd == "config":
-        from akoshad.config_cli import cmd_config
+        from akoshad.cli.config import cmd_config
 
         return cmd_config(args, loaded)
     if cmd == "run":
-        from akoshad.daemon import run_daemon
+        from akoshad.runtime.daemon import run_daemon
 
         return run_daemon(settings, once=args.once, config_path=args.config, argv=argv, environ=env)
     if cmd in CLIENT_COMMANDS:
-        from akoshad import client_cli
+        from akoshad.cli import client as client_cli
 
         handler: Callable[[argparse.Namespace, Settings], int] = getattr(client_cli, f"cmd_{cmd}")
         return handler(args, settings)
     if cmd == "verify":
-        from akoshad.restore import cmd_verify
+        from akoshad.restore.readback import cmd_verify
 
         return _run_async(cmd_verify(args, settings))
     if cmd == "restore":
-        from akoshad.restore import cmd_restore
+        from akoshad.restore.readback import cmd_restore
 
         return _run_async(cmd_restore(args, settings))
     if cmd == "drill":
-        from akoshad.drill import cmd_drill
+        from akoshad.restore.drill import cmd_drill
 
         return _run_async(cmd_drill(args, settings))
     if cmd == "service":
-        from akoshad.service import cmd_service
+        from akoshad.cli.service import cmd_service
 
         return int(cmd_service(args, settings, environ=env))
     if cmd == "mcp":
-        from akoshad.mcp_tools import cmd_mcp
+        from akoshad.cli.mcp import cmd_mcp
 
         return int(cmd_mcp(args, settings, environ=env))
     raise AssertionError(cmd)

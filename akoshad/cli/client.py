@@ -28,10 +28,10 @@ import time
 from typing import Any
 
 from akoshad.config import Settings
-from akoshad.control import request_sync
 from akoshad.errors import AkoshadError, DaemonNotRunning
-from akoshad.health import behind_after_seconds, check_problems
-from akoshad.safety import safety_line
+from akoshad.runtime.control import request_sync
+from akoshad.runtime.health import behind_after_seconds, check_problems
+from akoshad.runtime.safety import safety_line
 
 
 def human_bytes(n: float | None) -> str:

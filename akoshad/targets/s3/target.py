@@ -18,7 +18,7 @@ computed (``UNSIGNED-PAYLOAD``): the checksum header protects the body, and hash
 byte once more costs client CPU. End to end, the manifest's SHA-256 is what ``verify`` and
 ``restore`` check.
 
-botocore's own retries are off: akoshad's policy (``akoshad.retry``: ``max_retries``,
+botocore's own retries are off: akoshad's policy (``akoshad.backoff``: ``max_retries``,
 exponential backoff with full jitter, ``Retry-After`` honoured) retries transient failures,
 request by request. A failed multipart upload is aborted, also when the put is cancelled;
 ``start`` aborts those a crash left under this system's own prefix
@@ -61,11 +61,11 @@ from isal import isal_zlib
 from loguru import logger
 
 from akoshad import __version__
+from akoshad.backoff import with_retries
 from akoshad.compress import READ_CHUNK, Digest, gzip_compressor
 from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import read_chunks
 from akoshad.redaction import redact_url
-from akoshad.retry import with_retries
 from akoshad.targets.base import Compression, StoredObject
 
 if TYPE_CHECKING:

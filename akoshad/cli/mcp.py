@@ -24,8 +24,8 @@ from typing import Any, Literal
 from loguru import logger
 
 from akoshad.config import Settings
-from akoshad.control import ControlRequestError, request
 from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.runtime.control import ControlRequestError, request
 
 SDK_MISSING = "akoshad mcp needs the MCP SDK: pip install 'akoshad[mcp]'"
 PING_TIMEOUT = 1.5  # a live daemon answers `status` at once; a missing one fails at once
@@ -308,7 +308,7 @@ def cmd_mcp(
     except ImportError:
         print(SDK_MISSING, file=sys.stderr)
         return 1
-    from akoshad.logs import setup_logging
+    from akoshad.runtime.logs import setup_logging
 
     setup_logging(settings.model_copy(update={"log_file": None}), environ=environ or {})
     server.run("stdio")

@@ -1,6 +1,6 @@
 """The engine checks of a restore drill, run in a short-lived child process.
 
-``python -m akoshad.drill_worker ROOT`` reads ``{"files": [{path, kind, rows, json_ok}]}``
+``python -m akoshad.restore.drill_worker ROOT`` reads ``{"files": [{path, kind, rows, json_ok}]}``
 on stdin (paths relative to ROOT, a drill's private restore) and answers one JSON object
 per line on stdout: ``{"checking": path}`` before each file, then
 ``{"path", "problems", "notes"}`` after it. A native crash on a hostile database ends only
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from akoshad.capture_facts import duckdb_tables, quote_ident, table_label
+from akoshad.manifest.facts import duckdb_tables, quote_ident, table_label
 
 MAX_PROBLEMS_PER_FILE = 50
 MAX_LINE = 400
@@ -199,7 +199,7 @@ def run(root: Path, specs: Sequence[Spec], out: TextIO) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m akoshad.drill_worker ROOT < spec.json", file=sys.stderr)
+        print("usage: python -m akoshad.restore.drill_worker ROOT < spec.json", file=sys.stderr)
         return 2
     request = json.loads(sys.stdin.read())
     run(Path(args[0]), list(request["files"]), sys.stdout)

@@ -2,7 +2,7 @@
 
 :class:`MemorySync` is the glue between a private snapshot copy of ``reflection.duckdb``,
 the state database (what Akosha already has, what was skipped, what a cloud upload
-already carries) and :class:`~akoshad.akosha_http.AkoshaClient`.
+already carries) and :class:`~akoshad.akosha.client.AkoshaClient`.
 
 ``deliver(snapshot)``: rows with a usable embedding that the state DB does not list as
 delivered are sent in batches (<= 1000 items, < 3 MiB); each confirmed batch is recorded
@@ -27,10 +27,9 @@ from typing import Any
 
 from loguru import logger
 
-from akoshad.akosha_http import AkoshaClient, RequestTooLarge, StoreResult
-from akoshad.chain import BreakerState, CircuitBreaker
-from akoshad.errors import PermanentError, SnapshotError, TransientError
-from akoshad.memories import (
+from akoshad.akosha.client import AkoshaClient, RequestTooLarge, StoreResult
+from akoshad.akosha.redact import SecretRedactor
+from akoshad.akosha.rows import (
     MAX_BATCH_BYTES,
     MAX_BATCH_ITEMS,
     Memory,
@@ -41,9 +40,10 @@ from akoshad.memories import (
     load_memories,
     memories_json,
 )
-from akoshad.redact import SecretRedactor
-from akoshad.state import StateDB
-from akoshad.stats import Stats
+from akoshad.errors import PermanentError, SnapshotError, TransientError
+from akoshad.pipeline.routes import BreakerState, CircuitBreaker
+from akoshad.pipeline.stats import Stats
+from akoshad.store.db import StateDB
 
 METHOD = "http"
 # Skip reasons that come from Akosha (never retried) start with this.

@@ -13,7 +13,9 @@ from typing import Any, Protocol
 from loguru import logger
 
 from akoshad.config import Settings
-from akoshad.drill import (
+from akoshad.errors import PermanentError, TransientError
+from akoshad.events import EventBus
+from akoshad.restore.drill import (
     KV_LAST,
     KV_LAST_GOOD,
     DrillResult,
@@ -23,9 +25,7 @@ from akoshad.drill import (
     remove_stale,
     store_result,
 )
-from akoshad.errors import PermanentError, TransientError
-from akoshad.events import EventBus
-from akoshad.state import StateDB
+from akoshad.store.db import StateDB
 from akoshad.targets import Target
 
 TICK = 60.0  # the daemon looks at the interval at least this often (it may be reloaded)

@@ -4,7 +4,7 @@ engines, by hand (``akoshad drill``) or every ``drill_interval_hours`` in the da
 A drill reads only (GETs, at most ``drill_max_mbps``), restores into a private directory
 ``state_dir/drill-*`` (0700, removed afterwards; one a crash left is removed by the next
 drill), checks every SHA-256 (``restore.fetch_entry``), then hands the databases and JSON
-files to a short-lived worker process (``akoshad.drill_worker``). The result
+files to a short-lived worker process (``akoshad.restore.drill_worker``). The result
 ``{at, ok, upload_id, problems}`` is kept in the state database (``status.last_drill``).
 """
 
@@ -28,13 +28,19 @@ from typing import Any
 
 import akoshad
 from akoshad.config import Settings
-from akoshad.destdir import DestError, open_dest
 from akoshad.errors import AkoshadError, PermanentError, TransientError
-from akoshad.layout import FileEntry, entries_of
-from akoshad.restore import RestoreError, fetch_entry, list_uploads, load_manifest, sink_for
-from akoshad.state import STATE_FILE
+from akoshad.manifest.layout import FileEntry, entries_of
+from akoshad.restore.destdir import DestError, open_dest
+from akoshad.restore.readback import (
+    RestoreError,
+    fetch_entry,
+    list_uploads,
+    load_manifest,
+    sink_for,
+)
+from akoshad.restore.throttle import DrillReader, TokenBucket
+from akoshad.store.db import STATE_FILE
 from akoshad.targets import Target, make_target
-from akoshad.throttle import DrillReader, TokenBucket
 
 DRILL_PREFIX = "drill-"
 LOCK_NAME = ".lock"
@@ -45,7 +51,7 @@ MAX_PROBLEMS = 200
 FUTURE_SKEW = timedelta(minutes=5)  # an upload id dated this far ahead still counts as now
 KV_LAST = "last_drill"
 KV_LAST_GOOD = "last_good_drill_at"
-_WORKER = "import sys; sys.path.insert(0, sys.argv[1]); import akoshad.drill_worker as w; "
+_WORKER = "import sys; sys.path.insert(0, sys.argv[1]); import akoshad.restore.drill_worker as w; "
 _WORKER += "sys.exit(w.main(sys.argv[2:]))"
 # the worker imports the very akoshad this process runs (-I: no environment, no cwd)
 _PACKAGE_PARENT = str(Path(akoshad.__file__).resolve().parent.parent)

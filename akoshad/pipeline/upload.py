@@ -21,10 +21,10 @@ from typing import Any
 
 from loguru import logger
 
-from akoshad.capture_facts import Facts
 from akoshad.compress import choose_compression
 from akoshad.errors import PermanentError, TransientError
-from akoshad.layout import (
+from akoshad.manifest.facts import Facts
+from akoshad.manifest.layout import (
     FileEntry,
     build_manifest,
     encode_manifest,
@@ -34,7 +34,7 @@ from akoshad.layout import (
     object_name,
     upload_prefix,
 )
-from akoshad.snapshot import (
+from akoshad.pipeline.capture.snapshot import (
     Captured,
     CapturedFile,
     CaptureResult,
@@ -42,8 +42,8 @@ from akoshad.snapshot import (
     Snapshotter,
     Vanished,
 )
-from akoshad.state import LedgerEntry, QueueItem, StateDB
-from akoshad.stats import Stats
+from akoshad.pipeline.stats import Stats
+from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Compression, StoredObject, Target
 
 # files sent at once: a small file is one request, bound by latency; big ones share the
@@ -202,7 +202,7 @@ class Uploader:
         """After a lost state database: seed the ledger from the newest manifest in the
         target. Stat identities are unknown, so reconcile hashes every file and uploads
         only what differs. Returns the number of entries restored."""
-        from akoshad.restore import newest_valid_manifest
+        from akoshad.restore.readback import newest_valid_manifest
 
         try:
             found = await newest_valid_manifest(target, self.system_id)
@@ -689,8 +689,8 @@ def _ledger_row(
 async def _read_json(target: Target, key: str) -> dict[str, Any] | None:
     import json
 
-    from akoshad.layout import ManifestError
-    from akoshad.restore import read_manifest_bytes
+    from akoshad.manifest.layout import ManifestError
+    from akoshad.restore.readback import read_manifest_bytes
 
     try:
         data = await read_manifest_bytes(target, key)

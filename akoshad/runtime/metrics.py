@@ -29,8 +29,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from akoshad.pipeline.upload import PassReport
 from akoshad.targets.base import Compression, StoredObject, Target
-from akoshad.uploader import PassReport
 
 StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
 RequestHook = Callable[[str], None]

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from akoshad.errors import AkoshadError
 from akoshad.redaction import redact
-from akoshad.webhook_store import OUTBOX_SCHEMA
+from akoshad.store.webhook_outbox import OUTBOX_SCHEMA
 
 T = TypeVar("T")
 

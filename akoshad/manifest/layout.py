@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from akoshad import __version__
-from akoshad.capture_facts import Facts
+from akoshad.manifest.facts import Facts
 
 UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")

@@ -22,31 +22,31 @@ from typing import Any
 from loguru import logger
 
 from akoshad import __version__, fastpath
-from akoshad.akosha_http import AkoshaClient
-from akoshad.chain import CircuitBreaker, plan_pass
+from akoshad.akosha.client import AkoshaClient
 from akoshad.config import Settings
-from akoshad.control import ControlServer
-from akoshad.debounce import Debouncer, Kind
-from akoshad.drill_schedule import DrillScheduler
 from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
 from akoshad.events import EventBus
-from akoshad.health import behind_after_seconds, data_dir_problem
-from akoshad.health_watch import HealthWatch
-from akoshad.layout import MEMORIES_NAME
-from akoshad.logs import RateLimitedLog, setup_logging
-from akoshad.memory_sync import MemorySync
-from akoshad.metrics import Metrics, MetricsServer
-from akoshad.notify import Notifier, WatchdogPolicy
-from akoshad.safety import SafetyPolicy, SafetyTracker, assess
-from akoshad.snapshot import Captured, Snapshotter
-from akoshad.state import STATE_FILE, StateDB, StateError
-from akoshad.stats import Stats
-from akoshad.storefiles import PathFilter, is_ignored, walk_store
+from akoshad.manifest.layout import MEMORIES_NAME
+from akoshad.pipeline.akosha_route import MemorySync
+from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
+from akoshad.pipeline.debounce import Debouncer, Kind
+from akoshad.pipeline.routes import CircuitBreaker, plan_pass
+from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.storefiles import PathFilter, is_ignored, walk_store
+from akoshad.pipeline.upload import MEMORY_DB, ExtraObject, MemoryStep, PassReport, Uploader
+from akoshad.pipeline.watch import StoreWatcher, reconcile
+from akoshad.runtime.control import ControlServer
+from akoshad.runtime.drills import DrillScheduler
+from akoshad.runtime.health import behind_after_seconds, data_dir_problem
+from akoshad.runtime.health_watch import HealthWatch
+from akoshad.runtime.logs import RateLimitedLog, setup_logging
+from akoshad.runtime.metrics import Metrics, MetricsServer
+from akoshad.runtime.notify import Notifier, WatchdogPolicy
+from akoshad.runtime.safety import SafetyPolicy, SafetyTracker, assess
+from akoshad.runtime.webhooks import WEBHOOK_ONCE_SECONDS, WebhookSink
+from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
 from akoshad.targets.base import ReadCheck
-from akoshad.uploader import MEMORY_DB, ExtraObject, MemoryStep, PassReport, Uploader
-from akoshad.watcher import StoreWatcher, reconcile
-from akoshad.webhooks import WEBHOOK_ONCE_SECONDS, WebhookSink
 
 EXIT_OK, EXIT_FAIL = 0, 1
 LOCK_NAME = "akoshad.lock"
