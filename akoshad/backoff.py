@@ -1,4 +1,5 @@
-"""Retry policy: exponential backoff with full jitter, server hints honoured.
+"""The one backoff: exponential delays (plain, full jitter, half jitter), the one
+``Retry-After`` parser, and the retry loop.
 
 Only ``TransientError`` is retried; a ``PermanentError`` goes straight to the caller.
 """
@@ -6,6 +7,7 @@ Only ``TransientError`` is retried; a ``PermanentError`` goes straight to the ca
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -16,12 +18,36 @@ T = TypeVar("T")
 DEFAULT_CAP = 60.0
 
 
+def exponential(attempt: int, base: float, cap: float = math.inf) -> float:
+    """``min(cap, base * 2**attempt)`` for attempt 0, 1, 2, ... (no jitter)."""
+    return float(min(cap, base * (2 ** max(0, attempt))))
+
+
 def backoff_delay(
     attempt: int, base: float, cap: float = DEFAULT_CAP, rng: random.Random | None = None
 ) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)] for attempt 0, 1, 2, ..."""
-    ceiling = min(cap, base * (2 ** max(0, attempt)))
-    return (rng or random).uniform(0, ceiling)
+    return (rng or random).uniform(0, exponential(attempt, base, cap))
+
+
+def half_jitter_delay(
+    attempt: int, base: float, cap: float = DEFAULT_CAP, rng: random.Random | None = None
+) -> float:
+    """Equal jitter: uniform in [ceiling / 2, ceiling] (never retries at once)."""
+    ceiling = exponential(attempt, base, cap)
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+def parse_retry_after(raw: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds; None when absent, not a number, negative,
+    infinite or NaN (an HTTP date is not honoured: None)."""
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def next_delay(

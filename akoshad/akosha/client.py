@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -29,6 +28,7 @@ import aiohttp
 
 from akoshad import __version__
 from akoshad.akosha.rows import encode_json
+from akoshad.backoff import parse_retry_after
 from akoshad.errors import PermanentError, TransientError
 
 PROTOCOL_VERSION = "2025-06-18"
@@ -125,17 +125,6 @@ def health_url_for(url: str) -> str:
     """``GET /healthz`` on the origin of the MCP endpoint's URL."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/healthz", "", ""))
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    raw = headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
 
 
 def _error_message(body: bytes) -> str:
@@ -449,7 +438,7 @@ class AkoshaClient:
         if status == 413:
             return RequestTooLarge(msg, fix="send smaller batches")
         if status in (408, 429) or status >= 500:
-            return TransientError(msg, retry_after=_retry_after(headers))
+            return TransientError(msg, retry_after=parse_retry_after(headers.get("Retry-After")))
         if 300 <= status < 400:
             where = headers.get("Location", "elsewhere")
             return PermanentError(f"{self.url} redirects to {where}", fix=URL_FIX)

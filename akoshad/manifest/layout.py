@@ -14,9 +14,10 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from akoshad import __version__
+from akoshad.compress import Compression
 from akoshad.manifest.facts import Facts
 
 UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -107,7 +108,7 @@ class FileEntry:
     size: int
     sha256: str
     stored_size: int
-    compression: str
+    compression: Compression
     kind: str
     facts: Facts | None = None  # what the capture established (rows, json_ok); optional
     mode: int | None = None  # permission bits at capture (absent in older manifests)
@@ -176,10 +177,14 @@ def encode_manifest(manifest: dict[str, Any]) -> bytes:
 
 def validate_manifest(manifest: Any, now: datetime | None = None) -> list[str]:
     """Problems under Akosha's ``SystemMemoryUploadManifest`` rules (empty = valid)."""
-    problems: list[str] = []
     if not isinstance(manifest, dict):
         return ["manifest is not a JSON object"]
-    now = now or datetime.now(UTC)
+    return _header_problems(manifest, now or datetime.now(UTC)) + _body_problems(manifest)
+
+
+def _header_problems(manifest: dict[str, Any], now: datetime) -> list[str]:
+    """The upload's date, counts, version, type and checksum."""
+    problems: list[str] = []
     raw = manifest.get("uploaded_at")
     try:
         when = datetime.fromisoformat(str(raw))
@@ -203,6 +208,12 @@ def validate_manifest(manifest: Any, now: datetime | None = None) -> list[str]:
     checksum = manifest.get("checksum")
     if checksum is not None and not re.match(r"^[a-f0-9]{64}$", str(checksum)):
         problems.append("checksum must be 64 lowercase hex")
+    return problems
+
+
+def _body_problems(manifest: dict[str, Any]) -> list[str]:
+    """Compression, file names and metadata."""
+    problems: list[str] = []
     compressed = manifest.get("compressed", False)
     fmt = manifest.get("compression_format")
     if bool(compressed) != (fmt is not None):
@@ -259,6 +270,9 @@ def _parse_entry(index: int, raw: Any) -> FileEntry:
     path = _field(raw, "path", str, where)
     check_store_path(path, where)
     where = f"{where} ({path!r})"
+    compression = _field(raw, "compression", str, where)
+    if compression not in COMPRESSIONS:
+        raise ManifestError(f"{where}: unknown compression {compression!r}")
     entry = FileEntry(
         path=path,
         name=_field(raw, "name", str, where),
@@ -266,7 +280,7 @@ def _parse_entry(index: int, raw: Any) -> FileEntry:
         size=_field(raw, "size", int, where),
         sha256=_field(raw, "sha256", str, where),
         stored_size=_field(raw, "stored_size", int, where),
-        compression=_field(raw, "compression", str, where),
+        compression=cast(Compression, compression),
         kind=_field(raw, "kind", str, where),
         mode=None if raw.get("mode") is None else _field(raw, "mode", int, where),
         facts=Facts.from_fields(raw),
@@ -279,8 +293,6 @@ def _parse_entry(index: int, raw: Any) -> FileEntry:
         raise ManifestError(f"{where}: negative size")
     if not _SHA256_RE.match(entry.sha256):
         raise ManifestError(f"{where}: sha256 is not 64 lowercase hex digits")
-    if entry.compression not in COMPRESSIONS:
-        raise ManifestError(f"{where}: unknown compression {entry.compression!r}")
     if entry.kind not in KINDS:
         raise ManifestError(f"{where}: unknown kind {entry.kind!r}")
     if entry.mode is not None and not 0 <= entry.mode <= 0o777:

@@ -40,6 +40,7 @@ from akoshad.akosha.rows import (
     load_memories,
     memories_json,
 )
+from akoshad.backoff import exponential
 from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.pipeline.routes import BreakerState, CircuitBreaker
 from akoshad.pipeline.stats import Stats
@@ -238,7 +239,7 @@ class MemorySync:
         for attempt in range(self.item_retries + 1):
             if attempt:
                 report.retried += len(todo)
-                await self._sleep(self.retry_backoff * 2 ** (attempt - 1))
+                await self._sleep(exponential(attempt - 1, self.retry_backoff))
             result = await self._store(todo, report)
             if result is None:  # split after a 413, handled recursively
                 return

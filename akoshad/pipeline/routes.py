@@ -139,10 +139,6 @@ class CircuitBreaker:
             self._trip()
         # already open: a late failure of a call granted earlier changes nothing
 
-    def reset(self) -> None:
-        """Close by hand (e.g. an explicit ``akoshad sync``): the next call goes out."""
-        self.record_success()
-
     def _trip(self) -> None:
         self._open = True
         self._opened_at = self.clock()
@@ -160,16 +156,10 @@ class CircuitBreaker:
 
 @dataclass(frozen=True)
 class PassPlan:
-    """What one pass does: where files go, how memories go, and why."""
+    """What one pass does: where files go and how memories go."""
 
     files: FileRoute
     memories: MemoryRoute
-    reason: str
-
-    @property
-    def memories_http(self) -> bool:
-        """Deliver memories over HTTP this pass."""
-        return self.memories == "http"
 
 
 def plan_pass(
@@ -187,39 +177,20 @@ def plan_pass(
     """
     if method not in ("auto", "cloud", "http"):
         raise ValueError(f"unknown method {method!r}")
-    why: list[str] = []
     files: FileRoute
-    if method == "http":
+    if method == "http" or not bucket:
         files = "local"
-        why.append("files: local target (method http)")
-    elif not bucket:
-        files = "local"
-        why.append("files: local target (no bucket configured)")
     elif cloud is BreakerState.OPEN:
         files = "wait"
-        why.append("files: queued until the cloud answers (circuit open)")
     else:
         files = "cloud"
-        why.append("files: cloud")
 
-    wanted: bool
-    if not akosha:
-        wanted = False
-        why.append("memories: no akosha_url")
-    elif method == "cloud":
-        wanted = False
-        why.append("memories: not over HTTP (method cloud)")
-    elif method == "auto" and bucket and not enable_fallback:
-        wanted = False
-        why.append("memories: not over HTTP (bucket set, enable_fallback false)")
-    else:
-        wanted = True
+    # memories over HTTP: wanted unless there is no Akosha, the method is cloud, or a bucket
+    # is set and fallback is off
+    wanted = (
+        akosha and method != "cloud" and not (method == "auto" and bucket and not enable_fallback)
+    )
     memories: MemoryRoute = "none"
     if wanted:
-        if http is BreakerState.OPEN:
-            memories = "wait"
-            why.append("memories: waiting for Akosha (circuit open)")
-        else:
-            memories = "http"
-            why.append("memories: HTTP")
-    return PassPlan(files, memories, "; ".join(why))
+        memories = "wait" if http is BreakerState.OPEN else "http"
+    return PassPlan(files, memories)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,12 +168,3 @@ def _walk(root: Path, real_root: Path, prefix: str) -> Iterator[tuple[str, str |
             # sockets, fifos, devices: not store files
         except (OSError, RuntimeError):
             continue
-
-
-def safe_stat(path: Path) -> os.stat_result | None:
-    """stat following a symlink, or None when missing/unreadable."""
-    try:
-        st = path.stat()
-    except (OSError, RuntimeError):
-        return None
-    return st if stat.S_ISREG(st.st_mode) else None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import random
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -21,10 +20,12 @@ from typing import Any
 
 from loguru import logger
 
+from akoshad.backoff import half_jitter_delay
 from akoshad.compress import choose_compression
 from akoshad.errors import PermanentError, TransientError
 from akoshad.manifest.facts import Facts
 from akoshad.manifest.layout import (
+    MEMORIES_NAME,
     FileEntry,
     build_manifest,
     encode_manifest,
@@ -38,13 +39,12 @@ from akoshad.pipeline.capture.snapshot import (
     Captured,
     CapturedFile,
     CaptureResult,
-    Skipped,
     Snapshotter,
-    Vanished,
 )
+from akoshad.pipeline.plan import UploadPlan, plan_upload
 from akoshad.pipeline.stats import Stats
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
-from akoshad.targets.base import Compression, StoredObject, Target
+from akoshad.targets.base import StoredObject, Target
 
 # files sent at once: a small file is one request, bound by latency; big ones share the
 # target's own bounds (S3: parts in flight, connection pool, memory budget)
@@ -123,9 +123,8 @@ class PassReport:
 
 
 def retry_delay(attempts: int, base: float, cap: float = RETRY_CAP_SECONDS) -> float:
-    """Full-jitter exponential backoff for a queue entry after ``attempts`` failures."""
-    ceiling = min(cap, base * (2 ** max(0, attempts - 1)))
-    return random.uniform(ceiling / 2, ceiling)
+    """The wait of a queue entry after ``attempts`` failures (equal jitter)."""
+    return half_jitter_delay(attempts - 1, base, cap)
 
 
 class Uploader:
@@ -325,128 +324,104 @@ class Uploader:
         report: PassReport,
         extras_hook: ExtrasHook | None,
     ) -> None:
-        by_group: dict[str, list[LedgerEntry]] = {}
-        for entry in ledger.values():
-            by_group.setdefault(entry.group_path, []).append(entry)
-
-        removed: list[str] = []
-        retry_items: list[QueueItem] = []
-        done_items: list[QueueItem] = []
-        captured: list[Captured] = []
-        changed_groups: set[str] = set()
-        item_of = {i.path: i for i in items}
-
-        for result in results:
-            item = item_of[result.group]
-            old = by_group.get(result.group, [])
-            if isinstance(result, Vanished):
-                if old:
-                    removed.extend(e.path for e in old)
-                    changed_groups.add(result.group)
-                    report.deleted.append(result.group)
-                done_items.append(item)
-            elif isinstance(result, Skipped):
-                if result.retry:
-                    report.retrying[result.group] = result.reason
-                    retry_items.append(item)
-                else:
-                    report.skipped[result.group] = result.reason
-                    if old:
-                        removed.extend(e.path for e in old)
-                        changed_groups.add(result.group)
-                    done_items.append(item)
-            else:
-                captured.append(result)
-                report.captures.append(result)
-                report.skipped.update(result.refused)  # side files left out (a linked WAL)
-                done_items.append(item)
-                new_paths = {f.path for f in result.files}
-                removed.extend(e.path for e in old if e.path not in new_paths)
-                if any(e.path not in new_paths for e in old):
-                    changed_groups.add(result.group)
-
-        upload_id = new_upload_id(after=await self.state.latest_upload_id())
-        own_prefix = upload_prefix(self.system_id, upload_id)
-        taken: set[str] = set()
-        final_rows: list[LedgerEntry] = []  # ledger rows for this pass's captures
-        to_send: list[tuple[LedgerEntry, CapturedFile]] = []
-        in_place: dict[str, CapturedFile] = {}
-        for cap in captured:
-            for f in cap.files:
-                prev = ledger.get(f.path)
-                if prev is not None and prev.sha256 == f.sha256 and self.enable_deduplication:
-                    final_rows.append(_replace(_restat(prev, f.live, f.facts), mode=f.mode))
-                    continue
-                changed_groups.add(cap.group)
-                compression: Compression = await asyncio.to_thread(
-                    choose_compression, f.staged, self.enable_compression
-                )
-                name = object_name(f.path, compression, taken)
-                row = LedgerEntry(
-                    target=target.name,
-                    path=f.path,
-                    group_path=cap.group,
-                    size=f.size,
-                    live_size=f.live.size,
-                    mtime_ns=f.live.mtime_ns,
-                    ctime_ns=f.live.ctime_ns,
-                    inode=f.live.inode,
-                    sha256=f.sha256 or "",  # unhashed in-place files: hashed while sent
-                    key=own_prefix + name,
-                    name=name,
-                    stored_size=-1,
-                    compression=compression,
-                    kind=f.kind,
-                    upload_id=upload_id,
-                    facts=None if f.facts is None else f.facts.to_json(),
-                    mode=f.mode,
-                )
-                to_send.append((row, f))
-                if f.in_place:
-                    in_place[f.path] = f
-
-        if not changed_groups:
-            # nothing changed (at most new skips of files never uploaded): refresh the stat
-            # identities, record the skips, finish the queue rows; no upload
-            skipped = dict(report.skipped)
-
-            def refresh(c: sqlite3.Connection) -> None:
-                StateDB.write_ledger(c, target.name, final_rows, [])
-                StateDB.record_skipped(c, skipped)
-
-            await self.state.transaction(refresh)
-            report.deduplicated = len(final_rows)  # captured, found unchanged, not sent
-            self.stats.counters.deduplicated += report.deduplicated
-            await self._finish_items(done_items, retry_items, report)
+        plan = plan_upload(results, items, ledger, deduplicate=self.enable_deduplication)
+        report.deleted.extend(plan.deleted)
+        report.skipped.update(plan.skipped)
+        report.retrying.update(plan.retrying)
+        report.captures.extend(plan.captured)
+        if not plan.changed:
+            await self._refresh(target, plan, report)
             return
 
-        kept = [
-            e
-            for e in ledger.values()
-            if e.path not in removed
-            and e.path not in {r.path for r in final_rows}
-            and e.path not in {r.path for r, _ in to_send}
-        ]
-        live_of = {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r in final_rows}
-        live_of.update({r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r, _ in to_send})
-        plan = {
-            "live": live_of,
-            "groups": {r.path: r.group_path for r in [*final_rows, *(r for r, _ in to_send)]},
-            "removed": removed,
-            "new": [r.path for r, _ in to_send],
-        }
-        await self.state.begin_upload(upload_id, target.name, target.name, plan)
+        upload_id = new_upload_id(after=await self.state.latest_upload_id())
+        to_send = await self._rows_to_send(target, plan, upload_id)
+        await self.state.begin_upload(
+            upload_id, target.name, target.name, _attempt_record(plan, to_send)
+        )
         report.upload_id = upload_id
         # every entry of this upload that points at an earlier upload's object: files not
         # looked at (unchanged on disk) and captured files whose SHA-256 was unchanged
-        report.deduplicated = len(kept) + len(final_rows)
+        report.deduplicated = len(plan.kept) + len(plan.reused)
         extras: list[ExtraObject] = []
         try:
-            # the extra objects (memories.json: a thread's work) are made while files go out;
-            # both are awaited to their end
+            sent_rows, extras = await self._send_all(
+                target, upload_id, plan, to_send, report, extras_hook
+            )
+        except _SendFailed as failed:
+            for extra in failed.extras:
+                if extra.on_failed is not None:
+                    extra.on_failed(upload_id)
+            await self._failed(target, upload_id, items, failed.error, report)
+            return
+        await self._commit(target, upload_id, plan, sent_rows, extras, report)
+
+    async def _refresh(self, target: Target, plan: UploadPlan, report: PassReport) -> None:
+        """Nothing changed (at most new skips of files never uploaded): refresh the stat
+        identities, record the skips, finish the queue rows; no upload."""
+        skipped = dict(report.skipped)
+
+        def refresh(c: sqlite3.Connection) -> None:
+            StateDB.write_ledger(c, target.name, plan.reused, [])
+            StateDB.record_skipped(c, skipped)
+
+        await self.state.transaction(refresh)
+        report.deduplicated = len(plan.reused)  # captured, found unchanged, not sent
+        self.stats.counters.deduplicated += report.deduplicated
+        await self._finish_items(plan.done, plan.retry, report)
+
+    async def _rows_to_send(
+        self, target: Target, plan: UploadPlan, upload_id: str
+    ) -> list[tuple[LedgerEntry, CapturedFile]]:
+        """The ledger rows of the files to send: encoding chosen, object names taken."""
+        own_prefix = upload_prefix(self.system_id, upload_id)
+        taken: set[str] = set()
+        out: list[tuple[LedgerEntry, CapturedFile]] = []
+        for group, f in plan.send:
+            compression = await asyncio.to_thread(
+                choose_compression, f.staged, self.enable_compression
+            )
+            name = object_name(f.path, compression, taken)
+            row = LedgerEntry(
+                target=target.name,
+                path=f.path,
+                group_path=group,
+                size=f.size,
+                live_size=f.live.size,
+                mtime_ns=f.live.mtime_ns,
+                ctime_ns=f.live.ctime_ns,
+                inode=f.live.inode,
+                sha256=f.sha256 or "",  # unhashed in-place files: hashed while sent
+                key=own_prefix + name,
+                name=name,
+                stored_size=-1,
+                compression=compression,
+                kind=f.kind,
+                upload_id=upload_id,
+                facts=None if f.facts is None else f.facts.to_json(),
+                mode=f.mode,
+            )
+            out.append((row, f))
+        return out
+
+    async def _send_all(
+        self,
+        target: Target,
+        upload_id: str,
+        plan: UploadPlan,
+        to_send: list[tuple[LedgerEntry, CapturedFile]],
+        report: PassReport,
+        extras_hook: ExtrasHook | None,
+    ) -> tuple[list[LedgerEntry], list[ExtraObject]]:
+        """Objects, then the extra objects, then ``manifest.json`` last. Raises
+        ``_SendFailed`` (carrying the extras made) when the upload is lost."""
+        own_prefix = upload_prefix(self.system_id, upload_id)
+        extras: list[ExtraObject] = []
+        try:
+            # the extra objects (memories.json: a thread's work) are made while files go
+            # out; both are awaited to their end
             sent, made = await asyncio.gather(
                 self._send_objects(target, to_send, report),
-                extras_hook(captured, upload_id) if extras_hook else _no_extras(),
+                extras_hook(plan.captured, upload_id) if extras_hook else _no_extras(),
                 return_exceptions=True,
             )
             if not isinstance(made, BaseException):
@@ -455,22 +430,25 @@ class Uploader:
                 raise sent
             if isinstance(made, BaseException):
                 raise made
-            sent_rows = sent
-            for path, captured_file in in_place.items():
-                if not await asyncio.to_thread(captured_file.still_as_captured):
-                    raise TransientError(f"{path} changed while it was being uploaded")
+            for _, captured_file in to_send:
+                if captured_file.in_place and not await asyncio.to_thread(
+                    captured_file.still_as_captured
+                ):
+                    raise TransientError(
+                        f"{captured_file.path} changed while it was being uploaded"
+                    )
             for extra in extras:
                 report.bytes_sent += await target.put_bytes(
                     own_prefix + extra.name, extra.data, extra.content_type
                 )
-            entries = [_entry(r) for r in [*kept, *final_rows, *sent_rows]]
+            entries = [_entry(r) for r in [*plan.kept, *plan.reused, *sent]]
             manifest = build_manifest(
                 system_id=self.system_id,
                 upload_id=upload_id,
                 entries=entries,
                 skipped={**await self.state.skipped(), **report.skipped},
                 conversation_count=sum(x.conversation_count for x in extras),
-                has_memories=any(x.name == "memories.json" for x in extras),
+                has_memories=any(x.name == MEMORIES_NAME for x in extras),
             )
             report.bytes_sent += await target.put_bytes(
                 manifest_key(self.system_id, upload_id),
@@ -478,16 +456,24 @@ class Uploader:
                 "application/json",
             )
         except (TransientError, PermanentError, OSError) as exc:
-            for extra in extras:
-                if extra.on_failed is not None:
-                    extra.on_failed(upload_id)
-            await self._failed(target, upload_id, items, exc, report)
-            return
+            raise _SendFailed(exc, extras) from exc
+        return sent, extras
 
+    async def _commit(
+        self,
+        target: Target,
+        upload_id: str,
+        plan: UploadPlan,
+        sent_rows: list[LedgerEntry],
+        extras: list[ExtraObject],
+        report: PassReport,
+    ) -> None:
+        """The manifest landed: ledger, history and skips in one transaction, then the
+        extras are told, the counters move and the queue rows finish."""
         report.files_uploaded = [r.path for r in sent_rows]
 
         def commit(c: sqlite3.Connection) -> None:
-            StateDB.write_ledger(c, target.name, [*final_rows, *sent_rows], removed)
+            StateDB.write_ledger(c, target.name, [*plan.reused, *sent_rows], plan.removed)
             StateDB.finish_upload(
                 c,
                 upload_id=upload_id,
@@ -509,7 +495,7 @@ class Uploader:
         self.stats.target(target.name).ok()
         self._discard_failing = False
         self.stats.progressed()
-        await self._finish_items(done_items, retry_items, report)
+        await self._finish_items(plan.done, plan.retry, report)
         logger.info(
             "upload {} to {}: {} file(s) sent, {} unchanged, {} deleted, {} bytes",
             upload_id,
@@ -616,10 +602,32 @@ async def _put_checked(target: Target, row: LedgerEntry, captured: CapturedFile)
     file) is the hash of an unhashed (in-place) capture; for a hashed one it must equal the
     capture's, or the bytes sent are not the bytes captured (the upload fails and is tried
     again)."""
-    stored = await target.put_file(row.key, captured.staged, row.compression)  # type: ignore[arg-type]
+    stored = await target.put_file(row.key, captured.staged, row.compression)
     if captured.sha256 is not None and stored.sha256 != captured.sha256:
         raise TransientError(f"{captured.path} changed between its capture and its upload")
     return stored
+
+
+class _SendFailed(Exception):
+    """An upload was lost while sending; carries the extras already made."""
+
+    def __init__(self, error: BaseException, extras: list[ExtraObject]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.extras = extras
+
+
+def _attempt_record(
+    plan: UploadPlan, to_send: list[tuple[LedgerEntry, CapturedFile]]
+) -> dict[str, Any]:
+    """What recovery needs of an attempt: live stat identities, groups, removals, new."""
+    rows = [*plan.reused, *(r for r, _ in to_send)]
+    return {
+        "live": {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r in rows},
+        "groups": {r.path: r.group_path for r in rows},
+        "removed": plan.removed,
+        "new": [r.path for r, _ in to_send],
+    }
 
 
 async def _no_extras() -> list[ExtraObject]:
@@ -638,19 +646,6 @@ def _entry(row: LedgerEntry) -> FileEntry:
         kind=row.kind,
         facts=Facts.from_json(row.facts),
         mode=row.mode,
-    )
-
-
-def _restat(prev: LedgerEntry, live: Any, facts: Facts | None) -> LedgerEntry:
-    """An unchanged file's row with its new stat identity and this capture's facts (a
-    DuckDB file's row counts move with its WAL)."""
-    return _replace(
-        prev,
-        live_size=live.size,
-        mtime_ns=live.mtime_ns,
-        ctime_ns=live.ctime_ns,
-        inode=live.inode,
-        facts=None if facts is None else facts.to_json(),
     )
 
 

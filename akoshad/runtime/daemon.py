@@ -142,7 +142,7 @@ class Daemon:
             self.state,
             self.akosha,
             cs.system_id,
-            self.http_breaker,  # type: ignore[arg-type]
+            self.http_breaker,
             redact_secrets=settings.redact_secrets,
             stats=self.stats,
         )

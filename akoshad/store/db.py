@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from akoshad.compress import Compression
 from akoshad.errors import AkoshadError
 from akoshad.redaction import redact
 from akoshad.store.webhook_outbox import OUTBOX_SCHEMA
@@ -172,7 +173,7 @@ class LedgerEntry:
     key: str
     name: str
     stored_size: int
-    compression: str
+    compression: Compression
     kind: str
     upload_id: str
     facts: str | None = None  # capture facts as JSON (``capture_facts.Facts.to_json``)
@@ -643,13 +644,6 @@ class StateDB:
             return None if row is None else str(row[0])
 
         return await self.transaction(op)
-
-    async def set_kv(self, key: str, value: str) -> None:
-        await self.transaction(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value)
-            )
-        )
 
     # ---- memories: skip records and cloud uploads (issue 4, used by memory_sync) ------
     @staticmethod

@@ -207,7 +207,7 @@ class LocalTarget:
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def read(self, key: str) -> AsyncIterator[bytes]:
         fh = await asyncio.to_thread(self._open_object, key)
         if fh is None:
             raise KeyError(key)
@@ -235,7 +235,7 @@ class LocalTarget:
     async def head(self, key: str) -> int | None:
         return await asyncio.to_thread(self._head_sync, key)
 
-    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:
         for key in await asyncio.to_thread(self._list_sync, prefix):
             yield key
 

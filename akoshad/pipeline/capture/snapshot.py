@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from akoshad.backoff import exponential
 from akoshad.errors import SnapshotError
 from akoshad.fileio import CHUNK as COPY_CHUNK
 from akoshad.fileio import (
@@ -202,7 +203,7 @@ def hash_stream(fh: BinaryIO) -> tuple[int, str]:
 
 
 def _backoff(attempt: int) -> float:
-    return float(min(BACKOFF_CAP, BACKOFF_START * (2**attempt)))
+    return exponential(attempt, BACKOFF_START, BACKOFF_CAP)
 
 
 class Snapshotter:

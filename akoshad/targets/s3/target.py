@@ -61,7 +61,7 @@ from isal import isal_zlib
 from loguru import logger
 
 from akoshad import __version__
-from akoshad.backoff import with_retries
+from akoshad.backoff import parse_retry_after, with_retries
 from akoshad.compress import READ_CHUNK, Digest, gzip_compressor
 from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import read_chunks
@@ -704,7 +704,10 @@ class S3Target:
         if code == "NoSuchUpload":
             return UploadLost(f"{what}: NoSuchUpload")
         if code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
-            retry_after = _retry_after(meta.get("HTTPHeaders", {}) or {})
+            headers = meta.get("HTTPHeaders", {}) or {}
+            retry_after = parse_retry_after(
+                headers.get("retry-after") or headers.get("Retry-After")
+            )
             if retry_after is None and (code in _THROTTLING_CODES or status in (429, 503)):
                 retry_after = 1.0
             return TransientError(f"{what}: {code or status}", retry_after=retry_after)
@@ -989,11 +992,3 @@ class S3Target:
                     f"delete {first.get('Key')}: {first.get('Code')} "
                     f"({len(errors)} key(s) not deleted)"
                 )
-
-
-def _retry_after(headers: dict[str, Any]) -> float | None:
-    raw = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return max(0.0, float(raw)) if raw is not None else None
-    except ValueError:
-        return None
