@@ -15,12 +15,11 @@ from typing import Any, Literal, Protocol
 
 from isal import isal_zlib  # a dependency: gzip output, several times faster than zlib
 
-from akoshad.fileio import read_chunks
+from akoshad.fileio import CHUNK, read_chunks
 
 Compression = Literal["gzip", "none"]
 GZIP_LEVEL = 1  # isal levels 0-3; 1 balances speed and ratio (see bench/compress_bench.py)
 
-READ_CHUNK = 1024 * 1024
 SAMPLE_BYTES = 64 * 1024
 # A sample that does not shrink below this share of its size is not worth compressing.
 MIN_SAVING_RATIO = 0.90
@@ -94,7 +93,7 @@ class Digest(Protocol):
 def encoded_chunks(
     path: Path,
     compression: Compression,
-    chunk_size: int = READ_CHUNK,
+    chunk_size: int = CHUNK,
     digest: Digest | None = None,
 ) -> Iterator[bytes]:
     """Yield the stored bytes of ``path`` in pieces (blocking: call from a thread);
@@ -128,7 +127,7 @@ class Decoder:
     def feed(self, data: bytes) -> bytes:
         return b"".join(self.feed_iter(data))
 
-    def feed_iter(self, data: bytes, max_out: int = READ_CHUNK) -> Iterator[bytes]:
+    def feed_iter(self, data: bytes, max_out: int = CHUNK) -> Iterator[bytes]:
         """Decode ``data`` in pieces of at most ``max_out`` bytes (bounded memory even for
         highly compressed input: the caller can stop between pieces)."""
         if self._d is None:

@@ -38,9 +38,9 @@ from pydantic_settings import (
 from akoshad import config_sources as src
 from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
+from akoshad.names import SYSTEM_ID_RE
 from akoshad.redaction import REDACTED, redact_url, redact_webhook_url, register_settings
 
-SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 ENV_PREFIX = "AKOSHAD_"
 # Environment variables with our prefix that are not settings fields.
 _NON_FIELD_ENV = {"AKOSHAD_CONFIG", "AKOSHAD_DEBUG"}

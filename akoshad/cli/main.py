@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from akoshad import __version__
 from akoshad.errors import AkoshadError, ConfigError
+from akoshad.names import EXIT_CONFIG, EXIT_FAIL
 from akoshad.runtime.health import STATUS_EPILOG
 
 if TYPE_CHECKING:  # imported once parsed: --help and usage errors need no pydantic
     from akoshad.config import LoadedConfig, Settings
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_DAEMON, EXIT_CONFIG = 0, 1, 2, 3, 78
 CLIENT_COMMANDS = ("status", "sync", "pause", "resume", "queue")
 CONFIG_HELP = (
     "configuration file (YAML); before or after the command, once (two different "

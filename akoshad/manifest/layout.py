@@ -19,12 +19,10 @@ from typing import Any, cast
 from akoshad import __version__
 from akoshad.compress import Compression
 from akoshad.manifest.facts import Facts
+from akoshad.names import MANIFEST_NAME, MEMORIES_NAME, SYSTEM_ID_RE
 
 UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
-SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-MANIFEST_NAME = "manifest.json"
-MEMORIES_NAME = "memories.json"
 RESERVED_NAMES = frozenset({MANIFEST_NAME, MEMORIES_NAME})
 MANIFEST_VERSION = "1.0"
 _NAME_MAX = 180

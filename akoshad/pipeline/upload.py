@@ -25,7 +25,6 @@ from akoshad.compress import choose_compression
 from akoshad.errors import PermanentError, TransientError
 from akoshad.manifest.facts import Facts
 from akoshad.manifest.layout import (
-    MEMORIES_NAME,
     FileEntry,
     build_manifest,
     encode_manifest,
@@ -35,6 +34,7 @@ from akoshad.manifest.layout import (
     object_name,
     upload_prefix,
 )
+from akoshad.names import MEMORIES_NAME, MEMORY_DB
 from akoshad.pipeline.capture.snapshot import (
     Captured,
     CapturedFile,
@@ -69,7 +69,6 @@ class ExtraObject:
 # Given the private copy of reflection.duckdb, delivers its memories; returns None when
 # done, or the time (epoch seconds) to try again.
 MemoryStep = Callable[[Path], Awaitable[float | None]]
-MEMORY_DB = "reflection.duckdb"
 
 # Given the captures of a pass (and the upload id), returns extra objects to carry.
 ExtrasHook = Callable[[Sequence[Captured], str], Awaitable[list[ExtraObject]]]

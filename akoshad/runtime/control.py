@@ -26,7 +26,7 @@ from typing import Any
 
 from loguru import logger
 
-from akoshad.errors import AkoshadError, ConfigError, DaemonNotRunning
+from akoshad.errors import AkoshadError, AlreadyRunning, ConfigError, DaemonNotRunning
 from akoshad.private import make_private_dirs
 from akoshad.redaction import redact
 
@@ -44,10 +44,6 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 class ControlRequestError(AkoshadError):
     """A bad request, or a reply of ``{"ok": false}``."""
-
-
-class AlreadyRunning(AkoshadError):
-    """Another akoshad answers on this socket."""
 
 
 def peer_uid(sock: socket.socket) -> int | None:

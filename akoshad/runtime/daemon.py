@@ -24,16 +24,23 @@ from loguru import logger
 from akoshad import __version__, fastpath
 from akoshad.akosha.client import AkoshaClient
 from akoshad.config import Settings
-from akoshad.errors import AkoshadError, ConfigError, PermanentError, SnapshotError, TransientError
+from akoshad.errors import (
+    AkoshadError,
+    AlreadyRunning,
+    ConfigError,
+    PermanentError,
+    SnapshotError,
+    TransientError,
+)
 from akoshad.events import EventBus
-from akoshad.manifest.layout import MEMORIES_NAME
+from akoshad.names import EXIT_FAIL, EXIT_OK, MEMORIES_NAME, MEMORY_DB
 from akoshad.pipeline.akosha_route import MemorySync
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
 from akoshad.pipeline.debounce import Debouncer, Kind
 from akoshad.pipeline.routes import CircuitBreaker, plan_pass
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import PathFilter, is_ignored, walk_store
-from akoshad.pipeline.upload import MEMORY_DB, ExtraObject, MemoryStep, PassReport, Uploader
+from akoshad.pipeline.upload import ExtraObject, MemoryStep, PassReport, Uploader
 from akoshad.pipeline.watch import StoreWatcher, reconcile
 from akoshad.runtime.control import ControlServer
 from akoshad.runtime.drills import DrillScheduler
@@ -48,14 +55,9 @@ from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
 from akoshad.targets.base import ReadCheck
 
-EXIT_OK, EXIT_FAIL = 0, 1
 LOCK_NAME = "akoshad.lock"
 ENQUEUE_RETRY_SECONDS = 2.0
 TARGET_START_TIMEOUT = 10.0
-
-
-class AlreadyRunning(AkoshadError):
-    """Another akoshad holds this state directory."""
 
 
 class StateLock:

@@ -18,9 +18,9 @@ from contextlib import suppress
 from loguru import logger
 
 from akoshad.events import EventBus
+from akoshad.names import EXIT_DEGRADED
 from akoshad.pipeline.stats import Stats
 
-EXIT_DEGRADED = 69  # sysexits EX_UNAVAILABLE: degraded for longer than allowed
 TICK_SECONDS = 1.0
 
 

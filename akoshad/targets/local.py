@@ -27,8 +27,9 @@ from typing import BinaryIO
 
 from loguru import logger
 
-from akoshad.compress import READ_CHUNK, encoded_chunks
+from akoshad.compress import encoded_chunks
 from akoshad.errors import PermanentError, TransientError
+from akoshad.fileio import CHUNK
 from akoshad.private import DIR_MODE, FILE_MODE, make_private_dirs
 from akoshad.targets.base import Compression, StoredObject
 
@@ -212,7 +213,7 @@ class LocalTarget:
         if fh is None:
             raise KeyError(key)
         try:
-            while chunk := await asyncio.to_thread(fh.read, READ_CHUNK):
+            while chunk := await asyncio.to_thread(fh.read, CHUNK):
                 yield chunk
         finally:
             fh.close()

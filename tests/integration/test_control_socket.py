@@ -20,9 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.errors import AkoshadError, AlreadyRunning, DaemonNotRunning
 from akoshad.runtime.control import (
-    AlreadyRunning,
     ControlRequestError,
     ControlServer,
     peer_uid,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from akoshad.cli.service import DEFAULT_EXEC
-from akoshad.runtime.health_watch import EXIT_DEGRADED
+from akoshad.names import EXIT_DEGRADED
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "systemd"

@@ -14,9 +14,10 @@ from pydantic import SecretStr
 
 from akoshad.config import Webhook
 from akoshad.events import EventBus
+from akoshad.names import EXIT_DEGRADED
 from akoshad.pipeline.stats import Stats
 from akoshad.redaction import redact_webhook_url
-from akoshad.runtime.health_watch import EXIT_DEGRADED, HealthWatch
+from akoshad.runtime.health_watch import HealthWatch
 from akoshad.runtime.logs import redact
 from akoshad.runtime.webhooks import (
     WEBHOOK_MAX_DELAY_SECONDS,

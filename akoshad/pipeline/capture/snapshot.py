@@ -26,8 +26,8 @@ from typing import BinaryIO
 
 from akoshad.backoff import exponential
 from akoshad.errors import SnapshotError
-from akoshad.fileio import CHUNK as COPY_CHUNK
 from akoshad.fileio import (
+    CHUNK,
     OUTSIDE,
     LinkRefused,
     copy_data,
@@ -178,7 +178,7 @@ def copy_hashing(src: Path, dst: Path) -> tuple[int, str]:
                 return hash_file(dst)
             digest = hashlib.sha256()
             size = 0
-            for chunk in read_chunks(fin, COPY_CHUNK):
+            for chunk in read_chunks(fin, CHUNK):
                 digest.update(chunk)
                 write_sparse(fout, chunk)
                 size += len(chunk)
@@ -196,7 +196,7 @@ def hash_stream(fh: BinaryIO) -> tuple[int, str]:
     """(size, sha256) of an open file read from its start."""
     digest = hashlib.sha256()
     size = 0
-    for chunk in read_chunks(fh, COPY_CHUNK):
+    for chunk in read_chunks(fh, CHUNK):
         digest.update(chunk)
         size += len(chunk)
     return size, digest.hexdigest()

@@ -62,9 +62,9 @@ from loguru import logger
 
 from akoshad import __version__
 from akoshad.backoff import parse_retry_after, with_retries
-from akoshad.compress import READ_CHUNK, Digest, gzip_compressor
+from akoshad.compress import Digest, gzip_compressor
 from akoshad.errors import PermanentError, TransientError
-from akoshad.fileio import read_chunks
+from akoshad.fileio import CHUNK, read_chunks
 from akoshad.redaction import redact_url
 from akoshad.targets.base import Compression, StoredObject
 
@@ -225,7 +225,7 @@ class _FileWindow(io.RawIOBase):
         digest = _Digest(kind)
         pos = 0
         while pos < self._length:
-            chunk = os.pread(self._fd, min(READ_CHUNK, self._length - pos), self._offset + pos)
+            chunk = os.pread(self._fd, min(CHUNK, self._length - pos), self._offset + pos)
             if not chunk:
                 raise SourceChanged("the file shrank while it was being sent")
             digest.update(chunk)
@@ -284,7 +284,7 @@ class _PartSource:
         self._lock = threading.Lock()
         self._offset = 0
         self._gzip = gzip_compressor() if compression == "gzip" else None
-        self._chunks = read_chunks(self._fh, READ_CHUNK) if self._gzip is not None else None
+        self._chunks = read_chunks(self._fh, CHUNK) if self._gzip is not None else None
         self._buf = bytearray()
         self._eof = False
         self._sha256 = hashlib.sha256()  # of the plaintext, as read for the parts
@@ -942,7 +942,7 @@ class S3Target:
         try:
             while True:
                 try:
-                    chunk = await body.read(READ_CHUNK)
+                    chunk = await body.read(CHUNK)
                 except Exception as exc:
                     raise self._classify(exc, f"read {key}") from None
                 if not chunk:
