@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from akoshad.akosha.redact import SecretRedactor  # noqa: E402
 from akoshad.akosha.rows import list_rows  # noqa: E402
-from akoshad.pipeline.akosha_route import _load_batches  # noqa: E402
+from akoshad.pipeline.memory_sync import _load_batches  # noqa: E402
 
 MAKE_STORE = ROOT.parent / "shared" / "tools" / "make_store.py"  # beside the checkout
 

@@ -9,9 +9,9 @@ In the data's order:
 * ``capture/`` -- consistent private copies of store files, validated;
 * ``upload`` -- one drain pass: claim -> capture -> hash and reuse -> objects -> manifest
   last -> ledger, history and queue committed;
-* ``routes`` -- the fallback chain: cloud / Akosha / local, each with its circuit breaker,
-  and the per-pass method planner;
-* ``akosha_route`` -- memories of a capture to Akosha exactly once, and ``memories.json``;
+* ``chain`` -- the circuit breakers and the per-pass method planner (pure);
+* ``routes`` -- the cloud and Akosha routes, each owning its breaker;
+* ``memory_sync`` -- memories of a capture to Akosha exactly once, and ``memories.json``;
 * ``stats`` -- the counters the pipeline writes and status reads.
 
 The pipeline uses the layers below it (``store``, ``targets``, ``akosha``, ``manifest``,

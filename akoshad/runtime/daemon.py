@@ -34,10 +34,10 @@ from akoshad.errors import (
 )
 from akoshad.events import EventBus
 from akoshad.names import EXIT_FAIL, EXIT_OK, MEMORIES_NAME, MEMORY_DB
-from akoshad.pipeline.akosha_route import MemorySync
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
+from akoshad.pipeline.chain import CircuitBreaker, plan_pass
 from akoshad.pipeline.debounce import Debouncer, Kind
-from akoshad.pipeline.routes import CircuitBreaker, plan_pass
+from akoshad.pipeline.memory_sync import MemorySync
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import PathFilter, is_ignored, walk_store
 from akoshad.pipeline.upload import ExtraObject, MemoryStep, PassReport, Uploader

@@ -14,8 +14,8 @@ import pytest
 from akoshad.akosha.client import AkoshaClient
 from akoshad.akosha.rows import EMBED_DIM, REASON_NO_EMBEDDING
 from akoshad.errors import PermanentError, TransientError
-from akoshad.pipeline.akosha_route import REJECTED_PREFIX, DeliveryInterrupted, MemorySync
-from akoshad.pipeline.routes import BreakerState, CircuitBreaker
+from akoshad.pipeline.chain import BreakerState, CircuitBreaker
+from akoshad.pipeline.memory_sync import REJECTED_PREFIX, DeliveryInterrupted, MemorySync
 from akoshad.store.db import StateDB
 from tests.akosha_fixtures import (
     EMB_SQL,

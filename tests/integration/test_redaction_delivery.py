@@ -12,7 +12,7 @@ import pytest
 from loguru import logger
 
 from akoshad.akosha.client import AkoshaClient
-from akoshad.pipeline.akosha_route import MemorySync
+from akoshad.pipeline.memory_sync import MemorySync
 from akoshad.pipeline.stats import Stats
 from akoshad.store.db import StateDB
 from tests.akosha_fixtures import AkoshaServer, add_rows, make_reflection_db

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from akoshad.pipeline.routes import BreakerState, CircuitBreaker, PassPlan, plan_pass
+from akoshad.pipeline.chain import BreakerState, CircuitBreaker, PassPlan, plan_pass
 
 CLOSED, OPEN, HALF = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 STATES = (CLOSED, OPEN, HALF)

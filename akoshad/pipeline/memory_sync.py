@@ -42,7 +42,7 @@ from akoshad.akosha.rows import (
 )
 from akoshad.backoff import exponential
 from akoshad.errors import PermanentError, SnapshotError, TransientError
-from akoshad.pipeline.routes import BreakerState, CircuitBreaker
+from akoshad.pipeline.chain import BreakerState, CircuitBreaker
 from akoshad.pipeline.stats import Stats
 from akoshad.store.db import StateDB
 
