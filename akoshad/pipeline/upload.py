@@ -1,4 +1,4 @@
-"""One drain pass: claimed queue entries -> consistent captures -> one upload.
+"""One upload: a pass's captures -> objects -> ``manifest.json`` last -> commit.
 
 Each upload is a point-in-time snapshot of the whole store: files that changed (by
 SHA-256 against the ledger) are written as new objects, unchanged ones point at the
@@ -13,9 +13,7 @@ import asyncio
 import functools
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -34,7 +32,7 @@ from akoshad.manifest.layout import (
     object_name,
     upload_prefix,
 )
-from akoshad.names import MEMORIES_NAME, MEMORY_DB
+from akoshad.names import MEMORIES_NAME
 from akoshad.pipeline.capture.snapshot import (
     Captured,
     CapturedFile,
@@ -42,6 +40,7 @@ from akoshad.pipeline.capture.snapshot import (
     Snapshotter,
 )
 from akoshad.pipeline.plan import UploadPlan, plan_upload
+from akoshad.pipeline.routes import ExtraObject, MemoriesJson
 from akoshad.pipeline.stats import Stats
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import StoredObject, Target
@@ -49,29 +48,8 @@ from akoshad.targets.base import StoredObject, Target
 # files sent at once: a small file is one request, bound by latency; big ones share the
 # target's own bounds (S3: parts in flight, connection pool, memory budget)
 UPLOAD_CONCURRENCY = 16
-CAPTURE_CONCURRENCY = 2
 RETRY_CAP_SECONDS = 300.0
 PERMANENT_RETRY_SECONDS = 300.0
-
-
-@dataclass(frozen=True)
-class ExtraObject:
-    """An object an upload carries besides store files (``memories.json``)."""
-
-    name: str
-    data: bytes
-    content_type: str
-    conversation_count: int = 0
-    on_committed: Callable[[str], Awaitable[object]] | None = None
-    on_failed: Callable[[str], None] | None = None
-
-
-# Given the private copy of reflection.duckdb, delivers its memories; returns None when
-# done, or the time (epoch seconds) to try again.
-MemoryStep = Callable[[Path], Awaitable[float | None]]
-
-# Given the captures of a pass (and the upload id), returns extra objects to carry.
-ExtrasHook = Callable[[Sequence[Captured], str], Awaitable[list[ExtraObject]]]
 
 
 @dataclass
@@ -139,7 +117,6 @@ class Uploader:
         enable_compression: bool = True,
         enable_deduplication: bool = True,
         retry_backoff_seconds: float = 2.0,
-        extras_hook: ExtrasHook | None = None,
     ) -> None:
         self.state = state
         self.snap = snapshotter
@@ -148,7 +125,6 @@ class Uploader:
         self.enable_compression = enable_compression
         self.enable_deduplication = enable_deduplication
         self.retry_backoff = retry_backoff_seconds
-        self.extras_hook = extras_hook
         self._discard_failing = False  # the cleanup failed since the last success: say it once
 
     # ---- recovery ----------------------------------------------------------------------
@@ -242,87 +218,16 @@ class Uploader:
             return
         self._discard_failing = False
 
-    # ---- capture -------------------------------------------------------------------------
-    async def capture_all(
-        self, paths: Sequence[str], ledger: Mapping[str, LedgerEntry] | None = None
-    ) -> list[CaptureResult]:
-        """Capture ``paths``; ``ledger`` (the target's) tells which may be duplicates."""
-        sem = asyncio.Semaphore(CAPTURE_CONCURRENCY)
-        ledger = ledger or {}
-
-        async def one(path: str) -> CaptureResult:
-            last = ledger.get(path)
-            async with sem:
-                self.stats.in_flight += 1
-                try:
-                    return await asyncio.to_thread(
-                        self.snap.capture, path, last.size if last is not None else None
-                    )
-                finally:
-                    self.stats.in_flight -= 1
-
-        return list(await asyncio.gather(*(one(p) for p in paths)))
-
-    # ---- the pass --------------------------------------------------------------------------
-    async def drain_once(
-        self,
-        target: Target | None,
-        *,
-        now: float | None = None,
-        memory_step: MemoryStep | None = None,
-        files_retry_at: float | None = None,
-        extras_hook: ExtrasHook | None = None,
-    ) -> PassReport | None:
-        """Claim what is due and make (at most) one upload. None when nothing was due.
-
-        ``target`` None: the file target is unavailable (its circuit is open): the claimed
-        rows go back to the queue until ``files_retry_at``; memories still go through
-        ``memory_step`` when ``reflection.duckdb`` was among the changes.
-        """
-        items = await self.state.claim(now)
-        if not items:
-            return None
-        report = PassReport(target=target.name if target else "wait", claimed=len(items))
-        try:
-            await asyncio.to_thread(self.snap.reset_staging)
-            ledger = await self.state.ledger(target.name) if target is not None else {}
-            results = await self.capture_all([i.path for i in items], ledger)
-            memory_retry: float | None = None
-            if memory_step is not None:
-                memory_db = next(
-                    (r for r in results if isinstance(r, Captured) and r.group == MEMORY_DB),
-                    None,
-                )
-                if memory_db is not None:
-                    memory_retry = await memory_step(memory_db.files[0].staged)
-            if target is None:
-                retry_at = files_retry_at or time.time() + self.retry_backoff
-                await self.state.release(items, retry_at=retry_at, error="waiting for the cloud")
-                report.error = "waiting for the cloud (circuit open)"
-                report.waiting = True
-            else:
-                await self._pass(
-                    target, ledger, items, results, report, extras_hook or self.extras_hook
-                )
-            if memory_retry is not None:
-                await self.state.requeue(MEMORY_DB, memory_retry, "memories not delivered yet")
-        except asyncio.CancelledError:
-            # shutdown mid-pass: hand the rows back untouched (attempt already counted)
-            await asyncio.shield(self.state.release(items, retry_at=0.0, error="interrupted"))
-            raise
-        finally:
-            await asyncio.to_thread(self.snap.reset_staging)
-        return report
-
-    async def _pass(
+    async def upload(
         self,
         target: Target,
         ledger: dict[str, LedgerEntry],
         items: list[QueueItem],
         results: list[CaptureResult],
         report: PassReport,
-        extras_hook: ExtrasHook | None,
+        memories_json: MemoriesJson | None = None,
     ) -> None:
+        """Plan the upload of a pass's captures, send it, commit it (or fail it whole)."""
         plan = plan_upload(results, items, ledger, deduplicate=self.enable_deduplication)
         report.deleted.extend(plan.deleted)
         report.skipped.update(plan.skipped)
@@ -344,15 +249,16 @@ class Uploader:
         extras: list[ExtraObject] = []
         try:
             sent_rows, extras = await self._send_all(
-                target, upload_id, plan, to_send, report, extras_hook
+                target, upload_id, plan, to_send, report, memories_json
             )
         except _SendFailed as failed:
-            for extra in failed.extras:
-                if extra.on_failed is not None:
-                    extra.on_failed(upload_id)
+            if memories_json is not None and failed.extras:
+                memories_json.failed(upload_id)
             await self._failed(target, upload_id, items, failed.error, report)
             return
-        await self._commit(target, upload_id, plan, sent_rows, extras, report)
+        await self._commit(target, upload_id, plan, sent_rows, report)
+        if memories_json is not None and extras:
+            await memories_json.committed(upload_id)
 
     async def _refresh(self, target: Target, plan: UploadPlan, report: PassReport) -> None:
         """Nothing changed (at most new skips of files never uploaded): refresh the stat
@@ -409,7 +315,7 @@ class Uploader:
         plan: UploadPlan,
         to_send: list[tuple[LedgerEntry, CapturedFile]],
         report: PassReport,
-        extras_hook: ExtrasHook | None,
+        memories_json: MemoriesJson | None,
     ) -> tuple[list[LedgerEntry], list[ExtraObject]]:
         """Objects, then the extra objects, then ``manifest.json`` last. Raises
         ``_SendFailed`` (carrying the extras made) when the upload is lost."""
@@ -420,7 +326,7 @@ class Uploader:
             # out; both are awaited to their end
             sent, made = await asyncio.gather(
                 self._send_objects(target, to_send, report),
-                extras_hook(plan.captured, upload_id) if extras_hook else _no_extras(),
+                memories_json.build(plan.captured, upload_id) if memories_json else _no_extras(),
                 return_exceptions=True,
             )
             if not isinstance(made, BaseException):
@@ -464,11 +370,10 @@ class Uploader:
         upload_id: str,
         plan: UploadPlan,
         sent_rows: list[LedgerEntry],
-        extras: list[ExtraObject],
         report: PassReport,
     ) -> None:
         """The manifest landed: ledger, history and skips in one transaction, then the
-        extras are told, the counters move and the queue rows finish."""
+        counters move and the queue rows finish."""
         report.files_uploaded = [r.path for r in sent_rows]
 
         def commit(c: sqlite3.Connection) -> None:
@@ -484,9 +389,6 @@ class Uploader:
             StateDB.prune_history(c)
 
         await self.state.transaction(commit)
-        for extra in extras:
-            if extra.on_committed is not None:
-                await extra.on_committed(upload_id)
         self.stats.counters.files_uploaded += len(sent_rows)
         self.stats.counters.bytes_uploaded += report.bytes_uploaded
         self.stats.counters.bytes_sent += report.bytes_sent

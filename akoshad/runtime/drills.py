@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from loguru import logger
 
@@ -54,33 +54,40 @@ def log_result(result: DrillResult) -> None:
     )
 
 
-class DrillHost(Protocol):
-    """What the daemon lends its drills."""
-
-    settings: Settings
-    state: StateDB
-    target: Target
-    events: EventBus
-    stop_event: asyncio.Event
-
-
 class DrillScheduler:
     """The daemon's drill task: a drill each ``drill_interval_hours`` (0 = off), beside the
     uploads; the pass lock is held only while the upload is picked."""
 
-    def __init__(self, host: DrillHost, pass_lock: asyncio.Lock) -> None:
-        self.host = host
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        state: StateDB,
+        target: Target,
+        events: EventBus,
+        stop_event: asyncio.Event,
+        pass_lock: asyncio.Lock,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.target = target
+        self.events = events
+        self.stop_event = stop_event
         self.lock = pass_lock
         self.started = time.time()
         self._not_before = 0.0
 
+    def configure(self, settings: Settings) -> None:
+        """A reload: the interval and the read rate may have changed."""
+        self.settings = settings
+
     async def last(self) -> dict[str, Any] | None:
         """The ``last_drill`` object (a drill run by hand counts too), or None."""
-        return parse_result(await self.host.state.get_kv(KV_LAST))
+        return parse_result(await self.state.get_kv(KV_LAST))
 
     async def last_good_at(self) -> float | None:
         """When the last drill that found nothing wrong finished, or None."""
-        text = await self.host.state.get_kv(KV_LAST_GOOD)
+        text = await self.state.get_kv(KV_LAST_GOOD)
         try:
             return None if text is None else float(text)
         except ValueError:
@@ -88,7 +95,7 @@ class DrillScheduler:
 
     async def due_in(self) -> float:
         """Seconds until the next drill is due (at most TICK when drills are off)."""
-        hours = self.host.settings.drill_interval_hours
+        hours = self.settings.drill_interval_hours
         if hours <= 0:
             return TICK
         interval = hours * 3600.0
@@ -104,10 +111,10 @@ class DrillScheduler:
         """Until the daemon stops: wait for the next drill, run it. Nothing a drill meets
         (a target down, a full disk, a state error) leaves this task."""
         try:  # what a drill cut short by a crash left, also when drills are off now
-            await asyncio.to_thread(remove_stale, self.host.settings.state_dir)
+            await asyncio.to_thread(remove_stale, self.settings.state_dir)
         except OSError as exc:
             logger.warning("cannot remove an old drill directory: {}", exc)
-        while not self.host.stop_event.is_set():
+        while not self.stop_event.is_set():
             try:
                 wait = await self.due_in()
                 if wait <= 0:
@@ -118,24 +125,24 @@ class DrillScheduler:
                 self._postpone()
                 wait = TICK
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.host.stop_event.wait(), min(wait, TICK))
+                await asyncio.wait_for(self.stop_event.wait(), min(wait, TICK))
 
     def _postpone(self) -> None:
-        interval = self.host.settings.drill_interval_hours * 3600.0
+        interval = self.settings.drill_interval_hours * 3600.0
         self._not_before = time.time() + min(interval, RETRY_SECONDS)
 
     async def _drill_or_postpone(self) -> None:
         try:
             result = await self.drill_once()
         except (TransientError, PermanentError) as exc:
-            logger.warning("drill postponed: {} cannot be read: {}", self.host.target.name, exc)
+            logger.warning("drill postponed: {} cannot be read: {}", self.target.name, exc)
             result = None
         if result is None:
             self._postpone()
 
     async def drill_once(self) -> DrillResult | None:
         """One drill now; None when there is nothing to drill yet."""
-        settings, target = self.host.settings, self.host.target
+        settings, target = self.settings, self.target
         system_id = settings.cloud_sync.system_id
         async with self.lock:
             upload_id = await pick_upload(target, system_id)
@@ -145,9 +152,9 @@ class DrillScheduler:
         result = await drill_upload(
             target, system_id, upload_id, settings.state_dir, settings.drill_max_mbps
         )
-        await self.host.state.transaction(lambda c: store_result(c, result))
+        await self.state.transaction(lambda c: store_result(c, result))
         log_result(result)
-        self.host.events.emit(
+        self.events.emit(
             "drill", ok=result.ok, upload_id=result.upload_id, problems=result.problems
         )
         return result

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from types import FrameType
@@ -21,7 +20,10 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from akoshad.private import make_private_dirs, private_opener
+from akoshad.ratelog import RateLimitedLog
 from akoshad.redaction import REDACTED, redact, register_secret, register_settings
+
+__all__ = ["RateLimitedLog", "setup_logging"]
 
 __all__ = ["REDACTED", "RateLimitedLog", "redact", "register_secret", "setup_logging"]
 
@@ -180,38 +182,3 @@ def setup_logging(settings: Settings, *, environ: Mapping[str, str], stream: Any
     logging.basicConfig(handlers=[InterceptHandler()], level=logging.WARNING, force=True)
     for name in ROUTED:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-class RateLimitedLog:
-    """Logs the first of a run of identical errors, then at most one line per ``interval``
-    with a "(repeated N times)" count, and one "recovered" line once the condition clears."""
-
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._state: dict[str, tuple[float, int]] = {}  # key -> (last logged, suppressed)
-
-    def error(self, key: str, message: str, *args: Any) -> bool:
-        """Log unless ``key`` was logged within the interval. True when logged."""
-        now = self.clock()
-        last = self._state.get(key)
-        if last is None:
-            self._state[key] = (now, 0)
-            logger.opt(depth=1).error(message, *args)
-            return True
-        logged_at, suppressed = last
-        if now - logged_at >= self.interval:
-            if suppressed:
-                message = f"{message} (repeated {suppressed} times)"
-            logger.opt(depth=1).error(message, *args)
-            self._state[key] = (now, 0)
-            return True
-        self._state[key] = (logged_at, suppressed + 1)
-        return False
-
-    def ok(self, key: str, message: str, *args: Any) -> bool:
-        """The condition behind ``key`` cleared: one INFO line, only if errors were logged."""
-        if self._state.pop(key, None) is None:
-            return False
-        logger.opt(depth=1).info(message, *args)
-        return True

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +119,7 @@ class WebhookSink:
     def __init__(
         self,
         hooks: Sequence[Webhook],
-        state: Callable[[], StateDB],
+        state: StateDB,
         *,
         base_delay: float,
         give_up: float = WEBHOOK_GIVE_UP_SECONDS,

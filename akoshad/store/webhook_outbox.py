@@ -8,7 +8,7 @@ database's own thread.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +43,7 @@ class OutboxRow:
 class WebhookStore:
     """The outbox table over the daemon's state database (``state()``: the current one)."""
 
-    def __init__(self, state: Callable[[], StateDB]) -> None:
+    def __init__(self, state: StateDB) -> None:
         self._state = state
 
     async def add(self, rows: Sequence[tuple[str, str, bytes, float]]) -> None:
@@ -51,7 +51,7 @@ class WebhookStore:
         if not rows:
             return
         items = list(rows)
-        await self._state().transaction(
+        await self._state.transaction(
             lambda c: c.executemany(
                 "INSERT INTO webhook_outbox (hook, event, body, created_at) VALUES (?, ?, ?, ?)",
                 items,
@@ -69,11 +69,11 @@ class WebhookStore:
             ).fetchone()
             return None if row is None else OutboxRow(row[0], row[1], row[2], bytes(row[3]), row[4])
 
-        return await self._state().transaction(op)
+        return await self._state.transaction(op)
 
     async def delete(self, row_id: int) -> None:
         """Delivered: forget the row."""
-        await self._state().transaction(
+        await self._state.transaction(
             lambda c: c.execute("DELETE FROM webhook_outbox WHERE id = ?", (row_id,))
         )
 
@@ -91,11 +91,11 @@ class WebhookStore:
             )
             return int(c.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()[0])
 
-        return await self._state().transaction(op)
+        return await self._state.transaction(op)
 
     async def pending(self) -> dict[str, int]:
         """Queued rows per hook."""
-        return await self._state().transaction(
+        return await self._state.transaction(
             lambda c: {
                 str(h): int(n)
                 for h, n in c.execute("SELECT hook, COUNT(*) FROM webhook_outbox GROUP BY hook")
@@ -104,7 +104,7 @@ class WebhookStore:
 
     async def dropped(self) -> dict[str, int]:
         """Events given up per hook, since the state database was made."""
-        return await self._state().transaction(
+        return await self._state.transaction(
             lambda c: {
                 str(k)[len(_DROPPED_KEY) :]: int(v)
                 for k, v in c.execute(
@@ -122,4 +122,4 @@ class WebhookStore:
             where = f"hook NOT IN ({marks})" if keep else "1"
             return int(c.execute(f"DELETE FROM webhook_outbox WHERE {where}", keep).rowcount)
 
-        return await self._state().transaction(op)
+        return await self._state.transaction(op)
