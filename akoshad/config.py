@@ -372,6 +372,11 @@ def _format_error(exc: ValidationError, sources: src.Sources) -> str:
     return f"invalid configuration: {loc}: {msg}{where}{more}"
 
 
+def debug_enabled(environ: Mapping[str, str]) -> bool:
+    """``AKOSHAD_DEBUG`` set to 1/true/yes/on: show tracebacks of unexpected errors."""
+    return environ.get("AKOSHAD_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def process_environ() -> dict[str, str]:
     """A copy of the process environment: read here, handed down to whoever needs it."""
     return dict(os.environ)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     top level and the commands keep it under distinct names, merged once parsed."""
     before = argparse.ArgumentParser(add_help=False)
     before.add_argument("--config", metavar="FILE", action=_ConfigOnce, help=CONFIG_HELP)
+    before.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback of an unexpected error (also AKOSHAD_DEBUG=1)",
+    )
     common = argparse.ArgumentParser(add_help=False)  # the commands' copy
     common.add_argument(
         "--config", dest="sub_config", metavar="FILE", action=_ConfigOnce, help=CONFIG_HELP
@@ -253,7 +259,7 @@ def _load(args: argparse.Namespace, env: dict[str, str]) -> LoadedConfig | int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from akoshad.config import process_environ
+    from akoshad.config import debug_enabled, process_environ
 
     env = process_environ()
     loaded = _load(args, env)
@@ -269,7 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         print(f"akoshad: a component is missing: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    except Exception as exc:  # never a traceback for the user; the reason in one line
+    except Exception as exc:  # the reason in one line; the traceback only when debugging
+        if args.debug or debug_enabled(env):
+            traceback.print_exc(file=sys.stderr)
         print(f"akoshad: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAIL
 

@@ -390,6 +390,11 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         await target.close()
 
 
+def dest_path(text: str) -> Path:
+    """``--dest`` as a shell would read it: ``~`` and ``~user`` expanded."""
+    return Path(os.path.expanduser(text))
+
+
 async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     target, system_id = await _with_target(settings, args)
     try:
@@ -402,9 +407,7 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             upload_id = latest
         else:
             upload_id = args.upload_id
-        dest = Path(args.dest)
-        if args.dest.startswith("~"):
-            dest = Path.home() / args.dest[2:]
+        dest = dest_path(args.dest)
         count = await restore_upload(target, system_id, upload_id, dest, force=args.force)
         print(f"restored {count} file(s) of upload {upload_id} into {args.dest}")
         return 0

@@ -105,11 +105,12 @@ class ControlServer:
     """Serves ``handler`` on ``socket_path`` until closed.
 
     ``handler(request)`` gets a validated request (``cmd`` is one of ``COMMANDS``) and
-    returns the ``result`` dict; raising ``ControlRequestError`` (or ``ValueError``) makes an
-    ``{"ok": false, "error": str(exc)}`` reply, any other exception an
-    ``"internal error: <type>"`` reply (logged). ``allowed_uid`` defaults to our own uid.
-    Every connection is a task the server owns; ``close()`` stops accepting, cancels and
-    awaits those tasks and removes the socket file (if it is still the one it bound).
+    returns the ``result`` dict; raising ``ControlRequestError`` (a bad argument) makes an
+    ``{"ok": false, "error": str(exc)}`` reply, any other exception (a ``ValueError`` too:
+    it is a bug, not a bad request) an ``"internal error: <type>"`` reply (logged).
+    ``allowed_uid`` defaults to our own uid. Every connection is a task the server owns;
+    ``close()`` stops accepting, cancels and awaits those tasks and removes the socket file
+    (if it is still the one it bound).
     """
 
     def __init__(
@@ -317,7 +318,7 @@ class ControlServer:
             return _reply(False, f"unknown command {cmd!r}; known: {known}")
         try:
             result = await self.handler(request)
-        except (ControlRequestError, ValueError) as exc:  # ValueError: also a bad argument
+        except ControlRequestError as exc:
             return _reply(False, str(exc) or type(exc).__name__)
         except asyncio.CancelledError:
             raise

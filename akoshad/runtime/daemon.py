@@ -37,7 +37,7 @@ from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import PassReport
 from akoshad.pipeline.watch import StoreWatcher
 from akoshad.ratelog import RateLimitedLog
-from akoshad.runtime.control import ControlServer
+from akoshad.runtime.control import ControlRequestError, ControlServer
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.logs import setup_logging
 from akoshad.runtime.metrics import MetricsServer
@@ -234,15 +234,15 @@ class Daemon:
             return {"paused": self.view.paused}
         if cmd == "sync":
             return await self._sync(request)
-        raise ValueError(f"unknown command {cmd!r}")
+        raise ControlRequestError(f"unknown command {cmd!r}")
 
     async def _sync(self, request: dict[str, Any]) -> dict[str, Any]:
         method = request.get("method")
         if method not in (None, "auto", "cloud", "http"):
-            raise ValueError("method must be auto, cloud or http")
+            raise ControlRequestError("method must be auto, cloud or http")
         fallback = request.get("enable_fallback")
         if fallback is not None and not isinstance(fallback, bool):
-            raise ValueError("enable_fallback must be true or false")
+            raise ControlRequestError("enable_fallback must be true or false")
         if request.get("wait"):
             ok, reports = await self.drain_until_empty(method=method, enable_fallback=fallback)
             return {
