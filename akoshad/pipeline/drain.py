@@ -20,9 +20,10 @@ from typing import Protocol, cast
 from akoshad.names import MEMORY_DB
 from akoshad.pipeline.capture.snapshot import Captured, CaptureResult, Snapshotter
 from akoshad.pipeline.chain import BreakerState, MemoryRoute, Method, plan_pass
+from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
 from akoshad.pipeline.stats import Stats
-from akoshad.pipeline.upload import PassReport, Uploader
+from akoshad.pipeline.upload import Uploader
 from akoshad.store.db import LedgerEntry, StateDB
 from akoshad.targets.base import Target
 

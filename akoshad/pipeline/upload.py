@@ -10,10 +10,8 @@ before any byte is sent, so a crash is recovered at the next start.
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
@@ -26,7 +24,6 @@ from akoshad.manifest.layout import (
     FileEntry,
     build_manifest,
     encode_manifest,
-    entries_of,
     manifest_key,
     new_upload_id,
     object_name,
@@ -34,12 +31,13 @@ from akoshad.manifest.layout import (
 )
 from akoshad.names import MEMORIES_NAME
 from akoshad.pipeline.capture.snapshot import (
-    Captured,
     CapturedFile,
     CaptureResult,
     Snapshotter,
 )
 from akoshad.pipeline.plan import UploadPlan, plan_upload
+from akoshad.pipeline.recovery import Discarder
+from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import ExtraObject, MemoriesJson
 from akoshad.pipeline.stats import Stats
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
@@ -50,53 +48,6 @@ from akoshad.targets.base import StoredObject, Target
 UPLOAD_CONCURRENCY = 16
 RETRY_CAP_SECONDS = 300.0
 PERMANENT_RETRY_SECONDS = 300.0
-
-
-@dataclass
-class PassReport:
-    """What one drain pass did."""
-
-    target: str
-    claimed: int = 0
-    upload_id: str | None = None
-    files_uploaded: list[str] = field(default_factory=list)
-    bytes_uploaded: int = 0
-    bytes_sent: int = 0
-    deduplicated: int = 0
-    deleted: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    retrying: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-    permanent: bool = False
-    waiting: bool = False
-    memories: dict[str, Any] | None = None
-    memory_error: str | None = None
-    captures: list[Captured] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.error is None
-            and self.memory_error is None
-            and not self.skipped
-            and not self.retrying
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "upload_id": self.upload_id,
-            "files_uploaded": self.files_uploaded,
-            "bytes_uploaded": self.bytes_uploaded,
-            "bytes_sent": self.bytes_sent,
-            "deduplicated": self.deduplicated,
-            "deleted": self.deleted,
-            "skipped": self.skipped,
-            "retrying": self.retrying,
-            "error": self.error,
-            "memories": self.memories,
-            "memory_error": self.memory_error,
-        }
 
 
 def retry_delay(attempts: int, base: float, cap: float = RETRY_CAP_SECONDS) -> float:
@@ -125,98 +76,7 @@ class Uploader:
         self.enable_compression = enable_compression
         self.enable_deduplication = enable_deduplication
         self.retry_backoff = retry_backoff_seconds
-        self._discard_failing = False  # the cleanup failed since the last success: say it once
-
-    # ---- recovery ----------------------------------------------------------------------
-    async def recover(self, targets: dict[str, Target]) -> None:
-        """Settle uploads a crash interrupted: commit those whose manifest landed,
-        delete the objects of the others. In-flight queue rows go back to pending."""
-        await self.state.recover_in_flight()
-        for upload_id, target_name, plan in await self.state.in_progress_uploads():
-            target = targets.get(target_name)
-            if target is None:
-                continue
-            key = manifest_key(self.system_id, upload_id)
-            manifest = await _read_json(target, key)
-            if manifest is not None:
-                entries = entries_of(manifest)
-                live = plan.get("live", {})
-                groups = plan.get("groups", {})
-                ledger_rows = [
-                    _ledger_row(
-                        target_name, e, groups.get(e.path, e.path), live.get(e.path), upload_id
-                    )
-                    for e in entries
-                    if e.path in live
-                ]
-                await self.state.transaction(
-                    functools.partial(
-                        _commit_recovered,
-                        target=target_name,
-                        rows=ledger_rows,
-                        removed=list(plan.get("removed", [])),
-                        upload_id=upload_id,
-                        files=len(plan.get("new", [])),
-                    )
-                )
-                logger.info("recovered upload {} (its manifest had landed)", upload_id)
-            else:
-                await self._discard(target, upload_id)
-                await self.state.transaction(
-                    functools.partial(
-                        StateDB.finish_upload,
-                        upload_id=upload_id,
-                        outcome="abandoned",
-                        error="interrupted before its manifest",
-                    )
-                )
-                logger.info("discarded the objects of interrupted upload {}", upload_id)
-
-    async def rebuild_ledger(self, target: Target) -> int:
-        """After a lost state database: seed the ledger from the newest manifest in the
-        target. Stat identities are unknown, so reconcile hashes every file and uploads
-        only what differs. Returns the number of entries restored."""
-        from akoshad.restore.readback import newest_valid_manifest
-
-        try:
-            found = await newest_valid_manifest(target, self.system_id)
-        except (TransientError, PermanentError) as exc:
-            logger.warning("could not read earlier manifests from {}: {}", target.name, exc)
-            return 0
-        if found is None:
-            return 0
-        upload_id, manifest = found
-        entries = entries_of(manifest)
-        groups = {e.path for e in entries}
-        rows = [
-            _ledger_row(
-                target.name,
-                e,
-                e.path[: -len(".wal")]
-                if e.kind == "duckdb-wal" and e.path[: -len(".wal")] in groups
-                else e.path,
-                [-1, 0, 0, 0],
-                upload_id,
-            )
-            for e in entries
-        ]
-        await self.state.transaction(lambda c: StateDB.write_ledger(c, target.name, rows, []))
-        return len(rows)
-
-    async def _discard(self, target: Target, upload_id: str) -> None:
-        prefix = upload_prefix(self.system_id, upload_id)
-        try:
-            keys = [k async for k in target.list_keys(prefix)]
-            if keys:
-                await target.delete_keys(keys)
-        except (TransientError, PermanentError) as exc:
-            # an outage fails every attempt's cleanup alike: WARNING once, then DEBUG until
-            # an upload or a cleanup succeeds (prune removes what is left behind)
-            level = "DEBUG" if self._discard_failing else "WARNING"
-            self._discard_failing = True
-            logger.log(level, "could not remove objects of failed upload {}: {}", upload_id, exc)
-            return
-        self._discard_failing = False
+        self.discarder = Discarder(system_id)
 
     async def upload(
         self,
@@ -394,7 +254,7 @@ class Uploader:
         self.stats.counters.bytes_sent += report.bytes_sent
         self.stats.counters.deduplicated += report.deduplicated
         self.stats.target(target.name).ok()
-        self._discard_failing = False
+        self.discarder.ok()
         self.stats.progressed()
         await self._finish_items(plan.done, plan.retry, report)
         logger.info(
@@ -461,7 +321,7 @@ class Uploader:
         self.stats.counters.failures += 1
         self.stats.target(target.name).failed(message)
         await self.state.fail_upload(upload_id, message)
-        await self._discard(target, upload_id)
+        await self.discarder.discard(target, upload_id)
         attempts = max(i.attempts for i in items)
         delay = PERMANENT_RETRY_SECONDS if permanent else retry_delay(attempts, self.retry_backoff)
         if isinstance(exc, TransientError) and exc.retry_after:
@@ -483,19 +343,6 @@ class Uploader:
         if retry:
             self.stats.counters.retries += len(retry)
         self.stats.progressed()
-
-
-def _commit_recovered(
-    c: sqlite3.Connection,
-    *,
-    target: str,
-    rows: list[LedgerEntry],
-    removed: list[str],
-    upload_id: str,
-    files: int,
-) -> None:
-    StateDB.write_ledger(c, target, rows, removed)
-    StateDB.finish_upload(c, upload_id=upload_id, outcome="completed", files=files)
 
 
 async def _put_checked(target: Target, row: LedgerEntry, captured: CapturedFile) -> StoredObject:
@@ -554,46 +401,3 @@ def _replace(row: LedgerEntry, **changes: Any) -> LedgerEntry:
     from dataclasses import replace
 
     return replace(row, **changes)
-
-
-def _ledger_row(
-    target: str, e: FileEntry, group: str, live: list[int] | None, upload_id: str
-) -> LedgerEntry:
-    live_size, mtime_ns, ctime_ns, inode = live or [e.size, 0, 0, 0]
-    parts = e.key.split("/")  # systems/{system_id}/uploads/{upload_id}/{name}
-    return LedgerEntry(
-        target=target,
-        path=e.path,
-        group_path=group,
-        size=e.size,
-        live_size=live_size,
-        mtime_ns=mtime_ns,
-        ctime_ns=ctime_ns,
-        inode=inode,
-        sha256=e.sha256,
-        key=e.key,
-        name=e.name,
-        stored_size=e.stored_size,
-        compression=e.compression,
-        kind=e.kind,
-        upload_id=parts[3] if len(parts) == 5 else upload_id,
-        facts=None if e.facts is None else e.facts.to_json(),
-        mode=e.mode,
-    )
-
-
-async def _read_json(target: Target, key: str) -> dict[str, Any] | None:
-    import json
-
-    from akoshad.manifest.layout import ManifestError
-    from akoshad.restore.readback import read_manifest_bytes
-
-    try:
-        data = await read_manifest_bytes(target, key)
-    except (KeyError, ManifestError):
-        return None
-    try:
-        parsed = json.loads(data)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None

@@ -32,9 +32,9 @@ from akoshad.errors import (
 from akoshad.names import EXIT_FAIL, EXIT_OK, MEMORY_DB
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
+from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
-from akoshad.pipeline.upload import PassReport
 from akoshad.pipeline.watch import StoreWatcher
 from akoshad.ratelog import RateLimitedLog
 from akoshad.runtime.control import ControlRequestError, ControlServer
@@ -104,9 +104,9 @@ class Daemon:
             await p.akosha_client.start()
             stack.push_async_callback(p.akosha_client.close)
         if p.rebuilt:
-            n = await p.uploader.rebuild_ledger(p.primary)
+            n = await p.recovery.rebuild_ledger(p.primary)
             logger.warning("ledger rebuilt from {}: {} file(s) known", p.primary.name, n)
-        await p.uploader.recover(p.targets)
+        await p.recovery.recover(p.targets)
         await self.feed.reconcile()
         if p.akosha_client is not None and (self.settings.data_dir / MEMORY_DB).is_file():
             # what Akosha has is checked against the store once per start (it may have

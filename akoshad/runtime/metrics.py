@@ -29,7 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from akoshad.pipeline.upload import PassReport
+from akoshad.pipeline.report import PassReport
 from akoshad.targets.base import Compression, StoredObject, Target
 
 StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]

@@ -27,9 +27,11 @@ from akoshad.pipeline.chain import CircuitBreaker
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
 from akoshad.pipeline.memory_sync import MemorySync
+from akoshad.pipeline.recovery import Recovery
+from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
 from akoshad.pipeline.stats import Stats
-from akoshad.pipeline.upload import PassReport, Uploader
+from akoshad.pipeline.upload import Uploader
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.health_watch import HealthWatch
 from akoshad.runtime.metrics import Metrics
@@ -102,6 +104,7 @@ class Parts:
     akosha: AkoshaRoute | None
     memory_sync: MemorySync
     uploader: Uploader
+    recovery: Recovery
     drain: Drain
     feed: ChangeFeed
     metrics: Metrics
@@ -248,6 +251,7 @@ def build(
         akosha=akosha,
         memory_sync=memory_sync,
         uploader=uploader,
+        recovery=Recovery(state, cs.system_id, uploader.discarder),
         drain=drain,
         feed=feed,
         metrics=metrics,

@@ -17,9 +17,10 @@ import akoshad.pipeline.capture.snapshot as snapshot
 from akoshad.errors import TransientError
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
 from akoshad.pipeline.drain import Drain
+from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import ExtraObject, MemoriesJson
 from akoshad.pipeline.stats import Stats
-from akoshad.pipeline.upload import PassReport, Uploader
+from akoshad.pipeline.upload import Uploader
 from akoshad.store.db import StateDB
 from akoshad.targets.base import Compression, StoredObject
 from akoshad.targets.local import LocalTarget
