@@ -43,7 +43,8 @@ from akoshad.redaction import REDACTED, redact_url, redact_webhook_url, register
 
 ENV_PREFIX = "AKOSHAD_"
 # Environment variables with our prefix that are not settings fields.
-_NON_FIELD_ENV = {"AKOSHAD_CONFIG", "AKOSHAD_DEBUG"}
+# (AKOSHAD_VENV and AKOSHAD_SKIP_LINT belong to the scripts in scripts/, which run akoshad)
+_NON_FIELD_ENV = {"AKOSHAD_CONFIG", "AKOSHAD_DEBUG", "AKOSHAD_VENV", "AKOSHAD_SKIP_LINT"}
 MIN_CHUNK_MB = 5  # S3's smallest multipart part
 
 

@@ -5,6 +5,13 @@ Prints RSS, open descriptors, CPU and queue depth over time, and the idle CPU on
 changes stop. Targets: no growth in RSS or descriptors; idle CPU under 0.5% of a core.
 
     python bench/soak.py --minutes 30 --idle-minutes 3
+
+``--idle-rss`` measures the resident footprint instead: a daemon with a bucket (a real
+SeaweedFS server) and an ``akosha_url`` (the fake Akosha) starts on a small store, does its
+first pass (snapshot, memories to Akosha, upload with memories.json) and idles; its VmRSS
+30 s after start is printed, and whether duckdb is mapped into the daemon::
+
+    python bench/soak.py --idle-rss [--after 30] [--conversations 20]
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -37,13 +46,104 @@ def queue_depth(state: Path) -> int:
         return -1
 
 
+def vm_rss_mib(pid: int) -> float:
+    """VmRSS of ``pid`` (from /proc/PID/status) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def maps_duckdb(pid: int) -> bool:
+    """Is duckdb's native library mapped into ``pid``?"""
+    return "duckdb" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def rss_by_mapping(pid: int, top: int = 12) -> list[tuple[str, float]]:
+    """The ``top`` largest resident parts of ``pid`` (by mapped file; ``[anon]`` for heap
+    and anonymous memory), in MiB, from /proc/PID/smaps."""
+    sizes: dict[str, int] = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            name = Path(head[5]).name if len(head) >= 6 and head[5].startswith("/") else "[anon]"
+        elif head and head[0] == "Rss:":
+            sizes[name] = sizes.get(name, 0) + int(head[1])
+    ranked = sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+    return [(k, v / 1024) for k, v in ranked]
+
+
+def idle_rss(after: float, conversations: int, maps: bool = False) -> int:
+    """Start a daemon with S3 and Akosha configured; print its VmRSS ``after`` s later."""
+    from tests.akosha_fixtures import AkoshaServer
+    from tests.s3server import WeedServer
+
+    work = Path(tempfile.mkdtemp(prefix="akoshad-rss-"))
+    weed = WeedServer(work / "weed")
+    akosha = AkoshaServer(work / "akosha")
+    weed.start()
+    akosha.start()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        store, state = work / "store", work / "state"
+        make_store(store, conversations=conversations)
+        system_id = f"rss{uuid.uuid4().hex[:8]}"
+        cfg = work / "config.yaml"
+        config = {
+            "data_dir": str(store),
+            "state_dir": str(state),
+            "local_target_dir": str(work / "outbox"),
+            "socket_path": str(work / "s.sock"),
+            "akosha_url": akosha.url,
+            "log_level": "INFO",
+            "cloud_sync": weed.cloud_sync(system_id),
+        }
+        cfg.write_text(json.dumps(config))
+        with (work / "daemon.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "akoshad", "run", "--config", str(cfg)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < after:
+            if proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {proc.returncode}; see {work}/daemon.log")
+            time.sleep(0.5)
+        rss = vm_rss_mib(proc.pid)
+        duck = maps_duckdb(proc.pid)
+        uploads = [k for k in weed.keys(f"systems/{system_id}/") if k.endswith("manifest.json")]
+        delivered = len(akosha.state()["stored"])
+        print(f"idle VmRSS {after:.0f} s after start: {rss:.1f} MiB")
+        print(f"duckdb mapped in the daemon: {'yes' if duck else 'no'}")
+        print(f"first pass: {len(uploads)} upload(s) in the bucket, {delivered} memories in Akosha")
+        if maps:
+            for what, mib in rss_by_mapping(proc.pid):
+                print(f"  {mib:6.1f} MiB  {what}")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        akosha.stop()
+        weed.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=30.0, help="trickle duration")
     ap.add_argument("--idle-minutes", type=float, default=3.0, help="idle measurement")
     ap.add_argument("--interval", type=float, default=2.0, help="seconds between changes")
     ap.add_argument("--sample", type=float, default=30.0, help="seconds between samples")
+    ap.add_argument("--idle-rss", action="store_true", help="only the idle footprint (S3+Akosha)")
+    ap.add_argument("--after", type=float, default=30.0, help="--idle-rss: seconds after start")
+    ap.add_argument("--conversations", type=int, default=20, help="--idle-rss: store size")
+    ap.add_argument("--maps", action="store_true", help="--idle-rss: largest resident parts")
     args = ap.parse_args()
+    if args.idle_rss:
+        return idle_rss(args.after, args.conversations, args.maps)
 
     work = Path(tempfile.mkdtemp(prefix="akoshad-soak-"))
     store, state, outbox = work / "store", work / "state", work / "outbox"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Install akoshad, build a small sample store, sync it once to the embedded default
-# target (a local directory; no cloud account needed), then verify and restore it.
+# Install akoshad into the checkout's own virtual environment (.venv), build a small sample
+# store, sync it once to the embedded default target (a local directory; no cloud account
+# needed), then verify and restore it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e .
-DEMO=${DEMO_DIR:-$(mktemp -d /tmp/akoshad-demo.XXXXXX)}
+source scripts/venv.sh
+akoshad_venv
+DEMO=${DEMO_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/akoshad-demo.XXXXXX")}
 mkdir -p "$DEMO"
-"$PY" -c "import sys; sys.path.insert(0, '.'); from tests.storegen import make_store; from pathlib import Path; make_store(Path('$DEMO/store'))"
+python -c "import sys; sys.path.insert(0, '.'); from tests.storegen import make_store; from pathlib import Path; make_store(Path(sys.argv[1]))" "$DEMO/store"
 cat > "$DEMO/config.yaml" <<YAML
 data_dir: $DEMO/store
 state_dir: $DEMO/state
@@ -23,4 +24,4 @@ echo "== akoshad verify"
 akoshad verify --config "$DEMO/config.yaml"
 echo "== akoshad restore --latest"
 akoshad restore --latest --dest "$DEMO/restored" --config "$DEMO/config.yaml"
-echo "demo files are in $DEMO"
+echo "demo files are in $DEMO (akoshad is in $VIRTUAL_ENV/bin)"

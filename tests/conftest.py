@@ -5,8 +5,23 @@
   id, hence key prefix, per test). Tests using them are marked ``s3``.
 - ``tests.akosha_fixtures``: the fake Akosha MCP server.
 
+Files go in ``tmp_path``; a socket that needs a short path goes in ``tests.tmpdirs.short_dir()``,
+whose folders are removed when the run ends (below). The suite leaves nothing in the system
+temp folder (``tests/unit/test_temp_hygiene.py`` holds it).
+
 To add fixtures: put them in a module of their own and list it here (or add small, generic
 ones below).
 """
 
+from __future__ import annotations
+
+import pytest
+
+from tests.tmpdirs import remove_all
+
 pytest_plugins = ["tests.s3server", "tests.akosha_fixtures"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the short folders made for sockets during this run."""
+    remove_all()

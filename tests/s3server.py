@@ -177,15 +177,19 @@ class WeedServer:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                self._remove_sockets()
         self.log.close()
+        self._remove_sockets()
+
+    def sockets(self) -> list[Path]:
+        """weed's ``seaweedfs-*-PORT.sock`` files in the system temp folder, for its ports."""
+        tmp = Path(tempfile.gettempdir())
+        return [s for port in self.ports.values() for s in tmp.glob(f"seaweedfs-*-{port}.sock")]
 
     def _remove_sockets(self) -> None:
-        """SIGKILL leaves weed's ``/tmp/seaweedfs-*-PORT.sock`` files (SIGTERM removes them)."""
-        tmp = Path(tempfile.gettempdir())
-        for port in self.ports.values():
-            for sock in tmp.glob(f"seaweedfs-*-{port}.sock"):
-                sock.unlink(missing_ok=True)
+        """weed leaves ``seaweedfs-s3-PORT.sock`` behind even on SIGTERM (and all of them on
+        SIGKILL): remove them by name once it has stopped."""
+        for sock in self.sockets():
+            sock.unlink(missing_ok=True)
 
     # ---- helpers for tests ---------------------------------------------------------------
     def cloud_sync(self, system_id: str, **overrides: Any) -> dict[str, Any]:

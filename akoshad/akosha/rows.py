@@ -50,6 +50,13 @@ TIME_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 Memory = dict[str, Any]
+# Every store copy is opened with these: a view in a hostile file cannot read a file outside
+# data_dir (``read_text('~/.ssh/...')``) or fetch anything, nor load an extension.
+DUCKDB_SAFE: dict[str, str | bool | int | float | list[str]] = {
+    "enable_external_access": False,
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+}
 
 REASON_NO_EMBEDDING = "no embedding"
 REASON_NON_FINITE = "embedding has non-finite values"
@@ -101,7 +108,7 @@ def _connect(snapshot_db: Path) -> Any:
 
     if not snapshot_db.is_file():
         raise FileNotFoundError(f"snapshot copy {snapshot_db} does not exist")
-    return duckdb.connect(str(snapshot_db), read_only=True)
+    return duckdb.connect(str(snapshot_db), read_only=True, config=dict(DUCKDB_SAFE))
 
 
 def _columns(con: Any) -> dict[str, dict[str, str]]:

@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--dry-run", action="store_true", help="print, change nothing")
     service.add_argument("--enable", action="store_true", help="also run the enable commands")
     service.add_argument("--prefix", help="where akoshad is installed (default: this one)")
+    service.add_argument(
+        "--purge", action="store_true", help="uninstall: also delete the local state and outbox"
+    )
+    service.add_argument("--yes", action="store_true", help="--purge without asking")
 
     sub.add_parser("mcp", parents=[common], help="serve the MCP tools over stdio")
     return parser

@@ -14,6 +14,7 @@ import os
 import pwd
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -250,12 +251,125 @@ def cmd_service(
     plan = plan_for(plat, env, executable, config, os.getuid(), settings)
     dry = bool(getattr(args, "dry_run", False))
     run = bool(getattr(args, "enable", False))
+    purge = bool(getattr(args, "purge", False))
     if args.action == "install":
-        return _install(plan, dry, run, env)
-    return _uninstall(plan, dry, run)
+        if purge or getattr(args, "yes", False):
+            print("akoshad: service: --purge and --yes go with uninstall", file=sys.stderr)
+            return 2
+        return _install(plan, dry, run, env, _in_private_tmp(settings, config))
+    if purge and not dry:
+        keep = [settings.data_dir, _home(env), *([Path(config)] if config else [])]
+        refused = _purge_refusal(settings, keep, run, bool(getattr(args, "yes", False)))
+        if refused is not None:
+            return refused
+    code = _uninstall(plan, dry, run)
+    if not purge:
+        _say_kept(settings)
+        return code
+    return _purge(settings, dry) or code
 
 
-def _install(plan: Plan, dry: bool, run: bool, env: Mapping[str, str]) -> int:
+def _in_private_tmp(settings: Settings, config: str | None) -> list[tuple[str, Path]]:
+    """The paths the service needs that ``PrivateTmp=yes`` hides from it."""
+    paths = [
+        ("store", settings.data_dir),
+        ("state folder", settings.state_dir),
+        ("outbox", settings.local_target_dir),
+        *([("configuration file", Path(config))] if config else []),
+    ]
+    tmps = (Path("/tmp"), Path("/var/tmp"))
+    return [(w, p) for w, p in paths if any(p.is_relative_to(d) for d in tmps)]
+
+
+def _say_kept(settings: Settings) -> None:
+    bucket = settings.cloud_sync.cloud_bucket
+    print(
+        f"kept: the state {settings.state_dir}, the outbox {settings.local_target_dir}"
+        + (f" and the uploads in the bucket {bucket}" if bucket else "")
+        + "; `akoshad service uninstall --purge` deletes the local ones"
+    )
+
+
+def _purge_targets(settings: Settings) -> list[Path]:
+    return [settings.state_dir, settings.local_target_dir]
+
+
+def _daemon_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _purge_refusal(settings: Settings, keep: list[Path], stopping: bool, yes: bool) -> int | None:
+    """Why ``--purge`` may not go ahead (its exit code, with one line said), else None.
+    ``keep``: the store, the home directory and the configuration file, never deleted."""
+    for target in _purge_targets(settings):
+        t = target.resolve()
+        if t == Path("/") or any(k.resolve().is_relative_to(t) for k in keep):
+            print(
+                f"akoshad: service: refusing to purge {target}: it holds more than akoshad's"
+                " own files",
+                file=sys.stderr,
+            )
+            return 1
+    if not stopping and _daemon_answers(settings.socket_path):
+        print(
+            f"akoshad: service: the daemon still answers on {settings.socket_path}: stop it"
+            f" first (systemctl --user stop {UNIT_NAME}) or add --enable",
+            file=sys.stderr,
+        )
+        return 1
+    if yes:
+        return None
+    what = " and ".join(str(t) for t in _purge_targets(settings))
+    if not sys.stdin.isatty():
+        print(
+            f"akoshad: service: --purge deletes {what}: confirm with --yes (no terminal to ask on)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        answer = input(f"Delete {what} (local state and outbox)? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        print("nothing changed")
+        return 1
+    return None
+
+
+def _purge(settings: Settings, dry: bool) -> int:
+    """Delete the local state and outbox (never following a symbolic link); exit code."""
+    code = 0
+    for target in _purge_targets(settings):
+        if dry:
+            print(f"# would delete {target}")
+        elif target.is_symlink():
+            print(f"akoshad: service: not purged: {target} is a symbolic link", file=sys.stderr)
+            code = 1
+        elif target.exists():
+            try:
+                shutil.rmtree(target)
+            except OSError as exc:
+                print(f"akoshad: service: could not delete {target}: {exc}", file=sys.stderr)
+                code = 1
+            else:
+                print(f"deleted {target}")
+        else:
+            print(f"{target} was not there")
+    bucket = settings.cloud_sync.cloud_bucket
+    if bucket:
+        print(f"kept: the uploads in the bucket {bucket} (delete them with your S3 tools)")
+    return code
+
+
+def _install(
+    plan: Plan, dry: bool, run: bool, env: Mapping[str, str], hidden: list[tuple[str, Path]]
+) -> int:
     ignored = sorted(k for k in env if k.startswith("AKOSHAD_") and k != "AKOSHAD_CONFIG")
     if dry:
         print(f"# dry run, nothing changed: would write the {plan.kind} {plan.path} (0644):")
@@ -273,6 +387,12 @@ def _install(plan: Plan, dry: bool, run: bool, env: Mapping[str, str]) -> int:
         print(f"wrote the {plan.kind} {plan.path}")
     if ignored:
         print(f"# note: the service will not see {', '.join(ignored)}: put them in the config file")
+    if plan.kind.startswith("systemd"):
+        for what, path in hidden:
+            print(
+                f"# note: the service has a /tmp of its own (PrivateTmp=yes): it will not see"
+                f" the {what} {path}; move it out of the system temp folder"
+            )
     if dry:
         return 0
     return _run_or_print(plan.enable, run, "enable and start it with")

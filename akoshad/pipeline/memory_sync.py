@@ -28,20 +28,12 @@ from typing import Any
 from loguru import logger
 
 from akoshad.akosha.client import AkoshaClient, RequestTooLarge, StoreResult
-from akoshad.akosha.redact import SecretRedactor
-from akoshad.akosha.rows import (
-    MAX_BATCH_BYTES,
-    MAX_BATCH_ITEMS,
-    Memory,
-    RowRef,
-    batches,
-    chunks,
-    list_rows,
-    load_memories,
-    memories_json,
-)
+from akoshad.akosha.rows import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Memory, RowRef, chunks
 from akoshad.backoff import exponential
+from akoshad.duckdb_worker import Redactions, build_memories_json, list_rows, load_batches
+from akoshad.duckdb_worker import load_batches_here as _load_batches  # noqa: F401 (bench)
 from akoshad.errors import PermanentError, SnapshotError, TransientError
+from akoshad.heap import trim
 from akoshad.pipeline.chain import BreakerState, CircuitBreaker
 from akoshad.pipeline.stats import Stats
 from akoshad.store.db import StateDB
@@ -58,7 +50,6 @@ ROW_REJECTION = re.compile(
 LOAD_CHUNK = 1000
 
 Sleep = Callable[[float], Awaitable[None]]
-Redactions = dict[str, list[str]]  # memory_id -> the kinds of secret replaced in its text
 
 
 @dataclass
@@ -141,7 +132,6 @@ class MemorySync:
         self.last_report: DeliveryReport | None = None
         self.last_success_at: float | None = None
         self.redact_secrets = redact_secrets
-        self._redactor: SecretRedactor | None = None
         self.stats = stats
         self.redactions_since_start = 0
 
@@ -168,6 +158,8 @@ class MemorySync:
             finally:
                 report.seconds = time.monotonic() - started
                 self.last_report = report
+                if report.pending:
+                    await asyncio.to_thread(trim)  # what the loaded batches left in the heap
             self.last_error = None
             self.last_success_at = time.time()
             return report
@@ -315,13 +307,13 @@ class MemorySync:
         """Load ``refs`` and cut them into request-sized batches, in a worker thread."""
         try:
             parts, skipped, found = await asyncio.to_thread(
-                _load_batches,
+                load_batches,
                 snapshot_db,
                 self.system_id,
                 refs,
                 self.max_items,
                 self.max_bytes,
-                self._secret_redactor(),
+                self.redact_secrets,
             )
         except Exception as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
@@ -347,15 +339,16 @@ class MemorySync:
             return None
         try:
             data, ids, found = await asyncio.to_thread(
-                _build_memories_json,
+                build_memories_json,
                 snapshot_db,
                 self.system_id,
                 todo,
                 self.load_chunk,
-                self._secret_redactor(),
+                self.redact_secrets,
             )
         except Exception as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+        await asyncio.to_thread(trim)  # what the memories' ids and rows left in the heap
         self._count_redactions(found)
         if not ids:
             return None
@@ -375,12 +368,6 @@ class MemorySync:
         self._cloud_pending.pop(upload_id, None)
 
     # ---- redaction ----------------------------------------------------------------------
-    def _secret_redactor(self) -> SecretRedactor | None:
-        """The redactor (its rules compiled on first use), or None with redaction off."""
-        if self.redact_secrets and self._redactor is None:
-            self._redactor = SecretRedactor()
-        return self._redactor
-
     def _count_redactions(self, found: Redactions) -> None:
         """Count and log each redaction by kind and memory id, never the secret."""
         for mid, kinds in found.items():
@@ -404,59 +391,3 @@ class MemorySync:
             "circuit": self.breaker.snapshot() if self.breaker is not None else None,
             "last_delivery": self.last_report.as_dict() if self.last_report else None,
         }
-
-
-def redact_memories(memories: list[Memory], redactor: SecretRedactor | None) -> Redactions:
-    """Replace every recognised secret in the memories' text (in place); ``memory_id`` ->
-    the kinds found. The ids are not touched, so a delivered memory is not sent again."""
-    found: Redactions = {}
-    if redactor is None:
-        return found
-    for memory in memories:
-        text, kinds = redactor.redact(memory["text"])
-        if kinds:
-            memory["text"] = text
-            found[memory["memory_id"]] = kinds
-    return found
-
-
-def _load_batches(
-    snapshot_db: Path,
-    system_id: str,
-    refs: Sequence[RowRef],
-    max_items: int,
-    max_bytes: int,
-    redactor: SecretRedactor | None = None,
-) -> tuple[list[list[Memory]], dict[str, str], Redactions]:
-    """Blocking: the memories of ``refs`` (redacted) in send-ready batches, the rows
-    skipped, and the redactions made."""
-    extraction = load_memories(snapshot_db, system_id, refs)
-    found = redact_memories(extraction.memories, redactor)
-    parts = list(batches(extraction.memories, max_items=max_items, max_bytes=max_bytes))
-    return parts, extraction.skipped, found
-
-
-def _build_memories_json(
-    snapshot_db: Path,
-    system_id: str,
-    refs: Sequence[RowRef],
-    chunk: int,
-    redactor: SecretRedactor | None = None,
-) -> tuple[bytes, list[str], Redactions]:
-    """Blocking: load ``refs`` a chunk at a time, redact, and encode them as one
-    memories.json; also the ids it holds and the redactions made."""
-    parts: list[bytes] = []
-    ids: list[str] = []
-    found: Redactions = {}
-    for part in chunks(refs, chunk):
-        extraction = load_memories(snapshot_db, system_id, part)
-        found.update(redact_memories(extraction.memories, redactor))
-        if extraction.memories:
-            body = memories_json(extraction.memories)
-            parts.append(body[len(b'{"conversations":[') : -len(b"]}")])
-            ids.extend(m["memory_id"] for m in extraction.memories)
-    pieces = [b'{"conversations":[']
-    for i, body in enumerate(parts):
-        pieces.extend((b",", body) if i else (body,))
-    pieces.append(b"]}")
-    return b"".join(pieces), ids, found  # one join: no second full-size copy

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
+from akoshad.akosha.rows import DUCKDB_SAFE
 from akoshad.manifest.facts import duckdb_tables, quote_ident, table_label
+from akoshad.pyworker import first_line as _first_line
 
 MAX_PROBLEMS_PER_FILE = 50
 MAX_LINE = 400
@@ -33,21 +35,13 @@ SQLITE_LINES = 5
 DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "threads": 1,  # beside the pipeline, on a small machine
     "memory_limit": "512MB",
-    "enable_external_access": False,  # a hostile file cannot make it read or fetch more
-    "autoload_known_extensions": False,
-    "autoinstall_known_extensions": False,
+    **DUCKDB_SAFE,  # a hostile file cannot make it read or fetch more
 }
 _NEWER_STORAGE = re.compile(
     r"version number|newer version|storage version|not supported by this version", re.I
 )
 
 Spec = Mapping[str, Any]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line[:MAX_LINE]
 
 
 def _columns(con: Any, schema: str, table: str) -> list[str]:

@@ -2,6 +2,10 @@
 
 Without ``NOTIFY_SOCKET`` every call is a no-op; a notifier never raises and never blocks
 (the datagram socket is non-blocking: a message the manager cannot take now is dropped).
+sd_notify is one ``sendto`` of a datagram, done here: the ``sdnotify`` package reads the
+address from ``os.environ``, connects once at start (a re-executed manager that re-created
+its socket is never reached again), sends on a blocking socket, encodes Latin-1 (a STATUS
+with other characters is dropped without a word) and does not say whether a message left.
 The watchdog is fed only while the pipeline makes progress or has nothing to do: a wedged
 pipeline stops the pings and systemd restarts the service.
 """
@@ -13,8 +17,6 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-
-import sdnotify
 
 Clock = Callable[[], float]
 SENT_KEPT = 64  # the last messages sent, for tests and debugging (bounded: runs for months)
@@ -77,13 +79,12 @@ class Notifier:
         self._send("WATCHDOG=1")
 
 
-class _SocketNotifier(sdnotify.SystemdNotifier):  # type: ignore[misc]
-    """sdnotify's notifier on an address given to it (not read from ``os.environ``),
-    sending UTF-8 with ``sendto`` on a non-blocking socket: a re-executed manager that
-    re-created its socket is still reached, and a full queue never blocks the loop."""
+class _SocketNotifier:
+    """Datagrams to the manager's socket (a path, or ``@abstract``), UTF-8, with ``sendto``
+    on a non-blocking socket: a re-executed manager that re-created its socket is still
+    reached, and a full queue never blocks the loop."""
 
     def __init__(self, address: str) -> None:
-        self.debug = False
         self.address = "\0" + address[1:] if address.startswith("@") else address
         try:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -101,9 +102,6 @@ class _SocketNotifier(sdnotify.SystemdNotifier):  # type: ignore[misc]
         except OSError:
             return False
         return True
-
-    def notify(self, state: str) -> None:
-        self.send(state)
 
 
 def _watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:

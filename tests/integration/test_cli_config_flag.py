@@ -5,10 +5,7 @@ the daemon while its configuration file is broken, and session-buddy's chunk siz
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ from tests.helpers import (
     wait_for,
     write_config,
 )
+from tests.tmpdirs import short_dir as make_short_dir
 
 CLIENT = [["status"], ["sync"], ["pause"], ["resume"], ["queue"]]
 OTHERS = [
@@ -36,11 +34,9 @@ OTHERS = [
 
 
 @pytest.fixture
-def short_dir() -> Iterator[Path]:
+def short_dir() -> Path:
     """A short directory for sockets (a Unix socket path is limited to ~107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="akcfg-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    return make_short_dir()
 
 
 def _place(command: list[str], where: str, cfg: Path) -> list[str]:

@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import stat
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from akoshad.runtime.control import (
     peer_uid,
     request,
 )
+from tests.tmpdirs import short_dir
 
 STATUS = b'{"cmd": "status"}\n'
 
@@ -42,11 +42,6 @@ async def handler(req: dict[str, Any]) -> dict[str, Any]:
     if req.get("big"):
         return {"blob": "x" * int(req["big"])}
     return {"echo": req["cmd"], "tag": req.get("tag")}
-
-
-def short_dir() -> Path:
-    """AF_UNIX paths are limited to ~107 bytes: pytest's tmp_path can be too long."""
-    return Path(tempfile.mkdtemp(prefix="ak", dir="/tmp"))
 
 
 @pytest.fixture

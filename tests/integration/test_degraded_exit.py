@@ -75,6 +75,8 @@ def test_local_target_trouble_sends_failure_degraded_then_recovered(tmp_path: Pa
             time.sleep(1.0)
             uploads.unlink()
             shutil.move(aside, uploads)
+            # a file in the outbox's way is a permanent error: the next change tries again
+            (s.store / "akosha_sync_state.json").write_text('{"changed": 4}')
             (recovered,) = wait_for(lambda: rx.events("recovered"), 60)
             assert recovered.payload["target"] == "local"
             assert recovered.payload["after_seconds"] >= 1.0

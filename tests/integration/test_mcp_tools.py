@@ -11,7 +11,6 @@ import json
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +33,7 @@ from tests.helpers import (
     write_config,
 )
 from tests.storegen import make_store
+from tests.tmpdirs import short_dir
 
 SYSTEM = "mcp"
 SECRET = "mcp-planted-secret-xyz"
@@ -47,7 +47,7 @@ class Rig:
         self.tmp = tmp
         self.store = make_store(tmp / "store")
         self.outbox = tmp / "outbox"
-        self.sock = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "a.sock"
+        self.sock = short_dir() / "a.sock"
         self.env = base_env(tmp)
         self.stderr = tmp / "mcp-stderr.log"
         settings: dict[str, Any] = {

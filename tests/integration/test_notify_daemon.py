@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import signal
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 from tests.helpers import daemon_config, start_daemon, wait_for
 from tests.stalled_s3 import StalledServer, stalled_cloud
+from tests.tmpdirs import short_dir
 
 
 class NotifySocket:
     """Collects sd_notify datagrams with their arrival time."""
 
     def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "notify.sock"
+        self.path = short_dir() / "notify.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.path))
         self.sock.settimeout(0.2)
@@ -46,7 +46,7 @@ class NotifySocket:
 
 
 def _setup(tmp_path: Path, **extra: object) -> tuple[Path, dict[str, str], NotifySocket]:
-    sock_dir = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp"))
+    sock_dir = short_dir()
     cfg, env = daemon_config(tmp_path, "notify", socket_path=sock_dir / "a.sock", **extra)
     notify = NotifySocket()
     env.update(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from akoshad.config import load_settings
 from akoshad.targets.s3.target import S3Target
 from tests.helpers import akoshad, base_env, start_daemon, stop_daemon, wait_for, write_config
 from tests.storegen import make_store
+from tests.tmpdirs import short_dir
 
 SECRET = "Planted-Secret-7c1f0e9d2b-DoNotLeak"
 
 
 def test_planted_secret_never_appears(tmp_path: Path) -> None:
     make_store(tmp_path / "store")
-    sock = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "a.sock"
+    sock = short_dir() / "a.sock"
     log_file = tmp_path / "logs" / "akoshad.log"
     cfg = write_config(
         tmp_path / "c.yaml",

@@ -8,7 +8,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,10 +19,11 @@ from tests.helpers import (
     stop_daemon,
     wait_for,
 )
+from tests.tmpdirs import short_dir
 
 
 def _setup(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
-    sock_dir = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp"))
+    sock_dir = short_dir()
     sock = sock_dir / "run" / "akoshad.sock"
     cfg, env = daemon_config(tmp_path, "sock", socket_path=sock)
     return cfg, env, sock

@@ -16,7 +16,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from akoshad.targets.local import LocalTarget
 from tests.helpers import akoshad, base_env, start_daemon, stop_daemon, wait_for, write_config
 from tests.integration.test_pipeline_local import SYSTEM, Setup
 from tests.storegen import make_store
+from tests.tmpdirs import short_dir
 
 MiB = 1024 * 1024
 NOBODY = 65534
@@ -222,7 +222,7 @@ def _state_dump(state_dir: Path) -> str:
 
 def test_url_credentials_never_appear(tmp_path: Path) -> None:
     make_store(tmp_path / "store")
-    sock = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "a.sock"
+    sock = short_dir() / "a.sock"
     log_file = tmp_path / "logs" / "akoshad.log"
     cfg = write_config(
         tmp_path / "c.yaml",

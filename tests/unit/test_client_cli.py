@@ -12,7 +12,6 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from akoshad.cli.client import (
 from akoshad.config import Settings, load_settings
 from akoshad.errors import DaemonNotRunning
 from akoshad.runtime.control import ControlServer
+from tests.tmpdirs import short_dir
 
 NOW = 1_700_000_000.0
 
@@ -159,7 +159,7 @@ def test_human_age(s: float | None, text: str) -> None:
 
 def no_daemon_config(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     """A config whose socket_path (short, in /tmp) nobody listens on, and a clean env."""
-    sock = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "akoshad.sock"
+    sock = short_dir() / "akoshad.sock"
     (tmp_path / "store").mkdir()
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
@@ -261,7 +261,7 @@ def _ns(**kw: Any) -> argparse.Namespace:
 
 
 async def _serve(handler: Any) -> tuple[ControlServer, Settings]:
-    sock = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "a.sock"
+    sock = short_dir() / "a.sock"
     srv = ControlServer(sock, handler)
     await srv.start()
     return srv, _settings(sock)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
+from tests.tmpdirs import short_dir
 
 
 @pytest.fixture
 def dgram() -> Iterator[socket.socket]:
-    path = Path(tempfile.mkdtemp(prefix="ak", dir="/tmp")) / "n.sock"
+    path = short_dir() / "n.sock"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.bind(str(path))
     yield s

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import plistlib
+import pty
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from akoshad.cli import service
 from akoshad.cli.service import (
@@ -23,8 +26,13 @@ from akoshad.cli.service import (
     unit_paths,
 )
 from akoshad.config import load_settings
+from tests.helpers import base_env
+from tests.tmpdirs import short_dir
 
 REPO = Path(__file__).resolve().parents[2]
+NO_ANALYZE = (
+    "systemd-analyze is missing: install the 'systemd' package (scripts/test.sh does, as root)"
+)
 
 
 def unit_lines(text: str) -> list[str]:
@@ -75,7 +83,8 @@ def test_exec_start_quoting() -> None:
 
 def _verify(unit_text: str, tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
-    assert analyze, "systemd-analyze is missing: apt-get install systemd"
+    if analyze is None:
+        pytest.skip(NO_ANALYZE)
     unit = tmp_path / "akoshad.service"
     unit.write_text(unit_text)
     runtime = tmp_path / "rt"
@@ -123,6 +132,32 @@ def test_systemd_analyze_verify_accepts_an_installed_unit(tmp_path: Path) -> Non
         [str(python), "-m", "akoshad"], str(home / "c.yaml"), writable=writable, create=create
     )
     _verify(text, tmp_path)
+
+
+def test_systemd_analyze_tests_skip_with_the_reason_when_it_is_missing(tmp_path: Path) -> None:
+    """Without ``systemd-analyze`` on PATH those tests are skipped, and -rs says why."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "systemd_analyze_verify",
+            str(Path(__file__)),
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PATH=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "2 skipped" in res.stdout, res.stdout
+    assert NO_ANALYZE in res.stdout
 
 
 def test_unit_paths_from_settings(tmp_path: Path) -> None:
@@ -319,3 +354,142 @@ def test_this_executable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     (venv / "akoshad").write_text("#!/bin/sh\n")
     (venv / "akoshad").chmod(0o755)  # the script beside the interpreter wins
     assert this_executable(None, {"PATH": str(on_path)}) == [str(venv / "akoshad")]
+
+
+# ---- uninstall --purge: the local state and outbox, with a confirmation -------------------
+
+
+def _purge_rig(tmp_path: Path, **extra: object) -> tuple[Path, dict[str, str], dict[str, Path]]:
+    """An installed unit, a store, a state folder, an outbox and a neighbour to keep."""
+    home = tmp_path / "home"
+    dirs = {
+        "data": home / "store",
+        "state": home / "ak" / "state",
+        "outbox": home / "ak" / "outbox",
+        "neighbour": home / "ak" / "keep",
+    }
+    for name, d in dirs.items():
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / f"{name}.bin").write_bytes(b"x" * 10)
+    cfg = home / "ak" / "config.yaml"
+    settings: dict[str, object] = {
+        "data_dir": str(dirs["data"]),
+        "state_dir": str(dirs["state"]),
+        "local_target_dir": str(dirs["outbox"]),
+        "socket_path": str(short_dir() / "a.sock"),
+    }
+    settings.update(extra)
+    cfg.write_text(yaml.safe_dump(settings))
+    env = base_env(home)
+    assert _cli(["install", "--config", str(cfg)], env).returncode == 0
+    assert (home / ".config" / "systemd" / "user" / "akoshad.service").exists()
+    return cfg, env, dirs
+
+
+def _cli(
+    args: list[str], env: dict[str, str], stdin: int | None = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "akoshad", "service", *args],
+        cwd=REPO,
+        env=env,
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_uninstall_purge_yes_deletes_the_state_and_outbox_only(tmp_path: Path) -> None:
+    cfg, env, dirs = _purge_rig(tmp_path)
+    res = _cli(["uninstall", "--purge", "--yes", "--config", str(cfg)], env)
+    assert res.returncode == 0, res.stderr
+    assert not dirs["state"].exists() and not dirs["outbox"].exists()
+    assert (dirs["data"] / "sub" / "data.bin").read_bytes() == b"x" * 10
+    assert (dirs["neighbour"] / "sub" / "neighbour.bin").exists()
+    assert cfg.exists()
+    assert not (Path(env["HOME"]) / ".config" / "systemd" / "user" / "akoshad.service").exists()
+    assert f"deleted {dirs['state']}" in res.stdout and f"deleted {dirs['outbox']}" in res.stdout
+
+
+def test_uninstall_purge_refuses_without_a_terminal_or_yes(tmp_path: Path) -> None:
+    cfg, env, dirs = _purge_rig(tmp_path)
+    res = _cli(["uninstall", "--purge", "--config", str(cfg)], env)
+    assert res.returncode == 2
+    assert "--yes" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.stderr
+    assert all((d / "sub").is_dir() for d in dirs.values())  # nothing deleted
+    assert (Path(env["HOME"]) / ".config" / "systemd" / "user" / "akoshad.service").exists()
+
+
+@pytest.mark.parametrize(("answer", "code"), [("n", 1), ("", 1), ("y", 0)])
+def test_uninstall_purge_asks_on_a_terminal(tmp_path: Path, answer: str, code: int) -> None:
+    cfg, env, dirs = _purge_rig(tmp_path)
+    master, slave = pty.openpty()
+    try:
+        os.write(master, (answer + "\n").encode())
+        res = _cli(["uninstall", "--purge", "--config", str(cfg)], env, stdin=slave)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert res.returncode == code, res.stdout + res.stderr
+    assert "[y/N]" in res.stdout
+    assert dirs["state"].exists() is (code != 0)
+    assert dirs["outbox"].exists() is (code != 0)
+    assert (dirs["data"] / "sub" / "data.bin").exists()
+
+
+def test_uninstall_purge_refuses_while_the_daemon_answers(tmp_path: Path) -> None:
+    cfg, env, dirs = _purge_rig(tmp_path)
+    sock_path = yaml.safe_load(cfg.read_text())["socket_path"]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+        srv.bind(sock_path)
+        srv.listen()
+        res = _cli(["uninstall", "--purge", "--yes", "--config", str(cfg)], env)
+    assert res.returncode == 1
+    assert "still answers" in res.stderr
+    assert dirs["state"].exists() and dirs["outbox"].exists()
+
+
+def test_uninstall_purge_refuses_a_state_dir_holding_the_store(tmp_path: Path) -> None:
+    cfg, env, dirs = _purge_rig(tmp_path)
+    settings = yaml.safe_load(cfg.read_text())
+    settings["state_dir"] = str(dirs["data"].parent)  # the store is inside it
+    cfg.write_text(yaml.safe_dump(settings))
+    res = _cli(["uninstall", "--purge", "--yes", "--config", str(cfg)], env)
+    assert res.returncode == 1 and "refusing to purge" in res.stderr
+    assert all((d / "sub").is_dir() for d in dirs.values())
+
+
+def test_uninstall_says_what_it_keeps(tmp_path: Path) -> None:
+    cfg, env, dirs = _purge_rig(tmp_path, cloud_sync={"cloud_bucket": "my-bucket"})
+    res = _cli(["uninstall", "--config", str(cfg)], env)
+    assert res.returncode == 0, res.stderr
+    assert f"kept: the state {dirs['state']}, the outbox {dirs['outbox']}" in res.stdout
+    assert "my-bucket" in res.stdout and "--purge" in res.stdout
+    assert dirs["state"].exists() and dirs["outbox"].exists()
+
+
+def test_purge_goes_with_uninstall_only(tmp_path: Path) -> None:
+    res = _cli(["install", "--purge", "--dry-run"], base_env(tmp_path))
+    assert res.returncode == 2 and "uninstall" in res.stderr
+
+
+def test_uninstall_purge_never_deletes_the_configuration_file(tmp_path: Path) -> None:
+    cfg, env, dirs = _purge_rig(tmp_path)
+    inside = dirs["state"] / "config.yaml"
+    inside.write_text(cfg.read_text())
+    res = _cli(["uninstall", "--purge", "--yes", "--config", str(inside)], env)
+    assert res.returncode == 1 and "refusing to purge" in res.stderr
+    assert inside.exists() and dirs["outbox"].exists()
+
+
+def test_install_warns_about_paths_in_the_private_tmp(tmp_path: Path) -> None:
+    if not tmp_path.is_relative_to("/tmp"):
+        pytest.skip("tmp_path is not under /tmp here")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "store")}))
+    res = _cli(["install", "--dry-run", "--config", str(cfg)], base_env(tmp_path / "home"))
+    assert res.returncode == 0, res.stderr
+    assert f"PrivateTmp=yes): it will not see the store {tmp_path / 'store'}" in res.stdout
+    assert f"the configuration file {cfg}" in res.stdout

@@ -3,7 +3,8 @@
 * DuckDB: the database and its ``.wal`` are copied as one pair; size, mtime_ns and inode of
   both are compared before and after, and the copy is retried with backoff while they move.
   The private copy is then opened read-only with duckdb (never the live file: that would
-  take a lock and break the writer). A newer storage version is "cannot validate".
+  take a lock and break the writer), in a short-lived child process
+  (:mod:`akoshad.duckdb_worker`). A newer storage version is "cannot validate".
 * SQLite: the backup API (a reader's view, consistent by SQLite's own locking).
 * Anything else: a stable copy (unchanged across the read).
 
@@ -36,7 +37,7 @@ from akoshad.fileio import (
     resolve_under,
     write_sparse,
 )
-from akoshad.manifest.facts import Facts, duckdb_row_counts, json_facts
+from akoshad.manifest.facts import Facts, json_facts
 from akoshad.pipeline.storefiles import FileKind, kind_of_head
 
 STABLE_ATTEMPTS = 8
@@ -440,21 +441,12 @@ class Snapshotter:
         )
 
     def _validate_duckdb(self, staged_db: Path) -> tuple[str | None, Facts | None]:
-        """Open the private copy read-only (with its WAL). Returns a note and the row count
-        of every table, or raises SnapshotError."""
-        import duckdb
+        """Open the private copy read-only (with its WAL), in a child process so DuckDB is
+        never loaded here. Returns a note and the row count of every table, or raises
+        SnapshotError (also when the check crashed or hung)."""
+        from akoshad.duckdb_worker import validate_copy
 
-        try:
-            con = duckdb.connect(str(staged_db), read_only=True)
-        except Exception as exc:
-            return classify_open_error(exc), None
-        try:
-            facts = duckdb_row_counts(con)
-        except Exception as exc:
-            raise SnapshotError(f"DuckDB copy is not readable: {exc}") from None
-        finally:
-            con.close()
-        return None, facts
+        return validate_copy(staged_db)
 
     # ---- SQLite --------------------------------------------------------------------
     def _capture_sqlite(self, rel: str, real: Path) -> CaptureResult:

@@ -1,0 +1,32 @@
+"""Give the C heap's free pages back to the system after a large piece of work.
+
+The daemon sets glibc's mmap threshold at start (large buffers come and go as mappings),
+but many small allocations (a batch of memories parsed from a worker's answer) leave freed
+pages inside the heap, where they stay resident. :func:`trim` hands them back
+(``malloc_trim``); it is a no-op where glibc is not there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import sys
+from typing import Any
+
+
+@functools.cache
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def trim() -> bool:
+    """Blocking (milliseconds; call it from a worker thread): release the free memory of
+    every malloc arena to the system. True when it released some."""
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False

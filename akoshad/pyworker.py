@@ -1,0 +1,115 @@
+"""Run blocking work in a short-lived Python child process and read its one JSON answer.
+
+Work that needs a heavy native library (DuckDB) runs in a child of the very akoshad this
+process runs, so the library is never loaded into the daemon: its memory goes back to the
+system when the child exits, and a native crash on a hostile file ends only the child.
+
+Parent side, from a worker thread: :func:`run_json` starts ``MODULE.main(argv)`` with the
+same interpreter and path flags as this process (``-P``: never the cwd on the path; a user
+site-packages this process uses is used there too), writes the request as JSON on its stdin
+and returns the JSON object it prints on stdout; a crash, a hang (killed at ``timeout``) or
+garbage raises :class:`WorkerFailed` with one clear line. Child side: :func:`serve` reads the
+request, calls the handler and prints its answer (or the error it raised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import akoshad
+
+# imports akoshad from where this process has it, then runs MODULE.main(ARGS)
+BOOT = (
+    "import importlib, sys; sys.path.insert(0, sys.argv[1]); "
+    "sys.exit(importlib.import_module(sys.argv[2]).main(sys.argv[3:]))"
+)
+PACKAGE_PARENT = str(Path(akoshad.__file__).resolve().parent.parent)
+MAX_ERROR = 400
+
+Handler = Callable[[list[str], Any], dict[str, Any]]
+
+
+class WorkerFailed(Exception):
+    """The worker did not answer: it crashed, hung or answered garbage (one line)."""
+
+    def __init__(self, message: str, *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class WorkerError(Exception):
+    """The worker answered with an error its handler raised (``retry`` as it said)."""
+
+    def __init__(self, message: str, *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+def run_json(module: str, args: Sequence[str], request: Any, *, timeout: float) -> dict[str, Any]:
+    """Blocking: run ``module``'s ``main(args)`` in a child, send ``request``, return its
+    answer. Raises WorkerFailed (crash, timeout: killed, garbage) or WorkerError."""
+    proc = subprocess.Popen(
+        [sys.executable, *python_flags(), "-c", BOOT, PACKAGE_PARENT, module, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        out, _ = proc.communicate(json.dumps(request).encode(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise WorkerFailed(f"its worker was stopped after {timeout:g}s", retry=True) from None
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.communicate()
+    code = proc.returncode
+    if code != 0:
+        how = f"signal {-code}" if code < 0 else f"exit {code}"
+        raise WorkerFailed(f"its worker crashed ({how})")
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise WorkerFailed("its worker answered garbage")
+    if "error" in answer:
+        raise WorkerError(str(answer["error"])[:MAX_ERROR], retry=answer.get("retry") is True)
+    return answer
+
+
+def python_flags() -> list[str]:
+    """Interpreter flags for a child that finds what this process finds: ``-P`` (no cwd on
+    the path), and ``-I``/``-E``/``-s`` when this process was started with them."""
+    if sys.flags.isolated:
+        return ["-I"]
+    flags = ["-P"]
+    if sys.flags.ignore_environment:
+        flags.append("-E")
+    if sys.flags.no_user_site:
+        flags.append("-s")
+    return flags
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), bounded."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:MAX_ERROR]
+
+
+def serve(handler: Handler, argv: Sequence[str]) -> int:
+    """Child side: the request from stdin to ``handler(argv, request)``, its answer (or
+    ``{"error", "retry"}`` for an exception it raised) as one JSON object on stdout."""
+    try:
+        answer = handler(list(argv), json.loads(sys.stdin.buffer.read()))
+    except Exception as exc:
+        answer = {"error": first_line(exc), "retry": getattr(exc, "retry", False) is True}
+    sys.stdout.buffer.write(json.dumps(answer).encode())
+    sys.stdout.buffer.flush()
+    return 0

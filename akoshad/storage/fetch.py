@@ -1,0 +1,310 @@
+"""Stream one stored file (format 1 or 2) into a sink, checking every byte on the way.
+
+Chunks are read as byte ranges of their packs, several reads in flight but never more than
+``memory_budget`` stored bytes held, then decoded (``codec.decode_chunk``: bounded, size
+and sha256 checked per chunk) and written in file order; the whole file's size and sha256
+are checked at the end. A whole object (format 1) is streamed and decoded piece by piece,
+reading no more than its ``stored_size`` and decoding no more than its ``size``.
+A damaged or missing part is an :class:`~akoshad.errors.IntegrityError` naming the file
+and the chunk; the sink is then discarded.
+
+Targets have no ranged read yet: :class:`WholeObjectRanges` reads a pack whole (bounded)
+and serves ranges from it, one pack kept at a time. Share one per restore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import zlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from akoshad.errors import IntegrityError
+from akoshad.storage.codec import decode_chunk
+from akoshad.storage.errors import PackError, StorageError
+from akoshad.storage.packs import PACK_MAX, Location, RangeRead, plan_reads
+from akoshad.storage.refs import ChunkRef
+from akoshad.storage.stored import StoredFile, WholeObject
+from akoshad.targets.base import Target
+
+MiB = 1024 * 1024
+MEMORY_BUDGET = 64 * MiB
+MAX_IN_FLIGHT = 8
+BATCH_BYTES = 4 * MiB  # stored (and decoded) bytes one read batch gathers
+DECODE_STEP = 1024 * 1024  # decoded bytes per step of a whole object
+
+
+@runtime_checkable
+class RangeReader(Protocol):
+    """Ranged reads of stored objects (S3 ``Range:``, a file's ``pread``)."""
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` of ``key``; ``KeyError`` when it is missing,
+        :class:`PackError` when it is shorter."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where a file's bytes go (``destdir.FileSink``); blocking, called from a thread."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self, size: int, shown: str) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+SinkLike = Sink | Callable[[bytes], Any] | None
+
+
+class WholeObjectRanges:
+    """A :class:`RangeReader` over a target that only reads whole objects: an object is
+    read once (refused past ``max_object`` bytes) and kept until another one is asked for,
+    so at most one object is held."""
+
+    def __init__(self, target: Target, max_object: int = PACK_MAX) -> None:
+        self.target = target
+        self.max_object = max_object
+        self.loads = 0
+        self._lock = asyncio.Lock()
+        self._key: str | None = None
+        self._data = b""
+
+    async def _load(self, key: str) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        async for piece in self.target.read(key):
+            total += len(piece)
+            if total > self.max_object:
+                raise PackError(f"object {key} is over the {self.max_object} byte limit")
+            parts.append(piece)
+        self.loads += 1
+        return b"".join(parts)
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        async with self._lock:
+            if self._key != key:
+                self._key, self._data = None, b""  # release before loading the next
+                self._data = await self._load(key)
+                self._key = key
+            data = self._data
+        if offset < 0 or length < 0 or offset + length > len(data):
+            raise PackError(
+                f"object {key} has {len(data)} bytes, a chunk needs {offset}..{offset + length}"
+            )
+        return data[offset : offset + length]
+
+
+def _chunk_error(f: StoredFile, i: int, why: str) -> IntegrityError:
+    ref = f.chunks[i]
+    return IntegrityError(
+        f"{f.path}: chunk {i + 1} of {len(f.chunks)} (sha256 {ref.sha256[:12]}, "
+        f"{ref.key} at {ref.offset}) {why}"
+    )
+
+
+def _batches(chunks: tuple[ChunkRef, ...], limit: int) -> list[range]:
+    """Consecutive chunks grouped so that each group's stored and decoded bytes stay
+    within ``limit`` (a bigger chunk makes a group of its own)."""
+    out: list[range] = []
+    start = stored = plain = 0
+    for i, ref in enumerate(chunks):
+        if i > start and (stored + ref.length > limit or plain + ref.size > limit):
+            out.append(range(start, i))
+            start, stored, plain = i, 0, 0
+        stored += ref.length
+        plain += ref.size
+    if start < len(chunks):
+        out.append(range(start, len(chunks)))
+    return out
+
+
+async def _read_batch(
+    ranges: RangeReader, f: StoredFile, batch: range, reads: list[RangeRead]
+) -> list[bytes]:
+    """The stored bytes of the batch's chunks, in order."""
+    chunks = f.chunks
+    locs = [Location(chunks[i].key, chunks[i].offset, chunks[i].length) for i in batch]
+    bodies: list[bytes] = [b""] * len(locs)
+    for rr in reads:
+        first = batch[rr.items[0]]
+        try:
+            data = await ranges.read_range(rr.key, rr.start, rr.length)
+        except KeyError:
+            raise _chunk_error(f, first, f"is missing: object {rr.key} does not exist") from None
+        except PackError as exc:
+            raise _chunk_error(f, first, f"is damaged: {exc}") from None
+        if len(data) != rr.length:
+            raise _chunk_error(f, first, f"is damaged: object {rr.key} is too short")
+        for j in rr.items:
+            bodies[j] = rr.extract(data, locs[j])
+    return bodies
+
+
+def _decode_batch(
+    f: StoredFile, batch: range, bodies: list[bytes], digest: Any, write: Callable[[bytes], Any]
+) -> int:
+    """Decode and check each chunk of the batch, hash and write it; decoded bytes."""
+    n = 0
+    chunks = f.chunks
+    for i, body in zip(batch, bodies, strict=True):
+        try:
+            data = decode_chunk(body, chunks[i])
+        except StorageError as exc:
+            raise _chunk_error(f, i, f"is damaged: {exc}") from None
+        digest.update(data)
+        write(data)
+        n += len(data)
+    return n
+
+
+async def _fetch_chunks(
+    ranges: RangeReader,
+    f: StoredFile,
+    digest: Any,
+    write: Callable[[bytes], Any],
+    max_in_flight: int,
+    memory_budget: int,
+) -> int:
+    """Read batches ahead (bounded by count and bytes), decode and write them in order."""
+    limit = max(1, min(BATCH_BYTES, memory_budget // max(1, max_in_flight)))
+    chunks = f.chunks
+    batches = _batches(chunks, limit)
+    plans: list[list[RangeRead]] = []
+    for batch in batches:
+        locs = [Location(chunks[i].key, chunks[i].offset, chunks[i].length) for i in batch]
+        plans.append(plan_reads(locs, max_gap=min(MiB, limit // 4), max_span=limit))
+    cost = [sum(r.length for r in plan) for plan in plans]
+    pending: deque[tuple[int, asyncio.Task[list[bytes]]]] = deque()
+    held = size = nxt = 0
+    try:
+        while nxt < len(batches) or pending:
+            while (
+                nxt < len(batches)
+                and len(pending) < max_in_flight
+                and (not pending or held + cost[nxt] <= memory_budget)
+            ):
+                task = asyncio.create_task(_read_batch(ranges, f, batches[nxt], plans[nxt]))
+                pending.append((nxt, task))
+                held += cost[nxt]
+                nxt += 1
+            b, task = pending.popleft()
+            bodies = await task
+            size += await asyncio.to_thread(_decode_batch, f, batches[b], bodies, digest, write)
+            held -= cost[b]
+    finally:
+        for _, task in pending:
+            task.cancel()
+        await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+    return size
+
+
+def _whole_error(f: StoredFile, whole: WholeObject, why: str) -> IntegrityError:
+    return IntegrityError(f"{f.path}: object {whole.key} is damaged: {why}")
+
+
+def _decode_piece(
+    f: StoredFile,
+    whole: WholeObject,
+    dec: Any,
+    piece: bytes,
+    size: int,
+    digest: Any,
+    write: Callable[[bytes], Any],
+) -> int:
+    """Decode one stored piece in bounded steps, stopping past the file's size."""
+    buf = piece
+    while True:
+        if dec is None:
+            if not buf:
+                break
+            out, buf = buf, b""
+        else:
+            try:
+                out = dec.decompress(buf, DECODE_STEP)
+            except zlib.error as exc:
+                raise _whole_error(f, whole, f"cannot be decoded: {exc}") from None
+            buf = dec.unconsumed_tail
+            if dec.eof and (buf or dec.unused_data):
+                raise _whole_error(f, whole, "trailing bytes after its gzip stream")
+            if not out and not buf:
+                break
+        size += len(out)
+        if size > whole.size:
+            raise _whole_error(f, whole, f"decodes to more than its declared {whole.size} bytes")
+        digest.update(out)
+        write(out)
+    return size
+
+
+async def _fetch_whole(
+    target: Target, f: StoredFile, whole: WholeObject, digest: Any, write: Callable[[bytes], Any]
+) -> int:
+    dec = zlib.decompressobj(31) if whole.compression == "gzip" else None
+    stored = size = 0
+    try:
+        async for piece in target.read(whole.key):
+            stored += len(piece)
+            if stored > whole.stored_size:
+                raise _whole_error(f, whole, f"more than its listed {whole.stored_size} bytes")
+            size = await asyncio.to_thread(_decode_piece, f, whole, dec, piece, size, digest, write)
+    except KeyError:
+        raise IntegrityError(f"{f.path}: object {whole.key} is missing") from None
+    if dec is not None:
+        size = await asyncio.to_thread(_decode_piece, f, whole, dec, b"", size, digest, write)
+        if not dec.eof:
+            raise _whole_error(f, whole, "its gzip stream is truncated")
+    if stored != whole.stored_size:
+        raise _whole_error(f, whole, f"{stored} stored bytes, listed {whole.stored_size}")
+    return size
+
+
+def _writer(sink: SinkLike) -> Callable[[bytes], Any]:
+    if sink is None:
+        return lambda data: None
+    if isinstance(sink, Sink):
+        return sink.write
+    return sink
+
+
+async def fetch_file(
+    target: Target,
+    f: StoredFile,
+    sink: SinkLike = None,
+    *,
+    ranges: RangeReader | None = None,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    memory_budget: int = MEMORY_BUDGET,
+) -> tuple[int, str]:
+    """Stream ``f`` into ``sink`` (a ``Sink``, a callable taking bytes, or None to only
+    check it); returns ``(size, sha256)``. A ``Sink`` is committed when every byte checked
+    out, discarded otherwise. ``ranges`` reads pack ranges: the target itself when it is a
+    :class:`RangeReader`, else pass one :class:`WholeObjectRanges` shared by the restore.
+    """
+    if max_in_flight < 1 or memory_budget < 1:
+        raise ValueError("max_in_flight and memory_budget must be positive")
+    if ranges is None:
+        ranges = target if isinstance(target, RangeReader) else WholeObjectRanges(target)
+    write = _writer(sink)
+    digest = hashlib.sha256()
+    try:
+        whole = f.whole
+        if whole is not None:
+            size = await _fetch_whole(target, f, whole, digest, write)
+        else:
+            size = await _fetch_chunks(ranges, f, digest, write, max_in_flight, memory_budget)
+        sha = digest.hexdigest()
+        if size != f.size or sha != f.sha256:
+            raise IntegrityError(
+                f"{f.path}: content does not match the manifest "
+                f"(size {size} vs {f.size}, sha256 {sha[:12]} vs {f.sha256[:12]})"
+            )
+        if isinstance(sink, Sink):
+            await asyncio.to_thread(sink.commit, size, f.path)
+    except BaseException:
+        if isinstance(sink, Sink):
+            await asyncio.to_thread(sink.discard)
+        raise
+    return size, sha

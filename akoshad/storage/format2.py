@@ -1,0 +1,234 @@
+"""The format-2 manifest of an upload, and the shared documents it needs stored first.
+
+Given every file of the upload as a :class:`~akoshad.storage.stored.StoredFile` (chunks
+already stored in packs, or a whole object of an earlier format-1 upload),
+:func:`build_manifest2` returns the manifest (a valid Akosha ``SystemMemoryUploadManifest``,
+top level exactly as ``layout.build_manifest`` makes it, ``metadata.format`` 2) and the
+documents to PUT before it; the caller writes those, then the manifest LAST.
+
+- A file of more than :data:`CHUNKS_INLINE_MAX` chunks gets ``chunk_list`` ``{key,
+  compression}``: a stored ``{"chunks": [...]}`` named by its content, so an unchanged large
+  file costs no bytes in the next upload.
+- More than :data:`INDEX_INLINE_MAX` files (or ``use_index=True``): ``metadata.index.parts``
+  instead of ``metadata.files``. Entries sorted by path are cut into parts after each entry
+  whose ``sha256(path)`` has its low :data:`PART_BOUNDARY_BITS` bits zero (or at
+  :data:`PART_MAX_ENTRIES`), so a change rewrites only its own part; each part is a stored
+  ``{"files": [...]}`` named by its content, shared by every upload that has it.
+
+Documents whose key is in ``known_documents`` (e.g. those the previous manifest referenced)
+are not returned again. Blocking (JSON, sha256, gzip): call from a thread on large stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from akoshad.manifest.layout import FileEntry, build_manifest, object_name, upload_prefix
+from akoshad.storage.documents import (
+    DocumentKind,
+    canonical_json,
+    chunk_list_json,
+    compress_document,
+    document_key,
+    index_part_json,
+)
+from akoshad.storage.stored import StoredFile, WholeObject, check_files
+from akoshad.targets.base import Target
+
+FORMAT = 2
+CHUNKS_INLINE_MAX = 64
+INDEX_INLINE_MAX = 200
+PART_BOUNDARY_BITS = 6
+PART_MAX_ENTRIES = 512
+
+
+@dataclass(frozen=True)
+class Format2Manifest:
+    """What :func:`build_manifest2` made.
+
+    ``manifest``: the manifest dict (encode it with ``layout.encode_manifest``).
+    ``documents``: ``(key, bytes)`` to PUT before the manifest (content type
+    ``documents.DOCUMENT_CONTENT_TYPE``), only those not in ``known_documents``.
+    ``document_keys``: every index part and chunk list the manifest references (the
+    ``known_documents`` of the next upload, once this one is committed).
+    """
+
+    manifest: dict[str, Any]
+    documents: list[tuple[str, bytes]]
+    document_keys: frozenset[str]
+
+    @property
+    def document_bytes(self) -> int:
+        """Bytes of the documents to PUT."""
+        return sum(len(data) for _, data in self.documents)
+
+
+class _Documents:
+    """Documents referenced so far: each encoded once, kept only when not yet stored."""
+
+    def __init__(self, system_id: str, known: Collection[str]) -> None:
+        self.system_id = system_id
+        self.known = known
+        self.new: dict[str, bytes] = {}
+        self.keys: set[str] = set()
+
+    def add(self, kind: DocumentKind, obj: Any) -> str:
+        plain = canonical_json(obj)
+        key = document_key(self.system_id, kind, plain)
+        self.keys.add(key)
+        if key not in self.known and key not in self.new:
+            self.new[key] = compress_document(plain)  # only what is not stored yet
+        return key
+
+
+def entry_json(f: StoredFile, name: str, docs: _Documents | None = None) -> dict[str, Any]:
+    """The manifest entry of ``f``: common fields, then a whole object's ``key``/
+    ``stored_size``/``compression``, or ``chunks`` (``chunk_list`` past
+    :data:`CHUNKS_INLINE_MAX` chunks when ``docs`` can store one)."""
+    out: dict[str, Any] = {
+        "path": f.path,
+        "name": name,
+        "kind": f.kind,
+        "size": f.size,
+        "sha256": f.sha256,
+    }
+    if f.mode is not None:
+        out["mode"] = f.mode
+    if f.facts is not None:
+        out.update(f.facts.as_fields())
+    whole = f.whole
+    if whole is not None:
+        out.update(whole.to_json())
+        return out
+    chunks = [c.to_json() for c in f.chunks]
+    if docs is not None and len(chunks) > CHUNKS_INLINE_MAX:
+        key = docs.add("chunklists", {"chunks": chunks})
+        out["chunk_list"] = chunk_list_json(key)
+    else:
+        out["chunks"] = chunks
+    return out
+
+
+def is_boundary(path: str) -> bool:
+    """An index part ends after this path (content-defined: about one path in 64)."""
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).digest()
+    return digest[-1] & ((1 << PART_BOUNDARY_BITS) - 1) == 0
+
+
+def cut_parts(
+    entries: Sequence[dict[str, Any]], max_entries: int = PART_MAX_ENTRIES
+) -> list[list[dict[str, Any]]]:
+    """Entries (sorted by path) cut into index parts at content-defined boundaries."""
+    parts: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    for entry in entries:
+        current.append(entry)
+        if len(current) >= max_entries or is_boundary(str(entry["path"])):
+            parts.append(current)
+            current = []
+    if current:
+        parts.append(current)
+    return parts
+
+
+def _names(files: Sequence[StoredFile]) -> dict[str, str]:
+    """Entry names: a whole object keeps its object's name; a chunked file gets its path
+    flattened, unique within the upload."""
+    taken = {f.name for f in files if f.whole is not None and f.name}
+    names: dict[str, str] = {}
+    for f in files:
+        if f.whole is not None and f.name:
+            names[f.path] = f.name
+        else:
+            names[f.path] = object_name(f.path, "none", taken)
+    return names
+
+
+def _own_whole_entries(files: Iterable[StoredFile], own: str) -> list[FileEntry]:
+    """Whole objects stored in this upload's own folder, as format-1 entries (they are the
+    top-level ``files``, as ``layout.build_manifest`` lists them)."""
+    out: list[FileEntry] = []
+    for f in files:
+        whole = f.whole
+        if isinstance(whole, WholeObject) and whole.key.startswith(own):
+            out.append(
+                FileEntry(
+                    path=f.path,
+                    name=f.name or whole.key.rsplit("/", 1)[-1],
+                    key=whole.key,
+                    size=f.size,
+                    sha256=f.sha256,
+                    stored_size=whole.stored_size,
+                    compression=whole.compression,
+                    kind=f.kind,
+                )
+            )
+    return out
+
+
+def build_manifest2(
+    *,
+    system_id: str,
+    upload_id: str,
+    files: Sequence[StoredFile],
+    skipped: Mapping[str, str],
+    known_documents: Collection[str] = frozenset(),
+    uploaded_at: datetime | None = None,
+    conversation_count: int = 0,
+    has_memories: bool = False,
+    extra_metadata: Mapping[str, Any] | None = None,
+    use_index: bool | None = None,
+) -> Format2Manifest:
+    """The format-2 manifest of ``files`` and the documents to store before it.
+
+    Every file is checked first (``stored.check_files``: ManifestError, nothing made).
+    ``use_index``: None = only past :data:`INDEX_INLINE_MAX` files; True/False = always/never.
+    """
+    check_files(files, system_id)
+    ordered = sorted(files, key=lambda f: f.path)
+    own = upload_prefix(system_id, upload_id)
+    paths = {f.path for f in ordered}
+    manifest = build_manifest(
+        system_id=system_id,
+        upload_id=upload_id,
+        entries=_own_whole_entries(ordered, own),
+        skipped={p: r for p, r in skipped.items() if p not in paths},
+        uploaded_at=uploaded_at,
+        conversation_count=conversation_count,
+        has_memories=has_memories,
+        extra_metadata=dict(extra_metadata or {}),
+    )
+    manifest["total_size_bytes"] = sum(f.size for f in ordered)
+    metadata: dict[str, Any] = manifest["metadata"]
+    metadata["format"] = FORMAT
+    docs = _Documents(system_id, known_documents)
+    names = _names(ordered)
+    entries = [entry_json(f, names[f.path], docs) for f in ordered]
+    if use_index or (use_index is None and len(entries) > INDEX_INLINE_MAX):
+        del metadata["files"]
+        parts = [docs.add("index", {"files": part}) for part in cut_parts(entries)]
+        metadata["index"] = {"parts": [index_part_json(key) for key in parts]}
+    else:
+        metadata["files"] = entries
+    return Format2Manifest(manifest, list(docs.new.items()), frozenset(docs.keys))
+
+
+async def missing_documents(
+    target: Target, documents: Sequence[tuple[str, bytes]], max_in_flight: int = 8
+) -> list[tuple[str, bytes]]:
+    """The documents not in ``target`` yet (a ``head`` each, ``max_in_flight`` at once):
+    for a writer that has no ``known_documents`` (its state was lost)."""
+    gate = asyncio.Semaphore(max_in_flight)
+
+    async def present(key: str) -> bool:
+        async with gate:
+            return await target.head(key) is not None
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(present(key)) for key, _ in documents]
+    return [doc for doc, task in zip(documents, tasks, strict=True) if not task.result()]

@@ -1,0 +1,282 @@
+"""Every file of a manifest, format 1 or 2, as :class:`~akoshad.storage.stored.StoredFile`.
+
+:func:`read_entries` resolves ``metadata.index`` parts and ``chunk_list`` documents (each
+fetched with a size bound, a few at once), then validates every entry once: a safe relative
+path, no path twice, no ``a`` beside ``a/b``, chunk sizes adding up to the file's size, every
+key under ``systems/{system_id}/``. Any problem is one
+:class:`~akoshad.manifest.layout.ManifestError` line that names the entry (and the document
+it came from). Format-1 manifests go through ``layout.entries_of``. Nothing is restored
+from a manifest this refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from akoshad.manifest.facts import Facts
+from akoshad.manifest.layout import ManifestError, entries_of
+from akoshad.storage.documents import MAX_DOCUMENT_BYTES, decode_document, fetch_stored
+from akoshad.storage.errors import RefError
+from akoshad.storage.refs import (
+    ChunkListRef,
+    ChunkRef,
+    IndexPartRef,
+    chunk_list_from_json,
+    chunks_from_json,
+)
+from akoshad.storage.stored import (
+    WHOLE_COMPRESSIONS,
+    StoredFile,
+    WholeCompression,
+    WholeObject,
+    check_paths,
+    check_stored_file,
+    system_root,
+)
+from akoshad.targets.base import Target
+
+MAX_ENTRIES = 1_000_000
+MAX_PARTS = 100_000
+MAX_TOTAL_DOCUMENT_BYTES = 1024 * 1024 * 1024  # stored bytes of every document of a manifest
+FETCH_IN_FLIGHT = 8
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A parsed entry whose chunk list may still have to be fetched."""
+
+    where: str
+    file: StoredFile
+    chunk_list: ChunkListRef | None = None
+
+
+class _Budget:
+    """Stored bytes every document of one manifest may take together."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def limit(self, what: str) -> int:
+        """The most ``what`` may take (its own bound, or what is left)."""
+        if self.left <= 0:
+            raise ManifestError(
+                f"{what}: the manifest's documents exceed {MAX_TOTAL_DOCUMENT_BYTES} bytes"
+            )
+        return min(MAX_DOCUMENT_BYTES, self.left)
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+
+
+def manifest_format(manifest: Mapping[str, Any]) -> int:
+    """``metadata.format`` (1 when absent); ManifestError for anything but 1 or 2."""
+    metadata = manifest.get("metadata")
+    if not isinstance(metadata, dict):
+        raise ManifestError("metadata is not an object")
+    fmt = metadata.get("format", 1)
+    if isinstance(fmt, bool) or fmt not in (1, 2):
+        raise ManifestError(f"unsupported manifest format {fmt!r:.40}")
+    return int(fmt)
+
+
+def _field(raw: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
+    value = raw.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ManifestError(f"{where}: {name} is missing or not a {kind.__name__}")
+    return value
+
+
+def _whole(raw: Mapping[str, Any], size: int, sha: str, where: str) -> WholeObject:
+    comp = _field(raw, "compression", str, where)
+    if comp not in WHOLE_COMPRESSIONS:
+        raise ManifestError(f"{where}: unknown compression {comp!r:.40}")
+    compression: WholeCompression = "gzip" if comp == "gzip" else "none"
+    key = _field(raw, "key", str, where)
+    return WholeObject(key, _field(raw, "stored_size", int, where), compression, size, sha)
+
+
+def parse_entry(raw: object, where: str) -> _Pending:
+    """One format-2 entry: common fields, then ``chunks``, ``chunk_list`` or a whole
+    object (``key``/``stored_size``/``compression``); exactly one of them."""
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where} is not an object")
+    path = _field(raw, "path", str, where)
+    where = f"{where} ({path!r:.200})"
+    size = _field(raw, "size", int, where)
+    sha = _field(raw, "sha256", str, where)
+    mode = None if raw.get("mode") is None else _field(raw, "mode", int, where)
+    variants = [k for k in ("chunks", "chunk_list", "key") if k in raw]
+    if len(variants) != 1:
+        raise ManifestError(f"{where}: needs exactly one of chunks, chunk_list or key")
+    parts: tuple[ChunkRef | WholeObject, ...] = ()
+    chunk_list = None
+    try:
+        if "chunks" in raw:
+            parts = tuple(chunks_from_json(raw["chunks"], f"{where}: chunks"))
+        elif "chunk_list" in raw:
+            chunk_list = ChunkListRef.from_json(raw["chunk_list"], f"{where}: chunk_list")
+        else:
+            parts = (_whole(raw, size, sha, where),)
+    except RefError as exc:
+        raise ManifestError(str(exc)) from None
+    stored = StoredFile(
+        path=path,
+        kind=_field(raw, "kind", str, where),
+        size=size,
+        sha256=sha,
+        parts=parts,
+        mode=mode,
+        facts=Facts.from_fields(raw),
+        name=_field(raw, "name", str, where),
+    )
+    return _Pending(where, stored, chunk_list)
+
+
+async def _bounded(jobs: Sequence[Callable[[], Awaitable[_T]]], limit: int) -> list[_T]:
+    """Run ``jobs`` at most ``limit`` at a time; results in order (first error raised)."""
+    gate = asyncio.Semaphore(limit)
+
+    async def run(job: Callable[[], Awaitable[_T]]) -> _T:
+        async with gate:
+            return await job()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(run(job)) for job in jobs]
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
+    return [t.result() for t in tasks]
+
+
+async def _read(target: Target, key: str, comp: str, enc: str, what: str, budget: _Budget) -> Any:
+    """One document, bounded by its own limit and by what the manifest has left."""
+    what = f"{what} {key}"
+    if enc != "none":
+        raise ManifestError(f"{what} is encrypted ({enc:.20}): not readable here")
+    stored = await fetch_stored(target, key, budget.limit(what), what)
+    budget.spend(len(stored))
+    return await asyncio.to_thread(decode_document, stored, comp, what, MAX_DOCUMENT_BYTES)
+
+
+def _index_parts(metadata: Mapping[str, Any], root: str) -> list[IndexPartRef]:
+    index = metadata.get("index")
+    if not isinstance(index, dict) or not isinstance(index.get("parts"), list):
+        raise ManifestError("metadata.index.parts is not a list")
+    if "files" in metadata:
+        raise ManifestError("metadata has both files and index")
+    raw_parts = index["parts"]
+    if len(raw_parts) > MAX_PARTS:
+        raise ManifestError(f"metadata.index has {len(raw_parts)} parts, over {MAX_PARTS}")
+    try:
+        parts = [
+            IndexPartRef.from_json(p, f"metadata.index.parts[{i}]") for i, p in enumerate(raw_parts)
+        ]
+    except RefError as exc:
+        raise ManifestError(str(exc)) from None
+    for i, part in enumerate(parts):
+        if not part.key.startswith(root):
+            raise ManifestError(f"metadata.index.parts[{i}]: key is not under {root}")
+    return parts
+
+
+async def _raw_entries(
+    target: Target, metadata: Mapping[str, Any], root: str, budget: _Budget
+) -> list[tuple[str, object]]:
+    """``(where, raw entry)`` from ``metadata.files`` or the index parts, in order."""
+    if "index" not in metadata:
+        files = metadata.get("files")
+        if not isinstance(files, list):
+            raise ManifestError("metadata.files is not a list")
+        return [(f"metadata.files[{i}]", raw) for i, raw in enumerate(files)]
+    parts = _index_parts(metadata, root)
+    jobs = [
+        (lambda p=p: _read(target, p.key, p.compression, p.encryption, "index part", budget))
+        for p in parts
+    ]
+    docs = await _bounded(jobs, FETCH_IN_FLIGHT)
+    out: list[tuple[str, object]] = []
+    for part, doc in zip(parts, docs, strict=True):
+        what = f"index part {part.key}"
+        if not isinstance(doc, dict) or set(doc) != {"files"} or not isinstance(doc["files"], list):
+            raise ManifestError(f'{what} is not {{"files": [...]}}')
+        out += [(f"{what}: files[{i}]", raw) for i, raw in enumerate(doc["files"])]
+        if len(out) > MAX_ENTRIES:
+            raise ManifestError(f"the manifest lists more than {MAX_ENTRIES} files")
+    return out
+
+
+async def _resolve_lists(
+    target: Target, pending: list[_Pending], system_id: str, budget: _Budget
+) -> list[StoredFile]:
+    """Fetch each distinct chunk list once and give its chunks to the entries naming it."""
+    root = system_root(system_id)
+    refs: dict[str, ChunkListRef] = {}
+    for p in pending:
+        if p.chunk_list is not None:
+            if not p.chunk_list.key.startswith(root):
+                raise ManifestError(f"{p.where}: chunk_list key is not under {root}")
+            refs.setdefault(p.chunk_list.key, p.chunk_list)
+    keys = sorted(refs)
+    jobs = [
+        (lambda r=refs[k]: _read(target, r.key, r.compression, "none", "chunk list", budget))
+        for k in keys
+    ]
+    lists: dict[str, tuple[ChunkRef, ...]] = {}
+    for key, doc in zip(keys, await _bounded(jobs, FETCH_IN_FLIGHT), strict=True):
+        try:
+            lists[key] = tuple(chunk_list_from_json(doc, f"chunk list {key}"))
+        except RefError as exc:
+            raise ManifestError(str(exc)) from None
+    out: list[StoredFile] = []
+    for p in pending:
+        f = p.file
+        if p.chunk_list is not None:
+            f = StoredFile(
+                f.path, f.kind, f.size, f.sha256, lists[p.chunk_list.key], f.mode, f.facts, f.name
+            )
+        check_stored_file(f, system_id, p.where)
+        out.append(f)
+    return out
+
+
+def _system_id(metadata: Mapping[str, Any], system_id: str | None) -> str:
+    listed = metadata.get("system_id")
+    if system_id is None:
+        if not isinstance(listed, str):
+            raise ManifestError("metadata.system_id is missing")
+        system_id = listed
+    elif listed is not None and listed != system_id:
+        raise ManifestError(f"metadata.system_id {listed!r:.80} is not {system_id!r}")
+    return system_id
+
+
+async def read_entries(
+    target: Target, manifest: Mapping[str, Any], *, system_id: str | None = None
+) -> list[StoredFile]:
+    """Every file of ``manifest`` (format 1 or 2), validated together; ``system_id``
+    defaults to ``metadata.system_id`` (and must match it when given).
+
+    Raises ManifestError (one line) for anything malformed, missing or over a bound;
+    a target's own errors (``TransientError``, ...) pass through.
+    """
+    fmt = manifest_format(manifest)
+    metadata: Mapping[str, Any] = manifest["metadata"]
+    system_id = _system_id(metadata, system_id)
+    root = system_root(system_id)
+    if fmt == 1:
+        files = [StoredFile.from_file_entry(e) for e in entries_of(dict(manifest))]
+        for i, f in enumerate(files):
+            check_stored_file(f, system_id, f"metadata.files[{i}]")
+        return files
+    budget = _Budget(MAX_TOTAL_DOCUMENT_BYTES)
+    raw = await _raw_entries(target, metadata, root, budget)
+    if len(raw) > MAX_ENTRIES:
+        raise ManifestError(f"the manifest lists more than {MAX_ENTRIES} files")
+    pending = [parse_entry(entry, where) for where, entry in raw]
+    files = await _resolve_lists(target, pending, system_id, budget)
+    check_paths(files)
+    return files

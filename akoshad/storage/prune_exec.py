@@ -1,0 +1,346 @@
+"""Run a prune plan on a target, crash-safe, and the whole prune (``run_prune``).
+
+Order (``prune_plan`` explains why each step is safe to interrupt with ``kill -9``):
+1. delete the dropped uploads' manifests; 2. sweep unreferenced objects; 3. write the new
+packs (the live ranges of the old ones, streamed with ``target.read`` into a ``PackWriter``,
+uploaded with ``put_file``); 4. rewrite the affected kept manifests (documents first, the
+manifest last); 5. delete the old packs and the replaced documents.
+
+Before any pack is deleted (steps 2 and 5) ``hooks.forget_pack(key)`` lets the caller drop
+that pack's chunks from its ledger; after step 4 ``hooks.record_chunks`` gets the moved
+chunks' new locations. Step 5 deletes only what no kept manifest references once rewritten
+(a rewritten document whose content did not change keeps its key, and a new pack that could
+not be written leaves its sources in place). ``hooks.on_step(i, step)`` runs before each
+step (deletions: before each batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from akoshad.storage import refs
+from akoshad.storage.owner import Ownership
+from akoshad.storage.packs import PACK_MAX, PackWriter, SealedPack
+from akoshad.storage.prune_load import PruneError, PruneInput, load_for_prune
+from akoshad.storage.prune_plan import PrunePlan, Step, plan_prune
+from akoshad.storage.prune_refs import ManifestRefs, manifest_refs
+from akoshad.storage.prune_rewrite import RelocationError, Relocator, Rewriter
+from akoshad.storage.repack import NewPack
+from akoshad.storage.retention import Retention, Upload, apply_retention
+from akoshad.targets.base import Target
+
+DELETE_BATCH = 1000
+STAGING_NAME = "prune"  # our own subdirectory of the staging dir, emptied at each start
+_DELETES = ("delete_manifest", "delete_object", "delete_replaced")
+
+
+@dataclass
+class PruneHooks:
+    """Callbacks of the caller: ledger updates and a step marker (tests, progress)."""
+
+    forget_pack: Callable[[str], Awaitable[None]] | None = None
+    record_chunks: Callable[[list[refs.ChunkRef]], Awaitable[None]] | None = None
+    on_step: Callable[[int, Step], Awaitable[None]] | None = None
+
+
+@dataclass
+class PruneResult:
+    """What a prune did (or, with ``dry_run``, would do): ``to_json`` is ``prune --json``."""
+
+    dry_run: bool
+    uploads_kept: int
+    uploads_removed: list[str]
+    crashed_uploads: list[str]
+    objects_deleted: int = 0
+    packs_written: int = 0
+    packs_repacked: int = 0
+    manifests_rewritten: int = 0
+    bytes_freed: int = 0
+    bytes_referenced: int = 0
+    bytes_stored_after: int = 0
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "uploads_kept": self.uploads_kept,
+            "uploads_removed": self.uploads_removed,
+            "crashed_uploads": self.crashed_uploads,
+            "objects_deleted": self.objects_deleted,
+            "packs_written": self.packs_written,
+            "packs_repacked": self.packs_repacked,
+            "manifests_rewritten": self.manifests_rewritten,
+            "bytes_freed": self.bytes_freed,
+            "bytes_referenced": self.bytes_referenced,
+            "bytes_stored_after": self.bytes_stored_after,
+            "missing": self.missing,
+            "seconds": round(self.seconds, 3),
+        }
+
+    @classmethod
+    def from_plan(cls, plan: PrunePlan, *, dry_run: bool) -> PruneResult:
+        return cls(
+            dry_run=dry_run,
+            uploads_kept=len(plan.kept_uploads),
+            uploads_removed=list(plan.removed_uploads),
+            crashed_uploads=list(plan.crashed_uploads),
+            objects_deleted=len(plan.delete_manifests) + len(plan.delete_objects),
+            packs_repacked=len(plan.old_packs),
+            bytes_freed=plan.freed_bytes + plan.repack_freed_bytes,
+            bytes_referenced=plan.referenced_bytes,
+            bytes_stored_after=plan.live_stored_bytes,
+            missing=list(plan.missing),
+        )
+
+
+def _named(r: ManifestRefs) -> set[str]:
+    named = {r.manifest_key} | set(r.objects) | set(r.chunks) | {c.pack for c in r.chunk_refs()}
+    for kids in r.children.values():
+        named |= kids
+    return named
+
+
+@dataclass
+class _Run:
+    target: Target
+    plan: PrunePlan
+    loaded: PruneInput
+    staging_dir: Path
+    hooks: PruneHooks
+    ownership: Ownership | None
+    deleted: int = 0
+    deleted_bytes: int = 0
+    packs_written: int = 0
+    rewritten: dict[str, dict[str, Any]] = field(default_factory=dict)
+    relocator: Relocator = field(default_factory=Relocator)
+    skipped_sources: set[str] = field(default_factory=set)
+    rewriter: Rewriter | None = None
+    pack_prefix: str = ""
+    live: set[str] = field(default_factory=set)  # referenced after the rewrites (step 5)
+
+    async def delete(self, keys: list[str]) -> None:
+        packs = [k for k in keys if k.startswith(self.pack_prefix)]
+        if self.hooks.forget_pack is not None:
+            for key in packs:  # the ledger forgets a pack before it disappears
+                await self.hooks.forget_pack(key)
+        await self.target.delete_keys(keys)
+        self.deleted += len(keys)
+        self.deleted_bytes += sum(self.loaded.listing.get(k, 0) for k in keys)
+
+    async def write_pack(self, pack: NewPack) -> None:
+        if pack.live_bytes > PACK_MAX:
+            self.skipped_sources |= {s.key for s in pack.sources}
+            return
+        sealed = await self._fill(pack)
+        try:
+            stored = await self.target.put_file(sealed.key, sealed.path, "none")
+        finally:
+            await asyncio.to_thread(sealed.path.unlink, missing_ok=True)
+        if stored.stored_size != sealed.size:
+            raise PruneError(f"new pack {sealed.key}: stored {stored.stored_size} bytes")
+        self.relocator.add(pack, sealed.key)
+        self.packs_written += 1
+        assert self.rewriter is not None
+        self.rewriter.written[sealed.key] = sealed.size
+
+    async def _fill(self, pack: NewPack) -> SealedPack:
+        """Stream each source pack once, copying its live ranges into one new pack file."""
+        writer = PackWriter(self.staging_dir, self.loaded.system_id, PACK_MAX, PACK_MAX)
+        sealed: list[SealedPack] = []
+        with writer:
+            for source in pack.sources:
+                ranges = list(source.live_ranges)
+                pos = 0
+                async for piece in self.target.read(source.key):
+                    end = pos + len(piece)
+                    while ranges and ranges[0][0] < end:
+                        start, length = ranges[0]
+                        lo, hi = max(start, pos), min(start + length, end)
+                        if hi > lo:
+                            sealed += await asyncio.to_thread(
+                                writer.add, "", piece[lo - pos : hi - pos]
+                            )
+                        if start + length > end:
+                            break
+                        ranges.pop(0)
+                    pos = end
+                if ranges:
+                    raise PruneError(f"pack {source.key} is shorter than its live chunks")
+            last = await asyncio.to_thread(writer.flush)
+        sealed += [last] if last is not None else []
+        if len(sealed) != 1 or sealed[0].size != pack.live_bytes:
+            raise PruneError("a new pack did not come out as planned")
+        return sealed[0]
+
+    async def rewrite(self, manifest_key: str) -> None:
+        assert self.rewriter is not None
+        loaded = self.loaded.by_key()[manifest_key]
+        try:
+            new = await self.rewriter.rewrite(manifest_key, loaded.doc)
+        except RelocationError as exc:
+            raise PruneError(f"rewriting {manifest_key}: {exc}; old packs kept") from None
+        if new is not None:
+            self.rewritten[manifest_key] = new
+
+    def still_live(self) -> set[str]:
+        """Every key a kept manifest references after the rewrites."""
+        assert self.rewriter is not None
+        live: set[str] = set()
+        kept = set(self.plan.kept_uploads)
+        for m in self.loaded.manifests:
+            if m.upload_id not in kept:
+                continue
+            doc = self.rewritten.get(m.key)
+            r = (
+                m.refs
+                if doc is None
+                else manifest_refs(m.upload_id, m.key, doc, self.rewriter.documents)
+            )
+            live |= _named(r)
+        return live
+
+
+async def execute_plan(
+    target: Target,
+    plan: PrunePlan,
+    loaded: PruneInput,
+    *,
+    staging_dir: Path,
+    hooks: PruneHooks | None = None,
+    ownership: Ownership | None = None,
+    delete_batch: int = DELETE_BATCH,
+) -> PruneResult:
+    """Run ``plan`` (made from ``loaded``) on ``target``; ``staging_dir`` (private, 0700)
+    holds new packs until they are uploaded. Raises :class:`PruneError`, ``NotOwner`` or the
+    target's errors; whatever was done so far leaves every kept upload restorable."""
+    started = time.monotonic()
+    prefix = f"systems/{loaded.system_id}/"
+    own_dir = await asyncio.to_thread(_fresh_dir, staging_dir / STAGING_NAME)
+    run = _Run(target, plan, loaded, own_dir, hooks or PruneHooks(), ownership)
+    run.pack_prefix = prefix + "packs/"
+    run.rewriter = Rewriter(target, loaded.system_id, run.relocator, dict(loaded.documents))
+    steps = plan.steps()
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        if step.op == "delete_replaced" and (i == 0 or steps[i - 1].op != step.op):
+            await _before_replaced(run)
+        if run.hooks.on_step is not None:
+            await run.hooks.on_step(i, step)
+        if step.op in _DELETES:
+            batch = [s.key for s in steps[i : i + delete_batch] if s.op == step.op]
+            if step.op == "delete_replaced":
+                batch = [k for k in batch if k not in run.live]
+            i += sum(1 for s in steps[i : i + delete_batch] if s.op == step.op)
+            if batch:
+                await run.delete(batch)
+            continue
+        if step.op == "write_pack" and step.new_pack is not None:
+            await run.write_pack(step.new_pack)
+        elif step.op == "rewrite_manifest":
+            await run.rewrite(step.key)
+        i += 1
+    return _result(run, started)
+
+
+def _fresh_dir(path: Path) -> Path:
+    """``path`` as an empty private directory (what a killed prune left there is removed;
+    a link in its place is refused by ``PackWriter``'s own check)."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        if not path.is_symlink() and path.is_dir():
+            for child in path.iterdir():
+                if child.is_file() and not child.is_symlink():
+                    child.unlink()
+    return path
+
+
+async def _before_replaced(run: _Run) -> None:
+    """Between the rewrites and the deletion of what they replaced: what is still
+    referenced is known, the ledger learns the moved chunks, and this machine must still
+    own the system id."""
+    run.live = run.still_live() | run.skipped_sources
+    if run.hooks.record_chunks is not None and run.relocator.moved:
+        await run.hooks.record_chunks(list(run.relocator.moved.values()))
+    if run.ownership is not None:
+        await run.ownership.check(force=True)
+
+
+def _result(run: _Run, started: float) -> PruneResult:
+    assert run.rewriter is not None
+    result = PruneResult.from_plan(run.plan, dry_run=False)
+    written = sum(run.rewriter.written.values())
+    replaced_manifests = sum(run.loaded.listing.get(k, 0) for k in run.rewritten)
+    stored_before = sum(run.loaded.listing.values())
+    stored_after = stored_before - run.deleted_bytes + written - replaced_manifests
+    result.objects_deleted = run.deleted
+    result.packs_written = run.packs_written
+    result.packs_repacked = len(run.plan.old_packs - run.skipped_sources)
+    result.manifests_rewritten = len(run.rewritten)
+    result.bytes_freed = stored_before - stored_after
+    result.bytes_stored_after = stored_after
+    result.seconds = time.monotonic() - started
+    return result
+
+
+async def run_prune(
+    target: Target,
+    system_id: str,
+    policy: Retention,
+    *,
+    staging_dir: Path,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    ownership: Ownership | None = None,
+    hooks: PruneHooks | None = None,
+    in_progress: Collection[str] = (),
+    protected: Collection[str] = (),
+    delete_batch: int = DELETE_BATCH,
+) -> PruneResult:
+    """The whole prune: check ownership, load, apply ``policy``, plan, execute (or, with
+    ``dry_run``, report the plan). Call under the daemon's pass lock."""
+    started = time.monotonic()
+    if ownership is not None:
+        await ownership.check(force=True, claim=not dry_run)
+    when = now or datetime.now(UTC)
+
+    def retained(uploads: list[Upload]) -> frozenset[str]:
+        return apply_retention(uploads, policy, now=when).keep_ids
+
+    loaded = await load_for_prune(target, system_id, keep=retained)
+    keep = set(retained(loaded.uploads())) | set(loaded.untimed())
+    try:
+        plan = plan_prune(
+            system_id,
+            loaded.refs(),
+            loaded.listing,
+            keep,
+            now=when,
+            in_progress=in_progress,
+            protected=protected,
+        )
+    except ValueError as exc:
+        raise PruneError(f"prune stopped, nothing deleted: {exc}") from None
+    if dry_run:
+        result = PruneResult.from_plan(plan, dry_run=True)
+        result.seconds = time.monotonic() - started
+        return result
+    result = await execute_plan(
+        target,
+        plan,
+        loaded,
+        staging_dir=staging_dir,
+        hooks=hooks,
+        ownership=ownership,
+        delete_batch=delete_batch,
+    )
+    result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,237 @@
+"""Read what a prune needs from a target: the listing with sizes, every manifest, and the
+index parts and chunk lists the kept ones name (``prune_refs.documents_needed``).
+
+Everything read is bounded (a manifest by ``max_manifest``, a document by
+``max_document``) and goes through ``documents`` (the codec the format-2 writer and the
+restore reader use). Anything that cannot be read or understood stops the prune before it
+deletes anything (:class:`PruneError` names the object): what an unreadable manifest
+references is unknown, so nothing could be swept safely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from akoshad.storage.documents import (
+    MAX_DOCUMENT_BYTES,
+    DocumentError,
+    DocumentMissing,
+    fetch_stored,
+    list_document,
+    read_document,
+)
+from akoshad.storage.errors import StorageError
+from akoshad.storage.prune_plan import upload_id_time
+from akoshad.storage.prune_refs import ManifestRefs, documents_needed, manifest_refs
+from akoshad.storage.retention import Upload
+from akoshad.targets.base import Target
+
+MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+CONCURRENCY = 16
+T = TypeVar("T")
+
+
+class PruneError(StorageError):
+    """A prune stopped (before deleting anything it could not account for)."""
+
+
+@runtime_checkable
+class SizedLister(Protocol):
+    """Optional target extension: keys with their sizes in one listing (saves one HEAD per
+    key; S3's ListObjectsV2 has them)."""
+
+    def list_sized(self, prefix: str) -> AsyncIterator[tuple[str, int]]: ...
+
+
+@dataclass(frozen=True)
+class LoadedManifest:
+    """One manifest as read: its JSON, its time (None when neither ``uploaded_at`` nor the
+    upload id carries one) and what it references."""
+
+    upload_id: str
+    key: str
+    doc: dict[str, Any]
+    uploaded_at: datetime | None
+    refs: ManifestRefs
+
+
+@dataclass(frozen=True)
+class PruneInput:
+    """What ``load_for_prune`` read: manifests, decoded documents by key, listing (key ->
+    stored size) of ``systems/{system_id}/``."""
+
+    system_id: str
+    manifests: tuple[LoadedManifest, ...]
+    documents: dict[str, dict[str, Any]]
+    listing: dict[str, int]
+
+    def refs(self) -> list[ManifestRefs]:
+        return [m.refs for m in self.manifests]
+
+    def uploads(self) -> list[Upload]:
+        """The uploads with a time, for ``apply_retention``."""
+        return [Upload(m.upload_id, m.uploaded_at) for m in self.manifests if m.uploaded_at]
+
+    def untimed(self) -> list[str]:
+        """Uploads without a time: never removed."""
+        return [m.upload_id for m in self.manifests if m.uploaded_at is None]
+
+    def by_key(self) -> dict[str, LoadedManifest]:
+        return {m.key: m for m in self.manifests}
+
+
+async def _bounded_gather(items: Iterable[Awaitable[T]], limit: int) -> list[T]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(aw: Awaitable[T]) -> T:
+        async with sem:
+            return await aw
+
+    return list(await asyncio.gather(*(one(a) for a in items)))
+
+
+async def list_with_sizes(
+    target: Target, prefix: str, concurrency: int = CONCURRENCY
+) -> dict[str, int]:
+    """Every key under ``prefix`` with its stored size (keys gone meanwhile are left out)."""
+    if isinstance(target, SizedLister):
+        return {k: n async for k, n in target.list_sized(prefix)}
+    keys = [k async for k in target.list_keys(prefix)]
+    sizes = await _bounded_gather((target.head(k) for k in keys), concurrency)
+    return {k: n for k, n in zip(keys, sizes, strict=True) if n is not None}
+
+
+def manifest_keys(prefix: str, listing: Iterable[str]) -> dict[str, str]:
+    """Upload id -> manifest key, for ``{prefix}uploads/{id}/manifest.json``."""
+    base = prefix + "uploads/"
+    out: dict[str, str] = {}
+    for key in listing:
+        if key.startswith(base):
+            upload_id, _, rest = key[len(base) :].partition("/")
+            if rest == MANIFEST_NAME and upload_id:
+                out[upload_id] = key
+    return out
+
+
+def _time_of(doc: dict[str, Any], upload_id: str) -> datetime | None:
+    raw = doc.get("uploaded_at")
+    if isinstance(raw, str):
+        try:
+            when = datetime.fromisoformat(raw)
+        except ValueError:
+            when = None
+        if when is not None:
+            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return upload_id_time(upload_id)
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _declared(
+    doc: dict[str, Any], documents: dict[str, dict[str, Any]]
+) -> dict[str, tuple[str, str]]:
+    """Document key -> (compression, list field) for the parts and chunk lists ``doc``
+    names (so far as the documents already read tell)."""
+    out: dict[str, tuple[str, str]] = {}
+    meta = _obj(doc.get("metadata"))
+    index = _obj(meta.get("index"))
+    files = meta.get("files")
+    entries = list(files) if isinstance(files, list) else []
+    parts = index.get("parts")
+    for part in parts if isinstance(parts, list) else []:
+        if isinstance(part, dict) and isinstance(part.get("key"), str):
+            if part.get("encryption", "none") != "none":
+                raise PruneError(f"index part {part['key']} is encrypted; prune cannot read it")
+            out[part["key"]] = (str(part.get("compression", "none")), "files")
+            more = documents.get(part["key"], {}).get("files")
+            entries += more if isinstance(more, list) else []
+    for entry in entries:
+        cl = entry.get("chunk_list") if isinstance(entry, dict) else None
+        if isinstance(cl, dict) and isinstance(cl.get("key"), str):
+            out[cl["key"]] = (str(cl.get("compression", "none")), "chunks")
+    return out
+
+
+async def _read_documents(
+    target: Target, loaded: dict[str, Any], documents: dict[str, dict[str, Any]], limit: int
+) -> None:
+    """Read the documents ``loaded`` (a manifest) needs into ``documents``, in rounds."""
+    for _ in range(4):
+        need = sorted(documents_needed(loaded, documents))
+        if not need:
+            return
+        declared = _declared(loaded, documents)
+        for key in need:
+            compression, field = declared.get(key, ("none", "chunks"))
+            what = "index part" if field == "files" else "chunk list"
+            try:
+                doc = await read_document(target, key, compression, what=what, limit=limit)
+                documents[key] = list_document(doc, field, f"{what} {key}")
+            except DocumentError as exc:
+                raise PruneError(f"{exc}; prune stopped, nothing deleted") from None
+    raise PruneError("documents nest too deep; prune stopped, nothing deleted")
+
+
+async def _read_manifest(target: Target, key: str, limit: int) -> dict[str, Any]:
+    try:
+        doc = json.loads(await fetch_stored(target, key, limit, f"manifest {key}"))
+    except DocumentMissing:
+        raise PruneError(f"manifest {key} vanished during the prune; try again") from None
+    except DocumentError as exc:
+        raise PruneError(f"{exc}; prune stopped") from None
+    except (ValueError, RecursionError):
+        raise PruneError(f"manifest {key} is not valid JSON; prune stopped") from None
+    if not isinstance(doc, dict):
+        raise PruneError(f"manifest {key} is not a JSON object; prune stopped")
+    return doc
+
+
+async def load_for_prune(
+    target: Target,
+    system_id: str,
+    *,
+    keep: Callable[[list[Upload]], Collection[str]] | None = None,
+    max_manifest: int = MAX_MANIFEST_BYTES,
+    max_document: int = MAX_DOCUMENT_BYTES,
+    concurrency: int = CONCURRENCY,
+) -> PruneInput:
+    """List ``systems/{system_id}/`` with sizes, read every manifest and the documents they
+    name. With ``keep`` (upload ids to keep, given the timed uploads; e.g. a retention
+    decision), only the kept manifests' documents are read (the others get bare refs, all
+    the planner needs of them), so a damaged upload that is dropped cannot block a prune.
+    Uploads without a time are always kept. Raises :class:`PruneError` naming what could
+    not be read."""
+    prefix = f"systems/{system_id}/"
+    listing = await list_with_sizes(target, prefix, concurrency)
+    keys = sorted(manifest_keys(prefix, listing).items())
+    docs = await _bounded_gather(
+        (_read_manifest(target, k, max_manifest) for _, k in keys), concurrency
+    )
+    times = {u: _time_of(doc, u) for (u, _), doc in zip(keys, docs, strict=True)}
+    kept: set[str] | None = None
+    if keep is not None:
+        timed = [Upload(u, t) for u, t in times.items() if t is not None]
+        kept = set(keep(timed)) | {u for u, t in times.items() if t is None}
+    documents: dict[str, dict[str, Any]] = {}
+    out: list[LoadedManifest] = []
+    for (upload_id, key), doc in zip(keys, docs, strict=True):
+        if kept is not None and upload_id not in kept:
+            out.append(
+                LoadedManifest(upload_id, key, doc, times[upload_id], ManifestRefs(upload_id, key))
+            )
+            continue
+        try:
+            await _read_documents(target, doc, documents, max_document)
+            refs = manifest_refs(upload_id, key, doc, documents)
+        except (LookupError, ValueError) as exc:
+            raise PruneError(f"manifest {key} is malformed ({exc}); prune stopped") from None
+        out.append(LoadedManifest(upload_id, key, doc, times[upload_id], refs))
+    return PruneInput(system_id, tuple(out), documents, listing)

@@ -1,0 +1,158 @@
+"""Rewrite a kept manifest after a repack: chunks that moved point at their new pack.
+
+Chunk lists and index parts that change are written first, under new content-addressed
+keys (``documents.encode_document``, exactly as the format-2 writer encodes them: the same
+canonical JSON, the same gzip bytes, so the same key), then the manifest itself in one PUT
+(``layout.encode_manifest``; an atomic replace on both targets). Entries, parts and fields
+that do not change are kept as they are, so a manifest only differs where chunk locations
+moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from akoshad.manifest.layout import encode_manifest
+from akoshad.storage import refs
+from akoshad.storage.documents import (
+    DOCUMENT_CONTENT_TYPE,
+    DocumentKind,
+    chunk_list_json,
+    encode_document,
+    index_part_json,
+)
+from akoshad.storage.errors import RefError
+from akoshad.storage.prune_refs import ChunkRef as PlanChunk
+from akoshad.storage.repack import NewPack
+from akoshad.targets.base import Target
+
+
+class RelocationError(ValueError):
+    """A chunk in a repacked pack is not in the new pack (the plan and the manifests
+    disagree); the old pack must not be deleted."""
+
+
+@dataclass
+class Relocator:
+    """Where the chunks of repacked packs went: source pack -> (new pack, its key)."""
+
+    moves: dict[str, tuple[NewPack, str]] = field(default_factory=dict)
+    moved: dict[str, refs.ChunkRef] = field(default_factory=dict)  # sha256 -> new location
+
+    def add(self, pack: NewPack, key: str) -> None:
+        for source in pack.sources:
+            self.moves[source.key] = (pack, key)
+
+    def chunk(self, raw: Any) -> Any:
+        """``raw`` (a chunk dict) pointing at its new location, or ``raw`` unchanged."""
+        if not isinstance(raw, dict) or raw.get("key") not in self.moves:
+            return raw
+        pack, new_key = self.moves[raw["key"]]
+        offset, length = raw.get("offset"), raw.get("length")
+        if not isinstance(offset, int) or not isinstance(length, int):
+            raise RelocationError(f"a chunk in {raw['key']} has no valid offset/length")
+        new_offset = pack.relocate(PlanChunk(raw["key"], offset, length))
+        if new_offset is None:
+            raise RelocationError(f"chunk at {raw['key']}:{offset}+{length} was not copied")
+        out = {**raw, "key": new_key, "offset": new_offset}
+        try:
+            ref = refs.ChunkRef.from_json(out)
+            self.moved[ref.sha256] = ref
+        except RefError:
+            pass  # not a strict ref: still relocated, just not offered to the ledger
+        return out
+
+    def chunks(self, items: Any) -> tuple[Any, bool]:
+        if not isinstance(items, list):
+            return items, False
+        new = [self.chunk(c) for c in items]
+        return new, any(a is not b for a, b in zip(new, items, strict=True))
+
+
+@dataclass
+class Rewriter:
+    """Rewrites manifests of one system, writing the documents that change."""
+
+    target: Target
+    system_id: str
+    relocator: Relocator
+    documents: dict[str, dict[str, Any]]
+    written: dict[str, int] = field(default_factory=dict)  # new document key -> stored size
+
+    async def _store(self, kind: DocumentKind, doc: dict[str, Any]) -> str:
+        key, data = await asyncio.to_thread(encode_document, self.system_id, kind, doc)
+        if key not in self.written:  # always written: an equal old one may have been swept
+            await self.target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
+            self.written[key] = len(data)
+            self.documents[key] = doc
+        return key
+
+    async def _entry(self, entry: Any) -> tuple[Any, bool]:
+        if not isinstance(entry, dict):
+            return entry, False
+        if "chunks" in entry:
+            new, changed = self.relocator.chunks(entry["chunks"])
+            return ({**entry, "chunks": new}, True) if changed else (entry, False)
+        ref = entry.get("chunk_list")
+        if not isinstance(ref, dict) or ref.get("key") not in self.documents:
+            return entry, False
+        doc = self.documents[ref["key"]]
+        new, changed = self.relocator.chunks(doc.get("chunks"))
+        if not changed:
+            return entry, False
+        key = await self._store("chunklists", {**doc, "chunks": new})
+        return {**entry, "chunk_list": chunk_list_json(key)}, True
+
+    async def _entries(self, entries: Any) -> tuple[Any, bool]:
+        if not isinstance(entries, list):
+            return entries, False
+        out: list[Any] = []
+        changed = False
+        for entry in entries:
+            new, did = await self._entry(entry)
+            out.append(new)
+            changed |= did
+        return out, changed
+
+    async def _parts(self, parts: list[Any]) -> tuple[list[Any], bool]:
+        out: list[Any] = []
+        changed = False
+        for part in parts:
+            key = part.get("key") if isinstance(part, dict) else None
+            doc = self.documents.get(key) if isinstance(key, str) else None
+            if doc is None:
+                out.append(part)
+                continue
+            files, did = await self._entries(doc.get("files"))
+            if did:
+                new_key = await self._store("index", {**doc, "files": files})
+                part = index_part_json(new_key)
+            out.append(part)
+            changed |= did
+        return out, changed
+
+    async def rewrite(self, manifest_key: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Write the rewritten documents, then the manifest; returns the new manifest, or
+        None when nothing in it moved (then nothing is written)."""
+        meta = manifest.get("metadata")
+        if not isinstance(meta, dict):
+            return None
+        new_meta = dict(meta)
+        files, changed = await self._entries(meta.get("files"))
+        if changed:
+            new_meta["files"] = files
+        index = meta.get("index")
+        if isinstance(index, dict) and isinstance(index.get("parts"), list):
+            parts, did = await self._parts(index["parts"])
+            if did:
+                new_meta["index"] = {**index, "parts": parts}
+            changed |= did
+        if not changed:
+            return None
+        new = {**manifest, "metadata": new_meta}
+        data = encode_manifest(new)
+        await self.target.put_bytes(manifest_key, data, "application/json")
+        self.written[manifest_key] = len(data)
+        return new

@@ -1,0 +1,220 @@
+"""One stored file, whatever the manifest format: the type restore, verify and drill share.
+
+A format-1 entry is one whole object (:class:`WholeObject`: ``key``, ``stored_size``,
+``compression`` gzip|none); a format-2 entry is an ordered list of :class:`ChunkRef` whose
+decoded contents, concatenated, are the file (an empty file has no chunk). A format-2
+manifest may also list whole objects (files kept unchanged since a format-1 upload).
+
+:func:`check_stored_file` and :func:`check_paths` are the single validation both the writer
+(before anything is stored) and the reader (before anything is restored) run; every problem
+is one :class:`~akoshad.manifest.layout.ManifestError` line naming the entry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from akoshad.manifest.facts import Facts
+from akoshad.manifest.layout import KINDS, NAME_RE, FileEntry, ManifestError, check_store_path
+from akoshad.storage.errors import RefError
+from akoshad.storage.refs import ChunkRef, check_file_chunks, check_key, check_sha256
+
+WholeCompression = Literal["gzip", "none"]
+WHOLE_COMPRESSIONS: tuple[WholeCompression, ...] = ("gzip", "none")
+# Largest file a manifest may declare (bounds what decoding a hostile entry may produce).
+MAX_FILE_SIZE = 1 << 44  # 16 TiB
+_SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+@dataclass(frozen=True, slots=True)
+class WholeObject:
+    """A file stored as one object (format 1): ``stored_size`` bytes at ``key`` that
+    decode (``compression``) to ``size`` bytes with ``sha256``. Chunk-like: offset 0,
+    length ``stored_size``, no encryption."""
+
+    key: str
+    stored_size: int
+    compression: WholeCompression
+    size: int
+    sha256: str
+
+    @property
+    def offset(self) -> int:
+        return 0
+
+    @property
+    def length(self) -> int:
+        return self.stored_size
+
+    @property
+    def encryption(self) -> Literal["none"]:
+        return "none"
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry fields of a whole object (``key``, ``stored_size``, ``compression``)."""
+        return {"key": self.key, "stored_size": self.stored_size, "compression": self.compression}
+
+
+Part = ChunkRef | WholeObject
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file of an upload: what it is (path, kind, size, sha256, mode, capture facts) and
+    where its bytes are (``parts``: chunk refs, or exactly one whole object).
+
+    ``name`` is informative (the bare object name for format 1, the flattened path for
+    format 2); the writer assigns it for chunked files."""
+
+    path: str
+    kind: str
+    size: int
+    sha256: str
+    parts: tuple[Part, ...]
+    mode: int | None = None
+    facts: Facts | None = None
+    name: str = ""
+
+    @property
+    def whole(self) -> WholeObject | None:
+        """The whole object holding the file (format 1), or None for a chunked file."""
+        if len(self.parts) == 1 and isinstance(self.parts[0], WholeObject):
+            return self.parts[0]
+        return None
+
+    @property
+    def chunks(self) -> tuple[ChunkRef, ...]:
+        """The file's chunks in order (empty for a whole object or an empty file); no copy
+        (``check_stored_file`` makes sure a file has chunks only, or one whole object)."""
+        if self.whole is not None:
+            return ()
+        return cast(tuple[ChunkRef, ...], self.parts)
+
+    @property
+    def stored_size(self) -> int:
+        """Stored bytes the file's parts take (shared chunks counted each time)."""
+        return sum(p.length for p in self.parts)
+
+    def keys(self) -> set[str]:
+        """Every object key the file's bytes live in."""
+        return {p.key for p in self.parts}
+
+    @classmethod
+    def from_file_entry(cls, entry: FileEntry) -> StoredFile:
+        """A format-1 entry (``layout.FileEntry``) as a stored file of one whole object."""
+        if entry.compression not in WHOLE_COMPRESSIONS:
+            raise ManifestError(f"{entry.path!r}: unknown compression {entry.compression!r}")
+        comp: WholeCompression = "gzip" if entry.compression == "gzip" else "none"
+        whole = WholeObject(entry.key, entry.stored_size, comp, entry.size, entry.sha256)
+        return cls(
+            path=entry.path,
+            kind=entry.kind,
+            size=entry.size,
+            sha256=entry.sha256,
+            parts=(whole,),
+            mode=entry.mode,
+            facts=entry.facts,
+            name=entry.name,
+        )
+
+
+def system_root(system_id: str) -> str:
+    """``systems/{system_id}/``: every key a manifest references lives under it."""
+    if not isinstance(system_id, str) or not _SYSTEM_ID_RE.match(system_id):
+        raise ManifestError(f"invalid system_id {system_id!r:.80}")
+    return f"systems/{system_id}/"
+
+
+def _check_int(value: object, field: str, where: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise ManifestError(f"{where}: {field} must be an integer in 0..{maximum}")
+    return value
+
+
+def _check_key(key: str, root: str, where: str) -> None:
+    try:
+        check_key(key, where)
+    except RefError as exc:
+        raise ManifestError(str(exc)) from None
+    if not key.startswith(root):
+        raise ManifestError(f"{where}: key {key!r:.120} is not under {root}")
+
+
+def _check_whole(whole: WholeObject, f: StoredFile, root: str, where: str) -> None:
+    _check_key(whole.key, root, where)
+    _check_int(whole.stored_size, "stored_size", where, MAX_FILE_SIZE)
+    if whole.compression not in WHOLE_COMPRESSIONS:
+        raise ManifestError(f"{where}: unknown compression {whole.compression!r:.40}")
+    if (whole.size, whole.sha256) != (f.size, f.sha256):
+        raise ManifestError(f"{where}: its object describes other content than the entry")
+    if whole.compression == "none" and whole.stored_size != whole.size:
+        raise ManifestError(
+            f"{where}: stored_size {whole.stored_size} differs from size {whole.size} "
+            "for an object stored without compression"
+        )
+
+
+def check_stored_file(f: StoredFile, system_id: str, where: str = "") -> None:
+    """:class:`ManifestError` (one line naming ``where``) unless ``f`` is safe to write
+    and to restore: a safe relative path, known kind, sizes and hashes well-formed, parts
+    either one whole object or chunks adding up to ``size``, keys under the system."""
+    where = where or "entry"
+    if not isinstance(f.path, str):
+        raise ManifestError(f"{where}: path is not a string")
+    check_store_path(f.path, where)
+    where = f"{where} ({f.path!r:.200})"
+    if f.kind not in KINDS:
+        raise ManifestError(f"{where}: unknown kind {f.kind!r:.40}")
+    _check_int(f.size, "size", where, MAX_FILE_SIZE)
+    try:
+        check_sha256(f.sha256, where)
+    except RefError as exc:
+        raise ManifestError(str(exc)) from None
+    if f.mode is not None:
+        _check_int(f.mode, "mode", where, 0o777)
+    if f.name and (not NAME_RE.match(f.name) or ".." in f.name):
+        raise ManifestError(f"{where}: bad object name {f.name!r:.80}")
+    root = system_root(system_id)
+    whole = f.whole
+    if whole is not None:
+        _check_whole(whole, f, root, where)
+        return
+    if not all(isinstance(p, ChunkRef) for p in f.parts):
+        raise ManifestError(f"{where}: a whole object must be the file's only part")
+    chunks = f.chunks
+    try:
+        for i, ref in enumerate(chunks):
+            ref.validate(f"{where}: chunk {i + 1}")
+        check_file_chunks(list(chunks), f.size, where)
+    except RefError as exc:
+        raise ManifestError(str(exc)) from None
+    for i, ref in enumerate(chunks):
+        _check_key(ref.key, root, f"{where}: chunk {i + 1}")
+
+
+def check_paths(files: Iterable[StoredFile]) -> None:
+    """:class:`ManifestError` when a path is listed twice, or is both a file and another
+    file's directory (``a`` and ``a/b``)."""
+    seen: set[str] = set()
+    listed = list(files)
+    for f in listed:
+        if f.path in seen:
+            raise ManifestError(f"path {f.path!r:.200} is listed twice")
+        seen.add(f.path)
+    for f in listed:
+        parts = f.path.split("/")
+        for n in range(1, len(parts)):
+            parent = "/".join(parts[:n])
+            if parent in seen:
+                raise ManifestError(f"{parent!r:.200} is listed as a file and as a directory")
+
+
+def check_files(files: Sequence[StoredFile], system_id: str) -> None:
+    """Every file checked (:func:`check_stored_file`) and the paths together
+    (:func:`check_paths`)."""
+    for i, f in enumerate(files):
+        check_stored_file(f, system_id, f"file {i + 1}")
+    check_paths(files)

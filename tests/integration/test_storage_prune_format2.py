@@ -1,0 +1,212 @@
+"""Prune of format-2 uploads made by the format-2 writer (``format2.build_manifest2``, index
+parts and a chunk list) on the real local target: retention drops the first upload, the
+half-dead pack is repacked, the kept manifest is rewritten, and every kept file restores
+through the restore reader (``format2_read.read_entries`` + ``fetch.fetch_file``) with its
+sha256, also after a ``kill -9`` at any step and the prune that finishes the job."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from akoshad.manifest.layout import manifest_key, new_upload_id
+from akoshad.storage.documents import (
+    DOCUMENT_COMPRESSION,
+    DocumentKind,
+    decode_document,
+    encode_document,
+)
+from akoshad.storage.fetch import WholeObjectRanges, fetch_file
+from akoshad.storage.format2 import build_manifest2
+from akoshad.storage.format2_read import read_entries
+from akoshad.storage.prune_exec import run_prune
+from akoshad.targets.local import LocalTarget
+from tests.format2_store import Store, write_upload
+from tests.prune_child import kill_at_marker, policy
+from tests.prune_data import private_dir
+
+SID = "host-a"
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+NOTES = 40  # 8 KiB each, one chunk each: all changed by the second upload
+NOTE_SIZE = 8 * 1024
+BIG_SIZE = 2 * 1024 * 1024  # about 256 chunks of 8 KiB: a chunk list, unchanged
+
+
+def noise(seed: int, size: int) -> bytes:
+    """Incompressible bytes (chunks stored as they are), different per seed."""
+    return random.Random(seed).randbytes(size)
+
+
+def write_tree(root: Path, version: int) -> dict[str, bytes]:
+    """The store at ``version``: notes sorted before the big file, so the first pack holds
+    the notes and the big file's first chunks; the notes change with the version."""
+    files = {f"notes/n{i:02d}.bin": noise(1000 * version + i, NOTE_SIZE) for i in range(NOTES)}
+    files["stable.json"] = json.dumps({"kept": "x" * 3000}).encode()
+    files["z.duckdb"] = noise(7, BIG_SIZE)
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return files
+
+
+@dataclass
+class Uploads:
+    outbox: Path
+    ids: list[str]
+    kept: dict[str, bytes]  # path -> content of the kept (second) upload
+
+
+@pytest.fixture
+async def uploads(tmp_path: Path) -> AsyncIterator[Uploads]:
+    """Two uploads written by the format-2 writer, an hour apart, both with index parts."""
+    outbox, root = tmp_path / "outbox", tmp_path / "data"
+    target = LocalTarget(outbox)
+    await target.start()
+    store = Store(target, SID, private_dir(tmp_path / "store-staging"))
+    known: frozenset[str] = frozenset()
+    ids: list[str] = []
+    files: dict[str, bytes] = {}
+    for version in (1, 2):
+        when = NOW - timedelta(hours=3 - version)
+        upload_id = new_upload_id(when)
+        files = await asyncio.to_thread(write_tree, root, version)
+        stored = await store.store_tree(root)
+        built = build_manifest2(
+            system_id=SID,
+            upload_id=upload_id,
+            files=stored,
+            skipped={},
+            known_documents=known,
+            uploaded_at=when,
+            use_index=True,
+        )
+        assert any("chunk_list" in e for e in _entries_json(built.documents))
+        await write_upload(target, SID, upload_id, built)
+        known = built.document_keys
+        ids.append(upload_id)
+    await target.close()
+    yield Uploads(outbox, ids, files)
+
+
+def _entries_json(documents: list[tuple[str, bytes]]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for key, data in documents:
+        if "/index/" in key:
+            out += decode_document(data, DOCUMENT_COMPRESSION, key, 1 << 26)["files"]
+    return out
+
+
+async def read_json(target: LocalTarget, key: str) -> dict[str, object]:
+    doc: dict[str, object] = json.loads(b"".join([p async for p in target.read(key)]))
+    return doc
+
+
+async def check_restorable(target: LocalTarget, upload_id: str, expected: dict[str, bytes]) -> None:
+    """Every file of the upload, through the restore reader, byte for byte."""
+    manifest = await read_json(target, manifest_key(SID, upload_id))
+    entries = await read_entries(target, manifest, system_id=SID)
+    assert sorted(f.path for f in entries) == sorted(expected)
+    ranges = WholeObjectRanges(target)
+    for f in entries:
+        got = bytearray()
+        size, sha = await fetch_file(target, f, got.extend, ranges=ranges)
+        assert bytes(got) == expected[f.path], f.path
+        assert (size, sha) == (f.size, f.sha256) == (len(got), hashlib.sha256(got).hexdigest())
+
+
+async def check_documents_as_written(target: LocalTarget, upload_id: str) -> set[str]:
+    """Every index part and chunk list the manifest names is stored exactly as the writer's
+    codec makes it (key = sha256 of its canonical JSON, same gzip bytes); returns their keys."""
+    manifest = await read_json(target, manifest_key(SID, upload_id))
+    meta = manifest["metadata"]
+    assert isinstance(meta, dict)
+    keys = [p["key"] for p in meta["index"]["parts"]]
+    seen: set[str] = set()
+    while keys:
+        key = keys.pop()
+        stored = b"".join([p async for p in target.read(key)])
+        doc = decode_document(stored, DOCUMENT_COMPRESSION, key, 1 << 26)
+        kind: DocumentKind = "index" if "/index/" in key else "chunklists"
+        assert encode_document(SID, kind, doc) == (key, stored)
+        keys += [e["chunk_list"]["key"] for e in doc.get("files", []) if "chunk_list" in e]
+        seen.add(key)
+    return seen
+
+
+async def nothing_left(target: LocalTarget, staging: Path) -> None:
+    again = await run_prune(target, SID, policy(1), staging_dir=staging, now=NOW, dry_run=True)
+    assert again.uploads_removed == [] and again.objects_deleted == 0
+    assert again.packs_repacked == 0, again.to_json()
+
+
+async def test_prune_keeps_a_format2_writer_upload_restorable(
+    uploads: Uploads, tmp_path: Path
+) -> None:
+    target = LocalTarget(uploads.outbox)
+    await target.start()
+    try:
+        first, second = uploads.ids
+        before = [k async for k in target.list_keys(f"systems/{SID}/")]
+        docs_before = await check_documents_as_written(target, second)
+        staging = private_dir(tmp_path / "staging")
+        result = await run_prune(target, SID, policy(1), staging_dir=staging, now=NOW)
+        assert result.uploads_removed == [first] and result.uploads_kept == 1
+        assert result.packs_repacked >= 1 and result.packs_written >= 1
+        assert result.manifests_rewritten == 1
+        after = [k async for k in target.list_keys(f"systems/{SID}/")]
+        assert manifest_key(SID, first) not in after
+        assert len(after) < len(before) and result.bytes_freed > 0
+        assert result.bytes_stored_after <= 1.2 * result.bytes_referenced
+        await check_restorable(target, second, uploads.kept)
+        docs_after = await check_documents_as_written(target, second)
+        # the big file's chunk list and its index part were rewritten (its chunks moved)
+        assert {k.split("/")[2] for k in docs_after - docs_before} == {"chunklists", "index"}
+        assert not (docs_before - docs_after) & set(after)  # the replaced ones are gone
+        await nothing_left(target, staging)
+        assert os.listdir(staging / "prune") == []
+    finally:
+        await target.close()
+
+
+@pytest.mark.parametrize(
+    ("op", "nth"),
+    [
+        ("delete_manifest", 1),
+        ("delete_object", 1),
+        ("write_pack", 1),
+        ("rewrite_manifest", 1),
+        ("delete_replaced", 1),
+        ("delete_replaced", 2),
+    ],
+)
+async def test_kill_9_during_a_format2_prune_leaves_the_kept_upload_restorable(
+    uploads: Uploads, tmp_path: Path, op: str, nth: int
+) -> None:
+    staging = private_dir(tmp_path / "staging")
+    args = [str(uploads.outbox), SID, NOW.isoformat(), "1", str(staging), op, str(nth)]
+    line = await asyncio.to_thread(kill_at_marker, args)
+    assert line.strip() == "AT-STEP", f"the prune never reached {op} #{nth}: {line!r}"
+    target = LocalTarget(uploads.outbox)
+    await target.start()
+    try:
+        second = uploads.ids[1]
+        await check_restorable(target, second, uploads.kept)
+        done = await run_prune(target, SID, policy(1), staging_dir=staging, now=NOW)
+        assert set(done.uploads_removed) <= {uploads.ids[0]}
+        await check_restorable(target, second, uploads.kept)
+        await check_documents_as_written(target, second)
+        await nothing_left(target, staging)
+        assert manifest_key(SID, uploads.ids[0]) not in [
+            k async for k in target.list_keys(f"systems/{SID}/uploads/")
+        ]
+    finally:
+        await target.close()

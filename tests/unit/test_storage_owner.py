@@ -1,0 +1,178 @@
+"""One writer per system id, against the real local target (and once against SeaweedFS)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from akoshad.errors import PermanentError
+from akoshad.storage.owner import (
+    MAX_RECORD_BYTES,
+    Machine,
+    NotOwner,
+    OwnerRecordError,
+    Ownership,
+    load_owner_id,
+    owner_key,
+)
+from akoshad.targets.base import Target
+from akoshad.targets.local import LocalTarget
+from akoshad.targets.s3.target import S3Target
+from tests.s3server import WeedServer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def machine(state: Path, host: str) -> Machine:
+    return Machine(load_owner_id(state), host)
+
+
+def own(target: Target, system_id: str, m: Machine, clock: Clock | None = None) -> Ownership:
+    return Ownership(target, system_id, m, settle=0, clock=clock or Clock())
+
+
+def test_owner_id_is_created_private_once_and_kept(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = load_owner_id(state)
+    assert load_owner_id(state) == first
+    assert stat.S_IMODE(os.stat(state / "owner_id").st_mode) == 0o600
+    assert load_owner_id(tmp_path / "other") != first  # another state dir: another machine
+    (state / "owner_id").write_text("not an id\n")
+    with pytest.raises(OwnerRecordError, match="damaged"):
+        load_owner_id(state)
+
+
+async def test_second_machine_is_refused_with_the_owner_host_and_takeover_hands_over(
+    tmp_path: Path,
+) -> None:
+    target = LocalTarget(tmp_path / "outbox")
+    a = own(target, "box", machine(tmp_path / "a", "alpha"))
+    b = own(target, "box", machine(tmp_path / "b", "beta"))
+    record = await a.check()
+    assert record is not None and record.host == "alpha" and record.how == "claim"
+    with pytest.raises(NotOwner) as refused:
+        await b.check()
+    line = str(refused.value)
+    assert "'alpha'" in line and "akoshad takeover" in line and "system_id" in line
+    assert "\n" not in line and isinstance(refused.value, PermanentError)
+    assert b.status() == {
+        "host": "alpha",
+        "since": record.since,
+        "ours": False,
+        "how": "claim",
+        "checked_at": b.status()["checked_at"],  # type: ignore[index]
+    }
+    taken = await b.takeover()
+    assert taken.host == "beta" and taken.how == "takeover" and taken.previous_host == "alpha"
+    with pytest.raises(NotOwner, match="'beta'"):
+        await a.check(force=True)
+    assert (await b.check()) is not None
+    assert b.status() is not None and b.status()["ours"] is True  # type: ignore[index]
+    doc = json.loads((tmp_path / "outbox" / owner_key("box")).read_bytes())
+    assert {"owner_id", "host", "since", "akoshad_version", "lease"} <= set(doc)
+
+
+async def test_cache_rereads_only_after_the_interval(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path / "outbox")
+    clock = Clock()
+    a = own(target, "box", machine(tmp_path / "a", "alpha"), clock)
+    b = own(target, "box", machine(tmp_path / "b", "beta"))
+    await a.check()
+    await b.takeover()
+    clock.now = 59.0
+    assert await a.check() is not None  # still cached: no read yet
+    clock.now = 61.0
+    with pytest.raises(NotOwner):
+        await a.check()
+
+
+async def test_same_host_lost_state_is_told_apart(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path / "outbox")
+    await own(target, "box", machine(tmp_path / "a", "alpha")).check()
+    with pytest.raises(NotOwner, match="state was lost"):
+        await own(target, "box", machine(tmp_path / "a2", "alpha")).check()
+
+
+async def test_legacy_target_with_uploads_is_claimed_by_the_first_writer(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path / "outbox")
+    await target.put_bytes("systems/box/uploads/u1/manifest.json", b"{}", "application/json")
+    a = own(target, "box", machine(tmp_path / "a", "alpha"))
+    assert await a.check(claim=False) is None  # a read-only check claims nothing
+    assert await target.head(owner_key("box")) is None
+    record = await a.check()
+    assert record is not None and record.how == "legacy"
+    with pytest.raises(NotOwner):
+        await own(target, "box", machine(tmp_path / "b", "beta")).check()
+
+
+async def test_claim_race_loser_sees_the_other_owner(tmp_path: Path) -> None:
+    """Both saw no record; b wrote last: a's read-back shows b, so a stops."""
+    target = LocalTarget(tmp_path / "outbox")
+    a = own(target, "box", machine(tmp_path / "a", "alpha"))
+    b = own(target, "box", machine(tmp_path / "b", "beta"))
+    original = a._write
+
+    async def slow_write(how: str, previous: object) -> object:
+        out = await original(how, None)  # type: ignore[arg-type]
+        await b._write("claim", None)  # b, which also saw no record, writes last
+        return out
+
+    a._write = slow_write  # type: ignore[assignment,method-assign]
+    with pytest.raises(NotOwner, match="'beta'"):
+        await a.check()
+    assert (await b.check()) is not None  # the last writer owns it
+
+
+async def test_a_damaged_record_names_the_fix(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path / "outbox")
+    await target.put_bytes(owner_key("box"), b"[1, 2]", "application/json")
+    a = own(target, "box", machine(tmp_path / "a", "alpha"))
+    with pytest.raises(OwnerRecordError, match="takeover"):
+        await a.check()
+    assert (await a.takeover()).host == "alpha"
+
+
+async def test_an_oversized_record_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    target = LocalTarget(tmp_path / "outbox")
+    huge = b'{"owner_id": "' + b"0" * MAX_RECORD_BYTES + b'"}'
+    await target.put_bytes(owner_key("box"), huge, "application/json")
+    a = own(target, "box", machine(tmp_path / "a", "alpha"))
+    with pytest.raises(OwnerRecordError, match="too large"):
+        await a.check()
+    assert (await a.takeover()).host == "alpha"
+
+
+async def test_two_machines_on_seaweedfs(s3: WeedServer, system_id: str, tmp_path: Path) -> None:
+    target = S3Target(
+        bucket=s3.bucket,
+        endpoint=s3.endpoint,
+        region="us-east-1",
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
+        retry_backoff=0.1,
+        max_retries=1,
+        own_prefix=f"systems/{system_id}/",
+    )
+    await target.start(clean_up=False)
+    try:
+        a = own(target, system_id, machine(tmp_path / "a", "alpha"))
+        b = own(target, system_id, machine(tmp_path / "b", "beta"))
+        assert (await a.check()) is not None
+        with pytest.raises(NotOwner, match="'alpha'"):
+            await b.check()
+        await b.takeover()
+        with pytest.raises(NotOwner, match="'beta'"):
+            await a.check(force=True)
+        assert s3.keys(f"systems/{system_id}/") == [owner_key(system_id)]
+    finally:
+        await target.close()
