@@ -36,6 +36,7 @@ from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.heap import trim
 from akoshad.pipeline.chain import BreakerState, CircuitBreaker
 from akoshad.pipeline.stats import Stats
+from akoshad.pyworker import WorkerError, WorkerFailed
 from akoshad.store.db import StateDB
 
 METHOD = "http"
@@ -47,6 +48,9 @@ ROW_REJECTION = re.compile(
     r"validation|must be|too large",
     re.IGNORECASE,
 )
+# what reading memories from a copy can meet: the worker's error or failure, the disk; a
+# bug (any other exception) is not dressed up as an unreadable copy
+READ_ERRORS = (WorkerError, WorkerFailed, OSError)
 LOAD_CHUNK = 1000
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -298,7 +302,7 @@ class MemorySync:
     async def _list(self, snapshot_db: Path) -> list[RowRef]:
         try:
             return await asyncio.to_thread(list_rows, snapshot_db, self.system_id)
-        except Exception as exc:
+        except READ_ERRORS as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
 
     async def _load(
@@ -315,7 +319,7 @@ class MemorySync:
                 self.max_bytes,
                 self.redact_secrets,
             )
-        except Exception as exc:
+        except READ_ERRORS as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
         self._count_redactions(found)
         return parts, skipped
@@ -346,7 +350,7 @@ class MemorySync:
                 self.load_chunk,
                 self.redact_secrets,
             )
-        except Exception as exc:
+        except READ_ERRORS as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
         await asyncio.to_thread(trim)  # what the memories' ids and rows left in the heap
         self._count_redactions(found)
