@@ -198,7 +198,7 @@ def test_reset_staging_removes_leftovers(snap: Snapshotter) -> None:
 def test_file_vanishing_mid_read_is_deletion(
     snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import akoshad.pipeline.capture.snapshot as mod
+    import akoshad.pipeline.capture.plain as mod  # where plain files are copied
 
     path = snap.data_dir / "brief.json"
     path.write_text("{}" * 1000)
@@ -217,7 +217,7 @@ def test_file_vanishing_mid_read_is_deletion(
 def test_file_shrinking_mid_read_is_copied_again(
     snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import akoshad.pipeline.capture.snapshot as mod
+    import akoshad.pipeline.capture.plain as mod  # where plain files are copied
 
     path = snap.data_dir / "log.json"
     path.write_bytes(b"x" * 100_000)
