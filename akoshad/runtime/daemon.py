@@ -29,6 +29,7 @@ from akoshad.errors import (
     PermanentError,
     TransientError,
 )
+from akoshad.heap import bounded_heap
 from akoshad.names import EXIT_FAIL, EXIT_OK, MEMORY_DB
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
@@ -36,13 +37,13 @@ from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.watch import StoreWatcher
-from akoshad.ratelog import RateLimitedLog
 from akoshad.runtime.control import ControlRequestError, ControlServer
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.logs import setup_logging
 from akoshad.runtime.metrics import MetricsServer
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
 from akoshad.runtime.status import StatusView
+from akoshad.runtime.watchdog import Watchdog
 from akoshad.runtime.webhooks import WEBHOOK_ONCE_SECONDS
 from akoshad.runtime.wiring import Parts, wire
 from akoshad.store.db import StateDB, StateError
@@ -78,8 +79,7 @@ class Daemon:
         self.notifier = Notifier(dict(environ or {}))
         cs = settings.cloud_sync
         stall = settings.watchdog_stall_seconds or cs.upload_timeout_seconds + 30.0
-        self.watchdog_policy = WatchdogPolicy(stall)
-        self._rate_log = RateLimitedLog(60.0)
+        self._stall = stall
         self.exit_code = EXIT_OK
 
     # ---- startup -------------------------------------------------------------------------
@@ -90,6 +90,9 @@ class Daemon:
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
         self.view = StatusView(self.settings, p, self.started)
+        self.watchdog = Watchdog(
+            self.notifier, WatchdogPolicy(self._stall), p.stats, self.view, self.stop_event
+        )
         self._wired = True
         stack.push_async_callback(p.webhooks.close)  # events emitted so far are kept
         await asyncio.to_thread(p.snapshotter.reset_staging)
@@ -326,7 +329,7 @@ class Daemon:
                 tg.create_task(self.feed.run(self.stop_event), name="debounce"),
                 tg.create_task(self._drain_loop(), name="drain"),
                 tg.create_task(self._reload_loop(), name="reload"),
-                tg.create_task(self._health_loop(), name="health"),
+                tg.create_task(self.watchdog.run(), name="health"),
                 tg.create_task(p.webhooks.run(), name="webhooks"),
                 tg.create_task(p.health.run(self.stop_event, self.stop), name="watch"),
                 tg.create_task(p.drills.run(), name="drill"),
@@ -365,28 +368,6 @@ class Daemon:
             finally:
                 self.notifier.ready()
 
-    async def _health_loop(self) -> None:
-        """STATUS= on changes; WATCHDOG=1 only while the pipeline moves or has nothing to do."""
-        if not self.notifier.enabled:
-            return  # no service manager listening: nothing to tell, no timer to run
-        interval = self.notifier.watchdog_interval
-        tick = min(1.0, interval) if interval else 1.0
-        while not self.stop_event.is_set():
-            busy = self.stats.syncing or self.stats.in_flight > 0
-            self.watchdog_policy.observe(self.stats.progress_seq, busy)
-            if interval and self.watchdog_policy.should_ping():
-                self.notifier.watchdog()
-                self.watchdog_policy.pinged()
-                self._rate_log.ok("wedged", "the pipeline moves again: watchdog fed")
-            elif interval and self.watchdog_policy.wedged:
-                self._rate_log.error(
-                    "wedged",
-                    "the pipeline made no progress for {:.0f}s: watchdog withheld",
-                    self.watchdog_policy.stall_seconds,
-                )
-            self.notifier.status(await self.view.line())
-            await self._sleep_or_stop(tick)
-
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         """Persist what was seen, let the pass in hand finish within the deadline."""
         self.notifier.stopping()
@@ -417,7 +398,7 @@ def run_daemon(
 ) -> int:
     """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check)."""
     env = dict(environ or {})
-    _bounded_heap()
+    bounded_heap()
     setup_logging(settings, environ=env)
     for note in settings.notes:
         logger.warning("configuration: {}", note)
@@ -439,17 +420,3 @@ def run_daemon(
     except (AlreadyRunning, ConfigError, StateError) as exc:
         print(f"akoshad: {exc}", file=sys.stderr)
         return exc.exit_code
-
-
-def _bounded_heap() -> None:
-    """Large buffers (upload parts) go straight to mmap and back to the system when freed,
-    so the resident size stays flat instead of keeping freed parts in malloc arenas."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD: fixed at 1 MiB
-            libc.mallopt(-8, 2)  # M_ARENA_MAX: two arenas for our few threads
-        except (OSError, AttributeError):
-            pass
