@@ -8,28 +8,18 @@ Data that does not compress (already compressed formats, random bytes) is stored
 from __future__ import annotations
 
 import os
-import types
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
-from akoshad.fileio import read_chunks
-from akoshad.targets.base import Compression
+from isal import isal_zlib  # a dependency: gzip output, several times faster than zlib
 
-_fast_zlib: types.ModuleType
-try:  # pragma: no cover - depends on the platform wheel
-    from isal import isal_zlib
+from akoshad.fileio import CHUNK, read_chunks
 
-    _fast_zlib = isal_zlib
-    FAST_GZIP = "isal"
-    GZIP_LEVEL = 1  # isal levels 0-3; 1 balances speed and ratio (see bench/compress_bench.py)
-except ImportError:  # pragma: no cover
-    _fast_zlib = zlib
-    FAST_GZIP = "zlib"
-    GZIP_LEVEL = 1
+Compression = Literal["gzip", "none"]
+GZIP_LEVEL = 1  # isal levels 0-3; 1 balances speed and ratio (see bench/compress_bench.py)
 
-READ_CHUNK = 1024 * 1024
 SAMPLE_BYTES = 64 * 1024
 # A sample that does not shrink below this share of its size is not worth compressing.
 MIN_SAVING_RATIO = 0.90
@@ -65,7 +55,7 @@ _MAGIC = (b"\x1f\x8b", b"PK\x03\x04", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ", b"BZh", 
 
 def gzip_compressor() -> Any:
     """A fresh compressobj producing a gzip stream (header and trailer included)."""
-    return _fast_zlib.compressobj(GZIP_LEVEL, _fast_zlib.DEFLATED, 31)
+    return isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)
 
 
 def choose_compression(path: Path, enabled: bool = True) -> Compression:
@@ -103,7 +93,7 @@ class Digest(Protocol):
 def encoded_chunks(
     path: Path,
     compression: Compression,
-    chunk_size: int = READ_CHUNK,
+    chunk_size: int = CHUNK,
     digest: Digest | None = None,
 ) -> Iterator[bytes]:
     """Yield the stored bytes of ``path`` in pieces (blocking: call from a thread);
@@ -132,12 +122,12 @@ class Decoder:
     def __init__(self, compression: str) -> None:
         if compression not in ("gzip", "none"):
             raise DecodeError(f"unknown compression {compression!r}")
-        self._d = _fast_zlib.decompressobj(31) if compression == "gzip" else None
+        self._d = isal_zlib.decompressobj(31) if compression == "gzip" else None
 
     def feed(self, data: bytes) -> bytes:
         return b"".join(self.feed_iter(data))
 
-    def feed_iter(self, data: bytes, max_out: int = READ_CHUNK) -> Iterator[bytes]:
+    def feed_iter(self, data: bytes, max_out: int = CHUNK) -> Iterator[bytes]:
         """Decode ``data`` in pieces of at most ``max_out`` bytes (bounded memory even for
         highly compressed input: the caller can stop between pieces)."""
         if self._d is None:

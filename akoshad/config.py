@@ -38,9 +38,9 @@ from pydantic_settings import (
 from akoshad import config_sources as src
 from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
+from akoshad.names import SYSTEM_ID_RE
 from akoshad.redaction import REDACTED, redact_url, redact_webhook_url, register_settings
 
-SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 ENV_PREFIX = "AKOSHAD_"
 # Environment variables with our prefix that are not settings fields.
 # (AKOSHAD_VENV and AKOSHAD_SKIP_LINT belong to the scripts in scripts/, which run akoshad)
@@ -371,6 +371,11 @@ def _format_error(exc: ValidationError, sources: src.Sources) -> str:
     where = f" (from {origin})" if origin else ""
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     return f"invalid configuration: {loc}: {msg}{where}{more}"
+
+
+def debug_enabled(environ: Mapping[str, str]) -> bool:
+    """``AKOSHAD_DEBUG`` set to 1/true/yes/on: show tracebacks of unexpected errors."""
+    return environ.get("AKOSHAD_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def process_environ() -> dict[str, str]:

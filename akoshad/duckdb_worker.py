@@ -26,9 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from akoshad.capture_facts import Facts
-from akoshad.errors import SnapshotError
-from akoshad.memories import (
+from akoshad.akosha.rows import (
     DUCKDB_SAFE,
     Memory,
     RawJSON,
@@ -38,10 +36,12 @@ from akoshad.memories import (
     load_memories,
     memories_json,
 )
+from akoshad.errors import SnapshotError
+from akoshad.manifest.facts import Facts
 from akoshad.pyworker import WorkerError, WorkerFailed, run_json, serve
 
 if TYPE_CHECKING:
-    from akoshad.redact import SecretRedactor
+    from akoshad.akosha.redact import SecretRedactor
 
 WORKER_MODULE = "akoshad.duckdb_worker"
 TIMEOUT = 900.0  # seconds one child may take (a big store's memories.json takes a few)
@@ -71,7 +71,7 @@ def validate_copy(staged_db: Path) -> tuple[str | None, Facts | None]:
 
 
 def list_rows(snapshot_db: Path, system_id: str) -> list[RowRef]:
-    """:func:`akoshad.memories.list_rows`, in a child."""
+    """:func:`akoshad.akosha.rows.list_rows`, in a child."""
     answer = _call("list", [str(snapshot_db), system_id], None)
     return [RowRef(*ref) for ref in answer["refs"]]
 
@@ -123,8 +123,8 @@ def _validate(staged_db: Path) -> tuple[str | None, Facts | None]:
     """Open the private copy read-only (with its WAL); a note and the row counts."""
     import duckdb
 
-    from akoshad.capture_facts import duckdb_row_counts
-    from akoshad.snapshot import classify_open_error
+    from akoshad.manifest.facts import duckdb_row_counts
+    from akoshad.pipeline.capture.snapshot import classify_open_error
 
     try:
         con = duckdb.connect(str(staged_db), read_only=True, config=dict(DUCKDB_SAFE))
@@ -143,7 +143,7 @@ def _redactor(redact: bool | SecretRedactor | None) -> SecretRedactor | None:
     """None (off: False/None), a redactor of the default rules (True), or the one given."""
     if redact is None or redact is False:
         return None
-    from akoshad.redact import SecretRedactor
+    from akoshad.akosha.redact import SecretRedactor
 
     return SecretRedactor() if redact is True else redact
 
@@ -209,7 +209,7 @@ def handle(args: list[str], request: Any) -> dict[str, Any]:
         return {"note": note, "rows": rows}
     system_id = rest[0]
     if command == "list":
-        from akoshad.memories import list_rows as list_here
+        from akoshad.akosha.rows import list_rows as list_here
 
         return {"refs": _refs(list_here(db, system_id))}
     refs = [RowRef(*ref) for ref in request["refs"]]

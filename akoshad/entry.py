@@ -17,6 +17,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if fastpath.wants_once(args) and fastpath.try_unchanged(args, os.environ):
         return 0
-    from akoshad.cli import main as full_main
+    from akoshad.cli.main import main as full_main
 
     return full_main(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from akoshad.names import EXIT_CONFIG, EXIT_FAIL, EXIT_NO_DAEMON
 from akoshad.redaction import redact
 
 
@@ -9,7 +10,7 @@ class AkoshadError(Exception):
     """Base of every error akoshad raises on purpose. Its text is redacted: a registered
     secret or a URL credential in the message never reaches a screen, a log or a state."""
 
-    exit_code = 1
+    exit_code = EXIT_FAIL
 
     def __str__(self) -> str:
         return redact(super().__str__())
@@ -18,13 +19,17 @@ class AkoshadError(Exception):
 class ConfigError(AkoshadError):
     """The configuration is invalid; the message is one line naming the field."""
 
-    exit_code = 78
+    exit_code = EXIT_CONFIG
 
 
 class DaemonNotRunning(AkoshadError):
     """No daemon answers on the control socket."""
 
-    exit_code = 3
+    exit_code = EXIT_NO_DAEMON
+
+
+class AlreadyRunning(AkoshadError):
+    """Another akoshad holds this state directory or answers on this socket."""
 
 
 class TransientError(AkoshadError):

@@ -30,3 +30,17 @@ def trim() -> bool:
     every malloc arena to the system. True when it released some."""
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+def bounded_heap() -> None:
+    """Large buffers (upload parts) go straight to mmap and back to the system when freed,
+    so the resident size stays flat instead of keeping freed parts in malloc arenas."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD: fixed at 1 MiB
+            libc.mallopt(-8, 2)  # M_ARENA_MAX: two arenas for our few threads
+        except (OSError, AttributeError):
+            pass

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from akoshad.layout import FileEntry, build_manifest, encode_manifest, new_upload_id
+from akoshad.manifest.layout import FileEntry, build_manifest, encode_manifest, new_upload_id
 from akoshad.storage.prune_exec import run_prune
 from akoshad.storage.prune_load import load_for_prune
 from akoshad.storage.retention import Retention

@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from akoshad.memories import list_rows  # noqa: E402
-from akoshad.memory_sync import _load_batches  # noqa: E402
-from akoshad.redact import SecretRedactor  # noqa: E402
+from akoshad.akosha.redact import SecretRedactor  # noqa: E402
+from akoshad.akosha.rows import list_rows  # noqa: E402
+from akoshad.pipeline.memory_sync import _load_batches  # noqa: E402
 
 MAKE_STORE = ROOT.parent / "shared" / "tools" / "make_store.py"  # beside the checkout
 

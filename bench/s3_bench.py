@@ -49,7 +49,7 @@ TARGET_ONLY = """
 import asyncio, os, sys
 from pathlib import Path
 from akoshad.compress import choose_compression
-from akoshad.targets.s3 import S3Target
+from akoshad.targets.s3.target import S3Target
 endpoint, bucket, root, prefix = sys.argv[1:]
 async def main():
     t = S3Target(bucket=bucket, endpoint=endpoint, region="us-east-1",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from akoshad.layout import encode_manifest, manifest_key
+from akoshad.manifest.layout import encode_manifest, manifest_key
 from akoshad.storage.chunker import ChunkParams, iter_file_chunks
 from akoshad.storage.codec import compress
 from akoshad.storage.format2 import Format2Manifest

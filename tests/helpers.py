@@ -20,6 +20,34 @@ def write_config(path: Path, **settings: Any) -> Path:
     return path
 
 
+def daemon_config(
+    tmp_path: Path,
+    system_id: str,
+    *,
+    store: bool = True,
+    socket_path: Path | None = None,
+    **extra: Any,
+) -> tuple[Path, dict[str, str]]:
+    """The usual daemon of a test: a generated store under ``tmp_path/store``, its state,
+    a local outbox, a quick debounce; ``extra`` settings on top (``cloud_sync`` merged with
+    the system id). Returns (config file, environment)."""
+    from tests.storegen import make_store
+
+    if store:
+        make_store(tmp_path / "store")
+    settings: dict[str, Any] = {
+        "data_dir": str(tmp_path / "store"),
+        "state_dir": str(tmp_path / "state"),
+        "local_target_dir": str(tmp_path / "outbox"),
+        "socket_path": str(socket_path or tmp_path / "s.sock"),
+        "debounce_seconds": 0.2,
+        "max_delay_seconds": 2,
+    }
+    settings.update(extra)
+    settings["cloud_sync"] = {"system_id": system_id, **extra.get("cloud_sync", {})}
+    return write_config(tmp_path / "c.yaml", **settings), base_env(tmp_path)
+
+
 def base_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AKOSHAD_", "NOTIFY_", "XDG_"))}
     env.update({"HOME": str(home), "PYTHONUNBUFFERED": "1"})

@@ -1,6 +1,6 @@
 """Uploads for prune tests, written into a real target, and a reader that restores them.
 
-Format 1: manifests from ``akoshad.layout.build_manifest``, objects written by
+Format 1: manifests from ``akoshad.manifest.layout.build_manifest``, objects written by
 ``Target.put_file`` (gzip); an unchanged file points at the object of the upload that stored
 it. Format 2: built by hand: every file cut into fixed 16 KiB chunks, compressed by
 ``codec``, new chunks of an upload packed into one pack by ``PackWriter``; entries carry
@@ -16,7 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from akoshad.layout import FileEntry, build_manifest, encode_manifest, manifest_key, object_name
+from akoshad.manifest.layout import (
+    FileEntry,
+    build_manifest,
+    encode_manifest,
+    manifest_key,
+    object_name,
+)
 from akoshad.storage import codec
 from akoshad.storage.documents import DOCUMENT_CONTENT_TYPE, DocumentKind, encode_document
 from akoshad.storage.fetch import WholeObjectRanges, fetch_file

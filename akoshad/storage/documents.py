@@ -23,7 +23,7 @@ import sys
 import zlib
 from typing import Any, Literal
 
-from akoshad.layout import ManifestError
+from akoshad.manifest.layout import ManifestError
 from akoshad.storage.errors import StorageError
 from akoshad.targets.base import Target
 
@@ -42,7 +42,7 @@ _DECODE_STEP = 4 * MiB
 
 class DocumentError(ManifestError, StorageError):
     """A stored document is missing, over its bound, or does not decode: one line naming
-    it. A :class:`~akoshad.layout.ManifestError` (a restore trusts nothing it names)."""
+    it. A :class:`~akoshad.manifest.layout.ManifestError` (a restore trusts nothing it names)."""
 
 
 class DocumentMissing(DocumentError):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from akoshad.layout import FileEntry, build_manifest, object_name, upload_prefix
+from akoshad.manifest.layout import FileEntry, build_manifest, object_name, upload_prefix
 from akoshad.storage.documents import (
     DocumentKind,
     canonical_json,

@@ -3,9 +3,10 @@
 :func:`read_entries` resolves ``metadata.index`` parts and ``chunk_list`` documents (each
 fetched with a size bound, a few at once), then validates every entry once: a safe relative
 path, no path twice, no ``a`` beside ``a/b``, chunk sizes adding up to the file's size, every
-key under ``systems/{system_id}/``. Any problem is one :class:`~akoshad.layout.ManifestError`
-line that names the entry (and the document it came from). Format-1 manifests go through
-``layout.entries_of``. Nothing is restored from a manifest this refuses.
+key under ``systems/{system_id}/``. Any problem is one
+:class:`~akoshad.manifest.layout.ManifestError` line that names the entry (and the document
+it came from). Format-1 manifests go through ``layout.entries_of``. Nothing is restored
+from a manifest this refuses.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from akoshad.capture_facts import Facts
-from akoshad.layout import ManifestError, entries_of
+from akoshad.manifest.facts import Facts
+from akoshad.manifest.layout import ManifestError, entries_of
 from akoshad.storage.documents import MAX_DOCUMENT_BYTES, decode_document, fetch_stored
 from akoshad.storage.errors import RefError
 from akoshad.storage.refs import (

@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from akoshad import __version__
 from akoshad.errors import PermanentError
+from akoshad.names import SYSTEM_ID_RE
 from akoshad.private import FILE_MODE, make_private_dirs
 from akoshad.storage.documents import DocumentError, DocumentMissing, fetch_stored
 from akoshad.targets.base import Target
@@ -48,7 +49,6 @@ MAX_RECORD_BYTES = 64 * 1024
 CHECK_INTERVAL = 60.0
 CLAIM_SETTLE = 1.0
 _OWNER_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-_SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 HOST_MAX = 255
 How = Literal["claim", "legacy", "takeover"]
@@ -92,7 +92,7 @@ def this_host() -> str:
 
 def owner_key(system_id: str) -> str:
     """``systems/{system_id}/owner.json``."""
-    if not _SYSTEM_ID_RE.match(system_id):
+    if not SYSTEM_ID_RE.match(system_id):
         raise ValueError(f"invalid system_id {system_id!r}")
     return f"systems/{system_id}/{OWNER_NAME}"
 

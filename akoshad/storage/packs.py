@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, NamedTuple
 
+from akoshad.names import SYSTEM_ID_RE
 from akoshad.storage.errors import PackError
 
 MiB = 1024 * 1024
@@ -28,13 +29,12 @@ PACK_TARGET = 16 * MiB
 PACK_MAX = 64 * MiB
 READ_MAX_GAP = 1 * MiB  # unread bytes worth fetching to save a request
 READ_MAX_SPAN = 16 * MiB  # bytes one coalesced read holds in memory
-_SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _PACK_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def pack_key(system_id: str, pack_id: str) -> str:
     """``systems/{system_id}/packs/{pp}/{pack_id}``."""
-    if not _SYSTEM_ID_RE.match(system_id):
+    if not SYSTEM_ID_RE.match(system_id):
         raise ValueError(f"invalid system_id {system_id!r}")
     if not _PACK_ID_RE.match(pack_id):
         raise ValueError(f"invalid pack id {pack_id!r}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from akoshad.names import MANIFEST_NAME
 from akoshad.storage.documents import (
     MAX_DOCUMENT_BYTES,
     DocumentError,
@@ -31,7 +32,6 @@ from akoshad.storage.prune_refs import ManifestRefs, documents_needed, manifest_
 from akoshad.storage.retention import Upload
 from akoshad.targets.base import Target
 
-MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 CONCURRENCY = 16
 T = TypeVar("T")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from akoshad.layout import MANIFEST_NAME, SYSTEM_ID_RE
+from akoshad.names import MANIFEST_NAME, SYSTEM_ID_RE
 from akoshad.storage.prune_refs import ManifestRefs
 from akoshad.storage.repack import (
     REPACK_RATIO,

@@ -14,7 +14,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from akoshad.layout import encode_manifest
+from akoshad.manifest.layout import encode_manifest
 from akoshad.storage import refs
 from akoshad.storage.documents import (
     DOCUMENT_CONTENT_TYPE,

@@ -7,18 +7,18 @@ manifest may also list whole objects (files kept unchanged since a format-1 uplo
 
 :func:`check_stored_file` and :func:`check_paths` are the single validation both the writer
 (before anything is stored) and the reader (before anything is restored) run; every problem
-is one :class:`~akoshad.layout.ManifestError` line naming the entry.
+is one :class:`~akoshad.manifest.layout.ManifestError` line naming the entry.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from akoshad.capture_facts import Facts
-from akoshad.layout import KINDS, NAME_RE, FileEntry, ManifestError, check_store_path
+from akoshad.manifest.facts import Facts
+from akoshad.manifest.layout import KINDS, NAME_RE, FileEntry, ManifestError, check_store_path
+from akoshad.names import SYSTEM_ID_RE
 from akoshad.storage.errors import RefError
 from akoshad.storage.refs import ChunkRef, check_file_chunks, check_key, check_sha256
 
@@ -26,7 +26,6 @@ WholeCompression = Literal["gzip", "none"]
 WHOLE_COMPRESSIONS: tuple[WholeCompression, ...] = ("gzip", "none")
 # Largest file a manifest may declare (bounds what decoding a hostile entry may produce).
 MAX_FILE_SIZE = 1 << 44  # 16 TiB
-_SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +122,7 @@ class StoredFile:
 
 def system_root(system_id: str) -> str:
     """``systems/{system_id}/``: every key a manifest references lives under it."""
-    if not isinstance(system_id, str) or not _SYSTEM_ID_RE.match(system_id):
+    if not isinstance(system_id, str) or not SYSTEM_ID_RE.match(system_id):
         raise ManifestError(f"invalid system_id {system_id!r:.80}")
     return f"systems/{system_id}/"
 

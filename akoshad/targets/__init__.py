@@ -20,7 +20,7 @@ def _local(settings: Settings) -> Target:
 
 
 def _cloud(settings: Settings) -> Target:
-    from akoshad.targets.s3 import S3Target
+    from akoshad.targets.s3.target import S3Target
 
     target: Target = S3Target.from_settings(settings)
     return target

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-Compression = Literal["gzip", "none"]
+from akoshad.compress import Compression
+
+__all__ = ["Compression", "StoredObject", "Target"]
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ from typing import BinaryIO
 
 from loguru import logger
 
-from akoshad.compress import READ_CHUNK, encoded_chunks
+from akoshad.compress import encoded_chunks
 from akoshad.errors import PermanentError, TransientError
+from akoshad.fileio import CHUNK
 from akoshad.private import DIR_MODE, FILE_MODE, make_private_dirs
 from akoshad.targets.base import Compression, StoredObject
 
@@ -207,12 +208,12 @@ class LocalTarget:
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def read(self, key: str) -> AsyncIterator[bytes]:
         fh = await asyncio.to_thread(self._open_object, key)
         if fh is None:
             raise KeyError(key)
         try:
-            while chunk := await asyncio.to_thread(fh.read, READ_CHUNK):
+            while chunk := await asyncio.to_thread(fh.read, CHUNK):
                 yield chunk
         finally:
             fh.close()
@@ -235,7 +236,7 @@ class LocalTarget:
     async def head(self, key: str) -> int | None:
         return await asyncio.to_thread(self._head_sync, key)
 
-    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:
         for key in await asyncio.to_thread(self._list_sync, prefix):
             yield key
 

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from akoshad.akosha_http import (
+from akoshad.akosha.client import (
     ACCEPT,
     AkoshaClient,
     RequestTooLarge,
@@ -22,8 +22,8 @@ from akoshad.akosha_http import (
     health_url_for,
     parse_store_result,
 )
+from akoshad.akosha.rows import batches
 from akoshad.errors import PermanentError, TransientError
-from akoshad.memories import batches
 from tests.akosha_fixtures import AkoshaServer, free_port
 
 

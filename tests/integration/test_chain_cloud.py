@@ -49,7 +49,8 @@ def test_cloud_down_http_up_then_cloud_back(
         assert stop_daemon(proc) == 0
     proc = start_daemon(s.config, s.env, tmp_path / "d2.log")  # a restart: nothing resent
     try:
-        time.sleep(3)
+        # the startup check of what Akosha has ran (and sent nothing again)
+        wait_for(lambda: (_status(s).get("memories") or {}).get("last_success_at"), 30)
         assert max(akosha_server.sent_counts().values()) == 1
         s3.start()
         wait_for(lambda: s.manifests(), 60)  # lands without any command

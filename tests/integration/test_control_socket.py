@@ -19,8 +19,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from akoshad.control import AlreadyRunning, ControlRequestError, ControlServer, peer_uid, request
-from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.errors import AkoshadError, AlreadyRunning, DaemonNotRunning
+from akoshad.runtime.control import (
+    ControlRequestError,
+    ControlServer,
+    peer_uid,
+    request,
+)
 from tests.tmpdirs import short_dir
 
 STATUS = b'{"cmd": "status"}\n'
@@ -117,8 +122,14 @@ async def test_handler_errors(server: ControlServer) -> None:
     assert raw == {"ok": False, "error": "internal error: RuntimeError"}  # no detail leaked
     with pytest.raises(ControlRequestError, match="bad argument"):
         await request(server.path, {"cmd": "sync", "bad": True})
-    with pytest.raises(ControlRequestError, match="method must be"):
-        await request(server.path, {"cmd": "sync", "value_error": True})
+    await assert_serving(server.path)
+
+
+async def test_a_value_error_is_a_bug_not_a_bad_request(server: ControlServer) -> None:
+    """Only ``ControlRequestError`` says the request was bad; a ``ValueError`` escaping the
+    handler is an internal error, logged, and its text is not sent."""
+    raw = json.loads(await exchange(server.path, b'{"cmd": "sync", "value_error": true}\n'))
+    assert raw == {"ok": False, "error": "internal error: ValueError"}
     await assert_serving(server.path)
 
 

@@ -7,7 +7,7 @@ import shutil
 import time
 from pathlib import Path
 
-from akoshad.health_watch import EXIT_DEGRADED
+from akoshad.names import EXIT_DEGRADED
 from tests.helpers import start_daemon, stop_daemon, wait_for
 from tests.integration.test_pipeline_local import Setup
 from tests.s3server import WeedServer

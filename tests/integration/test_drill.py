@@ -14,12 +14,11 @@ from typing import Any
 
 from tests.helpers import (
     akoshad,
-    base_env,
+    daemon_config,
     manifests,
     start_daemon,
     stop_daemon,
     wait_for,
-    write_config,
 )
 from tests.s3server import WeedServer
 from tests.storegen import make_store
@@ -29,17 +28,7 @@ SYSTEM = "drill"
 
 
 def _config(tmp_path: Path, system_id: str = SYSTEM, **extra: Any) -> tuple[Path, dict[str, str]]:
-    cfg = write_config(
-        tmp_path / "c.yaml",
-        data_dir=str(tmp_path / "store"),
-        state_dir=str(tmp_path / "state"),
-        local_target_dir=str(tmp_path / "outbox"),
-        socket_path=str(tmp_path / "s.sock"),
-        debounce_seconds=0.2,
-        max_delay_seconds=2,
-        **{"cloud_sync": {"system_id": system_id}, **extra},
-    )
-    return cfg, base_env(tmp_path)
+    return daemon_config(tmp_path, system_id, store=False, **extra)
 
 
 def _drill(cfg: Path, env: dict[str, str]) -> tuple[int, dict[str, Any]]:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from akoshad import duckdb_worker, pyworker
-from akoshad.memories import encode_json, list_rows, load_memories, memories_json
+from akoshad.akosha.rows import encode_json, list_rows, load_memories, memories_json
+from akoshad.pipeline.capture.snapshot import Captured, Skipped, Snapshotter
 from akoshad.pyworker import WorkerFailed, run_json
-from akoshad.snapshot import Captured, Skipped, Snapshotter
 from tests.akosha_fixtures import AkoshaServer
 from tests.helpers import base_env, start_daemon, stop_daemon, wait_for, write_config
 from tests.s3server import WeedServer
@@ -125,10 +125,10 @@ def test_capture_and_memories_never_load_duckdb_here(db: Path, tmp_path: Path) -
         """
         import asyncio, json, sys
         from pathlib import Path
-        import akoshad.cli, akoshad.daemon
-        from akoshad.memory_sync import MemorySync
-        from akoshad.snapshot import Snapshotter
-        from akoshad.state import StateDB
+        import akoshad.cli.main, akoshad.runtime.daemon
+        from akoshad.pipeline.memory_sync import MemorySync
+        from akoshad.pipeline.capture.snapshot import Snapshotter
+        from akoshad.store.db import StateDB
 
         async def main(data: Path, tmp: Path) -> dict:
             snap = Snapshotter(data, tmp / "staging")

@@ -13,14 +13,17 @@ from pathlib import Path
 
 import pytest
 
-import akoshad.snapshot as snapshot
+import akoshad.pipeline.capture.snapshot as snapshot
 from akoshad.errors import TransientError
-from akoshad.snapshot import Captured, Snapshotter
-from akoshad.state import StateDB
-from akoshad.stats import Stats
+from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
+from akoshad.pipeline.drain import Drain
+from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.routes import ExtraObject, MemoriesJson
+from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.upload import Uploader
+from akoshad.store.db import StateDB
 from akoshad.targets.base import Compression, StoredObject
 from akoshad.targets.local import LocalTarget
-from akoshad.uploader import ExtraObject, PassReport, Uploader
 
 MiB = 1024 * 1024
 BIG = "big.bin"
@@ -31,11 +34,14 @@ class Rig:
     store: Path
     state: StateDB
     target: LocalTarget
-    uploader: Uploader
+    drain: Drain
+    memories_json: MemoriesJson | None = None
 
     async def pass_of(self, *paths: str) -> PassReport:
         await self.state.enqueue([(p, "modified") for p in paths], now=time.time() - 60)
-        report = await self.uploader.drain_once(self.target, now=time.time() + 60)
+        report = await self.drain.drain_once(
+            self.target, now=time.time() + 60, memories_json=self.memories_json
+        )
         assert report is not None
         return report
 
@@ -55,14 +61,19 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     await state.open()
     target = LocalTarget(tmp_path / "outbox")
     await target.start()
+    snapshotter = Snapshotter(store, tmp_path / "state" / "staging")
+    stats = Stats()
     uploader = Uploader(
         state=state,
-        snapshotter=Snapshotter(store, tmp_path / "state" / "staging"),
+        snapshotter=snapshotter,
         system_id="test-system",
-        stats=Stats(),
+        stats=stats,
         enable_compression=False,
     )
-    yield Rig(store, state, target, uploader)
+    drain = Drain(
+        state=state, snapshotter=snapshotter, uploader=uploader, stats=stats, local=target
+    )
+    yield Rig(store, state, target, drain)
     await target.close()
     await state.close()
 
@@ -134,7 +145,7 @@ async def test_a_file_changed_while_sent_is_not_recorded(rig: Rig, tmp_path: Pat
     assert BIG not in await rig.state.ledger(rig.target.name)
     assert [i.path for i in await rig.state.queue_items()] == [BIG]  # kept, retried
 
-    retried = await rig.uploader.drain_once(rig.target, now=time.time() + 3600)
+    retried = await rig.drain.drain_once(rig.target, now=time.time() + 3600)
     assert retried is not None and retried.ok and retried.files_uploaded == [BIG]
     now = (rig.store / BIG).read_bytes()
     assert await rig.stored(BIG) == (sha(now), now)
@@ -167,7 +178,7 @@ async def test_bytes_sent_must_be_the_bytes_captured(rig: Rig, tmp_path: Path) -
     failed = await rig.pass_of("small.json")
     assert failed.error is not None and "between its capture and its upload" in failed.error
     assert "small.json" not in await rig.state.ledger(rig.target.name)
-    retried = await rig.uploader.drain_once(rig.target, now=time.time() + 3600)
+    retried = await rig.drain.drain_once(rig.target, now=time.time() + 3600)
     assert retried is not None and retried.ok
     assert await rig.stored("small.json") == (sha(data), data)
 
@@ -196,24 +207,22 @@ async def test_extra_objects_are_made_while_files_are_sent(rig: Rig, tmp_path: P
     rig.target = target
     events: list[str] = []
 
-    async def hook(captures: Sequence[Captured], upload_id: str) -> list[ExtraObject]:
-        hook_started.set()
-        await asyncio.wait_for(put_started.wait(), 5)
+    class Builder(MemoriesJson):
+        def __init__(self) -> None:  # no MemorySync: the objects are made here
+            pass
 
-        async def committed(uid: str) -> None:
-            events.append(f"committed {uid}")
+        async def build(self, captures: Sequence[Captured], upload_id: str) -> list[ExtraObject]:
+            hook_started.set()
+            await asyncio.wait_for(put_started.wait(), 5)
+            return [ExtraObject("memories.json", b'{"conversations":[]}', "application/json")]
 
-        return [
-            ExtraObject(
-                "memories.json",
-                b'{"conversations":[]}',
-                "application/json",
-                on_committed=committed,
-                on_failed=lambda uid: events.append(f"failed {uid}"),
-            )
-        ]
+        async def committed(self, upload_id: str) -> None:
+            events.append(f"committed {upload_id}")
 
-    rig.uploader.extras_hook = hook
+        def failed(self, upload_id: str) -> None:
+            events.append(f"failed {upload_id}")
+
+    rig.memories_json = Builder()
     (rig.store / "a.json").write_bytes(b"{}")
     target.fail = True
     failed = await rig.pass_of("a.json")
@@ -222,7 +231,9 @@ async def test_extra_objects_are_made_while_files_are_sent(rig: Rig, tmp_path: P
     target.fail = False
     put_started.clear()
     hook_started.clear()
-    ok = await rig.uploader.drain_once(rig.target, now=time.time() + 3600)
+    ok = await rig.drain.drain_once(
+        rig.target, now=time.time() + 3600, memories_json=rig.memories_json
+    )
     assert ok is not None and ok.ok and ok.files_uploaded == ["a.json"]
     assert events[-1] == f"committed {ok.upload_id}"
     key = f"systems/test-system/uploads/{ok.upload_id}/memories.json"

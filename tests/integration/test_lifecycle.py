@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
-from tests.helpers import base_env, manifests, start_daemon, wait_for, write_config
-from tests.storegen import make_store
+from tests.helpers import daemon_config, manifests, start_daemon, wait_for
+from tests.stalled_s3 import StalledServer, stalled_cloud
 
 
-def _setup(tmp_path: Path, **extra: object) -> tuple[Path, dict[str, str]]:
-    store = tmp_path / "store"
-    make_store(store)
-    cfg = write_config(
-        tmp_path / "c.yaml",
-        data_dir=str(store),
-        state_dir=str(tmp_path / "state"),
-        local_target_dir=str(tmp_path / "outbox"),
-        socket_path=str(tmp_path / "s.sock"),
-        debounce_seconds=0.2,
-        max_delay_seconds=2,
-        cloud_sync={"system_id": "life"},
-        **extra,
-    )
-    return cfg, base_env(tmp_path)
+def _setup(tmp_path: Path, **extra: Any) -> tuple[Path, dict[str, str]]:
+    return daemon_config(tmp_path, "life", **extra)
 
 
 def test_sigterm_exits_zero_and_keeps_queue(tmp_path: Path) -> None:
@@ -62,31 +49,35 @@ def test_sigint_is_like_sigterm(tmp_path: Path) -> None:
 
 
 def test_second_signal_forces_exit_during_a_long_upload(tmp_path: Path) -> None:
-    cfg, env = _setup(tmp_path, drain_deadline_seconds=600)
-    big = tmp_path / "store" / "huge.bin"
-    with big.open("wb") as fh:  # large enough to take a while to hash, compress and write
-        for _ in range(64):
-            fh.write(os.urandom(8 * 1024 * 1024))
-    proc = start_daemon(cfg, env, tmp_path / "d.log")
-    time.sleep(1.5)
-    proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    if proc.poll() is None:
-        t0 = time.monotonic()
+    stalled = StalledServer()  # every upload hangs: the pass in hand cannot finish
+    cfg, env = _setup(
+        tmp_path,
+        drain_deadline_seconds=600,
+        cloud_sync=stalled_cloud(stalled, "life", upload_timeout_seconds=600),
+    )
+    log = tmp_path / "d.log"
+    proc = start_daemon(cfg, env, log)
+    try:
+        wait_for(lambda: stalled.conns, 60)  # the first upload is in hand
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(10)
-        assert time.monotonic() - t0 < 3
+        wait_for(lambda: "SIGTERM received: shutting down" in log.read_text(), 20)
+        assert proc.poll() is None  # the shutdown waits for the pass (deadline 600 s)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(5)  # the second signal: out at once, not after the deadline
         assert code != 0
-    # whatever happened, the next run converges
+        assert "second SIGTERM: exiting now" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stalled.close()
+    # whatever the forced exit left, the next run (the bucket gone) converges
+    cfg, env = _setup(tmp_path, store=False)
     proc = start_daemon(cfg, env, tmp_path / "d2.log")
     try:
-        wait_for(
-            lambda: any(
-                "huge.bin" in {f["path"] for f in m["metadata"]["files"]}
-                for m in manifests(tmp_path / "outbox", "life")
-            ),
-            120,
-        )
+        wait_for(lambda: manifests(tmp_path / "outbox", "life"), 120)
+        files = {f["path"] for f in manifests(tmp_path / "outbox", "life")[-1]["metadata"]["files"]}
+        assert "reflection.duckdb" in files
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

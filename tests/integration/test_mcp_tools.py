@@ -21,7 +21,7 @@ import duckdb
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from akoshad.mcp_tools import SDK_MISSING
+from akoshad.cli.mcp import SDK_MISSING
 from tests.akosha_fixtures import AkoshaServer
 from tests.helpers import (
     akoshad,
@@ -270,7 +270,7 @@ async def test_wedged_daemon_does_not_hang_the_tools(tmp_path: Path) -> None:
 def test_missing_sdk_one_line_hint(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     code = (
-        "import sys; sys.modules['mcp'] = None; from akoshad.cli import main; "
+        "import sys; sys.modules['mcp'] = None; from akoshad.cli.main import main; "
         f"sys.exit(main(['mcp', '--config', {str(rig.config)!r}]))"
     )
     res = subprocess.run(

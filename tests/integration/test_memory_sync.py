@@ -11,12 +11,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from akoshad.akosha_http import AkoshaClient
-from akoshad.chain import BreakerState, CircuitBreaker
+from akoshad.akosha.client import AkoshaClient
+from akoshad.akosha.rows import EMBED_DIM, REASON_NO_EMBEDDING
 from akoshad.errors import PermanentError, TransientError
-from akoshad.memories import EMBED_DIM, REASON_NO_EMBEDDING
-from akoshad.memory_sync import REJECTED_PREFIX, DeliveryInterrupted, MemorySync
-from akoshad.state import StateDB
+from akoshad.pipeline.chain import BreakerState, CircuitBreaker
+from akoshad.pipeline.memory_sync import REJECTED_PREFIX, DeliveryInterrupted, MemorySync
+from akoshad.store.db import StateDB
 from tests.akosha_fixtures import (
     EMB_SQL,
     AkoshaServer,

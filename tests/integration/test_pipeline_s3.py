@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from akoshad.layout import validate_manifest
+from akoshad.manifest.layout import validate_manifest
 from tests.helpers import start_daemon
 from tests.integration.test_pipeline_local import Setup, _assert_restored_equals
 from tests.s3server import WeedServer

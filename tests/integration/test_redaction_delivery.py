@@ -11,10 +11,10 @@ import duckdb
 import pytest
 from loguru import logger
 
-from akoshad.akosha_http import AkoshaClient
-from akoshad.memory_sync import MemorySync
-from akoshad.state import StateDB
-from akoshad.stats import Stats
+from akoshad.akosha.client import AkoshaClient
+from akoshad.pipeline.memory_sync import MemorySync
+from akoshad.pipeline.stats import Stats
+from akoshad.store.db import StateDB
 from tests.akosha_fixtures import AkoshaServer, add_rows, make_reflection_db
 
 SYSTEM = "testbox"

@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-import akoshad.targets.s3 as s3mod
+import akoshad.targets.s3.parts as s3parts
+import akoshad.targets.s3.target as s3mod
 from akoshad.errors import PermanentError, TransientError
 from akoshad.targets import make_target
 from akoshad.targets.base import Compression
-from akoshad.targets.s3 import S3Target
+from akoshad.targets.s3.target import S3Target
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.s3server import WeedServer
 
@@ -237,7 +238,7 @@ async def test_server_rejects_a_wrong_body_checksum(
         assert await t.head(k) is None
         # the multipart path, parts sent straight from the file
         monkeypatch.setattr(
-            s3mod._FileWindow, "checksum", lambda self, kind, sha=None: real(kind, b"o")
+            s3parts._FileWindow, "checksum", lambda self, kind, sha=None: real(kind, b"o")
         )
         big = random_file(tmp_path / "big", 11 * MiB)
         k2 = key(system_id, "big")
@@ -402,13 +403,13 @@ async def test_a_server_refusing_crc32_gets_content_md5(
 # ---- multipart uploads that stop half-way -------------------------------------------------
 def slow_parts(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Each part of an uncompressed file takes ``seconds`` longer to prepare."""
-    real = s3mod._FileWindow.checksum
+    real = s3parts._FileWindow.checksum
 
-    def slow(self: s3mod._FileWindow, kind: s3mod.Checksum, sha: Any = None) -> str:
+    def slow(self: s3parts._FileWindow, kind: s3mod.Checksum, sha: Any = None) -> str:
         time.sleep(seconds)
         return real(self, kind, sha)
 
-    monkeypatch.setattr(s3mod._FileWindow, "checksum", slow)
+    monkeypatch.setattr(s3parts._FileWindow, "checksum", slow)
 
 
 async def wait_for_upload(s3: WeedServer, prefix: str, within: float = 10.0) -> dict[str, Any]:
@@ -425,17 +426,17 @@ async def test_a_file_shrinking_while_sent_is_not_stored(
     s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = random_file(tmp_path / "shrinks.bin", 16 * MiB)
-    real = s3mod._FileWindow.checksum
+    real = s3parts._FileWindow.checksum
     calls = 0
 
-    def checksum_then_shrink(window: s3mod._FileWindow, kind: s3mod.Checksum, sha: Any) -> str:
+    def checksum_then_shrink(window: s3parts._FileWindow, kind: s3mod.Checksum, sha: Any) -> str:
         nonlocal calls
         calls += 1
         if calls == 2:  # the first part is out; the second has just been cut
             os.truncate(src, 6 * MiB)
         return real(window, kind, sha)
 
-    monkeypatch.setattr(s3mod._FileWindow, "checksum", checksum_then_shrink)
+    monkeypatch.setattr(s3parts._FileWindow, "checksum", checksum_then_shrink)
     t = target(s3, system_id)
     await t.start()
     try:
@@ -538,12 +539,13 @@ async def test_leftover_abort_can_be_turned_off(s3: WeedServer, system_id: str) 
 UPLOADER = """
 import asyncio, sys, time
 from pathlib import Path
-import akoshad.targets.s3 as s3mod
-real = s3mod._FileWindow.checksum
+import akoshad.targets.s3.parts as s3parts
+import akoshad.targets.s3.target as s3mod
+real = s3parts._FileWindow.checksum
 def slow(self, kind, sha=None):
     time.sleep(0.5)
     return real(self, kind, sha)
-s3mod._FileWindow.checksum = slow
+s3parts._FileWindow.checksum = slow
 endpoint, bucket, key_id, secret, key, src = sys.argv[1:]
 async def main():
     t = s3mod.S3Target(bucket=bucket, endpoint=endpoint, region="us-east-1",

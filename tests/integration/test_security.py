@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from akoshad.config import load_settings
-from akoshad.targets.s3 import S3Target
+from akoshad.targets.s3.target import S3Target
 from tests.helpers import akoshad, base_env, start_daemon, stop_daemon, wait_for, write_config
 from tests.storegen import make_store
 from tests.tmpdirs import short_dir

@@ -13,32 +13,20 @@ from pathlib import Path
 
 from tests.helpers import (
     akoshad,
-    base_env,
+    daemon_config,
     manifests,
     start_daemon,
     stop_daemon,
     wait_for,
-    write_config,
 )
-from tests.storegen import make_store
 from tests.tmpdirs import short_dir
 
 
 def _setup(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
     sock_dir = short_dir()
     sock = sock_dir / "run" / "akoshad.sock"
-    make_store(tmp_path / "store")
-    cfg = write_config(
-        tmp_path / "c.yaml",
-        data_dir=str(tmp_path / "store"),
-        state_dir=str(tmp_path / "state"),
-        local_target_dir=str(tmp_path / "outbox"),
-        socket_path=str(sock),
-        debounce_seconds=0.2,
-        max_delay_seconds=2,
-        cloud_sync={"system_id": "sock"},
-    )
-    return cfg, base_env(tmp_path), sock
+    cfg, env = daemon_config(tmp_path, "sock", socket_path=sock)
+    return cfg, env, sock
 
 
 def _ask(sock: Path, raw: bytes, timeout: float = 5) -> bytes:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import duckdb
 
-from akoshad.destdir import FileSink, open_dest, parent_dir
-from akoshad.layout import manifest_key, validate_manifest
+from akoshad.manifest.layout import manifest_key, validate_manifest
+from akoshad.restore.destdir import FileSink, open_dest, parent_dir
 from akoshad.storage.fetch import WholeObjectRanges, fetch_file
 from akoshad.storage.format2 import build_manifest2
 from akoshad.storage.format2_read import read_entries

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.layout import new_upload_id
+from akoshad.manifest.layout import new_upload_id
 from akoshad.storage import refs
 from akoshad.storage.owner import Machine, NotOwner, Ownership, load_owner_id, owner_key
 from akoshad.storage.prune_exec import PruneHooks, PruneResult, run_prune
 from akoshad.storage.prune_load import PruneError
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
-from akoshad.targets.s3 import S3Target
+from akoshad.targets.s3.target import S3Target
 from tests.prune_child import kill_at_marker, policy
 from tests.prune_data import Builder, noise, private_dir, restore, text
 from tests.s3server import WeedServer

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.layout import manifest_key, new_upload_id
+from akoshad.manifest.layout import manifest_key, new_upload_id
 from akoshad.storage.documents import (
     DOCUMENT_COMPRESSION,
     DocumentKind,

@@ -15,12 +15,13 @@ from typing import BinaryIO
 
 import pytest
 
-import akoshad.targets.s3 as s3mod
+import akoshad.targets.s3.parts as s3parts
+import akoshad.targets.s3.target as s3mod
 from akoshad import compress, fileio
 from akoshad.errors import TransientError
 from akoshad.targets.base import Compression, Target
 from akoshad.targets.local import LocalTarget
-from akoshad.targets.s3 import S3Target
+from akoshad.targets.s3.target import S3Target
 from tests.s3server import WeedServer
 
 MiB = 1024 * 1024
@@ -179,7 +180,7 @@ async def test_source_failing_mid_way_leaves_nothing(
             sent += len(piece)
             yield piece
 
-    for module in (fileio, compress, s3mod):
+    for module in (fileio, compress, s3mod, s3parts):
         if hasattr(module, "read_chunks"):
             monkeypatch.setattr(module, "read_chunks", failing)
     src = tmp_path / "failing.bin"

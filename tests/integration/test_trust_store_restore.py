@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from akoshad.layout import MAX_MANIFEST_BYTES
+from akoshad.manifest.layout import MAX_MANIFEST_BYTES
 from tests.integration.test_pipeline_local import SYSTEM, Setup
 from tests.integration.test_pipeline_s3 import S3Setup
 from tests.s3server import WeedServer
@@ -118,7 +118,7 @@ def test_restore_refuses_a_symlink_in_the_way_without_force(
     under an empty one is refused by the no-follow open itself (library level)."""
     import asyncio
 
-    from akoshad.restore import RestoreError, restore_upload
+    from akoshad.restore.readback import RestoreError, restore_upload
     from akoshad.targets.local import LocalTarget
 
     assert setup.once().returncode == 0
@@ -128,7 +128,7 @@ def test_restore_refuses_a_symlink_in_the_way_without_force(
     dest.mkdir()
     upload_id = _upload_dirs(setup)[-1].name
 
-    import akoshad.restore as mod
+    import akoshad.restore.readback as mod
 
     real_check = mod._check_dest
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
+from akoshad.cli.mcp import do_status
 from akoshad.config import load_settings
-from akoshad.control import ControlServer
 from akoshad.errors import ConfigError, PermanentError
-from akoshad.mcp_tools import do_status
+from akoshad.runtime.control import ControlServer
 from akoshad.targets.local import LocalTarget
 from tests.helpers import akoshad, base_env, start_daemon, stop_daemon, wait_for, write_config
 from tests.integration.test_pipeline_local import SYSTEM, Setup

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from akoshad import client_cli
-from akoshad.client_cli import (
+from akoshad.cli import client as client_cli
+from akoshad.cli.client import (
     cmd_pause,
     cmd_queue,
     cmd_resume,
@@ -33,8 +33,8 @@ from akoshad.client_cli import (
     render_sync,
 )
 from akoshad.config import Settings, load_settings
-from akoshad.control import ControlServer
 from akoshad.errors import DaemonNotRunning
+from akoshad.runtime.control import ControlServer
 from tests.tmpdirs import short_dir
 
 NOW = 1_700_000_000.0

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from akoshad import fastpath
-from akoshad.cli import build_parser, parse_args
+from akoshad.cli.config import check_lines, render_sources
+from akoshad.cli.main import build_parser, parse_args
 from akoshad.config import fallback_socket_path, load_config, load_settings
-from akoshad.config_cli import check_lines, render_sources
 from akoshad.errors import ConfigError
 
 COMMANDS = [

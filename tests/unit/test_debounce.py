@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from akoshad.debounce import COMBINE, Debouncer
+from akoshad.pipeline.debounce import COMBINE, Debouncer
 
 KINDS = ("added", "modified", "deleted")
 

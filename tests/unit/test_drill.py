@@ -20,17 +20,17 @@ from typing import Any
 import duckdb
 import pytest
 
-from akoshad import drill, drill_worker
-from akoshad.capture_facts import Facts, duckdb_row_counts, json_facts
 from akoshad.config import load_settings
-from akoshad.drill_schedule import FIRST_DELAY, TICK, DrillScheduler
 from akoshad.errors import PermanentError, TransientError
 from akoshad.events import EventBus
-from akoshad.layout import FileEntry, build_manifest, entries_of
-from akoshad.snapshot import Captured, Snapshotter
-from akoshad.state import MIGRATIONS, SCHEMA_VERSION, LedgerEntry, StateDB, read_ledger
+from akoshad.manifest.facts import Facts, duckdb_row_counts, json_facts
+from akoshad.manifest.layout import FileEntry, build_manifest, entries_of
+from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
+from akoshad.restore import drill, drill_worker
+from akoshad.restore.throttle import DrillReader, TokenBucket
+from akoshad.runtime.drills import FIRST_DELAY, TICK, DrillScheduler
+from akoshad.store.db import MIGRATIONS, SCHEMA_VERSION, LedgerEntry, StateDB, read_ledger
 from akoshad.targets.local import LocalTarget
-from akoshad.throttle import DrillReader, TokenBucket
 from tests.storegen import make_reflection
 
 FIXTURE = Path(__file__).parents[1] / "data" / "drill" / "outbox"
@@ -345,12 +345,23 @@ class _Host:
         self.stop_event = asyncio.Event()
 
 
+def scheduler(host: _Host) -> DrillScheduler:
+    return DrillScheduler(
+        host.settings,
+        state=host.state,
+        target=host.target,
+        events=host.events,
+        stop_event=host.stop_event,
+        pass_lock=asyncio.Lock(),
+    )
+
+
 async def test_scheduler_skips_quietly_then_drills_records_and_emits(tmp_path: Path) -> None:
     target = LocalTarget(tmp_path / "outbox")
     host = _Host(tmp_path, target, hours=1.0)
     await host.state.open()
     try:
-        sched = DrillScheduler(host, asyncio.Lock())
+        sched = scheduler(host)
         assert await sched.drill_once() is None  # nothing to drill: no record, no event
         assert await sched.last() is None and host.sink.heard == []
         assert 0 < await sched.due_in() <= FIRST_DELAY
@@ -364,7 +375,7 @@ async def test_scheduler_skips_quietly_then_drills_records_and_emits(tmp_path: P
         assert fields["upload_id"] == "20250101T000000000000Z-f1x7ur"
         assert fields["problems"] == result.problems
         assert await sched.due_in() == pytest.approx(result.at + 3600 - time.time(), abs=1)
-        host.settings = host.settings.model_copy(update={"drill_interval_hours": 0})
+        sched.configure(host.settings.model_copy(update={"drill_interval_hours": 0}))
         assert await sched.due_in() == TICK  # off
     finally:
         await host.state.close()
@@ -380,7 +391,7 @@ async def test_scheduler_survives_a_target_that_is_down(tmp_path: Path) -> None:
     host = _Host(tmp_path, _DownTarget(tmp_path / "outbox"), hours=0.0001)
     await host.state.open()
     try:
-        sched = DrillScheduler(host, asyncio.Lock())
+        sched = scheduler(host)
         sched.started -= FIRST_DELAY  # due now
         task = asyncio.create_task(sched.run())
         for _ in range(100):

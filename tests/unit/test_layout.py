@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from akoshad.layout import (
+from akoshad.manifest.layout import (
     NAME_RE,
     FileEntry,
     build_manifest,

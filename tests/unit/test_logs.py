@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from akoshad import logs
 from akoshad.config import Settings, load_settings
-from akoshad.logs import RateLimitedLog, register_secret, setup_logging
+from akoshad.runtime import logs
+from akoshad.runtime.logs import RateLimitedLog, register_secret, setup_logging
 
 SECRET = "planted-secret-value-9f8e7d"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from akoshad.layout import (
+from akoshad.manifest.layout import (
     FileEntry,
     ManifestError,
     build_manifest,

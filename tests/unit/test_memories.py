@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import akoshad.memories as memories_mod
-from akoshad.memories import (
+import akoshad.akosha.rows as memories_mod
+from akoshad.akosha.rows import (
     EMBED_DIM,
     ENVELOPE_BYTES,
     REASON_DUPLICATE_ID,

@@ -12,12 +12,12 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from akoshad.akosha_http import AkoshaClient
+from akoshad.akosha.client import AkoshaClient
 from akoshad.errors import TransientError
-from akoshad.metrics import CountedTarget, Metrics, MetricsServer, parse_listen
+from akoshad.pipeline.report import PassReport
+from akoshad.runtime.metrics import CountedTarget, Metrics, MetricsServer, parse_listen
 from akoshad.targets.local import LocalTarget
-from akoshad.targets.s3 import S3Target
-from akoshad.uploader import PassReport
+from akoshad.targets.s3.target import S3Target
 
 T0 = 1_700_000_000.0
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

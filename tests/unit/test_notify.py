@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.notify import Notifier, WatchdogPolicy
+from akoshad.runtime.notify import Notifier, WatchdogPolicy
 from tests.tmpdirs import short_dir
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 
-from akoshad.notify import Notifier
+from akoshad.runtime.notify import Notifier
 
 
 def test_a_status_beyond_latin_1_arrives_as_utf8_on_a_non_blocking_socket() -> None:

@@ -12,9 +12,9 @@ from loguru import logger
 
 from akoshad.config import load_settings
 from akoshad.errors import AkoshadError, PermanentError, TransientError
-from akoshad.logs import setup_logging
 from akoshad.redaction import REDACTED, redact, redact_url, register_url
-from akoshad.state import StateDB
+from akoshad.runtime.logs import setup_logging
+from akoshad.store.db import StateDB
 
 R = REDACTED
 
@@ -116,7 +116,7 @@ def test_config_show_and_registration(tmp_path: Path) -> None:
 
 
 def test_reprs_show_endpoints_redacted(tmp_path: Path) -> None:
-    from akoshad.targets.s3 import S3Target
+    from akoshad.targets.s3.target import S3Target
 
     settings = load_settings(
         environ={"HOME": str(tmp_path)},

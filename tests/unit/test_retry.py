@@ -6,8 +6,15 @@ import random
 
 import pytest
 
+from akoshad.backoff import (
+    backoff_delay,
+    exponential,
+    half_jitter_delay,
+    next_delay,
+    parse_retry_after,
+    with_retries,
+)
 from akoshad.errors import PermanentError, TransientError
-from akoshad.retry import backoff_delay, next_delay, with_retries
 
 
 def test_full_jitter_bounds() -> None:
@@ -151,3 +158,34 @@ async def test_delays_grow_exponentially_on_average() -> None:
     # full jitter: the mean of uniform(0, base * 2**n) is base * 2**n / 2
     for n, mean in enumerate(means):
         assert 0.8 * 2**n / 2 < mean < 1.2 * 2**n / 2
+
+
+def test_one_exponential_formula() -> None:
+    assert [exponential(a, 0.5) for a in range(4)] == [0.5, 1.0, 2.0, 4.0]
+    assert exponential(10, 0.5, cap=3.0) == 3.0
+    assert exponential(-1, 0.5) == 0.5  # attempts before the first count as the first
+
+
+def test_half_jitter_never_retries_at_once() -> None:
+    rng = random.Random(3)
+    samples = [half_jitter_delay(2, 1.0, rng=rng) for _ in range(200)]
+    assert all(2.0 <= s <= 4.0 for s in samples)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, None),
+        ("3", 3.0),
+        ("0.5", 0.5),
+        ("0", 0.0),
+        ("-1", None),
+        ("inf", None),
+        ("Infinity", None),
+        ("nan", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+        ("", None),
+    ],
+)
+def test_retry_after_parser(raw: str | None, expected: float | None) -> None:
+    assert parse_retry_after(raw) == expected

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import zlib
 
-from akoshad.targets.s3 import MAX_PARTS, body_checksum, part_size_for
+from akoshad.targets.s3.target import MAX_PARTS, body_checksum, part_size_for
 
 
 def test_part_size_keeps_a_file_within_10000_parts() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from akoshad.client_cli import render_status
-from akoshad.safety import (
+from akoshad.cli.client import render_status
+from akoshad.runtime.safety import (
     PASS_ALLOWANCE_SECONDS,
     SafetyPolicy,
     SafetyTracker,

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from akoshad import service
-from akoshad.config import load_settings
-from akoshad.service import (
+from akoshad.cli import service
+from akoshad.cli.service import (
     DEFAULT_EXEC,
     cmd_service,
     render_plist,
@@ -26,6 +25,7 @@ from akoshad.service import (
     this_executable,
     unit_paths,
 )
+from akoshad.config import load_settings
 from tests.helpers import base_env
 from tests.tmpdirs import short_dir
 

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from akoshad.errors import SnapshotError
-from akoshad.snapshot import (
+from akoshad.pipeline.capture.snapshot import (
     Captured,
     Skipped,
     Snapshotter,
@@ -198,7 +198,7 @@ def test_reset_staging_removes_leftovers(snap: Snapshotter) -> None:
 def test_file_vanishing_mid_read_is_deletion(
     snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import akoshad.snapshot as mod
+    import akoshad.pipeline.capture.plain as mod  # where plain files are copied
 
     path = snap.data_dir / "brief.json"
     path.write_text("{}" * 1000)
@@ -217,7 +217,7 @@ def test_file_vanishing_mid_read_is_deletion(
 def test_file_shrinking_mid_read_is_copied_again(
     snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import akoshad.snapshot as mod
+    import akoshad.pipeline.capture.plain as mod  # where plain files are copied
 
     path = snap.data_dir / "log.json"
     path.write_bytes(b"x" * 100_000)
@@ -258,7 +258,7 @@ def test_link_swapped_in_after_the_check_is_not_followed(
 ) -> None:
     """A file replaced by a symlink out of data_dir between the resolve check and the open
     is refused by the open itself (O_NOFOLLOW), not read."""
-    import akoshad.snapshot as mod
+    import akoshad.pipeline.capture.snapshot as mod
 
     secret = tmp_path / "secret.txt"
     secret.write_text("outside marker")
@@ -284,7 +284,7 @@ def test_directory_swapped_for_link_after_the_check_is_refused(
 ) -> None:
     """A directory on the way replaced by a symlink after the check: the descriptor's own
     path gives it away."""
-    import akoshad.snapshot as mod
+    import akoshad.pipeline.capture.snapshot as mod
 
     outside = tmp_path / "outside"
     outside.mkdir()

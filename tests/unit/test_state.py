@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.state import SCHEMA_VERSION, LedgerEntry, StateDB, StateError
+from akoshad.store.db import SCHEMA_VERSION, LedgerEntry, StateDB, StateError
 
 
 @pytest.fixture

@@ -12,24 +12,25 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from akoshad.client_cli import check_line, render_status
+from akoshad.cli.client import check_line, render_status
+from akoshad.cli.mcp import SYNC_TIMEOUT_DEFAULT, SYNC_TIMEOUT_MAX, sync_timeout
 from akoshad.config import load_settings
-from akoshad.debounce import Debouncer
 from akoshad.errors import TransientError
-from akoshad.health import (
+from akoshad.pipeline.capture.snapshot import Snapshotter
+from akoshad.pipeline.debounce import Debouncer
+from akoshad.pipeline.drain import Drain
+from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.upload import Uploader
+from akoshad.runtime.health import (
     STATUS_EPILOG,
     behind_after_seconds,
     check_problems,
     data_dir_problem,
     warn_data_dir,
 )
-from akoshad.mcp_tools import SYNC_TIMEOUT_DEFAULT, SYNC_TIMEOUT_MAX, sync_timeout
-from akoshad.snapshot import Snapshotter
-from akoshad.state import StateDB
-from akoshad.stats import Stats
+from akoshad.store.db import StateDB
 from akoshad.targets.base import Compression, StoredObject
 from akoshad.targets.local import LocalTarget
-from akoshad.uploader import Uploader
 
 HEALTHY: dict[str, Any] = {
     "state": "idle",
@@ -192,17 +193,17 @@ async def test_cleanup_failure_warns_once_per_outage(
     await state.open()
     target = FlakyTarget(tmp_path / "outbox")
     await target.start()
-    uploader = Uploader(
-        state=state,
-        snapshotter=Snapshotter(store, tmp_path / "state" / "staging"),
-        system_id="s",
-        stats=Stats(),
+    snapshotter = Snapshotter(store, tmp_path / "state" / "staging")
+    stats = Stats()
+    uploader = Uploader(state=state, snapshotter=snapshotter, system_id="s", stats=stats)
+    drain = Drain(
+        state=state, snapshotter=snapshotter, uploader=uploader, stats=stats, local=target
     )
 
     async def attempt(content: str) -> str | None:
         (store / "a.json").write_text(content)
         await state.enqueue([("a.json", "modified")])
-        report = await uploader.drain_once(target, now=time.time() + 3600)
+        report = await drain.drain_once(target, now=time.time() + 3600)
         assert report is not None
         return report.error
 

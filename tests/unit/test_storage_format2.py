@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from akoshad.capture_facts import Facts
 from akoshad.errors import IntegrityError
-from akoshad.layout import (
+from akoshad.manifest.facts import Facts
+from akoshad.manifest.layout import (
     ManifestError,
     encode_manifest,
     manifest_key,

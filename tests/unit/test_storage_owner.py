@@ -21,7 +21,7 @@ from akoshad.storage.owner import (
 )
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
-from akoshad.targets.s3 import S3Target
+from akoshad.targets.s3.target import S3Target
 from tests.s3server import WeedServer
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from akoshad.layout import ManifestError, encode_manifest, manifest_key
+from akoshad.manifest.layout import ManifestError, encode_manifest, manifest_key
 from akoshad.storage.documents import (
     DOCUMENT_COMPRESSION,
     DocumentError,

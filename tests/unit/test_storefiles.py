@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.storefiles import PathFilter, detect_kind, owner_of, to_change, walk_store
+from akoshad.pipeline.storefiles import PathFilter, detect_kind, owner_of, to_change, walk_store
 
 ALL = PathFilter()
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.health_watch import EXIT_DEGRADED
-from akoshad.service import DEFAULT_EXEC
+from akoshad.cli.service import DEFAULT_EXEC
+from akoshad.names import EXIT_DEGRADED
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = REPO / "systemd"

@@ -14,13 +14,12 @@ from pydantic import SecretStr
 
 from akoshad.config import Webhook
 from akoshad.events import EventBus
-from akoshad.health_watch import EXIT_DEGRADED, HealthWatch
-from akoshad.logs import redact
+from akoshad.names import EXIT_DEGRADED
+from akoshad.pipeline.stats import Stats
 from akoshad.redaction import redact_webhook_url
-from akoshad.state import StateDB
-from akoshad.stats import Stats
-from akoshad.webhook_store import WebhookStore
-from akoshad.webhooks import (
+from akoshad.runtime.health_watch import HealthWatch
+from akoshad.runtime.logs import redact
+from akoshad.runtime.webhooks import (
     WEBHOOK_MAX_DELAY_SECONDS,
     WebhookSink,
     encode_event,
@@ -29,6 +28,8 @@ from akoshad.webhooks import (
     sign,
     signature_ok,
 )
+from akoshad.store.db import StateDB
+from akoshad.store.webhook_outbox import WebhookStore
 from tests.webhook_receiver import Receiver
 
 
@@ -70,7 +71,7 @@ def test_drop_rule_needs_age_and_an_attempt() -> None:
 
 
 def test_encoded_event_is_compact_json_without_registered_secrets() -> None:
-    from akoshad.logs import register_secret
+    from akoshad.runtime.logs import register_secret
 
     register_secret("s3cr3t-in-an-error")
     body = encode_event({"event": "failure", "error": "denied for s3cr3t-in-an-error", "n": 1})
@@ -87,7 +88,7 @@ async def _open_state(tmp_path: Path) -> StateDB:
 async def test_outbox_keeps_order_counts_drops_and_forgets_unknown_hooks(tmp_path: Path) -> None:
     state = await _open_state(tmp_path)
     try:
-        store = WebhookStore(lambda: state)
+        store = WebhookStore(state)
         await store.add([("a", "upload", b"1", 1.0), ("b", "upload", b"x", 1.0)])
         await store.add([("a", "failure", b"2", 2.0)])
         head = await store.head("a")
@@ -107,7 +108,7 @@ async def test_outbox_keeps_order_counts_drops_and_forgets_unknown_hooks(tmp_pat
 
 def _sink(state: StateDB, url: str, **kw: Any) -> WebhookSink:
     hook = Webhook(url=url, secret=SecretStr("k3y-for-tests"))
-    return WebhookSink([hook], lambda: state, base_delay=0.01, **kw)
+    return WebhookSink([hook], state, base_delay=0.01, **kw)
 
 
 async def _until(predicate: Any, limit: float = 10.0) -> None:
@@ -184,7 +185,7 @@ async def test_events_emitted_before_a_stop_are_kept_and_sent_in_order(tmp_path:
 
 def test_events_filter_per_webhook(tmp_path: Path) -> None:
     hook = Webhook(url="http://127.0.0.1:9/x", events=["drill"])
-    sink = WebhookSink([hook], lambda: StateDB(tmp_path / "s.db"), base_delay=1)
+    sink = WebhookSink([hook], StateDB(tmp_path / "s.db"), base_delay=1)
     sink.emit("upload", {"event": "upload"})
     assert sink._pending == []
     sink.emit("drill", {"event": "drill", "ok": False})
@@ -195,7 +196,7 @@ def test_webhook_secrets_are_registered_for_the_log() -> None:
     hook = Webhook(
         url="https://bob:pw-9f8e7d@example.com/h?t=tok-1234", secret=SecretStr("sEcR3t!")
     )
-    WebhookSink([hook], lambda: None, base_delay=1)  # type: ignore[arg-type, return-value]
+    WebhookSink([hook], None, base_delay=1)  # type: ignore[arg-type]
     line = redact(f"{hook.url} signed with sEcR3t!")
     assert "pw-9f8e7d" not in line and "sEcR3t!" not in line and "tok-1234" not in line
 
@@ -262,7 +263,7 @@ async def test_health_watch_run_asks_to_stop_with_exit_degraded() -> None:
 @pytest.mark.parametrize("url", ["http://127.0.0.1:1/x"])
 def test_status_shows_no_userinfo(url: str, tmp_path: Path) -> None:
     hook = Webhook(url=url.replace("//", "//carol:pw-77aa@"))
-    sink = WebhookSink([hook], lambda: StateDB(tmp_path / "s.db"), base_delay=1)
+    sink = WebhookSink([hook], StateDB(tmp_path / "s.db"), base_delay=1)
     assert sink.hooks[0].shown == url
 
 
@@ -273,7 +274,7 @@ async def test_events_of_removed_webhooks_are_forgotten_at_start(tmp_path: Path)
         old.emit("upload", {"event": "upload", "at": time.time()})
         await old.close()
         assert sum((await old.store.pending()).values()) == 1
-        none = WebhookSink([], lambda: state, base_delay=1)
+        none = WebhookSink([], state, base_delay=1)
         await asyncio.wait_for(none.run(), 5)  # nothing configured: returns after cleaning
         assert await old.store.pending() == {}
     finally:

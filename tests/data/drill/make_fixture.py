@@ -29,8 +29,8 @@ import duckdb
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
-from akoshad.capture_facts import Facts  # noqa: E402
-from akoshad.layout import FileEntry, build_manifest, encode_manifest, upload_prefix  # noqa: E402
+from akoshad.manifest.facts import Facts  # noqa: E402
+from akoshad.manifest.layout import FileEntry, build_manifest, encode_manifest, upload_prefix  # noqa: E402
 
 SYSTEM_ID = "drillfixture"
 UPLOAD_ID = "20250101T000000000000Z-f1x7ur"

@@ -1,0 +1,6 @@
+"""Talking to Akosha: the MCP streamable-HTTP client, memory rows and their encodings.
+
+``client`` speaks MCP over HTTP (SSE answers, results, retries), ``rows`` reads memories
+from a private copy of ``reflection.duckdb`` and encodes them, ``redact`` removes secrets
+from memory text before it leaves the machine.
+"""

@@ -1,0 +1,541 @@
+"""A small MCP streamable-HTTP client (aiohttp) for Akosha's ``batch_store_memories``.
+
+The protocol (INTEROP.md section 3): ``POST <url>`` with ``Accept: application/json,
+text/event-stream``; ``initialize`` answers with an ``mcp-session-id`` header, then the
+``notifications/initialized`` notification (202), then ``tools/call`` requests carrying the
+session id and the negotiated ``mcp-protocol-version``. Replies come as JSON or as
+server-sent events (``event: message`` / ``data: {json}``). A stale session id answers 404
+(after an Akosha restart): the client opens a new session and resends, once. ``DELETE
+<url>`` ends the session on :meth:`AkoshaClient.close`.
+
+Failures are typed: :class:`~akoshad.errors.TransientError` for what may pass (refused,
+reset, timeout, 5xx, 429, a stream cut short), :class:`~akoshad.errors.PermanentError` for
+what needs a human (wrong URL, protocol refusals, a tool that reports an error);
+:class:`RequestTooLarge` (a PermanentError) for a 413, so a caller can split the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from akoshad import __version__
+from akoshad.akosha.rows import encode_json
+from akoshad.backoff import parse_retry_after
+from akoshad.errors import PermanentError, TransientError
+
+PROTOCOL_VERSION = "2025-06-18"
+TOOL_NAME = "batch_store_memories"
+DUPLICATE_MARK = "Duplicate key"
+ACCEPT = "application/json, text/event-stream"
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+URL_FIX = "set akosha_url to Akosha's MCP endpoint, e.g. http://127.0.0.1:8682/mcp"
+
+
+class RequestTooLarge(PermanentError):
+    """The server refused the request body as too large (413): send fewer items."""
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What Akosha did with one batch.
+
+    ``stored``: newly stored ids. ``duplicates``: ids Akosha already had (``Duplicate
+    key``): as good as stored. ``failed``: id -> error for the others. ``batch_error``: an
+    error not tied to one id (e.g. the batch was refused as a whole).
+    """
+
+    status: str
+    stored: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
+    failed: dict[str, str] = field(default_factory=dict)
+    batch_error: str | None = None
+
+    @property
+    def delivered(self) -> tuple[str, ...]:
+        """Ids Akosha now holds: stored now or before."""
+        return self.stored + self.duplicates
+
+
+class _SSEParser:
+    """Incremental text/event-stream parser yielding (event, data) pairs."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[str, str]]:
+        self._buf += chunk
+        if len(self._buf) > MAX_EVENT_BYTES:
+            raise PermanentError("Akosha sent a server-sent event larger than 16 MiB")
+        while True:
+            cut = _line_end(self._buf)
+            if cut is None:
+                return
+            end, skip = cut
+            line = self._buf[:end].decode("utf-8", errors="replace")
+            self._buf = self._buf[end + skip :]
+            yield from self._line(line)
+
+    def close(self) -> Iterator[tuple[str, str]]:
+        if self._buf:
+            line = self._buf.decode("utf-8", errors="replace")
+            self._buf = b""
+            yield from self._line(line)
+        yield from self._line("")
+
+    def _line(self, line: str) -> Iterator[tuple[str, str]]:
+        if not line:
+            if self._data:
+                yield (self._event or "message", "\n".join(self._data))
+            self._event, self._data = "", []
+            return
+        if line.startswith(":"):
+            return
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+
+
+def _line_end(buf: bytes) -> tuple[int, int] | None:
+    """Index and length of the first line break (\\r\\n, \\n or \\r), or None."""
+    n = buf.find(b"\n")
+    r = buf.find(b"\r")
+    if r == -1 and n == -1:
+        return None
+    if r != -1 and (n == -1 or r < n):
+        if r + 1 == len(buf):
+            return None  # a \r at the end may be half of \r\n: wait for more
+        return (r, 2) if buf[r + 1 : r + 2] == b"\n" else (r, 1)
+    return (n, 1)
+
+
+def health_url_for(url: str) -> str:
+    """``GET /healthz`` on the origin of the MCP endpoint's URL."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/healthz", "", ""))
+
+
+def _error_message(body: bytes) -> str:
+    """The JSON-RPC error message of an HTTP error body, else its first line."""
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            return str(data["error"].get("message") or data["error"])
+    except ValueError:
+        pass
+    text = body.decode("utf-8", errors="replace").strip().splitlines()
+    return text[0][:200] if text else "(empty body)"
+
+
+class AkoshaClient:
+    """One MCP session with Akosha, opened lazily and renewed when the server forgets it.
+
+    Use ``async with AkoshaClient(url) as client`` or :meth:`start` / :meth:`close`.
+    Requests on one client may run concurrently; the handshake happens once.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_name: str = "akoshad",
+        version: str = __version__,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        probe_timeout: float = 1.0,
+        health_url: str | None = None,
+    ) -> None:
+        self.url = url
+        self.health_url = health_url or health_url_for(url)
+        self.client_name = client_name
+        self.version = version
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.probe_timeout = probe_timeout
+        self.session_id: str | None = None
+        self.protocol_version: str | None = None
+        self.server_info: dict[str, Any] = {}
+        self.last_probe_error: str | None = None
+        self.sessions_opened = 0
+        # called with the JSON-RPC method of every message sent (metrics)
+        self.on_request: Callable[[str], None] | None = None
+        self._ready = False
+        self._http: aiohttp.ClientSession | None = None
+        self._next_id = 0
+        self._handshake = asyncio.Lock()
+
+    # ---- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        """Create the HTTP connection pool (no network traffic yet)."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=4),
+                timeout=aiohttp.ClientTimeout(total=self.timeout, connect=self.connect_timeout),
+            )
+
+    async def close(self) -> None:
+        """End the MCP session (``DELETE``, best effort, 2 s at most) and the pool."""
+        http, sid = self._http, self.session_id
+        self._ready = False
+        self.session_id = None
+        self.protocol_version = None
+        if http is None or http.closed:
+            return
+        try:
+            if sid is not None:
+                try:
+                    async with http.delete(
+                        self.url,
+                        headers=self._headers(sid),
+                        timeout=aiohttp.ClientTimeout(total=min(2.0, self.timeout)),
+                    ):
+                        pass
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+        finally:
+            await http.close()
+
+    async def __aenter__(self) -> AkoshaClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ---- probe -----------------------------------------------------------------------
+    async def probe(self) -> bool:
+        """``GET /healthz`` with a short timeout: is Akosha up? (the reason in
+        :attr:`last_probe_error` when not)."""
+        http = await self._pool()
+        try:
+            async with http.get(
+                self.health_url,
+                timeout=aiohttp.ClientTimeout(total=self.probe_timeout),
+                allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    self.last_probe_error = None
+                    return True
+                self.last_probe_error = f"{self.health_url} answered HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.last_probe_error = str(self._map_exception(exc))
+        return False
+
+    # ---- MCP -------------------------------------------------------------------------
+    async def initialize(self) -> None:
+        """Open a new MCP session: ``initialize`` then ``notifications/initialized``."""
+        async with self._handshake:
+            await self._initialize_locked()
+
+    async def _initialize_locked(self) -> None:
+        self._ready = False
+        self.session_id = None
+        self.protocol_version = None
+        params = {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": self.client_name, "version": self.version},
+        }
+        result, sid = await self._exchange("initialize", params, session_id=None)
+        if not isinstance(result, dict):
+            raise PermanentError(f"{self.url} answered initialize without a result", fix=URL_FIX)
+        self.server_info = dict(result.get("serverInfo") or {})
+        self.protocol_version = str(result.get("protocolVersion") or PROTOCOL_VERSION)
+        self.session_id = sid
+        try:
+            await self._exchange("notifications/initialized", None, session_id=sid, notify=True)
+        except _StaleSession:
+            raise TransientError("Akosha forgot the MCP session it had just opened") from None
+        self._ready = True  # only now: a failed notification means a new handshake next time
+        self.sessions_opened += 1
+
+    async def _ensure_session(self) -> str | None:
+        async with self._handshake:
+            if not self._ready:
+                await self._initialize_locked()
+            return self.session_id
+
+    async def request(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        """One JSON-RPC request in the session; returns its ``result``."""
+        sid = await self._ensure_session()
+        try:
+            result, _ = await self._exchange(method, params, session_id=sid)
+        except _StaleSession:
+            async with self._handshake:
+                if self.session_id == sid:  # nobody renewed it meanwhile
+                    await self._initialize_locked()
+                sid = self.session_id
+            try:
+                result, _ = await self._exchange(method, params, session_id=sid)
+            except _StaleSession:
+                raise TransientError(
+                    "Akosha rejected a brand-new MCP session (404 Session not found)"
+                ) from None
+        return result
+
+    async def call_tool(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """``tools/call``; the tool's result object. ``isError`` true -> PermanentError."""
+        result = await self.request("tools/call", {"name": name, "arguments": arguments})
+        if not isinstance(result, dict):
+            raise PermanentError(f"tool {name}: the reply holds no result object")
+        if result.get("isError"):
+            raise PermanentError(f"Akosha's tool {name} failed: {_content_text(result)[:500]}")
+        return result
+
+    async def store(self, memories: Sequence[Mapping[str, Any]]) -> StoreResult:
+        """Send one batch to ``batch_store_memories`` and sort the ids by outcome.
+
+        The caller keeps batches within the limits (:func:`akoshad.akosha.rows.batches`).
+        """
+        if not memories:
+            return StoreResult("completed")
+        ids = [str(m["memory_id"]) for m in memories]
+        result = await self.call_tool(TOOL_NAME, {"memories": list(memories)})
+        return parse_store_result(result, ids)
+
+    # ---- transport -------------------------------------------------------------------
+    async def _pool(self) -> aiohttp.ClientSession:
+        await self.start()
+        assert self._http is not None
+        return self._http
+
+    def _headers(self, session_id: str | None) -> dict[str, str]:
+        headers = {"Accept": ACCEPT, "Content-Type": "application/json"}
+        if session_id is not None:
+            headers["mcp-session-id"] = session_id
+        if self.protocol_version is not None:
+            headers["mcp-protocol-version"] = self.protocol_version
+        return headers
+
+    async def _exchange(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        *,
+        session_id: str | None,
+        notify: bool = False,
+    ) -> tuple[Any, str | None]:
+        """POST one message; (result, session id header). Retries once on a pool
+        connection the server had already closed (safe: every call here is idempotent)."""
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = dict(params)
+        req_id: int | None = None
+        if not notify:
+            self._next_id += 1
+            req_id = self._next_id
+            message["id"] = req_id
+        # a tool call may carry megabytes: encode it off the event loop
+        body = (
+            await asyncio.to_thread(encode_json, message)
+            if method == "tools/call"
+            else encode_json(message)
+        )
+        for attempt in (1, 2):
+            if self.on_request is not None:
+                self.on_request(method)
+            try:
+                return await self._post(body, req_id, session_id, method)
+            except aiohttp.ServerDisconnectedError as exc:
+                if attempt == 2:
+                    raise self._map_exception(exc) from exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise self._map_exception(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _post(
+        self, body: bytes, req_id: int | None, session_id: str | None, method: str
+    ) -> tuple[Any, str | None]:
+        http = await self._pool()
+        async with http.post(
+            self.url, data=body, headers=self._headers(session_id), allow_redirects=False
+        ) as resp:
+            sid = resp.headers.get("mcp-session-id")
+            if resp.status == 404 and session_id is not None:
+                await resp.read()
+                raise _StaleSession()
+            if resp.status >= 300:
+                raise self._http_error(resp.status, await resp.read(), resp.headers, method)
+            if req_id is None:
+                await resp.read()
+                return None, sid
+            ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if ctype == "text/event-stream":
+                reply = await self._read_sse(resp, req_id)
+            elif ctype == "application/json":
+                try:
+                    data = json.loads(await resp.read() or b"null")
+                except ValueError:
+                    raise PermanentError(f"Akosha's reply to {method} is not JSON") from None
+                reply = _pick_reply(data, req_id)
+            else:
+                raise PermanentError(
+                    f"{self.url} answered {method} with content type {ctype or 'none'}, "
+                    "not an MCP endpoint",
+                    fix=URL_FIX,
+                )
+            if reply is None:
+                raise TransientError(f"Akosha's reply to {method} held no response")
+            return self._result(reply, method), sid
+
+    async def _read_sse(self, resp: aiohttp.ClientResponse, req_id: int) -> dict[str, Any] | None:
+        parser = _SSEParser()
+
+        def pick(events: Iterator[tuple[str, str]]) -> dict[str, Any] | None:
+            for event, data in events:
+                if event != "message":
+                    continue
+                try:
+                    reply = _pick_reply(json.loads(data), req_id)
+                except ValueError:
+                    raise PermanentError("Akosha sent an event that is not JSON") from None
+                if reply is not None:
+                    return reply
+            return None
+
+        async for chunk in resp.content.iter_any():
+            reply = pick(parser.feed(chunk))
+            if reply is not None:
+                return reply  # leaving the context releases the stream
+        reply = pick(parser.close())
+        if reply is None:
+            raise TransientError("Akosha closed the event stream before answering")
+        return reply
+
+    def _result(self, reply: dict[str, Any], method: str) -> Any:
+        error = reply.get("error")
+        if error is not None:
+            code = error.get("code") if isinstance(error, dict) else None
+            msg = error.get("message") if isinstance(error, dict) else str(error)
+            text = f"Akosha refused {method}: {msg} (JSON-RPC {code})"
+            if code == -32603:
+                raise TransientError(text)
+            raise PermanentError(text)
+        return reply.get("result")
+
+    def _http_error(
+        self, status: int, body: bytes, headers: Mapping[str, str], method: str
+    ) -> Exception:
+        msg = f"Akosha answered {method} with HTTP {status}: {_error_message(body)}"
+        if status == 413:
+            return RequestTooLarge(msg, fix="send smaller batches")
+        if status in (408, 429) or status >= 500:
+            return TransientError(msg, retry_after=parse_retry_after(headers.get("Retry-After")))
+        if 300 <= status < 400:
+            where = headers.get("Location", "elsewhere")
+            return PermanentError(f"{self.url} redirects to {where}", fix=URL_FIX)
+        if status == 404:
+            return PermanentError(f"no MCP endpoint at {self.url} (HTTP 404)", fix=URL_FIX)
+        if status in (401, 403):
+            return PermanentError(msg, fix="Akosha wants credentials; akoshad sends none")
+        if status == 421:
+            return PermanentError(msg, fix="Akosha refuses this Host header; use its own address")
+        return PermanentError(msg)
+
+    def _map_exception(self, exc: BaseException) -> Exception:
+        where = urlsplit(self.url).netloc
+        if isinstance(exc, TimeoutError):
+            return TransientError(f"Akosha at {where} did not answer within {self.timeout:g} s")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            reason = exc.os_error.strerror or str(exc.os_error)
+            return TransientError(f"cannot connect to Akosha at {where}: {reason}")
+        if isinstance(exc, aiohttp.InvalidURL):
+            return PermanentError(f"invalid akosha_url {self.url!r}", fix=URL_FIX)
+        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+            return TransientError(f"connection to Akosha at {where} was reset: {exc}")
+        return TransientError(f"HTTP request to Akosha at {where} failed: {exc}")
+
+
+class _StaleSession(Exception):
+    """404 on a request carrying a session id: the server no longer knows it."""
+
+
+def _pick_reply(data: Any, req_id: int) -> dict[str, Any] | None:
+    """The JSON-RPC response with ``req_id`` out of a message or a batch of them."""
+    items = data if isinstance(data, list) else [data]
+    for item in items:
+        if (
+            isinstance(item, dict)
+            and item.get("id") == req_id
+            and ("result" in item or "error" in item)
+        ):
+            return item
+    return None
+
+
+def _content_text(result: Mapping[str, Any]) -> str:
+    for block in result.get("content") or []:
+        if isinstance(block, dict) and block.get("type") == "text":
+            return str(block.get("text", ""))
+    return "(no text)"
+
+
+def parse_store_result(result: Mapping[str, Any], ids: Sequence[str]) -> StoreResult:
+    """Sort the ids of a sent batch by what ``batch_store_memories`` reported.
+
+    Reads ``status`` (``isError`` stays false on failure). An id without an error counts as
+    stored only when the reported ``stored`` count agrees; otherwise it is reported failed
+    ("unconfirmed"): resending is harmless, ``Duplicate key`` then confirms it.
+    """
+    payload = result.get("structuredContent")
+    if not isinstance(payload, dict):
+        try:
+            payload = json.loads(_content_text(result))
+        except ValueError:
+            payload = None
+    if not isinstance(payload, dict) or payload.get("status") not in (
+        "completed",
+        "partial",
+        "failed",
+    ):
+        raise PermanentError(f"unexpected {TOOL_NAME} result: {str(payload)[:300]}")
+    status = str(payload["status"])
+    sent = set(ids)
+    failed: dict[str, str] = {}
+    duplicates: list[str] = []
+    batch_error: str | None = None
+    for err in payload.get("errors") or []:
+        if not isinstance(err, dict):
+            continue
+        mid, text = err.get("memory_id"), str(err.get("error") or "unknown error")
+        if isinstance(mid, str) and mid in sent:
+            if DUPLICATE_MARK in text:
+                duplicates.append(mid)
+            else:
+                failed[mid] = text
+        elif batch_error is None:
+            batch_error = text
+    mentioned = set(failed) | set(duplicates)
+    rest = [i for i in ids if i not in mentioned]
+    reported = payload.get("stored")
+    confirmed = (
+        status != "failed" and (not isinstance(reported, int) or reported == len(rest))
+    ) or not rest
+    if confirmed:
+        stored = tuple(rest)
+    else:
+        stored = ()
+        reason = batch_error or (
+            "batch failed" if status == "failed" else "not confirmed as stored by Akosha"
+        )
+        for i in rest:
+            failed[i] = reason
+    return StoreResult(status, stored, tuple(duplicates), failed, batch_error)

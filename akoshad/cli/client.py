@@ -1,0 +1,295 @@
+"""``akoshad status|sync|pause|resume|queue``: ask the running daemon over its socket.
+
+Exit 3 (``DaemonNotRunning``, printed by the CLI as one line) when no daemon answers.
+The result fields read here (all optional; a missing one shows as ``-`` or 0):
+
+- ``status``: CONTRACT.md's ``state, pid, version, uptime_seconds, data_dir, pending,
+  in_flight, last_upload{upload_id, method, finished_at (epoch s), files, bytes_sent},
+  counters{files_uploaded, bytes_uploaded, bytes_sent, deduplicated, failures, retries},
+  targets{name: {available, last_error, last_success_at (epoch s)}}``, plus the extras
+  ``paused``, ``degraded_reason`` (str), ``targets.<name>.primary`` (bool) and ``.circuit``
+  (``closed|open|half_open``), ``memories{delivered, skipped, circuit, last_error}`` and
+  ``skipped{path: reason}``, ``warnings[str]``, ``waiting_for_data_dir`` (bool),
+  ``oldest_pending_age_seconds`` (null or s) and ``behind_after_seconds`` (s).
+- ``sync`` (request ``{"cmd": "sync", "method": null|"auto"|"cloud"|"http", "wait": bool}``):
+  ``ok_drain`` (bool: false = that drain had failures -> exit 1), and with ``wait``
+  ``passes[{upload_id, target, error, memory_error, files_uploaded, bytes_sent,
+  skipped{path: reason}, retrying{path: reason}}]`` and ``pending`` (int).
+- ``queue``: ``queue[{path, age_seconds, attempts, state, last_error}]`` and
+  ``debouncing[path]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from akoshad.config import Settings
+from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.runtime.control import request_sync
+from akoshad.runtime.health import behind_after_seconds, check_problems
+from akoshad.runtime.safety import safety_line
+
+
+def human_bytes(n: float | None) -> str:
+    """1536 -> "1.5 KiB"; None -> "-"."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_age(seconds: float | None) -> str:
+    """90 -> "1m30s"; None -> "-"."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def _ago(ts: Any, now: float) -> str:
+    """How long ago epoch ``ts`` was ("-" for anything that is not a number)."""
+    if isinstance(ts, int | float) and not isinstance(ts, bool):
+        return human_age(now - ts)
+    return "-"
+
+
+def render_status(st: dict[str, Any], now: float | None = None) -> str:
+    """The human view of a status result."""
+    now = time.time() if now is None else now
+    safe = safety_line(st.get("safety"))
+    lines = [] if safe is None else [safe]
+    lines += [
+        f"akoshad {st.get('version', '?')}  pid {st.get('pid', '?')}  "
+        f"state {str(st.get('state', '?')).upper()}  up {human_age(st.get('uptime_seconds'))}",
+        f"store      {st.get('data_dir', '?')}",
+        f"pending    {st.get('pending', 0)}   in flight {st.get('in_flight', 0)}",
+    ]
+    lines.extend(f"WARNING    {w}" for w in st.get("warnings") or [])
+    if st.get("degraded_reason"):
+        lines.append(f"degraded   {st['degraded_reason']}")
+    last = st.get("last_upload")
+    if last:
+        lines.append(
+            f"last upload {last.get('upload_id')} via {last.get('method')}, "
+            f"{_ago(last.get('finished_at'), now)} ago, "
+            f"{last.get('files', 0)} file(s), {human_bytes(last.get('bytes_sent'))} sent"
+        )
+    else:
+        lines.append("last upload none yet")
+    lines.extend(_target_lines(st.get("targets") or {}, now))
+    counters = st.get("counters") or {}
+    if counters:
+        lines.append(
+            "counters   "
+            f"{counters.get('files_uploaded', 0)} files uploaded, "
+            f"{human_bytes(counters.get('bytes_uploaded'))} file bytes captured, "
+            f"{human_bytes(counters.get('bytes_sent'))} bytes sent, "
+            f"{counters.get('deduplicated', 0)} deduplicated, "
+            f"{counters.get('failures', 0)} failures, {counters.get('retries', 0)} retries"
+        )
+    memories = st.get("memories")
+    if memories:
+        line = (
+            f"memories   {memories.get('delivered', 0)} delivered to Akosha, "
+            f"{memories.get('skipped', 0)} skipped"
+        )
+        if memories.get("circuit") and memories.get("circuit") != "closed":
+            line += f", circuit {memories['circuit']}"
+        if memories.get("last_error"):
+            line += f" (last error: {memories['last_error']})"
+        lines.append(line)
+    skipped = st.get("skipped") or {}
+    if skipped:
+        lines.append(f"skipped    {len(skipped)} file(s)")
+        for path, reason in sorted(skipped.items())[:10]:
+            lines.append(f"  {path}: {reason}")
+        if len(skipped) > 10:
+            lines.append(f"  ... and {len(skipped) - 10} more (status --json lists them all)")
+    return "\n".join(lines)
+
+
+def _target_lines(targets: dict[str, Any], now: float) -> list[str]:
+    """The ``targets`` block of the human status: health, role, circuit, last error."""
+    if not targets:
+        return []
+    lines = ["targets"]
+    for name, t in sorted(targets.items()):
+        mark = "ok  " if t.get("available") else "DOWN"
+        extra = []
+        if t.get("primary"):
+            extra.append("primary")
+        if t.get("circuit") and t.get("circuit") != "closed":
+            extra.append(f"circuit {t['circuit']}")
+        if t.get("last_success_at"):
+            extra.append(f"last ok {_ago(t['last_success_at'], now)} ago")
+        line = f"  {name:6} {mark} {', '.join(extra)}".rstrip()
+        if t.get("last_error"):
+            line += f"\n         error: {t['last_error']}"
+        lines.append(line)
+    return lines
+
+
+def _ask(
+    settings: Settings, payload: dict[str, Any], timeout: float | None = 5.0
+) -> dict[str, Any]:
+    return request_sync(settings.socket_path, payload, timeout)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def check_line(st: dict[str, Any], settings: Settings) -> tuple[int, str]:
+    """``status --check``: (exit code, one line). A daemon that does not say how old its
+    changes may grow is judged by this configuration's ``max_delay_seconds``."""
+    if "behind_after_seconds" not in st:
+        st = {**st, "behind_after_seconds": behind_after_seconds(settings.max_delay_seconds)}
+    problems = check_problems(st)
+    pending = f"{st.get('pending', 0)} pending"
+    if problems:
+        return 1, f"akoshad UNHEALTHY: {'; '.join(problems)} ({pending})"
+    return 0, f"akoshad OK: {st.get('state', '?')}, {pending}"
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad status [--json] [--check] [--watch [--interval S]]``."""
+    if getattr(args, "check", False):
+        st = _ask(settings, {"cmd": "status"})
+        code, line = check_line(st, settings)
+        if args.json:
+            _print_json(st)
+        else:
+            print(line)
+        return code
+    if not args.watch:
+        st = _ask(settings, {"cmd": "status"})
+        if args.json:
+            _print_json(st)
+        else:
+            print(render_status(st))
+        return 0
+    return _watch(settings, max(0.2, float(args.interval)), as_json=bool(args.json))
+
+
+def _watch(settings: Settings, interval: float, *, as_json: bool) -> int:
+    """Redraw the status every ``interval`` seconds until Ctrl-C; a daemon that goes away
+    (or comes back) is shown, not fatal. On a terminal the screen is redrawn in place."""
+    tty = sys.stdout.isatty()
+    if tty:
+        sys.stdout.write("\x1b[?25l\x1b[2J")  # hide the cursor, clear once
+    try:
+        while True:
+            try:
+                st = _ask(settings, {"cmd": "status"}, timeout=max(2.0, interval))
+                text = json.dumps(st, indent=2, sort_keys=True) if as_json else render_status(st)
+            except DaemonNotRunning:
+                text = f"akoshad is not running (no answer on {settings.socket_path})"
+            except AkoshadError as exc:
+                text = f"no status: {exc}"
+            header = f"{time.strftime('%H:%M:%S')}  every {interval:g}s, Ctrl-C to stop"
+            if tty:  # home, each line cleared to its end, then the rest of the screen
+                body = "\n".join(line + "\x1b[K" for line in [header, *text.splitlines()])
+                sys.stdout.write("\x1b[H" + body + "\n\x1b[J")
+            else:
+                sys.stdout.write(header + "\n" + text + "\n\n")
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if tty:
+            sys.stdout.write("\x1b[?25h")
+            sys.stdout.flush()
+
+
+def render_sync(result: dict[str, Any]) -> str:
+    """The human summary of a ``sync --wait`` result."""
+    passes = result.get("passes") or []
+    uploads = [p["upload_id"] for p in passes if p.get("upload_id") and not p.get("error")]
+    files = sum(int(p.get("files_uploaded") or 0) for p in passes)
+    sent = sum(int(p.get("bytes_sent") or 0) for p in passes)
+    lines = [
+        f"sync {'done' if result.get('ok_drain') else 'FAILED'}: "
+        f"{len(passes)} pass(es), {len(uploads)} upload(s)"
+        + (f" ({', '.join(uploads)})" if uploads else "")
+        + f", {files} file(s), {human_bytes(sent)} sent, {result.get('pending', 0)} pending"
+    ]
+    for p in passes:
+        where = p.get("target") or "?"
+        if p.get("error"):
+            lines.append(f"  error ({where}): {p['error']}")
+        if p.get("memory_error"):
+            lines.append(f"  memories: {p['memory_error']}")
+        for kind in ("skipped", "retrying"):
+            for path, reason in sorted((p.get(kind) or {}).items())[:10]:
+                lines.append(f"  {kind} {path}: {reason}")
+    return "\n".join(lines)
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad sync [--wait] [--method M] [--json]``; exit 1 if the drain had failures."""
+    payload = {"cmd": "sync", "method": args.method, "wait": bool(args.wait)}
+    # --wait: the daemon answers when the drain is over, however long a large first upload
+    # takes; a daemon that stops closes the connection (exit 3), Ctrl-C gives up waiting.
+    result = _ask(settings, payload, None if args.wait else 10.0)
+    if args.json:
+        _print_json(result)
+    elif not args.wait:
+        print("sync started")
+    else:
+        print(render_sync(result))
+    return 0 if result.get("ok_drain", True) else 1
+
+
+def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad pause``."""
+    _ask(settings, {"cmd": "pause"})
+    print("uploads paused (watching and queueing go on)")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad resume``."""
+    _ask(settings, {"cmd": "resume"})
+    print("uploads resumed")
+    return 0
+
+
+def render_queue(result: dict[str, Any]) -> str:
+    """The table of a ``queue`` result: age, attempts, state, path, last error."""
+    rows = result.get("queue") or []
+    settling = result.get("debouncing") or []
+    if not rows and not settling:
+        return "queue empty"
+    lines = [f"{'age':>8} {'tries':>5} {'state':9} path"]
+    for r in rows:
+        line = f"{human_age(r.get('age_seconds')):>8} {r.get('attempts', 0):>5} "
+        line += f"{r.get('state') or '':9} {r.get('path')}"
+        if r.get("last_error"):
+            line += f"  ({r['last_error']})"
+        lines.append(line)
+    lines.extend(f"{'':>8} {'':>5} {'settling':9} {path}" for path in settling)
+    return "\n".join(lines)
+
+
+def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad queue [--json]``."""
+    result = _ask(settings, {"cmd": "queue"})
+    if args.json:
+        _print_json(result)
+    else:
+        print(render_queue(result))
+    return 0

@@ -1,0 +1,58 @@
+"""``akoshad config check|show``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import yaml
+
+from akoshad.config import LoadedConfig
+from akoshad.redaction import redact_url
+from akoshad.runtime.health import warn_data_dir
+
+
+def render_sources(loaded: LoadedConfig) -> str:
+    """The provenance section of ``config show``: YAML comments, so that the output stays
+    the same YAML document for whoever parses it."""
+    sources = loaded.effective_sources()
+    width = max(len(key) for key in sources)
+    lines = ["# sources: where each value came from (highest precedence first: command line,"]
+    lines.append("# env AKOSHAD_*, file, session-buddy env, session-buddy file, default)")
+    lines.extend(f"#   {key:<{width}}  {origin}" for key, origin in sources.items())
+    lines.extend(f"# note: {note}" for note in loaded.notes)
+    return "\n".join(lines)
+
+
+def check_lines(loaded: LoadedConfig) -> list[str]:
+    """``config check``: the summary line, then one note per adjusted value and one naming
+    the values taken from session-buddy's configuration."""
+    settings = loaded.settings
+    cs = settings.cloud_sync
+    target = f"s3://{cs.cloud_bucket}" if cs.cloud_bucket else str(settings.local_target_dir)
+    http = redact_url(settings.akosha_url) if settings.akosha_url else "off"
+    lines = [
+        f"configuration ok: data_dir={settings.data_dir} target={target} "
+        f"akosha_url={http} system_id={cs.system_id}"
+    ]
+    lines.extend(f"note: {note}" for note in loaded.notes)
+    by_origin: dict[str, list[str]] = {}
+    for key, origin in loaded.effective_sources().items():
+        if origin.startswith("session-buddy"):
+            by_origin.setdefault(origin, []).append(key)
+    for origin, keys in by_origin.items():
+        lines.append(f"note: from {origin}: {', '.join(keys)}")
+    return lines
+
+
+def cmd_config(args: argparse.Namespace, loaded: LoadedConfig) -> int:
+    """``check`` prints a summary and notes; ``show`` the effective YAML, secrets redacted,
+    followed by where each value came from (as YAML comments)."""
+    if args.action == "check":
+        warn_data_dir(loaded.settings.data_dir)
+        print("\n".join(check_lines(loaded)))
+        return 0
+    data = json.loads(json.dumps(loaded.settings.redacted()))
+    print(yaml.safe_dump(data, sort_keys=False).rstrip())
+    print(render_sources(loaded))
+    return 0

@@ -1,0 +1,5 @@
+"""Where things land in a target, and the manifest that commits an upload.
+
+``layout`` holds the object keys, the manifest's build and validation; ``facts`` what a
+capture established about a file (row counts, JSON validity), recorded in its entry.
+"""

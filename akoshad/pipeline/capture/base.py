@@ -1,0 +1,26 @@
+"""What every kind of capture needs of the snapshotter: where the store and the staging
+directory are, how often to try, how to wait, and a fresh private name in staging."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from akoshad.pipeline.capture.files import Sleep
+
+
+class CaptureBase:
+    """The snapshotter's settings, shared by the plain, DuckDB and SQLite captures."""
+
+    data_dir: Path
+    staging: Path
+    attempts: int
+    sleep: Sleep
+    validate_duckdb: bool
+    in_place_min_bytes: int
+    _n: int
+
+    def _stage_path(self, rel: str) -> Path:
+        self._n += 1
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", rel)[-80:]
+        return self.staging / f"{self._n:06d}-{safe}"

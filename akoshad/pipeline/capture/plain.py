@@ -1,0 +1,107 @@
+"""Plain files: a stable copy (unchanged across the read), or, for a large file, the file
+where it lies, checked unchanged after the upload read it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from akoshad.errors import SnapshotError
+from akoshad.fileio import (
+    LinkRefused,
+    open_resolved,
+)
+from akoshad.manifest.facts import json_facts
+from akoshad.pipeline.capture.base import CaptureBase
+from akoshad.pipeline.capture.files import (
+    Captured,
+    CapturedFile,
+    CaptureResult,
+    LiveStat,
+    Vanished,
+    _backoff,
+    _regular_lstat,
+    copy_hashing,
+    hash_stream,
+    lstat_or_none,
+    mode_of,
+)
+
+
+class PlainCapture(CaptureBase):
+    """Plain files: a stable copy (unchanged across the read), or, for a large file, the file"""
+
+    def _capture_in_place(self, rel: str, real: Path, hash_if_size: int | None) -> CaptureResult:
+        """A large plain file is captured where it lies (no second copy of a big file on
+        disk); the upload reads it from there and checks afterwards that it did not change
+        (nor became a symlink: its own stat is compared).
+
+        It is hashed here only when it may be a duplicate (its size is ``hash_if_size``, the
+        size last uploaded); otherwise the uploader hashes it while sending it, so the file
+        is not read once before the upload starts."""
+        for attempt in range(self.attempts):
+            before = _regular_lstat(real)
+            if before.st_size != hash_if_size:
+                deferred = CapturedFile(
+                    rel,
+                    real,
+                    before.st_size,
+                    None,
+                    "file",
+                    LiveStat.of(before),
+                    True,
+                    mode=mode_of(before),
+                )
+                return Captured(rel, (deferred,))
+            try:
+                with open_resolved(real) as fh:
+                    size, sha = hash_stream(fh)
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError | PermissionError | LinkRefused):
+                    raise
+                raise SnapshotError(f"read failed: {exc.strerror or exc}", retry=True) from None
+            after = lstat_or_none(real)
+            if after is None:
+                return Vanished(rel)
+            if LiveStat.of(before) == LiveStat.of(after) and size == after.st_size:
+                captured = CapturedFile(
+                    rel, real, size, sha, "file", LiveStat.of(before), True, mode=mode_of(before)
+                )
+                return Captured(rel, (captured,))
+            self.sleep(_backoff(attempt))
+        raise SnapshotError(f"kept changing during {self.attempts} reads", retry=True)
+
+    def _capture_stable(self, rel: str, real: Path, hash_if_size: int | None) -> CaptureResult:
+        if _regular_lstat(real).st_size >= self.in_place_min_bytes:
+            return self._capture_in_place(rel, real, hash_if_size)
+        staged = self._stage_path(rel)
+        for attempt in range(self.attempts):
+            before = _regular_lstat(real)
+            try:
+                size, sha = copy_hashing(real, staged)
+            except OSError as exc:
+                staged.unlink(missing_ok=True)
+                if isinstance(exc, FileNotFoundError | PermissionError | LinkRefused):
+                    raise
+                raise SnapshotError(f"read failed: {exc.strerror or exc}", retry=True) from None
+            after = lstat_or_none(real)
+            if after is None:
+                staged.unlink(missing_ok=True)
+                return Vanished(rel)
+            if LiveStat.of(before).same_content_identity(LiveStat.of(after)) and size == (
+                after.st_size
+            ):
+                facts = json_facts(rel, staged)
+                captured = CapturedFile(
+                    rel,
+                    staged,
+                    size,
+                    sha,
+                    "file",
+                    LiveStat.of(before),
+                    facts=facts,
+                    mode=mode_of(before),
+                )
+                return Captured(rel, (captured,))
+            self.sleep(_backoff(attempt))
+        staged.unlink(missing_ok=True)
+        raise SnapshotError(f"kept changing during {self.attempts} copy attempts", retry=True)

@@ -1,0 +1,119 @@
+"""Consistent private copies of store files, taken without disturbing the live writer.
+
+* DuckDB: the database and its ``.wal`` are copied as one pair; size, mtime_ns and inode of
+  both are compared before and after, and the copy is retried with backoff while they move.
+  The private copy is then opened read-only with duckdb (never the live file: that would
+  take a lock and break the writer), in a short-lived child process
+  (:mod:`akoshad.duckdb_worker`). A newer storage version is "cannot validate".
+* SQLite: the backup API (a reader's view, consistent by SQLite's own locking).
+* Anything else: a stable copy (unchanged across the read).
+
+Everything here blocks: call it from a worker thread. The SHA-256 is computed while copying.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from akoshad.errors import SnapshotError
+from akoshad.fileio import (
+    OUTSIDE,
+    LinkRefused,
+    resolve_under,
+)
+from akoshad.pipeline.capture.duckdb import DuckDBCapture
+from akoshad.pipeline.capture.files import (
+    IN_PLACE_MIN_BYTES,
+    STABLE_ATTEMPTS,
+    Captured,
+    CapturedFile,
+    CaptureResult,
+    LiveStat,
+    Skipped,
+    Sleep,
+    Vanished,
+    classify_open_error,
+    detect_kind,
+)
+from akoshad.pipeline.capture.plain import PlainCapture
+from akoshad.pipeline.capture.sqlite import SqliteCapture
+
+__all__ = [
+    "IN_PLACE_MIN_BYTES",
+    "CaptureResult",
+    "Captured",
+    "CapturedFile",
+    "LiveStat",
+    "Skipped",
+    "Snapshotter",
+    "Vanished",
+    "classify_open_error",
+]
+
+
+class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
+    """Captures store files from ``data_dir`` into ``staging`` (a private directory)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        staging: Path,
+        *,
+        attempts: int = STABLE_ATTEMPTS,
+        sleep: Sleep = time.sleep,
+        validate_duckdb: bool = True,
+    ) -> None:
+        self.data_dir = data_dir
+        self.staging = staging
+        self.attempts = attempts
+        self.sleep = sleep
+        self.validate_duckdb = validate_duckdb
+        self.in_place_min_bytes = IN_PLACE_MIN_BYTES  # read at construction (tests lower it)
+        self._n = 0
+
+    def reset_staging(self) -> None:
+        """Remove everything staged (also what a crash left) and recreate the directory."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def capture(self, rel: str, hash_if_size: int | None = None) -> CaptureResult:
+        """Capture one store file (blocking). Never raises for a vanished/unreadable file.
+
+        ``hash_if_size``: the size of the file's last upload, if any; a large plain file of
+        another size cannot be a duplicate and is left unhashed (``sha256`` None)."""
+        live = self.data_dir / rel
+        try:
+            live.stat()
+        except FileNotFoundError:
+            return Vanished(rel)
+        except PermissionError:
+            return Skipped(rel, "permission denied")
+        except OSError as exc:
+            if exc.errno == 40:  # ELOOP
+                return Skipped(rel, "symlink loop")
+            return Skipped(rel, f"cannot stat: {exc.strerror}")
+        if live.is_dir():
+            return Vanished(rel)  # a directory now stands where a file was
+        if not live.is_file():
+            return Skipped(rel, "not a regular file")
+        try:
+            real = resolve_under(self.data_dir.resolve(), live)
+            kind = detect_kind(real)
+            if kind == "duckdb":
+                return self._capture_duckdb(rel, live, real)
+            if kind == "sqlite":
+                return self._capture_sqlite(rel, real)
+            return self._capture_stable(rel, real, hash_if_size)
+        except FileNotFoundError:
+            return Vanished(rel)
+        except PermissionError:
+            return Skipped(rel, "permission denied")
+        except LinkRefused as exc:  # a link out of data_dir, or one swapped in mid-capture
+            reason = exc.strerror or "symlink refused"
+            return Skipped(rel, reason, retry=reason != OUTSIDE)
+        except SnapshotError as exc:
+            return Skipped(rel, str(exc), retry=exc.retry)
+        except OSError as exc:  # staging full, I/O error: try again later
+            return Skipped(rel, f"capture failed: {exc.strerror or exc}", retry=True)

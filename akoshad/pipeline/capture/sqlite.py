@@ -1,0 +1,84 @@
+"""SQLite: a copy through the backup API (a reader's consistent view)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+from akoshad.errors import SnapshotError
+from akoshad.fileio import (
+    LinkRefused,
+)
+from akoshad.pipeline.capture.base import CaptureBase
+from akoshad.pipeline.capture.files import (
+    Captured,
+    CapturedFile,
+    CaptureResult,
+    LiveStat,
+    Skipped,
+    Vanished,
+    _backoff,
+    _uri_path,
+    hash_file,
+    lstat_or_none,
+    mode_of,
+)
+
+
+class SqliteCapture(CaptureBase):
+    """SQLite: a copy through the backup API (a reader's consistent view)."""
+
+    def _capture_sqlite(self, rel: str, real: Path) -> CaptureResult:
+        for side in ("-wal", "-shm", "-journal"):
+            st = lstat_or_none(real.with_name(real.name + side))
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                return Skipped(rel, f"its side file {real.name}{side} is not a regular file")
+        staged = self._stage_path(rel)
+        uri = "file:" + _uri_path(real) + "?mode=rw"
+        last_error = ""
+        for attempt in range(self.attempts):
+            before = lstat_or_none(real)
+            if before is None:
+                return Vanished(rel)
+            if not stat.S_ISREG(before.st_mode):
+                raise LinkRefused(40, "became a symlink while being read", str(real))
+            try:
+                src = sqlite3.connect(uri, uri=True, timeout=2.0)
+            except sqlite3.OperationalError as exc:
+                if lstat_or_none(real) is None:
+                    return Vanished(rel)
+                if not os.access(real, os.R_OK):
+                    raise PermissionError(str(exc)) from None
+                last_error = str(exc)
+                self.sleep(_backoff(attempt))
+                continue
+            staged.unlink(missing_ok=True)
+            dst = sqlite3.connect(staged)
+            try:
+                src.backup(dst)
+                ok = dst.execute("PRAGMA quick_check").fetchone()[0]
+                dst.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.DatabaseError as exc:
+                last_error = str(exc)
+                if "locked" in last_error or "busy" in last_error:
+                    self.sleep(_backoff(attempt))
+                    continue
+                raise SnapshotError(f"SQLite backup failed: {exc}") from None
+            finally:
+                dst.close()
+                src.close()
+            if ok != "ok":
+                raise SnapshotError(f"SQLite copy fails quick_check: {ok}")
+            after = lstat_or_none(real)
+            if after is None or after.st_ino != before.st_ino or not stat.S_ISREG(after.st_mode):
+                self.sleep(_backoff(attempt))  # replaced while read: read it again
+                continue
+            os.chmod(staged, 0o600)
+            size, sha = hash_file(staged)
+            captured = CapturedFile(
+                rel, staged, size, sha, "sqlite", LiveStat.of(before), mode=mode_of(before)
+            )
+            return Captured(rel, (captured,))
+        raise SnapshotError(f"SQLite backup kept failing: {last_error}", retry=True)

@@ -1,0 +1,213 @@
+"""One drain pass: claim -> capture -> routes -> upload.
+
+:meth:`Drain.run_pass` plans the pass (:func:`~akoshad.pipeline.chain.plan_pass`: which
+route the files take, whether memories go over HTTP), claims what is due, and holds the
+staging directory for the whole pass: every claimed path is captured into it, the private
+copy of ``reflection.duckdb`` goes to the Akosha route, the captures go to the upload, and
+the staging directory is emptied when the pass ends, whatever happened.
+
+Each route records its own outcome in its own breaker. What the runtime wants to know of a
+pass (events, metrics, health) it learns from the :class:`PassObserver` it gave at wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, cast
+
+from akoshad.names import MEMORY_DB
+from akoshad.pipeline.capture.snapshot import Captured, CaptureResult, Snapshotter
+from akoshad.pipeline.chain import BreakerState, MemoryRoute, Method, plan_pass
+from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
+from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.upload import Uploader
+from akoshad.store.db import LedgerEntry, StateDB
+from akoshad.targets.base import Target
+
+CAPTURE_CONCURRENCY = 2
+
+
+class PassObserver(Protocol):
+    """Told of every pass that claimed something."""
+
+    def pass_done(self, report: PassReport, seconds: float) -> None: ...
+
+
+class Drain:
+    """Drain passes over the routes of one configuration."""
+
+    def __init__(
+        self,
+        *,
+        state: StateDB,
+        snapshotter: Snapshotter,
+        uploader: Uploader,
+        stats: Stats,
+        local: Target,
+        cloud: CloudRoute | None = None,
+        akosha: AkoshaRoute | None = None,
+        force_method: str = "auto",
+        enable_fallback: bool = True,
+        retry_backoff: float = 2.0,
+        observer: PassObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = state
+        self.snap = snapshotter
+        self.uploader = uploader
+        self.stats = stats
+        self.local = local
+        self.cloud = cloud
+        self.akosha = akosha
+        self.force_method = force_method
+        self.enable_fallback = enable_fallback
+        self.retry_backoff = retry_backoff
+        self.observer = observer
+        self.clock = clock
+        use_cloud = cloud is not None and force_method != "http"
+        self.primary: Target = cloud.target if cloud is not None and use_cloud else local
+        self.last_report: PassReport | None = None
+
+    # ---- one planned pass ----------------------------------------------------------------
+    async def run_pass(
+        self, method: str | None = None, enable_fallback: bool | None = None
+    ) -> PassReport | None:
+        """One pass through the chain (``method``/``enable_fallback``: a one-off sync's).
+        None when nothing was due."""
+        plan = plan_pass(
+            method=cast(Method, method or self.force_method),
+            enable_fallback=self.enable_fallback if enable_fallback is None else enable_fallback,
+            bucket=self.cloud is not None,
+            akosha=self.akosha is not None,
+            cloud=self.cloud.breaker.state if self.cloud else BreakerState.CLOSED,
+            http=self.akosha.breaker.state if self.akosha else BreakerState.CLOSED,
+        )
+        target = await self._files_target(plan.files)
+        cloud = self.cloud
+        on_cloud = cloud is not None and target is cloud.target
+        retry_at = cloud.retry_at() if cloud is not None else self.clock() + 1.0
+        self.stats.syncing = True
+        began = time.monotonic()
+        try:
+            report = await self.drain_once(
+                target,
+                now=self.clock(),
+                memories=plan.memories,
+                files_retry_at=retry_at,
+                memories_json=cloud.memories_json if cloud is not None and on_cloud else None,
+            )
+        finally:
+            self.stats.syncing = False
+        if report is None:
+            return None
+        if cloud is not None and on_cloud:
+            cloud.record(report.error, permanent=report.permanent, uploaded=bool(report.upload_id))
+        self.last_report = report
+        if self.observer is not None:
+            self.observer.pass_done(report, time.monotonic() - began)
+        return report
+
+    async def until_empty(
+        self, method: str | None = None, enable_fallback: bool | None = None
+    ) -> tuple[bool, list[PassReport]]:
+        """Passes until nothing is due or one fails: (every pass ok, reports)."""
+        reports: list[PassReport] = []
+        while True:
+            report = await self.run_pass(method, enable_fallback)
+            if report is None:
+                break
+            reports.append(report)
+            if report.error or report.retrying or report.memory_error:
+                break
+        return all(r.ok for r in reports), reports
+
+    async def _files_target(self, route: str) -> Target | None:
+        """The target this pass's files go to; None: they wait (circuit open, or a one-off
+        http sync while the cloud is the primary)."""
+        if route == "local":
+            return self.local if self.primary is self.local else None
+        if route == "cloud" and self.cloud is not None and await self.cloud.allowed(self.state):
+            return self.cloud.target
+        return None
+
+    # ---- the pass itself -----------------------------------------------------------------
+    async def drain_once(
+        self,
+        target: Target | None,
+        *,
+        now: float | None = None,
+        memories: MemoryRoute = "none",
+        files_retry_at: float | None = None,
+        memories_json: MemoriesJson | None = None,
+    ) -> PassReport | None:
+        """Claim what is due and make (at most) one upload. None when nothing was due.
+
+        ``target`` None: the files wait (their circuit is open): the claimed rows go back
+        to the queue until ``files_retry_at``; memories still go to Akosha when
+        ``reflection.duckdb`` was among the changes.
+        """
+        items = await self.state.claim(now)
+        if not items:
+            return None
+        report = PassReport(target=target.name if target else "wait", claimed=len(items))
+        try:
+            await asyncio.to_thread(self.snap.reset_staging)
+            ledger = await self.state.ledger(target.name) if target is not None else {}
+            results = await self.capture_all([i.path for i in items], ledger)
+            memory_retry = await self._memories(results, memories, report)
+            if target is None:
+                retry_at = files_retry_at or time.time() + self.retry_backoff
+                await self.state.release(items, retry_at=retry_at, error="waiting for the cloud")
+                report.error = "waiting for the cloud (circuit open)"
+                report.waiting = True
+            else:
+                await self.uploader.upload(target, ledger, items, results, report, memories_json)
+            if memory_retry is not None:
+                await self.state.requeue(MEMORY_DB, memory_retry, "memories not delivered yet")
+        except asyncio.CancelledError:
+            # shutdown mid-pass: hand the rows back untouched (attempt already counted)
+            await asyncio.shield(self.state.release(items, retry_at=0.0, error="interrupted"))
+            raise
+        finally:
+            await asyncio.to_thread(self.snap.reset_staging)
+        return report
+
+    async def _memories(
+        self, results: Sequence[CaptureResult], route: MemoryRoute, report: PassReport
+    ) -> float | None:
+        """Hand the private copy of ``reflection.duckdb`` to the Akosha route. Returns when
+        to requeue it (None: delivered, or nothing to deliver)."""
+        if route == "none" or self.akosha is None:
+            return None
+        memory_db = next(
+            (r for r in results if isinstance(r, Captured) and r.group == MEMORY_DB), None
+        )
+        if memory_db is None:
+            return None
+        outcome = await self.akosha.deliver(memory_db.files[0].staged, wait=route == "wait")
+        report.memories = outcome.report
+        report.memory_error = outcome.error
+        return outcome.retry_at
+
+    async def capture_all(
+        self, paths: Sequence[str], ledger: Mapping[str, LedgerEntry] | None = None
+    ) -> list[CaptureResult]:
+        """Capture ``paths``; ``ledger`` (the target's) tells which may be duplicates."""
+        sem = asyncio.Semaphore(CAPTURE_CONCURRENCY)
+        ledger = ledger or {}
+
+        async def one(path: str) -> CaptureResult:
+            last = ledger.get(path)
+            async with sem:
+                self.stats.in_flight += 1
+                try:
+                    return await asyncio.to_thread(
+                        self.snap.capture, path, last.size if last is not None else None
+                    )
+                finally:
+                    self.stats.in_flight -= 1
+
+        return list(await asyncio.gather(*(one(p) for p in paths)))

@@ -1,0 +1,156 @@
+"""The stage that feeds the durable queue: watcher events through the debouncer, and the
+reconciliation of the disk against the ledger (at start, when ``data_dir`` appears, when
+include/exclude change).
+
+A released path that is a directory stands for the store files below it (and for the
+ledger's files there, when it was deleted). A queue that cannot be written (disk full)
+keeps the paths in the debouncer and tries again shortly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterable
+from contextlib import suppress
+
+from loguru import logger
+
+from akoshad.config import Settings
+from akoshad.pipeline.debounce import Debouncer, Kind
+from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.storefiles import PathFilter, is_ignored, walk_store
+from akoshad.pipeline.watch import reconcile
+from akoshad.store.db import StateDB
+from akoshad.targets.base import Target
+
+ENQUEUE_RETRY_SECONDS = 2.0
+
+
+class ChangeFeed:
+    """Changes in: debounced into the queue; ``wake`` is set when the queue grew."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: StateDB,
+        primary: Target,
+        stats: Stats,
+        *,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        self.data_dir = settings.data_dir
+        self.flt = PathFilter.of(settings.include, settings.exclude)
+        self.debouncer = Debouncer(settings.debounce_seconds, settings.max_delay_seconds)
+        self.state = state
+        self.primary = primary
+        self.stats = stats
+        self.wake = wake or asyncio.Event()  # the drain has work
+        self.reconciled = asyncio.Event()
+        self._debounce_wake = asyncio.Event()
+
+    def configure(self, settings: Settings) -> None:
+        """A reload: new quiet window, max delay and include/exclude."""
+        self.debouncer.quiet = settings.debounce_seconds
+        self.debouncer.max_delay = settings.max_delay_seconds
+        self.flt = PathFilter.of(settings.include, settings.exclude)
+
+    # ---- reconcile -----------------------------------------------------------------------
+    async def reconcile(self) -> int:
+        """Queue what changed while akoshad was not looking. Returns the number queued."""
+        if not self.data_dir.is_dir():
+            self.reconciled.set()
+            return 0
+        ledger = await self.state.ledger(self.primary.name)
+        result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger)
+        queued = await self.state.enqueue(result.changes)
+        if result.refused:
+            for path, reason in result.refused.items():
+                logger.warning("not syncing {}: {}", path, reason)
+            await self.state.transaction(lambda c: self.state.record_skipped(c, result.refused))
+        logger.info(
+            "reconciled {} store file(s) with the ledger: {} change(s) queued",
+            result.on_disk,
+            queued,
+        )
+        self.reconciled.set()
+        if queued:
+            self.wake.set()
+        return queued
+
+    # ---- changes in ----------------------------------------------------------------------
+    def on_change(self, changes: Iterable[tuple[str, Kind]]) -> None:
+        """The watcher's callback: touch each path in the debouncer."""
+        now = time.monotonic()
+        for path, kind in changes:
+            self.debouncer.touch(path, kind, now)
+        self._debounce_wake.set()
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        """Move due paths from the debouncer into the durable queue until ``stop_event``."""
+        while not stop_event.is_set():
+            deadline = self.debouncer.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._debounce_wake.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._debounce_wake.wait(), timeout)
+            due = self.debouncer.due(time.monotonic())
+            if due:
+                await self._enqueue(due)
+
+    def stop(self) -> None:
+        """Let ``run`` see its stop event at once."""
+        self._debounce_wake.set()
+
+    async def flush(self) -> None:
+        """Persist everything the debouncer holds (shutdown, ``sync``)."""
+        released = self.debouncer.flush()
+        if released:
+            await self._enqueue(released)
+
+    async def _enqueue(self, released: list[tuple[str, Kind]]) -> bool:
+        """Persist released paths; on failure (disk full, ...) keep them for a retry."""
+        try:
+            items = await self._expand(released)
+            if items:
+                await self.state.enqueue(items)
+        except (sqlite3.Error, OSError) as exc:
+            logger.error(
+                "cannot record {} change(s) on the queue: {}; retrying", len(released), exc
+            )
+            retry_at = time.monotonic() - self.debouncer.quiet + ENQUEUE_RETRY_SECONDS
+            for path, kind in released:
+                self.debouncer.touch(path, kind, retry_at)
+            return False
+        if items:
+            self.stats.progressed()
+            self.wake.set()
+        return True
+
+    async def _expand(self, released: list[tuple[str, Kind]]) -> list[tuple[str, str]]:
+        """Directories stand for the files below them (and the ledger's files there)."""
+        out: dict[str, str] = {}
+        ledger_groups: set[str] | None = None
+        for path, kind in released:
+            full = self.data_dir / path
+            is_dir = await asyncio.to_thread(full.is_dir)
+            if not is_dir and kind != "deleted":
+                out[path] = kind
+                continue
+            if ledger_groups is None:
+                ledger_groups = {
+                    e.group_path for e in (await self.state.ledger(self.primary.name)).values()
+                }
+            below = [g for g in ledger_groups if g.startswith(path + "/")]
+            for g in below:
+                out.setdefault(g, "modified")
+            if is_dir:
+                walk = await asyncio.to_thread(walk_store, full, PathFilter())
+                for rel in walk.files:
+                    group = f"{path}/{rel}"
+                    if not is_ignored(group) and self.flt.allows(group):
+                        out[group] = "modified"
+            elif not below:
+                out[path] = kind
+        return list(out.items())

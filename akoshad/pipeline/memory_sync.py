@@ -1,0 +1,397 @@
+"""Memories of a snapshot to Akosha over HTTP, exactly once, and ``memories.json`` for the cloud.
+
+:class:`MemorySync` is the glue between a private snapshot copy of ``reflection.duckdb``,
+the state database (what Akosha already has, what was skipped, what a cloud upload
+already carries) and :class:`~akoshad.akosha.client.AkoshaClient`.
+
+``deliver(snapshot)``: rows with a usable embedding that the state DB does not list as
+delivered are sent in batches (<= 1000 items, < 3 MiB); each confirmed batch is recorded
+before the next is sent, so an interruption loses nothing and resends nothing that was
+confirmed. ``Duplicate key`` counts as delivered. Ids a ``partial`` result reports as
+failed are resent alone (bounded); rows Akosha rejects for what they are (no embedding,
+wrong dimension, invalid fields), or that keep failing while other rows of their batch
+are stored, are recorded as skipped with the reason and never sent again. Rows skipped
+for a missing/wrong embedding are reconsidered when the row is fixed. A transient failure
+raises :class:`DeliveryInterrupted` (a TransientError) after recording the progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from akoshad.akosha.client import AkoshaClient, RequestTooLarge, StoreResult
+from akoshad.akosha.rows import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Memory, RowRef, chunks
+from akoshad.backoff import exponential
+from akoshad.duckdb_worker import Redactions, build_memories_json, list_rows, load_batches
+from akoshad.duckdb_worker import load_batches_here as _load_batches  # noqa: F401 (bench)
+from akoshad.errors import PermanentError, SnapshotError, TransientError
+from akoshad.heap import trim
+from akoshad.pipeline.chain import BreakerState, CircuitBreaker
+from akoshad.pipeline.stats import Stats
+from akoshad.pyworker import WorkerError, WorkerFailed
+from akoshad.store.db import StateDB
+
+METHOD = "http"
+# Skip reasons that come from Akosha (never retried) start with this.
+REJECTED_PREFIX = "rejected by Akosha: "
+# Per-row errors that retrying cannot fix.
+ROW_REJECTION = re.compile(
+    r"embedding is required|dim(ension)? mismatch|is required|invalid|not iso|"
+    r"validation|must be|too large",
+    re.IGNORECASE,
+)
+# what reading memories from a copy can meet: the worker's error or failure, the disk; a
+# bug (any other exception) is not dressed up as an unreadable copy
+READ_ERRORS = (WorkerError, WorkerFailed, OSError)
+LOAD_CHUNK = 1000
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class DeliveryReport:
+    """What one :meth:`MemorySync.deliver` did."""
+
+    rows: int = 0  # rows in the snapshot's memory tables
+    already: int = 0  # delivered before this call
+    pending: int = 0  # to send this call
+    delivered: int = 0  # newly confirmed (stored now or Duplicate key)
+    duplicates: int = 0  # of which Akosha already had
+    requests: int = 0  # batch_store_memories calls
+    retried: int = 0  # items resent after a partial result
+    skipped: dict[str, str] = field(default_factory=dict)  # newly skipped: id -> reason
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "already": self.already,
+            "pending": self.pending,
+            "delivered": self.delivered,
+            "duplicates": self.duplicates,
+            "requests": self.requests,
+            "retried": self.retried,
+            "skipped": len(self.skipped),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class DeliveryInterrupted(TransientError):
+    """A transient failure stopped :meth:`MemorySync.deliver`; ``report`` holds what was
+    recorded before it (confirmed batches are in the state DB)."""
+
+    def __init__(self, message: str, report: DeliveryReport, *, retry_after: float | None = None):
+        super().__init__(message, retry_after=retry_after)
+        self.report = report
+
+
+class MemorySync:
+    """Deliver a snapshot's memories to Akosha once; build ``memories.json`` for uploads.
+
+    ``breaker`` (optional) is the ``http`` target's circuit: ``deliver`` asks it first
+    (an open circuit raises TransientError without traffic; half-open: probe
+    ``/healthz`` first) and reports every call's outcome to it.
+    """
+
+    def __init__(
+        self,
+        state: StateDB,
+        client: AkoshaClient | None,
+        system_id: str,
+        breaker: CircuitBreaker | None = None,
+        *,
+        max_items: int = MAX_BATCH_ITEMS,
+        max_bytes: int = MAX_BATCH_BYTES,
+        item_retries: int = 2,
+        retry_backoff: float = 0.5,
+        load_chunk: int = LOAD_CHUNK,
+        sleep: Sleep = asyncio.sleep,
+        redact_secrets: bool = True,
+        stats: Stats | None = None,
+    ) -> None:
+        self.state = state
+        self.client = client
+        self.system_id = system_id
+        self.breaker = breaker
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.item_retries = item_retries
+        self.retry_backoff = retry_backoff
+        self.load_chunk = load_chunk
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self._cloud_pending: dict[str, list[str]] = {}
+        # counters since start (status); totals come from the state DB
+        self.delivered_since_start = 0
+        self.skipped_since_start = 0
+        self.last_error: str | None = None
+        self.last_report: DeliveryReport | None = None
+        self.last_success_at: float | None = None
+        self.redact_secrets = redact_secrets
+        self.stats = stats
+        self.redactions_since_start = 0
+
+    # ---- HTTP delivery -----------------------------------------------------------------
+    async def deliver(self, snapshot_db: Path) -> DeliveryReport:
+        """Send the snapshot's not-yet-delivered memories. See the module docstring.
+
+        Raises DeliveryInterrupted (transient; progress kept), PermanentError (Akosha
+        refuses the protocol or the tool), SnapshotError (the copy cannot be read).
+        """
+        async with self._lock:
+            report = DeliveryReport()
+            started = time.monotonic()
+            try:
+                await self._deliver(snapshot_db, report)
+            except TransientError as exc:
+                self.last_error = str(exc)
+                if isinstance(exc, DeliveryInterrupted):
+                    raise
+                raise DeliveryInterrupted(str(exc), report, retry_after=exc.retry_after) from exc
+            except PermanentError as exc:
+                self.last_error = str(exc)
+                raise
+            finally:
+                report.seconds = time.monotonic() - started
+                self.last_report = report
+                if report.pending:
+                    await asyncio.to_thread(trim)  # what the loaded batches left in the heap
+            self.last_error = None
+            self.last_success_at = time.time()
+            return report
+
+    async def _deliver(self, snapshot_db: Path, report: DeliveryReport) -> None:
+        refs = await self._list(snapshot_db)
+        report.rows = len(refs)
+        ids = [r.memory_id for r in refs]
+        delivered = await self.state.delivered_ids(ids)
+        reasons = await self.state.memory_skip_reasons(ids)
+        report.already = len(delivered & set(ids))
+
+        new_skips: dict[str, str] = {}
+        revived: list[str] = []
+        pending: list[RowRef] = []
+        for ref in refs:
+            if ref.memory_id in delivered:
+                continue
+            known = reasons.get(ref.memory_id)
+            if ref.problem is not None:
+                if known != ref.problem:
+                    new_skips[ref.memory_id] = ref.problem
+            elif known is not None and known.startswith(REJECTED_PREFIX):
+                continue  # Akosha refused this row: not retried forever
+            else:
+                if known is not None:
+                    revived.append(ref.memory_id)
+                pending.append(ref)
+        if revived:
+            await self.state.unmark_memories_skipped(revived)
+        await self._skip(new_skips, report)
+        report.pending = len(pending)
+        if not pending:
+            return
+        await self._admit()
+        for part in chunks(pending, self.load_chunk):
+            loaded, skipped = await self._load(snapshot_db, part)
+            await self._skip(skipped, report)
+            for batch in loaded:
+                await self._send(batch, report)
+
+    def _client(self) -> AkoshaClient:
+        if self.client is None:
+            raise PermanentError("akosha_url is not set", fix="set akosha_url to deliver memories")
+        return self.client
+
+    async def _admit(self) -> None:
+        """Ask the breaker; on a half-open circuit, probe ``/healthz`` first."""
+        client = self._client()
+        if self.breaker is None:
+            return
+        half_open = self.breaker.state is BreakerState.HALF_OPEN
+        if not self.breaker.allow():
+            raise TransientError(
+                f"Akosha circuit open ({self.breaker.last_error}); "
+                f"next try in {self.breaker.retry_in():.0f} s",
+                retry_after=self.breaker.retry_in(),
+            )
+        if half_open and not await client.probe():
+            error = client.last_probe_error or "health probe failed"
+            self.breaker.record_failure(error)
+            raise TransientError(f"Akosha is still unavailable: {error}")
+
+    async def _send(self, batch: list[Memory], report: DeliveryReport) -> None:
+        """One batch: send, record, resend failed ids (bounded), skip rows Akosha rejects."""
+        todo = batch
+        progressed = False
+        failed: dict[str, str] = {}
+        for attempt in range(self.item_retries + 1):
+            if attempt:
+                report.retried += len(todo)
+                await self._sleep(exponential(attempt - 1, self.retry_backoff))
+            result = await self._store(todo, report)
+            if result is None:  # split after a 413, handled recursively
+                return
+            await self._record(result, report)
+            rejected = {mid: err for mid, err in result.failed.items() if ROW_REJECTION.search(err)}
+            await self._skip({m: REJECTED_PREFIX + e for m, e in rejected.items()}, report)
+            progressed = progressed or bool(result.delivered or rejected)
+            failed = {m: e for m, e in result.failed.items() if m not in rejected}
+            if not failed:
+                return
+            todo = [m for m in todo if m["memory_id"] in failed]
+        if not progressed:
+            # Nothing of this batch went through: Akosha is failing, not these rows.
+            sample = next(iter(failed.values()))
+            error = TransientError(f"Akosha stored none of {len(todo)} memories: {sample}")
+            if self.breaker is not None:
+                self.breaker.record_failure(error)
+            raise error
+        await self._skip(
+            {
+                m: f"{REJECTED_PREFIX}{e} (after {self.item_retries + 1} attempts)"
+                for m, e in failed.items()
+            },
+            report,
+        )
+
+    async def _store(self, batch: list[Memory], report: DeliveryReport) -> StoreResult | None:
+        report.requests += 1
+        try:
+            result = await self._client().store(batch)
+        except RequestTooLarge as exc:
+            if len(batch) == 1:
+                await self._skip({batch[0]["memory_id"]: f"{REJECTED_PREFIX}{exc}"}, report)
+                return None
+            half = len(batch) // 2
+            await self._send(batch[:half], report)
+            await self._send(batch[half:], report)
+            return None
+        except TransientError as exc:
+            if self.breaker is not None:
+                self.breaker.record_failure(exc)
+            raise
+        except PermanentError as exc:
+            if self.breaker is not None:
+                self.breaker.record_failure(exc, permanent=True)
+            raise
+        if self.breaker is not None:
+            self.breaker.record_success()
+        return result
+
+    async def _record(self, result: StoreResult, report: DeliveryReport) -> None:
+        if result.delivered:
+            await self.state.mark_delivered(result.delivered, METHOD)
+            report.delivered += len(result.delivered)
+            report.duplicates += len(result.duplicates)
+            self.delivered_since_start += len(result.delivered)
+
+    async def _skip(self, reasons: dict[str, str], report: DeliveryReport) -> None:
+        if reasons:
+            await self.state.mark_memories_skipped(reasons)
+            report.skipped.update(reasons)
+            self.skipped_since_start += len(reasons)
+
+    async def _list(self, snapshot_db: Path) -> list[RowRef]:
+        try:
+            return await asyncio.to_thread(list_rows, snapshot_db, self.system_id)
+        except READ_ERRORS as exc:
+            raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+
+    async def _load(
+        self, snapshot_db: Path, refs: Sequence[RowRef]
+    ) -> tuple[list[list[Memory]], dict[str, str]]:
+        """Load ``refs`` and cut them into request-sized batches, in a worker thread."""
+        try:
+            parts, skipped, found = await asyncio.to_thread(
+                load_batches,
+                snapshot_db,
+                self.system_id,
+                refs,
+                self.max_items,
+                self.max_bytes,
+                self.redact_secrets,
+            )
+        except READ_ERRORS as exc:
+            raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+        self._count_redactions(found)
+        return parts, skipped
+
+    # ---- memories.json for cloud uploads ------------------------------------------------
+    async def conversations_for_cloud(
+        self, snapshot_db: Path, upload_id: str
+    ) -> tuple[bytes, int, list[str]] | None:
+        """``memories.json`` bytes for the memories no committed cloud upload carries yet,
+        their count and ids; None when there are none.
+
+        Nothing is recorded here: once the manifest of ``upload_id`` is committed, call
+        :meth:`commit_cloud` (or ``StateDB.record_memories_uploaded`` inside the commit
+        transaction with the returned ids).
+        """
+        refs = await self._list(snapshot_db)
+        good = [r for r in refs if r.problem is None]
+        uploaded = await self.state.uploaded_memory_ids(r.memory_id for r in good)
+        todo = [r for r in good if r.memory_id not in uploaded]
+        if not todo:
+            return None
+        try:
+            data, ids, found = await asyncio.to_thread(
+                build_memories_json,
+                snapshot_db,
+                self.system_id,
+                todo,
+                self.load_chunk,
+                self.redact_secrets,
+            )
+        except READ_ERRORS as exc:
+            raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+        await asyncio.to_thread(trim)  # what the memories' ids and rows left in the heap
+        self._count_redactions(found)
+        if not ids:
+            return None
+        self._cloud_pending[upload_id] = ids
+        return data, len(ids), ids
+
+    async def commit_cloud(self, upload_id: str) -> int:
+        """Record the memories of ``upload_id``'s memories.json as uploaded (after the
+        manifest is committed). Returns how many."""
+        ids = self._cloud_pending.pop(upload_id, [])
+        if ids:
+            await self.state.mark_memories_uploaded(ids, upload_id)
+        return len(ids)
+
+    def forget_cloud(self, upload_id: str) -> None:
+        """The upload failed: its memories stay pending for the next one."""
+        self._cloud_pending.pop(upload_id, None)
+
+    # ---- redaction ----------------------------------------------------------------------
+    def _count_redactions(self, found: Redactions) -> None:
+        """Count and log each redaction by kind and memory id, never the secret."""
+        for mid, kinds in found.items():
+            self.redactions_since_start += len(kinds)
+            if self.stats is not None:
+                self.stats.counters.redactions += len(kinds)
+            logger.info("redacted {} secret(s) in memory {}: {}", len(kinds), mid, ", ".join(kinds))
+
+    # ---- status -----------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        """Counters for ``akoshad status``: totals from the state DB plus this run's."""
+        delivered, skipped = await self.state.memory_counts()
+        return {
+            "delivered": delivered,
+            "skipped": skipped,
+            "delivered_since_start": self.delivered_since_start,
+            "skipped_since_start": self.skipped_since_start,
+            "redactions_since_start": self.redactions_since_start,
+            "last_error": self.last_error,
+            "last_success_at": self.last_success_at,
+            "circuit": self.breaker.snapshot() if self.breaker is not None else None,
+            "last_delivery": self.last_report.as_dict() if self.last_report else None,
+        }

@@ -1,0 +1,199 @@
+"""The routes a pass sends through, each owning its circuit breaker.
+
+* :class:`CloudRoute` -- the bucket: a read-only check before the first write after a
+  start or a failure (so the breaker's half-open probe is that check, never a write), the
+  outcome of each pass recorded in its breaker, and ``memories.json`` carried along.
+* :class:`AkoshaRoute` -- memories of the captured ``reflection.duckdb`` delivered over
+  HTTP; :class:`MemorySync` records each call in the route's breaker.
+* :class:`MemoriesJson` -- the builder of ``memories.json`` for a cloud upload, told
+  whether the upload committed or failed.
+
+The local target needs no route: it has no breaker and is always there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from akoshad.errors import PermanentError, SnapshotError, TransientError
+from akoshad.names import MEMORIES_NAME, MEMORY_DB
+from akoshad.pipeline.capture.snapshot import Captured
+from akoshad.pipeline.chain import CircuitBreaker
+from akoshad.pipeline.memory_sync import MemorySync
+from akoshad.pipeline.stats import Stats
+from akoshad.ratelog import RateLimitedLog
+from akoshad.store.db import StateDB
+from akoshad.targets.base import ReadCheck, Target
+
+TARGET_START_TIMEOUT = 10.0  # a start or bucket check that does not answer: a failure
+PERMANENT_RETRY_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class ExtraObject:
+    """An object an upload carries besides store files (``memories.json``)."""
+
+    name: str
+    data: bytes
+    content_type: str
+    conversation_count: int = 0
+
+
+class MemoriesJson:
+    """``memories.json`` for a cloud upload: ``build`` while the files go out, then
+    ``committed`` once the manifest landed or ``failed`` when the upload was lost."""
+
+    def __init__(self, sync: MemorySync) -> None:
+        self.sync = sync
+
+    async def build(self, captures: Sequence[Captured], upload_id: str) -> list[ExtraObject]:
+        """The extra object of this upload (none unless ``reflection.duckdb`` changed)."""
+        memory_db = next((c for c in captures if c.group == MEMORY_DB), None)
+        if memory_db is None:
+            return []
+        try:
+            found = await self.sync.conversations_for_cloud(memory_db.files[0].staged, upload_id)
+        except SnapshotError as exc:
+            logger.warning("no memories.json: {}", exc)
+            return []
+        if found is None:
+            return []
+        data, count, _ids = found
+        return [ExtraObject(MEMORIES_NAME, data, "application/json", count)]
+
+    async def committed(self, upload_id: str) -> None:
+        await self.sync.commit_cloud(upload_id)
+
+    def failed(self, upload_id: str) -> None:
+        self.sync.forget_cloud(upload_id)
+
+
+class CloudRoute:
+    """The cloud target, its breaker, and whether the bucket was seen since it failed."""
+
+    def __init__(
+        self,
+        target: Target,
+        breaker: CircuitBreaker,
+        stats: Stats,
+        memories_json: MemoriesJson | None = None,
+    ) -> None:
+        self.target = target
+        self.breaker = breaker
+        self.stats = stats
+        self.memories_json = memories_json
+        # True once the read-only check passed; any failure clears it, so nothing is
+        # written to a bucket that was not just seen to exist
+        self.checked = False
+        self._log = RateLimitedLog(60.0)
+
+    async def start(self) -> None:
+        """Start the target; a failure is recorded and logged, never raised (changes stay
+        queued until the bucket answers)."""
+        try:
+            # a hanging endpoint must not hold up READY: the pipeline retries it later
+            await asyncio.wait_for(self.target.start(), TARGET_START_TIMEOUT)
+        except (TimeoutError, TransientError, PermanentError) as exc:
+            self._failed(exc)
+            logger.error("target {} is unavailable: {}", self.target.name, self._why(exc))
+            return
+        self.stats.target(self.target.name)
+        self.checked = True
+
+    async def allowed(self, state: StateDB) -> bool:
+        """May this pass write to the cloud? Only when the breaker lets a call through and
+        the read-only check passed since the start or the last failure. Checks only when
+        the pass has something to claim; a change queued meanwhile waits for the next."""
+        if self.checked or not isinstance(self.target, ReadCheck):
+            return self.breaker.allow()
+        due = await state.next_due()
+        if due is None or due > time.time() or not self.breaker.allow():
+            return False
+        try:
+            await asyncio.wait_for(self.target.check(), TARGET_START_TIMEOUT)
+        except (TimeoutError, TransientError, PermanentError) as exc:
+            self._failed(exc)
+            self._log.error("cloud-check", "target cloud is unavailable: {}", self._why(exc))
+            return False
+        self._log.ok("cloud-check", "target cloud answers again")
+        self.checked = True
+        return True
+
+    def retry_at(self) -> float:
+        """When files held back by an open circuit are due again."""
+        return time.time() + max(1.0, self.breaker.retry_in())
+
+    def record(self, error: str | None, *, permanent: bool, uploaded: bool) -> None:
+        """The outcome of a pass that used the cloud."""
+        if error:
+            self.checked = False
+            self.breaker.record_failure(error, permanent=permanent)
+        elif uploaded:
+            self.breaker.record_success()
+
+    def _failed(self, exc: BaseException) -> None:
+        why = self._why(exc)
+        self.stats.target(self.target.name).failed(why)
+        self.breaker.record_failure(why, permanent=isinstance(exc, PermanentError))
+
+    @staticmethod
+    def _why(exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"no answer within {TARGET_START_TIMEOUT:.0f}s"
+        return str(exc)
+
+
+@dataclass
+class MemoryOutcome:
+    """What the Akosha route did this pass."""
+
+    report: dict[str, Any] | None = None
+    error: str | None = None
+    retry_at: float | None = None  # requeue reflection.duckdb for then; None: done
+
+
+class AkoshaRoute:
+    """Memories over HTTP to Akosha; the breaker is the one ``MemorySync`` records in."""
+
+    def __init__(
+        self, sync: MemorySync, breaker: CircuitBreaker, stats: Stats, retry_backoff: float
+    ) -> None:
+        self.sync = sync
+        self.breaker = breaker
+        self.stats = stats
+        self.retry_backoff = retry_backoff
+
+    async def deliver(self, snapshot_db: Path, *, wait: bool = False) -> MemoryOutcome:
+        """Deliver the memories of a private copy of ``reflection.duckdb`` (``wait``: the
+        plan holds them back, the circuit is open)."""
+        if wait:
+            return MemoryOutcome(error="waiting for Akosha (circuit open)", retry_at=self._soon())
+        try:
+            report = await self.sync.deliver(snapshot_db)
+        except TransientError as exc:
+            self.stats.target("http").failed(str(exc))
+            logger.warning("memories not delivered to Akosha: {}", exc)
+            return MemoryOutcome(error=str(exc), retry_at=self._soon())
+        except PermanentError as exc:
+            self.stats.target("http").failed(str(exc))
+            logger.error("memories not delivered to Akosha: {}", exc)
+            later = time.time() + max(PERMANENT_RETRY_SECONDS, self.breaker.retry_in())
+            return MemoryOutcome(error=str(exc), retry_at=later)
+        except SnapshotError as exc:
+            logger.warning("no memories read from {}: {}", MEMORY_DB, exc)
+            return MemoryOutcome()
+        self.stats.target("http").ok()
+        if report.delivered:
+            self.stats.progressed()
+            logger.info("delivered {} memories to Akosha", report.delivered)
+        return MemoryOutcome(report=report.as_dict())
+
+    def _soon(self) -> float:
+        return time.time() + max(self.retry_backoff, self.breaker.retry_in())

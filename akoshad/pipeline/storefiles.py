@@ -1,0 +1,170 @@
+"""What counts as a store file: side files, temp files, include/exclude, the disk walk.
+
+Paths are POSIX strings relative to ``data_dir``. A DuckDB ``x.wal`` or SQLite
+``x-journal``/``x-wal``/``x-shm`` belongs to ``x``: a change to it is a change of ``x``.
+DuckDB temp directories (``*.tmp/``), ``*.tmp`` files and ``.write_test`` are never synced.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+FileKind = Literal["duckdb", "sqlite", "file"]
+_SQLITE_SIDES = ("-journal", "-wal", "-shm")
+DUCKDB_MAGIC = b"DUCK"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class PathFilter:
+    """include/exclude globs (relative to data_dir); empty include means everything."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, include: Sequence[str], exclude: Sequence[str]) -> PathFilter:
+        return cls(tuple(include), tuple(exclude))
+
+    @staticmethod
+    def _match(rel: str, pattern: str) -> bool:
+        if fnmatch.fnmatchcase(rel, pattern):
+            return True
+        # "dir/**" style and bare directory names match everything below
+        stripped = pattern.rstrip("/").removesuffix("/**")
+        return rel.startswith(stripped + "/") if stripped and "*" not in stripped else False
+
+    def allows(self, rel: str) -> bool:
+        if self.include and not any(self._match(rel, p) for p in self.include):
+            return False
+        return not any(self._match(rel, p) for p in self.exclude)
+
+
+def is_ignored(rel: str) -> bool:
+    """Temp files and DuckDB temp directories: never synced, never a change."""
+    parts = rel.split("/")
+    if any(p.endswith(".tmp") for p in parts):
+        return True
+    name = parts[-1]
+    return name == ".write_test" or ".akoshad-" in name
+
+
+def owner_of(rel: str) -> str:
+    """The store file a path's change belongs to (itself unless it is a side file)."""
+    for side in _SQLITE_SIDES:
+        if rel.endswith(side):
+            return rel[: -len(side)]
+    if rel.endswith(".wal"):
+        return rel[: -len(".wal")]
+    return rel
+
+
+def is_side_file(rel: str) -> bool:
+    return owner_of(rel) != rel
+
+
+def to_change(rel: str, flt: PathFilter) -> str | None:
+    """Map a changed path to the store file to queue, or None when it is not synced."""
+    if is_ignored(rel):
+        return None
+    owner = owner_of(rel)
+    if is_ignored(owner) or not flt.allows(owner):
+        return None
+    return owner
+
+
+def detect_kind(path: Path) -> FileKind:
+    """DuckDB has ``DUCK`` at bytes 8-12; SQLite starts with its header; else a plain file."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return "file"
+    return kind_of_head(head)
+
+
+def kind_of_head(head: bytes) -> FileKind:
+    """The kind of a file from its first 16 bytes."""
+    if head.startswith(SQLITE_MAGIC):
+        return "sqlite"
+    if head[8:12] == DUCKDB_MAGIC:
+        return "duckdb"
+    return "file"
+
+
+def relpath(root: Path, path: Path) -> str | None:
+    """``path`` relative to ``root`` as POSIX, or None when outside it."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class WalkResult:
+    """Store files found on disk, and entries refused with a reason."""
+
+    files: list[str]
+    refused: dict[str, str]
+
+
+def walk_store(root: Path, flt: PathFilter) -> WalkResult:
+    """List store files under ``root`` (blocking). Symlinked directories are not entered;
+    symlinked files are kept only if they resolve inside ``root``; names that are not
+    valid UTF-8 are refused (they cannot be named in a manifest)."""
+    files: list[str] = []
+    refused: dict[str, str] = {}
+    real_root = root.resolve()
+    for rel, reason in _walk(root, real_root, ""):
+        if reason is not None:
+            if to_change(rel, flt) is not None or reason.startswith("name"):
+                refused[rel] = reason
+            continue
+        if is_ignored(rel) or is_side_file(rel) or not flt.allows(rel):
+            continue
+        files.append(rel)
+    files.sort()
+    return WalkResult(files, refused)
+
+
+def _walk(root: Path, real_root: Path, prefix: str) -> Iterator[tuple[str, str | None]]:
+    try:
+        entries = list(os.scandir(root / prefix if prefix else root))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        rel = f"{prefix}{name}"
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            yield (
+                rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                ("name is not valid UTF-8"),
+            )
+            continue
+        try:
+            if entry.is_symlink():
+                target = Path(entry.path).resolve()
+                if not target.is_relative_to(real_root):
+                    yield rel, "symlink points outside data_dir"
+                    continue
+                if target.is_dir():
+                    continue  # never walk into linked directories (loops)
+                if target.is_file():
+                    yield rel, None
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if is_ignored(rel):
+                    continue
+                yield from _walk(root, real_root, rel + "/")
+            elif entry.is_file(follow_symlinks=False):
+                yield rel, None
+            # sockets, fifos, devices: not store files
+        except (OSError, RuntimeError):
+            continue

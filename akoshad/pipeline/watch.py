@@ -1,0 +1,206 @@
+"""Watching ``data_dir`` (watchfiles) and the startup reconciliation against the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+from watchfiles import Change, awatch
+
+from akoshad.pipeline.debounce import Kind
+from akoshad.pipeline.storefiles import PathFilter, relpath, to_change, walk_store
+from akoshad.store.db import LedgerEntry
+
+_KIND: dict[Change, Kind] = {
+    Change.added: "added",
+    Change.modified: "modified",
+    Change.deleted: "deleted",
+}
+DIR_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    """What changed on disk relative to the ledger, and entries refused on the walk."""
+
+    changes: list[tuple[str, Kind]]
+    refused: dict[str, str]
+    on_disk: int
+
+
+def _stat_key(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def reconcile(data_dir: Path, flt: PathFilter, ledger: dict[str, LedgerEntry]) -> ReconcileResult:
+    """Compare the disk with the ledger (blocking): the stat fast path decides; content is
+    hashed later, only for what differs. ctime catches a same-size rewrite whose mtime was
+    put back. Ledger groups missing from disk are deletions."""
+    groups: dict[str, list[LedgerEntry]] = {}
+    for entry in ledger.values():
+        groups.setdefault(entry.group_path, []).append(entry)
+    walk = walk_store(data_dir, flt)
+    changes: list[tuple[str, Kind]] = []
+    for rel in walk.files:
+        entries = groups.get(rel)
+        if not entries:
+            changes.append((rel, "added"))
+            continue
+        if _group_changed(data_dir, rel, entries):
+            changes.append((rel, "modified"))
+    seen = set(walk.files)
+    for group in sorted(groups):
+        if group not in seen and flt.allows(group):
+            changes.append((group, "deleted"))
+        elif group not in seen:
+            changes.append((group, "deleted"))  # now excluded: drop it from the snapshot
+    return ReconcileResult(changes, walk.refused, len(walk.files))
+
+
+def _group_changed(data_dir: Path, rel: str, entries: list[LedgerEntry]) -> bool:
+    live = data_dir / rel
+    expected = {rel: _stat_key(live)}
+    wal = _stat_key(data_dir / (rel + ".wal"))
+    if wal is not None and wal[0] > 0:
+        expected[rel + ".wal"] = wal
+    recorded = {e.path: e for e in entries}
+    kinds = {e.kind for e in entries}
+    if "duckdb" in kinds or "duckdb-wal" in kinds:
+        if set(expected) != set(recorded):
+            return True
+    else:
+        expected = {rel: expected[rel]}
+        if set(expected) != set(recorded):
+            return True
+        # SQLite in WAL mode or with a hot journal: a newer side file means new content
+        main = recorded[rel]
+        for side in ("-wal", "-journal"):
+            st = _stat_key(data_dir / (rel + side))
+            if st is not None and st[0] > 0 and st[1] > main.mtime_ns:
+                return True
+    for path, key in expected.items():
+        e = recorded[path]
+        if key is None or key != (e.live_size, e.mtime_ns, e.ctime_ns, e.inode):
+            return True
+    return False
+
+
+def _dir_stat(path: Path) -> os.stat_result | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st if stat.S_ISDIR(st.st_mode) else None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class StoreWatcher:
+    """Feeds filesystem events of ``data_dir`` to ``on_change(path, kind)``.
+
+    Waits for ``data_dir`` to appear, and starts over (calling ``on_reset``, which should
+    reconcile) when the directory is removed or replaced.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        flt: PathFilter,
+        on_change: Callable[[Iterable[tuple[str, Kind]]], None],
+        on_reset: Callable[[], asyncio.Future[None] | object],
+        stop: asyncio.Event,
+    ) -> None:
+        self.data_dir = data_dir
+        self.flt = flt
+        self.on_change = on_change
+        self.on_reset = on_reset
+        self.stop = stop
+        self.watching = False
+
+    def set_filter(self, flt: PathFilter) -> None:
+        self.flt = flt
+
+    async def _wait_for_dir(self) -> tuple[os.stat_result, bool] | None:
+        """The directory's stat once it exists, and whether it had to be waited for."""
+        announced = False
+        while not self.stop.is_set():
+            st = await asyncio.to_thread(_dir_stat, self.data_dir)
+            if st is not None:
+                return st, announced
+            if not announced:
+                logger.info("waiting for {} to appear", self.data_dir)
+                announced = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), DIR_POLL_SECONDS)
+        return None
+
+    async def run(self, first_reset_done: bool = True) -> None:
+        """Watch until ``stop`` is set."""
+        need_reset = not first_reset_done
+        while not self.stop.is_set():
+            found = await self._wait_for_dir()
+            if found is None:
+                return
+            st, waited = found
+            if need_reset or waited:  # files written before the watch began: reconcile
+                result = self.on_reset()
+                if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+                    await result
+            need_reset = True
+            self.watching = True
+            try:
+                await self._watch(st.st_ino)
+            except (FileNotFoundError, RuntimeError, OSError) as exc:
+                logger.warning("watching {} stopped: {}; starting over", self.data_dir, exc)
+            finally:
+                self.watching = False
+
+    async def _watch(self, inode: int) -> None:
+        async for batch in awatch(
+            self.data_dir,
+            watch_filter=None,
+            debounce=100,
+            step=50,
+            stop_event=self.stop,
+            rust_timeout=1000,
+            yield_on_timeout=True,
+            recursive=True,
+            ignore_permission_denied=True,
+        ):
+            try:
+                if self.data_dir.stat().st_ino != inode:
+                    return  # replaced: start over
+            except FileNotFoundError:
+                return
+            if not batch:
+                continue
+            out: list[tuple[str, Kind]] = []
+            for change, raw in batch:
+                rel = relpath(self.data_dir, Path(raw))
+                if rel is None or rel == "." or not _utf8(rel):
+                    continue  # non-UTF-8 names are reported by the reconcile walk
+                target = to_change(rel, self.flt)
+                if target is None:
+                    continue
+                kind: Kind = _KIND.get(change, "modified")
+                if target != rel:
+                    kind = "modified"  # a side file moved: its database changed
+                out.append((target, kind))
+            if out:
+                self.on_change(out)

@@ -1,0 +1,383 @@
+"""Restore drills: the newest upload restored from the target alone and opened with its
+engines, by hand (``akoshad drill``) or every ``drill_interval_hours`` in the daemon.
+
+A drill reads only (GETs, at most ``drill_max_mbps``), restores into a private directory
+``state_dir/drill-*`` (0700, removed afterwards; one a crash left is removed by the next
+drill), checks every SHA-256 (``restore.fetch_entry``), then hands the databases and JSON
+files to a short-lived worker process (``akoshad.restore.drill_worker``). The result
+``{at, ok, upload_id, problems}`` is kept in the state database (``status.last_drill``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import akoshad
+from akoshad.config import Settings
+from akoshad.errors import AkoshadError, PermanentError, TransientError
+from akoshad.manifest.layout import FileEntry, entries_of
+from akoshad.restore.destdir import DestError, open_dest
+from akoshad.restore.readback import (
+    RestoreError,
+    fetch_entry,
+    list_uploads,
+    load_manifest,
+    sink_for,
+)
+from akoshad.restore.throttle import DrillReader, TokenBucket
+from akoshad.store.db import STATE_FILE
+from akoshad.targets import Target, make_target
+
+DRILL_PREFIX = "drill-"
+LOCK_NAME = ".lock"
+STORE_DIR = "store"
+UNLOCKED_GRACE = 60.0  # a drill directory without its lock yet may be just being made
+WORKER_TIMEOUT = 3600.0
+MAX_PROBLEMS = 200
+FUTURE_SKEW = timedelta(minutes=5)  # an upload id dated this far ahead still counts as now
+KV_LAST = "last_drill"
+KV_LAST_GOOD = "last_good_drill_at"
+_WORKER = "import sys; sys.path.insert(0, sys.argv[1]); import akoshad.restore.drill_worker as w; "
+_WORKER += "sys.exit(w.main(sys.argv[2:]))"
+# the worker imports the very akoshad this process runs (-I: no environment, no cwd)
+_PACKAGE_PARENT = str(Path(akoshad.__file__).resolve().parent.parent)
+
+
+class NothingToDrill(AkoshadError):
+    """The target holds no upload for this system id yet."""
+
+
+@dataclass
+class DrillResult:
+    """What one drill found (``as_dict``: the ``last_drill`` object)."""
+
+    upload_id: str
+    ok: bool = False
+    at: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{at, ok, upload_id, problems}`` and the details (notes, files, bytes, seconds)."""
+        rest = asdict(self)
+        head = {k: rest.pop(k) for k in ("at", "ok", "upload_id", "problems")}
+        return {**head, **rest}
+
+
+async def pick_upload(target: Target, system_id: str, now: datetime | None = None) -> str | None:
+    """The newest upload (as ``restore --latest``): the greatest upload id in the target
+    whose time is not in the future; None when there is none."""
+    limit = (now or datetime.now(UTC)) + FUTURE_SKEW
+    for upload_id in reversed(await list_uploads(target, system_id)):
+        try:
+            when = datetime.strptime(upload_id[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+        except ValueError:
+            return upload_id  # not dated: nothing says it is in the future
+        if when <= limit:
+            return upload_id
+    return None
+
+
+# ---- the private directory ----------------------------------------------------------------
+def remove_stale(state_dir: Path) -> int:
+    """Remove drill directories no running drill holds (a crash left them). Blocking."""
+    removed = 0
+    try:
+        names = [n for n in os.listdir(state_dir) if n.startswith(DRILL_PREFIX)]
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        path = state_dir / name
+        if path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            fd = os.open(path / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            fd = None  # made but never locked: its drill died at once (or is starting)
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime < UNLOCKED_GRACE:
+                    continue
+        except OSError:
+            continue
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a drill (this process or another) is using it
+        finally:
+            if fd is not None:
+                os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def make_drill_dir(state_dir: Path) -> tuple[Path, int]:
+    """A new private directory (0700) and the fd of the lock held on it. Blocking."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = Path(tempfile.mkdtemp(prefix=DRILL_PREFIX, dir=state_dir))
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return path, fd
+
+
+def drop_drill_dir(path: Path, fd: int) -> None:
+    """Remove the directory, then let go of its lock. Blocking."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.close(fd)
+
+
+# ---- restore and check --------------------------------------------------------------------
+async def restore_all(
+    target: Target, system_id: str, upload_id: str, root: Path, result: DrillResult
+) -> list[FileEntry]:
+    """Restore every file of the upload under ``root``, checking each SHA-256. Problems go
+    into ``result``; returns the entries restored intact."""
+    try:
+        entries = entries_of(await load_manifest(target, system_id, upload_id))
+    except (RestoreError, ValueError, KeyError, TypeError) as exc:
+        result.problems.append(f"manifest of {upload_id}: {exc}")
+        return []
+    restored: list[FileEntry] = []
+    dest_fd = await asyncio.to_thread(open_dest, root)
+    try:
+        await _restore_entries(target, entries, dest_fd, result, restored)
+    finally:
+        os.close(dest_fd)
+    return restored
+
+
+async def _restore_entries(
+    target: Target,
+    entries: list[FileEntry],
+    dest_fd: int,
+    result: DrillResult,
+    restored: list[FileEntry],
+) -> None:
+    for entry in entries:
+        try:
+            sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
+            try:
+                size, _sha = await fetch_entry(target, entry, sink)
+            finally:
+                os.close(sink.dir_fd)
+        except DestError as exc:
+            result.problems.append(f"{entry.path}: {exc}")
+            continue
+        except AkoshadError as exc:
+            if isinstance(exc, TransientError | PermanentError):
+                result.problems.append(f"{entry.path}: drill stopped, {target.name}: {exc}")
+                break
+            result.problems.append(str(exc))  # IntegrityError names the path
+            continue
+        except OSError as exc:
+            result.problems.append(f"{entry.path}: drill stopped, cannot write: {exc.strerror}")
+            break
+        restored.append(entry)
+        result.files += 1
+        result.bytes += size
+
+
+def worker_spec(entries: list[FileEntry]) -> list[dict[str, Any]]:
+    """What the worker checks: databases, and JSON files that parsed at capture."""
+    specs: list[dict[str, Any]] = []
+    for e in entries:
+        fields = e.facts.as_fields() if e.facts is not None else {}
+        if e.kind in ("duckdb", "sqlite") or fields.get("json_ok") is True:
+            specs.append({"path": e.path, "kind": e.kind, **fields})
+    return specs
+
+
+async def run_worker(
+    root: Path, specs: list[dict[str, Any]], log: Path
+) -> tuple[list[str], list[str]]:
+    """Run the engine checks in child processes: (problems, notes). A file that crashes a
+    worker is a problem of its own; the files after it get a fresh worker."""
+    problems: list[str] = []
+    notes: list[str] = []
+    pending = list(specs)
+    while pending:
+        current = await _one_worker(root, pending, log, problems, notes)
+        if current is None:
+            break
+        paths = [s["path"] for s in pending]
+        pending = pending[paths.index(current) + 1 :] if current in paths else []
+    return problems, notes
+
+
+async def _one_worker(
+    root: Path, specs: list[dict[str, Any]], log: Path, problems: list[str], notes: list[str]
+) -> str | None:
+    """One worker over ``specs``; returns the path it died on (None: it finished)."""
+    err = await asyncio.to_thread(log.open, "ab")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-c",
+            _WORKER,
+            _PACKAGE_PARENT,
+            str(root),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            limit=4 * 1024 * 1024,
+        )
+    finally:
+        err.close()
+    assert proc.stdin is not None and proc.stdout is not None
+    current: str | None = None
+    try:
+        proc.stdin.write(json.dumps({"files": specs}).encode())
+        await proc.stdin.drain()
+        proc.stdin.close()
+        async with asyncio.timeout(WORKER_TIMEOUT):
+            while line := await proc.stdout.readline():
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    raise ValueError("not an object")
+                if "checking" in message:
+                    current = str(message["checking"])
+                else:
+                    problems.extend(_one_line(p) for p in message.get("problems", []))
+                    notes.extend(_one_line(n) for n in message.get("notes", []))
+                    current = None
+            code = await proc.wait()
+    except TimeoutError:
+        problems.append(f"{current or 'checks'}: not done within {WORKER_TIMEOUT:.0f}s")
+        return None
+    except ValueError:  # a garbled or overlong line: the worker is not trustworthy
+        problems.append(f"{current or 'checks'}: the check worker answered garbage")
+        return current
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    if code != 0 or current is not None:
+        how = f"signal {-code}" if code < 0 else f"exit {code}"
+        problems.append(f"{current or 'checks'}: the check crashed its worker ({how})")
+        return current
+    return None
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())[:1000]
+
+
+async def drill_upload(
+    target: Target, system_id: str, upload_id: str, state_dir: Path, max_mbps: float
+) -> DrillResult:
+    """Restore ``upload_id`` into a private directory, check it, remove the directory."""
+    started = time.monotonic()
+    result = DrillResult(upload_id)
+    reader = DrillReader(target, TokenBucket(max_mbps * 1_000_000))
+    await asyncio.to_thread(remove_stale, state_dir)
+    path, fd = await asyncio.to_thread(make_drill_dir, state_dir)
+    try:
+        restored = await restore_all(reader, system_id, upload_id, path / STORE_DIR, result)
+        specs = worker_spec(restored)
+        if specs:
+            problems, notes = await run_worker(path / STORE_DIR, specs, path / "worker.log")
+            result.problems.extend(problems)
+            result.notes.extend(notes)
+    finally:
+        await asyncio.to_thread(drop_drill_dir, path, fd)
+    if len(result.problems) > MAX_PROBLEMS:
+        more = len(result.problems) - MAX_PROBLEMS
+        result.problems = [*result.problems[:MAX_PROBLEMS], f"... and {more} more problem(s)"]
+    result.ok = not result.problems
+    result.at = time.time()
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def parse_result(text: str | None) -> dict[str, Any] | None:
+    """A stored ``last_drill`` object, or None."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def store_result(c: sqlite3.Connection, result: DrillResult) -> None:
+    """Inside a transaction on the state database: keep ``result`` as ``last_drill``."""
+    c.execute(
+        "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+        (KV_LAST, json.dumps(result.as_dict())),
+    )
+    if result.ok:
+        c.execute(
+            "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (KV_LAST_GOOD, repr(result.at))
+        )
+
+
+# ---- akoshad drill ------------------------------------------------------------------------
+def _record(path: Path, result: DrillResult) -> str | None:
+    """Keep a drill run by hand in this machine's state (when there is one); the error."""
+    if not path.is_file():
+        return None
+    try:
+        con = sqlite3.connect(path, timeout=10, isolation_level=None)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        store_result(con, result)
+        con.execute("COMMIT")
+    except sqlite3.Error as exc:
+        return str(exc)
+    finally:
+        con.close()
+    return None
+
+
+async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad drill [--json]``: 0 all well, 1 problems (each printed with its path)."""
+    cs = settings.cloud_sync
+    name = "cloud" if settings.bucket_configured and cs.force_method != "http" else "local"
+    target = make_target(name, settings)
+    await target.start(clean_up=False)  # a daemon may be uploading at this moment
+    try:
+        upload_id = await pick_upload(target, cs.system_id)
+        if upload_id is None:
+            raise NothingToDrill(f"nothing to drill: no upload for {cs.system_id} in {name}")
+        result = await drill_upload(
+            target, cs.system_id, upload_id, settings.state_dir, settings.drill_max_mbps
+        )
+    finally:
+        await target.close()
+    error = await asyncio.to_thread(_record, settings.state_dir / STATE_FILE, result)
+    if error is not None:
+        print(f"akoshad: the drill is not recorded in the state: {error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        for line in [*result.problems, *result.notes]:
+            print(line)
+        verdict = "all well" if result.ok else f"{len(result.problems)} problem(s)"
+        print(
+            f"drill of upload {upload_id}: {result.files} file(s) restored and checked "
+            f"in {result.seconds:.1f}s, {verdict}"
+        )
+    return 0 if result.ok else 1

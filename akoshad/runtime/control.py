@@ -1,0 +1,429 @@
+"""The control socket: a Unix stream socket speaking JSON lines, and its client.
+
+Request ``{"cmd": "status" | "sync" | "pause" | "resume" | "queue", ...}``, reply
+``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": "..."}``, one object per line.
+The socket is 0600 in a directory no other user can write to (else the daemon refuses to
+start: someone else could take the socket's name first); peers of another uid are dropped
+unanswered, and the client refuses a server run by another uid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import socket
+import stat
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from loguru import logger
+
+from akoshad.errors import AkoshadError, AlreadyRunning, ConfigError, DaemonNotRunning
+from akoshad.private import make_private_dirs
+from akoshad.redaction import redact
+
+COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue"})
+MAX_LINE = 64 * 1024
+IDLE_TIMEOUT = 10.0
+BACKLOG = 128
+MAX_CONNECTIONS = 256  # beyond this, new connections are closed at once (fd safety)
+PROBE_TIMEOUT = 1.0
+WARN_INTERVAL = 60.0
+REPLY_LIMIT = 256 * 1024 * 1024  # a queue listing can be large
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class ControlRequestError(AkoshadError):
+    """A bad request, or a reply of ``{"ok": false}``."""
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """The uid of the process at the other end, or None where the platform cannot say."""
+    if hasattr(socket, "SO_PEERCRED"):
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        return int(uid)
+    if sys.platform == "darwin" or sys.platform.startswith("freebsd"):
+        # getpeereid(3) is LOCAL_PEERCRED underneath: struct xucred {u_int cr_version;
+        # uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16];} at level SOL_LOCAL (0).
+        level, option = getattr(socket, "SOL_LOCAL", 0), getattr(socket, "LOCAL_PEERCRED", 1)
+        raw = sock.getsockopt(level, option, struct.calcsize("2I") + 16 * 4 + 4)
+        return int(struct.unpack_from("2I", raw)[1])
+    return None
+
+
+def _user(uid: int) -> str:
+    """``user NAME (uid N)``, or ``uid N`` for an unknown uid."""
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_socket_dir(socket_path: Path) -> None:
+    """Blocking: create the socket's directory 0700 if missing; refuse (``ConfigError``)
+    one that another user could write to, where they could take the socket's name first.
+
+    Writable by group or others is refused unless the directory is sticky and ours; a
+    directory owned by another user (root aside) is refused too.
+    """
+    parent = socket_path.parent
+    try:
+        make_private_dirs(parent)
+        st = os.stat(parent)
+    except OSError as exc:
+        raise AkoshadError(f"cannot prepare the socket directory {parent}: {exc}") from None
+    uid = os.getuid()
+    mode = stat.S_IMODE(st.st_mode)
+    shared = bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
+    if st.st_uid not in (uid, 0) or (shared and not (mode & stat.S_ISVTX and st.st_uid == uid)):
+        owner = "you" if st.st_uid == uid else _user(st.st_uid)
+        raise ConfigError(
+            f"socket_path {socket_path}: its directory {parent} (mode {mode:04o}, owned by "
+            f"{owner}) can be written by other users, who could take the socket's place; "
+            f"run `chmod 700 {parent}` or set socket_path to a directory only you can "
+            "write to (e.g. $XDG_RUNTIME_DIR/akoshad.sock)"
+        )
+
+
+def _reply(ok: bool, payload: Any) -> bytes:
+    """One reply line, redacted (errors, URLs, status texts: no secret leaves)."""
+    body = {"ok": True, "result": payload} if ok else {"ok": False, "error": payload}
+    return (redact(json.dumps(body, default=str)) + "\n").encode()
+
+
+class ControlServer:
+    """Serves ``handler`` on ``socket_path`` until closed.
+
+    ``handler(request)`` gets a validated request (``cmd`` is one of ``COMMANDS``) and
+    returns the ``result`` dict; raising ``ControlRequestError`` (a bad argument) makes an
+    ``{"ok": false, "error": str(exc)}`` reply, any other exception (a ``ValueError`` too:
+    it is a bug, not a bad request) an ``"internal error: <type>"`` reply (logged).
+    ``allowed_uid`` defaults to our own uid. Every connection is a task the server owns;
+    ``close()`` stops accepting, cancels and awaits those tasks and removes the socket file
+    (if it is still the one it bound).
+    """
+
+    def __init__(
+        self,
+        socket_path: Path,
+        handler: Handler,
+        *,
+        max_line: int = MAX_LINE,
+        idle_timeout: float = IDLE_TIMEOUT,
+        allowed_uid: int | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self.path = Path(socket_path)
+        self.handler = handler
+        self.max_line = max_line
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.allowed_uid = os.getuid() if allowed_uid is None else allowed_uid
+        self._server: asyncio.AbstractServer | None = None
+        self._inode: int | None = None
+        self._closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_warning = -WARN_INTERVAL
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Bind and listen: a stale socket is replaced; a live one (``AlreadyRunning``) or a
+        path that is not a socket (``AkoshadError``) is refused."""
+        sock = await asyncio.to_thread(self._bind)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._on_connect, sock=sock, limit=self.max_line + 1, backlog=BACKLOG
+            )
+        except BaseException:
+            sock.close()
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise
+        self._closing = False
+        logger.debug("control socket listening on {}", self.path)
+
+    def _bind(self) -> socket.socket:
+        """Blocking: check the directory and the path, bind, make the file 0600.
+
+        The umask is left alone (it is process-wide: changing it would race with other
+        threads creating files); the moment between bind and chmod is covered by the
+        peer-uid check, and no other user can write to the directory.
+        """
+        check_socket_dir(self.path)
+        self._clear_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            try:
+                sock.bind(str(self.path))
+            except OSError as exc:  # a path longer than AF_UNIX allows, a racing daemon
+                raise AkoshadError(f"cannot bind the control socket {self.path}: {exc}") from exc
+            os.chmod(self.path, 0o600)
+            self._inode = os.lstat(self.path).st_ino
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _clear_stale(self) -> None:
+        """Remove a socket file nobody answers on; refuse a live one or a non-socket."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise AkoshadError(f"{self.path} exists and is not a socket; refusing to replace it")
+        if st.st_uid != os.getuid():
+            raise ConfigError(
+                f"socket_path {self.path} is taken by a socket of {_user(st.st_uid)}, not "
+                "ours; set socket_path to a path in a directory only you can write to "
+                "(e.g. $XDG_RUNTIME_DIR/akoshad.sock)"
+            )
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(PROBE_TIMEOUT)
+        try:
+            probe.connect(str(self.path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            probe.close()
+            logger.info("replacing stale control socket {}", self.path)
+            self.path.unlink(missing_ok=True)  # stale: nobody listens
+            return
+        except TimeoutError:
+            probe.close()  # accepted by the kernel but slow to answer: someone is there
+            raise AlreadyRunning(f"another akoshad is already running on {self.path}") from None
+        except OSError as exc:
+            probe.close()
+            raise AkoshadError(f"cannot check the existing socket {self.path}: {exc}") from exc
+        pid = _probe_pid(probe)
+        who = f" (pid {pid})" if pid is not None else ""
+        raise AlreadyRunning(f"another akoshad is already running on {self.path}{who}")
+
+    async def close(self) -> None:
+        """Stop accepting, cancel and await the connections, remove the socket file."""
+        self._closing = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+            self._unlink_own()
+
+    def _unlink_own(self) -> None:
+        """Remove the socket file unless something else has replaced it meanwhile."""
+        try:
+            if os.lstat(self.path).st_ino == self._inode:
+                self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("could not remove {}: {}", self.path, exc)
+
+    def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing or len(self._tasks) >= self.max_connections:
+            if not self._closing:
+                self._warn(f"control socket: {len(self._tasks)} connections open, refusing more")
+            writer.close()
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _warn(self, message: str) -> None:
+        """A warning at most once per ``WARN_INTERVAL`` (a hostile loop must not flood)."""
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_INTERVAL:
+            self._last_warning = now
+            logger.warning(message)
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        await asyncio.wait_for(writer.drain(), self.idle_timeout)  # a peer that never reads
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            sock = writer.get_extra_info("socket")
+            uid = peer_uid(sock) if sock is not None else None
+            if uid is not None and uid != self.allowed_uid:
+                self._warn(f"control socket: refused a peer of uid {uid}")
+                return
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.idle_timeout
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        line = await reader.readline()
+                except TimeoutError:
+                    return
+                except (ValueError, asyncio.LimitOverrunError):
+                    msg = f"request line longer than {self.max_line} bytes"
+                    await self._send(writer, _reply(False, msg))
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue  # ignored (handy with socat/nc), and no more time for it
+                await self._send(writer, await self._answer(line))
+                deadline = loop.time() + self.idle_timeout  # a request answered: time again
+        except (ConnectionError, OSError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("control connection failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+
+    async def _answer(self, line: bytes) -> bytes:
+        try:
+            request = json.loads(line)
+        except (ValueError, RecursionError):
+            return _reply(False, "malformed JSON")
+        if not isinstance(request, dict):
+            return _reply(False, "a request must be a JSON object")
+        cmd = request.get("cmd")
+        known = ", ".join(sorted(COMMANDS))
+        if "cmd" not in request:
+            return _reply(False, f'unknown command: missing "cmd"; known: {known}')
+        if not isinstance(cmd, str) or cmd not in COMMANDS:
+            return _reply(False, f"unknown command {cmd!r}; known: {known}")
+        try:
+            result = await self.handler(request)
+        except ControlRequestError as exc:
+            return _reply(False, str(exc) or type(exc).__name__)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a handler bug: logged, the server goes on
+            logger.exception("control command {} failed", cmd)
+            return _reply(False, f"internal error: {type(exc).__name__}")
+        try:
+            return _reply(True, result)
+        except (TypeError, ValueError, RecursionError) as exc:
+            logger.error("control command {}: result cannot be encoded: {}", cmd, exc)
+            return _reply(False, f"internal error: {type(exc).__name__}")
+
+
+def _probe_pid(probe: socket.socket) -> int | None:
+    """Blocking: ask a live daemon for its pid over a connected socket (None if it won't say)."""
+    try:
+        probe.sendall(b'{"cmd": "status"}\n')
+        buf = b""
+        while not buf.endswith(b"\n") and len(buf) < 1024 * 1024:
+            chunk = probe.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        pid = json.loads(buf).get("result", {}).get("pid")
+        return pid if isinstance(pid, int) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    finally:
+        probe.close()
+
+
+def _not_running(path: Path) -> DaemonNotRunning:
+    return DaemonNotRunning(
+        f"akoshad is not running (no answer on {path}); "
+        "start it with `akoshad run` or `akoshad service install`"
+    )
+
+
+async def request(
+    socket_path: Path,
+    payload: dict[str, Any],
+    timeout: float | None = 5.0,  # noqa: ASYNC109
+) -> dict[str, Any]:
+    """Send one request and return the reply's ``result``.
+
+    ``timeout`` bounds the wait for the reply (None: as long as the daemon keeps the
+    connection, for ``sync --wait``); connecting is bounded separately (at most 2 s).
+    Raises ``DaemonNotRunning`` when nobody answers (no socket, refused, connect timeout,
+    closed without a reply), ``ControlRequestError`` on ``{"ok": false}``, a malformed
+    reply or no reply within ``timeout``; ``AkoshadError`` for other socket errors.
+    """
+    connect_timeout = 2.0 if timeout is None else min(timeout, 2.0)
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(socket_path), limit=REPLY_LIMIT), connect_timeout
+        )
+    except (FileNotFoundError, ConnectionError, NotADirectoryError, TimeoutError):
+        raise _not_running(socket_path) from None
+    except OSError as exc:
+        raise AkoshadError(f"cannot connect to {socket_path}: {exc}") from None
+    try:
+        _check_server(socket_path, writer)
+        writer.write((json.dumps(payload) + "\n").encode())
+        await asyncio.wait_for(writer.drain(), connect_timeout)
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    except TimeoutError:
+        waited = connect_timeout if timeout is None else timeout
+        raise ControlRequestError(f"no reply from the daemon within {waited:g} s") from None
+    except ValueError:
+        raise ControlRequestError("the daemon's reply is too long") from None
+    except (ConnectionError, OSError):
+        raise _not_running(socket_path) from None
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+    if not line:
+        raise _not_running(socket_path)
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        raise ControlRequestError("malformed reply from the daemon") from None
+    if not isinstance(reply, dict):
+        raise ControlRequestError("malformed reply from the daemon")
+    if reply.get("ok") is not True:
+        raise ControlRequestError(str(reply.get("error", "request failed")))
+    result = reply.get("result")
+    return result if isinstance(result, dict) else {}
+
+
+def _check_server(socket_path: Path, writer: asyncio.StreamWriter) -> None:
+    """Refuse a server run by another user (one who took the socket's name): its replies
+    are not akoshad's and our requests are none of its business."""
+    sock = writer.get_extra_info("socket")
+    uid = peer_uid(sock) if sock is not None else None
+    if uid is not None and uid != os.getuid():
+        raise AkoshadError(
+            f"the control socket {socket_path} is served by {_user(uid)}, not by you: "
+            "refusing to talk to it; remove it and set socket_path to a directory only "
+            "you can write to"
+        )
+
+
+def request_sync(
+    socket_path: Path, payload: dict[str, Any], timeout: float | None = 5.0
+) -> dict[str, Any]:
+    """``request`` for synchronous callers (the CLI)."""
+    return asyncio.run(request(socket_path, payload, timeout))

@@ -1,0 +1,422 @@
+"""The daemon's lifecycle: startup (recover, reconcile, ready), main loop, shutdown.
+
+Its parts are built once by :mod:`akoshad.runtime.wiring` (the lock and the state
+database first) and entered on one ``AsyncExitStack``, torn down in reverse. Every task
+is owned by the daemon and awaited. SIGTERM/SIGINT start a shutdown that finishes or
+persists the work in hand within ``drain_deadline_seconds``; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, suppress
+from typing import Any
+
+from loguru import logger
+
+from akoshad import __version__, fastpath
+from akoshad.config import Settings
+from akoshad.errors import (
+    AkoshadError,
+    AlreadyRunning,
+    ConfigError,
+    PermanentError,
+    TransientError,
+)
+from akoshad.heap import bounded_heap
+from akoshad.names import EXIT_FAIL, EXIT_OK, MEMORY_DB
+from akoshad.pipeline.drain import Drain
+from akoshad.pipeline.feed import ChangeFeed
+from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.routes import TARGET_START_TIMEOUT
+from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.watch import StoreWatcher
+from akoshad.runtime.control import ControlRequestError, ControlServer
+from akoshad.runtime.health import data_dir_problem
+from akoshad.runtime.logs import setup_logging
+from akoshad.runtime.metrics import MetricsServer
+from akoshad.runtime.notify import Notifier, WatchdogPolicy
+from akoshad.runtime.status import StatusView
+from akoshad.runtime.watchdog import Watchdog
+from akoshad.runtime.webhooks import WEBHOOK_ONCE_SECONDS
+from akoshad.runtime.wiring import Parts, wire
+from akoshad.store.db import StateDB, StateError
+from akoshad.targets import Target
+
+
+class Daemon:
+    """One akoshad: watches, queues, drains. Its parts are wired once, at startup."""
+
+    # wired by ``startup`` (lock, state database, then everything that uses it)
+    parts: Parts
+    state: StateDB
+    stats: Stats
+    feed: ChangeFeed
+    drain: Drain
+    view: StatusView
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        environ: Mapping[str, str] | None = None,
+        reload: Callable[[], Settings] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._reload = reload
+        self.started = time.time()
+        self.stop_event = asyncio.Event()
+        self.wake = asyncio.Event()  # the drain has work
+        self._wired = False
+        self.watcher: StoreWatcher | None = None
+        self._hup = asyncio.Event()
+        self.notifier = Notifier(dict(environ or {}))
+        cs = settings.cloud_sync
+        stall = settings.watchdog_stall_seconds or cs.upload_timeout_seconds + 30.0
+        self._stall = stall
+        self.exit_code = EXIT_OK
+
+    # ---- startup -------------------------------------------------------------------------
+    async def startup(self, stack: AsyncExitStack) -> None:
+        """Wire the parts (lock, state database, the rest), start targets, recover a
+        crash, reconcile (in that order)."""
+        p = await wire(self.settings, stack, stop_event=self.stop_event, wake=self.wake)
+        self.parts, self.state, self.stats = p, p.state, p.stats
+        self.feed, self.drain = p.feed, p.drain
+        self.view = StatusView(self.settings, p, self.started)
+        self.watchdog = Watchdog(
+            self.notifier, WatchdogPolicy(self._stall), p.stats, self.view, self.stop_event
+        )
+        self._wired = True
+        stack.push_async_callback(p.webhooks.close)  # events emitted so far are kept
+        await asyncio.to_thread(p.snapshotter.reset_staging)
+        stack.push_async_callback(asyncio.to_thread, p.snapshotter.reset_staging)
+        for target in p.targets.values():
+            if p.cloud is not None and target is p.cloud.target:
+                await p.cloud.start()
+            else:
+                await self._start_target(target)
+            stack.push_async_callback(target.close)
+        if p.akosha_client is not None:
+            await p.akosha_client.start()
+            stack.push_async_callback(p.akosha_client.close)
+        if p.rebuilt:
+            n = await p.recovery.rebuild_ledger(p.primary)
+            logger.warning("ledger rebuilt from {}: {} file(s) known", p.primary.name, n)
+        await p.recovery.recover(p.targets)
+        await self.feed.reconcile()
+        if p.akosha_client is not None and (self.settings.data_dir / MEMORY_DB).is_file():
+            # what Akosha has is checked against the store once per start (it may have
+            # been restarted and lost its in-memory store, or akosha_url is new)
+            await self.state.requeue(MEMORY_DB, time.time(), "memories: startup check")
+            self.wake.set()
+
+    async def _start_target(self, target: Target) -> None:
+        try:
+            # a hanging endpoint must not hold up READY: the pipeline retries it later
+            await asyncio.wait_for(target.start(), TARGET_START_TIMEOUT)
+            self.stats.target(target.name)
+        except TimeoutError:
+            exc = TransientError(f"no answer within {TARGET_START_TIMEOUT:.0f}s")
+            self.stats.target(target.name).failed(str(exc))
+            logger.error("target {} is unavailable: {}", target.name, exc)
+        except (TransientError, PermanentError) as exc:
+            # keep running: changes stay queued until the target answers
+            self.stats.target(target.name).failed(str(exc))
+            logger.error("target {} is unavailable: {}", target.name, exc)
+
+    # ---- drain ---------------------------------------------------------------------------
+    async def drain_pass(
+        self, method: str | None = None, enable_fallback: bool | None = None
+    ) -> PassReport | None:
+        """One pass through the chain (``method``/``enable_fallback``: a one-off sync's)."""
+        async with self.parts.pass_lock:
+            return await self.drain.run_pass(method, enable_fallback)
+
+    async def drain_until_empty(
+        self,
+        *,
+        retry_now: bool = True,
+        method: str | None = None,
+        enable_fallback: bool | None = None,
+    ) -> tuple[bool, list[PassReport]]:
+        """Drain now (``sync --wait``, ``run --once``): (every pass ok, reports).
+
+        Holds the pass lock throughout, so the background loop cannot take these changes
+        away from the caller that asked for them."""
+        async with self.parts.pass_lock:
+            await self.feed.flush()
+            if retry_now:
+                await self.state.transaction(
+                    lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
+                )
+            return await self.drain.until_empty(method, enable_fallback)
+
+    async def _drain_loop(self) -> None:
+        failures = 0
+        while not self.stop_event.is_set():
+            if not self.view.paused:
+                try:
+                    report = await self.drain_pass()
+                    failures = 0
+                except (sqlite3.Error, OSError, AkoshadError) as exc:
+                    # the daemon survives: disk full, state trouble, a target gone wrong
+                    failures += 1
+                    self.stats.counters.failures += 1
+                    logger.error("drain pass failed: {}", exc)
+                    self.parts.events.emit("failure", error=str(exc), failed=0)
+                    await self._sleep_or_stop(min(60.0, 2.0**failures))
+                    continue
+                if report is not None:
+                    continue  # more may be due right away
+            due = None if self.view.paused else await self.state.next_due()
+            timeout = None if due is None else max(0.05, due - time.time())
+            self.wake.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_event.wait(), seconds)
+
+    # ---- reload ----------------------------------------------------------------------------
+    RESTART_KEYS = (
+        "data_dir",
+        "state_dir",
+        "socket_path",
+        "local_target_dir",
+        "cloud_sync",
+        "webhooks",
+        "metrics_listen",
+    )
+
+    async def reload(self) -> bool:
+        """SIGHUP: load and validate the configuration again; apply what can change live.
+        An invalid configuration is refused and the running one kept."""
+        if self._reload is None:
+            return False
+        try:
+            new = await asyncio.to_thread(self._reload)
+        except ConfigError as exc:
+            logger.error("reload refused, keeping the running configuration: {}", exc)
+            return False
+        old = self.settings
+        for key in self.RESTART_KEYS:
+            if getattr(new, key) != getattr(old, key):
+                logger.warning("{} changed: it takes effect after a restart", key)
+        self.settings = new.model_copy(update={key: getattr(old, key) for key in self.RESTART_KEYS})
+        self.feed.configure(self.settings)
+        if self.watcher is not None:
+            self.watcher.set_filter(self.feed.flt)
+        self.view.configure(self.settings)
+        self.parts.drills.configure(self.settings)
+        logger.info("configuration reloaded")
+        if (new.include, new.exclude) != (old.include, old.exclude):
+            await self.feed.reconcile()
+        return True
+
+    # ---- control ---------------------------------------------------------------------------
+    async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control socket's handler: ``{"cmd": ...}`` -> result dict."""
+        cmd = request.get("cmd")
+        if cmd == "status":
+            return await self.view.status()
+        if cmd == "queue":
+            return await self.view.queue_listing()
+        if cmd in ("pause", "resume"):
+            self.view.paused = cmd == "pause"
+            if not self.view.paused:
+                self.wake.set()
+            logger.info("uploads {}", "paused" if self.view.paused else "resumed")
+            return {"paused": self.view.paused}
+        if cmd == "sync":
+            return await self._sync(request)
+        raise ControlRequestError(f"unknown command {cmd!r}")
+
+    async def _sync(self, request: dict[str, Any]) -> dict[str, Any]:
+        method = request.get("method")
+        if method not in (None, "auto", "cloud", "http"):
+            raise ControlRequestError("method must be auto, cloud or http")
+        fallback = request.get("enable_fallback")
+        if fallback is not None and not isinstance(fallback, bool):
+            raise ControlRequestError("enable_fallback must be true or false")
+        if request.get("wait"):
+            ok, reports = await self.drain_until_empty(method=method, enable_fallback=fallback)
+            return {
+                "ok_drain": ok,
+                "passes": [r.as_dict() for r in reports],
+                "pending": await self.state.queue_depth(),
+            }
+        await self.feed.flush()
+        self.wake.set()
+        return {"ok_drain": True, "started": True}
+
+    # ---- run ------------------------------------------------------------------------------
+    async def run_once(self) -> int:
+        missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
+        if missing:
+            logger.error("run --once: {}", missing)
+            return EXIT_FAIL
+        async with AsyncExitStack() as stack:
+            await self.startup(stack)
+            ok, reports = await self.drain_until_empty()
+            await self.parts.webhooks.deliver_queued(WEBHOOK_ONCE_SECONDS)
+            skipped = await self.state.skipped()
+            uploads = [r.upload_id for r in reports if r.upload_id and not r.error]
+            failed = [r for r in reports if r.error]
+            if uploads:
+                logger.info("run --once: uploaded {}", ", ".join(uploads))
+            if failed:
+                logger.error(
+                    "run --once: {} change(s) stay queued ({})",
+                    await self.state.queue_depth(),
+                    failed[-1].error,
+                )
+            elif not uploads:
+                logger.info("run --once: nothing changed, no upload")
+            return EXIT_OK if ok and not skipped else EXIT_FAIL
+
+    async def run_forever(self) -> int:
+        loop = asyncio.get_running_loop()
+        signals = 0
+
+        def on_signal(signame: str) -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                logger.warning("second {}: exiting now", signame)
+                os._exit(EXIT_FAIL)
+            logger.info("{} received: shutting down", signame)
+            self.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self._hup.set)
+        try:
+            async with AsyncExitStack() as stack:
+                await self.startup(stack)
+                await self._serve(stack)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        return self.exit_code
+
+    async def _serve(self, stack: AsyncExitStack) -> None:
+        """The control socket, /metrics, the watcher, then every task until a stop."""
+        p = self.parts
+        control = ControlServer(self.settings.socket_path, self.handle)
+        await control.start()
+        stack.push_async_callback(control.close)
+        await self._serve_metrics(stack)
+        watcher = self.watcher = StoreWatcher(
+            self.settings.data_dir,
+            self.feed.flt,
+            self.feed.on_change,
+            self.feed.reconcile,
+            self.stop_event,
+        )
+        self.notifier.ready()
+        logger.info("akoshad {} watching {} -> {}", __version__, self.settings.data_dir, p.primary)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(watcher.run(first_reset_done=True), name="watcher"),
+                tg.create_task(self.feed.run(self.stop_event), name="debounce"),
+                tg.create_task(self._drain_loop(), name="drain"),
+                tg.create_task(self._reload_loop(), name="reload"),
+                tg.create_task(self.watchdog.run(), name="health"),
+                tg.create_task(p.webhooks.run(), name="webhooks"),
+                tg.create_task(p.health.run(self.stop_event, self.stop), name="watch"),
+                tg.create_task(p.drills.run(), name="drill"),
+            ]
+            await self.stop_event.wait()
+            await self._shutdown(tasks)
+
+    def stop(self, exit_code: int = EXIT_OK) -> None:
+        """Start a clean shutdown; ``run_forever`` then returns ``exit_code``."""
+        self.exit_code = max(self.exit_code, exit_code)
+        self.stop_event.set()
+        self.wake.set()
+        if self._wired:
+            self.feed.stop()
+
+    async def _serve_metrics(self, stack: AsyncExitStack) -> None:
+        """Serve /metrics on ``metrics_listen`` (if set) until shutdown. An address that
+        cannot be bound is logged; backing up goes on without metrics."""
+        if not self.settings.metrics_listen:
+            return
+        server = MetricsServer(self.parts.metrics, self.view.status, self.settings.metrics_listen)
+        try:
+            await server.start()
+        except OSError as exc:
+            logger.error("metrics_listen {}: cannot serve: {}", self.settings.metrics_listen, exc)
+            return
+        stack.push_async_callback(server.close)
+
+    async def _reload_loop(self) -> None:
+        while not self.stop_event.is_set():
+            await self._hup.wait()
+            self._hup.clear()
+            self.notifier.reloading()
+            try:
+                await self.reload()
+            finally:
+                self.notifier.ready()
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Persist what was seen, let the pass in hand finish within the deadline."""
+        self.notifier.stopping()
+        self.notifier.status("stopping: persisting the work in hand")
+        deadline = self.settings.drain_deadline_seconds
+        await self.feed.flush()
+        drain = next(t for t in tasks if t.get_name() == "drain")
+        others = [t for t in tasks if t is not drain]
+        for t in others:
+            t.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(drain), deadline)
+        except TimeoutError:
+            logger.warning("drain deadline ({}s) reached: the rest stays queued", deadline)
+            drain.cancel()
+        with suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        logger.info("stopped; {} change(s) stay queued", await self.state.queue_depth())
+
+
+def run_daemon(
+    settings: Settings,
+    *,
+    once: bool = False,
+    config_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check)."""
+    env = dict(environ or {})
+    bounded_heap()
+    setup_logging(settings, environ=env)
+    for note in settings.notes:
+        logger.warning("configuration: {}", note)
+
+    def reload() -> Settings:
+        from akoshad.config import load_settings
+
+        return load_settings(config_path, environ=env)
+
+    daemon = Daemon(settings, environ=env, reload=reload)
+    try:
+        if once:
+            before = fastpath.stat_map(settings.data_dir)
+            code = asyncio.run(daemon.run_once())
+            if code == EXIT_OK and argv is not None:
+                fastpath.record_unchanged(argv, env, settings.data_dir, settings.state_dir, before)
+            return code
+        return asyncio.run(daemon.run_forever())
+    except (AlreadyRunning, ConfigError, StateError) as exc:
+        print(f"akoshad: {exc}", file=sys.stderr)
+        return exc.exit_code

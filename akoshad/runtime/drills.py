@@ -1,0 +1,160 @@
+"""The daemon's restore drills: one every ``drill_interval_hours`` (0 = off), beside the
+uploads. The pass lock is held only while the upload is picked; the result goes to the
+state (``status.last_drill``), the event bus (``drill``: webhooks, metrics) and the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from loguru import logger
+
+from akoshad.config import Settings
+from akoshad.errors import PermanentError, TransientError
+from akoshad.events import EventBus
+from akoshad.restore.drill import (
+    KV_LAST,
+    KV_LAST_GOOD,
+    DrillResult,
+    drill_upload,
+    parse_result,
+    pick_upload,
+    remove_stale,
+    store_result,
+)
+from akoshad.store.db import StateDB
+from akoshad.targets import Target
+
+TICK = 60.0  # the daemon looks at the interval at least this often (it may be reloaded)
+FIRST_DELAY = 60.0  # after a start without any drill on record
+RETRY_SECONDS = 600.0  # nothing to drill yet, or the drill could not run: look again
+
+
+def log_result(result: DrillResult) -> None:
+    """INFO when all is well, ERROR with every problem."""
+    for note in result.notes:
+        logger.warning("drill of {}: {}", result.upload_id, note)
+    if result.ok:
+        logger.info(
+            "drill of upload {}: {} file(s), {} byte(s) restored and checked in {:.1f}s: all well",
+            result.upload_id,
+            result.files,
+            result.bytes,
+            result.seconds,
+        )
+        return
+    logger.error(
+        "drill of upload {} found {} problem(s): {}",
+        result.upload_id,
+        len(result.problems),
+        "; ".join(result.problems),
+    )
+
+
+class DrillScheduler:
+    """The daemon's drill task: a drill each ``drill_interval_hours`` (0 = off), beside the
+    uploads; the pass lock is held only while the upload is picked."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        state: StateDB,
+        target: Target,
+        events: EventBus,
+        stop_event: asyncio.Event,
+        pass_lock: asyncio.Lock,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.target = target
+        self.events = events
+        self.stop_event = stop_event
+        self.lock = pass_lock
+        self.started = time.time()
+        self._not_before = 0.0
+
+    def configure(self, settings: Settings) -> None:
+        """A reload: the interval and the read rate may have changed."""
+        self.settings = settings
+
+    async def last(self) -> dict[str, Any] | None:
+        """The ``last_drill`` object (a drill run by hand counts too), or None."""
+        return parse_result(await self.state.get_kv(KV_LAST))
+
+    async def last_good_at(self) -> float | None:
+        """When the last drill that found nothing wrong finished, or None."""
+        text = await self.state.get_kv(KV_LAST_GOOD)
+        try:
+            return None if text is None else float(text)
+        except ValueError:
+            return None
+
+    async def due_in(self) -> float:
+        """Seconds until the next drill is due (at most TICK when drills are off)."""
+        hours = self.settings.drill_interval_hours
+        if hours <= 0:
+            return TICK
+        interval = hours * 3600.0
+        last = await self.last()
+        at = last.get("at") if last else None
+        if isinstance(at, int | float):
+            due = float(at) + interval
+        else:
+            due = self.started + min(interval, FIRST_DELAY)
+        return max(due, self._not_before) - time.time()
+
+    async def run(self) -> None:
+        """Until the daemon stops: wait for the next drill, run it. Nothing a drill meets
+        (a target down, a full disk, a state error) leaves this task."""
+        try:  # what a drill cut short by a crash left, also when drills are off now
+            await asyncio.to_thread(remove_stale, self.settings.state_dir)
+        except OSError as exc:
+            logger.warning("cannot remove an old drill directory: {}", exc)
+        while not self.stop_event.is_set():
+            try:
+                wait = await self.due_in()
+                if wait <= 0:
+                    await self._drill_or_postpone()
+                    continue
+            except Exception as exc:  # the drill task must never take the daemon down
+                logger.error("drill could not run: {}: {}", type(exc).__name__, exc)
+                self._postpone()
+                wait = TICK
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), min(wait, TICK))
+
+    def _postpone(self) -> None:
+        interval = self.settings.drill_interval_hours * 3600.0
+        self._not_before = time.time() + min(interval, RETRY_SECONDS)
+
+    async def _drill_or_postpone(self) -> None:
+        try:
+            result = await self.drill_once()
+        except (TransientError, PermanentError) as exc:
+            logger.warning("drill postponed: {} cannot be read: {}", self.target.name, exc)
+            result = None
+        if result is None:
+            self._postpone()
+
+    async def drill_once(self) -> DrillResult | None:
+        """One drill now; None when there is nothing to drill yet."""
+        settings, target = self.settings, self.target
+        system_id = settings.cloud_sync.system_id
+        async with self.lock:
+            upload_id = await pick_upload(target, system_id)
+        if upload_id is None:
+            logger.debug("drill: no upload in {} yet, nothing to drill", target.name)
+            return None
+        result = await drill_upload(
+            target, system_id, upload_id, settings.state_dir, settings.drill_max_mbps
+        )
+        await self.state.transaction(lambda c: store_result(c, result))
+        log_result(result)
+        self.events.emit(
+            "drill", ok=result.ok, upload_id=result.upload_id, problems=result.problems
+        )
+        return result

@@ -1,0 +1,344 @@
+"""Prometheus metrics: counters fed by the pipeline, gauges read from status at scrape time.
+
+:class:`Metrics` owns one ``CollectorRegistry`` (never the process-global one). Counters and
+the pass-duration histogram are real ``prometheus_client`` objects that the daemon
+increments as passes finish and requests go out; everything else (pending files, queue
+age, target health, breaker state, the last upload and drill) is read from one status
+result per scrape by :class:`StatusCollector`, so a scrape is consistent with
+``akoshad status`` and costs a few queries on the state database's own thread.
+
+:class:`MetricsServer` serves ``GET /metrics`` with aiohttp on the daemon's event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from aiohttp import web
+from loguru import logger
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from akoshad.pipeline.report import PassReport
+from akoshad.targets.base import Compression, StoredObject, Target
+
+StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
+RequestHook = Callable[[str], None]
+
+BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+PASS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+# status counters exported as Prometheus counters: (counter key, metric name, help)
+STATUS_COUNTERS = (
+    ("files_uploaded", "akoshad_files_uploaded", "Files uploaded since the daemon started."),
+    ("deduplicated", "akoshad_deduplicated_files", "Files not sent again: already stored."),
+    ("failures", "akoshad_failures", "Failed passes and deliveries since the daemon started."),
+    ("retries", "akoshad_retries", "Retried requests since the daemon started."),
+    ("redactions", "akoshad_redactions", "Secrets masked before leaving the machine."),
+)
+
+
+@runtime_checkable
+class ReportsRequests(Protocol):
+    """Something that calls ``on_request(method)`` for every request it sends."""
+
+    on_request: RequestHook | None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class StatusCollector(Collector):
+    """Gauges (and the status counters) from the status result handed to :meth:`use`."""
+
+    def __init__(self) -> None:
+        self._status: Mapping[str, Any] | None = None
+        self.last_good_drill: float | None = None
+
+    def use(self, status: Mapping[str, Any]) -> None:
+        """The status result the next ``collect`` reads (set right before rendering)."""
+        self._status = status
+        drill = status.get("last_drill")
+        if isinstance(drill, Mapping) and drill.get("ok") is True:
+            at = _number(drill.get("at"))
+            if at is not None and (self.last_good_drill is None or at > self.last_good_drill):
+                self.last_good_drill = at
+
+    def collect(self) -> Iterator[Metric]:
+        st = self._status
+        if st is None:
+            return
+        yield from self._general(st)
+        yield from self._targets(st.get("targets") or {})
+        counters = st.get("counters") or {}
+        for key, name, doc in STATUS_COUNTERS:
+            yield CounterMetricFamily(name, doc, value=_number(counters.get(key)) or 0.0)
+
+    def _general(self, st: Mapping[str, Any]) -> Iterator[Metric]:
+        yield InfoMetricFamily(
+            "akoshad",
+            "The daemon's version and system id.",
+            value={
+                "version": str(st.get("version", "")),
+                "system_id": str(st.get("system_id", "")),
+            },
+        )
+        yield _gauge("akoshad_pending_files", "Paths waiting to be uploaded.", st.get("pending", 0))
+        yield _gauge(
+            "akoshad_in_flight_files", "Files being captured or sent now.", st.get("in_flight", 0)
+        )
+        age = _number(st.get("oldest_pending_age_seconds")) or 0.0
+        yield _gauge("akoshad_oldest_pending_seconds", "Age of the oldest queued change.", age)
+        state = st.get("state")
+        yield _gauge(
+            "akoshad_degraded",
+            "1 while a configured target is unavailable.",
+            float(state == "degraded"),
+        )
+        yield _gauge("akoshad_paused", "1 while uploads are paused.", float(bool(st.get("paused"))))
+        uptime = _number(st.get("uptime_seconds"))
+        if uptime is not None:
+            started = time.time() - uptime
+            yield _gauge("akoshad_start_time_seconds", "When the daemon started (epoch).", started)
+        last = st.get("last_upload")
+        finished = _number(last.get("finished_at")) if isinstance(last, Mapping) else None
+        if finished is not None:
+            doc = "When the last upload completed (epoch)."
+            yield _gauge("akoshad_last_upload_timestamp_seconds", doc, finished)
+        yield from self._drill(st.get("last_drill"))
+        safety = st.get("safety")
+        if isinstance(safety, Mapping) and isinstance(safety.get("safe"), bool):
+            yield _gauge(
+                "akoshad_safe", "1 when status says safe (see safety.py).", float(safety["safe"])
+            )
+
+    def _drill(self, drill: Any) -> Iterator[Metric]:
+        if self.last_good_drill is not None:
+            doc = "When the last good restore drill ran (epoch)."
+            yield _gauge("akoshad_last_good_drill_timestamp_seconds", doc, self.last_good_drill)
+        if isinstance(drill, Mapping) and _number(drill.get("at")) is not None:
+            yield _gauge(
+                "akoshad_last_drill_timestamp_seconds", "When the last drill ran.", drill["at"]
+            )
+            yield _gauge(
+                "akoshad_last_drill_ok",
+                "1 if the last drill passed.",
+                float(drill.get("ok") is True),
+            )
+
+    @staticmethod
+    def _targets(targets: Mapping[str, Any]) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "akoshad_target_up", "1 if the target's last attempt worked.", labels=["target"]
+        )
+        breaker = GaugeMetricFamily(
+            "akoshad_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            labels=["target"],
+        )
+        success = GaugeMetricFamily(
+            "akoshad_target_last_success_timestamp_seconds",
+            "When the target last answered well (epoch).",
+            labels=["target"],
+        )
+        for name, entry in sorted(targets.items()):
+            if not isinstance(entry, Mapping):
+                continue
+            up.add_metric([name], float(entry.get("available") is not False))
+            circuit = BREAKER_VALUES.get(str(entry.get("circuit")))
+            if circuit is not None:
+                breaker.add_metric([name], circuit)
+            at = _number(entry.get("last_success_at"))
+            if at is not None:
+                success.add_metric([name], at)
+        yield up
+        yield breaker
+        yield success
+
+
+class Metrics:
+    """The daemon's metrics: one private registry, counters fed by the pipeline."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        reg = self.registry
+        self.uploads = Counter(
+            "akoshad_uploads",
+            "Upload passes by target and outcome.",
+            ["target", "outcome"],
+            registry=reg,
+        )
+        self.bytes_sent = Counter(
+            "akoshad_bytes_sent", "Bytes sent to a target.", ["target"], registry=reg
+        )
+        self.requests = Counter(
+            "akoshad_requests",
+            "Requests sent, by target and method.",
+            ["target", "method"],
+            registry=reg,
+        )
+        self.pass_duration = Histogram(
+            "akoshad_pass_duration_seconds",
+            "Duration of drain passes that had work.",
+            ["target"],
+            buckets=PASS_BUCKETS,
+            registry=reg,
+        )
+        self.status = StatusCollector()
+        reg.register(self.status)
+        self.last_pass_seconds: float | None = None
+
+    def targets_known(self, names: list[str]) -> None:
+        """Start the per-target series at zero, so rates and alerts see them from the start."""
+        for name in names:
+            for outcome in ("ok", "failed"):
+                self.uploads.labels(name, outcome)
+            self.bytes_sent.labels(name)
+
+    def pass_done(self, report: PassReport, seconds: float) -> None:
+        """Count one finished drain pass (``report.target`` "wait": the files waited)."""
+        self.last_pass_seconds = seconds
+        self.pass_duration.labels(report.target).observe(seconds)
+        if report.target != "wait":
+            if report.upload_id and not report.error:
+                self.uploads.labels(report.target, "ok").inc()
+            elif report.error and not report.waiting:
+                self.uploads.labels(report.target, "failed").inc()
+            if report.bytes_sent:
+                self.bytes_sent.labels(report.target).inc(report.bytes_sent)
+        if report.memories is not None and report.memories.get("delivered"):
+            self.uploads.labels("http", "ok").inc()
+        elif report.memory_error and "circuit open" not in report.memory_error:
+            self.uploads.labels("http", "failed").inc()
+
+    def request_hook(self, target: str) -> RequestHook:
+        """A callback counting one request of ``target`` by method (operation) name."""
+
+        def count(method: str) -> None:
+            self.requests.labels(target, method).inc()
+
+        return count
+
+    def counted(self, target: Target) -> Target:
+        """``target`` with each request counted in ``akoshad_requests_total``: a target
+        that reports its own requests (S3: by operation name) gets the hook, any other is
+        wrapped and counted by operation."""
+        hook = self.request_hook(target.name)
+        if isinstance(target, ReportsRequests):
+            target.on_request = hook
+            return target
+        return CountedTarget(target, hook)
+
+    def render(self, status: Mapping[str, Any]) -> bytes:
+        """The Prometheus text of everything, with the gauges read from ``status``."""
+        self.status.use(status)
+        return generate_latest(self.registry)
+
+
+class CountedTarget:
+    """A ``Target`` whose every operation also calls ``hook(operation)``; the rest of the
+    wrapped target (``repr``, extra attributes) shows through unchanged."""
+
+    def __init__(self, inner: Target, hook: RequestHook) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._hook = hook
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    async def start(self, *, clean_up: bool = True) -> None:
+        self._hook("start")
+        await self.inner.start(clean_up=clean_up)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        self._hook("put_file")
+        return await self.inner.put_file(key, source, compression)
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
+        self._hook("put_bytes")
+        return await self.inner.put_bytes(key, data, content_type)
+
+    def read(self, key: str) -> AsyncIterator[bytes]:
+        self._hook("read")
+        return self.inner.read(key)
+
+    async def head(self, key: str) -> int | None:
+        self._hook("head")
+        return await self.inner.head(key)
+
+    def list_keys(self, prefix: str) -> AsyncIterator[str]:
+        self._hook("list_keys")
+        return self.inner.list_keys(prefix)
+
+    async def delete_keys(self, keys: list[str]) -> None:
+        self._hook("delete_keys")
+        await self.inner.delete_keys(keys)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9464`` for IPv6) -> (host, port); validated by config."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class MetricsServer:
+    """``GET /metrics`` on ``listen``, served by aiohttp on the running event loop."""
+
+    def __init__(self, metrics: Metrics, status: StatusSource, listen: str) -> None:
+        self.metrics = metrics
+        self._status = status
+        self.host, self.port = parse_listen(listen)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Bind and serve; raises ``OSError`` when the address cannot be bound."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        logger.info("metrics served at http://{}:{}/metrics", self.host, self.port)
+
+    async def close(self) -> None:
+        """Stop serving; idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _handle(self, _request: web.Request) -> web.Response:
+        try:
+            status = await self._status()
+        except Exception as exc:  # the state may be closing: say so, never a traceback
+            logger.warning("metrics scrape failed: {}", exc)
+            return web.Response(status=503, text=f"akoshad status unavailable: {exc}\n")
+        body = self.metrics.render(status)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,163 @@
+"""What the daemon says about itself: ``status``, ``queue``, the sd_notify status line.
+
+One reading of the parts, shared by the control socket, ``/metrics`` and systemd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from akoshad import __version__
+from akoshad.config import Settings
+from akoshad.runtime.health import behind_after_seconds, data_dir_problem
+from akoshad.runtime.safety import SafetyPolicy, SafetyTracker, assess
+from akoshad.runtime.wiring import Parts
+
+
+class StatusView:
+    """Status of a running daemon, read from its parts."""
+
+    def __init__(self, settings: Settings, parts: Parts, started: float) -> None:
+        self.settings = settings
+        self.parts = parts
+        self.started = started
+        self.paused = False
+        self.safety = SafetyTracker(started)
+
+    def configure(self, settings: Settings) -> None:
+        """A reload: the debounce window and the drill interval count in the verdict."""
+        self.settings = settings
+
+    def state_word(self, degraded: str | None) -> str:
+        stats = self.parts.stats
+        if self.paused:
+            return "paused"
+        if degraded:
+            return "degraded"
+        if stats.syncing or stats.in_flight:
+            return "syncing"
+        return "idle"
+
+    async def status(self) -> dict[str, Any]:
+        p = self.parts
+        state = p.state
+        depth = await state.queue_depth()
+        last = await state.last_upload()
+        degraded = p.stats.degraded_reason()
+        missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
+        result: dict[str, Any] = {
+            "state": self.state_word(degraded),
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "data_dir": str(self.settings.data_dir),
+            "pending": depth + len(p.feed.debouncer),
+            "in_flight": p.stats.in_flight,
+            "paused": self.paused,
+            "degraded_reason": degraded,
+            "last_upload": None
+            if last is None
+            else {
+                "upload_id": last.upload_id,
+                "method": last.method,
+                "finished_at": last.finished_at,
+                "files": last.files,
+                "bytes_sent": last.bytes_sent,
+            },
+            "counters": p.stats.counters_dict(),
+            "targets": self.targets(),
+            "memories": await p.memory_sync.status() if p.akosha_client is not None else None,
+            "skipped": await state.skipped(),
+            "system_id": self.settings.cloud_sync.system_id,
+            "webhooks": await p.webhooks.status(),
+            "last_drill": await p.drills.last(),
+            "warnings": [missing] if missing else [],
+            "waiting_for_data_dir": missing is not None,
+            "oldest_pending_age_seconds": await self.oldest_pending_age(),
+            "behind_after_seconds": behind_after_seconds(self.settings.max_delay_seconds),
+        }
+        result["safety"] = self._safety(result)
+        return result
+
+    def _safety(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Is everything backed up and restorable? (see akoshad/runtime/safety.py)"""
+        s = self.settings
+        policy = SafetyPolicy(
+            s.debounce_seconds,
+            # min_upload_interval_seconds: counted once the configuration has it
+            float(getattr(s, "min_upload_interval_seconds", 0.0)),
+            s.drill_interval_hours,
+        )
+        found = assess(
+            status,
+            policy,
+            now=time.time(),
+            started=self.started,
+            last_pass_seconds=self.parts.metrics.last_pass_seconds,
+        )
+        return self.safety.update(found)
+
+    async def oldest_pending_age(self) -> float | None:
+        """Seconds since the oldest change not yet uploaded was seen (in the debouncer or
+        the queue); None when nothing is pending."""
+        ages: list[float] = []
+        first = self.parts.feed.debouncer.oldest()
+        if first is not None:
+            ages.append(time.monotonic() - first)
+        queued = await self.parts.state.oldest_queued()
+        if queued is not None:
+            ages.append(time.time() - queued)
+        return round(max(0.0, *ages), 3) if ages else None
+
+    def targets(self) -> dict[str, Any]:
+        p = self.parts
+        names = list(p.targets) + (["http"] if p.akosha is not None else [])
+        breakers = {}
+        if p.cloud is not None:
+            breakers["cloud"] = p.cloud.breaker
+        if p.akosha is not None:
+            breakers["http"] = p.akosha.breaker
+        out: dict[str, Any] = {}
+        for name in names:
+            entry = p.stats.target(name).as_dict()
+            breaker = breakers.get(name)
+            if breaker is not None:
+                entry["circuit"] = breaker.state.value
+            entry["primary"] = name == p.primary.name
+            out[name] = entry
+        return out
+
+    async def queue_listing(self) -> dict[str, Any]:
+        now = time.time()
+        items = await self.parts.state.queue_items()
+        return {
+            "queue": [
+                {
+                    "path": i.path,
+                    "event": i.event,
+                    "age_seconds": round(now - i.first_seen, 3),
+                    "attempts": i.attempts,
+                    "state": i.state,
+                    "next_attempt_in": round(max(0.0, i.next_attempt - now), 3),
+                    "last_error": i.last_error,
+                }
+                for i in items
+            ],
+            "debouncing": self.parts.feed.debouncer.paths(),
+        }
+
+    async def line(self) -> str:
+        """The sd_notify ``STATUS=`` line."""
+        st = await self.status()
+        last = st["last_upload"]
+        line = f"{st['state']}: {st['pending']} pending"
+        if last:
+            line += f", last upload {last['upload_id']} via {last['method']}"
+        if st["degraded_reason"]:
+            line += f"; {st['degraded_reason']}"
+        for warning in st["warnings"]:
+            line += f"; {warning}"
+        return line

@@ -1,0 +1,335 @@
+"""Webhooks: events POSTed as signed JSON, at least once, durable across restarts.
+
+``WebhookSink.emit`` (an ``EventBus`` sink) only appends to a list in memory; the
+daemon-owned ``run`` task writes those rows to the outbox in the state database at once
+(and ``close`` on shutdown), and one worker per webhook delivers its rows in order. A row
+is deleted only after a 2xx answer; failures are retried with the project's jittered
+backoff and dropped (with a warning, counted in status) once the event is
+``WEBHOOK_GIVE_UP_SECONDS`` old. A slow or dead webhook holds up only its own worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from loguru import logger
+
+from akoshad import __version__
+from akoshad.backoff import backoff_delay
+from akoshad.errors import AkoshadError
+from akoshad.events import EventName
+from akoshad.redaction import redact_webhook_url, webhook_url_secrets
+from akoshad.runtime.logs import RateLimitedLog, redact, register_secret
+from akoshad.store.webhook_outbox import OutboxRow, WebhookStore
+
+if TYPE_CHECKING:
+    from akoshad.config import Webhook
+    from akoshad.store.db import StateDB
+
+SIGNATURE_HEADER = "X-Akoshad-Signature"
+WEBHOOK_TIMEOUT_SECONDS = 10.0
+WEBHOOK_GIVE_UP_SECONDS = 3600.0  # an event still undelivered this long after it happened
+WEBHOOK_MAX_DELAY_SECONDS = 60.0  # the backoff's cap between two attempts
+WEBHOOK_ONCE_SECONDS = 15.0  # what ``run --once`` spends at most on queued events
+_STORE_ERRORS = (sqlite3.Error, OSError, AkoshadError)
+_STORE_RETRY_SECONDS = 2.0
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The signature header's value: ``sha256=<hex HMAC-SHA256 of body with secret>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_ok(body: bytes, secret: str, header: str | None) -> bool:
+    """What a receiver checks (constant-time compare)."""
+    return header is not None and hmac.compare_digest(sign(body, secret), header)
+
+
+def hook_id(url: str) -> str:
+    """The key of a webhook in the state database (a hash: the URL may hold credentials)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def retry_delay(attempt: int, base: float, rng: random.Random | None = None) -> float:
+    """The wait after failed attempt number ``attempt`` (1, 2, ...): full-jitter backoff."""
+    return backoff_delay(attempt - 1, base, WEBHOOK_MAX_DELAY_SECONDS, rng)
+
+
+def should_drop(created_at: float, now: float, attempts: int, give_up: float) -> bool:
+    """Give an event up once it is ``give_up`` seconds old, after at least one attempt."""
+    return attempts > 0 and now - created_at >= give_up
+
+
+def encode_event(payload: dict[str, Any]) -> bytes:
+    """The exact body bytes: compact JSON, registered secrets redacted in every string."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return redact(value)
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(payload), separators=(",", ":"), default=str).encode()
+
+
+def _describe(exc: BaseException) -> str:
+    """An error line without the URL (aiohttp's messages may carry it)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or type(exc.os_error).__name__
+        return f"cannot connect: {reason}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    return type(exc).__name__
+
+
+@dataclass
+class _Hook:
+    """One configured webhook and what status says about it."""
+
+    config: Webhook
+    id: str
+    shown: str
+    secret: str | None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    attempts: int = 0
+    last_error: str | None = None
+    last_success_at: float | None = None
+    dropped: int = 0
+    delivered: int = 0
+
+
+class WebhookSink:
+    """Queues events for the webhooks that want them and delivers them (``run``)."""
+
+    def __init__(
+        self,
+        hooks: Sequence[Webhook],
+        state: StateDB,
+        *,
+        base_delay: float,
+        give_up: float = WEBHOOK_GIVE_UP_SECONDS,
+        timeout: float = WEBHOOK_TIMEOUT_SECONDS,
+    ) -> None:
+        self.store = WebhookStore(state)
+        self.base_delay = base_delay
+        self.give_up = give_up
+        self.timeout = timeout
+        self.hooks: list[_Hook] = []
+        for hook in hooks:
+            secret = hook.secret.get_secret_value() if hook.secret is not None else None
+            register_secret(secret)
+            for part in webhook_url_secrets(hook.url):
+                register_secret(part)
+            self.hooks.append(_Hook(hook, hook_id(hook.url), redact_webhook_url(hook.url), secret))
+        self._pending: list[tuple[str, str, bytes, float]] = []
+        self._pending_lock = threading.Lock()  # a sink may hear events from a worker thread
+        self._flush_wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._log = RateLimitedLog(300.0)
+
+    # ---- in: the event bus ------------------------------------------------------------
+    def emit(self, event: EventName, fields: dict[str, Any]) -> None:
+        """Queue ``fields`` (the bus payload) for every webhook that wants ``event``."""
+        wanting = [h for h in self.hooks if event in h.config.events]
+        if not wanting:
+            return
+        body = encode_event({**fields, "id": uuid.uuid4().hex})
+        at = float(fields.get("at") or time.time())
+        with self._pending_lock:
+            self._pending.extend((h.id, event, body, at) for h in wanting)
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self._flush_wake.set)
+        else:
+            self._flush_wake.set()
+
+    async def flush(self) -> None:
+        """Write the events emitted so far to the outbox (kept in memory if that fails)."""
+        with self._pending_lock:
+            rows, self._pending = self._pending, []
+        if not rows:
+            return
+        try:
+            await self.store.add(rows)
+        except BaseException:
+            with self._pending_lock:
+                self._pending[:0] = rows
+            raise
+        woken = {r[0] for r in rows}
+        for h in self.hooks:
+            if h.id in woken:
+                h.wake.set()
+
+    async def close(self) -> None:
+        """Shutdown: flush what is still in memory (before the state database closes)."""
+        try:
+            await self.flush()
+        except _STORE_ERRORS as exc:
+            logger.error("{} webhook event(s) could not be queued: {}", len(self._pending), exc)
+
+    # ---- out: delivery -------------------------------------------------------------------
+    async def run(self) -> None:
+        """Flush and deliver until cancelled (the daemon owns this task)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        await self._start()
+        if not self.hooks:
+            return
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
+        async with (
+            aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
+            asyncio.TaskGroup() as tg,
+        ):
+            tg.create_task(self._flusher(), name="webhook-flush")
+            for h in self.hooks:
+                tg.create_task(self._worker(h, session), name=f"webhook-{h.id}")
+
+    async def _start(self) -> None:
+        try:
+            dropped = await self.store.dropped()
+            stale = await self.store.forget_others([h.id for h in self.hooks])
+        except _STORE_ERRORS as exc:
+            logger.error("webhook outbox unreadable: {}", exc)
+            return
+        for h in self.hooks:
+            h.dropped = dropped.get(h.id, 0)
+        if stale:
+            logger.warning("{} queued event(s) of webhooks no longer configured forgotten", stale)
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            try:
+                await self.flush()
+            except _STORE_ERRORS as exc:
+                self._log.error("webhook-flush", "cannot queue webhook events: {}", exc)
+                await asyncio.sleep(_STORE_RETRY_SECONDS)
+                self._flush_wake.set()
+
+    async def _worker(self, h: _Hook, session: aiohttp.ClientSession) -> None:
+        while True:
+            h.wake.clear()
+            try:
+                outcome = await self._step(h, session)
+            except _STORE_ERRORS as exc:
+                self._log.error(f"webhook-store-{h.id}", "webhook outbox: {}", exc)
+                await asyncio.sleep(_STORE_RETRY_SECONDS)
+                continue
+            if outcome is None:
+                await h.wake.wait()
+            elif not outcome:
+                await asyncio.sleep(retry_delay(h.attempts, self.base_delay))
+
+    async def _step(self, h: _Hook, session: aiohttp.ClientSession) -> bool | None:
+        """Try the oldest event of ``h``: None when there is none, True when it went out (or
+        was given up), False when it failed and waits for another attempt."""
+        row = await self.store.head(h.id)
+        if row is None:
+            return None
+        error = await self._post(session, h, row)
+        if error is None:
+            await self.store.delete(row.id)
+            h.attempts, h.last_error, h.last_success_at = 0, None, time.time()
+            h.delivered += 1
+            self._log.ok(f"webhook-{h.id}", "webhook {} answers again", h.shown)
+            return True
+        h.attempts += 1
+        h.last_error = error
+        if should_drop(row.created_at, time.time(), h.attempts, self.give_up):
+            h.dropped = await self.store.drop(row.id, h.id)
+            h.attempts = 0
+            logger.warning(
+                "webhook {}: {} event dropped, undelivered for {:.0f}s (last error: {})",
+                h.shown,
+                row.event,
+                time.time() - row.created_at,
+                error,
+            )
+            return True
+        self._log.error(
+            f"webhook-{h.id}", "webhook {}: {}; retrying (events wait, none lost)", h.shown, error
+        )
+        return False
+
+    async def deliver_queued(self, limit: float) -> None:
+        """``run --once``: send what is queued, in order, until a webhook fails or ``limit``
+        seconds pass; the rest waits for the next run."""
+        if not self.hooks:
+            return
+        await self.flush()
+
+        async def one(h: _Hook, session: aiohttp.ClientSession) -> None:
+            while await self._step(h, session):
+                pass
+
+        timeout = aiohttp.ClientTimeout(total=min(self.timeout, limit))
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
+                asyncio.timeout(limit),
+            ):
+                await asyncio.gather(*(one(h, session) for h in self.hooks))
+        except (TimeoutError, *_STORE_ERRORS) as exc:
+            why = "time limit reached" if isinstance(exc, TimeoutError) else str(exc)
+            logger.warning("webhook events stay queued for the next run: {}", why)
+
+    async def _post(self, session: aiohttp.ClientSession, h: _Hook, row: OutboxRow) -> str | None:
+        """POST one event; None on a 2xx answer, else a line saying why (no URL in it)."""
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"akoshad/{__version__}",
+            "X-Akoshad-Event": row.event,
+        }
+        if h.secret is not None:
+            headers[SIGNATURE_HEADER] = sign(row.body, h.secret)
+        try:
+            async with session.post(
+                h.config.url, data=row.body, headers=headers, allow_redirects=False
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    return None
+                return f"HTTP {resp.status}"
+        except TimeoutError:
+            return f"no answer within {self.timeout:.0f}s"
+        except (aiohttp.ClientError, ValueError) as exc:
+            return redact(_describe(exc))
+
+    # ---- status ---------------------------------------------------------------------------
+    async def status(self) -> list[dict[str, Any]]:
+        """Per webhook: redacted URL, pending, last_error, last_success_at, dropped, delivered."""
+        if not self.hooks:
+            return []
+        queued = await self.store.pending()
+        in_memory: dict[str, int] = {}
+        with self._pending_lock:
+            waiting = list(self._pending)
+        for hid, *_ in waiting:
+            in_memory[hid] = in_memory.get(hid, 0) + 1
+        return [
+            {
+                "url": h.shown,
+                "events": list(h.config.events),
+                "pending": queued.get(h.id, 0) + in_memory.get(h.id, 0),
+                "last_error": h.last_error,
+                "last_success_at": h.last_success_at,
+                "dropped": h.dropped,
+                "delivered": h.delivered,
+            }
+            for h in self.hooks
+        ]

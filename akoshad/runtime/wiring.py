@@ -1,0 +1,264 @@
+"""Building a daemon's parts, once, in order.
+
+:func:`wire` takes the state directory's lock, opens the state database (a corrupt one
+is set aside and a new one started, the ledger then rebuilt from the target), and only
+then builds every part that uses it: targets and their routes, the Akosha client,
+``memories.json``, the upload, the drain, the change feed, events, webhooks, metrics,
+health and drills. Nothing is swapped after this: each part gets the parts it uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+
+from akoshad.akosha.client import AkoshaClient
+from akoshad.config import Settings
+from akoshad.errors import AlreadyRunning
+from akoshad.events import EventBus
+from akoshad.pipeline.capture.snapshot import Snapshotter
+from akoshad.pipeline.chain import CircuitBreaker
+from akoshad.pipeline.drain import Drain
+from akoshad.pipeline.feed import ChangeFeed
+from akoshad.pipeline.memory_sync import MemorySync
+from akoshad.pipeline.recovery import Recovery
+from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
+from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.upload import Uploader
+from akoshad.runtime.drills import DrillScheduler
+from akoshad.runtime.health_watch import HealthWatch
+from akoshad.runtime.metrics import Metrics
+from akoshad.runtime.webhooks import WebhookSink
+from akoshad.store.db import STATE_FILE, StateDB, StateError
+from akoshad.targets import Target, make_target
+
+LOCK_NAME = "akoshad.lock"
+
+
+class StateLock:
+    """An exclusive ``flock`` on ``state_dir/akoshad.lock``: one daemon per state."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another akoshad is already running on state {self.path.parent} "
+                "(use `akoshad sync --wait` to ask it to drain)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with suppress(OSError):
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+async def open_state(path: Path) -> tuple[StateDB, bool]:
+    """The opened state database, and whether the ledger must be rebuilt (a corrupt
+    database was kept aside and a new one started)."""
+    state = StateDB(path)
+    try:
+        await state.open()
+        return state, False
+    except StateError as exc:
+        if not exc.corrupt:
+            raise
+        await state.close()
+        aside = state.set_aside()
+        logger.error("{}; kept aside as {} and starting a new one", exc, aside.name)
+    state = StateDB(path)
+    await state.open()
+    return state, True
+
+
+@dataclass
+class Parts:
+    """Everything a daemon runs, built once by :func:`wire`."""
+
+    state: StateDB
+    rebuilt: bool  # the ledger must be rebuilt from the primary target
+    stats: Stats
+    snapshotter: Snapshotter
+    targets: dict[str, Target]
+    cloud: CloudRoute | None
+    akosha_client: AkoshaClient | None
+    akosha: AkoshaRoute | None
+    memory_sync: MemorySync
+    uploader: Uploader
+    recovery: Recovery
+    drain: Drain
+    feed: ChangeFeed
+    metrics: Metrics
+    events: EventBus
+    webhooks: WebhookSink
+    health: HealthWatch
+    drills: DrillScheduler
+    stop_event: asyncio.Event
+    pass_lock: asyncio.Lock
+
+    @property
+    def primary(self) -> Target:
+        return self.drain.primary
+
+
+class PassEvents:
+    """What the runtime hears of each pass: the ``upload`` and ``failure`` events, the
+    metrics, the health check and the log of skipped files."""
+
+    def __init__(self, events: EventBus, metrics: Metrics, health: HealthWatch) -> None:
+        self.events = events
+        self.metrics = metrics
+        self.health = health
+
+    def pass_done(self, report: PassReport, seconds: float) -> None:
+        if report.upload_id and not report.error:
+            self.events.emit(
+                "upload",
+                upload_id=report.upload_id,
+                method=report.target,
+                files=len(report.files_uploaded),
+                bytes_sent=report.bytes_sent,
+            )
+        self.metrics.pass_done(report, seconds)
+        if report.error and not report.waiting:
+            logger.error("upload to {} failed: {}", report.target, report.error)
+            self.events.emit("failure", error=report.error, failed=report.claimed)
+        self.health.check()
+        for path, reason in report.skipped.items():
+            logger.warning("skipped {}: {}", path, reason)
+
+
+async def wire(
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    stop_event: asyncio.Event,
+    wake: asyncio.Event,
+) -> Parts:
+    """Lock, open the state, build every part (closed by ``stack`` in reverse order)."""
+    lock = StateLock(settings.state_dir)
+    lock.acquire()
+    stack.callback(lock.release)
+    state, rebuilt = await open_state(settings.state_dir / STATE_FILE)
+    stack.push_async_callback(state.close)
+    return build(settings, state, rebuilt, stop_event=stop_event, wake=wake)
+
+
+def build(
+    settings: Settings,
+    state: StateDB,
+    rebuilt: bool,
+    *,
+    stop_event: asyncio.Event,
+    wake: asyncio.Event,
+) -> Parts:
+    """The parts over an opened state database."""
+    cs = settings.cloud_sync
+    stats = Stats()
+    metrics = Metrics()
+    targets: dict[str, Target] = {"local": metrics.counted(make_target("local", settings))}
+    if settings.bucket_configured:
+        targets["cloud"] = metrics.counted(make_target("cloud", settings))
+    metrics.targets_known(list(targets) + (["http"] if settings.akosha_url else []))
+    reset_timeout = max(5.0, cs.retry_backoff_seconds * 4)
+    client: AkoshaClient | None = None
+    if settings.akosha_url:
+        client = AkoshaClient(
+            settings.akosha_url, timeout=float(min(cs.upload_timeout_seconds, 120))
+        )
+        client.on_request = metrics.request_hook("http")
+    http_breaker = CircuitBreaker("http", reset_timeout=reset_timeout)
+    memory_sync = MemorySync(
+        state,
+        client,
+        cs.system_id,
+        http_breaker,
+        redact_secrets=settings.redact_secrets,
+        stats=stats,
+    )
+    cloud = None
+    if "cloud" in targets:
+        breaker = CircuitBreaker("cloud", reset_timeout=reset_timeout)
+        cloud = CloudRoute(targets["cloud"], breaker, stats, MemoriesJson(memory_sync))
+    akosha = None
+    if client is not None:
+        akosha = AkoshaRoute(memory_sync, http_breaker, stats, cs.retry_backoff_seconds)
+    snapshotter = Snapshotter(settings.data_dir, settings.state_dir / "staging")
+    uploader = Uploader(
+        state=state,
+        snapshotter=snapshotter,
+        system_id=cs.system_id,
+        stats=stats,
+        enable_compression=cs.enable_compression,
+        enable_deduplication=cs.enable_deduplication,
+        retry_backoff_seconds=cs.retry_backoff_seconds,
+    )
+    # Webhooks, metrics and the log hear upload/failure/degraded/recovered/drill/prune here.
+    events = EventBus(cs.system_id)
+    webhooks = WebhookSink(settings.webhooks, state, base_delay=cs.retry_backoff_seconds)
+    events.subscribe(webhooks)
+    health = HealthWatch(stats, events, settings.degraded_fail_after_minutes * 60)
+    drain = Drain(
+        state=state,
+        snapshotter=snapshotter,
+        uploader=uploader,
+        stats=stats,
+        local=targets["local"],
+        cloud=cloud,
+        akosha=akosha,
+        force_method=cs.force_method,
+        enable_fallback=cs.enable_fallback,
+        retry_backoff=cs.retry_backoff_seconds,
+        observer=PassEvents(events, metrics, health),
+    )
+    pass_lock = asyncio.Lock()
+    feed = ChangeFeed(settings, state, drain.primary, stats, wake=wake)
+    drills = DrillScheduler(
+        settings,
+        state=state,
+        target=drain.primary,
+        events=events,
+        stop_event=stop_event,
+        pass_lock=pass_lock,
+    )
+    return Parts(
+        state=state,
+        rebuilt=rebuilt,
+        stats=stats,
+        snapshotter=snapshotter,
+        targets=targets,
+        cloud=cloud,
+        akosha_client=client,
+        akosha=akosha,
+        memory_sync=memory_sync,
+        uploader=uploader,
+        recovery=Recovery(state, cs.system_id, uploader.discarder),
+        drain=drain,
+        feed=feed,
+        metrics=metrics,
+        events=events,
+        webhooks=webhooks,
+        health=health,
+        drills=drills,
+        stop_event=stop_event,
+        pass_lock=pass_lock,
+    )

@@ -1,0 +1,155 @@
+"""The ledger of uploaded files, the upload history and the skipped files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from akoshad.redaction import redact
+from akoshad.store.base import StoreBase
+from akoshad.store.records import (
+    _LEDGER_COLS,
+    _UPLOAD_COLS,
+    HISTORY_KEEP,
+    LedgerEntry,
+    UploadRecord,
+    _scrub,
+)
+
+
+class LedgerOps(StoreBase):
+    """Ledger and history operations of :class:`~akoshad.store.db.StateDB`."""
+
+    async def ledger(self, target: str) -> dict[str, LedgerEntry]:
+        return await self.transaction(lambda c: LedgerOps.ledger_rows(c, target))
+
+    @staticmethod
+    def ledger_rows(c: sqlite3.Connection, target: str) -> dict[str, LedgerEntry]:
+        """``target``'s ledger by path (any connection, also a read-only one, also on a
+        schema-1 database a running daemon of an earlier version still holds)."""
+        present = {r[1] for r in c.execute("PRAGMA table_info(ledger)")}
+        names = [n for n in _LEDGER_COLS.split(", ") if n in present]  # older schemas lack some
+        rows = c.execute(f"SELECT {', '.join(names)} FROM ledger WHERE target = ?", (target,))
+        return {r[1]: LedgerEntry(**dict(zip(names, r, strict=True))) for r in rows.fetchall()}
+
+    @staticmethod
+    def write_ledger(
+        c: sqlite3.Connection, target: str, entries: Iterable[LedgerEntry], removed: Iterable[str]
+    ) -> None:
+        """Inside a transaction: upsert entries and delete removed paths for ``target``."""
+        c.executemany(
+            f"INSERT OR REPLACE INTO ledger ({_LEDGER_COLS}) VALUES "
+            f"({', '.join('?' * len(_LEDGER_COLS.split(', ')))})",
+            [
+                (
+                    target,
+                    e.path,
+                    e.group_path,
+                    e.size,
+                    e.live_size,
+                    e.mtime_ns,
+                    e.ctime_ns,
+                    e.inode,
+                    e.sha256,
+                    e.key,
+                    e.name,
+                    e.stored_size,
+                    e.compression,
+                    e.kind,
+                    e.upload_id,
+                    e.facts,
+                    e.mode,
+                )
+                for e in entries
+            ],
+        )
+        c.executemany(
+            "DELETE FROM ledger WHERE target = ? AND path = ?", [(target, p) for p in removed]
+        )
+
+    # ---- upload history ----------------------------------------------------------
+    async def begin_upload(
+        self, upload_id: str, target: str, method: str, manifest: dict[str, Any]
+    ) -> None:
+        """Persist the attempt (with its planned manifest) before any byte is sent."""
+        await self.transaction(
+            lambda c: c.execute(
+                "INSERT INTO uploads (upload_id, target, method, started_at, outcome, manifest) "
+                "VALUES (?, ?, ?, ?, 'in_progress', ?)",
+                (upload_id, target, method, time.time(), json.dumps(manifest)),
+            )
+        )
+
+    @staticmethod
+    def finish_upload(
+        c: sqlite3.Connection,
+        *,
+        upload_id: str,
+        outcome: str,
+        files: int = 0,
+        bytes_sent: int = 0,
+        error: str | None = None,
+    ) -> None:
+        c.execute(
+            "UPDATE uploads SET finished_at = ?, outcome = ?, files = ?, bytes_sent = ?, "
+            "error = ? WHERE upload_id = ?",
+            (time.time(), outcome, files, bytes_sent, _scrub(error), upload_id),
+        )
+
+    @staticmethod
+    def prune_history(c: sqlite3.Connection, keep: int = HISTORY_KEEP) -> None:
+        """Keep the newest ``keep`` finished uploads in the history (months of running)."""
+        c.execute(
+            "DELETE FROM uploads WHERE outcome != 'in_progress' AND upload_id < ("
+            "SELECT upload_id FROM uploads ORDER BY upload_id DESC LIMIT 1 OFFSET ?)",
+            (keep - 1,),
+        )
+
+    async def fail_upload(self, upload_id: str, error: str) -> None:
+        await self.transaction(
+            lambda c: self.finish_upload(c, upload_id=upload_id, outcome="failed", error=error)
+        )
+
+    async def in_progress_uploads(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(upload_id, target, planned manifest) of uploads a crash interrupted."""
+
+        def op(c: sqlite3.Connection) -> list[tuple[str, str, dict[str, Any]]]:
+            rows = c.execute(
+                "SELECT upload_id, target, manifest FROM uploads WHERE outcome = 'in_progress' "
+                "ORDER BY upload_id"
+            ).fetchall()
+            return [(r[0], r[1], json.loads(r[2] or "{}")) for r in rows]
+
+        return await self.transaction(op)
+
+    async def last_upload(self) -> UploadRecord | None:
+        def op(c: sqlite3.Connection) -> UploadRecord | None:
+            row = c.execute(
+                f"SELECT {_UPLOAD_COLS} FROM uploads WHERE outcome = 'completed' "
+                "ORDER BY upload_id DESC LIMIT 1"
+            ).fetchone()
+            return UploadRecord(*row) if row else None
+
+        return await self.transaction(op)
+
+    async def latest_upload_id(self) -> str | None:
+        return await self.transaction(
+            lambda c: c.execute("SELECT MAX(upload_id) FROM uploads").fetchone()[0]
+        )
+
+    # ---- skipped files -------------------------------------------------------------
+    @staticmethod
+    def record_skipped(c: sqlite3.Connection, skipped: dict[str, str]) -> None:
+        now = time.time()
+        c.executemany(
+            "INSERT OR REPLACE INTO skipped (path, reason, at) VALUES (?, ?, ?)",
+            [(p, redact(r), now) for p, r in skipped.items()],
+        )
+
+    async def skipped(self) -> dict[str, str]:
+        return await self.transaction(
+            lambda c: dict(c.execute("SELECT path, reason FROM skipped").fetchall())
+        )

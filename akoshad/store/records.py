@@ -1,0 +1,80 @@
+"""The rows the state database hands out, and their columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from akoshad.compress import Compression
+from akoshad.redaction import redact
+
+HISTORY_KEEP = 2000
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """What was last uploaded for one captured path on one target."""
+
+    target: str
+    path: str
+    group_path: str
+    size: int  # of the captured bytes (what the manifest lists)
+    live_size: int  # of the live file when captured (what reconcile compares)
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    sha256: str
+    key: str
+    name: str
+    stored_size: int
+    compression: Compression
+    kind: str
+    upload_id: str
+    facts: str | None = None  # capture facts as JSON (``capture_facts.Facts.to_json``)
+    mode: int | None = None  # permission bits at capture; None when not known
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One path waiting on the durable queue."""
+
+    path: str
+    event: str
+    first_seen: float
+    last_seen: float
+    seq: int
+    attempts: int
+    next_attempt: float
+    state: str
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """One row of the upload history."""
+
+    upload_id: str
+    target: str
+    method: str
+    started_at: float
+    finished_at: float | None
+    files: int
+    bytes_sent: int
+    outcome: str
+    error: str | None
+
+
+_LEDGER_COLS = (
+    "target, path, group_path, size, live_size, mtime_ns, ctime_ns, inode, sha256, key, name, "
+    "stored_size, compression, kind, upload_id, facts, mode"
+)
+
+
+def _scrub(error: str | None) -> str | None:
+    """Error text as it may be stored: no registered secret, no URL credential."""
+    return None if error is None else redact(error)
+
+
+_QUEUE_COLS = "path, event, first_seen, last_seen, seq, attempts, next_attempt, state, last_error"
+_UPLOAD_COLS = (
+    "upload_id, target, method, started_at, finished_at, files, bytes_sent, outcome, error"
+)

@@ -1,0 +1,166 @@
+"""The drain and the reconcile in-process: a local target, an injected clock, drained in
+burst style (every due entry, pass after pass, until nothing is due), beside the
+subprocess tests of the same pipeline."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from akoshad.compress import Compression
+from akoshad.config import load_settings
+from akoshad.errors import TransientError
+from akoshad.pipeline.capture.snapshot import Snapshotter
+from akoshad.pipeline.drain import Drain
+from akoshad.pipeline.feed import ChangeFeed
+from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.upload import Uploader
+from akoshad.store.db import StateDB
+from akoshad.targets.base import StoredObject
+from akoshad.targets.local import LocalTarget
+
+SYSTEM = "inproc"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FlakyTarget(LocalTarget):
+    """Fails the next ``failures`` puts as an outage would."""
+
+    failures = 0
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        if self.failures:
+            self.failures -= 1
+            raise TransientError("the outbox is away")
+        return await super().put_file(key, source, compression)
+
+
+@dataclass
+class Rig:
+    store: Path
+    outbox: Path
+    state: StateDB
+    target: FlakyTarget
+    feed: ChangeFeed
+    drain: Drain
+    clock: Clock
+
+    def uploads(self) -> list[str]:
+        root = self.outbox / "systems" / SYSTEM / "uploads"
+        return [p.parent.name for p in sorted(root.glob("*/manifest.json"))]
+
+    def manifests(self) -> list[dict[str, object]]:
+        root = self.outbox / "systems" / SYSTEM / "uploads"
+        return [json.loads(p.read_text()) for p in sorted(root.glob("*/manifest.json"))]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    store = tmp_path / "store"
+    store.mkdir()
+    settings = load_settings(
+        None,
+        overrides={
+            "data_dir": str(store),
+            "state_dir": str(tmp_path / "state"),
+            "local_target_dir": str(tmp_path / "outbox"),
+            "cloud_sync": {"system_id": SYSTEM},
+        },
+        environ={"HOME": str(tmp_path)},
+    )
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    target = FlakyTarget(tmp_path / "outbox")
+    await target.start()
+    stats = Stats()
+    snapshotter = Snapshotter(store, tmp_path / "state" / "staging")
+    uploader = Uploader(
+        state=state, snapshotter=snapshotter, system_id=SYSTEM, stats=stats, retry_backoff_seconds=1
+    )
+    clock = Clock()
+    drain = Drain(
+        state=state,
+        snapshotter=snapshotter,
+        uploader=uploader,
+        stats=stats,
+        local=target,
+        retry_backoff=1,
+        clock=clock,
+    )
+    feed = ChangeFeed(settings, state, target, stats)
+    yield Rig(store, tmp_path / "outbox", state, target, feed, drain, clock)
+    await target.close()
+    await state.close()
+
+
+def write(rig: Rig, name: str, text: str) -> None:
+    path = rig.store / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+async def test_a_burst_drains_everything_queued_in_one_upload(rig: Rig) -> None:
+    for i in range(5):
+        write(rig, f"notes/n{i}.json", json.dumps({"i": i}))
+    assert await rig.feed.reconcile() == 5
+    ok, reports = await rig.drain.until_empty()
+    assert ok and len(reports) == 1
+    (report,) = reports
+    assert report.upload_id and sorted(report.files_uploaded) == [
+        f"notes/n{i}.json" for i in range(5)
+    ]
+    assert await rig.state.queue_depth() == 0
+    assert rig.uploads() == [report.upload_id]
+    assert await rig.drain.until_empty() == (True, [])  # nothing due: no pass, no upload
+
+
+async def test_reconcile_queues_only_what_changed(rig: Rig) -> None:
+    write(rig, "a.json", "{}")
+    write(rig, "b.json", "{}")
+    await rig.feed.reconcile()
+    await rig.drain.until_empty()
+    assert await rig.feed.reconcile() == 0  # the ledger knows both
+    write(rig, "b.json", '{"changed": true}')
+    assert await rig.feed.reconcile() == 1
+    ok, (report,) = await rig.drain.until_empty()
+    assert ok and report.files_uploaded == ["b.json"] and report.deduplicated == 1
+
+
+async def test_a_failed_pass_waits_for_its_backoff_on_the_clock(rig: Rig) -> None:
+    write(rig, "a.json", "{}")
+    await rig.feed.reconcile()
+    rig.target.failures = 1
+    failed = await rig.drain.run_pass()
+    assert isinstance(failed, PassReport) and failed.error == "the outbox is away"
+    assert rig.manifests() == [] and await rig.state.queue_depth() == 1
+    assert await rig.drain.run_pass() is None  # not due yet on the injected clock
+    rig.clock.now += 3600  # well past the backoff
+    ok, (report,) = await rig.drain.until_empty()
+    assert ok and report.files_uploaded == ["a.json"]
+    assert await rig.state.queue_depth() == 0 and len(rig.manifests()) == 1
+
+
+async def test_a_deleted_file_leaves_the_next_upload(rig: Rig) -> None:
+    write(rig, "a.json", "{}")
+    write(rig, "b.json", "{}")
+    await rig.feed.reconcile()
+    await rig.drain.until_empty()
+    (rig.store / "a.json").unlink()
+    assert await rig.feed.reconcile() == 1
+    ok, (report,) = await rig.drain.until_empty()
+    assert ok and report.deleted == ["a.json"] and report.files_uploaded == []
+    files = rig.manifests()[-1]["metadata"]["files"]  # type: ignore[index]
+    assert [f["path"] for f in files] == ["b.json"]

@@ -1,0 +1,68 @@
+"""Errors that say what happened: ``--debug`` / ``AKOSHAD_DEBUG=1`` show the traceback a
+normal run hides; ``restore --dest`` expands ``~`` and ``~user`` as a shell does."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from akoshad.cli import main as cli
+from akoshad.restore.readback import dest_path
+
+
+def _boom(*_args: object) -> int:
+    raise RuntimeError("the unexpected")
+
+
+@pytest.fixture
+def broken_dispatch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(cli, "_dispatch", _boom)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("AKOSHAD_DEBUG", raising=False)
+    for key in list(os.environ):
+        if key.startswith("XDG_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.mark.usefixtures("broken_dispatch")
+def test_an_unexpected_error_is_one_line_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--once"]) == 1
+    err = capsys.readouterr().err
+    assert err == "akoshad: run failed: RuntimeError: the unexpected\n"
+
+
+@pytest.mark.usefixtures("broken_dispatch")
+def test_debug_flag_prints_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--debug", "run", "--once"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert "_boom" in err and 'raise RuntimeError("the unexpected")' in err
+    assert err.endswith("akoshad: run failed: RuntimeError: the unexpected\n")
+
+
+@pytest.mark.usefixtures("broken_dispatch")
+def test_akoshad_debug_env_prints_the_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AKOSHAD_DEBUG", "1")
+    assert cli.main(["run", "--once"]) == 1
+    assert "Traceback (most recent call last):" in capsys.readouterr().err
+
+
+def test_debug_is_a_top_level_flag() -> None:
+    args = cli.parse_args(["--debug", "status"])
+    assert isinstance(args, argparse.Namespace) and args.debug is True
+    assert cli.parse_args(["status"]).debug is False
+
+
+def test_restore_dest_expands_home_and_other_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert dest_path("~/restored") == Path("/home/someone/restored")
+    me = pwd.getpwuid(os.getuid())
+    assert dest_path(f"~{me.pw_name}/x") == Path(me.pw_dir) / "x"
+    assert dest_path("relative/dir") == Path("relative/dir")
+    assert dest_path("/abs/~not") == Path("/abs/~not")

@@ -1,0 +1,42 @@
+"""Reading memories: what the worker or the disk reports is an unreadable copy
+(``SnapshotError``); a bug is not dressed up as one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoshad.errors import SnapshotError
+from akoshad.pipeline import memory_sync
+from akoshad.pipeline.memory_sync import MemorySync
+from akoshad.pyworker import WorkerError, WorkerFailed
+
+
+def sync() -> MemorySync:
+    return MemorySync(None, None, "s")  # type: ignore[arg-type]  # _list needs no state
+
+
+@pytest.mark.parametrize(
+    "error",
+    [WorkerFailed("the worker crashed"), WorkerError("not a DuckDB file"), OSError("EIO")],
+)
+async def test_read_failures_are_an_unreadable_copy(
+    monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def fail(*_args: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(memory_sync, "list_rows", fail)
+    with pytest.raises(SnapshotError, match=r"cannot read memories from r\.duckdb"):
+        await sync()._list(Path("/nowhere/r.duckdb"))
+
+
+async def test_a_bug_is_not_a_snapshot_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def bug(*_args: Any) -> None:
+        raise TypeError("'NoneType' object is not subscriptable")
+
+    monkeypatch.setattr(memory_sync, "list_rows", bug)
+    with pytest.raises(TypeError):
+        await sync()._list(Path("/nowhere/r.duckdb"))
