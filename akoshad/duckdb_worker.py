@@ -36,7 +36,7 @@ from akoshad.akosha.rows import (
     load_memories,
     memories_json,
 )
-from akoshad.errors import SnapshotError
+from akoshad.errors import SnapshotError, classify_open_error
 from akoshad.manifest.facts import Facts
 from akoshad.pyworker import WorkerError, WorkerFailed, run_json, serve
 
@@ -124,7 +124,6 @@ def _validate(staged_db: Path) -> tuple[str | None, Facts | None]:
     import duckdb
 
     from akoshad.manifest.facts import duckdb_row_counts
-    from akoshad.pipeline.capture.snapshot import classify_open_error
 
     try:
         con = duckdb.connect(str(staged_db), read_only=True, config=dict(DUCKDB_SAFE))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from akoshad.names import EXIT_CONFIG, EXIT_FAIL, EXIT_NO_DAEMON
 from akoshad.redaction import redact
 
@@ -20,6 +22,10 @@ class ConfigError(AkoshadError):
     """The configuration is invalid; the message is one line naming the field."""
 
     exit_code = EXIT_CONFIG
+
+
+class RestoreError(AkoshadError):
+    """A restore or verify cannot proceed (no upload, bad destination, ...)."""
 
 
 class DaemonNotRunning(AkoshadError):
@@ -71,3 +77,16 @@ class SnapshotError(AkoshadError):
 
 class IntegrityError(AkoshadError):
     """Stored bytes do not match the recorded size or SHA-256."""
+
+
+NEWER_DUCKDB_STORAGE = re.compile(
+    r"version number|newer version|storage version|not supported by this version", re.I
+)
+
+
+def classify_open_error(exc: BaseException) -> str:
+    """A duckdb open failure: newer storage -> a "cannot validate" note; else corruption."""
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if NEWER_DUCKDB_STORAGE.search(message):
+        return f"cannot validate: {message}"
+    raise SnapshotError(f"DuckDB copy does not open: {message}") from None

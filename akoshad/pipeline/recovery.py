@@ -110,7 +110,7 @@ class Recovery:
         """After a lost state database: seed the ledger from the newest manifest in the
         target. Stat identities are unknown, so reconcile hashes every file and uploads
         only what differs. Returns the number of entries restored."""
-        from akoshad.restore.readback import newest_valid_manifest
+        from akoshad.manifest.read import newest_valid_manifest
 
         try:
             found = await newest_valid_manifest(target, self.system_id)
@@ -178,7 +178,7 @@ def _ledger_row(
 
 
 async def _read_json(target: Target, key: str) -> dict[str, Any] | None:
-    from akoshad.restore.readback import read_manifest_bytes
+    from akoshad.manifest.read import read_manifest_bytes
 
     try:
         data = await read_manifest_bytes(target, key)

@@ -28,16 +28,11 @@ from typing import Any
 
 import akoshad
 from akoshad.config import Settings
-from akoshad.errors import AkoshadError, PermanentError, TransientError
+from akoshad.errors import AkoshadError, PermanentError, RestoreError, TransientError
 from akoshad.manifest.layout import FileEntry, entries_of
+from akoshad.manifest.read import list_uploads, load_manifest
 from akoshad.restore.destdir import DestError, open_dest
-from akoshad.restore.readback import (
-    RestoreError,
-    fetch_entry,
-    list_uploads,
-    load_manifest,
-    sink_for,
-)
+from akoshad.restore.readback import fetch_entry, sink_for
 from akoshad.restore.throttle import DrillReader, TokenBucket
 from akoshad.store.db import STATE_FILE
 from akoshad.targets import Target, make_target

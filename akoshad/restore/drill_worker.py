@@ -17,7 +17,6 @@ system when it exits.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any, TextIO
 from urllib.parse import quote
 
 from akoshad.akosha.rows import DUCKDB_SAFE
+from akoshad.errors import NEWER_DUCKDB_STORAGE
 from akoshad.manifest.facts import duckdb_tables, quote_ident, table_label
 from akoshad.pyworker import first_line as _first_line
 
@@ -37,9 +37,6 @@ DUCKDB_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "memory_limit": "512MB",
     **DUCKDB_SAFE,  # a hostile file cannot make it read or fetch more
 }
-_NEWER_STORAGE = re.compile(
-    r"version number|newer version|storage version|not supported by this version", re.I
-)
 
 Spec = Mapping[str, Any]
 
@@ -93,7 +90,7 @@ def check_duckdb(
         con = duckdb.connect(str(path), read_only=True, config=DUCKDB_CONFIG)
     except Exception as exc:
         message = _first_line(exc)
-        if _NEWER_STORAGE.search(message):
+        if NEWER_DUCKDB_STORAGE.search(message):
             return [], [f"{rel}: cannot check with this duckdb: {message}"]
         return [f"{rel}: does not open with duckdb: {message}"], []
     problems: list[str] = []

@@ -10,101 +10,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from akoshad.compress import DecodeError, Decoder
 from akoshad.config import Settings
-from akoshad.errors import AkoshadError, IntegrityError
+from akoshad.errors import IntegrityError, RestoreError
 from akoshad.fileio import CHUNK
 from akoshad.manifest.layout import (
-    MAX_MANIFEST_BYTES,
     FileEntry,
-    ManifestError,
     entries_of,
     in_future,
-    manifest_key,
-    system_prefix,
-    upload_ids_from_keys,
-    validate_manifest,
 )
+from akoshad.manifest.read import latest_upload, list_uploads, load_manifest
 from akoshad.restore.destdir import DestError, FileSink, open_dest, parent_dir
 from akoshad.store.db import STATE_FILE, LedgerView, StateError, read_ledger
 from akoshad.targets import Target, make_target
-
-
-class RestoreError(AkoshadError):
-    """A restore or verify cannot proceed (no upload, bad destination, ...)."""
-
-
-async def list_uploads(target: Target, system_id: str) -> list[str]:
-    """Completed upload ids (those with a manifest), oldest first."""
-    keys = [k async for k in target.list_keys(system_prefix(system_id))]
-    return upload_ids_from_keys(keys, system_id)
-
-
-async def read_manifest_bytes(target: Target, key: str) -> bytes:
-    """The bytes of the manifest ``key``, refused past ``MAX_MANIFEST_BYTES`` (before it is
-    parsed, and without reading more than that). KeyError when there is none."""
-    size = await target.head(key)
-    if size is not None and size > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} limit")
-    parts: list[bytes] = []
-    total = 0
-    async for chunk in target.read(key):
-        total += len(chunk)
-        if total > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"manifest is over the {MAX_MANIFEST_BYTES} byte limit")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-async def load_manifest(target: Target, system_id: str, upload_id: str) -> dict[str, Any]:
-    """The manifest of ``upload_id``, bounded in size and checked whole, its entries too
-    (RestoreError with one clear reason otherwise)."""
-    key = manifest_key(system_id, upload_id)
-    try:
-        data = await read_manifest_bytes(target, key)
-    except KeyError:
-        raise RestoreError(f"upload {upload_id} has no manifest in {target.name}") from None
-    except ManifestError as exc:
-        raise RestoreError(f"manifest of upload {upload_id} is refused: {exc}") from None
-    try:
-        manifest = await asyncio.to_thread(json.loads, data)
-    except ValueError:
-        raise RestoreError(f"manifest of upload {upload_id} is not valid JSON") from None
-    problems = validate_manifest(manifest, now=None)
-    problems = [p for p in problems if "uploaded_at is out of range" not in p]
-    if problems:
-        raise RestoreError(f"manifest of upload {upload_id} is invalid: {problems[0]}")
-    try:
-        entries_of(manifest)
-    except ManifestError as exc:
-        raise RestoreError(f"manifest of upload {upload_id} is invalid: {exc}") from None
-    return dict(manifest)
-
-
-async def newest_valid_manifest(
-    target: Target, system_id: str
-) -> tuple[str, dict[str, Any]] | None:
-    """The newest upload not dated in the future whose manifest is valid, with that
-    manifest; a malformed newer one is skipped with a warning (older ones serve)."""
-    uploads = await list_uploads(target, system_id)
-    for upload_id in reversed(uploads):
-        if in_future(upload_id):
-            logger.warning("ignoring upload {}: it is dated in the future", upload_id)
-            continue
-        try:
-            return upload_id, await load_manifest(target, system_id, upload_id)
-        except RestoreError as exc:
-            logger.warning("ignoring upload {}: {}", upload_id, exc)
-    return None
 
 
 def _damaged(entry: FileEntry, why: str) -> IntegrityError:
@@ -337,13 +261,6 @@ def _check_dest(dest: Path, force: bool) -> None:
         raise RestoreError(f"--dest {dest} exists and is not a directory")
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise RestoreError(f"--dest {dest} is not empty (use --force to restore into it)")
-
-
-def latest_upload(uploads: list[str]) -> str | None:
-    """The newest upload id not dated in the future (one named ``2999...`` by a broken
-    clock or a hostile writer would otherwise stay "latest" for ever)."""
-    current = [u for u in uploads if not in_future(u)]
-    return current[-1] if current else None
 
 
 def _target_for(args: argparse.Namespace, settings: Settings) -> Target:

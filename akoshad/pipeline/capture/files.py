@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from akoshad.backoff import exponential
-from akoshad.errors import SnapshotError
 from akoshad.fileio import (
     CHUNK,
     LinkRefused,
@@ -110,18 +108,6 @@ class Skipped:
 
 
 CaptureResult = Captured | Vanished | Skipped
-
-_NEWER_STORAGE = re.compile(
-    r"version number|newer version|storage version|not supported by this version", re.I
-)
-
-
-def classify_open_error(exc: BaseException) -> str:
-    """A duckdb open failure: newer storage -> a "cannot validate" note; else corruption."""
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if _NEWER_STORAGE.search(message):
-        return f"cannot validate: {message}"
-    raise SnapshotError(f"DuckDB copy does not open: {message}") from None
 
 
 def stat_or_none(path: Path) -> os.stat_result | None:

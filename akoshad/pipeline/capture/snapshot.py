@@ -17,7 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
-from akoshad.errors import SnapshotError
+from akoshad.errors import SnapshotError, classify_open_error
 from akoshad.fileio import (
     OUTSIDE,
     LinkRefused,
@@ -34,7 +34,6 @@ from akoshad.pipeline.capture.files import (
     Skipped,
     Sleep,
     Vanished,
-    classify_open_error,
     detect_kind,
 )
 from akoshad.pipeline.capture.plain import PlainCapture
