@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
+import akoshad.targets.s3.client as s3client
 import akoshad.targets.s3.parts as s3parts
 import akoshad.targets.s3.target as s3mod
 from akoshad.errors import PermanentError, TransientError
@@ -203,7 +204,7 @@ async def test_endpoint_cache_leaves_keys_alone() -> None:
     )
     try:
         client = await t._ensure_client()
-        assert isinstance(client._ruleset_resolver._provider, s3mod._KeylessEndpoints)
+        assert isinstance(client._ruleset_resolver._provider, s3client._KeylessEndpoints)
         for k in ("systems/x/uploads/1/a.json", "other/b c+d"):
             url = await client.generate_presigned_url(
                 "get_object", Params={"Bucket": "b", "Key": k}
@@ -540,6 +541,7 @@ UPLOADER = """
 import asyncio, sys, time
 from pathlib import Path
 import akoshad.targets.s3.parts as s3parts
+import akoshad.targets.s3.client as s3client
 import akoshad.targets.s3.target as s3mod
 real = s3parts._FileWindow.checksum
 def slow(self, kind, sha=None):

@@ -1,8 +1,25 @@
 """What an S3 error means for akoshad: the codes that are worth a retry, the ones that
-mean credentials or permissions, and the errors the target raises of its own."""
+mean credentials or permissions, the errors the target raises of its own, and ``classify``,
+which maps a botocore/aiohttp failure to one of akoshad's errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from akoshad.backoff import parse_retry_after
 from akoshad.errors import PermanentError, TransientError
 
 _TRANSIENT_CODES = frozenset(
@@ -49,3 +66,92 @@ class SourceChanged(TransientError):
 
 class UploadLost(TransientError):
     """The multipart upload is gone (aborted elsewhere): retry the file, not the request."""
+
+
+def classify(
+    exc: Exception,
+    what: str,
+    *,
+    bucket: str,
+    endpoint: str | None,
+    timeout: float,
+    redact: Callable[[str], str],
+    missing: str | None = None,
+) -> Exception:
+    """Map a botocore/aiohttp failure to a transient or permanent error (no secrets)."""
+    if isinstance(exc, ClientError):
+        return _classify_reply(exc, what, missing, bucket=bucket, redact=redact)
+    if isinstance(exc, ParamValidationError):
+        return PermanentError(redact(f"{what}: invalid request: {exc}"))
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return PermanentError(
+            "no S3 credentials found",
+            fix="set cloud_sync.access_key_id / secret_access_key or the AWS credential chain",
+        )
+    if isinstance(exc, SSLError):
+        return PermanentError(
+            f"{what}: TLS handshake with {endpoint or 'S3'} failed",
+            fix="check cloud_endpoint and its certificate",
+        )
+    if isinstance(exc, TransientError):  # SourceChanged from a window being sent
+        return exc
+    where = endpoint or "S3"
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError):
+        return TransientError(f"{what}: cannot reach {where}")
+    if isinstance(exc, ReadTimeoutError):
+        return TransientError(f"{what}: no answer from {where} within {timeout:.0f} s")
+    if isinstance(exc, BotoCoreError | OSError | TimeoutError):
+        return TransientError(f"{what}: {type(exc).__name__} ({where})")
+    if type(exc).__module__.startswith("aiohttp"):
+        return TransientError(f"{what}: {type(exc).__name__}")
+    return exc
+
+
+def _classify_reply(
+    exc: ClientError,
+    what: str,
+    missing: str | None,
+    *,
+    bucket: str,
+    redact: Callable[[str], str],
+) -> Exception:
+    err = exc.response.get("Error", {}) or {}
+    meta = exc.response.get("ResponseMetadata", {}) or {}
+    code = str(err.get("Code", "") or "")
+    status = int(meta.get("HTTPStatusCode", 0) or 0)
+    if missing is not None and (code in _MISSING_CODES or (status == 404 and not code)):
+        return KeyError(missing)
+    if code == "NoSuchBucket":
+        return PermanentError(
+            f"bucket {bucket!r} does not exist",
+            fix=f"create bucket {bucket!r} or fix cloud_sync.cloud_bucket",
+        )
+    if code in _CREDENTIAL_CODES:
+        return PermanentError(
+            f"the S3 server rejected the credentials ({code})",
+            fix="check cloud_sync.access_key_id / secret_access_key",
+        )
+    if code in _DENIED_CODES or status == 403:
+        return PermanentError(
+            f"access denied to bucket {bucket!r} ({code or status})",
+            fix="check cloud_sync.access_key_id / secret_access_key and the bucket's policy",
+        )
+    if code == "RequestTimeTooSkewed":
+        return PermanentError(
+            "the S3 server says this machine's clock is wrong", fix="synchronise the clock"
+        )
+    message = redact(str(err.get("Message", "") or ""))
+    if code != "BadDigest" and (
+        code == "NotImplemented"
+        or (status in (400, 501) and "checksum" in f"{code} {message}".lower())
+    ):
+        return ChecksumRefused(f"{what}: {code or status} {message}".strip())
+    if code == "NoSuchUpload":
+        return UploadLost(f"{what}: NoSuchUpload")
+    if code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
+        headers = meta.get("HTTPHeaders", {}) or {}
+        retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
+        if retry_after is None and (code in _THROTTLING_CODES or status in (429, 503)):
+            retry_after = 1.0
+        return TransientError(f"{what}: {code or status}", retry_after=retry_after)
+    return PermanentError(f"{what}: {code or status} {message}".strip())

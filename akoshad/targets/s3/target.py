@@ -29,46 +29,27 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aioboto3
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ParamValidationError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-    SSLError,
-)
 from loguru import logger
 
-from akoshad import __version__
-from akoshad.backoff import parse_retry_after, with_retries
-from akoshad.errors import PermanentError, TransientError
+from akoshad.backoff import with_retries
+from akoshad.errors import TransientError
 from akoshad.fileio import CHUNK
 from akoshad.redaction import redact_url
 from akoshad.targets.base import Compression, StoredObject
+from akoshad.targets.s3.client import open_client
 from akoshad.targets.s3.errors import (
-    _CREDENTIAL_CODES,
-    _DENIED_CODES,
-    _MISSING_CODES,
-    _THROTTLING_CODES,
-    _TRANSIENT_CODES,
     ChecksumRefused,
     SourceChanged,
     UploadLost,
+    classify,
 )
+from akoshad.targets.s3.multipart import abort, abort_leftover_uploads, put_multipart
 from akoshad.targets.s3.parts import (
     _CHECKSUM_PARAM,
     MAX_PARTS,
@@ -89,7 +70,6 @@ PARTS_IN_FLIGHT = 4
 # files being uploaded at once (never fewer than two parts).
 PART_MEMORY_BUDGET = 32 * MiB
 DELETE_BATCH = 1000
-ABORT_TIMEOUT = 15.0
 
 __all__ = [
     "MAX_PARTS",
@@ -101,34 +81,6 @@ __all__ = [
     "body_checksum",
     "part_size_for",
 ]
-
-
-class _KeylessEndpoints:
-    """botocore's S3 endpoint rules never read the ``Key`` parameter, yet it is part of the
-    resolver's cache key, so every new object name ran the whole rule set again (0.5 ms of
-    CPU, a third of a small PUT's). This resolves without it; the result is the same."""
-
-    def __init__(self, provider: Any) -> None:
-        self._provider = provider
-
-    def resolve_endpoint(self, **params: Any) -> Any:
-        params.pop("Key", None)
-        return self._provider.resolve_endpoint(**params)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._provider, name)
-
-
-def _cache_endpoints_per_bucket(client: Any) -> None:
-    """Install ``_KeylessEndpoints`` when this botocore's rules indeed ignore ``Key``."""
-    try:
-        resolver = client._ruleset_resolver
-        rules = client._loader.load_service_model("s3", "endpoint-rule-set-1")
-        if '"Key"' in json.dumps(rules["rules"]) or resolver is None:
-            return
-        resolver._provider = _KeylessEndpoints(resolver._provider)
-    except Exception as exc:  # internals moved: keep botocore's own behaviour
-        logger.debug("S3 endpoint cache left as it is: {}", exc)
 
 
 class S3Target:
@@ -206,13 +158,6 @@ class S3Target:
     __str__ = __repr__
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def _region_name(self) -> str | None:
-        """A custom endpoint gets the configured name as is (R2 wants ``auto``); AWS itself
-        needs a real region, so there ``auto`` means the default chain's."""
-        if not self.region or (self.region == "auto" and self.endpoint is None):
-            return None
-        return self.region
-
     async def _ensure_client(self) -> Any:
         """The long-lived client and part-preparation pool, opened on first use."""
         if self._client is not None:
@@ -225,53 +170,7 @@ class S3Target:
         return self._client
 
     async def _open(self) -> None:
-        session = aioboto3.Session(
-            aws_access_key_id=self._access_key_id,
-            aws_secret_access_key=self._secret,
-            region_name=self._region_name(),
-        )
-        # no region anywhere: us-east-1, from which botocore follows a bucket's redirect
-        region = session.region_name or "us-east-1"
-        config = Config(
-            s3={
-                "addressing_style": "path" if self.endpoint else "auto",
-                # the body checksum header (signed, checked by the server) protects every
-                # body; hashing each body again for SigV4 costs client CPU for no extra check
-                "payload_signing_enabled": False,
-            },
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=min(30.0, self.timeout),
-            read_timeout=self.timeout,
-            max_pool_connections=max(10, self.parts_in_flight * 4),
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            signature_version="s3v4",
-            tcp_keepalive=True,
-            # a fixed User-Agent: botocore otherwise rebuilds its own from some 30 parts on
-            # every request (a tenth of the client CPU of a small PUT)
-            user_agent=f"akoshad/{__version__}",
-        )
-        stack = AsyncExitStack()
-        try:
-            pool = ThreadPoolExecutor(
-                max_workers=self.parts_in_flight, thread_name_prefix="akoshad-s3"
-            )
-            stack.callback(pool.shutdown, wait=False, cancel_futures=True)
-            client = await stack.enter_async_context(
-                session.client(
-                    "s3",
-                    endpoint_url=self.endpoint,
-                    region_name=region,
-                    config=config,
-                    verify=self.verify_tls,
-                )
-            )
-        except BaseException as exc:
-            await stack.aclose()
-            if isinstance(exc, Exception):
-                raise self._classify(exc, "open the S3 client") from None
-            raise
-        _cache_endpoints_per_bucket(client)
+        stack, client, pool = await open_client(self)
         client.meta.events.register("before-call.s3", self._before_call)
         self._stack, self._client, self._pool = stack, client, pool
 
@@ -304,33 +203,7 @@ class S3Target:
 
     async def abort_leftover_uploads(self) -> int:
         """Abort every multipart upload under ``own_prefix``; returns how many."""
-        aborted = 0
-        markers: dict[str, str] = {}
-        while True:
-            try:
-                page = await self._op(
-                    "list_multipart_uploads",
-                    "list multipart uploads",
-                    Bucket=self.bucket,
-                    Prefix=self.own_prefix,
-                    **markers,
-                )
-            except PermanentError as exc:  # a policy may lack this one permission
-                logger.warning("cannot look for abandoned multipart uploads: {}", exc)
-                return aborted
-            for up in page.get("Uploads") or []:
-                if not up["Key"].startswith(self.own_prefix):
-                    continue
-                if await self._abort(up["Key"], up["UploadId"], attempts=self.max_retries):
-                    logger.info("aborted a multipart upload left by a crash: {}", up["Key"])
-                    aborted += 1
-            following = {
-                "KeyMarker": page.get("NextKeyMarker") or "",
-                "UploadIdMarker": page.get("NextUploadIdMarker") or "",
-            }
-            if not page.get("IsTruncated") or following == markers:
-                return aborted
-            markers = following
+        return await abort_leftover_uploads(self)
 
     # ---- requests ----------------------------------------------------------------------------
     async def _call(
@@ -369,76 +242,15 @@ class S3Target:
 
     def _classify(self, exc: Exception, what: str, *, missing: str | None = None) -> Exception:
         """Map a botocore/aiohttp failure to a transient or permanent error (no secrets)."""
-        if isinstance(exc, ClientError):
-            return self._classify_reply(exc, what, missing)
-        if isinstance(exc, ParamValidationError):
-            return PermanentError(self._redact(f"{what}: invalid request: {exc}"))
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-            return PermanentError(
-                "no S3 credentials found",
-                fix="set cloud_sync.access_key_id / secret_access_key or the AWS credential chain",
-            )
-        if isinstance(exc, SSLError):
-            return PermanentError(
-                f"{what}: TLS handshake with {self.endpoint or 'S3'} failed",
-                fix="check cloud_endpoint and its certificate",
-            )
-        if isinstance(exc, TransientError):  # SourceChanged from a window being sent
-            return exc
-        where = self.endpoint or "S3"
-        if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError):
-            return TransientError(f"{what}: cannot reach {where}")
-        if isinstance(exc, ReadTimeoutError):
-            return TransientError(f"{what}: no answer from {where} within {self.timeout:.0f} s")
-        if isinstance(exc, BotoCoreError | OSError | TimeoutError):
-            return TransientError(f"{what}: {type(exc).__name__} ({where})")
-        if type(exc).__module__.startswith("aiohttp"):
-            return TransientError(f"{what}: {type(exc).__name__}")
-        return exc
-
-    def _classify_reply(self, exc: ClientError, what: str, missing: str | None) -> Exception:
-        err = exc.response.get("Error", {}) or {}
-        meta = exc.response.get("ResponseMetadata", {}) or {}
-        code = str(err.get("Code", "") or "")
-        status = int(meta.get("HTTPStatusCode", 0) or 0)
-        if missing is not None and (code in _MISSING_CODES or (status == 404 and not code)):
-            return KeyError(missing)
-        if code == "NoSuchBucket":
-            return PermanentError(
-                f"bucket {self.bucket!r} does not exist",
-                fix=f"create bucket {self.bucket!r} or fix cloud_sync.cloud_bucket",
-            )
-        if code in _CREDENTIAL_CODES:
-            return PermanentError(
-                f"the S3 server rejected the credentials ({code})",
-                fix="check cloud_sync.access_key_id / secret_access_key",
-            )
-        if code in _DENIED_CODES or status == 403:
-            return PermanentError(
-                f"access denied to bucket {self.bucket!r} ({code or status})",
-                fix="check cloud_sync.access_key_id / secret_access_key and the bucket's policy",
-            )
-        if code == "RequestTimeTooSkewed":
-            return PermanentError(
-                "the S3 server says this machine's clock is wrong", fix="synchronise the clock"
-            )
-        message = self._redact(str(err.get("Message", "") or ""))
-        if code != "BadDigest" and (
-            code == "NotImplemented"
-            or (status in (400, 501) and "checksum" in f"{code} {message}".lower())
-        ):
-            return ChecksumRefused(f"{what}: {code or status} {message}".strip())
-        if code == "NoSuchUpload":
-            return UploadLost(f"{what}: NoSuchUpload")
-        if code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
-            headers = meta.get("HTTPHeaders", {}) or {}
-            retry_after = parse_retry_after(
-                headers.get("retry-after") or headers.get("Retry-After")
-            )
-            if retry_after is None and (code in _THROTTLING_CODES or status in (429, 503)):
-                retry_after = 1.0
-            return TransientError(f"{what}: {code or status}", retry_after=retry_after)
-        return PermanentError(f"{what}: {code or status} {message}".strip())
+        return classify(
+            exc,
+            what,
+            bucket=self.bucket,
+            endpoint=self.endpoint,
+            timeout=self.timeout,
+            redact=self._redact,
+            missing=missing,
+        )
 
     async def _prepare(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking part preparation (read, SHA-256, gzip, checksum) in the target's pool."""
@@ -532,114 +344,11 @@ class S3Target:
     async def _put_multipart(
         self, key: str, parts: _PartSource, first: _Part, kind: Checksum
     ) -> int:
-        # with CRC32, the upload is declared as such and each part's CRC32 is sent again at
-        # completion (AWS S3 refuses part checksums an upload was not created for)
-        declared = {"ChecksumAlgorithm": "CRC32"} if kind == "crc32" else {}
-        try:
-            created = await self._call(
-                lambda c: c.create_multipart_upload(Bucket=self.bucket, Key=key, **declared),
-                what=f"start {key}",
-            )
-        except BaseException:
-            first.close()
-            raise
-        upload_id: str = created["UploadId"]
-        slots = asyncio.Semaphore(self.parts_in_flight)
-        done: dict[int, dict[str, Any]] = {}
-        failure: list[BaseException] = []
-        tasks: list[asyncio.Task[None]] = []
-        pending = deque([first])
-        total = 0
-
-        async def send(number: int, part: _Part) -> None:
-            try:
-                resp = await self._call(
-                    lambda c: c.upload_part(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=part.rewound(),
-                        **{_CHECKSUM_PARAM[kind]: part.checksum},
-                    ),
-                    what=f"part {number} of {key}",
-                )
-                done[number] = {"PartNumber": number, "ETag": resp["ETag"]}
-                if kind == "crc32":
-                    done[number]["ChecksumCRC32"] = part.checksum
-            except BaseException as exc:
-                failure.append(exc)
-                raise
-            finally:
-                part.close()
-                slots.release()
-
-        try:
-            number = 0
-            while True:
-                await slots.acquire()
-                part = pending.popleft() if pending else None
-                if not failure and part is None:
-                    part = await self._next_part(parts)
-                if failure or part is None:
-                    slots.release()
-                    if part is not None:
-                        part.close()
-                    break
-                number += 1
-                total += part.size
-                tasks.append(asyncio.create_task(send(number, part)))
-            await asyncio.gather(*tasks)
-            finished = [done[n] for n in sorted(done)]
-            try:
-                await self._call(
-                    lambda c: c.complete_multipart_upload(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        MultipartUpload={"Parts": finished},
-                    ),
-                    what=f"complete {key}",
-                )
-            except UploadLost:
-                # a retried complete whose first reply was lost: the object may be whole
-                if await self.head(key) != total:
-                    raise
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for part in pending:
-                part.close()
-            # also when cancelled: the abort is awaited (bounded), never left running
-            await self._abort(key, upload_id)
-            raise
-        return total
+        return await put_multipart(self, key, parts, first, kind)
 
     async def _abort(self, key: str, upload_id: str, attempts: int = 0) -> bool:
         """Abort a multipart upload; a failure is logged (``start`` cleans up later)."""
-        try:
-            async with asyncio.timeout(ABORT_TIMEOUT * (attempts + 1)):
-                client = await self._ensure_client()
-                await with_retries(
-                    lambda: self._abort_once(client, key, upload_id),
-                    max_retries=attempts,
-                    base=self.retry_backoff,
-                )
-        except (TransientError, PermanentError, TimeoutError) as exc:
-            logger.warning("could not abort the multipart upload of {}: {}", key, exc)
-            return False
-        return True
-
-    async def _abort_once(self, client: Any, key: str, upload_id: str) -> None:
-        self.requests += 1
-        try:
-            await client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except Exception as exc:
-            error = self._classify(exc, f"abort {key}")
-            if isinstance(error, UploadLost):
-                return  # already gone
-            raise error from None
+        return await abort(self, key, upload_id, attempts)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         await self._checked(lambda kind: self._put_bytes(key, data, content_type, kind))

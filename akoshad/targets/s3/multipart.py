@@ -1,0 +1,170 @@
+"""Multipart uploads of the S3 target: a file sent in parts with a bounded number in
+flight, completed with every part's checksum, and aborted on any failure (also when the
+put is cancelled); and the clean-up of the uploads a crash left under the system's own
+prefix."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from akoshad.backoff import with_retries
+from akoshad.errors import PermanentError, TransientError
+from akoshad.targets.s3.errors import UploadLost
+from akoshad.targets.s3.parts import _CHECKSUM_PARAM, Checksum, _Part, _PartSource
+
+if TYPE_CHECKING:
+    from akoshad.targets.s3.target import S3Target
+
+ABORT_TIMEOUT = 15.0
+
+
+async def put_multipart(
+    target: S3Target, key: str, parts: _PartSource, first: _Part, kind: Checksum
+) -> int:
+    """Send ``parts`` (``first`` already cut) as one multipart upload; its size in bytes.
+    Any failure, a cancellation too, aborts the upload before it propagates."""
+    # with CRC32, the upload is declared as such and each part's CRC32 is sent again at
+    # completion (AWS S3 refuses part checksums an upload was not created for)
+    declared = {"ChecksumAlgorithm": "CRC32"} if kind == "crc32" else {}
+    try:
+        created = await target._call(
+            lambda c: c.create_multipart_upload(Bucket=target.bucket, Key=key, **declared),
+            what=f"start {key}",
+        )
+    except BaseException:
+        first.close()
+        raise
+    upload_id: str = created["UploadId"]
+    slots = asyncio.Semaphore(target.parts_in_flight)
+    done: dict[int, dict[str, Any]] = {}
+    failure: list[BaseException] = []
+    tasks: list[asyncio.Task[None]] = []
+    pending = deque([first])
+    total = 0
+
+    async def send(number: int, part: _Part) -> None:
+        try:
+            resp = await target._call(
+                lambda c: c.upload_part(
+                    Bucket=target.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=part.rewound(),
+                    **{_CHECKSUM_PARAM[kind]: part.checksum},
+                ),
+                what=f"part {number} of {key}",
+            )
+            done[number] = {"PartNumber": number, "ETag": resp["ETag"]}
+            if kind == "crc32":
+                done[number]["ChecksumCRC32"] = part.checksum
+        except BaseException as exc:
+            failure.append(exc)
+            raise
+        finally:
+            part.close()
+            slots.release()
+
+    try:
+        number = 0
+        while True:
+            await slots.acquire()
+            part = pending.popleft() if pending else None
+            if not failure and part is None:
+                part = await target._next_part(parts)
+            if failure or part is None:
+                slots.release()
+                if part is not None:
+                    part.close()
+                break
+            number += 1
+            total += part.size
+            tasks.append(asyncio.create_task(send(number, part)))
+        await asyncio.gather(*tasks)
+        finished = [done[n] for n in sorted(done)]
+        try:
+            await target._call(
+                lambda c: c.complete_multipart_upload(
+                    Bucket=target.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": finished},
+                ),
+                what=f"complete {key}",
+            )
+        except UploadLost:
+            # a retried complete whose first reply was lost: the object may be whole
+            if await target.head(key) != total:
+                raise
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for part in pending:
+            part.close()
+        # also when cancelled: the abort is awaited (bounded), never left running
+        await abort(target, key, upload_id)
+        raise
+    return total
+
+
+async def abort(target: S3Target, key: str, upload_id: str, attempts: int = 0) -> bool:
+    """Abort a multipart upload; a failure is logged (``start`` cleans up later)."""
+    try:
+        async with asyncio.timeout(ABORT_TIMEOUT * (attempts + 1)):
+            client = await target._ensure_client()
+            await with_retries(
+                lambda: _abort_once(target, client, key, upload_id),
+                max_retries=attempts,
+                base=target.retry_backoff,
+            )
+    except (TransientError, PermanentError, TimeoutError) as exc:
+        logger.warning("could not abort the multipart upload of {}: {}", key, exc)
+        return False
+    return True
+
+
+async def _abort_once(target: S3Target, client: Any, key: str, upload_id: str) -> None:
+    target.requests += 1
+    try:
+        await client.abort_multipart_upload(Bucket=target.bucket, Key=key, UploadId=upload_id)
+    except Exception as exc:
+        error = target._classify(exc, f"abort {key}")
+        if isinstance(error, UploadLost):
+            return  # already gone
+        raise error from None
+
+
+async def abort_leftover_uploads(target: S3Target) -> int:
+    """Abort every multipart upload under ``own_prefix``; returns how many."""
+    aborted = 0
+    markers: dict[str, str] = {}
+    while True:
+        try:
+            page = await target._op(
+                "list_multipart_uploads",
+                "list multipart uploads",
+                Bucket=target.bucket,
+                Prefix=target.own_prefix,
+                **markers,
+            )
+        except PermanentError as exc:  # a policy may lack this one permission
+            logger.warning("cannot look for abandoned multipart uploads: {}", exc)
+            return aborted
+        for up in page.get("Uploads") or []:
+            if not up["Key"].startswith(target.own_prefix):
+                continue
+            if await abort(target, up["Key"], up["UploadId"], attempts=target.max_retries):
+                logger.info("aborted a multipart upload left by a crash: {}", up["Key"])
+                aborted += 1
+        following = {
+            "KeyMarker": page.get("NextKeyMarker") or "",
+            "UploadIdMarker": page.get("NextUploadIdMarker") or "",
+        }
+        if not page.get("IsTruncated") or following == markers:
+            return aborted
+        markers = following
