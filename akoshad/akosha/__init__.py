@@ -1,6 +1,7 @@
 """Talking to Akosha: the MCP streamable-HTTP client, memory rows and their encodings.
 
-``client`` speaks MCP over HTTP (SSE answers, results, retries), ``rows`` reads memories
+``client`` speaks MCP over HTTP (sessions, retries), ``sse`` reads answers sent as
+server-sent events, ``results`` says what a reply means, ``rows`` reads memories
 from a private copy of ``reflection.duckdb`` and encodes them, ``redact`` removes secrets
 from memory text before it leaves the machine.
 """

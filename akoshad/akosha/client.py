@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,116 +26,38 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from akoshad import __version__
+from akoshad.akosha.results import (
+    TOOL_NAME,
+    URL_FIX,
+    RequestTooLarge,
+    StoreResult,
+    content_text,
+    http_error,
+    parse_store_result,
+    rpc_result,
+)
 from akoshad.akosha.rows import encode_json
-from akoshad.backoff import parse_retry_after
+from akoshad.akosha.sse import _pick_reply, _SSEParser, read_sse
 from akoshad.errors import PermanentError, TransientError
 
+__all__ = [
+    "ACCEPT",
+    "AkoshaClient",
+    "RequestTooLarge",
+    "StoreResult",
+    "_SSEParser",
+    "health_url_for",
+    "parse_store_result",
+]
+
 PROTOCOL_VERSION = "2025-06-18"
-TOOL_NAME = "batch_store_memories"
-DUPLICATE_MARK = "Duplicate key"
 ACCEPT = "application/json, text/event-stream"
-MAX_EVENT_BYTES = 16 * 1024 * 1024
-URL_FIX = "set akosha_url to Akosha's MCP endpoint, e.g. http://127.0.0.1:8682/mcp"
-
-
-class RequestTooLarge(PermanentError):
-    """The server refused the request body as too large (413): send fewer items."""
-
-
-@dataclass(frozen=True)
-class StoreResult:
-    """What Akosha did with one batch.
-
-    ``stored``: newly stored ids. ``duplicates``: ids Akosha already had (``Duplicate
-    key``): as good as stored. ``failed``: id -> error for the others. ``batch_error``: an
-    error not tied to one id (e.g. the batch was refused as a whole).
-    """
-
-    status: str
-    stored: tuple[str, ...] = ()
-    duplicates: tuple[str, ...] = ()
-    failed: dict[str, str] = field(default_factory=dict)
-    batch_error: str | None = None
-
-    @property
-    def delivered(self) -> tuple[str, ...]:
-        """Ids Akosha now holds: stored now or before."""
-        return self.stored + self.duplicates
-
-
-class _SSEParser:
-    """Incremental text/event-stream parser yielding (event, data) pairs."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._event = ""
-        self._data: list[str] = []
-
-    def feed(self, chunk: bytes) -> Iterator[tuple[str, str]]:
-        self._buf += chunk
-        if len(self._buf) > MAX_EVENT_BYTES:
-            raise PermanentError("Akosha sent a server-sent event larger than 16 MiB")
-        while True:
-            cut = _line_end(self._buf)
-            if cut is None:
-                return
-            end, skip = cut
-            line = self._buf[:end].decode("utf-8", errors="replace")
-            self._buf = self._buf[end + skip :]
-            yield from self._line(line)
-
-    def close(self) -> Iterator[tuple[str, str]]:
-        if self._buf:
-            line = self._buf.decode("utf-8", errors="replace")
-            self._buf = b""
-            yield from self._line(line)
-        yield from self._line("")
-
-    def _line(self, line: str) -> Iterator[tuple[str, str]]:
-        if not line:
-            if self._data:
-                yield (self._event or "message", "\n".join(self._data))
-            self._event, self._data = "", []
-            return
-        if line.startswith(":"):
-            return
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self._event = value
-        elif name == "data":
-            self._data.append(value)
-
-
-def _line_end(buf: bytes) -> tuple[int, int] | None:
-    """Index and length of the first line break (\\r\\n, \\n or \\r), or None."""
-    n = buf.find(b"\n")
-    r = buf.find(b"\r")
-    if r == -1 and n == -1:
-        return None
-    if r != -1 and (n == -1 or r < n):
-        if r + 1 == len(buf):
-            return None  # a \r at the end may be half of \r\n: wait for more
-        return (r, 2) if buf[r + 1 : r + 2] == b"\n" else (r, 1)
-    return (n, 1)
 
 
 def health_url_for(url: str) -> str:
     """``GET /healthz`` on the origin of the MCP endpoint's URL."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, "/healthz", "", ""))
-
-
-def _error_message(body: bytes) -> str:
-    """The JSON-RPC error message of an HTTP error body, else its first line."""
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            return str(data["error"].get("message") or data["error"])
-    except ValueError:
-        pass
-    text = body.decode("utf-8", errors="replace").strip().splitlines()
-    return text[0][:200] if text else "(empty body)"
 
 
 class AkoshaClient:
@@ -297,7 +218,7 @@ class AkoshaClient:
         if not isinstance(result, dict):
             raise PermanentError(f"tool {name}: the reply holds no result object")
         if result.get("isError"):
-            raise PermanentError(f"Akosha's tool {name} failed: {_content_text(result)[:500]}")
+            raise PermanentError(f"Akosha's tool {name} failed: {content_text(result)[:500]}")
         return result
 
     async def store(self, memories: Sequence[Mapping[str, Any]]) -> StoreResult:
@@ -373,13 +294,13 @@ class AkoshaClient:
                 await resp.read()
                 raise _StaleSession()
             if resp.status >= 300:
-                raise self._http_error(resp.status, await resp.read(), resp.headers, method)
+                raise http_error(self.url, resp.status, await resp.read(), resp.headers, method)
             if req_id is None:
                 await resp.read()
                 return None, sid
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
             if ctype == "text/event-stream":
-                reply = await self._read_sse(resp, req_id)
+                reply = await read_sse(resp, req_id)
             elif ctype == "application/json":
                 try:
                     data = json.loads(await resp.read() or b"null")
@@ -394,61 +315,7 @@ class AkoshaClient:
                 )
             if reply is None:
                 raise TransientError(f"Akosha's reply to {method} held no response")
-            return self._result(reply, method), sid
-
-    async def _read_sse(self, resp: aiohttp.ClientResponse, req_id: int) -> dict[str, Any] | None:
-        parser = _SSEParser()
-
-        def pick(events: Iterator[tuple[str, str]]) -> dict[str, Any] | None:
-            for event, data in events:
-                if event != "message":
-                    continue
-                try:
-                    reply = _pick_reply(json.loads(data), req_id)
-                except ValueError:
-                    raise PermanentError("Akosha sent an event that is not JSON") from None
-                if reply is not None:
-                    return reply
-            return None
-
-        async for chunk in resp.content.iter_any():
-            reply = pick(parser.feed(chunk))
-            if reply is not None:
-                return reply  # leaving the context releases the stream
-        reply = pick(parser.close())
-        if reply is None:
-            raise TransientError("Akosha closed the event stream before answering")
-        return reply
-
-    def _result(self, reply: dict[str, Any], method: str) -> Any:
-        error = reply.get("error")
-        if error is not None:
-            code = error.get("code") if isinstance(error, dict) else None
-            msg = error.get("message") if isinstance(error, dict) else str(error)
-            text = f"Akosha refused {method}: {msg} (JSON-RPC {code})"
-            if code == -32603:
-                raise TransientError(text)
-            raise PermanentError(text)
-        return reply.get("result")
-
-    def _http_error(
-        self, status: int, body: bytes, headers: Mapping[str, str], method: str
-    ) -> Exception:
-        msg = f"Akosha answered {method} with HTTP {status}: {_error_message(body)}"
-        if status == 413:
-            return RequestTooLarge(msg, fix="send smaller batches")
-        if status in (408, 429) or status >= 500:
-            return TransientError(msg, retry_after=parse_retry_after(headers.get("Retry-After")))
-        if 300 <= status < 400:
-            where = headers.get("Location", "elsewhere")
-            return PermanentError(f"{self.url} redirects to {where}", fix=URL_FIX)
-        if status == 404:
-            return PermanentError(f"no MCP endpoint at {self.url} (HTTP 404)", fix=URL_FIX)
-        if status in (401, 403):
-            return PermanentError(msg, fix="Akosha wants credentials; akoshad sends none")
-        if status == 421:
-            return PermanentError(msg, fix="Akosha refuses this Host header; use its own address")
-        return PermanentError(msg)
+            return rpc_result(reply, method), sid
 
     def _map_exception(self, exc: BaseException) -> Exception:
         where = urlsplit(self.url).netloc
@@ -466,76 +333,3 @@ class AkoshaClient:
 
 class _StaleSession(Exception):
     """404 on a request carrying a session id: the server no longer knows it."""
-
-
-def _pick_reply(data: Any, req_id: int) -> dict[str, Any] | None:
-    """The JSON-RPC response with ``req_id`` out of a message or a batch of them."""
-    items = data if isinstance(data, list) else [data]
-    for item in items:
-        if (
-            isinstance(item, dict)
-            and item.get("id") == req_id
-            and ("result" in item or "error" in item)
-        ):
-            return item
-    return None
-
-
-def _content_text(result: Mapping[str, Any]) -> str:
-    for block in result.get("content") or []:
-        if isinstance(block, dict) and block.get("type") == "text":
-            return str(block.get("text", ""))
-    return "(no text)"
-
-
-def parse_store_result(result: Mapping[str, Any], ids: Sequence[str]) -> StoreResult:
-    """Sort the ids of a sent batch by what ``batch_store_memories`` reported.
-
-    Reads ``status`` (``isError`` stays false on failure). An id without an error counts as
-    stored only when the reported ``stored`` count agrees; otherwise it is reported failed
-    ("unconfirmed"): resending is harmless, ``Duplicate key`` then confirms it.
-    """
-    payload = result.get("structuredContent")
-    if not isinstance(payload, dict):
-        try:
-            payload = json.loads(_content_text(result))
-        except ValueError:
-            payload = None
-    if not isinstance(payload, dict) or payload.get("status") not in (
-        "completed",
-        "partial",
-        "failed",
-    ):
-        raise PermanentError(f"unexpected {TOOL_NAME} result: {str(payload)[:300]}")
-    status = str(payload["status"])
-    sent = set(ids)
-    failed: dict[str, str] = {}
-    duplicates: list[str] = []
-    batch_error: str | None = None
-    for err in payload.get("errors") or []:
-        if not isinstance(err, dict):
-            continue
-        mid, text = err.get("memory_id"), str(err.get("error") or "unknown error")
-        if isinstance(mid, str) and mid in sent:
-            if DUPLICATE_MARK in text:
-                duplicates.append(mid)
-            else:
-                failed[mid] = text
-        elif batch_error is None:
-            batch_error = text
-    mentioned = set(failed) | set(duplicates)
-    rest = [i for i in ids if i not in mentioned]
-    reported = payload.get("stored")
-    confirmed = (
-        status != "failed" and (not isinstance(reported, int) or reported == len(rest))
-    ) or not rest
-    if confirmed:
-        stored = tuple(rest)
-    else:
-        stored = ()
-        reason = batch_error or (
-            "batch failed" if status == "failed" else "not confirmed as stored by Akosha"
-        )
-        for i in rest:
-            failed[i] = reason
-    return StoreResult(status, stored, tuple(duplicates), failed, batch_error)

@@ -27,7 +27,8 @@ from typing import Any
 
 from loguru import logger
 
-from akoshad.akosha.client import AkoshaClient, RequestTooLarge, StoreResult
+from akoshad.akosha.client import AkoshaClient
+from akoshad.akosha.results import RequestTooLarge, StoreResult
 from akoshad.akosha.rows import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Memory, RowRef, chunks
 from akoshad.backoff import exponential
 from akoshad.duckdb_worker import Redactions, build_memories_json, list_rows, load_batches

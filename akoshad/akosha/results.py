@@ -1,0 +1,147 @@
+"""What Akosha's replies mean: the result of a batch (``StoreResult``), a JSON-RPC error or
+an HTTP error reply turned into a typed error (``RequestTooLarge`` for a 413)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from akoshad.backoff import parse_retry_after
+from akoshad.errors import PermanentError, TransientError
+
+TOOL_NAME = "batch_store_memories"
+DUPLICATE_MARK = "Duplicate key"
+URL_FIX = "set akosha_url to Akosha's MCP endpoint, e.g. http://127.0.0.1:8682/mcp"
+
+
+class RequestTooLarge(PermanentError):
+    """The server refused the request body as too large (413): send fewer items."""
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What Akosha did with one batch.
+
+    ``stored``: newly stored ids. ``duplicates``: ids Akosha already had (``Duplicate
+    key``): as good as stored. ``failed``: id -> error for the others. ``batch_error``: an
+    error not tied to one id (e.g. the batch was refused as a whole).
+    """
+
+    status: str
+    stored: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
+    failed: dict[str, str] = field(default_factory=dict)
+    batch_error: str | None = None
+
+    @property
+    def delivered(self) -> tuple[str, ...]:
+        """Ids Akosha now holds: stored now or before."""
+        return self.stored + self.duplicates
+
+
+def _error_message(body: bytes) -> str:
+    """The JSON-RPC error message of an HTTP error body, else its first line."""
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            return str(data["error"].get("message") or data["error"])
+    except ValueError:
+        pass
+    text = body.decode("utf-8", errors="replace").strip().splitlines()
+    return text[0][:200] if text else "(empty body)"
+
+
+def rpc_result(reply: dict[str, Any], method: str) -> Any:
+    """The ``result`` of a JSON-RPC reply; its ``error`` raised as a typed error."""
+    error = reply.get("error")
+    if error is not None:
+        code = error.get("code") if isinstance(error, dict) else None
+        msg = error.get("message") if isinstance(error, dict) else str(error)
+        text = f"Akosha refused {method}: {msg} (JSON-RPC {code})"
+        if code == -32603:
+            raise TransientError(text)
+        raise PermanentError(text)
+    return reply.get("result")
+
+
+def http_error(
+    url: str, status: int, body: bytes, headers: Mapping[str, str], method: str
+) -> Exception:
+    """The typed error of an HTTP error reply to ``method`` sent to ``url``."""
+    msg = f"Akosha answered {method} with HTTP {status}: {_error_message(body)}"
+    if status == 413:
+        return RequestTooLarge(msg, fix="send smaller batches")
+    if status in (408, 429) or status >= 500:
+        return TransientError(msg, retry_after=parse_retry_after(headers.get("Retry-After")))
+    if 300 <= status < 400:
+        where = headers.get("Location", "elsewhere")
+        return PermanentError(f"{url} redirects to {where}", fix=URL_FIX)
+    if status == 404:
+        return PermanentError(f"no MCP endpoint at {url} (HTTP 404)", fix=URL_FIX)
+    if status in (401, 403):
+        return PermanentError(msg, fix="Akosha wants credentials; akoshad sends none")
+    if status == 421:
+        return PermanentError(msg, fix="Akosha refuses this Host header; use its own address")
+    return PermanentError(msg)
+
+
+def content_text(result: Mapping[str, Any]) -> str:
+    for block in result.get("content") or []:
+        if isinstance(block, dict) and block.get("type") == "text":
+            return str(block.get("text", ""))
+    return "(no text)"
+
+
+def parse_store_result(result: Mapping[str, Any], ids: Sequence[str]) -> StoreResult:
+    """Sort the ids of a sent batch by what ``batch_store_memories`` reported.
+
+    Reads ``status`` (``isError`` stays false on failure). An id without an error counts as
+    stored only when the reported ``stored`` count agrees; otherwise it is reported failed
+    ("unconfirmed"): resending is harmless, ``Duplicate key`` then confirms it.
+    """
+    payload = result.get("structuredContent")
+    if not isinstance(payload, dict):
+        try:
+            payload = json.loads(content_text(result))
+        except ValueError:
+            payload = None
+    if not isinstance(payload, dict) or payload.get("status") not in (
+        "completed",
+        "partial",
+        "failed",
+    ):
+        raise PermanentError(f"unexpected {TOOL_NAME} result: {str(payload)[:300]}")
+    status = str(payload["status"])
+    sent = set(ids)
+    failed: dict[str, str] = {}
+    duplicates: list[str] = []
+    batch_error: str | None = None
+    for err in payload.get("errors") or []:
+        if not isinstance(err, dict):
+            continue
+        mid, text = err.get("memory_id"), str(err.get("error") or "unknown error")
+        if isinstance(mid, str) and mid in sent:
+            if DUPLICATE_MARK in text:
+                duplicates.append(mid)
+            else:
+                failed[mid] = text
+        elif batch_error is None:
+            batch_error = text
+    mentioned = set(failed) | set(duplicates)
+    rest = [i for i in ids if i not in mentioned]
+    reported = payload.get("stored")
+    confirmed = (
+        status != "failed" and (not isinstance(reported, int) or reported == len(rest))
+    ) or not rest
+    if confirmed:
+        stored = tuple(rest)
+    else:
+        stored = ()
+        reason = batch_error or (
+            "batch failed" if status == "failed" else "not confirmed as stored by Akosha"
+        )
+        for i in rest:
+            failed[i] = reason
+    return StoreResult(status, stored, tuple(duplicates), failed, batch_error)
