@@ -1,0 +1,260 @@
+"""The configuration's model: ``Settings`` (frozen, validated once) with its groups
+``CloudSync`` and ``Webhook``, their defaults and field checks."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from akoshad.names import SYSTEM_ID_RE
+from akoshad.redaction import REDACTED, redact_url, redact_webhook_url
+
+ENV_PREFIX = "AKOSHAD_"
+# Environment variables with our prefix that are not settings fields.
+# (AKOSHAD_VENV and AKOSHAD_SKIP_LINT belong to the scripts in scripts/, which run akoshad)
+_NON_FIELD_ENV = {"AKOSHAD_CONFIG", "AKOSHAD_DEBUG", "AKOSHAD_VENV", "AKOSHAD_SKIP_LINT"}
+MIN_CHUNK_MB = 5  # S3's smallest multipart part
+
+
+def slug_system_id(hostname: str) -> str:
+    """Slug a host name to Akosha's ``system_id`` alphabet ``[A-Za-z0-9_-]``."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", hostname).strip("-")[:100]
+    return slug or "akoshad"
+
+
+class CloudSync(BaseModel):
+    """The ``cloud_sync:`` group, with session-buddy's own names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cloud_bucket: str | None = None
+    cloud_endpoint: str | None = None
+    cloud_region: str = "auto"
+    system_id: str = Field(default_factory=lambda: slug_system_id(socket.gethostname()))
+    upload_on_session_end: bool = Field(
+        default=True,
+        description="accepted for session-buddy's sake: the watcher uploads when a session "
+        "ends (its store files change then) whatever this says",
+    )
+    enable_fallback: bool = True
+    force_method: Literal["auto", "cloud", "http"] = "auto"
+    upload_timeout_seconds: int = Field(default=300, ge=30, le=3600)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    retry_backoff_seconds: float = Field(default=2.0, ge=0.1, le=60)
+    enable_compression: bool = True
+    enable_deduplication: bool = True
+    chunk_size_mb: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="multipart part size (1-100 as in session-buddy); S3 needs at least "
+        "5 MiB, so a smaller value is raised to 5 (with a note)",
+    )
+    request_checksum: Literal["crc32", "md5"] = Field(
+        default="crc32",
+        description="per-request body check the S3 server verifies: x-amz-checksum-crc32 "
+        "(fast; falls back to md5 by itself if the server refuses it) or Content-MD5",
+    )
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+
+    @field_validator("system_id")
+    @classmethod
+    def _system_id_alphabet(cls, value: str) -> str:
+        if not SYSTEM_ID_RE.match(value):
+            raise ValueError("must match ^[A-Za-z0-9_-]{1,100}$ (no dots or spaces)")
+        return value
+
+    @field_validator("chunk_size_mb")
+    @classmethod
+    def _s3_part_minimum(cls, value: int) -> int:
+        return max(value, MIN_CHUNK_MB)
+
+    @field_validator("cloud_bucket", "cloud_endpoint", "access_key_id")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("cloud_endpoint")
+    @classmethod
+    def _endpoint_is_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_in_pairs(self) -> CloudSync:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key must be set together")
+        return self
+
+
+WebhookEvent = Literal["upload", "failure", "degraded", "recovered", "drill", "prune"]
+ALL_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = (
+    "upload",
+    "failure",
+    "degraded",
+    "recovered",
+    "drill",
+    "prune",
+)
+
+
+class Webhook(BaseModel):
+    """One entry of ``webhooks:``: where to POST which events, signed with ``secret``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(ALL_WEBHOOK_EVENTS))
+    secret: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class Settings(BaseSettings):
+    """akoshad's whole configuration (see CONTRACT.md)."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+    )
+
+    data_dir: Path
+    state_dir: Path
+    socket_path: Path
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    debounce_seconds: float = Field(default=2.0, ge=0, le=3600)
+    max_delay_seconds: float = Field(default=60.0, gt=0, le=86400)
+    local_target_dir: Path
+    akosha_url: str | None = None
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    log_file: Path | None = None
+    drain_deadline_seconds: float = Field(default=30.0, gt=0, le=3600)
+    watchdog_stall_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="a pass without progress this long counts as wedged (systemd watchdog); "
+        "default: upload_timeout_seconds + 30",
+    )
+    redact_secrets: bool = Field(
+        default=True,
+        description="replace secrets in memory text bound for Akosha with [REDACTED:<kind>]",
+    )
+    metrics_listen: str | None = Field(
+        default=None, description="host:port serving Prometheus text at /metrics; unset = off"
+    )
+    drill_interval_hours: float = Field(
+        default=24.0, ge=0, le=24 * 365, description="restore drills in the daemon; 0 = off"
+    )
+    drill_max_mbps: float = Field(
+        default=20.0, gt=0, le=100000, description="download rate cap of a drill (MB/s)"
+    )
+    degraded_fail_after_minutes: float = Field(
+        default=0, ge=0, le=525600, description="exit non-zero after this long degraded; 0 = never"
+    )
+    webhooks: list[Webhook] = Field(default_factory=list)
+    cloud_sync: CloudSync = Field(default_factory=CloudSync)
+    _notes: tuple[str, ...] = PrivateAttr(default=())
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("akosha_url")
+    @classmethod
+    def _akosha_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8682/mcp")
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
+        return value
+
+    @field_validator("data_dir", "state_dir", "socket_path", "local_target_dir", "log_file")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(os.path.expanduser(str(value)))
+
+    @model_validator(mode="after")
+    def _sane_delays(self) -> Settings:
+        if self.max_delay_seconds < self.debounce_seconds:
+            raise ValueError("max_delay_seconds must not be smaller than debounce_seconds")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only init (CLI + file + defaults, merged by load_settings) and the env mapping
+        # handed in; load_settings builds the env source itself.
+        return (init_settings,)
+
+    # ---- derived -------------------------------------------------------------
+    @property
+    def bucket_configured(self) -> bool:
+        return self.cloud_sync.cloud_bucket is not None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Warnings about values that were accepted but adjusted (logged at start)."""
+        return self._notes
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets replaced by ``**********``."""
+        data = self.model_dump(mode="json")
+        cs = data["cloud_sync"]
+        if cs.get("secret_access_key") is not None:
+            cs["secret_access_key"] = REDACTED
+        for hook in data.get("webhooks", []):
+            if hook.get("secret") is not None:
+                hook["secret"] = REDACTED
+            hook["url"] = redact_webhook_url(hook["url"])
+        for group, name in ((data, "akosha_url"), (cs, "cloud_endpoint")):
+            if group.get(name):
+                group[name] = redact_url(group[name])
+        return data
