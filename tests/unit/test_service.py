@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from akoshad.cli import service
-from akoshad.cli.service import (
+from akoshad.cli.service import cmd_service
+from akoshad.cli.service_units import (
     DEFAULT_EXEC,
-    cmd_service,
     render_plist,
     render_unit,
     this_executable,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.cli.service import DEFAULT_EXEC
+from akoshad.cli.service_units import DEFAULT_EXEC
 from akoshad.names import EXIT_DEGRADED
 
 REPO = Path(__file__).resolve().parents[2]
