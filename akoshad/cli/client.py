@@ -29,7 +29,7 @@ from typing import Any
 
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, DaemonNotRunning
-from akoshad.runtime.control import request_sync
+from akoshad.runtime.control_client import request_sync
 from akoshad.runtime.health import behind_after_seconds, check_problems
 from akoshad.runtime.safety import safety_line
 

@@ -25,7 +25,7 @@ from loguru import logger
 
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, DaemonNotRunning
-from akoshad.runtime.control import ControlRequestError, request
+from akoshad.runtime.control_client import ControlRequestError, request
 
 SDK_MISSING = "akoshad mcp needs the MCP SDK: pip install 'akoshad[mcp]'"
 PING_TIMEOUT = 1.5  # a live daemon answers `status` at once; a missing one fails at once

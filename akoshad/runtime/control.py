@@ -1,4 +1,5 @@
-"""The control socket: a Unix stream socket speaking JSON lines, and its client.
+"""The control socket: a Unix stream socket speaking JSON lines (its client is
+``control_client``).
 
 Request ``{"cmd": "status" | "sync" | "pause" | "resume" | "queue", ...}``, reply
 ``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": "..."}``, one object per line.
@@ -13,11 +14,8 @@ import asyncio
 import contextlib
 import json
 import os
-import pwd
 import socket
 import stat
-import struct
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,9 +24,10 @@ from typing import Any
 
 from loguru import logger
 
-from akoshad.errors import AkoshadError, AlreadyRunning, ConfigError, DaemonNotRunning
+from akoshad.errors import AkoshadError, AlreadyRunning, ConfigError
 from akoshad.private import make_private_dirs
 from akoshad.redaction import redact
+from akoshad.runtime.control_client import ControlRequestError, peer_uid, user_name
 
 COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue"})
 MAX_LINE = 64 * 1024
@@ -37,36 +36,8 @@ BACKLOG = 128
 MAX_CONNECTIONS = 256  # beyond this, new connections are closed at once (fd safety)
 PROBE_TIMEOUT = 1.0
 WARN_INTERVAL = 60.0
-REPLY_LIMIT = 256 * 1024 * 1024  # a queue listing can be large
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-class ControlRequestError(AkoshadError):
-    """A bad request, or a reply of ``{"ok": false}``."""
-
-
-def peer_uid(sock: socket.socket) -> int | None:
-    """The uid of the process at the other end, or None where the platform cannot say."""
-    if hasattr(socket, "SO_PEERCRED"):
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", creds)
-        return int(uid)
-    if sys.platform == "darwin" or sys.platform.startswith("freebsd"):
-        # getpeereid(3) is LOCAL_PEERCRED underneath: struct xucred {u_int cr_version;
-        # uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16];} at level SOL_LOCAL (0).
-        level, option = getattr(socket, "SOL_LOCAL", 0), getattr(socket, "LOCAL_PEERCRED", 1)
-        raw = sock.getsockopt(level, option, struct.calcsize("2I") + 16 * 4 + 4)
-        return int(struct.unpack_from("2I", raw)[1])
-    return None
-
-
-def _user(uid: int) -> str:
-    """``user NAME (uid N)``, or ``uid N`` for an unknown uid."""
-    try:
-        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
 
 
 def check_socket_dir(socket_path: Path) -> None:
@@ -86,7 +57,7 @@ def check_socket_dir(socket_path: Path) -> None:
     mode = stat.S_IMODE(st.st_mode)
     shared = bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
     if st.st_uid not in (uid, 0) or (shared and not (mode & stat.S_ISVTX and st.st_uid == uid)):
-        owner = "you" if st.st_uid == uid else _user(st.st_uid)
+        owner = "you" if st.st_uid == uid else user_name(st.st_uid)
         raise ConfigError(
             f"socket_path {socket_path}: its directory {parent} (mode {mode:04o}, owned by "
             f"{owner}) can be written by other users, who could take the socket's place; "
@@ -197,7 +168,7 @@ class ControlServer:
             raise AkoshadError(f"{self.path} exists and is not a socket; refusing to replace it")
         if st.st_uid != os.getuid():
             raise ConfigError(
-                f"socket_path {self.path} is taken by a socket of {_user(st.st_uid)}, not "
+                f"socket_path {self.path} is taken by a socket of {user_name(st.st_uid)}, not "
                 "ours; set socket_path to a path in a directory only you can write to "
                 "(e.g. $XDG_RUNTIME_DIR/akoshad.sock)"
             )
@@ -348,82 +319,3 @@ def _probe_pid(probe: socket.socket) -> int | None:
         return None
     finally:
         probe.close()
-
-
-def _not_running(path: Path) -> DaemonNotRunning:
-    return DaemonNotRunning(
-        f"akoshad is not running (no answer on {path}); "
-        "start it with `akoshad run` or `akoshad service install`"
-    )
-
-
-async def request(
-    socket_path: Path,
-    payload: dict[str, Any],
-    timeout: float | None = 5.0,  # noqa: ASYNC109
-) -> dict[str, Any]:
-    """Send one request and return the reply's ``result``.
-
-    ``timeout`` bounds the wait for the reply (None: as long as the daemon keeps the
-    connection, for ``sync --wait``); connecting is bounded separately (at most 2 s).
-    Raises ``DaemonNotRunning`` when nobody answers (no socket, refused, connect timeout,
-    closed without a reply), ``ControlRequestError`` on ``{"ok": false}``, a malformed
-    reply or no reply within ``timeout``; ``AkoshadError`` for other socket errors.
-    """
-    connect_timeout = 2.0 if timeout is None else min(timeout, 2.0)
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(socket_path), limit=REPLY_LIMIT), connect_timeout
-        )
-    except (FileNotFoundError, ConnectionError, NotADirectoryError, TimeoutError):
-        raise _not_running(socket_path) from None
-    except OSError as exc:
-        raise AkoshadError(f"cannot connect to {socket_path}: {exc}") from None
-    try:
-        _check_server(socket_path, writer)
-        writer.write((json.dumps(payload) + "\n").encode())
-        await asyncio.wait_for(writer.drain(), connect_timeout)
-        line = await asyncio.wait_for(reader.readline(), timeout)
-    except TimeoutError:
-        waited = connect_timeout if timeout is None else timeout
-        raise ControlRequestError(f"no reply from the daemon within {waited:g} s") from None
-    except ValueError:
-        raise ControlRequestError("the daemon's reply is too long") from None
-    except (ConnectionError, OSError):
-        raise _not_running(socket_path) from None
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-    if not line:
-        raise _not_running(socket_path)
-    try:
-        reply = json.loads(line)
-    except ValueError:
-        raise ControlRequestError("malformed reply from the daemon") from None
-    if not isinstance(reply, dict):
-        raise ControlRequestError("malformed reply from the daemon")
-    if reply.get("ok") is not True:
-        raise ControlRequestError(str(reply.get("error", "request failed")))
-    result = reply.get("result")
-    return result if isinstance(result, dict) else {}
-
-
-def _check_server(socket_path: Path, writer: asyncio.StreamWriter) -> None:
-    """Refuse a server run by another user (one who took the socket's name): its replies
-    are not akoshad's and our requests are none of its business."""
-    sock = writer.get_extra_info("socket")
-    uid = peer_uid(sock) if sock is not None else None
-    if uid is not None and uid != os.getuid():
-        raise AkoshadError(
-            f"the control socket {socket_path} is served by {_user(uid)}, not by you: "
-            "refusing to talk to it; remove it and set socket_path to a directory only "
-            "you can write to"
-        )
-
-
-def request_sync(
-    socket_path: Path, payload: dict[str, Any], timeout: float | None = 5.0
-) -> dict[str, Any]:
-    """``request`` for synchronous callers (the CLI)."""
-    return asyncio.run(request(socket_path, payload, timeout))

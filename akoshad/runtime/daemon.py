@@ -37,7 +37,8 @@ from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.watch import StoreWatcher
-from akoshad.runtime.control import ControlRequestError, ControlServer
+from akoshad.runtime.control import ControlServer
+from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.logs import setup_logging
 from akoshad.runtime.metrics import MetricsServer

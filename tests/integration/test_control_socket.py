@@ -20,12 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from akoshad.errors import AkoshadError, AlreadyRunning, DaemonNotRunning
-from akoshad.runtime.control import (
-    ControlRequestError,
-    ControlServer,
-    peer_uid,
-    request,
-)
+from akoshad.runtime.control import ControlServer
+from akoshad.runtime.control_client import ControlRequestError, peer_uid, request
 from tests.tmpdirs import short_dir
 
 STATUS = b'{"cmd": "status"}\n'
