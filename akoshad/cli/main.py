@@ -204,7 +204,7 @@ def _dispatch(
 
         return cmd_config(args, loaded)
     if cmd == "run":
-        from akoshad.runtime.daemon import run_daemon
+        from akoshad.runtime.run import run_daemon
 
         return run_daemon(settings, once=args.once, config_path=args.config, argv=argv, environ=env)
     if cmd in CLIENT_COMMANDS:

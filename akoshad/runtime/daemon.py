@@ -12,24 +12,21 @@ import asyncio
 import os
 import signal
 import sqlite3
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
 from loguru import logger
 
-from akoshad import __version__, fastpath
+from akoshad import __version__
 from akoshad.config import Settings
 from akoshad.errors import (
     AkoshadError,
-    AlreadyRunning,
     ConfigError,
     PermanentError,
     TransientError,
 )
-from akoshad.heap import bounded_heap
 from akoshad.names import EXIT_FAIL, EXIT_OK, MEMORY_DB
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
@@ -40,14 +37,13 @@ from akoshad.pipeline.watch import StoreWatcher
 from akoshad.runtime.control import ControlServer
 from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.health import data_dir_problem
-from akoshad.runtime.logs import setup_logging
 from akoshad.runtime.metrics import MetricsServer
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
 from akoshad.runtime.status import StatusView
 from akoshad.runtime.watchdog import Watchdog
 from akoshad.runtime.webhooks import WEBHOOK_ONCE_SECONDS
 from akoshad.runtime.wiring import Parts, wire
-from akoshad.store.db import StateDB, StateError
+from akoshad.store.db import StateDB
 from akoshad.targets import Target
 
 
@@ -387,37 +383,3 @@ class Daemon:
         with suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
         logger.info("stopped; {} change(s) stay queued", await self.state.queue_depth())
-
-
-def run_daemon(
-    settings: Settings,
-    *,
-    once: bool = False,
-    config_path: str | None = None,
-    environ: Mapping[str, str] | None = None,
-    argv: Sequence[str] | None = None,
-) -> int:
-    """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check)."""
-    env = dict(environ or {})
-    bounded_heap()
-    setup_logging(settings, environ=env)
-    for note in settings.notes:
-        logger.warning("configuration: {}", note)
-
-    def reload() -> Settings:
-        from akoshad.config import load_settings
-
-        return load_settings(config_path, environ=env)
-
-    daemon = Daemon(settings, environ=env, reload=reload)
-    try:
-        if once:
-            before = fastpath.stat_map(settings.data_dir)
-            code = asyncio.run(daemon.run_once())
-            if code == EXIT_OK and argv is not None:
-                fastpath.record_unchanged(argv, env, settings.data_dir, settings.state_dir, before)
-            return code
-        return asyncio.run(daemon.run_forever())
-    except (AlreadyRunning, ConfigError, StateError) as exc:
-        print(f"akoshad: {exc}", file=sys.stderr)
-        return exc.exit_code
