@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from akoshad.manifest.facts import Facts
+from akoshad.manifest.layout import FileEntry
 from akoshad.pipeline.capture.snapshot import (
     Captured,
     CapturedFile,
@@ -114,4 +117,33 @@ def restat(prev: LedgerEntry, f: CapturedFile) -> LedgerEntry:
         inode=live.inode,
         facts=None if f.facts is None else f.facts.to_json(),
         mode=f.mode,
+    )
+
+
+def attempt_record(
+    plan: UploadPlan, to_send: list[tuple[LedgerEntry, CapturedFile]]
+) -> dict[str, Any]:
+    """What recovery needs of an attempt: live stat identities, groups, removals, new."""
+    rows = [*plan.reused, *(r for r, _ in to_send)]
+    return {
+        "live": {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r in rows},
+        "groups": {r.path: r.group_path for r in rows},
+        "removed": plan.removed,
+        "new": [r.path for r, _ in to_send],
+    }
+
+
+def manifest_entry(row: LedgerEntry) -> FileEntry:
+    """The manifest's entry of a file the upload holds, from its ledger row."""
+    return FileEntry(
+        path=row.path,
+        name=row.name,
+        key=row.key,
+        size=row.size,
+        sha256=row.sha256,
+        stored_size=row.stored_size,
+        compression=row.compression,
+        kind=row.kind,
+        facts=Facts.from_json(row.facts),
+        mode=row.mode,
     )

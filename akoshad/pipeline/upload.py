@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from typing import Any
+from dataclasses import replace
 
 from loguru import logger
 
 from akoshad.backoff import half_jitter_delay
 from akoshad.compress import choose_compression
 from akoshad.errors import PermanentError, TransientError
-from akoshad.manifest.facts import Facts
 from akoshad.manifest.layout import (
-    FileEntry,
     build_manifest,
     encode_manifest,
     manifest_key,
@@ -35,7 +33,7 @@ from akoshad.pipeline.capture.snapshot import (
     CaptureResult,
     Snapshotter,
 )
-from akoshad.pipeline.plan import UploadPlan, plan_upload
+from akoshad.pipeline.plan import UploadPlan, attempt_record, manifest_entry, plan_upload
 from akoshad.pipeline.recovery import Discarder
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import ExtraObject, MemoriesJson
@@ -100,7 +98,7 @@ class Uploader:
         upload_id = new_upload_id(after=await self.state.latest_upload_id())
         to_send = await self._rows_to_send(target, plan, upload_id)
         await self.state.begin_upload(
-            upload_id, target.name, target.name, _attempt_record(plan, to_send)
+            upload_id, target.name, target.name, attempt_record(plan, to_send)
         )
         report.upload_id = upload_id
         # every entry of this upload that points at an earlier upload's object: files not
@@ -206,7 +204,7 @@ class Uploader:
                 report.bytes_sent += await target.put_bytes(
                     own_prefix + extra.name, extra.data, extra.content_type
                 )
-            entries = [_entry(r) for r in [*plan.kept, *plan.reused, *sent]]
+            entries = [manifest_entry(r) for r in [*plan.kept, *plan.reused, *sent]]
             manifest = build_manifest(
                 system_id=self.system_id,
                 upload_id=upload_id,
@@ -291,7 +289,7 @@ class Uploader:
             report.bytes_uploaded += row.size
             report.bytes_sent += stored.bytes_sent
             self.stats.progressed()
-            return _replace(
+            return replace(
                 row,
                 sha256=stored.sha256,
                 stored_size=stored.stored_size,
@@ -365,39 +363,5 @@ class _SendFailed(Exception):
         self.extras = extras
 
 
-def _attempt_record(
-    plan: UploadPlan, to_send: list[tuple[LedgerEntry, CapturedFile]]
-) -> dict[str, Any]:
-    """What recovery needs of an attempt: live stat identities, groups, removals, new."""
-    rows = [*plan.reused, *(r for r, _ in to_send)]
-    return {
-        "live": {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r in rows},
-        "groups": {r.path: r.group_path for r in rows},
-        "removed": plan.removed,
-        "new": [r.path for r, _ in to_send],
-    }
-
-
 async def _no_extras() -> list[ExtraObject]:
     return []
-
-
-def _entry(row: LedgerEntry) -> FileEntry:
-    return FileEntry(
-        path=row.path,
-        name=row.name,
-        key=row.key,
-        size=row.size,
-        sha256=row.sha256,
-        stored_size=row.stored_size,
-        compression=row.compression,
-        kind=row.kind,
-        facts=Facts.from_json(row.facts),
-        mode=row.mode,
-    )
-
-
-def _replace(row: LedgerEntry, **changes: Any) -> LedgerEntry:
-    from dataclasses import replace
-
-    return replace(row, **changes)
