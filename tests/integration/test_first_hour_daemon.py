@@ -18,8 +18,7 @@ from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tests.faultproxy import FaultPlan, FaultProxy
-from tests.helpers import akoshad, base_env, manifests, start_daemon, stop_daemon, wait_for
-from tests.helpers import write_config as write_yaml
+from tests.helpers import akoshad, daemon_config, manifests, start_daemon, stop_daemon, wait_for
 from tests.integration.test_mcp_tools import call
 from tests.s3server import WeedServer
 from tests.storegen import make_store
@@ -36,18 +35,18 @@ class Rig:
         self.outbox = tmp / "outbox"
         self.state = tmp / "state"
         self.log = tmp / "daemon.log"
-        self.env = base_env(tmp / "home")
-        settings: dict[str, Any] = {
-            "data_dir": str(self.store),
-            "state_dir": str(self.state),
-            "local_target_dir": str(self.outbox),
-            "socket_path": str(tmp / "ak.sock"),
-            "debounce_seconds": 0.3,
-            "max_delay_seconds": 5,
-            "cloud_sync": {"system_id": SYSTEM},
-        }
-        settings.update(extra)
-        self.config = write_yaml(tmp / "config.yaml", **settings)
+        if data_dir is not None:
+            extra = {"data_dir": str(data_dir), **extra}
+        self.config, self.env = daemon_config(
+            tmp,
+            SYSTEM,
+            store=False,
+            socket_path=tmp / "ak.sock",
+            debounce_seconds=0.3,
+            max_delay_seconds=5,
+            **extra,
+        )
+        self.env["HOME"] = str(tmp / "home")
 
     def cli(self, *args: str) -> Any:
         return akoshad(*args, "--config", str(self.config), env=self.env)

@@ -25,14 +25,12 @@ from akoshad.cli.mcp import SDK_MISSING
 from tests.akosha_fixtures import AkoshaServer
 from tests.helpers import (
     akoshad,
-    base_env,
+    daemon_config,
     manifests,
     start_daemon,
     stop_daemon,
     wait_for,
-    write_config,
 )
-from tests.storegen import make_store
 from tests.tmpdirs import short_dir
 
 SYSTEM = "mcp"
@@ -45,26 +43,19 @@ class Rig:
 
     def __init__(self, tmp: Path, **extra: Any) -> None:
         self.tmp = tmp
-        self.store = make_store(tmp / "store")
+        self.store = tmp / "store"
         self.outbox = tmp / "outbox"
         self.sock = short_dir() / "a.sock"
-        self.env = base_env(tmp)
         self.stderr = tmp / "mcp-stderr.log"
-        settings: dict[str, Any] = {
-            "data_dir": str(self.store),
-            "state_dir": str(tmp / "state"),
-            "local_target_dir": str(self.outbox),
-            "socket_path": str(self.sock),
-            "debounce_seconds": 60,  # the daemon would wait: only the tool's sync uploads now
-            "max_delay_seconds": 120,
-            "cloud_sync": {
-                "system_id": SYSTEM,
-                "secret_access_key": SECRET,
-                "access_key_id": "AKIAEXAMPLE",
-            },
-        }
-        settings.update(extra)
-        self.config = write_config(tmp / "c.yaml", **settings)
+        self.config, self.env = daemon_config(
+            tmp,
+            SYSTEM,
+            socket_path=self.sock,
+            debounce_seconds=60,  # the daemon would wait: only the tool's sync uploads now
+            max_delay_seconds=120,
+            cloud_sync={"secret_access_key": SECRET, "access_key_id": "AKIAEXAMPLE"},
+            **extra,
+        )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return akoshad(*args, "--config", str(self.config), env=self.env)

@@ -19,7 +19,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import akoshad, base_env, start_daemon, stop_daemon, wait_for, write_config
+from tests.helpers import (
+    akoshad,
+    daemon_config,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_config,
+)
 from tests.s3server import free_port
 from tests.storegen import make_store
 
@@ -36,20 +43,18 @@ class Daemon:
         self.tmp = tmp
         self.store = tmp / "store"
         self.port = free_port()
-        self.env = base_env(tmp / "home")
         self.log = tmp / "daemon.log"
-        settings: dict[str, Any] = {
-            "data_dir": str(self.store),
-            "state_dir": str(tmp / "state"),
-            "local_target_dir": str(tmp / "outbox"),
-            "socket_path": str(tmp / "akoshad.sock"),
-            "debounce_seconds": 0.3,
-            "max_delay_seconds": 5,
-            "metrics_listen": f"127.0.0.1:{self.port}",
-            "cloud_sync": {"system_id": SYSTEM},
-        }
-        settings.update(extra)
-        self.config = write_config(tmp / "config.yaml", **settings)
+        self.config, self.env = daemon_config(
+            tmp,
+            SYSTEM,
+            store=False,
+            socket_path=tmp / "akoshad.sock",
+            debounce_seconds=0.3,
+            max_delay_seconds=5,
+            metrics_listen=f"127.0.0.1:{self.port}",
+            **extra,
+        )
+        self.env["HOME"] = str(tmp / "home")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

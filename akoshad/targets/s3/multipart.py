@@ -1,25 +1,62 @@
-"""Multipart uploads of the S3 target: a file sent in parts with a bounded number in
-flight, completed with every part's checksum, and aborted on any failure (also when the
-put is cancelled); and the clean-up of the uploads a crash left under the system's own
-prefix."""
+"""How the S3 target sends a file: one PUT when it is less than a part, else a multipart
+upload with a bounded number of parts in flight, completed with every part's checksum and
+aborted on any failure (also when the put is cancelled); and the clean-up of the
+multipart uploads a crash left under the system's own prefix."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from akoshad.backoff import with_retries
 from akoshad.errors import PermanentError, TransientError
+from akoshad.targets.base import Compression, StoredObject
 from akoshad.targets.s3.errors import UploadLost
-from akoshad.targets.s3.parts import _CHECKSUM_PARAM, Checksum, _Part, _PartSource
+from akoshad.targets.s3.parts import _CHECKSUM_PARAM, Checksum, _Part, _PartSource, body_checksum
 
 if TYPE_CHECKING:
     from akoshad.targets.s3.target import S3Target
 
 ABORT_TIMEOUT = 15.0
+
+
+async def send_file(
+    target: S3Target, key: str, source: Path, compression: Compression, kind: Checksum
+) -> StoredObject:
+    """Send ``source`` as ``key``: one PUT when it is less than a part, else a multipart
+    upload; the source is closed in every case."""
+    # one trip to the pool for a small file: open, read (and gzip), checksum, close
+    parts, first = await target._budgeted(
+        compression == "gzip",
+        functools.partial(_PartSource.open, source, compression, target.part_size, kind),
+    )
+    try:
+        if first is None or first.size < parts.part_size:
+            part = first or _Part(b"", 0, body_checksum(kind, b""))
+            try:
+                await target._call(
+                    lambda c: c.put_object(
+                        Bucket=target.bucket,
+                        Key=key,
+                        Body=part.rewound(),
+                        **{_CHECKSUM_PARAM[kind]: part.checksum},
+                    ),
+                    what=f"put {key}",
+                )
+            finally:
+                part.close()
+            return StoredObject(key, part.size, compression, part.size, parts.sha256)
+        # a full first part: multipart (of one part, if the file ends exactly there)
+        total = await put_multipart(target, key, parts, first, kind)
+        return StoredObject(key, total, compression, total, parts.sha256)
+    finally:
+        if not parts.closed:
+            await target._prepare(parts.close)
 
 
 async def put_multipart(

@@ -49,7 +49,7 @@ from akoshad.targets.s3.errors import (
     UploadLost,
     classify,
 )
-from akoshad.targets.s3.multipart import abort, abort_leftover_uploads, put_multipart
+from akoshad.targets.s3.multipart import abort, abort_leftover_uploads, put_multipart, send_file
 from akoshad.targets.s3.parts import (
     _CHECKSUM_PARAM,
     MAX_PARTS,
@@ -313,33 +313,7 @@ class S3Target:
     async def _put_file(
         self, key: str, source: Path, compression: Compression, kind: Checksum
     ) -> StoredObject:
-        # one trip to the pool for a small file: open, read (and gzip), checksum, close
-        parts, first = await self._budgeted(
-            compression == "gzip",
-            functools.partial(_PartSource.open, source, compression, self.part_size, kind),
-        )
-        try:
-            if first is None or first.size < parts.part_size:
-                part = first or _Part(b"", 0, body_checksum(kind, b""))
-                try:
-                    await self._call(
-                        lambda c: c.put_object(
-                            Bucket=self.bucket,
-                            Key=key,
-                            Body=part.rewound(),
-                            **{_CHECKSUM_PARAM[kind]: part.checksum},
-                        ),
-                        what=f"put {key}",
-                    )
-                finally:
-                    part.close()
-                return StoredObject(key, part.size, compression, part.size, parts.sha256)
-            # a full first part: multipart (of one part, if the file ends exactly there)
-            total = await self._put_multipart(key, parts, first, kind)
-            return StoredObject(key, total, compression, total, parts.sha256)
-        finally:
-            if not parts.closed:
-                await self._prepare(parts.close)
+        return await send_file(self, key, source, compression, kind)
 
     async def _put_multipart(
         self, key: str, parts: _PartSource, first: _Part, kind: Checksum
