@@ -51,3 +51,11 @@ class EventBus:
                     "event sink {} failed on {}", type(sink).__name__, event
                 )
         return payload
+
+
+class RequestCounter(Protocol):
+    """Counts the requests a client sends, by target and method; given to the client when
+    it is built (the metrics implement it)."""
+
+    def count(self, target: str, method: str) -> None:
+        """One request of ``target`` with ``method`` (an operation or JSON-RPC method)."""

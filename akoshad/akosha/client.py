@@ -39,6 +39,7 @@ from akoshad.akosha.results import (
 from akoshad.akosha.rows import encode_json
 from akoshad.akosha.sse import _pick_reply, _SSEParser, read_sse
 from akoshad.errors import PermanentError, TransientError
+from akoshad.events import RequestCounter
 
 __all__ = [
     "ACCEPT",
@@ -77,6 +78,8 @@ class AkoshaClient:
         connect_timeout: float = 5.0,
         probe_timeout: float = 1.0,
         health_url: str | None = None,
+        counter: RequestCounter | None = None,
+        counter_target: str = "http",
     ) -> None:
         self.url = url
         self.health_url = health_url or health_url_for(url)
@@ -90,7 +93,10 @@ class AkoshaClient:
         self.server_info: dict[str, Any] = {}
         self.last_probe_error: str | None = None
         self.sessions_opened = 0
-        # called with the JSON-RPC method of every message sent (metrics)
+        # counts the JSON-RPC method of every message sent (metrics), as ``counter_target``
+        self.counter = counter
+        self.counter_target = counter_target
+        # the same as a callback (the wiring's hook until it passes ``counter``)
         self.on_request: Callable[[str], None] | None = None
         self._ready = False
         self._http: aiohttp.ClientSession | None = None
@@ -271,6 +277,8 @@ class AkoshaClient:
             else encode_json(message)
         )
         for attempt in (1, 2):
+            if self.counter is not None:
+                self.counter.count(self.counter_target, method)
             if self.on_request is not None:
                 self.on_request(method)
             try:

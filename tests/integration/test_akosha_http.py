@@ -469,3 +469,22 @@ def test_parse_store_result_reads_the_text_content_too() -> None:
     assert result.stored == ("a",)
     with pytest.raises(PermanentError, match="unexpected"):
         parse_store_result({"content": [{"type": "text", "text": "ok"}]}, ["a"])
+
+
+async def test_a_counter_given_at_construction_counts_every_message(server: AkoshaServer) -> None:
+    """The counter passed when the client is built sees each JSON-RPC message, by method,
+    under the client's target name."""
+    counted: list[tuple[str, str]] = []
+
+    class Counter:
+        def count(self, target: str, method: str) -> None:
+            counted.append((target, method))
+
+    async with AkoshaClient(server.url, counter=Counter(), counter_target="akosha") as client:
+        result = await client.store([mem(1), mem(2)])
+    assert len(result.delivered) == 2
+    assert counted == [
+        ("akosha", "initialize"),
+        ("akosha", "notifications/initialized"),
+        ("akosha", "tools/call"),
+    ]
