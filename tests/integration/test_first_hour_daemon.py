@@ -35,16 +35,12 @@ class Rig:
         self.outbox = tmp / "outbox"
         self.state = tmp / "state"
         self.log = tmp / "daemon.log"
+        settings: dict[str, Any] = {"debounce_seconds": 0.3, "max_delay_seconds": 5}
         if data_dir is not None:
-            extra = {"data_dir": str(data_dir), **extra}
+            settings["data_dir"] = str(data_dir)
+        settings.update(extra)
         self.config, self.env = daemon_config(
-            tmp,
-            SYSTEM,
-            store=False,
-            socket_path=tmp / "ak.sock",
-            debounce_seconds=0.3,
-            max_delay_seconds=5,
-            **extra,
+            tmp, SYSTEM, store=False, socket_path=tmp / "ak.sock", **settings
         )
         self.env["HOME"] = str(tmp / "home")
 

@@ -47,15 +47,13 @@ class Rig:
         self.outbox = tmp / "outbox"
         self.sock = short_dir() / "a.sock"
         self.stderr = tmp / "mcp-stderr.log"
-        self.config, self.env = daemon_config(
-            tmp,
-            SYSTEM,
-            socket_path=self.sock,
-            debounce_seconds=60,  # the daemon would wait: only the tool's sync uploads now
-            max_delay_seconds=120,
-            cloud_sync={"secret_access_key": SECRET, "access_key_id": "AKIAEXAMPLE"},
+        settings: dict[str, Any] = {
+            "debounce_seconds": 60,  # the daemon would wait: only the tool's sync uploads now
+            "max_delay_seconds": 120,
+            "cloud_sync": {"secret_access_key": SECRET, "access_key_id": "AKIAEXAMPLE"},
             **extra,
-        )
+        }
+        self.config, self.env = daemon_config(tmp, SYSTEM, socket_path=self.sock, **settings)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return akoshad(*args, "--config", str(self.config), env=self.env)

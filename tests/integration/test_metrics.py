@@ -44,15 +44,14 @@ class Daemon:
         self.store = tmp / "store"
         self.port = free_port()
         self.log = tmp / "daemon.log"
-        self.config, self.env = daemon_config(
-            tmp,
-            SYSTEM,
-            store=False,
-            socket_path=tmp / "akoshad.sock",
-            debounce_seconds=0.3,
-            max_delay_seconds=5,
-            metrics_listen=f"127.0.0.1:{self.port}",
+        settings: dict[str, Any] = {
+            "debounce_seconds": 0.3,
+            "max_delay_seconds": 5,
+            "metrics_listen": f"127.0.0.1:{self.port}",
             **extra,
+        }
+        self.config, self.env = daemon_config(
+            tmp, SYSTEM, store=False, socket_path=tmp / "akoshad.sock", **settings
         )
         self.env["HOME"] = str(tmp / "home")
         self.proc: subprocess.Popen[bytes] | None = None
