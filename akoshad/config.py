@@ -40,6 +40,7 @@ from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
 from akoshad.names import SYSTEM_ID_RE
 from akoshad.redaction import REDACTED, redact_url, redact_webhook_url, register_settings
+from akoshad.storage.retention import Retention
 
 ENV_PREFIX = "AKOSHAD_"
 # Environment variables with our prefix that are not settings fields.
@@ -197,6 +198,7 @@ class Settings(BaseSettings):
         default=0, ge=0, le=525600, description="exit non-zero after this long degraded; 0 = never"
     )
     webhooks: list[Webhook] = Field(default_factory=list)
+    retention: Retention = Field(default_factory=Retention)
     cloud_sync: CloudSync = Field(default_factory=CloudSync)
     _notes: tuple[str, ...] = PrivateAttr(default=())
 
