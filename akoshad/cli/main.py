@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from akoshad import __version__
+from akoshad.cli import prune as prune_cli
 from akoshad.errors import AkoshadError, ConfigError
 from akoshad.names import EXIT_CONFIG, EXIT_FAIL
 from akoshad.runtime.health import STATUS_EPILOG
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--yes", action="store_true", help="--purge without asking")
 
     sub.add_parser("mcp", parents=[common], help="serve the MCP tools over stdio")
+    prune_cli.add_parsers(sub, common)
     return parser
 
 
@@ -224,6 +226,8 @@ def _dispatch(
         from akoshad.restore.drill import cmd_drill
 
         return _run_async(cmd_drill(args, settings))
+    if cmd in ("prune", "takeover"):
+        return int(getattr(prune_cli, f"cmd_{cmd}")(args, settings))
     if cmd == "service":
         from akoshad.cli.service import cmd_service
 

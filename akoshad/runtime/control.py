@@ -30,7 +30,7 @@ from akoshad.errors import AkoshadError, AlreadyRunning, ConfigError, DaemonNotR
 from akoshad.private import make_private_dirs
 from akoshad.redaction import redact
 
-COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue"})
+COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue", "prune", "takeover"})
 MAX_LINE = 64 * 1024
 IDLE_TIMEOUT = 10.0
 BACKLOG = 128

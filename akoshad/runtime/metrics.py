@@ -122,6 +122,10 @@ class StatusCollector(Collector):
             doc = "When the last upload completed (epoch)."
             yield _gauge("akoshad_last_upload_timestamp_seconds", doc, finished)
         yield from self._drill(st.get("last_drill"))
+        pruned = st.get("last_prune")
+        if isinstance(pruned, Mapping) and _number(pruned.get("at")) is not None:
+            doc = "When the last prune ran (epoch)."
+            yield _gauge("akoshad_last_prune_timestamp_seconds", doc, pruned["at"])
         safety = st.get("safety")
         if isinstance(safety, Mapping) and isinstance(safety.get("safe"), bool):
             yield _gauge(

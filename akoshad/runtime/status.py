@@ -74,6 +74,8 @@ class StatusView:
             "system_id": self.settings.cloud_sync.system_id,
             "webhooks": await p.webhooks.status(),
             "last_drill": await p.drills.last(),
+            "last_prune": await p.prunes.last(),
+            "lease": p.owners.lease(p.primary.name),
             "warnings": [missing] if missing else [],
             "waiting_for_data_dir": missing is not None,
             "oldest_pending_age_seconds": await self.oldest_pending_age(),

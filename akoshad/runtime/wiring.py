@@ -27,6 +27,7 @@ from akoshad.pipeline.chain import CircuitBreaker
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
 from akoshad.pipeline.memory_sync import MemorySync
+from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.recovery import Recovery
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
@@ -35,6 +36,7 @@ from akoshad.pipeline.upload import Uploader
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.health_watch import HealthWatch
 from akoshad.runtime.metrics import Metrics
+from akoshad.runtime.prune import PruneScheduler
 from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
@@ -112,6 +114,8 @@ class Parts:
     webhooks: WebhookSink
     health: HealthWatch
     drills: DrillScheduler
+    owners: OwnerGate  # one writer per system id, per target
+    prunes: PruneScheduler
     stop_event: asyncio.Event
     pass_lock: asyncio.Lock
 
@@ -217,6 +221,7 @@ def build(
     webhooks = WebhookSink(settings.webhooks, state, base_delay=cs.retry_backoff_seconds)
     events.subscribe(webhooks)
     health = HealthWatch(stats, events, settings.degraded_fail_after_minutes * 60)
+    owners = OwnerGate(settings.state_dir, cs.system_id, stats)
     drain = Drain(
         state=state,
         snapshotter=snapshotter,
@@ -229,6 +234,7 @@ def build(
         enable_fallback=cs.enable_fallback,
         retry_backoff=cs.retry_backoff_seconds,
         observer=PassEvents(events, metrics, health),
+        owners=owners,
     )
     pass_lock = asyncio.Lock()
     feed = ChangeFeed(settings, state, drain.primary, stats, wake=wake)
@@ -236,6 +242,15 @@ def build(
         settings,
         state=state,
         target=drain.primary,
+        events=events,
+        stop_event=stop_event,
+        pass_lock=pass_lock,
+    )
+    prunes = PruneScheduler(
+        settings,
+        state=state,
+        target=drain.primary,
+        gate=owners,
         events=events,
         stop_event=stop_event,
         pass_lock=pass_lock,
@@ -259,6 +274,8 @@ def build(
         webhooks=webhooks,
         health=health,
         drills=drills,
+        owners=owners,
+        prunes=prunes,
         stop_event=stop_event,
         pass_lock=pass_lock,
     )
