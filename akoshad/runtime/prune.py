@@ -95,6 +95,15 @@ async def prune_target(
     system_id = settings.cloud_sync.system_id
     ledger = await state.ledger(target.name)
     in_progress = [u for u, name, _ in await state.in_progress_uploads() if name == target.name]
+    finished = await state.transaction(
+        lambda c: [
+            r[0]
+            for r in c.execute(
+                "SELECT upload_id FROM uploads WHERE target = ? AND outcome = 'completed'",
+                (target.name,),
+            )
+        ]
+    )
     result: dict[str, Any] = {"enabled": True, "dry_run": dry_run, "policy": policy.describe()}
     try:
         done = await run_prune(
@@ -107,6 +116,7 @@ async def prune_target(
             hooks=hooks or PruneHooks(forget_pack=_no_packs),
             in_progress=in_progress,
             protected={e.key for e in ledger.values() if e.key},
+            finished=finished,
         )
     except NotOwner:
         raise
