@@ -14,7 +14,7 @@ file that fails is discarded), so nothing partial is left.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 WORKERS = 8
@@ -105,3 +105,35 @@ async def owned_in_thread(make: Callable[[], _T], drop: Callable[[_T], object]) 
             raise asyncio.CancelledError from None
         await asyncio.to_thread(drop, made)
         raise
+
+
+READ_AHEAD = 2  # stored pieces (of up to fileio.CHUNK bytes) read ahead of the decoder
+
+
+async def read_ahead(source: AsyncIterator[bytes], depth: int = READ_AHEAD) -> AsyncIterator[bytes]:
+    """``source``'s pieces, read up to ``depth`` pieces ahead by a task of its own, so that
+    the next read is on the wire while this one is decoded. Its errors (``KeyError`` for a
+    missing object, ...) come out in order; the reader task ends with the iteration."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(max(1, depth))
+
+    async def pump() -> None:
+        try:
+            async for piece in source:
+                await queue.put(piece)
+        except Exception as exc:
+            await queue.put(exc)
+            return
+        await queue.put(None)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

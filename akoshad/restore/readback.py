@@ -36,7 +36,7 @@ from akoshad.manifest.layout import (
     validate_manifest,
 )
 from akoshad.restore.destdir import DestError, FileSink, open_dest, parent_dir
-from akoshad.restore.parallel import fetch_all, owned_in_thread
+from akoshad.restore.parallel import fetch_all, owned_in_thread, read_ahead
 from akoshad.restore.select import pick_at, select_entries
 from akoshad.store.db import STATE_FILE, LedgerView, StateError, read_ledger
 from akoshad.targets import Target, make_target
@@ -129,7 +129,7 @@ async def fetch_entry(target: Target, entry: FileEntry, sink: FileSink | None) -
     stored = 0
     try:
         try:
-            async for chunk in target.read(entry.key):
+            async for chunk in read_ahead(target.read(entry.key)):
                 stored += len(chunk)
                 if stored > entry.stored_size:
                     raise _damaged(entry, f"more than its listed {entry.stored_size} bytes")

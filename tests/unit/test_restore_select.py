@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -170,3 +171,33 @@ def test_fetch_all_stops_and_raises_the_first_failure_in_manifest_order() -> Non
     with pytest.raises(ValueError, match="bad 3"):
         asyncio.run(parallel.fetch_all(entries, job, lambda i: 100, workers=2))
     assert len(started) < len(entries)  # no new file after a failure
+
+
+def test_read_ahead_keeps_order_and_errors_and_ends_its_reader() -> None:
+    read: list[int] = []
+
+    async def source(fail: bool) -> AsyncIterator[bytes]:
+        for i in range(10):
+            read.append(i)
+            yield bytes([i])
+        if fail:
+            raise KeyError("gone")
+
+    async def run() -> None:
+        got = [p async for p in parallel.read_ahead(source(False), depth=2)]
+        assert got == [bytes([i]) for i in range(10)]
+        got.clear()
+        with pytest.raises(KeyError):
+            async for piece in parallel.read_ahead(source(True), depth=2):
+                got.append(piece)
+        assert len(got) == 10  # every piece before the error
+        read.clear()
+        chunks = parallel.read_ahead(source(False), depth=2)
+        async for _ in chunks:
+            break
+        await chunks.aclose()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+        assert len(read) <= 4  # read at most depth ahead, then stopped
+        assert {t.get_coro().__name__ for t in asyncio.all_tasks()} == {"run"}
+
+    asyncio.run(run())
