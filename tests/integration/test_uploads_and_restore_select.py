@@ -256,6 +256,13 @@ def test_parallel_restore_is_byte_identical_and_names_a_damaged_file(
     s.cli("restore", "--latest", "--dest", str(dest), check=True)
     tree = _tree(dest)
     assert tree == {p: e["sha256"] for p, e in entries.items()}
+    res = s.cli("uploads", "--json")
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads(res.stdout)
+    folder = f"systems/{system_id}/uploads/{row['upload_id']}/"
+    listing = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=folder)["Contents"]
+    assert row["files"] == len(entries) == 28
+    assert row["stored_bytes"] == sum(o["Size"] for o in listing)
 
     victim = entries["reflection.duckdb"]
     client = s3.client()
@@ -269,3 +276,14 @@ def test_parallel_restore_is_byte_identical_and_names_a_damaged_file(
     left = [p.name for p in again.rglob("*")]
     assert "reflection.duckdb" not in left
     assert not [n for n in left if n.startswith(".akoshad-restore-")]
+
+
+@pytest.mark.s3
+def test_uploads_with_a_missing_bucket_is_an_error(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    s = S3Setup(tmp_path, s3, system_id, cloud_bucket="no-such-bucket")
+    res = s.cli("uploads")
+    line = _one_line_error(res)
+    assert "no-such-bucket" in line
+    assert "no uploads" not in res.stdout
