@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -287,3 +288,32 @@ def test_uploads_with_a_missing_bucket_is_an_error(
     line = _one_line_error(res)
     assert "no-such-bucket" in line
     assert "no uploads" not in res.stdout
+
+
+def test_uploads_lists_a_format_2_upload(tmp_path: Path) -> None:
+    from akoshad.restore.listing import upload_rows
+    from akoshad.storage.format2 import build_manifest2
+    from akoshad.targets.local import LocalTarget
+    from tests.format2_store import Store, write_upload
+    from tests.integration.test_storage_format2_local import SID, UPLOADS
+    from tests.integration.test_storage_format2_local import make_store as make_store2
+
+    root, staging = tmp_path / "data", tmp_path / "staging"
+    staging.mkdir(mode=0o700)
+    make_store2(root)
+    target = LocalTarget(tmp_path / "outbox")
+
+    async def run() -> list[Any]:
+        await target.start()
+        files = await Store(target, SID, staging).store_tree(root)
+        built = build_manifest2(system_id=SID, upload_id=UPLOADS[0], files=files, skipped={})
+        assert "index" in built.manifest["metadata"]  # the entries are in index parts
+        await write_upload(target, SID, UPLOADS[0], built)
+        return await upload_rows(target, SID)
+
+    (row,) = asyncio.run(run())
+    assert row.damaged is None
+    assert row.files == 251
+    assert row.total_size_bytes == sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    manifest = tmp_path / "outbox" / "systems" / SID / "uploads" / UPLOADS[0] / "manifest.json"
+    assert row.stored_bytes == manifest.stat().st_size  # chunks live in shared packs
