@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from akoshad.manifest.layout import MAX_MANIFEST_BYTES
 from tests.helpers import akoshad, wait_for, write_config
 from tests.integration.test_pipeline_local import SYSTEM, Setup
 from tests.integration.test_pipeline_s3 import S3Setup
@@ -132,9 +133,17 @@ def test_a_damaged_manifest_is_listed_as_damaged(tmp_path: Path) -> None:
     first, second = (m["metadata"]["upload_id"] for m in s.manifests())
     path = s.outbox / "systems" / SYSTEM / "uploads" / first / "manifest.json"
     path.write_text('{"uploaded_at": "yesterday", ')
+    huge = s.outbox / "systems" / SYSTEM / "uploads" / "20261130T000000000000Z-hhhhhh"
+    huge.mkdir()
+    with (huge / "manifest.json").open("wb") as fh:  # sparse: costs no disk
+        fh.truncate(MAX_MANIFEST_BYTES + 1)
     res = s.cli("uploads", "--json")
     assert res.returncode == 0, res.stderr
     rows = {r["upload_id"]: r for r in json.loads(res.stdout)}
+    assert rows[huge.name]["damaged"] == (
+        f"manifest is {MAX_MANIFEST_BYTES + 1} bytes, over the {MAX_MANIFEST_BYTES} limit"
+    )
+    assert rows[huge.name]["uploaded_at"] == "2026-11-30T00:00:00+00:00"  # from the id
     assert rows[first]["damaged"] == "not valid JSON"
     assert rows[first]["files"] is None
     assert rows[second]["damaged"] is None and rows[second]["files"] == 9
