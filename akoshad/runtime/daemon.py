@@ -214,6 +214,7 @@ class Daemon:
         self.settings = new.model_copy(update={key: getattr(old, key) for key in self.RESTART_KEYS})
         self.feed.configure(self.settings)
         self.drain.pacer.interval = self.settings.min_upload_interval_seconds
+        self.wake.set()  # a held-back pass may be due under the new interval
         if self.watcher is not None:
             self.watcher.set_filter(self.feed.flt)
         self.view.configure(self.settings)
