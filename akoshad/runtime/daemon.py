@@ -161,7 +161,7 @@ class Daemon:
     async def _drain_loop(self) -> None:
         failures = 0
         while not self.stop_event.is_set():
-            if not self.view.paused:
+            if not self.view.paused and self.drain.pacer.hold() <= 0:
                 try:
                     report = await self.drain_pass()
                     failures = 0
@@ -176,6 +176,7 @@ class Daemon:
                 if report is not None:
                     continue  # more may be due right away
             due = None if self.view.paused else await self.state.next_due()
+            due = self.drain.pacer.defer(due, time.time())  # min_upload_interval_seconds
             timeout = None if due is None else max(0.05, due - time.time())
             self.wake.clear()
             with suppress(TimeoutError):
@@ -212,6 +213,8 @@ class Daemon:
                 logger.warning("{} changed: it takes effect after a restart", key)
         self.settings = new.model_copy(update={key: getattr(old, key) for key in self.RESTART_KEYS})
         self.feed.configure(self.settings)
+        self.drain.pacer.interval = self.settings.min_upload_interval_seconds
+        self.wake.set()  # a held-back pass may be due under the new interval
         if self.watcher is not None:
             self.watcher.set_filter(self.feed.flt)
         self.view.configure(self.settings)
@@ -254,6 +257,7 @@ class Daemon:
                 "pending": await self.state.queue_depth(),
             }
         await self.feed.flush()
+        self.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds
         self.wake.set()
         return {"ok_drain": True, "started": True}
 

@@ -27,6 +27,7 @@ from akoshad.pipeline.chain import CircuitBreaker
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
 from akoshad.pipeline.memory_sync import MemorySync
+from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.recovery import Recovery
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
@@ -229,6 +230,7 @@ def build(
         enable_fallback=cs.enable_fallback,
         retry_backoff=cs.retry_backoff_seconds,
         observer=PassEvents(events, metrics, health),
+        pacer=UploadPacer(settings.min_upload_interval_seconds),
     )
     pass_lock = asyncio.Lock()
     feed = ChangeFeed(settings, state, drain.primary, stats, wake=wake)
