@@ -31,7 +31,8 @@ async def main():
         return sorted(parts.targets), type(parts.metrics).__name__
 
 targets, metrics = asyncio.run(main())
-watched = ("aiohttp.web", "prometheus_client", "akoshad.runtime.metrics", "duckdb")
+watched = ("aiohttp.web", "prometheus_client", "akoshad.runtime.metrics", "akoshad.restore.drill",
+           "duckdb")
 print(json.dumps({"targets": targets, "metrics": metrics,
                   "loaded": [m for m in watched if m in sys.modules]}))
 """
@@ -65,8 +66,8 @@ def wired(tmp_path: Path, **extra: object) -> dict[str, object]:
     return result
 
 
-def test_daemon_without_metrics_listen_never_imports_the_metrics_stack(tmp_path: Path) -> None:
-    result = wired(tmp_path)
+def test_idle_daemon_loads_no_metrics_nor_drill_code(tmp_path: Path) -> None:
+    result = wired(tmp_path)  # drills on (every 24 h): their code loads at the first drill
     assert result["targets"] == ["cloud", "local"]
     assert result["metrics"] == "NoMetrics"
     assert result["loaded"] == []
