@@ -40,7 +40,6 @@ from akoshad.pipeline.watch import StoreWatcher
 from akoshad.runtime.control import ControlRequestError, ControlServer
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.logs import setup_logging
-from akoshad.runtime.metrics import MetricsServer
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
 from akoshad.runtime.status import StatusView
 from akoshad.runtime.watchdog import Watchdog
@@ -354,6 +353,8 @@ class Daemon:
         cannot be bound is logged; backing up goes on without metrics."""
         if not self.settings.metrics_listen:
             return
+        from akoshad.runtime.metrics_server import MetricsServer  # aiohttp.web: only here
+
         server = MetricsServer(self.parts.metrics, self.view.status, self.settings.metrics_listen)
         try:
             await server.start()

@@ -35,7 +35,7 @@ from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.health_watch import HealthWatch
-from akoshad.runtime.metrics import Metrics
+from akoshad.runtime.pass_metrics import PassMetrics, make_metrics
 from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
@@ -108,7 +108,7 @@ class Parts:
     recovery: Recovery
     drain: Drain
     feed: ChangeFeed
-    metrics: Metrics
+    metrics: PassMetrics
     events: EventBus
     webhooks: WebhookSink
     health: HealthWatch
@@ -125,7 +125,7 @@ class PassEvents:
     """What the runtime hears of each pass: the ``upload`` and ``failure`` events, the
     metrics, the health check and the log of skipped files."""
 
-    def __init__(self, events: EventBus, metrics: Metrics, health: HealthWatch) -> None:
+    def __init__(self, events: EventBus, metrics: PassMetrics, health: HealthWatch) -> None:
         self.events = events
         self.metrics = metrics
         self.health = health
@@ -175,7 +175,7 @@ def build(
     """The parts over an opened state database."""
     cs = settings.cloud_sync
     stats = Stats()
-    metrics = Metrics()
+    metrics = make_metrics(settings.metrics_listen)
     targets: dict[str, Target] = {"local": metrics.counted(make_target("local", settings))}
     if settings.bucket_configured:
         targets["cloud"] = metrics.counted(make_target("cloud", settings))
