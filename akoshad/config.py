@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     exclude: list[str] = Field(default_factory=list)
     debounce_seconds: float = Field(default=2.0, ge=0, le=3600)
     max_delay_seconds: float = Field(default=60.0, gt=0, le=86400)
+    min_upload_interval_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=86400,
+        description="a busy store makes at most one upload per this interval; 0 = no pacing",
+    )
     local_target_dir: Path
     akosha_url: str | None = None
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -21,6 +21,7 @@ from akoshad.names import MEMORY_DB
 from akoshad.pipeline.capture.snapshot import Captured, CaptureResult, Snapshotter
 from akoshad.pipeline.chain import BreakerState, MemoryRoute, Method, plan_pass
 from akoshad.pipeline.ownership import OwnerGate
+from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
 from akoshad.pipeline.stats import Stats
@@ -56,6 +57,7 @@ class Drain:
         observer: PassObserver | None = None,
         clock: Callable[[], float] = time.time,
         owners: OwnerGate | None = None,
+        pacer: UploadPacer | None = None,
     ) -> None:
         self.state = state
         self.snap = snapshotter
@@ -70,6 +72,7 @@ class Drain:
         self.observer = observer
         self.clock = clock
         self.owners = owners  # one writer per system id (None: not checked)
+        self.pacer = pacer or UploadPacer(0.0)  # the daemon's loop asks it before a pass
         use_cloud = cloud is not None and force_method != "http"
         self.primary: Target = cloud.target if cloud is not None and use_cloud else local
         self.last_report: PassReport | None = None
@@ -98,6 +101,7 @@ class Drain:
         retry_at = cloud.retry_at() if cloud is not None else self.clock() + 1.0
         self.stats.syncing = True
         began = time.monotonic()
+        paced_from = self.pacer.clock()
         try:
             report = await self.drain_once(
                 target,
@@ -108,6 +112,8 @@ class Drain:
             )
         finally:
             self.stats.syncing = False
+        uploaded = report is not None and bool(report.upload_id) and not report.error
+        self.pacer.pass_done(paced_from, uploaded=uploaded)
         if report is None:
             return None
         if cloud is not None and on_cloud:

@@ -40,7 +40,6 @@ from akoshad.pipeline.watch import StoreWatcher
 from akoshad.runtime.control import ControlRequestError, ControlServer
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.logs import setup_logging
-from akoshad.runtime.metrics import MetricsServer
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
 from akoshad.runtime.ownership import takeover_in_daemon
 from akoshad.runtime.prune import prune_request
@@ -165,7 +164,7 @@ class Daemon:
     async def _drain_loop(self) -> None:
         failures = 0
         while not self.stop_event.is_set():
-            if not self.view.paused:
+            if not self.view.paused and self.drain.pacer.hold() <= 0:
                 try:
                     report = await self.drain_pass()
                     failures = 0
@@ -180,6 +179,7 @@ class Daemon:
                 if report is not None:
                     continue  # more may be due right away
             due = None if self.view.paused else await self.state.next_due()
+            due = self.drain.pacer.defer(due, time.time())  # min_upload_interval_seconds
             timeout = None if due is None else max(0.05, due - time.time())
             self.wake.clear()
             with suppress(TimeoutError):
@@ -216,6 +216,8 @@ class Daemon:
                 logger.warning("{} changed: it takes effect after a restart", key)
         self.settings = new.model_copy(update={key: getattr(old, key) for key in self.RESTART_KEYS})
         self.feed.configure(self.settings)
+        self.drain.pacer.interval = self.settings.min_upload_interval_seconds
+        self.wake.set()  # a held-back pass may be due under the new interval
         if self.watcher is not None:
             self.watcher.set_filter(self.feed.flt)
         self.view.configure(self.settings)
@@ -263,6 +265,7 @@ class Daemon:
                 "pending": await self.state.queue_depth(),
             }
         await self.feed.flush()
+        self.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds
         self.wake.set()
         return {"ok_drain": True, "started": True}
 
@@ -364,6 +367,8 @@ class Daemon:
         cannot be bound is logged; backing up goes on without metrics."""
         if not self.settings.metrics_listen:
             return
+        from akoshad.runtime.metrics_server import MetricsServer  # aiohttp.web: only here
+
         server = MetricsServer(self.parts.metrics, self.view.status, self.settings.metrics_listen)
         try:
             await server.start()

@@ -23,7 +23,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -33,10 +33,11 @@ from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.runtime.control import ControlRequestError
 from akoshad.storage.owner import NotOwner
-from akoshad.storage.prune_exec import PruneHooks, run_prune
-from akoshad.storage.prune_load import PruneError
 from akoshad.store.db import StateDB
 from akoshad.targets import Target
+
+if TYPE_CHECKING:  # the prune engine is imported when the first prune runs
+    from akoshad.storage.prune_exec import PruneHooks
 
 KV_LAST = "last_prune"
 TICK = 60.0  # the daemon looks at the interval at least this often (it may be reloaded)
@@ -89,6 +90,9 @@ async def prune_target(
     result of ``prune --json``. Raises :class:`NotOwner` (nothing done) when another
     machine owns the system id; any other failure is in the result (``ok`` false,
     ``problems``), and what was done so far leaves every kept upload restorable."""
+    from akoshad.storage.prune_exec import PruneHooks, run_prune
+    from akoshad.storage.prune_load import PruneError
+
     policy = settings.retention
     if not policy.enabled:
         return {**disabled_result(dry_run), "at": time.time()}
