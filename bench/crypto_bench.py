@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +44,9 @@ from pyrage import x25519  # noqa: E402
 from akoshad.storage.chunker import iter_stream_chunks  # noqa: E402
 from akoshad.storage.codec import compress, decompress  # noqa: E402
 from akoshad.storage.crypto import Identities, Recipients, open_sealed, seal  # noqa: E402
-from akoshad.storage.name_key import new_name_key  # noqa: E402
+from akoshad.storage.name_key import NameKey, new_name_key  # noqa: E402
 from akoshad.storage.packs import PackWriter  # noqa: E402
+from akoshad.storage.refs import ChunkCompression  # noqa: E402
 
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024**3
 CHUNK = 256 * KiB
@@ -106,6 +108,165 @@ def report(label: str, base: tuple[float, int], enc: tuple[float, int], total: i
     )
 
 
+@dataclass
+class Bench:
+    """The sample data and the keys every measurement uses."""
+
+    data: bytes
+    total: int
+    rec: Recipients
+    ids: Identities
+    nk: NameKey
+    threads: int
+
+    @property
+    def reps(self) -> int:
+        return self.total // SAMPLE
+
+
+def up_plain(b: Bench) -> int:
+    n = 0
+    for c in chunks(b.data, b.total, CHUNK):
+        hashlib.sha256(c).hexdigest()
+        n += len(compress(c)[1])
+    return n
+
+
+def up_age(b: Bench) -> int:
+    n = 0
+    for c in chunks(b.data, b.total, CHUNK):
+        b.nk.name(hashlib.sha256(c).hexdigest())
+        n += len(seal(compress(c)[1], b.rec))
+    return n
+
+
+def cdc_upload(b: Bench, sealed: bool) -> Callable[[], int]:
+    def run() -> int:
+        n = 0
+        for _ in range(b.reps):
+            for c in iter_stream_chunks(io.BytesIO(b.data)):  # sha256 included
+                body = compress(c.data)[1]
+                if sealed:
+                    b.nk.name(c.sha256)
+                    body = seal(body, b.rec)
+                n += len(body)
+        return n
+
+    return run
+
+
+def _packed(b: Bench, w: PackWriter, sealed: bool) -> int:
+    n = 0
+    for _ in range(b.reps):
+        for c in iter_stream_chunks(io.BytesIO(b.data)):
+            body = compress(c.data)[1]
+            name = c.sha256
+            if sealed:
+                name = b.nk.name(c.sha256)
+                body = seal(body, b.rec)
+            for pack in w.add(name, body):
+                n += pack.size
+                pack.path.unlink()  # uploaded
+    return n
+
+
+def staged_upload(b: Bench, sealed: bool) -> Callable[[], int]:
+    def run() -> int:
+        with tempfile.TemporaryDirectory() as tmp, PackWriter(Path(tmp), "bench") as w:
+            n = _packed(b, w, sealed)
+            last = w.flush()
+            if last is not None:
+                n += last.size
+                last.path.unlink()
+        return n
+
+    return run
+
+
+def bench_upload(b: Bench) -> None:
+    """1. and 2.: first uploads, per chunk, with CDC, with packs on disk; fixed costs."""
+    rec, total = b.rec, b.total
+    report("upload, per 256 KiB chunk", timed(lambda: up_plain(b)), timed(lambda: up_age(b)), total)
+    report(
+        "upload, CDC+sha256+zstd [+age]",
+        timed(cdc_upload(b, False)),
+        timed(cdc_upload(b, True)),
+        total,
+    )
+    report(
+        "upload, ... + packs written to disk",
+        timed(staged_upload(b, False), 1),
+        timed(staged_upload(b, True), 1),
+        total,
+    )
+    t1, _ = timed(lambda: sum(len(seal(b"x", rec)) for _ in range(2000)))
+    t2, _ = timed(lambda: sum(len(open_sealed(seal(b"x", rec), b.ids, 1)) for _ in range(2000)))
+    print(
+        f"{'fixed cost per body':<34} seal {t1 / 2000 * 1e6:.0f} us, "
+        f"open {(t2 - t1) / 2000 * 1e6:.0f} us"
+    )
+
+
+Stored = list[tuple[tuple[ChunkCompression, bytes], int]]
+
+
+def bench_restore(b: Bench, stored: Stored) -> None:
+    """Restores: decompress + sha256, with and without opening the sealed body first."""
+    sealed = [((comp, seal(body, b.rec)), size) for (comp, body), size in stored]
+
+    def down_plain() -> int:
+        for _ in range(b.reps):
+            for (comp, body), size in stored:
+                hashlib.sha256(decompress(body, comp, size))
+        return 0
+
+    def down_age() -> int:
+        for _ in range(b.reps):
+            for (comp, body), size in sealed:
+                hashlib.sha256(decompress(open_sealed(body, b.ids, size), comp, size))
+        return 0
+
+    report("restore, per 256 KiB chunk", timed(down_plain), timed(down_age), b.total)
+
+
+def bench_seal(b: Bench, stored: Stored) -> float:
+    """Sealing alone: 16 MiB packs vs 256 KiB chunks vs zstd alone; the per-chunk time."""
+    rec, reps, total = b.rec, b.reps, b.total
+    packs = [b"".join(body for (_, body), _ in stored[i : i + 64]) for i in range(0, 256, 64)]
+
+    def seal_packs() -> int:
+        return sum(len(seal(p, rec)) for _ in range(reps) for p in packs)
+
+    def seal_chunks() -> int:
+        return sum(len(seal(body, rec)) for _ in range(reps) for (_, body), _ in stored)
+
+    t_p, _ = timed(seal_packs)
+    t_c, _ = timed(seal_chunks)
+    t_z, _ = timed(lambda: sum(len(compress(c)[1]) for c in chunks(b.data, total, CHUNK)))
+    print(
+        f"{'seal only, 16 MiB packs':<34} {mbps(total, t_p):7.1f} MB/s   "
+        f"per 256 KiB chunk {mbps(total, t_c):7.1f} MB/s   zstd only {mbps(total, t_z):7.1f} MB/s"
+    )
+    return t_c
+
+
+def bench_threads(b: Bench, stored: Stored, t_c: float) -> None:
+    """3.: sealing per chunk in ``b.threads`` threads, against one thread (``t_c``)."""
+    bodies = [body for (_, body), _ in stored]
+
+    def seal_threads() -> int:
+        with ThreadPoolExecutor(b.threads) as pool:
+            for _ in range(b.reps):
+                list(pool.map(lambda body: seal(body, b.rec), bodies))
+        return 0
+
+    t_t, _ = timed(seal_threads)
+    print(
+        f"{f'seal per chunk, {b.threads} threads':<34} {mbps(b.total, t_t):7.1f} MB/s "
+        f"(x{t_c / t_t:.2f} of one thread)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gib", type=float, default=1.0)
@@ -117,123 +278,13 @@ def main() -> None:
     identity = x25519.Identity.generate()
     rec = Recipients.parse([str(identity.to_public())])
     ids = Identities(Path("bench.key"), rec.keys, (), (identity,))
-    nk = new_name_key("bench", rec)
+    b = Bench(data, total, rec, ids, new_name_key("bench", rec), args.threads)
     print(f"{total / GiB:.2f} GiB, chunks of {CHUNK // KiB} KiB, packs of {PACK // MiB} MiB")
-
-    def up_plain() -> int:
-        n = 0
-        for c in chunks(data, total, CHUNK):
-            hashlib.sha256(c).hexdigest()
-            n += len(compress(c)[1])
-        return n
-
-    def up_age() -> int:
-        n = 0
-        for c in chunks(data, total, CHUNK):
-            nk.name(hashlib.sha256(c).hexdigest())
-            n += len(seal(compress(c)[1], rec))
-        return n
-
-    def cdc_upload(sealed: bool) -> Callable[[], int]:
-        def run() -> int:
-            n = 0
-            for _ in range(total // SAMPLE):
-                for c in iter_stream_chunks(io.BytesIO(data)):  # sha256 included
-                    body = compress(c.data)[1]
-                    if sealed:
-                        nk.name(c.sha256)
-                        body = seal(body, rec)
-                    n += len(body)
-            return n
-
-        return run
-
-    def staged_upload(sealed: bool) -> Callable[[], int]:
-        def run() -> int:
-            n = 0
-            with tempfile.TemporaryDirectory() as tmp, PackWriter(Path(tmp), "bench") as w:
-                for _ in range(total // SAMPLE):
-                    for c in iter_stream_chunks(io.BytesIO(data)):
-                        body = compress(c.data)[1]
-                        name = c.sha256
-                        if sealed:
-                            name = nk.name(c.sha256)
-                            body = seal(body, rec)
-                        for pack in w.add(name, body):
-                            n += pack.size
-                            pack.path.unlink()  # uploaded
-                last = w.flush()
-                if last is not None:
-                    n += last.size
-                    last.path.unlink()
-            return n
-
-        return run
-
-    report("upload, per 256 KiB chunk", timed(up_plain), timed(up_age), total)
-    report(
-        "upload, CDC+sha256+zstd [+age]", timed(cdc_upload(False)), timed(cdc_upload(True)), total
-    )
-    report(
-        "upload, ... + packs written to disk",
-        timed(staged_upload(False), 1),
-        timed(staged_upload(True), 1),
-        total,
-    )
-    t1, _ = timed(lambda: sum(len(seal(b"x", rec)) for _ in range(2000)))
-    t2, _ = timed(lambda: sum(len(open_sealed(seal(b"x", rec), ids, 1)) for _ in range(2000)))
-    print(
-        f"{'fixed cost per body':<34} seal {t1 / 2000 * 1e6:.0f} us, "
-        f"open {(t2 - t1) / 2000 * 1e6:.0f} us"
-    )
-
+    bench_upload(b)
     stored = [(compress(c), len(c)) for c in chunks(data, SAMPLE, CHUNK)]
-    sealed = [((comp, seal(body, rec)), size) for (comp, body), size in stored]
-    reps = total // SAMPLE
-
-    def down_plain() -> int:
-        for _ in range(reps):
-            for (comp, body), size in stored:
-                hashlib.sha256(decompress(body, comp, size))
-        return 0
-
-    def down_age() -> int:
-        for _ in range(reps):
-            for (comp, body), size in sealed:
-                hashlib.sha256(decompress(open_sealed(body, ids, size), comp, size))
-        return 0
-
-    report("restore, per 256 KiB chunk", timed(down_plain), timed(down_age), total)
-
-    packs = [b"".join(body for (_, body), _ in stored[i : i + 64]) for i in range(0, 256, 64)]
-
-    def seal_packs() -> int:
-        return sum(len(seal(p, rec)) for _ in range(reps) for p in packs)
-
-    def seal_chunks() -> int:
-        return sum(len(seal(body, rec)) for _ in range(reps) for (_, body), _ in stored)
-
-    t_p, _ = timed(seal_packs)
-    t_c, _ = timed(seal_chunks)
-    t_z, _ = timed(lambda: sum(len(compress(c)[1]) for c in chunks(data, total, CHUNK)))
-    print(
-        f"{'seal only, 16 MiB packs':<34} {mbps(total, t_p):7.1f} MB/s   "
-        f"per 256 KiB chunk {mbps(total, t_c):7.1f} MB/s   zstd only {mbps(total, t_z):7.1f} MB/s"
-    )
-
-    bodies = [body for (_, body), _ in stored]
-
-    def seal_threads() -> int:
-        with ThreadPoolExecutor(args.threads) as pool:
-            for _ in range(reps):
-                list(pool.map(lambda b: seal(b, rec), bodies))
-        return 0
-
-    t_t, _ = timed(seal_threads)
-    print(
-        f"{f'seal per chunk, {args.threads} threads':<34} {mbps(total, t_t):7.1f} MB/s "
-        f"(x{t_c / t_t:.2f} of one thread)"
-    )
+    bench_restore(b, stored)
+    t_c = bench_seal(b, stored)
+    bench_threads(b, stored, t_c)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ def daemon_config(
     **extra: Any,
 ) -> tuple[Path, dict[str, str]]:
     """The usual daemon of a test: a generated store under ``tmp_path/store``, its state,
-    a local outbox, a quick debounce; ``extra`` settings on top (``cloud_sync`` merged with
-    the system id). Returns (config file, environment)."""
+    a local outbox, a quick debounce, no upload pacing; ``extra`` settings on top
+    (``cloud_sync`` merged with the system id). Returns (config file, environment)."""
     from tests.storegen import make_store
 
     if store:
@@ -42,6 +42,7 @@ def daemon_config(
         "socket_path": str(socket_path or tmp_path / "s.sock"),
         "debounce_seconds": 0.2,
         "max_delay_seconds": 2,
+        "min_upload_interval_seconds": 0,  # one upload per change, as these tests time them
     }
     settings.update(extra)
     settings["cloud_sync"] = {"system_id": system_id, **extra.get("cloud_sync", {})}

@@ -10,7 +10,9 @@ The result fields read here (all optional; a missing one shows as ``-`` or 0):
   ``paused``, ``degraded_reason`` (str), ``targets.<name>.primary`` (bool) and ``.circuit``
   (``closed|open|half_open``), ``memories{delivered, skipped, circuit, last_error}`` and
   ``skipped{path: reason}``, ``warnings[str]``, ``waiting_for_data_dir`` (bool),
-  ``oldest_pending_age_seconds`` (null or s) and ``behind_after_seconds`` (s).
+  ``oldest_pending_age_seconds`` (null or s), ``behind_after_seconds`` (s) and
+  ``next_upload_not_before`` (null or epoch s: uploads held back by
+  ``min_upload_interval_seconds``).
 - ``sync`` (request ``{"cmd": "sync", "method": null|"auto"|"cloud"|"http", "wait": bool}``):
   ``ok_drain`` (bool: false = that drain had failures -> exit 1), and with ``wait``
   ``passes[{upload_id, target, error, memory_error, files_uploaded, bytes_sent,
@@ -77,6 +79,9 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
         f"store      {st.get('data_dir', '?')}",
         f"pending    {st.get('pending', 0)}   in flight {st.get('in_flight', 0)}",
     ]
+    held = st.get("next_upload_not_before")
+    if isinstance(held, int | float) and not isinstance(held, bool) and held > now:
+        lines.append(f"next upload in {human_age(held - now)} (min_upload_interval_seconds)")
     lines.extend(f"WARNING    {w}" for w in st.get("warnings") or [])
     if st.get("degraded_reason"):
         lines.append(f"degraded   {st['degraded_reason']}")
@@ -156,7 +161,10 @@ def check_line(st: dict[str, Any], settings: Settings) -> tuple[int, str]:
     """``status --check``: (exit code, one line). A daemon that does not say how old its
     changes may grow is judged by this configuration's ``max_delay_seconds``."""
     if "behind_after_seconds" not in st:
-        st = {**st, "behind_after_seconds": behind_after_seconds(settings.max_delay_seconds)}
+        limit = behind_after_seconds(
+            settings.max_delay_seconds, settings.min_upload_interval_seconds
+        )
+        st = {**st, "behind_after_seconds": limit}
     problems = check_problems(st)
     pending = f"{st.get('pending', 0)} pending"
     if problems:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from akoshad import __version__
+from akoshad.cli import prune as prune_cli
+from akoshad.cli.uploads_args import add_restore_selection, add_uploads_parser
 from akoshad.errors import AkoshadError, ConfigError
 from akoshad.names import EXIT_CONFIG, EXIT_FAIL
 from akoshad.runtime.health import STATUS_EPILOG
@@ -160,10 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     which = restore.add_mutually_exclusive_group(required=True)
     which.add_argument("--latest", action="store_true", help="the newest upload in the target")
     which.add_argument("--upload-id", help="this upload")
+    add_restore_selection(restore, which)
     restore.add_argument("--dest", required=True, help="directory to restore into")
     restore.add_argument("--system-id", help="system id to restore (default: configured)")
     restore.add_argument("--force", action="store_true", help="allow a non-empty --dest")
     restore.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
+
+    add_uploads_parser(sub, common)
 
     drill = sub.add_parser("drill", parents=[common], help="restore the newest upload and check it")
     drill.add_argument("--json", action="store_true", help="print the last_drill object")
@@ -179,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--yes", action="store_true", help="--purge without asking")
 
     sub.add_parser("mcp", parents=[common], help="serve the MCP tools over stdio")
+    prune_cli.add_parsers(sub, common)
     return parser
 
 
@@ -220,10 +226,16 @@ def _dispatch(
         from akoshad.restore.readback import cmd_restore
 
         return _run_async(cmd_restore(args, settings))
+    if cmd == "uploads":
+        from akoshad.cli.uploads import cmd_uploads
+
+        return _run_async(cmd_uploads(args, settings))
     if cmd == "drill":
         from akoshad.restore.drill import cmd_drill
 
         return _run_async(cmd_drill(args, settings))
+    if cmd in ("prune", "takeover"):
+        return int(getattr(prune_cli, f"cmd_{cmd}")(args, settings))
     if cmd == "service":
         from akoshad.cli.service import cmd_service
 

@@ -26,6 +26,7 @@ from pydantic_settings import (
 
 from akoshad.names import SYSTEM_ID_RE
 from akoshad.redaction import REDACTED, redact_url, redact_webhook_url
+from akoshad.storage.retention import Retention
 
 ENV_PREFIX = "AKOSHAD_"
 # Environment variables with our prefix that are not settings fields.
@@ -153,6 +154,12 @@ class Settings(BaseSettings):
     exclude: list[str] = Field(default_factory=list)
     debounce_seconds: float = Field(default=2.0, ge=0, le=3600)
     max_delay_seconds: float = Field(default=60.0, gt=0, le=86400)
+    min_upload_interval_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=86400,
+        description="a busy store makes at most one upload per this interval; 0 = no pacing",
+    )
     local_target_dir: Path
     akosha_url: str | None = None
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -183,6 +190,7 @@ class Settings(BaseSettings):
         default=0, ge=0, le=525600, description="exit non-zero after this long degraded; 0 = never"
     )
     webhooks: list[Webhook] = Field(default_factory=list)
+    retention: Retention = Field(default_factory=Retention)
     cloud_sync: CloudSync = Field(default_factory=CloudSync)
     _notes: tuple[str, ...] = PrivateAttr(default=())
 

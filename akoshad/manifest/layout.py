@@ -239,18 +239,25 @@ def entries_of(manifest: dict[str, Any]) -> list[FileEntry]:
     if not isinstance(raw_files, list):
         raise ManifestError("metadata.files is not a list")
     out = [_parse_entry(i, raw) for i, raw in enumerate(raw_files)]
+    check_unique_paths(entry.path for entry in out)
+    return out
+
+
+def check_unique_paths(paths: Iterable[str]) -> None:
+    """:class:`ManifestError` when a path is listed twice, or is both a file and another
+    file's directory (``a`` and ``a/b``): restoring either would fail half-way."""
+    listed = list(paths)
     seen: set[str] = set()
-    for entry in out:
-        if entry.path in seen:
-            raise ManifestError(f"path {entry.path!r} is listed twice")
-        seen.add(entry.path)
-    for entry in out:
-        parts = entry.path.split("/")
+    for path in listed:
+        if path in seen:
+            raise ManifestError(f"path {path!r:.200} is listed twice")
+        seen.add(path)
+    for path in listed:
+        parts = path.split("/")
         for n in range(1, len(parts)):
             parent = "/".join(parts[:n])
             if parent in seen:
-                raise ManifestError(f"{parent!r} is listed as a file and as a directory")
-    return out
+                raise ManifestError(f"{parent!r:.200} is listed as a file and as a directory")
 
 
 def _field(raw: dict[str, Any], name: str, kind: type, where: str) -> Any:

@@ -12,6 +12,7 @@ In the data's order:
 * ``chain`` -- the circuit breakers and the per-pass method planner (pure);
 * ``routes`` -- the cloud and Akosha routes, each owning its breaker;
 * ``memory_sync`` -- memories of a capture to Akosha exactly once, and ``memories.json``;
+* ``ownership`` -- one writer per system id: the owner check before each upload;
 * ``stats`` -- the counters the pipeline writes and status reads.
 
 The pipeline uses the layers below it (``store``, ``targets``, ``akosha``, ``manifest``,

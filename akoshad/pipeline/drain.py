@@ -20,6 +20,8 @@ from typing import Protocol, cast
 from akoshad.names import MEMORY_DB
 from akoshad.pipeline.capture.snapshot import Captured, CaptureResult, Snapshotter
 from akoshad.pipeline.chain import BreakerState, MemoryRoute, Method, plan_pass
+from akoshad.pipeline.ownership import OwnerGate
+from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
 from akoshad.pipeline.stats import Stats
@@ -54,6 +56,8 @@ class Drain:
         retry_backoff: float = 2.0,
         observer: PassObserver | None = None,
         clock: Callable[[], float] = time.time,
+        owners: OwnerGate | None = None,
+        pacer: UploadPacer | None = None,
     ) -> None:
         self.state = state
         self.snap = snapshotter
@@ -67,6 +71,8 @@ class Drain:
         self.retry_backoff = retry_backoff
         self.observer = observer
         self.clock = clock
+        self.owners = owners  # one writer per system id (None: not checked)
+        self.pacer = pacer or UploadPacer(0.0)  # the daemon's loop asks it before a pass
         use_cloud = cloud is not None and force_method != "http"
         self.primary: Target = cloud.target if cloud is not None and use_cloud else local
         self.last_report: PassReport | None = None
@@ -86,11 +92,16 @@ class Drain:
             http=self.akosha.breaker.state if self.akosha else BreakerState.CLOSED,
         )
         target = await self._files_target(plan.files)
+        if target is not None and self.owners is not None:
+            refused = await self.owners.refusal(target)
+            if refused is not None:
+                return await self._refused(target, refused)
         cloud = self.cloud
         on_cloud = cloud is not None and target is cloud.target
         retry_at = cloud.retry_at() if cloud is not None else self.clock() + 1.0
         self.stats.syncing = True
         began = time.monotonic()
+        paced_from = self.pacer.clock()
         try:
             report = await self.drain_once(
                 target,
@@ -101,6 +112,8 @@ class Drain:
             )
         finally:
             self.stats.syncing = False
+        uploaded = report is not None and bool(report.upload_id) and not report.error
+        self.pacer.pass_done(paced_from, uploaded=uploaded)
         if report is None:
             return None
         if cloud is not None and on_cloud:
@@ -108,6 +121,21 @@ class Drain:
         self.last_report = report
         if self.observer is not None:
             self.observer.pass_done(report, time.monotonic() - began)
+        return report
+
+    async def _refused(self, target: Target, error: str) -> PassReport | None:
+        """This machine may not write to ``target``: nothing is captured or sent, what is
+        due goes back to the queue until the next ownership check."""
+        assert self.owners is not None
+        items = await self.state.claim(self.clock())
+        if not items:
+            return None
+        retry_at = self.clock() + self.owners.retry_in(target.name)
+        await self.state.release(items, retry_at=retry_at, error=error)
+        report = PassReport(target=target.name, claimed=len(items), error=error, waiting=True)
+        self.last_report = report
+        if self.observer is not None:
+            self.observer.pass_done(report, 0.0)
         return report
 
     async def until_empty(

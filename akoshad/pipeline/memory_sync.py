@@ -170,6 +170,8 @@ class MemorySync:
             return report
 
     async def _deliver(self, snapshot_db: Path, report: DeliveryReport) -> None:
+        if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
+            raise self._circuit_open()  # before the rows are read: an open circuit costs nothing
         refs = await self._list(snapshot_db)
         report.rows = len(refs)
         ids = [r.memory_id for r in refs]
@@ -211,6 +213,14 @@ class MemorySync:
             raise PermanentError("akosha_url is not set", fix="set akosha_url to deliver memories")
         return self.client
 
+    def _circuit_open(self) -> TransientError:
+        assert self.breaker is not None
+        return TransientError(
+            f"Akosha circuit open ({self.breaker.last_error}); "
+            f"next try in {self.breaker.retry_in():.0f} s",
+            retry_after=self.breaker.retry_in(),
+        )
+
     async def _admit(self) -> None:
         """Ask the breaker; on a half-open circuit, probe ``/healthz`` first."""
         client = self._client()
@@ -218,11 +228,7 @@ class MemorySync:
             return
         half_open = self.breaker.state is BreakerState.HALF_OPEN
         if not self.breaker.allow():
-            raise TransientError(
-                f"Akosha circuit open ({self.breaker.last_error}); "
-                f"next try in {self.breaker.retry_in():.0f} s",
-                retry_after=self.breaker.retry_in(),
-            )
+            raise self._circuit_open()
         if half_open and not await client.probe():
             error = client.last_probe_error or "health probe failed"
             self.breaker.record_failure(error)

@@ -94,12 +94,12 @@ class CloudRoute:
         self.checked = False
         self._log = RateLimitedLog(60.0)
 
-    async def start(self) -> None:
+    async def start(self, *, clean_up: bool = True) -> None:
         """Start the target; a failure is recorded and logged, never raised (changes stay
         queued until the bucket answers)."""
         try:
             # a hanging endpoint must not hold up READY: the pipeline retries it later
-            await asyncio.wait_for(self.target.start(), TARGET_START_TIMEOUT)
+            await asyncio.wait_for(self.target.start(clean_up=clean_up), TARGET_START_TIMEOUT)
         except (TimeoutError, TransientError, PermanentError) as exc:
             self._failed(exc)
             logger.error("target {} is unavailable: {}", self.target.name, self._why(exc))

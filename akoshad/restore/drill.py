@@ -32,20 +32,22 @@ from akoshad.errors import AkoshadError, PermanentError, RestoreError, Transient
 from akoshad.manifest.layout import FileEntry, entries_of
 from akoshad.manifest.read import list_uploads, load_manifest
 from akoshad.restore.destdir import DestError, open_dest
+from akoshad.restore.drill_dirs import (
+    DRILL_PREFIX,
+    KV_LAST,
+    KV_LAST_GOOD,
+    LOCK_NAME,
+    remove_stale,
+)
 from akoshad.restore.readback import fetch_entry, sink_for
 from akoshad.restore.throttle import DrillReader, TokenBucket
 from akoshad.store.db import STATE_FILE
 from akoshad.targets import Target, make_target
 
-DRILL_PREFIX = "drill-"
-LOCK_NAME = ".lock"
 STORE_DIR = "store"
-UNLOCKED_GRACE = 60.0  # a drill directory without its lock yet may be just being made
 WORKER_TIMEOUT = 3600.0
 MAX_PROBLEMS = 200
 FUTURE_SKEW = timedelta(minutes=5)  # an upload id dated this far ahead still counts as now
-KV_LAST = "last_drill"
-KV_LAST_GOOD = "last_good_drill_at"
 _WORKER = "import sys; sys.path.insert(0, sys.argv[1]); import akoshad.restore.drill_worker as w; "
 _WORKER += "sys.exit(w.main(sys.argv[2:]))"
 # the worker imports the very akoshad this process runs (-I: no environment, no cwd)
@@ -91,39 +93,6 @@ async def pick_upload(target: Target, system_id: str, now: datetime | None = Non
 
 
 # ---- the private directory ----------------------------------------------------------------
-def remove_stale(state_dir: Path) -> int:
-    """Remove drill directories no running drill holds (a crash left them). Blocking."""
-    removed = 0
-    try:
-        names = [n for n in os.listdir(state_dir) if n.startswith(DRILL_PREFIX)]
-    except FileNotFoundError:
-        return 0
-    for name in names:
-        path = state_dir / name
-        if path.is_symlink() or not path.is_dir():
-            continue
-        try:
-            fd = os.open(path / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            fd = None  # made but never locked: its drill died at once (or is starting)
-            with contextlib.suppress(OSError):
-                if time.time() - path.stat().st_mtime < UNLOCKED_GRACE:
-                    continue
-        except OSError:
-            continue
-        try:
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # a drill (this process or another) is using it
-        finally:
-            if fd is not None:
-                os.close(fd)
-        shutil.rmtree(path, ignore_errors=True)
-        removed += 1
-    return removed
-
-
 def make_drill_dir(state_dir: Path) -> tuple[Path, int]:
     """A new private directory (0700) and the fd of the lock held on it. Blocking."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -302,17 +271,6 @@ async def drill_upload(
     result.at = time.time()
     result.seconds = round(time.monotonic() - started, 3)
     return result
-
-
-def parse_result(text: str | None) -> dict[str, Any] | None:
-    """A stored ``last_drill`` object, or None."""
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def store_result(c: sqlite3.Connection, result: DrillResult) -> None:

@@ -11,8 +11,9 @@ import argparse
 import asyncio
 import hashlib
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from akoshad.manifest.layout import (
 )
 from akoshad.manifest.read import latest_upload, list_uploads, load_manifest
 from akoshad.restore.destdir import DestError, FileSink, open_dest, parent_dir
+from akoshad.restore.parallel import fetch_all, owned_in_thread, read_ahead
+from akoshad.restore.select import pick_at, select_entries
 from akoshad.store.db import STATE_FILE, LedgerView, StateError, read_ledger
 from akoshad.targets import Target, make_target
 
@@ -50,7 +53,7 @@ async def fetch_entry(target: Target, entry: FileEntry, sink: FileSink | None) -
     stored = 0
     try:
         try:
-            async for chunk in target.read(entry.key):
+            async for chunk in read_ahead(target.read(entry.key)):
                 stored += len(chunk)
                 if stored > entry.stored_size:
                     raise _damaged(entry, f"more than its listed {entry.stored_size} bytes")
@@ -222,28 +225,44 @@ async def verify_upload(target: Target, system_id: str, upload_id: str) -> Verif
 
 
 async def restore_upload(
-    target: Target, system_id: str, upload_id: str, dest: Path, *, force: bool = False
+    target: Target,
+    system_id: str,
+    upload_id: str,
+    dest: Path,
+    *,
+    force: bool = False,
+    globs: Sequence[str] = (),
 ) -> int:
-    """Write the store as of ``upload_id`` into ``dest``; returns the number of files.
+    """Write the store as of ``upload_id`` (only the paths ``globs`` match, when given)
+    into ``dest``; returns the number of files. Several files are fetched at once
+    (``parallel``).
 
     The manifest's entries are all checked before anything is written; every directory
     and file is then made under a descriptor for ``dest`` without following a symlink."""
     await asyncio.to_thread(_check_dest, dest, force)
     manifest = await load_manifest(target, system_id, upload_id)
-    entries = entries_of(manifest)
+    entries = select_entries(entries_of(manifest), globs)
     dest_fd = await asyncio.to_thread(open_dest, dest)
+
+    async def one(entry: FileEntry) -> None:
+        sink = await owned_in_thread(lambda: sink_for(dest_fd, entry, force), _drop_sink)
+        try:
+            await fetch_entry(target, entry, sink)
+        finally:
+            os.close(sink.dir_fd)
+
     try:
-        for entry in entries:
-            sink = await asyncio.to_thread(sink_for, dest_fd, entry, force)
-            try:
-                await fetch_entry(target, entry, sink)
-            finally:
-                os.close(sink.dir_fd)
+        await fetch_all(entries, one, lambda e: e.stored_size)
     except DestError as exc:
         raise RestoreError(str(exc)) from None
     finally:
         os.close(dest_fd)
     return len(entries)
+
+
+def _drop_sink(sink: FileSink) -> None:
+    sink.discard()
+    os.close(sink.dir_fd)
 
 
 def sink_for(dest_fd: int, entry: FileEntry, force: bool) -> FileSink:
@@ -322,10 +341,18 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
                 dated = " not dated in the future" if uploads else ""
                 raise RestoreError(f"no uploads{dated} for system {system_id} in {target.name}")
             upload_id = latest
+        elif getattr(args, "at", None) is not None:
+            uploads = await list_uploads(target, system_id)
+            shown = f"system {system_id} in {target.name}"
+            load = partial(load_manifest, target, system_id)
+            upload_id, _ = await pick_at(uploads, args.at, load, shown)
         else:
             upload_id = args.upload_id
         dest = dest_path(args.dest)
-        count = await restore_upload(target, system_id, upload_id, dest, force=args.force)
+        globs = getattr(args, "path", None) or ()
+        count = await restore_upload(
+            target, system_id, upload_id, dest, force=args.force, globs=globs
+        )
         print(f"restored {count} file(s) of upload {upload_id} into {args.dest}")
         return 0
     finally:

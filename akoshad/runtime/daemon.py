@@ -37,8 +37,9 @@ from akoshad.pipeline.watch import StoreWatcher
 from akoshad.runtime.control import ControlServer
 from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.health import data_dir_problem
-from akoshad.runtime.metrics import MetricsServer
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
+from akoshad.runtime.ownership import takeover_in_daemon
+from akoshad.runtime.prune import prune_request
 from akoshad.runtime.status import StatusView
 from akoshad.runtime.watchdog import Watchdog
 from akoshad.runtime.webhooks import WEBHOOK_ONCE_SECONDS
@@ -96,10 +97,12 @@ class Daemon:
         stack.push_async_callback(asyncio.to_thread, p.snapshotter.reset_staging)
         for target in p.targets.values():
             if p.cloud is not None and target is p.cloud.target:
-                await p.cloud.start()
+                await p.cloud.start(clean_up=False)  # only the owner cleans up (owners)
             else:
                 await self._start_target(target)
             stack.push_async_callback(target.close)
+        if p.stats.target(p.primary.name).available:
+            await p.owners.refusal(p.primary, force=True)  # claims it when nobody owns it
         if p.akosha_client is not None:
             await p.akosha_client.start()
             stack.push_async_callback(p.akosha_client.close)
@@ -117,7 +120,7 @@ class Daemon:
     async def _start_target(self, target: Target) -> None:
         try:
             # a hanging endpoint must not hold up READY: the pipeline retries it later
-            await asyncio.wait_for(target.start(), TARGET_START_TIMEOUT)
+            await asyncio.wait_for(target.start(clean_up=False), TARGET_START_TIMEOUT)
             self.stats.target(target.name)
         except TimeoutError:
             exc = TransientError(f"no answer within {TARGET_START_TIMEOUT:.0f}s")
@@ -158,7 +161,7 @@ class Daemon:
     async def _drain_loop(self) -> None:
         failures = 0
         while not self.stop_event.is_set():
-            if not self.view.paused:
+            if not self.view.paused and self.drain.pacer.hold() <= 0:
                 try:
                     report = await self.drain_pass()
                     failures = 0
@@ -173,6 +176,7 @@ class Daemon:
                 if report is not None:
                     continue  # more may be due right away
             due = None if self.view.paused else await self.state.next_due()
+            due = self.drain.pacer.defer(due, time.time())  # min_upload_interval_seconds
             timeout = None if due is None else max(0.05, due - time.time())
             self.wake.clear()
             with suppress(TimeoutError):
@@ -209,10 +213,13 @@ class Daemon:
                 logger.warning("{} changed: it takes effect after a restart", key)
         self.settings = new.model_copy(update={key: getattr(old, key) for key in self.RESTART_KEYS})
         self.feed.configure(self.settings)
+        self.drain.pacer.interval = self.settings.min_upload_interval_seconds
+        self.wake.set()  # a held-back pass may be due under the new interval
         if self.watcher is not None:
             self.watcher.set_filter(self.feed.flt)
         self.view.configure(self.settings)
         self.parts.drills.configure(self.settings)
+        self.parts.prunes.configure(self.settings)
         logger.info("configuration reloaded")
         if (new.include, new.exclude) != (old.include, old.exclude):
             await self.feed.reconcile()
@@ -234,6 +241,10 @@ class Daemon:
             return {"paused": self.view.paused}
         if cmd == "sync":
             return await self._sync(request)
+        if cmd == "prune":
+            return await prune_request(self.parts.prunes, request)
+        if cmd == "takeover":
+            return await takeover_in_daemon(self.parts, self.feed.reconcile)
         raise ControlRequestError(f"unknown command {cmd!r}")
 
     async def _sync(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +262,7 @@ class Daemon:
                 "pending": await self.state.queue_depth(),
             }
         await self.feed.flush()
+        self.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds
         self.wake.set()
         return {"ok_drain": True, "started": True}
 
@@ -262,6 +274,10 @@ class Daemon:
             return EXIT_FAIL
         async with AsyncExitStack() as stack:
             await self.startup(stack)
+            refused = self.parts.owners.refused.get(self.parts.primary.name)
+            if refused is not None:
+                logger.error("run --once: nothing uploaded: {}", refused)
+                return EXIT_FAIL
             ok, reports = await self.drain_until_empty()
             await self.parts.webhooks.deliver_queued(WEBHOOK_ONCE_SECONDS)
             skipped = await self.state.skipped()
@@ -330,6 +346,7 @@ class Daemon:
                 tg.create_task(p.webhooks.run(), name="webhooks"),
                 tg.create_task(p.health.run(self.stop_event, self.stop), name="watch"),
                 tg.create_task(p.drills.run(), name="drill"),
+                tg.create_task(p.prunes.run(), name="prune"),
             ]
             await self.stop_event.wait()
             await self._shutdown(tasks)
@@ -347,6 +364,8 @@ class Daemon:
         cannot be bound is logged; backing up goes on without metrics."""
         if not self.settings.metrics_listen:
             return
+        from akoshad.runtime.metrics_server import MetricsServer  # aiohttp.web: only here
+
         server = MetricsServer(self.parts.metrics, self.view.status, self.settings.metrics_listen)
         try:
             await server.start()

@@ -1,6 +1,7 @@
 """The daemon's restore drills: one every ``drill_interval_hours`` (0 = off), beside the
 uploads. The pass lock is held only while the upload is picked; the result goes to the
 state (``status.last_drill``), the event bus (``drill``: webhooks, metrics) and the log.
+The drill code (``restore.drill``) is imported when the first drill runs.
 """
 
 from __future__ import annotations
@@ -8,25 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from akoshad.config import Settings
 from akoshad.errors import PermanentError, TransientError
 from akoshad.events import EventBus
-from akoshad.restore.drill import (
-    KV_LAST,
-    KV_LAST_GOOD,
-    DrillResult,
-    drill_upload,
-    parse_result,
-    pick_upload,
-    remove_stale,
-    store_result,
-)
+from akoshad.restore.drill_dirs import KV_LAST, KV_LAST_GOOD, parse_result, remove_stale
 from akoshad.store.db import StateDB
 from akoshad.targets import Target
+
+if TYPE_CHECKING:
+    from akoshad.restore.drill import DrillResult
 
 TICK = 60.0  # the daemon looks at the interval at least this often (it may be reloaded)
 FIRST_DELAY = 60.0  # after a start without any drill on record
@@ -142,6 +137,9 @@ class DrillScheduler:
 
     async def drill_once(self) -> DrillResult | None:
         """One drill now; None when there is nothing to drill yet."""
+        # imported at the first drill: a daemon with drills off never loads the drill code
+        from akoshad.restore.drill import drill_upload, pick_upload, store_result
+
         settings, target = self.settings, self.target
         system_id = settings.cloud_sync.system_id
         async with self.lock:

@@ -7,19 +7,18 @@ age, target health, breaker state, the last upload and drill) is read from one s
 result per scrape by :class:`StatusCollector`, so a scrape is consistent with
 ``akoshad status`` and costs a few queries on the state database's own thread.
 
-:class:`MetricsServer` serves ``GET /metrics`` with aiohttp on the daemon's event loop.
+:class:`~akoshad.runtime.metrics_server.MetricsServer` serves ``GET /metrics``; this module
+and that one are imported only when ``metrics_listen`` is set (see ``pass_metrics``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from aiohttp import web
-from loguru import logger
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -30,10 +29,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from akoshad.pipeline.report import PassReport
+from akoshad.runtime.pass_metrics import RequestHook
 from akoshad.targets.base import Compression, StoredObject, Target
-
-StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
-RequestHook = Callable[[str], None]
 
 BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 PASS_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
@@ -122,6 +119,10 @@ class StatusCollector(Collector):
             doc = "When the last upload completed (epoch)."
             yield _gauge("akoshad_last_upload_timestamp_seconds", doc, finished)
         yield from self._drill(st.get("last_drill"))
+        pruned = st.get("last_prune")
+        if isinstance(pruned, Mapping) and _number(pruned.get("at")) is not None:
+            doc = "When the last prune ran (epoch)."
+            yield _gauge("akoshad_last_prune_timestamp_seconds", doc, pruned["at"])
         safety = st.get("safety")
         if isinstance(safety, Mapping) and isinstance(safety.get("safe"), bool):
             yield _gauge(
@@ -296,49 +297,3 @@ class CountedTarget:
     async def delete_keys(self, keys: list[str]) -> None:
         self._hook("delete_keys")
         await self.inner.delete_keys(keys)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:9464`` for IPv6) -> (host, port); validated by config."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-class MetricsServer:
-    """``GET /metrics`` on ``listen``, served by aiohttp on the running event loop."""
-
-    def __init__(self, metrics: Metrics, status: StatusSource, listen: str) -> None:
-        self.metrics = metrics
-        self._status = status
-        self.host, self.port = parse_listen(listen)
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        """Bind and serve; raises ``OSError`` when the address cannot be bound."""
-        app = web.Application()
-        app.router.add_get("/metrics", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        logger.info("metrics served at http://{}:{}/metrics", self.host, self.port)
-
-    async def close(self) -> None:
-        """Stop serving; idempotent."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def _handle(self, _request: web.Request) -> web.Response:
-        try:
-            status = await self._status()
-        except Exception as exc:  # the state may be closing: say so, never a traceback
-            logger.warning("metrics scrape failed: {}", exc)
-            return web.Response(status=503, text=f"akoshad status unavailable: {exc}\n")
-        body = self.metrics.render(status)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -74,10 +74,17 @@ class StatusView:
             "system_id": self.settings.cloud_sync.system_id,
             "webhooks": await p.webhooks.status(),
             "last_drill": await p.drills.last(),
+            "last_prune": await p.prunes.last(),
+            "lease": p.owners.lease(p.primary.name),
             "warnings": [missing] if missing else [],
             "waiting_for_data_dir": missing is not None,
             "oldest_pending_age_seconds": await self.oldest_pending_age(),
-            "behind_after_seconds": behind_after_seconds(self.settings.max_delay_seconds),
+            "behind_after_seconds": behind_after_seconds(
+                self.settings.max_delay_seconds, self.settings.min_upload_interval_seconds
+            ),
+            "next_upload_not_before": p.drain.pacer.not_before(time.time())
+            if depth or len(p.feed.debouncer)
+            else None,
         }
         result["safety"] = self._safety(result)
         return result
@@ -86,10 +93,7 @@ class StatusView:
         """Is everything backed up and restorable? (see akoshad/runtime/safety.py)"""
         s = self.settings
         policy = SafetyPolicy(
-            s.debounce_seconds,
-            # min_upload_interval_seconds: counted once the configuration has it
-            float(getattr(s, "min_upload_interval_seconds", 0.0)),
-            s.drill_interval_hours,
+            s.debounce_seconds, s.min_upload_interval_seconds, s.drill_interval_hours
         )
         found = assess(
             status,

@@ -27,6 +27,8 @@ from akoshad.pipeline.chain import CircuitBreaker
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
 from akoshad.pipeline.memory_sync import MemorySync
+from akoshad.pipeline.ownership import OwnerGate
+from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.recovery import Recovery
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
@@ -34,7 +36,8 @@ from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.health_watch import HealthWatch
-from akoshad.runtime.metrics import Metrics
+from akoshad.runtime.pass_metrics import PassMetrics, make_metrics
+from akoshad.runtime.prune import PruneScheduler
 from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
@@ -107,11 +110,13 @@ class Parts:
     recovery: Recovery
     drain: Drain
     feed: ChangeFeed
-    metrics: Metrics
+    metrics: PassMetrics
     events: EventBus
     webhooks: WebhookSink
     health: HealthWatch
     drills: DrillScheduler
+    owners: OwnerGate  # one writer per system id, per target
+    prunes: PruneScheduler
     stop_event: asyncio.Event
     pass_lock: asyncio.Lock
 
@@ -124,7 +129,7 @@ class PassEvents:
     """What the runtime hears of each pass: the ``upload`` and ``failure`` events, the
     metrics, the health check and the log of skipped files."""
 
-    def __init__(self, events: EventBus, metrics: Metrics, health: HealthWatch) -> None:
+    def __init__(self, events: EventBus, metrics: PassMetrics, health: HealthWatch) -> None:
         self.events = events
         self.metrics = metrics
         self.health = health
@@ -174,7 +179,7 @@ def build(
     """The parts over an opened state database."""
     cs = settings.cloud_sync
     stats = Stats()
-    metrics = Metrics()
+    metrics = make_metrics(settings.metrics_listen)
     targets: dict[str, Target] = {"local": metrics.counted(make_target("local", settings))}
     if settings.bucket_configured:
         targets["cloud"] = metrics.counted(make_target("cloud", settings))
@@ -217,6 +222,7 @@ def build(
     webhooks = WebhookSink(settings.webhooks, state, base_delay=cs.retry_backoff_seconds)
     events.subscribe(webhooks)
     health = HealthWatch(stats, events, settings.degraded_fail_after_minutes * 60)
+    owners = OwnerGate(settings.state_dir, cs.system_id, stats)
     drain = Drain(
         state=state,
         snapshotter=snapshotter,
@@ -229,6 +235,8 @@ def build(
         enable_fallback=cs.enable_fallback,
         retry_backoff=cs.retry_backoff_seconds,
         observer=PassEvents(events, metrics, health),
+        owners=owners,
+        pacer=UploadPacer(settings.min_upload_interval_seconds),
     )
     pass_lock = asyncio.Lock()
     feed = ChangeFeed(settings, state, drain.primary, stats, wake=wake)
@@ -236,6 +244,15 @@ def build(
         settings,
         state=state,
         target=drain.primary,
+        events=events,
+        stop_event=stop_event,
+        pass_lock=pass_lock,
+    )
+    prunes = PruneScheduler(
+        settings,
+        state=state,
+        target=drain.primary,
+        gate=owners,
         events=events,
         stop_event=stop_event,
         pass_lock=pass_lock,
@@ -259,6 +276,8 @@ def build(
         webhooks=webhooks,
         health=health,
         drills=drills,
+        owners=owners,
+        prunes=prunes,
         stop_event=stop_event,
         pass_lock=pass_lock,
     )

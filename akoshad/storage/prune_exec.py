@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from akoshad.names import MANIFEST_NAME
 from akoshad.storage import refs
 from akoshad.storage.owner import Ownership
 from akoshad.storage.packs import PACK_MAX, PackWriter, SealedPack
@@ -250,6 +251,20 @@ async def execute_plan(
     return _result(run, started)
 
 
+def _manifest_gone(loaded: PruneInput, finished: set[str]) -> dict[str, str]:
+    """Upload id -> manifest key, for the ``finished`` uploads whose folder is still
+    listed without its manifest."""
+    base = f"systems/{loaded.system_id}/uploads/"
+    out: dict[str, str] = {}
+    for key in loaded.listing:
+        if key.startswith(base):
+            upload_id = key[len(base) :].split("/", 1)[0]
+            manifest = f"{base}{upload_id}/{MANIFEST_NAME}"
+            if upload_id in finished and manifest not in loaded.listing:
+                out[upload_id] = manifest
+    return out
+
+
 def _fresh_dir(path: Path) -> Path:
     """``path`` as an empty private directory (what a killed prune left there is removed;
     a link in its place is refused by ``PackWriter``'s own check)."""
@@ -303,10 +318,15 @@ async def run_prune(
     hooks: PruneHooks | None = None,
     in_progress: Collection[str] = (),
     protected: Collection[str] = (),
+    finished: Collection[str] = (),
     delete_batch: int = DELETE_BATCH,
 ) -> PruneResult:
     """The whole prune: check ownership, load, apply ``policy``, plan, execute (or, with
-    ``dry_run``, report the plan). Call under the daemon's pass lock."""
+    ``dry_run``, report the plan). Call under the daemon's pass lock.
+
+    ``finished``: ids of uploads known to have completed (the writer's own history). A
+    folder of one whose manifest is gone is what an interrupted prune left: it is swept now,
+    not taken for an upload in progress until the planner's grace has passed."""
     started = time.monotonic()
     if ownership is not None:
         await ownership.check(force=True, claim=not dry_run)
@@ -317,10 +337,11 @@ async def run_prune(
 
     loaded = await load_for_prune(target, system_id, keep=retained)
     keep = set(retained(loaded.uploads())) | set(loaded.untimed())
+    gone = _manifest_gone(loaded, set(finished) - set(in_progress))
     try:
         plan = plan_prune(
             system_id,
-            loaded.refs(),
+            loaded.refs() + [ManifestRefs(u, key) for u, key in gone.items()],
             loaded.listing,
             keep,
             now=when,
@@ -329,6 +350,12 @@ async def run_prune(
         )
     except ValueError as exc:
         raise PruneError(f"prune stopped, nothing deleted: {exc}") from None
+    if gone:  # removed already: only their objects are left to sweep
+        plan = replace(
+            plan,
+            removed_uploads=tuple(u for u in plan.removed_uploads if u not in gone),
+            delete_manifests=tuple(k for k in plan.delete_manifests if k in loaded.listing),
+        )
     if dry_run:
         result = PruneResult.from_plan(plan, dry_run=True)
         result.seconds = time.monotonic() - started

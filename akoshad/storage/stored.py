@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from akoshad.manifest.facts import Facts
-from akoshad.manifest.layout import KINDS, NAME_RE, FileEntry, ManifestError, check_store_path
+from akoshad.manifest.layout import (
+    KINDS,
+    NAME_RE,
+    FileEntry,
+    ManifestError,
+    check_store_path,
+    check_unique_paths,
+)
 from akoshad.names import SYSTEM_ID_RE
 from akoshad.storage.errors import RefError
 from akoshad.storage.refs import ChunkRef, check_file_chunks, check_key, check_sha256
@@ -197,18 +204,7 @@ def check_stored_file(f: StoredFile, system_id: str, where: str = "") -> None:
 def check_paths(files: Iterable[StoredFile]) -> None:
     """:class:`ManifestError` when a path is listed twice, or is both a file and another
     file's directory (``a`` and ``a/b``)."""
-    seen: set[str] = set()
-    listed = list(files)
-    for f in listed:
-        if f.path in seen:
-            raise ManifestError(f"path {f.path!r:.200} is listed twice")
-        seen.add(f.path)
-    for f in listed:
-        parts = f.path.split("/")
-        for n in range(1, len(parts)):
-            parent = "/".join(parts[:n])
-            if parent in seen:
-                raise ManifestError(f"{parent!r:.200} is listed as a file and as a directory")
+    check_unique_paths(f.path for f in files)
 
 
 def check_files(files: Sequence[StoredFile], system_id: str) -> None:

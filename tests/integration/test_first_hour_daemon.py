@@ -157,7 +157,7 @@ def test_daemon_waiting_for_data_dir_says_so_then_backs_it_up(tmp_path: Path) ->
 
 # ---- 11.10: status --check -------------------------------------------------------------------
 def test_status_check_exit_codes(tmp_path: Path) -> None:
-    rig = Rig(tmp_path)
+    rig = Rig(tmp_path, min_upload_interval_seconds=0)  # resume uploads at once
     make_store(rig.store)
     res = rig.cli("status", "--check")
     assert res.returncode == 3 and "not running" in res.stderr
@@ -180,7 +180,7 @@ def test_status_check_exit_codes(tmp_path: Path) -> None:
         time.sleep(1.5)
         st = rig.status()
         assert st["oldest_pending_age_seconds"] >= 1.0
-        assert st["behind_after_seconds"] == 5 + 60
+        assert st["behind_after_seconds"] == 5 + 0 + 60  # max delay, upload interval, a minute
         assert rig.cli("resume").returncode == 0
         wait_for(lambda: rig.status()["pending"] == 0, 20)
         assert rig.cli("status", "--check").returncode == 0
@@ -189,7 +189,8 @@ def test_status_check_exit_codes(tmp_path: Path) -> None:
 
 
 def test_status_check_says_behind(tmp_path: Path) -> None:
-    """A change that has waited longer than max_delay_seconds + 60 s: behind."""
+    """A change that has waited longer than max_delay_seconds + min_upload_interval_seconds
+    (30 by default) + 60 s: behind."""
     rig = Rig(tmp_path)
     make_store(rig.store)
     assert rig.cli("run", "--once").returncode == 0
@@ -209,7 +210,7 @@ def test_status_check_says_behind(tmp_path: Path) -> None:
         assert 600 <= st["oldest_pending_age_seconds"] < 700
         res = rig.cli("status", "--check")
         assert res.returncode == 1
-        assert "behind: the oldest pending change is 6" in res.stdout and "limit 65 s" in res.stdout
+        assert "behind: the oldest pending change is 6" in res.stdout and "limit 95 s" in res.stdout
         assert rig.cli("status").returncode == 0
     finally:
         assert stop_daemon(proc) == 0

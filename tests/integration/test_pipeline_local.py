@@ -269,7 +269,9 @@ def test_once_refused_while_daemon_runs(setup: Setup, tmp_path: Path) -> None:
         assert stop_daemon(proc) == 0
 
 
-def test_daemon_uploads_change_within_debounce_plus_2s(setup: Setup, tmp_path: Path) -> None:
+def test_daemon_uploads_change_within_debounce_plus_2s(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, min_upload_interval_seconds=0)  # each change: an upload of its own
+    make_store(setup.store)
     proc = start_daemon(setup.config, setup.env, tmp_path / "d.log")
     try:
         wait_for(lambda: len(setup.manifests()) == 1, 20)
@@ -290,7 +292,9 @@ def test_daemon_uploads_change_within_debounce_plus_2s(setup: Setup, tmp_path: P
         assert stop_daemon(proc) == 0
 
 
-def test_daemon_rewatches_a_recreated_store(setup: Setup, tmp_path: Path) -> None:
+def test_daemon_rewatches_a_recreated_store(tmp_path: Path) -> None:
+    setup = Setup(tmp_path, min_upload_interval_seconds=0)  # each change: an upload of its own
+    make_store(setup.store)
     proc = start_daemon(setup.config, setup.env, tmp_path / "d.log")
     try:
         wait_for(lambda: len(setup.manifests()) == 1, 20)

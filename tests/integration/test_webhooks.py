@@ -16,11 +16,12 @@ SECRET = "whsec-Kx9-very-secret-value"
 PASSWORD = "pw-Zq7-url-password"
 
 
-def _setup(tmp: Path, hooks: list[dict[str, Any]]) -> Setup:
+def _setup(tmp: Path, hooks: list[dict[str, Any]], **extra: Any) -> Setup:
     s = Setup(
         tmp,
         webhooks=hooks,
         cloud_sync={"system_id": "testbox", "retry_backoff_seconds": 0.1},
+        **extra,
     )
     make_store(s.store)
     return s
@@ -126,6 +127,7 @@ def test_hanging_webhook_delays_neither_uploads_nor_other_webhooks(tmp_path: Pat
                 {"url": hang.url(), "secret": SECRET},
                 {"url": good.url(), "secret": SECRET, "events": ["upload"]},
             ],
+            min_upload_interval_seconds=0,  # each change an upload of its own, timed
         )
         proc = start_daemon(s.config, s.env, tmp_path / "d.log")
         try:

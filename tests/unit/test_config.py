@@ -33,6 +33,7 @@ def test_defaults_follow_xdg(tmp_path: Path) -> None:
     assert s.local_target_dir == Path("/x/data/akoshad/outbox")
     assert s.socket_path == Path("/run/user/7/akoshad.sock")
     assert s.debounce_seconds == 2 and s.max_delay_seconds == 60
+    assert s.min_upload_interval_seconds == 30
     cs = s.cloud_sync
     assert (cs.cloud_region, cs.max_retries, cs.retry_backoff_seconds, cs.chunk_size_mb) == (
         "auto",
@@ -88,6 +89,7 @@ def test_lists_from_env_as_json(tmp_path: Path) -> None:
         ("cloud_sync:\n  force_method: carrier-pigeon\n", "cloud_sync.force_method"),
         ("cloud_sync:\n  max_retries: 11\n", "cloud_sync.max_retries"),
         ("debounce_seconds: 10\nmax_delay_seconds: 5\n", "max_delay_seconds"),
+        ("min_upload_interval_seconds: -1\n", "min_upload_interval_seconds"),
         ("akosha_url: not a url\n", "akosha_url"),
         ("- just\n- a list\n", "must be a mapping"),
         ("key: [unclosed\n", "not valid YAML"),

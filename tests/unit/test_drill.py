@@ -26,7 +26,7 @@ from akoshad.events import EventBus
 from akoshad.manifest.facts import Facts, duckdb_row_counts, json_facts
 from akoshad.manifest.layout import FileEntry, build_manifest, entries_of
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
-from akoshad.restore import drill, drill_worker
+from akoshad.restore import drill, drill_dirs, drill_worker
 from akoshad.restore.throttle import DrillReader, TokenBucket
 from akoshad.runtime.drills import FIRST_DELAY, TICK, DrillScheduler
 from akoshad.store.db import MIGRATIONS, SCHEMA_VERSION, LedgerEntry, StateDB, read_ledger
@@ -189,14 +189,14 @@ def test_drill_dir_is_private_and_stale_ones_go(tmp_path: Path) -> None:
         assert path.stat().st_mode & 0o777 == 0o700
         stale = state / "drill-old"
         (stale / "store").mkdir(parents=True)
-        (stale / drill.LOCK_NAME).write_text("")
+        (stale / drill_dirs.LOCK_NAME).write_text("")
         unlocked = state / "drill-never-locked"
         unlocked.mkdir()
         os.utime(unlocked, (time.time() - 120, time.time() - 120))
         starting = state / "drill-starting"  # just made by another drill: not yet locked
         starting.mkdir()
         (state / "drill-file").write_text("not a directory: left alone")
-        assert drill.remove_stale(state) == 2
+        assert drill_dirs.remove_stale(state) == 2
         assert path.is_dir()  # in use: its lock is held
         assert not stale.exists() and not unlocked.exists()
         assert starting.is_dir()

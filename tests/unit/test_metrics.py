@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from akoshad.akosha.client import AkoshaClient
 from akoshad.errors import TransientError
 from akoshad.pipeline.report import PassReport
-from akoshad.runtime.metrics import CountedTarget, Metrics, MetricsServer, parse_listen
+from akoshad.runtime.metrics import CountedTarget, Metrics
+from akoshad.runtime.metrics_server import MetricsServer, parse_listen
 from akoshad.targets.local import LocalTarget
 from akoshad.targets.s3.target import S3Target
 

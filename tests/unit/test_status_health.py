@@ -70,7 +70,7 @@ def test_config_check_warning_is_one_line(
 # ---- status --check ----------------------------------------------------------------------
 def test_behind_threshold_adds_the_upload_interval() -> None:
     assert behind_after_seconds(60) == 120.0
-    assert behind_after_seconds(60, 30) == 150.0  # min_upload_interval_seconds, once it exists
+    assert behind_after_seconds(60, 30) == 150.0  # min_upload_interval_seconds
 
 
 @pytest.mark.parametrize(
@@ -101,10 +101,14 @@ def test_check_not_behind_within_the_limit() -> None:
 
 
 def test_check_of_an_older_daemon_uses_the_configured_limit() -> None:
-    settings = load_settings(environ={"HOME": "/nonexistent"}, overrides={"max_delay_seconds": 10})
     old = {k: v for k, v in HEALTHY.items() if k != "behind_after_seconds"}
-    assert check_line({**old, "oldest_pending_age_seconds": 69.0}, settings)[0] == 0
-    assert check_line({**old, "oldest_pending_age_seconds": 71.0}, settings)[0] == 1
+    for interval, limit in ((0, 70.0), (None, 100.0), (45, 115.0)):  # None: the default 30
+        paced = {} if interval is None else {"min_upload_interval_seconds": interval}
+        settings = load_settings(
+            environ={"HOME": "/nonexistent"}, overrides={"max_delay_seconds": 10, **paced}
+        )
+        assert check_line({**old, "oldest_pending_age_seconds": limit - 1}, settings)[0] == 0
+        assert check_line({**old, "oldest_pending_age_seconds": limit + 1}, settings)[0] == 1
 
 
 def test_render_status_says_the_wait_and_names_the_counters() -> None:
@@ -119,6 +123,16 @@ def test_render_status_says_the_wait_and_names_the_counters() -> None:
     assert " uploaded, " not in text.replace("files uploaded, ", "")
     for words in ("file bytes captured", "bytes sent", "deduplicated", "--check"):
         assert words in STATUS_EPILOG
+
+
+def test_render_status_says_when_uploads_are_held_back() -> None:
+    now = 1_800_000_000.0
+    held = render_status({**HEALTHY, "pending": 2, "next_upload_not_before": now + 75}, now=now)
+    assert "next upload in 1m15s (min_upload_interval_seconds)" in held
+    for value in (None, now - 1, True, "soon"):  # not held back, or not a time
+        text = render_status({**HEALTHY, "next_upload_not_before": value}, now=now)
+        assert "next upload in" not in text
+    assert "min_upload_interval_seconds" in STATUS_EPILOG
 
 
 # ---- the oldest pending change ------------------------------------------------------------

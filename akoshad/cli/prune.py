@@ -1,0 +1,127 @@
+"""``akoshad prune [--dry-run] [--json]`` and ``akoshad takeover``.
+
+Both ask the daemon when one answers on the socket (it does the work under its pass lock,
+so no upload is in progress meanwhile); otherwise they lock the state directory, as
+``run --once`` does, and do it here. ``prune`` exits 1 when the prune failed or found a
+kept upload damaged, or when another machine owns the system id; ``takeover`` exits 1
+when the target cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from akoshad.errors import DaemonNotRunning
+from akoshad.names import EXIT_FAIL, EXIT_OK
+
+if TYPE_CHECKING:  # parsing (--help, usage errors) needs none of these
+    from akoshad.config import Settings
+
+PRUNE_HELP = "apply the retention policy now: remove the uploads it drops, then their objects"
+TAKEOVER_HELP = "make this machine the owner of its system_id in the target"
+
+
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The ``prune`` and ``takeover`` commands."""
+    prune = sub.add_parser("prune", parents=[common], help=PRUNE_HELP, description=PRUNE_HELP)
+    prune.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
+    prune.add_argument("--json", action="store_true", help="print the result object as JSON")
+    takeover = sub.add_parser(
+        "takeover", parents=[common], help=TAKEOVER_HELP, description=TAKEOVER_HELP
+    )
+    takeover.add_argument("--json", action="store_true", help="print the result object as JSON")
+
+
+def render_prune(result: dict[str, Any]) -> str:
+    """The human summary of a prune result."""
+    from akoshad.cli.client import human_bytes
+
+    if not result.get("enabled", True):
+        return (
+            "retention is disabled (retention.enabled: false): kept every upload, deleted nothing"
+        )
+    dry = bool(result.get("dry_run"))
+    removed = result.get("uploads_removed") or []
+    lines = [f"policy: {result.get('policy', '?')}"]
+    if dry:
+        lines += [f"would remove upload {u}" for u in removed]
+    lines.append(
+        f"{'dry run: would remove' if dry else 'removed'} {len(removed)} upload(s), "
+        f"kept {result.get('uploads_kept', 0)}; "
+        f"{'would delete' if dry else 'deleted'} {result.get('objects_deleted', 0)} object(s), "
+        f"{human_bytes(result.get('bytes_freed', 0))} "
+        f"{'would be freed' if dry else 'freed'}"
+    )
+    crashed = result.get("crashed_uploads") or []
+    if crashed:
+        lines.append(f"objects of {len(crashed)} interrupted upload(s) swept")
+    lines += [f"problem: {p}" for p in result.get("problems") or []]
+    return "\n".join(lines)
+
+
+def _print(result: dict[str, Any], as_json: bool, text: str) -> None:
+    print(json.dumps(result, indent=2, sort_keys=True) if as_json else text)
+
+
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad prune [--dry-run] [--json]``."""
+    from akoshad.runtime.control_client import request_sync
+
+    payload = {"cmd": "prune", "dry_run": bool(args.dry_run)}
+    try:
+        result = request_sync(settings.socket_path, payload, None)
+    except DaemonNotRunning:
+        import asyncio
+
+        result = asyncio.run(_prune_offline(settings, bool(args.dry_run)))
+    _print(result, args.json, render_prune(result))
+    return EXIT_OK if result.get("ok") else EXIT_FAIL
+
+
+def _quiet_logs() -> None:
+    """Without a daemon the result is printed: only errors are logged (to stderr)."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="ERROR", format="akoshad: {message}")
+
+
+async def _prune_offline(settings: Settings, dry_run: bool) -> dict[str, Any]:
+    from akoshad.runtime.ownership import offline
+    from akoshad.runtime.prune import prune_target, record
+
+    _quiet_logs()
+    async with offline(settings) as off:
+        result = await prune_target(settings, off.state, off.target, off.gate, dry_run=dry_run)
+        await record(off.state, result)
+    return result
+
+
+def render_takeover(result: dict[str, Any]) -> str:
+    """The human line of a takeover result."""
+    if result.get("already_owner"):
+        return f"this machine ({result.get('host')}) already owns this system_id"
+    line = f"this machine ({result.get('host')}) owns this system_id now"
+    if result.get("previous_host"):
+        line += f", taken over from {result['previous_host']}"
+    return line + "; the next upload compares every file with the newest upload in the target"
+
+
+def cmd_takeover(args: argparse.Namespace, settings: Settings) -> int:
+    """``akoshad takeover [--json]``."""
+    from akoshad.runtime.control_client import request_sync
+
+    try:
+        result = request_sync(settings.socket_path, {"cmd": "takeover"}, 120.0)
+    except DaemonNotRunning:
+        import asyncio
+
+        from akoshad.runtime.ownership import takeover_offline
+
+        _quiet_logs()
+        result = asyncio.run(takeover_offline(settings))
+    _print(result, args.json, render_takeover(result))
+    return EXIT_OK

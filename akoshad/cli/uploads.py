@@ -1,0 +1,30 @@
+"""``akoshad uploads [--json] [--system-id ID]``: the uploads in the target, oldest first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from akoshad.config import Settings
+from akoshad.restore.listing import render_table, upload_rows
+from akoshad.restore.readback import _with_target
+from akoshad.targets.base import ReadCheck
+
+
+async def cmd_uploads(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the uploads (a table, or a JSON list with ``--json``); exit 0, also with none.
+    A target that cannot be read (a missing bucket, refused credentials) raises: exit 1."""
+    target, system_id = await _with_target(settings, args)
+    try:
+        if isinstance(target, ReadCheck):
+            await target.check()  # a missing bucket is an error, not "no uploads"
+        rows = await upload_rows(target, system_id)
+    finally:
+        await target.close()
+    if args.json:
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+    elif not rows:
+        print(f"no uploads for system {system_id} in {target.name}")
+    else:
+        print(render_table(rows))
+    return 0

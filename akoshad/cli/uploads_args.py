@@ -1,0 +1,45 @@
+"""Command-line arguments of ``akoshad uploads`` and of restore's ``--at`` / ``--path``
+(kept apart from ``main`` so the parser stays light: nothing heavy is imported here)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+AT_HELP = (
+    "the newest upload made at or before TIME (ISO 8601, e.g. 2026-11-30T14:05; local time "
+    "unless it has an offset such as +01:00 or Z)"
+)
+PATH_HELP = (
+    "restore only the store paths matching GLOB (shell-style, against the whole path, * also "
+    "matches /; a DuckDB database comes with its .wal); repeatable"
+)
+
+
+def _at(text: str) -> datetime:
+    from akoshad.restore.select import at_argument
+
+    return at_argument(text)
+
+
+def add_restore_selection(restore: argparse.ArgumentParser, which: Any) -> None:
+    """``--at TIME`` (in the ``--latest``/``--upload-id`` group) and ``--path GLOB``."""
+    which.add_argument("--at", metavar="TIME", type=_at, help=AT_HELP)
+    restore.add_argument("--path", metavar="GLOB", action="append", help=PATH_HELP)
+
+
+def add_uploads_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``akoshad uploads [--json] [--system-id ID]``."""
+    uploads = sub.add_parser(
+        "uploads",
+        parents=[common],
+        help="list the uploads in the target, oldest first",
+        description="List the uploads found in the target (read from the target alone), "
+        "oldest first: upload id, time, files, bytes stored by that upload (the objects in "
+        "its own folder), total size of the store it captures. A damaged manifest is listed "
+        "as damaged. Exit 1 when the target cannot be read.",
+    )
+    uploads.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    uploads.add_argument("--system-id", help="system id to look under (default: configured)")
+    uploads.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")

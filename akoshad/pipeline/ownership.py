@@ -1,0 +1,151 @@
+"""One writer per system id, as the drain applies it (the record itself: ``storage.owner``).
+
+Every target a pass writes to records its owner (``systems/{system_id}/owner.json``); the
+local outbox is a target like the bucket. The daemon starts its targets without cleaning
+up (``start(clean_up=False)``) and asks :meth:`OwnerGate.refusal` before each upload:
+
+* this machine owns the id (or no machine does, and it claims it now): the upload goes on;
+  the first time, the target is cleaned up (``start(clean_up=True)``: abandoned multipart
+  uploads, temporary files), which only the owner may do;
+* another machine owns it: nothing is captured or sent, the due changes go back to the
+  queue until the next check, and the route is degraded with one line naming the owner's
+  host and the fix (``targets.<name>.last_error``), logged once;
+* the record cannot be read (target down, record damaged): nothing is sent either.
+
+The record is read again at most every ``interval`` seconds (one small GET), so a
+takeover by another machine stops this one within a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from akoshad.errors import PermanentError, TransientError
+from akoshad.pipeline.stats import Stats
+from akoshad.storage.owner import (
+    CHECK_INTERVAL,
+    CLAIM_SETTLE,
+    Machine,
+    NotOwner,
+    OwnerRecord,
+    Ownership,
+)
+from akoshad.targets.base import Target
+
+CLEAN_UP_TIMEOUT = 10.0  # the bound a target's start had before ownership came first
+UNREADABLE_RETRY = 10.0  # seconds before changes are tried again after a failed check
+
+
+class OwnerGate:
+    """The ownership of the system id in each target a pass writes to, with its cache."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        system_id: str,
+        stats: Stats,
+        *,
+        interval: float = CHECK_INTERVAL,
+        settle: float = CLAIM_SETTLE,
+    ) -> None:
+        self.state_dir = state_dir
+        self.system_id = system_id
+        self.stats = stats
+        self.interval = interval
+        self.settle = settle
+        self.refused: dict[str, str] = {}  # target name -> the line it is degraded with
+        self._machine: Machine | None = None
+        self._owners: dict[str, Ownership] = {}
+        self._cleaned: set[str] = set()
+        self._unreadable: set[str] = set()
+
+    async def machine(self) -> Machine:
+        """This machine (its owner id is read, or made, in ``state_dir`` once)."""
+        if self._machine is None:
+            self._machine = await asyncio.to_thread(Machine.from_state, self.state_dir)
+        return self._machine
+
+    async def ownership(self, target: Target) -> Ownership:
+        """The (cached) ownership of the system id in ``target``."""
+        own = self._owners.get(target.name)
+        if own is None or own.target is not target:
+            own = Ownership(
+                target,
+                self.system_id,
+                await self.machine(),
+                interval=self.interval,
+                settle=self.settle,
+            )
+            self._owners[target.name] = own
+        return own
+
+    async def refusal(self, target: Target, *, force: bool = False) -> str | None:
+        """None when this machine may write to ``target`` (claiming the id when no machine
+        owns it); else the one-line reason, also recorded as the target's last error."""
+        own = await self.ownership(target)
+        try:
+            await own.check(force=force)
+        except NotOwner as exc:
+            return self._refuse(target.name, str(exc))
+        except (TransientError, PermanentError, OSError) as exc:
+            line = f"cannot read the owner of system_id {self.system_id!r}: {exc}"
+            if target.name not in self._unreadable:
+                logger.error("{}: {}", target.name, line)
+            self._unreadable.add(target.name)
+            self.stats.target(target.name).failed(line)
+            return line
+        self._unreadable.discard(target.name)
+        self.accepted(target.name)
+        if target.name not in self._cleaned:
+            await self._clean_up(target)
+        return None
+
+    def retry_in(self, target_name: str) -> float:
+        """Seconds until changes held back for ``target_name`` are due again."""
+        return self.interval if target_name in self.refused else UNREADABLE_RETRY
+
+    def accepted(self, target_name: str) -> None:
+        """This machine owns the id in that target (again): lift the refusal."""
+        line = self.refused.pop(target_name, None)
+        if line is None:
+            return
+        health = self.stats.target(target_name)
+        if health.last_error == line:
+            health.available = True
+            health.last_error = None
+        logger.info("this machine owns system_id {} in {} now", self.system_id, target_name)
+
+    def _refuse(self, target_name: str, line: str) -> str:
+        if self.refused.get(target_name) != line:
+            logger.error("{}: {}", target_name, line)
+        self.refused[target_name] = line
+        self.stats.target(target_name).failed(line)
+        return line
+
+    async def _clean_up(self, target: Target) -> None:
+        """What a crash of this owner left in ``target`` (once per start, best effort)."""
+        try:
+            await asyncio.wait_for(target.start(clean_up=True), CLEAN_UP_TIMEOUT)
+        except (TimeoutError, TransientError, PermanentError, OSError) as exc:
+            logger.warning("{}: clean-up of what a crash left did not run: {}", target.name, exc)
+            return
+        self._cleaned.add(target.name)
+
+    async def takeover(self, target: Target) -> OwnerRecord:
+        """Make this machine the owner of the id in ``target`` (raises the target's errors)."""
+        own = await self.ownership(target)
+        record = await own.takeover()
+        self._unreadable.discard(target.name)
+        self.accepted(target.name)
+        self._cleaned.discard(target.name)  # clean up before the next upload
+        return record
+
+    def lease(self, target_name: str) -> dict[str, Any] | None:
+        """``status.lease``: the owner of the id in that target as last read (host, since,
+        ours, ...), None before the first check or when no machine owns it yet."""
+        own = self._owners.get(target_name)
+        return None if own is None else own.status()

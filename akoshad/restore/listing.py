@@ -1,0 +1,180 @@
+"""``akoshad uploads``: the uploads a target holds for a system id, read from it alone.
+
+One listing of ``systems/{system_id}/`` finds the uploads (those with a manifest) and the
+objects in each upload's own folder. Each manifest is read with its size bound and checked
+as restore checks it (format 1 or 2); one that cannot be trusted is listed as damaged with
+its reason, the others are still listed. "Stored" is what the upload added: the bytes of the
+objects in its own folder (sizes taken from its manifest's whole-object entries, the rest
+asked of the target).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from akoshad.manifest.layout import (
+    ManifestError,
+    manifest_key,
+    system_prefix,
+    upload_ids_from_keys,
+    upload_time,
+    validate_manifest,
+)
+from akoshad.manifest.read import read_manifest_bytes
+from akoshad.restore.select import uploaded_at
+from akoshad.storage.format2_read import read_entries
+from akoshad.targets.base import Target
+
+IN_FLIGHT = 8
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class UploadRow:
+    """One upload as ``akoshad uploads`` shows it (``--json``: these fields)."""
+
+    upload_id: str
+    uploaded_at: str | None  # the manifest's, else the time in the upload id
+    files: int | None  # None: not known (damaged, or an encrypted entry list)
+    stored_bytes: int  # the objects in the upload's own folder, manifest included
+    total_size_bytes: int | None
+    damaged: str | None = None  # why the manifest cannot be trusted
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def _bounded(jobs: Sequence[Callable[[], Awaitable[_T]]], limit: int) -> list[_T]:
+    gate = asyncio.Semaphore(limit)
+
+    async def run(job: Callable[[], Awaitable[_T]]) -> _T:
+        async with gate:
+            return await job()
+
+    return list(await asyncio.gather(*(run(job) for job in jobs)))
+
+
+def _encrypted_index(manifest: Mapping[str, Any]) -> bool:
+    metadata = manifest.get("metadata")
+    index = metadata.get("index") if isinstance(metadata, dict) else None
+    parts = index.get("parts") if isinstance(index, dict) else None
+    return isinstance(parts, list) and any(
+        isinstance(p, dict) and p.get("encryption", "none") != "none" for p in parts
+    )
+
+
+async def _parse(
+    target: Target, system_id: str, data: bytes
+) -> tuple[dict[str, Any], int | None, dict[str, int]]:
+    """The manifest, its file count and the stored sizes it states for whole objects.
+    ManifestError (one line) when it cannot be trusted."""
+    try:
+        manifest = await asyncio.to_thread(json.loads, data)
+    except ValueError:
+        raise ManifestError("not valid JSON") from None
+    problems = [p for p in validate_manifest(manifest, now=None) if "out of range" not in p]
+    if problems:
+        raise ManifestError(problems[0])
+    if _encrypted_index(manifest):
+        return manifest, None, {}
+    files = await read_entries(target, manifest, system_id=system_id)
+    sizes = {f.whole.key: f.whole.stored_size for f in files if f.whole is not None}
+    return manifest, len(files), sizes
+
+
+def _shown_time(manifest: Mapping[str, Any] | None, upload_id: str) -> str | None:
+    when = uploaded_at(dict(manifest)) if manifest is not None else None
+    when = when or upload_time(upload_id)
+    return when.isoformat() if when is not None else None
+
+
+async def _row(target: Target, system_id: str, upload_id: str, keys: list[str]) -> UploadRow:
+    key = manifest_key(system_id, upload_id)
+    manifest: dict[str, Any] | None = None
+    files: int | None = None
+    known: dict[str, int] = {}
+    damaged: str | None = None
+    try:
+        data = await read_manifest_bytes(target, key)
+        known[key] = len(data)
+        manifest, files, sizes = await _parse(target, system_id, data)
+        known.update({k: v for k, v in sizes.items() if k in keys})
+    except KeyError:
+        damaged = "the manifest vanished while listing"
+    except ManifestError as exc:
+        damaged = str(exc)
+    stored = sum(known.values())
+    for other in keys:
+        if other not in known:
+            stored += await target.head(other) or 0
+    total = manifest.get("total_size_bytes") if manifest is not None else None
+    return UploadRow(
+        upload_id=upload_id,
+        uploaded_at=_shown_time(manifest, upload_id),
+        files=files,
+        stored_bytes=stored,
+        total_size_bytes=total if isinstance(total, int) else None,
+        damaged=damaged,
+    )
+
+
+async def upload_rows(target: Target, system_id: str) -> list[UploadRow]:
+    """Every upload of ``system_id`` in ``target``, oldest first. The target's own errors
+    (a missing bucket, refused credentials) pass through: they are not "no uploads"."""
+    keys = [k async for k in target.list_keys(system_prefix(system_id))]
+    uploads = upload_ids_from_keys(keys, system_id)
+    folders: dict[str, list[str]] = {u: [] for u in uploads}
+    for k in keys:
+        owner = _folder_of(k, system_id)
+        if owner in folders:
+            folders[owner].append(k)
+    jobs = [(lambda u=u: _row(target, system_id, u, folders[u])) for u in uploads]
+    return await _bounded(jobs, IN_FLIGHT)
+
+
+def _folder_of(key: str, system_id: str) -> str:
+    """The upload id whose folder holds ``key`` ("" when it is in none)."""
+    head = system_prefix(system_id)  # systems/{system_id}/uploads/
+    rest = key[len(head) :] if key.startswith(head) else ""
+    return rest.split("/", 1)[0] if "/" in rest else ""
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError(n)
+
+
+def render_table(rows: Sequence[UploadRow]) -> str:
+    """The human form: one line per upload under a header, a damaged one with its reason."""
+    head = ("UPLOAD_ID", "TIME", "FILES", "STORED", "TOTAL")
+    lines = [
+        (
+            r.upload_id,
+            r.uploaded_at or "?",
+            "?" if r.files is None else str(r.files),
+            _size(r.stored_bytes),
+            _size(r.total_size_bytes),
+        )
+        for r in rows
+    ]
+    widths = [max(len(x[i]) for x in [head, *lines]) for i in range(len(head))]
+    out = []
+    for cells, row in zip([head, *lines], [None, *rows], strict=True):
+        text = "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        if row is not None and row.damaged is not None:
+            text += f"  DAMAGED: {row.damaged}"
+        out.append(text.rstrip())
+    return "\n".join(out)

@@ -1,0 +1,139 @@
+"""Restore fetches several files at once, with bounded memory.
+
+:func:`fetch_all` runs one job per file on at most :data:`WORKERS` workers. Each file
+streams (one read piece and one decoded piece at a time), so what a file holds in memory
+does not grow with its size; the byte budget (:data:`BUDGET`) still caps how many large
+files are in flight together: a file weighs its stored size, at most :data:`FILE_WEIGHT`.
+The largest files start first, so one big file does not end the restore alone.
+
+The first failure (in manifest order among those seen) is raised once every job in hand has
+ended; no new file starts after a failure. Each job cleans up after itself (the sink of a
+file that fails is discarded), so nothing partial is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypeVar
+
+WORKERS = 8
+BUDGET = 64 * 1024 * 1024
+FILE_WEIGHT = 16 * 1024 * 1024  # a file this large or larger takes this much of BUDGET
+
+_E = TypeVar("_E")
+_T = TypeVar("_T")
+
+
+class ByteBudget:
+    """Weights held by the files in flight; ``acquire`` waits until ``weight`` fits."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self, weight: int) -> None:
+        weight = min(weight, self.limit)
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.held + weight <= self.limit)
+            self.held += weight
+
+    async def release(self, weight: int) -> None:
+        async with self._changed:
+            self.held -= min(weight, self.limit)
+            self._changed.notify_all()
+
+
+def weight_of(stored_size: int) -> int:
+    """What a file of ``stored_size`` stored bytes takes of the budget (at least 1)."""
+    return max(1, min(stored_size, FILE_WEIGHT))
+
+
+async def fetch_all(
+    entries: Sequence[_E],
+    job: Callable[[_E], Awaitable[object]],
+    size: Callable[[_E], int],
+    *,
+    workers: int | None = None,
+    budget: int | None = None,
+) -> None:
+    """Run ``job`` on every entry, at most ``workers`` at once and within ``budget`` bytes
+    of weight (defaults: the module's :data:`WORKERS` and :data:`BUDGET`, read at call
+    time). Raises the first entry's error (manifest order) once the jobs in hand end."""
+    workers = WORKERS if workers is None else workers
+    gate = ByteBudget(BUDGET if budget is None else budget)
+    order = sorted(range(len(entries)), key=lambda i: -size(entries[i]))
+    queue = iter(order)
+    errors: dict[int, BaseException] = {}
+
+    async def worker() -> None:
+        for i in queue:  # one iterator shared by the workers: each entry is taken once
+            if errors:
+                return
+            weight = weight_of(size(entries[i]))
+            await gate.acquire(weight)
+            try:
+                await job(entries[i])
+            except Exception as exc:
+                errors[i] = exc
+                return
+            finally:
+                await gate.release(weight)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(workers, len(entries))))]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if errors:
+        raise errors[min(errors)]
+
+
+async def owned_in_thread(make: Callable[[], _T], drop: Callable[[_T], object]) -> _T:
+    """``make()`` in a worker thread; if the caller is cancelled meanwhile, what it made
+    is dropped (``drop``, in a thread too) instead of leaking (a temporary file)."""
+    future = asyncio.ensure_future(asyncio.to_thread(make))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        try:
+            made = await future
+        except Exception:
+            raise asyncio.CancelledError from None
+        await asyncio.to_thread(drop, made)
+        raise
+
+
+READ_AHEAD = 2  # stored pieces (of up to fileio.CHUNK bytes) read ahead of the decoder
+
+
+async def read_ahead(source: AsyncIterator[bytes], depth: int = READ_AHEAD) -> AsyncIterator[bytes]:
+    """``source``'s pieces, read up to ``depth`` pieces ahead by a task of its own, so that
+    the next read is on the wire while this one is decoded. Its errors (``KeyError`` for a
+    missing object, ...) come out in order; the reader task ends with the iteration."""
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(max(1, depth))
+
+    async def pump() -> None:
+        try:
+            async for piece in source:
+                await queue.put(piece)
+        except Exception as exc:
+            await queue.put(exc)
+            return
+        await queue.put(None)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,131 @@
+"""What a restore takes: the upload (``--latest``, ``--upload-id``, ``--at TIME``) and the
+store paths (``--path GLOB``).
+
+``--at`` picks the newest upload whose manifest's ``uploaded_at`` is at or before TIME
+(ISO 8601, local time unless it has an offset). ``--path`` globs are shell-style and
+matched against the whole store path, ``*`` also matching ``/`` (``fnmatchcase`` on the
+whole path); a DuckDB database always brings its ``.wal`` along.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
+from typing import Any, Protocol, TypeVar
+
+from loguru import logger
+
+from akoshad.errors import AkoshadError
+from akoshad.manifest.layout import upload_time
+
+WAL_SUFFIX = ".wal"
+DUCKDB_SUFFIX = ".duckdb"
+# An upload id carries the time it was made, next to the manifest's ``uploaded_at``; an id
+# dated this far after TIME cannot be at or before it, so its manifest is not even read.
+ID_MARGIN = timedelta(days=1)
+
+
+class SelectError(AkoshadError):
+    """No upload or no path matches what was asked (exit 1, one line)."""
+
+
+def parse_at(text: str) -> datetime:
+    """``--at`` as an aware datetime: ISO 8601, a time without an offset is local time.
+    ValueError (argparse: a usage error) when it is not ISO 8601."""
+    when = datetime.fromisoformat(text.strip())
+    if when.tzinfo is None:
+        when = when.astimezone()  # the local zone, daylight saving included
+    return when
+
+
+def at_argument(text: str) -> datetime:
+    """The argparse ``type`` of ``--at``."""
+    try:
+        return parse_at(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-11-30T14:05 or 2026-11-30T14:05+01:00)"
+        ) from None
+
+
+def uploaded_at(manifest: dict[str, Any]) -> datetime | None:
+    """The manifest's ``uploaded_at`` (aware), or None when missing or malformed."""
+    try:
+        when = datetime.fromisoformat(str(manifest.get("uploaded_at")))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def candidates_at(uploads: Sequence[str], when: datetime) -> list[str]:
+    """The upload ids worth reading for ``--at when``, newest first: those whose id is not
+    dated more than :data:`ID_MARGIN` after ``when`` (ids without a time always are)."""
+    out = []
+    for upload_id in reversed(uploads):
+        made = upload_time(upload_id)
+        if made is None or made <= when + ID_MARGIN:
+            out.append(upload_id)
+    return out
+
+
+class HasPath(Protocol):
+    """A manifest entry, whatever its format: it has a store path."""
+
+    @property
+    def path(self) -> str: ...
+
+
+_E = TypeVar("_E", bound=HasPath)
+
+
+async def pick_at(
+    uploads: Sequence[str],
+    when: datetime,
+    load: Callable[[str], Awaitable[dict[str, Any]]],
+    shown: str,
+) -> tuple[str, dict[str, Any]]:
+    """The newest upload whose manifest's ``uploaded_at`` is at or before ``when``, with its
+    manifest. ``load(upload_id)`` reads a manifest (raising AkoshadError when it is
+    damaged: that upload is skipped with a warning). SelectError when none is."""
+    for upload_id in candidates_at(uploads, when):
+        try:
+            manifest = await load(upload_id)
+        except AkoshadError as exc:
+            logger.warning("ignoring upload {}: {}", upload_id, exc)
+            continue
+        made = uploaded_at(manifest)
+        if made is not None and made <= when:
+            return upload_id, manifest
+    first = f" (the first is {uploads[0]})" if uploads else ""
+    raise SelectError(f"no upload of {shown} was made at or before {when.isoformat()}{first}")
+
+
+def wal_of(path: str) -> str | None:
+    """The WAL that goes with a DuckDB database path, or None."""
+    return path + WAL_SUFFIX if path.endswith(DUCKDB_SUFFIX) else None
+
+
+def matching_paths(paths: Iterable[str], globs: Sequence[str]) -> set[str]:
+    """The store paths any glob matches (whole path, ``*`` crossing ``/``), plus the WAL
+    of every matched DuckDB database. SelectError naming the globs when none matches."""
+    listed = set(paths)
+    chosen = {p for p in listed if any(fnmatchcase(p, g) for g in globs)}
+    if not chosen:
+        named = ", ".join(repr(g) for g in globs)
+        raise SelectError(f"--path {named} matches no file of the upload")
+    for path in list(chosen):
+        wal = wal_of(path)
+        if wal is not None and wal in listed:
+            chosen.add(wal)
+    return chosen
+
+
+def select_entries(entries: Sequence[_E], globs: Sequence[str] | None) -> list[_E]:
+    """``entries`` restricted to the ``--path`` globs, in their
+    order; all of them when no glob is given."""
+    if not globs:
+        return list(entries)
+    chosen = matching_paths((e.path for e in entries), globs)
+    return [e for e in entries if e.path in chosen]

@@ -1,0 +1,141 @@
+"""``takeover`` and the work a command does on this machine's state without a daemon.
+
+``akoshad takeover`` makes this machine the owner of its ``system_id`` in the primary
+target (the bucket when one is set, else the local outbox). With a daemon answering on the
+socket it goes through the daemon (``{"cmd": "takeover"}``), which does it under its pass
+lock and carries on uploading at once; otherwise it takes the state directory's lock, as
+``run --once`` does, and does it itself.
+
+Either way the ledger of that target is then seeded again from the newest upload in the
+target: the previous owner may have pruned the objects this machine's ledger points at,
+and an upload must never point at a deleted object. The next pass hashes every file and
+sends what differs from that upload.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from akoshad.config import Settings
+from akoshad.errors import PermanentError, TransientError
+from akoshad.pipeline.ownership import OwnerGate
+from akoshad.pipeline.recovery import Discarder, Recovery
+from akoshad.pipeline.stats import Stats
+from akoshad.runtime.control_client import ControlRequestError
+from akoshad.storage.owner import OwnerRecord, OwnerRecordError
+from akoshad.store.db import STATE_FILE, StateDB
+from akoshad.targets import Target, make_target
+
+if TYPE_CHECKING:
+    from akoshad.runtime.wiring import Parts
+
+
+def primary_name(settings: Settings) -> str:
+    """The target uploads go to: ``cloud`` with a bucket (unless ``force_method`` is
+    http), else ``local``."""
+    cs = settings.cloud_sync
+    return "cloud" if settings.bucket_configured and cs.force_method != "http" else "local"
+
+
+@dataclass
+class Offline:
+    """This machine's state (locked) and its primary target, for a command run without a
+    daemon; ``gate`` checks and changes the ownership like the daemon's."""
+
+    settings: Settings
+    state: StateDB
+    target: Target
+    gate: OwnerGate
+
+
+@asynccontextmanager
+async def offline(settings: Settings) -> AsyncIterator[Offline]:
+    """Lock the state directory (``AlreadyRunning`` when a daemon holds it), open the
+    state database and start the primary target without cleaning anything up."""
+    from akoshad.runtime.wiring import StateLock, open_state
+
+    async with AsyncExitStack() as stack:
+        lock = StateLock(settings.state_dir)
+        lock.acquire()
+        stack.callback(lock.release)
+        state, _rebuilt = await open_state(settings.state_dir / STATE_FILE)
+        stack.push_async_callback(state.close)
+        target = make_target(primary_name(settings), settings)
+        stack.push_async_callback(target.close)
+        await target.start(clean_up=False)
+        gate = OwnerGate(settings.state_dir, settings.cloud_sync.system_id, Stats())
+        yield Offline(settings, state, target, gate)
+
+
+async def reseed_ledger(state: StateDB, system_id: str, target: Target) -> int:
+    """Forget the ledger of ``target`` and seed it from the newest upload in it. Returns the
+    entries known. A crash in between leaves an empty ledger: everything is sent again."""
+
+    def forget(c: sqlite3.Connection) -> None:
+        StateDB.write_ledger(c, target.name, [], list(StateDB.ledger_rows(c, target.name)))
+
+    await state.transaction(forget)
+    return await Recovery(state, system_id, Discarder(system_id)).rebuild_ledger(target)
+
+
+def takeover_result(
+    record: OwnerRecord, previous: OwnerRecord | None, known: int | None
+) -> dict[str, Any]:
+    """The ``takeover`` reply: the lease now, whom it was taken from (None: nobody, or
+    this machine already owned the id) and the ledger entries seeded (None: kept)."""
+    return {
+        "host": record.host,
+        "since": record.since,
+        "already_owner": previous is not None and previous.owner_id == record.owner_id,
+        "previous_host": None
+        if previous is None or previous.owner_id == record.owner_id
+        else previous.host,
+        "ledger_entries": known,
+    }
+
+
+async def _takeover(state: StateDB, gate: OwnerGate, target: Target) -> dict[str, Any]:
+    own = await gate.ownership(target)
+    try:
+        previous = await own.read()
+    except OwnerRecordError:  # damaged: taking over is the fix
+        previous = None
+    record = await gate.takeover(target)
+    if previous is not None and previous.owner_id == record.owner_id:
+        return takeover_result(record, previous, None)  # nothing changed hands
+    known = await reseed_ledger(state, gate.system_id, target)
+    logger.warning(
+        "this machine ({}) owns system_id {} in {} now{}",
+        record.host,
+        gate.system_id,
+        target.name,
+        f", taken over from {previous.host}" if previous is not None else "",
+    )
+    return takeover_result(record, previous, known)
+
+
+async def takeover_offline(settings: Settings) -> dict[str, Any]:
+    """``akoshad takeover`` with no daemon running on this state."""
+    async with offline(settings) as off:
+        return await _takeover(off.state, off.gate, off.target)
+
+
+async def takeover_in_daemon(parts: Parts, after: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+    """``{"cmd": "takeover"}``: under the pass lock; then every queued change is due now
+    and ``after`` (the daemon's reconcile and wake-up) runs."""
+    async with parts.pass_lock:
+        try:
+            result = await _takeover(parts.state, parts.owners, parts.primary)
+        except (TransientError, PermanentError, OSError) as exc:
+            raise ControlRequestError(f"takeover failed: {exc}") from None
+        await parts.state.transaction(
+            lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
+        )
+    await after()
+    return result

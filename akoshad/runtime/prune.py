@@ -1,0 +1,276 @@
+"""Retention applied: ``akoshad prune`` and the daemon's prune every
+``retention.prune_interval_hours`` (0 = only by hand).
+
+A prune runs on the primary target (the bucket when one is set, else the local outbox)
+with ``storage.prune_exec.run_prune``: the uploads the ``retention:`` policy drops lose
+their manifests first, then every object no kept upload references is deleted. It runs
+only on the owner of the system id (checked against the target right before), under the
+daemon's pass lock (no upload is in progress meanwhile; uploads interrupted by a crash are
+left alone for a day), or, without a daemon, under the state directory's lock. The keys
+this machine's ledger points at are protected as well: the next upload points at them (they
+are all referenced by the newest upload, which is always kept).
+
+``retention.enabled: false`` keeps everything: nothing is read or deleted. The outcome of
+each prune (not of a dry run) is kept in the state as ``last_prune`` ``{at, ok,
+uploads_kept, uploads_removed, objects_deleted, bytes_freed, problems}`` (``status``,
+``/metrics``), announced as the ``prune`` event (webhooks) and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from akoshad.config import Settings
+from akoshad.errors import PermanentError, TransientError
+from akoshad.events import EventBus
+from akoshad.pipeline.ownership import OwnerGate
+from akoshad.runtime.control_client import ControlRequestError
+from akoshad.storage.owner import NotOwner
+from akoshad.store.db import StateDB
+from akoshad.targets import Target
+
+if TYPE_CHECKING:  # the prune engine is imported when the first prune runs
+    from akoshad.storage.prune_exec import PruneHooks
+
+KV_LAST = "last_prune"
+TICK = 60.0  # the daemon looks at the interval at least this often (it may be reloaded)
+FIRST_DELAY = 300.0  # after a start with no prune on record
+RETRY_SECONDS = 600.0  # a prune that failed or was refused (not the owner) is tried again
+
+
+def disabled_result(dry_run: bool) -> dict[str, Any]:
+    """What ``prune`` answers with ``retention.enabled: false``: everything kept."""
+    return {
+        "enabled": False,
+        "dry_run": dry_run,
+        "ok": True,
+        "uploads_removed": [],
+        "objects_deleted": 0,
+        "bytes_freed": 0,
+        "problems": [],
+    }
+
+
+def last_prune(result: dict[str, Any]) -> dict[str, Any]:
+    """The ``last_prune`` object of a prune's result."""
+    return {
+        "at": result["at"],
+        "ok": result["ok"],
+        "uploads_kept": result.get("uploads_kept", 0),
+        "uploads_removed": len(result.get("uploads_removed") or []),
+        "objects_deleted": result.get("objects_deleted", 0),
+        "bytes_freed": result.get("bytes_freed", 0),
+        "problems": result.get("problems", []),
+    }
+
+
+async def _no_packs(pack_key: str) -> None:
+    """The ledger's chunk table would forget this pack's chunks here. Uploads are whole
+    objects (format 1) so far: the ledger knows no pack."""
+    logger.debug("prune deletes pack {}", pack_key)
+
+
+async def prune_target(
+    settings: Settings,
+    state: StateDB,
+    target: Target,
+    gate: OwnerGate,
+    *,
+    dry_run: bool,
+    hooks: PruneHooks | None = None,
+) -> dict[str, Any]:
+    """One prune of ``target`` (the caller holds the pass lock or the state lock): the
+    result of ``prune --json``. Raises :class:`NotOwner` (nothing done) when another
+    machine owns the system id; any other failure is in the result (``ok`` false,
+    ``problems``), and what was done so far leaves every kept upload restorable."""
+    from akoshad.storage.prune_exec import PruneHooks, run_prune
+    from akoshad.storage.prune_load import PruneError
+
+    policy = settings.retention
+    if not policy.enabled:
+        return {**disabled_result(dry_run), "at": time.time()}
+    system_id = settings.cloud_sync.system_id
+    ledger = await state.ledger(target.name)
+    in_progress = [u for u, name, _ in await state.in_progress_uploads() if name == target.name]
+    finished = await state.transaction(
+        lambda c: [
+            r[0]
+            for r in c.execute(
+                "SELECT upload_id FROM uploads WHERE target = ? AND outcome = 'completed'",
+                (target.name,),
+            )
+        ]
+    )
+    result: dict[str, Any] = {"enabled": True, "dry_run": dry_run, "policy": policy.describe()}
+    try:
+        done = await run_prune(
+            target,
+            system_id,
+            policy,
+            staging_dir=settings.state_dir,
+            dry_run=dry_run,
+            ownership=await gate.ownership(target),
+            hooks=hooks or PruneHooks(forget_pack=_no_packs),
+            in_progress=in_progress,
+            protected={e.key for e in ledger.values() if e.key},
+            finished=finished,
+        )
+    except NotOwner:
+        raise
+    except (PruneError, TransientError, PermanentError, OSError) as exc:
+        result.update(ok=False, problems=[str(exc)])
+    else:
+        result.update(done.to_json())
+        problems = [f"a kept upload references {key}, which is missing" for key in done.missing]
+        result.update(ok=not problems, problems=problems)
+    result["at"] = time.time()
+    return result
+
+
+def log_result(result: dict[str, Any]) -> None:
+    """INFO when all went well, ERROR with the problems."""
+    if not result.get("enabled", True):
+        logger.info("prune: retention is disabled, every upload kept")
+        return
+    what = "dry run: would remove" if result.get("dry_run") else "removed"
+    line = (
+        f"prune ({result.get('policy', '')}): {what} "
+        f"{len(result.get('uploads_removed') or [])} upload(s), kept "
+        f"{result.get('uploads_kept', 0)}, {result.get('objects_deleted', 0)} object(s), "
+        f"{result.get('bytes_freed', 0)} byte(s)"
+    )
+    if result["ok"]:
+        logger.info(line)
+    else:
+        logger.error("{}; problems: {}", line, "; ".join(result.get("problems") or []))
+
+
+async def record(state: StateDB, result: dict[str, Any]) -> dict[str, Any]:
+    """Keep a prune's outcome as ``last_prune`` (dry runs and disabled prunes are not
+    kept); returns it."""
+    last = last_prune(result)
+    if result.get("dry_run") or not result.get("enabled", True):
+        return last
+    text = json.dumps(last)
+
+    def op(c: sqlite3.Connection) -> None:
+        c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (KV_LAST, text))
+
+    await state.transaction(op)
+    return last
+
+
+def parse_last(text: str | None) -> dict[str, Any] | None:
+    """A stored ``last_prune``, or None."""
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class PruneScheduler:
+    """The daemon's prunes: one every ``prune_interval_hours`` and each one asked for over
+    the socket, all under the pass lock."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        state: StateDB,
+        target: Target,
+        gate: OwnerGate,
+        events: EventBus,
+        stop_event: asyncio.Event,
+        pass_lock: asyncio.Lock,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.target = target
+        self.gate = gate
+        self.events = events
+        self.stop_event = stop_event
+        self.lock = pass_lock
+        self.started = time.time()
+        self._not_before = 0.0
+
+    def configure(self, settings: Settings) -> None:
+        """A reload: the policy and the interval may have changed."""
+        self.settings = settings
+
+    async def last(self) -> dict[str, Any] | None:
+        """``status.last_prune`` (a prune run by hand counts too), or None."""
+        return parse_last(await self.state.get_kv(KV_LAST))
+
+    async def prune_now(self, *, dry_run: bool = False) -> dict[str, Any]:
+        """One prune now, under the pass lock; raises :class:`NotOwner`."""
+        async with self.lock:
+            result = await prune_target(
+                self.settings, self.state, self.target, self.gate, dry_run=dry_run
+            )
+        last = await record(self.state, result)
+        log_result(result)
+        if not dry_run and result.get("enabled", True):
+            self.events.emit("prune", **{k: v for k, v in last.items() if k != "at"})
+        return result
+
+    async def due_in(self) -> float:
+        """Seconds until the next prune is due (TICK while prunes are off)."""
+        policy = self.settings.retention
+        if policy.prune_interval_hours <= 0 or not policy.enabled:
+            return TICK
+        interval = policy.prune_interval_hours * 3600.0
+        last = await self.last()
+        at = last.get("at") if last else None
+        if isinstance(at, int | float) and last is not None:
+            # a prune that failed is tried again sooner
+            due = float(at) + (interval if last.get("ok") else min(interval, RETRY_SECONDS))
+        else:
+            due = self.started + min(interval, FIRST_DELAY)
+        return max(due, self._not_before) - time.time()
+
+    async def run(self) -> None:
+        """Until the daemon stops: wait for the next prune, run it. Nothing a prune meets
+        leaves this task."""
+        while not self.stop_event.is_set():
+            try:
+                wait = await self.due_in()
+                if wait <= 0:
+                    await self._scheduled()
+                    continue
+            except Exception as exc:  # the prune task must never take the daemon down
+                logger.error("prune could not run: {}: {}", type(exc).__name__, exc)
+                self._postpone()
+                wait = TICK
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), min(wait, TICK))
+
+    async def _scheduled(self) -> None:
+        try:
+            await self.prune_now()
+        except NotOwner as exc:  # nothing recorded: this machine has nothing to prune
+            logger.warning("prune skipped: {}", exc)
+            self._postpone()
+
+    def _postpone(self) -> None:
+        interval = self.settings.retention.prune_interval_hours * 3600.0
+        self._not_before = time.time() + min(interval, RETRY_SECONDS)
+
+
+async def prune_request(scheduler: PruneScheduler, request: dict[str, Any]) -> dict[str, Any]:
+    """The socket's ``{"cmd": "prune", "dry_run": bool}``; refused (an error reply) when
+    this machine does not own the system id."""
+    dry_run = request.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ControlRequestError("dry_run must be true or false")
+    try:
+        return await scheduler.prune_now(dry_run=dry_run)
+    except NotOwner as exc:
+        raise ControlRequestError(str(exc)) from None

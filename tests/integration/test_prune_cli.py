@@ -1,0 +1,264 @@
+"""``akoshad prune`` and the daemon's prune on the local target, as users run them: 15
+uploads made by a daemon, ``retention: keep_last 3`` (the other rules 0)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import akoshad, base_env, manifests, start_daemon, stop_daemon, wait_for
+from tests.helpers import write_config as _write
+from tests.s3server import free_port
+from tests.storegen import make_store
+
+SYSTEM = "prunebox"
+UPLOADS = 15
+KEEP = 3
+RETENTION = {
+    "keep_last": KEEP,
+    "keep_hourly": 0,
+    "keep_daily": 0,
+    "keep_weekly": 0,
+    "keep_monthly": 0,
+    "prune_interval_hours": 0,
+}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Box:
+    """A store, its state and its outbox under ``tmp``, with a config over them."""
+
+    def __init__(self, tmp: Path, **extra: Any) -> None:
+        self.tmp = tmp
+        self.store, self.state, self.outbox = tmp / "store", tmp / "state", tmp / "outbox"
+        self.sock = tmp / "s.sock"
+        self.env = base_env(tmp / "home")
+        retention = {**RETENTION, **extra.pop("retention", {})}
+        self.config = _write(
+            tmp / "c.yaml",
+            data_dir=str(self.store),
+            state_dir=str(self.state),
+            local_target_dir=str(self.outbox),
+            socket_path=str(self.sock),
+            debounce_seconds=0.2,
+            max_delay_seconds=2,
+            retention=retention,
+            cloud_sync={"system_id": SYSTEM},
+            **extra,
+        )
+
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return akoshad(*args, "--config", str(self.config), env=self.env, check=check)
+
+    def ids(self) -> list[str]:
+        return [m["metadata"]["upload_id"] for m in manifests(self.outbox, SYSTEM)]
+
+    def prune(self, *args: str) -> dict[str, Any]:
+        res = self.cli("prune", "--json", *args)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return dict(json.loads(res.stdout))
+
+    def restore(self, upload_id: str, dest: Path) -> dict[str, str]:
+        self.cli("restore", "--upload-id", upload_id, "--dest", str(dest), check=True)
+        return hashes(dest)
+
+    def kv(self, key: str) -> Any:
+        with sqlite3.connect(self.state / "state.db") as con:
+            row = con.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def ledger_keys(self) -> set[str]:
+        with sqlite3.connect(self.state / "state.db") as con:
+            rows = con.execute("SELECT key FROM ledger WHERE target = 'local'").fetchall()
+        return {r[0] for r in rows}
+
+
+def hashes(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """15 uploads by a daemon (each a new content of one file), then the daemon stopped."""
+    box = Box(tmp_path_factory.mktemp("fifteen"))
+    make_store(box.store)
+    proc = start_daemon(box.config, box.env, box.tmp / "daemon.log")
+    try:
+        wait_for(box.sock.exists, 30)
+        n = 0
+        while len(box.ids()) < UPLOADS:
+            before = len(box.ids())
+            n += 1
+            (box.store / "notes.txt").write_text(f"version {n}\n")
+            wait_for(lambda b=before: box.cli("sync", "--wait") and len(box.ids()) > b, 30, 0.2)
+    finally:
+        assert stop_daemon(proc) == 0
+    assert len(box.ids()) == UPLOADS
+    return box.tmp
+
+
+@pytest.fixture
+def box(made: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Box:
+    """A copy of the 15 uploads (the same machine: its state and owner id come along)."""
+    for name in ("store", "state", "outbox"):
+        shutil.copytree(made / name, tmp_path / name, symlinks=True)
+    extra = getattr(request, "param", {})
+    return Box(tmp_path, **extra)
+
+
+def kept_restores(box: Box) -> dict[str, dict[str, str]]:
+    return {u: box.restore(u, box.tmp / f"before-{u}") for u in box.ids()[-KEEP:]}
+
+
+def assert_pruned_and_restorable(box: Box, kept: dict[str, dict[str, str]]) -> None:
+    """Only the kept uploads are left, every object a kept manifest names is there and
+    nothing else is, and each kept upload verifies and restores as before."""
+    assert box.ids() == list(kept)
+    prefix = box.outbox / "systems" / SYSTEM
+    named = {f["key"] for m in manifests(box.outbox, SYSTEM) for f in m["metadata"]["files"]}
+    named |= {f"systems/{SYSTEM}/uploads/{u}/manifest.json" for u in kept}
+    present = {p.relative_to(box.outbox).as_posix() for p in prefix.rglob("*") if p.is_file()}
+    assert present == named | {f"systems/{SYSTEM}/owner.json"}
+    res = box.cli("verify", "--all")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for upload_id, files in kept.items():
+        assert box.restore(upload_id, box.tmp / f"after-{upload_id}") == files
+
+
+def test_dry_run_lists_what_would_go_and_deletes_nothing(box: Box) -> None:
+    ids, before = box.ids(), hashes(box.outbox)
+    res = box.cli("prune", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert f"would remove {UPLOADS - KEEP} upload(s), kept {KEEP}" in res.stdout
+    assert all(f"would remove upload {u}" in res.stdout for u in ids[:-KEEP])
+    result = box.prune("--dry-run")
+    assert result["dry_run"] is True and result["ok"] is True
+    assert sorted(result["uploads_removed"]) == ids[:-KEEP]
+    # each dropped upload: its manifest and its notes.txt (the first one's files are kept)
+    assert result["objects_deleted"] >= 2 * (UPLOADS - KEEP) - 1
+    assert result["bytes_freed"] > 0
+    assert hashes(box.outbox) == before  # nothing deleted
+    assert box.kv("last_prune") is None  # a dry run is not the last prune
+
+
+def test_prune_removes_what_retention_drops_and_the_kept_uploads_restore(box: Box) -> None:
+    ids, kept = box.ids(), kept_restores(box)
+    ledger = box.ledger_keys()
+    newest = manifests(box.outbox, SYSTEM)[-1]
+    assert ledger and ledger <= {f["key"] for f in newest["metadata"]["files"]}
+    result = box.prune()
+    assert result["ok"] is True and result["dry_run"] is False
+    assert sorted(result["uploads_removed"]) == ids[:-KEEP]
+    assert result["uploads_kept"] == KEEP and result["objects_deleted"] >= 2 * (UPLOADS - KEEP) - 1
+    assert result["bytes_freed"] > 0
+    assert_pruned_and_restorable(box, kept)
+    assert all((box.outbox / key).is_file() for key in ledger)  # the ledger's objects stay
+    last = box.kv("last_prune")
+    assert last["ok"] is True and last["uploads_removed"] == UPLOADS - KEEP
+    assert last["objects_deleted"] == result["objects_deleted"] and last["problems"] == []
+    again = box.prune()  # nothing left to do
+    assert again["uploads_removed"] == [] and again["objects_deleted"] == 0
+    res = box.cli("run", "--once")  # and the next upload still finds what it points at
+    assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("box", [{"retention": {"enabled": False}}], indirect=True)
+def test_retention_disabled_keeps_everything(box: Box) -> None:
+    before = hashes(box.outbox)
+    res = box.cli("prune")
+    assert res.returncode == 0, res.stderr
+    assert "kept every upload, deleted nothing" in res.stdout
+    assert box.prune()["enabled"] is False
+    assert hashes(box.outbox) == before
+
+
+def test_prune_goes_through_a_running_daemon(box: Box) -> None:
+    ids, kept = box.ids(), kept_restores(box)
+    log = box.tmp / "daemon.log"
+    proc = start_daemon(box.config, box.env, log)
+    try:
+        wait_for(box.sock.exists, 30)
+        result = box.prune()
+        assert sorted(result["uploads_removed"]) == ids[:-KEEP]
+        st = json.loads(box.cli("status", "--json", check=True).stdout)
+        assert st["last_prune"]["uploads_removed"] == UPLOADS - KEEP
+        assert st["last_prune"]["ok"] is True and st["lease"]["ours"] is True
+        assert box.prune("--dry-run")["uploads_removed"] == []
+    finally:
+        assert stop_daemon(proc) == 0
+    text = log.read_text()
+    assert f"removed {UPLOADS - KEEP} upload(s), kept {KEEP}" in text, text
+    assert "Traceback" not in text
+    assert_pruned_and_restorable(box, kept)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [{"retention": {"prune_interval_hours": 0.001}, "metrics_listen": f"127.0.0.1:{free_port()}"}],
+    indirect=True,
+)
+def test_the_daemon_prunes_by_itself_every_interval(box: Box) -> None:
+    kept = kept_restores(box)
+    proc = start_daemon(box.config, box.env, box.tmp / "daemon.log")
+    try:
+        wait_for(box.sock.exists, 30)
+
+        def last_prune() -> Any:
+            st = json.loads(box.cli("status", "--json", check=True).stdout)
+            return st["last_prune"]
+
+        last = wait_for(last_prune, 40, 0.5)  # 3.6 s after the start
+        assert last["ok"] is True and last["uploads_removed"] == UPLOADS - KEEP
+        listen = yaml.safe_load(box.config.read_text())["metrics_listen"]
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        assert "akoshad_last_prune_timestamp_seconds" in text
+    finally:
+        assert stop_daemon(proc) == 0
+    assert_pruned_and_restorable(box, kept)
+
+
+@pytest.mark.parametrize(("op", "nth"), [("delete_manifest", 3), ("delete_object", 2)])
+def test_kill_9_of_a_prune_leaves_the_kept_uploads_restorable(box: Box, op: str, nth: int) -> None:
+    kept = kept_restores(box)
+    args = [op, str(nth), "prune", "--config", str(box.config)]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.prune_cli_child", *args],
+        cwd=ROOT,
+        env=box.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "AT-STEP\n"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        _, err = child.communicate(timeout=30)
+    assert "Traceback" not in err
+    left = box.ids()
+    assert KEEP < len(left) < UPLOADS if op == "delete_manifest" else left == list(kept)
+    res = box.cli("verify", "--all")  # every upload still listed is whole
+    assert res.returncode == 0, res.stdout + res.stderr
+    for upload_id, files in kept.items():
+        assert box.restore(upload_id, box.tmp / f"mid-{upload_id}") == files
+    result = box.prune()  # the next prune finishes the job
+    assert result["ok"] is True
+    assert_pruned_and_restorable(box, kept)

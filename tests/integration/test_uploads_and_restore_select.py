@@ -1,0 +1,328 @@
+"""``akoshad uploads``, ``restore --at`` and ``restore --path``, run as users run them
+(subprocesses against a local target), and the parallel restore against SeaweedFS."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from akoshad.manifest.layout import MAX_MANIFEST_BYTES
+from tests.helpers import akoshad, wait_for, write_config
+from tests.integration.test_pipeline_local import SYSTEM, Setup
+from tests.integration.test_pipeline_s3 import S3Setup
+from tests.s3server import WeedServer
+from tests.storegen import LiveWriter, make_store
+
+UTC_Z = UTC
+ZONE = "Asia/Kolkata"  # +05:30 all year: a naive --at is read in this zone
+
+
+class Uploads:
+    """Three uploads of one store: the first with a live DuckDB writer (its WAL is in
+    it), then two small changes. ``fresh`` reads the same outbox with an empty state."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.setup = Setup(tmp)
+        s = self.setup
+        make_store(s.store)
+        writer = LiveWriter(s.store / "reflection.duckdb", interval=0.02, log=tmp / "w.log")
+        try:
+            wait_for(lambda: len(writer.committed()) >= 5, timeout=30)
+            assert s.once().returncode == 0
+        finally:
+            writer.stop()
+        for i in (1, 2):
+            (s.store / "sessions" / f"session-{i}" / "state.json").write_text(f'{{"v": {i}}}')
+            assert s.once().returncode == 0
+        self.manifests = s.manifests()
+        assert len(self.manifests) == 3
+        self.ids = [m["metadata"]["upload_id"] for m in self.manifests]
+        settings = {
+            "data_dir": str(tmp / "elsewhere"),
+            "state_dir": str(tmp / "fresh-state"),
+            "local_target_dir": str(s.outbox),
+            "cloud_sync": {"system_id": SYSTEM},
+        }
+        self.fresh_config = write_config(tmp / "fresh.yaml", **settings)
+        self.env = dict(s.env, TZ=ZONE)
+
+    def cli(self, *args: str) -> Any:
+        return akoshad(*args, "--config", str(self.fresh_config), env=self.env)
+
+    def times(self) -> list[datetime]:
+        return [datetime.fromisoformat(m["uploaded_at"]) for m in self.manifests]
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Uploads:
+    return Uploads(tmp_path_factory.mktemp("uploads"))
+
+
+def _folder_bytes(outbox: Path, upload_id: str) -> int:
+    folder = outbox / "systems" / SYSTEM / "uploads" / upload_id
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def _one_line_error(res: Any) -> str:
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = [x for x in res.stderr.splitlines() if x.startswith("akoshad:")]
+    assert len(lines) == 1, res.stderr
+    return lines[0]
+
+
+# ---- uploads --------------------------------------------------------------------------
+
+
+def test_uploads_json_lists_every_upload_from_the_target_alone(up: Uploads) -> None:
+    res = up.cli("uploads", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert [r["upload_id"] for r in rows] == up.ids  # oldest first
+    for row, manifest in zip(rows, up.manifests, strict=True):
+        assert row["files"] == len(manifest["metadata"]["files"])
+        assert row["total_size_bytes"] == manifest["total_size_bytes"]
+        assert row["uploaded_at"] == manifest["uploaded_at"]
+        assert row["stored_bytes"] == _folder_bytes(up.setup.outbox, row["upload_id"])
+        assert row["damaged"] is None
+    # the last upload stored only the session file that changed (and its manifest)
+    assert rows[2]["stored_bytes"] < rows[0]["stored_bytes"] / 10
+    assert not (up.setup.tmp / "fresh-state" / "state.db").exists()
+
+
+def test_uploads_human_table(up: Uploads) -> None:
+    res = up.cli("uploads")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["UPLOAD_ID", "TIME", "FILES", "STORED", "TOTAL"]
+    assert [line.split()[0] for line in lines[1:]] == up.ids
+    files = len(up.manifests[0]["metadata"]["files"])
+    assert lines[1].split()[2] == str(files)
+
+
+def test_uploads_of_a_system_without_any(up: Uploads) -> None:
+    res = up.cli("uploads", "--system-id", "nobody")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "no uploads for system nobody in local"
+    res = up.cli("uploads", "--system-id", "nobody", "--json")
+    assert json.loads(res.stdout) == []
+
+
+def test_a_damaged_manifest_is_listed_as_damaged(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    make_store(s.store)
+    assert s.once().returncode == 0
+    (s.store / "a.json").write_text("{}")
+    assert s.once().returncode == 0
+    first, second = (m["metadata"]["upload_id"] for m in s.manifests())
+    path = s.outbox / "systems" / SYSTEM / "uploads" / first / "manifest.json"
+    path.write_text('{"uploaded_at": "yesterday", ')
+    huge = s.outbox / "systems" / SYSTEM / "uploads" / "20261130T000000000000Z-hhhhhh"
+    huge.mkdir()
+    with (huge / "manifest.json").open("wb") as fh:  # sparse: costs no disk
+        fh.truncate(MAX_MANIFEST_BYTES + 1)
+    res = s.cli("uploads", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = {r["upload_id"]: r for r in json.loads(res.stdout)}
+    assert rows[huge.name]["damaged"] == (
+        f"manifest is {MAX_MANIFEST_BYTES + 1} bytes, over the {MAX_MANIFEST_BYTES} limit"
+    )
+    assert rows[huge.name]["uploaded_at"] == "2026-11-30T00:00:00+00:00"  # from the id
+    assert rows[first]["damaged"] == "not valid JSON"
+    assert rows[first]["files"] is None
+    assert rows[second]["damaged"] is None and rows[second]["files"] == 9
+    human = s.cli("uploads").stdout.splitlines()
+    (bad,) = [line for line in human if line.startswith(first)]
+    assert bad.endswith("DAMAGED: not valid JSON")
+    assert "Traceback" not in s.cli("uploads").stderr
+
+
+# ---- restore --at ---------------------------------------------------------------------
+
+
+def _restored_upload(res: Any) -> str:
+    assert res.returncode == 0, res.stderr
+    return str(res.stdout.split(" of upload ")[1].split()[0])
+
+
+def test_restore_at_picks_the_newest_upload_at_or_before(up: Uploads, tmp_path: Path) -> None:
+    t = up.times()
+    plus5 = timezone(timedelta(hours=5))
+    cases = [
+        ((t[0] + (t[1] - t[0]) / 2).astimezone(plus5).isoformat(), up.ids[0]),
+        ((t[1] + (t[2] - t[1]) / 2).astimezone(UTC_Z).isoformat(), up.ids[1]),
+        (t[2].isoformat(), up.ids[2]),  # "at" counts
+        ((t[2] + timedelta(days=3)).isoformat(), up.ids[2]),
+    ]
+    for n, (when, expected) in enumerate(cases):
+        res = up.cli("restore", "--at", when, "--dest", str(tmp_path / f"r{n}"))
+        assert _restored_upload(res) == expected, when
+    session = tmp_path / "r0" / "sessions" / "session-1" / "state.json"
+    assert session.read_text() != '{"v": 1}'  # the first upload: before that change
+    assert (tmp_path / "r1" / "sessions" / "session-1" / "state.json").read_text() == '{"v": 1}'
+
+
+def test_restore_at_without_offset_is_local_time(up: Uploads, tmp_path: Path) -> None:
+    t = up.times()
+    middle = (t[1] + (t[2] - t[1]) / 2).astimezone(ZoneInfo(ZONE)).replace(tzinfo=None)
+    res = up.cli("restore", "--at", middle.isoformat(), "--dest", str(tmp_path / "r"))
+    assert _restored_upload(res) == up.ids[1]
+    # the same wall-clock text read as UTC would be 5.5 hours later: the newest upload
+    res = up.cli("restore", "--at", middle.isoformat() + "Z", "--dest", str(tmp_path / "z"))
+    assert _restored_upload(res) == up.ids[2]
+
+
+def test_restore_at_before_the_first_upload_fails(up: Uploads, tmp_path: Path) -> None:
+    before = (up.times()[0] - timedelta(seconds=1)).isoformat()
+    res = up.cli("restore", "--at", before, "--dest", str(tmp_path / "r"))
+    line = _one_line_error(res)
+    assert f"no upload of system {SYSTEM} in local was made at or before" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_restore_at_usage(up: Uploads, tmp_path: Path) -> None:
+    dest = str(tmp_path / "r")
+    res = up.cli("restore", "--at", "2026-01-01", "--latest", "--dest", dest)
+    assert res.returncode == 2 and "not allowed with" in res.stderr
+    res = up.cli("restore", "--at", "last tuesday", "--dest", dest)
+    assert res.returncode == 2 and "not an ISO 8601 time" in res.stderr
+
+
+# ---- restore --path -------------------------------------------------------------------
+
+
+def test_restore_path_brings_the_wal_with_its_database(up: Uploads, tmp_path: Path) -> None:
+    paths = {e["path"] for e in up.manifests[0]["metadata"]["files"]}
+    assert "reflection.duckdb.wal" in paths  # the live writer's WAL was captured
+    dest = tmp_path / "r"
+    res = up.cli(
+        "restore", "--upload-id", up.ids[0], "--path", "reflection.duckdb", "--dest", str(dest)
+    )
+    assert res.returncode == 0, res.stderr
+    assert set(_tree(dest)) == {"reflection.duckdb", "reflection.duckdb.wal"}
+    entries = {e["path"]: e["sha256"] for e in up.manifests[0]["metadata"]["files"]}
+    assert all(entries[p] == sha for p, sha in _tree(dest).items())
+
+
+def test_restore_path_globs_match_the_whole_path(up: Uploads, tmp_path: Path) -> None:
+    dest = tmp_path / "r"
+    res = up.cli("restore", "--latest", "--path", "*.json", "--path", "*.db", "--dest", str(dest))
+    assert res.returncode == 0, res.stderr
+    expected = {
+        e["path"]
+        for e in up.manifests[2]["metadata"]["files"]
+        if e["path"].endswith((".json", ".db"))
+    }
+    assert "sessions/session-1/state.json" in expected  # "*" crosses "/"
+    assert set(_tree(dest)) == expected
+    assert "restored 6 file(s)" in res.stdout
+    # --force into the same directory, another glob: only that file is (re)written
+    res = up.cli("restore", "--latest", "--path", "sessions/*-2/*", "--dest", str(dest), "--force")
+    assert res.returncode == 0 and "restored 1 file(s)" in res.stdout
+
+
+def test_restore_path_matching_nothing_fails(up: Uploads, tmp_path: Path) -> None:
+    dest = tmp_path / "r"
+    res = up.cli(
+        "restore", "--latest", "--path", "nope*", "--path", "Reflection.duckdb", "--dest", str(dest)
+    )
+    line = _one_line_error(res)
+    assert "'nope*', 'Reflection.duckdb'" in line and "matches no file" in line
+    assert not dest.exists() or not any(dest.iterdir())
+
+
+# ---- parallel restore against S3 ------------------------------------------------------
+
+
+@pytest.mark.s3
+def test_parallel_restore_is_byte_identical_and_names_a_damaged_file(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    s = S3Setup(tmp_path, s3, system_id)
+    make_store(s.store, conversations=200)
+    for i in range(20):  # more files than fetch workers
+        (s.store / "notes" / f"n{i}.txt").parent.mkdir(exist_ok=True)
+        (s.store / "notes" / f"n{i}.txt").write_bytes(os.urandom(1000 + 5000 * i))
+    assert s.once().returncode == 0
+    (manifest,) = s.manifests()
+    entries = {e["path"]: e for e in manifest["metadata"]["files"]}
+    dest = tmp_path / "restored"
+    s.cli("restore", "--latest", "--dest", str(dest), check=True)
+    tree = _tree(dest)
+    assert tree == {p: e["sha256"] for p, e in entries.items()}
+    res = s.cli("uploads", "--json")
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads(res.stdout)
+    folder = f"systems/{system_id}/uploads/{row['upload_id']}/"
+    listing = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=folder)["Contents"]
+    assert row["files"] == len(entries) == 28
+    assert row["stored_bytes"] == sum(o["Size"] for o in listing)
+
+    victim = entries["reflection.duckdb"]
+    client = s3.client()
+    stored = client.get_object(Bucket=s3.bucket, Key=victim["key"])["Body"].read()
+    damaged = stored[:1000] + bytes(b ^ 0xFF for b in stored[1000:2000]) + stored[2000:]
+    client.put_object(Bucket=s3.bucket, Key=victim["key"], Body=damaged)
+    again = tmp_path / "again"
+    res = s.cli("restore", "--latest", "--dest", str(again))
+    line = _one_line_error(res)
+    assert line.startswith("akoshad: reflection.duckdb: ")
+    left = [p.name for p in again.rglob("*")]
+    assert "reflection.duckdb" not in left
+    assert not [n for n in left if n.startswith(".akoshad-restore-")]
+
+
+@pytest.mark.s3
+def test_uploads_with_a_missing_bucket_is_an_error(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    s = S3Setup(tmp_path, s3, system_id, cloud_bucket="no-such-bucket")
+    res = s.cli("uploads")
+    line = _one_line_error(res)
+    assert "no-such-bucket" in line
+    assert "no uploads" not in res.stdout
+
+
+def test_uploads_lists_a_format_2_upload(tmp_path: Path) -> None:
+    from akoshad.restore.listing import upload_rows
+    from akoshad.storage.format2 import build_manifest2
+    from akoshad.targets.local import LocalTarget
+    from tests.format2_store import Store, write_upload
+    from tests.integration.test_storage_format2_local import SID, UPLOADS
+    from tests.integration.test_storage_format2_local import make_store as make_store2
+
+    root, staging = tmp_path / "data", tmp_path / "staging"
+    staging.mkdir(mode=0o700)
+    make_store2(root)
+    target = LocalTarget(tmp_path / "outbox")
+
+    async def run() -> list[Any]:
+        await target.start()
+        files = await Store(target, SID, staging).store_tree(root)
+        built = build_manifest2(system_id=SID, upload_id=UPLOADS[0], files=files, skipped={})
+        assert "index" in built.manifest["metadata"]  # the entries are in index parts
+        await write_upload(target, SID, UPLOADS[0], built)
+        return await upload_rows(target, SID)
+
+    (row,) = asyncio.run(run())
+    assert row.damaged is None
+    assert row.files == 251
+    assert row.total_size_bytes == sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    manifest = tmp_path / "outbox" / "systems" / SID / "uploads" / UPLOADS[0] / "manifest.json"
+    assert row.stored_bytes == manifest.stat().st_size  # chunks live in shared packs

@@ -1,0 +1,203 @@
+"""What a restore takes (``--at``, ``--path``) and how many files it fetches at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from akoshad.restore import parallel
+from akoshad.restore.select import (
+    SelectError,
+    candidates_at,
+    matching_paths,
+    parse_at,
+    pick_at,
+    select_entries,
+)
+
+STORE = [
+    "reflection.duckdb",
+    "reflection.duckdb.wal",
+    "knowledge_graph.duckdb",
+    "activity.db",
+    "sessions/s-1/state.json",
+    "sessions/s-2/state.json",
+    "a.json",
+]
+
+
+def test_star_crosses_slashes_and_the_whole_path_must_match() -> None:
+    assert matching_paths(STORE, ["*.json"]) == {
+        "a.json",
+        "sessions/s-1/state.json",
+        "sessions/s-2/state.json",
+    }
+    assert matching_paths(STORE, ["sessions/*-2/*"]) == {"sessions/s-2/state.json"}
+    assert matching_paths(STORE, ["state.json", "activity.db"]) == {"activity.db"}
+    assert matching_paths(STORE, ["a.jso?", "[ak]*.db"]) == {"a.json", "activity.db"}
+
+
+def test_a_duckdb_database_brings_its_wal() -> None:
+    assert matching_paths(STORE, ["reflection.duckdb"]) == {
+        "reflection.duckdb",
+        "reflection.duckdb.wal",
+    }
+    assert matching_paths(STORE, ["knowledge*"]) == {"knowledge_graph.duckdb"}  # no WAL listed
+    assert matching_paths(STORE, ["*.wal"]) == {"reflection.duckdb.wal"}
+
+
+def test_no_match_names_every_glob() -> None:
+    with pytest.raises(SelectError, match=r"--path 'x\*', 'Reflection.duckdb' matches no file"):
+        matching_paths(STORE, ["x*", "Reflection.duckdb"])
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: str
+
+
+def test_select_entries_keeps_the_manifest_order() -> None:
+    entries = [_Entry(p) for p in STORE]
+    assert select_entries(entries, None) == entries
+    assert [e.path for e in select_entries(entries, ["*.duckdb"])] == [
+        "reflection.duckdb",
+        "reflection.duckdb.wal",
+        "knowledge_graph.duckdb",
+    ]
+
+
+def test_parse_at_reads_offsets_and_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    import time
+
+    time.tzset()
+    try:
+        assert parse_at("2026-11-30T10:00:00+01:00") == datetime(2026, 11, 30, 9, tzinfo=UTC)
+        assert parse_at("2026-11-30T10:00Z") == datetime(2026, 11, 30, 10, tzinfo=UTC)
+        local = parse_at("2026-11-30T10:00")
+        assert local == datetime(2026, 11, 30, 4, 30, tzinfo=UTC)
+        assert parse_at("2026-11-30") == datetime(2026, 11, 29, 18, 30, tzinfo=UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    with pytest.raises(ValueError):
+        parse_at("yesterday")
+
+
+def _id(when: datetime) -> str:
+    return when.strftime("%Y%m%dT%H%M%S%fZ") + "-abc123"
+
+
+T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
+def test_pick_at_uses_uploaded_at_and_skips_damaged_manifests() -> None:
+    times = [T0 + timedelta(hours=h) for h in (0, 1, 2, 50)]
+    uploads = [_id(t) for t in times]
+    manifests: dict[str, Any] = {
+        u: {"uploaded_at": t.isoformat()} for u, t in zip(uploads, times, strict=True)
+    }
+    read: list[str] = []
+
+    async def load(upload_id: str) -> dict[str, Any]:
+        read.append(upload_id)
+        if upload_id == uploads[2]:
+            raise SelectError("damaged")
+        return dict(manifests[upload_id])
+
+    def pick(when: datetime) -> str:
+        read.clear()
+        return asyncio.run(pick_at(uploads, when, load, "system s"))[0]
+
+    assert pick(T0 + timedelta(minutes=30)) == uploads[0]
+    assert pick(T0 + timedelta(hours=1)) == uploads[1]  # at counts
+    assert pick(T0 + timedelta(hours=2, minutes=5)) == uploads[1]  # the damaged one skipped
+    assert uploads[3] not in read  # dated two days after TIME: its manifest is not read
+    assert pick(T0 + timedelta(days=9)) == uploads[3]
+    with pytest.raises(SelectError, match="no upload of system s was made at or before"):
+        pick(T0 - timedelta(seconds=1))
+
+
+def test_candidates_keep_ids_without_a_time() -> None:
+    uploads = [_id(T0), "legacy-upload", _id(T0 + timedelta(days=5))]
+    assert candidates_at(uploads, T0) == ["legacy-upload", _id(T0)]
+
+
+def test_fetch_all_bounds_workers_and_bytes() -> None:
+    sizes = [1, 2, 3, 30, 40, 50, 4, 5, 6, 7, 8, 9] * 3
+    live: list[int] = []
+    peak = {"n": 0, "weight": 0}
+    done: list[int] = []
+
+    async def job(i: int) -> None:
+        live.append(i)
+        peak["n"] = max(peak["n"], len(live))
+        peak["weight"] = max(peak["weight"], sum(min(sizes[j], 32) for j in live))
+        await asyncio.sleep(0.001 * (i % 5))
+        live.remove(i)
+        done.append(i)
+
+    async def run() -> None:
+        old = parallel.FILE_WEIGHT
+        parallel.FILE_WEIGHT = 32
+        try:
+            await parallel.fetch_all(
+                list(range(len(sizes))), job, lambda i: sizes[i], workers=4, budget=64
+            )
+        finally:
+            parallel.FILE_WEIGHT = old
+
+    asyncio.run(run())
+    assert sorted(done) == list(range(len(sizes)))
+    assert peak["n"] == 4  # parallel, and never more than the workers
+    assert peak["weight"] <= 64  # two large files at most
+
+
+def test_fetch_all_stops_and_raises_the_first_failure_in_manifest_order() -> None:
+    started: list[int] = []
+
+    async def job(i: int) -> None:
+        started.append(i)
+        await asyncio.sleep(0.01 if i == 3 else 0)
+        if i in (3, 5):
+            raise ValueError(f"bad {i}")
+
+    entries = list(range(40))
+    with pytest.raises(ValueError, match="bad 3"):
+        asyncio.run(parallel.fetch_all(entries, job, lambda i: 100, workers=2))
+    assert len(started) < len(entries)  # no new file after a failure
+
+
+def test_read_ahead_keeps_order_and_errors_and_ends_its_reader() -> None:
+    read: list[int] = []
+
+    async def source(fail: bool) -> AsyncIterator[bytes]:
+        for i in range(10):
+            read.append(i)
+            yield bytes([i])
+        if fail:
+            raise KeyError("gone")
+
+    async def run() -> None:
+        got = [p async for p in parallel.read_ahead(source(False), depth=2)]
+        assert got == [bytes([i]) for i in range(10)]
+        got.clear()
+        with pytest.raises(KeyError):
+            async for piece in parallel.read_ahead(source(True), depth=2):
+                got.append(piece)
+        assert len(got) == 10  # every piece before the error
+        read.clear()
+        chunks = parallel.read_ahead(source(False), depth=2)
+        async for _ in chunks:
+            break
+        await chunks.aclose()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+        assert len(read) <= 4  # read at most depth ahead, then stopped
+        assert {t.get_coro().__name__ for t in asyncio.all_tasks()} == {"run"}
+
+    asyncio.run(run())
