@@ -35,7 +35,11 @@ class Rig:
         self.outbox = tmp / "outbox"
         self.state = tmp / "state"
         self.log = tmp / "daemon.log"
-        settings: dict[str, Any] = {"debounce_seconds": 0.3, "max_delay_seconds": 5}
+        settings: dict[str, Any] = {
+            "debounce_seconds": 0.3,
+            "max_delay_seconds": 5,
+            "min_upload_interval_seconds": 30,  # the default (daemon_config turns pacing off)
+        }
         if data_dir is not None:
             settings["data_dir"] = str(data_dir)
         settings.update(extra)

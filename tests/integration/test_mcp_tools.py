@@ -50,6 +50,7 @@ class Rig:
         settings: dict[str, Any] = {
             "debounce_seconds": 60,  # the daemon would wait: only the tool's sync uploads now
             "max_delay_seconds": 120,
+            "min_upload_interval_seconds": 30,  # the default (daemon_config turns pacing off)
             "cloud_sync": {"secret_access_key": SECRET, "access_key_id": "AKIAEXAMPLE"},
             **extra,
         }

@@ -47,6 +47,7 @@ class Daemon:
         settings: dict[str, Any] = {
             "debounce_seconds": 0.3,
             "max_delay_seconds": 5,
+            "min_upload_interval_seconds": 30,  # the default (daemon_config turns pacing off)
             "metrics_listen": f"127.0.0.1:{self.port}",
             **extra,
         }
