@@ -7,7 +7,6 @@ The drill code (``restore.drill``) is imported when the first drill runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +16,13 @@ from akoshad.config import Settings
 from akoshad.errors import PermanentError, TransientError
 from akoshad.events import EventBus
 from akoshad.restore.drill_dirs import KV_LAST, KV_LAST_GOOD, parse_result, remove_stale
+from akoshad.runtime.periodic import TICK, run_periodic
 from akoshad.store.db import StateDB
 from akoshad.targets import Target
 
 if TYPE_CHECKING:
     from akoshad.restore.drill import DrillResult
 
-TICK = 60.0  # the daemon looks at the interval at least this often (it may be reloaded)
 FIRST_DELAY = 60.0  # after a start without any drill on record
 RETRY_SECONDS = 600.0  # nothing to drill yet, or the drill could not run: look again
 
@@ -109,18 +108,9 @@ class DrillScheduler:
             await asyncio.to_thread(remove_stale, self.settings.state_dir)
         except OSError as exc:
             logger.warning("cannot remove an old drill directory: {}", exc)
-        while not self.stop_event.is_set():
-            try:
-                wait = await self.due_in()
-                if wait <= 0:
-                    await self._drill_or_postpone()
-                    continue
-            except Exception as exc:  # the drill task must never take the daemon down
-                logger.error("drill could not run: {}: {}", type(exc).__name__, exc)
-                self._postpone()
-                wait = TICK
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), min(wait, TICK))
+        await run_periodic(
+            "drill", self.stop_event, self.due_in, self._drill_or_postpone, self._postpone
+        )
 
     def _postpone(self) -> None:
         interval = self.settings.drill_interval_hours * 3600.0

@@ -19,7 +19,6 @@ uploads_kept, uploads_removed, objects_deleted, bytes_freed, problems}`` (``stat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sqlite3
 import time
@@ -32,6 +31,7 @@ from akoshad.errors import PermanentError, TransientError
 from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.runtime.control_client import ControlRequestError
+from akoshad.runtime.periodic import TICK, run_periodic
 from akoshad.storage.owner import NotOwner
 from akoshad.store.db import StateDB
 from akoshad.targets import Target
@@ -40,7 +40,6 @@ if TYPE_CHECKING:  # the prune engine is imported when the first prune runs
     from akoshad.storage.prune_exec import PruneHooks
 
 KV_LAST = "last_prune"
-TICK = 60.0  # the daemon looks at the interval at least this often (it may be reloaded)
 FIRST_DELAY = 300.0  # after a start with no prune on record
 RETRY_SECONDS = 600.0  # a prune that failed or was refused (not the owner) is tried again
 
@@ -239,18 +238,7 @@ class PruneScheduler:
     async def run(self) -> None:
         """Until the daemon stops: wait for the next prune, run it. Nothing a prune meets
         leaves this task."""
-        while not self.stop_event.is_set():
-            try:
-                wait = await self.due_in()
-                if wait <= 0:
-                    await self._scheduled()
-                    continue
-            except Exception as exc:  # the prune task must never take the daemon down
-                logger.error("prune could not run: {}: {}", type(exc).__name__, exc)
-                self._postpone()
-                wait = TICK
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), min(wait, TICK))
+        await run_periodic("prune", self.stop_event, self.due_in, self._scheduled, self._postpone)
 
     async def _scheduled(self) -> None:
         try:
