@@ -3,7 +3,8 @@ engines, by hand (``akoshad drill``) or every ``drill_interval_hours`` in the da
 
 A drill reads only (GETs, at most ``drill_max_mbps``), restores into a private directory
 ``state_dir/drill-*`` (0700, removed afterwards; one a crash left is removed by the next
-drill), checks every SHA-256 (``restore.fetch_entry``), then hands the databases and JSON
+drill), checks every SHA-256 (``storage.fetch.fetch_file``: each chunk, then each file;
+either manifest format), then hands the databases and JSON
 files to a short-lived worker process (``akoshad.restore.drill_worker``). The result
 ``{at, ok, upload_id, problems}`` is kept in the state database (``status.last_drill``).
 """
@@ -21,16 +22,17 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import akoshad
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, PermanentError, RestoreError, TransientError
-from akoshad.manifest.layout import FileEntry, entries_of
-from akoshad.manifest.read import list_uploads, load_manifest
+from akoshad.manifest.facts import Facts
+from akoshad.manifest.read import list_uploads, load_files
 from akoshad.restore.destdir import DestError, open_dest
 from akoshad.restore.drill_dirs import (
     DRILL_PREFIX,
@@ -39,8 +41,11 @@ from akoshad.restore.drill_dirs import (
     LOCK_NAME,
     remove_stale,
 )
-from akoshad.restore.readback import fetch_entry, sink_for
+from akoshad.restore.parallel import weight_of
+from akoshad.restore.readback import sink_for
 from akoshad.restore.throttle import DrillReader, TokenBucket
+from akoshad.storage.fetch import fetch_file
+from akoshad.storage.stored import StoredFile
 from akoshad.store.db import STATE_FILE
 from akoshad.targets import Target, make_target
 
@@ -52,6 +57,19 @@ _WORKER = "import sys; sys.path.insert(0, sys.argv[1]); import akoshad.restore.d
 _WORKER += "sys.exit(w.main(sys.argv[2:]))"
 # the worker imports the very akoshad this process runs (-I: no environment, no cwd)
 _PACKAGE_PARENT = str(Path(akoshad.__file__).resolve().parent.parent)
+
+
+class Checkable(Protocol):
+    """What the engine checks need of a restored file."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def facts(self) -> Facts | None: ...
 
 
 class NothingToDrill(AkoshadError):
@@ -111,15 +129,15 @@ def drop_drill_dir(path: Path, fd: int) -> None:
 # ---- restore and check --------------------------------------------------------------------
 async def restore_all(
     target: Target, system_id: str, upload_id: str, root: Path, result: DrillResult
-) -> list[FileEntry]:
+) -> list[StoredFile]:
     """Restore every file of the upload under ``root``, checking each SHA-256. Problems go
-    into ``result``; returns the entries restored intact."""
+    into ``result``; returns the files restored intact."""
     try:
-        entries = entries_of(await load_manifest(target, system_id, upload_id))
+        _, entries = await load_files(target, system_id, upload_id)
     except (RestoreError, ValueError, KeyError, TypeError) as exc:
         result.problems.append(f"manifest of {upload_id}: {exc}")
         return []
-    restored: list[FileEntry] = []
+    restored: list[StoredFile] = []
     dest_fd = await asyncio.to_thread(open_dest, root)
     try:
         await _restore_entries(target, entries, dest_fd, result, restored)
@@ -130,16 +148,17 @@ async def restore_all(
 
 async def _restore_entries(
     target: Target,
-    entries: list[FileEntry],
+    entries: list[StoredFile],
     dest_fd: int,
     result: DrillResult,
-    restored: list[FileEntry],
+    restored: list[StoredFile],
 ) -> None:
     for entry in entries:
         try:
             sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
             try:
-                size, _sha = await fetch_entry(target, entry, sink)
+                budget = weight_of(entry.stored_size)
+                size, _sha = await fetch_file(target, entry, sink, memory_budget=budget)
             finally:
                 os.close(sink.dir_fd)
         except DestError as exc:
@@ -159,7 +178,7 @@ async def _restore_entries(
         result.bytes += size
 
 
-def worker_spec(entries: list[FileEntry]) -> list[dict[str, Any]]:
+def worker_spec(entries: Sequence[Checkable]) -> list[dict[str, Any]]:
     """What the worker checks: databases, and JSON files that parsed at capture."""
     specs: list[dict[str, Any]] = []
     for e in entries:

@@ -8,8 +8,10 @@ reading no more than its ``stored_size`` and decoding no more than its ``size``.
 A damaged or missing part is an :class:`~akoshad.errors.IntegrityError` naming the file
 and the chunk; the sink is then discarded.
 
-Targets have no ranged read yet: :class:`WholeObjectRanges` reads a pack whole (bounded)
-and serves ranges from it, one pack kept at a time. Share one per restore.
+Chunks are read with the target's own ``read_range`` (S3 ``Range:``, the local target's
+``pread``), reads of nearby chunks coalesced (``packs.plan_reads``). For a target without
+it, :class:`WholeObjectRanges` is the fallback: it reads a pack whole (bounded) and serves
+ranges from it, one pack kept at a time; share one per restore.
 """
 
 from __future__ import annotations
