@@ -135,11 +135,11 @@ async def _read_batch(
         try:
             data = await ranges.read_range(rr.key, rr.start, rr.length)
         except KeyError:
-            raise _chunk_error(f, first, f"is missing: object {rr.key} does not exist") from None
+            raise _chunk_error(f, first, "is missing: its object does not exist") from None
         except PackError as exc:
             raise _chunk_error(f, first, f"is damaged: {exc}") from None
         if len(data) != rr.length:
-            raise _chunk_error(f, first, f"is damaged: object {rr.key} is too short")
+            raise _chunk_error(f, first, "is damaged: its object is too short")
         for j in rr.items:
             bodies[j] = rr.extract(data, locs[j])
     return bodies
