@@ -41,10 +41,11 @@ from akoshad.restore.drill_dirs import (
     LOCK_NAME,
     remove_stale,
 )
+from akoshad.restore.groups import work_units
 from akoshad.restore.parallel import weight_of
 from akoshad.restore.readback import sink_for
 from akoshad.restore.throttle import DrillReader, TokenBucket
-from akoshad.storage.fetch import fetch_file
+from akoshad.storage.fetch import RangeReader, fetch_file
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import STATE_FILE
 from akoshad.targets import Target, make_target
@@ -153,29 +154,47 @@ async def _restore_entries(
     result: DrillResult,
     restored: list[StoredFile],
 ) -> None:
-    for entry in entries:
+    """One file after another (small files of a pack read together, ``groups``); a
+    target or disk failure stops the drill, a damaged file is a problem of its own."""
+    done: dict[int, StoredFile] = {}
+    for unit in work_units(entries, target):
         try:
-            sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
-            try:
-                budget = weight_of(entry.stored_size)
-                size, _sha = await fetch_file(target, entry, sink, memory_budget=budget)
-            finally:
-                os.close(sink.dir_fd)
-        except DestError as exc:
-            result.problems.append(f"{entry.path}: {exc}")
-            continue
-        except AkoshadError as exc:
-            if isinstance(exc, TransientError | PermanentError):
-                result.problems.append(f"{entry.path}: drill stopped, {target.name}: {exc}")
-                break
-            result.problems.append(str(exc))  # IntegrityError names the path
-            continue
-        except OSError as exc:
-            result.problems.append(f"{entry.path}: drill stopped, cannot write: {exc.strerror}")
-            break
-        restored.append(entry)
-        result.files += 1
-        result.bytes += size
+            for i, entry in unit.files:
+                if not await _restore_one(target, unit.reader or target, entry, dest_fd, result):
+                    return
+                done[i] = entry
+        finally:
+            if unit.reader is not None:
+                unit.reader.release()
+            restored[:] = [done[i] for i in sorted(done)]
+
+
+async def _restore_one(
+    target: Target, ranges: RangeReader, entry: StoredFile, dest_fd: int, result: DrillResult
+) -> bool:
+    """Restore one file into the drill directory; False when the drill must stop."""
+    try:
+        sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
+        try:
+            budget = weight_of(entry.stored_size)
+            size, _sha = await fetch_file(target, entry, sink, ranges=ranges, memory_budget=budget)
+        finally:
+            os.close(sink.dir_fd)
+    except DestError as exc:
+        result.problems.append(f"{entry.path}: {exc}")
+        return True
+    except AkoshadError as exc:
+        if isinstance(exc, TransientError | PermanentError):
+            result.problems.append(f"{entry.path}: drill stopped, {target.name}: {exc}")
+            return False
+        result.problems.append(str(exc))  # IntegrityError names the path
+        return True
+    except OSError as exc:
+        result.problems.append(f"{entry.path}: drill stopped, cannot write: {exc.strerror}")
+        return False
+    result.files += 1
+    result.bytes += size
+    return True
 
 
 def worker_spec(entries: Sequence[Checkable]) -> list[dict[str, Any]]:

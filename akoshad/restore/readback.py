@@ -22,10 +22,11 @@ from akoshad.errors import RestoreError
 from akoshad.manifest.layout import in_future
 from akoshad.manifest.read import latest_upload, list_uploads, load_manifest, manifest_files
 from akoshad.restore.destdir import DestError, FileSink, open_dest, parent_dir
+from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.parallel import fetch_all, owned_in_thread, weight_of
 from akoshad.restore.select import pick_at, select_entries
 from akoshad.restore.verify import print_ledger_check, range_reader, verify_upload
-from akoshad.storage.fetch import fetch_file
+from akoshad.storage.fetch import RangeReader, fetch_file
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target, make_target
 
@@ -56,20 +57,29 @@ async def restore_upload(
 async def restore_files(
     target: Target, files: Sequence[StoredFile], dest: Path, *, force: bool = False
 ) -> int:
-    """Fetch ``files`` into ``dest`` (several at once, within the byte budget)."""
+    """Fetch ``files`` into ``dest``: several units at once within the byte budget, small
+    files of one pack together (``groups.work_units``)."""
     dest_fd = await asyncio.to_thread(open_dest, dest)
     ranges = range_reader(target)
 
-    async def one(f: StoredFile) -> None:
+    async def one(f: StoredFile, reader: RangeReader) -> None:
         sink = await owned_in_thread(lambda: sink_for(dest_fd, f, force), _drop_sink)
         try:
             budget = weight_of(f.stored_size)
-            await fetch_file(target, f, sink, ranges=ranges, memory_budget=budget)
+            await fetch_file(target, f, sink, ranges=reader, memory_budget=budget)
         finally:
             os.close(sink.dir_fd)
 
+    async def unit_job(unit: Unit) -> None:
+        try:
+            for _, f in unit.files:
+                await one(f, unit.reader or ranges)
+        finally:
+            if unit.reader is not None:
+                unit.reader.release()
+
     try:
-        await fetch_all(files, one, lambda f: f.stored_size)
+        await fetch_all(work_units(files, ranges), unit_job, lambda u: u.stored_size)
     except DestError as exc:
         raise RestoreError(str(exc)) from None
     finally:

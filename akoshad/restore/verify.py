@@ -19,6 +19,7 @@ from akoshad.config import Settings
 from akoshad.errors import IntegrityError, RestoreError
 from akoshad.manifest.layout import in_future
 from akoshad.manifest.read import load_files
+from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.parallel import run_each, weight_of
 from akoshad.storage.fetch import RangeReader, WholeObjectRanges, fetch_file
 from akoshad.storage.stored import StoredFile
@@ -78,8 +79,18 @@ async def verify_upload(target: Target, system_id: str, upload_id: str) -> Verif
         report.problems.append(str(exc))
         return report
     ranges = range_reader(target)
-    found = await run_each(files, lambda f: check_file(target, f, ranges), lambda f: f.stored_size)
-    for problem in found:
+
+    async def check_unit(unit: Unit) -> list[tuple[int, str | None]]:
+        try:
+            reader = unit.reader or ranges
+            return [(i, await check_file(target, f, reader)) for i, f in unit.files]
+        finally:
+            if unit.reader is not None:
+                unit.reader.release()
+
+    units = work_units(files, ranges)
+    found = await run_each(units, check_unit, lambda u: u.stored_size)
+    for _, problem in sorted(p for unit_found in found for p in unit_found):
         if problem is None:
             report.checked += 1
         else:
