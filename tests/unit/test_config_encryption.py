@@ -53,6 +53,12 @@ def test_off_by_default_and_readable_from_file_and_env(tmp_path: Path) -> None:
     assert sources["encryption.recipients"] == "env AKOSHAD_ENCRYPTION__RECIPIENTS"
     assert sources["encryption.identity_file"] == f"file {cfg}"
     assert loaded.settings.encryption.parsed_recipients().keys == (b,)
+    env = _env(tmp_path, AKOSHAD_ENCRYPTION__IDENTITY_FILE="/keys/offline.txt")
+    loaded = load_config(cfg, environ=env)
+    assert loaded.settings.encryption.identity_file == Path("/keys/offline.txt")
+    assert loaded.effective_sources()["encryption.identity_file"] == (
+        "env AKOSHAD_ENCRYPTION__IDENTITY_FILE"
+    )
 
 
 @pytest.mark.parametrize(
