@@ -94,17 +94,19 @@ def load_batches(
 
 def build_memories_json(
     snapshot_db: Path, system_id: str, refs: Sequence[RowRef], chunk: int, redact: bool
-) -> tuple[bytes, list[str], Redactions]:
-    """:func:`write_memories_json` in a child, into a private file beside the copy: the
-    bytes, the ids they hold and the redactions made."""
+) -> tuple[Path, list[str], Redactions]:
+    """:func:`write_memories_json` in a child, into a private file (mode 0600) beside the
+    copy: its path (the caller uploads it as a stream and removes it), the ids it holds and
+    the redactions made. Never held whole in memory: a large store's file is hundreds of MiB."""
     fd, name = tempfile.mkstemp(prefix=".memories-", suffix=".json", dir=snapshot_db.parent)
     os.close(fd)
     try:
         request = {"refs": _refs(refs), "chunk": chunk, "redact": redact}
         answer = _call("memories_json", [str(snapshot_db), system_id, name], request)
-        return Path(name).read_bytes(), answer["ids"], answer["found"]
-    finally:
+    except BaseException:
         Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name), answer["ids"], answer["found"]
 
 
 def _refs(refs: Sequence[RowRef]) -> list[list[str | None]]:

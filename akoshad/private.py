@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -38,3 +39,30 @@ def private_opener(path: str, flags: int) -> int:
         with contextlib.suppress(PermissionError):
             os.fchmod(fd, FILE_MODE)
     return fd
+
+
+def fresh_private_dir(path: Path) -> int:
+    """Make ``path`` a new, empty directory of ours, mode 0700 (its missing parents too).
+
+    Whatever stands there first (what a killed run left: a directory, a file, or a link,
+    removed as the link itself, never what it points at; ``rmtree`` follows no link) is
+    removed. Returns how many entries it held (0: nothing was left over). Blocking."""
+    removed = 0
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        removed = len(os.listdir(path))
+        shutil.rmtree(path)
+    elif st is not None:
+        os.unlink(path)
+        removed = 1
+    make_private_dirs(path.parent)
+    path.mkdir(mode=DIR_MODE)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, DIR_MODE)  # whatever the umask
+    finally:
+        os.close(fd)
+    return removed

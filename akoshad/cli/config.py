@@ -7,7 +7,8 @@ import json
 
 import yaml
 
-from akoshad.config import LoadedConfig
+from akoshad.config import Encryption, LoadedConfig
+from akoshad.config.encryption import unavailable
 from akoshad.redaction import redact_url
 from akoshad.runtime.health import warn_data_dir
 
@@ -36,12 +37,30 @@ def check_lines(loaded: LoadedConfig) -> list[str]:
         f"akosha_url={http} system_id={cs.system_id}"
     ]
     lines.extend(f"note: {note}" for note in loaded.notes)
+    lines.extend(encryption_lines(settings.encryption))
     by_origin: dict[str, list[str]] = {}
     for key, origin in loaded.effective_sources().items():
         if origin.startswith("session-buddy"):
             by_origin.setdefault(origin, []).append(key)
     for origin, keys in by_origin.items():
         lines.append(f"note: from {origin}: {', '.join(keys)}")
+    return lines
+
+
+def encryption_lines(enc: Encryption) -> list[str]:
+    """``config check``'s account of ``encryption:`` (the identity file is not read: only
+    verify, restore and drill need it)."""
+    if not enc.enabled:
+        return ["note: encryption off (no encryption.recipients)"]
+    memories = "encrypted" if enc.encrypt_memories else "readable by Akosha"
+    identity = str(enc.identity_file) if enc.identity_file else "not set"
+    lines = [
+        f"note: encryption to {len(enc.recipients)} recipient(s); memories.json {memories}; "
+        f"identity_file {identity} (read only by verify, restore and drill)"
+    ]
+    problem = unavailable(enc)
+    if problem:
+        lines.append(f"note: {problem}")
     return lines
 
 

@@ -28,6 +28,13 @@ CONFIG_HELP = (
     "configuration file (YAML); before or after the command, once (two different "
     "files are a usage error)"
 )
+IDENTITY_HELP = (
+    "the age identity file that reads encrypted uploads (overrides encryption.identity_file)"
+)
+KEYGEN_HELP = (
+    "where to write the new identity (default: $XDG_CONFIG_HOME/akoshad/identity.txt, "
+    "i.e. ~/.config/akoshad/identity.txt); never overwritten"
+)
 SYNC_METHOD_HELP = (
     "where this drain delivers: auto = the configured chain (the bucket when one is set, "
     "else the local outbox; memories over HTTP to Akosha when akosha_url is set), cloud = "
@@ -157,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--all", action="store_true", help="verify every upload")
     verify.add_argument("--system-id", help="system id to look under (default: configured)")
     verify.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
+    verify.add_argument("--identity", metavar="FILE", help=IDENTITY_HELP)
 
     restore = sub.add_parser("restore", parents=[common], help="rebuild the store from a target")
     which = restore.add_mutually_exclusive_group(required=True)
@@ -167,11 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--system-id", help="system id to restore (default: configured)")
     restore.add_argument("--force", action="store_true", help="allow a non-empty --dest")
     restore.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
+    restore.add_argument("--identity", metavar="FILE", help=IDENTITY_HELP)
 
     add_uploads_parser(sub, common)
 
     drill = sub.add_parser("drill", parents=[common], help="restore the newest upload and check it")
     drill.add_argument("--json", action="store_true", help="print the last_drill object")
+    drill.add_argument("--identity", metavar="FILE", help=IDENTITY_HELP)
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="create an age identity for encryption and print its public key",
+        description="Write a new age identity (mode 0600) and print its recipient (public "
+        "key) for encryption.recipients. Keep the identity safe, ideally offline: without "
+        "it, encrypted uploads cannot be restored.",
+    )
+    keygen.add_argument("--output", "-o", metavar="PATH", help=KEYGEN_HELP)
 
     service = sub.add_parser("service", parents=[common], help="install the user service")
     service.add_argument("action", choices=("install", "uninstall"))
@@ -192,6 +211,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if getattr(args, "data_dir", None):
         out["data_dir"] = args.data_dir
+    if getattr(args, "identity", None):
+        out["encryption"] = {"identity_file": args.identity}
     return out
 
 
@@ -278,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from akoshad.config import debug_enabled, process_environ
 
     env = process_environ()
+    if args.command == "keygen":  # needs no configuration (a broken one must not stop it)
+        from akoshad.cli.keygen import cmd_keygen
+
+        return cmd_keygen(args, env)
     loaded = _load(args, env)
     if isinstance(loaded, int):
         return loaded

@@ -11,6 +11,7 @@ environment.
 ``sources`` says where each value came from.
 """
 
+from akoshad.config.encryption import Encryption
 from akoshad.config.load import (
     LoadedConfig,
     client_settings,
@@ -34,6 +35,7 @@ __all__ = [
     "ENV_PREFIX",
     "MIN_CHUNK_MB",
     "CloudSync",
+    "Encryption",
     "LoadedConfig",
     "Settings",
     "Webhook",

@@ -158,8 +158,13 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
         return dict(_MappingEnvSource(Settings, env)()), names
     except Exception as exc:  # pydantic-settings raises SettingsError on bad JSON
         found = re.search(r'field "([^"]+)"', str(exc))
-        var = names.get(found.group(1), "") if found else ""
-        what = f"{found.group(1)}: not valid JSON (from env {var})" if found else str(exc)
+        key = found.group(1) if found else ""
+        # pydantic-settings names the group of a nested variable: name the variable's key
+        inner = [k for k in names if k.startswith(f"{key}.")]
+        key = inner[0] if key not in names and len(inner) == 1 else key
+        var = names.get(key) or ", ".join(names[k] for k in inner)
+        hint = '; lists are JSON, e.g. ["a", "b"]'
+        what = f"{key}: not valid JSON (from env {var}){hint}" if found else str(exc)
         raise ConfigError(f"invalid configuration: {what}") from None
 
 

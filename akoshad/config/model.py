@@ -1,5 +1,6 @@
 """The configuration's model: ``Settings`` (frozen, validated once) with its groups
-``CloudSync`` and ``Webhook``, their defaults and field checks."""
+``CloudSync``, ``Webhook``, ``Retention`` and ``Encryption``, their defaults and field
+checks."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from akoshad.config.encryption import Encryption
 from akoshad.names import SYSTEM_ID_RE
 from akoshad.redaction import REDACTED, redact_url, redact_webhook_url
 from akoshad.storage.retention import Retention
@@ -191,6 +193,7 @@ class Settings(BaseSettings):
     )
     webhooks: list[Webhook] = Field(default_factory=list)
     retention: Retention = Field(default_factory=Retention)
+    encryption: Encryption = Field(default_factory=Encryption)
     cloud_sync: CloudSync = Field(default_factory=CloudSync)
     _notes: tuple[str, ...] = PrivateAttr(default=())
 

@@ -334,9 +334,10 @@ class MemorySync:
     # ---- memories.json for cloud uploads ------------------------------------------------
     async def conversations_for_cloud(
         self, snapshot_db: Path, upload_id: str
-    ) -> tuple[bytes, int, list[str]] | None:
-        """``memories.json`` bytes for the memories no committed cloud upload carries yet,
-        their count and ids; None when there are none.
+    ) -> tuple[Path, int, list[str]] | None:
+        """A ``memories.json`` file (beside ``snapshot_db``, private; the caller streams it
+        and removes it) for the memories no committed cloud upload carries yet, their count
+        and ids; None when there are none.
 
         Nothing is recorded here: once the manifest of ``upload_id`` is committed, call
         :meth:`commit_cloud` (or ``StateDB.record_memories_uploaded`` inside the commit
@@ -349,7 +350,7 @@ class MemorySync:
         if not todo:
             return None
         try:
-            data, ids, found = await asyncio.to_thread(
+            path, ids, found = await asyncio.to_thread(
                 build_memories_json,
                 snapshot_db,
                 self.system_id,
@@ -362,9 +363,10 @@ class MemorySync:
         await asyncio.to_thread(trim)  # what the memories' ids and rows left in the heap
         self._count_redactions(found)
         if not ids:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
             return None
         self._cloud_pending[upload_id] = ids
-        return data, len(ids), ids
+        return path, len(ids), ids
 
     async def commit_cloud(self, upload_id: str) -> int:
         """Record the memories of ``upload_id``'s memories.json as uploaded (after the

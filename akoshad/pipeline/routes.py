@@ -38,11 +38,11 @@ PERMANENT_RETRY_SECONDS = 300.0
 
 @dataclass(frozen=True)
 class ExtraObject:
-    """An object an upload carries besides store files (``memories.json``)."""
+    """An object an upload carries besides store files (``memories.json``): a private file
+    in the pass's staging directory, streamed to the target as it is."""
 
     name: str
-    data: bytes
-    content_type: str
+    path: Path
     conversation_count: int = 0
 
 
@@ -65,8 +65,8 @@ class MemoriesJson:
             return []
         if found is None:
             return []
-        data, count, _ids = found
-        return [ExtraObject(MEMORIES_NAME, data, "application/json", count)]
+        path, count, _ids = found
+        return [ExtraObject(MEMORIES_NAME, path, count)]
 
     async def committed(self, upload_id: str) -> None:
         await self.sync.commit_cloud(upload_id)

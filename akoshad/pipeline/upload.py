@@ -200,10 +200,9 @@ class Uploader:
                     raise TransientError(
                         f"{captured_file.path} changed while it was being uploaded"
                     )
-            for extra in extras:
-                report.bytes_sent += await target.put_bytes(
-                    own_prefix + extra.name, extra.data, extra.content_type
-                )
+            for extra in extras:  # streamed from its file: never whole in memory
+                put = await target.put_file(own_prefix + extra.name, extra.path, "none")
+                report.bytes_sent += put.bytes_sent
             entries = [manifest_entry(r) for r in [*plan.kept, *plan.reused, *sent]]
             manifest = build_manifest(
                 system_id=self.system_id,

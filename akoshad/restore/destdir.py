@@ -4,7 +4,8 @@ Every directory and file is created relative to a directory descriptor, starting
 for ``--dest``, with no-follow opens: a symlink found where a directory or a file of the
 restore goes is replaced (``--force``) or refused, never followed. Files are written to a
 private temporary name, then renamed over their final name (a rename replaces a link, it
-does not write through it). Directories come out 0700; files get the mode recorded at
+does not write through it); the temporary names a killed restore left are removed when the
+next restore opens ``--dest``. Directories come out 0700; files get the mode recorded at
 capture, or 0600.
 
 Everything here blocks: call it from a worker thread.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import uuid
 from pathlib import Path
@@ -26,6 +28,8 @@ from akoshad.fileio import CHUNK, write_sparse
 DIR_MODE = 0o700
 DEFAULT_FILE_MODE = 0o600
 TEMP_PREFIX = ".akoshad-restore-"
+# our temporary names: the writer's pid, then 12 hex digits (no pid: an older akoshad's)
+_PARTIAL_RE = re.compile(r"^\.akoshad-restore-(?:(\d{1,10})-)?[0-9a-f]{12}$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -38,9 +42,40 @@ def open_dest(dest: Path) -> int:
     itself is the user's choice and may be a link; nothing under it is followed."""
     dest.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     try:
-        return os.open(dest, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     except NotADirectoryError:
         raise DestError(f"--dest {dest} is not a directory") from None
+    remove_partials(fd)
+    return fd
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: not ours to judge
+    return True
+
+
+def remove_partials(dest_fd: int) -> int:
+    """Remove the partial files a killed restore left under ``dest_fd`` (our temporary
+    names only, regular files, written by no live process; no link is followed). Returns
+    how many. Blocking."""
+    removed = 0
+    walk = os.fwalk(".", dir_fd=dest_fd, follow_symlinks=False)
+    for _root, _dirs, files, root_fd in walk:
+        for name in files:
+            found = _PARTIAL_RE.match(name)
+            if found is None or (found.group(1) and _alive(int(found.group(1)))):
+                continue
+            st = _lstat_at(root_fd, name)
+            if st is not None and stat.S_ISREG(st.st_mode):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=root_fd)
+                    removed += 1
+    return removed
 
 
 def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
@@ -101,7 +136,7 @@ class FileSink:
         self.dir_fd = dir_fd
         self.name = name
         self.mode = DEFAULT_FILE_MODE if mode is None else mode & 0o777
-        self.tmp = f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}"
+        self.tmp = f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(self.tmp, flags, 0o600, dir_fd=dir_fd)
         self.fh: BinaryIO = os.fdopen(fd, "wb")

@@ -37,6 +37,8 @@ from akoshad.pipeline.watch import StoreWatcher
 from akoshad.runtime.control import ControlServer
 from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.health import data_dir_problem
+from akoshad.runtime.leftovers import clean_leftovers
+from akoshad.runtime.leftovers import describe as describe_leftovers
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
 from akoshad.runtime.ownership import takeover_in_daemon
 from akoshad.runtime.prune import prune_request
@@ -93,7 +95,11 @@ class Daemon:
         )
         self._wired = True
         stack.push_async_callback(p.webhooks.close)  # events emitted so far are kept
-        await asyncio.to_thread(p.snapshotter.reset_staging)
+        left = await asyncio.to_thread(
+            clean_leftovers, self.settings.state_dir, p.snapshotter.staging
+        )
+        if left:
+            logger.info("removed what an interrupted run left: {}", describe_leftovers(left))
         stack.push_async_callback(asyncio.to_thread, p.snapshotter.reset_staging)
         for target in p.targets.values():
             if p.cloud is not None and target is p.cloud.target:
@@ -189,6 +195,7 @@ class Daemon:
     # ---- reload ----------------------------------------------------------------------------
     RESTART_KEYS = (
         "data_dir",
+        "encryption",
         "state_dir",
         "socket_path",
         "local_target_dir",

@@ -11,9 +11,10 @@ from loguru import logger
 
 from akoshad import fastpath
 from akoshad.config import Settings
+from akoshad.config.encryption import unavailable
 from akoshad.errors import AlreadyRunning, ConfigError
 from akoshad.heap import bounded_heap
-from akoshad.names import EXIT_OK
+from akoshad.names import EXIT_CONFIG, EXIT_OK
 from akoshad.runtime.daemon import Daemon
 from akoshad.runtime.logs import setup_logging
 from akoshad.store.db import StateError
@@ -29,6 +30,10 @@ def run_daemon(
 ) -> int:
     """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check)."""
     env = dict(environ or {})
+    refused = unavailable(settings.encryption)
+    if refused:
+        print(f"akoshad: {refused}", file=sys.stderr)
+        return EXIT_CONFIG
     bounded_heap()
     setup_logging(settings, environ=env)
     for note in settings.notes:

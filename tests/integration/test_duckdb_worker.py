@@ -46,10 +46,20 @@ def test_batches_from_the_worker_encode_to_the_same_bytes(db: Path) -> None:
 
 def test_memories_json_from_the_worker_is_byte_identical(db: Path) -> None:
     refs = list_rows(db, SYSTEM)
-    data, ids, found = duckdb_worker.build_memories_json(db, SYSTEM, refs, 8, True)
-    assert data == memories_json(load_memories(db, SYSTEM, refs).memories)
+    path, ids, found = duckdb_worker.build_memories_json(db, SYSTEM, refs, 8, True)
+    assert path.read_bytes() == memories_json(load_memories(db, SYSTEM, refs).memories)
     assert len(ids) == 34 and found == {}
-    assert [p.name for p in db.parent.iterdir()] == [db.name]  # its private file is gone
+    # a private file beside the copy, the caller's to stream and remove
+    assert path.parent == db.parent and path.stat().st_mode & 0o777 == 0o600
+    path.unlink()
+
+
+def test_memories_json_file_is_removed_when_the_worker_fails(db: Path) -> None:
+    refs = list_rows(db, SYSTEM)
+    db.write_bytes(b"not a database")  # the child fails reading it
+    with pytest.raises(Exception):  # noqa: B017 - the worker's error type is not the point
+        duckdb_worker.build_memories_json(db, SYSTEM, refs, 8, True)
+    assert [p.name for p in db.parent.iterdir()] == [db.name]  # no private file left
 
 
 def test_validation_in_the_worker_counts_rows(tmp_path: Path) -> None:

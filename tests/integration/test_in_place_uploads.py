@@ -214,7 +214,9 @@ async def test_extra_objects_are_made_while_files_are_sent(rig: Rig, tmp_path: P
         async def build(self, captures: Sequence[Captured], upload_id: str) -> list[ExtraObject]:
             hook_started.set()
             await asyncio.wait_for(put_started.wait(), 5)
-            return [ExtraObject("memories.json", b'{"conversations":[]}', "application/json")]
+            made = tmp_path / "memories.json"
+            made.write_bytes(b'{"conversations":[]}')
+            return [ExtraObject("memories.json", made)]
 
         async def committed(self, upload_id: str) -> None:
             events.append(f"committed {upload_id}")

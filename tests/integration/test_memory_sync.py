@@ -365,7 +365,9 @@ async def test_conversations_for_cloud(rig: Rig) -> None:
     sync = await rig.sync(load_chunk=3)
     got = await sync.conversations_for_cloud(rig.snapshot, "u1")
     assert got is not None
-    data, count, memory_ids = got
+    path, count, memory_ids = got
+    assert path.parent == rig.snapshot.parent and path.stat().st_mode & 0o077 == 0
+    data = path.read_bytes()
     assert count == 6 and set(memory_ids) == ids("c", 0, 4) | ids("r", 0, 2)
     doc = json.loads(data)
     assert [c["id"] for c in doc["conversations"]] == memory_ids

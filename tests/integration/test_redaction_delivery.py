@@ -119,7 +119,8 @@ async def test_memories_json_is_redacted(
     sync = MemorySync(state, None, SYSTEM, stats=stats)
     built = await sync.conversations_for_cloud(db, "u1")
     assert built is not None
-    data, count, _ = built
+    path, count, _ = built
+    data = path.read_bytes()
     assert count == 5
     text = data.decode()
     for secret in (GITHUB, AWS_ID, URL_PASS):
@@ -136,4 +137,4 @@ async def test_redaction_can_be_turned_off(
     db = store_with_secrets(tmp_path)
     sync = MemorySync(state, None, SYSTEM, redact_secrets=False)
     built = await sync.conversations_for_cloud(db, "u1")
-    assert built is not None and GITHUB.encode() in built[0]
+    assert built is not None and GITHUB.encode() in built[0].read_bytes()

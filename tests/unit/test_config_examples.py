@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.config import CloudSync, Settings, load_settings
+from akoshad.config import CloudSync, Encryption, Settings, load_settings
 from akoshad.storage.retention import Retention
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
@@ -32,7 +32,8 @@ def test_example_validates(path: Path, tmp_path: Path) -> None:
 
 def test_main_example_lists_every_key() -> None:
     text = (CONFIG / "akoshad.example.yaml").read_text()
-    for name in [*Settings.model_fields, *CloudSync.model_fields, *Retention.model_fields]:
+    groups = (Settings, CloudSync, Retention, Encryption)
+    for name in [field for group in groups for field in group.model_fields]:
         assert f"{name}:" in text, name
 
 

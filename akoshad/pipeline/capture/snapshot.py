@@ -13,7 +13,6 @@ Everything here blocks: call it from a worker thread. The SHA-256 is computed wh
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from akoshad.pipeline.capture.files import (
 )
 from akoshad.pipeline.capture.plain import PlainCapture
 from akoshad.pipeline.capture.sqlite import SqliteCapture
+from akoshad.private import fresh_private_dir
 
 __all__ = [
     "IN_PLACE_MIN_BYTES",
@@ -72,10 +72,10 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         self.in_place_min_bytes = IN_PLACE_MIN_BYTES  # read at construction (tests lower it)
         self._n = 0
 
-    def reset_staging(self) -> None:
-        """Remove everything staged (also what a crash left) and recreate the directory."""
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def reset_staging(self) -> int:
+        """Remove everything staged (also what a crash left) and recreate the directory
+        (0700, a link in its place removed, never followed). Returns the entries removed."""
+        return fresh_private_dir(self.staging)
 
     def capture(self, rel: str, hash_if_size: int | None = None) -> CaptureResult:
         """Capture one store file (blocking). Never raises for a vanished/unreadable file.

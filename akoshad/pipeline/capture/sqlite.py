@@ -55,6 +55,8 @@ class SqliteCapture(CaptureBase):
                 self.sleep(_backoff(attempt))
                 continue
             staged.unlink(missing_ok=True)
+            # made 0600 first: SQLite keeps a file's mode and gives its journal the same
+            os.close(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             dst = sqlite3.connect(staged)
             try:
                 src.backup(dst)

@@ -1,0 +1,68 @@
+"""``akoshad keygen [--output PATH]``: a new age identity for ``encryption:``.
+
+The identity (the secret key) is written in ``age-keygen``'s format, mode 0600, created
+exclusively (an existing file, or a link, is never overwritten: exit 1); the directories
+made for it are 0700. Its recipient (the public key) is printed alone on stdout, so that
+``akoshad keygen > recipient.txt`` or ``$(akoshad keygen)`` gets just the key; where to put
+it and how to keep the identity goes to stderr. The secret never reaches a screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from akoshad.names import EXIT_FAIL, EXIT_OK
+from akoshad.private import make_private_dirs
+
+IDENTITY_NAME = "identity.txt"
+
+
+def default_identity_path(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/akoshad/identity.txt`` (default ``~/.config``)."""
+    home = Path(environ.get("HOME") or os.path.expanduser("~"))
+    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return config_home / "akoshad" / IDENTITY_NAME
+
+
+def hint(path: Path, recipient: str) -> str:
+    """What to do next (stderr): configure the recipient, keep the identity safe."""
+    return "\n".join(
+        [
+            f"akoshad: wrote a new age identity to {path} (mode 0600)",
+            "akoshad: put its public key (printed on stdout) in the configuration:",
+            "  encryption:",
+            f"    recipients: [{recipient}]",
+            "akoshad: the daemon needs only the public key; verify, restore and drill need "
+            f"the identity (encryption.identity_file: {path}, or --identity).",
+            "akoshad: keep a copy of the identity somewhere safe, off this machine: if it is "
+            "lost, every upload encrypted to it is lost for good.",
+        ]
+    )
+
+
+def cmd_keygen(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Write the identity, print the recipient; exit 1 (one line) when it cannot."""
+    from akoshad.storage.crypto import write_new_identity
+
+    raw = args.output or default_identity_path(environ)
+    path = Path(os.path.expanduser(str(raw)))
+    try:
+        make_private_dirs(path.parent)
+        recipient = write_new_identity(path)
+    except FileExistsError:
+        print(
+            f"akoshad: {path} already exists: keygen never overwrites an identity "
+            "(pick another --output)",
+            file=sys.stderr,
+        )
+        return EXIT_FAIL
+    except OSError as exc:
+        print(f"akoshad: cannot write the identity {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(recipient)
+    print(hint(path, recipient), file=sys.stderr)
+    return EXIT_OK

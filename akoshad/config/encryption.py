@@ -1,0 +1,136 @@
+"""The ``encryption:`` group: age recipients (public keys) uploads are sealed to, the
+identity file that reads them back, and whether ``memories.json`` is sealed too.
+
+The daemon needs only ``recipients``; ``identity_file`` is checked (exists, is an age
+identity, warns when others may read it) only by :meth:`Encryption.load_identities`, which
+``verify``, ``restore`` and ``drill`` call when they need it, so the identity can live
+offline. ``pyrage`` is imported only when a recipient is configured.
+
+A recipient that is not an age public key is a configuration error (exit 78) naming its
+entry; the value is shown only when it looks like a public key (never a secret key pasted
+in the wrong place).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from akoshad.storage.crypto import Identities, Recipients
+
+MAX_RECIPIENTS = 32  # as akoshad.storage.crypto (kept in step by a test)
+_SECRET_PREFIX = "AGE-SECRET-KEY-"
+_PUBLIC_PREFIX = "age1"
+
+
+def check_recipient(value: str) -> str:
+    """``value`` as the canonical age X25519 public key; ``ValueError`` (one line, never
+    echoing anything but a public-looking prefix) otherwise."""
+    value = value.strip()
+    if value.upper().startswith(_SECRET_PREFIX):
+        raise ValueError(
+            "is an age identity (a secret key), not a recipient: put its public key "
+            "(age1..., printed by `akoshad keygen` or `age-keygen -y`) here and keep the "
+            "identity private"
+        )
+    import pyrage
+    from pyrage import x25519
+
+    try:
+        return str(x25519.Recipient.from_str(value))
+    except pyrage.RecipientError:
+        shown = f" ({value[:16]}...)" if value.startswith(_PUBLIC_PREFIX) else ""
+        raise ValueError(
+            f"not an age public key{shown}: expected age1... as `akoshad keygen` prints it"
+        ) from None
+
+
+Recipient = Annotated[str, AfterValidator(check_recipient)]
+
+
+class Encryption(BaseModel):
+    """The ``encryption:`` configuration group (off while ``recipients`` is empty)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recipients: list[Recipient] = Field(
+        default_factory=list,
+        max_length=MAX_RECIPIENTS,
+        description="age public keys (age1...) uploads are encrypted to; empty = off",
+    )
+    identity_file: Path | None = Field(
+        default=None,
+        description="the age identity (secret key) file; needed only by verify, restore "
+        "and drill, so it can stay offline",
+    )
+    encrypt_memories: bool = Field(
+        default=False,
+        description="also encrypt memories.json (Akosha then cannot read it from the bucket)",
+    )
+
+    @field_validator("recipients")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+    @field_validator("identity_file", mode="before")
+    @classmethod
+    def _expand(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        return Path(os.path.expanduser(str(value))) if isinstance(value, str | Path) else value
+
+    @property
+    def enabled(self) -> bool:
+        """True when uploads are to be encrypted (at least one recipient)."""
+        return bool(self.recipients)
+
+    def parsed_recipients(self) -> Recipients:
+        """The recipients, parsed for :func:`akoshad.storage.crypto.seal` (only when
+        :attr:`enabled`; raises ``BadRecipient`` otherwise)."""
+        from akoshad.storage.crypto import Recipients
+
+        return Recipients.parse(self.recipients)
+
+    def load_identities(
+        self, override: Path | None = None, warn: Callable[[str], None] | None = None
+    ) -> Identities:
+        """Read the identity (``override``, e.g. ``--identity``, else ``identity_file``).
+
+        One-line errors (``IdentityError``, exit 1): not configured, missing, unreadable,
+        not an age identity. A file that group or others may read is accepted and
+        ``warn`` is called with one line saying so (and how to fix it)."""
+        from akoshad.storage.crypto import IdentityNeeded, load_identity
+
+        path = override or self.identity_file
+        if path is None:
+            raise IdentityNeeded(
+                "encrypted uploads need the age identity: set encryption.identity_file "
+                "(or pass --identity FILE)"
+            )
+        identities = load_identity(Path(os.path.expanduser(str(path))))
+        for line in identities.warnings:
+            if warn is not None:
+                warn(line)
+        return identities
+
+
+# Encryption of uploads is not wired into the uploader yet: until it is, a daemon with
+# recipients refuses to start rather than upload in the clear what the user asked to seal.
+UPLOADS_ENCRYPTED = False
+
+
+def unavailable(encryption: Encryption) -> str | None:
+    """One line when ``encryption`` asks for what this akoshad cannot do yet (else None)."""
+    if encryption.enabled and not UPLOADS_ENCRYPTED:
+        return (
+            "encryption.recipients is set, but this akoshad does not encrypt uploads yet: "
+            "it refuses to upload in the clear (remove encryption.recipients to upload "
+            "unencrypted)"
+        )
+    return None

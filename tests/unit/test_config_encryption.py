@@ -1,0 +1,196 @@
+"""The ``encryption:`` group: age recipients checked when the configuration is loaded (exit
+78 naming the entry, never echoing a secret), the identity file read only on demand."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pyrage import x25519
+
+from akoshad.config import Encryption, load_config, load_settings
+from akoshad.config.encryption import MAX_RECIPIENTS
+from akoshad.errors import ConfigError
+from akoshad.storage import crypto
+from akoshad.storage.crypto import IdentityFileError, IdentityNeeded
+from tests.helpers import akoshad, base_env, write_config
+
+
+def _pair() -> tuple[str, str]:
+    identity = x25519.Identity.generate()
+    return str(identity), str(identity.to_public())
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"HOME": str(tmp_path), **extra}
+
+
+def test_off_by_default_and_readable_from_file_and_env(tmp_path: Path) -> None:
+    s = load_settings(environ=_env(tmp_path))
+    assert s.encryption == Encryption() and not s.encryption.enabled
+    assert s.encryption.encrypt_memories is False and s.encryption.identity_file is None
+    _, a = _pair()
+    _, b = _pair()
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        encryption={"recipients": [f"  {a} ", b, a], "identity_file": "~/keys/id.txt"},
+    )
+    loaded = load_config(cfg, environ=_env(tmp_path))
+    enc = loaded.settings.encryption
+    assert enc.enabled and enc.recipients == [a, b]  # stripped, duplicates dropped
+    assert enc.identity_file == Path(os.path.expanduser("~/keys/id.txt"))
+    assert loaded.effective_sources()["encryption.recipients"] == f"file {cfg}"
+    env = _env(
+        tmp_path,
+        AKOSHAD_ENCRYPTION__RECIPIENTS=f'["{b}"]',
+        AKOSHAD_ENCRYPTION__ENCRYPT_MEMORIES="true",
+    )
+    loaded = load_config(cfg, environ=env)
+    assert loaded.settings.encryption.recipients == [b]
+    assert loaded.settings.encryption.encrypt_memories is True
+    sources = loaded.effective_sources()
+    assert sources["encryption.recipients"] == "env AKOSHAD_ENCRYPTION__RECIPIENTS"
+    assert sources["encryption.identity_file"] == f"file {cfg}"
+    assert loaded.settings.encryption.parsed_recipients().keys == (b,)
+    env = _env(tmp_path, AKOSHAD_ENCRYPTION__IDENTITY_FILE="/keys/offline.txt")
+    loaded = load_config(cfg, environ=env)
+    assert loaded.settings.encryption.identity_file == Path("/keys/offline.txt")
+    assert loaded.effective_sources()["encryption.identity_file"] == (
+        "env AKOSHAD_ENCRYPTION__IDENTITY_FILE"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ", "expected"),
+    [
+        ({"encryption": {"recipient": []}}, {}, "encryption.recipient: unknown key"),
+        ({}, {"AKOSHAD_ENCRYPTION__RECIPIENT": "[]"}, "AKOSHAD_ENCRYPTION__RECIPIENTS"),
+        ({}, {"AKOSHAD_ENCRYPTION__RECIPIENTS": "age1x"}, "encryption.recipients: not valid"),
+        ({"encryption": {"recipients": "age1x"}}, {}, "encryption.recipients: Input should"),
+    ],
+)
+def test_unknown_keys_and_shapes_are_one_line_errors(
+    tmp_path: Path, settings: dict[str, object], environ: dict[str, str], expected: str
+) -> None:
+    cfg = write_config(tmp_path / "c.yaml", **settings)
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, environ=_env(tmp_path, **environ))
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_recipients_name_their_entry_and_never_show_a_secret(tmp_path: Path) -> None:
+    secret, public = _pair()
+    cases = {
+        "age1notakey": "encryption.recipients.1: not an age public key (age1notakey...)",
+        secret: "encryption.recipients.1: is an age identity (a secret key), not a recipient",
+        "ssh-ed25519 AAAAC3Nz": "encryption.recipients.1: not an age public key:",
+        public[:-1] + ("q" if public[-1] != "q" else "p"): "not an age public key",
+    }
+    for bad, expected in cases.items():
+        cfg = write_config(tmp_path / "c.yaml", encryption={"recipients": [public, bad]})
+        with pytest.raises(ConfigError) as err:
+            load_settings(cfg, environ=_env(tmp_path))
+        text = str(err.value)
+        assert expected in text and f"(from file {cfg})" in text, text
+        assert secret not in text and secret[15:40] not in text
+    too_many = [_pair()[1] for _ in range(MAX_RECIPIENTS + 1)]
+    with pytest.raises(ConfigError, match=r"encryption\.recipients: List should have at most"):
+        load_settings(write_config(tmp_path / "c.yaml", encryption={"recipients": too_many}))
+    assert MAX_RECIPIENTS == crypto.MAX_RECIPIENTS
+
+
+def test_config_check_and_daemon_start_exit_78_on_a_bad_recipient(tmp_path: Path) -> None:
+    secret, public = _pair()
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        encryption={"recipients": [public, secret]},
+    )
+    env = base_env(tmp_path)
+    for args in (("config", "check"), ("run",), ("run", "--once")):
+        res = akoshad(*args, "--config", str(cfg), env=env, timeout=60)
+        assert res.returncode == 78, (args, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "encryption.recipients.1" in lines[0], res.stderr
+        assert secret not in res.stderr + res.stdout and "Traceback" not in res.stderr
+    assert not (tmp_path / "state").exists()  # refused before anything was made
+
+
+def test_config_check_does_not_read_the_identity_and_show_lists_the_group(
+    tmp_path: Path,
+) -> None:
+    _, public = _pair()
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path),
+        encryption={"recipients": [public], "identity_file": str(tmp_path / "offline.txt")},
+    )
+    env = base_env(tmp_path)
+    res = akoshad("config", "check", "--config", str(cfg), env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "encryption to 1 recipient(s); memories.json readable by Akosha" in res.stdout
+    assert f"identity_file {tmp_path / 'offline.txt'}" in res.stdout
+    show = akoshad("config", "show", "--config", str(cfg), env=env, timeout=60)
+    assert show.returncode == 0, show.stderr
+    assert f"- {public}" in show.stdout and "encrypt_memories: false" in show.stdout
+    assert "encryption.recipients" in show.stdout and f"file {cfg}" in show.stdout
+    off = akoshad("config", "check", env=env, timeout=60)
+    assert off.returncode == 0 and "encryption off" in off.stdout, off.stderr
+
+
+def test_a_daemon_with_recipients_refuses_to_upload_in_the_clear(tmp_path: Path) -> None:
+    """Until encryption is wired into the uploader: refused (78), never plaintext."""
+    _, public = _pair()
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "a.json").write_text("{}")
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        local_target_dir=str(tmp_path / "outbox"),
+        encryption={"recipients": [public]},
+    )
+    res = akoshad("run", "--once", "--config", str(cfg), env=base_env(tmp_path), timeout=60)
+    assert res.returncode == 78 and "does not encrypt uploads yet" in res.stderr, res.stderr
+    assert not (tmp_path / "outbox").exists()
+
+
+def test_load_identities_one_line_errors_and_permission_warning(tmp_path: Path) -> None:
+    secret, public = _pair()
+    with pytest.raises(IdentityNeeded, match=r"set encryption\.identity_file"):
+        Encryption(recipients=[public]).load_identities()
+    missing = Encryption(identity_file=tmp_path / "nope.txt")
+    with pytest.raises(IdentityFileError, match=r"nope\.txt does not exist"):
+        missing.load_identities()
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text(f"# a comment\n{public}\n")
+    wrong.chmod(0o600)
+    with pytest.raises(IdentityFileError) as err:
+        Encryption(identity_file=wrong).load_identities()
+    assert "line 2 of" in str(err.value) and "is not an age identity" in str(err.value)
+    good = tmp_path / "id.txt"
+    good.write_text(f"# created by a test\n{secret}\n")
+    good.chmod(0o644)
+    warnings: list[str] = []
+    ids = Encryption(identity_file=good).load_identities(warn=warnings.append)
+    assert ids.recipients == (public,)
+    assert len(warnings) == 1 and "readable by others (mode 0644)" in warnings[0]
+    assert secret not in warnings[0]
+    good.chmod(0o600)
+    warnings.clear()
+    # an override (--identity) wins over identity_file
+    ids = missing.load_identities(override=good, warn=warnings.append)
+    assert ids.recipients == (public,) and warnings == []
+
+
+def test_identity_on_the_command_line_overrides_the_file(tmp_path: Path) -> None:
+    from akoshad.cli.main import _overrides, parse_args
+
+    args = parse_args(["restore", "--latest", "--dest", "d", "--identity", "~/id.txt"])
+    loaded = load_config(None, overrides=_overrides(args), environ=_env(tmp_path))
+    assert loaded.settings.encryption.identity_file == Path(os.path.expanduser("~/id.txt"))
+    assert loaded.effective_sources()["encryption.identity_file"] == "command line"
+    for cmd in (["verify"], ["drill"]):
+        assert parse_args([*cmd, "--identity", "x"]).identity == "x"

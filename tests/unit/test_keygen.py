@@ -1,0 +1,87 @@
+"""``akoshad keygen``: a new age identity, mode 0600, never overwriting; its public key alone
+on stdout, ready for ``encryption.recipients``."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from akoshad.storage.crypto import Recipients as CryptoRecipients
+from akoshad.storage.crypto import load_identity, open_sealed, seal
+from tests.helpers import akoshad, base_env, write_config
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_keygen_writes_a_private_identity_and_prints_its_recipient(tmp_path: Path) -> None:
+    out = tmp_path / "keys" / "nested" / "id.txt"
+    env = base_env(tmp_path)
+    res = akoshad("keygen", "--output", str(out), env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    recipient = res.stdout.strip()
+    assert res.stdout == recipient + "\n" and recipient.startswith("age1")
+    assert _mode(out) == 0o600
+    assert _mode(out.parent) == 0o700 and _mode(out.parent.parent) == 0o700
+    ids = load_identity(out)
+    assert ids.recipients == (recipient,) and ids.warnings == ()
+    # the pair works: sealed to the printed key, opened with the written identity
+    body = open_sealed(seal(b"marker", CryptoRecipients.parse([recipient])), ids, 6)
+    assert body == b"marker"
+    secret = next(line for line in out.read_text().splitlines() if line.startswith("AGE-"))
+    assert secret not in res.stdout + res.stderr
+    assert str(out) in res.stderr and f"recipients: [{recipient}]" in res.stderr
+    assert "lost" in res.stderr and "off this machine" in res.stderr
+    # what it prints is accepted as configured
+    cfg = write_config(tmp_path / "c.yaml", encryption={"recipients": [recipient]})
+    check = akoshad("config", "check", "--config", str(cfg), env=env, timeout=60)
+    assert check.returncode == 0 and "encryption to 1 recipient(s)" in check.stdout
+
+
+def test_keygen_never_overwrites(tmp_path: Path) -> None:
+    out = tmp_path / "id.txt"
+    env = base_env(tmp_path)
+    first = akoshad("keygen", "-o", str(out), env=env, timeout=60)
+    assert first.returncode == 0, first.stderr
+    before = out.read_bytes()
+    again = akoshad("keygen", "-o", str(out), env=env, timeout=60)
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr.strip().splitlines() == [
+        f"akoshad: {out} already exists: keygen never overwrites an identity "
+        "(pick another --output)"
+    ]
+    assert out.read_bytes() == before
+    # nor writes through a link (dangling or not)
+    victim = tmp_path / "victim.txt"
+    link = tmp_path / "link.txt"
+    link.symlink_to(victim)
+    res = akoshad("keygen", "-o", str(link), env=env, timeout=60)
+    assert res.returncode == 1 and "already exists" in res.stderr
+    assert not victim.exists() and link.is_symlink()
+    # a place that cannot hold it (its parent is a file): one line, exit 1
+    res = akoshad("keygen", "-o", str(out / "id.txt"), env=env, timeout=60)
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        f"akoshad: cannot write the identity {out / 'id.txt'}: Not a directory"
+    ]
+
+
+def test_keygen_default_path_and_a_broken_config_does_not_stop_it(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "cfg")
+    env["AKOSHAD_NOT_A_SETTING"] = "1"  # an invalid configuration: keygen needs none
+    res = akoshad("keygen", env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    first = res.stdout.strip()
+    path = tmp_path / "cfg" / "akoshad" / "identity.txt"
+    assert _mode(path) == 0o600 and _mode(path.parent) == 0o700
+    assert load_identity(path).recipients == (res.stdout.strip(),)
+    del env["XDG_CONFIG_HOME"]
+    res = akoshad("keygen", env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert load_identity(tmp_path / ".config" / "akoshad" / "identity.txt").recipients == (
+        res.stdout.strip(),
+    )
+    assert res.stdout.strip() != first  # a new key each time
