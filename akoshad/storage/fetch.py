@@ -34,7 +34,7 @@ from akoshad.targets.base import Target
 MiB = 1024 * 1024
 MEMORY_BUDGET = 64 * MiB
 MAX_IN_FLIGHT = 8
-BATCH_BYTES = 4 * MiB  # stored (and decoded) bytes one read batch gathers
+BATCH_BYTES = 4 * MiB  # stored bytes one read batch gathers
 DECODE_STEP = 1024 * 1024  # decoded bytes per step of a whole object
 
 
@@ -108,16 +108,16 @@ def _chunk_error(f: StoredFile, i: int, why: str) -> IntegrityError:
 
 
 def _batches(chunks: tuple[ChunkRef, ...], limit: int) -> list[range]:
-    """Consecutive chunks grouped so that each group's stored and decoded bytes stay
-    within ``limit`` (a bigger chunk makes a group of its own)."""
+    """Consecutive chunks grouped so that each group's stored bytes stay within ``limit``
+    (a bigger chunk makes a group of its own). Decoded bytes are not held together: a
+    batch is decoded and written one chunk at a time."""
     out: list[range] = []
-    start = stored = plain = 0
+    start = stored = 0
     for i, ref in enumerate(chunks):
-        if i > start and (stored + ref.length > limit or plain + ref.size > limit):
+        if i > start and stored + ref.length > limit:
             out.append(range(start, i))
-            start, stored, plain = i, 0, 0
+            start, stored = i, 0
         stored += ref.length
-        plain += ref.size
     if start < len(chunks):
         out.append(range(start, len(chunks)))
     return out
