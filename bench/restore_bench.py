@@ -207,6 +207,7 @@ def bench_format2(args: argparse.Namespace) -> int:
                 "akoshad restore in process": lambda: restore_in_process(
                     config, upload_id, dest(), 8
                 ),
+                "akoshad verify in process": lambda: verify_in_process(config, upload_id),
             }
             if rclone:
                 source = f":s3:{server.bucket}/{prefix}"
@@ -235,6 +236,26 @@ def bench_format2(args: argparse.Namespace) -> int:
     for name, secs in medians.items():
         print(f"  {name:30} {secs:7.3f} s  {stored / secs / 2**20:7.1f} MiB/s  {secs / base:5.2f}x")
     return 0
+
+
+def verify_in_process(config: Path, upload_id: str) -> None:
+    """Every chunk fetched, decoded and checked, no file written (``verify_upload``)."""
+    from akoshad.config import load_config
+    from akoshad.restore.verify import verify_upload
+    from akoshad.targets import make_target
+
+    settings = load_config(str(config), environ=dict(os.environ)).settings
+
+    async def go() -> None:
+        target = make_target("cloud", settings)
+        await target.start(clean_up=False)
+        try:
+            report = await verify_upload(target, SYSTEM, upload_id)
+        finally:
+            await target.close()
+        assert not report.problems, report.problems
+
+    asyncio.run(go())
 
 
 def main() -> int:
