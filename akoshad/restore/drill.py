@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import akoshad
 from akoshad.config import Settings
@@ -160,9 +160,11 @@ async def _restore_entries(
     for unit in work_units(entries, target):
         try:
             for i, entry in unit.files:
-                if not await _restore_one(target, unit.reader or target, entry, dest_fd, result):
+                outcome = await _restore_one(target, unit.reader or target, entry, dest_fd, result)
+                if outcome == "stop":
                     return
-                done[i] = entry
+                if outcome == "ok":
+                    done[i] = entry
         finally:
             if unit.reader is not None:
                 unit.reader.release()
@@ -171,8 +173,9 @@ async def _restore_entries(
 
 async def _restore_one(
     target: Target, ranges: RangeReader, entry: StoredFile, dest_fd: int, result: DrillResult
-) -> bool:
-    """Restore one file into the drill directory; False when the drill must stop."""
+) -> Literal["ok", "bad", "stop"]:
+    """Restore one file into the drill directory: restored intact ("ok"), a problem of its
+    own ("bad"), or the drill must stop ("stop": the target or the disk failed)."""
     try:
         sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
         try:
@@ -182,19 +185,19 @@ async def _restore_one(
             os.close(sink.dir_fd)
     except DestError as exc:
         result.problems.append(f"{entry.path}: {exc}")
-        return True
+        return "bad"
     except AkoshadError as exc:
         if isinstance(exc, TransientError | PermanentError):
             result.problems.append(f"{entry.path}: drill stopped, {target.name}: {exc}")
-            return False
+            return "stop"
         result.problems.append(str(exc))  # IntegrityError names the path
-        return True
+        return "bad"
     except OSError as exc:
         result.problems.append(f"{entry.path}: drill stopped, cannot write: {exc.strerror}")
-        return False
+        return "stop"
     result.files += 1
     result.bytes += size
-    return True
+    return "ok"
 
 
 def worker_spec(entries: Sequence[Checkable]) -> list[dict[str, Any]]:

@@ -303,15 +303,16 @@ def test_drill_on_format2(rig: Rig) -> None:
     assert result["files"] == SMALL + 5
     assert result["problems"] == [] and result["bytes"] > 4 * 1024 * 1024, result
 
-    small = next(f for f in rig.files(rig.uploads[1]) if f.path == "blob.bin").chunks[3]
-    rig.flip(small.key, small.offset)
-    proc = rig.cli("drill")
+    db = next(f for f in rig.files(rig.uploads[1]) if f.path == "reflection.duckdb")
+    ref = db.chunks[3]
+    rig.flip(ref.key, ref.offset)
+    proc = rig.cli("drill", "--json")
     assert proc.returncode == 1
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert any(
-        line.startswith("blob.bin: chunk 4 of") and small.key in line
-        for line in proc.stdout.splitlines()
-    ), proc.stdout
+    problems = json.loads(proc.stdout)["problems"]
+    # one problem: the damaged database is named with its chunk, and not opened
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("reflection.duckdb: chunk ") and ref.key in problems[0]
 
 
 def test_uploads_lists_format2(rig: Rig) -> None:
