@@ -295,6 +295,34 @@ def test_a_missing_pack_and_a_flipped_byte_are_named(rig: Rig) -> None:
     assert f"{LEGACY}: object {rig.legacy_key}" in proc.stdout, proc.stdout
 
 
+def test_a_missing_index_part_or_chunk_list_is_named(rig: Rig) -> None:
+    second = rig.uploads[1]
+    lists = [k for k in rig.run(_all_keys(rig.system_id)) if "/chunklists/" in k]
+    assert lists
+    for key in lists:
+        rig.delete(key)
+    line = one_line_failure(rig.cli("restore", "--latest", "--dest", str(rig.tmp / "d1")))
+    assert "chunk list " in line and " is missing" in line and any(k in line for k in lists)
+    assert not (rig.tmp / "d1").exists() or not any((rig.tmp / "d1").iterdir())
+
+    manifest = json.loads(rig.read(manifest_key(rig.system_id, second)))
+    part = manifest["metadata"]["index"]["parts"][0]["key"]
+    rig.delete(part)
+    proc = rig.cli("verify")
+    assert proc.returncode == 1
+    want = f"{second}: manifest of upload {second} is invalid: index part {part} is missing"
+    assert want in proc.stdout, proc.stdout
+    line = one_line_failure(rig.cli("restore", "--latest", "--dest", str(rig.tmp / "d2")))
+    assert f"index part {part} is missing" in line
+
+
+def _all_keys(system_id: str) -> Callable[[Target], Awaitable[list[str]]]:
+    async def job(t: Target) -> list[str]:
+        return [k async for k in t.list_keys(f"systems/{system_id}/")]
+
+    return job
+
+
 def test_drill_on_format2(rig: Rig) -> None:
     proc = rig.cli("drill", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
