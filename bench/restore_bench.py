@@ -96,13 +96,13 @@ def restore_in_process(config: Path, upload_id: str, dest: Path, workers: int) -
         parallel.WORKERS = old
 
 
-def add_bulk(store: Path, mib: int) -> None:
-    """Grow the store to about ``mib`` MiB: random files (incompressible), 2,000 small JSON
-    files, text logs (compressible)."""
+def add_bulk(store: Path, mib: int, small: int = 2000) -> None:
+    """Grow the store to about ``mib`` MiB: random files (incompressible), ``small`` small
+    JSON files, text logs (compressible)."""
     rng = random.Random(7)
     bulk = store / "bulk"
     (bulk / "small").mkdir(parents=True, exist_ok=True)
-    for i in range(2000):
+    for i in range(small):
         text = json.dumps(
             {"session": i, "notes": [rng.random() for _ in range(rng.randint(8, 400))]}
         )
@@ -152,7 +152,7 @@ def bench_format2(args: argparse.Namespace) -> int:
         work = Path(tmp)
         store = work / "store"
         made_by = build_store(store, args.conversations)
-        add_bulk(store, args.mib)
+        add_bulk(store, args.mib, args.small)
         server = WeedServer(work / "weed", volume_size_mb=1024)
         server.start()
         try:
@@ -264,6 +264,7 @@ def main() -> int:
     ap.add_argument("--conversations", type=int, default=None, help="make_store.py size")
     ap.add_argument("--format", type=int, choices=(1, 2), default=1, help="bucket format")
     ap.add_argument("--mib", type=int, default=200, help="--format 2: store size")
+    ap.add_argument("--small", type=int, default=2000, help="--format 2: small JSON files")
     args = ap.parse_args()
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     if args.format == 2:

@@ -33,7 +33,7 @@ from akoshad.targets.base import Target
 
 MiB = 1024 * 1024
 MEMORY_BUDGET = 64 * MiB
-MAX_IN_FLIGHT = 8
+MAX_IN_FLIGHT = 4  # reads of one file in flight (each up to BATCH_BYTES, within its budget)
 BATCH_BYTES = 4 * MiB  # stored bytes one read batch gathers
 DECODE_STEP = 1024 * 1024  # decoded bytes per step of a whole object
 
