@@ -213,6 +213,7 @@ def build(
         snapshotter=snapshotter,
         system_id=cs.system_id,
         stats=stats,
+        staging_dir=settings.state_dir / "packs",
         enable_compression=cs.enable_compression,
         enable_deduplication=cs.enable_deduplication,
         retry_backoff_seconds=cs.retry_backoff_seconds,
