@@ -112,6 +112,23 @@ class PackSender:
         consumer = asyncio.create_task(self._consume())
         sent: list[SentFile] = []
         try:
+            await self._produce(files, sent)
+            self._closed = True
+            await self._queue.put(None)
+            await consumer
+        except asyncio.CancelledError:  # the pass is cancelled: so is the pack in flight
+            self._closed = True
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+            raise
+        if self._failure:
+            raise self._failure[0]
+        return sent
+
+    async def _produce(self, files: list[tuple[str, CapturedFile]], sent: list[SentFile]) -> None:
+        """Chunk every file into packs (worker thread), handing sealed packs over; a
+        failure is kept for ``send`` to raise once the packs in flight are awaited."""
+        try:
             with PackWriter(self.staging_dir, self.system_id) as writer:
                 for group, f in files:
                     sha, ids = await asyncio.to_thread(self._chunk_file, writer, f)
@@ -121,23 +138,12 @@ class PackSender:
                 last = await asyncio.to_thread(writer.flush)
                 if last is not None:
                     await self._queue.put(last)
-        except asyncio.CancelledError:
-            self._closed = True
-            consumer.cancel()
-            await asyncio.gather(consumer, return_exceptions=True)
-            raise
         except _Stopped:
             pass
         except StorageError as exc:
             self._failure.append(TransientError(f"packing chunks: {exc}"))
         except Exception as exc:  # any failure: the packs in flight are awaited first
             self._failure.append(exc)
-        self._closed = True
-        await self._queue.put(None)
-        await consumer
-        if self._failure:
-            raise self._failure[0]
-        return sent
 
     async def _consume(self) -> None:
         """Send each sealed pack; after a failure, only delete what is still handed over."""

@@ -1,0 +1,336 @@
+"""The uploader writes bucket format 2 (real pipeline, real local target; the S3 cases run
+the same on SeaweedFS): chunks in packs, read back by the storage engine; a small change to
+a large file sends only its changed chunks; many small files are a few PUTs; the state
+database knows the chunks, survives a crash and is rebuilt from a format-2 manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoshad.config import Settings, load_settings
+from akoshad.errors import TransientError
+from akoshad.manifest.layout import validate_manifest
+from akoshad.pipeline.recovery import Discarder, Recovery
+from akoshad.store.db import StateDB
+from akoshad.targets import make_target
+from akoshad.targets.base import Compression, StoredObject, Target
+from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig
+from tests.s3server import WeedServer
+
+SID = "f2writer"
+MiB = 1024 * 1024
+
+
+def noise(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def local_settings(tmp: Path, **overrides: Any) -> Settings:
+    (tmp / "store").mkdir(exist_ok=True)
+    tree: dict[str, Any] = {
+        "data_dir": str(tmp / "store"),
+        "state_dir": str(tmp / "state"),
+        "local_target_dir": str(tmp / "outbox"),
+        "cloud_sync": {"system_id": SID},
+        **overrides,
+    }
+    return load_settings(None, overrides=tree, environ={"HOME": str(tmp)})
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    settings = local_settings(tmp_path)
+    r = await open_rig(settings, CountingTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    yield r
+    await close_rig(r)
+
+
+def keys_under(root: Path, sub: str) -> list[str]:
+    base = root / "systems" / SID / sub
+    return sorted(p.relative_to(root).as_posix() for p in base.rglob("*") if p.is_file())
+
+
+async def first_upload_checks(rig: Rig) -> None:
+    """A store of small files and a large one: one format-2 upload that restores."""
+    for i in range(30):
+        rig.write(f"sessions/s{i}/state.json", f'{{"session": {i}}}'.encode())
+    rig.write("reflection.duckdb", noise(1, 3 * MiB))
+    (report,) = await rig.sync()
+    assert report.upload_id and report.error is None
+    (upload,) = await rig.uploads()
+    manifest = await rig.manifest(upload)
+    assert manifest["metadata"]["format"] == 2
+    assert manifest["files"] == []  # no object in the upload's folder (no memories.json)
+    assert validate_manifest(manifest) == []  # Akosha's SystemMemoryUploadManifest
+    files = await rig.files(upload)
+    assert len(files) == 31
+    assert all(f.whole is None for f in files.values())  # every file is chunks in packs
+    assert len(files["reflection.duckdb"].chunks) > 3
+    assert len(files["sessions/s0/state.json"].chunks) == 1
+    assert await rig.restore(upload) == rig.on_disk()
+
+
+async def test_first_upload_is_format_2_and_restores(rig: Rig, tmp_path: Path) -> None:
+    await first_upload_checks(rig)
+    packs = keys_under(tmp_path / "outbox", "packs")
+    assert 1 <= len(packs) <= 2  # 3 MiB of noise and 30 notes: one pack, maybe two
+    assert not (tmp_path / "state" / "packs").exists()  # staging cleaned after the pass
+
+
+async def test_a_small_change_sends_only_the_changed_chunks(rig: Rig) -> None:
+    big = bytearray(noise(2, 8 * MiB))
+    rig.write("reflection.duckdb", bytes(big))
+    rig.write("a.json", b"{}")
+    (first,) = await rig.sync()
+    assert first.bytes_sent > 8 * MiB
+    big[4 * MiB : 4 * MiB + 100] = b"x" * 100  # a page rewritten in the middle
+    rig.write("reflection.duckdb", bytes(big))
+    (second,) = await rig.sync()
+    assert second.files_uploaded == ["reflection.duckdb"] and second.deduplicated == 1
+    assert second.bytes_sent < 2 * MiB  # one or two chunks of 256 KiB, not 8 MiB
+    uploads = await rig.uploads()
+    assert len(uploads) == 2
+    assert await rig.restore(uploads[-1]) == rig.on_disk()
+    first_files = await rig.files(uploads[0])
+    assert (await rig.restore(uploads[0]))["reflection.duckdb"] == noise(2, 8 * MiB)
+    shared = {c.sha256 for c in first_files["reflection.duckdb"].chunks}
+    now = {c.sha256 for c in (await rig.files(uploads[1]))["reflection.duckdb"].chunks}
+    assert len(now) > 10 and len(now - shared) <= 3  # the chunks around the change
+
+
+async def test_an_unchanged_store_makes_no_upload(rig: Rig) -> None:
+    rig.write("a.json", b'{"a": 1}')
+    await rig.sync()
+    assert len(await rig.uploads()) == 1
+    rig.write("a.json", b'{"a": 1}')  # same bytes, new mtime: hashed, found unchanged
+    reports = await rig.sync()
+    assert all(r.upload_id is None for r in reports)
+    assert len(await rig.uploads()) == 1
+
+
+async def test_many_small_files_are_a_few_puts(rig: Rig) -> None:
+    assert isinstance(rig.target, CountingTarget)
+    for i in range(2000):
+        rig.write(f"notes/n{i:04d}.json", f'{{"note": {i}, "text": "{"x" * (i % 300)}"}}'.encode())
+    (report,) = await rig.sync()
+    assert report.upload_id and len(report.files_uploaded) == 2000
+    packs = [k for k in rig.target.puts if "/packs/" in k]
+    index = [k for k in rig.target.puts if "/index/" in k]
+    assert len(packs) == 1  # 2,000 small files packed together
+    assert len(rig.target.puts) == len(packs) + len(index) + 1  # + the manifest
+    assert len(rig.target.puts) < 60
+    rig.target.puts.clear()
+    rig.write("notes/n0007.json", b'{"changed": true}')
+    (second,) = await rig.sync()
+    assert second.files_uploaded == ["notes/n0007.json"]
+    # one pack, the index part holding the changed entry, the manifest: other parts known
+    assert len(rig.target.puts) <= 4, rig.target.puts
+    assert await rig.restore((await rig.uploads())[-1]) == rig.on_disk()
+
+
+class FailingPacks(CountingTarget):
+    """Fails every pack PUT after the first ``allow``."""
+
+    allow = 1
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        if "/packs/" in key:
+            if self.allow <= 0:
+                raise TransientError("the outbox is away")
+            self.allow -= 1
+        return await super().put_file(key, source, compression)
+
+
+async def test_a_failed_upload_leaves_no_pack_and_the_next_pass_sends_it(
+    tmp_path: Path,
+) -> None:
+    settings = local_settings(tmp_path)
+    target = FailingPacks(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    try:
+        rig.write("a.bin", noise(3, 20 * MiB))  # two packs: the second one fails
+        await rig.feed.reconcile()
+        report = await rig.drain.run_pass()
+        assert report is not None and report.error == "the outbox is away"
+        assert len([k for k in target.puts if "/packs/" in k]) == 1
+        assert keys_under(tmp_path / "outbox", "packs") == []  # its landed pack removed
+        assert keys_under(tmp_path / "outbox", "uploads") == []
+        assert await rig.state.chunks_of(target.name) == {}
+        target.allow = 10
+        await asyncio.sleep(0.05)
+        await rig.drain.until_empty()
+        (upload,) = await rig.uploads()
+        assert await rig.restore(upload) == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
+class StallingPacks(CountingTarget):
+    """The second pack PUT never returns (the process is "killed" meanwhile)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.first_landed = asyncio.Event()
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        if "/packs/" in key and self.first_landed.is_set():
+            await asyncio.Event().wait()
+        stored = await super().put_file(key, source, compression)
+        if "/packs/" in key:
+            self.first_landed.set()
+        return stored
+
+
+async def test_an_interrupted_upload_is_recovered_at_the_next_start(tmp_path: Path) -> None:
+    settings = local_settings(tmp_path)
+    target = StallingPacks(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    rig.write("a.bin", noise(4, 20 * MiB))
+    await rig.feed.reconcile()
+    task = asyncio.create_task(rig.drain.run_pass())
+    await asyncio.wait_for(target.first_landed.wait(), 30)
+    task.cancel()  # the pass dies with a pack landed and its upload in progress
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(keys_under(tmp_path / "outbox", "packs")) == 1
+    assert [u for u, _, _ in await rig.state.in_progress_uploads()]
+    await close_rig(rig)
+
+    rig = await open_rig(settings, CountingTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    try:
+        recovery = Recovery(rig.state, SID, Discarder(SID))
+        await recovery.recover({rig.target.name: rig.target})
+        assert keys_under(tmp_path / "outbox", "packs") == []  # nothing half-committed
+        assert await rig.state.in_progress_uploads() == []
+        await rig.drain.until_empty()
+        (upload,) = await rig.uploads()
+        assert await rig.restore(upload) == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
+async def test_an_upload_whose_manifest_landed_is_committed_from_it(rig: Rig) -> None:
+    rig.write("a.bin", noise(5, 3 * MiB))
+    rig.write("b.json", b"{}")
+    (report,) = await rig.sync()
+    assert report.upload_id
+    name = rig.target.name
+    # as if the process died between the manifest's PUT and the commit
+    await rig.state.transaction(
+        lambda c: (
+            c.execute("DELETE FROM ledger"),
+            c.execute("DELETE FROM chunks"),
+            c.execute("UPDATE uploads SET outcome = 'in_progress'"),
+        )
+    )
+    await Recovery(rig.state, SID, Discarder(SID)).recover({name: rig.target})
+    ledger = await rig.state.ledger(name)
+    assert set(ledger) == {"a.bin", "b.json"}
+    ids = ledger["a.bin"].chunk_ids
+    assert ids is not None and len(ids) > 3
+    table = await rig.state.chunks_of(name)
+    assert {sha for sha, _ in ids} <= set(table)
+    rig.write("c.json", b"[]")
+    (second,) = await rig.sync()
+    assert second.files_uploaded == ["c.json"]  # a.bin and b.json known again
+    assert await rig.restore(second.upload_id or "") == rig.on_disk()
+
+
+async def test_ledger_rebuilt_from_a_format_2_manifest(rig: Rig, tmp_path: Path) -> None:
+    big = bytearray(noise(6, 6 * MiB))
+    rig.write("reflection.duckdb", bytes(big))
+    for i in range(250):  # past the inline limit: the entries are in index parts
+        rig.write(f"n/{i:03d}.json", str(i).encode())
+    await rig.sync()
+    await rig.state.close()
+    (tmp_path / "state" / "state.db").unlink()
+    fresh = StateDB(tmp_path / "state" / "state.db")
+    await fresh.open()
+    rig.state = fresh
+    rig.feed.state = fresh
+    rig.drain.state = fresh
+    rig.uploader.state = fresh
+    n = await Recovery(fresh, SID, Discarder(SID)).rebuild_ledger(rig.target)
+    assert n == 251
+    ledger = await fresh.ledger(rig.target.name)
+    assert ledger["reflection.duckdb"].chunks is not None
+    assert len(await fresh.chunks_of(rig.target.name)) >= 251
+    big[100:200] = b"y" * 100
+    rig.write("reflection.duckdb", bytes(big))
+    reports = await rig.sync()
+    sent = [r for r in reports if r.upload_id]
+    assert len(sent) == 1 and sent[0].files_uploaded == ["reflection.duckdb"]
+    assert sent[0].bytes_sent < 2 * MiB  # deduplicated against the seeded chunk table
+    assert await rig.restore((await rig.uploads())[-1]) == rig.on_disk()
+
+
+async def test_state_of_the_previous_schema_is_migrated(tmp_path: Path) -> None:
+    from akoshad.store.db import MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "state.db"
+    con = sqlite3.connect(path)
+    for script in MIGRATIONS[:4]:
+        con.executescript(script)
+    con.execute(
+        "INSERT INTO ledger VALUES ('local', 'a', 'a', 1, 1, 1, 1, 1, ?, 'k', 'n', 1, 'none', "
+        "'file', 'u1', NULL, 384)",
+        ("a" * 64,),
+    )
+    con.execute("PRAGMA user_version = 4")
+    con.commit()
+    con.close()
+    db = StateDB(path)
+    await db.open()
+    try:
+        row = (await db.ledger("local"))["a"]
+        assert row.chunks is None and row.chunk_ids is None and row.mode == 384
+        assert await db.chunks_of("local") == {}
+    finally:
+        await db.close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()
+
+
+@pytest.mark.s3
+async def test_s3_first_upload_and_small_change(
+    s3: WeedServer, system_id: str, tmp_path: Path
+) -> None:
+    (tmp_path / "store").mkdir()
+    settings = s3.settings(
+        system_id,
+        home=tmp_path,
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        local_target_dir=str(tmp_path / "outbox"),
+    )
+    target: Target = make_target("cloud", settings)
+    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    try:
+        big = bytearray(noise(7, 6 * MiB))
+        rig.write("reflection.duckdb", bytes(big))
+        for i in range(40):
+            rig.write(f"s/{i}.json", str(i).encode())
+        (first,) = await rig.sync()
+        assert first.upload_id and first.error is None
+        manifest = await rig.manifest(first.upload_id)
+        assert manifest["metadata"]["format"] == 2 and validate_manifest(manifest) == []
+        packs = s3.keys(f"systems/{system_id}/packs/")
+        assert len(packs) == 1
+        assert await rig.restore(first.upload_id) == rig.on_disk()
+        big[3 * MiB : 3 * MiB + 50] = b"z" * 50
+        rig.write("reflection.duckdb", bytes(big))
+        (second,) = await rig.sync()
+        assert second.files_uploaded == ["reflection.duckdb"]
+        assert second.bytes_sent < 2 * MiB
+        assert await rig.restore(second.upload_id or "") == rig.on_disk()
+        assert s3.multipart_uploads(f"systems/{system_id}/") == []
+    finally:
+        await close_rig(rig)
