@@ -479,3 +479,65 @@ def resolve_ledger_ok(ledger: Any, table: Any) -> bool:
     from akoshad.pipeline.plan import resolve_ledger
 
     return resolve_ledger(ledger, table)[1] == []
+
+
+def test_kill_9_mid_upload_leaves_nothing_half_committed(tmp_path: Path) -> None:
+    """The daemon is killed once the first pack of a large upload landed; the next start
+    removes that attempt's packs, and the upload made then is whole."""
+    from akoshad.targets.local import LocalTarget
+    from tests.helpers import start_daemon, wait_for
+    from tests.integration.test_pipeline_local import SYSTEM, Setup
+
+    setup = Setup(tmp_path)
+    setup.store.mkdir()
+    (setup.store / "big.bin").write_bytes(noise(12, 48 * MiB))  # three packs
+    (setup.store / "a.json").write_text("{}")
+    packs = setup.outbox / "systems" / SYSTEM / "packs"
+
+    def landed() -> list[Path]:
+        if not packs.is_dir():
+            return []
+        return [p for p in packs.rglob("*") if p.is_file() and ".akoshad-tmp-" not in p.name]
+
+    proc = start_daemon(setup.config, setup.env, tmp_path / "d.log")
+    try:
+        wait_for(landed, 60, interval=0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert setup.manifests() == []  # killed before its manifest
+    con = sqlite3.connect(setup.state / "state.db")
+    try:  # the landed pack was recorded before its PUT
+        recorded = {r[0] for r in con.execute("SELECT key FROM upload_packs")}
+        assert recorded and {p.relative_to(setup.outbox).as_posix() for p in landed()} <= recorded
+    finally:
+        con.close()
+    res = setup.once()  # recovery at start, then the upload
+    assert res.returncode == 0, res.stderr
+    (m,) = setup.manifests()
+    con = sqlite3.connect(setup.state / "state.db")
+    try:
+        assert con.execute("SELECT COUNT(*) FROM upload_packs").fetchone()[0] == 0
+        outcomes = [r[0] for r in con.execute("SELECT outcome FROM uploads ORDER BY upload_id")]
+        assert outcomes == ["abandoned", "completed"]
+    finally:
+        con.close()
+
+    async def restored() -> tuple[dict[str, bytes], set[str]]:
+        from akoshad.storage.fetch import fetch_file
+        from akoshad.storage.format2_read import read_entries
+
+        target = LocalTarget(setup.outbox)
+        out: dict[str, bytes] = {}
+        keys: set[str] = set()
+        for f in await read_entries(target, m, system_id=SYSTEM):
+            pieces: list[bytes] = []
+            await fetch_file(target, f, pieces.append)
+            out[f.path] = b"".join(pieces)
+            keys |= f.keys()
+        return out, keys
+
+    got, keys = asyncio.run(restored())
+    assert got == {"big.bin": noise(12, 48 * MiB), "a.json": b"{}"}
+    on_disk = {p.relative_to(setup.outbox).as_posix() for p in landed()}
+    assert on_disk == keys  # no pack of the killed attempt is left

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from akoshad.manifest.layout import validate_manifest
-from tests.helpers import start_daemon
+from tests.helpers import changed_paths, start_daemon
 from tests.integration.test_pipeline_local import Setup, _assert_restored_equals
 from tests.s3server import WeedServer
 from tests.storegen import make_store
@@ -63,10 +63,11 @@ def test_once_restore_and_dedupe(s: S3Setup, tmp_path: Path) -> None:
     assert s.object_count() == objects
     (s.store / "akosha_sync_state.json").write_text('{"changed": 1}')
     assert s.once().returncode == 0
-    last = s.manifests()[-1]
-    assert last["files"] == ["akosha_sync_state.json.gz"]
+    previous, last = s.manifests()[-2:]
+    assert changed_paths(previous, last) == {"akosha_sync_state.json"}
+    assert last["files"] == [] and last["metadata"]["format"] == 2
     assert len(last["metadata"]["files"]) == 8
-    assert s.object_count() == objects + 2  # that object and its manifest
+    assert s.object_count() == objects + 2  # a pack with its chunk and the manifest
     assert s.cli("verify", "--all").returncode == 0
 
 
