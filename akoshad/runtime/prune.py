@@ -6,9 +6,12 @@ with ``storage.prune_exec.run_prune``: the uploads the ``retention:`` policy dro
 their manifests first, then every object no kept upload references is deleted. It runs
 only on the owner of the system id (checked against the target right before), under the
 daemon's pass lock (no upload is in progress meanwhile; uploads interrupted by a crash are
-left alone for a day), or, without a daemon, under the state directory's lock. The keys
-this machine's ledger points at are protected as well: the next upload points at them (they
-are all referenced by the newest upload, which is always kept).
+left alone for a day), or, without a daemon, under the state directory's lock. The whole
+objects of format-1 uploads this machine's ledger points at are protected as well (the next
+upload points at them); packs are not (a repack must be able to replace them): the chunk
+table follows them through the hooks (``ledger_hooks``: a pack's chunks are forgotten before
+it is deleted, moved chunks get their new locations), and the known documents are forgotten
+after a prune, so the next upload writes its index parts and chunk lists again.
 
 ``retention.enabled: false`` keeps everything: nothing is read or deleted. The outcome of
 each prune (not of a dry run) is kept in the state as ``last_prune`` ``{at, ok,
