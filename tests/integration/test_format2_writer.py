@@ -541,3 +541,24 @@ def test_kill_9_mid_upload_leaves_nothing_half_committed(tmp_path: Path) -> None
     assert got == {"big.bin": noise(12, 48 * MiB), "a.json": b"{}"}
     on_disk = {p.relative_to(setup.outbox).as_posix() for p in landed()}
     assert on_disk == keys  # no pack of the killed attempt is left
+
+
+async def test_compression_and_deduplication_switches(tmp_path: Path) -> None:
+    cs = {"system_id": SID, "enable_compression": False, "enable_deduplication": False}
+    settings = local_settings(tmp_path, cloud_sync=cs)
+    rig = await open_rig(settings, CountingTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    try:
+        data = b'{"text": "' + b"compressible " * 5000 + b'"}'
+        rig.write("a.json", data)
+        (first,) = await rig.sync()
+        files = await rig.files(first.upload_id or "")
+        assert {c.compression for c in files["a.json"].chunks} == {"none"}
+        assert first.bytes_sent > 65000  # stored as is
+        rig.write("a.json", data)  # the same bytes, touched: captured again
+        rig.write("b.json", b"{}")
+        (second,) = await rig.sync()  # without deduplication every captured file is sent
+        assert sorted(second.files_uploaded) == ["a.json", "b.json"]
+        assert second.bytes_sent > 65000
+        assert await rig.restore(second.upload_id or "") == rig.on_disk()
+    finally:
+        await close_rig(rig)
