@@ -87,6 +87,10 @@ class Uploader:
         self.discarder = Discarder(system_id)
         self.staging_dir = staging_dir  # private pack files of the upload being sent
 
+    async def clear_staging(self) -> None:
+        """Remove the pack staging directory (at start: what a killed upload left)."""
+        await asyncio.to_thread(clear_staging, self.staging_dir)
+
     async def upload(
         self,
         target: Target,

@@ -95,6 +95,7 @@ class Daemon:
         stack.push_async_callback(p.webhooks.close)  # events emitted so far are kept
         await asyncio.to_thread(p.snapshotter.reset_staging)
         stack.push_async_callback(asyncio.to_thread, p.snapshotter.reset_staging)
+        await p.uploader.clear_staging()  # pack files a killed upload left
         for target in p.targets.values():
             if p.cloud is not None and target is p.cloud.target:
                 await p.cloud.start(clean_up=False)  # only the owner cleans up (owners)
