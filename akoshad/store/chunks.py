@@ -99,6 +99,13 @@ class ChunkOps(StoreBase):
             )
         )
 
+    @staticmethod
+    def forget_target_chunks(c: sqlite3.Connection, target: str) -> None:
+        """Inside a transaction: forget every chunk and document known in ``target`` (its
+        contents are to be learnt again from its newest manifest, e.g. after a takeover)."""
+        c.execute("DELETE FROM chunks WHERE target = ?", (target,))
+        c.execute("DELETE FROM kv WHERE key = ?", (KV_DOCUMENTS.format(target=target),))
+
     # ---- packs of uploads in progress -----------------------------------------------
     async def add_upload_pack(self, upload_id: str, key: str) -> None:
         """Record a pack of ``upload_id`` before it is sent."""

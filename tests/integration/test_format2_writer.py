@@ -562,3 +562,20 @@ async def test_compression_and_deduplication_switches(tmp_path: Path) -> None:
         assert await rig.restore(second.upload_id or "") == rig.on_disk()
     finally:
         await close_rig(rig)
+
+
+async def test_takeover_reseeds_the_chunk_table_from_the_target(rig: Rig) -> None:
+    """Another owner may have pruned: what this machine knew of the chunks is forgotten and
+    learnt again from the newest manifest."""
+    from akoshad.runtime.ownership import reseed_ledger
+    from akoshad.storage.refs import ChunkRef
+
+    rig.write("a.bin", noise(13, 2 * MiB))
+    await rig.sync()
+    name = rig.target.name
+    before = await rig.state.chunks_of(name)
+    gone = ChunkRef("f" * 64, 10, f"systems/{SID}/packs/ff/" + "f" * 64, 0, 10, "none", "none")
+    await rig.state.record_chunks(name, [gone])  # a chunk of a pack pruned elsewhere
+    assert await reseed_ledger(rig.state, SID, rig.target) == 1
+    assert await rig.state.chunks_of(name) == before
+    assert await rig.state.known_documents(name) == frozenset()
