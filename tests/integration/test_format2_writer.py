@@ -27,6 +27,7 @@ from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig
 from tests.s3server import WeedServer
 
 SID = "f2writer"
+FORMAT1_DATA = Path(__file__).resolve().parents[1] / "data" / "format1"
 MiB = 1024 * 1024
 
 
@@ -579,3 +580,51 @@ async def test_takeover_reseeds_the_chunk_table_from_the_target(rig: Rig) -> Non
     assert await reseed_ledger(rig.state, SID, rig.target) == 1
     assert await rig.state.chunks_of(name) == before
     assert await rig.state.known_documents(name) == frozenset()
+
+
+async def test_first_pass_after_an_upgrade_over_the_committed_format_1_uploads(
+    tmp_path: Path,
+) -> None:
+    """tests/data/format1 (made by the first release): a fresh state is seeded from its
+    newest manifest, the store it holds is found unchanged, and the next upload (format 2)
+    points at the format-1 objects for every file it does not send."""
+    import json
+    import shutil
+
+    from akoshad.pipeline.recovery import Discarder, Recovery
+    from akoshad.targets.local import LocalTarget
+
+    data = FORMAT1_DATA
+    expected = json.loads((data / "expected.json").read_text())
+    sid, latest = expected["system_id"], expected["latest"]
+    shutil.copytree(data / "outbox", tmp_path / "outbox")
+    settings = local_settings(tmp_path, cloud_sync={"system_id": sid})
+    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    try:
+        for path, content in (await rig.restore(latest)).items():
+            rig.write(path, content)  # the store as the latest format-1 upload holds it
+        assert await Recovery(rig.state, sid, Discarder(sid)).rebuild_ledger(rig.target) == 8
+        reports = await rig.sync()  # every file hashed: nothing but SQLite may differ
+        sent = {p for r in reports for p in r.files_uploaded}
+        assert sent <= {"activity.db", "natural_scheduler.db"}  # backup API header bytes
+        rig.write("sessions/session-1/state.json", b'{"after": "upgrade"}')
+        (report,) = await rig.sync()
+        assert report.files_uploaded == ["sessions/session-1/state.json"]
+        manifest = await rig.manifest(report.upload_id or "")
+        assert manifest["metadata"]["format"] == 2 and validate_manifest(manifest) == []
+        files = await rig.files(report.upload_id or "")
+        old = [f for f in files.values() if f.whole is not None]
+        assert {f.path for f in old} >= {"reflection.duckdb", "knowledge_graph.duckdb"}
+        for f in old:
+            assert f.sha256 == expected["uploads"][latest][f.path]
+            assert f.whole is not None and f.whole.key.split("/")[3] in expected["uploads"]
+        restored = await rig.restore(report.upload_id or "")
+        on_disk = rig.on_disk()
+        assert {p: restored[p] for p in on_disk if not p.endswith(".db")} == {
+            p: b for p, b in on_disk.items() if not p.endswith(".db")
+        }
+        ledger = await rig.state.ledger(rig.target.name)
+        assert ledger["reflection.duckdb"].chunks is None  # still the format-1 object
+        assert ledger["sessions/session-1/state.json"].chunks is not None
+    finally:
+        await close_rig(rig)
