@@ -46,7 +46,7 @@ from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import ExtraObject, MemoriesJson
 from akoshad.pipeline.stats import Stats
 from akoshad.storage.documents import DOCUMENT_CONTENT_TYPE
-from akoshad.storage.format2 import build_manifest2
+from akoshad.storage.format2 import build_manifest2, missing_documents
 from akoshad.storage.refs import ChunkRef
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
@@ -244,6 +244,7 @@ class Uploader:
                 own_prefix + extra.name, extra.data, extra.content_type
             )
         skipped = {**await self.state.skipped(), **report.skipped}
+        known = await self.state.known_documents(target.name)
         try:
             built = await asyncio.to_thread(
                 build_manifest2,
@@ -251,14 +252,17 @@ class Uploader:
                 upload_id=attempt.upload_id,
                 files=files,
                 skipped=skipped,
-                known_documents=await self.state.known_documents(target.name),
+                known_documents=known or frozenset(),
                 conversation_count=sum(x.conversation_count for x in attempt.extras),
                 has_memories=any(x.name == MEMORIES_NAME for x in attempt.extras),
             )
         except ManifestError as exc:
             raise PermanentError(f"the manifest cannot be made: {exc}") from None
         attempt.documents = built.document_keys
-        report.bytes_sent += await put_documents(target, built.documents)
+        documents = built.documents
+        if known is None and documents:  # not known: a HEAD each instead of a PUT each
+            documents = await missing_documents(target, documents)
+        report.bytes_sent += await put_documents(target, documents)
         report.bytes_sent += await target.put_bytes(
             manifest_key(self.system_id, attempt.upload_id),
             encode_manifest(built.manifest),

@@ -143,20 +143,21 @@ class ChunkOps(StoreBase):
             (KV_DOCUMENTS.format(target=target), json.dumps(sorted(keys))),
         )
 
-    async def known_documents(self, target: str) -> frozenset[str]:
+    async def known_documents(self, target: str) -> frozenset[str] | None:
         """The index parts and chunk lists the last committed upload to ``target`` made
-        sure of (empty when not known: everything is written again)."""
+        sure of; None when not known (no upload yet, a lost state, after a prune or a
+        takeover): the writer then asks the target which are there."""
 
-        def op(c: sqlite3.Connection) -> frozenset[str]:
+        def op(c: sqlite3.Connection) -> frozenset[str] | None:
             row = c.execute(
                 "SELECT value FROM kv WHERE key = ?", (KV_DOCUMENTS.format(target=target),)
             ).fetchone()
             try:
-                keys = json.loads(row[0]) if row else []
+                keys = json.loads(row[0]) if row else None
             except ValueError:
-                return frozenset()
+                return None
             if not isinstance(keys, list):
-                return frozenset()
+                return None
             return frozenset(k for k in keys if isinstance(k, str))
 
         return await self.transaction(op)

@@ -265,9 +265,15 @@ async def test_ledger_rebuilt_from_a_format_2_manifest(rig: Rig, tmp_path: Path)
     ledger = await fresh.ledger(rig.target.name)
     assert ledger["reflection.duckdb"].chunks is not None
     assert len(await fresh.chunks_of(rig.target.name)) >= 251
+    assert await fresh.known_documents(rig.target.name) is None
     big[100:200] = b"y" * 100
     rig.write("reflection.duckdb", bytes(big))
+    assert isinstance(rig.target, CountingTarget)
+    rig.target.puts.clear()
     reports = await rig.sync()
+    # documents not known: asked for, and only the index part holding the change sent
+    assert len([k for k in rig.target.puts if "/index/" in k]) == 1
+    assert len(rig.target.puts) == 3  # + a pack and the manifest
     sent = [r for r in reports if r.upload_id]
     assert len(sent) == 1 and sent[0].files_uploaded == ["reflection.duckdb"]
     assert sent[0].bytes_sent < 2 * MiB  # deduplicated against the seeded chunk table
@@ -579,7 +585,7 @@ async def test_takeover_reseeds_the_chunk_table_from_the_target(rig: Rig) -> Non
     await rig.state.record_chunks(name, [gone])  # a chunk of a pack pruned elsewhere
     assert await reseed_ledger(rig.state, SID, rig.target) == 1
     assert await rig.state.chunks_of(name) == before
-    assert await rig.state.known_documents(name) == frozenset()
+    assert await rig.state.known_documents(name) is None
 
 
 async def test_first_pass_after_an_upgrade_over_the_committed_format_1_uploads(

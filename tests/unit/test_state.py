@@ -208,12 +208,14 @@ async def test_chunk_table_upsert_forget_and_orphan_packs(db: StateDB) -> None:
 
 
 async def test_known_documents_are_kept_per_target(db: StateDB) -> None:
-    assert await db.known_documents("local") == frozenset()
+    assert await db.known_documents("local") is None  # not known
     await db.transaction(lambda c: StateDB.set_documents(c, "local", ["k2", "k1"]))
     assert await db.known_documents("local") == {"k1", "k2"}
-    assert await db.known_documents("cloud") == frozenset()
+    assert await db.known_documents("cloud") is None
+    await db.transaction(lambda c: StateDB.set_documents(c, "cloud", []))
+    assert await db.known_documents("cloud") == frozenset()  # known: none
     await db.forget_documents("local")
-    assert await db.known_documents("local") == frozenset()
+    assert await db.known_documents("local") is None
 
 
 async def test_a_chunked_ledger_row_keeps_its_chunk_ids(db: StateDB) -> None:
