@@ -260,7 +260,8 @@ class Uploader:
             raise PermanentError(f"the manifest cannot be made: {exc}") from None
         attempt.documents = built.document_keys
         documents = built.documents
-        if known is None and documents:  # not known: a HEAD each instead of a PUT each
+        earlier = attempt.plan.kept or attempt.plan.reused  # else all new: nothing to ask
+        if known is None and documents and earlier:  # not known: a HEAD each, not a PUT
             documents = await missing_documents(target, documents)
         report.bytes_sent += await put_documents(target, documents)
         report.bytes_sent += await target.put_bytes(
