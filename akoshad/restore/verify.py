@@ -24,6 +24,7 @@ from akoshad.restore.parallel import run_each, weight_of
 from akoshad.storage.fetch import RangeReader, WholeObjectRanges, fetch_file
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import STATE_FILE, LedgerView, StateError, read_ledger
+from akoshad.store.records import LedgerEntry
 from akoshad.targets.base import Target
 
 
@@ -98,6 +99,30 @@ async def verify_upload(target: Target, system_id: str, upload_id: str) -> Verif
     return report
 
 
+def _differences(row: LedgerEntry, f: StoredFile) -> list[str]:
+    """The fields of a ledger row that disagree with the manifest's file: size and sha256;
+    for a whole object its key, stored size and compression; for a chunked file its chunks
+    (sha256 and size of each, in order)."""
+    differ = [name for name in ("size", "sha256") if getattr(row, name) != getattr(f, name)]
+    whole = f.whole
+    if whole is not None:
+        differ += [
+            name
+            for name in ("key", "stored_size", "compression")
+            if getattr(row, name) != getattr(whole, name)
+        ]
+        if row.chunks is not None:
+            differ.append("chunks")
+        return differ
+    try:
+        listed = row.chunk_ids
+    except ValueError:
+        listed = None
+    if listed != [(c.sha256, c.size) for c in f.chunks]:
+        differ.append("chunks")
+    return differ
+
+
 def compare_ledger(ledger: LedgerView, files: Sequence[StoredFile]) -> list[str]:
     """What differs between this machine's ledger and the files of the upload it was last
     committed with (they must describe the same content; a whole object, the same object)."""
@@ -112,14 +137,7 @@ def compare_ledger(ledger: LedgerView, files: Sequence[StoredFile]) -> list[str]
         if row is None:
             problems.append(f"ledger: {path} of the manifest of {upload_id} is not in it")
             continue
-        differ = [name for name in ("size", "sha256") if getattr(row, name) != getattr(f, name)]
-        whole = f.whole
-        if whole is not None:
-            differ += [
-                name
-                for name in ("key", "stored_size", "compression")
-                if getattr(row, name) != getattr(whole, name)
-            ]
+        differ = _differences(row, f)
         if differ:
             problems.append(
                 f"ledger: {path}: {', '.join(differ)} differ from the manifest of {upload_id}"

@@ -351,6 +351,12 @@ def test_uploads_lists_format2(rig: Rig) -> None:
     assert [r["files"] for r in rows] == [SMALL + 4, SMALL + 5]
     assert all(r["damaged"] is None for r in rows)
 
+    async def total(t: Target) -> int:  # every object, counted once by the first upload
+        return sum([await t.head(k) or 0 async for k in t.list_keys(f"systems/{rig.system_id}/")])
+
+    assert sum(r["stored_bytes"] for r in rows) == rig.run(total)
+    assert rows[1]["stored_bytes"] < rows[0]["stored_bytes"] / 4  # one file changed, one added
+
 
 def test_drill_rate_limit_applies_to_chunk_reads(tmp_path: Path) -> None:
     """A drill reads chunks through its token bucket: every ranged read is paid for, and a
