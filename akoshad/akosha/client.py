@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -96,8 +96,6 @@ class AkoshaClient:
         # counts the JSON-RPC method of every message sent (metrics), as ``counter_target``
         self.counter = counter
         self.counter_target = counter_target
-        # the same as a callback (the wiring's hook until it passes ``counter``)
-        self.on_request: Callable[[str], None] | None = None
         self._ready = False
         self._http: aiohttp.ClientSession | None = None
         self._next_id = 0
@@ -279,8 +277,6 @@ class AkoshaClient:
         for attempt in (1, 2):
             if self.counter is not None:
                 self.counter.count(self.counter_target, method)
-            if self.on_request is not None:
-                self.on_request(method)
             try:
                 return await self._post(body, req_id, session_id, method)
             except aiohttp.ServerDisconnectedError as exc:

@@ -89,6 +89,5 @@ def test_no_metrics_keeps_the_pass_duration_status_reads(tmp_path: Path) -> None
     assert metrics.last_pass_seconds == 2.5
     target = LocalTarget(tmp_path / "outbox")
     assert metrics.counted(target) is target
-    hook = metrics.request_hook("http")
-    hook("tools/call")  # counts nothing, raises nothing
+    metrics.count("http", "tools/call")  # counts nothing, raises nothing
     assert metrics.last_pass_seconds == 2.5
