@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +39,7 @@ from akoshad.akosha.rows import encode_json
 from akoshad.akosha.sse import _pick_reply, _SSEParser, read_sse
 from akoshad.errors import PermanentError, TransientError
 from akoshad.events import RequestCounter
+from akoshad.lifecycle import StartClose
 
 __all__ = [
     "ACCEPT",
@@ -61,7 +61,7 @@ def health_url_for(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/healthz", "", ""))
 
 
-class AkoshaClient:
+class AkoshaClient(StartClose):
     """One MCP session with Akosha, opened lazily and renewed when the server forgets it.
 
     Use ``async with AkoshaClient(url) as client`` or :meth:`start` / :meth:`close`.
@@ -131,18 +131,6 @@ class AkoshaClient:
                     pass
         finally:
             await http.close()
-
-    async def __aenter__(self) -> AkoshaClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ---- probe -----------------------------------------------------------------------
     async def probe(self) -> bool:
