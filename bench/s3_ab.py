@@ -38,9 +38,24 @@ from tests.s3server import WeedServer  # noqa: E402
 MiB = 1024 * 1024
 
 
-def build_data(work: Path, big_mib: int, conversations: int) -> dict[str, Path]:
-    """The small session store and a ``big_mib`` MiB incompressible file."""
-    store = work / "store"
+def build_data(work: Path, big_mib: int, conversations: int, wanted: str) -> dict[str, Path]:
+    """The small session store and a ``big_mib`` MiB incompressible file (``wanted``: any
+    of ``store,big``)."""
+    cases: dict[str, Path] = {}
+    if "store" in wanted:
+        cases["small store"] = make_small_store(work / "store", conversations)
+    if "big" in wanted:
+        big = work / "big"
+        big.mkdir()
+        with (big / f"random-{big_mib}MiB.bin").open("wb") as fh:
+            for _ in range(big_mib):
+                fh.write(os.urandom(MiB))
+        cases[f"{big_mib} MiB file"] = big
+    return cases
+
+
+def make_small_store(store: Path, conversations: int) -> Path:
+    """A session store by make_store.py (beside the checkout) or tests/storegen.py."""
     makers = [up / "shared" / "tools" / "make_store.py" for up in REPO.parents[:2]]
     maker = next((m for m in makers if m.exists()), None)
     if maker is not None:
@@ -54,12 +69,7 @@ def build_data(work: Path, big_mib: int, conversations: int) -> dict[str, Path]:
         from tests.storegen import make_store
 
         make_store(store, conversations=conversations)
-    big = work / "big"
-    big.mkdir()
-    with (big / f"random-{big_mib}MiB.bin").open("wb") as fh:
-        for _ in range(big_mib):
-            fh.write(os.urandom(MiB))
-    return {"small store": store, f"{big_mib} MiB file": big}
+    return store
 
 
 def tree_env(tree: Path) -> dict[str, str]:
@@ -134,6 +144,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="runs of each tree per case")
     ap.add_argument("--big-mib", type=int, default=1024, help="size of the large file")
     ap.add_argument("--conversations", type=int, default=1500, help="small store size")
+    ap.add_argument("--cases", default="store,big", help="any of store,big")
     args = ap.parse_args()
     trees = {"A": Path(args.against).resolve(), "B": REPO}
     for label, tree in trees.items():
@@ -142,7 +153,7 @@ def main() -> int:
     server = WeedServer(work / "weed", volume_size_mb=1024)
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
-        cases = build_data(work, args.big_mib, args.conversations)
+        cases = build_data(work, args.big_mib, args.conversations, args.cases)
         server.start()
         runs = 0
         for rnd in range(-1, args.rounds):  # round -1: the warm-up runs that claim
