@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -16,12 +17,15 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
+BLOCK = 256 * 1024
+ROWS_PER_COMMIT = 20
 RESTIC_PASSWORD = "akoshad-bench-not-a-secret"
 
 
@@ -249,3 +253,57 @@ def touch_small_files(paths: list[Path], how_many: int, rng: random.Random) -> N
 
 def tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+# ---- the changed-block floor -----------------------------------------------------------
+def block_digests(root: Path) -> dict[str, list[tuple[bytes, int]]]:
+    """Per store file, a digest and the length of each 256 KiB aligned block."""
+    out: dict[str, list[tuple[bytes, int]]] = {}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        digests = []
+        with p.open("rb") as fh:
+            while block := fh.read(BLOCK):
+                digests.append((hashlib.blake2b(block, digest_size=16).digest(), len(block)))
+        out[p.relative_to(root).as_posix()] = digests
+    return out
+
+
+def changed_bytes(before: dict[str, list[tuple[bytes, int]]], after: dict[str, Any]) -> int:
+    """Bytes of the blocks of ``after`` that are new or differ from the same block of
+    ``before`` (a whole 256 KiB per block, less for a file's short last block)."""
+    n = 0
+    for path, blocks in after.items():
+        old = before.get(path, [])
+        n += sum(ln for i, (d, ln) in enumerate(blocks) if i >= len(old) or old[i][0] != d)
+    return n
+
+
+# ---- the store and its writer ----------------------------------------------------------
+class Writer:
+    """session-buddy's long-lived connection: 20-row commits and checkpoints."""
+
+    def __init__(self, maker: ModuleType, db: Path, seed: int = 7) -> None:
+        import random
+
+        import duckdb
+
+        self.m = maker
+        self.rng = random.Random(seed)
+        self.con = duckdb.connect(str(db), config={"allow_unsigned_extensions": True})
+
+    def commit(self, session: int) -> None:
+        m, rng = self.m, self.rng
+        self.con.execute("BEGIN TRANSACTION")
+        for _ in range(ROWS_PER_COMMIT):
+            now = datetime.now(UTC).replace(tzinfo=None)
+            row = [*m.conv_row(rng, now, f"bench-session-{session}", None), m.embedding(rng)]
+            self.con.execute(m.CONV_INSERT_LIVE, row)
+        self.con.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        self.con.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        self.con.close()

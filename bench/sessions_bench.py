@@ -36,7 +36,6 @@ and owner checks, capture), median of 3.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -47,9 +46,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,9 +54,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from benchlib import (  # noqa: E402
+    ROWS_PER_COMMIT,
+    Writer,
     add_small_files,
     akoshad_config,
+    block_digests,
     build_store,
+    changed_bytes,
     classify,
     default_maker,
     find_aws,
@@ -77,35 +78,8 @@ from tests.s3server import WeedServer  # noqa: E402
 __all__ = ["Writer", "build_store", "default_maker", "load_maker"]  # f2_writer_bench uses them
 
 MiB = 1024 * 1024
-BLOCK = 256 * 1024
-ROWS_PER_COMMIT = 20
 TOOLS = ("akoshad", "rclone", "aws", "restic")
 KINDS = ("manifest", "index", "chunklist", "pack", "memories", "other")
-
-
-# ---- the changed-block floor -----------------------------------------------------------
-def block_digests(root: Path) -> dict[str, list[tuple[bytes, int]]]:
-    """Per store file, a digest and the length of each 256 KiB aligned block."""
-    out: dict[str, list[tuple[bytes, int]]] = {}
-    for p in sorted(root.rglob("*")):
-        if not p.is_file():
-            continue
-        digests = []
-        with p.open("rb") as fh:
-            while block := fh.read(BLOCK):
-                digests.append((hashlib.blake2b(block, digest_size=16).digest(), len(block)))
-        out[p.relative_to(root).as_posix()] = digests
-    return out
-
-
-def changed_bytes(before: dict[str, list[tuple[bytes, int]]], after: dict[str, Any]) -> int:
-    """Bytes of the blocks of ``after`` that are new or differ from the same block of
-    ``before`` (a whole 256 KiB per block, less for a file's short last block)."""
-    n = 0
-    for path, blocks in after.items():
-        old = before.get(path, [])
-        n += sum(ln for i, (d, ln) in enumerate(blocks) if i >= len(old) or old[i][0] != d)
-    return n
 
 
 # ---- the tools -------------------------------------------------------------------------
@@ -211,35 +185,6 @@ def idle_runs(tool: Tool, env: dict[str, str], touched: Path, times: int = 3) ->
             print(f"  idle {tool.name} failed ({proc.returncode}): {proc.stderr[-400:]}")
 
 
-# ---- the store and its writer ----------------------------------------------------------
-class Writer:
-    """session-buddy's long-lived connection: 20-row commits and checkpoints."""
-
-    def __init__(self, maker: ModuleType, db: Path, seed: int = 7) -> None:
-        import random
-
-        import duckdb
-
-        self.m = maker
-        self.rng = random.Random(seed)
-        self.con = duckdb.connect(str(db), config={"allow_unsigned_extensions": True})
-
-    def commit(self, session: int) -> None:
-        m, rng = self.m, self.rng
-        self.con.execute("BEGIN TRANSACTION")
-        for _ in range(ROWS_PER_COMMIT):
-            now = datetime.now(UTC).replace(tzinfo=None)
-            row = [*m.conv_row(rng, now, f"bench-session-{session}", None), m.embedding(rng)]
-            self.con.execute(m.CONV_INSERT_LIVE, row)
-        self.con.execute("COMMIT")
-
-    def checkpoint(self) -> None:
-        self.con.execute("CHECKPOINT")
-
-    def close(self) -> None:
-        self.con.close()
-
-
 # ---- the run ---------------------------------------------------------------------------
 def sizes_of(store: Path) -> str:
     def size(name: str) -> float:
@@ -264,7 +209,10 @@ def play(args: argparse.Namespace, work: Path) -> tuple[list[Tool], list[Sync]]:
         raise SystemExit(f"make_store.py not found at {maker_path} (give --make-store PATH)")
     store = work / "store"
     t0 = time.monotonic()
-    build_store(maker_path, store, args.conversations)
+    if args.store:
+        shutil.copytree(args.store, store, symlinks=True)
+    else:
+        build_store(maker_path, store, args.conversations)
     small = add_small_files(store, args.small_files)
     print(f"built in {time.monotonic() - t0:.1f} s: {sizes_of(store)}", flush=True)
     server = WeedServer(work / "weed", volume_size_mb=1024)
@@ -466,6 +414,7 @@ def main() -> int:
     ap.add_argument(
         "--conversations", type=int, default=None, help="store size (default: make_store's)"
     )
+    ap.add_argument("--store", default=None, help="copy this prebuilt store (make_store.py)")
     ap.add_argument("--small-files", type=int, default=0, help="sessions/<id>/state.json files")
     ap.add_argument("--touch", type=int, default=3, help="small files rewritten before a sync")
     ap.add_argument("--tools", default=",".join(TOOLS), help="any of " + ",".join(TOOLS))
