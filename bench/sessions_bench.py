@@ -109,6 +109,7 @@ class Tool:
     stored_last: int = 0
     seen: dict[str, int] = field(default_factory=dict)  # objects under prefix, last listed
     idle: list[float] = field(default_factory=list)  # run --once with nothing changed
+    idle_kinds: str = ""  # its requests
 
 
 def make_tools(
@@ -173,14 +174,16 @@ def run_tool(
     tool.syncs.append(sync)
 
 
-def idle_runs(tool: Tool, env: dict[str, str], touched: Path, times: int = 3) -> None:
+def idle_runs(tool: Tool, env: dict[str, str], touched: Path, proxy: Any, times: int = 3) -> None:
     """``run --once`` after ``touched``'s mtime moved, its bytes the same (captured,
     hashed, found unchanged, no upload): akoshad's fixed cost per sync."""
     for _ in range(times):
         os.utime(touched)
+        proxy.reset()
         t0 = time.monotonic()
         proc = subprocess.run(tool.command, env=env, cwd=REPO, capture_output=True, text=True)
         tool.idle.append(time.monotonic() - t0)
+        tool.idle_kinds = f"{proxy.requests}: {request_kinds(proxy.lines)}"
         if proc.returncode:
             print(f"  idle {tool.name} failed ({proc.returncode}): {proc.stderr[-400:]}")
 
@@ -256,7 +259,7 @@ def play(args: argparse.Namespace, work: Path) -> tuple[list[Tool], list[Sync]]:
         for tool in tools:
             tool.stored_last = sum(objects(server.client(), server.bucket, tool.prefix).values())
             if tool.name.startswith("akoshad"):
-                idle_runs(tool, env, store / "session_log.jsonl")
+                idle_runs(tool, env, store / "session_log.jsonl", proxy)
     finally:
         if writer is not None:
             writer.close()
@@ -389,6 +392,7 @@ def print_akoshad(tools: list[Tool], floor: list[Sync]) -> None:
             last = [s for s in t.syncs if s.event == kind][-1:]
             for s in last:
                 print(f"requests of the last {kind} sync ({s.requests}): {s.kinds}")
+        print(f"requests of a run --once that finds nothing changed ({t.idle_kinds})")
         growth = [s.written["wal growth"] for s in floor if s.event == "commit"]
         sent = [s.bytes_up for s in t.syncs if s.event == "commit"]
         goal = [2 * g + 128 * 1024 for g in growth]
