@@ -24,6 +24,19 @@ class CrashLoopResult:
     files_verified: int
 
 
+def referenced_keys(manifest: dict[str, Any]) -> set[str]:
+    """Every object an inline manifest's entries point at: whole objects (format 1), the
+    packs of their chunks and their chunk lists (format 2)."""
+    keys: set[str] = set()
+    for f in manifest["metadata"]["files"]:
+        if "key" in f:
+            keys.add(f["key"])
+        keys |= {c["key"] for c in f.get("chunks", [])}
+        if "chunk_list" in f:
+            keys.add(f["chunk_list"]["key"])
+    return keys
+
+
 def start_writer(store: Path, seed: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, str(WRITER), str(store), str(seed)], stdout=subprocess.PIPE, text=True
@@ -59,8 +72,8 @@ def crash_loop(
             proc.kill()
             proc.wait()
             for m in manifests():  # never a manifest pointing at a missing object
-                for f in m["metadata"]["files"]:
-                    assert object_exists(f["key"]), f["key"]
+                for key in referenced_keys(m):
+                    assert object_exists(key), key
     finally:
         writer.terminate()
         writer.wait(30)
@@ -68,13 +81,13 @@ def crash_loop(
     assert res.returncode == 0, res.stderr
     all_manifests = manifests()
     for m in all_manifests:
-        for f in m["metadata"]["files"]:
-            assert object_exists(f["key"]), f["key"]
+        for key in referenced_keys(m):
+            assert object_exists(key), key
     restored = scratch / "restored"
     restore_into(restored)
     verified = compare(store, restored)
-    staging = state / "staging"
-    assert not staging.exists() or not list(staging.iterdir())
+    for staging in (state / "staging", state / "packs"):
+        assert not staging.exists() or not list(staging.iterdir())
     con = sqlite3.connect(state / "state.db")
     try:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -83,6 +96,7 @@ def crash_loop(
             con.execute("SELECT COUNT(*) FROM uploads WHERE outcome = 'in_progress'").fetchone()[0]
             == 0
         )
+        assert con.execute("SELECT COUNT(*) FROM upload_packs").fetchone()[0] == 0
     finally:
         con.close()
     return CrashLoopResult(cycles=cycles, uploads=len(all_manifests), files_verified=verified)

@@ -114,3 +114,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def stored_where(entry: dict[str, Any]) -> Any:
+    """Where a manifest entry's bytes are: its whole object's key (format 1), its chunks or
+    its chunk list (format 2)."""
+    return entry.get("key") or entry.get("chunks") or entry.get("chunk_list")
+
+
+def changed_paths(old: dict[str, Any] | None, new: dict[str, Any]) -> set[str]:
+    """The paths ``new`` stores anew: absent from ``old`` or stored elsewhere than there
+    (manifests with inline ``metadata.files``)."""
+    before = {e["path"]: stored_where(e) for e in (old or {}).get("metadata", {}).get("files", [])}
+    return {
+        e["path"]
+        for e in new["metadata"]["files"]
+        if e["path"] not in before or before[e["path"]] != stored_where(e)
+    }

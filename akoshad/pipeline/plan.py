@@ -10,6 +10,11 @@ ledger, :func:`plan_upload` decides, without any I/O:
 * which ledger entries are removed (vanished, refused for good, or no longer part of a
   captured group) and which are kept as they are (not looked at this pass);
 * whether anything changed at all (no change: no upload).
+
+It also maps between ledger rows and :class:`~akoshad.storage.stored.StoredFile`, the one
+description of a stored file on the writer side: a row holds a file's chunk identities
+(located through the target's chunk table when a manifest is made) or the whole object of
+a format-1 upload.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from akoshad.manifest.facts import Facts
-from akoshad.manifest.layout import FileEntry
 from akoshad.pipeline.capture.snapshot import (
     Captured,
     CapturedFile,
@@ -28,7 +32,11 @@ from akoshad.pipeline.capture.snapshot import (
     Skipped,
     Vanished,
 )
+from akoshad.pipeline.packing import SentFile
+from akoshad.storage.refs import ChunkRef
+from akoshad.storage.stored import Part, StoredFile, WholeCompression, WholeObject
 from akoshad.store.db import LedgerEntry, QueueItem
+from akoshad.store.records import encode_chunk_ids
 
 
 @dataclass
@@ -120,30 +128,117 @@ def restat(prev: LedgerEntry, f: CapturedFile) -> LedgerEntry:
     )
 
 
-def attempt_record(
-    plan: UploadPlan, to_send: list[tuple[LedgerEntry, CapturedFile]]
-) -> dict[str, Any]:
+def attempt_record(plan: UploadPlan) -> dict[str, Any]:
     """What recovery needs of an attempt: live stat identities, groups, removals, new."""
-    rows = [*plan.reused, *(r for r, _ in to_send)]
+    live = {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r in plan.reused}
+    groups = {r.path: r.group_path for r in plan.reused}
+    for group, f in plan.send:
+        live[f.path] = [f.live.size, f.live.mtime_ns, f.live.ctime_ns, f.live.inode]
+        groups[f.path] = group
     return {
-        "live": {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r in rows},
-        "groups": {r.path: r.group_path for r in rows},
+        "format": 2,
+        "live": live,
+        "groups": groups,
         "removed": plan.removed,
-        "new": [r.path for r, _ in to_send],
+        "new": [f.path for _, f in plan.send],
     }
 
 
-def manifest_entry(row: LedgerEntry) -> FileEntry:
-    """The manifest's entry of a file the upload holds, from its ledger row."""
-    return FileEntry(
+def resolve_ledger(
+    ledger: Mapping[str, LedgerEntry], table: Mapping[str, ChunkRef]
+) -> tuple[dict[str, LedgerEntry], list[LedgerEntry]]:
+    """(rows whose chunks are all in the chunk table, rows that point at a chunk the table
+    no longer has): the latter must never reach a manifest."""
+    usable: dict[str, LedgerEntry] = {}
+    stale: list[LedgerEntry] = []
+    for path, row in ledger.items():
+        try:
+            ok = stored_file(row, table) is not None
+        except ValueError:  # a malformed chunks column
+            ok = False
+        if ok:
+            usable[path] = row
+        else:
+            stale.append(row)
+    return usable, stale
+
+
+def sent_file(sent: SentFile, table: Mapping[str, ChunkRef]) -> StoredFile:
+    """The stored description of a file this upload sent (its chunks located)."""
+    f = sent.captured
+    return StoredFile(
+        path=f.path,
+        kind=f.kind,
+        size=f.size,
+        sha256=sent.sha256,
+        parts=tuple(table[sha] for sha, _ in sent.chunk_ids),
+        mode=f.mode,
+        facts=f.facts,
+    )
+
+
+def stored_file(row: LedgerEntry, table: Mapping[str, ChunkRef]) -> StoredFile | None:
+    """The stored description of a ledger row: its chunks located through ``table`` (the
+    target's chunk table), or its format-1 whole object. None when a chunk is not in the
+    table (the file must be sent again)."""
+    parts: tuple[Part, ...]
+    ids = row.chunk_ids
+    if ids is None:
+        comp: WholeCompression = "gzip" if row.compression == "gzip" else "none"
+        parts = (WholeObject(row.key, row.stored_size, comp, row.size, row.sha256),)
+    else:
+        refs = [table.get(sha) for sha, _ in ids]
+        if any(r is None or r.size != size for r, (_, size) in zip(refs, ids, strict=True)):
+            return None
+        parts = tuple(r for r in refs if r is not None)
+    return StoredFile(
         path=row.path,
-        name=row.name,
-        key=row.key,
+        kind=row.kind,
         size=row.size,
         sha256=row.sha256,
-        stored_size=row.stored_size,
-        compression=row.compression,
-        kind=row.kind,
-        facts=Facts.from_json(row.facts),
+        parts=parts,
         mode=row.mode,
+        facts=Facts.from_json(row.facts),
+        name=row.name if ids is None else "",
+    )
+
+
+def ledger_row(
+    target: str,
+    f: StoredFile,
+    *,
+    group: str,
+    live: LiveStat,
+    upload_id: str,
+) -> LedgerEntry:
+    """The ledger row of a file an upload holds (chunk identities only, or the whole
+    object of a format-1 upload)."""
+    whole = f.whole
+    if whole is not None:
+        parts = whole.key.split("/")  # systems/{system_id}/uploads/{upload_id}/{name}
+        key, stored, comp, chunks = whole.key, whole.stored_size, whole.compression, None
+        name = f.name or parts[-1]
+        upload_id = parts[3] if len(parts) == 5 else upload_id
+    else:
+        key, stored, comp, name = "", f.stored_size, "none", ""
+        chunks = encode_chunk_ids((c.sha256, c.size) for c in f.chunks)
+    return LedgerEntry(
+        target=target,
+        path=f.path,
+        group_path=group,
+        size=f.size,
+        live_size=live.size,
+        mtime_ns=live.mtime_ns,
+        ctime_ns=live.ctime_ns,
+        inode=live.inode,
+        sha256=f.sha256,
+        key=key,
+        name=name,
+        stored_size=stored,
+        compression=comp,
+        kind=f.kind,
+        upload_id=upload_id,
+        facts=None if f.facts is None else f.facts.to_json(),
+        mode=f.mode,
+        chunks=chunks,
     )

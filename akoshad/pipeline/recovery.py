@@ -1,6 +1,7 @@
-"""Finishing what a crash left: uploads whose manifest landed are committed, the objects
-of the others are removed; after a lost state database the ledger is seeded from the
-newest manifest in the target.
+"""Finishing what a crash left: uploads whose manifest landed are committed (ledger and
+chunk table from the manifest), the objects and packs of the others are removed (shared
+documents are left to prune); after a lost state database the ledger and the chunk table
+are seeded from the newest manifest in the target (format 1 or 2).
 """
 
 from __future__ import annotations
@@ -8,19 +9,23 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from loguru import logger
 
 from akoshad.errors import PermanentError, TransientError
 from akoshad.manifest.layout import (
-    FileEntry,
     ManifestError,
-    entries_of,
+    in_future,
     manifest_key,
     upload_prefix,
+    validate_manifest,
 )
-from akoshad.store.db import LedgerEntry, StateDB
+from akoshad.pipeline.capture.files import LiveStat
+from akoshad.pipeline.plan import ledger_row
+from akoshad.storage.stored import StoredFile
+from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
 
 
@@ -36,11 +41,12 @@ class Discarder:
         """An upload went through: the next cleanup failure is news again."""
         self._failing = False
 
-    async def discard(self, target: Target, upload_id: str) -> None:
-        """Delete the objects of a failed or interrupted upload (best effort)."""
+    async def discard(self, target: Target, upload_id: str, packs: Sequence[str] = ()) -> None:
+        """Delete the objects of a failed or interrupted upload, and ``packs`` (its packs
+        no committed chunk lives in); best effort."""
         prefix = upload_prefix(self.system_id, upload_id)
         try:
-            keys = [k async for k in target.list_keys(prefix)]
+            keys = [k async for k in target.list_keys(prefix)] + list(packs)
             if keys:
                 await target.delete_keys(keys)
         except (TransientError, PermanentError) as exc:
@@ -51,6 +57,16 @@ class Discarder:
             logger.log(level, "could not remove objects of failed upload {}: {}", upload_id, exc)
             return
         self._failing = False
+
+
+async def discard_attempt(
+    state: StateDB, discarder: Discarder, target: Target, upload_id: str
+) -> None:
+    """Remove what a lost attempt wrote: its upload folder and the packs it sealed that no
+    chunk-table row references; its pack records go (prune sweeps what is left)."""
+    packs = await state.orphan_packs(target.name, upload_id)
+    await discarder.discard(target, upload_id, packs)
+    await state.transaction(lambda c: StateDB.forget_upload_packs(c, upload_id))
 
 
 class Recovery:
@@ -72,30 +88,12 @@ class Recovery:
                 continue
             key = manifest_key(self.system_id, upload_id)
             manifest = await _read_json(target, key)
-            if manifest is not None:
-                entries = entries_of(manifest)
-                live = plan.get("live", {})
-                groups = plan.get("groups", {})
-                ledger_rows = [
-                    _ledger_row(
-                        target_name, e, groups.get(e.path, e.path), live.get(e.path), upload_id
-                    )
-                    for e in entries
-                    if e.path in live
-                ]
-                await self.state.transaction(
-                    functools.partial(
-                        _commit_recovered,
-                        target=target_name,
-                        rows=ledger_rows,
-                        removed=list(plan.get("removed", [])),
-                        upload_id=upload_id,
-                        files=len(plan.get("new", [])),
-                    )
-                )
+            files = None if manifest is None else await self._files(target, manifest)
+            if files is not None:
+                await self._commit_recovered(target_name, upload_id, plan, files)
                 logger.info("recovered upload {} (its manifest had landed)", upload_id)
             else:
-                await self.discarder.discard(target, upload_id)
+                await discard_attempt(self.state, self.discarder, target, upload_id)
                 await self.state.transaction(
                     functools.partial(
                         StateDB.finish_upload,
@@ -106,75 +104,105 @@ class Recovery:
                 )
                 logger.info("discarded the objects of interrupted upload {}", upload_id)
 
+    async def _files(self, target: Target, manifest: dict[str, Any]) -> list[StoredFile] | None:
+        """The files of a landed manifest (index parts and chunk lists read), or None when
+        it cannot be read whole (the attempt is then discarded)."""
+        from akoshad.storage.format2_read import read_entries
+
+        try:
+            return await read_entries(target, manifest, system_id=self.system_id)
+        except ManifestError as exc:
+            logger.warning("manifest of an interrupted upload is unreadable: {}", exc)
+            return None
+
+    async def _commit_recovered(
+        self, target: str, upload_id: str, plan: dict[str, Any], files: list[StoredFile]
+    ) -> None:
+        live = plan.get("live", {})
+        groups = plan.get("groups", {})
+        rows = [
+            ledger_row(
+                target,
+                f,
+                group=groups.get(f.path, f.path),
+                live=_live(live.get(f.path), f.size),
+                upload_id=upload_id,
+            )
+            for f in files
+            if f.path in live
+        ]
+        chunks = [c for f in files for c in f.chunks]
+        removed = list(plan.get("removed", []))
+        new = len(plan.get("new", []))
+
+        def commit(c: sqlite3.Connection) -> None:
+            StateDB.write_ledger(c, target, rows, removed)
+            StateDB.write_chunks(c, target, chunks)
+            StateDB.forget_upload_packs(c, upload_id)
+            StateDB.finish_upload(c, upload_id=upload_id, outcome="completed", files=new)
+
+        await self.state.transaction(commit)
+
     async def rebuild_ledger(self, target: Target) -> int:
         """After a lost state database: seed the ledger from the newest manifest in the
         target. Stat identities are unknown, so reconcile hashes every file and uploads
         only what differs. Returns the number of entries restored."""
-        from akoshad.manifest.read import newest_valid_manifest
-
         try:
-            found = await newest_valid_manifest(target, self.system_id)
+            found = await self._newest_files(target)
         except (TransientError, PermanentError) as exc:
             logger.warning("could not read earlier manifests from {}: {}", target.name, exc)
             return 0
         if found is None:
             return 0
-        upload_id, manifest = found
-        entries = entries_of(manifest)
-        groups = {e.path for e in entries}
+        upload_id, files = found
+        paths = {f.path for f in files}
         rows = [
-            _ledger_row(
+            ledger_row(
                 target.name,
-                e,
-                e.path[: -len(".wal")]
-                if e.kind == "duckdb-wal" and e.path[: -len(".wal")] in groups
-                else e.path,
-                [-1, 0, 0, 0],
-                upload_id,
+                f,
+                group=_group_of(f, paths),
+                live=LiveStat(-1, 0, 0, 0),
+                upload_id=upload_id,
             )
-            for e in entries
+            for f in files
         ]
-        await self.state.transaction(lambda c: StateDB.write_ledger(c, target.name, rows, []))
+        chunks = [c for f in files for c in f.chunks]
+
+        def seed(c: sqlite3.Connection) -> None:
+            StateDB.write_ledger(c, target.name, rows, [])
+            StateDB.write_chunks(c, target.name, chunks)
+
+        await self.state.transaction(seed)
         return len(rows)
 
+    async def _newest_files(self, target: Target) -> tuple[str, list[StoredFile]] | None:
+        """The newest upload not dated in the future whose manifest (format 1 or 2) reads
+        whole, with its files; a malformed newer one is skipped with a warning."""
+        from akoshad.manifest.read import list_uploads
 
-def _commit_recovered(
-    c: sqlite3.Connection,
-    *,
-    target: str,
-    rows: list[LedgerEntry],
-    removed: list[str],
-    upload_id: str,
-    files: int,
-) -> None:
-    StateDB.write_ledger(c, target, rows, removed)
-    StateDB.finish_upload(c, upload_id=upload_id, outcome="completed", files=files)
+        for upload_id in reversed(await list_uploads(target, self.system_id)):
+            if in_future(upload_id):
+                logger.warning("ignoring upload {}: it is dated in the future", upload_id)
+                continue
+            manifest = await _read_json(target, manifest_key(self.system_id, upload_id))
+            problems = [] if manifest is None else validate_manifest(manifest, now=None)
+            problems = [p for p in problems if "uploaded_at is out of range" not in p]
+            files = None if manifest is None or problems else await self._files(target, manifest)
+            if files is not None:
+                return upload_id, files
+            logger.warning("ignoring upload {}: its manifest is unreadable or invalid", upload_id)
+        return None
 
 
-def _ledger_row(
-    target: str, e: FileEntry, group: str, live: list[int] | None, upload_id: str
-) -> LedgerEntry:
-    live_size, mtime_ns, ctime_ns, inode = live or [e.size, 0, 0, 0]
-    parts = e.key.split("/")  # systems/{system_id}/uploads/{upload_id}/{name}
-    return LedgerEntry(
-        target=target,
-        path=e.path,
-        group_path=group,
-        size=e.size,
-        live_size=live_size,
-        mtime_ns=mtime_ns,
-        ctime_ns=ctime_ns,
-        inode=inode,
-        sha256=e.sha256,
-        key=e.key,
-        name=e.name,
-        stored_size=e.stored_size,
-        compression=e.compression,
-        kind=e.kind,
-        upload_id=parts[3] if len(parts) == 5 else upload_id,
-        facts=None if e.facts is None else e.facts.to_json(),
-        mode=e.mode,
-    )
+def _group_of(f: StoredFile, paths: set[str]) -> str:
+    """The capture group of a file: a DuckDB WAL belongs to its database."""
+    base = f.path[: -len(".wal")]
+    return base if f.kind == "duckdb-wal" and base in paths else f.path
+
+
+def _live(live: list[int] | None, size: int) -> LiveStat:
+    live_size, mtime_ns, ctime_ns, inode = live or [size, 0, 0, 0]
+    return LiveStat(live_size, mtime_ns, ctime_ns, inode)
 
 
 async def _read_json(target: Target, key: str) -> dict[str, Any] | None:

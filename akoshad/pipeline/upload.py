@@ -1,10 +1,13 @@
-"""One upload: a pass's captures -> objects -> ``manifest.json`` last -> commit.
+"""One upload: a pass's captures -> packs -> documents -> ``manifest.json`` last -> commit.
 
-Each upload is a point-in-time snapshot of the whole store: files that changed (by
-SHA-256 against the ledger) are written as new objects, unchanged ones point at the
-objects of earlier, completed uploads. Objects first, ``manifest.json`` last, then the
-ledger, the history and the queue in one state transaction. The attempt is persisted
-before any byte is sent, so a crash is recovered at the next start.
+Each upload is a point-in-time snapshot of the whole store in bucket format 2: files that
+changed (by SHA-256 against the ledger) are cut into chunks, and the chunks the target does
+not hold yet are sent in packs (``packing``); unchanged files keep pointing at their chunks
+(or, after an upgrade, at the whole objects of earlier format-1 uploads). Packs first, then
+the shared documents (index parts, chunk lists) and ``memories.json``, ``manifest.json``
+last, then the ledger, the chunk table, the history and the queue in one state
+transaction. The attempt is persisted before any byte is sent (its packs as they are
+sealed), so a crash is recovered at the next start.
 """
 
 from __future__ import annotations
@@ -12,38 +15,44 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from loguru import logger
 
 from akoshad.backoff import half_jitter_delay
-from akoshad.compress import choose_compression
 from akoshad.errors import PermanentError, TransientError
 from akoshad.manifest.layout import (
-    build_manifest,
+    ManifestError,
     encode_manifest,
     manifest_key,
     new_upload_id,
-    object_name,
     upload_prefix,
 )
 from akoshad.names import MEMORIES_NAME
-from akoshad.pipeline.capture.snapshot import (
-    CapturedFile,
-    CaptureResult,
-    Snapshotter,
+from akoshad.pipeline.capture.snapshot import CaptureResult, Snapshotter
+from akoshad.pipeline.packing import PackSender, SentFile, clear_staging, fresh_staging
+from akoshad.pipeline.plan import (
+    UploadPlan,
+    attempt_record,
+    ledger_row,
+    plan_upload,
+    resolve_ledger,
+    sent_file,
+    stored_file,
 )
-from akoshad.pipeline.plan import UploadPlan, attempt_record, manifest_entry, plan_upload
-from akoshad.pipeline.recovery import Discarder
+from akoshad.pipeline.recovery import Discarder, discard_attempt
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import ExtraObject, MemoriesJson
 from akoshad.pipeline.stats import Stats
+from akoshad.storage.documents import DOCUMENT_CONTENT_TYPE
+from akoshad.storage.format2 import build_manifest2, missing_documents
+from akoshad.storage.refs import ChunkRef
+from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
-from akoshad.targets.base import StoredObject, Target
+from akoshad.targets.base import Target
 
-# files sent at once: a small file is one request, bound by latency; big ones share the
-# target's own bounds (S3: parts in flight, connection pool, memory budget)
-UPLOAD_CONCURRENCY = 16
+DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
 RETRY_CAP_SECONDS = 300.0
 PERMANENT_RETRY_SECONDS = 300.0
 
@@ -63,6 +72,7 @@ class Uploader:
         snapshotter: Snapshotter,
         system_id: str,
         stats: Stats,
+        staging_dir: Path,
         enable_compression: bool = True,
         enable_deduplication: bool = True,
         retry_backoff_seconds: float = 2.0,
@@ -75,6 +85,7 @@ class Uploader:
         self.enable_deduplication = enable_deduplication
         self.retry_backoff = retry_backoff_seconds
         self.discarder = Discarder(system_id)
+        self.staging_dir = staging_dir  # private pack files of the upload being sent
 
     async def upload(
         self,
@@ -86,7 +97,17 @@ class Uploader:
         memories_json: MemoriesJson | None = None,
     ) -> None:
         """Plan the upload of a pass's captures, send it, commit it (or fail it whole)."""
-        plan = plan_upload(results, items, ledger, deduplicate=self.enable_deduplication)
+        table = await self.state.chunks_of(target.name)
+        usable, stale = resolve_ledger(ledger, table)
+        claimed = {r.group for r in results}
+        lost = [e for e in stale if e.group_path not in claimed]
+        if lost:
+            await self._lost_chunks(target, lost, items, report)
+            return
+        plan = plan_upload(results, items, usable, deduplicate=self.enable_deduplication)
+        sending = {f.path for _, f in plan.send}
+        plan.removed.extend(e.path for e in stale if e.path not in sending)
+        plan.changed = plan.changed or bool(stale)
         report.deleted.extend(plan.deleted)
         report.skipped.update(plan.skipped)
         report.retrying.update(plan.retrying)
@@ -96,27 +117,42 @@ class Uploader:
             return
 
         upload_id = new_upload_id(after=await self.state.latest_upload_id())
-        to_send = await self._rows_to_send(target, plan, upload_id)
-        await self.state.begin_upload(
-            upload_id, target.name, target.name, attempt_record(plan, to_send)
-        )
+        await self.state.begin_upload(upload_id, target.name, target.name, attempt_record(plan))
         report.upload_id = upload_id
-        # every entry of this upload that points at an earlier upload's object: files not
-        # looked at (unchanged on disk) and captured files whose SHA-256 was unchanged
+        # every entry of this upload that points at an earlier upload's chunks or object:
+        # files not looked at (unchanged on disk) and captured files whose SHA-256 was unchanged
         report.deduplicated = len(plan.kept) + len(plan.reused)
-        extras: list[ExtraObject] = []
+        attempt = _Attempt(upload_id, plan, table)
         try:
-            sent_rows, extras = await self._send_all(
-                target, upload_id, plan, to_send, report, memories_json
-            )
+            await self._send_all(target, attempt, report, memories_json)
         except _SendFailed as failed:
             if memories_json is not None and failed.extras:
                 memories_json.failed(upload_id)
             await self._failed(target, upload_id, items, failed.error, report)
             return
-        await self._commit(target, upload_id, plan, sent_rows, report)
-        if memories_json is not None and extras:
+        await self._commit(target, attempt, report)
+        if memories_json is not None and attempt.extras:
             await memories_json.committed(upload_id)
+
+    async def _lost_chunks(
+        self, target: Target, lost: list[LedgerEntry], items: list[QueueItem], report: PassReport
+    ) -> None:
+        """Ledger rows whose chunks are no longer in the chunk table (a pack was pruned)
+        and whose files were not captured this pass: no manifest may point at them. Their
+        rows go, their files are queued to be sent again from a fresh capture, and this
+        pass is tried again right after."""
+        message = (
+            f"{len(lost)} file(s) point at chunks no longer in {target.name} "
+            f"(e.g. {lost[0].path}): sending them again"
+        )
+        paths = [e.path for e in lost]
+        await self.state.transaction(lambda c: StateDB.write_ledger(c, target.name, [], paths))
+        now = time.time()
+        for group in sorted({e.group_path for e in lost}):
+            await self.state.requeue(group, now, message)
+        await self.state.release(items, retry_at=now, error=message)
+        report.error = message
+        logger.warning(message)
 
     async def _refresh(self, target: Target, plan: UploadPlan, report: PassReport) -> None:
         """Nothing changed (at most new skips of files never uploaded): refresh the stat
@@ -132,112 +168,117 @@ class Uploader:
         self.stats.counters.deduplicated += report.deduplicated
         await self._finish_items(plan.done, plan.retry, report)
 
-    async def _rows_to_send(
-        self, target: Target, plan: UploadPlan, upload_id: str
-    ) -> list[tuple[LedgerEntry, CapturedFile]]:
-        """The ledger rows of the files to send: encoding chosen, object names taken."""
-        own_prefix = upload_prefix(self.system_id, upload_id)
-        taken: set[str] = set()
-        out: list[tuple[LedgerEntry, CapturedFile]] = []
-        for group, f in plan.send:
-            compression = await asyncio.to_thread(
-                choose_compression, f.staged, self.enable_compression
-            )
-            name = object_name(f.path, compression, taken)
-            row = LedgerEntry(
-                target=target.name,
-                path=f.path,
-                group_path=group,
-                size=f.size,
-                live_size=f.live.size,
-                mtime_ns=f.live.mtime_ns,
-                ctime_ns=f.live.ctime_ns,
-                inode=f.live.inode,
-                sha256=f.sha256 or "",  # unhashed in-place files: hashed while sent
-                key=own_prefix + name,
-                name=name,
-                stored_size=-1,
-                compression=compression,
-                kind=f.kind,
-                upload_id=upload_id,
-                facts=None if f.facts is None else f.facts.to_json(),
-                mode=f.mode,
-            )
-            out.append((row, f))
-        return out
-
     async def _send_all(
         self,
         target: Target,
-        upload_id: str,
-        plan: UploadPlan,
-        to_send: list[tuple[LedgerEntry, CapturedFile]],
+        attempt: _Attempt,
         report: PassReport,
         memories_json: MemoriesJson | None,
-    ) -> tuple[list[LedgerEntry], list[ExtraObject]]:
-        """Objects, then the extra objects, then ``manifest.json`` last. Raises
-        ``_SendFailed`` (carrying the extras made) when the upload is lost."""
-        own_prefix = upload_prefix(self.system_id, upload_id)
-        extras: list[ExtraObject] = []
+    ) -> None:
+        """Packs (and the extra objects, made meanwhile), then the documents, then
+        ``manifest.json`` last. Raises ``_SendFailed`` (carrying the extras made) when the
+        upload is lost."""
+        staging = await asyncio.to_thread(fresh_staging, self.staging_dir)
+        sender = PackSender(
+            target=target,
+            state=self.state,
+            upload_id=attempt.upload_id,
+            system_id=self.system_id,
+            staging_dir=staging,
+            known=attempt.table,
+            stats=self.stats,
+            report=report,
+            compression=self.enable_compression,
+            deduplicate=self.enable_deduplication,
+        )
+        plan = attempt.plan
         try:
             # the extra objects (memories.json: a thread's work) are made while files go
             # out; both are awaited to their end
             sent, made = await asyncio.gather(
-                self._send_objects(target, to_send, report),
-                memories_json.build(plan.captured, upload_id) if memories_json else _no_extras(),
+                sender.send(plan.send),
+                memories_json.build(plan.captured, attempt.upload_id)
+                if memories_json
+                else _no_extras(),
                 return_exceptions=True,
             )
             if not isinstance(made, BaseException):
-                extras = made
+                attempt.extras = made
             if isinstance(sent, BaseException):
                 raise sent
             if isinstance(made, BaseException):
                 raise made
-            for _, captured_file in to_send:
-                if captured_file.in_place and not await asyncio.to_thread(
-                    captured_file.still_as_captured
-                ):
-                    raise TransientError(
-                        f"{captured_file.path} changed while it was being uploaded"
-                    )
-            for extra in extras:  # streamed from its file: never whole in memory
-                put = await target.put_file(own_prefix + extra.name, extra.path, "none")
-                report.bytes_sent += put.bytes_sent
-            entries = [manifest_entry(r) for r in [*plan.kept, *plan.reused, *sent]]
-            manifest = build_manifest(
-                system_id=self.system_id,
-                upload_id=upload_id,
-                entries=entries,
-                skipped={**await self.state.skipped(), **report.skipped},
-                conversation_count=sum(x.conversation_count for x in extras),
-                has_memories=any(x.name == MEMORIES_NAME for x in extras),
-            )
-            report.bytes_sent += await target.put_bytes(
-                manifest_key(self.system_id, upload_id),
-                encode_manifest(manifest),
-                "application/json",
-            )
+            attempt.new_refs = sender.new_refs
+            await self._put_manifest(target, attempt, sent, report)
         except (TransientError, PermanentError, OSError) as exc:
-            raise _SendFailed(exc, extras) from exc
-        return sent, extras
+            raise _SendFailed(exc, attempt.extras) from exc
+        finally:
+            await asyncio.to_thread(clear_staging, staging)
 
-    async def _commit(
-        self,
-        target: Target,
-        upload_id: str,
-        plan: UploadPlan,
-        sent_rows: list[LedgerEntry],
-        report: PassReport,
+    async def _put_manifest(
+        self, target: Target, attempt: _Attempt, sent: list[SentFile], report: PassReport
     ) -> None:
-        """The manifest landed: ledger, history and skips in one transaction, then the
-        counters move and the queue rows finish."""
+        """The sent files' rows, then the extras, the documents and the manifest (last)."""
+        table = {**attempt.table, **attempt.new_refs}
+        files: list[StoredFile] = []
+        for s in sent:
+            f = sent_file(s, table)
+            files.append(f)
+            attempt.rows.append(
+                ledger_row(
+                    target.name, f, group=s.group, live=s.captured.live, upload_id=attempt.upload_id
+                )
+            )
+        for row in [*attempt.plan.kept, *attempt.plan.reused]:
+            stored = stored_file(row, table)
+            if stored is None:  # resolve_ledger let only resolvable rows through
+                raise TransientError(f"{row.path}: its chunks are not in the chunk table")
+            files.append(stored)
+        own_prefix = upload_prefix(self.system_id, attempt.upload_id)
+        for extra in attempt.extras:  # streamed from its file: never whole in memory
+            put = await target.put_file(own_prefix + extra.name, extra.path, "none")
+            report.bytes_sent += put.bytes_sent
+        skipped = {**await self.state.skipped(), **report.skipped}
+        known = await self.state.known_documents(target.name)
+        try:
+            built = await asyncio.to_thread(
+                build_manifest2,
+                system_id=self.system_id,
+                upload_id=attempt.upload_id,
+                files=files,
+                skipped=skipped,
+                known_documents=known or frozenset(),
+                conversation_count=sum(x.conversation_count for x in attempt.extras),
+                has_memories=any(x.name == MEMORIES_NAME for x in attempt.extras),
+            )
+        except ManifestError as exc:
+            raise PermanentError(f"the manifest cannot be made: {exc}") from None
+        attempt.documents = built.document_keys
+        documents = built.documents
+        earlier = attempt.plan.kept or attempt.plan.reused  # else all new: nothing to ask
+        if known is None and documents and earlier:  # not known: a HEAD each, not a PUT
+            documents = await missing_documents(target, documents)
+        report.bytes_sent += await put_documents(target, documents)
+        report.bytes_sent += await target.put_bytes(
+            manifest_key(self.system_id, attempt.upload_id),
+            encode_manifest(built.manifest),
+            "application/json",
+        )
+
+    async def _commit(self, target: Target, attempt: _Attempt, report: PassReport) -> None:
+        """The manifest landed: ledger, chunk table, documents, history and skips in one
+        transaction, then the counters move and the queue rows finish."""
+        plan, sent_rows = attempt.plan, attempt.rows
         report.files_uploaded = [r.path for r in sent_rows]
 
         def commit(c: sqlite3.Connection) -> None:
             StateDB.write_ledger(c, target.name, [*plan.reused, *sent_rows], plan.removed)
+            StateDB.write_chunks(c, target.name, attempt.new_refs.values())
+            StateDB.set_documents(c, target.name, attempt.documents)
+            StateDB.forget_upload_packs(c, attempt.upload_id)
             StateDB.finish_upload(
                 c,
-                upload_id=upload_id,
+                upload_id=attempt.upload_id,
                 outcome="completed",
                 files=len(sent_rows),
                 bytes_sent=report.bytes_sent,
@@ -256,52 +297,13 @@ class Uploader:
         await self._finish_items(plan.done, plan.retry, report)
         logger.info(
             "upload {} to {}: {} file(s) sent, {} unchanged, {} deleted, {} bytes",
-            upload_id,
+            attempt.upload_id,
             target.name,
             len(sent_rows),
             report.deduplicated,
             len(report.deleted),
             report.bytes_sent,
         )
-
-    async def _send_objects(
-        self,
-        target: Target,
-        to_send: list[tuple[LedgerEntry, CapturedFile]],
-        report: PassReport,
-    ) -> list[LedgerEntry]:
-        sem = asyncio.Semaphore(UPLOAD_CONCURRENCY)
-        failure: list[BaseException] = []
-
-        async def one(row: LedgerEntry, captured: CapturedFile) -> LedgerEntry:
-            async with sem:
-                if failure:  # one put failed: the upload is lost, start no more
-                    raise failure[0]
-                self.stats.in_flight += 1
-                try:
-                    stored = await _put_checked(target, row, captured)
-                except BaseException as exc:
-                    failure.append(exc)
-                    raise
-                finally:
-                    self.stats.in_flight -= 1
-            report.bytes_uploaded += row.size
-            report.bytes_sent += stored.bytes_sent
-            self.stats.progressed()
-            return replace(
-                row,
-                sha256=stored.sha256,
-                stored_size=stored.stored_size,
-                compression=stored.compression,
-            )
-
-        # Every put is awaited to its end, also when one fails: a put running in a worker
-        # thread cannot be cancelled, and its object must not land after the cleanup.
-        results = await asyncio.gather(*(one(r, f) for r, f in to_send), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return [r for r in results if isinstance(r, LedgerEntry)]
 
     async def _failed(
         self,
@@ -318,7 +320,7 @@ class Uploader:
         self.stats.counters.failures += 1
         self.stats.target(target.name).failed(message)
         await self.state.fail_upload(upload_id, message)
-        await self.discarder.discard(target, upload_id)
+        await discard_attempt(self.state, self.discarder, target, upload_id)
         attempts = max(i.attempts for i in items)
         delay = PERMANENT_RETRY_SECONDS if permanent else retry_delay(attempts, self.retry_backoff)
         if isinstance(exc, TransientError) and exc.retry_after:
@@ -342,15 +344,32 @@ class Uploader:
         self.stats.progressed()
 
 
-async def _put_checked(target: Target, row: LedgerEntry, captured: CapturedFile) -> StoredObject:
-    """Send one file. The receipt's SHA-256 (taken by the target in the pass that sends the
-    file) is the hash of an unhashed (in-place) capture; for a hashed one it must equal the
-    capture's, or the bytes sent are not the bytes captured (the upload fails and is tried
-    again)."""
-    stored = await target.put_file(row.key, captured.staged, row.compression)
-    if captured.sha256 is not None and stored.sha256 != captured.sha256:
-        raise TransientError(f"{captured.path} changed between its capture and its upload")
-    return stored
+@dataclass
+class _Attempt:
+    """One upload being made: its plan, what it sent and made."""
+
+    upload_id: str
+    plan: UploadPlan
+    table: dict[str, ChunkRef]  # the target's chunk table when the attempt began
+    new_refs: dict[str, ChunkRef] = field(default_factory=dict)
+    rows: list[LedgerEntry] = field(default_factory=list)  # of the files sent
+    extras: list[ExtraObject] = field(default_factory=list)
+    documents: frozenset[str] = frozenset()
+
+
+async def put_documents(target: Target, documents: list[tuple[str, bytes]]) -> int:
+    """PUT the shared documents (a few at once, each awaited); the bytes sent."""
+    gate = asyncio.Semaphore(DOCUMENTS_IN_FLIGHT)
+
+    async def one(key: str, data: bytes) -> int:
+        async with gate:
+            return await target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
+
+    results = await asyncio.gather(*(one(k, d) for k, d in documents), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return sum(r for r in results if isinstance(r, int))
 
 
 class _SendFailed(Exception):

@@ -74,11 +74,13 @@ async def offline(settings: Settings) -> AsyncIterator[Offline]:
 
 
 async def reseed_ledger(state: StateDB, system_id: str, target: Target) -> int:
-    """Forget the ledger of ``target`` and seed it from the newest upload in it. Returns the
-    entries known. A crash in between leaves an empty ledger: everything is sent again."""
+    """Forget the ledger of ``target`` (and its chunk table: another owner may have pruned
+    since) and seed it from the newest upload in it. Returns the entries known. A crash in
+    between leaves an empty ledger: everything is sent again."""
 
     def forget(c: sqlite3.Connection) -> None:
         StateDB.write_ledger(c, target.name, [], list(StateDB.ledger_rows(c, target.name)))
+        StateDB.forget_target_chunks(c, target.name)
 
     await state.transaction(forget)
     return await Recovery(state, system_id, Discarder(system_id)).rebuild_ledger(target)

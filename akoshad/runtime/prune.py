@@ -6,9 +6,12 @@ with ``storage.prune_exec.run_prune``: the uploads the ``retention:`` policy dro
 their manifests first, then every object no kept upload references is deleted. It runs
 only on the owner of the system id (checked against the target right before), under the
 daemon's pass lock (no upload is in progress meanwhile; uploads interrupted by a crash are
-left alone for a day), or, without a daemon, under the state directory's lock. The keys
-this machine's ledger points at are protected as well: the next upload points at them (they
-are all referenced by the newest upload, which is always kept).
+left alone for a day), or, without a daemon, under the state directory's lock. The whole
+objects of format-1 uploads this machine's ledger points at are protected as well (the next
+upload points at them); packs are not (a repack must be able to replace them): the chunk
+table follows them through the hooks (``ledger_hooks``: a pack's chunks are forgotten before
+it is deleted, moved chunks get their new locations), and the known documents are forgotten
+after a prune, so the next upload writes its index parts and chunk lists again.
 
 ``retention.enabled: false`` keeps everything: nothing is read or deleted. The outcome of
 each prune (not of a dry run) is kept in the state as ``last_prune`` ``{at, ok,
@@ -33,6 +36,7 @@ from akoshad.pipeline.ownership import OwnerGate
 from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.periodic import TICK, run_periodic
 from akoshad.storage.owner import NotOwner
+from akoshad.storage.refs import ChunkRef
 from akoshad.store.db import StateDB
 from akoshad.targets import Target
 
@@ -70,10 +74,20 @@ def last_prune(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _no_packs(pack_key: str) -> None:
-    """The ledger's chunk table would forget this pack's chunks here. Uploads are whole
-    objects (format 1) so far: the ledger knows no pack."""
-    logger.debug("prune deletes pack {}", pack_key)
+def ledger_hooks(state: StateDB, target: str) -> PruneHooks:
+    """The prune hooks that keep the chunk table true: a pack's chunks are forgotten before
+    the pack is deleted (no new upload dedupes against it), and chunks a repack moved get
+    their new locations (ledger rows hold chunk identities only, so they follow)."""
+    from akoshad.storage.prune_exec import PruneHooks
+
+    async def forget_pack(pack_key: str) -> None:
+        n = await state.forget_pack(target, pack_key)
+        logger.debug("prune deletes pack {} ({} chunk(s) forgotten)", pack_key, n)
+
+    async def record_chunks(refs: list[ChunkRef]) -> None:
+        await state.record_chunks(target, refs)
+
+    return PruneHooks(forget_pack=forget_pack, record_chunks=record_chunks)
 
 
 async def prune_target(
@@ -89,7 +103,7 @@ async def prune_target(
     result of ``prune --json``. Raises :class:`NotOwner` (nothing done) when another
     machine owns the system id; any other failure is in the result (``ok`` false,
     ``problems``), and what was done so far leaves every kept upload restorable."""
-    from akoshad.storage.prune_exec import PruneHooks, run_prune
+    from akoshad.storage.prune_exec import run_prune
     from akoshad.storage.prune_load import PruneError
 
     policy = settings.retention
@@ -116,16 +130,23 @@ async def prune_target(
             staging_dir=settings.state_dir,
             dry_run=dry_run,
             ownership=await gate.ownership(target),
-            hooks=hooks or PruneHooks(forget_pack=_no_packs),
+            hooks=hooks or ledger_hooks(state, target.name),
             in_progress=in_progress,
-            protected={e.key for e in ledger.values() if e.key},
+            # whole objects of format-1 uploads the next upload points at; packs are not
+            # protected (a repack must be able to replace them): the chunk table follows
+            # them through the hooks, and the newest upload, always kept, references them
+            protected={e.key for e in ledger.values() if e.key and e.chunks is None},
             finished=finished,
         )
     except NotOwner:
         raise
     except (PruneError, TransientError, PermanentError, OSError) as exc:
         result.update(ok=False, problems=[str(exc)])
+        if not dry_run:
+            await state.forget_documents(target.name)
     else:
+        if not dry_run:  # documents may have been replaced: the next upload writes its own
+            await state.forget_documents(target.name)
         result.update(done.to_json())
         problems = [f"a kept upload references {key}, which is missing" for key in done.missing]
         result.update(ok=not problems, problems=problems)

@@ -36,6 +36,7 @@ from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.health_watch import HealthWatch
+from akoshad.runtime.leftovers import PACK_STAGING_DIR
 from akoshad.runtime.pass_metrics import PassMetrics, make_metrics
 from akoshad.runtime.prune import PruneScheduler
 from akoshad.runtime.webhooks import WebhookSink
@@ -213,6 +214,7 @@ def build(
         snapshotter=snapshotter,
         system_id=cs.system_id,
         stats=stats,
+        staging_dir=settings.state_dir / PACK_STAGING_DIR,
         enable_compression=cs.enable_compression,
         enable_deduplication=cs.enable_deduplication,
         retry_backoff_seconds=cs.retry_backoff_seconds,

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from akoshad.errors import AkoshadError
 from akoshad.store.base import StoreBase
+from akoshad.store.chunks import CHUNKS_SCHEMA, ChunkOps
 from akoshad.store.ledger import LedgerOps
 from akoshad.store.memories import MemoryOps
 from akoshad.store.queue import QueueOps
@@ -127,6 +128,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE ledger ADD COLUMN mode INTEGER;
     """,
+    # 4 -> 5: bucket format 2. A chunked file's ledger row lists its chunks (JSON of
+    # [sha256, size] pairs; NULL for a format-1 whole object); the chunk table locates
+    # each chunk stored in a target; the packs an upload in progress sealed.
+    CHUNKS_SCHEMA,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -178,7 +183,7 @@ def read_ledger(path: Path, target: str) -> LedgerView | None:
     return LedgerView(last, rows)
 
 
-class StateDB(QueueOps, LedgerOps, MemoryOps):
+class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):
     """Async facade over one SQLite connection living in a dedicated thread."""
 
     def __init__(self, path: Path) -> None:

@@ -62,6 +62,7 @@ class LedgerOps(StoreBase):
                     e.upload_id,
                     e.facts,
                     e.mode,
+                    e.chunks,
                 )
                 for e in entries
             ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from akoshad.compress import Compression
@@ -31,6 +33,14 @@ class LedgerEntry:
     upload_id: str
     facts: str | None = None  # capture facts as JSON (``capture_facts.Facts.to_json``)
     mode: int | None = None  # permission bits at capture; None when not known
+    # format 2: the file's chunks in order, JSON of [sha256, size] pairs (``chunk_ids``);
+    # None for a whole object of a format-1 upload (``key``/``stored_size``/``compression``)
+    chunks: str | None = None
+
+    @property
+    def chunk_ids(self) -> list[tuple[str, int]] | None:
+        """The file's chunks as (sha256, size) in order, or None for a whole object."""
+        return None if self.chunks is None else decode_chunk_ids(self.chunks)
 
 
 @dataclass(frozen=True)
@@ -65,8 +75,29 @@ class UploadRecord:
 
 _LEDGER_COLS = (
     "target, path, group_path, size, live_size, mtime_ns, ctime_ns, inode, sha256, key, name, "
-    "stored_size, compression, kind, upload_id, facts, mode"
+    "stored_size, compression, kind, upload_id, facts, mode, chunks"
 )
+
+
+def encode_chunk_ids(ids: Iterable[tuple[str, int]]) -> str:
+    """The ledger's ``chunks`` column: compact JSON of [sha256, size] pairs."""
+    return json.dumps([[sha, size] for sha, size in ids], separators=(",", ":"))
+
+
+def decode_chunk_ids(text: str) -> list[tuple[str, int]]:
+    """The (sha256, size) pairs of a ledger ``chunks`` column; ValueError when malformed."""
+    raw = json.loads(text)
+    if not isinstance(raw, list):
+        raise ValueError("chunks is not a list")
+    out: list[tuple[str, int]] = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise ValueError("a chunk is not a [sha256, size] pair")
+        sha, size = item
+        if not isinstance(sha, str) or isinstance(size, bool) or not isinstance(size, int):
+            raise ValueError("a chunk is not a [sha256, size] pair")
+        out.append((sha, size))
+    return out
 
 
 def _scrub(error: str | None) -> str | None:

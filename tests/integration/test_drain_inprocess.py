@@ -88,7 +88,12 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     stats = Stats()
     snapshotter = Snapshotter(store, tmp_path / "state" / "staging")
     uploader = Uploader(
-        state=state, snapshotter=snapshotter, system_id=SYSTEM, stats=stats, retry_backoff_seconds=1
+        state=state,
+        snapshotter=snapshotter,
+        system_id=SYSTEM,
+        stats=stats,
+        staging_dir=tmp_path / "state" / "packs",
+        retry_backoff_seconds=1,
     )
     clock = Clock()
     drain = Drain(

@@ -7,20 +7,24 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import akoshad.pipeline.capture.snapshot as snapshot
+import akoshad.pipeline.packing as packing
 from akoshad.errors import TransientError
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
 from akoshad.pipeline.drain import Drain
+from akoshad.pipeline.plan import stored_file
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import ExtraObject, MemoriesJson
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
+from akoshad.storage.chunker import Chunk
+from akoshad.storage.fetch import fetch_file
 from akoshad.store.db import StateDB
 from akoshad.targets.base import Compression, StoredObject
 from akoshad.targets.local import LocalTarget
@@ -46,10 +50,14 @@ class Rig:
         return report
 
     async def stored(self, path: str) -> tuple[str, bytes]:
-        """The ledger's sha256 for ``path`` and the bytes its object holds."""
+        """The ledger's sha256 for ``path`` and the bytes its chunks hold (read back
+        through the chunk table and the storage engine)."""
         entry = (await self.state.ledger(self.target.name))[path]
-        data = b"".join([c async for c in self.target.read(entry.key)])
-        return entry.sha256, data
+        f = stored_file(entry, await self.state.chunks_of(self.target.name))
+        assert f is not None
+        pieces: list[bytes] = []
+        await fetch_file(self.target, f, pieces.append)
+        return entry.sha256, b"".join(pieces)
 
 
 @pytest.fixture
@@ -68,6 +76,7 @@ async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
         snapshotter=snapshotter,
         system_id="test-system",
         stats=stats,
+        staging_dir=tmp_path / "state" / "packs",
         enable_compression=False,
     )
     drain = Drain(
@@ -122,22 +131,38 @@ async def test_hashed_while_sent_then_deduplicated(rig: Rig) -> None:
     assert await rig.stored(BIG) == (sha(grown), grown)
 
 
-class ChangingTarget(LocalTarget):
-    """Appends to the source once, after the first put of it has started reading."""
+def read_hook(
+    monkeypatch: pytest.MonkeyPatch,
+    before: Callable[[Path], None] | None = None,
+    after_first: Callable[[Path], None] | None = None,
+) -> None:
+    """The sender's chunker, with ``before`` run on the file before its first read and
+    ``after_first`` once its first chunk was read (each once per test)."""
+    real = packing.iter_file_chunks
+    done: set[str] = set()
 
-    changed = False
+    def hooked(source: Path) -> Iterator[Chunk]:
+        if before is not None and "before" not in done:
+            done.add("before")
+            before(source)
+        for i, chunk in enumerate(real(source)):
+            yield chunk
+            if i == 0 and after_first is not None and "after" not in done:
+                done.add("after")
+                after_first(source)
 
-    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
-        stored = await super().put_file(key, source, compression)
-        if not self.changed:
-            self.changed = True
-            with source.open("ab") as fh:
-                fh.write(b"appended while it was being sent")
-        return stored
+    monkeypatch.setattr(packing, "iter_file_chunks", hooked)
 
 
-async def test_a_file_changed_while_sent_is_not_recorded(rig: Rig, tmp_path: Path) -> None:
-    rig.target = ChangingTarget(tmp_path / "outbox")
+def append(path: Path) -> None:
+    with path.open("ab") as fh:
+        fh.write(b"appended while it was being sent")
+
+
+async def test_a_file_changed_while_sent_is_not_recorded(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_hook(monkeypatch, after_first=append)
     data = os.urandom(2 * MiB)
     (rig.store / BIG).write_bytes(data)
     failed = await rig.pass_of(BIG)
@@ -151,28 +176,18 @@ async def test_a_file_changed_while_sent_is_not_recorded(rig: Rig, tmp_path: Pat
     assert await rig.stored(BIG) == (sha(now), now)
 
 
-class CorruptingTarget(LocalTarget):
-    """Flips a byte of the (staged) source just before sending it, once."""
-
-    corrupted = False
-
-    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
-        if not self.corrupted:
-            self.corrupted = True
-            await asyncio.to_thread(flip_first_byte, source)
-        return await super().put_file(key, source, compression)
-
-
 def flip_first_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[0] ^= 0xFF
     path.write_bytes(bytes(data))
 
 
-async def test_bytes_sent_must_be_the_bytes_captured(rig: Rig, tmp_path: Path) -> None:
-    """A small file is hashed at capture (its staged copy) and again by the target as it
-    is sent: a difference fails the upload, nothing is recorded, the next pass succeeds."""
-    rig.target = CorruptingTarget(tmp_path / "outbox")
+async def test_bytes_sent_must_be_the_bytes_captured(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file is hashed at capture (its staged copy) and again as it is chunked to
+    be sent: a difference fails the upload, nothing is recorded, the next pass succeeds."""
+    read_hook(monkeypatch, before=flip_first_byte)
     data = b'{"small": true}'
     (rig.store / "small.json").write_bytes(data)
     failed = await rig.pass_of("small.json")

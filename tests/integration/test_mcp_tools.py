@@ -25,6 +25,7 @@ from akoshad.cli.mcp import SDK_MISSING
 from tests.akosha_fixtures import AkoshaServer
 from tests.helpers import (
     akoshad,
+    changed_paths,
     daemon_config,
     manifests,
     start_daemon,
@@ -158,11 +159,8 @@ async def test_sync_and_status_against_a_daemon(tmp_path: Path) -> None:
             after = rig.uploads()
             assert len(after) == 2 and result["upload_id"] == after[-1] != before[-1]
             assert result["upload_ids"] == [after[-1]]
-            manifest = manifests(rig.outbox, SYSTEM)[-1]
-            sent = [
-                f for f in manifest["metadata"]["files"] if f["path"] == "akosha_sync_state.json"
-            ]
-            assert sent and f"/{result['upload_id']}/" in sent[0]["key"]
+            previous, manifest = manifests(rig.outbox, SYSTEM)[-2:]
+            assert changed_paths(previous, manifest) == {"akosha_sync_state.json"}
 
             status, took = await timed(session, "akosha_sync_status")
             print(f"akosha_sync_status: {took:.3f} s")

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from tests.crashloop import referenced_keys
 from tests.helpers import (
     akoshad,
     base_env,
+    changed_paths,
     manifests,
     start_daemon,
     stop_daemon,
@@ -111,7 +113,7 @@ def test_once_then_restore_latest(setup: Setup, tmp_path: Path) -> None:
     }
     kinds = {f["path"]: f["kind"] for f in m["metadata"]["files"]}
     assert kinds["reflection.duckdb"] == "duckdb" and kinds["activity.db"] == "sqlite"
-    assert len(m["files"]) == 8
+    assert m["files"] == [] and m["metadata"]["format"] == 2  # every file in packs
     restored = tmp_path / "restored"
     res = setup.cli("restore", "--latest", "--dest", str(restored))
     assert res.returncode == 0, res.stderr
@@ -196,18 +198,16 @@ def test_one_small_change_uploads_only_that_file(setup: Setup) -> None:
     (setup.store / "sessions" / "session-1" / "state.json").write_text('{"changed": true}')
     assert setup.once().returncode == 0
     first, second = setup.manifests()
-    assert second["files"] == ["sessions__session-1__state.json.gz"]
+    assert changed_paths(first, second) == {"sessions/session-1/state.json"}
     folder = setup.outbox / "systems" / SYSTEM / "uploads" / second["metadata"]["upload_id"]
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "manifest.json",
-        "sessions__session-1__state.json.gz",
-    ]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json"]  # bytes in packs
     assert len(second["metadata"]["files"]) == len(first["metadata"]["files"])
-    old_keys = {f["path"]: f["key"] for f in first["metadata"]["files"]}
+    (changed,) = (f for f in second["metadata"]["files"] if f["path"].endswith("n-1/state.json"))
+    first_packs = {c["key"] for f in first["metadata"]["files"] for c in f["chunks"]}
+    assert {c["key"] for c in changed["chunks"]}.isdisjoint(first_packs)  # one new pack
     for f in second["metadata"]["files"]:
-        if f["path"] != "sessions/session-1/state.json":
-            assert f["key"] == old_keys[f["path"]]
-            assert (setup.outbox / f["key"]).exists()
+        for c in f["chunks"]:
+            assert (setup.outbox / c["key"]).exists()
 
 
 def test_same_size_rewrite_with_mtime_put_back_is_caught(setup: Setup, tmp_path: Path) -> None:
@@ -279,7 +279,7 @@ def test_daemon_uploads_change_within_debounce_plus_2s(tmp_path: Path) -> None:
         (setup.store / "akosha_sync_state.json").write_text('{"now": 1}')
         # the deadline is the promise: debounce (0.3 s) + 2 s
         wait_for(lambda: len(setup.manifests()) == 2, 0.3 + 2, interval=0.02)
-        assert setup.manifests()[-1]["files"] == ["akosha_sync_state.json.gz"]
+        assert changed_paths(*setup.manifests()[-2:]) == {"akosha_sync_state.json"}
     finally:
         assert stop_daemon(proc) == 0
     # changed while stopped: uploaded at the next start
@@ -287,7 +287,7 @@ def test_daemon_uploads_change_within_debounce_plus_2s(tmp_path: Path) -> None:
     proc = start_daemon(setup.config, setup.env, tmp_path / "d.log")
     try:
         wait_for(lambda: len(setup.manifests()) == 3, 20)
-        assert setup.manifests()[-1]["files"] == ["new.json.gz"]
+        assert changed_paths(*setup.manifests()[-2:]) == {"new.json"}
     finally:
         assert stop_daemon(proc) == 0
 
@@ -316,8 +316,8 @@ def test_daemon_rewatches_a_recreated_store(tmp_path: Path) -> None:
 
 
 def _store_matches(setup: Setup, manifest: dict[str, Any]) -> None:
-    for f in manifest["metadata"]["files"]:
-        assert (setup.outbox / f["key"]).exists(), f["key"]
+    for key in referenced_keys(manifest):
+        assert (setup.outbox / key).exists(), key
 
 
 @pytest.mark.slow

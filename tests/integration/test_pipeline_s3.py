@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from akoshad.manifest.layout import validate_manifest
-from tests.helpers import start_daemon
+from tests.helpers import changed_paths, start_daemon
 from tests.integration.test_pipeline_local import Setup, _assert_restored_equals
 from tests.s3server import WeedServer
 from tests.storegen import make_store
@@ -49,7 +49,9 @@ def test_once_restore_and_dedupe(s: S3Setup, tmp_path: Path) -> None:
     (m,) = s.manifests()
     assert validate_manifest(m) == []
     assert len(m["metadata"]["files"]) == 8
-    assert all(f["compression"] == "gzip" for f in m["metadata"]["files"])
+    assert m["metadata"]["format"] == 2
+    comps = {c["compression"] for f in m["metadata"]["files"] for c in f["chunks"]}
+    assert "zstd" in comps and comps <= {"zstd", "none"}  # each chunk compressed on its own
     restored = tmp_path / "restored"
     s.cli("restore", "--latest", "--dest", str(restored), check=True)
     _assert_restored_equals(s.store, restored)
@@ -63,10 +65,11 @@ def test_once_restore_and_dedupe(s: S3Setup, tmp_path: Path) -> None:
     assert s.object_count() == objects
     (s.store / "akosha_sync_state.json").write_text('{"changed": 1}')
     assert s.once().returncode == 0
-    last = s.manifests()[-1]
-    assert last["files"] == ["akosha_sync_state.json.gz"]
+    previous, last = s.manifests()[-2:]
+    assert changed_paths(previous, last) == {"akosha_sync_state.json"}
+    assert last["files"] == [] and last["metadata"]["format"] == 2
     assert len(last["metadata"]["files"]) == 8
-    assert s.object_count() == objects + 2  # that object and its manifest
+    assert s.object_count() == objects + 2  # a pack with its chunk and the manifest
     assert s.cli("verify", "--all").returncode == 0
 
 
@@ -106,9 +109,13 @@ def test_a_large_new_file_is_read_once_sent_and_verified(s: S3Setup, tmp_path: P
     assert res.returncode == 0, res.stderr
     entry = next(f for f in s.manifests()[-1]["metadata"]["files"] if f["path"] == "big.bin")
     assert entry["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
-    assert entry["compression"] == "none" and entry["stored_size"] == 65 * 1024 * 1024
-    head = s.s3.client().head_object(Bucket=s.s3.bucket, Key=entry["key"], ChecksumMode="ENABLED")
-    assert head["ChecksumCRC32"].endswith("-13")  # 13 parts of 5 MiB, each CRC32-checked
+    assert "chunk_list" in entry  # about 260 chunks: a shared chunk list
+    packs = s.s3.keys(f"systems/{s.system_id}/packs/")
+    assert len(packs) == 5  # 65 MiB of noise in packs of about 16 MiB
+    for key in packs:
+        head = s.s3.client().head_object(Bucket=s.s3.bucket, Key=key, ChecksumMode="ENABLED")
+        if head["ContentLength"] > 16 * 1024 * 1024:  # a full pack: parts of 5 MiB
+            assert head["ChecksumCRC32"].endswith("-4")  # each part CRC32-checked
     res = s.cli("verify")
     assert res.returncode == 0 and "ledger: 9 file(s) checked" in res.stdout, res.stdout
     restored = tmp_path / "r"
@@ -120,7 +127,8 @@ def test_verify_detects_a_damaged_object(s: S3Setup) -> None:
     s.once()
     m = s.manifests()[-1]
     victim = next(f for f in m["metadata"]["files"] if f["path"] == "akosha_sync_state.json")
-    s.s3.client().put_object(Bucket=s.s3.bucket, Key=victim["key"], Body=b"tampered")
+    pack = victim["chunks"][0]["key"]  # the pack holding its chunk
+    s.s3.client().put_object(Bucket=s.s3.bucket, Key=pack, Body=b"tampered")
     res = s.cli("verify")
     assert res.returncode == 1 and "akosha_sync_state.json" in res.stdout
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.crashloop import referenced_keys
 from tests.helpers import akoshad, base_env, manifests, start_daemon, stop_daemon, wait_for
 from tests.helpers import write_config as _write
 from tests.s3server import free_port
@@ -79,9 +80,15 @@ class Box:
         return None if row is None else json.loads(row[0])
 
     def ledger_keys(self) -> set[str]:
+        """The objects the ledger points at: whole objects, and the packs its chunks are
+        in (located through the chunk table)."""
         with sqlite3.connect(self.state / "state.db") as con:
-            rows = con.execute("SELECT key FROM ledger WHERE target = 'local'").fetchall()
-        return {r[0] for r in rows}
+            rows = con.execute("SELECT key, chunks FROM ledger WHERE target = 'local'").fetchall()
+            table = dict(con.execute("SELECT sha256, key FROM chunks WHERE target = 'local'"))
+        keys = {key for key, chunks in rows if chunks is None}
+        for _, chunks in rows:
+            keys |= {table[sha] for sha, _ in json.loads(chunks or "[]")}
+        return keys
 
 
 def hashes(root: Path) -> dict[str, str]:
@@ -130,7 +137,7 @@ def assert_pruned_and_restorable(box: Box, kept: dict[str, dict[str, str]]) -> N
     nothing else is, and each kept upload verifies and restores as before."""
     assert box.ids() == list(kept)
     prefix = box.outbox / "systems" / SYSTEM
-    named = {f["key"] for m in manifests(box.outbox, SYSTEM) for f in m["metadata"]["files"]}
+    named = {k for m in manifests(box.outbox, SYSTEM) for k in referenced_keys(m)}
     named |= {f"systems/{SYSTEM}/uploads/{u}/manifest.json" for u in kept}
     present = {p.relative_to(box.outbox).as_posix() for p in prefix.rglob("*") if p.is_file()}
     assert present == named | {f"systems/{SYSTEM}/owner.json"}
@@ -160,7 +167,7 @@ def test_prune_removes_what_retention_drops_and_the_kept_uploads_restore(box: Bo
     ids, kept = box.ids(), kept_restores(box)
     ledger = box.ledger_keys()
     newest = manifests(box.outbox, SYSTEM)[-1]
-    assert ledger and ledger <= {f["key"] for f in newest["metadata"]["files"]}
+    assert ledger and ledger <= referenced_keys(newest)
     result = box.prune()
     assert result["ok"] is True and result["dry_run"] is False
     assert sorted(result["uploads_removed"]) == ids[:-KEEP]

@@ -217,7 +217,13 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     await target.start()
     stats = Stats()
     snapshotter = Snapshotter(store, tmp_path / "state" / "staging")
-    uploader = Uploader(state=state, snapshotter=snapshotter, system_id="pace", stats=stats)
+    uploader = Uploader(
+        state=state,
+        snapshotter=snapshotter,
+        system_id="pace",
+        stats=stats,
+        staging_dir=tmp_path / "state" / "packs",
+    )
     clock = Clock(1000.0)
     drain = Drain(
         state=state,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from akoshad.pipeline.capture.snapshot import (
     Captured,
@@ -11,8 +14,16 @@ from akoshad.pipeline.capture.snapshot import (
     Skipped,
     Vanished,
 )
-from akoshad.pipeline.plan import plan_upload
+from akoshad.pipeline.plan import (
+    attempt_record,
+    ledger_row,
+    plan_upload,
+    resolve_ledger,
+    stored_file,
+)
+from akoshad.storage.refs import ChunkRef
 from akoshad.store.db import LedgerEntry, QueueItem
+from akoshad.store.records import decode_chunk_ids, encode_chunk_ids
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -129,3 +140,82 @@ def test_side_file_gone_from_a_group_is_removed() -> None:
     assert [r.path for r in plan.reused] == ["r.duckdb"]
     assert plan.skipped == {"r.duckdb.wal": "a link"}
     assert plan.captured == [cap]
+
+
+# ---- ledger rows <-> stored files (format 2) ---------------------------------------------
+def ref(sha: str, key: str = "systems/s/packs/ab/" + "ab" * 32, offset: int = 0) -> ChunkRef:
+    return ChunkRef(sha, 3, key, offset, 3, "none", "none")
+
+
+def chunked_row(path: str, shas: list[str]) -> LedgerEntry:
+    return replace(
+        row(path, SHA_B),
+        size=3 * len(shas),
+        key="",
+        name="",
+        chunks=encode_chunk_ids((s, 3) for s in shas),
+    )
+
+
+def test_a_chunked_row_is_located_through_the_chunk_table() -> None:
+    r = chunked_row("big.duckdb", [SHA_A, SHA_B])
+    table = {SHA_A: ref(SHA_A), SHA_B: ref(SHA_B, offset=3)}
+    f = stored_file(r, table)
+    assert f is not None and f.whole is None
+    assert [c.offset for c in f.chunks] == [0, 3] and f.size == 6
+    moved = {**table, SHA_B: ref(SHA_B, key="systems/s/packs/cd/" + "cd" * 32)}
+    g = stored_file(r, moved)  # a repack moved a chunk: the row follows the table
+    assert g is not None and g.chunks[1].key.startswith("systems/s/packs/cd/")
+
+
+def test_a_row_with_a_chunk_the_table_lost_is_stale() -> None:
+    ledger = {
+        "a.txt": row("a.txt"),  # a format-1 whole object: always resolvable
+        "b.bin": chunked_row("b.bin", [SHA_A]),
+        "c.bin": chunked_row("c.bin", [SHA_A, SHA_B]),
+    }
+    usable, stale = resolve_ledger(ledger, {SHA_A: ref(SHA_A)})
+    assert set(usable) == {"a.txt", "b.bin"} and [e.path for e in stale] == ["c.bin"]
+    assert stored_file(ledger["c.bin"], {SHA_A: ref(SHA_A)}) is None
+
+
+def test_a_format_1_row_is_its_whole_object() -> None:
+    f = stored_file(row("a.txt"), {})
+    assert f is not None and f.whole is not None
+    assert f.whole.key == "systems/s/uploads/u0/a.txt" and f.name == "a.txt"
+
+
+def test_ledger_row_round_trips_both_shapes() -> None:
+    live = LiveStat(9, 8, 7, 6)
+    table = {SHA_A: ref(SHA_A), SHA_B: ref(SHA_B)}
+    chunked = stored_file(chunked_row("big.duckdb", [SHA_A, SHA_B]), table)
+    assert chunked is not None
+    r = ledger_row("local", chunked, group="big.duckdb", live=live, upload_id="u9")
+    assert r.chunk_ids == [(SHA_A, 3), (SHA_B, 3)] and r.key == "" and r.upload_id == "u9"
+    assert (r.live_size, r.mtime_ns, r.ctime_ns, r.inode) == (9, 8, 7, 6)
+    whole = stored_file(row("a.txt"), {})
+    assert whole is not None
+    w = ledger_row("local", whole, group="a.txt", live=live, upload_id="u9")
+    assert w.chunks is None and w.key == "systems/s/uploads/u0/a.txt"
+    assert w.upload_id == "u0"  # the upload that holds the object
+
+
+def test_attempt_record_lists_what_recovery_needs() -> None:
+    ledger = {"a.txt": row("a.txt"), "gone.txt": row("gone.txt")}
+    plan = plan_upload(
+        [Captured("a.txt", (cfile("a.txt"),)), Captured("b.txt", (cfile("b.txt", SHA_B),)),
+         Vanished("gone.txt")],
+        [item("a.txt"), item("b.txt"), item("gone.txt")],
+        ledger,
+    )  # fmt: skip
+    record = attempt_record(plan)
+    assert record["new"] == ["b.txt"] and record["removed"] == ["gone.txt"]
+    assert record["live"] == {"a.txt": [3, 2, 2, 7], "b.txt": [3, 2, 2, 7]}
+    assert record["groups"] == {"a.txt": "a.txt", "b.txt": "b.txt"}
+
+
+def test_chunk_ids_column_is_strict() -> None:
+    assert decode_chunk_ids(encode_chunk_ids([(SHA_A, 5)])) == [(SHA_A, 5)]
+    for bad in ('{"a": 1}', '[["x"]]', "[[1, 2]]", '[["x", true]]'):
+        with pytest.raises(ValueError):
+            decode_chunk_ids(bad)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from akoshad.storage.refs import ChunkRef
 from akoshad.store.db import SCHEMA_VERSION, LedgerEntry, StateDB, StateError
+from akoshad.store.records import encode_chunk_ids
 
 
 @pytest.fixture
@@ -175,3 +178,49 @@ async def test_history_is_pruned_to_the_newest(db: StateDB) -> None:
         lambda c: [r[0] for r in c.execute("SELECT upload_id FROM uploads ORDER BY upload_id")]
     )
     assert ids == ["u08", "u09", "u10", "u11", "u99"]
+
+
+# ---- the chunk table (format 2) ----------------------------------------------------------
+PACK_A = "systems/s/packs/aa/" + "a" * 64
+PACK_B = "systems/s/packs/bb/" + "b" * 64
+
+
+def chunk(sha: str, key: str = PACK_A, offset: int = 0) -> ChunkRef:
+    return ChunkRef(sha, 100, key, offset, 60, "zstd", "none")
+
+
+async def test_chunk_table_upsert_forget_and_orphan_packs(db: StateDB) -> None:
+    c1, c2, c3 = chunk("1" * 64), chunk("2" * 64, offset=60), chunk("3" * 64, PACK_B)
+    await db.transaction(lambda c: StateDB.write_chunks(c, "local", [c1, c2, c3]))
+    assert await db.chunks_of("local") == {r.sha256: r for r in (c1, c2, c3)}
+    assert await db.chunks_of("cloud") == {}  # per target
+    moved = chunk("2" * 64, PACK_B, 60)
+    await db.record_chunks("local", [moved])  # a repack moved c2
+    assert (await db.chunks_of("local"))["2" * 64] == moved
+    assert await db.forget_pack("local", PACK_A) == 1  # only c1 still lived there
+    assert set(await db.chunks_of("local")) == {"2" * 64, "3" * 64}
+    # the packs an attempt sealed: the ones no chunk lives in are its orphans
+    await db.add_upload_pack("u1", PACK_A)
+    await db.add_upload_pack("u1", PACK_B)
+    assert await db.orphan_packs("local", "u1") == [PACK_A]
+    await db.transaction(lambda c: StateDB.forget_upload_packs(c, "u1"))
+    assert await db.orphan_packs("local", "u1") == []
+
+
+async def test_known_documents_are_kept_per_target(db: StateDB) -> None:
+    assert await db.known_documents("local") is None  # not known
+    await db.transaction(lambda c: StateDB.set_documents(c, "local", ["k2", "k1"]))
+    assert await db.known_documents("local") == {"k1", "k2"}
+    assert await db.known_documents("cloud") is None
+    await db.transaction(lambda c: StateDB.set_documents(c, "cloud", []))
+    assert await db.known_documents("cloud") == frozenset()  # known: none
+    await db.forget_documents("local")
+    assert await db.known_documents("local") is None
+
+
+async def test_a_chunked_ledger_row_keeps_its_chunk_ids(db: StateDB) -> None:
+    row = replace(entry("big"), key="", chunks=encode_chunk_ids([("1" * 64, 5), ("2" * 64, 5)]))
+    await db.transaction(lambda c: StateDB.write_ledger(c, "local", [row, entry("a")], []))
+    ledger = await db.ledger("local")
+    assert ledger["big"] == row and ledger["big"].chunk_ids == [("1" * 64, 5), ("2" * 64, 5)]
+    assert ledger["a"].chunks is None

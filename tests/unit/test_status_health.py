@@ -209,7 +209,13 @@ async def test_cleanup_failure_warns_once_per_outage(
     await target.start()
     snapshotter = Snapshotter(store, tmp_path / "state" / "staging")
     stats = Stats()
-    uploader = Uploader(state=state, snapshotter=snapshotter, system_id="s", stats=stats)
+    uploader = Uploader(
+        state=state,
+        snapshotter=snapshotter,
+        system_id="s",
+        stats=stats,
+        staging_dir=tmp_path / "state" / "packs",
+    )
     drain = Drain(
         state=state, snapshotter=snapshotter, uploader=uploader, stats=stats, local=target
     )

@@ -1,0 +1,215 @@
+"""Sending files as chunks in packs (bucket format 2).
+
+Each file to send is streamed through the chunker in a worker thread and hashed whole on
+the way; a chunk the target already holds (the chunk table, with deduplication on) or that
+this upload already packed is referenced, any other is compressed (zstd, or stored as-is)
+and appended to a pack file in a private staging directory. Sealed packs (16 MiB) go to
+the target one at a time while the next one fills: the worker thread waits when a pack is
+already waiting, so at most three pack files exist at once (one filling, one waiting, one
+being sent); each is recorded in the state (the attempt's packs) before its PUT and deleted
+once it landed. Small files end up packed together: a first sync of 10,000 small files is
+a handful of PUTs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from akoshad.errors import PermanentError, TransientError
+from akoshad.pipeline.capture.snapshot import CapturedFile
+from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.stats import Stats
+from akoshad.storage import codec
+from akoshad.storage.chunker import iter_file_chunks
+from akoshad.storage.errors import StorageError
+from akoshad.storage.packs import PackWriter, SealedPack
+from akoshad.storage.refs import ChunkCompression, ChunkRef
+from akoshad.store.db import StateDB
+from akoshad.targets.base import Target
+
+HANDOFF_POLL = 0.5  # seconds a worker waits for room before it looks for a stop again
+
+
+@dataclass(frozen=True)
+class SentFile:
+    """A file the upload sent: its capture, whole-file sha256 and chunks (sha256, size)."""
+
+    group: str
+    captured: CapturedFile
+    sha256: str
+    chunk_ids: tuple[tuple[str, int], ...]
+
+
+class _Stopped(Exception):
+    """The send was given up (a pack failed to land, or the pass is being cancelled)."""
+
+
+def fresh_staging(path: Path) -> Path:
+    """``path`` as an empty private (0700) directory: what a crash left there is removed."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    path.mkdir(parents=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def clear_staging(path: Path) -> None:
+    """Remove the staging directory (after a pass)."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class PackSender:
+    """Sends the files of one upload as chunks in packs; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        target: Target,
+        state: StateDB,
+        upload_id: str,
+        system_id: str,
+        staging_dir: Path,
+        known: Mapping[str, ChunkRef],
+        stats: Stats,
+        report: PassReport,
+        compression: bool = True,
+        deduplicate: bool = True,
+    ) -> None:
+        self.target = target
+        self.state = state
+        self.upload_id = upload_id
+        self.system_id = system_id
+        self.staging_dir = staging_dir
+        self.stats = stats
+        self.report = report
+        self.codec: ChunkCompression = "zstd" if compression else "none"
+        # chunks referenced instead of sent: those the target holds, and those packed here
+        self._have: set[str] = set(known) if deduplicate else set()
+        self._stored: dict[str, tuple[ChunkCompression, int]] = {}  # sha -> (codec, size)
+        self.new_refs: dict[str, ChunkRef] = {}  # chunks this upload stored, by sha256
+        self._failure: list[BaseException] = []
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[SealedPack | None] = asyncio.Queue(maxsize=1)
+
+    async def send(self, files: list[tuple[str, CapturedFile]]) -> list[SentFile]:
+        """Send every file; raises the first failure (TransientError, PermanentError,
+        OSError) once every pack in flight has been awaited."""
+        self._loop = asyncio.get_running_loop()
+        consumer = asyncio.create_task(self._consume())
+        sent: list[SentFile] = []
+        try:
+            await self._produce(files, sent)
+            self._closed = True
+            await self._queue.put(None)
+            await consumer
+        except asyncio.CancelledError:  # the pass is cancelled: so is the pack in flight
+            self._closed = True
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+            raise
+        if self._failure:
+            raise self._failure[0]
+        return sent
+
+    async def _produce(self, files: list[tuple[str, CapturedFile]], sent: list[SentFile]) -> None:
+        """Chunk every file into packs (worker thread), handing sealed packs over; a
+        failure is kept for ``send`` to raise once the packs in flight are awaited."""
+        try:
+            with PackWriter(self.staging_dir, self.system_id) as writer:
+                for group, f in files:
+                    sha, ids = await asyncio.to_thread(self._chunk_file, writer, f)
+                    sent.append(SentFile(group, f, sha, ids))
+                    self.report.bytes_uploaded += f.size
+                    self.stats.progressed()
+                last = await asyncio.to_thread(writer.flush)
+                if last is not None:
+                    await self._queue.put(last)
+        except _Stopped:
+            pass
+        except StorageError as exc:
+            self._failure.append(TransientError(f"packing chunks: {exc}"))
+        except Exception as exc:  # any failure: the packs in flight are awaited first
+            self._failure.append(exc)
+
+    async def _consume(self) -> None:
+        """Send each sealed pack; after a failure, only delete what is still handed over."""
+        while (pack := await self._queue.get()) is not None:
+            try:
+                if not self._failure:
+                    await self._put_pack(pack)
+            except (TransientError, PermanentError, OSError) as exc:
+                self._failure.append(exc)
+            finally:
+                await asyncio.to_thread(pack.path.unlink, missing_ok=True)
+
+    async def _put_pack(self, pack: SealedPack) -> None:
+        await self.state.add_upload_pack(self.upload_id, pack.key)  # before any byte
+        self.stats.in_flight += 1
+        try:
+            stored = await self.target.put_file(pack.key, pack.path, "none")
+        finally:
+            self.stats.in_flight -= 1
+        if stored.stored_size != pack.size:
+            raise TransientError(f"pack {pack.key}: stored {stored.stored_size} of {pack.size}")
+        self.report.bytes_sent += stored.bytes_sent
+        for slot in pack.slots:
+            comp, size = self._stored[slot.name]
+            self.new_refs[slot.name] = ChunkRef(
+                slot.name, size, pack.key, slot.offset, slot.length, comp, "none"
+            )
+        self.stats.progressed()
+
+    # ---- in the worker thread --------------------------------------------------------
+    def _handoff(self, pack: SealedPack) -> None:
+        """Hand a sealed pack to the loop; waits while one is already waiting."""
+        assert self._loop is not None
+        fut = asyncio.run_coroutine_threadsafe(self._queue.put(pack), self._loop)
+        while True:
+            try:
+                fut.result(HANDOFF_POLL)
+                return
+            except concurrent.futures.TimeoutError:
+                if self._closed or self._failure:
+                    fut.cancel()
+                    with contextlib.suppress(OSError):
+                        pack.path.unlink()
+                    raise _Stopped from None
+
+    def _chunk_file(
+        self, writer: PackWriter, f: CapturedFile
+    ) -> tuple[str, tuple[tuple[str, int], ...]]:
+        """Chunk, hash, compress and pack one file; its sha256 and chunk ids."""
+        whole = hashlib.sha256()
+        ids: list[tuple[str, int]] = []
+        for chunk in iter_file_chunks(f.staged):
+            if self._closed or self._failure:
+                raise _Stopped
+            whole.update(chunk.data)
+            ids.append((chunk.sha256, chunk.length))
+            if chunk.sha256 in self._have:
+                continue
+            comp, body = codec.compress(chunk.data, self.codec)
+            self._stored[chunk.sha256] = (comp, chunk.length)
+            self._have.add(chunk.sha256)
+            for sealed in writer.add(chunk.sha256, body):
+                self._handoff(sealed)
+        sha = whole.hexdigest()
+        if f.in_place and not f.still_as_captured():
+            raise TransientError(f"{f.path} changed while it was being uploaded")
+        if (f.sha256 is not None and sha != f.sha256) or sum(n for _, n in ids) != f.size:
+            raise TransientError(f"{f.path} changed between its capture and its upload")
+        return sha, tuple(ids)
