@@ -68,7 +68,7 @@ def crash_loop(
     try:
         for _ in range(cycles):
             proc = start_daemon(config, env, log)
-            time.sleep(rng.uniform(0.2, 1.6))
+            time.sleep(rng.uniform(0.3, 3.0))  # some kills land mid-upload, some after
             proc.kill()
             proc.wait()
             for m in manifests():  # never a manifest pointing at a missing object

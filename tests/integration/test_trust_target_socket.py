@@ -58,14 +58,23 @@ def _victim(tmp_path: Path) -> Path:
 # ---- 16.2: the local target never follows a link under its root --------------------------
 
 
-def _pending_upload(outbox: Path) -> Path | None:
-    uploads = outbox / "systems" / SYSTEM / "uploads"
-    if not uploads.is_dir():
+def _pending_upload(outbox: Path, state: Path) -> Path | None:
+    """The folder of an upload in progress once one of its packs landed (its id from the
+    state's attempt record: a format-2 upload's folder holds only its manifest)."""
+    packs = outbox / "systems" / SYSTEM / "packs"
+    if not packs.is_dir() or not any(p.is_file() for p in packs.rglob("*")):
         return None
-    for d in uploads.iterdir():
-        if d.is_dir() and any(d.iterdir()) and not (d / "manifest.json").exists():
-            return d
-    return None
+    try:
+        con = sqlite3.connect(f"file:{state / 'state.db'}?mode=ro", uri=True, timeout=0.1)
+        try:
+            row = con.execute(
+                "SELECT upload_id FROM uploads WHERE outcome = 'in_progress'"
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None else outbox / "systems" / SYSTEM / "uploads" / row[0]
 
 
 def test_crash_clean_up_never_deletes_through_a_symlinked_upload(tmp_path: Path) -> None:
@@ -83,16 +92,18 @@ def test_crash_clean_up_never_deletes_through_a_symlinked_upload(tmp_path: Path)
         stderr=subprocess.DEVNULL,
     )
     try:
-        upload = wait_for(lambda: _pending_upload(s.outbox), 60, interval=0.005)
+        upload = wait_for(lambda: _pending_upload(s.outbox, s.state), 60, interval=0.005)
     finally:
         proc.kill()
         proc.wait()
     assert not (upload / "manifest.json").exists(), "the upload finished before the kill"
     victim = _victim(tmp_path)
     before = _tree(victim)
-    for p in sorted(upload.rglob("*"), reverse=True):
-        p.rmdir() if p.is_dir() else p.unlink()
-    upload.rmdir()
+    if upload.exists():
+        for p in sorted(upload.rglob("*"), reverse=True):
+            p.rmdir() if p.is_dir() else p.unlink()
+        upload.rmdir()
+    upload.parent.mkdir(parents=True, exist_ok=True)
     upload.symlink_to(victim, target_is_directory=True)
 
     res = s.once()
