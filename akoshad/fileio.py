@@ -7,8 +7,37 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+
+@dataclass(frozen=True)
+class LiveStat:
+    """The identity of a live file at capture time: what the reconcile fast path compares
+    (a capture holds it; the ledger keeps it beside what was stored)."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> LiveStat:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    def same_content_identity(self, other: LiveStat | None) -> bool:
+        """size, mtime_ns and inode unchanged (ctime moves on metadata-only changes too)."""
+        return other is not None and (self.size, self.mtime_ns, self.inode) == (
+            other.size,
+            other.mtime_ns,
+            other.inode,
+        )
+
+    def as_list(self) -> list[int]:
+        """``[size, mtime_ns, ctime_ns, inode]`` (the attempt record's JSON form)."""
+        return [self.size, self.mtime_ns, self.ctime_ns, self.inode]
+
 
 CHUNK = 1024 * 1024
 ZEROS = bytes(CHUNK)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import akoshad
 
@@ -103,13 +104,26 @@ def first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:MAX_ERROR]
 
 
+def answer_channel() -> BinaryIO:
+    """Child side: keep stdout for the answer alone. Returns a file on the original stdout
+    and points file descriptor 1 (and ``sys.stdout``) at stderr, so whatever the work prints
+    there (DuckDB draws a progress bar on stdout for any query over 2 s) cannot corrupt the
+    answer."""
+    sys.stdout.flush()
+    answer = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return answer
+
+
 def serve(handler: Handler, argv: Sequence[str]) -> int:
     """Child side: the request from stdin to ``handler(argv, request)``, its answer (or
     ``{"error", "retry"}`` for an exception it raised) as one JSON object on stdout."""
+    out = answer_channel()
     try:
         answer = handler(list(argv), json.loads(sys.stdin.buffer.read()))
     except Exception as exc:
         answer = {"error": first_line(exc), "retry": getattr(exc, "retry", False) is True}
-    sys.stdout.buffer.write(json.dumps(answer).encode())
-    sys.stdout.buffer.flush()
+    out.write(json.dumps(answer).encode())
+    out.flush()
     return 0

@@ -95,6 +95,19 @@ def main() -> None:
         for name, text in corpora.items():
             mbps, found = rate(redactor, text)
             print(f"{name:42s} {len(text) / 1e6:7.2f} MB  {mbps:6.1f} MB/s  {found} found")
+        # as delivery scans: one memory text at a time
+        rows = corpora["conversations (make_store)"].split("\n")
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for row in rows:
+                redactor.redact(row)
+            times.append(time.perf_counter() - t0)
+        size = sum(len(r.encode()) for r in rows) / 1e6
+        print(
+            f"{'conversations, one memory at a time':42s} {size:7.2f} MB  "
+            f"{size / statistics.median(times):6.1f} MB/s  ({len(rows)} memories)"
+        )
 
         db = store / "reflection.duckdb"
         refs = list_rows(db, "bench")

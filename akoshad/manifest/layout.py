@@ -170,7 +170,8 @@ def build_manifest(
 
 
 def encode_manifest(manifest: dict[str, Any]) -> bytes:
-    return json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+    """The manifest as stored: compact JSON, keys sorted (small on a large store)."""
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def validate_manifest(manifest: Any, now: datetime | None = None) -> list[str]:

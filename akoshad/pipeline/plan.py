@@ -116,13 +116,9 @@ def plan_upload(
 def restat(prev: LedgerEntry, f: CapturedFile) -> LedgerEntry:
     """An unchanged file's row with its new stat identity, mode and this capture's facts
     (a DuckDB file's row counts move with its WAL)."""
-    live: LiveStat = f.live
     return replace(
         prev,
-        live_size=live.size,
-        mtime_ns=live.mtime_ns,
-        ctime_ns=live.ctime_ns,
-        inode=live.inode,
+        live=f.live,
         facts=None if f.facts is None else f.facts.to_json(),
         mode=f.mode,
     )
@@ -130,10 +126,10 @@ def restat(prev: LedgerEntry, f: CapturedFile) -> LedgerEntry:
 
 def attempt_record(plan: UploadPlan) -> dict[str, Any]:
     """What recovery needs of an attempt: live stat identities, groups, removals, new."""
-    live = {r.path: [r.live_size, r.mtime_ns, r.ctime_ns, r.inode] for r in plan.reused}
+    live = {r.path: r.live.as_list() for r in plan.reused}
     groups = {r.path: r.group_path for r in plan.reused}
     for group, f in plan.send:
-        live[f.path] = [f.live.size, f.live.mtime_ns, f.live.ctime_ns, f.live.inode]
+        live[f.path] = f.live.as_list()
         groups[f.path] = group
     return {
         "format": 2,
@@ -227,10 +223,7 @@ def ledger_row(
         path=f.path,
         group_path=group,
         size=f.size,
-        live_size=live.size,
-        mtime_ns=live.mtime_ns,
-        ctime_ns=live.ctime_ns,
-        inode=live.inode,
+        live=live,
         sha256=f.sha256,
         key=key,
         name=name,

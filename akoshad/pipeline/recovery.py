@@ -15,6 +15,7 @@ from typing import Any
 from loguru import logger
 
 from akoshad.errors import PermanentError, TransientError
+from akoshad.fileio import LiveStat
 from akoshad.manifest.layout import (
     ManifestError,
     in_future,
@@ -22,7 +23,6 @@ from akoshad.manifest.layout import (
     upload_prefix,
     validate_manifest,
 )
-from akoshad.pipeline.capture.files import LiveStat
 from akoshad.pipeline.plan import ledger_row
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import StateDB

@@ -86,11 +86,11 @@ def _group_changed(data_dir: Path, rel: str, entries: list[LedgerEntry]) -> bool
         main = recorded[rel]
         for side in ("-wal", "-journal"):
             st = _stat_key(data_dir / (rel + side))
-            if st is not None and st[0] > 0 and st[1] > main.mtime_ns:
+            if st is not None and st[0] > 0 and st[1] > main.live.mtime_ns:
                 return True
     for path, key in expected.items():
         e = recorded[path]
-        if key is None or key != (e.live_size, e.mtime_ns, e.ctime_ns, e.inode):
+        if key is None or key != (e.live.size, e.live.mtime_ns, e.live.ctime_ns, e.live.inode):
             return True
     return False
 

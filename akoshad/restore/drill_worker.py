@@ -16,6 +16,7 @@ system when it exits.
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import sys
@@ -27,6 +28,7 @@ from urllib.parse import quote
 from akoshad.akosha.rows import DUCKDB_SAFE
 from akoshad.errors import NEWER_DUCKDB_STORAGE
 from akoshad.manifest.facts import duckdb_tables, quote_ident, table_label
+from akoshad.pyworker import answer_channel
 from akoshad.pyworker import first_line as _first_line
 
 MAX_PROBLEMS_PER_FILE = 50
@@ -192,8 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m akoshad.restore.drill_worker ROOT < spec.json", file=sys.stderr)
         return 2
+    out = io.TextIOWrapper(answer_channel(), encoding="utf-8")
     request = json.loads(sys.stdin.read())
-    run(Path(args[0]), list(request["files"]), sys.stdout)
+    run(Path(args[0]), list(request["files"]), out)
+    out.flush()
     return 0
 
 

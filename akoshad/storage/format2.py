@@ -44,7 +44,7 @@ FORMAT = 2
 CHUNKS_INLINE_MAX = 64
 INDEX_INLINE_MAX = 200
 PART_BOUNDARY_BITS = 6
-PART_MAX_ENTRIES = 512
+PART_MAX_ENTRIES = 128  # bounds the part one change rewrites (the average is 64)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from akoshad.fileio import LiveStat
 from akoshad.redaction import redact
 from akoshad.store.base import StoreBase
 from akoshad.store.records import (
@@ -18,6 +19,14 @@ from akoshad.store.records import (
     UploadRecord,
     _scrub,
 )
+
+_LIVE_COLS = ("live_size", "mtime_ns", "ctime_ns", "inode")
+
+
+def _entry(row: dict[str, Any]) -> LedgerEntry:
+    """A ledger row's columns as a :class:`LedgerEntry` (the live stat gathered)."""
+    live = LiveStat(*(row.pop(n) for n in _LIVE_COLS))
+    return LedgerEntry(live=live, **row)
 
 
 class LedgerOps(StoreBase):
@@ -33,7 +42,7 @@ class LedgerOps(StoreBase):
         present = {r[1] for r in c.execute("PRAGMA table_info(ledger)")}
         names = [n for n in _LEDGER_COLS.split(", ") if n in present]  # older schemas lack some
         rows = c.execute(f"SELECT {', '.join(names)} FROM ledger WHERE target = ?", (target,))
-        return {r[1]: LedgerEntry(**dict(zip(names, r, strict=True))) for r in rows.fetchall()}
+        return {r[1]: _entry(dict(zip(names, r, strict=True))) for r in rows.fetchall()}
 
     @staticmethod
     def write_ledger(
@@ -49,10 +58,10 @@ class LedgerOps(StoreBase):
                     e.path,
                     e.group_path,
                     e.size,
-                    e.live_size,
-                    e.mtime_ns,
-                    e.ctime_ns,
-                    e.inode,
+                    e.live.size,
+                    e.live.mtime_ns,
+                    e.live.ctime_ns,
+                    e.live.inode,
                     e.sha256,
                     e.key,
                     e.name,

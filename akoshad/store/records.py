@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from akoshad.compress import Compression
+from akoshad.fileio import LiveStat
 from akoshad.redaction import redact
 
 HISTORY_KEEP = 2000
@@ -20,10 +21,7 @@ class LedgerEntry:
     path: str
     group_path: str
     size: int  # of the captured bytes (what the manifest lists)
-    live_size: int  # of the live file when captured (what reconcile compares)
-    mtime_ns: int
-    ctime_ns: int
-    inode: int
+    live: LiveStat  # the live file when captured (what reconcile compares)
     sha256: str
     key: str
     name: str

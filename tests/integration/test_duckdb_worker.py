@@ -74,6 +74,11 @@ def test_a_crashing_worker_is_a_clear_error() -> None:
         run_json("tests.bad_worker", ["crash"], None, timeout=60)
 
 
+def test_what_the_work_prints_on_stdout_never_corrupts_the_answer() -> None:
+    # DuckDB draws a progress bar on stdout for any query over 2 s: the answer must survive
+    assert run_json("tests.bad_worker", ["chatty"], {"a": 1}, timeout=60) == {"echo": {"a": 1}}
+
+
 def test_a_worker_answering_garbage_is_a_clear_error() -> None:
     with pytest.raises(WorkerFailed, match=r"^its worker answered garbage$"):
         run_json("tests.bad_worker", ["garbage"], None, timeout=60)

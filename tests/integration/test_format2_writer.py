@@ -18,6 +18,7 @@ import pytest
 
 from akoshad.config import Settings, load_settings
 from akoshad.errors import TransientError
+from akoshad.fileio import LiveStat
 from akoshad.manifest.layout import validate_manifest
 from akoshad.pipeline.recovery import Discarder, Recovery
 from akoshad.store.db import StateDB
@@ -376,10 +377,7 @@ async def write_format1_upload(rig: Rig, outbox: Path) -> str:
                 rel,
                 rel,
                 len(data),
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_ino,
+                LiveStat.of(st),
                 digest,
                 key,
                 name,

@@ -23,6 +23,7 @@ import pytest
 from akoshad.config import load_settings
 from akoshad.errors import PermanentError, TransientError
 from akoshad.events import EventBus
+from akoshad.fileio import LiveStat
 from akoshad.manifest.facts import Facts, duckdb_row_counts, json_facts
 from akoshad.manifest.layout import FileEntry, build_manifest, entries_of
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
@@ -123,7 +124,7 @@ async def test_ledger_keeps_facts_and_old_state_is_migrated(tmp_path: Path) -> N
     await db.open()
     try:
         row = LedgerEntry(
-            "local", "r.duckdb", "r.duckdb", 1, 1, 1, 1, 1, "a" * 64, "k", "n", 1, "none",
+            "local", "r.duckdb", "r.duckdb", 1, LiveStat(1, 1, 1, 1), "a" * 64, "k", "n", 1, "none",
             "duckdb", "u1", Facts(rows=(("t", 2),)).to_json(),
         )  # fmt: skip
         await db.transaction(lambda c: StateDB.write_ledger(c, "local", [row], []))

@@ -39,10 +39,7 @@ def row(path: str, sha: str = SHA_A, group: str | None = None) -> LedgerEntry:
         path=path,
         group_path=group or path,
         size=3,
-        live_size=3,
-        mtime_ns=1,
-        ctime_ns=1,
-        inode=1,
+        live=LiveStat(3, 1, 1, 1),
         sha256=sha,
         key=f"systems/s/uploads/u0/{path}",
         name=path,
@@ -73,7 +70,7 @@ def test_unchanged_file_is_reused_with_its_new_stat_identity() -> None:
     assert not plan.changed and plan.send == []
     [reused] = plan.reused
     assert reused.key == ledger["a.txt"].key  # still the earlier object
-    assert (reused.mtime_ns, reused.inode, reused.mode) == (2, 7, 0o600)
+    assert (reused.live.mtime_ns, reused.live.inode, reused.mode) == (2, 7, 0o600)
     assert [i.path for i in plan.done] == ["a.txt"] and plan.retry == []
 
 
@@ -192,7 +189,7 @@ def test_ledger_row_round_trips_both_shapes() -> None:
     assert chunked is not None
     r = ledger_row("local", chunked, group="big.duckdb", live=live, upload_id="u9")
     assert r.chunk_ids == [(SHA_A, 3), (SHA_B, 3)] and r.key == "" and r.upload_id == "u9"
-    assert (r.live_size, r.mtime_ns, r.ctime_ns, r.inode) == (9, 8, 7, 6)
+    assert r.live == LiveStat(9, 8, 7, 6)
     whole = stored_file(row("a.txt"), {})
     assert whole is not None
     w = ledger_row("local", whole, group="a.txt", live=live, upload_id="u9")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from akoshad.fileio import LiveStat
 from akoshad.storage.refs import ChunkRef
 from akoshad.store.db import SCHEMA_VERSION, LedgerEntry, StateDB, StateError
 from akoshad.store.records import encode_chunk_ids
@@ -27,10 +28,7 @@ def entry(path: str, sha: str = "a" * 64, group: str | None = None) -> LedgerEnt
         path=path,
         group_path=group or path,
         size=10,
-        live_size=11,
-        mtime_ns=1,
-        ctime_ns=2,
-        inode=3,
+        live=LiveStat(11, 1, 2, 3),
         sha256=sha,
         key=f"systems/s/uploads/u1/{path}",
         name=path,
@@ -124,7 +122,7 @@ async def test_ledger_write_and_remove(db: StateDB) -> None:
     await db.transaction(lambda c: StateDB.write_ledger(c, "local", [entry("a", "b" * 64)], ["b"]))
     ledger = await db.ledger("local")
     assert set(ledger) == {"a"} and ledger["a"].sha256 == "b" * 64
-    assert ledger["a"].live_size == 11
+    assert ledger["a"].live == LiveStat(11, 1, 2, 3)
 
 
 async def test_ledger_survives_restart(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from akoshad.errors import SnapshotError
 from akoshad.fileio import (
     OUTSIDE,
     LinkRefused,
+    LiveStat,
     resolve_under,
 )
 from akoshad.manifest.facts import Facts
@@ -17,7 +18,6 @@ from akoshad.pipeline.capture.files import (
     Captured,
     CapturedFile,
     CaptureResult,
-    LiveStat,
     Vanished,
     _backoff,
     _regular_lstat,

@@ -15,6 +15,7 @@ from akoshad.backoff import exponential
 from akoshad.fileio import (
     CHUNK,
     LinkRefused,
+    LiveStat,
     copy_data,
     open_resolved,
     read_chunks,
@@ -33,28 +34,6 @@ BACKOFF_START = 0.05
 BACKOFF_CAP = 1.0
 
 Sleep = Callable[[float], None]
-
-
-@dataclass(frozen=True)
-class LiveStat:
-    """The identity of a live file at capture time: what the reconcile fast path compares."""
-
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    inode: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> LiveStat:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-
-    def same_content_identity(self, other: LiveStat | None) -> bool:
-        """size, mtime_ns and inode unchanged (ctime moves on metadata-only changes too)."""
-        return other is not None and (self.size, self.mtime_ns, self.inode) == (
-            other.size,
-            other.mtime_ns,
-            other.inode,
-        )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from akoshad.errors import SnapshotError
 from akoshad.fileio import (
     LinkRefused,
+    LiveStat,
     open_resolved,
 )
 from akoshad.manifest.facts import json_facts
@@ -16,7 +17,6 @@ from akoshad.pipeline.capture.files import (
     Captured,
     CapturedFile,
     CaptureResult,
-    LiveStat,
     Vanished,
     _backoff,
     _regular_lstat,

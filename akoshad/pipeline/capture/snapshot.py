@@ -20,6 +20,7 @@ from akoshad.errors import SnapshotError, classify_open_error
 from akoshad.fileio import (
     OUTSIDE,
     LinkRefused,
+    LiveStat,
     resolve_under,
 )
 from akoshad.pipeline.capture.duckdb import DuckDBCapture
@@ -29,7 +30,6 @@ from akoshad.pipeline.capture.files import (
     Captured,
     CapturedFile,
     CaptureResult,
-    LiveStat,
     Skipped,
     Sleep,
     Vanished,

@@ -10,13 +10,13 @@ from pathlib import Path
 from akoshad.errors import SnapshotError
 from akoshad.fileio import (
     LinkRefused,
+    LiveStat,
 )
 from akoshad.pipeline.capture.base import CaptureBase
 from akoshad.pipeline.capture.files import (
     Captured,
     CapturedFile,
     CaptureResult,
-    LiveStat,
     Skipped,
     Vanished,
     _backoff,
