@@ -120,9 +120,9 @@ class Encryption(BaseModel):
         return identities
 
 
-# Encryption of uploads is not wired into the uploader yet: until it is, a daemon with
-# recipients refuses to start rather than upload in the clear what the user asked to seal.
-UPLOADS_ENCRYPTED = False
+# Uploads are encrypted (``pipeline.sealing``). Were this False, a daemon with recipients
+# would refuse to start rather than upload in the clear what the user asked to seal.
+UPLOADS_ENCRYPTED = True
 
 
 def unavailable(encryption: Encryption) -> str | None:

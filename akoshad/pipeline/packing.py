@@ -8,7 +8,8 @@ the target one at a time while the next one fills: the worker thread waits when 
 already waiting, so at most three pack files exist at once (one filling, one waiting, one
 being sent); each is recorded in the state (the attempt's packs) before its PUT and deleted
 once it landed. Small files end up packed together: a first sync of 10,000 small files is
-a handful of PUTs.
+a handful of PUTs. With a :class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk
+is sealed before it is packed and known by its keyed name (``sealing`` module).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from pathlib import Path
 from akoshad.errors import PermanentError, TransientError
 from akoshad.pipeline.capture.snapshot import CapturedFile
 from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.sealing import Sealing
 from akoshad.pipeline.stats import Stats
 from akoshad.storage import codec
 from akoshad.storage.chunker import iter_file_chunks
+from akoshad.storage.crypto import seal
 from akoshad.storage.errors import StorageError
 from akoshad.storage.packs import PackWriter, SealedPack
-from akoshad.storage.refs import ChunkCompression, ChunkRef
+from akoshad.storage.refs import ChunkCompression, ChunkRef, Encryption
 from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
 
@@ -41,7 +44,8 @@ HANDOFF_POLL = 0.5  # seconds a worker waits for room before it looks for a stop
 
 @dataclass(frozen=True)
 class SentFile:
-    """A file the upload sent: its capture, whole-file sha256 and chunks (sha256, size)."""
+    """A file the upload sent: its capture, whole-file sha256 and chunks (identity, size):
+    the identity is the chunk's sha256, or its keyed name when sealed."""
 
     group: str
     captured: CapturedFile
@@ -87,8 +91,10 @@ class PackSender:
         report: PassReport,
         compression: bool = True,
         deduplicate: bool = True,
+        sealing: Sealing | None = None,
     ) -> None:
         self.target = target
+        self.sealing = sealing
         self.state = state
         self.upload_id = upload_id
         self.system_id = system_id
@@ -98,8 +104,9 @@ class PackSender:
         self.codec: ChunkCompression = "zstd" if compression else "none"
         # chunks referenced instead of sent: those the target holds, and those packed here
         self._have: set[str] = set(known) if deduplicate else set()
-        self._stored: dict[str, tuple[ChunkCompression, int]] = {}  # sha -> (codec, size)
-        self.new_refs: dict[str, ChunkRef] = {}  # chunks this upload stored, by sha256
+        # identity -> (codec, size, plaintext sha256)
+        self._stored: dict[str, tuple[ChunkCompression, int, str]] = {}
+        self.new_refs: dict[str, ChunkRef] = {}  # chunks this upload stored, by identity
         self._failure: list[BaseException] = []
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -166,10 +173,11 @@ class PackSender:
         if stored.stored_size != pack.size:
             raise TransientError(f"pack {pack.key}: stored {stored.stored_size} of {pack.size}")
         self.report.bytes_sent += stored.bytes_sent
+        enc: Encryption = "none" if self.sealing is None else "age"
         for slot in pack.slots:
-            comp, size = self._stored[slot.name]
+            comp, size, sha = self._stored[slot.name]
             self.new_refs[slot.name] = ChunkRef(
-                slot.name, size, pack.key, slot.offset, slot.length, comp, "none"
+                sha, size, pack.key, slot.offset, slot.length, comp, enc
             )
         self.stats.progressed()
 
@@ -195,17 +203,21 @@ class PackSender:
         """Chunk, hash, compress and pack one file; its sha256 and chunk ids."""
         whole = hashlib.sha256()
         ids: list[tuple[str, int]] = []
+        sealing = self.sealing
         for chunk in iter_file_chunks(f.staged):
             if self._closed or self._failure:
                 raise _Stopped
             whole.update(chunk.data)
-            ids.append((chunk.sha256, chunk.length))
-            if chunk.sha256 in self._have:
+            ident = chunk.sha256 if sealing is None else sealing.chunk_id(chunk.sha256)
+            ids.append((ident, chunk.length))
+            if ident in self._have:
                 continue
             comp, body = codec.compress(chunk.data, self.codec)
-            self._stored[chunk.sha256] = (comp, chunk.length)
-            self._have.add(chunk.sha256)
-            for sealed in writer.add(chunk.sha256, body):
+            if sealing is not None:
+                body = seal(body, sealing.recipients)
+            self._stored[ident] = (comp, chunk.length, chunk.sha256)
+            self._have.add(ident)
+            for sealed in writer.add(ident, body):
                 self._handoff(sealed)
         sha = whole.hexdigest()
         if f.in_place and not f.still_as_captured():
