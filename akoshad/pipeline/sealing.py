@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from loguru import logger
 
 from akoshad.config.encryption import Encryption
 from akoshad.errors import PermanentError
+from akoshad.pipeline.routes import ExtraObject
 from akoshad.storage.crypto import Identities, IdentityError, Recipients
 from akoshad.storage.name_key import NameKey, NameKeyCache, load_or_create_name_key
 from akoshad.storage.refs import ChunkRef
@@ -81,6 +82,25 @@ def seal_file(src: Path, recipients: Recipients) -> Path:
         raise PermanentError(f"sealing {src.name} failed: {exc}") from None
     src.unlink(missing_ok=True)
     return dest
+
+
+async def put_extras(
+    target: Target, prefix: str, extras: Sequence[ExtraObject], sealing: Sealing | None
+) -> tuple[int, list[str]]:
+    """PUT an upload's extra objects under ``prefix`` (streamed from their files: never
+    whole in memory), sealed first when ``encrypt_memories`` is on: (bytes sent, the names
+    of those sealed)."""
+    sent = 0
+    sealed: list[str] = []
+    for extra in extras:
+        name, path = extra.name, extra.path
+        if sealing is not None and sealing.encrypt_memories:
+            path = await asyncio.to_thread(seal_file, path, sealing.recipients)
+            name += SEALED_MEMORIES_SUFFIX
+            sealed.append(name)
+        put = await target.put_file(prefix + name, path, "none")
+        sent += put.bytes_sent
+    return sent, sealed
 
 
 class SealingSource:

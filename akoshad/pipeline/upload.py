@@ -47,16 +47,14 @@ from akoshad.pipeline.plan import (
 from akoshad.pipeline.recovery import Discarder, discard_attempt
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import ExtraObject, MemoriesJson
-from akoshad.pipeline.sealing import Sealing, SealingSource, in_scope, seal_file
+from akoshad.pipeline.sealing import Sealing, SealingSource, in_scope, put_extras
 from akoshad.pipeline.stats import Stats
-from akoshad.storage.documents import DOCUMENT_CONTENT_TYPE
-from akoshad.storage.format2 import build_manifest2, missing_documents
+from akoshad.storage.format2 import build_manifest2, missing_documents, put_documents
 from akoshad.storage.refs import ChunkRef
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
 
-DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
 RETRY_CAP_SECONDS = 300.0
 PERMANENT_RETRY_SECONDS = 300.0
 
@@ -285,7 +283,9 @@ class Uploader:
                 raise TransientError(f"{row.path}: its chunks are not in the chunk table")
             files.append(stored)
         sealing = attempt.sealing
-        sealed_extras = await self._put_extras(target, attempt, report)
+        own = upload_prefix(self.system_id, attempt.upload_id)
+        sent_bytes, sealed_extras = await put_extras(target, own, attempt.extras, sealing)
+        report.bytes_sent += sent_bytes
         skipped = {**await self.state.skipped(), **report.skipped}
         known = await self.state.known_documents(target.name)
         try:
@@ -318,22 +318,6 @@ class Uploader:
             encode_manifest(built.manifest),
             "application/json",
         )
-
-    async def _put_extras(self, target: Target, attempt: _Attempt, report: PassReport) -> list[str]:
-        """PUT the extra objects (streamed from their files: never whole in memory), sealed
-        first when ``encrypt_memories`` is on; the names of those sealed."""
-        own_prefix = upload_prefix(self.system_id, attempt.upload_id)
-        sealing = attempt.sealing
-        sealed: list[str] = []
-        for extra in attempt.extras:
-            name, path = extra.name, extra.path
-            if sealing is not None and sealing.encrypt_memories:
-                path = await asyncio.to_thread(seal_file, path, sealing.recipients)
-                name = path.name
-                sealed.append(name)
-            put = await target.put_file(own_prefix + name, path, "none")
-            report.bytes_sent += put.bytes_sent
-        return sealed
 
     async def _commit(self, target: Target, attempt: _Attempt, report: PassReport) -> None:
         """The manifest landed: ledger, chunk table, documents, history and skips in one
@@ -426,21 +410,6 @@ class _Attempt:
     rows: list[LedgerEntry] = field(default_factory=list)  # of the files sent
     extras: list[ExtraObject] = field(default_factory=list)
     documents: frozenset[str] = frozenset()
-
-
-async def put_documents(target: Target, documents: list[tuple[str, bytes]]) -> int:
-    """PUT the shared documents (a few at once, each awaited); the bytes sent."""
-    gate = asyncio.Semaphore(DOCUMENTS_IN_FLIGHT)
-
-    async def one(key: str, data: bytes) -> int:
-        async with gate:
-            return await target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
-
-    results = await asyncio.gather(*(one(k, d) for k, d in documents), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return sum(r for r in results if isinstance(r, int))
 
 
 class _SendFailed(Exception):

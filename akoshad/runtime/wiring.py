@@ -32,8 +32,8 @@ from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.recovery import Recovery
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
-from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.sealing import SealingSource
+from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.health_watch import HealthWatch

@@ -37,6 +37,7 @@ from akoshad.manifest.layout import FileEntry, build_manifest, object_name, uplo
 from akoshad.storage.crypto import Recipients, seal
 from akoshad.storage.documents import (
     DOCUMENT_COMPRESSION,
+    DOCUMENT_CONTENT_TYPE,
     DocumentKind,
     canonical_json,
     chunk_list_json,
@@ -54,6 +55,7 @@ CHUNKS_INLINE_MAX = 64
 INDEX_INLINE_MAX = 200
 PART_BOUNDARY_BITS = 6
 PART_MAX_ENTRIES = 512
+DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
 
 
 @dataclass(frozen=True)
@@ -269,3 +271,18 @@ async def missing_documents(
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(present(key)) for key, _ in documents]
     return [doc for doc, task in zip(documents, tasks, strict=True) if not task.result()]
+
+
+async def put_documents(target: Target, documents: list[tuple[str, bytes]]) -> int:
+    """PUT the shared documents (a few at once, each awaited); the bytes sent."""
+    gate = asyncio.Semaphore(DOCUMENTS_IN_FLIGHT)
+
+    async def one(key: str, data: bytes) -> int:
+        async with gate:
+            return await target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
+
+    results = await asyncio.gather(*(one(k, d) for k, d in documents), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return sum(r for r in results if isinstance(r, int))
