@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -40,6 +39,7 @@ from akoshad.akosha.rows import encode_json
 from akoshad.akosha.sse import _pick_reply, _SSEParser, read_sse
 from akoshad.errors import PermanentError, TransientError
 from akoshad.events import RequestCounter
+from akoshad.lifecycle import StartClose
 
 __all__ = [
     "ACCEPT",
@@ -61,7 +61,7 @@ def health_url_for(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/healthz", "", ""))
 
 
-class AkoshaClient:
+class AkoshaClient(StartClose):
     """One MCP session with Akosha, opened lazily and renewed when the server forgets it.
 
     Use ``async with AkoshaClient(url) as client`` or :meth:`start` / :meth:`close`.
@@ -96,8 +96,6 @@ class AkoshaClient:
         # counts the JSON-RPC method of every message sent (metrics), as ``counter_target``
         self.counter = counter
         self.counter_target = counter_target
-        # the same as a callback (the wiring's hook until it passes ``counter``)
-        self.on_request: Callable[[str], None] | None = None
         self._ready = False
         self._http: aiohttp.ClientSession | None = None
         self._next_id = 0
@@ -133,18 +131,6 @@ class AkoshaClient:
                     pass
         finally:
             await http.close()
-
-    async def __aenter__(self) -> AkoshaClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ---- probe -----------------------------------------------------------------------
     async def probe(self) -> bool:
@@ -279,8 +265,6 @@ class AkoshaClient:
         for attempt in (1, 2):
             if self.counter is not None:
                 self.counter.count(self.counter_target, method)
-            if self.on_request is not None:
-                self.on_request(method)
             try:
                 return await self._post(body, req_id, session_id, method)
             except aiohttp.ServerDisconnectedError as exc:

@@ -19,12 +19,12 @@ import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from loguru import logger
 
 from akoshad.errors import AkoshadError, AlreadyRunning, ConfigError
+from akoshad.lifecycle import StartClose
 from akoshad.private import make_private_dirs
 from akoshad.redaction import redact
 from akoshad.runtime.control_client import ControlRequestError, peer_uid, user_name
@@ -72,7 +72,7 @@ def _reply(ok: bool, payload: Any) -> bytes:
     return (redact(json.dumps(body, default=str)) + "\n").encode()
 
 
-class ControlServer:
+class ControlServer(StartClose):
     """Serves ``handler`` on ``socket_path`` until closed.
 
     ``handler(request)`` gets a validated request (``cmd`` is one of ``COMMANDS``) and
@@ -105,18 +105,6 @@ class ControlServer:
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_warning = -WARN_INTERVAL
-
-    async def __aenter__(self) -> ControlServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Bind and listen: a stale socket is replaced; a live one (``AlreadyRunning``) or a

@@ -12,13 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from akoshad.config import Settings
 from akoshad.errors import PermanentError, TransientError
-from akoshad.events import EventBus
 from akoshad.restore.drill_dirs import KV_LAST, KV_LAST_GOOD, parse_result, remove_stale
-from akoshad.runtime.periodic import TICK, run_periodic
-from akoshad.store.db import StateDB
-from akoshad.targets import Target
+from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
 
 if TYPE_CHECKING:
     from akoshad.restore.drill import DrillResult
@@ -48,32 +44,15 @@ def log_result(result: DrillResult) -> None:
     )
 
 
-class DrillScheduler:
+class DrillScheduler(PeriodicJob):
     """The daemon's drill task: a drill each ``drill_interval_hours`` (0 = off), beside the
     uploads; the pass lock is held only while the upload is picked."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        state: StateDB,
-        target: Target,
-        events: EventBus,
-        stop_event: asyncio.Event,
-        pass_lock: asyncio.Lock,
-    ) -> None:
-        self.settings = settings
-        self.state = state
-        self.target = target
-        self.events = events
-        self.stop_event = stop_event
-        self.lock = pass_lock
-        self.started = time.time()
-        self._not_before = 0.0
+    retry_seconds = RETRY_SECONDS
 
-    def configure(self, settings: Settings) -> None:
-        """A reload: the interval and the read rate may have changed."""
-        self.settings = settings
+    def interval(self) -> float:
+        """``drill_interval_hours`` in seconds."""
+        return self.settings.drill_interval_hours * 3600.0
 
     async def last(self) -> dict[str, Any] | None:
         """The ``last_drill`` object (a drill run by hand counts too), or None."""
@@ -89,10 +68,9 @@ class DrillScheduler:
 
     async def due_in(self) -> float:
         """Seconds until the next drill is due (at most TICK when drills are off)."""
-        hours = self.settings.drill_interval_hours
-        if hours <= 0:
+        interval = self.interval()
+        if interval <= 0:
             return TICK
-        interval = hours * 3600.0
         last = await self.last()
         at = last.get("at") if last else None
         if isinstance(at, int | float):
@@ -111,10 +89,6 @@ class DrillScheduler:
         await run_periodic(
             "drill", self.stop_event, self.due_in, self._drill_or_postpone, self._postpone
         )
-
-    def _postpone(self) -> None:
-        interval = self.settings.drill_interval_hours * 3600.0
-        self._not_before = time.time() + min(interval, RETRY_SECONDS)
 
     async def _drill_or_postpone(self) -> None:
         try:

@@ -28,8 +28,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from akoshad.events import RequestCounter
 from akoshad.pipeline.report import PassReport
-from akoshad.runtime.pass_metrics import RequestHook
 from akoshad.targets.base import Compression, StoredObject, Target
 
 BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
@@ -45,10 +45,10 @@ STATUS_COUNTERS = (
 
 
 @runtime_checkable
-class ReportsRequests(Protocol):
-    """Something that calls ``on_request(method)`` for every request it sends."""
+class CountsRequests(Protocol):
+    """A target given a :class:`~akoshad.events.RequestCounter` when it was built."""
 
-    on_request: RequestHook | None
+    counter: RequestCounter | None
 
 
 def _number(value: Any) -> float | None:
@@ -228,23 +228,17 @@ class Metrics:
         elif report.memory_error and "circuit open" not in report.memory_error:
             self.uploads.labels("http", "failed").inc()
 
-    def request_hook(self, target: str) -> RequestHook:
-        """A callback counting one request of ``target`` by method (operation) name."""
-
-        def count(method: str) -> None:
-            self.requests.labels(target, method).inc()
-
-        return count
+    def count(self, target: str, method: str) -> None:
+        """One request of ``target`` in ``akoshad_requests_total``, by method (operation)."""
+        self.requests.labels(target, method).inc()
 
     def counted(self, target: Target) -> Target:
         """``target`` with each request counted in ``akoshad_requests_total``: a target
-        that reports its own requests (S3: by operation name) gets the hook, any other is
-        wrapped and counted by operation."""
-        hook = self.request_hook(target.name)
-        if isinstance(target, ReportsRequests):
-            target.on_request = hook
+        built with a counter (S3: by operation name) as it is, any other wrapped and
+        counted by ``Target`` operation."""
+        if isinstance(target, CountsRequests) and target.counter is not None:
             return target
-        return CountedTarget(target, hook)
+        return CountedTarget(target, self)
 
     def render(self, status: Mapping[str, Any]) -> bytes:
         """The Prometheus text of everything, with the gauges read from ``status``."""
@@ -253,13 +247,17 @@ class Metrics:
 
 
 class CountedTarget:
-    """A ``Target`` whose every operation also calls ``hook(operation)``; the rest of the
-    wrapped target (``repr``, extra attributes) shows through unchanged."""
+    """A ``Target`` whose every operation is also counted, as ``counter.count(name,
+    operation)``; the rest of the wrapped target (``repr``, extra attributes) shows through
+    unchanged."""
 
-    def __init__(self, inner: Target, hook: RequestHook) -> None:
+    def __init__(self, inner: Target, counter: RequestCounter) -> None:
         self.inner = inner
         self.name = inner.name
-        self._hook = hook
+        self._counter = counter
+
+    def _hook(self, operation: str) -> None:
+        self._counter.count(self.name, operation)
 
     def __repr__(self) -> str:
         return repr(self.inner)

@@ -8,17 +8,15 @@ and neither ``prometheus_client`` nor ``aiohttp.web`` imported (about 3 MiB resi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from akoshad.pipeline.report import PassReport
 from akoshad.targets.base import Target
 
-RequestHook = Callable[[str], None]
-
 
 class PassMetrics(Protocol):
-    """The metrics as the wiring, the pass observer and status use them."""
+    """The metrics as the wiring, the pass observer and status use them; also the
+    :class:`~akoshad.events.RequestCounter` given to the S3 target and the Akosha client."""
 
     last_pass_seconds: float | None
 
@@ -28,15 +26,11 @@ class PassMetrics(Protocol):
     def pass_done(self, report: PassReport, seconds: float) -> None:
         """Count one finished drain pass."""
 
-    def request_hook(self, target: str) -> RequestHook:
-        """A callback counting one request of ``target`` by method name."""
+    def count(self, target: str, method: str) -> None:
+        """One request of ``target`` with ``method``."""
 
     def counted(self, target: Target) -> Target:
-        """``target`` with its requests counted."""
-
-
-def _no_count(_method: str) -> None:
-    return None
+        """``target`` with its requests counted (unless it counts them itself)."""
 
 
 class NoMetrics:
@@ -52,9 +46,8 @@ class NoMetrics:
         """Keep the pass's duration for status."""
         self.last_pass_seconds = seconds
 
-    def request_hook(self, target: str) -> RequestHook:
-        """A callback that counts nothing."""
-        return _no_count
+    def count(self, target: str, method: str) -> None:
+        """Nothing to count."""
 
     def counted(self, target: Target) -> Target:
         """``target`` itself: nobody reads the request counts."""

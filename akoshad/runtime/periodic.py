@@ -1,13 +1,22 @@
-"""The loop shared by the daemon's periodic jobs (drills, prunes): wait until the job is
-due, run it, and never let what it meets take the daemon down."""
+"""What the daemon's periodic jobs (drills, prunes) share: the loop (wait until the job is
+due, run it, and never let what it meets take the daemon down) and the parts a job keeps
+(:class:`PeriodicJob`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from akoshad.config import Settings
+    from akoshad.events import EventBus
+    from akoshad.store.db import StateDB
+    from akoshad.targets import Target
 
 TICK = 60.0  # the daemon looks at the interval at least this often (it may be reloaded)
 
@@ -33,3 +42,42 @@ async def run_periodic(
             wait = TICK
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop_event.wait(), min(wait, TICK))
+
+
+class PeriodicJob:
+    """A periodic job's parts: the settings (a reload replaces them), the state, the target,
+    the events, the daemon's stop event and pass lock; when it started and, after a run that
+    could not happen, the earliest next try (``retry_seconds`` later, or one interval if
+    that is shorter)."""
+
+    retry_seconds = 600.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        state: StateDB,
+        target: Target,
+        events: EventBus,
+        stop_event: asyncio.Event,
+        pass_lock: asyncio.Lock,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.target = target
+        self.events = events
+        self.stop_event = stop_event
+        self.lock = pass_lock
+        self.started = time.time()
+        self._not_before = 0.0
+
+    def configure(self, settings: Settings) -> None:
+        """A reload: the interval (and what else the job reads) may have changed."""
+        self.settings = settings
+
+    def interval(self) -> float:
+        """Seconds between two runs (0 or less: off)."""
+        raise NotImplementedError
+
+    def _postpone(self) -> None:
+        self._not_before = time.time() + min(self.interval(), self.retry_seconds)

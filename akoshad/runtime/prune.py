@@ -34,7 +34,7 @@ from akoshad.errors import PermanentError, TransientError
 from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.runtime.control_client import ControlRequestError
-from akoshad.runtime.periodic import TICK, run_periodic
+from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
 from akoshad.storage.owner import NotOwner
 from akoshad.storage.refs import ChunkRef
 from akoshad.store.db import StateDB
@@ -196,9 +196,11 @@ def parse_last(text: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-class PruneScheduler:
+class PruneScheduler(PeriodicJob):
     """The daemon's prunes: one every ``prune_interval_hours`` and each one asked for over
     the socket, all under the pass lock."""
+
+    retry_seconds = RETRY_SECONDS
 
     def __init__(
         self,
@@ -211,19 +213,19 @@ class PruneScheduler:
         stop_event: asyncio.Event,
         pass_lock: asyncio.Lock,
     ) -> None:
-        self.settings = settings
-        self.state = state
-        self.target = target
+        super().__init__(
+            settings,
+            state=state,
+            target=target,
+            events=events,
+            stop_event=stop_event,
+            pass_lock=pass_lock,
+        )
         self.gate = gate
-        self.events = events
-        self.stop_event = stop_event
-        self.lock = pass_lock
-        self.started = time.time()
-        self._not_before = 0.0
 
-    def configure(self, settings: Settings) -> None:
-        """A reload: the policy and the interval may have changed."""
-        self.settings = settings
+    def interval(self) -> float:
+        """``retention.prune_interval_hours`` in seconds."""
+        return self.settings.retention.prune_interval_hours * 3600.0
 
     async def last(self) -> dict[str, Any] | None:
         """``status.last_prune`` (a prune run by hand counts too), or None."""
@@ -243,10 +245,9 @@ class PruneScheduler:
 
     async def due_in(self) -> float:
         """Seconds until the next prune is due (TICK while prunes are off)."""
-        policy = self.settings.retention
-        if policy.prune_interval_hours <= 0 or not policy.enabled:
+        interval = self.interval()
+        if interval <= 0 or not self.settings.retention.enabled:
             return TICK
-        interval = policy.prune_interval_hours * 3600.0
         last = await self.last()
         at = last.get("at") if last else None
         if isinstance(at, int | float) and last is not None:
@@ -267,10 +268,6 @@ class PruneScheduler:
         except NotOwner as exc:  # nothing recorded: this machine has nothing to prune
             logger.warning("prune skipped: {}", exc)
             self._postpone()
-
-    def _postpone(self) -> None:
-        interval = self.settings.retention.prune_interval_hours * 3600.0
-        self._not_before = time.time() + min(interval, RETRY_SECONDS)
 
 
 async def prune_request(scheduler: PruneScheduler, request: dict[str, Any]) -> dict[str, Any]:

@@ -182,17 +182,19 @@ def build(
     cs = settings.cloud_sync
     stats = Stats()
     metrics = make_metrics(settings.metrics_listen)
-    targets: dict[str, Target] = {"local": metrics.counted(make_target("local", settings))}
-    if settings.bucket_configured:
-        targets["cloud"] = metrics.counted(make_target("cloud", settings))
+    # the S3 target counts its requests itself (by operation name), a local one is wrapped
+    names = ["local", "cloud"] if settings.bucket_configured else ["local"]
+    targets = {n: metrics.counted(make_target(n, settings, metrics)) for n in names}
     metrics.targets_known(list(targets) + (["http"] if settings.akosha_url else []))
     reset_timeout = max(5.0, cs.retry_backoff_seconds * 4)
     client: AkoshaClient | None = None
     if settings.akosha_url:
         client = AkoshaClient(
-            settings.akosha_url, timeout=float(min(cs.upload_timeout_seconds, 120))
+            settings.akosha_url,
+            timeout=float(min(cs.upload_timeout_seconds, 120)),
+            counter=metrics,
+            counter_target="http",
         )
-        client.on_request = metrics.request_hook("http")
     http_breaker = CircuitBreaker("http", reset_timeout=reset_timeout)
     memory_sync = MemorySync(
         state,

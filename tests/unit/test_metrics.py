@@ -13,10 +13,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from akoshad.akosha.client import AkoshaClient
+from akoshad.config import load_settings
 from akoshad.errors import TransientError
 from akoshad.pipeline.report import PassReport
 from akoshad.runtime.metrics import CountedTarget, Metrics
 from akoshad.runtime.metrics_server import MetricsServer, parse_listen
+from akoshad.targets import make_target
 from akoshad.targets.local import LocalTarget
 from akoshad.targets.s3.target import S3Target
 
@@ -194,6 +196,7 @@ async def test_s3_requests_are_counted_by_operation_name() -> None:
     s3 = S3Target(
         bucket="b", endpoint=f"http://127.0.0.1:{port}", region="us-east-1",
         access_key_id="k", secret_access_key="s", max_retries=1, retry_backoff=0.01, timeout=30,
+        counter=metrics,
     )  # fmt: skip
     assert metrics.counted(s3) is s3  # it counts itself, by operation
     try:
@@ -208,10 +211,44 @@ async def test_s3_requests_are_counted_by_operation_name() -> None:
     assert value(m, "akoshad_requests_total", target="cloud", method="HeadObject") == 2
 
 
+async def test_make_target_gives_the_counter_to_the_s3_target(tmp_path: Path) -> None:
+    metrics = Metrics()
+    settings = load_settings(
+        environ={"HOME": str(tmp_path)},
+        overrides={
+            "data_dir": str(tmp_path / "data"),
+            "state_dir": str(tmp_path / "state"),
+            "cloud_sync": {"cloud_bucket": "b", "cloud_endpoint": "http://127.0.0.1:9"},
+        },
+    )
+    s3 = make_target("cloud", settings, metrics)
+    assert isinstance(s3, S3Target) and s3.counter is metrics
+    assert metrics.counted(s3) is s3  # counted by operation name, not wrapped
+    local = make_target("local", settings, metrics)
+    assert isinstance(metrics.counted(local), CountedTarget)
+
+
+async def test_an_s3_target_built_without_a_counter_is_counted_from_outside() -> None:
+    metrics = Metrics()
+    s3 = S3Target(
+        bucket="b", endpoint=f"http://127.0.0.1:{_free_port()}", region="us-east-1",
+        access_key_id="k", secret_access_key="s", max_retries=1, retry_backoff=0.01, timeout=30,
+    )  # fmt: skip
+    counted = metrics.counted(s3)
+    assert isinstance(counted, CountedTarget) and counted.inner is s3
+    try:
+        with pytest.raises(TransientError):
+            await counted.head("systems/x")
+    finally:
+        await counted.close()
+    m = scrape(metrics, status())
+    assert value(m, "akoshad_requests_total", target="cloud", method="head") == 1
+    assert value(m, "akoshad_requests_total", target="cloud", method="HeadObject") is None
+
+
 async def test_akosha_requests_are_counted_by_json_rpc_method() -> None:
     metrics = Metrics()
-    client = AkoshaClient(f"http://127.0.0.1:{_free_port()}/mcp", timeout=5)
-    client.on_request = metrics.request_hook("http")
+    client = AkoshaClient(f"http://127.0.0.1:{_free_port()}/mcp", timeout=5, counter=metrics)
     with pytest.raises(TransientError):
         await client.initialize()
     await client.close()

@@ -1,6 +1,6 @@
 """The S3 target: any S3-compatible store (AWS S3, Cloudflare R2, MinIO, SeaweedFS, ...).
 
-One long-lived aioboto3 client, opened by ``start`` and closed by ``close``. A file streams
+One long-lived aiobotocore client, opened by ``start`` and closed by ``close``. A file streams
 in one pass: a worker thread reads it (and gzips it when asked) into parts of
 ``chunk_size_mb``; an object of less than one part goes as one PUT, a larger one as a
 multipart upload with a bounded number of parts in flight, so memory does not grow with
@@ -39,6 +39,7 @@ from loguru import logger
 
 from akoshad.backoff import with_retries
 from akoshad.errors import TransientError
+from akoshad.events import RequestCounter
 from akoshad.fileio import CHUNK
 from akoshad.redaction import redact_url
 from akoshad.targets.base import Compression, StoredObject
@@ -103,6 +104,7 @@ class S3Target:
         own_prefix: str = "systems/",
         parts_in_flight: int = PARTS_IN_FLIGHT,
         checksum: Checksum = "crc32",
+        counter: RequestCounter | None = None,
     ) -> None:
         if part_size < 5 * MiB:
             raise ValueError("part_size must be at least 5 MiB (the S3 minimum)")
@@ -121,8 +123,8 @@ class S3Target:
         self.verify_tls = True  # certificates are always checked for https endpoints
         self.requests = 0  # requests sent (attempts), for tests and benchmarks
         self.retries = 0
-        # called with the S3 operation name of every request sent (metrics)
-        self.on_request: Callable[[str], None] | None = None
+        # counts every request sent (metrics), by S3 operation name, as ``name``
+        self.counter = counter
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._pool: ThreadPoolExecutor | None = None
@@ -130,7 +132,7 @@ class S3Target:
         self._memory: asyncio.Semaphore | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3Target:
+    def from_settings(cls, settings: Settings, counter: RequestCounter | None = None) -> S3Target:
         """Build from ``settings.cloud_sync`` (which must name a bucket)."""
         cs = settings.cloud_sync
         if cs.cloud_bucket is None:
@@ -149,6 +151,7 @@ class S3Target:
             retry_backoff=cs.retry_backoff_seconds,
             own_prefix=f"systems/{cs.system_id}/",
             checksum=cs.request_checksum,
+            counter=counter,
         )
 
     def __repr__(self) -> str:
@@ -176,8 +179,8 @@ class S3Target:
 
     def _before_call(self, model: Any, **_kwargs: Any) -> None:
         """botocore's ``before-call`` event: one request (an attempt) is about to go out."""
-        if self.on_request is not None:
-            self.on_request(model.name)
+        if self.counter is not None:
+            self.counter.count(self.name, model.name)
 
     async def start(self, *, clean_up: bool = True) -> None:
         """Open the client, check bucket and credentials (``check``); with ``clean_up``,
