@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import random
 import sys
 import zlib
@@ -239,3 +240,44 @@ def test_local_target_switch_on_then_change_recipients(tmp_path: Path) -> None:
     documents = [k for k in _outbox_objects(outbox) if "/index/" in k or "/chunklists/" in k]
     assert all(is_sealed((outbox / k).read_bytes()) for k in documents if k.endswith(".age"))
     assert len([k for k in documents if not k.endswith(".age")]) == 1  # the clear chunk list
+
+
+def test_prune_of_encrypted_uploads_needs_the_identity(tmp_path: Path) -> None:
+    """Without the identity a prune deletes nothing and says why in one line; with it, the
+    uploads retention drops go, and the kept one (with its sealed skip list) restores."""
+    store = tmp_path / "store"
+    (store / "notes").mkdir(parents=True)
+    os.close(os.open(bytes(store / "notes") + b"/bad-\xff.txt", os.O_CREAT | os.O_WRONLY))
+    env = base_env(tmp_path)
+    public = write_new_identity(tmp_path / "id.txt")
+    retention = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+    outbox = tmp_path / "outbox"
+    sid = "enc-prune"
+    for i in range(3):
+        (store / "notes" / "n.md").write_text(f"version {i} {MARKERS[0]}" * 1000)
+        cfg = encryption_config(tmp_path, sid, [public], retention=retention)
+        res = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=120)
+        assert "run --once: uploaded" in res.stderr, res.stderr  # exit 1: a file skipped
+    assert len(manifests(outbox, sid)) == 3
+    res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "is encrypted" in res.stdout and "nothing deleted" in res.stdout, res.stdout
+    assert "Traceback" not in res.stderr
+    assert len(manifests(outbox, sid)) == 3
+
+    enc = {"recipients": [public], "identity_file": str(tmp_path / "id.txt")}
+    cfg = encryption_config(tmp_path, sid, [public], retention=retention, encryption=enc)
+    res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (kept,) = manifests(outbox, sid)
+    identity = load_identity(tmp_path / "id.txt")
+    target = LocalTarget(outbox)
+
+    async def read() -> tuple[dict[str, bytes], list[Any]]:
+        _, skipped = await sealed_files(target, kept, identity)
+        return await restore_sealed(target, kept, identity), skipped
+
+    restored, skipped = asyncio.run(read())
+    assert restored["notes/n.md"] == (store / "notes" / "n.md").read_bytes()
+    assert len(skipped) == 1 and skipped[0]["path"].startswith("notes/bad-"), skipped
+    assert "skipped" in kept["metadata"]["index"] and "bad-" not in json.dumps(kept)
