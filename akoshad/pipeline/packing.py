@@ -9,7 +9,9 @@ already waiting, so at most three pack files exist at once (one filling, one wai
 being sent); each is recorded in the state (the attempt's packs) before its PUT and deleted
 once it landed. Small files end up packed together: a first sync of 10,000 small files is
 a handful of PUTs. With a :class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk
-is sealed before it is packed and known by its keyed name (``sealing`` module).
+is sealed before it is packed and known by its keyed name (``sealing`` module); sealing
+runs in a thread of its own, a few chunks ahead of the pack writer, so that it overlaps
+the next chunks' hashing and compression (which release the GIL).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import hashlib
 import os
 import shutil
 import stat
+from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +44,7 @@ from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
 
 HANDOFF_POLL = 0.5  # seconds a worker waits for room before it looks for a stop again
+SEAL_AHEAD = 8  # chunks handed to the sealing thread ahead of the pack writer
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,10 @@ class PackSender:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[SealedPack | None] = asyncio.Queue(maxsize=1)
+        self._sealer: ThreadPoolExecutor | None = None
+        if sealing is not None:
+            self._sealer = ThreadPoolExecutor(1, thread_name_prefix="akoshad-seal")
+        self._sealing: deque[tuple[str, Future[bytes]]] = deque()
 
     async def send(self, files: list[tuple[str, CapturedFile]]) -> list[SentFile]:
         """Send every file; raises the first failure (TransientError, PermanentError,
@@ -128,6 +137,9 @@ class PackSender:
             consumer.cancel()
             await asyncio.gather(consumer, return_exceptions=True)
             raise
+        finally:
+            if self._sealer is not None:
+                await asyncio.to_thread(self._sealer.shutdown, True, cancel_futures=True)
         if self._failure:
             raise self._failure[0]
         return sent
@@ -142,7 +154,7 @@ class PackSender:
                     sent.append(SentFile(group, f, sha, ids))
                     self.report.bytes_uploaded += f.size
                     self.stats.progressed()
-                last = await asyncio.to_thread(writer.flush)
+                last = await asyncio.to_thread(self._flush, writer)
                 if last is not None:
                     await self._queue.put(last)
         except _Stopped:
@@ -197,6 +209,28 @@ class PackSender:
                         pack.path.unlink()
                     raise _Stopped from None
 
+    def _pack(self, writer: PackWriter, ident: str, body: bytes) -> None:
+        """Add a stored body to the pack (sealed first, in the sealing thread, when
+        encrypting: the bodies go into the pack in order, up to SEAL_AHEAD behind)."""
+        if self._sealer is None or self.sealing is None:
+            self._add(writer, ident, body)
+            return
+        self._sealing.append((ident, self._sealer.submit(seal, body, self.sealing.recipients)))
+        while len(self._sealing) > SEAL_AHEAD or (self._sealing and self._sealing[0][1].done()):
+            head, sealed = self._sealing.popleft()
+            self._add(writer, head, sealed.result())
+
+    def _add(self, writer: PackWriter, ident: str, body: bytes) -> None:
+        for sealed in writer.add(ident, body):
+            self._handoff(sealed)
+
+    def _flush(self, writer: PackWriter) -> SealedPack | None:
+        """Every body still being sealed into the pack, then the last pack sealed."""
+        while self._sealing:
+            head, sealed = self._sealing.popleft()
+            self._add(writer, head, sealed.result())
+        return writer.flush()
+
     def _chunk_file(
         self, writer: PackWriter, f: CapturedFile
     ) -> tuple[str, tuple[tuple[str, int], ...]]:
@@ -213,12 +247,9 @@ class PackSender:
             if ident in self._have:
                 continue
             comp, body = codec.compress(chunk.data, self.codec)
-            if sealing is not None:
-                body = seal(body, sealing.recipients)
             self._stored[ident] = (comp, chunk.length, chunk.sha256)
             self._have.add(ident)
-            for sealed in writer.add(ident, body):
-                self._handoff(sealed)
+            self._pack(writer, ident, body)
         sha = whole.hexdigest()
         if f.in_place and not f.still_as_captured():
             raise TransientError(f"{f.path} changed while it was being uploaded")
