@@ -36,7 +36,7 @@ from akoshad.pipeline.sealing import Sealing
 from akoshad.pipeline.stats import Stats
 from akoshad.storage import codec
 from akoshad.storage.chunker import iter_file_chunks
-from akoshad.storage.crypto import seal
+from akoshad.storage.crypto import seal_chunk
 from akoshad.storage.errors import StorageError
 from akoshad.storage.packs import PackWriter, SealedPack
 from akoshad.storage.refs import ChunkCompression, ChunkRef, Encryption
@@ -119,7 +119,8 @@ class PackSender:
         self._sealer: ThreadPoolExecutor | None = None
         if sealing is not None:
             self._sealer = ThreadPoolExecutor(1, thread_name_prefix="akoshad-seal")
-        self._sealing: deque[tuple[str, Future[bytes]]] = deque()
+        self._pending: dict[str, tuple[int, str]] = {}  # being sealed: (size, sha256)
+        self._sealing: deque[tuple[str, Future[tuple[ChunkCompression, bytes]]]] = deque()
 
     async def send(self, files: list[tuple[str, CapturedFile]]) -> list[SentFile]:
         """Send every file; raises the first failure (TransientError, PermanentError,
@@ -209,26 +210,37 @@ class PackSender:
                         pack.path.unlink()
                     raise _Stopped from None
 
-    def _pack(self, writer: PackWriter, ident: str, body: bytes) -> None:
-        """Add a stored body to the pack (sealed first, in the sealing thread, when
-        encrypting: the bodies go into the pack in order, up to SEAL_AHEAD behind)."""
+    def _pack(self, writer: PackWriter, ident: str, data: bytes, size: int, sha: str) -> None:
+        """Compress a new chunk and add it to the pack. Encrypting, compression and sealing
+        run in the sealing thread (the bodies go into the pack in order, at most
+        SEAL_AHEAD behind), beside the chunking and hashing of the next ones."""
         if self._sealer is None or self.sealing is None:
-            self._add(writer, ident, body)
+            comp, body = codec.compress(data, self.codec)
+            self._add(writer, ident, body, (comp, size, sha))
             return
-        self._sealing.append((ident, self._sealer.submit(seal, body, self.sealing.recipients)))
+        job = self._sealer.submit(seal_chunk, data, self.sealing.recipients, self.codec)
+        self._pending[ident] = (size, sha)
+        self._sealing.append((ident, job))
         while len(self._sealing) > SEAL_AHEAD or (self._sealing and self._sealing[0][1].done()):
-            head, sealed = self._sealing.popleft()
-            self._add(writer, head, sealed.result())
+            self._add_sealed(writer)
 
-    def _add(self, writer: PackWriter, ident: str, body: bytes) -> None:
+    def _add_sealed(self, writer: PackWriter) -> None:
+        head, job = self._sealing.popleft()
+        comp, body = job.result()
+        size, sha = self._pending.pop(head)
+        self._add(writer, head, body, (comp, size, sha))
+
+    def _add(
+        self, writer: PackWriter, ident: str, body: bytes, stored: tuple[ChunkCompression, int, str]
+    ) -> None:
+        self._stored[ident] = stored
         for sealed in writer.add(ident, body):
             self._handoff(sealed)
 
     def _flush(self, writer: PackWriter) -> SealedPack | None:
         """Every body still being sealed into the pack, then the last pack sealed."""
         while self._sealing:
-            head, sealed = self._sealing.popleft()
-            self._add(writer, head, sealed.result())
+            self._add_sealed(writer)
         return writer.flush()
 
     def _chunk_file(
@@ -246,10 +258,8 @@ class PackSender:
             ids.append((ident, chunk.length))
             if ident in self._have:
                 continue
-            comp, body = codec.compress(chunk.data, self.codec)
-            self._stored[ident] = (comp, chunk.length, chunk.sha256)
             self._have.add(ident)
-            self._pack(writer, ident, body)
+            self._pack(writer, ident, chunk.data, chunk.length, chunk.sha256)
         sha = whole.hexdigest()
         if f.in_place and not f.still_as_captured():
             raise TransientError(f"{f.path} changed while it was being uploaded")
