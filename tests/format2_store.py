@@ -14,6 +14,7 @@ import duckdb
 from akoshad.manifest.layout import encode_manifest, manifest_key
 from akoshad.storage.chunker import ChunkParams, iter_file_chunks
 from akoshad.storage.codec import compress
+from akoshad.storage.errors import PackError
 from akoshad.storage.format2 import Format2Manifest
 from akoshad.storage.packs import PackWriter, SealedPack
 from akoshad.storage.refs import ChunkCompression, ChunkRef
@@ -56,6 +57,15 @@ class MemTarget:
         data = self.objects[key]
         for start in range(0, len(data), 65536):
             yield data[start : start + 65536]
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if key not in self.objects:
+            raise KeyError(key)
+        self.reads[key] = self.reads.get(key, 0) + 1
+        data = self.objects[key][offset : offset + length]
+        if len(data) != length:
+            raise PackError(f"object {key} is too short")
+        return data
 
     async def head(self, key: str) -> int | None:
         data = self.objects.get(key)

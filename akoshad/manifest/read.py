@@ -1,5 +1,6 @@
 """Reading manifests back from a target: the uploads it holds, one manifest bounded in size
-and checked whole, the newest valid one. Restore, verify, drills and the start-up
+and checked whole, the newest valid one, and its files (format 1 or 2) as
+:class:`~akoshad.storage.stored.StoredFile`. Restore, verify, drills and the start-up
 recovery all read through here."""
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from akoshad.manifest.layout import (
     upload_ids_from_keys,
     validate_manifest,
 )
+from akoshad.storage.format2_read import manifest_format, read_entries
+from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
 
 
@@ -65,10 +68,30 @@ async def load_manifest(target: Target, system_id: str, upload_id: str) -> dict[
     if problems:
         raise RestoreError(f"manifest of upload {upload_id} is invalid: {problems[0]}")
     try:
-        entries_of(manifest)
+        if manifest_format(manifest) == 1:
+            entries_of(manifest)  # format 2: its documents are read by ``load_files``
     except ManifestError as exc:
         raise RestoreError(f"manifest of upload {upload_id} is invalid: {exc}") from None
     return dict(manifest)
+
+
+async def manifest_files(
+    target: Target, system_id: str, upload_id: str, manifest: dict[str, Any]
+) -> list[StoredFile]:
+    """Every file of ``manifest`` (format 1 or 2: index parts and chunk lists read with
+    their bounds), validated together; RestoreError with one clear reason otherwise."""
+    try:
+        return await read_entries(target, manifest, system_id=system_id)
+    except ManifestError as exc:
+        raise RestoreError(f"manifest of upload {upload_id} is invalid: {exc}") from None
+
+
+async def load_files(
+    target: Target, system_id: str, upload_id: str
+) -> tuple[dict[str, Any], list[StoredFile]]:
+    """The manifest of ``upload_id`` (``load_manifest``) and its files (``manifest_files``)."""
+    manifest = await load_manifest(target, system_id, upload_id)
+    return manifest, await manifest_files(target, system_id, upload_id, manifest)
 
 
 async def newest_valid_manifest(

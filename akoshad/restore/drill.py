@@ -3,7 +3,8 @@ engines, by hand (``akoshad drill``) or every ``drill_interval_hours`` in the da
 
 A drill reads only (GETs, at most ``drill_max_mbps``), restores into a private directory
 ``state_dir/drill-*`` (0700, removed afterwards; one a crash left is removed by the next
-drill), checks every SHA-256 (``restore.fetch_entry``), then hands the databases and JSON
+drill), checks every SHA-256 (``storage.fetch.fetch_file``: each chunk, then each file;
+either manifest format), then hands the databases and JSON
 files to a short-lived worker process (``akoshad.restore.drill_worker``). The result
 ``{at, ok, upload_id, problems}`` is kept in the state database (``status.last_drill``).
 """
@@ -21,16 +22,17 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import akoshad
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, PermanentError, RestoreError, TransientError
-from akoshad.manifest.layout import FileEntry, entries_of
-from akoshad.manifest.read import list_uploads, load_manifest
+from akoshad.manifest.facts import Facts
+from akoshad.manifest.read import list_uploads, load_files
 from akoshad.restore.destdir import DestError, open_dest
 from akoshad.restore.drill_dirs import (
     DRILL_PREFIX,
@@ -39,8 +41,12 @@ from akoshad.restore.drill_dirs import (
     LOCK_NAME,
     remove_stale,
 )
-from akoshad.restore.readback import fetch_entry, sink_for
+from akoshad.restore.groups import work_units
+from akoshad.restore.parallel import weight_of
+from akoshad.restore.readback import sink_for
 from akoshad.restore.throttle import DrillReader, TokenBucket
+from akoshad.storage.fetch import RangeReader, fetch_file
+from akoshad.storage.stored import StoredFile
 from akoshad.store.db import STATE_FILE
 from akoshad.targets import Target, make_target
 
@@ -52,6 +58,19 @@ _WORKER = "import sys; sys.path.insert(0, sys.argv[1]); import akoshad.restore.d
 _WORKER += "sys.exit(w.main(sys.argv[2:]))"
 # the worker imports the very akoshad this process runs (-I: no environment, no cwd)
 _PACKAGE_PARENT = str(Path(akoshad.__file__).resolve().parent.parent)
+
+
+class Checkable(Protocol):
+    """What the engine checks need of a restored file."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def facts(self) -> Facts | None: ...
 
 
 class NothingToDrill(AkoshadError):
@@ -111,15 +130,15 @@ def drop_drill_dir(path: Path, fd: int) -> None:
 # ---- restore and check --------------------------------------------------------------------
 async def restore_all(
     target: Target, system_id: str, upload_id: str, root: Path, result: DrillResult
-) -> list[FileEntry]:
+) -> list[StoredFile]:
     """Restore every file of the upload under ``root``, checking each SHA-256. Problems go
-    into ``result``; returns the entries restored intact."""
+    into ``result``; returns the files restored intact."""
     try:
-        entries = entries_of(await load_manifest(target, system_id, upload_id))
+        _, entries = await load_files(target, system_id, upload_id)
     except (RestoreError, ValueError, KeyError, TypeError) as exc:
         result.problems.append(f"manifest of {upload_id}: {exc}")
         return []
-    restored: list[FileEntry] = []
+    restored: list[StoredFile] = []
     dest_fd = await asyncio.to_thread(open_dest, root)
     try:
         await _restore_entries(target, entries, dest_fd, result, restored)
@@ -130,36 +149,58 @@ async def restore_all(
 
 async def _restore_entries(
     target: Target,
-    entries: list[FileEntry],
+    entries: list[StoredFile],
     dest_fd: int,
     result: DrillResult,
-    restored: list[FileEntry],
+    restored: list[StoredFile],
 ) -> None:
-    for entry in entries:
+    """One file after another (small files of a pack read together, ``groups``); a
+    target or disk failure stops the drill, a damaged file is a problem of its own."""
+    done: dict[int, StoredFile] = {}
+    for unit in work_units(entries, target):
         try:
-            sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
-            try:
-                size, _sha = await fetch_entry(target, entry, sink)
-            finally:
-                os.close(sink.dir_fd)
-        except DestError as exc:
-            result.problems.append(f"{entry.path}: {exc}")
-            continue
-        except AkoshadError as exc:
-            if isinstance(exc, TransientError | PermanentError):
-                result.problems.append(f"{entry.path}: drill stopped, {target.name}: {exc}")
-                break
-            result.problems.append(str(exc))  # IntegrityError names the path
-            continue
-        except OSError as exc:
-            result.problems.append(f"{entry.path}: drill stopped, cannot write: {exc.strerror}")
-            break
-        restored.append(entry)
-        result.files += 1
-        result.bytes += size
+            for i, entry in unit.files:
+                outcome = await _restore_one(target, unit.reader or target, entry, dest_fd, result)
+                if outcome == "stop":
+                    return
+                if outcome == "ok":
+                    done[i] = entry
+        finally:
+            if unit.reader is not None:
+                unit.reader.release()
+            restored[:] = [done[i] for i in sorted(done)]
 
 
-def worker_spec(entries: list[FileEntry]) -> list[dict[str, Any]]:
+async def _restore_one(
+    target: Target, ranges: RangeReader, entry: StoredFile, dest_fd: int, result: DrillResult
+) -> Literal["ok", "bad", "stop"]:
+    """Restore one file into the drill directory: restored intact ("ok"), a problem of its
+    own ("bad"), or the drill must stop ("stop": the target or the disk failed)."""
+    try:
+        sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
+        try:
+            budget = weight_of(entry.stored_size)
+            size, _sha = await fetch_file(target, entry, sink, ranges=ranges, memory_budget=budget)
+        finally:
+            os.close(sink.dir_fd)
+    except DestError as exc:
+        result.problems.append(f"{entry.path}: {exc}")
+        return "bad"
+    except AkoshadError as exc:
+        if isinstance(exc, TransientError | PermanentError):
+            result.problems.append(f"{entry.path}: drill stopped, {target.name}: {exc}")
+            return "stop"
+        result.problems.append(str(exc))  # IntegrityError names the path
+        return "bad"
+    except OSError as exc:
+        result.problems.append(f"{entry.path}: drill stopped, cannot write: {exc.strerror}")
+        return "stop"
+    result.files += 1
+    result.bytes += size
+    return "ok"
+
+
+def worker_spec(entries: Sequence[Checkable]) -> list[dict[str, Any]]:
     """What the worker checks: databases, and JSON files that parsed at capture."""
     specs: list[dict[str, Any]] = []
     for e in entries:

@@ -5,7 +5,8 @@ objects in each upload's own folder. Each manifest is read with its size bound a
 as restore checks it (format 1 or 2); one that cannot be trusted is listed as damaged with
 its reason, the others are still listed. "Stored" is what the upload added: the bytes of the
 objects in its own folder (sizes taken from its manifest's whole-object entries, the rest
-asked of the target).
+asked of the target), and, in format 2, of the shared objects (packs, index parts, chunk
+lists) that no earlier upload references: each stored object is counted once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from akoshad.manifest.layout import (
@@ -40,7 +42,8 @@ class UploadRow:
     upload_id: str
     uploaded_at: str | None  # the manifest's, else the time in the upload id
     files: int | None  # None: not known (damaged, or an encrypted entry list)
-    stored_bytes: int  # the objects in the upload's own folder, manifest included
+    stored_bytes: int  # its own folder (manifest included), and the packs/documents it
+    # is the first upload to reference
     total_size_bytes: int | None
     damaged: str | None = None  # why the manifest cannot be trusted
 
@@ -69,9 +72,10 @@ def _encrypted_index(manifest: Mapping[str, Any]) -> bool:
 
 async def _parse(
     target: Target, system_id: str, data: bytes
-) -> tuple[dict[str, Any], int | None, dict[str, int]]:
-    """The manifest, its file count and the stored sizes it states for whole objects.
-    ManifestError (one line) when it cannot be trusted."""
+) -> tuple[dict[str, Any], int | None, dict[str, int], set[str]]:
+    """The manifest, its file count, the stored sizes it states for whole objects, and the
+    shared objects it references (packs, index parts, chunk lists). ManifestError (one
+    line) when it cannot be trusted."""
     try:
         manifest = await asyncio.to_thread(json.loads, data)
     except ValueError:
@@ -80,10 +84,12 @@ async def _parse(
     if problems:
         raise ManifestError(problems[0])
     if _encrypted_index(manifest):
-        return manifest, None, {}
-    files = await read_entries(target, manifest, system_id=system_id)
+        return manifest, None, {}, set()
+    shared: set[str] = set()
+    files = await read_entries(target, manifest, system_id=system_id, documents=shared)
     sizes = {f.whole.key: f.whole.stored_size for f in files if f.whole is not None}
-    return manifest, len(files), sizes
+    shared.update(c.key for f in files for c in f.chunks)
+    return manifest, len(files), sizes, shared
 
 
 def _shown_time(manifest: Mapping[str, Any] | None, upload_id: str) -> str | None:
@@ -92,16 +98,21 @@ def _shown_time(manifest: Mapping[str, Any] | None, upload_id: str) -> str | Non
     return when.isoformat() if when is not None else None
 
 
-async def _row(target: Target, system_id: str, upload_id: str, keys: list[str]) -> UploadRow:
+async def _row(
+    target: Target, system_id: str, upload_id: str, keys: list[str]
+) -> tuple[UploadRow, set[str]]:
+    """The row (stored bytes: its own folder only, so far) and the shared objects the
+    upload references."""
     key = manifest_key(system_id, upload_id)
     manifest: dict[str, Any] | None = None
     files: int | None = None
     known: dict[str, int] = {}
     damaged: str | None = None
+    shared: set[str] = set()
     try:
         data = await read_manifest_bytes(target, key)
         known[key] = len(data)
-        manifest, files, sizes = await _parse(target, system_id, data)
+        manifest, files, sizes, shared = await _parse(target, system_id, data)
         known.update({k: v for k, v in sizes.items() if k in keys})
     except KeyError:
         damaged = "the manifest vanished while listing"
@@ -112,7 +123,7 @@ async def _row(target: Target, system_id: str, upload_id: str, keys: list[str]) 
         if other not in known:
             stored += await target.head(other) or 0
     total = manifest.get("total_size_bytes") if manifest is not None else None
-    return UploadRow(
+    row = UploadRow(
         upload_id=upload_id,
         uploaded_at=_shown_time(manifest, upload_id),
         files=files,
@@ -120,6 +131,26 @@ async def _row(target: Target, system_id: str, upload_id: str, keys: list[str]) 
         total_size_bytes=total if isinstance(total, int) else None,
         damaged=damaged,
     )
+    return row, shared
+
+
+async def _add_shared(
+    target: Target, found: Sequence[tuple[UploadRow, set[str]]]
+) -> list[UploadRow]:
+    """Each row's stored bytes plus the shared objects (format 2) no earlier upload
+    references: every stored object is counted once, by the first upload that needs it."""
+    seen: set[str] = set()
+    firsts: list[list[str]] = []
+    for _, shared in found:
+        firsts.append(sorted(shared - seen))
+        seen |= shared
+    keys = sorted(seen)
+    heads = await _bounded([partial(target.head, k) for k in keys], IN_FLIGHT)
+    sizes = dict(zip(keys, heads, strict=True))
+    return [
+        replace(row, stored_bytes=row.stored_bytes + sum(sizes[k] or 0 for k in first))
+        for (row, _), first in zip(found, firsts, strict=True)
+    ]
 
 
 async def upload_rows(target: Target, system_id: str) -> list[UploadRow]:
@@ -133,7 +164,7 @@ async def upload_rows(target: Target, system_id: str) -> list[UploadRow]:
         if owner in folders:
             folders[owner].append(k)
     jobs = [(lambda u=u: _row(target, system_id, u, folders[u])) for u in uploads]
-    return await _bounded(jobs, IN_FLIGHT)
+    return await _add_shared(target, await _bounded(jobs, IN_FLIGHT))
 
 
 def _folder_of(key: str, system_id: str) -> str:

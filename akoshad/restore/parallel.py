@@ -3,12 +3,14 @@
 :func:`fetch_all` runs one job per file on at most :data:`WORKERS` workers. Each file
 streams (one read piece and one decoded piece at a time), so what a file holds in memory
 does not grow with its size; the byte budget (:data:`BUDGET`) still caps how many large
-files are in flight together: a file weighs its stored size, at most :data:`FILE_WEIGHT`.
+files are in flight together: a file weighs its stored size, at most :data:`FILE_WEIGHT`,
+and a chunked file is fetched within that weight (``fetch_file``'s ``memory_budget``).
 The largest files start first, so one big file does not end the restore alone.
 
 The first failure (in manifest order among those seen) is raised once every job in hand has
-ended; no new file starts after a failure. Each job cleans up after itself (the sink of a
-file that fails is discarded), so nothing partial is left.
+ended; no new file starts after a failure (:func:`run_each`, for ``verify``, runs them
+all). Each job cleans up after itself (the sink of a file that fails is discarded), so
+nothing partial is left.
 """
 
 from __future__ import annotations
@@ -90,6 +92,40 @@ async def fetch_all(
         await asyncio.gather(*tasks, return_exceptions=True)
     if errors:
         raise errors[min(errors)]
+
+
+async def run_each(
+    entries: Sequence[_E],
+    job: Callable[[_E], Awaitable[_T]],
+    size: Callable[[_E], int],
+    *,
+    workers: int | None = None,
+    budget: int | None = None,
+) -> list[_T]:
+    """``job`` on every entry within the same bounds as :func:`fetch_all`, whatever the
+    others return (``verify``: a job returns its file's problem); the results in entry
+    order. An exception a job raises (the target is down) ends the run and is raised."""
+    workers = WORKERS if workers is None else workers
+    gate = ByteBudget(BUDGET if budget is None else budget)
+    queue = iter(sorted(range(len(entries)), key=lambda i: -size(entries[i])))
+    results: dict[int, _T] = {}
+
+    async def worker() -> None:
+        for i in queue:
+            weight = weight_of(size(entries[i]))
+            await gate.acquire(weight)
+            try:
+                results[i] = await job(entries[i])
+            finally:
+                await gate.release(weight)
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(max(1, min(workers, len(entries)))):
+                tg.create_task(worker())
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
+    return [results[i] for i in range(len(entries))]
 
 
 async def owned_in_thread(make: Callable[[], _T], drop: Callable[[_T], object]) -> _T:

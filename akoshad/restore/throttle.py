@@ -64,6 +64,13 @@ class DrillReader:
             await self.bucket.take(len(chunk))
             yield chunk
 
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """A ranged read (chunks of a pack), paid for before it goes out."""
+        await self.bucket.take(length)
+        data = await self.inner.read_range(key, offset, length)
+        self.bytes_read += len(data)
+        return data
+
     async def head(self, key: str) -> int | None:
         return await self.inner.head(key)
 

@@ -8,8 +8,10 @@ reading no more than its ``stored_size`` and decoding no more than its ``size``.
 A damaged or missing part is an :class:`~akoshad.errors.IntegrityError` naming the file
 and the chunk; the sink is then discarded.
 
-Targets have no ranged read yet: :class:`WholeObjectRanges` reads a pack whole (bounded)
-and serves ranges from it, one pack kept at a time. Share one per restore.
+Chunks are read with the target's own ``read_range`` (S3 ``Range:``, the local target's
+``pread``), reads of nearby chunks coalesced (``packs.plan_reads``). For a target without
+it, :class:`WholeObjectRanges` is the fallback: it reads a pack whole (bounded) and serves
+ranges from it, one pack kept at a time; share one per restore.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from akoshad.targets.base import Target
 
 MiB = 1024 * 1024
 MEMORY_BUDGET = 64 * MiB
-MAX_IN_FLIGHT = 8
-BATCH_BYTES = 4 * MiB  # stored (and decoded) bytes one read batch gathers
+MAX_IN_FLIGHT = 4  # reads of one file in flight (each up to BATCH_BYTES, within its budget)
+BATCH_BYTES = 4 * MiB  # stored bytes one read batch gathers
 DECODE_STEP = 1024 * 1024  # decoded bytes per step of a whole object
 
 
@@ -106,16 +108,16 @@ def _chunk_error(f: StoredFile, i: int, why: str) -> IntegrityError:
 
 
 def _batches(chunks: tuple[ChunkRef, ...], limit: int) -> list[range]:
-    """Consecutive chunks grouped so that each group's stored and decoded bytes stay
-    within ``limit`` (a bigger chunk makes a group of its own)."""
+    """Consecutive chunks grouped so that each group's stored bytes stay within ``limit``
+    (a bigger chunk makes a group of its own). Decoded bytes are not held together: a
+    batch is decoded and written one chunk at a time."""
     out: list[range] = []
-    start = stored = plain = 0
+    start = stored = 0
     for i, ref in enumerate(chunks):
-        if i > start and (stored + ref.length > limit or plain + ref.size > limit):
+        if i > start and stored + ref.length > limit:
             out.append(range(start, i))
-            start, stored, plain = i, 0, 0
+            start, stored = i, 0
         stored += ref.length
-        plain += ref.size
     if start < len(chunks):
         out.append(range(start, len(chunks)))
     return out
@@ -133,11 +135,11 @@ async def _read_batch(
         try:
             data = await ranges.read_range(rr.key, rr.start, rr.length)
         except KeyError:
-            raise _chunk_error(f, first, f"is missing: object {rr.key} does not exist") from None
+            raise _chunk_error(f, first, "is missing: its object does not exist") from None
         except PackError as exc:
             raise _chunk_error(f, first, f"is damaged: {exc}") from None
         if len(data) != rr.length:
-            raise _chunk_error(f, first, f"is damaged: object {rr.key} is too short")
+            raise _chunk_error(f, first, "is damaged: its object is too short")
         for j in rr.items:
             bodies[j] = rr.extract(data, locs[j])
     return bodies

@@ -59,6 +59,7 @@ class _Budget:
 
     def __init__(self, limit: int) -> None:
         self.left = limit
+        self.keys: set[str] = set()  # the documents read
 
     def limit(self, what: str) -> int:
         """The most ``what`` may take (its own bound, or what is left)."""
@@ -159,6 +160,7 @@ async def _read(target: Target, key: str, comp: str, enc: str, what: str, budget
         raise ManifestError(f"{what} is encrypted ({enc:.20}): not readable here")
     stored = await fetch_stored(target, key, budget.limit(what), what)
     budget.spend(len(stored))
+    budget.keys.add(key)
     return await asyncio.to_thread(decode_document, stored, comp, what, MAX_DOCUMENT_BYTES)
 
 
@@ -255,10 +257,15 @@ def _system_id(metadata: Mapping[str, Any], system_id: str | None) -> str:
 
 
 async def read_entries(
-    target: Target, manifest: Mapping[str, Any], *, system_id: str | None = None
+    target: Target,
+    manifest: Mapping[str, Any],
+    *,
+    system_id: str | None = None,
+    documents: set[str] | None = None,
 ) -> list[StoredFile]:
     """Every file of ``manifest`` (format 1 or 2), validated together; ``system_id``
-    defaults to ``metadata.system_id`` (and must match it when given).
+    defaults to ``metadata.system_id`` (and must match it when given). The keys of the
+    index parts and chunk lists read are added to ``documents`` when given.
 
     Raises ManifestError (one line) for anything malformed, missing or over a bound;
     a target's own errors (``TransientError``, ...) pass through.
@@ -279,4 +286,6 @@ async def read_entries(
     pending = [parse_entry(entry, where) for where, entry in raw]
     files = await _resolve_lists(target, pending, system_id, budget)
     check_paths(files)
+    if documents is not None:
+        documents.update(budget.keys)
     return files

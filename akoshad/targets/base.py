@@ -56,6 +56,11 @@ class Target(Protocol):
     def read(self, key: str) -> AsyncIterator[bytes]:
         """Stream the stored (possibly gzip) bytes of ``key``; ``KeyError`` if missing."""
 
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` stored bytes of ``key`` from ``offset`` (chunks of a pack, in one
+        request); ``KeyError`` when ``key`` is missing, ``storage.errors.PackError`` when
+        the object ends before ``offset + length``."""
+
     async def head(self, key: str) -> int | None:
         """The stored size of ``key``, or None when it does not exist."""
 

@@ -31,6 +31,7 @@ from akoshad.compress import encoded_chunks
 from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import CHUNK
 from akoshad.private import DIR_MODE, FILE_MODE, make_private_dirs
+from akoshad.storage.errors import PackError
 from akoshad.targets.base import Compression, StoredObject
 
 TMP_MARK = ".akoshad-tmp-"
@@ -217,6 +218,31 @@ class LocalTarget:
                 yield chunk
         finally:
             fh.close()
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        return await asyncio.to_thread(self._read_range_sync, key, offset, length)
+
+    def _read_range_sync(self, key: str, offset: int, length: int) -> bytes:
+        """``pread`` of the object opened without following a link (KeyError when it is
+        missing or not a regular file, PackError when it ends too soon)."""
+        if offset < 0 or length < 0:
+            raise PackError(f"object {key}: invalid range {offset}+{length}")
+        fh = self._open_object(key)
+        if fh is None:
+            raise KeyError(key)
+        with fh:
+            if length == 0 and offset > os.fstat(fh.fileno()).st_size:
+                raise PackError(f"object {key} ends before {offset}")
+            pieces: list[bytes] = []
+            got = 0
+            while got < length:
+                piece = os.pread(fh.fileno(), length - got, offset + got)
+                if not piece:
+                    end = offset + length
+                    raise PackError(f"object {key} ends at {offset + got}, a read needs ..{end}")
+                pieces.append(piece)
+                got += len(piece)
+        return b"".join(pieces)
 
     def _head_sync(self, key: str) -> int | None:
         parts = self._parts(key)

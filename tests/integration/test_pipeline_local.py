@@ -163,15 +163,19 @@ def test_verify_finds_an_object_of_the_ledger_gone(setup: Setup) -> None:
     assert setup.once().returncode == 0
     first = setup.manifests()[0]
     old = next(f for f in first["metadata"]["files"] if f["path"] == "activity.db")
-    (setup.outbox / old["key"]).unlink()  # still used by the newest upload (unchanged)
+    (pack,) = {c["key"] for c in old["chunks"]}
+    (setup.outbox / pack).unlink()  # still used by the newest upload (unchanged)
     newest = setup.manifests()[-1]["metadata"]["upload_id"]
     res = setup.cli("verify")  # the newest upload's check finds it (not told twice)
     assert res.returncode == 1
-    assert f"{newest}: activity.db: object {old['key']} is missing" in res.stdout
+    n = len(old["chunks"])
+    assert f"{newest}: activity.db: chunk 1 of {n} (sha256 " in res.stdout, res.stdout
+    assert f"{pack} at " in res.stdout and "is missing: its object does not exist" in res.stdout
+    assert "ledger: activity.db" not in res.stdout
     # the ledger looks at its objects itself when its upload was not verified just now
     res = setup.cli("verify", "--upload-id", first["metadata"]["upload_id"])
     assert res.returncode == 1
-    assert f"ledger: activity.db: object {old['key']} is missing" in res.stdout
+    assert f"ledger: activity.db: chunk 1 of {n}: object {pack} is missing" in res.stdout
 
 
 def test_restore_refuses_non_empty_dest(setup: Setup, tmp_path: Path) -> None:

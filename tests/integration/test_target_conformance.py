@@ -19,6 +19,7 @@ import akoshad.targets.s3.parts as s3parts
 import akoshad.targets.s3.target as s3mod
 from akoshad import compress, fileio
 from akoshad.errors import TransientError
+from akoshad.storage.errors import PackError
 from akoshad.targets.base import Compression, Target
 from akoshad.targets.local import LocalTarget
 from akoshad.targets.s3.target import S3Target
@@ -142,6 +143,58 @@ async def test_missing_key(target: Target, system_id: str) -> None:
     with pytest.raises(KeyError):
         await read_all(target, key(system_id, "nope"))
     assert await target.head(key(system_id, "nope")) is None
+
+
+async def test_read_range(target: Target, tmp_path: Path, system_id: str) -> None:
+    """Ranged reads of a pack-like object: anywhere in it, up to its last byte, nothing
+    more than asked; across a part boundary of a multipart object too."""
+    data = os.urandom(6 * MiB + 4321)  # above one 5 MiB part: multipart on S3
+    src = tmp_path / "pack"
+    src.write_bytes(data)
+    k = key(system_id, "pack")
+    await target.put_file(k, src, "none")
+    for offset, length in [(0, 1), (17, 4096), (5 * MiB - 10, 20), (len(data) - 7, 7), (0, 0)]:
+        assert await target.read_range(k, offset, length) == data[offset : offset + length]
+    assert await target.read_range(k, 0, len(data)) == data
+    assert await target.read_range(k, len(data), 0) == b""
+
+
+@pytest.mark.parametrize("offset,length", [(4090, 10), (4096, 1), (10_000, 5), (10_000, 0)])
+async def test_read_range_past_the_end(
+    target: Target, tmp_path: Path, system_id: str, offset: int, length: int
+) -> None:
+    src = tmp_path / "short"
+    src.write_bytes(b"x" * 4096)
+    k = key(system_id, "short")
+    await target.put_file(k, src, "none")
+    with pytest.raises(PackError):
+        await target.read_range(k, offset, length)
+
+
+async def test_read_range_missing(target: Target, system_id: str) -> None:
+    for length in (10, 0):
+        with pytest.raises(KeyError):
+            await target.read_range(key(system_id, "nope"), 0, length)
+
+
+async def test_local_read_range_never_follows_a_link(tmp_path: Path, system_id: str) -> None:
+    """A link planted where a pack is expected (or on its way) is a missing object."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"private bytes")
+    target = LocalTarget(tmp_path / "outbox")
+    await target.start()
+    k = key(system_id, "pack")
+    folder = tmp_path / "outbox" / Path(k).parent
+    folder.mkdir(parents=True)
+    (folder / "pack").symlink_to(secret)
+    with pytest.raises(KeyError):
+        await target.read_range(k, 0, 4)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "pack").write_bytes(b"0123456789")
+    shutil.rmtree(tmp_path / "outbox" / "systems" / system_id / "uploads")
+    (tmp_path / "outbox" / "systems" / system_id / "uploads").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(KeyError):
+        await target.read_range(f"systems/{system_id}/uploads/pack", 0, 4)
 
 
 async def test_list_and_delete(target: Target, tmp_path: Path, system_id: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from akoshad.manifest.layout import MAX_MANIFEST_BYTES
+from akoshad.storage.codec import compress
 from tests.integration.test_pipeline_local import SYSTEM, Setup
 from tests.integration.test_pipeline_s3 import S3Setup
 from tests.s3server import WeedServer
@@ -46,10 +47,6 @@ def _rewrite_manifest(setup: Setup, change: Any, upload: Path | None = None) -> 
 
 def _entry(manifest: dict[str, Any], path: str) -> dict[str, Any]:
     return next(e for e in manifest["metadata"]["files"] if e["path"] == path)
-
-
-def _object(setup: Setup, entry: dict[str, Any]) -> Path:
-    return setup.outbox / entry["key"]
 
 
 def _everything_under(root: Path) -> bytes:
@@ -154,42 +151,54 @@ def test_restore_refuses_a_symlink_in_the_way_without_force(
 # ---- 16.4: decompression bombs and oversized objects/manifests -----------------------
 
 
+def _chunk_of(manifest: dict[str, Any], path: str) -> dict[str, Any]:
+    chunk: dict[str, Any] = _entry(manifest, path)["chunks"][0]
+    return chunk
+
+
+def _zstd_bomb(plain: int) -> bytes:
+    compression, bomb = compress(b"\0" * plain)
+    assert compression == "zstd"
+    return bomb
+
+
+def _point_at(manifest: dict[str, Any], path: str, key: str, stored: bytes) -> None:
+    """``path``'s chunk now lives in ``key`` (all of it, zstd); its declared size stays."""
+    _chunk_of(manifest, path).update(key=key, offset=0, length=len(stored), compression="zstd")
+
+
 def _bomb(setup: Setup, path: str, plain: int) -> dict[str, Any]:
-    """Replace ``path``'s object with gzip of ``plain`` zero bytes; the manifest keeps its
-    declared size but lists the bomb's stored size (as a forger would)."""
-    manifest = setup.manifests()[-1]
-    entry = _entry(manifest, path)
-    obj = _object(setup, entry)
-    comp = gzip.compress(b"\0" * plain, compresslevel=9)
-    obj.write_bytes(comp)
-
-    def change(m: dict[str, Any]) -> None:
-        _entry(m, path)["stored_size"] = len(comp)
-
-    return _rewrite_manifest(setup, change)
+    """Point ``path``'s chunk at a stored zstd bomb of ``plain`` zero bytes; the manifest
+    keeps the declared size of the chunk and file (as a forger would)."""
+    bomb = _zstd_bomb(plain)
+    key = f"systems/{SYSTEM}/packs/00/{'0' * 64}"
+    (setup.outbox / key).parent.mkdir(parents=True, exist_ok=True)
+    (setup.outbox / key).write_bytes(bomb)
+    return _rewrite_manifest(setup, lambda m: _point_at(m, path, key, bomb))
 
 
 def test_decompression_bomb_stops_at_the_declared_size(setup: Setup, tmp_path: Path) -> None:
     assert setup.once().returncode == 0
-    _bomb(setup, "a.json", 256 * 1024 * 1024)
+    _bomb(setup, "a.json", 64 * 1024 * 1024)
     dest = tmp_path / "dest"
     res = setup.cli("restore", "--latest", "--dest", str(dest))
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert "decodes to more than its declared 400 bytes" in res.stderr + res.stdout
+    assert "a.json: chunk 1 of 1 " in res.stderr
+    assert "inflates beyond its declared 400 bytes" in res.stderr + res.stdout
     assert not [p for p in dest.rglob("*") if p.name.startswith(".akoshad-restore-")]
     res = setup.cli("verify")
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert "a.json" in res.stdout and "decodes to more than its declared" in res.stdout
+    assert "a.json" in res.stdout and "inflates beyond its declared" in res.stdout
 
 
-def test_object_longer_than_its_stored_size_is_damaged(setup: Setup, tmp_path: Path) -> None:
+def test_a_pack_shorter_than_its_chunks_is_damaged(setup: Setup, tmp_path: Path) -> None:
     assert setup.once().returncode == 0
-    manifest = setup.manifests()[-1]
-    obj = _object(setup, _entry(manifest, "a.json"))
-    obj.write_bytes(obj.read_bytes() + b"\0" * 4096)  # trailing bytes after the gzip end
+    chunk = _chunk_of(setup.manifests()[-1], "a.json")
+    pack = setup.outbox / chunk["key"]
+    pack.write_bytes(pack.read_bytes()[: chunk["offset"] + chunk["length"] // 2])
     res = setup.cli("restore", "--latest", "--dest", str(tmp_path / "dest"))
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert "more than its listed" in res.stderr + res.stdout
+    assert "is damaged: object " in res.stderr and " ends at " in res.stderr
 
 
 def test_oversized_manifest_is_refused_before_parsing(setup: Setup, tmp_path: Path) -> None:
@@ -246,17 +255,16 @@ def test_restore_of_a_manifest_without_modes_is_private(setup: Setup, tmp_path: 
 
 def test_verify_names_a_damaged_object_and_carries_on(setup: Setup) -> None:
     assert setup.once().returncode == 0
-    manifest = setup.manifests()[-1]
-    entry = _entry(manifest, "a.json")
-    assert entry["compression"] == "gzip"
-    obj = _object(setup, entry)
-    data = bytearray(obj.read_bytes())
-    for i in range(12, len(data) - 8):  # the deflate body, keeping the length
+    chunk = _chunk_of(setup.manifests()[-1], "a.json")
+    pack = setup.outbox / chunk["key"]
+    data = bytearray(pack.read_bytes())
+    for i in range(chunk["offset"], chunk["offset"] + chunk["length"]):  # its bytes only
         data[i] ^= 0x5A
-    obj.write_bytes(bytes(data))
+    pack.write_bytes(bytes(data))
     res = setup.cli("verify")
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert f"a.json: object {entry['key']} is damaged" in res.stdout
+    named = f"a.json: chunk 1 of 1 (sha256 {chunk['sha256'][:12]}, {chunk['key']} at "
+    assert named in res.stdout and ") is damaged" in res.stdout
     assert "1 file(s) verified, 1 problem(s)" in res.stdout  # sessions/x.json still checked
 
 
@@ -353,24 +361,25 @@ def test_s3_damaged_object_and_bomb_are_named_and_bounded(
     (s.store / "a.json").write_text('{"a": 1}' * 50)
     assert s.once().returncode == 0
     (manifest,) = s.manifests()
-    entry = _entry(manifest, "a.json")
+    chunk = _chunk_of(manifest, "a.json")
     client = s3.client()
-    data = bytearray(client.get_object(Bucket=s3.bucket, Key=entry["key"])["Body"].read())
-    for i in range(12, len(data) - 8):
+    data = bytearray(client.get_object(Bucket=s3.bucket, Key=chunk["key"])["Body"].read())
+    for i in range(chunk["offset"], chunk["offset"] + chunk["length"]):
         data[i] ^= 0x5A
-    client.put_object(Bucket=s3.bucket, Key=entry["key"], Body=bytes(data))
+    client.put_object(Bucket=s3.bucket, Key=chunk["key"], Body=bytes(data))
     res = s.cli("verify")
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert f"a.json: object {entry['key']} is damaged" in res.stdout
+    assert f"a.json: chunk 1 of 1 (sha256 {chunk['sha256'][:12]}, {chunk['key']} at " in res.stdout
     assert "1 file(s) verified, 1 problem(s)" in res.stdout
 
-    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
-    client.put_object(Bucket=s3.bucket, Key=entry["key"], Body=bomb)
-    entry["stored_size"] = len(bomb)
+    bomb = _zstd_bomb(64 * 1024 * 1024)
+    bomb_key = f"systems/{system_id}/packs/00/{'0' * 64}"
+    client.put_object(Bucket=s3.bucket, Key=bomb_key, Body=bomb)
+    _point_at(manifest, "a.json", bomb_key, bomb)
     key = f"systems/{system_id}/uploads/{manifest['metadata']['upload_id']}/manifest.json"
     client.put_object(Bucket=s3.bucket, Key=key, Body=json.dumps(manifest).encode())
     dest = tmp_path / "dest"
     res = s.cli("restore", "--latest", "--dest", str(dest))
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert "decodes to more than its declared 400 bytes" in res.stderr + res.stdout
+    assert "inflates beyond its declared 400 bytes" in res.stderr + res.stdout
     assert not [p for p in dest.rglob("*") if p.name.startswith(".akoshad-restore-")]

@@ -147,7 +147,7 @@ def test_verify_does_not_read_an_object_that_is_a_link(tmp_path: Path) -> None:
     assert s.once().returncode == 0
     (m,) = s.manifests()
     entry = next(f for f in m["metadata"]["files"] if f["path"] == "akosha_sync_state.json")
-    obj = s.outbox / entry["key"]
+    obj = s.outbox / entry["chunks"][0]["key"]  # its pack
     outside = tmp_path / "outside.bin"
     outside.write_bytes(b"P" * 12345)
     obj.unlink()

@@ -71,6 +71,15 @@ def _folder_bytes(outbox: Path, upload_id: str) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def _stored_bytes(root: Path) -> int:
+    """Every object of a system the uploads reference (not the owner record, not keys)."""
+    return sum(
+        p.stat().st_size
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "owner.json" and "keys" not in p.relative_to(root).parts
+    )
+
+
 def _tree(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -99,10 +108,25 @@ def test_uploads_json_lists_every_upload_from_the_target_alone(up: Uploads) -> N
         assert row["files"] == len(manifest["metadata"]["files"])
         assert row["total_size_bytes"] == manifest["total_size_bytes"]
         assert row["uploaded_at"] == manifest["uploaded_at"]
-        assert row["stored_bytes"] == _folder_bytes(up.setup.outbox, row["upload_id"])
+        assert row["stored_bytes"] >= _folder_bytes(up.setup.outbox, row["upload_id"])
         assert row["damaged"] is None
-    # the last upload stored only the session file that changed (and its manifest)
-    assert rows[2]["stored_bytes"] < rows[0]["stored_bytes"] / 10
+    # every stored object counted once, by the first upload that references it
+    system = up.setup.outbox / "systems" / SYSTEM
+    assert sum(r["stored_bytes"] for r in rows) == _stored_bytes(system)
+    # the last upload stored only the session file that changed (in a pack of its own) and
+    # its manifest (which lists every file: most of what it stores on a store this small)
+    last = up.manifests[2]["metadata"]
+    changed = [
+        f
+        for f in last["files"]
+        if f["chunks"]
+        and f["chunks"][0]["key"]
+        not in {
+            c["key"] for m in up.manifests[:2] for e in m["metadata"]["files"] for c in e["chunks"]
+        }
+    ]
+    assert len(changed) == 1, changed
+    assert rows[2]["stored_bytes"] < rows[0]["stored_bytes"] / 5
     assert not (up.setup.tmp / "fresh-state" / "state.db").exists()
 
 
@@ -269,22 +293,24 @@ def test_parallel_restore_is_byte_identical_and_names_a_damaged_file(
     res = s.cli("uploads", "--json")
     assert res.returncode == 0, res.stderr
     (row,) = json.loads(res.stdout)
-    folder = f"systems/{system_id}/uploads/{row['upload_id']}/"
-    listing = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=folder)["Contents"]
+    listing = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"systems/{system_id}/")
     assert row["files"] == len(entries) == 28
-    assert row["stored_bytes"] == sum(o["Size"] for o in listing)
+    assert row["stored_bytes"] == sum(
+        o["Size"] for o in listing["Contents"] if not o["Key"].endswith("/owner.json")
+    )
 
-    victim = entries["reflection.duckdb"]
+    (chunk,) = entries["notes/n19.txt"]["chunks"]  # packed with the other small files
     client = s3.client()
-    stored = client.get_object(Bucket=s3.bucket, Key=victim["key"])["Body"].read()
-    damaged = stored[:1000] + bytes(b ^ 0xFF for b in stored[1000:2000]) + stored[2000:]
-    client.put_object(Bucket=s3.bucket, Key=victim["key"], Body=damaged)
+    stored = client.get_object(Bucket=s3.bucket, Key=chunk["key"])["Body"].read()
+    start = chunk["offset"] + 1000
+    damaged = stored[:start] + bytes(b ^ 0xFF for b in stored[start : start + 1000])
+    client.put_object(Bucket=s3.bucket, Key=chunk["key"], Body=damaged + stored[start + 1000 :])
     again = tmp_path / "again"
     res = s.cli("restore", "--latest", "--dest", str(again))
     line = _one_line_error(res)
-    assert line.startswith("akoshad: reflection.duckdb: ")
-    left = [p.name for p in again.rglob("*")]
-    assert "reflection.duckdb" not in left
+    assert line.startswith("akoshad: notes/n19.txt: chunk 1 of 1 "), line
+    left = [p.relative_to(again).as_posix() for p in again.rglob("*")]
+    assert "notes/n19.txt" not in left
     assert not [n for n in left if n.startswith(".akoshad-restore-")]
 
 
@@ -325,4 +351,6 @@ def test_uploads_lists_a_format_2_upload(tmp_path: Path) -> None:
     assert row.files == 251
     assert row.total_size_bytes == sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     manifest = tmp_path / "outbox" / "systems" / SID / "uploads" / UPLOADS[0] / "manifest.json"
-    assert row.stored_bytes == manifest.stat().st_size  # chunks live in shared packs
+    # its manifest, and the packs and documents it is the first to reference
+    assert row.stored_bytes == _stored_bytes(tmp_path / "outbox" / "systems" / SID)
+    assert row.stored_bytes > manifest.stat().st_size

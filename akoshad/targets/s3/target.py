@@ -60,6 +60,7 @@ from akoshad.targets.s3.parts import (
     body_checksum,
     part_size_for,
 )
+from akoshad.targets.s3.ranges import read_range
 
 if TYPE_CHECKING:
     from akoshad.config import Settings
@@ -363,6 +364,9 @@ class S3Target:
                 yield chunk
         finally:
             body.close()
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        return await read_range(self, key, offset, length)
 
     async def head(self, key: str) -> int | None:
         try:

@@ -1,0 +1,214 @@
+"""``akoshad verify``: every file of an upload read back from the target and checked.
+
+Works for both manifest formats (``manifest.read.load_files``): a whole object (format 1)
+must be present with its listed stored size; every chunk of a chunked file (format 2) is
+read from its pack, decoded and checked (size and SHA-256 per chunk, then the whole
+file's), so a missing pack or a flipped byte is a problem that names the file and the
+chunk (its index, sha256, pack key and offset). Files are checked several at once within
+the restore's memory bound; one bad file does not stop the others. The machine's ledger is
+compared with the manifest of its last upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from akoshad.config import Settings
+from akoshad.errors import IntegrityError, RestoreError
+from akoshad.manifest.layout import in_future
+from akoshad.manifest.read import load_files
+from akoshad.restore.groups import Unit, work_units
+from akoshad.restore.parallel import run_each, weight_of
+from akoshad.storage.fetch import RangeReader, WholeObjectRanges, fetch_file
+from akoshad.storage.stored import StoredFile
+from akoshad.store.db import STATE_FILE, LedgerView, StateError, read_ledger
+from akoshad.store.records import LedgerEntry
+from akoshad.targets.base import Target
+
+
+@dataclass
+class VerifyReport:
+    upload_id: str
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "ok" if not self.problems else f"{len(self.problems)} problem(s)"
+
+
+def range_reader(target: Target) -> RangeReader:
+    """How chunks are read: the target's own ranged reads, else whole packs, one at a time."""
+    return target if isinstance(target, RangeReader) else WholeObjectRanges(target)
+
+
+async def _object_problem(target: Target, path: str, key: str, stored_size: int) -> str | None:
+    """Why the object ``key`` (holding ``path``) is not as listed, or None."""
+    stored = await target.head(key)
+    if stored is None:
+        return f"{path}: object {key} is missing"
+    if stored != stored_size:
+        return f"{path}: stored size {stored} differs from manifest {stored_size}"
+    return None
+
+
+async def check_file(target: Target, f: StoredFile, ranges: RangeReader) -> str | None:
+    """Why ``f`` cannot be restored as listed (naming the file, and the chunk), or None."""
+    whole = f.whole
+    if whole is not None:
+        problem = await _object_problem(target, f.path, whole.key, whole.stored_size)
+        if problem is not None:
+            return problem
+    try:
+        await fetch_file(target, f, None, ranges=ranges, memory_budget=weight_of(f.stored_size))
+    except IntegrityError as exc:
+        return str(exc)
+    return None
+
+
+async def verify_upload(target: Target, system_id: str, upload_id: str) -> VerifyReport:
+    """Every file of the upload (every chunk of every file): present, decoded, sizes and
+    SHA-256 match. A damaged file is a problem of its own; the others are still checked."""
+    report = VerifyReport(upload_id)
+    if in_future(upload_id):
+        report.problems.append("dated in the future: restore --latest skips it")
+    try:
+        _, files = await load_files(target, system_id, upload_id)
+    except RestoreError as exc:
+        report.problems.append(str(exc))
+        return report
+    ranges = range_reader(target)
+
+    async def check_unit(unit: Unit) -> list[tuple[int, str | None]]:
+        try:
+            reader = unit.reader or ranges
+            return [(i, await check_file(target, f, reader)) for i, f in unit.files]
+        finally:
+            if unit.reader is not None:
+                unit.reader.release()
+
+    units = work_units(files, ranges)
+    found = await run_each(units, check_unit, lambda u: u.stored_size)
+    for _, problem in sorted(p for unit_found in found for p in unit_found):
+        if problem is None:
+            report.checked += 1
+        else:
+            report.problems.append(problem)
+    return report
+
+
+def _differences(row: LedgerEntry, f: StoredFile) -> list[str]:
+    """The fields of a ledger row that disagree with the manifest's file: size and sha256;
+    for a whole object its key, stored size and compression; for a chunked file its chunks
+    (sha256 and size of each, in order)."""
+    differ = [name for name in ("size", "sha256") if getattr(row, name) != getattr(f, name)]
+    whole = f.whole
+    if whole is not None:
+        differ += [
+            name
+            for name in ("key", "stored_size", "compression")
+            if getattr(row, name) != getattr(whole, name)
+        ]
+        if row.chunks is not None:
+            differ.append("chunks")
+        return differ
+    try:
+        listed = row.chunk_ids
+    except ValueError:
+        listed = None
+    if listed != [(c.sha256, c.size) for c in f.chunks]:
+        differ.append("chunks")
+    return differ
+
+
+def compare_ledger(ledger: LedgerView, files: Sequence[StoredFile]) -> list[str]:
+    """What differs between this machine's ledger and the files of the upload it was last
+    committed with (they must describe the same content; a whole object, the same object)."""
+    upload_id = ledger.last_upload
+    listed = {f.path: f for f in files}
+    problems: list[str] = []
+    for path in sorted(ledger.entries.keys() | listed.keys()):
+        row, f = ledger.entries.get(path), listed.get(path)
+        if f is None:
+            problems.append(f"ledger: {path} is not in the manifest of {upload_id}")
+            continue
+        if row is None:
+            problems.append(f"ledger: {path} of the manifest of {upload_id} is not in it")
+            continue
+        differ = _differences(row, f)
+        if differ:
+            problems.append(
+                f"ledger: {path}: {', '.join(differ)} differ from the manifest of {upload_id}"
+            )
+    return problems
+
+
+async def _stored_problems(target: Target, files: Sequence[StoredFile]) -> list[str]:
+    """Each file's objects are there and long enough for what the manifest reads of them
+    (one HEAD per object)."""
+    sizes: dict[str, int | None] = {}
+    problems: list[str] = []
+    for f in sorted(files, key=lambda f: f.path):
+        whole = f.whole
+        if whole is not None:
+            problem = await _object_problem(target, f.path, whole.key, whole.stored_size)
+            if problem is not None:
+                problems.append(f"ledger: {problem}")
+            continue
+        for i, ref in enumerate(f.chunks):
+            if ref.key not in sizes:
+                sizes[ref.key] = await target.head(ref.key)
+            size = sizes[ref.key]
+            if size is None or size < ref.offset + ref.length:
+                why = "is missing" if size is None else f"has {size} bytes"
+                problems.append(
+                    f"ledger: {f.path}: chunk {i + 1} of {len(f.chunks)}: object {ref.key} {why}"
+                )
+                break
+    return problems
+
+
+async def verify_ledger(
+    target: Target, system_id: str, ledger: LedgerView, verified: Collection[str] = ()
+) -> VerifyReport:
+    """The ledger against its last upload's manifest, whose objects must all be there
+    (not looked at again when that upload is among ``verified`` and the two agree)."""
+    if ledger.last_upload is None:
+        report = VerifyReport("ledger")
+        if ledger.entries:
+            report.problems.append("ledger: it lists files but no completed upload")
+        return report
+    report = VerifyReport(ledger.last_upload)
+    try:
+        _, files = await load_files(target, system_id, ledger.last_upload)
+    except RestoreError as exc:
+        report.problems.append(f"ledger: its last upload is unreadable: {exc}")
+        return report
+    report.problems.extend(compare_ledger(ledger, files))
+    if report.problems or ledger.last_upload not in verified:
+        report.problems.extend(await _stored_problems(target, files))
+    report.checked = len(ledger.entries)
+    return report
+
+
+async def print_ledger_check(
+    target: Target, system_id: str, settings: Settings, verified: Collection[str]
+) -> bool:
+    """Print the ledger check; True when it found problems."""
+    path = settings.state_dir / STATE_FILE
+    try:
+        ledger = await asyncio.to_thread(read_ledger, path, target.name)
+    except StateError as exc:
+        print(f"ledger: {exc}")
+        return True
+    if ledger is None:
+        print(f"ledger: none on this machine ({path}): checked the manifests only")
+        return False
+    report = await verify_ledger(target, system_id, ledger, verified)
+    for problem in report.problems:
+        print(problem)
+    checked = f"{report.checked} file(s) checked against upload {report.upload_id}"
+    print(f"ledger: {checked}, {report.status}")
+    return bool(report.problems)

@@ -1,0 +1,81 @@
+"""Ranged reads from S3: ``GetObject`` with ``Range: bytes=a-b``, the way restore reads the
+chunks of a pack without downloading the whole pack.
+
+One request per read, retried like every request of the target (a body that breaks
+mid-way is read again). Never more than the asked bytes are kept: a server that ignores
+``Range`` and answers the whole object is read only up to the range's end. A missing object
+is ``KeyError``; a range past the object's end (``InvalidRange``, or a short answer) is
+:class:`~akoshad.storage.errors.PackError`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from akoshad.fileio import CHUNK
+from akoshad.storage.errors import PackError
+
+if TYPE_CHECKING:
+    from akoshad.targets.s3.target import S3Target
+
+_PAST_END = object()  # the server said the range starts past the object's end
+
+
+def _past_end(exc: ClientError) -> bool:
+    err = exc.response.get("Error", {}) or {}
+    meta = exc.response.get("ResponseMetadata", {}) or {}
+    return err.get("Code") == "InvalidRange" or meta.get("HTTPStatusCode") == 416
+
+
+async def _read_body(body: Any, skip: int, length: int) -> bytes:
+    """``length`` bytes of ``body`` after ``skip`` bytes (fewer when it ends sooner); stops
+    reading as soon as it has them."""
+    pieces: list[bytes] = []
+    got = 0
+    while got < skip + length:
+        piece = await body.read(min(CHUNK, skip + length - got))
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)[skip:]
+
+
+async def read_range(target: S3Target, key: str, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``key`` at ``offset`` (see the module docstring)."""
+    if offset < 0 or length < 0:
+        raise PackError(f"object {key}: invalid range {offset}+{length}")
+    if length == 0:
+        size = await target.head(key)
+        if size is None:
+            raise KeyError(key)
+        if offset > size:
+            raise PackError(f"object {key} has {size} bytes, a read starts at {offset}")
+        return b""
+    span = f"bytes={offset}-{offset + length - 1}"
+
+    async def get(client: Any) -> object:
+        try:
+            resp = await client.get_object(Bucket=target.bucket, Key=key, Range=span)
+        except ClientError as exc:
+            if _past_end(exc):
+                return _PAST_END
+            raise
+        body = resp["Body"]
+        try:
+            ranged = resp.get("ResponseMetadata", {}).get("HTTPStatusCode") == 206
+            return await _read_body(body, 0 if ranged else offset, length)
+        finally:
+            body.close()
+
+    data = await target._call(get, what=f"read {key} ({span})", missing=key)
+    if data is _PAST_END:
+        raise PackError(f"object {key} ends before {offset}, a read needs {span}")
+    assert isinstance(data, bytes)
+    if len(data) != length:
+        raise PackError(
+            f"object {key} ends at {offset + len(data)}, a read needs {offset}..{offset + length}"
+        )
+    return data
