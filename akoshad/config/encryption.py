@@ -120,6 +120,12 @@ class Encryption(BaseModel):
         return identities
 
 
+    def identities_if_set(self, warn: Callable[[str], None] | None = None) -> Identities | None:
+        """:meth:`load_identities` when ``identity_file`` is set (its errors raised), else
+        None: an unencrypted upload needs none, an encrypted one then says it needs it."""
+        return None if self.identity_file is None else self.load_identities(warn=warn)
+
+
 # Uploads are encrypted (``pipeline.sealing``). Were this False, a daemon with recipients
 # would refuse to start rather than upload in the clear what the user asked to seal.
 UPLOADS_ENCRYPTED = True
