@@ -1,47 +1,26 @@
 """Reading an encrypted (sealed) format-2 upload back with an identity, for tests: the
-sealed index parts and chunk lists opened (``sealed_documents``), every chunk opened and
-checked (``crypto.decode_sealed_chunk``), each file's size and sha256 checked."""
+entries through ``format2_read.read_entries`` (sealed index parts and chunk lists), every
+file through ``fetch.fetch_file`` (sealed chunks opened and checked), and the sealed skip
+list named by ``metadata.index.skipped``."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from akoshad.storage.crypto import Identities, decode_sealed_chunk
-from akoshad.storage.format2_read import parse_entry
-from akoshad.storage.refs import chunk_list_from_json
-from akoshad.storage.sealed_documents import document_encryption, read_document_sealed
+from akoshad.storage.crypto import Identities
+from akoshad.storage.fetch import WholeObjectRanges, fetch_file
+from akoshad.storage.format2_read import read_entries
+from akoshad.storage.sealed_documents import read_document_sealed
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
-
-
-async def _object(target: Target, key: str, cache: dict[str, bytes]) -> bytes:
-    if key not in cache:
-        cache[key] = b"".join([piece async for piece in target.read(key)])
-    return cache[key]
 
 
 async def sealed_files(
     target: Target, manifest: dict[str, Any], identities: Identities | None
 ) -> tuple[list[StoredFile], list[Any]]:
     """The files of an encrypted upload and its skipped list."""
+    files = await read_entries(target, manifest, identities=identities)
     index = manifest["metadata"]["index"]
-    files: list[StoredFile] = []
-    for part in index["parts"]:
-        doc = await read_document_sealed(
-            target, part["key"], part["compression"], part["encryption"], identities
-        )
-        for i, raw in enumerate(doc["files"]):
-            pending = parse_entry(raw, f"files[{i}]")
-            f = pending.file
-            if pending.chunk_list is not None:
-                key = pending.chunk_list.key
-                listed = await read_document_sealed(
-                    target, key, "gzip", document_encryption(key), identities
-                )
-                chunks = tuple(chunk_list_from_json(listed, key))
-                f = StoredFile(f.path, f.kind, f.size, f.sha256, chunks, f.mode, f.facts, f.name)
-            files.append(f)
     skipped: list[Any] = []
     if "skipped" in index:
         ref = index["skipped"]
@@ -57,16 +36,11 @@ async def restore_sealed(
 ) -> dict[str, bytes]:
     """Every file of an encrypted upload, opened with ``identities`` and checked."""
     files, _ = await sealed_files(target, manifest, identities)
-    cache: dict[str, bytes] = {}
+    ranges = WholeObjectRanges(target)
     out: dict[str, bytes] = {}
     for f in files:
+        assert all(c.encryption == "age" for c in f.chunks), f.path
         pieces: list[bytes] = []
-        for ref in f.chunks:
-            assert ref.encryption == "age", f.path
-            pack = await _object(target, ref.key, cache)
-            stored = pack[ref.offset : ref.offset + ref.length]
-            pieces.append(decode_sealed_chunk(stored, ref, identities))
-        data = b"".join(pieces)
-        assert (len(data), hashlib.sha256(data).hexdigest()) == (f.size, f.sha256), f.path
-        out[f.path] = data
+        await fetch_file(target, f, pieces.append, ranges=ranges, identities=identities)
+        out[f.path] = b"".join(pieces)
     return out

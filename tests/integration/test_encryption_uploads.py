@@ -27,7 +27,15 @@ from akoshad.storage.crypto import (
 )
 from akoshad.targets import make_target
 from akoshad.targets.local import LocalTarget
-from tests.helpers import akoshad, base_env, manifests, write_config
+from tests.helpers import (
+    akoshad,
+    base_env,
+    manifests,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_config,
+)
 from tests.s3server import WeedServer
 from tests.sealed_read import restore_sealed, sealed_files
 from tests.storegen import make_store
@@ -173,6 +181,34 @@ def test_encrypted_bucket_reveals_nothing_and_restores_with_the_identity(
             assert restored[path] == data, path
     assert_nothing_readable(objects, secrets_of(tmp_path / "store", hashes))
 
+    # the commands: without the identity or with another one, one line and exit 1
+    env = base_env(tmp_path)
+    for extra, said in [
+        ((), "this upload is encrypted: pass --identity or set encryption.identity_file"),
+        (("--identity", str(tmp_path / "other.txt")), "is encrypted to other keys"),
+    ]:
+        for cmd in (
+            ("verify",),
+            ("restore", "--latest", "--dest", str(tmp_path / "no")),
+            ("drill",),
+        ):
+            res = akoshad(*cmd, "--config", str(cfg), *extra, env=env, timeout=300)
+            assert res.returncode == 1, (cmd, res.stdout, res.stderr)
+            assert said in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+            assert MARKERS[0] not in res.stdout + res.stderr
+    assert not (tmp_path / "no").exists() or not any((tmp_path / "no").iterdir())
+    mine = ("--identity", str(tmp_path / "id.txt"))
+    res = akoshad("verify", "--config", str(cfg), *mine, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr  # the ledger check included
+    assert "ledger:" in res.stdout and "problem" not in res.stdout, res.stdout
+    dest = tmp_path / "restored"
+    res = akoshad("restore", "--latest", "--dest", str(dest), "--config", str(cfg), *mine, env=env)
+    assert res.returncode == 0, res.stderr
+    back = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert back == restored
+    res = akoshad("drill", "--config", str(cfg), *mine, env=env, timeout=300)
+    assert res.returncode == 0 and "all well" in res.stdout, res.stdout + res.stderr
+
 
 def _outbox_objects(outbox: Path) -> dict[str, bytes]:
     return {
@@ -281,3 +317,41 @@ def test_prune_of_encrypted_uploads_needs_the_identity(tmp_path: Path) -> None:
     assert restored["notes/n.md"] == (store / "notes" / "n.md").read_bytes()
     assert len(skipped) == 1 and skipped[0]["path"].startswith("notes/bad-"), skipped
     assert "skipped" in kept["metadata"]["index"] and "bad-" not in json.dumps(kept)
+
+
+def test_daemon_without_the_identity_records_that_drills_need_it(tmp_path: Path) -> None:
+    """A daemon with recipients but no identity uploads encrypted; its drill checks
+    nothing and says it needs the identity (not a failure of the upload), once an
+    interval; with the identity configured the next daemon's drill finds all well."""
+    store = tmp_path / "store"
+    (store / "notes").mkdir(parents=True)
+    (store / "notes" / "n.md").write_text(MARKERS[0])
+    public = write_new_identity(tmp_path / "id.txt")
+    env = base_env(tmp_path)
+    cfg = encryption_config(tmp_path, "enc-drill", [public], drill_interval_hours=0.001)
+
+    def last_drill() -> dict[str, Any] | None:
+        res = akoshad("status", "--json", "--config", str(cfg), env=env, timeout=30)
+        return json.loads(res.stdout).get("last_drill") if res.returncode == 0 else None
+
+    proc = start_daemon(cfg, env, tmp_path / "d.log")
+    try:
+        drill = wait_for(last_drill, 90, interval=0.5)
+    finally:
+        assert stop_daemon(proc) == 0
+    assert drill["ok"] is False and drill["needs_identity"] is True, drill
+    (problem,) = drill["problems"]
+    assert "this upload is encrypted" in problem
+    log = (tmp_path / "d.log").read_text()
+    assert "Traceback" not in log and "drill of upload" in log and MARKERS[0] not in log
+
+    enc = {"recipients": [public], "identity_file": str(tmp_path / "id.txt")}
+    cfg = encryption_config(
+        tmp_path, "enc-drill", [public], drill_interval_hours=0.001, encryption=enc
+    )
+    proc = start_daemon(cfg, env, tmp_path / "d2.log")
+    try:
+        good = wait_for(lambda: (d := last_drill()) is not None and d["ok"] and d, 90, interval=0.5)
+    finally:
+        assert stop_daemon(proc) == 0
+    assert good["files"] == 1 and not good.get("needs_identity")
