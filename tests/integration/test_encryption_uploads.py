@@ -355,3 +355,51 @@ def test_daemon_without_the_identity_records_that_drills_need_it(tmp_path: Path)
     finally:
         assert stop_daemon(proc) == 0
     assert good["files"] == 1 and not good.get("needs_identity")
+
+
+async def test_recovery_of_an_encrypted_upload_sends_it_again(tmp_path: Path) -> None:
+    """A crash between an encrypted manifest's PUT and the commit: the daemon (no
+    identity) cannot read the manifest, so the attempt is discarded, never half-committed
+    or a crash at start, and the next pass sends the store again, sealed."""
+    from akoshad.config import load_settings
+    from akoshad.pipeline.recovery import Discarder, Recovery
+    from akoshad.pipeline.sealing import SealingSource
+    from tests.f2_rig import close_rig, open_rig
+
+    (tmp_path / "store").mkdir()
+    public = write_new_identity(tmp_path / "id.txt")
+    settings = load_settings(
+        None,
+        overrides={
+            "data_dir": str(tmp_path / "store"),
+            "state_dir": str(tmp_path / "state"),
+            "local_target_dir": str(tmp_path / "outbox"),
+            "cloud_sync": {"system_id": "enc-rec"},
+            "encryption": {"recipients": [public]},
+        },
+        environ={"HOME": str(tmp_path)},
+    )
+    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    rig.uploader.sealing = SealingSource(settings.encryption, tmp_path / "state", "enc-rec")
+    try:
+        rig.write("notes/a.md", MARKERS[0].encode() * 100)
+        (report,) = await rig.sync()
+        assert report.upload_id and report.error is None
+        await rig.state.transaction(
+            lambda c: (
+                c.execute("DELETE FROM ledger"),
+                c.execute("DELETE FROM chunks"),
+                c.execute("UPDATE uploads SET outcome = 'in_progress'"),
+            )
+        )
+        await Recovery(rig.state, "enc-rec", Discarder("enc-rec")).recover({"local": rig.target})
+        assert await rig.uploads() == [] and await rig.state.in_progress_uploads() == []
+        (again,) = await rig.sync()
+        assert again.files_uploaded == ["notes/a.md"]
+        (upload,) = await rig.uploads()
+        restored = await restore_sealed(
+            rig.target, await rig.manifest(upload), load_identity(tmp_path / "id.txt")
+        )
+        assert restored == rig.on_disk()
+    finally:
+        await close_rig(rig)
