@@ -119,7 +119,6 @@ class Encryption(BaseModel):
                 warn(line)
         return identities
 
-
     def identities_if_set(self, warn: Callable[[str], None] | None = None) -> Identities | None:
         """:meth:`load_identities` when ``identity_file`` is set (its errors raised), else
         None: an unencrypted upload needs none, an encrypted one then says it needs it."""
