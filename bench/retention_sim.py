@@ -3,7 +3,9 @@
 
 Uploads every ``--every`` minutes during work hours (9:00-18:00, Monday to Friday by
 default), none at night; the daemon prunes every ``prune_interval_hours``. Prints, per
-simulated week, the uploads made so far and the uploads kept after the last prune.
+simulated week, the uploads made so far and the uploads kept after the last prune. The
+bytes the bucket holds over the same days (real format-2 uploads, the real prune with its
+repacks): ``python bench/prune_bench.py --format 2 --days 30``.
 
 python bench/retention_sim.py [--days 30] [--every 30] [--weekends]
 """

