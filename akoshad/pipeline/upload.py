@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from loguru import logger
@@ -33,6 +32,7 @@ from akoshad.manifest.layout import (
     upload_prefix,
 )
 from akoshad.names import MEMORIES_NAME
+from akoshad.pipeline.attempt import Attempt, SendFailed, no_extras
 from akoshad.pipeline.capture.snapshot import CaptureResult, Snapshotter
 from akoshad.pipeline.packing import PackSender, SentFile, clear_staging, fresh_staging
 from akoshad.pipeline.plan import (
@@ -46,11 +46,10 @@ from akoshad.pipeline.plan import (
 )
 from akoshad.pipeline.recovery import Discarder, discard_attempt
 from akoshad.pipeline.report import PassReport
-from akoshad.pipeline.routes import ExtraObject, MemoriesJson
-from akoshad.pipeline.sealing import Sealing, SealingSource, in_scope, put_extras
+from akoshad.pipeline.routes import MemoriesJson
+from akoshad.pipeline.sealing import SealingSource, in_scope, put_extras
 from akoshad.pipeline.stats import Stats
 from akoshad.storage.format2 import build_manifest2, missing_documents, put_documents
-from akoshad.storage.refs import ChunkRef
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
@@ -133,10 +132,10 @@ class Uploader:
         # every entry of this upload that points at an earlier upload's chunks or object:
         # files not looked at (unchanged on disk) and captured files whose SHA-256 was unchanged
         report.deduplicated = len(plan.kept) + len(plan.reused)
-        attempt = _Attempt(upload_id, plan, table, sealing)
+        attempt = Attempt(upload_id, plan, table, sealing)
         try:
             await self._send_all(target, attempt, report, memories_json)
-        except _SendFailed as failed:
+        except SendFailed as failed:
             if memories_json is not None and failed.extras:
                 memories_json.failed(upload_id)
             await self._failed(target, upload_id, items, failed.error, report)
@@ -213,12 +212,12 @@ class Uploader:
     async def _send_all(
         self,
         target: Target,
-        attempt: _Attempt,
+        attempt: Attempt,
         report: PassReport,
         memories_json: MemoriesJson | None,
     ) -> None:
         """Packs (and the extra objects, made meanwhile), then the documents, then
-        ``manifest.json`` last. Raises ``_SendFailed`` (carrying the extras made) when the
+        ``manifest.json`` last. Raises ``SendFailed`` (carrying the extras made) when the
         upload is lost."""
         staging = await asyncio.to_thread(fresh_staging, self.staging_dir)
         sender = PackSender(
@@ -242,7 +241,7 @@ class Uploader:
                 sender.send(plan.send),
                 memories_json.build(plan.captured, attempt.upload_id)
                 if memories_json
-                else _no_extras(),
+                else no_extras(),
                 return_exceptions=True,
             )
             if not isinstance(made, BaseException):
@@ -254,12 +253,12 @@ class Uploader:
             attempt.new_refs = sender.new_refs
             await self._put_manifest(target, attempt, sent, report)
         except (TransientError, PermanentError, OSError) as exc:
-            raise _SendFailed(exc, attempt.extras) from exc
+            raise SendFailed(exc, attempt.extras) from exc
         finally:
             await asyncio.to_thread(clear_staging, staging)
 
     async def _put_manifest(
-        self, target: Target, attempt: _Attempt, sent: list[SentFile], report: PassReport
+        self, target: Target, attempt: Attempt, sent: list[SentFile], report: PassReport
     ) -> None:
         """The sent files' rows, then the extras, the documents and the manifest (last)."""
         table = {**attempt.table, **attempt.new_refs}
@@ -319,7 +318,7 @@ class Uploader:
             "application/json",
         )
 
-    async def _commit(self, target: Target, attempt: _Attempt, report: PassReport) -> None:
+    async def _commit(self, target: Target, attempt: Attempt, report: PassReport) -> None:
         """The manifest landed: ledger, chunk table, documents, history and skips in one
         transaction, then the counters move and the queue rows finish."""
         plan, sent_rows = attempt.plan, attempt.rows
@@ -396,30 +395,3 @@ class Uploader:
         if retry:
             self.stats.counters.retries += len(retry)
         self.stats.progressed()
-
-
-@dataclass
-class _Attempt:
-    """One upload being made: its plan, what it sent and made."""
-
-    upload_id: str
-    plan: UploadPlan
-    table: dict[str, ChunkRef]  # the target's chunk table (in scope) when the attempt began
-    sealing: Sealing | None = None
-    new_refs: dict[str, ChunkRef] = field(default_factory=dict)
-    rows: list[LedgerEntry] = field(default_factory=list)  # of the files sent
-    extras: list[ExtraObject] = field(default_factory=list)
-    documents: frozenset[str] = frozenset()
-
-
-class _SendFailed(Exception):
-    """An upload was lost while sending; carries the extras already made."""
-
-    def __init__(self, error: BaseException, extras: list[ExtraObject]) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.extras = extras
-
-
-async def _no_extras() -> list[ExtraObject]:
-    return []
