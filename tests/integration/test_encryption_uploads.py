@@ -403,3 +403,45 @@ async def test_recovery_of_an_encrypted_upload_sends_it_again(tmp_path: Path) ->
         assert restored == rig.on_disk()
     finally:
         await close_rig(rig)
+
+
+async def test_format_1_objects_are_sent_again_sealed(tmp_path: Path) -> None:
+    """Whole gzip objects of an older akoshad are readable: an encrypted upload never
+    points at them; every file is sent again, sealed."""
+    from akoshad.config import load_settings
+    from akoshad.pipeline.sealing import SealingSource
+    from tests.f2_rig import close_rig, open_rig
+    from tests.integration.test_format2_writer import SID, write_format1_upload
+
+    (tmp_path / "store").mkdir()
+    public = write_new_identity(tmp_path / "id.txt")
+    settings = load_settings(
+        None,
+        overrides={
+            "data_dir": str(tmp_path / "store"),
+            "state_dir": str(tmp_path / "state"),
+            "local_target_dir": str(tmp_path / "outbox"),
+            "cloud_sync": {"system_id": SID},
+            "encryption": {"recipients": [public]},
+        },
+        environ={"HOME": str(tmp_path)},
+    )
+    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    rig.uploader.sealing = SealingSource(settings.encryption, tmp_path / "state", SID)
+    try:
+        rig.write("a.json", b'{"a": 1}')
+        rig.write("big.bin", MARKERS[3].encode() * 100_000)
+        await write_format1_upload(rig, tmp_path / "outbox")
+        rig.write("a.json", b'{"a": 2}')
+        reports = await rig.sync()
+        assert all(r.error is None for r in reports)
+        sent = sorted(f for r in reports for f in r.files_uploaded)
+        assert sent == ["a.json", "big.bin"]  # big.bin unchanged, but its object is readable
+        manifest = await rig.manifest((await rig.uploads())[-1])
+        files, _ = await sealed_files(rig.target, manifest, load_identity(tmp_path / "id.txt"))
+        assert all(f.whole is None and f.chunks for f in files)
+        assert all(c.encryption == "age" for f in files for c in f.chunks)
+        restored = await restore_sealed(rig.target, manifest, load_identity(tmp_path / "id.txt"))
+        assert restored == rig.on_disk()
+    finally:
+        await close_rig(rig)
