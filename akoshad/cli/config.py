@@ -49,14 +49,14 @@ def check_lines(loaded: LoadedConfig) -> list[str]:
 
 def encryption_lines(enc: Encryption) -> list[str]:
     """``config check``'s account of ``encryption:`` (the identity file is not read: only
-    verify, restore and drill need it)."""
+    verify, restore, drill and prune need it)."""
     if not enc.enabled:
         return ["note: encryption off (no encryption.recipients)"]
     memories = "encrypted" if enc.encrypt_memories else "readable by Akosha"
     identity = str(enc.identity_file) if enc.identity_file else "not set"
     lines = [
         f"note: encryption to {len(enc.recipients)} recipient(s); memories.json {memories}; "
-        f"identity_file {identity} (read only by verify, restore and drill)"
+        f"identity_file {identity} (needed only by verify, restore, drill and prune)"
     ]
     problem = unavailable(enc)
     if problem:

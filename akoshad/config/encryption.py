@@ -119,10 +119,15 @@ class Encryption(BaseModel):
                 warn(line)
         return identities
 
+    def identities_if_set(self, warn: Callable[[str], None] | None = None) -> Identities | None:
+        """:meth:`load_identities` when ``identity_file`` is set (its errors raised), else
+        None: an unencrypted upload needs none, an encrypted one then says it needs it."""
+        return None if self.identity_file is None else self.load_identities(warn=warn)
 
-# Encryption of uploads is not wired into the uploader yet: until it is, a daemon with
-# recipients refuses to start rather than upload in the clear what the user asked to seal.
-UPLOADS_ENCRYPTED = False
+
+# Uploads are encrypted (``pipeline.sealing``). Were this False, a daemon with recipients
+# would refuse to start rather than upload in the clear what the user asked to seal.
+UPLOADS_ENCRYPTED = True
 
 
 def unavailable(encryption: Encryption) -> str | None:

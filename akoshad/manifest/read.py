@@ -22,6 +22,7 @@ from akoshad.manifest.layout import (
     upload_ids_from_keys,
     validate_manifest,
 )
+from akoshad.storage.crypto import Identities
 from akoshad.storage.format2_read import manifest_format, read_entries
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
@@ -76,22 +77,28 @@ async def load_manifest(target: Target, system_id: str, upload_id: str) -> dict[
 
 
 async def manifest_files(
-    target: Target, system_id: str, upload_id: str, manifest: dict[str, Any]
+    target: Target,
+    system_id: str,
+    upload_id: str,
+    manifest: dict[str, Any],
+    identities: Identities | None = None,
 ) -> list[StoredFile]:
     """Every file of ``manifest`` (format 1 or 2: index parts and chunk lists read with
-    their bounds), validated together; RestoreError with one clear reason otherwise."""
+    their bounds, sealed ones opened with ``identities``), validated together;
+    RestoreError with one clear reason otherwise (``IdentityError`` when the upload is
+    encrypted and the identity is missing or wrong)."""
     try:
-        return await read_entries(target, manifest, system_id=system_id)
+        return await read_entries(target, manifest, system_id=system_id, identities=identities)
     except ManifestError as exc:
         raise RestoreError(f"manifest of upload {upload_id} is invalid: {exc}") from None
 
 
 async def load_files(
-    target: Target, system_id: str, upload_id: str
+    target: Target, system_id: str, upload_id: str, identities: Identities | None = None
 ) -> tuple[dict[str, Any], list[StoredFile]]:
     """The manifest of ``upload_id`` (``load_manifest``) and its files (``manifest_files``)."""
     manifest = await load_manifest(target, system_id, upload_id)
-    return manifest, await manifest_files(target, system_id, upload_id, manifest)
+    return manifest, await manifest_files(target, system_id, upload_id, manifest, identities)
 
 
 async def newest_valid_manifest(

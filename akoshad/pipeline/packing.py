@@ -8,7 +8,10 @@ the target one at a time while the next one fills: the worker thread waits when 
 already waiting, so at most three pack files exist at once (one filling, one waiting, one
 being sent); each is recorded in the state (the attempt's packs) before its PUT and deleted
 once it landed. Small files end up packed together: a first sync of 10,000 small files is
-a handful of PUTs.
+a handful of PUTs. With a :class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk
+is sealed before it is packed and known by its keyed name (``sealing`` module); sealing
+runs in a thread of its own, a few chunks ahead of the pack writer, so that it overlaps
+the next chunks' hashing and compression (which release the GIL).
 """
 
 from __future__ import annotations
@@ -20,28 +23,34 @@ import hashlib
 import os
 import shutil
 import stat
+from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from akoshad.errors import PermanentError, TransientError
 from akoshad.pipeline.capture.snapshot import CapturedFile
 from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.sealing import Sealing
 from akoshad.pipeline.stats import Stats
 from akoshad.storage import codec
 from akoshad.storage.chunker import iter_file_chunks
+from akoshad.storage.crypto import seal_chunk
 from akoshad.storage.errors import StorageError
 from akoshad.storage.packs import PackWriter, SealedPack
-from akoshad.storage.refs import ChunkCompression, ChunkRef
+from akoshad.storage.refs import ChunkCompression, ChunkRef, Encryption
 from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
 
 HANDOFF_POLL = 0.5  # seconds a worker waits for room before it looks for a stop again
+SEAL_AHEAD = 8  # chunks handed to the sealing thread ahead of the pack writer
 
 
 @dataclass(frozen=True)
 class SentFile:
-    """A file the upload sent: its capture, whole-file sha256 and chunks (sha256, size)."""
+    """A file the upload sent: its capture, whole-file sha256 and chunks (identity, size):
+    the identity is the chunk's sha256, or its keyed name when sealed."""
 
     group: str
     captured: CapturedFile
@@ -87,8 +96,10 @@ class PackSender:
         report: PassReport,
         compression: bool = True,
         deduplicate: bool = True,
+        sealing: Sealing | None = None,
     ) -> None:
         self.target = target
+        self.sealing = sealing
         self.state = state
         self.upload_id = upload_id
         self.system_id = system_id
@@ -98,12 +109,18 @@ class PackSender:
         self.codec: ChunkCompression = "zstd" if compression else "none"
         # chunks referenced instead of sent: those the target holds, and those packed here
         self._have: set[str] = set(known) if deduplicate else set()
-        self._stored: dict[str, tuple[ChunkCompression, int]] = {}  # sha -> (codec, size)
-        self.new_refs: dict[str, ChunkRef] = {}  # chunks this upload stored, by sha256
+        # identity -> (codec, size, plaintext sha256)
+        self._stored: dict[str, tuple[ChunkCompression, int, str]] = {}
+        self.new_refs: dict[str, ChunkRef] = {}  # chunks this upload stored, by identity
         self._failure: list[BaseException] = []
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[SealedPack | None] = asyncio.Queue(maxsize=1)
+        self._sealer: ThreadPoolExecutor | None = None
+        if sealing is not None:
+            self._sealer = ThreadPoolExecutor(1, thread_name_prefix="akoshad-seal")
+        self._pending: dict[str, tuple[int, str]] = {}  # being sealed: (size, sha256)
+        self._sealing: deque[tuple[str, Future[tuple[ChunkCompression, bytes]]]] = deque()
 
     async def send(self, files: list[tuple[str, CapturedFile]]) -> list[SentFile]:
         """Send every file; raises the first failure (TransientError, PermanentError,
@@ -121,6 +138,9 @@ class PackSender:
             consumer.cancel()
             await asyncio.gather(consumer, return_exceptions=True)
             raise
+        finally:
+            if self._sealer is not None:
+                await asyncio.to_thread(self._sealer.shutdown, True, cancel_futures=True)
         if self._failure:
             raise self._failure[0]
         return sent
@@ -135,7 +155,7 @@ class PackSender:
                     sent.append(SentFile(group, f, sha, ids))
                     self.report.bytes_uploaded += f.size
                     self.stats.progressed()
-                last = await asyncio.to_thread(writer.flush)
+                last = await asyncio.to_thread(self._flush, writer)
                 if last is not None:
                     await self._queue.put(last)
         except _Stopped:
@@ -166,10 +186,11 @@ class PackSender:
         if stored.stored_size != pack.size:
             raise TransientError(f"pack {pack.key}: stored {stored.stored_size} of {pack.size}")
         self.report.bytes_sent += stored.bytes_sent
+        enc: Encryption = "none" if self.sealing is None else "age"
         for slot in pack.slots:
-            comp, size = self._stored[slot.name]
+            comp, size, sha = self._stored[slot.name]
             self.new_refs[slot.name] = ChunkRef(
-                slot.name, size, pack.key, slot.offset, slot.length, comp, "none"
+                sha, size, pack.key, slot.offset, slot.length, comp, enc
             )
         self.stats.progressed()
 
@@ -189,24 +210,56 @@ class PackSender:
                         pack.path.unlink()
                     raise _Stopped from None
 
+    def _pack(self, writer: PackWriter, ident: str, data: bytes, size: int, sha: str) -> None:
+        """Compress a new chunk and add it to the pack. Encrypting, compression and sealing
+        run in the sealing thread (the bodies go into the pack in order, at most
+        SEAL_AHEAD behind), beside the chunking and hashing of the next ones."""
+        if self._sealer is None or self.sealing is None:
+            comp, body = codec.compress(data, self.codec)
+            self._add(writer, ident, body, (comp, size, sha))
+            return
+        job = self._sealer.submit(seal_chunk, data, self.sealing.recipients, self.codec)
+        self._pending[ident] = (size, sha)
+        self._sealing.append((ident, job))
+        while len(self._sealing) > SEAL_AHEAD or (self._sealing and self._sealing[0][1].done()):
+            self._add_sealed(writer)
+
+    def _add_sealed(self, writer: PackWriter) -> None:
+        head, job = self._sealing.popleft()
+        comp, body = job.result()
+        size, sha = self._pending.pop(head)
+        self._add(writer, head, body, (comp, size, sha))
+
+    def _add(
+        self, writer: PackWriter, ident: str, body: bytes, stored: tuple[ChunkCompression, int, str]
+    ) -> None:
+        self._stored[ident] = stored
+        for sealed in writer.add(ident, body):
+            self._handoff(sealed)
+
+    def _flush(self, writer: PackWriter) -> SealedPack | None:
+        """Every body still being sealed into the pack, then the last pack sealed."""
+        while self._sealing:
+            self._add_sealed(writer)
+        return writer.flush()
+
     def _chunk_file(
         self, writer: PackWriter, f: CapturedFile
     ) -> tuple[str, tuple[tuple[str, int], ...]]:
         """Chunk, hash, compress and pack one file; its sha256 and chunk ids."""
         whole = hashlib.sha256()
         ids: list[tuple[str, int]] = []
+        sealing = self.sealing
         for chunk in iter_file_chunks(f.staged):
             if self._closed or self._failure:
                 raise _Stopped
             whole.update(chunk.data)
-            ids.append((chunk.sha256, chunk.length))
-            if chunk.sha256 in self._have:
+            ident = chunk.sha256 if sealing is None else sealing.chunk_id(chunk.sha256)
+            ids.append((ident, chunk.length))
+            if ident in self._have:
                 continue
-            comp, body = codec.compress(chunk.data, self.codec)
-            self._stored[chunk.sha256] = (comp, chunk.length)
-            self._have.add(chunk.sha256)
-            for sealed in writer.add(chunk.sha256, body):
-                self._handoff(sealed)
+            self._have.add(ident)
+            self._pack(writer, ident, chunk.data, chunk.length, chunk.sha256)
         sha = whole.hexdigest()
         if f.in_place and not f.still_as_captured():
             raise TransientError(f"{f.path} changed while it was being uploaded")

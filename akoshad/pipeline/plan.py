@@ -141,15 +141,16 @@ def attempt_record(plan: UploadPlan) -> dict[str, Any]:
 
 
 def resolve_ledger(
-    ledger: Mapping[str, LedgerEntry], table: Mapping[str, ChunkRef]
+    ledger: Mapping[str, LedgerEntry], table: Mapping[str, ChunkRef], *, whole_ok: bool = True
 ) -> tuple[dict[str, LedgerEntry], list[LedgerEntry]]:
     """(rows whose chunks are all in the chunk table, rows that point at a chunk the table
-    no longer has): the latter must never reach a manifest."""
+    no longer has): the latter must never reach a manifest. ``whole_ok=False`` (an
+    encrypted upload): a format-1 whole object is stale too (it is readable)."""
     usable: dict[str, LedgerEntry] = {}
     stale: list[LedgerEntry] = []
     for path, row in ledger.items():
         try:
-            ok = stored_file(row, table) is not None
+            ok = (whole_ok or row.chunks is not None) and stored_file(row, table) is not None
         except ValueError:  # a malformed chunks column
             ok = False
         if ok:
@@ -206,9 +207,11 @@ def ledger_row(
     group: str,
     live: LiveStat,
     upload_id: str,
+    chunk_ids: Sequence[tuple[str, int]] | None = None,
 ) -> LedgerEntry:
     """The ledger row of a file an upload holds (chunk identities only, or the whole
-    object of a format-1 upload)."""
+    object of a format-1 upload). ``chunk_ids``: the chunks' identities when they are not
+    their sha256 (sealed chunks: their keyed names)."""
     whole = f.whole
     if whole is not None:
         parts = whole.key.split("/")  # systems/{system_id}/uploads/{upload_id}/{name}
@@ -217,7 +220,8 @@ def ledger_row(
         upload_id = parts[3] if len(parts) == 5 else upload_id
     else:
         key, stored, comp, name = "", f.stored_size, "none", ""
-        chunks = encode_chunk_ids((c.sha256, c.size) for c in f.chunks)
+        ids = chunk_ids if chunk_ids is not None else [(c.sha256, c.size) for c in f.chunks]
+        chunks = encode_chunk_ids(ids)
     return LedgerEntry(
         target=target,
         path=f.path,

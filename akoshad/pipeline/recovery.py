@@ -107,12 +107,16 @@ class Recovery:
     async def _files(self, target: Target, manifest: dict[str, Any]) -> list[StoredFile] | None:
         """The files of a landed manifest (index parts and chunk lists read), or None when
         it cannot be read whole (the attempt is then discarded)."""
+        from akoshad.storage.crypto import IdentityError
         from akoshad.storage.format2_read import read_entries
 
         try:
             return await read_entries(target, manifest, system_id=self.system_id)
         except ManifestError as exc:
             logger.warning("manifest of an interrupted upload is unreadable: {}", exc)
+            return None
+        except IdentityError:  # encrypted: the daemon holds no identity (sent again)
+            logger.info("an encrypted manifest is not read without the identity")
             return None
 
     async def _commit_recovered(

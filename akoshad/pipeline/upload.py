@@ -7,7 +7,10 @@ not hold yet are sent in packs (``packing``); unchanged files keep pointing at t
 the shared documents (index parts, chunk lists) and ``memories.json``, ``manifest.json``
 last, then the ledger, the chunk table, the history and the queue in one state
 transaction. The attempt is persisted before any byte is sent (its packs as they are
-sealed), so a crash is recovered at the next start.
+sealed), so a crash is recovered at the next start. With encryption on (a
+:class:`~akoshad.pipeline.sealing.SealingSource`), chunks, documents and (with
+``encrypt_memories``) ``memories.json`` are sealed, and only chunks sealed under the
+target's name key are reused: a file stored otherwise is sent again (``sealing``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from loguru import logger
@@ -30,6 +32,7 @@ from akoshad.manifest.layout import (
     upload_prefix,
 )
 from akoshad.names import MEMORIES_NAME
+from akoshad.pipeline.attempt import Attempt, SendFailed, no_extras
 from akoshad.pipeline.capture.snapshot import CaptureResult, Snapshotter
 from akoshad.pipeline.packing import PackSender, SentFile, clear_staging, fresh_staging
 from akoshad.pipeline.plan import (
@@ -43,16 +46,14 @@ from akoshad.pipeline.plan import (
 )
 from akoshad.pipeline.recovery import Discarder, discard_attempt
 from akoshad.pipeline.report import PassReport
-from akoshad.pipeline.routes import ExtraObject, MemoriesJson
+from akoshad.pipeline.routes import MemoriesJson
+from akoshad.pipeline.sealing import SealingSource, in_scope, put_extras
 from akoshad.pipeline.stats import Stats
-from akoshad.storage.documents import DOCUMENT_CONTENT_TYPE
-from akoshad.storage.format2 import build_manifest2, missing_documents
-from akoshad.storage.refs import ChunkRef
+from akoshad.storage.format2 import build_manifest2, missing_documents, put_documents
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
 
-DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
 RETRY_CAP_SECONDS = 300.0
 PERMANENT_RETRY_SECONDS = 300.0
 
@@ -76,6 +77,7 @@ class Uploader:
         enable_compression: bool = True,
         enable_deduplication: bool = True,
         retry_backoff_seconds: float = 2.0,
+        sealing: SealingSource | None = None,
     ) -> None:
         self.state = state
         self.snap = snapshotter
@@ -86,6 +88,7 @@ class Uploader:
         self.retry_backoff = retry_backoff_seconds
         self.discarder = Discarder(system_id)
         self.staging_dir = staging_dir  # private pack files of the upload being sent
+        self.sealing = sealing
 
     async def upload(
         self,
@@ -97,12 +100,19 @@ class Uploader:
         memories_json: MemoriesJson | None = None,
     ) -> None:
         """Plan the upload of a pass's captures, send it, commit it (or fail it whole)."""
-        table = await self.state.chunks_of(target.name)
-        usable, stale = resolve_ledger(ledger, table)
+        try:
+            sealing = await self.sealing.for_target(target) if self.sealing else None
+        except (TransientError, PermanentError) as exc:
+            await self._no_key(target, items, exc, report)
+            return
+        full = await self.state.chunks_of(target.name)
+        table = await asyncio.to_thread(in_scope, full, sealing)
+        usable, stale = resolve_ledger(ledger, table, whole_ok=sealing is None)
         claimed = {r.group for r in results}
         lost = [e for e in stale if e.group_path not in claimed]
         if lost:
-            await self._lost_chunks(target, lost, items, report)
+            _, missing = resolve_ledger({e.path: e for e in lost}, full)
+            await self._lost_chunks(target, lost, items, report, missing=bool(missing))
             return
         plan = plan_upload(results, items, usable, deduplicate=self.enable_deduplication)
         sending = {f.path for _, f in plan.send}
@@ -122,10 +132,10 @@ class Uploader:
         # every entry of this upload that points at an earlier upload's chunks or object:
         # files not looked at (unchanged on disk) and captured files whose SHA-256 was unchanged
         report.deduplicated = len(plan.kept) + len(plan.reused)
-        attempt = _Attempt(upload_id, plan, table)
+        attempt = Attempt(upload_id, plan, table, sealing)
         try:
             await self._send_all(target, attempt, report, memories_json)
-        except _SendFailed as failed:
+        except SendFailed as failed:
             if memories_json is not None and failed.extras:
                 memories_json.failed(upload_id)
             await self._failed(target, upload_id, items, failed.error, report)
@@ -134,25 +144,56 @@ class Uploader:
         if memories_json is not None and attempt.extras:
             await memories_json.committed(upload_id)
 
-    async def _lost_chunks(
-        self, target: Target, lost: list[LedgerEntry], items: list[QueueItem], report: PassReport
+    async def _no_key(
+        self, target: Target, items: list[QueueItem], exc: Exception, report: PassReport
     ) -> None:
-        """Ledger rows whose chunks are no longer in the chunk table (a pack was pruned)
-        and whose files were not captured this pass: no manifest may point at them. Their
-        rows go, their files are queued to be sent again from a fresh capture, and this
-        pass is tried again right after."""
-        message = (
-            f"{len(lost)} file(s) point at chunks no longer in {target.name} "
-            f"(e.g. {lost[0].path}): sending them again"
-        )
+        """The name key of ``target`` could not be loaded or stored: nothing is sent."""
+        message = f"encryption: the name key of {target.name} is not available: {exc}"
+        report.error = message
+        report.permanent = isinstance(exc, PermanentError)
+        self.stats.counters.failures += 1
+        self.stats.target(target.name).failed(message)
+        attempts = max(i.attempts for i in items)
+        delay = retry_delay(attempts, self.retry_backoff)
+        await self.state.release(items, retry_at=time.time() + delay, error=message)
+
+    async def _lost_chunks(
+        self,
+        target: Target,
+        lost: list[LedgerEntry],
+        items: list[QueueItem],
+        report: PassReport,
+        *,
+        missing: bool = True,
+    ) -> None:
+        """Ledger rows whose chunks are no longer in the chunk table (a pack was pruned),
+        or (``missing=False``) are not stored the way this upload must reference them
+        (unencrypted, or sealed under another name key), and whose files were not captured
+        this pass: no manifest may point at them. Their rows go, their files are queued to
+        be sent again from a fresh capture, and this pass is tried again right after. Only
+        missing chunks are an error."""
+        if missing:
+            message = (
+                f"{len(lost)} file(s) point at chunks no longer in {target.name} "
+                f"(e.g. {lost[0].path}): sending them again"
+            )
+        else:
+            message = (
+                f"{len(lost)} file(s) in {target.name} are not stored under the current "
+                "encryption settings: sending them again"
+            )
         paths = [e.path for e in lost]
         await self.state.transaction(lambda c: StateDB.write_ledger(c, target.name, [], paths))
         now = time.time()
         for group in sorted({e.group_path for e in lost}):
             await self.state.requeue(group, now, message)
-        await self.state.release(items, retry_at=now, error=message)
-        report.error = message
-        logger.warning(message)
+        if missing:
+            await self.state.release(items, retry_at=now, error=message)
+            report.error = message
+            logger.warning(message)
+        else:
+            await self.state.release(items, retry_at=now)
+            logger.info(message)
 
     async def _refresh(self, target: Target, plan: UploadPlan, report: PassReport) -> None:
         """Nothing changed (at most new skips of files never uploaded): refresh the stat
@@ -171,12 +212,12 @@ class Uploader:
     async def _send_all(
         self,
         target: Target,
-        attempt: _Attempt,
+        attempt: Attempt,
         report: PassReport,
         memories_json: MemoriesJson | None,
     ) -> None:
         """Packs (and the extra objects, made meanwhile), then the documents, then
-        ``manifest.json`` last. Raises ``_SendFailed`` (carrying the extras made) when the
+        ``manifest.json`` last. Raises ``SendFailed`` (carrying the extras made) when the
         upload is lost."""
         staging = await asyncio.to_thread(fresh_staging, self.staging_dir)
         sender = PackSender(
@@ -190,6 +231,7 @@ class Uploader:
             report=report,
             compression=self.enable_compression,
             deduplicate=self.enable_deduplication,
+            sealing=attempt.sealing,
         )
         plan = attempt.plan
         try:
@@ -199,7 +241,7 @@ class Uploader:
                 sender.send(plan.send),
                 memories_json.build(plan.captured, attempt.upload_id)
                 if memories_json
-                else _no_extras(),
+                else no_extras(),
                 return_exceptions=True,
             )
             if not isinstance(made, BaseException):
@@ -211,12 +253,12 @@ class Uploader:
             attempt.new_refs = sender.new_refs
             await self._put_manifest(target, attempt, sent, report)
         except (TransientError, PermanentError, OSError) as exc:
-            raise _SendFailed(exc, attempt.extras) from exc
+            raise SendFailed(exc, attempt.extras) from exc
         finally:
             await asyncio.to_thread(clear_staging, staging)
 
     async def _put_manifest(
-        self, target: Target, attempt: _Attempt, sent: list[SentFile], report: PassReport
+        self, target: Target, attempt: Attempt, sent: list[SentFile], report: PassReport
     ) -> None:
         """The sent files' rows, then the extras, the documents and the manifest (last)."""
         table = {**attempt.table, **attempt.new_refs}
@@ -226,7 +268,12 @@ class Uploader:
             files.append(f)
             attempt.rows.append(
                 ledger_row(
-                    target.name, f, group=s.group, live=s.captured.live, upload_id=attempt.upload_id
+                    target.name,
+                    f,
+                    group=s.group,
+                    live=s.captured.live,
+                    upload_id=attempt.upload_id,
+                    chunk_ids=s.chunk_ids,
                 )
             )
         for row in [*attempt.plan.kept, *attempt.plan.reused]:
@@ -234,10 +281,10 @@ class Uploader:
             if stored is None:  # resolve_ledger let only resolvable rows through
                 raise TransientError(f"{row.path}: its chunks are not in the chunk table")
             files.append(stored)
-        own_prefix = upload_prefix(self.system_id, attempt.upload_id)
-        for extra in attempt.extras:  # streamed from its file: never whole in memory
-            put = await target.put_file(own_prefix + extra.name, extra.path, "none")
-            report.bytes_sent += put.bytes_sent
+        sealing = attempt.sealing
+        own = upload_prefix(self.system_id, attempt.upload_id)
+        sent_bytes, sealed_extras = await put_extras(target, own, attempt.extras, sealing)
+        report.bytes_sent += sent_bytes
         skipped = {**await self.state.skipped(), **report.skipped}
         known = await self.state.known_documents(target.name)
         try:
@@ -248,11 +295,17 @@ class Uploader:
                 files=files,
                 skipped=skipped,
                 known_documents=known or frozenset(),
-                conversation_count=sum(x.conversation_count for x in attempt.extras),
-                has_memories=any(x.name == MEMORIES_NAME for x in attempt.extras),
+                conversation_count=0
+                if sealed_extras
+                else sum(x.conversation_count for x in attempt.extras),
+                has_memories=not sealed_extras
+                and any(x.name == MEMORIES_NAME for x in attempt.extras),
+                name_key=None if sealing is None else sealing.key,
+                recipients=None if sealing is None else sealing.recipients,
             )
         except ManifestError as exc:
             raise PermanentError(f"the manifest cannot be made: {exc}") from None
+        built.manifest["files"].extend(sealed_extras)
         attempt.documents = built.document_keys
         documents = built.documents
         earlier = attempt.plan.kept or attempt.plan.reused  # else all new: nothing to ask
@@ -265,7 +318,7 @@ class Uploader:
             "application/json",
         )
 
-    async def _commit(self, target: Target, attempt: _Attempt, report: PassReport) -> None:
+    async def _commit(self, target: Target, attempt: Attempt, report: PassReport) -> None:
         """The manifest landed: ledger, chunk table, documents, history and skips in one
         transaction, then the counters move and the queue rows finish."""
         plan, sent_rows = attempt.plan, attempt.rows
@@ -273,7 +326,7 @@ class Uploader:
 
         def commit(c: sqlite3.Connection) -> None:
             StateDB.write_ledger(c, target.name, [*plan.reused, *sent_rows], plan.removed)
-            StateDB.write_chunks(c, target.name, attempt.new_refs.values())
+            StateDB.write_chunks(c, target.name, attempt.new_refs)
             StateDB.set_documents(c, target.name, attempt.documents)
             StateDB.forget_upload_packs(c, attempt.upload_id)
             StateDB.finish_upload(
@@ -342,44 +395,3 @@ class Uploader:
         if retry:
             self.stats.counters.retries += len(retry)
         self.stats.progressed()
-
-
-@dataclass
-class _Attempt:
-    """One upload being made: its plan, what it sent and made."""
-
-    upload_id: str
-    plan: UploadPlan
-    table: dict[str, ChunkRef]  # the target's chunk table when the attempt began
-    new_refs: dict[str, ChunkRef] = field(default_factory=dict)
-    rows: list[LedgerEntry] = field(default_factory=list)  # of the files sent
-    extras: list[ExtraObject] = field(default_factory=list)
-    documents: frozenset[str] = frozenset()
-
-
-async def put_documents(target: Target, documents: list[tuple[str, bytes]]) -> int:
-    """PUT the shared documents (a few at once, each awaited); the bytes sent."""
-    gate = asyncio.Semaphore(DOCUMENTS_IN_FLIGHT)
-
-    async def one(key: str, data: bytes) -> int:
-        async with gate:
-            return await target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
-
-    results = await asyncio.gather(*(one(k, d) for k, d in documents), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return sum(r for r in results if isinstance(r, int))
-
-
-class _SendFailed(Exception):
-    """An upload was lost while sending; carries the extras already made."""
-
-    def __init__(self, error: BaseException, extras: list[ExtraObject]) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.extras = extras
-
-
-async def _no_extras() -> list[ExtraObject]:
-    return []

@@ -43,8 +43,9 @@ from akoshad.restore.drill_dirs import (
 )
 from akoshad.restore.groups import work_units
 from akoshad.restore.parallel import weight_of
-from akoshad.restore.readback import sink_for
+from akoshad.restore.readback import identities_of, sink_for
 from akoshad.restore.throttle import DrillReader, TokenBucket
+from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.fetch import RangeReader, fetch_file
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import STATE_FILE
@@ -89,6 +90,7 @@ class DrillResult:
     files: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    needs_identity: bool = False  # an encrypted upload, and no usable identity here
 
     def as_dict(self) -> dict[str, Any]:
         """``{at, ok, upload_id, problems}`` and the details (notes, files, bytes, seconds)."""
@@ -129,19 +131,25 @@ def drop_drill_dir(path: Path, fd: int) -> None:
 
 # ---- restore and check --------------------------------------------------------------------
 async def restore_all(
-    target: Target, system_id: str, upload_id: str, root: Path, result: DrillResult
+    target: Target,
+    system_id: str,
+    upload_id: str,
+    root: Path,
+    result: DrillResult,
+    identities: Identities | None = None,
 ) -> list[StoredFile]:
     """Restore every file of the upload under ``root``, checking each SHA-256. Problems go
-    into ``result``; returns the files restored intact."""
+    into ``result``; returns the files restored intact. ``IdentityError`` (an encrypted
+    upload, no or the wrong identity) is raised."""
     try:
-        _, entries = await load_files(target, system_id, upload_id)
+        _, entries = await load_files(target, system_id, upload_id, identities)
     except (RestoreError, ValueError, KeyError, TypeError) as exc:
         result.problems.append(f"manifest of {upload_id}: {exc}")
         return []
     restored: list[StoredFile] = []
     dest_fd = await asyncio.to_thread(open_dest, root)
     try:
-        await _restore_entries(target, entries, dest_fd, result, restored)
+        await _restore_entries(target, entries, dest_fd, result, restored, identities)
     finally:
         os.close(dest_fd)
     return restored
@@ -153,6 +161,7 @@ async def _restore_entries(
     dest_fd: int,
     result: DrillResult,
     restored: list[StoredFile],
+    identities: Identities | None = None,
 ) -> None:
     """One file after another (small files of a pack read together, ``groups``); a
     target or disk failure stops the drill, a damaged file is a problem of its own."""
@@ -160,7 +169,8 @@ async def _restore_entries(
     for unit in work_units(entries, target):
         try:
             for i, entry in unit.files:
-                outcome = await _restore_one(target, unit.reader or target, entry, dest_fd, result)
+                reader = unit.reader or target
+                outcome = await _restore_one(target, reader, entry, dest_fd, result, identities)
                 if outcome == "stop":
                     return
                 if outcome == "ok":
@@ -172,7 +182,12 @@ async def _restore_entries(
 
 
 async def _restore_one(
-    target: Target, ranges: RangeReader, entry: StoredFile, dest_fd: int, result: DrillResult
+    target: Target,
+    ranges: RangeReader,
+    entry: StoredFile,
+    dest_fd: int,
+    result: DrillResult,
+    identities: Identities | None = None,
 ) -> Literal["ok", "bad", "stop"]:
     """Restore one file into the drill directory: restored intact ("ok"), a problem of its
     own ("bad"), or the drill must stop ("stop": the target or the disk failed)."""
@@ -180,7 +195,9 @@ async def _restore_one(
         sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
         try:
             budget = weight_of(entry.stored_size)
-            size, _sha = await fetch_file(target, entry, sink, ranges=ranges, memory_budget=budget)
+            size, _sha = await fetch_file(
+                target, entry, sink, ranges=ranges, memory_budget=budget, identities=identities
+            )
         finally:
             os.close(sink.dir_fd)
     except DestError as exc:
@@ -288,16 +305,31 @@ def _one_line(text: object) -> str:
 
 
 async def drill_upload(
-    target: Target, system_id: str, upload_id: str, state_dir: Path, max_mbps: float
+    target: Target,
+    system_id: str,
+    upload_id: str,
+    state_dir: Path,
+    max_mbps: float,
+    identities: Identities | None = None,
 ) -> DrillResult:
-    """Restore ``upload_id`` into a private directory, check it, remove the directory."""
+    """Restore ``upload_id`` into a private directory, check it, remove the directory.
+    An encrypted upload is read with ``identities``; without them (or with the wrong
+    ones) the result says so (``needs_identity``): nothing was checked, nothing is wrong
+    with the upload that the drill could tell."""
     started = time.monotonic()
     result = DrillResult(upload_id)
     reader = DrillReader(target, TokenBucket(max_mbps * 1_000_000))
     await asyncio.to_thread(remove_stale, state_dir)
     path, fd = await asyncio.to_thread(make_drill_dir, state_dir)
     try:
-        restored = await restore_all(reader, system_id, upload_id, path / STORE_DIR, result)
+        try:
+            restored = await restore_all(
+                reader, system_id, upload_id, path / STORE_DIR, result, identities
+            )
+        except IdentityError as exc:
+            result.problems.append(_one_line(exc))
+            result.needs_identity = True
+            restored = []
         specs = worker_spec(restored)
         if specs:
             problems, notes = await run_worker(path / STORE_DIR, specs, path / "worker.log")
@@ -349,6 +381,7 @@ def _record(path: Path, result: DrillResult) -> str | None:
 async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad drill [--json]``: 0 all well, 1 problems (each printed with its path)."""
     cs = settings.cloud_sync
+    identities = await asyncio.to_thread(identities_of, settings)
     name = "cloud" if settings.bucket_configured and cs.force_method != "http" else "local"
     target = make_target(name, settings)
     await target.start(clean_up=False)  # a daemon may be uploading at this moment
@@ -357,10 +390,17 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
         if upload_id is None:
             raise NothingToDrill(f"nothing to drill: no upload for {cs.system_id} in {name}")
         result = await drill_upload(
-            target, cs.system_id, upload_id, settings.state_dir, settings.drill_max_mbps
+            target,
+            cs.system_id,
+            upload_id,
+            settings.state_dir,
+            settings.drill_max_mbps,
+            identities,
         )
     finally:
         await target.close()
+    if result.needs_identity:  # one line, exit 1 (as verify and restore)
+        raise IdentityError(result.problems[0])
     error = await asyncio.to_thread(_record, settings.state_dir / STATE_FILE, result)
     if error is not None:
         print(f"akoshad: the drill is not recorded in the state: {error}", file=sys.stderr)

@@ -5,7 +5,9 @@ newest upload is the greatest ``upload_id`` with a manifest under ``systems/{sys
 Either manifest format is read (``manifest.read.load_files``); every file is fetched by
 ``storage.fetch.fetch_file`` (a whole object, or its chunks read from packs by ranged
 reads), decoded, and its SHA-256 checked, chunk by chunk and whole. The checks of
-``verify`` live in :mod:`akoshad.restore.verify`.
+``verify`` live in :mod:`akoshad.restore.verify`. An encrypted upload is read with the
+identity (``--identity`` or ``encryption.identity_file``); without it, or with one that is
+not a recipient, one line says so (exit 1). Unencrypted uploads need none.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -26,6 +29,7 @@ from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.parallel import fetch_all, owned_in_thread, weight_of
 from akoshad.restore.select import pick_at, select_entries
 from akoshad.restore.verify import print_ledger_check, range_reader, verify_upload
+from akoshad.storage.crypto import Identities
 from akoshad.storage.fetch import RangeReader, fetch_file
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target, make_target
@@ -39,6 +43,7 @@ async def restore_upload(
     *,
     force: bool = False,
     globs: Sequence[str] = (),
+    identities: Identities | None = None,
 ) -> int:
     """Write the store as of ``upload_id`` (only the paths ``globs`` match, when given)
     into ``dest``; returns the number of files. Several files are fetched at once
@@ -50,12 +55,18 @@ async def restore_upload(
     the restore's memory budget (``parallel``)."""
     await asyncio.to_thread(_check_dest, dest, force)
     manifest = await load_manifest(target, system_id, upload_id)
-    files = await manifest_files(target, system_id, upload_id, manifest)
-    return await restore_files(target, select_entries(files, globs), dest, force=force)
+    files = await manifest_files(target, system_id, upload_id, manifest, identities)
+    chosen = select_entries(files, globs)
+    return await restore_files(target, chosen, dest, force=force, identities=identities)
 
 
 async def restore_files(
-    target: Target, files: Sequence[StoredFile], dest: Path, *, force: bool = False
+    target: Target,
+    files: Sequence[StoredFile],
+    dest: Path,
+    *,
+    force: bool = False,
+    identities: Identities | None = None,
 ) -> int:
     """Fetch ``files`` into ``dest``: several units at once within the byte budget, small
     files of one pack together (``groups.work_units``)."""
@@ -66,7 +77,9 @@ async def restore_files(
         sink = await owned_in_thread(lambda: sink_for(dest_fd, f, force), _drop_sink)
         try:
             budget = weight_of(f.stored_size)
-            await fetch_file(target, f, sink, ranges=reader, memory_budget=budget)
+            await fetch_file(
+                target, f, sink, ranges=reader, memory_budget=budget, identities=identities
+            )
         finally:
             os.close(sink.dir_fd)
 
@@ -125,7 +138,16 @@ async def _with_target(settings: Settings, args: argparse.Namespace) -> tuple[Ta
     return target, system_id
 
 
+def identities_of(settings: Settings) -> Identities | None:
+    """The identity (``--identity`` is ``encryption.identity_file`` by now), or None when
+    none is set; a set one that cannot be read is one line, exit 1. Blocking."""
+    return settings.encryption.identities_if_set(
+        warn=lambda line: print(f"akoshad: warning: {line}", file=sys.stderr)
+    )
+
+
 async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    identities = await asyncio.to_thread(identities_of, settings)
     target, system_id = await _with_target(settings, args)
     try:
         uploads = await list_uploads(target, system_id)
@@ -141,13 +163,14 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             chosen = ([newest] if newest is not None else []) + future
         failed = False
         for upload_id in chosen:
-            report = await verify_upload(target, system_id, upload_id)
+            report = await verify_upload(target, system_id, upload_id, identities)
             for problem in report.problems:
                 print(f"{upload_id}: {problem}")
             print(f"{upload_id}: {report.checked} file(s) verified, {report.status}")
             failed = failed or bool(report.problems)
         if system_id == settings.cloud_sync.system_id:
-            failed = await print_ledger_check(target, system_id, settings, chosen) or failed
+            checked = await print_ledger_check(target, system_id, settings, chosen, identities)
+            failed = checked or failed
         return 1 if failed else 0
     finally:
         await target.close()
@@ -159,6 +182,7 @@ def dest_path(text: str) -> Path:
 
 
 async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    identities = await asyncio.to_thread(identities_of, settings)
     target, system_id = await _with_target(settings, args)
     try:
         if args.latest:
@@ -178,7 +202,7 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         dest = dest_path(args.dest)
         globs = getattr(args, "path", None) or ()
         count = await restore_upload(
-            target, system_id, upload_id, dest, force=args.force, globs=globs
+            target, system_id, upload_id, dest, force=args.force, globs=globs, identities=identities
         )
         print(f"restored {count} file(s) of upload {upload_id} into {args.dest}")
         return 0

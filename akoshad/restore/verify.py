@@ -6,7 +6,8 @@ read from its pack, decoded and checked (size and SHA-256 per chunk, then the wh
 file's), so a missing pack or a flipped byte is a problem that names the file and the
 chunk (its index, sha256, pack key and offset). Files are checked several at once within
 the restore's memory bound; one bad file does not stop the others. The machine's ledger is
-compared with the manifest of its last upload.
+compared with the manifest of its last upload (the chunks of an encrypted one by their
+keyed names, with this machine's name keys). Encrypted uploads are read with the identity.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from akoshad.manifest.layout import in_future
 from akoshad.manifest.read import load_files
 from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.parallel import run_each, weight_of
+from akoshad.storage.crypto import Identities
 from akoshad.storage.fetch import RangeReader, WholeObjectRanges, fetch_file
+from akoshad.storage.name_key import NameKey, NameKeyCache, NameKeyError
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import STATE_FILE, LedgerView, StateError, read_ledger
 from akoshad.store.records import LedgerEntry
@@ -54,7 +57,9 @@ async def _object_problem(target: Target, path: str, key: str, stored_size: int)
     return None
 
 
-async def check_file(target: Target, f: StoredFile, ranges: RangeReader) -> str | None:
+async def check_file(
+    target: Target, f: StoredFile, ranges: RangeReader, identities: Identities | None = None
+) -> str | None:
     """Why ``f`` cannot be restored as listed (naming the file, and the chunk), or None."""
     whole = f.whole
     if whole is not None:
@@ -62,20 +67,25 @@ async def check_file(target: Target, f: StoredFile, ranges: RangeReader) -> str 
         if problem is not None:
             return problem
     try:
-        await fetch_file(target, f, None, ranges=ranges, memory_budget=weight_of(f.stored_size))
+        budget = weight_of(f.stored_size)
+        await fetch_file(
+            target, f, None, ranges=ranges, memory_budget=budget, identities=identities
+        )
     except IntegrityError as exc:
         return str(exc)
     return None
 
 
-async def verify_upload(target: Target, system_id: str, upload_id: str) -> VerifyReport:
+async def verify_upload(
+    target: Target, system_id: str, upload_id: str, identities: Identities | None = None
+) -> VerifyReport:
     """Every file of the upload (every chunk of every file): present, decoded, sizes and
     SHA-256 match. A damaged file is a problem of its own; the others are still checked."""
     report = VerifyReport(upload_id)
     if in_future(upload_id):
         report.problems.append("dated in the future: restore --latest skips it")
     try:
-        _, files = await load_files(target, system_id, upload_id)
+        _, files = await load_files(target, system_id, upload_id, identities)
     except RestoreError as exc:
         report.problems.append(str(exc))
         return report
@@ -84,7 +94,7 @@ async def verify_upload(target: Target, system_id: str, upload_id: str) -> Verif
     async def check_unit(unit: Unit) -> list[tuple[int, str | None]]:
         try:
             reader = unit.reader or ranges
-            return [(i, await check_file(target, f, reader)) for i, f in unit.files]
+            return [(i, await check_file(target, f, reader, identities)) for i, f in unit.files]
         finally:
             if unit.reader is not None:
                 unit.reader.release()
@@ -99,7 +109,24 @@ async def verify_upload(target: Target, system_id: str, upload_id: str) -> Verif
     return report
 
 
-def _differences(row: LedgerEntry, f: StoredFile) -> list[str]:
+def _expected_ids(
+    f: StoredFile, listed: list[tuple[str, int]] | None, name_keys: Sequence[NameKey]
+) -> list[tuple[str, int]]:
+    """The chunk ids a ledger row of ``f`` holds: sha256s, or for sealed chunks their
+    keyed names under whichever of ``name_keys`` they were stored with."""
+    plain = [(c.sha256, c.size) for c in f.chunks]
+    if not any(c.encryption == "age" for c in f.chunks):
+        return plain
+    for key in name_keys:
+        ids = [
+            (key.name(c.sha256) if c.encryption == "age" else c.sha256, c.size) for c in f.chunks
+        ]
+        if ids == listed:
+            return ids
+    return plain
+
+
+def _differences(row: LedgerEntry, f: StoredFile, name_keys: Sequence[NameKey] = ()) -> list[str]:
     """The fields of a ledger row that disagree with the manifest's file: size and sha256;
     for a whole object its key, stored size and compression; for a chunked file its chunks
     (sha256 and size of each, in order)."""
@@ -118,12 +145,14 @@ def _differences(row: LedgerEntry, f: StoredFile) -> list[str]:
         listed = row.chunk_ids
     except ValueError:
         listed = None
-    if listed != [(c.sha256, c.size) for c in f.chunks]:
+    if listed != _expected_ids(f, listed, name_keys):
         differ.append("chunks")
     return differ
 
 
-def compare_ledger(ledger: LedgerView, files: Sequence[StoredFile]) -> list[str]:
+def compare_ledger(
+    ledger: LedgerView, files: Sequence[StoredFile], name_keys: Sequence[NameKey] = ()
+) -> list[str]:
     """What differs between this machine's ledger and the files of the upload it was last
     committed with (they must describe the same content; a whole object, the same object)."""
     upload_id = ledger.last_upload
@@ -137,7 +166,7 @@ def compare_ledger(ledger: LedgerView, files: Sequence[StoredFile]) -> list[str]
         if row is None:
             problems.append(f"ledger: {path} of the manifest of {upload_id} is not in it")
             continue
-        differ = _differences(row, f)
+        differ = _differences(row, f, name_keys)
         if differ:
             problems.append(
                 f"ledger: {path}: {', '.join(differ)} differ from the manifest of {upload_id}"
@@ -171,7 +200,12 @@ async def _stored_problems(target: Target, files: Sequence[StoredFile]) -> list[
 
 
 async def verify_ledger(
-    target: Target, system_id: str, ledger: LedgerView, verified: Collection[str] = ()
+    target: Target,
+    system_id: str,
+    ledger: LedgerView,
+    verified: Collection[str] = (),
+    identities: Identities | None = None,
+    name_keys: Sequence[NameKey] = (),
 ) -> VerifyReport:
     """The ledger against its last upload's manifest, whose objects must all be there
     (not looked at again when that upload is among ``verified`` and the two agree)."""
@@ -182,11 +216,11 @@ async def verify_ledger(
         return report
     report = VerifyReport(ledger.last_upload)
     try:
-        _, files = await load_files(target, system_id, ledger.last_upload)
+        _, files = await load_files(target, system_id, ledger.last_upload, identities)
     except RestoreError as exc:
         report.problems.append(f"ledger: its last upload is unreadable: {exc}")
         return report
-    report.problems.extend(compare_ledger(ledger, files))
+    report.problems.extend(compare_ledger(ledger, files, name_keys))
     if report.problems or ledger.last_upload not in verified:
         report.problems.extend(await _stored_problems(target, files))
     report.checked = len(ledger.entries)
@@ -194,7 +228,11 @@ async def verify_ledger(
 
 
 async def print_ledger_check(
-    target: Target, system_id: str, settings: Settings, verified: Collection[str]
+    target: Target,
+    system_id: str,
+    settings: Settings,
+    verified: Collection[str],
+    identities: Identities | None = None,
 ) -> bool:
     """Print the ledger check; True when it found problems."""
     path = settings.state_dir / STATE_FILE
@@ -206,7 +244,13 @@ async def print_ledger_check(
     if ledger is None:
         print(f"ledger: none on this machine ({path}): checked the manifests only")
         return False
-    report = await verify_ledger(target, system_id, ledger, verified)
+    try:
+        cached = await asyncio.to_thread(NameKeyCache(settings.state_dir).load)
+    except NameKeyError as exc:
+        print(f"ledger: {exc}")
+        cached = []
+    keys = [k for k in cached if k.system_id == system_id]
+    report = await verify_ledger(target, system_id, ledger, verified, identities, keys)
     for problem in report.problems:
         print(problem)
     checked = f"{report.checked} file(s) checked against upload {report.upload_id}"

@@ -2,6 +2,11 @@
 uploads. The pass lock is held only while the upload is picked; the result goes to the
 state (``status.last_drill``), the event bus (``drill``: webhooks, metrics) and the log.
 The drill code (``restore.drill``) is imported when the first drill runs.
+
+Encrypted uploads are drilled with ``encryption.identity_file``. A daemon without a usable
+identity cannot read them: such a drill checks nothing, is recorded as ``last_drill`` with
+``ok: false`` and ``needs_identity: true`` (one problem line saying so, a warning in the
+log, one ``drill`` event), and the next one comes after the full interval, like any drill.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from loguru import logger
 from akoshad.errors import PermanentError, TransientError
 from akoshad.restore.drill_dirs import KV_LAST, KV_LAST_GOOD, parse_result, remove_stale
 from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
+from akoshad.storage.crypto import Identities, IdentityError
 
 if TYPE_CHECKING:
     from akoshad.restore.drill import DrillResult
@@ -24,7 +30,11 @@ RETRY_SECONDS = 600.0  # nothing to drill yet, or the drill could not run: look 
 
 
 def log_result(result: DrillResult) -> None:
-    """INFO when all is well, ERROR with every problem."""
+    """INFO when all is well, ERROR with every problem (WARNING when it needs the
+    identity)."""
+    if result.needs_identity:
+        logger.warning("drill of upload {} skipped: {}", result.upload_id, result.problems[0])
+        return
     for note in result.notes:
         logger.warning("drill of {}: {}", result.upload_id, note)
     if result.ok:
@@ -111,12 +121,23 @@ class DrillScheduler(PeriodicJob):
         if upload_id is None:
             logger.debug("drill: no upload in {} yet, nothing to drill", target.name)
             return None
+        identities = await asyncio.to_thread(self._identities)
         result = await drill_upload(
-            target, system_id, upload_id, settings.state_dir, settings.drill_max_mbps
+            target, system_id, upload_id, settings.state_dir, settings.drill_max_mbps, identities
         )
         await self.state.transaction(lambda c: store_result(c, result))
         log_result(result)
+        extra = {"needs_identity": True} if result.needs_identity else {}
         self.events.emit(
-            "drill", ok=result.ok, upload_id=result.upload_id, problems=result.problems
+            "drill", ok=result.ok, upload_id=result.upload_id, problems=result.problems, **extra
         )
         return result
+
+    def _identities(self) -> Identities | None:
+        """The identity when one is configured and readable; None otherwise (an encrypted
+        upload's drill then records that it needs it). Blocking."""
+        try:
+            return self.settings.encryption.identities_if_set(warn=logger.warning)
+        except IdentityError as exc:
+            logger.warning("drill: the identity is not usable: {}", exc)
+            return None

@@ -17,6 +17,12 @@ after a prune, so the next upload writes its index parts and chunk lists again.
 each prune (not of a dry run) is kept in the state as ``last_prune`` ``{at, ok,
 uploads_kept, uploads_removed, objects_deleted, bytes_freed, problems}`` (``status``,
 ``/metrics``), announced as the ``prune`` event (webhooks) and logged.
+
+Encrypted uploads: a prune reads their sealed index parts and chunk lists with the identity
+(``encryption.identity_file``). Without it, a prune that meets one deletes nothing and
+records ``needs_identity`` (one line saying so); the daemon then tries again only after
+the full interval, not every few minutes. Their packs are never repacked (that would need
+rewriting sealed documents): a pack goes once no kept upload references it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
+from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.owner import NotOwner
 from akoshad.storage.refs import ChunkRef
 from akoshad.store.db import StateDB
@@ -71,7 +78,19 @@ def last_prune(result: dict[str, Any]) -> dict[str, Any]:
         "objects_deleted": result.get("objects_deleted", 0),
         "bytes_freed": result.get("bytes_freed", 0),
         "problems": result.get("problems", []),
+        **({"needs_identity": True} if result.get("needs_identity") else {}),
     }
+
+
+def _identities(settings: Settings) -> Identities | None:
+    """The identity when ``encryption.identity_file`` is set and readable, else None."""
+    if settings.encryption.identity_file is None:
+        return None
+    try:
+        return settings.encryption.load_identities(warn=logger.warning)
+    except IdentityError as exc:
+        logger.warning("prune: the identity is not usable: {}", exc)
+        return None
 
 
 def ledger_hooks(state: StateDB, target: str) -> PruneHooks:
@@ -137,9 +156,12 @@ async def prune_target(
             # them through the hooks, and the newest upload, always kept, references them
             protected={e.key for e in ledger.values() if e.key and e.chunks is None},
             finished=finished,
+            identities=await asyncio.to_thread(_identities, settings),
         )
     except NotOwner:
         raise
+    except IdentityError as exc:
+        result.update(ok=False, needs_identity=True, problems=[f"{exc}; nothing deleted"])
     except (PruneError, TransientError, PermanentError, OSError) as exc:
         result.update(ok=False, problems=[str(exc)])
         if not dry_run:
@@ -252,7 +274,9 @@ class PruneScheduler(PeriodicJob):
         at = last.get("at") if last else None
         if isinstance(at, int | float) and last is not None:
             # a prune that failed is tried again sooner
-            due = float(at) + (interval if last.get("ok") else min(interval, RETRY_SECONDS))
+            # (not when it needs the identity: that won't come back by itself)
+            soon = not last.get("ok") and not last.get("needs_identity")
+            due = float(at) + (min(interval, RETRY_SECONDS) if soon else interval)
         else:
             due = self.started + min(interval, FIRST_DELAY)
         return max(due, self._not_before) - time.time()

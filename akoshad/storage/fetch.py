@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from akoshad.errors import IntegrityError
 from akoshad.storage.codec import decode_chunk
+from akoshad.storage.crypto import Identities, decode_sealed_chunk
 from akoshad.storage.errors import PackError, StorageError
 from akoshad.storage.packs import PACK_MAX, Location, RangeRead, plan_reads
 from akoshad.storage.refs import ChunkRef
@@ -145,15 +146,35 @@ async def _read_batch(
     return bodies
 
 
+Decode = Callable[[bytes, ChunkRef], bytes]
+
+
+def chunk_decoder(identities: Identities | None) -> Decode:
+    """How stored chunks are decoded: sealed ones (``encryption: age``) opened with
+    ``identities`` first (a missing or wrong identity is an ``IdentityError``, not damage)."""
+
+    def decode(stored: bytes, ref: ChunkRef) -> bytes:
+        if ref.encryption == "age":
+            return decode_sealed_chunk(stored, ref, identities)
+        return decode_chunk(stored, ref)
+
+    return decode
+
+
 def _decode_batch(
-    f: StoredFile, batch: range, bodies: list[bytes], digest: Any, write: Callable[[bytes], Any]
+    f: StoredFile,
+    batch: range,
+    bodies: list[bytes],
+    digest: Any,
+    write: Callable[[bytes], Any],
+    decode: Decode = decode_chunk,
 ) -> int:
     """Decode and check each chunk of the batch, hash and write it; decoded bytes."""
     n = 0
     chunks = f.chunks
     for i, body in zip(batch, bodies, strict=True):
         try:
-            data = decode_chunk(body, chunks[i])
+            data = decode(body, chunks[i])
         except StorageError as exc:
             raise _chunk_error(f, i, f"is damaged: {exc}") from None
         digest.update(data)
@@ -169,6 +190,7 @@ async def _fetch_chunks(
     write: Callable[[bytes], Any],
     max_in_flight: int,
     memory_budget: int,
+    decode: Decode = decode_chunk,
 ) -> int:
     """Read batches ahead (bounded by count and bytes), decode and write them in order."""
     limit = max(1, min(BATCH_BYTES, memory_budget // max(1, max_in_flight)))
@@ -194,7 +216,9 @@ async def _fetch_chunks(
                 nxt += 1
             b, task = pending.popleft()
             bodies = await task
-            size += await asyncio.to_thread(_decode_batch, f, batches[b], bodies, digest, write)
+            size += await asyncio.to_thread(
+                _decode_batch, f, batches[b], bodies, digest, write, decode
+            )
             held -= cost[b]
     finally:
         for _, task in pending:
@@ -279,11 +303,14 @@ async def fetch_file(
     ranges: RangeReader | None = None,
     max_in_flight: int = MAX_IN_FLIGHT,
     memory_budget: int = MEMORY_BUDGET,
+    identities: Identities | None = None,
 ) -> tuple[int, str]:
     """Stream ``f`` into ``sink`` (a ``Sink``, a callable taking bytes, or None to only
     check it); returns ``(size, sha256)``. A ``Sink`` is committed when every byte checked
     out, discarded otherwise. ``ranges`` reads pack ranges: the target itself when it is a
     :class:`RangeReader`, else pass one :class:`WholeObjectRanges` shared by the restore.
+    Sealed chunks are opened with ``identities`` (``IdentityError`` without or with the
+    wrong ones; a sealed chunk that does not open is damage naming the file and chunk).
     """
     if max_in_flight < 1 or memory_budget < 1:
         raise ValueError("max_in_flight and memory_budget must be positive")
@@ -296,7 +323,10 @@ async def fetch_file(
         if whole is not None:
             size = await _fetch_whole(target, f, whole, digest, write)
         else:
-            size = await _fetch_chunks(ranges, f, digest, write, max_in_flight, memory_budget)
+            decode = chunk_decoder(identities)
+            size = await _fetch_chunks(
+                ranges, f, digest, write, max_in_flight, memory_budget, decode
+            )
         sha = digest.hexdigest()
         if size != f.size or sha != f.sha256:
             raise IntegrityError(

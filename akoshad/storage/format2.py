@@ -15,6 +15,11 @@ documents to PUT before it; the caller writes those, then the manifest LAST.
   :data:`PART_MAX_ENTRIES`), so a change rewrites only its own part; each part is a stored
   ``{"files": [...]}`` named by its content, shared by every upload that has it.
 
+Sealed (``name_key`` and ``recipients`` given: encryption on): every document is sealed
+and named by its keyed hash (``sealed_documents``), the entries always go in index parts,
+and ``metadata.skipped`` moves into a sealed document named by ``metadata.index.skipped``
+(``{"skipped": [...]}``), so the manifest names no file and no plaintext hash.
+
 Documents whose key is in ``known_documents`` (e.g. those the previous manifest referenced)
 are not returned again. Blocking (JSON, sha256, gzip): call from a thread on large stores.
 """
@@ -29,7 +34,10 @@ from datetime import datetime
 from typing import Any
 
 from akoshad.manifest.layout import FileEntry, build_manifest, object_name, upload_prefix
+from akoshad.storage.crypto import Recipients, seal
 from akoshad.storage.documents import (
+    DOCUMENT_COMPRESSION,
+    DOCUMENT_CONTENT_TYPE,
     DocumentKind,
     canonical_json,
     chunk_list_json,
@@ -37,6 +45,8 @@ from akoshad.storage.documents import (
     document_key,
     index_part_json,
 )
+from akoshad.storage.name_key import NameKey
+from akoshad.storage.sealed_documents import sealed_document_key, sealed_index_part_json
 from akoshad.storage.stored import StoredFile, WholeObject, check_files
 from akoshad.targets.base import Target
 
@@ -45,6 +55,7 @@ CHUNKS_INLINE_MAX = 64
 INDEX_INLINE_MAX = 200
 PART_BOUNDARY_BITS = 6
 PART_MAX_ENTRIES = 128  # bounds the part one change rewrites (the average is 64)
+DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
 
 
 @dataclass(frozen=True)
@@ -71,19 +82,33 @@ class Format2Manifest:
 class _Documents:
     """Documents referenced so far: each encoded once, kept only when not yet stored."""
 
-    def __init__(self, system_id: str, known: Collection[str]) -> None:
+    def __init__(
+        self,
+        system_id: str,
+        known: Collection[str],
+        sealed: tuple[NameKey, Recipients] | None = None,
+    ) -> None:
         self.system_id = system_id
         self.known = known
+        self.sealed = sealed
         self.new: dict[str, bytes] = {}
         self.keys: set[str] = set()
 
     def add(self, kind: DocumentKind, obj: Any) -> str:
         plain = canonical_json(obj)
-        key = document_key(self.system_id, kind, plain)
+        if self.sealed is None:
+            key = document_key(self.system_id, kind, plain)
+        else:
+            key = sealed_document_key(self.system_id, kind, plain, self.sealed[0])
         self.keys.add(key)
-        if key not in self.known and key not in self.new:
-            self.new[key] = compress_document(plain)  # only what is not stored yet
+        if key not in self.known and key not in self.new:  # only what is not stored yet
+            stored = compress_document(plain)
+            self.new[key] = stored if self.sealed is None else seal(stored, self.sealed[1])
         return key
+
+    def part_json(self, key: str) -> dict[str, Any]:
+        """One of ``metadata.index.parts`` naming the stored document ``key``."""
+        return index_part_json(key) if self.sealed is None else sealed_index_part_json(key)
 
 
 def entry_json(f: StoredFile, name: str, docs: _Documents | None = None) -> dict[str, Any]:
@@ -183,12 +208,18 @@ def build_manifest2(
     has_memories: bool = False,
     extra_metadata: Mapping[str, Any] | None = None,
     use_index: bool | None = None,
+    name_key: NameKey | None = None,
+    recipients: Recipients | None = None,
 ) -> Format2Manifest:
     """The format-2 manifest of ``files`` and the documents to store before it.
 
     Every file is checked first (``stored.check_files``: ManifestError, nothing made).
     ``use_index``: None = only past :data:`INDEX_INLINE_MAX` files; True/False = always/never.
+    ``name_key`` and ``recipients``: seal every document (see the module docstring).
     """
+    sealed = None
+    if name_key is not None and recipients is not None:
+        sealed, use_index = (name_key, recipients), True
     check_files(files, system_id)
     ordered = sorted(files, key=lambda f: f.path)
     own = upload_prefix(system_id, upload_id)
@@ -206,13 +237,21 @@ def build_manifest2(
     manifest["total_size_bytes"] = sum(f.size for f in ordered)
     metadata: dict[str, Any] = manifest["metadata"]
     metadata["format"] = FORMAT
-    docs = _Documents(system_id, known_documents)
+    docs = _Documents(system_id, known_documents, sealed)
     names = _names(ordered)
     entries = [entry_json(f, names[f.path], docs) for f in ordered]
     if use_index or (use_index is None and len(entries) > INDEX_INLINE_MAX):
         del metadata["files"]
         parts = [docs.add("index", {"files": part}) for part in cut_parts(entries)]
-        metadata["index"] = {"parts": [index_part_json(key) for key in parts]}
+        metadata["index"] = {"parts": [docs.part_json(key) for key in parts]}
+        if sealed is not None:
+            skips = metadata.pop("skipped")
+            if skips:
+                metadata["index"]["skipped"] = {
+                    "key": docs.add("index", {"skipped": skips}),
+                    "compression": DOCUMENT_COMPRESSION,
+                    "encryption": "age",
+                }
     else:
         metadata["files"] = entries
     return Format2Manifest(manifest, list(docs.new.items()), frozenset(docs.keys))
@@ -232,3 +271,18 @@ async def missing_documents(
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(present(key)) for key, _ in documents]
     return [doc for doc, task in zip(documents, tasks, strict=True) if not task.result()]
+
+
+async def put_documents(target: Target, documents: list[tuple[str, bytes]]) -> int:
+    """PUT the shared documents (a few at once, each awaited); the bytes sent."""
+    gate = asyncio.Semaphore(DOCUMENTS_IN_FLIGHT)
+
+    async def one(key: str, data: bytes) -> int:
+        async with gate:
+            return await target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
+
+    results = await asyncio.gather(*(one(k, d) for k, d in documents), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return sum(r for r in results if isinstance(r, int))

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from akoshad.manifest.facts import Facts
 from akoshad.manifest.layout import ManifestError, entries_of
-from akoshad.storage.documents import MAX_DOCUMENT_BYTES, decode_document, fetch_stored
+from akoshad.storage.crypto import Identities, IdentityNeeded, sealed_size_bound
+from akoshad.storage.documents import MAX_DOCUMENT_BYTES, fetch_stored
 from akoshad.storage.errors import RefError
 from akoshad.storage.refs import (
     ChunkListRef,
@@ -27,6 +28,7 @@ from akoshad.storage.refs import (
     chunk_list_from_json,
     chunks_from_json,
 )
+from akoshad.storage.sealed_documents import decode_document_sealed, document_encryption
 from akoshad.storage.stored import (
     WHOLE_COMPRESSIONS,
     StoredFile,
@@ -55,11 +57,13 @@ class _Pending:
 
 
 class _Budget:
-    """Stored bytes every document of one manifest may take together."""
+    """Stored bytes every document of one manifest may take together (and the identities
+    that open sealed ones)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, identities: Identities | None = None) -> None:
         self.left = limit
         self.keys: set[str] = set()  # the documents read
+        self.identities = identities
 
     def limit(self, what: str) -> int:
         """The most ``what`` may take (its own bound, or what is left)."""
@@ -71,6 +75,16 @@ class _Budget:
 
     def spend(self, n: int) -> None:
         self.left -= n
+
+
+def is_encrypted(manifest: Mapping[str, Any]) -> bool:
+    """True when the manifest's entries are in sealed index parts (an encrypted upload)."""
+    metadata = manifest.get("metadata")
+    index = metadata.get("index") if isinstance(metadata, dict) else None
+    parts = index.get("parts") if isinstance(index, dict) else None
+    return isinstance(parts, list) and any(
+        isinstance(p, dict) and p.get("encryption", "none") != "none" for p in parts
+    )
 
 
 def manifest_format(manifest: Mapping[str, Any]) -> int:
@@ -154,14 +168,20 @@ async def _bounded(jobs: Sequence[Callable[[], Awaitable[_T]]], limit: int) -> l
 
 
 async def _read(target: Target, key: str, comp: str, enc: str, what: str, budget: _Budget) -> Any:
-    """One document, bounded by its own limit and by what the manifest has left."""
+    """One document, bounded by its own limit and by what the manifest has left; a sealed
+    one (``enc`` age) is opened with the budget's identities first."""
     what = f"{what} {key}"
-    if enc != "none":
-        raise ManifestError(f"{what} is encrypted ({enc:.20}): not readable here")
-    stored = await fetch_stored(target, key, budget.limit(what), what)
+    if enc not in ("none", "age"):
+        raise ManifestError(f"{what}: unknown encryption {enc!r:.20}")
+    limit = budget.limit(what)
+    stored = await fetch_stored(
+        target, key, sealed_size_bound(limit) if enc == "age" else limit, what
+    )
     budget.spend(len(stored))
     budget.keys.add(key)
-    return await asyncio.to_thread(decode_document, stored, comp, what, MAX_DOCUMENT_BYTES)
+    return await asyncio.to_thread(
+        decode_document_sealed, stored, comp, enc, what, budget.identities, MAX_DOCUMENT_BYTES
+    )
 
 
 def _index_parts(metadata: Mapping[str, Any], root: str) -> list[IndexPartRef]:
@@ -224,7 +244,11 @@ async def _resolve_lists(
             refs.setdefault(p.chunk_list.key, p.chunk_list)
     keys = sorted(refs)
     jobs = [
-        (lambda r=refs[k]: _read(target, r.key, r.compression, "none", "chunk list", budget))
+        (
+            lambda r=refs[k]: _read(
+                target, r.key, r.compression, document_encryption(r.key), "chunk list", budget
+            )
+        )
         for k in keys
     ]
     lists: dict[str, tuple[ChunkRef, ...]] = {}
@@ -262,10 +286,14 @@ async def read_entries(
     *,
     system_id: str | None = None,
     documents: set[str] | None = None,
+    identities: Identities | None = None,
 ) -> list[StoredFile]:
     """Every file of ``manifest`` (format 1 or 2), validated together; ``system_id``
     defaults to ``metadata.system_id`` (and must match it when given). The keys of the
-    index parts and chunk lists read are added to ``documents`` when given.
+    index parts and chunk lists read are added to ``documents`` when given. The sealed
+    documents of an encrypted upload are opened with ``identities``: without them,
+    :class:`~akoshad.storage.crypto.IdentityNeeded` (one line, exit 1), with the wrong ones
+    ``NotForThisIdentity``.
 
     Raises ManifestError (one line) for anything malformed, missing or over a bound;
     a target's own errors (``TransientError``, ...) pass through.
@@ -279,7 +307,11 @@ async def read_entries(
         for i, f in enumerate(files):
             check_stored_file(f, system_id, f"metadata.files[{i}]")
         return files
-    budget = _Budget(MAX_TOTAL_DOCUMENT_BYTES)
+    if identities is None and is_encrypted(manifest):
+        raise IdentityNeeded(
+            "this upload is encrypted: pass --identity or set encryption.identity_file"
+        )
+    budget = _Budget(MAX_TOTAL_DOCUMENT_BYTES, identities)
     raw = await _raw_entries(target, metadata, root, budget)
     if len(raw) > MAX_ENTRIES:
         raise ManifestError(f"the manifest lists more than {MAX_ENTRIES} files")

@@ -26,6 +26,7 @@ from typing import Any
 
 from akoshad.names import MANIFEST_NAME
 from akoshad.storage import refs
+from akoshad.storage.crypto import Identities
 from akoshad.storage.owner import Ownership
 from akoshad.storage.packs import PACK_MAX, PackWriter, SealedPack
 from akoshad.storage.prune_load import PruneError, PruneInput, load_for_prune
@@ -320,13 +321,15 @@ async def run_prune(
     protected: Collection[str] = (),
     finished: Collection[str] = (),
     delete_batch: int = DELETE_BATCH,
+    identities: Identities | None = None,
 ) -> PruneResult:
     """The whole prune: check ownership, load, apply ``policy``, plan, execute (or, with
     ``dry_run``, report the plan). Call under the daemon's pass lock.
 
     ``finished``: ids of uploads known to have completed (the writer's own history). A
     folder of one whose manifest is gone is what an interrupted prune left: it is swept now,
-    not taken for an upload in progress until the planner's grace has passed."""
+    not taken for an upload in progress until the planner's grace has passed.
+    ``identities`` open the sealed documents of encrypted uploads."""
     started = time.monotonic()
     if ownership is not None:
         await ownership.check(force=True, claim=not dry_run)
@@ -335,7 +338,7 @@ async def run_prune(
     def retained(uploads: list[Upload]) -> frozenset[str]:
         return apply_retention(uploads, policy, now=when).keep_ids
 
-    loaded = await load_for_prune(target, system_id, keep=retained)
+    loaded = await load_for_prune(target, system_id, keep=retained, identities=identities)
     keep = set(retained(loaded.uploads())) | set(loaded.untimed())
     gone = _manifest_gone(loaded, set(finished) - set(in_progress))
     try:

@@ -5,7 +5,9 @@ Everything read is bounded (a manifest by ``max_manifest``, a document by
 ``max_document``) and goes through ``documents`` (the codec the format-2 writer and the
 restore reader use). Anything that cannot be read or understood stops the prune before it
 deletes anything (:class:`PruneError` names the object): what an unreadable manifest
-references is unknown, so nothing could be swept safely.
+references is unknown, so nothing could be swept safely. The sealed documents of an
+encrypted upload are opened with ``identities``; without them (or with the wrong ones) the
+``IdentityError`` passes through, and nothing is deleted either.
 """
 
 from __future__ import annotations
@@ -18,18 +20,19 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from akoshad.names import MANIFEST_NAME
+from akoshad.storage.crypto import Identities
 from akoshad.storage.documents import (
     MAX_DOCUMENT_BYTES,
     DocumentError,
     DocumentMissing,
     fetch_stored,
     list_document,
-    read_document,
 )
 from akoshad.storage.errors import StorageError
 from akoshad.storage.prune_plan import upload_id_time
 from akoshad.storage.prune_refs import ManifestRefs, documents_needed, manifest_refs
 from akoshad.storage.retention import Upload
+from akoshad.storage.sealed_documents import document_encryption, read_document_sealed
 from akoshad.targets.base import Target
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -137,10 +140,10 @@ def _obj(value: Any) -> dict[str, Any]:
 
 def _declared(
     doc: dict[str, Any], documents: dict[str, dict[str, Any]]
-) -> dict[str, tuple[str, str]]:
-    """Document key -> (compression, list field) for the parts and chunk lists ``doc``
-    names (so far as the documents already read tell)."""
-    out: dict[str, tuple[str, str]] = {}
+) -> dict[str, tuple[str, str, str]]:
+    """Document key -> (compression, encryption, list field) for the parts and chunk lists
+    ``doc`` names (so far as the documents already read tell)."""
+    out: dict[str, tuple[str, str, str]] = {}
     meta = _obj(doc.get("metadata"))
     index = _obj(meta.get("index"))
     files = meta.get("files")
@@ -148,20 +151,24 @@ def _declared(
     parts = index.get("parts")
     for part in parts if isinstance(parts, list) else []:
         if isinstance(part, dict) and isinstance(part.get("key"), str):
-            if part.get("encryption", "none") != "none":
-                raise PruneError(f"index part {part['key']} is encrypted; prune cannot read it")
-            out[part["key"]] = (str(part.get("compression", "none")), "files")
+            enc = str(part.get("encryption", "none"))
+            out[part["key"]] = (str(part.get("compression", "none")), enc, "files")
             more = documents.get(part["key"], {}).get("files")
             entries += more if isinstance(more, list) else []
     for entry in entries:
         cl = entry.get("chunk_list") if isinstance(entry, dict) else None
         if isinstance(cl, dict) and isinstance(cl.get("key"), str):
-            out[cl["key"]] = (str(cl.get("compression", "none")), "chunks")
+            enc = document_encryption(cl["key"])
+            out[cl["key"]] = (str(cl.get("compression", "none")), enc, "chunks")
     return out
 
 
 async def _read_documents(
-    target: Target, loaded: dict[str, Any], documents: dict[str, dict[str, Any]], limit: int
+    target: Target,
+    loaded: dict[str, Any],
+    documents: dict[str, dict[str, Any]],
+    limit: int,
+    identities: Identities | None = None,
 ) -> None:
     """Read the documents ``loaded`` (a manifest) needs into ``documents``, in rounds."""
     for _ in range(4):
@@ -170,10 +177,12 @@ async def _read_documents(
             return
         declared = _declared(loaded, documents)
         for key in need:
-            compression, field = declared.get(key, ("none", "chunks"))
+            compression, enc, field = declared.get(key, ("none", "none", "chunks"))
             what = "index part" if field == "files" else "chunk list"
             try:
-                doc = await read_document(target, key, compression, what=what, limit=limit)
+                doc = await read_document_sealed(
+                    target, key, compression, enc, identities, what=what, limit=limit
+                )
                 documents[key] = list_document(doc, field, f"{what} {key}")
             except DocumentError as exc:
                 raise PruneError(f"{exc}; prune stopped, nothing deleted") from None
@@ -202,6 +211,7 @@ async def load_for_prune(
     max_manifest: int = MAX_MANIFEST_BYTES,
     max_document: int = MAX_DOCUMENT_BYTES,
     concurrency: int = CONCURRENCY,
+    identities: Identities | None = None,
 ) -> PruneInput:
     """List ``systems/{system_id}/`` with sizes, read every manifest and the documents they
     name. With ``keep`` (upload ids to keep, given the timed uploads; e.g. a retention
@@ -229,7 +239,7 @@ async def load_for_prune(
             )
             continue
         try:
-            await _read_documents(target, doc, documents, max_document)
+            await _read_documents(target, doc, documents, max_document, identities)
             refs = manifest_refs(upload_id, key, doc, documents)
         except (LookupError, ValueError) as exc:
             raise PruneError(f"manifest {key} is malformed ({exc}); prune stopped") from None

@@ -253,7 +253,9 @@ def plan_prune(
     swept = tuple(prefix + d for d in SWEPT_DIRS)
     delete_objects = tuple(k for k in sorted(listing) if k.startswith(swept) and k not in hold)
     whole_bytes = sum(listing.get(key, 0) for key in live - {prefix + OWNER_NAME})
-    chosen = choose_repacks(pack_ranges, listing, whole_bytes, repack_ratio, stored_bound)
+    sealed = {c.pack for r in kept if r.sealed for c in r.chunk_refs()}
+    movable = {k: v for k, v in pack_ranges.items() if k not in sealed}  # see ManifestRefs
+    chosen = choose_repacks(movable, listing, whole_bytes, repack_ratio, stored_bound)
     rewrite, replaced = _rewrites(kept, {p.key for p in chosen})
     pack_live = sum(n for r in pack_ranges.values() for _, n in merge_ranges(r))
     stored = whole_bytes + sum(listing.get(k, 0) for k in pack_ranges)

@@ -38,6 +38,8 @@ class ManifestRefs:
     ``chunks``: per holder (the manifest key for inline ``chunks``, else the index part or
     chunk list whose JSON holds them), the chunk references written there.
     ``children``: per holder, the index parts and chunk lists it names.
+    ``sealed``: an encrypted upload (its documents are sealed): its packs are never
+    repacked, since rewriting its documents would need the recipients and its name key.
     """
 
     upload_id: str
@@ -45,6 +47,7 @@ class ManifestRefs:
     objects: frozenset[str] = frozenset()
     chunks: Mapping[str, tuple[ChunkRef, ...]] = field(default_factory=dict)
     children: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    sealed: bool = False
 
     def chunk_refs(self) -> Iterable[ChunkRef]:
         for refs in self.chunks.values():
@@ -148,10 +151,25 @@ def manifest_refs(
         objects.add(part)
         children.setdefault(manifest_key, set()).add(part)
         add(part, _doc(documents, part, "files"))
+    skipped, sealed = _sealed_index(manifest)
+    if skipped is not None:
+        objects.add(skipped)
     return ManifestRefs(
         upload_id=upload_id,
         manifest_key=manifest_key,
         objects=frozenset(objects),
         chunks={h: tuple(sorted(c)) for h, c in chunks.items()},
         children={h: frozenset(k) for h, k in children.items()},
+        sealed=sealed,
     )
+
+
+def _sealed_index(manifest: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """(the key of ``metadata.index.skipped``, whether the index is sealed)."""
+    meta = _dict(manifest.get("metadata", {}), "metadata")
+    index = _dict(meta.get("index") or {}, "metadata.index")
+    parts = _list(index.get("parts"), "index parts") if "parts" in index else []
+    sealed = any(_dict(p, "an index part").get("encryption", "none") != "none" for p in parts)
+    if "skipped" not in index:
+        return None, sealed
+    return _key(index["skipped"], "metadata.index.skipped"), True

@@ -1,8 +1,11 @@
 """The chunk table of bucket format 2, the packs of uploads in progress, the shared documents
 the last upload referenced.
 
-``chunks``: per target, every chunk stored there by sha256 -> its location (pack ``key``,
-``offset``, ``length``), ``compression``, plaintext ``size`` and ``encryption``. Ledger rows
+``chunks``: per target, every chunk stored there by its identity -> its location (pack
+``key``, ``offset``, ``length``), ``compression``, plaintext ``size`` and ``encryption``.
+The identity of a plain chunk is its sha256; that of a sealed chunk its keyed name
+(``NameKey.name``), with the plaintext sha256 in ``plain``: chunks sealed under another
+name key (or not sealed) never match, so they are never deduplicated against. Ledger rows
 hold only chunk identities; their locations are resolved here when a manifest is built, so
 a repack by prune (new locations recorded, a pack's rows forgotten before it is deleted)
 keeps every ledger row correct. ``upload_packs``: each pack an upload in progress sealed,
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from akoshad.storage.errors import RefError
@@ -41,16 +44,22 @@ CREATE TABLE upload_packs (
 );
 """
 
-_CHUNK_COLS = "sha256, size, key, offset, length, compression, encryption"
+_CHUNK_COLS = "sha256, size, key, offset, length, compression, encryption, plain"
 KV_DOCUMENTS = "documents:{target}"  # the shared documents the last upload referenced
 
 
 def _ref(row: tuple[Any, ...]) -> ChunkRef | None:
     """A chunk-table row as a ChunkRef (None when the row does not validate)."""
-    sha, size, key, offset, length, comp, enc = row
+    sha, size, key, offset, length, comp, enc, plain = row
     try:
         return ChunkRef(
-            sha, size, key, offset, length, cast(ChunkCompression, comp), cast(Encryption, enc)
+            plain or sha,
+            size,
+            key,
+            offset,
+            length,
+            cast(ChunkCompression, comp),
+            cast(Encryption, enc),
         )
     except RefError:
         return None
@@ -61,13 +70,13 @@ class ChunkOps(StoreBase):
 
     @staticmethod
     def chunk_table(c: sqlite3.Connection, target: str) -> dict[str, ChunkRef]:
-        """Every chunk stored in ``target`` by sha256."""
+        """Every chunk stored in ``target`` by identity (see the module docstring)."""
         rows = c.execute(f"SELECT {_CHUNK_COLS} FROM chunks WHERE target = ?", (target,))
         out: dict[str, ChunkRef] = {}
         for row in rows.fetchall():
             ref = _ref(tuple(row))
             if ref is not None:
-                out[ref.sha256] = ref
+                out[str(row[0])] = ref
         return out
 
     async def chunks_of(self, target: str) -> dict[str, ChunkRef]:
@@ -75,14 +84,28 @@ class ChunkOps(StoreBase):
         return await self.transaction(lambda c: ChunkOps.chunk_table(c, target))
 
     @staticmethod
-    def write_chunks(c: sqlite3.Connection, target: str, refs: Iterable[ChunkRef]) -> None:
-        """Inside a transaction: upsert the locations of ``refs`` in ``target``'s table."""
+    def write_chunks(
+        c: sqlite3.Connection, target: str, refs: Iterable[ChunkRef] | Mapping[str, ChunkRef]
+    ) -> None:
+        """Inside a transaction: upsert the locations of ``refs`` in ``target``'s table
+        (a mapping: by identity; else each by its sha256)."""
+        pairs = refs.items() if isinstance(refs, Mapping) else ((r.sha256, r) for r in refs)
         c.executemany(
             f"INSERT OR REPLACE INTO chunks (target, {_CHUNK_COLS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (target, r.sha256, r.size, r.key, r.offset, r.length, r.compression, r.encryption)
-                for r in refs
+                (
+                    target,
+                    ident,
+                    r.size,
+                    r.key,
+                    r.offset,
+                    r.length,
+                    r.compression,
+                    r.encryption,
+                    None if ident == r.sha256 else r.sha256,
+                )
+                for ident, r in pairs
             ],
         )
 

@@ -132,6 +132,11 @@ MIGRATIONS: list[str] = [
     # [sha256, size] pairs; NULL for a format-1 whole object); the chunk table locates
     # each chunk stored in a target; the packs an upload in progress sealed.
     CHUNKS_SCHEMA,
+    # 5 -> 6: encrypted chunks are keyed by their keyed name (``NameKey.name``); ``plain``
+    # holds the plaintext sha256 their refs carry (NULL: the key is the plaintext sha256)
+    """
+    ALTER TABLE chunks ADD COLUMN plain TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -140,23 +140,6 @@ def test_config_check_does_not_read_the_identity_and_show_lists_the_group(
     assert off.returncode == 0 and "encryption off" in off.stdout, off.stderr
 
 
-def test_a_daemon_with_recipients_refuses_to_upload_in_the_clear(tmp_path: Path) -> None:
-    """Until encryption is wired into the uploader: refused (78), never plaintext."""
-    _, public = _pair()
-    (tmp_path / "store").mkdir()
-    (tmp_path / "store" / "a.json").write_text("{}")
-    cfg = write_config(
-        tmp_path / "c.yaml",
-        data_dir=str(tmp_path / "store"),
-        state_dir=str(tmp_path / "state"),
-        local_target_dir=str(tmp_path / "outbox"),
-        encryption={"recipients": [public]},
-    )
-    res = akoshad("run", "--once", "--config", str(cfg), env=base_env(tmp_path), timeout=60)
-    assert res.returncode == 78 and "does not encrypt uploads yet" in res.stderr, res.stderr
-    assert not (tmp_path / "outbox").exists()
-
-
 def test_load_identities_one_line_errors_and_permission_warning(tmp_path: Path) -> None:
     secret, public = _pair()
     with pytest.raises(IdentityNeeded, match=r"set encryption\.identity_file"):

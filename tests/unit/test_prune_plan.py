@@ -415,3 +415,32 @@ def test_live_data_after_repack_is_within_the_bound(packs: list[tuple[int, int]]
     assert plan.live_stored_bytes <= 1.2 * plan.referenced_bytes
     for pack in plan.new_packs:
         assert all(s.live_bytes < s.size for s in pack.sources)  # only packs with dead bytes
+
+
+def test_sealed_uploads_keep_their_skip_list_and_their_packs_are_never_repacked() -> None:
+    """An encrypted upload's documents cannot be rewritten without its recipients and name
+    key: its half-dead pack stays as it is (a plain one is repacked); its sealed skip list
+    is live."""
+    part = f"{P}index/aa/{'a' * 64}.json.gz.age"
+    skips = f"{P}index/bb/{'b' * 64}.json.gz.age"
+    sealed = {
+        "files": [],
+        "metadata": {
+            "format": 2,
+            "index": {
+                "parts": [{"key": part, "compression": "gzip", "encryption": "age"}],
+                "skipped": {"key": skips, "compression": "gzip", "encryption": "age"},
+            },
+        },
+    }
+    entry = {"path": "a", "chunks": [chunk("packs/s1/sealed", 0, 100)]}
+    refs = parse(NEW1, sealed, {part: {"files": [entry]}})
+    assert refs.sealed and {part, skips} <= refs.objects
+    plain = {"files": [], "metadata": {"format": 2, "files": [
+        {"path": "b", "chunks": [chunk("packs/p1/plain", 0, 100)]}]}}  # fmt: skip
+    listing = {mkey(NEW1): 10, mkey(NEW2): 10, part: 10, skips: 10,
+               P + "packs/s1/sealed": 1000, P + "packs/p1/plain": 1000}  # fmt: skip
+    plan = plan_prune("box", [refs, parse(NEW2, plain, {})], listing, {NEW1, NEW2}, now=NOW)
+    assert plan.old_packs == {P + "packs/p1/plain"}  # the sealed one is as dead, and stays
+    assert skips not in plan.delete_objects and part not in plan.delete_objects
+    assert mkey(NEW1) not in plan.rewrite_manifests

@@ -23,6 +23,7 @@ from akoshad.manifest.layout import (
     validate_manifest,
 )
 from akoshad.storage import format2_read
+from akoshad.storage.crypto import IdentityNeeded
 from akoshad.storage.documents import canonical_json, document_key
 from akoshad.storage.fetch import WholeObjectRanges, fetch_file
 from akoshad.storage.format2 import (
@@ -447,8 +448,14 @@ async def test_manifest_level_errors_are_one_clear_line(change: dict[str, Any], 
 
 async def test_encrypted_or_foreign_index_parts_are_refused() -> None:
     key = f"systems/{SID}/index/aa/" + "a" * 64 + ".json.gz"
+    sealed = _manifest_with([])
+    del sealed["metadata"]["files"]
+    sealed["metadata"]["index"] = {
+        "parts": [{"key": key, "compression": "gzip", "encryption": "age"}]
+    }
+    with pytest.raises(IdentityNeeded, match="this upload is encrypted: pass --identity"):
+        await read_entries(MemTarget(), sealed)  # nothing read without the identity
     for part, said in [
-        ({"key": key, "compression": "gzip", "encryption": "age"}, "is encrypted (age)"),
         (
             {"key": "systems/x/index/aa/b.json.gz", "compression": "gzip", "encryption": "none"},
             "key is not under systems/box-1/",

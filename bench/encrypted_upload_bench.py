@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""What encryption costs a real upload: the format-2 uploader in process (the real drain,
+uploader, state database, local target), the same store uploaded with encryption off and
+on (``encryption.recipients`` set: chunks sealed, keyed names, sealed documents).
+
+1. First upload of --mib MiB (default 1024): one large DuckDB-like file (a third random,
+   the rest repetitive rows) and --small small JSON files (default 2000).
+2. A session-sized upload after it: --session-mib MiB (default 4) appended to the large
+   file and 20 small files rewritten.
+
+For each: seconds, MB/s of the store's bytes, PUTs (requests), bytes sent; then the
+throughput lost with encryption (goal: at most 15%) and the request difference (goal: 0;
+the name key's record is one PUT, once per target and recipient list: counted apart).
+The machine may be shared: take the best of --repeat runs (default 2).
+
+    python bench/encrypted_upload_bench.py
+    python bench/encrypted_upload_bench.py --mib 256 --small 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from loguru import logger  # noqa: E402
+
+from akoshad.config import load_settings  # noqa: E402
+from akoshad.pipeline.sealing import SealingSource  # noqa: E402
+from akoshad.storage.crypto import write_new_identity  # noqa: E402
+from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Figures:
+    seconds: float
+    puts: int
+    key_puts: int
+    sent: int
+    size: int
+
+    @property
+    def mbps(self) -> float:
+        return self.size / MiB / self.seconds
+
+
+def block(rng: random.Random) -> bytes:
+    """1 MiB of DuckDB-like bytes: a third random, the rest repetitive rows."""
+    rows = b"".join(b"row %08d|session-buddy|%s|ok\n" % (i, b"x" * (i % 40)) for i in range(16000))
+    return rng.randbytes(MiB // 3) + rows[: MiB - MiB // 3]
+
+
+def build(store: Path, mib: int, small: int) -> int:
+    rng = random.Random(1)
+    store.mkdir(parents=True)
+    with open(store / "reflection.duckdb", "wb") as fh:
+        for _ in range(mib):
+            fh.write(block(rng))
+    for i in range(small):
+        d = store / "sessions" / f"s{i // 100}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"state-{i}.json").write_text(json.dumps({"id": i, "notes": ["n" * 50] * 10}))
+    return sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+
+
+def session_change(store: Path, mib: int, round_: int) -> int:
+    rng = random.Random(100 + round_)
+    with open(store / "reflection.duckdb", "ab") as fh:
+        for _ in range(mib):
+            fh.write(block(rng))
+    changed = mib * MiB
+    for i in range(20):
+        p = store / "sessions" / "s0" / f"state-{i}.json"
+        p.write_text(json.dumps({"id": i, "round": round_, "notes": ["m" * 50] * 10}))
+        changed += p.stat().st_size
+    return changed
+
+
+async def rig_for(work: Path, store: Path, recipient: str | None) -> Rig:
+    enc = {"recipients": [recipient]} if recipient else {}
+    settings = load_settings(
+        None,
+        overrides={
+            "data_dir": str(store),
+            "state_dir": str(work / "state"),
+            "local_target_dir": str(work / "outbox"),
+            "cloud_sync": {"system_id": "bench"},
+            "encryption": enc,
+        },
+        environ={"HOME": str(work)},
+    )
+    rig = await open_rig(settings, CountingTarget(work / "outbox"), work / "state" / "state.db")
+    if recipient:
+        rig.uploader.sealing = SealingSource(settings.encryption, work / "state", "bench")
+    return rig
+
+
+async def sync(rig: Rig, size: int) -> Figures:
+    assert isinstance(rig.target, CountingTarget)
+    rig.target.puts.clear()
+    start = time.perf_counter()
+    reports = await rig.sync()
+    seconds = time.perf_counter() - start
+    assert reports and all(r.error is None for r in reports), [r.error for r in reports]
+    key_puts = sum(1 for k in rig.target.puts if "/keys/" in k)
+    sent = sum(r.bytes_sent for r in reports)
+    return Figures(seconds, len(rig.target.puts) - key_puts, key_puts, sent, size)
+
+
+async def one_run(base: Path, args: argparse.Namespace, recipient: str | None) -> list[Figures]:
+    work = Path(tempfile.mkdtemp(dir=base))
+    store = work / "store"
+    size = build(store, args.mib, args.small)
+    rig = await rig_for(work, store, recipient)
+    try:
+        first = await sync(rig, size)
+        changed = session_change(store, args.session_mib, 1)
+        session = await sync(rig, changed)
+    finally:
+        await close_rig(rig)
+        shutil.rmtree(work, ignore_errors=True)
+    return [first, session]
+
+
+def show(name: str, off: Figures, on: Figures) -> None:
+    lost = 100 * (1 - on.mbps / off.mbps)
+    print(
+        f"{name:14} off {off.seconds:7.2f} s {off.mbps:7.1f} MB/s {off.puts:4d} PUTs "
+        f"{off.sent / MiB:8.1f} MiB | on {on.seconds:7.2f} s {on.mbps:7.1f} MB/s "
+        f"{on.puts:4d} PUTs (+{on.key_puts} name key) {on.sent / MiB:8.1f} MiB | "
+        f"throughput lost {lost:+.1f}%  requests {on.puts - off.puts:+d}"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    logger.remove()
+    with tempfile.TemporaryDirectory(prefix="akoshad-encbench-") as tmp:
+        base = Path(tmp)
+        recipient = write_new_identity(base / "identity.txt")
+        best: dict[bool, list[Figures]] = {}
+        for _ in range(args.repeat):
+            for encrypted in (False, True):
+                runs = await one_run(base, args, recipient if encrypted else None)
+                prev = best.get(encrypted)
+                best[encrypted] = (
+                    runs
+                    if prev is None
+                    else [
+                        min(a, b, key=lambda f: f.seconds) for a, b in zip(prev, runs, strict=True)
+                    ]
+                )
+        print(f"store: {args.mib} MiB large file + {args.small} small files; best of {args.repeat}")
+        show("first upload", best[False][0], best[True][0])
+        show("session", best[False][1], best[True][1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mib", type=int, default=1024)
+    ap.add_argument("--small", type=int, default=2000)
+    ap.add_argument("--session-mib", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=2)
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,447 @@
+"""Encrypted uploads, end to end (``akoshad run --once``, real SeaweedFS and the local
+target): nothing readable in the target without the identity shows a store file's name, a
+plaintext SHA-256 of a file or chunk, or a marker planted in the files; the identity gives
+the store back byte for byte; a changed recipient list makes a new name key."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoshad.manifest.layout import validate_manifest
+from akoshad.storage.crypto import (
+    IdentityNeeded,
+    NotForThisIdentity,
+    is_sealed,
+    load_identity,
+    write_new_identity,
+)
+from akoshad.targets import make_target
+from akoshad.targets.local import LocalTarget
+from tests.helpers import (
+    akoshad,
+    base_env,
+    manifests,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_config,
+)
+from tests.s3server import WeedServer
+from tests.sealed_read import restore_sealed, sealed_files
+from tests.storegen import make_store
+
+if sys.version_info >= (3, 14):  # pragma: no cover
+    from compression import zstd
+else:
+    from backports import zstd
+
+MARKERS = [f"MARKER-{i}-{random.Random(i).randbytes(8).hex()}" for i in range(5)]
+MiB = 1024 * 1024
+
+
+def plant_store(root: Path) -> None:
+    """A session-buddy-like store with markers in small, large and nested files."""
+    make_store(root, conversations=10)
+    (root / "notes").mkdir()
+    (root / "notes" / "plans-for-launch.md").write_text(f"# plans\n{MARKERS[0]}\n" * 50)
+    (root / "sessions" / "session-0" / "state.json").write_text(
+        json.dumps({"token": MARKERS[1], "notes": [MARKERS[2]] * 10})
+    )
+    rng = random.Random(7)
+    words = [rng.randbytes(4).hex() for _ in range(4096)]
+    lines = [" ".join(rng.choices(words, k=12)) for _ in range(200_000)]  # ~20 MiB
+    lines[1234] = MARKERS[3]
+    lines[150_000] = MARKERS[4]
+    (root / "big-transcript.log").write_text("\n".join(lines))
+
+
+def forms(body: bytes) -> list[bytes]:
+    """``body`` and what decompresses from any gzip or zstd frame found inside it."""
+    out = [body]
+    for magic, decode in ((b"\x1f\x8b\x08", _gunzip), (b"\x28\xb5\x2f\xfd", _unzstd)):
+        at = body.find(magic)
+        while at != -1 and len(out) < 64:
+            decoded = decode(body[at:])
+            if decoded:
+                out.append(decoded)
+            at = body.find(magic, at + 1)
+    return out
+
+
+def _gunzip(data: bytes) -> bytes:
+    try:
+        return zlib.decompressobj(31).decompress(data, 256 * MiB)
+    except zlib.error:
+        return b""
+
+
+def _unzstd(data: bytes) -> bytes:
+    try:
+        return bytes(zstd.ZstdDecompressor().decompress(data, 256 * MiB))
+    except zstd.ZstdError:
+        return b""
+
+
+def secrets_of(root: Path, plain_hashes: set[str]) -> list[bytes]:
+    """What must not show: every store path and file name, the markers, the hashes."""
+    out: set[bytes] = {m.encode() for m in MARKERS}
+    for p in root.rglob("*"):
+        if p.is_file():
+            rel = p.relative_to(root).as_posix()
+            out |= {rel.encode(), p.name.encode()}
+            plain_hashes.add(hashlib.sha256(p.read_bytes()).hexdigest())
+    out |= {h.encode() for h in plain_hashes}
+    return sorted(out)
+
+
+def assert_nothing_readable(objects: dict[str, bytes], forbidden: list[bytes]) -> None:
+    for key, body in objects.items():
+        for needle in forbidden:
+            assert needle.decode() not in key, (key, needle)
+            for form in forms(body):
+                assert needle not in form, (key, needle[:40])
+
+
+def encryption_config(tmp: Path, system_id: str, recipients: list[str], **extra: Any) -> Path:
+    tree: dict[str, Any] = {
+        "data_dir": str(tmp / "store"),
+        "state_dir": str(tmp / "state"),
+        "local_target_dir": str(tmp / "outbox"),
+        "socket_path": str(tmp / "s.sock"),
+        "min_upload_interval_seconds": 0,
+        "encryption": {"recipients": recipients, "encrypt_memories": True},
+    }
+    tree.update(extra)
+    tree.setdefault("cloud_sync", {"system_id": system_id})
+    return write_config(tmp / "c.yaml", **tree)
+
+
+@pytest.mark.s3
+def test_encrypted_bucket_reveals_nothing_and_restores_with_the_identity(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    plant_store(tmp_path / "store")
+    public = write_new_identity(tmp_path / "id.txt")
+    other = write_new_identity(tmp_path / "other.txt")
+    cfg = encryption_config(tmp_path, system_id, [public], cloud_sync=s3.cloud_sync(system_id))
+    res = akoshad("run", "--once", "--config", str(cfg), env=base_env(tmp_path), timeout=300)
+    assert res.returncode == 0, res.stderr
+
+    client = s3.client()
+    keys = s3.keys(f"systems/{system_id}/")
+    objects = {k: client.get_object(Bucket=s3.bucket, Key=k)["Body"].read() for k in keys}
+    (mkey,) = [k for k in keys if k.endswith("/manifest.json")]
+    manifest = json.loads(objects[mkey])
+    assert validate_manifest(manifest) == []  # still Akosha's SystemMemoryUploadManifest
+    assert manifest["files"] == ["memories.json.age"]
+    assert manifest["conversation_count"] == 0
+    metadata = manifest["metadata"]
+    assert "files" not in metadata and "skipped" not in metadata
+    assert all(p["encryption"] == "age" for p in metadata["index"]["parts"])
+    sealed = [k for k in keys if not k.endswith(("manifest.json", "owner.json"))]
+    assert sealed and all(is_sealed(objects[k][:32]) or "/packs/" in k for k in sealed)
+
+    identity = load_identity(tmp_path / "id.txt")
+    target = make_target("cloud", s3.settings(system_id, home=tmp_path))
+
+    async def read_back() -> tuple[dict[str, bytes], set[str]]:
+        await target.start()
+        try:
+            files, _ = await sealed_files(target, manifest, identity)
+            hashes = {f.sha256 for f in files} | {c.sha256 for f in files for c in f.chunks}
+            assert any(len(f.chunks) > 64 for f in files)  # a sealed chunk list was read
+            with pytest.raises(IdentityNeeded):
+                await restore_sealed(target, manifest, None)
+            with pytest.raises(NotForThisIdentity):
+                await restore_sealed(target, manifest, load_identity(tmp_path / "other.txt"))
+            return await restore_sealed(target, manifest, identity), hashes
+        finally:
+            await target.close()
+
+    restored, hashes = asyncio.run(read_back())
+    assert other != public
+    on_disk = {
+        p.relative_to(tmp_path / "store").as_posix(): p.read_bytes()
+        for p in (tmp_path / "store").rglob("*")
+        if p.is_file()
+    }
+    assert set(restored) == set(on_disk)
+    for path, data in on_disk.items():
+        if not path.endswith((".db", ".duckdb")):  # databases are restored as captured
+            assert restored[path] == data, path
+    assert_nothing_readable(objects, secrets_of(tmp_path / "store", hashes))
+
+    # the commands: without the identity or with another one, one line and exit 1
+    env = base_env(tmp_path)
+    for extra, said in [
+        ((), "this upload is encrypted: pass --identity or set encryption.identity_file"),
+        (("--identity", str(tmp_path / "other.txt")), "is encrypted to other keys"),
+    ]:
+        for cmd in (
+            ("verify",),
+            ("restore", "--latest", "--dest", str(tmp_path / "no")),
+            ("drill",),
+        ):
+            res = akoshad(*cmd, "--config", str(cfg), *extra, env=env, timeout=300)
+            assert res.returncode == 1, (cmd, res.stdout, res.stderr)
+            assert said in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+            assert MARKERS[0] not in res.stdout + res.stderr
+    assert not (tmp_path / "no").exists() or not any((tmp_path / "no").iterdir())
+    mine = ("--identity", str(tmp_path / "id.txt"))
+    res = akoshad("verify", "--config", str(cfg), *mine, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr  # the ledger check included
+    assert "ledger:" in res.stdout and "problem" not in res.stdout, res.stdout
+    dest = tmp_path / "restored"
+    res = akoshad("restore", "--latest", "--dest", str(dest), "--config", str(cfg), *mine, env=env)
+    assert res.returncode == 0, res.stderr
+    back = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
+    assert back == restored
+    res = akoshad("drill", "--config", str(cfg), *mine, env=env, timeout=300)
+    assert res.returncode == 0 and "all well" in res.stdout, res.stdout + res.stderr
+
+
+def _outbox_objects(outbox: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(outbox).as_posix(): p.read_bytes() for p in outbox.rglob("*") if p.is_file()
+    }
+
+
+def _packs(target: LocalTarget, manifest: dict[str, Any], identity: Any) -> set[str]:
+    async def run() -> set[str]:
+        files, _ = await sealed_files(target, manifest, identity)
+        return {c.key for f in files for c in f.chunks}
+
+    return asyncio.run(run())
+
+
+def test_local_target_switch_on_then_change_recipients(tmp_path: Path) -> None:
+    """Unencrypted, then encrypted to A (every file sent again sealed, nothing shared with
+    the clear upload), then to B (a new name key: new uploads readable with B alone, the
+    A upload still with A)."""
+    plant_store(tmp_path / "store")
+    env = base_env(tmp_path)
+    outbox = tmp_path / "outbox"
+    a = write_new_identity(tmp_path / "a.txt")
+    b = write_new_identity(tmp_path / "b.txt")
+    sid = "enc-local"
+
+    def run(recipients: list[str]) -> dict[str, Any]:
+        extra = {"encryption": {"recipients": recipients}} if recipients else {"encryption": {}}
+        cfg = encryption_config(tmp_path, sid, recipients, **extra)
+        res = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+        return manifests(outbox, sid)[-1]
+
+    clear = run([])
+    assert clear["metadata"]["format"] == 2 and "files" in clear["metadata"]
+    (tmp_path / "store" / "notes" / "new.md").write_text("a change")
+    first = run([a])  # the store is unchanged but for one file: all sent again, sealed
+    assert len(manifests(outbox, sid)) == 2
+    target = LocalTarget(outbox)
+    ida, idb = load_identity(tmp_path / "a.txt"), load_identity(tmp_path / "b.txt")
+    packs_a = _packs(target, first, ida)
+    clear_packs = {c["key"] for e in clear["metadata"]["files"] for c in e.get("chunks", [])}
+    assert packs_a and not packs_a & clear_packs
+    with pytest.raises(NotForThisIdentity):
+        _packs(target, first, idb)
+
+    (tmp_path / "store" / "notes" / "new.md").write_text("another change")
+    second = run([b])
+    packs_b = _packs(target, second, idb)
+    assert packs_b and not packs_b & packs_a  # no chunk shared with the old name key
+    with pytest.raises(NotForThisIdentity):
+        _packs(target, second, ida)
+    keys = sorted((outbox / "systems" / sid / "keys").iterdir())
+    assert len(keys) == 2 and all(is_sealed(k.read_bytes()) for k in keys)
+
+    async def both() -> tuple[dict[str, bytes], dict[str, bytes]]:
+        return await restore_sealed(target, first, ida), await restore_sealed(target, second, idb)
+
+    old, new = asyncio.run(both())
+    assert old["notes/new.md"] == b"a change" and new["notes/new.md"] == b"another change"
+    assert new["big-transcript.log"] == (tmp_path / "store" / "big-transcript.log").read_bytes()
+    (tmp_path / "store" / "notes" / "new.md").write_text("third")
+    third = run([b])  # same key: only the changed file's chunk is new
+    assert len(_packs(target, third, idb) - packs_b) == 1
+    documents = [k for k in _outbox_objects(outbox) if "/index/" in k or "/chunklists/" in k]
+    assert all(is_sealed((outbox / k).read_bytes()) for k in documents if k.endswith(".age"))
+    assert len([k for k in documents if not k.endswith(".age")]) == 1  # the clear chunk list
+
+
+def test_prune_of_encrypted_uploads_needs_the_identity(tmp_path: Path) -> None:
+    """Without the identity a prune deletes nothing and says why in one line; with it, the
+    uploads retention drops go, and the kept one (with its sealed skip list) restores."""
+    store = tmp_path / "store"
+    (store / "notes").mkdir(parents=True)
+    os.close(os.open(bytes(store / "notes") + b"/bad-\xff.txt", os.O_CREAT | os.O_WRONLY))
+    env = base_env(tmp_path)
+    public = write_new_identity(tmp_path / "id.txt")
+    retention = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+    outbox = tmp_path / "outbox"
+    sid = "enc-prune"
+    for i in range(3):
+        (store / "notes" / "n.md").write_text(f"version {i} {MARKERS[0]}" * 1000)
+        cfg = encryption_config(tmp_path, sid, [public], retention=retention)
+        res = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=120)
+        assert "run --once: uploaded" in res.stderr, res.stderr  # exit 1: a file skipped
+    assert len(manifests(outbox, sid)) == 3
+    res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "is encrypted" in res.stdout and "nothing deleted" in res.stdout, res.stdout
+    assert "Traceback" not in res.stderr
+    assert len(manifests(outbox, sid)) == 3
+
+    enc = {"recipients": [public], "identity_file": str(tmp_path / "id.txt")}
+    cfg = encryption_config(tmp_path, sid, [public], retention=retention, encryption=enc)
+    res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (kept,) = manifests(outbox, sid)
+    identity = load_identity(tmp_path / "id.txt")
+    target = LocalTarget(outbox)
+
+    async def read() -> tuple[dict[str, bytes], list[Any]]:
+        _, skipped = await sealed_files(target, kept, identity)
+        return await restore_sealed(target, kept, identity), skipped
+
+    restored, skipped = asyncio.run(read())
+    assert restored["notes/n.md"] == (store / "notes" / "n.md").read_bytes()
+    assert len(skipped) == 1 and skipped[0]["path"].startswith("notes/bad-"), skipped
+    assert "skipped" in kept["metadata"]["index"] and "bad-" not in json.dumps(kept)
+
+
+def test_daemon_without_the_identity_records_that_drills_need_it(tmp_path: Path) -> None:
+    """A daemon with recipients but no identity uploads encrypted; its drill checks
+    nothing and says it needs the identity (not a failure of the upload), once an
+    interval; with the identity configured the next daemon's drill finds all well."""
+    store = tmp_path / "store"
+    (store / "notes").mkdir(parents=True)
+    (store / "notes" / "n.md").write_text(MARKERS[0])
+    public = write_new_identity(tmp_path / "id.txt")
+    env = base_env(tmp_path)
+    cfg = encryption_config(tmp_path, "enc-drill", [public], drill_interval_hours=0.001)
+
+    def last_drill() -> dict[str, Any] | None:
+        res = akoshad("status", "--json", "--config", str(cfg), env=env, timeout=30)
+        return json.loads(res.stdout).get("last_drill") if res.returncode == 0 else None
+
+    proc = start_daemon(cfg, env, tmp_path / "d.log")
+    try:
+        drill = wait_for(last_drill, 90, interval=0.5)
+    finally:
+        assert stop_daemon(proc) == 0
+    assert drill["ok"] is False and drill["needs_identity"] is True, drill
+    (problem,) = drill["problems"]
+    assert "this upload is encrypted" in problem
+    log = (tmp_path / "d.log").read_text()
+    assert "Traceback" not in log and "drill of upload" in log and MARKERS[0] not in log
+
+    enc = {"recipients": [public], "identity_file": str(tmp_path / "id.txt")}
+    cfg = encryption_config(
+        tmp_path, "enc-drill", [public], drill_interval_hours=0.001, encryption=enc
+    )
+    proc = start_daemon(cfg, env, tmp_path / "d2.log")
+    try:
+        good = wait_for(lambda: (d := last_drill()) is not None and d["ok"] and d, 90, interval=0.5)
+    finally:
+        assert stop_daemon(proc) == 0
+    assert good["files"] == 1 and not good.get("needs_identity")
+
+
+async def test_recovery_of_an_encrypted_upload_sends_it_again(tmp_path: Path) -> None:
+    """A crash between an encrypted manifest's PUT and the commit: the daemon (no
+    identity) cannot read the manifest, so the attempt is discarded, never half-committed
+    or a crash at start, and the next pass sends the store again, sealed."""
+    from akoshad.config import load_settings
+    from akoshad.pipeline.recovery import Discarder, Recovery
+    from akoshad.pipeline.sealing import SealingSource
+    from tests.f2_rig import close_rig, open_rig
+
+    (tmp_path / "store").mkdir()
+    public = write_new_identity(tmp_path / "id.txt")
+    settings = load_settings(
+        None,
+        overrides={
+            "data_dir": str(tmp_path / "store"),
+            "state_dir": str(tmp_path / "state"),
+            "local_target_dir": str(tmp_path / "outbox"),
+            "cloud_sync": {"system_id": "enc-rec"},
+            "encryption": {"recipients": [public]},
+        },
+        environ={"HOME": str(tmp_path)},
+    )
+    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    rig.uploader.sealing = SealingSource(settings.encryption, tmp_path / "state", "enc-rec")
+    try:
+        rig.write("notes/a.md", MARKERS[0].encode() * 100)
+        (report,) = await rig.sync()
+        assert report.upload_id and report.error is None
+        await rig.state.transaction(
+            lambda c: (
+                c.execute("DELETE FROM ledger"),
+                c.execute("DELETE FROM chunks"),
+                c.execute("UPDATE uploads SET outcome = 'in_progress'"),
+            )
+        )
+        await Recovery(rig.state, "enc-rec", Discarder("enc-rec")).recover({"local": rig.target})
+        assert await rig.uploads() == [] and await rig.state.in_progress_uploads() == []
+        (again,) = await rig.sync()
+        assert again.files_uploaded == ["notes/a.md"]
+        (upload,) = await rig.uploads()
+        restored = await restore_sealed(
+            rig.target, await rig.manifest(upload), load_identity(tmp_path / "id.txt")
+        )
+        assert restored == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
+async def test_format_1_objects_are_sent_again_sealed(tmp_path: Path) -> None:
+    """Whole gzip objects of an older akoshad are readable: an encrypted upload never
+    points at them; every file is sent again, sealed."""
+    from akoshad.config import load_settings
+    from akoshad.pipeline.sealing import SealingSource
+    from tests.f2_rig import close_rig, open_rig
+    from tests.integration.test_format2_writer import SID, write_format1_upload
+
+    (tmp_path / "store").mkdir()
+    public = write_new_identity(tmp_path / "id.txt")
+    settings = load_settings(
+        None,
+        overrides={
+            "data_dir": str(tmp_path / "store"),
+            "state_dir": str(tmp_path / "state"),
+            "local_target_dir": str(tmp_path / "outbox"),
+            "cloud_sync": {"system_id": SID},
+            "encryption": {"recipients": [public]},
+        },
+        environ={"HOME": str(tmp_path)},
+    )
+    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    rig.uploader.sealing = SealingSource(settings.encryption, tmp_path / "state", SID)
+    try:
+        rig.write("a.json", b'{"a": 1}')
+        rig.write("big.bin", MARKERS[3].encode() * 100_000)
+        await write_format1_upload(rig, tmp_path / "outbox")
+        rig.write("a.json", b'{"a": 2}')
+        reports = await rig.sync()
+        assert all(r.error is None for r in reports)
+        sent = sorted(f for r in reports for f in r.files_uploaded)
+        assert sent == ["a.json", "big.bin"]  # big.bin unchanged, but its object is readable
+        manifest = await rig.manifest((await rig.uploads())[-1])
+        files, _ = await sealed_files(rig.target, manifest, load_identity(tmp_path / "id.txt"))
+        assert all(f.whole is None and f.chunks for f in files)
+        assert all(c.encryption == "age" for f in files for c in f.chunks)
+        restored = await restore_sealed(rig.target, manifest, load_identity(tmp_path / "id.txt"))
+        assert restored == rig.on_disk()
+    finally:
+        await close_rig(rig)
