@@ -136,7 +136,8 @@ def test_missing_data_dir_config_check_warns_and_run_once_fails(tmp_path: Path) 
 
 def test_daemon_waiting_for_data_dir_says_so_then_backs_it_up(tmp_path: Path) -> None:
     missing = tmp_path / "later"
-    rig = Rig(tmp_path, data_dir=missing)
+    # no pacing: a change that lands after the first upload goes up at once, not 30 s later
+    rig = Rig(tmp_path, data_dir=missing, min_upload_interval_seconds=0)
     proc = rig.start()
     try:
         st = rig.status()
@@ -149,7 +150,10 @@ def test_daemon_waiting_for_data_dir_says_so_then_backs_it_up(tmp_path: Path) ->
         check = rig.cli("status", "--check")
         assert check.returncode == 1
         assert f"waiting for data_dir {missing} to appear" in check.stdout
-        make_store(missing)  # the daemon still waits for it, and backs it up once it is there
+        # the daemon still waits for it, and backs it up once it is there (built beside it
+        # and renamed into place: the store appears whole)
+        make_store(tmp_path / "building")
+        (tmp_path / "building").rename(missing)
         wait_for(lambda: manifests(rig.outbox, SYSTEM), 40, interval=0.3)
         wait_for(lambda: rig.status()["pending"] == 0, 20, interval=0.3)
         st = rig.status()
