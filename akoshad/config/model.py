@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from akoshad.config.encryption import Encryption
+from akoshad.events import EVENT_NAMES, EventName
 from akoshad.names import SYSTEM_ID_RE
 from akoshad.redaction import REDACTED, redact_url, redact_webhook_url
 from akoshad.storage.retention import Retention
@@ -110,15 +111,8 @@ class CloudSync(BaseModel):
         return self
 
 
-WebhookEvent = Literal["upload", "failure", "degraded", "recovered", "drill", "prune"]
-ALL_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = (
-    "upload",
-    "failure",
-    "degraded",
-    "recovered",
-    "drill",
-    "prune",
-)
+WebhookEvent = EventName  # a webhook subscribes to the bus's events, named in one place
+ALL_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = EVENT_NAMES
 
 
 class Webhook(BaseModel):
