@@ -8,7 +8,9 @@ documents to PUT before it; the caller writes those, then the manifest LAST.
 
 - A file of more than :data:`CHUNKS_INLINE_MAX` chunks gets ``chunk_list`` ``{key,
   compression}``: a stored ``{"chunks": [...]}`` named by its content, so an unchanged large
-  file costs no bytes in the next upload.
+  file costs no bytes in the next upload. Past ``chunk_parts.SPLIT_MIN_CHUNKS`` chunks the
+  list is stored as ``{"parts": [...]}`` of content-defined parts (``chunk_parts``), so a
+  changed large file rewrites only the parts holding its changed chunks.
 - More than :data:`INDEX_INLINE_MAX` files (or ``use_index=True``): ``metadata.index.parts``
   instead of ``metadata.files``. Entries sorted by path are cut into parts after each entry
   whose ``sha256(path)`` has its low :data:`PART_BOUNDARY_BITS` bits zero (or at
@@ -34,6 +36,7 @@ from datetime import datetime
 from typing import Any
 
 from akoshad.manifest.layout import FileEntry, build_manifest, object_name, upload_prefix
+from akoshad.storage import chunk_parts
 from akoshad.storage.crypto import Recipients, seal
 from akoshad.storage.documents import (
     DOCUMENT_COMPRESSION,
@@ -46,6 +49,7 @@ from akoshad.storage.documents import (
     index_part_json,
 )
 from akoshad.storage.name_key import NameKey
+from akoshad.storage.refs import Encryption
 from akoshad.storage.sealed_documents import sealed_document_key, sealed_index_part_json
 from akoshad.storage.stored import StoredFile, WholeObject, check_files
 from akoshad.targets.base import Target
@@ -93,6 +97,7 @@ class _Documents:
         self.sealed = sealed
         self.new: dict[str, bytes] = {}
         self.keys: set[str] = set()
+        self.ends_part = chunk_parts.boundary_of(None if sealed is None else sealed[0])
 
     def add(self, kind: DocumentKind, obj: Any) -> str:
         plain = canonical_json(obj)
@@ -109,6 +114,18 @@ class _Documents:
     def part_json(self, key: str) -> dict[str, Any]:
         """One of ``metadata.index.parts`` naming the stored document ``key``."""
         return index_part_json(key) if self.sealed is None else sealed_index_part_json(key)
+
+    def chunk_list(self, chunks: list[dict[str, Any]]) -> str:
+        """The key of the stored chunk list of ``chunks``: whole, or past
+        ``chunk_parts.SPLIT_MIN_CHUNKS`` chunks split into parts (each stored too)."""
+        if len(chunks) <= chunk_parts.SPLIT_MIN_CHUNKS:
+            return self.add("chunklists", {"chunks": chunks})
+        enc: Encryption = "none" if self.sealed is None else "age"
+        parts = [
+            chunk_parts.part_json(self.add("chunklists", {"chunks": part}), enc, part)
+            for part in chunk_parts.cut_chunk_parts(chunks, self.ends_part)
+        ]
+        return self.add("chunklists", {"parts": parts})
 
 
 def entry_json(f: StoredFile, name: str, docs: _Documents | None = None) -> dict[str, Any]:
@@ -132,8 +149,7 @@ def entry_json(f: StoredFile, name: str, docs: _Documents | None = None) -> dict
         return out
     chunks = [c.to_json() for c in f.chunks]
     if docs is not None and len(chunks) > CHUNKS_INLINE_MAX:
-        key = docs.add("chunklists", {"chunks": chunks})
-        out["chunk_list"] = chunk_list_json(key)
+        out["chunk_list"] = chunk_list_json(docs.chunk_list(chunks))
     else:
         out["chunks"] = chunks
     return out

@@ -1,7 +1,8 @@
 """Every file of a manifest, format 1 or 2, as :class:`~akoshad.storage.stored.StoredFile`.
 
 :func:`read_entries` resolves ``metadata.index`` parts and ``chunk_list`` documents (each
-fetched with a size bound, a few at once), then validates every entry once: a safe relative
+fetched with a size bound, a few at once; a split list's parts checked against the entry
+first, ``chunk_parts``), then validates every entry once: a safe relative
 path, no path twice, no ``a`` beside ``a/b``, chunk sizes adding up to the file's size, every
 key under ``systems/{system_id}/``. Any problem is one
 :class:`~akoshad.manifest.layout.ManifestError` line that names the entry (and the document
@@ -18,14 +19,17 @@ from typing import Any, TypeVar
 
 from akoshad.manifest.facts import Facts
 from akoshad.manifest.layout import ManifestError, entries_of
+from akoshad.storage import chunk_parts
 from akoshad.storage.crypto import Identities, IdentityNeeded, sealed_size_bound
 from akoshad.storage.documents import MAX_DOCUMENT_BYTES, fetch_stored
 from akoshad.storage.errors import RefError
 from akoshad.storage.refs import (
+    ChunkListPartRef,
     ChunkListRef,
     ChunkRef,
     IndexPartRef,
     chunk_list_from_json,
+    chunk_list_parts_from_json,
     chunks_from_json,
 )
 from akoshad.storage.sealed_documents import decode_document_sealed, document_encryption
@@ -231,32 +235,81 @@ async def _raw_entries(
     return out
 
 
-async def _resolve_lists(
-    target: Target, pending: list[_Pending], system_id: str, budget: _Budget
-) -> list[StoredFile]:
-    """Fetch each distinct chunk list once and give its chunks to the entries naming it."""
-    root = system_root(system_id)
-    refs: dict[str, ChunkListRef] = {}
-    for p in pending:
-        if p.chunk_list is not None:
-            if not p.chunk_list.key.startswith(root):
-                raise ManifestError(f"{p.where}: chunk_list key is not under {root}")
-            refs.setdefault(p.chunk_list.key, p.chunk_list)
-    keys = sorted(refs)
+def _list_job(target: Target, p: _Pending, budget: _Budget) -> Callable[[], Awaitable[Any]]:
+    """Read the chunk list ``p`` names (``what`` names its file)."""
+    assert p.chunk_list is not None
+    ref, what = p.chunk_list, f"{p.file.path!r:.200}: chunk list"
+    return lambda: _read(
+        target, ref.key, ref.compression, document_encryption(ref.key), what, budget
+    )
+
+
+async def _split_lists(
+    target: Target,
+    split: dict[str, list[ChunkListPartRef]],
+    firsts: Mapping[str, _Pending],
+    root: str,
+    budget: _Budget,
+) -> dict[str, tuple[ChunkRef, ...]]:
+    """The chunks of split lists (``chunk_parts``): each checked against the entry naming
+    it before any part is fetched, each distinct part fetched once and checked against its
+    ref; a problem names the file and the part."""
+    named: dict[str, tuple[ChunkListPartRef, str]] = {}
+    for key, parts in split.items():
+        f = firsts[key].file
+        try:
+            chunk_parts.check_split(parts, key, root, f.size, f"{f.path!r:.200}: chunk list {key}")
+        except RefError as exc:
+            raise ManifestError(str(exc)) from None
+        for part in parts:
+            named.setdefault(part.key, (part, f"{f.path!r:.200}: chunk list part"))
+    keys = sorted(named)
     jobs = [
         (
-            lambda r=refs[k]: _read(
-                target, r.key, r.compression, document_encryption(r.key), "chunk list", budget
+            lambda p=named[k][0], w=named[k][1]: _read(
+                target, p.key, p.compression, p.encryption, w, budget
             )
         )
         for k in keys
     ]
-    lists: dict[str, tuple[ChunkRef, ...]] = {}
+    chunks: dict[str, tuple[ChunkRef, ...]] = {}
     for key, doc in zip(keys, await _bounded(jobs, FETCH_IN_FLIGHT), strict=True):
+        part, what = named[key]
         try:
-            lists[key] = tuple(chunk_list_from_json(doc, f"chunk list {key}"))
+            got = chunk_list_from_json(doc, f"{what} {key}", part.count)
+            chunk_parts.check_part(part, got, f"{what} {key}")
         except RefError as exc:
             raise ManifestError(str(exc)) from None
+        chunks[key] = tuple(got)
+    return {k: tuple(c for p in parts for c in chunks[p.key]) for k, parts in split.items()}
+
+
+async def _resolve_lists(
+    target: Target, pending: list[_Pending], system_id: str, budget: _Budget
+) -> list[StoredFile]:
+    """Fetch each distinct chunk list once (a split one's parts too: ``chunk_parts``) and
+    give its chunks to the entries naming it."""
+    root = system_root(system_id)
+    firsts: dict[str, _Pending] = {}
+    for p in pending:
+        if p.chunk_list is not None:
+            if not p.chunk_list.key.startswith(root):
+                raise ManifestError(f"{p.where}: chunk_list key is not under {root}")
+            firsts.setdefault(p.chunk_list.key, p)
+    keys = sorted(firsts)
+    jobs = [_list_job(target, firsts[k], budget) for k in keys]
+    lists: dict[str, tuple[ChunkRef, ...]] = {}
+    split: dict[str, list[ChunkListPartRef]] = {}
+    for key, doc in zip(keys, await _bounded(jobs, FETCH_IN_FLIGHT), strict=True):
+        what = f"{firsts[key].file.path!r:.200}: chunk list {key}"
+        try:
+            if chunk_parts.is_split(doc):
+                split[key] = chunk_list_parts_from_json(doc, what)
+            else:
+                lists[key] = tuple(chunk_list_from_json(doc, what))
+        except RefError as exc:
+            raise ManifestError(str(exc)) from None
+    lists.update(await _split_lists(target, split, firsts, root, budget))
     out: list[StoredFile] = []
     for p in pending:
         f = p.file

@@ -1,5 +1,6 @@
 """Read what a prune needs from a target: the listing with sizes, every manifest, and the
-index parts and chunk lists the kept ones name (``prune_refs.documents_needed``).
+index parts, chunk lists and chunk list parts the kept ones name
+(``prune_refs.documents_needed``).
 
 Everything read is bounded (a manifest by ``max_manifest``, a document by
 ``max_document``) and goes through ``documents`` (the codec the format-2 writer and the
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from akoshad.names import MANIFEST_NAME
+from akoshad.storage import chunk_parts
 from akoshad.storage.crypto import Identities
 from akoshad.storage.documents import (
     MAX_DOCUMENT_BYTES,
@@ -36,6 +38,7 @@ from akoshad.storage.sealed_documents import document_encryption, read_document_
 from akoshad.targets.base import Target
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+_LIST = "chunks|parts"  # a chunk list's field: whole or split (``chunk_parts``)
 CONCURRENCY = 16
 T = TypeVar("T")
 
@@ -159,8 +162,21 @@ def _declared(
         cl = entry.get("chunk_list") if isinstance(entry, dict) else None
         if isinstance(cl, dict) and isinstance(cl.get("key"), str):
             enc = document_encryption(cl["key"])
-            out[cl["key"]] = (str(cl.get("compression", "none")), enc, "chunks")
+            out[cl["key"]] = (str(cl.get("compression", "none")), enc, _LIST)
+            parts = documents.get(cl["key"], {}).get("parts")
+            for part in parts if isinstance(parts, list) else []:
+                if isinstance(part, dict) and isinstance(part.get("key"), str):
+                    comp, enc = str(part.get("compression")), str(part.get("encryption"))
+                    out[part["key"]] = (comp, enc, "chunks")
     return out
+
+
+def _checked(doc: Any, field: str, what: str) -> dict[str, Any]:
+    """``doc`` when it has the list ``field``; a chunk list (``_LIST``) may be whole
+    (``chunks``) or split (``parts``), a part of one only whole (parts never nest)."""
+    if field == _LIST:
+        field = "parts" if chunk_parts.is_split(doc) else "chunks"
+    return list_document(doc, field, what)
 
 
 async def _read_documents(
@@ -178,12 +194,12 @@ async def _read_documents(
         declared = _declared(loaded, documents)
         for key in need:
             compression, enc, field = declared.get(key, ("none", "none", "chunks"))
-            what = "index part" if field == "files" else "chunk list"
+            what = {"files": "index part", _LIST: "chunk list"}.get(field, "chunk list part")
             try:
                 doc = await read_document_sealed(
                     target, key, compression, enc, identities, what=what, limit=limit
                 )
-                documents[key] = list_document(doc, field, f"{what} {key}")
+                documents[key] = _checked(doc, field, f"{what} {key}")
             except DocumentError as exc:
                 raise PruneError(f"{exc}; prune stopped, nothing deleted") from None
     raise PruneError("documents nest too deep; prune stopped, nothing deleted")

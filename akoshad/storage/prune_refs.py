@@ -2,12 +2,15 @@
 
 A format-1 entry names one whole object (``key``). A format-2 entry has ``chunks`` (each
 ``{key, offset, length, ...}`` inside a pack) or a ``chunk_list`` (a stored
-``{"chunks": [...]}``); a large store keeps its entries in ``metadata.index.parts`` (stored
-``{"files": [...]}``) instead of ``metadata.files``. The top-level ``files`` names objects
-in the upload's own folder (``memories.json``, format-1 objects).
+``{"chunks": [...]}``, or ``{"parts": [...]}`` naming stored ``{"chunks": [...]}`` parts,
+see ``chunk_parts``: the top-level list is then the parent of its parts); a large store
+keeps its entries in ``metadata.index.parts`` (stored ``{"files": [...]}``) instead of
+``metadata.files``. The top-level ``files`` names objects in the upload's own folder
+(``memories.json``, format-1 objects).
 
-The caller reads the index parts and chunk lists (``documents_needed`` says which, in two
-rounds: parts, then the lists they name) and passes them decoded to ``manifest_refs``.
+The caller reads the index parts and chunk lists (``documents_needed`` says which, in up
+to three rounds: index parts, the lists they name, the parts of split lists) and passes
+them decoded to ``manifest_refs``.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ class ManifestRefs:
     """What one upload's manifest references (keys relative to the target's root).
 
     ``objects``: whole objects (format-1 files, ``memories.json``, index parts, chunk lists).
-    ``chunks``: per holder (the manifest key for inline ``chunks``, else the index part or
-    chunk list whose JSON holds them), the chunk references written there.
-    ``children``: per holder, the index parts and chunk lists it names.
+    ``chunks``: per holder (the manifest key for inline ``chunks``, else the index part,
+    chunk list or chunk list part whose JSON holds them), the chunk references written there.
+    ``children``: per holder, the index parts, chunk lists and chunk list parts it names.
     ``sealed``: an encrypted upload (its documents are sealed): its packs are never
     repacked, since rewriting its documents would need the recipients and its name key.
     """
@@ -104,7 +107,17 @@ def documents_needed(manifest: Mapping[str, Any], documents: Mapping[str, Any]) 
             key = _key(entry["chunk_list"], "a chunk_list")
             if key not in documents:
                 need.add(key)
+            else:
+                need |= {k for k in _list_parts(documents, key) if k not in documents}
     return need
+
+
+def _list_parts(documents: Mapping[str, Any], key: str) -> list[str]:
+    """The part keys of the split chunk list ``key`` (``chunk_parts``); [] for a whole one."""
+    doc = _dict(documents[key], key)
+    if "parts" not in doc:
+        return []
+    return [_key(p, f"{key}: a part") for p in _list(doc["parts"], f"{key}: parts")]
 
 
 def _chunk(raw: Any) -> ChunkRef:
@@ -141,8 +154,15 @@ def manifest_refs(
                 key = _key(entry["chunk_list"], "a chunk_list")
                 objects.add(key)
                 children.setdefault(holder, set()).add(key)
-                refs = {_chunk(c) for c in _doc(documents, key, "chunks")}
-                chunks.setdefault(key, set()).update(refs)
+                if key not in documents:
+                    raise MissingDocumentError(key)
+                parts = _list_parts(documents, key)
+                for part in parts:  # a split list: its parts hold the chunks
+                    objects.add(part)
+                    children.setdefault(key, set()).add(part)
+                for doc_key in parts or [key]:
+                    refs = {_chunk(c) for c in _doc(documents, doc_key, "chunks")}
+                    chunks.setdefault(doc_key, set()).update(refs)
             else:
                 objects.add(_key(entry, "an entry"))
 

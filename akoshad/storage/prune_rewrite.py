@@ -1,7 +1,8 @@
 """Rewrite a kept manifest after a repack: chunks that moved point at their new pack.
 
-Chunk lists and index parts that change are written first, under new content-addressed
-keys (``documents.encode_document``, exactly as the format-2 writer encodes them: the same
+Chunk lists (a split list's parts, then its top-level list: ``chunk_parts``) and index
+parts that change are written first, under new content-addressed keys
+(``documents.encode_document``, exactly as the format-2 writer encodes them: the same
 canonical JSON, the same gzip bytes, so the same key), then the manifest itself in one PUT
 (``layout.encode_manifest``; an atomic replace on both targets). Entries, parts and fields
 that do not change are kept as they are, so a manifest only differs where chunk locations
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from akoshad.manifest.layout import encode_manifest
-from akoshad.storage import refs
+from akoshad.storage import chunk_parts, refs
 from akoshad.storage.documents import (
+    DOCUMENT_COMPRESSION,
     DOCUMENT_CONTENT_TYPE,
     DocumentKind,
     chunk_list_json,
@@ -99,11 +101,33 @@ class Rewriter:
         if not isinstance(ref, dict) or ref.get("key") not in self.documents:
             return entry, False
         doc = self.documents[ref["key"]]
-        new, changed = self.relocator.chunks(doc.get("chunks"))
+        if chunk_parts.is_split(doc):
+            parts, changed = await self._list_parts(doc.get("parts"))
+            new_doc = {**doc, "parts": parts}
+        else:
+            chunks, changed = self.relocator.chunks(doc.get("chunks"))
+            new_doc = {**doc, "chunks": chunks}
         if not changed:
             return entry, False
-        key = await self._store("chunklists", {**doc, "chunks": new})
+        key = await self._store("chunklists", new_doc)
         return {**entry, "chunk_list": chunk_list_json(key)}, True
+
+    async def _list_parts(self, parts: Any) -> tuple[Any, bool]:
+        """The parts of a split chunk list, each whose chunks moved stored anew."""
+        if not isinstance(parts, list):
+            return parts, False
+        out: list[Any] = []
+        changed = False
+        for part in parts:
+            key = part.get("key") if isinstance(part, dict) else None
+            doc = self.documents.get(key) if isinstance(key, str) else None
+            chunks, did = self.relocator.chunks(doc.get("chunks") if doc is not None else None)
+            if did and doc is not None and isinstance(part, dict):
+                new_key = await self._store("chunklists", {**doc, "chunks": chunks})
+                part = {**part, "key": new_key, "compression": DOCUMENT_COMPRESSION}
+            out.append(part)
+            changed |= did
+        return out, changed
 
     async def _entries(self, entries: Any) -> tuple[Any, bool]:
         if not isinstance(entries, list):

@@ -36,6 +36,11 @@ _KEY_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.~+=@-]+$")
 CHUNK_FIELDS = ("sha256", "size", "key", "offset", "length", "compression", "encryption")
 CHUNK_LIST_FIELDS = ("key", "compression")
 INDEX_PART_FIELDS = ("key", "compression", "encryption")
+CHUNK_LIST_PART_FIELDS = ("key", "compression", "encryption", "count", "size")
+# A chunk list split into parts: at most this many parts, each of at most this many chunks.
+MAX_CHUNK_LIST_PARTS = 1 << 16
+MAX_PART_CHUNKS = 1 << 16
+MAX_FILE_SIZE = 1 << 50  # 1 PiB: a bound on a declared size, far past any store
 
 
 def _fields(obj: object, fields: tuple[str, ...], what: str) -> Mapping[str, Any]:
@@ -187,6 +192,44 @@ class IndexPartRef:
         return cls(m["key"], cast(ChunkCompression, comp), cast(Encryption, enc))
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkListPartRef:
+    """One part of a split chunk list ``{"parts": [...]}``: a stored ``{"chunks": [...]}``
+    of ``count`` chunks whose plaintext sizes add up to ``size``."""
+
+    key: str
+    compression: ChunkCompression
+    encryption: Encryption
+    count: int
+    size: int
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, what: str = "chunk list part") -> None:
+        """Raise :class:`RefError` unless every field is valid (at least one chunk)."""
+        check_key(self.key, what)
+        _choice(self.compression, "compression", COMPRESSIONS, what)
+        _choice(self.encryption, "encryption", ENCRYPTIONS, what)
+        _int(self.count, "count", what, MAX_PART_CHUNKS)
+        _int(self.size, "size", what, MAX_FILE_SIZE)
+        if self.count == 0:
+            raise RefError(f"{what}: count must be at least 1")
+
+    def to_json(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in CHUNK_LIST_PART_FIELDS}
+
+    @classmethod
+    def from_json(cls, obj: object, what: str = "chunk list part") -> ChunkListPartRef:
+        """Parse and validate one part ref; :class:`RefError` names the bad field."""
+        m = _fields(obj, CHUNK_LIST_PART_FIELDS, what)
+        ref = cls.__new__(cls)
+        for f in CHUNK_LIST_PART_FIELDS:
+            object.__setattr__(ref, f, m[f])
+        ref.validate(what)
+        return ref
+
+
 def chunks_from_json(
     obj: object, what: str = "chunks", max_chunks: int = 1 << 24
 ) -> list[ChunkRef]:
@@ -198,10 +241,25 @@ def chunks_from_json(
     return [ChunkRef.from_json(item, f"{what}[{i}]") for i, item in enumerate(obj)]
 
 
-def chunk_list_from_json(obj: object, what: str = "chunk list") -> list[ChunkRef]:
-    """Parse a stored chunk list object ``{"chunks": [...]}``."""
+def chunk_list_from_json(
+    obj: object, what: str = "chunk list", max_chunks: int = 1 << 24
+) -> list[ChunkRef]:
+    """Parse a stored chunk list object ``{"chunks": [...]}`` (or one part of a split one)."""
     m = _fields(obj, ("chunks",), what)
-    return chunks_from_json(m["chunks"], f"{what}.chunks")
+    return chunks_from_json(m["chunks"], f"{what}.chunks", max_chunks)
+
+
+def chunk_list_parts_from_json(
+    obj: object, what: str = "chunk list", max_parts: int = MAX_CHUNK_LIST_PARTS
+) -> list[ChunkListPartRef]:
+    """Parse a split chunk list ``{"parts": [...]}`` (at most ``max_parts``, at least one)."""
+    m = _fields(obj, ("parts",), what)
+    items = m["parts"]
+    if not isinstance(items, list):
+        raise RefError(f"{what}.parts: expected a list, got {type(items).__name__}")
+    if not items or len(items) > max_parts:
+        raise RefError(f"{what}.parts: {len(items)} parts, expected 1 to {max_parts}")
+    return [ChunkListPartRef.from_json(p, f"{what}.parts[{i}]") for i, p in enumerate(items)]
 
 
 def check_file_chunks(chunks: list[ChunkRef], size: int, what: str = "file") -> None:
