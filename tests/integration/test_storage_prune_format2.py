@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from akoshad.manifest.layout import manifest_key, new_upload_id
+from akoshad.storage import chunk_parts
 from akoshad.storage.documents import (
     DOCUMENT_COMPRESSION,
     DocumentKind,
@@ -138,6 +139,7 @@ async def check_documents_as_written(target: LocalTarget, upload_id: str) -> set
         kind: DocumentKind = "index" if "/index/" in key else "chunklists"
         assert encode_document(SID, kind, doc) == (key, stored)
         keys += [e["chunk_list"]["key"] for e in doc.get("files", []) if "chunk_list" in e]
+        keys += [p["key"] for p in doc.get("parts", [])]  # a split chunk list's parts
         seen.add(key)
     return seen
 
@@ -208,5 +210,93 @@ async def test_kill_9_during_a_format2_prune_leaves_the_kept_upload_restorable(
         assert manifest_key(SID, uploads.ids[0]) not in [
             k async for k in target.list_keys(f"systems/{SID}/uploads/")
         ]
+    finally:
+        await target.close()
+
+
+def _split(doc: dict[str, object]) -> list[str]:
+    parts = doc.get("parts")
+    assert isinstance(parts, list)
+    return [p["key"] for p in parts]
+
+
+async def _top_list(target: LocalTarget, upload_id: str) -> tuple[str, list[str]]:
+    """The big file's split chunk list in ``upload_id``: its key and its parts' keys."""
+    manifest = await read_json(target, manifest_key(SID, upload_id))
+    meta = manifest["metadata"]
+    assert isinstance(meta, dict)
+    for part in meta["index"]["parts"]:
+        stored = b"".join([p async for p in target.read(part["key"])])
+        for e in decode_document(stored, DOCUMENT_COMPRESSION, part["key"], 1 << 26)["files"]:
+            if e["path"] == "z.duckdb":
+                key = e["chunk_list"]["key"]
+                stored = b"".join([p async for p in target.read(key)])
+                return key, _split(decode_document(stored, DOCUMENT_COMPRESSION, key, 1 << 26))
+    raise AssertionError("no z.duckdb")
+
+
+async def test_prune_keeps_shared_chunk_list_parts_and_the_repack_rewrites_moved_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The big file's chunk list split into parts (constants lowered), its middle changed
+    by the second upload: the prune drops the first upload and sweeps the parts only it
+    named, keeps the shared ones, and the repack of the half-dead first pack rewrites the
+    parts whose chunks moved (and the top-level list, its index part, the manifest), not
+    the others; the kept upload restores byte for byte."""
+    monkeypatch.setattr(chunk_parts, "SPLIT_MIN_CHUNKS", 32)
+    monkeypatch.setattr(chunk_parts, "PART_BOUNDARY_BITS", 3)
+    monkeypatch.setattr(chunk_parts, "PART_MIN_CHUNKS", 2)
+    monkeypatch.setattr(chunk_parts, "PART_MAX_CHUNKS", 16)
+    outbox, root = tmp_path / "outbox", tmp_path / "data"
+    target = LocalTarget(outbox)
+    await target.start()
+    try:
+        store = Store(target, SID, private_dir(tmp_path / "store-staging"))
+        known: frozenset[str] = frozenset()
+        ids: list[str] = []
+        files: dict[str, bytes] = {}
+        for version in (1, 2):
+            when = NOW - timedelta(hours=3 - version)
+            files = await asyncio.to_thread(write_tree, root, version)
+            if version == 2:  # 16 KiB in the middle of the big file change
+                data = bytearray(files["z.duckdb"])
+                data[BIG_SIZE // 2 : BIG_SIZE // 2 + 16384] = noise(99, 16384)
+                files["z.duckdb"] = bytes(data)
+                (root / "z.duckdb").write_bytes(data)
+            built = build_manifest2(
+                system_id=SID,
+                upload_id=new_upload_id(when),
+                files=await store.store_tree(root),
+                skipped={},
+                known_documents=known,
+                uploaded_at=when,
+                use_index=True,
+            )
+            await write_upload(target, SID, built.manifest["metadata"]["upload_id"], built)
+            known = built.document_keys
+            ids.append(built.manifest["metadata"]["upload_id"])
+        first, second = ids
+        top1, parts1 = await _top_list(target, first)
+        top2, parts2 = await _top_list(target, second)
+        assert len(parts2) >= 12
+        shared, dropped = set(parts1) & set(parts2), set(parts1) - set(parts2)
+        assert 1 <= len(dropped) <= 3 and len(shared) >= len(parts2) - 3
+        docs_before = await check_documents_as_written(target, second)
+        staging = private_dir(tmp_path / "staging")
+        result = await run_prune(target, SID, policy(1), staging_dir=staging, now=NOW)
+        assert result.uploads_removed == [first] and result.packs_repacked >= 1
+        assert result.manifests_rewritten == 1
+        after = {k async for k in target.list_keys(f"systems/{SID}/")}
+        assert top1 not in after and not dropped & after  # only the dropped upload named them
+        await check_restorable(target, second, files)
+        docs_after = await check_documents_as_written(target, second)
+        top3, parts3 = await _top_list(target, second)
+        rewritten = set(parts3) - set(parts2)
+        assert top3 != top2 and top3 in docs_after - docs_before
+        # the parts holding chunks of the repacked pack moved; the others are the same objects
+        assert 1 <= len(rewritten) < len(parts3) - 3
+        assert set(parts3) - rewritten <= set(parts2) and (set(parts3) - rewritten) <= after
+        assert not (docs_before - docs_after) & after  # the replaced parts and list are gone
+        await nothing_left(target, staging)
     finally:
         await target.close()
