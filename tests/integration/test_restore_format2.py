@@ -1,7 +1,8 @@
 """restore, verify, drill and uploads on format-2 uploads, through the command line, on the
 local target and on SeaweedFS: many small files packed together, a DuckDB database and a
-random file cut into chunks (with a ``chunk_list``), the entries in index parts (more than
-``INDEX_INLINE_MAX`` files), and a whole object kept from a format-1 upload beside them.
+random file cut into chunks (with a ``chunk_list``, split into parts), the entries in index
+parts (more than ``INDEX_INLINE_MAX`` files), and a whole object kept from a format-1 upload
+beside them.
 A missing pack or a flipped byte makes verify, restore and drill fail in one line naming
 the file and the chunk."""
 
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 import pytest
 
 from akoshad.manifest.layout import manifest_key, new_upload_id, upload_prefix
+from akoshad.storage import chunk_parts
+from akoshad.storage.documents import DOCUMENT_COMPRESSION, decode_document
 from akoshad.storage.format2 import INDEX_INLINE_MAX, build_manifest2
 from akoshad.storage.format2_read import read_entries
 from akoshad.storage.stored import StoredFile, WholeObject
@@ -314,6 +317,32 @@ def test_a_missing_index_part_or_chunk_list_is_named(rig: Rig) -> None:
     assert want in proc.stdout, proc.stdout
     line = one_line_failure(rig.cli("restore", "--latest", "--dest", str(rig.tmp / "d2")))
     assert f"index part {part} is missing" in line
+
+
+def _document(rig: Rig, key: str) -> Any:
+    return decode_document(rig.read(key), DOCUMENT_COMPRESSION, key, 1 << 26)
+
+
+def test_a_split_chunk_list_reads_and_a_missing_part_is_named(rig: Rig) -> None:
+    """blob.bin (3 MiB in 8 KiB chunks) has its chunk list split into parts (``chunk_parts``):
+    verify and restore read it whole; with one part gone, both name the file and the part."""
+    second = rig.uploads[1]
+    blob = next(f for f in rig.files(second) if f.path == "blob.bin")
+    assert len(blob.chunks) > chunk_parts.SPLIT_MIN_CHUNKS
+    manifest = json.loads(rig.read(manifest_key(rig.system_id, second)))
+    entries = [
+        e for p in manifest["metadata"]["index"]["parts"] for e in _document(rig, p["key"])["files"]
+    ]
+    top = _document(rig, next(e for e in entries if e["path"] == "blob.bin")["chunk_list"]["key"])
+    assert len(top["parts"]) > 3 and sum(p["count"] for p in top["parts"]) == len(blob.chunks)
+    part = top["parts"][len(top["parts"]) // 2]["key"]
+    rig.delete(part)
+    proc = rig.cli("verify")
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    want = f"{second}: manifest of upload {second} is invalid: 'blob.bin': chunk list part {part}"
+    assert f"{want} is missing" in proc.stdout, proc.stdout
+    line = one_line_failure(rig.cli("restore", "--latest", "--dest", str(rig.tmp / "d")))
+    assert f"'blob.bin': chunk list part {part} is missing" in line
 
 
 def _all_keys(system_id: str) -> Callable[[Target], Awaitable[list[str]]]:
