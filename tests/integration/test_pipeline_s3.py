@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,50 @@ def test_a_large_new_file_is_read_once_sent_and_verified(s: S3Setup, tmp_path: P
     restored = tmp_path / "r"
     s.cli("restore", "--latest", "--dest", str(restored), check=True)
     assert (restored / "big.bin").read_bytes() == big.read_bytes()
+
+
+def _big_text(path: Path, lines: int) -> None:
+    """Text of random words (compressible, content-defined chunks like a log's)."""
+    rng = random.Random(3)
+    words = [rng.randbytes(4).hex() for _ in range(4096)]
+    with path.open("w") as fh:
+        for _ in range(lines // 10_000):
+            fh.write("\n".join(" ".join(rng.choices(words, k=12)) for _ in range(10_000)))
+
+
+def test_a_large_file_changed_in_the_middle_rewrites_one_or_two_chunk_list_parts(
+    s: S3Setup, tmp_path: Path
+) -> None:
+    """A file of about 350 chunks has its chunk list split into parts (``chunk_parts``):
+    a change in its middle writes the top-level list and the part(s) around the change,
+    not the whole list; verify and restore read the split list back from S3."""
+    big = s.store / "transcript.log"
+    _big_text(big, 840_000)  # about 90 MiB
+    assert s.once().returncode == 0
+    prefix = f"systems/{s.system_id}/chunklists/"
+    lists = set(s.s3.keys(prefix))
+    entry = next(f for f in s.manifests()[-1]["metadata"]["files"] if f["path"] == big.name)
+    c = s.s3.client()
+    top_key = entry["chunk_list"]["key"]
+    body = c.get_object(Bucket=s.s3.bucket, Key=top_key)["Body"].read()
+    top = json.loads(gzip.decompress(body))
+    assert (
+        set(top) == {"parts"}
+        and len(top["parts"]) >= 4
+        and set(lists) >= {p["key"] for p in top["parts"]}
+    )
+    with big.open("r+b") as fh:  # the same size, 1 KiB in the middle changed
+        fh.seek(big.stat().st_size // 2)
+        fh.write(b"#" * 1024)
+    assert s.once().returncode == 0
+    written = set(s.s3.keys(prefix)) - lists
+    entry2 = next(f for f in s.manifests()[-1]["metadata"]["files"] if f["path"] == big.name)
+    assert entry2["chunk_list"]["key"] in written and 2 <= len(written) <= 3, written
+    res = s.cli("verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+    restored = tmp_path / "r"
+    s.cli("restore", "--latest", "--dest", str(restored), "--path", big.name, check=True)
+    assert (restored / big.name).read_bytes() == big.read_bytes()
 
 
 def test_verify_detects_a_damaged_object(s: S3Setup) -> None:
