@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import shutil
 import statistics
 import sys
@@ -124,9 +125,9 @@ def main() -> None:
         size = db.stat().st_size
     locations = Locations()
     lists = [locations.refs_of(v) for v in versions]
-    for before, after in zip(versions, versions[1:], strict=False):
+    for before, after in itertools.pairwise(versions):
         old = set(before)
-        changed = [i for i, c in enumerate(after) if c not in old]
+        changed = {i for i, c in enumerate(after) if c not in old}
         runs = sum(1 for i in changed if i - 1 not in changed)
         print(
             f"checkpoint: {len(changed)} of {len(after)} chunks new, in {runs} runs "
@@ -138,7 +139,7 @@ def main() -> None:
         docs = [documents(chunks, shape) for chunks in lists]
         sent = [
             sum(n for k, n in after.items() if k not in before) / 1024
-            for before, after in zip(docs, docs[1:], strict=False)
+            for before, after in itertools.pairwise(docs)
         ]
         top = max(docs[-1].values()) / 1024 if shape is None else _top(lists[-1], shape)
         label = "whole" if shape is None else ",".join(map(str, shape))
