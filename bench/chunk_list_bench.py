@@ -104,7 +104,11 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=3)
     ap.add_argument("--make-store", default=str(default_maker()), help="path of make_store.py")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
+    ap.add_argument("--shapes", default=None, help='part shapes to try, e.g. "5,8,128 4,4,64"')
     args = ap.parse_args()
+    shapes = SHAPES
+    if args.shapes:
+        shapes = [None, *(_shape(s) for s in args.shapes.split())]
     maker = load_maker(Path(args.make_store))
     with tempfile.TemporaryDirectory(prefix="akoshad-chunklist-", dir=args.work) as tmp:
         db = Path(tmp) / "reflection.duckdb"
@@ -135,7 +139,7 @@ def main() -> None:
         )
     print(f"\nreflection.duckdb {size / 2**20:.0f} MiB, {len(lists[-1])} chunks")
     print(f"{'shape (bits,min,max)':>22} {'parts':>6} {'top KiB':>8} {'per checkpoint KiB':>19}")
-    for shape in SHAPES:
+    for shape in shapes:
         docs = [documents(chunks, shape) for chunks in lists]
         sent = [
             sum(n for k, n in after.items() if k not in before) / 1024
@@ -147,6 +151,11 @@ def main() -> None:
             f"{label:>22} {len(docs[-1]) - (shape is not None):>6} {top:>8.1f} "
             f"{statistics.mean(sent):>8.1f} (max {max(sent):.1f})"
         )
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    bits, lo, hi = (int(x) for x in text.split(","))
+    return bits, lo, hi
 
 
 def _top(chunks: list[dict[str, Any]], shape: tuple[int, int, int]) -> float:

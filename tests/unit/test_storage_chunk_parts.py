@@ -21,6 +21,7 @@ from akoshad.storage.errors import RefError
 from akoshad.storage.format2 import Format2Manifest, build_manifest2
 from akoshad.storage.format2_read import read_entries
 from akoshad.storage.name_key import new_name_key
+from akoshad.storage.prune_load import load_for_prune
 from akoshad.storage.prune_refs import documents_needed, manifest_refs
 from akoshad.storage.refs import (
     MAX_CHUNK_LIST_PARTS,
@@ -388,6 +389,17 @@ async def test_sealed_parts_reveal_nothing_and_open_with_the_identity(
     changed[1000] = chunk(1000, "v2", enc="age")
     again = sealed([big(changed)], UP2, built.document_keys)
     assert 2 <= len([k for k, _ in again.documents if "/chunklists/" in k]) <= 3
+    # prune reads the sealed parts with the identity, and counts them live; without it,
+    # it stops before deleting anything
+    loaded = await load_for_prune(target, SID, identities=identities)
+    (m,) = loaded.manifests
+    assert built.document_keys <= m.refs.objects and set(m.refs.chunks) == set(top_key_parts(top))
+    with pytest.raises(IdentityNeeded):
+        await load_for_prune(target, SID)
+
+
+def top_key_parts(top: dict[str, Any]) -> list[str]:
+    return [p["key"] for p in top["parts"]]
 
 
 # ---- prune: the parts are live objects of every upload that names them ----------------
