@@ -1,4 +1,5 @@
-"""Stored JSON documents of format 2: index parts and chunk lists.
+"""Stored JSON documents of format 2: index parts and chunk lists (and the parts of split
+chunk lists, ``chunk_parts``).
 
 A document is canonical JSON (sorted keys, compact, ASCII), gzip-compressed (deterministic:
 no time or name in the header), stored at ``systems/{sid}/{index|chunklists}/{pp}/{sha}.json.gz``
