@@ -235,14 +235,10 @@ async def _top_list(target: LocalTarget, upload_id: str) -> tuple[str, list[str]
     raise AssertionError("no z.duckdb")
 
 
-async def test_prune_keeps_shared_chunk_list_parts_and_the_repack_rewrites_moved_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The big file's chunk list split into parts (constants lowered), its middle changed
-    by the second upload: the prune drops the first upload and sweeps the parts only it
-    named, keeps the shared ones, and the repack of the half-dead first pack rewrites the
-    parts whose chunks moved (and the top-level list, its index part, the manifest), not
-    the others; the kept upload restores byte for byte."""
+@pytest.fixture
+async def split_uploads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Uploads]:
+    """Two uploads whose big file has its chunk list split into parts (constants lowered),
+    its middle changed by the second one (so most parts are shared)."""
     monkeypatch.setattr(chunk_parts, "SPLIT_MIN_CHUNKS", 32)
     monkeypatch.setattr(chunk_parts, "PART_BOUNDARY_BITS", 3)
     monkeypatch.setattr(chunk_parts, "PART_MIN_CHUNKS", 2)
@@ -250,32 +246,46 @@ async def test_prune_keeps_shared_chunk_list_parts_and_the_repack_rewrites_moved
     outbox, root = tmp_path / "outbox", tmp_path / "data"
     target = LocalTarget(outbox)
     await target.start()
+    store = Store(target, SID, private_dir(tmp_path / "store-staging"))
+    known: frozenset[str] = frozenset()
+    ids: list[str] = []
+    files: dict[str, bytes] = {}
+    for version in (1, 2):
+        when = NOW - timedelta(hours=3 - version)
+        files = await asyncio.to_thread(write_tree, root, version)
+        if version == 2:  # 16 KiB in the middle of the big file change
+            data = bytearray(files["z.duckdb"])
+            data[BIG_SIZE // 2 : BIG_SIZE // 2 + 16384] = noise(99, 16384)
+            files["z.duckdb"] = bytes(data)
+            (root / "z.duckdb").write_bytes(data)
+        upload_id = new_upload_id(when)
+        built = build_manifest2(
+            system_id=SID,
+            upload_id=upload_id,
+            files=await store.store_tree(root),
+            skipped={},
+            known_documents=known,
+            uploaded_at=when,
+            use_index=True,
+        )
+        await write_upload(target, SID, upload_id, built)
+        known = built.document_keys
+        ids.append(upload_id)
+    await target.close()
+    yield Uploads(outbox, ids, files)
+
+
+async def test_prune_keeps_shared_chunk_list_parts_and_the_repack_rewrites_moved_ones(
+    split_uploads: Uploads, tmp_path: Path
+) -> None:
+    """The prune drops the first upload and sweeps the chunk-list parts only it named,
+    keeps the shared ones, and the repack of the half-dead first pack rewrites the parts
+    whose chunks moved (and the top-level list, its index part, the manifest), not the
+    others; the kept upload restores byte for byte."""
+    target = LocalTarget(split_uploads.outbox)
+    await target.start()
     try:
-        store = Store(target, SID, private_dir(tmp_path / "store-staging"))
-        known: frozenset[str] = frozenset()
-        ids: list[str] = []
-        files: dict[str, bytes] = {}
-        for version in (1, 2):
-            when = NOW - timedelta(hours=3 - version)
-            files = await asyncio.to_thread(write_tree, root, version)
-            if version == 2:  # 16 KiB in the middle of the big file change
-                data = bytearray(files["z.duckdb"])
-                data[BIG_SIZE // 2 : BIG_SIZE // 2 + 16384] = noise(99, 16384)
-                files["z.duckdb"] = bytes(data)
-                (root / "z.duckdb").write_bytes(data)
-            built = build_manifest2(
-                system_id=SID,
-                upload_id=new_upload_id(when),
-                files=await store.store_tree(root),
-                skipped={},
-                known_documents=known,
-                uploaded_at=when,
-                use_index=True,
-            )
-            await write_upload(target, SID, built.manifest["metadata"]["upload_id"], built)
-            known = built.document_keys
-            ids.append(built.manifest["metadata"]["upload_id"])
-        first, second = ids
+        first, second = split_uploads.ids
         top1, parts1 = await _top_list(target, first)
         top2, parts2 = await _top_list(target, second)
         assert len(parts2) >= 12
@@ -288,7 +298,7 @@ async def test_prune_keeps_shared_chunk_list_parts_and_the_repack_rewrites_moved
         assert result.manifests_rewritten == 1
         after = {k async for k in target.list_keys(f"systems/{SID}/")}
         assert top1 not in after and not dropped & after  # only the dropped upload named them
-        await check_restorable(target, second, files)
+        await check_restorable(target, second, split_uploads.kept)
         docs_after = await check_documents_as_written(target, second)
         top3, parts3 = await _top_list(target, second)
         rewritten = set(parts3) - set(parts2)
@@ -297,6 +307,30 @@ async def test_prune_keeps_shared_chunk_list_parts_and_the_repack_rewrites_moved
         assert 1 <= len(rewritten) < len(parts3) - 3
         assert set(parts3) - rewritten <= set(parts2) and (set(parts3) - rewritten) <= after
         assert not (docs_before - docs_after) & after  # the replaced parts and list are gone
+        await nothing_left(target, staging)
+    finally:
+        await target.close()
+
+
+@pytest.mark.parametrize(
+    ("op", "nth"),
+    [("delete_object", 1), ("rewrite_manifest", 1), ("delete_replaced", 1), ("delete_replaced", 3)],
+)
+async def test_kill_9_during_a_prune_of_split_chunk_lists_leaves_the_kept_upload_restorable(
+    split_uploads: Uploads, tmp_path: Path, op: str, nth: int
+) -> None:
+    staging = private_dir(tmp_path / "staging")
+    args = [str(split_uploads.outbox), SID, NOW.isoformat(), "1", str(staging), op, str(nth)]
+    line = await asyncio.to_thread(kill_at_marker, args)
+    assert line.strip() == "AT-STEP", f"the prune never reached {op} #{nth}: {line!r}"
+    target = LocalTarget(split_uploads.outbox)
+    await target.start()
+    try:
+        second = split_uploads.ids[1]
+        await check_restorable(target, second, split_uploads.kept)
+        await run_prune(target, SID, policy(1), staging_dir=staging, now=NOW)
+        await check_restorable(target, second, split_uploads.kept)
+        await check_documents_as_written(target, second)
         await nothing_left(target, staging)
     finally:
         await target.close()
