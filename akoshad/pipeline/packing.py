@@ -2,16 +2,18 @@
 
 Each file to send is streamed through the chunker in a worker thread and hashed whole on
 the way; a chunk the target already holds (the chunk table, with deduplication on) or that
-this upload already packed is referenced, any other is compressed (zstd, or stored as-is)
-and appended to a pack file in a private staging directory. Sealed packs (16 MiB) go to
-the target one at a time while the next one fills: the worker thread waits when a pack is
-already waiting, so at most three pack files exist at once (one filling, one waiting, one
-being sent); each is recorded in the state (the attempt's packs) before its PUT and deleted
-once it landed. Small files end up packed together: a first sync of 10,000 small files is
-a handful of PUTs. With a :class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk
-is sealed before it is packed and known by its keyed name (``sealing`` module); sealing
-runs in a thread of its own, a few chunks ahead of the pack writer, so that it overlaps
-the next chunks' hashing and compression (which release the GIL).
+this upload already packed is referenced, any other is compressed (zstd, or stored as-is;
+a file whose chunks stop compressing is not offered to zstd for a while:
+``codec.CompressionProbe``) and appended to a pack file in a private staging directory.
+Sealed packs (16 MiB) go to the target, each in one request, one at a time while the next
+one fills: the worker thread waits when a pack is already waiting, so at most three pack
+files exist at once (one filling, one waiting, one being sent); each is recorded in the
+state (the attempt's packs) before its PUT and deleted once it landed. Small files end up
+packed together: a first sync of 10,000 small files is a handful of PUTs. With a
+:class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk is sealed before it is
+packed and known by its keyed name (``sealing`` module); sealing runs in a thread of its
+own, a few chunks ahead of the pack writer, so that it overlaps the next chunks' hashing
+and compression (which release the GIL).
 """
 
 from __future__ import annotations
@@ -119,7 +121,10 @@ class PackSender:
         self._sealer: ThreadPoolExecutor | None = None
         if sealing is not None:
             self._sealer = ThreadPoolExecutor(1, thread_name_prefix="akoshad-seal")
-        self._pending: dict[str, tuple[int, str]] = {}  # being sealed: (size, sha256)
+        # being sealed: (size, sha256, codec tried)
+        self._pending: dict[str, tuple[int, str, ChunkCompression]] = {}
+        # stops offering a file's chunks to zstd while they do not compress
+        self._probe = codec.CompressionProbe(self.codec)
         self._sealing: deque[tuple[str, Future[tuple[ChunkCompression, bytes]]]] = deque()
 
     async def send(self, files: list[tuple[str, CapturedFile]]) -> list[SentFile]:
@@ -180,12 +185,10 @@ class PackSender:
         await self.state.add_upload_pack(self.upload_id, pack.key)  # before any byte
         self.stats.in_flight += 1
         try:
-            stored = await self.target.put_file(pack.key, pack.path, "none")
+            sent = await self.target.put_object_file(pack.key, pack.path, pack.size, pack.crc32)
         finally:
             self.stats.in_flight -= 1
-        if stored.stored_size != pack.size:
-            raise TransientError(f"pack {pack.key}: stored {stored.stored_size} of {pack.size}")
-        self.report.bytes_sent += stored.bytes_sent
+        self.report.bytes_sent += sent
         enc: Encryption = "none" if self.sealing is None else "age"
         for slot in pack.slots:
             comp, size, sha = self._stored[slot.name]
@@ -214,12 +217,14 @@ class PackSender:
         """Compress a new chunk and add it to the pack. Encrypting, compression and sealing
         run in the sealing thread (the bodies go into the pack in order, at most
         SEAL_AHEAD behind), beside the chunking and hashing of the next ones."""
+        tried = self._probe.choose()
         if self._sealer is None or self.sealing is None:
-            comp, body = codec.compress(data, self.codec)
+            comp, body = codec.compress(data, tried)
+            self._probe.record(tried, comp)
             self._add(writer, ident, body, (comp, size, sha))
             return
-        job = self._sealer.submit(seal_chunk, data, self.sealing.recipients, self.codec)
-        self._pending[ident] = (size, sha)
+        job = self._sealer.submit(seal_chunk, data, self.sealing.recipients, tried)
+        self._pending[ident] = (size, sha, tried)
         self._sealing.append((ident, job))
         while len(self._sealing) > SEAL_AHEAD or (self._sealing and self._sealing[0][1].done()):
             self._add_sealed(writer)
@@ -227,7 +232,8 @@ class PackSender:
     def _add_sealed(self, writer: PackWriter) -> None:
         head, job = self._sealing.popleft()
         comp, body = job.result()
-        size, sha = self._pending.pop(head)
+        size, sha, tried = self._pending.pop(head)
+        self._probe.record(tried, comp)
         self._add(writer, head, body, (comp, size, sha))
 
     def _add(
@@ -248,6 +254,7 @@ class PackSender:
     ) -> tuple[str, tuple[tuple[str, int], ...]]:
         """Chunk, hash, compress and pack one file; its sha256 and chunk ids."""
         whole = hashlib.sha256()
+        self._probe = codec.CompressionProbe(self.codec)
         ids: list[tuple[str, int]] = []
         sealing = self.sealing
         for chunk in iter_file_chunks(f.staged):
