@@ -11,9 +11,9 @@ files exist at once (one filling, one waiting, one being sent); each is recorded
 state (the attempt's packs) before its PUT and deleted once it landed. Small files end up
 packed together: a first sync of 10,000 small files is a handful of PUTs. With a
 :class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk is sealed before it is
-packed and known by its keyed name (``sealing`` module); sealing runs in a thread of its
+packed and known by its keyed name (``sealing`` module); sealing runs in two threads of its
 own, a few chunks ahead of the pack writer, so that it overlaps the next chunks' hashing
-and compression (which release the GIL).
+and compression (which release the GIL; age sealing does not).
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
 
 HANDOFF_POLL = 0.5  # seconds a worker waits for room before it looks for a stop again
-SEAL_AHEAD = 8  # chunks handed to the sealing thread ahead of the pack writer
+SEAL_AHEAD = 8  # chunks handed to the sealing threads ahead of the pack writer
+# age sealing holds the GIL, zstd does not: with two threads one chunk is compressed while
+# another is sealed (bench/encrypted_upload_bench.py)
+SEAL_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -118,9 +121,8 @@ class PackSender:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[SealedPack | None] = asyncio.Queue(maxsize=1)
-        self._sealer: ThreadPoolExecutor | None = None
-        if sealing is not None:
-            self._sealer = ThreadPoolExecutor(1, thread_name_prefix="akoshad-seal")
+        # compression (and sealing) of new chunks, beside the chunking and hashing
+        self._sealer = ThreadPoolExecutor(SEAL_THREADS, thread_name_prefix="akoshad-seal")
         # being sealed: (size, sha256, codec tried)
         self._pending: dict[str, tuple[int, str, ChunkCompression]] = {}
         # stops offering a file's chunks to zstd while they do not compress
@@ -144,8 +146,7 @@ class PackSender:
             await asyncio.gather(consumer, return_exceptions=True)
             raise
         finally:
-            if self._sealer is not None:
-                await asyncio.to_thread(self._sealer.shutdown, True, cancel_futures=True)
+            await asyncio.to_thread(self._sealer.shutdown, True, cancel_futures=True)
         if self._failure:
             raise self._failure[0]
         return sent
@@ -214,16 +215,17 @@ class PackSender:
                     raise _Stopped from None
 
     def _pack(self, writer: PackWriter, ident: str, data: bytes, size: int, sha: str) -> None:
-        """Compress a new chunk and add it to the pack. Encrypting, compression and sealing
-        run in the sealing thread (the bodies go into the pack in order, at most
+        """Compress (and seal) a new chunk and add it to the pack. Compression and sealing
+        run in the sealing threads (the bodies go into the pack in order, at most
         SEAL_AHEAD behind), beside the chunking and hashing of the next ones."""
         tried = self._probe.choose()
-        if self._sealer is None or self.sealing is None:
-            comp, body = codec.compress(data, tried)
-            self._probe.record(tried, comp)
-            self._add(writer, ident, body, (comp, size, sha))
+        if tried == "none" and self.sealing is None:  # nothing to do beside the chunking
+            self._add(writer, ident, data, ("none", size, sha))
             return
-        job = self._sealer.submit(seal_chunk, data, self.sealing.recipients, tried)
+        if self.sealing is None:
+            job = self._sealer.submit(codec.compress, data, tried)
+        else:
+            job = self._sealer.submit(seal_chunk, data, self.sealing.recipients, tried)
         self._pending[ident] = (size, sha, tried)
         self._sealing.append((ident, job))
         while len(self._sealing) > SEAL_AHEAD or (self._sealing and self._sealing[0][1].done()):
