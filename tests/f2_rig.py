@@ -38,6 +38,10 @@ class CountingTarget(LocalTarget):
         self.puts.append(key)
         return await super().put_file(key, source, compression)
 
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        self.puts.append(key)
+        return await super().put_object_file(key, source, size, crc32)
+
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         self.puts.append(key)
         return await super().put_bytes(key, data, content_type)

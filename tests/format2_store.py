@@ -46,6 +46,12 @@ class MemTarget:
         sha = hashlib.sha256(data).hexdigest()
         return StoredObject(key, len(data), compression, len(data), sha)
 
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        data = await asyncio.to_thread(source.read_bytes)
+        assert len(data) == size
+        self.objects[key] = data
+        return size
+
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         self.objects[key] = bytes(data)
         return len(data)

@@ -2,16 +2,18 @@
 
 Each file to send is streamed through the chunker in a worker thread and hashed whole on
 the way; a chunk the target already holds (the chunk table, with deduplication on) or that
-this upload already packed is referenced, any other is compressed (zstd, or stored as-is)
-and appended to a pack file in a private staging directory. Sealed packs (16 MiB) go to
-the target one at a time while the next one fills: the worker thread waits when a pack is
-already waiting, so at most three pack files exist at once (one filling, one waiting, one
-being sent); each is recorded in the state (the attempt's packs) before its PUT and deleted
-once it landed. Small files end up packed together: a first sync of 10,000 small files is
-a handful of PUTs. With a :class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk
-is sealed before it is packed and known by its keyed name (``sealing`` module); sealing
-runs in a thread of its own, a few chunks ahead of the pack writer, so that it overlaps
-the next chunks' hashing and compression (which release the GIL).
+this upload already packed is referenced, any other is compressed (zstd, or stored as-is;
+a file whose chunks stop compressing is not offered to zstd for a while:
+``codec.CompressionProbe``) and appended to a pack file in a private staging directory.
+Sealed packs (16 MiB) go to the target, each in one request, one at a time while the next
+one fills: the worker thread waits when a pack is already waiting, so at most three pack
+files exist at once (one filling, one waiting, one being sent); each is recorded in the
+state (the attempt's packs) before its PUT and deleted once it landed. Small files end up
+packed together: a first sync of 10,000 small files is a handful of PUTs. With a
+:class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk is sealed before it is
+packed and known by its keyed name (``sealing`` module); sealing runs in two threads of its
+own, a few chunks ahead of the pack writer, so that it overlaps the next chunks' hashing
+and compression (which release the GIL; age sealing does not).
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
 
 HANDOFF_POLL = 0.5  # seconds a worker waits for room before it looks for a stop again
-SEAL_AHEAD = 8  # chunks handed to the sealing thread ahead of the pack writer
+SEAL_AHEAD = 8  # chunks handed to the sealing threads ahead of the pack writer
+# age sealing holds the GIL, zstd does not: with two threads one chunk is compressed while
+# another is sealed (bench/encrypted_upload_bench.py)
+SEAL_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -116,10 +121,12 @@ class PackSender:
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[SealedPack | None] = asyncio.Queue(maxsize=1)
-        self._sealer: ThreadPoolExecutor | None = None
-        if sealing is not None:
-            self._sealer = ThreadPoolExecutor(1, thread_name_prefix="akoshad-seal")
-        self._pending: dict[str, tuple[int, str]] = {}  # being sealed: (size, sha256)
+        # compression (and sealing) of new chunks, beside the chunking and hashing
+        self._sealer = ThreadPoolExecutor(SEAL_THREADS, thread_name_prefix="akoshad-seal")
+        # being sealed: (size, sha256, codec tried)
+        self._pending: dict[str, tuple[int, str, ChunkCompression]] = {}
+        # stops offering a file's chunks to zstd while they do not compress
+        self._probe = codec.CompressionProbe(self.codec)
         self._sealing: deque[tuple[str, Future[tuple[ChunkCompression, bytes]]]] = deque()
 
     async def send(self, files: list[tuple[str, CapturedFile]]) -> list[SentFile]:
@@ -139,8 +146,7 @@ class PackSender:
             await asyncio.gather(consumer, return_exceptions=True)
             raise
         finally:
-            if self._sealer is not None:
-                await asyncio.to_thread(self._sealer.shutdown, True, cancel_futures=True)
+            await asyncio.to_thread(self._sealer.shutdown, True, cancel_futures=True)
         if self._failure:
             raise self._failure[0]
         return sent
@@ -180,12 +186,10 @@ class PackSender:
         await self.state.add_upload_pack(self.upload_id, pack.key)  # before any byte
         self.stats.in_flight += 1
         try:
-            stored = await self.target.put_file(pack.key, pack.path, "none")
+            sent = await self.target.put_object_file(pack.key, pack.path, pack.size, pack.crc32)
         finally:
             self.stats.in_flight -= 1
-        if stored.stored_size != pack.size:
-            raise TransientError(f"pack {pack.key}: stored {stored.stored_size} of {pack.size}")
-        self.report.bytes_sent += stored.bytes_sent
+        self.report.bytes_sent += sent
         enc: Encryption = "none" if self.sealing is None else "age"
         for slot in pack.slots:
             comp, size, sha = self._stored[slot.name]
@@ -211,15 +215,18 @@ class PackSender:
                     raise _Stopped from None
 
     def _pack(self, writer: PackWriter, ident: str, data: bytes, size: int, sha: str) -> None:
-        """Compress a new chunk and add it to the pack. Encrypting, compression and sealing
-        run in the sealing thread (the bodies go into the pack in order, at most
+        """Compress (and seal) a new chunk and add it to the pack. Compression and sealing
+        run in the sealing threads (the bodies go into the pack in order, at most
         SEAL_AHEAD behind), beside the chunking and hashing of the next ones."""
-        if self._sealer is None or self.sealing is None:
-            comp, body = codec.compress(data, self.codec)
-            self._add(writer, ident, body, (comp, size, sha))
+        tried = self._probe.choose()
+        if tried == "none" and self.sealing is None:  # nothing to do beside the chunking
+            self._add(writer, ident, data, ("none", size, sha))
             return
-        job = self._sealer.submit(seal_chunk, data, self.sealing.recipients, self.codec)
-        self._pending[ident] = (size, sha)
+        if self.sealing is None:
+            job = self._sealer.submit(codec.compress, data, tried)
+        else:
+            job = self._sealer.submit(seal_chunk, data, self.sealing.recipients, tried)
+        self._pending[ident] = (size, sha, tried)
         self._sealing.append((ident, job))
         while len(self._sealing) > SEAL_AHEAD or (self._sealing and self._sealing[0][1].done()):
             self._add_sealed(writer)
@@ -227,7 +234,8 @@ class PackSender:
     def _add_sealed(self, writer: PackWriter) -> None:
         head, job = self._sealing.popleft()
         comp, body = job.result()
-        size, sha = self._pending.pop(head)
+        size, sha, tried = self._pending.pop(head)
+        self._probe.record(tried, comp)
         self._add(writer, head, body, (comp, size, sha))
 
     def _add(
@@ -248,6 +256,7 @@ class PackSender:
     ) -> tuple[str, tuple[tuple[str, int], ...]]:
         """Chunk, hash, compress and pack one file; its sha256 and chunk ids."""
         whole = hashlib.sha256()
+        self._probe = codec.CompressionProbe(self.codec)
         ids: list[tuple[str, int]] = []
         sealing = self.sealing
         for chunk in iter_file_chunks(f.staged):

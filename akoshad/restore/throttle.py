@@ -81,6 +81,9 @@ class DrillReader:
     async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
         raise PermanentError("a drill only reads from the target")
 
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        raise PermanentError("a drill only reads from the target")
+
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         raise PermanentError("a drill only reads from the target")
 

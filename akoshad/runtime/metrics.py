@@ -276,6 +276,10 @@ class CountedTarget:
         self._hook("put_file")
         return await self.inner.put_file(key, source, compression)
 
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        self._hook("put_object_file")
+        return await self.inner.put_object_file(key, source, size, crc32)
+
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         self._hook("put_bytes")
         return await self.inner.put_bytes(key, data, content_type)

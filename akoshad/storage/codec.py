@@ -115,3 +115,36 @@ def decode_chunk(stored: bytes, ref: ChunkRef) -> bytes:
     if hashlib.sha256(data).hexdigest() != ref.sha256:
         raise CorruptChunk(f"chunk {ref.sha256[:12]} does not match its sha256")
     return data
+
+
+class CompressionProbe:
+    """Which codec to offer a file's next chunk: after :data:`GIVE_UP_AFTER` chunks in a row
+    that did not compress (already compressed or random data), the next :data:`SKIP_CHUNKS`
+    are stored as they are without trying, then the codec is tried again. One per file."""
+
+    GIVE_UP_AFTER = 4
+    SKIP_CHUNKS = 32
+
+    def __init__(self, compression: ChunkCompression) -> None:
+        self.compression = compression
+        self._misses = 0
+        self._skip = 0
+
+    def choose(self) -> ChunkCompression:
+        """The codec to try for the next chunk (``"none"`` while skipping)."""
+        if self._skip:
+            self._skip -= 1
+            return "none"
+        return self.compression
+
+    def record(self, tried: ChunkCompression, used: ChunkCompression) -> None:
+        """What compressing one chunk gave: ``used`` is ``"none"`` when it did not pay."""
+        if tried == "none":
+            return
+        if used != "none":
+            self._misses = 0
+            return
+        self._misses += 1
+        if self._misses >= self.GIVE_UP_AFTER:
+            self._misses = 0
+            self._skip = self.SKIP_CHUNKS

@@ -1,8 +1,12 @@
 """Pack files: many stored chunk bodies concatenated into one object, and reading them back.
 
 A pack is the plain concatenation of stored (compressed, maybe encrypted) chunk bodies, no
-header. Its id is the sha256 of its bytes, so writing the same pack twice is idempotent; its
-key is ``systems/{system_id}/packs/{pp}/{pack_id}``. :class:`PackWriter` fills pack files in
+header. Its id is the sha256 of its layout (each body's name, offset and length, see
+:func:`layout_id`), not of its bytes: two packs with one id hold the same chunks at the
+same places, and every reader checks each chunk's sha256 after decoding, so either serves
+(writing one again is idempotent) and the bytes are not hashed a third time. Packs written
+before (id = sha256 of the bytes) read the same way. Its key is
+``systems/{system_id}/packs/{pp}/{pack_id}``. :class:`PackWriter` fills pack files in
 a private staging directory (files mode 0600) up to :data:`PACK_TARGET` bytes (never beyond
 :data:`PACK_MAX`); :func:`plan_reads` groups chunk locations into few ranged reads.
 Blocking (file writes and hashing): call from a thread.
@@ -20,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, NamedTuple
+
+from isal import isal_zlib
 
 from akoshad.names import SYSTEM_ID_RE
 from akoshad.storage.errors import PackError
@@ -50,6 +56,18 @@ class PackSlot(NamedTuple):
     length: int
 
 
+def layout_id(slots: Iterable[PackSlot]) -> str:
+    """A pack's id: the sha256 of its layout (name, offset, length of every body).
+
+    Bodies of one name are encodings of one chunk; a body's length tells its encoding
+    apart (``none`` is kept only when compression saves less than 3%, and sealing adds a
+    fixed overhead), so equal layouts mean interchangeable packs."""
+    digest = hashlib.sha256(b"akoshad-pack-layout-1\n")
+    for slot in slots:
+        digest.update(f"{slot.name} {slot.offset} {slot.length}\n".encode())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class SealedPack:
     """A finished pack file, ready to upload to ``key`` and delete afterwards."""
@@ -59,6 +77,7 @@ class SealedPack:
     path: Path
     size: int
     slots: tuple[PackSlot, ...]
+    crc32: int = 0  # of the file's bytes (the body checksum S3 is sent)
 
 
 def _check_private_dir(path: Path) -> None:
@@ -96,7 +115,7 @@ class PackWriter:
         self.max_size = max_size
         self._fd: int | None = None
         self._tmp: Path | None = None
-        self._hash = hashlib.sha256()
+        self._crc = 0
         self._size = 0
         self._slots: list[PackSlot] = []
         self._serial = 0
@@ -112,7 +131,7 @@ class PackWriter:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         self._fd = os.open(tmp, flags | getattr(os, "O_NOFOLLOW", 0), 0o600)
         self._tmp = tmp
-        self._hash = hashlib.sha256()
+        self._crc = 0
         self._size = 0
         self._slots = []
         return self._fd
@@ -132,7 +151,7 @@ class PackWriter:
         except OSError as exc:
             self.abort()
             raise PackError(f"writing a pack in {self.staging_dir}: {exc.strerror}") from None
-        self._hash.update(body)
+        self._crc = isal_zlib.crc32(body, self._crc)
         self._slots.append(PackSlot(name, self._size, len(body)))
         self._size += len(body)
         if self._size >= self.target:
@@ -145,21 +164,21 @@ class PackWriter:
 
     def _seal(self) -> SealedPack:
         assert self._fd is not None and self._tmp is not None
-        fd, tmp, size, slots = self._fd, self._tmp, self._size, tuple(self._slots)
+        fd, tmp, size, slots, crc = self._fd, self._tmp, self._size, tuple(self._slots), self._crc
         self._fd = self._tmp = None
         self._size, self._slots = 0, []
         # No fsync: a staging file only lives until it is uploaded; after a crash the
         # upload starts over and the leftovers are the caller's to clear.
         os.close(fd)
-        pack_id = self._hash.hexdigest()
+        pack_id = layout_id(slots)
         final = self.staging_dir / pack_id
         try:
-            os.replace(tmp, final)  # same bytes if it existed: idempotent
+            os.replace(tmp, final)  # the same layout if it existed: idempotent
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise PackError(f"sealing a pack in {self.staging_dir}: {exc.strerror}") from None
-        return SealedPack(pack_id, pack_key(self.system_id, pack_id), final, size, slots)
+        return SealedPack(pack_id, pack_key(self.system_id, pack_id), final, size, slots, crc)
 
     def abort(self) -> None:
         """Drop the pack being filled (its file is removed)."""

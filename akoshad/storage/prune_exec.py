@@ -3,7 +3,7 @@
 Order (``prune_plan`` explains why each step is safe to interrupt with ``kill -9``):
 1. delete the dropped uploads' manifests; 2. sweep unreferenced objects; 3. write the new
 packs (the live ranges of the old ones, streamed with ``target.read`` into a ``PackWriter``,
-uploaded with ``put_file``); 4. rewrite the affected kept manifests (documents first, the
+uploaded with ``put_object_file``); 4. rewrite the affected kept manifests (documents first, the
 manifest last); 5. delete the old packs and the replaced documents.
 
 Before any pack is deleted (steps 2 and 5) ``hooks.forget_pack(key)`` lets the caller drop
@@ -142,11 +142,9 @@ class _Run:
             return
         sealed = await self._fill(pack)
         try:
-            stored = await self.target.put_file(sealed.key, sealed.path, "none")
+            await self.target.put_object_file(sealed.key, sealed.path, sealed.size, sealed.crc32)
         finally:
             await asyncio.to_thread(sealed.path.unlink, missing_ok=True)
-        if stored.stored_size != sealed.size:
-            raise PruneError(f"new pack {sealed.key}: stored {stored.stored_size} bytes")
         self.relocator.add(pack, sealed.key)
         self.packs_written += 1
         assert self.rewriter is not None

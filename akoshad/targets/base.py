@@ -50,6 +50,11 @@ class Target(Protocol):
         ``PermanentError``.
         """
 
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        """Store the finished file ``source`` (a pack: ``size`` bytes whose CRC32 is
+        ``crc32``, both known from writing it) as ``key``, unchanged: one request, read once,
+        no digest of its own. The object appears whole or not at all; returns bytes sent."""
+
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         """Store small bytes (a manifest, ``memories.json``) whole; returns bytes sent."""
 

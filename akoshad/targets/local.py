@@ -29,7 +29,7 @@ from loguru import logger
 
 from akoshad.compress import encoded_chunks
 from akoshad.errors import PermanentError, TransientError
-from akoshad.fileio import CHUNK
+from akoshad.fileio import CHUNK, read_chunks
 from akoshad.private import DIR_MODE, FILE_MODE, make_private_dirs
 from akoshad.storage.errors import PackError
 from akoshad.targets.base import Compression, StoredObject
@@ -180,6 +180,19 @@ class LocalTarget:
             bytes_sent=written,
             sha256=digest.hexdigest(),
         )
+
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        return await asyncio.to_thread(self._put_object_file_sync, key, source, size)
+
+    def _put_object_file_sync(self, key: str, source: Path, size: int) -> int:
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        with os.fdopen(os.open(source, flags), "rb", buffering=0) as fh:
+            if os.fstat(fh.fileno()).st_size != size:
+                raise TransientError(f"local target: {source.name} is not the {size} bytes given")
+            written = self._write_atomic(key, read_chunks(fh))
+        if written != size:
+            raise TransientError(f"local target: {source.name} held {written} of {size} bytes")
+        return written
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         return await asyncio.to_thread(self._write_atomic, key, iter((data,)))

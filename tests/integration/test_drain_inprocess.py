@@ -47,6 +47,12 @@ class FlakyTarget(LocalTarget):
             raise TransientError("the outbox is away")
         return await super().put_file(key, source, compression)
 
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise TransientError("the outbox is away")
+        return await super().put_object_file(key, source, size, crc32)
+
 
 @dataclass
 class Rig:

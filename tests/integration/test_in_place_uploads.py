@@ -213,6 +213,13 @@ class RendezvousTarget(LocalTarget):
             raise TransientError("the target went away")
         return await super().put_file(key, source, compression)
 
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        self.put_started.set()
+        await asyncio.wait_for(self.hook_started.wait(), 5)
+        if self.fail:
+            raise TransientError("the target went away")
+        return await super().put_object_file(key, source, size, crc32)
+
 
 async def test_extra_objects_are_made_while_files_are_sent(rig: Rig, tmp_path: Path) -> None:
     """memories.json is built during the file uploads (each waits for the other here), is

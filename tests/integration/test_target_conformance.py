@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -291,3 +292,41 @@ async def test_leftover_multipart_uploads_aborted_at_start(s3: WeedServer, syste
         Bucket=s3.bucket, Key=f"elsewhere/{system_id}/z", UploadId=other["UploadId"]
     )
     assert shutil.which("gunzip")
+
+
+@pytest.mark.parametrize("size", [0, 1000, 5 * 1024 * 1024 + 3])
+async def test_put_object_file_stores_a_finished_file_whole(
+    target: Target, tmp_path: Path, system_id: str, size: int
+) -> None:
+    """A pack goes up as it is, in one piece, with the CRC32 its writer computed."""
+    src = tmp_path / "pack"
+    data = os.urandom(size)
+    src.write_bytes(data)
+    k = key(system_id, f"pack-{size}")
+    sent = await target.put_object_file(k, src, size, zlib.crc32(data))
+    assert sent == size == await target.head(k)
+    assert await read_all(target, k) == data
+
+
+async def test_put_object_file_refuses_a_file_of_another_size(
+    target: Target, tmp_path: Path, system_id: str
+) -> None:
+    src = tmp_path / "pack"
+    src.write_bytes(b"x" * 100)
+    k = key(system_id, "pack-wrong")
+    with pytest.raises(TransientError):
+        await target.put_object_file(k, src, 99, zlib.crc32(b"x" * 100))
+    assert await target.head(k) is None
+
+
+async def test_put_object_file_never_follows_a_link(
+    target: Target, tmp_path: Path, system_id: str
+) -> None:
+    real = tmp_path / "real"
+    real.write_bytes(b"secret")
+    link = tmp_path / "pack"
+    link.symlink_to(real)
+    k = key(system_id, "pack-link")
+    with pytest.raises(OSError):
+        await target.put_object_file(k, link, 6, zlib.crc32(b"secret"))
+    assert await target.head(k) is None

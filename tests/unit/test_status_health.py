@@ -182,6 +182,10 @@ class FlakyTarget(LocalTarget):
         self._fail()
         return await super().put_file(key, source, compression)
 
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        self._fail()
+        return await super().put_object_file(key, source, size, crc32)
+
     async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
         self._fail()
         async for key in super().list_keys(prefix):

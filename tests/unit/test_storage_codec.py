@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import random
 import sys
 import time
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from isal import isal_zlib
 
 from akoshad.errors import AkoshadError
+from akoshad.storage import codec
 from akoshad.storage.codec import compress, decode_chunk, decompress
 from akoshad.storage.errors import CorruptChunk, DecompressionBomb, StorageError
 from akoshad.storage.refs import MAX_CHUNK_SIZE, ChunkRef
@@ -178,3 +180,43 @@ def test_gzip_output_is_plain_gzip() -> None:
     _, stored = compress(TEXT, "gzip")
     assert stored[:2] == b"\x1f\x8b"
     assert gzip.decompress(stored) == TEXT  # readable by any gunzip
+
+
+def test_the_probe_stops_offering_incompressible_chunks_then_tries_again() -> None:
+    probe = codec.CompressionProbe("zstd")
+    give_up, skip = probe.GIVE_UP_AFTER, probe.SKIP_CHUNKS
+    for _ in range(give_up):
+        assert probe.choose() == "zstd"
+        probe.record("zstd", "none")
+    skipped = [probe.choose() for _ in range(skip)]
+    assert skipped == ["none"] * skip
+    for tried in skipped:
+        probe.record(tried, "none")  # a chunk stored as-is without trying teaches nothing
+    assert probe.choose() == "zstd"  # probes again
+
+
+def test_one_compressible_chunk_resets_the_count() -> None:
+    probe = codec.CompressionProbe("zstd")
+    for _ in range(50):
+        for used in ["none"] * (probe.GIVE_UP_AFTER - 1) + ["zstd"]:
+            assert probe.choose() == "zstd"
+            probe.record("zstd", used)
+
+
+def test_the_probe_never_offers_a_codec_that_is_off() -> None:
+    probe = codec.CompressionProbe("none")
+    for _ in range(10):
+        assert probe.choose() == "none"
+        probe.record("none", "none")
+
+
+def test_random_data_is_mostly_not_offered_to_zstd() -> None:
+    """What the packer does with a file of noise: a few chunks of each run are tried."""
+    probe = codec.CompressionProbe("zstd")
+    tried = 0
+    for _ in range(200):
+        choice = probe.choose()
+        used, _ = codec.compress(os.urandom(4096), choice)
+        probe.record(choice, used)
+        tried += choice == "zstd"
+    assert tried <= 200 * (probe.GIVE_UP_AFTER + 1) // (probe.GIVE_UP_AFTER + probe.SKIP_CHUNKS) + 4

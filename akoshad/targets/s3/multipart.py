@@ -1,12 +1,15 @@
 """How the S3 target sends a file: one PUT when it is less than a part, else a multipart
 upload with a bounded number of parts in flight, completed with every part's checksum and
-aborted on any failure (also when the put is cancelled); and the clean-up of the
+aborted on any failure (also when the put is cancelled); a finished file whose CRC32 is
+known (a pack) in one streamed PUT (:func:`send_whole`); and the clean-up of the
 multipart uploads a crash left under the system's own prefix."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import os
 from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,8 +19,15 @@ from loguru import logger
 from akoshad.backoff import with_retries
 from akoshad.errors import PermanentError, TransientError
 from akoshad.targets.base import Compression, StoredObject
-from akoshad.targets.s3.errors import UploadLost
-from akoshad.targets.s3.parts import _CHECKSUM_PARAM, Checksum, _Part, _PartSource, body_checksum
+from akoshad.targets.s3.errors import SourceChanged, UploadLost
+from akoshad.targets.s3.parts import (
+    _CHECKSUM_PARAM,
+    Checksum,
+    _FileWindow,
+    _Part,
+    _PartSource,
+    body_checksum,
+)
 
 if TYPE_CHECKING:
     from akoshad.targets.s3.target import S3Target
@@ -57,6 +67,46 @@ async def send_file(
     finally:
         if not parts.closed:
             await target._prepare(parts.close)
+
+
+def _open_whole(source: Path, size: int, crc32: int, kind: Checksum) -> tuple[_FileWindow, str]:
+    """A window on all of ``source`` (a symlink refused) and its body checksum: the known
+    CRC32, or Content-MD5 read from the file (blocking: run in the pool)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(source, flags)
+    try:
+        if os.fstat(fd).st_size != size:
+            raise SourceChanged(f"{source.name} is not the {size} bytes it was written with")
+        window = _FileWindow(fd, 0, size)
+    finally:
+        os.close(fd)
+    if kind == "crc32":
+        return window, base64.b64encode(crc32.to_bytes(4, "big")).decode()
+    try:
+        return window, window.checksum(kind)
+    except BaseException:
+        window.close()
+        raise
+
+
+async def send_whole(
+    target: S3Target, key: str, source: Path, size: int, crc32: int, kind: Checksum
+) -> int:
+    """Send the finished file ``source`` (``size`` bytes, CRC32 ``crc32``) as ``key`` in one
+    PUT, streamed from the file (read once, never whole in memory); the bytes sent."""
+    window, checksum = await target._prepare(_open_whole, source, size, crc32, kind)
+
+    def put(c: Any) -> Any:
+        window.seek(0)
+        return c.put_object(
+            Bucket=target.bucket, Key=key, Body=window, **{_CHECKSUM_PARAM[kind]: checksum}
+        )
+
+    try:
+        await target._call(put, what=f"put {key}")
+    finally:
+        window.close()
+    return size
 
 
 async def put_multipart(

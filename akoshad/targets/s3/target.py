@@ -50,7 +50,13 @@ from akoshad.targets.s3.errors import (
     UploadLost,
     classify,
 )
-from akoshad.targets.s3.multipart import abort, abort_leftover_uploads, put_multipart, send_file
+from akoshad.targets.s3.multipart import (
+    abort,
+    abort_leftover_uploads,
+    put_multipart,
+    send_file,
+    send_whole,
+)
 from akoshad.targets.s3.parts import (
     _CHECKSUM_PARAM,
     MAX_PARTS,
@@ -318,6 +324,9 @@ class S3Target:
         self, key: str, source: Path, compression: Compression, kind: Checksum
     ) -> StoredObject:
         return await send_file(self, key, source, compression, kind)
+
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        return await self._checked(lambda kind: send_whole(self, key, source, size, crc32, kind))
 
     async def _put_multipart(
         self, key: str, parts: _PartSource, first: _Part, kind: Checksum
