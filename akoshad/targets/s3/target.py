@@ -1,7 +1,8 @@
 """The S3 target: any S3-compatible store (AWS S3, Cloudflare R2, MinIO, SeaweedFS, ...).
 
-One long-lived aiobotocore client, opened by ``start`` and closed by ``close``. A file streams
-in one pass: a worker thread reads it (and gzips it when asked) into parts of
+One long-lived aiobotocore client, opened by ``start`` and closed by ``close``. A finished
+pack goes up in one streamed PUT with the CRC32 its writer computed (``put_object_file``).
+Any other file streams in one pass: a worker thread reads it (and gzips it when asked) into parts of
 ``chunk_size_mb``; an object of less than one part goes as one PUT, a larger one as a
 multipart upload with a bounded number of parts in flight, so memory does not grow with
 the file. An uncompressed part is never copied into memory whole: it is a window on the
@@ -40,7 +41,6 @@ from loguru import logger
 from akoshad.backoff import with_retries
 from akoshad.errors import TransientError
 from akoshad.events import RequestCounter
-from akoshad.fileio import CHUNK
 from akoshad.redaction import redact_url
 from akoshad.targets.base import Compression, StoredObject
 from akoshad.targets.s3.client import open_client
@@ -56,6 +56,12 @@ from akoshad.targets.s3.multipart import (
     put_multipart,
     send_file,
     send_whole,
+)
+from akoshad.targets.s3.objects import (
+    delete_keys,
+    head_object,
+    list_keys,
+    read_object,
 )
 from akoshad.targets.s3.parts import (
     _CHECKSUM_PARAM,
@@ -77,7 +83,6 @@ PARTS_IN_FLIGHT = 4
 # Compressed parts wait in memory until sent: at most this many bytes of them, over all the
 # files being uploaded at once (never fewer than two parts).
 PART_MEMORY_BUDGET = 32 * MiB
-DELETE_BATCH = 1000
 
 __all__ = [
     "MAX_PARTS",
@@ -358,63 +363,18 @@ class S3Target:
         )
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
-        resp = await self._call(
-            lambda c: c.get_object(Bucket=self.bucket, Key=key), what=f"read {key}", missing=key
-        )
-        body = resp["Body"]
-        try:
-            while True:
-                try:
-                    chunk = await body.read(CHUNK)
-                except Exception as exc:
-                    raise self._classify(exc, f"read {key}") from None
-                if not chunk:
-                    break
-                yield chunk
-        finally:
-            body.close()
+        async for chunk in read_object(self, key):
+            yield chunk
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         return await read_range(self, key, offset, length)
 
     async def head(self, key: str) -> int | None:
-        try:
-            resp = await self._call(
-                lambda c: c.head_object(Bucket=self.bucket, Key=key),
-                what=f"head {key}",
-                missing=key,
-            )
-        except KeyError:
-            return None
-        return int(resp["ContentLength"])
+        return await head_object(self, key)
 
     async def list_keys(self, prefix: str) -> AsyncIterator[str]:
-        token: str | None = None
-        while True:
-            page = await self._list_page(prefix, token)
-            for obj in page.get("Contents") or []:
-                yield obj["Key"]
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
-
-    async def _list_page(self, prefix: str, token: str | None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-        if token:
-            kwargs["ContinuationToken"] = token
-        page: dict[str, Any] = await self._call(
-            lambda c: c.list_objects_v2(**kwargs), what=f"list {prefix}"
-        )
-        return page
+        async for key in list_keys(self, prefix):
+            yield key
 
     async def delete_keys(self, keys: list[str]) -> None:
-        for i in range(0, len(keys), DELETE_BATCH):
-            delete = {"Objects": [{"Key": k} for k in keys[i : i + DELETE_BATCH]], "Quiet": True}
-            resp = await self._op("delete_objects", "delete", Bucket=self.bucket, Delete=delete)
-            errors = [e for e in resp.get("Errors") or [] if e.get("Code") != "NoSuchKey"]
-            if errors:
-                first = errors[0]
-                raise TransientError(
-                    f"delete {first.get('Key')}: {first.get('Code')} "
-                    f"({len(errors)} key(s) not deleted)"
-                )
+        await delete_keys(self, keys)

@@ -1,0 +1,76 @@
+"""Whole-object reads, stat, listing and deletes of the S3 target: ``GetObject`` streamed,
+``HeadObject``, ``ListObjectsV2`` page by page, ``DeleteObjects`` in batches of 1,000 (a
+key already gone is fine; any other refusal fails the delete)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from akoshad.errors import TransientError
+from akoshad.fileio import CHUNK
+
+if TYPE_CHECKING:
+    from akoshad.targets.s3.target import S3Target
+
+DELETE_BATCH = 1000
+
+
+async def read_object(target: S3Target, key: str) -> AsyncIterator[bytes]:
+    """The stored bytes of ``key`` in pieces; ``KeyError`` when it is missing."""
+    resp = await target._call(
+        lambda c: c.get_object(Bucket=target.bucket, Key=key), what=f"read {key}", missing=key
+    )
+    body = resp["Body"]
+    try:
+        while True:
+            try:
+                chunk = await body.read(CHUNK)
+            except Exception as exc:
+                raise target._classify(exc, f"read {key}") from None
+            if not chunk:
+                break
+            yield chunk
+    finally:
+        body.close()
+
+
+async def head_object(target: S3Target, key: str) -> int | None:
+    """The stored size of ``key``, None when it does not exist."""
+    try:
+        resp = await target._call(
+            lambda c: c.head_object(Bucket=target.bucket, Key=key),
+            what=f"head {key}",
+            missing=key,
+        )
+    except KeyError:
+        return None
+    return int(resp["ContentLength"])
+
+
+async def list_keys(target: S3Target, prefix: str) -> AsyncIterator[str]:
+    """Every key under ``prefix``, in the server's (lexical) order."""
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"Bucket": target.bucket, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page: dict[str, Any] = await target._op("list_objects_v2", f"list {prefix}", **kwargs)
+        for obj in page.get("Contents") or []:
+            yield obj["Key"]
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return
+
+
+async def delete_keys(target: S3Target, keys: list[str]) -> None:
+    """Delete ``keys`` (missing ones are fine); TransientError naming the first refusal."""
+    for i in range(0, len(keys), DELETE_BATCH):
+        delete = {"Objects": [{"Key": k} for k in keys[i : i + DELETE_BATCH]], "Quiet": True}
+        resp = await target._op("delete_objects", "delete", Bucket=target.bucket, Delete=delete)
+        errors = [e for e in resp.get("Errors") or [] if e.get("Code") != "NoSuchKey"]
+        if errors:
+            first = errors[0]
+            raise TransientError(
+                f"delete {first.get('Key')}: {first.get('Code')} ({len(errors)} key(s) not deleted)"
+            )
