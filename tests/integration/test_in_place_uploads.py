@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import akoshad.pipeline.capture.files as capture_files
 import akoshad.pipeline.capture.snapshot as snapshot
-import akoshad.pipeline.packing as packing
 from akoshad.errors import TransientError
+from akoshad.manifest.facts import Facts
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.plan import stored_file
@@ -138,7 +139,7 @@ def read_hook(
 ) -> None:
     """The sender's chunker, with ``before`` run on the file before its first read and
     ``after_first`` once its first chunk was read (each once per test)."""
-    real = packing.iter_file_chunks
+    real = capture_files.iter_file_chunks
     done: set[str] = set()
 
     def hooked(source: Path) -> Iterator[Chunk]:
@@ -151,7 +152,7 @@ def read_hook(
                 done.add("after")
                 after_first(source)
 
-    monkeypatch.setattr(packing, "iter_file_chunks", hooked)
+    monkeypatch.setattr(capture_files, "iter_file_chunks", hooked)
 
 
 def append(path: Path) -> None:
@@ -187,6 +188,7 @@ async def test_bytes_sent_must_be_the_bytes_captured(
 ) -> None:
     """A small file is hashed at capture (its staged copy) and again as it is chunked to
     be sent: a difference fails the upload, nothing is recorded, the next pass succeeds."""
+    rig.drain.snap.memory_max_file = 0  # staged, not held in memory
     read_hook(monkeypatch, before=flip_first_byte)
     data = b'{"small": true}'
     (rig.store / "small.json").write_bytes(data)
@@ -262,3 +264,25 @@ async def test_extra_objects_are_made_while_files_are_sent(rig: Rig, tmp_path: P
     assert events[-1] == f"committed {ok.upload_id}"
     key = f"systems/test-system/uploads/{ok.upload_id}/memories.json"
     assert b"".join([c async for c in rig.target.read(key)]) == b'{"conversations":[]}'
+
+
+async def test_small_files_held_in_memory_are_sent_and_released(rig: Rig) -> None:
+    """Small files are captured into memory (nothing staged on disk), sent in runs, stored
+    byte for byte with their facts, and their bytes are released when the pass ends."""
+    contents = {f"s/{i:03d}/state.json": b'{"n": %d}' % i for i in range(300)}
+    contents["s/torn.json"] = b'{"n": '
+    contents["s/empty.bin"] = b""
+    for rel, data in contents.items():
+        (rig.store / rel).parent.mkdir(parents=True, exist_ok=True)
+        (rig.store / rel).write_bytes(data)
+    report = await rig.pass_of(*contents)
+    assert report.ok and sorted(report.files_uploaded) == sorted(contents)
+    held = [f for c in report.captures for f in c.files]
+    assert len(held) == len(contents) and all(f.held is not None for f in held)
+    assert all(f.held is not None and f.held.data is None for f in held)  # released
+    assert rig.drain.snap.memory.used == 0
+    ledger = await rig.state.ledger(rig.target.name)
+    for rel in ("s/000/state.json", "s/299/state.json", "s/torn.json", "s/empty.bin"):
+        assert await rig.stored(rel) == (sha(contents[rel]), contents[rel])
+    assert Facts.from_json(ledger["s/torn.json"].facts) == Facts(json_ok=False)
+    assert Facts.from_json(ledger["s/007/state.json"].facts) == Facts(json_ok=True)

@@ -9,11 +9,15 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import pytest
 
 from akoshad.errors import SnapshotError
+from akoshad.fileio import LiveStat
+from akoshad.manifest.facts import Facts
+from akoshad.pipeline.capture.files import captured_chunks
 from akoshad.pipeline.capture.snapshot import (
     Captured,
     Skipped,
@@ -37,13 +41,65 @@ def _sha(p: Path) -> str:
 
 
 def test_plain_file(snap: Snapshotter) -> None:
+    """A plain file past the in-memory size gets a private copy (0600) in staging."""
+    snap.memory_max_file = 0
     (snap.data_dir / "a.json").write_text('{"a": 1}')
     res = snap.capture("a.json")
     assert isinstance(res, Captured)
     (f,) = res.files
     assert f.kind == "file" and f.size == 8 and f.sha256 == _sha(snap.data_dir / "a.json")
+    assert f.held is None and f.facts == Facts(json_ok=True)
     assert f.staged.read_text() == '{"a": 1}'
     assert f.staged.stat().st_mode & 0o777 == 0o600
+
+
+def test_small_plain_file_is_held_in_memory(snap: Snapshotter) -> None:
+    """A small plain file is read once into memory: nothing is written to staging, its
+    bytes, hash, facts and mode are the live file's, and the pass's end releases them."""
+    path = snap.data_dir / "a.json"
+    path.write_text('{"a": 1}')
+    path.chmod(0o640)
+    (snap.data_dir / "torn.json").write_text('{"a": ')
+    res = snap.capture("a.json")
+    torn = snap.capture("torn.json")
+    assert isinstance(res, Captured) and isinstance(torn, Captured)
+    (f,) = res.files
+    assert f.held is not None and f.held.data == b'{"a": 1}'
+    assert f.kind == "file" and f.size == 8 and f.sha256 == _sha(path) and f.mode == 0o640
+    assert f.facts == Facts(json_ok=True) and torn.files[0].facts == Facts(json_ok=False)
+    assert f.live.same_content_identity(LiveStat.of(os.lstat(path)))
+    assert list(snap.staging.iterdir()) == []
+    assert [c.data for c in captured_chunks(f)] == [b'{"a": 1}']
+    assert snap.memory.used == 8 + 6
+    snap.reset_staging()  # the pass is over
+    assert f.held.data is None and snap.memory.used == 0
+    with pytest.raises(RuntimeError, match="released"):
+        list(captured_chunks(f))
+
+
+def test_memory_budget_spent_falls_back_to_staging(tmp_path: Path) -> None:
+    """Past the pass's memory budget, small files are staged as before."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for name in "abc":
+        (store / f"{name}.txt").write_bytes(name.encode() * 100)
+    snap = Snapshotter(store, tmp_path / "staging", memory_budget=250)
+    snap.reset_staging()
+    got = [snap.capture(f"{n}.txt") for n in "abc"]
+    files = [r.files[0] for r in got if isinstance(r, Captured)]
+    assert [f.held is not None for f in files] == [True, True, False]
+    assert files[2].staged.read_bytes() == b"c" * 100 and snap.memory.used == 200
+    assert [b"".join(c.data for c in captured_chunks(f)) for f in files] == [
+        n.encode() * 100 for n in "abc"
+    ]
+
+
+def test_small_sqlite_file_is_not_held(snap: Snapshotter) -> None:
+    """A small file whose head says SQLite still goes through the backup API."""
+    make_sqlite(snap.data_dir / "tiny.db", rows=1)
+    res = snap.capture("tiny.db")
+    assert isinstance(res, Captured) and res.files[0].kind == "sqlite"
+    assert res.files[0].held is None and snap.memory.used == 0
 
 
 def test_vanished_is_deletion(snap: Snapshotter) -> None:
@@ -195,10 +251,73 @@ def test_reset_staging_removes_leftovers(snap: Snapshotter) -> None:
     assert list(snap.staging.iterdir()) == []
 
 
+def test_held_file_vanishing_mid_read_is_deletion(
+    snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import akoshad.pipeline.capture.plain as mod  # where small files are read
+
+    path = snap.data_dir / "brief.json"
+    path.write_text("{}" * 1000)
+    real = mod.open_resolved
+
+    def open_then_delete(src: Path) -> BinaryIO:
+        fh = real(src)
+        src.unlink()
+        return fh
+
+    monkeypatch.setattr(mod, "open_resolved", open_then_delete)
+    assert snap.capture("brief.json") == Vanished("brief.json")
+    assert snap.memory.used == 0
+
+
+def test_held_file_changing_mid_read_is_read_again(
+    snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stat identity is compared before and after the read into memory: a file
+    rewritten meanwhile (even to the same size) is read again, never kept torn."""
+    import akoshad.pipeline.capture.plain as mod
+
+    path = snap.data_dir / "log.json"
+    path.write_bytes(b"x" * 1000)
+    real = mod.open_resolved
+    calls = []
+
+    class Rewritten:
+        def __init__(self, fh: BinaryIO) -> None:
+            self.fh = fh
+
+        def __enter__(self) -> Rewritten:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def read(self, n: int) -> bytes:
+            data = self.fh.read(n)
+            if len(calls) == 1:  # the writer replaces the file while it is read
+                tmp = path.with_name("log.json.tmp")
+                tmp.write_bytes(b"y" * 1000)
+                os.replace(tmp, path)
+            return data
+
+    def open_counting(src: Path) -> Rewritten:
+        calls.append(1)
+        return Rewritten(real(src))
+
+    monkeypatch.setattr(mod, "open_resolved", open_counting)
+    res = snap.capture("log.json")
+    assert isinstance(res, Captured) and len(calls) == 2
+    (f,) = res.files
+    assert f.held is not None and f.held.data == b"y" * 1000 and f.sha256 == _sha(path)
+    assert snap.memory.used == 1000
+
+
 def test_file_vanishing_mid_read_is_deletion(
     snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import akoshad.pipeline.capture.plain as mod  # where plain files are copied
+
+    snap.memory_max_file = 0  # staged, not held
 
     path = snap.data_dir / "brief.json"
     path.write_text("{}" * 1000)
@@ -219,6 +338,7 @@ def test_file_shrinking_mid_read_is_copied_again(
 ) -> None:
     import akoshad.pipeline.capture.plain as mod  # where plain files are copied
 
+    snap.memory_max_file = 0  # staged, not held
     path = snap.data_dir / "log.json"
     path.write_bytes(b"x" * 100_000)
     real = mod.copy_hashing
@@ -253,55 +373,55 @@ def test_sparse_copy_keeps_holes(snap: Snapshotter) -> None:
     assert f.staged.stat().st_blocks * 512 < 4 * 1024 * 1024
 
 
+@pytest.mark.parametrize("held", [True, False])
 def test_link_swapped_in_after_the_check_is_not_followed(
-    snap: Snapshotter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    held: bool, snap: Snapshotter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A file replaced by a symlink out of data_dir between the resolve check and the open
     is refused by the open itself (O_NOFOLLOW), not read."""
-    import akoshad.pipeline.capture.snapshot as mod
-
+    snap.memory_max_file = snap.memory_max_file if held else 0  # read into memory, or copied
     secret = tmp_path / "secret.txt"
     secret.write_text("outside marker")
     path = snap.data_dir / "swap.json"
     path.write_text("{}")
-    real = mod.resolve_under
+    real = snap._resolve
 
-    def resolve_then_swap(root: Path, p: Path) -> Path:
-        out = real(root, p)
+    def resolve_then_swap(live: Path) -> Path:
+        out = real(live)
         path.unlink()
         os.symlink(secret, path)
         return out
 
-    monkeypatch.setattr(mod, "resolve_under", resolve_then_swap)
+    monkeypatch.setattr(snap, "_resolve", resolve_then_swap)
     res = snap.capture("swap.json")
     assert isinstance(res, Skipped) and res.retry and "symlink" in res.reason
     for staged in snap.staging.iterdir():
         assert b"outside marker" not in staged.read_bytes()
 
 
+@pytest.mark.parametrize("held", [True, False])
 def test_directory_swapped_for_link_after_the_check_is_refused(
-    snap: Snapshotter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    held: bool, snap: Snapshotter, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """A directory on the way replaced by a symlink after the check: the descriptor's own
     path gives it away."""
-    import akoshad.pipeline.capture.snapshot as mod
-
+    snap.memory_max_file = snap.memory_max_file if held else 0  # read into memory, or copied
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "f.json").write_text("outside marker")
     sub = snap.data_dir / "sub"
     sub.mkdir()
     (sub / "f.json").write_text("{}")
-    real = mod.resolve_under
+    real = snap._resolve
 
-    def resolve_then_swap(root: Path, p: Path) -> Path:
-        out = real(root, p)
+    def resolve_then_swap(live: Path) -> Path:
+        out = real(live)
         (sub / "f.json").unlink()
         sub.rmdir()
         os.symlink(outside, sub)
         return out
 
-    monkeypatch.setattr(mod, "resolve_under", resolve_then_swap)
+    monkeypatch.setattr(snap, "_resolve", resolve_then_swap)
     res = snap.capture("sub/f.json")
     assert isinstance(res, Skipped) and res.retry
     for staged in snap.staging.iterdir():
@@ -332,3 +452,39 @@ def test_capture_records_the_file_mode(snap: Snapshotter) -> None:
     path.chmod(0o640)
     res = snap.capture("private.json")
     assert isinstance(res, Captured) and res.files[0].mode == 0o640
+
+
+def test_directory_swapped_after_an_earlier_capture_of_the_pass_is_refused(
+    snap: Snapshotter, tmp_path: Path
+) -> None:
+    """Store directories are resolved once per pass; one swapped for a link out of data_dir
+    after that is still refused (the opened descriptor's path is checked), not read."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "b.json").write_text('"outside marker"')
+    sub = snap.data_dir / "sub"
+    sub.mkdir()
+    (sub / "a.json").write_text("{}")
+    (sub / "b.json").write_text("{}")
+    assert isinstance(snap.capture("sub/a.json"), Captured)
+    shutil.rmtree(sub)
+    os.symlink(outside, sub)
+    res = snap.capture("sub/b.json")
+    assert isinstance(res, Skipped) and res.retry and snap.memory.used == 2
+    snap.reset_staging()  # a new pass resolves again: the link leads out of data_dir
+    res = snap.capture("sub/b.json")
+    assert isinstance(res, Skipped) and "outside" in res.reason
+
+
+def test_links_inside_data_dir_are_followed(snap: Snapshotter) -> None:
+    """A file or directory link that stays inside data_dir is captured through."""
+    real_dir = snap.data_dir / "real"
+    real_dir.mkdir()
+    (real_dir / "f.json").write_text('{"in": 1}')
+    os.symlink(real_dir, snap.data_dir / "alias")
+    os.symlink(real_dir / "f.json", snap.data_dir / "link.json")
+    for rel in ("alias/f.json", "link.json", "real/f.json"):
+        res = snap.capture(rel)
+        assert isinstance(res, Captured), rel
+        held = res.files[0].held
+        assert held is not None and held.data == b'{"in": 1}'

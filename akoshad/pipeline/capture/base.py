@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from akoshad.pipeline.capture.files import Sleep
+from akoshad.pipeline.capture.files import MemoryBudget, Sleep
 
 
 class CaptureBase:
@@ -18,6 +18,8 @@ class CaptureBase:
     sleep: Sleep
     validate_duckdb: bool
     in_place_min_bytes: int
+    memory_max_file: int  # plain files below this size are captured into memory
+    memory: MemoryBudget
     _n: int
 
     def _stage_path(self, rel: str) -> Path:

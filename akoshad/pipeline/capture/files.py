@@ -4,10 +4,12 @@ helpers every kind of capture uses: stat, kind, copying while hashing, the backo
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -23,6 +25,7 @@ from akoshad.fileio import (
 )
 from akoshad.manifest.facts import Facts
 from akoshad.pipeline.storefiles import FileKind, kind_of_head
+from akoshad.storage.chunker import CHUNK_MIN_FILE, Chunk, iter_file_chunks, iter_stream_chunks
 
 if TYPE_CHECKING:
     from akoshad.manifest.facts import Facts as _Facts  # noqa: F401
@@ -30,10 +33,65 @@ if TYPE_CHECKING:
 STABLE_ATTEMPTS = 8
 # Plain files at least this big are hashed and sent where they lie instead of copied.
 IN_PLACE_MIN_BYTES = 64 * 1024 * 1024
+# Plain files below this size are read into memory once (no staged copy, no second read)
+# while the pass's memory budget lasts; past it they are staged as before. The budget is
+# given back when the pass ends (``MemoryBudget.release``).
+MEMORY_MAX_FILE = CHUNK_MIN_FILE
+MEMORY_BUDGET = 64 * 1024 * 1024
+# Captured files handed to the chunk thread per hop: up to this many bytes or files.
+HOP_BYTES = 8 * 1024 * 1024
+HOP_FILES = 512
 BACKOFF_START = 0.05
 BACKOFF_CAP = 1.0
 
 Sleep = Callable[[float], None]
+
+
+class Held:
+    """The bytes of a file captured into memory; ``None`` once its pass has ended."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data: bytes | None = data
+
+
+class MemoryBudget:
+    """How many bytes of small files one pass may hold in memory (thread-safe)."""
+
+    def __init__(self, total: int = MEMORY_BUDGET) -> None:
+        self.total = total
+        self.used = 0
+        self._held: list[Held] = []
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False when they do not fit."""
+        with self._lock:
+            if self.used + n > self.total:
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        """Return a reservation that was not kept."""
+        with self._lock:
+            self.used -= n
+
+    def keep(self, data: bytes) -> Held:
+        """Hold ``data`` (already reserved) until ``release``."""
+        held = Held(data)
+        with self._lock:
+            self._held.append(held)
+        return held
+
+    def release(self) -> None:
+        """The pass is over: drop every byte held (even where a capture is still kept)."""
+        with self._lock:
+            for held in self._held:
+                held.data = None
+            self._held.clear()
+            self.used = 0
 
 
 @dataclass(frozen=True)
@@ -51,12 +109,45 @@ class CapturedFile:
     in_place: bool = False  # ``staged`` is the live file itself (large plain files)
     facts: Facts | None = None  # DuckDB row counts, JSON parsed: recorded for drills
     mode: int | None = None  # permission bits of the live file (restored as captured)
+    # a small file captured into memory: its bytes (``staged`` is then never created)
+    held: Held | None = field(default=None, compare=False, repr=False)
 
     def still_as_captured(self) -> bool:
         """For an in-place capture: the live file is unchanged since it was captured (size,
         mtime, ctime, inode), so what was read for the upload is what was captured."""
         st = lstat_or_none(self.staged)
         return st is not None and stat.S_ISREG(st.st_mode) and LiveStat.of(st) == self.live
+
+
+def captured_chunks(f: CapturedFile) -> Iterator[Chunk]:
+    """The chunks of a captured file: from its bytes when held in memory, else read from
+    ``staged`` (the private copy, or the live file of an in-place capture)."""
+    if f.held is None:
+        yield from iter_file_chunks(f.staged)
+        return
+    data = f.held.data
+    if data is None:
+        raise RuntimeError(f"{f.path}: its captured bytes were released with their pass")
+    yield from iter_stream_chunks(io.BytesIO(data))
+
+
+def hop_batches(
+    files: Sequence[tuple[str, CapturedFile]],
+    max_bytes: int = HOP_BYTES,
+    max_files: int = HOP_FILES,
+) -> Iterator[list[tuple[str, CapturedFile]]]:
+    """``files`` in order, cut into runs handed to a worker thread at once: a run ends past
+    ``max_bytes`` or at ``max_files`` (a large file is a run of its own)."""
+    run: list[tuple[str, CapturedFile]] = []
+    size = 0
+    for item in files:
+        run.append(item)
+        size += item[1].size
+        if size >= max_bytes or len(run) >= max_files:
+            yield run
+            run, size = [], 0
+    if run:
+        yield run
 
 
 @dataclass(frozen=True)

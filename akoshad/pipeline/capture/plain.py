@@ -1,8 +1,10 @@
-"""Plain files: a stable copy (unchanged across the read), or, for a large file, the file
-where it lies, checked unchanged after the upload read it."""
+"""Plain files: a small file read into memory, or a stable copy (unchanged across the
+read), or, for a large file, the file where it lies, checked unchanged after the upload
+read it."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from akoshad.errors import SnapshotError
@@ -11,7 +13,7 @@ from akoshad.fileio import (
     LiveStat,
     open_resolved,
 )
-from akoshad.manifest.facts import json_facts
+from akoshad.manifest.facts import json_facts, json_facts_of
 from akoshad.pipeline.capture.base import CaptureBase
 from akoshad.pipeline.capture.files import (
     Captured,
@@ -25,10 +27,64 @@ from akoshad.pipeline.capture.files import (
     lstat_or_none,
     mode_of,
 )
+from akoshad.pipeline.storefiles import kind_of_head
+
+HELD_NAME = "held-in-memory"  # the ``staged`` name of a file captured into memory
+
+
+def _read_failed(exc: OSError) -> BaseException:
+    """What a failed read of a live file becomes: vanished, refused or denied as they are
+    (the caller maps them), anything else worth another try later."""
+    if isinstance(exc, FileNotFoundError | PermissionError | LinkRefused):
+        return exc
+    return SnapshotError(f"read failed: {exc.strerror or exc}", retry=True)
 
 
 class PlainCapture(CaptureBase):
-    """Plain files: a stable copy (unchanged across the read), or, for a large file, the file"""
+    """Plain files: in memory, a stable copy, or (large) where they lie; see the module."""
+
+    def _capture_in_memory(self, rel: str, real: Path) -> CaptureResult | None:
+        """A small plain file read once into memory, under the pass's memory budget: its
+        stat identity (size, mtime, inode) must be the same before and after the read,
+        else it is read again. None: not one (too big, no budget left, or its head says
+        DuckDB or SQLite): the caller captures it the usual way."""
+        for attempt in range(self.attempts):
+            before = _regular_lstat(real)
+            size = before.st_size
+            if size >= self.memory_max_file or not self.memory.take(size):
+                return None
+            kept = False
+            try:
+                try:
+                    with open_resolved(real) as fh:
+                        data = fh.read(size + 1)  # one byte more: a file that grew shows
+                except OSError as exc:
+                    raise _read_failed(exc) from None
+                if kind_of_head(data[:16]) != "file":
+                    return None
+                after = lstat_or_none(real)
+                if after is None:
+                    return Vanished(rel)
+                live = LiveStat.of(before)
+                if live.same_content_identity(LiveStat.of(after)) and len(data) == size:
+                    captured = CapturedFile(
+                        rel,
+                        self.staging / HELD_NAME,  # never created: the bytes are held
+                        size,
+                        hashlib.sha256(data).hexdigest(),
+                        "file",
+                        live,
+                        facts=json_facts_of(rel, data),
+                        mode=mode_of(before),
+                        held=self.memory.keep(data),
+                    )
+                    kept = True
+                    return Captured(rel, (captured,))
+            finally:
+                if not kept:
+                    self.memory.give(size)
+            self.sleep(_backoff(attempt))
+        raise SnapshotError(f"kept changing during {self.attempts} reads", retry=True)
 
     def _capture_in_place(self, rel: str, real: Path, hash_if_size: int | None) -> CaptureResult:
         """A large plain file is captured where it lies (no second copy of a big file on

@@ -6,13 +6,16 @@
   take a lock and break the writer), in a short-lived child process
   (:mod:`akoshad.duckdb_worker`). A newer storage version is "cannot validate".
 * SQLite: the backup API (a reader's view, consistent by SQLite's own locking).
-* Anything else: a stable copy (unchanged across the read).
+* Anything else: a small file is read into memory (under a budget per pass, given back
+  by ``reset_staging``), a larger one gets a stable copy (unchanged across the read).
 
 Everything here blocks: call it from a worker thread. The SHA-256 is computed while copying.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from pathlib import Path
 
@@ -26,10 +29,13 @@ from akoshad.fileio import (
 from akoshad.pipeline.capture.duckdb import DuckDBCapture
 from akoshad.pipeline.capture.files import (
     IN_PLACE_MIN_BYTES,
+    MEMORY_BUDGET,
+    MEMORY_MAX_FILE,
     STABLE_ATTEMPTS,
     Captured,
     CapturedFile,
     CaptureResult,
+    MemoryBudget,
     Skipped,
     Sleep,
     Vanished,
@@ -63,6 +69,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         attempts: int = STABLE_ATTEMPTS,
         sleep: Sleep = time.sleep,
         validate_duckdb: bool = True,
+        memory_budget: int = MEMORY_BUDGET,
     ) -> None:
         self.data_dir = data_dir
         self.staging = staging
@@ -70,12 +77,50 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         self.sleep = sleep
         self.validate_duckdb = validate_duckdb
         self.in_place_min_bytes = IN_PLACE_MIN_BYTES  # read at construction (tests lower it)
+        self.memory_max_file = MEMORY_MAX_FILE  # 0: every plain file is staged
+        self.memory = MemoryBudget(memory_budget)
+        self._root_real: Path | None = None  # data_dir resolved, for one pass
+        self._dirs: dict[str, str] = {}  # store directories resolved, for one pass
         self._n = 0
 
     def reset_staging(self) -> int:
         """Remove everything staged (also what a crash left) and recreate the directory
-        (0700, a link in its place removed, never followed). Returns the entries removed."""
+        (0700, a link in its place removed, never followed); the bytes held in memory are
+        released. Returns the entries removed."""
+        self.memory.release()
+        self._root_real = None
+        self._dirs.clear()
         return fresh_private_dir(self.staging)
+
+    def _resolve(self, live: Path) -> Path:
+        """``resolve_under`` for a store file, its directories' resolution kept for the pass
+        (10,000 files are not each resolved component by component: a directory costs one
+        ``lstat``). A directory swapped for a link later is still caught: ``open_resolved``
+        checks the descriptor's own path."""
+        root = self._root_real
+        if root is None:
+            root = self._root_real = self.data_dir.resolve()
+        base = f"{self.data_dir}/"
+        path = str(live)
+        rel = path[len(base) :]
+        if not path.startswith(base) or ".." in rel.split("/"):
+            return resolve_under(root, live)
+        head, _, name = rel.rpartition("/")
+        real = f"{self._resolve_dir(head, root) if head else root}/{name}"
+        if os.path.islink(real):  # a link inside data_dir: where it leads must stay inside
+            return resolve_under(root, live)
+        return Path(real)
+
+    def _resolve_dir(self, rel: str, root: Path) -> str:
+        """The resolved path of the store directory ``rel`` (kept for the pass)."""
+        got = self._dirs.get(rel)
+        if got is None:
+            head, _, name = rel.rpartition("/")
+            got = f"{self._resolve_dir(head, root) if head else root}/{name}"
+            if os.path.islink(got):
+                got = str(resolve_under(root, self.data_dir / rel))
+            self._dirs[rel] = got
+        return got
 
     def capture(self, rel: str, hash_if_size: int | None = None) -> CaptureResult:
         """Capture one store file (blocking). Never raises for a vanished/unreadable file.
@@ -84,7 +129,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         another size cannot be a duplicate and is left unhashed (``sha256`` None)."""
         live = self.data_dir / rel
         try:
-            live.stat()
+            st = live.stat()
         except FileNotFoundError:
             return Vanished(rel)
         except PermissionError:
@@ -93,12 +138,15 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             if exc.errno == 40:  # ELOOP
                 return Skipped(rel, "symlink loop")
             return Skipped(rel, f"cannot stat: {exc.strerror}")
-        if live.is_dir():
+        if stat.S_ISDIR(st.st_mode):
             return Vanished(rel)  # a directory now stands where a file was
-        if not live.is_file():
+        if not stat.S_ISREG(st.st_mode):
             return Skipped(rel, "not a regular file")
         try:
-            real = resolve_under(self.data_dir.resolve(), live)
+            real = self._resolve(live)
+            small = self._capture_in_memory(rel, real)
+            if small is not None:
+                return small
             kind = detect_kind(real)
             if kind == "duckdb":
                 return self._capture_duckdb(rel, live, real)

@@ -1,0 +1,45 @@
+"""The pure parts of capturing small files into memory: the budget, the runs handed to
+the chunk thread, the JSON facts computed from bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from akoshad.fileio import LiveStat
+from akoshad.manifest.facts import Facts, json_facts, json_facts_of
+from akoshad.pipeline.capture.files import CapturedFile, MemoryBudget, hop_batches
+
+
+def _file(name: str, size: int) -> tuple[str, CapturedFile]:
+    live = LiveStat(size, 0, 0, 1)
+    return name, CapturedFile(name, Path(name), size, None, "file", live)
+
+
+def test_budget_takes_gives_and_releases() -> None:
+    budget = MemoryBudget(100)
+    assert budget.take(60) and not budget.take(41) and budget.take(40)
+    budget.give(40)
+    held = budget.keep(b"x" * 60)
+    assert budget.used == 60 and held.data == b"x" * 60
+    budget.release()
+    assert held.data is None and budget.used == 0 and budget.take(100)
+
+
+def test_runs_end_past_the_bytes_or_at_the_count() -> None:
+    files = [_file(f"f{i}", 10) for i in range(7)]
+    runs = list(hop_batches(files, max_bytes=25, max_files=100))
+    assert [len(r) for r in runs] == [3, 3, 1]
+    assert [f for r in runs for f in r] == files  # in order, each once
+    assert [len(r) for r in hop_batches(files, max_bytes=10**9, max_files=4)] == [4, 3]
+    big = [_file("big", 10**9), *files[:2]]
+    assert [len(r) for r in hop_batches(big, max_bytes=25, max_files=100)] == [1, 2]
+    assert list(hop_batches([], max_bytes=1, max_files=1)) == []
+
+
+def test_json_facts_from_bytes_match_the_staged_copy(tmp_path: Path) -> None:
+    for name, data in [("a.json", b'{"a": 1}'), ("t.JSON", b'{"a": '), ("x.txt", b"{}")]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert json_facts_of(name, data) == json_facts(name, path)
+    assert json_facts_of("a.json", b"\xff") == Facts(json_ok=False)
+    assert json_facts_of("a.json", b"[1]") == Facts(json_ok=True)
