@@ -50,6 +50,7 @@ SEAL_AHEAD = 8  # chunks handed to the sealing threads ahead of the pack writer
 # age sealing holds the GIL, zstd does not: with two threads one chunk is compressed while
 # another is sealed (bench/encrypted_upload_bench.py)
 SEAL_THREADS = 2
+INLINE_MAX = 128 * 1024  # smaller chunks are compressed in the chunking thread itself
 
 
 @dataclass(frozen=True)
@@ -220,8 +221,10 @@ class PackSender:
         run in the sealing threads (the bodies go into the pack in order, at most
         SEAL_AHEAD behind), beside the chunking and hashing of the next ones."""
         tried = self._probe.choose()
-        if tried == "none" and self.sealing is None:  # nothing to do beside the chunking
-            self._add(writer, ident, data, ("none", size, sha))
+        if self.sealing is None and (tried == "none" or size < INLINE_MAX):
+            comp, body = codec.compress(data, tried)  # a thread hop would cost more
+            self._probe.record(tried, comp)
+            self._add(writer, ident, body, (comp, size, sha))
             return
         if self.sealing is None:
             job = self._sealer.submit(codec.compress, data, tried)

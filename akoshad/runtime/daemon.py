@@ -35,13 +35,11 @@ from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.watch import StoreWatcher
 from akoshad.runtime.control import ControlServer
-from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.leftovers import clean_leftovers
 from akoshad.runtime.leftovers import describe as describe_leftovers
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
-from akoshad.runtime.ownership import takeover_in_daemon
-from akoshad.runtime.prune import prune_request
+from akoshad.runtime.requests import handle_request
 from akoshad.runtime.status import StatusView
 from akoshad.runtime.watchdog import Watchdog
 from akoshad.runtime.webhooks import WEBHOOK_ONCE_SECONDS
@@ -254,43 +252,7 @@ class Daemon:
     # ---- control ---------------------------------------------------------------------------
     async def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         """The control socket's handler: ``{"cmd": ...}`` -> result dict."""
-        cmd = request.get("cmd")
-        if cmd == "status":
-            return await self.view.status()
-        if cmd == "queue":
-            return await self.view.queue_listing()
-        if cmd in ("pause", "resume"):
-            self.view.paused = cmd == "pause"
-            if not self.view.paused:
-                self.wake.set()
-            logger.info("uploads {}", "paused" if self.view.paused else "resumed")
-            return {"paused": self.view.paused}
-        if cmd == "sync":
-            return await self._sync(request)
-        if cmd == "prune":
-            return await prune_request(self.parts.prunes, request)
-        if cmd == "takeover":
-            return await takeover_in_daemon(self.parts, self.feed.reconcile)
-        raise ControlRequestError(f"unknown command {cmd!r}")
-
-    async def _sync(self, request: dict[str, Any]) -> dict[str, Any]:
-        method = request.get("method")
-        if method not in (None, "auto", "cloud", "http"):
-            raise ControlRequestError("method must be auto, cloud or http")
-        fallback = request.get("enable_fallback")
-        if fallback is not None and not isinstance(fallback, bool):
-            raise ControlRequestError("enable_fallback must be true or false")
-        if request.get("wait"):
-            ok, reports = await self.drain_until_empty(method=method, enable_fallback=fallback)
-            return {
-                "ok_drain": ok,
-                "passes": [r.as_dict() for r in reports],
-                "pending": await self.state.queue_depth(),
-            }
-        await self.feed.flush()
-        self.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds
-        self.wake.set()
-        return {"ok_drain": True, "started": True}
+        return await handle_request(self, request)
 
     # ---- run ------------------------------------------------------------------------------
     async def run_once(self) -> int:

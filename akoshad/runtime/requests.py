@@ -1,0 +1,58 @@
+"""What the daemon answers on its control socket: status, queue, pause/resume, sync,
+prune, takeover. A bad request is a :class:`ControlRequestError` (one line to the client);
+the daemon carries on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from akoshad.runtime.control_client import ControlRequestError
+from akoshad.runtime.ownership import takeover_in_daemon
+from akoshad.runtime.prune import prune_request
+
+if TYPE_CHECKING:
+    from akoshad.runtime.daemon import Daemon
+
+
+async def handle_request(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
+    """``{"cmd": ...}`` -> result dict."""
+    cmd = request.get("cmd")
+    if cmd == "status":
+        return await daemon.view.status()
+    if cmd == "queue":
+        return await daemon.view.queue_listing()
+    if cmd in ("pause", "resume"):
+        daemon.view.paused = cmd == "pause"
+        if not daemon.view.paused:
+            daemon.wake.set()
+        logger.info("uploads {}", "paused" if daemon.view.paused else "resumed")
+        return {"paused": daemon.view.paused}
+    if cmd == "sync":
+        return await _sync(daemon, request)
+    if cmd == "prune":
+        return await prune_request(daemon.parts.prunes, request)
+    if cmd == "takeover":
+        return await takeover_in_daemon(daemon.parts, daemon.feed.reconcile)
+    raise ControlRequestError(f"unknown command {cmd!r}")
+
+
+async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
+    method = request.get("method")
+    if method not in (None, "auto", "cloud", "http"):
+        raise ControlRequestError("method must be auto, cloud or http")
+    fallback = request.get("enable_fallback")
+    if fallback is not None and not isinstance(fallback, bool):
+        raise ControlRequestError("enable_fallback must be true or false")
+    if request.get("wait"):
+        ok, reports = await daemon.drain_until_empty(method=method, enable_fallback=fallback)
+        return {
+            "ok_drain": ok,
+            "passes": [r.as_dict() for r in reports],
+            "pending": await daemon.state.queue_depth(),
+        }
+    await daemon.feed.flush()
+    daemon.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds
+    daemon.wake.set()
+    return {"ok_drain": True, "started": True}
