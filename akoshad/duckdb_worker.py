@@ -135,7 +135,28 @@ def validate_copy(staged_db: Path) -> tuple[str | None, Facts | None]:
 def list_rows(snapshot_db: Path, system_id: str) -> list[RowRef]:
     """:func:`akoshad.akosha.rows.list_rows`, in a child."""
     answer = _call("list", snapshot_db, [system_id], {})
-    return [RowRef(*ref) for ref in answer["refs"]]
+    refs: list[RowRef] = []
+    for table, originals, problems in answer["tables"]:
+        for i, original in enumerate(originals):
+            refs.append(
+                RowRef(memory_id(system_id, original), table, original, problems.get(str(i)))
+            )
+        originals.clear()  # each table's ids are let go as soon as they are RowRefs
+    return refs
+
+
+def _tables(refs: Sequence[RowRef]) -> list[tuple[str, list[str], dict[str, str]]]:
+    """``refs`` compactly, for the pipe: per table (in order) its original ids and
+    ``{index: problem}`` of those that have one."""
+    out: list[tuple[str, list[str], dict[str, str]]] = []
+    for ref in refs:
+        if not out or out[-1][0] != ref.table:
+            out.append((ref.table, [], {}))
+        _table, originals, problems = out[-1]
+        if ref.problem is not None:
+            problems[str(len(originals))] = ref.problem
+        originals.append(ref.original_id)
+    return out
 
 
 def load_batches(
@@ -170,11 +191,10 @@ def build_memories_json(
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    return Path(name), answer["ids"], answer["found"]
-
-
-def _refs(refs: Sequence[RowRef]) -> list[list[str | None]]:
-    return [[r.memory_id, r.table, r.original_id, r.problem] for r in refs]
+    # the child names the rows it left out: the ids written are the caller's own strings
+    left_out = set(answer["left_out"])
+    ids = [r.memory_id for r in refs if r.problem is None and r.memory_id not in left_out]
+    return Path(name), ids, answer["found"]
 
 
 def _memory(raw: Memory) -> Memory:
@@ -288,7 +308,10 @@ def write_memories_json(
 ) -> tuple[list[str], Redactions]:
     """Load ``refs`` a chunk at a time (one connection), redact, and write them to ``out``
     as one memories.json; the ids it holds and the redactions made."""
-    return _write_memories_json(snapshot_db, system_id, chunks(refs, chunk), redact, out, settings)
+    left_out, found = _write_memories_json(
+        snapshot_db, system_id, chunks(refs, chunk), redact, out, settings
+    )
+    return [r.memory_id for r in refs if r.memory_id not in left_out], found
 
 
 def _write_memories_json(
@@ -298,10 +321,13 @@ def _write_memories_json(
     redact: bool,
     out: Path,
     settings: dict[str, DuckDBSetting] | None,
-) -> tuple[list[str], Redactions]:
-    ids: list[str] = []
+) -> tuple[set[str], Redactions]:
+    """memories.json of the rows of ``parts``, a part at a time; the ids left out (a
+    problem, no text...) and the redactions made."""
+    left_out: set[str] = set()
     found: Redactions = {}
     redactor = _redactor(redact)
+    first = True
     con = open_copy(snapshot_db, settings)
     try:
         with out.open("wb") as fh:
@@ -311,14 +337,16 @@ def _write_memories_json(
                 found.update(redact_memories(extraction.memories, redactor))
                 if extraction.memories:
                     body = memories_json(extraction.memories)[len(_HEAD) : -len(b"]}")]
-                    fh.write(b"," + body if ids else body)
-                    ids.extend(m["memory_id"] for m in extraction.memories)
-                del extraction
-                trim()  # the chunk's rows and text, freed, go back to the system
+                    fh.write(body if first else b"," + body)
+                    first = False
+                written = {m["memory_id"] for m in extraction.memories}
+                left_out.update(r.memory_id for r in part if r.memory_id not in written)
+                del extraction, written
+                trim()  # the part's rows and text, freed, go back to the system
             fh.write(b"]}")
     finally:
         con.close()
-    return ids, found
+    return left_out, found
 
 
 def _ref_chunks(system_id: str, ids: dict[str, list[str]], size: int) -> Iterator[list[RowRef]]:
@@ -352,7 +380,7 @@ def _handle(args: list[str], request: dict[str, Any]) -> dict[str, Any]:
     if command == "list":
         con = open_copy(db, settings)
         try:
-            return {"refs": _refs(list_refs(con, system_id))}
+            return {"tables": _tables(list_refs(con, system_id))}
         finally:
             con.close()
     ids: dict[str, list[str]] = request.pop("ids")
@@ -370,10 +398,10 @@ def _handle(args: list[str], request: dict[str, Any]) -> dict[str, Any]:
         return {"batches": parts, "skipped": skipped, "found": found}
     if command == "memories_json":
         todo = _ref_chunks(system_id, ids, request["chunk"])
-        written, found = _write_memories_json(
+        left_out, found = _write_memories_json(
             db, system_id, todo, request["redact"], Path(rest[1]), settings
         )
-        return {"ids": written, "found": found}
+        return {"left_out": sorted(left_out), "found": found}
     raise ValueError(f"unknown command {command!r}")
 
 

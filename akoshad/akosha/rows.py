@@ -83,9 +83,10 @@ def dim_reason(n: int) -> str:
     return f"embedding has {n} dimensions, expected {EMBED_DIM}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RowRef:
-    """One candidate row: where it lives and, if it cannot be sent, why not."""
+    """One candidate row: where it lives and, if it cannot be sent, why not (slots: a big
+    store has 100,000s of them)."""
 
     memory_id: str
     table: str
