@@ -126,6 +126,8 @@ def validate_copy(staged_db: Path) -> tuple[str | None, Facts | None]:
         raise SnapshotError(str(exc), retry=exc.retry) from None
     except WorkerFailed as exc:
         raise SnapshotError(f"DuckDB copy not validated: {exc}", retry=exc.retry) from None
+    except OSError as exc:  # no room for its spill directory
+        raise SnapshotError(f"DuckDB copy not validated: {exc}", retry=True) from None
     rows = answer.get("rows")
     facts = None if rows is None else Facts(rows=tuple((str(k), int(n)) for k, n in rows))
     note = answer.get("note")
