@@ -311,10 +311,13 @@ def read_memories(con: Any, system_id: str, refs: Iterable[RowRef] | None = None
         if ids is None:
             cursor = con.execute(select + " WHERE t.id IS NOT NULL ORDER BY 1")
         else:
+            # the range of the ids as well: DuckDB then skips the row groups outside it (a
+            # chunk of a big store's sorted ids reads a few, not the whole table)
             cursor = con.execute(
                 select + " JOIN (SELECT unnest(CAST(? AS VARCHAR[])) AS want) AS w "
-                "ON CAST(t.id AS VARCHAR) = w.want ORDER BY 1",
-                [ids],
+                "ON CAST(t.id AS VARCHAR) = w.want "
+                "WHERE CAST(t.id AS VARCHAR) BETWEEN ? AND ? ORDER BY 1",
+                [ids, min(ids), max(ids)],
             )
         for original_id, content, emb_text, ts in _fetch(cursor):
             mid = memory_id(system_id, original_id)
