@@ -45,8 +45,9 @@ from akoshad.akosha.rows import (
     RowRef,
     batches,
     chunks,
-    list_refs,
-    memories_json,
+    conversation_entry,
+    encode_json,
+    iter_refs,
     memory_id,
     open_copy,
     read_memories,
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
 
 WORKER_MODULE = "akoshad.duckdb_worker"
 TIMEOUT = 900.0  # seconds one child may take (a big store's memories.json takes a few)
-MEMORY_LIMIT = "48MB"  # DuckDB's buffers in a child; past it, it spills to its temp directory
+MEMORY_LIMIT = "32MB"  # DuckDB's buffers in a child; past it, it spills to its temp directory
+READ_ROWS = 500  # rows one query of a child reads at most (what MEMORY_LIMIT is measured with)
 # the one retry of a command that ran out of memory anyway: DuckDB's own default (80 % of
 # RAM), what every command had before the limit
 RETRY_MEMORY_LIMIT: str | None = None
@@ -147,7 +149,7 @@ def list_rows(snapshot_db: Path, system_id: str) -> list[RowRef]:
     return refs
 
 
-def _tables(refs: Sequence[RowRef]) -> list[tuple[str, list[str], dict[str, str]]]:
+def _tables(refs: Iterable[RowRef]) -> list[tuple[str, list[str], dict[str, str]]]:
     """``refs`` compactly, for the pipe: per table (in order) its original ids and
     ``{index: problem}`` of those that have one."""
     out: list[tuple[str, list[str], dict[str, str]]] = []
@@ -289,14 +291,19 @@ def load_batches_here(
 ) -> tuple[list[list[Memory]], dict[str, str], Redactions]:
     """The memories of ``refs`` (redacted) in send-ready batches, the rows skipped, and the
     redactions made."""
+    memories: list[Memory] = []
+    skipped: dict[str, str] = {}
     con = open_copy(snapshot_db, settings)
     try:
-        extraction = read_memories(con, system_id, refs)
+        for part in chunks(refs, READ_ROWS):
+            extraction = read_memories(con, system_id, part)
+            memories += extraction.memories
+            skipped.update(extraction.skipped)
     finally:
         con.close()
-    found = redact_memories(extraction.memories, _redactor(redact))
-    parts = list(batches(extraction.memories, max_items=max_items, max_bytes=max_bytes))
-    return parts, extraction.skipped, found
+    found = redact_memories(memories, _redactor(redact))
+    parts = list(batches(memories, max_items=max_items, max_bytes=max_bytes))
+    return parts, skipped, found
 
 
 def write_memories_json(
@@ -308,11 +315,10 @@ def write_memories_json(
     out: Path,
     settings: dict[str, DuckDBSetting] | None = None,
 ) -> tuple[list[str], Redactions]:
-    """Load ``refs`` a chunk at a time (one connection), redact, and write them to ``out``
-    as one memories.json; the ids it holds and the redactions made."""
-    left_out, found = _write_memories_json(
-        snapshot_db, system_id, chunks(refs, chunk), redact, out, settings
-    )
+    """Load ``refs`` a chunk at a time (one connection; at most READ_ROWS), redact, and
+    write them to ``out`` as one memories.json; the ids it holds and the redactions made."""
+    parts = chunks(refs, min(chunk, READ_ROWS))
+    left_out, found = _write_memories_json(snapshot_db, system_id, parts, redact, out, settings)
     return [r.memory_id for r in refs if r.memory_id not in left_out], found
 
 
@@ -337,9 +343,10 @@ def _write_memories_json(
             for part in parts:
                 extraction = read_memories(con, system_id, part)
                 found.update(redact_memories(extraction.memories, redactor))
-                if extraction.memories:
-                    body = memories_json(extraction.memories)[len(_HEAD) : -len(b"]}")]
-                    fh.write(body if first else b"," + body)
+                for memory in extraction.memories:  # an entry at a time: no chunk-sized bytes
+                    if not first:
+                        fh.write(b",")
+                    fh.write(encode_json(conversation_entry(memory)))
                     first = False
                 written = {m["memory_id"] for m in extraction.memories}
                 left_out.update(r.memory_id for r in part if r.memory_id not in written)
@@ -382,7 +389,7 @@ def _handle(args: list[str], request: dict[str, Any]) -> dict[str, Any]:
     if command == "list":
         con = open_copy(db, settings)
         try:
-            return {"tables": _tables(list_refs(con, system_id))}
+            return {"tables": _tables(iter_refs(con, system_id))}
         finally:
             con.close()
     ids: dict[str, list[str]] = request.pop("ids")
@@ -399,7 +406,7 @@ def _handle(args: list[str], request: dict[str, Any]) -> dict[str, Any]:
         )
         return {"batches": parts, "skipped": skipped, "found": found}
     if command == "memories_json":
-        todo = _ref_chunks(system_id, ids, request["chunk"])
+        todo = _ref_chunks(system_id, ids, min(request["chunk"], READ_ROWS))
         left_out, found = _write_memories_json(
             db, system_id, todo, request["redact"], Path(rest[1]), settings
         )

@@ -185,14 +185,18 @@ def list_rows(snapshot_db: Path, system_id: str) -> list[RowRef]:
 
 
 def list_refs(con: Any, system_id: str) -> list[RowRef]:
-    """Every row of the memory tables of the open copy ``con``, with the reason it cannot be
-    sent (if any).
+    """Every row of the memory tables of the open copy ``con``: :func:`iter_refs`."""
+    return list(iter_refs(con, system_id))
+
+
+def iter_refs(con: Any, system_id: str) -> Iterator[RowRef]:
+    """Every row of the memory tables of the open copy ``con``, one at a time (table by
+    table, by id), with the reason it cannot be sent (if any).
 
     Reads ids and checks only, never the vectors. Missing tables are simply absent;
     a row whose id was already seen in an earlier table is reported as a problem.
     """
     schema = _columns(con)
-    refs: list[RowRef] = []
     seen: set[str] = set()
     for table, _kind in TABLES.items():
         cols = schema.get(table)
@@ -203,12 +207,11 @@ def list_refs(con: Any, system_id: str) -> list[RowRef]:
             "WHERE id IS NOT NULL ORDER BY 1"
         )
         for original_id, problem in _fetch(cursor):
-            mid = memory_id(system_id, str(original_id))
-            if mid in seen:
+            original = str(original_id)
+            if original in seen:  # the same memory id: the same system, the same row id
                 problem = REASON_DUPLICATE_ID
-            seen.add(mid)
-            refs.append(RowRef(mid, table, str(original_id), problem))
-    return refs
+            seen.add(original)
+            yield RowRef(memory_id(system_id, original), table, original, problem)
 
 
 def _time_sql(cols: dict[str, str], table: str) -> str:
