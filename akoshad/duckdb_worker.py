@@ -139,28 +139,28 @@ def validate_copy(staged_db: Path) -> tuple[str | None, Facts | None]:
 def list_rows(snapshot_db: Path, system_id: str) -> list[RowRef]:
     """:func:`akoshad.akosha.rows.list_rows`, in a child."""
     answer = _call("list", snapshot_db, [system_id], {})
+    reasons: list[str | None] = [None, *answer["reasons"]]
     refs: list[RowRef] = []
-    for table, originals, problems in answer["tables"]:
-        for i, original in enumerate(originals):
-            refs.append(
-                RowRef(memory_id(system_id, original), table, original, problems.get(str(i)))
-            )
+    for table, originals, codes in answer["tables"]:
+        for original, code in zip(originals, codes, strict=True):
+            refs.append(RowRef(memory_id(system_id, original), table, original, reasons[code]))
         originals.clear()  # each table's ids are let go as soon as they are RowRefs
     return refs
 
 
-def _tables(refs: Iterable[RowRef]) -> list[tuple[str, list[str], dict[str, str]]]:
-    """``refs`` compactly, for the pipe: per table (in order) its original ids and
-    ``{index: problem}`` of those that have one."""
-    out: list[tuple[str, list[str], dict[str, str]]] = []
+def _tables(refs: Iterable[RowRef]) -> dict[str, Any]:
+    """``refs`` compactly, for the pipe: per table (in order) its original ids and a code
+    per row (0: no problem, else 1 + the index of its reason in ``reasons``: a big store
+    with many rows left out names each reason once)."""
+    tables: list[tuple[str, list[str], list[int]]] = []
+    codes: dict[str, int] = {}
     for ref in refs:
-        if not out or out[-1][0] != ref.table:
-            out.append((ref.table, [], {}))
-        _table, originals, problems = out[-1]
-        if ref.problem is not None:
-            problems[str(len(originals))] = ref.problem
-        originals.append(ref.original_id)
-    return out
+        if not tables or tables[-1][0] != ref.table:
+            tables.append((ref.table, [], []))
+        tables[-1][1].append(ref.original_id)
+        code = 0 if ref.problem is None else codes.setdefault(ref.problem, len(codes) + 1)
+        tables[-1][2].append(code)
+    return {"tables": tables, "reasons": list(codes)}
 
 
 def load_batches(
@@ -389,7 +389,7 @@ def _handle(args: list[str], request: dict[str, Any]) -> dict[str, Any]:
     if command == "list":
         con = open_copy(db, settings)
         try:
-            return {"tables": _tables(iter_refs(con, system_id))}
+            return _tables(iter_refs(con, system_id))
         finally:
             con.close()
     ids: dict[str, list[str]] = request.pop("ids")
