@@ -13,7 +13,9 @@ opening it, even read-only, breaks the writer). The copy is opened read-only, so
 
 Everything here blocks: call it from a worker thread. Two steps keep memory bounded on big
 stores: :func:`list_rows` reads only ids and the embedding checks, :func:`load_memories`
-then materialises just the rows wanted (in chunks chosen by the caller).
+then materialises just the rows wanted (in chunks chosen by the caller). Rows are fetched
+from DuckDB a batch at a time. :func:`list_refs` and :func:`read_memories` do the same on a
+connection the caller opened (:func:`open_copy`, with the worker's memory settings).
 
 Naive ``TIMESTAMP`` values are taken as UTC (what session-buddy writes); ``TIMESTAMP WITH
 TIME ZONE`` values are converted to UTC in SQL. Embeddings are read through DuckDB's
