@@ -45,11 +45,13 @@ class WorkerFailed(Exception):
 
 
 class WorkerError(Exception):
-    """The worker answered with an error its handler raised (``retry`` as it said)."""
+    """The worker answered with an error its handler raised (``retry`` and ``kind`` as it
+    said: ``kind`` names a class of error the caller may act on, e.g. out of memory)."""
 
-    def __init__(self, message: str, *, retry: bool = False) -> None:
+    def __init__(self, message: str, *, retry: bool = False, kind: str | None = None) -> None:
         super().__init__(message)
         self.retry = retry
+        self.kind = kind
 
 
 def run_json(module: str, args: Sequence[str], request: Any, *, timeout: float) -> dict[str, Any]:
@@ -81,7 +83,12 @@ def run_json(module: str, args: Sequence[str], request: Any, *, timeout: float) 
     if not isinstance(answer, dict):
         raise WorkerFailed("its worker answered garbage")
     if "error" in answer:
-        raise WorkerError(str(answer["error"])[:MAX_ERROR], retry=answer.get("retry") is True)
+        kind = answer.get("kind")
+        raise WorkerError(
+            str(answer["error"])[:MAX_ERROR],
+            retry=answer.get("retry") is True,
+            kind=kind if isinstance(kind, str) else None,
+        )
     return answer
 
 
@@ -118,12 +125,16 @@ def answer_channel() -> BinaryIO:
 
 def serve(handler: Handler, argv: Sequence[str]) -> int:
     """Child side: the request from stdin to ``handler(argv, request)``, its answer (or
-    ``{"error", "retry"}`` for an exception it raised) as one JSON object on stdout."""
+    ``{"error", "retry", "kind"}`` for an exception it raised, ``kind`` from the exception's
+    attribute of that name) as one JSON object on stdout."""
     out = answer_channel()
     try:
         answer = handler(list(argv), json.loads(sys.stdin.buffer.read()))
     except Exception as exc:
         answer = {"error": first_line(exc), "retry": getattr(exc, "retry", False) is True}
+        kind = getattr(exc, "kind", None)
+        if isinstance(kind, str):
+            answer["kind"] = kind
     out.write(json.dumps(answer).encode())
     out.flush()
     return 0

@@ -17,7 +17,10 @@ case one after the other in a rotating order, so that akoshad and its peers shar
 machine's load of that moment; the table gives medians over the repeats, and the ratio
 column the median of the per-repeat ratios (akoshad's time over the peer's). Peak RSS is
 the process and its children (akoshad's DuckDB worker), sampled every 10 ms; requests and
-bytes come from the counting proxy of ``bench/s3_bench.py``.
+bytes come from the counting proxy of ``bench/s3_bench.py``. For a store with a
+``reflection.duckdb``, akoshad's run counts as ok only when its upload holds a
+``memories.json`` with every sendable memory of the store (counted while it is read back
+from the bucket a chunk at a time).
 
     python bench/first_sync_bench.py --cases big --repeat 3
     python bench/first_sync_bench.py --cases store --store /path/to/store --repeat 3
@@ -57,6 +60,8 @@ from benchlib import (  # noqa: E402
 from tests.s3server import WeedServer  # noqa: E402
 
 AKOSHAD = "akoshad run --once"
+MEMORY_DB = "reflection.duckdb"
+ENTRY = b'{"id":"'  # starts each memories.json entry (a string holds no bare quote)
 
 
 @dataclass
@@ -70,6 +75,32 @@ class Run:
     bytes_up: int
     ok: bool
     kinds: str
+    memories: int | None = None  # entries of the memories.json akoshad uploaded
+
+
+def expected_memories(src: Path) -> int | None:
+    """How many memories of ``src``'s reflection.duckdb are sendable (None: no such file)."""
+    db = src / MEMORY_DB
+    if not db.exists():
+        return None
+    from akoshad.akosha.rows import list_rows
+
+    return sum(1 for ref in list_rows(db, "bench") if ref.problem is None)
+
+
+def uploaded_memories(server: WeedServer, system_id: str) -> int | None:
+    """Entries of the memories.json under ``system_id`` (None: there is none), counted
+    while it streams back from the bucket."""
+    keys = [k for k in server.keys(f"systems/{system_id}/") if k.endswith("/memories.json")]
+    if not keys:
+        return None
+    body = server.client().get_object(Bucket=server.bucket, Key=keys[-1])["Body"]
+    count, tail = 0, b""
+    for block in iter(lambda: body.read(MiB), b""):
+        data = tail + block  # an entry split across two blocks is whole here
+        count += data.count(ENTRY)
+        tail = data[-(len(ENTRY) - 1) :]  # too short to hold one: never counted twice
+    return count
 
 
 def build_cases(args: argparse.Namespace, work: Path) -> dict[str, Path]:
@@ -115,7 +146,12 @@ def commands(
 
 
 def one_repeat(
-    rep: int, work: Path, cases: dict[str, Path], tools: list[str], log_requests: bool
+    rep: int,
+    work: Path,
+    cases: dict[str, Path],
+    tools: list[str],
+    log_requests: bool,
+    expected: dict[str, int | None],
 ) -> list[Run]:
     """A fresh server; every case, every tool in rotating order; fresh state each."""
     scratch = work / f"repeat-{rep}"
@@ -142,12 +178,20 @@ def one_repeat(
                 run = Run(
                     case, tool, rep, secs, rss, proxy.requests, proxy.bytes_up, code == 0, kinds
                 )
+                if tool == AKOSHAD and expected[case] is not None:
+                    run.memories = uploaded_memories(server, f"bench-{case}")
+                    run.ok = run.ok and run.memories == expected[case]
                 out.append(run)
                 if code:
                     print(f"  {tool} on {case} exited {code}: {err}", flush=True)
+                memories = (
+                    f" memories.json {run.memories} of {expected[case]}"
+                    if tool == AKOSHAD and expected[case] is not None
+                    else ""
+                )
                 print(
                     f"  [{rep + 1}] {case:6} {tool:20} {secs:7.2f} s {rss:6.0f} MiB RSS "
-                    f"{proxy.requests:6d} req {proxy.bytes_up / MiB:8.1f} MiB sent",
+                    f"{proxy.requests:6d} req {proxy.bytes_up / MiB:8.1f} MiB sent{memories}",
                     flush=True,
                 )
     finally:
@@ -161,9 +205,9 @@ def print_table(runs: list[Run], sizes: dict[str, int], repeats: int) -> None:
     print(f"\nmedians of {repeats} repeat(s); load average now {os.getloadavg()[0]:.1f}\n")
     print(
         "| case | tool | wall s | MiB/s | peak RSS MiB (max) | requests | MiB sent "
-        "| akoshad time / this tool's (per-repeat median) | ok |"
+        "| akoshad time / this tool's (per-repeat median) | memories.json entries | ok |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         groups.setdefault((r.case, r.tool), []).append(r)
@@ -175,11 +219,13 @@ def print_table(runs: list[Run], sizes: dict[str, int], repeats: int) -> None:
             if mine and tool != AKOSHAD:
                 ratios.append(mine[0].seconds / r.seconds)
         ratio = f"{statistics.median(ratios):.2f}" if ratios else ""
+        counts = {r.memories for r in rs if r.memories is not None}
+        memories = "/".join(str(c) for c in sorted(counts))
         print(
             f"| {case} | {tool} | {secs:.2f} | {sizes[case] / MiB / secs:.0f} "
             f"| {statistics.median(r.rss_mib for r in rs):.0f} ({max(r.rss_mib for r in rs):.0f}) "
             f"| {statistics.median(r.requests for r in rs):.0f} "
-            f"| {statistics.median(r.bytes_up for r in rs) / MiB:.1f} | {ratio} "
+            f"| {statistics.median(r.bytes_up for r in rs) / MiB:.1f} | {ratio} | {memories} "
             f"| {'yes' if all(r.ok for r in rs) else 'NO'} |"
         )
     for r in runs:
@@ -204,9 +250,11 @@ def main() -> int:
         work = Path(tmp)
         cases = build_cases(args, work)
         sizes = {case: tree_bytes(src) for case, src in cases.items()}
+        expected = {case: expected_memories(src) for case, src in cases.items()}
         runs: list[Run] = []
         for rep in range(args.repeat):
-            runs += one_repeat(rep, work, cases, args.tools.split(","), args.requests)
+            tools = args.tools.split(",")
+            runs += one_repeat(rep, work, cases, tools, args.requests, expected)
     print_table(runs, sizes, args.repeat)
     return 0 if all(r.ok for r in runs) else 1
 

@@ -13,7 +13,9 @@ opening it, even read-only, breaks the writer). The copy is opened read-only, so
 
 Everything here blocks: call it from a worker thread. Two steps keep memory bounded on big
 stores: :func:`list_rows` reads only ids and the embedding checks, :func:`load_memories`
-then materialises just the rows wanted (in chunks chosen by the caller).
+then materialises just the rows wanted (in chunks chosen by the caller). Rows are fetched
+from DuckDB a batch at a time. :func:`list_refs` and :func:`read_memories` do the same on a
+connection the caller opened (:func:`open_copy`, with the worker's memory settings).
 
 Naive ``TIMESTAMP`` values are taken as UTC (what session-buddy writes); ``TIMESTAMP WITH
 TIME ZONE`` values are converted to UTC in SQL. Embeddings are read through DuckDB's
@@ -29,7 +31,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -50,9 +52,11 @@ TIME_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 Memory = dict[str, Any]
+DuckDBSetting = str | bool | int | float | list[str]
+FETCH_ROWS = 256  # rows fetched from DuckDB at a time
 # Every store copy is opened with these: a view in a hostile file cannot read a file outside
 # data_dir (``read_text('~/.ssh/...')``) or fetch anything, nor load an extension.
-DUCKDB_SAFE: dict[str, str | bool | int | float | list[str]] = {
+DUCKDB_SAFE: dict[str, DuckDBSetting] = {
     "enable_external_access": False,
     "autoload_known_extensions": False,
     "autoinstall_known_extensions": False,
@@ -81,9 +85,10 @@ def dim_reason(n: int) -> str:
     return f"embedding has {n} dimensions, expected {EMBED_DIM}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RowRef:
-    """One candidate row: where it lives and, if it cannot be sent, why not."""
+    """One candidate row: where it lives and, if it cannot be sent, why not (slots: a big
+    store has 100,000s of them)."""
 
     memory_id: str
     table: str
@@ -103,12 +108,36 @@ def memory_id(system_id: str, original_id: str) -> str:
     return f"{system_id}:{original_id}"
 
 
-def _connect(snapshot_db: Path) -> Any:
+def open_copy(snapshot_db: Path, settings: Mapping[str, DuckDBSetting] | None = None) -> Any:
+    """A read-only connection to a private copy, with :data:`DUCKDB_SAFE` (and ``settings``:
+    memory limit, threads, temp directory).
+
+    DuckDB refuses a ``temp_directory`` set once external access is off, and the order it
+    applies a config in is not documented: with one, external access is turned off by a
+    ``SET`` right after the open, before any query runs (and checked)."""
     import duckdb
 
     if not snapshot_db.is_file():
         raise FileNotFoundError(f"snapshot copy {snapshot_db} does not exist")
-    return duckdb.connect(str(snapshot_db), read_only=True, config=dict(DUCKDB_SAFE))
+    config = {**(settings or {}), **DUCKDB_SAFE}
+    if "temp_directory" not in config:
+        return duckdb.connect(str(snapshot_db), read_only=True, config=config)
+    del config["enable_external_access"]
+    con = duckdb.connect(str(snapshot_db), read_only=True, config=config)
+    try:
+        con.execute("SET enable_external_access = false")
+        if con.execute("SELECT current_setting('enable_external_access')").fetchone() != (False,):
+            raise RuntimeError("DuckDB did not turn external access off")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _fetch(cursor: Any) -> Iterator[tuple[Any, ...]]:
+    """The rows of an executed query, fetched a batch at a time (never all at once)."""
+    while rows := cursor.fetchmany(FETCH_ROWS):
+        yield from rows
 
 
 def _columns(con: Any) -> dict[str, dict[str, str]]:
@@ -135,7 +164,8 @@ def _problem_sql(cols: dict[str, str]) -> str:
     if not dtype.endswith("]"):  # not a list/array column: nothing usable
         return f"'{REASON_NO_EMBEDDING}'"
     emb = "embedding"
-    as_list = f"CAST({emb} AS DOUBLE[])"
+    # a float list is checked as it is (a copy as DOUBLE[] costs memory and time)
+    as_list = emb if _FLOAT_LIST_TYPES.fullmatch(dtype) else f"CAST({emb} AS DOUBLE[])"
     return (
         f"CASE WHEN {emb} IS NULL THEN '{REASON_NO_EMBEDDING}' "
         f"WHEN len({as_list}) <> {EMBED_DIM} THEN "
@@ -148,33 +178,42 @@ def _problem_sql(cols: dict[str, str]) -> str:
 
 
 def list_rows(snapshot_db: Path, system_id: str) -> list[RowRef]:
-    """Every row of the memory tables, with the reason it cannot be sent (if any).
+    """:func:`list_refs` of a copy opened here."""
+    con = open_copy(snapshot_db)
+    try:
+        return list_refs(con, system_id)
+    finally:
+        con.close()
+
+
+def list_refs(con: Any, system_id: str) -> list[RowRef]:
+    """Every row of the memory tables of the open copy ``con``: :func:`iter_refs`."""
+    return list(iter_refs(con, system_id))
+
+
+def iter_refs(con: Any, system_id: str) -> Iterator[RowRef]:
+    """Every row of the memory tables of the open copy ``con``, one at a time (table by
+    table, by id), with the reason it cannot be sent (if any).
 
     Reads ids and checks only, never the vectors. Missing tables are simply absent;
     a row whose id was already seen in an earlier table is reported as a problem.
     """
-    con = _connect(snapshot_db)
-    try:
-        schema = _columns(con)
-        refs: list[RowRef] = []
-        seen: set[str] = set()
-        for table, _kind in TABLES.items():
-            cols = schema.get(table)
-            if cols is None or "id" not in cols or "content" not in cols:
-                continue
-            rows = con.execute(
-                f"SELECT CAST(id AS VARCHAR), {_problem_sql(cols)} FROM {_q(table)} "
-                "WHERE id IS NOT NULL ORDER BY 1"
-            ).fetchall()
-            for original_id, problem in rows:
-                mid = memory_id(system_id, str(original_id))
-                if mid in seen:
-                    problem = REASON_DUPLICATE_ID
-                seen.add(mid)
-                refs.append(RowRef(mid, table, str(original_id), problem))
-        return refs
-    finally:
-        con.close()
+    schema = _columns(con)
+    seen: set[str] = set()
+    for table, _kind in TABLES.items():
+        cols = schema.get(table)
+        if cols is None or "id" not in cols or "content" not in cols:
+            continue
+        cursor = con.execute(
+            f"SELECT CAST(id AS VARCHAR), {_problem_sql(cols)} FROM {_q(table)} "
+            "WHERE id IS NOT NULL ORDER BY 1"
+        )
+        for original_id, problem in _fetch(cursor):
+            original = str(original_id)
+            if original in seen:  # the same memory id: the same system, the same row id
+                problem = REASON_DUPLICATE_ID
+            seen.add(original)
+            yield RowRef(memory_id(system_id, original), table, original, problem)
 
 
 def _time_sql(cols: dict[str, str], table: str) -> str:
@@ -232,72 +271,94 @@ def _parse_embedding(text: str | None, checked: bool = False) -> RawJSON | list[
 def load_memories(
     snapshot_db: Path, system_id: str, refs: Iterable[RowRef] | None = None
 ) -> Extraction:
-    """Materialise memories for ``refs`` (default: every row); problem rows are skipped."""
-    con = _connect(snapshot_db)
+    """:func:`read_memories` of a copy opened here."""
+    con = open_copy(snapshot_db)
     try:
-        schema = _columns(con)
-        wanted: dict[str, list[str]] | None = None
-        skipped: dict[str, str] = {}
-        if refs is not None:
-            wanted = {}
-            for ref in refs:
-                if ref.problem is not None:
-                    skipped[ref.memory_id] = ref.problem
-                else:
-                    wanted.setdefault(ref.table, []).append(ref.original_id)
-        memories: list[Memory] = []
-        seen: set[str] = set()
-        for table, kind in TABLES.items():
-            cols = schema.get(table)
-            if cols is None or "id" not in cols or "content" not in cols:
-                continue
-            ids = None if wanted is None else wanted.get(table)
-            if wanted is not None and not ids:
-                continue
-            emb = "CAST(embedding AS VARCHAR)" if "embedding" in cols else "NULL"
-            # rows named by list_rows passed its SQL checks of the vector
-            checked = refs is not None and bool(
-                _FLOAT_LIST_TYPES.fullmatch(cols.get("embedding", ""))
-            )
-            select = (
-                f"SELECT CAST(t.id AS VARCHAR), CAST(t.content AS VARCHAR), {emb}, "
-                f"{_time_sql(cols, table)} FROM {_q(table)} AS t"
-            )
-            if ids is None:
-                rows = con.execute(select + " WHERE t.id IS NOT NULL ORDER BY 1").fetchall()
-            else:
-                rows = con.execute(
-                    select + " JOIN (SELECT unnest(CAST(? AS VARCHAR[])) AS want) AS w "
-                    "ON CAST(t.id AS VARCHAR) = w.want ORDER BY 1",
-                    [ids],
-                ).fetchall()
-            for original_id, content, emb_text, ts in rows:
-                mid = memory_id(system_id, original_id)
-                if mid in seen:
-                    skipped[mid] = REASON_DUPLICATE_ID
-                    continue
-                seen.add(mid)
-                vector = _parse_embedding(emb_text, checked)
-                if isinstance(vector, str) and not isinstance(vector, RawJSON):  # a reason
-                    skipped[mid] = vector
-                    continue
-                if not content or not content.strip():
-                    skipped[mid] = REASON_NO_TEXT
-                    continue
-                metadata: dict[str, Any] = {
-                    "source": system_id,
-                    "original_id": original_id,
-                    "type": kind,
-                }
-                created_at = iso_utc(ts)
-                if created_at is not None:
-                    metadata["created_at"] = created_at
-                memories.append(
-                    {"memory_id": mid, "text": content, "embedding": vector, "metadata": metadata}
-                )
-        return Extraction(memories, skipped)
+        return read_memories(con, system_id, refs)
     finally:
         con.close()
+
+
+def wanted_ids(refs: Iterable[RowRef], skipped: dict[str, str]) -> dict[str, list[str]]:
+    """{table: original ids} of the sendable ``refs`` (in their order); the others go to
+    ``skipped`` (``memory_id`` -> reason)."""
+    wanted: dict[str, list[str]] = {}
+    for ref in refs:
+        if ref.problem is not None:
+            skipped[ref.memory_id] = ref.problem
+        else:
+            wanted.setdefault(ref.table, []).append(ref.original_id)
+    return wanted
+
+
+def read_memories(con: Any, system_id: str, refs: Iterable[RowRef] | None = None) -> Extraction:
+    """Materialise memories for ``refs`` (default: every row) from the open copy ``con``;
+    problem rows are skipped. Rows are fetched a batch at a time."""
+    schema = _columns(con)
+    skipped: dict[str, str] = {}
+    wanted = None if refs is None else wanted_ids(refs, skipped)
+    memories: list[Memory] = []
+    seen: set[str] = set()
+    for table, kind in TABLES.items():
+        cols = schema.get(table)
+        if cols is None or "id" not in cols or "content" not in cols:
+            continue
+        ids = None if wanted is None else wanted.get(table)
+        if wanted is not None and not ids:
+            continue
+        emb = "CAST(embedding AS VARCHAR)" if "embedding" in cols else "NULL"
+        # rows named by list_rows passed its SQL checks of the vector
+        checked = refs is not None and bool(_FLOAT_LIST_TYPES.fullmatch(cols.get("embedding", "")))
+        select = (
+            f"SELECT CAST(t.id AS VARCHAR), CAST(t.content AS VARCHAR), {emb}, "
+            f"{_time_sql(cols, table)} FROM {_q(table)} AS t"
+        )
+        if ids is None:
+            cursor = con.execute(select + " WHERE t.id IS NOT NULL ORDER BY 1")
+        else:
+            # the range of the ids as well: DuckDB then skips the row groups outside it (a
+            # chunk of a big store's sorted ids reads a few, not the whole table)
+            cursor = con.execute(
+                select + " JOIN (SELECT unnest(CAST(? AS VARCHAR[])) AS want) AS w "
+                "ON CAST(t.id AS VARCHAR) = w.want "
+                "WHERE CAST(t.id AS VARCHAR) BETWEEN ? AND ? ORDER BY 1",
+                [ids, min(ids), max(ids)],
+            )
+        for original_id, content, emb_text, ts in _fetch(cursor):
+            mid = memory_id(system_id, original_id)
+            if mid in seen:
+                skipped[mid] = REASON_DUPLICATE_ID
+                continue
+            seen.add(mid)
+            found = _memory(
+                system_id, kind, original_id, content, _parse_embedding(emb_text, checked), ts
+            )
+            if isinstance(found, str):
+                skipped[mid] = found
+            else:
+                memories.append(found)
+    return Extraction(memories, skipped)
+
+
+def _memory(
+    system_id: str,
+    kind: str,
+    original_id: str,
+    content: str | None,
+    vector: RawJSON | list[float] | str,
+    ts: str | None,
+) -> Memory | str:
+    """One row as a memory, or the reason it cannot be sent."""
+    if isinstance(vector, str) and not isinstance(vector, RawJSON):  # a reason
+        return vector
+    if not content or not content.strip():
+        return REASON_NO_TEXT
+    metadata: dict[str, Any] = {"source": system_id, "original_id": original_id, "type": kind}
+    created_at = iso_utc(ts)
+    if created_at is not None:
+        metadata["created_at"] = created_at
+    mid = memory_id(system_id, original_id)
+    return {"memory_id": mid, "text": content, "embedding": vector, "metadata": metadata}
 
 
 def extract_memories(snapshot_db: Path, system_id: str) -> Extraction:

@@ -5,7 +5,8 @@ Plaintext copies of the store live only in akoshad's own private directories (07
 0600), each removed after use:
 
 - ``staging/``: the pass's captured copies (and the ``memories.json`` the DuckDB worker
-  writes beside the copy of ``reflection.duckdb``), emptied at each pass's start and end;
+  writes beside the copy of ``reflection.duckdb``, and the ``.duckdb-tmp-*`` directory each
+  DuckDB worker spills into), emptied at each pass's start and end;
 - ``prune/``: packs a prune is rewriting (``storage.prune_exec.STAGING_NAME``);
 - ``packs/``: reserved for the uploader's pack files (format 2);
 - ``drill-*``: restore drills (``restore.drill_dirs``), each locked while in use.
