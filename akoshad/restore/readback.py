@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -225,6 +226,7 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             upload_id = args.upload_id
         dest = dest_path(args.dest)
         globs = getattr(args, "path", None) or ()
+        gc.freeze()  # what is loaded by now stays: collections scan only the restore's objects
         count = await restore_upload(
             target, system_id, upload_id, dest, force=args.force, globs=globs, identities=identities
         )
