@@ -43,9 +43,9 @@ class _Dir:
 class DestTree:
     """Directory descriptors under ``dest_fd`` (see the module docstring)."""
 
-    def __init__(self, dest_fd: int, force: bool, max_open: int = MAX_OPEN_DIRS) -> None:
+    def __init__(self, dest_fd: int, force: bool, max_open: int | None = None) -> None:
         self.force = force
-        self.max_open = max_open
+        self.max_open = MAX_OPEN_DIRS if max_open is None else max_open
         self._lock = threading.Lock()
         self._dirs: OrderedDict[str, _Dir] = OrderedDict({"": _Dir(os.dup(dest_fd))})
         self._closed = False
@@ -155,7 +155,6 @@ class Committer:
         self._count = 0
         self._error: BaseException | None = None
         self._closed = False
-        self.landed = 0
 
     def sink(self, f: StoredFile) -> LandingSink:
         """A sink for ``f`` in its directory under ``--dest`` (made as needed)."""
@@ -184,7 +183,6 @@ class Committer:
             sink.sync()
             sink.publish(shown)
             sink.release(changed=True)
-            self.landed += 1
         except BaseException as exc:
             sink.discard()
             if self._error is None:
