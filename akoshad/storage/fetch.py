@@ -1,9 +1,13 @@
 """Stream one stored file (format 1 or 2) into a sink, checking every byte on the way.
 
 Chunks are read as byte ranges of their packs, several reads in flight but never more than
-``memory_budget`` stored bytes held, then decoded (``codec.decode_chunk``: bounded, size
-and sha256 checked per chunk) and written in file order; the whole file's size and sha256
-are checked at the end. A whole object (format 1) is streamed and decoded piece by piece,
+``memory_budget`` stored bytes held, then decoded (``chunk_decode``: bounded, size and
+sha256 checked per chunk; a chunk stored as it is stays a view into its read, uncopied)
+and written in file order; the whole file's size and sha256 are checked at the end (a
+restore, ``check_chunks=False``, hashes only the file, and reads it again chunk by chunk
+only to name the damage when it does not match). :func:`fetch_loaded` does the same for a
+file of one chunk already read (small files read together). A whole object (format 1) is
+streamed and decoded piece by piece,
 reading no more than its ``stored_size`` and decoding no more than its ``size``.
 A damaged or missing part is an :class:`~akoshad.errors.IntegrityError` naming the file
 and the chunk; the sink is then discarded.
