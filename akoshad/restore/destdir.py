@@ -180,11 +180,11 @@ class FileSink:
     def publish(self, shown: str) -> None:
         """Close the file and rename it over its final name (a directory there is refused)."""
         self.fh.close()
-        st = _lstat_at(self.dir_fd, self.name)
-        if st is not None and stat.S_ISDIR(st.st_mode):
+        try:
+            os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        except IsADirectoryError:  # a file never replaces a directory (EISDIR)
             self.discard()
-            raise DestError(f"{shown} in --dest is a directory")
-        os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            raise DestError(f"{shown} in --dest is a directory") from None
 
     def discard(self) -> None:
         """Close and remove the temporary file (idempotent)."""

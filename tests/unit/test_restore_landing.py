@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.errors import IntegrityError
+from akoshad.errors import IntegrityError, RestoreError
 from akoshad.restore import landing
 from akoshad.restore.destdir import TEMP_PREFIX, FileSink
 from akoshad.restore.readback import restore_files
@@ -92,3 +92,12 @@ async def test_a_file_that_cannot_be_synced_fails_the_restore(
     with pytest.raises(OSError, match="Input/output error"):
         await restore_files(target, files, dest)
     assert not (dest / "log.txt").exists() and _temps(dest) == []
+
+
+async def test_a_directory_where_a_file_goes_is_refused(tmp_path: Path) -> None:
+    target, files, _ = await _stored(tmp_path)
+    dest = tmp_path / "dest"
+    (dest / "log.txt").mkdir(parents=True)
+    with pytest.raises(RestoreError, match=r"log\.txt in --dest is a directory"):
+        await restore_files(target, files, dest, force=True)
+    assert (dest / "log.txt").is_dir() and _temps(dest) == []
