@@ -239,8 +239,16 @@ class Recovery:
         from akoshad.pipeline.sealed_ledger import identities_here, sealed_with
 
         again = "so the whole store will be sent again once"
+        if self.sealing is None:  # its chunks could not be reused by a clear upload anyway
+            logger.warning(
+                "the newest upload {} is encrypted and encryption is off here (no "
+                "encryption.recipients): the ledger is not rebuilt from it, {}",
+                upload_id,
+                again,
+            )
+            return None
         identities = await asyncio.to_thread(identities_here, self.sealing)
-        if identities is None or self.sealing is None:
+        if identities is None:
             logger.warning(
                 "the newest upload {} is encrypted and no identity is readable here "
                 "(encryption.identity_file): the ledger cannot be rebuilt from it, {}",
