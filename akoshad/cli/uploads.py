@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 
 from akoshad.config import Settings
 from akoshad.restore.listing import render_table, upload_rows
-from akoshad.restore.readback import _with_target
+from akoshad.restore.readback import _with_target, identities_of
 from akoshad.targets.base import ReadCheck
 
 
 async def cmd_uploads(args: argparse.Namespace, settings: Settings) -> int:
     """Print the uploads (a table, or a JSON list with ``--json``); exit 0, also with none.
-    A target that cannot be read (a missing bucket, refused credentials) raises: exit 1."""
+    Encrypted uploads are read with the identity (``--identity`` or
+    ``encryption.identity_file``) when one is set. A target that cannot be read (a missing
+    bucket, refused credentials) or a set identity that cannot be read raises: exit 1."""
+    identities = await asyncio.to_thread(identities_of, settings)
     target, system_id = await _with_target(settings, args)
     try:
         if isinstance(target, ReadCheck):
             await target.check()  # a missing bucket is an error, not "no uploads"
-        rows = await upload_rows(target, system_id)
+        rows = await upload_rows(target, system_id, identities)
     finally:
         await target.close()
     if args.json:

@@ -38,8 +38,17 @@ def add_uploads_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description="List the uploads found in the target (read from the target alone), "
         "oldest first: upload id, time, files, bytes stored by that upload (the objects in "
         "its own folder), total size of the store it captures. A damaged manifest is listed "
-        "as damaged. Exit 1 when the target cannot be read.",
+        "as damaged. Encrypted uploads are read with the identity (--identity or "
+        "encryption.identity_file); without it their files and stored bytes show as "
+        '"encrypted". Exit 1 when the target cannot be read.',
     )
     uploads.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    uploads.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="the age identity that reads encrypted uploads (overrides "
+        "encryption.identity_file); without one, an encrypted upload's files and stored "
+        'bytes show as "encrypted" (JSON: null, with "locked" saying why)',
+    )
     uploads.add_argument("--system-id", help="system id to look under (default: configured)")
     uploads.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")

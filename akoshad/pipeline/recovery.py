@@ -2,10 +2,19 @@
 chunk table from the manifest), the objects and packs of the others are removed (shared
 documents are left to prune); after a lost state database the ledger and the chunk table
 are seeded from the newest manifest in the target (format 1 or 2).
+
+An encrypted upload's entries are in sealed index parts: they are read with the identity
+(``encryption.identity_file``) when it is readable here, and its sealed chunks enter the
+ledger and the chunk table under their keyed names (``NameKey.name``) with the target's
+name key, once that key is shown to be the one the upload was sealed with (its first index
+part's name is the key's name of its contents). Without the identity, or when the upload
+was sealed under another key (another recipient list), nothing is seeded and one line
+says why: the store is then sent again once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import sqlite3
@@ -24,6 +33,10 @@ from akoshad.manifest.layout import (
     validate_manifest,
 )
 from akoshad.pipeline.plan import ledger_row
+from akoshad.pipeline.sealing import Sealing, SealingSource
+from akoshad.storage.crypto import Identities, IdentityError
+from akoshad.storage.format2_read import is_encrypted
+from akoshad.storage.refs import ChunkRef
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
@@ -72,10 +85,17 @@ async def discard_attempt(
 class Recovery:
     """Settles a crash's leftovers at start, before anything new is uploaded."""
 
-    def __init__(self, state: StateDB, system_id: str, discarder: Discarder) -> None:
+    def __init__(
+        self,
+        state: StateDB,
+        system_id: str,
+        discarder: Discarder,
+        sealing: SealingSource | None = None,
+    ) -> None:
         self.state = state
         self.system_id = system_id
         self.discarder = discarder
+        self.sealing = sealing
 
     # ---- recovery ----------------------------------------------------------------------
     async def recover(self, targets: dict[str, Target]) -> None:
@@ -104,14 +124,18 @@ class Recovery:
                 )
                 logger.info("discarded the objects of interrupted upload {}", upload_id)
 
-    async def _files(self, target: Target, manifest: dict[str, Any]) -> list[StoredFile] | None:
-        """The files of a landed manifest (index parts and chunk lists read), or None when
-        it cannot be read whole (the attempt is then discarded)."""
-        from akoshad.storage.crypto import IdentityError
+    async def _files(
+        self, target: Target, manifest: dict[str, Any], identities: Identities | None = None
+    ) -> list[StoredFile] | None:
+        """The files of a landed manifest (index parts and chunk lists read, sealed ones
+        with ``identities``), or None when it cannot be read whole (the attempt is then
+        discarded)."""
         from akoshad.storage.format2_read import read_entries
 
         try:
-            return await read_entries(target, manifest, system_id=self.system_id)
+            return await read_entries(
+                target, manifest, system_id=self.system_id, identities=identities
+            )
         except ManifestError as exc:
             logger.warning("manifest of an interrupted upload is unreadable: {}", exc)
             return None
@@ -149,8 +173,9 @@ class Recovery:
 
     async def rebuild_ledger(self, target: Target) -> int:
         """After a lost state database: seed the ledger from the newest manifest in the
-        target. Stat identities are unknown, so reconcile hashes every file and uploads
-        only what differs. Returns the number of entries restored."""
+        target (an encrypted one read with the identity: see the module docstring). Stat
+        identities are unknown, so reconcile hashes every file and uploads only what
+        differs. Returns the number of entries restored."""
         try:
             found = await self._newest_files(target)
         except (TransientError, PermanentError) as exc:
@@ -158,7 +183,7 @@ class Recovery:
             return 0
         if found is None:
             return 0
-        upload_id, files = found
+        upload_id, files, sealing = found
         paths = {f.path for f in files}
         rows = [
             ledger_row(
@@ -167,10 +192,13 @@ class Recovery:
                 group=_group_of(f, paths),
                 live=LiveStat(-1, 0, 0, 0),
                 upload_id=upload_id,
+                chunk_ids=None
+                if sealing is None
+                else [(_chunk_id(c, sealing), c.size) for c in f.chunks],
             )
             for f in files
         ]
-        chunks = [c for f in files for c in f.chunks]
+        chunks: dict[str, ChunkRef] = {_chunk_id(c, sealing): c for f in files for c in f.chunks}
 
         def seed(c: sqlite3.Connection) -> None:
             StateDB.write_ledger(c, target.name, rows, [])
@@ -179,9 +207,13 @@ class Recovery:
         await self.state.transaction(seed)
         return len(rows)
 
-    async def _newest_files(self, target: Target) -> tuple[str, list[StoredFile]] | None:
+    async def _newest_files(
+        self, target: Target
+    ) -> tuple[str, list[StoredFile], Sealing | None] | None:
         """The newest upload not dated in the future whose manifest (format 1 or 2) reads
-        whole, with its files; a malformed newer one is skipped with a warning."""
+        whole, with its files (and the sealing its chunks are keyed with when it is
+        encrypted); a malformed newer one is skipped with a warning. The newest readable
+        one encrypted, and not readable here: None, after one line saying why."""
         from akoshad.manifest.read import list_uploads
 
         for upload_id in reversed(await list_uploads(target, self.system_id)):
@@ -191,11 +223,64 @@ class Recovery:
             manifest = await _read_json(target, manifest_key(self.system_id, upload_id))
             problems = [] if manifest is None else validate_manifest(manifest, now=None)
             problems = [p for p in problems if "uploaded_at is out of range" not in p]
+            if manifest is not None and not problems and is_encrypted(manifest):
+                return await self._sealed_files(target, upload_id, manifest)
             files = None if manifest is None or problems else await self._files(target, manifest)
             if files is not None:
-                return upload_id, files
+                return upload_id, files, None
             logger.warning("ignoring upload {}: its manifest is unreadable or invalid", upload_id)
         return None
+
+    async def _sealed_files(
+        self, target: Target, upload_id: str, manifest: dict[str, Any]
+    ) -> tuple[str, list[StoredFile], Sealing] | None:
+        """The files of the encrypted upload ``upload_id`` read with the identity, and the
+        target's sealing when its name key is the one the upload was sealed with."""
+        from akoshad.pipeline.sealed_ledger import identities_here, sealed_with
+
+        again = "so the whole store will be sent again once"
+        if self.sealing is None:  # its chunks could not be reused by a clear upload anyway
+            logger.warning(
+                "the newest upload {} is encrypted and encryption is off here (no "
+                "encryption.recipients): the ledger is not rebuilt from it, {}",
+                upload_id,
+                again,
+            )
+            return None
+        identities = await asyncio.to_thread(identities_here, self.sealing)
+        if identities is None:
+            logger.warning(
+                "the newest upload {} is encrypted and no identity is readable here "
+                "(encryption.identity_file): the ledger cannot be rebuilt from it, {}",
+                upload_id,
+                again,
+            )
+            return None
+        try:
+            files = await self._files(target, manifest, identities)
+            sealing = await self.sealing.for_target(target)
+            same_key = sealing is not None and await sealed_with(
+                target, self.system_id, manifest, sealing, identities
+            )
+        except IdentityError as exc:
+            logger.warning(
+                "the newest upload {} cannot be read here ({}), {}", upload_id, exc, again
+            )
+            return None
+        if files is None or sealing is None or not same_key:
+            why = "cannot be read whole" if files is None else "was sealed under another name key"
+            logger.warning(
+                "the newest upload {} {} (another recipient list?), {}", upload_id, why, again
+            )
+            return None
+        return upload_id, files, sealing
+
+
+def _chunk_id(ref: ChunkRef, sealing: Sealing | None) -> str:
+    """A chunk's identity in the ledger and chunk table: its keyed name when sealed."""
+    return (
+        ref.sha256 if sealing is None or ref.encryption != "age" else sealing.chunk_id(ref.sha256)
+    )
 
 
 def _group_of(f: StoredFile, paths: set[str]) -> str:

@@ -88,9 +88,15 @@ def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
 def _subdir(dir_fd: int, name: str, shown: str, force: bool) -> int:
     """Open (creating it 0700) the directory ``name`` under ``dir_fd``, never through a
     link: a link or a file there is replaced with ``force``, refused without."""
+    return _open_subdir(dir_fd, name, shown, force)[0]
+
+
+def _open_subdir(dir_fd: int, name: str, shown: str, force: bool) -> tuple[int, bool]:
+    """``_subdir``, and whether ``dir_fd`` changed (a directory made, a link removed)."""
+    changed = False
     for _ in range(3):
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            return os.open(name, _DIR_FLAGS, dir_fd=dir_fd), changed
         except FileNotFoundError:
             try:
                 os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
@@ -98,7 +104,7 @@ def _subdir(dir_fd: int, name: str, shown: str, force: bool) -> int:
                 continue  # raced with another creator: open what is there
             fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
             os.fchmod(fd, DIR_MODE)  # whatever the umask
-            return fd
+            return fd, True
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                 raise
@@ -109,6 +115,7 @@ def _subdir(dir_fd: int, name: str, shown: str, force: bool) -> int:
                     f"{shown} in --dest is {what} (use --force to replace it)"
                 ) from None
             os.unlink(name, dir_fd=dir_fd)  # the link itself, never what it points at
+            changed = True
     raise DestError(f"{shown} in --dest keeps changing")
 
 
@@ -141,24 +148,43 @@ class FileSink:
         fd = os.open(self.tmp, flags, 0o600, dir_fd=dir_fd)
         self.fh: BinaryIO = os.fdopen(fd, "wb")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Write decoded bytes, leaving whole chunks of zeros as holes."""
+        if len(data) < CHUNK:
+            self.fh.write(data)
+            return
         view = memoryview(data)
         for start in range(0, len(view), CHUNK):
-            write_sparse(self.fh, bytes(view[start : start + CHUNK]))
+            piece = view[start : start + CHUNK]
+            if piece[0] == 0 and piece[-1] == 0:  # perhaps a hole: look at all of it
+                write_sparse(self.fh, bytes(piece))
+            else:
+                self.fh.write(piece)
 
     def commit(self, size: int, shown: str) -> None:
         """Finish the file (size, mode, fsync) and rename it over its final name."""
+        self.finish(size)
+        self.sync()
+        self.publish(shown)
+
+    def finish(self, size: int) -> None:
+        """Set the file's size and mode and hand its bytes to the kernel (no fsync)."""
         self.fh.truncate(size)
         self.fh.flush()
         os.fchmod(self.fh.fileno(), self.mode)
+
+    def sync(self) -> None:
+        """fsync the file's data (before ``publish`` makes it visible)."""
         os.fsync(self.fh.fileno())
+
+    def publish(self, shown: str) -> None:
+        """Close the file and rename it over its final name (a directory there is refused)."""
         self.fh.close()
-        st = _lstat_at(self.dir_fd, self.name)
-        if st is not None and stat.S_ISDIR(st.st_mode):
+        try:
+            os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        except IsADirectoryError:  # a file never replaces a directory (EISDIR)
             self.discard()
-            raise DestError(f"{shown} in --dest is a directory")
-        os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            raise DestError(f"{shown} in --dest is a directory") from None
 
     def discard(self) -> None:
         """Close and remove the temporary file (idempotent)."""

@@ -54,6 +54,10 @@ class SpanReader:
                     raise
             return self._data
 
+    async def load(self) -> bytes:
+        """The span's bytes (read once); ``KeyError``/``PackError`` when the read fails."""
+        return await self._load()
+
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         end = self.start + self.length
         if key != self.key or offset < self.start or offset + length > end:

@@ -7,6 +7,11 @@ its reason, the others are still listed. "Stored" is what the upload added: the 
 objects in its own folder (sizes taken from its manifest's whole-object entries, the rest
 asked of the target), and, in format 2, of the shared objects (packs, index parts, chunk
 lists) that no earlier upload references: each stored object is counted once.
+
+An encrypted upload's entries are in sealed index parts: with the identity they are read
+like any others (real file counts and stored bytes); without it, or with one that is not a
+recipient, the row says so (``encrypted``, ``locked``: why) and its files and stored bytes
+are unknown (``null``), never guessed.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from akoshad.manifest.layout import (
 )
 from akoshad.manifest.read import read_manifest_bytes
 from akoshad.restore.select import uploaded_at
-from akoshad.storage.format2_read import read_entries
+from akoshad.storage.crypto import Identities, IdentityNeeded, NotForThisIdentity
+from akoshad.storage.format2_read import is_encrypted, read_entries
 from akoshad.targets.base import Target
 
 IN_FLIGHT = 8
@@ -41,11 +47,13 @@ class UploadRow:
 
     upload_id: str
     uploaded_at: str | None  # the manifest's, else the time in the upload id
-    files: int | None  # None: not known (damaged, or an encrypted entry list)
-    stored_bytes: int  # its own folder (manifest included), and the packs/documents it
-    # is the first upload to reference
+    files: int | None  # None: not known (damaged, or encrypted and not read)
+    stored_bytes: int | None  # its own folder (manifest included), and the packs/documents
+    # it is the first upload to reference; None: encrypted and not read
     total_size_bytes: int | None
     damaged: str | None = None  # why the manifest cannot be trusted
+    encrypted: bool = False  # its entries are in sealed index parts
+    locked: str | None = None  # why an encrypted upload's entries were not read
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,21 +69,26 @@ async def _bounded(jobs: Sequence[Callable[[], Awaitable[_T]]], limit: int) -> l
     return list(await asyncio.gather(*(run(job) for job in jobs)))
 
 
-def _encrypted_index(manifest: Mapping[str, Any]) -> bool:
-    metadata = manifest.get("metadata")
-    index = metadata.get("index") if isinstance(metadata, dict) else None
-    parts = index.get("parts") if isinstance(index, dict) else None
-    return isinstance(parts, list) and any(
-        isinstance(p, dict) and p.get("encryption", "none") != "none" for p in parts
-    )
+NEEDS_IDENTITY = "needs the identity (--identity FILE or encryption.identity_file)"
+OTHER_KEYS = "encrypted to other keys than the identity's"
+
+
+class _Locked(Exception):
+    """An encrypted upload whose entries the identity in hand cannot read."""
+
+    def __init__(self, why: str, manifest: dict[str, Any]) -> None:
+        super().__init__(why)
+        self.why = why
+        self.manifest = manifest
 
 
 async def _parse(
-    target: Target, system_id: str, data: bytes
+    target: Target, system_id: str, data: bytes, identities: Identities | None
 ) -> tuple[dict[str, Any], int | None, dict[str, int], set[str]]:
     """The manifest, its file count, the stored sizes it states for whole objects, and the
     shared objects it references (packs, index parts, chunk lists). ManifestError (one
-    line) when it cannot be trusted."""
+    line) when it cannot be trusted; ``_Locked`` when it is encrypted and ``identities``
+    cannot read it."""
     try:
         manifest = await asyncio.to_thread(json.loads, data)
     except ValueError:
@@ -83,10 +96,17 @@ async def _parse(
     problems = [p for p in validate_manifest(manifest, now=None) if "out of range" not in p]
     if problems:
         raise ManifestError(problems[0])
-    if _encrypted_index(manifest):
-        return manifest, None, {}, set()
+    if is_encrypted(manifest) and identities is None:
+        raise _Locked(NEEDS_IDENTITY, manifest)
     shared: set[str] = set()
-    files = await read_entries(target, manifest, system_id=system_id, documents=shared)
+    try:
+        files = await read_entries(
+            target, manifest, system_id=system_id, documents=shared, identities=identities
+        )
+    except NotForThisIdentity:
+        raise _Locked(OTHER_KEYS, manifest) from None
+    except IdentityNeeded:  # a sealed document in a manifest not marked encrypted
+        raise _Locked(NEEDS_IDENTITY, manifest) from None
     sizes = {f.whole.key: f.whole.stored_size for f in files if f.whole is not None}
     shared.update(c.key for f in files for c in f.chunks)
     return manifest, len(files), sizes, shared
@@ -99,7 +119,11 @@ def _shown_time(manifest: Mapping[str, Any] | None, upload_id: str) -> str | Non
 
 
 async def _row(
-    target: Target, system_id: str, upload_id: str, keys: list[str]
+    target: Target,
+    system_id: str,
+    upload_id: str,
+    keys: list[str],
+    identities: Identities | None = None,
 ) -> tuple[UploadRow, set[str]]:
     """The row (stored bytes: its own folder only, so far) and the shared objects the
     upload references."""
@@ -107,21 +131,25 @@ async def _row(
     manifest: dict[str, Any] | None = None
     files: int | None = None
     known: dict[str, int] = {}
-    damaged: str | None = None
+    damaged = locked = None
     shared: set[str] = set()
     try:
         data = await read_manifest_bytes(target, key)
         known[key] = len(data)
-        manifest, files, sizes, shared = await _parse(target, system_id, data)
+        manifest, files, sizes, shared = await _parse(target, system_id, data, identities)
         known.update({k: v for k, v in sizes.items() if k in keys})
     except KeyError:
         damaged = "the manifest vanished while listing"
     except ManifestError as exc:
         damaged = str(exc)
-    stored = sum(known.values())
-    for other in keys:
-        if other not in known:
-            stored += await target.head(other) or 0
+    except _Locked as exc:
+        locked, manifest = exc.why, exc.manifest
+    stored: int | None = None
+    if locked is None:
+        stored = sum(known.values())
+        for other in keys:
+            if other not in known:
+                stored += await target.head(other) or 0
     total = manifest.get("total_size_bytes") if manifest is not None else None
     row = UploadRow(
         upload_id=upload_id,
@@ -130,6 +158,8 @@ async def _row(
         stored_bytes=stored,
         total_size_bytes=total if isinstance(total, int) else None,
         damaged=damaged,
+        encrypted=manifest is not None and is_encrypted(manifest),
+        locked=locked,
     )
     return row, shared
 
@@ -148,14 +178,19 @@ async def _add_shared(
     heads = await _bounded([partial(target.head, k) for k in keys], IN_FLIGHT)
     sizes = dict(zip(keys, heads, strict=True))
     return [
-        replace(row, stored_bytes=row.stored_bytes + sum(sizes[k] or 0 for k in first))
+        row
+        if row.stored_bytes is None
+        else replace(row, stored_bytes=row.stored_bytes + sum(sizes[k] or 0 for k in first))
         for (row, _), first in zip(found, firsts, strict=True)
     ]
 
 
-async def upload_rows(target: Target, system_id: str) -> list[UploadRow]:
-    """Every upload of ``system_id`` in ``target``, oldest first. The target's own errors
-    (a missing bucket, refused credentials) pass through: they are not "no uploads"."""
+async def upload_rows(
+    target: Target, system_id: str, identities: Identities | None = None
+) -> list[UploadRow]:
+    """Every upload of ``system_id`` in ``target``, oldest first; encrypted ones read with
+    ``identities`` when given. The target's own errors (a missing bucket, refused
+    credentials) pass through: they are not "no uploads"."""
     keys = [k async for k in target.list_keys(system_prefix(system_id))]
     uploads = upload_ids_from_keys(keys, system_id)
     folders: dict[str, list[str]] = {u: [] for u in uploads}
@@ -163,7 +198,7 @@ async def upload_rows(target: Target, system_id: str) -> list[UploadRow]:
         owner = _folder_of(k, system_id)
         if owner in folders:
             folders[owner].append(k)
-    jobs = [(lambda u=u: _row(target, system_id, u, folders[u])) for u in uploads]
+    jobs = [(lambda u=u: _row(target, system_id, u, folders[u], identities)) for u in uploads]
     return await _add_shared(target, await _bounded(jobs, IN_FLIGHT))
 
 
@@ -185,15 +220,20 @@ def _size(n: int | None) -> str:
     raise AssertionError(n)
 
 
+LOCKED_CELL = "encrypted"  # files and stored bytes of an encrypted upload not read
+
+
 def render_table(rows: Sequence[UploadRow]) -> str:
-    """The human form: one line per upload under a header, a damaged one with its reason."""
+    """The human form: one line per upload under a header, a damaged one with its reason;
+    an encrypted upload read without its identity shows ``encrypted`` where its files and
+    stored bytes would be, and a last line says what reads it."""
     head = ("UPLOAD_ID", "TIME", "FILES", "STORED", "TOTAL")
     lines = [
         (
             r.upload_id,
             r.uploaded_at or "?",
-            "?" if r.files is None else str(r.files),
-            _size(r.stored_bytes),
+            LOCKED_CELL if r.locked else "?" if r.files is None else str(r.files),
+            LOCKED_CELL if r.locked else _size(r.stored_bytes),
             _size(r.total_size_bytes),
         )
         for r in rows
@@ -208,4 +248,7 @@ def render_table(rows: Sequence[UploadRow]) -> str:
         if row is not None and row.damaged is not None:
             text += f"  DAMAGED: {row.damaged}"
         out.append(text.rstrip())
+    reasons = sorted({r.locked for r in rows if r.locked})
+    if reasons:
+        out.append(f"{LOCKED_CELL}: files and stored bytes unknown, {'; '.join(reasons)}")
     return "\n".join(out)

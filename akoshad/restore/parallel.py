@@ -143,6 +143,18 @@ async def owned_in_thread(make: Callable[[], _T], drop: Callable[[_T], object]) 
         raise
 
 
+async def to_the_end(fn: Callable[[], _T]) -> _T:
+    """``fn()`` in a worker thread; if the caller is cancelled meanwhile, it still waits
+    for the thread to end (so nothing the thread uses is closed under it), then raises
+    the cancellation."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.gather(future, return_exceptions=True)
+        raise
+
+
 READ_AHEAD = 2  # stored pieces (of up to fileio.CHUNK bytes) read ahead of the decoder
 
 

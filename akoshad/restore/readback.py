@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -26,11 +27,14 @@ from akoshad.manifest.layout import in_future
 from akoshad.manifest.read import latest_upload, list_uploads, load_manifest, manifest_files
 from akoshad.restore.destdir import DestError, FileSink, open_dest, parent_dir
 from akoshad.restore.groups import Unit, work_units
-from akoshad.restore.parallel import fetch_all, owned_in_thread, weight_of
+from akoshad.restore.landing import Committer, DestTree, LandingSink
+from akoshad.restore.parallel import fetch_all, owned_in_thread, to_the_end, weight_of
 from akoshad.restore.select import pick_at, select_entries
 from akoshad.restore.verify import print_ledger_check, range_reader, verify_upload
+from akoshad.storage.chunk_decode import chunk_decoder
 from akoshad.storage.crypto import Identities
-from akoshad.storage.fetch import RangeReader, fetch_file
+from akoshad.storage.errors import PackError
+from akoshad.storage.fetch import RangeReader, fetch_file, fetch_loaded, read_failure
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target, make_target
 
@@ -69,40 +73,61 @@ async def restore_files(
     identities: Identities | None = None,
 ) -> int:
     """Fetch ``files`` into ``dest``: several units at once within the byte budget, small
-    files of one pack together (``groups.work_units``)."""
+    files of one pack together (``groups.work_units``: one read, then one worker thread
+    decodes, checks and writes them all). Each checked file lands (fsync, rename) in the
+    background (``landing.Committer``); this returns once every file and directory is on
+    disk."""
     dest_fd = await asyncio.to_thread(open_dest, dest)
     ranges = range_reader(target)
+    decode = chunk_decoder(identities)
+    try:
+        tree = DestTree(dest_fd, force)
+    finally:
+        os.close(dest_fd)
+    committer = Committer(tree)
 
     async def one(f: StoredFile, reader: RangeReader) -> None:
-        sink = await owned_in_thread(lambda: sink_for(dest_fd, f, force), _drop_sink)
-        try:
-            budget = weight_of(f.stored_size)
-            await fetch_file(
-                target, f, sink, ranges=reader, memory_budget=budget, identities=identities
-            )
-        finally:
-            os.close(sink.dir_fd)
+        sink = await owned_in_thread(lambda: committer.sink(f), LandingSink.discard)
+        budget = weight_of(f.stored_size)
+        await fetch_file(
+            target,
+            f,
+            sink,
+            ranges=reader,
+            memory_budget=budget,
+            identities=identities,
+            check_chunks=False,  # each byte hashed once: the file's sha256
+        )
+
+    def land_group(unit: Unit, data: bytes, start: int) -> None:
+        for _, f in unit.files:
+            ref = f.chunks[0]
+            body = data[ref.offset - start : ref.offset - start + ref.length]
+            fetch_loaded(f, body, committer.sink(f), decode)
 
     async def unit_job(unit: Unit) -> None:
-        try:
+        reader = unit.reader
+        if reader is None:
             for _, f in unit.files:
-                await one(f, unit.reader or ranges)
+                await one(f, ranges)
+            return
+        try:
+            data = await reader.load()
+        except (KeyError, PackError) as exc:  # named by its first file, as fetch_file does
+            raise read_failure(unit.files[0][1], 0, exc) from None
+        try:
+            await to_the_end(lambda: land_group(unit, data, reader.start))
         finally:
-            if unit.reader is not None:
-                unit.reader.release()
+            reader.release()
 
     try:
         await fetch_all(work_units(files, ranges), unit_job, lambda u: u.stored_size)
+        await committer.finish()
     except DestError as exc:
         raise RestoreError(str(exc)) from None
     finally:
-        os.close(dest_fd)
+        await committer.close()
     return len(files)
-
-
-def _drop_sink(sink: FileSink) -> None:
-    sink.discard()
-    os.close(sink.dir_fd)
 
 
 def sink_for(dest_fd: int, f: StoredFile, force: bool) -> FileSink:
@@ -201,6 +226,7 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             upload_id = args.upload_id
         dest = dest_path(args.dest)
         globs = getattr(args, "path", None) or ()
+        gc.freeze()  # what is loaded by now stays: collections scan only the restore's objects
         count = await restore_upload(
             target, system_id, upload_id, dest, force=args.force, globs=globs, identities=identities
         )

@@ -26,6 +26,7 @@ from akoshad.config import Settings
 from akoshad.errors import PermanentError, TransientError
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.recovery import Discarder, Recovery
+from akoshad.pipeline.sealing import SealingSource
 from akoshad.pipeline.stats import Stats
 from akoshad.runtime.control_client import ControlRequestError
 from akoshad.storage.owner import OwnerRecord, OwnerRecordError
@@ -73,7 +74,9 @@ async def offline(settings: Settings) -> AsyncIterator[Offline]:
         yield Offline(settings, state, target, gate)
 
 
-async def reseed_ledger(state: StateDB, system_id: str, target: Target) -> int:
+async def reseed_ledger(
+    state: StateDB, system_id: str, target: Target, sealing: SealingSource | None = None
+) -> int:
     """Forget the ledger of ``target`` (and its chunk table: another owner may have pruned
     since) and seed it from the newest upload in it. Returns the entries known. A crash in
     between leaves an empty ledger: everything is sent again."""
@@ -83,7 +86,7 @@ async def reseed_ledger(state: StateDB, system_id: str, target: Target) -> int:
         StateDB.forget_target_chunks(c, target.name)
 
     await state.transaction(forget)
-    return await Recovery(state, system_id, Discarder(system_id)).rebuild_ledger(target)
+    return await Recovery(state, system_id, Discarder(system_id), sealing).rebuild_ledger(target)
 
 
 def takeover_result(
@@ -102,7 +105,9 @@ def takeover_result(
     }
 
 
-async def _takeover(state: StateDB, gate: OwnerGate, target: Target) -> dict[str, Any]:
+async def _takeover(
+    state: StateDB, gate: OwnerGate, target: Target, sealing: SealingSource | None = None
+) -> dict[str, Any]:
     own = await gate.ownership(target)
     try:
         previous = await own.read()
@@ -111,7 +116,7 @@ async def _takeover(state: StateDB, gate: OwnerGate, target: Target) -> dict[str
     record = await gate.takeover(target)
     if previous is not None and previous.owner_id == record.owner_id:
         return takeover_result(record, previous, None)  # nothing changed hands
-    known = await reseed_ledger(state, gate.system_id, target)
+    known = await reseed_ledger(state, gate.system_id, target, sealing)
     logger.warning(
         "this machine ({}) owns system_id {} in {} now{}",
         record.host,
@@ -125,7 +130,9 @@ async def _takeover(state: StateDB, gate: OwnerGate, target: Target) -> dict[str
 async def takeover_offline(settings: Settings) -> dict[str, Any]:
     """``akoshad takeover`` with no daemon running on this state."""
     async with offline(settings) as off:
-        return await _takeover(off.state, off.gate, off.target)
+        enc, sid = settings.encryption, settings.cloud_sync.system_id
+        sealing = SealingSource(enc, settings.state_dir, sid) if enc.enabled else None
+        return await _takeover(off.state, off.gate, off.target, sealing)
 
 
 async def takeover_in_daemon(parts: Parts, after: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
@@ -133,7 +140,9 @@ async def takeover_in_daemon(parts: Parts, after: Callable[[], Awaitable[Any]]) 
     and ``after`` (the daemon's reconcile and wake-up) runs."""
     async with parts.pass_lock:
         try:
-            result = await _takeover(parts.state, parts.owners, parts.primary)
+            result = await _takeover(
+                parts.state, parts.owners, parts.primary, parts.recovery.sealing
+            )
         except (TransientError, PermanentError, OSError) as exc:
             raise ControlRequestError(f"takeover failed: {exc}") from None
         await parts.state.transaction(

@@ -276,7 +276,7 @@ def build(
         akosha=akosha,
         memory_sync=memory_sync,
         uploader=uploader,
-        recovery=Recovery(state, cs.system_id, uploader.discarder),
+        recovery=Recovery(state, cs.system_id, uploader.discarder, uploader.sealing),
         drain=drain,
         feed=feed,
         metrics=metrics,

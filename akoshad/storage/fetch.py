@@ -1,9 +1,13 @@
 """Stream one stored file (format 1 or 2) into a sink, checking every byte on the way.
 
 Chunks are read as byte ranges of their packs, several reads in flight but never more than
-``memory_budget`` stored bytes held, then decoded (``codec.decode_chunk``: bounded, size
-and sha256 checked per chunk) and written in file order; the whole file's size and sha256
-are checked at the end. A whole object (format 1) is streamed and decoded piece by piece,
+``memory_budget`` stored bytes held, then decoded (``chunk_decode``: bounded, size and
+sha256 checked per chunk; a chunk stored as it is stays a view into its read, uncopied)
+and written in file order; the whole file's size and sha256 are checked at the end (a
+restore, ``check_chunks=False``, hashes only the file, and reads it again chunk by chunk
+only to name the damage when it does not match). :func:`fetch_loaded` does the same for a
+file of one chunk already read (small files read together). A whole object (format 1) is
+streamed and decoded piece by piece,
 reading no more than its ``stored_size`` and decoding no more than its ``size``.
 A damaged or missing part is an :class:`~akoshad.errors.IntegrityError` naming the file
 and the chunk; the sink is then discarded.
@@ -24,8 +28,8 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from akoshad.errors import IntegrityError
-from akoshad.storage.codec import decode_chunk
-from akoshad.storage.crypto import Identities, decode_sealed_chunk
+from akoshad.storage.chunk_decode import Decode, Piece, chunk_decoder, plain_decoder
+from akoshad.storage.crypto import Identities
 from akoshad.storage.errors import PackError, StorageError
 from akoshad.storage.packs import PACK_MAX, Location, RangeRead, plan_reads
 from akoshad.storage.refs import ChunkRef
@@ -52,7 +56,7 @@ class RangeReader(Protocol):
 class Sink(Protocol):
     """Where a file's bytes go (``destdir.FileSink``); blocking, called from a thread."""
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: Piece) -> None: ...
 
     def commit(self, size: int, shown: str) -> None: ...
 
@@ -108,6 +112,13 @@ def _chunk_error(f: StoredFile, i: int, why: str) -> IntegrityError:
     )
 
 
+def read_failure(f: StoredFile, i: int, exc: KeyError | PackError) -> IntegrityError:
+    """The problem of chunk ``i`` of ``f`` whose read failed with ``exc``."""
+    if isinstance(exc, KeyError):
+        return _chunk_error(f, i, "is missing: its object does not exist")
+    return _chunk_error(f, i, f"is damaged: {exc}")
+
+
 def _batches(chunks: tuple[ChunkRef, ...], limit: int) -> list[range]:
     """Consecutive chunks grouped so that each group's stored bytes stay within ``limit``
     (a bigger chunk makes a group of its own). Decoded bytes are not held together: a
@@ -126,48 +137,34 @@ def _batches(chunks: tuple[ChunkRef, ...], limit: int) -> list[range]:
 
 async def _read_batch(
     ranges: RangeReader, f: StoredFile, batch: range, reads: list[RangeRead]
-) -> list[bytes]:
-    """The stored bytes of the batch's chunks, in order."""
+) -> list[Piece]:
+    """The stored bytes of the batch's chunks, in order (views into what was read: no
+    chunk is copied)."""
     chunks = f.chunks
     locs = [Location(chunks[i].key, chunks[i].offset, chunks[i].length) for i in batch]
-    bodies: list[bytes] = [b""] * len(locs)
+    bodies: list[Piece] = [b""] * len(locs)
     for rr in reads:
         first = batch[rr.items[0]]
         try:
             data = await ranges.read_range(rr.key, rr.start, rr.length)
-        except KeyError:
-            raise _chunk_error(f, first, "is missing: its object does not exist") from None
-        except PackError as exc:
-            raise _chunk_error(f, first, f"is damaged: {exc}") from None
+        except (KeyError, PackError) as exc:
+            raise read_failure(f, first, exc) from None
         if len(data) != rr.length:
             raise _chunk_error(f, first, "is damaged: its object is too short")
+        view = memoryview(data)
         for j in rr.items:
-            bodies[j] = rr.extract(data, locs[j])
+            rel = locs[j].offset - rr.start
+            bodies[j] = view[rel : rel + locs[j].length]
     return bodies
-
-
-Decode = Callable[[bytes, ChunkRef], bytes]
-
-
-def chunk_decoder(identities: Identities | None) -> Decode:
-    """How stored chunks are decoded: sealed ones (``encryption: age``) opened with
-    ``identities`` first (a missing or wrong identity is an ``IdentityError``, not damage)."""
-
-    def decode(stored: bytes, ref: ChunkRef) -> bytes:
-        if ref.encryption == "age":
-            return decode_sealed_chunk(stored, ref, identities)
-        return decode_chunk(stored, ref)
-
-    return decode
 
 
 def _decode_batch(
     f: StoredFile,
     batch: range,
-    bodies: list[bytes],
+    bodies: list[Piece],
     digest: Any,
-    write: Callable[[bytes], Any],
-    decode: Decode = decode_chunk,
+    write: Callable[[Piece], Any],
+    decode: Decode = plain_decoder,
 ) -> int:
     """Decode and check each chunk of the batch, hash and write it; decoded bytes."""
     n = 0
@@ -187,10 +184,10 @@ async def _fetch_chunks(
     ranges: RangeReader,
     f: StoredFile,
     digest: Any,
-    write: Callable[[bytes], Any],
+    write: Callable[[Piece], Any],
     max_in_flight: int,
     memory_budget: int,
-    decode: Decode = decode_chunk,
+    decode: Decode = plain_decoder,
 ) -> int:
     """Read batches ahead (bounded by count and bytes), decode and write them in order."""
     limit = max(1, min(BATCH_BYTES, memory_budget // max(1, max_in_flight)))
@@ -201,7 +198,7 @@ async def _fetch_chunks(
         locs = [Location(chunks[i].key, chunks[i].offset, chunks[i].length) for i in batch]
         plans.append(plan_reads(locs, max_gap=min(MiB, limit // 4), max_span=limit))
     cost = [sum(r.length for r in plan) for plan in plans]
-    pending: deque[tuple[int, asyncio.Task[list[bytes]]]] = deque()
+    pending: deque[tuple[int, asyncio.Task[list[Piece]]]] = deque()
     held = size = nxt = 0
     try:
         while nxt < len(batches) or pending:
@@ -287,12 +284,13 @@ async def _fetch_whole(
     return size
 
 
-def _writer(sink: SinkLike) -> Callable[[bytes], Any]:
+def _writer(sink: SinkLike) -> Callable[[Piece], Any]:
     if sink is None:
         return lambda data: None
     if isinstance(sink, Sink):
         return sink.write
-    return sink
+    plain = sink  # a callable taking bytes (``list.append``): a view is copied for it
+    return lambda data: plain(data if isinstance(data, bytes) else bytes(data))
 
 
 async def fetch_file(
@@ -301,9 +299,10 @@ async def fetch_file(
     sink: SinkLike = None,
     *,
     ranges: RangeReader | None = None,
-    max_in_flight: int = MAX_IN_FLIGHT,
+    max_in_flight: int | None = None,
     memory_budget: int = MEMORY_BUDGET,
     identities: Identities | None = None,
+    check_chunks: bool = True,
 ) -> tuple[int, str]:
     """Stream ``f`` into ``sink`` (a ``Sink``, a callable taking bytes, or None to only
     check it); returns ``(size, sha256)``. A ``Sink`` is committed when every byte checked
@@ -311,7 +310,11 @@ async def fetch_file(
     :class:`RangeReader`, else pass one :class:`WholeObjectRanges` shared by the restore.
     Sealed chunks are opened with ``identities`` (``IdentityError`` without or with the
     wrong ones; a sealed chunk that does not open is damage naming the file and chunk).
+    ``check_chunks=False`` hashes only the file (each byte once, as a restore needs); when
+    it does not match, the file is read again with every chunk checked, so that the
+    error still names the damaged chunk.
     """
+    max_in_flight = MAX_IN_FLIGHT if max_in_flight is None else max_in_flight
     if max_in_flight < 1 or memory_budget < 1:
         raise ValueError("max_in_flight and memory_budget must be positive")
     if ranges is None:
@@ -323,12 +326,22 @@ async def fetch_file(
         if whole is not None:
             size = await _fetch_whole(target, f, whole, digest, write)
         else:
-            decode = chunk_decoder(identities)
+            decode = chunk_decoder(identities, check=check_chunks)
             size = await _fetch_chunks(
                 ranges, f, digest, write, max_in_flight, memory_budget, decode
             )
         sha = digest.hexdigest()
         if size != f.size or sha != f.sha256:
+            if whole is None and not check_chunks:  # name the chunk when one is damaged
+                await _fetch_chunks(
+                    ranges,
+                    f,
+                    hashlib.sha256(),
+                    _writer(None),
+                    1,
+                    memory_budget,
+                    chunk_decoder(identities),
+                )
             raise IntegrityError(
                 f"{f.path}: content does not match the manifest "
                 f"(size {size} vs {f.size}, sha256 {sha[:12]} vs {f.sha256[:12]})"
@@ -340,3 +353,38 @@ async def fetch_file(
             await asyncio.to_thread(sink.discard)
         raise
     return size, sha
+
+
+def fetch_loaded(
+    f: StoredFile, stored: Piece, sink: SinkLike, decode: Decode = plain_decoder
+) -> int:
+    """Blocking :func:`fetch_file` of a file of one chunk whose stored bytes are in hand
+    (read with others of its pack): decoded, checked (chunk and file), written and the
+    ``Sink`` committed, or discarded on any failure. Returns the size."""
+    write = _writer(sink)
+    try:
+        if f.whole is not None or len(f.chunks) != 1:
+            raise ValueError(f"{f.path}: not a file of one chunk")
+        ref = f.chunks[0]
+        if len(stored) != ref.length:
+            raise _chunk_error(f, 0, "is damaged: its object is too short")
+        try:
+            data = decode(stored, ref)
+        except StorageError as exc:
+            raise _chunk_error(f, 0, f"is damaged: {exc}") from None
+        # the chunk's own check covers the file when they are the same bytes
+        same = ref.size == f.size and ref.sha256 == f.sha256
+        sha = f.sha256 if same else hashlib.sha256(data).hexdigest()
+        if len(data) != f.size or sha != f.sha256:
+            raise IntegrityError(
+                f"{f.path}: content does not match the manifest "
+                f"(size {len(data)} vs {f.size}, sha256 {sha[:12]} vs {f.sha256[:12]})"
+            )
+        write(data)
+        if isinstance(sink, Sink):
+            sink.commit(len(data), f.path)
+    except BaseException:
+        if isinstance(sink, Sink):
+            sink.discard()
+        raise
+    return len(data)

@@ -1,0 +1,218 @@
+"""How restored files land under ``--dest``: durable, whole, and out of the fetch path.
+
+A file is written to a private temporary name (``destdir.FileSink``) and checked; then
+:class:`Committer` takes it: a pool of its own fsyncs the file and renames it over its
+final name, while the restore goes on fetching. Many fsyncs at once share the file
+system's journal commits, and none of them holds a fetch up. At most
+:data:`MAX_PENDING` files wait to land (each holds its descriptor), so a slow disk slows
+the fetch down instead of opening files without end. :meth:`Committer.finish` waits for
+every file, raises the first failure, then fsyncs every directory that changed (new
+names, new subdirectories): only then is the restore done. A file that fails to land is
+removed; no temporary name outlives the restore.
+
+:class:`DestTree` opens each directory under ``--dest`` once (no-follow, as
+``destdir.parent_dir`` does) and shares the descriptor between the files written into it;
+at most :data:`MAX_OPEN_DIRS` idle ones stay open (a closed one is fsynced first when it
+changed). Everything here but ``finish`` and ``close`` blocks: call it from a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from akoshad.restore.destdir import DestError, FileSink, _open_subdir
+from akoshad.storage.stored import StoredFile
+
+SYNC_THREADS = 16  # fsyncs in flight together (the journal commits them in groups)
+MAX_PENDING = 128  # checked files waiting to land (each holds a descriptor)
+MAX_OPEN_DIRS = 64  # idle directory descriptors kept open
+
+
+@dataclass
+class _Dir:
+    fd: int
+    refs: int = 0
+    changed: bool = False
+
+
+class DestTree:
+    """Directory descriptors under ``dest_fd`` (see the module docstring)."""
+
+    def __init__(self, dest_fd: int, force: bool, max_open: int | None = None) -> None:
+        self.force = force
+        self.max_open = MAX_OPEN_DIRS if max_open is None else max_open
+        self._lock = threading.Lock()
+        self._dirs: OrderedDict[str, _Dir] = OrderedDict({"": _Dir(os.dup(dest_fd))})
+        self._closed = False
+
+    def acquire(self, path: str) -> tuple[str, int]:
+        """The directory that holds the store path ``path`` (made as needed): its key and
+        descriptor, valid until :meth:`release`."""
+        key = path.rpartition("/")[0]
+        with self._lock:
+            if self._closed:
+                raise DestError("the restore has stopped")
+            d = self._open(key)
+            d.refs += 1
+            self._trim()
+            return key, d.fd
+
+    def _open(self, key: str) -> _Dir:
+        d = self._dirs.get(key)
+        if d is not None:
+            self._dirs.move_to_end(key)
+            return d
+        parent_key, _, name = key.rpartition("/")
+        parent = self._open(parent_key)
+        parent.refs += 1  # kept open while its child is opened
+        try:
+            fd, changed = _open_subdir(parent.fd, name, key, self.force)
+        finally:
+            parent.refs -= 1
+        parent.changed = parent.changed or changed
+        d = self._dirs[key] = _Dir(fd)
+        return d
+
+    def release(self, key: str, changed: bool) -> None:
+        """A file in ``key`` is done (``changed``: a name was added there)."""
+        with self._lock:
+            d = self._dirs[key]
+            d.refs -= 1
+            d.changed = d.changed or changed
+            self._trim()
+
+    def _trim(self) -> None:
+        """Close idle directories past ``max_open`` (all of them once closed), oldest
+        first, each fsynced first when it changed."""
+        for key in list(self._dirs):
+            if not self._closed and len(self._dirs) <= self.max_open:
+                return
+            d = self._dirs[key]
+            if d.refs or (key == "" and not self._closed):
+                continue
+            del self._dirs[key]
+            try:
+                if d.changed and not self._closed:
+                    os.fsync(d.fd)
+            finally:
+                os.close(d.fd)
+
+    def sync(self) -> None:
+        """fsync every open directory that changed."""
+        with self._lock:
+            for d in self._dirs.values():
+                if d.changed:
+                    os.fsync(d.fd)
+                    d.changed = False
+
+    def close(self) -> None:
+        """No new directory from now on; each one is closed once no file holds it."""
+        with self._lock:
+            self._closed = True
+            self._trim()
+
+
+class LandingSink(FileSink):
+    """A :class:`FileSink` whose ``commit`` hands the checked file to a :class:`Committer`
+    instead of syncing it in the fetch path."""
+
+    def __init__(self, committer: Committer, key: str, dir_fd: int, name: str, mode: int | None):
+        super().__init__(dir_fd, name, mode)
+        self.committer = committer
+        self.key = key
+        self._held = True
+
+    def commit(self, size: int, shown: str) -> None:
+        self.finish(size)
+        self.committer.hand(self, shown)
+
+    def discard(self) -> None:
+        super().discard()
+        self.release(changed=False)
+
+    def release(self, changed: bool) -> None:
+        """Let go of the directory (once)."""
+        if self._held:
+            self._held = False
+            self.committer.tree.release(self.key, changed)
+
+
+class Committer:
+    """Lands checked files: fsync, rename, then the directories (module docstring)."""
+
+    def __init__(
+        self, tree: DestTree, threads: int = SYNC_THREADS, pending: int = MAX_PENDING
+    ) -> None:
+        self.tree = tree
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="akoshad-land")
+        self._slots = threading.BoundedSemaphore(pending)
+        self._idle = threading.Condition()
+        self._count = 0
+        self._error: BaseException | None = None
+        self._closed = False
+
+    def sink(self, f: StoredFile) -> LandingSink:
+        """A sink for ``f`` in its directory under ``--dest`` (made as needed)."""
+        key, dir_fd = self.tree.acquire(f.path)
+        try:
+            return LandingSink(self, key, dir_fd, f.path.rsplit("/", 1)[-1], f.mode)
+        except BaseException:
+            self.tree.release(key, False)
+            raise
+
+    def hand(self, sink: LandingSink, shown: str) -> None:
+        """Queue ``sink`` (checked, its size and mode set) to land; waits while
+        :data:`MAX_PENDING` files already wait. Raises a failure an earlier file met."""
+        if self._error is not None:
+            raise self._error
+        self._slots.acquire()
+        with self._idle:
+            if self._closed:
+                self._slots.release()
+                raise DestError("the restore has stopped")
+            self._count += 1
+        self._pool.submit(self._land, sink, shown)
+
+    def _land(self, sink: LandingSink, shown: str) -> None:
+        try:
+            sink.sync()
+            sink.publish(shown)
+            sink.release(changed=True)
+        except BaseException as exc:
+            sink.discard()
+            if self._error is None:
+                self._error = exc
+        finally:
+            self._slots.release()
+            with self._idle:
+                self._count -= 1
+                self._idle.notify_all()
+
+    def _wait(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._count == 0)
+
+    async def finish(self) -> None:
+        """Wait until every handed file landed (or raise the first failure), then fsync
+        the directories that changed."""
+        await asyncio.to_thread(self._wait)
+        if self._error is not None:
+            raise self._error
+        await asyncio.to_thread(self.tree.sync)
+
+    async def close(self) -> None:
+        """Refuse new files, let those handed land, stop the pool, release the tree."""
+        with self._idle:
+            self._closed = True
+
+        def close() -> None:
+            self._wait()
+            self._pool.shutdown(wait=True)
+            self.tree.close()
+
+        await asyncio.shield(asyncio.to_thread(close))

@@ -1,0 +1,79 @@
+"""Decoding the stored bytes of one chunk for ``fetch``: opened (``encryption: age``),
+decompressed with the codec's hard bound, size checked, and its sha256 checked unless the
+caller checks the whole file's instead (``check=False``: a restore hashes every byte
+once, the file's; ``fetch.fetch_file`` then names the damaged chunk by a checked second
+read when the file does not match).
+
+A chunk stored as it is (no compression, no encryption) is checked in place: the
+decoded bytes are the view into the read it came in, never copied. Blocking (CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from akoshad.storage.codec import decode_chunk, decompress
+from akoshad.storage.crypto import Identities, decode_sealed_chunk, open_sealed
+from akoshad.storage.errors import CorruptChunk, StorageError
+from akoshad.storage.refs import MAX_CHUNK_SIZE, ChunkRef
+
+Piece = bytes | memoryview  # stored or decoded bytes (a view into a read, uncopied)
+Decode = Callable[[Piece, ChunkRef], Piece]
+
+
+def _stored_length(stored: Piece, ref: ChunkRef) -> None:
+    if len(stored) != ref.length:
+        raise CorruptChunk(
+            f"chunk {ref.sha256[:12]}: got {len(stored)} stored bytes, expected {ref.length}"
+        )
+
+
+def _check_sha(data: Piece, ref: ChunkRef) -> None:
+    if hashlib.sha256(data).hexdigest() != ref.sha256:
+        raise CorruptChunk(f"chunk {ref.sha256[:12]} does not match its sha256")
+
+
+def _plain(stored: Piece, ref: ChunkRef, check: bool) -> Piece:
+    """A chunk stored as it is, checked as ``codec.decode_chunk`` checks it (same errors),
+    without a copy."""
+    _stored_length(stored, ref)
+    if not 0 <= ref.size <= MAX_CHUNK_SIZE:
+        raise CorruptChunk(f"declared chunk size {ref.size} is out of range")
+    if len(stored) != ref.size:
+        raise CorruptChunk(f"stored chunk has {len(stored)} bytes, expected {ref.size}")
+    if check:
+        _check_sha(stored, ref)
+    return stored
+
+
+def _unhashed(stored: Piece, ref: ChunkRef, identities: Identities | None) -> bytes:
+    """What ``decode_chunk``/``decode_sealed_chunk`` do, but the chunk's sha256."""
+    _stored_length(stored, ref)
+    if ref.encryption == "age":
+        packed = open_sealed(bytes(stored), identities, ref.size)
+    elif ref.encryption == "none":
+        packed = bytes(stored)
+    else:
+        raise StorageError(f"chunk {ref.sha256[:12]} is encrypted ({ref.encryption})")
+    return decompress(packed, ref.compression, ref.size)
+
+
+def chunk_decoder(identities: Identities | None, *, check: bool = True) -> Decode:
+    """How stored chunks are decoded: sealed ones (``encryption: age``) opened with
+    ``identities`` first (a missing or wrong identity is an ``IdentityError``, not damage);
+    each chunk's sha256 checked unless ``check`` is false (the caller hashes the file)."""
+
+    def decode(stored: Piece, ref: ChunkRef) -> Piece:
+        if ref.encryption == "none" and ref.compression == "none":
+            return _plain(stored, ref, check)
+        if not check:
+            return _unhashed(stored, ref, identities)
+        if ref.encryption == "age":
+            return decode_sealed_chunk(bytes(stored), ref, identities)
+        return decode_chunk(bytes(stored), ref)
+
+    return decode
+
+
+plain_decoder = chunk_decoder(None)

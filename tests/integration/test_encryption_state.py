@@ -1,0 +1,175 @@
+"""Encrypted uploads read back by the machine's own tools (local target, ``python -m
+akoshad`` as users run it): ``akoshad uploads`` with and without the identity, and the
+ledger rebuilt from sealed index parts when the state is lost (a new machine that holds
+the identity sends nothing again for files it did not change)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoshad.storage.crypto import load_identity, write_new_identity
+from akoshad.targets.local import LocalTarget
+from tests.helpers import akoshad, base_env, manifests
+from tests.integration.test_encryption_uploads import encryption_config
+from tests.sealed_read import sealed_files
+from tests.storegen import make_store
+
+SID = "enc-state"
+
+
+class Sealed:
+    """Two encrypted uploads of one store (a file changed in between), to identity A."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.store = tmp / "store"
+        make_store(self.store, conversations=10)
+        (self.store / "notes").mkdir()
+        (self.store / "notes" / "plan.md").write_text("first\n" * 200)
+        self.env = base_env(tmp)
+        self.public = write_new_identity(tmp / "id.txt")
+        write_new_identity(tmp / "other.txt")
+        self.outbox = tmp / "outbox"
+        for text in ("first", "second"):
+            (self.store / "notes" / "plan.md").write_text(f"{text}\n" * 200)
+            res = self.run("--once")
+            assert res.returncode == 0, res.stderr
+        self.manifests = manifests(self.outbox, SID)
+        assert len(self.manifests) == 2
+
+    def config(self, **encryption: Any) -> Path:
+        enc = {"recipients": [self.public], **encryption}
+        return encryption_config(self.tmp, SID, [self.public], encryption=enc)
+
+    def run(self, *args: str, **encryption: Any) -> Any:
+        cfg = self.config(**encryption)
+        return akoshad("run", *args, "--config", str(cfg), env=self.env, timeout=300)
+
+    def cli(self, *args: str, **encryption: Any) -> Any:
+        cfg = self.config(**encryption)
+        return akoshad(*args, "--config", str(cfg), env=self.env, timeout=120)
+
+    def file_counts(self) -> list[int]:
+        target, identity = LocalTarget(self.outbox), load_identity(self.tmp / "id.txt")
+
+        async def counts() -> list[int]:
+            return [len((await sealed_files(target, m, identity))[0]) for m in self.manifests]
+
+        return asyncio.run(counts())
+
+    def objects(self) -> set[str]:
+        root = self.outbox / "systems" / SID
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def sealed(tmp_path_factory: pytest.TempPathFactory) -> Sealed:
+    return Sealed(tmp_path_factory.mktemp("sealed"))
+
+
+def test_uploads_without_the_identity_says_encrypted(sealed: Sealed) -> None:
+    res = sealed.cli("uploads", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert [r["upload_id"] for r in rows] == [m["metadata"]["upload_id"] for m in sealed.manifests]
+    for row, manifest in zip(rows, sealed.manifests, strict=True):
+        assert row["encrypted"] is True and row["damaged"] is None
+        assert row["files"] is None and row["stored_bytes"] is None
+        assert "needs the identity" in row["locked"]
+        assert row["total_size_bytes"] == manifest["total_size_bytes"]
+    table = sealed.cli("uploads")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["UPLOAD_ID", "TIME", "FILES", "STORED", "TOTAL"]
+    for line in lines[1:3]:
+        cells = line.split()
+        assert cells[2:4] == ["encrypted", "encrypted"], line
+        assert "?" not in line
+    assert lines[3].startswith("encrypted: files and stored bytes unknown, needs the identity")
+
+
+@pytest.mark.parametrize("how", ["--identity", "identity_file"])
+def test_uploads_with_the_identity_reads_the_sealed_index(sealed: Sealed, how: str) -> None:
+    if how == "--identity":
+        res = sealed.cli("uploads", "--json", "--identity", str(sealed.tmp / "id.txt"))
+    else:
+        res = sealed.cli("uploads", "--json", identity_file=str(sealed.tmp / "id.txt"))
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert [r["files"] for r in rows] == sealed.file_counts()
+    assert all(r["encrypted"] is True and r["locked"] is None for r in rows)
+    # every stored object counted once (the owner record and the name keys aside)
+    stored = sum(
+        (sealed.outbox / "systems" / SID / k).stat().st_size
+        for k in sealed.objects()
+        if k != "owner.json" and not k.startswith("keys/")
+    )
+    assert sum(r["stored_bytes"] for r in rows) == stored
+    assert 0 < rows[1]["stored_bytes"] < rows[0]["stored_bytes"]  # one small change
+    human = sealed.cli("uploads", "--identity", str(sealed.tmp / "id.txt")).stdout
+    assert "encrypted" not in human and human.splitlines()[1].split()[2] == str(rows[0]["files"])
+
+
+def test_uploads_with_another_identity_says_so(sealed: Sealed) -> None:
+    res = sealed.cli("uploads", "--json", "--identity", str(sealed.tmp / "other.txt"))
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert all(r["files"] is None and "other keys" in r["locked"] for r in rows), rows
+
+
+def _packs(sealed: Sealed) -> set[str]:
+    return {k for k in sealed.objects() if k.startswith("packs/")}
+
+
+def _corrupt_state(sealed: Sealed) -> None:
+    """The state database is damaged: the daemon sets it aside and rebuilds the ledger."""
+    (sealed.tmp / "state" / "state.db").write_bytes(b"not a database " * 1000)
+
+
+def test_lost_state_without_identity_sends_again_and_says_why(sealed: Sealed) -> None:
+    before = _packs(sealed)
+    _corrupt_state(sealed)
+    res = sealed.run("--once")
+    assert res.returncode == 0, res.stderr
+    said = [line for line in res.stderr.splitlines() if "no identity is readable here" in line]
+    assert len(said) == 1 and "sent again once" in said[0], res.stderr
+    assert _packs(sealed) - before  # the store went up again
+
+
+def test_lost_state_with_identity_sends_no_pack_again(sealed: Sealed) -> None:
+    """The state database lost, ``run --once`` with ``identity_file``: the ledger is seeded
+    from the sealed index, nothing unchanged goes up again."""
+    before, uploads = _packs(sealed), len(manifests(sealed.outbox, SID))
+    identity = {"identity_file": str(sealed.tmp / "id.txt")}
+    _corrupt_state(sealed)
+    res = sealed.run("--once", **identity)
+    assert res.returncode == 0, res.stderr
+    assert "ledger rebuilt" in res.stderr and "sent again" not in res.stderr, res.stderr
+    assert _packs(sealed) == before
+    assert len(manifests(sealed.outbox, SID)) == uploads  # no change: no upload
+
+
+def test_new_machine_with_identity_takes_over_and_sends_only_changes(sealed: Sealed) -> None:
+    """The whole state directory lost (a new machine): ``takeover`` and ``run --once`` with
+    ``identity_file`` send nothing for unchanged files, then only what changes."""
+    before, uploads = _packs(sealed), len(manifests(sealed.outbox, SID))
+    identity = {"identity_file": str(sealed.tmp / "id.txt")}
+    shutil.rmtree(sealed.tmp / "state")
+    res = sealed.cli("takeover", "--json", **identity)
+    assert res.returncode == 0, res.stdout + res.stderr
+    files = [p for p in sealed.store.rglob("*") if p.is_file()]
+    assert json.loads(res.stdout)["ledger_entries"] == len(files)
+    res = sealed.run("--once", **identity)
+    assert res.returncode == 0, res.stderr
+    assert _packs(sealed) == before
+    assert len(manifests(sealed.outbox, SID)) == uploads
+    (sealed.store / "notes" / "plan.md").write_text("third\n" * 200)
+    res = sealed.run("--once", **identity)
+    assert res.returncode == 0, res.stderr
+    assert len(_packs(sealed) - before) == 1  # the changed file alone

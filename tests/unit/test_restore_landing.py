@@ -1,0 +1,103 @@
+"""Restore's landing of checked files (``restore.landing``) and its one-hash check of each
+file (``fetch_file(check_chunks=False)``), through ``readback.restore_files`` on a store
+kept in memory: every file whole under its name, no temporary name left, a damaged chunk
+still named, a file that cannot be made durable failing the restore."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from akoshad.errors import IntegrityError, RestoreError
+from akoshad.restore import landing
+from akoshad.restore.destdir import TEMP_PREFIX, FileSink
+from akoshad.restore.readback import restore_files
+from akoshad.storage.stored import StoredFile
+from tests.format2_store import MemTarget, Store
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _temps(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+
+
+async def _stored(tmp_path: Path) -> tuple[MemTarget, list[StoredFile], Path]:
+    """A store of nested small files, a large incompressible file and a text file."""
+    rng = random.Random(3)
+    src = tmp_path / "src"
+    for d in range(12):
+        for i in range(6):
+            f = src / f"d{d}" / "sub" / f"s{i}.json"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(f'{{"d": {d}, "i": {i}, "n": {rng.random()}}}')
+    (src / "big.bin").write_bytes(rng.randbytes(600_000))  # many chunks, stored as they are
+    (src / "log.txt").write_text("".join(f"line {n}\n" for n in range(40_000)))
+    os.chmod(src / "log.txt", 0o640)
+    staging = tmp_path / "staging"
+    staging.mkdir(mode=0o700)
+    target = MemTarget()
+    files = await Store(target, "sys", staging).store_tree(src)
+    return target, files, src
+
+
+async def test_every_file_lands_whole_with_its_mode_and_no_temp_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(landing, "MAX_OPEN_DIRS", 3)  # directories closed and reopened
+    target, files, src = await _stored(tmp_path)
+    big = next(f for f in files if f.path == "big.bin")
+    assert len(big.chunks) > 10 and all(c.compression == "none" for c in big.chunks)
+    dest = tmp_path / "dest"
+    assert await restore_files(target, files, dest) == len(files)
+    assert _tree(dest) == _tree(src)
+    assert (dest / "log.txt").stat().st_mode & 0o777 == 0o640
+    assert _temps(dest) == []
+
+
+async def test_a_damaged_chunk_of_a_large_file_is_named(tmp_path: Path) -> None:
+    target, files, _ = await _stored(tmp_path)
+    big = next(f for f in files if f.path == "big.bin")
+    ref = big.chunks[len(big.chunks) // 2]
+    blob = bytearray(target.objects[ref.key])
+    blob[ref.offset + ref.length // 2] ^= 0xFF
+    target.objects[ref.key] = bytes(blob)
+    dest = tmp_path / "dest"
+    with pytest.raises(IntegrityError) as caught:
+        await restore_files(target, [big], dest)
+    n = big.chunks.index(ref) + 1
+    assert f"big.bin: chunk {n} of {len(big.chunks)}" in str(caught.value)
+    assert ref.sha256[:12] in str(caught.value) and "is damaged" in str(caught.value)
+    assert not (dest / "big.bin").exists() and _temps(dest) == []
+
+
+async def test_a_file_that_cannot_be_synced_fails_the_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, files, _ = await _stored(tmp_path)
+    real = FileSink.sync
+
+    def sync(self: FileSink) -> None:
+        if self.name == "log.txt":
+            raise OSError(5, "Input/output error")
+        real(self)
+
+    monkeypatch.setattr(FileSink, "sync", sync)
+    dest = tmp_path / "dest"
+    with pytest.raises(OSError, match="Input/output error"):
+        await restore_files(target, files, dest)
+    assert not (dest / "log.txt").exists() and _temps(dest) == []
+
+
+async def test_a_directory_where_a_file_goes_is_refused(tmp_path: Path) -> None:
+    target, files, _ = await _stored(tmp_path)
+    dest = tmp_path / "dest"
+    (dest / "log.txt").mkdir(parents=True)
+    with pytest.raises(RestoreError, match=r"log\.txt in --dest is a directory"):
+        await restore_files(target, files, dest, force=True)
+    assert (dest / "log.txt").is_dir() and _temps(dest) == []
