@@ -2,9 +2,9 @@
 
 DuckDB costs the process that loads it about 40 MiB of resident memory, and a hostile
 database file may crash it. The daemon never imports it: validating a snapshot copy and
-reading memories from one run in a child, ``python -m akoshad.duckdb_worker COMMAND ...``,
-that answers one JSON object. The functions below (parent side, blocking: call them from a
-worker thread) run one child each:
+reading memories run in a child, ``python -m akoshad.duckdb_worker COMMAND ...``, that
+answers one JSON object (its commands: :mod:`akoshad.duckdb_commands`). The functions below
+(parent side, blocking: call them from a worker thread) run one child each:
 
 * :func:`validate_copy`: open the private copy read-only, count every table's rows.
 * :func:`list_rows`: the memory rows and why a row cannot be sent.
@@ -16,13 +16,11 @@ What crosses the pipe is JSON; an embedding kept as DuckDB's text (:class:`RawJS
 as a string and becomes a RawJSON again, so what is sent is byte for byte what an in-process
 encoding gives. A crash or a hang (killed after ``TIMEOUT``) is a clear error for that file.
 
-Memory: a child opens its copy once, with one thread, no insertion order kept and DuckDB's
-buffers bounded by ``MEMORY_LIMIT`` (left alone, DuckDB keeps the blocks it read up to 80 %
-of RAM: a big store's child grew past 400 MiB). Past the limit DuckDB spills to a private
-directory (mode 0700) beside the copy, made for the child and removed after it (a crash
-leaves it in the staging directory, emptied at the next start). Rows are fetched a batch at
-a time. Should DuckDB still run out of memory under the limit, the command is run once more
-under ``RETRY_MEMORY_LIMIT`` and a line is logged: a big store is never an error for it.
+Memory: a child's DuckDB buffers are bounded by ``MEMORY_LIMIT``. Past the limit DuckDB
+spills to a private directory (mode 0700) beside the copy, made for the child and removed
+after it (a crash leaves it in the staging directory, emptied at the next start). Should
+DuckDB still run out of memory under the limit, the command is run once more under
+``RETRY_MEMORY_LIMIT`` and a line is logged: a big store is never an error for it.
 """
 
 from __future__ import annotations
@@ -31,52 +29,29 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loguru import logger
 
-from akoshad.akosha.rows import (
-    DuckDBSetting,
-    Memory,
-    RawJSON,
-    RowRef,
-    batches,
-    chunks,
-    conversation_entry,
-    encode_json,
-    iter_refs,
-    memory_id,
-    open_copy,
-    read_memories,
-    wanted_ids,
-)
-from akoshad.errors import SnapshotError, classify_open_error
-from akoshad.heap import trim
+from akoshad.akosha.encoding import Memory, RawJSON
+from akoshad.akosha.rows import RowRef, memory_id, wanted_ids
+from akoshad.duckdb_commands import OUT_OF_MEMORY, Redactions, handle
+from akoshad.errors import SnapshotError
 from akoshad.manifest.facts import Facts
-from akoshad.pyworker import WorkerError, WorkerFailed, first_line, run_json, serve
-
-if TYPE_CHECKING:
-    from akoshad.akosha.redact import SecretRedactor
+from akoshad.pyworker import WorkerError, WorkerFailed, run_json, serve
 
 WORKER_MODULE = "akoshad.duckdb_worker"
 TIMEOUT = 900.0  # seconds one child may take (a big store's memories.json takes a few)
 MEMORY_LIMIT = "32MB"  # DuckDB's buffers in a child; past it, it spills to its temp directory
-READ_ROWS = 500  # rows one query of a child reads at most (what MEMORY_LIMIT is measured with)
 # the one retry of a command that ran out of memory anyway: DuckDB's own default (80 % of
 # RAM), what every command had before the limit
 RETRY_MEMORY_LIMIT: str | None = None
 TEMP_PREFIX = ".duckdb-tmp-"  # the child's private spill directory, beside the copy
-OUT_OF_MEMORY = "out-of-memory"  # the WorkerError kind of a command DuckDB ran out of memory in
-Redactions = dict[str, list[str]]  # memory_id -> the kinds of secret replaced in its text
-_HEAD = b'{"conversations":['
-# every child's connection, besides the limits the parent sends and DUCKDB_SAFE
-_BOUNDED: dict[str, DuckDBSetting] = {"threads": 1, "preserve_insertion_order": False}
 
 
-# ---- parent side ---------------------------------------------------------------------
 @contextmanager
 def spill_dir(beside: Path) -> Iterator[Path]:
     """A new private directory (mode 0700) in ``beside`` for DuckDB to spill into, removed
@@ -148,21 +123,6 @@ def list_rows(snapshot_db: Path, system_id: str) -> list[RowRef]:
     return refs
 
 
-def _tables(refs: Iterable[RowRef]) -> dict[str, Any]:
-    """``refs`` compactly, for the pipe: per table (in order) its original ids and a code
-    per row (0: no problem, else 1 + the index of its reason in ``reasons``: a big store
-    with many rows left out names each reason once)."""
-    tables: list[tuple[str, list[str], list[int]]] = []
-    codes: dict[str, int] = {}
-    for ref in refs:
-        if not tables or tables[-1][0] != ref.table:
-            tables.append((ref.table, [], []))
-        tables[-1][1].append(ref.original_id)
-        code = 0 if ref.problem is None else codes.setdefault(ref.problem, len(codes) + 1)
-        tables[-1][2].append(code)
-    return {"tables": tables, "reasons": list(codes)}
-
-
 def load_batches(
     snapshot_db: Path,
     system_id: str,
@@ -171,7 +131,7 @@ def load_batches(
     max_bytes: int,
     redact: bool,
 ) -> tuple[list[list[Memory]], dict[str, str], Redactions]:
-    """:func:`load_batches_here`, in a child."""
+    """:func:`~akoshad.duckdb_commands.load_batches_here`, in a child."""
     skipped: dict[str, str] = {}
     request = {"ids": wanted_ids(refs, skipped), "max_items": max_items, "max_bytes": max_bytes}
     request["redact"] = redact
@@ -183,10 +143,10 @@ def load_batches(
 def build_memories_json(
     snapshot_db: Path, system_id: str, refs: Sequence[RowRef], chunk: int, redact: bool
 ) -> tuple[Path, list[str], Redactions]:
-    """:func:`write_memories_json` in a child, into a private file (mode 0600) beside the
-    copy: its path (the caller uploads it as a stream and removes it), the ids it holds and
-    the redactions made. Never held whole in memory: a large store's file is hundreds of MiB.
-    Rows with a problem are left out."""
+    """:func:`~akoshad.duckdb_commands.write_memories_json` in a child, into a private file
+    (mode 0600) beside the copy: its path (the caller uploads it as a stream and removes it),
+    the ids it holds and the redactions made. Never held whole in memory: a large store's
+    file is hundreds of MiB. Rows with a problem are left out."""
     fd, name = tempfile.mkstemp(prefix=".memories-", suffix=".json", dir=snapshot_db.parent)
     os.close(fd)
     try:
@@ -208,214 +168,9 @@ def _memory(raw: Memory) -> Memory:
     return raw
 
 
-# ---- child side (also usable in process) -----------------------------------------------
-class OutOfMemory(Exception):
-    """DuckDB ran out of memory under the child's limit (answered with its ``kind``)."""
-
-    kind = OUT_OF_MEMORY
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    import duckdb
-
-    return isinstance(exc, duckdb.OutOfMemoryException) or str(exc).startswith(
-        "Out of Memory Error"
-    )
-
-
-def bounded_settings(request: dict[str, Any] | None = None) -> dict[str, DuckDBSetting]:
-    """A child's connection settings: one thread, no insertion order, and the memory limit
-    and spill directory the parent sent (``request["duckdb"]``)."""
-    given = (request or {}).get("duckdb") or {}
-    settings = dict(_BOUNDED)
-    for key in ("memory_limit", "temp_directory"):
-        if isinstance(given.get(key), str):
-            settings[key] = given[key]
-    return settings
-
-
-def _validate(
-    staged_db: Path, settings: dict[str, DuckDBSetting] | None = None
-) -> tuple[str | None, Facts | None]:
-    """Open the private copy read-only (with its WAL); a note and the row counts."""
-    from akoshad.manifest.facts import duckdb_row_counts
-
-    try:
-        con = open_copy(staged_db, settings)
-    except Exception as exc:
-        if _out_of_memory(exc):
-            raise
-        return classify_open_error(exc), None
-    try:
-        facts = duckdb_row_counts(con)
-    except Exception as exc:
-        if _out_of_memory(exc):
-            raise
-        raise SnapshotError(f"DuckDB copy is not readable: {exc}") from None
-    finally:
-        con.close()
-    return None, facts
-
-
-def _redactor(redact: bool | SecretRedactor | None) -> SecretRedactor | None:
-    """None (off: False/None), a redactor of the default rules (True), or the one given."""
-    if redact is None or redact is False:
-        return None
-    from akoshad.akosha.redact import SecretRedactor
-
-    return SecretRedactor() if redact is True else redact
-
-
-def redact_memories(memories: list[Memory], redactor: SecretRedactor | None) -> Redactions:
-    """Replace every recognised secret in the memories' text (in place); ``memory_id`` ->
-    the kinds found. The ids are not touched, so a delivered memory is not sent again."""
-    found: Redactions = {}
-    if redactor is None:
-        return found
-    for memory in memories:
-        text, kinds = redactor.redact(memory["text"])
-        if kinds:
-            memory["text"] = text
-            found[memory["memory_id"]] = kinds
-    return found
-
-
-def load_batches_here(
-    snapshot_db: Path,
-    system_id: str,
-    refs: Sequence[RowRef],
-    max_items: int,
-    max_bytes: int,
-    redact: bool | SecretRedactor | None,
-    settings: dict[str, DuckDBSetting] | None = None,
-) -> tuple[list[list[Memory]], dict[str, str], Redactions]:
-    """The memories of ``refs`` (redacted) in send-ready batches, the rows skipped, and the
-    redactions made."""
-    memories: list[Memory] = []
-    skipped: dict[str, str] = {}
-    con = open_copy(snapshot_db, settings)
-    try:
-        for part in chunks(refs, READ_ROWS):
-            extraction = read_memories(con, system_id, part)
-            memories += extraction.memories
-            skipped.update(extraction.skipped)
-    finally:
-        con.close()
-    found = redact_memories(memories, _redactor(redact))
-    parts = list(batches(memories, max_items=max_items, max_bytes=max_bytes))
-    return parts, skipped, found
-
-
-def write_memories_json(
-    snapshot_db: Path,
-    system_id: str,
-    refs: Sequence[RowRef],
-    chunk: int,
-    redact: bool,
-    out: Path,
-    settings: dict[str, DuckDBSetting] | None = None,
-) -> tuple[list[str], Redactions]:
-    """Load ``refs`` a chunk at a time (one connection; at most READ_ROWS), redact, and
-    write them to ``out`` as one memories.json; the ids it holds and the redactions made."""
-    parts = chunks(refs, min(chunk, READ_ROWS))
-    left_out, found = _write_memories_json(snapshot_db, system_id, parts, redact, out, settings)
-    return [r.memory_id for r in refs if r.memory_id not in left_out], found
-
-
-def _write_memories_json(
-    snapshot_db: Path,
-    system_id: str,
-    parts: Iterable[Sequence[RowRef]],
-    redact: bool,
-    out: Path,
-    settings: dict[str, DuckDBSetting] | None,
-) -> tuple[set[str], Redactions]:
-    """memories.json of the rows of ``parts``, a part at a time; the ids left out (a
-    problem, no text...) and the redactions made."""
-    left_out: set[str] = set()
-    found: Redactions = {}
-    redactor = _redactor(redact)
-    first = True
-    con = open_copy(snapshot_db, settings)
-    try:
-        with out.open("wb") as fh:
-            fh.write(_HEAD)
-            for part in parts:
-                extraction = read_memories(con, system_id, part)
-                found.update(redact_memories(extraction.memories, redactor))
-                for memory in extraction.memories:  # an entry at a time: no chunk-sized bytes
-                    if not first:
-                        fh.write(b",")
-                    fh.write(encode_json(conversation_entry(memory)))
-                    first = False
-                written = {m["memory_id"] for m in extraction.memories}
-                left_out.update(r.memory_id for r in part if r.memory_id not in written)
-                del extraction, written
-                trim()  # the part's rows and text, freed, go back to the system
-            fh.write(b"]}")
-    finally:
-        con.close()
-    return left_out, found
-
-
-def _ref_chunks(system_id: str, ids: dict[str, list[str]], size: int) -> Iterator[list[RowRef]]:
-    """The rows named by ``{table: original ids}`` as RowRefs, ``size`` at a time (made
-    one chunk at a time: a big store's rows are never all objects at once)."""
-    for table, originals in ids.items():
-        for i in range(0, len(originals), size):
-            yield [RowRef(memory_id(system_id, o), table, o) for o in originals[i : i + size]]
-
-
-def handle(args: list[str], request: Any) -> dict[str, Any]:
-    """One command (see the module docstring) and its answer; DuckDB running out of memory
-    is answered as :class:`OutOfMemory`."""
-    try:
-        return _handle(args, request or {})
-    except Exception as exc:
-        if _out_of_memory(exc):
-            raise OutOfMemory(first_line(exc)) from None
-        raise
-
-
-def _handle(args: list[str], request: dict[str, Any]) -> dict[str, Any]:
-    command, path, *rest = args
-    db = Path(path)
-    settings = bounded_settings(request)
-    if command == "validate":
-        note, facts = _validate(db, settings)
-        rows = None if facts is None or facts.rows is None else [list(r) for r in facts.rows]
-        return {"note": note, "rows": rows}
-    system_id = rest[0]
-    if command == "list":
-        con = open_copy(db, settings)
-        try:
-            return _tables(iter_refs(con, system_id))
-        finally:
-            con.close()
-    ids: dict[str, list[str]] = request.pop("ids")
-    if command == "batches":
-        refs = [RowRef(memory_id(system_id, o), t, o) for t, names in ids.items() for o in names]
-        parts, skipped, found = load_batches_here(
-            db,
-            system_id,
-            refs,
-            request["max_items"],
-            request["max_bytes"],
-            request["redact"],
-            settings,
-        )
-        return {"batches": parts, "skipped": skipped, "found": found}
-    if command == "memories_json":
-        todo = _ref_chunks(system_id, ids, min(request["chunk"], READ_ROWS))
-        left_out, found = _write_memories_json(
-            db, system_id, todo, request["redact"], Path(rest[1]), settings
-        )
-        return {"left_out": sorted(left_out), "found": found}
-    raise ValueError(f"unknown command {command!r}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m akoshad.duckdb_worker COMMAND DB [SYSTEM_ID [OUT]] < request.json``."""
+    """``python -m akoshad.duckdb_worker COMMAND DB [SYSTEM_ID [OUT]] < request.json``: the
+    child, answering one command of :mod:`akoshad.duckdb_commands`."""
     return serve(handle, sys.argv[1:] if argv is None else argv)
 
 

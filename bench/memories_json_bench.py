@@ -2,7 +2,7 @@
 """memories.json of a store: how fast it is encoded, and the peak RSS of building it.
 
 Loads the memories of ``reflection.duckdb`` in chunks (as the cloud upload does), encodes
-them with :func:`akoshad.akosha.rows.memories_json`, and prints the encoding rate (MB of JSON
+them with :func:`akoshad.akosha.encoding.memories_json`, and prints the encoding rate (MB of JSON
 per second of encoding, loading excluded), the whole build's time, the peak RSS of this
 process, and the SHA-256 of the bytes (to compare two implementations)::
 
@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from akoshad.akosha.rows import chunks, list_rows, load_memories, memories_json
+from akoshad.akosha.encoding import memories_json
+from akoshad.akosha.rows import chunks, list_rows, load_memories
 
-CHUNK = 1000  # akoshad.pipeline.memory_sync.LOAD_CHUNK
+CHUNK = 1000  # akoshad.pipeline.cloud_memories.LOAD_CHUNK
 
 
 def main() -> int:

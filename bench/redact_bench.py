@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from akoshad.akosha.redact import SecretRedactor  # noqa: E402
 from akoshad.akosha.rows import list_rows  # noqa: E402
-from akoshad.pipeline.memory_sync import _load_batches  # noqa: E402
+from akoshad.duckdb_commands import load_batches_here  # noqa: E402
 
 MAKE_STORE = ROOT.parent / "shared" / "tools" / "make_store.py"  # beside the checkout
 
@@ -115,7 +115,7 @@ def main() -> None:
             times = []
             for _ in range(3):
                 t0 = time.perf_counter()
-                _load_batches(db, "bench", refs, 100, 4 << 20, red)
+                load_batches_here(db, "bench", refs, 100, 4 << 20, red)
                 times.append(time.perf_counter() - t0)
             print(
                 f"load + batch {len(refs)} memories, redaction {label:3s}: "

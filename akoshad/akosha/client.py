@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from akoshad import __version__
+from akoshad.akosha.encoding import encode_json
 from akoshad.akosha.results import (
     TOOL_NAME,
     URL_FIX,
@@ -35,7 +36,6 @@ from akoshad.akosha.results import (
     parse_store_result,
     rpc_result,
 )
-from akoshad.akosha.rows import encode_json
 from akoshad.akosha.sse import _pick_reply, _SSEParser, read_sse
 from akoshad.errors import PermanentError, TransientError
 from akoshad.events import RequestCounter
@@ -216,7 +216,7 @@ class AkoshaClient(StartClose):
     async def store(self, memories: Sequence[Mapping[str, Any]]) -> StoreResult:
         """Send one batch to ``batch_store_memories`` and sort the ids by outcome.
 
-        The caller keeps batches within the limits (:func:`akoshad.akosha.rows.batches`).
+        The caller keeps batches within the limits (:func:`akoshad.akosha.encoding.batches`).
         """
         if not memories:
             return StoreResult("completed")

@@ -1,4 +1,4 @@
-"""Memories from a private snapshot copy of ``reflection.duckdb``, and their encodings.
+"""Memories read from a private snapshot copy of ``reflection.duckdb``.
 
 Rows of ``conversations_v2`` and ``reflections_v2`` become memories in the shape of Akosha's
 ``batch_store_memories`` items (INTEROP.md section 3)::
@@ -7,22 +7,21 @@ Rows of ``conversations_v2`` and ``reflections_v2`` become memories in the shape
      "metadata": {"source": system_id, "original_id": id,
                   "type": "conversation" | "reflection", "created_at": ISO 8601 with zone}}
 
-Only ever open the PRIVATE snapshot copy (the live file is locked by session-buddy and
-opening it, even read-only, breaks the writer). The copy is opened read-only, so its bytes
-(and its ``.wal``, replayed in memory) are left untouched.
+Copies are opened by :func:`~akoshad.akosha.duckdb_copy.open_copy` (read-only, sandboxed);
+the memories are encoded by :mod:`akoshad.akosha.encoding`.
 
 Everything here blocks: call it from a worker thread. Two steps keep memory bounded on big
 stores: :func:`list_rows` reads only ids and the embedding checks, :func:`load_memories`
 then materialises just the rows wanted (in chunks chosen by the caller). Rows are fetched
 from DuckDB a batch at a time. :func:`list_refs` and :func:`read_memories` do the same on a
-connection the caller opened (:func:`open_copy`, with the worker's memory settings).
+connection the caller opened (``open_copy``, with the worker's memory settings).
 
 Naive ``TIMESTAMP`` values are taken as UTC (what session-buddy writes); ``TIMESTAMP WITH
 TIME ZONE`` values are converted to UTC in SQL. Embeddings are read through DuckDB's
 shortest float text form, so they round-trip exactly and encode about 40 % smaller. From a
 float list column, that text (checked by :func:`list_rows` in SQL: 384 finite values) is
-already JSON: it is carried as :class:`RawJSON` and written as is, never parsed into
-floats and printed again (which was most of the time spent on a big store).
+already JSON: it is carried as :class:`~akoshad.akosha.encoding.RawJSON` and written as
+is, never parsed into floats and printed again.
 """
 
 from __future__ import annotations
@@ -30,55 +29,32 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, NamedTuple
 
-EMBED_DIM = 384
-MAX_BATCH_ITEMS = 1000
-# The MCP transport refuses bodies over 4 MiB; stay well under it.
-MAX_BATCH_BYTES = 3 * 1024 * 1024
-# JSON-RPC envelope around the items ({"jsonrpc":..,"params":{"name":..,"arguments":..}}).
-ENVELOPE_BYTES = 1024
+from akoshad.akosha.duckdb_copy import open_copy
+from akoshad.akosha.encoding import Memory, RawJSON
 
+EMBED_DIM = 384
 TABLES: dict[str, str] = {"conversations_v2": "conversation", "reflections_v2": "reflection"}
 # created_at source column per table, first present wins
 TIME_COLUMNS: dict[str, tuple[str, ...]] = {
     "conversations_v2": ("timestamp", "created_at"),
     "reflections_v2": ("created_at", "timestamp"),
 }
-
-Memory = dict[str, Any]
-DuckDBSetting = str | bool | int | float | list[str]
 FETCH_ROWS = 256  # rows fetched from DuckDB at a time
-# Every store copy is opened with these: a view in a hostile file cannot read a file outside
-# data_dir (``read_text('~/.ssh/...')``) or fetch anything, nor load an extension.
-DUCKDB_SAFE: dict[str, DuckDBSetting] = {
-    "enable_external_access": False,
-    "autoload_known_extensions": False,
-    "autoinstall_known_extensions": False,
-}
 
 REASON_NO_EMBEDDING = "no embedding"
 REASON_NON_FINITE = "embedding has non-finite values"
 REASON_NO_TEXT = "no text"
 REASON_DUPLICATE_ID = "id also used by another table"
 
-
-class RawJSON(str):
-    """Text that already is compact JSON (an embedding): :func:`encode_json` writes it as
-    is. Only ever made from DuckDB's text form of a checked float list."""
-
-
 # what DuckDB's text form of finite floats is made of; anything else takes the slow path
 _NOT_NUMBER_LIST = re.compile(r"[^0-9.,eE+\- \[\]]")
 _FLOAT_LIST_TYPES = re.compile(r"(FLOAT|REAL|DOUBLE|FLOAT4|FLOAT8)\[\d*\]")
-# stands in for a RawJSON value while the rest is encoded (random: cannot be in the data)
-_RAW_MARK = f"akoshad-raw-{uuid.uuid4().hex}-"
-_RAW_SLOT = re.compile(f'"{_RAW_MARK}([0-9]+)"')
 
 
 def dim_reason(n: int) -> str:
@@ -106,32 +82,6 @@ class Extraction(NamedTuple):
 def memory_id(system_id: str, original_id: str) -> str:
     """Akosha's primary key is global across systems: prefix the row id with the system id."""
     return f"{system_id}:{original_id}"
-
-
-def open_copy(snapshot_db: Path, settings: Mapping[str, DuckDBSetting] | None = None) -> Any:
-    """A read-only connection to a private copy, with :data:`DUCKDB_SAFE` (and ``settings``:
-    memory limit, threads, temp directory).
-
-    DuckDB refuses a ``temp_directory`` set once external access is off, and the order it
-    applies a config in is not documented: with one, external access is turned off by a
-    ``SET`` right after the open, before any query runs (and checked)."""
-    import duckdb
-
-    if not snapshot_db.is_file():
-        raise FileNotFoundError(f"snapshot copy {snapshot_db} does not exist")
-    config = {**(settings or {}), **DUCKDB_SAFE}
-    if "temp_directory" not in config:
-        return duckdb.connect(str(snapshot_db), read_only=True, config=config)
-    del config["enable_external_access"]
-    con = duckdb.connect(str(snapshot_db), read_only=True, config=config)
-    try:
-        con.execute("SET enable_external_access = false")
-        if con.execute("SELECT current_setting('enable_external_access')").fetchone() != (False,):
-            raise RuntimeError("DuckDB did not turn external access off")
-    except BaseException:
-        con.close()
-        raise
-    return con
 
 
 def _fetch(cursor: Any) -> Iterator[tuple[Any, ...]]:
@@ -365,83 +315,6 @@ def extract_memories(snapshot_db: Path, system_id: str) -> Extraction:
     """All sendable memories of a snapshot copy, and the rows skipped with their reason."""
     refs = list_rows(snapshot_db, system_id)
     return load_memories(snapshot_db, system_id, refs)
-
-
-# ---- encodings ---------------------------------------------------------------------
-def encode_json(obj: Any) -> bytes:
-    """Compact UTF-8 JSON: what goes on the wire and what the batch sizes are measured in.
-
-    :class:`RawJSON` values (in dicts and lists, at any depth) are written as they are."""
-    raws: list[str] = []
-
-    def swap(value: Any) -> Any:
-        if isinstance(value, RawJSON):
-            raws.append(value)
-            return f"{_RAW_MARK}{len(raws) - 1}"
-        if isinstance(value, dict):
-            return {k: swap(v) for k, v in value.items()}
-        if isinstance(value, list | tuple) and value and not isinstance(value[0], float):
-            return [swap(v) for v in value]
-        return value
-
-    text = json.dumps(swap(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    if raws:
-        text = _RAW_SLOT.sub(lambda m: raws[int(m.group(1))], text)
-    return text.encode()
-
-
-def batches(
-    memories: Iterable[Memory],
-    *,
-    max_items: int = MAX_BATCH_ITEMS,
-    max_bytes: int = MAX_BATCH_BYTES,
-) -> Iterator[list[Memory]]:
-    """Consecutive batches of at most ``max_items`` whose encoded request stays under
-    ``max_bytes`` (envelope included). An item too big on its own goes alone."""
-    if max_items < 1:
-        raise ValueError("max_items must be at least 1")
-    budget = max_bytes - ENVELOPE_BYTES
-    batch: list[Memory] = []
-    size = 0
-    for memory in memories:
-        item = len(encode_json(memory)) + 1  # the comma
-        if batch and (len(batch) >= max_items or size + item > budget):
-            yield batch
-            batch, size = [], 0
-        batch.append(memory)
-        size += item
-    if batch:
-        yield batch
-
-
-def conversation_entry(memory: Memory) -> dict[str, Any]:
-    """One memory in the ``memories.json`` shape of Akosha's ingestion worker."""
-    meta = memory.get("metadata") or {}
-    return {
-        "id": memory["memory_id"],
-        "content": memory["text"],
-        "embedding": memory["embedding"],
-        "timestamp": meta.get("created_at"),
-        "source": meta.get("source"),
-        "metadata": {k: v for k, v in meta.items() if k not in ("source", "created_at")},
-    }
-
-
-def memories_json(conversations: Iterable[Memory]) -> bytes:
-    """``{"conversations": [{id, content, embedding, timestamp, source, metadata}]}``.
-
-    Takes memories as produced by :func:`load_memories`; uncompressed UTF-8. Encodes one
-    entry at a time so no second full copy of the objects is built.
-    """
-    parts: list[bytes] = [b'{"conversations":[']
-    first = True
-    for memory in conversations:
-        if not first:
-            parts.append(b",")
-        parts.append(encode_json(conversation_entry(memory)))
-        first = False
-    parts.append(b"]}")
-    return b"".join(parts)
 
 
 def chunks(items: Sequence[RowRef], size: int) -> Iterator[Sequence[RowRef]]:

@@ -11,7 +11,8 @@ In the data's order:
   last -> ledger, history and queue committed;
 * ``chain`` -- the circuit breakers and the per-pass method planner (pure);
 * ``routes`` -- the cloud and Akosha routes, each owning its breaker;
-* ``memory_sync`` -- memories of a capture to Akosha exactly once, and ``memories.json``;
+* ``memory_sync`` -- memories of a capture to Akosha exactly once, and (``cloud_memories``)
+  ``memories.json``;
 * ``ownership`` -- one writer per system id: the owner check before each upload;
 * ``stats`` -- the counters the pipeline writes and status reads.
 

@@ -13,6 +13,9 @@ wrong dimension, invalid fields), or that keep failing while other rows of their
 are stored, are recorded as skipped with the reason and never sent again. Rows skipped
 for a missing/wrong embedding are reconsidered when the row is fixed. A transient failure
 raises :class:`DeliveryInterrupted` (a TransientError) after recording the progress.
+
+``memories.json`` for cloud uploads, and the listing of a copy's rows, come from
+:class:`~akoshad.pipeline.cloud_memories.CloudMemories`, which MemorySync extends.
 """
 
 from __future__ import annotations
@@ -25,19 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from akoshad.akosha.client import AkoshaClient
+from akoshad.akosha.encoding import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Memory
 from akoshad.akosha.results import RequestTooLarge, StoreResult
-from akoshad.akosha.rows import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Memory, RowRef, chunks
+from akoshad.akosha.rows import RowRef, chunks
 from akoshad.backoff import exponential
-from akoshad.duckdb_worker import Redactions, build_memories_json, list_rows, load_batches
-from akoshad.duckdb_worker import load_batches_here as _load_batches  # noqa: F401 (bench)
+from akoshad.duckdb_worker import load_batches
 from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.heap import trim
 from akoshad.pipeline.chain import BreakerState, CircuitBreaker
+from akoshad.pipeline.cloud_memories import LOAD_CHUNK, READ_ERRORS, CloudMemories
 from akoshad.pipeline.stats import Stats
-from akoshad.pyworker import WorkerError, WorkerFailed
 from akoshad.store.db import StateDB
 
 METHOD = "http"
@@ -49,10 +50,6 @@ ROW_REJECTION = re.compile(
     r"validation|must be|too large",
     re.IGNORECASE,
 )
-# what reading memories from a copy can meet: the worker's error or failure, the disk; a
-# bug (any other exception) is not dressed up as an unreadable copy
-READ_ERRORS = (WorkerError, WorkerFailed, OSError)
-LOAD_CHUNK = 1000
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -94,7 +91,7 @@ class DeliveryInterrupted(TransientError):
         self.report = report
 
 
-class MemorySync:
+class MemorySync(CloudMemories):
     """Deliver a snapshot's memories to Akosha once; build ``memories.json`` for uploads.
 
     ``breaker`` (optional) is the ``http`` target's circuit: ``deliver`` asks it first
@@ -118,27 +115,23 @@ class MemorySync:
         redact_secrets: bool = True,
         stats: Stats | None = None,
     ) -> None:
-        self.state = state
+        super().__init__(
+            state, system_id, load_chunk=load_chunk, redact_secrets=redact_secrets, stats=stats
+        )
         self.client = client
-        self.system_id = system_id
         self.breaker = breaker
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.item_retries = item_retries
         self.retry_backoff = retry_backoff
-        self.load_chunk = load_chunk
         self._sleep = sleep
         self._lock = asyncio.Lock()
-        self._cloud_pending: dict[str, list[str]] = {}
         # counters since start (status); totals come from the state DB
         self.delivered_since_start = 0
         self.skipped_since_start = 0
         self.last_error: str | None = None
         self.last_report: DeliveryReport | None = None
         self.last_success_at: float | None = None
-        self.redact_secrets = redact_secrets
-        self.stats = stats
-        self.redactions_since_start = 0
 
     # ---- HTTP delivery -----------------------------------------------------------------
     async def deliver(self, snapshot_db: Path) -> DeliveryReport:
@@ -306,12 +299,6 @@ class MemorySync:
             report.skipped.update(reasons)
             self.skipped_since_start += len(reasons)
 
-    async def _list(self, snapshot_db: Path) -> list[RowRef]:
-        try:
-            return await asyncio.to_thread(list_rows, snapshot_db, self.system_id)
-        except READ_ERRORS as exc:
-            raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
-
     async def _load(
         self, snapshot_db: Path, refs: Sequence[RowRef]
     ) -> tuple[list[list[Memory]], dict[str, str]]:
@@ -330,64 +317,6 @@ class MemorySync:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
         self._count_redactions(found)
         return parts, skipped
-
-    # ---- memories.json for cloud uploads ------------------------------------------------
-    async def conversations_for_cloud(
-        self, snapshot_db: Path, upload_id: str
-    ) -> tuple[Path, int, list[str]] | None:
-        """A ``memories.json`` file (beside ``snapshot_db``, private; the caller streams it
-        and removes it) for the memories no committed cloud upload carries yet, their count
-        and ids; None when there are none.
-
-        Nothing is recorded here: once the manifest of ``upload_id`` is committed, call
-        :meth:`commit_cloud` (or ``StateDB.record_memories_uploaded`` inside the commit
-        transaction with the returned ids).
-        """
-        refs = await self._list(snapshot_db)
-        good = [r for r in refs if r.problem is None]
-        uploaded = await self.state.uploaded_memory_ids(r.memory_id for r in good)
-        todo = [r for r in good if r.memory_id not in uploaded]
-        if not todo:
-            return None
-        try:
-            path, ids, found = await asyncio.to_thread(
-                build_memories_json,
-                snapshot_db,
-                self.system_id,
-                todo,
-                self.load_chunk,
-                self.redact_secrets,
-            )
-        except READ_ERRORS as exc:
-            raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
-        await asyncio.to_thread(trim)  # what the memories' ids and rows left in the heap
-        self._count_redactions(found)
-        if not ids:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
-            return None
-        self._cloud_pending[upload_id] = ids
-        return path, len(ids), ids
-
-    async def commit_cloud(self, upload_id: str) -> int:
-        """Record the memories of ``upload_id``'s memories.json as uploaded (after the
-        manifest is committed). Returns how many."""
-        ids = self._cloud_pending.pop(upload_id, [])
-        if ids:
-            await self.state.mark_memories_uploaded(ids, upload_id)
-        return len(ids)
-
-    def forget_cloud(self, upload_id: str) -> None:
-        """The upload failed: its memories stay pending for the next one."""
-        self._cloud_pending.pop(upload_id, None)
-
-    # ---- redaction ----------------------------------------------------------------------
-    def _count_redactions(self, found: Redactions) -> None:
-        """Count and log each redaction by kind and memory id, never the secret."""
-        for mid, kinds in found.items():
-            self.redactions_since_start += len(kinds)
-            if self.stats is not None:
-                self.stats.counters.redactions += len(kinds)
-            logger.info("redacted {} secret(s) in memory {}: {}", len(kinds), mid, ", ".join(kinds))
 
     # ---- status -----------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from akoshad.akosha.rows import DUCKDB_SAFE
+from akoshad.akosha.duckdb_copy import DUCKDB_SAFE
 from akoshad.errors import NEWER_DUCKDB_STORAGE
 from akoshad.manifest.facts import duckdb_tables, quote_ident, table_label
 from akoshad.pyworker import answer_channel

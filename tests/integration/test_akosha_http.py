@@ -22,7 +22,7 @@ from akoshad.akosha.client import (
     health_url_for,
     parse_store_result,
 )
-from akoshad.akosha.rows import batches
+from akoshad.akosha.encoding import batches
 from akoshad.errors import PermanentError, TransientError
 from tests.akosha_fixtures import AkoshaServer, free_port
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from akoshad import duckdb_worker, pyworker
-from akoshad.akosha.rows import encode_json, list_rows, load_memories, memories_json
+from akoshad import duckdb_commands, duckdb_worker, pyworker
+from akoshad.akosha.encoding import encode_json, memories_json
+from akoshad.akosha.rows import list_rows, load_memories
 from akoshad.pipeline.capture.snapshot import Captured, Skipped, Snapshotter
 from akoshad.pyworker import WorkerFailed, run_json
 from tests.akosha_fixtures import AkoshaServer
@@ -37,7 +38,7 @@ def db(tmp_path: Path) -> Path:
 def test_batches_from_the_worker_encode_to_the_same_bytes(db: Path) -> None:
     refs = list_rows(db, SYSTEM)
     assert duckdb_worker.list_rows(db, SYSTEM) == refs
-    here, skipped_here, _ = duckdb_worker.load_batches_here(db, SYSTEM, refs, 7, 1 << 20, True)
+    here, skipped_here, _ = duckdb_commands.load_batches_here(db, SYSTEM, refs, 7, 1 << 20, True)
     there, skipped, found = duckdb_worker.load_batches(db, SYSTEM, refs, 7, 1 << 20, True)
     assert len(there) == len(here) == 5
     assert [encode_json(b) for b in there] == [encode_json(b) for b in here]

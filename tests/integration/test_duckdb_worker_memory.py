@@ -16,8 +16,10 @@ import duckdb
 import pytest
 from loguru import logger
 
-from akoshad import duckdb_worker
-from akoshad.akosha.rows import list_rows, load_memories, memories_json, open_copy
+from akoshad import duckdb_commands, duckdb_worker
+from akoshad.akosha.duckdb_copy import open_copy
+from akoshad.akosha.encoding import memories_json
+from akoshad.akosha.rows import list_rows, load_memories
 from akoshad.pyworker import run_json
 from tests.helpers import akoshad, base_env, write_config
 
@@ -100,7 +102,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
 def test_the_listing_needs_more_than_the_limit_holds(many: Path, tmp_path: Path) -> None:
     """The premise of the next test: without spilling, listing this store under
     SPILL_LIMIT runs out of memory."""
-    settings = duckdb_worker.bounded_settings(
+    settings = duckdb_commands.bounded_settings(
         {"duckdb": {"memory_limit": SPILL_LIMIT, "temp_directory": str(tmp_path / "t")}}
     )
     con = open_copy(many, {**settings, "max_temp_directory_size": "0KB"})
@@ -195,7 +197,7 @@ def test_out_of_memory_in_every_try_is_an_error_and_leaves_nothing(
     refs = list_rows(db, SYSTEM)
     with pytest.raises(duckdb_worker.WorkerError, match="Out of Memory") as caught:
         duckdb_worker.build_memories_json(db, SYSTEM, refs, 1000, False)
-    assert caught.value.kind == duckdb_worker.OUT_OF_MEMORY
+    assert caught.value.kind == duckdb_commands.OUT_OF_MEMORY
     assert len(calls.requests) == 2  # retried once, not forever
     assert sorted(p.name for p in copy_dir.iterdir()) == ["reflection.duckdb"]
 
@@ -207,7 +209,7 @@ def test_a_child_connection_is_bounded_and_still_safe(tmp_path: Path) -> None:
     db = tmp_path / "reflection.duckdb"
     duckdb.connect(str(db)).close()
     temp = tmp_path / "spill"
-    settings = duckdb_worker.bounded_settings(
+    settings = duckdb_commands.bounded_settings(
         {"duckdb": {"memory_limit": "40MB", "temp_directory": str(temp)}}
     )
     con = open_copy(db, settings)

@@ -17,23 +17,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import akoshad.akosha.rows as memories_mod
+import akoshad.akosha.encoding as encoding_mod
+from akoshad.akosha.encoding import ENVELOPE_BYTES, RawJSON, batches, encode_json, memories_json
 from akoshad.akosha.rows import (
     EMBED_DIM,
-    ENVELOPE_BYTES,
     REASON_DUPLICATE_ID,
     REASON_NO_EMBEDDING,
     REASON_NO_TEXT,
     REASON_NON_FINITE,
-    RawJSON,
-    batches,
     dim_reason,
-    encode_json,
     extract_memories,
     iso_utc,
     list_rows,
     load_memories,
-    memories_json,
 )
 from tests.akosha_fixtures import (
     EMB_SQL,
@@ -320,7 +316,7 @@ def test_batches_property(sizes: list[int], max_items: int, max_bytes: int) -> N
 
 def test_raw_embeddings_are_spliced_at_any_depth_and_nowhere_else() -> None:
     vector = RawJSON("[0.5,-1e-05,3.0]")
-    mark = memories_mod._RAW_MARK  # even a text that mimics the stand-in stays text
+    mark = encoding_mod._RAW_MARK  # even a text that mimics the stand-in stays text
     memory = {"memory_id": "m", "text": f'"{mark}0" [1,2]', "embedding": vector}
     message = {"params": {"arguments": {"memories": [memory, dict(memory)]}}}
     doc = json.loads(encode_json(message))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from akoshad.errors import SnapshotError
-from akoshad.pipeline import memory_sync
+from akoshad.pipeline import cloud_memories
 from akoshad.pipeline.memory_sync import MemorySync
 from akoshad.pyworker import WorkerError, WorkerFailed
 
@@ -28,7 +28,7 @@ async def test_read_failures_are_an_unreadable_copy(
     def fail(*_args: Any) -> None:
         raise error
 
-    monkeypatch.setattr(memory_sync, "list_rows", fail)
+    monkeypatch.setattr(cloud_memories, "list_rows", fail)
     with pytest.raises(SnapshotError, match=r"cannot read memories from r\.duckdb"):
         await sync()._list(Path("/nowhere/r.duckdb"))
 
@@ -37,6 +37,6 @@ async def test_a_bug_is_not_a_snapshot_error(monkeypatch: pytest.MonkeyPatch) ->
     def bug(*_args: Any) -> None:
         raise TypeError("'NoneType' object is not subscriptable")
 
-    monkeypatch.setattr(memory_sync, "list_rows", bug)
+    monkeypatch.setattr(cloud_memories, "list_rows", bug)
     with pytest.raises(TypeError):
         await sync()._list(Path("/nowhere/r.duckdb"))

@@ -1,0 +1,259 @@
+"""The DuckDB worker's commands, answered in its child (``python -m akoshad.duckdb_worker``).
+
+:func:`handle` answers one command on a private snapshot copy: ``validate`` (open it
+read-only, count every table's rows), ``list`` (the memory rows and why a row cannot be
+sent), ``batches`` (the memories of some rows, redacted, in request-sized batches) and
+``memories_json`` (``memories.json`` of some rows, written to a file an entry at a time).
+The functions also run in process (tests, benchmarks); the parent side that starts the
+child and reads its answer is :mod:`akoshad.duckdb_worker`.
+
+Memory: a child opens its copy once, with one thread, no insertion order kept and DuckDB's
+buffers bounded by the limit the parent sends (left alone, DuckDB keeps the blocks it read
+up to 80 % of RAM: a big store's child grew past 400 MiB), spilling into the directory it
+sends. A query reads at most ``READ_ROWS`` rows, fetched a batch at a time. DuckDB running
+out of memory anyway is answered as :class:`OutOfMemory`, which the parent retries once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from akoshad.akosha.duckdb_copy import DuckDBSetting, open_copy
+from akoshad.akosha.encoding import Memory, batches, conversation_entry, encode_json
+from akoshad.akosha.rows import RowRef, chunks, iter_refs, memory_id, read_memories
+from akoshad.errors import SnapshotError, classify_open_error
+from akoshad.heap import trim
+from akoshad.manifest.facts import Facts
+from akoshad.pyworker import first_line
+
+if TYPE_CHECKING:
+    from akoshad.akosha.redact import SecretRedactor
+
+READ_ROWS = 500  # rows one query reads at most (what the parent's memory limit is measured with)
+OUT_OF_MEMORY = "out-of-memory"  # the WorkerError kind of a command DuckDB ran out of memory in
+Redactions = dict[str, list[str]]  # memory_id -> the kinds of secret replaced in its text
+_HEAD = b'{"conversations":['
+# every child's connection, besides the limits the parent sends and DUCKDB_SAFE
+_BOUNDED: dict[str, DuckDBSetting] = {"threads": 1, "preserve_insertion_order": False}
+
+
+class OutOfMemory(Exception):
+    """DuckDB ran out of memory under the child's limit (answered with its ``kind``)."""
+
+    kind = OUT_OF_MEMORY
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import duckdb
+
+    return isinstance(exc, duckdb.OutOfMemoryException) or str(exc).startswith(
+        "Out of Memory Error"
+    )
+
+
+def bounded_settings(request: dict[str, Any] | None = None) -> dict[str, DuckDBSetting]:
+    """A child's connection settings: one thread, no insertion order, and the memory limit
+    and spill directory the parent sent (``request["duckdb"]``)."""
+    given = (request or {}).get("duckdb") or {}
+    settings = dict(_BOUNDED)
+    for key in ("memory_limit", "temp_directory"):
+        if isinstance(given.get(key), str):
+            settings[key] = given[key]
+    return settings
+
+
+def _validate(
+    staged_db: Path, settings: dict[str, DuckDBSetting] | None = None
+) -> tuple[str | None, Facts | None]:
+    """Open the private copy read-only (with its WAL); a note and the row counts."""
+    from akoshad.manifest.facts import duckdb_row_counts
+
+    try:
+        con = open_copy(staged_db, settings)
+    except Exception as exc:
+        if _out_of_memory(exc):
+            raise
+        return classify_open_error(exc), None
+    try:
+        facts = duckdb_row_counts(con)
+    except Exception as exc:
+        if _out_of_memory(exc):
+            raise
+        raise SnapshotError(f"DuckDB copy is not readable: {exc}") from None
+    finally:
+        con.close()
+    return None, facts
+
+
+def _redactor(redact: bool | SecretRedactor | None) -> SecretRedactor | None:
+    """None (off: False/None), a redactor of the default rules (True), or the one given."""
+    if redact is None or redact is False:
+        return None
+    from akoshad.akosha.redact import SecretRedactor
+
+    return SecretRedactor() if redact is True else redact
+
+
+def redact_memories(memories: list[Memory], redactor: SecretRedactor | None) -> Redactions:
+    """Replace every recognised secret in the memories' text (in place); ``memory_id`` ->
+    the kinds found. The ids are not touched, so a delivered memory is not sent again."""
+    found: Redactions = {}
+    if redactor is None:
+        return found
+    for memory in memories:
+        text, kinds = redactor.redact(memory["text"])
+        if kinds:
+            memory["text"] = text
+            found[memory["memory_id"]] = kinds
+    return found
+
+
+def load_batches_here(
+    snapshot_db: Path,
+    system_id: str,
+    refs: Sequence[RowRef],
+    max_items: int,
+    max_bytes: int,
+    redact: bool | SecretRedactor | None,
+    settings: dict[str, DuckDBSetting] | None = None,
+) -> tuple[list[list[Memory]], dict[str, str], Redactions]:
+    """The memories of ``refs`` (redacted) in send-ready batches, the rows skipped, and the
+    redactions made."""
+    memories: list[Memory] = []
+    skipped: dict[str, str] = {}
+    con = open_copy(snapshot_db, settings)
+    try:
+        for part in chunks(refs, READ_ROWS):
+            extraction = read_memories(con, system_id, part)
+            memories += extraction.memories
+            skipped.update(extraction.skipped)
+    finally:
+        con.close()
+    found = redact_memories(memories, _redactor(redact))
+    parts = list(batches(memories, max_items=max_items, max_bytes=max_bytes))
+    return parts, skipped, found
+
+
+def write_memories_json(
+    snapshot_db: Path,
+    system_id: str,
+    refs: Sequence[RowRef],
+    chunk: int,
+    redact: bool,
+    out: Path,
+    settings: dict[str, DuckDBSetting] | None = None,
+) -> tuple[list[str], Redactions]:
+    """Load ``refs`` a chunk at a time (one connection; at most READ_ROWS), redact, and
+    write them to ``out`` as one memories.json; the ids it holds and the redactions made."""
+    parts = chunks(refs, min(chunk, READ_ROWS))
+    left_out, found = _write_memories_json(snapshot_db, system_id, parts, redact, out, settings)
+    return [r.memory_id for r in refs if r.memory_id not in left_out], found
+
+
+def _write_memories_json(
+    snapshot_db: Path,
+    system_id: str,
+    parts: Iterable[Sequence[RowRef]],
+    redact: bool,
+    out: Path,
+    settings: dict[str, DuckDBSetting] | None,
+) -> tuple[set[str], Redactions]:
+    """memories.json of the rows of ``parts``, a part at a time; the ids left out (a
+    problem, no text...) and the redactions made."""
+    left_out: set[str] = set()
+    found: Redactions = {}
+    redactor = _redactor(redact)
+    first = True
+    con = open_copy(snapshot_db, settings)
+    try:
+        with out.open("wb") as fh:
+            fh.write(_HEAD)
+            for part in parts:
+                extraction = read_memories(con, system_id, part)
+                found.update(redact_memories(extraction.memories, redactor))
+                for memory in extraction.memories:  # an entry at a time: no chunk-sized bytes
+                    if not first:
+                        fh.write(b",")
+                    fh.write(encode_json(conversation_entry(memory)))
+                    first = False
+                written = {m["memory_id"] for m in extraction.memories}
+                left_out.update(r.memory_id for r in part if r.memory_id not in written)
+                del extraction, written
+                trim()  # the part's rows and text, freed, go back to the system
+            fh.write(b"]}")
+    finally:
+        con.close()
+    return left_out, found
+
+
+def _tables(refs: Iterable[RowRef]) -> dict[str, Any]:
+    """``refs`` compactly, for the pipe: per table (in order) its original ids and a code
+    per row (0: no problem, else 1 + the index of its reason in ``reasons``: a big store
+    with many rows left out names each reason once)."""
+    tables: list[tuple[str, list[str], list[int]]] = []
+    codes: dict[str, int] = {}
+    for ref in refs:
+        if not tables or tables[-1][0] != ref.table:
+            tables.append((ref.table, [], []))
+        tables[-1][1].append(ref.original_id)
+        code = 0 if ref.problem is None else codes.setdefault(ref.problem, len(codes) + 1)
+        tables[-1][2].append(code)
+    return {"tables": tables, "reasons": list(codes)}
+
+
+def _ref_chunks(system_id: str, ids: dict[str, list[str]], size: int) -> Iterator[list[RowRef]]:
+    """The rows named by ``{table: original ids}`` as RowRefs, ``size`` at a time (made
+    one chunk at a time: a big store's rows are never all objects at once)."""
+    for table, originals in ids.items():
+        for i in range(0, len(originals), size):
+            yield [RowRef(memory_id(system_id, o), table, o) for o in originals[i : i + size]]
+
+
+def handle(args: list[str], request: Any) -> dict[str, Any]:
+    """One command (see the module docstring) and its answer; DuckDB running out of memory
+    is answered as :class:`OutOfMemory`."""
+    try:
+        return _handle(args, request or {})
+    except Exception as exc:
+        if _out_of_memory(exc):
+            raise OutOfMemory(first_line(exc)) from None
+        raise
+
+
+def _handle(args: list[str], request: dict[str, Any]) -> dict[str, Any]:
+    command, path, *rest = args
+    db = Path(path)
+    settings = bounded_settings(request)
+    if command == "validate":
+        note, facts = _validate(db, settings)
+        rows = None if facts is None or facts.rows is None else [list(r) for r in facts.rows]
+        return {"note": note, "rows": rows}
+    system_id = rest[0]
+    if command == "list":
+        con = open_copy(db, settings)
+        try:
+            return _tables(iter_refs(con, system_id))
+        finally:
+            con.close()
+    ids: dict[str, list[str]] = request.pop("ids")
+    if command == "batches":
+        refs = [RowRef(memory_id(system_id, o), t, o) for t, names in ids.items() for o in names]
+        parts, skipped, found = load_batches_here(
+            db,
+            system_id,
+            refs,
+            request["max_items"],
+            request["max_bytes"],
+            request["redact"],
+            settings,
+        )
+        return {"batches": parts, "skipped": skipped, "found": found}
+    if command == "memories_json":
+        todo = _ref_chunks(system_id, ids, min(request["chunk"], READ_ROWS))
+        left_out, found = _write_memories_json(
+            db, system_id, todo, request["redact"], Path(rest[1]), settings
+        )
+        return {"left_out": sorted(left_out), "found": found}
+    raise ValueError(f"unknown command {command!r}")
