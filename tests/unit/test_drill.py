@@ -27,7 +27,7 @@ from akoshad.fileio import LiveStat
 from akoshad.manifest.facts import Facts, duckdb_row_counts, json_facts
 from akoshad.manifest.layout import FileEntry, build_manifest, entries_of
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
-from akoshad.restore import drill, drill_dirs, drill_worker
+from akoshad.restore import drill, drill_check, drill_dirs, drill_worker
 from akoshad.restore.throttle import DrillReader, TokenBucket
 from akoshad.runtime.drills import FIRST_DELAY, TICK, DrillScheduler
 from akoshad.store.db import MIGRATIONS, SCHEMA_VERSION, LedgerEntry, StateDB, read_ledger
@@ -269,7 +269,7 @@ def test_worker_spec_picks_databases_and_parsed_json() -> None:
         FileEntry("d.json", "d", key + "d", 1, "a" * 64, 1, "none", "file", Facts(json_ok=False)),
         FileEntry("e.bin", "e", key + "e", 1, "a" * 64, 1, "none", "file"),
     ]  # fmt: skip
-    assert drill.worker_spec(entries) == [
+    assert drill_check.worker_spec(entries) == [
         {"path": "a.duckdb", "kind": "duckdb", "rows": {"t": 1}},
         {"path": "b.db", "kind": "sqlite"},
         {"path": "c.json", "kind": "file", "json_ok": True},
@@ -291,9 +291,9 @@ for spec in json.loads(sys.stdin.read())["files"]:
 async def test_a_crashing_check_is_a_problem_and_the_rest_still_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(drill, "_WORKER", _CRASHING_WORKER)
+    monkeypatch.setattr(drill_check, "_WORKER", _CRASHING_WORKER)
     specs = [{"path": p, "kind": "sqlite"} for p in ("a.db", "crash.db", "b.db")]
-    problems, notes = await drill.run_worker(tmp_path, specs, tmp_path / "w.log")
+    problems, notes = await drill_check.run_worker(tmp_path, specs, tmp_path / "w.log")
     assert problems == [
         "a.db: seen",
         f"crash.db: the check crashed its worker (signal {int(signal.SIGSEGV)})",
@@ -311,7 +311,7 @@ async def test_real_worker_over_the_fixture(tmp_path: Path) -> None:
         {"path": "reflection.duckdb", "kind": "duckdb", "rows": {"conversations_v2": 20000}},
         {"path": "natural_scheduler.db", "kind": "sqlite"},
     ]
-    problems, _notes = await drill.run_worker(root, specs, tmp_path / "w.log")
+    problems, _notes = await drill_check.run_worker(root, specs, tmp_path / "w.log")
     assert [p.split(":")[0] for p in problems] == ["reflection.duckdb", "reflection.duckdb"]
     assert "table reflections_v2 was not there at capture" in problems[1]
 
