@@ -118,16 +118,16 @@ class SealingSource:
     def enabled(self) -> bool:
         return self.encryption is not None
 
-    def _identities(self) -> Identities | None:
-        """The identity when ``identity_file`` is set and readable (to continue with the
-        name key a machine before this one stored); None otherwise."""
+    def identities_here(self, why: str = "") -> Identities | None:
+        """The identity when ``identity_file`` is set and readable (None otherwise, a set
+        one that cannot be read with one warning, prefixed by ``why``). Blocking."""
         enc = self.encryption
         if enc is None or enc.identity_file is None:
             return None
         try:
             return enc.load_identities()
         except IdentityError as exc:
-            logger.warning("name key: the identity is not usable here ({})", exc)
+            logger.warning("{}the identity is not usable here: {}", why, exc)
             return None
 
     async def for_target(self, target: Target) -> Sealing | None:
@@ -141,7 +141,8 @@ class SealingSource:
                 return found
             if self._recipients is None:
                 self._recipients = enc.parsed_recipients()
-            identities = await asyncio.to_thread(self._identities)
+            # to continue with the name key a machine before this one stored
+            identities = await asyncio.to_thread(self.identities_here, "name key: ")
             loaded = await load_or_create_name_key(
                 target, self.system_id, self._recipients, identities, self.cache
             )
