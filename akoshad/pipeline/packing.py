@@ -50,7 +50,7 @@ SEAL_AHEAD = 8  # chunks handed to the sealing threads ahead of the pack writer
 # age sealing holds the GIL, zstd does not: with two threads one chunk is compressed while
 # another is sealed (bench/encrypted_upload_bench.py)
 SEAL_THREADS = 2
-INLINE_MAX = 128 * 1024  # smaller chunks are compressed in the chunking thread itself
+INLINE_MAX = 128 * 1024  # smaller chunks are compressed (and sealed) in the chunking thread
 
 
 @dataclass(frozen=True)
@@ -221,8 +221,12 @@ class PackSender:
         run in the sealing threads (the bodies go into the pack in order, at most
         SEAL_AHEAD behind), beside the chunking and hashing of the next ones."""
         tried = self._probe.choose()
-        if self.sealing is None and (tried == "none" or size < INLINE_MAX):
-            comp, body = codec.compress(data, tried)  # a thread hop would cost more
+        if size < INLINE_MAX or (tried == "none" and self.sealing is None):
+            # a thread hop would cost more than the work
+            if self.sealing is None:
+                comp, body = codec.compress(data, tried)
+            else:
+                comp, body = seal_chunk(data, self.sealing.recipients, tried)
             self._probe.record(tried, comp)
             self._add(writer, ident, body, (comp, size, sha))
             return
