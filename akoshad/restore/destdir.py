@@ -162,29 +162,33 @@ class FileSink:
                 self.fh.write(piece)
 
     def commit(self, size: int, shown: str) -> None:
-        """Finish the file (size, mode, fsync) and rename it over its final name."""
+        """Finish the file (size, fsync), rename it over its final name, give it its mode."""
         self.finish(size)
         self.sync()
         self.publish(shown)
 
     def finish(self, size: int) -> None:
-        """Set the file's size and mode and hand its bytes to the kernel (no fsync)."""
+        """Set the file's size and hand its bytes to the kernel (no fsync)."""
         self.fh.truncate(size)
         self.fh.flush()
-        os.fchmod(self.fh.fileno(), self.mode)
 
     def sync(self) -> None:
         """fsync the file's data (before ``publish`` makes it visible)."""
         os.fsync(self.fh.fileno())
 
     def publish(self, shown: str) -> None:
-        """Close the file and rename it over its final name (a directory there is refused)."""
-        self.fh.close()
+        """Rename the file over its final name (a directory there is refused), then give it
+        its mode and close it: a temporary file is never more open than 0600. The mode
+        reaches the disk with the directories' fsync that ends a restore (one journal)."""
         try:
             os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except IsADirectoryError:  # a file never replaces a directory (EISDIR)
             self.discard()
             raise DestError(f"{shown} in --dest is a directory") from None
+        try:
+            os.fchmod(self.fh.fileno(), self.mode)
+        finally:
+            self.fh.close()
 
     def discard(self) -> None:
         """Close and remove the temporary file (idempotent)."""

@@ -190,3 +190,24 @@ def test_staging_dirs_stay_private_under_a_loose_umask(
         assert snap.reset_staging() == 2 and list(snap.staging.iterdir()) == []
     finally:
         os.umask(old)
+
+
+def test_a_restored_file_is_private_until_it_has_its_final_name(tmp_path: Path) -> None:
+    """The file's own mode (here 0644) is given after the rename: a temporary file a kill
+    leaves behind is never more open than 0600, even when it was complete."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        sink = FileSink(fd, "notes.json", 0o644)
+        sink.write(b'{"secret": 1}')
+        sink.finish(13)
+        sink.sync()
+        (tmp,) = [p for p in dest.iterdir() if p.name.startswith(".akoshad-restore-")]
+        assert _mode(tmp) == 0o600  # complete, synced, not yet renamed
+        sink.publish("notes.json")
+        assert _mode(dest / "notes.json") == 0o644
+        assert (dest / "notes.json").read_bytes() == b'{"secret": 1}'
+        assert [p.name for p in dest.iterdir()] == ["notes.json"]
+    finally:
+        os.close(fd)
