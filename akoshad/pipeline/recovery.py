@@ -236,7 +236,7 @@ class Recovery:
     ) -> tuple[str, list[StoredFile], Sealing] | None:
         """The files of the encrypted upload ``upload_id`` read with the identity, and the
         target's sealing when its name key is the one the upload was sealed with."""
-        from akoshad.pipeline.sealed_ledger import identities_here, sealed_with
+        from akoshad.pipeline.sealed_ledger import sealed_with
 
         again = "so the whole store will be sent again once"
         if self.sealing is None:  # its chunks could not be reused by a clear upload anyway
@@ -247,7 +247,7 @@ class Recovery:
                 again,
             )
             return None
-        identities = await asyncio.to_thread(identities_here, self.sealing)
+        identities = await asyncio.to_thread(self.sealing.identities_here)
         if identities is None:
             logger.warning(
                 "the newest upload {} is encrypted and no identity is readable here "

@@ -15,17 +15,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from akoshad.pipeline.sealing import Sealing, SealingSource
+from akoshad.pipeline.sealing import Sealing
 from akoshad.storage.crypto import Identities, sealed_size_bound
 from akoshad.storage.documents import MAX_DOCUMENT_BYTES, canonical_json, fetch_stored
 from akoshad.storage.sealed_documents import decode_document_sealed, sealed_document_key
 from akoshad.targets.base import Target
-
-
-def identities_here(sealing: SealingSource | None) -> Identities | None:
-    """The identity of ``encryption.identity_file`` when it is set and readable (None
-    otherwise, a set one that cannot be read with one warning). Blocking."""
-    return None if sealing is None else sealing.identities_here()
 
 
 async def sealed_with(

@@ -77,7 +77,7 @@ class SealedPack:
     path: Path
     size: int
     slots: tuple[PackSlot, ...]
-    crc32: int = 0  # of the file's bytes (the body checksum S3 is sent)
+    crc32: int  # of the file's bytes (the body checksum S3 is sent)
 
 
 def _check_private_dir(path: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from akoshad.storage.errors import RefError
 
@@ -53,6 +53,23 @@ def _fields(obj: object, fields: tuple[str, ...], what: str) -> Mapping[str, Any
     if unknown:
         raise RefError(f"{what}: unknown field {', '.join(unknown)}")
     return cast(Mapping[str, Any], obj)
+
+
+class _Validating(Protocol):
+    def validate(self, what: str) -> None: ...
+
+
+_R = TypeVar("_R", bound=_Validating)
+
+
+def _validated(cls: type[_R], fields: Mapping[str, Any], what: str) -> _R:
+    """An instance of the frozen dataclass ``cls`` holding ``fields`` (checked by
+    :func:`_fields`), validated: :class:`RefError` names the bad field."""
+    ref = cls.__new__(cls)
+    for name, value in fields.items():
+        object.__setattr__(ref, name, value)
+    ref.validate(what)
+    return ref
 
 
 def _int(value: object, field: str, what: str, maximum: int) -> int:
@@ -137,12 +154,7 @@ class ChunkRef:
     @classmethod
     def from_json(cls, obj: object, what: str = "chunk ref") -> ChunkRef:
         """Parse and validate one chunk ref; :class:`RefError` names the bad field."""
-        m = _fields(obj, CHUNK_FIELDS, what)
-        ref = cls.__new__(cls)
-        for f in CHUNK_FIELDS:
-            object.__setattr__(ref, f, m[f])
-        ref.validate(what)
-        return ref
+        return _validated(cls, _fields(obj, CHUNK_FIELDS, what), what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +234,7 @@ class ChunkListPartRef:
     @classmethod
     def from_json(cls, obj: object, what: str = "chunk list part") -> ChunkListPartRef:
         """Parse and validate one part ref; :class:`RefError` names the bad field."""
-        m = _fields(obj, CHUNK_LIST_PART_FIELDS, what)
-        ref = cls.__new__(cls)
-        for f in CHUNK_LIST_PART_FIELDS:
-            object.__setattr__(ref, f, m[f])
-        ref.validate(what)
-        return ref
+        return _validated(cls, _fields(obj, CHUNK_LIST_PART_FIELDS, what), what)
 
 
 def chunks_from_json(
