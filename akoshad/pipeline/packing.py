@@ -35,6 +35,7 @@ from akoshad.errors import PermanentError, TransientError
 from akoshad.pipeline.capture.files import captured_chunks, hop_batches
 from akoshad.pipeline.capture.snapshot import CapturedFile
 from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.seal_worker import SealingWorkers
 from akoshad.pipeline.sealing import Sealing
 from akoshad.pipeline.stats import Stats
 from akoshad.storage import codec
@@ -124,6 +125,10 @@ class PackSender:
         self._queue: asyncio.Queue[SealedPack | None] = asyncio.Queue(maxsize=1)
         # compression (and sealing) of new chunks, beside the chunking and hashing
         self._sealer = ThreadPoolExecutor(SEAL_THREADS, thread_name_prefix="akoshad-seal")
+        # age sealing holds the GIL: a large upload seals in children of its own
+        self._workers = (
+            None if sealing is None else SealingWorkers(sealing.recipients, SEAL_THREADS)
+        )
         # being sealed: (size, sha256, codec tried)
         self._pending: dict[str, tuple[int, str, ChunkCompression]] = {}
         # stops offering a file's chunks to zstd while they do not compress
@@ -148,6 +153,8 @@ class PackSender:
             raise
         finally:
             await asyncio.to_thread(self._sealer.shutdown, True, cancel_futures=True)
+            if self._workers is not None:
+                await asyncio.to_thread(self._workers.close)
         if self._failure:
             raise self._failure[0]
         return sent
@@ -233,11 +240,19 @@ class PackSender:
         if self.sealing is None:
             job = self._sealer.submit(codec.compress, data, tried)
         else:
-            job = self._sealer.submit(seal_chunk, data, self.sealing.recipients, tried)
+            job = self._sealer.submit(self._compress_and_seal, data, tried)
         self._pending[ident] = (size, sha, tried)
         self._sealing.append((ident, job))
         while len(self._sealing) > SEAL_AHEAD or (self._sealing and self._sealing[0][1].done()):
             self._add_sealed(writer)
+
+    def _compress_and_seal(
+        self, data: bytes, tried: ChunkCompression
+    ) -> tuple[ChunkCompression, bytes]:
+        """In a sealing thread: a large chunk compressed here, sealed in a child."""
+        assert self._workers is not None
+        used, packed = codec.compress(data, tried)
+        return used, self._workers.seal(packed)
 
     def _add_sealed(self, writer: PackWriter) -> None:
         head, job = self._sealing.popleft()

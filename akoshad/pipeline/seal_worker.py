@@ -1,0 +1,236 @@
+"""Sealing (age encryption) of large chunks in child processes, beside the chunking.
+
+``pyrage`` holds the GIL while it encrypts (about 450 MB/s and 80 us a body on the
+reference machine), so in the daemon's process sealing cannot overlap the chunking,
+hashing and compression that run in other threads. :class:`SealingWorkers` lends each
+sealing thread a child process of its own (``python -m akoshad.pipeline.seal_worker
+RECIPIENT...``: only public keys cross, never an identity) that seals one body at a time
+over its pipes: the parent only copies the bodies through the pipes, without the GIL.
+
+A pass that seals little never starts one: the first :data:`WARM_UP` bodies are sealed in
+this process (a session-sized upload stays as it was). A child that crashes, hangs (killed
+after :data:`TIMEOUT`) or answers something that is not an age body of the expected size is
+stopped and the pass goes on sealing in this process, with one warning: never a failed
+upload for it. Every answer is checked against :func:`~akoshad.storage.crypto.sealed_size_bound`.
+Blocking: call from worker threads (each call takes a worker for its duration).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+
+from loguru import logger
+
+from akoshad.pyworker import BOOT, PACKAGE_PARENT, python_flags
+from akoshad.storage.crypto import AGE_MAGIC, Recipients, seal, sealed_size_bound
+
+MODULE = "akoshad.pipeline.seal_worker"
+WARM_UP = 16  # bodies sealed in this process before a child is started
+TIMEOUT = 60.0  # seconds one body may take in a child
+MAX_BODY = 32 * 1024 * 1024  # larger bodies are sealed here (chunks are at most 1 MiB)
+PIPE_SIZE = 1024 * 1024  # pipe buffers asked for (Linux), so a body crosses in a few copies
+REQUEST = struct.Struct("<I")  # body length, then the body
+ANSWER = struct.Struct("<BI")  # 0 = sealed / 1 = error (a one-line message), length
+MAX_ERROR = 400
+
+
+class SealWorkerFailed(Exception):
+    """A sealing child crashed, hung or answered garbage (one line)."""
+
+
+def _read_exactly(fd: int, size: int, deadline: float | None) -> bytes:
+    """``size`` bytes from ``fd``; SealWorkerFailed on end of file or past ``deadline``
+    seconds of silence (parent side; the child passes None: it waits for work)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        if deadline is not None and not select.select([fd], [], [], deadline)[0]:
+            raise SealWorkerFailed(f"its sealing worker did not answer in {deadline:g}s")
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            raise SealWorkerFailed("its sealing worker ended")
+        got += n
+    return bytes(buf)
+
+
+def _write_all(fd: int, *parts: bytes) -> None:
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def _grow_pipe(fd: int) -> None:
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, set_size, PIPE_SIZE)
+
+
+class SealProcess:
+    """One sealing child: :meth:`seal` sends a body and waits for it sealed."""
+
+    def __init__(self, recipients: Recipients) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, *python_flags(), "-c", BOOT, PACKAGE_PARENT, MODULE, *recipients.keys],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._in = self._proc.stdin.fileno()
+        self._out = self._proc.stdout.fileno()
+        _grow_pipe(self._in)
+        _grow_pipe(self._out)
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self._proc.pid
+
+    def seal(self, body: bytes) -> bytes:
+        """``body`` sealed by the child; SealWorkerFailed (one line) when it cannot be."""
+        try:
+            _write_all(self._in, REQUEST.pack(len(body)), body)
+            status, size = ANSWER.unpack(_read_exactly(self._out, ANSWER.size, TIMEOUT))
+            if status != 0:
+                if size > MAX_ERROR:
+                    raise SealWorkerFailed("its sealing worker answered garbage")
+                said = _read_exactly(self._out, size, TIMEOUT).decode(errors="replace")
+                raise SealWorkerFailed(f"its sealing worker failed: {said}")
+            if size > sealed_size_bound(len(body)):
+                raise SealWorkerFailed("its sealing worker answered more than a sealed body")
+            sealed = _read_exactly(self._out, size, TIMEOUT)
+        except OSError as exc:  # a broken pipe: the child is gone
+            raise SealWorkerFailed(f"its sealing worker ended ({exc.strerror})") from None
+        if not sealed.startswith(AGE_MAGIC):
+            raise SealWorkerFailed("its sealing worker answered something that is not age data")
+        return sealed
+
+    def close(self, *, kill: bool = False) -> None:
+        """End the child: the end of its input (killed when it does not end at once), or
+        at once with ``kill``."""
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        try:
+            self._proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+class SealingWorkers:
+    """Seals bodies to ``recipients``: the first :data:`WARM_UP` here, then in up to
+    ``size`` children lent to one calling thread at a time; in this process again for the
+    rest of the pass once a child failed. :meth:`close` ends every child."""
+
+    def __init__(self, recipients: Recipients, size: int) -> None:
+        self.recipients = recipients
+        self.size = size
+        self._lock = threading.Lock()
+        self._idle: list[SealProcess] = []
+        self._started: list[SealProcess] = []
+        self._calls = 0
+        self._broken = False
+        self._closed = False
+
+    def seal(self, body: bytes) -> bytes:
+        """``body`` (compressed) sealed, in a child when one is available."""
+        worker = self._take(len(body))
+        if worker is None:
+            return seal(body, self.recipients)
+        try:
+            sealed = worker.seal(body)
+        except SealWorkerFailed as exc:
+            self._give_up(worker, exc)
+            return seal(body, self.recipients)
+        with self._lock:
+            self._idle.append(worker)
+        return sealed
+
+    @property
+    def children(self) -> tuple[int, ...]:
+        """The pids of the children started (for tests and the bench)."""
+        with self._lock:
+            return tuple(p.pid for p in self._started)
+
+    def _take(self, size: int) -> SealProcess | None:
+        with self._lock:
+            self._calls += 1
+            if self._broken or self._closed or self._calls <= WARM_UP or size > MAX_BODY:
+                return None
+            if self._idle:
+                return self._idle.pop()
+            if len(self._started) >= self.size:
+                return None  # every child is busy (more callers than children)
+            try:
+                worker = SealProcess(self.recipients)
+            except OSError as exc:
+                self._broken = True
+                logger.warning("sealing in this process: no sealing worker ({})", exc.strerror)
+                return None
+            self._started.append(worker)
+            return worker
+
+    def _give_up(self, worker: SealProcess, exc: SealWorkerFailed) -> None:
+        with self._lock:
+            first = not self._broken
+            self._broken = True
+        worker.close(kill=True)
+        if first:
+            logger.warning("sealing in this process for the rest of the pass: {}", exc)
+
+    def close(self) -> None:
+        """End every child (idempotent); later calls seal in this process."""
+        with self._lock:
+            self._closed = True
+            started, self._started, self._idle = self._started, [], []
+        for worker in started:
+            worker.close()
+
+
+def serve(recipient_keys: Sequence[str]) -> int:
+    """Child side: seal each body read from stdin, answer on stdout, until end of input."""
+    recipients = Recipients.parse(list(recipient_keys))
+    out = sys.stdout.buffer.fileno()
+    inp = sys.stdin.buffer.fileno()
+    _grow_pipe(out)
+    while True:
+        try:
+            (size,) = REQUEST.unpack(_read_exactly(inp, REQUEST.size, None))
+            body = _read_exactly(inp, size, None)
+        except SealWorkerFailed:
+            return 0  # end of input: the parent is done
+        try:
+            answer, status = seal(body, recipients), 0
+        except Exception as exc:  # one line back; the parent seals it itself
+            lines = str(exc).splitlines() or [type(exc).__name__]
+            answer, status = lines[0][:MAX_ERROR].encode(), 1
+        _write_all(out, ANSWER.pack(status, len(answer)), answer)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m akoshad.pipeline.seal_worker RECIPIENT...``: the child."""
+    try:
+        return serve(sys.argv[1:] if argv is None else argv)
+    except (BrokenPipeError, KeyboardInterrupt):
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

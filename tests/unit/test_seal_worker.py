@@ -1,0 +1,166 @@
+"""Sealing in child processes (``pipeline/seal_worker``): real children, real age bodies.
+The first bodies of a pass are sealed in process; then children seal, each body opens with
+the identity; a child that dies, hangs or answers too much is given up for the pass (the
+body sealed in process, one warning) and ``close`` leaves no child behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from loguru import logger
+from pyrage import x25519
+
+from akoshad.pipeline import seal_worker
+from akoshad.pipeline.seal_worker import SealingWorkers
+from akoshad.storage.crypto import Identities, Recipients, is_sealed, open_sealed
+
+
+def keys() -> tuple[Recipients, Identities]:
+    ident = x25519.Identity.generate()
+    public = str(ident.to_public())
+    return Recipients.parse([public]), Identities(Path("id.txt"), (public,), (), (ident,))
+
+
+def gone(pid: int, within: float = 5.0) -> bool:
+    """True when ``pid`` is no longer a process (reaped) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def warnings() -> list[str]:
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING")
+    yield lines
+    logger.remove(sink)
+
+
+def test_first_bodies_are_sealed_here_then_in_one_child_per_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(seal_worker, "WARM_UP", 3)
+    recipients, identities = keys()
+    workers = SealingWorkers(recipients, 2)
+    try:
+        bodies = [os.urandom(1000 + i) for i in range(3)]
+        assert [open_sealed(workers.seal(b), identities, len(b)) for b in bodies] == bodies
+        assert workers.children == ()  # the warm-up: no child for a small pass
+        more = [os.urandom(200_000 + i) for i in range(6)]
+        sealed = [workers.seal(b) for b in more]
+        assert all(is_sealed(s) for s in sealed)
+        assert [open_sealed(s, identities, 300_000) for s in sealed] == more
+        assert len(workers.children) == 1  # one caller at a time: one child
+        out: list[bytes] = []
+
+        def call() -> None:
+            out.append(workers.seal(b"x" * 300_000))
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(workers.children) <= 2
+        assert all(open_sealed(s, identities, 300_000) == b"x" * 300_000 for s in out)
+        pids = workers.children
+    finally:
+        workers.close()
+    assert all(gone(pid) for pid in pids)
+    assert workers.children == ()
+    assert open_sealed(workers.seal(b"after"), identities, 5) == b"after"  # sealed here
+
+
+def test_a_killed_child_is_given_up_and_the_body_sealed_here(
+    monkeypatch: pytest.MonkeyPatch, warnings: list[str]
+) -> None:
+    monkeypatch.setattr(seal_worker, "WARM_UP", 0)
+    recipients, identities = keys()
+    workers = SealingWorkers(recipients, 1)
+    try:
+        workers.seal(b"first")
+        (pid,) = workers.children
+        os.kill(pid, signal.SIGKILL)
+        body = os.urandom(500_000)
+        assert open_sealed(workers.seal(body), identities, len(body)) == body
+        assert workers.children == (pid,)  # no new child for the rest of the pass
+        assert open_sealed(workers.seal(b"next"), identities, 4) == b"next"
+    finally:
+        workers.close()
+    assert len([w for w in warnings if "sealing in this process" in w]) == 1
+    assert "worker ended" in warnings[0]
+
+
+def test_a_hung_child_is_killed_after_the_timeout(
+    monkeypatch: pytest.MonkeyPatch, warnings: list[str]
+) -> None:
+    monkeypatch.setattr(seal_worker, "WARM_UP", 0)
+    monkeypatch.setattr(seal_worker, "TIMEOUT", 0.5)
+    recipients, identities = keys()
+    workers = SealingWorkers(recipients, 1)
+    workers.seal(b"first")
+    (pid,) = workers.children
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    assert open_sealed(workers.seal(b"body"), identities, 4) == b"body"
+    assert 0.4 < time.monotonic() - started < 10
+    assert gone(pid)  # given up: killed and reaped
+    workers.close()
+    assert any("did not answer in 0.5s" in w for w in warnings)
+
+
+def test_an_answer_over_the_bound_is_refused(
+    monkeypatch: pytest.MonkeyPatch, warnings: list[str]
+) -> None:
+    monkeypatch.setattr(seal_worker, "WARM_UP", 0)
+    recipients, identities = keys()
+    workers = SealingWorkers(recipients, 1)
+    try:
+        workers.seal(b"first")
+        monkeypatch.setattr(seal_worker, "sealed_size_bound", lambda n: n)  # age adds a header
+        body = os.urandom(10_000)
+        assert open_sealed(workers.seal(body), identities, len(body)) == body
+    finally:
+        workers.close()
+    assert any("answered more than a sealed body" in w for w in warnings)
+
+
+def test_a_child_that_cannot_start_its_work_is_an_ended_worker(
+    monkeypatch: pytest.MonkeyPatch, warnings: list[str]
+) -> None:
+    """A child that exits at once (here: a module that does not exist) fails the first
+    body it is given; the body is sealed here."""
+    monkeypatch.setattr(seal_worker, "WARM_UP", 0)
+    monkeypatch.setattr(seal_worker, "MODULE", "akoshad.pipeline.no_such_module")
+    recipients, identities = keys()
+    workers = SealingWorkers(recipients, 1)
+    try:
+        body = os.urandom(300_000)
+        assert open_sealed(workers.seal(body), identities, len(body)) == body
+    finally:
+        workers.close()
+    assert any("sealing worker ended" in w for w in warnings)
+
+
+def test_the_child_seals_until_its_input_ends() -> None:
+    """The child side alone: ``serve`` over real pipes answers each body and returns 0 at
+    the end of its input."""
+    recipients, identities = keys()
+    worker = seal_worker.SealProcess(recipients)
+    try:
+        for size in (0, 1, 65_536, 1_048_576):
+            body = os.urandom(size)
+            assert open_sealed(worker.seal(body), identities, size) == body
+    finally:
+        worker.close()
+    assert worker._proc.returncode == 0
