@@ -11,9 +11,11 @@ files exist at once (one filling, one waiting, one being sent); each is recorded
 state (the attempt's packs) before its PUT and deleted once it landed. Small files end up
 packed together: a first sync of 10,000 small files is a handful of PUTs. With a
 :class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk is sealed before it is
-packed and known by its keyed name (``sealing`` module); sealing runs in two threads of its
-own, a few chunks ahead of the pack writer, so that it overlaps the next chunks' hashing
-and compression (which release the GIL; age sealing does not).
+packed and known by its keyed name (``sealing`` module). Chunks of 128 KiB and more are
+compressed in two threads of their own, a few chunks ahead of the pack writer, and sealed
+in a child process per thread (``seal_worker``: age sealing holds the GIL, so in this
+process it could not overlap the next chunks' hashing and compression); smaller ones, and
+the first few of a pass, are compressed and sealed in the chunking thread.
 """
 
 from __future__ import annotations
@@ -48,8 +50,7 @@ from akoshad.targets.base import Target
 
 HANDOFF_POLL = 0.5  # seconds a worker waits for room before it looks for a stop again
 SEAL_AHEAD = 8  # chunks handed to the sealing threads ahead of the pack writer
-# age sealing holds the GIL, zstd does not: with two threads one chunk is compressed while
-# another is sealed (bench/encrypted_upload_bench.py)
+# zstd releases the GIL; age sealing goes to one child per thread (bench/encrypted_upload_bench.py)
 SEAL_THREADS = 2
 INLINE_MAX = 128 * 1024  # smaller chunks are compressed (and sealed) in the chunking thread
 

@@ -3,7 +3,7 @@
 ``pyrage`` holds the GIL while it encrypts (about 450 MB/s and 80 us a body on the
 reference machine), so in the daemon's process sealing cannot overlap the chunking,
 hashing and compression that run in other threads. :class:`SealingWorkers` lends each
-sealing thread a child process of its own (``python -m akoshad.pipeline.seal_worker
+sealing thread a child process of its own (``python -m akoshad.pipeline.seal_child
 RECIPIENT...``: only public keys cross, never an identity) that seals one body at a time
 over its pipes: the parent only copies the bodies through the pipes, without the GIL.
 
@@ -18,62 +18,33 @@ Blocking: call from worker threads (each call takes a worker for its duration).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import select
-import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
 
 from loguru import logger
 
+from akoshad.pipeline.seal_child import (
+    ANSWER,
+    MAX_ERROR,
+    REQUEST,
+    ChildEnded,
+    grow_pipe,
+    read_exactly,
+    write_all,
+)
 from akoshad.pyworker import BOOT, PACKAGE_PARENT, python_flags
 from akoshad.storage.crypto import AGE_MAGIC, Recipients, seal, sealed_size_bound
 
-MODULE = "akoshad.pipeline.seal_worker"
+MODULE = "akoshad.pipeline.seal_child"
 WARM_UP = 16  # bodies sealed in this process before a child is started
 TIMEOUT = 60.0  # seconds one body may take in a child
 MAX_BODY = 32 * 1024 * 1024  # larger bodies are sealed here (chunks are at most 1 MiB)
-PIPE_SIZE = 1024 * 1024  # pipe buffers asked for (Linux), so a body crosses in a few copies
-REQUEST = struct.Struct("<I")  # body length, then the body
-ANSWER = struct.Struct("<BI")  # 0 = sealed / 1 = error (a one-line message), length
-MAX_ERROR = 400
 
 
 class SealWorkerFailed(Exception):
     """A sealing child crashed, hung or answered garbage (one line)."""
-
-
-def _read_exactly(fd: int, size: int, deadline: float | None) -> bytes:
-    """``size`` bytes from ``fd``; SealWorkerFailed on end of file or past ``deadline``
-    seconds of silence (parent side; the child passes None: it waits for work)."""
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        if deadline is not None and not select.select([fd], [], [], deadline)[0]:
-            raise SealWorkerFailed(f"its sealing worker did not answer in {deadline:g}s")
-        n = os.readv(fd, [view[got:]])
-        if n == 0:
-            raise SealWorkerFailed("its sealing worker ended")
-        got += n
-    return bytes(buf)
-
-
-def _write_all(fd: int, *parts: bytes) -> None:
-    for part in parts:
-        view = memoryview(part)
-        while view:
-            view = view[os.write(fd, view) :]
-
-
-def _grow_pipe(fd: int) -> None:
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if set_size is not None:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, set_size, PIPE_SIZE)
 
 
 class SealProcess:
@@ -90,8 +61,9 @@ class SealProcess:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._in = self._proc.stdin.fileno()
         self._out = self._proc.stdout.fileno()
-        _grow_pipe(self._in)
-        _grow_pipe(self._out)
+        grow_pipe(self._in)
+        grow_pipe(self._out)
+        os.set_blocking(self._in, False)  # a body is written within TIMEOUT, or given up
 
     @property
     def pid(self) -> int:
@@ -101,16 +73,18 @@ class SealProcess:
     def seal(self, body: bytes) -> bytes:
         """``body`` sealed by the child; SealWorkerFailed (one line) when it cannot be."""
         try:
-            _write_all(self._in, REQUEST.pack(len(body)), body)
-            status, size = ANSWER.unpack(_read_exactly(self._out, ANSWER.size, TIMEOUT))
+            write_all(self._in, REQUEST.pack(len(body)), body, deadline=TIMEOUT)
+            status, size = ANSWER.unpack(read_exactly(self._out, ANSWER.size, TIMEOUT))
             if status != 0:
                 if size > MAX_ERROR:
                     raise SealWorkerFailed("its sealing worker answered garbage")
-                said = _read_exactly(self._out, size, TIMEOUT).decode(errors="replace")
+                said = read_exactly(self._out, size, TIMEOUT).decode(errors="replace")
                 raise SealWorkerFailed(f"its sealing worker failed: {said}")
             if size > sealed_size_bound(len(body)):
                 raise SealWorkerFailed("its sealing worker answered more than a sealed body")
-            sealed = _read_exactly(self._out, size, TIMEOUT)
+            sealed = read_exactly(self._out, size, TIMEOUT)
+        except ChildEnded as exc:
+            raise SealWorkerFailed(f"its sealing worker {exc}") from None
         except OSError as exc:  # a broken pipe: the child is gone
             raise SealWorkerFailed(f"its sealing worker ended ({exc.strerror})") from None
         if not sealed.startswith(AGE_MAGIC):
@@ -202,35 +176,3 @@ class SealingWorkers:
             started, self._started, self._idle = self._started, [], []
         for worker in started:
             worker.close()
-
-
-def serve(recipient_keys: Sequence[str]) -> int:
-    """Child side: seal each body read from stdin, answer on stdout, until end of input."""
-    recipients = Recipients.parse(list(recipient_keys))
-    out = sys.stdout.buffer.fileno()
-    inp = sys.stdin.buffer.fileno()
-    _grow_pipe(out)
-    while True:
-        try:
-            (size,) = REQUEST.unpack(_read_exactly(inp, REQUEST.size, None))
-            body = _read_exactly(inp, size, None)
-        except SealWorkerFailed:
-            return 0  # end of input: the parent is done
-        try:
-            answer, status = seal(body, recipients), 0
-        except Exception as exc:  # one line back; the parent seals it itself
-            lines = str(exc).splitlines() or [type(exc).__name__]
-            answer, status = lines[0][:MAX_ERROR].encode(), 1
-        _write_all(out, ANSWER.pack(status, len(answer)), answer)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m akoshad.pipeline.seal_worker RECIPIENT...``: the child."""
-    try:
-        return serve(sys.argv[1:] if argv is None else argv)
-    except (BrokenPipeError, KeyboardInterrupt):
-        return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
