@@ -14,8 +14,9 @@ packed together: a first sync of 10,000 small files is a handful of PUTs. With a
 packed and known by its keyed name (``sealing`` module). Chunks of 128 KiB and more are
 compressed in two threads of their own, a few chunks ahead of the pack writer, and sealed
 in a child process per thread (``seal_worker``: age sealing holds the GIL, so in this
-process it could not overlap the next chunks' hashing and compression); smaller ones, and
-the first few of a pass, are compressed and sealed in the chunking thread.
+process it could not overlap the next chunks' hashing and compression); smaller ones go
+to those children in batches (one round trip for up to 64); the first few bodies of a pass
+are sealed in the chunking thread (a session-sized upload starts no child).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ SEAL_AHEAD = 8  # chunks handed to the sealing threads ahead of the pack writer
 # zstd releases the GIL; age sealing goes to one child per thread (bench/encrypted_upload_bench.py)
 SEAL_THREADS = 2
 INLINE_MAX = 128 * 1024  # smaller chunks are compressed (and sealed) in the chunking thread
+# ... unless sealing children are at work: then they go to them in batches
+SMALL_BATCH = 64
+SMALL_BATCH_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,12 @@ class PackSender:
         self._pending: dict[str, tuple[int, str, ChunkCompression]] = {}
         # stops offering a file's chunks to zstd while they do not compress
         self._probe = codec.CompressionProbe(self.codec)
-        self._sealing: deque[tuple[str, Future[tuple[ChunkCompression, bytes]]]] = deque()
+        self._sealing: deque[
+            tuple[tuple[str, ...], Future[list[tuple[ChunkCompression, bytes]]]]
+        ] = deque()
+        # small chunks waiting to go to the sealing children together: (identity, data, codec)
+        self._small: list[tuple[str, bytes, ChunkCompression]] = []
+        self._small_bytes = 0
 
     async def send(self, files: list[tuple[str, CapturedFile]]) -> list[SentFile]:
         """Send every file; raises the first failure (TransientError, PermanentError,
@@ -225,10 +234,19 @@ class PackSender:
                     raise _Stopped from None
 
     def _pack(self, writer: PackWriter, ident: str, data: bytes, size: int, sha: str) -> None:
-        """Compress (and seal) a new chunk and add it to the pack. Compression and sealing
-        run in the sealing threads (the bodies go into the pack in order, at most
-        SEAL_AHEAD behind), beside the chunking and hashing of the next ones."""
+        """Compress (and seal) a new chunk and add it to the pack. Chunks of INLINE_MAX and
+        more are compressed in the sealing threads (the bodies go into the pack at most
+        SEAL_AHEAD jobs behind), beside the chunking and hashing of the next ones; with
+        sealing children at work, smaller ones go there in batches."""
         tried = self._probe.choose()
+        workers = self._workers
+        if size < INLINE_MAX and workers is not None and workers.ready:
+            self._pending[ident] = (size, sha, tried)
+            self._small.append((ident, data, tried))
+            self._small_bytes += size
+            if len(self._small) >= SMALL_BATCH or self._small_bytes >= SMALL_BATCH_BYTES:
+                self._submit_small(writer)
+            return
         if size < INLINE_MAX or (tried == "none" and self.sealing is None):
             # a thread hop would cost more than the work
             if self.sealing is None:
@@ -238,29 +256,41 @@ class PackSender:
             self._probe.record(tried, comp)
             self._add(writer, ident, body, (comp, size, sha))
             return
-        if self.sealing is None:
-            job = self._sealer.submit(codec.compress, data, tried)
-        else:
-            job = self._sealer.submit(self._compress_and_seal, data, tried)
         self._pending[ident] = (size, sha, tried)
-        self._sealing.append((ident, job))
+        self._submit_small(writer)  # the bodies reach the pack (and the probe) in order
+        self._submit(writer, (ident,), [(data, tried)])
+
+    def _submit_small(self, writer: PackWriter) -> None:
+        batch, self._small, self._small_bytes = self._small, [], 0
+        if batch:
+            self._submit(writer, tuple(i for i, _, _ in batch), [(d, t) for _, d, t in batch])
+
+    def _submit(
+        self,
+        writer: PackWriter,
+        idents: tuple[str, ...],
+        items: list[tuple[bytes, ChunkCompression]],
+    ) -> None:
+        self._sealing.append((idents, self._sealer.submit(self._encode, items)))
         while len(self._sealing) > SEAL_AHEAD or (self._sealing and self._sealing[0][1].done()):
             self._add_sealed(writer)
 
-    def _compress_and_seal(
-        self, data: bytes, tried: ChunkCompression
-    ) -> tuple[ChunkCompression, bytes]:
-        """In a sealing thread: a large chunk compressed here, sealed in a child."""
-        assert self._workers is not None
-        used, packed = codec.compress(data, tried)
-        return used, self._workers.seal(packed)
+    def _encode(
+        self, items: list[tuple[bytes, ChunkCompression]]
+    ) -> list[tuple[ChunkCompression, bytes]]:
+        """In a sealing thread: chunks compressed here, sealed in a child (one round trip)."""
+        done = [codec.compress(data, tried) for data, tried in items]
+        if self._workers is None:
+            return done
+        sealed = self._workers.seal_many([body for _, body in done])
+        return [(comp, body) for (comp, _), body in zip(done, sealed, strict=True)]
 
     def _add_sealed(self, writer: PackWriter) -> None:
-        head, job = self._sealing.popleft()
-        comp, body = job.result()
-        size, sha, tried = self._pending.pop(head)
-        self._probe.record(tried, comp)
-        self._add(writer, head, body, (comp, size, sha))
+        idents, job = self._sealing.popleft()
+        for ident, (comp, body) in zip(idents, job.result(), strict=True):
+            size, sha, tried = self._pending.pop(ident)
+            self._probe.record(tried, comp)
+            self._add(writer, ident, body, (comp, size, sha))
 
     def _add(
         self, writer: PackWriter, ident: str, body: bytes, stored: tuple[ChunkCompression, int, str]
@@ -271,6 +301,7 @@ class PackSender:
 
     def _flush(self, writer: PackWriter) -> SealedPack | None:
         """Every body still being sealed into the pack, then the last pack sealed."""
+        self._submit_small(writer)
         while self._sealing:
             self._add_sealed(writer)
         return writer.flush()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import select
 import struct
 import sys
 from collections.abc import Sequence
@@ -25,18 +24,15 @@ PIPE_SIZE = 1024 * 1024  # pipe buffers asked for (Linux), so a body crosses in 
 
 
 class ChildEnded(Exception):
-    """The other side ended its output, or went silent past the deadline (one line)."""
+    """The parent ended the child's input."""
 
 
-def read_exactly(fd: int, size: int, deadline: float | None) -> bytes:
-    """``size`` bytes from ``fd``; ChildEnded on end of file or after ``deadline`` seconds
-    of silence (None: wait)."""
+def read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd``; ChildEnded at the end of the input."""
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
     while got < size:
-        if deadline is not None and not select.select([fd], [], [], deadline)[0]:
-            raise ChildEnded(f"did not answer in {deadline:g}s")
         n = os.readv(fd, [view[got:]])
         if n == 0:
             raise ChildEnded("ended")
@@ -44,18 +40,12 @@ def read_exactly(fd: int, size: int, deadline: float | None) -> bytes:
     return bytes(buf)
 
 
-def write_all(fd: int, *parts: bytes, deadline: float | None = None) -> None:
-    """Every byte of ``parts`` written to ``fd``, in order; with a ``deadline`` (``fd``
-    non-blocking), ChildEnded when the reader takes nothing for that many seconds."""
+def write_all(fd: int, *parts: bytes) -> None:
+    """Every byte of ``parts`` written to ``fd`` (blocking), in order."""
     for part in parts:
         view = memoryview(part)
         while view:
-            if deadline is not None and not select.select([], [fd], [], deadline)[1]:
-                raise ChildEnded(f"did not answer in {deadline:g}s")
-            try:
-                view = view[os.write(fd, view) :]
-            except BlockingIOError:
-                continue
+            view = view[os.write(fd, view) :]
 
 
 def grow_pipe(fd: int) -> None:
@@ -76,8 +66,8 @@ def serve(recipient_keys: Sequence[str]) -> int:
     grow_pipe(out)
     while True:
         try:
-            (size,) = REQUEST.unpack(read_exactly(inp, REQUEST.size, None))
-            body = read_exactly(inp, size, None)
+            (size,) = REQUEST.unpack(read_exactly(inp, REQUEST.size))
+            body = read_exactly(inp, size)
         except ChildEnded:
             return 0  # the end of the input: the parent is done
         try:

@@ -19,21 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 import sys
 import threading
+from collections import deque
+from collections.abc import Sequence
 
 from loguru import logger
 
-from akoshad.pipeline.seal_child import (
-    ANSWER,
-    MAX_ERROR,
-    REQUEST,
-    ChildEnded,
-    grow_pipe,
-    read_exactly,
-    write_all,
-)
+from akoshad.pipeline.seal_child import ANSWER, MAX_ERROR, REQUEST, grow_pipe
 from akoshad.pyworker import BOOT, PACKAGE_PARENT, python_flags
 from akoshad.storage.crypto import AGE_MAGIC, Recipients, seal, sealed_size_bound
 
@@ -41,6 +36,7 @@ MODULE = "akoshad.pipeline.seal_child"
 WARM_UP = 16  # bodies sealed in this process before a child is started
 TIMEOUT = 60.0  # seconds one body may take in a child
 MAX_BODY = 32 * 1024 * 1024  # larger bodies are sealed here (chunks are at most 1 MiB)
+READ_SIZE = 1024 * 1024  # bytes read from a child at a time
 
 
 class SealWorkerFailed(Exception):
@@ -63,33 +59,51 @@ class SealProcess:
         self._out = self._proc.stdout.fileno()
         grow_pipe(self._in)
         grow_pipe(self._out)
-        os.set_blocking(self._in, False)  # a body is written within TIMEOUT, or given up
+        os.set_blocking(self._in, False)  # written and read as the pipes allow
+        os.set_blocking(self._out, False)
 
     @property
     def pid(self) -> int:
         """The child's process id."""
         return self._proc.pid
 
-    def seal(self, body: bytes) -> bytes:
-        """``body`` sealed by the child; SealWorkerFailed (one line) when it cannot be."""
+    def seal_many(self, bodies: Sequence[bytes]) -> list[bytes]:
+        """Every body sealed by the child, in order (requests written while answers are
+        read, so neither side waits on a full pipe); SealWorkerFailed (one line) when
+        they cannot be."""
+        frames: deque[memoryview] = deque()
+        for body in bodies:
+            frames += (memoryview(REQUEST.pack(len(body))), memoryview(body))
+        answers: list[bytes] = []
+        pending = bytearray()
         try:
-            write_all(self._in, REQUEST.pack(len(body)), body, deadline=TIMEOUT)
-            status, size = ANSWER.unpack(read_exactly(self._out, ANSWER.size, TIMEOUT))
-            if status != 0:
-                if size > MAX_ERROR:
-                    raise SealWorkerFailed("its sealing worker answered garbage")
-                said = read_exactly(self._out, size, TIMEOUT).decode(errors="replace")
-                raise SealWorkerFailed(f"its sealing worker failed: {said}")
-            if size > sealed_size_bound(len(body)):
-                raise SealWorkerFailed("its sealing worker answered more than a sealed body")
-            sealed = read_exactly(self._out, size, TIMEOUT)
-        except ChildEnded as exc:
-            raise SealWorkerFailed(f"its sealing worker {exc}") from None
+            while len(answers) < len(bodies):
+                writing = [self._in] if frames else []
+                readable, writable, _ = select.select([self._out], writing, [], TIMEOUT)
+                if not readable and not writable:
+                    raise SealWorkerFailed(f"its sealing worker did not answer in {TIMEOUT:g}s")
+                if writable:
+                    self._write_some(frames)
+                if readable:
+                    data = os.read(self._out, READ_SIZE)
+                    if not data:
+                        raise SealWorkerFailed("its sealing worker ended")
+                    pending += data
+                    _take_answers(pending, bodies, answers)
         except OSError as exc:  # a broken pipe: the child is gone
             raise SealWorkerFailed(f"its sealing worker ended ({exc.strerror})") from None
-        if not sealed.startswith(AGE_MAGIC):
-            raise SealWorkerFailed("its sealing worker answered something that is not age data")
-        return sealed
+        return answers
+
+    def _write_some(self, frames: deque[memoryview]) -> None:
+        while frames:
+            try:
+                n = os.write(self._in, frames[0])
+            except BlockingIOError:
+                return
+            if n < len(frames[0]):
+                frames[0] = frames[0][n:]
+                return
+            frames.popleft()
 
     def close(self, *, kill: bool = False) -> None:
         """End the child: the end of its input (killed when it does not end at once), or
@@ -106,6 +120,28 @@ class SealProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+def _take_answers(pending: bytearray, bodies: Sequence[bytes], answers: list[bytes]) -> None:
+    """Move every complete answer from ``pending`` to ``answers``, each checked: an age
+    body within the bound of its request's size, or the child's error."""
+    while len(pending) >= ANSWER.size:
+        status, size = ANSWER.unpack_from(pending)
+        if status == 0:
+            if size > sealed_size_bound(len(bodies[len(answers)])):
+                raise SealWorkerFailed("its sealing worker answered more than a sealed body")
+        elif status != 1 or size > MAX_ERROR:
+            raise SealWorkerFailed("its sealing worker answered garbage")
+        if len(pending) < ANSWER.size + size:
+            return
+        body = bytes(pending[ANSWER.size : ANSWER.size + size])
+        del pending[: ANSWER.size + size]
+        if status == 1:
+            said = body.decode(errors="replace")
+            raise SealWorkerFailed(f"its sealing worker failed: {said}")
+        if not body.startswith(AGE_MAGIC):
+            raise SealWorkerFailed("its sealing worker answered something that is not age data")
+        answers.append(body)
 
 
 class SealingWorkers:
@@ -125,17 +161,27 @@ class SealingWorkers:
 
     def seal(self, body: bytes) -> bytes:
         """``body`` (compressed) sealed, in a child when one is available."""
-        worker = self._take(len(body))
+        return self.seal_many([body])[0]
+
+    def seal_many(self, bodies: Sequence[bytes]) -> list[bytes]:
+        """Every body sealed, in order: in one child's round trip when one is available."""
+        worker = self._take(bodies)
         if worker is None:
-            return seal(body, self.recipients)
+            return [seal(b, self.recipients) for b in bodies]
         try:
-            sealed = worker.seal(body)
+            sealed = worker.seal_many(bodies)
         except SealWorkerFailed as exc:
             self._give_up(worker, exc)
-            return seal(body, self.recipients)
+            return [seal(b, self.recipients) for b in bodies]
         with self._lock:
             self._idle.append(worker)
         return sealed
+
+    @property
+    def ready(self) -> bool:
+        """True once bodies go to children (past the warm-up, none failed, not closed)."""
+        with self._lock:
+            return self._calls >= WARM_UP and not (self._broken or self._closed)
 
     @property
     def children(self) -> tuple[int, ...]:
@@ -143,10 +189,11 @@ class SealingWorkers:
         with self._lock:
             return tuple(p.pid for p in self._started)
 
-    def _take(self, size: int) -> SealProcess | None:
+    def _take(self, bodies: Sequence[bytes]) -> SealProcess | None:
         with self._lock:
-            self._calls += 1
-            if self._broken or self._closed or self._calls <= WARM_UP or size > MAX_BODY:
+            self._calls += len(bodies)
+            big = sum(len(b) for b in bodies) > MAX_BODY
+            if self._broken or self._closed or self._calls <= WARM_UP or big:
                 return None
             if self._idle:
                 return self._idle.pop()

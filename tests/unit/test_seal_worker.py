@@ -81,6 +81,26 @@ def test_first_bodies_are_sealed_here_then_in_one_child_per_thread(
     assert open_sealed(workers.seal(b"after"), identities, 5) == b"after"  # sealed here
 
 
+def test_a_batch_seals_in_one_round_trip_and_counts_toward_the_warm_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(seal_worker, "WARM_UP", 10)
+    recipients, identities = keys()
+    workers = SealingWorkers(recipients, 2)
+    try:
+        assert not workers.ready
+        first = [f"small {i}".encode() for i in range(10)]
+        assert [open_sealed(s, identities, 20) for s in workers.seal_many(first)] == first
+        assert workers.children == () and workers.ready  # 10 sealed here: ready now
+        more = [os.urandom(i * 1000) for i in range(50)]
+        sealed = workers.seal_many(more)
+        assert len(workers.children) == 1
+        assert [open_sealed(s, identities, 50_000) for s in sealed] == more
+    finally:
+        workers.close()
+    assert not workers.ready
+
+
 def test_a_killed_child_is_given_up_and_the_body_sealed_here(
     monkeypatch: pytest.MonkeyPatch, warnings: list[str]
 ) -> None:
@@ -154,14 +174,20 @@ def test_a_child_that_cannot_start_its_work_is_an_ended_worker(
 
 
 def test_the_child_seals_until_its_input_ends() -> None:
-    """The child side alone: ``serve`` over real pipes answers each body and returns 0 at
-    the end of its input."""
+    """One child over real pipes answers each body, in order, and exits 0 at the end of
+    its input."""
     recipients, identities = keys()
     worker = seal_worker.SealProcess(recipients)
     try:
         for size in (0, 1, 65_536, 1_048_576):
             body = os.urandom(size)
-            assert open_sealed(worker.seal(body), identities, size) == body
+            assert open_sealed(worker.seal_many([body])[0], identities, size) == body
+        # a batch of more than both pipes hold: requests written while answers are read
+        bodies = [os.urandom(300 + i % 7 * 100_000) for i in range(64)]
+        assert sum(map(len, bodies)) > 8 * 1024 * 1024
+        sealed = worker.seal_many(bodies)
+        opened = [open_sealed(s, identities, len(b)) for s, b in zip(sealed, bodies, strict=True)]
+        assert opened == bodies
     finally:
         worker.close()
     assert worker._proc.returncode == 0
