@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import struct
 import sys
 from collections.abc import Sequence
@@ -21,31 +20,6 @@ REQUEST = struct.Struct("<I")  # body length, then the body
 ANSWER = struct.Struct("<BI")  # 0 = sealed / 1 = error (a one-line message), length
 MAX_ERROR = 400
 PIPE_SIZE = 1024 * 1024  # pipe buffers asked for (Linux), so a body crosses in a few copies
-
-
-class ChildEnded(Exception):
-    """The parent ended the child's input."""
-
-
-def read_exactly(fd: int, size: int) -> bytes:
-    """``size`` bytes from ``fd``; ChildEnded at the end of the input."""
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = os.readv(fd, [view[got:]])
-        if n == 0:
-            raise ChildEnded("ended")
-        got += n
-    return bytes(buf)
-
-
-def write_all(fd: int, *parts: bytes) -> None:
-    """Every byte of ``parts`` written to ``fd`` (blocking), in order."""
-    for part in parts:
-        view = memoryview(part)
-        while view:
-            view = view[os.write(fd, view) :]
 
 
 def grow_pipe(fd: int) -> None:
@@ -62,20 +36,24 @@ def serve(recipient_keys: Sequence[str]) -> int:
     from pyrage import x25519
 
     recipients = [x25519.Recipient.from_str(k) for k in recipient_keys]
-    inp, out = sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno()
-    grow_pipe(out)
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    grow_pipe(out.fileno())
     while True:
-        try:
-            (size,) = REQUEST.unpack(read_exactly(inp, REQUEST.size))
-            body = read_exactly(inp, size)
-        except ChildEnded:
+        head = inp.read(REQUEST.size)  # a large read goes straight into its bytes
+        if len(head) < REQUEST.size:
             return 0  # the end of the input: the parent is done
+        (size,) = REQUEST.unpack(head)
+        body = inp.read(size)
+        if len(body) < size:
+            return 0
         try:
             answer, status = pyrage.encrypt(body, recipients), 0
         except Exception as exc:  # one line back; the parent seals the body itself
             lines = str(exc).splitlines() or [type(exc).__name__]
             answer, status = lines[0][:MAX_ERROR].encode(), 1
-        write_all(out, ANSWER.pack(status, len(answer)), answer)
+        out.write(ANSWER.pack(status, len(answer)))
+        out.write(answer)
+        out.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

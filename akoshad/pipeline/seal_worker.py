@@ -36,7 +36,6 @@ MODULE = "akoshad.pipeline.seal_child"
 WARM_UP = 16  # bodies sealed in this process before a child is started
 TIMEOUT = 60.0  # seconds one body may take in a child
 MAX_BODY = 32 * 1024 * 1024  # larger bodies are sealed here (chunks are at most 1 MiB)
-READ_SIZE = 1024 * 1024  # bytes read from a child at a time
 
 
 class SealWorkerFailed(Exception):
@@ -74,10 +73,9 @@ class SealProcess:
         frames: deque[memoryview] = deque()
         for body in bodies:
             frames += (memoryview(REQUEST.pack(len(body))), memoryview(body))
-        answers: list[bytes] = []
-        pending = bytearray()
+        answers = _Answers(bodies)
         try:
-            while len(answers) < len(bodies):
+            while not answers.complete:
                 writing = [self._in] if frames else []
                 readable, writable, _ = select.select([self._out], writing, [], TIMEOUT)
                 if not readable and not writable:
@@ -85,14 +83,10 @@ class SealProcess:
                 if writable:
                     self._write_some(frames)
                 if readable:
-                    data = os.read(self._out, READ_SIZE)
-                    if not data:
-                        raise SealWorkerFailed("its sealing worker ended")
-                    pending += data
-                    _take_answers(pending, bodies, answers)
+                    answers.read_from(self._out)
         except OSError as exc:  # a broken pipe: the child is gone
             raise SealWorkerFailed(f"its sealing worker ended ({exc.strerror})") from None
-        return answers
+        return answers.done
 
     def _write_some(self, frames: deque[memoryview]) -> None:
         while frames:
@@ -122,26 +116,58 @@ class SealProcess:
             self._proc.wait()
 
 
-def _take_answers(pending: bytearray, bodies: Sequence[bytes], answers: list[bytes]) -> None:
-    """Move every complete answer from ``pending`` to ``answers``, each checked: an age
-    body within the bound of its request's size, or the child's error."""
-    while len(pending) >= ANSWER.size:
-        status, size = ANSWER.unpack_from(pending)
+class _Answers:
+    """A child's answers to ``bodies``, read as they come (each into a buffer of its own
+    size, no copy through a growing one), each checked: an age body within the bound of its
+    request's size, or the child's one-line error."""
+
+    def __init__(self, bodies: Sequence[bytes]) -> None:
+        self.bodies = bodies
+        self.done: list[bytes] = []
+        self._head = bytearray(ANSWER.size)
+        self._body: bytearray | None = None
+        self._status = 0
+        self._got = 0
+
+    @property
+    def complete(self) -> bool:
+        """True once every body has its answer."""
+        return len(self.done) == len(self.bodies)
+
+    def read_from(self, fd: int) -> None:
+        """Read what ``fd`` (non-blocking) holds now, up to the last answer."""
+        while not self.complete:
+            into = self._head if self._body is None else self._body
+            try:
+                n = os.readv(fd, [memoryview(into)[self._got :]])
+            except BlockingIOError:
+                return
+            if n == 0:
+                raise SealWorkerFailed("its sealing worker ended")
+            self._got += n
+            if self._body is None and self._got == ANSWER.size:
+                self._start_body()
+            if self._body is not None and self._got == len(self._body):
+                self._finish()
+
+    def _start_body(self) -> None:
+        status, size = ANSWER.unpack(self._head)
         if status == 0:
-            if size > sealed_size_bound(len(bodies[len(answers)])):
+            if size > sealed_size_bound(len(self.bodies[len(self.done)])):
                 raise SealWorkerFailed("its sealing worker answered more than a sealed body")
         elif status != 1 or size > MAX_ERROR:
             raise SealWorkerFailed("its sealing worker answered garbage")
-        if len(pending) < ANSWER.size + size:
-            return
-        body = bytes(pending[ANSWER.size : ANSWER.size + size])
-        del pending[: ANSWER.size + size]
-        if status == 1:
+        self._status, self._body, self._got = status, bytearray(size), 0
+
+    def _finish(self) -> None:
+        assert self._body is not None
+        body, self._body, self._got = bytes(self._body), None, 0
+        if self._status == 1:
             said = body.decode(errors="replace")
             raise SealWorkerFailed(f"its sealing worker failed: {said}")
         if not body.startswith(AGE_MAGIC):
             raise SealWorkerFailed("its sealing worker answered something that is not age data")
-        answers.append(body)
+        self.done.append(body)
 
 
 class SealingWorkers:
