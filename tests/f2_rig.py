@@ -137,6 +137,31 @@ async def open_rig(settings: Settings, target: Target, state_path: Path) -> Rig:
     return Rig(settings, settings.data_dir, state, target, feed, drain, uploader)
 
 
+async def open_sealed_rig(tmp_path: Path, system_id: str) -> Rig:
+    """A rig over the local outbox in ``tmp_path`` whose uploads are sealed to a new
+    identity (``tmp_path / "id.txt"``); the store is ``tmp_path / "store"`` (created)."""
+    from akoshad.config import load_settings
+    from akoshad.pipeline.sealing import SealingSource
+    from akoshad.storage.crypto import write_new_identity
+
+    (tmp_path / "store").mkdir()
+    public = write_new_identity(tmp_path / "id.txt")
+    settings = load_settings(
+        None,
+        overrides={
+            "data_dir": str(tmp_path / "store"),
+            "state_dir": str(tmp_path / "state"),
+            "local_target_dir": str(tmp_path / "outbox"),
+            "cloud_sync": {"system_id": system_id},
+            "encryption": {"recipients": [public]},
+        },
+        environ={"HOME": str(tmp_path)},
+    )
+    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    rig.uploader.sealing = SealingSource(settings.encryption, tmp_path / "state", system_id)
+    return rig
+
+
 async def close_rig(rig: Rig) -> None:
     await rig.target.close()
     await rig.state.close()

@@ -361,26 +361,10 @@ async def test_recovery_of_an_encrypted_upload_sends_it_again(tmp_path: Path) ->
     """A crash between an encrypted manifest's PUT and the commit: the daemon (no
     identity) cannot read the manifest, so the attempt is discarded, never half-committed
     or a crash at start, and the next pass sends the store again, sealed."""
-    from akoshad.config import load_settings
     from akoshad.pipeline.recovery import Discarder, Recovery
-    from akoshad.pipeline.sealing import SealingSource
-    from tests.f2_rig import close_rig, open_rig
+    from tests.f2_rig import close_rig, open_sealed_rig
 
-    (tmp_path / "store").mkdir()
-    public = write_new_identity(tmp_path / "id.txt")
-    settings = load_settings(
-        None,
-        overrides={
-            "data_dir": str(tmp_path / "store"),
-            "state_dir": str(tmp_path / "state"),
-            "local_target_dir": str(tmp_path / "outbox"),
-            "cloud_sync": {"system_id": "enc-rec"},
-            "encryption": {"recipients": [public]},
-        },
-        environ={"HOME": str(tmp_path)},
-    )
-    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
-    rig.uploader.sealing = SealingSource(settings.encryption, tmp_path / "state", "enc-rec")
+    rig = await open_sealed_rig(tmp_path, "enc-rec")
     try:
         rig.write("notes/a.md", MARKERS[0].encode() * 100)
         (report,) = await rig.sync()
@@ -408,26 +392,10 @@ async def test_recovery_of_an_encrypted_upload_sends_it_again(tmp_path: Path) ->
 async def test_format_1_objects_are_sent_again_sealed(tmp_path: Path) -> None:
     """Whole gzip objects of an older akoshad are readable: an encrypted upload never
     points at them; every file is sent again, sealed."""
-    from akoshad.config import load_settings
-    from akoshad.pipeline.sealing import SealingSource
-    from tests.f2_rig import close_rig, open_rig
+    from tests.f2_rig import close_rig, open_sealed_rig
     from tests.integration.test_format2_writer import SID, write_format1_upload
 
-    (tmp_path / "store").mkdir()
-    public = write_new_identity(tmp_path / "id.txt")
-    settings = load_settings(
-        None,
-        overrides={
-            "data_dir": str(tmp_path / "store"),
-            "state_dir": str(tmp_path / "state"),
-            "local_target_dir": str(tmp_path / "outbox"),
-            "cloud_sync": {"system_id": SID},
-            "encryption": {"recipients": [public]},
-        },
-        environ={"HOME": str(tmp_path)},
-    )
-    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
-    rig.uploader.sealing = SealingSource(settings.encryption, tmp_path / "state", SID)
+    rig = await open_sealed_rig(tmp_path, SID)
     try:
         rig.write("a.json", b'{"a": 1}')
         rig.write("big.bin", MARKERS[3].encode() * 100_000)

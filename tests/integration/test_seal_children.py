@@ -11,12 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.config import load_settings
 from akoshad.pipeline import packing, seal_worker
-from akoshad.pipeline.sealing import SealingSource
-from akoshad.storage.crypto import load_identity, write_new_identity
-from akoshad.targets.local import LocalTarget
-from tests.f2_rig import close_rig, open_rig
+from akoshad.storage.crypto import load_identity
+from tests.f2_rig import close_rig, open_sealed_rig
 from tests.sealed_read import restore_sealed
 
 MiB = 1024 * 1024
@@ -53,22 +50,7 @@ async def test_large_chunks_and_small_files_are_sealed_in_children(
 ) -> None:
     monkeypatch.setattr(packing, "SealingWorkers", CountingWorkers)
     CountingWorkers.made = []
-    store = tmp_path / "store"
-    store.mkdir()
-    public = write_new_identity(tmp_path / "id.txt")
-    settings = load_settings(
-        None,
-        overrides={
-            "data_dir": str(store),
-            "state_dir": str(tmp_path / "state"),
-            "local_target_dir": str(tmp_path / "outbox"),
-            "cloud_sync": {"system_id": "enc-children"},
-            "encryption": {"recipients": [public]},
-        },
-        environ={"HOME": str(tmp_path)},
-    )
-    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
-    rig.uploader.sealing = SealingSource(settings.encryption, tmp_path / "state", "enc-children")
+    rig = await open_sealed_rig(tmp_path, "enc-children")
     rng = random.Random(5)
     identity = load_identity(tmp_path / "id.txt")
     try:

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,16 @@ def warnings() -> list[str]:
     sink = logger.add(lambda m: lines.append(str(m)), level="WARNING")
     yield lines
     logger.remove(sink)
+
+
+@pytest.fixture
+def one_child(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SealingWorkers, Identities]]:
+    """Workers of one child, past the warm-up from the first body."""
+    monkeypatch.setattr(seal_worker, "WARM_UP", 0)
+    recipients, identities = keys()
+    workers = SealingWorkers(recipients, 1)
+    yield workers, identities
+    workers.close()
 
 
 def test_first_bodies_are_sealed_here_then_in_one_child_per_thread(
@@ -102,21 +113,16 @@ def test_a_batch_seals_in_one_round_trip_and_counts_toward_the_warm_up(
 
 
 def test_a_killed_child_is_given_up_and_the_body_sealed_here(
-    monkeypatch: pytest.MonkeyPatch, warnings: list[str]
+    one_child: tuple[SealingWorkers, Identities], warnings: list[str]
 ) -> None:
-    monkeypatch.setattr(seal_worker, "WARM_UP", 0)
-    recipients, identities = keys()
-    workers = SealingWorkers(recipients, 1)
-    try:
-        workers.seal(b"first")
-        (pid,) = workers.children
-        os.kill(pid, signal.SIGKILL)
-        body = os.urandom(500_000)
-        assert open_sealed(workers.seal(body), identities, len(body)) == body
-        assert workers.children == (pid,)  # no new child for the rest of the pass
-        assert open_sealed(workers.seal(b"next"), identities, 4) == b"next"
-    finally:
-        workers.close()
+    workers, identities = one_child
+    workers.seal(b"first")
+    (pid,) = workers.children
+    os.kill(pid, signal.SIGKILL)
+    body = os.urandom(500_000)
+    assert open_sealed(workers.seal(body), identities, len(body)) == body
+    assert workers.children == (pid,)  # no new child for the rest of the pass
+    assert open_sealed(workers.seal(b"next"), identities, 4) == b"next"
     assert len([w for w in warnings if "sealing in this process" in w]) == 1
     assert "worker ended" in warnings[0]
 
@@ -141,18 +147,15 @@ def test_a_hung_child_is_killed_after_the_timeout(
 
 
 def test_an_answer_over_the_bound_is_refused(
-    monkeypatch: pytest.MonkeyPatch, warnings: list[str]
+    one_child: tuple[SealingWorkers, Identities],
+    monkeypatch: pytest.MonkeyPatch,
+    warnings: list[str],
 ) -> None:
-    monkeypatch.setattr(seal_worker, "WARM_UP", 0)
-    recipients, identities = keys()
-    workers = SealingWorkers(recipients, 1)
-    try:
-        workers.seal(b"first")
-        monkeypatch.setattr(seal_worker, "sealed_size_bound", lambda n: n)  # age adds a header
-        body = os.urandom(10_000)
-        assert open_sealed(workers.seal(body), identities, len(body)) == body
-    finally:
-        workers.close()
+    workers, identities = one_child
+    workers.seal(b"first")
+    monkeypatch.setattr(seal_worker, "sealed_size_bound", lambda n: n)  # age adds a header
+    body = os.urandom(10_000)
+    assert open_sealed(workers.seal(body), identities, len(body)) == body
     assert any("answered more than a sealed body" in w for w in warnings)
 
 
