@@ -8,11 +8,12 @@ on (``encryption.recipients`` set: chunks sealed, keyed names, sealed documents)
 2. A session-sized upload after it: --session-mib MiB (default 4) appended to the large
    file and 20 small files rewritten.
 
-For each: seconds, MB/s of the store's bytes, PUTs (requests), bytes sent; then the
-throughput lost with encryption (goal: at most 15%) and the request difference (goal: 0;
-the name key's record is one PUT, once per target and recipient list: counted apart; each
-repeat seals to a new key, whose keyed cut points of index and chunk-list parts fall
-elsewhere, so the PUTs of each run and their mean are printed too).
+For each: seconds, CPU seconds (this process and its sealing children), MB/s of the
+store's bytes, PUTs (requests), bytes sent; then the throughput lost with encryption (goal:
+at most 15%) and the request difference (goal: 0; the name key's record is one PUT, once
+per target and recipient list: counted apart; each repeat seals to a new key, whose keyed
+cut points of chunk-list parts fall elsewhere, so the PUTs of each run and their mean are
+printed too).
 The machine may be shared: take the best of --repeat runs (default 2).
 
     python bench/encrypted_upload_bench.py
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -52,6 +54,7 @@ class Figures:
     key_puts: int
     sent: int
     size: int
+    cpu: float  # CPU seconds of this process and its children (sealing) during the sync
 
     @property
     def mbps(self) -> float:
@@ -112,13 +115,24 @@ async def rig_for(work: Path, store: Path, recipient: str | None) -> Rig:
 async def sync(rig: Rig, size: int) -> Figures:
     assert isinstance(rig.target, CountingTarget)
     rig.target.puts.clear()
+    cpu = cpu_seconds()
     start = time.perf_counter()
     reports = await rig.sync()
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu
     assert reports and all(r.error is None for r in reports), [r.error for r in reports]
     key_puts = sum(1 for k in rig.target.puts if "/keys/" in k)
     sent = sum(r.bytes_sent for r in reports)
-    return Figures(seconds, len(rig.target.puts) - key_puts, key_puts, sent, size)
+    return Figures(seconds, len(rig.target.puts) - key_puts, key_puts, sent, size, cpu)
+
+
+def cpu_seconds() -> float:
+    """User and system CPU of this process and its ended children so far."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 async def one_run(base: Path, args: argparse.Namespace, recipient: str | None) -> list[Figures]:
@@ -139,8 +153,9 @@ async def one_run(base: Path, args: argparse.Namespace, recipient: str | None) -
 def show(name: str, off: Figures, on: Figures) -> None:
     lost = 100 * (1 - on.mbps / off.mbps)
     print(
-        f"{name:14} off {off.seconds:7.2f} s {off.mbps:7.1f} MB/s {off.puts:4d} PUTs "
-        f"{off.sent / MiB:8.1f} MiB | on {on.seconds:7.2f} s {on.mbps:7.1f} MB/s "
+        f"{name:14} off {off.seconds:7.2f} s (CPU {off.cpu:5.2f} s) {off.mbps:7.1f} MB/s "
+        f"{off.puts:4d} PUTs {off.sent / MiB:8.1f} MiB | on {on.seconds:7.2f} s "
+        f"(CPU {on.cpu:5.2f} s) {on.mbps:7.1f} MB/s "
         f"{on.puts:4d} PUTs (+{on.key_puts} name key) {on.sent / MiB:8.1f} MiB | "
         f"throughput lost {lost:+.1f}%  requests {on.puts - off.puts:+d}"
     )
