@@ -99,6 +99,8 @@ class ResidentWorker:
             if self._closed:
                 raise WorkerFailed("its worker is stopped (shutting down)", retry=True)
             self._cancel_timer()
+            if self._proc is not None and self._proc.poll() is not None:
+                self._reap(self._proc)  # it died idle (killed, out of memory): a new one
             proc = self._proc if self._proc is not None else self._start()
             try:
                 answer = self._exchange(proc, payload, timeout)
