@@ -27,9 +27,12 @@ encoding gives. A crash or a hang (killed after ``TIMEOUT``) is a clear error fo
 
 Memory: a request's DuckDB buffers are bounded by ``MEMORY_LIMIT``. Past the limit DuckDB
 spills to a private directory (mode 0700) beside the copy, made for the request and removed
-after it (a crash leaves it in the staging directory, emptied at the next start). Should
-DuckDB still run out of memory under the limit, the command is run once more under
-``RETRY_MEMORY_LIMIT`` and a line is logged: a big store is never an error for it.
+after it; the long-lived child keeps a copy open for the pass's next request on it
+(validate, list, ``memories.json``: one open, within ``KEEP_SECONDS``), and its directory
+with it, removed once the copy is gone (the staging directory is emptied after each pass;
+a crash leaves it there, emptied at the next start). Should DuckDB still run out of memory
+under the limit, the command is run once more under ``RETRY_MEMORY_LIMIT`` and a line is
+logged: a big store is never an error for it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +51,7 @@ from loguru import logger
 
 from akoshad.akosha.encoding import Memory, RawJSON
 from akoshad.akosha.rows import RowRef, memory_id, wanted_ids
-from akoshad.duckdb_commands import OUT_OF_MEMORY, Redactions, handle
+from akoshad.duckdb_commands import OUT_OF_MEMORY, Redactions, handle, keep_copies
 from akoshad.errors import SnapshotError
 from akoshad.heap import trim
 from akoshad.manifest.facts import Facts
@@ -64,6 +68,7 @@ TEMP_PREFIX = ".duckdb-tmp-"  # the child's private spill directory, beside the 
 IDLE_SECONDS = 60.0  # the long-lived child is stopped after this long without a request
 MAX_REQUESTS = 500  # ... and replaced after this many answers
 MAX_RSS = 256 << 20  # ... or once its resident memory passed this (bytes)
+KEEP_SECONDS = 1.0  # it keeps its last copy open this long for the next request on it
 
 # how a command reaches a child: (argv, request) -> answer; None is a one-shot child
 Runner = Callable[[list[str], dict[str, Any]], dict[str, Any]]
@@ -83,6 +88,32 @@ class DuckDBWorker:
         self.resident = ResidentWorker(
             WORKER_MODULE, idle_seconds=idle_seconds, max_requests=max_requests, max_rss=max_rss
         )
+        self._spills: dict[Path, Path] = {}  # copy -> its spill directory, beside it
+        self._spills_lock = threading.Lock()  # capture threads ask concurrently
+
+    @contextmanager
+    def spill_dir(self, db: Path) -> Iterator[Path]:
+        """The private spill directory of copy ``db`` (made on its first request): the
+        child keeps the copy open between requests, and the connection its directory. It is
+        removed when a request on the copy fails; the directories of copies gone (the
+        staging directory is emptied after each pass) are removed here, all at :meth:`close`."""
+        with self._spills_lock:
+            for copy, temp in list(self._spills.items()):
+                if copy != db and not copy.exists():
+                    shutil.rmtree(temp, ignore_errors=True)
+                    del self._spills[copy]
+            kept = self._spills.get(db)
+            if kept is None or not kept.is_dir():
+                kept = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=db.parent))
+                self._spills[db] = kept
+        try:
+            yield kept
+        except BaseException:  # the child let the copy go (or died): so does its directory
+            with self._spills_lock:
+                if self._spills.get(db) == kept:
+                    del self._spills[db]
+            shutil.rmtree(kept, ignore_errors=True)
+            raise
 
     def __call__(self, argv: list[str], request: dict[str, Any]) -> dict[str, Any]:
         return self.resident.call(argv, request, timeout=TIMEOUT)
@@ -93,8 +124,12 @@ class DuckDBWorker:
         return self.resident.pid
 
     def close(self) -> None:
-        """Stop the child; later calls fail (blocking)."""
+        """Stop the child and remove its spill directories; later calls fail (blocking)."""
         self.resident.close()
+        with self._spills_lock:
+            for temp in self._spills.values():
+                shutil.rmtree(temp, ignore_errors=True)
+            self._spills.clear()
 
 
 def _one_shot(argv: list[str], request: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +158,8 @@ def _call(
     MEMORY_LIMIT, spilling into a private directory beside ``db``; once more under
     RETRY_MEMORY_LIMIT if DuckDB ran out of memory."""
     run = run or _one_shot
-    with spill_dir(db.parent) as temp:
+    spill = run.spill_dir(db) if isinstance(run, DuckDBWorker) else spill_dir(db.parent)
+    with spill as temp:
         argv = [command, str(db), *args]
         try:
             return run(argv, _with_limit(request, MEMORY_LIMIT, temp))
@@ -234,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     long-lived child answering request frames until its stdin ends."""
     args = sys.argv[1:] if argv is None else list(argv)
     if args == [SERVE_ARG]:
-        return serve_frames(handle, after=trim)
+        kept = keep_copies()
+        return serve_frames(handle, after=trim, idle=(KEEP_SECONDS, kept.let_go))
     return serve(handle, args)
 
 

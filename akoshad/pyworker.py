@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import struct
 import subprocess
 import sys
@@ -167,22 +168,37 @@ def write_frame(out: IO[bytes], payload: bytes) -> None:
     out.flush()
 
 
-def _read_exactly(src: BinaryIO, n: int) -> bytes | None:
-    """``n`` bytes, or None at the end of the stream (a frame cut short is an end too)."""
-    data = src.read(n)
-    return data if data is not None and len(data) == n else None
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from ``fd``, or None at its end (a frame cut short is an end too)."""
+    parts: list[bytes] = []
+    while n > 0:
+        part = os.read(fd, min(n, 1 << 20))
+        if not part:
+            return None
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
 
 
-def serve_frames(handler: Handler, after: Callable[[], object] | None = None) -> int:
+def serve_frames(
+    handler: Handler,
+    after: Callable[[], object] | None = None,
+    idle: tuple[float, Callable[[], object]] | None = None,
+) -> int:
     """Child side, long-lived: until stdin ends, each request frame
     (``{"args": [...], "request": ...}``) to ``handler`` and its answer (or error, as
-    :func:`serve` answers it) as a frame on stdout; ``after`` runs after each answer."""
+    :func:`serve` answers it) as a frame on stdout; ``after`` runs after each answer, and
+    ``idle`` = (seconds, callback): the callback runs once when no request came for that
+    long after an answer."""
     out = answer_channel()
-    src = sys.stdin.buffer
-    while (head := _read_exactly(src, FRAME.size)) is not None:
-        body = _read_exactly(src, FRAME.unpack(head)[0])
+    fd = sys.stdin.fileno()
+    while True:
+        if idle is not None and not select.select([fd], [], [], idle[0])[0]:
+            idle[1]()
+        head = _read_exactly(fd, FRAME.size)
+        body = None if head is None else _read_exactly(fd, FRAME.unpack(head)[0])
         if body is None:
-            break
+            return 0
         try:
             message = json.loads(body)
             answer = handler(list(message["args"]), message["request"])
@@ -193,4 +209,3 @@ def serve_frames(handler: Handler, after: Callable[[], object] | None = None) ->
         del answer
         if after is not None:
             after()
-    return 0

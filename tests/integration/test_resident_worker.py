@@ -92,9 +92,11 @@ def test_the_duckdb_worker_answers_every_command_in_one_process(db: Path) -> Non
         assert path.read_bytes() == memories_json(load_memories(db, SYSTEM, refs).memories)
         assert len(ids) == 34
         path.unlink()
-        # one child answered all four, and its spill directories are gone
+        # one child answered all four, over one spill directory (kept with the open copy)
         assert worker.pid == pid and worker.resident.started == 1
-        assert sorted(p.name for p in db.parent.iterdir()) == [db.name]
+        spills = [p for p in db.parent.iterdir() if p.name != db.name]
+        assert len(spills) == 1 and spills[0].name.startswith(duckdb_worker.TEMP_PREFIX)
+        assert spills[0].stat().st_mode & 0o777 == 0o700
         # an error of the work is an error of that request; the child lives on
         (db.parent / "junk.duckdb").write_bytes(b"\0" * 8 + b"DUCK" + os.urandom(8000))
         with pytest.raises(WorkerError) as caught:
@@ -105,6 +107,44 @@ def test_the_duckdb_worker_answers_every_command_in_one_process(db: Path) -> Non
     finally:
         worker.close()
     assert not alive(pid)
+    assert sorted(p.name for p in db.parent.iterdir()) == ["junk.duckdb", db.name]
+
+
+def open_files(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            found.add(os.readlink(fd))
+        except OSError:
+            continue
+    return found
+
+
+def test_the_child_keeps_a_copy_open_for_the_next_request_then_lets_it_go(
+    db: Path, tmp_path: Path
+) -> None:
+    """Validate, list and memories.json of one copy: one open in the child, which keeps it
+    only a moment after the last request, and never serves a changed copy from it."""
+    worker = duckdb_worker.DuckDBWorker()
+    try:
+        duckdb_worker.validate_copy(db, worker)
+        pid = worker.pid
+        assert pid is not None and str(db) in open_files(pid)  # kept for the next request
+        refs = duckdb_worker.list_rows(db, SYSTEM, worker)
+        assert len(refs) == 34 and str(db) in open_files(pid)
+        wait_for(lambda: str(db) not in open_files(pid), duckdb_worker.KEEP_SECONDS + 10)
+        assert worker.pid == pid  # let go of the copy, the child lives on
+        # the same path, other contents: opened again, never answered from the kept one
+        duckdb_worker.validate_copy(db, worker)
+        other = tmp_path / "other" / db.name
+        other.parent.mkdir()
+        make_reflection(other, conversations=3, reflections=1)
+        os.replace(other, db)
+        _, facts = duckdb_worker.validate_copy(db, worker)
+        assert facts is not None
+        assert dict(facts.rows or ()) == {"conversations_v2": 3, "reflections_v2": 1}
+    finally:
+        worker.close()
 
 
 def test_out_of_memory_is_retried_under_the_higher_limit_in_the_same_child(
@@ -262,7 +302,10 @@ def test_a_check_that_crashes_or_hangs_the_long_lived_child_skips_that_file_only
         first = worker.pid
         assert snap.capture(name) == Skipped(name, reason, retry=retry)
         assert first is not None and not alive(first)
-        assert [p.name for p in (tmp_path / "staging").iterdir()] == [good.files[0].staged.name]
+        # its copies and its spill directory are removed
+        left = sorted(p.name for p in (tmp_path / "staging").iterdir())
+        assert len(left) == 2 and left[1] == good.files[0].staged.name
+        assert left[0].startswith(duckdb_worker.TEMP_PREFIX)  # the good copy's
         again = snap.capture("good.duckdb")
         assert isinstance(again, Captured) and again.files[0].facts == good.files[0].facts
         assert worker.resident.started == 2
