@@ -68,7 +68,7 @@ TEMP_PREFIX = ".duckdb-tmp-"  # the child's private spill directory, beside the 
 IDLE_SECONDS = 60.0  # the long-lived child is stopped after this long without a request
 MAX_REQUESTS = 500  # ... and replaced after this many answers
 MAX_RSS = 256 << 20  # ... or once its resident memory passed this (bytes)
-KEEP_SECONDS = 1.0  # it keeps its last copy open this long for the next request on it
+KEEP_SECONDS = 3.0  # it keeps its last copy open this long for the next request on it
 
 # how a command reaches a child: (argv, request) -> answer; None is a one-shot child
 Runner = Callable[[list[str], dict[str, Any]], dict[str, Any]]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from tests.storegen import make_kg, make_reflection, make_store
 
 SYSTEM = "box"
 BAD = "tests.bad_worker"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def alive(pid: int) -> bool:
@@ -275,6 +278,36 @@ def test_close_stops_a_request_in_flight_and_refuses_later_ones() -> None:
     worker.close()  # again: nothing to do
 
 
+def gone(pid: int) -> bool:
+    """Process ``pid`` exited (a zombie of a parent that no longer exists counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the daemon: its long-lived child sees its stdin end and exits."""
+    script = (
+        "import sys, time\n"
+        "from akoshad.resident import ResidentWorker\n"
+        f"worker = ResidentWorker({BAD!r})\n"
+        "print(worker.call(['pid'], None, timeout=30)['pid'], flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=REPO, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert not gone(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    wait_for(lambda: gone(child), 10)
+
+
 @pytest.mark.parametrize(
     ("name", "reason", "retry"),
     [
@@ -291,7 +324,6 @@ def test_a_check_that_crashes_or_hangs_the_long_lived_child_skips_that_file_only
     data.mkdir()
     make_kg(data / name)
     make_kg(data / "good.duckdb")
-    monkeypatch.setattr(duckdb_worker, "TIMEOUT", 1.0)
     monkeypatch.setattr(duckdb_worker, "WORKER_MODULE", BAD)  # crashes on "crash" copies
     worker = duckdb_worker.DuckDBWorker()
     snap = Snapshotter(data, tmp_path / "staging", duckdb=worker)
@@ -300,7 +332,10 @@ def test_a_check_that_crashes_or_hangs_the_long_lived_child_skips_that_file_only
         good = snap.capture("good.duckdb")
         assert isinstance(good, Captured) and good.files[0].facts is not None
         first = worker.pid
+        timeout = duckdb_worker.TIMEOUT
+        monkeypatch.setattr(duckdb_worker, "TIMEOUT", 1.0)  # for the bad copy only
         assert snap.capture(name) == Skipped(name, reason, retry=retry)
+        monkeypatch.setattr(duckdb_worker, "TIMEOUT", timeout)
         assert first is not None and not alive(first)
         # its copies and its spill directory are removed
         left = sorted(p.name for p in (tmp_path / "staging").iterdir())
