@@ -12,15 +12,18 @@ buffers bounded by the limit the parent sends (left alone, DuckDB keeps the bloc
 up to 80 % of RAM: a big store's child grew past 400 MiB), spilling into the directory it
 sends. A query reads at most ``READ_ROWS`` rows, fetched a batch at a time. DuckDB running
 out of memory anyway is answered as :class:`OutOfMemory`, which the parent retries once.
+The long-lived child (:func:`keep_copies`) keeps its last copy open for the next request
+on the same copy (:class:`~akoshad.akosha.duckdb_copy.KeptCopy`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from akoshad.akosha.duckdb_copy import DuckDBSetting, open_copy
+from akoshad.akosha.duckdb_copy import DuckDBSetting, KeptCopy, opened
 from akoshad.akosha.encoding import Memory, batches, conversation_entry, encode_json
 from akoshad.akosha.rows import RowRef, chunks, iter_refs, memory_id, read_memories
 from akoshad.errors import SnapshotError, classify_open_error
@@ -37,6 +40,17 @@ Redactions = dict[str, list[str]]  # memory_id -> the kinds of secret replaced i
 _HEAD = b'{"conversations":['
 # every child's connection, besides the limits the parent sends and DUCKDB_SAFE
 _BOUNDED: dict[str, DuckDBSetting] = {"threads": 1, "preserve_insertion_order": False}
+
+
+_KEPT: KeptCopy | None = None  # the long-lived child's open copy (None: open per request)
+
+
+def keep_copies() -> KeptCopy:
+    """From now on, a copy stays open for the next request on it (the long-lived child)."""
+    global _KEPT
+    if _KEPT is None:
+        _KEPT = KeptCopy()
+    return _KEPT
 
 
 class OutOfMemory(Exception):
@@ -70,20 +84,19 @@ def _validate(
     """Open the private copy read-only (with its WAL); a note and the row counts."""
     from akoshad.manifest.facts import duckdb_row_counts
 
-    try:
-        con = open_copy(staged_db, settings)
-    except Exception as exc:
-        if _out_of_memory(exc):
-            raise
-        return classify_open_error(exc), None
-    try:
-        facts = duckdb_row_counts(con)
-    except Exception as exc:
-        if _out_of_memory(exc):
-            raise
-        raise SnapshotError(f"DuckDB copy is not readable: {exc}") from None
-    finally:
-        con.close()
+    with ExitStack() as stack:
+        try:
+            con = stack.enter_context(opened(staged_db, settings, _KEPT))
+        except Exception as exc:
+            if _out_of_memory(exc):
+                raise
+            return classify_open_error(exc), None
+        try:
+            facts = duckdb_row_counts(con)
+        except Exception as exc:
+            if _out_of_memory(exc):
+                raise
+            raise SnapshotError(f"DuckDB copy is not readable: {exc}") from None
     return None, facts
 
 
@@ -123,14 +136,11 @@ def load_batches_here(
     redactions made."""
     memories: list[Memory] = []
     skipped: dict[str, str] = {}
-    con = open_copy(snapshot_db, settings)
-    try:
+    with opened(snapshot_db, settings, _KEPT) as con:
         for part in chunks(refs, READ_ROWS):
             extraction = read_memories(con, system_id, part)
             memories += extraction.memories
             skipped.update(extraction.skipped)
-    finally:
-        con.close()
     found = redact_memories(memories, _redactor(redact))
     parts = list(batches(memories, max_items=max_items, max_bytes=max_bytes))
     return parts, skipped, found
@@ -166,25 +176,21 @@ def _write_memories_json(
     found: Redactions = {}
     redactor = _redactor(redact)
     first = True
-    con = open_copy(snapshot_db, settings)
-    try:
-        with out.open("wb") as fh:
-            fh.write(_HEAD)
-            for part in parts:
-                extraction = read_memories(con, system_id, part)
-                found.update(redact_memories(extraction.memories, redactor))
-                for memory in extraction.memories:  # an entry at a time: no chunk-sized bytes
-                    if not first:
-                        fh.write(b",")
-                    fh.write(encode_json(conversation_entry(memory)))
-                    first = False
-                written = {m["memory_id"] for m in extraction.memories}
-                left_out.update(r.memory_id for r in part if r.memory_id not in written)
-                del extraction, written
-                trim()  # the part's rows and text, freed, go back to the system
-            fh.write(b"]}")
-    finally:
-        con.close()
+    with opened(snapshot_db, settings, _KEPT) as con, out.open("wb") as fh:
+        fh.write(_HEAD)
+        for part in parts:
+            extraction = read_memories(con, system_id, part)
+            found.update(redact_memories(extraction.memories, redactor))
+            for memory in extraction.memories:  # an entry at a time: no chunk-sized bytes
+                if not first:
+                    fh.write(b",")
+                fh.write(encode_json(conversation_entry(memory)))
+                first = False
+            written = {m["memory_id"] for m in extraction.memories}
+            left_out.update(r.memory_id for r in part if r.memory_id not in written)
+            del extraction, written
+            trim()  # the part's rows and text, freed, go back to the system
+        fh.write(b"]}")
     return left_out, found
 
 
@@ -232,11 +238,8 @@ def _handle(args: list[str], request: dict[str, Any]) -> dict[str, Any]:
         return {"note": note, "rows": rows}
     system_id = rest[0]
     if command == "list":
-        con = open_copy(db, settings)
-        try:
+        with opened(db, settings, _KEPT) as con:
             return _tables(iter_refs(con, system_id))
-        finally:
-            con.close()
     ids: dict[str, list[str]] = request.pop("ids")
     if command == "batches":
         refs = [RowRef(memory_id(system_id, o), t, o) for t, names in ids.items() for o in names]

@@ -10,6 +10,10 @@ site-packages this process uses is used there too), writes the request as JSON o
 and returns the JSON object it prints on stdout; a crash, a hang (killed at ``timeout``) or
 garbage raises :class:`WorkerFailed` with one clear line. Child side: :func:`serve` reads the
 request, calls the handler and prints its answer (or the error it raised).
+
+A long-lived child (:mod:`akoshad.resident`) answers many requests instead: each one a frame
+(:func:`write_frame`: a 4-byte big-endian length, then that many bytes of JSON) on its stdin,
+each answer a frame on its stdout (:func:`serve_frames`), until its stdin ends.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
+import struct
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import akoshad
 
@@ -32,6 +38,7 @@ BOOT = (
 )
 PACKAGE_PARENT = str(Path(akoshad.__file__).resolve().parent.parent)
 MAX_ERROR = 400
+FRAME = struct.Struct(">I")  # a frame's header: the length of the JSON that follows
 
 Handler = Callable[[list[str], Any], dict[str, Any]]
 
@@ -80,6 +87,12 @@ def run_json(module: str, args: Sequence[str], request: Any, *, timeout: float) 
         answer = json.loads(out)
     except ValueError:
         answer = None
+    return checked_answer(answer)
+
+
+def checked_answer(answer: Any) -> dict[str, Any]:
+    """A worker's decoded answer as it is, or the error it names raised as WorkerError;
+    anything but a JSON object is WorkerFailed (garbage)."""
     if not isinstance(answer, dict):
         raise WorkerFailed("its worker answered garbage")
     if "error" in answer:
@@ -131,10 +144,68 @@ def serve(handler: Handler, argv: Sequence[str]) -> int:
     try:
         answer = handler(list(argv), json.loads(sys.stdin.buffer.read()))
     except Exception as exc:
-        answer = {"error": first_line(exc), "retry": getattr(exc, "retry", False) is True}
-        kind = getattr(exc, "kind", None)
-        if isinstance(kind, str):
-            answer["kind"] = kind
+        answer = error_answer(exc)
     out.write(json.dumps(answer).encode())
     out.flush()
     return 0
+
+
+def error_answer(exc: BaseException) -> dict[str, Any]:
+    """``{"error", "retry", "kind"}`` for an exception a handler raised (``kind`` from the
+    exception's attribute of that name)."""
+    retry = getattr(exc, "retry", False) is True
+    answer: dict[str, Any] = {"error": first_line(exc), "retry": retry}
+    kind = getattr(exc, "kind", None)
+    if isinstance(kind, str):
+        answer["kind"] = kind
+    return answer
+
+
+def write_frame(out: IO[bytes], payload: bytes) -> None:
+    """One frame: the length of ``payload``, then ``payload``."""
+    out.write(FRAME.pack(len(payload)))
+    out.write(payload)
+    out.flush()
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from ``fd``, or None at its end (a frame cut short is an end too)."""
+    parts: list[bytes] = []
+    while n > 0:
+        part = os.read(fd, min(n, 1 << 20))
+        if not part:
+            return None
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
+
+
+def serve_frames(
+    handler: Handler,
+    after: Callable[[], object] | None = None,
+    idle: tuple[float, Callable[[], object]] | None = None,
+) -> int:
+    """Child side, long-lived: until stdin ends, each request frame
+    (``{"args": [...], "request": ...}``) to ``handler`` and its answer (or error, as
+    :func:`serve` answers it) as a frame on stdout; ``after`` runs after each answer, and
+    ``idle`` = (seconds, callback): the callback runs once when no request came for that
+    long after an answer."""
+    out = answer_channel()
+    fd = sys.stdin.fileno()
+    while True:
+        if idle is not None and not select.select([fd], [], [], idle[0])[0]:
+            idle[1]()
+        head = _read_exactly(fd, FRAME.size)
+        body = None if head is None else _read_exactly(fd, FRAME.unpack(head)[0])
+        if body is None:
+            return 0
+        try:
+            message = json.loads(body)
+            answer = handler(list(message["args"]), message["request"])
+        except Exception as exc:
+            answer = error_answer(exc)
+        del body
+        write_frame(out, json.dumps(answer).encode())
+        del answer
+        if after is not None:
+            after()

@@ -9,7 +9,8 @@ changes stop. Targets: no growth in RSS or descriptors; idle CPU under 0.5% of a
 ``--idle-rss`` measures the resident footprint instead: a daemon with a bucket (a real
 SeaweedFS server) and an ``akosha_url`` (the fake Akosha) starts on a small store, does its
 first pass (snapshot, memories to Akosha, upload with memories.json) and idles; its VmRSS
-30 s after start is printed, and whether duckdb is mapped into the daemon::
+30 s after start is printed, whether duckdb is mapped into the daemon, and the VmRSS of its
+children then (the long-lived DuckDB worker, alive until it has been idle 60 s)::
 
     python bench/soak.py --idle-rss [--after 30] [--conversations 20]
 """
@@ -74,6 +75,23 @@ def rss_by_mapping(pid: int, top: int = 12) -> list[tuple[str, float]]:
     return [(k, v / 1024) for k, v in ranked]
 
 
+def children_of(pid: int) -> list[tuple[int, str]]:
+    """The child processes of ``pid``: (pid, the module or command it runs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            what = next((a.decode() for a in argv if a.startswith(b"akoshad.")), argv[0].decode())
+            found.append((int(entry.name), what))
+    return found
+
+
 def idle_rss(after: float, conversations: int, maps: bool = False) -> int:
     """Start a daemon with S3 and Akosha configured; print its VmRSS ``after`` s later."""
     from tests.akosha_fixtures import AkoshaServer
@@ -113,10 +131,13 @@ def idle_rss(after: float, conversations: int, maps: bool = False) -> int:
             time.sleep(0.5)
         rss = vm_rss_mib(proc.pid)
         duck = maps_duckdb(proc.pid)
+        children = children_of(proc.pid)
         uploads = [k for k in weed.keys(f"systems/{system_id}/") if k.endswith("manifest.json")]
         delivered = len(akosha.state()["stored"])
         print(f"idle VmRSS {after:.0f} s after start: {rss:.1f} MiB")
         print(f"duckdb mapped in the daemon: {'yes' if duck else 'no'}")
+        for pid, what in children:  # the long-lived DuckDB worker, while it is alive
+            print(f"child {pid} ({what}): VmRSS {vm_rss_mib(pid):.1f} MiB")
         print(f"first pass: {len(uploads)} upload(s) in the bucket, {delivered} memories in Akosha")
         if maps:
             for what, mib in rss_by_mapping(proc.pid):

@@ -106,6 +106,15 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# the text is blank: what trims to nothing. A text whose first characters do not is not
+# blank, and trimming only those is cheap; the whole text is trimmed only when they are
+# blank (trimming every text of a store copied each one: 10x the listing's time)
+_BLANK_SQL = (
+    "CASE WHEN length(trim(left(CAST(content AS VARCHAR), 64))) > 0 THEN false "
+    "ELSE length(trim(CAST(content AS VARCHAR))) = 0 END"
+)
+
+
 def _problem_sql(cols: dict[str, str]) -> str:
     """A SQL expression naming why a row cannot be sent, or NULL."""
     if "embedding" not in cols:
@@ -122,8 +131,7 @@ def _problem_sql(cols: dict[str, str]) -> str:
         f"'embedding has ' || len({as_list}) || ' dimensions, expected {EMBED_DIM}' "
         f"WHEN coalesce(list_bool_or(list_transform({as_list}, lambda x: isnan(x) OR isinf(x))),"
         f" false) THEN '{REASON_NON_FINITE}' "
-        "WHEN content IS NULL OR length(trim(CAST(content AS VARCHAR))) = 0 "
-        f"THEN '{REASON_NO_TEXT}' ELSE NULL END"
+        f"WHEN content IS NULL OR {_BLANK_SQL} THEN '{REASON_NO_TEXT}' ELSE NULL END"
     )
 
 

@@ -17,7 +17,7 @@ from loguru import logger
 
 from akoshad.akosha.rows import RowRef
 from akoshad.duckdb_commands import Redactions
-from akoshad.duckdb_worker import build_memories_json, list_rows
+from akoshad.duckdb_worker import Runner, build_memories_json, list_rows
 from akoshad.errors import SnapshotError
 from akoshad.heap import trim
 from akoshad.pipeline.stats import Stats
@@ -41,8 +41,10 @@ class CloudMemories:
         load_chunk: int = LOAD_CHUNK,
         redact_secrets: bool = True,
         stats: Stats | None = None,
+        duckdb: Runner | None = None,
     ) -> None:
         self.state = state
+        self.duckdb = duckdb  # the DuckDB child that reads copies (None: one per read)
         self.system_id = system_id
         self.load_chunk = load_chunk
         self.redact_secrets = redact_secrets
@@ -53,7 +55,7 @@ class CloudMemories:
     # ---- the rows of a copy -------------------------------------------------------------
     async def _list(self, snapshot_db: Path) -> list[RowRef]:
         try:
-            return await asyncio.to_thread(list_rows, snapshot_db, self.system_id)
+            return await asyncio.to_thread(list_rows, snapshot_db, self.system_id, self.duckdb)
         except READ_ERRORS as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
 
@@ -83,6 +85,7 @@ class CloudMemories:
                 todo,
                 self.load_chunk,
                 self.redact_secrets,
+                self.duckdb,
             )
         except READ_ERRORS as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc

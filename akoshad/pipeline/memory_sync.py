@@ -33,7 +33,7 @@ from akoshad.akosha.encoding import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Memory
 from akoshad.akosha.results import RequestTooLarge, StoreResult
 from akoshad.akosha.rows import RowRef, chunks
 from akoshad.backoff import exponential
-from akoshad.duckdb_worker import load_batches
+from akoshad.duckdb_worker import Runner, load_batches
 from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.heap import trim
 from akoshad.pipeline.chain import BreakerState, CircuitBreaker
@@ -114,9 +114,15 @@ class MemorySync(CloudMemories):
         sleep: Sleep = asyncio.sleep,
         redact_secrets: bool = True,
         stats: Stats | None = None,
+        duckdb: Runner | None = None,
     ) -> None:
         super().__init__(
-            state, system_id, load_chunk=load_chunk, redact_secrets=redact_secrets, stats=stats
+            state,
+            system_id,
+            load_chunk=load_chunk,
+            redact_secrets=redact_secrets,
+            stats=stats,
+            duckdb=duckdb,
         )
         self.client = client
         self.breaker = breaker
@@ -312,6 +318,7 @@ class MemorySync(CloudMemories):
                 self.max_items,
                 self.max_bytes,
                 self.redact_secrets,
+                self.duckdb,
             )
         except READ_ERRORS as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc

@@ -5,6 +5,7 @@ is set aside and a new one started, the ledger then rebuilt from the target), an
 then builds every part that uses it: targets and their routes, the Akosha client,
 ``memories.json``, the upload, the drain, the change feed, events, webhooks, metrics,
 health and drills. Nothing is swapped after this: each part gets the parts it uses.
+The long-lived DuckDB child (started on first use) is stopped with the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from loguru import logger
 
 from akoshad.akosha.client import AkoshaClient
 from akoshad.config import Settings
+from akoshad.duckdb_worker import DuckDBWorker
 from akoshad.errors import AlreadyRunning
 from akoshad.events import EventBus
 from akoshad.pipeline.capture.snapshot import Snapshotter
@@ -108,6 +110,7 @@ class Parts:
     akosha_client: AkoshaClient | None
     akosha: AkoshaRoute | None
     memory_sync: MemorySync
+    duckdb: DuckDBWorker  # the long-lived DuckDB child: capture and memories use it
     uploader: Uploader
     recovery: Recovery
     drain: Drain
@@ -167,7 +170,9 @@ async def wire(
     stack.callback(lock.release)
     state, rebuilt = await open_state(settings.state_dir / STATE_FILE)
     stack.push_async_callback(state.close)
-    return build(settings, state, rebuilt, stop_event=stop_event, wake=wake)
+    parts = build(settings, state, rebuilt, stop_event=stop_event, wake=wake)
+    stack.push_async_callback(asyncio.to_thread, parts.duckdb.close)
+    return parts
 
 
 def build(
@@ -196,6 +201,7 @@ def build(
             counter_target="http",
         )
     http_breaker = CircuitBreaker("http", reset_timeout=reset_timeout)
+    duckdb = DuckDBWorker()
     memory_sync = MemorySync(
         state,
         client,
@@ -203,6 +209,7 @@ def build(
         http_breaker,
         redact_secrets=settings.redact_secrets,
         stats=stats,
+        duckdb=duckdb,
     )
     cloud = None
     if "cloud" in targets:
@@ -211,7 +218,7 @@ def build(
     akosha = None
     if client is not None:
         akosha = AkoshaRoute(memory_sync, http_breaker, stats, cs.retry_backoff_seconds)
-    snapshotter = Snapshotter(settings.data_dir, settings.state_dir / "staging")
+    snapshotter = Snapshotter(settings.data_dir, settings.state_dir / "staging", duckdb=duckdb)
     uploader = Uploader(
         state=state,
         snapshotter=snapshotter,
@@ -275,6 +282,7 @@ def build(
         akosha_client=client,
         akosha=akosha,
         memory_sync=memory_sync,
+        duckdb=duckdb,
         uploader=uploader,
         recovery=Recovery(state, cs.system_id, uploader.discarder, uploader.sealing),
         drain=drain,

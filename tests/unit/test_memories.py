@@ -108,6 +108,20 @@ def test_rows_without_usable_embedding_or_text_are_skipped_with_reason(db: Path)
     }
 
 
+def test_a_long_blank_text_is_no_text_and_a_long_indent_is_not(db: Path) -> None:
+    """The listing trims a text's first 64 characters before the whole of it: a blank text
+    longer than that is still blank, text after a longer indent still counts."""
+    add_rows(db, "conversations_v2", 0, 1, content="repeat(' ', 100)")
+    add_rows(db, "conversations_v2", 1, 2, content="repeat(' ', 70) || 'x'")
+    add_rows(db, "conversations_v2", 2, 3, content="repeat(' ', 64)")
+    problems = {r.memory_id: r.problem for r in list_rows(db, SYSTEM)}
+    assert problems == {
+        "testbox:c000000": REASON_NO_TEXT,
+        "testbox:c000001": None,
+        "testbox:c000002": REASON_NO_TEXT,
+    }
+
+
 def test_wrong_dimension_is_skipped(tmp_path: Path) -> None:
     # FLOAT[384] cannot hold a wrong length: use a FLOAT[] variant of the schema
     db = make_reflection_db(tmp_path / "r.duckdb", embedding_type="FLOAT[]")

@@ -4,6 +4,7 @@ validated in a child process."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from akoshad.errors import SnapshotError
 from akoshad.fileio import (
@@ -27,9 +28,15 @@ from akoshad.pipeline.capture.files import (
     mode_of,
 )
 
+if TYPE_CHECKING:
+    from akoshad.duckdb_worker import Runner
+
 
 class DuckDBCapture(CaptureBase):
-    """DuckDB: the database and its WAL copied as one pair while they hold still, the copy"""
+    """DuckDB: the database and its WAL copied as one pair while they hold still, the copy
+    validated by ``duckdb`` (the long-lived child; None: a child per copy)."""
+
+    duckdb: Runner | None
 
     def _wal_of(self, live: Path) -> tuple[Path | None, str | None]:
         """The resolved ``.wal`` of the DuckDB file ``live`` (named as the writer names it),
@@ -123,4 +130,4 @@ class DuckDBCapture(CaptureBase):
         SnapshotError (also when the check crashed or hung)."""
         from akoshad.duckdb_worker import validate_copy
 
-        return validate_copy(staged_db)
+        return validate_copy(staged_db, self.duckdb)

@@ -18,6 +18,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from akoshad.errors import SnapshotError, classify_open_error
 from akoshad.fileio import (
@@ -45,6 +46,9 @@ from akoshad.pipeline.capture.plain import PlainCapture
 from akoshad.pipeline.capture.sqlite import SqliteCapture
 from akoshad.private import fresh_private_dir
 
+if TYPE_CHECKING:
+    from akoshad.duckdb_worker import Runner
+
 __all__ = [
     "IN_PLACE_MIN_BYTES",
     "CaptureResult",
@@ -70,12 +74,14 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         sleep: Sleep = time.sleep,
         validate_duckdb: bool = True,
         memory_budget: int = MEMORY_BUDGET,
+        duckdb: Runner | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.staging = staging
         self.attempts = attempts
         self.sleep = sleep
         self.validate_duckdb = validate_duckdb
+        self.duckdb = duckdb  # the DuckDB child that validates copies (None: one per copy)
         self.in_place_min_bytes = IN_PLACE_MIN_BYTES  # read at construction (tests lower it)
         self.memory_max_file = MEMORY_MAX_FILE  # 0: every plain file is staged
         self.memory = MemoryBudget(memory_budget)
