@@ -18,6 +18,7 @@ from contextlib import suppress
 from loguru import logger
 
 from akoshad.config import Settings
+from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Debouncer, Kind
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import PathFilter, is_ignored, walk_store
@@ -48,6 +49,10 @@ class ChangeFeed:
         self.stats = stats
         self.wake = wake or asyncio.Event()  # the drain has work
         self.reconciled = asyncio.Event()
+        # ``run --once`` asks for the lstat of every store entry, read on the first
+        # reconcile's walk (before anything is captured): its quick check's record
+        self.keep_stats = False
+        self.stats_seen: StatMap | None = None
         self._debounce_wake = asyncio.Event()
 
     def configure(self, settings: Settings) -> None:
@@ -63,7 +68,10 @@ class ChangeFeed:
             self.reconciled.set()
             return 0
         ledger = await self.state.ledger(self.primary.name)
-        result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger)
+        seen: StatMap | None = {} if self.keep_stats and self.stats_seen is None else None
+        result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger, seen)
+        if seen is not None:
+            self.stats_seen = seen
         queued = await self.state.enqueue(result.changes)
         if result.refused:
             for path, reason in result.refused.items():

@@ -27,6 +27,7 @@ from akoshad.errors import (
     PermanentError,
     TransientError,
 )
+from akoshad.fastpath import StatMap
 from akoshad.names import EXIT_FAIL, EXIT_OK, MEMORY_DB
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
@@ -79,6 +80,7 @@ class Daemon:
         stall = settings.watchdog_stall_seconds or cs.upload_timeout_seconds + 30.0
         self._stall = stall
         self.exit_code = EXIT_OK
+        self.once = False  # ``run --once``: the first reconcile keeps the store's stats
 
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
@@ -87,6 +89,7 @@ class Daemon:
         p = await wire(self.settings, stack, stop_event=self.stop_event, wake=self.wake)
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
+        self.feed.keep_stats = self.once
         self.view = StatusView(self.settings, p, self.started)
         self.watchdog = Watchdog(
             self.notifier, WatchdogPolicy(self._stall), p.stats, self.view, self.stop_event
@@ -255,7 +258,14 @@ class Daemon:
         return await handle_request(self, request)
 
     # ---- run ------------------------------------------------------------------------------
+    @property
+    def store_stats(self) -> StatMap | None:
+        """``run --once``: the lstat of every store entry as its reconcile walk read them,
+        before anything was captured (None: there was no such walk)."""
+        return self.feed.stats_seen if self._wired else None
+
     async def run_once(self) -> int:
+        self.once = True
         missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
         if missing:
             logger.error("run --once: {}", missing)

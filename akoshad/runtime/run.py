@@ -47,9 +47,9 @@ def run_daemon(
     daemon = Daemon(settings, environ=env, reload=reload)
     try:
         if once:
-            before = fastpath.stat_map(settings.data_dir)
             code = asyncio.run(daemon.run_once())
-            if code == EXIT_OK and argv is not None:
+            before = daemon.store_stats  # read by the reconcile walk, before any capture
+            if code == EXIT_OK and argv is not None and before is not None:
                 fastpath.record_unchanged(argv, env, settings.data_dir, settings.state_dir, before)
             return code
         return asyncio.run(daemon.run_forever())
