@@ -26,7 +26,7 @@ from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
-from akoshad.store.db import LedgerEntry, StateDB
+from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
 
 CAPTURE_CONCURRENCY = 2
@@ -93,8 +93,10 @@ class Drain:
             http=self.akosha.breaker.state if self.akosha else BreakerState.CLOSED,
         )
         target = await self._files_target(plan.files)
+        settling = False  # the start's claim settles: capture now, ask before sending
         if target is not None and self.owners is not None:
-            refused = await self.owners.refusal(target)
+            settling = await self.owners.until_settling(target)
+            refused = None if settling else await self.owners.refusal(target)
             if refused is not None:
                 return await self._refused(target, refused)
         cloud = self.cloud
@@ -110,6 +112,7 @@ class Drain:
                 memories=plan.memories,
                 files_retry_at=retry_at,
                 memories_json=cloud.memories_json if cloud is not None and on_cloud else None,
+                ask_owner=settling,
             )
         finally:
             self.stats.syncing = False
@@ -117,7 +120,7 @@ class Drain:
         self.pacer.pass_done(paced_from, uploaded=uploaded)
         if report is None:
             return None
-        if cloud is not None and on_cloud:
+        if cloud is not None and on_cloud and not report.waiting:
             cloud.record(report.error, permanent=report.permanent, uploaded=bool(report.upload_id))
         self.last_report = report
         if self.observer is not None:
@@ -138,6 +141,20 @@ class Drain:
         if self.observer is not None:
             self.observer.pass_done(report, 0.0)
         return report
+
+    async def _owner_refused(
+        self, target: Target, items: Sequence[QueueItem], report: PassReport
+    ) -> bool:
+        """After a capture made while the start's claim settled: True (the rows back on
+        the queue, ``report`` says why) when this machine may not write to ``target``."""
+        assert self.owners is not None
+        refused = await self.owners.refusal(target)
+        if refused is None:
+            return False
+        retry_at = self.clock() + self.owners.retry_in(target.name)
+        await self.state.release(items, retry_at=retry_at, error=refused)
+        report.error, report.waiting = refused, True
+        return True
 
     async def until_empty(
         self, method: str | None = None, enable_fallback: bool | None = None
@@ -171,12 +188,15 @@ class Drain:
         memories: MemoryRoute = "none",
         files_retry_at: float | None = None,
         memories_json: MemoriesJson | None = None,
+        ask_owner: bool = False,
     ) -> PassReport | None:
         """Claim what is due and make (at most) one upload. None when nothing was due.
 
         ``target`` None: the files wait (their circuit is open): the claimed rows go back
         to the queue until ``files_retry_at``; memories still go to Akosha when
-        ``reflection.duckdb`` was among the changes.
+        ``reflection.duckdb`` was among the changes. ``ask_owner``: the ownership of
+        ``target`` is asked (``OwnerGate.refusal``) after the capture, before anything is
+        delivered or sent (the start's claim settled meanwhile); refused, the rows go back.
         """
         items = await self.state.claim(now)
         if not items:
@@ -186,6 +206,12 @@ class Drain:
             await asyncio.to_thread(self.snap.reset_staging)
             ledger = await self.state.ledger(target.name) if target is not None else {}
             results = await self.capture_all([i.path for i in items], ledger)
+            if (
+                ask_owner
+                and target is not None
+                and await self._owner_refused(target, items, report)
+            ):
+                return report
             memory_retry = await self._memories(results, memories, report)
             if target is None:
                 retry_at = files_retry_at or time.time() + self.retry_backoff

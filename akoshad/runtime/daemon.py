@@ -85,7 +85,9 @@ class Daemon:
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
         """Wire the parts (lock, state database, the rest), start targets, then claim the
-        system id while a crash is recovered and the store reconciled (in that order)."""
+        system id while a crash is recovered and the store reconciled (in that order). A
+        first claim's settle may outlast this: the first pass captures meanwhile and asks
+        the gate (``OwnerGate.refusal``) before it sends anything."""
         p = await wire(self.settings, stack, stop_event=self.stop_event, wake=self.wake)
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
@@ -109,17 +111,12 @@ class Daemon:
                 await self._start_target(target)
             stack.push_async_callback(target.close)
         claim: asyncio.Task[str | None] | None = None
+        stack.push_async_callback(p.owners.close)  # a claim still running ends with us
         if p.stats.target(p.primary.name).available:  # claims it when nobody owns it
-            claim = asyncio.create_task(p.owners.refusal(p.primary, force=True))
-        try:
-            await self._recover_and_reconcile(p, stack, claim)
-        except BaseException:
-            if claim is not None:
-                claim.cancel()
-                await asyncio.gather(claim, return_exceptions=True)
-            raise
-        if claim is not None:  # a first claim settles (CLAIM_SETTLE) meanwhile
-            await claim
+            claim = p.owners.start_claim(p.primary)
+        await self._recover_and_reconcile(p, stack, claim)
+        if claim is not None:  # a first claim settles (CLAIM_SETTLE) meanwhile, and while
+            await p.owners.until_settling(p.primary)  # the first pass captures (drain)
         if p.akosha_client is not None and (self.settings.data_dir / MEMORY_DB).is_file():
             # what Akosha has is checked against the store once per start (it may have
             # been restarted and lost its in-memory store, or akosha_url is new)
