@@ -57,8 +57,10 @@ from akoshad.targets.base import Target
 FORMAT = 2
 CHUNKS_INLINE_MAX = 64
 INDEX_INLINE_MAX = 200
-PART_BOUNDARY_BITS = 6
-PART_MAX_ENTRIES = 128  # bounds the part one change rewrites (the average is 64)
+# about one path in 128 ends a part, and at most 128 entries make one: on 10,000 files,
+# 124 parts (64: 174 parts, a manifest 7.6 KiB larger, the same bytes per small change)
+PART_BOUNDARY_BITS = 7
+PART_MAX_ENTRIES = 128  # bounds the part one change rewrites
 DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
 
 
@@ -156,7 +158,7 @@ def entry_json(f: StoredFile, name: str, docs: _Documents | None = None) -> dict
 
 
 def is_boundary(path: str) -> bool:
-    """An index part ends after this path (content-defined: about one path in 64)."""
+    """An index part ends after this path (content-defined: about one path in 128)."""
     digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).digest()
     return digest[-1] & ((1 << PART_BOUNDARY_BITS) - 1) == 0
 
