@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from contextlib import suppress
 
 from loguru import logger
@@ -21,7 +21,7 @@ from akoshad.config import Settings
 from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Debouncer, Kind
 from akoshad.pipeline.stats import Stats
-from akoshad.pipeline.storefiles import PathFilter, is_ignored, walk_store
+from akoshad.pipeline.storefiles import PathFilter, WalkResult, is_ignored, walk_store
 from akoshad.pipeline.watch import reconcile
 from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
@@ -62,15 +62,28 @@ class ChangeFeed:
         self.flt = PathFilter.of(settings.include, settings.exclude)
 
     # ---- reconcile -----------------------------------------------------------------------
-    async def reconcile(self) -> int:
-        """Queue what changed while akoshad was not looking. Returns the number queued."""
+    async def walk(self) -> tuple[WalkResult, StatMap | None]:
+        """The store walked now (in a thread), with the lstat of every entry when they are
+        kept (``keep_stats``, first walk only)."""
+        seen: StatMap | None = {} if self.keep_stats and self.stats_seen is None else None
+        walk = await asyncio.to_thread(walk_store, self.data_dir, self.flt, seen)
+        return walk, seen
+
+    async def reconcile(
+        self, walked: Awaitable[tuple[WalkResult, StatMap | None]] | None = None
+    ) -> int:
+        """Queue what changed while akoshad was not looking. Returns the number queued.
+        ``walked``: the store's walk (``walk``), begun earlier (``run --once`` begins it
+        while its targets start; it is compared with the ledger as it is now)."""
         if not self.data_dir.is_dir():
+            if walked is not None:
+                await walked
             self.reconciled.set()
             return 0
         ledger = await self.state.ledger(self.primary.name)
-        seen: StatMap | None = {} if self.keep_stats and self.stats_seen is None else None
-        result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger, seen)
-        if seen is not None:
+        walk, seen = await (walked if walked is not None else self.walk())
+        result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger, walk=walk)
+        if seen is not None and self.stats_seen is None:
             self.stats_seen = seen
         queued = await self.state.enqueue(result.changes)
         if result.refused:

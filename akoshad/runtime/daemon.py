@@ -34,6 +34,7 @@ from akoshad.pipeline.feed import ChangeFeed
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.storefiles import WalkResult
 from akoshad.pipeline.watch import StoreWatcher
 from akoshad.runtime.control import ControlServer
 from akoshad.runtime.health import data_dir_problem
@@ -92,6 +93,10 @@ class Daemon:
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
         self.feed.keep_stats = self.once
+        walked = None
+        if self.once:  # the store is walked while the targets start (one daemon-less pass)
+            walked = asyncio.create_task(self.feed.walk(), name="walk")
+            stack.push_async_callback(_settled, walked)
         self.view = StatusView(self.settings, p, self.started)
         self.watchdog = Watchdog(
             self.notifier, WatchdogPolicy(self._stall), p.stats, self.view, self.stop_event
@@ -114,7 +119,7 @@ class Daemon:
         stack.push_async_callback(p.owners.close)  # a claim still running ends with us
         if p.stats.target(p.primary.name).available:  # claims it when nobody owns it
             claim = p.owners.start_claim(p.primary)
-        await self._recover_and_reconcile(p, stack, claim)
+        await self._recover_and_reconcile(p, stack, claim, walked)
         if claim is not None:  # a first claim settles (CLAIM_SETTLE) meanwhile, and while
             await p.owners.until_settling(p.primary)  # the first pass captures (drain)
         if p.akosha_client is not None and (self.settings.data_dir / MEMORY_DB).is_file():
@@ -124,11 +129,16 @@ class Daemon:
             self.wake.set()
 
     async def _recover_and_reconcile(
-        self, p: Parts, stack: AsyncExitStack, claim: asyncio.Task[str | None] | None
+        self,
+        p: Parts,
+        stack: AsyncExitStack,
+        claim: asyncio.Task[str | None] | None,
+        walked: asyncio.Task[tuple[WalkResult, StatMap | None]] | None = None,
     ) -> None:
         """Akosha's client, the ledger rebuilt if lost, a crash's uploads settled, then the
-        store reconciled, while the ownership ``claim`` runs. Settling an interrupted
-        upload writes to the target: then the claim is awaited first (the owner does it)."""
+        store reconciled (with its walk ``walked``, when begun earlier), while the ownership
+        ``claim`` runs. Settling an interrupted upload writes to the target: then the claim
+        is awaited first (the owner does it)."""
         if p.akosha_client is not None:
             await p.akosha_client.start()
             stack.push_async_callback(p.akosha_client.close)
@@ -138,7 +148,7 @@ class Daemon:
         if claim is not None and await self.state.in_progress_uploads():
             await asyncio.wait([claim])
         await p.recovery.recover(p.targets)
-        await self.feed.reconcile()
+        await self.feed.reconcile(walked)
 
     async def _start_target(self, target: Target) -> None:
         try:
@@ -397,3 +407,8 @@ class Daemon:
         with suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
         logger.info("stopped; {} change(s) stay queued", await self.state.queue_depth())
+
+
+async def _settled(task: asyncio.Task[Any]) -> None:
+    """Wait for ``task`` to end, whatever its outcome (its owner is going away)."""
+    await asyncio.gather(task, return_exceptions=True)

@@ -1,9 +1,10 @@
-"""``run --once`` walks the store once: its reconcile walk also reads the stats its quick
-check records, and a change made after that walk (while the run captures and uploads) is
-still seen by the next run's quick check."""
+"""``run --once`` walks the store once, while its targets start: that walk serves the
+reconcile and reads the stats its quick check records, and a change made after it (while
+the run captures and uploads) is still seen by the next run's quick check."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from pathlib import Path
@@ -14,8 +15,10 @@ import pytest
 from akoshad import fastpath
 from akoshad.config import Settings, load_settings
 from akoshad.names import EXIT_OK
+from akoshad.pipeline import feed
 from akoshad.pipeline.upload import Uploader
 from akoshad.runtime import run
+from akoshad.targets.local import LocalTarget
 
 
 def _setup(tmp_path: Path) -> tuple[Settings, dict[str, str], list[str]]:
@@ -87,3 +90,27 @@ def test_a_change_during_the_run_is_seen_by_the_next_quick_check(
     monkeypatch.setattr(Uploader, "upload", upload)
     assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
     assert fastpath.try_unchanged(argv, env) is not change
+
+
+@pytest.mark.usefixtures("in_process")
+def test_run_once_walks_the_store_while_its_targets_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, env, argv = _setup(tmp_path)
+    events: list[str] = []
+    real_walk, real_start = feed.walk_store, LocalTarget.start
+
+    def walk(*args: Any, **kwargs: Any) -> Any:
+        events.append("walk")
+        return real_walk(*args, **kwargs)
+
+    async def start(target: LocalTarget, *, clean_up: bool = True) -> None:
+        await asyncio.sleep(0.2)  # a slow endpoint: the walk goes on meanwhile
+        events.append("target started")
+        await real_start(target, clean_up=clean_up)
+
+    monkeypatch.setattr(feed, "walk_store", walk)
+    monkeypatch.setattr(LocalTarget, "start", start)
+    assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
+    assert events[:2] == ["walk", "target started"]
+    assert events.count("walk") == 1
