@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, cast
 
 from akoshad.names import MEMORY_DB
+from akoshad.pipeline.capture.files import MEMORY_MAX_FILE
 from akoshad.pipeline.capture.snapshot import Captured, CaptureResult, Snapshotter
 from akoshad.pipeline.chain import BreakerState, MemoryRoute, Method, plan_pass
 from akoshad.pipeline.ownership import OwnerGate
@@ -31,6 +32,7 @@ from akoshad.targets.base import Target
 
 CAPTURE_CONCURRENCY = 2
 CAPTURE_RUN = 64  # paths captured per thread hop at most
+MANY_PATHS = 2 * CAPTURE_RUN  # a pass of more paths is captured in a lane for small files
 
 
 class PassObserver(Protocol):
@@ -252,23 +254,37 @@ class Drain:
     ) -> list[CaptureResult]:
         """Capture ``paths`` (in their order); ``ledger`` (the target's) tells which may be
         duplicates. The paths go to the worker threads in runs (one thread hop per run,
-        not per file: 10,000 small files are a few dozen hops)."""
+        not per file: 10,000 small files are a few dozen hops), at most
+        :data:`CAPTURE_CONCURRENCY` at once. A pass of more than :data:`MANY_PATHS` paths is
+        mostly small files, whose capture is per-file work that holds the GIL (two threads
+        only fight over it): they go in one lane, and the files last uploaded large (the
+        ledger's size) in another, where their copies overlap the small files."""
         ledger = ledger or {}
         sizes = [(p, e.size if (e := ledger.get(p)) is not None else None) for p in paths]
-        width = max(1, min(CAPTURE_RUN, -(-len(sizes) // CAPTURE_CONCURRENCY)))
-        runs = [sizes[i : i + width] for i in range(0, len(sizes), width)]
-        sem = asyncio.Semaphore(CAPTURE_CONCURRENCY)
+        if not sizes:
+            return []
+        if len(sizes) > MANY_PATHS:
+            large = [i for i, (_, n) in enumerate(sizes) if n is not None and n >= MEMORY_MAX_FILE]
+            big = set(large)
+            lanes = [[i for i in range(len(sizes)) if i not in big], large]
+        else:
+            width = -(-len(sizes) // CAPTURE_CONCURRENCY)
+            lanes = [
+                list(range(k, min(k + width, len(sizes)))) for k in range(0, len(sizes), width)
+            ]
+        out: list[CaptureResult | None] = [None] * len(sizes)
 
-        def capture_run(run: list[tuple[str, int | None]]) -> list[CaptureResult]:
-            return [self.snap.capture(path, size) for path, size in run]
+        def capture_run(run: list[int]) -> None:
+            for i in run:
+                out[i] = self.snap.capture(*sizes[i])
 
-        async def one(run: list[tuple[str, int | None]]) -> list[CaptureResult]:
-            async with sem:
+        async def lane(indices: list[int]) -> None:
+            for k in range(0, len(indices), CAPTURE_RUN):
                 self.stats.in_flight += 1
                 try:
-                    return await asyncio.to_thread(capture_run, run)
+                    await asyncio.to_thread(capture_run, indices[k : k + CAPTURE_RUN])
                 finally:
                     self.stats.in_flight -= 1
 
-        done = await asyncio.gather(*(one(run) for run in runs))
-        return [result for run in done for result in run]
+        await asyncio.gather(*(lane(indices) for indices in lanes if indices))
+        return [r for r in out if r is not None]
