@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
@@ -67,7 +68,10 @@ class Daemon:
         *,
         environ: Mapping[str, str] | None = None,
         reload: Callable[[], Settings] | None = None,
+        walked: Future[tuple[WalkResult, StatMap | None]] | None = None,
     ) -> None:
+        """``walked``: the store's walk, begun already (``run --once``)."""
+        self._walked = walked
         self.settings = settings
         self._reload = reload
         self.started = time.time()
@@ -93,9 +97,12 @@ class Daemon:
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
         self.feed.keep_stats = self.once
-        walked = None
-        if self.once:  # the store is walked while the targets start (one daemon-less pass)
+        walked: asyncio.Future[tuple[WalkResult, StatMap | None]] | None = None
+        if self._walked is not None:  # begun before the daemon's modules were imported
+            walked = asyncio.ensure_future(asyncio.wrap_future(self._walked))
+        elif self.once:  # the store is walked while the targets start (one daemon-less pass)
             walked = asyncio.create_task(self.feed.walk(), name="walk")
+        if walked is not None:
             stack.push_async_callback(_settled, walked)
         self.view = StatusView(self.settings, p, self.started)
         self.watchdog = Watchdog(
@@ -133,7 +140,7 @@ class Daemon:
         p: Parts,
         stack: AsyncExitStack,
         claim: asyncio.Task[str | None] | None,
-        walked: asyncio.Task[tuple[WalkResult, StatMap | None]] | None = None,
+        walked: asyncio.Future[tuple[WalkResult, StatMap | None]] | None = None,
     ) -> None:
         """Akosha's client, the ledger rebuilt if lost, a crash's uploads settled, then the
         store reconciled (with its walk ``walked``, when begun earlier), while the ownership
@@ -409,6 +416,6 @@ class Daemon:
         logger.info("stopped; {} change(s) stay queued", await self.state.queue_depth())
 
 
-async def _settled(task: asyncio.Task[Any]) -> None:
+async def _settled(task: asyncio.Future[Any]) -> None:
     """Wait for ``task`` to end, whatever its outcome (its owner is going away)."""
     await asyncio.gather(task, return_exceptions=True)

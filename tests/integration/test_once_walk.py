@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,6 @@ import pytest
 from akoshad import fastpath
 from akoshad.config import Settings, load_settings
 from akoshad.names import EXIT_OK
-from akoshad.pipeline import feed
 from akoshad.pipeline.upload import Uploader
 from akoshad.runtime import run
 from akoshad.targets.local import LocalTarget
@@ -98,7 +98,7 @@ def test_run_once_walks_the_store_while_its_targets_start(
 ) -> None:
     settings, env, argv = _setup(tmp_path)
     events: list[str] = []
-    real_walk, real_start = feed.walk_store, LocalTarget.start
+    real_walk, real_start = run.walk_store, LocalTarget.start
 
     def walk(*args: Any, **kwargs: Any) -> Any:
         events.append("walk")
@@ -109,8 +109,35 @@ def test_run_once_walks_the_store_while_its_targets_start(
         events.append("target started")
         await real_start(target, clean_up=clean_up)
 
-    monkeypatch.setattr(feed, "walk_store", walk)
+    monkeypatch.setattr(run, "walk_store", walk)
     monkeypatch.setattr(LocalTarget, "start", start)
     assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
     assert events[:2] == ["walk", "target started"]
     assert events.count("walk") == 1
+
+
+@pytest.mark.usefixtures("in_process")
+def test_run_once_begins_its_walk_before_the_daemon_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk runs in a thread from the start of ``run --once``: the daemon's modules
+    are imported and the daemon made while it goes on."""
+    settings, env, argv = _setup(tmp_path)
+    made = threading.Event()
+    seen: list[bool] = []
+    real_walk, real_make = run.walk_store, run.make_daemon
+
+    def walk(*args: Any, **kwargs: Any) -> Any:
+        seen.append(made.wait(10))  # the daemon is made meanwhile (not after the walk)
+        return real_walk(*args, **kwargs)
+
+    def make_daemon(*args: Any) -> Any:
+        daemon = real_make(*args)
+        made.set()
+        return daemon
+
+    monkeypatch.setattr(run, "walk_store", walk)
+    monkeypatch.setattr(run, "make_daemon", make_daemon)
+    assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
+    assert seen == [True]
+    assert fastpath.try_unchanged(argv, env)
