@@ -57,10 +57,12 @@ from akoshad.targets.base import Target
 FORMAT = 2
 CHUNKS_INLINE_MAX = 64
 INDEX_INLINE_MAX = 200
-# about one path in 128 ends a part, and at most 128 entries make one: on 10,000 files,
-# 124 parts (64: 174 parts, a manifest 7.6 KiB larger, the same bytes per small change)
+# About one path in 128 ends a part, and at most 96 entries make one: 10,000 small files
+# make 149 parts (one in 64 and at most 128: 174, a manifest 4 KiB larger, and parts of up
+# to 128 entries rewritten: 3 changed files cost 53.6 KiB of manifest and parts on average,
+# at most 59.7 KiB; now 49.9 and 52.1 KiB, bench/sessions_bench.py's store)
 PART_BOUNDARY_BITS = 7
-PART_MAX_ENTRIES = 128  # bounds the part one change rewrites
+PART_MAX_ENTRIES = 96  # bounds the part one change rewrites
 DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
 
 
