@@ -57,12 +57,8 @@ from akoshad.targets.base import Target
 FORMAT = 2
 CHUNKS_INLINE_MAX = 64
 INDEX_INLINE_MAX = 200
-# About one path in 128 ends a part, and at most 96 entries make one: 10,000 small files
-# make 149 parts (one in 64 and at most 128: 174, a manifest 4 KiB larger, and parts of up
-# to 128 entries rewritten: 3 changed files cost 53.6 KiB of manifest and parts on average,
-# at most 59.7 KiB; now 49.9 and 52.1 KiB, bench/sessions_bench.py's store)
-PART_BOUNDARY_BITS = 7
-PART_MAX_ENTRIES = 96  # bounds the part one change rewrites
+PART_BOUNDARY_BITS = 6
+PART_MAX_ENTRIES = 128  # bounds the part one change rewrites (the average is 64)
 DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
 
 
@@ -160,7 +156,7 @@ def entry_json(f: StoredFile, name: str, docs: _Documents | None = None) -> dict
 
 
 def is_boundary(path: str) -> bool:
-    """An index part ends after this path (content-defined: about one path in 128)."""
+    """An index part ends after this path (content-defined: about one path in 64)."""
     digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).digest()
     return digest[-1] & ((1 << PART_BOUNDARY_BITS) - 1) == 0
 
