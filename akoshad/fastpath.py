@@ -9,9 +9,12 @@ The check is deliberately conservative: the ``lstat`` of every entry under ``dat
 the configuration sources (akoshad's file, session-buddy's file, the ``AKOSHAD_*``,
 ``SESSION_BUDDY_*`` and ``XDG_*`` variables, the command line) and akoshad's version must all
 be identical to what was
-recorded. A run records them only when it ended with every change uploaded, and only if
-nothing moved while it ran (the store is walked before and after). Anything else, and the
-full run happens as usual.
+recorded. A run records them only when it ended with every change uploaded; the store's
+stats it records are those its reconcile walk saw, before anything was captured, so a change
+made while it ran (which moves a size, an mtime, a ctime or an inode, or the entries of a
+directory) differs from the record and the next run is a full one. The record keeps a digest
+of the stats (:func:`store_digest`), not the stats themselves. Anything else, and the full
+run happens as usual.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from akoshad import __version__
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the store is recorded as a digest
 StatMap = dict[str, list[int]]
 
 
@@ -77,8 +80,14 @@ def stat_map(root: Path) -> StatMap:
     except OSError:
         return out
     out["."] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-    stack = [str(root)]
-    base = len(str(root)) + 1
+    stat_tree(str(root), len(str(root)) + 1, out)
+    return out
+
+
+def stat_tree(top: str, base: int, out: StatMap) -> None:
+    """Add the lstat of every entry below the directory ``top`` to ``out``, keyed by its
+    path with the first ``base`` characters cut (its path relative to the root)."""
+    stack = [top]
     while stack:
         top = stack.pop()
         try:
@@ -86,14 +95,28 @@ def stat_map(root: Path) -> StatMap:
         except OSError:
             continue
         for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            out[entry.path[base:]] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-            if entry.is_dir(follow_symlinks=False):
+            if stat_entry(entry, base, out) and entry.is_dir(follow_symlinks=False):
                 stack.append(entry.path)
-    return out
+
+
+def stat_entry(entry: os.DirEntry[str], base: int, out: StatMap) -> bool:
+    """Record ``entry``'s lstat in ``out`` (key: its path without the first ``base``
+    characters); False when it cannot be read (it is then left out)."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return False
+    out[entry.path[base:]] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    return True
+
+
+def store_digest(stats: StatMap) -> str:
+    """A digest of a store's stats (what a record keeps): equal digests, equal stats."""
+    h = hashlib.sha256()
+    for path in sorted(stats):
+        h.update(path.encode("utf-8", "surrogateescape"))
+        h.update(b"\0" + b",".join(b"%d" % v for v in stats[path]) + b"\n")
+    return h.hexdigest()
 
 
 def state_stamp(state_dir: Path) -> StatMap:
@@ -137,7 +160,7 @@ def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
         return False
     if recorded.get("state") != state_stamp(state_dir) or not _unlocked(state_dir):
         return False
-    if recorded.get("store") != stat_map(data_dir):
+    if recorded.get("store") != store_digest(stat_map(data_dir)):
         return False
     stamp = time.strftime("%H:%M:%S")
     print(f"{stamp} INFO run --once: nothing changed, no upload", file=sys.stderr)
@@ -151,11 +174,11 @@ def record_unchanged(
     state_dir: Path,
     before: StatMap,
 ) -> None:
-    """After a fully successful run: remember the inputs, if nothing moved meanwhile."""
-    if stat_map(data_dir) != before:
-        return
+    """After a fully successful run: remember the inputs, with ``before``, the store's stats
+    as the run found them before it captured anything (its reconcile walk, see the module:
+    a change made since then is caught by the next run's comparison)."""
     parsed, config_arg = _config_arg(argv)
-    if not parsed:
+    if not parsed or not before:
         return
     config, _named = resolve_config_path(config_arg, environ)
     key = inputs_key(argv, environ, config)
@@ -169,7 +192,7 @@ def record_unchanged(
                     "data_dir": str(data_dir),
                     "state_dir": str(state_dir),
                     "state": state_stamp(state_dir),
-                    "store": before,
+                    "store": store_digest(before),
                 }
             )
         )

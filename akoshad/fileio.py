@@ -4,6 +4,7 @@ opening files under a root without following a symlink out of it."""
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from collections.abc import Iterator
@@ -151,6 +152,35 @@ def open_resolved(real: Path) -> BinaryIO:
     following any symlink: ``O_NOFOLLOW`` catches a link swapped in for the file, and the
     descriptor's own path (``/proc/self/fd``) must still be ``real``, which catches a
     directory on the way swapped for a link after the check."""
+    return os.fdopen(_open_resolved_fd(real), "rb")
+
+
+def read_resolved(real: Path, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the regular file ``real``, opened as :func:`open_resolved`
+    opens it (a small file read at once: no buffered file object)."""
+    fd = _open_resolved_fd(real)
+    try:
+        blocks: list[bytes] = []
+        left = limit
+        while left > 0:
+            block = os.read(fd, left)
+            if not block:
+                break
+            blocks.append(block)
+            left -= len(block)
+        return b"".join(blocks)
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _proc_fd() -> bool:
+    """Whether ``/proc/self/fd`` tells a descriptor's path (looked up once)."""
+    return _PROC_FD.is_dir()
+
+
+def _open_resolved_fd(real: Path) -> int:
+    """The descriptor :func:`open_resolved` reads (blocking mode, close-on-exec)."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(real, flags)
@@ -161,8 +191,8 @@ def open_resolved(real: Path) -> BinaryIO:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise LinkRefused(errno.EINVAL, "not a regular file", str(real))
-        if _PROC_FD.is_dir():
-            opened = os.readlink(_PROC_FD / str(fd))
+        if _proc_fd():
+            opened = os.readlink(f"/proc/self/fd/{fd}")
             if opened.endswith(" (deleted)"):
                 raise FileNotFoundError(errno.ENOENT, "removed while being opened", str(real))
             if opened != str(real):
@@ -170,7 +200,7 @@ def open_resolved(real: Path) -> BinaryIO:
                     errno.ELOOP, "a directory on its path became a symlink", str(real)
                 )
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return fd
     except BaseException:
         os.close(fd)
         raise

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, cast
 
 from akoshad.names import MEMORY_DB
+from akoshad.pipeline.capture.files import MEMORY_MAX_FILE
 from akoshad.pipeline.capture.snapshot import Captured, CaptureResult, Snapshotter
 from akoshad.pipeline.chain import BreakerState, MemoryRoute, Method, plan_pass
 from akoshad.pipeline.ownership import OwnerGate
@@ -26,11 +27,12 @@ from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
-from akoshad.store.db import LedgerEntry, StateDB
+from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
 
 CAPTURE_CONCURRENCY = 2
 CAPTURE_RUN = 64  # paths captured per thread hop at most
+MANY_PATHS = 2 * CAPTURE_RUN  # a pass of more paths is captured in a lane for small files
 
 
 class PassObserver(Protocol):
@@ -93,8 +95,10 @@ class Drain:
             http=self.akosha.breaker.state if self.akosha else BreakerState.CLOSED,
         )
         target = await self._files_target(plan.files)
+        settling = False  # the start's claim settles: capture now, ask before sending
         if target is not None and self.owners is not None:
-            refused = await self.owners.refusal(target)
+            settling = await self.owners.until_settling(target)
+            refused = None if settling else await self.owners.refusal(target)
             if refused is not None:
                 return await self._refused(target, refused)
         cloud = self.cloud
@@ -110,6 +114,7 @@ class Drain:
                 memories=plan.memories,
                 files_retry_at=retry_at,
                 memories_json=cloud.memories_json if cloud is not None and on_cloud else None,
+                ask_owner=settling,
             )
         finally:
             self.stats.syncing = False
@@ -117,7 +122,7 @@ class Drain:
         self.pacer.pass_done(paced_from, uploaded=uploaded)
         if report is None:
             return None
-        if cloud is not None and on_cloud:
+        if cloud is not None and on_cloud and not report.waiting:
             cloud.record(report.error, permanent=report.permanent, uploaded=bool(report.upload_id))
         self.last_report = report
         if self.observer is not None:
@@ -138,6 +143,20 @@ class Drain:
         if self.observer is not None:
             self.observer.pass_done(report, 0.0)
         return report
+
+    async def _owner_refused(
+        self, target: Target, items: Sequence[QueueItem], report: PassReport
+    ) -> bool:
+        """After a capture made while the start's claim settled: True (the rows back on
+        the queue, ``report`` says why) when this machine may not write to ``target``."""
+        assert self.owners is not None
+        refused = await self.owners.refusal(target)
+        if refused is None:
+            return False
+        retry_at = self.clock() + self.owners.retry_in(target.name)
+        await self.state.release(items, retry_at=retry_at, error=refused)
+        report.error, report.waiting = refused, True
+        return True
 
     async def until_empty(
         self, method: str | None = None, enable_fallback: bool | None = None
@@ -171,12 +190,15 @@ class Drain:
         memories: MemoryRoute = "none",
         files_retry_at: float | None = None,
         memories_json: MemoriesJson | None = None,
+        ask_owner: bool = False,
     ) -> PassReport | None:
         """Claim what is due and make (at most) one upload. None when nothing was due.
 
         ``target`` None: the files wait (their circuit is open): the claimed rows go back
         to the queue until ``files_retry_at``; memories still go to Akosha when
-        ``reflection.duckdb`` was among the changes.
+        ``reflection.duckdb`` was among the changes. ``ask_owner``: the ownership of
+        ``target`` is asked (``OwnerGate.refusal``) after the capture, before anything is
+        delivered or sent (the start's claim settled meanwhile); refused, the rows go back.
         """
         items = await self.state.claim(now)
         if not items:
@@ -186,6 +208,12 @@ class Drain:
             await asyncio.to_thread(self.snap.reset_staging)
             ledger = await self.state.ledger(target.name) if target is not None else {}
             results = await self.capture_all([i.path for i in items], ledger)
+            if (
+                ask_owner
+                and target is not None
+                and await self._owner_refused(target, items, report)
+            ):
+                return report
             memory_retry = await self._memories(results, memories, report)
             if target is None:
                 retry_at = files_retry_at or time.time() + self.retry_backoff
@@ -226,23 +254,37 @@ class Drain:
     ) -> list[CaptureResult]:
         """Capture ``paths`` (in their order); ``ledger`` (the target's) tells which may be
         duplicates. The paths go to the worker threads in runs (one thread hop per run,
-        not per file: 10,000 small files are a few dozen hops)."""
+        not per file: 10,000 small files are a few dozen hops), at most
+        :data:`CAPTURE_CONCURRENCY` at once. A pass of more than :data:`MANY_PATHS` paths is
+        mostly small files, whose capture is per-file work that holds the GIL (two threads
+        only fight over it): they go in one lane, and the files last uploaded large (the
+        ledger's size) in another, where their copies overlap the small files."""
         ledger = ledger or {}
         sizes = [(p, e.size if (e := ledger.get(p)) is not None else None) for p in paths]
-        width = max(1, min(CAPTURE_RUN, -(-len(sizes) // CAPTURE_CONCURRENCY)))
-        runs = [sizes[i : i + width] for i in range(0, len(sizes), width)]
-        sem = asyncio.Semaphore(CAPTURE_CONCURRENCY)
+        if not sizes:
+            return []
+        if len(sizes) > MANY_PATHS:
+            large = [i for i, (_, n) in enumerate(sizes) if n is not None and n >= MEMORY_MAX_FILE]
+            big = set(large)
+            lanes = [[i for i in range(len(sizes)) if i not in big], large]
+        else:
+            width = -(-len(sizes) // CAPTURE_CONCURRENCY)
+            lanes = [
+                list(range(k, min(k + width, len(sizes)))) for k in range(0, len(sizes), width)
+            ]
+        out: list[CaptureResult | None] = [None] * len(sizes)
 
-        def capture_run(run: list[tuple[str, int | None]]) -> list[CaptureResult]:
-            return [self.snap.capture(path, size) for path, size in run]
+        def capture_run(run: list[int]) -> None:
+            for i in run:
+                out[i] = self.snap.capture(*sizes[i])
 
-        async def one(run: list[tuple[str, int | None]]) -> list[CaptureResult]:
-            async with sem:
+        async def lane(indices: list[int]) -> None:
+            for k in range(0, len(indices), CAPTURE_RUN):
                 self.stats.in_flight += 1
                 try:
-                    return await asyncio.to_thread(capture_run, run)
+                    await asyncio.to_thread(capture_run, indices[k : k + CAPTURE_RUN])
                 finally:
                     self.stats.in_flight -= 1
 
-        done = await asyncio.gather(*(one(run) for run in runs))
-        return [result for run in done for result in run]
+        await asyncio.gather(*(lane(indices) for indices in lanes if indices))
+        return [r for r in out if r is not None]

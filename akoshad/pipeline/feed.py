@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from contextlib import suppress
 
 from loguru import logger
 
 from akoshad.config import Settings
+from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Debouncer, Kind
 from akoshad.pipeline.stats import Stats
-from akoshad.pipeline.storefiles import PathFilter, is_ignored, walk_store
+from akoshad.pipeline.storefiles import PathFilter, WalkResult, is_ignored, walk_store
 from akoshad.pipeline.watch import reconcile
 from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
@@ -48,6 +49,10 @@ class ChangeFeed:
         self.stats = stats
         self.wake = wake or asyncio.Event()  # the drain has work
         self.reconciled = asyncio.Event()
+        # ``run --once`` asks for the lstat of every store entry, read on the first
+        # reconcile's walk (before anything is captured): its quick check's record
+        self.keep_stats = False
+        self.stats_seen: StatMap | None = None
         self._debounce_wake = asyncio.Event()
 
     def configure(self, settings: Settings) -> None:
@@ -57,13 +62,29 @@ class ChangeFeed:
         self.flt = PathFilter.of(settings.include, settings.exclude)
 
     # ---- reconcile -----------------------------------------------------------------------
-    async def reconcile(self) -> int:
-        """Queue what changed while akoshad was not looking. Returns the number queued."""
+    async def walk(self) -> tuple[WalkResult, StatMap | None]:
+        """The store walked now (in a thread), with the lstat of every entry when they are
+        kept (``keep_stats``, first walk only)."""
+        seen: StatMap | None = {} if self.keep_stats and self.stats_seen is None else None
+        walk = await asyncio.to_thread(walk_store, self.data_dir, self.flt, seen)
+        return walk, seen
+
+    async def reconcile(
+        self, walked: Awaitable[tuple[WalkResult, StatMap | None]] | None = None
+    ) -> int:
+        """Queue what changed while akoshad was not looking. Returns the number queued.
+        ``walked``: the store's walk (``walk``), begun earlier (``run --once`` begins it
+        while its targets start; it is compared with the ledger as it is now)."""
         if not self.data_dir.is_dir():
+            if walked is not None:
+                await walked
             self.reconciled.set()
             return 0
         ledger = await self.state.ledger(self.primary.name)
-        result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger)
+        walk, seen = await (walked if walked is not None else self.walk())
+        result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger, walk=walk)
+        if seen is not None and self.stats_seen is None:
+            self.stats_seen = seen
         queued = await self.state.enqueue(result.changes)
         if result.refused:
             for path, reason in result.refused.items():

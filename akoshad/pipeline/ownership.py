@@ -14,6 +14,13 @@ up (``start(clean_up=False)``) and asks :meth:`OwnerGate.refusal` before each up
 
 The record is read again at most every ``interval`` seconds (one small GET), so a
 takeover by another machine stops this one within a minute.
+
+The daemon's start checks (and, when no machine owns the id, claims) it in a task the gate
+owns (:meth:`OwnerGate.start_claim`): any ``refusal`` asked meanwhile gets that task's
+answer, never a second claim. A first claim settles for ``CLAIM_SETTLE`` seconds before
+its record is read back; :meth:`OwnerGate.until_settling` tells a pass when only that wait
+is left, so it can claim its queue rows and capture (nothing that writes to the target)
+meanwhile, and asks ``refusal`` before it delivers or sends anything.
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ class OwnerGate:
         self._owners: dict[str, Ownership] = {}
         self._cleaned: set[str] = set()
         self._unreadable: set[str] = set()
+        self._claims: dict[str, asyncio.Task[str | None]] = {}  # the start's, per target
+        self._lock = asyncio.Lock()  # one Machine, one Ownership per target
 
     async def machine(self) -> Machine:
         """This machine (its owner id is read, or made, in ``state_dir`` once)."""
@@ -71,21 +80,62 @@ class OwnerGate:
 
     async def ownership(self, target: Target) -> Ownership:
         """The (cached) ownership of the system id in ``target``."""
-        own = self._owners.get(target.name)
-        if own is None or own.target is not target:
-            own = Ownership(
-                target,
-                self.system_id,
-                await self.machine(),
-                interval=self.interval,
-                settle=self.settle,
-            )
-            self._owners[target.name] = own
-        return own
+        async with self._lock:
+            own = self._owners.get(target.name)
+            if own is None or own.target is not target:
+                own = Ownership(
+                    target,
+                    self.system_id,
+                    await self.machine(),
+                    interval=self.interval,
+                    settle=self.settle,
+                )
+                self._owners[target.name] = own
+            return own
+
+    def start_claim(self, target: Target) -> asyncio.Task[str | None]:
+        """The start's forced check of ``target`` (a claim when no machine owns the id), as a
+        task the gate owns: ``refusal`` meanwhile answers with it; ``close`` ends it."""
+        task = asyncio.create_task(self._refusal(target, force=True), name="owner-claim")
+        self._claims[target.name] = task
+        return task
+
+    async def until_settling(self, target: Target) -> bool:
+        """Wait until the start's claim of ``target`` is either answered or only waiting out
+        its settle; True in the latter case (this machine's record is written: work that
+        writes nothing to the target may begin; ``refusal`` still decides)."""
+        claim = self._claims.get(target.name)
+        if claim is None or claim.done():
+            return False
+        own = await self.ownership(target)
+        settling = asyncio.create_task(own.settling.wait())
+        try:
+            await asyncio.wait([claim, settling], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            settling.cancel()
+            await asyncio.gather(settling, return_exceptions=True)
+        return not claim.done()
+
+    async def close(self) -> None:
+        """End a start's claim still running (shutdown)."""
+        claims, self._claims = list(self._claims.values()), {}
+        for task in claims:
+            task.cancel()
+        await asyncio.gather(*claims, return_exceptions=True)
 
     async def refusal(self, target: Target, *, force: bool = False) -> str | None:
         """None when this machine may write to ``target`` (claiming the id when no machine
-        owns it); else the one-line reason, also recorded as the target's last error."""
+        owns it); else the one-line reason, also recorded as the target's last error. While
+        the start's claim runs, its answer."""
+        claim = self._claims.get(target.name)
+        if claim is not None:
+            answer = await asyncio.shield(claim)
+            if self._claims.get(target.name) is claim:
+                del self._claims[target.name]
+            return answer
+        return await self._refusal(target, force=force)
+
+    async def _refusal(self, target: Target, *, force: bool) -> str | None:
         own = await self.ownership(target)
         try:
             await own.check(force=force)

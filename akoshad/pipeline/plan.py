@@ -174,6 +174,24 @@ def sent_file(sent: SentFile, table: Mapping[str, ChunkRef]) -> StoredFile:
     )
 
 
+def sent_rows(
+    target: str, upload_id: str, sent: Sequence[SentFile], files: Sequence[StoredFile]
+) -> list[LedgerEntry]:
+    """The ledger rows of the files an upload sent (``files`` begins with their stored
+    descriptions, in ``sent``'s order). Blocking (CPU: a thread on large uploads)."""
+    return [
+        ledger_row(
+            target,
+            f,
+            group=s.group,
+            live=s.captured.live,
+            upload_id=upload_id,
+            chunk_ids=s.chunk_ids,
+        )
+        for s, f in zip(sent, files, strict=False)
+    ]
+
+
 def stored_file(row: LedgerEntry, table: Mapping[str, ChunkRef]) -> StoredFile | None:
     """The stored description of a ledger row: its chunks located through ``table`` (the
     target's chunk table), or its format-1 whole object. None when a chunk is not in the

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from akoshad.fastpath import StatMap, stat_entry, stat_tree
+
 FileKind = Literal["duckdb", "sqlite", "file"]
 _SQLITE_SIDES = ("-journal", "-wal", "-shm")
 DUCKDB_MAGIC = b"DUCK"
@@ -113,14 +115,25 @@ class WalkResult:
     refused: dict[str, str]
 
 
-def walk_store(root: Path, flt: PathFilter) -> WalkResult:
+def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> WalkResult:
     """List store files under ``root`` (blocking). Symlinked directories are not entered;
     symlinked files are kept only if they resolve inside ``root``; names that are not
-    valid UTF-8 are refused (they cannot be named in a manifest)."""
+    valid UTF-8 are refused (they cannot be named in a manifest).
+
+    ``stats``: filled, on the same walk, with the lstat of every entry under ``root`` (and
+    of ``root``, as ``"."``) exactly as ``fastpath.stat_map`` reads them, also below the
+    directories that hold no store file (temp directories): a ``run --once`` records them
+    for its quick check, so the store is walked once."""
     files: list[str] = []
     refused: dict[str, str] = {}
     real_root = root.resolve()
-    for rel, reason in _walk(root, real_root, ""):
+    if stats is not None:
+        try:
+            st = os.lstat(root)
+            stats["."] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        except OSError:
+            pass
+    for rel, reason in _walk(root, real_root, "", stats, len(str(root)) + 1):
         if reason is not None:
             if to_change(rel, flt) is not None or reason.startswith("name"):
                 refused[rel] = reason
@@ -132,7 +145,9 @@ def walk_store(root: Path, flt: PathFilter) -> WalkResult:
     return WalkResult(files, refused)
 
 
-def _walk(root: Path, real_root: Path, prefix: str) -> Iterator[tuple[str, str | None]]:
+def _walk(
+    root: Path, real_root: Path, prefix: str, stats: StatMap | None, base: int
+) -> Iterator[tuple[str, str | None]]:
     try:
         entries = list(os.scandir(root / prefix if prefix else root))
     except OSError:
@@ -140,9 +155,13 @@ def _walk(root: Path, real_root: Path, prefix: str) -> Iterator[tuple[str, str |
     for entry in entries:
         name = entry.name
         rel = f"{prefix}{name}"
+        if stats is not None:
+            stat_entry(entry, base, stats)  # one that cannot be read is left out
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:
+            if stats is not None and entry.is_dir(follow_symlinks=False):
+                stat_tree(entry.path, base, stats)
             yield (
                 rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                 ("name is not valid UTF-8"),
@@ -161,8 +180,10 @@ def _walk(root: Path, real_root: Path, prefix: str) -> Iterator[tuple[str, str |
                 continue
             if entry.is_dir(follow_symlinks=False):
                 if is_ignored(rel):
+                    if stats is not None:
+                        stat_tree(entry.path, base, stats)
                     continue
-                yield from _walk(root, real_root, rel + "/")
+                yield from _walk(root, real_root, rel + "/", stats, base)
             elif entry.is_file(follow_symlinks=False):
                 yield rel, None
             # sockets, fifos, devices: not store files

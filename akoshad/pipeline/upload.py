@@ -38,10 +38,10 @@ from akoshad.pipeline.packing import PackSender, SentFile, clear_staging, fresh_
 from akoshad.pipeline.plan import (
     UploadPlan,
     attempt_record,
-    ledger_row,
     plan_upload,
     resolve_ledger,
     sent_file,
+    sent_rows,
     stored_file,
 )
 from akoshad.pipeline.recovery import Discarder, discard_attempt
@@ -260,27 +260,29 @@ class Uploader:
     async def _put_manifest(
         self, target: Target, attempt: Attempt, sent: list[SentFile], report: PassReport
     ) -> None:
-        """The sent files' rows, then the extras, the documents and the manifest (last)."""
+        """The extras, the documents and the manifest (last); the sent files' ledger rows
+        are made meanwhile, in a thread (the commit needs them, the manifest does not)."""
         table = {**attempt.table, **attempt.new_refs}
-        files: list[StoredFile] = []
-        for s in sent:
-            f = sent_file(s, table)
-            files.append(f)
-            attempt.rows.append(
-                ledger_row(
-                    target.name,
-                    f,
-                    group=s.group,
-                    live=s.captured.live,
-                    upload_id=attempt.upload_id,
-                    chunk_ids=s.chunk_ids,
-                )
-            )
+        files = [sent_file(s, table) for s in sent]
         for row in [*attempt.plan.kept, *attempt.plan.reused]:
             stored = stored_file(row, table)
             if stored is None:  # resolve_ledger let only resolvable rows through
                 raise TransientError(f"{row.path}: its chunks are not in the chunk table")
             files.append(stored)
+        rows = asyncio.create_task(
+            asyncio.to_thread(sent_rows, target.name, attempt.upload_id, sent, files)
+        )
+        try:
+            await self._put_documents(target, attempt, files, report)
+        except BaseException:
+            await asyncio.gather(rows, return_exceptions=True)
+            raise
+        attempt.rows = await rows
+
+    async def _put_documents(
+        self, target: Target, attempt: Attempt, files: list[StoredFile], report: PassReport
+    ) -> None:
+        """The extras, the documents (index parts, chunk lists) and the manifest, last."""
         sealing = attempt.sealing
         own = upload_prefix(self.system_id, attempt.upload_id)
         sent_bytes, sealed_extras = await put_extras(target, own, attempt.extras, sealing)

@@ -13,8 +13,9 @@ from pathlib import Path
 from loguru import logger
 from watchfiles import Change, awatch
 
+from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Kind
-from akoshad.pipeline.storefiles import PathFilter, relpath, to_change, walk_store
+from akoshad.pipeline.storefiles import PathFilter, WalkResult, relpath, to_change, walk_store
 from akoshad.store.db import LedgerEntry
 
 _KIND: dict[Change, Kind] = {
@@ -42,14 +43,23 @@ def _stat_key(path: Path) -> tuple[int, int, int, int] | None:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def reconcile(data_dir: Path, flt: PathFilter, ledger: dict[str, LedgerEntry]) -> ReconcileResult:
+def reconcile(
+    data_dir: Path,
+    flt: PathFilter,
+    ledger: dict[str, LedgerEntry],
+    stats: StatMap | None = None,
+    walk: WalkResult | None = None,
+) -> ReconcileResult:
     """Compare the disk with the ledger (blocking): the stat fast path decides; content is
     hashed later, only for what differs. ctime catches a same-size rewrite whose mtime was
-    put back. Ledger groups missing from disk are deletions."""
+    put back. Ledger groups missing from disk are deletions. ``stats``: filled with the
+    lstat of every entry on the same walk (``walk_store``); ``walk``: the store walked
+    already (then nothing is walked here)."""
     groups: dict[str, list[LedgerEntry]] = {}
     for entry in ledger.values():
         groups.setdefault(entry.group_path, []).append(entry)
-    walk = walk_store(data_dir, flt)
+    if walk is None:
+        walk = walk_store(data_dir, flt, stats)
     changes: list[tuple[str, Kind]] = []
     for rel in walk.files:
         entries = groups.get(rel)

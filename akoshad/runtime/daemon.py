@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from contextlib import AsyncExitStack, suppress
 from typing import Any
 
@@ -27,12 +28,14 @@ from akoshad.errors import (
     PermanentError,
     TransientError,
 )
+from akoshad.fastpath import StatMap
 from akoshad.names import EXIT_FAIL, EXIT_OK, MEMORY_DB
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.storefiles import WalkResult
 from akoshad.pipeline.watch import StoreWatcher
 from akoshad.runtime.control import ControlServer
 from akoshad.runtime.health import data_dir_problem
@@ -65,7 +68,10 @@ class Daemon:
         *,
         environ: Mapping[str, str] | None = None,
         reload: Callable[[], Settings] | None = None,
+        walked: Future[tuple[WalkResult, StatMap | None]] | None = None,
     ) -> None:
+        """``walked``: the store's walk, begun already (``run --once``)."""
+        self._walked = walked
         self.settings = settings
         self._reload = reload
         self.started = time.time()
@@ -79,14 +85,25 @@ class Daemon:
         stall = settings.watchdog_stall_seconds or cs.upload_timeout_seconds + 30.0
         self._stall = stall
         self.exit_code = EXIT_OK
+        self.once = False  # ``run --once``: the first reconcile keeps the store's stats
 
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
         """Wire the parts (lock, state database, the rest), start targets, then claim the
-        system id while a crash is recovered and the store reconciled (in that order)."""
+        system id while a crash is recovered and the store reconciled (in that order). A
+        first claim's settle may outlast this: the first pass captures meanwhile and asks
+        the gate (``OwnerGate.refusal``) before it sends anything."""
         p = await wire(self.settings, stack, stop_event=self.stop_event, wake=self.wake)
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
+        self.feed.keep_stats = self.once
+        walked: asyncio.Future[tuple[WalkResult, StatMap | None]] | None = None
+        if self._walked is not None:  # begun before the daemon's modules were imported
+            walked = asyncio.ensure_future(asyncio.wrap_future(self._walked))
+        elif self.once:  # the store is walked while the targets start (one daemon-less pass)
+            walked = asyncio.create_task(self.feed.walk(), name="walk")
+        if walked is not None:
+            stack.push_async_callback(_settled, walked)
         self.view = StatusView(self.settings, p, self.started)
         self.watchdog = Watchdog(
             self.notifier, WatchdogPolicy(self._stall), p.stats, self.view, self.stop_event
@@ -106,17 +123,12 @@ class Daemon:
                 await self._start_target(target)
             stack.push_async_callback(target.close)
         claim: asyncio.Task[str | None] | None = None
+        stack.push_async_callback(p.owners.close)  # a claim still running ends with us
         if p.stats.target(p.primary.name).available:  # claims it when nobody owns it
-            claim = asyncio.create_task(p.owners.refusal(p.primary, force=True))
-        try:
-            await self._recover_and_reconcile(p, stack, claim)
-        except BaseException:
-            if claim is not None:
-                claim.cancel()
-                await asyncio.gather(claim, return_exceptions=True)
-            raise
-        if claim is not None:  # a first claim settles (CLAIM_SETTLE) meanwhile
-            await claim
+            claim = p.owners.start_claim(p.primary)
+        await self._recover_and_reconcile(p, stack, claim, walked)
+        if claim is not None:  # a first claim settles (CLAIM_SETTLE) meanwhile, and while
+            await p.owners.until_settling(p.primary)  # the first pass captures (drain)
         if p.akosha_client is not None and (self.settings.data_dir / MEMORY_DB).is_file():
             # what Akosha has is checked against the store once per start (it may have
             # been restarted and lost its in-memory store, or akosha_url is new)
@@ -124,11 +136,16 @@ class Daemon:
             self.wake.set()
 
     async def _recover_and_reconcile(
-        self, p: Parts, stack: AsyncExitStack, claim: asyncio.Task[str | None] | None
+        self,
+        p: Parts,
+        stack: AsyncExitStack,
+        claim: asyncio.Task[str | None] | None,
+        walked: asyncio.Future[tuple[WalkResult, StatMap | None]] | None = None,
     ) -> None:
         """Akosha's client, the ledger rebuilt if lost, a crash's uploads settled, then the
-        store reconciled, while the ownership ``claim`` runs. Settling an interrupted
-        upload writes to the target: then the claim is awaited first (the owner does it)."""
+        store reconciled (with its walk ``walked``, when begun earlier), while the ownership
+        ``claim`` runs. Settling an interrupted upload writes to the target: then the claim
+        is awaited first (the owner does it)."""
         if p.akosha_client is not None:
             await p.akosha_client.start()
             stack.push_async_callback(p.akosha_client.close)
@@ -138,7 +155,7 @@ class Daemon:
         if claim is not None and await self.state.in_progress_uploads():
             await asyncio.wait([claim])
         await p.recovery.recover(p.targets)
-        await self.feed.reconcile()
+        await self.feed.reconcile(walked)
 
     async def _start_target(self, target: Target) -> None:
         try:
@@ -255,7 +272,14 @@ class Daemon:
         return await handle_request(self, request)
 
     # ---- run ------------------------------------------------------------------------------
+    @property
+    def store_stats(self) -> StatMap | None:
+        """``run --once``: the lstat of every store entry as its reconcile walk read them,
+        before anything was captured (None: there was no such walk)."""
+        return self.feed.stats_seen if self._wired else None
+
     async def run_once(self) -> int:
+        self.once = True
         missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
         if missing:
             logger.error("run --once: {}", missing)
@@ -390,3 +414,8 @@ class Daemon:
         with suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
         logger.info("stopped; {} change(s) stay queued", await self.state.queue_depth())
+
+
+async def _settled(task: asyncio.Future[Any]) -> None:
+    """Wait for ``task`` to end, whatever its outcome (its owner is going away)."""
+    await asyncio.gather(task, return_exceptions=True)

@@ -1,11 +1,18 @@
 """``akoshad run``: logging and the heap set up, then one daemon run (``--once``, with
-the quick no-change check, or until a signal); a start-up refusal is one line."""
+the quick no-change check, or until a signal); a start-up refusal is one line.
+
+``--once`` begins walking the store (a thread) before the daemon's modules are imported:
+the walk (its reconcile's, and the stats its quick check records) overlaps the imports
+and the targets' start."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -15,9 +22,14 @@ from akoshad.config.encryption import unavailable
 from akoshad.errors import AlreadyRunning, ConfigError
 from akoshad.heap import bounded_heap
 from akoshad.names import EXIT_CONFIG, EXIT_OK
-from akoshad.runtime.daemon import Daemon
+from akoshad.pipeline.storefiles import PathFilter, WalkResult, walk_store
 from akoshad.runtime.logs import setup_logging
 from akoshad.store.db import StateError
+
+if TYPE_CHECKING:
+    from akoshad.runtime.daemon import Daemon
+
+Walked = Future[tuple[WalkResult, fastpath.StatMap | None]]
 
 
 def run_daemon(
@@ -44,15 +56,47 @@ def run_daemon(
 
         return load_settings(config_path, environ=env)
 
-    daemon = Daemon(settings, environ=env, reload=reload)
+    walked = begin_walk(settings) if once else None
     try:
+        daemon = make_daemon(settings, env, reload, walked)
         if once:
-            before = fastpath.stat_map(settings.data_dir)
             code = asyncio.run(daemon.run_once())
-            if code == EXIT_OK and argv is not None:
+            before = daemon.store_stats  # read by the reconcile walk, before any capture
+            if code == EXIT_OK and argv is not None and before is not None:
                 fastpath.record_unchanged(argv, env, settings.data_dir, settings.state_dir, before)
             return code
         return asyncio.run(daemon.run_forever())
     except (AlreadyRunning, ConfigError, StateError) as exc:
         print(f"akoshad: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        if walked is not None:
+            walked.exception()  # the walk's thread has ended (a start that failed early)
+
+
+def make_daemon(
+    settings: Settings,
+    env: Mapping[str, str],
+    reload: Callable[[], Settings],
+    walked: Walked | None,
+) -> Daemon:
+    """The daemon (its modules imported now, while ``walked`` goes on)."""
+    from akoshad.runtime.daemon import Daemon
+
+    return Daemon(settings, environ=env, reload=reload, walked=walked)
+
+
+def begin_walk(settings: Settings) -> Walked:
+    """Walk the store in a thread, with every entry's lstat (``walk_store``)."""
+    walked: Walked = Future()
+    flt = PathFilter.of(settings.include, settings.exclude)
+
+    def walk() -> None:
+        try:
+            stats: fastpath.StatMap = {}
+            walked.set_result((walk_store(settings.data_dir, flt, stats), stats))
+        except BaseException as exc:  # handed to the reconcile that waits for it
+            walked.set_exception(exc)
+
+    threading.Thread(target=walk, name="akoshad-walk", daemon=True).start()
+    return walked

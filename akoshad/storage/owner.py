@@ -224,6 +224,9 @@ class Ownership:
         self._record: OwnerRecord | None = None
         self._checked_at: float | None = None
         self._checked_wall: str | None = None
+        # set once this machine's record is written and only the settle is left before it
+        # is read back (a caller may prepare work that writes nothing to the target)
+        self.settling = asyncio.Event()
 
     def _mine(self, record: OwnerRecord | None) -> bool:
         return record is not None and record.owner_id == self.machine.owner_id
@@ -256,6 +259,7 @@ class Ownership:
         )
         await self.target.put_bytes(self.key, record.to_bytes(), "application/json")
         if self.settle > 0:
+            self.settling.set()
             await asyncio.sleep(self.settle)
         return record
 

@@ -9,19 +9,21 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from akoshad.compress import Compression
 from akoshad.config import load_settings
 from akoshad.errors import TransientError
+from akoshad.fileio import LiveStat
 from akoshad.pipeline.capture.snapshot import Snapshotter
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
-from akoshad.store.db import StateDB
+from akoshad.store.db import LedgerEntry, StateDB
 from akoshad.targets.base import StoredObject
 from akoshad.targets.local import LocalTarget
 
@@ -175,3 +177,42 @@ async def test_a_deleted_file_leaves_the_next_upload(rig: Rig) -> None:
     assert ok and report.deleted == ["a.json"] and report.files_uploaded == []
     files = rig.manifests()[-1]["metadata"]["files"]  # type: ignore[index]
     assert [f["path"] for f in files] == ["b.json"]
+
+
+async def test_many_small_files_are_captured_in_one_lane_in_order(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass of many paths: the small files in one thread at a time (two would only fight
+    over the GIL), a file last uploaded large in a lane of its own beside them; the
+    results come back in the paths' order. A few paths still go two at a time."""
+    paths = [f"s/{i:03d}.json" for i in range(300)]
+    for p in paths:
+        write(rig, p, "{}")
+    write(rig, "big.bin", "x")
+    real = Snapshotter.capture
+    busy: list[str] = []
+    most = 0
+
+    def capture(snap: Snapshotter, rel: str, hash_if_size: int | None = None) -> Any:
+        nonlocal most
+        busy.append(rel)
+        most = max(most, len([b for b in busy if not b.startswith("big")]))
+        try:
+            time.sleep(0.05 if rel == "big.bin" else 0)
+            return real(snap, rel, hash_if_size)
+        finally:
+            busy.remove(rel)
+
+    monkeypatch.setattr(Snapshotter, "capture", capture)
+    big = LedgerEntry(
+        target="local", path="big.bin", group_path="big.bin", size=64 << 20,
+        live=LiveStat(1, 1, 1, 1), sha256="0" * 64, key="", name="", stored_size=1,
+        compression="none", kind="file", upload_id="u",
+    )  # fmt: skip
+    order = [*paths[:150], "big.bin", *paths[150:]]
+    results = await rig.drain.capture_all(order, {"big.bin": big})
+    assert [r.group for r in results] == order
+    assert most == 1  # the small files one at a time, while the large one was captured
+    busy.clear()
+    few = await rig.drain.capture_all(paths[:100])
+    assert [r.group for r in few] == paths[:100]

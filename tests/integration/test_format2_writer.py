@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import random
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from akoshad.config import Settings, load_settings
 from akoshad.errors import TransientError
 from akoshad.fileio import LiveStat
 from akoshad.manifest.layout import validate_manifest
+from akoshad.pipeline import plan
 from akoshad.pipeline.recovery import Discarder, Recovery
+from akoshad.storage.format2 import DOCUMENTS_IN_FLIGHT
 from akoshad.store.db import StateDB
 from akoshad.targets import make_target
 from akoshad.targets.base import Target
@@ -137,6 +140,69 @@ async def test_many_small_files_are_a_few_puts(rig: Rig) -> None:
     # one pack, the index part holding the changed entry, the manifest: other parts known
     assert len(rig.target.puts) <= 4, rig.target.puts
     assert await rig.restore((await rig.uploads())[-1]) == rig.on_disk()
+
+
+class SlowDocuments(CountingTarget):
+    """Each document PUT takes a little while; records how many were in flight at once
+    and, for the manifest, how many documents had landed when its PUT began."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.in_flight = 0
+        self.most = 0
+        self.landed: list[str] = []
+        self.manifest_after: list[int] = []
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
+        if key.endswith("/manifest.json"):
+            self.manifest_after.append(len(self.landed))
+            return await super().put_bytes(key, data, content_type)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            return await super().put_bytes(key, data, content_type)
+        finally:
+            self.in_flight -= 1
+            self.landed.append(key)
+
+
+async def test_index_parts_go_up_together_and_the_manifest_after_them(tmp_path: Path) -> None:
+    target = SlowDocuments(tmp_path / "outbox")
+    r = await open_rig(local_settings(tmp_path), target, tmp_path / "state/state.db")
+    try:
+        for i in range(3000):
+            r.write(f"sessions/s{i:04d}/state.json", f'{{"n": {i}}}'.encode())
+        (report,) = await r.sync()
+        assert report.upload_id and report.error is None
+        index = [k for k in target.landed if "/index/" in k]
+        assert len(index) > 20
+        assert 1 < target.most <= DOCUMENTS_IN_FLIGHT  # together, bounded
+        assert target.manifest_after == [len(target.landed)]  # last, after every part
+        assert await r.restore((await r.uploads())[-1]) == r.on_disk()
+    finally:
+        await close_rig(r)
+
+
+async def test_the_ledger_rows_are_made_off_the_event_loop(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sent files' ledger rows (10,000 on a first sync of small files) are made in a
+    thread while the documents go up; the commit writes every one."""
+    real, threads = plan.ledger_row, []
+
+    def ledger_row(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan, "ledger_row", ledger_row)
+    for i in range(300):
+        rig.write(f"sessions/s{i:03d}/state.json", f'{{"n": {i}}}'.encode())
+    (report,) = await rig.sync()
+    assert report.upload_id and len(report.files_uploaded) == 300
+    assert len(threads) == 300 and not any(threads)
+    ledger = await rig.state.ledger(rig.target.name)
+    assert len(ledger) == 300 and {e.upload_id for e in ledger.values()} == {report.upload_id}
 
 
 class FailingPacks(CountingTarget):

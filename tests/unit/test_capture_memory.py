@@ -3,9 +3,12 @@ the chunk thread, the JSON facts computed from bytes."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from akoshad.fileio import LiveStat
+import pytest
+
+from akoshad.fileio import LinkRefused, LiveStat, read_resolved
 from akoshad.manifest.facts import Facts, json_facts, json_facts_of
 from akoshad.pipeline.capture.files import CapturedFile, MemoryBudget, hop_batches
 
@@ -43,3 +46,24 @@ def test_json_facts_from_bytes_match_the_staged_copy(tmp_path: Path) -> None:
         assert json_facts_of(name, data) == json_facts(name, path)
     assert json_facts_of("a.json", b"\xff") == Facts(json_ok=False)
     assert json_facts_of("a.json", b"[1]") == Facts(json_ok=True)
+
+
+def test_a_small_file_is_read_at_once_with_the_open_checks(tmp_path: Path) -> None:
+    """``read_resolved`` (one ``os.read`` for a small file) refuses what ``open_resolved``
+    refuses: a symlink swapped in, something that is not a regular file, a directory on
+    the way that became a link; and reads at most ``limit`` bytes."""
+    (tmp_path / "d").mkdir()
+    f = tmp_path / "d" / "a.json"
+    f.write_bytes(b"x" * 1000)
+    assert read_resolved(f, 1001) == b"x" * 1000
+    assert read_resolved(f, 10) == b"x" * 10
+    (tmp_path / "link.json").symlink_to(f)
+    with pytest.raises(LinkRefused):
+        read_resolved(tmp_path / "link.json", 100)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(LinkRefused, match="not a regular file"):
+        read_resolved(tmp_path / "fifo", 100)  # never blocks waiting for a writer
+    (tmp_path / "d").rename(tmp_path / "e")
+    (tmp_path / "d").symlink_to(tmp_path / "e")
+    with pytest.raises(LinkRefused, match="became a symlink"):
+        read_resolved(f, 100)

@@ -9,7 +9,6 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import BinaryIO
 
 import duckdb
 import pytest
@@ -258,14 +257,14 @@ def test_held_file_vanishing_mid_read_is_deletion(
 
     path = snap.data_dir / "brief.json"
     path.write_text("{}" * 1000)
-    real = mod.open_resolved
+    real = mod.read_resolved
 
-    def open_then_delete(src: Path) -> BinaryIO:
-        fh = real(src)
+    def read_then_delete(src: Path, limit: int) -> bytes:
+        data = real(src, limit)
         src.unlink()
-        return fh
+        return data
 
-    monkeypatch.setattr(mod, "open_resolved", open_then_delete)
+    monkeypatch.setattr(mod, "read_resolved", read_then_delete)
     assert snap.capture("brief.json") == Vanished("brief.json")
     assert snap.memory.used == 0
 
@@ -279,32 +278,19 @@ def test_held_file_changing_mid_read_is_read_again(
 
     path = snap.data_dir / "log.json"
     path.write_bytes(b"x" * 1000)
-    real = mod.open_resolved
+    real = mod.read_resolved
     calls = []
 
-    class Rewritten:
-        def __init__(self, fh: BinaryIO) -> None:
-            self.fh = fh
-
-        def __enter__(self) -> Rewritten:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self.fh.close()
-
-        def read(self, n: int) -> bytes:
-            data = self.fh.read(n)
-            if len(calls) == 1:  # the writer replaces the file while it is read
-                tmp = path.with_name("log.json.tmp")
-                tmp.write_bytes(b"y" * 1000)
-                os.replace(tmp, path)
-            return data
-
-    def open_counting(src: Path) -> Rewritten:
+    def read_rewritten(src: Path, limit: int) -> bytes:
         calls.append(1)
-        return Rewritten(real(src))
+        data = real(src, limit)
+        if len(calls) == 1:  # the writer replaces the file while it is read
+            tmp = path.with_name("log.json.tmp")
+            tmp.write_bytes(b"y" * 1000)
+            os.replace(tmp, path)
+        return data
 
-    monkeypatch.setattr(mod, "open_resolved", open_counting)
+    monkeypatch.setattr(mod, "read_resolved", read_rewritten)
     res = snap.capture("log.json")
     assert isinstance(res, Captured) and len(calls) == 2
     (f,) = res.files

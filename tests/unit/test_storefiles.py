@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from akoshad import fastpath
+from akoshad.fastpath import stat_map
 from akoshad.pipeline.storefiles import PathFilter, detect_kind, owner_of, to_change, walk_store
 
 ALL = PathFilter()
@@ -60,7 +62,7 @@ def test_detect_kind_by_content(tmp_path: Path) -> None:
     assert detect_kind(tmp_path / "c.json") == "file"
 
 
-def test_walk_skips_side_files_and_unsafe_links(tmp_path: Path) -> None:
+def _tricky_store(tmp_path: Path) -> Path:
     root = tmp_path / "store"
     (root / "sessions" / "s1").mkdir(parents=True)
     (root / "a.duckdb").write_bytes(b"x")
@@ -79,10 +81,37 @@ def test_walk_skips_side_files_and_unsafe_links(tmp_path: Path) -> None:
     bad = os.fsencode(str(root)) + b"/bad-\xff.json"
     with open(bad, "wb") as fh:
         fh.write(b"{}")
+    return root
+
+
+def test_walk_skips_side_files_and_unsafe_links(tmp_path: Path) -> None:
+    root = _tricky_store(tmp_path)
     walk = walk_store(root, ALL)
     assert walk.files == ["a.duckdb", "b.db", "link-in.db", "sessions/s1/state.json"]
     assert walk.refused["link-out.txt"] == "symlink points outside data_dir"
     assert any("UTF-8" in r for r in walk.refused.values())
+
+
+def test_walk_reads_the_stats_the_quick_check_compares(tmp_path: Path) -> None:
+    """One walk serves the reconcile and the ``run --once`` record: its stats are exactly
+    ``fastpath.stat_map``'s, also below temp and non-UTF-8 directories, and the store files
+    it lists are the same as without them."""
+    root = _tricky_store(tmp_path)
+    (root / "x.duckdb.tmp" / "deep").mkdir()
+    (root / "x.duckdb.tmp" / "deep" / "more").write_bytes(b"y")
+    bad_dir = os.fsencode(str(root)) + b"/dir-\xfe"
+    os.mkdir(bad_dir)
+    with open(bad_dir + b"/inside.json", "wb") as fh:
+        fh.write(b"{}")
+    flt = PathFilter.of([], ["b.db"])
+    stats: dict[str, list[int]] = {}
+    walk = walk_store(root, flt, stats)
+    assert walk == walk_store(root, flt)
+    assert stats == stat_map(root)
+    assert "x.duckdb.tmp/deep/more" in stats and "b.db" in stats and "." in stats
+    assert fastpath.store_digest(stats) == fastpath.store_digest(stat_map(root))
+    (root / "x.duckdb.tmp" / "deep" / "more").write_bytes(b"yy")  # any entry at all
+    assert fastpath.store_digest(stats) != fastpath.store_digest(stat_map(root))
 
 
 def test_walk_missing_root(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ class CaptureBase:
     in_place_min_bytes: int
     memory_max_file: int  # plain files below this size are captured into memory
     memory: MemoryBudget
+    held_path: Path  # the ``staged`` name of a file captured into memory (never created)
     _n: int
 
     def _stage_path(self, rel: str) -> Path:

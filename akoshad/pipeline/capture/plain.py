@@ -12,6 +12,7 @@ from akoshad.fileio import (
     LinkRefused,
     LiveStat,
     open_resolved,
+    read_resolved,
 )
 from akoshad.manifest.facts import json_facts, json_facts_of
 from akoshad.pipeline.capture.base import CaptureBase
@@ -56,8 +57,7 @@ class PlainCapture(CaptureBase):
             kept = False
             try:
                 try:
-                    with open_resolved(real) as fh:
-                        data = fh.read(size + 1)  # one byte more: a file that grew shows
+                    data = read_resolved(real, size + 1)  # one byte more: a file that grew shows
                 except OSError as exc:
                     raise _read_failed(exc) from None
                 if kind_of_head(data[:16]) != "file":
@@ -69,7 +69,7 @@ class PlainCapture(CaptureBase):
                 if live.same_content_identity(LiveStat.of(after)) and len(data) == size:
                     captured = CapturedFile(
                         rel,
-                        self.staging / HELD_NAME,  # never created: the bytes are held
+                        self.held_path,  # never created: the bytes are held
                         size,
                         hashlib.sha256(data).hexdigest(),
                         "file",

@@ -42,7 +42,7 @@ from akoshad.pipeline.capture.files import (
     Vanished,
     detect_kind,
 )
-from akoshad.pipeline.capture.plain import PlainCapture
+from akoshad.pipeline.capture.plain import HELD_NAME, PlainCapture
 from akoshad.pipeline.capture.sqlite import SqliteCapture
 from akoshad.private import fresh_private_dir
 
@@ -85,6 +85,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         self.in_place_min_bytes = IN_PLACE_MIN_BYTES  # read at construction (tests lower it)
         self.memory_max_file = MEMORY_MAX_FILE  # 0: every plain file is staged
         self.memory = MemoryBudget(memory_budget)
+        self.held_path = staging / HELD_NAME
         self._root_real: Path | None = None  # data_dir resolved, for one pass
         self._dirs: dict[str, str] = {}  # store directories resolved, for one pass
         self._n = 0

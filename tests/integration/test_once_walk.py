@@ -1,0 +1,143 @@
+"""``run --once`` walks the store once, while its targets start: that walk serves the
+reconcile and reads the stats its quick check records, and a change made after it (while
+the run captures and uploads) is still seen by the next run's quick check."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoshad import fastpath
+from akoshad.config import Settings, load_settings
+from akoshad.names import EXIT_OK
+from akoshad.pipeline.upload import Uploader
+from akoshad.runtime import run
+from akoshad.targets.local import LocalTarget
+
+
+def _setup(tmp_path: Path) -> tuple[Settings, dict[str, str], list[str]]:
+    data = tmp_path / "data"
+    for i in range(20):
+        (data / "sessions" / f"s{i}").mkdir(parents=True)
+        (data / "sessions" / f"s{i}" / "state.json").write_text(f'{{"n": {i}}}')
+    (data / "x.duckdb.tmp").mkdir()
+    (data / "x.duckdb.tmp" / "spill").write_bytes(b"x")
+    env = {"HOME": str(tmp_path / "home")}
+    config = tmp_path / "config.yaml"
+    config.write_text("log_level: WARNING\n")
+    settings = load_settings(
+        str(config),
+        environ=env,
+        overrides={
+            "data_dir": str(data),
+            "state_dir": str(tmp_path / "state"),
+            "local_target_dir": str(tmp_path / "outbox"),
+            "socket_path": str(tmp_path / "akoshad.sock"),
+            "cloud_sync": {"system_id": "once-walk"},
+        },
+    )
+    return settings, env, ["run", "--once", "--config", str(config)]
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_daemon`` in this process: the test's log sinks and heap stay as they are."""
+    monkeypatch.setattr(run, "setup_logging", lambda *a, **k: None)
+    monkeypatch.setattr(run, "bounded_heap", lambda: None)
+
+
+@pytest.mark.usefixtures("in_process")
+def test_run_once_walks_the_store_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, env, argv = _setup(tmp_path)
+    walked: Counter[str] = Counter()
+    real = os.scandir
+
+    def counting(path: Any = ".") -> Any:
+        walked[str(path)] += 1
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", counting)
+    assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
+    monkeypatch.setattr(os, "scandir", real)
+    assert walked[str(settings.data_dir)] == 1
+    assert walked[str(settings.data_dir / "sessions" / "s3")] == 1
+    assert walked[str(settings.data_dir / "x.duckdb.tmp")] == 1
+    assert fastpath.try_unchanged(argv, env)  # recorded: the next run is answered at once
+
+
+@pytest.mark.usefixtures("in_process")
+@pytest.mark.parametrize("change", [False, True])
+def test_a_change_during_the_run_is_seen_by_the_next_quick_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: bool
+) -> None:
+    settings, env, argv = _setup(tmp_path)
+    live = settings.data_dir / "sessions" / "s7" / "state.json"
+    real = Uploader.upload
+
+    async def upload(self: Uploader, *args: Any, **kwargs: Any) -> None:
+        if change:  # after the walk and the capture: same size, mtime put back
+            st = live.stat()
+            live.write_text('{"n": 8}')
+            os.utime(live, ns=(st.st_atime_ns, st.st_mtime_ns))
+        await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Uploader, "upload", upload)
+    assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
+    assert fastpath.try_unchanged(argv, env) is not change
+
+
+@pytest.mark.usefixtures("in_process")
+def test_run_once_walks_the_store_while_its_targets_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, env, argv = _setup(tmp_path)
+    events: list[str] = []
+    real_walk, real_start = run.walk_store, LocalTarget.start
+
+    def walk(*args: Any, **kwargs: Any) -> Any:
+        events.append("walk")
+        return real_walk(*args, **kwargs)
+
+    async def start(target: LocalTarget, *, clean_up: bool = True) -> None:
+        await asyncio.sleep(0.2)  # a slow endpoint: the walk goes on meanwhile
+        events.append("target started")
+        await real_start(target, clean_up=clean_up)
+
+    monkeypatch.setattr(run, "walk_store", walk)
+    monkeypatch.setattr(LocalTarget, "start", start)
+    assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
+    assert events[:2] == ["walk", "target started"]
+    assert events.count("walk") == 1
+
+
+@pytest.mark.usefixtures("in_process")
+def test_run_once_begins_its_walk_before_the_daemon_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The walk runs in a thread from the start of ``run --once``: the daemon's modules
+    are imported and the daemon made while it goes on."""
+    settings, env, argv = _setup(tmp_path)
+    made = threading.Event()
+    seen: list[bool] = []
+    real_walk, real_make = run.walk_store, run.make_daemon
+
+    def walk(*args: Any, **kwargs: Any) -> Any:
+        seen.append(made.wait(10))  # the daemon is made meanwhile (not after the walk)
+        return real_walk(*args, **kwargs)
+
+    def make_daemon(*args: Any) -> Any:
+        daemon = real_make(*args)
+        made.set()
+        return daemon
+
+    monkeypatch.setattr(run, "walk_store", walk)
+    monkeypatch.setattr(run, "make_daemon", make_daemon)
+    assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
+    assert seen == [True]
+    assert fastpath.try_unchanged(argv, env)
