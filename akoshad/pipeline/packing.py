@@ -14,9 +14,10 @@ packed together: a first sync of 10,000 small files is a handful of PUTs. With a
 packed and known by its keyed name (``sealing`` module). Chunks of 128 KiB and more are
 compressed in two threads of their own, a few chunks ahead of the pack writer, and sealed
 in a child process per thread (``seal_worker``: age sealing holds the GIL, so in this
-process it could not overlap the next chunks' hashing and compression); smaller ones go
-to those children in batches (one round trip for up to 64); the first few bodies of a pass
-are sealed in the chunking thread (a session-sized upload starts no child).
+process it could not overlap the next chunks' hashing and compression); once those are at
+work every chunk goes to them in batches of up to 1 MiB (one round trip each); the first
+few bodies of a pass are sealed in the chunking thread (a session-sized upload starts no
+child).
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ SEAL_AHEAD = 8  # chunks handed to the sealing threads ahead of the pack writer
 # zstd releases the GIL; age sealing goes to one child per thread (bench/encrypted_upload_bench.py)
 SEAL_THREADS = 2
 INLINE_MAX = 128 * 1024  # smaller chunks are compressed (and sealed) in the chunking thread
-# ... unless sealing children are at work: then they go to them in batches
-SMALL_BATCH = 64
-SMALL_BATCH_BYTES = 1024 * 1024
+# ... unless sealing children are at work: then every chunk goes to them, in batches (fewer
+# round trips: each wakes a sealing thread, which then wants the GIL the chunking holds)
+SEAL_BATCH = 64
+SEAL_BATCH_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -141,9 +143,9 @@ class PackSender:
         self._sealing: deque[
             tuple[tuple[str, ...], Future[list[tuple[ChunkCompression, bytes]]]]
         ] = deque()
-        # small chunks waiting to go to the sealing children together: (identity, data, codec)
-        self._small: list[tuple[str, bytes, ChunkCompression]] = []
-        self._small_bytes = 0
+        # chunks waiting to go to the sealing children together: (identity, data, codec)
+        self._batch: list[tuple[str, bytes, ChunkCompression]] = []
+        self._batch_bytes = 0
 
     async def send(self, files: list[tuple[str, CapturedFile]]) -> list[SentFile]:
         """Send every file; raises the first failure (TransientError, PermanentError,
@@ -237,15 +239,15 @@ class PackSender:
         """Compress (and seal) a new chunk and add it to the pack. Chunks of INLINE_MAX and
         more are compressed in the sealing threads (the bodies go into the pack at most
         SEAL_AHEAD jobs behind), beside the chunking and hashing of the next ones; with
-        sealing children at work, smaller ones go there in batches."""
+        sealing children at work, every chunk goes there, in batches (one round trip each)."""
         tried = self._probe.choose()
         workers = self._workers
-        if size < INLINE_MAX and workers is not None and workers.ready:
+        if workers is not None and workers.ready:
             self._pending[ident] = (size, sha, tried)
-            self._small.append((ident, data, tried))
-            self._small_bytes += size
-            if len(self._small) >= SMALL_BATCH or self._small_bytes >= SMALL_BATCH_BYTES:
-                self._submit_small(writer)
+            self._batch.append((ident, data, tried))
+            self._batch_bytes += size
+            if len(self._batch) >= SEAL_BATCH or self._batch_bytes >= SEAL_BATCH_BYTES:
+                self._submit_batch(writer)
             return
         if size < INLINE_MAX or (tried == "none" and self.sealing is None):
             # a thread hop would cost more than the work
@@ -257,11 +259,11 @@ class PackSender:
             self._add(writer, ident, body, (comp, size, sha))
             return
         self._pending[ident] = (size, sha, tried)
-        self._submit_small(writer)  # the bodies reach the pack (and the probe) in order
+        self._submit_batch(writer)  # the bodies reach the pack (and the probe) in order
         self._submit(writer, (ident,), [(data, tried)])
 
-    def _submit_small(self, writer: PackWriter) -> None:
-        batch, self._small, self._small_bytes = self._small, [], 0
+    def _submit_batch(self, writer: PackWriter) -> None:
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         if batch:
             self._submit(writer, tuple(i for i, _, _ in batch), [(d, t) for _, d, t in batch])
 
@@ -301,7 +303,7 @@ class PackSender:
 
     def _flush(self, writer: PackWriter) -> SealedPack | None:
         """Every body still being sealed into the pack, then the last pack sealed."""
-        self._submit_small(writer)
+        self._submit_batch(writer)
         while self._sealing:
             self._add_sealed(writer)
         return writer.flush()

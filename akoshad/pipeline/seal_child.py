@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import struct
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,16 @@ def grow_pipe(fd: int) -> None:
     if set_size is not None:
         with contextlib.suppress(OSError):
             fcntl.fcntl(fd, set_size, PIPE_SIZE)
+
+
+def write_answer(fd: int, head: bytes, body: bytes) -> None:
+    """``head`` and ``body`` in one write (the parent wakes once for them), the rest after
+    a short write."""
+    done = os.writev(fd, [head, body])
+    if done < len(head) + len(body):
+        rest = memoryview(head + body)[done:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]
 
 
 def serve(recipient_keys: Sequence[str]) -> int:
@@ -51,9 +62,7 @@ def serve(recipient_keys: Sequence[str]) -> int:
         except Exception as exc:  # one line back; the parent seals the body itself
             lines = str(exc).splitlines() or [type(exc).__name__]
             answer, status = lines[0][:MAX_ERROR].encode(), 1
-        out.write(ANSWER.pack(status, len(answer)))
-        out.write(answer)
-        out.flush()
+        write_answer(out.fileno(), ANSWER.pack(status, len(answer)), answer)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

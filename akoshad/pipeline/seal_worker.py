@@ -18,6 +18,7 @@ Blocking: call from worker threads (each call takes a worker for its duration).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import select
 import subprocess
@@ -36,6 +37,7 @@ MODULE = "akoshad.pipeline.seal_child"
 WARM_UP = 16  # bodies sealed in this process before a child is started
 TIMEOUT = 60.0  # seconds one body may take in a child
 MAX_BODY = 32 * 1024 * 1024  # larger bodies are sealed here (chunks are at most 1 MiB)
+WRITE_FRAMES = 64  # frames handed to one writev
 
 
 class SealWorkerFailed(Exception):
@@ -89,15 +91,18 @@ class SealProcess:
         return answers.done
 
     def _write_some(self, frames: deque[memoryview]) -> None:
+        """Write what the pipe takes now, several frames in one call (a request's length
+        and body arrive together: the child wakes once for them)."""
         while frames:
             try:
-                n = os.write(self._in, frames[0])
+                n = os.writev(self._in, list(itertools.islice(frames, WRITE_FRAMES)))
             except BlockingIOError:
                 return
-            if n < len(frames[0]):
+            while frames and n >= len(frames[0]):
+                n -= len(frames.popleft())
+            if n:
                 frames[0] = frames[0][n:]
                 return
-            frames.popleft()
 
     def close(self, *, kill: bool = False) -> None:
         """End the child: the end of its input (killed when it does not end at once), or
@@ -179,6 +184,7 @@ class SealingWorkers:
         self.recipients = recipients
         self.size = size
         self._lock = threading.Lock()
+        self._free = threading.Condition(self._lock)  # a child went back to the idle list
         self._idle: list[SealProcess] = []
         self._started: list[SealProcess] = []
         self._calls = 0
@@ -201,6 +207,7 @@ class SealingWorkers:
             return [seal(b, self.recipients) for b in bodies]
         with self._lock:
             self._idle.append(worker)
+            self._free.notify()
         return sealed
 
     @property
@@ -221,10 +228,12 @@ class SealingWorkers:
             big = sum(len(b) for b in bodies) > MAX_BODY
             if self._broken or self._closed or self._calls <= WARM_UP or big:
                 return None
+            while not self._idle and len(self._started) >= self.size:
+                self._free.wait()  # every child is busy: wait for one
+                if self._broken or self._closed:
+                    return None
             if self._idle:
                 return self._idle.pop()
-            if len(self._started) >= self.size:
-                return None  # every child is busy (more callers than children)
             try:
                 worker = SealProcess(self.recipients)
             except OSError as exc:
@@ -238,6 +247,7 @@ class SealingWorkers:
         with self._lock:
             first = not self._broken
             self._broken = True
+            self._free.notify_all()
         worker.close(kill=True)
         if first:
             logger.warning("sealing in this process for the rest of the pass: {}", exc)
@@ -246,6 +256,7 @@ class SealingWorkers:
         """End every child (idempotent); later calls seal in this process."""
         with self._lock:
             self._closed = True
+            self._free.notify_all()
             started, self._started, self._idle = self._started, [], []
         for worker in started:
             worker.close()
