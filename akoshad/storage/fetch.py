@@ -1,21 +1,24 @@
 """Stream one stored file (format 1 or 2) into a sink, checking every byte on the way.
 
-Chunks are read as byte ranges of their packs, several reads in flight but never more than
-``memory_budget`` stored bytes held, then decoded (``chunk_decode``: bounded, size and
-sha256 checked per chunk; a chunk stored as it is stays a view into its read, uncopied)
-and written in file order; the whole file's size and sha256 are checked at the end (a
-restore, ``check_chunks=False``, hashes only the file, and reads it again chunk by chunk
-only to name the damage when it does not match). :func:`fetch_loaded` does the same for a
-file of one chunk already read (small files read together). A whole object (format 1) is
-streamed and decoded piece by piece,
-reading no more than its ``stored_size`` and decoding no more than its ``size``.
-A damaged or missing part is an :class:`~akoshad.errors.IntegrityError` naming the file
-and the chunk; the sink is then discarded.
+Chunks are read as spans of their packs (streamed where the target can: ``span_stream``,
+one read per run of chunks lying together in a pack, cut into chunks as the bytes
+arrive), several reads in flight but within ``memory_budget`` stored bytes, then decoded
+in steps of chunks (``chunk_decode``: bounded, size and sha256 checked per chunk; a
+chunk stored as it is stays a view into its read, uncopied) and written in file order;
+the whole file's size and sha256 are checked at the end (a restore,
+``check_chunks=False``, hashes only the file, and reads it again chunk by chunk only to
+name the damage when it does not match). :func:`fetch_loaded` does the same for a file
+of one chunk already read (small files read together). A whole object (format 1) is
+streamed and decoded piece by piece, reading no more than its ``stored_size`` and
+decoding no more than its ``size``. A damaged or missing part is an
+:class:`~akoshad.errors.IntegrityError` naming the file and the chunk; the sink is then
+discarded.
 
-Chunks are read with the target's own ``read_range`` (S3 ``Range:``, the local target's
-``pread``), reads of nearby chunks coalesced (``packs.plan_reads``). For a target without
-it, :class:`WholeObjectRanges` is the fallback: it reads a pack whole (bounded) and serves
-ranges from it, one pack kept at a time; share one per restore.
+Chunks are read with the target's own ``stream_range`` (S3: one ranged GET per run, its
+body handed on as it arrives) or else ``read_range`` (the local target's ``pread``: reads
+of nearby chunks coalesced by ``packs.plan_reads``, several in flight). For a target
+without either, :class:`WholeObjectRanges` is the fallback: it reads a pack whole
+(bounded) and serves ranges from it, one pack kept at a time; share one per restore.
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ from akoshad.storage.crypto import Identities
 from akoshad.storage.errors import PackError, StorageError
 from akoshad.storage.packs import PACK_MAX, Location, RangeRead, plan_reads
 from akoshad.storage.refs import ChunkRef
+from akoshad.storage.span_stream import RangeStreamer, RunFailed, stream_runs
 from akoshad.storage.stored import StoredFile, WholeObject
 from akoshad.targets.base import Target
 
 MiB = 1024 * 1024
 MEMORY_BUDGET = 64 * MiB
-MAX_IN_FLIGHT = 4  # reads of one file in flight (each up to BATCH_BYTES, within its budget)
+MAX_IN_FLIGHT = 4  # reads of one file in flight (within its memory budget)
 BATCH_BYTES = 4 * MiB  # stored bytes one read batch gathers
 DECODE_STEP = 1024 * 1024  # decoded bytes per step of a whole object
 
@@ -180,6 +184,31 @@ def _decode_batch(
     return n
 
 
+async def _stream_chunks(
+    ranges: RangeStreamer,
+    f: StoredFile,
+    digest: Any,
+    write: Callable[[Piece], Any],
+    max_in_flight: int,
+    memory_budget: int,
+    decode: Decode,
+) -> int:
+    """Stream the file's pack spans (``span_stream``), decode and write each step of
+    chunks in a thread, in order."""
+    size = 0
+
+    async def handle(first: int, bodies: list[Piece]) -> None:
+        nonlocal size
+        batch = range(first, first + len(bodies))
+        size += await asyncio.to_thread(_decode_batch, f, batch, bodies, digest, write, decode)
+
+    try:
+        await stream_runs(ranges, f.chunks, handle, memory_budget, max_in_flight)
+    except RunFailed as exc:
+        raise read_failure(f, exc.index, exc.cause) from None
+    return size
+
+
 async def _fetch_chunks(
     ranges: RangeReader,
     f: StoredFile,
@@ -189,7 +218,10 @@ async def _fetch_chunks(
     memory_budget: int,
     decode: Decode = plain_decoder,
 ) -> int:
-    """Read batches ahead (bounded by count and bytes), decode and write them in order."""
+    """Read batches ahead (bounded by count and bytes), decode and write them in order;
+    streamed instead when ``ranges`` can (``_stream_chunks``)."""
+    if isinstance(ranges, RangeStreamer):
+        return await _stream_chunks(ranges, f, digest, write, max_in_flight, memory_budget, decode)
     limit = max(1, min(BATCH_BYTES, memory_budget // max(1, max_in_flight)))
     chunks = f.chunks
     batches = _batches(chunks, limit)
