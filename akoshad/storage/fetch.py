@@ -27,11 +27,19 @@ import asyncio
 import hashlib
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
 from akoshad.errors import IntegrityError
-from akoshad.storage.chunk_decode import Decode, Piece, chunk_decoder, plain_decoder
+from akoshad.storage.chunk_decode import (
+    Decode,
+    Piece,
+    Stored,
+    chunk_decoder,
+    joined,
+    parts,
+    plain_decoder,
+)
 from akoshad.storage.crypto import Identities
 from akoshad.storage.errors import PackError, StorageError
 from akoshad.storage.packs import PACK_MAX, Location, RangeRead, plan_reads
@@ -165,12 +173,13 @@ async def _read_batch(
 def _decode_batch(
     f: StoredFile,
     batch: range,
-    bodies: list[Piece],
+    bodies: Sequence[Stored],
     digest: Any,
     write: Callable[[Piece], Any],
     decode: Decode = plain_decoder,
 ) -> int:
-    """Decode and check each chunk of the batch, hash and write it; decoded bytes."""
+    """Decode and check each chunk of the batch, hash and write it (piece by piece, when
+    it came in several); decoded bytes."""
     n = 0
     chunks = f.chunks
     for i, body in zip(batch, bodies, strict=True):
@@ -178,9 +187,10 @@ def _decode_batch(
             data = decode(body, chunks[i])
         except StorageError as exc:
             raise _chunk_error(f, i, f"is damaged: {exc}") from None
-        digest.update(data)
-        write(data)
-        n += len(data)
+        for part in parts(data):
+            digest.update(part)
+            write(part)
+            n += len(part)
     return n
 
 
@@ -197,7 +207,7 @@ async def _stream_chunks(
     chunks in a thread, in order."""
     size = 0
 
-    async def handle(first: int, bodies: list[Piece]) -> None:
+    async def handle(first: int, bodies: list[Stored]) -> None:
         nonlocal size
         batch = range(first, first + len(bodies))
         size += await asyncio.to_thread(_decode_batch, f, batch, bodies, digest, write, decode)
@@ -412,7 +422,7 @@ def fetch_loaded(
         if len(stored) != ref.length:
             raise _chunk_error(f, 0, "is damaged: its object is too short")
         try:
-            data = decode(stored, ref)
+            data = joined(decode(stored, ref))
         except StorageError as exc:
             raise _chunk_error(f, 0, f"is damaged: {exc}") from None
         # the chunk's own check covers the file when they are the same bytes

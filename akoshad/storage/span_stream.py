@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from akoshad.fileio import CHUNK
-from akoshad.storage.chunk_decode import Piece
+from akoshad.storage.chunk_decode import Stored
 from akoshad.storage.errors import PackError
 from akoshad.storage.refs import ChunkRef
 
@@ -97,9 +97,9 @@ def plan_runs(
     return runs
 
 
-def _take(pieces: deque[memoryview], n: int) -> Piece:
+def _take(pieces: deque[memoryview], n: int) -> Stored:
     """The first ``n`` bytes of ``pieces``, removed from them: a view when they lie in
-    one piece, else joined (the one copy a chunk across two pieces costs)."""
+    one piece, else the views of the pieces they span (no copy)."""
     first = pieces[0]
     if len(first) >= n:
         if len(first) == n:
@@ -115,10 +115,10 @@ def _take(pieces: deque[memoryview], n: int) -> Piece:
             p = p[:n]
         parts.append(p)
         n -= len(p)
-    return b"".join(parts)
+    return tuple(parts)
 
 
-Step = tuple[int, list[Piece]]  # the index of its first chunk, their stored bytes
+Step = tuple[int, list[Stored]]  # the index of its first chunk, their stored bytes
 _Item = Step | BaseException | None
 
 
@@ -133,7 +133,7 @@ async def _produce(
     failure, at the chunk it stopped at)."""
     pieces: deque[memoryview] = deque()
     have, pos, i = 0, run.start, run.chunks.start
-    step: list[Piece] = []
+    step: list[Stored] = []
     first = i
     filled = 0
     try:
@@ -169,7 +169,7 @@ async def _produce(
 async def stream_runs(
     source: RangeStreamer,
     chunks: Sequence[ChunkRef],
-    handle: Callable[[int, list[Piece]], Awaitable[object]],
+    handle: Callable[[int, list[Stored]], Awaitable[object]],
     memory_budget: int,
     max_runs: int,
 ) -> None:

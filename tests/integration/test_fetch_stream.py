@@ -98,7 +98,7 @@ async def test_a_damaged_chunk_in_a_streamed_span_is_named(
 ) -> None:
     bodies = _mixed(12)
     key, pack, refs = _pack(system_id, bodies)
-    flip = refs[7].offset + 1000  # inside chunk 8 of 12 (plain)
+    flip = refs[7].offset + 150_000  # inside chunk 8 of 12 (plain), past its first piece
     damaged = pack[:flip] + bytes([pack[flip] ^ 1]) + pack[flip + 1 :]
     await target.put_bytes(key, damaged, "application/octet-stream")
     f = _file("sessions/db.bin", [b[0] for b in bodies], refs)
@@ -145,30 +145,17 @@ async def test_stream_range_pieces_and_a_body_that_breaks(
     with pytest.raises(KeyError):
         _ = [p async for p in target.stream_range(pack_key(system_id, "d" * 64), 0, 10)]
 
-    real = s3ranges._get_span
-    broken = 0
+    real = s3ranges._next_piece
+    calls = 0
 
-    async def breaking(t: S3Target, k: str, start: int, end: int) -> object:
-        nonlocal broken
-        resp = await real(t, k, start, end)
-        if broken < 2:  # the first two bodies break after their first piece
-            broken += 1
-            body = resp["Body"]  # type: ignore[index]
-            read = body.read
-            calls = 0
+    async def breaking(body: object, limit: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls in (2, 4):  # two bodies break, each after a piece
+            raise ConnectionResetError("connection reset by peer")
+        return await real(body, limit)
 
-            async def read_once(amt: int) -> bytes:
-                nonlocal calls
-                calls += 1
-                if calls > 1:
-                    raise ConnectionResetError("connection reset by peer")
-                out: bytes = await read(amt)
-                return out
-
-            body.read = read_once
-        return resp
-
-    monkeypatch.setattr(s3ranges, "_get_span", breaking)
+    monkeypatch.setattr(s3ranges, "_next_piece", breaking)
     before = target.requests
     got = b"".join([p async for p in target.stream_range(key, 100, 2 * MiB + 5)])
     assert got == data[100 : 100 + 2 * MiB + 5]

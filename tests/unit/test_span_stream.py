@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from akoshad.storage import span_stream
-from akoshad.storage.chunk_decode import Piece
-from akoshad.storage.errors import PackError
+from akoshad.storage.chunk_decode import Stored, chunk_decoder, joined, parts
+from akoshad.storage.errors import PackError, StorageError
 from akoshad.storage.packs import pack_key
 from akoshad.storage.refs import ChunkRef
 from akoshad.storage.span_stream import RunFailed, plan_runs, stream_runs
@@ -75,11 +75,11 @@ def collect(
     got: list[bytes] = []
     steps: list[int] = []
 
-    async def handle(first: int, bodies: list[Piece]) -> None:
+    async def handle(first: int, bodies: list[Stored]) -> None:
         assert first == len(got)  # in file order
         steps.append(len(bodies))
-        got.extend(bytes(b) for b in bodies)
-        source.consumed += sum(len(b) for b in bodies)
+        got.extend(bytes(joined(b)) for b in bodies)
+        source.consumed += sum(len(p) for b in bodies for p in parts(b))
 
     asyncio.run(stream_runs(source, refs, handle, budget, runs))
     return got, steps
@@ -168,3 +168,30 @@ def test_an_object_shorter_than_the_run_is_damage() -> None:
     with pytest.raises(RunFailed) as caught:
         collect(source, refs)
     assert caught.value.index == 2 and isinstance(caught.value.cause, PackError)
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_chunk_across_pieces_is_not_copied_and_still_checked(check: bool) -> None:
+    """A plain chunk that arrives in several pieces comes out as views of them (no join);
+    its length is checked, and its sha256 over the pieces when chunks are checked."""
+    pack, chunks, refs = layout([300_000, 5, 250_000])
+    source = Packs({PACK_A: pack}, 64 * KiB)
+    seen: list[Stored] = []
+
+    async def handle(first: int, bodies: list[Stored]) -> None:
+        seen.extend(bodies)
+
+    asyncio.run(stream_runs(source, refs, handle, 16 * MiB, 4))
+    assert isinstance(seen[0], tuple) and all(isinstance(p, memoryview) for p in seen[0])
+    decode = chunk_decoder(None, check=check)
+    assert [bytes(joined(decode(b, r))) for b, r in zip(seen, refs, strict=True)] == chunks
+    first = seen[0]
+    assert isinstance(first, tuple)
+    bad = bytearray(first[1])
+    bad[7] ^= 1
+    damaged = (first[0], memoryview(bytes(bad)), *first[2:])
+    if check:
+        with pytest.raises(StorageError, match="does not match its sha256"):
+            decode(damaged, refs[0])
+    with pytest.raises(StorageError, match="stored bytes"):
+        decode(first[:-1], refs[0])

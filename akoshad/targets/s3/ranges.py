@@ -105,12 +105,23 @@ async def _get_span(target: S3Target, key: str, start: int, end: int) -> Any:
     return resp
 
 
+async def _next_piece(body: Any, limit: int) -> bytes:
+    """The next piece of ``body``, at most ``limit`` bytes (empty at its end): the piece
+    the connection buffered, as it is (no copy), where the body offers it."""
+    content = getattr(body, "content", None)
+    if content is not None and callable(getattr(content, "readchunk", None)):
+        piece: bytes = (await content.readchunk())[0]
+        return piece if len(piece) <= limit else piece[:limit]
+    data: bytes = await body.read(min(CHUNK, limit))
+    return data
+
+
 async def stream_range(
     target: S3Target, key: str, offset: int, length: int
 ) -> AsyncIterator[bytes]:
-    """``length`` bytes of ``key`` at ``offset``, in the pieces they arrive in (each at
-    most ``fileio.CHUNK`` bytes); errors as :func:`read_range`. One request, unless the
-    body breaks (see the module docstring)."""
+    """``length`` bytes of ``key`` at ``offset``, in the pieces they arrive in (as the
+    connection buffered them, at most ``fileio.CHUNK`` bytes each); errors as
+    :func:`read_range`. One request, unless the body breaks (module docstring)."""
     if offset < 0 or length < 0:
         raise PackError(f"object {key}: invalid range {offset}+{length}")
     if length == 0:
@@ -125,7 +136,7 @@ async def stream_range(
         try:
             while got < length:
                 try:
-                    piece = await body.read(min(CHUNK, skip + length - got))
+                    piece = await _next_piece(body, skip + length - got)
                 except Exception as exc:
                     raise target._classify(exc, f"read {key}") from None
                 if not piece:
