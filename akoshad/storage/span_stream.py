@@ -30,10 +30,11 @@ from typing import Protocol, runtime_checkable
 from akoshad.fileio import CHUNK
 from akoshad.storage.chunk_decode import Stored
 from akoshad.storage.errors import PackError
+from akoshad.storage.packs import PACK_MAX
 from akoshad.storage.refs import ChunkRef
 
 MiB = 1024 * 1024
-RUN_SPAN = 16 * MiB  # bytes of one streamed read (a pack's worth)
+RUN_SPAN = PACK_MAX  # bytes of one streamed read: a whole pack (memory is bound by steps)
 RUN_GAP = MiB  # unwanted bytes a run reads through rather than start another read
 STEP_BYTES = 2 * MiB  # stored bytes handed to the decoder at once
 QUEUE_STEPS = 1  # steps of a run waiting for the decoder
