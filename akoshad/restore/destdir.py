@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import re
 import stat
-import uuid
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +30,7 @@ DEFAULT_FILE_MODE = 0o600
 TEMP_PREFIX = ".akoshad-restore-"
 # our temporary names: the writer's pid, then 12 hex digits (no pid: an older akoshad's)
 _PARTIAL_RE = re.compile(r"^\.akoshad-restore-(?:(\d{1,10})-)?[0-9a-f]{12}$")
+_NAMES = itertools.count(int.from_bytes(os.urandom(6), "big"))  # temporary names' tails
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -143,13 +144,16 @@ class FileSink:
         self.dir_fd = dir_fd
         self.name = name
         self.mode = DEFAULT_FILE_MODE if mode is None else mode & 0o777
-        self.tmp = f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.tmp = f"{TEMP_PREFIX}{os.getpid()}-{next(_NAMES) & 0xFFFF_FFFF_FFFF:012x}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(self.tmp, flags, 0o600, dir_fd=dir_fd)
         self.fh: BinaryIO = os.fdopen(fd, "wb")
+        self.written = 0  # bytes written or skipped as holes
+        self.holes = False
 
     def write(self, data: bytes | memoryview) -> None:
         """Write decoded bytes, leaving whole chunks of zeros as holes."""
+        self.written += len(data)
         if len(data) < CHUNK:
             self.fh.write(data)
             return
@@ -157,6 +161,7 @@ class FileSink:
         for start in range(0, len(view), CHUNK):
             piece = view[start : start + CHUNK]
             if piece[0] == 0 and piece[-1] == 0:  # perhaps a hole: look at all of it
+                self.holes = True
                 write_sparse(self.fh, bytes(piece))
             else:
                 self.fh.write(piece)
@@ -168,8 +173,10 @@ class FileSink:
         self.publish(shown)
 
     def finish(self, size: int) -> None:
-        """Set the file's size and hand its bytes to the kernel (no fsync)."""
-        self.fh.truncate(size)
+        """Set the file's size (only a hole at its end leaves it short) and hand its bytes
+        to the kernel (no fsync)."""
+        if self.holes or size != self.written:
+            self.fh.truncate(size)
         self.fh.flush()
 
     def sync(self) -> None:

@@ -5,7 +5,10 @@ streams (one read piece and one decoded piece at a time), so what a file holds i
 does not grow with its size; the byte budget (:data:`BUDGET`) still caps how many large
 files are in flight together: a file weighs its stored size, at most :data:`FILE_WEIGHT`,
 and a chunked file is fetched within that weight (``fetch_file``'s ``memory_budget``).
-The largest files start first, so one big file does not end the restore alone.
+The largest files start first, so one big file does not end the restore alone; meanwhile
+:data:`SMALL_WORKERS` of the workers take the smallest units first, within a share of the
+budget the large ones never take (:data:`SMALL_RESERVE`), so that small files (whose
+landing waits on the disk more than on the processor) land while the large ones stream.
 
 The first failure (in manifest order among those seen) is raised once every job in hand has
 ended; no new file starts after a failure (:func:`run_each`, for ``verify``, runs them
@@ -16,12 +19,15 @@ nothing partial is left.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
 WORKERS = 8
 BUDGET = 64 * 1024 * 1024
 FILE_WEIGHT = 16 * 1024 * 1024  # a file this large or larger takes this much of BUDGET
+SMALL_WORKERS = 2  # workers of fetch_all that take the smallest units first
+SMALL_RESERVE = 8 * 1024 * 1024  # of BUDGET, never taken by the other workers
 
 _E = TypeVar("_E")
 _T = TypeVar("_T")
@@ -35,11 +41,15 @@ class ByteBudget:
         self.held = 0
         self._changed = asyncio.Condition()
 
-    async def acquire(self, weight: int) -> None:
-        weight = min(weight, self.limit)
+    async def acquire(self, weight: int, limit: int | None = None) -> int:
+        """Wait until ``weight`` (at most ``limit``, itself at most the budget's) fits
+        within ``limit`` of the budget; returns the weight taken, for :meth:`release`."""
+        limit = self.limit if limit is None else min(limit, self.limit)
+        weight = min(weight, limit)
         async with self._changed:
-            await self._changed.wait_for(lambda: self.held + weight <= self.limit)
+            await self._changed.wait_for(lambda: self.held + weight <= limit)
             self.held += weight
+        return weight
 
     async def release(self, weight: int) -> None:
         async with self._changed:
@@ -62,28 +72,33 @@ async def fetch_all(
 ) -> None:
     """Run ``job`` on every entry, at most ``workers`` at once and within ``budget`` bytes
     of weight (defaults: the module's :data:`WORKERS` and :data:`BUDGET`, read at call
-    time). Raises the first entry's error (manifest order) once the jobs in hand end."""
-    workers = WORKERS if workers is None else workers
-    gate = ByteBudget(BUDGET if budget is None else budget)
-    order = sorted(range(len(entries)), key=lambda i: -size(entries[i]))
-    queue = iter(order)
+    time): the largest first, and the smallest first by :data:`SMALL_WORKERS` of them
+    (module docstring). Raises the first entry's error (manifest order) once the jobs in
+    hand end."""
+    workers = max(1, min(WORKERS if workers is None else workers, len(entries)))
+    limit = BUDGET if budget is None else budget
+    gate = ByteBudget(limit)
+    # one queue shared by the workers, largest first: each entry is taken once
+    order = deque(sorted(range(len(entries)), key=lambda i: -size(entries[i])))
+    small = min(SMALL_WORKERS, workers - 1)
+    large_limit = limit - (min(SMALL_RESERVE, limit // 4) if small else 0)
     errors: dict[int, BaseException] = {}
 
-    async def worker() -> None:
-        for i in queue:  # one iterator shared by the workers: each entry is taken once
-            if errors:
-                return
-            weight = weight_of(size(entries[i]))
-            await gate.acquire(weight)
+    async def worker(smallest_first: bool) -> None:
+        while order and not errors:
+            i = order.pop() if smallest_first else order.popleft()
+            taken = await gate.acquire(
+                weight_of(size(entries[i])), limit if smallest_first else large_limit
+            )
             try:
                 await job(entries[i])
             except Exception as exc:
                 errors[i] = exc
                 return
             finally:
-                await gate.release(weight)
+                await gate.release(taken)
 
-    tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(workers, len(entries))))]
+    tasks = [asyncio.create_task(worker(n < small)) for n in range(workers)]
     try:
         await asyncio.gather(*tasks)
     finally:

@@ -5,7 +5,8 @@ once, the file's; ``fetch.fetch_file`` then names the damaged chunk by a checked
 read when the file does not match).
 
 A chunk stored as it is (no compression, no encryption) is checked in place: the
-decoded bytes are the view into the read it came in, never copied. Blocking (CPU).
+decoded bytes are the view into the read it came in, never copied, even when it came in
+several pieces (a tuple of views, as a streamed read cuts it). Blocking (CPU).
 """
 
 from __future__ import annotations
@@ -19,29 +20,43 @@ from akoshad.storage.errors import CorruptChunk, StorageError
 from akoshad.storage.refs import MAX_CHUNK_SIZE, ChunkRef
 
 Piece = bytes | memoryview  # stored or decoded bytes (a view into a read, uncopied)
-Decode = Callable[[Piece, ChunkRef], Piece]
+Stored = Piece | tuple[memoryview, ...]  # a chunk's bytes: in one piece, or in several
+Decode = Callable[[Stored, ChunkRef], Stored]
 
 
-def _stored_length(stored: Piece, ref: ChunkRef) -> None:
-    if len(stored) != ref.length:
-        raise CorruptChunk(
-            f"chunk {ref.sha256[:12]}: got {len(stored)} stored bytes, expected {ref.length}"
-        )
+def parts(data: Stored) -> tuple[Piece, ...]:
+    """The pieces of ``data``, in order."""
+    return data if isinstance(data, tuple) else (data,)
 
 
-def _check_sha(data: Piece, ref: ChunkRef) -> None:
-    if hashlib.sha256(data).hexdigest() != ref.sha256:
+def joined(data: Stored) -> Piece:
+    """``data`` in one piece (pieces are joined: a copy)."""
+    return b"".join(data) if isinstance(data, tuple) else data
+
+
+def _stored_length(stored: Stored, ref: ChunkRef) -> int:
+    n = sum(len(p) for p in stored) if isinstance(stored, tuple) else len(stored)
+    if n != ref.length:
+        raise CorruptChunk(f"chunk {ref.sha256[:12]}: got {n} stored bytes, expected {ref.length}")
+    return n
+
+
+def _check_sha(data: Stored, ref: ChunkRef) -> None:
+    digest = hashlib.sha256()
+    for part in parts(data):
+        digest.update(part)
+    if digest.hexdigest() != ref.sha256:
         raise CorruptChunk(f"chunk {ref.sha256[:12]} does not match its sha256")
 
 
-def _plain(stored: Piece, ref: ChunkRef, check: bool) -> Piece:
+def _plain(stored: Stored, ref: ChunkRef, check: bool) -> Stored:
     """A chunk stored as it is, checked as ``codec.decode_chunk`` checks it (same errors),
     without a copy."""
-    _stored_length(stored, ref)
+    n = _stored_length(stored, ref)
     if not 0 <= ref.size <= MAX_CHUNK_SIZE:
         raise CorruptChunk(f"declared chunk size {ref.size} is out of range")
-    if len(stored) != ref.size:
-        raise CorruptChunk(f"stored chunk has {len(stored)} bytes, expected {ref.size}")
+    if n != ref.size:
+        raise CorruptChunk(f"stored chunk has {n} bytes, expected {ref.size}")
     if check:
         _check_sha(stored, ref)
     return stored
@@ -64,9 +79,10 @@ def chunk_decoder(identities: Identities | None, *, check: bool = True) -> Decod
     ``identities`` first (a missing or wrong identity is an ``IdentityError``, not damage);
     each chunk's sha256 checked unless ``check`` is false (the caller hashes the file)."""
 
-    def decode(stored: Piece, ref: ChunkRef) -> Piece:
+    def decode(stored: Stored, ref: ChunkRef) -> Stored:
         if ref.encryption == "none" and ref.compression == "none":
             return _plain(stored, ref, check)
+        stored = joined(stored)
         if not check:
             return _unhashed(stored, ref, identities)
         if ref.encryption == "age":

@@ -1,21 +1,24 @@
 """Stream one stored file (format 1 or 2) into a sink, checking every byte on the way.
 
-Chunks are read as byte ranges of their packs, several reads in flight but never more than
-``memory_budget`` stored bytes held, then decoded (``chunk_decode``: bounded, size and
-sha256 checked per chunk; a chunk stored as it is stays a view into its read, uncopied)
-and written in file order; the whole file's size and sha256 are checked at the end (a
-restore, ``check_chunks=False``, hashes only the file, and reads it again chunk by chunk
-only to name the damage when it does not match). :func:`fetch_loaded` does the same for a
-file of one chunk already read (small files read together). A whole object (format 1) is
-streamed and decoded piece by piece,
-reading no more than its ``stored_size`` and decoding no more than its ``size``.
-A damaged or missing part is an :class:`~akoshad.errors.IntegrityError` naming the file
-and the chunk; the sink is then discarded.
+Chunks are read as spans of their packs (streamed where the target can: ``span_stream``,
+one read per run of chunks lying together in a pack, cut into chunks as the bytes
+arrive), several reads in flight but within ``memory_budget`` stored bytes, then decoded
+in steps of chunks (``chunk_decode``: bounded, size and sha256 checked per chunk; a
+chunk stored as it is stays a view into its read, uncopied) and written in file order;
+the whole file's size and sha256 are checked at the end (a restore,
+``check_chunks=False``, hashes only the file, and reads it again chunk by chunk only to
+name the damage when it does not match). :func:`fetch_loaded` does the same for a file
+of one chunk already read (small files read together). A whole object (format 1) is
+streamed and decoded piece by piece, reading no more than its ``stored_size`` and
+decoding no more than its ``size``. A damaged or missing part is an
+:class:`~akoshad.errors.IntegrityError` naming the file and the chunk; the sink is then
+discarded.
 
-Chunks are read with the target's own ``read_range`` (S3 ``Range:``, the local target's
-``pread``), reads of nearby chunks coalesced (``packs.plan_reads``). For a target without
-it, :class:`WholeObjectRanges` is the fallback: it reads a pack whole (bounded) and serves
-ranges from it, one pack kept at a time; share one per restore.
+Chunks are read with the target's own ``stream_range`` (S3: one ranged GET per run, its
+body handed on as it arrives) or else ``read_range`` (the local target's ``pread``: reads
+of nearby chunks coalesced by ``packs.plan_reads``, several in flight). For a target
+without either, :class:`WholeObjectRanges` is the fallback: it reads a pack whole
+(bounded) and serves ranges from it, one pack kept at a time; share one per restore.
 """
 
 from __future__ import annotations
@@ -24,21 +27,30 @@ import asyncio
 import hashlib
 import zlib
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, cast, runtime_checkable
 
 from akoshad.errors import IntegrityError
-from akoshad.storage.chunk_decode import Decode, Piece, chunk_decoder, plain_decoder
+from akoshad.storage.chunk_decode import (
+    Decode,
+    Piece,
+    Stored,
+    chunk_decoder,
+    joined,
+    parts,
+    plain_decoder,
+)
 from akoshad.storage.crypto import Identities
 from akoshad.storage.errors import PackError, StorageError
 from akoshad.storage.packs import PACK_MAX, Location, RangeRead, plan_reads
 from akoshad.storage.refs import ChunkRef
+from akoshad.storage.span_stream import RangeStreamer, RunFailed, stream_runs
 from akoshad.storage.stored import StoredFile, WholeObject
 from akoshad.targets.base import Target
 
 MiB = 1024 * 1024
 MEMORY_BUDGET = 64 * MiB
-MAX_IN_FLIGHT = 4  # reads of one file in flight (each up to BATCH_BYTES, within its budget)
+MAX_IN_FLIGHT = 4  # reads of one file in flight (within its memory budget)
 BATCH_BYTES = 4 * MiB  # stored bytes one read batch gathers
 DECODE_STEP = 1024 * 1024  # decoded bytes per step of a whole object
 
@@ -161,12 +173,13 @@ async def _read_batch(
 def _decode_batch(
     f: StoredFile,
     batch: range,
-    bodies: list[Piece],
+    bodies: Sequence[Stored],
     digest: Any,
     write: Callable[[Piece], Any],
     decode: Decode = plain_decoder,
 ) -> int:
-    """Decode and check each chunk of the batch, hash and write it; decoded bytes."""
+    """Decode and check each chunk of the batch, hash and write it (piece by piece, when
+    it came in several); decoded bytes."""
     n = 0
     chunks = f.chunks
     for i, body in zip(batch, bodies, strict=True):
@@ -174,10 +187,36 @@ def _decode_batch(
             data = decode(body, chunks[i])
         except StorageError as exc:
             raise _chunk_error(f, i, f"is damaged: {exc}") from None
-        digest.update(data)
-        write(data)
-        n += len(data)
+        for part in parts(data):
+            digest.update(part)
+            write(part)
+            n += len(part)
     return n
+
+
+async def _stream_chunks(
+    ranges: RangeStreamer,
+    f: StoredFile,
+    digest: Any,
+    write: Callable[[Piece], Any],
+    max_in_flight: int,
+    memory_budget: int,
+    decode: Decode,
+) -> int:
+    """Stream the file's pack spans (``span_stream``), decode and write each step of
+    chunks in a thread, in order."""
+    size = 0
+
+    async def handle(first: int, bodies: list[Stored]) -> None:
+        nonlocal size
+        batch = range(first, first + len(bodies))
+        size += await asyncio.to_thread(_decode_batch, f, batch, bodies, digest, write, decode)
+
+    try:
+        await stream_runs(ranges, f.chunks, handle, memory_budget, max_in_flight)
+    except RunFailed as exc:
+        raise read_failure(f, exc.index, exc.cause) from None
+    return size
 
 
 async def _fetch_chunks(
@@ -189,7 +228,10 @@ async def _fetch_chunks(
     memory_budget: int,
     decode: Decode = plain_decoder,
 ) -> int:
-    """Read batches ahead (bounded by count and bytes), decode and write them in order."""
+    """Read batches ahead (bounded by count and bytes), decode and write them in order;
+    streamed instead when ``ranges`` can (``_stream_chunks``)."""
+    if isinstance(ranges, RangeStreamer):
+        return await _stream_chunks(ranges, f, digest, write, max_in_flight, memory_budget, decode)
     limit = max(1, min(BATCH_BYTES, memory_budget // max(1, max_in_flight)))
     chunks = f.chunks
     batches = _batches(chunks, limit)
@@ -284,12 +326,21 @@ async def _fetch_whole(
     return size
 
 
+def _as_sink(sink: SinkLike) -> Sink | None:
+    """``sink`` when it is a :class:`Sink` (told by its methods: a protocol ``isinstance``
+    costs tens of microseconds, per small file)."""
+    if sink is None or not (hasattr(sink, "commit") and hasattr(sink, "discard")):
+        return None
+    return cast(Sink, sink)
+
+
 def _writer(sink: SinkLike) -> Callable[[Piece], Any]:
     if sink is None:
         return lambda data: None
-    if isinstance(sink, Sink):
-        return sink.write
-    plain = sink  # a callable taking bytes (``list.append``): a view is copied for it
+    real = _as_sink(sink)
+    if real is not None:
+        return real.write
+    plain = cast(Callable[[bytes], Any], sink)  # ``list.append``: a view is copied for it
     return lambda data: plain(data if isinstance(data, bytes) else bytes(data))
 
 
@@ -320,6 +371,7 @@ async def fetch_file(
     if ranges is None:
         ranges = target if isinstance(target, RangeReader) else WholeObjectRanges(target)
     write = _writer(sink)
+    real = _as_sink(sink)
     digest = hashlib.sha256()
     try:
         whole = f.whole
@@ -346,11 +398,11 @@ async def fetch_file(
                 f"{f.path}: content does not match the manifest "
                 f"(size {size} vs {f.size}, sha256 {sha[:12]} vs {f.sha256[:12]})"
             )
-        if isinstance(sink, Sink):
-            await asyncio.to_thread(sink.commit, size, f.path)
+        if real is not None:
+            await asyncio.to_thread(real.commit, size, f.path)
     except BaseException:
-        if isinstance(sink, Sink):
-            await asyncio.to_thread(sink.discard)
+        if real is not None:
+            await asyncio.to_thread(real.discard)
         raise
     return size, sha
 
@@ -362,6 +414,7 @@ def fetch_loaded(
     (read with others of its pack): decoded, checked (chunk and file), written and the
     ``Sink`` committed, or discarded on any failure. Returns the size."""
     write = _writer(sink)
+    real = _as_sink(sink)
     try:
         if f.whole is not None or len(f.chunks) != 1:
             raise ValueError(f"{f.path}: not a file of one chunk")
@@ -369,7 +422,7 @@ def fetch_loaded(
         if len(stored) != ref.length:
             raise _chunk_error(f, 0, "is damaged: its object is too short")
         try:
-            data = decode(stored, ref)
+            data = joined(decode(stored, ref))
         except StorageError as exc:
             raise _chunk_error(f, 0, f"is damaged: {exc}") from None
         # the chunk's own check covers the file when they are the same bytes
@@ -381,10 +434,10 @@ def fetch_loaded(
                 f"(size {len(data)} vs {f.size}, sha256 {sha[:12]} vs {f.sha256[:12]})"
             )
         write(data)
-        if isinstance(sink, Sink):
-            sink.commit(len(data), f.path)
+        if real is not None:
+            real.commit(len(data), f.path)
     except BaseException:
-        if isinstance(sink, Sink):
-            sink.discard()
+        if real is not None:
+            real.discard()
         raise
     return len(data)

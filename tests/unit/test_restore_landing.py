@@ -13,7 +13,7 @@ import pytest
 
 from akoshad.errors import IntegrityError, RestoreError
 from akoshad.restore import landing
-from akoshad.restore.destdir import TEMP_PREFIX, FileSink
+from akoshad.restore.destdir import _PARTIAL_RE, TEMP_PREFIX, FileSink, remove_partials
 from akoshad.restore.readback import restore_files
 from akoshad.storage.stored import StoredFile
 from tests.format2_store import MemTarget, Store
@@ -101,3 +101,36 @@ async def test_a_directory_where_a_file_goes_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RestoreError, match=r"log\.txt in --dest is a directory"):
         await restore_files(target, files, dest, force=True)
     assert (dest / "log.txt").is_dir() and _temps(dest) == []
+
+
+def test_a_file_ending_in_a_hole_gets_its_size_and_temp_names_are_ours(tmp_path: Path) -> None:
+    """Only a hole at the end leaves a file short of its size (the size is then set);
+    temporary names are distinct and all of the form a later restore removes."""
+    chunk = 1024 * 1024
+    cases = {
+        "hole-at-end": os.urandom(chunk) + bytes(chunk),
+        "hole-inside": bytes(chunk) + os.urandom(chunk),
+        "small": b"akoshad",
+        "empty": b"",
+    }
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        names = set()
+        for name, data in cases.items():
+            sink = FileSink(fd, name, 0o640)
+            names.add(sink.tmp)
+            assert _PARTIAL_RE.match(sink.tmp)
+            sink.write(data)
+            sink.commit(len(data), name)
+            assert (tmp_path / name).read_bytes() == data
+        more = [FileSink(fd, f"n{i}", None) for i in range(500)]
+        names |= {s.tmp for s in more}
+        assert len(names) == 504
+        for s in more:
+            found = _PARTIAL_RE.match(s.tmp)
+            assert found is not None and found.group(1) == str(os.getpid())
+            s.discard()
+        assert remove_partials(fd) == 0 and len(os.listdir(fd)) == len(cases)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "hole-at-end").stat().st_blocks * 512 < 2 * chunk  # a real hole

@@ -72,7 +72,7 @@ from akoshad.targets.s3.parts import (
     body_checksum,
     part_size_for,
 )
-from akoshad.targets.s3.ranges import read_range
+from akoshad.targets.s3.ranges import read_range, stream_range
 
 if TYPE_CHECKING:
     from akoshad.config import Settings
@@ -368,6 +368,11 @@ class S3Target:
 
     async def read_range(self, key: str, offset: int, length: int) -> bytes:
         return await read_range(self, key, offset, length)
+
+    async def stream_range(self, key: str, offset: int, length: int) -> AsyncIterator[bytes]:
+        """``read_range`` in the pieces the body arrives in (``ranges.stream_range``)."""
+        async for piece in stream_range(self, key, offset, length):
+            yield piece
 
     async def head(self, key: str) -> int | None:
         return await head_object(self, key)
