@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
@@ -42,17 +41,17 @@ from akoshad.storage.chunk_decode import (
 )
 from akoshad.storage.crypto import Identities
 from akoshad.storage.errors import PackError, StorageError
+from akoshad.storage.fetch_whole import fetch_whole
 from akoshad.storage.packs import PACK_MAX, Location, RangeRead, plan_reads
 from akoshad.storage.refs import ChunkRef
 from akoshad.storage.span_stream import RangeStreamer, RunFailed, stream_runs
-from akoshad.storage.stored import StoredFile, WholeObject
+from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
 
 MiB = 1024 * 1024
 MEMORY_BUDGET = 64 * MiB
 MAX_IN_FLIGHT = 4  # reads of one file in flight (within its memory budget)
 BATCH_BYTES = 4 * MiB  # stored bytes one read batch gathers
-DECODE_STEP = 1024 * 1024  # decoded bytes per step of a whole object
 
 
 @runtime_checkable
@@ -266,66 +265,6 @@ async def _fetch_chunks(
     return size
 
 
-def _whole_error(f: StoredFile, whole: WholeObject, why: str) -> IntegrityError:
-    return IntegrityError(f"{f.path}: object {whole.key} is damaged: {why}")
-
-
-def _decode_piece(
-    f: StoredFile,
-    whole: WholeObject,
-    dec: Any,
-    piece: bytes,
-    size: int,
-    digest: Any,
-    write: Callable[[bytes], Any],
-) -> int:
-    """Decode one stored piece in bounded steps, stopping past the file's size."""
-    buf = piece
-    while True:
-        if dec is None:
-            if not buf:
-                break
-            out, buf = buf, b""
-        else:
-            try:
-                out = dec.decompress(buf, DECODE_STEP)
-            except zlib.error as exc:
-                raise _whole_error(f, whole, f"cannot be decoded: {exc}") from None
-            buf = dec.unconsumed_tail
-            if dec.eof and (buf or dec.unused_data):
-                raise _whole_error(f, whole, "trailing bytes after its gzip stream")
-            if not out and not buf:
-                break
-        size += len(out)
-        if size > whole.size:
-            raise _whole_error(f, whole, f"decodes to more than its declared {whole.size} bytes")
-        digest.update(out)
-        write(out)
-    return size
-
-
-async def _fetch_whole(
-    target: Target, f: StoredFile, whole: WholeObject, digest: Any, write: Callable[[bytes], Any]
-) -> int:
-    dec = zlib.decompressobj(31) if whole.compression == "gzip" else None
-    stored = size = 0
-    try:
-        async for piece in target.read(whole.key):
-            stored += len(piece)
-            if stored > whole.stored_size:
-                raise _whole_error(f, whole, f"more than its listed {whole.stored_size} bytes")
-            size = await asyncio.to_thread(_decode_piece, f, whole, dec, piece, size, digest, write)
-    except KeyError:
-        raise IntegrityError(f"{f.path}: object {whole.key} is missing") from None
-    if dec is not None:
-        size = await asyncio.to_thread(_decode_piece, f, whole, dec, b"", size, digest, write)
-        if not dec.eof:
-            raise _whole_error(f, whole, "its gzip stream is truncated")
-    if stored != whole.stored_size:
-        raise _whole_error(f, whole, f"{stored} stored bytes, listed {whole.stored_size}")
-    return size
-
-
 def _as_sink(sink: SinkLike) -> Sink | None:
     """``sink`` when it is a :class:`Sink` (told by its methods: a protocol ``isinstance``
     costs tens of microseconds, per small file)."""
@@ -376,7 +315,7 @@ async def fetch_file(
     try:
         whole = f.whole
         if whole is not None:
-            size = await _fetch_whole(target, f, whole, digest, write)
+            size = await fetch_whole(target, f, whole, digest, write)
         else:
             decode = chunk_decoder(identities, check=check_chunks)
             size = await _fetch_chunks(
