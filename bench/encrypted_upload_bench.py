@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What encryption costs a real upload: the format-2 uploader in process (the real drain,
-uploader, state database, local target), the same store uploaded with encryption off and
-on (``encryption.recipients`` set: chunks sealed, keyed names, sealed documents).
+uploader, state database; the local target, or with --s3 the S3 target on a SeaweedFS the
+bench starts), the same store uploaded with encryption off and on (``encryption.recipients``
+set: chunks sealed, keyed names, sealed documents).
 
 1. First upload of --mib MiB (default 1024): one large DuckDB-like file (a third random,
    the rest repetitive rows) and --small small JSON files (default 2000).
@@ -13,11 +14,12 @@ store's bytes, PUTs (requests), bytes sent; then the throughput lost with encryp
 at most 15%) and the request difference (goal: 0; the name key's record is one PUT, once
 per target and recipient list: counted apart; each repeat seals to a new key, whose keyed
 cut points of chunk-list parts fall elsewhere, so the PUTs of each run and their mean are
-printed too).
+printed too; on S3 the name key's PUT is counted with the others).
 The machine may be shared: take the best of --repeat runs (default 2).
 
     python bench/encrypted_upload_bench.py
     python bench/encrypted_upload_bench.py --mib 256 --small 500
+    python bench/encrypted_upload_bench.py --s3 --repeat 3
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ from loguru import logger  # noqa: E402
 from akoshad.config import load_settings  # noqa: E402
 from akoshad.pipeline.sealing import SealingSource  # noqa: E402
 from akoshad.storage.crypto import write_new_identity  # noqa: E402
+from akoshad.targets import make_target  # noqa: E402
+from akoshad.targets.base import Target  # noqa: E402
 from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig  # noqa: E402
+from tests.s3server import WeedServer  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -93,37 +98,62 @@ def session_change(store: Path, mib: int, round_: int) -> int:
     return changed
 
 
-async def rig_for(work: Path, store: Path, recipient: str | None) -> Rig:
+class PutCounter:
+    """Counts an S3 target's requests by operation (a ``RequestCounter``)."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    def count(self, target: str, method: str) -> None:
+        self.methods.append(method)
+
+    def puts(self) -> int:
+        return sum(1 for m in self.methods if m.startswith(("Put", "UploadPart", "Complete")))
+
+
+async def rig_for(
+    work: Path, store: Path, recipient: str | None, s3: WeedServer | None
+) -> tuple[Rig, PutCounter | None]:
     enc = {"recipients": [recipient]} if recipient else {}
-    settings = load_settings(
-        None,
-        overrides={
-            "data_dir": str(store),
-            "state_dir": str(work / "state"),
-            "local_target_dir": str(work / "outbox"),
-            "cloud_sync": {"system_id": "bench"},
-            "encryption": enc,
-        },
-        environ={"HOME": str(work)},
-    )
-    rig = await open_rig(settings, CountingTarget(work / "outbox"), work / "state" / "state.db")
+    system_id = f"bench-{work.name}"
+    overrides = {
+        "data_dir": str(store),
+        "state_dir": str(work / "state"),
+        "local_target_dir": str(work / "outbox"),
+        "encryption": enc,
+    }
+    counter: PutCounter | None = None
+    if s3 is None:
+        overrides["cloud_sync"] = {"system_id": system_id}
+        settings = load_settings(None, overrides=overrides, environ={"HOME": str(work)})
+        target: Target = CountingTarget(work / "outbox")
+    else:
+        settings = s3.settings(system_id, home=work, **overrides)
+        counter = PutCounter()
+        target = make_target("cloud", settings, counter)
+    rig = await open_rig(settings, target, work / "state" / "state.db")
     if recipient:
-        rig.uploader.sealing = SealingSource(settings.encryption, work / "state", "bench")
-    return rig
+        rig.uploader.sealing = SealingSource(settings.encryption, work / "state", system_id)
+    return rig, counter
 
 
-async def sync(rig: Rig, size: int) -> Figures:
-    assert isinstance(rig.target, CountingTarget)
-    rig.target.puts.clear()
+async def sync(rig: Rig, counter: PutCounter | None, size: int) -> Figures:
+    if isinstance(rig.target, CountingTarget):
+        rig.target.puts.clear()
+    elif counter is not None:
+        counter.methods.clear()
     cpu = cpu_seconds()
     start = time.perf_counter()
     reports = await rig.sync()
     seconds = time.perf_counter() - start
     cpu = cpu_seconds() - cpu
     assert reports and all(r.error is None for r in reports), [r.error for r in reports]
-    key_puts = sum(1 for k in rig.target.puts if "/keys/" in k)
     sent = sum(r.bytes_sent for r in reports)
-    return Figures(seconds, len(rig.target.puts) - key_puts, key_puts, sent, size, cpu)
+    if isinstance(rig.target, CountingTarget):
+        key_puts = sum(1 for k in rig.target.puts if "/keys/" in k)
+        return Figures(seconds, len(rig.target.puts) - key_puts, key_puts, sent, size, cpu)
+    assert counter is not None  # S3: the name key's PUT is counted with the others
+    return Figures(seconds, counter.puts(), 0, sent, size, cpu)
 
 
 def cpu_seconds() -> float:
@@ -135,15 +165,17 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-async def one_run(base: Path, args: argparse.Namespace, recipient: str | None) -> list[Figures]:
+async def one_run(
+    base: Path, args: argparse.Namespace, recipient: str | None, s3: WeedServer | None = None
+) -> list[Figures]:
     work = Path(tempfile.mkdtemp(dir=base))
     store = work / "store"
     size = build(store, args.mib, args.small)
-    rig = await rig_for(work, store, recipient)
+    rig, counter = await rig_for(work, store, recipient, s3)
     try:
-        first = await sync(rig, size)
+        first = await sync(rig, counter, size)
         changed = session_change(store, args.session_mib, 1)
-        session = await sync(rig, changed)
+        session = await sync(rig, counter, changed)
     finally:
         await close_rig(rig)
         shutil.rmtree(work, ignore_errors=True)
@@ -165,31 +197,46 @@ async def main_async(args: argparse.Namespace) -> None:
     logger.remove()
     with tempfile.TemporaryDirectory(prefix="akoshad-encbench-") as tmp:
         base = Path(tmp)
-        best: dict[bool, list[Figures]] = {}
-        puts: dict[bool, list[int]] = {False: [], True: []}
-        for n in range(args.repeat):
-            # a new key each repeat: index and chunk-list parts are cut at keyed points
-            recipient = write_new_identity(base / f"identity-{n}.txt")
-            for encrypted in (False, True):
-                runs = await one_run(base, args, recipient if encrypted else None)
-                puts[encrypted].append(runs[0].puts)
-                prev = best.get(encrypted)
-                best[encrypted] = (
-                    runs
-                    if prev is None
-                    else [
-                        min(a, b, key=lambda f: f.seconds) for a, b in zip(prev, runs, strict=True)
-                    ]
-                )
-        print(f"store: {args.mib} MiB large file + {args.small} small files; best of {args.repeat}")
-        show("first upload", best[False][0], best[True][0])
-        show("session", best[False][1], best[True][1])
+        s3 = None
+        if args.s3:
+            s3 = WeedServer(base / "weed", volume_size_mb=1024)
+            s3.start()
+        try:
+            await compare(base, args, s3)
+        finally:
+            if s3 is not None:
+                s3.stop()
+
+
+async def compare(base: Path, args: argparse.Namespace, s3: WeedServer | None) -> None:
+    """Off and on, one after another, ``--repeat`` times; the best of each, printed."""
+    best: dict[bool, list[Figures]] = {}
+    puts: dict[bool, list[int]] = {False: [], True: []}
+    for n in range(args.repeat):
+        # a new key each repeat: index and chunk-list parts are cut at keyed points
+        recipient = write_new_identity(base / f"identity-{n}.txt")
         for encrypted in (False, True):
-            counts = puts[encrypted]
-            print(
-                f"first upload PUTs, each run, encryption {'on ' if encrypted else 'off'}: "
-                f"{counts} (mean {sum(counts) / len(counts):.1f})"
+            runs = await one_run(base, args, recipient if encrypted else None, s3)
+            puts[encrypted].append(runs[0].puts)
+            prev = best.get(encrypted)
+            best[encrypted] = (
+                runs
+                if prev is None
+                else [min(a, b, key=lambda f: f.seconds) for a, b in zip(prev, runs, strict=True)]
             )
+    where = "SeaweedFS (S3)" if s3 else "the local target"
+    print(
+        f"store: {args.mib} MiB large file + {args.small} small files, to {where}; "
+        f"best of {args.repeat}"
+    )
+    show("first upload", best[False][0], best[True][0])
+    show("session", best[False][1], best[True][1])
+    for encrypted in (False, True):
+        counts = puts[encrypted]
+        print(
+            f"first upload PUTs, each run, encryption {'on ' if encrypted else 'off'}: "
+            f"{counts} (mean {sum(counts) / len(counts):.1f})"
+        )
 
 
 def main() -> None:
@@ -198,6 +245,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--session-mib", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--s3", action="store_true", help="upload to a SeaweedFS started here")
     asyncio.run(main_async(ap.parse_args()))
 
 
