@@ -7,11 +7,12 @@ sealing thread a child process of its own (``python -m akoshad.pipeline.seal_chi
 RECIPIENT...``: only public keys cross, never an identity) that seals one body at a time
 over its pipes: the parent only copies the bodies through the pipes, without the GIL.
 
-A pass that seals little never starts one: the first :data:`WARM_UP` bodies are sealed in
-this process (a session-sized upload stays as it was). A child that crashes, hangs (killed
-after :data:`TIMEOUT`) or answers something that is not an age body of the expected size is
-stopped and the pass goes on sealing in this process, with one warning: never a failed
-upload for it. Every answer is checked against :func:`~akoshad.storage.crypto.sealed_size_bound`.
+A pass that seals little never starts one: the first :data:`WARM_UP` bodies handed to it
+are sealed in this process (a session-sized upload stays as it was). A child that crashes,
+hangs (killed after :data:`TIMEOUT`) or answers something that is not an age body of the
+expected size is stopped and the pass goes on sealing in this process, with one warning:
+never a failed upload for it. Every answer is checked against
+:func:`~akoshad.storage.crypto.sealed_size_bound`.
 Blocking: call from worker threads (each call takes a worker for its duration).
 """
 
@@ -34,7 +35,7 @@ from akoshad.pyworker import BOOT, PACKAGE_PARENT, python_flags
 from akoshad.storage.crypto import AGE_MAGIC, Recipients, seal, sealed_size_bound
 
 MODULE = "akoshad.pipeline.seal_child"
-WARM_UP = 16  # bodies sealed in this process before a child is started
+WARM_UP = 64  # bodies sealed in this process before a child is started (a session: none)
 TIMEOUT = 60.0  # seconds one body may take in a child
 MAX_BODY = 32 * 1024 * 1024  # larger bodies are sealed here (chunks are at most 1 MiB)
 WRITE_FRAMES = 64  # frames handed to one writev

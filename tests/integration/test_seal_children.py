@@ -54,7 +54,7 @@ async def test_large_chunks_and_small_files_are_sealed_in_children(
     rng = random.Random(5)
     identity = load_identity(tmp_path / "id.txt")
     try:
-        big = rng.randbytes(12 * MiB)
+        big = rng.randbytes(24 * MiB)  # about 96 large chunks: past the warm-up
         rig.write("reflection.duckdb", big)
         for i in range(300):
             rig.write(f"sessions/s{i % 7}/state-{i}.json", b'{"n": %d, "x": "%s"}' % (i, b"y" * i))
