@@ -65,7 +65,7 @@ def run_json(module: str, args: Sequence[str], request: Any, *, timeout: float) 
     """Blocking: run ``module``'s ``main(args)`` in a child, send ``request``, return its
     answer. Raises WorkerFailed (crash, timeout: killed, garbage) or WorkerError."""
     proc = subprocess.Popen(
-        [sys.executable, *python_flags(), "-c", BOOT, PACKAGE_PARENT, module, *args],
+        child_argv(module, *args),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -103,6 +103,31 @@ def checked_answer(answer: Any) -> dict[str, Any]:
             kind=kind if isinstance(kind, str) else None,
         )
     return answer
+
+
+def child_argv(module: str, *args: str) -> list[str]:
+    """The command line of a child running ``module``'s ``main(args)`` with this
+    interpreter, finding akoshad where this process does."""
+    return [sys.executable, *python_flags(), "-c", BOOT, PACKAGE_PARENT, module, *args]
+
+
+def stop_child(proc: subprocess.Popen[bytes], *, kill: bool = False, grace: float) -> None:
+    """End ``proc`` and wait for it (never a zombie): its pipes closed, so a child serving
+    them exits; killed at once with ``kill``, or when it has not ended within ``grace``
+    seconds."""
+    if kill and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
 
 
 def python_flags() -> list[str]:

@@ -25,19 +25,17 @@ import json
 import os
 import select
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import IO, Any
 
 from akoshad.pyworker import (
-    BOOT,
     FRAME,
-    PACKAGE_PARENT,
     WorkerFailed,
     checked_answer,
-    python_flags,
+    child_argv,
+    stop_child,
     write_frame,
 )
 
@@ -112,9 +110,8 @@ class ResidentWorker:
         return checked_answer(answer)
 
     def _start(self) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, *python_flags(), "-c", BOOT, PACKAGE_PARENT, self.module]
         proc = subprocess.Popen(
-            [*argv, SERVE_ARG],
+            child_argv(self.module, SERVE_ARG),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -192,19 +189,7 @@ class ResidentWorker:
         ``kill``) and wait for it."""
         if self._proc is proc:
             self._proc = None
-        if kill and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-        try:
-            proc.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
+        stop_child(proc, kill=kill, grace=STOP_GRACE)
 
     def close(self) -> None:
         """Stop the child (a request in flight is killed: it fails) and refuse later calls.

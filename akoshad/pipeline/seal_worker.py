@@ -18,12 +18,10 @@ Blocking: call from worker threads (each call takes a worker for its duration).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import select
 import subprocess
-import sys
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -31,7 +29,7 @@ from collections.abc import Sequence
 from loguru import logger
 
 from akoshad.pipeline.seal_child import ANSWER, MAX_ERROR, REQUEST, grow_pipe
-from akoshad.pyworker import BOOT, PACKAGE_PARENT, python_flags
+from akoshad.pyworker import child_argv, stop_child
 from akoshad.storage.crypto import AGE_MAGIC, Recipients, seal, sealed_size_bound
 
 MODULE = "akoshad.pipeline.seal_child"
@@ -39,6 +37,7 @@ WARM_UP = 64  # bodies sealed in this process before a child is started (a sessi
 TIMEOUT = 60.0  # seconds one body may take in a child
 MAX_BODY = 32 * 1024 * 1024  # larger bodies are sealed here (chunks are at most 1 MiB)
 WRITE_FRAMES = 64  # frames handed to one writev
+STOP_GRACE = 2.0  # seconds a child whose input ended may take to exit before it is killed
 
 
 class SealWorkerFailed(Exception):
@@ -50,7 +49,7 @@ class SealProcess:
 
     def __init__(self, recipients: Recipients) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, *python_flags(), "-c", BOOT, PACKAGE_PARENT, MODULE, *recipients.keys],
+            child_argv(MODULE, *recipients.keys),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -108,18 +107,7 @@ class SealProcess:
     def close(self, *, kill: bool = False) -> None:
         """End the child: the end of its input (killed when it does not end at once), or
         at once with ``kill``."""
-        if kill:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.kill()
-        for stream in (self._proc.stdin, self._proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        try:
-            self._proc.wait(timeout=2.0)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_child(self._proc, kill=kill, grace=STOP_GRACE)
 
 
 class _Answers:
