@@ -33,6 +33,7 @@ import pytest
 
 if TYPE_CHECKING:
     from akoshad.config import Settings
+    from akoshad.targets.s3.target import S3Target
 
 ACCESS_KEY = "akoshadtestkey"
 SECRET_KEY = "akoshad-test-secret-0123456789abcdef"
@@ -211,6 +212,21 @@ class WeedServer:
         """A minimal akoshad config (YAML-ready) uploading to this server; callers add
         ``data_dir``, ``state_dir``, ... in their own tmp dirs."""
         return {"cloud_sync": self.cloud_sync(system_id, **cloud_overrides)}
+
+    def s3_target(self, system_id: str, **overrides: Any) -> S3Target:
+        """An S3 target on this server owning ``systems/<system_id>/`` (not started);
+        ``overrides``: more ``S3Target`` arguments (``retry_backoff``, ``max_retries``...)."""
+        from akoshad.targets.s3.target import S3Target
+
+        return S3Target(
+            bucket=self.bucket,
+            endpoint=self.endpoint,
+            region="us-east-1",
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+            own_prefix=f"systems/{system_id}/",
+            **overrides,
+        )
 
     def settings(self, system_id: str, home: Path | None = None, **overrides: Any) -> Settings:
         """Validated akoshad ``Settings`` for this server; ``overrides`` are top-level keys,

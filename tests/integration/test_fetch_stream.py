@@ -29,16 +29,7 @@ MiB = 1024 * KiB
 
 @pytest.fixture
 async def target(s3: WeedServer, system_id: str) -> AsyncIterator[S3Target]:
-    t = S3Target(
-        bucket=s3.bucket,
-        endpoint=s3.endpoint,
-        region="us-east-1",
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        retry_backoff=0.05,
-        max_retries=2,
-        own_prefix=f"systems/{system_id}/",
-    )
+    t = s3.s3_target(system_id, retry_backoff=0.05, max_retries=2)
     await t.start()
     yield t
     await t.close()

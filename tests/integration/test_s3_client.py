@@ -52,14 +52,7 @@ def _endpoint_tables(client: object) -> list[EndpointResolver]:
 async def test_the_client_lets_go_of_the_endpoints_table_and_still_works(
     s3: WeedServer, system_id: str
 ) -> None:
-    t = S3Target(
-        bucket=s3.bucket,
-        endpoint=s3.endpoint,
-        region="us-east-1",
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        own_prefix=f"systems/{system_id}/",
-    )
+    t = s3.s3_target(system_id)
     await t.start()
     try:
         assert _endpoint_tables(t._client) == []  # botocore's endpoints.json, held until let go

@@ -18,7 +18,6 @@ from akoshad.storage.prune_exec import PruneHooks, PruneResult, run_prune
 from akoshad.storage.prune_load import PruneError
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
-from akoshad.targets.s3.target import S3Target
 from tests.prune_child import kill_at_marker, policy
 from tests.prune_data import Builder, noise, private_dir, restore, text
 from tests.s3server import WeedServer
@@ -159,16 +158,7 @@ async def test_kill_9_at_a_step_leaves_kept_uploads_restorable_and_next_prune_fi
 
 
 async def test_prune_on_seaweedfs(s3: WeedServer, system_id: str, tmp_path: Path) -> None:
-    target = S3Target(
-        bucket=s3.bucket,
-        endpoint=s3.endpoint,
-        region="us-east-1",
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        retry_backoff=0.1,
-        max_retries=1,
-        own_prefix=f"systems/{system_id}/",
-    )
+    target = s3.s3_target(system_id, retry_backoff=0.1, max_retries=1)
     await target.start()
     try:
         b = Builder(target, system_id, tmp_path / "work")

@@ -38,16 +38,7 @@ async def target(
         t = LocalTarget(tmp_path / "outbox")
     else:
         s3: WeedServer = request.getfixturevalue("s3")
-        t = S3Target(
-            bucket=s3.bucket,
-            endpoint=s3.endpoint,
-            region="us-east-1",
-            access_key_id=s3.access_key,
-            secret_access_key=s3.secret_key,
-            retry_backoff=0.1,
-            max_retries=1,
-            own_prefix=f"systems/{system_id}/",
-        )
+        t = s3.s3_target(system_id, retry_backoff=0.1, max_retries=1)
     await t.start()
     yield t
     await t.close()
@@ -275,14 +266,7 @@ async def test_leftover_multipart_uploads_aborted_at_start(s3: WeedServer, syste
     c = s3.client()
     mine = c.create_multipart_upload(Bucket=s3.bucket, Key=f"systems/{system_id}/uploads/x/y")
     other = c.create_multipart_upload(Bucket=s3.bucket, Key=f"elsewhere/{system_id}/z")
-    t = S3Target(
-        bucket=s3.bucket,
-        endpoint=s3.endpoint,
-        region="us-east-1",
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        own_prefix=f"systems/{system_id}/",
-    )
+    t = s3.s3_target(system_id)
     await t.start()
     await t.close()
     left = {u["UploadId"] for u in s3.multipart_uploads()}

@@ -21,7 +21,6 @@ from akoshad.storage.owner import (
 )
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
-from akoshad.targets.s3.target import S3Target
 from tests.s3server import WeedServer
 
 
@@ -153,16 +152,7 @@ async def test_an_oversized_record_is_refused_before_it_is_parsed(tmp_path: Path
 
 
 async def test_two_machines_on_seaweedfs(s3: WeedServer, system_id: str, tmp_path: Path) -> None:
-    target = S3Target(
-        bucket=s3.bucket,
-        endpoint=s3.endpoint,
-        region="us-east-1",
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        retry_backoff=0.1,
-        max_retries=1,
-        own_prefix=f"systems/{system_id}/",
-    )
+    target = s3.s3_target(system_id, retry_backoff=0.1, max_retries=1)
     await target.start(clean_up=False)
     try:
         a = own(target, system_id, machine(tmp_path / "a", "alpha"))
