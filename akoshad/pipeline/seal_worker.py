@@ -3,9 +3,10 @@
 ``pyrage`` holds the GIL while it encrypts (about 450 MB/s and 80 us a body on the
 reference machine), so in the daemon's process sealing cannot overlap the chunking,
 hashing and compression that run in other threads. :class:`SealingWorkers` lends each
-sealing thread a child process of its own (``python -m akoshad.pipeline.seal_child
-RECIPIENT...``: only public keys cross, never an identity) that seals one body at a time
-over its pipes: the parent only copies the bodies through the pipes, without the GIL.
+sealing thread a child process of its own (``python -m akoshad.pipeline.seal_child FD
+RECIPIENT...``: only public keys cross, never an identity) that seals a run of bodies at a
+time: the parent lays them in an area both map and reads the sealed ones back from it
+(``seal_child`` has the exchange); only a few bytes cross the pipes.
 
 A pass that seals little never starts one: the first :data:`WARM_UP` bodies handed to it
 are sealed in this process (a session-sized upload stays as it was). A child that crashes,
@@ -18,25 +19,36 @@ Blocking: call from worker threads (each call takes a worker for its duration).
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import mmap
 import os
 import select
 import subprocess
+import tempfile
 import threading
-from collections import deque
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 from loguru import logger
 
-from akoshad.pipeline.seal_child import ANSWER, MAX_ERROR, REQUEST, grow_pipe
+from akoshad.pipeline.seal_child import (
+    ANSWER,
+    IN_AREA,
+    LENGTH,
+    MAX_BODIES,
+    MAX_ERROR,
+    OUT_AREA,
+    REQUEST,
+    SPAN,
+    write_all,
+)
 from akoshad.pyworker import child_argv, stop_child
 from akoshad.storage.crypto import AGE_MAGIC, Recipients, seal, sealed_size_bound
 
 MODULE = "akoshad.pipeline.seal_child"
 WARM_UP = 64  # bodies sealed in this process before a child is started (a session: none)
-TIMEOUT = 60.0  # seconds one body may take in a child
-MAX_BODY = 32 * 1024 * 1024  # larger bodies are sealed here (chunks are at most 1 MiB)
-WRITE_FRAMES = 64  # frames handed to one writev
+TIMEOUT = 60.0  # seconds one round trip may take in a child
+MAX_BODY = IN_AREA  # larger bodies are sealed here (chunks are at most 1 MiB)
 STOP_GRACE = 2.0  # seconds a child whose input ended may take to exit before it is killed
 
 
@@ -44,24 +56,61 @@ class SealWorkerFailed(Exception):
     """A sealing child crashed, hung or answered garbage (one line)."""
 
 
+def _shared_area() -> int:
+    """A descriptor of a new file of the shared area's size that no other process can
+    reach: a ``memfd`` (Linux), else an unlinked temporary file (mode 0600)."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None:
+        fd: int = memfd_create("akoshad-seal", getattr(os, "MFD_CLOEXEC", 1))
+    else:
+        with tempfile.TemporaryFile() as fh:
+            fd = os.dup(fh.fileno())
+    try:
+        os.ftruncate(fd, IN_AREA + OUT_AREA)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _round_trips(bodies: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
+    """``bodies`` in runs that fit the shared area, sealed (by the bound) included."""
+    start, plain, sealed = 0, 0, 0
+    for i, body in enumerate(bodies):
+        bound = sealed_size_bound(len(body))
+        full = plain + len(body) > IN_AREA or sealed + bound > OUT_AREA
+        if i > start and (full or i - start == MAX_BODIES):
+            yield bodies[start:i]
+            start, plain, sealed = i, 0, 0
+        plain += len(body)
+        sealed += bound
+    if start < len(bodies):
+        yield bodies[start:]
+
+
 class SealProcess:
-    """One sealing child: :meth:`seal` sends a body and waits for it sealed."""
+    """One sealing child: :meth:`seal_many` lays the bodies in the shared area and waits
+    for them sealed."""
 
     def __init__(self, recipients: Recipients) -> None:
-        self._proc = subprocess.Popen(
-            child_argv(MODULE, *recipients.keys),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            close_fds=True,
-        )
+        fd = _shared_area()
+        try:
+            self._area = mmap.mmap(fd, IN_AREA + OUT_AREA)
+            self._proc = subprocess.Popen(
+                child_argv(MODULE, str(fd), *recipients.keys),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+                pass_fds=(fd,),
+            )
+        finally:
+            os.close(fd)  # the mapping and the child keep the area
         assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._view = memoryview(self._area)
         self._in = self._proc.stdin.fileno()
         self._out = self._proc.stdout.fileno()
-        grow_pipe(self._in)
-        grow_pipe(self._out)
-        os.set_blocking(self._in, False)  # written and read as the pipes allow
-        os.set_blocking(self._out, False)
+        os.set_blocking(self._out, False)  # answers are waited for with a timeout
 
     @property
     def pid(self) -> int:
@@ -69,99 +118,73 @@ class SealProcess:
         return self._proc.pid
 
     def seal_many(self, bodies: Sequence[bytes]) -> list[bytes]:
-        """Every body sealed by the child, in order (requests written while answers are
-        read, so neither side waits on a full pipe); SealWorkerFailed (one line) when
+        """Every body (each at most :data:`MAX_BODY` bytes) sealed by the child, in order:
+        one round trip per run that fits the shared area; SealWorkerFailed (one line) when
         they cannot be."""
-        frames: deque[memoryview] = deque()
-        for body in bodies:
-            frames += (memoryview(REQUEST.pack(len(body))), memoryview(body))
-        answers = _Answers(bodies)
+        sealed: list[bytes] = []
         try:
-            while not answers.complete:
-                writing = [self._in] if frames else []
-                readable, writable, _ = select.select([self._out], writing, [], TIMEOUT)
-                if not readable and not writable:
-                    raise SealWorkerFailed(f"its sealing worker did not answer in {TIMEOUT:g}s")
-                if writable:
-                    self._write_some(frames)
-                if readable:
-                    answers.read_from(self._out)
+            for run in _round_trips(bodies):
+                sealed += self._round_trip(run)
         except OSError as exc:  # a broken pipe: the child is gone
             raise SealWorkerFailed(f"its sealing worker ended ({exc.strerror})") from None
-        return answers.done
+        return sealed
 
-    def _write_some(self, frames: deque[memoryview]) -> None:
-        """Write what the pipe takes now, several frames in one call (a request's length
-        and body arrive together: the child wakes once for them)."""
-        while frames:
+    def _round_trip(self, bodies: Sequence[bytes]) -> list[bytes]:
+        request = bytearray(REQUEST.pack(len(bodies)))
+        pos = 0
+        for body in bodies:
+            self._view[pos : pos + len(body)] = body
+            request += SPAN.pack(pos, len(body))
+            pos += len(body)
+        write_all(self._in, bytes(request))  # a few bytes: the pipe takes them at once
+        deadline = time.monotonic() + TIMEOUT
+        status, count = ANSWER.unpack(self._read(ANSWER.size, deadline))
+        if status == 1 and count <= MAX_ERROR:
+            said = self._read(count, deadline).decode(errors="replace")
+            raise SealWorkerFailed(f"its sealing worker failed: {said}")
+        if status != 0 or count != len(bodies):
+            raise SealWorkerFailed("its sealing worker answered garbage")
+        lengths = LENGTH.iter_unpack(self._read(LENGTH.size * count, deadline))
+        return self._sealed(bodies, [n for (n,) in lengths])
+
+    def _sealed(self, bodies: Sequence[bytes], lengths: list[int]) -> list[bytes]:
+        """The sealed bodies out of the area, each checked: within the bound of its
+        request's size, starting like age data."""
+        out: list[bytes] = []
+        pos = IN_AREA
+        for body, size in zip(bodies, lengths, strict=True):
+            if size > sealed_size_bound(len(body)) or pos + size > IN_AREA + OUT_AREA:
+                raise SealWorkerFailed("its sealing worker answered more than a sealed body")
+            sealed = bytes(self._view[pos : pos + size])
+            if not sealed.startswith(AGE_MAGIC):
+                raise SealWorkerFailed("its sealing worker answered something that is not age data")
+            out.append(sealed)
+            pos += size
+        return out
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        """``size`` bytes of the answer, waited for until ``deadline``."""
+        got = bytearray()
+        while len(got) < size:
+            wait = max(0.0, deadline - time.monotonic())
+            if not select.select([self._out], [], [], wait)[0]:
+                raise SealWorkerFailed(f"its sealing worker did not answer in {TIMEOUT:g}s")
             try:
-                n = os.writev(self._in, list(itertools.islice(frames, WRITE_FRAMES)))
+                part = os.read(self._out, size - len(got))
             except BlockingIOError:
-                return
-            while frames and n >= len(frames[0]):
-                n -= len(frames.popleft())
-            if n:
-                frames[0] = frames[0][n:]
-                return
+                continue
+            if not part:
+                raise SealWorkerFailed("its sealing worker ended")
+            got += part
+        return bytes(got)
 
     def close(self, *, kill: bool = False) -> None:
         """End the child: the end of its input (killed when it does not end at once), or
-        at once with ``kill``."""
+        at once with ``kill``; the shared area is let go."""
         stop_child(self._proc, kill=kill, grace=STOP_GRACE)
-
-
-class _Answers:
-    """A child's answers to ``bodies``, read as they come (each into a buffer of its own
-    size, no copy through a growing one), each checked: an age body within the bound of its
-    request's size, or the child's one-line error."""
-
-    def __init__(self, bodies: Sequence[bytes]) -> None:
-        self.bodies = bodies
-        self.done: list[bytes] = []
-        self._head = bytearray(ANSWER.size)
-        self._body: bytearray | None = None
-        self._status = 0
-        self._got = 0
-
-    @property
-    def complete(self) -> bool:
-        """True once every body has its answer."""
-        return len(self.done) == len(self.bodies)
-
-    def read_from(self, fd: int) -> None:
-        """Read what ``fd`` (non-blocking) holds now, up to the last answer."""
-        while not self.complete:
-            into = self._head if self._body is None else self._body
-            try:
-                n = os.readv(fd, [memoryview(into)[self._got :]])
-            except BlockingIOError:
-                return
-            if n == 0:
-                raise SealWorkerFailed("its sealing worker ended")
-            self._got += n
-            if self._body is None and self._got == ANSWER.size:
-                self._start_body()
-            if self._body is not None and self._got == len(self._body):
-                self._finish()
-
-    def _start_body(self) -> None:
-        status, size = ANSWER.unpack(self._head)
-        if status == 0:
-            if size > sealed_size_bound(len(self.bodies[len(self.done)])):
-                raise SealWorkerFailed("its sealing worker answered more than a sealed body")
-        elif status != 1 or size > MAX_ERROR:
-            raise SealWorkerFailed("its sealing worker answered garbage")
-        self._status, self._body, self._got = status, bytearray(size), 0
-
-    def _finish(self) -> None:
-        assert self._body is not None
-        body, self._body, self._got = bytes(self._body), None, 0
-        if self._status == 1:
-            said = body.decode(errors="replace")
-            raise SealWorkerFailed(f"its sealing worker failed: {said}")
-        if not body.startswith(AGE_MAGIC):
-            raise SealWorkerFailed("its sealing worker answered something that is not age data")
-        self.done.append(body)
+        with contextlib.suppress(BufferError):  # still in use by a caller: freed with it
+            self._view.release()
+            self._area.close()
 
 
 class SealingWorkers:
@@ -214,7 +237,7 @@ class SealingWorkers:
     def _take(self, bodies: Sequence[bytes]) -> SealProcess | None:
         with self._lock:
             self._calls += len(bodies)
-            big = sum(len(b) for b in bodies) > MAX_BODY
+            big = any(len(b) > MAX_BODY for b in bodies)
             if self._broken or self._closed or self._calls <= WARM_UP or big:
                 return None
             while not self._idle and len(self._started) >= self.size:

@@ -17,8 +17,15 @@ from loguru import logger
 from pyrage import x25519
 
 from akoshad.pipeline import seal_worker
+from akoshad.pipeline.seal_child import IN_AREA, MAX_BODIES, OUT_AREA
 from akoshad.pipeline.seal_worker import SealingWorkers
-from akoshad.storage.crypto import Identities, Recipients, is_sealed, open_sealed
+from akoshad.storage.crypto import (
+    Identities,
+    Recipients,
+    is_sealed,
+    open_sealed,
+    sealed_size_bound,
+)
 
 
 def keys() -> tuple[Recipients, Identities]:
@@ -138,7 +145,7 @@ def test_a_hung_child_is_killed_after_the_timeout(
     (pid,) = workers.children
     os.kill(pid, signal.SIGSTOP)
     started = time.monotonic()
-    body = os.urandom(4 * 1024 * 1024)  # more than the pipe holds: the write times out too
+    body = os.urandom(1024 * 1024)
     assert open_sealed(workers.seal(body), identities, len(body)) == body
     assert 0.4 < time.monotonic() - started < 10
     assert gone(pid)  # given up: killed and reaped
@@ -185,12 +192,81 @@ def test_the_child_seals_until_its_input_ends() -> None:
         for size in (0, 1, 65_536, 1_048_576):
             body = os.urandom(size)
             assert open_sealed(worker.seal_many([body])[0], identities, size) == body
-        # a batch of more than both pipes hold: requests written while answers are read
+        # a batch of more than the shared area holds: several round trips, in order
         bodies = [os.urandom(300 + i % 7 * 100_000) for i in range(64)]
-        assert sum(map(len, bodies)) > 8 * 1024 * 1024
+        assert sum(map(len, bodies)) > 4 * IN_AREA
         sealed = worker.seal_many(bodies)
         opened = [open_sealed(s, identities, len(b)) for s, b in zip(sealed, bodies, strict=True)]
         assert opened == bodies
+        many = [b"%d" % i for i in range(MAX_BODIES * 2 + 3)]  # by count too
+        assert [open_sealed(s, identities, 8) for s in worker.seal_many(many)] == many
+    finally:
+        worker.close()
+    assert worker._proc.returncode == 0
+
+
+def test_round_trips_fit_the_shared_area() -> None:
+    """Runs of bodies never exceed the input area, their sealed bound the output area, or
+    the count a request carries; every body is in exactly one run, in order."""
+    area = IN_AREA
+    cases = [
+        [b"a" * area],
+        [b"a" * (area // 2)] * 5,
+        [b"b" * 1000] * (MAX_BODIES * 3 + 1),
+        [b"c" * n for n in (1, area - 1, 2, area // 3, area // 3, area // 3, 0)],
+    ]
+    for bodies in cases:
+        runs = list(seal_worker._round_trips(bodies))
+        assert [b for run in runs for b in run] == bodies
+        for run in runs:
+            assert run
+            assert len(run) <= MAX_BODIES
+            assert sum(map(len, run)) <= area
+            assert sum(sealed_size_bound(len(b)) for b in run) <= OUT_AREA
+
+
+def test_the_shared_area_is_private_and_the_child_gets_nothing_else(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The area is a memfd (no name in any directory); without memfd_create, an unlinked
+    temporary file of mode 0600; either way the child seals through it."""
+    recipients, identities = keys()
+    fd = seal_worker._shared_area()
+    try:
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:akoshad-seal")
+        assert os.fstat(fd).st_size == IN_AREA + OUT_AREA
+    finally:
+        os.close(fd)
+    monkeypatch.delattr(os, "memfd_create")
+    fd = seal_worker._shared_area()
+    try:
+        st = os.fstat(fd)
+        assert st.st_nlink == 0 and st.st_mode & 0o777 == 0o600
+    finally:
+        os.close(fd)
+    worker = seal_worker.SealProcess(recipients)
+    try:
+        body = os.urandom(70_000)
+        assert open_sealed(worker.seal_many([body])[0], identities, len(body)) == body
+    finally:
+        worker.close()
+
+
+def test_the_child_refuses_a_span_outside_the_area_and_serves_on() -> None:
+    """A request naming bytes outside the input area gets a one-line error, not a read
+    past it; the next request is served."""
+    from akoshad.pipeline.seal_child import ANSWER, REQUEST, SPAN, write_all
+
+    recipients, identities = keys()
+    worker = seal_worker.SealProcess(recipients)
+    try:
+        write_all(worker._in, REQUEST.pack(1) + SPAN.pack(IN_AREA - 5, 10))
+        deadline = time.monotonic() + 10
+        status, size = ANSWER.unpack(worker._read(ANSWER.size, deadline))
+        assert status == 1
+        assert worker._read(size, deadline) == b"a body lies outside the shared area"
+        body = os.urandom(1000)
+        assert open_sealed(worker.seal_many([body])[0], identities, len(body)) == body
     finally:
         worker.close()
     assert worker._proc.returncode == 0
