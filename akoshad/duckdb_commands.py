@@ -24,8 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from akoshad.akosha.duckdb_copy import DuckDBSetting, KeptCopy, opened
-from akoshad.akosha.encoding import Memory, batches, conversation_entry, encode_json
-from akoshad.akosha.rows import RowRef, chunks, iter_refs, memory_id, read_memories
+from akoshad.akosha.encoding import Memory, batches, encode_entry
+from akoshad.akosha.rows import (
+    RowRef,
+    chunks,
+    iter_refs,
+    memory_columns,
+    memory_id,
+    read_memories,
+)
 from akoshad.errors import SnapshotError, classify_open_error
 from akoshad.heap import trim
 from akoshad.manifest.facts import Facts
@@ -109,13 +116,20 @@ def _redactor(redact: bool | SecretRedactor | None) -> SecretRedactor | None:
     return SecretRedactor() if redact is True else redact
 
 
-def redact_memories(memories: list[Memory], redactor: SecretRedactor | None) -> Redactions:
+def redact_memories(
+    memories: list[Memory], redactor: SecretRedactor | None, clean: Iterable[str] = ()
+) -> Redactions:
     """Replace every recognised secret in the memories' text (in place); ``memory_id`` ->
-    the kinds found. The ids are not touched, so a delivered memory is not sent again."""
+    the kinds found. The ids are not touched, so a delivered memory is not sent again.
+    The memories of ``clean`` (texts the redactor's gate found nothing to look at in) are
+    not scanned."""
     found: Redactions = {}
     if redactor is None:
         return found
+    skip = clean if isinstance(clean, set | frozenset) else set(clean)
     for memory in memories:
+        if memory["memory_id"] in skip:
+            continue
         text, kinds = redactor.redact(memory["text"])
         if kinds:
             memory["text"] = text
@@ -136,12 +150,16 @@ def load_batches_here(
     redactions made."""
     memories: list[Memory] = []
     skipped: dict[str, str] = {}
+    redactor = _redactor(redact)
+    clean: set[str] = set()
+    gate = None if redactor is None else redactor.gate
     with opened(snapshot_db, settings, _KEPT) as con:
+        schema = memory_columns(con)
         for part in chunks(refs, READ_ROWS):
-            extraction = read_memories(con, system_id, part)
+            extraction = read_memories(con, system_id, part, schema=schema, gate=gate, clean=clean)
             memories += extraction.memories
             skipped.update(extraction.skipped)
-    found = redact_memories(memories, _redactor(redact))
+    found = redact_memories(memories, redactor, clean)
     parts = list(batches(memories, max_items=max_items, max_bytes=max_bytes))
     return parts, skipped, found
 
@@ -175,16 +193,19 @@ def _write_memories_json(
     left_out: set[str] = set()
     found: Redactions = {}
     redactor = _redactor(redact)
+    gate = None if redactor is None else redactor.gate
     first = True
     with opened(snapshot_db, settings, _KEPT) as con, out.open("wb") as fh:
         fh.write(_HEAD)
+        schema = memory_columns(con)
         for part in parts:
-            extraction = read_memories(con, system_id, part)
-            found.update(redact_memories(extraction.memories, redactor))
+            clean: set[str] = set()
+            extraction = read_memories(con, system_id, part, schema=schema, gate=gate, clean=clean)
+            found.update(redact_memories(extraction.memories, redactor, clean))
             for memory in extraction.memories:  # an entry at a time: no chunk-sized bytes
                 if not first:
                     fh.write(b",")
-                fh.write(encode_json(conversation_entry(memory)))
+                fh.write(encode_entry(memory))
                 first = False
             written = {m["memory_id"] for m in extraction.memories}
             left_out.update(r.memory_id for r in part if r.memory_id not in written)

@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Iterator
+from json.encoder import encode_basestring
 from typing import Any
 
 MAX_BATCH_ITEMS = 1000
@@ -90,6 +91,45 @@ def conversation_entry(memory: Memory) -> dict[str, Any]:
         "source": meta.get("source"),
         "metadata": {k: v for k, v in meta.items() if k not in ("source", "created_at")},
     }
+
+
+_ENTRY_META = frozenset({"source", "created_at", "original_id", "type"})
+
+
+def _json_text(value: Any) -> str:
+    """A JSON string or null as :func:`encode_json` writes it; else the value encoded."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return encode_basestring(value)
+    return encode_json(value).decode()
+
+
+def encode_entry(memory: Memory) -> bytes:
+    """``encode_json(conversation_entry(memory))``, byte for byte, made directly for the
+    common memory (a raw embedding, the metadata :mod:`akoshad.akosha.rows` gives): no
+    dictionary to build and walk, no stand-in to splice (a third of ``memories.json``'s
+    time on a big store)."""
+    embedding = memory["embedding"]
+    meta = memory.get("metadata") or {}
+    mid, text = memory["memory_id"], memory["text"]
+    if (
+        type(embedding) is not RawJSON
+        or type(mid) is not str
+        or type(text) is not str
+        or not meta.keys() <= _ENTRY_META
+    ):
+        return encode_json(conversation_entry(memory))
+    rest = [
+        f"{encode_basestring(k)}:{_json_text(v)}"
+        for k, v in meta.items()
+        if k not in ("source", "created_at")
+    ]
+    return (
+        f'{{"id":{encode_basestring(mid)},"content":{encode_basestring(text)},'
+        f'"embedding":{embedding},"timestamp":{_json_text(meta.get("created_at"))},'
+        f'"source":{_json_text(meta.get("source"))},"metadata":{{{",".join(rest)}}}}}'
+    ).encode()
 
 
 def memories_json(conversations: Iterable[Memory]) -> bytes:

@@ -8,7 +8,10 @@ The rules are gitleaks' published rule set (``data/secret_rules.toml``, MIT, see
 
 Speed comes from gitleaks' keyword prefilter: a rule's regex only runs on the lines that
 contain one of its keywords (found in one pass over the lowercased text), except the few
-rules that span lines (PEM blocks), which run on the whole text when their keyword occurs.
+rules that span lines (PEM blocks), which run on the whole text when their keyword occurs;
+and a rule runs only if the text also holds one of the literals its regex needs
+(:mod:`akoshad.akosha.redact_gate`). :attr:`SecretRedactor.gate` lets a reader with a
+fast regex engine (DuckDB's RE2) tell the ASCII texts that need no scan at all.
 Redaction is idempotent: ``[REDACTED:<kind>]`` matches no rule.
 """
 
@@ -26,6 +29,16 @@ from importlib import resources
 from typing import Any
 
 import ahocorasick
+
+from akoshad.akosha.redact_gate import (
+    Literals,
+    gate_pattern,
+    has_literal,
+    keyword_literals,
+    needed_literals,
+    start_literals,
+    strength,
+)
 
 PLACEHOLDER = "[REDACTED:{kind}]"
 # gitleaks opens many rules with this left context; it only widens the match leftwards,
@@ -155,6 +168,8 @@ class Rule:
     allowlists: tuple[Allowlist, ...] = ()
     multiline: bool = False
     left_context: bool = False  # the match extends left over up to 50 [\w.-] characters
+    literals: Literals | None = None  # one of them is in every match (None: unknown)
+    starts: Literals | None = None  # every match starts with one of them (None: unknown)
 
     def secret_span(self, m: re.Match[str]) -> tuple[int, int]:
         """The span of the secret inside a match (the group, else the whole match)."""
@@ -239,11 +254,31 @@ def load_rules() -> RuleSet:
                 allowlists=_allowlists(entry.get("allowlists", [])),
                 multiline=_is_multiline(pattern),
                 left_context=left,
+                literals=needed_literals(compiled),
+                starts=_starts(compiled),
             )
         )
     for kind, pattern, group, keywords in _OWN_RULES:
-        rules.rules.append(Rule(kind, re.compile(pattern), group, 0.0, keywords))
+        regex = re.compile(pattern)
+        rules.rules.append(
+            Rule(
+                kind,
+                regex,
+                group,
+                0.0,
+                keywords,
+                literals=needed_literals(regex),
+                starts=_starts(regex),
+            )
+        )
     return rules
+
+
+def _starts(regex: re.Pattern[str]) -> Literals | None:
+    """:func:`start_literals`, when they are rare enough to be worth looking for (two
+    characters at least: an ``A`` occurs everywhere)."""
+    starts = start_literals(regex)
+    return starts if starts is not None and strength(starts) >= 2 else None
 
 
 class SecretRedactor:
@@ -261,6 +296,10 @@ class SecretRedactor:
         for i, k in enumerate(by_keyword):
             self._automaton.add_word(k, i)
         self._automaton.make_automaton()
+        # an ASCII text this does not match holds nothing any rule finds (RE2 and Python)
+        self.gate: str | None = gate_pattern(
+            (r.literals, keyword_literals(r.keywords)) for r in self.rules.rules
+        )
 
     def _present(self, lower: str) -> dict[Rule, list[int]]:
         """Rules whose keywords occur in the text, with the offsets of those keywords
@@ -316,15 +355,27 @@ class SecretRedactor:
     def find(self, text: str) -> list[Finding]:
         """Every secret in ``text``, as non-overlapping spans in text order."""
         lower = text.lower()
+        ascii_text = text.isascii()
         found: list[Finding] = []
         hits = self._present(lower)
         for rule in self._always:
             hits.setdefault(rule, [])
+        # the keywords' offsets are the text's own unless lowercasing changed its length
+        aligned = len(lower) == len(text)
         for rule, offsets in hits.items():
-            whole = rule.multiline or not offsets
+            if rule.literals is not None and not has_literal(
+                rule.literals, text, lower, ascii_text
+            ):
+                continue  # its keyword occurs, but not what its regex needs
+            whole = rule.multiline or not offsets or not aligned
             for w_start, w_end in [(0, len(text))] if whole else self._windows(text, offsets):
                 window = text if whole else text[w_start:w_end]
-                for m in rule.regex.finditer(window):
+                if rule.starts is None or not ascii_text:
+                    matches: Iterable[re.Match[str]] = rule.regex.finditer(window)
+                else:
+                    low = lower if whole else lower[w_start:w_end]
+                    matches = _anchored(rule.regex, rule.starts, window, low)
+                for m in matches:
                     span = self._accept(rule, m)
                     if span is not None:
                         found.append(Finding(w_start + span[0], w_start + span[1], rule.kind))
@@ -343,6 +394,29 @@ class SecretRedactor:
             pos = f.end
         pieces.append(text[pos:])
         return "".join(pieces), [f.kind for f in findings]
+
+
+def _anchored(
+    regex: re.Pattern[str], starts: Literals, text: str, lower: str
+) -> Iterator[re.Match[str]]:
+    """``regex.finditer(text)`` for a regex whose every match starts with one of
+    ``starts``: tried only where one of them occurs (``lower``: the ASCII ``text``
+    lowercased), not at every position of the text."""
+    at: set[int] = set()
+    for literal, icase in starts:
+        where, needle = (lower, literal.lower()) if icase else (text, literal)
+        i = where.find(needle)
+        while i != -1:
+            at.add(i)
+            i = where.find(needle, i + 1)
+    end = 0
+    for i in sorted(at):
+        if i < end:
+            continue  # inside the last match: finditer goes on after it
+        m = regex.match(text, i)
+        if m is not None:
+            yield m
+            end = max(m.end(), i + 1)
 
 
 def _line_end(text: str, pos: int) -> int:

@@ -52,8 +52,9 @@ REASON_NON_FINITE = "embedding has non-finite values"
 REASON_NO_TEXT = "no text"
 REASON_DUPLICATE_ID = "id also used by another table"
 
-# what DuckDB's text form of finite floats is made of; anything else takes the slow path
-_NOT_NUMBER_LIST = re.compile(r"[^0-9.,eE+\- \[\]]")
+# what DuckDB's compact text form of finite floats is made of; anything else takes the
+# slow path (checked on the ASCII bytes: a table lookup, 6x quicker than a regex)
+_NUMBER_LIST_BYTES = b"0123456789.,eE+-[]"
 _FLOAT_LIST_TYPES = re.compile(r"(FLOAT|REAL|DOUBLE|FLOAT4|FLOAT8)\[\d*\]")
 
 
@@ -90,8 +91,9 @@ def _fetch(cursor: Any) -> Iterator[tuple[Any, ...]]:
         yield from rows
 
 
-def _columns(con: Any) -> dict[str, dict[str, str]]:
-    """{table: {column: data_type}} for the memory tables present in the main schema."""
+def memory_columns(con: Any) -> dict[str, dict[str, str]]:
+    """{table: {column: data_type}} for the memory tables present in the main schema (ask
+    once per copy: it costs a few ms, as much as reading 500 rows' text)."""
     rows = con.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = 'main' AND table_name IN ('conversations_v2', 'reflections_v2')"
@@ -156,7 +158,7 @@ def iter_refs(con: Any, system_id: str) -> Iterator[RowRef]:
     Reads ids and checks only, never the vectors. Missing tables are simply absent;
     a row whose id was already seen in an earlier table is reported as a problem.
     """
-    schema = _columns(con)
+    schema = memory_columns(con)
     seen: set[str] = set()
     for table, _kind in TABLES.items():
         cols = schema.get(table)
@@ -201,17 +203,19 @@ def iso_utc(value: str | None, naive_tz: tzinfo = UTC) -> str | None:
 def _parse_embedding(text: str | None, checked: bool = False) -> RawJSON | list[float] | str:
     """The vector, or the reason it is unusable.
 
-    ``checked``: the text is DuckDB's form of a float list that SQL found to hold
-    ``EMBED_DIM`` finite values; if it also looks like it, it is used as JSON as it is."""
+    ``checked``: the text is DuckDB's compact form of a float list (``_embedding_sql``)
+    that SQL found to hold ``EMBED_DIM`` finite values; if it also looks like it, it is used
+    as JSON as it is."""
     if text is None:
         return REASON_NO_EMBEDDING
     if (
         checked
         and text.startswith("[")
+        and text.isascii()
+        and not text.encode("ascii").translate(None, _NUMBER_LIST_BYTES)
         and text.count(",") == EMBED_DIM - 1
-        and _NOT_NUMBER_LIST.search(text) is None
     ):
-        return RawJSON(text.replace(", ", ","))
+        return RawJSON(text)
     try:
         values = json.loads(text)
     except ValueError:
@@ -249,10 +253,44 @@ def wanted_ids(refs: Iterable[RowRef], skipped: dict[str, str]) -> dict[str, lis
     return wanted
 
 
-def read_memories(con: Any, system_id: str, refs: Iterable[RowRef] | None = None) -> Extraction:
+def _embedding_sql(cols: dict[str, str]) -> str:
+    """The embedding as text: a float list without the spaces DuckDB puts after its commas
+    (compact JSON: removed here, in C, rather than in Python)."""
+    if "embedding" not in cols:
+        return "NULL"
+    if _FLOAT_LIST_TYPES.fullmatch(cols["embedding"]):
+        return "replace(CAST(t.embedding AS VARCHAR), ', ', ',')"
+    return "CAST(t.embedding AS VARCHAR)"
+
+
+def _gate_sql(gate: str | None) -> str:
+    """Whether the text needs a scan for secrets: not when it is ASCII (as many bytes as
+    characters) and does not match ``gate`` (:attr:`SecretRedactor.gate`, read by RE2)."""
+    if gate is None:
+        return "true"
+    quoted = "'" + gate.replace("'", "''") + "'"
+    return (
+        "(strlen(CAST(t.content AS VARCHAR)) <> length(CAST(t.content AS VARCHAR)) "
+        f"OR regexp_matches(CAST(t.content AS VARCHAR), {quoted}))"
+    )
+
+
+def read_memories(
+    con: Any,
+    system_id: str,
+    refs: Iterable[RowRef] | None = None,
+    *,
+    schema: dict[str, dict[str, str]] | None = None,
+    gate: str | None = None,
+    clean: set[str] | None = None,
+) -> Extraction:
     """Materialise memories for ``refs`` (default: every row) from the open copy ``con``;
-    problem rows are skipped. Rows are fetched a batch at a time."""
-    schema = _columns(con)
+    problem rows are skipped. Rows are fetched a batch at a time.
+
+    ``schema``: :func:`memory_columns` of ``con``, when the caller already has it. With a
+    ``gate`` (:attr:`~akoshad.akosha.redact.SecretRedactor.gate`), the ids of the memories
+    whose text needs no scan for secrets are added to ``clean``."""
+    schema = memory_columns(con) if schema is None else schema
     skipped: dict[str, str] = {}
     wanted = None if refs is None else wanted_ids(refs, skipped)
     memories: list[Memory] = []
@@ -264,12 +302,12 @@ def read_memories(con: Any, system_id: str, refs: Iterable[RowRef] | None = None
         ids = None if wanted is None else wanted.get(table)
         if wanted is not None and not ids:
             continue
-        emb = "CAST(embedding AS VARCHAR)" if "embedding" in cols else "NULL"
         # rows named by list_rows passed its SQL checks of the vector
         checked = refs is not None and bool(_FLOAT_LIST_TYPES.fullmatch(cols.get("embedding", "")))
         select = (
-            f"SELECT CAST(t.id AS VARCHAR), CAST(t.content AS VARCHAR), {emb}, "
-            f"{_time_sql(cols, table)} FROM {_q(table)} AS t"
+            f"SELECT CAST(t.id AS VARCHAR), CAST(t.content AS VARCHAR), {_embedding_sql(cols)}, "
+            f"{_time_sql(cols, table)}, {_gate_sql(gate if clean is not None else None)} "
+            f"FROM {_q(table)} AS t"
         )
         if ids is None:
             cursor = con.execute(select + " WHERE t.id IS NOT NULL ORDER BY 1")
@@ -282,7 +320,7 @@ def read_memories(con: Any, system_id: str, refs: Iterable[RowRef] | None = None
                 "WHERE CAST(t.id AS VARCHAR) BETWEEN ? AND ? ORDER BY 1",
                 [ids, min(ids), max(ids)],
             )
-        for original_id, content, emb_text, ts in _fetch(cursor):
+        for original_id, content, emb_text, ts, scan in _fetch(cursor):
             mid = memory_id(system_id, original_id)
             if mid in seen:
                 skipped[mid] = REASON_DUPLICATE_ID
@@ -295,6 +333,8 @@ def read_memories(con: Any, system_id: str, refs: Iterable[RowRef] | None = None
                 skipped[mid] = found
             else:
                 memories.append(found)
+                if not scan and clean is not None:
+                    clean.add(mid)
     return Extraction(memories, skipped)
 
 

@@ -18,7 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import akoshad.akosha.encoding as encoding_mod
-from akoshad.akosha.encoding import ENVELOPE_BYTES, RawJSON, batches, encode_json, memories_json
+from akoshad.akosha.encoding import (
+    ENVELOPE_BYTES,
+    RawJSON,
+    batches,
+    conversation_entry,
+    encode_entry,
+    encode_json,
+    memories_json,
+)
 from akoshad.akosha.rows import (
     EMBED_DIM,
     REASON_DUPLICATE_ID,
@@ -348,3 +356,27 @@ def test_raw_and_parsed_embeddings_encode_to_the_same_values(db: Path) -> None:
     assert all(isinstance(m["embedding"], list) for m in slow)
     assert [json.loads(encode_json(m)) for m in fast] == [json.loads(encode_json(m)) for m in slow]
     assert json.loads(memories_json(fast)) == json.loads(memories_json(slow))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.text(),
+    original=st.text(),
+    ts=st.none() | st.text(max_size=30),
+    order=st.booleans(),
+    extra=st.none() | st.integers(),
+)
+def test_encode_entry_is_the_generic_encoding_byte_for_byte(
+    text: str, original: str, ts: str | None, order: bool, extra: int | None
+) -> None:
+    meta: dict[str, object] = {"source": 'box"1', "original_id": original, "type": "reflection"}
+    if order:  # another key order is kept as it is
+        meta = {"type": "conversation", "source": "b", "original_id": original}
+    if ts is not None:
+        meta["created_at"] = ts
+    if extra is not None:  # an unexpected key: the generic path
+        meta["n"] = extra
+    for embedding in (RawJSON("[0.5,-1e-05,3.0]"), [0.25, 1.0]):
+        memory = {"memory_id": f"box:{original}", "text": text, "embedding": embedding}
+        memory["metadata"] = meta
+        assert encode_entry(memory) == encode_json(conversation_entry(memory))
