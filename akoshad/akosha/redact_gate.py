@@ -27,8 +27,10 @@ _REPEATS = (_sre.MAX_REPEAT, _sre.MIN_REPEAT, getattr(_sre, "POSSESSIVE_REPEAT",
 
 
 def _literal(text: str, icase: bool) -> Literal:
-    # a literal without letters matches the same either way: counted as case-sensitive
-    return text, icase and text.lower() != text.upper()
+    # a literal without letters matches the same either way: counted as case-sensitive;
+    # one ignoring case is kept in lowercase (two spellings of it are one literal)
+    icase = icase and text.lower() != text.upper()
+    return (text.lower() if icase else text), icase
 
 
 def strength(literals: Literals) -> float:
@@ -165,4 +167,17 @@ def gate_pattern(rules: Iterable[tuple[Literals | None, Literals | None]]) -> st
         if choice is None:
             return None
         alternatives |= choice
-    return "|".join(sorted(_escaped(a) for a in alternatives))
+    return "|".join(sorted(_escaped(a) for a in _shortest(alternatives)))
+
+
+def _covers(shorter: Literal, longer: Literal) -> bool:
+    """Whether text holding ``longer`` always holds ``shorter`` (ASCII text)."""
+    (short, short_icase), (long, long_icase) = shorter, longer
+    if short_icase:
+        return short.lower() in long.lower()
+    return not long_icase and short in long
+
+
+def _shortest(alternatives: set[Literal]) -> list[Literal]:
+    """The alternatives that no other one covers: the same texts match, with fewer."""
+    return [a for a in alternatives if not any(b != a and _covers(b, a) for b in alternatives)]

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from akoshad.akosha.redact import Rule, SecretRedactor, _anchored, load_rules
-from akoshad.akosha.redact_gate import Literals, needed_literals, start_literals
+from akoshad.akosha.redact_gate import Literals, gate_pattern, needed_literals, start_literals
 from akoshad.akosha.rows import list_rows
 from akoshad.duckdb_commands import load_batches_here, write_memories_json
 from tests.akosha_fixtures import make_reflection_db
@@ -199,3 +199,17 @@ def test_redaction_through_duckdb_equals_the_full_scan(
     body = out.read_text("utf-8")
     for _, _, secret in SECRETS:
         assert secret not in body
+
+
+def test_the_gate_keeps_only_the_literals_no_shorter_one_covers() -> None:
+    rules = [
+        (frozenset({("xABCDy", False)}), None),  # covered by "bc" ignoring case
+        (frozenset({("bc", True)}), frozenset({("b", True)})),  # the literal is the stronger
+        (None, frozenset({("q.z", False), ("token", True)})),  # keywords only
+    ]
+    gate = gate_pattern(rules)
+    assert gate == r"(?i:bc)|(?i:token)|q\.z"
+    for text in ("xABCDy", "abcd", "my Token", "q.z"):
+        assert re.search(gate, text)
+    assert not re.search(gate, "qxz AB-CD")
+    assert gate_pattern([*rules, (None, None)]) is None  # a rule with neither: scan all
