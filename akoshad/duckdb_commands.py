@@ -108,12 +108,12 @@ def _validate(
 
 
 def _redactor(redact: bool | SecretRedactor | None) -> SecretRedactor | None:
-    """None (off: False/None), a redactor of the default rules (True), or the one given."""
+    """None (off: False/None), the redactor of the default rules (True), or the one given."""
     if redact is None or redact is False:
         return None
-    from akoshad.akosha.redact import SecretRedactor
+    from akoshad.akosha.redact import default_redactor
 
-    return SecretRedactor() if redact is True else redact
+    return default_redactor() if redact is True else redact
 
 
 def redact_memories(

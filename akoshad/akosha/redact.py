@@ -419,6 +419,13 @@ def _anchored(
             end = max(m.end(), i + 1)
 
 
+@cache
+def default_redactor() -> SecretRedactor:
+    """The redactor of the shipped rules, made once per process (its automaton and gate
+    take a few hundred ms: not for every request of the long-lived DuckDB child)."""
+    return SecretRedactor()
+
+
 def _line_end(text: str, pos: int) -> int:
     end = text.find("\n", pos)
     return len(text) if end == -1 else end

@@ -213,3 +213,11 @@ def test_the_gate_keeps_only_the_literals_no_shorter_one_covers() -> None:
         assert re.search(gate, text)
     assert not re.search(gate, "qxz AB-CD")
     assert gate_pattern([*rules, (None, None)]) is None  # a rule with neither: scan all
+
+
+def test_the_default_redactor_is_made_once_per_process() -> None:
+    from akoshad.duckdb_commands import _redactor
+
+    first = _redactor(True)
+    assert first is not None and _redactor(True) is first  # not a new gate per request
+    assert _redactor(False) is None
