@@ -32,6 +32,7 @@ import ahocorasick
 
 from akoshad.akosha.redact_gate import (
     Literals,
+    anchored,
     gate_pattern,
     has_literal,
     keyword_literals,
@@ -374,7 +375,7 @@ class SecretRedactor:
                     matches: Iterable[re.Match[str]] = rule.regex.finditer(window)
                 else:
                     low = lower if whole else lower[w_start:w_end]
-                    matches = _anchored(rule.regex, rule.starts, window, low)
+                    matches = anchored(rule.regex, rule.starts, window, low)
                 for m in matches:
                     span = self._accept(rule, m)
                     if span is not None:
@@ -394,29 +395,6 @@ class SecretRedactor:
             pos = f.end
         pieces.append(text[pos:])
         return "".join(pieces), [f.kind for f in findings]
-
-
-def _anchored(
-    regex: re.Pattern[str], starts: Literals, text: str, lower: str
-) -> Iterator[re.Match[str]]:
-    """``regex.finditer(text)`` for a regex whose every match starts with one of
-    ``starts``: tried only where one of them occurs (``lower``: the ASCII ``text``
-    lowercased), not at every position of the text."""
-    at: set[int] = set()
-    for literal, icase in starts:
-        where, needle = (lower, literal.lower()) if icase else (text, literal)
-        i = where.find(needle)
-        while i != -1:
-            at.add(i)
-            i = where.find(needle, i + 1)
-    end = 0
-    for i in sorted(at):
-        if i < end:
-            continue  # inside the last match: finditer goes on after it
-        m = regex.match(text, i)
-        if m is not None:
-            yield m
-            end = max(m.end(), i + 1)
 
 
 @cache

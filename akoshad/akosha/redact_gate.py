@@ -4,6 +4,8 @@
 literals one of which every match contains, each with whether it matches ignoring case; None
 when it cannot tell. The redactor skips a rule whose keywords occur but whose literals do
 not (gitleaks' keyword ``ey`` occurs in "they" and "key"; the JWT regex needs ``.ey``).
+:func:`start_literals` gives those a match starts with: :func:`anchored` then tries the
+regex only where they occur instead of at every position of the text.
 
 :func:`gate_pattern` joins, for every rule, its literals or its keywords (the stronger of
 the two) into one regular expression that both RE2 (DuckDB's ``regexp_matches``) and Python
@@ -17,7 +19,7 @@ from __future__ import annotations
 import re
 import re._parser as _sre
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 Literal = tuple[str, bool]  # (text, matched ignoring case)
@@ -181,3 +183,26 @@ def _covers(shorter: Literal, longer: Literal) -> bool:
 def _shortest(alternatives: set[Literal]) -> list[Literal]:
     """The alternatives that no other one covers: the same texts match, with fewer."""
     return [a for a in alternatives if not any(b != a and _covers(b, a) for b in alternatives)]
+
+
+def anchored(
+    regex: re.Pattern[str], starts: Literals, text: str, lower: str
+) -> Iterator[re.Match[str]]:
+    """``regex.finditer(text)`` for a regex whose every match starts with one of
+    ``starts``: tried only where one of them occurs (``lower``: the ASCII ``text``
+    lowercased), not at every position of the text."""
+    at: set[int] = set()
+    for literal, icase in starts:
+        where, needle = (lower, literal.lower()) if icase else (text, literal)
+        i = where.find(needle)
+        while i != -1:
+            at.add(i)
+            i = where.find(needle, i + 1)
+    end = 0
+    for i in sorted(at):
+        if i < end:
+            continue  # inside the last match: finditer goes on after it
+        m = regex.match(text, i)
+        if m is not None:
+            yield m
+            end = max(m.end(), i + 1)

@@ -14,8 +14,14 @@ from typing import Any
 import duckdb
 import pytest
 
-from akoshad.akosha.redact import Rule, SecretRedactor, _anchored, load_rules
-from akoshad.akosha.redact_gate import Literals, gate_pattern, needed_literals, start_literals
+from akoshad.akosha.redact import Rule, SecretRedactor, load_rules
+from akoshad.akosha.redact_gate import (
+    Literals,
+    anchored,
+    gate_pattern,
+    needed_literals,
+    start_literals,
+)
 from akoshad.akosha.rows import list_rows
 from akoshad.duckdb_commands import load_batches_here, write_memories_json
 from tests.akosha_fixtures import make_reflection_db
@@ -144,7 +150,7 @@ def test_the_anchored_search_finds_what_finditer_finds() -> None:
         texts = [*corpus, " ".join(m.string for m in matches_of(rule, rng, 10))]
         for text in texts:
             want = [m.span() for m in rule.regex.finditer(text)]
-            got = [m.span() for m in _anchored(rule.regex, rule.starts, text, text.lower())]
+            got = [m.span() for m in anchored(rule.regex, rule.starts, text, text.lower())]
             assert got == want, (rule.kind, text)
 
 
