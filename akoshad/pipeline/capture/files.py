@@ -187,7 +187,7 @@ def stat_or_none(path: Path) -> os.stat_result | None:
         return None
 
 
-def lstat_or_none(path: Path) -> os.stat_result | None:
+def lstat_or_none(path: str | Path) -> os.stat_result | None:
     """The path's own stat (a symlink is not followed), None when missing."""
     try:
         return os.lstat(path)
@@ -251,7 +251,7 @@ def _backoff(attempt: int) -> float:
     return exponential(attempt, BACKOFF_START, BACKOFF_CAP)
 
 
-def _regular_lstat(path: Path) -> os.stat_result:
+def _regular_lstat(path: str | Path) -> os.stat_result:
     """The stat of ``path``, which must be a regular file itself (not a symlink)."""
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):
