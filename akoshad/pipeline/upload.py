@@ -49,7 +49,14 @@ from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import MemoriesJson
 from akoshad.pipeline.sealing import SealingSource, in_scope, put_extras
 from akoshad.pipeline.stats import Stats
-from akoshad.storage.format2 import build_manifest2, missing_documents, put_documents
+from akoshad.storage.format2 import (
+    DocumentSink,
+    Format2Manifest,
+    build_and_put,
+    build_manifest2,
+    missing_documents,
+    put_documents,
+)
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
@@ -289,9 +296,9 @@ class Uploader:
         report.bytes_sent += sent_bytes
         skipped = {**await self.state.skipped(), **report.skipped}
         known = await self.state.known_documents(target.name)
-        try:
-            built = await asyncio.to_thread(
-                build_manifest2,
+
+        def build(sink: DocumentSink | None) -> Format2Manifest:
+            return build_manifest2(
                 system_id=self.system_id,
                 upload_id=attempt.upload_id,
                 files=files,
@@ -304,16 +311,22 @@ class Uploader:
                 and any(x.name == MEMORIES_NAME for x in attempt.extras),
                 name_key=None if sealing is None else sealing.key,
                 recipients=None if sealing is None else sealing.recipients,
+                sink=sink,
             )
+
+        earlier = attempt.plan.kept or attempt.plan.reused  # else all new: nothing to ask
+        try:
+            if known is None and earlier:  # not known: a HEAD each, not a PUT
+                built = await asyncio.to_thread(build, None)
+                documents = await missing_documents(target, built.documents)
+                report.bytes_sent += await put_documents(target, documents)
+            else:  # each document goes up as soon as it is made
+                built, sent = await build_and_put(target, build)
+                report.bytes_sent += sent
         except ManifestError as exc:
             raise PermanentError(f"the manifest cannot be made: {exc}") from None
         built.manifest["files"].extend(sealed_extras)
         attempt.documents = built.document_keys
-        documents = built.documents
-        earlier = attempt.plan.kept or attempt.plan.reused  # else all new: nothing to ask
-        if known is None and documents and earlier:  # not known: a HEAD each, not a PUT
-            documents = await missing_documents(target, documents)
-        report.bytes_sent += await put_documents(target, documents)
         report.bytes_sent += await target.put_bytes(
             manifest_key(self.system_id, attempt.upload_id),
             encode_manifest(built.manifest),

@@ -24,6 +24,7 @@ from akoshad.pipeline.capture.snapshot import (
     Vanished,
     classify_open_error,
 )
+from akoshad.storage.chunker import Chunk
 from tests.storegen import LiveWriter, duckdb_rows, make_reflection, make_sqlite, sqlite_rows
 
 
@@ -68,7 +69,7 @@ def test_small_plain_file_is_held_in_memory(snap: Snapshotter) -> None:
     assert f.facts == Facts(json_ok=True) and torn.files[0].facts == Facts(json_ok=False)
     assert f.live.same_content_identity(LiveStat.of(os.lstat(path)))
     assert list(snap.staging.iterdir()) == []
-    assert [c.data for c in captured_chunks(f)] == [b'{"a": 1}']
+    assert list(captured_chunks(f)) == [Chunk(0, 8, _sha(path), b'{"a": 1}')]
     assert snap.memory.used == 8 + 6
     snap.reset_staging()  # the pass is over
     assert f.held.data is None and snap.memory.used == 0

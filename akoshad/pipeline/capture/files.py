@@ -121,13 +121,18 @@ class CapturedFile:
 
 def captured_chunks(f: CapturedFile) -> Iterator[Chunk]:
     """The chunks of a captured file: from its bytes when held in memory, else read from
-    ``staged`` (the private copy, or the live file of an in-place capture)."""
+    ``staged`` (the private copy, or the live file of an in-place capture). Held bytes
+    below ``CHUNK_MIN_FILE`` are one chunk, whose sha256 is the file's (taken when they
+    were read)."""
     if f.held is None:
         yield from iter_file_chunks(f.staged)
         return
     data = f.held.data
     if data is None:
         raise RuntimeError(f"{f.path}: its captured bytes were released with their pass")
+    if f.sha256 is not None and 0 < len(data) < CHUNK_MIN_FILE:
+        yield Chunk(0, len(data), f.sha256, data)
+        return
     yield from iter_stream_chunks(io.BytesIO(data))
 
 
