@@ -48,6 +48,7 @@ from akoshad.pipeline.recovery import Discarder, discard_attempt
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import MemoriesJson
 from akoshad.pipeline.sealing import SealingSource, in_scope, put_extras
+from akoshad.pipeline.send_gate import FirstSend, OwnerRefused, SendGate, held_back, hold
 from akoshad.pipeline.stats import Stats
 from akoshad.storage.format2 import (
     DocumentSink,
@@ -105,8 +106,13 @@ class Uploader:
         results: list[CaptureResult],
         report: PassReport,
         memories_json: MemoriesJson | None = None,
+        gate: SendGate | None = None,
     ) -> None:
-        """Plan the upload of a pass's captures, send it, commit it (or fail it whole)."""
+        """Plan the upload of a pass's captures, send it, commit it (or fail it whole).
+        ``gate``: asked right before the first request that writes to ``target`` (packs are
+        made meanwhile); refused, nothing is sent or recorded and the rows wait."""
+        if self.sealing is not None and await held_back(self.state, gate, items, report):
+            return  # the name key may be stored in the target: asked first
         try:
             sealing = await self.sealing.for_target(target) if self.sealing else None
         except (TransientError, PermanentError) as exc:
@@ -118,6 +124,8 @@ class Uploader:
         claimed = {r.group for r in results}
         lost = [e for e in stale if e.group_path not in claimed]
         if lost:
+            if await held_back(self.state, gate, items, report):
+                return
             _, missing = resolve_ledger({e.path: e for e in lost}, full)
             await self._lost_chunks(target, lost, items, report, missing=bool(missing))
             return
@@ -130,22 +138,32 @@ class Uploader:
         report.retrying.update(plan.retrying)
         report.captures.extend(plan.captured)
         if not plan.changed:
-            await self._refresh(target, plan, report)
+            if not await held_back(self.state, gate, items, report):
+                await self._refresh(target, plan, report)
             return
 
         upload_id = new_upload_id(after=await self.state.latest_upload_id())
-        await self.state.begin_upload(upload_id, target.name, target.name, attempt_record(plan))
+        record = attempt_record(plan)
+        first = FirstSend(
+            gate, lambda: self.state.begin_upload(upload_id, target.name, target.name, record)
+        )
+        if gate is None:
+            await first()  # the attempt is persisted before anything else
         report.upload_id = upload_id
         # every entry of this upload that points at an earlier upload's chunks or object:
         # files not looked at (unchanged on disk) and captured files whose SHA-256 was unchanged
         report.deduplicated = len(plan.kept) + len(plan.reused)
         attempt = Attempt(upload_id, plan, table, sealing)
         try:
-            await self._send_all(target, attempt, report, memories_json)
+            await self._send_all(target, attempt, report, memories_json, first)
         except SendFailed as failed:
             if memories_json is not None and failed.extras:
                 memories_json.failed(upload_id)
-            await self._failed(target, upload_id, items, failed.error, report)
+            if gate is not None and isinstance(failed.error, OwnerRefused):
+                report.upload_id = ""
+                await hold(self.state, gate, items, str(failed.error), report)
+                return
+            await self._failed(target, upload_id, items, failed.error, report, begun=first.begun)
             return
         await self._commit(target, attempt, report)
         if memories_json is not None and attempt.extras:
@@ -222,10 +240,11 @@ class Uploader:
         attempt: Attempt,
         report: PassReport,
         memories_json: MemoriesJson | None,
+        first: FirstSend,
     ) -> None:
         """Packs (and the extra objects, made meanwhile), then the documents, then
-        ``manifest.json`` last. Raises ``SendFailed`` (carrying the extras made) when the
-        upload is lost."""
+        ``manifest.json`` last; ``first`` before the first request that writes. Raises
+        ``SendFailed`` (carrying the extras made) when the upload is lost."""
         staging = await asyncio.to_thread(fresh_staging, self.staging_dir)
         sender = PackSender(
             target=target,
@@ -239,6 +258,7 @@ class Uploader:
             compression=self.enable_compression,
             deduplicate=self.enable_deduplication,
             sealing=attempt.sealing,
+            before_send=first,
         )
         plan = attempt.plan
         try:
@@ -258,6 +278,7 @@ class Uploader:
             if isinstance(made, BaseException):
                 raise made
             attempt.new_refs = sender.new_refs
+            await first()  # no pack was sent: the gate is asked here
             await self._put_manifest(target, attempt, sent, report)
         except (TransientError, PermanentError, OSError) as exc:
             raise SendFailed(exc, attempt.extras) from exc
@@ -380,15 +401,22 @@ class Uploader:
         items: list[QueueItem],
         exc: BaseException,
         report: PassReport,
+        *,
+        begun: bool = True,
     ) -> None:
+        """A lost upload: its attempt failed and what it wrote removed (``begun``: it was
+        persisted, so something may have been sent), the rows retried later."""
         permanent = isinstance(exc, PermanentError)
         message = str(exc) or type(exc).__name__
         report.error = message
         report.permanent = permanent
         self.stats.counters.failures += 1
         self.stats.target(target.name).failed(message)
-        await self.state.fail_upload(upload_id, message)
-        await discard_attempt(self.state, self.discarder, target, upload_id)
+        if begun:
+            await self.state.fail_upload(upload_id, message)
+            await discard_attempt(self.state, self.discarder, target, upload_id)
+        else:
+            report.upload_id = ""
         attempts = max(i.attempts for i in items)
         delay = PERMANENT_RETRY_SECONDS if permanent else retry_delay(attempts, self.retry_backoff)
         if isinstance(exc, TransientError) and exc.retry_after:
