@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from akoshad.config import load_settings
+from akoshad.errors import TransientError
 from akoshad.names import EXIT_FAIL, EXIT_OK
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.ownership import OwnerGate
@@ -197,5 +198,42 @@ async def test_a_claim_lost_while_settling_sends_nothing(
     try:
         (item,) = await state.queue_items()
         assert item.path == "a.json" and "other-host" in (item.last_error or "")
+    finally:
+        await state.close()
+
+
+async def test_an_upload_lost_before_the_claim_is_answered_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packing fails while the claim settles: nothing was sent, so nothing is cleaned up
+    in the target (no listing of an upload's folder) and no upload is recorded; the
+    change waits for its retry."""
+    daemon = _daemon(tmp_path)
+    events: list[tuple[str, bool]] = []
+    _timeline(daemon, monkeypatch, events)
+    chunk = PackSender._chunk_files  # _timeline's, which records the packing
+
+    def fails(sender: PackSender, *args: Any) -> Any:
+        chunk(sender, *args)
+        raise TransientError("a.json changed between its capture and its upload")
+
+    listed: list[str] = []
+    real_list = LocalTarget.list_keys
+
+    def list_keys(target: LocalTarget, prefix: str) -> Any:
+        listed.append(prefix)
+        return real_list(target, prefix)
+
+    monkeypatch.setattr(PackSender, "_chunk_files", fails)
+    monkeypatch.setattr(LocalTarget, "list_keys", list_keys)
+    assert await daemon.run_once() == EXIT_FAIL
+    assert events == [("capture", False), ("pack", False)]
+    assert [p for p in listed if p.startswith("systems/startup-test/uploads/2")] == []
+    assert await _history(tmp_path) == []
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    try:
+        (item,) = await state.queue_items()
+        assert "changed between its capture" in (item.last_error or "")
     finally:
         await state.close()
