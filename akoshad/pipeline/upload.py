@@ -24,16 +24,10 @@ from loguru import logger
 
 from akoshad.backoff import half_jitter_delay
 from akoshad.errors import PermanentError, TransientError
-from akoshad.manifest.layout import (
-    ManifestError,
-    encode_manifest,
-    manifest_key,
-    new_upload_id,
-    upload_prefix,
-)
-from akoshad.names import MEMORIES_NAME
+from akoshad.manifest.layout import new_upload_id
 from akoshad.pipeline.attempt import Attempt, SendFailed, no_extras
 from akoshad.pipeline.capture.snapshot import CaptureResult, Snapshotter
+from akoshad.pipeline.manifest_out import put_manifest
 from akoshad.pipeline.packing import PackSender, SentFile, clear_staging, fresh_staging
 from akoshad.pipeline.plan import (
     UploadPlan,
@@ -47,17 +41,9 @@ from akoshad.pipeline.plan import (
 from akoshad.pipeline.recovery import Discarder, discard_attempt
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import MemoriesJson
-from akoshad.pipeline.sealing import SealingSource, in_scope, put_extras
+from akoshad.pipeline.sealing import SealingSource, in_scope
 from akoshad.pipeline.send_gate import FirstSend, OwnerRefused, SendGate, held_back, hold
 from akoshad.pipeline.stats import Stats
-from akoshad.storage.format2 import (
-    DocumentSink,
-    Format2Manifest,
-    build_and_put,
-    build_manifest2,
-    missing_documents,
-    put_documents,
-)
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
@@ -311,47 +297,10 @@ class Uploader:
         self, target: Target, attempt: Attempt, files: list[StoredFile], report: PassReport
     ) -> None:
         """The extras, the documents (index parts, chunk lists) and the manifest, last."""
-        sealing = attempt.sealing
-        own = upload_prefix(self.system_id, attempt.upload_id)
-        sent_bytes, sealed_extras = await put_extras(target, own, attempt.extras, sealing)
-        report.bytes_sent += sent_bytes
         skipped = {**await self.state.skipped(), **report.skipped}
         known = await self.state.known_documents(target.name)
-
-        def build(sink: DocumentSink | None) -> Format2Manifest:
-            return build_manifest2(
-                system_id=self.system_id,
-                upload_id=attempt.upload_id,
-                files=files,
-                skipped=skipped,
-                known_documents=known or frozenset(),
-                conversation_count=0
-                if sealed_extras
-                else sum(x.conversation_count for x in attempt.extras),
-                has_memories=not sealed_extras
-                and any(x.name == MEMORIES_NAME for x in attempt.extras),
-                name_key=None if sealing is None else sealing.key,
-                recipients=None if sealing is None else sealing.recipients,
-                sink=sink,
-            )
-
-        earlier = attempt.plan.kept or attempt.plan.reused  # else all new: nothing to ask
-        try:
-            if known is None and earlier:  # not known: a HEAD each, not a PUT
-                built = await asyncio.to_thread(build, None)
-                documents = await missing_documents(target, built.documents)
-                report.bytes_sent += await put_documents(target, documents)
-            else:  # each document goes up as soon as it is made
-                built, sent = await build_and_put(target, build)
-                report.bytes_sent += sent
-        except ManifestError as exc:
-            raise PermanentError(f"the manifest cannot be made: {exc}") from None
-        built.manifest["files"].extend(sealed_extras)
-        attempt.documents = built.document_keys
-        report.bytes_sent += await target.put_bytes(
-            manifest_key(self.system_id, attempt.upload_id),
-            encode_manifest(built.manifest),
-            "application/json",
+        await put_manifest(
+            target, self.system_id, attempt, files, report, skipped=skipped, known=known
         )
 
     async def _commit(self, target: Target, attempt: Attempt, report: PassReport) -> None:
