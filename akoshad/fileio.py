@@ -155,7 +155,7 @@ def open_resolved(real: Path) -> BinaryIO:
     return os.fdopen(_open_resolved_fd(real), "rb")
 
 
-def read_resolved(real: Path, limit: int) -> bytes:
+def read_resolved(real: str | Path, limit: int) -> bytes:
     """Up to ``limit`` bytes of the regular file ``real``, opened as :func:`open_resolved`
     opens it (a small file read at once: no buffered file object)."""
     fd = _open_resolved_fd(real)
@@ -179,7 +179,7 @@ def _proc_fd() -> bool:
     return _PROC_FD.is_dir()
 
 
-def _open_resolved_fd(real: Path) -> int:
+def _open_resolved_fd(real: str | Path) -> int:
     """The descriptor :func:`open_resolved` reads (blocking mode, close-on-exec)."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:

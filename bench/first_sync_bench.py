@@ -16,7 +16,8 @@ Each repeat starts a fresh server and fresh state for every tool, and runs the t
 case one after the other in a rotating order, so that akoshad and its peers share the
 machine's load of that moment; the table gives medians over the repeats, and the ratio
 column the median of the per-repeat ratios (akoshad's time over the peer's). Peak RSS is
-the process and its children (akoshad's DuckDB worker), sampled every 10 ms; requests and
+the process and its children (akoshad's DuckDB worker), sampled every 10 ms; CPU seconds are
+the tool's user + system time (what a busy shared machine disturbs least); requests and
 bytes come from the counting proxy of ``bench/s3_bench.py``. For a store with a
 ``reflection.duckdb``, akoshad's run counts as ok only when its upload holds a
 ``memories.json`` with every sendable memory of the store (counted while it is read back
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -76,6 +78,13 @@ class Run:
     ok: bool
     kinds: str
     memories: int | None = None  # entries of the memories.json akoshad uploaded
+    cpu: float = 0.0  # user + system seconds of the tool (and the children it waited for)
+
+
+def _cpu_since(before: resource.struct_rusage) -> float:
+    """CPU seconds of the children reaped since ``before`` (the one tool just run)."""
+    now = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return now.ru_utime - before.ru_utime + now.ru_stime - before.ru_stime
 
 
 def expected_memories(src: Path) -> int | None:
@@ -173,11 +182,14 @@ def one_repeat(
             order = order[rep % len(order) :] + order[: rep % len(order)]
             for tool in order:
                 proxy.reset()
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 secs, rss, code, err = run_measured(cmds[tool], env)
+                cpu = _cpu_since(before)  # the tool and the children it waited for
                 kinds = request_kinds(proxy.lines) if log_requests else ""
                 run = Run(
                     case, tool, rep, secs, rss, proxy.requests, proxy.bytes_up, code == 0, kinds
                 )
+                run.cpu = cpu
                 if tool == AKOSHAD and expected[case] is not None:
                     run.memories = uploaded_memories(server, f"bench-{case}")
                     run.ok = run.ok and run.memories == expected[case]
@@ -190,7 +202,8 @@ def one_repeat(
                     else ""
                 )
                 print(
-                    f"  [{rep + 1}] {case:6} {tool:20} {secs:7.2f} s {rss:6.0f} MiB RSS "
+                    f"  [{rep + 1}] {case:6} {tool:20} {secs:7.2f} s {cpu:6.2f} CPU s "
+                    f"{rss:6.0f} MiB RSS "
                     f"{proxy.requests:6d} req {proxy.bytes_up / MiB:8.1f} MiB sent{memories}",
                     flush=True,
                 )
@@ -204,10 +217,10 @@ def one_repeat(
 def print_table(runs: list[Run], sizes: dict[str, int], repeats: int) -> None:
     print(f"\nmedians of {repeats} repeat(s); load average now {os.getloadavg()[0]:.1f}\n")
     print(
-        "| case | tool | wall s | MiB/s | peak RSS MiB (max) | requests | MiB sent "
+        "| case | tool | wall s | CPU s | MiB/s | peak RSS MiB (max) | requests | MiB sent "
         "| akoshad time / this tool's (per-repeat median) | memories.json entries | ok |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         groups.setdefault((r.case, r.tool), []).append(r)
@@ -221,8 +234,9 @@ def print_table(runs: list[Run], sizes: dict[str, int], repeats: int) -> None:
         ratio = f"{statistics.median(ratios):.2f}" if ratios else ""
         counts = {r.memories for r in rs if r.memories is not None}
         memories = "/".join(str(c) for c in sorted(counts))
+        cpu = statistics.median(r.cpu for r in rs)
         print(
-            f"| {case} | {tool} | {secs:.2f} | {sizes[case] / MiB / secs:.0f} "
+            f"| {case} | {tool} | {secs:.2f} | {cpu:.2f} | {sizes[case] / MiB / secs:.0f} "
             f"| {statistics.median(r.rss_mib for r in rs):.0f} ({max(r.rss_mib for r in rs):.0f}) "
             f"| {statistics.median(r.requests for r in rs):.0f} "
             f"| {statistics.median(r.bytes_up for r in rs) / MiB:.1f} | {ratio} | {memories} "

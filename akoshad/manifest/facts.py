@@ -11,6 +11,7 @@ akoshad, an in-place capture) are checked without the comparison.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,8 +41,9 @@ class Facts:
         return out
 
     def to_json(self) -> str:
-        """Compact JSON of ``as_fields`` (the ledger's ``facts`` column)."""
-        return json.dumps(self.as_fields(), sort_keys=True, separators=(",", ":"))
+        """Compact JSON of ``as_fields`` (the ledger's ``facts`` column; the same few facts
+        of thousands of files are spelt once)."""
+        return _facts_json(self)
 
     @classmethod
     def from_fields(cls, raw: Mapping[str, Any]) -> Facts | None:
@@ -129,3 +131,8 @@ def json_facts_of(rel: str, data: bytes) -> Facts | None:
     except (ValueError, RecursionError):  # also UnicodeDecodeError, absurd nesting
         return Facts(json_ok=False)
     return Facts(json_ok=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _facts_json(facts: Facts) -> str:
+    return json.dumps(facts.as_fields(), sort_keys=True, separators=(",", ":"))

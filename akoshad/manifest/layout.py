@@ -83,9 +83,9 @@ def object_name(path: str, compression: str, taken: set[str] | None = None) -> s
     base = safe[:_NAME_MAX].rstrip(".") or "file"
     altered = base != flat or "__" in path
     suffix = ".gz" if compression == "gzip" else ""
-    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:10]
-    name = f"{base}-{digest}{suffix}" if altered else f"{base}{suffix}"
-    if name in RESERVED_NAMES or (taken is not None and name in taken):
+    name = f"{base}{suffix}"
+    if altered or name in RESERVED_NAMES or (taken is not None and name in taken):
+        digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:10]
         name = f"{base}-{digest}{suffix}"
     n = 1
     while taken is not None and name in taken:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, cast
 
 from akoshad.names import MEMORY_DB
@@ -33,6 +34,20 @@ from akoshad.targets.base import Target
 CAPTURE_CONCURRENCY = 2
 CAPTURE_RUN = 64  # paths captured per thread hop at most
 MANY_PATHS = 2 * CAPTURE_RUN  # a pass of more paths is captured in a lane for small files
+
+
+@dataclass(frozen=True)
+class _Owner:
+    """The owner gate of one pass's target (``send_gate.SendGate``)."""
+
+    owners: OwnerGate
+    target: Target
+
+    async def refusal(self) -> str | None:
+        return await self.owners.refusal(self.target)
+
+    def retry_in(self) -> float:
+        return self.owners.retry_in(self.target.name)
 
 
 class PassObserver(Protocol):
@@ -208,12 +223,14 @@ class Drain:
             await asyncio.to_thread(self.snap.reset_staging)
             ledger = await self.state.ledger(target.name) if target is not None else {}
             results = await self.capture_all([i.path for i in items], ledger)
-            if (
-                ask_owner
-                and target is not None
-                and await self._owner_refused(target, items, report)
-            ):
-                return report
+            gate: _Owner | None = None  # asked by the upload, right before it sends
+            if ask_owner and target is not None:
+                if self._delivers(results, memories):  # Akosha first: asked now
+                    if await self._owner_refused(target, items, report):
+                        return report
+                else:
+                    assert self.owners is not None
+                    gate = _Owner(self.owners, target)
             memory_retry = await self._memories(results, memories, report)
             if target is None:
                 retry_at = files_retry_at or time.time() + self.retry_backoff
@@ -221,7 +238,9 @@ class Drain:
                 report.error = "waiting for the cloud (circuit open)"
                 report.waiting = True
             else:
-                await self.uploader.upload(target, ledger, items, results, report, memories_json)
+                await self.uploader.upload(
+                    target, ledger, items, results, report, memories_json, gate
+                )
             if memory_retry is not None:
                 await self.state.requeue(MEMORY_DB, memory_retry, "memories not delivered yet")
         except asyncio.CancelledError:
@@ -232,17 +251,23 @@ class Drain:
             await asyncio.to_thread(self.snap.reset_staging)
         return report
 
+    def _memory_db(self, results: Sequence[CaptureResult], route: MemoryRoute) -> Captured | None:
+        """The capture of ``reflection.duckdb`` this pass delivers to Akosha, if any."""
+        if route == "none" or self.akosha is None:
+            return None
+        return next((r for r in results if isinstance(r, Captured) and r.group == MEMORY_DB), None)
+
+    def _delivers(self, results: Sequence[CaptureResult], route: MemoryRoute) -> bool:
+        """This pass delivers memories to Akosha (before its upload)."""
+        return self._memory_db(results, route) is not None
+
     async def _memories(
         self, results: Sequence[CaptureResult], route: MemoryRoute, report: PassReport
     ) -> float | None:
         """Hand the private copy of ``reflection.duckdb`` to the Akosha route. Returns when
         to requeue it (None: delivered, or nothing to deliver)."""
-        if route == "none" or self.akosha is None:
-            return None
-        memory_db = next(
-            (r for r in results if isinstance(r, Captured) and r.group == MEMORY_DB), None
-        )
-        if memory_db is None:
+        memory_db = self._memory_db(results, route)
+        if memory_db is None or self.akosha is None:
             return None
         outcome = await self.akosha.deliver(memory_db.files[0].staged, wait=route == "wait")
         report.memories = outcome.report

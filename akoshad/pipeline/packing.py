@@ -30,7 +30,7 @@ import os
 import shutil
 import stat
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +111,10 @@ class PackSender:
         compression: bool = True,
         deduplicate: bool = True,
         sealing: Sealing | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.target = target
+        self.before_send = before_send  # awaited before each pack's first byte (send_gate)
         self.sealing = sealing
         self.state = state
         self.upload_id = upload_id
@@ -204,6 +206,8 @@ class PackSender:
                 await asyncio.to_thread(pack.path.unlink, missing_ok=True)
 
     async def _put_pack(self, pack: SealedPack) -> None:
+        if self.before_send is not None:
+            await self.before_send()
         await self.state.add_upload_pack(self.upload_id, pack.key)  # before any byte
         self.stats.in_flight += 1
         try:

@@ -24,16 +24,10 @@ from loguru import logger
 
 from akoshad.backoff import half_jitter_delay
 from akoshad.errors import PermanentError, TransientError
-from akoshad.manifest.layout import (
-    ManifestError,
-    encode_manifest,
-    manifest_key,
-    new_upload_id,
-    upload_prefix,
-)
-from akoshad.names import MEMORIES_NAME
+from akoshad.manifest.layout import new_upload_id
 from akoshad.pipeline.attempt import Attempt, SendFailed, no_extras
 from akoshad.pipeline.capture.snapshot import CaptureResult, Snapshotter
+from akoshad.pipeline.manifest_out import put_manifest
 from akoshad.pipeline.packing import PackSender, SentFile, clear_staging, fresh_staging
 from akoshad.pipeline.plan import (
     UploadPlan,
@@ -47,9 +41,9 @@ from akoshad.pipeline.plan import (
 from akoshad.pipeline.recovery import Discarder, discard_attempt
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import MemoriesJson
-from akoshad.pipeline.sealing import SealingSource, in_scope, put_extras
+from akoshad.pipeline.sealing import SealingSource, in_scope
+from akoshad.pipeline.send_gate import FirstSend, OwnerRefused, SendGate, held_back, hold
 from akoshad.pipeline.stats import Stats
-from akoshad.storage.format2 import build_manifest2, missing_documents, put_documents
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
@@ -98,8 +92,13 @@ class Uploader:
         results: list[CaptureResult],
         report: PassReport,
         memories_json: MemoriesJson | None = None,
+        gate: SendGate | None = None,
     ) -> None:
-        """Plan the upload of a pass's captures, send it, commit it (or fail it whole)."""
+        """Plan the upload of a pass's captures, send it, commit it (or fail it whole).
+        ``gate``: asked right before the first request that writes to ``target`` (packs are
+        made meanwhile); refused, nothing is sent or recorded and the rows wait."""
+        if self.sealing is not None and await held_back(self.state, gate, items, report):
+            return  # the name key may be stored in the target: asked first
         try:
             sealing = await self.sealing.for_target(target) if self.sealing else None
         except (TransientError, PermanentError) as exc:
@@ -111,6 +110,8 @@ class Uploader:
         claimed = {r.group for r in results}
         lost = [e for e in stale if e.group_path not in claimed]
         if lost:
+            if await held_back(self.state, gate, items, report):
+                return
             _, missing = resolve_ledger({e.path: e for e in lost}, full)
             await self._lost_chunks(target, lost, items, report, missing=bool(missing))
             return
@@ -123,22 +124,32 @@ class Uploader:
         report.retrying.update(plan.retrying)
         report.captures.extend(plan.captured)
         if not plan.changed:
-            await self._refresh(target, plan, report)
+            if not await held_back(self.state, gate, items, report):
+                await self._refresh(target, plan, report)
             return
 
         upload_id = new_upload_id(after=await self.state.latest_upload_id())
-        await self.state.begin_upload(upload_id, target.name, target.name, attempt_record(plan))
+        record = attempt_record(plan)
+        first = FirstSend(
+            gate, lambda: self.state.begin_upload(upload_id, target.name, target.name, record)
+        )
+        if gate is None:
+            await first()  # the attempt is persisted before anything else
         report.upload_id = upload_id
         # every entry of this upload that points at an earlier upload's chunks or object:
         # files not looked at (unchanged on disk) and captured files whose SHA-256 was unchanged
         report.deduplicated = len(plan.kept) + len(plan.reused)
         attempt = Attempt(upload_id, plan, table, sealing)
         try:
-            await self._send_all(target, attempt, report, memories_json)
+            await self._send_all(target, attempt, report, memories_json, first)
         except SendFailed as failed:
             if memories_json is not None and failed.extras:
                 memories_json.failed(upload_id)
-            await self._failed(target, upload_id, items, failed.error, report)
+            if gate is not None and isinstance(failed.error, OwnerRefused):
+                report.upload_id = ""
+                await hold(self.state, gate, items, str(failed.error), report)
+                return
+            await self._failed(target, upload_id, items, failed.error, report, begun=first.begun)
             return
         await self._commit(target, attempt, report)
         if memories_json is not None and attempt.extras:
@@ -215,10 +226,11 @@ class Uploader:
         attempt: Attempt,
         report: PassReport,
         memories_json: MemoriesJson | None,
+        first: FirstSend,
     ) -> None:
         """Packs (and the extra objects, made meanwhile), then the documents, then
-        ``manifest.json`` last. Raises ``SendFailed`` (carrying the extras made) when the
-        upload is lost."""
+        ``manifest.json`` last; ``first`` before the first request that writes. Raises
+        ``SendFailed`` (carrying the extras made) when the upload is lost."""
         staging = await asyncio.to_thread(fresh_staging, self.staging_dir)
         sender = PackSender(
             target=target,
@@ -232,6 +244,7 @@ class Uploader:
             compression=self.enable_compression,
             deduplicate=self.enable_deduplication,
             sealing=attempt.sealing,
+            before_send=first,
         )
         plan = attempt.plan
         try:
@@ -251,6 +264,7 @@ class Uploader:
             if isinstance(made, BaseException):
                 raise made
             attempt.new_refs = sender.new_refs
+            await first()  # no pack was sent: the gate is asked here
             await self._put_manifest(target, attempt, sent, report)
         except (TransientError, PermanentError, OSError) as exc:
             raise SendFailed(exc, attempt.extras) from exc
@@ -283,41 +297,10 @@ class Uploader:
         self, target: Target, attempt: Attempt, files: list[StoredFile], report: PassReport
     ) -> None:
         """The extras, the documents (index parts, chunk lists) and the manifest, last."""
-        sealing = attempt.sealing
-        own = upload_prefix(self.system_id, attempt.upload_id)
-        sent_bytes, sealed_extras = await put_extras(target, own, attempt.extras, sealing)
-        report.bytes_sent += sent_bytes
         skipped = {**await self.state.skipped(), **report.skipped}
         known = await self.state.known_documents(target.name)
-        try:
-            built = await asyncio.to_thread(
-                build_manifest2,
-                system_id=self.system_id,
-                upload_id=attempt.upload_id,
-                files=files,
-                skipped=skipped,
-                known_documents=known or frozenset(),
-                conversation_count=0
-                if sealed_extras
-                else sum(x.conversation_count for x in attempt.extras),
-                has_memories=not sealed_extras
-                and any(x.name == MEMORIES_NAME for x in attempt.extras),
-                name_key=None if sealing is None else sealing.key,
-                recipients=None if sealing is None else sealing.recipients,
-            )
-        except ManifestError as exc:
-            raise PermanentError(f"the manifest cannot be made: {exc}") from None
-        built.manifest["files"].extend(sealed_extras)
-        attempt.documents = built.document_keys
-        documents = built.documents
-        earlier = attempt.plan.kept or attempt.plan.reused  # else all new: nothing to ask
-        if known is None and documents and earlier:  # not known: a HEAD each, not a PUT
-            documents = await missing_documents(target, documents)
-        report.bytes_sent += await put_documents(target, documents)
-        report.bytes_sent += await target.put_bytes(
-            manifest_key(self.system_id, attempt.upload_id),
-            encode_manifest(built.manifest),
-            "application/json",
+        await put_manifest(
+            target, self.system_id, attempt, files, report, skipped=skipped, known=known
         )
 
     async def _commit(self, target: Target, attempt: Attempt, report: PassReport) -> None:
@@ -367,15 +350,22 @@ class Uploader:
         items: list[QueueItem],
         exc: BaseException,
         report: PassReport,
+        *,
+        begun: bool = True,
     ) -> None:
+        """A lost upload: its attempt failed and what it wrote removed (``begun``: it was
+        persisted, so something may have been sent), the rows retried later."""
         permanent = isinstance(exc, PermanentError)
         message = str(exc) or type(exc).__name__
         report.error = message
         report.permanent = permanent
         self.stats.counters.failures += 1
         self.stats.target(target.name).failed(message)
-        await self.state.fail_upload(upload_id, message)
-        await discard_attempt(self.state, self.discarder, target, upload_id)
+        if begun:
+            await self.state.fail_upload(upload_id, message)
+            await discard_attempt(self.state, self.discarder, target, upload_id)
+        else:
+            report.upload_id = ""
         attempts = max(i.attempts for i in items)
         delay = PERMANENT_RETRY_SECONDS if permanent else retry_delay(attempts, self.retry_backoff)
         if isinstance(exc, TransientError) and exc.retry_after:

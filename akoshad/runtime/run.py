@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from akoshad.runtime.daemon import Daemon
 
 Walked = Future[tuple[WalkResult, fastpath.StatMap | None]]
+# The longest the event loop's thread waits for the GIL while worker threads compute
+# (capture, chunking, the manifest's index parts): with Python's 5 ms, a request, which needs
+# the loop a few times, crawled while the index parts were made beside the PUTs of the first
+# ones (a first sync of 10,000 small files: 0.3-0.4 s more under load).
+GIL_SWITCH_SECONDS = 0.001
 
 
 def run_daemon(
@@ -42,6 +47,7 @@ def run_daemon(
 ) -> int:
     """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check)."""
     env = dict(environ or {})
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     refused = unavailable(settings.encryption)
     if refused:
         print(f"akoshad: {refused}", file=sys.stderr)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from typing import Any
 
 from isal import isal_zlib
@@ -36,11 +37,27 @@ MIN_COMPRESS_SIZE = 64  # smaller chunks are never worth a codec's framing
 # window beyond that is refused instead of allocated.
 ZSTD_WINDOW_LOG_MAX = max(MAX_CHUNK_SIZE.bit_length() - 1, 10)
 _GZIP_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]  # stub: instance
+_local = threading.local()  # each thread's zstd compressor
+
+
+def _zstd_frame(data: bytes) -> bytes:
+    """``data`` as one zstd frame, by this thread's compressor: making a compressor per
+    chunk (``zstd.compress``) costs several times the compression of a small chunk. The same
+    bytes as ``zstd.compress``; a compressor a failure left mid-frame is not reused."""
+    comp = getattr(_local, "zstd", None)
+    if comp is None:
+        comp = _local.zstd = zstd.ZstdCompressor(level=ZSTD_LEVEL)
+    try:
+        out: bytes = comp.compress(data, mode=zstd.ZstdCompressor.FLUSH_FRAME)
+    except BaseException:
+        _local.zstd = None
+        raise
+    return out
 
 
 def _encode(data: bytes, compression: ChunkCompression) -> bytes:
     if compression == "zstd":
-        return zstd.compress(data, level=ZSTD_LEVEL)
+        return _zstd_frame(data)
     if compression == "gzip":
         comp = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)
         return bytes(comp.compress(data) + comp.flush())

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from akoshad.manifest.layout import FileEntry, build_manifest, object_name, upload_prefix
 from akoshad.storage import chunk_parts
@@ -49,7 +50,7 @@ from akoshad.storage.documents import (
     index_part_json,
 )
 from akoshad.storage.name_key import NameKey
-from akoshad.storage.refs import Encryption
+from akoshad.storage.refs import ChunkRef, Encryption
 from akoshad.storage.sealed_documents import sealed_document_key, sealed_index_part_json
 from akoshad.storage.stored import StoredFile, WholeObject, check_files
 from akoshad.targets.base import Target
@@ -60,6 +61,7 @@ INDEX_INLINE_MAX = 200
 PART_BOUNDARY_BITS = 6
 PART_MAX_ENTRIES = 128  # bounds the part one change rewrites (the average is 64)
 DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
+DocumentSink = Callable[[str, bytes], None]  # (key, stored bytes) of a document just made
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,14 @@ class _Documents:
         system_id: str,
         known: Collection[str],
         sealed: tuple[NameKey, Recipients] | None = None,
+        sink: DocumentSink | None = None,
     ) -> None:
         self.system_id = system_id
         self.known = known
         self.sealed = sealed
+        self.sink = sink  # given: each new document goes there as it is made (not kept)
         self.new: dict[str, bytes] = {}
+        self.made: set[str] = set()  # keys of the new documents
         self.keys: set[str] = set()
         self.ends_part = chunk_parts.boundary_of(None if sealed is None else sealed[0])
 
@@ -106,9 +111,15 @@ class _Documents:
         else:
             key = sealed_document_key(self.system_id, kind, plain, self.sealed[0])
         self.keys.add(key)
-        if key not in self.known and key not in self.new:  # only what is not stored yet
+        if key not in self.known and key not in self.made:  # only what is not stored yet
+            self.made.add(key)
             stored = compress_document(plain)
-            self.new[key] = stored if self.sealed is None else seal(stored, self.sealed[1])
+            if self.sealed is not None:
+                stored = seal(stored, self.sealed[1])
+            if self.sink is None:
+                self.new[key] = stored
+            else:
+                self.sink(key, stored)
         return key
 
     def part_json(self, key: str) -> dict[str, Any]:
@@ -147,7 +158,7 @@ def entry_json(f: StoredFile, name: str, docs: _Documents | None = None) -> dict
     if whole is not None:
         out.update(whole.to_json())
         return out
-    chunks = [c.to_json() for c in f.chunks]
+    chunks = [c.to_json() for c in cast(tuple[ChunkRef, ...], f.parts)]
     if docs is not None and len(chunks) > CHUNKS_INLINE_MAX:
         out["chunk_list"] = chunk_list_json(docs.chunk_list(chunks))
     else:
@@ -162,28 +173,33 @@ def is_boundary(path: str) -> bool:
 
 
 def cut_parts(
-    entries: Sequence[dict[str, Any]], max_entries: int = PART_MAX_ENTRIES
+    entries: Iterable[dict[str, Any]], max_entries: int = PART_MAX_ENTRIES
 ) -> list[list[dict[str, Any]]]:
     """Entries (sorted by path) cut into index parts at content-defined boundaries."""
-    parts: list[list[dict[str, Any]]] = []
+    return list(iter_parts(entries, max_entries))
+
+
+def iter_parts(
+    entries: Iterable[dict[str, Any]], max_entries: int = PART_MAX_ENTRIES
+) -> Iterator[list[dict[str, Any]]]:
+    """:func:`cut_parts`, each part given as soon as its last entry is read."""
     current: list[dict[str, Any]] = []
     for entry in entries:
         current.append(entry)
         if len(current) >= max_entries or is_boundary(str(entry["path"])):
-            parts.append(current)
+            yield current
             current = []
     if current:
-        parts.append(current)
-    return parts
+        yield current
 
 
 def _names(files: Sequence[StoredFile]) -> dict[str, str]:
     """Entry names: a whole object keeps its object's name; a chunked file gets its path
     flattened, unique within the upload."""
-    taken = {f.name for f in files if f.whole is not None and f.name}
+    taken = {f.name for f in files if f.name and f.whole is not None}
     names: dict[str, str] = {}
     for f in files:
-        if f.whole is not None and f.name:
+        if f.name and f.whole is not None:
             names[f.path] = f.name
         else:
             names[f.path] = object_name(f.path, "none", taken)
@@ -226,12 +242,16 @@ def build_manifest2(
     use_index: bool | None = None,
     name_key: NameKey | None = None,
     recipients: Recipients | None = None,
+    sink: DocumentSink | None = None,
 ) -> Format2Manifest:
     """The format-2 manifest of ``files`` and the documents to store before it.
 
     Every file is checked first (``stored.check_files``: ManifestError, nothing made).
     ``use_index``: None = only past :data:`INDEX_INLINE_MAX` files; True/False = always/never.
     ``name_key`` and ``recipients``: seal every document (see the module docstring).
+    ``sink``: each new document is handed to it as soon as it is made (the index parts
+    one by one, as the entries are cut), and ``documents`` is empty; an exception it
+    raises ends the build.
     """
     sealed = None
     if name_key is not None and recipients is not None:
@@ -253,12 +273,12 @@ def build_manifest2(
     manifest["total_size_bytes"] = sum(f.size for f in ordered)
     metadata: dict[str, Any] = manifest["metadata"]
     metadata["format"] = FORMAT
-    docs = _Documents(system_id, known_documents, sealed)
+    docs = _Documents(system_id, known_documents, sealed, sink)
     names = _names(ordered)
-    entries = [entry_json(f, names[f.path], docs) for f in ordered]
-    if use_index or (use_index is None and len(entries) > INDEX_INLINE_MAX):
+    entries = (entry_json(f, names[f.path], docs) for f in ordered)
+    if use_index or (use_index is None and len(ordered) > INDEX_INLINE_MAX):
         del metadata["files"]
-        parts = [docs.add("index", {"files": part}) for part in cut_parts(entries)]
+        parts = [docs.add("index", {"files": part}) for part in iter_parts(entries)]
         metadata["index"] = {"parts": [docs.part_json(key) for key in parts]}
         if sealed is not None:
             skips = metadata.pop("skipped")
@@ -269,7 +289,7 @@ def build_manifest2(
                     "encryption": "age",
                 }
     else:
-        metadata["files"] = entries
+        metadata["files"] = list(entries)
     return Format2Manifest(manifest, list(docs.new.items()), frozenset(docs.keys))
 
 
@@ -302,3 +322,65 @@ async def put_documents(target: Target, documents: list[tuple[str, bytes]]) -> i
         if isinstance(result, BaseException):
             raise result
     return sum(r for r in results if isinstance(r, int))
+
+
+class _Stopped(Exception):
+    """A document PUT failed: the build stops at its next document."""
+
+
+async def build_and_put(
+    target: Target, build: Callable[[DocumentSink], Format2Manifest]
+) -> tuple[Format2Manifest, int]:
+    """Run ``build`` (a :func:`build_manifest2` given its ``sink``) in a thread and PUT
+    each document it makes as soon as it is made, :data:`DOCUMENTS_IN_FLIGHT` at once, so
+    the first parts go up while the last are made: (what it built, the bytes sent). Every
+    PUT and the build are awaited; the first failure is raised (a failed PUT ends the
+    build at its next document, and no further document is sent)."""
+    loop = asyncio.get_running_loop()
+    made: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+    stop = threading.Event()
+
+    def sink(key: str, data: bytes) -> None:
+        if stop.is_set():
+            raise _Stopped
+        loop.call_soon_threadsafe(made.put_nowait, (key, data))
+
+    def run() -> Format2Manifest:
+        try:
+            return build(sink)
+        finally:
+            loop.call_soon_threadsafe(made.put_nowait, None)
+
+    builder = asyncio.ensure_future(asyncio.to_thread(run))
+    gate = asyncio.Semaphore(DOCUMENTS_IN_FLIGHT)
+    puts: list[asyncio.Task[int]] = []
+    failed: list[BaseException] = []
+
+    async def one(key: str, data: bytes) -> int:
+        try:
+            return await target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
+        except Exception as exc:
+            failed.append(exc)
+            stop.set()
+            return 0
+        finally:
+            gate.release()
+
+    try:
+        while (doc := await made.get()) is not None:
+            await gate.acquire()
+            if failed:
+                gate.release()
+                continue
+            puts.append(asyncio.create_task(one(*doc)))
+    except BaseException:
+        stop.set()
+        for task in puts:
+            task.cancel()
+        raise
+    finally:
+        await asyncio.gather(*puts, return_exceptions=True)
+        await asyncio.gather(builder, return_exceptions=True)
+    if failed:
+        raise failed[0]
+    return builder.result(), sum(t.result() for t in puts)

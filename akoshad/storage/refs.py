@@ -148,8 +148,16 @@ class ChunkRef:
         return self.offset + self.length
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest form (field order as in the contract)."""
-        return {f: getattr(self, f) for f in CHUNK_FIELDS}
+        """The manifest form (field order as in the contract: ``CHUNK_FIELDS``)."""
+        return {
+            "sha256": self.sha256,
+            "size": self.size,
+            "key": self.key,
+            "offset": self.offset,
+            "length": self.length,
+            "compression": self.compression,
+            "encryption": self.encryption,
+        }
 
     @classmethod
     def from_json(cls, obj: object, what: str = "chunk ref") -> ChunkRef:

@@ -163,10 +163,14 @@ def _check_whole(whole: WholeObject, f: StoredFile, root: str, where: str) -> No
         )
 
 
-def check_stored_file(f: StoredFile, system_id: str, where: str = "") -> None:
+def check_stored_file(
+    f: StoredFile, system_id: str, where: str = "", *, keys_ok: set[str] | None = None
+) -> None:
     """:class:`ManifestError` (one line naming ``where``) unless ``f`` is safe to write
     and to restore: a safe relative path, known kind, sizes and hashes well-formed, parts
-    either one whole object or chunks adding up to ``size``, keys under the system."""
+    either one whole object or chunks adding up to ``size``, keys under the system. Each
+    chunk ref is valid as made (``ChunkRef.validate`` runs when one is made). ``keys_ok``:
+    chunk keys found good already (a pack's key is checked once; good ones are added)."""
     where = where or "entry"
     if not isinstance(f.path, str):
         raise ManifestError(f"{where}: path is not a string")
@@ -188,17 +192,18 @@ def check_stored_file(f: StoredFile, system_id: str, where: str = "") -> None:
     if whole is not None:
         _check_whole(whole, f, root, where)
         return
-    if not all(isinstance(p, ChunkRef) for p in f.parts):
+    chunks = f.parts
+    if not all(isinstance(p, ChunkRef) for p in chunks):
         raise ManifestError(f"{where}: a whole object must be the file's only part")
-    chunks = f.chunks
     try:
-        for i, ref in enumerate(chunks):
-            ref.validate(f"{where}: chunk {i + 1}")
-        check_file_chunks(list(chunks), f.size, where)
+        check_file_chunks(cast(list[ChunkRef], list(chunks)), f.size, where)
     except RefError as exc:
         raise ManifestError(str(exc)) from None
     for i, ref in enumerate(chunks):
-        _check_key(ref.key, root, f"{where}: chunk {i + 1}")
+        if keys_ok is None or ref.key not in keys_ok:
+            _check_key(ref.key, root, f"{where}: chunk {i + 1}")
+            if keys_ok is not None:
+                keys_ok.add(ref.key)
 
 
 def check_paths(files: Iterable[StoredFile]) -> None:
@@ -210,6 +215,7 @@ def check_paths(files: Iterable[StoredFile]) -> None:
 def check_files(files: Sequence[StoredFile], system_id: str) -> None:
     """Every file checked (:func:`check_stored_file`) and the paths together
     (:func:`check_paths`)."""
+    keys_ok: set[str] = set()
     for i, f in enumerate(files):
-        check_stored_file(f, system_id, f"file {i + 1}")
+        check_stored_file(f, system_id, f"file {i + 1}", keys_ok=keys_ok)
     check_paths(files)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from akoshad.fileio import LiveStat
 from akoshad.redaction import redact
 
 HISTORY_KEEP = 2000
+_HEX_ID = re.compile(r"[0-9a-f]{1,128}")  # a chunk identity JSON spells as it is
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,12 @@ _LEDGER_COLS = (
 
 
 def encode_chunk_ids(ids: Iterable[tuple[str, int]]) -> str:
-    """The ledger's ``chunks`` column: compact JSON of [sha256, size] pairs."""
-    return json.dumps([[sha, size] for sha, size in ids], separators=(",", ":"))
+    """The ledger's ``chunks`` column: compact JSON of [sha256, size] pairs (spelt out
+    directly when every identity is lowercase hex and every size an int: the same text)."""
+    pairs = list(ids)
+    if all(type(size) is int and _HEX_ID.fullmatch(sha) for sha, size in pairs):
+        return "[" + ",".join(f'["{sha}",{size}]' for sha, size in pairs) + "]"
+    return json.dumps([[sha, size] for sha, size in pairs], separators=(",", ":"))
 
 
 def decode_chunk_ids(text: str) -> list[tuple[str, int]]:

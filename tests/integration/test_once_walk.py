@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +48,14 @@ def _setup(tmp_path: Path) -> tuple[Settings, dict[str, str], list[str]]:
 
 
 @pytest.fixture
-def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``run_daemon`` in this process: the test's log sinks and heap stay as they are."""
+def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``run_daemon`` in this process: the test's log sinks, heap and GIL switch interval
+    stay as they are."""
     monkeypatch.setattr(run, "setup_logging", lambda *a, **k: None)
     monkeypatch.setattr(run, "bounded_heap", lambda: None)
+    interval = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(interval)
 
 
 @pytest.mark.usefixtures("in_process")
@@ -141,3 +147,23 @@ def test_run_once_begins_its_walk_before_the_daemon_is_made(
     assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
     assert seen == [True]
     assert fastpath.try_unchanged(argv, env)
+
+
+@pytest.mark.usefixtures("in_process")
+def test_the_event_loop_waits_at_most_a_millisecond_for_the_gil(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While worker threads compute, the loop's thread gets the GIL within
+    ``GIL_SWITCH_SECONDS`` (Python's default is 5 ms): measured inside the run."""
+    settings, env, argv = _setup(tmp_path)
+    seen: list[float] = []
+    real = Uploader.upload
+
+    async def upload(self: Uploader, *args: Any, **kwargs: Any) -> None:
+        seen.append(sys.getswitchinterval())
+        await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Uploader, "upload", upload)
+    sys.setswitchinterval(0.005)  # Python's default (the fixture puts back the test's)
+    assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
+    assert seen == [run.GIL_SWITCH_SECONDS] and run.GIL_SWITCH_SECONDS <= 0.001

@@ -66,7 +66,8 @@ def _kill_mid_pass(tmp_path: Path, log: Path) -> list[Path]:
 
 
 def _plant_other_leftovers(state: Path, outside: Path) -> None:
-    """What a killed prune and a killed drill leave, and a link that must not be followed."""
+    """What a killed prune and a killed drill leave, and a link that must not be followed
+    (``packs`` itself, or in the pack files a killed pass left there)."""
     (state / "prune").mkdir(mode=0o700)
     (state / "prune" / "pack-1.tmp").write_bytes(b"plaintext chunk bodies")
     drill = state / "drill-k1ll3d"
@@ -75,7 +76,11 @@ def _plant_other_leftovers(state: Path, outside: Path) -> None:
     (drill / "store" / "activity.db").write_bytes(b"plaintext copy")
     outside.mkdir()
     (outside / "keep.txt").write_text("not ours")
-    (state / "packs").symlink_to(outside)
+    packs = state / "packs"
+    if packs.is_dir() and not packs.is_symlink():  # the killed pass had packed its files
+        (packs / "elsewhere").symlink_to(outside)
+    else:
+        packs.symlink_to(outside)
 
 
 def _assert_clean(state: Path, outside: Path) -> None:

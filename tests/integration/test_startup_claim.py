@@ -6,6 +6,7 @@ answered (a claim lost during the settle sends nothing)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,17 @@ from typing import Any
 import pytest
 
 from akoshad.config import load_settings
+from akoshad.errors import TransientError
 from akoshad.names import EXIT_FAIL, EXIT_OK
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.ownership import OwnerGate
+from akoshad.pipeline.packing import PackSender
 from akoshad.pipeline.recovery import Recovery
-from akoshad.pipeline.upload import Uploader
 from akoshad.runtime.daemon import Daemon
-from akoshad.storage.owner import OwnerRecord, Ownership
+from akoshad.storage.owner import OWNER_NAME, OwnerRecord, Ownership
 from akoshad.store.db import StateDB
 from akoshad.targets import Target
+from akoshad.targets.local import LocalTarget
 from tests.helpers import manifests
 
 
@@ -95,18 +98,24 @@ async def test_a_crashed_upload_is_settled_after_the_claim(
 def _timeline(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, bool]]
 ) -> None:
-    """Record (event, whether the start's claim was answered by then): the captures and
-    the first write of an upload."""
-    real_claim, real_capture, real_upload = (
+    """Record (event, whether the start's claim was answered by then): the captures, the
+    packing of the files and each write to the target other than the owner record (a
+    pack, a document, the manifest)."""
+    real_claim, real_capture, real_chunk = (
         OwnerGate._refusal,
         Drain.capture_all,
-        Uploader.upload,
+        PackSender._chunk_files,
     )
+    real_put_file, real_put_bytes = LocalTarget.put_object_file, LocalTarget.put_bytes
     answered = asyncio.Event()
+    packing = threading.Event()
 
     async def claim(gate: OwnerGate, target: Target, *, force: bool) -> str | None:
         try:
-            return await real_claim(gate, target, force=force)
+            got = await real_claim(gate, target, force=force)
+            if force:  # answered only once the first pass packs (or after 10 s)
+                await asyncio.to_thread(packing.wait, 10)
+            return got
         finally:
             answered.set()
 
@@ -114,13 +123,34 @@ def _timeline(
         events.append(("capture", answered.is_set()))
         return await real_capture(drain, *args, **kwargs)
 
-    async def upload(uploader: Uploader, *args: Any, **kwargs: Any) -> None:
-        events.append(("upload", answered.is_set()))
-        await real_upload(uploader, *args, **kwargs)
+    def chunk_files(sender: PackSender, *args: Any) -> Any:
+        events.append(("pack", answered.is_set()))  # in a thread: read by the loop later
+        packing.set()
+        return real_chunk(sender, *args)
+
+    async def put_object_file(target: LocalTarget, key: str, *args: Any) -> int:
+        events.append(("write", answered.is_set()))
+        return await real_put_file(target, key, *args)
+
+    async def put_bytes(target: LocalTarget, key: str, data: bytes, content_type: str) -> int:
+        if not key.endswith(f"/{OWNER_NAME}"):
+            events.append(("write", answered.is_set()))
+        return await real_put_bytes(target, key, data, content_type)
 
     monkeypatch.setattr(OwnerGate, "_refusal", claim)
     monkeypatch.setattr(Drain, "capture_all", capture_all)
-    monkeypatch.setattr(Uploader, "upload", upload)
+    monkeypatch.setattr(PackSender, "_chunk_files", chunk_files)
+    monkeypatch.setattr(LocalTarget, "put_object_file", put_object_file)
+    monkeypatch.setattr(LocalTarget, "put_bytes", put_bytes)
+
+
+async def _history(tmp_path: Path) -> list[Any]:
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    try:
+        return await state.transaction(lambda c: c.execute("SELECT * FROM uploads").fetchall())
+    finally:
+        await state.close()
 
 
 async def test_the_first_pass_captures_while_the_claim_settles_and_sends_after_it(
@@ -130,7 +160,10 @@ async def test_the_first_pass_captures_while_the_claim_settles_and_sends_after_i
     events: list[tuple[str, bool]] = []
     _timeline(daemon, monkeypatch, events)
     assert await daemon.run_once() == EXIT_OK
-    assert events == [("capture", False), ("upload", True)]
+    # packed while the claim settled too; every write after the claim's answer
+    assert events[:2] == [("capture", False), ("pack", False)]
+    assert [e for e in events[2:] if e[0] != "write" or not e[1]] == []
+    assert ("write", True) in events
     assert len(manifests(tmp_path / "outbox", "startup-test")) == 1
 
 
@@ -156,12 +189,51 @@ async def test_a_claim_lost_while_settling_sends_nothing(
 
     monkeypatch.setattr(Ownership, "_write", write)
     assert await daemon.run_once() == EXIT_FAIL
-    assert events == [("capture", False)]  # captured while settling, never sent
+    # captured and packed while settling, never sent, no upload recorded
+    assert events == [("capture", False), ("pack", False)]
     assert manifests(tmp_path / "outbox", "startup-test") == []
+    assert await _history(tmp_path) == []
     state = StateDB(tmp_path / "state" / "state.db")
     await state.open()
     try:
         (item,) = await state.queue_items()
         assert item.path == "a.json" and "other-host" in (item.last_error or "")
+    finally:
+        await state.close()
+
+
+async def test_an_upload_lost_before_the_claim_is_answered_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packing fails while the claim settles: nothing was sent, so nothing is cleaned up
+    in the target (no listing of an upload's folder) and no upload is recorded; the
+    change waits for its retry."""
+    daemon = _daemon(tmp_path)
+    events: list[tuple[str, bool]] = []
+    _timeline(daemon, monkeypatch, events)
+    chunk = PackSender._chunk_files  # _timeline's, which records the packing
+
+    def fails(sender: PackSender, *args: Any) -> Any:
+        chunk(sender, *args)
+        raise TransientError("a.json changed between its capture and its upload")
+
+    listed: list[str] = []
+    real_list = LocalTarget.list_keys
+
+    def list_keys(target: LocalTarget, prefix: str) -> Any:
+        listed.append(prefix)
+        return real_list(target, prefix)
+
+    monkeypatch.setattr(PackSender, "_chunk_files", fails)
+    monkeypatch.setattr(LocalTarget, "list_keys", list_keys)
+    assert await daemon.run_once() == EXIT_FAIL
+    assert events == [("capture", False), ("pack", False)]
+    assert [p for p in listed if p.startswith("systems/startup-test/uploads/2")] == []
+    assert await _history(tmp_path) == []
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    try:
+        (item,) = await state.queue_items()
+        assert "changed between its capture" in (item.last_error or "")
     finally:
         await state.close()

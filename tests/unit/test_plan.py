@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from akoshad.manifest.facts import Facts
 from akoshad.pipeline.capture.snapshot import (
     Captured,
     CapturedFile,
@@ -209,6 +211,28 @@ def test_attempt_record_lists_what_recovery_needs() -> None:
     assert record["new"] == ["b.txt"] and record["removed"] == ["gone.txt"]
     assert record["live"] == {"a.txt": [3, 2, 2, 7], "b.txt": [3, 2, 2, 7]}
     assert record["groups"] == {"a.txt": "a.txt", "b.txt": "b.txt"}
+
+
+def test_chunk_ids_column_is_compact_json() -> None:
+    """Spelt out directly for hex identities, by ``json`` otherwise: the same text."""
+    for ids in (
+        [(SHA_A, 5)],
+        [(SHA_A, 0), ("0f" * 40, 1 << 40)],
+        [],
+        [('we"ird\\', 3)],
+        [("ABCDEF", 2)],
+        [(SHA_A, True)],
+    ):
+        text = encode_chunk_ids(ids)
+        assert text == json.dumps([list(p) for p in ids], separators=(",", ":"))
+
+
+def test_facts_column_is_compact_sorted_json() -> None:
+    for facts in (Facts(json_ok=True), Facts(rows=(("a", 1), ("b", 2))), Facts(json_ok=False)):
+        spelt = json.dumps(facts.as_fields(), sort_keys=True, separators=(",", ":"))
+        assert facts.to_json() == facts.to_json() == spelt
+        assert Facts.from_json(facts.to_json()) == facts
+    assert Facts().to_json() == "{}"
 
 
 def test_chunk_ids_column_is_strict() -> None:

@@ -24,6 +24,7 @@ from akoshad.pipeline.capture.snapshot import (
     Vanished,
     classify_open_error,
 )
+from akoshad.storage.chunker import Chunk
 from tests.storegen import LiveWriter, duckdb_rows, make_reflection, make_sqlite, sqlite_rows
 
 
@@ -68,7 +69,7 @@ def test_small_plain_file_is_held_in_memory(snap: Snapshotter) -> None:
     assert f.facts == Facts(json_ok=True) and torn.files[0].facts == Facts(json_ok=False)
     assert f.live.same_content_identity(LiveStat.of(os.lstat(path)))
     assert list(snap.staging.iterdir()) == []
-    assert [c.data for c in captured_chunks(f)] == [b'{"a": 1}']
+    assert list(captured_chunks(f)) == [Chunk(0, 8, _sha(path), b'{"a": 1}')]
     assert snap.memory.used == 8 + 6
     snap.reset_staging()  # the pass is over
     assert f.held.data is None and snap.memory.used == 0
@@ -259,9 +260,9 @@ def test_held_file_vanishing_mid_read_is_deletion(
     path.write_text("{}" * 1000)
     real = mod.read_resolved
 
-    def read_then_delete(src: Path, limit: int) -> bytes:
+    def read_then_delete(src: str | Path, limit: int) -> bytes:
         data = real(src, limit)
-        src.unlink()
+        Path(src).unlink()
         return data
 
     monkeypatch.setattr(mod, "read_resolved", read_then_delete)
@@ -281,7 +282,7 @@ def test_held_file_changing_mid_read_is_read_again(
     real = mod.read_resolved
     calls = []
 
-    def read_rewritten(src: Path, limit: int) -> bytes:
+    def read_rewritten(src: str | Path, limit: int) -> bytes:
         calls.append(1)
         data = real(src, limit)
         if len(calls) == 1:  # the writer replaces the file while it is read
@@ -372,7 +373,7 @@ def test_link_swapped_in_after_the_check_is_not_followed(
     path.write_text("{}")
     real = snap._resolve
 
-    def resolve_then_swap(live: Path) -> Path:
+    def resolve_then_swap(live: str) -> str:
         out = real(live)
         path.unlink()
         os.symlink(secret, path)
@@ -400,7 +401,7 @@ def test_directory_swapped_for_link_after_the_check_is_refused(
     (sub / "f.json").write_text("{}")
     real = snap._resolve
 
-    def resolve_then_swap(live: Path) -> Path:
+    def resolve_then_swap(live: str) -> str:
         out = real(live)
         (sub / "f.json").unlink()
         sub.rmdir()
@@ -474,3 +475,44 @@ def test_links_inside_data_dir_are_followed(snap: Snapshotter) -> None:
         assert isinstance(res, Captured), rel
         held = res.files[0].held
         assert held is not None and held.data == b'{"in": 1}'
+
+
+def test_links_are_judged_by_what_they_lead_to(snap: Snapshotter) -> None:
+    """The capture's first look is the entry's own ``lstat``; a link is then followed as
+    before: a dangling one is a deletion, a loop is refused, a link to a directory is no
+    file."""
+    os.symlink(snap.data_dir / "missing.json", snap.data_dir / "dangling.json")
+    os.symlink(snap.data_dir / "loop.json", snap.data_dir / "loop.json")
+    (snap.data_dir / "d").mkdir()
+    os.symlink(snap.data_dir / "d", snap.data_dir / "dir-link.json")
+    assert snap.capture("dangling.json") == Vanished("dangling.json")
+    assert snap.capture("loop.json") == Skipped("loop.json", "symlink loop")
+    assert snap.capture("dir-link.json") == Vanished("dir-link.json")
+    assert snap.capture("d") == Vanished("d")
+    assert snap.memory.used == 0
+
+
+def test_file_rewritten_after_the_first_look_is_read_again(
+    snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first stat of a held file is the capture's first look: a file rewritten after it
+    (before the read) is read again, and its capture holds the new bytes and stat."""
+    path = snap.data_dir / "s.json"
+    path.write_text('{"v": 1}')
+    resolve = snap._resolve
+    rewrites = []
+
+    def resolve_then_rewrite(live: str) -> str:
+        if not rewrites:
+            rewrites.append(live)
+            path.write_text('{"v": 22222}')
+        return resolve(live)
+
+    monkeypatch.setattr(snap, "_resolve", resolve_then_rewrite)
+    res = snap.capture("s.json")
+    assert isinstance(res, Captured) and rewrites
+    (f,) = res.files
+    assert f.held is not None and f.held.data == b'{"v": 22222}'
+    assert f.size == 12 and f.live.size == 12 and f.live.inode == path.stat().st_ino
+    assert f.sha256 == _sha(path)
+    assert snap.memory.used == 12

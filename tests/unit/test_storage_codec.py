@@ -9,6 +9,7 @@ import random
 import sys
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import given, settings
@@ -43,6 +44,23 @@ def test_default_codec_is_zstd() -> None:
     used, stored = compress(TEXT)
     assert used == "zstd"
     assert stored.startswith(b"\x28\xb5\x2f\xfd")
+
+
+def test_each_zstd_chunk_is_a_frame_of_its_own() -> None:
+    """The thread's compressor is reused: every chunk still comes out as one whole frame,
+    the same bytes as a fresh compressor makes, decoding on its own (also after a call
+    that failed, and in another thread)."""
+    chunks = [TEXT[i : i + n] for i, n in ((0, 100), (7, 5000), (0, len(TEXT)), (3, 300))]
+    outs = [compress(c, "zstd") for c in chunks]
+    with pytest.raises(TypeError):
+        codec._zstd_frame(object())  # type: ignore[arg-type]
+    outs.append(compress(chunks[1], "zstd"))
+    with ThreadPoolExecutor(1) as pool:
+        outs.append(pool.submit(compress, chunks[2], "zstd").result())
+    for data, (used, stored) in zip([*chunks, chunks[1], chunks[2]], outs, strict=True):
+        assert used == "zstd"
+        assert stored == zstd.compress(data, level=codec.ZSTD_LEVEL)
+        assert decompress(stored, "zstd", len(data)) == data
 
 
 @pytest.mark.parametrize("codec", ["zstd", "gzip"])

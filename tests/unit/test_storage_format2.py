@@ -8,13 +8,15 @@ import hashlib
 import json
 import re
 import shutil
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
-from akoshad.errors import IntegrityError
+from akoshad.errors import IntegrityError, TransientError
 from akoshad.manifest.facts import Facts
 from akoshad.manifest.layout import (
     ManifestError,
@@ -28,7 +30,9 @@ from akoshad.storage.documents import canonical_json, document_key
 from akoshad.storage.fetch import WholeObjectRanges, fetch_file
 from akoshad.storage.format2 import (
     CHUNKS_INLINE_MAX,
+    DocumentSink,
     Format2Manifest,
+    build_and_put,
     build_manifest2,
     missing_documents,
 )
@@ -280,8 +284,13 @@ async def test_validation_errors_are_one_clear_line(
 
 def test_the_writer_refuses_what_the_reader_would() -> None:
     f = fake_file(1, pack_key(1))
+    g = fake_file(2, pack_key(1))
+    outside = replace(g.chunks[0], key="systems/other/packs/aa/x")
+    elsewhere = replace(g, path="sessions/other.json", parts=(outside,))
     for bad, said in [
         ([f, f], "listed twice"),
+        # each key is checked (a good one only once): another file's good key lets none by
+        ([f, g, elsewhere], r"file 3 .*: chunk 1: key .* is not under systems/box-1/"),
         ([replace(f, path="/abs")], "unsafe path"),
         ([replace(f, size=f.size + 1)], "chunk sizes add up"),
     ]:
@@ -469,3 +478,80 @@ async def test_encrypted_or_foreign_index_parts_are_refused() -> None:
         target.objects[key] = gzip.compress(b'{"files":[]}')
         with pytest.raises(ManifestError, match=re.escape(said)):
             await read_entries(target, manifest)
+
+
+class _PutsSeen(MemTarget):
+    """Counts PUTs; the ``fail_at``-th one fails (``failed`` is set once the step that
+    saw it fail has ended)."""
+
+    def __init__(self, fail_at: int = 0) -> None:
+        super().__init__()
+        self.seen = threading.Event()
+        self.failed = threading.Event()
+        self.calls = 0
+        self.fail_at = fail_at
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
+        self.calls += 1
+        self.seen.set()
+        if self.calls == self.fail_at:
+            asyncio.get_running_loop().call_soon(self.failed.set)
+            raise TransientError("the target went away")
+        return await super().put_bytes(key, data, content_type)
+
+
+async def test_documents_go_up_while_the_rest_are_made() -> None:
+    """build_and_put PUTs each document as soon as it is made: the build waits (in its
+    thread) after its first document until that one reached the target; in the end the
+    target holds exactly the documents a plain build returns."""
+    files = [fake_file(i, pack_key(0)) for i in range(2000)]
+    target = _PutsSeen()
+    made: list[str] = []
+
+    def build(sink: DocumentSink) -> Format2Manifest:
+        def first_waits(key: str, data: bytes) -> None:
+            sink(key, data)
+            made.append(key)
+            if len(made) == 1:  # never seen: the documents wait for the end of the build
+                assert target.seen.wait(30), "the first document was not sent during the build"
+
+        return build_manifest2(
+            system_id=SID, upload_id=UP1, files=files, skipped={}, sink=first_waits
+        )
+
+    built, sent = await build_and_put(target, build)
+    plain = build_manifest2(system_id=SID, upload_id=UP1, files=files, skipped={})
+    assert built.documents == [] and built.manifest == {**plain.manifest, "uploaded_at": ANY}
+    assert target.objects == dict(plain.documents) and sent == plain.document_bytes
+    assert made == [k for k, _ in plain.documents] and len(made) > 20
+
+
+async def test_a_failed_document_put_stops_the_build() -> None:
+    """A failed PUT is raised once every PUT in flight and the build have ended; the build
+    stops at its next document and nothing more is sent."""
+    files = [fake_file(i, pack_key(0)) for i in range(2000)]
+    target = _PutsSeen(fail_at=3)
+    made: list[str] = []
+
+    def build(sink: DocumentSink) -> Format2Manifest:
+        def after_the_failure(key: str, data: bytes) -> None:
+            if len(made) == 3:  # the first three go up meanwhile, the third fails
+                assert target.failed.wait(30)
+            sink(key, data)
+            made.append(key)
+
+        return build_manifest2(
+            system_id=SID, upload_id=UP1, files=files, skipped={}, sink=after_the_failure
+        )
+
+    with pytest.raises(TransientError, match="went away"):
+        await build_and_put(target, build)
+    assert len(made) == 3 and target.calls == 3 and len(target.objects) == 2
+    with pytest.raises(ManifestError, match="listed twice"):
+        await build_and_put(
+            target,
+            lambda sink: build_manifest2(
+                system_id=SID, upload_id=UP1, files=[files[0], files[0]], skipped={}, sink=sink
+            ),
+        )
+    assert target.calls == 3

@@ -121,13 +121,18 @@ class CapturedFile:
 
 def captured_chunks(f: CapturedFile) -> Iterator[Chunk]:
     """The chunks of a captured file: from its bytes when held in memory, else read from
-    ``staged`` (the private copy, or the live file of an in-place capture)."""
+    ``staged`` (the private copy, or the live file of an in-place capture). Held bytes
+    below ``CHUNK_MIN_FILE`` are one chunk, whose sha256 is the file's (taken when they
+    were read)."""
     if f.held is None:
         yield from iter_file_chunks(f.staged)
         return
     data = f.held.data
     if data is None:
         raise RuntimeError(f"{f.path}: its captured bytes were released with their pass")
+    if f.sha256 is not None and 0 < len(data) < CHUNK_MIN_FILE:
+        yield Chunk(0, len(data), f.sha256, data)
+        return
     yield from iter_stream_chunks(io.BytesIO(data))
 
 
@@ -187,7 +192,7 @@ def stat_or_none(path: Path) -> os.stat_result | None:
         return None
 
 
-def lstat_or_none(path: Path) -> os.stat_result | None:
+def lstat_or_none(path: str | Path) -> os.stat_result | None:
     """The path's own stat (a symlink is not followed), None when missing."""
     try:
         return os.lstat(path)
@@ -251,7 +256,7 @@ def _backoff(attempt: int) -> float:
     return exponential(attempt, BACKOFF_START, BACKOFF_CAP)
 
 
-def _regular_lstat(path: Path) -> os.stat_result:
+def _regular_lstat(path: str | Path) -> os.stat_result:
     """The stat of ``path``, which must be a regular file itself (not a symlink)."""
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):

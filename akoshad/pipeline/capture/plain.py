@@ -5,6 +5,7 @@ read it."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from akoshad.errors import SnapshotError
@@ -44,13 +45,16 @@ def _read_failed(exc: OSError) -> BaseException:
 class PlainCapture(CaptureBase):
     """Plain files: in memory, a stable copy, or (large) where they lie; see the module."""
 
-    def _capture_in_memory(self, rel: str, real: Path) -> CaptureResult | None:
+    def _capture_in_memory(
+        self, rel: str, real: str | Path, first: os.stat_result | None = None
+    ) -> CaptureResult | None:
         """A small plain file read once into memory, under the pass's memory budget: its
         stat identity (size, mtime, inode) must be the same before and after the read,
         else it is read again. None: not one (too big, no budget left, or its head says
-        DuckDB or SQLite): the caller captures it the usual way."""
+        DuckDB or SQLite): the caller captures it the usual way. ``first``: the file's own
+        ``lstat``, just taken by the caller (a regular file): the first read's "before"."""
         for attempt in range(self.attempts):
-            before = _regular_lstat(real)
+            before = first if attempt == 0 and first is not None else _regular_lstat(real)
             size = before.st_size
             if size >= self.memory_max_file or not self.memory.take(size):
                 return None

@@ -99,7 +99,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         self._dirs.clear()
         return fresh_private_dir(self.staging)
 
-    def _resolve(self, live: Path) -> Path:
+    def _resolve(self, live: str) -> str:
         """``resolve_under`` for a store file, its directories' resolution kept for the pass
         (10,000 files are not each resolved component by component: a directory costs one
         ``lstat``). A directory swapped for a link later is still caught: ``open_resolved``
@@ -108,15 +108,14 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         if root is None:
             root = self._root_real = self.data_dir.resolve()
         base = f"{self.data_dir}/"
-        path = str(live)
-        rel = path[len(base) :]
-        if not path.startswith(base) or ".." in rel.split("/"):
-            return resolve_under(root, live)
+        rel = live[len(base) :]
+        if not live.startswith(base) or ".." in rel.split("/"):
+            return str(resolve_under(root, Path(live)))
         head, _, name = rel.rpartition("/")
         real = f"{self._resolve_dir(head, root) if head else root}/{name}"
         if os.path.islink(real):  # a link inside data_dir: where it leads must stay inside
-            return resolve_under(root, live)
-        return Path(real)
+            return str(resolve_under(root, Path(live)))
+        return real
 
     def _resolve_dir(self, rel: str, root: Path) -> str:
         """The resolved path of the store directory ``rel`` (kept for the pass)."""
@@ -129,14 +128,23 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             self._dirs[rel] = got
         return got
 
-    def capture(self, rel: str, hash_if_size: int | None = None) -> CaptureResult:
-        """Capture one store file (blocking). Never raises for a vanished/unreadable file.
+    def _live(self, rel: str) -> str:
+        """The live path of the store file ``rel`` (a plain join when ``rel`` is clean)."""
+        parts = rel.split("/")
+        if rel and not any(p in ("", ".", "..") for p in parts):
+            return f"{self.data_dir}/{rel}"
+        return str(self.data_dir / rel)
 
-        ``hash_if_size``: the size of the file's last upload, if any; a large plain file of
-        another size cannot be a duplicate and is left unhashed (``sha256`` None)."""
-        live = self.data_dir / rel
+    @staticmethod
+    def _first_look(rel: str, live: str) -> tuple[os.stat_result, bool] | CaptureResult:
+        """(the stat of a regular file, whether it was reached through a link), or what
+        the capture of ``rel`` is without reading it. The entry's own ``lstat`` first; a
+        link is followed."""
         try:
-            st = live.stat()
+            st = os.lstat(live)
+            linked = stat.S_ISLNK(st.st_mode)
+            if linked:  # a link inside data_dir: what it leads to
+                st = os.stat(live)
         except FileNotFoundError:
             return Vanished(rel)
         except PermissionError:
@@ -149,14 +157,28 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             return Vanished(rel)  # a directory now stands where a file was
         if not stat.S_ISREG(st.st_mode):
             return Skipped(rel, "not a regular file")
+        return st, linked
+
+    def capture(self, rel: str, hash_if_size: int | None = None) -> CaptureResult:
+        """Capture one store file (blocking). Never raises for a vanished/unreadable file.
+
+        ``hash_if_size``: the size of the file's last upload, if any; a large plain file of
+        another size cannot be a duplicate and is left unhashed (``sha256`` None)."""
+        live = self._live(rel)
+        look = self._first_look(rel, live)
+        if not isinstance(look, tuple):
+            return look
+        st, linked = look
         try:
-            real = self._resolve(live)
-            small = self._capture_in_memory(rel, real)
+            resolved = self._resolve(live)
+            # the lstat above is the file's own when it is no link: the first "before"
+            small = self._capture_in_memory(rel, resolved, None if linked else st)
             if small is not None:
                 return small
+            real = Path(resolved)
             kind = detect_kind(real)
             if kind == "duckdb":
-                return self._capture_duckdb(rel, live, real)
+                return self._capture_duckdb(rel, Path(live), real)
             if kind == "sqlite":
                 return self._capture_sqlite(rel, real)
             return self._capture_stable(rel, real, hash_if_size)
