@@ -5,9 +5,9 @@ the way; a chunk the target already holds (the chunk table, with deduplication o
 this upload already packed is referenced, any other is compressed (zstd, or stored as-is;
 a file whose chunks stop compressing is not offered to zstd for a while:
 ``codec.CompressionProbe``) and appended to a pack file in a private staging directory.
-Sealed packs (16 MiB) go to the target, each in one request, one at a time while the next
-one fills: the worker thread waits when a pack is already waiting, so at most three pack
-files exist at once (one filling, one waiting, one being sent); each is recorded in the
+Sealed packs (16 MiB) go to the target, each in one request, up to three at once while the
+next one fills: the worker thread waits when a pack is already waiting, so at most five pack
+files exist at once (one filling, one waiting, three being sent); each is recorded in the
 state (the attempt's packs) before its PUT and deleted once it landed. Small files end up
 packed together: a first sync of 10,000 small files is a handful of PUTs. With a
 :class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk is sealed before it is
@@ -51,6 +51,9 @@ from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
 
 HANDOFF_POLL = 0.5  # seconds a worker waits for room before it looks for a stop again
+# pack PUTs at once: one at a time left the chunking waiting on the target for 40% of a
+# 1 GiB first upload (bench/first_sync_bench.py --cases big)
+PACKS_IN_FLIGHT = 3
 SEAL_AHEAD = 8  # chunks handed to the sealing threads ahead of the pack writer
 # zstd releases the GIL; age sealing goes to one child per thread (bench/encrypted_upload_bench.py)
 SEAL_THREADS = 2
@@ -195,15 +198,33 @@ class PackSender:
             self._failure.append(exc)
 
     async def _consume(self) -> None:
-        """Send each sealed pack; after a failure, only delete what is still handed over."""
-        while (pack := await self._queue.get()) is not None:
-            try:
-                if not self._failure:
-                    await self._put_pack(pack)
-            except (TransientError, PermanentError, OSError) as exc:
-                self._failure.append(exc)
-            finally:
-                await asyncio.to_thread(pack.path.unlink, missing_ok=True)
+        """Send the sealed packs, PACKS_IN_FLIGHT at a time (each PUT is owned here and
+        awaited; a cancellation cancels them); after a failure, only delete what is still
+        handed over."""
+        slots = asyncio.Semaphore(PACKS_IN_FLIGHT)
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            while (pack := await self._queue.get()) is not None:
+                await slots.acquire()
+                task = asyncio.create_task(self._send_pack(pack, slots))
+                sending.add(task)
+                task.add_done_callback(sending.discard)
+        except asyncio.CancelledError:
+            for task in sending:
+                task.cancel()
+            raise
+        finally:
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    async def _send_pack(self, pack: SealedPack, slots: asyncio.Semaphore) -> None:
+        try:
+            if not self._failure:
+                await self._put_pack(pack)
+        except (TransientError, PermanentError, OSError) as exc:
+            self._failure.append(exc)
+        finally:
+            slots.release()
+            await asyncio.to_thread(pack.path.unlink, missing_ok=True)
 
     async def _put_pack(self, pack: SealedPack) -> None:
         if self.before_send is not None:

@@ -22,6 +22,7 @@ from akoshad.errors import TransientError
 from akoshad.fileio import LiveStat
 from akoshad.manifest.layout import validate_manifest
 from akoshad.pipeline import plan
+from akoshad.pipeline.packing import PACKS_IN_FLIGHT
 from akoshad.pipeline.recovery import Discarder, Recovery
 from akoshad.storage.format2 import DOCUMENTS_IN_FLIGHT
 from akoshad.store.db import StateDB
@@ -242,8 +243,47 @@ async def test_a_failed_upload_leaves_no_pack_and_the_next_pass_sends_it(
         await close_rig(rig)
 
 
+class SlowPacks(CountingTarget):
+    """Each pack PUT takes a while; records how many were in flight at once."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.in_flight = 0
+        self.most = 0
+
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        if "/packs/" not in key:
+            return await super().put_object_file(key, source, size, crc32)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(1.0)
+            return await super().put_object_file(key, source, size, crc32)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_several_packs_go_up_at_once_and_no_more_than_the_limit(tmp_path: Path) -> None:
+    settings = local_settings(tmp_path)
+    target = SlowPacks(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    try:
+        rig.write("a.bin", noise(6, 90 * MiB))  # six packs
+        (report,) = await rig.sync()
+        assert report.upload_id and report.error is None
+        assert len([k for k in target.puts if "/packs/" in k]) >= 5
+        assert 2 <= target.most <= PACKS_IN_FLIGHT
+        (upload,) = await rig.uploads()
+        assert await rig.restore(upload) == rig.on_disk()
+        staged = tmp_path / "state" / "packs"
+        assert not staged.exists() or not list(staged.iterdir())  # staging files removed
+    finally:
+        await close_rig(rig)
+
+
 class StallingPacks(CountingTarget):
-    """The second pack PUT never returns (the process is "killed" meanwhile)."""
+    """A pack PUT started after the first one landed never returns (the process is "killed"
+    meanwhile); packs already in flight land."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -269,7 +309,7 @@ async def test_an_interrupted_upload_is_recovered_at_the_next_start(tmp_path: Pa
     task.cancel()  # the pass dies with a pack landed and its upload in progress
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert len(keys_under(tmp_path / "outbox", "packs")) == 1
+    assert keys_under(tmp_path / "outbox", "packs")  # packs landed (several go at once)
     assert [u for u, _, _ in await rig.state.in_progress_uploads()]
     await close_rig(rig)
 
