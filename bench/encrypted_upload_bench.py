@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class Figures:
     sent: int
     size: int
     cpu: float  # CPU seconds of this process and its children (sealing) during the sync
+    kinds: str = ""  # the PUTs by kind of object (local target), and the passes it took
 
     @property
     def mbps(self) -> float:
@@ -151,7 +153,9 @@ async def sync(rig: Rig, counter: PutCounter | None, size: int) -> Figures:
     sent = sum(r.bytes_sent for r in reports)
     if isinstance(rig.target, CountingTarget):
         key_puts = sum(1 for k in rig.target.puts if "/keys/" in k)
-        return Figures(seconds, len(rig.target.puts) - key_puts, key_puts, sent, size, cpu)
+        by_kind = Counter(k.split("/")[2] if k.count("/") > 2 else k for k in rig.target.puts)
+        kinds = f"{dict(sorted(by_kind.items()))} in {len(reports)} pass(es)"
+        return Figures(seconds, len(rig.target.puts) - key_puts, key_puts, sent, size, cpu, kinds)
     assert counter is not None  # S3: the name key's PUT is counted with the others
     return Figures(seconds, counter.puts(), 0, sent, size, cpu)
 
@@ -212,12 +216,14 @@ async def compare(base: Path, args: argparse.Namespace, s3: WeedServer | None) -
     """Off and on, one after another, ``--repeat`` times; the best of each, printed."""
     best: dict[bool, list[Figures]] = {}
     puts: dict[bool, list[int]] = {False: [], True: []}
+    kinds: dict[bool, list[str]] = {False: [], True: []}
     for n in range(args.repeat):
         # a new key each repeat: index and chunk-list parts are cut at keyed points
         recipient = write_new_identity(base / f"identity-{n}.txt")
         for encrypted in (False, True):
             runs = await one_run(base, args, recipient if encrypted else None, s3)
             puts[encrypted].append(runs[0].puts)
+            kinds[encrypted].append(runs[0].kinds)
             prev = best.get(encrypted)
             best[encrypted] = (
                 runs
@@ -237,6 +243,9 @@ async def compare(base: Path, args: argparse.Namespace, s3: WeedServer | None) -
             f"first upload PUTs, each run, encryption {'on ' if encrypted else 'off'}: "
             f"{counts} (mean {sum(counts) / len(counts):.1f})"
         )
+        for n, what in enumerate(kinds[encrypted]):
+            if what:
+                print(f"  run {n + 1}: {what}")
 
 
 def main() -> None:
