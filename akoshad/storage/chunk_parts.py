@@ -10,7 +10,10 @@ An entry's ``chunk_list`` ``{key, compression}`` names a stored document that is
 
 A part ends after a chunk whose id (its plaintext sha256; with encryption its keyed name,
 so the cut reveals nothing) has its low :data:`PART_BOUNDARY_BITS` bits zero, once the part
-holds :data:`PART_MIN_CHUNKS`, or at :data:`PART_MAX_CHUNKS`. Cuts depend on the chunks
+holds :data:`PART_MIN_CHUNKS`, or at :data:`PART_MAX_CHUNKS`; a chunk whose id the part
+already holds never ends it. (A file often repeats one chunk all along, a free block or a
+filler row: when that id was a cut, every part was cut at its minimum, a 1 GiB file made
+300-odd parts instead of 60-70 for one key in thirty-two.) Cuts depend on the part's chunks
 alone, so a checkpoint that rewrites a few regions of a large database changes only the
 parts holding them (and the small top-level list): the others keep their content, hence
 their key, and are not written again. Parts are documents like any other
@@ -62,11 +65,16 @@ def cut_chunk_parts(
     hi = PART_MAX_CHUNKS if max_chunks is None else max_chunks
     parts: list[list[Mapping[str, Any]]] = []
     current: list[Mapping[str, Any]] = []
+    in_part: set[str] = set()
     for chunk in chunks:
         current.append(chunk)
-        if len(current) >= hi or (len(current) >= lo and ends(str(chunk["sha256"]))):
+        ident = str(chunk["sha256"])
+        repeated = ident in in_part
+        in_part.add(ident)
+        if len(current) >= hi or (len(current) >= lo and not repeated and ends(ident)):
             parts.append(current)
             current = []
+            in_part = set()
     if current:
         parts.append(current)
     return parts
