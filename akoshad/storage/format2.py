@@ -226,7 +226,8 @@ def iter_parts(
         path = str(entry["path"])
         top = "/" not in path
         if was_top is not None and top != was_top:
-            own = own if not top else nested >= min_entries
+            if top:  # a run of top-level files starts
+                own = nested >= min_entries
             if own and current:
                 yield current
                 current = []
