@@ -409,7 +409,7 @@ def report_sync(tools: list[Tool], floor: Sync, n: int, event: str, store: Path)
     parts = [f"floor {floor.bytes_up / MiB:.2f}"]
     parts += [f"{label(t)} {t.syncs[-1].bytes_up / MiB:.2f}" for t in tools]
     meta = [
-        f"{label(t)} wrote {t.syncs[-1].objects} objects, manifest+index+chunklists "
+        f"{label(t)} wrote {t.syncs[-1].objects} objects, manifest+index+chunklists+other "
         f"{docs_bytes(t.syncs[-1]) / 1024:.1f} KiB"
         for t in tools
         if t.syncs[-1].written
@@ -424,8 +424,9 @@ def report_sync(tools: list[Tool], floor: Sync, n: int, event: str, store: Path)
 
 
 def docs_bytes(sync: Sync) -> int:
-    """The manifest, index part and chunk list bytes a sync wrote."""
-    return sum(sync.written.get(k, 0) for k in ("manifest", "index", "chunklist"))
+    """What a sync wrote besides file data: the manifest, index parts, chunk lists and any
+    other object (the owner record). Packs and ``memories.json`` are the data."""
+    return sum(sync.written.get(k, 0) for k in ("manifest", "index", "chunklist", "other"))
 
 
 # ---- the report ------------------------------------------------------------------------
@@ -511,7 +512,7 @@ def print_akoshad(tools: list[Tool], floor: list[Sync]) -> None:
         if not t.syncs or not t.syncs[0].written:
             continue
         print(f"\n{t.name}: objects written per sync, KiB (mean / max over the syncs)")
-        print("| sync | objects | " + " | ".join(KINDS) + " | manifest+index+chunklists |")
+        print("| sync | objects | " + " | ".join(KINDS) + " | manifest+index+chunklists+other |")
         print("|---|---:|" + "---:|" * (len(KINDS) + 1))
         for kind in ("first", "commit", "checkpoint"):
             picked = [s for s in t.syncs if s.event == kind]
@@ -524,6 +525,13 @@ def print_akoshad(tools: list[Tool], floor: list[Sync]) -> None:
             print(
                 f"| {kind} | {mean([s.objects for s in picked]):.1f} | {' | '.join(cells)} "
                 f"| {mean(docs):.1f} / {max(docs):.1f} |"
+            )
+        later = [docs_bytes(s) / 1024 for s in t.syncs if s.event != "first"]
+        if later:
+            print(
+                f"manifest+index+chunklists+other per session-sized sync: median "
+                f"{statistics.median(later):.1f} KiB, max {max(later):.1f} KiB over "
+                f"{len(later)} syncs (goal <= 64 KiB)"
             )
         for kind in ("commit", "checkpoint"):
             last = [s for s in t.syncs if s.event == kind][-1:]

@@ -12,10 +12,15 @@ documents to PUT before it; the caller writes those, then the manifest LAST.
   list is stored as ``{"parts": [...]}`` of content-defined parts (``chunk_parts``), so a
   changed large file rewrites only the parts holding its changed chunks.
 - More than :data:`INDEX_INLINE_MAX` files (or ``use_index=True``): ``metadata.index.parts``
-  instead of ``metadata.files``. Entries sorted by path are cut into parts after each entry
-  whose ``sha256(path)`` has its low :data:`PART_BOUNDARY_BITS` bits zero (or at
-  :data:`PART_MAX_ENTRIES`), so a change rewrites only its own part; each part is a stored
-  ``{"files": [...]}`` named by its content, shared by every upload that has it.
+  instead of ``metadata.files``. Entries sorted by path are cut into parts of
+  :data:`PART_MIN_ENTRIES` to :data:`PART_MAX_ENTRIES` entries, after an entry whose
+  ``sha256(path)`` (its keyed name when sealed) has its low :data:`PART_BOUNDARY_BITS` bits
+  zero, so a change rewrites only its own part; each part is a stored ``{"files": [...]}``
+  named by its content, shared by every upload that has it. The store's own top-level files
+  (session-buddy's databases, WAL and log, which change with every session) keep to parts of
+  their own (:func:`iter_parts`), so the part every upload rewrites holds only them. The
+  sizes trade the manifest's list of parts against the parts a change rewrites: with 10,000
+  files, three changed files and the top-level ones cost about 40 KiB of manifest and index.
 
 Sealed (``name_key`` and ``recipients`` given: encryption on): every document is sealed
 and named by its keyed hash (``sealed_documents``), the entries always go in index parts,
@@ -58,8 +63,12 @@ from akoshad.targets.base import Target
 FORMAT = 2
 CHUNKS_INLINE_MAX = 64
 INDEX_INLINE_MAX = 200
-PART_BOUNDARY_BITS = 6
-PART_MAX_ENTRIES = 128  # bounds the part one change rewrites (the average is 64)
+# An index part holds PART_MIN_ENTRIES to PART_MAX_ENTRIES entries (about 72 on average):
+# each part costs ~150 bytes of manifest, and a change rewrites its whole part (~80 bytes
+# an entry), so 10,000 files make ~140 parts and a changed file rewrites ~6 KiB.
+PART_BOUNDARY_BITS = 3  # past the minimum, a part ends after about one path in 8
+PART_MIN_ENTRIES = 64
+PART_MAX_ENTRIES = 96  # bounds the part one change rewrites
 DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
 DocumentSink = Callable[[str, bytes], None]  # (key, stored bytes) of a document just made
 
@@ -103,6 +112,7 @@ class _Documents:
         self.made: set[str] = set()  # keys of the new documents
         self.keys: set[str] = set()
         self.ends_part = chunk_parts.boundary_of(None if sealed is None else sealed[0])
+        self.ends_entry = path_boundary(None if sealed is None else sealed[0])
 
     def add(self, kind: DocumentKind, obj: Any) -> str:
         plain = canonical_json(obj)
@@ -166,10 +176,21 @@ def entry_json(f: StoredFile, name: str, docs: _Documents | None = None) -> dict
     return out
 
 
+def path_boundary(name_key: NameKey | None = None) -> Callable[[str], bool]:
+    """The test "an index part may end after this path": the low
+    :data:`PART_BOUNDARY_BITS` bits of ``sha256(path)``, or of its keyed name when the parts
+    are sealed (``name_key``), so the cuts reveal nothing about the paths."""
+    ends = chunk_parts.boundary_of(name_key, PART_BOUNDARY_BITS)
+
+    def at(path: str) -> bool:
+        return ends(hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest())
+
+    return at
+
+
 def is_boundary(path: str) -> bool:
-    """An index part ends after this path (content-defined: about one path in 64)."""
-    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).digest()
-    return digest[-1] & ((1 << PART_BOUNDARY_BITS) - 1) == 0
+    """An index part may end after this path (unsealed parts; about one path in 8)."""
+    return path_boundary()(path)
 
 
 def cut_parts(
@@ -180,13 +201,41 @@ def cut_parts(
 
 
 def iter_parts(
-    entries: Iterable[dict[str, Any]], max_entries: int = PART_MAX_ENTRIES
+    entries: Iterable[dict[str, Any]],
+    max_entries: int = PART_MAX_ENTRIES,
+    *,
+    min_entries: int = PART_MIN_ENTRIES,
+    ends: Callable[[str], bool] | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """:func:`cut_parts`, each part given as soon as its last entry is read."""
+    """Entries (sorted by path) cut into index parts, each given as soon as its last entry
+    is read: a part ends after ``max_entries``, or past ``min_entries`` after a path that
+    ``ends`` (default :func:`is_boundary`).
+
+    A run of top-level files (no ``/``) gets parts of its own when it starts the list or
+    follows at least ``min_entries`` entries in directories: session-buddy's databases, WAL
+    and log change with every session, and should not drag dozens of unchanged entries into
+    every upload. Shorter runs in directories (``a.json`` beside ``a/...``, over and over)
+    make no cut, so such a layout cannot shrink the parts.
+    """
+    ends = ends or is_boundary
     current: list[dict[str, Any]] = []
+    was_top: bool | None = None
+    own = True  # the current top-level run has parts of its own
+    nested = 0  # entries in directories since the last top-level file
     for entry in entries:
+        path = str(entry["path"])
+        top = "/" not in path
+        if was_top is not None and top != was_top:
+            if top:  # a run of top-level files starts
+                own = nested >= min_entries
+            if own and current:
+                yield current
+                current = []
+            nested = 0
+        was_top = top
+        nested += not top
         current.append(entry)
-        if len(current) >= max_entries or is_boundary(str(entry["path"])):
+        if len(current) >= max_entries or (len(current) >= min_entries and ends(path)):
             yield current
             current = []
     if current:
@@ -278,7 +327,8 @@ def build_manifest2(
     entries = (entry_json(f, names[f.path], docs) for f in ordered)
     if use_index or (use_index is None and len(ordered) > INDEX_INLINE_MAX):
         del metadata["files"]
-        parts = [docs.add("index", {"files": part}) for part in iter_parts(entries)]
+        cuts = iter_parts(entries, ends=docs.ends_entry)
+        parts = [docs.add("index", {"files": part}) for part in cuts]
         metadata["index"] = {"parts": [docs.part_json(key) for key in parts]}
         if sealed is not None:
             skips = metadata.pop("skipped")
