@@ -62,41 +62,6 @@ INLINE_MAX = 128 * 1024  # smaller chunks are compressed (and sealed) in the chu
 # round trips: each wakes a sealing thread, which then wants the GIL the chunking holds)
 SEAL_BATCH = 64
 SEAL_BATCH_BYTES = 1024 * 1024
-# a file of this size or more is hashed whole in a thread of its own, beside its chunking
-# (the chunking thread's two SHA-256 passes were the longest path of a large first upload)
-HASH_APART_MIN = 4 * 1024 * 1024
-HASH_AHEAD = 8  # chunks handed to the hashing thread ahead of the chunking
-
-
-class WholeFileHash:
-    """The sha256 of a file's chunks fed in order: in the caller's thread, or, given an
-    executor of one thread, there (FIFO, so in order), at most :data:`HASH_AHEAD` chunks
-    behind the caller (bounded memory)."""
-
-    def __init__(self, executor: ThreadPoolExecutor | None = None) -> None:
-        self._hash = hashlib.sha256()
-        self._executor = executor
-        self._pending: deque[Future[None]] = deque()
-
-    def update(self, data: bytes) -> None:
-        if self._executor is None:
-            self._hash.update(data)
-            return
-        self._pending.append(self._executor.submit(self._hash.update, data))
-        while len(self._pending) > HASH_AHEAD:
-            self._pending.popleft().result()
-
-    def hexdigest(self) -> str:
-        while self._pending:
-            self._pending.popleft().result()
-        return self._hash.hexdigest()
-
-    def abandon(self) -> None:
-        """Wait for the hashing handed over (the chunks it holds are released)."""
-        for fut in self._pending:
-            fut.cancel()
-        concurrent.futures.wait(self._pending)
-        self._pending.clear()
 
 
 @dataclass(frozen=True)
@@ -172,8 +137,6 @@ class PackSender:
         self._queue: asyncio.Queue[SealedPack | None] = asyncio.Queue(maxsize=1)
         # compression (and sealing) of new chunks, beside the chunking and hashing
         self._sealer = ThreadPoolExecutor(SEAL_THREADS, thread_name_prefix="akoshad-seal")
-        # the whole-file sha256 of large files, beside their chunking
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="akoshad-hash")
         # age sealing holds the GIL: a large upload seals in children of its own
         self._workers = (
             None if sealing is None else SealingWorkers(sealing.recipients, SEAL_THREADS)
@@ -207,7 +170,6 @@ class PackSender:
             raise
         finally:
             await asyncio.to_thread(self._sealer.shutdown, True, cancel_futures=True)
-            await asyncio.to_thread(self._hasher.shutdown, True, cancel_futures=True)
             if self._workers is not None:
                 await asyncio.to_thread(self._workers.close)
         if self._failure:
@@ -380,22 +342,7 @@ class PackSender:
         self, writer: PackWriter, f: CapturedFile
     ) -> tuple[str, tuple[tuple[str, int], ...]]:
         """Chunk, hash, compress and pack one file; its sha256 and chunk ids."""
-        whole = WholeFileHash(self._hasher if f.size >= HASH_APART_MIN else None)
-        try:
-            ids = self._chunk_into(writer, f, whole)
-            sha = whole.hexdigest()
-        finally:
-            whole.abandon()
-        if f.in_place and not f.still_as_captured():
-            raise TransientError(f"{f.path} changed while it was being uploaded")
-        if (f.sha256 is not None and sha != f.sha256) or sum(n for _, n in ids) != f.size:
-            raise TransientError(f"{f.path} changed between its capture and its upload")
-        return sha, tuple(ids)
-
-    def _chunk_into(
-        self, writer: PackWriter, f: CapturedFile, whole: WholeFileHash
-    ) -> list[tuple[str, int]]:
-        """Each chunk of ``f`` hashed into ``whole`` and, when new, packed; its ids."""
+        whole = hashlib.sha256()
         self._probe = codec.CompressionProbe(self.codec)
         ids: list[tuple[str, int]] = []
         sealing = self.sealing
@@ -409,4 +356,9 @@ class PackSender:
                 continue
             self._have.add(ident)
             self._pack(writer, ident, chunk.data, chunk.length, chunk.sha256)
-        return ids
+        sha = whole.hexdigest()
+        if f.in_place and not f.still_as_captured():
+            raise TransientError(f"{f.path} changed while it was being uploaded")
+        if (f.sha256 is not None and sha != f.sha256) or sum(n for _, n in ids) != f.size:
+            raise TransientError(f"{f.path} changed between its capture and its upload")
+        return sha, tuple(ids)
