@@ -6,9 +6,12 @@ this upload already packed is referenced, any other is compressed (zstd, or stor
 a file whose chunks stop compressing is not offered to zstd for a while:
 ``codec.CompressionProbe``) and appended to a pack file in a private staging directory.
 Sealed packs (16 MiB) go to the target, each in one request, up to three at once while the
-next one fills: the worker thread waits when a pack is already waiting, so at most five pack
-files exist at once (one filling, one waiting, three being sent); each is recorded in the
-state (the attempt's packs) before its PUT and deleted once it landed. Small files end up
+next one fills: the worker thread waits when a pack is already waiting, so at most six pack
+files exist at once (one filling, two handed over, three being sent); each is recorded in the
+state (the attempt's packs) before its PUT and deleted once it landed. Until the owner gate
+has first answered (a first claim of the system id settles for a second), up to twelve
+packs wait for it, staged (fifteen files, 240 MiB at most), where three would be sent, so
+that the chunking goes on meanwhile. Small files end up
 packed together: a first sync of 10,000 small files is a handful of PUTs. With a
 :class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk is sealed before it is
 packed and known by its keyed name (``sealing`` module). Chunks of 128 KiB and more are
@@ -30,7 +33,7 @@ import os
 import shutil
 import stat
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ from akoshad.pipeline.capture.snapshot import CapturedFile
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.seal_worker import SealingWorkers
 from akoshad.pipeline.sealing import Sealing
+from akoshad.pipeline.send_gate import FirstSend
 from akoshad.pipeline.stats import Stats
 from akoshad.storage import codec
 from akoshad.storage.crypto import seal_chunk
@@ -54,6 +58,9 @@ HANDOFF_POLL = 0.5  # seconds a worker waits for room before it looks for a stop
 # pack PUTs at once: one at a time left the chunking waiting on the target for 40% of a
 # 1 GiB first upload (bench/first_sync_bench.py --cases big)
 PACKS_IN_FLIGHT = 3
+# packs that may wait, staged, for the owner gate's first answer (a first claim settles for a
+# second: the chunking goes on meanwhile instead of stopping at five staged packs)
+PACKS_BEFORE_GATE = 12
 SEAL_AHEAD = 8  # chunks handed to the sealing threads ahead of the pack writer
 # zstd releases the GIL; age sealing goes to one child per thread (bench/encrypted_upload_bench.py)
 SEAL_THREADS = 2
@@ -114,7 +121,7 @@ class PackSender:
         compression: bool = True,
         deduplicate: bool = True,
         sealing: Sealing | None = None,
-        before_send: Callable[[], Awaitable[None]] | None = None,
+        before_send: FirstSend | None = None,
     ) -> None:
         self.target = target
         self.before_send = before_send  # awaited before each pack's first byte (send_gate)
@@ -199,14 +206,17 @@ class PackSender:
 
     async def _consume(self) -> None:
         """Send the sealed packs, PACKS_IN_FLIGHT at a time (each PUT is owned here and
-        awaited; a cancellation cancels them); after a failure, only delete what is still
-        handed over."""
+        awaited; a cancellation cancels them); until the owner gate has first answered, up
+        to PACKS_BEFORE_GATE packs wait for it instead; after a failure, only delete what
+        is still handed over."""
         slots = asyncio.Semaphore(PACKS_IN_FLIGHT)
+        early = asyncio.Semaphore(PACKS_BEFORE_GATE)
         sending: set[asyncio.Task[None]] = set()
         try:
             while (pack := await self._queue.get()) is not None:
-                await slots.acquire()
-                task = asyncio.create_task(self._send_pack(pack, slots))
+                gated = self.before_send is not None and not self.before_send.begun
+                await (early if gated else slots).acquire()
+                task = asyncio.create_task(self._send_pack(pack, slots, early if gated else None))
                 sending.add(task)
                 task.add_done_callback(sending.discard)
         except asyncio.CancelledError:
@@ -216,14 +226,28 @@ class PackSender:
         finally:
             await asyncio.gather(*sending, return_exceptions=True)
 
-    async def _send_pack(self, pack: SealedPack, slots: asyncio.Semaphore) -> None:
+    async def _send_pack(
+        self, pack: SealedPack, slots: asyncio.Semaphore, early: asyncio.Semaphore | None
+    ) -> None:
+        """One pack's PUT; ``early``: admitted before the gate answered (its place there is
+        given back once the pack holds a PUT slot)."""
+        held = early is None
         try:
+            if early is not None:
+                if self.before_send is not None and not self._failure:
+                    await self.before_send()
+                await slots.acquire()
+                held = True
+                early.release()
             if not self._failure:
                 await self._put_pack(pack)
         except (TransientError, PermanentError, OSError) as exc:
             self._failure.append(exc)
         finally:
-            slots.release()
+            if held:
+                slots.release()
+            elif early is not None:
+                early.release()
             await asyncio.to_thread(pack.path.unlink, missing_ok=True)
 
     async def _put_pack(self, pack: SealedPack) -> None:

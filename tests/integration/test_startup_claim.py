@@ -6,7 +6,10 @@ answered (a claim lost during the settle sends nothing)."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import random
 import threading
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -16,12 +19,14 @@ import pytest
 from akoshad.config import load_settings
 from akoshad.errors import TransientError
 from akoshad.names import EXIT_FAIL, EXIT_OK
+from akoshad.pipeline import packing
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.packing import PackSender
 from akoshad.pipeline.recovery import Recovery
 from akoshad.runtime.daemon import Daemon
 from akoshad.storage.owner import OWNER_NAME, OwnerRecord, Ownership
+from akoshad.storage.packs import PackWriter
 from akoshad.store.db import StateDB
 from akoshad.targets import Target
 from akoshad.targets.local import LocalTarget
@@ -237,3 +242,41 @@ async def test_an_upload_lost_before_the_claim_is_answered_sends_nothing(
         assert "changed between its capture" in (item.last_error or "")
     finally:
         await state.close()
+
+
+async def test_packing_goes_on_while_the_claim_settles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # small packs: a 6 MiB file makes some twenty; the claim is answered only once more
+    # packs wait, staged, than the five that the sending keeps after the claim
+    monkeypatch.setattr(packing, "PackWriter", functools.partial(PackWriter, target=256 * 1024))
+    daemon = _daemon(tmp_path)
+    (tmp_path / "data" / "big.bin").write_bytes(random.Random(7).randbytes(6 * 1024 * 1024))
+    staged = tmp_path / "state" / "packs"
+    real_claim = OwnerGate._refusal
+    waiting: list[int] = []
+    writes_before: list[str] = []
+
+    def staged_packs() -> int:
+        return len(list(staged.glob("**/*"))) if staged.exists() else 0
+
+    def wait_for_packs() -> None:
+        deadline = time.monotonic() + 10
+        while staged_packs() < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        waiting.append(staged_packs())
+
+    async def claim(gate: OwnerGate, target: Target, *, force: bool) -> str | None:
+        got = await real_claim(gate, target, force=force)
+        if force:
+            await asyncio.to_thread(wait_for_packs)
+            writes_before.extend(p.name for p in (tmp_path / "outbox").rglob("*") if p.is_file())
+        return got
+
+    monkeypatch.setattr(OwnerGate, "_refusal", claim)
+    assert await daemon.run_once() == EXIT_OK
+    # twelve waiting for the answer, one handed over, one ready, one filling
+    assert waiting and 8 <= waiting[0] <= packing.PACKS_BEFORE_GATE + 3, waiting
+    assert writes_before == [OWNER_NAME]  # nothing but the claim before its answer
+    assert len(manifests(tmp_path / "outbox", "startup-test")) == 1
+    assert staged_packs() == 0
