@@ -252,17 +252,39 @@ def build_memories_json(
     hundreds of MiB. Rows with a problem are left out. The child appends to the file and
     never goes back; should DuckDB run out of memory, ``on_retry`` is called before the file
     is written again from the start."""
+    wanted = wanted_ids(refs, {})
+    return build_memories_json_of(
+        snapshot_db, system_id, wanted, chunk, redact, run, out=out, on_retry=on_retry
+    )
+
+
+def build_memories_json_of(
+    snapshot_db: Path,
+    system_id: str,
+    wanted: dict[str, list[str]],
+    chunk: int,
+    redact: bool,
+    run: Runner | None = None,
+    *,
+    out: Path | None = None,
+    on_retry: Callable[[], None] | None = None,
+) -> tuple[Path, list[str], Redactions]:
+    """:func:`build_memories_json` of the rows named by ``wanted`` ({table: original ids},
+    :func:`~akoshad.akosha.rows.wanted_ids`): a big store's 100,000s of rows cost their
+    original ids only, not a :class:`RowRef` each, while the file is built."""
     name = str(out if out is not None else memories_file(snapshot_db))
     try:
-        request = {"ids": wanted_ids(refs, {}), "chunk": chunk, "redact": redact}
+        request = {"ids": wanted, "chunk": chunk, "redact": redact}
         argv = [system_id, name]
         answer = _call("memories_json", snapshot_db, argv, request, run, on_retry)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    # the child names the rows it left out: the ids written are the caller's own strings
+    # the child names the rows it left out: the ids written are made from the caller's own
     left_out = set(answer["left_out"])
-    ids = [r.memory_id for r in refs if r.problem is None and r.memory_id not in left_out]
+    ids = [memory_id(system_id, o) for originals in wanted.values() for o in originals]
+    if left_out:
+        ids = [i for i in ids if i not in left_out]
     return Path(name), ids, answer["found"]
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from loguru import logger
 
-from akoshad.akosha.rows import RowRef
+from akoshad.akosha.rows import RowRef, wanted_ids
 from akoshad.duckdb_commands import Redactions
-from akoshad.duckdb_worker import Runner, build_memories_json, list_rows, memories_file
+from akoshad.duckdb_worker import Runner, build_memories_json_of, list_rows, memories_file
 from akoshad.errors import SnapshotError
 from akoshad.heap import trim
 from akoshad.pipeline.stats import Stats
@@ -111,10 +111,12 @@ class CloudMemories:
         refs = await self._list(snapshot_db)
         good = [r for r in refs if r.problem is None]
         uploaded = await self.state.uploaded_memory_ids(r.memory_id for r in good)
-        todo = [r for r in good if r.memory_id not in uploaded]
+        # {table: original ids}: the RowRefs (a big store's 100,000s) go before the build
+        todo = wanted_ids((r for r in good if r.memory_id not in uploaded), {})
         del refs, good, uploaded
         if not todo:
             return None
+        await asyncio.to_thread(trim)  # what the RowRefs held goes back to the system
         try:
             path = await asyncio.to_thread(memories_file, snapshot_db)
         except OSError as exc:
@@ -122,7 +124,7 @@ class CloudMemories:
         restarted = threading.Event()
         build = asyncio.create_task(
             asyncio.to_thread(
-                build_memories_json,
+                build_memories_json_of,
                 snapshot_db,
                 self.system_id,
                 todo,
