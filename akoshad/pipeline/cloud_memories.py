@@ -30,8 +30,7 @@ from akoshad.heap import trim
 from akoshad.pipeline.stats import Stats
 from akoshad.pyworker import WorkerError, WorkerFailed
 from akoshad.store.db import StateDB
-from akoshad.targets.s3.growing import Restarted, WriterFailed
-from akoshad.targets.s3.target import S3Target
+from akoshad.targets.growing import GrowingTarget, Restarted, WriterFailed
 
 # what reading memories from a copy can meet: the worker's error or failure, the disk; a
 # bug (any other exception) is not dressed up as an unreadable copy
@@ -44,7 +43,7 @@ class StreamTo:
     """Where ``memories.json`` goes while it is built: ``key`` in ``target``;
     ``before_send`` is awaited before the first request that writes (the owner gate)."""
 
-    target: S3Target
+    target: GrowingTarget
     key: str
     before_send: Callable[[], Awaitable[None]]
 

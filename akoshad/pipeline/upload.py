@@ -49,7 +49,7 @@ from akoshad.pipeline.stats import Stats
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
-from akoshad.targets.s3.target import S3Target
+from akoshad.targets.growing import GrowingTarget
 
 RETRY_CAP_SECONDS = 300.0
 PERMANENT_RETRY_SECONDS = 300.0
@@ -63,10 +63,10 @@ def retry_delay(attempts: int, base: float, cap: float = RETRY_CAP_SECONDS) -> f
 def _stream_to(
     target: Target, attempt: Attempt, first: FirstSend, system_id: str
 ) -> StreamTo | None:
-    """Where ``memories.json`` is sent while it is built: an S3 target, unless it is sealed
-    (``encrypt_memories``: sealed once whole, then sent)."""
+    """Where ``memories.json`` is sent while it is built: a target that can (S3), unless it
+    is sealed (``encrypt_memories``: sealed once whole, then sent)."""
     sealing = attempt.sealing
-    if not isinstance(target, S3Target) or (sealing is not None and sealing.encrypt_memories):
+    if not isinstance(target, GrowingTarget) or (sealing is not None and sealing.encrypt_memories):
         return None
     return StreamTo(target, upload_prefix(system_id, attempt.upload_id) + MEMORIES_NAME, first)
 

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from akoshad.targets.growing import Restarted, WriterFailed
 from akoshad.targets.s3.multipart import put_multipart
 from akoshad.targets.s3.parts import MAX_PARTS, Checksum, _FileWindow, _Part, _PartSource
 
@@ -26,14 +27,6 @@ if TYPE_CHECKING:
     from akoshad.targets.s3.target import S3Target
 
 POLL_SECONDS = 0.05  # how often the file's size is looked at while its writer runs
-
-
-class WriterFailed(Exception):
-    """The file's writer failed (its error is the cause): the upload was aborted."""
-
-
-class Restarted(Exception):
-    """The writer started the file over: what was sent of it is aborted."""
 
 
 class GrowingSource(_PartSource):
