@@ -19,6 +19,7 @@ on the same copy (:class:`~akoshad.akosha.duckdb_copy.KeptCopy`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from akoshad.akosha.duckdb_copy import DuckDBSetting, KeptCopy, opened
 from akoshad.akosha.encoding import Memory, batches, encode_entry
 from akoshad.akosha.rows import (
+    Extraction,
     RowRef,
     chunks,
     iter_refs,
@@ -198,9 +200,7 @@ def _write_memories_json(
     with opened(snapshot_db, settings, _KEPT) as con, out.open("wb") as fh:
         fh.write(_HEAD)
         schema = memory_columns(con)
-        for part in parts:
-            clean: set[str] = set()
-            extraction = read_memories(con, system_id, part, schema=schema, gate=gate, clean=clean)
+        for part, extraction, clean in _read_ahead(con, system_id, parts, schema, gate):
             found.update(redact_memories(extraction.memories, redactor, clean))
             for memory in extraction.memories:  # an entry at a time: no chunk-sized bytes
                 if not first:
@@ -213,6 +213,34 @@ def _write_memories_json(
             trim()  # the part's rows and text, freed, go back to the system
         fh.write(b"]}")
     return left_out, found
+
+
+def _read_ahead(
+    con: Any,
+    system_id: str,
+    parts: Iterable[Sequence[RowRef]],
+    schema: dict[str, dict[str, str]],
+    gate: str | None,
+) -> Iterator[tuple[Sequence[RowRef], Extraction, set[str]]]:
+    """Each part, its rows read from ``con`` and the ids whose text needs no scan, in order;
+    the next part is read in a thread meanwhile (DuckDB runs its query without the GIL while
+    the caller encodes this one): at most two parts' rows are held at once."""
+
+    def read(part: Sequence[RowRef]) -> tuple[Sequence[RowRef], Extraction, set[str]]:
+        clean: set[str] = set()
+        extraction = read_memories(con, system_id, part, schema=schema, gate=gate, clean=clean)
+        return part, extraction, clean
+
+    todo = iter(parts)
+    with ThreadPoolExecutor(1, thread_name_prefix="duckdb-read") as pool:
+        first = next(todo, None)
+        pending = None if first is None else pool.submit(read, first)
+        while pending is not None:
+            done = pending.result()
+            following = next(todo, None)
+            pending = None if following is None else pool.submit(read, following)
+            yield done
+            del done
 
 
 def _tables(refs: Iterable[RowRef]) -> dict[str, Any]:

@@ -153,10 +153,11 @@ def _call(
     args: Sequence[str],
     request: dict[str, Any],
     run: Runner | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``command`` on ``db`` in a child (``run``'s, else a one-shot one) bounded by
     MEMORY_LIMIT, spilling into a private directory beside ``db``; once more under
-    RETRY_MEMORY_LIMIT if DuckDB ran out of memory."""
+    RETRY_MEMORY_LIMIT if DuckDB ran out of memory (``on_retry`` called first)."""
     run = run or _one_shot
     spill = run.spill_dir(db) if isinstance(run, DuckDBWorker) else spill_dir(db.parent)
     with spill as temp:
@@ -173,6 +174,8 @@ def _call(
                 exc,
                 RETRY_MEMORY_LIMIT or "its default limit",
             )
+        if on_retry is not None:
+            on_retry()
         return run(argv, _with_limit(request, RETRY_MEMORY_LIMIT, temp))
 
 
@@ -238,23 +241,58 @@ def build_memories_json(
     chunk: int,
     redact: bool,
     run: Runner | None = None,
+    *,
+    out: Path | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> tuple[Path, list[str], Redactions]:
     """:func:`~akoshad.duckdb_commands.write_memories_json` in a child, into a private file
-    (mode 0600) beside the copy: its path (the caller uploads it as a stream and removes it),
-    the ids it holds and the redactions made. Never held whole in memory: a large store's
-    file is hundreds of MiB. Rows with a problem are left out."""
-    fd, name = tempfile.mkstemp(prefix=".memories-", suffix=".json", dir=snapshot_db.parent)
-    os.close(fd)
+    (mode 0600) beside the copy (``out``: one made by :func:`memories_file`): its path (the
+    caller uploads it as a stream, also while it is written, and removes it), the ids it
+    holds and the redactions made. Never held whole in memory: a large store's file is
+    hundreds of MiB. Rows with a problem are left out. The child appends to the file and
+    never goes back; should DuckDB run out of memory, ``on_retry`` is called before the file
+    is written again from the start."""
+    wanted = wanted_ids(refs, {})
+    return build_memories_json_of(
+        snapshot_db, system_id, wanted, chunk, redact, run, out=out, on_retry=on_retry
+    )
+
+
+def build_memories_json_of(
+    snapshot_db: Path,
+    system_id: str,
+    wanted: dict[str, list[str]],
+    chunk: int,
+    redact: bool,
+    run: Runner | None = None,
+    *,
+    out: Path | None = None,
+    on_retry: Callable[[], None] | None = None,
+) -> tuple[Path, list[str], Redactions]:
+    """:func:`build_memories_json` of the rows named by ``wanted`` ({table: original ids},
+    :func:`~akoshad.akosha.rows.wanted_ids`): a big store's 100,000s of rows cost their
+    original ids only, not a :class:`RowRef` each, while the file is built."""
+    name = str(out if out is not None else memories_file(snapshot_db))
     try:
-        request = {"ids": wanted_ids(refs, {}), "chunk": chunk, "redact": redact}
-        answer = _call("memories_json", snapshot_db, [system_id, name], request, run)
+        request = {"ids": wanted, "chunk": chunk, "redact": redact}
+        argv = [system_id, name]
+        answer = _call("memories_json", snapshot_db, argv, request, run, on_retry)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    # the child names the rows it left out: the ids written are the caller's own strings
+    # the child names the rows it left out: the ids written are made from the caller's own
     left_out = set(answer["left_out"])
-    ids = [r.memory_id for r in refs if r.problem is None and r.memory_id not in left_out]
+    ids = [memory_id(system_id, o) for originals in wanted.values() for o in originals]
+    if left_out:
+        ids = [i for i in ids if i not in left_out]
     return Path(name), ids, answer["found"]
+
+
+def memories_file(snapshot_db: Path) -> Path:
+    """A new empty private file (mode 0600) for ``memories.json``, beside the copy."""
+    fd, name = tempfile.mkstemp(prefix=".memories-", suffix=".json", dir=snapshot_db.parent)
+    os.close(fd)
+    return Path(name)
 
 
 def _memory(raw: Memory) -> Memory:

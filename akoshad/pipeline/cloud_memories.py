@@ -2,32 +2,60 @@
 
 :class:`CloudMemories` builds, for a cloud upload, a ``memories.json`` of the memories no
 committed cloud upload carries yet (written by the DuckDB worker beside the copy) and
-records them once that upload's manifest is committed. It also holds what delivery to
-Akosha shares with it: listing a copy's rows through the worker (a failure to read is a
-``SnapshotError``) and counting the secrets redacted.
+records them once that upload's manifest is committed. Given a :class:`StreamTo` (an S3
+target), the file goes up while the worker writes it: a multipart upload fed part by part
+as the file grows (``S3Target.put_growing``), completed once it is built, aborted (no
+object) when the build fails; should the worker start the file over (DuckDB ran out of
+memory), what was sent is aborted and the finished file is left to the caller. It also
+holds what delivery to Akosha shares with it: listing a copy's rows through the worker (a
+failure to read is a ``SnapshotError``) and counting the secrets redacted.
 :class:`~akoshad.pipeline.memory_sync.MemorySync` adds the delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
 
-from akoshad.akosha.rows import RowRef
+from akoshad.akosha.rows import RowRef, wanted_ids
 from akoshad.duckdb_commands import Redactions
-from akoshad.duckdb_worker import Runner, build_memories_json, list_rows
+from akoshad.duckdb_worker import Runner, build_memories_json_of, list_rows, memories_file
 from akoshad.errors import SnapshotError
 from akoshad.heap import trim
 from akoshad.pipeline.stats import Stats
 from akoshad.pyworker import WorkerError, WorkerFailed
 from akoshad.store.db import StateDB
+from akoshad.targets.growing import GrowingTarget, Restarted, WriterFailed
 
 # what reading memories from a copy can meet: the worker's error or failure, the disk; a
 # bug (any other exception) is not dressed up as an unreadable copy
 READ_ERRORS = (WorkerError, WorkerFailed, OSError)
 LOAD_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class StreamTo:
+    """Where ``memories.json`` goes while it is built: ``key`` in ``target``;
+    ``before_send`` is awaited before the first request that writes (the owner gate)."""
+
+    target: GrowingTarget
+    key: str
+    before_send: Callable[[], Awaitable[None]]
+
+
+@dataclass
+class CloudFile:
+    """A built ``memories.json``: its file, the ids it holds, and the bytes already stored
+    at the :class:`StreamTo` key (None: not sent; the caller sends the file)."""
+
+    path: Path
+    ids: list[str]
+    sent: int | None = None
 
 
 class CloudMemories:
@@ -71,31 +99,60 @@ class CloudMemories:
         :meth:`commit_cloud` (or ``StateDB.record_memories_uploaded`` inside the commit
         transaction with the returned ids).
         """
+        built = await self.memories_for_cloud(snapshot_db, upload_id)
+        return None if built is None else (built.path, len(built.ids), built.ids)
+
+    async def memories_for_cloud(
+        self, snapshot_db: Path, upload_id: str, stream: StreamTo | None = None
+    ) -> CloudFile | None:
+        """:meth:`conversations_for_cloud`; with ``stream``, the file is sent there while it
+        is built (see the module). A failed send raises once the build ended."""
         refs = await self._list(snapshot_db)
         good = [r for r in refs if r.problem is None]
         uploaded = await self.state.uploaded_memory_ids(r.memory_id for r in good)
-        todo = [r for r in good if r.memory_id not in uploaded]
+        # {table: original ids}: the RowRefs (a big store's 100,000s) go before the build
+        todo = wanted_ids((r for r in good if r.memory_id not in uploaded), {})
+        del refs, good, uploaded
         if not todo:
             return None
+        await asyncio.to_thread(trim)  # what the RowRefs held goes back to the system
         try:
-            path, ids, found = await asyncio.to_thread(
-                build_memories_json,
+            path = await asyncio.to_thread(memories_file, snapshot_db)
+        except OSError as exc:
+            raise SnapshotError(f"cannot write memories.json: {exc}") from exc
+        restarted = threading.Event()
+        build = asyncio.create_task(
+            asyncio.to_thread(
+                build_memories_json_of,
                 snapshot_db,
                 self.system_id,
                 todo,
                 self.load_chunk,
                 self.redact_secrets,
                 self.duckdb,
+                out=path,
+                on_retry=restarted.set,
             )
+        )
+        del todo  # the build thread holds what it needs
+        try:
+            sent = await _stream(build, path, restarted, stream)
+            _, ids, found = await build
         except READ_ERRORS as exc:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+        except BaseException:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            raise
         await asyncio.to_thread(trim)  # what the memories' ids and rows left in the heap
         self._count_redactions(found)
         if not ids:
+            if sent is not None and stream is not None:  # every row was left out
+                await stream.target.delete_keys([stream.key])
             await asyncio.to_thread(path.unlink, missing_ok=True)
             return None
         self._cloud_pending[upload_id] = ids
-        return path, len(ids), ids
+        return CloudFile(path, ids, sent)
 
     async def commit_cloud(self, upload_id: str) -> int:
         """Record the memories of ``upload_id``'s memories.json as uploaded (after the
@@ -117,3 +174,29 @@ class CloudMemories:
             if self.stats is not None:
                 self.stats.counters.redactions += len(kinds)
             logger.info("redacted {} secret(s) in memory {}: {}", len(kinds), mid, ", ".join(kinds))
+
+
+async def _stream(
+    build: asyncio.Task[object], path: Path, restarted: threading.Event, stream: StreamTo | None
+) -> int | None:
+    """Send ``path`` to ``stream`` while ``build`` writes it; the bytes sent, or None when
+    not sent (no stream, the build failed or started over). A failed send waits for the
+    build's end (the task is owned) before it is raised; a cancelled one cancels the wait."""
+    if stream is None:
+        return None
+    try:
+        return await stream.target.put_growing(
+            stream.key, path, build, restarted, stream.before_send
+        )
+    except WriterFailed:
+        return None  # the build's own error is raised by the caller's await
+    except Restarted:
+        logger.info("memories.json is written again: it is sent once it is built")
+        return None
+    except asyncio.CancelledError:
+        build.cancel()
+        await asyncio.gather(build, return_exceptions=True)
+        raise
+    except BaseException:
+        await asyncio.gather(build, return_exceptions=True)
+        raise

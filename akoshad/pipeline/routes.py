@@ -26,6 +26,7 @@ from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.names import MEMORIES_NAME, MEMORY_DB
 from akoshad.pipeline.capture.snapshot import Captured
 from akoshad.pipeline.chain import CircuitBreaker
+from akoshad.pipeline.cloud_memories import StreamTo
 from akoshad.pipeline.memory_sync import MemorySync
 from akoshad.pipeline.stats import Stats
 from akoshad.ratelog import RateLimitedLog
@@ -39,11 +40,13 @@ PERMANENT_RETRY_SECONDS = 300.0
 @dataclass(frozen=True)
 class ExtraObject:
     """An object an upload carries besides store files (``memories.json``): a private file
-    in the pass's staging directory, streamed to the target as it is."""
+    in the pass's staging directory, streamed to the target as it is (``sent``: the bytes
+    already stored while it was built; None: not sent yet)."""
 
     name: str
     path: Path
     conversation_count: int = 0
+    sent: int | None = None
 
 
 class MemoriesJson:
@@ -53,20 +56,23 @@ class MemoriesJson:
     def __init__(self, sync: MemorySync) -> None:
         self.sync = sync
 
-    async def build(self, captures: Sequence[Captured], upload_id: str) -> list[ExtraObject]:
-        """The extra object of this upload (none unless ``reflection.duckdb`` changed)."""
+    async def build(
+        self, captures: Sequence[Captured], upload_id: str, stream: StreamTo | None = None
+    ) -> list[ExtraObject]:
+        """The extra object of this upload (none unless ``reflection.duckdb`` changed);
+        with ``stream``, sent there while it is built."""
         memory_db = next((c for c in captures if c.group == MEMORY_DB), None)
         if memory_db is None:
             return []
+        staged = memory_db.files[0].staged
         try:
-            found = await self.sync.conversations_for_cloud(memory_db.files[0].staged, upload_id)
+            found = await self.sync.memories_for_cloud(staged, upload_id, stream)
         except SnapshotError as exc:
             logger.warning("no memories.json: {}", exc)
             return []
         if found is None:
             return []
-        path, count, _ids = found
-        return [ExtraObject(MEMORIES_NAME, path, count)]
+        return [ExtraObject(MEMORIES_NAME, found.path, len(found.ids), found.sent)]
 
     async def committed(self, upload_id: str) -> None:
         await self.sync.commit_cloud(upload_id)

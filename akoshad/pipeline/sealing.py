@@ -88,11 +88,14 @@ async def put_extras(
     target: Target, prefix: str, extras: Sequence[ExtraObject], sealing: Sealing | None
 ) -> tuple[int, list[str]]:
     """PUT an upload's extra objects under ``prefix`` (streamed from their files: never
-    whole in memory), sealed first when ``encrypt_memories`` is on: (bytes sent, the names
-    of those sealed)."""
+    whole in memory; those stored while built are only counted), sealed first when
+    ``encrypt_memories`` is on: (bytes sent, the names of those sealed)."""
     sent = 0
     sealed: list[str] = []
     for extra in extras:
+        if extra.sent is not None:  # stored while it was built
+            sent += extra.sent
+            continue
         name, path = extra.name, extra.path
         if sealing is not None and sealing.encrypt_memories:
             path = await asyncio.to_thread(seal_file, path, sealing.recipients)

@@ -24,9 +24,11 @@ from loguru import logger
 
 from akoshad.backoff import half_jitter_delay
 from akoshad.errors import PermanentError, TransientError
-from akoshad.manifest.layout import new_upload_id
+from akoshad.manifest.layout import new_upload_id, upload_prefix
+from akoshad.names import MEMORIES_NAME
 from akoshad.pipeline.attempt import Attempt, SendFailed, no_extras
 from akoshad.pipeline.capture.snapshot import CaptureResult, Snapshotter
+from akoshad.pipeline.cloud_memories import StreamTo
 from akoshad.pipeline.manifest_out import put_manifest
 from akoshad.pipeline.packing import PackSender, SentFile, clear_staging, fresh_staging
 from akoshad.pipeline.plan import (
@@ -47,6 +49,7 @@ from akoshad.pipeline.stats import Stats
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
+from akoshad.targets.growing import GrowingTarget
 
 RETRY_CAP_SECONDS = 300.0
 PERMANENT_RETRY_SECONDS = 300.0
@@ -55,6 +58,17 @@ PERMANENT_RETRY_SECONDS = 300.0
 def retry_delay(attempts: int, base: float, cap: float = RETRY_CAP_SECONDS) -> float:
     """The wait of a queue entry after ``attempts`` failures (equal jitter)."""
     return half_jitter_delay(attempts - 1, base, cap)
+
+
+def _stream_to(
+    target: Target, attempt: Attempt, first: FirstSend, system_id: str
+) -> StreamTo | None:
+    """Where ``memories.json`` is sent while it is built: a target that can (S3), unless it
+    is sealed (``encrypt_memories``: sealed once whole, then sent)."""
+    sealing = attempt.sealing
+    if not isinstance(target, GrowingTarget) or (sealing is not None and sealing.encrypt_memories):
+        return None
+    return StreamTo(target, upload_prefix(system_id, attempt.upload_id) + MEMORIES_NAME, first)
 
 
 class Uploader:
@@ -252,7 +266,11 @@ class Uploader:
             # out; both are awaited to their end
             sent, made = await asyncio.gather(
                 sender.send(plan.send),
-                memories_json.build(plan.captured, attempt.upload_id)
+                memories_json.build(
+                    plan.captured,
+                    attempt.upload_id,
+                    _stream_to(target, attempt, first, self.system_id),
+                )
                 if memories_json
                 else no_extras(),
                 return_exceptions=True,

@@ -162,6 +162,7 @@ async def put_multipart(
             await slots.acquire()
             part = pending.popleft() if pending else None
             if not failure and part is None:
+                await parts.ready()
                 part = await target._next_part(parts)
             if failure or part is None:
                 slots.release()

@@ -205,6 +205,9 @@ class _PartSource:
     def part_size(self) -> int:
         return self._size
 
+    async def ready(self) -> None:
+        """Wait until the next part can be cut (a finished file: at once)."""
+
     @property
     def sha256(self) -> str:
         """SHA-256 of what was read so far: of the whole file once parts are exhausted."""

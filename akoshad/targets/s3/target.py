@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -50,6 +51,7 @@ from akoshad.targets.s3.errors import (
     UploadLost,
     classify,
 )
+from akoshad.targets.s3.growing import GrowingSource, send_growing
 from akoshad.targets.s3.multipart import (
     abort,
     abort_leftover_uploads,
@@ -332,6 +334,26 @@ class S3Target:
 
     async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
         return await self._checked(lambda kind: send_whole(self, key, source, size, crc32, kind))
+
+    async def put_growing(
+        self,
+        key: str,
+        source: Path,
+        writer: asyncio.Future[Any],
+        restarted: threading.Event,
+        before_send: Callable[[], Awaitable[None]],
+    ) -> int:
+        """Store ``source`` as ``key`` while ``writer`` appends to it (``growing``): parts
+        go up as the file grows, the object appears whole once the writer is done, or not
+        at all; ``before_send`` is awaited before the first request. Bytes sent."""
+
+        async def put(kind: Checksum) -> int:
+            parts = await self._prepare(
+                GrowingSource, source, self.part_size, kind, writer, restarted
+            )
+            return await send_growing(self, key, parts, kind, before_send)
+
+        return await self._checked(put)
 
     async def _put_multipart(
         self, key: str, parts: _PartSource, first: _Part, kind: Checksum
