@@ -2,9 +2,10 @@
 
 A restore fsyncs every file before it reports success, so the bytes must reach the disk
 before it ends anyway; a buffered write copies each byte into the page cache first and
-writeback then hands it to the disk (about a CPU-second per GiB, on the machine the
-benchmark runs on). :class:`DirectWriter` copies the decoded bytes into an aligned stage
-of its own and writes whole stages with ``O_DIRECT`` at aligned offsets (the disk reads
+writeback then hands it to the disk (``dd`` of 1 GiB with an fsync, on the machine the
+benchmark runs on: 1.0 s of system time buffered, 0.14 s direct). :class:`DirectWriter`
+copies the decoded bytes into an aligned stage of its own (a copy in user space, about
+0.1 s per GiB) and writes whole stages with ``O_DIRECT`` at aligned offsets (the disk reads
 them from the stage), leaving a stage of zeros as a hole; the last stage is written padded
 and the file cut to its size (``FileSink.finish``). A file system that refuses
 ``O_DIRECT`` (at ``fcntl`` or at a write: ``EINVAL``) gets the same writes buffered.
@@ -65,17 +66,17 @@ class DirectWriter:
             self._fill += n
             src = src[n:]
             if self._fill == STAGE:
-                self._flush(STAGE)
+                self._flush()
 
-    def _flush(self, length: int) -> None:
-        """Write the stage's first ``length`` bytes (a multiple of ALIGN) at ``offset``
-        (nothing for a full stage of zeros: a hole), and empty it."""
-        stage = self._view[:length]
-        if length == STAGE and stage[0] == 0 and stage[-1] == 0 and _ZEROS.startswith(stage):
+    def _flush(self) -> None:
+        """Write the full stage at ``offset`` (nothing for a stage of zeros: a hole), and
+        empty it."""
+        stage = self._view
+        if stage[0] == 0 and stage[-1] == 0 and _ZEROS.startswith(stage):
             self.holes = True
         else:
             self._pwrite(stage)
-        self.offset += self._fill
+        self.offset += STAGE
         self._fill = 0
 
     def _pwrite(self, stage: memoryview) -> None:
