@@ -18,7 +18,8 @@ no checks.
 logs up to ``--mib`` MiB) is written in bucket format 2 by the storage engine
 (``bench/format2_upload.py``: 16 MiB packs, content-defined chunks, index parts), then
 ``akoshad restore --latest`` (chunks fetched by ranged GETs, decoded, every file's sha256
-checked, written, fsynced and renamed) is timed beside ``rclone copy`` of every object of
+checked, written (files of 4 MiB or more past the page cache, ``restore.direct``), fsynced
+and renamed) is timed beside ``rclone copy`` of every object of
 the system (packs, index parts, chunk lists, manifest: the same stored bytes, neither
 decoded nor checked, nor fsynced) and the ratio printed, the median and each run's own
 (the machine may be shared: a run's ratio compares like with like). The two cases:

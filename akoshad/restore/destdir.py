@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from akoshad.errors import AkoshadError
 from akoshad.fileio import CHUNK, write_sparse
+from akoshad.restore.direct import DirectWriter
 
 DIR_MODE = 0o700
 DEFAULT_FILE_MODE = 0o600
@@ -138,9 +139,10 @@ def parent_dir(dest_fd: int, path: str, force: bool) -> int:
 
 class FileSink:
     """A restored file being written: a temporary name in its directory, renamed over the
-    final name by ``commit`` (or removed by ``discard``)."""
+    final name by ``commit`` (or removed by ``discard``); ``direct``: written past the page
+    cache (``direct.DirectWriter``), for a large file that is fsynced anyway."""
 
-    def __init__(self, dir_fd: int, name: str, mode: int | None) -> None:
+    def __init__(self, dir_fd: int, name: str, mode: int | None, direct: bool = False) -> None:
         self.dir_fd = dir_fd
         self.name = name
         self.mode = DEFAULT_FILE_MODE if mode is None else mode & 0o777
@@ -150,10 +152,20 @@ class FileSink:
         self.fh: BinaryIO = os.fdopen(fd, "wb")
         self.written = 0  # bytes written or skipped as holes
         self.holes = False
+        self.direct: DirectWriter | None = None
+        if direct:
+            try:
+                self.direct = DirectWriter(fd)
+            except BaseException:
+                self.discard()
+                raise
 
     def write(self, data: bytes | memoryview) -> None:
         """Write decoded bytes, leaving whole chunks of zeros as holes."""
         self.written += len(data)
+        if self.direct is not None:
+            self.direct.write(data)
+            return
         if len(data) < CHUNK:
             self.fh.write(data)
             return
@@ -175,6 +187,11 @@ class FileSink:
     def finish(self, size: int) -> None:
         """Set the file's size (only a hole at its end leaves it short) and hand its bytes
         to the kernel (no fsync)."""
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None
+            self.fh.truncate(size)  # the last write was padded
+            return
         if self.holes or size != self.written:
             self.fh.truncate(size)
         self.fh.flush()
@@ -199,6 +216,7 @@ class FileSink:
 
     def discard(self) -> None:
         """Close and remove the temporary file (idempotent)."""
+        self.direct = None
         self.fh.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp, dir_fd=self.dir_fd)

@@ -31,6 +31,7 @@ from akoshad.storage.stored import StoredFile
 SYNC_THREADS = 16  # fsyncs in flight together (the journal commits them in groups)
 MAX_PENDING = 128  # checked files waiting to land (each holds a descriptor)
 MAX_OPEN_DIRS = 64  # idle directory descriptors kept open
+DIRECT_MIN = 4 * 1024 * 1024  # files this large are written past the page cache (direct)
 
 
 @dataclass
@@ -121,8 +122,16 @@ class LandingSink(FileSink):
     """A :class:`FileSink` whose ``commit`` hands the checked file to a :class:`Committer`
     instead of syncing it in the fetch path."""
 
-    def __init__(self, committer: Committer, key: str, dir_fd: int, name: str, mode: int | None):
-        super().__init__(dir_fd, name, mode)
+    def __init__(
+        self,
+        committer: Committer,
+        key: str,
+        dir_fd: int,
+        name: str,
+        mode: int | None,
+        direct: bool = False,
+    ) -> None:
+        super().__init__(dir_fd, name, mode, direct)
         self.committer = committer
         self.key = key
         self._held = True
@@ -160,7 +169,8 @@ class Committer:
         """A sink for ``f`` in its directory under ``--dest`` (made as needed)."""
         key, dir_fd = self.tree.acquire(f.path)
         try:
-            return LandingSink(self, key, dir_fd, f.path.rsplit("/", 1)[-1], f.mode)
+            name = f.path.rsplit("/", 1)[-1]
+            return LandingSink(self, key, dir_fd, name, f.mode, f.size >= DIRECT_MIN)
         except BaseException:
             self.tree.release(key, False)
             raise

@@ -311,13 +311,14 @@ async def _resolve_lists(
             raise ManifestError(str(exc)) from None
     lists.update(await _split_lists(target, split, firsts, root, budget))
     out: list[StoredFile] = []
+    keys_ok: set[str] = set()  # a pack's key is checked once, not for each of its chunks
     for p in pending:
         f = p.file
         if p.chunk_list is not None:
             f = StoredFile(
                 f.path, f.kind, f.size, f.sha256, lists[p.chunk_list.key], f.mode, f.facts, f.name
             )
-        check_stored_file(f, system_id, p.where)
+        check_stored_file(f, system_id, p.where, keys_ok=keys_ok)
         out.append(f)
     return out
 

@@ -44,6 +44,8 @@ MAX_FILE_SIZE = 1 << 50  # 1 PiB: a bound on a declared size, far past any store
 
 
 def _fields(obj: object, fields: tuple[str, ...], what: str) -> Mapping[str, Any]:
+    if type(obj) is dict and len(obj) == len(fields) and all(f in obj for f in fields):
+        return obj  # the usual case: exactly the fields (a manifest has thousands)
     if not isinstance(obj, Mapping):
         raise RefError(f"{what}: expected an object, got {type(obj).__name__}")
     missing = [f for f in fields if f not in obj]
@@ -89,8 +91,14 @@ def check_sha256(value: object, what: str, field: str = "sha256") -> str:
     return value
 
 
+_GOOD_KEYS: set[str] = set()  # keys found safe (a pack's key is in thousands of refs)
+_GOOD_KEYS_MAX = 4096
+
+
 def check_key(value: object, what: str) -> str:
     """``value`` if it is a safe relative object key (no ``..``, no empty segment)."""
+    if type(value) is str and value in _GOOD_KEYS:
+        return value
     if not isinstance(value, str) or not value:
         raise RefError(f"{what}: key must be a non-empty string")
     if len(value) > MAX_KEY_LENGTH:
@@ -98,6 +106,9 @@ def check_key(value: object, what: str) -> str:
     for segment in value.split("/"):
         if segment in ("", ".", "..") or not _KEY_SEGMENT_RE.match(segment):
             raise RefError(f"{what}: key {value!r:.120} is not a safe relative object key")
+    if len(_GOOD_KEYS) >= _GOOD_KEYS_MAX:
+        _GOOD_KEYS.clear()
+    _GOOD_KEYS.add(value)
     return value
 
 
