@@ -39,11 +39,18 @@ MiB = 1024 * 1024
 
 
 def build_data(work: Path, big_mib: int, conversations: int, wanted: str) -> dict[str, Path]:
-    """The small session store and a ``big_mib`` MiB incompressible file (``wanted``: any
-    of ``store,big``)."""
+    """The small session store, 10,000 small files and a ``big_mib`` MiB incompressible file
+    (``wanted``: any of ``store,small,big``)."""
     cases: dict[str, Path] = {}
     if "store" in wanted:
         cases["small store"] = make_small_store(work / "store", conversations)
+    if "small" in wanted:
+        sys.path.insert(0, str(REPO / "bench"))
+        from benchlib import add_small_files
+
+        small = work / "small"
+        add_small_files(small, 10_000)
+        cases["10000 small files"] = small
     if "big" in wanted:
         big = work / "big"
         big.mkdir()
@@ -144,7 +151,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="runs of each tree per case")
     ap.add_argument("--big-mib", type=int, default=1024, help="size of the large file")
     ap.add_argument("--conversations", type=int, default=1500, help="small store size")
-    ap.add_argument("--cases", default="store,big", help="any of store,big")
+    ap.add_argument("--cases", default="store,big", help="any of store,small,big")
     args = ap.parse_args()
     trees = {"A": Path(args.against).resolve(), "B": REPO}
     for label, tree in trees.items():
