@@ -18,6 +18,7 @@ import akoshad.pipeline.capture.snapshot as snapshot
 from akoshad.errors import TransientError
 from akoshad.manifest.facts import Facts
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
+from akoshad.pipeline.cloud_memories import StreamTo
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.plan import stored_file
 from akoshad.pipeline.report import PassReport
@@ -235,7 +236,10 @@ async def test_extra_objects_are_made_while_files_are_sent(rig: Rig, tmp_path: P
         def __init__(self) -> None:  # no MemorySync: the objects are made here
             pass
 
-        async def build(self, captures: Sequence[Captured], upload_id: str) -> list[ExtraObject]:
+        async def build(
+            self, captures: Sequence[Captured], upload_id: str, stream: StreamTo | None = None
+        ) -> list[ExtraObject]:
+            assert stream is None  # a local target: built whole, then sent
             hook_started.set()
             await asyncio.wait_for(put_started.wait(), 5)
             made = tmp_path / "memories.json"
