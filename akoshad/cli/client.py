@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -195,6 +196,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def _watch(settings: Settings, interval: float, *, as_json: bool) -> int:
     """Redraw the status every ``interval`` seconds until Ctrl-C; a daemon that goes away
     (or comes back) is shown, not fatal. On a terminal the screen is redrawn in place."""
+    # Ctrl-C stops it even when started by a process that ignores or blocks SIGINT (both are
+    # inherited: a parent's ignored SIGINT would leave the loop running until killed)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     tty = sys.stdout.isatty()
     if tty:
         sys.stdout.write("\x1b[?25l\x1b[2J")  # hide the cursor, clear once

@@ -338,3 +338,30 @@ async def test_daemon_stopping_during_sync_wait_is_exit_3() -> None:
     await srv.close()
     with pytest.raises(DaemonNotRunning):
         await asyncio.wait_for(waiting, 5)
+
+
+def test_watch_stops_on_ctrl_c_even_when_started_ignoring_it(tmp_path: Path) -> None:
+    cfg, _sock, env = no_daemon_config(tmp_path)
+    cmd = [sys.executable, "-m", "akoshad", "status", "--watch", "--interval", "0.2"]
+
+    def ignore_and_block_sigint() -> None:  # what a parent may hand down
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    proc = subprocess.Popen(
+        [*cmd, "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=ignore_and_block_sigint,
+    )
+    try:
+        out = b""
+        while out.count(b"not running") < 1:
+            out += proc.stdout.read1(4096) if proc.stdout else b""
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
