@@ -59,7 +59,7 @@ HANDOFF_POLL = 0.5  # seconds a worker waits for room before it looks for a stop
 # 1 GiB first upload (bench/first_sync_bench.py --cases big)
 PACKS_IN_FLIGHT = 3
 # packs that may wait, staged, for the owner gate's first answer (a first claim settles for a
-# second: the chunking goes on meanwhile instead of stopping at five staged packs)
+# second: the chunking goes on meanwhile instead of stopping at six staged packs)
 PACKS_BEFORE_GATE = 12
 SEAL_AHEAD = 8  # chunks handed to the sealing threads ahead of the pack writer
 # zstd releases the GIL; age sealing goes to one child per thread (bench/encrypted_upload_bench.py)
