@@ -7,12 +7,15 @@ holding uploads but no record (made by an earlier akoshad) is claimed the same w
 machine writes nothing: :class:`NotOwner` names the owner's host and the fix. ``takeover``
 overwrites the record with this machine. Prune never deletes the record.
 
-Races. The ``Target`` protocol has no conditional write (S3 in general has no compare-and-
-swap), so a claim is: read the record; if absent, write ours, wait ``settle`` seconds, read it
-back; last writer wins and the loser sees another owner on read-back and stops. Two machines
-can both believe they own the id only if one stalled more than ``settle`` between its read and
-its write while the other claimed; the next check (at most ``interval`` seconds later, and
-always before a prune) then stops the loser. A takeover reaches the old owner the same way:
+Races. A claim is: read the record; if absent, write ours only if the key is still free
+(``ExclusiveCreate``: the local target's hard link, S3's ``If-None-Match: *``), and the
+race is settled at once: of two machines exactly one creates the record, and the other
+reads it and stops. A target without that (or an S3 server that ignores the condition)
+gets the old way: write ours, wait ``settle`` seconds, read it back; last writer wins and
+the loser sees another owner on read-back and stops. Two machines can then both believe they
+own the id only if one stalled more than ``settle`` between its read and its write while the
+other claimed; the next check (at most ``interval`` seconds later, and always before a
+prune) then stops the loser. A takeover reaches the old owner the same way:
 at its next check, within ``interval`` seconds.
 
 The record is cached: ``check`` re-reads it at most every ``interval`` seconds, unless forced
@@ -40,7 +43,7 @@ from akoshad.errors import PermanentError
 from akoshad.names import SYSTEM_ID_RE
 from akoshad.private import FILE_MODE, make_private_dirs
 from akoshad.storage.documents import DocumentError, DocumentMissing, fetch_stored
-from akoshad.targets.base import Target
+from akoshad.targets.base import ExclusiveCreate, Target
 
 OWNER_NAME = "owner.json"
 OWNER_ID_FILE = "owner_id"
@@ -248,8 +251,8 @@ class Ownership:
         self._checked_at = self._clock()
         self._checked_wall = _now_iso()
 
-    async def _write(self, how: How, previous: OwnerRecord | None) -> OwnerRecord:
-        record = OwnerRecord(
+    def _new_record(self, how: How, previous: OwnerRecord | None) -> OwnerRecord:
+        return OwnerRecord(
             owner_id=self.machine.owner_id,
             host=self.machine.host,
             since=_now_iso(),
@@ -257,11 +260,38 @@ class Ownership:
             how=how,
             previous_host=previous.host if previous is not None else None,
         )
-        await self.target.put_bytes(self.key, record.to_bytes(), "application/json")
+
+    async def _settle(self) -> None:
         if self.settle > 0:
             self.settling.set()
             await asyncio.sleep(self.settle)
+
+    async def _write(self, how: How, previous: OwnerRecord | None) -> OwnerRecord:
+        record = self._new_record(how, previous)
+        await self.target.put_bytes(self.key, record.to_bytes(), "application/json")
+        await self._settle()
         return record
+
+    async def _claim(self, how: How) -> OwnerRecord | None:
+        """Record this machine where no machine is recorded; the record found after.
+
+        A target that stores an object only when its key is free (``ExclusiveCreate``)
+        settles the race at once: the record is ours, or another machine's is read. Else
+        (or when the target cannot tell) the record is written, and read back after the
+        settle: the last writer wins."""
+        if not isinstance(self.target, ExclusiveCreate):
+            await self._write(how, None)
+            return await self.read()
+        record = self._new_record(how, None)
+        made = await self.target.create_exclusive(
+            self.key, record.to_bytes(), "application/json"
+        )
+        if made == "created":
+            self._remember(record)
+            return record
+        if made == "unchecked":
+            await self._settle()
+        return await self.read()
 
     async def _has_uploads(self) -> bool:
         prefix = f"systems/{self.system_id}/uploads/"
@@ -281,8 +311,7 @@ class Ownership:
         record = self._record
         if record is None and claim:
             how: How = "legacy" if await self._has_uploads() else "claim"
-            await self._write(how, None)
-            record = await self.read()
+            record = await self._claim(how)
         if record is not None and not self._mine(record):
             raise NotOwner(self.system_id, record, self.machine.host)
         return record

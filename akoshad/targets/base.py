@@ -10,11 +10,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from akoshad.compress import Compression
 
-__all__ = ["Compression", "StoredObject", "Target"]
+__all__ = ["Compression", "Created", "ExclusiveCreate", "StoredObject", "Target"]
+
+# "created": the object is ours and no other writer's was there; "exists": another object
+# held the key, nothing was written; "unchecked": written, but the target may not honour the
+# condition (an S3 server that ignores If-None-Match): the caller must check by reading back.
+Created = Literal["created", "exists", "unchecked"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +90,12 @@ class ReadCheck(Protocol):
 
     async def check(self) -> None:
         """Raise ``TransientError`` or ``PermanentError`` unless the target is usable."""
+
+
+@runtime_checkable
+class ExclusiveCreate(Protocol):
+    """A target that can store an object only when its key is free (the local target: a
+    hard link; S3: ``If-None-Match: *``), so that of two writers exactly one wins."""
+
+    async def create_exclusive(self, key: str, data: bytes, content_type: str) -> Created:
+        """Store ``data`` under ``key`` unless an object is there (see ``Created``)."""

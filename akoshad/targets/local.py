@@ -32,7 +32,7 @@ from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import CHUNK, read_chunks
 from akoshad.private import DIR_MODE, FILE_MODE, make_private_dirs
 from akoshad.storage.errors import PackError
-from akoshad.targets.base import Compression, StoredObject
+from akoshad.targets.base import Compression, Created, StoredObject
 
 TMP_MARK = ".akoshad-tmp-"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -148,18 +148,18 @@ class LocalTarget:
     async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
         return await asyncio.to_thread(self._put_file_sync, key, source, compression)
 
-    def _write_atomic(self, key: str, chunks: Iterator[bytes]) -> int:
+    def _write_atomic(self, key: str, chunks: Iterator[bytes], *, exclusive: bool = False) -> int:
         parts = self._parts(key)
         try:
             with self._dir(parts[:-1], create=True) as dfd:
-                return _write_in(dfd, parts[-1], chunks)
+                return _write_in(dfd, parts[-1], chunks, exclusive=exclusive)
         except LinkInTarget as exc:
             raise PermanentError(
                 f"local target: {exc.rel} in {self.root} is a symlink or not a directory; "
                 "akoshad does not write through it",
                 fix="remove it from local_target_dir",
             ) from None
-        except FileNotFoundError:
+        except (FileNotFoundError, FileExistsError):
             raise
         except OSError as exc:
             # a full disk or a flaky mount may clear up; a read-only tree will not
@@ -196,6 +196,15 @@ class LocalTarget:
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         return await asyncio.to_thread(self._write_atomic, key, iter((data,)))
+
+    async def create_exclusive(self, key: str, data: bytes, content_type: str) -> Created:
+        """``put_bytes`` only when ``key`` is free: a hard link, which no other writer's
+        file (or link) at ``key`` lets through."""
+        try:
+            await asyncio.to_thread(self._write_atomic, key, iter((data,)), exclusive=True)
+        except FileExistsError:
+            return "exists"
+        return "created"
 
     def _open_object(self, key: str) -> BinaryIO | None:
         """The object's file opened for reading, or None when missing or not a regular file
@@ -366,8 +375,9 @@ def _tighten_root(fd: int, root: Path) -> None:
             logger.info("local target {}: mode {:04o} -> 0700", root, stat.S_IMODE(st.st_mode))
 
 
-def _write_in(dfd: int, name: str, chunks: Iterator[bytes]) -> int:
-    """Write ``chunks`` to ``name`` in the directory ``dfd`` atomically, 0600."""
+def _write_in(dfd: int, name: str, chunks: Iterator[bytes], *, exclusive: bool = False) -> int:
+    """Write ``chunks`` to ``name`` in the directory ``dfd`` atomically, 0600. With
+    ``exclusive``, only when ``name`` is free (a hard link: ``FileExistsError`` else)."""
     tmp = f"{name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     written = 0
@@ -379,7 +389,11 @@ def _write_in(dfd: int, name: str, chunks: Iterator[bytes]) -> int:
                 written += len(chunk)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        if exclusive:
+            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+            os.unlink(tmp, dir_fd=dfd)
+        else:
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp, dir_fd=dfd)

@@ -1,7 +1,9 @@
 """Daemon start: the claim of the system id (which settles for CLAIM_SETTLE on a first
-claim) runs while the store is reconciled and the first pass captures, but a crash's upload
-is settled only by the owner, after the claim, and nothing is sent before the claim is
-answered (a claim lost during the settle sends nothing)."""
+claim where the target cannot create the record only when its key is free: an S3 server
+that ignores If-None-Match) runs while the store is reconciled and the first pass captures,
+but a crash's upload is settled only by the owner, after the claim, and nothing is sent
+before the claim is answered (a claim lost during the settle sends nothing). The tests of
+the settle make the local target answer as such a server does (``local_target_settles``)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,18 @@ from akoshad.store.db import StateDB
 from akoshad.targets import Target
 from akoshad.targets.local import LocalTarget
 from tests.helpers import manifests
+
+
+@pytest.fixture
+def local_target_settles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local target as a target that cannot tell whether a key was free (what an S3
+    server that ignores If-None-Match makes of it): a first claim settles."""
+
+    async def unchecked(self: LocalTarget, key: str, data: bytes, content_type: str) -> str:
+        await self.put_bytes(key, data, content_type)
+        return "unchecked"
+
+    monkeypatch.setattr(LocalTarget, "create_exclusive", unchecked)
 
 
 def _daemon(tmp_path: Path) -> Daemon:
@@ -158,6 +172,7 @@ async def _history(tmp_path: Path) -> list[Any]:
         await state.close()
 
 
+@pytest.mark.usefixtures("local_target_settles")
 async def test_the_first_pass_captures_while_the_claim_settles_and_sends_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,15 +187,16 @@ async def test_the_first_pass_captures_while_the_claim_settles_and_sends_after_i
     assert len(manifests(tmp_path / "outbox", "startup-test")) == 1
 
 
+@pytest.mark.usefixtures("local_target_settles")
 async def test_a_claim_lost_while_settling_sends_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     daemon = _daemon(tmp_path)
     events: list[tuple[str, bool]] = []
     _timeline(daemon, monkeypatch, events)
-    real_write = Ownership._write
+    real_settle = Ownership._settle
 
-    async def write(own: Ownership, how: Any, previous: OwnerRecord | None) -> OwnerRecord:
+    async def settle(own: Ownership) -> None:
         async def other_host_claims() -> None:  # its write lands during our settle
             await own.settling.wait()
             other = OwnerRecord("f" * 32, "other-host", "2026-01-01T00:00:00+00:00", "x")
@@ -188,11 +204,11 @@ async def test_a_claim_lost_while_settling_sends_nothing(
 
         task = asyncio.create_task(other_host_claims())
         try:
-            return await real_write(own, how, previous)
+            await real_settle(own)
         finally:
             await task
 
-    monkeypatch.setattr(Ownership, "_write", write)
+    monkeypatch.setattr(Ownership, "_settle", settle)
     assert await daemon.run_once() == EXIT_FAIL
     # captured and packed while settling, never sent, no upload recorded
     assert events == [("capture", False), ("pack", False)]
@@ -207,6 +223,7 @@ async def test_a_claim_lost_while_settling_sends_nothing(
         await state.close()
 
 
+@pytest.mark.usefixtures("local_target_settles")
 async def test_an_upload_lost_before_the_claim_is_answered_sends_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -244,6 +261,7 @@ async def test_an_upload_lost_before_the_claim_is_answered_sends_nothing(
         await state.close()
 
 
+@pytest.mark.usefixtures("local_target_settles")
 async def test_packing_goes_on_while_the_claim_settles(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

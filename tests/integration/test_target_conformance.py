@@ -21,7 +21,7 @@ import akoshad.targets.s3.target as s3mod
 from akoshad import compress, fileio
 from akoshad.errors import TransientError
 from akoshad.storage.errors import PackError
-from akoshad.targets.base import Compression, Target
+from akoshad.targets.base import Compression, ExclusiveCreate, Target
 from akoshad.targets.local import LocalTarget
 from akoshad.targets.s3.target import S3Target
 from tests.s3server import WeedServer
@@ -314,3 +314,19 @@ async def test_put_object_file_never_follows_a_link(
     with pytest.raises(OSError):
         await target.put_object_file(k, link, 6, zlib.crc32(b"secret"))
     assert await target.head(k) is None
+
+
+async def test_create_exclusive_stores_only_when_the_key_is_free(
+    target: Target, system_id: str
+) -> None:
+    """Every target akoshad ships stores an object only when its key is free (the owner
+    record's claim relies on it): the first create wins, later ones change nothing."""
+    assert isinstance(target, ExclusiveCreate)
+    k = f"systems/{system_id}/owner.json"
+    assert await target.create_exclusive(k, b'{"first": 1}', "application/json") == "created"
+    assert await target.create_exclusive(k, b'{"second": 2}', "application/json") == "exists"
+    assert await read_all(target, k) == b'{"first": 1}'
+    assert [x async for x in target.list_keys(f"systems/{system_id}/")] == [k]
+    await target.delete_keys([k])
+    assert await target.create_exclusive(k, b'{"third": 3}', "application/json") == "created"
+    assert await read_all(target, k) == b'{"third": 3}'

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -19,8 +21,9 @@ from akoshad.storage.owner import (
     load_owner_id,
     owner_key,
 )
-from akoshad.targets.base import Target
+from akoshad.targets.base import ExclusiveCreate, Target
 from akoshad.targets.local import LocalTarget
+from tests.rclone_s3 import RcloneS3
 from tests.s3server import WeedServer
 
 
@@ -114,9 +117,23 @@ async def test_legacy_target_with_uploads_is_claimed_by_the_first_writer(tmp_pat
         await own(target, "box", machine(tmp_path / "b", "beta")).check()
 
 
+class WithoutExclusive:
+    """A target that cannot store an object only when its key is free (the old way)."""
+
+    def __init__(self, inner: Target) -> None:
+        self._inner = inner
+        self.name = inner.name
+
+    def __getattr__(self, name: str) -> object:
+        if name == "create_exclusive":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
 async def test_claim_race_loser_sees_the_other_owner(tmp_path: Path) -> None:
     """Both saw no record; b wrote last: a's read-back shows b, so a stops."""
-    target = LocalTarget(tmp_path / "outbox")
+    target = cast(Target, WithoutExclusive(LocalTarget(tmp_path / "outbox")))
+    assert not isinstance(target, ExclusiveCreate)
     a = own(target, "box", machine(tmp_path / "a", "alpha"))
     b = own(target, "box", machine(tmp_path / "b", "beta"))
     original = a._write
@@ -166,3 +183,89 @@ async def test_two_machines_on_seaweedfs(s3: WeedServer, system_id: str, tmp_pat
         assert s3.keys(f"systems/{system_id}/") == [owner_key(system_id)]
     finally:
         await target.close()
+
+
+async def race_at_the_create(a: Ownership, b: Ownership) -> None:
+    """Run ``a.check()`` where b claims between a's read (no record) and a's own write."""
+    original = a._has_uploads
+
+    async def b_claims_first() -> bool:
+        assert (await b.check()) is not None
+        return await original()
+
+    a._has_uploads = b_claims_first  # type: ignore[method-assign]
+    await a.check()
+
+
+async def test_a_claim_is_settled_at_once_where_a_key_can_be_created_only_when_free(
+    tmp_path: Path,
+) -> None:
+    """The local target creates the record only when no other is there: the claim waits
+    no settle, and a machine that lost the race stops at once, naming the winner."""
+    target = LocalTarget(tmp_path / "outbox")
+    a = Ownership(target, "box", machine(tmp_path / "a", "alpha"), settle=30)
+    b = Ownership(target, "box", machine(tmp_path / "b", "beta"), settle=30)
+    start = time.monotonic()
+    with pytest.raises(NotOwner, match="'beta'"):
+        await race_at_the_create(a, b)
+    assert time.monotonic() - start < 5  # not the 30 s settle
+    assert not a.settling.is_set() and not b.settling.is_set()
+    record = json.loads((tmp_path / "outbox" / owner_key("box")).read_bytes())
+    assert record["host"] == "beta"
+    assert (await b.check(force=True)) is not None  # the winner keeps it
+    assert [p.name for p in (tmp_path / "outbox" / "systems" / "box").iterdir()] == ["owner.json"]
+
+
+async def test_a_claim_on_seaweedfs_creates_the_record_only_when_free(
+    s3: WeedServer, system_id: str, tmp_path: Path
+) -> None:
+    """SeaweedFS honours If-None-Match: the first claim learns it with one more small PUT
+    (refused: 412) and waits no settle; the loser of a race stops at once."""
+    target = s3.s3_target(system_id, retry_backoff=0.1, max_retries=1)
+    await target.start(clean_up=False)
+    try:
+        a = Ownership(target, system_id, machine(tmp_path / "a", "alpha"), settle=30)
+        b = Ownership(target, system_id, machine(tmp_path / "b", "beta"), settle=30)
+        start = time.monotonic()
+        with pytest.raises(NotOwner, match="'beta'"):
+            await race_at_the_create(a, b)
+        assert time.monotonic() - start < 10
+        assert target.conditional_writes is True
+        assert not a.settling.is_set() and not b.settling.is_set()
+        assert (await b.check(force=True)) is not None
+        assert s3.keys(f"systems/{system_id}/") == [owner_key(system_id)]
+    finally:
+        await target.close()
+
+
+async def test_a_server_that_ignores_the_condition_gets_the_settle_and_the_read_back(
+    tmp_path: Path,
+) -> None:
+    """rclone's S3 server stores a conditional PUT whatever is there: akoshad finds that out
+    (its check PUT is stored too), waits the settle and reads the record back, so the last
+    writer still wins and the other machine stops."""
+    server = RcloneS3(tmp_path / "rclone")
+    server.start()
+    target = server.s3_target("box")
+    try:
+        await target.start(clean_up=False)
+        a = Ownership(target, "box", machine(tmp_path / "a", "alpha"), settle=0.2)
+        b = Ownership(target, "box", machine(tmp_path / "b", "beta"), settle=0.2)
+        original = a._settle
+
+        async def b_writes_during_the_settle() -> None:
+            await original()
+            await b._write("claim", None)  # b, which also saw no record, writes last
+
+        a._settle = b_writes_during_the_settle  # type: ignore[method-assign]
+        with pytest.raises(NotOwner, match="'beta'"):
+            await a.check()
+        assert target.conditional_writes is False
+        assert a.settling.is_set()
+        assert (await b.check(force=True)) is not None
+        c = Ownership(target, "box", machine(tmp_path / "c", "gamma"), settle=0.2)
+        with pytest.raises(NotOwner, match="'beta'"):
+            await c.check()
+    finally:
+        await target.close()
+        server.stop()

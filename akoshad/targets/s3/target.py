@@ -43,7 +43,7 @@ from akoshad.backoff import with_retries
 from akoshad.errors import TransientError
 from akoshad.events import RequestCounter
 from akoshad.redaction import redact_url
-from akoshad.targets.base import Compression, StoredObject
+from akoshad.targets.base import Compression, Created, StoredObject
 from akoshad.targets.s3.client import open_client
 from akoshad.targets.s3.errors import (
     ChecksumRefused,
@@ -51,6 +51,7 @@ from akoshad.targets.s3.errors import (
     UploadLost,
     classify,
 )
+from akoshad.targets.s3.exclusive import create_exclusive
 from akoshad.targets.s3.growing import GrowingSource, send_growing
 from akoshad.targets.s3.multipart import (
     abort,
@@ -136,6 +137,8 @@ class S3Target:
         self.checksum: Checksum = checksum  # becomes "md5" if the server refuses CRC32
         self.verify_tls = True  # certificates are always checked for https endpoints
         self.requests = 0  # requests sent (attempts), for tests and benchmarks
+        # whether the server honours If-None-Match (None until ``create_exclusive`` learns it)
+        self.conditional_writes: bool | None = None
         self.retries = 0
         # counts every request sent (metrics), by S3 operation name, as ``name``
         self.counter = counter
@@ -383,6 +386,10 @@ class S3Target:
             ),
             what=f"put {key}",
         )
+
+    async def create_exclusive(self, key: str, data: bytes, content_type: str) -> Created:
+        """``put_bytes`` only when ``key`` is free (``exclusive.create_exclusive``)."""
+        return await create_exclusive(self, key, data, content_type)
 
     async def read(self, key: str) -> AsyncIterator[bytes]:
         async for chunk in read_object(self, key):
