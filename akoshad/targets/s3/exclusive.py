@@ -6,7 +6,8 @@ A server that does not know the header may ignore it and store the object anyway
 that honours the condition refuses the second one (412), which proves the first was a real
 create; one that stores it again ignores conditions, and the answer is ``"unchecked"``
 (the caller then waits and reads back, as it would without the condition). A server that
-refuses the header itself (501) is treated the same way. What was learnt is kept on the
+refuses the header itself (400 or 501) is treated the same way: the claim then is what it
+was without the condition. What was learnt is kept on the
 target (``S3Target.conditional_writes``): the check costs one small request, once.
 """
 
@@ -54,8 +55,8 @@ async def _put_if_absent(
             if status == 409 or code == "ConditionalRequestConflict":
                 # another conditional write to the key at the same moment: ask again
                 raise TransientError(f"put {key}: a concurrent write to it (409)") from None
-            if status == 501 or code == "NotImplemented":
-                return "unsupported"
+            if status in (400, 501) or code in ("NotImplemented", "InvalidArgument"):
+                return "unsupported"  # the header refused: never worse than the old way
             raise
         return "stored"
 
