@@ -20,7 +20,6 @@ import hashlib
 import os
 import stat
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -30,11 +29,11 @@ from loguru import logger
 from akoshad.compress import encoded_chunks
 from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import CHUNK, read_chunks
-from akoshad.private import DIR_MODE, FILE_MODE, make_private_dirs
+from akoshad.private import DIR_MODE, make_private_dirs
 from akoshad.storage.errors import PackError
 from akoshad.targets.base import Compression, Created, StoredObject
+from akoshad.targets.local_files import NO_LINK, TMP_MARK, link_in, write_in
 
-TMP_MARK = ".akoshad-tmp-"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 NOT_FOLLOWED = (errno.ELOOP, errno.ENOTDIR)  # what O_NOFOLLOW / O_DIRECTORY say of a link
 WARN_INTERVAL = 60.0
@@ -152,7 +151,7 @@ class LocalTarget:
         parts = self._parts(key)
         try:
             with self._dir(parts[:-1], create=True) as dfd:
-                return _write_in(dfd, parts[-1], chunks, exclusive=exclusive)
+                return write_in(dfd, parts[-1], chunks, exclusive=exclusive)
         except LinkInTarget as exc:
             raise PermanentError(
                 f"local target: {exc.rel} in {self.root} is a symlink or not a directory; "
@@ -187,12 +186,31 @@ class LocalTarget:
     def _put_object_file_sync(self, key: str, source: Path, size: int) -> int:
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         with os.fdopen(os.open(source, flags), "rb", buffering=0) as fh:
-            if os.fstat(fh.fileno()).st_size != size:
+            st = os.fstat(fh.fileno())
+            if st.st_size != size:
                 raise TransientError(f"local target: {source.name} is not the {size} bytes given")
+            if self._link_atomic(key, source, st):
+                return size
             written = self._write_atomic(key, read_chunks(fh))
         if written != size:
             raise TransientError(f"local target: {source.name} held {written} of {size} bytes")
         return written
+
+    def _link_atomic(self, key: str, source: Path, st: os.stat_result) -> bool:
+        """Store the finished file ``source`` (whose stat is ``st``) under ``key`` as a hard
+        link, fsynced, then renamed into place: no copy of a pack that is only deleted from
+        staging afterwards. False when the file system cannot (another device, no links):
+        the caller copies it."""
+        parts = self._parts(key)
+        try:
+            with self._dir(parts[:-1], create=True) as dfd:
+                return link_in(dfd, parts[-1], source, st)
+        except LinkInTarget:
+            return False  # the copy reports it
+        except OSError as exc:
+            if exc.errno in NO_LINK:
+                return False
+            raise TransientError(f"local target write failed: {exc.strerror}") from None
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         return await asyncio.to_thread(self._write_atomic, key, iter((data,)))
@@ -373,31 +391,3 @@ def _tighten_root(fd: int, root: Path) -> None:
         with contextlib.suppress(OSError):
             os.fchmod(fd, DIR_MODE)
             logger.info("local target {}: mode {:04o} -> 0700", root, stat.S_IMODE(st.st_mode))
-
-
-def _write_in(dfd: int, name: str, chunks: Iterator[bytes], *, exclusive: bool = False) -> int:
-    """Write ``chunks`` to ``name`` in the directory ``dfd`` atomically, 0600. With
-    ``exclusive``, only when ``name`` is free (a hard link: ``FileExistsError`` else)."""
-    tmp = f"{name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    written = 0
-    try:
-        with os.fdopen(os.open(tmp, flags, FILE_MODE, dir_fd=dfd), "wb") as fh:
-            os.fchmod(fh.fileno(), FILE_MODE)
-            for chunk in chunks:
-                fh.write(chunk)
-                written += len(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if exclusive:
-            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
-            os.unlink(tmp, dir_fd=dfd)
-        else:
-            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dfd)
-        raise
-    with contextlib.suppress(OSError):
-        os.fsync(dfd)
-    return written

@@ -316,6 +316,46 @@ async def test_put_object_file_never_follows_a_link(
     assert await target.head(k) is None
 
 
+async def test_local_put_object_file_links_the_finished_file(
+    tmp_path: Path, system_id: str
+) -> None:
+    """The local target stores a pack from staging as a hard link (no copy): the same
+    bytes, fsynced, kept when staging deletes its name, no temporary file left."""
+    t = LocalTarget(tmp_path / "outbox")
+    await t.start()
+    src = tmp_path / "pack"
+    data = os.urandom(3 * MiB + 5)
+    src.write_bytes(data)
+    k = key(system_id, "pack-linked")
+    assert await t.put_object_file(k, src, len(data), zlib.crc32(data)) == len(data)
+    stored = tmp_path / "outbox" / k
+    assert os.stat(stored).st_ino == os.stat(src).st_ino and os.stat(src).st_nlink == 2
+    src.unlink()  # staging removes the pack once it landed
+    assert await read_all(t, k) == data
+    assert sorted(p.name for p in stored.parent.iterdir()) == ["pack-linked"]
+
+
+async def test_local_put_object_file_copies_across_file_systems(
+    tmp_path: Path, system_id: str
+) -> None:
+    """Staging on another file system (tmpfs here): the pack is copied, as before."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system at /dev/shm")
+    t = LocalTarget(tmp_path / "outbox")
+    await t.start()
+    data = os.urandom(MiB + 7)
+    src = shm / f"akoshad-test-pack-{os.getpid()}-{system_id}"
+    src.write_bytes(data)
+    try:
+        k = key(system_id, "pack-copied")
+        assert await t.put_object_file(k, src, len(data), zlib.crc32(data)) == len(data)
+        assert os.stat(tmp_path / "outbox" / k).st_ino != os.stat(src).st_ino
+        assert await read_all(t, k) == data
+    finally:
+        src.unlink()
+
+
 async def test_create_exclusive_stores_only_when_the_key_is_free(
     target: Target, system_id: str
 ) -> None:
