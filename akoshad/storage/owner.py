@@ -283,9 +283,7 @@ class Ownership:
             await self._write(how, None)
             return await self.read()
         record = self._new_record(how, None)
-        made = await self.target.create_exclusive(
-            self.key, record.to_bytes(), "application/json"
-        )
+        made = await self.target.create_exclusive(self.key, record.to_bytes(), "application/json")
         if made == "created":
             self._remember(record)
             return record

@@ -335,13 +335,19 @@ async def test_local_put_object_file_links_the_finished_file(
     assert sorted(p.name for p in stored.parent.iterdir()) == ["pack-linked"]
 
 
+def second_file_system(than: Path) -> Path:
+    """/dev/shm when it is another file system than ``than`` (else the test is skipped)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(than).st_dev:
+        pytest.skip("no second file system at /dev/shm")
+    return shm
+
+
 async def test_local_put_object_file_copies_across_file_systems(
     tmp_path: Path, system_id: str
 ) -> None:
     """Staging on another file system (tmpfs here): the pack is copied, as before."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
-        pytest.skip("no second file system at /dev/shm")
+    shm = second_file_system(tmp_path)
     t = LocalTarget(tmp_path / "outbox")
     await t.start()
     data = os.urandom(MiB + 7)
