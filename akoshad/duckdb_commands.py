@@ -10,7 +10,8 @@ child and reads its answer is :mod:`akoshad.duckdb_worker`.
 Memory: a child opens its copy once, with one thread, no insertion order kept and DuckDB's
 buffers bounded by the limit the parent sends (left alone, DuckDB keeps the blocks it read
 up to 80 % of RAM: a big store's child grew past 400 MiB), spilling into the directory it
-sends. A query reads at most ``READ_ROWS`` rows, fetched a batch at a time. DuckDB running
+sends. A query reads at most ``READ_ROWS`` rows, fetched a batch at a time; ``memories.json``
+is read by ``READERS`` threads, a cursor each, a part each, while it is written. DuckDB running
 out of memory anyway is answered as :class:`OutOfMemory`, which the parent retries once.
 The long-lived child (:func:`keep_copies`) keeps its last copy open for the next request
 on the same copy (:class:`~akoshad.akosha.duckdb_copy.KeptCopy`).
@@ -18,9 +19,13 @@ on the same copy (:class:`~akoshad.akosha.duckdb_copy.KeptCopy`).
 
 from __future__ import annotations
 
+import re
+import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
     from akoshad.akosha.redact import SecretRedactor
 
 READ_ROWS = 500  # rows one query reads at most (what the parent's memory limit is measured with)
+READERS = 2  # parts of memories.json read at once, each in a thread (a query per core)
 OUT_OF_MEMORY = "out-of-memory"  # the WorkerError kind of a command DuckDB ran out of memory in
 Redactions = dict[str, list[str]]  # memory_id -> the kinds of secret replaced in its text
 _HEAD = b'{"conversations":['
@@ -197,7 +203,12 @@ def _write_memories_json(
     redactor = _redactor(redact)
     gate = None if redactor is None else redactor.gate
     first = True
-    with opened(snapshot_db, settings, _KEPT) as con, out.open("wb") as fh:
+    limit = (settings or {}).get("memory_limit")
+    with (
+        opened(snapshot_db, settings, _KEPT) as con,
+        _limit_for_readers(con, limit if isinstance(limit, str) else None),
+        out.open("wb") as fh,
+    ):
         fh.write(_HEAD)
         schema = memory_columns(con)
         for part, extraction, clean in _read_ahead(con, system_id, parts, schema, gate):
@@ -215,6 +226,35 @@ def _write_memories_json(
     return left_out, found
 
 
+_SIZE_RE = re.compile(r"\s*(\d+)\s*([KMG])(i?)B\s*", re.IGNORECASE)
+
+
+def _scaled_limit(limit: str, factor: int) -> str | None:
+    """``limit`` (a DuckDB size such as ``32MB``) times ``factor``, in KiB; None when it
+    is not such a size."""
+    found = _SIZE_RE.fullmatch(limit)
+    if found is None:
+        return None
+    base = 1024 if found.group(3) else 1000
+    scale = {"K": 1, "M": 2, "G": 3}[found.group(2).upper()]
+    return f"{int(found.group(1)) * base**scale * factor // 1024}KiB"
+
+
+@contextmanager
+def _limit_for_readers(con: Any, limit: str | None) -> Iterator[None]:
+    """While ``memories.json`` is read by :data:`READERS` queries at once, DuckDB's memory
+    limit is ``limit`` for each of them (each pins its own blocks); ``limit`` again after."""
+    raised = None if limit is None or READERS < 2 else _scaled_limit(limit, READERS)
+    if raised is None:
+        yield
+        return
+    con.execute(f"SET memory_limit = '{raised}'")
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = '{limit}'")
+
+
 def _read_ahead(
     con: Any,
     system_id: str,
@@ -223,24 +263,43 @@ def _read_ahead(
     gate: str | None,
 ) -> Iterator[tuple[Sequence[RowRef], Extraction, set[str]]]:
     """Each part, its rows read from ``con`` and the ids whose text needs no scan, in order;
-    the next part is read in a thread meanwhile (DuckDB runs its query without the GIL while
-    the caller encodes this one): at most two parts' rows are held at once."""
+    the next :data:`READERS` parts are read meanwhile, each in a thread with a cursor of
+    its own (DuckDB runs a query without the GIL, two at once on two cores, while the
+    caller encodes this one): at most ``READERS + 1`` parts' rows are held at once."""
+    local = threading.local()
+    cursors: list[Any] = []
+    lock = threading.Lock()
 
     def read(part: Sequence[RowRef]) -> tuple[Sequence[RowRef], Extraction, set[str]]:
+        cursor = getattr(local, "cursor", None)
+        if cursor is None:
+            cursor = local.cursor = con.cursor()
+            with lock:
+                cursors.append(cursor)
         clean: set[str] = set()
-        extraction = read_memories(con, system_id, part, schema=schema, gate=gate, clean=clean)
+        extraction = read_memories(cursor, system_id, part, schema=schema, gate=gate, clean=clean)
         return part, extraction, clean
 
     todo = iter(parts)
-    with ThreadPoolExecutor(1, thread_name_prefix="duckdb-read") as pool:
-        first = next(todo, None)
-        pending = None if first is None else pool.submit(read, first)
-        while pending is not None:
-            done = pending.result()
-            following = next(todo, None)
-            pending = None if following is None else pool.submit(read, following)
-            yield done
-            del done
+    pending: deque[Future[tuple[Sequence[RowRef], Extraction, set[str]]]] = deque()
+    try:
+        with ThreadPoolExecutor(READERS, thread_name_prefix="duckdb-read") as pool:
+            try:
+                for part in islice(todo, READERS):
+                    pending.append(pool.submit(read, part))
+                while pending:
+                    done = pending.popleft().result()
+                    following = next(todo, None)
+                    if following is not None:
+                        pending.append(pool.submit(read, following))
+                    yield done
+                    del done
+            finally:
+                for future in pending:
+                    future.cancel()
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 def _tables(refs: Iterable[RowRef]) -> dict[str, Any]:

@@ -168,9 +168,10 @@ def _call(
             if exc.kind != OUT_OF_MEMORY:
                 raise
             logger.warning(
-                "DuckDB ran out of memory under {} reading {} ({}); trying once more under {}",
+                "DuckDB ran out of memory under {} reading {} ({}: {}); trying once more under {}",
                 MEMORY_LIMIT,
                 db.name,
+                command,
                 exc,
                 RETRY_MEMORY_LIMIT or "its default limit",
             )

@@ -1,7 +1,8 @@
 """Sending files as chunks in packs (bucket format 2).
 
 Each file to send is streamed through the chunker in a worker thread and hashed whole on
-the way; a chunk the target already holds (the chunk table, with deduplication on) or that
+the way (a large file beside the chunking: ``file_digest``); a chunk the target already
+holds (the chunk table, with deduplication on) or that
 this upload already packed is referenced, any other is compressed (zstd, or stored as-is;
 a file whose chunks stop compressing is not offered to zstd for a while:
 ``codec.CompressionProbe``) and appended to a pack file in a private staging directory.
@@ -28,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import os
 import shutil
 import stat
@@ -41,6 +41,7 @@ from pathlib import Path
 from akoshad.errors import PermanentError, TransientError
 from akoshad.pipeline.capture.files import captured_chunks, hop_batches
 from akoshad.pipeline.capture.snapshot import CapturedFile
+from akoshad.pipeline.file_digest import FileDigest
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.seal_worker import SealingWorkers
 from akoshad.pipeline.sealing import Sealing
@@ -366,21 +367,21 @@ class PackSender:
         self, writer: PackWriter, f: CapturedFile
     ) -> tuple[str, tuple[tuple[str, int], ...]]:
         """Chunk, hash, compress and pack one file; its sha256 and chunk ids."""
-        whole = hashlib.sha256()
         self._probe = codec.CompressionProbe(self.codec)
         ids: list[tuple[str, int]] = []
         sealing = self.sealing
-        for chunk in captured_chunks(f):
-            if self._closed or self._failure:
-                raise _Stopped
-            whole.update(chunk.data)
-            ident = chunk.sha256 if sealing is None else sealing.chunk_id(chunk.sha256)
-            ids.append((ident, chunk.length))
-            if ident in self._have:
-                continue
-            self._have.add(ident)
-            self._pack(writer, ident, chunk.data, chunk.length, chunk.sha256)
-        sha = whole.hexdigest()
+        with FileDigest(f.size) as whole:
+            for chunk in captured_chunks(f):
+                if self._closed or self._failure:
+                    raise _Stopped
+                whole.update(chunk.data, chunk.sha256)
+                ident = chunk.sha256 if sealing is None else sealing.chunk_id(chunk.sha256)
+                ids.append((ident, chunk.length))
+                if ident in self._have:
+                    continue
+                self._have.add(ident)
+                self._pack(writer, ident, chunk.data, chunk.length, chunk.sha256)
+            sha = whole.hexdigest()
         if f.in_place and not f.still_as_captured():
             raise TransientError(f"{f.path} changed while it was being uploaded")
         if (f.sha256 is not None and sha != f.sha256) or sum(n for _, n in ids) != f.size:
