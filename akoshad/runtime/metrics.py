@@ -246,6 +246,10 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# optional target operations (capability protocols beside ``Target``), counted when present
+CAPABILITIES = frozenset({"check", "create_exclusive", "put_growing", "read_range", "stream_range"})
+
+
 class CountedTarget:
     """A ``Target`` whose every operation is also counted, as ``counter.count(name,
     operation)``; the rest of the wrapped target (``repr``, extra attributes) shows through
@@ -263,7 +267,18 @@ class CountedTarget:
         return repr(self.inner)
 
     def __getattr__(self, attr: str) -> Any:
-        return getattr(self.inner, attr)
+        """The wrapped target's attribute; its optional operations (:data:`CAPABILITIES`)
+        are counted too. A capability the target lacks stays missing here (``isinstance``
+        of a capability protocol answers as for the wrapped target)."""
+        found = getattr(self.inner, attr)
+        if attr not in CAPABILITIES or not callable(found):
+            return found
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._hook(attr)
+            return found(*args, **kwargs)
+
+        return counted
 
     async def start(self, *, clean_up: bool = True) -> None:
         self._hook("start")

@@ -19,6 +19,8 @@ from akoshad.pipeline.report import PassReport
 from akoshad.runtime.metrics import CountedTarget, Metrics
 from akoshad.runtime.metrics_server import MetricsServer, parse_listen
 from akoshad.targets import make_target
+from akoshad.targets.base import ExclusiveCreate
+from akoshad.targets.growing import GrowingTarget
 from akoshad.targets.local import LocalTarget
 from akoshad.targets.s3.target import S3Target
 
@@ -175,6 +177,12 @@ async def test_local_target_operations_are_counted(tmp_path: Path) -> None:
     assert b"".join([c async for c in target.read("systems/a/m.json")]) == b"{}"
     await target.delete_keys(["systems/a/f"])
     assert await target.head("systems/a/f") is None
+    # optional operations the local target has are counted too, and none it lacks appears
+    assert isinstance(target, ExclusiveCreate) and not isinstance(target, GrowingTarget)
+    assert await target.create_exclusive("systems/a/o.json", b"{}", "application/json") == (
+        "created"
+    )
+    assert await target.read_range("systems/a/m.json", 1, 1) == b"}"
     await target.close()
     assert repr(target) == repr(target.inner)
     m = scrape(metrics, status())
@@ -186,6 +194,8 @@ async def test_local_target_operations_are_counted(tmp_path: Path) -> None:
         "list_keys": 1,
         "read": 1,
         "delete_keys": 1,
+        "create_exclusive": 1,
+        "read_range": 1,
     }.items():
         assert value(m, "akoshad_requests_total", target="local", method=method) == n, method
 
