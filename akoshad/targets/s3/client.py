@@ -19,6 +19,7 @@ from botocore.config import Config
 from loguru import logger
 
 from akoshad import __version__
+from akoshad.targets.s3 import window_payload
 
 if TYPE_CHECKING:
     from akoshad.targets.s3.target import S3Target
@@ -111,6 +112,7 @@ def _session(target: S3Target) -> AioSession:
 async def open_client(target: S3Target) -> tuple[AsyncExitStack, Any, ThreadPoolExecutor]:
     """The target's client and its part-preparation pool, with the stack that closes both;
     a failure to open comes out classified."""
+    window_payload.register()  # file windows go out with sendfile
     session = _session(target)
     # no region anywhere: us-east-1, from which botocore follows a bucket's redirect
     region = session.get_config_variable("region") or "us-east-1"

@@ -78,6 +78,17 @@ class _FileWindow(io.RawIOBase):
     def __len__(self) -> int:
         return self._length
 
+    @property
+    def fd(self) -> int:
+        """The window's own descriptor of the file (not ``fileno``: botocore would take the
+        whole file's size from it)."""
+        return self._fd
+
+    @property
+    def file_offset(self) -> int:
+        """Where the window starts in the file."""
+        return self._offset
+
     def readable(self) -> bool:
         return True
 
