@@ -158,3 +158,29 @@ async def test_a_window_the_file_no_longer_holds_is_not_sent_short(
 def test_only_file_windows_take_the_payload() -> None:
     with pytest.raises(TypeError, match="not a file window"):
         window_payload.WindowPayload(b"bytes")
+
+
+async def test_a_loop_that_cannot_send_files_gets_the_body_piece_by_piece(
+    receiver: tuple[str, list[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, bodies = receiver
+    window_payload.register()
+    data = data_file(tmp_path / "f", 2 * MiB + 3)
+    refused: list[int] = []
+
+    async def no_sendfile(
+        transport: Any, file: Any, offset: int = 0, count: int | None = None, **kw: Any
+    ) -> int:
+        refused.append(count or 0)
+        raise RuntimeError("sendfile is not supported for this transport")
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "sendfile", no_sendfile)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        window = _FileWindow(fd, 0, len(data))
+        await put_window(url, window, headers={"Content-Length": str(len(data))})
+        window.close()
+    finally:
+        os.close(fd)
+    assert refused == [len(data)]
+    assert bodies == [data]

@@ -25,7 +25,6 @@ from typing import Any
 
 from aiohttp import payload
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.client_exceptions import ClientConnectionResetError
 
 from akoshad.targets.s3.errors import SourceChanged
 from akoshad.targets.s3.parts import _FileWindow
@@ -88,7 +87,7 @@ async def _send_range(writer: Any, window: _FileWindow, size: int) -> bool:
     the connection cannot take it that way."""
     transport = writer.transport
     if transport is None or transport.is_closing():
-        raise ClientConnectionResetError("Cannot write to closing transport")
+        raise ConnectionResetError("the connection closed before the body was sent")
     if transport.get_extra_info("sslcontext") is not None:
         return False
     writer.send_headers()  # aiohttp holds the headers back to send them with the body
@@ -98,8 +97,10 @@ async def _send_range(writer: Any, window: _FileWindow, size: int) -> bool:
             sent = await asyncio.get_running_loop().sendfile(
                 transport, source, window.file_offset + start, size, fallback=False
             )
-        except asyncio.SendfileNotAvailableError:
-            return False  # raised before any byte of the body is sent
+        except (asyncio.SendfileNotAvailableError, RuntimeError):
+            # raised before any byte of the body is sent: the loop or this transport
+            # cannot send files (another event loop, say)
+            return False
     window.seek(start + sent)
     writer.output_size += sent
     if writer.length is not None:
