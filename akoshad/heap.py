@@ -13,6 +13,8 @@ import functools
 import sys
 from typing import Any
 
+TRIM_THRESHOLD = 8 * 1024 * 1024  # bytes freed at a heap's top kept for reuse
+
 
 @functools.cache
 def _libc() -> Any:
@@ -41,6 +43,10 @@ def bounded_heap() -> None:
 
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD: fixed at 1 MiB
+            # M_TRIM_THRESHOLD: up to 8 MiB freed at the top of a heap stays for the next
+            # buffers (at the default 128 KiB, each chunk of a large file freed its pages
+            # and the next one faulted them in again, zeroed); trim() gives it all back
+            libc.mallopt(-1, TRIM_THRESHOLD)
             libc.mallopt(-8, 2)  # M_ARENA_MAX: two arenas for our few threads
         except (OSError, AttributeError):
             pass

