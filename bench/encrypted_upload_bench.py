@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from loguru import logger  # noqa: E402
 
 from akoshad.config import load_settings  # noqa: E402
+from akoshad.heap import bounded_heap  # noqa: E402
 from akoshad.pipeline.sealing import SealingSource  # noqa: E402
 from akoshad.storage.crypto import write_new_identity  # noqa: E402
 from akoshad.targets import make_target  # noqa: E402
@@ -199,6 +200,7 @@ def show(name: str, off: Figures, on: Figures) -> None:
 
 async def main_async(args: argparse.Namespace) -> None:
     logger.remove()
+    bounded_heap()  # the daemon's heap settings (runtime/run.py)
     with tempfile.TemporaryDirectory(prefix="akoshad-encbench-") as tmp:
         base = Path(tmp)
         s3 = None
