@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from akoshad.heap import TRIM_THRESHOLD, trim
 from akoshad.names import MEMORY_DB
 from akoshad.pipeline.capture.files import MEMORY_MAX_FILE
 from akoshad.pipeline.capture.snapshot import Captured, CaptureResult, Snapshotter
@@ -249,6 +250,8 @@ class Drain:
             raise
         finally:
             await asyncio.to_thread(self.snap.reset_staging)
+        if report.bytes_sent >= TRIM_THRESHOLD:  # a large pass: what it freed goes back
+            await asyncio.to_thread(trim)
         return report
 
     def _memory_db(self, results: Sequence[CaptureResult], route: MemoryRoute) -> Captured | None:

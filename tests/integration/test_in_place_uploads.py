@@ -15,6 +15,7 @@ import pytest
 
 import akoshad.pipeline.capture.files as capture_files
 import akoshad.pipeline.capture.snapshot as snapshot
+import akoshad.pipeline.drain as drain_module
 from akoshad.errors import TransientError
 from akoshad.manifest.facts import Facts
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
@@ -290,3 +291,19 @@ async def test_small_files_held_in_memory_are_sent_and_released(rig: Rig) -> Non
         assert await rig.stored(rel) == (sha(contents[rel]), contents[rel])
     assert Facts.from_json(ledger["s/torn.json"].facts) == Facts(json_ok=False)
     assert Facts.from_json(ledger["s/007/state.json"].facts) == Facts(json_ok=True)
+
+
+async def test_a_large_pass_gives_its_freed_memory_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr(drain_module, "trim", lambda: trims.append(1) or True)
+    monkeypatch.setattr(drain_module, "TRIM_THRESHOLD", 2 * MiB)
+    (rig.store / "small.txt").write_bytes(b"a few bytes")
+    small = await rig.pass_of("small.txt")
+    assert small.ok and small.bytes_sent < 2 * MiB
+    assert trims == []  # a small pass frees little: no call
+    (rig.store / BIG).write_bytes(os.urandom(3 * MiB))
+    large = await rig.pass_of(BIG)
+    assert large.ok and large.bytes_sent >= 3 * MiB
+    assert trims == [1]
