@@ -255,17 +255,11 @@ def wanted_ids(refs: Iterable[RowRef], skipped: dict[str, str]) -> dict[str, lis
 
 def _embedding_sql(cols: dict[str, str]) -> str:
     """The embedding as text: a float list without the spaces DuckDB puts after its commas
-    (compact JSON, made in DuckDB rather than in Python). Each float is cast and the texts
-    joined with commas: byte for byte the list's own cast with its spaces removed, about
-    10% less of DuckDB's time (a missing element still reads ``NULL``; a missing list is
-    NULL)."""
+    (compact JSON: removed here, in C, rather than in Python)."""
     if "embedding" not in cols:
         return "NULL"
     if _FLOAT_LIST_TYPES.fullmatch(cols["embedding"]):
-        return (
-            "'[' || array_to_string(list_transform(t.embedding, "
-            "lambda x: coalesce(CAST(x AS VARCHAR), 'NULL')), ',') || ']'"
-        )
+        return "replace(CAST(t.embedding AS VARCHAR), ', ', ',')"
     return "CAST(t.embedding AS VARCHAR)"
 
 
