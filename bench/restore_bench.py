@@ -261,9 +261,14 @@ def bench_format2(args: argparse.Namespace) -> int:
             runs: dict[str, list[float]] = {}
             cpus: dict[str, list[float]] = {}
             loads: list[str] = []
-            for _ in range(args.repeat):
+            for r in range(args.repeat):
                 loads.append(load_average())
-                for name, way in ways.items():
+                order = list(ways.items())
+                # each way starts on a disk with nothing left to write back (what the way
+                # before it wrote is flushed, untimed), and the order turns every round
+                order = order[r % len(order) :] + order[: r % len(order)]
+                for name, way in order:
+                    os.sync()
                     wall, cpu = timed_cpu(way)
                     runs.setdefault(name, []).append(wall)
                     cpus.setdefault(name, []).append(cpu)
