@@ -14,6 +14,10 @@ import sys
 from typing import Any
 
 TRIM_THRESHOLD = 8 * 1024 * 1024  # bytes freed at a heap's top kept for reuse
+# glibc's mallopt parameters
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 
 
 @functools.cache
@@ -34,19 +38,23 @@ def trim() -> bool:
     return bool(libc.malloc_trim(0)) if libc is not None else False
 
 
+def mallopt(*settings: tuple[int, int]) -> bool:
+    """Set glibc's malloc parameters (``M_*``, value), every one of them; a no-op where
+    glibc is not there. True when each was taken."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallopt"):
+        return False
+    return all([bool(libc.mallopt(param, value)) for param, value in settings])
+
+
 def bounded_heap() -> None:
     """Large buffers (upload parts) go straight to mmap and back to the system when freed,
     so the resident size stays flat instead of keeping freed parts in malloc arenas."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD: fixed at 1 MiB
-            # M_TRIM_THRESHOLD: up to 8 MiB freed at the top of a heap stays for the next
-            # buffers (at the default 128 KiB, each chunk of a large file freed its pages
-            # and the next one faulted them in again, zeroed); trim() gives it all back
-            libc.mallopt(-1, TRIM_THRESHOLD)
-            libc.mallopt(-8, 2)  # M_ARENA_MAX: two arenas for our few threads
-        except (OSError, AttributeError):
-            pass
+    mallopt(
+        (M_MMAP_THRESHOLD, 1024 * 1024),  # fixed at 1 MiB
+        # up to 8 MiB freed at the top of a heap stays for the next buffers (at the
+        # default 128 KiB, each chunk of a large file freed its pages and the next one
+        # faulted them in again, zeroed); trim() gives it all back
+        (M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+        (M_ARENA_MAX, 2),  # two arenas for our few threads
+    )

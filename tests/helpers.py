@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+from aiohttp import web
 
 
 def write_config(path: Path, **settings: Any) -> Path:
@@ -131,3 +133,18 @@ def changed_paths(old: dict[str, Any] | None, new: dict[str, Any]) -> set[str]:
         for e in new["metadata"]["files"]
         if e["path"] not in before or before[e["path"]] != stored_where(e)
     }
+
+
+@asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served on 127.0.0.1 on a free port for the block: its base URL
+    (``http://127.0.0.1:PORT``); stopped after."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

@@ -9,9 +9,9 @@ body's offset and length in the input area. Answer: a status byte and a number; 
 that many bodies were sealed, and their lengths follow (4 bytes each), the bodies lying one
 after another from the start of the output area; status 1: a one-line error of that many
 bytes follows. Piping the bodies cost more CPU than sealing them (four copies through
-kernel buffers, a fresh allocation each). The child imports nothing but ``pyrage`` (its
-memory stays near the interpreter's own), seals to the recipients on its command line
-(public keys) and ends at the end of its input.
+kernel buffers, a fresh allocation each). The child imports nothing but ``pyrage`` and
+``akoshad.heap`` (its memory stays near the interpreter's own), seals to the recipients on
+its command line (public keys) and ends at the end of its input.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import struct
 import sys
 from collections.abc import Callable, Sequence
 
+from akoshad.heap import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, mallopt
+
 MiB = 1024 * 1024
 IN_AREA = 2 * MiB  # the bodies of one round trip (the parent splits larger batches)
 OUT_AREA = IN_AREA + 64 * 1024  # their sealed forms (the parent checks the bound first)
@@ -31,10 +33,7 @@ SPAN = struct.Struct("<II")  # a body's offset and length in the input area
 ANSWER = struct.Struct("<BI")  # 0 = sealed (that many lengths follow) / 1 = error (its length)
 LENGTH = struct.Struct("<I")
 MAX_ERROR = 400
-# glibc's mallopt parameters, and how much freed memory the child keeps for reuse
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-HEAP_KEEP = 32 * MiB
+HEAP_KEEP = 32 * MiB  # freed memory the child keeps for reuse
 
 
 class _Refused(Exception):
@@ -85,17 +84,7 @@ def steady_heap() -> bool:
     faulted in and zeroed page by page: half of the child's time (256 KiB bodies sealed at
     about 275 MB/s, 525 MB/s with this). The child's heap then stays at the size of its
     largest run, a few MiB."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        mmap_ok = libc.mallopt(M_MMAP_THRESHOLD, HEAP_KEEP // 2)
-        trim_ok = libc.mallopt(M_TRIM_THRESHOLD, HEAP_KEEP)
-    except (OSError, AttributeError):
-        return False
-    return bool(mmap_ok and trim_ok)
+    return mallopt((M_MMAP_THRESHOLD, HEAP_KEEP // 2), (M_TRIM_THRESHOLD, HEAP_KEEP))
 
 
 def serve(fd: int, recipient_keys: Sequence[str]) -> int:

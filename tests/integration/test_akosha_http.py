@@ -25,6 +25,7 @@ from akoshad.akosha.client import (
 from akoshad.akosha.encoding import batches
 from akoshad.errors import PermanentError, TransientError
 from tests.akosha_fixtures import AkoshaServer, free_port
+from tests.helpers import served
 
 
 def mem(i: int, *, dim: int | None = 384, text: str | None = None) -> dict[str, Any]:
@@ -309,15 +310,8 @@ async def stub() -> AsyncIterator[tuple[str, dict[str, Any]]]:
 
     app = web.Application()
     app.router.add_post("/mcp", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/mcp", behaviour
-    finally:
-        await runner.cleanup()
+    async with served(app) as base:
+        yield f"{base}/mcp", behaviour
 
 
 @pytest.mark.parametrize(

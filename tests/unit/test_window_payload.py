@@ -15,6 +15,7 @@ from aiohttp import web
 
 from akoshad.targets.s3 import window_payload
 from akoshad.targets.s3.parts import _FileWindow
+from tests.helpers import served
 
 MiB = 1024 * 1024
 
@@ -30,19 +31,13 @@ async def receiver() -> AsyncIterator[tuple[str, list[bytes]]]:
 
     app = web.Application(client_max_size=64 * MiB)
     app.router.add_put("/", put)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/", bodies
-    finally:
-        await runner.cleanup()
+    async with served(app) as base:
+        yield f"{base}/", bodies
 
 
-def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the byte count of every ``loop.sendfile`` call of the running loop."""
+def sendfile_calls(monkeypatch: pytest.MonkeyPatch, *, refuse: bool = False) -> list[int]:
+    """Record the byte count of every ``loop.sendfile`` call of the running loop;
+    ``refuse``: each call raises as a loop that cannot send files does."""
     loop = asyncio.get_running_loop()
     real = loop.sendfile
     calls: list[int] = []
@@ -51,6 +46,8 @@ def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         transport: Any, file: Any, offset: int = 0, count: int | None = None, **kw: Any
     ) -> int:
         calls.append(count or 0)
+        if refuse:
+            raise RuntimeError("sendfile is not supported for this transport")
         return await real(transport, file, offset, count, **kw)
 
     monkeypatch.setattr(loop, "sendfile", counted)
@@ -166,15 +163,7 @@ async def test_a_loop_that_cannot_send_files_gets_the_body_piece_by_piece(
     url, bodies = receiver
     window_payload.register()
     data = data_file(tmp_path / "f", 2 * MiB + 3)
-    refused: list[int] = []
-
-    async def no_sendfile(
-        transport: Any, file: Any, offset: int = 0, count: int | None = None, **kw: Any
-    ) -> int:
-        refused.append(count or 0)
-        raise RuntimeError("sendfile is not supported for this transport")
-
-    monkeypatch.setattr(asyncio.get_running_loop(), "sendfile", no_sendfile)
+    refused = sendfile_calls(monkeypatch, refuse=True)
     fd = os.open(tmp_path / "f", os.O_RDONLY)
     try:
         window = _FileWindow(fd, 0, len(data))

@@ -85,8 +85,8 @@ def _sendfile_possible(writer: AbstractStreamWriter) -> bool:
 async def _send_range(writer: Any, window: _FileWindow, size: int) -> bool:
     """Send ``size`` bytes of ``window`` with ``loop.sendfile``; False (nothing sent) when
     the connection cannot take it that way."""
-    transport = writer.transport
-    if transport is None or transport.is_closing():
+    transport = writer.transport  # not None: _sendfile_possible
+    if transport.is_closing():
         raise ConnectionResetError("the connection closed before the body was sent")
     if transport.get_extra_info("sslcontext") is not None:
         return False
