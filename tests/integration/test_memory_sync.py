@@ -42,11 +42,11 @@ class Rig:
         self.state_path = tmp / "state" / "state.db"
         self.opened: list[tuple[StateDB, AkoshaClient]] = []
 
-    async def sync(self, **kwargs: object) -> MemorySync:
+    async def sync(self, client_timeout: float = 5, **kwargs: object) -> MemorySync:
         """A fresh 'daemon run': new StateDB connection, new client, new MemorySync."""
         state = StateDB(self.state_path)
         await state.open()
-        client = AkoshaClient(self.url, timeout=5)
+        client = AkoshaClient(self.url, timeout=client_timeout, connect_timeout=client_timeout)
         await client.start()
         self.opened.append((state, client))
         kwargs.setdefault("sleep", no_sleep)
@@ -294,7 +294,7 @@ async def test_server_down_fails_fast_and_the_breaker_saves_the_next_calls(
     rig = Rig(tmp_path, akosha_server.url)
     add_rows(rig.snapshot, "conversations_v2", 0, 5)
     try:
-        sync = await rig.sync(breaker=breaker)
+        sync = await rig.sync(breaker=breaker, client_timeout=30)  # a hang would take 30 s
         started = time.monotonic()
         with pytest.raises(DeliveryInterrupted, match="cannot connect"):
             await sync.deliver(rig.snapshot)
@@ -311,7 +311,9 @@ async def test_server_down_fails_fast_and_the_breaker_saves_the_next_calls(
             f"\ndeliver to a dead endpoint: {dead_s * 1000:.0f} ms; circuit open: "
             f"{open_s * 1000:.1f} ms"
         )
-        assert dead_s < 1.0 and open_s < 1.0
+        # refused at once, not waited out (the client's timeouts are 30 s); a slow CI machine
+        # takes about a second here for opening the snapshot and the state
+        assert dead_s < 10 and open_s < 2
 
         # Akosha comes back; after the interval one probe closes the circuit
         await asyncio.to_thread(akosha_server.start)

@@ -362,7 +362,7 @@ def test_unchanged_run_is_answered_by_the_quick_check(setup: Setup) -> None:
     elapsed = time.monotonic() - t0
     assert quick.returncode == 0 and "nothing changed" in quick.stderr
     assert "reconciled" not in quick.stderr  # the full run never started
-    assert elapsed < 1.0
+    assert elapsed < 5  # the interpreter's start and the check (0.5-1 s on a slow machine)
     # a change made after it is seen: the full run takes over
     p = setup.store / "akosha_sync_state.json"
     st = p.stat()

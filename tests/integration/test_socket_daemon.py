@@ -127,7 +127,9 @@ def test_status_is_fast_during_a_large_upload(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert busy_seen, "the upload finished before it could be observed"
         times.sort()
-        assert times[int(len(times) * 0.95)] < 0.1, times[-5:]
+        # answered between the pass's steps (a loop blocked by hashing or copying would
+        # take seconds); 0.25 s leaves room for a slow, shared CI machine
+        assert times[int(len(times) * 0.95)] < 0.25, times[-5:]
     finally:
         stop_daemon(proc)
 

@@ -192,7 +192,7 @@ def test_no_daemon_exits_3(tmp_path: Path, command: str) -> None:
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "not running" in lines[0] and str(sock) in lines[0]
-    assert elapsed < 2.0
+    assert elapsed < 10  # no wait for a daemon that is not there (a slow machine: 1-2 s)
 
 
 def test_watch_survives_no_daemon_and_stops_on_ctrl_c(tmp_path: Path) -> None:
