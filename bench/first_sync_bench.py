@@ -17,7 +17,11 @@ case one after the other in a rotating order, so that akoshad and its peers shar
 machine's load of that moment; the table gives medians over the repeats, and the ratio
 column the median of the per-repeat ratios (akoshad's time over the peer's). Peak RSS is
 the process and its children (akoshad's DuckDB worker), sampled every 10 ms; CPU seconds are
-the tool's user + system time (what a busy shared machine disturbs least); requests and
+the tool's user + system time (what a busy shared machine disturbs least); server CPU
+seconds are what the S3 server (SeaweedFS, on the same cores) spent during the tool's run:
+it grows with the bytes sent, so a tool that sends more pays for it twice on a 2-core
+machine (akoshad's ``memories.json`` of a large store, which restic does not make: the
+server spends about 17 CPU-s per GiB stored, whatever the object); requests and
 bytes come from the counting proxy of ``bench/s3_bench.py``. For a store with a
 ``reflection.duckdb``, akoshad's run counts as ok only when its upload holds a
 ``memories.json`` with every sendable memory of the store (counted while it is read back
@@ -79,6 +83,16 @@ class Run:
     kinds: str
     memories: int | None = None  # entries of the memories.json akoshad uploaded
     cpu: float = 0.0  # user + system seconds of the tool (and the children it waited for)
+    server_cpu: float = 0.0  # user + system seconds the S3 server spent meanwhile
+
+
+def _server_cpu(server: WeedServer) -> float:
+    """User + system seconds the S3 server process has used so far."""
+    import psutil
+
+    assert server.proc is not None
+    times = psutil.Process(server.proc.pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def _cpu_since(before: resource.struct_rusage) -> float:
@@ -183,13 +197,15 @@ def one_repeat(
             for tool in order:
                 proxy.reset()
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                server_before = _server_cpu(server)
                 secs, rss, code, err = run_measured(cmds[tool], env)
                 cpu = _cpu_since(before)  # the tool and the children it waited for
+                server_cpu = _server_cpu(server) - server_before
                 kinds = request_kinds(proxy.lines) if log_requests else ""
                 run = Run(
                     case, tool, rep, secs, rss, proxy.requests, proxy.bytes_up, code == 0, kinds
                 )
-                run.cpu = cpu
+                run.cpu, run.server_cpu = cpu, server_cpu
                 if tool == AKOSHAD and expected[case] is not None:
                     run.memories = uploaded_memories(server, f"bench-{case}")
                     run.ok = run.ok and run.memories == expected[case]
@@ -203,6 +219,7 @@ def one_repeat(
                 )
                 print(
                     f"  [{rep + 1}] {case:6} {tool:20} {secs:7.2f} s {cpu:6.2f} CPU s "
+                    f"(server {server_cpu:5.2f}) "
                     f"{rss:6.0f} MiB RSS "
                     f"{proxy.requests:6d} req {proxy.bytes_up / MiB:8.1f} MiB sent{memories}",
                     flush=True,
@@ -217,10 +234,11 @@ def one_repeat(
 def print_table(runs: list[Run], sizes: dict[str, int], repeats: int) -> None:
     print(f"\nmedians of {repeats} repeat(s); load average now {os.getloadavg()[0]:.1f}\n")
     print(
-        "| case | tool | wall s | CPU s | MiB/s | peak RSS MiB (max) | requests | MiB sent "
-        "| akoshad time / this tool's (per-repeat median) | memories.json entries | ok |"
+        "| case | tool | wall s | CPU s | server CPU s | MiB/s | peak RSS MiB (max) | requests "
+        "| MiB sent | akoshad time / this tool's (per-repeat median) | memories.json entries "
+        "| ok |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     groups: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         groups.setdefault((r.case, r.tool), []).append(r)
@@ -235,8 +253,10 @@ def print_table(runs: list[Run], sizes: dict[str, int], repeats: int) -> None:
         counts = {r.memories for r in rs if r.memories is not None}
         memories = "/".join(str(c) for c in sorted(counts))
         cpu = statistics.median(r.cpu for r in rs)
+        server_cpu = statistics.median(r.server_cpu for r in rs)
         print(
-            f"| {case} | {tool} | {secs:.2f} | {cpu:.2f} | {sizes[case] / MiB / secs:.0f} "
+            f"| {case} | {tool} | {secs:.2f} | {cpu:.2f} | {server_cpu:.2f} "
+            f"| {sizes[case] / MiB / secs:.0f} "
             f"| {statistics.median(r.rss_mib for r in rs):.0f} ({max(r.rss_mib for r in rs):.0f}) "
             f"| {statistics.median(r.requests for r in rs):.0f} "
             f"| {statistics.median(r.bytes_up for r in rs) / MiB:.1f} | {ratio} | {memories} "
