@@ -1,17 +1,16 @@
 """``akoshad run``: logging and the heap set up, then one daemon run (``--once``, with
 the quick no-change check, or until a signal); a start-up refusal is one line.
 
-``--once`` begins walking the store (a thread) before the daemon's modules are imported:
-the walk (its reconcile's, and the stats its quick check records) overlaps the imports
-and the targets' start."""
+``--once`` begins walking the store (a forked child on Linux, else a thread:
+:mod:`~akoshad.runtime.walk_child`) before the daemon's modules are imported: the walk (its
+reconcile's, and the stats its quick check records) overlaps the imports and the targets'
+start."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -22,14 +21,15 @@ from akoshad.config.encryption import unavailable
 from akoshad.errors import AlreadyRunning, ConfigError
 from akoshad.heap import bounded_heap
 from akoshad.names import EXIT_CONFIG, EXIT_OK
-from akoshad.pipeline.storefiles import PathFilter, WalkResult, walk_store
+from akoshad.pipeline.storefiles import PathFilter
+from akoshad.runtime import walk_child
 from akoshad.runtime.logs import setup_logging
 from akoshad.store.db import StateError
 
 if TYPE_CHECKING:
     from akoshad.runtime.daemon import Daemon
 
-Walked = Future[tuple[WalkResult, fastpath.StatMap | None]]
+Walked = walk_child.Walked
 # The longest the event loop's thread waits for the GIL while worker threads compute
 # (capture, chunking, the manifest's index parts): with Python's 5 ms, a request, which needs
 # the loop a few times, crawled while the index parts were made beside the PUTs of the first
@@ -93,16 +93,7 @@ def make_daemon(
 
 
 def begin_walk(settings: Settings) -> Walked:
-    """Walk the store in a thread, with every entry's lstat (``walk_store``)."""
-    walked: Walked = Future()
-    flt = PathFilter.of(settings.include, settings.exclude)
-
-    def walk() -> None:
-        try:
-            stats: fastpath.StatMap = {}
-            walked.set_result((walk_store(settings.data_dir, flt, stats), stats))
-        except BaseException as exc:  # handed to the reconcile that waits for it
-            walked.set_exception(exc)
-
-    threading.Thread(target=walk, name="akoshad-walk", daemon=True).start()
-    return walked
+    """Walk the store, with every entry's lstat (``walk_child.begin_walk``)."""
+    return walk_child.begin_walk(
+        settings.data_dir, PathFilter.of(settings.include, settings.exclude)
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +18,9 @@ import pytest
 from akoshad import fastpath
 from akoshad.config import Settings, load_settings
 from akoshad.names import EXIT_OK
+from akoshad.pipeline.storefiles import walk_store
 from akoshad.pipeline.upload import Uploader
-from akoshad.runtime import run
+from akoshad.runtime import run, walk_child
 from akoshad.targets.local import LocalTarget
 
 
@@ -61,16 +62,18 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.mark.usefixtures("in_process")
 def test_run_once_walks_the_store_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings, env, argv = _setup(tmp_path)
-    walked: Counter[str] = Counter()
     real = os.scandir
+    log = tmp_path / "scandir.log"  # appended to by this process and by a forked walk
 
     def counting(path: Any = ".") -> Any:
-        walked[str(path)] += 1
+        with open(log, "a") as fh:
+            fh.write(f"{path}\n")
         return real(path)
 
     monkeypatch.setattr(os, "scandir", counting)
     assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
     monkeypatch.setattr(os, "scandir", real)
+    walked = Counter(log.read_text().splitlines())
     assert walked[str(settings.data_dir)] == 1
     assert walked[str(settings.data_dir / "sessions" / "s3")] == 1
     assert walked[str(settings.data_dir / "x.duckdb.tmp")] == 1
@@ -104,7 +107,8 @@ def test_run_once_walks_the_store_while_its_targets_start(
 ) -> None:
     settings, env, argv = _setup(tmp_path)
     events: list[str] = []
-    real_walk, real_start = run.walk_store, LocalTarget.start
+    real_walk, real_start = walk_store, LocalTarget.start
+    monkeypatch.setattr(walk_child, "may_fork", lambda: False)  # the events of this process
 
     def walk(*args: Any, **kwargs: Any) -> Any:
         events.append("walk")
@@ -115,7 +119,7 @@ def test_run_once_walks_the_store_while_its_targets_start(
         events.append("target started")
         await real_start(target, clean_up=clean_up)
 
-    monkeypatch.setattr(run, "walk_store", walk)
+    monkeypatch.setattr(walk_child, "walk_store", walk)
     monkeypatch.setattr(LocalTarget, "start", start)
     assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
     assert events[:2] == ["walk", "target started"]
@@ -123,29 +127,38 @@ def test_run_once_walks_the_store_while_its_targets_start(
 
 
 @pytest.mark.usefixtures("in_process")
+@pytest.mark.parametrize("forked", [False, True], ids=["thread", "forked"])
 def test_run_once_begins_its_walk_before_the_daemon_is_made(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forked: bool
 ) -> None:
-    """The walk runs in a thread from the start of ``run --once``: the daemon's modules
-    are imported and the daemon made while it goes on."""
+    """The walk (a forked child on Linux, else a thread) runs from the start of ``run
+    --once``: the daemon's modules are imported and the daemon made while it goes on. The
+    two sides meet through files, which a forked walk sees as well."""
+    if forked and not walk_child.may_fork():
+        pytest.skip("forks only on Linux, single-threaded")
+    if not forked:
+        monkeypatch.setattr(walk_child, "may_fork", lambda: False)
     settings, env, argv = _setup(tmp_path)
-    made = threading.Event()
-    seen: list[bool] = []
-    real_walk, real_make = run.walk_store, run.make_daemon
+    made, seen = tmp_path / "made", tmp_path / "seen"
+    real_walk, real_make = walk_store, run.make_daemon
+    parent = os.getpid()
 
     def walk(*args: Any, **kwargs: Any) -> Any:
-        seen.append(made.wait(10))  # the daemon is made meanwhile (not after the walk)
+        deadline = time.monotonic() + 10
+        while not made.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the daemon is made meanwhile (not after the walk)
+        seen.write_text(f"{made.exists()} {os.getpid() != parent}")
         return real_walk(*args, **kwargs)
 
     def make_daemon(*args: Any) -> Any:
         daemon = real_make(*args)
-        made.set()
+        made.touch()
         return daemon
 
-    monkeypatch.setattr(run, "walk_store", walk)
+    monkeypatch.setattr(walk_child, "walk_store", walk)
     monkeypatch.setattr(run, "make_daemon", make_daemon)
     assert run.run_daemon(settings, once=True, environ=env, argv=argv) == EXIT_OK
-    assert seen == [True]
+    assert seen.read_text() == f"True {forked}"  # waited for the daemon, where it should
     assert fastpath.try_unchanged(argv, env)
 
 

@@ -1,0 +1,91 @@
+"""The walk of ``run --once`` in a forked child: the same answer as in process, and an
+in-process walk whenever the child cannot give one."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from akoshad.fastpath import StatMap
+from akoshad.pipeline.storefiles import PathFilter, walk_store
+from akoshad.runtime import walk_child
+
+
+def _store(root: Path) -> Path:
+    store = root / "store"
+    for i in range(30):
+        p = store / "sessions" / f"s{i}" / "state.json"
+        p.parent.mkdir(parents=True)
+        p.write_text("{}")
+    (store / "reflection.duckdb").write_bytes(b"x" * 100)
+    (store / "reflection.duckdb.wal").write_bytes(b"w")
+    (store / "x.tmp").mkdir()
+    (store / "x.tmp" / "spill").write_bytes(b"t")
+    (root / "outside").write_text("secret")
+    (store / "leak").symlink_to(root / "outside")
+    (store / os.fsdecode(b"bad-\xff")).write_bytes(b"n")
+    return store
+
+
+def _in_process(store: Path, flt: PathFilter) -> tuple[object, StatMap]:
+    stats: StatMap = {}
+    return walk_store(store, flt, stats), stats
+
+
+@pytest.mark.skipif(not walk_child.may_fork(), reason="forks only on Linux, single-threaded")
+def test_the_forked_walk_answers_as_the_walk_in_process(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    flt = PathFilter.of([], ["sessions/s1/**"])
+    result, stats = walk_child.begin_walk(store, flt).result(timeout=30)
+    expected, expected_stats = _in_process(store, flt)
+    assert result == expected
+    assert stats == expected_stats
+    assert "leak" in result.refused and "reflection.duckdb" in result.files
+    assert "sessions/s1/state.json" not in result.files
+    assert "x.tmp/spill" in stats  # the quick check's stats cover ignored directories too
+
+
+def test_a_child_that_fails_is_answered_by_a_walk_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    parent = os.getpid()
+    real = walk_store
+    in_parent: list[int] = []
+
+    def child_dies(root: Path, flt: PathFilter, stats: StatMap | None = None) -> object:
+        if os.getpid() != parent:
+            raise RuntimeError("the child's walk fails")
+        in_parent.append(1)
+        return real(root, flt, stats)
+
+    monkeypatch.setattr(walk_child, "walk_store", child_dies)
+    result, stats = walk_child.begin_walk(store, PathFilter()).result(timeout=30)
+    expected, expected_stats = _in_process(store, PathFilter())
+    assert (result, stats) == (expected, expected_stats)
+    assert in_parent == [1]  # walked here, once
+
+
+def test_an_error_of_the_walk_reaches_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(root: Path, flt: PathFilter, stats: StatMap | None = None) -> object:
+        raise PermissionError("cannot list the store")
+
+    monkeypatch.setattr(walk_child, "walk_store", broken)
+    walked = walk_child.begin_walk(_store(tmp_path), PathFilter())
+    assert isinstance(walked.exception(timeout=30), PermissionError)
+
+
+def test_no_fork_while_another_thread_runs() -> None:
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert not walk_child.may_fork()
+    finally:
+        stop.set()
+        t.join()
