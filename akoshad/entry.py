@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    from akoshad import fastpath
+    from akoshad import collector, fastpath
+
+    collector.hold()  # until the command's modules are imported (collector.settle)
 
     if fastpath.wants_once(args) and fastpath.try_unchanged(args, os.environ):
         return 0

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from akoshad import __version__
+from akoshad import __version__, collector
 from akoshad.cli import prune as prune_cli
 from akoshad.cli.uploads_args import add_restore_selection, add_uploads_parser
 from akoshad.errors import AkoshadError, ConfigError
@@ -306,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     loaded = _load(args, env)
     if isinstance(loaded, int):
         return loaded
+    if args.command != "run":  # run settles once the daemon's modules are imported
+        collector.settle()
     try:
         return _dispatch(args, loaded, list(sys.argv[1:] if argv is None else argv), env)
     except KeyboardInterrupt:

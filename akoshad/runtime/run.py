@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from akoshad import fastpath
+from akoshad import collector, fastpath
 from akoshad.config import Settings
 from akoshad.config.encryption import unavailable
 from akoshad.errors import AlreadyRunning, ConfigError
@@ -65,6 +65,7 @@ def run_daemon(
     walked = begin_walk(settings) if once else None
     try:
         daemon = make_daemon(settings, env, reload, walked)
+        collector.settle()  # the modules are imported: freeze them, collector on
         if once:
             code = asyncio.run(daemon.run_once())
             before = daemon.store_stats  # read by the reconcile walk, before any capture
