@@ -15,6 +15,9 @@ ones below).
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
 import pytest
 
 from tests.tmpdirs import remove_all
@@ -25,3 +28,16 @@ pytest_plugins = ["tests.s3server", "tests.akosha_fixtures"]
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the short folders made for sockets during this run."""
     remove_all()
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_it_was() -> Iterator[None]:
+    """A command run in process (``entry.main``, ``run_daemon``) freezes the objects of
+    the moment and raises the collector's threshold (``akoshad.collector``): undone after
+    each test, so later tests' garbage is collected as usual."""
+    threshold, enabled = gc.get_threshold(), gc.isenabled()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+    if enabled:
+        gc.enable()

@@ -4,27 +4,13 @@ the start-up objects frozen and a higher young threshold, for every command."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from akoshad import collector, entry
 from akoshad.names import EXIT_NO_DAEMON
 from tests.tmpdirs import short_dir
 
 
-@pytest.fixture
-def collector_restored() -> Iterator[None]:
-    threshold, enabled = gc.get_threshold(), gc.isenabled()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
-    if enabled:
-        gc.enable()
-
-
-@pytest.mark.usefixtures("collector_restored")
 def test_hold_then_settle() -> None:
     collector.hold()
     assert not gc.isenabled()
@@ -35,7 +21,6 @@ def test_hold_then_settle() -> None:
     assert gc.get_freeze_count() >= len(garbage)  # what existed is frozen, never walked
 
 
-@pytest.mark.usefixtures("collector_restored")
 def test_a_client_command_runs_with_the_collector_on(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     sock = short_dir() / "none.sock"
