@@ -115,7 +115,7 @@ def store_digest(stats: StatMap) -> str:
     h = hashlib.sha256()
     for path in sorted(stats):
         h.update(path.encode("utf-8", "surrogateescape"))
-        h.update(b"\0" + b",".join(b"%d" % v for v in stats[path]) + b"\n")
+        h.update(b"\0" + ",".join(map(str, stats[path])).encode() + b"\n")
     return h.hexdigest()
 
 

@@ -158,15 +158,15 @@ def open_resolved(real: Path) -> BinaryIO:
 def read_resolved(real: str | Path, limit: int) -> bytes:
     """Up to ``limit`` bytes of the regular file ``real``, opened as :func:`open_resolved`
     opens it (a small file read at once: no buffered file object)."""
-    fd = _open_resolved_fd(real)
+    fd = _open_resolved_fd(real, blocking=False)  # a regular file: reads never wait anyway
     try:
         blocks: list[bytes] = []
         left = limit
         while left > 0:
             block = os.read(fd, left)
-            if not block:
-                break
             blocks.append(block)
+            if len(block) < left:  # the end of the file (a short read can only make the
+                break  # caller, which compares the length with the stat, read it again)
             left -= len(block)
         return b"".join(blocks)
     finally:
@@ -179,8 +179,10 @@ def _proc_fd() -> bool:
     return _PROC_FD.is_dir()
 
 
-def _open_resolved_fd(real: str | Path) -> int:
-    """The descriptor :func:`open_resolved` reads (blocking mode, close-on-exec)."""
+def _open_resolved_fd(real: str | Path, *, blocking: bool = True) -> int:
+    """The descriptor :func:`open_resolved` reads (close-on-exec; in blocking mode unless
+    ``blocking`` is False: it is opened non-blocking, so that a FIFO put in the file's place
+    cannot hang the open)."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(real, flags)
@@ -199,7 +201,8 @@ def _open_resolved_fd(real: str | Path) -> int:
                 raise LinkRefused(
                     errno.ELOOP, "a directory on its path became a symlink", str(real)
                 )
-        os.set_blocking(fd, True)
+        if blocking:
+            os.set_blocking(fd, True)
         return fd
     except BaseException:
         os.close(fd)

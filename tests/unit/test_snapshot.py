@@ -378,8 +378,8 @@ def test_link_swapped_in_after_the_check_is_not_followed(
     path.write_text("{}")
     real = snap._resolve
 
-    def resolve_then_swap(live: str) -> str:
-        out = real(live)
+    def resolve_then_swap(live: str, plain: bool = False) -> str:
+        out = real(live, plain)
         path.unlink()
         os.symlink(secret, path)
         return out
@@ -406,8 +406,8 @@ def test_directory_swapped_for_link_after_the_check_is_refused(
     (sub / "f.json").write_text("{}")
     real = snap._resolve
 
-    def resolve_then_swap(live: str) -> str:
-        out = real(live)
+    def resolve_then_swap(live: str, plain: bool = False) -> str:
+        out = real(live, plain)
         (sub / "f.json").unlink()
         sub.rmdir()
         os.symlink(outside, sub)
@@ -507,11 +507,11 @@ def test_file_rewritten_after_the_first_look_is_read_again(
     resolve = snap._resolve
     rewrites = []
 
-    def resolve_then_rewrite(live: str) -> str:
+    def resolve_then_rewrite(live: str, plain: bool = False) -> str:
         if not rewrites:
             rewrites.append(live)
             path.write_text('{"v": 22222}')
-        return resolve(live)
+        return resolve(live, plain)
 
     monkeypatch.setattr(snap, "_resolve", resolve_then_rewrite)
     res = snap.capture("s.json")

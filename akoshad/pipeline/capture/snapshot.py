@@ -99,11 +99,13 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         self._dirs.clear()
         return fresh_private_dir(self.staging)
 
-    def _resolve(self, live: str) -> str:
+    def _resolve(self, live: str, plain: bool = False) -> str:
         """``resolve_under`` for a store file, its directories' resolution kept for the pass
         (10,000 files are not each resolved component by component: a directory costs one
         ``lstat``). A directory swapped for a link later is still caught: ``open_resolved``
-        checks the descriptor's own path."""
+        checks the descriptor's own path. ``plain``: the caller's ``lstat`` of ``live``
+        found no link there (no second look when ``live`` is its own resolved path; a link
+        swapped in after that ``lstat`` is refused by ``open_resolved``'s ``O_NOFOLLOW``)."""
         root = self._root_real
         if root is None:
             root = self._root_real = self.data_dir.resolve()
@@ -113,6 +115,8 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             return str(resolve_under(root, Path(live)))
         head, _, name = rel.rpartition("/")
         real = f"{self._resolve_dir(head, root) if head else root}/{name}"
+        if plain and real == live:
+            return real
         if os.path.islink(real):  # a link inside data_dir: where it leads must stay inside
             return str(resolve_under(root, Path(live)))
         return real
@@ -170,7 +174,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             return look
         st, linked = look
         try:
-            resolved = self._resolve(live)
+            resolved = self._resolve(live, plain=not linked)
             # the lstat above is the file's own when it is no link: the first "before"
             small = self._capture_in_memory(rel, resolved, None if linked else st)
             if small is not None:
