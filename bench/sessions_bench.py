@@ -69,6 +69,7 @@ from benchlib import (  # noqa: E402
     build_store,
     changed_bytes,
     classify,
+    compile_akoshad,
     default_maker,
     find_aws,
     find_rclone,
@@ -592,6 +593,7 @@ def main() -> int:
         "--no-daemon", action="store_true", help="with akoshad: only run --once, no daemon"
     )
     args = ap.parse_args()
+    compile_akoshad()  # timed as installed: its bytecode compiled
     with tempfile.TemporaryDirectory(prefix="akoshad-sessions-", dir=args.work) as tmp:
         work = Path(tmp)
         print(f"work dir {work}; make_store {args.make_store}", flush=True)

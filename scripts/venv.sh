@@ -30,6 +30,9 @@ akoshad_venv() {
             -e ".${extras:+[$extras]}"
         touch "$stamp"
     fi
+    # bytecode for akoshad's own modules, as a non-editable install has it: with
+    # PYTHONDONTWRITEBYTECODE set (some sandboxes set it) every start would compile them again
+    "$venv/bin/python" -m compileall -q akoshad >/dev/null || true
     export VIRTUAL_ENV="$venv"
     export PATH="$venv/bin:$PATH"
 }
