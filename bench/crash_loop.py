@@ -37,7 +37,7 @@ def main() -> int:
         log=tmp / "daemon.log",
         cycles=args.cycles,
         manifests=s.manifests,
-        object_exists=lambda key: (s.outbox / key).is_file(),
+        outbox=s.outbox,
         once=s.once,
         restore_into=lambda dest: s.cli("restore", "--latest", "--dest", str(dest), check=True),
         compare=compare_stores,

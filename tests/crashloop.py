@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 import subprocess
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from akoshad.storage.format2_read import read_entries
+from akoshad.targets.local import LocalTarget
 from tests.helpers import start_daemon
 
 WRITER = Path(__file__).with_name("churn_writer.py")
@@ -24,17 +27,14 @@ class CrashLoopResult:
     files_verified: int
 
 
-def referenced_keys(manifest: dict[str, Any]) -> set[str]:
-    """Every object an inline manifest's entries point at: whole objects (format 1), the
-    packs of their chunks and their chunk lists (format 2)."""
-    keys: set[str] = set()
-    for f in manifest["metadata"]["files"]:
-        if "key" in f:
-            keys.add(f["key"])
-        keys |= {c["key"] for c in f.get("chunks", [])}
-        if "chunk_list" in f:
-            keys.add(f["chunk_list"]["key"])
-    return keys
+def referenced_keys(manifest: dict[str, Any], outbox: Path) -> set[str]:
+    """Every object a manifest in the local target ``outbox`` points at, resolved as restore
+    resolves it (``read_entries``): whole objects (format 1); the index parts and chunk
+    lists it reads (a missing one raises ``ManifestError`` naming it) and the pack of every
+    chunk of every file (format 2), inline or through ``metadata.index``."""
+    documents: set[str] = set()
+    files = asyncio.run(read_entries(LocalTarget(outbox), manifest, documents=documents))
+    return documents | {part.key for f in files for part in f.parts}
 
 
 def start_writer(store: Path, seed: int) -> subprocess.Popen[str]:
@@ -55,14 +55,16 @@ def crash_loop(
     log: Path,
     cycles: int,
     manifests: Callable[[], list[dict[str, Any]]],
-    object_exists: Callable[[str], bool],
+    outbox: Path,
     once: Callable[[], Any],
     restore_into: Callable[[Path], Any],
     compare: Callable[[Path, Path], int],
     scratch: Path,
     seed: int = 1,
 ) -> CrashLoopResult:
-    """kill -9 the daemon at random moments while a writer churns; then check convergence."""
+    """kill -9 the daemon at random moments while a writer churns; then check convergence:
+    after every kill, every object each manifest in ``outbox`` (a local target) references
+    exists."""
     rng = random.Random(seed)
     writer = start_writer(store, seed)
     try:
@@ -72,8 +74,8 @@ def crash_loop(
             proc.kill()
             proc.wait()
             for m in manifests():  # never a manifest pointing at a missing object
-                for key in referenced_keys(m):
-                    assert object_exists(key), key
+                for key in referenced_keys(m, outbox):
+                    assert (outbox / key).is_file(), key
     finally:
         writer.terminate()
         writer.wait(30)
@@ -81,8 +83,8 @@ def crash_loop(
     assert res.returncode == 0, res.stderr
     all_manifests = manifests()
     for m in all_manifests:
-        for key in referenced_keys(m):
-            assert object_exists(key), key
+        for key in referenced_keys(m, outbox):
+            assert (outbox / key).is_file(), key
     restored = scratch / "restored"
     restore_into(restored)
     verified = compare(store, restored)
