@@ -201,7 +201,7 @@ def test_hostile_names_stay_under_the_system_prefix(setup: Setup, tmp_path: Path
     res = setup.once()
     assert res.returncode == 0, res.stderr
     m = setup.manifests()[-1]
-    for key in referenced_keys(m):  # packs: named by their content, never by a file
+    for key in referenced_keys(m, setup.outbox):  # packs: named by their content, never by a file
         assert key.startswith(f"systems/{SYSTEM}/packs/") and key.count("/") == 4
     for f in m["metadata"]["files"]:
         assert ".." not in f["name"] and "/" not in f["name"]

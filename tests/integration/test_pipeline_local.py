@@ -320,7 +320,7 @@ def test_daemon_rewatches_a_recreated_store(tmp_path: Path) -> None:
 
 
 def _store_matches(setup: Setup, manifest: dict[str, Any]) -> None:
-    for key in referenced_keys(manifest):
+    for key in referenced_keys(manifest, setup.outbox):
         assert (setup.outbox / key).exists(), key
 
 

@@ -137,7 +137,7 @@ def assert_pruned_and_restorable(box: Box, kept: dict[str, dict[str, str]]) -> N
     nothing else is, and each kept upload verifies and restores as before."""
     assert box.ids() == list(kept)
     prefix = box.outbox / "systems" / SYSTEM
-    named = {k for m in manifests(box.outbox, SYSTEM) for k in referenced_keys(m)}
+    named = {k for m in manifests(box.outbox, SYSTEM) for k in referenced_keys(m, box.outbox)}
     named |= {f"systems/{SYSTEM}/uploads/{u}/manifest.json" for u in kept}
     present = {p.relative_to(box.outbox).as_posix() for p in prefix.rglob("*") if p.is_file()}
     assert present == named | {f"systems/{SYSTEM}/owner.json"}
@@ -167,7 +167,7 @@ def test_prune_removes_what_retention_drops_and_the_kept_uploads_restore(box: Bo
     ids, kept = box.ids(), kept_restores(box)
     ledger = box.ledger_keys()
     newest = manifests(box.outbox, SYSTEM)[-1]
-    assert ledger and ledger <= referenced_keys(newest)
+    assert ledger and ledger <= referenced_keys(newest, box.outbox)
     result = box.prune()
     assert result["ok"] is True and result["dry_run"] is False
     assert sorted(result["uploads_removed"]) == ids[:-KEEP]
