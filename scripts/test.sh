@@ -32,5 +32,6 @@ akoshad_venv dev
 if [ -z "${AKOSHAD_SKIP_LINT:-}" ]; then
     ruff check akoshad tests
     mypy
+    mypy --config-file tests/mypy.ini tests
 fi
 exec python -m pytest "$@"

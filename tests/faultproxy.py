@@ -126,7 +126,7 @@ class FaultProxy:
             self._rng = random.Random(plan.seed)
 
     def _call(self, coro: object) -> object:
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type, var-annotated]
         return fut.result(30)
 
     # ---- inside the proxy's loop -----------------------------------------------------

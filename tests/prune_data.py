@@ -100,7 +100,7 @@ class Builder:
             await self.target.put_file(sealed.key, sealed.path, "none")
             sealed.path.unlink()
             for slot in sealed.slots:
-                comp, size = new[slot.name]
+                comp, size = new[slot.name]  # type: ignore[assignment]
                 self._chunks[slot.name] = ChunkRef(
                     slot.name,
                     size,

@@ -113,7 +113,7 @@ async def test_sealed_chunks_open_with_the_identity(
     for plain in [os.urandom(300 * KiB), b"x" * 500_000, os.urandom(10)]:
         used, stored = seal_chunk(plain, recipients)
         bodies.append((plain, stored, used, "age"))
-    key, pack, refs = _pack(system_id, bodies, 2)
+    key, pack, refs = _pack(system_id, bodies, 2)  # type: ignore[arg-type]
     await target.put_bytes(key, pack, "application/octet-stream")
     f = _file("sealed.bin", [b[0] for b in bodies], refs)
     out: list[bytes] = []

@@ -297,7 +297,7 @@ async def test_a_large_pass_gives_its_freed_memory_back(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trims: list[int] = []
-    monkeypatch.setattr(drain_module, "trim", lambda: trims.append(1) or True)
+    monkeypatch.setattr(drain_module, "trim", lambda: trims.append(1) or True)  # type: ignore[func-returns-value]
     monkeypatch.setattr(drain_module, "TRIM_THRESHOLD", 2 * MiB)
     (rig.store / "small.txt").write_bytes(b"a few bytes")
     small = await rig.pass_of("small.txt")

@@ -47,7 +47,7 @@ class NotifySocket:
 
 def _setup(tmp_path: Path, **extra: object) -> tuple[Path, dict[str, str], NotifySocket]:
     sock_dir = short_dir()
-    cfg, env = daemon_config(tmp_path, "notify", socket_path=sock_dir / "a.sock", **extra)
+    cfg, env = daemon_config(tmp_path, "notify", socket_path=sock_dir / "a.sock", **extra)  # type: ignore[arg-type]
     notify = NotifySocket()
     env.update(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
     return cfg, env, notify
@@ -101,9 +101,12 @@ def test_no_watchdog_while_wedged(tmp_path: Path) -> None:
         # upload hangs
         for i in range(3):
             (tmp_path / "store" / f"pending-{i}.json").write_text("{}")
-            wait_for(
-                lambda i=i: len([t for t, _ in notify.lines("STATUS=") if t > quiet_from]) > i, 15
-            )
+            seen = i + 1  # decisions seen so far, at least
+
+            def decided(seen: int = seen) -> bool:
+                return len([t for t, _ in notify.lines("STATUS=") if t > quiet_from]) >= seen
+
+            wait_for(decided, 15)
         late = [t for t, _ in notify.lines("WATCHDOG=1") if t > quiet_from]
         assert late == [], "the watchdog was fed while the pipeline was wedged"
     finally:

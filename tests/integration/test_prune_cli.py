@@ -112,7 +112,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
             before = len(box.ids())
             n += 1
             (box.store / "notes.txt").write_text(f"version {n}\n")
-            wait_for(lambda b=before: box.cli("sync", "--wait") and len(box.ids()) > b, 30, 0.2)
+            wait_for(lambda b=before: box.cli("sync", "--wait") and len(box.ids()) > b, 30, 0.2)  # type: ignore[misc]
     finally:
         assert stop_daemon(proc) == 0
     assert len(box.ids()) == UPLOADS

@@ -50,7 +50,7 @@ def test_planted_secret_never_appears(tmp_path: Path) -> None:
     proc = start_daemon(cfg, env, tmp_path / "d.log")
     try:
         wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 30)
-        for args in (
+        for args in (  # type: ignore[assignment]
             ("status", "--json"),
             ("status",),
             ("queue", "--json"),

@@ -65,7 +65,7 @@ def test_two_uploads_restore_identically_and_share_documents(tmp_path: Path) -> 
     target = LocalTarget(outbox)
     asyncio.run(target.start())
     store = Store(target, SID, staging)
-    built = []
+    built = []  # type: ignore[var-annotated]
     for n, upload_id in enumerate(UPLOADS):
         if n == 1:  # a session later: one small file changed, a few rows checkpointed
             (root / "sessions" / "03" / "state-170.json").write_text('{"session": 170}')

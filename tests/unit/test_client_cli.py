@@ -358,7 +358,7 @@ def test_watch_stops_on_ctrl_c_even_when_started_ignoring_it(tmp_path: Path) -> 
     try:
         out = b""
         while out.count(b"not running") < 1:
-            out += proc.stdout.read1(4096) if proc.stdout else b""
+            out += proc.stdout.read1(4096) if proc.stdout else b""  # type: ignore[attr-defined]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
     finally:

@@ -311,7 +311,7 @@ async def test_real_worker_over_the_fixture(tmp_path: Path) -> None:
         {"path": "reflection.duckdb", "kind": "duckdb", "rows": {"conversations_v2": 20000}},
         {"path": "natural_scheduler.db", "kind": "sqlite"},
     ]
-    problems, _notes = await drill_check.run_worker(root, specs, tmp_path / "w.log")
+    problems, _notes = await drill_check.run_worker(root, specs, tmp_path / "w.log")  # type: ignore[arg-type]
     assert [p.split(":")[0] for p in problems] == ["reflection.duckdb", "reflection.duckdb"]
     assert "table reflections_v2 was not there at capture" in problems[1]
 

@@ -168,7 +168,7 @@ def test_staging_dirs_stay_private_under_a_loose_umask(
     modes: list[int] = []
 
     def connect(target: object, *args: object, **kwargs: object) -> sqlite3.Connection:
-        out = real_connect(target, *args, **kwargs)  # type: ignore[arg-type]
+        out = real_connect(target, *args, **kwargs)  # type: ignore[arg-type, call-overload]
         if isinstance(target, Path) and target.parent.name == "staging":
             modes.append(_mode(target))  # the copy as SQLite is about to write it
         return out

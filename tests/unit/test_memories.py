@@ -378,5 +378,5 @@ def test_encode_entry_is_the_generic_encoding_byte_for_byte(
         meta["n"] = extra
     for embedding in (RawJSON("[0.5,-1e-05,3.0]"), [0.25, 1.0]):
         memory = {"memory_id": f"box:{original}", "text": text, "embedding": embedding}
-        memory["metadata"] = meta
+        memory["metadata"] = meta  # type: ignore[assignment]
         assert encode_entry(memory) == encode_json(conversation_entry(memory))

@@ -242,6 +242,6 @@ def test_read_ahead_keeps_order_and_errors_and_ends_its_reader() -> None:
         await chunks.aclose()  # type: ignore[attr-defined]
         await asyncio.sleep(0.01)
         assert len(read) <= 4  # read at most depth ahead, then stopped
-        assert {t.get_coro().__name__ for t in asyncio.all_tasks()} == {"run"}
+        assert {t.get_coro().__name__ for t in asyncio.all_tasks()} == {"run"}  # type: ignore[union-attr]
 
     asyncio.run(run())

@@ -49,7 +49,7 @@ def gone(pid: int, within: float = 5.0) -> bool:
 
 
 @pytest.fixture
-def warnings() -> list[str]:
+def warnings() -> Iterator[list[str]]:
     lines: list[str] = []
     sink = logger.add(lambda m: lines.append(str(m)), level="WARNING")
     yield lines

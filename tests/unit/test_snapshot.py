@@ -334,7 +334,7 @@ def test_file_shrinking_mid_read_is_copied_again(
     path = snap.data_dir / "log.json"
     path.write_bytes(b"x" * 100_000)
     real = mod.copy_hashing
-    calls = []
+    calls: list[int] = []
 
     def copy_then_truncate(src: Path, dst: Path) -> tuple[int, str]:
         out = real(src, dst)
@@ -505,7 +505,7 @@ def test_file_rewritten_after_the_first_look_is_read_again(
     path = snap.data_dir / "s.json"
     path.write_text('{"v": 1}')
     resolve = snap._resolve
-    rewrites = []
+    rewrites: list[str] = []
 
     def resolve_then_rewrite(live: str, plain: bool = False) -> str:
         if not rewrites:

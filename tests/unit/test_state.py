@@ -168,7 +168,7 @@ async def test_history_is_pruned_to_the_newest(db: StateDB) -> None:
     for i in range(12):
         await db.begin_upload(f"u{i:02d}", "local", "local", {})
         await db.transaction(
-            lambda c, i=i: StateDB.finish_upload(c, upload_id=f"u{i:02d}", outcome="completed")
+            lambda c, i=i: StateDB.finish_upload(c, upload_id=f"u{i:02d}", outcome="completed")  # type: ignore[misc]
         )
     await db.begin_upload("u99", "local", "local", {})  # in progress: never pruned
     await db.transaction(lambda c: StateDB.prune_history(c, keep=5))

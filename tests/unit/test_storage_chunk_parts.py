@@ -324,7 +324,7 @@ async def test_a_split_list_that_does_not_match_its_entry_is_refused(
 
 def test_part_refs_are_strict() -> None:
     good = {"key": "systems/a/chunklists/ab/x.json.gz", "compression": "gzip"}
-    good |= {"encryption": "none", "count": 3, "size": 10}
+    good |= {"encryption": "none", "count": 3, "size": 10}  # type: ignore[dict-item]
     assert ChunkListPartRef.from_json(good).to_json() == good
     for bad, said in [
         ({**good, "count": 0}, "count must be at least 1"),

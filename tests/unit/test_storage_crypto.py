@@ -412,10 +412,10 @@ async def test_stored_bytes_hold_no_plaintext_marker_name_or_sha256(tmp_path: Pa
     stored_files = [p for p in (tmp_path / "outbox").rglob("*") if p.is_file()]
     assert len(stored_files) >= 6
     needles = [MARKER, b"project-zebra", b"notes.md", b"reflection", *secrets_seen]
-    for p in stored_files:
-        blob = p.read_bytes() + str(p.relative_to(tmp_path / "outbox")).encode()
+    for stored_file in stored_files:
+        blob = stored_file.read_bytes() + str(stored_file.relative_to(tmp_path / "outbox")).encode()
         for needle in needles:
-            assert needle not in blob, f"{needle[:20]!r} readable in {p.name}"
+            assert needle not in blob, f"{needle[:20]!r} readable in {stored_file.name}"
 
     # and the identity gets everything back
     part = await read_document_sealed(target, part_key, "gzip", "age", ids)

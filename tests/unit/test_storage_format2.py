@@ -354,7 +354,7 @@ async def test_a_damaged_or_missing_chunk_names_the_file_and_the_chunk(
 
     sink = Recorder()
     with pytest.raises(IntegrityError) as err:
-        await fetch_file(target, db, sink, max_in_flight=2, memory_budget=64 * 1024)
+        await fetch_file(target, db, sink, max_in_flight=2, memory_budget=64 * 1024)  # type: ignore[arg-type]
     said = str(err.value)
     assert said.startswith(
         f"reflection.duckdb: chunk {n + 1} of {len(db.chunks)} (sha256 {ref.sha256[:12]}"

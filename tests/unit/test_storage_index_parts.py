@@ -244,7 +244,7 @@ async def test_uploads_cut_the_new_way_read_back_after_one_cut_the_old_way(
     await write_upload(target, SID, upload_id(1), second)
     want = sorted(files.values(), key=lambda f: f.path)
     back = await read_entries(target, await manifest_of(target, 1), system_id=SID)
-    assert [replace(f, name=None) for f in back] == [replace(f, name=None) for f in want]
+    assert [replace(f, name=None) for f in back] == [replace(f, name=None) for f in want]  # type: ignore[arg-type]
     older = await read_entries(target, await manifest_of(target, 0), system_id=SID)
     assert {f.path for f in older} == {f.path for f in want}
 
