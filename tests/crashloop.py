@@ -37,6 +37,13 @@ def referenced_keys(manifest: dict[str, Any], outbox: Path) -> set[str]:
     return documents | {part.key for f in files for part in f.parts}
 
 
+def assert_referenced_present(manifest: dict[str, Any], outbox: Path) -> None:
+    """Every object ``manifest`` references (:func:`referenced_keys`) is a file in
+    ``outbox``."""
+    for key in referenced_keys(manifest, outbox):
+        assert (outbox / key).is_file(), key
+
+
 def start_writer(store: Path, seed: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, str(WRITER), str(store), str(seed)], stdout=subprocess.PIPE, text=True
@@ -74,8 +81,7 @@ def crash_loop(
             proc.kill()
             proc.wait()
             for m in manifests():  # never a manifest pointing at a missing object
-                for key in referenced_keys(m, outbox):
-                    assert (outbox / key).is_file(), key
+                assert_referenced_present(m, outbox)
     finally:
         writer.terminate()
         writer.wait(30)
@@ -83,8 +89,7 @@ def crash_loop(
     assert res.returncode == 0, res.stderr
     all_manifests = manifests()
     for m in all_manifests:
-        for key in referenced_keys(m, outbox):
-            assert (outbox / key).is_file(), key
+        assert_referenced_present(m, outbox)
     restored = scratch / "restored"
     restore_into(restored)
     verified = compare(store, restored)

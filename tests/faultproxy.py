@@ -18,6 +18,7 @@ import random
 import socket
 import threading
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from aiohttp import ClientSession, ClientTimeout, web
@@ -126,7 +127,7 @@ class FaultProxy:
             self._rng = random.Random(plan.seed)
 
     def _call(self, coro: object) -> object:
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type, var-annotated]
+        fut: Future[object] = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
         return fut.result(30)
 
     # ---- inside the proxy's loop -----------------------------------------------------

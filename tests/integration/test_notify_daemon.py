@@ -101,9 +101,8 @@ def test_no_watchdog_while_wedged(tmp_path: Path) -> None:
         # upload hangs
         for i in range(3):
             (tmp_path / "store" / f"pending-{i}.json").write_text("{}")
-            seen = i + 1  # decisions seen so far, at least
 
-            def decided(seen: int = seen) -> bool:
+            def decided(seen: int = i + 1) -> bool:  # decisions seen so far, at least
                 return len([t for t, _ in notify.lines("STATUS=") if t > quiet_from]) >= seen
 
             wait_for(decided, 15)

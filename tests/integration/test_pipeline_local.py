@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.crashloop import referenced_keys
+from tests.crashloop import assert_referenced_present
 from tests.helpers import (
     akoshad,
     base_env,
@@ -320,8 +320,7 @@ def test_daemon_rewatches_a_recreated_store(tmp_path: Path) -> None:
 
 
 def _store_matches(setup: Setup, manifest: dict[str, Any]) -> None:
-    for key in referenced_keys(manifest, setup.outbox):
-        assert (setup.outbox / key).exists(), key
+    assert_referenced_present(manifest, setup.outbox)
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ def test_planted_secret_never_appears(tmp_path: Path) -> None:
     )
     env = base_env(tmp_path)
     outputs = []
+    args: tuple[str, ...]
     for args in (
         ("config", "show"),
         ("config", "check"),
@@ -50,7 +51,7 @@ def test_planted_secret_never_appears(tmp_path: Path) -> None:
     proc = start_daemon(cfg, env, tmp_path / "d.log")
     try:
         wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 30)
-        for args in (  # type: ignore[assignment]
+        for args in (
             ("status", "--json"),
             ("status",),
             ("queue", "--json"),

@@ -13,7 +13,7 @@ import duckdb
 from akoshad.manifest.layout import manifest_key, validate_manifest
 from akoshad.restore.destdir import FileSink, open_dest, parent_dir
 from akoshad.storage.fetch import WholeObjectRanges, fetch_file
-from akoshad.storage.format2 import build_manifest2
+from akoshad.storage.format2 import Format2Manifest, build_manifest2
 from akoshad.storage.format2_read import read_entries
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.local import LocalTarget
@@ -65,7 +65,7 @@ def test_two_uploads_restore_identically_and_share_documents(tmp_path: Path) -> 
     target = LocalTarget(outbox)
     asyncio.run(target.start())
     store = Store(target, SID, staging)
-    built = []  # type: ignore[var-annotated]
+    built: list[Format2Manifest] = []
     for n, upload_id in enumerate(UPLOADS):
         if n == 1:  # a session later: one small file changed, a few rows checkpointed
             (root / "sessions" / "03" / "state-170.json").write_text('{"session": 170}')

@@ -261,6 +261,7 @@ def test_url_credentials_never_appear(tmp_path: Path) -> None:
     )
     env = base_env(tmp_path)
     outputs = []
+    args: tuple[str, ...]
     for args in (
         ("config", "show"),
         ("config", "check"),
@@ -273,7 +274,7 @@ def test_url_credentials_never_appear(tmp_path: Path) -> None:
     proc = start_daemon(cfg, env, tmp_path / "d.log")
     try:
         wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 30)
-        for args in (("sync", "--wait", "--json"), ("status", "--json"), ("queue", "--json")):  # type: ignore[assignment]
+        for args in (("sync", "--wait", "--json"), ("status", "--json"), ("queue", "--json")):
             res = akoshad(*args, "--config", str(cfg), env=env, timeout=60)
             outputs.append(res.stdout + res.stderr)
         outputs.append(json.dumps(asyncio.run(do_status(load_settings(cfg, environ=env)))))
