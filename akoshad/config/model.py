@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +37,17 @@ ENV_PREFIX = "AKOSHAD_"
 # (AKOSHAD_VENV and AKOSHAD_SKIP_LINT belong to the scripts in scripts/, which run akoshad)
 _NON_FIELD_ENV = {"AKOSHAD_CONFIG", "AKOSHAD_DEBUG", "AKOSHAD_VENV", "AKOSHAD_SKIP_LINT"}
 MIN_CHUNK_MB = 5  # S3's smallest multipart part
+
+
+ReprArgs = Iterable[tuple[str | None, Any]]
+
+
+def _shown(args: ReprArgs, how: dict[str, Callable[[str], str]]) -> ReprArgs:
+    """A model's repr arguments with the URL fields in ``how`` shown redacted (a repr
+    or str of the configuration must not show the credentials a URL may hold)."""
+    for name, value in args:
+        show = how.get(name or "")
+        yield name, show(value) if show is not None and isinstance(value, str) else value
 
 
 def slug_system_id(hostname: str) -> str:
@@ -80,6 +92,9 @@ class CloudSync(BaseModel):
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
 
+    def __repr_args__(self) -> ReprArgs:
+        return _shown(super().__repr_args__(), {"cloud_endpoint": redact_url})
+
     @field_validator("system_id")
     @classmethod
     def _system_id_alphabet(cls, value: str) -> str:
@@ -123,6 +138,9 @@ class Webhook(BaseModel):
     url: str
     events: list[WebhookEvent] = Field(default_factory=lambda: list(ALL_WEBHOOK_EVENTS))
     secret: SecretStr | None = None
+
+    def __repr_args__(self) -> ReprArgs:
+        return _shown(super().__repr_args__(), {"url": redact_webhook_url})
 
     @field_validator("url")
     @classmethod
@@ -190,6 +208,9 @@ class Settings(BaseSettings):
     encryption: Encryption = Field(default_factory=Encryption)
     cloud_sync: CloudSync = Field(default_factory=CloudSync)
     _notes: tuple[str, ...] = PrivateAttr(default=())
+
+    def __repr_args__(self) -> ReprArgs:
+        return _shown(super().__repr_args__(), {"akosha_url": redact_url})
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -104,7 +104,7 @@ class _Hook:
     config: Webhook
     id: str
     shown: str
-    secret: str | None
+    secret: str | None = field(repr=False)  # the HMAC key
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     attempts: int = 0
     last_error: str | None = None

@@ -173,3 +173,23 @@ async def test_stored_errors_are_redacted(tmp_path: Path) -> None:
         assert item.last_error == f"ClientError: http://st:{R}@h/mcp?key={R}"
     finally:
         await state.close()
+
+
+def test_settings_reprs_hide_url_credentials(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ={"HOME": str(tmp_path)},
+        overrides={
+            "akosha_url": "http://ak:Repr-Ak-Pw-1@127.0.0.1:8682/mcp?token=Repr-Ak-Tok-2",
+            "webhooks": [{"url": "https://hooks.example/services/T0/B0/Repr0Hook0Tok3n42"}],
+            "cloud_sync": {"cloud_bucket": "b", "cloud_endpoint": "http://e:Repr-End-Pw-3@s3"},
+        },
+    )
+    texts = [repr(settings), str(settings), repr(settings.cloud_sync), repr(settings.webhooks)]
+    texts += [str(settings.cloud_sync), str(settings.webhooks[0]), f"{settings!r}"]
+    for text in texts:
+        for secret in ("Repr-Ak-Pw-1", "Repr-Ak-Tok-2", "Repr0Hook0Tok3n42", "Repr-End-Pw-3"):
+            assert secret not in text, text
+    assert f"ak:{R}@127.0.0.1:8682" in repr(settings)
+    assert f"e:{R}@s3" in repr(settings.cloud_sync)
+    assert "hooks.example/services/T0/B0/" in repr(settings.webhooks[0])
+    assert settings.akosha_url is not None and "Repr-Ak-Pw-1" in settings.akosha_url

@@ -201,6 +201,18 @@ def test_webhook_secrets_are_registered_for_the_log() -> None:
     assert "pw-9f8e7d" not in line and "sEcR3t!" not in line and "tok-1234" not in line
 
 
+def test_webhook_reprs_show_no_secret() -> None:
+    hook = Webhook(
+        url="https://bob:pw-5a4b3c@example.com/services/T0/B0/Hook0Path0Tok3n99?t=tok-5678",
+        secret=SecretStr("rEpR-s3cret"),
+    )
+    sink = WebhookSink([hook], None, base_delay=1)  # type: ignore[arg-type]
+    for text in (repr(hook), str(hook), repr(sink.hooks), repr(sink.hooks[0])):
+        for secret in ("pw-5a4b3c", "Hook0Path0Tok3n99", "tok-5678", "rEpR-s3cret"):
+            assert secret not in text, text
+    assert "example.com/services/T0/B0/" in repr(sink.hooks[0])
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 1000.0
