@@ -10,6 +10,7 @@ import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -48,6 +49,23 @@ def _shown(args: ReprArgs, how: dict[str, Callable[[str], str]]) -> ReprArgs:
     for name, value in args:
         show = how.get(name or "")
         yield name, show(value) if show is not None and isinstance(value, str) else value
+
+
+def check_url(value: str, example: str = "") -> str:
+    """``value`` when it is an http(s) URL whose host part parses; ``ValueError`` (never
+    echoing the value) otherwise. A password holding an unencoded ``/``, ``?`` or ``#``
+    ends the host part there (``http://user:pa/ss@host`` is host ``user``, port ``pa``):
+    no redaction could then tell the password, so such a URL is refused."""
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"must be an http:// or https:// URL{example}")
+    try:
+        _port = urlsplit(value).port  # raises for a host part that does not parse
+    except ValueError:
+        raise ValueError(
+            "its host part does not parse (the port is not a number from 0 to 65535): "
+            "percent-encode a / ? # in its user name or password (%2F %3F %23)"
+        ) from None
+    return value
 
 
 def slug_system_id(hostname: str) -> str:
@@ -115,9 +133,7 @@ class CloudSync(BaseModel):
     @field_validator("cloud_endpoint")
     @classmethod
     def _endpoint_is_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+        return None if value is None else check_url(value)
 
     @model_validator(mode="after")
     def _keys_in_pairs(self) -> CloudSync:
@@ -145,9 +161,7 @@ class Webhook(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
+        return check_url(value)
 
 
 class Settings(BaseSettings):
@@ -222,9 +236,7 @@ class Settings(BaseSettings):
     def _akosha_url(cls, value: str | None) -> str | None:
         if not value:
             return None
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8682/mcp")
-        return value
+        return check_url(value, ", e.g. http://127.0.0.1:8682/mcp")
 
     @field_validator("metrics_listen")
     @classmethod

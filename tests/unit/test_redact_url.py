@@ -6,12 +6,14 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 from loguru import logger
 
 from akoshad.config import load_settings
-from akoshad.errors import AkoshadError, PermanentError, TransientError
+from akoshad.errors import AkoshadError, ConfigError, PermanentError, TransientError
 from akoshad.redaction import REDACTED, redact, redact_url, register_url
 from akoshad.runtime.logs import setup_logging
 from akoshad.store.db import StateDB
@@ -193,3 +195,29 @@ def test_settings_reprs_hide_url_credentials(tmp_path: Path) -> None:
     assert f"e:{R}@s3" in repr(settings.cloud_sync)
     assert "hooks.example/services/T0/B0/" in repr(settings.webhooks[0])
     assert settings.akosha_url is not None and "Repr-Ak-Pw-1" in settings.akosha_url
+
+
+@pytest.mark.parametrize("delimiter", ["/", "?", "#"])
+@pytest.mark.parametrize(
+    ("field", "overrides"),
+    [
+        ("akosha_url", lambda url: {"akosha_url": url}),
+        ("cloud_sync.cloud_endpoint", lambda url: {"cloud_sync": {"cloud_endpoint": url}}),
+        ("webhooks.0.url", lambda url: {"webhooks": [{"url": url}]}),
+    ],
+)
+def test_url_whose_password_ends_its_host_part_is_refused(
+    tmp_path: Path, field: str, overrides: Any, delimiter: str
+) -> None:
+    # an unencoded / ? or # in a password ends the host part: the URL parses as host
+    # "ak" with port "Pw...", so no redaction can find the password, which would then
+    # show in `config show`, in every error about the URL, in status and in the log
+    url = f"http://ak:Pw{delimiter}Hid-Den-77@127.0.0.1:8682/mcp"
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"HOME": str(tmp_path)}, overrides=overrides(url))
+    message = str(info.value)
+    assert message.startswith(f"invalid configuration: {field}: ") and "\n" not in message
+    assert "Hid-Den-77" not in message and "percent-encode" in message
+    encoded = url.replace(f"Pw{delimiter}", f"Pw{quote(delimiter, safe='')}")
+    settings = load_settings(environ={"HOME": str(tmp_path)}, overrides=overrides(encoded))
+    assert "Hid-Den-77" not in json.dumps(settings.redacted())
