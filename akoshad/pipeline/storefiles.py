@@ -80,16 +80,6 @@ def to_change(rel: str, flt: PathFilter) -> str | None:
     return owner
 
 
-def detect_kind(path: Path) -> FileKind:
-    """DuckDB has ``DUCK`` at bytes 8-12; SQLite starts with its header; else a plain file."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return "file"
-    return kind_of_head(head)
-
-
 def kind_of_head(head: bytes) -> FileKind:
     """The kind of a file from its first 16 bytes."""
     if head.startswith(SQLITE_MAGIC):

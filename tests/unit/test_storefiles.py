@@ -9,7 +9,8 @@ import pytest
 
 from akoshad import fastpath
 from akoshad.fastpath import stat_map
-from akoshad.pipeline.storefiles import PathFilter, detect_kind, owner_of, to_change, walk_store
+from akoshad.pipeline.capture.files import detect_kind
+from akoshad.pipeline.storefiles import PathFilter, owner_of, to_change, walk_store
 
 ALL = PathFilter()
 
