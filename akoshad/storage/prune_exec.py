@@ -334,7 +334,10 @@ async def run_prune(
     when = now or datetime.now(UTC)
 
     def retained(uploads: list[Upload]) -> frozenset[str]:
-        return apply_retention(uploads, policy, now=when).keep_ids
+        # the newest upload is the one with the greatest id (``restore --latest``, the
+        # writer's ledger): kept even when a clock set back dated it before older ones
+        newest = {max(u.upload_id for u in uploads)} if uploads else set()
+        return apply_retention(uploads, policy, now=when).keep_ids | newest
 
     loaded = await load_for_prune(target, system_id, keep=retained, identities=identities)
     keep = set(retained(loaded.uploads())) | set(loaded.untimed())

@@ -230,3 +230,24 @@ async def test_damaged_kept_manifest_stops_the_prune_but_a_dropped_one_does_not(
     result = await run_prune(local, "box", policy(3), staging_dir=staging, now=NOW)
     assert made[3] in result.uploads_removed
     await check_restorable(local, b, made[4:])
+
+
+async def test_the_newest_upload_stays_when_the_clock_went_backwards(
+    local: Target, tmp_path: Path
+) -> None:
+    """The clock was set back between two uploads: the last one has the greatest id (the one
+    ``restore --latest`` picks and the writer's ledger points at) but an earlier
+    ``uploaded_at`` than the uploads before it. It is still the newest upload: kept."""
+    b = Builder(local, "box", tmp_path / "work")
+    made: list[str] = []
+    for i, hours in enumerate((3, 2, 5)):  # the third was made after the clock went back
+        when = NOW - timedelta(hours=hours)
+        upload_id = new_upload_id(when, after=made[-1] if made else None)
+        await b.format2(upload_id, {"a.json": text(i, 2000)}, when, "inline")
+        made.append(upload_id)
+    assert made == sorted(made)
+    staging = private_dir(tmp_path / "staging")
+    result = await run_prune(local, "box", policy(1), staging_dir=staging, now=NOW)
+    assert made[2] not in result.uploads_removed, result.to_json()
+    assert result.missing == []
+    await check_restorable(local, b, [made[2]])
