@@ -11,7 +11,8 @@ objects of format-1 uploads this machine's ledger points at are protected as wel
 upload points at them); packs are not (a repack must be able to replace them): the chunk
 table follows them through the hooks (``ledger_hooks``: a pack's chunks are forgotten before
 it is deleted, moved chunks get their new locations), and the known documents are forgotten
-after a prune, so the next upload writes its index parts and chunk lists again.
+before a prune deletes anything (so also when it is killed midway), so the next upload
+writes its index parts and chunk lists again.
 
 ``retention.enabled: false`` keeps everything: nothing is read or deleted. The outcome of
 each prune (not of a dry run) is kept in the state as ``last_prune`` ``{at, ok,
@@ -141,6 +142,9 @@ async def prune_target(
         ]
     )
     result: dict[str, Any] = {"enabled": True, "dry_run": dry_run, "policy": policy.describe()}
+    if not dry_run:  # before anything is deleted: a prune killed midway must not leave
+        # the state naming documents it swept (the next upload would not store them again)
+        await state.forget_documents(target.name)
     try:
         done = await run_prune(
             target,
@@ -164,11 +168,7 @@ async def prune_target(
         result.update(ok=False, needs_identity=True, problems=[f"{exc}; nothing deleted"])
     except (PruneError, TransientError, PermanentError, OSError) as exc:
         result.update(ok=False, problems=[str(exc)])
-        if not dry_run:
-            await state.forget_documents(target.name)
     else:
-        if not dry_run:  # documents may have been replaced: the next upload writes its own
-            await state.forget_documents(target.name)
         result.update(done.to_json())
         problems = [f"a kept upload references {key}, which is missing" for key in done.missing]
         result.update(ok=not problems, problems=problems)

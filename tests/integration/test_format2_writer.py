@@ -738,3 +738,67 @@ async def test_first_pass_after_an_upgrade_over_the_committed_format_1_uploads(
         assert ledger["sessions/session-1/state.json"].chunks is not None
     finally:
         await close_rig(rig)
+
+
+class Killed(BaseException):
+    """Stands for a kill -9: nothing after it runs (what was committed stays)."""
+
+
+async def test_an_interrupted_prune_never_lets_the_next_upload_skip_a_swept_document(
+    tmp_path: Path,
+) -> None:
+    """The last upload was committed by recovery (its manifest had landed before a crash),
+    so the state still names the documents of the upload before it; a prune drops that
+    upload, sweeps its index part and is killed before it finishes. A file then goes back
+    to its old content: the next upload makes that old index part again and must store it,
+    not take it for one the target holds."""
+    from akoshad.pipeline.ownership import OwnerGate
+    from akoshad.pipeline.stats import Stats
+    from akoshad.runtime.prune import prune_target
+
+    policy = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+    settings = local_settings(tmp_path, retention=policy)
+    rig = await open_rig(settings, CountingTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    try:
+        for i in range(250):  # past the inline limit: the entries are in index parts
+            rig.write(f"n/{i:03d}.json", str(i).encode())
+        (first,) = await rig.sync()
+        name = rig.target.name
+        documents = await rig.state.get_kv(f"documents:{name}")
+        rig.write("n/100.json", b"changed")
+        (second,) = await rig.sync()
+        assert first.upload_id and second.upload_id
+        # as if the process died between the second upload's manifest and its commit
+        await rig.state.transaction(
+            lambda c: (
+                c.execute(
+                    "UPDATE uploads SET outcome = 'in_progress' WHERE upload_id = ?",
+                    (second.upload_id,),
+                ),
+                c.execute(
+                    "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                    (f"documents:{name}", documents),
+                ),
+            )
+        )
+        await Recovery(rig.state, SID, Discarder(SID)).recover({name: rig.target})
+        target = rig.target
+        deleting = target.delete_keys
+
+        async def delete_then_die(keys: list[str]) -> None:
+            await deleting(keys)
+            if any("/index/" in k for k in keys):
+                raise Killed
+
+        target.delete_keys = delete_then_die  # type: ignore[method-assign]
+        gate = OwnerGate(settings.state_dir, SID, Stats())
+        with pytest.raises(Killed):
+            await prune_target(settings, rig.state, target, gate, dry_run=False)
+        target.delete_keys = deleting  # type: ignore[method-assign]
+        assert await rig.uploads() == [second.upload_id]
+        rig.write("n/100.json", b"100")  # back to what the first upload held
+        (third,) = await rig.sync()
+        assert third.upload_id and third.error is None
+        assert await rig.restore(third.upload_id) == rig.on_disk()
+    finally:
+        await close_rig(rig)
