@@ -17,6 +17,7 @@ step (deletions: before each batch).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
@@ -165,7 +166,7 @@ class _Run:
                         lo, hi = max(start, pos), min(start + length, end)
                         if hi > lo:
                             sealed += await asyncio.to_thread(
-                                writer.add, "", piece[lo - pos : hi - pos]
+                                _add_named, writer, piece[lo - pos : hi - pos]
                             )
                         if start + length > end:
                             break
@@ -248,6 +249,14 @@ async def execute_plan(
             await run.rewrite(step.key)
         i += 1
     return _result(run, started)
+
+
+def _add_named(writer: PackWriter, data: bytes) -> list[SealedPack]:
+    """Copy ``data`` into the new pack under the sha256 of its bytes: a pack's id is the
+    layout of its named slots, so two new packs share a key only when they hold the same
+    bytes (unnamed slots would give every copy of equal lengths the same key, and the
+    later pack would overwrite the earlier one's chunks)."""
+    return writer.add(hashlib.sha256(data).hexdigest(), data)
 
 
 def _manifest_gone(loaded: PruneInput, finished: set[str]) -> dict[str, str]:

@@ -20,7 +20,8 @@ upload stays restorable at every moment and the next prune finishes the job.
    Before deleting a pack (here or in 5) the executor forgets its chunks in the ledger's
    chunk table, so no new upload can dedupe against a deleted chunk.
 3. ``write_pack``: each new pack, the concatenation of its sources' live ranges (see
-   ``NewPack.layout``); its key is the sha256 of its bytes, as any pack's.
+   ``NewPack.layout``); its id is the layout of its pieces, each named by the sha256 of
+   its bytes, so two new packs share a key only when they hold the same bytes.
 4. ``rewrite_manifest``: for each affected kept upload, write its rewritten chunk lists and
    index parts first (new content, so new keys), then the manifest itself in one PUT (an
    atomic replace on both targets). Chunk locations move with ``NewPack.relocate``. The

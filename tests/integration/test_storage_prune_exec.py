@@ -251,3 +251,35 @@ async def test_the_newest_upload_stays_when_the_clock_went_backwards(
     assert made[2] not in result.uploads_removed, result.to_json()
     assert result.missing == []
     await check_restorable(local, b, [made[2]])
+
+
+async def test_two_repacks_of_equal_shape_never_share_a_pack_key(
+    local: Target, tmp_path: Path
+) -> None:
+    """Two prunes each repack a pack whose one live chunk sits at the same place with the
+    same length but holds other bytes: the second new pack must not take the first one's
+    key (it would overwrite the chunk a kept upload reads there)."""
+    b = Builder(local, "box", tmp_path / "work")
+    staging = private_dir(tmp_path / "staging")
+
+    async def record(moved: list[refs.ChunkRef]) -> None:  # the writer's chunk table follows
+        b._chunks.update((r.sha256, r) for r in moved)
+
+    keep1, keep2 = noise(1, 16 * 1024), noise(3, 16 * 1024)
+    rounds = [  # per round: an upload, then one that drops 64 KiB of its pack
+        ({"drop1": noise(2, 64 * 1024), "keep1": keep1}, {"keep1": keep1}),
+        (
+            {"drop2": noise(4, 64 * 1024), "keep1": keep1, "keep2": keep2},
+            {"keep1": keep1, "keep2": keep2},
+        ),
+    ]
+    hours = iter((5, 4, 3, 2))
+    for uploads in rounds:
+        for files in uploads:
+            when = NOW - timedelta(hours=next(hours))
+            upload_id = new_upload_id(when)
+            await b.format2(upload_id, files, when, "inline")
+        hooks = PruneHooks(record_chunks=record)
+        result = await run_prune(local, "box", policy(1), staging_dir=staging, now=NOW, hooks=hooks)
+        assert result.packs_repacked == 1 and result.packs_written == 1, result.to_json()
+        await check_restorable(local, b, [upload_id])
