@@ -188,7 +188,7 @@ class PackSender:
         """Chunk every file into packs (worker thread), handing sealed packs over; a
         failure is kept for ``send`` to raise once the packs in flight are awaited."""
         try:
-            with PackWriter(self.staging_dir, self.system_id) as writer:
+            with PackWriter(self.staging_dir, self.system_id, salt=self.upload_id) as writer:
                 for run in hop_batches(files):  # one thread hop per run of files
                     done = await asyncio.to_thread(self._chunk_files, writer, run)
                     for (group, f), (sha, ids) in zip(run, done, strict=True):

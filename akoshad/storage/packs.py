@@ -56,13 +56,16 @@ class PackSlot(NamedTuple):
     length: int
 
 
-def layout_id(slots: Iterable[PackSlot]) -> str:
-    """A pack's id: the sha256 of its layout (name, offset, length of every body).
+def layout_id(slots: Iterable[PackSlot], salt: str = "") -> str:
+    """A pack's id: the sha256 of its layout (name, offset, length of every body), and of
+    ``salt`` when one is given (an upload's id: see :class:`PackWriter`).
 
     Bodies of one name are encodings of one chunk; a body's length tells its encoding
     apart (``none`` is kept only when compression saves less than 3%, and sealing adds a
     fixed overhead), so equal layouts mean interchangeable packs."""
     digest = hashlib.sha256(b"akoshad-pack-layout-1\n")
+    if salt:
+        digest.update(f"salt {salt}\n".encode())
     for slot in slots:
         digest.update(f"{slot.name} {slot.offset} {slot.length}\n".encode())
     return digest.hexdigest()
@@ -95,7 +98,10 @@ class PackWriter:
     """Accumulates chunk bodies into pack files of about ``target`` bytes.
 
     ``add`` returns the packs it sealed (usually none); ``flush`` seals the partial pack.
-    Use as a context manager: an unsealed pack file is removed on exit.
+    Use as a context manager: an unsealed pack file is removed on exit. An upload passes
+    its id as ``salt``: its packs then never take the key of another upload's pack of the
+    same layout (after a lost state the chunk table does not know the earlier pack's
+    chunks, and a failed upload removes the packs it wrote: it must not remove that one).
     """
 
     def __init__(
@@ -104,6 +110,8 @@ class PackWriter:
         system_id: str,
         target: int = PACK_TARGET,
         max_size: int = PACK_MAX,
+        *,
+        salt: str = "",
     ) -> None:
         if not 0 < target <= max_size <= PACK_MAX:
             raise ValueError("pack sizes must satisfy 0 < target <= max <= 64 MiB")
@@ -113,6 +121,7 @@ class PackWriter:
         self.system_id = system_id
         self.target = target
         self.max_size = max_size
+        self.salt = salt
         self._fd: int | None = None
         self._tmp: Path | None = None
         self._crc = 0
@@ -170,7 +179,7 @@ class PackWriter:
         # No fsync: a staging file only lives until it is uploaded; after a crash the
         # upload starts over and the leftovers are the caller's to clear.
         os.close(fd)
-        pack_id = layout_id(slots)
+        pack_id = layout_id(slots, self.salt)
         final = self.staging_dir / pack_id
         try:
             os.replace(tmp, final)  # the same layout if it existed: idempotent

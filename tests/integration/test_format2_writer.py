@@ -802,3 +802,41 @@ async def test_an_interrupted_prune_never_lets_the_next_upload_skip_a_swept_docu
         assert await rig.restore(third.upload_id) == rig.on_disk()
     finally:
         await close_rig(rig)
+
+
+async def test_a_failed_upload_never_deletes_a_pack_an_earlier_upload_wrote(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """After a lost state the chunk table knows only the newest upload's chunks. A file
+    goes back to content an earlier upload packed alone: the new pack has that pack's
+    layout, so its key. The upload fails before its manifest: removing its packs must not
+    remove the earlier upload's pack."""
+    rig.write("g.json", b'{"g": 1}')
+    await rig.sync()
+    rig.write("f.bin", noise(21, 300 * 1024))
+    (second,) = await rig.sync()
+    rig.write("f.bin", noise(22, 300 * 1024))
+    await rig.sync()
+    assert second.upload_id
+    await rig.state.transaction(  # a lost state, rebuilt from the newest manifest
+        lambda c: (c.execute("DELETE FROM ledger"), c.execute("DELETE FROM chunks"))
+    )
+    assert await Recovery(rig.state, SID, Discarder(SID)).rebuild_ledger(rig.target) == 2
+    target = rig.target
+    putting = target.put_bytes
+
+    async def no_manifest(key: str, data: bytes, content_type: str) -> int:
+        if key.endswith("/manifest.json"):
+            raise TransientError("the manifest PUT failed")
+        return await putting(key, data, content_type)
+
+    target.put_bytes = no_manifest  # type: ignore[method-assign]
+    rig.write("f.bin", noise(21, 300 * 1024))  # back to the second upload's content
+    await rig.feed.reconcile()
+    (failed,) = [await rig.drain.run_pass()]
+    target.put_bytes = putting  # type: ignore[method-assign]
+    assert failed is not None and failed.error
+    assert await rig.restore(second.upload_id) == {
+        "g.json": b'{"g": 1}',
+        "f.bin": noise(21, 300 * 1024),
+    }

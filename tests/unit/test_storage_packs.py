@@ -101,6 +101,22 @@ def test_the_same_bodies_give_the_same_pack(staging: Path) -> None:
     assert os.listdir(staging) == [ids[0]]
 
 
+def test_the_same_bodies_of_two_uploads_give_two_packs(staging: Path) -> None:
+    """An upload salts its packs' ids with its own id: the same layout written by two
+    uploads makes two keys (a failed upload removes its packs, never another's)."""
+    ids = []
+    for salt in ("upload-1", "upload-2", "upload-1"):
+        w = PackWriter(staging, "sys", salt=salt)
+        for i, b in enumerate(bodies(3, 500)):
+            w.add(str(i), b)
+        sealed = w.flush()
+        assert sealed is not None
+        assert sealed.pack_id == layout_id(sealed.slots, salt) != layout_id(sealed.slots)
+        ids.append(sealed.pack_id)
+    assert ids[0] != ids[1] and ids[0] == ids[2]
+    assert sorted(os.listdir(staging)) == sorted(ids[:2])
+
+
 def test_the_id_follows_the_layout_not_the_bytes() -> None:
     """Bodies of one chunk name at one place give one id (any of them serves a reader, who
     checks the chunk's sha256); another name, offset or length gives another id."""
