@@ -276,8 +276,8 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     identities = await asyncio.to_thread(identities_of, settings)
     name = "cloud" if settings.bucket_configured and cs.force_method != "http" else "local"
     target = make_target(name, settings)
-    await target.start(clean_up=False)  # a daemon may be uploading at this moment
     try:
+        await target.start(clean_up=False)  # a daemon may be uploading at this moment
         upload_id = await pick_upload(target, cs.system_id)
         if upload_id is None:
             raise NothingToDrill(f"nothing to drill: no upload for {cs.system_id} in {name}")

@@ -158,7 +158,11 @@ def _target_for(args: argparse.Namespace, settings: Settings) -> Target:
 
 async def _with_target(settings: Settings, args: argparse.Namespace) -> tuple[Target, str]:
     target = _target_for(args, settings)
-    await target.start(clean_up=False)  # a daemon may be uploading at this moment
+    try:
+        await target.start(clean_up=False)  # a daemon may be uploading at this moment
+    except BaseException:
+        await target.close()  # a missing bucket: its client is closed, no noise after the error
+        raise
     system_id = args.system_id or settings.cloud_sync.system_id
     return target, system_id
 

@@ -325,6 +325,24 @@ def test_uploads_with_a_missing_bucket_is_an_error(
     assert "no uploads" not in res.stdout
 
 
+@pytest.mark.s3
+@pytest.mark.parametrize(
+    "command",
+    [("uploads",), ("verify",), ("restore", "--latest", "--dest", "{dest}"), ("drill",)],
+    ids=lambda c: c[0],
+)
+def test_a_missing_bucket_is_one_line_and_nothing_else(
+    tmp_path: Path, s3: WeedServer, system_id: str, command: tuple[str, ...]
+) -> None:
+    """The target that failed its start is closed too: no 'Unclosed connector' noise after
+    the error line (a missing bucket is the first thing a new user may meet)."""
+    s = S3Setup(tmp_path, s3, system_id, cloud_bucket="no-such-bucket")
+    res = s.cli(*(a.format(dest=tmp_path / "dest") for a in command))
+    line = _one_line_error(res)
+    assert "no-such-bucket" in line
+    assert res.stderr.splitlines() == [line], res.stderr
+
+
 def test_uploads_lists_a_format_2_upload(tmp_path: Path) -> None:
     from akoshad.restore.listing import upload_rows
     from akoshad.storage.format2 import build_manifest2
