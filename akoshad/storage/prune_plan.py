@@ -92,13 +92,19 @@ class PrunePlan:
         """The packs the repack empties (deleted in step 5)."""
         return frozenset(s.key for p in self.new_packs for s in p.sources)
 
+    @property
+    def deleted_count(self) -> int:
+        """Every key the plan deletes: dropped manifests, swept objects and what the repack
+        replaces (the old packs, rewritten chunk lists and index parts)."""
+        return len(self.delete_manifests) + len(self.delete_objects) + len(self.replaced)
+
     def summary(self) -> dict[str, object]:
         """The figures ``akoshad prune`` prints (and ``--json`` returns)."""
         return {
             "uploads_kept": len(self.kept_uploads),
             "uploads_removed": list(self.removed_uploads),
             "crashed_uploads": list(self.crashed_uploads),
-            "objects_deleted": len(self.delete_manifests) + len(self.delete_objects),
+            "objects_deleted": self.deleted_count,
             "packs_repacked": len(self.old_packs),
             "bytes_freed": self.freed_bytes + self.repack_freed_bytes,
             "bytes_referenced": self.referenced_bytes,

@@ -117,6 +117,12 @@ async def test_format2_prune_repacks_and_rewrites_kept_manifests(
     assert result.uploads_removed == made[:4] == dry.uploads_removed
     assert result.packs_repacked == 1 and result.packs_written == 1
     assert result.manifests_rewritten == 3
+    # the dry run announced what the prune then did, the repacked pack's deletion included
+    assert (dry.objects_deleted, dry.packs_repacked) == (
+        result.objects_deleted,
+        result.packs_repacked,
+    ), (dry.to_json(), result.to_json())
+    assert (dry.packs_written, dry.manifests_rewritten) == (1, 3)
     new_packs = {r.key for r in recorded}
     assert len(new_packs) == 1 and recorded
     listing = {k async for k in local.list_keys("systems/box/packs/")}
