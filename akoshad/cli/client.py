@@ -15,7 +15,7 @@ The result fields read here (all optional; a missing one shows as ``-`` or 0):
   ``min_upload_interval_seconds``).
 - ``sync`` (request ``{"cmd": "sync", "method": null|"auto"|"cloud"|"http", "wait": bool}``):
   ``ok_drain`` (bool: false = that drain had failures -> exit 1), and with ``wait``
-  ``passes[{upload_id, target, error, memory_error, files_uploaded, bytes_sent,
+  ``passes[{upload_id, target, error, memory_error, files_uploaded[path], bytes_sent,
   skipped{path: reason}, retrying{path: reason}}]`` and ``pending`` (int).
 - ``queue``: ``queue[{path, age_seconds, attempts, state, last_error}]`` and
   ``debouncing[path]``.
@@ -228,11 +228,18 @@ def _watch(settings: Settings, interval: float, *, as_json: bool) -> int:
             sys.stdout.flush()
 
 
+def _count(files: Any) -> int:
+    """A pass's ``files_uploaded``: the list of paths sent (a bare number is taken as is)."""
+    if isinstance(files, list):
+        return len(files)
+    return files if isinstance(files, int) and not isinstance(files, bool) else 0
+
+
 def render_sync(result: dict[str, Any]) -> str:
     """The human summary of a ``sync --wait`` result."""
     passes = result.get("passes") or []
     uploads = [p["upload_id"] for p in passes if p.get("upload_id") and not p.get("error")]
-    files = sum(int(p.get("files_uploaded") or 0) for p in passes)
+    files = sum(_count(p.get("files_uploaded")) for p in passes)
     sent = sum(int(p.get("bytes_sent") or 0) for p in passes)
     lines = [
         f"sync {'done' if result.get('ok_drain') else 'FAILED'}: "

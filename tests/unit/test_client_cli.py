@@ -123,6 +123,18 @@ def test_render_sync_and_queue() -> None:
     text = render_sync(result)
     assert text.startswith("sync FAILED: 2 pass(es), 1 upload(s) (u1), 2 file(s), 2.0 KiB sent")
     assert "error (cloud): timed out" in text and "retrying a: x" in text
+
+
+def test_render_sync_of_the_passes_the_daemon_sends() -> None:
+    """``sync --wait`` renders what the daemon's reply holds: each pass as
+    ``PassReport.as_dict()``, whose ``files_uploaded`` lists the paths sent."""
+    from akoshad.pipeline.report import PassReport
+
+    sent = PassReport("local", upload_id="u1", files_uploaded=["a.json", "b/c.db"])
+    sent.bytes_sent = 2048
+    result = {"ok_drain": True, "pending": 0, "passes": [sent.as_dict()]}
+    text = render_sync(json.loads(json.dumps(result)))  # as it comes over the socket
+    assert text == "sync done: 1 pass(es), 1 upload(s) (u1), 2 file(s), 2.0 KiB sent, 0 pending"
     assert render_queue({"queue": [], "debouncing": []}) == "queue empty"
     table = render_queue(
         {
