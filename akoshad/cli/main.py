@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from akoshad import __version__, collector
 from akoshad.cli import prune as prune_cli
-from akoshad.cli.uploads_args import add_restore_selection, add_uploads_parser
+from akoshad.cli.uploads_args import (
+    add_restore_selection,
+    add_uploads_parser,
+    system_id_arg,
+    upload_id_arg,
+)
 from akoshad.errors import AkoshadError, ConfigError
 from akoshad.names import EXIT_CONFIG, EXIT_FAIL
 from akoshad.runtime.health import STATUS_EPILOG
@@ -160,19 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", parents=[common], help="check uploads against the target")
     group = verify.add_mutually_exclusive_group()
-    group.add_argument("--upload-id", help="verify this upload (default: the newest)")
+    group.add_argument(
+        "--upload-id", type=upload_id_arg, help="verify this upload (default: the newest)"
+    )
     group.add_argument("--all", action="store_true", help="verify every upload")
-    verify.add_argument("--system-id", help="system id to look under (default: configured)")
+    verify.add_argument(
+        "--system-id", type=system_id_arg, help="system id to look under (default: configured)"
+    )
     verify.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
     verify.add_argument("--identity", metavar="FILE", help=IDENTITY_HELP)
 
     restore = sub.add_parser("restore", parents=[common], help="rebuild the store from a target")
     which = restore.add_mutually_exclusive_group(required=True)
     which.add_argument("--latest", action="store_true", help="the newest upload in the target")
-    which.add_argument("--upload-id", help="this upload")
+    which.add_argument("--upload-id", type=upload_id_arg, help="this upload")
     add_restore_selection(restore, which)
     restore.add_argument("--dest", required=True, help="directory to restore into")
-    restore.add_argument("--system-id", help="system id to restore (default: configured)")
+    restore.add_argument(
+        "--system-id", type=system_id_arg, help="system id to restore (default: configured)"
+    )
     restore.add_argument("--force", action="store_true", help="allow a non-empty --dest")
     restore.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
     restore.add_argument("--identity", metavar="FILE", help=IDENTITY_HELP)

@@ -23,6 +23,28 @@ def _at(text: str) -> datetime:
     return at_argument(text)
 
 
+def upload_id_arg(text: str) -> str:
+    """``--upload-id``: an upload id as akoshad names them, else a usage error."""
+    from akoshad.manifest.layout import UPLOAD_ID_RE
+
+    if not UPLOAD_ID_RE.match(text) or ".." in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an upload id (`akoshad uploads` lists them)"
+        )
+    return text
+
+
+def system_id_arg(text: str) -> str:
+    """``--system-id``: Akosha's alphabet ``[A-Za-z0-9_-]``, 1-100 characters."""
+    from akoshad.names import SYSTEM_ID_RE
+
+    if not SYSTEM_ID_RE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a system id (1-100 of A-Z, a-z, 0-9, '_' and '-')"
+        )
+    return text
+
+
 def add_restore_selection(restore: argparse.ArgumentParser, which: Any) -> None:
     """``--at TIME`` (in the ``--latest``/``--upload-id`` group) and ``--path GLOB``."""
     which.add_argument("--at", metavar="TIME", type=_at, help=AT_HELP)
@@ -50,5 +72,7 @@ def add_uploads_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "encryption.identity_file); without one, an encrypted upload's files and stored "
         'bytes show as "encrypted" (JSON: null, with "locked" saying why)',
     )
-    uploads.add_argument("--system-id", help="system id to look under (default: configured)")
+    uploads.add_argument(
+        "--system-id", type=system_id_arg, help="system id to look under (default: configured)"
+    )
     uploads.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")

@@ -66,3 +66,25 @@ def test_restore_dest_expands_home_and_other_users(monkeypatch: pytest.MonkeyPat
     assert dest_path(f"~{me.pw_name}/x") == Path(me.pw_dir) / "x"
     assert dest_path("relative/dir") == Path("relative/dir")
     assert dest_path("/abs/~not") == Path("/abs/~not")
+
+
+@pytest.mark.parametrize(
+    ("argv", "bad"),
+    [
+        (["restore", "--upload-id", "../x", "--dest", "d"], "'../x' is not an upload id"),
+        (["verify", "--upload-id", "a/b"], "'a/b' is not an upload id"),
+        (["restore", "--latest", "--system-id", "../x", "--dest", "d"], "is not a system id"),
+        (["verify", "--system-id", "a b"], "'a b' is not a system id"),
+        (["uploads", "--system-id", ""], "'' is not a system id"),
+    ],
+    ids=lambda v: " ".join(v[:2]) if isinstance(v, list) else None,
+)
+def test_an_invalid_id_on_the_command_line_is_a_usage_error(
+    argv: list[str], bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 with argparse's one line, as for ``--at garbage``; not 'failed: ValueError'."""
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(argv)
+    assert info.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith(f"akoshad {argv[0]}: error: argument --") and bad in last, last
