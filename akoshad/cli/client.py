@@ -8,7 +8,8 @@ The result fields read here (all optional; a missing one shows as ``-`` or 0):
   counters{files_uploaded, bytes_uploaded, bytes_sent, deduplicated, failures, retries},
   targets{name: {available, last_error, last_success_at (epoch s)}}``, plus the extras
   ``paused``, ``degraded_reason`` (str), ``targets.<name>.primary`` (bool) and ``.circuit``
-  (``closed|open|half_open``), ``memories{delivered, skipped, circuit, last_error}`` and
+  (``closed|open|half_open``), ``memories{delivered, skipped, circuit{state, ...},
+  last_error}`` and
   ``skipped{path: reason}``, ``warnings[str]``, ``waiting_for_data_dir`` (bool),
   ``oldest_pending_age_seconds`` (null or s), ``behind_after_seconds`` (s) and
   ``next_upload_not_before`` (null or epoch s: uploads held back by
@@ -112,8 +113,9 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
             f"memories   {memories.get('delivered', 0)} delivered to Akosha, "
             f"{memories.get('skipped', 0)} skipped"
         )
-        if memories.get("circuit") and memories.get("circuit") != "closed":
-            line += f", circuit {memories['circuit']}"
+        circuit = _circuit_state(memories.get("circuit"))
+        if circuit and circuit != "closed":
+            line += f", circuit {circuit}"
         if memories.get("last_error"):
             line += f" (last error: {memories['last_error']})"
         lines.append(line)
@@ -125,6 +127,14 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
         if len(skipped) > 10:
             lines.append(f"  ... and {len(skipped) - 10} more (status --json lists them all)")
     return "\n".join(lines)
+
+
+def _circuit_state(circuit: Any) -> str | None:
+    """A breaker's state: ``memories.circuit`` is its snapshot ``{state, ...}``, a target's
+    ``circuit`` the bare state."""
+    if isinstance(circuit, dict):
+        circuit = circuit.get("state")
+    return circuit if isinstance(circuit, str) else None
 
 
 def _target_lines(targets: dict[str, Any], now: float) -> list[str]:

@@ -105,6 +105,23 @@ def test_render_status() -> None:
     assert "DOWN" in cloud and "ok" in local and "last ok 1m30s ago" in local
 
 
+def test_render_status_memories_circuit_as_the_daemon_sends_it() -> None:
+    """``memories.circuit`` is the breaker's ``snapshot()``: its state is shown, only when
+    not closed, never the dict itself."""
+    from akoshad.pipeline.chain import CircuitBreaker
+
+    clock = [0.0]
+    breaker = CircuitBreaker("http", failure_threshold=1, clock=lambda: clock[0])
+    memories = {"delivered": 3, "skipped": 0, "last_error": None}
+    st = {"state": "idle", "memories": {**memories, "circuit": breaker.snapshot()}}
+    line = next(x for x in render_status(st, now=NOW).splitlines() if x.startswith("memories"))
+    assert line == "memories   3 delivered to Akosha, 0 skipped"
+    breaker.record_failure("connection refused")
+    st["memories"] = {**memories, "circuit": json.loads(json.dumps(breaker.snapshot()))}
+    line = next(x for x in render_status(st, now=NOW).splitlines() if x.startswith("memories"))
+    assert line == "memories   3 delivered to Akosha, 0 skipped, circuit open"
+
+
 def test_render_status_minimal() -> None:
     text = render_status({"state": "idle", "pid": 1, "version": "x", "last_upload": None}, now=NOW)
     assert "IDLE" in text and "last upload none yet" in text
