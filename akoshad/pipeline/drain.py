@@ -175,11 +175,16 @@ class Drain:
         return True
 
     async def until_empty(
-        self, method: str | None = None, enable_fallback: bool | None = None
+        self,
+        method: str | None = None,
+        enable_fallback: bool | None = None,
+        *,
+        stop: asyncio.Event | None = None,
     ) -> tuple[bool, list[PassReport]]:
-        """Passes until nothing is due or one fails: (every pass ok, reports)."""
+        """Passes until nothing is due or one fails (or, once ``stop`` is set, no new
+        pass): (every pass ok, reports)."""
         reports: list[PassReport] = []
-        while True:
+        while stop is None or not stop.is_set():
             report = await self.run_pass(method, enable_fallback)
             if report is None:
                 break

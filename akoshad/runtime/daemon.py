@@ -9,8 +9,6 @@ persists the work in hand within ``drain_deadline_seconds``; a second signal exi
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -42,7 +40,9 @@ from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.leftovers import clean_leftovers
 from akoshad.runtime.leftovers import describe as describe_leftovers
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
+from akoshad.runtime.once import drain_within_deadline, once_outcome
 from akoshad.runtime.requests import handle_request
+from akoshad.runtime.signals import stop_signals
 from akoshad.runtime.status import StatusView
 from akoshad.runtime.watchdog import Watchdog
 from akoshad.runtime.webhooks import WEBHOOK_ONCE_SECONDS
@@ -196,7 +196,7 @@ class Daemon:
                 await self.state.transaction(
                     lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
                 )
-            return await self.drain.until_empty(method, enable_fallback)
+            return await self.drain.until_empty(method, enable_fallback, stop=self.stop_event)
 
     async def _drain_loop(self) -> None:
         failures = 0
@@ -279,57 +279,49 @@ class Daemon:
         return self.feed.stats_seen if self._wired else None
 
     async def run_once(self) -> int:
+        """``run --once``: reconcile, drain until the queue is empty, exit 0 only when every
+        change landed. A SIGTERM/SIGINT starts no new pass; the pass in hand may finish
+        within ``drain_deadline_seconds`` (then it is cancelled: its changes stay queued)."""
         self.once = True
         missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
         if missing:
             logger.error("run --once: {}", missing)
             return EXIT_FAIL
-        async with AsyncExitStack() as stack:
-            await self.startup(stack)
-            refused = self.parts.owners.refused.get(self.parts.primary.name)
-            if refused is not None:
-                logger.error("run --once: nothing uploaded: {}", refused)
-                return EXIT_FAIL
-            ok, reports = await self.drain_until_empty()
-            await self.parts.webhooks.deliver_queued(WEBHOOK_ONCE_SECONDS)
-            skipped = await self.state.skipped()
-            uploads = [r.upload_id for r in reports if r.upload_id and not r.error]
-            failed = [r for r in reports if r.error]
-            if uploads:
-                logger.info("run --once: uploaded {}", ", ".join(uploads))
-            if failed:
-                logger.error(
-                    "run --once: {} change(s) stay queued ({})",
-                    await self.state.queue_depth(),
-                    failed[-1].error,
+        stopped_by: list[str] = []
+
+        def on_first(signame: str) -> None:
+            stopped_by.append(signame)
+            logger.info(
+                "{} received: stopping (the pass in hand may finish within {}s)",
+                signame,
+                self.settings.drain_deadline_seconds,
+            )
+            self.stop_event.set()
+
+        with stop_signals(on_first):
+            async with AsyncExitStack() as stack:
+                await self.startup(stack)
+                refused = self.parts.owners.refused.get(self.parts.primary.name)
+                if refused is not None:
+                    logger.error("run --once: nothing uploaded: {}", refused)
+                    return EXIT_FAIL
+                ok, reports = await drain_within_deadline(
+                    self.drain_until_empty(),
+                    self.stop_event,
+                    self.settings.drain_deadline_seconds,
                 )
-            elif not uploads:
-                logger.info("run --once: nothing changed, no upload")
-            return EXIT_OK if ok and not skipped else EXIT_FAIL
+                await self.parts.webhooks.deliver_queued(WEBHOOK_ONCE_SECONDS)
+                return await once_outcome(self.state, ok, reports, stopped_by)
 
     async def run_forever(self) -> int:
-        loop = asyncio.get_running_loop()
-        signals = 0
-
-        def on_signal(signame: str) -> None:
-            nonlocal signals
-            signals += 1
-            if signals > 1:
-                logger.warning("second {}: exiting now", signame)
-                os._exit(EXIT_FAIL)
+        def on_first(signame: str) -> None:
             logger.info("{} received: shutting down", signame)
             self.stop()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig.name)
-        loop.add_signal_handler(signal.SIGHUP, self._hup.set)
-        try:
+        with stop_signals(on_first, on_hup=self._hup.set):
             async with AsyncExitStack() as stack:
                 await self.startup(stack)
                 await self._serve(stack)
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
         return self.exit_code
 
     async def _serve(self, stack: AsyncExitStack) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -121,3 +123,68 @@ def test_sighup_reload_refuses_garbage_and_applies_valid(tmp_path: Path) -> None
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def _run_once(cfg: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "akoshad", "run", "--once", "--config", str(cfg)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+def test_sigterm_stops_run_once_within_the_deadline(tmp_path: Path) -> None:
+    """run --once while its upload hangs: SIGTERM lets the pass in hand run for the drain
+    deadline, then the changes stay queued and the exit code says nothing landed."""
+    stalled = StalledServer()
+    cfg, env = _setup(
+        tmp_path,
+        drain_deadline_seconds=1,
+        cloud_sync=stalled_cloud(stalled, "life", upload_timeout_seconds=600),
+    )
+    log = tmp_path / "once.log"
+    proc = _run_once(cfg, env, log)
+    try:
+        wait_for(lambda: stalled.conns, 60)  # the upload is in hand
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stalled.close()
+    text = log.read_text()
+    assert code == 1, text
+    assert "SIGTERM received: stopping" in text
+    assert "drain deadline (1.0s) reached" in text or "drain deadline (1s) reached" in text
+    assert "run --once: stopped by SIGTERM" in text and "stay queued" in text
+    assert "Traceback" not in text
+    con = sqlite3.connect(tmp_path / "state" / "state.db")
+    queued = con.execute("SELECT count(*) FROM queue").fetchone()[0]
+    con.close()
+    assert queued > 0  # nothing lost: the changes wait for the next run
+
+
+def test_second_signal_ends_run_once_at_once(tmp_path: Path) -> None:
+    stalled = StalledServer()
+    cfg, env = _setup(
+        tmp_path,
+        drain_deadline_seconds=600,
+        cloud_sync=stalled_cloud(stalled, "life", upload_timeout_seconds=600),
+    )
+    log = tmp_path / "once.log"
+    proc = _run_once(cfg, env, log)
+    try:
+        wait_for(lambda: stalled.conns, 60)
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: "SIGINT received: stopping" in log.read_text(), 20)
+        assert proc.poll() is None  # the pass in hand may take the deadline (600 s)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(5) == 1
+        assert "second SIGINT: exiting now" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stalled.close()
