@@ -5,7 +5,9 @@ Standard library only: the quick ``run --once`` check and the drill worker impor
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 SYSTEM_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 MANIFEST_NAME = "manifest.json"
@@ -19,3 +21,18 @@ EXIT_USAGE = 2  # bad command line
 EXIT_NO_DAEMON = 3  # no daemon answers on the socket
 EXIT_DEGRADED = 69  # EX_UNAVAILABLE: degraded for longer than allowed
 EXIT_CONFIG = 78  # EX_CONFIG: bad configuration
+
+# the longest path a Unix socket can be bound to (sun_path holds it and a NUL: 108 bytes on
+# Linux, 104 on macOS and the BSDs)
+SOCKET_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+
+
+def socket_path_problem(path: os.PathLike[str] | str) -> str | None:
+    """Why no socket can be bound to ``path`` (too long), or None."""
+    size = len(os.fsencode(path))
+    if size <= SOCKET_PATH_MAX:
+        return None
+    return (
+        f"is {size} bytes long, and a Unix socket path may have at most {SOCKET_PATH_MAX}: "
+        "choose a shorter socket_path"
+    )

@@ -272,4 +272,6 @@ def client_settings(socket_path: Path, environ: Mapping[str, str]) -> Settings:
     with the socket found by ``fallback_socket_path`` (the only field a client uses)."""
     defaults = _defaults(environ)
     defaults.pop("_runtime_dir")
-    return Settings(**defaults, socket_path=socket_path)
+    # not validated: a socket path too long to bind is the client's "no daemon" (exit 3)
+    settings = Settings(**defaults, socket_path=Path("akoshad.sock"))
+    return settings.model_copy(update={"socket_path": socket_path})

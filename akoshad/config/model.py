@@ -29,7 +29,7 @@ from pydantic_settings import (
 
 from akoshad.config.encryption import Encryption
 from akoshad.events import EVENT_NAMES, EventName
-from akoshad.names import SYSTEM_ID_RE
+from akoshad.names import SYSTEM_ID_RE, socket_path_problem
 from akoshad.redaction import REDACTED, redact_url, redact_webhook_url
 from akoshad.storage.retention import Retention
 
@@ -252,6 +252,14 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(os.path.expanduser(str(value)))
+
+    @field_validator("socket_path")
+    @classmethod
+    def _bindable(cls, value: Path) -> Path:
+        problem = socket_path_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _sane_delays(self) -> Settings:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.names import socket_path_problem
 
 REPLY_LIMIT = 256 * 1024 * 1024  # a queue listing can be large
 
@@ -68,6 +69,9 @@ async def request(
     reply or no reply within ``timeout``; ``AkoshadError`` for other socket errors.
     """
     connect_timeout = 2.0 if timeout is None else min(timeout, 2.0)
+    too_long = socket_path_problem(socket_path)
+    if too_long is not None:  # no daemon can listen there
+        raise DaemonNotRunning(f"akoshad is not running: the socket path {too_long}")
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(str(socket_path), limit=REPLY_LIMIT), connect_timeout

@@ -94,6 +94,7 @@ def test_lists_from_env_as_json(tmp_path: Path) -> None:
         ("- just\n- a list\n", "must be a mapping"),
         ("key: [unclosed\n", "not valid YAML"),
         ("cloud_sync:\n  access_key_id: AKIA\n", "set together"),
+        (f"socket_path: /tmp/{'s' * 120}.sock\n", "socket_path: is 130 bytes long"),
     ],
 )
 def test_invalid_config_one_line(tmp_path: Path, yaml_text: str, needle: str) -> None:
@@ -191,3 +192,28 @@ def test_any_config_is_valid_or_one_clear_line(data: dict[str, object]) -> None:
             text = str(exc)
             assert text.startswith("invalid configuration") or "configuration file" in text
             assert "\n" not in text
+
+
+def test_a_socket_path_too_long_to_bind_is_no_daemon_for_a_client(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No daemon can listen on a socket path over the system's limit: the daemon's own
+    configuration refuses it (exit 78, above), and a client command, which only warns about
+    the configuration, says that nobody can answer there (exit 3) instead of failing."""
+    from akoshad.cli.main import main
+    from akoshad.names import EXIT_NO_DAEMON, SOCKET_PATH_MAX
+
+    sock = tmp_path / ("s" * (SOCKET_PATH_MAX + 1 - len(str(tmp_path)) - 1))
+    assert len(str(sock)) == SOCKET_PATH_MAX + 1
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"socket_path: {sock}\n")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env(tmp_path).items():
+            mp.setenv(key, value)
+        assert main(["status", "--config", str(cfg)]) == EXIT_NO_DAEMON
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("akoshad: warning: invalid configuration: socket_path")
+    assert err[-1] == (
+        f"akoshad: akoshad is not running: the socket path is {SOCKET_PATH_MAX + 1} bytes long, "
+        f"and a Unix socket path may have at most {SOCKET_PATH_MAX}: choose a shorter socket_path"
+    )
