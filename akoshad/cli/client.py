@@ -97,6 +97,9 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
     else:
         lines.append("last upload none yet")
     lines.extend(_target_lines(st.get("targets") or {}, now))
+    lease = _lease_line(st.get("lease"))
+    if lease is not None:
+        lines.append(lease)
     counters = st.get("counters") or {}
     if counters:
         lines.append(
@@ -135,6 +138,15 @@ def _circuit_state(circuit: Any) -> str | None:
     if isinstance(circuit, dict):
         circuit = circuit.get("state")
     return circuit if isinstance(circuit, str) else None
+
+
+def _lease_line(lease: Any) -> str | None:
+    """Who owns the system id in the primary target (``status.lease``), or None when no
+    machine does yet."""
+    if not isinstance(lease, dict):
+        return None
+    who = "this machine" if lease.get("ours") else "ANOTHER machine (nothing is uploaded)"
+    return f"owner      {who}: host {lease.get('host', '?')}, since {lease.get('since', '?')}"
 
 
 def _target_lines(targets: dict[str, Any], now: float) -> list[str]:

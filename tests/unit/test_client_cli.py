@@ -122,6 +122,16 @@ def test_render_status_memories_circuit_as_the_daemon_sends_it() -> None:
     assert line == "memories   3 delivered to Akosha, 0 skipped, circuit open"
 
 
+def test_render_status_shows_the_lease() -> None:
+    """The owner of the system id is shown whoever it is, not only once it is refused."""
+    lease = {"host": "laptop", "since": "2026-11-30T10:00:00+00:00", "ours": True, "how": "claim"}
+    owner = [x for x in render_status({"state": "idle", "lease": lease}, NOW).splitlines()]
+    assert "owner      this machine: host laptop, since 2026-11-30T10:00:00+00:00" in owner
+    other = render_status({"state": "degraded", "lease": {**lease, "ours": False}}, NOW)
+    assert "owner      ANOTHER machine (nothing is uploaded): host laptop" in other
+    assert "owner" not in render_status({"state": "idle", "lease": None}, NOW)
+
+
 def test_render_status_minimal() -> None:
     text = render_status({"state": "idle", "pid": 1, "version": "x", "last_upload": None}, now=NOW)
     assert "IDLE" in text and "last upload none yet" in text
