@@ -171,6 +171,9 @@ async def wire(
     state, rebuilt = await open_state(settings.state_dir / STATE_FILE)
     stack.push_async_callback(state.close)
     parts = build(settings, state, rebuilt, stop_event=stop_event, wake=wake)
+    for name, at in (await state.last_success_by_target()).items():
+        if name in parts.targets:  # "last ok" survives a restart, as last_upload does
+            parts.stats.target(name).last_success_at = at
     stack.push_async_callback(asyncio.to_thread, parts.duckdb.close)
     return parts
 

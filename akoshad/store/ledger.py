@@ -145,6 +145,18 @@ class LedgerOps(StoreBase):
 
         return await self.transaction(op)
 
+    async def last_success_by_target(self) -> dict[str, float]:
+        """{target: when its newest completed upload finished} (status after a restart)."""
+
+        def op(c: sqlite3.Connection) -> dict[str, float]:
+            rows = c.execute(
+                "SELECT target, MAX(finished_at) FROM uploads "
+                "WHERE outcome = 'completed' AND finished_at IS NOT NULL GROUP BY target"
+            ).fetchall()
+            return {str(t): float(at) for t, at in rows}
+
+        return await self.transaction(op)
+
     async def latest_upload_id(self) -> str | None:
         return await self.transaction(
             lambda c: c.execute("SELECT MAX(upload_id) FROM uploads").fetchone()[0]

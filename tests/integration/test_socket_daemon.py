@@ -168,3 +168,25 @@ def test_second_daemon_refused_and_stale_socket_replaced(tmp_path: Path) -> None
         wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 20)
     finally:
         assert stop_daemon(proc) == 0
+
+
+def test_a_targets_last_success_survives_a_restart(tmp_path: Path) -> None:
+    """``targets.<name>.last_success_at`` after a restart is the last upload's, as
+    ``last_upload`` is, not null (which read as a target that never answered)."""
+    cfg, env, _sock = _setup(tmp_path)
+    proc = start_daemon(cfg, env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: manifests(tmp_path / "outbox", "sock"), 20)
+        wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 20)
+        before = json.loads(akoshad("status", "--json", "--config", str(cfg), env=env).stdout)
+    finally:
+        assert stop_daemon(proc) == 0
+    proc = start_daemon(cfg, env, tmp_path / "d2.log")
+    try:
+        wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 20)
+        after = json.loads(akoshad("status", "--json", "--config", str(cfg), env=env).stdout)
+    finally:
+        assert stop_daemon(proc) == 0
+    last = after["last_upload"]
+    assert last is not None and last["upload_id"] == before["last_upload"]["upload_id"]
+    assert after["targets"]["local"]["last_success_at"] == last["finished_at"]
