@@ -17,7 +17,8 @@ __all__ = ["REGISTRY", "Compression", "StoredObject", "Target", "make_target"]
 def _local(settings: Settings, _counter: RequestCounter | None) -> Target:
     from akoshad.targets.local import LocalTarget
 
-    return LocalTarget(settings.local_target_dir)  # counted from outside (metrics)
+    own = f"systems/{settings.cloud_sync.system_id}/"  # a start cleans up only there
+    return LocalTarget(settings.local_target_dir, own)  # counted from outside (metrics)
 
 
 def _cloud(settings: Settings, counter: RequestCounter | None) -> Target:

@@ -1,7 +1,8 @@
 """The embedded default target: a local directory laid out like the bucket.
 
 Objects are written atomically: a temp file beside the final name, fsync, rename, fsync of
-the directory. Temp files left by a crash are removed at start.
+the directory. Temp files left by a crash are removed at start, under this system's own
+prefix only (``own_prefix``): other system ids sharing the outbox keep theirs.
 
 Nothing under the root is reached through a symlink: every directory is opened relative to
 its parent's descriptor with ``O_NOFOLLOW``, files too, so a link planted in the outbox (or
@@ -69,8 +70,11 @@ class LocalTarget:
 
     name = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, own_prefix: str = "") -> None:
         self.root = root
+        # where this system's writes go (``systems/{id}/``): only there does a start clean
+        # up; other system ids may share the outbox, and their writers may be at work
+        self.own_prefix = own_prefix
         self._warned: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -136,7 +140,15 @@ class LocalTarget:
             ) from None
         with self._dir([], create=False) as fd:
             _tighten_root(fd, self.root)
-            keys = self._walk(fd, "", temps=True)
+        own = self.own_prefix.strip("/")
+        try:
+            with self._dir(self._parts(own) if own else [], create=False) as fd:
+                keys = self._walk(fd, own, temps=True)
+        except FileNotFoundError:
+            return  # nothing written for this system yet
+        except LinkInTarget as exc:
+            self._warn_link(exc.rel, "cleaned up")
+            return
         for key in keys:
             if TMP_MARK in key.rsplit("/", 1)[-1]:
                 self._unlink(key)

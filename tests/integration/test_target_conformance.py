@@ -262,6 +262,30 @@ async def test_local_temp_files_kept_by_a_reader_start(tmp_path: Path) -> None:
     assert not temp.exists()
 
 
+async def test_local_clean_up_leaves_other_systems_temp_files(tmp_path: Path) -> None:
+    """Two system ids may share one outbox (as they share a bucket): the owner of one
+    removes only the temp files under its own ``systems/{id}/``, never the files another
+    system's daemon is writing at that moment (S3 aborts only its own prefix's uploads)."""
+    from akoshad.config import load_settings
+    from akoshad.targets import make_target
+    from akoshad.targets.local import TMP_MARK
+
+    root = tmp_path / "outbox"
+    mine = root / "systems" / "a" / "packs" / f"p{TMP_MARK}1"
+    other = root / "systems" / "ab" / "packs" / f"p{TMP_MARK}2"
+    for temp in (mine, other):
+        temp.parent.mkdir(parents=True)
+        temp.write_bytes(b"being written")
+    settings = load_settings(
+        environ={"HOME": str(tmp_path)},
+        overrides={"local_target_dir": str(root), "cloud_sync": {"system_id": "a"}},
+    )
+    target = make_target("local", settings)
+    await target.start(clean_up=True)
+    assert not mine.exists()
+    assert other.read_bytes() == b"being written"
+
+
 async def test_leftover_multipart_uploads_aborted_at_start(s3: WeedServer, system_id: str) -> None:
     c = s3.client()
     mine = c.create_multipart_upload(Bucket=s3.bucket, Key=f"systems/{system_id}/uploads/x/y")
