@@ -53,6 +53,7 @@ class ChangeFeed:
         # reconcile's walk (before anything is captured): its quick check's record
         self.keep_stats = False
         self.stats_seen: StatMap | None = None
+        self.files_on_disk: int | None = None  # store files selected, at the last reconcile
         self._debounce_wake = asyncio.Event()
 
     def configure(self, settings: Settings) -> None:
@@ -85,6 +86,7 @@ class ChangeFeed:
         result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger, walk=walk)
         if seen is not None and self.stats_seen is None:
             self.stats_seen = seen
+        self.files_on_disk = result.on_disk
         queued = await self.state.enqueue(result.changes)
         if result.refused:
             for path, reason in result.refused.items():

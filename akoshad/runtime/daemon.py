@@ -311,7 +311,17 @@ class Daemon:
                     self.settings.drain_deadline_seconds,
                 )
                 await self.parts.webhooks.deliver_queued(WEBHOOK_ONCE_SECONDS)
-                return await once_outcome(self.state, ok, reports, stopped_by)
+                return await once_outcome(
+                    self.state, ok, reports, stopped_by, self._nothing_selected()
+                )
+
+    def _nothing_selected(self) -> str | None:
+        """Why the store has no file to back up (``run --once``), or None."""
+        if self.feed.files_on_disk != 0:
+            return None
+        s = self.settings
+        include = ", ".join(s.include) or "everything"
+        return f"no file in {s.data_dir} is selected (include: {include}; exclude: {s.exclude})"
 
     async def run_forever(self) -> int:
         def on_first(signame: str) -> None:

@@ -43,10 +43,20 @@ async def drain_within_deadline(
 
 
 async def once_outcome(
-    state: StateDB, ok: bool, reports: list[PassReport], stopped_by: list[str]
+    state: StateDB,
+    ok: bool,
+    reports: list[PassReport],
+    stopped_by: list[str],
+    nothing_selected: str | None = None,
 ) -> int:
     """Log what ``run --once`` did (``stopped_by``: the signal that stopped it, if any);
-    its exit code."""
+    its exit code. ``nothing_selected``: the store has no file to back up (why), which
+    fails a run that never uploaded anything (an ``include`` typo is not a backup)."""
+    if nothing_selected is not None and not reports and await state.last_upload() is None:
+        logger.error(
+            "run --once: nothing to back up, nothing was ever uploaded: {}", nothing_selected
+        )
+        return EXIT_FAIL
     skipped = await state.skipped()
     uploads = [r.upload_id for r in reports if r.upload_id and not r.error]
     failed = [r for r in reports if r.error]

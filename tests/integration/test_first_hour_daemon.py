@@ -134,6 +134,26 @@ def test_missing_data_dir_config_check_warns_and_run_once_fails(tmp_path: Path) 
     assert not rig.outbox.exists() or not any(rig.outbox.rglob("manifest.json"))
 
 
+def test_run_once_that_selects_no_file_and_never_uploaded_fails(tmp_path: Path) -> None:
+    """An ``include`` that matches nothing (a typo) is not a backup: the first run --once
+    exits 1 and says why; once a file is selected it backs up, and from then on a store that
+    empties is a change like any other (exit 0)."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "notes.json").write_text("{}")
+    rig = Rig(tmp_path, include=["*.jsn"])
+    res = rig.cli("run", "--once")
+    assert res.returncode == 1, res.stderr
+    assert "nothing to back up, nothing was ever uploaded" in res.stderr
+    assert "include: *.jsn" in res.stderr and "Traceback" not in res.stderr
+    assert not rig.outbox.exists() or not any(rig.outbox.rglob("manifest.json"))
+    rig = Rig(tmp_path, include=["*.json"])
+    assert rig.cli("run", "--once").returncode == 0
+    (tmp_path / "store" / "notes.json").unlink()
+    res = rig.cli("run", "--once")
+    assert res.returncode == 0, res.stderr
+    assert len(manifests(rig.outbox, SYSTEM)) == 2
+
+
 def test_daemon_waiting_for_data_dir_says_so_then_backs_it_up(tmp_path: Path) -> None:
     missing = tmp_path / "later"
     # no pacing: a change that lands after the first upload goes up at once, not 30 s later
