@@ -58,8 +58,13 @@ class Discarder:
         """Delete the objects of a failed or interrupted upload, and ``packs`` (its packs
         no committed chunk lives in); best effort."""
         prefix = upload_prefix(self.system_id, upload_id)
+        manifest = manifest_key(self.system_id, upload_id)
         try:
             keys = [k async for k in target.list_keys(prefix)] + list(packs)
+            if manifest in keys:  # landed after all (an answer lost): it goes first, alone,
+                # so that a deletion failing half-way never leaves it naming deleted objects
+                await target.delete_keys([manifest])
+                keys.remove(manifest)
             if keys:
                 await target.delete_keys(keys)
         except (TransientError, PermanentError) as exc:
