@@ -49,7 +49,8 @@ def cmd_keygen(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from akoshad.storage.crypto import write_new_identity
 
     raw = args.output or default_identity_path(environ)
-    path = Path(os.path.expanduser(str(raw)))
+    # absolute: the hint's identity_file must not depend on the daemon's working directory
+    path = Path(os.path.expanduser(str(raw))).absolute()
     try:
         make_private_dirs(path.parent)
         recipient = write_new_identity(path)

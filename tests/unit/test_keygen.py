@@ -7,6 +7,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from akoshad.storage.crypto import Recipients as CryptoRecipients
 from akoshad.storage.crypto import load_identity, open_sealed, seal
 from tests.helpers import akoshad, base_env, write_config
@@ -85,3 +87,19 @@ def test_keygen_default_path_and_a_broken_config_does_not_stop_it(tmp_path: Path
         res.stdout.strip(),
     )
     assert res.stdout.strip() != first  # a new key each time
+
+
+def test_keygen_names_a_relative_output_by_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hint's ``identity_file`` is pasted into a configuration that the daemon or
+    ``restore`` read from another working directory: it is the absolute path."""
+    import argparse
+
+    from akoshad.cli.keygen import cmd_keygen
+
+    monkeypatch.chdir(tmp_path)
+    assert cmd_keygen(argparse.Namespace(output="keys/id.txt"), {"HOME": str(tmp_path)}) == 0
+    err = capsys.readouterr().err
+    assert f"encryption.identity_file: {tmp_path / 'keys' / 'id.txt'}," in err
+    assert _mode(tmp_path / "keys" / "id.txt") == 0o600
