@@ -521,3 +521,52 @@ def test_file_rewritten_after_the_first_look_is_read_again(
     assert f.size == 12 and f.live.size == 12 and f.live.inode == path.stat().st_ino
     assert f.sha256 == _sha(path)
     assert snap.memory.used == 12
+
+
+def test_idle_wal_sqlite_capture_leaves_the_store_untouched(
+    snap: Snapshotter, tmp_path: Path
+) -> None:
+    """A WAL-mode SQLite database nobody has open has no ``-wal``/``-shm``: reading it must
+    not create and delete them in data_dir (the watcher would see its side files change and
+    queue the database again after every capture, forever)."""
+    db = snap.data_dir / "wal.db"
+    make_sqlite(db, rows=10)
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("INSERT INTO events (what, at) VALUES ('wal', 1)")
+    con.commit()
+    con.close()
+    assert sorted(p.name for p in snap.data_dir.iterdir()) == ["wal.db"]
+    before = os.stat(snap.data_dir).st_mtime_ns
+    res = snap.capture("wal.db")
+    assert isinstance(res, Captured)
+    assert os.stat(snap.data_dir).st_mtime_ns == before  # no entry created nor removed
+    assert sorted(p.name for p in snap.data_dir.iterdir()) == ["wal.db"]
+    (f,) = res.files
+    copy = tmp_path / "copy.db"
+    shutil.copy(f.staged, copy)
+    assert len(sqlite_rows(copy, "events")) == 11
+    assert sqlite3.connect(copy).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_wal_sqlite_with_a_live_writer_is_read_through_its_wal(
+    snap: Snapshotter, tmp_path: Path
+) -> None:
+    """With a connection open (its ``-wal`` holds commits), the capture sees them."""
+    db = snap.data_dir / "wal.db"
+    make_sqlite(db, rows=10)
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA wal_autocheckpoint=0")
+    con.execute("INSERT INTO events (what, at) VALUES ('wal', 1)")
+    con.commit()
+    try:
+        assert (snap.data_dir / "wal.db-wal").stat().st_size > 0
+        res = snap.capture("wal.db")
+    finally:
+        con.close()
+    assert isinstance(res, Captured)
+    (f,) = res.files
+    copy = tmp_path / "copy.db"
+    shutil.copy(f.staged, copy)
+    assert len(sqlite_rows(copy, "events")) == 11

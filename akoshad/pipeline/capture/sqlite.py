@@ -11,6 +11,7 @@ from akoshad.errors import SnapshotError
 from akoshad.fileio import (
     LinkRefused,
     LiveStat,
+    read_resolved,
 )
 from akoshad.pipeline.capture.base import CaptureBase
 from akoshad.pipeline.capture.files import (
@@ -27,8 +28,21 @@ from akoshad.pipeline.capture.files import (
 )
 
 
+def _idle_wal(real: Path) -> bool:
+    """A WAL-mode database (header bytes 18-19) that no connection has open: no ``-wal``
+    and no ``-journal`` beside it, so the main file holds every commit. Opening it the
+    usual way would create ``-wal``/``-shm`` in data_dir and remove them on close (the
+    watcher sees its side files change: the capture would queue it again, forever)."""
+    head = read_resolved(real, 20)
+    if len(head) < 20 or head[18] != 2 or head[19] != 2:
+        return False
+    return all(lstat_or_none(real.with_name(real.name + s)) is None for s in ("-wal", "-journal"))
+
+
 class SqliteCapture(CaptureBase):
-    """SQLite: a copy through the backup API (a reader's consistent view)."""
+    """SQLite: a copy through the backup API (a reader's consistent view). An idle WAL-mode
+    database is read as an immutable file (no lock, no side file made in data_dir), and
+    read again unless it and the absence of its ``-wal`` held across the copy."""
 
     def _capture_sqlite(self, rel: str, real: Path) -> CaptureResult:
         for side in ("-wal", "-shm", "-journal"):
@@ -36,7 +50,6 @@ class SqliteCapture(CaptureBase):
             if st is not None and not stat.S_ISREG(st.st_mode):
                 return Skipped(rel, f"its side file {real.name}{side} is not a regular file")
         staged = self._stage_path(rel)
-        uri = "file:" + _uri_path(real) + "?mode=rw"
         last_error = ""
         for attempt in range(self.attempts):
             before = lstat_or_none(real)
@@ -44,6 +57,8 @@ class SqliteCapture(CaptureBase):
                 return Vanished(rel)
             if not stat.S_ISREG(before.st_mode):
                 raise LinkRefused(40, "became a symlink while being read", str(real))
+            idle = _idle_wal(real)
+            uri = "file:" + _uri_path(real) + ("?mode=ro&immutable=1" if idle else "?mode=rw")
             try:
                 src = sqlite3.connect(uri, uri=True, timeout=2.0)
             except sqlite3.OperationalError as exc:
@@ -76,6 +91,11 @@ class SqliteCapture(CaptureBase):
             after = lstat_or_none(real)
             if after is None or after.st_ino != before.st_ino or not stat.S_ISREG(after.st_mode):
                 self.sleep(_backoff(attempt))  # replaced while read: read it again
+                continue
+            if idle and not (
+                LiveStat.of(before).same_content_identity(LiveStat.of(after)) and _idle_wal(real)
+            ):
+                self.sleep(_backoff(attempt))  # a writer came while it was read unlocked
                 continue
             os.chmod(staged, 0o600)
             size, sha = hash_file(staged)
