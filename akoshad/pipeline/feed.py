@@ -21,7 +21,13 @@ from akoshad.config import Settings
 from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Debouncer, Kind
 from akoshad.pipeline.stats import Stats
-from akoshad.pipeline.storefiles import PathFilter, WalkResult, is_ignored, walk_store
+from akoshad.pipeline.storefiles import (
+    PathFilter,
+    WalkResult,
+    is_ignored,
+    to_change,
+    walk_store,
+)
 from akoshad.pipeline.watch import reconcile
 from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
@@ -54,6 +60,10 @@ class ChangeFeed:
         self.keep_stats = False
         self.stats_seen: StatMap | None = None
         self.files_on_disk: int | None = None  # store files selected, at the last reconcile
+        # the daemon: the stats of the next reconcile's walk are kept until ``catch_up``
+        # (its watch begins after that walk)
+        self.keep_walk = False
+        self._walk_stats: StatMap | None = None
         self._debounce_wake = asyncio.Event()
 
     def configure(self, settings: Settings) -> None:
@@ -66,7 +76,8 @@ class ChangeFeed:
     async def walk(self) -> tuple[WalkResult, StatMap | None]:
         """The store walked now (in a thread), with the lstat of every entry when they are
         kept (``keep_stats``, first walk only)."""
-        seen: StatMap | None = {} if self.keep_stats and self.stats_seen is None else None
+        first = self.keep_stats and self.stats_seen is None
+        seen: StatMap | None = {} if first or self.keep_walk else None
         walk = await asyncio.to_thread(walk_store, self.data_dir, self.flt, seen)
         return walk, seen
 
@@ -77,6 +88,7 @@ class ChangeFeed:
         ``walked``: the store's walk (``walk``), begun earlier (``run --once`` begins it
         while its targets start; it is compared with the ledger as it is now)."""
         if not self.data_dir.is_dir():
+            self.keep_walk = False  # no walk: a catch-up is a full reconcile
             if walked is not None:
                 await walked
             self.reconciled.set()
@@ -84,9 +96,11 @@ class ChangeFeed:
         ledger = await self.state.ledger(self.primary.name)
         walk, seen = await (walked if walked is not None else self.walk())
         result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger, walk=walk)
-        if seen is not None and self.stats_seen is None:
+        if seen is not None and self.keep_stats and self.stats_seen is None:
             self.stats_seen = seen
         self.files_on_disk = result.on_disk
+        if seen is not None and self.keep_walk:
+            self._walk_stats, self.keep_walk = seen, False
         queued = await self.state.enqueue(result.changes)
         if result.refused:
             for path, reason in result.refused.items():
@@ -101,6 +115,38 @@ class ChangeFeed:
         if queued:
             self.wake.set()
         return queued
+
+    async def catch_up(self) -> int:
+        """The watch is in place, begun after the last reconcile's walk: what changed,
+        appeared or vanished since that walk goes to the debouncer as the watcher's events
+        would have. Without that walk's stats (there was none), a full reconcile. Returns
+        the number of store files touched."""
+        before, self._walk_stats = self._walk_stats, None
+        self.keep_walk = False
+        if before is None:
+            return await self.reconcile()
+        now: StatMap = {}
+        await asyncio.to_thread(walk_store, self.data_dir, self.flt, now)
+        moved = [k for k in before.keys() | now.keys() if before.get(k) != now.get(k)]
+        changed = await asyncio.to_thread(self._store_files_of, moved)
+        if changed:
+            logger.info("{} store file(s) changed before the watch began", len(changed))
+            self.on_change((path, "modified") for path in changed)
+        return len(changed)
+
+    def _store_files_of(self, entries: list[str]) -> list[str]:
+        """The store files the changed ``entries`` stand for (directories left out: their
+        files are entries of their own)."""
+        out: set[str] = set()
+        for rel in entries:
+            try:
+                rel.encode("utf-8")  # a name that is not UTF-8: the walk reports it
+            except UnicodeEncodeError:
+                continue
+            target = None if rel == "." else to_change(rel, self.flt)
+            if target is not None and not (self.data_dir / target).is_dir():
+                out.add(target)
+        return sorted(out)
 
     # ---- changes in ----------------------------------------------------------------------
     def on_change(self, changes: Iterable[tuple[str, Kind]]) -> None:

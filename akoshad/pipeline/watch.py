@@ -125,7 +125,10 @@ class StoreWatcher:
     """Feeds filesystem events of ``data_dir`` to ``on_change(path, kind)``.
 
     Waits for ``data_dir`` to appear, and starts over (calling ``on_reset``, which should
-    reconcile) when the directory is removed or replaced.
+    reconcile) when the directory is removed or replaced. ``on_reset`` (or, on a start
+    whose reconcile was done before, ``on_watching``: catch up with what changed since its
+    walk) is called only once the watch is in place, so that nothing written between the
+    walk and the watch goes unseen.
     """
 
     def __init__(
@@ -135,11 +138,13 @@ class StoreWatcher:
         on_change: Callable[[Iterable[tuple[str, Kind]]], None],
         on_reset: Callable[[], asyncio.Future[None] | object],
         stop: asyncio.Event,
+        on_watching: Callable[[], asyncio.Future[None] | object] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.flt = flt
         self.on_change = on_change
         self.on_reset = on_reset
+        self.on_watching = on_watching  # after a start whose reconcile was done before it
         self.stop = stop
         self.watching = False
 
@@ -168,20 +173,22 @@ class StoreWatcher:
             if found is None:
                 return
             st, waited = found
-            if need_reset or waited:  # files written before the watch began: reconcile
-                result = self.on_reset()
-                if asyncio.isfuture(result) or asyncio.iscoroutine(result):
-                    await result
+            # files written before the watch began: reconciled once it is in place
+            first = self.on_reset if need_reset or waited else self.on_watching
             need_reset = True
             self.watching = True
             try:
-                await self._watch(st.st_ino)
+                await self._watch(st.st_ino, first)
             except (FileNotFoundError, RuntimeError, OSError) as exc:
                 logger.warning("watching {} stopped: {}; starting over", self.data_dir, exc)
             finally:
                 self.watching = False
 
-    async def _watch(self, inode: int) -> None:
+    async def _watch(
+        self, inode: int, first: Callable[[], asyncio.Future[None] | object] | None
+    ) -> None:
+        """Watch ``data_dir`` (of ``inode``); ``first`` is called at the watch's first
+        answer (a batch, or its timeout), when its inotify watches are surely set."""
         async for batch in awatch(
             self.data_dir,
             watch_filter=None,
@@ -198,6 +205,11 @@ class StoreWatcher:
                     return  # replaced: start over
             except FileNotFoundError:
                 return
+            if first is not None:
+                result = first()
+                first = None
+                if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+                    await result
             if not batch:
                 continue
             out: list[tuple[str, Kind]] = []

@@ -97,6 +97,7 @@ class Daemon:
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
         self.feed.keep_stats = self.once
+        self.feed.keep_walk = not self.once  # the watch begins after it: ``catch_up``
         walked: asyncio.Future[tuple[WalkResult, StatMap | None]] | None = None
         if self._walked is not None:  # begun before the daemon's modules were imported
             walked = asyncio.ensure_future(asyncio.wrap_future(self._walked))
@@ -347,6 +348,7 @@ class Daemon:
             self.feed.on_change,
             self.feed.reconcile,
             self.stop_event,
+            on_watching=self.feed.catch_up,
         )
         self.notifier.ready()
         logger.info("akoshad {} watching {} -> {}", __version__, self.settings.data_dir, p.primary)

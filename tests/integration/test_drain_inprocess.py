@@ -4,6 +4,7 @@ subprocess tests of the same pipeline."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from akoshad.pipeline.feed import ChangeFeed
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
+from akoshad.pipeline.watch import StoreWatcher
 from akoshad.store.db import LedgerEntry, StateDB
 from akoshad.targets.base import StoredObject
 from akoshad.targets.local import LocalTarget
@@ -216,3 +218,56 @@ async def test_many_small_files_are_captured_in_one_lane_in_order(
     busy.clear()
     few = await rig.drain.capture_all(paths[:100])
     assert [r.group for r in few] == paths[:100]
+
+
+async def _watch_until(rig: Rig, watcher: StoreWatcher, first_reset_done: bool, path: str) -> bool:
+    """Run ``watcher`` until ``path`` waits in the feed's debouncer (or 6 s went by)."""
+    task = asyncio.create_task(watcher.run(first_reset_done=first_reset_done))
+    try:
+        for _ in range(120):
+            if path in rig.feed.debouncer.paths():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+    finally:
+        watcher.stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_write_between_the_reset_walk_and_the_watch_is_seen(rig: Rig) -> None:
+    """The store is reconciled when the watch (re)starts; a file written right after that
+    walk, before the watch took over, must still reach the queue."""
+    write(rig, "a.json", "1")
+
+    async def reconcile_then_write() -> None:
+        await rig.feed.reconcile()
+        write(rig, "late.json", "2")  # after the walk
+
+    watcher = StoreWatcher(
+        rig.store, rig.feed.flt, rig.feed.on_change, reconcile_then_write, asyncio.Event()
+    )
+    assert await _watch_until(rig, watcher, False, "late.json")
+
+
+async def test_a_write_between_the_startup_reconcile_and_the_watch_is_seen(rig: Rig) -> None:
+    """The daemon reconciles at start, then begins to watch: what is written in between
+    (created, rewritten in place, or removed) reaches the queue once the watch is up."""
+    write(rig, "kept.json", "1")
+    write(rig, "gone.json", "1")
+    await rig.feed.reconcile()
+    await rig.drain.until_empty()
+    rig.feed.keep_walk = True  # as the daemon sets it
+    assert await rig.feed.reconcile() == 0
+    write(rig, "late.json", "2")
+    (rig.store / "kept.json").write_text("2")
+    (rig.store / "gone.json").unlink()
+    watcher = StoreWatcher(
+        rig.store,
+        rig.feed.flt,
+        rig.feed.on_change,
+        rig.feed.reconcile,
+        asyncio.Event(),
+        on_watching=rig.feed.catch_up,
+    )
+    assert await _watch_until(rig, watcher, True, "late.json")
+    assert rig.feed.debouncer.paths() == ["gone.json", "kept.json", "late.json"]
