@@ -15,7 +15,14 @@ from watchfiles import Change, awatch
 
 from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Kind
-from akoshad.pipeline.storefiles import PathFilter, WalkResult, relpath, to_change, walk_store
+from akoshad.pipeline.storefiles import (
+    PathFilter,
+    WalkResult,
+    is_ignored,
+    relpath,
+    to_change,
+    walk_store,
+)
 from akoshad.store.db import LedgerEntry
 
 _KIND: dict[Change, Kind] = {
@@ -212,17 +219,26 @@ class StoreWatcher:
                     await result
             if not batch:
                 continue
-            out: list[tuple[str, Kind]] = []
-            for change, raw in batch:
-                rel = relpath(self.data_dir, Path(raw))
-                if rel is None or rel == "." or not _utf8(rel):
-                    continue  # non-UTF-8 names are reported by the reconcile walk
-                target = to_change(rel, self.flt)
-                if target is None:
-                    continue
-                kind: Kind = _KIND.get(change, "modified")
-                if target != rel:
-                    kind = "modified"  # a side file moved: its database changed
-                out.append((target, kind))
+            out = self._changes_of(batch)
             if out:
                 self.on_change(out)
+
+    def _changes_of(self, batch: set[tuple[Change, str]]) -> list[tuple[str, Kind]]:
+        """The store files a batch of events stands for. A directory stands for the files
+        below it even when no include pattern names it (the feed filters those files):
+        files written into a new directory before its watch was added send no event."""
+        out: list[tuple[str, Kind]] = []
+        for change, raw in batch:
+            rel = relpath(self.data_dir, Path(raw))
+            if rel is None or rel == "." or not _utf8(rel):
+                continue  # non-UTF-8 names are reported by the reconcile walk
+            target = to_change(rel, self.flt)
+            if target is None and not is_ignored(rel) and os.path.isdir(raw):
+                target = rel  # a directory: the feed queues the store files below it
+            if target is None:
+                continue
+            kind: Kind = _KIND.get(change, "modified")
+            if target != rel:
+                kind = "modified"  # a side file moved: its database changed
+            out.append((target, kind))
+        return out

@@ -23,6 +23,7 @@ from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.feed import ChangeFeed
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.storefiles import PathFilter
 from akoshad.pipeline.upload import Uploader
 from akoshad.pipeline.watch import StoreWatcher
 from akoshad.store.db import LedgerEntry, StateDB
@@ -271,3 +272,29 @@ async def test_a_write_between_the_startup_reconcile_and_the_watch_is_seen(rig: 
     )
     assert await _watch_until(rig, watcher, True, "late.json")
     assert rig.feed.debouncer.paths() == ["gone.json", "kept.json", "late.json"]
+
+
+async def test_files_in_a_new_directory_reach_the_queue_under_an_include(rig: Rig) -> None:
+    """A directory made and filled at once: inotify reports only the directory (its files
+    were written before the watch on it was added). With ``include`` naming files, the
+    directory itself matches no pattern: its files must still be found and queued."""
+    rig.feed.flt = PathFilter.of(["*.json"], [])
+    stop = asyncio.Event()
+    watcher = StoreWatcher(rig.store, rig.feed.flt, rig.feed.on_change, rig.feed.reconcile, stop)
+    task = asyncio.create_task(watcher.run(first_reset_done=True))
+    try:
+        for _ in range(100):  # the watch is up once it has answered (a timeout, at most 1 s)
+            if watcher.watching:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)
+        for i in range(10):
+            write(rig, f"sessions/s{i}/state.json", json.dumps({"i": i}))
+            write(rig, f"sessions/s{i}/notes.txt", "not included")
+        await asyncio.sleep(1.5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    await rig.feed.flush()
+    queued = sorted(i.path for i in await rig.state.queue_items())
+    assert queued == [f"sessions/s{i}/state.json" for i in range(10)]
