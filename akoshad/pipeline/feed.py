@@ -10,6 +10,7 @@ keeps the paths in the debouncer and tries again shortly.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Iterable
@@ -102,10 +103,7 @@ class ChangeFeed:
         if seen is not None and self.keep_walk:
             self._walk_stats, self.keep_walk = seen, False
         queued = await self.state.enqueue(result.changes)
-        if result.refused:
-            for path, reason in result.refused.items():
-                logger.warning("not syncing {}: {}", path, reason)
-            await self.state.transaction(lambda c: self.state.record_skipped(c, result.refused))
+        await self._settle_skips(result.refused)
         logger.info(
             "reconciled {} store file(s) with the ledger: {} change(s) queued",
             result.on_disk,
@@ -115,6 +113,23 @@ class ChangeFeed:
         if queued:
             self.wake.set()
         return queued
+
+    async def _settle_skips(self, refused: dict[str, str]) -> None:
+        """Record the walk's refusals; forget the skips of files no longer on disk (gone
+        while nobody watched: no event would ever clear them) that it did not refuse."""
+        for path, reason in refused.items():
+            logger.warning("not syncing {}: {}", path, reason)
+        known = [p for p in await self.state.skipped() if p not in refused]
+        gone = await asyncio.to_thread(
+            lambda: [p for p in known if not os.path.lexists(self.data_dir / p)]
+        )
+        if refused or gone:
+
+            def op(c: sqlite3.Connection) -> None:
+                self.state.forget_skipped(c, gone)
+                self.state.record_skipped(c, refused)
+
+            await self.state.transaction(op)
 
     async def catch_up(self) -> int:
         """The watch is in place, begun after the last reconcile's walk: what changed,

@@ -171,6 +171,10 @@ class LedgerOps(StoreBase):
             [(p, redact(r), now) for p, r in skipped.items()],
         )
 
+    @staticmethod
+    def forget_skipped(c: sqlite3.Connection, paths: list[str]) -> None:
+        c.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p in paths])
+
     async def skipped(self) -> dict[str, str]:
         return await self.transaction(
             lambda c: dict(c.execute("SELECT path, reason FROM skipped").fetchall())

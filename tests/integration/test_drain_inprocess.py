@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -298,3 +299,26 @@ async def test_files_in_a_new_directory_reach_the_queue_under_an_include(rig: Ri
     await rig.feed.flush()
     queued = sorted(i.path for i in await rig.state.queue_items())
     assert queued == [f"sessions/s{i}/state.json" for i in range(10)]
+
+
+def write_raw(path: bytes, data: bytes) -> None:
+    Path(os.fsdecode(path)).write_bytes(data)
+
+
+async def test_a_skip_whose_file_is_gone_is_forgotten_by_the_reconcile(rig: Rig) -> None:
+    """A skipped file removed (or renamed) while nobody watched leaves no event: the
+    reconcile forgets its skip, else status, every manifest's ``metadata.skipped`` and the
+    exit of every ``run --once`` would report it forever. A refusal the walk still finds
+    stays."""
+    bad = os.fsencode(str(rig.store)) + b"/caf\xe9.json"
+    write_raw(bad, b"{}")
+    (rig.store / "out.json").symlink_to("/etc/hostname")
+    await rig.feed.reconcile()
+    # a capture skipped it, then it was removed while the daemon was down
+    await rig.state.transaction(
+        lambda c: rig.state.record_skipped(c, {"gone.json": "permission denied"})
+    )
+    assert sorted(await rig.state.skipped()) == ["caf\ufffd.json", "gone.json", "out.json"]
+    os.unlink(bad)
+    await rig.feed.reconcile()
+    assert sorted(await rig.state.skipped()) == ["out.json"]
