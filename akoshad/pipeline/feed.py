@@ -115,14 +115,13 @@ class ChangeFeed:
         return queued
 
     async def _settle_skips(self, refused: dict[str, str]) -> None:
-        """Record the walk's refusals; forget the skips of files no longer on disk (gone
-        while nobody watched: no event would ever clear them) that it did not refuse."""
+        """Record the walk's refusals; forget the skips it did not refuse of files no longer
+        on disk (gone while nobody watched: no event would ever clear them) and of
+        directories (listed again)."""
         for path, reason in refused.items():
             logger.warning("not syncing {}: {}", path, reason)
         known = [p for p in await self.state.skipped() if p not in refused]
-        gone = await asyncio.to_thread(
-            lambda: [p for p in known if not os.path.lexists(self.data_dir / p)]
-        )
+        gone = await asyncio.to_thread(lambda: [p for p in known if self._not_skippable(p)])
         if refused or gone:
 
             def op(c: sqlite3.Connection) -> None:
@@ -130,6 +129,12 @@ class ChangeFeed:
                 self.state.record_skipped(c, refused)
 
             await self.state.transaction(op)
+
+    def _not_skippable(self, rel: str) -> bool:
+        """No longer a skip: gone from disk, or a directory (only the walk refuses one,
+        and it did not this time)."""
+        path = self.data_dir / rel
+        return not os.path.lexists(path) or (path.is_dir() and not path.is_symlink())
 
     async def catch_up(self) -> int:
         """The watch is in place, begun after the last reconcile's walk: what changed,

@@ -135,13 +135,23 @@ def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> Wal
     return WalkResult(files, refused)
 
 
+def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], str | None]:
+    """The entries of a directory, or none and why it cannot be listed (None when it is
+    gone meanwhile: nothing to say)."""
+    try:
+        return list(os.scandir(path)), None
+    except (FileNotFoundError, NotADirectoryError):
+        return [], None
+    except OSError as exc:
+        return [], f"cannot list the directory: {exc.strerror or exc}"
+
+
 def _walk(
     root: Path, real_root: Path, prefix: str, stats: StatMap | None, base: int
 ) -> Iterator[tuple[str, str | None]]:
-    try:
-        entries = list(os.scandir(root / prefix if prefix else root))
-    except OSError:
-        return
+    entries, problem = _list_dir(root / prefix if prefix else root)
+    if problem is not None and prefix:  # its files cannot be seen: say so
+        yield prefix[:-1], problem
     for entry in entries:
         name = entry.name
         rel = f"{prefix}{name}"

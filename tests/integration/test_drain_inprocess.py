@@ -322,3 +322,12 @@ async def test_a_skip_whose_file_is_gone_is_forgotten_by_the_reconcile(rig: Rig)
     os.unlink(bad)
     await rig.feed.reconcile()
     assert sorted(await rig.state.skipped()) == ["out.json"]
+
+
+async def test_a_directory_listed_again_loses_its_skip(rig: Rig) -> None:
+    write(rig, "sub/a.json", "{}")
+    await rig.state.transaction(
+        lambda c: rig.state.record_skipped(c, {"sub": "cannot list the directory: denied"})
+    )
+    await rig.feed.reconcile()
+    assert await rig.state.skipped() == {}

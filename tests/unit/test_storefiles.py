@@ -117,3 +117,27 @@ def test_walk_reads_the_stats_the_quick_check_compares(tmp_path: Path) -> None:
 
 def test_walk_missing_root(tmp_path: Path) -> None:
     assert walk_store(tmp_path / "nope", ALL).files == []
+
+
+def test_walk_reports_a_directory_it_cannot_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory that cannot be listed (no read permission; simulated: tests run as
+    root) hides its files: it is refused with the reason, not silently left out."""
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "state.json").write_text("{}")
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "a.json").write_text("{}")
+    real = os.scandir
+
+    def scandir(path: str | Path) -> object:
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied")
+        if Path(path).name == "gone":
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(path)
+
+    monkeypatch.setattr("akoshad.pipeline.storefiles.os.scandir", scandir)
+    walk = walk_store(tmp_path, ALL)
+    assert walk.files == ["a.json"]
+    assert walk.refused == {"locked": "cannot list the directory: Permission denied"}
