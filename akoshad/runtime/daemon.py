@@ -40,7 +40,7 @@ from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.leftovers import clean_leftovers
 from akoshad.runtime.leftovers import describe as describe_leftovers
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
-from akoshad.runtime.once import drain_within_deadline, once_outcome
+from akoshad.runtime.once import drain_within_deadline, nothing_selected, once_outcome
 from akoshad.runtime.requests import handle_request
 from akoshad.runtime.signals import stop_signals
 from akoshad.runtime.status import StatusView
@@ -312,17 +312,8 @@ class Daemon:
                     self.settings.drain_deadline_seconds,
                 )
                 await self.parts.webhooks.deliver_queued(WEBHOOK_ONCE_SECONDS)
-                return await once_outcome(
-                    self.state, ok, reports, stopped_by, self._nothing_selected()
-                )
-
-    def _nothing_selected(self) -> str | None:
-        """Why the store has no file to back up (``run --once``), or None."""
-        if self.feed.files_on_disk != 0:
-            return None
-        s = self.settings
-        include = ", ".join(s.include) or "everything"
-        return f"no file in {s.data_dir} is selected (include: {include}; exclude: {s.exclude})"
+                empty = nothing_selected(self.settings, self.feed.files_on_disk)
+                return await once_outcome(self.state, ok, reports, stopped_by, empty)
 
     async def run_forever(self) -> int:
         def on_first(signame: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from loguru import logger
 
+from akoshad.config import Settings
 from akoshad.names import EXIT_FAIL, EXIT_OK
 from akoshad.pipeline.report import PassReport
 from akoshad.store.db import StateDB
@@ -40,6 +41,17 @@ async def drain_within_deadline(
         for task in (drain, stopping):
             task.cancel()
             await _settled(task)
+
+
+def nothing_selected(settings: Settings, files_on_disk: int | None) -> str | None:
+    """Why the store has no file to back up (its last reconcile selected none), or None."""
+    if files_on_disk != 0:
+        return None
+    include = ", ".join(settings.include) or "everything"
+    return (
+        f"no file in {settings.data_dir} is selected "
+        f"(include: {include}; exclude: {settings.exclude})"
+    )
 
 
 async def once_outcome(
