@@ -1,6 +1,6 @@
 """The stage that feeds the durable queue: watcher events through the debouncer, and the
 reconciliation of the disk against the ledger (at start, when ``data_dir`` appears, when
-include/exclude change).
+include/exclude change, and every hour: ``rescan_every``).
 
 A released path that is a directory stands for the store files below it (and for the
 ledger's files there, when it was deleted). A queue that cannot be written (disk full)
@@ -34,6 +34,10 @@ from akoshad.store.db import StateDB
 from akoshad.targets.base import Target
 
 ENQUEUE_RETRY_SECONDS = 2.0
+
+
+# the daemon reconciles the store this often besides watching it (``rescan_every``)
+RESCAN_SECONDS = 3600.0
 
 
 class ChangeFeed:
@@ -83,11 +87,15 @@ class ChangeFeed:
         return walk, seen
 
     async def reconcile(
-        self, walked: Awaitable[tuple[WalkResult, StatMap | None]] | None = None
+        self,
+        walked: Awaitable[tuple[WalkResult, StatMap | None]] | None = None,
+        *,
+        quiet: bool = False,
     ) -> int:
         """Queue what changed while akoshad was not looking. Returns the number queued.
         ``walked``: the store's walk (``walk``), begun earlier (``run --once`` begins it
-        while its targets start; it is compared with the ledger as it is now)."""
+        while its targets start; it is compared with the ledger as it is now). ``quiet``:
+        its summary line is DEBUG when it queued nothing (the periodic rescan)."""
         if not self.data_dir.is_dir():
             self.keep_walk = False  # no walk: a catch-up is a full reconcile
             if walked is not None:
@@ -104,7 +112,8 @@ class ChangeFeed:
             self._walk_stats, self.keep_walk = seen, False
         queued = await self.state.enqueue(result.changes)
         await self._settle_skips(result.refused)
-        logger.info(
+        logger.log(
+            "DEBUG" if quiet and not queued else "INFO",
             "reconciled {} store file(s) with the ledger: {} change(s) queued",
             result.on_disk,
             queued,
@@ -113,6 +122,19 @@ class ChangeFeed:
         if queued:
             self.wake.set()
         return queued
+
+    async def rescan_every(self, seconds: float, stop: asyncio.Event) -> None:
+        """Reconcile the store every ``seconds`` until ``stop`` (0: never): a safety net for
+        changes no watcher event reported (a full inotify queue drops events that name no
+        path). A failed rescan is logged; the next one comes as planned."""
+        while seconds > 0:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+                return
+            try:
+                await self.reconcile(quiet=True)
+            except (OSError, sqlite3.Error) as exc:
+                logger.warning("the periodic rescan of {} failed: {}", self.data_dir, exc)
 
     async def _settle_skips(self, refused: dict[str, str]) -> None:
         """Record the walk's refusals; forget the skips it did not refuse of files no longer

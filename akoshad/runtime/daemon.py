@@ -29,7 +29,7 @@ from akoshad.errors import (
 from akoshad.fastpath import StatMap
 from akoshad.names import EXIT_FAIL, EXIT_OK, MEMORY_DB
 from akoshad.pipeline.drain import Drain
-from akoshad.pipeline.feed import ChangeFeed
+from akoshad.pipeline.feed import RESCAN_SECONDS, ChangeFeed
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
@@ -354,6 +354,9 @@ class Daemon:
                 tg.create_task(p.health.run(self.stop_event, self.stop), name="watch"),
                 tg.create_task(p.drills.run(), name="drill"),
                 tg.create_task(p.prunes.run(), name="prune"),
+                tg.create_task(
+                    self.feed.rescan_every(RESCAN_SECONDS, self.stop_event), name="rescan"
+                ),
             ]
             await self.stop_event.wait()
             await self._shutdown(tasks)

@@ -331,3 +331,26 @@ async def test_a_directory_listed_again_loses_its_skip(rig: Rig) -> None:
     )
     await rig.feed.reconcile()
     assert await rig.state.skipped() == {}
+
+
+async def test_the_periodic_rescan_queues_what_no_event_reported(rig: Rig) -> None:
+    """A change the watcher never reported (a full inotify queue drops events without a
+    path) reaches the queue at the next rescan; a rescan that finds nothing queues nothing."""
+    write(rig, "a.json", "1")
+    await rig.feed.reconcile()
+    await rig.drain.until_empty()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.feed.rescan_every(0.2, stop))
+    try:
+        await asyncio.sleep(0.5)
+        assert await rig.state.queue_depth() == 0  # nothing changed: nothing queued
+        write(rig, "missed.json", "2")  # no watcher runs: no event
+        for _ in range(40):
+            if await rig.state.queue_depth():
+                break
+            await asyncio.sleep(0.05)
+        assert [i.path for i in await rig.state.queue_items()] == ["missed.json"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert task.done() and task.exception() is None
