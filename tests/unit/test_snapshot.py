@@ -111,6 +111,19 @@ def test_directory_in_place_of_file_is_deletion(snap: Snapshotter) -> None:
     assert snap.capture("d") == Vanished("d")
 
 
+def test_socket_or_fifo_in_place_of_a_file_is_no_store_file(snap: Snapshotter) -> None:
+    """What the walk leaves out (sockets, FIFOs) is no store file for the capture either: a
+    deletion of what was there, never a skip that fails every run --once while it stays,
+    and never opened (a FIFO would block the read)."""
+    import socket
+
+    os.mkfifo(snap.data_dir / "pipe.json")
+    assert isinstance(snap.capture("pipe.json"), Vanished)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(snap.data_dir / "s.sock"))
+        assert isinstance(snap.capture("s.sock"), Vanished)
+
+
 def test_file_that_keeps_changing_is_retried_later(snap: Snapshotter) -> None:
     """A file written all through every attempt is given up for now. Each write appends a
     byte, so it shows in the size whatever the clock's granularity (a rewrite in place in

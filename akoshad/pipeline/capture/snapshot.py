@@ -159,8 +159,8 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             return Skipped(rel, f"cannot stat: {exc.strerror}")
         if stat.S_ISDIR(st.st_mode):
             return Vanished(rel)  # a directory now stands where a file was
-        if not stat.S_ISREG(st.st_mode):
-            return Skipped(rel, "not a regular file")
+        if not stat.S_ISREG(st.st_mode):  # a socket, FIFO or device: not a store file (the
+            return Vanished(rel)  # walk leaves them out too); never opened (a FIFO blocks)
         return st, linked
 
     def capture(self, rel: str, hash_if_size: int | None = None) -> CaptureResult:
