@@ -26,6 +26,7 @@ from akoshad.cli.service_units import (
     unit_paths,
 )
 from akoshad.config import load_settings
+from akoshad.names import EXIT_CONFIG
 from tests.helpers import base_env
 from tests.tmpdirs import short_dir
 
@@ -72,6 +73,18 @@ def test_unit_has_what_a_notify_service_needs() -> None:
         "ReadWritePaths=-%h/.local/state/akoshad -%h/.local/share/akoshad -%h/.claude/data %t",
     ):
         assert line in lines, line
+
+
+def test_unit_does_not_restart_on_an_invalid_configuration() -> None:
+    """Exit 78 (invalid configuration) is not restarted: with Restart=on-failure and
+    RestartSec=5 the start limit is never reached, so a bad file would loop for ever."""
+    for text in (render_unit(DEFAULT_EXEC), (REPO / "systemd" / "akoshad.service").read_text()):
+        prevent = [
+            line.partition("=")[2].split()
+            for line in unit_lines(text)
+            if line.startswith("RestartPreventExitStatus=")
+        ]
+        assert any(str(EXIT_CONFIG) in words for words in prevent), prevent
 
 
 def test_exec_start_quoting() -> None:
