@@ -18,6 +18,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
+from akoshad.redaction import redact
+
 Clock = Callable[[], float]
 SENT_KEPT = 64  # the last messages sent, for tests and debugging (bounded: runs for months)
 
@@ -59,8 +61,9 @@ class Notifier:
         self._send("READY=1")
 
     def status(self, line: str) -> None:
-        """``STATUS=`` with one line (whitespace folded), sent only when it changed."""
-        line = " ".join(line.split())
+        """``STATUS=`` with one line (whitespace folded, secrets redacted: ``systemctl
+        status`` shows it), sent only when it changed."""
+        line = " ".join(redact(line).split())
         if line != self._last_status:
             # a line the manager did not take is sent again with the next call
             self._last_status = line if self._send(f"STATUS={line}") else None

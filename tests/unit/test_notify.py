@@ -234,3 +234,21 @@ def test_policy_now_argument_overrides_the_clock() -> None:
     p.pinged()
     assert p.should_ping(now=9.9)
     assert not p.should_ping(now=10.0)
+
+
+def test_status_line_shows_no_secret(dgram: socket.socket) -> None:
+    """STATUS= is read by anyone who runs ``systemctl status``: a target's error that names
+    akosha_url's credentials (or any registered secret) goes out redacted, as in status."""
+    from akoshad.redaction import register_secret, register_url
+
+    register_url("http://ops:Notify-Pass-83@akosha.example:8682/mcp")
+    register_secret("S3-notify-secret-0042")
+    n = Notifier({"NOTIFY_SOCKET": dgram.getsockname()}, pid=1)
+    n.status(
+        "degraded: 2 pending; http: cannot connect to Akosha at "
+        "ops:Notify-Pass-83@akosha.example:8682: Connection refused; "
+        "cloud: rejected S3-notify-secret-0042"
+    )
+    (got,) = recv_all(dgram)
+    assert got.startswith("STATUS=degraded: 2 pending; http: cannot connect to Akosha at ")
+    assert "Notify-Pass-83" not in got and "S3-notify-secret-0042" not in got, got
