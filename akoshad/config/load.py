@@ -43,6 +43,17 @@ def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def _names_only(data: Mapping[Any, Any], path: Path) -> None:
+    """Refuse a top-level key that YAML did not read as a string (``30:``, ``on:``): no
+    setting has such a name, and it must be told in one line like any unknown key."""
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"invalid configuration: {key}: unknown key (not a name; quote it if it "
+                f"is meant as one) (from file {path})"
+            )
+
+
 def _read_yaml(path: Path, named: bool) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -194,6 +205,7 @@ def load_config(
     env = dict(os.environ if environ is None else environ)
     path, named = resolve_config_path(config_path, env)
     file_data = _read_yaml(path, named)
+    _names_only(file_data, path)
     env_data, env_vars = _env_layer(env)
     sb_path = src.session_buddy_path(env)
     sb_file = src.session_buddy_file(sb_path, _read_yaml)

@@ -95,6 +95,9 @@ def test_lists_from_env_as_json(tmp_path: Path) -> None:
         ("key: [unclosed\n", "not valid YAML"),
         ("cloud_sync:\n  access_key_id: AKIA\n", "set together"),
         (f"socket_path: /tmp/{'s' * 120}.sock\n", "socket_path: is 130 bytes long"),
+        # keys YAML reads as numbers or booleans are no names (was a TypeError traceback)
+        ("30: x\n", "30: unknown key"),
+        ("debounce_seconds: 3\non: 1\n", "True: unknown key"),
     ],
 )
 def test_invalid_config_one_line(tmp_path: Path, yaml_text: str, needle: str) -> None:
