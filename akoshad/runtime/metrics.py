@@ -72,8 +72,10 @@ class StatusCollector(Collector):
         """The status result the next ``collect`` reads (set right before rendering)."""
         self._status = status
         drill = status.get("last_drill")
+        found = [_number(status.get("last_good_drill_at"))]  # kept in the state: restarts
         if isinstance(drill, Mapping) and drill.get("ok") is True:
-            at = _number(drill.get("at"))
+            found.append(_number(drill.get("at")))
+        for at in found:
             if at is not None and (self.last_good_drill is None or at > self.last_good_drill):
                 self.last_good_drill = at
 

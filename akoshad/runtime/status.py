@@ -75,6 +75,7 @@ class StatusView:
             "system_id": self.settings.cloud_sync.system_id,
             "webhooks": await p.webhooks.status(),
             "last_drill": await p.drills.last(),
+            "last_good_drill_at": await p.drills.last_good_at(),  # survives restarts too
             "last_prune": await p.prunes.last(),
             "lease": p.owners.lease(p.primary.name),
             "warnings": [missing] if missing else [],

@@ -31,6 +31,14 @@ def _metric(port: int, name: str) -> float | None:
     return None
 
 
+def _metric_or_none(port: int, name: str) -> float | None:
+    """``_metric``, or None while nothing listens yet."""
+    try:
+        return _metric(port, name)
+    except OSError:
+        return None
+
+
 def _status(s: Setup) -> dict[str, Any]:
     res = s.cli("status", "--json")
     return dict(json.loads(res.stdout)) if res.returncode == 0 else {}
@@ -71,6 +79,14 @@ def test_drills_reach_status_metrics_and_webhooks_and_find_tampering(tmp_path: P
             st = wait_for(lambda: (x := _status(s))["last_drill"]["ok"] is False and x, 20)
             assert st["safety"]["safe"] is False
             # the last GOOD drill stays what it was: the gauge does not move forward
+            assert _metric(port, "akoshad_last_good_drill_timestamp_seconds") == good_at
+        finally:
+            assert stop_daemon(proc) == 0
+        # a restart after the bad drill: the last good drill is still known (it was
+        # absent, so the alert on an old good drill stopped firing while drills failed)
+        proc = start_daemon(s.config, s.env, tmp_path / "d2.log")
+        try:
+            wait_for(lambda: _metric_or_none(port, "akoshad_last_drill_ok") == 0, 30)
             assert _metric(port, "akoshad_last_good_drill_timestamp_seconds") == good_at
         finally:
             assert stop_daemon(proc) == 0

@@ -126,6 +126,18 @@ def test_good_drill_timestamp_only_after_a_good_drill_and_kept_after_a_bad_one()
     assert value(m, "akoshad_last_drill_ok") == 0
 
 
+def test_good_drill_timestamp_from_the_state_after_a_restart() -> None:
+    """A new daemon whose last drill failed still shows the last good one (kept in its
+    state), and a later good drill moves it on."""
+    metrics = Metrics()
+    bad = {"at": T0 + 20, "ok": False, "upload_id": "u", "problems": ["x"]}
+    m = scrape(metrics, status(last_drill=bad, last_good_drill_at=T0 + 10))
+    assert value(m, "akoshad_last_good_drill_timestamp_seconds") == T0 + 10
+    good = {**bad, "ok": True, "at": T0 + 30, "problems": []}
+    m = scrape(metrics, status(last_drill=good, last_good_drill_at=T0 + 30))
+    assert value(m, "akoshad_last_good_drill_timestamp_seconds") == T0 + 30
+
+
 def test_pass_done_counts_uploads_bytes_and_durations() -> None:
     metrics = Metrics()
     metrics.targets_known(["local", "cloud"])
