@@ -248,6 +248,21 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
         return value
 
+    @field_validator(
+        "data_dir", "state_dir", "socket_path", "local_target_dir", "log_file", mode="before"
+    )
+    @classmethod
+    def _a_path(cls, value: Any) -> Any:
+        """An empty path would be the working directory (``$HOME`` under a service: the
+        whole home backed up); a NUL cannot be in a path. Both are refused (exit 78)."""
+        if isinstance(value, str | Path):
+            text = str(value) if isinstance(value, Path) else value
+            if not text.strip():
+                raise ValueError("is empty: give a path (unset it for the default)")
+            if "\0" in text:
+                raise ValueError("holds a NUL character")
+        return value
+
     @field_validator("data_dir", "state_dir", "socket_path", "local_target_dir", "log_file")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
