@@ -35,6 +35,7 @@ from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import WalkResult
 from akoshad.pipeline.watch import StoreWatcher
+from akoshad.redaction import redact
 from akoshad.runtime.control import ControlServer
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.leftovers import clean_leftovers
@@ -248,6 +249,13 @@ class Daemon:
             new = await asyncio.to_thread(self._reload)
         except ConfigError as exc:
             logger.error("reload refused, keeping the running configuration: {}", exc)
+            return False
+        except Exception as exc:  # a reload never takes the daemon down
+            logger.error(
+                "reload refused, keeping the running configuration: {}: {}",
+                type(exc).__name__,
+                redact(str(exc)),
+            )
             return False
         old = self.settings
         for key in self.RESTART_KEYS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -95,6 +96,8 @@ def test_lists_from_env_as_json(tmp_path: Path) -> None:
         ("key: [unclosed\n", "not valid YAML"),
         ("cloud_sync:\n  access_key_id: AKIA\n", "set together"),
         (f"socket_path: /tmp/{'s' * 120}.sock\n", "socket_path: is 130 bytes long"),
+        ('data_dir: ""\n', "data_dir: is empty"),  # not the working directory ($HOME)
+        ('state_dir: "a\\0b"\n', "state_dir: holds a NUL character"),
         # keys YAML reads as numbers or booleans are no names (was a TypeError traceback)
         ("30: x\n", "30: unknown key"),
         ("debounce_seconds: 3\non: 1\n", "True: unknown key"),
@@ -220,3 +223,29 @@ def test_a_socket_path_too_long_to_bind_is_no_daemon_for_a_client(
         f"akoshad: akoshad is not running: the socket path is {SOCKET_PATH_MAX + 1} bytes long, "
         f"and a Unix socket path may have at most {SOCKET_PATH_MAX}: choose a shorter socket_path"
     )
+
+
+async def test_a_reload_that_fails_unexpectedly_keeps_the_daemon_and_its_config(
+    tmp_path: Path,
+) -> None:
+    """A SIGHUP reload is refused, never fatal, whatever goes wrong while it loads (an error
+    that is not a ConfigError used to end the daemon's task group)."""
+    from loguru import logger
+
+    from akoshad.runtime.daemon import Daemon
+
+    settings = load_settings(environ=env(tmp_path))
+
+    def broken() -> Any:
+        raise TypeError(f"keywords must be strings ({SECRET})")
+
+    lines: list[str] = []
+    sink = logger.add(lines.append, format="{message}")
+    try:
+        daemon = Daemon(settings, reload=broken)
+        assert await daemon.reload() is False
+    finally:
+        logger.remove(sink)
+    assert daemon.settings is settings
+    (line,) = [x for x in lines if "reload refused" in x]
+    assert "TypeError: keywords must be strings" in line
