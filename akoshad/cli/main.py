@@ -244,7 +244,14 @@ def _dispatch(
     if cmd == "run":
         from akoshad.runtime.run import run_daemon
 
-        return run_daemon(settings, once=args.once, config_path=args.config, argv=argv, environ=env)
+        return run_daemon(
+            settings,
+            once=args.once,
+            config_path=args.config,
+            argv=argv,
+            environ=env,
+            overrides=_overrides(args),
+        )
     if cmd in CLIENT_COMMANDS:
         from akoshad.cli import client as client_cli
 

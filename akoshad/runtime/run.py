@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -44,8 +44,10 @@ def run_daemon(
     config_path: str | None = None,
     environ: Mapping[str, str] | None = None,
     argv: Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> int:
-    """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check)."""
+    """Entry point of ``akoshad run`` (``argv`` keys the quick no-change check;
+    ``overrides``: the command line's settings, which a SIGHUP reload keeps)."""
     env = dict(environ or {})
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     refused = unavailable(settings.encryption)
@@ -60,7 +62,7 @@ def run_daemon(
     def reload() -> Settings:
         from akoshad.config import load_settings
 
-        return load_settings(config_path, environ=env)
+        return load_settings(config_path, overrides=dict(overrides or {}), environ=env)
 
     walked = begin_walk(settings) if once else None
     try:

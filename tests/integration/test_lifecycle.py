@@ -188,3 +188,29 @@ def test_second_signal_ends_run_once_at_once(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         stalled.close()
+
+
+def test_sighup_keeps_the_command_lines_settings(tmp_path: Path) -> None:
+    """``run --data-dir X``: a reload builds the configuration with the same command line,
+    so X stays (no false "data_dir changed" warning, nothing reverts to the file's value)."""
+    cfg, env = _setup(tmp_path)
+    other = tmp_path / "other-store"
+    other.mkdir()
+    (other / "o.json").write_text("{}")
+    log = tmp_path / "d.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "akoshad", "run", "--data-dir", str(other), "--config", str(cfg)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        wait_for(lambda: manifests(tmp_path / "outbox", "life"), 20)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in log.read_text(), 10)
+        assert "data_dir changed" not in log.read_text()
+        files = {f["path"] for f in manifests(tmp_path / "outbox", "life")[-1]["metadata"]["files"]}
+        assert files == {"o.json"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
