@@ -87,6 +87,18 @@ def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
         return None
 
 
+def remove_stale(dir_fd: int, name: str, shown: str) -> None:
+    """Remove the file or link ``name`` under ``dir_fd`` when there is one (a WAL that
+    belongs to no restored database); a directory there is refused."""
+    st = _lstat_at(dir_fd, name)
+    if st is None:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise DestError(f"{shown} in --dest is a directory")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+
+
 def _subdir(dir_fd: int, name: str, shown: str, force: bool) -> int:
     """Open (creating it 0700) the directory ``name`` under ``dir_fd``, never through a
     link: a link or a file there is replaced with ``force``, refused without."""

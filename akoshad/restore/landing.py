@@ -25,7 +25,8 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from akoshad.restore.destdir import DestError, FileSink, _open_subdir
+from akoshad.restore.destdir import DestError, FileSink, _open_subdir, remove_stale
+from akoshad.restore.select import WAL_SUFFIX
 from akoshad.storage.stored import StoredFile
 
 SYNC_THREADS = 16  # fsyncs in flight together (the journal commits them in groups)
@@ -130,10 +131,12 @@ class LandingSink(FileSink):
         name: str,
         mode: int | None,
         direct: bool = False,
+        stale: str | None = None,
     ) -> None:
         super().__init__(dir_fd, name, mode, direct)
         self.committer = committer
         self.key = key
+        self.stale = stale  # a name beside this file removed before it lands (a stale WAL)
         self._held = True
 
     def commit(self, size: int, shown: str) -> None:
@@ -155,9 +158,16 @@ class Committer:
     """Lands checked files: fsync, rename, then the directories (module docstring)."""
 
     def __init__(
-        self, tree: DestTree, threads: int = SYNC_THREADS, pending: int = MAX_PENDING
+        self,
+        tree: DestTree,
+        threads: int = SYNC_THREADS,
+        pending: int = MAX_PENDING,
+        without_wal: frozenset[str] = frozenset(),
     ) -> None:
         self.tree = tree
+        # DuckDB databases restored without a WAL: a WAL already beside one is removed
+        # before it lands (DuckDB would replay it into, or refuse, the restored database)
+        self.without_wal = without_wal
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="akoshad-land")
         self._slots = threading.BoundedSemaphore(pending)
         self._idle = threading.Condition()
@@ -170,7 +180,8 @@ class Committer:
         key, dir_fd = self.tree.acquire(f.path)
         try:
             name = f.path.rsplit("/", 1)[-1]
-            return LandingSink(self, key, dir_fd, name, f.mode, f.size >= DIRECT_MIN)
+            stale = name + WAL_SUFFIX if f.path in self.without_wal else None
+            return LandingSink(self, key, dir_fd, name, f.mode, f.size >= DIRECT_MIN, stale)
         except BaseException:
             self.tree.release(key, False)
             raise
@@ -191,6 +202,8 @@ class Committer:
     def _land(self, sink: LandingSink, shown: str) -> None:
         try:
             sink.sync()
+            if sink.stale is not None:
+                remove_stale(sink.dir_fd, sink.stale, shown + WAL_SUFFIX)
             sink.publish(shown)
             sink.release(changed=True)
         except BaseException as exc:

@@ -107,6 +107,12 @@ def wal_of(path: str) -> str | None:
     return path + WAL_SUFFIX if path.endswith(DUCKDB_SUFFIX) else None
 
 
+def databases_without_wal(paths: Iterable[str]) -> frozenset[str]:
+    """The DuckDB database paths among ``paths`` whose WAL is not among them."""
+    listed = set(paths)
+    return frozenset(p for p in listed if (w := wal_of(p)) is not None and w not in listed)
+
+
 def matching_paths(paths: Iterable[str], globs: Sequence[str]) -> set[str]:
     """The store paths any glob matches (whole path, ``*`` crossing ``/``), plus the WAL
     of every matched DuckDB database. SelectError naming the globs when none matches."""

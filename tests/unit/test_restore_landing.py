@@ -134,3 +134,29 @@ def test_a_file_ending_in_a_hole_gets_its_size_and_temp_names_are_ours(tmp_path:
     finally:
         os.close(fd)
     assert (tmp_path / "hole-at-end").stat().st_blocks * 512 < 2 * chunk  # a real hole
+
+
+async def test_a_stale_wal_beside_a_database_restored_without_one_is_removed(
+    tmp_path: Path,
+) -> None:
+    """``--force`` over an earlier restore: a database captured without its WAL (it was
+    checkpointed) must not land beside the WAL of an older version, which DuckDB would
+    replay or refuse; a WAL the upload holds lands, files not in the upload stay."""
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "x.duckdb").write_bytes(b"new database" * 100)
+    (src / "y.duckdb").write_bytes(b"other database" * 100)
+    (src / "y.duckdb.wal").write_bytes(b"its wal")
+    staging = tmp_path / "staging"
+    staging.mkdir(mode=0o700)
+    target = MemTarget()
+    files = await Store(target, "sys", staging).store_tree(src)
+    dest = tmp_path / "dest"
+    (dest / "a").mkdir(parents=True)
+    (dest / "a" / "x.duckdb").write_bytes(b"old database")
+    (dest / "a" / "x.duckdb.wal").write_bytes(b"old wal")
+    (dest / "y.duckdb.wal").write_bytes(b"old wal of y")
+    (dest / "mine.txt").write_bytes(b"not the restore's")
+    assert await restore_files(target, files, dest, force=True) == len(files)
+    assert _tree(dest) == {**_tree(src), "mine.txt": b"not the restore's"}
+    assert _temps(dest) == []
