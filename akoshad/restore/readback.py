@@ -84,7 +84,7 @@ async def restore_files(
         tree = DestTree(dest_fd, force)
     finally:
         os.close(dest_fd)
-    committer = Committer(tree, without_wal=databases_without_wal(f.path for f in files))
+    committer = Committer(tree, without_wal=databases_without_wal(files))
 
     async def one(f: StoredFile, reader: RangeReader) -> None:
         sink = await owned_in_thread(lambda: committer.sink(f), LandingSink.discard)

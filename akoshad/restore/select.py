@@ -4,13 +4,14 @@ store paths (``--path GLOB``).
 ``--at`` picks the newest upload whose manifest's ``uploaded_at`` is at or before TIME
 (ISO 8601, local time unless it has an offset). ``--path`` globs are shell-style and
 matched against the whole store path, ``*`` also matching ``/`` (``fnmatchcase`` on the
-whole path); a DuckDB database always brings its ``.wal`` along.
+whole path); a DuckDB database (``.duckdb``, or any name its entry's kind says is one)
+always brings its ``.wal`` along.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any, Protocol, TypeVar
@@ -22,6 +23,7 @@ from akoshad.manifest.layout import upload_time
 
 WAL_SUFFIX = ".wal"
 DUCKDB_SUFFIX = ".duckdb"
+DUCKDB_KIND = "duckdb"  # a manifest entry's kind: DuckDB told by the file's header
 # An upload id carries the time it was made, next to the manifest's ``uploaded_at``; an id
 # dated this far after TIME cannot be at or before it, so its manifest is not even read.
 ID_MARGIN = timedelta(days=1)
@@ -102,27 +104,39 @@ async def pick_at(
     raise SelectError(f"no upload of {shown} was made at or before {when.isoformat()}{first}")
 
 
-def wal_of(path: str) -> str | None:
-    """The WAL that goes with a DuckDB database path, or None."""
-    return path + WAL_SUFFIX if path.endswith(DUCKDB_SUFFIX) else None
+def wal_of(path: str, kind: str | None = None) -> str | None:
+    """The WAL that goes with a DuckDB database (told by its entry's ``kind``, as capture
+    tells it by its header, or by a ``.duckdb`` name), or None."""
+    return path + WAL_SUFFIX if kind == DUCKDB_KIND or path.endswith(DUCKDB_SUFFIX) else None
 
 
-def databases_without_wal(paths: Iterable[str]) -> frozenset[str]:
-    """The DuckDB database paths among ``paths`` whose WAL is not among them."""
-    listed = set(paths)
-    return frozenset(p for p in listed if (w := wal_of(p)) is not None and w not in listed)
+def _wal_of_entry(entry: HasPath) -> str | None:
+    kind = getattr(entry, "kind", None)
+    return wal_of(entry.path, kind if isinstance(kind, str) else None)
 
 
-def matching_paths(paths: Iterable[str], globs: Sequence[str]) -> set[str]:
+def databases_without_wal(entries: Iterable[HasPath]) -> frozenset[str]:
+    """The paths of the DuckDB databases among ``entries`` whose WAL is not among them."""
+    listed = list(entries)
+    paths = {e.path for e in listed}
+    return frozenset(
+        e.path for e in listed if (w := _wal_of_entry(e)) is not None and w not in paths
+    )
+
+
+def matching_paths(
+    paths: Iterable[str], globs: Sequence[str], duckdbs: Collection[str] = ()
+) -> set[str]:
     """The store paths any glob matches (whole path, ``*`` crossing ``/``), plus the WAL
-    of every matched DuckDB database. SelectError naming the globs when none matches."""
+    of every matched DuckDB database (``duckdbs``: those not named ``.duckdb``).
+    SelectError naming the globs when none matches."""
     listed = set(paths)
     chosen = {p for p in listed if any(fnmatchcase(p, g) for g in globs)}
     if not chosen:
         named = ", ".join(repr(g) for g in globs)
         raise SelectError(f"--path {named} matches no file of the upload")
     for path in list(chosen):
-        wal = wal_of(path)
+        wal = wal_of(path, DUCKDB_KIND if path in duckdbs else None)
         if wal is not None and wal in listed:
             chosen.add(wal)
     return chosen
@@ -133,5 +147,6 @@ def select_entries(entries: Sequence[_E], globs: Sequence[str] | None) -> list[_
     order; all of them when no glob is given."""
     if not globs:
         return list(entries)
-    chosen = matching_paths((e.path for e in entries), globs)
+    duckdbs = {e.path for e in entries if getattr(e, "kind", None) == DUCKDB_KIND}
+    chosen = matching_paths((e.path for e in entries), globs, duckdbs)
     return [e for e in entries if e.path in chosen]

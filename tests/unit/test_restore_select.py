@@ -15,6 +15,7 @@ from akoshad.restore import parallel
 from akoshad.restore.select import (
     SelectError,
     candidates_at,
+    databases_without_wal,
     matching_paths,
     parse_at,
     pick_at,
@@ -245,3 +246,25 @@ def test_read_ahead_keeps_order_and_errors_and_ends_its_reader() -> None:
         assert {t.get_coro().__name__ for t in asyncio.all_tasks()} == {"run"}  # type: ignore[union-attr]
 
     asyncio.run(run())
+
+
+@dataclass(frozen=True)
+class _KindEntry:
+    path: str
+    kind: str
+
+
+def test_a_duckdb_database_of_any_name_brings_its_wal() -> None:
+    """DuckDB is told by its header, not its name: ``kg.db`` is captured with
+    ``kg.db.wal`` (kind ``duckdb-wal``), and ``--path kg.db`` must bring the WAL (its
+    last commits), as a restore of everything would; a WAL-less database is known too."""
+    entries = [
+        _KindEntry("kg.db", "duckdb"),
+        _KindEntry("kg.db.wal", "duckdb-wal"),
+        _KindEntry("other.db", "duckdb"),
+        _KindEntry("activity.db", "sqlite"),
+        _KindEntry("activity.db.wal", "file"),
+    ]
+    assert [e.path for e in select_entries(entries, ["kg.db"])] == ["kg.db", "kg.db.wal"]
+    assert [e.path for e in select_entries(entries, ["activity.db"])] == ["activity.db"]
+    assert databases_without_wal(entries) == {"other.db"}
