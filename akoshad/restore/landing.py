@@ -22,11 +22,11 @@ import asyncio
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from akoshad.restore.destdir import DestError, FileSink, _open_subdir, remove_stale
-from akoshad.restore.select import WAL_SUFFIX
 from akoshad.storage.stored import StoredFile
 
 SYNC_THREADS = 16  # fsyncs in flight together (the journal commits them in groups)
@@ -131,12 +131,12 @@ class LandingSink(FileSink):
         name: str,
         mode: int | None,
         direct: bool = False,
-        stale: str | None = None,
+        stale: tuple[str, ...] = (),
     ) -> None:
         super().__init__(dir_fd, name, mode, direct)
         self.committer = committer
         self.key = key
-        self.stale = stale  # a name beside this file removed before it lands (a stale WAL)
+        self.stale = stale  # suffixes of names beside it removed before it lands (old WALs)
         self._held = True
 
     def commit(self, size: int, shown: str) -> None:
@@ -162,12 +162,12 @@ class Committer:
         tree: DestTree,
         threads: int = SYNC_THREADS,
         pending: int = MAX_PENDING,
-        without_wal: frozenset[str] = frozenset(),
+        stale: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.tree = tree
-        # DuckDB databases restored without a WAL: a WAL already beside one is removed
-        # before it lands (DuckDB would replay it into, or refuse, the restored database)
-        self.without_wal = without_wal
+        # per database path, the side files (suffixes) already beside it that are removed
+        # before it lands: its engine would replay them into the restored database
+        self.stale = stale or {}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="akoshad-land")
         self._slots = threading.BoundedSemaphore(pending)
         self._idle = threading.Condition()
@@ -180,7 +180,7 @@ class Committer:
         key, dir_fd = self.tree.acquire(f.path)
         try:
             name = f.path.rsplit("/", 1)[-1]
-            stale = name + WAL_SUFFIX if f.path in self.without_wal else None
+            stale = self.stale.get(f.path, ())
             return LandingSink(self, key, dir_fd, name, f.mode, f.size >= DIRECT_MIN, stale)
         except BaseException:
             self.tree.release(key, False)
@@ -202,8 +202,8 @@ class Committer:
     def _land(self, sink: LandingSink, shown: str) -> None:
         try:
             sink.sync()
-            if sink.stale is not None:
-                remove_stale(sink.dir_fd, sink.stale, shown + WAL_SUFFIX)
+            for suffix in sink.stale:
+                remove_stale(sink.dir_fd, sink.name + suffix, shown + suffix)
             sink.publish(shown)
             sink.release(changed=True)
         except BaseException as exc:

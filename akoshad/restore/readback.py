@@ -29,7 +29,7 @@ from akoshad.restore.destdir import DestError, FileSink, open_dest, parent_dir
 from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.landing import Committer, DestTree, LandingSink
 from akoshad.restore.parallel import fetch_all, owned_in_thread, to_the_end, weight_of
-from akoshad.restore.select import databases_without_wal, pick_at, select_entries
+from akoshad.restore.select import pick_at, select_entries, stale_sides
 from akoshad.restore.verify import print_ledger_check, range_reader, verify_upload
 from akoshad.storage.chunk_decode import chunk_decoder
 from akoshad.storage.crypto import Identities
@@ -84,7 +84,7 @@ async def restore_files(
         tree = DestTree(dest_fd, force)
     finally:
         os.close(dest_fd)
-    committer = Committer(tree, without_wal=databases_without_wal(files))
+    committer = Committer(tree, stale=stale_sides(files))
 
     async def one(f: StoredFile, reader: RangeReader) -> None:
         sink = await owned_in_thread(lambda: committer.sink(f), LandingSink.discard)

@@ -24,6 +24,9 @@ from akoshad.manifest.layout import upload_time
 WAL_SUFFIX = ".wal"
 DUCKDB_SUFFIX = ".duckdb"
 DUCKDB_KIND = "duckdb"  # a manifest entry's kind: DuckDB told by the file's header
+SQLITE_KIND = "sqlite"
+# what SQLite reads beside a database; never captured (the backup API copy holds every commit)
+SQLITE_SIDES = ("-wal", "-journal", "-shm")
 # An upload id carries the time it was made, next to the manifest's ``uploaded_at``; an id
 # dated this far after TIME cannot be at or before it, so its manifest is not even read.
 ID_MARGIN = timedelta(days=1)
@@ -122,6 +125,21 @@ def databases_without_wal(entries: Iterable[HasPath]) -> frozenset[str]:
     return frozenset(
         e.path for e in listed if (w := _wal_of_entry(e)) is not None and w not in paths
     )
+
+
+def stale_sides(entries: Iterable[HasPath]) -> dict[str, tuple[str, ...]]:
+    """For each database among ``entries``, the suffixes of the side files its engine
+    would read beside it that the restore does not bring: a DuckDB WAL the upload does
+    not hold, SQLite's ``-wal``, ``-journal`` and ``-shm``. One left in ``--dest`` (an
+    earlier restore, the live store) would be replayed or rolled back into the restored
+    database."""
+    listed = list(entries)
+    paths = {e.path for e in listed}
+    out: dict[str, tuple[str, ...]] = {p: (WAL_SUFFIX,) for p in databases_without_wal(listed)}
+    for e in listed:
+        if getattr(e, "kind", None) == SQLITE_KIND:
+            out[e.path] = tuple(s for s in SQLITE_SIDES if e.path + s not in paths)
+    return {p: sides for p, sides in out.items() if sides}
 
 
 def matching_paths(

@@ -160,3 +160,45 @@ async def test_a_stale_wal_beside_a_database_restored_without_one_is_removed(
     assert await restore_files(target, files, dest, force=True) == len(files)
     assert _tree(dest) == {**_tree(src), "mine.txt": b"not the restore's"}
     assert _temps(dest) == []
+
+
+async def test_stale_sqlite_side_files_beside_a_restored_database_are_removed(
+    tmp_path: Path,
+) -> None:
+    """SQLite is captured through its backup API (every commit in the main file; no
+    ``-wal`` or ``-journal`` is ever uploaded). Restored with ``--force`` over a store that
+    still has them (the live store after a crash), SQLite would replay that WAL, or roll
+    back that journal, into the restored database: they are removed."""
+    import sqlite3
+
+    src = tmp_path / "src"
+    src.mkdir()
+    db = sqlite3.connect(src / "activity.db")
+    db.execute("create table t(x)")
+    db.executemany("insert into t values (?)", [(i,) for i in range(100)])
+    db.commit()
+    db.close()
+    staging = tmp_path / "staging"
+    staging.mkdir(mode=0o700)
+    target = MemTarget()
+    files = await Store(target, "sys", staging).store_tree(src)
+    assert [f.kind for f in files] == ["sqlite"]
+    # the live store went on in WAL mode; a crash left its WAL and shared memory
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    live = sqlite3.connect(dest / "activity.db")
+    live.execute("pragma journal_mode=wal")
+    live.execute("pragma wal_autocheckpoint=0")
+    live.execute("create table t(x)")
+    live.execute("create table u(y)")
+    live.executemany("insert into t values (?)", [(-i,) for i in range(5000)])
+    live.commit()
+    wal = (dest / "activity.db-wal").read_bytes()
+    live.close()
+    (dest / "activity.db-wal").write_bytes(wal)
+    (dest / "activity.db-journal").write_bytes(b"old journal")
+    assert await restore_files(target, files, dest, force=True) == 1
+    assert _tree(dest) == _tree(src)
+    back = sqlite3.connect(dest / "activity.db")
+    assert back.execute("select count(*), min(x) from t").fetchall() == [(100, 0)]
+    back.close()
