@@ -58,7 +58,9 @@ _PLACEHOLDER_VALUE = re.compile(
 _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
     (
         "url-password",
-        r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@\"'<>]{1,128}:([^\s@/\"'<>]{1,256})@[^\s@/]",
+        # the user may be empty (redis://:pw@host); the password runs to the last @ before
+        # the host: an unencoded @ in it (P@ssw0rd) does not leave its tail behind
+        r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@\"'<>]{0,128}:([^\s/\"'<>]{1,256})@[^\s@/]",
         1,
         ("://",),
     ),

@@ -53,6 +53,9 @@ SECRETS = [
     ("password-assignment", "login with password=hunter2go please", "hunter2go"),
     ("password-assignment", 'DB_PASSWORD: "correct horse"', "correct horse"),
     ("url-password", "postgres://admin:s3cr3tP4ss@db.example.com/app", "s3cr3tP4ss"),
+    # an unencoded @ in the password: all of it goes, not only what precedes the first @
+    ("url-password", "mysql://root:P@ssw0rd@localhost/db", "ssw0rd"),
+    ("url-password", "redis://:s3cretRedis9@cache.local:6379/0", "s3cretRedis9"),  # no user
     ("generic-api-key", 'api_token: "a8f5f167f44f4964e6c998dee827110c9"', "a8f5f167f44f4964e6c9"),
     ("generic-api-key", "secret = Zx81kQp0vN3mW7sLr2Yt", "Zx81kQp0vN3mW7sLr2Yt"),
 ]
