@@ -88,13 +88,15 @@ async def read_sse(resp: aiohttp.ClientResponse, req_id: int) -> dict[str, Any] 
     """The JSON-RPC reply with ``req_id`` out of an event stream, read as it arrives."""
     parser = _SSEParser()
 
-    def pick(events: Iterator[tuple[str, str]]) -> dict[str, Any] | None:
+    def pick(events: Iterator[tuple[str, str]], tail: bool = False) -> dict[str, Any] | None:
         for event, data in events:
             if event != "message":
                 continue
             try:
                 reply = _pick_reply(json.loads(data), req_id)
             except ValueError:
+                if tail:  # the stream ended inside this event: cut short, not garbage
+                    return None
                 raise PermanentError("Akosha sent an event that is not JSON") from None
             if reply is not None:
                 return reply
@@ -104,7 +106,7 @@ async def read_sse(resp: aiohttp.ClientResponse, req_id: int) -> dict[str, Any] 
         reply = pick(parser.feed(chunk))
         if reply is not None:
             return reply  # leaving the context releases the stream
-    reply = pick(parser.close())
+    reply = pick(parser.close(), tail=True)
     if reply is None:
         raise TransientError("Akosha closed the event stream before answering")
     return reply

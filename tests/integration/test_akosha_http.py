@@ -355,6 +355,17 @@ async def test_stream_cut_short_is_transient(stub: tuple[str, dict[str, Any]]) -
             await client.initialize()
 
 
+async def test_stream_ending_mid_event_is_transient(stub: tuple[str, dict[str, Any]]) -> None:
+    """The stream ends inside the reply's event (no blank line, half its JSON): cut short,
+    not a server that speaks something else."""
+    url, behaviour = stub
+    behaviour["sse"] = b'event: message\ndata: {"jsonrpc":"2.0","id":1,"result":{"protoc'
+    async with AkoshaClient(url) as client:
+        with pytest.raises(TransientError, match="before answering") as info:
+            await client.initialize()
+    assert not isinstance(info.value, PermanentError)
+
+
 async def test_not_an_mcp_endpoint(stub: tuple[str, dict[str, Any]]) -> None:
     url, behaviour = stub
     behaviour.update(status=200, body="<html>hello</html>")
