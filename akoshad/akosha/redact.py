@@ -42,6 +42,8 @@ from akoshad.akosha.redact_gate import (
 )
 
 PLACEHOLDER = "[REDACTED:{kind}]"
+# how far a finding's line is read either side of it, for the allow lists that look at lines
+LINE_CONTEXT = 4096
 # gitleaks opens many rules with this left context; it only widens the match leftwards,
 # so it is matched by hand (a regex that starts with it is five times slower).
 _LEFT_CONTEXT = "(?i)[\\w.-]{0,50}?"
@@ -349,7 +351,7 @@ class SecretRedactor:
             if _CODE_LIKE.match(secret) and (plain.isalpha() or "." in secret):
                 return None
         text = m.string
-        line = text[text.rfind("\n", 0, m.start()) + 1 : _line_end(text, m.end())]
+        line = _line_around(text, m.start(), m.end())
         for allow in (*rule.allowlists, *self.rules.global_allow):
             if allow.allows(secret, match, line):
                 return None
@@ -406,9 +408,15 @@ def default_redactor() -> SecretRedactor:
     return SecretRedactor()
 
 
-def _line_end(text: str, pos: int) -> int:
-    end = text.find("\n", pos)
-    return len(text) if end == -1 else end
+def _line_around(text: str, start: int, end: int) -> str:
+    """The line of the match ``text[start:end]``, at most LINE_CONTEXT characters either side
+    of it: a line-wide allow list is about the code around a finding, and a text of one
+    long line (minified JSON) with many findings is not read again in full for each."""
+    low = max(0, start - LINE_CONTEXT)
+    high = min(len(text), end + LINE_CONTEXT)
+    first = text.rfind("\n", low, start) + 1 or low
+    last = text.find("\n", end, high)
+    return text[first : high if last == -1 else last]
 
 
 def _merge(findings: list[Finding]) -> list[Finding]:
