@@ -57,6 +57,13 @@ SECRETS = [
     # an unencoded @ in the password: all of it goes, not only what precedes the first @
     ("url-password", "mysql://root:P@ssw0rd@localhost/db", "ssw0rd"),
     ("url-password", "redis://:s3cretRedis9@cache.local:6379/0", "s3cretRedis9"),  # no user
+    # a token as the user name: both go, and a second pass finds nothing more
+    (
+        "url-password",
+        "git clone https://ghp_"
+        + "1234567890abcdefghijABCDEFGHIJ123456:x-oauth-basic@github.com/o",
+        "x-oauth-basic",
+    ),
     ("generic-api-key", 'api_token: "a8f5f167f44f4964e6c998dee827110c9"', "a8f5f167f44f4964e6c9"),
     ("generic-api-key", "secret = Zx81kQp0vN3mW7sLr2Yt", "Zx81kQp0vN3mW7sLr2Yt"),
 ]
