@@ -131,8 +131,9 @@ def _problem_sql(cols: dict[str, str]) -> str:
         f"CASE WHEN {emb} IS NULL THEN '{REASON_NO_EMBEDDING}' "
         f"WHEN len({as_list}) <> {EMBED_DIM} THEN "
         f"'embedding has ' || len({as_list}) || ' dimensions, expected {EMBED_DIM}' "
-        f"WHEN coalesce(list_bool_or(list_transform({as_list}, lambda x: isnan(x) OR isinf(x))),"
-        f" false) THEN '{REASON_NON_FINITE}' "
+        # a NULL inside the vector is no finite value either (isnan(NULL) is NULL: asked)
+        f"WHEN coalesce(list_bool_or(list_transform({as_list}, "
+        f"lambda x: x IS NULL OR isnan(x) OR isinf(x))), false) THEN '{REASON_NON_FINITE}' "
         f"WHEN content IS NULL OR {_BLANK_SQL} THEN '{REASON_NO_TEXT}' ELSE NULL END"
     )
 

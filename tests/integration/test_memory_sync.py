@@ -163,6 +163,28 @@ async def test_skipped_rows_are_counted_and_reconsidered_when_fixed(
         await rig.close()
 
 
+async def test_a_vector_with_a_null_value_is_skipped_once(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    """A NULL inside the vector is caught when the rows are listed, as NaN is: not found
+    only when the row is loaded, so that every pass lists it as sendable, loads it, skips
+    it again and counts it again."""
+    add_rows(rig.snapshot, "conversations_v2", 0, 2)
+    con = duckdb.connect(str(rig.snapshot))
+    con.execute(
+        "UPDATE conversations_v2 SET embedding = list_transform(range(384), "
+        "lambda x: CASE WHEN x = 3 THEN NULL ELSE 0.5::FLOAT END) WHERE id = 'c000001'"
+    )
+    con.close()
+    sync = await rig.sync()
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 1
+    assert report.skipped == {"testbox:c000001": "embedding has non-finite values"}
+    again = await sync.deliver(rig.snapshot)
+    assert (again.pending, again.requests, again.skipped) == (0, 0, {})
+    assert sync.skipped_since_start == 1
+
+
 async def test_partial_result_resends_only_the_failed_ids(
     rig: Rig, akosha_server: AkoshaServer
 ) -> None:
