@@ -157,7 +157,8 @@ def iter_refs(con: Any, system_id: str) -> Iterator[RowRef]:
     table, by id), with the reason it cannot be sent (if any).
 
     Reads ids and checks only, never the vectors. Missing tables are simply absent;
-    a row whose id was already seen in an earlier table is reported as a problem.
+    a row whose id an earlier sendable row (of an earlier table) has is reported as a
+    problem; after rows of that id that cannot be sent, it is judged on its own.
     """
     schema = memory_columns(con)
     seen: set[str] = set()
@@ -173,7 +174,8 @@ def iter_refs(con: Any, system_id: str) -> Iterator[RowRef]:
             original = str(original_id)
             if original in seen:  # the same memory id: the same system, the same row id
                 problem = REASON_DUPLICATE_ID
-            seen.add(original)
+            if problem is None:
+                seen.add(original)
             yield RowRef(memory_id(system_id, original), table, original, problem)
 
 

@@ -91,6 +91,19 @@ class DeliveryInterrupted(TransientError):
         self.report = report
 
 
+def _one_per_id(refs: list[RowRef]) -> list[RowRef]:
+    """One row per memory id (the same id in both tables): the sendable one, else the
+    first, so that an id's skip reason does not change from one pass to the next."""
+    by_id: dict[str, RowRef] = {}
+    for ref in refs:
+        first = by_id.get(ref.memory_id)
+        if first is None or (first.problem is not None and ref.problem is None):
+            by_id[ref.memory_id] = ref
+    if len(by_id) == len(refs):
+        return refs
+    return list(by_id.values())
+
+
 class MemorySync(CloudMemories):
     """Deliver a snapshot's memories to Akosha once; build ``memories.json`` for uploads.
 
@@ -171,8 +184,9 @@ class MemorySync(CloudMemories):
     async def _deliver(self, snapshot_db: Path, report: DeliveryReport) -> None:
         if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
             raise self._circuit_open()  # before the rows are read: an open circuit costs nothing
-        refs = await self._list(snapshot_db)
-        report.rows = len(refs)
+        listed = await self._list(snapshot_db)
+        report.rows = len(listed)
+        refs = _one_per_id(listed)
         ids = [r.memory_id for r in refs]
         delivered = await self.state.delivered_ids(ids)
         reasons = await self.state.memory_skip_reasons(ids)

@@ -22,6 +22,7 @@ from tests.akosha_fixtures import (
     AkoshaServer,
     add_rows,
     free_port,
+    insert_sql,
     make_reflection_db,
 )
 
@@ -182,6 +183,46 @@ async def test_a_vector_with_a_null_value_is_skipped_once(
     assert report.skipped == {"testbox:c000001": "embedding has non-finite values"}
     again = await sync.deliver(rig.snapshot)
     assert (again.pending, again.requests, again.skipped) == (0, 0, {})
+    assert sync.skipped_since_start == 1
+
+
+def same_id_in_both_tables(snapshot: Path, conversation: str, reflection: str) -> None:
+    """Row ``dup`` in both tables, with these embedding SQL expressions."""
+    con = duckdb.connect(str(snapshot))
+    con.execute(insert_sql("conversations_v2", 0, 1, conversation, "'said'"))
+    con.execute(insert_sql("reflections_v2", 0, 1, reflection, "'thought'"))
+    for table in ("conversations_v2", "reflections_v2"):
+        con.execute(f"UPDATE {table} SET id = 'dup'")
+    con.close()
+
+
+async def test_an_id_in_both_tables_goes_out_from_the_row_that_has_an_embedding(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    """The conversation has no vector, the reflection with the same id has one: the
+    reflection is that memory (it is the only row of the id that can be stored)."""
+    same_id_in_both_tables(rig.snapshot, "NULL", EMB_SQL.format(dim=384))
+    sync = await rig.sync()
+    report = await sync.deliver(rig.snapshot)
+    assert report.delivered == 1
+    assert akosha_server.state()["texts"] == {"testbox:dup": "thought"}
+    again = await sync.deliver(rig.snapshot)
+    assert (again.requests, again.skipped) == (0, {})
+
+
+async def test_an_id_in_both_tables_that_neither_can_send_is_skipped_once(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    """Two rows of one id, neither sendable: one skip record, not rewritten every pass
+    with the other row's reason (counted anew each time)."""
+    nan = "list_transform(range(384), lambda x: 'nan'::FLOAT)"
+    same_id_in_both_tables(rig.snapshot, "NULL", nan)
+    sync = await rig.sync()
+    first = await sync.deliver(rig.snapshot)
+    assert first.skipped == {"testbox:dup": REASON_NO_EMBEDDING}
+    for _ in range(2):
+        again = await sync.deliver(rig.snapshot)
+        assert (again.requests, again.skipped) == (0, {})
     assert sync.skipped_since_start == 1
 
 
