@@ -302,7 +302,8 @@ class MemorySync(CloudMemories):
             if self.breaker is not None:
                 self.breaker.record_failure(exc, permanent=True)
             raise
-        if self.breaker is not None:
+        if self.breaker is not None and (result.delivered or not result.failed):
+            # an answer that stored none of the batch is no success: _send counts it failed
             self.breaker.record_success()
         return result
 

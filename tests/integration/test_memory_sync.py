@@ -391,6 +391,32 @@ async def test_server_down_fails_fast_and_the_breaker_saves_the_next_calls(
         await rig.close()
 
 
+async def test_akosha_that_stores_nothing_opens_the_circuit(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    """Akosha answers every call, but stores none of the memories (status failed): that is
+    Akosha failing. The circuit opens after its threshold of such passes instead of being
+    closed again by each answer, which had every pass resend at the base retry interval."""
+    now = [100.0]
+    breaker = CircuitBreaker("http", failure_threshold=3, reset_timeout=30, clock=lambda: now[0])
+    add_rows(rig.snapshot, "conversations_v2", 0, 5)
+    akosha_server.fail({i: 100 for i in ids("c", 0, 5)}, error="temporary storage error")
+    sync = await rig.sync(breaker=breaker, item_retries=2)
+    for _ in range(3):
+        with pytest.raises(DeliveryInterrupted, match="temporary storage error"):
+            await sync.deliver(rig.snapshot)
+    assert state_of(breaker) is BreakerState.OPEN
+    calls = len(akosha_server.calls())
+    with pytest.raises(DeliveryInterrupted, match="circuit open"):
+        await sync.deliver(rig.snapshot)
+    assert len(akosha_server.calls()) == calls
+    # a probe that stores nothing does not close it either
+    now[0] += 30
+    with pytest.raises(DeliveryInterrupted, match="temporary storage error"):
+        await sync.deliver(rig.snapshot)
+    assert state_of(breaker) is BreakerState.OPEN
+
+
 def state_of(breaker: CircuitBreaker) -> BreakerState:
     return breaker.state
 
