@@ -33,6 +33,7 @@ from akoshad.akosha.rows import (
     REASON_NO_EMBEDDING,
     REASON_NO_TEXT,
     REASON_NON_FINITE,
+    RowRef,
     dim_reason,
     extract_memories,
     iso_utc,
@@ -128,6 +129,23 @@ def test_a_long_blank_text_is_no_text_and_a_long_indent_is_not(db: Path) -> None
         "testbox:c000001": None,
         "testbox:c000002": REASON_NO_TEXT,
     }
+
+
+def test_the_listing_finds_blank_what_loading_finds_blank(db: Path) -> None:
+    """Whitespace of every kind (newlines, tabs, Unicode spaces) is blank for the listing as
+    for the loading: a row the listing sent on and the loading then skipped was revived,
+    loaded and skipped again on every pass."""
+    blanks = ["chr(10) || chr(9) || chr(10)", "chr(13) || chr(10) || ' '", "chr(8233)"]
+    for i, blank in enumerate(blanks):
+        add_rows(db, "conversations_v2", i, i + 1, content=blank)
+    add_rows(db, "conversations_v2", 3, 4, content="chr(10) || 'x'")
+    refs = list_rows(db, SYSTEM)
+    loaded = load_memories(db, SYSTEM, [RowRef(r.memory_id, r.table, r.original_id) for r in refs])
+    assert {r.memory_id: r.problem for r in refs} == {
+        **{m: REASON_NO_TEXT for m in loaded.skipped},
+        "testbox:c000003": None,
+    }
+    assert len(loaded.skipped) == 3
 
 
 def test_wrong_dimension_is_skipped(tmp_path: Path) -> None:
