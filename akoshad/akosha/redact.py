@@ -342,8 +342,11 @@ class SecretRedactor:
             return None
         if rule.entropy and shannon_entropy(secret) <= rule.entropy:
             return None
+        # a comparison (key == "..."), not an assignment; looked for before the secret only,
+        # as base64 padding ends many a secret with ==
+        operator = m.string[m.start() : start]
         if rule.kind.startswith("generic") and (
-            not any(c.isdigit() for c in secret) or "==" in match or "!=" in match
+            not any(c.isdigit() for c in secret) or "==" in operator or "!=" in operator
         ):
             return None
         if rule.kind == "password-assignment" and m.group(1) is None:

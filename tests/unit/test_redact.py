@@ -66,6 +66,18 @@ SECRETS = [
     ),
     ("generic-api-key", 'api_token: "a8f5f167f44f4964e6c998dee827110c9"', "a8f5f167f44f4964e6c9"),
     ("generic-api-key", "secret = Zx81kQp0vN3mW7sLr2Yt", "Zx81kQp0vN3mW7sLr2Yt"),
+    # base64 with its == padding: the padding is no comparison (a third of such keys end so)
+    (
+        "generic-api-key",
+        'api_secret = "dGhpc2lzYXZlcnlzZWNyZXRrZXkxMjM0NTY3ODkw=="',
+        "dGhpc2lzYXZlcnlzZWNy",
+    ),
+    (
+        "generic-api-key",
+        "AccountName=acct;AccountKey=Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5d2FsZG9m"
+        "cmVkcGx1Z3h5enp5MDEyMzQ1Njc4OQ==;EndpointSuffix=core.windows.net",
+        "Zm9vYmFyYmF6cXV4",
+    ),
 ]
 
 BENIGN = [
@@ -85,6 +97,8 @@ BENIGN = [
     "ssh://git@github.com/org/repo.git",
     "![plot](data:image/png;base64," + base64.b64encode(bytes(range(256)) * 4).decode() + ")",
     "SELECT count(*) FROM conversations_v2 WHERE id = 'c000042'",
+    'if api_key == "b7e6c5d4a3f2e1d0c9b8a7f6e5d4c3b2a1":',
+    'assert token != "b7e6c5d4a3f2e1d0c9b8a7f6e5d4c3b2a1"',
 ]
 
 
