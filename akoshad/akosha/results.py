@@ -53,6 +53,12 @@ def _error_message(body: bytes) -> str:
     return text[0][:200] if text else "(empty body)"
 
 
+# JSON-RPC errors that pass: an internal error, and what the MCP SDK answers while the
+# server shuts down or gives up on a request (connection closed, request timeout, request
+# cancelled); any other error code is a refusal that a retry would meet again
+TRANSIENT_RPC_CODES = frozenset({-32603, -32000, -32001, -32800})
+
+
 def rpc_result(reply: dict[str, Any], method: str) -> Any:
     """The ``result`` of a JSON-RPC reply; its ``error`` raised as a typed error."""
     error = reply.get("error")
@@ -60,7 +66,7 @@ def rpc_result(reply: dict[str, Any], method: str) -> Any:
         code = error.get("code") if isinstance(error, dict) else None
         msg = error.get("message") if isinstance(error, dict) else str(error)
         text = f"Akosha refused {method}: {msg} (JSON-RPC {code})"
-        if code == -32603:
+        if code in TRANSIENT_RPC_CODES:
             raise TransientError(text)
         raise PermanentError(text)
     return reply.get("result")
