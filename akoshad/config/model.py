@@ -282,6 +282,20 @@ class Settings(BaseSettings):
             raise ValueError("max_delay_seconds must not be smaller than debounce_seconds")
         return self
 
+    @model_validator(mode="after")
+    def _one_entry_per_webhook_url(self) -> Settings:
+        """A webhook's outbox is keyed by its URL: two entries of one URL would share it
+        (events sent twice, or to the entry that did not ask for them)."""
+        seen: dict[str, int] = {}
+        for i, hook in enumerate(self.webhooks):
+            if hook.url in seen:
+                raise ValueError(
+                    f"webhooks[{i}] has the URL of webhooks[{seen[hook.url]}]: give each URL "
+                    "once, with every event it wants in its events list"
+                )
+            seen[hook.url] = i
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -96,6 +96,11 @@ def test_lists_from_env_as_json(tmp_path: Path) -> None:
         ("key: [unclosed\n", "not valid YAML"),
         ("cloud_sync:\n  access_key_id: AKIA\n", "set together"),
         (f"socket_path: /tmp/{'s' * 120}.sock\n", "socket_path: is 130 bytes long"),
+        (
+            "webhooks:\n  - url: http://h/x\n    events: [failure]\n"
+            "  - url: http://h/x\n    events: [upload]\n",
+            "webhooks[1] has the URL of webhooks[0]",
+        ),
         ('data_dir: ""\n', "data_dir: is empty"),  # not the working directory ($HOME)
         ('state_dir: "a\\0b"\n', "state_dir: holds a NUL character"),
         # keys YAML reads as numbers or booleans are no names (was a TypeError traceback)
