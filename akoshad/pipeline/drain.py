@@ -13,6 +13,7 @@ pass (events, metrics, health) it learns from the :class:`PassObserver` it gave 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
 from akoshad.pipeline.stats import Stats
-from akoshad.pipeline.upload import Uploader
+from akoshad.pipeline.upload import Uploader, retry_delay
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
 
@@ -252,6 +253,13 @@ class Drain:
         except asyncio.CancelledError:
             # shutdown mid-pass: hand the rows back untouched (attempt already counted)
             await asyncio.shield(self.state.release(items, retry_at=0.0, error="interrupted"))
+            raise
+        except Exception as exc:
+            # a failure past the routes (the state refused a write, the disk is full): the
+            # rows go back on the backoff, else they would stay claimed until a restart
+            retry_at = time.time() + retry_delay(max(i.attempts for i in items), self.retry_backoff)
+            with contextlib.suppress(Exception):
+                await self.state.release(items, retry_at=retry_at, error=str(exc) or repr(exc))
             raise
         finally:
             await asyncio.to_thread(self.snap.reset_staging)

@@ -840,3 +840,25 @@ async def test_a_failed_upload_never_deletes_a_pack_an_earlier_upload_wrote(
         "g.json": b'{"g": 1}',
         "f.bin": noise(21, 300 * 1024),
     }
+
+
+async def test_a_pass_that_fails_unexpectedly_hands_its_rows_back(rig: Rig) -> None:
+    """A pass that raises past the uploader (here the state refuses to record the attempt:
+    a full disk) leaves no row claimed: the change goes up on a later pass of the same
+    daemon, not only after a restart."""
+    rig.write("a.json", b'{"a": 1}')
+    await rig.feed.reconcile()
+    begin = rig.state.begin_upload
+
+    async def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    rig.state.begin_upload = disk_full  # type: ignore[method-assign]
+    with pytest.raises(sqlite3.OperationalError):
+        await rig.drain.run_pass()
+    rig.state.begin_upload = begin  # type: ignore[method-assign]
+    (row,) = await rig.state.queue_items()
+    assert row.path == "a.json" and row.state == "pending"
+    report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
+    assert report is not None and report.upload_id and report.error is None
+    assert await rig.restore(report.upload_id) == rig.on_disk()
