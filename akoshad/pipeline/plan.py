@@ -113,6 +113,12 @@ def plan_upload(
     return plan
 
 
+def captured_paths(plan: UploadPlan) -> list[str]:
+    """The groups captured this pass and their files: no skip of theirs stands any more
+    (a skip the capture made again is in ``plan.skipped``, e.g. a WAL linked out)."""
+    return [p for cap in plan.captured for p in (cap.group, *(f.path for f in cap.files))]
+
+
 def restat(prev: LedgerEntry, f: CapturedFile) -> LedgerEntry:
     """An unchanged file's row with its new stat identity, mode and this capture's facts
     (a DuckDB file's row counts move with its WAL)."""

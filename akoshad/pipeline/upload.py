@@ -34,6 +34,7 @@ from akoshad.pipeline.packing import PackSender, SentFile, clear_staging, fresh_
 from akoshad.pipeline.plan import (
     UploadPlan,
     attempt_record,
+    captured_paths,
     plan_upload,
     resolve_ledger,
     sent_file,
@@ -227,6 +228,7 @@ class Uploader:
 
         def refresh(c: sqlite3.Connection) -> None:
             StateDB.write_ledger(c, target.name, plan.reused, [])
+            StateDB.forget_skipped(c, captured_paths(plan))
             StateDB.record_skipped(c, skipped)
 
         await self.state.transaction(refresh)
@@ -339,6 +341,7 @@ class Uploader:
                 files=len(sent_rows),
                 bytes_sent=report.bytes_sent,
             )
+            StateDB.forget_skipped(c, captured_paths(plan))
             StateDB.record_skipped(c, report.skipped)
             StateDB.prune_history(c)
 

@@ -383,3 +383,30 @@ def test_s3_damaged_object_and_bomb_are_named_and_bounded(
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "inflates beyond its declared 400 bytes" in res.stderr + res.stdout
     assert not [p for p in dest.rglob("*") if p.name.startswith(".akoshad-restore-")]
+
+
+def test_a_linked_wal_made_a_regular_file_again_is_no_longer_a_skip(tmp_path: Path) -> None:
+    """The WAL linked out of the store is a skip; once it is a regular file again, it is
+    captured with its database and the skip goes: ``run --once`` succeeds again."""
+    import duckdb
+
+    setup = Setup(tmp_path)
+    make_store(setup.store)
+    secret = tmp_path / "secret.wal"
+    secret.write_bytes(MARKER * 100)
+    wal = setup.store / "knowledge_graph.duckdb.wal"
+    wal.unlink(missing_ok=True)
+    os.symlink(secret, wal)
+    assert setup.once().returncode == 1  # the skip fails the run
+    wal.unlink()
+    con = duckdb.connect(str(setup.store / "knowledge_graph.duckdb"))
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")
+    con.execute("CREATE TABLE later (a INTEGER)")
+    con.execute("INSERT INTO later SELECT * FROM range(5)")
+    con.close()
+    assert wal.is_file() and not wal.is_symlink()
+    res = setup.once()
+    manifest = setup.manifests()[-1]
+    assert "knowledge_graph.duckdb.wal" in {e["path"] for e in manifest["metadata"]["files"]}
+    assert "knowledge_graph.duckdb.wal" not in {s["path"] for s in manifest["metadata"]["skipped"]}
+    assert res.returncode == 0, res.stderr
