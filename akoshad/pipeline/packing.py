@@ -38,7 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from akoshad.errors import PermanentError, TransientError
+from akoshad.errors import TransientError
 from akoshad.pipeline.capture.files import captured_chunks, hop_batches
 from akoshad.pipeline.capture.snapshot import CapturedFile
 from akoshad.pipeline.file_digest import FileDigest
@@ -242,8 +242,8 @@ class PackSender:
                 early.release()
             if not self._failure:
                 await self._put_pack(pack)
-        except (TransientError, PermanentError, OSError) as exc:
-            self._failure.append(exc)
+        except Exception as exc:  # any failure fails the upload (raised by ``send``), and
+            self._failure.append(exc)  # is never dropped with the task's result
         finally:
             if held:
                 slots.release()

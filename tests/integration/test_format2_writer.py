@@ -862,3 +862,27 @@ async def test_a_pass_that_fails_unexpectedly_hands_its_rows_back(rig: Rig) -> N
     report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
     assert report is not None and report.upload_id and report.error is None
     assert await rig.restore(report.upload_id) == rig.on_disk()
+
+
+async def test_a_pack_that_fails_unexpectedly_fails_its_upload_with_that_error(
+    rig: Rig,
+) -> None:
+    """A pack's send that fails in an unforeseen way (the state refuses to record the pack:
+    a full disk) fails the upload with that error: it is not dropped with the send's task
+    (the upload then failed later, on a chunk it could not place, with a bare KeyError)."""
+    rig.write("f.bin", noise(31, 300 * 1024))
+    await rig.feed.reconcile()
+    add = rig.state.add_upload_pack
+
+    async def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    rig.state.add_upload_pack = disk_full  # type: ignore[method-assign]
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        await rig.drain.run_pass()
+    rig.state.add_upload_pack = add  # type: ignore[method-assign]
+    (row,) = await rig.state.queue_items()
+    assert row.path == "f.bin" and row.state == "pending"
+    report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
+    assert report is not None and report.upload_id and report.error is None
+    assert await rig.restore(report.upload_id) == rig.on_disk()
