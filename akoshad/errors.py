@@ -49,6 +49,11 @@ class TransientError(AkoshadError):
         self.retry_after = retry_after
 
 
+class SourceChanged(TransientError):
+    """A store file changed while it was being uploaded: the upload is tried again later.
+    The store's doing, not the target's: the target is not marked failed for it."""
+
+
 class PermanentError(AkoshadError):
     """Retrying will not help until a human fixes something (credentials, bucket, ...).
 

@@ -139,7 +139,7 @@ class Drain:
         self.pacer.pass_done(paced_from, uploaded=uploaded)
         if report is None:
             return None
-        if cloud is not None and on_cloud and not report.waiting:
+        if cloud is not None and on_cloud and not report.waiting and not report.source_changed:
             cloud.record(report.error, permanent=report.permanent, uploaded=bool(report.upload_id))
         self.last_report = report
         if self.observer is not None:

@@ -38,7 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from akoshad.errors import TransientError
+from akoshad.errors import SourceChanged, TransientError
 from akoshad.pipeline.capture.files import captured_chunks, hop_batches
 from akoshad.pipeline.capture.snapshot import CapturedFile
 from akoshad.pipeline.file_digest import FileDigest
@@ -383,7 +383,7 @@ class PackSender:
                 self._pack(writer, ident, chunk.data, chunk.length, chunk.sha256)
             sha = whole.hexdigest()
         if f.in_place and not f.still_as_captured():
-            raise TransientError(f"{f.path} changed while it was being uploaded")
+            raise SourceChanged(f"{f.path} changed while it was being uploaded")
         if (f.sha256 is not None and sha != f.sha256) or sum(n for _, n in ids) != f.size:
-            raise TransientError(f"{f.path} changed between its capture and its upload")
+            raise SourceChanged(f"{f.path} changed between its capture and its upload")
         return sha, tuple(ids)

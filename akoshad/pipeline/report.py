@@ -24,6 +24,7 @@ class PassReport:
     retrying: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     permanent: bool = False
+    source_changed: bool = False  # the error: a store file moved while it was sent
     waiting: bool = False
     memories: dict[str, Any] | None = None
     memory_error: str | None = None

@@ -23,7 +23,7 @@ from pathlib import Path
 from loguru import logger
 
 from akoshad.backoff import half_jitter_delay
-from akoshad.errors import PermanentError, TransientError
+from akoshad.errors import PermanentError, SourceChanged, TransientError
 from akoshad.manifest.layout import new_upload_id, upload_prefix
 from akoshad.names import MEMORIES_NAME
 from akoshad.pipeline.attempt import Attempt, SendFailed, no_extras
@@ -380,8 +380,10 @@ class Uploader:
         message = str(exc) or type(exc).__name__
         report.error = message
         report.permanent = permanent
+        report.source_changed = isinstance(exc, SourceChanged)
         self.stats.counters.failures += 1
-        self.stats.target(target.name).failed(message)
+        if not report.source_changed:  # a file that moved is the store's doing
+            self.stats.target(target.name).failed(message)
         if begun:
             await self.state.fail_upload(upload_id, message)
             await discard_attempt(self.state, self.discarder, target, upload_id)

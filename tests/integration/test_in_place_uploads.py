@@ -170,6 +170,8 @@ async def test_a_file_changed_while_sent_is_not_recorded(
     (rig.store / BIG).write_bytes(data)
     failed = await rig.pass_of(BIG)
     assert failed.error is not None and "changed" in failed.error
+    # the store's doing: the target is not marked failed (status would blame it)
+    assert failed.source_changed and rig.drain.stats.target(rig.target.name).available
     assert BIG not in await rig.state.ledger(rig.target.name)
     assert [i.path for i in await rig.state.queue_items()] == [BIG]  # kept, retried
 
@@ -196,6 +198,7 @@ async def test_bytes_sent_must_be_the_bytes_captured(
     (rig.store / "small.json").write_bytes(data)
     failed = await rig.pass_of("small.json")
     assert failed.error is not None and "between its capture and its upload" in failed.error
+    assert failed.source_changed and rig.drain.stats.degraded_reason() is None
     assert "small.json" not in await rig.state.ledger(rig.target.name)
     retried = await rig.drain.drain_once(rig.target, now=time.time() + 3600)
     assert retried is not None and retried.ok
