@@ -1,5 +1,7 @@
 """The daemon's restore drills: one every ``drill_interval_hours`` (0 = off), beside the
-uploads. The pass lock is held only while the upload is picked; the result goes to the
+uploads. The pass lock is held only while the upload is picked; the daemon's prunes wait
+for a drill to finish (``reading``: a repack would delete the packs it reads); the result
+goes to the
 state (``status.last_drill``), the event bus (``drill``: webhooks, metrics) and the log.
 The drill code (``restore.drill``) is imported when the first drill runs.
 
@@ -23,7 +25,11 @@ from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
 from akoshad.storage.crypto import Identities, IdentityError
 
 if TYPE_CHECKING:
+    from akoshad.config import Settings
+    from akoshad.events import EventBus
     from akoshad.restore.drill import DrillResult
+    from akoshad.store.db import StateDB
+    from akoshad.targets import Target
 
 FIRST_DELAY = 60.0  # after a start without any drill on record
 RETRY_SECONDS = 600.0  # nothing to drill yet, or the drill could not run: look again
@@ -59,6 +65,28 @@ class DrillScheduler(PeriodicJob):
     uploads; the pass lock is held only while the upload is picked."""
 
     retry_seconds = RETRY_SECONDS
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        state: StateDB,
+        target: Target,
+        events: EventBus,
+        stop_event: asyncio.Event,
+        pass_lock: asyncio.Lock,
+    ) -> None:
+        super().__init__(
+            settings,
+            state=state,
+            target=target,
+            events=events,
+            stop_event=stop_event,
+            pass_lock=pass_lock,
+        )
+        # held while a drill picks and reads its upload: a prune takes it (before the pass
+        # lock) so that it never deletes or repacks what a drill is reading
+        self.reading = asyncio.Lock()
 
     def interval(self) -> float:
         """``drill_interval_hours`` in seconds."""
@@ -116,15 +144,21 @@ class DrillScheduler(PeriodicJob):
 
         settings, target = self.settings, self.target
         system_id = settings.cloud_sync.system_id
-        async with self.lock:
-            upload_id = await pick_upload(target, system_id)
-        if upload_id is None:
-            logger.debug("drill: no upload in {} yet, nothing to drill", target.name)
-            return None
-        identities = await asyncio.to_thread(self._identities)
-        result = await drill_upload(
-            target, system_id, upload_id, settings.state_dir, settings.drill_max_mbps, identities
-        )
+        async with self.reading:  # no prune meanwhile: it may repack what is read
+            async with self.lock:
+                upload_id = await pick_upload(target, system_id)
+            if upload_id is None:
+                logger.debug("drill: no upload in {} yet, nothing to drill", target.name)
+                return None
+            identities = await asyncio.to_thread(self._identities)
+            result = await drill_upload(
+                target,
+                system_id,
+                upload_id,
+                settings.state_dir,
+                settings.drill_max_mbps,
+                identities,
+            )
         await self.state.transaction(lambda c: store_result(c, result))
         log_result(result)
         extra = {"needs_identity": True} if result.needs_identity else {}

@@ -29,6 +29,7 @@ rewriting sealed documents): a pack goes once no kept upload references it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -41,6 +42,7 @@ from akoshad.errors import PermanentError, TransientError
 from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.runtime.control_client import ControlRequestError
+from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
 from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.owner import NotOwner
@@ -234,6 +236,7 @@ class PruneScheduler(PeriodicJob):
         events: EventBus,
         stop_event: asyncio.Event,
         pass_lock: asyncio.Lock,
+        drills: DrillScheduler | None = None,
     ) -> None:
         super().__init__(
             settings,
@@ -244,6 +247,7 @@ class PruneScheduler(PeriodicJob):
             pass_lock=pass_lock,
         )
         self.gate = gate
+        self.drills = drills  # a prune waits for the daemon's drill: it may repack what it reads
 
     def interval(self) -> float:
         """``retention.prune_interval_hours`` in seconds."""
@@ -254,8 +258,12 @@ class PruneScheduler(PeriodicJob):
         return parse_last(await self.state.get_kv(KV_LAST))
 
     async def prune_now(self, *, dry_run: bool = False) -> dict[str, Any]:
-        """One prune now, under the pass lock; raises :class:`NotOwner`."""
-        async with self.lock:
+        """One prune now, after the drill in progress (if any), under the pass lock; raises
+        :class:`NotOwner`."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self.drills is not None:  # taken before the pass lock, as a drill does
+                await stack.enter_async_context(self.drills.reading)
+            await stack.enter_async_context(self.lock)
             result = await prune_target(
                 self.settings, self.state, self.target, self.gate, dry_run=dry_run
             )

@@ -274,6 +274,7 @@ def build(
         events=events,
         stop_event=stop_event,
         pass_lock=pass_lock,
+        drills=drills,
     )
     return Parts(
         state=state,
