@@ -58,20 +58,34 @@ class Offline:
 @asynccontextmanager
 async def offline(settings: Settings) -> AsyncIterator[Offline]:
     """Lock the state directory (``AlreadyRunning`` when a daemon holds it), open the
-    state database and start the primary target without cleaning anything up."""
+    state database and start the primary target without cleaning anything up. A state
+    database found corrupt is kept aside and its ledger rebuilt from the target, as a
+    daemon's start does (the next daemon finds a sound database and would not know)."""
     from akoshad.runtime.wiring import StateLock, open_state
 
     async with AsyncExitStack() as stack:
         lock = StateLock(settings.state_dir)
         lock.acquire()
         stack.callback(lock.release)
-        state, _rebuilt = await open_state(settings.state_dir / STATE_FILE)
+        state, rebuilt = await open_state(settings.state_dir / STATE_FILE)
         stack.push_async_callback(state.close)
         target = make_target(primary_name(settings), settings)
         stack.push_async_callback(target.close)
         await target.start(clean_up=False)
-        gate = OwnerGate(settings.state_dir, settings.cloud_sync.system_id, Stats())
+        sid = settings.cloud_sync.system_id
+        if rebuilt:
+            n = await Recovery(state, sid, Discarder(sid), sealing_of(settings)).rebuild_ledger(
+                target
+            )
+            logger.warning("ledger rebuilt from {}: {} file(s) known", target.name, n)
+        gate = OwnerGate(settings.state_dir, sid, Stats())
         yield Offline(settings, state, target, gate)
+
+
+def sealing_of(settings: Settings) -> SealingSource | None:
+    """What reads and seals this machine's encrypted documents (None: encryption off)."""
+    enc, sid = settings.encryption, settings.cloud_sync.system_id
+    return SealingSource(enc, settings.state_dir, sid) if enc.enabled else None
 
 
 async def reseed_ledger(
@@ -130,9 +144,7 @@ async def _takeover(
 async def takeover_offline(settings: Settings) -> dict[str, Any]:
     """``akoshad takeover`` with no daemon running on this state."""
     async with offline(settings) as off:
-        enc, sid = settings.encryption, settings.cloud_sync.system_id
-        sealing = SealingSource(enc, settings.state_dir, sid) if enc.enabled else None
-        return await _takeover(off.state, off.gate, off.target, sealing)
+        return await _takeover(off.state, off.gate, off.target, sealing_of(settings))
 
 
 async def takeover_in_daemon(parts: Parts, after: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
