@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser(
         "keygen",
+        parents=[common],  # accepted like everywhere; keygen reads no configuration
         help="create an age identity for encryption and print its public key",
         description="Write a new age identity (mode 0600) and print its recipient (public "
         "key) for encryption.recipients. Keep the identity safe, ideally offline: without "

@@ -32,6 +32,11 @@ COMMANDS = [
     ["restore", "--latest", "--dest", "r"],
     ["service", "install", "--dry-run"],
     ["mcp"],
+    ["uploads"],
+    ["drill"],
+    ["prune", "--dry-run"],
+    ["takeover"],
+    ["keygen"],
 ]
 
 
@@ -66,6 +71,13 @@ def test_config_is_read_before_or_after_the_command(command: list[str]) -> None:
     # the same file in both places is fine
     same = parse_args(["--config", "a.yaml", *command, "--config", "./a.yaml"]).config
     assert same in ("a.yaml", "./a.yaml")
+
+
+def test_every_command_is_in_the_config_placement_list() -> None:
+    """CONTRACT.md: every command takes ``--config FILE``, before or after the command."""
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    assert isinstance(subparsers.choices, dict)
+    assert set(subparsers.choices) == {c[0] for c in COMMANDS}
 
 
 def test_two_different_config_files_are_a_usage_error() -> None:
