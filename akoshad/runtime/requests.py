@@ -45,6 +45,11 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     fallback = request.get("enable_fallback")
     if fallback is not None and not isinstance(fallback, bool):
         raise ControlRequestError("enable_fallback must be true or false")
+    if daemon.view.paused:  # pause stops uploading: a sync does not override it
+        raise ControlRequestError(
+            "uploads are paused: nothing is uploaded until `akoshad resume` "
+            "(watching and queueing go on)"
+        )
     if request.get("wait"):
         ok, reports = await daemon.drain_until_empty(method=method, enable_fallback=fallback)
         return {

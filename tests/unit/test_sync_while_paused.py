@@ -1,0 +1,50 @@
+"""``akoshad pause`` stops uploading: a ``sync`` request while paused (``sync``,
+``sync --wait``, the MCP tool) uploads nothing and says so, instead of draining anyway
+(``--wait``) or answering "sync started" and doing nothing (without ``--wait``)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from akoshad.runtime.control_client import ControlRequestError
+from akoshad.runtime.requests import handle_request
+
+
+class FakeDaemon:
+    """What ``handle_request`` touches for pause, resume and sync."""
+
+    def __init__(self) -> None:
+        self.view = SimpleNamespace(paused=False)
+        self.wake = asyncio.Event()
+        self.drained = 0
+        self.flushed = 0
+        self.feed = SimpleNamespace(flush=self._flush)
+        self.drain = SimpleNamespace(pacer=SimpleNamespace(waive=lambda: None))
+        self.state = SimpleNamespace(queue_depth=self._depth)
+
+    async def _flush(self) -> None:
+        self.flushed += 1
+
+    async def _depth(self) -> int:
+        return 0
+
+    async def drain_until_empty(self, **_: Any) -> tuple[bool, list[Any]]:
+        self.drained += 1
+        return True, []
+
+
+@pytest.mark.parametrize("wait", [True, False])
+async def test_sync_while_paused_uploads_nothing_and_says_so(wait: bool) -> None:
+    daemon = FakeDaemon()
+    await handle_request(daemon, {"cmd": "pause"})  # type: ignore[arg-type]
+    with pytest.raises(ControlRequestError, match=r"paused.*akoshad resume"):
+        await handle_request(daemon, {"cmd": "sync", "wait": wait})  # type: ignore[arg-type]
+    assert daemon.drained == 0 and not daemon.wake.is_set()
+    await handle_request(daemon, {"cmd": "resume"})  # type: ignore[arg-type]
+    result = await handle_request(daemon, {"cmd": "sync", "wait": wait})  # type: ignore[arg-type]
+    assert result["ok_drain"] is True
+    assert daemon.drained == (1 if wait else 0) and daemon.wake.is_set()
