@@ -331,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, loaded, list(sys.argv[1:] if argv is None else argv), env)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`akoshad uploads | head`): no noise
+        _quiet_stdout()
+        return EXIT_FAIL
     except AkoshadError as exc:
         print(f"akoshad: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -342,6 +345,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
         print(f"akoshad: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAIL
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's final flush of what is left would fail
+    on the closed pipe again (and print its own error)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":  # pragma: no cover

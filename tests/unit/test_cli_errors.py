@@ -88,3 +88,28 @@ def test_an_invalid_id_on_the_command_line_is_a_usage_error(
     assert info.value.code == 2
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.startswith(f"akoshad {argv[0]}: error: argument --") and bad in last, last
+
+
+def test_a_reader_that_goes_away_gets_no_error_line(tmp_path: Path) -> None:
+    """``akoshad config show | head -1``: the pipe closes before everything is written;
+    the command ends without a 'failed: BrokenPipeError' line (exit 1, as the output was
+    not all delivered)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import base_env
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "akoshad", "config", "show"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=base_env(tmp_path),
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1
+    assert proc.stderr == b"", proc.stderr
