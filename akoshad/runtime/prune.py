@@ -45,6 +45,7 @@ from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
 from akoshad.storage.crypto import Identities, IdentityError
+from akoshad.storage.errors import StorageError
 from akoshad.storage.owner import NotOwner
 from akoshad.storage.refs import ChunkRef
 from akoshad.store.db import StateDB
@@ -126,7 +127,6 @@ async def prune_target(
     machine owns the system id; any other failure is in the result (``ok`` false,
     ``problems``), and what was done so far leaves every kept upload restorable."""
     from akoshad.storage.prune_exec import run_prune
-    from akoshad.storage.prune_load import PruneError
 
     policy = settings.retention
     if not policy.enabled:
@@ -168,7 +168,9 @@ async def prune_target(
         raise
     except IdentityError as exc:
         result.update(ok=False, needs_identity=True, problems=[f"{exc}; nothing deleted"])
-    except (PruneError, TransientError, PermanentError, OSError) as exc:
+    except (StorageError, TransientError, PermanentError, OSError) as exc:
+        # PruneError, and any damage a repack meets (a corrupt pack or chunk): recorded as
+        # the prune's outcome (last_prune, the log), not lost
         result.update(ok=False, problems=[str(exc)])
     else:
         result.update(done.to_json())

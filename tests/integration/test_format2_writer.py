@@ -24,6 +24,7 @@ from akoshad.manifest.layout import validate_manifest
 from akoshad.pipeline import plan
 from akoshad.pipeline.packing import PACKS_IN_FLIGHT
 from akoshad.pipeline.recovery import Discarder, Recovery
+from akoshad.storage.errors import PackError
 from akoshad.storage.format2 import DOCUMENTS_IN_FLIGHT
 from akoshad.store.db import StateDB
 from akoshad.targets import make_target
@@ -886,3 +887,40 @@ async def test_a_pack_that_fails_unexpectedly_fails_its_upload_with_that_error(
     report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
     assert report is not None and report.upload_id and report.error is None
     assert await rig.restore(report.upload_id) == rig.on_disk()
+
+
+async def test_a_prune_meeting_a_damaged_pack_reports_it_as_its_outcome(tmp_path: Path) -> None:
+    """A repack that meets a damaged pack (here cut short) ends the prune with that problem
+    in its result (what ``last_prune`` and the log show), not with an exception the
+    scheduler only logs while ``last_prune`` keeps the previous good outcome."""
+    from akoshad.pipeline.ownership import OwnerGate
+    from akoshad.pipeline.stats import Stats
+    from akoshad.runtime.prune import prune_target
+
+    policy = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+    settings = local_settings(tmp_path, retention=policy)
+    rig = await open_rig(settings, CountingTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    try:
+        big = bytearray(noise(19, 8 * MiB))
+        rig.write("reflection.duckdb", bytes(big))
+        await rig.sync()
+        big[4 * MiB :] = noise(20, 4 * MiB)  # half of the first pack dead: it is repacked
+        rig.write("reflection.duckdb", bytes(big))
+        await rig.sync()
+        target = rig.target
+        reading = target.read
+
+        def damaged(key: str) -> AsyncIterator[bytes]:
+            if "/packs/" in key:
+                raise PackError(f"object {key} is damaged")
+            return reading(key)
+
+        target.read = damaged  # type: ignore[method-assign]
+        gate = OwnerGate(settings.state_dir, SID, Stats())
+        result = await prune_target(settings, rig.state, target, gate, dry_run=False)
+        target.read = reading  # type: ignore[method-assign]
+        assert result["ok"] is False and "is damaged" in result["problems"][0], result
+        assert "at" in result
+        assert len(await rig.uploads()) == 1  # the dropped upload went; the kept one stays
+    finally:
+        await close_rig(rig)
