@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from akoshad.pipeline.cloud_memories import CloudMemories, StreamTo
 from akoshad.pipeline.send_gate import OwnerRefused
 from akoshad.pyworker import WorkerError, WorkerFailed
 from akoshad.store.db import StateDB
+from akoshad.targets.growing import Restarted
 from akoshad.targets.s3.target import S3Target
 from tests.helpers import start_daemon, wait_for
 from tests.integration.test_pipeline_s3 import S3Setup
@@ -277,3 +279,45 @@ def test_a_daemon_killed_mid_build_leaves_no_object_and_the_next_run_completes(
     assert m["conversation_count"] == 2 * ROWS
     assert len([k for k in s3.keys(own) if k.endswith("/memories.json")]) == 1
     assert s3.multipart_uploads(own) == []
+
+
+async def test_a_restart_while_a_part_is_on_the_wire_is_a_restart(
+    s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer starts the file over (DuckDB ran out of memory) while the parts in flight
+    still read the first file: what was sent is aborted and it is a restart (the finished
+    file is left to the caller), not the error of a part that lost its bytes."""
+    target = s3.s3_target(system_id, retry_backoff=0.1, max_retries=1, parts_in_flight=1)
+    await target.start()
+    path = tmp_path / "memories.json"
+    path.write_bytes(b"")
+    key = key_of(system_id, "u1")
+    on_wire, rewritten = threading.Event(), threading.Event()
+    restarted = threading.Event()
+
+    def write() -> None:
+        with path.open("wb") as fh:
+            fh.write(b"x" * (6 * MiB))
+        assert on_wire.wait(30)
+        restarted.set()  # as the worker's retry does: first the flag, then the file again
+        path.write_bytes(b"y" * 100)
+        rewritten.set()
+
+    call = target._call
+
+    async def slow_parts(op: Any, *, what: str, missing: str | None = None) -> Any:
+        if what.startswith("part "):
+            on_wire.set()
+            await asyncio.to_thread(rewritten.wait, 30)
+        return await call(op, what=what, missing=missing)
+
+    monkeypatch.setattr(target, "_call", slow_parts)
+    writer = asyncio.ensure_future(asyncio.to_thread(write))
+    try:
+        with pytest.raises(Restarted):
+            await target.put_growing(key, path, writer, restarted, Gate())
+        await writer
+        assert s3.keys(f"systems/{system_id}/") == []
+        assert s3.multipart_uploads(f"systems/{system_id}/") == []
+    finally:
+        await target.close()

@@ -52,6 +52,11 @@ class GrowingSource(_PartSource):
     def finished(self) -> bool:
         return self._finished
 
+    @property
+    def restarted(self) -> bool:
+        """The writer started the file over: parts cut before lost their bytes."""
+        return self._restarted.is_set()
+
     def available(self) -> int:
         """Bytes written but not cut into a part yet."""
         return os.fstat(self._fh.fileno()).st_size - self._offset
@@ -110,7 +115,14 @@ async def send_growing(
         except BaseException:
             first.close()
             raise
-        return await put_multipart(target, key, source, first, kind)
+        try:
+            return await put_multipart(target, key, source, first, kind)
+        except Exception as exc:
+            # a part on the wire when the file was started over fails (its bytes are
+            # gone): the upload, aborted, was lost to the restart, not to that part's error
+            if source.restarted and not isinstance(exc, Restarted):
+                raise Restarted("the file was started over") from exc
+            raise
     finally:
         if not source.closed:
             await target._prepare(source.close)
