@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -79,10 +80,8 @@ def run_json(module: str, args: Sequence[str], request: Any, *, timeout: float) 
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             proc.communicate()
-    code = proc.returncode
-    if code != 0:
-        how = f"signal {-code}" if code < 0 else f"exit {code}"
-        raise WorkerFailed(f"its worker crashed ({how})")
+    if proc.returncode != 0:
+        raise crashed(proc.returncode)
     try:
         answer = json.loads(out)
     except ValueError:
@@ -103,6 +102,14 @@ def checked_answer(answer: Any) -> dict[str, Any]:
             kind=kind if isinstance(kind, str) else None,
         )
     return answer
+
+
+def crashed(code: int) -> WorkerFailed:
+    """The failure of a child that ended (exit status ``code``) without answering. Killed
+    by SIGKILL, it is worth a retry: that is the OOM killer (or an operator), never a
+    native crash of the work on the file."""
+    how = f"signal {-code}" if code < 0 else f"exit {code}"
+    return WorkerFailed(f"its worker crashed ({how})", retry=code == -signal.SIGKILL)
 
 
 def child_argv(module: str, *args: str) -> list[str]:

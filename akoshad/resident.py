@@ -35,6 +35,7 @@ from akoshad.pyworker import (
     WorkerFailed,
     checked_answer,
     child_argv,
+    crashed,
     stop_child,
     write_frame,
 )
@@ -153,8 +154,7 @@ class ResidentWorker:
         except subprocess.TimeoutExpired:
             self._reap(proc, kill=True)
             return WorkerFailed("its worker answered garbage")
-        how = f"signal {-code}" if code < 0 else f"exit {code}"
-        return WorkerFailed(f"its worker crashed ({how})")
+        return crashed(code)
 
     def _settle(self) -> None:
         """After a request: recycle a worn child, else stop it after ``idle_seconds``."""

@@ -1,13 +1,14 @@
 """A worker (for :mod:`akoshad.pyworker`) that misbehaves: tests run it in place of a real one.
 
 What it does is named by its arguments (any argument containing the word): ``crash`` (dies
-of SIGSEGV, as a native crash in DuckDB would), ``hang`` (sleeps for an hour), ``garbage``
+of SIGSEGV, as a native crash in DuckDB would), ``killed`` (dies of SIGKILL, as the OOM
+killer kills it), ``hang`` (sleeps for an hour), ``garbage``
 (answers something that is not JSON), ``chatty`` (answers through ``pyworker.serve`` after
 printing on stdout from Python and from the file descriptor, as DuckDB's progress bar does).
 An argument ``pid=FILE`` makes it write its pid there.
 
 With ``--serve`` it is a long-lived worker (:mod:`akoshad.resident`); the arguments of each
-request (their last path component) name what it does: ``crash``, ``exit`` (exits 3),
+request (their last path component) name what it does: ``crash``, ``killed``, ``exit`` (exits 3),
 ``hang``, ``garbage`` (a frame that is not JSON), ``grow=N`` (keeps N MiB more); else a
 DuckDB worker command is answered as the real worker does, anything else with its pid and
 the request.
@@ -38,6 +39,8 @@ def _served(argv: list[str], request: object) -> dict[str, object]:
     names = [Path(a).name for a in argv]  # a copy's name, not the folders it is in
     if any("crash" in a for a in names):
         os.kill(os.getpid(), signal.SIGSEGV)
+    if any("killed" in a for a in names):
+        os.kill(os.getpid(), signal.SIGKILL)
     if any("exit" in a for a in names):
         os._exit(3)
     if any("hang" in a for a in names):
@@ -79,6 +82,8 @@ def main(argv: Sequence[str]) -> int:
         if arg.startswith("pid="):
             Path(arg[4:]).write_text(str(os.getpid()))
     sys.stdin.buffer.read()
+    if any("killed" in Path(a).name for a in argv):
+        os.kill(os.getpid(), signal.SIGKILL)
     if any("hang" in a for a in argv):
         time.sleep(3600)
     if any("garbage" in a for a in argv):

@@ -112,6 +112,8 @@ def test_worker_errors_come_back_as_one_line(tmp_path: Path) -> None:
     ("name", "reason", "retry"),
     [
         ("crash.duckdb", "DuckDB copy not validated: its worker crashed (signal 11)", False),
+        # the OOM killer's SIGKILL is no fault of the file: tried again later
+        ("killed.duckdb", "DuckDB copy not validated: its worker crashed (signal 9)", True),
         ("hang.duckdb", "DuckDB copy not validated: its worker was stopped after 1s", True),
     ],
 )

@@ -199,8 +199,9 @@ def test_a_child_killed_between_requests_is_replaced_quietly(bad: ResidentWorker
 def test_a_child_killed_during_a_request_fails_that_request(bad: ResidentWorker) -> None:
     first = pid_of(bad)
     threading.Timer(0.5, os.kill, args=(first, signal.SIGKILL)).start()
-    with pytest.raises(WorkerFailed, match=r"^its worker crashed \(signal 9\)$"):
+    with pytest.raises(WorkerFailed, match=r"^its worker crashed \(signal 9\)$") as caught:
         bad.call(["hang"], None, timeout=60)
+    assert caught.value.retry is True  # killed from outside (the OOM killer): worth a retry
     assert pid_of(bad) != first
 
 
@@ -312,6 +313,8 @@ def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     ("name", "reason", "retry"),
     [
         ("crash.duckdb", "DuckDB copy not validated: its worker crashed (signal 11)", False),
+        # the OOM killer's SIGKILL is no fault of the file: tried again later
+        ("killed.duckdb", "DuckDB copy not validated: its worker crashed (signal 9)", True),
         ("hang.duckdb", "DuckDB copy not validated: its worker was stopped after 1s", True),
     ],
 )
