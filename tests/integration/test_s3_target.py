@@ -4,8 +4,10 @@ multipart uploads that stop half-way (failure, cancellation, ``kill -9``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
+import socket
 import sys
 import threading
 import time
@@ -327,6 +329,62 @@ async def test_outage_is_retried_until_the_server_is_back(
     finally:
         await asyncio.to_thread(restarted.join)
         await t.close()
+
+
+class ReadsThenStops:
+    """An endpoint that takes a request's headers and the first MiB of its body, then never
+    reads again (a server or middlebox wedged mid-upload: the client's sends stall)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                self.conns.append(conn)
+                got = 0
+                while got < MiB:
+                    piece = conn.recv(65536)
+                    if not piece:
+                        break
+                    got += len(piece)
+
+    def close(self) -> None:
+        for conn in [*self.conns, self.sock]:
+            conn.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux's TCP_USER_TIMEOUT")
+async def test_a_body_the_server_stops_reading_fails_within_the_timeout(tmp_path: Path) -> None:
+    """A part whose body stalls mid-way (nothing acknowledged any more) fails after the
+    target's timeout and is retried, instead of holding the upload forever."""
+    src = random_file(tmp_path / "f", 40 * MiB)  # far more than the socket buffers hold
+    wedged = ReadsThenStops()
+    t = S3Target(
+        bucket="b",
+        endpoint=wedged.url,
+        access_key_id="k",
+        secret_access_key="s",
+        timeout=2.0,
+        max_retries=1,
+        retry_backoff=0.05,
+        part_size=64 * MiB,
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientError):
+            await asyncio.wait_for(t.put_file("systems/x/f", src, "none"), 60)
+        assert time.monotonic() - started < 30
+        assert t.requests == 2  # the attempt and its retry, each given up
+    finally:
+        await t.close()
+        wedged.close()
 
 
 async def test_5xx_and_slowdown_are_retried_max_retries_times(

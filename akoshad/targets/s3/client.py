@@ -9,13 +9,17 @@ the client is made, the tables only its making needed are let go (see ``_release
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession
-from botocore.config import Config
 from loguru import logger
 
 from akoshad import __version__
@@ -25,9 +29,48 @@ if TYPE_CHECKING:
     from akoshad.targets.s3.target import S3Target
 
 
-def client_config(endpoint: str | None, timeout: float, parts_in_flight: int) -> Config:
+def _stall_bound_socket(timeout: float, addr_info: Any) -> socket.socket:
+    """A connection's socket on which data the peer leaves unacknowledged for ``timeout``
+    seconds (a wedged server, a connection dropped on the way) ends the connection
+    (Linux's TCP_USER_TIMEOUT): aiohttp's read timeout starts only once the body is sent,
+    so a body the server stopped reading would otherwise hold its request forever."""
+    family, kind, proto = addr_info[0], addr_info[1], addr_info[2]
+    sock = socket.socket(family, kind, proto)
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None and family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):  # a kernel without it: as before
+            sock.setsockopt(socket.IPPROTO_TCP, user_timeout, max(1, int(timeout * 1000)))
+    return sock
+
+
+class StallBoundSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore is untyped
+    """aiobotocore's HTTP session whose connections end when sending stalls past the read
+    timeout (:func:`_stall_bound_socket`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        read_timeout = self._timeout.sock_read
+        if read_timeout:
+            factory = functools.partial(_stall_bound_socket, float(read_timeout))
+            connector: dict[str, Any] = dict(getattr(self, "_connector_args", None) or {})
+            connector["socket_factory"] = factory
+            self._connector_args = connector
+
+
+def _no_expect(params: dict[str, Any], **_kwargs: Any) -> None:
+    """botocore's ``before-call`` event, after its own handler: no ``Expect: 100-continue``.
+    aiohttp waits for the ``100 Continue`` without any timeout (its read timeout starts once
+    the body is sent), so a server that never said it held a request forever; the body
+    goes at once instead, bounded like any other (:func:`_stall_bound_socket`)."""
+    headers = params.get("headers")
+    if headers is not None:
+        headers.pop("Expect", None)
+
+
+def client_config(endpoint: str | None, timeout: float, parts_in_flight: int) -> AioConfig:
     """The botocore settings of the target's one client (retries are akoshad's own)."""
-    return Config(
+    return AioConfig(
+        http_session_cls=StallBoundSession,
         s3={
             "addressing_style": "path" if endpoint else "auto",
             # the body checksum header (signed, checked by the server) protects every
@@ -137,6 +180,7 @@ async def open_client(target: S3Target) -> tuple[AsyncExitStack, Any, ThreadPool
         if isinstance(exc, Exception):
             raise target._classify(exc, "open the S3 client") from None
         raise
+    client.meta.events.register("before-call.s3", _no_expect)
     _cache_endpoints_per_bucket(client)
     _release_tables(session, client)
     return stack, client, pool
