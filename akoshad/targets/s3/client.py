@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession
@@ -43,6 +45,12 @@ def _stall_bound_socket(timeout: float, addr_info: Any) -> socket.socket:
     return sock
 
 
+# aiohttp 3.12 and later (an older one keeps its own sockets: stalls are bounded as before)
+_CONNECTOR_TAKES_SOCKET_FACTORY = (
+    "socket_factory" in inspect.signature(aiohttp.TCPConnector.__init__).parameters
+)
+
+
 class StallBoundSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore is untyped
     """aiobotocore's HTTP session whose connections end when sending stalls past the read
     timeout (:func:`_stall_bound_socket`)."""
@@ -50,7 +58,7 @@ class StallBoundSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore is
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         read_timeout = self._timeout.sock_read
-        if read_timeout:
+        if read_timeout and _CONNECTOR_TAKES_SOCKET_FACTORY:
             factory = functools.partial(_stall_bound_socket, float(read_timeout))
             connector: dict[str, Any] = dict(getattr(self, "_connector_args", None) or {})
             connector["socket_factory"] = factory
