@@ -59,8 +59,13 @@ async def list_keys(target: S3Target, prefix: str) -> AsyncIterator[str]:
         for obj in page.get("Contents") or []:
             yield obj["Key"]
         token = page.get("NextContinuationToken")
-        if not page.get("IsTruncated") or not token:
+        if not page.get("IsTruncated"):
             return
+        if not token:  # a listing known to be incomplete must not pass for the whole one
+            raise TransientError(
+                f"list {prefix}: the server says the listing goes on but gives no "
+                "continuation token"
+            )
 
 
 async def delete_keys(target: S3Target, keys: list[str]) -> None:
