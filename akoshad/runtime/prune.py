@@ -33,7 +33,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from loguru import logger
 
@@ -176,8 +176,29 @@ async def prune_target(
         result.update(done.to_json())
         problems = [f"a kept upload references {key}, which is missing" for key in done.missing]
         result.update(ok=not problems, problems=problems)
+        if not dry_run:
+            result["multipart_aborted"] = await _abort_leftover_uploads(target)
     result["at"] = time.time()
     return result
+
+
+@runtime_checkable
+class _LeftoverUploads(Protocol):
+    async def abort_leftover_uploads(self) -> int: ...
+
+
+async def _abort_leftover_uploads(target: Target) -> int:
+    """The owner, between passes (the pass lock, or the state's lock: no upload of this
+    machine is in progress): abort the multipart uploads left under its prefix (a lost reply
+    to a create, an abort that failed), which a daemon that runs for months would otherwise
+    keep paying for until its next start. Best effort: a failure is logged."""
+    if not isinstance(target, _LeftoverUploads):
+        return 0
+    try:
+        return await target.abort_leftover_uploads()
+    except (TransientError, PermanentError, OSError) as exc:
+        logger.warning("prune: could not abort leftover multipart uploads: {}", exc)
+        return 0
 
 
 def log_result(result: dict[str, Any]) -> None:

@@ -71,10 +71,16 @@ def test_non_owner_is_refused_leaves_multipart_uploads_and_the_owner_prunes(
     assert s3.multipart_uploads(f"systems/{system_id}/") == []  # the owner cleaned up
     ids = manifests(s3, system_id)
     assert len(ids) == 4
+    # a multipart upload no pass owns (a lost reply to its create): the daemon's start
+    # aborts such leftovers, and so does the owner's prune (a daemon may run for months)
+    left = f"systems/{system_id}/uploads/lost/part.bin"
+    s3.client().create_multipart_upload(Bucket=s3.bucket, Key=left)
     dry = json.loads(a.cli("prune", "--dry-run", "--json", check=True).stdout)
     assert sorted(dry["uploads_removed"]) == ids[:2] and manifests(s3, system_id) == ids
+    assert [u["Key"] for u in s3.multipart_uploads(f"systems/{system_id}/")] == [left]
     done = json.loads(a.cli("prune", "--json", check=True).stdout)
     assert done["ok"] is True and sorted(done["uploads_removed"]) == ids[:2]
+    assert done["multipart_aborted"] == 1 and s3.multipart_uploads(f"systems/{system_id}/") == []
     assert manifests(s3, system_id) == ids[2:]
     assert s3.keys(f"systems/{system_id}/owner.json")  # never pruned
     res = a.cli("verify", "--all")
