@@ -37,6 +37,7 @@ from akoshad.pipeline.storefiles import WalkResult
 from akoshad.pipeline.watch import StoreWatcher
 from akoshad.redaction import redact
 from akoshad.runtime.control import ControlServer
+from akoshad.runtime.deadline import finished_within, settled
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.leftovers import clean_leftovers
 from akoshad.runtime.leftovers import describe as describe_leftovers
@@ -105,7 +106,7 @@ class Daemon:
         elif self.once:  # the store is walked while the targets start (one daemon-less pass)
             walked = asyncio.create_task(self.feed.walk(), name="walk")
         if walked is not None:
-            stack.push_async_callback(_settled, walked)
+            stack.push_async_callback(settled, walked)
         self.view = StatusView(self.settings, p, self.started)
         self.watchdog = Watchdog(
             self.notifier, WatchdogPolicy(self._stall), p.stats, self.view, self.stop_event
@@ -412,16 +413,7 @@ class Daemon:
         others = [t for t in tasks if t is not drain]
         for t in others:
             t.cancel()
-        try:
-            await asyncio.wait_for(asyncio.shield(drain), deadline)
-        except TimeoutError:
-            logger.warning("drain deadline ({}s) reached: the rest stays queued", deadline)
-            drain.cancel()
+        await finished_within(drain, deadline)
         with suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
         logger.info("stopped; {} change(s) stay queued", await self.state.queue_depth())
-
-
-async def _settled(task: asyncio.Future[Any]) -> None:
-    """Wait for ``task`` to end, whatever its outcome (its owner is going away)."""
-    await asyncio.gather(task, return_exceptions=True)

@@ -12,13 +12,10 @@ from loguru import logger
 from akoshad.config import Settings
 from akoshad.names import EXIT_FAIL, EXIT_OK
 from akoshad.pipeline.report import PassReport
+from akoshad.runtime.deadline import finished_within, settled
 from akoshad.store.db import StateDB
 
 Drained = tuple[bool, list[PassReport]]
-
-
-async def _settled(task: asyncio.Future[Any]) -> None:
-    await asyncio.gather(task, return_exceptions=True)
 
 
 async def drain_within_deadline(
@@ -30,17 +27,13 @@ async def drain_within_deadline(
     stopping = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({drain, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if drain.done():
+        if drain.done() or await finished_within(drain, deadline):
             return drain.result()
-        try:
-            return await asyncio.wait_for(asyncio.shield(drain), deadline)
-        except TimeoutError:
-            logger.warning("drain deadline ({}s) reached: the rest stays queued", deadline)
-            return False, []
+        return False, []
     finally:
         for task in (drain, stopping):
             task.cancel()
-            await _settled(task)
+            await settled(task)
 
 
 def nothing_selected(settings: Settings, files_on_disk: int | None) -> str | None:
