@@ -1,8 +1,8 @@
 """The daemon's restore drills: one every ``drill_interval_hours`` (0 = off), beside the
 uploads. The pass lock is held only while the upload is picked; the daemon's prunes wait
 for a drill to finish (``reading``: a repack would delete the packs it reads); the result
-goes to the
-state (``status.last_drill``), the event bus (``drill``: webhooks, metrics) and the log.
+goes to the state (``status.last_drill``), the event bus (``drill``: webhooks, metrics) and
+the log.
 The drill code (``restore.drill``) is imported when the first drill runs.
 
 Encrypted uploads are drilled with ``encryption.identity_file``. A daemon without a usable
@@ -14,6 +14,7 @@ log, one ``drill`` event), and the next one comes after the full interval, like 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +26,7 @@ from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
 from akoshad.storage.crypto import Identities, IdentityError
 
 if TYPE_CHECKING:
-    from akoshad.config import Settings
-    from akoshad.events import EventBus
     from akoshad.restore.drill import DrillResult
-    from akoshad.store.db import StateDB
-    from akoshad.targets import Target
 
 FIRST_DELAY = 60.0  # after a start without any drill on record
 RETRY_SECONDS = 600.0  # nothing to drill yet, or the drill could not run: look again
@@ -66,27 +63,11 @@ class DrillScheduler(PeriodicJob):
 
     retry_seconds = RETRY_SECONDS
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        state: StateDB,
-        target: Target,
-        events: EventBus,
-        stop_event: asyncio.Event,
-        pass_lock: asyncio.Lock,
-    ) -> None:
-        super().__init__(
-            settings,
-            state=state,
-            target=target,
-            events=events,
-            stop_event=stop_event,
-            pass_lock=pass_lock,
-        )
-        # held while a drill picks and reads its upload: a prune takes it (before the pass
-        # lock) so that it never deletes or repacks what a drill is reading
-        self.reading = asyncio.Lock()
+    @functools.cached_property
+    def reading(self) -> asyncio.Lock:
+        """Held while a drill picks and reads its upload: a prune takes it (before the pass
+        lock) so that it never deletes or repacks what a drill is reading."""
+        return asyncio.Lock()
 
     def interval(self) -> float:
         """``drill_interval_hours`` in seconds."""
