@@ -137,26 +137,30 @@ async def open_rig(settings: Settings, target: Target, state_path: Path) -> Rig:
     return Rig(settings, settings.data_dir, state, target, feed, drain, uploader)
 
 
+def rig_settings(tmp: Path, system_id: str, **overrides: Any) -> Settings:
+    """Settings of a rig in ``tmp``: the store ``tmp/store`` (created), the state and the
+    local outbox beside it, uploads for ``system_id``; ``overrides`` on top."""
+    from akoshad.config import load_settings
+
+    (tmp / "store").mkdir(exist_ok=True)
+    tree: dict[str, Any] = {
+        "data_dir": str(tmp / "store"),
+        "state_dir": str(tmp / "state"),
+        "local_target_dir": str(tmp / "outbox"),
+        "cloud_sync": {"system_id": system_id},
+        **overrides,
+    }
+    return load_settings(None, overrides=tree, environ={"HOME": str(tmp)})
+
+
 async def open_sealed_rig(tmp_path: Path, system_id: str) -> Rig:
     """A rig over the local outbox in ``tmp_path`` whose uploads are sealed to a new
     identity (``tmp_path / "id.txt"``); the store is ``tmp_path / "store"`` (created)."""
-    from akoshad.config import load_settings
     from akoshad.pipeline.sealing import SealingSource
     from akoshad.storage.crypto import write_new_identity
 
-    (tmp_path / "store").mkdir()
     public = write_new_identity(tmp_path / "id.txt")
-    settings = load_settings(
-        None,
-        overrides={
-            "data_dir": str(tmp_path / "store"),
-            "state_dir": str(tmp_path / "state"),
-            "local_target_dir": str(tmp_path / "outbox"),
-            "cloud_sync": {"system_id": system_id},
-            "encryption": {"recipients": [public]},
-        },
-        environ={"HOME": str(tmp_path)},
-    )
+    settings = rig_settings(tmp_path, system_id, encryption={"recipients": [public]})
     rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
     rig.uploader.sealing = SealingSource(settings.encryption, tmp_path / "state", system_id)
     return rig

@@ -8,13 +8,12 @@ import asyncio
 import random
 from pathlib import Path
 
-from akoshad.config import load_settings
 from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.stats import Stats
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.prune import PruneScheduler
-from tests.f2_rig import CountingTarget, close_rig, open_rig
+from tests.f2_rig import CountingTarget, close_rig, open_rig, rig_settings
 
 SID = "drillprune"
 MiB = 1024 * 1024
@@ -38,17 +37,10 @@ class PausingTarget(CountingTarget):
 
 
 async def test_a_prune_never_repacks_under_a_running_drill(tmp_path: Path) -> None:
-    (tmp_path / "store").mkdir()
-    settings = load_settings(
-        None,
-        overrides={
-            "data_dir": str(tmp_path / "store"),
-            "state_dir": str(tmp_path / "state"),
-            "local_target_dir": str(tmp_path / "outbox"),
-            "cloud_sync": {"system_id": SID},
-            "retention": {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0},
-        },
-        environ={"HOME": str(tmp_path)},
+    settings = rig_settings(
+        tmp_path,
+        SID,
+        retention={"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0},
     )
     target = PausingTarget(tmp_path / "outbox")
     rig = await open_rig(settings, target, tmp_path / "state/state.db")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from akoshad.config import Settings, load_settings
+from akoshad.config import Settings
 from akoshad.errors import TransientError
 from akoshad.fileio import LiveStat
 from akoshad.manifest.layout import validate_manifest
@@ -29,7 +29,7 @@ from akoshad.storage.format2 import DOCUMENTS_IN_FLIGHT
 from akoshad.store.db import StateDB
 from akoshad.targets import make_target
 from akoshad.targets.base import Target
-from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig
+from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig, rig_settings
 from tests.s3server import WeedServer
 
 SID = "f2writer"
@@ -42,15 +42,7 @@ def noise(seed: int, size: int) -> bytes:
 
 
 def local_settings(tmp: Path, **overrides: Any) -> Settings:
-    (tmp / "store").mkdir(exist_ok=True)
-    tree: dict[str, Any] = {
-        "data_dir": str(tmp / "store"),
-        "state_dir": str(tmp / "state"),
-        "local_target_dir": str(tmp / "outbox"),
-        "cloud_sync": {"system_id": SID},
-        **overrides,
-    }
-    return load_settings(None, overrides=tree, environ={"HOME": str(tmp)})
+    return rig_settings(tmp, SID, **overrides)
 
 
 @pytest.fixture
@@ -843,6 +835,11 @@ async def test_a_failed_upload_never_deletes_a_pack_an_earlier_upload_wrote(
     }
 
 
+async def _disk_full(*args: Any, **kwargs: Any) -> None:
+    """A state write that fails as on a full disk."""
+    raise sqlite3.OperationalError("database or disk is full")
+
+
 async def test_a_pass_that_fails_unexpectedly_hands_its_rows_back(rig: Rig) -> None:
     """A pass that raises past the uploader (here the state refuses to record the attempt:
     a full disk) leaves no row claimed: the change goes up on a later pass of the same
@@ -851,10 +848,7 @@ async def test_a_pass_that_fails_unexpectedly_hands_its_rows_back(rig: Rig) -> N
     await rig.feed.reconcile()
     begin = rig.state.begin_upload
 
-    async def disk_full(*args: Any, **kwargs: Any) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
-
-    rig.state.begin_upload = disk_full  # type: ignore[method-assign]
+    rig.state.begin_upload = _disk_full  # type: ignore[method-assign]
     with pytest.raises(sqlite3.OperationalError):
         await rig.drain.run_pass()
     rig.state.begin_upload = begin  # type: ignore[method-assign]
@@ -875,10 +869,7 @@ async def test_a_pack_that_fails_unexpectedly_fails_its_upload_with_that_error(
     await rig.feed.reconcile()
     add = rig.state.add_upload_pack
 
-    async def disk_full(*args: Any, **kwargs: Any) -> None:
-        raise sqlite3.OperationalError("database or disk is full")
-
-    rig.state.add_upload_pack = disk_full  # type: ignore[method-assign]
+    rig.state.add_upload_pack = _disk_full  # type: ignore[method-assign]
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
         await rig.drain.run_pass()
     rig.state.add_upload_pack = add  # type: ignore[method-assign]

@@ -7,6 +7,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,35 +127,42 @@ def test_sighup_reload_refuses_garbage_and_applies_valid(tmp_path: Path) -> None
         assert proc.wait(20) == 0
 
 
-def _run_once(cfg: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+@contextmanager
+def _once_while_its_upload_hangs(
+    tmp_path: Path, deadline: float
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """``run --once`` (``drain_deadline_seconds``: ``deadline``) against a bucket where
+    every upload hangs, once its upload is in hand: the process and its log; killed (if it
+    still runs) and the server closed afterwards."""
+    stalled = StalledServer()
+    cfg, env = _setup(
+        tmp_path,
+        drain_deadline_seconds=deadline,
+        cloud_sync=stalled_cloud(stalled, "life", upload_timeout_seconds=600),
+    )
+    log = tmp_path / "once.log"
+    proc = subprocess.Popen(
         [sys.executable, "-m", "akoshad", "run", "--once", "--config", str(cfg)],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         env=env,
     )
-
-
-def test_sigterm_stops_run_once_within_the_deadline(tmp_path: Path) -> None:
-    """run --once while its upload hangs: SIGTERM lets the pass in hand run for the drain
-    deadline, then the changes stay queued and the exit code says nothing landed."""
-    stalled = StalledServer()
-    cfg, env = _setup(
-        tmp_path,
-        drain_deadline_seconds=1,
-        cloud_sync=stalled_cloud(stalled, "life", upload_timeout_seconds=600),
-    )
-    log = tmp_path / "once.log"
-    proc = _run_once(cfg, env, log)
     try:
         wait_for(lambda: stalled.conns, 60)  # the upload is in hand
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
+        yield proc, log
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         stalled.close()
+
+
+def test_sigterm_stops_run_once_within_the_deadline(tmp_path: Path) -> None:
+    """run --once while its upload hangs: SIGTERM lets the pass in hand run for the drain
+    deadline, then the changes stay queued and the exit code says nothing landed."""
+    with _once_while_its_upload_hangs(tmp_path, deadline=1) as (proc, log):
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
     text = log.read_text()
     assert code == 1, text
     assert "SIGTERM received: stopping" in text
@@ -167,27 +176,13 @@ def test_sigterm_stops_run_once_within_the_deadline(tmp_path: Path) -> None:
 
 
 def test_second_signal_ends_run_once_at_once(tmp_path: Path) -> None:
-    stalled = StalledServer()
-    cfg, env = _setup(
-        tmp_path,
-        drain_deadline_seconds=600,
-        cloud_sync=stalled_cloud(stalled, "life", upload_timeout_seconds=600),
-    )
-    log = tmp_path / "once.log"
-    proc = _run_once(cfg, env, log)
-    try:
-        wait_for(lambda: stalled.conns, 60)
+    with _once_while_its_upload_hangs(tmp_path, deadline=600) as (proc, log):
         proc.send_signal(signal.SIGINT)
         wait_for(lambda: "SIGINT received: stopping" in log.read_text(), 20)
         assert proc.poll() is None  # the pass in hand may take the deadline (600 s)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(5) == 1
         assert "second SIGINT: exiting now" in log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        stalled.close()
 
 
 def test_sighup_keeps_the_command_lines_settings(tmp_path: Path) -> None:

@@ -9,10 +9,9 @@ import random
 from pathlib import Path
 
 from akoshad.cli.prune import _prune_offline
-from akoshad.config import load_settings
 from akoshad.store.db import StateDB
 from akoshad.targets.local import LocalTarget
-from tests.f2_rig import close_rig, open_rig
+from tests.f2_rig import close_rig, open_rig, rig_settings
 
 SID = "offlinerebuild"
 
@@ -26,17 +25,7 @@ def corrupt(db: Path) -> None:
 async def test_an_offline_prune_that_sets_a_corrupt_state_aside_rebuilds_the_ledger(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "store").mkdir()
-    settings = load_settings(
-        None,
-        overrides={
-            "data_dir": str(tmp_path / "store"),
-            "state_dir": str(tmp_path / "state"),
-            "local_target_dir": str(tmp_path / "outbox"),
-            "cloud_sync": {"system_id": SID},
-        },
-        environ={"HOME": str(tmp_path)},
-    )
+    settings = rig_settings(tmp_path, SID)
     db = tmp_path / "state" / "state.db"
     rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), db)
     try:

@@ -56,7 +56,9 @@ def _everything_under(root: Path) -> bytes:
 # ---- 16.1: side files are opened by the same rule as every other store file ----------
 
 
-def test_duckdb_wal_linked_out_of_the_store_is_never_uploaded(tmp_path: Path) -> None:
+def _store_with_wal_linked_out(tmp_path: Path) -> tuple[Setup, Path]:
+    """A store whose ``knowledge_graph.duckdb.wal`` is a link to a file of MARKERs outside
+    it; the setup and the link's path."""
     setup = Setup(tmp_path)
     make_store(setup.store)
     secret = tmp_path / "secret.wal"
@@ -64,6 +66,11 @@ def test_duckdb_wal_linked_out_of_the_store_is_never_uploaded(tmp_path: Path) ->
     wal = setup.store / "knowledge_graph.duckdb.wal"
     wal.unlink(missing_ok=True)
     os.symlink(secret, wal)
+    return setup, wal
+
+
+def test_duckdb_wal_linked_out_of_the_store_is_never_uploaded(tmp_path: Path) -> None:
+    setup, _wal = _store_with_wal_linked_out(tmp_path)
     res = setup.once()
     assert "Traceback" not in res.stderr
     (manifest,) = setup.manifests()
@@ -390,13 +397,7 @@ def test_a_linked_wal_made_a_regular_file_again_is_no_longer_a_skip(tmp_path: Pa
     captured with its database and the skip goes: ``run --once`` succeeds again."""
     import duckdb
 
-    setup = Setup(tmp_path)
-    make_store(setup.store)
-    secret = tmp_path / "secret.wal"
-    secret.write_bytes(MARKER * 100)
-    wal = setup.store / "knowledge_graph.duckdb.wal"
-    wal.unlink(missing_ok=True)
-    os.symlink(secret, wal)
+    setup, wal = _store_with_wal_linked_out(tmp_path)
     assert setup.once().returncode == 1  # the skip fails the run
     wal.unlink()
     con = duckdb.connect(str(setup.store / "knowledge_graph.duckdb"))
