@@ -840,23 +840,27 @@ async def _disk_full(*args: Any, **kwargs: Any) -> None:
     raise sqlite3.OperationalError("database or disk is full")
 
 
+async def _a_pass_meets_a_full_disk(rig: Rig, method: str, path: str, data: bytes) -> None:
+    """The state's ``method`` fails as on a full disk in the pass that sends ``path``: that
+    pass raises the error, the row is pending again, and the next pass lands the file."""
+    rig.write(path, data)
+    await rig.feed.reconcile()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rig.state, method, _disk_full)
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            await rig.drain.run_pass()
+    (row,) = await rig.state.queue_items()
+    assert row.path == path and row.state == "pending"
+    report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
+    assert report is not None and report.upload_id and report.error is None
+    assert await rig.restore(report.upload_id) == rig.on_disk()
+
+
 async def test_a_pass_that_fails_unexpectedly_hands_its_rows_back(rig: Rig) -> None:
     """A pass that raises past the uploader (here the state refuses to record the attempt:
     a full disk) leaves no row claimed: the change goes up on a later pass of the same
     daemon, not only after a restart."""
-    rig.write("a.json", b'{"a": 1}')
-    await rig.feed.reconcile()
-    begin = rig.state.begin_upload
-
-    rig.state.begin_upload = _disk_full  # type: ignore[method-assign]
-    with pytest.raises(sqlite3.OperationalError):
-        await rig.drain.run_pass()
-    rig.state.begin_upload = begin  # type: ignore[method-assign]
-    (row,) = await rig.state.queue_items()
-    assert row.path == "a.json" and row.state == "pending"
-    report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
-    assert report is not None and report.upload_id and report.error is None
-    assert await rig.restore(report.upload_id) == rig.on_disk()
+    await _a_pass_meets_a_full_disk(rig, "begin_upload", "a.json", b'{"a": 1}')
 
 
 async def test_a_pack_that_fails_unexpectedly_fails_its_upload_with_that_error(
@@ -865,19 +869,7 @@ async def test_a_pack_that_fails_unexpectedly_fails_its_upload_with_that_error(
     """A pack's send that fails in an unforeseen way (the state refuses to record the pack:
     a full disk) fails the upload with that error: it is not dropped with the send's task
     (the upload then failed later, on a chunk it could not place, with a bare KeyError)."""
-    rig.write("f.bin", noise(31, 300 * 1024))
-    await rig.feed.reconcile()
-    add = rig.state.add_upload_pack
-
-    rig.state.add_upload_pack = _disk_full  # type: ignore[method-assign]
-    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
-        await rig.drain.run_pass()
-    rig.state.add_upload_pack = add  # type: ignore[method-assign]
-    (row,) = await rig.state.queue_items()
-    assert row.path == "f.bin" and row.state == "pending"
-    report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
-    assert report is not None and report.upload_id and report.error is None
-    assert await rig.restore(report.upload_id) == rig.on_disk()
+    await _a_pass_meets_a_full_disk(rig, "add_upload_pack", "f.bin", noise(31, 300 * 1024))
 
 
 async def test_a_prune_meeting_a_damaged_pack_reports_it_as_its_outcome(tmp_path: Path) -> None:
