@@ -60,15 +60,12 @@ class ChangeFeed:
         self.stats = stats
         self.wake = wake or asyncio.Event()  # the drain has work
         self.reconciled = asyncio.Event()
-        # ``run --once`` asks for the lstat of every store entry, read on the first
-        # reconcile's walk (before anything is captured): its quick check's record
+        # the lstat of every store entry, read on the first reconcile's walk (before
+        # anything is captured), kept when asked: ``run --once`` records them for its quick
+        # check; the daemon compares them with the store once its watch is up (``catch_up``)
         self.keep_stats = False
         self.stats_seen: StatMap | None = None
         self.files_on_disk: int | None = None  # store files selected, at the last reconcile
-        # the daemon: the stats of the next reconcile's walk are kept until ``catch_up``
-        # (its watch begins after that walk)
-        self.keep_walk = False
-        self._walk_stats: StatMap | None = None
         self._debounce_wake = asyncio.Event()
 
     def configure(self, settings: Settings) -> None:
@@ -81,8 +78,7 @@ class ChangeFeed:
     async def walk(self) -> tuple[WalkResult, StatMap | None]:
         """The store walked now (in a thread), with the lstat of every entry when they are
         kept (``keep_stats``, first walk only)."""
-        first = self.keep_stats and self.stats_seen is None
-        seen: StatMap | None = {} if first or self.keep_walk else None
+        seen: StatMap | None = {} if self.keep_stats and self.stats_seen is None else None
         walk = await asyncio.to_thread(walk_store, self.data_dir, self.flt, seen)
         return walk, seen
 
@@ -97,7 +93,7 @@ class ChangeFeed:
         while its targets start; it is compared with the ledger as it is now). ``quiet``:
         its summary line is DEBUG when it queued nothing (the periodic rescan)."""
         if not self.data_dir.is_dir():
-            self.keep_walk = False  # no walk: a catch-up is a full reconcile
+            self.keep_stats = False  # no walk: a catch-up is a full reconcile
             if walked is not None:
                 await walked
             self.reconciled.set()
@@ -108,8 +104,6 @@ class ChangeFeed:
         if seen is not None and self.keep_stats and self.stats_seen is None:
             self.stats_seen = seen
         self.files_on_disk = result.on_disk
-        if seen is not None and self.keep_walk:
-            self._walk_stats, self.keep_walk = seen, False
         queued = await self.state.enqueue(result.changes)
         await self._settle_skips(result.refused)
         logger.log(
@@ -163,8 +157,7 @@ class ChangeFeed:
         appeared or vanished since that walk goes to the debouncer as the watcher's events
         would have. Without that walk's stats (there was none), a full reconcile. Returns
         the number of store files touched."""
-        before, self._walk_stats = self._walk_stats, None
-        self.keep_walk = False
+        before, self.stats_seen, self.keep_stats = self.stats_seen, None, False
         if before is None:
             return await self.reconcile()
         now: StatMap = {}

@@ -98,8 +98,9 @@ class Daemon:
         p = await wire(self.settings, stack, stop_event=self.stop_event, wake=self.wake)
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
-        self.feed.keep_stats = self.once
-        self.feed.keep_walk = not self.once  # the watch begins after it: ``catch_up``
+        # the first walk's stats: run --once's quick check, or the daemon's ``catch_up``
+        # (its watch begins after that walk)
+        self.feed.keep_stats = True
         walked: asyncio.Future[tuple[WalkResult, StatMap | None]] | None = None
         if self._walked is not None:  # begun before the daemon's modules were imported
             walked = asyncio.ensure_future(asyncio.wrap_future(self._walked))

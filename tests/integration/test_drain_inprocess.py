@@ -258,7 +258,7 @@ async def test_a_write_between_the_startup_reconcile_and_the_watch_is_seen(rig: 
     write(rig, "gone.json", "1")
     await rig.feed.reconcile()
     await rig.drain.until_empty()
-    rig.feed.keep_walk = True  # as the daemon sets it
+    rig.feed.keep_stats = True  # as the daemon sets it
     assert await rig.feed.reconcile() == 0
     write(rig, "late.json", "2")
     (rig.store / "kept.json").write_text("2")
