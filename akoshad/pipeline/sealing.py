@@ -29,6 +29,7 @@ from pathlib import Path
 import pyrage
 from loguru import logger
 
+from akoshad.config import Settings
 from akoshad.config.encryption import Encryption
 from akoshad.errors import PermanentError
 from akoshad.pipeline.routes import ExtraObject
@@ -160,3 +161,11 @@ class SealingSource:
             sealing = Sealing(self._recipients, loaded.key, enc.encrypt_memories)
             self._by_target[target.name] = sealing
             return sealing
+
+
+def sealing_source(settings: Settings) -> SealingSource | None:
+    """What reads and seals this machine's encrypted uploads (None: encryption off)."""
+    enc = settings.encryption
+    if not enc.enabled:
+        return None
+    return SealingSource(enc, settings.state_dir, settings.cloud_sync.system_id)

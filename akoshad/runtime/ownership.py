@@ -26,7 +26,7 @@ from akoshad.config import Settings
 from akoshad.errors import PermanentError, TransientError
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.recovery import Discarder, Recovery
-from akoshad.pipeline.sealing import SealingSource
+from akoshad.pipeline.sealing import SealingSource, sealing_source
 from akoshad.pipeline.stats import Stats
 from akoshad.runtime.control_client import ControlRequestError
 from akoshad.storage.owner import OwnerRecord, OwnerRecordError
@@ -74,18 +74,12 @@ async def offline(settings: Settings) -> AsyncIterator[Offline]:
         await target.start(clean_up=False)
         sid = settings.cloud_sync.system_id
         if rebuilt:
-            n = await Recovery(state, sid, Discarder(sid), sealing_of(settings)).rebuild_ledger(
+            n = await Recovery(state, sid, Discarder(sid), sealing_source(settings)).rebuild_ledger(
                 target
             )
             logger.warning("ledger rebuilt from {}: {} file(s) known", target.name, n)
         gate = OwnerGate(settings.state_dir, sid, Stats())
         yield Offline(settings, state, target, gate)
-
-
-def sealing_of(settings: Settings) -> SealingSource | None:
-    """What reads and seals this machine's encrypted documents (None: encryption off)."""
-    enc, sid = settings.encryption, settings.cloud_sync.system_id
-    return SealingSource(enc, settings.state_dir, sid) if enc.enabled else None
 
 
 async def reseed_ledger(
@@ -144,7 +138,7 @@ async def _takeover(
 async def takeover_offline(settings: Settings) -> dict[str, Any]:
     """``akoshad takeover`` with no daemon running on this state."""
     async with offline(settings) as off:
-        return await _takeover(off.state, off.gate, off.target, sealing_of(settings))
+        return await _takeover(off.state, off.gate, off.target, sealing_source(settings))
 
 
 async def takeover_in_daemon(parts: Parts, after: Callable[[], Awaitable[Any]]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.recovery import Recovery
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
-from akoshad.pipeline.sealing import SealingSource
+from akoshad.pipeline.sealing import sealing_source
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
 from akoshad.runtime.drills import DrillScheduler
@@ -231,9 +231,7 @@ def build(
         enable_compression=cs.enable_compression,
         enable_deduplication=cs.enable_deduplication,
         retry_backoff_seconds=cs.retry_backoff_seconds,
-        sealing=SealingSource(settings.encryption, settings.state_dir, cs.system_id)
-        if settings.encryption.enabled
-        else None,
+        sealing=sealing_source(settings),
     )
     # Webhooks, metrics and the log hear upload/failure/degraded/recovered/drill/prune here.
     events = EventBus(cs.system_id)
