@@ -51,7 +51,12 @@ class TransientError(AkoshadError):
 
 class SourceChanged(TransientError):
     """A store file changed while it was being uploaded: the upload is tried again later.
-    The store's doing, not the target's: the target is not marked failed for it."""
+    The store's doing, not the target's: the target is not marked failed for it.
+    ``in_place``: the store path of a large file read where it lies that moved."""
+
+    def __init__(self, message: str, *, in_place: str | None = None) -> None:
+        super().__init__(message)
+        self.in_place = in_place
 
 
 class PermanentError(AkoshadError):

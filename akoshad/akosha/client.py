@@ -5,8 +5,9 @@ text/event-stream``; ``initialize`` answers with an ``mcp-session-id`` header, t
 ``notifications/initialized`` notification (202), then ``tools/call`` requests carrying the
 session id and the negotiated ``mcp-protocol-version``. Replies come as JSON or as
 server-sent events (``event: message`` / ``data: {json}``). A stale session id answers 404
-(after an Akosha restart): the client opens a new session and resends, once. ``DELETE
-<url>`` ends the session on :meth:`AkoshaClient.close`.
+(after an Akosha restart; 400 naming the session from MCP SDK 1.x servers): the client
+opens a new session and resends, once. ``DELETE <url>`` ends the session on
+:meth:`AkoshaClient.close`.
 
 Failures are typed: :class:`~akoshad.errors.TransientError` for what may pass (refused,
 reset, timeout, 5xx, 429, a stream cut short), :class:`~akoshad.errors.PermanentError` for
@@ -33,10 +34,11 @@ from akoshad.akosha.results import (
     StoreResult,
     content_text,
     http_error,
+    one_line,
     parse_store_result,
     rpc_result,
 )
-from akoshad.akosha.sse import _pick_reply, _SSEParser, read_sse
+from akoshad.akosha.sse import MAX_EVENT_BYTES, _pick_reply, _SSEParser, read_sse
 from akoshad.errors import PermanentError, TransientError
 from akoshad.events import RequestCounter
 from akoshad.lifecycle import StartClose
@@ -52,6 +54,7 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = "2025-06-18"
+MAX_ERROR_BODY = 64 * 1024  # of an error reply, what is read (its message is one line)
 ACCEPT = "application/json, text/event-stream"
 
 
@@ -135,7 +138,9 @@ class AkoshaClient(StartClose):
     # ---- probe -----------------------------------------------------------------------
     async def probe(self) -> bool:
         """``GET /healthz`` with a short timeout: is Akosha up? (the reason in
-        :attr:`last_probe_error` when not)."""
+        :attr:`last_probe_error` when not). Down: no connection, no answer in time, or a
+        5xx (a proxy whose upstream is gone). Any other answer (a proxy that forwards only
+        the MCP path has no ``/healthz``: 404) is a server that is up: the call decides."""
         http = await self._pool()
         try:
             async with http.get(
@@ -144,7 +149,7 @@ class AkoshaClient(StartClose):
                 allow_redirects=False,
             ) as resp:
                 await resp.read()
-                if resp.status == 200:
+                if resp.status < 500:
                     self.last_probe_error = None
                     return True
                 self.last_probe_error = f"{self.health_url} answered HTTP {resp.status}"
@@ -200,7 +205,7 @@ class AkoshaClient(StartClose):
                 result, _ = await self._exchange(method, params, session_id=sid)
             except _StaleSession:
                 raise TransientError(
-                    "Akosha rejected a brand-new MCP session (404 Session not found)"
+                    "Akosha rejected a brand-new MCP session (session not found)"
                 ) from None
         return result
 
@@ -210,7 +215,7 @@ class AkoshaClient(StartClose):
         if not isinstance(result, dict):
             raise PermanentError(f"tool {name}: the reply holds no result object")
         if result.get("isError"):
-            raise PermanentError(f"Akosha's tool {name} failed: {content_text(result)[:500]}")
+            raise PermanentError(f"Akosha's tool {name} failed: {one_line(content_text(result))}")
         return result
 
     async def store(self, memories: Sequence[Mapping[str, Any]]) -> StoreResult:
@@ -282,11 +287,11 @@ class AkoshaClient(StartClose):
             self.url, data=body, headers=self._headers(session_id), allow_redirects=False
         ) as resp:
             sid = resp.headers.get("mcp-session-id")
-            if resp.status == 404 and session_id is not None:
-                await resp.read()
-                raise _StaleSession()
             if resp.status >= 300:
-                raise http_error(self.url, resp.status, await resp.read(), resp.headers, method)
+                error_body = await _read_capped(resp, MAX_ERROR_BODY, cut=True)
+                if session_id is not None and _stale_session(resp.status, error_body):
+                    raise _StaleSession()
+                raise http_error(self.url, resp.status, error_body, resp.headers, method)
             if req_id is None:
                 await resp.read()
                 return None, sid
@@ -295,7 +300,7 @@ class AkoshaClient(StartClose):
                 reply = await read_sse(resp, req_id)
             elif ctype == "application/json":
                 try:
-                    data = json.loads(await resp.read() or b"null")
+                    data = json.loads(await _read_capped(resp, MAX_EVENT_BYTES) or b"null")
                 except ValueError:
                     raise PermanentError(f"Akosha's reply to {method} is not JSON") from None
                 reply = _pick_reply(data, req_id)
@@ -323,5 +328,28 @@ class AkoshaClient(StartClose):
         return TransientError(f"HTTP request to Akosha at {where} failed: {exc}")
 
 
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int, *, cut: bool = False) -> bytes:
+    """The body, read as it arrives and never more than ``limit`` bytes of it: past that,
+    cut there (``cut``) or refused."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            if cut:
+                return b"".join(parts)[:limit]
+            raise PermanentError("Akosha sent a reply larger than 16 MiB")
+    return b"".join(parts)
+
+
+def _stale_session(status: int, body: bytes) -> bool:
+    """Does this error reply to a request carrying a session id say the server no longer
+    knows the session? 404 (the MCP spec, SDK >= 1.2x), or 400 naming the session (MCP SDK
+    1.x: "Bad Request: No valid session ID provided")."""
+    return status == 404 or (status == 400 and b"session" in body.lower())
+
+
 class _StaleSession(Exception):
-    """404 on a request carrying a session id: the server no longer knows it."""
+    """404 (or 400 naming the session) on a request carrying a session id: the server no
+    longer knows it."""

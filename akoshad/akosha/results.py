@@ -41,16 +41,26 @@ class StoreResult:
         return self.stored + self.duplicates
 
 
+# the most of a message from Akosha kept in an error (logs, status, state, webhooks)
+MAX_MESSAGE_CHARS = 500
+
+
+def one_line(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` from Akosha on one line (whitespace runs folded), at most ``limit`` chars."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def _error_message(body: bytes) -> str:
     """The JSON-RPC error message of an HTTP error body, else its first line."""
     try:
         data = json.loads(body)
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            return str(data["error"].get("message") or data["error"])
+            return one_line(data["error"].get("message") or data["error"])
     except ValueError:
         pass
     text = body.decode("utf-8", errors="replace").strip().splitlines()
-    return text[0][:200] if text else "(empty body)"
+    return one_line(text[0], 200) if text else "(empty body)"
 
 
 # JSON-RPC errors that pass: an internal error, and what the MCP SDK answers while the
@@ -64,8 +74,8 @@ def rpc_result(reply: dict[str, Any], method: str) -> Any:
     error = reply.get("error")
     if error is not None:
         code = error.get("code") if isinstance(error, dict) else None
-        msg = error.get("message") if isinstance(error, dict) else str(error)
-        text = f"Akosha refused {method}: {msg} (JSON-RPC {code})"
+        msg = one_line(error.get("message") if isinstance(error, dict) else error)
+        text = f"Akosha refused {method}: {msg} (JSON-RPC {one_line(code, 20)})"
         if code in TRANSIENT_RPC_CODES:
             raise TransientError(text)
         raise PermanentError(text)
@@ -132,9 +142,9 @@ def parse_store_result(result: Mapping[str, Any], ids: Sequence[str]) -> StoreRe
             if DUPLICATE_MARK in text:
                 duplicates.append(mid)
             else:
-                failed[mid] = text
+                failed[mid] = one_line(text)
         elif batch_error is None:
-            batch_error = text
+            batch_error = one_line(text)
     mentioned = set(failed) | set(duplicates)
     rest = [i for i in ids if i not in mentioned]
     reported = payload.get("stored")

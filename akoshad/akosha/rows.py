@@ -129,8 +129,10 @@ def _problem_sql(cols: dict[str, str]) -> str:
     if not dtype.endswith("]"):  # not a list/array column: nothing usable
         return f"'{REASON_NO_EMBEDDING}'"
     emb = "embedding"
-    # a float list is checked as it is (a copy as DOUBLE[] costs memory and time)
-    as_list = emb if _FLOAT_LIST_TYPES.fullmatch(dtype) else f"CAST({emb} AS DOUBLE[])"
+    # a float list is checked as it is (a copy as DOUBLE[] costs memory and time); any
+    # other list is converted value by value, what is no number becoming NULL (a row's
+    # problem, not an error that stops the listing of every row)
+    as_list = emb if _FLOAT_LIST_TYPES.fullmatch(dtype) else f"TRY_CAST({emb} AS DOUBLE[])"
     return (
         f"CASE WHEN {emb} IS NULL THEN '{REASON_NO_EMBEDDING}' "
         f"WHEN len({as_list}) <> {EMBED_DIM} THEN "

@@ -21,11 +21,12 @@ class _SSEParser:
         self._buf = b""
         self._event = ""
         self._data: list[str] = []
+        self._size = 0  # of the event's data lines so far
 
     def feed(self, chunk: bytes) -> Iterator[tuple[str, str]]:
         self._buf += chunk
         if len(self._buf) > MAX_EVENT_BYTES:
-            raise PermanentError("Akosha sent a server-sent event larger than 16 MiB")
+            raise _too_large()
         while True:
             cut = _line_end(self._buf)
             if cut is None:
@@ -46,7 +47,7 @@ class _SSEParser:
         if not line:
             if self._data:
                 yield (self._event or "message", "\n".join(self._data))
-            self._event, self._data = "", []
+            self._event, self._data, self._size = "", [], 0
             return
         if line.startswith(":"):
             return
@@ -55,7 +56,14 @@ class _SSEParser:
         if name == "event":
             self._event = value
         elif name == "data":
+            self._size += len(value) + 1
+            if self._size > MAX_EVENT_BYTES:  # an event of many lines is bounded too
+                raise _too_large()
             self._data.append(value)
+
+
+def _too_large() -> PermanentError:
+    return PermanentError("Akosha sent a server-sent event larger than 16 MiB")
 
 
 def _line_end(buf: bytes) -> tuple[int, int] | None:

@@ -17,7 +17,8 @@ The result fields read here (all optional; a missing one shows as ``-`` or 0):
 - ``sync`` (request ``{"cmd": "sync", "method": null|"auto"|"cloud"|"http", "wait": bool}``):
   ``ok_drain`` (bool: false = that drain had failures -> exit 1), and with ``wait``
   ``passes[{upload_id, target, error, memory_error, files_uploaded[path], bytes_sent,
-  skipped{path: reason}, retrying{path: reason}}]`` and ``pending`` (int).
+  skipped{path: reason}, retrying{path: reason}}]``, ``pending`` (int: queued or still
+  debouncing) and ``error`` (str, when changes seen could not be put on the queue).
 - ``queue``: ``queue[{path, age_seconds, attempts, state, last_error}]`` and
   ``debouncing[path]``.
 """
@@ -269,6 +270,8 @@ def render_sync(result: dict[str, Any]) -> str:
         + (f" ({', '.join(uploads)})" if uploads else "")
         + f", {files} file(s), {human_bytes(sent)} sent, {result.get('pending', 0)} pending"
     ]
+    if result.get("error"):
+        lines.append(f"  error: {result['error']}")
     for p in passes:
         where = p.get("target") or "?"
         if p.get("error"):

@@ -108,7 +108,7 @@ def sync_result(reply: dict[str, Any], seconds: float, requested: str = "auto") 
     passes = [p for p in reply.get("passes") or [] if isinstance(p, dict)]
     uploads = [p for p in passes if p.get("upload_id") and not p.get("error")]
     memories = [p["memories"] for p in passes if isinstance(p.get("memories"), dict)]
-    errors: list[str] = []
+    errors: list[str] = [str(reply["error"])] if reply.get("error") else []
     notes: list[str] = []
     for p in passes:
         target, error, memory_error = p.get("target"), p.get("error"), p.get("memory_error")

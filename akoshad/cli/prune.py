@@ -38,6 +38,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def render_prune(result: dict[str, Any]) -> str:
     """The human summary of a prune result."""
     from akoshad.cli.client import human_bytes
+    from akoshad.runtime.prune import versioning_note
 
     if not result.get("enabled", True):
         return (
@@ -58,6 +59,9 @@ def render_prune(result: dict[str, Any]) -> str:
     crashed = result.get("crashed_uploads") or []
     if crashed:
         lines.append(f"objects of {len(crashed)} interrupted upload(s) swept")
+    note = versioning_note(result)
+    if note is not None:
+        lines.append(f"note: {note}")
     lines += [f"problem: {p}" for p in result.get("problems") or []]
     return "\n".join(lines)
 

@@ -33,6 +33,7 @@ COMPRESSIONS = ("gzip", "none")
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 # Upload ids dated this far ahead of the clock still count as "now" (clock skew).
 FUTURE_SKEW = timedelta(minutes=5)
+_ID_TIME = "%Y%m%dT%H%M%S%fZ"  # an upload id's first 22 characters
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _KEY_RE = re.compile(r"^systems/[A-Za-z0-9_-]{1,100}/uploads/[A-Za-z0-9_.-]{1,100}/[^/]+$")
 
@@ -58,18 +59,26 @@ def manifest_key(system_id: str, upload_id: str) -> str:
 
 
 def new_upload_id(now: datetime | None = None, after: str | None = None) -> str:
-    """A time-sortable id (``20261124T085033123456Z-1a2b3c``), greater than ``after``."""
+    """A time-sortable id (``20261124T085033123456Z-1a2b3c``), greater than ``after``
+    (pass the last id not dated in the future, :func:`current_id_time`: an id continued
+    after one a clock running ahead dated would be in the future too)."""
     ts = now or datetime.now(UTC)
     while True:
-        candidate = f"{ts.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}"
+        candidate = f"{ts.strftime(_ID_TIME)}-{secrets.token_hex(3)}"
         if after is None or candidate > after:
             return candidate
         ts += timedelta(microseconds=1)
-        if after and ts.strftime("%Y%m%dT%H%M%S%fZ") < after[:22]:
+        if after and ts.strftime(_ID_TIME) < after[:22]:
             # the clock went backwards: continue just after the last id instead
-            ts = datetime.strptime(after[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC) + timedelta(
+            ts = datetime.strptime(after[:22], _ID_TIME).replace(tzinfo=UTC) + timedelta(
                 microseconds=1
             )
+
+
+def current_id_time(now: datetime | None = None) -> str:
+    """The time part of the last upload id not dated in the future (``in_future``): ids
+    whose first 22 characters sort at or before it."""
+    return ((now or datetime.now(UTC)) + FUTURE_SKEW).strftime(_ID_TIME)
 
 
 def object_name(path: str, compression: str, taken: set[str] | None = None) -> str:

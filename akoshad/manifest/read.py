@@ -23,9 +23,15 @@ from akoshad.manifest.layout import (
     validate_manifest,
 )
 from akoshad.storage.crypto import Identities
+from akoshad.storage.documents import DocumentMissing
 from akoshad.storage.format2_read import manifest_format, read_entries
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
+
+
+class DocumentGone(RestoreError):
+    """A document the manifest names is not in the target (a prune may have replaced it
+    since the manifest was read: ``load_files`` reads them again once)."""
 
 
 async def list_uploads(target: Target, system_id: str) -> list[str]:
@@ -86,9 +92,12 @@ async def manifest_files(
     """Every file of ``manifest`` (format 1 or 2: index parts and chunk lists read with
     their bounds, sealed ones opened with ``identities``), validated together;
     RestoreError with one clear reason otherwise (``IdentityError`` when the upload is
-    encrypted and the identity is missing or wrong)."""
+    encrypted and the identity is missing or wrong; :class:`DocumentGone`, a RestoreError,
+    when a document is missing)."""
     try:
         return await read_entries(target, manifest, system_id=system_id, identities=identities)
+    except DocumentMissing as exc:
+        raise DocumentGone(f"manifest of upload {upload_id} is invalid: {exc}") from None
     except ManifestError as exc:
         raise RestoreError(f"manifest of upload {upload_id} is invalid: {exc}") from None
 
@@ -96,9 +105,16 @@ async def manifest_files(
 async def load_files(
     target: Target, system_id: str, upload_id: str, identities: Identities | None = None
 ) -> tuple[dict[str, Any], list[StoredFile]]:
-    """The manifest of ``upload_id`` (``load_manifest``) and its files (``manifest_files``)."""
+    """The manifest of ``upload_id`` (``load_manifest``) and its files (``manifest_files``).
+    When a document it names is missing, both are read once more: a daemon's prune may have
+    rewritten the manifest and replaced its documents in between (a repack); still missing,
+    the :class:`DocumentGone` is raised."""
     manifest = await load_manifest(target, system_id, upload_id)
-    return manifest, await manifest_files(target, system_id, upload_id, manifest, identities)
+    try:
+        return manifest, await manifest_files(target, system_id, upload_id, manifest, identities)
+    except DocumentGone:
+        manifest = await load_manifest(target, system_id, upload_id)
+        return manifest, await manifest_files(target, system_id, upload_id, manifest, identities)
 
 
 async def newest_valid_manifest(

@@ -24,6 +24,7 @@ class Attempt:
     rows: list[LedgerEntry] = field(default_factory=list)  # of the files sent
     extras: list[ExtraObject] = field(default_factory=list)
     documents: frozenset[str] = frozenset()
+    landed: bool = False  # its manifest.json landed: the next start's recovery commits it
 
 
 class SendFailed(Exception):

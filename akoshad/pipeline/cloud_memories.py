@@ -77,7 +77,8 @@ class CloudMemories:
         self.load_chunk = load_chunk
         self.redact_secrets = redact_secrets
         self.stats = stats
-        self._cloud_pending: dict[str, list[str]] = {}
+        # upload id -> the ids its memories.json carries and the secrets masked in them
+        self._cloud_pending: dict[str, tuple[list[str], Redactions]] = {}
         self.redactions_since_start = 0
 
     # ---- the rows of a copy -------------------------------------------------------------
@@ -96,8 +97,8 @@ class CloudMemories:
         and ids; None when there are none.
 
         Nothing is recorded here: once the manifest of ``upload_id`` is committed, call
-        :meth:`commit_cloud` (or ``StateDB.record_memories_uploaded`` inside the commit
-        transaction with the returned ids).
+        :meth:`commit_cloud` (which records them and counts the secrets masked in them), or
+        :meth:`forget_cloud` when the upload failed.
         """
         built = await self.memories_for_cloud(snapshot_db, upload_id)
         return None if built is None else (built.path, len(built.ids), built.ids)
@@ -145,21 +146,21 @@ class CloudMemories:
             await asyncio.to_thread(path.unlink, missing_ok=True)
             raise
         await asyncio.to_thread(trim)  # what the memories' ids and rows left in the heap
-        self._count_redactions(found)
         if not ids:
             if sent is not None and stream is not None:  # every row was left out
                 await stream.target.delete_keys([stream.key])
             await asyncio.to_thread(path.unlink, missing_ok=True)
             return None
-        self._cloud_pending[upload_id] = ids
+        self._cloud_pending[upload_id] = (ids, found)  # masked: counted once it is committed
         return CloudFile(path, ids, sent)
 
     async def commit_cloud(self, upload_id: str) -> int:
         """Record the memories of ``upload_id``'s memories.json as uploaded (after the
         manifest is committed). Returns how many."""
-        ids = self._cloud_pending.pop(upload_id, [])
+        ids, found = self._cloud_pending.pop(upload_id, ([], {}))
         if ids:
             await self.state.mark_memories_uploaded(ids, upload_id)
+        self._count_redactions(found)
         return len(ids)
 
     def forget_cloud(self, upload_id: str) -> None:
@@ -168,7 +169,8 @@ class CloudMemories:
 
     # ---- redaction ----------------------------------------------------------------------
     def _count_redactions(self, found: Redactions) -> None:
-        """Count and log each redaction by kind and memory id, never the secret."""
+        """Count and log each redaction by kind and memory id, never the secret: once the
+        memory has left (delivered, or its upload committed), so a retry is not counted twice."""
         for mid, kinds in found.items():
             self.redactions_since_start += len(kinds)
             if self.stats is not None:

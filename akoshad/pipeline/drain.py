@@ -27,7 +27,7 @@ from akoshad.pipeline.chain import BreakerState, MemoryRoute, Method, plan_pass
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.report import PassReport
-from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
+from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson, memory_capture
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader, retry_delay
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
@@ -221,6 +221,7 @@ class Drain:
         ``reflection.duckdb`` was among the changes. ``ask_owner``: the ownership of
         ``target`` is asked (``OwnerGate.refusal``) after the capture, before anything is
         delivered or sent (the start's claim settled meanwhile); refused, the rows go back.
+        Either way the upload asks it again before its manifest (``FirstSend.again``).
         """
         items = await self.state.claim(now)
         if not items:
@@ -238,6 +239,10 @@ class Drain:
                 else:
                     assert self.owners is not None
                     gate = _Owner(self.owners, target)
+            elif target is not None and self.owners is not None:
+                # asked at the pass's start: asked again before the manifest (a takeover
+                # while an upload outlasts the check's interval stops it there)
+                gate = _Owner(self.owners, target)
             memory_retry = await self._memories(results, memories, report)
             if target is None:
                 retry_at = files_retry_at or time.time() + self.retry_backoff
@@ -268,10 +273,11 @@ class Drain:
         return report
 
     def _memory_db(self, results: Sequence[CaptureResult], route: MemoryRoute) -> Captured | None:
-        """The capture of ``reflection.duckdb`` this pass delivers to Akosha, if any."""
+        """The capture of ``reflection.duckdb`` this pass delivers to Akosha, if any: only a
+        DuckDB database by content (an empty or foreign file there holds no memories)."""
         if route == "none" or self.akosha is None:
             return None
-        return next((r for r in results if isinstance(r, Captured) and r.group == MEMORY_DB), None)
+        return memory_capture(results)
 
     def _delivers(self, results: Sequence[CaptureResult], route: MemoryRoute) -> bool:
         """This pass delivers memories to Akosha (before its upload)."""

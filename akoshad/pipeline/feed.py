@@ -27,6 +27,7 @@ from akoshad.pipeline.storefiles import (
     WalkResult,
     is_ignored,
     to_change,
+    unreadable,
     walk_store,
 )
 from akoshad.pipeline.watch import reconcile
@@ -66,6 +67,8 @@ class ChangeFeed:
         self.keep_stats = False
         self.stats_seen: StatMap | None = None
         self.files_on_disk: int | None = None  # store files selected, at the last reconcile
+        # why the last changes released could not be put on the queue (None: they were)
+        self.unrecorded: str | None = None
         self._debounce_wake = asyncio.Event()
 
     def configure(self, settings: Settings) -> None:
@@ -92,7 +95,8 @@ class ChangeFeed:
         ``walked``: the store's walk (``walk``), begun earlier (``run --once`` begins it
         while its targets start; it is compared with the ledger as it is now). ``quiet``:
         its summary line is DEBUG when it queued nothing (the periodic rescan)."""
-        if not self.data_dir.is_dir():
+        if not self.data_dir.is_dir() or unreadable(self.data_dir) is not None:
+            # missing, or not to be listed: not an empty store (the watcher waits for it)
             self.keep_stats = False  # no walk: a catch-up is a full reconcile
             if walked is not None:
                 await walked
@@ -220,13 +224,15 @@ class ChangeFeed:
             if items:
                 await self.state.enqueue(items)
         except (sqlite3.Error, OSError) as exc:
-            logger.error(
-                "cannot record {} change(s) on the queue: {}; retrying", len(released), exc
+            self.unrecorded = (
+                f"{len(released)} change(s) could not be recorded on the queue ({exc})"
             )
+            logger.error("{}; retrying", self.unrecorded)
             retry_at = time.monotonic() - self.debouncer.quiet + ENQUEUE_RETRY_SECONDS
             for path, kind in released:
                 self.debouncer.touch(path, kind, retry_at)
             return False
+        self.unrecorded = None
         if items:
             self.stats.progressed()
             self.wake.set()

@@ -33,6 +33,7 @@ from akoshad.akosha.encoding import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Memory
 from akoshad.akosha.results import RequestTooLarge, StoreResult
 from akoshad.akosha.rows import RowRef, chunks
 from akoshad.backoff import exponential
+from akoshad.duckdb_commands import Redactions
 from akoshad.duckdb_worker import Runner, load_batches
 from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.heap import trim
@@ -145,6 +146,8 @@ class MemorySync(CloudMemories):
         self.retry_backoff = retry_backoff
         self._sleep = sleep
         self._lock = asyncio.Lock()
+        # the secrets masked in the loaded memories not yet delivered: counted once they are
+        self._masked: Redactions = {}
         # counters since start (status); totals come from the state DB
         self.delivered_since_start = 0
         self.skipped_since_start = 0
@@ -169,10 +172,11 @@ class MemorySync(CloudMemories):
                 if isinstance(exc, DeliveryInterrupted):
                     raise
                 raise DeliveryInterrupted(str(exc), report, retry_after=exc.retry_after) from exc
-            except PermanentError as exc:
+            except (PermanentError, SnapshotError) as exc:
                 self.last_error = str(exc)
                 raise
             finally:
+                self._masked.clear()  # what did not leave is masked again next time
                 report.seconds = time.monotonic() - started
                 self.last_report = report
                 if report.pending:
@@ -310,6 +314,8 @@ class MemorySync(CloudMemories):
     async def _record(self, result: StoreResult, report: DeliveryReport) -> None:
         if result.delivered:
             await self.state.mark_delivered(result.delivered, METHOD)
+            masked = self._masked
+            self._count_redactions({m: masked.pop(m) for m in result.delivered if m in masked})
             report.delivered += len(result.delivered)
             report.duplicates += len(result.duplicates)
             self.delivered_since_start += len(result.delivered)
@@ -337,7 +343,7 @@ class MemorySync(CloudMemories):
             )
         except READ_ERRORS as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
-        self._count_redactions(found)
+        self._masked.update(found)  # counted when delivered (a retried batch is masked again)
         return parts, skipped
 
     # ---- status -----------------------------------------------------------------------

@@ -383,7 +383,7 @@ class PackSender:
                 self._pack(writer, ident, chunk.data, chunk.length, chunk.sha256)
             sha = whole.hexdigest()
         if f.in_place and not f.still_as_captured():
-            raise SourceChanged(f"{f.path} changed while it was being uploaded")
+            raise SourceChanged(f"{f.path} changed while it was being uploaded", in_place=f.path)
         if (f.sha256 is not None and sha != f.sha256) or sum(n for _, n in ids) != f.size:
             raise SourceChanged(f"{f.path} changed between its capture and its upload")
         return sha, tuple(ids)

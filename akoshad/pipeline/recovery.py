@@ -176,6 +176,12 @@ class Recovery:
 
         await self.state.transaction(commit)
 
+    async def rebuild_lost_ledger(self, target: Target) -> int:
+        """:meth:`rebuild_ledger` after the state database was found corrupt, and says so."""
+        n = await self.rebuild_ledger(target)
+        logger.warning("ledger rebuilt from {}: {} file(s) known", target.name, n)
+        return n
+
     async def rebuild_ledger(self, target: Target) -> int:
         """After a lost state database: seed the ledger from the newest manifest in the
         target (an encrypted one read with the identity: see the module docstring). Stat

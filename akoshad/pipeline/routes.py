@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from loguru import logger
 
 from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.names import MEMORIES_NAME, MEMORY_DB
-from akoshad.pipeline.capture.snapshot import Captured
+from akoshad.pipeline.capture.snapshot import Captured, CaptureResult
 from akoshad.pipeline.chain import CircuitBreaker
 from akoshad.pipeline.cloud_memories import StreamTo
 from akoshad.pipeline.memory_sync import MemorySync
@@ -49,6 +49,19 @@ class ExtraObject:
     sent: int | None = None
 
 
+def memory_capture(captures: Iterable[CaptureResult]) -> Captured | None:
+    """The capture of ``reflection.duckdb`` among ``captures``, when it is a DuckDB
+    database by content (an empty or foreign file there holds no memories to read)."""
+    return next(
+        (
+            c
+            for c in captures
+            if isinstance(c, Captured) and c.group == MEMORY_DB and c.files[0].kind == "duckdb"
+        ),
+        None,
+    )
+
+
 class MemoriesJson:
     """``memories.json`` for a cloud upload: ``build`` while the files go out, then
     ``committed`` once the manifest landed or ``failed`` when the upload was lost."""
@@ -61,7 +74,7 @@ class MemoriesJson:
     ) -> list[ExtraObject]:
         """The extra object of this upload (none unless ``reflection.duckdb`` changed);
         with ``stream``, sent there while it is built."""
-        memory_db = next((c for c in captures if c.group == MEMORY_DB), None)
+        memory_db = memory_capture(captures)
         if memory_db is None:
             return []
         staged = memory_db.files[0].staged
@@ -186,20 +199,25 @@ class AkoshaRoute:
         except TransientError as exc:
             self.stats.target("http").failed(str(exc))
             logger.warning("memories not delivered to Akosha: {}", exc)
-            return MemoryOutcome(error=str(exc), retry_at=self._soon())
+            return MemoryOutcome(error=str(exc), retry_at=self._soon(exc.retry_after))
         except PermanentError as exc:
             self.stats.target("http").failed(str(exc))
             logger.error("memories not delivered to Akosha: {}", exc)
             later = time.time() + max(PERMANENT_RETRY_SECONDS, self.breaker.retry_in())
             return MemoryOutcome(error=str(exc), retry_at=later)
         except SnapshotError as exc:
+            # not Akosha's fault, and nothing to retry until the file changes; but reported
+            # (pass report, ``--once`` exit 1, ``memories.last_error``), never silent
             logger.warning("no memories read from {}: {}", MEMORY_DB, exc)
-            return MemoryOutcome()
+            return MemoryOutcome(error=f"no memories read from {MEMORY_DB}: {exc}")
         self.stats.target("http").ok()
         if report.delivered:
             self.stats.progressed()
             logger.info("delivered {} memories to Akosha", report.delivered)
         return MemoryOutcome(report=report.as_dict())
 
-    def _soon(self) -> float:
-        return time.time() + max(self.retry_backoff, self.breaker.retry_in())
+    def _soon(self, retry_after: float | None = None) -> float:
+        """The next try: after the backoff, the open circuit, and Akosha's own
+        ``Retry-After`` (at most :data:`PERMANENT_RETRY_SECONDS`), whichever is last."""
+        hint = min(retry_after or 0.0, PERMANENT_RETRY_SECONDS)
+        return time.time() + max(self.retry_backoff, self.breaker.retry_in(), hint)

@@ -58,6 +58,15 @@ class FirstSend:
                 await self._begin()
                 self.begun = True
 
+    async def again(self) -> None:
+        """Right before the manifest: the gate asked again (its cached answer, read anew
+        once older than its interval), so an upload that outlasted the interval learns of
+        a takeover meanwhile and commits nothing (raises :class:`OwnerRefused`)."""
+        refused = None if self.gate is None else await self.gate.refusal()
+        if refused is not None:
+            self._refused = refused
+            raise OwnerRefused(refused)
+
 
 async def hold(
     state: StateDB, gate: SendGate, items: Sequence[QueueItem], refused: str, report: PassReport

@@ -105,6 +105,21 @@ class WalkResult:
     refused: dict[str, str]
 
 
+def unreadable(directory: Path) -> str | None:
+    """Why the directory cannot be listed or entered (its permissions), else None (also
+    when it is gone: the caller looks for that). Blocking. A store that cannot be read is
+    not an empty store: its files are all still there."""
+    try:
+        # opened for listing (read permission), not listed: the walk alone lists the store
+        os.close(os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)))
+        os.stat(os.path.join(directory, "."))  # entering it (search permission)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> WalkResult:
     """List store files under ``root`` (blocking). Symlinked directories are not entered;
     symlinked files are kept only if they resolve inside ``root``; names that are not

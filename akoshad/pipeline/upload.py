@@ -16,6 +16,7 @@ target's name key are reused: a file stored otherwise is sent again (``sealing``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from loguru import logger
 
 from akoshad.backoff import half_jitter_delay
 from akoshad.errors import PermanentError, SourceChanged, TransientError
-from akoshad.manifest.layout import new_upload_id, upload_prefix
+from akoshad.manifest.layout import current_id_time, new_upload_id, upload_prefix
 from akoshad.names import MEMORIES_NAME
 from akoshad.pipeline.attempt import Attempt, SendFailed, no_extras
 from akoshad.pipeline.capture.snapshot import CaptureResult, Snapshotter
@@ -143,7 +144,7 @@ class Uploader:
                 await self._refresh(target, plan, report)
             return
 
-        upload_id = new_upload_id(after=await self.state.latest_upload_id())
+        upload_id = new_upload_id(after=await self.state.latest_upload_id(current_id_time()))
         record = attempt_record(plan)
         first = FirstSend(
             gate, lambda: self.state.begin_upload(upload_id, target.name, target.name, record)
@@ -161,14 +162,38 @@ class Uploader:
             if memories_json is not None and failed.extras:
                 memories_json.failed(upload_id)
             if gate is not None and isinstance(failed.error, OwnerRefused):
-                report.upload_id = ""
-                await hold(self.state, gate, items, str(failed.error), report)
+                await self._refused(target, upload_id, items, failed.error, report, gate, first)
                 return
             await self._failed(target, upload_id, items, failed.error, report, begun=first.begun)
             return
+        except Exception as exc:  # not the target's doing (the state refused a write, a
+            # bug): the attempt is settled like a lost one, then the error goes on (the
+            # drain hands the rows back)
+            if memories_json is not None:
+                memories_json.failed(upload_id)
+            if first.begun and not attempt.landed:  # a landed one: recovery commits it
+                await self._abandon(target, upload_id, exc)
+            raise
         await self._commit(target, attempt, report)
         if memories_json is not None and attempt.extras:
             await memories_json.committed(upload_id)
+
+    async def _refused(
+        self,
+        target: Target,
+        upload_id: str,
+        items: list[QueueItem],
+        exc: OwnerRefused,
+        report: PassReport,
+        gate: SendGate,
+        first: FirstSend,
+    ) -> None:
+        """The owner gate refused the upload (another host owns the system id): what it
+        sent goes when it was refused before its manifest, and its rows are held."""
+        if first.begun:
+            await self._discard(target, upload_id, str(exc))
+        report.upload_id = ""
+        await hold(self.state, gate, items, str(exc), report)
 
     async def _no_key(
         self, target: Target, items: list[QueueItem], exc: Exception, report: PassReport
@@ -285,6 +310,7 @@ class Uploader:
                 raise made
             attempt.new_refs = sender.new_refs
             await first()  # no pack was sent: the gate is asked here
+            await first.again()  # a takeover while the packs went out: no manifest
             await self._put_manifest(target, attempt, sent, report)
         except (TransientError, PermanentError, OSError) as exc:
             raise SendFailed(exc, attempt.extras) from exc
@@ -322,6 +348,7 @@ class Uploader:
         await put_manifest(
             target, self.system_id, attempt, files, report, skipped=skipped, known=known
         )
+        attempt.landed = True
 
     async def _commit(self, target: Target, attempt: Attempt, report: PassReport) -> None:
         """The manifest landed: ledger, chunk table, documents, history and skips in one
@@ -381,12 +408,13 @@ class Uploader:
         report.error = message
         report.permanent = permanent
         report.source_changed = isinstance(exc, SourceChanged)
+        if isinstance(exc, SourceChanged) and exc.in_place is not None:
+            self.snap.moved_while_sent(exc.in_place)  # copied next time, not read in place
         self.stats.counters.failures += 1
         if not report.source_changed:  # a file that moved is the store's doing
             self.stats.target(target.name).failed(message)
         if begun:
-            await self.state.fail_upload(upload_id, message)
-            await discard_attempt(self.state, self.discarder, target, upload_id)
+            await self._discard(target, upload_id, message)
         else:
             report.upload_id = ""
         attempts = max(i.attempts for i in items)
@@ -395,6 +423,21 @@ class Uploader:
             delay = max(delay, exc.retry_after)
         await self.state.release(items, retry_at=time.time() + delay, error=message)
         self.stats.counters.retries += 1
+
+    async def _discard(self, target: Target, upload_id: str, message: str) -> None:
+        """A begun attempt that will not land: failed in the history, what it wrote removed."""
+        await self.state.fail_upload(upload_id, message)
+        await discard_attempt(self.state, self.discarder, target, upload_id)
+
+    async def _abandon(self, target: Target, upload_id: str, exc: Exception) -> None:
+        """An attempt lost to an error that is not the target's: failed in the history and
+        what it wrote removed, as far as the state lets (what it refuses, the next start's
+        recovery settles); else the attempt stayed in progress while the daemon ran, its
+        row and pack records never pruned, its objects kept from prune."""
+        with contextlib.suppress(Exception):
+            await self.state.fail_upload(upload_id, str(exc) or type(exc).__name__)
+        with contextlib.suppress(Exception):
+            await discard_attempt(self.state, self.discarder, target, upload_id)
 
     async def _finish_items(
         self, done: list[QueueItem], retry: list[QueueItem], report: PassReport

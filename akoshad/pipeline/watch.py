@@ -21,6 +21,7 @@ from akoshad.pipeline.storefiles import (
     is_ignored,
     relpath,
     to_change,
+    unreadable,
     walk_store,
 )
 from akoshad.store.db import LedgerEntry
@@ -113,11 +114,13 @@ def _group_changed(data_dir: Path, rel: str, entries: list[LedgerEntry]) -> bool
 
 
 def _dir_stat(path: Path) -> os.stat_result | None:
+    """The stat of the directory ``path`` when it can be watched: it exists and may be
+    listed and entered (else None)."""
     try:
         st = path.stat()
     except OSError:
         return None
-    return st if stat.S_ISDIR(st.st_mode) else None
+    return st if stat.S_ISDIR(st.st_mode) and unreadable(path) is None else None
 
 
 def _utf8(text: str) -> bool:
@@ -166,7 +169,9 @@ class StoreWatcher:
             if st is not None:
                 return st, announced
             if not announced:
-                logger.info("waiting for {} to appear", self.data_dir)
+                reason = await asyncio.to_thread(unreadable, self.data_dir)
+                why = f"to be readable ({reason})" if reason else "to appear"
+                logger.log("WARNING" if reason else "INFO", "waiting for {} {}", self.data_dir, why)
                 announced = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), DIR_POLL_SECONDS)
@@ -212,6 +217,8 @@ class StoreWatcher:
                     return  # replaced: start over
             except FileNotFoundError:
                 return
+            if unreadable(self.data_dir) is not None:
+                return  # its permissions changed: wait until it can be read, then reconcile
             if first is not None:
                 result = first()
                 first = None

@@ -4,7 +4,9 @@ Both work from the target alone (a new machine with an empty state can restore):
 newest upload is the greatest ``upload_id`` with a manifest under ``systems/{system_id}/``.
 Either manifest format is read (``manifest.read.load_files``); every file is fetched by
 ``storage.fetch.fetch_file`` (a whole object, or its chunks read from packs by ranged
-reads), decoded, and its SHA-256 checked, chunk by chunk and whole. The checks of
+reads), decoded, and its SHA-256 checked, chunk by chunk and whole; a file that meets a missing or
+damaged chunk is fetched once more from where the upload's documents, loaded again, put it
+now (``reload``: a daemon's prune may have repacked it meanwhile). The checks of
 ``verify`` live in :mod:`akoshad.restore.verify`. An encrypted upload is read with the
 identity (``--identity`` or ``encryption.identity_file``); without it, or with one that is
 not a recipient, one line says so (exit 1). Unencrypted uploads need none.
@@ -22,13 +24,19 @@ from functools import partial
 from pathlib import Path
 
 from akoshad.config import Settings
-from akoshad.errors import RestoreError
+from akoshad.errors import IntegrityError, RestoreError
 from akoshad.manifest.layout import in_future
-from akoshad.manifest.read import latest_upload, list_uploads, load_manifest, manifest_files
+from akoshad.manifest.read import (
+    latest_upload,
+    list_uploads,
+    load_files,
+    load_manifest,
+)
 from akoshad.restore.destdir import DestError, FileSink, open_dest, parent_dir
-from akoshad.restore.groups import Unit, work_units
+from akoshad.restore.groups import SpanReader, Unit, work_units
 from akoshad.restore.landing import Committer, DestTree, LandingSink
 from akoshad.restore.parallel import fetch_all, owned_in_thread, to_the_end, weight_of
+from akoshad.restore.reload import Load, Reloader
 from akoshad.restore.select import pick_at, select_entries, stale_sides
 from akoshad.restore.verify import print_ledger_check, range_reader, verify_upload
 from akoshad.storage.chunk_decode import chunk_decoder
@@ -58,10 +66,15 @@ async def restore_upload(
     ``dest`` without following a symlink. A file's chunks are read within its weight of
     the restore's memory budget (``parallel``)."""
     await asyncio.to_thread(_check_dest, dest, force)
-    manifest = await load_manifest(target, system_id, upload_id)
-    files = await manifest_files(target, system_id, upload_id, manifest, identities)
+    _, files = await load_files(target, system_id, upload_id, identities)
     chosen = select_entries(files, globs)
-    return await restore_files(target, chosen, dest, force=force, identities=identities)
+
+    async def files_now() -> list[StoredFile]:
+        return (await load_files(target, system_id, upload_id, identities))[1]
+
+    return await restore_files(
+        target, chosen, dest, force=force, identities=identities, reload=files_now
+    )
 
 
 async def restore_files(
@@ -71,12 +84,14 @@ async def restore_files(
     *,
     force: bool = False,
     identities: Identities | None = None,
+    reload: Load | None = None,
 ) -> int:
     """Fetch ``files`` into ``dest``: several units at once within the byte budget, small
     files of one pack together (``groups.work_units``: one read, then one worker thread
     decodes, checks and writes them all). Each checked file lands (fsync, rename) in the
     background (``landing.Committer``); this returns once every file and directory is on
-    disk."""
+    disk. A file that meets a missing or damaged chunk is fetched again from where
+    ``reload`` (the upload's files loaded again, once) puts it now, when that moved."""
     dest_fd = await asyncio.to_thread(open_dest, dest)
     ranges = range_reader(target)
     decode = chunk_decoder(identities)
@@ -85,6 +100,7 @@ async def restore_files(
     finally:
         os.close(dest_fd)
     committer = Committer(tree, stale=stale_sides(files))
+    reloader = Reloader(reload)
 
     async def one(f: StoredFile, reader: RangeReader) -> None:
         sink = await owned_in_thread(lambda: committer.sink(f), LandingSink.discard)
@@ -99,26 +115,41 @@ async def restore_files(
             check_chunks=False,  # each byte hashed once: the file's sha256
         )
 
-    def land_group(unit: Unit, data: bytes, start: int) -> None:
+    async def one_or_moved(f: StoredFile, reader: RangeReader) -> None:
+        try:
+            await one(f, reader)
+        except IntegrityError:
+            moved = await reloader.fresh(f)
+            if moved is None:
+                raise
+            await one(moved, ranges)
+
+    def land_group(unit: Unit, data: bytes, start: int, landed: list[StoredFile]) -> None:
         for _, f in unit.files:
             ref = f.chunks[0]
             body = data[ref.offset - start : ref.offset - start + ref.length]
             fetch_loaded(f, body, committer.sink(f), decode)
+            landed.append(f)
 
-    async def unit_job(unit: Unit) -> None:
-        reader = unit.reader
-        if reader is None:
-            for _, f in unit.files:
-                await one(f, ranges)
-            return
+    async def group_job(unit: Unit, reader: SpanReader) -> None:
+        landed: list[StoredFile] = []
         try:
-            data = await reader.load()
-        except (KeyError, PackError) as exc:  # named by its first file, as fetch_file does
-            raise read_failure(unit.files[0][1], 0, exc) from None
-        try:
-            await to_the_end(lambda: land_group(unit, data, reader.start))
+            data = await _group_bytes(unit, reader)
+            await to_the_end(lambda: land_group(unit, data, reader.start, landed))
+        except IntegrityError:
+            moved = await reloader.all_moved([f for _, f in unit.files[len(landed) :]])
+            if moved is None:
+                raise
+            for m in moved:
+                await one(m, ranges)
         finally:
             reader.release()
+
+    async def unit_job(unit: Unit) -> None:
+        if unit.reader is not None:
+            return await group_job(unit, unit.reader)
+        for _, f in unit.files:
+            await one_or_moved(f, ranges)
 
     try:
         await fetch_all(work_units(files, ranges), unit_job, lambda u: u.stored_size)
@@ -128,6 +159,15 @@ async def restore_files(
     finally:
         await committer.close()
     return len(files)
+
+
+async def _group_bytes(unit: Unit, reader: SpanReader) -> bytes:
+    """The span of a unit of small files; a failed read is named by its first file, as
+    ``fetch_file`` does."""
+    try:
+        return await reader.load()
+    except (KeyError, PackError) as exc:
+        raise read_failure(unit.files[0][1], 0, exc) from None
 
 
 def sink_for(dest_fd: int, f: StoredFile, force: bool) -> FileSink:
@@ -205,6 +245,19 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         await target.close()
 
 
+def warn_future(uploads: Sequence[str]) -> None:
+    """One line on stderr when ``--latest`` skips uploads dated in the future: on a machine
+    whose clock is behind, they are the newest data."""
+    future = [u for u in uploads if in_future(u)]
+    if future:
+        print(
+            f"akoshad: warning: {len(future)} upload(s) dated in the future skipped, the "
+            f"newest {future[-1]}; if this machine's clock is behind, that is the latest "
+            f"(restore it with --upload-id {future[-1]})",
+            file=sys.stderr,
+        )
+
+
 def dest_path(text: str) -> Path:
     """``--dest`` as a shell would read it: ``~`` and ``~user`` expanded."""
     return Path(os.path.expanduser(text))
@@ -217,6 +270,7 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         if args.latest:
             uploads = await list_uploads(target, system_id)
             latest = latest_upload(uploads)
+            warn_future(uploads)
             if latest is None:
                 dated = " not dated in the future" if uploads else ""
                 raise RestoreError(f"no uploads{dated} for system {system_id} in {target.name}")

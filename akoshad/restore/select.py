@@ -2,7 +2,8 @@
 store paths (``--path GLOB``).
 
 ``--at`` picks the newest upload whose manifest's ``uploaded_at`` is at or before TIME
-(ISO 8601, local time unless it has an offset). ``--path`` globs are shell-style and
+(ISO 8601, local time unless it has an offset; a local time that daylight saving makes
+happen twice, or never, is refused). ``--path`` globs are shell-style and
 matched against the whole store path, ``*`` also matching ``/`` (``fnmatchcase`` on the
 whole path); a DuckDB database (``.duckdb``, or any name its entry's kind says is one)
 always brings its ``.wal`` along.
@@ -36,19 +37,45 @@ class SelectError(AkoshadError):
     """No upload or no path matches what was asked (exit 1, one line)."""
 
 
+class LocalTimeError(ValueError):
+    """A local time that daylight saving makes happen twice, or never."""
+
+
 def parse_at(text: str) -> datetime:
     """``--at`` as an aware datetime: ISO 8601, a time without an offset is local time.
-    ValueError (argparse: a usage error) when it is not ISO 8601."""
+    ValueError (argparse: a usage error) when it is not ISO 8601; LocalTimeError when it is
+    a local time that happens twice (clocks set back) or never (clocks set forward)."""
     when = datetime.fromisoformat(text.strip())
     if when.tzinfo is None:
-        when = when.astimezone()  # the local zone, daylight saving included
+        return _local(when)
     return when
+
+
+def _local(when: datetime) -> datetime:
+    """The naive ``when`` in the local zone, daylight saving included."""
+    early, late = when.replace(fold=0).astimezone(), when.replace(fold=1).astimezone()
+    if early == late:
+        return early
+    shown = when.isoformat()
+    if early.replace(tzinfo=None) == when == late.replace(tzinfo=None):
+        raise LocalTimeError(
+            f"{shown} happens twice in local time (the clocks went back): add its offset, "
+            f"{_offset(early)} or {_offset(late)}"
+        )
+    raise LocalTimeError(f"{shown} does not exist in local time (the clocks went forward)")
+
+
+def _offset(when: datetime) -> str:
+    """``+02:00``: the offset as ISO 8601 writes it after a time."""
+    return when.isoformat(timespec="minutes")[len("2026-01-01T00:00") :]
 
 
 def at_argument(text: str) -> datetime:
     """The argparse ``type`` of ``--at``."""
     try:
         return parse_at(text)
+    except LocalTimeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time (e.g. 2026-11-30T14:05 or 2026-11-30T14:05+01:00)"

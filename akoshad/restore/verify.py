@@ -5,9 +5,12 @@ must be present with its listed stored size; every chunk of a chunked file (form
 read from its pack, decoded and checked (size and SHA-256 per chunk, then the whole
 file's), so a missing pack or a flipped byte is a problem that names the file and the
 chunk (its index, sha256, pack key and offset). Files are checked several at once within
-the restore's memory bound; one bad file does not stop the others. The machine's ledger is
-compared with the manifest of its last upload (the chunks of an encrypted one by their
-keyed names, with this machine's name keys). Encrypted uploads are read with the identity.
+the restore's memory bound; one bad file does not stop the others. A file whose read meets
+a problem is read once more from where the upload's documents, loaded again, put it now
+(``reload``: a daemon's prune may have repacked it meanwhile); what is still wrong then is
+the problem. The machine's ledger is compared with the manifest of its last upload (the
+chunks of an encrypted one by their keyed names, with this machine's name keys), its
+objects looked for once more the same way. Encrypted uploads are read with the identity.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from akoshad.manifest.layout import in_future
 from akoshad.manifest.read import load_files
 from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.parallel import run_each, weight_of
+from akoshad.restore.reload import Reloader
 from akoshad.storage.crypto import Identities
 from akoshad.storage.fetch import RangeReader, WholeObjectRanges, fetch_file
 from akoshad.storage.name_key import NameKey, NameKeyCache, NameKeyError
@@ -79,6 +83,13 @@ async def check_file(
     return None
 
 
+async def _files_now(
+    target: Target, system_id: str, upload_id: str, identities: Identities | None
+) -> list[StoredFile]:
+    """The upload's files as its documents list them now (``Reloader``)."""
+    return (await load_files(target, system_id, upload_id, identities))[1]
+
+
 async def verify_upload(
     target: Target, system_id: str, upload_id: str, identities: Identities | None = None
 ) -> VerifyReport:
@@ -93,11 +104,18 @@ async def verify_upload(
         report.problems.append(str(exc))
         return report
     ranges = range_reader(target)
+    reloader = Reloader(lambda: _files_now(target, system_id, upload_id, identities))
+
+    async def check_one(f: StoredFile, reader: RangeReader) -> str | None:
+        problem = await check_file(target, f, reader, identities)
+        if problem is not None and (moved := await reloader.fresh(f)) is not None:
+            problem = await check_file(target, moved, ranges, identities)
+        return problem
 
     async def check_unit(unit: Unit) -> list[tuple[int, str | None]]:
         try:
             reader = unit.reader or ranges
-            return [(i, await check_file(target, f, reader, identities)) for i, f in unit.files]
+            return [(i, await check_one(f, reader)) for i, f in unit.files]
         finally:
             if unit.reader is not None:
                 unit.reader.release()
@@ -225,7 +243,15 @@ async def verify_ledger(
         return report
     report.problems.extend(compare_ledger(ledger, files, name_keys))
     if report.problems or ledger.last_upload not in verified:
-        report.problems.extend(await _stored_problems(target, files))
+        stored = await _stored_problems(target, files)
+        if stored:  # a prune may have repacked them since they were loaded: load them again
+            try:
+                files = await _files_now(target, system_id, ledger.last_upload, identities)
+            except RestoreError:
+                pass
+            else:
+                stored = await _stored_problems(target, files)
+        report.problems.extend(stored)
     report.checked = len(ledger.entries)
     return report
 
@@ -258,6 +284,9 @@ async def print_ledger_check(
     report = await verify_ledger(target, system_id, ledger, verified, identities, keys)
     for problem in report.problems:
         print(problem)
+    if ledger.last_upload is None and not report.problems:
+        print("ledger: no upload completed on this machine yet: checked the manifests only")
+        return False
     checked = f"{report.checked} file(s) checked against upload {report.upload_id}"
     print(f"ledger: {checked}, {report.status}")
     return bool(report.problems)

@@ -53,6 +53,12 @@ from akoshad.store.db import StateDB
 from akoshad.targets import Target
 
 
+def waiting_for_restart(old: Settings, new: Settings) -> list[str]:
+    """The settings ``new`` changes that a reload cannot apply (:attr:`Daemon.RESTART_KEYS`:
+    read once at start); the running values stay until a restart."""
+    return [key for key in Daemon.RESTART_KEYS if getattr(new, key) != getattr(old, key)]
+
+
 class Daemon:
     """One akoshad: watches, queues, drains. Its parts are wired once, at startup."""
 
@@ -154,8 +160,7 @@ class Daemon:
             await p.akosha_client.start()
             stack.push_async_callback(p.akosha_client.close)
         if p.rebuilt:
-            n = await p.recovery.rebuild_ledger(p.primary)
-            logger.warning("ledger rebuilt from {}: {} file(s) known", p.primary.name, n)
+            await p.recovery.rebuild_lost_ledger(p.primary)
         if claim is not None and await self.state.in_progress_uploads():
             await asyncio.wait([claim])
         await p.recovery.recover(p.targets)
@@ -240,6 +245,12 @@ class Daemon:
         "cloud_sync",
         "webhooks",
         "metrics_listen",
+        "akosha_url",  # the client, its breaker and route are built at start
+        "log_level",  # the log sinks are set up once, at start
+        "log_format",
+        "log_file",
+        "watchdog_stall_seconds",  # the watchdog policy is made at start
+        "degraded_fail_after_minutes",  # so is the health watch
     )
 
     async def reload(self) -> bool:
@@ -260,11 +271,14 @@ class Daemon:
             )
             return False
         old = self.settings
-        for key in self.RESTART_KEYS:
-            if getattr(new, key) != getattr(old, key):
-                logger.warning("{} changed: it takes effect after a restart", key)
+        pending = waiting_for_restart(old, new)
+        for key in pending:
+            logger.warning("{} changed: it takes effect after a restart", key)
+        self.view.restart_pending = pending  # the running values stay until then
         self.settings = new.model_copy(update={key: getattr(old, key) for key in self.RESTART_KEYS})
         self.feed.configure(self.settings)
+        # what leaves for Akosha from now on (over HTTP and in memories.json)
+        self.parts.memory_sync.redact_secrets = self.settings.redact_secrets
         self.drain.pacer.interval = self.settings.min_upload_interval_seconds
         self.wake.set()  # a held-back pass may be due under the new interval
         if self.watcher is not None:
@@ -418,3 +432,5 @@ class Daemon:
         with suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
         logger.info("stopped; {} change(s) stay queued", await self.state.queue_depth())
+        if self.feed.unrecorded is not None:  # the next start's walk finds them again
+            logger.warning("stopped; {}: the next start finds them again", self.feed.unrecorded)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -62,6 +61,7 @@ class DrillScheduler(PeriodicJob):
     uploads; the pass lock is held only while the upload is picked."""
 
     retry_seconds = RETRY_SECONDS
+    first_delay = FIRST_DELAY
 
     @functools.cached_property
     def reading(self) -> asyncio.Lock:
@@ -91,12 +91,7 @@ class DrillScheduler(PeriodicJob):
         if interval <= 0:
             return TICK
         last = await self.last()
-        at = last.get("at") if last else None
-        if isinstance(at, int | float):
-            due = float(at) + interval
-        else:
-            due = self.started + min(interval, FIRST_DELAY)
-        return max(due, self._not_before) - time.time()
+        return self.wait(last.get("at") if last else None, interval)
 
     async def run(self) -> None:
         """Until the daemon stops: wait for the next drill, run it. Nothing a drill meets

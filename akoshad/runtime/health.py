@@ -1,7 +1,7 @@
 """What makes akoshad unhealthy, in one place: the daemon's status, ``status --check``,
 ``run --once`` and ``config check`` read these.
 
-Pure functions (``data_dir_problem`` does one ``stat``); no daemon state here.
+Pure functions (``data_dir_problem`` stats and opens the directory); no daemon state here.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from akoshad.pipeline.storefiles import unreadable
 
 BEHIND_GRACE_SECONDS = 60.0
 
@@ -29,8 +31,8 @@ STATUS_EPILOG = (
 
 
 def data_dir_problem(data_dir: Path) -> str | None:
-    """One line when ``data_dir`` is missing or not a directory (nothing is backed up then),
-    else None."""
+    """One line when ``data_dir`` is missing, not a directory or cannot be listed (nothing
+    is backed up then), else None."""
     try:
         st = os.stat(data_dir)
     except FileNotFoundError:
@@ -39,6 +41,9 @@ def data_dir_problem(data_dir: Path) -> str | None:
         return f"data_dir {data_dir} cannot be read ({exc.strerror or exc}): nothing is backed up"
     if not stat.S_ISDIR(st.st_mode):
         return f"data_dir {data_dir} is not a directory: nothing is backed up"
+    reason = unreadable(data_dir)
+    if reason is not None:  # its permissions changed, a mount not ready: not an empty store
+        return f"data_dir {data_dir} cannot be read ({reason}): nothing is backed up"
     return None
 
 
@@ -61,7 +66,7 @@ def behind_after_seconds(
 
 def check_problems(status: Mapping[str, Any]) -> list[str]:
     """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
-    paused, degraded, waiting for ``data_dir``, or behind."""
+    paused, degraded, waiting for ``data_dir``, changes the queue could not take, or behind."""
     problems: list[str] = []
     if status.get("paused") or status.get("state") == "paused":
         problems.append("paused (akoshad resume restarts uploading)")
@@ -69,7 +74,11 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
     if reason or status.get("state") == "degraded":
         problems.append(f"degraded: {reason or 'a target is unavailable'}")
     if status.get("waiting_for_data_dir"):
-        problems.append(f"waiting for data_dir {status.get('data_dir', '?')} to appear")
+        problems.append(
+            f"waiting for data_dir {status.get('data_dir', '?')} to appear (or to be readable)"
+        )
+    if status.get("unrecorded"):
+        problems.append(f"not recorded: {status['unrecorded']}")
     age = _number(status.get("oldest_pending_age_seconds"))
     limit = _number(status.get("behind_after_seconds"))
     if age is not None and limit is not None and age > limit:

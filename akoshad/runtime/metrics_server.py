@@ -5,6 +5,7 @@ Imported only when ``metrics_listen`` is set: ``aiohttp.web`` costs about 2 MiB 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -12,8 +13,17 @@ from aiohttp import web
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from akoshad.ratelog import RateLimitedLog
 from akoshad.runtime.metrics import Metrics
 from akoshad.runtime.pass_metrics import PassMetrics
+
+# /metrics has no authentication: any local process may connect. Each connection holds a
+# file descriptor of the daemon's, so only this many are served at once (a scraper needs
+# one or two), with a short listen backlog (an accept burst may pass the cap by that
+# much), and an idle one is closed after IDLE_SECONDS (aiohttp's default is an hour).
+MAX_CONNECTIONS = 32
+LISTEN_BACKLOG = 16
+IDLE_SECONDS = 75.0
 
 StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
 
@@ -34,24 +44,49 @@ class MetricsServer:
         self._status = status
         self.host, self.port = parse_listen(listen)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._log = RateLimitedLog(300.0)
 
     async def start(self) -> None:
         """Bind and serve; raises ``OSError`` when the address cannot be bound."""
         app = web.Application()
         app.router.add_get("/metrics", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=IDLE_SECONDS
+        )
         await runner.setup()
+        handlers = runner.server
+        assert handlers is not None  # set by setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-            await site.start()
+            self._listener = await asyncio.get_running_loop().create_server(
+                lambda: self._connection(handlers),
+                self.host,
+                self.port,
+                backlog=LISTEN_BACKLOG,
+                reuse_address=True,
+            )
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         logger.info("metrics served at http://{}:{}/metrics", self.host, self.port)
 
+    def _connection(self, handlers: web.Server) -> asyncio.BaseProtocol:
+        """A handler for a new connection, or one that closes it at once past the cap."""
+        if len(handlers.connections) >= MAX_CONNECTIONS:
+            self._log.error(
+                "metrics-cap",
+                "/metrics: {} connections open, refusing more until they close",
+                MAX_CONNECTIONS,
+            )
+            return _Refused()
+        return handlers()
+
     async def close(self) -> None:
         """Stop serving; idempotent."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -64,3 +99,13 @@ class MetricsServer:
             return web.Response(status=503, text=f"akoshad status unavailable: {exc}\n")
         body = self.metrics.render(status)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class _Refused(asyncio.Protocol):
+    """A connection past ``MAX_CONNECTIONS``: closed as soon as it is accepted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()  # a reset: the descriptor is free at once
+        else:
+            transport.close()

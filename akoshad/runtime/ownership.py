@@ -74,10 +74,8 @@ async def offline(settings: Settings) -> AsyncIterator[Offline]:
         await target.start(clean_up=False)
         sid = settings.cloud_sync.system_id
         if rebuilt:
-            n = await Recovery(state, sid, Discarder(sid), sealing_source(settings)).rebuild_ledger(
-                target
-            )
-            logger.warning("ledger rebuilt from {}: {} file(s) known", target.name, n)
+            recovery = Recovery(state, sid, Discarder(sid), sealing_source(settings))
+            await recovery.rebuild_lost_ledger(target)
         gate = OwnerGate(settings.state_dir, sid, Stats())
         yield Offline(settings, state, target, gate)
 

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from akoshad.targets import Target
 
 TICK = 60.0  # the daemon looks at the interval at least this often (it may be reloaded)
+# A last run dated further ahead of the clock than this was dated by a clock that ran ahead
+# and was set right since: waiting for it would hold the job back until the clock caught up.
+CLOCK_SKEW = 300.0
 
 
 async def run_periodic(
@@ -48,9 +51,10 @@ class PeriodicJob:
     """A periodic job's parts: the settings (a reload replaces them), the state, the target,
     the events, the daemon's stop event and pass lock; when it started and, after a run that
     could not happen, the earliest next try (``retry_seconds`` later, or one interval if
-    that is shorter)."""
+    that is shorter), both on the monotonic clock (a wall clock set back holds neither)."""
 
     retry_seconds = 600.0
+    first_delay = 60.0  # the first run after a start with none on record (or at most one interval)
 
     def __init__(
         self,
@@ -68,7 +72,7 @@ class PeriodicJob:
         self.events = events
         self.stop_event = stop_event
         self.lock = pass_lock
-        self.started = time.time()
+        self.started = time.monotonic()
         self._not_before = 0.0
 
     def configure(self, settings: Settings) -> None:
@@ -80,4 +84,15 @@ class PeriodicJob:
         raise NotImplementedError
 
     def _postpone(self) -> None:
-        self._not_before = time.time() + min(self.interval(), self.retry_seconds)
+        self._not_before = time.monotonic() + min(self.interval(), self.retry_seconds)
+
+    def wait(self, at: object, after: float) -> float:
+        """Seconds until the job is due: ``after`` seconds past ``at`` (the wall-clock time
+        of its last run); with none on record, or one dated ahead of the clock (beyond
+        :data:`CLOCK_SKEW`), ``first_delay`` after the start; never before a postponed try."""
+        now = time.monotonic()
+        if isinstance(at, int | float) and at <= time.time() + CLOCK_SKEW:
+            wait = float(at) + after - time.time()
+        else:
+            wait = self.started + min(self.interval(), self.first_delay) - now
+        return max(wait, self._not_before - now)

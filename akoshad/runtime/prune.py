@@ -178,6 +178,9 @@ async def prune_target(
         result.update(ok=not problems, problems=problems)
         if not dry_run:
             result["multipart_aborted"] = await _abort_leftover_uploads(target)
+        versioning = await _bucket_versioning(target)
+        if versioning is not None:
+            result["bucket_versioning"] = versioning
     result["at"] = time.time()
     return result
 
@@ -201,6 +204,36 @@ async def _abort_leftover_uploads(target: Target) -> int:
         return 0
 
 
+@runtime_checkable
+class _Versioned(Protocol):
+    async def bucket_versioning(self) -> str | None: ...
+
+
+async def _bucket_versioning(target: Target) -> str | None:
+    """The bucket's versioning status, if it has one (``Enabled``, ``Suspended``): there
+    a delete leaves the object's bytes stored as a noncurrent version. Best effort: a
+    server or a policy that does not answer counts as none (logged)."""
+    if not isinstance(target, _Versioned):
+        return None
+    try:
+        return await target.bucket_versioning()
+    except (TransientError, PermanentError, OSError) as exc:
+        logger.debug("prune: the bucket's versioning is unknown: {}", exc)
+        return None
+
+
+def versioning_note(result: dict[str, Any]) -> str | None:
+    """What a prune in a versioned bucket must add to its bytes freed (None elsewhere)."""
+    status = result.get("bucket_versioning")
+    if not status:
+        return None
+    return (
+        f"the bucket has versioning {status}: deleted objects stay stored (and billed) as "
+        "noncurrent versions until a lifecycle rule expires them, so the bytes are not "
+        "freed until then"
+    )
+
+
 def log_result(result: dict[str, Any]) -> None:
     """INFO when all went well, ERROR with the problems."""
     if not result.get("enabled", True):
@@ -217,6 +250,9 @@ def log_result(result: dict[str, Any]) -> None:
         logger.info(line)
     else:
         logger.error("{}; problems: {}", line, "; ".join(result.get("problems") or []))
+    note = versioning_note(result)
+    if note is not None and result.get("objects_deleted"):
+        logger.warning("prune: {}", note)
 
 
 async def record(state: StateDB, result: dict[str, Any]) -> dict[str, Any]:
@@ -248,6 +284,7 @@ class PruneScheduler(PeriodicJob):
     the socket, all under the pass lock."""
 
     retry_seconds = RETRY_SECONDS
+    first_delay = FIRST_DELAY
 
     def __init__(
         self,
@@ -301,16 +338,11 @@ class PruneScheduler(PeriodicJob):
         interval = self.interval()
         if interval <= 0 or not self.settings.retention.enabled:
             return TICK
-        last = await self.last()
-        at = last.get("at") if last else None
-        if isinstance(at, int | float) and last is not None:
-            # a prune that failed is tried again sooner
-            # (not when it needs the identity: that won't come back by itself)
-            soon = not last.get("ok") and not last.get("needs_identity")
-            due = float(at) + (min(interval, RETRY_SECONDS) if soon else interval)
-        else:
-            due = self.started + min(interval, FIRST_DELAY)
-        return max(due, self._not_before) - time.time()
+        last = await self.last() or {}
+        # a prune that failed is tried again sooner
+        # (not when it needs the identity: that won't come back by itself)
+        soon = not last.get("ok") and not last.get("needs_identity")
+        return self.wait(last.get("at"), min(interval, RETRY_SECONDS) if soon else interval)
 
     async def run(self) -> None:
         """Until the daemon stops: wait for the next prune, run it. Nothing a prune meets

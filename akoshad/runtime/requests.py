@@ -52,11 +52,16 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
         )
     if request.get("wait"):
         ok, reports = await daemon.drain_until_empty(method=method, enable_fallback=fallback)
-        return {
+        result: dict[str, Any] = {
             "ok_drain": ok,
             "passes": [r.as_dict() for r in reports],
-            "pending": await daemon.state.queue_depth(),
+            "pending": await daemon.state.queue_depth() + len(daemon.feed.debouncer),
         }
+        unrecorded = daemon.feed.unrecorded  # the changes seen were not drained: not done
+        if unrecorded is not None:
+            result["ok_drain"] = False
+            result["error"] = f"{unrecorded}: not uploaded; the daemon tries again"
+        return result
     await daemon.feed.flush()
     daemon.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds
     daemon.wake.set()

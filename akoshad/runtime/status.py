@@ -26,6 +26,8 @@ class StatusView:
         self.started = started
         self.paused = False
         self.safety = SafetyTracker(started)
+        # settings a reload read but cannot apply (``Daemon.RESTART_KEYS``)
+        self.restart_pending: list[str] = []
 
     def configure(self, settings: Settings) -> None:
         """A reload: the debounce window and the drill interval count in the verdict."""
@@ -40,6 +42,11 @@ class StatusView:
         if stats.syncing or stats.in_flight:
             return "syncing"
         return "idle"
+
+    def unrecorded(self) -> str | None:
+        """A warning while changes seen cannot be put on the queue (the state's disk)."""
+        why = self.parts.feed.unrecorded
+        return None if why is None else f"{why}: kept in memory and tried again"
 
     async def status(self) -> dict[str, Any]:
         p = self.parts
@@ -78,7 +85,8 @@ class StatusView:
             "last_good_drill_at": await p.drills.last_good_at(),  # survives restarts too
             "last_prune": await p.prunes.last(),
             "lease": p.owners.lease(p.primary.name),
-            "warnings": [missing] if missing else [],
+            "warnings": [w for w in (missing, self.unrecorded()) if w] + self._restart_warnings(),
+            "unrecorded": p.feed.unrecorded,  # changes seen that the queue could not take
             "waiting_for_data_dir": missing is not None,
             "oldest_pending_age_seconds": await self.oldest_pending_age(),
             "behind_after_seconds": behind_after_seconds(
@@ -90,6 +98,15 @@ class StatusView:
         }
         result["safety"] = self._safety(result)
         return result
+
+    def _restart_warnings(self) -> list[str]:
+        """One line per setting changed in the configuration that runs as before until a
+        restart (new S3 keys after a rotation, a new endpoint...)."""
+        return [
+            f"{key} changed in the configuration: the previous {key} is used until "
+            "akoshad is restarted"
+            for key in self.restart_pending
+        ]
 
     def _safety(self, status: dict[str, Any]) -> dict[str, Any]:
         """Is everything backed up and restorable? (see akoshad/runtime/safety.py)"""

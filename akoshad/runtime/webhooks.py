@@ -68,8 +68,10 @@ def retry_delay(attempt: int, base: float, rng: random.Random | None = None) -> 
 
 
 def should_drop(created_at: float, now: float, attempts: int, give_up: float) -> bool:
-    """Give an event up once it is ``give_up`` seconds old, after at least one attempt."""
-    return attempts > 0 and now - created_at >= give_up
+    """Give an event up once it is ``give_up`` seconds old, after at least one attempt; one
+    dated ``give_up`` or more ahead (by a clock that ran ahead and was set right since) has
+    no age to wait for: it would hold its webhook's queue until the clock caught up."""
+    return attempts > 0 and abs(now - created_at) >= give_up
 
 
 def encode_event(payload: dict[str, Any]) -> bytes:
@@ -251,14 +253,21 @@ class WebhookSink:
             return True
         h.attempts += 1
         h.last_error = error
-        if should_drop(row.created_at, time.time(), h.attempts, self.give_up):
-            h.dropped = await self.store.drop(row.id, h.id)
+        now = time.time()
+        age = now - row.created_at
+        if should_drop(row.created_at, now, h.attempts, self.give_up):
+            # every event as old goes too: one attempt each would drain a hanging webhook's
+            # queue at one event per timeout, slower than a busy store fills it
+            gone, h.dropped = await self.store.drop_expired(
+                row.id, h.id, now - self.give_up, now + self.give_up
+            )
             h.attempts = 0
             logger.warning(
-                "webhook {}: {} event dropped, undelivered for {:.0f}s (last error: {})",
+                "webhook {}: {} event dropped, {}{} (last error: {})",
                 h.shown,
                 row.event,
-                time.time() - row.created_at,
+                f"undelivered for {age:.0f}s" if age >= 0 else "dated ahead of the clock",
+                f"; {gone - 1} more as old with it" if gone > 1 else "",
                 error,
             )
             return True

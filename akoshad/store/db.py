@@ -174,10 +174,14 @@ def read_ledger(path: Path, target: str) -> LedgerView | None:
         try:
             con.execute("BEGIN")  # one read snapshot: the ledger and its upload agree
             try:
-                last = con.execute(
-                    "SELECT MAX(upload_id) FROM uploads WHERE target = ? AND outcome = 'completed'",
+                # the completed upload made last (an id continued after a clock set right
+                # may sort before one dated while it ran ahead): the ledger is its files
+                found = con.execute(
+                    "SELECT upload_id FROM uploads WHERE target = ? AND outcome = 'completed' "
+                    "ORDER BY rowid DESC LIMIT 1",
                     (target,),
-                ).fetchone()[0]
+                ).fetchone()
+                last = None if found is None else found[0]
                 rows = LedgerOps.ledger_rows(con, target)
             finally:
                 con.execute("ROLLBACK")

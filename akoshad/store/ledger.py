@@ -118,10 +118,24 @@ class LedgerOps(StoreBase):
             (keep - 1,),
         )
 
-    async def fail_upload(self, upload_id: str, error: str) -> None:
-        await self.transaction(
-            lambda c: self.finish_upload(c, upload_id=upload_id, outcome="failed", error=error)
+    @staticmethod
+    def prune_failed_history(c: sqlite3.Connection, keep: int = HISTORY_KEEP) -> None:
+        """Keep the newest ``keep`` failed attempts (a long outage's retries); completed
+        uploads are not touched here: the newest one is what status reports after a
+        restart, however long the outage."""
+        c.execute(
+            "DELETE FROM uploads WHERE outcome = 'failed' AND upload_id < ("
+            "SELECT upload_id FROM uploads WHERE outcome = 'failed' "
+            "ORDER BY upload_id DESC LIMIT 1 OFFSET ?)",
+            (keep - 1,),
         )
+
+    async def fail_upload(self, upload_id: str, error: str) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            self.finish_upload(c, upload_id=upload_id, outcome="failed", error=error)
+            self.prune_failed_history(c)  # a long outage's retries are attempts too
+
+        await self.transaction(op)
 
     async def in_progress_uploads(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(upload_id, target, planned manifest) of uploads a crash interrupted."""
@@ -136,10 +150,13 @@ class LedgerOps(StoreBase):
         return await self.transaction(op)
 
     async def last_upload(self) -> UploadRecord | None:
+        """The completed upload made last (rows are added in the order uploads begin; an
+        id continued after one dated in the future is not the greatest)."""
+
         def op(c: sqlite3.Connection) -> UploadRecord | None:
             row = c.execute(
                 f"SELECT {_UPLOAD_COLS} FROM uploads WHERE outcome = 'completed' "
-                "ORDER BY upload_id DESC LIMIT 1"
+                "ORDER BY rowid DESC LIMIT 1"
             ).fetchone()
             return UploadRecord(*row) if row else None
 
@@ -157,9 +174,15 @@ class LedgerOps(StoreBase):
 
         return await self.transaction(op)
 
-    async def latest_upload_id(self) -> str | None:
+    async def latest_upload_id(self, dated_by: str | None = None) -> str | None:
+        """The greatest upload id on record; with ``dated_by`` (``current_id_time``), the
+        greatest whose time is not after it."""
         return await self.transaction(
-            lambda c: c.execute("SELECT MAX(upload_id) FROM uploads").fetchone()[0]
+            lambda c: c.execute(
+                "SELECT MAX(upload_id) FROM uploads "
+                "WHERE ? IS NULL OR substr(upload_id, 1, 22) <= ?",
+                (dated_by, dated_by),
+            ).fetchone()[0]
         )
 
     # ---- skipped files -------------------------------------------------------------

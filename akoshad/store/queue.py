@@ -13,12 +13,22 @@ from akoshad.store.records import (
     _scrub,
 )
 
+# No retry is set further ahead than this (backoff, circuit breaker and ownership waits are
+# 5 minutes at most): a row due later was given its time by a clock that ran ahead and was
+# set right since, and is due now rather than when the clock catches up.
+RETRY_HORIZON = 900.0
+# The furthest ahead a retry is set (a server's Retry-After asking for longer is asked again
+# then): below RETRY_HORIZON, so that a row due later can only come from a clock set right.
+RETRY_WAIT_MAX = 600.0
+
 
 class QueueOps(StoreBase):
     """Queue operations of :class:`~akoshad.store.db.StateDB`."""
 
     async def enqueue(self, items: Iterable[tuple[str, str]], now: float | None = None) -> int:
-        """Upsert (path, event) pairs: one row per path however often it changes."""
+        """Upsert (path, event) pairs: one row per path however often it changes (its
+        ``first_seen`` never after a time it was seen: one dated by a clock that ran ahead
+        comes back to now)."""
         rows = list(items)
         if not rows:
             return 0
@@ -28,6 +38,7 @@ class QueueOps(StoreBase):
             c.executemany(
                 "INSERT INTO queue (path, event, first_seen, last_seen) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(path) DO UPDATE SET event = excluded.event, "
+                "first_seen = MIN(queue.first_seen, excluded.first_seen), "
                 "last_seen = excluded.last_seen, seq = queue.seq + 1, "
                 "state = CASE queue.state WHEN 'in_flight' THEN 'in_flight' ELSE 'pending' END, "
                 "next_attempt = MIN(queue.next_attempt, excluded.last_seen)",
@@ -45,9 +56,9 @@ class QueueOps(StoreBase):
 
         def op(c: sqlite3.Connection) -> list[QueueItem]:
             rows = c.execute(
-                f"SELECT {_QUEUE_COLS} FROM queue WHERE state = 'pending' AND next_attempt <= ? "
-                "ORDER BY first_seen LIMIT ?",
-                (ts, limit),
+                f"SELECT {_QUEUE_COLS} FROM queue WHERE state = 'pending' "
+                "AND (next_attempt <= ? OR next_attempt > ?) ORDER BY first_seen LIMIT ?",
+                (ts, ts + RETRY_HORIZON, limit),
             ).fetchall()
             c.executemany(
                 "UPDATE queue SET state = 'in_flight', attempts = attempts + 1 WHERE path = ?",
@@ -87,7 +98,9 @@ class QueueOps(StoreBase):
         retry_at: float | None,
         error: str | None = None,
     ) -> None:
-        """Finish claimed rows: done (``retry_at`` None) unless they changed meanwhile."""
+        """Finish claimed rows: done (``retry_at`` None) unless they changed meanwhile; else
+        due again at ``retry_at`` (at most :data:`RETRY_WAIT_MAX` from now)."""
+        now = time.time()
 
         def op(c: sqlite3.Connection) -> None:
             for item in items:
@@ -108,7 +121,7 @@ class QueueOps(StoreBase):
                     c.execute(
                         "UPDATE queue SET state = 'pending', next_attempt = ?, last_error = ? "
                         "WHERE path = ?",
-                        (retry_at, _scrub(error), item.path),
+                        (min(retry_at, now + RETRY_WAIT_MAX), _scrub(error), item.path),
                     )
 
         await self.transaction(op)
@@ -148,9 +161,13 @@ class QueueOps(StoreBase):
         )
 
     async def next_due(self) -> float | None:
-        """The earliest next_attempt of a pending row, or None."""
+        """The earliest next_attempt of a pending row (now for one due beyond
+        :data:`RETRY_HORIZON`), or None."""
+        now = time.time()
         return await self.transaction(
             lambda c: c.execute(
-                "SELECT MIN(next_attempt) FROM queue WHERE state = 'pending'"
+                "SELECT MIN(CASE WHEN next_attempt > ? THEN ? ELSE next_attempt END) "
+                "FROM queue WHERE state = 'pending'",
+                (now + RETRY_HORIZON, now),
             ).fetchone()[0]
         )

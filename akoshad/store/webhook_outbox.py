@@ -80,16 +80,29 @@ class WebhookStore:
     async def drop(self, row_id: int, hook: str) -> int:
         """Given up: forget the row and count the drop (it survives restarts). Returns the
         number of events ``hook`` dropped so far."""
+        return (await self.drop_expired(row_id, hook, float("-inf"), float("inf")))[1]
+
+    async def drop_expired(
+        self, row_id: int, hook: str, before: float, after: float
+    ) -> tuple[int, int]:
+        """Given up: forget the row and every other row of ``hook`` dated at or before
+        ``before`` or at or after ``after`` (past their give-up age too), and count the
+        drops (they survive restarts). Returns (dropped now, dropped so far by ``hook``)."""
         key = _DROPPED_KEY + hook
 
-        def op(c: sqlite3.Connection) -> int:
-            c.execute("DELETE FROM webhook_outbox WHERE id = ?", (row_id,))
+        def op(c: sqlite3.Connection) -> tuple[int, int]:
+            n = c.execute(
+                "DELETE FROM webhook_outbox WHERE id = ? OR (hook = ? AND "
+                "(created_at <= ? OR created_at >= ?))",
+                (row_id, hook, before, after),
+            ).rowcount
             c.execute(
-                "INSERT INTO kv (key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET "
-                "value = CAST(CAST(kv.value AS INTEGER) + 1 AS TEXT)",
-                (key,),
+                "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "value = CAST(CAST(kv.value AS INTEGER) + ? AS TEXT)",
+                (key, str(n), n),
             )
-            return int(c.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()[0])
+            total = int(c.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()[0])
+            return int(n), total
 
         return await self._state.transaction(op)
 

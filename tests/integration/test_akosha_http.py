@@ -101,6 +101,51 @@ async def test_stale_session_after_server_restart(server: AkoshaServer) -> None:
     assert server.stored() == {"box:1", "box:2"}
 
 
+@pytest.fixture
+async def sdk1_proxy(akosha_server: AkoshaServer) -> AsyncIterator[str]:
+    """The real server behind a proxy answering an unknown session id as MCP SDK 1.x
+    servers do: 400 "Bad Request: No valid session ID provided" instead of 404."""
+
+    async def forward(request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with (
+            aiohttp.ClientSession() as up,
+            up.request(
+                request.method, akosha_server.url, data=await request.read(), headers=headers
+            ) as resp,
+        ):
+            body = await resp.read()
+            if resp.status == 404 and "mcp-session-id" in request.headers:
+                return web.Response(status=400, text="Bad Request: No valid session ID provided")
+            keep = {
+                k: v
+                for k, v in resp.headers.items()
+                if k.lower() in ("content-type", "mcp-session-id")
+            }
+            return web.Response(status=resp.status, body=body, headers=keep)
+
+    app = web.Application()
+    app.router.add_route("*", "/mcp", forward)
+    async with served(app) as base:
+        yield f"{base}/mcp"
+
+
+async def test_stale_session_answered_400_opens_a_new_session(
+    akosha_server: AkoshaServer, sdk1_proxy: str
+) -> None:
+    """An Akosha on MCP SDK 1.x answers a session it lost in a restart with 400, not 404:
+    the client opens a new session and goes on, instead of failing every delivery."""
+    async with AkoshaClient(sdk1_proxy) as client:
+        assert (await client.store([mem(1)])).stored == ("box:1",)
+        old = client.session_id
+        await asyncio.to_thread(akosha_server.restart)
+        result = await client.store([mem(1), mem(2)])
+        assert result.stored == ("box:1", "box:2")
+        assert client.session_id != old
+        assert client.sessions_opened == 2
+    assert akosha_server.stored() == {"box:1", "box:2"}
+
+
 async def test_close_deletes_the_session(server: AkoshaServer) -> None:
     client = AkoshaClient(server.url)
     await client.store([mem(1)])
@@ -494,3 +539,75 @@ async def test_a_counter_given_at_construction_counts_every_message(server: Akos
         ("akosha", "notifications/initialized"),
         ("akosha", "tools/call"),
     ]
+
+
+@pytest.mark.parametrize("status", [200, 500, 400])
+async def test_long_rpc_error_message_is_one_bounded_line(
+    stub: tuple[str, dict[str, Any]], status: int
+) -> None:
+    """A JSON-RPC error with a huge multi-line message (a traceback, an echoed payload) ends
+    up in logs, status and webhooks: it is cut to one bounded line."""
+    url, behaviour = stub
+    message = "Internal error\nTraceback (most recent call last):\n" + "  frame\n" * 20_000
+    body = {"jsonrpc": "2.0", "id": 1, "error": {"code": -32603, "message": message}}
+    behaviour.update(status=status, body=json.dumps(body), headers=None)
+    async with AkoshaClient(url) as client:
+        with pytest.raises((TransientError, PermanentError)) as info:
+            await client.initialize()
+    text = str(info.value)
+    assert "\n" not in text and "\r" not in text
+    assert len(text) <= 1000
+    assert "Internal error" in text
+
+
+def test_long_per_row_errors_are_one_bounded_line() -> None:
+    """A per-row error is kept as the row's skip reason in the state database: a huge
+    multi-line one (an echoed payload) is cut to one bounded line, Duplicate key still seen."""
+    long = "validation failed:\n" + "input_value='xxxxxxxx'\n" * 50_000
+    payload = {
+        "status": "failed",
+        "stored": 0,
+        "errors": [
+            {"memory_id": "a", "error": long},
+            {"memory_id": "b", "error": long + 'Duplicate key "memory_id: b"'},
+            {"memory_id": None, "error": long},
+        ],
+    }
+    result = parse_store_result({"structuredContent": payload}, ["a", "b", "c"])
+    assert result.duplicates == ("b",)
+    for text in (result.failed["a"], result.failed["c"], result.batch_error or ""):
+        assert text.startswith("validation failed: input_value=")
+        assert "\n" not in text and len(text) <= 1000
+
+
+async def test_an_event_of_many_lines_is_bounded_too(stub: tuple[str, dict[str, Any]]) -> None:
+    """A server that sends one endless event in short ``data:`` lines: bounded at 16 MiB
+    like an event in one long line, not held in memory without end."""
+    url, behaviour = stub
+    behaviour["sse"] = (
+        b"event: message\n"
+        + b"data: "
+        + b"x" * 1018
+        + b"\n" * 1
+        + ((b"data: " + b"x" * 1018 + b"\n") * (17 * 1024))
+    )
+    async with AkoshaClient(url) as client:
+        with pytest.raises(PermanentError, match="larger than 16 MiB"):
+            await client.initialize()
+
+
+@pytest.mark.parametrize("status", [200, 500])
+async def test_a_huge_json_reply_is_not_read_without_end(
+    stub: tuple[str, dict[str, Any]], status: int
+) -> None:
+    """An akosha_url that answers a huge body (a download, a proxy's dump): refused past
+    16 MiB (an error body is cut), never read whole into memory."""
+    url, behaviour = stub
+    behaviour.update(status=status, body="[" + "0," * (12 * 1024 * 1024) + "0]", headers=None)
+    async with AkoshaClient(url) as client:
+        with pytest.raises((PermanentError, TransientError)) as info:
+            await client.initialize()
+    text = str(info.value)
+    assert len(text) < 1000
+    if status == 200:
+        assert "larger than 16 MiB" in text

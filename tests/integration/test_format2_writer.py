@@ -907,3 +907,104 @@ async def test_a_prune_meeting_a_damaged_pack_reports_it_as_its_outcome(tmp_path
         assert len(await rig.uploads()) == 1  # the dropped upload went; the kept one stays
     finally:
         await close_rig(rig)
+
+
+async def test_an_upload_failing_unexpectedly_leaves_no_attempt_behind(rig: Rig) -> None:
+    """An upload that fails in an unforeseen way after a pack went out (the state refuses to
+    record the next pack: a full disk) is settled as any failed upload before its error goes
+    on: its attempt is failed in the history, its pack removed and its pack records dropped.
+    Before, the attempt stayed 'in progress' while the daemon ran (months): its row and pack
+    records were never pruned, its objects kept from prune as an upload in progress."""
+    rig.write("big.bin", noise(41, 20 * MiB))  # two packs
+    await rig.feed.reconcile()
+    add = rig.state.add_upload_pack
+    calls = 0
+
+    async def second_fails(upload_id: str, key: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            await _disk_full()
+        await add(upload_id, key)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rig.state, "add_upload_pack", second_fails)
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            await rig.drain.run_pass()
+    history = await rig.state.transaction(
+        lambda c: c.execute("SELECT outcome FROM uploads").fetchall()
+    )
+    assert history == [("failed",)]
+    packs = await rig.state.transaction(
+        lambda c: c.execute("SELECT COUNT(*) FROM upload_packs").fetchone()[0]
+    )
+    assert packs == 0
+    assert keys_under(rig.store.parent / "outbox", "packs") == []
+    (row,) = await rig.state.queue_items()
+    report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
+    assert report is not None and report.upload_id and report.error is None
+    assert await rig.restore(report.upload_id) == rig.on_disk()
+
+
+async def test_failed_uploads_do_not_grow_the_history_without_bound(rig: Rig) -> None:
+    """The upload history keeps the newest HISTORY_KEEP uploads also while every attempt
+    fails (a target that refuses writes for weeks: each retry is an attempt, with its
+    planned manifest); before, it was trimmed only when an upload completed, so it grew
+    with every retry for as long as the outage lasted."""
+    from akoshad.store.db import HISTORY_KEEP
+
+    rig.write("a.json", b'{"a": 1}')
+    await rig.feed.reconcile()
+    done = await rig.drain.run_pass()
+    assert done is not None and done.upload_id and done.error is None
+    first_id = done.upload_id
+
+    def old(c: sqlite3.Connection) -> None:
+        c.executemany(
+            "INSERT INTO uploads (upload_id, target, method, started_at, finished_at, outcome, "
+            "error) VALUES (?, 'local', 'local', 0, 0, 'failed', 'the outbox is away')",
+            [(f"{first_id}{i:06d}",) for i in range(HISTORY_KEEP)],  # after it
+        )
+
+    await rig.state.transaction(old)
+    rig.write("a.json", b'{"a": 2}')
+    await rig.feed.reconcile()
+
+    async def refused(*args: Any, **kwargs: Any) -> int:
+        raise TransientError("the outbox is away")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rig.target, "put_object_file", refused)
+        for _ in range(3):
+            (row,) = await rig.state.queue_items()
+            report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
+            assert report is not None and report.error
+    rows = await rig.state.transaction(
+        lambda c: c.execute("SELECT COUNT(*), MAX(upload_id) FROM uploads").fetchone()
+    )
+    assert rows[0] == HISTORY_KEEP + 1 and rows[1] > first_id  # + the completed one:
+    last = await rig.state.last_upload()  # what status reports after a restart
+    assert last is not None and last.upload_id == first_id
+
+
+async def test_an_upload_whose_manifest_landed_is_kept_when_an_error_follows(rig: Rig) -> None:
+    """An unforeseen error after ``manifest.json`` landed (making the ledger rows fails)
+    leaves the upload whole: the next start's recovery commits it from its manifest."""
+    import akoshad.pipeline.upload as upload_module
+
+    rig.write("a.json", b'{"a": 1}')
+    await rig.feed.reconcile()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a defect after the manifest")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(upload_module, "sent_rows", broken)
+        with pytest.raises(RuntimeError, match="a defect after the manifest"):
+            await rig.drain.run_pass()
+    manifests = keys_under(rig.store.parent / "outbox", "uploads")
+    assert len(manifests) == 1 and manifests[0].endswith("manifest.json")
+    history = await rig.state.transaction(
+        lambda c: c.execute("SELECT outcome FROM uploads").fetchall()
+    )
+    assert history == [("in_progress",)]

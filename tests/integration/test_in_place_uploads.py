@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import akoshad.pipeline.capture.files as capture_files
+import akoshad.pipeline.capture.plain as capture_plain
 import akoshad.pipeline.capture.snapshot as snapshot
 import akoshad.pipeline.drain as drain_module
 from akoshad.errors import TransientError
@@ -179,6 +180,70 @@ async def test_a_file_changed_while_sent_is_not_recorded(
     assert retried is not None and retried.ok and retried.files_uploaded == [BIG]
     now = (rig.store / BIG).read_bytes()
     assert await rig.stored(BIG) == (sha(now), now)
+
+
+class Writer:
+    """A writer appending to the live ``big.bin`` whenever it is read: while its upload
+    chunks it in place, and while it is copied into staging (while ``on``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, live: Path) -> None:
+        self.on = True
+        real_chunks, real_copy = capture_files.iter_file_chunks, capture_plain.copy_hashing
+
+        def chunks(source: Path) -> Iterator[Chunk]:
+            for i, chunk in enumerate(real_chunks(source)):
+                yield chunk
+                if i == 0 and self.on and Path(source) == live:
+                    append(live)
+
+        def copy(src: Path, dst: Path) -> tuple[int, str]:
+            got = real_copy(src, dst)
+            if self.on and Path(src) == live:
+                append(live)
+            return got
+
+        monkeypatch.setattr(capture_files, "iter_file_chunks", chunks)
+        monkeypatch.setattr(capture_plain, "copy_hashing", copy)
+
+
+async def test_a_large_file_written_all_the_time_never_holds_back_the_others(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its in-place upload fails once; from then on it is copied into staging, and while
+    it keeps changing there it waits (its last version kept) and the others go up."""
+    rig.drain.snap.sleep = lambda _s: None
+    live = rig.store / BIG
+    first = os.urandom(2 * MiB)
+    live.write_bytes(first)
+    assert (await rig.pass_of(BIG)).ok
+
+    writer = Writer(monkeypatch, live)
+    live.write_bytes(os.urandom(2 * MiB))
+    (rig.store / "small.json").write_bytes(b'{"kept": "waiting"}')
+    failed = await rig.pass_of(BIG, "small.json")
+    assert failed.source_changed and "changed while it was being uploaded" in (failed.error or "")
+
+    for _ in range(2):  # every pass after it: the others land, big.bin waits
+        later = await rig.drain.drain_once(rig.target, now=time.time() + 3600)
+        assert later is not None
+        assert later.error is None, later.error
+        assert BIG in later.retrying and "kept changing" in later.retrying[BIG]
+        ledger = await rig.state.ledger(rig.target.name)
+        assert "small.json" in ledger and ledger[BIG].sha256 == sha(first)  # its last version
+        assert BIG in {i.path for i in await rig.state.queue_items()}
+        (rig.store / "small.json").write_bytes(os.urandom(8).hex().encode())
+        await rig.state.enqueue([("small.json", "modified")], now=time.time() - 60)
+
+    writer.on = False  # quiet again: its copy lands
+    quiet = await rig.drain.drain_once(rig.target, now=time.time() + 7200)
+    assert quiet is not None and quiet.ok and BIG in quiet.files_uploaded
+    now = live.read_bytes()
+    assert await rig.stored(BIG) == (sha(now), now)
+    (f,) = [f for c in quiet.captures for f in c.files if f.path == BIG]
+    assert not f.in_place
+    live.write_bytes(os.urandom(2 * MiB))  # and read in place again after that
+    again = await rig.pass_of(BIG)
+    assert again.ok and [f.in_place for c in again.captures for f in c.files] == [True]
 
 
 def flip_first_byte(path: Path) -> None:

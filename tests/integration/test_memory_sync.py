@@ -164,6 +164,31 @@ async def test_skipped_rows_are_counted_and_reconsidered_when_fixed(
         await rig.close()
 
 
+async def test_one_unconvertible_vector_does_not_block_the_others(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    """An embedding column of text lists (a session-buddy upgrade or a hand-made store)
+    with one value that is no number: that row is skipped; the others still go."""
+    rig = Rig(tmp_path, akosha_server.url)
+    rig.snapshot.unlink()
+    make_reflection_db(rig.snapshot, embedding_type="VARCHAR[]")
+    add_rows(rig.snapshot, "conversations_v2", 0, 3)
+    con = duckdb.connect(str(rig.snapshot))
+    con.execute(
+        "UPDATE conversations_v2 SET embedding = list_transform(range(384), "
+        "lambda x: CASE WHEN x = 3 THEN 'n/a' ELSE '0.5' END) WHERE id = 'c000001'"
+    )
+    con.close()
+    try:
+        sync = await rig.sync()
+        report = await sync.deliver(rig.snapshot)
+        assert report.delivered == 2
+        assert report.skipped == {"testbox:c000001": "embedding has non-finite values"}
+        assert akosha_server.stored() == {"testbox:c000000", "testbox:c000002"}
+    finally:
+        await rig.close()
+
+
 async def test_a_vector_with_a_null_value_is_skipped_once(
     rig: Rig, akosha_server: AkoshaServer
 ) -> None:
@@ -391,6 +416,57 @@ async def test_server_down_fails_fast_and_the_breaker_saves_the_next_calls(
         await rig.close()
 
 
+async def test_the_circuit_closes_again_behind_a_proxy_without_healthz(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    """Akosha published under a path by a reverse proxy that forwards only its MCP
+    endpoint: ``/healthz`` on the origin answers 404. After an outage the half-open probe
+    must not take that 404 for "down" forever (no memory would reach Akosha again until
+    akoshad restarts): the call itself decides."""
+    from aiohttp import ClientSession, web
+
+    from tests.helpers import served
+
+    async def forward(request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        try:
+            async with (
+                ClientSession() as up,
+                up.request(
+                    request.method, akosha_server.url, data=await request.read(), headers=headers
+                ) as resp,
+            ):
+                body = await resp.read()
+                keep = ("content-type", "mcp-session-id")
+                out = {k: v for k, v in resp.headers.items() if k.lower() in keep}
+                return web.Response(status=resp.status, body=body, headers=out)
+        except OSError:
+            return web.Response(status=502, text="Bad Gateway")
+
+    app = web.Application()
+    app.router.add_route("*", "/akosha/mcp", forward)
+    now = [100.0]
+    breaker = CircuitBreaker("http", failure_threshold=1, reset_timeout=30, clock=lambda: now[0])
+    async with served(app) as base:
+        rig = Rig(tmp_path, f"{base}/akosha/mcp")
+        add_rows(rig.snapshot, "conversations_v2", 0, 3)
+        try:
+            sync = await rig.sync(breaker=breaker)
+            assert (await sync.deliver(rig.snapshot)).delivered == 3
+            add_rows(rig.snapshot, "conversations_v2", 3, 5)
+            await asyncio.to_thread(akosha_server.stop)
+            with pytest.raises(DeliveryInterrupted, match="502"):
+                await sync.deliver(rig.snapshot)
+            assert state_of(breaker) is BreakerState.OPEN
+            await asyncio.to_thread(akosha_server.start)
+            now[0] += 30
+            report = await sync.deliver(rig.snapshot)
+            assert report.delivered == 2
+            assert state_of(breaker) is BreakerState.CLOSED
+        finally:
+            await rig.close()
+
+
 async def test_akosha_that_stores_nothing_opens_the_circuit(
     rig: Rig, akosha_server: AkoshaServer
 ) -> None:
@@ -496,3 +572,36 @@ async def test_without_akosha_url_delivery_is_refused_but_cloud_json_works(
         assert (await sync.status())["circuit"] is None
     finally:
         await state.close()
+
+
+async def test_akosha_asking_to_come_back_later_is_not_asked_again_sooner(
+    tmp_path: Path,
+) -> None:
+    """Akosha (or the proxy before it) answers 503 / 429 with ``Retry-After: 120``: the
+    memories are tried again no sooner than that, as the file uploads honour it, not after
+    the 2 s retry backoff."""
+    from aiohttp import web
+
+    from akoshad.pipeline.routes import AkoshaRoute
+    from akoshad.pipeline.stats import Stats
+    from tests.helpers import served
+
+    async def busy(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=503, text="busy", headers={"Retry-After": "120"})
+
+    app = web.Application()
+    app.router.add_post("/mcp", busy)
+    async with served(app) as base:
+        rig = Rig(tmp_path, f"{base}/mcp")
+        add_rows(rig.snapshot, "conversations_v2", 0, 3)
+        try:
+            breaker = CircuitBreaker("http", reset_timeout=8)
+            sync = await rig.sync(breaker=breaker)
+            route = AkoshaRoute(sync, breaker, Stats(), retry_backoff=2.0)
+            before = time.time()
+            outcome = await route.deliver(rig.snapshot)
+            assert outcome.error is not None and "503" in outcome.error
+            assert outcome.retry_at is not None and outcome.retry_at >= before + 120
+        finally:
+            await rig.close()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -336,3 +338,43 @@ def test_memories_delivered_to_akosha_are_counted(tmp_path: Path, akosha_server:
         assert value(m, "akoshad_breaker_state", target="http") == 0
     finally:
         d.stop()
+
+
+def test_idle_connections_to_metrics_cannot_starve_the_daemon_of_files(tmp_path: Path) -> None:
+    """/metrics has no authentication: any local process can connect to it. Every
+    connection held a file descriptor for an hour (aiohttp's idle timeout) and there was no
+    cap, so a few hundred idle connections used up the daemon's descriptors: its watcher
+    said the store had vanished, changes waited, and asyncio logged a traceback for every
+    refused accept (thousands a second). The server now refuses connections beyond a small
+    cap; backing up goes on."""
+    d = Daemon(tmp_path, min_upload_interval_seconds=0)
+    make_store(d.store)
+    d.proc = subprocess.Popen(
+        [sys.executable, "-m", "akoshad", "run", "--config", str(d.config)],
+        stdout=d.log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=d.env,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)),
+    )
+    conns: list[socket.socket] = []
+    try:
+        wait_for(d._answers, 30)
+        wait_for(lambda: d.status().get("last_upload"), 60)
+        first = d.status()["last_upload"]["upload_id"]
+        for _ in range(300):
+            conns.append(socket.create_connection(("127.0.0.1", d.port), timeout=5))
+        time.sleep(1)
+        assert len(list(Path(f"/proc/{d.proc.pid}/fd").iterdir())) < 200
+        (d.store / "after_the_flood.json").write_text('{"a": 1}')
+        wait_for(lambda: d.status().get("last_upload", {}).get("upload_id") != first, 30)
+        for c in conns:
+            c.close()
+        conns.clear()
+        assert value(d.scrape(), "akoshad_pending_files") is not None  # serves again
+    finally:
+        for c in conns:
+            c.close()
+        d.stop()
+    log = d.log.read_text()
+    assert "Too many open files" not in log and "Traceback" not in log
+    assert "waiting for" not in log

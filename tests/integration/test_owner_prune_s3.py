@@ -4,6 +4,7 @@ multipart uploads alone; the owner cleans them up and prunes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -81,6 +82,7 @@ def test_non_owner_is_refused_leaves_multipart_uploads_and_the_owner_prunes(
     done = json.loads(a.cli("prune", "--json", check=True).stdout)
     assert done["ok"] is True and sorted(done["uploads_removed"]) == ids[:2]
     assert done["multipart_aborted"] == 1 and s3.multipart_uploads(f"systems/{system_id}/") == []
+    assert "bucket_versioning" not in done  # an unversioned bucket: the bytes are freed
     assert manifests(s3, system_id) == ids[2:]
     assert s3.keys(f"systems/{system_id}/owner.json")  # never pruned
     res = a.cli("verify", "--all")
@@ -88,3 +90,43 @@ def test_non_owner_is_refused_leaves_multipart_uploads_and_the_owner_prunes(
     restored = tmp_path / "restored"
     a.cli("restore", "--latest", "--dest", str(restored), check=True)
     _assert_restored_equals(tmp_path / "store", restored)
+
+
+VERSIONED_BUCKET = "akoshad-versioned"
+
+
+def test_a_prune_in_a_versioned_bucket_says_the_bytes_are_not_freed(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """With versioning on, a delete only hides an object behind a delete marker: the bytes
+    stay stored (and billed) as noncurrent versions. The prune must not let the user
+    believe it freed them."""
+    client = s3.client()
+    taken = (client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists)
+    with contextlib.suppress(*taken):
+        client.create_bucket(Bucket=VERSIONED_BUCKET)
+    client.put_bucket_versioning(
+        Bucket=VERSIONED_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+    )
+    make_store(tmp_path / "store")
+    a = Machine(tmp_path, "a", s3, system_id)
+    a.config = write_config(
+        tmp_path / "versioned.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(a.state),
+        local_target_dir=str(tmp_path / "outbox-a"),
+        socket_path=str(tmp_path / "a.sock"),
+        retention={"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0},
+        cloud_sync=s3.cloud_sync(system_id, cloud_bucket=VERSIONED_BUCKET),
+    )
+    for n in range(2):
+        (tmp_path / "store" / "notes.txt").write_text(f"version {n}\n" * 1000)
+        assert a.cli("run", "--once").returncode == 0
+    done = json.loads(a.cli("prune", "--json", check=True).stdout)
+    assert done["ok"] is True and len(done["uploads_removed"]) == 1
+    assert done["bytes_freed"] > 0
+    versions = client.list_object_versions(Bucket=VERSIONED_BUCKET, Prefix=f"systems/{system_id}/")
+    assert any(not v["IsLatest"] for v in versions.get("Versions", []))  # still stored
+    assert done["bucket_versioning"] == "Enabled"
+    text = a.cli("prune").stdout
+    assert "versioning" in text and "noncurrent" in text and "lifecycle" in text

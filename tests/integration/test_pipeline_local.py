@@ -157,6 +157,21 @@ def test_verify_checks_the_ledger_against_its_last_upload(setup: Setup) -> None:
     assert res.returncode == 0 and "ledger: none on this machine" in res.stdout
 
 
+def test_verify_beside_a_state_that_never_completed_an_upload(setup: Setup) -> None:
+    assert setup.once().returncode == 0
+    (setup.tmp / "second").mkdir()  # a second state: its run is refused (not the owner)
+    second = Setup(
+        setup.tmp / "second", data_dir=str(setup.store), local_target_dir=str(setup.outbox)
+    )
+    assert second.once().returncode == 1 and (second.state / "state.db").is_file()
+    res = second.cli("verify")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ledger: no upload completed on this machine yet: checked the manifests only" in (
+        res.stdout
+    )
+    assert "against upload ledger" not in res.stdout
+
+
 def test_verify_finds_an_object_of_the_ledger_gone(setup: Setup) -> None:
     assert setup.once().returncode == 0
     (setup.store / "akosha_sync_state.json").write_text('{"changed": 1}')

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from akoshad.manifest.layout import validate_manifest
-from tests.helpers import changed_paths, start_daemon
+from tests.helpers import akoshad, changed_paths, start_daemon
 from tests.integration.test_pipeline_local import Setup, _assert_restored_equals
 from tests.s3server import WeedServer
 from tests.storegen import make_store
@@ -234,3 +234,38 @@ def test_kill_9_mid_upload_then_converges(s: S3Setup, tmp_path: Path) -> None:
     restored = tmp_path / "r"
     s.cli("restore", "--latest", "--dest", str(restored), check=True)
     assert (restored / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_keys_rotated_by_a_reload_say_a_restart_is_needed(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """Keys rotated in the configuration, then ``systemctl reload``: the running client
+    keeps the previous keys until a restart. ``status`` must say so (else, once the old
+    keys are revoked, it only says "check the keys", which the file has right), and
+    neither key may reach the log."""
+    import signal
+
+    import yaml
+
+    from tests.helpers import daemon_config, stop_daemon, wait_for
+
+    cfg, env = daemon_config(tmp_path, system_id, cloud_sync=s3.cloud_sync(system_id))
+    log = tmp_path / "d.log"
+    proc = start_daemon(cfg, env, log)
+    rotated = "rotated-secret-that-must-never-leak-77"
+    try:
+        wait_for(lambda: s3.keys(f"systems/{system_id}/uploads/"), 30)
+        tree = yaml.safe_load(cfg.read_text())
+        tree["cloud_sync"].update(access_key_id="AKIAROTATED", secret_access_key=rotated)
+        cfg.write_text(yaml.safe_dump(tree))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in log.read_text(), 10)
+        res = akoshad("status", "--json", "--config", str(cfg), env=env)
+        status = json.loads(res.stdout)
+        assert any("cloud_sync" in w and "restart" in w for w in status["warnings"]), status
+        human = akoshad("status", "--config", str(cfg), env=env).stdout
+        assert "restart" in human
+    finally:
+        stop_daemon(proc)
+    text = log.read_text()
+    assert rotated not in text and s3.secret_key not in text

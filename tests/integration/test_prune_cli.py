@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,38 @@ def test_the_daemon_prunes_by_itself_every_interval(box: Box) -> None:
         with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as r:
             text = r.read().decode()
         assert "akoshad_last_prune_timestamp_seconds" in text
+    finally:
+        assert stop_daemon(proc) == 0
+    assert_pruned_and_restorable(box, kept)
+
+
+@pytest.mark.parametrize("box", [{"retention": {"prune_interval_hours": 0.001}}], indirect=True)
+def test_a_prune_recorded_by_a_clock_that_ran_ahead_does_not_stop_the_next(box: Box) -> None:
+    """The last prune was recorded while the clock ran a year ahead, and the clock was set
+    right since: the daemon prunes at its interval all the same, not a year later."""
+    ahead = time.time() + 365 * 86400
+    record: dict[str, Any] = {
+        "at": ahead,
+        "ok": True,
+        "uploads_kept": UPLOADS,
+        "uploads_removed": 0,
+    }
+    record |= {"objects_deleted": 0, "bytes_freed": 0, "problems": []}
+    with sqlite3.connect(box.state / "state.db") as con:
+        con.execute(
+            "INSERT OR REPLACE INTO kv (key, value) VALUES ('last_prune', ?)", (json.dumps(record),)
+        )
+    kept = kept_restores(box)
+    proc = start_daemon(box.config, box.env, box.tmp / "daemon.log")
+    try:
+        wait_for(box.sock.exists, 30)
+
+        def pruned() -> Any:
+            st = json.loads(box.cli("status", "--json", check=True).stdout)
+            return st["last_prune"] if st["last_prune"]["at"] < ahead else None
+
+        last = wait_for(pruned, 40, 0.5)  # 3.6 s after the start
+        assert last["ok"] is True and last["uploads_removed"] == UPLOADS - KEEP
     finally:
         assert stop_daemon(proc) == 0
     assert_pruned_and_restorable(box, kept)

@@ -25,6 +25,7 @@ import akoshad.targets.s3.target as s3mod
 from akoshad.errors import PermanentError, TransientError
 from akoshad.targets import make_target
 from akoshad.targets.base import Compression
+from akoshad.targets.s3.errors import CredentialsRejected
 from akoshad.targets.s3.target import S3Target
 from tests.faultproxy import FaultPlan, FaultProxy
 from tests.s3server import WeedServer
@@ -161,8 +162,8 @@ def _client_error(code: str, status: int, headers: dict[str, str] | None = None)
         ("Throttling", 400, {}, TransientError, 1.0),
         ("NoSuchUpload", 404, {}, s3mod.UploadLost, None),
         ("AccessDenied", 403, {}, PermanentError, None),
-        ("InvalidAccessKeyId", 403, {}, PermanentError, None),
-        ("SignatureDoesNotMatch", 403, {}, PermanentError, None),
+        ("InvalidAccessKeyId", 403, {}, CredentialsRejected, None),
+        ("SignatureDoesNotMatch", 403, {}, CredentialsRejected, None),
         ("NoSuchBucket", 404, {}, PermanentError, None),
         ("RequestTimeTooSkewed", 403, {}, PermanentError, None),
     ],
@@ -655,3 +656,166 @@ async def test_kill_9_mid_multipart_then_start_aborts_the_leftover(
     await t.close()
     assert s3.multipart_uploads(f"systems/{system_id}/") == []
     assert s3.keys(f"systems/{system_id}/") == []
+
+
+async def test_a_skewed_clock_is_reported_as_a_clock_problem(
+    s3: WeedServer, system_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine whose clock is an hour off: the real server refuses the signature with
+    RequestTimeTooSkewed (HTTP 403); the user is told to fix the clock, not the keys."""
+    import datetime as dt
+
+    import botocore.auth
+
+    real = botocore.auth.get_current_datetime
+    monkeypatch.setattr(
+        botocore.auth, "get_current_datetime", lambda: real() - dt.timedelta(hours=1)
+    )
+    t = target(s3, system_id, max_retries=5, retry_backoff=2.0)
+    err = await expect_permanent(t, s3.secret_key)
+    assert "clock" in str(err) and err.fix == "synchronise the clock"
+    assert "access denied" not in str(err)
+
+
+class ListingProxy(FaultProxy):
+    """Forwards everything; adds ``extra`` keys to every ListObjectsV2 answer (a server
+    that ignores ``Prefix``, or repeats a key on the next page)."""
+
+    extra: tuple[str, ...] = ()
+
+    async def _forward(self, request: Any) -> Any:
+        resp: Any = await super()._forward(request)
+        if request.method == "GET" and request.query.get("list-type") == "2" and self.extra:
+            more = "".join(
+                f"<Contents><Key>{k}</Key><Size>5</Size><ETag>&quot;x&quot;</ETag>"
+                "<StorageClass>STANDARD</StorageClass></Contents>"
+                for k in self.extra
+            )
+            body = bytes(resp.body).replace(
+                b"</ListBucketResult>", more.encode() + b"</ListBucketResult>"
+            )
+            resp.body = body
+        return resp
+
+
+async def test_a_listing_holds_only_keys_under_its_prefix_once(
+    s3: WeedServer, system_id: str
+) -> None:
+    """A server (or a proxy) whose listing ignores ``Prefix`` or repeats a key: the
+    clean-up of a failed upload deletes what its listing names, so a foreign key there
+    would delete another upload's (or another machine's) objects."""
+    from akoshad.pipeline.recovery import Discarder
+
+    upload_id = "20261201T000000000000Z-aaaaaa"
+    other = f"systems/{system_id}-other/uploads/{upload_id}/keep.bin"
+    mine = f"systems/{system_id}/uploads/{upload_id}/part.bin"
+    for k in (other, mine):
+        s3.client().put_object(Bucket=s3.bucket, Key=k, Body=b"hello")
+    proxy = ListingProxy(s3.endpoint)
+    proxy.extra = (other, mine)
+    proxy.start()
+    t = target(s3, system_id, endpoint=proxy.url)
+    try:
+        listed = [k async for k in t.list_keys(f"systems/{system_id}/uploads/{upload_id}/")]
+        assert listed == [mine]
+        await Discarder(system_id).discard(t, upload_id)
+    finally:
+        await t.close()
+        proxy.stop()
+    assert s3.keys(f"systems/{system_id}/") == []
+    assert s3.keys(other) == [other]  # another system's object survives
+
+
+class LoopingListProxy(FaultProxy):
+    """Every ListObjectsV2 answer says the listing goes on, with the same continuation
+    token: a server stuck on one page."""
+
+    async def _forward(self, request: Any) -> Any:
+        resp: Any = await super()._forward(request)
+        if request.method == "GET" and request.query.get("list-type") == "2":
+            body = bytes(resp.body)
+            body = body.replace(
+                b"<IsTruncated>false</IsTruncated>", b"<IsTruncated>true</IsTruncated>"
+            )
+            stuck = b"<NextContinuationToken>stuck</NextContinuationToken></ListBucketResult>"
+            resp.body = body.replace(b"</ListBucketResult>", stuck)
+        return resp
+
+
+async def test_a_listing_stuck_on_one_page_fails_instead_of_looping(
+    s3: WeedServer, system_id: str
+) -> None:
+    """The same continuation token again: the listing would go round forever (a prune or a
+    restore hanging, the keys piling up in memory); it fails as transient instead."""
+    k = key(system_id, "one.bin")
+    s3.client().put_object(Bucket=s3.bucket, Key=k, Body=b"hello")
+    proxy = LoopingListProxy(s3.endpoint).start()
+    t = target(s3, system_id, endpoint=proxy.url)
+    seen: list[str] = []
+
+    async def listing() -> None:
+        async for found in t.list_keys(f"systems/{system_id}/"):
+            seen.append(found)
+
+    try:
+        with pytest.raises(TransientError, match="continuation token"):
+            await asyncio.wait_for(listing(), 20)
+    finally:
+        await t.close()
+        proxy.stop()
+    assert seen == [k]
+
+
+async def test_a_server_refusing_crc32_still_takes_deletes(s3: WeedServer, system_id: str) -> None:
+    """DeleteObjects must carry a body checksum: on a server that refuses CRC32 (where
+    uploads fall back to Content-MD5), prunes and clean-ups must still delete."""
+    plan = FaultPlan(refuse_header="x-amz-checksum-crc32")
+    gone = [key(system_id, f"gone{n}.bin") for n in range(3)]
+    for k in gone:
+        s3.client().put_object(Bucket=s3.bucket, Key=k, Body=b"hello")
+    proxy = FaultProxy(s3.endpoint, plan).start()
+    t = target(s3, system_id, endpoint=proxy.url)
+    md5 = target(s3, system_id, endpoint=proxy.url, checksum="md5")  # request_checksum: md5
+    try:
+        await t.delete_keys(gone[:1])
+        assert t.checksum == "md5" and proxy.stats.faults["refused"] == 1
+        await t.delete_keys(gone[1:2])
+        await md5.delete_keys(gone[2:])
+        assert proxy.stats.faults["refused"] == 1  # MD5 from then on, and from the start
+    finally:
+        await t.close()
+        await md5.close()
+        proxy.stop()
+    assert s3.keys(f"systems/{system_id}/") == []
+
+
+async def test_keys_rotated_in_the_credentials_file_are_picked_up(
+    s3: WeedServer, system_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No keys in the configuration: botocore's chain reads ``~/.aws/credentials`` once,
+    when the client is made. Keys rotated there (the old ones revoked) must be read again
+    once the server rejects the old ones, not only at the next restart."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    creds = tmp_path / "credentials"
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    revoked = "revoked-secret-that-must-never-leak-99"
+
+    def write(key_id: str, secret: str) -> None:
+        creds.write_text(
+            f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"
+        )
+
+    write(s3.access_key, revoked)
+    t = target(s3, system_id, access_key_id=None, secret_access_key=None)
+    try:
+        with pytest.raises(PermanentError, match="rejected the credentials") as info:
+            await t.check()
+        assert revoked not in str(info.value)
+        write(s3.access_key, s3.secret_key)  # rotated: the new keys are in the file
+        await t.check()
+        await t.put_bytes(key(system_id, "after.json"), b"{}", "application/json")
+    finally:
+        await t.close()

@@ -254,3 +254,28 @@ async def test_a_reload_that_fails_unexpectedly_keeps_the_daemon_and_its_config(
     assert daemon.settings is settings
     (line,) = [x for x in lines if "reload refused" in x]
     assert "TypeError: keywords must be strings" in line
+
+
+def test_a_reload_names_the_settings_that_wait_for_a_restart(tmp_path: Path) -> None:
+    """Settings read once at start (the log sinks, the watchdog, the health watch) are not
+    silently ignored by a reload: it names them (the log, status's warnings) until the
+    daemon restarts or they are set back; those applied at once are not named."""
+    from akoshad.runtime.daemon import waiting_for_restart
+
+    settings = load_settings(environ=env(tmp_path))
+    changed = settings.model_copy(
+        update={
+            "log_level": "DEBUG",
+            "log_file": tmp_path / "logs" / "akoshad.log",
+            "watchdog_stall_seconds": 900.0,
+            "degraded_fail_after_minutes": 5.0,
+            "debounce_seconds": 1.0,  # applied at once: not named
+        }
+    )
+    assert waiting_for_restart(settings, changed) == [
+        "log_level",
+        "log_file",
+        "watchdog_stall_seconds",
+        "degraded_fail_after_minutes",
+    ]
+    assert waiting_for_restart(settings, settings) == []

@@ -60,3 +60,12 @@ def test_provider_examples(
     if region is not None:
         assert cs.cloud_region == region
     assert cs.cloud_region != "auto" or name == "r2.example.yaml"
+
+
+def test_main_example_says_encryption_works(tmp_path: Path) -> None:
+    """Uploads are encrypted once recipients are set: the example must not tell its reader
+    that akoshad refuses to start with them (what it said while it was not wired yet)."""
+    text = (CONFIG / "akoshad.example.yaml").read_text()
+    group = text[text.index("# Client-side encryption") : text.index("encryption:\n")]
+    assert "refuses to start" not in group and "Not wired" not in group, group
+    assert "encrypted" in group

@@ -382,6 +382,27 @@ async def test_scheduler_skips_quietly_then_drills_records_and_emits(tmp_path: P
         await host.state.close()
 
 
+async def test_a_clock_set_back_does_not_hold_the_drills_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon started, and drilled, while the clock ran a year ahead; the clock is set
+    right while it runs: the next drill is due within an interval, not a year later."""
+    target = LocalTarget(tmp_path / "outbox")
+    shutil.copytree(FIXTURE, tmp_path / "outbox", dirs_exist_ok=True)
+    host = _Host(tmp_path, target, hours=1.0)
+    await host.state.open()
+    try:
+        real = time.time
+        with monkeypatch.context() as m:
+            m.setattr(time, "time", lambda: real() + 365 * 86400)
+            sched = scheduler(host)
+            assert await sched.drill_once() is not None
+        assert await sched.due_in() <= FIRST_DELAY
+        assert (await sched.last() or {})["at"] > real() + 86400  # recorded by the clock ahead
+    finally:
+        await host.state.close()
+
+
 class _DownTarget(LocalTarget):
     async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
         raise TransientError("connection refused")
@@ -399,7 +420,7 @@ async def test_scheduler_survives_a_target_that_is_down(tmp_path: Path) -> None:
             if sched._not_before:
                 break
             await asyncio.sleep(0.02)
-        assert sched._not_before > time.time()  # postponed, not crashed
+        assert sched._not_before > time.monotonic()  # postponed, not crashed
         assert not task.done()
         host.stop_event.set()
         await asyncio.wait_for(task, 5)

@@ -40,3 +40,17 @@ async def test_a_bug_is_not_a_snapshot_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(cloud_memories, "list_rows", bug)
     with pytest.raises(TypeError):
         await sync()._list(Path("/nowhere/r.duckdb"))
+
+
+async def test_an_unreadable_copy_is_the_last_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy whose memories cannot be read (a newer DuckDB storage version) shows in
+    status as ``memories.last_error``, like a failure of Akosha itself."""
+
+    def newer(*_args: Any) -> None:
+        raise WorkerError("IO Error: ... with storage version number 1000, but we can only")
+
+    monkeypatch.setattr(cloud_memories, "list_rows", newer)
+    memory_sync = sync()
+    with pytest.raises(SnapshotError):
+        await memory_sync.deliver(Path("/nowhere/r.duckdb"))
+    assert memory_sync.last_error is not None and "storage version" in memory_sync.last_error

@@ -91,6 +91,29 @@ def test_parse_at_reads_offsets_and_local_time(monkeypatch: pytest.MonkeyPatch) 
         parse_at("yesterday")
 
 
+def test_parse_at_refuses_local_times_that_daylight_saving_makes_twice_or_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In Paris 2026-03-29T02:30 never happened (02:00 became 03:00) and 2026-10-25T02:30
+    happened twice: either would be read as some other time without a word (the first one
+    an hour before any reading of it), so each is refused with the offsets to add."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    import time
+
+    time.tzset()
+    try:
+        with pytest.raises(ValueError, match=r"happens twice .*\+02:00 or \+01:00"):
+            parse_at("2026-10-25T02:30")
+        with pytest.raises(ValueError, match="does not exist in local time"):
+            parse_at("2026-03-29T02:30")
+        assert parse_at("2026-03-29T01:59") == datetime(2026, 3, 29, 0, 59, tzinfo=UTC)
+        assert parse_at("2026-03-29T03:00") == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+        assert parse_at("2026-10-25T02:30+01:00") == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
 def _id(when: datetime) -> str:
     return when.strftime("%Y%m%dT%H%M%S%fZ") + "-abc123"
 

@@ -73,6 +73,37 @@ async def test_upsert_keeps_one_row_per_path(db: StateDB) -> None:
     assert (a.first_seen, a.last_seen, a.seq) == (100.0, 104.0, 5)
 
 
+async def test_a_change_first_seen_by_a_clock_that_ran_ahead_ages_from_when_seen_again(
+    db: StateDB,
+) -> None:
+    """A change queued while the clock ran a day ahead, and seen again (an event, the hourly
+    rescan) once it is right: its wait counts from then, not from a day ahead (an age below
+    zero, so ``status --check`` and the AkoshadBehind alert could not see it wait)."""
+    now = 1_800_000_000.0
+    await db.enqueue([("a.json", "modified")], now=now + 86400)
+    await db.enqueue([("a.json", "modified")], now=now)
+    (item,) = await db.queue_items()
+    assert item.first_seen == now and await db.oldest_queued() == now
+
+
+async def test_a_retry_is_never_set_further_ahead_than_the_clock_fix_horizon(
+    db: StateDB,
+) -> None:
+    """A server asking to be left alone for two hours (Retry-After) is asked again after
+    RETRY_WAIT_MAX: a row due beyond RETRY_HORIZON is taken for one a clock that ran ahead
+    dated, and claimed at once, so no retry may be set that far."""
+    import time
+
+    from akoshad.store.queue import RETRY_HORIZON, RETRY_WAIT_MAX
+
+    await db.enqueue([("a.json", "modified")], now=time.time() - 1)
+    items = await db.claim(now=time.time())
+    await db.release(items, retry_at=time.time() + 7200, error="Retry-After: 7200")
+    (item,) = await db.queue_items()
+    assert item.next_attempt <= time.time() + RETRY_WAIT_MAX < time.time() + RETRY_HORIZON
+    assert await db.claim(now=time.time()) == []  # and it is not claimed before then
+
+
 async def test_claim_counts_attempt_before_work(db: StateDB, tmp_path: Path) -> None:
     await db.enqueue([("a", "added")], now=1.0)
     claimed = await db.claim(now=2.0)

@@ -22,7 +22,7 @@ class FakeDaemon:
         self.wake = asyncio.Event()
         self.drained = 0
         self.flushed = 0
-        self.feed = SimpleNamespace(flush=self._flush)
+        self.feed = SimpleNamespace(flush=self._flush, debouncer=[], unrecorded=None)
         self.drain = SimpleNamespace(pacer=SimpleNamespace(waive=lambda: None))
         self.state = SimpleNamespace(queue_depth=self._depth)
 

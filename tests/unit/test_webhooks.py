@@ -68,6 +68,8 @@ def test_drop_rule_needs_age_and_an_attempt() -> None:
     assert should_drop(created_at=0, now=3600, attempts=1, give_up=3600)
     # an old event (the daemon was down) still gets one attempt before it is dropped
     assert not should_drop(created_at=0, now=10_000, attempts=0, give_up=3600)
+    assert should_drop(created_at=90_000, now=10_000, attempts=1, give_up=3600)  # clock set back
+    assert not should_drop(created_at=10_060, now=10_000, attempts=1, give_up=3600)
 
 
 def test_encoded_event_is_compact_json_without_registered_secrets() -> None:
@@ -153,6 +155,31 @@ async def test_failing_webhook_is_retried_then_dropped_and_counted(tmp_path: Pat
         await asyncio.gather(task, return_exceptions=True)
     finally:
         await state.close()
+
+
+async def test_an_event_dated_by_a_clock_that_ran_ahead_is_given_up_too(tmp_path: Path) -> None:
+    """An event emitted while the clock ran a day ahead, to a webhook that no longer
+    answers: once the clock is right it is given up like any other, instead of staying at
+    the head of the queue (every later event piling up behind it) until the clock caught
+    up."""
+    rx = await asyncio.to_thread(Receiver(secret="k3y-for-tests", mode="fail").start)
+    state = await _open_state(tmp_path)
+    sink = _sink(state, rx.url(), give_up=0.5)
+    sink.emit("upload", {"event": "upload", "system_id": "box", "at": time.time() + 86400})
+    task = asyncio.create_task(sink.run())
+    try:
+
+        async def dropped() -> bool:
+            return (await sink.status())[0]["dropped"] == 1
+
+        await _until(dropped)
+        assert (await sink.status())[0]["pending"] == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sink.close()
+        await state.close()
+        await asyncio.to_thread(rx.stop)
 
 
 async def test_events_emitted_before_a_stop_are_kept_and_sent_in_order(tmp_path: Path) -> None:
@@ -291,3 +318,34 @@ async def test_events_of_removed_webhooks_are_forgotten_at_start(tmp_path: Path)
         assert await old.store.pending() == {}
     finally:
         await state.close()
+
+
+async def test_a_hanging_webhook_gives_up_every_expired_event_at_once(tmp_path: Path) -> None:
+    """A webhook that accepts and never answers costs one timeout per attempt. Dropping
+    one expired event per attempt drained the queue at one event per timeout (360 an hour
+    at the real 10 s), fewer than a busy store emits: the outbox in the state database
+    grew without bound for as long as the receiver hung. Every event past its give-up age
+    goes with the failed attempt."""
+    rx = await asyncio.to_thread(Receiver(secret="k3y-for-tests", mode="hang").start)
+    state = await _open_state(tmp_path)
+    sink = _sink(state, rx.url(), give_up=60.0, timeout=0.5)
+    old = time.time() - 3600
+    for i in range(40):  # an hour of events that never got through
+        sink.emit("upload", {"event": "upload", "system_id": "box", "at": old + i, "n": i})
+    sink.emit("upload", {"event": "upload", "system_id": "box", "at": time.time(), "n": 40})
+    task = asyncio.create_task(sink.run())
+    try:
+
+        async def expired_gone() -> bool:
+            return (await sink.status())[0]["dropped"] == 40
+
+        await _until(expired_gone, limit=4.0)  # 40 timeouts would take 20 s
+        (st,) = await sink.status()
+        assert st["pending"] == 1  # the fresh event still waits for its hour
+        assert st["last_error"].startswith("no answer within")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sink.close()
+        await state.close()
+        await asyncio.to_thread(rx.stop)

@@ -21,6 +21,8 @@ class CaptureBase:
     memory_max_file: int  # plain files below this size are captured into memory
     memory: MemoryBudget
     held_path: Path  # the ``staged`` name of a file captured into memory (never created)
+    # large plain files that changed while their upload read them in place: copied next time
+    moved_in_place: set[str]
     _n: int
 
     def _stage_path(self, rel: str) -> Path:

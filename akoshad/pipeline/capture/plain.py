@@ -131,8 +131,18 @@ class PlainCapture(CaptureBase):
         raise SnapshotError(f"kept changing during {self.attempts} reads", retry=True)
 
     def _capture_stable(self, rel: str, real: Path, hash_if_size: int | None) -> CaptureResult:
+        """A stable copy in staging; a large file where it lies, unless it changed while
+        its last upload read it there (:meth:`Snapshotter.moved_while_sent`)."""
         if _regular_lstat(real).st_size >= self.in_place_min_bytes:
-            return self._capture_in_place(rel, real, hash_if_size)
+            if rel not in self.moved_in_place:
+                return self._capture_in_place(rel, real, hash_if_size)
+            result = self._capture_copy(rel, real)
+            self.moved_in_place.discard(rel)  # copied: in place again next time
+            return result
+        return self._capture_copy(rel, real)
+
+    def _capture_copy(self, rel: str, real: Path) -> CaptureResult:
+        """A copy in staging that is the file as it stood (unchanged across the copy)."""
         staged = self._stage_path(rel)
         for attempt in range(self.attempts):
             before = _regular_lstat(real)

@@ -44,6 +44,7 @@ from akoshad.pipeline.capture.files import (
 )
 from akoshad.pipeline.capture.plain import HELD_NAME, PlainCapture
 from akoshad.pipeline.capture.sqlite import SqliteCapture
+from akoshad.pipeline.storefiles import unreadable
 from akoshad.private import fresh_private_dir
 
 if TYPE_CHECKING:
@@ -86,9 +87,17 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         self.memory_max_file = MEMORY_MAX_FILE  # 0: every plain file is staged
         self.memory = MemoryBudget(memory_budget)
         self.held_path = staging / HELD_NAME
+        self.moved_in_place: set[str] = set()
         self._root_real: Path | None = None  # data_dir resolved, for one pass
         self._dirs: dict[str, str] = {}  # store directories resolved, for one pass
         self._n = 0
+
+    def moved_while_sent(self, rel: str) -> None:
+        """``rel``, a large plain file read in place, changed while its upload read it: its
+        next capture is a stable copy in staging (tried a few times, then left for later
+        with the old version kept), so that a file written all the time never holds back
+        the upload of every other file."""
+        self.moved_in_place.add(rel)
 
     def reset_staging(self) -> int:
         """Remove everything staged (also what a crash left) and recreate the directory
@@ -163,6 +172,17 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             return Vanished(rel)  # walk leaves them out too); never opened (a FIFO blocks)
         return st, linked
 
+    def _store_unreadable(self, result: CaptureResult) -> CaptureResult:
+        """A file refused because ``data_dir`` itself cannot be read (its permissions
+        flipped, a mount not ready) is tried again later, its last upload kept: only a
+        file of its own that cannot be read is left out."""
+        if not isinstance(result, Skipped) or result.reason != "permission denied":
+            return result
+        reason = unreadable(self.data_dir)
+        if reason is None:
+            return result
+        return Skipped(result.group, f"data_dir cannot be read ({reason})", retry=True)
+
     def capture(self, rel: str, hash_if_size: int | None = None) -> CaptureResult:
         """Capture one store file (blocking). Never raises for a vanished/unreadable file.
 
@@ -171,7 +191,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         live = self._live(rel)
         look = self._first_look(rel, live)
         if not isinstance(look, tuple):
-            return look
+            return self._store_unreadable(look)
         st, linked = look
         try:
             resolved = self._resolve(live, plain=not linked)
@@ -189,7 +209,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         except FileNotFoundError:
             return Vanished(rel)
         except PermissionError:
-            return Skipped(rel, "permission denied")
+            return self._store_unreadable(Skipped(rel, "permission denied"))
         except LinkRefused as exc:  # a link out of data_dir, or one swapped in mid-capture
             reason = exc.strerror or "symlink refused"
             return Skipped(rel, reason, retry=reason != OUTSIDE)

@@ -9,8 +9,10 @@ the client is made, the tables only its making needed are let go (see ``_release
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import hashlib
 import inspect
 import json
 import socket
@@ -73,6 +75,22 @@ def _no_expect(params: dict[str, Any], **_kwargs: Any) -> None:
     headers = params.get("headers")
     if headers is not None:
         headers.pop("Expect", None)
+
+
+def required_checksum_as_md5(params: dict[str, Any]) -> None:
+    """For a request that must carry a body checksum (``DeleteObjects``), Content-MD5
+    instead of botocore's default ``x-amz-checksum-crc32``: called from the target's
+    ``before-call`` handler (after botocore's own, which may rewrite the body) once the
+    server refused CRC32 (or with ``request_checksum: md5``)."""
+    checksum = (params.get("context") or {}).get("checksum")
+    body = params.get("body")
+    if not isinstance(checksum, dict) or not checksum.get("request_algorithm"):
+        return
+    if not isinstance(body, bytes | bytearray):  # a streamed body: left to botocore
+        return
+    checksum.pop("request_algorithm")  # botocore adds no CRC32 ...
+    checksum.pop("request_algorithm_header", None)  # ... nor x-amz-sdk-checksum-algorithm
+    params["headers"]["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
 
 
 def client_config(endpoint: str | None, timeout: float, parts_in_flight: int) -> AioConfig:
@@ -158,6 +176,18 @@ def _session(target: S3Target) -> AioSession:
     if region is not None:
         session.set_config_variable("region", region)
     return session
+
+
+async def reload_credentials(target: S3Target, client: Any) -> None:
+    """The credential chain read again for the client's next requests: keys that come
+    from it (``~/.aws/credentials``, a profile...) are read once, when the client is made,
+    so keys rotated there would otherwise wait for a restart. Best effort: logged."""
+    try:
+        credentials = await _session(target).get_credentials()
+        if credentials is not None:
+            client._request_signer._credentials = credentials
+    except Exception as exc:  # the chain unreadable now, or internals moved: as before
+        logger.debug("S3 credentials not read again: {}", type(exc).__name__)
 
 
 async def open_client(target: S3Target) -> tuple[AsyncExitStack, Any, ThreadPoolExecutor]:

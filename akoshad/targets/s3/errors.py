@@ -60,6 +60,10 @@ class ChecksumRefused(PermanentError):
     """The server refuses the ``x-amz-checksum-crc32`` header (it does not implement it)."""
 
 
+class CredentialsRejected(PermanentError):
+    """The server refused the keys (unknown, wrong, expired): they may have been rotated."""
+
+
 class SourceChanged(TransientError):
     """The file shrank while it was being sent; the next pass sends it again."""
 
@@ -126,8 +130,12 @@ def _classify_reply(
             f"bucket {bucket!r} does not exist",
             fix=f"create bucket {bucket!r} or fix cloud_sync.cloud_bucket",
         )
-    if code in _CREDENTIAL_CODES:
+    if code == "RequestTimeTooSkewed":  # before the 403s: AWS and SeaweedFS send it as one
         return PermanentError(
+            "the S3 server says this machine's clock is wrong", fix="synchronise the clock"
+        )
+    if code in _CREDENTIAL_CODES:
+        return CredentialsRejected(
             f"the S3 server rejected the credentials ({code})",
             fix="check cloud_sync.access_key_id / secret_access_key",
         )
@@ -135,10 +143,6 @@ def _classify_reply(
         return PermanentError(
             f"access denied to bucket {bucket!r} ({code or status})",
             fix="check cloud_sync.access_key_id / secret_access_key and the bucket's policy",
-        )
-    if code == "RequestTimeTooSkewed":
-        return PermanentError(
-            "the S3 server says this machine's clock is wrong", fix="synchronise the clock"
         )
     message = redact(str(err.get("Message", "") or ""))
     if code != "BadDigest" and (

@@ -1,9 +1,11 @@
 """Whole-object reads, stat, listing and deletes of the S3 target: ``GetObject`` streamed,
 ``HeadObject``, ``ListObjectsV2`` page by page, ``DeleteObjects`` in batches of 1,000 (a
-key already gone is fine; any other refusal fails the delete)."""
+key already gone is fine; any other refusal fails the delete), and the bucket's versioning
+status (a versioned bucket keeps what a delete removes)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +13,7 @@ from akoshad.errors import TransientError
 from akoshad.fileio import CHUNK
 
 if TYPE_CHECKING:
+    from akoshad.targets.s3.parts import Checksum
     from akoshad.targets.s3.target import S3Target
 
 DELETE_BATCH = 1000
@@ -49,15 +52,22 @@ async def head_object(target: S3Target, key: str) -> int | None:
 
 
 async def list_keys(target: S3Target, prefix: str) -> AsyncIterator[str]:
-    """Every key under ``prefix``, in the server's (lexical) order."""
+    """Every key under ``prefix``, once, in the server's (lexical) order. A key the server
+    lists outside ``prefix`` (one that ignores it) is left out, and so is a key repeated
+    (on the next page): callers delete what a listing names."""
     token: str | None = None
+    last: str | None = None
+    tokens: set[str] = set()  # one per page of 1,000 keys
     while True:
         kwargs: dict[str, Any] = {"Bucket": target.bucket, "Prefix": prefix}
         if token:
             kwargs["ContinuationToken"] = token
         page: dict[str, Any] = await target._op("list_objects_v2", f"list {prefix}", **kwargs)
         for obj in page.get("Contents") or []:
-            yield obj["Key"]
+            key = obj["Key"]
+            if key.startswith(prefix) and key != last:
+                last = key
+                yield key
         token = page.get("NextContinuationToken")
         if not page.get("IsTruncated"):
             return
@@ -66,13 +76,37 @@ async def list_keys(target: S3Target, prefix: str) -> AsyncIterator[str]:
                 f"list {prefix}: the server says the listing goes on but gives no "
                 "continuation token"
             )
+        if token in tokens:  # pages already listed, again and again: it would never end
+            raise TransientError(
+                f"list {prefix}: the server gives the same continuation token again"
+            )
+        tokens.add(token)
+
+
+async def bucket_versioning(target: S3Target) -> str | None:
+    """The bucket's versioning status (``Enabled``, ``Suspended``); None when it never had
+    any (a delete then frees what it deletes)."""
+    resp = await target._op(
+        "get_bucket_versioning", "read the bucket's versioning", Bucket=target.bucket
+    )
+    status = resp.get("Status")
+    return str(status) if status else None
+
+
+async def _delete(target: S3Target, delete: dict[str, Any], _kind: Checksum) -> dict[str, Any]:
+    """One ``DeleteObjects``; its body must carry a checksum: CRC32, or Content-MD5 once
+    the server refused CRC32 (``_checked``, ``client.required_checksum_as_md5``)."""
+    resp: dict[str, Any] = await target._op(
+        "delete_objects", "delete", Bucket=target.bucket, Delete=delete
+    )
+    return resp
 
 
 async def delete_keys(target: S3Target, keys: list[str]) -> None:
     """Delete ``keys`` (missing ones are fine); TransientError naming the first refusal."""
     for i in range(0, len(keys), DELETE_BATCH):
         delete = {"Objects": [{"Key": k} for k in keys[i : i + DELETE_BATCH]], "Quiet": True}
-        resp = await target._op("delete_objects", "delete", Bucket=target.bucket, Delete=delete)
+        resp = await target._checked(functools.partial(_delete, target, delete))
         errors = [e for e in resp.get("Errors") or [] if e.get("Code") != "NoSuchKey"]
         if errors:
             first = errors[0]

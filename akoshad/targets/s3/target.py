@@ -44,9 +44,14 @@ from akoshad.errors import TransientError
 from akoshad.events import RequestCounter
 from akoshad.redaction import redact_url
 from akoshad.targets.base import Compression, Created, StoredObject
-from akoshad.targets.s3.client import open_client
+from akoshad.targets.s3.client import (
+    open_client,
+    reload_credentials,
+    required_checksum_as_md5,
+)
 from akoshad.targets.s3.errors import (
     ChecksumRefused,
+    CredentialsRejected,
     SourceChanged,
     UploadLost,
     classify,
@@ -61,6 +66,7 @@ from akoshad.targets.s3.multipart import (
     send_whole,
 )
 from akoshad.targets.s3.objects import (
+    bucket_versioning,
     delete_keys,
     head_object,
     list_keys,
@@ -147,6 +153,8 @@ class S3Target:
         self._pool: ThreadPoolExecutor | None = None
         self._opening: asyncio.Lock | None = None
         self._memory: asyncio.Semaphore | None = None
+        # the server rejected keys of botocore's chain: read it again before the next call
+        self._reread_credentials = False
 
     @classmethod
     def from_settings(cls, settings: Settings, counter: RequestCounter | None = None) -> S3Target:
@@ -194,10 +202,13 @@ class S3Target:
         client.meta.events.register("before-call.s3", self._before_call)
         self._stack, self._client, self._pool = stack, client, pool
 
-    def _before_call(self, model: Any, **_kwargs: Any) -> None:
-        """botocore's ``before-call`` event: one request (an attempt) is about to go out."""
+    def _before_call(self, model: Any, params: Any = None, **_kwargs: Any) -> None:
+        """botocore's ``before-call`` event: one request (an attempt) is about to go out
+        (a checksum it must carry is Content-MD5 when the target uses MD5)."""
         if self.counter is not None:
             self.counter.count(self.name, model.name)
+        if self.checksum == "md5" and isinstance(params, dict):
+            required_checksum_as_md5(params)
 
     async def start(self, *, clean_up: bool = True) -> None:
         """Open the client, check bucket and credentials (``check``); with ``clean_up``,
@@ -234,13 +245,19 @@ class S3Target:
         ``missing``: the key whose absence (404) is a ``KeyError``, not an error.
         """
         client = await self._ensure_client()
+        if self._reread_credentials:
+            self._reread_credentials = False
+            await reload_credentials(self, client)
 
         async def once() -> T:
             self.requests += 1
             try:
                 return await op(client)
             except Exception as exc:
-                raise self._classify(exc, what, missing=missing) from None
+                err = self._classify(exc, what, missing=missing)
+                if isinstance(err, CredentialsRejected) and not self._configured_keys:
+                    self._reread_credentials = True  # rotated? the next call reads them
+                raise err from None
 
         def counted(_exc: TransientError, _attempt: int, _delay: float) -> None:
             self.retries += 1
@@ -256,6 +273,11 @@ class S3Target:
     async def _op(self, method: str, what: str, **kwargs: Any) -> Any:
         """``_call`` for one client method with keyword arguments."""
         return await self._call(lambda c: getattr(c, method)(**kwargs), what=what)
+
+    @property
+    def _configured_keys(self) -> bool:
+        """Keys given in the configuration (else botocore's credential chain finds them)."""
+        return bool(self._access_key_id or self._secret)
 
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
@@ -412,3 +434,7 @@ class S3Target:
 
     async def delete_keys(self, keys: list[str]) -> None:
         await delete_keys(self, keys)
+
+    async def bucket_versioning(self) -> str | None:
+        """``Enabled``/``Suspended`` when the bucket keeps deleted objects as versions."""
+        return await bucket_versioning(self)

@@ -1,0 +1,79 @@
+"""reflection.duckdb replaced by a database of a newer DuckDB storage version (a
+session-buddy upgrade): the file is still backed up, and the memories that cannot be read
+are reported, not passed over in silence."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import duckdb
+
+from tests.akosha_fixtures import AkoshaServer
+from tests.integration.test_pipeline_local import Setup
+from tests.storegen import make_store
+
+pytest_plugins = ["tests.akosha_fixtures"]
+
+
+def _checksum(buf: bytes) -> int:
+    """DuckDB's block checksum (its main header's, over the bytes after the checksum)."""
+    result = 5381
+    for (word,) in struct.iter_unpack("<Q", buf[: len(buf) // 8 * 8]):
+        result ^= (word * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return result
+
+
+def make_newer_storage(path: Path, version: int = 1000) -> None:
+    """Rewrite ``path``'s header as a DuckDB storage version this DuckDB cannot read."""
+    con = duckdb.connect(str(path))
+    con.execute("CHECKPOINT")
+    con.close()
+    data = bytearray(path.read_bytes())
+    assert data[8:12] == b"DUCK"
+    data[12:20] = struct.pack("<Q", version)
+    data[0:8] = struct.pack("<Q", _checksum(bytes(data[8:4096])))
+    path.write_bytes(bytes(data))
+    Path(f"{path}.wal").unlink(missing_ok=True)
+
+
+def test_newer_storage_reflection_is_reported_not_silent(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    s = Setup(tmp_path, akosha_url=akosha_server.url)
+    make_store(s.store)
+    assert s.once().returncode == 0
+    delivered = akosha_server.stored()
+    assert delivered
+    make_newer_storage(s.store / "reflection.duckdb")
+    with duckdb.connect() as con:  # what this DuckDB says about it
+        try:
+            con.execute(f"ATTACH '{s.store / 'reflection.duckdb'}' (READ_ONLY)")
+        except duckdb.Error as exc:
+            assert "newer version" in str(exc)
+    res = s.once()
+    assert "Traceback" not in res.stderr
+    # the file itself is backed up ("cannot validate")
+    m = s.manifests()[-1]
+    assert "reflection.duckdb" in {f["path"] for f in m["metadata"]["files"]}
+    # no memory could be read: --once says so and fails, as for a skipped file
+    assert res.returncode == 1, res.stderr
+    assert "storage version" in res.stdout + res.stderr
+    assert akosha_server.stored() == delivered
+
+
+def test_a_reflection_file_that_is_no_duckdb_has_no_memories(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    """A reflection.duckdb that is empty (just created) is backed up as a plain file; there
+    are no memories in it to read: no failure, no warning about an internal path."""
+    s = Setup(tmp_path, akosha_url=akosha_server.url)
+    make_store(s.store)
+    (s.store / "reflection.duckdb").write_bytes(b"")
+    Path(f"{s.store / 'reflection.duckdb'}.wal").unlink(missing_ok=True)
+    res = s.once()
+    assert res.returncode == 0, res.stderr
+    assert "held-in-memory" not in res.stderr and "no memories read" not in res.stderr
+    m = s.manifests()[-1]
+    assert "reflection.duckdb" in {f["path"] for f in m["metadata"]["files"]}
+    assert akosha_server.stored() == set()

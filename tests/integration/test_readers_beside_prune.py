@@ -1,0 +1,187 @@
+"""``akoshad verify`` and ``akoshad restore`` run from the command line, beside a daemon that
+may prune: a repack that moves the chunks of the upload they read (and deletes the old
+pack) after they loaded its documents must not make them report damage that is not there.
+They reload the upload's manifest and documents once and read the file again from where its
+chunks are now; damage that is still there afterwards is reported as before."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoshad.errors import IntegrityError
+from akoshad.events import EventBus
+from akoshad.pipeline.ownership import OwnerGate
+from akoshad.pipeline.stats import Stats
+from akoshad.restore.readback import restore_upload
+from akoshad.restore.verify import verify_ledger, verify_upload
+from akoshad.runtime.prune import PruneScheduler
+from akoshad.storage import format2
+from akoshad.store.db import STATE_FILE, read_ledger
+from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig, rig_settings
+
+SID = "readersprune"
+MiB = 1024 * 1024
+SMALL = 12
+
+
+class PausingTarget(CountingTarget):
+    """Once armed, holds until ``go`` is set (``held`` says one waits): with ``/packs/``
+    every ranged read of a pack (a reader's, not the prune's whole reads), with ``/index/``
+    the first read of an index part (the reader's: the prune reads them after), with
+    ``head`` the first ``head`` of a pack."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.armed = ""
+        self.held = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if self.armed == "/packs/" and "/packs/" in key:
+            self.held.set()
+            await self.go.wait()
+        return await super().read_range(key, offset, length)
+
+    async def head(self, key: str) -> int | None:
+        if self.armed == "head" and "/packs/" in key:
+            self.armed = ""
+            self.held.set()
+            await self.go.wait()
+        return await super().head(key)
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        if self.armed == "/index/" and "/index/" in key:
+            self.armed = ""
+            self.held.set()
+            await self.go.wait()
+        async for piece in super().read(key):
+            yield piece
+
+
+async def _two_uploads(tmp_path: Path) -> tuple[Rig, PausingTarget, PruneScheduler]:
+    """Two uploads of a large file whose second half changed, beside small files that did
+    not: with ``keep_last: 1`` a prune drops the first and repacks the pack the kept upload
+    shares with it (half of it dead), small files included."""
+    settings = rig_settings(
+        tmp_path,
+        SID,
+        retention={"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0},
+    )
+    target = PausingTarget(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    big = bytearray(random.Random(1).randbytes(8 * MiB))
+    rig.write("big.bin", bytes(big))
+    for n in range(SMALL):
+        rig.write(f"small/{n:02}.json", random.Random(n).randbytes(3000))
+    await rig.sync()
+    big[4 * MiB :] = random.Random(2).randbytes(4 * MiB)
+    rig.write("big.bin", bytes(big))
+    await rig.sync()
+    prunes = PruneScheduler(
+        settings,
+        state=rig.state,
+        target=target,
+        gate=OwnerGate(settings.state_dir, SID, Stats()),
+        events=EventBus(SID),
+        stop_event=asyncio.Event(),
+        pass_lock=asyncio.Lock(),
+    )
+    return rig, target, prunes
+
+
+async def _beside_prune(
+    rig: Rig,
+    prunes: PruneScheduler,
+    read: Callable[[], Coroutine[Any, Any, Any]],
+    held: str = "/packs/",
+) -> Any:
+    """``read`` with a whole prune run while its reads of ``held`` objects wait (packs: its
+    documents loaded before the repack, its chunks read after; index parts: its manifest
+    read before, its documents after); the small files' chunks moved."""
+    target = rig.target
+    assert isinstance(target, PausingTarget)
+    kept = (await rig.uploads())[-1]
+    moved = (await rig.files(kept))["small/00.json"].chunks[0].key
+    target.armed = held
+    reader: asyncio.Task[Any] = asyncio.create_task(read())
+    await asyncio.wait_for(target.held.wait(), 30)
+    pruned = await asyncio.wait_for(prunes.prune_now(), 60)
+    assert pruned["ok"] and pruned["packs_repacked"] >= 1, pruned
+    assert await target.head(moved) is None, "the small files' pack was not repacked"
+    target.go.set()
+    return await asyncio.wait_for(reader, 60)
+
+
+async def test_verify_beside_a_repack_reports_no_false_damage(tmp_path: Path) -> None:
+    rig, target, prunes = await _two_uploads(tmp_path)
+    try:
+        kept = (await rig.uploads())[-1]
+        report = await _beside_prune(rig, prunes, lambda: verify_upload(target, SID, kept))
+        assert report.problems == [] and report.checked == 1 + SMALL
+    finally:
+        await close_rig(rig)
+
+
+async def test_restore_beside_a_repack_restores_every_file(tmp_path: Path) -> None:
+    rig, target, prunes = await _two_uploads(tmp_path)
+    try:
+        kept = (await rig.uploads())[-1]
+        dest = tmp_path / "restored"
+        count = await _beside_prune(rig, prunes, lambda: restore_upload(target, SID, kept, dest))
+        assert count == 1 + SMALL
+        restored = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*.*")}
+        assert restored == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
+async def test_verify_whose_documents_a_repack_replaced_reads_them_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(format2, "INDEX_INLINE_MAX", 4)  # the entries go to index parts
+    rig, target, prunes = await _two_uploads(tmp_path)
+    try:
+        kept = (await rig.uploads())[-1]
+        verify = lambda: verify_upload(target, SID, kept)  # noqa: E731
+        report = await _beside_prune(rig, prunes, verify, held="/index/")
+        assert report.problems == [] and report.checked == 1 + SMALL
+    finally:
+        await close_rig(rig)
+
+
+async def test_damage_that_a_reload_does_not_explain_is_still_named(tmp_path: Path) -> None:
+    rig, target, _ = await _two_uploads(tmp_path)
+    try:
+        kept = (await rig.uploads())[-1]
+        pack = (await rig.files(kept))["small/00.json"].chunks[0].key
+        await target.delete_keys([pack])
+        report = await verify_upload(target, SID, kept)
+        assert report.checked == 0 and len(report.problems) == 1 + SMALL, report.problems
+        assert all(f"{pack} at " in p and "is missing" in p for p in report.problems)
+        dest = tmp_path / "restored"
+        try:
+            await restore_upload(target, SID, kept, dest)
+        except IntegrityError as exc:
+            assert f"{pack} at " in str(exc) and "is missing" in str(exc)
+        else:
+            raise AssertionError("a restore from a deleted pack succeeded")
+    finally:
+        await close_rig(rig)
+
+
+async def test_the_ledger_check_beside_a_repack_finds_every_object(tmp_path: Path) -> None:
+    rig, target, prunes = await _two_uploads(tmp_path)
+    try:
+        ledger = read_ledger(rig.settings.state_dir / STATE_FILE, target.name)
+        assert ledger is not None
+        check = lambda: verify_ledger(target, SID, ledger)  # noqa: E731
+        report = await _beside_prune(rig, prunes, check, held="head")
+        assert report.problems == [] and report.checked == 1 + SMALL
+    finally:
+        await close_rig(rig)

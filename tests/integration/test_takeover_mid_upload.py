@@ -1,0 +1,74 @@
+"""A takeover by another machine while this one's upload is on the wire: an upload that
+outlasts the ownership check's interval asks again before its manifest, so the previous
+owner does not commit an upload under a system id it no longer owns (whose packs the new
+owner's prune may already have swept)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from akoshad.pipeline.ownership import OwnerGate
+from akoshad.pipeline.stats import Stats
+from akoshad.targets.base import Compression, StoredObject
+from tests.f2_rig import CountingTarget, close_rig, open_rig, rig_settings
+
+SID = "handover"
+INTERVAL = 0.5  # the ownership check's interval (a minute in the daemon)
+
+
+class HeldPacks(CountingTarget):
+    """The local outbox; once ``hold`` is armed, a pack's PUT waits for ``go``."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.hold = False
+        self.holding = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def _maybe_hold(self, key: str) -> None:
+        if self.hold and "/packs/" in key:
+            self.holding.set()
+            await self.go.wait()
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        await self._maybe_hold(key)
+        return await super().put_file(key, source, compression)
+
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        await self._maybe_hold(key)
+        return await super().put_object_file(key, source, size, crc32)
+
+
+async def test_an_upload_that_outlasts_a_takeover_commits_nothing(tmp_path: Path) -> None:
+    settings = rig_settings(tmp_path, SID)
+    target = HeldPacks(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state" / "state.db")
+    try:
+        rig.drain.owners = OwnerGate(
+            tmp_path / "state", SID, rig.drain.stats, interval=INTERVAL, settle=0.01
+        )
+        rig.write("a.json", b'{"a": 1}')
+        (first,) = await rig.sync()
+        assert first.upload_id and not first.error
+        rig.write("a.json", b'{"a": 2}')
+        target.hold = True
+        syncing = asyncio.create_task(rig.sync())
+        await asyncio.wait_for(target.holding.wait(), 30)  # the pack is on the wire
+        other = OwnerGate(tmp_path / "other-state", SID, Stats(), settle=0.01)
+        await other.takeover(target)  # another machine owns the system id from now on
+        await asyncio.sleep(INTERVAL * 1.5)  # the upload outlasts the check's interval
+        target.go.set()
+        (late,) = await asyncio.wait_for(syncing, 30)
+        assert await rig.uploads() == [first.upload_id]  # no manifest of the old owner
+        assert late.error is not None and "owned by" in late.error, late
+        assert not late.upload_id
+        assert await rig.state.queue_depth() == 1  # the change waits, not lost
+        outbox = tmp_path / "outbox"
+        packs = {
+            p.relative_to(outbox).as_posix() for p in outbox.rglob("packs/**/*") if p.is_file()
+        }
+        kept = {part.key for f in (await rig.files(first.upload_id)).values() for part in f.parts}
+        assert kept and packs == kept  # what the refused attempt sent is gone
+    finally:
+        await close_rig(rig)
