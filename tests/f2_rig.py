@@ -153,14 +153,18 @@ def rig_settings(tmp: Path, system_id: str, **overrides: Any) -> Settings:
     return load_settings(None, overrides=tree, environ={"HOME": str(tmp)})
 
 
-async def open_sealed_rig(tmp_path: Path, system_id: str) -> Rig:
+async def open_sealed_rig(tmp_path: Path, system_id: str, *, with_identity: bool = False) -> Rig:
     """A rig over the local outbox in ``tmp_path`` whose uploads are sealed to a new
-    identity (``tmp_path / "id.txt"``); the store is ``tmp_path / "store"`` (created)."""
+    identity (``tmp_path / "id.txt"``); the store is ``tmp_path / "store"`` (created).
+    ``with_identity``: the identity is configured too (``encryption.identity_file``)."""
     from akoshad.pipeline.sealing import SealingSource
     from akoshad.storage.crypto import write_new_identity
 
     public = write_new_identity(tmp_path / "id.txt")
-    settings = rig_settings(tmp_path, system_id, encryption={"recipients": [public]})
+    encryption: dict[str, object] = {"recipients": [public]}
+    if with_identity:
+        encryption["identity_file"] = str(tmp_path / "id.txt")
+    settings = rig_settings(tmp_path, system_id, encryption=encryption)
     rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
     rig.uploader.sealing = SealingSource(settings.encryption, tmp_path / "state", system_id)
     return rig

@@ -1,7 +1,9 @@
 """Finishing what a crash left: uploads whose manifest landed are committed (ledger and
 chunk table from the manifest), the objects and packs of the others are removed (shared
 documents are left to prune); after a lost state database the ledger and the chunk table
-are seeded from the newest manifest in the target (format 1 or 2).
+are seeded from the newest manifest in the target (format 1 or 2). A landed manifest is
+never removed: an encrypted one that cannot be read here is kept as the completed upload it
+is, and its files are sent again.
 
 An encrypted upload's entries are in sealed index parts: they are read with the identity
 (``encryption.identity_file``) when it is readable here, and its sealed chunks enter the
@@ -113,6 +115,9 @@ class Recovery:
                 continue
             key = manifest_key(self.system_id, upload_id)
             manifest = await _read_json(target, key)
+            if manifest is not None and is_encrypted(manifest):
+                await self._recover_sealed(target, upload_id, plan, manifest)
+                continue
             files = None if manifest is None else await self._files(target, manifest)
             if files is not None:
                 await self._commit_recovered(target_name, upload_id, plan, files)
@@ -128,6 +133,27 @@ class Recovery:
                     )
                 )
                 logger.info("discarded the objects of interrupted upload {}", upload_id)
+
+    async def _recover_sealed(
+        self, target: Target, upload_id: str, plan: dict[str, Any], manifest: dict[str, Any]
+    ) -> None:
+        """An encrypted upload whose manifest landed is a completed upload, never deleted:
+        committed from its sealed index when the identity is readable here (and the target's
+        name key is the one it was sealed with), else kept as it is, its files sent again
+        (the ledger does not know them)."""
+        again = "it is kept, and its files will be sent again"
+        found = await self._sealed_files(target, upload_id, manifest, again=again)
+        if found is not None:
+            _, files, sealing = found
+            await self._commit_recovered(target.name, upload_id, plan, files, sealing)
+            logger.info("recovered upload {} (its manifest had landed)", upload_id)
+            return
+
+        def keep(c: sqlite3.Connection) -> None:
+            StateDB.forget_upload_packs(c, upload_id)
+            StateDB.finish_upload(c, upload_id=upload_id, outcome="completed", files=0)
+
+        await self.state.transaction(keep)
 
     async def _files(
         self, target: Target, manifest: dict[str, Any], identities: Identities | None = None
@@ -149,7 +175,12 @@ class Recovery:
             return None
 
     async def _commit_recovered(
-        self, target: str, upload_id: str, plan: dict[str, Any], files: list[StoredFile]
+        self,
+        target: str,
+        upload_id: str,
+        plan: dict[str, Any],
+        files: list[StoredFile],
+        sealing: Sealing | None = None,
     ) -> None:
         live = plan.get("live", {})
         groups = plan.get("groups", {})
@@ -160,11 +191,14 @@ class Recovery:
                 group=groups.get(f.path, f.path),
                 live=_live(live.get(f.path), f.size),
                 upload_id=upload_id,
+                chunk_ids=None
+                if sealing is None
+                else [(_chunk_id(c, sealing), c.size) for c in f.chunks],
             )
             for f in files
             if f.path in live
         ]
-        chunks = [c for f in files for c in f.chunks]
+        chunks = {_chunk_id(c, sealing): c for f in files for c in f.chunks}
         removed = list(plan.get("removed", []))
         new = len(plan.get("new", []))
 
@@ -243,16 +277,21 @@ class Recovery:
         return None
 
     async def _sealed_files(
-        self, target: Target, upload_id: str, manifest: dict[str, Any]
+        self,
+        target: Target,
+        upload_id: str,
+        manifest: dict[str, Any],
+        *,
+        again: str = "so the whole store will be sent again once",
     ) -> tuple[str, list[StoredFile], Sealing] | None:
         """The files of the encrypted upload ``upload_id`` read with the identity, and the
-        target's sealing when its name key is the one the upload was sealed with."""
+        target's sealing when its name key is the one the upload was sealed with; else
+        None, after one warning that ends with ``again`` (what follows from it)."""
         from akoshad.pipeline.sealed_ledger import sealed_with
 
-        again = "so the whole store will be sent again once"
         if self.sealing is None:  # its chunks could not be reused by a clear upload anyway
             logger.warning(
-                "the newest upload {} is encrypted and encryption is off here (no "
+                "upload {} is encrypted and encryption is off here (no "
                 "encryption.recipients): the ledger is not rebuilt from it, {}",
                 upload_id,
                 again,
@@ -261,7 +300,7 @@ class Recovery:
         identities = await asyncio.to_thread(self.sealing.identities_here)
         if identities is None:
             logger.warning(
-                "the newest upload {} is encrypted and no identity is readable here "
+                "upload {} is encrypted and no identity is readable here "
                 "(encryption.identity_file): the ledger cannot be rebuilt from it, {}",
                 upload_id,
                 again,
@@ -274,15 +313,11 @@ class Recovery:
                 target, self.system_id, manifest, sealing, identities
             )
         except IdentityError as exc:
-            logger.warning(
-                "the newest upload {} cannot be read here ({}), {}", upload_id, exc, again
-            )
+            logger.warning("upload {} cannot be read here ({}), {}", upload_id, exc, again)
             return None
         if files is None or sealing is None or not same_key:
             why = "cannot be read whole" if files is None else "was sealed under another name key"
-            logger.warning(
-                "the newest upload {} {} (another recipient list?), {}", upload_id, why, again
-            )
+            logger.warning("upload {} {} (another recipient list?), {}", upload_id, why, again)
             return None
         return upload_id, files, sealing
 

@@ -357,10 +357,18 @@ def test_daemon_without_the_identity_records_that_drills_need_it(tmp_path: Path)
     assert good["files"] == 1 and not good.get("needs_identity")
 
 
-async def test_recovery_of_an_encrypted_upload_sends_it_again(tmp_path: Path) -> None:
+def _as_if_killed_before_the_commit(c: Any) -> None:
+    """The state as a process killed between the manifest's PUT and the commit left it."""
+    c.execute("DELETE FROM ledger")
+    c.execute("DELETE FROM chunks")
+    c.execute("UPDATE uploads SET outcome = 'in_progress'")
+
+
+async def test_recovery_of_an_encrypted_upload_keeps_it_and_sends_again(tmp_path: Path) -> None:
     """A crash between an encrypted manifest's PUT and the commit: the daemon (no
-    identity) cannot read the manifest, so the attempt is discarded, never half-committed
-    or a crash at start, and the next pass sends the store again, sealed."""
+    identity) cannot read the manifest, so the ledger cannot be committed from it. The
+    landed upload is a completed upload all the same: it is kept (never deleted, never a
+    crash at start), and the next pass sends the store again, sealed. Both restore."""
     from akoshad.pipeline.recovery import Discarder, Recovery
     from tests.f2_rig import close_rig, open_sealed_rig
 
@@ -369,22 +377,53 @@ async def test_recovery_of_an_encrypted_upload_sends_it_again(tmp_path: Path) ->
         rig.write("notes/a.md", MARKERS[0].encode() * 100)
         (report,) = await rig.sync()
         assert report.upload_id and report.error is None
-        await rig.state.transaction(
-            lambda c: (
-                c.execute("DELETE FROM ledger"),
-                c.execute("DELETE FROM chunks"),
-                c.execute("UPDATE uploads SET outcome = 'in_progress'"),
-            )
-        )
-        await Recovery(rig.state, "enc-rec", Discarder("enc-rec")).recover({"local": rig.target})
-        assert await rig.uploads() == [] and await rig.state.in_progress_uploads() == []
+        first = rig.on_disk()
+        await rig.state.transaction(_as_if_killed_before_the_commit)
+        recovery = Recovery(rig.state, "enc-rec", Discarder("enc-rec"), rig.uploader.sealing)
+        await recovery.recover({"local": rig.target})
+        assert await rig.uploads() == [report.upload_id]
+        assert await rig.state.in_progress_uploads() == []
+        rig.write("notes/b.md", b"later")
         (again,) = await rig.sync()
-        assert again.files_uploaded == ["notes/a.md"]
-        (upload,) = await rig.uploads()
-        restored = await restore_sealed(
-            rig.target, await rig.manifest(upload), load_identity(tmp_path / "id.txt")
+        assert sorted(again.files_uploaded) == ["notes/a.md", "notes/b.md"]
+        identity = load_identity(tmp_path / "id.txt")
+        kept, newer = await rig.uploads()
+        assert kept == report.upload_id
+        assert await restore_sealed(rig.target, await rig.manifest(kept), identity) == first
+        assert await restore_sealed(rig.target, await rig.manifest(newer), identity) == (
+            rig.on_disk()
         )
-        assert restored == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
+async def test_recovery_of_an_encrypted_upload_with_the_identity_commits_it(
+    tmp_path: Path,
+) -> None:
+    """The same crash with the identity readable here: the landed upload is committed from
+    its sealed index, so nothing is sent again and the next upload reuses its chunks."""
+    from akoshad.pipeline.recovery import Discarder, Recovery
+    from tests.f2_rig import close_rig, open_sealed_rig
+
+    rig = await open_sealed_rig(tmp_path, "enc-rec2", with_identity=True)
+    try:
+        rig.write("notes/a.md", MARKERS[0].encode() * 100)
+        rig.write("big.bin", random.Random(3).randbytes(3 * 1024 * 1024))
+        (report,) = await rig.sync()
+        assert report.upload_id and report.error is None
+        await rig.state.transaction(_as_if_killed_before_the_commit)
+        recovery = Recovery(rig.state, "enc-rec2", Discarder("enc-rec2"), rig.uploader.sealing)
+        await recovery.recover({"local": rig.target})
+        assert set(await rig.state.ledger("local")) == {"notes/a.md", "big.bin"}
+        rig.write("notes/b.md", b"later")
+        (again,) = await rig.sync()
+        assert again.files_uploaded == ["notes/b.md"]  # the others known again
+        kept, newer = await rig.uploads()
+        assert kept == report.upload_id
+        identity = load_identity(tmp_path / "id.txt")
+        assert await restore_sealed(rig.target, await rig.manifest(newer), identity) == (
+            rig.on_disk()
+        )
     finally:
         await close_rig(rig)
 
