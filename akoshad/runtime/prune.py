@@ -17,7 +17,9 @@ writes its index parts and chunk lists again.
 ``retention.enabled: false`` keeps everything: nothing is read or deleted. The outcome of
 each prune (not of a dry run) is kept in the state as ``last_prune`` ``{at, ok,
 uploads_kept, uploads_removed, objects_deleted, bytes_freed, problems}`` (``status``,
-``/metrics``), announced as the ``prune`` event (webhooks) and logged.
+``/metrics``), announced as the ``prune`` event (webhooks) and logged. A prune that has not
+finished within :data:`DEADLINE_SECONDS` (a target answering a byte at a time) stops there,
+as a failed prune: it holds the pass lock, and uploads must not wait on it for ever.
 
 Encrypted uploads: a prune reads their sealed index parts and chunk lists with the identity
 (``encryption.identity_file``). Without it, a prune that meets one deletes nothing and
@@ -52,10 +54,13 @@ from akoshad.store.db import StateDB
 from akoshad.targets import Target
 
 if TYPE_CHECKING:  # the prune engine is imported when the first prune runs
-    from akoshad.storage.prune_exec import PruneHooks
+    from akoshad.storage.prune_exec import PruneHooks, PruneResult
 
 KV_LAST = "last_prune"
 FIRST_DELAY = 300.0  # after a start with no prune on record
+# A prune holds the pass lock (uploads wait): one that a server answering a byte at a time
+# keeps from finishing gives up after this long, as a failed prune (tried again later).
+DEADLINE_SECONDS = 3600.0
 RETRY_SECONDS = 600.0  # a prune that failed or was refused (not the owner) is tried again
 
 
@@ -147,42 +152,59 @@ async def prune_target(
     if not dry_run:  # before anything is deleted: a prune killed midway must not leave
         # the state naming documents it swept (the next upload would not store them again)
         await state.forget_documents(target.name)
+    deadline = asyncio.timeout(DEADLINE_SECONDS)
     try:
-        done = await run_prune(
-            target,
-            system_id,
-            policy,
-            staging_dir=settings.state_dir,
-            dry_run=dry_run,
-            ownership=await gate.ownership(target),
-            hooks=hooks or ledger_hooks(state, target.name),
-            in_progress=in_progress,
-            # whole objects of format-1 uploads the next upload points at; packs are not
-            # protected (a repack must be able to replace them): the chunk table follows
-            # them through the hooks, and the newest upload, always kept, references them
-            protected={e.key for e in ledger.values() if e.key and e.chunks is None},
-            finished=finished,
-            identities=await asyncio.to_thread(_identities, settings),
-        )
+        async with deadline:
+            done = await run_prune(
+                target,
+                system_id,
+                policy,
+                staging_dir=settings.state_dir,
+                dry_run=dry_run,
+                ownership=await gate.ownership(target),
+                hooks=hooks or ledger_hooks(state, target.name),
+                in_progress=in_progress,
+                # whole objects of format-1 uploads the next upload points at; packs are
+                # not protected (a repack must be able to replace them): the chunk table
+                # follows them through the hooks, and the newest upload, always kept,
+                # references them
+                protected={e.key for e in ledger.values() if e.key and e.chunks is None},
+                finished=finished,
+                identities=await asyncio.to_thread(_identities, settings),
+            )
+            await _after_prune(target, result, done, dry_run=dry_run)
     except NotOwner:
         raise
     except IdentityError as exc:
         result.update(ok=False, needs_identity=True, problems=[f"{exc}; nothing deleted"])
+    except TimeoutError as exc:  # the deadline's, or one a request raised as it is
+        late = (
+            f"the prune did not finish within {DEADLINE_SECONDS:g} s (the target answers "
+            "too slowly?): what it did leaves every kept upload restorable, and the next "
+            "prune goes on from there"
+        )
+        result.update(ok=False, problems=[late if deadline.expired() else str(exc) or late])
     except (StorageError, TransientError, PermanentError, OSError) as exc:
         # PruneError, and any damage a repack meets (a corrupt pack or chunk): recorded as
         # the prune's outcome (last_prune, the log), not lost
         result.update(ok=False, problems=[str(exc)])
-    else:
-        result.update(done.to_json())
-        problems = [f"a kept upload references {key}, which is missing" for key in done.missing]
-        result.update(ok=not problems, problems=problems)
-        if not dry_run:
-            result["multipart_aborted"] = await _abort_leftover_uploads(target)
-        versioning = await _bucket_versioning(target)
-        if versioning is not None:
-            result["bucket_versioning"] = versioning
     result["at"] = time.time()
     return result
+
+
+async def _after_prune(
+    target: Target, result: dict[str, Any], done: PruneResult, *, dry_run: bool
+) -> None:
+    """Fill ``result`` from a finished prune (``done``: its ``PruneResult``), abort the
+    multipart uploads left under the system (not in a dry run), note bucket versioning."""
+    result.update(done.to_json())
+    problems = [f"a kept upload references {key}, which is missing" for key in done.missing]
+    result.update(ok=not problems, problems=problems)
+    if not dry_run:
+        result["multipart_aborted"] = await _abort_leftover_uploads(target)
+    versioning = await _bucket_versioning(target)
+    if versioning is not None:
+        result["bucket_versioning"] = versioning
 
 
 @runtime_checkable
