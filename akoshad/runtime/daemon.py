@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from contextlib import AsyncExitStack, suppress
 from typing import Any
@@ -356,7 +356,7 @@ class Daemon:
         control = ControlServer(self.settings.socket_path, self.handle)
         await control.start()
         stack.push_async_callback(control.close)
-        await self._serve_metrics(stack)
+        metrics_retry = await self._serve_metrics(stack)
         watcher = self.watcher = StoreWatcher(
             self.settings.data_dir,
             self.feed.flt,
@@ -382,6 +382,8 @@ class Daemon:
                     self.feed.rescan_every(RESCAN_SECONDS, self.stop_event), name="rescan"
                 ),
             ]
+            if metrics_retry is not None:
+                tasks.append(tg.create_task(metrics_retry, name="metrics"))
             await self.stop_event.wait()
             await self._shutdown(tasks)
 
@@ -393,20 +395,25 @@ class Daemon:
         if self._wired:
             self.feed.stop()
 
-    async def _serve_metrics(self, stack: AsyncExitStack) -> None:
+    async def _serve_metrics(self, stack: AsyncExitStack) -> Coroutine[Any, Any, None] | None:
         """Serve /metrics on ``metrics_listen`` (if set) until shutdown. An address that
-        cannot be bound is logged; backing up goes on without metrics."""
-        if not self.settings.metrics_listen:
-            return
-        from akoshad.runtime.metrics_server import MetricsServer  # aiohttp.web: only here
+        cannot be bound is logged and shown in ``status`` (``metrics_error``); backing up
+        goes on, and the coroutine returned binds it again every minute (None: nothing to
+        retry)."""
+        listen = self.settings.metrics_listen
+        if not listen:
+            return None
+        from akoshad.runtime import metrics_server  # aiohttp.web: only here
 
-        server = MetricsServer(self.parts.metrics, self.view.status, self.settings.metrics_listen)
-        try:
-            await server.start()
-        except OSError as exc:
-            logger.error("metrics_listen {}: cannot serve: {}", self.settings.metrics_listen, exc)
-            return
+        server = metrics_server.MetricsServer(self.parts.metrics, self.view.status, listen)
         stack.push_async_callback(server.close)
+
+        def report(problem: str | None) -> None:
+            self.view.metrics_error = problem
+
+        if await metrics_server.serve_metrics(server, listen, report):
+            return None
+        return metrics_server.keep_trying(server, listen, report, self.stop_event)
 
     async def _reload_loop(self) -> None:
         while not self.stop_event.is_set():

@@ -66,7 +66,8 @@ def behind_after_seconds(
 
 def check_problems(status: Mapping[str, Any]) -> list[str]:
     """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
-    paused, degraded, waiting for ``data_dir``, changes the queue could not take, or behind."""
+    paused, degraded, waiting for ``data_dir``, changes the queue could not take, /metrics not
+    served, or behind."""
     problems: list[str] = []
     if status.get("paused") or status.get("state") == "paused":
         problems.append("paused (akoshad resume restarts uploading)")
@@ -79,6 +80,8 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
         )
     if status.get("unrecorded"):
         problems.append(f"not recorded: {status['unrecorded']}")
+    if status.get("metrics_error"):
+        problems.append(str(status["metrics_error"]))
     age = _number(status.get("oldest_pending_age_seconds"))
     limit = _number(status.get("behind_after_seconds"))
     if age is not None and limit is not None and age > limit:

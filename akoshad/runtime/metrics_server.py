@@ -26,6 +26,7 @@ LISTEN_BACKLOG = 16
 IDLE_SECONDS = 75.0
 
 StatusSource = Callable[[], Awaitable[Mapping[str, Any]]]
+RETRY_SECONDS = 60.0  # an address that could not be bound is tried again this often
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -99,6 +100,46 @@ class MetricsServer:
             return web.Response(status=503, text=f"akoshad status unavailable: {exc}\n")
         body = self.metrics.render(status)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def serve_metrics(
+    server: MetricsServer, listen: str, report: Callable[[str | None], None]
+) -> bool:
+    """Bind ``server``; on failure log it once and ``report`` the problem (shown in
+    ``status``), on success ``report(None)``. True when it serves."""
+    try:
+        await server.start()
+    except OSError as exc:
+        problem = f"metrics_listen {listen} cannot be served ({exc}); tried again every minute"
+        logger.error("{}", problem)
+        report(problem)
+        return False
+    report(None)
+    return True
+
+
+async def keep_trying(
+    server: MetricsServer,
+    listen: str,
+    report: Callable[[str | None], None],
+    stop_event: asyncio.Event,
+) -> None:
+    """Until it serves or the daemon stops: bind ``server`` again every
+    :data:`RETRY_SECONDS` (a port held by a process that has not let go yet)."""
+    while not stop_event.is_set():
+        try:
+            await asyncio.wait_for(stop_event.wait(), RETRY_SECONDS)
+        except TimeoutError:
+            pass
+        else:
+            return
+        try:
+            await server.start()
+        except OSError as exc:
+            report(f"metrics_listen {listen} cannot be served ({exc}); tried again every minute")
+            continue
+        report(None)
+        return
 
 
 class _Refused(asyncio.Protocol):

@@ -28,6 +28,7 @@ class StatusView:
         self.safety = SafetyTracker(started)
         # settings a reload read but cannot apply (``Daemon.RESTART_KEYS``)
         self.restart_pending: list[str] = []
+        self.metrics_error: str | None = None  # metrics_listen set and not served
 
     def configure(self, settings: Settings) -> None:
         """A reload: the debounce window and the drill interval count in the verdict."""
@@ -85,7 +86,9 @@ class StatusView:
             "last_good_drill_at": await p.drills.last_good_at(),  # survives restarts too
             "last_prune": await p.prunes.last(),
             "lease": p.owners.lease(p.primary.name),
-            "warnings": [w for w in (missing, self.unrecorded()) if w] + self._restart_warnings(),
+            "warnings": [w for w in (missing, self.unrecorded(), self.metrics_error) if w]
+            + self._restart_warnings(),
+            "metrics_error": self.metrics_error,
             "unrecorded": p.feed.unrecorded,  # changes seen that the queue could not take
             "waiting_for_data_dir": missing is not None,
             "oldest_pending_age_seconds": await self.oldest_pending_age(),

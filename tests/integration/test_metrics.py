@@ -21,6 +21,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from akoshad.runtime.health import check_problems
 from tests.helpers import (
     akoshad,
     daemon_config,
@@ -293,10 +294,15 @@ def test_a_taken_port_is_logged_and_backups_go_on(tmp_path: Path) -> None:
         squatter.listen()
         d.proc = start_daemon(d.config, d.env, d.log)
         try:
-            wait_for(lambda: d.status().get("last_upload"), 60)
+            status = wait_for(lambda: (s := d.status()).get("last_upload") and s, 60)
             log = d.log.read_text()
-            assert f"metrics_listen 127.0.0.1:{d.port}: cannot serve" in log
+            said = f"metrics_listen 127.0.0.1:{d.port} cannot be served"
+            assert said in log
             assert "Traceback" not in log
+            # shown where an operator looks, and a failed health check
+            assert said in (status.get("metrics_error") or "")
+            assert any(said in w for w in status["warnings"])
+            assert any(said in p for p in check_problems(status))
         finally:
             d.stop()
 

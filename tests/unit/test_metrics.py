@@ -331,3 +331,58 @@ async def test_server_serves_refuses_and_stops() -> None:
         await server.close()  # idempotent
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_an_address_taken_at_start_is_reported_and_bound_once_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A port another process still holds at start (a previous daemon letting go): the
+    problem is reported (status shows it), the daemon binds again every RETRY_SECONDS, and
+    once the port is free it serves and the problem is cleared."""
+    from akoshad.runtime import metrics_server
+
+    monkeypatch.setattr(metrics_server, "RETRY_SECONDS", 0.05)
+
+    async def source() -> dict[str, Any]:
+        return status()
+
+    reports: list[str | None] = []
+    port = _free_port()
+    listen = f"127.0.0.1:{port}"
+    server = MetricsServer(Metrics(), source, listen)
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen()
+    stop = asyncio.Event()
+    try:
+        assert await metrics_server.serve_metrics(server, listen, reports.append) is False
+        (problem,) = reports
+        assert problem is not None and f"metrics_listen {listen} cannot be served" in problem
+        retry = asyncio.create_task(
+            metrics_server.keep_trying(server, listen, reports.append, stop)
+        )
+        await asyncio.sleep(0.3)
+        assert not retry.done() and None not in reports  # still taken: still reported
+        squatter.close()
+        await asyncio.wait_for(retry, 10)
+        assert reports[-1] is None
+        async with aiohttp.ClientSession() as http, http.get(f"http://{listen}/metrics") as resp:
+            assert resp.status == 200
+    finally:
+        squatter.close()
+        await server.close()
+
+
+async def test_the_metrics_retry_ends_with_the_daemon() -> None:
+    from akoshad.runtime import metrics_server
+
+    async def source() -> dict[str, Any]:
+        return status()
+
+    server = MetricsServer(Metrics(), source, "127.0.0.1:1")
+    stop = asyncio.Event()
+    retry = asyncio.create_task(metrics_server.keep_trying(server, "127.0.0.1:1", print, stop))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(retry, 5)
+    await server.close()
