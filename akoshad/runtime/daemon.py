@@ -22,7 +22,6 @@ from akoshad import __version__
 from akoshad.config import Settings
 from akoshad.errors import (
     AkoshadError,
-    ConfigError,
     PermanentError,
     TransientError,
 )
@@ -35,7 +34,6 @@ from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import WalkResult
 from akoshad.pipeline.watch import StoreWatcher
-from akoshad.redaction import redact
 from akoshad.runtime.control import ControlServer
 from akoshad.runtime.deadline import finished_within, settled
 from akoshad.runtime.health import data_dir_problem
@@ -43,6 +41,7 @@ from akoshad.runtime.leftovers import clean_leftovers
 from akoshad.runtime.leftovers import describe as describe_leftovers
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
 from akoshad.runtime.once import drain_within_deadline, nothing_selected, once_outcome
+from akoshad.runtime.reload import applicable, read_again
 from akoshad.runtime.requests import handle_request
 from akoshad.runtime.signals import stop_signals
 from akoshad.runtime.status import StatusView
@@ -51,12 +50,6 @@ from akoshad.runtime.webhooks import WEBHOOK_ONCE_SECONDS
 from akoshad.runtime.wiring import Parts, wire
 from akoshad.store.db import StateDB
 from akoshad.targets import Target
-
-
-def waiting_for_restart(old: Settings, new: Settings) -> list[str]:
-    """The settings ``new`` changes that a reload cannot apply (:attr:`Daemon.RESTART_KEYS`:
-    read once at start); the running values stay until a restart."""
-    return [key for key in Daemon.RESTART_KEYS if getattr(new, key) != getattr(old, key)]
 
 
 class Daemon:
@@ -236,46 +229,16 @@ class Daemon:
             await asyncio.wait_for(self.stop_event.wait(), seconds)
 
     # ---- reload ----------------------------------------------------------------------------
-    RESTART_KEYS = (
-        "data_dir",
-        "encryption",
-        "state_dir",
-        "socket_path",
-        "local_target_dir",
-        "cloud_sync",
-        "webhooks",
-        "metrics_listen",
-        "akosha_url",  # the client, its breaker and route are built at start
-        "log_level",  # the log sinks are set up once, at start
-        "log_format",
-        "log_file",
-        "watchdog_stall_seconds",  # the watchdog policy is made at start
-        "degraded_fail_after_minutes",  # so is the health watch
-    )
-
     async def reload(self) -> bool:
         """SIGHUP: load and validate the configuration again; apply what can change live.
         An invalid configuration is refused and the running one kept."""
         if self._reload is None:
             return False
-        try:
-            new = await asyncio.to_thread(self._reload)
-        except ConfigError as exc:
-            logger.error("reload refused, keeping the running configuration: {}", exc)
-            return False
-        except Exception as exc:  # a reload never takes the daemon down
-            logger.error(
-                "reload refused, keeping the running configuration: {}: {}",
-                type(exc).__name__,
-                redact(str(exc)),
-            )
+        new = await read_again(self._reload)
+        if new is None:
             return False
         old = self.settings
-        pending = waiting_for_restart(old, new)
-        for key in pending:
-            logger.warning("{} changed: it takes effect after a restart", key)
-        self.view.restart_pending = pending  # the running values stay until then
-        self.settings = new.model_copy(update={key: getattr(old, key) for key in self.RESTART_KEYS})
+        self.settings, self.view.restart_pending = applicable(old, new)  # until a restart
         self.feed.configure(self.settings)
         # what leaves for Akosha from now on (over HTTP and in memories.json)
         self.parts.memory_sync.redact_secrets = self.settings.redact_secrets

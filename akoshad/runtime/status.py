@@ -26,7 +26,7 @@ class StatusView:
         self.started = started
         self.paused = False
         self.safety = SafetyTracker(started)
-        # settings a reload read but cannot apply (``Daemon.RESTART_KEYS``)
+        # settings a reload read but cannot apply (``runtime.reload.RESTART_KEYS``)
         self.restart_pending: list[str] = []
         self.metrics_error: str | None = None  # metrics_listen set and not served
 

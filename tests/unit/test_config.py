@@ -260,7 +260,7 @@ def test_a_reload_names_the_settings_that_wait_for_a_restart(tmp_path: Path) -> 
     """Settings read once at start (the log sinks, the watchdog, the health watch) are not
     silently ignored by a reload: it names them (the log, status's warnings) until the
     daemon restarts or they are set back; those applied at once are not named."""
-    from akoshad.runtime.daemon import waiting_for_restart
+    from akoshad.runtime.reload import waiting_for_restart
 
     settings = load_settings(environ=env(tmp_path))
     changed = settings.model_copy(
