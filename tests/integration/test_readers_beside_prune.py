@@ -8,72 +8,42 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from akoshad.errors import IntegrityError
-from akoshad.events import EventBus
-from akoshad.pipeline.ownership import OwnerGate
-from akoshad.pipeline.stats import Stats
 from akoshad.restore.readback import restore_upload
 from akoshad.restore.verify import verify_ledger, verify_upload
 from akoshad.runtime.prune import PruneScheduler
 from akoshad.storage import format2
 from akoshad.store.db import STATE_FILE, read_ledger
-from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig, rig_settings
+from tests.f2_rig import Rig, close_rig, open_rig, rig_settings
+from tests.holding import KEEP_LAST_ONE, HoldingTarget, pack_ranges, prune_scheduler
 
 SID = "readersprune"
 MiB = 1024 * 1024
 SMALL = 12
 
 
-class PausingTarget(CountingTarget):
-    """Once armed, holds until ``go`` is set (``held`` says one waits): with ``/packs/``
-    every ranged read of a pack (a reader's, not the prune's whole reads), with ``/index/``
-    the first read of an index part (the reader's: the prune reads them after), with
-    ``head`` the first ``head`` of a pack."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.armed = ""
-        self.held = asyncio.Event()
-        self.go = asyncio.Event()
-
-    async def read_range(self, key: str, offset: int, length: int) -> bytes:
-        if self.armed == "/packs/" and "/packs/" in key:
-            self.held.set()
-            await self.go.wait()
-        return await super().read_range(key, offset, length)
-
-    async def head(self, key: str) -> int | None:
-        if self.armed == "head" and "/packs/" in key:
-            self.armed = ""
-            self.held.set()
-            await self.go.wait()
-        return await super().head(key)
-
-    async def read(self, key: str) -> AsyncIterator[bytes]:
-        if self.armed == "/index/" and "/index/" in key:
-            self.armed = ""
-            self.held.set()
-            await self.go.wait()
-        async for piece in super().read(key):
-            yield piece
+# what a reader waits on while the prune runs: every ranged read of a pack (a reader's,
+# not the prune's whole reads), the first read of an index part (the reader's: the prune
+# reads them after), the first ``head`` of a pack
+HOLDS: dict[str, Callable[[HoldingTarget], None]] = {
+    "/packs/": lambda t: setattr(t, "hold", pack_ranges),
+    "/index/": lambda t: t.hold_once(lambda op, key: op == "read" and "/index/" in key),
+    "head": lambda t: t.hold_once(lambda op, key: op == "head" and "/packs/" in key),
+}
 
 
-async def _two_uploads(tmp_path: Path) -> tuple[Rig, PausingTarget, PruneScheduler]:
+async def _two_uploads(tmp_path: Path) -> tuple[Rig, HoldingTarget, PruneScheduler]:
     """Two uploads of a large file whose second half changed, beside small files that did
     not: with ``keep_last: 1`` a prune drops the first and repacks the pack the kept upload
     shares with it (half of it dead), small files included."""
-    settings = rig_settings(
-        tmp_path,
-        SID,
-        retention={"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0},
-    )
-    target = PausingTarget(tmp_path / "outbox")
+    settings = rig_settings(tmp_path, SID, retention=KEEP_LAST_ONE)
+    target = HoldingTarget(tmp_path / "outbox")
     rig = await open_rig(settings, target, tmp_path / "state/state.db")
     big = bytearray(random.Random(1).randbytes(8 * MiB))
     rig.write("big.bin", bytes(big))
@@ -83,15 +53,7 @@ async def _two_uploads(tmp_path: Path) -> tuple[Rig, PausingTarget, PruneSchedul
     big[4 * MiB :] = random.Random(2).randbytes(4 * MiB)
     rig.write("big.bin", bytes(big))
     await rig.sync()
-    prunes = PruneScheduler(
-        settings,
-        state=rig.state,
-        target=target,
-        gate=OwnerGate(settings.state_dir, SID, Stats()),
-        events=EventBus(SID),
-        stop_event=asyncio.Event(),
-        pass_lock=asyncio.Lock(),
-    )
+    prunes = prune_scheduler(settings, rig.state, target)
     return rig, target, prunes
 
 
@@ -105,10 +67,10 @@ async def _beside_prune(
     documents loaded before the repack, its chunks read after; index parts: its manifest
     read before, its documents after); the small files' chunks moved."""
     target = rig.target
-    assert isinstance(target, PausingTarget)
+    assert isinstance(target, HoldingTarget)
     kept = (await rig.uploads())[-1]
     moved = (await rig.files(kept))["small/00.json"].chunks[0].key
-    target.armed = held
+    HOLDS[held](target)
     reader: asyncio.Task[Any] = asyncio.create_task(read())
     await asyncio.wait_for(target.held.wait(), 30)
     pruned = await asyncio.wait_for(prunes.prune_now(), 60)
