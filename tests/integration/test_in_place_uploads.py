@@ -4,12 +4,14 @@ be duplicates), checked unchanged afterwards. In process, on the local target.""
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -244,6 +246,65 @@ async def test_a_large_file_written_all_the_time_never_holds_back_the_others(
     live.write_bytes(os.urandom(2 * MiB))  # and read in place again after that
     again = await rig.pass_of(BIG)
     assert again.ok and [f.in_place for c in again.captures for f in c.files] == [True]
+
+
+async def _moved_while_sent(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> Writer:
+    """big.bin uploaded once, then changed while its next upload read it in place: its
+    next capture is a copy into staging. The writer is left off."""
+    rig.drain.snap.sleep = lambda _s: None
+    live = rig.store / BIG
+    live.write_bytes(os.urandom(2 * MiB))
+    assert (await rig.pass_of(BIG)).ok
+    writer = Writer(monkeypatch, live)
+    live.write_bytes(os.urandom(2 * MiB))
+    failed = await rig.pass_of(BIG)
+    assert failed.source_changed
+    writer.on = False
+    return writer
+
+
+async def test_a_large_file_is_read_in_place_when_staging_has_no_room_for_its_copy(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy that follows a failed in-place upload is not begun when staging's disk
+    has no room for it: the file is read where it lies again, and lands."""
+    await _moved_while_sent(rig, monkeypatch)
+    copies: list[Path] = []
+    real_copy = capture_plain.copy_hashing
+
+    def counted(src: Path, dst: Path) -> tuple[int, str]:
+        copies.append(Path(src))
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(capture_plain, "copy_hashing", counted)
+    full = SimpleNamespace(total=10 * 2**30, used=10 * 2**30 - MiB, free=MiB)
+    monkeypatch.setattr(capture_plain.shutil, "disk_usage", lambda _p: full)
+    landed = await rig.drain.drain_once(rig.target, now=time.time() + 3600)
+    assert landed is not None and landed.ok and BIG in landed.files_uploaded
+    assert [f.in_place for c in landed.captures for f in c.files if f.path == BIG] == [True]
+    assert rig.store / BIG not in copies
+    now = (rig.store / BIG).read_bytes()
+    assert await rig.stored(BIG) == (sha(now), now)
+
+
+async def test_a_copy_that_meets_a_full_disk_is_not_tried_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy into staging that runs out of space fails that pass with a reason naming
+    staging (not a read error of the store file), and the next pass reads the file where
+    it lies: a full staging disk never keeps a large file from its backup."""
+    await _moved_while_sent(rig, monkeypatch)
+
+    def no_room(src: Path, dst: Path) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(capture_plain, "copy_hashing", no_room)
+    refused = await rig.drain.drain_once(rig.target, now=time.time() + 3600)
+    assert refused is not None and BIG in refused.retrying
+    assert "no room to stage a copy in" in refused.retrying[BIG], refused.retrying
+    landed = await rig.drain.drain_once(rig.target, now=time.time() + 7200)
+    assert landed is not None and landed.ok and BIG in landed.files_uploaded
+    assert [f.in_place for c in landed.captures for f in c.files if f.path == BIG] == [True]
 
 
 def flip_first_byte(path: Path) -> None:

@@ -4,8 +4,10 @@ read it."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 from akoshad.errors import SnapshotError
@@ -32,6 +34,9 @@ from akoshad.pipeline.capture.files import (
 from akoshad.pipeline.storefiles import kind_of_head
 
 HELD_NAME = "held-in-memory"  # the ``staged`` name of a file captured into memory
+# free space left beside a large file's copy in staging (the state database shares it)
+STAGING_MARGIN = 256 * 1024 * 1024
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _read_failed(exc: OSError) -> BaseException:
@@ -40,6 +45,10 @@ def _read_failed(exc: OSError) -> BaseException:
     if isinstance(exc, FileNotFoundError | PermissionError | LinkRefused):
         return exc
     return SnapshotError(f"read failed: {exc.strerror or exc}", retry=True)
+
+
+class StagingFull(SnapshotError):
+    """A copy into staging met a full file system (or quota, or file size limit)."""
 
 
 class PlainCapture(CaptureBase):
@@ -132,14 +141,33 @@ class PlainCapture(CaptureBase):
 
     def _capture_stable(self, rel: str, real: Path, hash_if_size: int | None) -> CaptureResult:
         """A stable copy in staging; a large file where it lies, unless it changed while
-        its last upload read it there (:meth:`Snapshotter.moved_while_sent`)."""
-        if _regular_lstat(real).st_size >= self.in_place_min_bytes:
-            if rel not in self.moved_in_place:
-                return self._capture_in_place(rel, real, hash_if_size)
-            result = self._capture_copy(rel, real)
-            self.moved_in_place.discard(rel)  # copied: in place again next time
-            return result
-        return self._capture_copy(rel, real)
+        its last upload read it there (:meth:`Snapshotter.moved_while_sent`): then copies
+        (while it keeps changing, it waits and the other files go up), until one lands;
+        where it lies again when staging has no room for a copy (checked before, or met
+        during one), never a copy that cannot fit tried pass after pass."""
+        size = _regular_lstat(real).st_size
+        if size < self.in_place_min_bytes:
+            return self._capture_copy(rel, real)
+        if rel in self.moved_in_place:
+            if self._room_in_staging(size):
+                try:
+                    result = self._capture_copy(rel, real)
+                except StagingFull:
+                    self.moved_in_place.discard(rel)  # in place again next time
+                    raise
+                self.moved_in_place.discard(rel)  # copied: in place again next time
+                return result
+            self.moved_in_place.discard(rel)  # no room for a copy: where it lies
+        return self._capture_in_place(rel, real, hash_if_size)
+
+    def _room_in_staging(self, size: int) -> bool:
+        """Whether staging's file system has ``size`` bytes free, and a margin besides (the
+        state database shares it): a copy that cannot fit is not begun."""
+        try:
+            free = shutil.disk_usage(self.staging).free
+        except OSError:
+            return False
+        return free - size >= STAGING_MARGIN
 
     def _capture_copy(self, rel: str, real: Path) -> CaptureResult:
         """A copy in staging that is the file as it stood (unchanged across the copy)."""
@@ -152,6 +180,9 @@ class PlainCapture(CaptureBase):
                 staged.unlink(missing_ok=True)
                 if isinstance(exc, FileNotFoundError | PermissionError | LinkRefused):
                     raise
+                if exc.errno in _NO_ROOM:  # the copy's side, not the store file's
+                    why = f"no room to stage a copy in {self.staging}: {exc.strerror or exc}"
+                    raise StagingFull(why, retry=True) from None
                 raise SnapshotError(f"read failed: {exc.strerror or exc}", retry=True) from None
             after = lstat_or_none(real)
             if after is None:
