@@ -120,6 +120,11 @@ def unreadable(directory: Path) -> str | None:
     return None
 
 
+def listable(directory: Path) -> bool:
+    """A directory that is there and can be listed and entered (blocking)."""
+    return directory.is_dir() and unreadable(directory) is None
+
+
 def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> WalkResult:
     """List store files under ``root`` (blocking). Symlinked directories are not entered;
     symlinked files are kept only if they resolve inside ``root``; names that are not

@@ -131,6 +131,17 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def _same_and_readable(data_dir: Path, inode: int) -> bool:
+    """``data_dir`` is still the directory being watched (``inode``), and readable
+    (blocking: a hung mount must not stall the event loop)."""
+    try:
+        if data_dir.stat().st_ino != inode:
+            return False
+    except FileNotFoundError:
+        return False
+    return unreadable(data_dir) is None
+
+
 class StoreWatcher:
     """Feeds filesystem events of ``data_dir`` to ``on_change(path, kind)``.
 
@@ -212,13 +223,9 @@ class StoreWatcher:
             recursive=True,
             ignore_permission_denied=True,
         ):
-            try:
-                if self.data_dir.stat().st_ino != inode:
-                    return  # replaced: start over
-            except FileNotFoundError:
-                return
-            if unreadable(self.data_dir) is not None:
-                return  # its permissions changed: wait until it can be read, then reconcile
+            if not await asyncio.to_thread(_same_and_readable, self.data_dir, inode):
+                return  # gone, replaced (start over) or its permissions changed (wait
+                # until it can be read, then reconcile)
             if first is not None:
                 result = first()
                 first = None

@@ -4,11 +4,13 @@ the daemon carries on."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from akoshad.runtime.control_client import ControlRequestError
+from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.ownership import takeover_in_daemon
 from akoshad.runtime.prune import prune_request
 
@@ -61,6 +63,11 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
         if unrecorded is not None:
             result["ok_drain"] = False
             result["error"] = f"{unrecorded}: not uploaded; the daemon tries again"
+        # a store that cannot be read was not synced, however empty the queue
+        missing = await asyncio.to_thread(data_dir_problem, daemon.settings.data_dir)
+        if missing is not None:
+            result["ok_drain"] = False
+            result["error"] = missing
         return result
     await daemon.feed.flush()
     daemon.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds

@@ -72,6 +72,9 @@ def test_an_unreadable_data_dir_is_not_uploaded_as_an_empty_store(tmp_path: Path
             assert "cannot be read" in st["warnings"][0]
             assert akoshad("status", "--check", "--config", str(cfg), env=env).returncode == 1
             sync = akoshad("sync", "--wait", "--config", str(cfg), env=env)
+            # never "done" for a store that could not be read
+            assert sync.returncode != 0, (sync.stdout, sync.stderr)
+            assert "cannot be read" in sync.stdout + sync.stderr, (sync.stdout, sync.stderr)
             assert len(manifests(outbox, SYSTEM)) == 1  # no upload of an "empty" store
         finally:
             os.chmod(store, 0o755)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,7 +18,8 @@ from akoshad.runtime.requests import handle_request
 class FakeDaemon:
     """What ``handle_request`` touches for pause, resume and sync."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path) -> None:
+        self.settings = SimpleNamespace(data_dir=data_dir)  # the store: there and readable
         self.view = SimpleNamespace(paused=False)
         self.wake = asyncio.Event()
         self.drained = 0
@@ -38,8 +40,8 @@ class FakeDaemon:
 
 
 @pytest.mark.parametrize("wait", [True, False])
-async def test_sync_while_paused_uploads_nothing_and_says_so(wait: bool) -> None:
-    daemon = FakeDaemon()
+async def test_sync_while_paused_uploads_nothing_and_says_so(wait: bool, tmp_path: Path) -> None:
+    daemon = FakeDaemon(tmp_path)
     await handle_request(daemon, {"cmd": "pause"})  # type: ignore[arg-type]
     with pytest.raises(ControlRequestError, match=r"paused.*akoshad resume"):
         await handle_request(daemon, {"cmd": "sync", "wait": wait})  # type: ignore[arg-type]
