@@ -2,9 +2,9 @@
 
 Every memory text sent over HTTP or written into ``memories.json`` goes through
 :meth:`SecretRedactor.redact`: each recognised secret is replaced by ``[REDACTED:<kind>]``.
-The rules are gitleaks' published rule set (``data/secret_rules.toml``, MIT, see
-``data/secret_rules.LICENSE``) plus a few of akoshad's own for what it does not cover
-(passwords in URLs, ``password=`` assignments, the AWS secret key next to its name).
+The rules are gitleaks' published rule set plus a few of akoshad's own for what it does
+not cover (passwords in URLs, ``password=`` assignments, the AWS secret key next to its
+name), compiled by :mod:`akoshad.akosha.redact_rules`.
 
 Speed comes from gitleaks' keyword prefilter: a rule's regex only runs on the lines that
 contain one of its keywords (found in one pass over the lowercased text), except the few
@@ -19,34 +19,20 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
-from importlib import resources
-from typing import Any
 
 import ahocorasick
 
-from akoshad.akosha.redact_gate import (
-    Literals,
-    anchored,
-    gate_pattern,
-    has_literal,
-    keyword_literals,
-    needed_literals,
-    start_literals,
-    strength,
-)
+from akoshad.akosha.redact_gate import anchored, gate_pattern, has_literal, keyword_literals
+from akoshad.akosha.redact_rules import Rule, RuleSet, load_rules
 
 PLACEHOLDER = "[REDACTED:{kind}]"
 # how far a finding's line is read either side of it, for the allow lists that look at lines
 LINE_CONTEXT = 4096
-# gitleaks opens many rules with this left context; it only widens the match leftwards,
-# so it is matched by hand (a regex that starts with it is five times slower).
-_LEFT_CONTEXT = "(?i)[\\w.-]{0,50}?"
+# the left context gitleaks opens many rules with (``redact_rules``), matched by hand
 _LEFT_CHARS = re.compile(r"[\w.-]{0,50}\Z")
 # Values that only name or hide a secret: never redacted (false positives cost memories).
 # An unquoted value that reads as code (a name, an attribute, a call) is not a password.
@@ -54,34 +40,6 @@ _CODE_LIKE = re.compile(r"^(?:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*|[A-Za-z_][\w.]*\(.
 _PLACEHOLDER_VALUE = re.compile(
     r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|<[^>]*>|\*+|x+|\.+|\[REDACTED:[^\]]*\]?|"
     r"(?i:none|null|true|false|changeme|password|secret|example|redacted))$"
-)
-
-# akoshad's own rules: (id, regex, secret group, keywords).
-_OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
-    (
-        "url-password",
-        # the user may be empty (redis://:pw@host); the password runs to the last @ before
-        # the host: an unencoded @ in it (P@ssw0rd) does not leave its tail behind; no [ in
-        # the user: a placeholder there ([REDACTED:github-pat]:...) is not read as one
-        r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@\"'<>\[\]]{0,128}:([^\s/\"'<>]{1,256})@[^\s@/]",
-        1,
-        ("://",),
-    ),
-    (
-        "password-assignment",
-        r"(?i)\b(?:[a-z0-9_.-]{0,30}passw(?:or)?d|passwd|pwd|passphrase)[\"']?[ \t]*"
-        r"(?:=|:=|:)(?!=)[ \t]*(?:[\"'](?!\[REDACTED)([^\n\"']{4,200})[\"']"
-        r"|([^\s\"'`,;()\[\]{}]{4,200}))",
-        0,
-        ("passw", "pwd", "passphrase"),
-    ),
-    (
-        "aws-secret-access-key",
-        r"(?i)aws[\w.-]{0,20}secret[\w.-]{0,20}[\"']?[ \t]*(?:=|:=|:)[ \t]*[\"']?"
-        r"([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
-        1,
-        ("secret",),
-    ),
 )
 
 
@@ -93,98 +51,6 @@ def shannon_entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
 
 
-def go_to_python_regex(pattern: str) -> str:
-    """Translate the RE2 spellings Python's ``re`` does not take.
-
-    ``\\z`` becomes ``\\Z``; a flag group such as ``(?i)`` in the middle of a pattern (RE2
-    applies it to the rest of the enclosing group) becomes a scoped ``(?i:...)``.
-    """
-    out: list[str] = []
-    closers: list[int] = [0]  # per open group: how many scoped flag groups to close
-    i, n, in_class = 0, len(pattern), False
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < n:
-            nxt = pattern[i + 1]
-            out.append("\\Z" if nxt == "z" and not in_class else ch + nxt)
-            i += 2
-            continue
-        if in_class:
-            in_class = ch != "]"
-            out.append(ch)
-        elif ch == "[":
-            in_class = True
-            out.append(ch)
-            if pattern.startswith("^]", i + 1) or pattern.startswith("]", i + 1):
-                skip = 2 if pattern[i + 1] == "^" else 1
-                out.append(pattern[i + 1 : i + 1 + skip])
-                i += skip
-        elif ch == "(":
-            flags = re.match(r"\(\?([a-zA-Z]+)\)", pattern[i:])
-            if flags and i > 0:
-                out.append(f"(?{flags.group(1)}:")
-                closers[-1] += 1
-                i += len(flags.group(0))
-                continue
-            closers.append(0)
-            out.append(ch)
-        elif ch == ")":
-            out.append(")" * closers.pop() + ")")
-            if not closers:
-                closers.append(0)
-        else:
-            out.append(ch)
-        i += 1
-    out.append(")" * sum(closers))
-    return "".join(out)
-
-
-@dataclass(frozen=True)
-class Allowlist:
-    """One of a rule's allow lists: a finding it matches is not a secret."""
-
-    regexes: tuple[re.Pattern[str], ...] = ()
-    stopwords: tuple[str, ...] = ()
-    target: str = "secret"  # "secret" | "match" | "line"
-    all_of: bool = False  # condition AND: regexes and stopwords must both hold
-
-    def allows(self, secret: str, match: str, line: str) -> bool:
-        """True when the finding is allowed (not a secret)."""
-        subject = {"match": match, "line": line}.get(self.target, secret)
-        checks = []
-        if self.regexes:
-            checks.append(any(r.search(subject) for r in self.regexes))
-        if self.stopwords:
-            low = secret.lower()
-            checks.append(any(w in low for w in self.stopwords))
-        if not checks:
-            return False
-        return all(checks) if self.all_of else any(checks)
-
-
-@dataclass(frozen=True, eq=False)
-class Rule:
-    """One detection rule: a regex, the group holding the secret, and its filters."""
-
-    kind: str
-    regex: re.Pattern[str]
-    secret_group: int = 0
-    entropy: float = 0.0
-    keywords: tuple[str, ...] = ()
-    allowlists: tuple[Allowlist, ...] = ()
-    multiline: bool = False
-    left_context: bool = False  # the match extends left over up to 50 [\w.-] characters
-    literals: Literals | None = None  # one of them is in every match (None: unknown)
-    starts: Literals | None = None  # every match starts with one of them (None: unknown)
-
-    def secret_span(self, m: re.Match[str]) -> tuple[int, int]:
-        """The span of the secret inside a match (the group, else the whole match)."""
-        group = self.secret_group
-        if group == 0 and m.re.groups:
-            group = next((g for g in range(1, m.re.groups + 1) if m.group(g)), 0)
-        return m.span(group) if m.group(group) is not None else m.span(0)
-
-
 @dataclass
 class Finding:
     """A secret found in a text: where, and of which kind."""
@@ -192,99 +58,6 @@ class Finding:
     start: int
     end: int
     kind: str
-
-
-def _compile(pattern: str) -> re.Pattern[str] | None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return re.compile(go_to_python_regex(pattern))
-        except re.error:
-            return None
-
-
-def _allowlists(raw: Iterable[dict[str, Any]]) -> tuple[Allowlist, ...]:
-    out = []
-    for entry in raw:
-        regexes = tuple(p for p in (_compile(r) for r in entry.get("regexes", [])) if p)
-        stopwords = tuple(w.lower() for w in entry.get("stopwords", []))
-        if not regexes and not stopwords:
-            continue  # path-only allow lists do not apply to memory text
-        out.append(
-            Allowlist(
-                regexes=regexes,
-                stopwords=stopwords,
-                target=entry.get("regexTarget", "secret"),
-                all_of=str(entry.get("condition", "OR")).upper() == "AND",
-            )
-        )
-    return tuple(out)
-
-
-def _is_multiline(pattern: str) -> bool:
-    return "[\\s\\S" in pattern or "(?s" in pattern or "\\n" in pattern.replace("\\\\n", "")
-
-
-@dataclass
-class RuleSet:
-    """The compiled rules, the global allow list, and what could not be compiled."""
-
-    rules: list[Rule] = field(default_factory=list)
-    global_allow: tuple[Allowlist, ...] = ()
-    skipped: list[str] = field(default_factory=list)
-
-
-@cache
-def load_rules() -> RuleSet:
-    """The shipped rule set, compiled once per process."""
-    raw = tomllib.loads(
-        resources.files("akoshad").joinpath("data/secret_rules.toml").read_text("utf-8")
-    )
-    rules = RuleSet(global_allow=_allowlists([raw.get("allowlist", {})]))
-    for entry in raw.get("rules", []):
-        pattern = entry.get("regex")
-        left = bool(pattern) and pattern.startswith(_LEFT_CONTEXT)
-        if left:
-            pattern = "(?i)" + pattern[len(_LEFT_CONTEXT) :]
-        compiled = _compile(pattern) if pattern else None
-        if compiled is None:
-            rules.skipped.append(entry.get("id", "?"))
-            continue
-        rules.rules.append(
-            Rule(
-                kind=entry["id"],
-                regex=compiled,
-                secret_group=int(entry.get("secretGroup", 0)),
-                entropy=float(entry.get("entropy", 0.0)),
-                keywords=tuple(k.lower() for k in entry.get("keywords", [])),
-                allowlists=_allowlists(entry.get("allowlists", [])),
-                multiline=_is_multiline(pattern),
-                left_context=left,
-                literals=needed_literals(compiled),
-                starts=_starts(compiled),
-            )
-        )
-    for kind, pattern, group, keywords in _OWN_RULES:
-        regex = re.compile(pattern)
-        rules.rules.append(
-            Rule(
-                kind,
-                regex,
-                group,
-                0.0,
-                keywords,
-                literals=needed_literals(regex),
-                starts=_starts(regex),
-            )
-        )
-    return rules
-
-
-def _starts(regex: re.Pattern[str]) -> Literals | None:
-    """:func:`start_literals`, when they are rare enough to be worth looking for (two
-    characters at least: an ``A`` occurs everywhere)."""
-    starts = start_literals(regex)
-    return starts if starts is not None and strength(starts) >= 2 else None
 
 
 class SecretRedactor:

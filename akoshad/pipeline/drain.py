@@ -29,7 +29,8 @@ from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson, memory_capture
 from akoshad.pipeline.stats import Stats
-from akoshad.pipeline.upload import Uploader, retry_delay
+from akoshad.pipeline.upload import Uploader
+from akoshad.pipeline.upload_failures import retry_delay
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
 

@@ -1,9 +1,10 @@
 """What an upload writes after its packs: the extra objects (``memories.json``), the
 shared documents (index parts, chunk lists) and ``manifest.json``, last.
 
-The documents go up as they are made (``format2.build_and_put``), unless the writer does not
-know which are stored already (its state was lost) and the upload has earlier files: then
-they are all made first and each is asked for (a HEAD), and only the missing ones sent.
+The documents go up as they are made (``document_puts.build_and_put``), unless the writer
+does not know which are stored already (its state was lost) and the upload has earlier
+files: then they are all made first and each is asked for (a HEAD), and only the missing
+ones sent.
 """
 
 from __future__ import annotations
@@ -17,14 +18,8 @@ from akoshad.names import MEMORIES_NAME
 from akoshad.pipeline.attempt import Attempt
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.sealing import put_extras
-from akoshad.storage.format2 import (
-    DocumentSink,
-    Format2Manifest,
-    build_and_put,
-    build_manifest2,
-    missing_documents,
-    put_documents,
-)
+from akoshad.storage.document_puts import build_and_put, missing_documents, put_documents
+from akoshad.storage.format2 import DocumentSink, Format2Manifest, build_manifest2
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
 

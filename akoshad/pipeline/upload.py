@@ -16,15 +16,13 @@ target's name key are reused: a file stored otherwise is sent again (``sealing``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from pathlib import Path
 
 from loguru import logger
 
-from akoshad.backoff import half_jitter_delay
-from akoshad.errors import PermanentError, SourceChanged, TransientError
+from akoshad.errors import PermanentError, TransientError
 from akoshad.manifest.layout import current_id_time, new_upload_id, upload_prefix
 from akoshad.names import MEMORIES_NAME
 from akoshad.pipeline.attempt import Attempt, SendFailed, no_extras
@@ -42,24 +40,17 @@ from akoshad.pipeline.plan import (
     sent_rows,
     stored_file,
 )
-from akoshad.pipeline.recovery import Discarder, discard_attempt
+from akoshad.pipeline.recovery import Discarder
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import MemoriesJson
 from akoshad.pipeline.sealing import SealingSource, in_scope
-from akoshad.pipeline.send_gate import FirstSend, OwnerRefused, SendGate, held_back, hold
+from akoshad.pipeline.send_gate import FirstSend, OwnerRefused, SendGate, held_back
 from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.upload_failures import UploadFailures, retry_delay
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
 from akoshad.targets.growing import GrowingTarget
-
-RETRY_CAP_SECONDS = 300.0
-PERMANENT_RETRY_SECONDS = 300.0
-
-
-def retry_delay(attempts: int, base: float, cap: float = RETRY_CAP_SECONDS) -> float:
-    """The wait of a queue entry after ``attempts`` failures (equal jitter)."""
-    return half_jitter_delay(attempts - 1, base, cap)
 
 
 def _stream_to(
@@ -73,8 +64,9 @@ def _stream_to(
     return StreamTo(target, upload_prefix(system_id, attempt.upload_id) + MEMORIES_NAME, first)
 
 
-class Uploader:
-    """Runs drain passes against one file target."""
+class Uploader(UploadFailures):
+    """Runs drain passes against one file target (what settles a failed upload:
+    :class:`~akoshad.pipeline.upload_failures.UploadFailures`)."""
 
     def __init__(
         self,
@@ -177,74 +169,6 @@ class Uploader:
         await self._commit(target, attempt, report)
         if memories_json is not None and attempt.extras:
             await memories_json.committed(upload_id)
-
-    async def _refused(
-        self,
-        target: Target,
-        upload_id: str,
-        items: list[QueueItem],
-        exc: OwnerRefused,
-        report: PassReport,
-        gate: SendGate,
-        first: FirstSend,
-    ) -> None:
-        """The owner gate refused the upload (another host owns the system id): what it
-        sent goes when it was refused before its manifest, and its rows are held."""
-        if first.begun:
-            await self._discard(target, upload_id, str(exc))
-        report.upload_id = ""
-        await hold(self.state, gate, items, str(exc), report)
-
-    async def _no_key(
-        self, target: Target, items: list[QueueItem], exc: Exception, report: PassReport
-    ) -> None:
-        """The name key of ``target`` could not be loaded or stored: nothing is sent."""
-        message = f"encryption: the name key of {target.name} is not available: {exc}"
-        report.error = message
-        report.permanent = isinstance(exc, PermanentError)
-        self.stats.counters.failures += 1
-        self.stats.target(target.name).failed(message)
-        attempts = max(i.attempts for i in items)
-        delay = retry_delay(attempts, self.retry_backoff)
-        await self.state.release(items, retry_at=time.time() + delay, error=message)
-
-    async def _lost_chunks(
-        self,
-        target: Target,
-        lost: list[LedgerEntry],
-        items: list[QueueItem],
-        report: PassReport,
-        *,
-        missing: bool = True,
-    ) -> None:
-        """Ledger rows whose chunks are no longer in the chunk table (a pack was pruned),
-        or (``missing=False``) are not stored the way this upload must reference them
-        (unencrypted, or sealed under another name key), and whose files were not captured
-        this pass: no manifest may point at them. Their rows go, their files are queued to
-        be sent again from a fresh capture, and this pass is tried again right after. Only
-        missing chunks are an error."""
-        if missing:
-            message = (
-                f"{len(lost)} file(s) point at chunks no longer in {target.name} "
-                f"(e.g. {lost[0].path}): sending them again"
-            )
-        else:
-            message = (
-                f"{len(lost)} file(s) in {target.name} are not stored under the current "
-                "encryption settings: sending them again"
-            )
-        paths = [e.path for e in lost]
-        await self.state.transaction(lambda c: StateDB.write_ledger(c, target.name, [], paths))
-        now = time.time()
-        for group in sorted({e.group_path for e in lost}):
-            await self.state.requeue(group, now, message)
-        if missing:
-            await self.state.release(items, retry_at=now, error=message)
-            report.error = message
-            logger.warning(message)
-        else:
-            await self.state.release(items, retry_at=now)
-            logger.info(message)
 
     async def _refresh(self, target: Target, plan: UploadPlan, report: PassReport) -> None:
         """Nothing changed (at most new skips of files never uploaded): refresh the stat
@@ -390,54 +314,6 @@ class Uploader:
             len(report.deleted),
             report.bytes_sent,
         )
-
-    async def _failed(
-        self,
-        target: Target,
-        upload_id: str,
-        items: list[QueueItem],
-        exc: BaseException,
-        report: PassReport,
-        *,
-        begun: bool = True,
-    ) -> None:
-        """A lost upload: its attempt failed and what it wrote removed (``begun``: it was
-        persisted, so something may have been sent), the rows retried later."""
-        permanent = isinstance(exc, PermanentError)
-        message = str(exc) or type(exc).__name__
-        report.error = message
-        report.permanent = permanent
-        report.source_changed = isinstance(exc, SourceChanged)
-        if isinstance(exc, SourceChanged) and exc.in_place is not None:
-            self.snap.moved_while_sent(exc.in_place)  # copied next time, not read in place
-        self.stats.counters.failures += 1
-        if not report.source_changed:  # a file that moved is the store's doing
-            self.stats.target(target.name).failed(message)
-        if begun:
-            await self._discard(target, upload_id, message)
-        else:
-            report.upload_id = ""
-        attempts = max(i.attempts for i in items)
-        delay = PERMANENT_RETRY_SECONDS if permanent else retry_delay(attempts, self.retry_backoff)
-        if isinstance(exc, TransientError) and exc.retry_after:
-            delay = max(delay, exc.retry_after)
-        await self.state.release(items, retry_at=time.time() + delay, error=message)
-        self.stats.counters.retries += 1
-
-    async def _discard(self, target: Target, upload_id: str, message: str) -> None:
-        """A begun attempt that will not land: failed in the history, what it wrote removed."""
-        await self.state.fail_upload(upload_id, message)
-        await discard_attempt(self.state, self.discarder, target, upload_id)
-
-    async def _abandon(self, target: Target, upload_id: str, exc: Exception) -> None:
-        """An attempt lost to an error that is not the target's: failed in the history and
-        what it wrote removed, as far as the state lets (what it refuses, the next start's
-        recovery settles); else the attempt stayed in progress while the daemon ran, its
-        row and pack records never pruned, its objects kept from prune."""
-        with contextlib.suppress(Exception):
-            await self.state.fail_upload(upload_id, str(exc) or type(exc).__name__)
-        with contextlib.suppress(Exception):
-            await discard_attempt(self.state, self.discarder, target, upload_id)
 
     async def _finish_items(
         self, done: list[QueueItem], retry: list[QueueItem], report: PassReport

@@ -4,7 +4,8 @@ Given every file of the upload as a :class:`~akoshad.storage.stored.StoredFile` 
 already stored in packs, or a whole object of an earlier format-1 upload),
 :func:`build_manifest2` returns the manifest (a valid Akosha ``SystemMemoryUploadManifest``,
 top level exactly as ``layout.build_manifest`` makes it, ``metadata.format`` 2) and the
-documents to PUT before it; the caller writes those, then the manifest LAST.
+documents to PUT before it; the caller writes those (``document_puts``), then the
+manifest LAST.
 
 - A file of more than :data:`CHUNKS_INLINE_MAX` chunks gets ``chunk_list`` ``{key,
   compression}``: a stored ``{"chunks": [...]}`` named by its content, so an unchanged large
@@ -33,9 +34,7 @@ are not returned again. Blocking (JSON, sha256, gzip): call from a thread on lar
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,7 +45,6 @@ from akoshad.storage import chunk_parts
 from akoshad.storage.crypto import Recipients, seal
 from akoshad.storage.documents import (
     DOCUMENT_COMPRESSION,
-    DOCUMENT_CONTENT_TYPE,
     DocumentKind,
     canonical_json,
     chunk_list_json,
@@ -58,7 +56,6 @@ from akoshad.storage.name_key import NameKey
 from akoshad.storage.refs import ChunkRef, Encryption
 from akoshad.storage.sealed_documents import sealed_document_key, sealed_index_part_json
 from akoshad.storage.stored import StoredFile, WholeObject, check_files
-from akoshad.targets.base import Target
 
 FORMAT = 2
 CHUNKS_INLINE_MAX = 64
@@ -69,7 +66,6 @@ INDEX_INLINE_MAX = 200
 PART_BOUNDARY_BITS = 3  # past the minimum, a part ends after about one path in 8
 PART_MIN_ENTRIES = 64
 PART_MAX_ENTRIES = 96  # bounds the part one change rewrites
-DOCUMENTS_IN_FLIGHT = 8  # index parts and chunk lists PUT at once
 DocumentSink = Callable[[str, bytes], None]  # (key, stored bytes) of a document just made
 
 
@@ -341,96 +337,3 @@ def build_manifest2(
     else:
         metadata["files"] = list(entries)
     return Format2Manifest(manifest, list(docs.new.items()), frozenset(docs.keys))
-
-
-async def missing_documents(
-    target: Target, documents: Sequence[tuple[str, bytes]], max_in_flight: int = 8
-) -> list[tuple[str, bytes]]:
-    """The documents not in ``target`` yet (a ``head`` each, ``max_in_flight`` at once):
-    for a writer that has no ``known_documents`` (its state was lost)."""
-    gate = asyncio.Semaphore(max_in_flight)
-
-    async def present(key: str) -> bool:
-        async with gate:
-            return await target.head(key) is not None
-
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(present(key)) for key, _ in documents]
-    return [doc for doc, task in zip(documents, tasks, strict=True) if not task.result()]
-
-
-async def put_documents(target: Target, documents: list[tuple[str, bytes]]) -> int:
-    """PUT the shared documents (a few at once, each awaited); the bytes sent."""
-    gate = asyncio.Semaphore(DOCUMENTS_IN_FLIGHT)
-
-    async def one(key: str, data: bytes) -> int:
-        async with gate:
-            return await target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
-
-    results = await asyncio.gather(*(one(k, d) for k, d in documents), return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return sum(r for r in results if isinstance(r, int))
-
-
-class _Stopped(Exception):
-    """A document PUT failed: the build stops at its next document."""
-
-
-async def build_and_put(
-    target: Target, build: Callable[[DocumentSink], Format2Manifest]
-) -> tuple[Format2Manifest, int]:
-    """Run ``build`` (a :func:`build_manifest2` given its ``sink``) in a thread and PUT
-    each document it makes as soon as it is made, :data:`DOCUMENTS_IN_FLIGHT` at once, so
-    the first parts go up while the last are made: (what it built, the bytes sent). Every
-    PUT and the build are awaited; the first failure is raised (a failed PUT ends the
-    build at its next document, and no further document is sent)."""
-    loop = asyncio.get_running_loop()
-    made: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
-    stop = threading.Event()
-
-    def sink(key: str, data: bytes) -> None:
-        if stop.is_set():
-            raise _Stopped
-        loop.call_soon_threadsafe(made.put_nowait, (key, data))
-
-    def run() -> Format2Manifest:
-        try:
-            return build(sink)
-        finally:
-            loop.call_soon_threadsafe(made.put_nowait, None)
-
-    builder = asyncio.ensure_future(asyncio.to_thread(run))
-    gate = asyncio.Semaphore(DOCUMENTS_IN_FLIGHT)
-    puts: list[asyncio.Task[int]] = []
-    failed: list[BaseException] = []
-
-    async def one(key: str, data: bytes) -> int:
-        try:
-            return await target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
-        except Exception as exc:
-            failed.append(exc)
-            stop.set()
-            return 0
-        finally:
-            gate.release()
-
-    try:
-        while (doc := await made.get()) is not None:
-            await gate.acquire()
-            if failed:
-                gate.release()
-                continue
-            puts.append(asyncio.create_task(one(*doc)))
-    except BaseException:
-        stop.set()
-        for task in puts:
-            task.cancel()
-        raise
-    finally:
-        await asyncio.gather(*puts, return_exceptions=True)
-        await asyncio.gather(builder, return_exceptions=True)
-    if failed:
-        raise failed[0]
-    return builder.result(), sum(t.result() for t in puts)

@@ -5,11 +5,12 @@ the directory. Temp files left by a crash are removed at start, under this syste
 prefix only (``own_prefix``): other system ids sharing the outbox keep theirs.
 
 Nothing under the root is reached through a symlink: every directory is opened relative to
-its parent's descriptor with ``O_NOFOLLOW``, files too, so a link planted in the outbox (or
-swapped in meanwhile) is never listed, read, written or deleted through. A link where a key
-is expected counts as a missing object and is named in a warning; a link where a directory
-is needed fails the write. The root itself may be a link (the user chose it). The outbox
-is a copy of private data: directories are 0700 and objects 0600, whatever the umask.
+its parent's descriptor with ``O_NOFOLLOW`` (``local_dirs``), files too, so a link planted
+in the outbox (or swapped in meanwhile) is never listed, read, written or deleted through.
+A link where a key is expected counts as a missing object and is named in a warning; a
+link where a directory is needed fails the write. The root itself may be a link (the user
+chose it). The outbox is a copy of private data: directories are 0700 and objects 0600,
+whatever the umask.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import stat
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,39 +32,19 @@ from loguru import logger
 from akoshad.compress import encoded_chunks
 from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import CHUNK, read_chunks
-from akoshad.private import DIR_MODE, make_private_dirs
+from akoshad.private import make_private_dirs
 from akoshad.storage.errors import PackError
 from akoshad.targets.base import Compression, Created, StoredObject
+from akoshad.targets.local_dirs import (
+    NOT_FOLLOWED,
+    LinkInTarget,
+    open_dir,
+    tighten_root,
+    walk_files,
+)
 from akoshad.targets.local_files import NO_LINK, TMP_MARK, link_in, write_in
 
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-NOT_FOLLOWED = (errno.ELOOP, errno.ENOTDIR)  # what O_NOFOLLOW / O_DIRECTORY say of a link
 WARN_INTERVAL = 60.0
-
-
-class LinkInTarget(Exception):
-    """A symlink (or a non-directory) where the outbox needs a directory."""
-
-    def __init__(self, rel: str) -> None:
-        super().__init__(rel)
-        self.rel = rel
-
-
-def _open_child(parent: int, name: str, *, create: bool) -> int:
-    """The directory ``name`` inside ``parent``, never through a link; made 0700 when
-    ``create`` and missing."""
-    try:
-        return os.open(name, DIR_FLAGS, dir_fd=parent)
-    except FileNotFoundError:
-        if not create:
-            raise
-    try:
-        os.mkdir(name, DIR_MODE, dir_fd=parent)
-    except FileExistsError:
-        return os.open(name, DIR_FLAGS, dir_fd=parent)  # made meanwhile
-    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
-    os.fchmod(fd, DIR_MODE)  # the umask may have taken bits away, never added
-    return fd
 
 
 class LocalTarget:
@@ -100,31 +82,9 @@ class LocalTarget:
                 doing,
             )
 
-    @contextlib.contextmanager
-    def _dir(self, parts: Sequence[str], *, create: bool) -> Iterator[int]:
-        """A descriptor of ``root/parts...``, walked one directory at a time without
-        following a link. ``FileNotFoundError`` if missing (and not ``create``),
-        ``LinkInTarget`` for a link or a file in the way."""
-        try:
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            if not create:
-                raise
-            make_private_dirs(self.root)
-            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            for i, name in enumerate(parts):
-                try:
-                    child = _open_child(fd, name, create=create)
-                except OSError as exc:
-                    if exc.errno in NOT_FOLLOWED:
-                        raise LinkInTarget("/".join(parts[: i + 1])) from None
-                    raise
-                os.close(fd)
-                fd = child
-            yield fd
-        finally:
-            os.close(fd)
+    def _dir(self, parts: Sequence[str], *, create: bool) -> AbstractContextManager[int]:
+        """A descriptor of ``root/parts...``, never through a link (``local_dirs.open_dir``)."""
+        return open_dir(self.root, parts, create=create)
 
     async def start(self, *, clean_up: bool = True) -> None:
         if clean_up:
@@ -139,11 +99,11 @@ class LocalTarget:
                 fix="set local_target_dir to a writable directory",
             ) from None
         with self._dir([], create=False) as fd:
-            _tighten_root(fd, self.root)
+            tighten_root(fd, self.root)
         own = self.own_prefix.strip("/")
         try:
             with self._dir(self._parts(own) if own else [], create=False) as fd:
-                keys = self._walk(fd, own, temps=True)
+                keys = walk_files(fd, own, self._warn_link, temps=True)
         except FileNotFoundError:
             return  # nothing written for this system yet
         except LinkInTarget as exc:
@@ -324,41 +284,13 @@ class LocalTarget:
         parts = self._parts(base) if base else []
         try:
             with self._dir(parts, create=False) as fd:
-                keys = self._walk(fd, base)
+                keys = walk_files(fd, base, self._warn_link)
         except FileNotFoundError:
             return []
         except LinkInTarget as exc:
             self._warn_link(exc.rel, "listed")
             return []
         return sorted(k for k in keys if k.startswith(prefix))
-
-    def _walk(self, fd: int, rel: str, *, temps: bool = False) -> list[str]:
-        """Every regular file's key under the directory ``fd`` (named ``rel``); links are
-        skipped with a warning, temp files only listed with ``temps``."""
-        keys: list[str] = []
-        with os.scandir(fd) as it:
-            entries = list(it)
-        for entry in entries:
-            key = f"{rel}/{entry.name}" if rel else entry.name
-            if entry.is_symlink():
-                self._warn_link(key, "listed")
-            elif entry.is_dir(follow_symlinks=False):
-                try:
-                    child = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    continue  # removed meanwhile
-                except OSError as exc:
-                    if exc.errno not in NOT_FOLLOWED:
-                        raise
-                    self._warn_link(key, "listed")  # swapped for a link meanwhile
-                    continue
-                try:
-                    keys += self._walk(child, key, temps=temps)
-                finally:
-                    os.close(child)
-            elif entry.is_file(follow_symlinks=False) and (temps or TMP_MARK not in entry.name):
-                keys.append(key)
-        return keys
 
     async def delete_keys(self, keys: list[str]) -> None:
         await asyncio.to_thread(self._delete_sync, keys)
@@ -393,13 +325,3 @@ class LocalTarget:
                 except (OSError, LinkInTarget):
                     break
                 parent = parent[:-1]
-
-
-def _tighten_root(fd: int, root: Path) -> None:
-    """An outbox of ours that others could enter (made by an older akoshad, or by hand)
-    becomes 0700: what is inside is a copy of private data."""
-    st = os.fstat(fd)
-    if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
-        with contextlib.suppress(OSError):
-            os.fchmod(fd, DIR_MODE)
-            logger.info("local target {}: mode {:04o} -> 0700", root, stat.S_IMODE(st.st_mode))

@@ -24,8 +24,8 @@ from akoshad.manifest.layout import validate_manifest
 from akoshad.pipeline import plan
 from akoshad.pipeline.packing import PACKS_IN_FLIGHT
 from akoshad.pipeline.recovery import Discarder, Recovery
+from akoshad.storage.document_puts import DOCUMENTS_IN_FLIGHT
 from akoshad.storage.errors import PackError
-from akoshad.storage.format2 import DOCUMENTS_IN_FLIGHT
 from akoshad.store.db import StateDB
 from akoshad.targets import make_target
 from akoshad.targets.base import Target

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from akoshad.akosha.redact import SecretRedactor, go_to_python_regex, load_rules, shannon_entropy
+from akoshad.akosha.redact import SecretRedactor, shannon_entropy
+from akoshad.akosha.redact_rules import go_to_python_regex, load_rules
 
 # Samples built at run time so that no scanner mistakes this file for a leak.
 OPENAI = "sk-proj-" + "a1B2c3D4e5" * 7 + "abcd" + "T3BlbkFJ" + "z9Y8x7W6v5" * 7 + "wxyz"

@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from akoshad.akosha.redact import Rule, SecretRedactor, load_rules
+from akoshad.akosha.redact import SecretRedactor
 from akoshad.akosha.redact_gate import (
     Literals,
     anchored,
@@ -22,6 +22,7 @@ from akoshad.akosha.redact_gate import (
     needed_literals,
     start_literals,
 )
+from akoshad.akosha.redact_rules import Rule, load_rules
 from akoshad.akosha.rows import list_rows
 from akoshad.duckdb_commands import load_batches_here, write_memories_json
 from tests.akosha_fixtures import make_reflection_db

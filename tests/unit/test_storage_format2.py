@@ -26,15 +26,14 @@ from akoshad.manifest.layout import (
 )
 from akoshad.storage import format2_read
 from akoshad.storage.crypto import IdentityNeeded
+from akoshad.storage.document_puts import build_and_put, missing_documents
 from akoshad.storage.documents import canonical_json, document_key
 from akoshad.storage.fetch import WholeObjectRanges, fetch_file
 from akoshad.storage.format2 import (
     CHUNKS_INLINE_MAX,
     DocumentSink,
     Format2Manifest,
-    build_and_put,
     build_manifest2,
-    missing_documents,
 )
 from akoshad.storage.format2_read import read_entries
 from akoshad.storage.refs import ChunkRef

@@ -7,22 +7,22 @@ Any other file streams in one pass: a worker thread reads it (and gzips it when 
 multipart upload with a bounded number of parts in flight, so memory does not grow with
 the file. An uncompressed part is never copied into memory whole: it is a window on the
 file that the HTTP client reads as it sends. Compressed parts are held in memory until
-sent, within a budget shared by every file the target is uploading.
+sent, within a budget shared by every file the target is uploading (``part_memory``).
 
 Integrity: every request body carries a checksum the server checks before it stores
 anything (a body altered on the way is refused with ``BadDigest``): by default
 ``x-amz-checksum-crc32`` (multipart uploads are created with ``ChecksumAlgorithm=CRC32``
 and completed with every part's CRC32), computed with ISA-L at about 10 GB/s; or
 ``Content-MD5`` (about 0.7 GB/s) with ``request_checksum: md5``, and automatically when a
-server refuses the CRC32 header. Both headers are signed. The SigV4 payload hash is not
-computed (``UNSIGNED-PAYLOAD``): the checksum header protects the body, and hashing every
-byte once more costs client CPU. End to end, the manifest's SHA-256 is what ``verify`` and
-``restore`` check.
+server refuses the CRC32 header (``calls.checked``). Both headers are signed. The SigV4
+payload hash is not computed (``UNSIGNED-PAYLOAD``): the checksum header protects the
+body, and hashing every byte once more costs client CPU. End to end, the manifest's
+SHA-256 is what ``verify`` and ``restore`` check.
 
 botocore's own retries are off: akoshad's policy (``akoshad.backoff``: ``max_retries``,
 exponential backoff with full jitter, ``Retry-After`` honoured) retries transient failures,
-request by request. A failed multipart upload is aborted, also when the put is cancelled;
-``start`` aborts those a crash left under this system's own prefix
+request by request (``calls.call``). A failed multipart upload is aborted, also when the
+put is cancelled; ``start`` aborts those a crash left under this system's own prefix
 (``systems/{system_id}/``), never anyone else's.
 """
 
@@ -37,21 +37,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from loguru import logger
-
-from akoshad.backoff import with_retries
-from akoshad.errors import TransientError
 from akoshad.events import RequestCounter
 from akoshad.redaction import redact_url
 from akoshad.targets.base import Compression, Created, StoredObject
-from akoshad.targets.s3.client import (
-    open_client,
-    reload_credentials,
-    required_checksum_as_md5,
-)
+from akoshad.targets.s3.calls import call, checked
+from akoshad.targets.s3.client import open_client, required_checksum_as_md5
 from akoshad.targets.s3.errors import (
     ChecksumRefused,
-    CredentialsRejected,
     SourceChanged,
     UploadLost,
     classify,
@@ -72,6 +64,7 @@ from akoshad.targets.s3.objects import (
     list_keys,
     read_object,
 )
+from akoshad.targets.s3.part_memory import budgeted
 from akoshad.targets.s3.parts import (
     _CHECKSUM_PARAM,
     MAX_PARTS,
@@ -89,9 +82,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 MiB = 1024 * 1024
 PARTS_IN_FLIGHT = 4
-# Compressed parts wait in memory until sent: at most this many bytes of them, over all the
-# files being uploaded at once (never fewer than two parts).
-PART_MEMORY_BUDGET = 32 * MiB
 
 __all__ = [
     "MAX_PARTS",
@@ -240,35 +230,9 @@ class S3Target:
     async def _call(
         self, op: Callable[[Any], Awaitable[T]], *, what: str, missing: str | None = None
     ) -> T:
-        """Send one request with akoshad's retry policy; errors come out classified.
-
-        ``missing``: the key whose absence (404) is a ``KeyError``, not an error.
-        """
-        client = await self._ensure_client()
-        if self._reread_credentials:
-            self._reread_credentials = False
-            await reload_credentials(self, client)
-
-        async def once() -> T:
-            self.requests += 1
-            try:
-                return await op(client)
-            except Exception as exc:
-                err = self._classify(exc, what, missing=missing)
-                if isinstance(err, CredentialsRejected) and not self._configured_keys:
-                    self._reread_credentials = True  # rotated? the next call reads them
-                raise err from None
-
-        def counted(_exc: TransientError, _attempt: int, _delay: float) -> None:
-            self.retries += 1
-
-        return await with_retries(
-            once,
-            max_retries=self.max_retries,
-            base=self.retry_backoff,
-            on_retry=counted,
-            retryable=lambda exc: not isinstance(exc, UploadLost),
-        )
+        """Send one request with akoshad's retry policy, errors classified (``calls.call``);
+        ``missing``: the key whose absence (404) is a ``KeyError``, not an error."""
+        return await call(self, op, what=what, missing=missing)
 
     async def _op(self, method: str, what: str, **kwargs: Any) -> Any:
         """``_call`` for one client method with keyword arguments."""
@@ -309,48 +273,17 @@ class S3Target:
     async def _budgeted(
         self, in_memory: bool, cut: Callable[[], tuple[_PartSource, _Part | None]]
     ) -> tuple[_PartSource, _Part | None]:
-        """Run ``cut`` in the pool. A part held in memory takes a slot of the target-wide
-        budget until it is closed; a file waits for a slot holding no unsent part, so
-        uploads cannot deadlock one another."""
-        if not in_memory:
-            return await self._prepare(cut)
-        if self._memory is None:
-            self._memory = asyncio.Semaphore(max(2, PART_MEMORY_BUDGET // self.part_size))
-        memory = self._memory
-        await memory.acquire()
-        try:
-            parts, part = await self._prepare(cut)
-        except BaseException:
-            memory.release()
-            raise
-        if part is None:
-            memory.release()
-        else:
-            part.on_close = memory.release
-        return parts, part
+        """Run ``cut`` in the pool, within the parts' memory budget (``part_memory``)."""
+        return await budgeted(self, in_memory, cut)
 
     # ---- the protocol ------------------------------------------------------------------------
     async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
         return await self._checked(lambda kind: self._put_file(key, source, compression, kind))
 
     async def _checked(self, put: Callable[[Checksum], Awaitable[T]]) -> T:
-        """Run ``put`` with the target's body checksum; when the server refuses CRC32, warn
-        once and run it again with Content-MD5, which is used from then on."""
-        kind = self.checksum
-        try:
-            return await put(kind)
-        except ChecksumRefused as refused:
-            if kind == "md5":
-                raise
-            if self.checksum != "md5":
-                self.checksum = "md5"
-                logger.warning(
-                    "{}: the S3 server does not take x-amz-checksum-crc32; bodies are checked "
-                    "with Content-MD5 from now on (set cloud_sync.request_checksum: md5 to "
-                    "start with it)",
-                    refused,
-                )
-            return await put("md5")
+        """Run ``put`` with the target's body checksum, with Content-MD5 once the server
+        refused CRC32 (``calls.checked``)."""
+        return await checked(self, put)
 
     async def _put_file(
         self, key: str, source: Path, compression: Compression, kind: Checksum

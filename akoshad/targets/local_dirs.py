@@ -1,0 +1,116 @@
+"""The directories of the local target, never reached through a link: a directory opened
+relative to its parent's descriptor with ``O_NOFOLLOW`` (made 0700 when missing and asked
+for), a walk down from the root one directory at a time (:func:`open_dir`), the listing of
+every regular file below a directory (:func:`walk_files`), and the root's own mode
+tightened to 0700 (:func:`tighten_root`)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from loguru import logger
+
+from akoshad.private import DIR_MODE, make_private_dirs
+from akoshad.targets.local_files import TMP_MARK
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+NOT_FOLLOWED = (errno.ELOOP, errno.ENOTDIR)  # what O_NOFOLLOW / O_DIRECTORY say of a link
+
+
+class LinkInTarget(Exception):
+    """A symlink (or a non-directory) where the outbox needs a directory."""
+
+    def __init__(self, rel: str) -> None:
+        super().__init__(rel)
+        self.rel = rel
+
+
+def _open_child(parent: int, name: str, *, create: bool) -> int:
+    """The directory ``name`` inside ``parent``, never through a link; made 0700 when
+    ``create`` and missing."""
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        if not create:
+            raise
+    try:
+        os.mkdir(name, DIR_MODE, dir_fd=parent)
+    except FileExistsError:
+        return os.open(name, DIR_FLAGS, dir_fd=parent)  # made meanwhile
+    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+    os.fchmod(fd, DIR_MODE)  # the umask may have taken bits away, never added
+    return fd
+
+
+@contextlib.contextmanager
+def open_dir(root: Path, parts: Sequence[str], *, create: bool) -> Iterator[int]:
+    """A descriptor of ``root/parts...``, walked one directory at a time without
+    following a link. ``FileNotFoundError`` if missing (and not ``create``),
+    ``LinkInTarget`` for a link or a file in the way."""
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not create:
+            raise
+        make_private_dirs(root)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, name in enumerate(parts):
+            try:
+                child = _open_child(fd, name, create=create)
+            except OSError as exc:
+                if exc.errno in NOT_FOLLOWED:
+                    raise LinkInTarget("/".join(parts[: i + 1])) from None
+                raise
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def walk_files(
+    fd: int, rel: str, warn_link: Callable[[str, str], None], *, temps: bool = False
+) -> list[str]:
+    """Every regular file's key under the directory ``fd`` (named ``rel``); links are
+    skipped with a warning (``warn_link(key, "listed")``), temp files only listed with
+    ``temps``."""
+    keys: list[str] = []
+    with os.scandir(fd) as it:
+        entries = list(it)
+    for entry in entries:
+        key = f"{rel}/{entry.name}" if rel else entry.name
+        if entry.is_symlink():
+            warn_link(key, "listed")
+        elif entry.is_dir(follow_symlinks=False):
+            try:
+                child = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except OSError as exc:
+                if exc.errno not in NOT_FOLLOWED:
+                    raise
+                warn_link(key, "listed")  # swapped for a link meanwhile
+                continue
+            try:
+                keys += walk_files(child, key, warn_link, temps=temps)
+            finally:
+                os.close(child)
+        elif entry.is_file(follow_symlinks=False) and (temps or TMP_MARK not in entry.name):
+            keys.append(key)
+    return keys
+
+
+def tighten_root(fd: int, root: Path) -> None:
+    """An outbox of ours that others could enter (made by an older akoshad, or by hand)
+    becomes 0700: what is inside is a copy of private data."""
+    st = os.fstat(fd)
+    if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, DIR_MODE)
+            logger.info("local target {}: mode {:04o} -> 0700", root, stat.S_IMODE(st.st_mode))
