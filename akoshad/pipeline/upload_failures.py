@@ -143,8 +143,16 @@ class UploadFailures:
         self.stats.counters.retries += 1
 
     async def _discard(self, target: Target, upload_id: str, message: str) -> None:
-        """A begun attempt that will not land: failed in the history, what it wrote removed."""
-        await self.state.fail_upload(upload_id, message)
+        """A begun attempt that will not land: failed in the history, what it wrote removed.
+        When the state refuses to record the failure (its disk full, as a local outbox on
+        the same disk would be), what it wrote is removed all the same before that error
+        goes on (the next start's recovery settles the attempt's row)."""
+        try:
+            await self.state.fail_upload(upload_id, message)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await discard_attempt(self.state, self.discarder, target, upload_id)
+            raise
         await discard_attempt(self.state, self.discarder, target, upload_id)
 
     async def _abandon(self, target: Target, upload_id: str, exc: Exception) -> None:

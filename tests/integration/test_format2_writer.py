@@ -946,6 +946,38 @@ async def test_an_upload_failing_unexpectedly_leaves_no_attempt_behind(rig: Rig)
     assert await rig.restore(report.upload_id) == rig.on_disk()
 
 
+async def test_a_failed_upload_s_packs_go_even_when_the_state_is_full_too(rig: Rig) -> None:
+    """The target refuses a pack (a full outbox) and the state refuses to record the failed
+    attempt (the same full disk): the packs the attempt sent are removed all the same, never
+    left for prune to keep as an upload in progress while the disk stays full."""
+    rig.write("big.bin", noise(41, 20 * MiB))  # two packs
+    await rig.feed.reconcile()
+    put = rig.target.put_object_file
+    calls = 0
+
+    async def second_refused(key: str, source: Path, size: int, crc32: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise TransientError("No space left on device")
+        return await put(key, source, size, crc32)
+
+    async def state_full(upload_id: str, error: str) -> None:
+        await _disk_full()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rig.target, "put_object_file", second_refused)
+        patch.setattr(rig.state, "fail_upload", state_full)
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            await rig.drain.run_pass()
+    assert calls >= 2  # one pack went out before the refusal
+    assert keys_under(rig.store.parent / "outbox", "packs") == []
+    (row,) = await rig.state.queue_items()
+    report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
+    assert report is not None and report.upload_id and report.error is None
+    assert await rig.restore(report.upload_id) == rig.on_disk()
+
+
 async def test_failed_uploads_do_not_grow_the_history_without_bound(rig: Rig) -> None:
     """The upload history keeps the newest HISTORY_KEEP uploads also while every attempt
     fails (a target that refuses writes for weeks: each retry is an attempt, with its
