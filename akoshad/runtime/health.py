@@ -42,7 +42,7 @@ def data_dir_problem(data_dir: Path) -> str | None:
     if not stat.S_ISDIR(st.st_mode):
         return f"data_dir {data_dir} is not a directory: nothing is backed up"
     reason = unreadable(data_dir)
-    if reason is not None:  # its permissions changed, a mount not ready: not an empty store
+    if reason is not None:  # its permissions changed, a mount refusing access: not empty
         return f"data_dir {data_dir} cannot be read ({reason}): nothing is backed up"
     return None
 
