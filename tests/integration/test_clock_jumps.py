@@ -80,36 +80,6 @@ async def test_uploads_made_once_a_clock_that_ran_ahead_is_set_right_are_the_lat
     assert compare_ledger(view, list((await rig.files(newest)).values())) == []
 
 
-async def test_uploads_made_after_a_clock_a_little_ahead_is_set_right_stay_in_order(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The clock ran 10 minutes ahead for one upload (a VM resumed, then NTP): the uploads
-    made after it is set right still get greater ids than that one, so once the clock has
-    caught up the greatest id (``--latest``, the drills, a ledger rebuild) is the newest
-    upload, not the one the fast clock dated. Before, they were dated by the clock and
-    sorted before it: ``--latest`` restored the older data, silently, until the next
-    upload after that time."""
-    rig.write("notes.json", b'{"v": 1}')
-    await rig.sync()
-    with monkeypatch.context() as m:
-        clock_ahead(m, timedelta(minutes=10))
-        rig.write("notes.json", b'{"v": 2}')
-        await rig.sync()
-    made = list(await rig.uploads())
-    for v in (3, 4):
-        rig.write("notes.json", f'{{"v": {v}}}'.encode())
-        (report,) = await rig.sync()
-        made.append(report.upload_id or "")
-    assert await rig.uploads() == made  # sorted by id = in the order they were made
-    with monkeypatch.context() as m:
-        clock_ahead(m, timedelta(minutes=15))  # a quarter of an hour later
-        uploads = await rig.uploads()
-        assert latest_upload(uploads) == made[-1]
-    later = datetime.now(UTC) + timedelta(minutes=15)
-    assert await pick_upload(rig.target, SID, now=later) == made[-1]
-    assert (await rig.restore(made[-1]))["notes.json"] == b'{"v": 4}'
-
-
 class FlakyTarget(LocalTarget):
     """The local target, refusing every write while ``down``."""
 
