@@ -267,8 +267,10 @@ async def test_a_large_file_is_read_in_place_when_staging_has_no_room_for_its_co
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The copy that follows a failed in-place upload is not begun when staging's disk
-    has no room for it: the file is read where it lies again, and lands."""
+    has no room for it: once the file is quiet it is read where it lies again, and lands."""
     await _moved_while_sent(rig, monkeypatch)
+    quiet = time.time() - 2 * capture_plain.QUIET_SECONDS
+    os.utime(rig.store / BIG, (quiet, quiet))  # not modified for a while
     copies: list[Path] = []
     real_copy = capture_plain.copy_hashing
 
@@ -283,6 +285,33 @@ async def test_a_large_file_is_read_in_place_when_staging_has_no_room_for_its_co
     assert landed is not None and landed.ok and BIG in landed.files_uploaded
     assert [f.in_place for c in landed.captures for f in c.files if f.path == BIG] == [True]
     assert rig.store / BIG not in copies
+    now = (rig.store / BIG).read_bytes()
+    assert await rig.stored(BIG) == (sha(now), now)
+
+
+async def test_a_large_file_still_written_with_no_room_for_a_copy_holds_back_nothing(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No room in staging for its copy, and the file is still being written: it is not read
+    in place (it would move again and fail the whole upload, pass after pass), it waits
+    with the reason, and the other files go up; once it is quiet it lands."""
+    writer = await _moved_while_sent(rig, monkeypatch)
+    full = SimpleNamespace(total=10 * 2**30, used=10 * 2**30 - MiB, free=MiB)
+    monkeypatch.setattr(capture_plain.shutil, "disk_usage", lambda _p: full)
+    writer.on = True
+    for n in range(2):
+        (rig.store / "small.json").write_bytes(f'{{"n": {n}}}'.encode())
+        await rig.state.enqueue([("small.json", "modified")], now=time.time() - 60)
+        later = await rig.drain.drain_once(rig.target, now=time.time() + 3600 * (n + 1))
+        assert later is not None
+        assert later.error is None, later.error
+        assert "no room to stage a copy" in later.retrying.get(BIG, ""), later.retrying
+        assert "small.json" in later.files_uploaded
+    writer.on = False
+    quiet = time.time() - 2 * capture_plain.QUIET_SECONDS
+    os.utime(rig.store / BIG, (quiet, quiet))
+    landed = await rig.drain.drain_once(rig.target, now=time.time() + 3 * 3600)
+    assert landed is not None and landed.ok and BIG in landed.files_uploaded
     now = (rig.store / BIG).read_bytes()
     assert await rig.stored(BIG) == (sha(now), now)
 
