@@ -49,9 +49,6 @@ class _Owner:
     async def refusal(self) -> str | None:
         return await self.owners.refusal(self.target)
 
-    async def taken_over(self) -> str | None:
-        return await self.owners.taken_over(self.target)
-
     def retry_in(self) -> float:
         return self.owners.retry_in(self.target.name)
 

@@ -154,15 +154,6 @@ class OwnerGate:
             await self._clean_up(target)
         return None
 
-    async def taken_over(self, target: Target) -> str | None:
-        """Asked again before an upload's manifest (:meth:`refusal`, its cached answer read
-        anew once older than the interval): the refusal's line when another machine owns
-        the id in ``target``; None when this one does, and when the record cannot be read
-        just now: an upload that began as the owner is not thrown away for a failed read,
-        only for a takeover."""
-        line = await self.refusal(target)
-        return line if line is not None and target.name in self.refused else None
-
     def retry_in(self, target_name: str) -> float:
         """Seconds until changes held back for ``target_name`` are due again."""
         return self.interval if target_name in self.refused else UNREADABLE_RETRY

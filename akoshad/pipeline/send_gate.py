@@ -27,11 +27,6 @@ class SendGate(Protocol):
         """None: it may; else the one line why not."""
         ...
 
-    async def taken_over(self) -> str | None:
-        """Asked again before the manifest: the line when another machine owns the id now;
-        None when this one does, or when that cannot be read just now."""
-        ...
-
     def retry_in(self) -> float:
         """Seconds until refused changes are due again."""
         ...
@@ -66,9 +61,8 @@ class FirstSend:
     async def again(self) -> None:
         """Right before the manifest: the gate asked again (its cached answer, read anew
         once older than its interval), so an upload that outlasted the interval learns of
-        a takeover meanwhile and commits nothing (raises :class:`OwnerRefused`). A record
-        that cannot be read just then is no takeover: the manifest goes."""
-        refused = None if self.gate is None else await self.gate.taken_over()
+        a takeover meanwhile and commits nothing (raises :class:`OwnerRefused`)."""
+        refused = None if self.gate is None else await self.gate.refusal()
         if refused is not None:
             self._refused = refused
             raise OwnerRefused(refused)
