@@ -6,8 +6,10 @@ owner's prune may already have swept)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+from akoshad.errors import TransientError
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.stats import Stats
 from akoshad.targets.base import Compression, StoredObject
@@ -70,5 +72,59 @@ async def test_an_upload_that_outlasts_a_takeover_commits_nothing(tmp_path: Path
         }
         kept = {part.key for f in (await rig.files(first.upload_id)).values() for part in f.parts}
         assert kept and packs == kept  # what the refused attempt sent is gone
+    finally:
+        await close_rig(rig)
+
+
+class UnreadableOwnerAfterPacks(HeldPacks):
+    """As HeldPacks; once ``owner_down`` is set, reading the owner record fails."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.owner_down = False
+        self.owner_reads_failed = 0
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        if self.owner_down and key.endswith("/owner.json"):
+            self.owner_reads_failed += 1
+            raise TransientError("the owner record could not be read just now")
+        async for piece in super().read(key):
+            yield piece
+
+
+async def test_an_owner_record_unreadable_before_the_manifest_commits_nothing(
+    tmp_path: Path,
+) -> None:
+    """The check before the manifest cannot read the owner record: whether another machine
+    took the id over (and its prune swept this upload's packs, which live outside the
+    upload's folder) is unknown, so the upload commits nothing, removes what it sent, and
+    its change waits for the next pass, which lands once the record can be read."""
+    settings = rig_settings(tmp_path, SID)
+    target = UnreadableOwnerAfterPacks(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state" / "state.db")
+    try:
+        rig.drain.owners = OwnerGate(
+            tmp_path / "state", SID, rig.drain.stats, interval=INTERVAL, settle=0.01
+        )
+        rig.write("a.json", b'{"a": 1}')
+        (first,) = await rig.sync()
+        assert first.upload_id and not first.error
+        rig.write("a.json", b'{"a": 2}')
+        target.hold = True
+        syncing = asyncio.create_task(rig.sync())
+        await asyncio.wait_for(target.holding.wait(), 30)  # the pack is on the wire
+        target.owner_down = True
+        await asyncio.sleep(INTERVAL * 1.5)  # the upload outlasts the check's interval
+        target.go.set()
+        (late,) = await asyncio.wait_for(syncing, 30)
+        assert target.owner_reads_failed >= 1  # the check before the manifest met it
+        assert late.error is not None and not late.upload_id, late
+        assert await rig.uploads() == [first.upload_id]
+        assert await rig.state.queue_depth() == 1  # the change waits, not lost
+        target.owner_down, target.hold = False, False
+        (row,) = await rig.state.queue_items()
+        again = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
+        assert again is not None and again.upload_id and again.error is None, again
+        assert await rig.restore(again.upload_id) == rig.on_disk()
     finally:
         await close_rig(rig)
