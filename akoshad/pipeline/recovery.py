@@ -1,9 +1,10 @@
 """Finishing what a crash left: uploads whose manifest landed are committed (ledger and
 chunk table from the manifest), the objects and packs of the others are removed (shared
 documents are left to prune); after a lost state database the ledger and the chunk table
-are seeded from the newest manifest in the target (format 1 or 2). A landed manifest is
-never removed: an encrypted one that cannot be read here is kept as the completed upload it
-is, and its files are sent again.
+are seeded from the newest manifest in the target (format 1 or 2). An encrypted manifest
+that landed but cannot be read here (no identity) is kept as the completed upload it is,
+and its files are sent again; only a manifest that is itself invalid or unreadable is
+removed with its attempt's objects.
 
 An encrypted upload's entries are in sealed index parts: they are read with the identity
 (``encryption.identity_file``) when it is readable here, and its sealed chunks enter the

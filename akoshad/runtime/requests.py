@@ -67,7 +67,7 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
         missing = await asyncio.to_thread(data_dir_problem, daemon.settings.data_dir)
         if missing is not None:
             result["ok_drain"] = False
-            result["error"] = missing
+            result["error"] = "; ".join(e for e in (result.get("error"), missing) if e)
         return result
     await daemon.feed.flush()
     daemon.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds
