@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -33,13 +33,6 @@ COMPRESSIONS = ("gzip", "none")
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 # Upload ids dated this far ahead of the clock still count as "now" (clock skew).
 FUTURE_SKEW = timedelta(minutes=5)
-# A new upload id continues after the greatest one on record when that one is dated at
-# most this far ahead of the clock (a clock that ran a little ahead, then set right by NTP):
-# ids stay in the order the uploads were made, so the greatest is always the newest, and
-# ``--latest`` skips those dated ahead (and says so) only until the clock catches up. An id
-# dated further ahead (a clock that ran a year ahead) is left behind: ids continued after
-# it would be dated in the future, and skipped by ``--latest``, for as long.
-CONTINUE_AHEAD = timedelta(days=1)
 _ID_TIME = "%Y%m%dT%H%M%S%fZ"  # an upload id's first 22 characters
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _KEY_RE = re.compile(r"^systems/[A-Za-z0-9_-]{1,100}/uploads/[A-Za-z0-9_.-]{1,100}/[^/]+$")
@@ -67,8 +60,8 @@ def manifest_key(system_id: str, upload_id: str) -> str:
 
 def new_upload_id(now: datetime | None = None, after: str | None = None) -> str:
     """A time-sortable id (``20261124T085033123456Z-1a2b3c``), greater than ``after``
-    (pass the greatest id dated at most :data:`CONTINUE_AHEAD` ahead,
-    :func:`continued_id_time`)."""
+    (pass the last id not dated in the future, :func:`current_id_time`: an id continued
+    after one a clock running ahead dated would be in the future too)."""
     ts = now or datetime.now(UTC)
     while True:
         candidate = f"{ts.strftime(_ID_TIME)}-{secrets.token_hex(3)}"
@@ -86,12 +79,6 @@ def current_id_time(now: datetime | None = None) -> str:
     """The time part of the last upload id not dated in the future (``in_future``): ids
     whose first 22 characters sort at or before it."""
     return ((now or datetime.now(UTC)) + FUTURE_SKEW).strftime(_ID_TIME)
-
-
-def continued_id_time(now: datetime | None = None) -> str:
-    """The time part of the greatest upload id a new id continues after
-    (:data:`CONTINUE_AHEAD`): ids whose first 22 characters sort at or before it."""
-    return ((now or datetime.now(UTC)) + CONTINUE_AHEAD).strftime(_ID_TIME)
 
 
 def object_name(path: str, compression: str, taken: set[str] | None = None) -> str:
@@ -355,36 +342,6 @@ def in_future(upload_id: str, now: datetime | None = None) -> bool:
     """The upload id is dated ahead of ``now`` (beyond clock skew)."""
     when = upload_time(upload_id)
     return when is not None and when > (now or datetime.now(UTC)) + FUTURE_SKEW
-
-
-def manifest_time(manifest: Mapping[str, Any]) -> datetime | None:
-    """A manifest's ``uploaded_at`` (timezone-aware), or None when it has none."""
-    try:
-        when = datetime.fromisoformat(str(manifest.get("uploaded_at")))
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else None
-
-
-def upload_in_future(
-    upload_id: str, manifest: Mapping[str, Any] | None, now: datetime | None = None
-) -> bool:
-    """The upload is dated ahead of ``now``: its id is (:func:`in_future`), and it is not an
-    id continued after one a fast clock dated (at most :data:`CONTINUE_AHEAD` ahead) whose
-    ``manifest`` says it was made at a time not ahead (once the clock was set right: it is
-    the newest upload, though its id is dated ahead). ``manifest`` None: by its id alone."""
-    if not in_future(upload_id, now):
-        return False
-    if manifest is None:
-        return True
-    now = now or datetime.now(UTC)
-    when, made = upload_time(upload_id), manifest_time(manifest)
-    return (
-        when is None
-        or when > now + CONTINUE_AHEAD + FUTURE_SKEW
-        or made is None
-        or made > now + FUTURE_SKEW
-    )
 
 
 def upload_ids_from_keys(keys: Iterable[str], system_id: str) -> list[str]:

@@ -6,9 +6,7 @@ recovery all read through here."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from datetime import datetime
 from typing import Any
 
 from loguru import logger
@@ -22,7 +20,6 @@ from akoshad.manifest.layout import (
     manifest_key,
     system_prefix,
     upload_ids_from_keys,
-    upload_in_future,
     validate_manifest,
 )
 from akoshad.storage.crypto import Identities
@@ -127,39 +124,18 @@ async def newest_valid_manifest(
     manifest; a malformed newer one is skipped with a warning (older ones serve)."""
     uploads = await list_uploads(target, system_id)
     for upload_id in reversed(uploads):
-        try:
-            manifest = await load_manifest(target, system_id, upload_id)
-        except RestoreError as exc:
-            logger.warning("ignoring upload {}: {}", upload_id, exc)
-            continue
-        if upload_in_future(upload_id, manifest):
+        if in_future(upload_id):
             logger.warning("ignoring upload {}: it is dated in the future", upload_id)
             continue
-        return upload_id, manifest
+        try:
+            return upload_id, await load_manifest(target, system_id, upload_id)
+        except RestoreError as exc:
+            logger.warning("ignoring upload {}: {}", upload_id, exc)
     return None
 
 
-async def split_by_time(
-    target: Target, system_id: str, uploads: list[str], now: datetime | None = None
-) -> tuple[list[str], list[str]]:
-    """``uploads`` (oldest first) split into those not dated in the future and those that
-    are (:func:`~akoshad.manifest.layout.upload_in_future`), each oldest first. Only the
-    manifests of ids dated ahead are read (an id continued after one a fast clock dated
-    counts as now when its manifest says so); one that cannot be read stays ahead."""
-    current: list[str] = []
-    future: list[str] = []
-    for upload_id in uploads:
-        manifest = None
-        if in_future(upload_id, now):
-            with contextlib.suppress(RestoreError):
-                manifest = await load_manifest(target, system_id, upload_id)
-        (future if upload_in_future(upload_id, manifest, now) else current).append(upload_id)
-    return current, future
-
-
 def latest_upload(uploads: list[str]) -> str | None:
-    """The newest upload id not dated in the future by its id alone (one named ``2999...``
-    by a broken clock or a hostile writer would otherwise stay "latest" for ever); with the
-    target at hand, :func:`split_by_time` also knows ids continued after a fast clock's."""
+    """The newest upload id not dated in the future (one named ``2999...`` by a broken
+    clock or a hostile writer would otherwise stay "latest" for ever)."""
     current = [u for u in uploads if not in_future(u)]
     return current[-1] if current else None

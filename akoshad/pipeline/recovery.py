@@ -30,8 +30,8 @@ from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import LiveStat
 from akoshad.manifest.layout import (
     ManifestError,
+    in_future,
     manifest_key,
-    upload_in_future,
     upload_prefix,
     validate_manifest,
 )
@@ -263,10 +263,10 @@ class Recovery:
         from akoshad.manifest.read import list_uploads
 
         for upload_id in reversed(await list_uploads(target, self.system_id)):
-            manifest = await _read_json(target, manifest_key(self.system_id, upload_id))
-            if upload_in_future(upload_id, manifest):
+            if in_future(upload_id):
                 logger.warning("ignoring upload {}: it is dated in the future", upload_id)
                 continue
+            manifest = await _read_json(target, manifest_key(self.system_id, upload_id))
             problems = [] if manifest is None else validate_manifest(manifest, now=None)
             problems = [p for p in problems if "uploaded_at is out of range" not in p]
             if manifest is not None and not problems and is_encrypted(manifest):

@@ -23,7 +23,7 @@ from pathlib import Path
 from loguru import logger
 
 from akoshad.errors import PermanentError, TransientError
-from akoshad.manifest.layout import continued_id_time, new_upload_id, upload_prefix
+from akoshad.manifest.layout import current_id_time, new_upload_id, upload_prefix
 from akoshad.names import MEMORIES_NAME
 from akoshad.pipeline.attempt import Attempt, SendFailed, no_extras
 from akoshad.pipeline.capture.snapshot import CaptureResult, Snapshotter
@@ -136,7 +136,7 @@ class Uploader(UploadFailures):
                 await self._refresh(target, plan, report)
             return
 
-        upload_id = new_upload_id(after=await self.state.latest_upload_id(continued_id_time()))
+        upload_id = new_upload_id(after=await self.state.latest_upload_id(current_id_time()))
         record = attempt_record(plan)
         first = FirstSend(
             gate, lambda: self.state.begin_upload(upload_id, target.name, target.name, record)

@@ -22,13 +22,13 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, PermanentError, RestoreError, TransientError
-from akoshad.manifest.read import list_uploads, load_files, split_by_time
+from akoshad.manifest.read import list_uploads, load_files
 from akoshad.restore.destdir import DestError, open_dest
 from akoshad.restore.drill_check import one_line, run_worker, worker_spec
 from akoshad.restore.drill_dirs import (
@@ -50,6 +50,7 @@ from akoshad.targets import Target, make_target
 
 STORE_DIR = "store"
 MAX_PROBLEMS = 200
+FUTURE_SKEW = timedelta(minutes=5)  # an upload id dated this far ahead still counts as now
 
 
 class NothingToDrill(AkoshadError):
@@ -79,9 +80,16 @@ class DrillResult:
 
 async def pick_upload(target: Target, system_id: str, now: datetime | None = None) -> str | None:
     """The newest upload (as ``restore --latest``): the greatest upload id in the target
-    whose time is not in the future (``split_by_time``); None when there is none."""
-    current, _ = await split_by_time(target, system_id, await list_uploads(target, system_id), now)
-    return current[-1] if current else None
+    whose time is not in the future; None when there is none."""
+    limit = (now or datetime.now(UTC)) + FUTURE_SKEW
+    for upload_id in reversed(await list_uploads(target, system_id)):
+        try:
+            when = datetime.strptime(upload_id[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+        except ValueError:
+            return upload_id  # not dated: nothing says it is in the future
+        if when <= limit:
+            return upload_id
+    return None
 
 
 # ---- the private directory ----------------------------------------------------------------

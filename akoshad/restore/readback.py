@@ -25,11 +25,12 @@ from pathlib import Path
 
 from akoshad.config import Settings
 from akoshad.errors import IntegrityError, RestoreError
+from akoshad.manifest.layout import in_future
 from akoshad.manifest.read import (
+    latest_upload,
     list_uploads,
     load_files,
     load_manifest,
-    split_by_time,
 )
 from akoshad.restore.destdir import DestError, FileSink, open_dest, parent_dir
 from akoshad.restore.groups import SpanReader, Unit, work_units
@@ -226,8 +227,9 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         elif args.upload_id:
             chosen = [args.upload_id]
         else:
-            current, future = await split_by_time(target, system_id, uploads)
-            chosen = current[-1:] + future
+            newest = latest_upload(uploads)
+            future = [u for u in uploads if in_future(u)]
+            chosen = ([newest] if newest is not None else []) + future
         failed = False
         for upload_id in chosen:
             report = await verify_upload(target, system_id, upload_id, identities)
@@ -243,9 +245,10 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         await target.close()
 
 
-def warn_future(future: Sequence[str]) -> None:
-    """One line on stderr when ``--latest`` skips uploads dated in the future (``future``,
-    oldest first): on a machine whose clock is behind, they are the newest data."""
+def warn_future(uploads: Sequence[str]) -> None:
+    """One line on stderr when ``--latest`` skips uploads dated in the future: on a machine
+    whose clock is behind, they are the newest data."""
+    future = [u for u in uploads if in_future(u)]
     if future:
         print(
             f"akoshad: warning: {len(future)} upload(s) dated in the future skipped, the "
@@ -266,9 +269,8 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.latest:
             uploads = await list_uploads(target, system_id)
-            current, future = await split_by_time(target, system_id, uploads)
-            latest = current[-1] if current else None
-            warn_future(future)
+            latest = latest_upload(uploads)
+            warn_future(uploads)
             if latest is None:
                 dated = " not dated in the future" if uploads else ""
                 raise RestoreError(f"no uploads{dated} for system {system_id} in {target.name}")

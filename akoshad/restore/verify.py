@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from akoshad.config import Settings
 from akoshad.errors import IntegrityError, RestoreError
-from akoshad.manifest.layout import in_future, upload_in_future
+from akoshad.manifest.layout import in_future
 from akoshad.manifest.read import load_files
 from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.parallel import run_each, weight_of
@@ -96,15 +96,13 @@ async def verify_upload(
     """Every file of the upload (every chunk of every file): present, decoded, sizes and
     SHA-256 match. A damaged file is a problem of its own; the others are still checked."""
     report = VerifyReport(upload_id)
+    if in_future(upload_id):
+        report.problems.append("dated in the future: restore --latest skips it")
     try:
-        manifest, files = await load_files(target, system_id, upload_id, identities)
+        _, files = await load_files(target, system_id, upload_id, identities)
     except RestoreError as exc:
-        if in_future(upload_id):
-            report.problems.append("dated in the future: restore --latest skips it")
         report.problems.append(str(exc))
         return report
-    if upload_in_future(upload_id, manifest):
-        report.problems.insert(0, "dated in the future: restore --latest skips it")
     ranges = range_reader(target)
     reloader = Reloader(lambda: _files_now(target, system_id, upload_id, identities))
 

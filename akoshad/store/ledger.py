@@ -175,7 +175,7 @@ class LedgerOps(StoreBase):
         return await self.transaction(op)
 
     async def latest_upload_id(self, dated_by: str | None = None) -> str | None:
-        """The greatest upload id on record; with ``dated_by`` (``continued_id_time``), the
+        """The greatest upload id on record; with ``dated_by`` (``current_id_time``), the
         greatest whose time is not after it."""
         return await self.transaction(
             lambda c: c.execute(

@@ -14,11 +14,10 @@ import pytest
 from akoshad.errors import TransientError
 from akoshad.manifest import layout
 from akoshad.manifest.layout import in_future
-from akoshad.manifest.read import latest_upload, split_by_time
-from akoshad.pipeline.recovery import Discarder, Recovery
+from akoshad.manifest.read import latest_upload
 from akoshad.restore.drill import pick_upload
 from akoshad.restore.select import pick_at
-from akoshad.restore.verify import compare_ledger, verify_upload
+from akoshad.restore.verify import compare_ledger
 from akoshad.store.db import read_ledger
 from akoshad.targets.base import Compression, StoredObject
 from akoshad.targets.local import LocalTarget
@@ -79,61 +78,6 @@ async def test_uploads_made_once_a_clock_that_ran_ahead_is_set_right_are_the_lat
     view = read_ledger(tmp_path / "state/state.db", rig.target.name)
     assert view is not None and view.last_upload == newest
     assert compare_ledger(view, list((await rig.files(newest)).values())) == []
-
-
-@pytest.mark.parametrize("ahead", [timedelta(minutes=10), timedelta(hours=6)])
-async def test_uploads_made_after_a_fast_clock_is_set_right_are_the_latest_at_once(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ahead: timedelta
-) -> None:
-    """The clock ran minutes or hours ahead for one upload (a VM resumed, a hardware clock
-    kept in local time), then NTP set it right. The uploads made after that get ids
-    continued after the fast one's, so the ids keep the order the uploads were made in,
-    and their manifests carry the real time: at once and later alike, ``restore --latest``,
-    the drills, ``verify`` and a ledger rebuild take the newest upload, never the fast
-    clock's older one (before: ids dated by the clock sorted before it, and once its time
-    had passed it was "latest", silently, until the next upload)."""
-    rig.write("notes.json", b'{"v": 1}')
-    await rig.sync()
-    with monkeypatch.context() as m:
-        clock_ahead(m, ahead)
-        rig.write("notes.json", b'{"v": 2}')
-        await rig.sync()
-    fast = (await rig.uploads())[-1]
-    assert in_future(fast)
-    made = list(await rig.uploads())
-    for v in (3, 4):
-        rig.write("notes.json", f'{{"v": {v}}}'.encode())
-        (report,) = await rig.sync()
-        made.append(report.upload_id or "")
-    uploads = await rig.uploads()
-    assert uploads == made  # sorted by id = in the order they were made
-    for later in (timedelta(0), ahead + timedelta(minutes=5)):
-        now = datetime.now(UTC) + later
-        current, future = await split_by_time(rig.target, SID, uploads, now)
-        assert current[-1] == made[-1], (later, current, future)
-        assert future == ([] if later else [fast])
-        assert await pick_upload(rig.target, SID, now=now) == made[-1]
-    assert "dated in the future" not in " ".join(
-        (await verify_upload(rig.target, SID, made[-1])).problems
-    )
-    assert "dated in the future" in " ".join((await verify_upload(rig.target, SID, fast)).problems)
-    assert (await rig.restore(made[-1]))["notes.json"] == b'{"v": 4}'
-    recovery = Recovery(rig.state, SID, Discarder(SID))
-    found = await recovery._newest_files(rig.target)  # what a ledger rebuild seeds from
-    assert found is not None and found[0] == made[-1]
-    cfg = write_config(
-        tmp_path / "c.yaml",
-        data_dir=str(rig.store),
-        state_dir=str(tmp_path / "other-state"),
-        local_target_dir=str(tmp_path / "outbox"),
-        cloud_sync={"system_id": SID},
-    )
-    env = base_env(tmp_path)
-    dest = tmp_path / "restored"
-    done = akoshad("restore", "--latest", "--dest", str(dest), "--config", str(cfg), env=env)
-    assert done.returncode == 0 and made[-1] in done.stdout, done.stderr
-    assert (dest / "notes.json").read_bytes() == b'{"v": 4}'
-    assert fast in done.stderr  # the one skipped is named
 
 
 class FlakyTarget(LocalTarget):
