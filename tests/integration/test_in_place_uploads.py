@@ -21,6 +21,7 @@ import akoshad.pipeline.capture.snapshot as snapshot
 import akoshad.pipeline.drain as drain_module
 from akoshad.errors import TransientError
 from akoshad.manifest.facts import Facts
+from akoshad.pipeline.capture.quiet import MAX_WAIT_SECONDS, QUIET_SECONDS, QuietWatch
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
 from akoshad.pipeline.cloud_memories import StreamTo
 from akoshad.pipeline.drain import Drain
@@ -248,10 +249,23 @@ async def test_a_large_file_written_all_the_time_never_holds_back_the_others(
     assert again.ok and [f.in_place for c in again.captures for f in c.files] == [True]
 
 
-async def _moved_while_sent(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> Writer:
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _moved_while_sent(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> tuple[Writer, Clock]:
     """big.bin uploaded once, then changed while its next upload read it in place: its
-    next capture is a copy into staging. The writer is left off."""
+    next capture is a copy into staging. The writer is left off; the no-room watch runs on
+    a clock the test moves."""
     rig.drain.snap.sleep = lambda _s: None
+    clock = Clock()
+    rig.drain.snap.no_room = QuietWatch(clock)
     live = rig.store / BIG
     live.write_bytes(os.urandom(2 * MiB))
     assert (await rig.pass_of(BIG)).ok
@@ -260,17 +274,30 @@ async def _moved_while_sent(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> Writer
     failed = await rig.pass_of(BIG)
     assert failed.source_changed
     writer.on = False
-    return writer
+    return writer, clock
+
+
+def _staging_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    full = SimpleNamespace(total=10 * 2**30, used=10 * 2**30 - MiB, free=MiB)
+    monkeypatch.setattr(capture_plain.shutil, "disk_usage", lambda _p: full)
+
+
+async def _pass(rig: Rig, hours: float) -> PassReport:
+    report = await rig.drain.drain_once(rig.target, now=time.time() + 3600 * hours)
+    assert report is not None
+    return report
 
 
 async def test_a_large_file_is_read_in_place_when_staging_has_no_room_for_its_copy(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The copy that follows a failed in-place upload is not begun when staging's disk
-    has no room for it: once the file is quiet it is read where it lies again, and lands."""
-    await _moved_while_sent(rig, monkeypatch)
-    quiet = time.time() - 2 * capture_plain.QUIET_SECONDS
-    os.utime(rig.store / BIG, (quiet, quiet))  # not modified for a while
+    has no room for it: the file waits until it has been left alone for a minute (as this
+    process counts time: its mtime, here ten years ahead, does not hold it back), then it
+    is read where it lies, and lands."""
+    _, clock = await _moved_while_sent(rig, monkeypatch)
+    ahead = time.time() + 10 * 365 * 86400
+    os.utime(rig.store / BIG, (ahead, ahead))
     copies: list[Path] = []
     real_copy = capture_plain.copy_hashing
 
@@ -279,10 +306,12 @@ async def test_a_large_file_is_read_in_place_when_staging_has_no_room_for_its_co
         return real_copy(src, dst)
 
     monkeypatch.setattr(capture_plain, "copy_hashing", counted)
-    full = SimpleNamespace(total=10 * 2**30, used=10 * 2**30 - MiB, free=MiB)
-    monkeypatch.setattr(capture_plain.shutil, "disk_usage", lambda _p: full)
-    landed = await rig.drain.drain_once(rig.target, now=time.time() + 3600)
-    assert landed is not None and landed.ok and BIG in landed.files_uploaded
+    _staging_full(monkeypatch)
+    waiting = await _pass(rig, 1)
+    assert "no room to stage a copy" in waiting.retrying.get(BIG, ""), waiting.retrying
+    clock.now += QUIET_SECONDS + 1
+    landed = await _pass(rig, 2)
+    assert landed.ok and BIG in landed.files_uploaded
     assert [f.in_place for c in landed.captures for f in c.files if f.path == BIG] == [True]
     assert rig.store / BIG not in copies
     now = (rig.store / BIG).read_bytes()
@@ -294,45 +323,65 @@ async def test_a_large_file_still_written_with_no_room_for_a_copy_holds_back_not
 ) -> None:
     """No room in staging for its copy, and the file is still being written: it is not read
     in place (it would move again and fail the whole upload, pass after pass), it waits
-    with the reason, and the other files go up; once it is quiet it lands."""
-    writer = await _moved_while_sent(rig, monkeypatch)
-    full = SimpleNamespace(total=10 * 2**30, used=10 * 2**30 - MiB, free=MiB)
-    monkeypatch.setattr(capture_plain.shutil, "disk_usage", lambda _p: full)
-    writer.on = True
-    for n in range(2):
+    with the reason, and the other files go up; once it has been left alone, it lands."""
+    _, clock = await _moved_while_sent(rig, monkeypatch)
+    _staging_full(monkeypatch)
+    for n in range(3):
+        append(rig.store / BIG)  # written between the passes
+        clock.now += QUIET_SECONDS + 1
         (rig.store / "small.json").write_bytes(f'{{"n": {n}}}'.encode())
         await rig.state.enqueue([("small.json", "modified")], now=time.time() - 60)
-        later = await rig.drain.drain_once(rig.target, now=time.time() + 3600 * (n + 1))
-        assert later is not None
+        later = await _pass(rig, n + 1)
         assert later.error is None, later.error
         assert "no room to stage a copy" in later.retrying.get(BIG, ""), later.retrying
         assert "small.json" in later.files_uploaded
-    writer.on = False
-    quiet = time.time() - 2 * capture_plain.QUIET_SECONDS
-    os.utime(rig.store / BIG, (quiet, quiet))
-    landed = await rig.drain.drain_once(rig.target, now=time.time() + 3 * 3600)
-    assert landed is not None and landed.ok and BIG in landed.files_uploaded
+    clock.now += QUIET_SECONDS + 1  # left alone since the last pass
+    landed = await _pass(rig, 5)
+    assert landed.ok and BIG in landed.files_uploaded
     now = (rig.store / BIG).read_bytes()
     assert await rig.stored(BIG) == (sha(now), now)
+
+
+async def test_a_large_file_never_left_alone_is_read_in_place_after_an_hour(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written between every two passes, and no room for a copy: it is not kept from its
+    backup for ever; after an hour of waiting it is read where it lies all the same."""
+    _, clock = await _moved_while_sent(rig, monkeypatch)
+    _staging_full(monkeypatch)
+    append(rig.store / BIG)
+    assert BIG in (await _pass(rig, 1)).retrying
+    append(rig.store / BIG)
+    clock.now += MAX_WAIT_SECONDS + 1
+    landed = await _pass(rig, 2)
+    assert landed.ok and BIG in landed.files_uploaded
 
 
 async def test_a_copy_that_meets_a_full_disk_is_not_tried_again(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A copy into staging that runs out of space fails that pass with a reason naming
-    staging (not a read error of the store file), and the next pass reads the file where
-    it lies: a full staging disk never keeps a large file from its backup."""
-    await _moved_while_sent(rig, monkeypatch)
+    """A copy into staging that runs out of space (a quota the free space does not show,
+    or two copies at once) fails that pass with a reason naming staging (not a read error
+    of the store file); no copy is tried again, the file waits until it has been left
+    alone, and is then read where it lies: a full staging disk neither keeps a large file
+    from its backup nor fails the others."""
+    _, clock = await _moved_while_sent(rig, monkeypatch)
+    tried: list[Path] = []
 
     def no_room(src: Path, dst: Path) -> tuple[int, str]:
-        raise OSError(errno.ENOSPC, "No space left on device")
+        tried.append(Path(src))
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
 
     monkeypatch.setattr(capture_plain, "copy_hashing", no_room)
-    refused = await rig.drain.drain_once(rig.target, now=time.time() + 3600)
-    assert refused is not None and BIG in refused.retrying
-    assert "no room to stage a copy in" in refused.retrying[BIG], refused.retrying
-    landed = await rig.drain.drain_once(rig.target, now=time.time() + 7200)
-    assert landed is not None and landed.ok and BIG in landed.files_uploaded
+    refused = await _pass(rig, 1)
+    assert "no room to stage a copy in" in refused.retrying.get(BIG, ""), refused.retrying
+    assert refused.error is None
+    waiting = await _pass(rig, 2)
+    assert "no room to stage a copy" in waiting.retrying.get(BIG, ""), waiting.retrying
+    assert len(tried) == 1  # not copied again
+    clock.now += QUIET_SECONDS + 1
+    landed = await _pass(rig, 3)
+    assert landed.ok and BIG in landed.files_uploaded
     assert [f.in_place for c in landed.captures for f in c.files if f.path == BIG] == [True]
 
 

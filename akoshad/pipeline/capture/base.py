@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from akoshad.pipeline.capture.files import MemoryBudget, Sleep
+
+if TYPE_CHECKING:
+    from akoshad.pipeline.capture.quiet import QuietWatch
 
 
 class CaptureBase:
@@ -23,6 +27,9 @@ class CaptureBase:
     held_path: Path  # the ``staged`` name of a file captured into memory (never created)
     # large plain files that changed while their upload read them in place: copied next time
     moved_in_place: set[str]
+    # of those, the ones staging has no room to copy: read in place once left alone
+    # (``plain.QuietWatch``)
+    no_room: QuietWatch
     _n: int
 
     def _stage_path(self, rel: str) -> Path:

@@ -8,7 +8,6 @@ import errno
 import hashlib
 import os
 import shutil
-import time
 from pathlib import Path
 
 from akoshad.errors import SnapshotError
@@ -38,9 +37,6 @@ HELD_NAME = "held-in-memory"  # the ``staged`` name of a file captured into memo
 # free space left beside a large file's copy in staging (the state database shares it)
 STAGING_MARGIN = 256 * 1024 * 1024
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-# a large file that moved while it was sent, with no room for its copy: read where it lies
-# again once it has not been modified for this long (sooner, it would move again)
-QUIET_SECONDS = 60.0
 
 
 def _read_failed(exc: OSError) -> BaseException:
@@ -147,30 +143,30 @@ class PlainCapture(CaptureBase):
         """A stable copy in staging; a large file where it lies, unless it changed while
         its last upload read it there (:meth:`Snapshotter.moved_while_sent`): then copies
         (while it keeps changing, it waits and the other files go up), until one lands.
-        Without room in staging for the copy (checked before, or met during one) a copy
-        is not tried pass after pass: the file waits while it is still being written
-        (modified in the last :data:`QUIET_SECONDS`), and is read where it lies again
-        once it is quiet."""
+        When staging has no room for the copy (checked before, or met during one), no copy
+        is tried again: the file waits, the other files going up, until it has been left
+        alone (``capture.quiet``), and is then read where it lies."""
         st = _regular_lstat(real)
         if st.st_size < self.in_place_min_bytes:
             return self._capture_copy(rel, real)
-        if rel in self.moved_in_place:
-            if self._room_in_staging(st.st_size):
-                try:
-                    result = self._capture_copy(rel, real)
-                except StagingFull:
-                    self.moved_in_place.discard(rel)  # in place again next time
-                    raise
-                self.moved_in_place.discard(rel)  # copied: in place again next time
-                return result
-            if time.time() - st.st_mtime < QUIET_SECONDS:  # read in place, it would move
-                raise SnapshotError(
-                    f"still being written, and no room to stage a copy in {self.staging} "
-                    f"({st.st_size} bytes and {STAGING_MARGIN >> 20} MiB besides): it is "
-                    "read where it lies once it is quiet",
-                    retry=True,
-                )
-            self.moved_in_place.discard(rel)  # quiet, and no room for a copy: where it lies
+        if rel not in self.moved_in_place:
+            return self._capture_in_place(rel, real, hash_if_size)
+        if rel not in self.no_room and self._room_in_staging(st.st_size):
+            try:
+                result = self._capture_copy(rel, real)
+            except StagingFull:
+                self.no_room.add(rel, LiveStat.of(_regular_lstat(real)))
+                raise
+            self.moved_in_place.discard(rel)  # copied: in place again next time
+            return result
+        if not self.no_room.ready(rel, LiveStat.of(st)):  # read in place, it would move
+            raise SnapshotError(
+                f"still being written, and no room to stage a copy in {self.staging} "
+                f"({st.st_size} bytes and {STAGING_MARGIN >> 20} MiB besides): it is "
+                "read where it lies once it has been left alone for a minute",
+                retry=True,
+            )
+        self.moved_in_place.discard(rel)
         return self._capture_in_place(rel, real, hash_if_size)
 
     def _room_in_staging(self, size: int) -> bool:

@@ -43,6 +43,7 @@ from akoshad.pipeline.capture.files import (
     detect_kind,
 )
 from akoshad.pipeline.capture.plain import HELD_NAME, PlainCapture
+from akoshad.pipeline.capture.quiet import QuietWatch
 from akoshad.pipeline.capture.sqlite import SqliteCapture
 from akoshad.pipeline.storefiles import unreadable
 from akoshad.private import fresh_private_dir
@@ -88,6 +89,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         self.memory = MemoryBudget(memory_budget)
         self.held_path = staging / HELD_NAME
         self.moved_in_place: set[str] = set()
+        self.no_room = QuietWatch()
         self._root_real: Path | None = None  # data_dir resolved, for one pass
         self._dirs: dict[str, str] = {}  # store directories resolved, for one pass
         self._n = 0

@@ -1,0 +1,69 @@
+"""Large files that moved while their upload read them in place, and that staging has no
+room to copy: when to read them where they lie again.
+
+Read in place while it is still being written, such a file would move again and fail the
+whole upload (every other file of it too). So it waits until it has been left alone: its
+stat identity (size, mtime, ctime, inode) the same for :data:`QUIET_SECONDS`, as this
+process's monotonic clock counts (never its mtime against the wall clock, which a file
+copied from a machine whose clock runs ahead, or a clock set back, would hold for ever).
+A file that is never left alone for that long is read in place all the same once it has
+waited :data:`MAX_WAIT_SECONDS`: at worst one failed upload that often.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from akoshad.fileio import LiveStat
+
+QUIET_SECONDS = 60.0
+MAX_WAIT_SECONDS = 3600.0
+
+
+@dataclass
+class _Seen:
+    stat: LiveStat
+    unchanged_since: float
+    waiting_since: float
+
+
+class QuietWatch:
+    """The large files waiting for a quiet moment (safe to share between capture threads)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._seen: dict[str, _Seen] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, rel: str) -> bool:
+        return rel in self._seen
+
+    def add(self, rel: str, stat: LiveStat) -> None:
+        """``rel`` (as it stands: ``stat``) cannot be copied: it waits from now."""
+        now = self._clock()
+        with self._lock:
+            self._seen.setdefault(rel, _Seen(stat, now, now))
+
+    def ready(self, rel: str, stat: LiveStat) -> bool:
+        """Whether ``rel``, as it stands now (``stat``), may be read in place: unchanged
+        for :data:`QUIET_SECONDS`, or waiting for :data:`MAX_WAIT_SECONDS`. When it may,
+        it leaves the watch (a later move starts over)."""
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.setdefault(rel, _Seen(stat, now, now))
+            if seen.stat != stat:
+                seen.stat, seen.unchanged_since = stat, now
+            ready = (
+                now - seen.unchanged_since >= QUIET_SECONDS
+                or now - seen.waiting_since >= MAX_WAIT_SECONDS
+            )
+            if ready:
+                del self._seen[rel]
+            return ready
+
+    def discard(self, rel: str) -> None:
+        with self._lock:
+            self._seen.pop(rel, None)
