@@ -58,6 +58,9 @@ def test_local_target_trouble_sends_failure_degraded_then_recovered(tmp_path: Pa
             webhooks=[{"url": rx.url(), "secret": "k3y-deg-test"}],
             degraded_fail_after_minutes=0,  # never: trouble is reported, the daemon stays
             cloud_sync={"system_id": "testbox", "retry_backoff_seconds": 0.2},
+            # one upload per change: paced at the default 30 s, the failing upload came
+            # just when the 30 s wait for its event ran out (a flake on a loaded machine)
+            min_upload_interval_seconds=0,
         )
         make_store(s.store)
         proc = start_daemon(s.config, s.env, tmp_path / "d.log")
