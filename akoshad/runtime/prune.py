@@ -17,8 +17,8 @@ writes its index parts and chunk lists again.
 ``retention.enabled: false`` keeps everything: nothing is read or deleted. The outcome of
 each prune (not of a dry run) is kept in the state as ``last_prune`` ``{at, ok,
 uploads_kept, uploads_removed, objects_deleted, bytes_freed, problems}`` (``status``,
-``/metrics``), announced as the ``prune`` event (webhooks) and logged. A prune that makes
-no progress for :data:`DEADLINE_SECONDS` (a target answering a byte at a time) stops there,
+``/metrics``), announced as the ``prune`` event (webhooks) and logged. A prune that has not
+finished within :data:`DEADLINE_SECONDS` (a target answering a byte at a time) stops there,
 as a failed prune: it holds the pass lock, and uploads must not wait on it for ever.
 
 Encrypted uploads: a prune reads their sealed index parts and chunk lists with the identity
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import sqlite3
 import time
@@ -56,14 +55,11 @@ from akoshad.targets import Target
 
 if TYPE_CHECKING:  # the prune engine is imported when the first prune runs
     from akoshad.storage.prune_exec import PruneHooks, PruneResult
-    from akoshad.storage.prune_plan import Step
 
 KV_LAST = "last_prune"
 FIRST_DELAY = 300.0  # after a start with no prune on record
-# A prune holds the pass lock (uploads wait): one that makes no progress for this long (its
-# reading of the uploads, then each step: a pack written, a manifest rewritten, a batch of
-# deletes), as with a server answering a byte at a time, gives up as a failed prune (tried
-# again later). A long repack that keeps making progress is never cut short.
+# A prune holds the pass lock (uploads wait): one that a server answering a byte at a time
+# keeps from finishing gives up after this long, as a failed prune (tried again later).
 DEADLINE_SECONDS = 3600.0
 RETRY_SECONDS = 600.0  # a prune that failed or was refused (not the owner) is tried again
 
@@ -157,7 +153,6 @@ async def prune_target(
         # the state naming documents it swept (the next upload would not store them again)
         await state.forget_documents(target.name)
     deadline = asyncio.timeout(DEADLINE_SECONDS)
-    hooks = _progress_extends(deadline, hooks or ledger_hooks(state, target.name))
     try:
         async with deadline:
             done = await run_prune(
@@ -167,7 +162,7 @@ async def prune_target(
                 staging_dir=settings.state_dir,
                 dry_run=dry_run,
                 ownership=await gate.ownership(target),
-                hooks=hooks,
+                hooks=hooks or ledger_hooks(state, target.name),
                 in_progress=in_progress,
                 # whole objects of format-1 uploads the next upload points at; packs are
                 # not protected (a repack must be able to replace them): the chunk table
@@ -184,9 +179,9 @@ async def prune_target(
         result.update(ok=False, needs_identity=True, problems=[f"{exc}; nothing deleted"])
     except TimeoutError as exc:  # the deadline's, or one a request raised as it is
         late = (
-            f"the prune made no progress for {DEADLINE_SECONDS:g} s (the target answers "
-            "too slowly?) and stopped: what it did leaves every kept upload restorable, and "
-            "the next prune takes it up again"
+            f"the prune did not finish within {DEADLINE_SECONDS:g} s (the target answers "
+            "too slowly?): what it did leaves every kept upload restorable, and the next "
+            "prune goes on from there"
         )
         result.update(ok=False, problems=[late if deadline.expired() else str(exc) or late])
     except (StorageError, TransientError, PermanentError, OSError) as exc:
@@ -195,19 +190,6 @@ async def prune_target(
         result.update(ok=False, problems=[str(exc)])
     result["at"] = time.time()
     return result
-
-
-def _progress_extends(deadline: asyncio.Timeout, hooks: PruneHooks) -> PruneHooks:
-    """``hooks`` whose step marker also moves ``deadline`` to :data:`DEADLINE_SECONDS`
-    from now: each step done is progress."""
-    step = hooks.on_step
-
-    async def on_step(i: int, done: Step) -> None:
-        deadline.reschedule(asyncio.get_running_loop().time() + DEADLINE_SECONDS)
-        if step is not None:
-            await step(i, done)
-
-    return dataclasses.replace(hooks, on_step=on_step)
 
 
 async def _after_prune(
