@@ -10,7 +10,9 @@ objects are garbage.
 
 A pack whose live bytes are below ``repack_ratio`` (0.8) of its size is repacked, and if the
 live data would still take more than ``stored_bound`` (1.2x) the bytes it references, the
-packs with the lowest live share are repacked too, until the bound holds.
+packs with the lowest live share are repacked too, until the bound holds; one prune copies
+at most ``repack_budget`` live bytes (1 GiB; the least live packs first), the next prune
+goes on.
 
 Steps (``PrunePlan.steps``), in this order, each safe to interrupt (``kill -9``): every kept
 upload stays restorable at every moment and the next prune finishes the job.
@@ -40,6 +42,7 @@ from typing import Literal
 from akoshad.names import MANIFEST_NAME, SYSTEM_ID_RE
 from akoshad.storage.prune_refs import ManifestRefs
 from akoshad.storage.repack import (
+    REPACK_BUDGET,
     REPACK_RATIO,
     STORED_BOUND,
     NewPack,
@@ -234,6 +237,7 @@ def plan_prune(
     repack_ratio: float = REPACK_RATIO,
     stored_bound: float = STORED_BOUND,
     pack_target: int = PACK_TARGET,
+    repack_budget: int = REPACK_BUDGET,
 ) -> PrunePlan:
     """Plan a prune of ``systems/{system_id}/`` keeping the uploads in ``keep``.
 
@@ -262,7 +266,9 @@ def plan_prune(
     whole_bytes = sum(listing.get(key, 0) for key in live - {prefix + OWNER_NAME})
     sealed = {c.pack for r in kept if r.sealed for c in r.chunk_refs()}
     movable = {k: v for k, v in pack_ranges.items() if k not in sealed}  # see ManifestRefs
-    chosen = choose_repacks(movable, listing, whole_bytes, repack_ratio, stored_bound)
+    chosen = choose_repacks(
+        movable, listing, whole_bytes, repack_ratio, stored_bound, repack_budget
+    )
     rewrite, replaced = _rewrites(kept, {p.key for p in chosen})
     pack_live = sum(n for r in pack_ranges.values() for _, n in merge_ranges(r))
     stored = whole_bytes + sum(listing.get(k, 0) for k in pack_ranges)

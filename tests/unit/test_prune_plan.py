@@ -255,6 +255,25 @@ def test_repack_threshold() -> None:
     assert _one_pack_plan(100, bound=1.0).new_packs == ()  # nothing to gain
 
 
+def test_one_prune_repacks_within_its_budget_least_live_first() -> None:
+    """A prune holds the pass lock: it copies at most ``repack_budget`` live bytes, the
+    packs that free most per byte copied first (always one at least); the rest is left for
+    the next prune."""
+    lives = {"a": 10, "b": 30, "c": 50}  # of 100 bytes each
+    chunks = tuple(ChunkRef(f"{P}packs/p/{k}", 0, n) for k, n in lives.items())
+    refs = ManifestRefs(NEW1, mkey(NEW1), chunks={mkey(NEW1): chunks})
+    listing = {mkey(NEW1): 0, **{f"{P}packs/p/{k}": 100 for k in lives}}
+
+    def repacked(budget: int) -> list[str]:
+        plan = plan_prune("box", [refs], listing, {NEW1}, now=NOW, repack_budget=budget)
+        return sorted(s.key[-1] for pack in plan.new_packs for s in pack.sources)
+
+    assert repacked(10**9) == ["a", "b", "c"]
+    assert repacked(40) == ["a", "b"]
+    assert repacked(35) == ["a"]
+    assert repacked(1) == ["a"]  # one at least: a prune always moves on
+
+
 def test_merge_relocate_and_group() -> None:
     assert merge_ranges([(10, 5), (0, 5), (5, 5), (30, 0), (12, 10)]) == ((0, 22),)
     a = PackRepack("A", 100, ((0, 10), (50, 20)))
