@@ -10,9 +10,9 @@ objects are garbage.
 
 A pack whose live bytes are below ``repack_ratio`` (0.8) of its size is repacked, and if the
 live data would still take more than ``stored_bound`` (1.2x) the bytes it references, the
-packs with the lowest live share are repacked too, until the bound holds; one prune copies
-at most ``repack_budget`` live bytes (1 GiB; the least live packs first), the next prune
-goes on.
+packs with the lowest live share are repacked too, until the bound holds; one prune moves
+at most ``repack_budget`` bytes in its repack (1 GiB: source packs read whole, live bytes
+written; the least live packs first), the next prune goes on.
 
 Steps (``PrunePlan.steps``), in this order, each safe to interrupt (``kill -9``): every kept
 upload stays restorable at every moment and the next prune finishes the job.

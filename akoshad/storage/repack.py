@@ -15,8 +15,9 @@ from functools import cached_property
 from akoshad.storage.prune_refs import ChunkRef
 
 REPACK_RATIO = 0.8
-# live bytes one prune copies at most (the packs that gain most first; the rest at the next
-# prune): a prune holds the pass lock, so its length stays bounded also on a slow link
+# bytes one prune's repack moves at most: the source packs read whole, and their live bytes
+# written again (the packs that gain most first; the rest at the next prune). A prune holds
+# the pass lock, so its length stays bounded also on a slow link
 REPACK_BUDGET = 1024 * 1024 * 1024
 STORED_BOUND = 1.2
 Range = tuple[int, int]  # (offset, length)
@@ -99,9 +100,9 @@ def choose_repacks(
 ) -> list[PackRepack]:
     """Packs to repack: live share below ``ratio``, then the least live ones until the live
     data takes at most ``bound`` times the bytes referenced (``whole_bytes`` of objects plus
-    the packs' live bytes), the least live first, within ``budget`` live bytes to copy (at
-    least one pack; the others wait for the next prune). Missing packs, and packs referenced
-    past their end, are left."""
+    the packs' live bytes), the least live first, within ``budget`` bytes moved (each pack
+    read whole and its live bytes written: at least one pack; the others wait for the next
+    prune). Missing packs, and packs referenced past their end, are left."""
     candidates: list[PackRepack] = []
     for key, ranges in pack_ranges.items():
         size = listing.get(key)
@@ -120,12 +121,13 @@ def choose_repacks(
         chosen.append(pack)
         stored -= pack.size - pack.live_bytes
     within: list[PackRepack] = []
-    copied = 0
-    for pack in chosen:  # least live first: the most freed per byte copied
-        if within and copied + pack.live_bytes > budget:
+    moved = 0
+    for pack in chosen:  # least live first: the most freed per byte moved
+        cost = pack.size + pack.live_bytes  # read whole, live bytes written again
+        if within and moved + cost > budget:
             break
         within.append(pack)
-        copied += pack.live_bytes
+        moved += cost
     return within
 
 

@@ -318,6 +318,29 @@ async def test_a_large_file_is_read_in_place_when_staging_has_no_room_for_its_co
     assert await rig.stored(BIG) == (sha(now), now)
 
 
+async def test_room_that_comes_back_is_used_for_the_copy(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No room for the copy at one look (another large file's copy in staging at that
+    moment, say), room again at the next: the file is copied then, not left waiting for a
+    quiet moment (a file written all the time would wait its hour)."""
+    _, _clock = await _moved_while_sent(rig, monkeypatch)
+    full = SimpleNamespace(total=10 * 2**30, used=10 * 2**30 - MiB, free=MiB)
+    roomy = SimpleNamespace(total=10 * 2**30, used=0, free=10 * 2**30)
+    answers = [full]
+    monkeypatch.setattr(
+        capture_plain.shutil, "disk_usage", lambda _p: answers[0] if answers else roomy
+    )
+    append(rig.store / BIG)
+    waiting = await _pass(rig, 1)
+    assert "no room to stage a copy" in waiting.retrying.get(BIG, ""), waiting.retrying
+    answers.clear()
+    append(rig.store / BIG)
+    landed = await _pass(rig, 2)
+    assert landed.ok and BIG in landed.files_uploaded
+    assert [f.in_place for c in landed.captures for f in c.files if f.path == BIG] == [False]
+
+
 async def test_a_large_file_still_written_with_no_room_for_a_copy_holds_back_nothing(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:

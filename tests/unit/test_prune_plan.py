@@ -256,9 +256,9 @@ def test_repack_threshold() -> None:
 
 
 def test_one_prune_repacks_within_its_budget_least_live_first() -> None:
-    """A prune holds the pass lock: it copies at most ``repack_budget`` live bytes, the
-    packs that free most per byte copied first (always one at least); the rest is left for
-    the next prune."""
+    """A prune holds the pass lock: its repack moves at most ``repack_budget`` bytes (each
+    source pack read whole, its live bytes written again), the packs that free most first
+    (always one at least); the rest is left for the next prune."""
     lives = {"a": 10, "b": 30, "c": 50}  # of 100 bytes each
     chunks = tuple(ChunkRef(f"{P}packs/p/{k}", 0, n) for k, n in lives.items())
     refs = ManifestRefs(NEW1, mkey(NEW1), chunks={mkey(NEW1): chunks})
@@ -269,8 +269,8 @@ def test_one_prune_repacks_within_its_budget_least_live_first() -> None:
         return sorted(s.key[-1] for pack in plan.new_packs for s in pack.sources)
 
     assert repacked(10**9) == ["a", "b", "c"]
-    assert repacked(40) == ["a", "b"]
-    assert repacked(35) == ["a"]
+    assert repacked(110 + 130) == ["a", "b"]  # 100 read and 10 written, 100 and 30
+    assert repacked(110 + 129) == ["a"]
     assert repacked(1) == ["a"]  # one at least: a prune always moves on
 
 

@@ -151,13 +151,14 @@ class PlainCapture(CaptureBase):
             return self._capture_copy(rel, real)
         if rel not in self.moved_in_place:
             return self._capture_in_place(rel, real, hash_if_size)
-        if rel not in self.no_room and self._room_in_staging(st.st_size):
+        if not self.no_room.copy_failed(rel) and self._room_in_staging(st.st_size):
             try:
                 result = self._capture_copy(rel, real)
             except StagingFull:
-                self.no_room.add(rel, LiveStat.of(_regular_lstat(real)))
+                self.no_room.add_failed_copy(rel, LiveStat.of(_regular_lstat(real)))
                 raise
             self.moved_in_place.discard(rel)  # copied: in place again next time
+            self.no_room.discard(rel)
             return result
         if not self.no_room.ready(rel, LiveStat.of(st)):  # read in place, it would move
             raise SnapshotError(

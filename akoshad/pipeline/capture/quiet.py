@@ -28,6 +28,7 @@ class _Seen:
     stat: LiveStat
     unchanged_since: float
     waiting_since: float
+    copy_failed: bool = False  # a copy met a full disk or a quota: not tried again
 
 
 class QuietWatch:
@@ -41,11 +42,18 @@ class QuietWatch:
     def __contains__(self, rel: str) -> bool:
         return rel in self._seen
 
-    def add(self, rel: str, stat: LiveStat) -> None:
-        """``rel`` (as it stands: ``stat``) cannot be copied: it waits from now."""
+    def copy_failed(self, rel: str) -> bool:
+        """A copy of ``rel`` met a full disk or a quota while it waits: no copy again (the
+        free space shown may not count a quota); a file that only found no room is
+        checked for room again at each look."""
+        seen = self._seen.get(rel)
+        return seen is not None and seen.copy_failed
+
+    def add_failed_copy(self, rel: str, stat: LiveStat) -> None:
+        """A copy of ``rel`` (as it stands: ``stat``) met a full disk: it waits from now."""
         now = self._clock()
         with self._lock:
-            self._seen.setdefault(rel, _Seen(stat, now, now))
+            self._seen.setdefault(rel, _Seen(stat, now, now)).copy_failed = True
 
     def ready(self, rel: str, stat: LiveStat) -> bool:
         """Whether ``rel``, as it stands now (``stat``), may be read in place: unchanged
@@ -54,7 +62,9 @@ class QuietWatch:
         now = self._clock()
         with self._lock:
             seen = self._seen.setdefault(rel, _Seen(stat, now, now))
-            if seen.stat != stat:
+            if seen.stat.inode != stat.inode:  # another file by that name: it starts over
+                seen = self._seen[rel] = _Seen(stat, now, now, seen.copy_failed)
+            elif seen.stat != stat:
                 seen.stat, seen.unchanged_since = stat, now
             ready = (
                 now - seen.unchanged_since >= QUIET_SECONDS

@@ -193,6 +193,9 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         live = self._live(rel)
         look = self._first_look(rel, live)
         if not isinstance(look, tuple):
+            if isinstance(look, Vanished):  # what was kept about it goes with it
+                self.moved_in_place.discard(rel)
+                self.no_room.discard(rel)
             return self._store_unreadable(look)
         st, linked = look
         try:
