@@ -24,7 +24,8 @@ STATUS_EPILOG = (
     "compression; 'bytes sent' (counters.bytes_sent): what was written to the target, "
     "after compression, plus manifests and memories.json; 'deduplicated': files an upload "
     "carried over unchanged, pointing at an earlier upload's object. --check prints one "
-    "line and exits 0 when healthy, 1 when paused, degraded, waiting for data_dir or behind "
+    "line and exits 0 when healthy, 1 when paused, degraded, waiting for data_dir, when "
+    "changes seen could not be queued, when metrics_listen cannot be served, or behind "
     "(the oldest pending change is older than max_delay_seconds + min_upload_interval_seconds "
     "+ 60 s), 3 with no daemon."
 )
