@@ -26,7 +26,7 @@ from akoshad.pipeline.storefiles import (
     PathFilter,
     WalkResult,
     is_ignored,
-    listable,
+    readable_dir,
     to_change,
     walk_store,
 )
@@ -95,7 +95,7 @@ class ChangeFeed:
         ``walked``: the store's walk (``walk``), begun earlier (``run --once`` begins it
         while its targets start; it is compared with the ledger as it is now). ``quiet``:
         its summary line is DEBUG when it queued nothing (the periodic rescan)."""
-        if not await asyncio.to_thread(listable, self.data_dir):
+        if await asyncio.to_thread(readable_dir, self.data_dir) is None:
             # missing, or not to be listed: not an empty store (the watcher waits for it)
             self.keep_stats = False  # no walk: a catch-up is a full reconcile
             if walked is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,9 +121,14 @@ def unreadable(directory: Path) -> str | None:
     return None
 
 
-def listable(directory: Path) -> bool:
-    """A directory that is there and can be listed and entered (blocking)."""
-    return directory.is_dir() and unreadable(directory) is None
+def readable_dir(directory: Path) -> os.stat_result | None:
+    """The stat of ``directory`` when it is there and may be listed and entered, else None
+    (blocking: a caller on the event loop runs it in a thread)."""
+    try:
+        st = directory.stat()
+    except OSError:
+        return None
+    return st if stat.S_ISDIR(st.st_mode) and unreadable(directory) is None else None
 
 
 def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> WalkResult:

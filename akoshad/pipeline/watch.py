@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from akoshad.pipeline.storefiles import (
     PathFilter,
     WalkResult,
     is_ignored,
+    readable_dir,
     relpath,
     to_change,
     unreadable,
@@ -113,33 +113,12 @@ def _group_changed(data_dir: Path, rel: str, entries: list[LedgerEntry]) -> bool
     return False
 
 
-def _dir_stat(path: Path) -> os.stat_result | None:
-    """The stat of the directory ``path`` when it can be watched: it exists and may be
-    listed and entered (else None)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st if stat.S_ISDIR(st.st_mode) and unreadable(path) is None else None
-
-
 def _utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _same_and_readable(data_dir: Path, inode: int) -> bool:
-    """``data_dir`` is still the directory being watched (``inode``), and readable
-    (blocking: a hung mount must not stall the event loop)."""
-    try:
-        if data_dir.stat().st_ino != inode:
-            return False
-    except FileNotFoundError:
-        return False
-    return unreadable(data_dir) is None
 
 
 class StoreWatcher:
@@ -176,7 +155,7 @@ class StoreWatcher:
         """The directory's stat once it exists, and whether it had to be waited for."""
         announced = False
         while not self.stop.is_set():
-            st = await asyncio.to_thread(_dir_stat, self.data_dir)
+            st = await asyncio.to_thread(readable_dir, self.data_dir)
             if st is not None:
                 return st, announced
             if not announced:
@@ -223,7 +202,8 @@ class StoreWatcher:
             recursive=True,
             ignore_permission_denied=True,
         ):
-            if not await asyncio.to_thread(_same_and_readable, self.data_dir, inode):
+            st = await asyncio.to_thread(readable_dir, self.data_dir)
+            if st is None or st.st_ino != inode:
                 return  # gone, replaced (start over) or its permissions changed (wait
                 # until it can be read, then reconcile)
             if first is not None:
