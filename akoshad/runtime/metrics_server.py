@@ -102,20 +102,25 @@ class MetricsServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def _bind(server: MetricsServer, listen: str) -> str | None:
+    """Bind ``server``: None when it serves, else why it cannot."""
+    try:
+        await server.start()
+    except OSError as exc:
+        return f"metrics_listen {listen} cannot be served ({exc}); tried again every minute"
+    return None
+
+
 async def serve_metrics(
     server: MetricsServer, listen: str, report: Callable[[str | None], None]
 ) -> bool:
     """Bind ``server``; on failure log it once and ``report`` the problem (shown in
     ``status``), on success ``report(None)``. True when it serves."""
-    try:
-        await server.start()
-    except OSError as exc:
-        problem = f"metrics_listen {listen} cannot be served ({exc}); tried again every minute"
+    problem = await _bind(server, listen)
+    if problem is not None:
         logger.error("{}", problem)
-        report(problem)
-        return False
-    report(None)
-    return True
+    report(problem)
+    return problem is None
 
 
 async def keep_trying(
@@ -133,13 +138,10 @@ async def keep_trying(
             pass
         else:
             return
-        try:
-            await server.start()
-        except OSError as exc:
-            report(f"metrics_listen {listen} cannot be served ({exc}); tried again every minute")
-            continue
-        report(None)
-        return
+        problem = await _bind(server, listen)
+        report(problem)
+        if problem is None:
+            return
 
 
 class _Refused(asyncio.Protocol):
