@@ -192,14 +192,12 @@ class Recovery:
                 group=groups.get(f.path, f.path),
                 live=_live(live.get(f.path), f.size),
                 upload_id=upload_id,
-                chunk_ids=None
-                if sealing is None
-                else [(_chunk_id(c, sealing), c.size) for c in f.chunks],
+                chunk_ids=_chunk_ids(f, sealing),
             )
             for f in files
             if f.path in live
         ]
-        chunks = {_chunk_id(c, sealing): c for f in files for c in f.chunks}
+        chunks = _chunk_table(files, sealing)
         removed = list(plan.get("removed", []))
         new = len(plan.get("new", []))
 
@@ -238,13 +236,11 @@ class Recovery:
                 group=_group_of(f, paths),
                 live=LiveStat(-1, 0, 0, 0),
                 upload_id=upload_id,
-                chunk_ids=None
-                if sealing is None
-                else [(_chunk_id(c, sealing), c.size) for c in f.chunks],
+                chunk_ids=_chunk_ids(f, sealing),
             )
             for f in files
         ]
-        chunks: dict[str, ChunkRef] = {_chunk_id(c, sealing): c for f in files for c in f.chunks}
+        chunks = _chunk_table(files, sealing)
 
         def seed(c: sqlite3.Connection) -> None:
             StateDB.write_ledger(c, target.name, rows, [])
@@ -328,6 +324,17 @@ def _chunk_id(ref: ChunkRef, sealing: Sealing | None) -> str:
     return (
         ref.sha256 if sealing is None or ref.encryption != "age" else sealing.chunk_id(ref.sha256)
     )
+
+
+def _chunk_ids(f: StoredFile, sealing: Sealing | None) -> list[tuple[str, int]] | None:
+    """A file's chunk identities for its ledger row when they are not their sha256 (sealed
+    chunks: their keyed names); None otherwise."""
+    return None if sealing is None else [(_chunk_id(c, sealing), c.size) for c in f.chunks]
+
+
+def _chunk_table(files: list[StoredFile], sealing: Sealing | None) -> dict[str, ChunkRef]:
+    """The chunk-table rows of ``files``, by identity."""
+    return {_chunk_id(c, sealing): c for f in files for c in f.chunks}
 
 
 def _group_of(f: StoredFile, paths: set[str]) -> str:

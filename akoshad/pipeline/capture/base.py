@@ -28,7 +28,7 @@ class CaptureBase:
     # large plain files that changed while their upload read them in place: copied next time
     moved_in_place: set[str]
     # of those, the ones staging has no room to copy: read in place once left alone
-    # (``plain.QuietWatch``)
+    # (``capture.quiet.QuietWatch``)
     no_room: QuietWatch
     _n: int
 
