@@ -909,6 +909,14 @@ async def test_a_prune_meeting_a_damaged_pack_reports_it_as_its_outcome(tmp_path
         await close_rig(rig)
 
 
+async def _the_retry_lands(rig: Rig) -> None:
+    """The one row a failed pass left is retried when due: it lands, and restores."""
+    (row,) = await rig.state.queue_items()
+    report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
+    assert report is not None and report.upload_id and report.error is None
+    assert await rig.restore(report.upload_id) == rig.on_disk()
+
+
 async def test_an_upload_failing_unexpectedly_leaves_no_attempt_behind(rig: Rig) -> None:
     """An upload that fails in an unforeseen way after a pack went out (the state refuses to
     record the next pack: a full disk) is settled as any failed upload before its error goes
@@ -940,10 +948,7 @@ async def test_an_upload_failing_unexpectedly_leaves_no_attempt_behind(rig: Rig)
     )
     assert packs == 0
     assert keys_under(rig.store.parent / "outbox", "packs") == []
-    (row,) = await rig.state.queue_items()
-    report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
-    assert report is not None and report.upload_id and report.error is None
-    assert await rig.restore(report.upload_id) == rig.on_disk()
+    await _the_retry_lands(rig)
 
 
 async def test_a_failed_upload_s_packs_go_even_when_the_state_is_full_too(rig: Rig) -> None:
@@ -972,10 +977,7 @@ async def test_a_failed_upload_s_packs_go_even_when_the_state_is_full_too(rig: R
             await rig.drain.run_pass()
     assert calls >= 2  # one pack went out before the refusal
     assert keys_under(rig.store.parent / "outbox", "packs") == []
-    (row,) = await rig.state.queue_items()
-    report = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
-    assert report is not None and report.upload_id and report.error is None
-    assert await rig.restore(report.upload_id) == rig.on_disk()
+    await _the_retry_lands(rig)
 
 
 async def test_failed_uploads_do_not_grow_the_history_without_bound(rig: Rig) -> None:

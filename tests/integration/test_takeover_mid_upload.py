@@ -6,14 +6,15 @@ owner's prune may already have swept)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from akoshad.errors import TransientError
 from akoshad.pipeline.ownership import OwnerGate
+from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.stats import Stats
 from akoshad.targets.base import Compression, StoredObject
-from tests.f2_rig import CountingTarget, close_rig, open_rig, rig_settings
+from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig, rig_settings
 
 SID = "handover"
 INTERVAL = 0.5  # the ownership check's interval (a minute in the daemon)
@@ -42,27 +43,44 @@ class HeldPacks(CountingTarget):
         return await super().put_object_file(key, source, size, crc32)
 
 
+async def _open(tmp_path: Path, target: HeldPacks) -> Rig:
+    """A rig over ``target`` whose ownership check is read anew every INTERVAL."""
+    rig = await open_rig(rig_settings(tmp_path, SID), target, tmp_path / "state" / "state.db")
+    rig.drain.owners = OwnerGate(
+        tmp_path / "state", SID, rig.drain.stats, interval=INTERVAL, settle=0.01
+    )
+    return rig
+
+
+async def _second_upload_outlasting(
+    rig: Rig, target: HeldPacks, meanwhile: Callable[[], Awaitable[object]]
+) -> tuple[str, PassReport]:
+    """One upload, then a second whose pack is held on the wire while ``meanwhile`` runs
+    and the ownership check's interval passes: the first's id and the second's report."""
+    rig.write("a.json", b'{"a": 1}')
+    (first,) = await rig.sync()
+    assert first.upload_id and not first.error
+    rig.write("a.json", b'{"a": 2}')
+    target.hold = True
+    syncing = asyncio.create_task(rig.sync())
+    await asyncio.wait_for(target.holding.wait(), 30)  # the pack is on the wire
+    await meanwhile()
+    await asyncio.sleep(INTERVAL * 1.5)  # the upload outlasts the check's interval
+    target.go.set()
+    (late,) = await asyncio.wait_for(syncing, 30)
+    return first.upload_id, late
+
+
 async def test_an_upload_that_outlasts_a_takeover_commits_nothing(tmp_path: Path) -> None:
-    settings = rig_settings(tmp_path, SID)
     target = HeldPacks(tmp_path / "outbox")
-    rig = await open_rig(settings, target, tmp_path / "state" / "state.db")
+    rig = await _open(tmp_path, target)
     try:
-        rig.drain.owners = OwnerGate(
-            tmp_path / "state", SID, rig.drain.stats, interval=INTERVAL, settle=0.01
-        )
-        rig.write("a.json", b'{"a": 1}')
-        (first,) = await rig.sync()
-        assert first.upload_id and not first.error
-        rig.write("a.json", b'{"a": 2}')
-        target.hold = True
-        syncing = asyncio.create_task(rig.sync())
-        await asyncio.wait_for(target.holding.wait(), 30)  # the pack is on the wire
         other = OwnerGate(tmp_path / "other-state", SID, Stats(), settle=0.01)
-        await other.takeover(target)  # another machine owns the system id from now on
-        await asyncio.sleep(INTERVAL * 1.5)  # the upload outlasts the check's interval
-        target.go.set()
-        (late,) = await asyncio.wait_for(syncing, 30)
-        assert await rig.uploads() == [first.upload_id]  # no manifest of the old owner
+        # another machine owns the system id from then on
+        first_id, late = await _second_upload_outlasting(
+            rig, target, lambda: other.takeover(target)
+        )
+        assert await rig.uploads() == [first_id]  # no manifest of the old owner
         assert late.error is not None and "owned by" in late.error, late
         assert not late.upload_id
         assert await rig.state.queue_depth() == 1  # the change waits, not lost
@@ -70,7 +88,7 @@ async def test_an_upload_that_outlasts_a_takeover_commits_nothing(tmp_path: Path
         packs = {
             p.relative_to(outbox).as_posix() for p in outbox.rglob("packs/**/*") if p.is_file()
         }
-        kept = {part.key for f in (await rig.files(first.upload_id)).values() for part in f.parts}
+        kept = {part.key for f in (await rig.files(first_id)).values() for part in f.parts}
         assert kept and packs == kept  # what the refused attempt sent is gone
     finally:
         await close_rig(rig)
@@ -99,27 +117,17 @@ async def test_an_owner_record_unreadable_before_the_manifest_commits_nothing(
     took the id over (and its prune swept this upload's packs, which live outside the
     upload's folder) is unknown, so the upload commits nothing, removes what it sent, and
     its change waits for the next pass, which lands once the record can be read."""
-    settings = rig_settings(tmp_path, SID)
     target = UnreadableOwnerAfterPacks(tmp_path / "outbox")
-    rig = await open_rig(settings, target, tmp_path / "state" / "state.db")
+    rig = await _open(tmp_path, target)
     try:
-        rig.drain.owners = OwnerGate(
-            tmp_path / "state", SID, rig.drain.stats, interval=INTERVAL, settle=0.01
-        )
-        rig.write("a.json", b'{"a": 1}')
-        (first,) = await rig.sync()
-        assert first.upload_id and not first.error
-        rig.write("a.json", b'{"a": 2}')
-        target.hold = True
-        syncing = asyncio.create_task(rig.sync())
-        await asyncio.wait_for(target.holding.wait(), 30)  # the pack is on the wire
-        target.owner_down = True
-        await asyncio.sleep(INTERVAL * 1.5)  # the upload outlasts the check's interval
-        target.go.set()
-        (late,) = await asyncio.wait_for(syncing, 30)
+
+        async def owner_down() -> None:
+            target.owner_down = True
+
+        first_id, late = await _second_upload_outlasting(rig, target, owner_down)
         assert target.owner_reads_failed >= 1  # the check before the manifest met it
         assert late.error is not None and not late.upload_id, late
-        assert await rig.uploads() == [first.upload_id]
+        assert await rig.uploads() == [first_id]
         assert await rig.state.queue_depth() == 1  # the change waits, not lost
         target.owner_down, target.hold = False, False
         (row,) = await rig.state.queue_items()
