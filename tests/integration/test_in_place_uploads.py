@@ -185,6 +185,16 @@ async def test_a_file_changed_while_sent_is_not_recorded(
     assert await rig.stored(BIG) == (sha(now), now)
 
 
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Writer:
     """A writer appending to the live ``big.bin`` whenever it is read: while its upload
     chunks it in place, and while it is copied into staging (while ``on``)."""
@@ -215,6 +225,8 @@ async def test_a_large_file_written_all_the_time_never_holds_back_the_others(
     """Its in-place upload fails once; from then on it is copied into staging, and while
     it keeps changing there it waits (its last version kept) and the others go up."""
     rig.drain.snap.sleep = lambda _s: None
+    clock = Clock()
+    rig.drain.snap.copy_kept_changing = QuietWatch(clock)
     live = rig.store / BIG
     first = os.urandom(2 * MiB)
     live.write_bytes(first)
@@ -237,7 +249,8 @@ async def test_a_large_file_written_all_the_time_never_holds_back_the_others(
         (rig.store / "small.json").write_bytes(os.urandom(8).hex().encode())
         await rig.state.enqueue([("small.json", "modified")], now=time.time() - 60)
 
-    writer.on = False  # quiet again: its copy lands
+    writer.on = False  # quiet again (for a minute): its copy lands
+    clock.now += QUIET_SECONDS + 1
     quiet = await rig.drain.drain_once(rig.target, now=time.time() + 7200)
     assert quiet is not None and quiet.ok and BIG in quiet.files_uploaded
     now = live.read_bytes()
@@ -247,16 +260,6 @@ async def test_a_large_file_written_all_the_time_never_holds_back_the_others(
     live.write_bytes(os.urandom(2 * MiB))  # and read in place again after that
     again = await rig.pass_of(BIG)
     assert again.ok and [f.in_place for c in again.captures for f in c.files] == [True]
-
-
-class Clock:
-    """A monotonic clock the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def _moved_while_sent(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> tuple[Writer, Clock]:
@@ -286,6 +289,49 @@ async def _pass(rig: Rig, hours: float) -> PassReport:
     report = await rig.drain.drain_once(rig.target, now=time.time() + 3600 * hours)
     assert report is not None
     return report
+
+
+async def test_a_copy_that_kept_changing_is_not_begun_again_until_the_file_is_left_alone(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every copy of a large file is a full read and write of it: one that kept changing
+    is not begun again at the next retry. The file waits (the others go up) until it has
+    been left alone for a minute, or for an hour at most when it is written between every
+    two looks: a file written all the time costs one round of copies an hour, not one at
+    every retry."""
+    clock = Clock()
+    rig.drain.snap.copy_kept_changing = QuietWatch(clock)
+    writer, _ = await _moved_while_sent(rig, monkeypatch)
+    live = rig.store / BIG
+    copies: list[Path] = []
+    real_copy = capture_plain.copy_hashing
+
+    def counted(src: Path, dst: Path) -> tuple[int, str]:
+        copies.append(Path(src))
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(capture_plain, "copy_hashing", counted)
+    writer.on = True  # appends after every copy
+    first = await _pass(rig, 1)
+    assert "kept changing during" in first.retrying.get(BIG, ""), first.retrying
+    assert len(copies) == rig.drain.snap.attempts
+    for hours in (2, 3):
+        append(live)  # written between the looks: never a quiet minute
+        clock.now += QUIET_SECONDS + 1
+        waiting = await _pass(rig, hours)
+        assert "copied again once it has been left alone" in waiting.retrying.get(BIG, "")
+        assert len(copies) == rig.drain.snap.attempts  # no copy begun
+    clock.now += MAX_WAIT_SECONDS  # an hour of waiting: one more round of copies
+    again = await _pass(rig, 4)
+    assert "kept changing during" in again.retrying.get(BIG, ""), again.retrying
+    assert len(copies) == 2 * rig.drain.snap.attempts
+    writer.on = False
+    clock.now += QUIET_SECONDS + 1  # left alone for a minute: copied, and lands
+    landed = await _pass(rig, 5)
+    assert landed.ok and BIG in landed.files_uploaded
+    assert [f.in_place for c in landed.captures for f in c.files if f.path == BIG] == [False]
+    now = live.read_bytes()
+    assert await rig.stored(BIG) == (sha(now), now)
 
 
 async def test_a_large_file_is_read_in_place_when_staging_has_no_room_for_its_copy(

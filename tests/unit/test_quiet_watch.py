@@ -63,3 +63,16 @@ def test_a_failed_copy_is_remembered_until_released_or_discarded() -> None:
     assert watch.copy_failed("big")
     watch.discard("big")
     assert not watch.copy_failed("big") and "big" not in watch
+
+
+def test_wait_starts_over_from_now() -> None:
+    """``wait``: a copy that kept changing waits from now, whatever it waited before."""
+    clock = Clock()
+    watch = QuietWatch(clock)
+    assert not watch.ready("big", stat(1))
+    clock.now += MAX_WAIT_SECONDS - 1
+    watch.wait("big", stat(1))
+    clock.now += QUIET_SECONDS - 1
+    assert not watch.ready("big", stat(1))  # an hour of waiting before does not count
+    clock.now += 1
+    assert watch.ready("big", stat(1))

@@ -30,6 +30,8 @@ class CaptureBase:
     # of those, the ones staging has no room to copy: read in place once left alone
     # (``capture.quiet.QuietWatch``)
     no_room: QuietWatch
+    # of those, the ones whose copy kept changing: copied again once left alone
+    copy_kept_changing: QuietWatch
     _n: int
 
     def _stage_path(self, rel: str) -> Path:

@@ -51,6 +51,10 @@ class StagingFull(SnapshotError):
     """A copy into staging met a full file system (or quota, or file size limit)."""
 
 
+class CopyKeptChanging(SnapshotError):
+    """The file changed during every copy into staging."""
+
+
 class PlainCapture(CaptureBase):
     """Plain files: in memory, a stable copy, or (large) where they lie; see the module."""
 
@@ -125,9 +129,7 @@ class PlainCapture(CaptureBase):
                 with open_resolved(real) as fh:
                     size, sha = hash_stream(fh)
             except OSError as exc:
-                if isinstance(exc, FileNotFoundError | PermissionError | LinkRefused):
-                    raise
-                raise SnapshotError(f"read failed: {exc.strerror or exc}", retry=True) from None
+                raise _read_failed(exc) from None
             after = lstat_or_none(real)
             if after is None:
                 return Vanished(rel)
@@ -152,14 +154,7 @@ class PlainCapture(CaptureBase):
         if rel not in self.moved_in_place:
             return self._capture_in_place(rel, real, hash_if_size)
         if not self.no_room.copy_failed(rel) and self._room_in_staging(st.st_size):
-            try:
-                result = self._capture_copy(rel, real)
-            except StagingFull:
-                self.no_room.add_failed_copy(rel, LiveStat.of(_regular_lstat(real)))
-                raise
-            self.moved_in_place.discard(rel)  # copied: in place again next time
-            self.no_room.discard(rel)
-            return result
+            return self._copy_moved(rel, real, LiveStat.of(st))
         if not self.no_room.ready(rel, LiveStat.of(st)):  # read in place, it would move
             raise SnapshotError(
                 f"still being written, and no room to stage a copy in {self.staging} "
@@ -169,6 +164,31 @@ class PlainCapture(CaptureBase):
             )
         self.moved_in_place.discard(rel)
         return self._capture_in_place(rel, real, hash_if_size)
+
+    def _copy_moved(self, rel: str, real: Path, stat: LiveStat) -> CaptureResult:
+        """The copy of a large file that moved while read in place. A copy that kept
+        changing is not begun again (each is a full read and write of a large file) until
+        the file has been left alone (``capture.quiet``): a file written all the time is
+        copied once an hour at most, not at every retry."""
+        busy = self.copy_kept_changing
+        if rel in busy and not busy.ready(rel, stat):
+            raise SnapshotError(
+                "kept changing while it was copied into staging: it is copied again once "
+                "it has been left alone for a minute",
+                retry=True,
+            )
+        try:
+            result = self._capture_copy(rel, real)
+        except StagingFull:
+            self.no_room.add_failed_copy(rel, LiveStat.of(_regular_lstat(real)))
+            raise
+        except CopyKeptChanging:
+            busy.wait(rel, LiveStat.of(_regular_lstat(real)))
+            raise
+        self.moved_in_place.discard(rel)  # copied: in place again next time
+        self.no_room.discard(rel)
+        busy.discard(rel)
+        return result
 
     def _room_in_staging(self, size: int) -> bool:
         """Whether staging's file system has ``size`` bytes free, and a margin besides (the
@@ -188,12 +208,10 @@ class PlainCapture(CaptureBase):
                 size, sha = copy_hashing(real, staged)
             except OSError as exc:
                 staged.unlink(missing_ok=True)
-                if isinstance(exc, FileNotFoundError | PermissionError | LinkRefused):
-                    raise
                 if exc.errno in _NO_ROOM:  # the copy's side, not the store file's
                     why = f"no room to stage a copy in {self.staging}: {exc.strerror or exc}"
                     raise StagingFull(why, retry=True) from None
-                raise SnapshotError(f"read failed: {exc.strerror or exc}", retry=True) from None
+                raise _read_failed(exc) from None
             after = lstat_or_none(real)
             if after is None:
                 staged.unlink(missing_ok=True)
@@ -215,4 +233,4 @@ class PlainCapture(CaptureBase):
                 return Captured(rel, (captured,))
             self.sleep(_backoff(attempt))
         staged.unlink(missing_ok=True)
-        raise SnapshotError(f"kept changing during {self.attempts} copy attempts", retry=True)
+        raise CopyKeptChanging(f"kept changing during {self.attempts} copy attempts", retry=True)

@@ -1,5 +1,6 @@
 """Large files that moved while their upload read them in place, and that staging has no
-room to copy: when to read them where they lie again.
+room to copy (or whose copy kept changing too): when to read them where they lie (or copy
+them) again.
 
 Read in place while it is still being written, such a file would move again and fail the
 whole upload (every other file of it too). So it waits until it has been left alone: its
@@ -54,6 +55,12 @@ class QuietWatch:
         now = self._clock()
         with self._lock:
             self._seen.setdefault(rel, _Seen(stat, now, now)).copy_failed = True
+
+    def wait(self, rel: str, stat: LiveStat) -> None:
+        """``rel`` (as it stands: ``stat``) waits for a quiet moment from now."""
+        now = self._clock()
+        with self._lock:
+            self._seen[rel] = _Seen(stat, now, now)
 
     def ready(self, rel: str, stat: LiveStat) -> bool:
         """Whether ``rel``, as it stands now (``stat``), may be read in place: unchanged

@@ -90,6 +90,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         self.held_path = staging / HELD_NAME
         self.moved_in_place: set[str] = set()
         self.no_room = QuietWatch()
+        self.copy_kept_changing = QuietWatch()
         self._root_real: Path | None = None  # data_dir resolved, for one pass
         self._dirs: dict[str, str] = {}  # store directories resolved, for one pass
         self._n = 0
@@ -196,6 +197,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             if isinstance(look, Vanished):  # what was kept about it goes with it
                 self.moved_in_place.discard(rel)
                 self.no_room.discard(rel)
+                self.copy_kept_changing.discard(rel)
             return self._store_unreadable(look)
         st, linked = look
         try:
