@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -148,3 +148,38 @@ async def served(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+def printed_by_every_command(
+    cfg: Path,
+    env: dict[str, str],
+    tmp_path: Path,
+    daemon_commands: Sequence[tuple[str, ...]],
+    while_running: Callable[[], str] | None = None,
+) -> list[str]:
+    """What the one-shot commands print (``restore`` into ``tmp_path/r``), then, with the
+    daemon running (its log in ``tmp_path/d.log``), what ``daemon_commands`` and
+    ``while_running`` print, then the daemon's log: all a search for a leaked secret reads."""
+    outputs: list[str] = []
+    args: tuple[str, ...]
+    for args in (
+        ("config", "show"),
+        ("config", "check"),
+        ("run", "--once"),
+        ("verify",),
+        ("restore", "--latest", "--dest", str(tmp_path / "r")),
+    ):
+        res = akoshad(*args, "--config", str(cfg), env=env)
+        outputs.append(res.stdout + res.stderr)
+    proc = start_daemon(cfg, env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 30)
+        for args in daemon_commands:
+            res = akoshad(*args, "--config", str(cfg), env=env, timeout=60)
+            outputs.append(res.stdout + res.stderr)
+        if while_running is not None:
+            outputs.append(while_running())
+    finally:
+        stop_daemon(proc)
+    outputs.append((tmp_path / "d.log").read_text())
+    return outputs

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from akoshad.config import load_settings
 from akoshad.targets.s3.target import S3Target
-from tests.helpers import akoshad, base_env, start_daemon, stop_daemon, wait_for, write_config
+from tests.helpers import akoshad, base_env, printed_by_every_command, write_config
 from tests.storegen import make_store
 from tests.tmpdirs import short_dir
 
@@ -37,31 +37,12 @@ def test_planted_secret_never_appears(tmp_path: Path) -> None:
         },
     )
     env = base_env(tmp_path)
-    outputs = []
-    args: tuple[str, ...]
-    for args in (
-        ("config", "show"),
-        ("config", "check"),
-        ("run", "--once"),
-        ("verify",),
-        ("restore", "--latest", "--dest", str(tmp_path / "r")),
-    ):
-        res = akoshad(*args, "--config", str(cfg), env=env)
-        outputs.append(res.stdout + res.stderr)
-    proc = start_daemon(cfg, env, tmp_path / "d.log")
-    try:
-        wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 30)
-        for args in (
-            ("status", "--json"),
-            ("status",),
-            ("queue", "--json"),
-            ("sync", "--wait", "--json"),
-        ):
-            res = akoshad(*args, "--config", str(cfg), env=env)
-            outputs.append(res.stdout + res.stderr)
-    finally:
-        stop_daemon(proc)
-    outputs.append((tmp_path / "d.log").read_text())
+    outputs = printed_by_every_command(
+        cfg,
+        env,
+        tmp_path,
+        [("status", "--json"), ("status",), ("queue", "--json"), ("sync", "--wait", "--json")],
+    )
     outputs.append(log_file.read_text())
     bad = tmp_path / "bad.yaml"
     bad.write_text(cfg.read_text() + "bogus: [\n")

@@ -28,7 +28,15 @@ from akoshad.config import load_settings
 from akoshad.errors import ConfigError, PermanentError
 from akoshad.runtime.control import ControlServer
 from akoshad.targets.local import LocalTarget
-from tests.helpers import akoshad, base_env, start_daemon, stop_daemon, wait_for, write_config
+from tests.helpers import (
+    akoshad,
+    base_env,
+    printed_by_every_command,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_config,
+)
 from tests.integration.test_pipeline_local import SYSTEM, Setup
 from tests.storegen import make_store
 from tests.tmpdirs import short_dir
@@ -260,27 +268,14 @@ def test_url_credentials_never_appear(tmp_path: Path) -> None:
         },
     )
     env = base_env(tmp_path)
-    outputs = []
-    args: tuple[str, ...]
-    for args in (
-        ("config", "show"),
-        ("config", "check"),
-        ("run", "--once"),
-        ("verify",),
-        ("restore", "--latest", "--dest", str(tmp_path / "r")),
-    ):
-        res = akoshad(*args, "--config", str(cfg), env=env)
-        outputs.append(res.stdout + res.stderr)
-    proc = start_daemon(cfg, env, tmp_path / "d.log")
-    try:
-        wait_for(lambda: akoshad("status", "--config", str(cfg), env=env).returncode == 0, 30)
-        for args in (("sync", "--wait", "--json"), ("status", "--json"), ("queue", "--json")):
-            res = akoshad(*args, "--config", str(cfg), env=env, timeout=60)
-            outputs.append(res.stdout + res.stderr)
-        outputs.append(json.dumps(asyncio.run(do_status(load_settings(cfg, environ=env)))))
-    finally:
-        stop_daemon(proc)
-    outputs += [(tmp_path / "d.log").read_text(), log_file.read_text()]
+    outputs = printed_by_every_command(
+        cfg,
+        env,
+        tmp_path,
+        [("sync", "--wait", "--json"), ("status", "--json"), ("queue", "--json")],
+        lambda: json.dumps(asyncio.run(do_status(load_settings(cfg, environ=env)))),
+    )
+    outputs.append(log_file.read_text())
     outputs.append(_state_dump(tmp_path / "state"))
     everything = "\n".join(outputs)
     assert "127.0.0.1:9" in everything  # the URLs were really printed, logged and stored
