@@ -86,7 +86,12 @@ class SnapshotError(AkoshadError):
 
 
 class IntegrityError(AkoshadError):
-    """Stored bytes do not match the recorded size or SHA-256."""
+    """Stored bytes do not match the recorded size or SHA-256. ``object_key``: the stored
+    object found missing or damaged, when one is to blame."""
+
+    def __init__(self, message: str, *, object_key: str | None = None) -> None:
+        super().__init__(message)
+        self.object_key = object_key
 
 
 NEWER_DUCKDB_STORAGE = re.compile(

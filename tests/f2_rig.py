@@ -86,7 +86,10 @@ class Rig:
 
     async def files(self, upload_id: str) -> dict[str, StoredFile]:
         manifest = await self.manifest(upload_id)
-        files = await read_entries(self.target, manifest, system_id=self.system_id)
+        identities = self.settings.encryption.identities_if_set()  # None: none configured
+        files = await read_entries(
+            self.target, manifest, system_id=self.system_id, identities=identities
+        )
         return {f.path: f for f in files}
 
     async def restore(self, upload_id: str) -> dict[str, bytes]:

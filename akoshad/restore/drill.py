@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from akoshad.config import Settings
-from akoshad.errors import AkoshadError, PermanentError, RestoreError, TransientError
+from akoshad.errors import (
+    AkoshadError,
+    IntegrityError,
+    PermanentError,
+    RestoreError,
+    TransientError,
+)
 from akoshad.manifest.read import list_uploads, load_files
 from akoshad.restore.destdir import DestError, open_dest
 from akoshad.restore.drill_check import one_line, run_worker, worker_spec
@@ -70,10 +76,13 @@ class DrillResult:
     bytes: int = 0
     seconds: float = 0.0
     needs_identity: bool = False  # an encrypted upload, and no usable identity here
+    # the stored objects found missing or damaged (the daemon sends their files again)
+    damaged_objects: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
         """``{at, ok, upload_id, problems}`` and the details (notes, files, bytes, seconds)."""
         rest = asdict(self)
+        del rest["damaged_objects"]
         head = {k: rest.pop(k) for k in ("at", "ok", "upload_id", "problems")}
         return {**head, **rest}
 
@@ -187,6 +196,8 @@ async def _restore_one(
             result.problems.append(f"{entry.path}: drill stopped, {target.name}: {exc}")
             return "stop"
         result.problems.append(str(exc))  # IntegrityError names the path
+        if isinstance(exc, IntegrityError) and exc.object_key is not None:
+            result.damaged_objects.add(exc.object_key)
         return "bad"
     except OSError as exc:
         result.problems.append(f"{entry.path}: drill stopped, cannot write: {exc.strerror}")

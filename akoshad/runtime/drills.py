@@ -58,10 +58,12 @@ def log_result(result: DrillResult) -> None:
 
 class DrillScheduler(PeriodicJob):
     """The daemon's drill task: a drill each ``drill_interval_hours`` (0 = off), beside the
-    uploads; the pass lock is held only while the upload is picked."""
+    uploads; the pass lock is held only while the upload is picked (and while the files of
+    objects it found missing or damaged are queued to be sent again: ``drill_heal``)."""
 
     retry_seconds = RETRY_SECONDS
     first_delay = FIRST_DELAY
+    wake: asyncio.Event | None = None  # set when files are queued again: the drain has work
 
     @functools.cached_property
     def reading(self) -> asyncio.Lock:
@@ -141,7 +143,29 @@ class DrillScheduler(PeriodicJob):
         self.events.emit(
             "drill", ok=result.ok, upload_id=result.upload_id, problems=result.problems, **extra
         )
+        if result.damaged_objects:
+            await self._send_again(result)
         return result
+
+    async def _send_again(self, result: DrillResult) -> None:
+        """The files that used the objects found missing or damaged go up again with the
+        next upload (``drill_heal``), under the pass lock (no upload is planned meanwhile)."""
+        from akoshad.runtime.drill_heal import send_again
+
+        keys = sorted(result.damaged_objects)
+        async with self.lock:
+            groups = await send_again(self.state, self.target.name, keys)
+        logger.warning(
+            "drill of {}: {} stored object(s) missing or damaged in {}: {} file(s) that used "
+            "them are sent again with the next upload (uploads before it keep the damage: "
+            "akoshad verify --all names them)",
+            result.upload_id,
+            len(keys),
+            self.target.name,
+            len(groups),
+        )
+        if groups and self.wake is not None:
+            self.wake.set()
 
     def _identities(self) -> Identities | None:
         """The identity when one is configured and readable; None otherwise (an encrypted

@@ -264,6 +264,7 @@ def build(
         stop_event=stop_event,
         pass_lock=pass_lock,
     )
+    drills.wake = wake
     prunes = PruneScheduler(
         settings,
         state=state,

@@ -119,7 +119,8 @@ def _chunk_error(f: StoredFile, i: int, why: str) -> IntegrityError:
     ref = f.chunks[i]
     return IntegrityError(
         f"{f.path}: chunk {i + 1} of {len(f.chunks)} (sha256 {ref.sha256[:12]}, "
-        f"{ref.key} at {ref.offset}) {why}"
+        f"{ref.key} at {ref.offset}) {why}",
+        object_key=ref.key,
     )
 
 

@@ -21,7 +21,7 @@ DECODE_STEP = 1024 * 1024  # decoded bytes per step of a whole object
 
 
 def _whole_error(f: StoredFile, whole: WholeObject, why: str) -> IntegrityError:
-    return IntegrityError(f"{f.path}: object {whole.key} is damaged: {why}")
+    return IntegrityError(f"{f.path}: object {whole.key} is damaged: {why}", object_key=whole.key)
 
 
 def _decode_piece(
@@ -71,7 +71,9 @@ async def fetch_whole(
                 raise _whole_error(f, whole, f"more than its listed {whole.stored_size} bytes")
             size = await asyncio.to_thread(_decode_piece, f, whole, dec, piece, size, digest, write)
     except KeyError:
-        raise IntegrityError(f"{f.path}: object {whole.key} is missing") from None
+        raise IntegrityError(
+            f"{f.path}: object {whole.key} is missing", object_key=whole.key
+        ) from None
     if dec is not None:
         size = await asyncio.to_thread(_decode_piece, f, whole, dec, b"", size, digest, write)
         if not dec.eof:

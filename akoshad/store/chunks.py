@@ -127,7 +127,7 @@ class ChunkOps(StoreBase):
         """Inside a transaction: forget every chunk and document known in ``target`` (its
         contents are to be learnt again from its newest manifest, e.g. after a takeover)."""
         c.execute("DELETE FROM chunks WHERE target = ?", (target,))
-        c.execute("DELETE FROM kv WHERE key = ?", (KV_DOCUMENTS.format(target=target),))
+        ChunkOps.forget_documents_in(c, target)
 
     # ---- packs of uploads in progress -----------------------------------------------
     async def add_upload_pack(self, upload_id: str, key: str) -> None:
@@ -187,8 +187,9 @@ class ChunkOps(StoreBase):
 
     async def forget_documents(self, target: str) -> None:
         """A prune may have replaced documents: the next upload writes its own again."""
-        await self.transaction(
-            lambda c: c.execute(
-                "DELETE FROM kv WHERE key = ?", (KV_DOCUMENTS.format(target=target),)
-            )
-        )
+        await self.transaction(lambda c: ChunkOps.forget_documents_in(c, target))
+
+    @staticmethod
+    def forget_documents_in(c: sqlite3.Connection, target: str) -> None:
+        """Inside a transaction: :meth:`forget_documents`."""
+        c.execute("DELETE FROM kv WHERE key = ?", (KV_DOCUMENTS.format(target=target),))

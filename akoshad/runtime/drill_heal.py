@@ -1,0 +1,46 @@
+"""After a drill found stored objects missing or damaged (a lifecycle rule or a hand that
+deleted them, a disk of the server that lost them): the files that used them are sent
+again, so that the next upload is whole again.
+
+Without this, every later upload would keep pointing at the lost objects (the chunk table
+says they are stored, so nothing is sent again), and only uploads made before the loss
+could ever show the files. Here, in one transaction: the chunk rows of every object found
+missing or damaged go (all the chunks stored in it, also those of other files: a chunk
+that is in fact intact is only sent once more), so do the shared documents known to be
+stored (the next upload asks the target which are there), and the ledger rows that no
+longer resolve (and those of format-1 whole objects found missing); their groups are
+queued. Uploads made before the loss stay as they are: ``verify --all`` names them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection
+
+from akoshad.pipeline.plan import resolve_ledger
+from akoshad.store.chunks import ChunkOps
+from akoshad.store.db import StateDB
+from akoshad.store.ledger import LedgerOps
+
+
+def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> list[str]:
+    """Inside a transaction: the module's forgetting; returns the groups to send again."""
+    c.executemany("DELETE FROM chunks WHERE target = ? AND key = ?", [(target, k) for k in keys])
+    ChunkOps.forget_documents_in(c, target)
+    ledger = LedgerOps.ledger_rows(c, target)
+    _, stale = resolve_ledger(ledger, ChunkOps.chunk_table(c, target))
+    lost = {e.path: e for e in stale}
+    lost.update((e.path, e) for e in ledger.values() if e.chunks is None and e.key in keys)
+    LedgerOps.write_ledger(c, target, [], list(lost))
+    return sorted({e.group_path for e in lost.values()})
+
+
+async def send_again(state: StateDB, target: str, keys: Collection[str]) -> list[str]:
+    """Forget what ``target`` was thought to hold in the objects ``keys`` and queue the
+    files that used them (module docstring); returns the groups queued. A crash between
+    the two leaves ledger rows missing for files on disk: the start's reconcile queues
+    them."""
+    wanted = frozenset(keys)
+    groups = await state.transaction(lambda c: _forget(c, target, wanted))
+    await state.enqueue([(g, "modified") for g in groups])
+    return groups

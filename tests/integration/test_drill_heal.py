@@ -1,0 +1,113 @@
+"""A drill that finds stored objects missing or damaged has the files that used them sent
+again: the next upload is whole, where before every later upload kept pointing at the lost
+objects (nothing was sent again: the chunk table said they were stored)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from akoshad.events import EventBus
+from akoshad.restore.drill import DrillResult
+from akoshad.runtime.drills import DrillScheduler
+from akoshad.targets.local import LocalTarget
+from tests.f2_rig import Rig, close_rig, open_rig, open_sealed_rig, rig_settings
+
+SID = "drillheal"
+MiB = 1024 * 1024
+
+
+def _drills(rig: Rig) -> DrillScheduler:
+    drills = DrillScheduler(
+        rig.settings,
+        state=rig.state,
+        target=rig.target,
+        events=EventBus(SID),
+        stop_event=asyncio.Event(),
+        pass_lock=asyncio.Lock(),
+    )
+    drills.wake = asyncio.Event()
+    return drills
+
+
+async def _drill(drills: DrillScheduler) -> DrillResult:
+    result = await drills.drill_once()
+    assert result is not None
+    return result
+
+
+def _lose(outbox: Path, key: str, how: str) -> None:
+    pack = outbox / key
+    if how == "missing":
+        pack.unlink()
+    else:  # damaged: one byte flipped in the middle, the size kept
+        data = bytearray(pack.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        pack.write_bytes(bytes(data))
+
+
+async def _lost_then_healed(rig: Rig, how: str) -> tuple[str, list[str]]:
+    """Upload a store, lose the pack of one of big.bin's chunks, drill (it finds the loss
+    and queues the files again), sync: the new upload drills clean and does not use the
+    lost pack. Returns the lost key and the uploads."""
+    rig.write("big.bin", random.Random(1).randbytes(3 * MiB))
+    rig.write("notes.json", b'{"kept": true}')
+    await rig.sync()
+    (first,) = await rig.uploads()
+    lost = (await rig.files(first))["big.bin"].chunks[-1].key
+    _lose(rig.settings.local_target_dir, lost, how)
+    drills = _drills(rig)
+
+    bad = await _drill(drills)
+    assert not bad.ok and any(p.startswith("big.bin: chunk") for p in bad.problems), bad
+    assert lost in bad.damaged_objects
+    assert "damaged_objects" not in bad.as_dict()  # the last_drill object is as before
+    assert drills.wake is not None and drills.wake.is_set()  # the drain has work
+    assert "big.bin" in {i.path for i in await rig.state.queue_items()}
+
+    await rig.sync()
+    uploads = await rig.uploads()
+    assert len(uploads) == 2
+    again = await _drill(drills)
+    assert again.ok and again.upload_id == uploads[-1], again.problems
+    used = {c.key for f in (await rig.files(uploads[-1])).values() for c in f.chunks}
+    assert lost not in used
+    return lost, uploads
+
+
+@pytest.mark.parametrize("how", ["missing", "damaged"])
+async def test_a_lost_pack_found_by_a_drill_is_sent_again(tmp_path: Path, how: str) -> None:
+    settings = rig_settings(tmp_path, SID)
+    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    try:
+        _, uploads = await _lost_then_healed(rig, how)
+        assert await rig.restore(uploads[-1]) == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
+async def test_a_lost_sealed_pack_found_by_a_drill_is_sent_again(tmp_path: Path) -> None:
+    rig = await open_sealed_rig(tmp_path, SID, with_identity=True)
+    try:
+        await _lost_then_healed(rig, "missing")
+    finally:
+        await close_rig(rig)
+
+
+async def test_a_clean_drill_sends_nothing_again(tmp_path: Path) -> None:
+    settings = rig_settings(tmp_path, SID)
+    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    try:
+        rig.write("big.bin", random.Random(2).randbytes(2 * MiB))
+        await rig.sync()
+        drills = _drills(rig)
+        good = await _drill(drills)
+        assert good.ok and not good.damaged_objects
+        assert drills.wake is not None and not drills.wake.is_set()
+        assert await rig.state.queue_items() == []
+        assert "big.bin" in await rig.state.ledger(rig.target.name)
+    finally:
+        await close_rig(rig)
