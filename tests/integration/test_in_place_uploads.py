@@ -285,6 +285,19 @@ def _staging_full(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(capture_plain.shutil, "disk_usage", lambda _p: full)
 
 
+def _count_copies(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The sources of every copy into staging from now on, in order."""
+    copies: list[Path] = []
+    real_copy = capture_plain.copy_hashing
+
+    def counted(src: Path, dst: Path) -> tuple[int, str]:
+        copies.append(Path(src))
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(capture_plain, "copy_hashing", counted)
+    return copies
+
+
 async def _pass(rig: Rig, hours: float) -> PassReport:
     report = await rig.drain.drain_once(rig.target, now=time.time() + 3600 * hours)
     assert report is not None
@@ -303,14 +316,7 @@ async def test_a_copy_that_kept_changing_is_not_begun_again_until_the_file_is_le
     rig.drain.snap.copy_kept_changing = QuietWatch(clock)
     writer, _ = await _moved_while_sent(rig, monkeypatch)
     live = rig.store / BIG
-    copies: list[Path] = []
-    real_copy = capture_plain.copy_hashing
-
-    def counted(src: Path, dst: Path) -> tuple[int, str]:
-        copies.append(Path(src))
-        return real_copy(src, dst)
-
-    monkeypatch.setattr(capture_plain, "copy_hashing", counted)
+    copies = _count_copies(monkeypatch)
     writer.on = True  # appends after every copy
     first = await _pass(rig, 1)
     assert "kept changing during" in first.retrying.get(BIG, ""), first.retrying
@@ -344,14 +350,7 @@ async def test_a_large_file_is_read_in_place_when_staging_has_no_room_for_its_co
     _, clock = await _moved_while_sent(rig, monkeypatch)
     ahead = time.time() + 10 * 365 * 86400
     os.utime(rig.store / BIG, (ahead, ahead))
-    copies: list[Path] = []
-    real_copy = capture_plain.copy_hashing
-
-    def counted(src: Path, dst: Path) -> tuple[int, str]:
-        copies.append(Path(src))
-        return real_copy(src, dst)
-
-    monkeypatch.setattr(capture_plain, "copy_hashing", counted)
+    copies = _count_copies(monkeypatch)
     _staging_full(monkeypatch)
     waiting = await _pass(rig, 1)
     assert "no room to stage a copy" in waiting.retrying.get(BIG, ""), waiting.retrying
