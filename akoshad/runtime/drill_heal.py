@@ -1,6 +1,7 @@
-"""After a drill found stored objects missing or damaged (a lifecycle rule or a hand that
-deleted them, a disk of the server that lost them): the files that used them are sent
-again, so that the next upload is whole again.
+"""After a drill found stored objects missing or damaged, or a prune found objects that kept
+uploads reference missing (a lifecycle rule or a hand that deleted them, a disk of the
+server that lost them): the files that used them are sent again, so that the next upload
+is whole again.
 
 Without this, every later upload would keep pointing at the lost objects (the chunk table
 says they are stored, so nothing is sent again), and only uploads made before the loss
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection
+
+from loguru import logger
 
 from akoshad.pipeline.plan import resolve_ledger
 from akoshad.store.chunks import ChunkOps
@@ -44,3 +47,19 @@ async def send_again(state: StateDB, target: str, keys: Collection[str]) -> list
     groups = await state.transaction(lambda c: _forget(c, target, wanted))
     await state.enqueue([(g, "modified") for g in groups])
     return groups
+
+
+async def heal(state: StateDB, target: str, keys: Collection[str], found_by: str) -> bool:
+    """:func:`send_again` (the caller holds the pass lock), logged as a WARNING naming
+    ``found_by``; True when files were queued (the drain has work)."""
+    groups = await send_again(state, target, keys)
+    logger.warning(
+        "{}: {} stored object(s) missing or damaged in {}: {} file(s) that used them are "
+        "sent again with the next upload (uploads before it keep the damage: akoshad "
+        "verify --all names them)",
+        found_by,
+        len(keys),
+        target,
+        len(groups),
+    )
+    return bool(groups)

@@ -63,7 +63,6 @@ class DrillScheduler(PeriodicJob):
 
     retry_seconds = RETRY_SECONDS
     first_delay = FIRST_DELAY
-    wake: asyncio.Event | None = None  # set when files are queued again: the drain has work
 
     @functools.cached_property
     def reading(self) -> asyncio.Lock:
@@ -150,21 +149,12 @@ class DrillScheduler(PeriodicJob):
     async def _send_again(self, result: DrillResult) -> None:
         """The files that used the objects found missing or damaged go up again with the
         next upload (``drill_heal``), under the pass lock (no upload is planned meanwhile)."""
-        from akoshad.runtime.drill_heal import send_again
+        from akoshad.runtime.drill_heal import heal
 
         keys = sorted(result.damaged_objects)
         async with self.lock:
-            groups = await send_again(self.state, self.target.name, keys)
-        logger.warning(
-            "drill of {}: {} stored object(s) missing or damaged in {}: {} file(s) that used "
-            "them are sent again with the next upload (uploads before it keep the damage: "
-            "akoshad verify --all names them)",
-            result.upload_id,
-            len(keys),
-            self.target.name,
-            len(groups),
-        )
-        if groups and self.wake is not None:
+            queued = await heal(self.state, self.target.name, keys, f"drill of {result.upload_id}")
+        if queued and self.wake is not None:
             self.wake.set()
 
     def _identities(self) -> Identities | None:

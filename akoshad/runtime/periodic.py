@@ -55,6 +55,7 @@ class PeriodicJob:
 
     retry_seconds = 600.0
     first_delay = 60.0  # the first run after a start with none on record (or at most one interval)
+    wake: asyncio.Event | None = None  # set when a run queued files again: the drain has work
 
     def __init__(
         self,

@@ -130,7 +130,9 @@ async def prune_target(
     """One prune of ``target`` (the caller holds the pass lock or the state lock): the
     result of ``prune --json``. Raises :class:`NotOwner` (nothing done) when another
     machine owns the system id; any other failure is in the result (``ok`` false,
-    ``problems``), and what was done so far leaves every kept upload restorable."""
+    ``problems``), and what was done so far leaves every kept upload restorable. Objects
+    that kept uploads reference and the target lacks have the files that used them queued
+    again (``drill_heal``)."""
     from akoshad.storage.prune_exec import run_prune
 
     policy = settings.retention
@@ -173,6 +175,10 @@ async def prune_target(
                 identities=await asyncio.to_thread(_identities, settings),
             )
             await _after_prune(target, result, done, dry_run=dry_run)
+            if done.missing and not dry_run:  # lost behind akoshad's back: sent again
+                from akoshad.runtime.drill_heal import heal
+
+                await heal(state, target.name, done.missing, "prune")
     except NotOwner:
         raise
     except IdentityError as exc:
@@ -349,6 +355,8 @@ class PruneScheduler(PeriodicJob):
             result = await prune_target(
                 self.settings, self.state, self.target, self.gate, dry_run=dry_run
             )
+        if result.get("missing") and not dry_run and self.wake is not None:
+            self.wake.set()  # the files that used them were queued again (prune_target)
         last = await record(self.state, result)
         log_result(result)
         if not dry_run and result.get("enabled", True):

@@ -264,7 +264,6 @@ def build(
         stop_event=stop_event,
         pass_lock=pass_lock,
     )
-    drills.wake = wake
     prunes = PruneScheduler(
         settings,
         state=state,
@@ -275,6 +274,7 @@ def build(
         pass_lock=pass_lock,
         drills=drills,
     )
+    drills.wake = prunes.wake = wake  # files they queue again are the drain's work
     return Parts(
         state=state,
         rebuilt=rebuilt,

@@ -14,7 +14,8 @@ from akoshad.events import EventBus
 from akoshad.restore.drill import DrillResult
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.targets.local import LocalTarget
-from tests.f2_rig import Rig, close_rig, open_rig, open_sealed_rig, rig_settings
+from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig, open_sealed_rig, rig_settings
+from tests.holding import KEEP_LAST_ONE, prune_scheduler
 
 SID = "drillheal"
 MiB = 1024 * 1024
@@ -107,6 +108,55 @@ async def test_a_clean_drill_sends_nothing_again(tmp_path: Path) -> None:
         good = await _drill(drills)
         assert good.ok and not good.damaged_objects
         assert drills.wake is not None and not drills.wake.is_set()
+        assert await rig.state.queue_items() == []
+        assert "big.bin" in await rig.state.ledger(rig.target.name)
+    finally:
+        await close_rig(rig)
+
+
+async def test_a_pack_a_prune_finds_missing_is_sent_again(tmp_path: Path) -> None:
+    """A prune lists the target: an object that kept uploads reference and the target
+    lacks is reported (``missing``) and the files that used it are queued again, the
+    drain woken; the next upload is whole."""
+    settings = rig_settings(tmp_path, SID, retention=KEEP_LAST_ONE)
+    target = CountingTarget(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    try:
+        rig.write("big.bin", random.Random(3).randbytes(3 * MiB))
+        rig.write("notes.json", b'{"kept": true}')
+        await rig.sync()
+        (first,) = await rig.uploads()
+        lost = (await rig.files(first))["big.bin"].chunks[0].key
+        _lose(settings.local_target_dir, lost, "missing")
+        prunes = prune_scheduler(settings, rig.state, target)
+        prunes.wake = asyncio.Event()
+        result = await prunes.prune_now()
+        assert result["missing"] == [lost] and not result["ok"], result
+        assert prunes.wake.is_set()
+        assert "big.bin" in {i.path for i in await rig.state.queue_items()}
+        await rig.sync()
+        newest = (await rig.uploads())[-1]
+        assert newest != first
+        assert await rig.restore(newest) == rig.on_disk()
+        again = await prunes.prune_now()
+        assert again["ok"] and again["missing"] == [], again
+    finally:
+        await close_rig(rig)
+
+
+async def test_a_dry_run_prune_sends_nothing_again(tmp_path: Path) -> None:
+    settings = rig_settings(tmp_path, SID, retention=KEEP_LAST_ONE)
+    target = CountingTarget(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    try:
+        rig.write("big.bin", random.Random(4).randbytes(2 * MiB))
+        await rig.sync()
+        (first,) = await rig.uploads()
+        _lose(
+            settings.local_target_dir, (await rig.files(first))["big.bin"].chunks[0].key, "missing"
+        )
+        result = await prune_scheduler(settings, rig.state, target).prune_now(dry_run=True)
+        assert result["missing"], result
         assert await rig.state.queue_items() == []
         assert "big.bin" in await rig.state.ledger(rig.target.name)
     finally:
