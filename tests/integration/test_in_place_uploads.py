@@ -21,7 +21,12 @@ import akoshad.pipeline.capture.snapshot as snapshot
 import akoshad.pipeline.drain as drain_module
 from akoshad.errors import TransientError
 from akoshad.manifest.facts import Facts
-from akoshad.pipeline.capture.quiet import MAX_WAIT_SECONDS, QUIET_SECONDS, QuietWatch
+from akoshad.pipeline.capture.quiet import (
+    MAX_WAIT_SECONDS,
+    QUIET_SECONDS,
+    QuietWatch,
+    copy_watch,
+)
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
 from akoshad.pipeline.cloud_memories import StreamTo
 from akoshad.pipeline.drain import Drain
@@ -226,7 +231,7 @@ async def test_a_large_file_written_all_the_time_never_holds_back_the_others(
     it keeps changing there it waits (its last version kept) and the others go up."""
     rig.drain.snap.sleep = lambda _s: None
     clock = Clock()
-    rig.drain.snap.copy_kept_changing = QuietWatch(clock)
+    rig.drain.snap.copy_kept_changing = copy_watch(clock)
     live = rig.store / BIG
     first = os.urandom(2 * MiB)
     live.write_bytes(first)
@@ -304,38 +309,67 @@ async def _pass(rig: Rig, hours: float) -> PassReport:
     return report
 
 
-async def test_a_copy_that_kept_changing_is_not_begun_again_until_the_file_is_left_alone(
+async def _copy_kept_changing(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every copy of a large file is a full read and write of it: one that kept changing
-    is not begun again at the next retry. The file waits (the others go up) until it has
-    been left alone for a minute, or for an hour at most when it is written between every
-    two looks: a file written all the time costs one round of copies an hour, not one at
-    every retry."""
+) -> tuple[Writer, Clock, list[Path]]:
+    """big.bin moved while sent in place, then its copy kept changing (the writer appends
+    after every copy): the copies' watch runs on a clock the test moves; returns the
+    writer (still on), the clock and the copies made so far (one round)."""
     clock = Clock()
-    rig.drain.snap.copy_kept_changing = QuietWatch(clock)
+    rig.drain.snap.copy_kept_changing = copy_watch(clock)
     writer, _ = await _moved_while_sent(rig, monkeypatch)
-    live = rig.store / BIG
     copies = _count_copies(monkeypatch)
-    writer.on = True  # appends after every copy
+    writer.on = True
     first = await _pass(rig, 1)
     assert "kept changing during" in first.retrying.get(BIG, ""), first.retrying
     assert len(copies) == rig.drain.snap.attempts
+    return writer, clock, copies
+
+
+async def test_a_copy_that_kept_changing_is_not_begun_again_while_the_file_is_written(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every copy of a large file is a full read and write of it: one that kept changing
+    is not begun again while each look finds the file changed since the look before (the
+    others go up), for an hour at most: a file written all the time costs one round of
+    copies an hour, not one at every retry. A look that finds it unchanged since the one
+    before copies it, and it lands."""
+    writer, clock, copies = await _copy_kept_changing(rig, monkeypatch)
+    live = rig.store / BIG
     for hours in (2, 3):
-        append(live)  # written between the looks: never a quiet minute
+        append(live)  # written between the looks
         clock.now += QUIET_SECONDS + 1
         waiting = await _pass(rig, hours)
-        assert "copied again once it has been left alone" in waiting.retrying.get(BIG, "")
+        assert "copied again once it is found unchanged" in waiting.retrying.get(BIG, "")
         assert len(copies) == rig.drain.snap.attempts  # no copy begun
+    append(live)
     clock.now += MAX_WAIT_SECONDS  # an hour of waiting: one more round of copies
     again = await _pass(rig, 4)
     assert "kept changing during" in again.retrying.get(BIG, ""), again.retrying
     assert len(copies) == 2 * rig.drain.snap.attempts
     writer.on = False
-    clock.now += QUIET_SECONDS + 1  # left alone for a minute: copied, and lands
+    clock.now += 1  # unchanged since the look before (a second ago): copied, and lands
     landed = await _pass(rig, 5)
     assert landed.ok and BIG in landed.files_uploaded
     assert [f.in_place for c in landed.captures for f in c.files if f.path == BIG] == [False]
+    now = live.read_bytes()
+    assert await rig.stored(BIG) == (sha(now), now)
+
+
+async def test_a_new_file_by_the_name_is_copied_at_once(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file saved by a rename (a new inode) at every write never looks unchanged; its
+    copy is not held back: a new file is copied at the next look."""
+    writer, _clock, copies = await _copy_kept_changing(rig, monkeypatch)
+    writer.on = False
+    live = rig.store / BIG
+    fresh = live.with_name("big.tmp")
+    fresh.write_bytes(os.urandom(2 * MiB))
+    fresh.rename(live)
+    landed = await _pass(rig, 2)
+    assert landed.ok and BIG in landed.files_uploaded
+    assert len(copies) == rig.drain.snap.attempts + 1
     now = live.read_bytes()
     assert await rig.stored(BIG) == (sha(now), now)
 

@@ -4,7 +4,7 @@ place (left alone for QUIET_SECONDS of the monotonic clock, or waiting MAX_WAIT_
 from __future__ import annotations
 
 from akoshad.fileio import LiveStat
-from akoshad.pipeline.capture.quiet import MAX_WAIT_SECONDS, QUIET_SECONDS, QuietWatch
+from akoshad.pipeline.capture.quiet import MAX_WAIT_SECONDS, QUIET_SECONDS, QuietWatch, copy_watch
 
 
 class Clock:
@@ -76,3 +76,29 @@ def test_wait_starts_over_from_now() -> None:
     assert not watch.ready("big", stat(1))  # an hour of waiting before does not count
     clock.now += 1
     assert watch.ready("big", stat(1))
+
+
+def test_the_copies_watch_is_ready_when_unchanged_since_the_look_before() -> None:
+    """``copy_watch``: no quiet minute needed, only a look that finds the file as the look
+    before did; a change at each look holds it back for the hour."""
+    clock = Clock()
+    watch = copy_watch(clock)
+    watch.wait("big", stat(1))
+    clock.now += 1
+    assert not watch.ready("big", stat(2))  # changed since
+    clock.now += 1
+    assert watch.ready("big", stat(2))  # as the look before found it
+    watch.wait("big", stat(3))
+    for size in range(4, 40):
+        clock.now += QUIET_SECONDS
+        assert not watch.ready("big", stat(size))
+    clock.now += MAX_WAIT_SECONDS
+    assert watch.ready("big", stat(99))
+
+
+def test_the_copies_watch_takes_a_new_file_at_once() -> None:
+    clock = Clock()
+    watch = copy_watch(clock)
+    watch.wait("big", stat(1, inode=7))
+    assert watch.ready("big", stat(1, inode=8))  # saved by a rename: copied now
+    assert "big" not in watch

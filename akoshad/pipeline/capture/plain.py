@@ -163,18 +163,20 @@ class PlainCapture(CaptureBase):
                 retry=True,
             )
         self.moved_in_place.discard(rel)
+        self.copy_kept_changing.discard(rel)
         return self._capture_in_place(rel, real, hash_if_size)
 
     def _copy_moved(self, rel: str, real: Path, stat: LiveStat) -> CaptureResult:
         """The copy of a large file that moved while read in place. A copy that kept
-        changing is not begun again (each is a full read and write of a large file) until
-        the file has been left alone (``capture.quiet``): a file written all the time is
-        copied once an hour at most, not at every retry."""
+        changing is not begun again (each is a full read and write of a large file) until a
+        look finds the file unchanged since the look before, or a new file by the name
+        (``capture.quiet``): a file written between every two looks is copied once an hour
+        at most, not at every retry."""
         busy = self.copy_kept_changing
         if rel in busy and not busy.ready(rel, stat):
             raise SnapshotError(
                 "kept changing while it was copied into staging: it is copied again once "
-                "it has been left alone for a minute",
+                "it is found unchanged since the look before",
                 retry=True,
             )
         try:

@@ -1,6 +1,7 @@
 """Large files that moved while their upload read them in place, and that staging has no
 room to copy (or whose copy kept changing too): when to read them where they lie (or copy
-them) again.
+them) again. The copies' watch is more lenient (a copy is always safe, only costly): a file
+unchanged since the look before, or a new file by the name, is copied again.
 
 Read in place while it is still being written, such a file would move again and fail the
 whole upload (every other file of it too). So it waits until it has been left alone: its
@@ -33,10 +34,22 @@ class _Seen:
 
 
 class QuietWatch:
-    """The large files waiting for a quiet moment (safe to share between capture threads)."""
+    """The large files waiting for a quiet moment (safe to share between capture threads).
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    ``quiet_seconds``: how long a file must be seen unchanged (0: unchanged since the look
+    before). ``new_file_ready``: another file by the name (a new inode: saved by a rename)
+    is ready at once, rather than waiting from the start again."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        quiet_seconds: float = QUIET_SECONDS,
+        new_file_ready: bool = False,
+    ) -> None:
         self._clock = clock
+        self._quiet = quiet_seconds
+        self._new_file_ready = new_file_ready
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
 
@@ -63,19 +76,26 @@ class QuietWatch:
             self._seen[rel] = _Seen(stat, now, now)
 
     def ready(self, rel: str, stat: LiveStat) -> bool:
-        """Whether ``rel``, as it stands now (``stat``), may be read in place: unchanged
-        for :data:`QUIET_SECONDS`, or waiting for :data:`MAX_WAIT_SECONDS`. When it may,
-        it leaves the watch (a later move starts over)."""
+        """Whether ``rel``, as it stands now (``stat``), may be read in place (or copied):
+        unchanged since the look before and for ``quiet_seconds``, or waiting for
+        :data:`MAX_WAIT_SECONDS`. A first look waits from now. When it may, it leaves the
+        watch (a later move starts over)."""
         now = self._clock()
         with self._lock:
-            seen = self._seen.setdefault(rel, _Seen(stat, now, now))
-            if seen.stat.inode != stat.inode:  # another file by that name: it starts over
-                seen = self._seen[rel] = _Seen(stat, now, now, seen.copy_failed)
-            elif seen.stat != stat:
+            seen = self._seen.get(rel)
+            if seen is None:
+                self._seen[rel] = _Seen(stat, now, now)
+                return False
+            changed = seen.stat != stat
+            if seen.stat.inode != stat.inode:  # another file by that name
+                if self._new_file_ready:
+                    del self._seen[rel]
+                    return True
+                seen = self._seen[rel] = _Seen(stat, now, now, seen.copy_failed)  # starts over
+            elif changed:
                 seen.stat, seen.unchanged_since = stat, now
-            ready = (
-                now - seen.unchanged_since >= QUIET_SECONDS
-                or now - seen.waiting_since >= MAX_WAIT_SECONDS
+            ready = (not changed and now - seen.unchanged_since >= self._quiet) or (
+                now - seen.waiting_since >= MAX_WAIT_SECONDS
             )
             if ready:
                 del self._seen[rel]
@@ -84,3 +104,9 @@ class QuietWatch:
     def discard(self, rel: str) -> None:
         with self._lock:
             self._seen.pop(rel, None)
+
+
+def copy_watch(clock: Callable[[], float] = time.monotonic) -> QuietWatch:
+    """The watch over copies that kept changing: copied again once a look finds the file
+    unchanged since the look before, or a new file by the name (an hour at most)."""
+    return QuietWatch(clock, quiet_seconds=0.0, new_file_ready=True)

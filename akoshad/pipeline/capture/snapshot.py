@@ -43,7 +43,7 @@ from akoshad.pipeline.capture.files import (
     detect_kind,
 )
 from akoshad.pipeline.capture.plain import HELD_NAME, PlainCapture
-from akoshad.pipeline.capture.quiet import QuietWatch
+from akoshad.pipeline.capture.quiet import QuietWatch, copy_watch
 from akoshad.pipeline.capture.sqlite import SqliteCapture
 from akoshad.pipeline.storefiles import unreadable
 from akoshad.private import fresh_private_dir
@@ -90,7 +90,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         self.held_path = staging / HELD_NAME
         self.moved_in_place: set[str] = set()
         self.no_room = QuietWatch()
-        self.copy_kept_changing = QuietWatch()
+        self.copy_kept_changing = copy_watch()
         self._root_real: Path | None = None  # data_dir resolved, for one pass
         self._dirs: dict[str, str] = {}  # store directories resolved, for one pass
         self._n = 0
@@ -101,6 +101,12 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         with the old version kept), so that a file written all the time never holds back
         the upload of every other file."""
         self.moved_in_place.add(rel)
+
+    def _forget_moved(self, rel: str) -> None:
+        """``rel`` vanished: what was kept about its moves goes with it."""
+        self.moved_in_place.discard(rel)
+        self.no_room.discard(rel)
+        self.copy_kept_changing.discard(rel)
 
     def reset_staging(self) -> int:
         """Remove everything staged (also what a crash left) and recreate the directory
@@ -194,10 +200,8 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         live = self._live(rel)
         look = self._first_look(rel, live)
         if not isinstance(look, tuple):
-            if isinstance(look, Vanished):  # what was kept about it goes with it
-                self.moved_in_place.discard(rel)
-                self.no_room.discard(rel)
-                self.copy_kept_changing.discard(rel)
+            if isinstance(look, Vanished):
+                self._forget_moved(rel)
             return self._store_unreadable(look)
         st, linked = look
         try:
@@ -214,6 +218,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
                 return self._capture_sqlite(rel, real)
             return self._capture_stable(rel, real, hash_if_size)
         except FileNotFoundError:
+            self._forget_moved(rel)
             return Vanished(rel)
         except PermissionError:
             return self._store_unreadable(Skipped(rel, "permission denied"))
