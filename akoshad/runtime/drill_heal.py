@@ -16,6 +16,7 @@ queued. Uploads made before the loss stay as they are: ``verify --all`` names th
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Collection
 
 from loguru import logger
@@ -24,10 +25,12 @@ from akoshad.pipeline.plan import resolve_ledger
 from akoshad.store.chunks import ChunkOps
 from akoshad.store.db import StateDB
 from akoshad.store.ledger import LedgerOps
+from akoshad.store.queue import QueueOps
 
 
-def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> list[str]:
-    """Inside a transaction: the module's forgetting; returns the groups to send again."""
+def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> tuple[int, int]:
+    """Inside a transaction: the module's forgetting and queueing; returns the ledger rows
+    dropped and the groups queued."""
     c.executemany("DELETE FROM chunks WHERE target = ? AND key = ?", [(target, k) for k in keys])
     ChunkOps.forget_documents_in(c, target)
     ledger = LedgerOps.ledger_rows(c, target)
@@ -35,24 +38,23 @@ def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> list[s
     lost = {e.path: e for e in stale}
     lost.update((e.path, e) for e in ledger.values() if e.chunks is None and e.key in keys)
     LedgerOps.write_ledger(c, target, [], list(lost))
-    return sorted({e.group_path for e in lost.values()})
+    groups = sorted({e.group_path for e in lost.values()})
+    QueueOps.enqueue_in(c, [(g, "modified") for g in groups], time.time())
+    return len(lost), len(groups)
 
 
-async def send_again(state: StateDB, target: str, keys: Collection[str]) -> list[str]:
+async def send_again(state: StateDB, target: str, keys: Collection[str]) -> tuple[int, int]:
     """Forget what ``target`` was thought to hold in the objects ``keys`` and queue the
-    files that used them (module docstring); returns the groups queued. A crash between
-    the two leaves ledger rows missing for files on disk: the start's reconcile queues
-    them."""
+    files that used them, in one transaction (module docstring); returns the files (ledger
+    rows) to send again and the groups queued."""
     wanted = frozenset(keys)
-    groups = await state.transaction(lambda c: _forget(c, target, wanted))
-    await state.enqueue([(g, "modified") for g in groups])
-    return groups
+    return await state.transaction(lambda c: _forget(c, target, wanted))
 
 
 async def heal(state: StateDB, target: str, keys: Collection[str], found_by: str) -> bool:
     """:func:`send_again` (the caller holds the pass lock), logged as a WARNING naming
     ``found_by``; True when files were queued (the drain has work)."""
-    groups = await send_again(state, target, keys)
+    files, groups = await send_again(state, target, keys)
     logger.warning(
         "{}: {} stored object(s) missing or damaged in {}: {} file(s) that used them are "
         "sent again with the next upload (uploads before it keep the damage: akoshad "
@@ -60,6 +62,6 @@ async def heal(state: StateDB, target: str, keys: Collection[str], found_by: str
         found_by,
         len(keys),
         target,
-        len(groups),
+        files,
     )
-    return bool(groups)
+    return groups > 0

@@ -33,22 +33,23 @@ class QueueOps(StoreBase):
         if not rows:
             return 0
         ts = time.time() if now is None else now
+        return await self.transaction(lambda c: QueueOps.enqueue_in(c, rows, ts))
 
-        def op(c: sqlite3.Connection) -> int:
-            c.executemany(
-                "INSERT INTO queue (path, event, first_seen, last_seen) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(path) DO UPDATE SET event = excluded.event, "
-                "first_seen = MIN(queue.first_seen, excluded.first_seen), "
-                "last_seen = excluded.last_seen, seq = queue.seq + 1, "
-                "state = CASE queue.state WHEN 'in_flight' THEN 'in_flight' ELSE 'pending' END, "
-                "next_attempt = MIN(queue.next_attempt, excluded.last_seen)",
-                [(p, e, ts, ts) for p, e in rows],
-            )
-            # the skip record is stale once the path changes again
-            c.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p, _ in rows])
-            return len(rows)
-
-        return await self.transaction(op)
+    @staticmethod
+    def enqueue_in(c: sqlite3.Connection, rows: list[tuple[str, str]], ts: float) -> int:
+        """Inside a transaction: :meth:`enqueue` at time ``ts``."""
+        c.executemany(
+            "INSERT INTO queue (path, event, first_seen, last_seen) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET event = excluded.event, "
+            "first_seen = MIN(queue.first_seen, excluded.first_seen), "
+            "last_seen = excluded.last_seen, seq = queue.seq + 1, "
+            "state = CASE queue.state WHEN 'in_flight' THEN 'in_flight' ELSE 'pending' END, "
+            "next_attempt = MIN(queue.next_attempt, excluded.last_seen)",
+            [(p, e, ts, ts) for p, e in rows],
+        )
+        # the skip record is stale once the path changes again
+        c.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p, _ in rows])
+        return len(rows)
 
     async def claim(self, now: float | None = None, limit: int = 100_000) -> list[QueueItem]:
         """Mark due pending rows in flight and count the attempt before any work starts."""

@@ -54,11 +54,16 @@ async def _lost_then_healed(rig: Rig, how: str) -> tuple[str, list[str]]:
     """Upload a store, lose the pack of one of big.bin's chunks, drill (it finds the loss
     and queues the files again), sync: the new upload drills clean and does not use the
     lost pack. Returns the lost key and the uploads."""
+    rig.write("other.bin", random.Random(9).randbytes(2 * MiB))
+    await rig.sync()  # its own packs: untouched by the loss below
     rig.write("big.bin", random.Random(1).randbytes(3 * MiB))
     rig.write("notes.json", b'{"kept": true}')
     await rig.sync()
-    (first,) = await rig.uploads()
-    lost = (await rig.files(first))["big.bin"].chunks[-1].key
+    first = (await rig.uploads())[-1]
+    files = await rig.files(first)
+    lost = files["big.bin"].chunks[-1].key
+    untouched = [c.key for c in files["other.bin"].chunks]
+    assert lost not in untouched
     _lose(rig.settings.local_target_dir, lost, how)
     drills = _drills(rig)
 
@@ -71,11 +76,12 @@ async def _lost_then_healed(rig: Rig, how: str) -> tuple[str, list[str]]:
 
     await rig.sync()
     uploads = await rig.uploads()
-    assert len(uploads) == 2
+    assert len(uploads) == 3
     again = await _drill(drills)
     assert again.ok and again.upload_id == uploads[-1], again.problems
-    used = {c.key for f in (await rig.files(uploads[-1])).values() for c in f.chunks}
-    assert lost not in used
+    healed = await rig.files(uploads[-1])
+    assert lost not in {c.key for f in healed.values() for c in f.chunks}
+    assert [c.key for c in healed["other.bin"].chunks] == untouched  # not sent again
     return lost, uploads
 
 
