@@ -76,13 +76,15 @@ class DrillResult:
     bytes: int = 0
     seconds: float = 0.0
     needs_identity: bool = False  # an encrypted upload, and no usable identity here
-    # the stored objects found missing or damaged (the daemon sends their files again)
+    # the stored objects found missing or damaged (the daemon sends their files again),
+    # and whether the upload's documents could not be read (the next upload rewrites them)
     damaged_objects: set[str] = field(default_factory=set)
+    documents_unreadable: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """``{at, ok, upload_id, problems}`` and the details (notes, files, bytes, seconds)."""
         rest = asdict(self)
-        del rest["damaged_objects"]
+        del rest["damaged_objects"], rest["documents_unreadable"]
         head = {k: rest.pop(k) for k in ("at", "ok", "upload_id", "problems")}
         return {**head, **rest}
 
@@ -133,6 +135,7 @@ async def restore_all(
         _, entries = await load_files(target, system_id, upload_id, identities)
     except (RestoreError, ValueError, KeyError, TypeError) as exc:
         result.problems.append(f"manifest of {upload_id}: {exc}")
+        result.documents_unreadable = True
         return []
     restored: list[StoredFile] = []
     dest_fd = await asyncio.to_thread(open_dest, root)

@@ -7,10 +7,13 @@ Without this, every later upload would keep pointing at the lost objects (the ch
 says they are stored, so nothing is sent again), and only uploads made before the loss
 could ever show the files. Here, in one transaction: the chunk rows of every object found
 missing or damaged go (all the chunks stored in it, also those of other files: a chunk
-that is in fact intact is only sent once more), so do the shared documents known to be
-stored (the next upload asks the target which are there), and the ledger rows that no
-longer resolve (and those of format-1 whole objects found missing); their groups are
-queued. Uploads made before the loss stay as they are: ``verify --all`` names them.
+that is in fact intact is only sent once more), and the ledger rows that no longer
+resolve (and those of format-1 whole objects found missing); their groups are queued. The
+shared documents (index parts, chunk lists: named by their content) are all PUT again by
+the next upload, none taken as stored, so that one lost or damaged is written again (a
+drill that could not read the upload's documents asks for this alone). Uploads made
+before the loss stay as they are, unless they share a document written again:
+``verify --all`` names them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> tuple[
     """Inside a transaction: the module's forgetting and queueing; returns the ledger rows
     dropped and the groups queued."""
     c.executemany("DELETE FROM chunks WHERE target = ? AND key = ?", [(target, k) for k in keys])
-    ChunkOps.forget_documents_in(c, target)
+    ChunkOps.rewrite_documents_in(c, target)
     ledger = LedgerOps.ledger_rows(c, target)
     _, stale = resolve_ledger(ledger, ChunkOps.chunk_table(c, target))
     lost = {e.path: e for e in stale}
@@ -53,8 +56,17 @@ async def send_again(state: StateDB, target: str, keys: Collection[str]) -> tupl
 
 async def heal(state: StateDB, target: str, keys: Collection[str], found_by: str) -> bool:
     """:func:`send_again` (the caller holds the pass lock), logged as a WARNING naming
-    ``found_by``; True when files were queued (the drain has work)."""
+    ``found_by``; True when files were queued (the drain has work). No ``keys``: only the
+    shared documents are written again, by the next upload."""
     files, groups = await send_again(state, target, keys)
+    if not keys:
+        logger.warning(
+            "{}: the upload's index or chunk lists could not be read from {}: the next "
+            "upload writes every shared document again",
+            found_by,
+            target,
+        )
+        return False
     logger.warning(
         "{}: {} stored object(s) missing or damaged in {}: {} file(s) that used them are "
         "sent again with the next upload (uploads before it keep the damage: akoshad "

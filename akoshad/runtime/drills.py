@@ -142,7 +142,7 @@ class DrillScheduler(PeriodicJob):
         self.events.emit(
             "drill", ok=result.ok, upload_id=result.upload_id, problems=result.problems, **extra
         )
-        if result.damaged_objects:
+        if result.damaged_objects or result.documents_unreadable:
             await self._send_again(result)
         return result
 

@@ -190,6 +190,12 @@ class ChunkOps(StoreBase):
         await self.transaction(lambda c: ChunkOps.forget_documents_in(c, target))
 
     @staticmethod
+    def rewrite_documents_in(c: sqlite3.Connection, target: str) -> None:
+        """Inside a transaction: the next upload to ``target`` PUTs every document it makes,
+        none taken as stored (not even after a HEAD: one may be there, and damaged)."""
+        ChunkOps.set_documents(c, target, [])
+
+    @staticmethod
     def forget_documents_in(c: sqlite3.Connection, target: str) -> None:
         """Inside a transaction: :meth:`forget_documents`."""
         c.execute("DELETE FROM kv WHERE key = ?", (KV_DOCUMENTS.format(target=target),))

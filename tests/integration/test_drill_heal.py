@@ -167,3 +167,41 @@ async def test_a_dry_run_prune_sends_nothing_again(tmp_path: Path) -> None:
         assert "big.bin" in await rig.state.ledger(rig.target.name)
     finally:
         await close_rig(rig)
+
+
+def _index_parts(manifest: dict[str, object]) -> list[str]:
+    metadata = manifest["metadata"]
+    assert isinstance(metadata, dict)
+    return [p["key"] for p in metadata["index"]["parts"]]
+
+
+@pytest.mark.parametrize("how", ["missing", "damaged"])
+async def test_a_lost_index_part_is_written_again_by_the_next_upload(
+    tmp_path: Path, how: str
+) -> None:
+    """A drill that cannot read the upload's index (a part lost, or damaged but there) has
+    the next upload PUT every shared document again, none taken as stored: the part, named
+    by its content, is written again whole (before, the next upload went on pointing at
+    it, and the drill failed for ever)."""
+    settings = rig_settings(tmp_path, SID)
+    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    try:
+        for i in range(300):  # enough entries for an index in parts
+            rig.write(f"d/f{i:04d}.json", b'{"n": %d}' % i)
+        await rig.sync()
+        (first,) = await rig.uploads()
+        lost = _index_parts(await rig.manifest(first))[0]
+        _lose(settings.local_target_dir, lost, how)
+        drills = _drills(rig)
+        bad = await _drill(drills)
+        assert not bad.ok and bad.problems[0].startswith(f"manifest of {first}"), bad.problems
+        assert bad.documents_unreadable and not bad.damaged_objects
+        rig.write("d/f0299.json", b'{"n": "changed"}')  # the next change, in another part
+        await rig.sync()
+        newest = (await rig.uploads())[-1]
+        assert newest != first and lost in _index_parts(await rig.manifest(newest))
+        again = await _drill(drills)
+        assert again.ok and again.upload_id == newest, again.problems
+        assert await rig.restore(newest) == rig.on_disk()
+    finally:
+        await close_rig(rig)
