@@ -94,12 +94,14 @@ def _quiet_logs() -> None:
 
 
 async def _prune_offline(settings: Settings, dry_run: bool) -> dict[str, Any]:
+    from akoshad.runtime.drill_heal import send_missing_again
     from akoshad.runtime.ownership import offline
     from akoshad.runtime.prune import prune_target, record
 
     _quiet_logs()
     async with offline(settings) as off:
         result = await prune_target(settings, off.state, off.target, off.gate, dry_run=dry_run)
+        await send_missing_again(off.state, off.target.name, result, dry_run=dry_run)
         await record(off.state, result)
     return result
 

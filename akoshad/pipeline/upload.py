@@ -126,7 +126,9 @@ class Uploader(UploadFailures):
         plan = plan_upload(results, items, usable, deduplicate=self.enable_deduplication)
         sending = {f.path for _, f in plan.send}
         plan.removed.extend(e.path for e in stale if e.path not in sending)
-        plan.changed = plan.changed or bool(stale)
+        # a drill or prune found shared documents lost: a new upload writes them all again
+        rewrite = await self.state.documents_rewrite_asked(target.name)
+        plan.changed = plan.changed or bool(stale) or (rewrite and bool(usable))
         report.deleted.extend(plan.deleted)
         report.skipped.update(plan.skipped)
         report.retrying.update(plan.retrying)

@@ -10,8 +10,9 @@ missing or damaged go (all the chunks stored in it, also those of other files: a
 that is in fact intact is only sent once more), and the ledger rows that no longer
 resolve (and those of format-1 whole objects found missing); their groups are queued. The
 shared documents (index parts, chunk lists: named by their content) are all PUT again by
-the next upload, none taken as stored, so that one lost or damaged is written again (a
-drill that could not read the upload's documents asks for this alone). Uploads made
+the next upload, none taken as stored, so that one lost or damaged is written again; that
+upload is made even when no file changed (a drill that could not read the upload's
+documents asks for this alone, and one small file is queued to make it). Uploads made
 before the loss stay as they are, unless they share a document written again:
 ``verify --all`` names them.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Collection
+from typing import Any
 
 from loguru import logger
 
@@ -31,25 +33,34 @@ from akoshad.store.ledger import LedgerOps
 from akoshad.store.queue import QueueOps
 
 
-def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> tuple[int, int]:
+def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> tuple[int, int] | None:
     """Inside a transaction: the module's forgetting and queueing; returns the ledger rows
-    dropped and the groups queued."""
-    c.executemany("DELETE FROM chunks WHERE target = ? AND key = ?", [(target, k) for k in keys])
-    ChunkOps.rewrite_documents_in(c, target)
+    dropped and the groups queued, or None when ``keys`` name nothing known any more (an
+    older upload's loss, healed already: a prune reports it until that upload expires)."""
+    dropped = 0
+    for key in keys:
+        dropped += c.execute(
+            "DELETE FROM chunks WHERE target = ? AND key = ?", (target, key)
+        ).rowcount
     ledger = LedgerOps.ledger_rows(c, target)
+    lost = {e.path: e for e in ledger.values() if e.chunks is None and e.key in keys}
+    if keys and not dropped and not lost:
+        return None
+    ChunkOps.rewrite_documents_in(c, target)
     _, stale = resolve_ledger(ledger, ChunkOps.chunk_table(c, target))
-    lost = {e.path: e for e in stale}
-    lost.update((e.path, e) for e in ledger.values() if e.chunks is None and e.key in keys)
+    lost.update((e.path, e) for e in stale)
     LedgerOps.write_ledger(c, target, [], list(lost))
-    groups = sorted({e.group_path for e in lost.values()})
-    QueueOps.enqueue_in(c, [(g, "modified") for g in groups], time.time())
+    groups = {e.group_path for e in lost.values()}
+    if not groups and ledger:  # documents only: one small file queued makes the upload
+        groups = {min(ledger.values(), key=lambda e: (e.size, e.path)).group_path}
+    QueueOps.enqueue_in(c, [(g, "modified") for g in sorted(groups)], time.time())
     return len(lost), len(groups)
 
 
-async def send_again(state: StateDB, target: str, keys: Collection[str]) -> tuple[int, int]:
+async def send_again(state: StateDB, target: str, keys: Collection[str]) -> tuple[int, int] | None:
     """Forget what ``target`` was thought to hold in the objects ``keys`` and queue the
     files that used them, in one transaction (module docstring); returns the files (ledger
-    rows) to send again and the groups queued."""
+    rows) to send again and the groups queued, None when the keys name nothing known."""
     wanted = frozenset(keys)
     return await state.transaction(lambda c: _forget(c, target, wanted))
 
@@ -57,23 +68,44 @@ async def send_again(state: StateDB, target: str, keys: Collection[str]) -> tupl
 async def heal(state: StateDB, target: str, keys: Collection[str], found_by: str) -> bool:
     """:func:`send_again` (the caller holds the pass lock), logged as a WARNING naming
     ``found_by``; True when files were queued (the drain has work). No ``keys``: only the
-    shared documents are written again, by the next upload."""
-    files, groups = await send_again(state, target, keys)
-    if not keys:
+    shared documents are written again, by the next upload (one small file is queued for
+    it)."""
+    outcome = await send_again(state, target, keys)
+    if outcome is None:
+        return False
+    files, groups = outcome
+    if keys:
+        logger.warning(
+            "{}: {} stored object(s) missing or damaged in {}: {} file(s) that used them "
+            "are sent again with the next upload (uploads before it keep the damage: "
+            "akoshad verify --all names them)",
+            found_by,
+            len(keys),
+            target,
+            files,
+        )
+    else:
         logger.warning(
             "{}: the upload's index or chunk lists could not be read from {}: the next "
             "upload writes every shared document again",
             found_by,
             target,
         )
-        return False
-    logger.warning(
-        "{}: {} stored object(s) missing or damaged in {}: {} file(s) that used them are "
-        "sent again with the next upload (uploads before it keep the damage: akoshad "
-        "verify --all names them)",
-        found_by,
-        len(keys),
-        target,
-        files,
-    )
     return groups > 0
+
+
+async def send_missing_again(
+    state: StateDB, target: str, result: dict[str, Any], *, dry_run: bool
+) -> bool:
+    """After a prune (under the same lock): the files that used objects it found missing
+    are queued again (``drill_heal``); a failure to do so is one more problem of the
+    prune's result. True when files were queued (the drain has work)."""
+    missing = result.get("missing") or []
+    if dry_run or not missing:
+        return False
+    try:
+        return await heal(state, target, missing, "prune")
+    except sqlite3.Error as exc:
+        line = f"the files that used the missing objects could not be queued again: {exc}"
+        result.update(ok=False, problems=[*result.get("problems", []), line])
+        return False

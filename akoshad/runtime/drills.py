@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -152,8 +153,14 @@ class DrillScheduler(PeriodicJob):
         from akoshad.runtime.drill_heal import heal
 
         keys = sorted(result.damaged_objects)
-        async with self.lock:
-            queued = await heal(self.state, self.target.name, keys, f"drill of {result.upload_id}")
+        try:
+            async with self.lock:
+                queued = await heal(
+                    self.state, self.target.name, keys, f"drill of {result.upload_id}"
+                )
+        except sqlite3.Error as exc:  # the next drill finds the damage again and retries
+            logger.warning("drill: what it found lost cannot be queued to be sent again: {}", exc)
+            return
         if queued and self.wake is not None:
             self.wake.set()
 

@@ -130,9 +130,8 @@ async def prune_target(
     """One prune of ``target`` (the caller holds the pass lock or the state lock): the
     result of ``prune --json``. Raises :class:`NotOwner` (nothing done) when another
     machine owns the system id; any other failure is in the result (``ok`` false,
-    ``problems``), and what was done so far leaves every kept upload restorable. Objects
-    that kept uploads reference and the target lacks have the files that used them queued
-    again (``drill_heal``)."""
+    ``problems``), and what was done so far leaves every kept upload restorable. The
+    caller then has what it found missing sent again (``drill_heal.send_missing_again``)."""
     from akoshad.storage.prune_exec import run_prune
 
     policy = settings.retention
@@ -175,10 +174,6 @@ async def prune_target(
                 identities=await asyncio.to_thread(_identities, settings),
             )
             await _after_prune(target, result, done, dry_run=dry_run)
-            if done.missing and not dry_run:  # lost behind akoshad's back: sent again
-                from akoshad.runtime.drill_heal import heal
-
-                await heal(state, target.name, done.missing, "prune")
     except NotOwner:
         raise
     except IdentityError as exc:
@@ -348,6 +343,8 @@ class PruneScheduler(PeriodicJob):
     async def prune_now(self, *, dry_run: bool = False) -> dict[str, Any]:
         """One prune now, after the drill in progress (if any), under the pass lock; raises
         :class:`NotOwner`."""
+        from akoshad.runtime.drill_heal import send_missing_again
+
         async with contextlib.AsyncExitStack() as stack:
             if self.drills is not None:  # taken before the pass lock, as a drill does
                 await stack.enter_async_context(self.drills.reading)
@@ -355,8 +352,9 @@ class PruneScheduler(PeriodicJob):
             result = await prune_target(
                 self.settings, self.state, self.target, self.gate, dry_run=dry_run
             )
-        if result.get("missing") and not dry_run and self.wake is not None:
-            self.wake.set()  # the files that used them were queued again (prune_target)
+            queued = await send_missing_again(self.state, self.target.name, result, dry_run=dry_run)
+        if queued and self.wake is not None:
+            self.wake.set()
         last = await record(self.state, result)
         log_result(result)
         if not dry_run and result.get("enabled", True):

@@ -46,6 +46,8 @@ CREATE TABLE upload_packs (
 
 _CHUNK_COLS = "sha256, size, key, offset, length, compression, encryption, plain"
 KV_DOCUMENTS = "documents:{target}"  # the shared documents the last upload referenced
+# set: the next upload to the target PUTs every document it makes (cleared at its commit)
+KV_REWRITE = "documents_rewrite:{target}"
 
 
 def _ref(row: tuple[Any, ...]) -> ChunkRef | None:
@@ -160,18 +162,23 @@ class ChunkOps(StoreBase):
     # ---- shared documents the last upload referenced ----------------------------------
     @staticmethod
     def set_documents(c: sqlite3.Connection, target: str, keys: Iterable[str]) -> None:
-        """Inside a transaction: the documents of the upload being committed."""
+        """Inside a transaction: the documents of the upload being committed (which wrote
+        them all, when a rewrite was asked: the request is done)."""
         c.execute(
             "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
             (KV_DOCUMENTS.format(target=target), json.dumps(sorted(keys))),
         )
+        c.execute("DELETE FROM kv WHERE key = ?", (KV_REWRITE.format(target=target),))
 
     async def known_documents(self, target: str) -> frozenset[str] | None:
         """The index parts and chunk lists the last committed upload to ``target`` made
         sure of; None when not known (no upload yet, a lost state, after a prune or a
-        takeover): the writer then asks the target which are there."""
+        takeover): the writer then asks the target which are there. Empty while a rewrite
+        of every document is asked (:meth:`rewrite_documents_in`)."""
 
         def op(c: sqlite3.Connection) -> frozenset[str] | None:
+            if ChunkOps.rewrite_asked(c, target):
+                return frozenset()
             row = c.execute(
                 "SELECT value FROM kv WHERE key = ?", (KV_DOCUMENTS.format(target=target),)
             ).fetchone()
@@ -192,8 +199,24 @@ class ChunkOps(StoreBase):
     @staticmethod
     def rewrite_documents_in(c: sqlite3.Connection, target: str) -> None:
         """Inside a transaction: the next upload to ``target`` PUTs every document it makes,
-        none taken as stored (not even after a HEAD: one may be there, and damaged)."""
-        ChunkOps.set_documents(c, target, [])
+        none taken as stored (not even after a HEAD: one may be there, and damaged), and is
+        made even when no file changed; a prune's :meth:`forget_documents` leaves the
+        request standing, the upload's commit ends it."""
+        c.execute(
+            "INSERT OR REPLACE INTO kv (key, value) VALUES (?, '1')",
+            (KV_REWRITE.format(target=target),),
+        )
+
+    @staticmethod
+    def rewrite_asked(c: sqlite3.Connection, target: str) -> bool:
+        """Whether :meth:`rewrite_documents_in` was asked for ``target`` and no upload has
+        committed since."""
+        key = KV_REWRITE.format(target=target)
+        return c.execute("SELECT 1 FROM kv WHERE key = ?", (key,)).fetchone() is not None
+
+    async def documents_rewrite_asked(self, target: str) -> bool:
+        """:meth:`rewrite_asked`."""
+        return await self.transaction(lambda c: ChunkOps.rewrite_asked(c, target))
 
     @staticmethod
     def forget_documents_in(c: sqlite3.Connection, target: str) -> None:

@@ -180,11 +180,13 @@ async def test_a_lost_index_part_is_written_again_by_the_next_upload(
     tmp_path: Path, how: str
 ) -> None:
     """A drill that cannot read the upload's index (a part lost, or damaged but there) has
-    the next upload PUT every shared document again, none taken as stored: the part, named
-    by its content, is written again whole (before, the next upload went on pointing at
-    it, and the drill failed for ever)."""
-    settings = rig_settings(tmp_path, SID)
-    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    the next upload PUT every shared document again, none taken as stored, and made with
+    no file changed: the part, named by its content, is written again whole. A prune in
+    between (it fails on that part, and forgets which documents are stored) does not undo
+    the request. Before, every later upload went on pointing at the part."""
+    settings = rig_settings(tmp_path, SID, retention=KEEP_LAST_ONE)
+    target = CountingTarget(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state/state.db")
     try:
         for i in range(300):  # enough entries for an index in parts
             rig.write(f"d/f{i:04d}.json", b'{"n": %d}' % i)
@@ -196,12 +198,48 @@ async def test_a_lost_index_part_is_written_again_by_the_next_upload(
         bad = await _drill(drills)
         assert not bad.ok and bad.problems[0].startswith(f"manifest of {first}"), bad.problems
         assert bad.documents_unreadable and not bad.damaged_objects
-        rig.write("d/f0299.json", b'{"n": "changed"}')  # the next change, in another part
-        await rig.sync()
+        assert drills.wake is not None and drills.wake.is_set()
+        assert len(await rig.state.queue_items()) == 1  # one small file: the upload is made
+        pruned = await prune_scheduler(settings, rig.state, target).prune_now()
+        assert not pruned["ok"], pruned  # it cannot read the kept upload's index
+        await rig.sync()  # no file changed
         newest = (await rig.uploads())[-1]
         assert newest != first and lost in _index_parts(await rig.manifest(newest))
         again = await _drill(drills)
         assert again.ok and again.upload_id == newest, again.problems
         assert await rig.restore(newest) == rig.on_disk()
+        assert not await rig.state.documents_rewrite_asked(rig.target.name)  # done
+    finally:
+        await close_rig(rig)
+
+
+async def test_a_loss_an_older_kept_upload_still_shows_is_healed_once(tmp_path: Path) -> None:
+    """Uploads kept by retention that used a lost pack report it at every prune until they
+    expire; once the newest upload no longer uses it, a prune queues nothing, asks for no
+    rewrite of the documents and does not wake the drain."""
+    keep_all = {"keep_last": 10, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+    settings = rig_settings(tmp_path, SID, retention=keep_all)
+    target = CountingTarget(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    try:
+        rig.write("big.bin", random.Random(5).randbytes(2 * MiB))
+        await rig.sync()
+        rig.write("notes.json", b'{"second": true}')
+        await rig.sync()
+        newest = (await rig.uploads())[-1]
+        lost = (await rig.files(newest))["big.bin"].chunks[0].key
+        _lose(settings.local_target_dir, lost, "missing")
+        prunes = prune_scheduler(settings, rig.state, target)
+        prunes.wake = asyncio.Event()
+        first = await prunes.prune_now()
+        assert first["missing"] == [lost] and prunes.wake.is_set()
+        await rig.sync()
+        assert len(await rig.uploads()) == 3
+        prunes.wake.clear()
+        second = await prunes.prune_now()
+        assert second["missing"] == [lost], second  # the two older uploads still use it
+        assert not prunes.wake.is_set()
+        assert await rig.state.queue_items() == []
+        assert not await rig.state.documents_rewrite_asked(rig.target.name)
     finally:
         await close_rig(rig)

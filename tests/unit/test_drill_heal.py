@@ -3,9 +3,14 @@ objects too, and nothing that does not use a lost object."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
-from akoshad.runtime.drill_heal import send_again
+import pytest
+
+from akoshad.runtime import drill_heal
+from akoshad.runtime.drill_heal import send_again, send_missing_again
 from akoshad.store.db import StateDB
 from tests.unit.test_plan import row
 
@@ -24,3 +29,24 @@ async def test_a_lost_whole_object_has_its_file_sent_again(tmp_path: Path) -> No
         assert [i.path for i in await state.queue_items()] == ["reflection.duckdb"]
     finally:
         await state.close()
+
+
+async def test_a_prune_whose_findings_cannot_be_queued_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state refusing the heal (a full disk, say) is one more problem of the prune's
+    result, not an error that loses the result."""
+
+    async def full(*_args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(drill_heal, "send_again", full)
+    state = StateDB(tmp_path / "state.db")
+    result: dict[str, Any] = {"ok": False, "missing": ["k"], "problems": ["k is missing"]}
+    assert not await send_missing_again(state, "local", result, dry_run=False)
+    assert result["ok"] is False
+    assert result["problems"][0] == "k is missing"
+    assert result["problems"][1].startswith("the files that used the missing objects could")
+    dry: dict[str, Any] = {"ok": False, "missing": ["k"], "problems": []}
+    assert not await send_missing_again(state, "local", dry, dry_run=True)
+    assert dry["problems"] == []
