@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from loguru import logger
 
 from akoshad.pipeline.plan import resolve_ledger
 from akoshad.store.chunks import ChunkOps
-from akoshad.store.db import StateDB
+from akoshad.store.db import LedgerEntry, StateDB
 from akoshad.store.ledger import LedgerOps
 from akoshad.store.queue import QueueOps
 
@@ -36,7 +36,9 @@ from akoshad.store.queue import QueueOps
 def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> tuple[int, int] | None:
     """Inside a transaction: the module's forgetting and queueing; returns the ledger rows
     dropped and the groups queued, or None when ``keys`` name nothing known any more (an
-    older upload's loss, healed already: a prune reports it until that upload expires)."""
+    older upload's loss, healed already: a prune reports it until that upload expires).
+    Objects no file of the ledger uses are only forgotten (no later upload dedupes against
+    them); nothing is queued or rewritten for them."""
     dropped = 0
     for key in keys:
         dropped += c.execute(
@@ -44,17 +46,26 @@ def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> tuple[
         ).rowcount
     ledger = LedgerOps.ledger_rows(c, target)
     lost = {e.path: e for e in ledger.values() if e.chunks is None and e.key in keys}
-    if keys and not dropped and not lost:
-        return None
-    ChunkOps.rewrite_documents_in(c, target)
     _, stale = resolve_ledger(ledger, ChunkOps.chunk_table(c, target))
     lost.update((e.path, e) for e in stale)
+    if keys and not lost:
+        return None if not dropped else (0, 0)
+    ChunkOps.rewrite_documents_in(c, target)
     LedgerOps.write_ledger(c, target, [], list(lost))
     groups = {e.group_path for e in lost.values()}
-    if not groups and ledger:  # documents only: one small file queued makes the upload
-        groups = {min(ledger.values(), key=lambda e: (e.size, e.path)).group_path}
+    if not groups and ledger:  # documents only: one small group queued makes the upload
+        groups = {_smallest_group(ledger.values())}
     QueueOps.enqueue_in(c, [(g, "modified") for g in sorted(groups)], time.time())
     return len(lost), len(groups)
+
+
+def _smallest_group(rows: Iterable[LedgerEntry]) -> str:
+    """The group of the fewest bytes (a plain file before a database and its WAL): the
+    cheapest to capture again."""
+    sizes: dict[str, int] = {}
+    for e in rows:
+        sizes[e.group_path] = sizes.get(e.group_path, 0) + e.size
+    return min(sizes, key=lambda g: (sizes[g], g))
 
 
 async def send_again(state: StateDB, target: str, keys: Collection[str]) -> tuple[int, int] | None:
@@ -74,7 +85,15 @@ async def heal(state: StateDB, target: str, keys: Collection[str], found_by: str
     if outcome is None:
         return False
     files, groups = outcome
-    if keys:
+    if keys and not files:
+        logger.info(
+            "{}: {} object(s) missing in {} are used by no file of the newest upload: "
+            "forgotten (no later upload uses them)",
+            found_by,
+            len(keys),
+            target,
+        )
+    elif keys:
         logger.warning(
             "{}: {} stored object(s) missing or damaged in {}: {} file(s) that used them "
             "are sent again with the next upload (uploads before it keep the damage: "

@@ -243,3 +243,34 @@ async def test_a_loss_an_older_kept_upload_still_shows_is_healed_once(tmp_path: 
         assert not await rig.state.documents_rewrite_asked(rig.target.name)
     finally:
         await close_rig(rig)
+
+
+async def test_a_loss_only_older_uploads_used_queues_nothing(tmp_path: Path) -> None:
+    """A pack that only older kept uploads use (the file changed since) found missing by a
+    prune: its chunks are forgotten (no later upload dedupes against them), but nothing is
+    queued or rewritten: the newest upload is whole."""
+    keep_all = {"keep_last": 10, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+    settings = rig_settings(tmp_path, SID, retention=keep_all)
+    target = CountingTarget(tmp_path / "outbox")
+    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    try:
+        rig.write("big.bin", random.Random(6).randbytes(2 * MiB))
+        await rig.sync()
+        (first,) = await rig.uploads()
+        old = (await rig.files(first))["big.bin"].chunks[0].key
+        rig.write("big.bin", random.Random(7).randbytes(2 * MiB))  # every chunk new
+        await rig.sync()
+        assert old not in {
+            c.key for c in (await rig.files((await rig.uploads())[-1]))["big.bin"].chunks
+        }
+        assert any(r.key == old for r in (await rig.state.chunks_of(rig.target.name)).values())
+        _lose(settings.local_target_dir, old, "missing")
+        prunes = prune_scheduler(settings, rig.state, target)
+        prunes.wake = asyncio.Event()
+        result = await prunes.prune_now()
+        assert result["missing"] == [old], result
+        assert not prunes.wake.is_set() and await rig.state.queue_items() == []
+        assert not await rig.state.documents_rewrite_asked(rig.target.name)
+        assert all(r.key != old for r in (await rig.state.chunks_of(rig.target.name)).values())
+    finally:
+        await close_rig(rig)
