@@ -13,12 +13,30 @@ import pytest
 from akoshad.events import EventBus
 from akoshad.restore.drill import DrillResult
 from akoshad.runtime.drills import DrillScheduler
+from akoshad.runtime.prune import PruneScheduler
 from akoshad.targets.local import LocalTarget
 from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig, open_sealed_rig, rig_settings
 from tests.holding import KEEP_LAST_ONE, prune_scheduler
 
 SID = "drillheal"
 MiB = 1024 * 1024
+
+
+KEEP_TEN = {"keep_last": 10, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+
+
+async def _open(tmp_path: Path, retention: dict[str, int]) -> tuple[Rig, CountingTarget]:
+    """A rig over a counting local outbox, pruned with ``retention``."""
+    settings = rig_settings(tmp_path, SID, retention=retention)
+    target = CountingTarget(tmp_path / "outbox")
+    return await open_rig(settings, target, tmp_path / "state/state.db"), target
+
+
+def _prunes(rig: Rig, target: CountingTarget) -> tuple[PruneScheduler, asyncio.Event]:
+    """The daemon's prune scheduler, and the event it wakes the drain with."""
+    prunes = prune_scheduler(rig.settings, rig.state, target)
+    woken = prunes.wake = asyncio.Event()
+    return prunes, woken
 
 
 def _drills(rig: Rig) -> DrillScheduler:
@@ -124,9 +142,8 @@ async def test_a_pack_a_prune_finds_missing_is_sent_again(tmp_path: Path) -> Non
     """A prune lists the target: an object that kept uploads reference and the target
     lacks is reported (``missing``) and the files that used it are queued again, the
     drain woken; the next upload is whole."""
-    settings = rig_settings(tmp_path, SID, retention=KEEP_LAST_ONE)
-    target = CountingTarget(tmp_path / "outbox")
-    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    rig, target = await _open(tmp_path, KEEP_LAST_ONE)
+    settings = rig.settings
     try:
         rig.write("big.bin", random.Random(3).randbytes(3 * MiB))
         rig.write("notes.json", b'{"kept": true}')
@@ -134,11 +151,10 @@ async def test_a_pack_a_prune_finds_missing_is_sent_again(tmp_path: Path) -> Non
         (first,) = await rig.uploads()
         lost = (await rig.files(first))["big.bin"].chunks[0].key
         _lose(settings.local_target_dir, lost, "missing")
-        prunes = prune_scheduler(settings, rig.state, target)
-        prunes.wake = asyncio.Event()
+        prunes, woken = _prunes(rig, target)
         result = await prunes.prune_now()
         assert result["missing"] == [lost] and not result["ok"], result
-        assert prunes.wake.is_set()
+        assert woken.is_set()
         assert "big.bin" in {i.path for i in await rig.state.queue_items()}
         await rig.sync()
         newest = (await rig.uploads())[-1]
@@ -151,9 +167,8 @@ async def test_a_pack_a_prune_finds_missing_is_sent_again(tmp_path: Path) -> Non
 
 
 async def test_a_dry_run_prune_sends_nothing_again(tmp_path: Path) -> None:
-    settings = rig_settings(tmp_path, SID, retention=KEEP_LAST_ONE)
-    target = CountingTarget(tmp_path / "outbox")
-    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    rig, target = await _open(tmp_path, KEEP_LAST_ONE)
+    settings = rig.settings
     try:
         rig.write("big.bin", random.Random(4).randbytes(2 * MiB))
         await rig.sync()
@@ -184,9 +199,8 @@ async def test_a_lost_index_part_is_written_again_by_the_next_upload(
     no file changed: the part, named by its content, is written again whole. A prune in
     between (it fails on that part, and forgets which documents are stored) does not undo
     the request. Before, every later upload went on pointing at the part."""
-    settings = rig_settings(tmp_path, SID, retention=KEEP_LAST_ONE)
-    target = CountingTarget(tmp_path / "outbox")
-    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    rig, target = await _open(tmp_path, KEEP_LAST_ONE)
+    settings = rig.settings
     try:
         for i in range(300):  # enough entries for an index in parts
             rig.write(f"d/f{i:04d}.json", b'{"n": %d}' % i)
@@ -217,10 +231,8 @@ async def test_a_loss_an_older_kept_upload_still_shows_is_healed_once(tmp_path: 
     """Uploads kept by retention that used a lost pack report it at every prune until they
     expire; once the newest upload no longer uses it, a prune queues nothing, asks for no
     rewrite of the documents and does not wake the drain."""
-    keep_all = {"keep_last": 10, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
-    settings = rig_settings(tmp_path, SID, retention=keep_all)
-    target = CountingTarget(tmp_path / "outbox")
-    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    rig, target = await _open(tmp_path, KEEP_TEN)
+    settings = rig.settings
     try:
         rig.write("big.bin", random.Random(5).randbytes(2 * MiB))
         await rig.sync()
@@ -229,16 +241,15 @@ async def test_a_loss_an_older_kept_upload_still_shows_is_healed_once(tmp_path: 
         newest = (await rig.uploads())[-1]
         lost = (await rig.files(newest))["big.bin"].chunks[0].key
         _lose(settings.local_target_dir, lost, "missing")
-        prunes = prune_scheduler(settings, rig.state, target)
-        prunes.wake = asyncio.Event()
+        prunes, woken = _prunes(rig, target)
         first = await prunes.prune_now()
-        assert first["missing"] == [lost] and prunes.wake.is_set()
+        assert first["missing"] == [lost] and woken.is_set()
         await rig.sync()
         assert len(await rig.uploads()) == 3
-        prunes.wake.clear()
+        woken.clear()
         second = await prunes.prune_now()
         assert second["missing"] == [lost], second  # the two older uploads still use it
-        assert not prunes.wake.is_set()
+        assert not woken.is_set()
         assert await rig.state.queue_items() == []
         assert not await rig.state.documents_rewrite_asked(rig.target.name)
     finally:
@@ -249,10 +260,8 @@ async def test_a_loss_only_older_uploads_used_queues_nothing(tmp_path: Path) -> 
     """A pack that only older kept uploads use (the file changed since) found missing by a
     prune: its chunks are forgotten (no later upload dedupes against them), but nothing is
     queued or rewritten: the newest upload is whole."""
-    keep_all = {"keep_last": 10, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
-    settings = rig_settings(tmp_path, SID, retention=keep_all)
-    target = CountingTarget(tmp_path / "outbox")
-    rig = await open_rig(settings, target, tmp_path / "state/state.db")
+    rig, target = await _open(tmp_path, KEEP_TEN)
+    settings = rig.settings
     try:
         rig.write("big.bin", random.Random(6).randbytes(2 * MiB))
         await rig.sync()
@@ -265,11 +274,10 @@ async def test_a_loss_only_older_uploads_used_queues_nothing(tmp_path: Path) -> 
         }
         assert any(r.key == old for r in (await rig.state.chunks_of(rig.target.name)).values())
         _lose(settings.local_target_dir, old, "missing")
-        prunes = prune_scheduler(settings, rig.state, target)
-        prunes.wake = asyncio.Event()
+        prunes, woken = _prunes(rig, target)
         result = await prunes.prune_now()
         assert result["missing"] == [old], result
-        assert not prunes.wake.is_set() and await rig.state.queue_items() == []
+        assert not woken.is_set() and await rig.state.queue_items() == []
         assert not await rig.state.documents_rewrite_asked(rig.target.name)
         assert all(r.key != old for r in (await rig.state.chunks_of(rig.target.name)).values())
     finally:
