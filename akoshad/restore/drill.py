@@ -285,7 +285,34 @@ def _record(path: Path, result: DrillResult) -> str | None:
 
 
 async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
-    """``akoshad drill [--json]``: 0 all well, 1 problems (each printed with its path)."""
+    """``akoshad drill [--json]``: 0 all well, 1 problems (each printed with its path).
+    With a daemon running and no ``--identity`` given, the drill runs in the daemon (what
+    it finds lost is sent again); else here, reading the target directly."""
+    if not getattr(args, "identity", None):
+        answer = await _drill_in_daemon(settings)
+        if answer is not None:
+            return _print_result(answer, args.json)
+    return _print_result(await _drill_here(settings), args.json)
+
+
+async def _drill_in_daemon(settings: Settings) -> dict[str, Any] | None:
+    """The running daemon's drill (its ``last_drill`` object), or None when no daemon runs
+    or it is of a version without drills by request (then the drill runs here)."""
+    from akoshad.errors import DaemonNotRunning
+    from akoshad.runtime.control_client import ControlRequestError, request
+
+    try:
+        return await request(settings.socket_path, {"cmd": "drill"}, None)
+    except DaemonNotRunning:
+        return None
+    except ControlRequestError as exc:
+        if str(exc).startswith("unknown command"):
+            return None
+        raise
+
+
+async def _drill_here(settings: Settings) -> dict[str, Any]:
+    """A drill in this process; the ``last_drill`` object (recorded in the state)."""
     cs = settings.cloud_sync
     identities = await asyncio.to_thread(identities_of, settings)
     name = "cloud" if settings.bucket_configured and cs.force_method != "http" else "local"
@@ -310,14 +337,23 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     error = await asyncio.to_thread(_record, settings.state_dir / STATE_FILE, result)
     if error is not None:
         print(f"akoshad: the drill is not recorded in the state: {error}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+    return result.as_dict()
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> int:
+    """Print a drill's ``last_drill`` object (as JSON, or a line per problem and a
+    verdict); 0 all well, 1 otherwise. One that needed the identity: its one line."""
+    if result.get("needs_identity"):
+        raise IdentityError(result["problems"][0])
+    if as_json:
+        print(json.dumps(result, indent=2))
     else:
-        for line in [*result.problems, *result.notes]:
+        problems = result.get("problems", [])
+        for line in [*problems, *result.get("notes", [])]:
             print(line)
-        verdict = "all well" if result.ok else f"{len(result.problems)} problem(s)"
+        verdict = "all well" if result.get("ok") else f"{len(problems)} problem(s)"
         print(
-            f"drill of upload {upload_id}: {result.files} file(s) restored and checked "
-            f"in {result.seconds:.1f}s, {verdict}"
+            f"drill of upload {result.get('upload_id')}: {result.get('files', 0)} file(s) "
+            f"restored and checked in {result.get('seconds', 0.0):.1f}s, {verdict}"
         )
-    return 0 if result.ok else 1
+    return 0 if result.get("ok") else 1

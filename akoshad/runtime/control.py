@@ -29,7 +29,7 @@ from akoshad.private import make_private_dirs
 from akoshad.redaction import redact
 from akoshad.runtime.control_client import ControlRequestError, peer_uid, user_name
 
-COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue", "prune", "takeover"})
+COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue", "prune", "drill", "takeover"})
 MAX_LINE = 64 * 1024
 IDLE_TIMEOUT = 10.0
 BACKLOG = 128

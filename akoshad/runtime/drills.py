@@ -172,3 +172,21 @@ class DrillScheduler(PeriodicJob):
         except IdentityError as exc:
             logger.warning("drill: the identity is not usable: {}", exc)
             return None
+
+
+async def drill_request(scheduler: DrillScheduler) -> dict[str, Any]:
+    """The socket's ``{"cmd": "drill"}``: a drill now, in the daemon (what it finds lost is
+    sent again, the ``drill`` event is emitted); the ``last_drill`` object with its
+    details. Nothing to drill, or a target that cannot be read: an error reply."""
+    from akoshad.runtime.control_client import ControlRequestError
+
+    try:
+        result = await scheduler.drill_once()
+    except (TransientError, PermanentError) as exc:
+        raise ControlRequestError(f"{scheduler.target.name} cannot be read: {exc}") from None
+    if result is None:
+        sid = scheduler.settings.cloud_sync.system_id
+        raise ControlRequestError(
+            f"nothing to drill: no upload for {sid} in {scheduler.target.name}"
+        )
+    return result.as_dict()

@@ -1,5 +1,5 @@
 """What the daemon answers on its control socket: status, queue, pause/resume, sync,
-prune, takeover. A bad request is a :class:`ControlRequestError` (one line to the client);
+prune, drill, takeover. A bad request is a :class:`ControlRequestError` (one line to the client);
 the daemon carries on."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from akoshad.runtime.control_client import ControlRequestError
+from akoshad.runtime.drills import drill_request
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.ownership import takeover_in_daemon
 from akoshad.runtime.prune import prune_request
@@ -35,6 +36,8 @@ async def handle_request(daemon: Daemon, request: dict[str, Any]) -> dict[str, A
         return await _sync(daemon, request)
     if cmd == "prune":
         return await prune_request(daemon.parts.prunes, request)
+    if cmd == "drill":
+        return await drill_request(daemon.parts.drills)
     if cmd == "takeover":
         return await takeover_in_daemon(daemon.parts, daemon.feed.reconcile)
     raise ControlRequestError(f"unknown command {cmd!r}")

@@ -430,3 +430,31 @@ def test_any_lines_get_one_reply_each_or_a_close(lines: list[bytes]) -> None:
             await assert_serving(srv.path)
 
     asyncio.run(scenario())
+
+
+async def test_a_drill_by_hand_runs_here_when_the_daemon_does_not_know_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon of an earlier version (no ``drill`` command) answers "unknown command": the
+    CLI drills in its own process instead of failing; another error reply is raised."""
+    import akoshad.runtime.control as control
+    from akoshad.config import load_settings
+    from akoshad.restore.drill import _drill_in_daemon
+
+    monkeypatch.setattr(control, "COMMANDS", control.COMMANDS - {"drill"})
+    path = short_dir() / "old.sock"
+    settings = load_settings(
+        overrides={"socket_path": str(path), "data_dir": str(tmp_path)},
+        environ={"HOME": str(tmp_path)},
+    )
+    async with ControlServer(path, handler, max_line=4096, idle_timeout=5):
+        assert await _drill_in_daemon(settings) is None
+    assert await _drill_in_daemon(settings) is None  # no daemon at all
+
+    async def refusing(req: dict[str, Any]) -> dict[str, Any]:
+        raise ControlRequestError("nothing to drill: no upload for x in local")
+
+    monkeypatch.setattr(control, "COMMANDS", control.COMMANDS | {"drill"})
+    async with ControlServer(path, refusing, max_line=4096, idle_timeout=5):
+        with pytest.raises(ControlRequestError, match="nothing to drill"):
+            await _drill_in_daemon(settings)

@@ -217,6 +217,34 @@ def test_daemon_drills_by_itself_and_finds_tampering(tmp_path: Path) -> None:
         assert stop_daemon(proc) == 0
 
 
+def test_a_drill_by_hand_runs_in_the_daemon_which_sends_the_lost_again(tmp_path: Path) -> None:
+    """With a daemon running, ``akoshad drill`` runs in it (drills off by the schedule): it
+    reports as by itself, and what it finds damaged is sent again by the daemon."""
+    make_store(tmp_path / "store")
+    cfg, env = _config(tmp_path, drill_interval_hours=0)
+    log = tmp_path / "d.log"
+    proc = start_daemon(cfg, env, log)
+    try:
+        wait_for(lambda: manifests(tmp_path / "outbox", SYSTEM), 60, interval=0.3)
+        manifest = manifests(tmp_path / "outbox", SYSTEM)[-1]
+        _tamper(tmp_path / "outbox", manifest, "activity.db")
+        code, result = _drill(cfg, env)
+        assert code == 1, result
+        assert [p.split(":")[0] for p in result["problems"]] == ["activity.db"]
+        assert result["upload_id"] == manifest["metadata"]["upload_id"]
+        newest = wait_for(
+            lambda: (m := manifests(tmp_path / "outbox", SYSTEM)) and len(m) > 1 and m[-1],
+            30,
+            interval=0.3,
+        )
+        code, result = _drill(cfg, env)
+        assert code == 0 and result["ok"] is True, result
+        assert result["upload_id"] == newest["metadata"]["upload_id"]
+    finally:
+        assert stop_daemon(proc) == 0
+    assert "file(s) that used them are sent again with the next upload" in log.read_text()
+
+
 def test_daemon_stops_during_a_drill_and_leaves_nothing(tmp_path: Path) -> None:
     """SIGTERM while a drill downloads (slowly: 0.05 MB/s): exit 0, no drill directory."""
     make_store(tmp_path / "store")
