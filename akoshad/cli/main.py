@@ -271,7 +271,7 @@ def _dispatch(
 
         return _run_async(cmd_uploads(args, settings))
     if cmd == "drill":
-        from akoshad.restore.drill import cmd_drill
+        from akoshad.cli.drill import cmd_drill
 
         return _run_async(cmd_drill(args, settings))
     if cmd in ("prune", "takeover"):

@@ -285,30 +285,10 @@ def _record(path: Path, result: DrillResult) -> str | None:
 
 
 async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
-    """``akoshad drill [--json]``: 0 all well, 1 problems (each printed with its path).
-    With a daemon running and no ``--identity`` given, the drill runs in the daemon (what
-    it finds lost is sent again); else here, reading the target directly."""
-    if not getattr(args, "identity", None):
-        answer = await _drill_in_daemon(settings)
-        if answer is not None:
-            return _print_result(answer, args.json)
-    return _print_result(await _drill_here(settings), args.json)
-
-
-async def _drill_in_daemon(settings: Settings) -> dict[str, Any] | None:
-    """The running daemon's drill (its ``last_drill`` object), or None when no daemon runs
-    or it is of a version without drills by request (then the drill runs here)."""
-    from akoshad.errors import DaemonNotRunning
-    from akoshad.runtime.control_client import ControlRequestError, request
-
-    try:
-        return await request(settings.socket_path, {"cmd": "drill"}, None)
-    except DaemonNotRunning:
-        return None
-    except ControlRequestError as exc:
-        if str(exc).startswith("unknown command"):
-            return None
-        raise
+    """``akoshad drill [--json]`` in this process, reading the target directly (the CLI
+    goes through a running daemon first: ``cli.drill``): 0 all well, 1 problems (each
+    printed with its path)."""
+    return print_result(await _drill_here(settings), args.json)
 
 
 async def _drill_here(settings: Settings) -> dict[str, Any]:
@@ -340,7 +320,7 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
     return result.as_dict()
 
 
-def _print_result(result: dict[str, Any], as_json: bool) -> int:
+def print_result(result: dict[str, Any], as_json: bool) -> int:
     """Print a drill's ``last_drill`` object (as JSON, or a line per problem and a
     verdict); 0 all well, 1 otherwise. One that needed the identity: its one line."""
     if result.get("needs_identity"):

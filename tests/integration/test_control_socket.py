@@ -438,8 +438,8 @@ async def test_a_drill_by_hand_runs_here_when_the_daemon_does_not_know_the_comma
     """A daemon of an earlier version (no ``drill`` command) answers "unknown command": the
     CLI drills in its own process instead of failing; another error reply is raised."""
     import akoshad.runtime.control as control
+    from akoshad.cli.drill import drill_in_daemon
     from akoshad.config import load_settings
-    from akoshad.restore.drill import _drill_in_daemon
 
     monkeypatch.setattr(control, "COMMANDS", control.COMMANDS - {"drill"})
     path = short_dir() / "old.sock"
@@ -448,8 +448,8 @@ async def test_a_drill_by_hand_runs_here_when_the_daemon_does_not_know_the_comma
         environ={"HOME": str(tmp_path)},
     )
     async with ControlServer(path, handler, max_line=4096, idle_timeout=5):
-        assert await _drill_in_daemon(settings) is None
-    assert await _drill_in_daemon(settings) is None  # no daemon at all
+        assert await drill_in_daemon(settings) is None
+    assert await drill_in_daemon(settings) is None  # no daemon at all
 
     async def refusing(req: dict[str, Any]) -> dict[str, Any]:
         raise ControlRequestError("nothing to drill: no upload for x in local")
@@ -457,4 +457,4 @@ async def test_a_drill_by_hand_runs_here_when_the_daemon_does_not_know_the_comma
     monkeypatch.setattr(control, "COMMANDS", control.COMMANDS | {"drill"})
     async with ControlServer(path, refusing, max_line=4096, idle_timeout=5):
         with pytest.raises(ControlRequestError, match="nothing to drill"):
-            await _drill_in_daemon(settings)
+            await drill_in_daemon(settings)
