@@ -39,11 +39,7 @@ def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> tuple[
     older upload's loss, healed already: a prune reports it until that upload expires).
     Objects no file of the ledger uses are only forgotten (no later upload dedupes against
     them); nothing is queued or rewritten for them."""
-    dropped = 0
-    for key in keys:
-        dropped += c.execute(
-            "DELETE FROM chunks WHERE target = ? AND key = ?", (target, key)
-        ).rowcount
+    dropped = sum(ChunkOps.forget_pack_in(c, target, key) for key in keys)
     ledger = LedgerOps.ledger_rows(c, target)
     lost = {e.path: e for e in ledger.values() if e.chunks is None and e.key in keys}
     _, stale = resolve_ledger(ledger, ChunkOps.chunk_table(c, target))

@@ -118,10 +118,13 @@ class ChunkOps(StoreBase):
     async def forget_pack(self, target: str, key: str) -> int:
         """Drop every chunk stored in pack ``key`` (before the pack is deleted, so no new
         upload dedupes against it). Returns the rows dropped."""
-        return await self.transaction(
-            lambda c: (
-                c.execute("DELETE FROM chunks WHERE target = ? AND key = ?", (target, key)).rowcount
-            )
+        return await self.transaction(lambda c: ChunkOps.forget_pack_in(c, target, key))
+
+    @staticmethod
+    def forget_pack_in(c: sqlite3.Connection, target: str, key: str) -> int:
+        """Inside a transaction: :meth:`forget_pack`."""
+        return int(
+            c.execute("DELETE FROM chunks WHERE target = ? AND key = ?", (target, key)).rowcount
         )
 
     @staticmethod
