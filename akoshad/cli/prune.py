@@ -63,6 +63,12 @@ def render_prune(result: dict[str, Any]) -> str:
     if note is not None:
         lines.append(f"note: {note}")
     lines += [f"problem: {p}" for p in result.get("problems") or []]
+    resent = result.get("sent_again")
+    if resent:
+        lines.append(
+            f"{resent} file(s) that used the missing objects are sent again with the next "
+            "upload (uploads before it keep the damage: akoshad verify --all names them)"
+        )
     return "\n".join(lines)
 
 

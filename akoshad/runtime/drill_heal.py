@@ -72,14 +72,16 @@ async def send_again(state: StateDB, target: str, keys: Collection[str]) -> tupl
     return await state.transaction(lambda c: _forget(c, target, wanted))
 
 
-async def heal(state: StateDB, target: str, keys: Collection[str], found_by: str) -> bool:
+async def heal(
+    state: StateDB, target: str, keys: Collection[str], found_by: str
+) -> tuple[int, int] | None:
     """:func:`send_again` (the caller holds the pass lock), logged as a WARNING naming
-    ``found_by``; True when files were queued (the drain has work). No ``keys``: only the
-    shared documents are written again, by the next upload (one small file is queued for
-    it)."""
+    ``found_by``; its outcome (files to send again, groups queued: the drain has work when
+    groups were queued). No ``keys``: only the shared documents are written again, by the
+    next upload (one small file is queued for it)."""
     outcome = await send_again(state, target, keys)
     if outcome is None:
-        return False
+        return None
     files, groups = outcome
     if keys and not files:
         logger.info(
@@ -106,21 +108,26 @@ async def heal(state: StateDB, target: str, keys: Collection[str], found_by: str
             found_by,
             target,
         )
-    return groups > 0
+    return outcome
 
 
 async def send_missing_again(
     state: StateDB, target: str, result: dict[str, Any], *, dry_run: bool
 ) -> bool:
     """After a prune (under the same lock): the files that used objects it found missing
-    are queued again (``drill_heal``); a failure to do so is one more problem of the
-    prune's result. True when files were queued (the drain has work)."""
+    are queued again (``drill_heal``), and their number is the result's ``sent_again`` (a
+    prune by hand prints it); a failure to do so is one more problem of the prune's result.
+    True when files were queued (the drain has work)."""
     missing = result.get("missing") or []
     if dry_run or not missing:
         return False
     try:
-        return await heal(state, target, missing, "prune")
+        outcome = await heal(state, target, missing, "prune")
     except sqlite3.Error as exc:
         line = f"the files that used the missing objects could not be queued again: {exc}"
         result.update(ok=False, problems=[*result.get("problems", []), line])
         return False
+    if outcome is None:
+        return False
+    result["sent_again"] = outcome[0]
+    return outcome[1] > 0

@@ -155,13 +155,13 @@ class DrillScheduler(PeriodicJob):
         keys = sorted(result.damaged_objects)
         try:
             async with self.lock:
-                queued = await heal(
+                outcome = await heal(
                     self.state, self.target.name, keys, f"drill of {result.upload_id}"
                 )
         except sqlite3.Error as exc:  # the next drill finds the damage again and retries
             logger.warning("drill: what it found lost cannot be queued to be sent again: {}", exc)
             return
-        if queued and self.wake is not None:
+        if outcome is not None and outcome[1] > 0 and self.wake is not None:
             self.wake.set()
 
     def _identities(self) -> Identities | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from akoshad.cli.prune import render_prune
 from akoshad.events import EventBus
 from akoshad.restore.drill import DrillResult
 from akoshad.runtime.drills import DrillScheduler
@@ -155,6 +156,8 @@ async def test_a_pack_a_prune_finds_missing_is_sent_again(tmp_path: Path) -> Non
         result = await prunes.prune_now()
         assert result["missing"] == [lost] and not result["ok"], result
         assert woken.is_set()
+        assert result["sent_again"] == 2  # big.bin, and notes.json in the same pack
+        assert "2 file(s) that used the missing objects are sent again" in render_prune(result)
         assert "big.bin" in {i.path for i in await rig.state.queue_items()}
         await rig.sync()
         newest = (await rig.uploads())[-1]
@@ -179,6 +182,7 @@ async def test_a_dry_run_prune_sends_nothing_again(tmp_path: Path) -> None:
         result = await prune_scheduler(settings, rig.state, target).prune_now(dry_run=True)
         assert result["missing"], result
         assert await rig.state.queue_items() == []
+        assert "sent_again" not in result and "sent again" not in render_prune(result)
         assert "big.bin" in await rig.state.ledger(rig.target.name)
     finally:
         await close_rig(rig)
