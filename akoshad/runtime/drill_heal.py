@@ -82,7 +82,7 @@ async def heal(
     outcome = await send_again(state, target, keys)
     if outcome is None:
         return None
-    files, groups = outcome
+    files = outcome[0]
     if keys and not files:
         logger.info(
             "{}: {} object(s) missing in {} are used by no file of the newest upload: "
