@@ -60,8 +60,10 @@ async def offline(settings: Settings) -> AsyncIterator[Offline]:
     """Lock the state directory (``AlreadyRunning`` when a daemon holds it), open the
     state database and start the primary target without cleaning anything up. A state
     database found corrupt is kept aside and its ledger rebuilt from the target, as a
-    daemon's start does (the next daemon finds a sound database and would not know)."""
-    from akoshad.runtime.wiring import StateLock, open_state
+    daemon's start does (the next daemon finds a sound database and would not know); so is
+    the ledger of a primary target that is another place now (``target_identity``)."""
+    from akoshad.runtime.target_identity import forget_changed_targets
+    from akoshad.runtime.wiring import StateLock, open_state, target_names
 
     async with AsyncExitStack() as stack:
         lock = StateLock(settings.state_dir)
@@ -69,11 +71,13 @@ async def offline(settings: Settings) -> AsyncIterator[Offline]:
         stack.callback(lock.release)
         state, rebuilt = await open_state(settings.state_dir / STATE_FILE)
         stack.push_async_callback(state.close)
-        target = make_target(primary_name(settings), settings)
+        primary = primary_name(settings)
+        changed = await forget_changed_targets(state, settings, target_names(settings), primary)
+        target = make_target(primary, settings)
         stack.push_async_callback(target.close)
         await target.start(clean_up=False)
         sid = settings.cloud_sync.system_id
-        if rebuilt:
+        if rebuilt or primary in changed:
             recovery = Recovery(state, sid, Discarder(sid), sealing_source(settings))
             await recovery.rebuild_lost_ledger(target)
         gate = OwnerGate(settings.state_dir, sid, Stats())

@@ -40,8 +40,10 @@ from akoshad.pipeline.upload import Uploader
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.health_watch import HealthWatch
 from akoshad.runtime.leftovers import PACK_STAGING_DIR
+from akoshad.runtime.ownership import primary_name
 from akoshad.runtime.pass_metrics import PassMetrics, make_metrics
 from akoshad.runtime.prune import PruneScheduler
+from akoshad.runtime.target_identity import forget_changed_targets
 from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
@@ -170,12 +172,20 @@ async def wire(
     stack.callback(lock.release)
     state, rebuilt = await open_state(settings.state_dir / STATE_FILE)
     stack.push_async_callback(state.close)
+    primary = primary_name(settings)
+    changed = await forget_changed_targets(state, settings, target_names(settings), primary)
+    rebuilt = rebuilt or primary in changed  # seeded from the new place's newest upload
     parts = build(settings, state, rebuilt, stop_event=stop_event, wake=wake)
     for name, at in (await state.last_success_by_target()).items():
         if name in parts.targets:  # "last ok" survives a restart, as last_upload does
             parts.stats.target(name).last_success_at = at
     stack.push_async_callback(asyncio.to_thread, parts.duckdb.close)
     return parts
+
+
+def target_names(settings: Settings) -> list[str]:
+    """The targets a daemon keeps: the local one, and ``cloud`` with a bucket."""
+    return ["local", "cloud"] if settings.bucket_configured else ["local"]
 
 
 def build(
@@ -191,8 +201,9 @@ def build(
     stats = Stats()
     metrics = make_metrics(settings.metrics_listen)
     # the S3 target counts its requests itself (by operation name), a local one is wrapped
-    names = ["local", "cloud"] if settings.bucket_configured else ["local"]
-    targets = {n: metrics.counted(make_target(n, settings, metrics)) for n in names}
+    targets = {
+        n: metrics.counted(make_target(n, settings, metrics)) for n in target_names(settings)
+    }
     metrics.targets_known(list(targets) + (["http"] if settings.akosha_url else []))
     reset_timeout = max(5.0, cs.retry_backoff_seconds * 4)
     client: AkoshaClient | None = None

@@ -1,0 +1,106 @@
+"""What the state knows of a target holds only while the target is the same place.
+
+The ledger, the chunk table and the shared documents of a target are kept under its name
+(``cloud``, ``local``). Pointing that name at another bucket, endpoint or directory, or
+uploading under another ``system_id``, would have the next pass find "nothing changed"
+(exit 0) and later uploads point at objects the new place does not hold: no usable backup
+there, and every sign of one. So the state records each target's identity (a hash of the
+endpoint, bucket or directory and the system id: nothing readable, no credentials). At
+start, a target whose identity changed is forgotten for what it was, in one transaction:
+its ledger, chunks and documents go, its uploads on record stop counting (status, the
+recovery of an interrupted one, the memories its ``memories.json`` carried, the last drill
+and prune of the primary target), and the new identity is recorded; the caller then seeds
+the primary target's ledger from the newest upload already in the new place (none: every
+file is sent). A state without a record (new, or kept by an earlier version) adopts the
+current identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from loguru import logger
+
+from akoshad.config import Settings
+from akoshad.store.chunks import KV_REWRITE, ChunkOps
+from akoshad.store.db import StateDB
+from akoshad.store.ledger import LedgerOps
+
+KV_IDENTITY = "target_identity:{target}"
+# what a drill or a prune of the primary target recorded (restore.drill_dirs, runtime.prune)
+PRIMARY_RECORDS = ("last_drill", "last_good_drill_at", "last_prune")
+SUPERSEDED = "superseded"  # the outcome of an upload record whose target is another place now
+
+
+def _endpoint(url: str | None) -> str:
+    """An endpoint URL as compared: scheme, host and port in lower case, path without a
+    trailing slash, any credentials left out."""
+    if not url:
+        return ""
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").lower()
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+
+
+def target_identity(settings: Settings, name: str) -> str:
+    """The identity of target ``name`` under ``settings``: a SHA-256 of where it puts
+    objects and of the system id they go under."""
+    cs = settings.cloud_sync
+    if name == "cloud":
+        where = ["s3", _endpoint(cs.cloud_endpoint), cs.cloud_bucket or ""]
+    else:
+        where = [name, str(settings.local_target_dir.expanduser().resolve())]
+    return hashlib.sha256(json.dumps([*where, cs.system_id]).encode()).hexdigest()
+
+
+def _forget_in(c: sqlite3.Connection, name: str, primary: bool) -> None:
+    """Inside a transaction: what the state knew of target ``name`` (module docstring)."""
+    ours = "SELECT upload_id FROM uploads WHERE target = ?"
+    c.execute(f"DELETE FROM memories_uploaded WHERE upload_id IN ({ours})", (name,))
+    c.execute(f"DELETE FROM upload_packs WHERE upload_id IN ({ours})", (name,))
+    c.execute(
+        "UPDATE uploads SET outcome = ? WHERE target = ? AND outcome IN ('completed', "
+        "'in_progress')",
+        (SUPERSEDED, name),
+    )
+    LedgerOps.write_ledger(c, name, [], list(LedgerOps.ledger_rows(c, name)))
+    ChunkOps.forget_target_chunks(c, name)
+    c.execute("DELETE FROM kv WHERE key = ?", (KV_REWRITE.format(target=name),))
+    if primary:
+        c.executemany("DELETE FROM kv WHERE key = ?", [(k,) for k in PRIMARY_RECORDS])
+
+
+def _check_in(c: sqlite3.Connection, wanted: dict[str, str], primary: str) -> list[str]:
+    """Inside a transaction: the targets of ``wanted`` ({name: identity}) whose recorded
+    identity differs (forgotten here); every identity recorded."""
+    changed: list[str] = []
+    for name, identity in wanted.items():
+        key = KV_IDENTITY.format(target=name)
+        row = c.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[0] != identity:
+            _forget_in(c, name, name == primary)
+            changed.append(name)
+        c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, identity))
+    return changed
+
+
+async def forget_changed_targets(
+    state: StateDB, settings: Settings, names: Iterable[str], primary: str
+) -> list[str]:
+    """At start, before anything reads the ledger: the targets of ``names`` that are
+    another place than the state knew, each forgotten and logged (module docstring)."""
+    wanted = {name: target_identity(settings, name) for name in names}
+    changed = await state.transaction(lambda c: _check_in(c, wanted, primary))
+    for name in changed:
+        logger.warning(
+            "target {} is another place than the state knew (bucket, endpoint, directory or "
+            "system_id changed): what was known of the old one is forgotten, and the next "
+            "upload sends every file that the newest upload there (if any) does not hold",
+            name,
+        )
+    return changed

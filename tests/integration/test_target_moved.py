@@ -1,0 +1,91 @@
+"""A target pointed at another place (another directory or bucket), or another system id,
+with the same state: the next run uploads the whole store there, where before it said
+"nothing changed" (exit 0) and later uploads pointed at objects only the old place held."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import akoshad, daemon_config, manifests
+
+
+def _set(config: Path, **changes: object) -> None:
+    settings = yaml.safe_load(config.read_text())
+    for key, value in changes.items():
+        if key == "system_id":
+            settings["cloud_sync"]["system_id"] = value
+        else:
+            settings[key] = value
+    config.write_text(yaml.safe_dump(settings))
+
+
+def _files(root: Path) -> dict[str, bytes | None]:
+    """Every file under ``root``: its bytes, None for a database (a snapshot of one is a
+    consistent copy, not the same bytes)."""
+    return {
+        str(p.relative_to(root)): None if p.suffix in (".db", ".duckdb", ".wal") else p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def _restored(config: Path, env: dict[str, str], dest: Path) -> dict[str, bytes | None]:
+    akoshad(
+        "restore", "--config", str(config), "--latest", "--dest", str(dest), env=env, check=True
+    )
+    return _files(dest)
+
+
+def _store(root: Path) -> dict[str, bytes | None]:
+    return _files(root)
+
+
+def test_a_new_target_directory_gets_the_whole_store(tmp_path: Path) -> None:
+    config, env = daemon_config(tmp_path, "moved")
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    assert len(manifests(tmp_path / "outbox", "moved")) == 1
+    _set(config, local_target_dir=str(tmp_path / "outbox2"))
+    moved = akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    assert "another place than the state knew" in moved.stderr
+    assert len(manifests(tmp_path / "outbox2", "moved")) == 1
+    (tmp_path / "store" / "notes.json").write_text('{"after": "the move"}')
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    # the old place may go: the new one holds all it needs
+    for old in (tmp_path / "outbox").rglob("*"):
+        if old.is_file():
+            old.unlink()
+    assert _restored(config, env, tmp_path / "back") == _store(tmp_path / "store")
+    verify = akoshad("verify", "--config", str(config), "--all", env=env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_another_system_id_uploads_the_whole_store_under_it(tmp_path: Path) -> None:
+    config, env = daemon_config(tmp_path, "first-name")
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    _set(config, system_id="second-name")
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    assert len(manifests(tmp_path / "outbox", "second-name")) == 1
+    (tmp_path / "store" / "notes.json").write_text('{"after": "the rename"}')
+    again = akoshad("run", "--once", "--config", str(config), env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(manifests(tmp_path / "outbox", "second-name")) == 2
+    assert _restored(config, env, tmp_path / "back") == _store(tmp_path / "store")
+
+
+def test_the_same_place_keeps_what_the_state_knows(tmp_path: Path) -> None:
+    """A path written another way (a trailing slash) is the same place: nothing is sent."""
+    config, env = daemon_config(tmp_path, "same")
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    _set(config, local_target_dir=str(tmp_path / "outbox") + "/")
+    again = akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    assert "another place" not in again.stderr
+    assert len(manifests(tmp_path / "outbox", "same")) == 1
+    con = sqlite3.connect(tmp_path / "state" / "state.db")
+    try:
+        (rows,) = con.execute("SELECT COUNT(*) FROM ledger WHERE target = 'local'").fetchone()
+    finally:
+        con.close()
+    assert rows > 0

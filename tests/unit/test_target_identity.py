@@ -1,0 +1,69 @@
+"""A target's identity in the state, and what is forgotten when it changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from akoshad.runtime.target_identity import forget_changed_targets, target_identity
+from akoshad.store.db import StateDB
+from tests.f2_rig import rig_settings
+
+SID = "ident"
+BUCKET = {"cloud_bucket": "backups", "cloud_endpoint": "http://127.0.0.1:9000"}
+
+
+def _cloud(tmp_path: Path, **cloud: str) -> str:
+    settings = rig_settings(tmp_path, SID, cloud_sync={"system_id": SID, **BUCKET, **cloud})
+    return target_identity(settings, "cloud")
+
+
+def test_an_identity_changes_with_the_place_and_the_system_id_only(tmp_path: Path) -> None:
+    base = _cloud(tmp_path)
+    assert _cloud(tmp_path, cloud_bucket="other") != base
+    assert _cloud(tmp_path, cloud_endpoint="http://127.0.0.1:9001") != base
+    assert _cloud(tmp_path, system_id="another") != base
+    # the same place written another way
+    assert _cloud(tmp_path, cloud_endpoint="http://127.0.0.1:9000/") == base
+    assert _cloud(tmp_path, cloud_endpoint="http://user:pw@127.0.0.1:9000") == base
+    assert _cloud(tmp_path, cloud_region="eu-west-1") == base
+    local = rig_settings(tmp_path, SID)
+    moved = rig_settings(tmp_path, SID, local_target_dir=str(tmp_path / "elsewhere"))
+    assert target_identity(local, "local") != target_identity(moved, "local")
+
+
+def test_the_identity_holds_no_credentials_or_names(tmp_path: Path) -> None:
+    identity = _cloud(tmp_path, cloud_endpoint="http://user:sekrit@127.0.0.1:9000")
+    assert "sekrit" not in identity and "backups" not in identity and len(identity) == 64
+
+
+async def test_a_changed_target_is_forgotten_and_an_unchanged_one_kept(tmp_path: Path) -> None:
+    old = rig_settings(tmp_path, SID, cloud_sync={"system_id": SID, **BUCKET})
+    new = rig_settings(
+        tmp_path, SID, cloud_sync={"system_id": SID, **BUCKET, "cloud_bucket": "moved"}
+    )
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    try:
+        # a fresh state adopts what it is given
+        assert await forget_changed_targets(state, old, ["local", "cloud"], "cloud") == []
+        for upload_id, target in (("u1", "cloud"), ("u2", "local"), ("u3", "cloud")):
+            await state.begin_upload(upload_id, target, "cloud", {})
+
+        def commit(c: object) -> None:
+            StateDB.finish_upload(c, upload_id="u1", outcome="completed")  # type: ignore[arg-type]
+            StateDB.finish_upload(c, upload_id="u2", outcome="completed")  # type: ignore[arg-type]
+
+        await state.transaction(commit)  # u3 stays in progress
+        await state.mark_memories_uploaded(["m1"], "u1")
+        await state.transaction(
+            lambda c: c.execute("INSERT INTO kv (key, value) VALUES ('last_drill', '{}')")
+        )
+        assert await forget_changed_targets(state, new, ["local", "cloud"], "cloud") == ["cloud"]
+        assert await state.uploaded_memory_ids(["m1"]) == set()
+        assert [u for u, _t, _m in await state.in_progress_uploads()] == []
+        assert (await state.last_success_by_target()).keys() == {"local"}
+        assert await state.get_kv("last_drill") is None
+        # the next start, same settings: nothing more is forgotten
+        assert await forget_changed_targets(state, new, ["local", "cloud"], "cloud") == []
+    finally:
+        await state.close()
