@@ -21,7 +21,9 @@ uploads_kept, uploads_removed, objects_deleted, bytes_freed, problems}`` (``stat
 finished within :data:`DEADLINE_SECONDS` (a target answering a byte at a time) stops there,
 as a failed prune: it holds the pass lock, and uploads must not wait on it for ever.
 
-Encrypted uploads: a prune reads their sealed index parts and chunk lists with the identity
+Encrypted uploads: a prune reads the readable list of the objects each references
+(``metadata.index.objects``), no identity needed. Those of an earlier akoshad have none: it
+reads their sealed index parts and chunk lists with the identity
 (``encryption.identity_file``). Without it, a prune that meets one deletes nothing and
 records ``needs_identity`` (one line saying so); the daemon then tries again only after
 the full interval, not every few minutes. Their packs are never repacked (that would need

@@ -110,9 +110,11 @@ class _Documents:
         self.ends_part = chunk_parts.boundary_of(None if sealed is None else sealed[0])
         self.ends_entry = path_boundary(None if sealed is None else sealed[0])
 
-    def add(self, kind: DocumentKind, obj: Any) -> str:
+    def add(self, kind: DocumentKind, obj: Any, *, plain_text: bool = False) -> str:
+        """The key of the stored document ``obj`` (sealed when the documents are, unless
+        ``plain_text``: then named by the plain SHA-256 of its JSON and left readable)."""
         plain = canonical_json(obj)
-        if self.sealed is None:
+        if self.sealed is None or plain_text:
             key = document_key(self.system_id, kind, plain)
         else:
             key = sealed_document_key(self.system_id, kind, plain, self.sealed[0])
@@ -120,7 +122,7 @@ class _Documents:
         if key not in self.known and key not in self.made:  # only what is not stored yet
             self.made.add(key)
             stored = compress_document(plain)
-            if self.sealed is not None:
+            if self.sealed is not None and not plain_text:
                 stored = seal(stored, self.sealed[1])
             if self.sink is None:
                 self.new[key] = stored
@@ -273,6 +275,18 @@ def _own_whole_entries(files: Iterable[StoredFile], own: str) -> list[FileEntry]
     return out
 
 
+def referenced_objects(files: Iterable[StoredFile], documents: Iterable[str]) -> list[str]:
+    """Every key an upload of ``files`` references besides its manifest: the packs its
+    chunks sit in, its whole objects and ``documents`` (its index parts, chunk lists and
+    their parts), sorted. A sealed upload stores this list readable
+    (``metadata.index.objects``): object names are keyed hashes then, and a prune needs no
+    identity to know what the upload keeps alive (``prune_refs.sealed_objects_refs``)."""
+    keys = set(documents)
+    for f in files:
+        keys.update(part.key for part in f.parts)
+    return sorted(keys)
+
+
 def build_manifest2(
     *,
     system_id: str,
@@ -334,6 +348,11 @@ def build_manifest2(
                     "compression": DOCUMENT_COMPRESSION,
                     "encryption": "age",
                 }
+            metadata["index"]["objects"] = index_part_json(
+                docs.add(
+                    "index", {"objects": referenced_objects(ordered, docs.keys)}, plain_text=True
+                )
+            )
     else:
         metadata["files"] = list(entries)
     return Format2Manifest(manifest, list(docs.new.items()), frozenset(docs.keys))

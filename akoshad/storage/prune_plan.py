@@ -264,7 +264,9 @@ def plan_prune(
     swept = tuple(prefix + d for d in SWEPT_DIRS)
     delete_objects = tuple(k for k in sorted(listing) if k.startswith(swept) and k not in hold)
     whole_bytes = sum(listing.get(key, 0) for key in live - {prefix + OWNER_NAME})
+    # a sealed upload's packs stay where they are, also those known from its objects list
     sealed = {c.pack for r in kept if r.sealed for c in r.chunk_refs()}
+    sealed |= {k for r in kept if r.sealed for k in r.objects}
     movable = {k: v for k, v in pack_ranges.items() if k not in sealed}  # see ManifestRefs
     chosen = choose_repacks(
         movable, listing, whole_bytes, repack_ratio, stored_bound, repack_budget

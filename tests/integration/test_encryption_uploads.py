@@ -6,6 +6,7 @@ the store back byte for byte; a changed recipient list makes a new name key."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import os
@@ -148,7 +149,13 @@ def test_encrypted_bucket_reveals_nothing_and_restores_with_the_identity(
     metadata = manifest["metadata"]
     assert "files" not in metadata and "skipped" not in metadata
     assert all(p["encryption"] == "age" for p in metadata["index"]["parts"])
-    sealed = [k for k in keys if not k.endswith(("manifest.json", "owner.json"))]
+    # the one readable document: the keyed names of what the upload references (a prune
+    # needs no identity), every one of them an object in the bucket
+    listed = metadata["index"]["objects"]["key"]
+    names = json.loads(gzip.decompress(objects[listed]))["objects"]
+    assert set(names) <= set(keys) and any("/packs/" in k for k in names)
+    assert set(names) >= {p["key"] for p in metadata["index"]["parts"]}
+    sealed = [k for k in keys if not k.endswith(("manifest.json", "owner.json")) and k != listed]
     assert sealed and all(is_sealed(objects[k][:32]) or "/packs/" in k for k in sealed)
 
     identity = load_identity(tmp_path / "id.txt")
@@ -275,37 +282,50 @@ def test_local_target_switch_on_then_change_recipients(tmp_path: Path) -> None:
     assert len(_packs(target, third, idb) - packs_b) == 1
     documents = [k for k in _outbox_objects(outbox) if "/index/" in k or "/chunklists/" in k]
     assert all(is_sealed((outbox / k).read_bytes()) for k in documents if k.endswith(".age"))
-    assert len([k for k in documents if not k.endswith(".age")]) == 1  # the clear chunk list
+    readable = {k for k in documents if not k.endswith(".age")}
+    listed = {m["metadata"]["index"]["objects"]["key"] for m in (first, second, third)}
+    # the clear upload's chunk list, and each sealed upload's readable objects list
+    assert len(readable - listed) == 1 and all("/chunklists/" in k for k in readable - listed)
 
 
-def test_prune_of_encrypted_uploads_needs_the_identity(tmp_path: Path) -> None:
-    """Without the identity a prune deletes nothing and says why in one line; with it, the
-    uploads retention drops go, and the kept one (with its sealed skip list) restores."""
+def _strip_objects_lists(outbox: Path, sid: str) -> None:
+    """Make every manifest in ``outbox`` as an earlier akoshad wrote it: no objects list."""
+    for path in (outbox / "systems" / sid / "uploads").glob("*/manifest.json"):
+        doc = json.loads(path.read_text())
+        del doc["metadata"]["index"]["objects"]
+        path.write_text(json.dumps(doc))
+
+
+def _prunable(tmp_path: Path, sid: str) -> tuple[Path, Path, str, dict[str, int]]:
+    """Three encrypted uploads (each with a skipped file) of a store under ``tmp_path``
+    for ``sid``, kept by nothing but ``keep_last: 1``: (store, config, recipient, retention)."""
     store = tmp_path / "store"
     (store / "notes").mkdir(parents=True)
     os.close(os.open(bytes(store / "notes") + b"/bad-\xff.txt", os.O_CREAT | os.O_WRONLY))
-    env = base_env(tmp_path)
     public = write_new_identity(tmp_path / "id.txt")
     retention = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
-    outbox = tmp_path / "outbox"
-    sid = "enc-prune"
+    cfg = encryption_config(tmp_path, sid, [public], retention=retention)
     for i in range(3):
         (store / "notes" / "n.md").write_text(f"version {i} {MARKERS[0]}" * 1000)
-        cfg = encryption_config(tmp_path, sid, [public], retention=retention)
-        res = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=120)
+        res = akoshad("run", "--once", "--config", str(cfg), env=base_env(tmp_path), timeout=120)
         assert "run --once: uploaded" in res.stderr, res.stderr  # exit 1: a file skipped
-    assert len(manifests(outbox, sid)) == 3
-    res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
-    assert res.returncode == 1, res.stdout + res.stderr
-    assert "is encrypted" in res.stdout and "nothing deleted" in res.stdout, res.stdout
-    assert "Traceback" not in res.stderr
-    assert len(manifests(outbox, sid)) == 3
+    assert len(manifests(tmp_path / "outbox", sid)) == 3
+    return store, cfg, public, retention
 
-    enc = {"recipients": [public], "identity_file": str(tmp_path / "id.txt")}
-    cfg = encryption_config(tmp_path, sid, [public], retention=retention, encryption=enc)
-    res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
+
+def test_prune_of_encrypted_uploads_needs_no_identity(tmp_path: Path) -> None:
+    """Each encrypted upload names the objects it references in a readable list of keyed
+    names: a prune without the identity removes the uploads retention drops and their
+    objects, and the kept one (with its sealed skip list) restores with the identity."""
+    sid = "enc-prune"
+    store, cfg, _, _ = _prunable(tmp_path, sid)
+    outbox = tmp_path / "outbox"
+    before = {p for p in outbox.rglob("*") if p.is_file()}
+    res = akoshad("prune", "--config", str(cfg), env=base_env(tmp_path), timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     (kept,) = manifests(outbox, sid)
+    gone = before - {p for p in outbox.rglob("*") if p.is_file()}
+    assert any("/packs/" in str(p) for p in gone), gone  # the dropped versions' chunks
     identity = load_identity(tmp_path / "id.txt")
     target = LocalTarget(outbox)
 
@@ -317,6 +337,37 @@ def test_prune_of_encrypted_uploads_needs_the_identity(tmp_path: Path) -> None:
     assert restored["notes/n.md"] == (store / "notes" / "n.md").read_bytes()
     assert len(skipped) == 1 and skipped[0]["path"].startswith("notes/bad-"), skipped
     assert "skipped" in kept["metadata"]["index"] and "bad-" not in json.dumps(kept)
+    verify = akoshad(
+        "verify",
+        "--all",
+        "--config",
+        str(cfg),
+        "--identity",
+        str(tmp_path / "id.txt"),
+        env=base_env(tmp_path),
+        timeout=120,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_prune_of_earlier_encrypted_uploads_needs_the_identity(tmp_path: Path) -> None:
+    """Uploads of an earlier akoshad name no objects list: without the identity a prune
+    deletes nothing and says why in one line; with it, the uploads retention drops go."""
+    sid = "enc-prune-old"
+    _, cfg, public, retention = _prunable(tmp_path, sid)
+    outbox = tmp_path / "outbox"
+    _strip_objects_lists(outbox, sid)
+    env = base_env(tmp_path)
+    res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "is encrypted" in res.stdout and "nothing deleted" in res.stdout, res.stdout
+    assert "Traceback" not in res.stderr
+    assert len(manifests(outbox, sid)) == 3
+    enc = {"recipients": [public], "identity_file": str(tmp_path / "id.txt")}
+    cfg = encryption_config(tmp_path, sid, [public], retention=retention, encryption=enc)
+    res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(manifests(outbox, sid)) == 1
 
 
 def test_daemon_without_the_identity_records_that_drills_need_it(tmp_path: Path) -> None:

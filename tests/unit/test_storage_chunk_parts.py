@@ -5,6 +5,7 @@ nothing, and what prune counts as live."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -389,7 +390,14 @@ async def test_sealed_parts_reveal_nothing_and_open_with_the_identity(
     lists = {k: v for k, v in built.documents if "/chunklists/" in k}
     assert len(lists) > 30  # the top-level list and its parts
     secrets = [c.sha256 for c in chunks] + [pack_key(1), f.path, f.sha256]
+    listed = built.manifest["metadata"]["index"]["objects"]["key"]
     for key, data in built.documents:
+        if key == listed:  # readable: the keys the upload references, nothing else
+            names = json.loads(gzip.decompress(data))["objects"]
+            assert set(names) == set(dict(built.documents)) - {listed} | {pack_key(1)}
+            assert not any(s.encode() in gzip.decompress(data) for s in secrets[:-3])
+            assert f.path not in json.dumps(names) and f.sha256 not in json.dumps(names)
+            continue
         assert key.endswith(".json.gz.age") and is_sealed(data)
         assert not any(s in key for s in secrets)
         assert not any(s.encode() in data for s in secrets)
@@ -413,13 +421,14 @@ async def test_sealed_parts_reveal_nothing_and_open_with_the_identity(
     again = sealed([big(changed)], UP2, built.document_keys)
     # (the cuts follow a random name key here: a changed cut may rarely move the next one)
     assert 2 <= len([k for k, _ in again.documents if "/chunklists/" in k]) <= 5
-    # prune reads the sealed parts with the identity, and counts them live; without it,
-    # it stops before deleting anything
-    loaded = await load_for_prune(target, SID, identities=identities)
-    (m,) = loaded.manifests
-    assert built.document_keys <= m.refs.objects and set(m.refs.chunks) == set(top_key_parts(top))
-    with pytest.raises(IdentityNeeded):
-        await load_for_prune(target, SID)
+    # prune reads the upload's readable objects list, with or without the identity: the
+    # sealed parts, the lists and the pack are live, and no sealed document is read
+    for ids in (identities, None):
+        loaded = await load_for_prune(target, SID, identities=ids)
+        (m,) = loaded.manifests
+        assert built.document_keys <= m.refs.objects and pack_key(1) in m.refs.objects
+        assert set(top_key_parts(top)) <= m.refs.objects and m.refs.sealed
+        assert loaded.documents == {}
 
 
 def top_key_parts(top: dict[str, Any]) -> list[str]:
