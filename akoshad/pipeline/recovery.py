@@ -21,6 +21,7 @@ import asyncio
 import functools
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ from akoshad.pipeline.plan import ledger_row
 from akoshad.pipeline.sealing import Sealing, SealingSource
 from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.format2_read import is_encrypted
+from akoshad.storage.prune_plan import upload_id_time
 from akoshad.storage.refs import ChunkRef
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import StateDB
@@ -242,9 +244,13 @@ class Recovery:
         ]
         chunks = _chunk_table(files, sealing)
 
+        made = upload_id_time(upload_id)
+        at = made.timestamp() if made is not None else time.time()
+
         def seed(c: sqlite3.Connection) -> None:
             StateDB.write_ledger(c, target.name, rows, [])
             StateDB.write_chunks(c, target.name, chunks)
+            StateDB.adopt_upload(c, upload_id, target.name, at)  # the ledger is its files
 
         await self.state.transaction(seed)
         return len(rows)

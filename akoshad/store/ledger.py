@@ -94,6 +94,23 @@ class LedgerOps(StoreBase):
         )
 
     @staticmethod
+    def adopt_upload(c: sqlite3.Connection, upload_id: str, target: str, at: float) -> None:
+        """Inside a transaction: ``upload_id``, found in ``target`` as its newest upload when
+        the ledger was seeded from it, is this state's last completed upload there (a row
+        of it that a target change superseded is completed again; one still in progress is
+        left to the recovery)."""
+        c.execute(
+            "UPDATE uploads SET outcome = 'completed' "
+            "WHERE upload_id = ? AND target = ? AND outcome = 'superseded'",
+            (upload_id, target),
+        )
+        c.execute(
+            "INSERT OR IGNORE INTO uploads (upload_id, target, method, started_at, "
+            "finished_at, outcome) VALUES (?, ?, ?, ?, ?, 'completed')",
+            (upload_id, target, target, at, at),
+        )
+
+    @staticmethod
     def finish_upload(
         c: sqlite3.Connection,
         *,

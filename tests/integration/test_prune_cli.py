@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from akoshad.config import load_settings
+from akoshad.runtime.target_identity import KV_IDENTITY, target_identity
 from tests.crashloop import referenced_keys
 from tests.helpers import akoshad, base_env, manifests, start_daemon, stop_daemon, wait_for
 from tests.helpers import write_config as _write
@@ -122,11 +124,19 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def box(made: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Box:
-    """A copy of the 15 uploads (the same machine: its state and owner id come along)."""
+    """A copy of the 15 uploads (the same machine: its state and owner id come along, and
+    the outbox counts as the same place, moved with them)."""
     for name in ("store", "state", "outbox"):
         shutil.copytree(made / name, tmp_path / name, symlinks=True)
     extra = getattr(request, "param", {})
-    return Box(tmp_path, **extra)
+    box = Box(tmp_path, **extra)
+    settings = load_settings(box.config, environ=box.env)
+    with sqlite3.connect(box.state / "state.db") as con:
+        con.execute(
+            "UPDATE kv SET value = ? WHERE key = ?",
+            (target_identity(settings, "local"), KV_IDENTITY.format(target="local")),
+        )
+    return box
 
 
 def kept_restores(box: Box) -> dict[str, dict[str, str]]:

@@ -4,6 +4,7 @@ with the same state: the next run uploads the whole store there, where before it
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -89,3 +90,20 @@ def test_the_same_place_keeps_what_the_state_knows(tmp_path: Path) -> None:
     finally:
         con.close()
     assert rows > 0
+
+
+def test_an_outbox_moved_with_its_uploads_is_taken_as_it_is(tmp_path: Path) -> None:
+    """The outbox moved to another directory, its uploads with it: the ledger is seeded
+    from the newest upload there, nothing is sent again, and `verify` finds the ledger and
+    that upload in agreement (the seeded upload is this state's last one)."""
+    config, env = daemon_config(tmp_path, "carried")
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    shutil.move(tmp_path / "outbox", tmp_path / "moved")
+    _set(config, local_target_dir=str(tmp_path / "moved"))
+    again = akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    assert "another place than the state knew" in again.stderr
+    assert "nothing changed" in again.stderr, again.stderr
+    assert len(manifests(tmp_path / "moved", "carried")) == 1
+    verify = akoshad("verify", "--config", str(config), "--all", env=env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "no completed upload" not in verify.stdout
