@@ -110,11 +110,9 @@ class _Documents:
         self.ends_part = chunk_parts.boundary_of(None if sealed is None else sealed[0])
         self.ends_entry = path_boundary(None if sealed is None else sealed[0])
 
-    def add(self, kind: DocumentKind, obj: Any, *, plain_text: bool = False) -> str:
-        """The key of the stored document ``obj`` (sealed when the documents are, unless
-        ``plain_text``: then named by the plain SHA-256 of its JSON and left readable)."""
+    def add(self, kind: DocumentKind, obj: Any) -> str:
         plain = canonical_json(obj)
-        if self.sealed is None or plain_text:
+        if self.sealed is None:
             key = document_key(self.system_id, kind, plain)
         else:
             key = sealed_document_key(self.system_id, kind, plain, self.sealed[0])
@@ -122,7 +120,7 @@ class _Documents:
         if key not in self.known and key not in self.made:  # only what is not stored yet
             self.made.add(key)
             stored = compress_document(plain)
-            if self.sealed is not None and not plain_text:
+            if self.sealed is not None:
                 stored = seal(stored, self.sealed[1])
             if self.sink is None:
                 self.new[key] = stored
@@ -278,7 +276,7 @@ def _own_whole_entries(files: Iterable[StoredFile], own: str) -> list[FileEntry]
 def referenced_objects(files: Iterable[StoredFile], documents: Iterable[str]) -> list[str]:
     """Every key an upload of ``files`` references besides its manifest: the packs its
     chunks sit in, its whole objects and ``documents`` (its index parts, chunk lists and
-    their parts), sorted. A sealed upload stores this list readable
+    their parts), sorted. A sealed upload's manifest holds this list readable
     (``metadata.index.objects``): object names are keyed hashes then, and a prune needs no
     identity to know what the upload keeps alive (``prune_refs.sealed_objects_refs``)."""
     keys = set(documents)
@@ -348,11 +346,8 @@ def build_manifest2(
                     "compression": DOCUMENT_COMPRESSION,
                     "encryption": "age",
                 }
-            metadata["index"]["objects"] = index_part_json(
-                docs.add(
-                    "index", {"objects": referenced_objects(ordered, docs.keys)}, plain_text=True
-                )
-            )
+            # readable in the manifest (no request of its own): what a prune keeps alive
+            metadata["index"]["objects"] = referenced_objects(ordered, docs.keys)
     else:
         metadata["files"] = list(entries)
     return Format2Manifest(manifest, list(docs.new.items()), frozenset(docs.keys))

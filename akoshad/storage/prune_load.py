@@ -9,8 +9,8 @@ deletes anything (:class:`PruneError` names the object): what an unreadable mani
 references is unknown, so nothing could be swept safely. The sealed documents of an
 encrypted upload are opened with ``identities``; without them (or with the wrong ones) the
 ``IdentityError`` passes through, and nothing is deleted either, unless the upload names
-its objects in a readable list (``metadata.index.objects``): that list is all a prune reads
-of it, with or without the identity.
+its objects in a readable list (``metadata.index.objects``, in its manifest): that list is
+all a prune needs of it, with or without the identity.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from akoshad.names import MANIFEST_NAME
 from akoshad.storage import chunk_parts
 from akoshad.storage.crypto import Identities
 from akoshad.storage.documents import (
-    DOCUMENT_COMPRESSION,
     MAX_DOCUMENT_BYTES,
     DocumentError,
     DocumentMissing,
@@ -39,7 +38,6 @@ from akoshad.storage.prune_refs import (
     ManifestRefs,
     documents_needed,
     manifest_refs,
-    objects_list_key,
     sealed_objects_refs,
 )
 from akoshad.storage.retention import Upload
@@ -214,23 +212,6 @@ async def _read_documents(
     raise PruneError("documents nest too deep; prune stopped, nothing deleted")
 
 
-async def _objects_refs(
-    target: Target, upload_id: str, key: str, doc: dict[str, Any], prefix: str, limit: int
-) -> ManifestRefs | None:
-    """The references of a sealed upload from its readable objects list (no identity
-    needed, no sealed document read); None when it has no such list."""
-    listed = objects_list_key(doc)
-    if listed is None:
-        return None
-    try:
-        objects = await read_document_sealed(
-            target, listed, DOCUMENT_COMPRESSION, "none", None, what="objects list", limit=limit
-        )
-    except DocumentError as exc:
-        raise PruneError(f"{exc}; prune stopped, nothing deleted") from None
-    return sealed_objects_refs(upload_id, key, doc, objects, prefix)
-
-
 async def _read_manifest(target: Target, key: str, limit: int) -> dict[str, Any]:
     try:
         doc = json.loads(await fetch_stored(target, key, limit, f"manifest {key}"))
@@ -281,7 +262,7 @@ async def load_for_prune(
             )
             continue
         try:
-            refs = await _objects_refs(target, upload_id, key, doc, prefix, max_document)
+            refs = sealed_objects_refs(upload_id, key, doc, prefix)
             if refs is None:
                 await _read_documents(target, doc, documents, max_document, identities)
                 refs = manifest_refs(upload_id, key, doc, documents)

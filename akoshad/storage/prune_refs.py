@@ -12,8 +12,8 @@ The caller reads the index parts and chunk lists (``documents_needed`` says whic
 to three rounds: index parts, the lists they name, the parts of split lists) and passes
 them decoded to ``manifest_refs``. A sealed upload that names its objects in a readable
 list (``metadata.index.objects``, see ``format2.referenced_objects``) needs none of its
-sealed documents: ``objects_list_key`` names that list, ``sealed_objects_refs`` makes the
-references of the upload from it (no identity needed).
+sealed documents: ``sealed_objects_refs`` makes the references of the upload from that
+list (no identity needed).
 """
 
 from __future__ import annotations
@@ -177,9 +177,6 @@ def manifest_refs(
     skipped, sealed = _sealed_index(manifest)
     if skipped is not None:
         objects.add(skipped)
-    listed = objects_list_key(manifest)  # read through its sealed documents: still live
-    if listed is not None:
-        objects.add(listed)
     return ManifestRefs(
         upload_id=upload_id,
         manifest_key=manifest_key,
@@ -201,38 +198,31 @@ def _sealed_index(manifest: Mapping[str, Any]) -> tuple[str | None, bool]:
     return _key(index["skipped"], "metadata.index.skipped"), True
 
 
-def objects_list_key(manifest: Mapping[str, Any]) -> str | None:
-    """The key of a sealed upload's readable list of the objects it references
-    (``metadata.index.objects``, encryption ``none``); None when it has none (an upload
-    made before such lists, or not sealed)."""
+def objects_list(manifest: Mapping[str, Any]) -> list[Any] | None:
+    """A sealed upload's readable list of the objects it references
+    (``metadata.index.objects``); None when it has none (an upload made before such
+    lists, or not sealed)."""
     meta = manifest.get("metadata")
     index = meta.get("index") if isinstance(meta, Mapping) else None
     listed = index.get("objects") if isinstance(index, Mapping) else None
-    if not isinstance(listed, Mapping) or listed.get("encryption", "none") != "none":
-        return None
-    key = listed.get("key")
-    return key if isinstance(key, str) and key else None
+    return listed if isinstance(listed, list) else None
 
 
 def sealed_objects_refs(
-    upload_id: str, manifest_key: str, manifest: Mapping[str, Any], objects: Any, root: str
-) -> ManifestRefs:
-    """The references of a sealed upload from its objects list (the stored document
-    ``{"objects": [...]}``): every key listed (each under ``root``, the system's prefix),
-    the list itself, and the upload's own top-level files. Its packs are whole objects
-    here, never repacked (``sealed``). Raises ``ValueError`` when the list is malformed."""
-    listed = _list(_dict(objects, "the objects list").get("objects"), "objects")
+    upload_id: str, manifest_key: str, manifest: Mapping[str, Any], root: str
+) -> ManifestRefs | None:
+    """The references of a sealed upload from its objects list (``objects_list``), None
+    without one: every key listed (each under ``root``, the system's prefix) and the
+    upload's own top-level files. Its packs are whole objects here, never repacked
+    (``sealed``). Raises ``ValueError`` when the list is malformed."""
+    listed = objects_list(manifest)
+    if listed is None:
+        return None
     keys: set[str] = set()
     for key in listed:
         if not isinstance(key, str) or not key.startswith(root) or ".." in key.split("/"):
             raise ValueError(f"the objects list names {str(key)!r:.120}, not a key under {root}")
         keys.add(key)
-    own = objects_list_key(manifest)
     folder = manifest_key.rsplit("/", 1)[0] + "/"
     keys |= {folder + str(name) for name in _list(manifest.get("files"), "files")}
-    return ManifestRefs(
-        upload_id=upload_id,
-        manifest_key=manifest_key,
-        objects=frozenset(keys | ({own} if own else set())),
-        sealed=True,
-    )
+    return ManifestRefs(upload_id, manifest_key, objects=frozenset(keys), sealed=True)

@@ -16,7 +16,6 @@ from akoshad.storage.prune_refs import (
     MissingDocumentError,
     documents_needed,
     manifest_refs,
-    objects_list_key,
     sealed_objects_refs,
 )
 from akoshad.storage.repack import NewPack, PackRepack, merge_ranges
@@ -472,22 +471,21 @@ def test_a_sealed_upload_known_by_its_objects_list_keeps_every_object_it_names()
     is live, and a pack it names stays where it is, even when a plain upload's chunk refs
     make it look half dead (repacking it would leave the sealed upload pointing at nothing)."""
     part = f"{P}index/aa/{'a' * 64}.json.gz.age"
-    listed = f"{P}index/cc/{'c' * 64}.json.gz"
     shared, own = P + "packs/s1/shared", P + "packs/s2/own"
+    index = {"parts": [{"key": part, "compression": "gzip", "encryption": "age"}]}
     manifest = {
         "files": ["memories.json"],
-        "metadata": {"format": 2, "index": {
-            "parts": [{"key": part, "compression": "gzip", "encryption": "age"}],
-            "objects": {"key": listed, "compression": "gzip", "encryption": "none"}}},
-    }  # fmt: skip
-    assert objects_list_key(manifest) == listed
-    refs = sealed_objects_refs(NEW1, mkey(NEW1), manifest, {"objects": [part, shared, own]}, P)
+        "metadata": {"format": 2, "index": {**index, "objects": [part, shared, own]}},
+    }
+    assert sealed_objects_refs(NEW1, mkey(NEW1), {"metadata": {"index": index}}, P) is None
+    refs = sealed_objects_refs(NEW1, mkey(NEW1), manifest, P)
+    assert refs is not None
     memories = f"{P}uploads/{NEW1}/memories.json"
-    assert refs.sealed and refs.objects == {part, shared, own, listed, memories}
+    assert refs.sealed and refs.objects == {part, shared, own, memories}
     plain = {"files": [], "metadata": {"format": 2, "files": [
         {"path": "b", "chunks": [chunk("packs/s1/shared", 0, 100)]}]}}  # fmt: skip
-    listing = {mkey(NEW1): 10, mkey(NEW2): 10, mkey(OLD1): 10, part: 10, listed: 10,
-               memories: 10, shared: 1000, own: 1000, P + "packs/x/dropped": 500}  # fmt: skip
+    listing = {mkey(NEW1): 10, mkey(NEW2): 10, mkey(OLD1): 10, part: 10, memories: 10,
+               shared: 1000, own: 1000, P + "packs/x/dropped": 500}  # fmt: skip
     plan = plan_prune(
         "box",
         [refs, parse(NEW2, plain, {}), ManifestRefs(OLD1, mkey(OLD1))],
@@ -498,12 +496,7 @@ def test_a_sealed_upload_known_by_its_objects_list_keeps_every_object_it_names()
     assert plan.old_packs == frozenset()  # the shared pack is not repacked
     assert set(plan.delete_objects) == {P + "packs/x/dropped"}
     assert plan.missing == ()
-    with pytest.raises(ValueError, match="not a key under"):
-        sealed_objects_refs(NEW1, mkey(NEW1), manifest, {"objects": ["systems/other/x"]}, P)
-    with pytest.raises(ValueError, match="not a key under"):
-        sealed_objects_refs(NEW1, mkey(NEW1), manifest, {"objects": [P + "../../x"]}, P)
-    unsealed = {
-        "files": [],
-        "metadata": {"index": {"objects": {"key": listed, "encryption": "age"}}},
-    }
-    assert objects_list_key(unsealed) is None
+    for bad in ("systems/other/x", P + "../../x", 7):
+        with pytest.raises(ValueError, match="not a key under"):
+            listed = {**index, "objects": [bad]}
+            sealed_objects_refs(NEW1, mkey(NEW1), {"metadata": {"index": listed}}, P)
