@@ -22,6 +22,7 @@ def render_sources(loaded: LoadedConfig) -> str:
     lines.append("# env AKOSHAD_*, file, session-buddy env, session-buddy file, default)")
     lines.extend(f"#   {key:<{width}}  {origin}" for key, origin in sources.items())
     lines.extend(f"# note: {note}" for note in loaded.notes)
+    lines.extend(f"# warning: {warning}" for warning in loaded.settings.warnings)
     return "\n".join(lines)
 
 
@@ -30,13 +31,15 @@ def check_lines(loaded: LoadedConfig) -> list[str]:
     the values taken from session-buddy's configuration."""
     settings = loaded.settings
     cs = settings.cloud_sync
-    target = f"s3://{cs.cloud_bucket}" if cs.cloud_bucket else str(settings.local_target_dir)
+    cloud = settings.primary_target == "cloud"
+    target = f"s3://{cs.cloud_bucket}" if cloud else str(settings.local_target_dir)
     http = redact_url(settings.akosha_url) if settings.akosha_url else "off"
     lines = [
         f"configuration ok: data_dir={settings.data_dir} target={target} "
         f"akosha_url={http} system_id={cs.system_id}"
     ]
     lines.extend(f"note: {note}" for note in loaded.notes)
+    lines.extend(f"warning: {warning}" for warning in settings.warnings)
     lines.extend(encryption_lines(settings.encryption))
     by_origin: dict[str, list[str]] = {}
     for key, origin in loaded.effective_sources().items():

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from akoshad.config.checks import check_absolute
+
 if TYPE_CHECKING:
     from akoshad.storage.crypto import Identities, Recipients
 
@@ -83,7 +85,9 @@ class Encryption(BaseModel):
     def _expand(cls, value: object) -> object:
         if value is None or value == "":
             return None
-        return Path(os.path.expanduser(str(value))) if isinstance(value, str | Path) else value
+        if not isinstance(value, str | Path):
+            return value
+        return check_absolute(Path(os.path.expanduser(str(value))))
 
     @property
     def enabled(self) -> bool:

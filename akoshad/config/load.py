@@ -28,13 +28,21 @@ from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
 from akoshad.redaction import register_settings
 
+PATH_FIELDS = ("data_dir", "state_dir", "socket_path", "local_target_dir", "log_file")
+
+
+def _xdg(environ: Mapping[str, str], name: str) -> str | None:
+    """``$name`` when absolute: the XDG spec says to ignore a relative one."""
+    value = environ.get(name)
+    return value if value and os.path.isabs(value) else None
+
 
 def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
     home = Path(environ.get("HOME") or os.path.expanduser("~"))
-    state_home = Path(environ.get("XDG_STATE_HOME") or home / ".local" / "state")
-    data_home = Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    state_home = Path(_xdg(environ, "XDG_STATE_HOME") or home / ".local" / "state")
+    data_home = Path(_xdg(environ, "XDG_DATA_HOME") or home / ".local" / "share")
     state_dir = state_home / "akoshad"
-    runtime = environ.get("XDG_RUNTIME_DIR")
+    runtime = _xdg(environ, "XDG_RUNTIME_DIR")
     return {
         "data_dir": home / ".claude" / "data",
         "state_dir": state_dir,
@@ -89,6 +97,23 @@ class _MappingEnvSource(EnvSettingsSource):
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         return {k.lower(): v for k, v in self._mapping.items()}
+
+
+def _absolute(value: Any) -> Any:
+    """A path given on the command line, made absolute from the current directory (the
+    configuration refuses relative paths; one typed in a shell means the directory there)."""
+    if isinstance(value, str | Path) and str(value).strip() and "\0" not in str(value):
+        return Path(os.path.abspath(os.path.expanduser(str(value))))
+    return value
+
+
+def _cli_paths(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` with its paths (``--data-dir``, ``--identity``) made absolute."""
+    out = {k: _absolute(v) if k in PATH_FIELDS else v for k, v in overrides.items()}
+    enc = out.get("encryption")
+    if isinstance(enc, Mapping) and "identity_file" in enc:
+        out["encryption"] = {**enc, "identity_file": _absolute(enc["identity_file"])}
+    return out
 
 
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -221,7 +246,7 @@ def load_config(
         (sb_env, src.env_label("session-buddy env", sb_vars)),
         (file_data, lambda _key: f"file {path}"),
         (env_data, src.env_label("env", env_vars)),
-        (dict(overrides or {}), lambda _key: src.COMMAND_LINE),
+        (_cli_paths(overrides or {}), lambda _key: src.COMMAND_LINE),
     ]
     for data, label in layers:
         merged = _deep_merge(merged, data)
@@ -273,7 +298,7 @@ def fallback_socket_path(
     sock = pick("socket_path")
     if sock:
         return Path(sock)
-    runtime = environ.get("XDG_RUNTIME_DIR")
+    runtime = _xdg(environ, "XDG_RUNTIME_DIR")
     if runtime:
         return Path(runtime) / "akoshad.sock"
     return Path(pick("state_dir") or _defaults(environ)["state_dir"]) / "akoshad.sock"
@@ -284,6 +309,6 @@ def client_settings(socket_path: Path, environ: Mapping[str, str]) -> Settings:
     with the socket found by ``fallback_socket_path`` (the only field a client uses)."""
     defaults = _defaults(environ)
     defaults.pop("_runtime_dir")
-    # not validated: a socket path too long to bind is the client's "no daemon" (exit 3)
-    settings = Settings(**defaults, socket_path=Path("akoshad.sock"))
-    return settings.model_copy(update={"socket_path": socket_path})
+    # not validated: a socket path too long to bind is the client's "no daemon" (exit 3),
+    # and the defaults may be what is wrong (a state_dir that is a file)
+    return Settings.model_construct(**defaults, socket_path=socket_path)

@@ -27,6 +27,14 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from akoshad.config.checks import (
+    check_absolute,
+    check_bucket,
+    check_directory,
+    check_listen,
+    log_inside,
+    nesting_problem,
+)
 from akoshad.config.encryption import Encryption
 from akoshad.events import EVENT_NAMES, EventName
 from akoshad.names import SYSTEM_ID_RE, socket_path_problem
@@ -125,10 +133,18 @@ class CloudSync(BaseModel):
     def _s3_part_minimum(cls, value: int) -> int:
         return max(value, MIN_CHUNK_MB)
 
-    @field_validator("cloud_bucket", "cloud_endpoint", "access_key_id")
+    @field_validator(
+        "cloud_bucket", "cloud_endpoint", "access_key_id", "secret_access_key", mode="before"
+    )
     @classmethod
-    def _empty_is_unset(cls, value: str | None) -> str | None:
-        return value or None
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty value (``AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET=``) counts as unset."""
+        return None if value == "" else value
+
+    @field_validator("cloud_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_bucket(value)
 
     @field_validator("cloud_endpoint")
     @classmethod
@@ -139,7 +155,16 @@ class CloudSync(BaseModel):
     def _keys_in_pairs(self) -> CloudSync:
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ValueError("access_key_id and secret_access_key must be set together")
+        if self.force_method == "cloud" and self.cloud_bucket is None:
+            raise ValueError("force_method: cloud needs cloud_sync.cloud_bucket")
         return self
+
+    def without_bucket(self) -> list[str]:
+        """The S3 settings given that no upload uses, for want of a bucket."""
+        if self.cloud_bucket is not None:
+            return []
+        given = ("cloud_endpoint", "access_key_id", "secret_access_key")
+        return [f"cloud_sync.{name}" for name in given if getattr(self, name) is not None]
 
 
 WebhookEvent = EventName  # a webhook subscribes to the bus's events, named in one place
@@ -241,12 +266,7 @@ class Settings(BaseSettings):
     @field_validator("metrics_listen")
     @classmethod
     def _listen(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
-        return value
+        return check_listen(value) if value else None
 
     @field_validator(
         "data_dir", "state_dir", "socket_path", "local_target_dir", "log_file", mode="before"
@@ -266,7 +286,13 @@ class Settings(BaseSettings):
     @field_validator("data_dir", "state_dir", "socket_path", "local_target_dir", "log_file")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
-        return None if value is None else Path(os.path.expanduser(str(value)))
+        return None if value is None else check_absolute(Path(os.path.expanduser(str(value))))
+
+    @field_validator("state_dir", "local_target_dir")
+    @classmethod
+    def _a_directory(cls, value: Path) -> Path:
+        """A file where the directory is to be made fails here, not at run time."""
+        return check_directory(value)
 
     @field_validator("socket_path")
     @classmethod
@@ -280,6 +306,24 @@ class Settings(BaseSettings):
     def _sane_delays(self) -> Settings:
         if self.max_delay_seconds < self.debounce_seconds:
             raise ValueError("max_delay_seconds must not be smaller than debounce_seconds")
+        return self
+
+    @model_validator(mode="after")
+    def _http_has_akosha(self) -> Settings:
+        if self.cloud_sync.force_method == "http" and self.akosha_url is None:
+            raise ValueError(
+                "cloud_sync.force_method: http needs akosha_url (HTTP is forced, but there "
+                "is no Akosha to send to)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _own_dirs_apart(self) -> Settings:
+        """The state and the local target must not be backed up, nor hold the store."""
+        own = {"state_dir": self.state_dir, "local_target_dir": self.local_target_dir}
+        problem = nesting_problem(self.data_dir, own) or log_inside(self.data_dir, self.log_file)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -315,9 +359,27 @@ class Settings(BaseSettings):
         return self.cloud_sync.cloud_bucket is not None
 
     @property
+    def primary_target(self) -> Literal["cloud", "local"]:
+        """The target uploads' files go to, and that verify, restore, drill and uploads
+        read: ``cloud`` with a bucket (unless ``force_method`` is http), else ``local``."""
+        http = self.cloud_sync.force_method == "http"
+        return "cloud" if self.bucket_configured and not http else "local"
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Values accepted but likely not what was meant (``config check`` shows them)."""
+        unused = self.cloud_sync.without_bucket()
+        if not unused:
+            return ()
+        return (
+            f"{', '.join(unused)} set but no cloud_sync.cloud_bucket: uploads go to the "
+            f"local target {self.local_target_dir}, not to S3",
+        )
+
+    @property
     def notes(self) -> tuple[str, ...]:
-        """Warnings about values that were accepted but adjusted (logged at start)."""
-        return self._notes
+        """Values accepted but adjusted, then :attr:`warnings` (logged at start)."""
+        return self._notes + self.warnings
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets replaced by ``**********``."""

@@ -295,7 +295,7 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
     """A drill in this process; the ``last_drill`` object (recorded in the state)."""
     cs = settings.cloud_sync
     identities = await asyncio.to_thread(identities_of, settings)
-    name = "cloud" if settings.bucket_configured and cs.force_method != "http" else "local"
+    name = settings.primary_target
     target = make_target(name, settings)
     try:
         await target.start(clean_up=False)  # a daemon may be uploading at this moment

@@ -38,10 +38,8 @@ if TYPE_CHECKING:
 
 
 def primary_name(settings: Settings) -> str:
-    """The target uploads go to: ``cloud`` with a bucket (unless ``force_method`` is
-    http), else ``local``."""
-    cs = settings.cloud_sync
-    return "cloud" if settings.bucket_configured and cs.force_method != "http" else "local"
+    """The target uploads go to (:attr:`Settings.primary_target`)."""
+    return settings.primary_target
 
 
 @dataclass

@@ -444,7 +444,7 @@ async def test_a_drill_by_hand_runs_here_when_the_daemon_does_not_know_the_comma
     monkeypatch.setattr(control, "COMMANDS", control.COMMANDS - {"drill"})
     path = short_dir() / "old.sock"
     settings = load_settings(
-        overrides={"socket_path": str(path), "data_dir": str(tmp_path)},
+        overrides={"socket_path": str(path), "data_dir": str(tmp_path / "store")},
         environ={"HOME": str(tmp_path)},
     )
     async with ControlServer(path, handler, max_line=4096, idle_timeout=5):

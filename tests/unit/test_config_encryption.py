@@ -124,7 +124,7 @@ def test_config_check_does_not_read_the_identity_and_show_lists_the_group(
     _, public = _pair()
     cfg = write_config(
         tmp_path / "c.yaml",
-        data_dir=str(tmp_path),
+        data_dir=str(tmp_path / "store"),  # not the home: state_dir is under it
         encryption={"recipients": [public], "identity_file": str(tmp_path / "offline.txt")},
     )
     env = base_env(tmp_path)

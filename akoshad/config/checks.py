@@ -1,0 +1,118 @@
+"""Checks of single configuration values that ``model`` applies: bucket names, the
+metrics address, and paths (absolute, not a file, not nested in one another). Each raises
+``ValueError`` with one line (never echoing a value that could hold a secret)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+# botocore's own checks of a bucket name (botocore.handlers.VALID_BUCKET, VALID_S3_ARN)
+VALID_BUCKET = re.compile(r"^[a-zA-Z0-9.\-_]{1,255}$")
+VALID_S3_ARN = re.compile(
+    r"^arn:(aws).*:(s3|s3-object-lambda):[a-z\-0-9]*:[0-9]{12}:accesspoint[/:]"
+    r"[a-zA-Z0-9\-.]{1,63}$|^arn:(aws).*:s3-outposts:[a-z\-0-9]+:[0-9]{12}:outpost[/:]"
+    r"[a-zA-Z0-9\-]{1,63}[/:]accesspoint[/:][a-zA-Z0-9\-]{1,63}$"
+)
+_HOST_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+LISTEN_EXAMPLE = "e.g. 127.0.0.1:9464 or [::1]:9464"
+
+
+def check_bucket(value: str) -> str:
+    """``value`` when S3 (botocore) accepts it as a bucket name or access point ARN."""
+    if VALID_BUCKET.match(value) or VALID_S3_ARN.match(value):
+        return value
+    if value.strip().lower().startswith("s3://"):
+        raise ValueError("give the bucket's name alone, without s3:// (e.g. akoshad)")
+    if "/" in value:
+        raise ValueError(
+            "holds a '/': give the bucket's name alone (uploads go under "
+            "systems/<system_id>/ in it)"
+        )
+    raise ValueError("is not a bucket name: 1-255 letters, digits, '.', '-' or '_' (no spaces)")
+
+
+def check_listen(value: str) -> str:
+    """``value`` when it is ``host:port`` as the metrics server reads it (the part after
+    the last ``:`` a port 1-65535, the host a name, an IPv4 address or a bracketed IPv6
+    address)."""
+    if "://" in value:
+        raise ValueError(f"must be host:port without a scheme or path, {LISTEN_EXAMPLE}")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port with a port from 1 to 65535, {LISTEN_EXAMPLE}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"holds no IPv6 address in its [brackets], {LISTEN_EXAMPLE}") from None
+        return value
+    if ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets, {LISTEN_EXAMPLE}")
+    if not _HOST_NAME.match(host):
+        raise ValueError(f"its host is not a host name or IP address, {LISTEN_EXAMPLE}")
+    return value
+
+
+def check_absolute(value: Path) -> Path:
+    """``value`` (``~`` already expanded) when absolute: a relative path would follow
+    the directory each command happens to start in."""
+    if not value.is_absolute():
+        raise ValueError(
+            f"must be an absolute path or start with ~, not relative ({value}): it would "
+            "follow the directory each command starts in"
+        )
+    return value
+
+
+def check_directory(value: Path) -> Path:
+    """``value`` when it, or the nearest of its parents that exists, is a directory."""
+    for path in (value, *value.parents):
+        if os.path.exists(path):  # os.path: an unreadable parent is False, not an error
+            if os.path.isdir(path):
+                return value
+            if path == value:
+                raise ValueError(f"{value} exists and is not a directory")
+            raise ValueError(f"{value} cannot be made: {path} exists and is not a directory")
+        if os.path.islink(path):  # dangling: mkdir fails on it as on a file
+            raise ValueError(f"{value}: {path} is a dangling symlink")
+    return value
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def nesting_problem(data_dir: Path, own: Mapping[str, Path]) -> str | None:
+    """One line when a directory of akoshad's own (``own``: name -> path) is ``data_dir``,
+    inside it, or holds it (resolved paths compared), else None."""
+    data = _real(data_dir)
+    for name, path in own.items():
+        mine = _real(path)
+        if mine == data:
+            where = "is the same directory as"
+        elif data in mine.parents:
+            where = "is inside"
+        elif mine in data.parents:
+            where = "holds"
+        else:
+            continue
+        return (
+            f"{name} {path} {where} data_dir {data_dir}: the daemon would back up its own "
+            f"files forever; keep {name} and data_dir apart"
+        )
+    return None
+
+
+def log_inside(data_dir: Path, log_file: Path | None) -> str | None:
+    """One line when ``log_file`` lies inside ``data_dir`` (each line logged would be a
+    change to back up), else None."""
+    if log_file is None or _real(data_dir) not in _real(log_file).parents:
+        return None
+    return (
+        f"log_file {log_file} is inside data_dir {data_dir}: the daemon would back up its "
+        "own log forever; write it elsewhere"
+    )

@@ -1,0 +1,313 @@
+"""Configuration rules across keys: one primary target for every command, force_method
+that has somewhere to go, S3 settings without a bucket told, akoshad's own directories
+apart from the store, absolute paths only, and values checked as they are used later."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoshad.cli.config import check_lines, render_sources
+from akoshad.config import Settings, load_config, load_settings
+from akoshad.errors import ConfigError
+from akoshad.restore import drill as restore_drill
+from akoshad.restore.readback import _target_for
+from akoshad.runtime.metrics_server import parse_listen
+from akoshad.runtime.ownership import primary_name
+from tests.helpers import akoshad, base_env, write_config
+
+SECRET = "wJalrXUtnFEMI-planted-secret-K7MDENG"
+AKOSHA = "http://127.0.0.1:8682/mcp"
+
+
+def env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"HOME": str(tmp_path), **extra}
+
+
+def load(tmp_path: Path, text: str, **extra: str) -> Settings:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    return load_settings(cfg, environ=env(tmp_path, **extra))
+
+
+def refused(tmp_path: Path, text: str, **extra: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, **extra)
+    message = str(info.value)
+    assert "\n" not in message and info.value.exit_code == 78
+    return message
+
+
+# ---- 1. one primary target ----------------------------------------------------------------
+class _Picked(Exception):
+    pass
+
+
+def _drill_target(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The target ``akoshad drill`` (run in the command) opens."""
+
+    def make_target(name: str, _settings: Settings) -> Any:
+        raise _Picked(name)
+
+    monkeypatch.setattr(restore_drill, "make_target", make_target)
+    with pytest.raises(_Picked) as info:
+        asyncio.run(restore_drill._drill_here(settings))
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("cloud_sync", "akosha", "expected"),
+    [
+        ("  cloud_bucket: akoshad\n", False, "cloud"),
+        ("  cloud_bucket: akoshad\n  force_method: cloud\n", False, "cloud"),
+        ("  cloud_bucket: akoshad\n  force_method: http\n", True, "local"),
+        ("  force_method: auto\n", False, "local"),
+        ("  force_method: http\n", True, "local"),
+    ],
+)
+def test_every_command_reads_the_target_run_writes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cloud_sync: str,
+    akosha: bool,
+    expected: str,
+) -> None:
+    text = (f"akosha_url: {AKOSHA}\n" if akosha else "") + "cloud_sync:\n" + cloud_sync
+    settings = load(tmp_path, text)
+    assert settings.primary_target == expected
+    assert primary_name(settings) == expected  # run --once, takeover
+    args = argparse.Namespace(target="auto")
+    assert _target_for(args, settings).name == expected  # uploads, verify, restore
+    assert _drill_target(settings, monkeypatch) == expected  # drill
+    shown = check_lines(load_config(tmp_path / "c.yaml", environ=env(tmp_path)))[0]
+    where = "target=s3://akoshad" if expected == "cloud" else f"target={settings.local_target_dir}"
+    assert where in shown  # config check
+
+
+# ---- 2. force_method needs somewhere to go ----------------------------------------------
+def test_force_cloud_needs_a_bucket(tmp_path: Path) -> None:
+    message = refused(tmp_path, "cloud_sync:\n  force_method: cloud\n")
+    assert "force_method: cloud needs cloud_sync.cloud_bucket" in message
+    # an empty variable unsets the file's bucket: the same error, naming the variable
+    text = "cloud_sync:\n  force_method: cloud\n  cloud_bucket: akoshad\n"
+    message = refused(tmp_path, text, AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET="")
+    assert "needs cloud_sync.cloud_bucket" in message
+    assert "AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET" in message
+
+
+def test_an_empty_bucket_is_unset_everywhere(tmp_path: Path) -> None:
+    settings = load(
+        tmp_path,
+        "cloud_sync:\n  cloud_bucket: akoshad\n",
+        AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET="",
+        AKOSHAD_CLOUD_SYNC__SECRET_ACCESS_KEY="",
+        AKOSHAD_CLOUD_SYNC__ACCESS_KEY_ID="",
+    )
+    assert settings.cloud_sync.cloud_bucket is None and not settings.bucket_configured
+    assert settings.cloud_sync.secret_access_key is None
+    assert settings.primary_target == "local" and settings.warnings == ()
+
+
+def test_force_http_needs_akosha_url(tmp_path: Path) -> None:
+    message = refused(tmp_path, "cloud_sync:\n  force_method: http\n  cloud_bucket: b\n")
+    assert "cloud_sync.force_method: http needs akosha_url" in message
+    assert load(tmp_path, f"akosha_url: {AKOSHA}\ncloud_sync:\n  force_method: http\n")
+
+
+def test_force_cloud_without_bucket_exits_78(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "memories.json").write_text("[]")  # was uploaded to the outbox
+    cfg = write_config(
+        tmp_path / "c.yaml", data_dir=str(tmp_path / "store"), cloud_sync={"force_method": "cloud"}
+    )
+    res = akoshad("run", "--once", "--config", str(cfg), env=base_env(tmp_path), timeout=60)
+    assert res.returncode == 78, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs cloud_sync.cloud_bucket" in lines[0]
+    assert not (tmp_path / ".local" / "share" / "akoshad" / "outbox").exists()
+
+
+# ---- 3. S3 settings with no bucket: a warning, not an error -------------------------------
+def test_s3_settings_without_a_bucket_are_told(tmp_path: Path) -> None:
+    text = (
+        "cloud_sync:\n  cloud_endpoint: https://s3.example.com\n"
+        f"  access_key_id: AKIAEXAMPLE\n  secret_access_key: {SECRET}\n"
+    )
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    loaded = load_config(cfg, environ=env(tmp_path))
+    warning = next(line for line in check_lines(loaded) if line.startswith("warning: "))
+    assert "cloud_sync.cloud_endpoint" in warning and "cloud_sync.access_key_id" in warning
+    assert f"uploads go to the local target {loaded.settings.local_target_dir}" in warning
+    assert "no cloud_sync.cloud_bucket" in warning
+    assert warning.removeprefix("warning: ") in loaded.settings.notes  # logged at start
+    assert "# warning: " in render_sources(loaded)
+    assert SECRET not in warning and "s3.example.com" not in warning
+
+
+def test_run_once_logs_the_no_bucket_warning(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "memories.json").write_text("[]")
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        cloud_sync={"cloud_endpoint": "http://127.0.0.1:9"},
+    )
+    res = akoshad("run", "--once", "--config", str(cfg), env=base_env(tmp_path), timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("set but no cloud_sync.cloud_bucket: uploads go to the local") == 1
+
+
+def test_no_warning_with_a_bucket_or_nothing_of_s3(tmp_path: Path) -> None:
+    assert load(tmp_path, "cloud_sync:\n  cloud_endpoint: https://s3.example.com\n").warnings
+    text = "cloud_sync:\n  cloud_bucket: b\n  cloud_endpoint: https://s3.example.com\n"
+    assert load(tmp_path, text).warnings == ()
+    assert load(tmp_path, "debounce_seconds: 3\n").warnings == ()
+
+
+# ---- 4. akoshad's own directories apart from the store ------------------------------------
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('data_dir: "~"\n', ("state_dir", "is inside data_dir")),  # the defaults are in ~
+        ("data_dir: {t}/d\nlocal_target_dir: {t}/d/out\n", ("local_target_dir", "inside")),
+        ("data_dir: {t}/d\nstate_dir: {t}/d\n", ("state_dir", "the same directory as")),
+        ("data_dir: {t}/st/d\nstate_dir: {t}/st\n", ("state_dir", "holds data_dir")),
+        ("data_dir: {t}/o/d\nlocal_target_dir: {t}/o\n", ("local_target_dir", "holds")),
+        ("data_dir: {t}/d\nlog_file: {t}/d/logs/akoshad.log\n", ("log_file", "own log")),
+    ],
+)
+def test_own_directories_not_in_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, names: tuple[str, ...]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # what ~ expands to
+    message = refused(tmp_path, text.format(t=tmp_path))
+    assert all(name in message for name in names), message
+    assert "data_dir" in message and f"(from file {tmp_path / 'c.yaml'})" in message
+
+
+def test_nesting_is_seen_through_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    message = refused(tmp_path, f"data_dir: {tmp_path}/link\nstate_dir: {tmp_path}/real/st\n")
+    assert f"state_dir {tmp_path}/real/st is inside data_dir {tmp_path}/link" in message
+    load(tmp_path, f"data_dir: {tmp_path}/real-store\nstate_dir: {tmp_path}/real/st\n")
+
+
+# ---- 5. absolute paths only ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("state_dir: st/rel\n", "state_dir"),
+        ("data_dir: store\n", "data_dir"),
+        ("socket_path: run/a.sock\n", "socket_path"),
+        ("local_target_dir: ./outbox\n", "local_target_dir"),
+        ("encryption:\n  identity_file: key.txt\n", "encryption.identity_file"),
+    ],
+)
+def test_relative_paths_are_refused(tmp_path: Path, text: str, key: str) -> None:
+    message = refused(tmp_path, text)
+    assert f"{key}: must be an absolute path or start with ~" in message
+
+
+def test_home_relative_paths_and_cli_paths_are_fine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # what ~ expands to
+    settings = load(tmp_path, "state_dir: ~/st\nencryption:\n  identity_file: ~/key.txt\n")
+    assert settings.state_dir == tmp_path / "st"
+    assert settings.encryption.identity_file == tmp_path / "key.txt"
+    monkeypatch.chdir(tmp_path)  # --data-dir and --identity mean the shell's directory
+    overrides = {"data_dir": "store", "encryption": {"identity_file": "k.txt"}}
+    settings = load_settings(overrides=overrides, environ=env(tmp_path))
+    assert settings.data_dir == tmp_path / "store"
+    assert settings.encryption.identity_file == tmp_path / "k.txt"
+
+
+def test_defaults_are_absolute_and_relative_xdg_is_ignored(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ=env(tmp_path, XDG_STATE_HOME="st", XDG_DATA_HOME="da", XDG_RUNTIME_DIR="run")
+    )
+    assert settings.state_dir == tmp_path / ".local" / "state" / "akoshad"
+    assert settings.local_target_dir == tmp_path / ".local" / "share" / "akoshad" / "outbox"
+    assert settings.socket_path == settings.state_dir / "akoshad.sock"
+    for path in (settings.data_dir, settings.state_dir, settings.local_target_dir):
+        assert path.is_absolute()
+
+
+# ---- 6. values checked as they are used later -----------------------------------------------
+@pytest.mark.parametrize(
+    ("bucket", "hint"),
+    [
+        ("s3://akoshad", "without s3://"),
+        ("akoshad/sub", "holds a '/'"),
+        (" akoshad", "is not a bucket name"),
+        ("ako shad", "is not a bucket name"),
+        (f"s3://AKIA:{SECRET}@akoshad", "without s3://"),
+    ],
+)
+def test_bucket_names_as_botocore_checks_them(tmp_path: Path, bucket: str, hint: str) -> None:
+    message = refused(tmp_path, f'cloud_sync:\n  cloud_bucket: "{bucket}"\n')
+    assert "cloud_sync.cloud_bucket: " in message and hint in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "bucket",
+    ["akoshad", "my.bucket_1-a", "arn:aws:s3:us-west-2:123456789012:accesspoint/backups"],
+)
+def test_good_bucket_names(tmp_path: Path, bucket: str) -> None:
+    assert load(tmp_path, f"cloud_sync:\n  cloud_bucket: {bucket}\n").bucket_configured
+
+
+@pytest.mark.parametrize(
+    "listen",
+    [
+        "http://127.0.0.1:9464",
+        "127.0.0.1:9464/metrics",
+        "127.0.0.1",
+        ":9464",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:\uff19\uff14\uff16\uff14",  # digits, but not ASCII ones
+        "::1:9464",
+        "[nope]:9464",
+        " 127.0.0.1:9464",
+    ],
+)
+def test_bad_metrics_listen(tmp_path: Path, listen: str) -> None:
+    assert "metrics_listen: " in refused(tmp_path, f'metrics_listen: "{listen}"\n')
+
+
+@pytest.mark.parametrize(
+    ("listen", "parsed"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("localhost:1", ("localhost", 1)),
+        ("[::1]:65535", ("::1", 65535)),
+        ("0.0.0.0:9464", ("0.0.0.0", 9464)),
+    ],
+)
+def test_good_metrics_listen_parse_as_served(
+    tmp_path: Path, listen: str, parsed: tuple[str, int]
+) -> None:
+    settings = load(tmp_path, f'metrics_listen: "{listen}"\n')
+    assert settings.metrics_listen is not None
+    assert parse_listen(settings.metrics_listen) == parsed
+
+
+def test_state_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    message = refused(tmp_path, f"state_dir: {tmp_path}/file\n")
+    assert f"state_dir: {tmp_path}/file exists and is not a directory" in message
+    message = refused(tmp_path, f"state_dir: {tmp_path}/file/st\n")
+    assert f"{tmp_path}/file exists and is not a directory" in message
+    message = refused(tmp_path, f"local_target_dir: {tmp_path}/file\n")
+    assert "local_target_dir: " in message
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    assert "dangling" in refused(tmp_path, f"state_dir: {tmp_path}/dangling\n")
