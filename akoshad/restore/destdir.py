@@ -39,14 +39,34 @@ class DestError(AkoshadError):
     """Something in ``--dest`` is in the way of the restore."""
 
 
+def dest_link(dest: Path) -> str | None:
+    """Why ``--dest`` is refused when it is itself a symlink (None: it is not). Its parents
+    are the path the user named and are resolved as usual; the link at its end is not."""
+    try:
+        target = os.readlink(dest)
+    except OSError:  # missing, or not a link
+        return None
+    return (
+        f"--dest {dest} is a symlink (to {target}): a restore follows no symlink; "
+        "name the directory itself"
+    )
+
+
 def open_dest(dest: Path) -> int:
     """A descriptor for ``--dest`` (created 0700 with its parents when missing). ``--dest``
-    itself is the user's choice and may be a link; nothing under it is followed."""
+    itself may not be a symlink (refused, ``DestError``), and nothing under it is followed;
+    its parents are resolved as usual."""
+    refused = dest_link(dest)
+    if refused is not None:
+        raise DestError(refused)
     dest.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     try:
-        fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-    except NotADirectoryError:
-        raise DestError(f"--dest {dest} is not a directory") from None
+        fd = os.open(dest, _DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        # a symlink put there since (O_NOFOLLOW refuses it: ENOTDIR on Linux, ELOOP on BSD)
+        raise DestError(dest_link(dest) or f"--dest {dest} is not a directory") from None
     remove_partials(fd)
     return fd
 

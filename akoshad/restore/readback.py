@@ -32,7 +32,7 @@ from akoshad.manifest.read import (
     load_files,
     load_manifest,
 )
-from akoshad.restore.destdir import DestError, FileSink, open_dest, parent_dir
+from akoshad.restore.destdir import DestError, FileSink, dest_link, open_dest, parent_dir
 from akoshad.restore.groups import SpanReader, Unit, work_units
 from akoshad.restore.landing import Committer, DestTree, LandingSink
 from akoshad.restore.parallel import fetch_all, owned_in_thread, to_the_end, weight_of
@@ -181,6 +181,9 @@ def sink_for(dest_fd: int, f: StoredFile, force: bool) -> FileSink:
 
 
 def _check_dest(dest: Path, force: bool) -> None:
+    refused = dest_link(dest)  # checked again when it is opened (O_NOFOLLOW)
+    if refused is not None:
+        raise RestoreError(refused)
     if dest.exists() and not dest.is_dir():
         raise RestoreError(f"--dest {dest} exists and is not a directory")
     if dest.is_dir() and any(dest.iterdir()) and not force:
@@ -190,7 +193,7 @@ def _check_dest(dest: Path, force: bool) -> None:
 def _target_for(args: argparse.Namespace, settings: Settings) -> Target:
     choice = getattr(args, "target", "auto")
     if choice == "auto":
-        choice = "cloud" if settings.bucket_configured else "local"
+        choice = settings.primary_target  # where run uploads (force_method counts)
     if choice == "cloud" and not settings.bucket_configured:
         raise RestoreError("no cloud_sync.cloud_bucket is configured")
     return make_target(choice, settings)
@@ -263,6 +266,17 @@ def dest_path(text: str) -> Path:
     return Path(os.path.expanduser(text))
 
 
+def partial_restore(dest: Path, exc: OSError) -> str:
+    """The line of a restore that could not write ``dest``: what failed, and that the
+    files landed before it are there (each checked whole; a database may lack its WAL)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (
+        f"cannot write the restore{where}: {exc.strerror or exc}; {dest} holds only part of "
+        "the upload (each file there is whole and checked, but a database may be without "
+        "its WAL): free the space or choose another --dest, then restore again with --force"
+    )
+
+
 async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     identities = await asyncio.to_thread(identities_of, settings)
     target, system_id = await _with_target(settings, args)
@@ -285,9 +299,13 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         dest = dest_path(args.dest)
         globs = getattr(args, "path", None) or ()
         gc.freeze()  # what is loaded by now stays: collections scan only the restore's objects
-        count = await restore_upload(
-            target, system_id, upload_id, dest, force=args.force, globs=globs, identities=identities
-        )
+        try:
+            count = await restore_upload(
+                target, system_id, upload_id, dest, force=args.force, globs=globs,
+                identities=identities,
+            )  # fmt: skip
+        except OSError as exc:  # the disk, not the target: its files stay as they landed
+            raise RestoreError(partial_restore(dest, exc)) from None
         print(f"restored {count} file(s) of upload {upload_id} into {args.dest}")
         return 0
     finally:

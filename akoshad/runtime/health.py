@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from akoshad.config import Settings
 from akoshad.pipeline.storefiles import unreadable
 
 BEHIND_GRACE_SECONDS = 60.0
@@ -25,6 +26,7 @@ STATUS_EPILOG = (
     "after compression, plus manifests and memories.json; 'deduplicated': files an upload "
     "carried over unchanged, pointing at an earlier upload's object. --check prints one "
     "line and exits 0 when healthy, 1 when paused, degraded, waiting for data_dir, when "
+    "nothing to back up (no file selected, none ever uploaded), when "
     "changes seen could not be queued, when metrics_listen cannot be served, or behind "
     "(the oldest pending change is older than max_delay_seconds + min_upload_interval_seconds "
     "+ 60 s), 3 with no daemon."
@@ -48,6 +50,25 @@ def data_dir_problem(data_dir: Path) -> str | None:
     return None
 
 
+def nothing_selected(settings: Settings, files_on_disk: int | None) -> str | None:
+    """Why the store has no file to back up (its last reconcile selected none), or None."""
+    if files_on_disk != 0:
+        return None
+    include = ", ".join(settings.include) or "everything"
+    return (
+        f"no file in {settings.data_dir} is selected "
+        f"(include: {include}; exclude: {settings.exclude})"
+    )
+
+
+def nothing_to_back_up(why: str) -> str:
+    """The daemon's line for a store that selects no file and was never uploaded (``why``:
+    :func:`nothing_selected`): an ``include`` typo is not a backup."""
+    return (
+        f"nothing to back up in data_dir (check include/exclude): {why}; nothing was ever uploaded"
+    )
+
+
 def warn_data_dir(data_dir: Path) -> None:
     """``config check``: one line on stderr when ``data_dir`` is missing. The configuration
     is still valid (the daemon waits for the directory), but nothing is backed up yet."""
@@ -67,8 +88,8 @@ def behind_after_seconds(
 
 def check_problems(status: Mapping[str, Any]) -> list[str]:
     """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
-    paused, degraded, waiting for ``data_dir``, changes the queue could not take, /metrics not
-    served, or behind."""
+    paused, degraded, waiting for ``data_dir``, nothing to back up, changes the queue could
+    not take, /metrics not served, or behind."""
     problems: list[str] = []
     if status.get("paused") or status.get("state") == "paused":
         problems.append("paused (akoshad resume restarts uploading)")
@@ -79,6 +100,8 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
         problems.append(
             f"waiting for data_dir {status.get('data_dir', '?')} to appear (or to be readable)"
         )
+    if status.get("nothing_selected"):
+        problems.append(str(status["nothing_selected"]))
     if status.get("unrecorded"):
         problems.append(f"not recorded: {status['unrecorded']}")
     if status.get("metrics_error"):

@@ -9,10 +9,10 @@ from typing import Any
 
 from loguru import logger
 
-from akoshad.config import Settings
 from akoshad.names import EXIT_FAIL, EXIT_OK
 from akoshad.pipeline.report import PassReport
 from akoshad.runtime.deadline import finished_within, settled
+from akoshad.runtime.health import nothing_selected as nothing_selected
 from akoshad.store.db import StateDB
 
 Drained = tuple[bool, list[PassReport]]
@@ -36,17 +36,6 @@ async def drain_within_deadline(
             await settled(task)
 
 
-def nothing_selected(settings: Settings, files_on_disk: int | None) -> str | None:
-    """Why the store has no file to back up (its last reconcile selected none), or None."""
-    if files_on_disk != 0:
-        return None
-    include = ", ".join(settings.include) or "everything"
-    return (
-        f"no file in {settings.data_dir} is selected "
-        f"(include: {include}; exclude: {settings.exclude})"
-    )
-
-
 async def once_outcome(
     state: StateDB,
     ok: bool,
@@ -62,17 +51,49 @@ async def once_outcome(
             "run --once: nothing to back up, nothing was ever uploaded: {}", nothing_selected
         )
         return EXIT_FAIL
-    skipped = await state.skipped()
     uploads = [r.upload_id for r in reports if r.upload_id and not r.error]
-    failed = [r for r in reports if r.error]
-    left = await state.queue_depth()
     if uploads:
         logger.info("run --once: uploaded {}", ", ".join(uploads))
-    if failed:
-        logger.error("run --once: {} change(s) stay queued ({})", left, failed[-1].error)
-    elif stopped_by and left:
-        logger.error("run --once: stopped by {}: {} change(s) stay queued", stopped_by[0], left)
+    problems = await once_problems(state, ok, reports, stopped_by)
+    for problem in problems:  # the last lines say why the exit code is 1
+        logger.error("run --once: {}", problem)
+    if problems:
         return EXIT_FAIL
-    elif not uploads:
+    if not uploads:
         logger.info("run --once: nothing changed, no upload")
-    return EXIT_OK if ok and not skipped else EXIT_FAIL
+    return EXIT_OK
+
+
+async def once_problems(
+    state: StateDB, ok: bool, reports: list[PassReport], stopped_by: list[str]
+) -> list[str]:
+    """Why ``run --once`` fails, one line each (empty: every change landed). A drain that
+    was not ok always has at least one."""
+    problems: list[str] = []
+    left = await state.queue_depth()
+    failed = [r.error for r in reports if r.error]
+    if failed:
+        problems.append(f"{left} change(s) stay queued ({failed[-1]})")
+    elif stopped_by and left:
+        problems.append(f"stopped by {stopped_by[0]}: {left} change(s) stay queued")
+    retrying = {path: why for r in reports for path, why in r.retrying.items()}
+    if retrying and not failed:
+        problems.append(f"{len(retrying)} file(s) to be sent again ({_first(retrying)})")
+    memory = [r.memory_error for r in reports if r.memory_error]
+    if memory:
+        problems.append(f"memories were not delivered to Akosha: {memory[-1]}")
+    skipped = await state.skipped()
+    if skipped:
+        problems.append(f"{len(skipped)} file(s) skipped ({_first(skipped)})")
+    if not ok and not problems:
+        waiting = {i.path: i.last_error or "not captured yet" for i in await state.queue_items()}
+        why = f" ({_first(waiting)})" if waiting else ""
+        problems.append(f"not every change landed: {left} change(s) stay queued{why}")
+    return problems
+
+
+def _first(reasons: dict[str, str]) -> str:
+    """The first of ``{path: reason}`` and how many more."""
+    path, why = min(reasons.items())
+    more = f"; and {len(reasons) - 1} more" if len(reasons) > 1 else ""
+    return f"{path}: {why}{more}"

@@ -68,9 +68,11 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
             result["error"] = f"{unrecorded}: not uploaded; the daemon tries again"
         # a store that cannot be read was not synced, however empty the queue
         missing = await asyncio.to_thread(data_dir_problem, daemon.settings.data_dir)
-        if missing is not None:
+        # nor is one that selects no file and was never uploaded (an include typo)
+        problem = missing or await daemon.view.nothing_to_back_up()
+        if problem is not None:
             result["ok_drain"] = False
-            result["error"] = "; ".join(e for e in (result.get("error"), missing) if e)
+            result["error"] = "; ".join(e for e in (result.get("error"), problem) if e)
         return result
     await daemon.feed.flush()
     daemon.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds

@@ -2,6 +2,8 @@
 
 Safe means all of:
 
+- there is a store to back up: ``data_dir`` exists and can be read, and it selects a file
+  or was uploaded before (an empty selection never uploaded is no backup);
 - nothing waits too long: the oldest change on the queue is younger than
   ``debounce_seconds + min_upload_interval_seconds + one pass`` (a pass: the longer of
   :data:`PASS_ALLOWANCE_SECONDS` and twice the last pass's duration), so the last upload
@@ -90,6 +92,20 @@ def _drill(
     return None, "no drill yet", None
 
 
+def _store(status: Mapping[str, Any]) -> list[str]:
+    """The reasons nothing is backed up: ``data_dir`` missing or unreadable, or a store
+    that selects no file and was never uploaded."""
+    reasons: list[str] = []
+    problem = status.get("data_dir_problem")
+    if problem:
+        reasons.append(str(problem))
+    elif status.get("waiting_for_data_dir"):
+        reasons.append(f"data_dir {status.get('data_dir', '?')} cannot be read or does not exist")
+    if status.get("nothing_selected"):
+        reasons.append(str(status["nothing_selected"]))
+    return reasons
+
+
 def assess(
     status: Mapping[str, Any],
     policy: SafetyPolicy,
@@ -98,9 +114,10 @@ def assess(
     started: float,
     last_pass_seconds: float | None = None,
 ) -> Assessment:
-    """The verdict's reasons from a status result (its ``oldest_pending_age_seconds``,
+    """The verdict's reasons from a status result (its ``data_dir_problem`` /
+    ``waiting_for_data_dir``, ``nothing_selected``, ``oldest_pending_age_seconds``,
     ``degraded_reason``, ``last_upload`` and ``last_drill``)."""
-    reasons: list[str] = []
+    reasons = _store(status)
     notes: list[str] = []
     began: list[float] = []
     age = _number(status.get("oldest_pending_age_seconds"))

@@ -12,7 +12,12 @@ from typing import Any
 
 from akoshad import __version__
 from akoshad.config import Settings
-from akoshad.runtime.health import behind_after_seconds, data_dir_problem
+from akoshad.runtime.health import (
+    behind_after_seconds,
+    data_dir_problem,
+    nothing_selected,
+    nothing_to_back_up,
+)
 from akoshad.runtime.safety import SafetyPolicy, SafetyTracker, assess
 from akoshad.runtime.wiring import Parts
 
@@ -56,6 +61,7 @@ class StatusView:
         last = await state.last_upload()
         degraded = p.stats.degraded_reason()
         missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
+        empty = None if missing else await self.nothing_to_back_up()
         result: dict[str, Any] = {
             "state": self.state_word(degraded),
             "pid": os.getpid(),
@@ -86,11 +92,13 @@ class StatusView:
             "last_good_drill_at": await p.drills.last_good_at(),  # survives restarts too
             "last_prune": await p.prunes.last(),
             "lease": p.owners.lease(p.primary.name),
-            "warnings": [w for w in (missing, self.unrecorded(), self.metrics_error) if w]
+            "warnings": [w for w in (missing, empty, self.unrecorded(), self.metrics_error) if w]
             + self._restart_warnings(),
             "metrics_error": self.metrics_error,
             "unrecorded": p.feed.unrecorded,  # changes seen that the queue could not take
             "waiting_for_data_dir": missing is not None,
+            "data_dir_problem": missing,  # why, while waiting for it
+            "nothing_selected": empty,  # no file selected and none ever uploaded: why
             "oldest_pending_age_seconds": await self.oldest_pending_age(),
             "behind_after_seconds": behind_after_seconds(
                 self.settings.max_delay_seconds, self.settings.min_upload_interval_seconds
@@ -101,6 +109,19 @@ class StatusView:
         }
         result["safety"] = self._safety(result)
         return result
+
+    async def nothing_to_back_up(self) -> str | None:
+        """One line when the store's last reconcile selected no file, nothing waits and
+        nothing was ever uploaded (an ``include`` typo, an empty ``data_dir``: no backup),
+        else None. Once a file is uploaded, a store that empties is a change like any
+        other."""
+        p = self.parts
+        if p.feed.files_on_disk != 0 or len(p.feed.debouncer) or p.stats.in_flight:
+            return None
+        if await p.state.queue_depth() or await p.state.last_upload() is not None:
+            return None
+        why = nothing_selected(self.settings, p.feed.files_on_disk)
+        return None if why is None else nothing_to_back_up(why)
 
     def _restart_warnings(self) -> list[str]:
         """One line per setting changed in the configuration that runs as before until a

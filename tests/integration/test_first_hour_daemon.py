@@ -170,6 +170,11 @@ def test_daemon_waiting_for_data_dir_says_so_then_backs_it_up(tmp_path: Path) ->
         check = rig.cli("status", "--check")
         assert check.returncode == 1
         assert f"waiting for data_dir {missing} to appear" in check.stdout
+        # nothing is backed up: never "safe" (the status line, its JSON, the metric)
+        assert human.stdout.startswith("UNSAFE since ")
+        assert f"data_dir {missing} does not exist" in human.stdout.splitlines()[0]
+        assert st["safety"]["safe"] is False
+        assert any(f"data_dir {missing} does not exist" in r for r in st["safety"]["reasons"])
         # the daemon still waits for it, and backs it up once it is there (built beside it
         # and renamed into place: the store appears whole)
         make_store(tmp_path / "building")
@@ -178,7 +183,46 @@ def test_daemon_waiting_for_data_dir_says_so_then_backs_it_up(tmp_path: Path) ->
         wait_for(lambda: rig.status()["pending"] == 0, 20, interval=0.3)
         st = rig.status()
         assert st["warnings"] == [] and st["waiting_for_data_dir"] is False
+        assert st["safety"]["safe"] is True, st["safety"]
         assert rig.cli("status", "--check").returncode == 0
+    finally:
+        assert stop_daemon(proc) == 0
+
+
+@pytest.mark.parametrize("include", [None, ["*.duckb"]])
+def test_daemon_that_selects_no_file_and_never_uploaded_is_not_safe(
+    tmp_path: Path, include: list[str] | None
+) -> None:
+    """An empty ``data_dir``, or an ``include`` that selects none of its files, on a state
+    that never uploaded: no backup. The status, its check and ``sync --wait`` say so; once
+    a selected file is there and uploaded, all is well."""
+    store = tmp_path / "store"
+    store.mkdir()
+    if include is not None:
+        (store / "notes.json").write_text("{}")
+    extra: dict[str, Any] = {} if include is None else {"include": include}
+    rig = Rig(tmp_path, data_dir=store, min_upload_interval_seconds=0, **extra)
+    proc = rig.start()
+    try:
+        st = wait_for(lambda: (s := rig.status())["nothing_selected"] and s, 20, interval=0.3)
+        assert "nothing to back up in data_dir (check include/exclude)" in st["nothing_selected"]
+        assert st["safety"]["safe"] is False
+        assert st["safety"]["reasons"] == [st["nothing_selected"]]
+        assert rig.cli("status").stdout.startswith("UNSAFE since ")
+        check = rig.cli("status", "--check")
+        assert check.returncode == 1, check.stdout
+        assert check.stdout.startswith("akoshad UNHEALTHY: nothing to back up in data_dir")
+        sync = rig.cli("sync", "--wait")
+        assert sync.returncode == 1, (sync.stdout, sync.stderr)
+        assert "nothing to back up in data_dir" in sync.stdout
+        assert not manifests(rig.outbox, SYSTEM)
+        # a selected file appears: it is uploaded, and from then on all is well
+        (store / ("db.duckb" if include else "notes.json")).write_text("{}")
+        wait_for(lambda: manifests(rig.outbox, SYSTEM), 40, interval=0.3)
+        st = wait_for(lambda: (s := rig.status())["safety"]["safe"] and s, 20, interval=0.3)
+        assert st["nothing_selected"] is None and st["warnings"] == []
+        assert rig.cli("status", "--check").returncode == 0
+        assert rig.cli("sync", "--wait").returncode == 0
     finally:
         assert stop_daemon(proc) == 0
 

@@ -62,6 +62,28 @@ def test_degraded_is_unsafe() -> None:
     assert found.reasons == ["degraded: cloud: bucket missing"]
 
 
+def test_a_missing_data_dir_is_unsafe() -> None:
+    why = "data_dir /no/such does not exist: waiting for it to appear, nothing is backed up"
+    found = assess(
+        status(waiting_for_data_dir=True, data_dir_problem=why, last_upload=None, last_drill=None),
+        POLICY,
+        now=T0,
+        started=T0,
+    )
+    assert found.reasons == [why]
+    # a daemon that says it waits without saying why is not safe either
+    bare = assess(status(waiting_for_data_dir=True, data_dir="/d"), POLICY, now=T0, started=T0)
+    assert len(bare.reasons) == 1 and "data_dir /d" in bare.reasons[0]
+
+
+def test_nothing_selected_and_never_uploaded_is_unsafe() -> None:
+    why = "nothing to back up in data_dir (check include/exclude): no file in /d is selected"
+    st = status(nothing_selected=why, last_upload=None, last_drill=None)
+    assert assess(st, POLICY, now=T0, started=T0).reasons == [why]
+    out = SafetyTracker(started=T0).update(assess(st, POLICY, now=T0, started=T0), now=T0)
+    assert out["safe"] is False and out["reasons"] == [why]
+
+
 def test_a_failed_drill_is_unsafe_even_with_drills_off() -> None:
     bad = {"at": T0, "ok": False, "upload_id": "u1", "problems": ["a.db: sha256", "b.db: rows"]}
     off = SafetyPolicy(debounce_seconds=2.0, drill_interval_hours=0)

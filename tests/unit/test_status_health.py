@@ -83,6 +83,10 @@ def test_behind_threshold_adds_the_upload_interval() -> None:
             "waiting for data_dir /d",
         ),
         ({"oldest_pending_age_seconds": 121.0, "pending": 1}, "behind"),
+        (
+            {"nothing_selected": "nothing to back up in data_dir (check include/exclude): x"},
+            "nothing to back up in data_dir",
+        ),
     ],
 )
 def test_check_fails_for_each_problem(change: dict[str, Any], needle: str) -> None:

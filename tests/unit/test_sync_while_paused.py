@@ -20,7 +20,8 @@ class FakeDaemon:
 
     def __init__(self, data_dir: Path) -> None:
         self.settings = SimpleNamespace(data_dir=data_dir)  # the store: there and readable
-        self.view = SimpleNamespace(paused=False)
+        self.view = SimpleNamespace(paused=False, nothing_to_back_up=self._nothing)
+        self.nothing: str | None = None  # the view's "nothing to back up" line
         self.wake = asyncio.Event()
         self.drained = 0
         self.flushed = 0
@@ -33,6 +34,9 @@ class FakeDaemon:
 
     async def _depth(self) -> int:
         return 0
+
+    async def _nothing(self) -> str | None:
+        return self.nothing
 
     async def drain_until_empty(self, **_: Any) -> tuple[bool, list[Any]]:
         self.drained += 1
@@ -50,3 +54,15 @@ async def test_sync_while_paused_uploads_nothing_and_says_so(wait: bool, tmp_pat
     result = await handle_request(daemon, {"cmd": "sync", "wait": wait})  # type: ignore[arg-type]
     assert result["ok_drain"] is True
     assert daemon.drained == (1 if wait else 0) and daemon.wake.is_set()
+
+
+async def test_sync_wait_with_nothing_to_back_up_is_not_done(tmp_path: Path) -> None:
+    """A store that selects no file and was never uploaded: the drain had nothing to do,
+    and that is no backup (``sync --wait`` exits 1 with the reason)."""
+    daemon = FakeDaemon(tmp_path)
+    daemon.nothing = "nothing to back up in data_dir (check include/exclude): no file"
+    result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
+    assert result["ok_drain"] is False and result["error"] == daemon.nothing
+    daemon.nothing = None
+    result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
+    assert result["ok_drain"] is True and "error" not in result
