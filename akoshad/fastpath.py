@@ -162,9 +162,26 @@ def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
         return False
     if recorded.get("store") != store_digest(stat_map(data_dir)):
         return False
+    witness = recorded.get("witness")
+    if isinstance(witness, str) and not os.path.isfile(witness):
+        return False  # the local target no longer holds its newest upload: the full run
     stamp = time.strftime("%H:%M:%S")
     print(f"{stamp} INFO run --once: nothing changed, no upload", file=sys.stderr)
     return True
+
+
+def newest_manifest(uploads: Path) -> str | None:
+    """The manifest of the newest upload in a local target's ``uploads`` folder (a file
+    the next quick check expects to find there), or None."""
+    try:
+        names = sorted(os.listdir(uploads), reverse=True)
+    except OSError:
+        return None
+    for name in names:
+        manifest = uploads / name / "manifest.json"
+        if manifest.is_file():
+            return str(manifest)
+    return None
 
 
 def record_unchanged(
@@ -173,10 +190,13 @@ def record_unchanged(
     data_dir: Path,
     state_dir: Path,
     before: StatMap,
+    witness: str | None = None,
 ) -> None:
     """After a fully successful run: remember the inputs, with ``before``, the store's stats
     as the run found them before it captured anything (its reconcile walk, see the module:
-    a change made since then is caught by the next run's comparison)."""
+    a change made since then is caught by the next run's comparison), and ``witness``, a
+    file the target must still hold (a local target's newest manifest: a directory swapped
+    at the same path is not taken for the one uploaded to)."""
     parsed, config_arg = _config_arg(argv)
     if not parsed or not before:
         return
@@ -193,6 +213,7 @@ def record_unchanged(
                     "state_dir": str(state_dir),
                     "state": state_stamp(state_dir),
                     "store": store_digest(before),
+                    "witness": witness,
                 }
             )
         )

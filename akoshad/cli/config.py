@@ -52,14 +52,15 @@ def check_lines(loaded: LoadedConfig) -> list[str]:
 
 def encryption_lines(enc: Encryption) -> list[str]:
     """``config check``'s account of ``encryption:`` (the identity file is not read: only
-    verify, restore, drill and prune need it)."""
+    verify, restore and drill need it, and prune for uploads of an earlier akoshad)."""
     if not enc.enabled:
         return ["note: encryption off (no encryption.recipients)"]
     memories = "encrypted" if enc.encrypt_memories else "readable by Akosha"
     identity = str(enc.identity_file) if enc.identity_file else "not set"
     lines = [
         f"note: encryption to {len(enc.recipients)} recipient(s); memories.json {memories}; "
-        f"identity_file {identity} (needed only by verify, restore, drill and prune)"
+        f"identity_file {identity} (needed only by verify, restore and drill, and by prune "
+        "for uploads of an earlier akoshad)"
     ]
     problem = unavailable(enc)
     if problem:

@@ -45,6 +45,7 @@ from akoshad.runtime.reload import applicable, read_again
 from akoshad.runtime.requests import handle_request
 from akoshad.runtime.signals import stop_signals
 from akoshad.runtime.status import StatusView
+from akoshad.runtime.target_identity import forget_if_last_upload_gone, seed_ledger
 from akoshad.runtime.watchdog import Watchdog
 from akoshad.runtime.webhooks import WEBHOOK_ONCE_SECONDS
 from akoshad.runtime.wiring import Parts, wire
@@ -152,8 +153,10 @@ class Daemon:
         if p.akosha_client is not None:
             await p.akosha_client.start()
             stack.push_async_callback(p.akosha_client.close)
-        if p.rebuilt:
-            await p.recovery.rebuild_lost_ledger(p.primary)
+        available = p.stats.target(p.primary.name).available
+        sid = self.settings.cloud_sync.system_id
+        if p.rebuilt or (available and await forget_if_last_upload_gone(p.state, p.primary, sid)):
+            await seed_ledger(p.recovery, p.primary, available)
         if claim is not None and await self.state.in_progress_uploads():
             await asyncio.wait([claim])
         await p.recovery.recover(p.targets)

@@ -72,7 +72,14 @@ def run_daemon(
             code = asyncio.run(daemon.run_once())
             before = daemon.store_stats  # read by the reconcile walk, before any capture
             if code == EXIT_OK and argv is not None and before is not None:
-                fastpath.record_unchanged(argv, env, settings.data_dir, settings.state_dir, before)
+                witness = None
+                if settings.primary_target == "local":
+                    sid = settings.cloud_sync.system_id
+                    uploads = settings.local_target_dir / "systems" / sid / "uploads"
+                    witness = fastpath.newest_manifest(uploads)
+                fastpath.record_unchanged(
+                    argv, env, settings.data_dir, settings.state_dir, before, witness
+                )
             return code
         return asyncio.run(daemon.run_forever())
     except (AlreadyRunning, ConfigError, StateError) as exc:

@@ -17,6 +17,7 @@ current identity.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -26,13 +27,18 @@ from urllib.parse import urlsplit
 from loguru import logger
 
 from akoshad.config import Settings
+from akoshad.errors import PermanentError, TransientError
+from akoshad.manifest.layout import manifest_key
+from akoshad.pipeline.recovery import Recovery
 from akoshad.store.chunks import KV_REWRITE, ChunkOps
 from akoshad.store.db import StateDB
 from akoshad.store.ledger import LedgerOps
+from akoshad.targets.base import Target
 
 KV_IDENTITY = "target_identity:{target}"
 # what a drill or a prune of the primary target recorded (restore.drill_dirs, runtime.prune)
 PRIMARY_RECORDS = ("last_drill", "last_good_drill_at", "last_prune")
+SEED_TIMEOUT = 120.0  # reading the newest manifest and its documents to seed a ledger
 SUPERSEDED = "superseded"  # the outcome of an upload record whose target is another place now
 
 
@@ -104,3 +110,56 @@ async def forget_changed_targets(
             name,
         )
     return changed
+
+
+def _last_upload_in(c: sqlite3.Connection, name: str) -> str | None:
+    row = c.execute(
+        "SELECT upload_id FROM uploads WHERE target = ? AND outcome = 'completed' "
+        "ORDER BY rowid DESC LIMIT 1",
+        (name,),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+async def forget_if_last_upload_gone(state: StateDB, target: Target, system_id: str) -> bool:
+    """At start, the primary target answering: when the manifest of the state's last
+    upload there is gone (the same path or bucket now holds other contents: a disk
+    swapped, a copy restored, a hand), what the state knew of the target is forgotten as
+    for a changed identity; True then (the caller seeds the ledger from the newest upload
+    there). A target that cannot say keeps what is known."""
+    last = await state.transaction(lambda c: _last_upload_in(c, target.name))
+    if last is None:
+        return False
+    try:
+        if await target.head(manifest_key(system_id, last)) is not None:
+            return False
+    except (TransientError, PermanentError, OSError):
+        return False
+    await state.transaction(lambda c: _forget_in(c, target.name, True))
+    logger.warning(
+        "target {} no longer holds upload {}, the last one this machine made there: what "
+        "was known of the target is forgotten, and the next upload sends every file that "
+        "the newest upload there (if any) does not hold",
+        target.name,
+        last,
+    )
+    return True
+
+
+async def seed_ledger(
+    recovery: Recovery, target: Target, available: bool, within: float = SEED_TIMEOUT
+) -> None:
+    """The ledger seeded from the newest upload in ``target``, ``within`` seconds; a target
+    that does not answer (``available`` false, or not in time) leaves it empty: the next
+    upload sends every file, and nothing points at what is not there."""
+    if available:
+        try:
+            await asyncio.wait_for(recovery.rebuild_lost_ledger(target), within)
+            return
+        except TimeoutError:
+            pass
+    logger.warning(
+        "the ledger could not be seeded from {}: it does not answer; the next upload sends "
+        "every file",
+        target.name,
+    )

@@ -107,3 +107,27 @@ def test_an_outbox_moved_with_its_uploads_is_taken_as_it_is(tmp_path: Path) -> N
     verify = akoshad("verify", "--config", str(config), "--all", env=env)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "no completed upload" not in verify.stdout
+
+
+def test_another_directory_swapped_in_at_the_same_path_is_seen(tmp_path: Path) -> None:
+    """The outbox swapped for an older copy at the same path (a disk swapped, a copy
+    restored): the last upload this machine made there is gone, so what the state knew is
+    forgotten and the ledger seeded from the newest upload there. The next run sends the
+    difference (before: "nothing changed", exit 0, then uploads pointing at the missing
+    upload's objects); the quick check of an unchanged store does not take the swap for
+    its outbox either."""
+    config, env = daemon_config(tmp_path, "swapped")
+    outbox = tmp_path / "outbox"
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    shutil.copytree(outbox, tmp_path / "older")
+    (tmp_path / "store" / "notes.json").write_text('{"only in": "the newer outbox"}')
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    shutil.rmtree(outbox)
+    shutil.move(tmp_path / "older", outbox)
+    again = akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    assert "no longer holds upload" in again.stderr, again.stderr
+    assert "nothing changed" not in again.stderr
+    assert len(manifests(outbox, "swapped")) == 2
+    assert _restored(config, env, tmp_path / "back") == _store(tmp_path / "store")
+    verify = akoshad("verify", "--config", str(config), "--all", env=env)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
-from akoshad.runtime.target_identity import forget_changed_targets, target_identity
+from akoshad.runtime.target_identity import forget_changed_targets, seed_ledger, target_identity
 from akoshad.store.db import StateDB
 from tests.f2_rig import rig_settings
 
@@ -67,3 +70,31 @@ async def test_a_changed_target_is_forgotten_and_an_unchanged_one_kept(tmp_path:
         assert await forget_changed_targets(state, new, ["local", "cloud"], "cloud") == []
     finally:
         await state.close()
+
+
+class _SlowRecovery:
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.calls = 0
+
+    async def rebuild_lost_ledger(self, target: object) -> int:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        return 1
+
+
+async def test_a_ledger_is_seeded_only_from_a_target_that_answers_in_time() -> None:
+    """A target that failed to start is not read (the start would hang on it); one that
+    does not answer in time is given up: the ledger stays empty, the next upload sends
+    every file (before: the start blocked until the server answered, signals unheard)."""
+    target = SimpleNamespace(name="cloud")
+    down = _SlowRecovery(0)
+    await seed_ledger(down, target, False)  # type: ignore[arg-type]
+    assert down.calls == 0
+    hung = _SlowRecovery(60)
+    started = time.monotonic()
+    await seed_ledger(hung, target, True, within=0.2)  # type: ignore[arg-type]
+    assert hung.calls == 1 and time.monotonic() - started < 5
+    quick = _SlowRecovery(0)
+    await seed_ledger(quick, target, True)  # type: ignore[arg-type]
+    assert quick.calls == 1
