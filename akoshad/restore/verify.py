@@ -265,6 +265,7 @@ async def print_ledger_check(
 ) -> bool:
     """Print the ledger check; True when it found problems."""
     from akoshad.store.db import STATE_FILE, StateError, read_ledger
+    from akoshad.store.places import target_identity
 
     path = settings.state_dir / STATE_FILE
     try:
@@ -274,6 +275,13 @@ async def print_ledger_check(
         return True
     if ledger is None:
         print(f"ledger: none on this machine ({path}): checked the manifests only")
+        return False
+    if ledger.identity is not None and ledger.identity != target_identity(settings, target.name):
+        print(
+            f"ledger: this machine's state knew {target.name} as another place (bucket, "
+            "directory or system_id changed since); the next run or daemon start forgets it: "
+            "checked the manifests only"
+        )
         return False
     try:
         cached = await asyncio.to_thread(NameKeyCache(settings.state_dir).load)

@@ -18,11 +18,8 @@ current identity.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import sqlite3
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -33,35 +30,15 @@ from akoshad.pipeline.recovery import Recovery
 from akoshad.store.chunks import KV_REWRITE, ChunkOps
 from akoshad.store.db import StateDB
 from akoshad.store.ledger import LedgerOps
+from akoshad.store.places import KV_IDENTITY, target_identity
 from akoshad.targets.base import Target
 
-KV_IDENTITY = "target_identity:{target}"
+__all__ = ["KV_IDENTITY", "forget_changed_targets", "seed_ledger", "target_identity"]
+
 # what a drill or a prune of the primary target recorded (restore.drill_dirs, runtime.prune)
 PRIMARY_RECORDS = ("last_drill", "last_good_drill_at", "last_prune")
 SEED_TIMEOUT = 120.0  # reading the newest manifest and its documents to seed a ledger
 SUPERSEDED = "superseded"  # the outcome of an upload record whose target is another place now
-
-
-def _endpoint(url: str | None) -> str:
-    """An endpoint URL as compared: scheme, host and port in lower case, path without a
-    trailing slash, any credentials left out."""
-    if not url:
-        return ""
-    parts = urlsplit(url.strip())
-    host = (parts.hostname or "").lower()
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
-
-
-def target_identity(settings: Settings, name: str) -> str:
-    """The identity of target ``name`` under ``settings``: a SHA-256 of where it puts
-    objects and of the system id they go under."""
-    cs = settings.cloud_sync
-    if name == "cloud":
-        where = ["s3", _endpoint(cs.cloud_endpoint), cs.cloud_bucket or ""]
-    else:
-        where = [name, str(settings.local_target_dir.expanduser().resolve())]
-    return hashlib.sha256(json.dumps([*where, cs.system_id]).encode()).hexdigest()
 
 
 def _forget_in(c: sqlite3.Connection, name: str, primary: bool) -> None:

@@ -22,6 +22,7 @@ from akoshad.store.base import StoreBase
 from akoshad.store.chunks import CHUNKS_SCHEMA, ChunkOps
 from akoshad.store.ledger import LedgerOps
 from akoshad.store.memories import MemoryOps
+from akoshad.store.places import KV_IDENTITY
 from akoshad.store.queue import QueueOps
 from akoshad.store.records import (
     HISTORY_KEEP,
@@ -160,6 +161,7 @@ class LedgerView:
 
     last_upload: str | None
     entries: dict[str, LedgerEntry]
+    identity: str | None = None  # the place the state last knew the target as (``places``)
 
 
 def read_ledger(path: Path, target: str) -> LedgerView | None:
@@ -183,13 +185,16 @@ def read_ledger(path: Path, target: str) -> LedgerView | None:
                 ).fetchone()
                 last = None if found is None else found[0]
                 rows = LedgerOps.ledger_rows(con, target)
+                place = con.execute(
+                    "SELECT value FROM kv WHERE key = ?", (KV_IDENTITY.format(target=target),)
+                ).fetchone()
             finally:
                 con.execute("ROLLBACK")
         finally:
             con.close()
     except sqlite3.Error as exc:
         raise StateError(f"cannot read the ledger in {path}: {exc}") from None
-    return LedgerView(last, rows)
+    return LedgerView(last, rows, None if place is None else str(place[0]))
 
 
 class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):

@@ -100,6 +100,10 @@ def test_an_outbox_moved_with_its_uploads_is_taken_as_it_is(tmp_path: Path) -> N
     akoshad("run", "--once", "--config", str(config), env=env, check=True)
     shutil.move(tmp_path / "outbox", tmp_path / "moved")
     _set(config, local_target_dir=str(tmp_path / "moved"))
+    # before any run: verify checks the uploads there, not a ledger of another place
+    early = akoshad("verify", "--config", str(config), "--all", env=env)
+    assert early.returncode == 0, early.stdout + early.stderr
+    assert "knew local as another place" in early.stdout, early.stdout
     again = akoshad("run", "--once", "--config", str(config), env=env, check=True)
     assert "another place than the state knew" in again.stderr
     assert "nothing changed" in again.stderr, again.stderr

@@ -1,0 +1,34 @@
+"""The identity of a target's place, as the state records it (``runtime.target_identity``
+acts on a change; ``verify`` reads it before it checks the ledger against the target)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from urllib.parse import urlsplit
+
+from akoshad.config import Settings
+
+KV_IDENTITY = "target_identity:{target}"
+
+
+def _endpoint(url: str | None) -> str:
+    """An endpoint URL as compared: scheme, host and port in lower case, path without a
+    trailing slash, any credentials left out."""
+    if not url:
+        return ""
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").lower()
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+
+
+def target_identity(settings: Settings, name: str) -> str:
+    """The identity of target ``name`` under ``settings``: a SHA-256 of where it puts
+    objects and of the system id they go under."""
+    cs = settings.cloud_sync
+    if name == "cloud":
+        where = ["s3", _endpoint(cs.cloud_endpoint), cs.cloud_bucket or ""]
+    else:
+        where = [name, str(settings.local_target_dir.expanduser().resolve())]
+    return hashlib.sha256(json.dumps([*where, cs.system_id]).encode()).hexdigest()
