@@ -157,6 +157,8 @@ class Daemon:
         sid = self.settings.cloud_sync.system_id
         if p.rebuilt or (available and await forget_if_last_upload_gone(p.state, p.primary, sid)):
             await seed_ledger(p.recovery, p.primary, available)
+            seeded = (await self.state.last_success_by_target()).get(p.primary.name)
+            p.stats.target(p.primary.name).last_success_at = seeded  # as wire() reads it
         if claim is not None and await self.state.in_progress_uploads():
             await asyncio.wait([claim])
         await p.recovery.recover(p.targets)

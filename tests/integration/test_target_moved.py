@@ -4,13 +4,14 @@ with the same state: the next run uploads the whole store there, where before it
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
 
 import yaml
 
-from tests.helpers import akoshad, daemon_config, manifests
+from tests.helpers import akoshad, daemon_config, manifests, start_daemon, stop_daemon, wait_for
 
 
 def _set(config: Path, **changes: object) -> None:
@@ -135,3 +136,26 @@ def test_another_directory_swapped_in_at_the_same_path_is_seen(tmp_path: Path) -
     assert _restored(config, env, tmp_path / "back") == _store(tmp_path / "store")
     verify = akoshad("verify", "--config", str(config), "--all", env=env)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_daemon_started_on_a_moved_outbox_shows_its_last_upload(tmp_path: Path) -> None:
+    """A daemon that seeds its ledger from a moved outbox at start shows that upload as
+    its target's last success (it read the history before the seed: none, before)."""
+    config, env = daemon_config(tmp_path, "shown")
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    shutil.move(tmp_path / "outbox", tmp_path / "moved")
+    _set(config, local_target_dir=str(tmp_path / "moved"))
+    proc = start_daemon(config, env, tmp_path / "d.log")
+    try:
+
+        def local() -> dict[str, object] | None:
+            res = akoshad("status", "--json", "--config", str(config), env=env, timeout=30)
+            if res.returncode not in (0, 1) or not res.stdout.strip():
+                return None
+            found: dict[str, object] = json.loads(res.stdout)["targets"]["local"]
+            return found if found.get("last_success_at") else None
+
+        assert wait_for(local, 60, interval=0.5)
+    finally:
+        assert stop_daemon(proc) == 0
+    assert "another place than the state knew" in (tmp_path / "d.log").read_text()
