@@ -23,12 +23,17 @@ from pydantic_settings import (
 )
 
 from akoshad.config import sources as src
-from akoshad.config.model import _NON_FIELD_ENV, ENV_PREFIX, MIN_CHUNK_MB, Settings, Webhook
+from akoshad.config.model import (
+    _NON_FIELD_ENV,
+    ENV_PREFIX,
+    MIN_CHUNK_MB,
+    PATH_FIELDS,
+    Settings,
+    Webhook,
+)
 from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
 from akoshad.redaction import register_settings
-
-PATH_FIELDS = ("data_dir", "state_dir", "socket_path", "local_target_dir", "log_file")
 
 
 def _xdg(environ: Mapping[str, str], name: str) -> str | None:

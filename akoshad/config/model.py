@@ -42,6 +42,7 @@ from akoshad.redaction import REDACTED, redact_url, redact_webhook_url
 from akoshad.storage.retention import Retention
 
 ENV_PREFIX = "AKOSHAD_"
+PATH_FIELDS = ("data_dir", "state_dir", "socket_path", "local_target_dir", "log_file")
 # Environment variables with our prefix that are not settings fields.
 # (AKOSHAD_VENV and AKOSHAD_SKIP_LINT belong to the scripts in scripts/, which run akoshad)
 _NON_FIELD_ENV = {"AKOSHAD_CONFIG", "AKOSHAD_DEBUG", "AKOSHAD_VENV", "AKOSHAD_SKIP_LINT"}
@@ -268,9 +269,7 @@ class Settings(BaseSettings):
     def _listen(cls, value: str | None) -> str | None:
         return check_listen(value) if value else None
 
-    @field_validator(
-        "data_dir", "state_dir", "socket_path", "local_target_dir", "log_file", mode="before"
-    )
+    @field_validator(*PATH_FIELDS, mode="before")
     @classmethod
     def _a_path(cls, value: Any) -> Any:
         """An empty path would be the working directory (``$HOME`` under a service: the
@@ -283,7 +282,7 @@ class Settings(BaseSettings):
                 raise ValueError("holds a NUL character")
         return value
 
-    @field_validator("data_dir", "state_dir", "socket_path", "local_target_dir", "log_file")
+    @field_validator(*PATH_FIELDS)
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else check_absolute(Path(os.path.expanduser(str(value))))

@@ -20,6 +20,7 @@ from akoshad.config import Settings
 from akoshad.config.encryption import unavailable
 from akoshad.errors import AlreadyRunning, ConfigError
 from akoshad.heap import bounded_heap
+from akoshad.manifest.layout import system_prefix
 from akoshad.names import EXIT_CONFIG, EXIT_OK
 from akoshad.pipeline.storefiles import PathFilter
 from akoshad.runtime import walk_child
@@ -74,9 +75,8 @@ def run_daemon(
             if code == EXIT_OK and argv is not None and before is not None:
                 witness = None
                 if settings.primary_target == "local":
-                    sid = settings.cloud_sync.system_id
-                    uploads = settings.local_target_dir / "systems" / sid / "uploads"
-                    witness = fastpath.newest_manifest(uploads)
+                    uploads = system_prefix(settings.cloud_sync.system_id)
+                    witness = fastpath.newest_manifest(settings.local_target_dir / uploads)
                 fastpath.record_unchanged(
                     argv, env, settings.data_dir, settings.state_dir, before, witness
                 )

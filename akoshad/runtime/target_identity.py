@@ -27,6 +27,9 @@ from akoshad.config import Settings
 from akoshad.errors import PermanentError, TransientError
 from akoshad.manifest.layout import manifest_key
 from akoshad.pipeline.recovery import Recovery
+from akoshad.restore.drill_dirs import KV_LAST as KV_LAST_DRILL
+from akoshad.restore.drill_dirs import KV_LAST_GOOD as KV_LAST_GOOD_DRILL
+from akoshad.runtime.prune import KV_LAST as KV_LAST_PRUNE
 from akoshad.store.chunks import KV_REWRITE, ChunkOps
 from akoshad.store.db import StateDB
 from akoshad.store.ledger import LedgerOps
@@ -35,8 +38,8 @@ from akoshad.targets.base import Target
 
 __all__ = ["KV_IDENTITY", "forget_changed_targets", "seed_ledger", "target_identity"]
 
-# what a drill or a prune of the primary target recorded (restore.drill_dirs, runtime.prune)
-PRIMARY_RECORDS = ("last_drill", "last_good_drill_at", "last_prune")
+# what a drill or a prune of the primary target recorded
+PRIMARY_RECORDS = (KV_LAST_DRILL, KV_LAST_GOOD_DRILL, KV_LAST_PRUNE)
 SEED_TIMEOUT = 120.0  # reading the newest manifest and its documents to seed a ledger
 SUPERSEDED = "superseded"  # the outcome of an upload record whose target is another place now
 
@@ -89,22 +92,13 @@ async def forget_changed_targets(
     return changed
 
 
-def _last_upload_in(c: sqlite3.Connection, name: str) -> str | None:
-    row = c.execute(
-        "SELECT upload_id FROM uploads WHERE target = ? AND outcome = 'completed' "
-        "ORDER BY rowid DESC LIMIT 1",
-        (name,),
-    ).fetchone()
-    return None if row is None else str(row[0])
-
-
 async def forget_if_last_upload_gone(state: StateDB, target: Target, system_id: str) -> bool:
     """At start, the primary target answering: when the manifest of the state's last
     upload there is gone (the same path or bucket now holds other contents: a disk
     swapped, a copy restored, a hand), what the state knew of the target is forgotten as
     for a changed identity; True then (the caller seeds the ledger from the newest upload
     there). A target that cannot say keeps what is known."""
-    last = await state.transaction(lambda c: _last_upload_in(c, target.name))
+    last = await state.transaction(lambda c: LedgerOps.last_upload_in(c, target.name))
     if last is None:
         return False
     try:

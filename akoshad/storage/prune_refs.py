@@ -123,6 +123,12 @@ def _list_parts(documents: Mapping[str, Any], key: str) -> list[str]:
     return [_key(p, f"{key}: a part") for p in _list(doc["parts"], f"{key}: parts")]
 
 
+def _own_files(manifest_key: str, manifest: Mapping[str, Any]) -> set[str]:
+    """The keys of the objects in the upload's own folder (its top-level ``files``)."""
+    folder = manifest_key.rsplit("/", 1)[0] + "/"
+    return {folder + str(name) for name in _list(manifest.get("files"), "files")}
+
+
 def _chunk(raw: Any) -> ChunkRef:
     item = _dict(raw, "a chunk")
     offset, length = item.get("offset"), item.get("length")
@@ -142,8 +148,7 @@ def manifest_refs(
     Raises ``MissingDocumentError`` when one it names is not in ``documents``, and
     ``ValueError`` when the manifest or a document is malformed.
     """
-    folder = manifest_key.rsplit("/", 1)[0] + "/"
-    objects = {folder + str(name) for name in _list(manifest.get("files"), "files")}
+    objects = _own_files(manifest_key, manifest)
     chunks: dict[str, set[ChunkRef]] = {}
     children: dict[str, set[str]] = {}
 
@@ -223,6 +228,5 @@ def sealed_objects_refs(
         if not isinstance(key, str) or not key.startswith(root) or ".." in key.split("/"):
             raise ValueError(f"the objects list names {str(key)!r:.120}, not a key under {root}")
         keys.add(key)
-    folder = manifest_key.rsplit("/", 1)[0] + "/"
-    keys |= {folder + str(name) for name in _list(manifest.get("files"), "files")}
+    keys |= _own_files(manifest_key, manifest)
     return ManifestRefs(upload_id, manifest_key, objects=frozenset(keys), sealed=True)

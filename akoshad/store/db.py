@@ -176,14 +176,7 @@ def read_ledger(path: Path, target: str) -> LedgerView | None:
         try:
             con.execute("BEGIN")  # one read snapshot: the ledger and its upload agree
             try:
-                # the completed upload made last (an id continued after a clock set right
-                # may sort before one dated while it ran ahead): the ledger is its files
-                found = con.execute(
-                    "SELECT upload_id FROM uploads WHERE target = ? AND outcome = 'completed' "
-                    "ORDER BY rowid DESC LIMIT 1",
-                    (target,),
-                ).fetchone()
-                last = None if found is None else found[0]
+                last = LedgerOps.last_upload_in(con, target)
                 rows = LedgerOps.ledger_rows(con, target)
                 place = con.execute(
                     "SELECT value FROM kv WHERE key = ?", (KV_IDENTITY.format(target=target),)

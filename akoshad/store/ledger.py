@@ -36,6 +36,18 @@ class LedgerOps(StoreBase):
         return await self.transaction(lambda c: LedgerOps.ledger_rows(c, target))
 
     @staticmethod
+    def last_upload_in(c: sqlite3.Connection, target: str) -> str | None:
+        """The completed upload made last to ``target`` (an id continued after a clock set
+        right may sort before one dated while it ran ahead: rows keep the order uploads
+        began); the ledger is its files."""
+        row = c.execute(
+            "SELECT upload_id FROM uploads WHERE target = ? AND outcome = 'completed' "
+            "ORDER BY rowid DESC LIMIT 1",
+            (target,),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    @staticmethod
     def ledger_rows(c: sqlite3.Connection, target: str) -> dict[str, LedgerEntry]:
         """``target``'s ledger by path (any connection, also a read-only one, also on a
         schema-1 database a running daemon of an earlier version still holds)."""
