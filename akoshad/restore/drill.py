@@ -52,6 +52,7 @@ from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.fetch import RangeReader, fetch_file
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import STATE_FILE
+from akoshad.store.places import KV_IDENTITY, target_identity
 from akoshad.targets import Target, make_target
 
 STORE_DIR = "store"
@@ -265,8 +266,11 @@ def store_result(c: sqlite3.Connection, result: DrillResult) -> None:
 
 
 # ---- akoshad drill ------------------------------------------------------------------------
-def _record(path: Path, result: DrillResult) -> str | None:
-    """Keep a drill run by hand in this machine's state (when there is one); the error."""
+def _record(path: Path, result: DrillResult, place: tuple[str, str]) -> str | None:
+    """Keep a drill run by hand in this machine's state (when there is one); the reason it
+    was not. ``place``: the drilled target's name and identity (``store.places``); a state
+    that knows that target as another place does not take it (its next start forgets the
+    old place's records, and this drill is not of the place they describe)."""
     if not path.is_file():
         return None
     try:
@@ -275,6 +279,15 @@ def _record(path: Path, result: DrillResult) -> str | None:
         return str(exc)
     try:
         con.execute("BEGIN IMMEDIATE")
+        known = con.execute(
+            "SELECT value FROM kv WHERE key = ?", (KV_IDENTITY.format(target=place[0]),)
+        ).fetchone()
+        if known is not None and known[0] != place[1]:
+            con.execute("ROLLBACK")
+            return (
+                f"this machine's state knew {place[0]} as another place (bucket, directory "
+                "or system_id changed since); the next run or daemon start forgets it"
+            )
         store_result(con, result)
         con.execute("COMMIT")
     except sqlite3.Error as exc:
@@ -314,7 +327,8 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
         await target.close()
     if result.needs_identity:  # one line, exit 1 (as verify and restore)
         raise IdentityError(result.problems[0])
-    error = await asyncio.to_thread(_record, settings.state_dir / STATE_FILE, result)
+    place = (name, target_identity(settings, name))
+    error = await asyncio.to_thread(_record, settings.state_dir / STATE_FILE, result, place)
     if error is not None:
         print(f"akoshad: the drill is not recorded in the state: {error}", file=sys.stderr)
     return result.as_dict()

@@ -59,8 +59,14 @@ async def offline(settings: Settings) -> AsyncIterator[Offline]:
     state database and start the primary target without cleaning anything up. A state
     database found corrupt is kept aside and its ledger rebuilt from the target, as a
     daemon's start does (the next daemon finds a sound database and would not know); so is
-    the ledger of a primary target that is another place now (``target_identity``)."""
-    from akoshad.runtime.target_identity import forget_changed_targets
+    the ledger of a primary target that is another place now, or that no longer holds the
+    last upload this machine made there (``target_identity``, as a daemon's start; the
+    seed bounded by ``SEED_TIMEOUT``)."""
+    from akoshad.runtime.target_identity import (
+        forget_changed_targets,
+        forget_if_last_upload_gone,
+        seed_ledger,
+    )
     from akoshad.runtime.wiring import StateLock, open_state, target_names
 
     async with AsyncExitStack() as stack:
@@ -75,9 +81,10 @@ async def offline(settings: Settings) -> AsyncIterator[Offline]:
         stack.push_async_callback(target.close)
         await target.start(clean_up=False)
         sid = settings.cloud_sync.system_id
-        if rebuilt or primary in changed:
+        gone = await forget_if_last_upload_gone(state, target, sid)
+        if rebuilt or primary in changed or gone:
             recovery = Recovery(state, sid, Discarder(sid), sealing_source(settings))
-            await recovery.rebuild_lost_ledger(target)
+            await seed_ledger(recovery, target, available=True)
         gate = OwnerGate(settings.state_dir, sid, Stats())
         yield Offline(settings, state, target, gate)
 

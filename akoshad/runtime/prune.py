@@ -26,8 +26,11 @@ Encrypted uploads: a prune reads the readable list of the objects each reference
 reads their sealed index parts and chunk lists with the identity
 (``encryption.identity_file``). Without it, a prune that meets one deletes nothing and
 records ``needs_identity`` (one line saying so); the daemon then tries again only after
-the full interval, not every few minutes. Their packs are never repacked (that would need
-rewriting sealed documents): a pack goes once no kept upload references it.
+the full interval, not every few minutes. Their packs are repacked only when the identity
+is here too and the upload's documents were written for the recipients configured now
+(``Resealing``: the rewritten documents are sealed to the same recipients); otherwise a
+pack goes once no kept upload references it, and an encrypted target may hold more than
+``STORED_BOUND`` times what its kept uploads reference.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from loguru import logger
@@ -50,8 +54,10 @@ from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
 from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.errors import StorageError
+from akoshad.storage.name_key import NameKeyCache, find_name_key
 from akoshad.storage.owner import NotOwner
 from akoshad.storage.refs import ChunkRef
+from akoshad.storage.sealed_documents import Resealing
 from akoshad.store.db import StateDB
 from akoshad.targets import Target
 
@@ -104,6 +110,21 @@ def _identities(settings: Settings) -> Identities | None:
         return None
 
 
+async def _resealing(
+    settings: Settings, target: Target, identities: Identities | None
+) -> Resealing | None:
+    """What a repack seals rewritten documents with: the recipients configured now and
+    their name key (never made here). None without encryption, the identity or the key."""
+    enc = settings.encryption
+    if identities is None or not enc.enabled:
+        return None
+    recipients = enc.parsed_recipients()
+    cache = NameKeyCache(settings.state_dir)
+    sid = settings.cloud_sync.system_id
+    key = await find_name_key(target, sid, recipients, identities, cache)
+    return None if key is None else Resealing(key, recipients)
+
+
 def ledger_hooks(state: StateDB, target: str) -> PruneHooks:
     """The prune hooks that keep the chunk table true: a pack's chunks are forgotten before
     the pack is deleted (no new upload dedupes against it), and chunks a repack moved get
@@ -114,7 +135,7 @@ def ledger_hooks(state: StateDB, target: str) -> PruneHooks:
         n = await state.forget_pack(target, pack_key)
         logger.debug("prune deletes pack {} ({} chunk(s) forgotten)", pack_key, n)
 
-    async def record_chunks(refs: list[ChunkRef]) -> None:
+    async def record_chunks(refs: Mapping[str, ChunkRef]) -> None:
         await state.record_chunks(target, refs)
 
     return PruneHooks(forget_pack=forget_pack, record_chunks=record_chunks)
@@ -158,6 +179,7 @@ async def prune_target(
     deadline = asyncio.timeout(DEADLINE_SECONDS)
     try:
         async with deadline:
+            identities = await asyncio.to_thread(_identities, settings)
             done = await run_prune(
                 target,
                 system_id,
@@ -173,7 +195,8 @@ async def prune_target(
                 # references them
                 protected={e.key for e in ledger.values() if e.key and e.chunks is None},
                 finished=finished,
-                identities=await asyncio.to_thread(_identities, settings),
+                identities=identities,
+                resealing=await _resealing(settings, target, identities),
             )
             await _after_prune(target, result, done, dry_run=dry_run)
     except NotOwner:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from akoshad.storage.prune_refs import ManifestRefs, manifest_refs
 from akoshad.storage.prune_rewrite import RelocationError, Relocator, Rewriter
 from akoshad.storage.repack import NewPack
 from akoshad.storage.retention import Retention, Upload, apply_retention
+from akoshad.storage.sealed_documents import Resealing
 from akoshad.targets.base import Target
 
 DELETE_BATCH = 1000
@@ -48,7 +49,8 @@ class PruneHooks:
     """Callbacks of the caller: ledger updates and a step marker (tests, progress)."""
 
     forget_pack: Callable[[str], Awaitable[None]] | None = None
-    record_chunks: Callable[[list[refs.ChunkRef]], Awaitable[None]] | None = None
+    # chunk identity (its sha256, or its keyed name when sealed) -> new location
+    record_chunks: Callable[[Mapping[str, refs.ChunkRef]], Awaitable[None]] | None = None
     on_step: Callable[[int, Step], Awaitable[None]] | None = None
 
 
@@ -103,13 +105,6 @@ class PruneResult:
             bytes_stored_after=plan.live_stored_bytes,
             missing=list(plan.missing),
         )
-
-
-def _named(r: ManifestRefs) -> set[str]:
-    named = {r.manifest_key} | set(r.objects) | set(r.chunks) | {c.pack for c in r.chunk_refs()}
-    for kids in r.children.values():
-        named |= kids
-    return named
 
 
 @dataclass
@@ -206,7 +201,7 @@ class _Run:
                 if doc is None
                 else manifest_refs(m.upload_id, m.key, doc, self.rewriter.documents)
             )
-            live |= _named(r)
+            live |= r.named(packs=True)
         return live
 
 
@@ -219,6 +214,7 @@ async def execute_plan(
     hooks: PruneHooks | None = None,
     ownership: Ownership | None = None,
     delete_batch: int = DELETE_BATCH,
+    resealing: Resealing | None = None,
 ) -> PruneResult:
     """Run ``plan`` (made from ``loaded``) on ``target``; ``staging_dir`` (private, 0700)
     holds new packs until they are uploaded. Raises :class:`PruneError`, ``NotOwner`` or the
@@ -228,7 +224,10 @@ async def execute_plan(
     own_dir = await asyncio.to_thread(_fresh_dir, staging_dir / STAGING_NAME)
     run = _Run(target, plan, loaded, own_dir, hooks or PruneHooks(), ownership)
     run.pack_prefix = prefix + "packs/"
-    run.rewriter = Rewriter(target, loaded.system_id, run.relocator, dict(loaded.documents))
+    run.relocator.resealing = resealing
+    run.rewriter = Rewriter(
+        target, loaded.system_id, run.relocator, dict(loaded.documents), resealing=resealing
+    )
     steps = plan.steps()
     i = 0
     while i < len(steps):
@@ -294,7 +293,7 @@ async def _before_replaced(run: _Run) -> None:
     own the system id."""
     run.live = run.still_live() | run.skipped_sources
     if run.hooks.record_chunks is not None and run.relocator.moved:
-        await run.hooks.record_chunks(list(run.relocator.moved.values()))
+        await run.hooks.record_chunks(dict(run.relocator.moved))
     if run.ownership is not None:
         await run.ownership.check(force=True)
 
@@ -331,6 +330,7 @@ async def run_prune(
     finished: Collection[str] = (),
     delete_batch: int = DELETE_BATCH,
     identities: Identities | None = None,
+    resealing: Resealing | None = None,
 ) -> PruneResult:
     """The whole prune: check ownership, load, apply ``policy``, plan, execute (or, with
     ``dry_run``, report the plan). Call under the daemon's pass lock.
@@ -338,7 +338,9 @@ async def run_prune(
     ``finished``: ids of uploads known to have completed (the writer's own history). A
     folder of one whose manifest is gone is what an interrupted prune left: it is swept now,
     not taken for an upload in progress until the planner's grace has passed.
-    ``identities`` open the sealed documents of encrypted uploads."""
+    ``identities`` open the sealed documents of encrypted uploads; with ``resealing`` too
+    (the recipients and name key configured now) the packs of those it named may be
+    repacked, their documents rewritten sealed."""
     started = time.monotonic()
     if ownership is not None:
         await ownership.check(force=True, claim=not dry_run)
@@ -350,7 +352,9 @@ async def run_prune(
         newest = {max(u.upload_id for u in uploads)} if uploads else set()
         return apply_retention(uploads, policy, now=when).keep_ids | newest
 
-    loaded = await load_for_prune(target, system_id, keep=retained, identities=identities)
+    loaded = await load_for_prune(
+        target, system_id, keep=retained, identities=identities, resealing=resealing
+    )
     keep = set(retained(loaded.uploads())) | set(loaded.untimed())
     gone = _manifest_gone(loaded, set(finished) - set(in_progress))
     try:
@@ -383,6 +387,7 @@ async def run_prune(
         hooks=hooks,
         ownership=ownership,
         delete_batch=delete_batch,
+        resealing=resealing,
     )
     result.seconds = time.monotonic() - started
     return result

@@ -10,7 +10,10 @@ references is unknown, so nothing could be swept safely. The sealed documents of
 encrypted upload are opened with ``identities``; without them (or with the wrong ones) the
 ``IdentityError`` passes through, and nothing is deleted either, unless the upload names
 its objects in a readable list (``metadata.index.objects``, in its manifest): that list is
-all a prune needs of it, with or without the identity.
+all a prune needs of it, with or without the identity. With ``resealing`` too (the
+recipients and name key configured now), a sealed upload's documents are opened even so:
+when the key named them all, its packs may be repacked (``ManifestRefs.rewritable``); when
+the identity cannot open them, the objects list stands.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from akoshad.names import MANIFEST_NAME
 from akoshad.storage import chunk_parts
-from akoshad.storage.crypto import Identities
+from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.documents import (
     MAX_DOCUMENT_BYTES,
     DocumentError,
@@ -41,7 +44,11 @@ from akoshad.storage.prune_refs import (
     sealed_objects_refs,
 )
 from akoshad.storage.retention import Upload
-from akoshad.storage.sealed_documents import document_encryption, read_document_sealed
+from akoshad.storage.sealed_documents import (
+    Resealing,
+    document_encryption,
+    read_document_sealed,
+)
 from akoshad.targets.base import Target
 
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
@@ -235,6 +242,7 @@ async def load_for_prune(
     max_document: int = MAX_DOCUMENT_BYTES,
     concurrency: int = CONCURRENCY,
     identities: Identities | None = None,
+    resealing: Resealing | None = None,
 ) -> PruneInput:
     """List ``systems/{system_id}/`` with sizes, read every manifest and the documents they
     name. With ``keep`` (upload ids to keep, given the timed uploads; e.g. a retention
@@ -254,6 +262,7 @@ async def load_for_prune(
         timed = [Upload(u, t) for u, t in times.items() if t is not None]
         kept = set(keep(timed)) | {u for u, t in times.items() if t is None}
     documents: dict[str, dict[str, Any]] = {}
+    opener = _Opener(target, documents, max_document, identities, resealing)
     out: list[LoadedManifest] = []
     for (upload_id, key), doc in zip(keys, docs, strict=True):
         if kept is not None and upload_id not in kept:
@@ -262,11 +271,48 @@ async def load_for_prune(
             )
             continue
         try:
-            refs = sealed_objects_refs(upload_id, key, doc, prefix)
-            if refs is None:
-                await _read_documents(target, doc, documents, max_document, identities)
-                refs = manifest_refs(upload_id, key, doc, documents)
+            refs = await opener.refs(upload_id, key, doc, prefix)
         except (LookupError, ValueError) as exc:
             raise PruneError(f"manifest {key} is malformed ({exc}); prune stopped") from None
         out.append(LoadedManifest(upload_id, key, doc, times[upload_id], refs))
     return PruneInput(system_id, tuple(out), documents, listing)
+
+
+@dataclass
+class _Opener:
+    """Reads what one manifest references (its documents into ``documents``)."""
+
+    target: Target
+    documents: dict[str, dict[str, Any]]
+    limit: int
+    identities: Identities | None
+    resealing: Resealing | None
+
+    async def refs(self, upload_id: str, key: str, doc: dict[str, Any], root: str) -> ManifestRefs:
+        """The upload's references: from its objects list when it has one and its documents
+        could not be rewritten anyway, else from its documents (``rewritable`` when sealed
+        and named by the resealing key)."""
+        listed = sealed_objects_refs(upload_id, key, doc, root)
+        if listed is not None and (self.resealing is None or self.identities is None):
+            return listed
+        try:
+            await _read_documents(self.target, doc, self.documents, self.limit, self.identities)
+        except IdentityError:
+            if listed is None:
+                raise
+            return listed  # sealed to recipients whose identity is not here: stays as is
+        refs = manifest_refs(upload_id, key, doc, self.documents)
+        if refs.sealed and self._named(refs):
+            return replace(refs, rewritable=True)
+        return refs
+
+    def _named(self, refs: ManifestRefs) -> bool:
+        """Whether the resealing key named every sealed document ``refs`` holds."""
+        if self.resealing is None:
+            return False
+        docs = refs.named() & self.documents.keys()
+        return all(
+            self.resealing.named(k, self.documents[k])
+            for k in docs
+            if document_encryption(k) == "age"
+        )

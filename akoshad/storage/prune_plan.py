@@ -190,20 +190,12 @@ def _rewritten_holders(refs: ManifestRefs, moved: Collection[str]) -> set[str]:
     return changed
 
 
-def _named(refs: ManifestRefs) -> set[str]:
-    """Every key ``refs`` names besides packs: manifest, whole objects, lists, parts."""
-    named = {refs.manifest_key} | set(refs.objects) | set(refs.chunks)
-    for kids in refs.children.values():
-        named |= kids
-    return named
-
-
 def _mark(prefix: str, kept: Iterable[ManifestRefs]) -> tuple[set[str], dict[str, list[Range]]]:
     """(live whole objects, live pack -> ranges used) of the kept uploads."""
     live: set[str] = {prefix + OWNER_NAME}
     pack_ranges: dict[str, list[Range]] = {}
     for refs in kept:
-        live |= _named(refs)
+        live |= refs.named()
         for c in refs.chunk_refs():
             pack_ranges.setdefault(c.pack, []).append((c.offset, c.length))
     return live - set(pack_ranges), pack_ranges
@@ -220,7 +212,7 @@ def _rewrites(kept: Iterable[ManifestRefs], moved: set[str]) -> tuple[list[str],
             rewrite.append(refs.manifest_key)
             replaced |= holders - {refs.manifest_key}
         else:
-            untouched |= _named(refs)
+            untouched |= refs.named()
     return rewrite, replaced - untouched
 
 
@@ -264,10 +256,11 @@ def plan_prune(
     swept = tuple(prefix + d for d in SWEPT_DIRS)
     delete_objects = tuple(k for k in sorted(listing) if k.startswith(swept) and k not in hold)
     whole_bytes = sum(listing.get(key, 0) for key in live - {prefix + OWNER_NAME})
-    # a sealed upload's packs stay where they are, also those known from its objects list
-    sealed = {c.pack for r in kept if r.sealed for c in r.chunk_refs()}
-    sealed |= {k for r in kept if r.sealed for k in r.objects}
-    movable = {k: v for k, v in pack_ranges.items() if k not in sealed}  # see ManifestRefs
+    # the packs of a sealed upload that cannot be rewritten stay where they are, also
+    # those known only from its objects list (``ManifestRefs.movable``)
+    fixed = {c.pack for r in kept if not r.movable for c in r.chunk_refs()}
+    fixed |= {k for r in kept if not r.movable for k in r.objects}
+    movable = {k: v for k, v in pack_ranges.items() if k not in fixed}
     chosen = choose_repacks(
         movable, listing, whole_bytes, repack_ratio, stored_bound, repack_budget
     )

@@ -44,8 +44,11 @@ class ManifestRefs:
     ``chunks``: per holder (the manifest key for inline ``chunks``, else the index part,
     chunk list or chunk list part whose JSON holds them), the chunk references written there.
     ``children``: per holder, the index parts, chunk lists and chunk list parts it names.
-    ``sealed``: an encrypted upload (its documents are sealed): its packs are never
-    repacked, since rewriting its documents would need the recipients and its name key.
+    ``sealed``: an encrypted upload (its documents are sealed). Its packs stay where they
+    are unless ``rewritable``: its documents were opened (the identity) and are named by
+    the name key of the recipients configured now, so a repack can seal their rewritten
+    forms to the same recipients (``prune_load``). Refs from the readable objects list
+    (``sealed_objects_refs``) know no chunk location and are never rewritable.
     """
 
     upload_id: str
@@ -54,10 +57,32 @@ class ManifestRefs:
     chunks: Mapping[str, tuple[ChunkRef, ...]] = field(default_factory=dict)
     children: Mapping[str, frozenset[str]] = field(default_factory=dict)
     sealed: bool = False
+    rewritable: bool = False
+
+    @property
+    def movable(self) -> bool:
+        """Whether a repack may move the chunks it references (and rewrite it)."""
+        return not self.sealed or self.rewritable
 
     def chunk_refs(self) -> Iterable[ChunkRef]:
         for refs in self.chunks.values():
             yield from refs
+
+    def named(self, *, packs: bool = False) -> set[str]:
+        """Every key it names: manifest, whole objects, documents (holders and children),
+        and with ``packs`` the packs its chunks sit in."""
+        out = {self.manifest_key} | set(self.objects) | set(self.chunks)
+        for kids in self.children.values():
+            out |= kids
+        if packs:
+            out |= {c.pack for c in self.chunk_refs()}
+        return out
+
+    def objects_list(self, manifest: Mapping[str, Any]) -> list[str]:
+        """What ``metadata.index.objects`` lists for it (``format2.referenced_objects``):
+        every key it names but its manifest and its own top-level files, sorted."""
+        own = _own_files(self.manifest_key, manifest)
+        return sorted(self.named(packs=True) - {self.manifest_key} - own)
 
 
 def _dict(value: Any, what: str) -> Mapping[str, Any]:

@@ -27,7 +27,9 @@ from akoshad.storage.documents import (
 )
 from akoshad.storage.errors import RefError
 from akoshad.storage.prune_refs import ChunkRef as PlanChunk
+from akoshad.storage.prune_refs import manifest_refs
 from akoshad.storage.repack import NewPack
+from akoshad.storage.sealed_documents import Resealing, document_encryption, sealed_index_part_json
 from akoshad.targets.base import Target
 
 
@@ -41,7 +43,8 @@ class Relocator:
     """Where the chunks of repacked packs went: source pack -> (new pack, its key)."""
 
     moves: dict[str, tuple[NewPack, str]] = field(default_factory=dict)
-    moved: dict[str, refs.ChunkRef] = field(default_factory=dict)  # sha256 -> new location
+    moved: dict[str, refs.ChunkRef] = field(default_factory=dict)  # identity -> new location
+    resealing: Resealing | None = None  # gives a sealed chunk's identity (its keyed name)
 
     def add(self, pack: NewPack, key: str) -> None:
         for source in pack.sources:
@@ -61,9 +64,12 @@ class Relocator:
         out = {**raw, "key": new_key, "offset": new_offset}
         try:
             ref = refs.ChunkRef.from_json(out)
-            self.moved[ref.sha256] = ref
         except RefError:
-            pass  # not a strict ref: still relocated, just not offered to the ledger
+            return out  # not a strict ref: still relocated, just not offered to the ledger
+        if ref.encryption == "none":
+            self.moved[ref.sha256] = ref
+        elif self.resealing is not None:  # only uploads named by this key are rewritten
+            self.moved[self.resealing.key.name(ref.sha256)] = ref
         return out
 
     def chunks(self, items: Any) -> tuple[Any, bool]:
@@ -82,9 +88,16 @@ class Rewriter:
     relocator: Relocator
     documents: dict[str, dict[str, Any]]
     written: dict[str, int] = field(default_factory=dict)  # new document key -> stored size
+    resealing: Resealing | None = None
 
-    async def _store(self, kind: DocumentKind, doc: dict[str, Any]) -> str:
-        key, data = await asyncio.to_thread(encode_document, self.system_id, kind, doc)
+    async def _store(self, kind: DocumentKind, doc: dict[str, Any], old_key: str) -> str:
+        """Store ``doc`` (replacing ``old_key``), sealed when that one was."""
+        if document_encryption(old_key) == "none":
+            key, data = await asyncio.to_thread(encode_document, self.system_id, kind, doc)
+        elif self.resealing is None:
+            raise RelocationError(f"{old_key} is sealed and no recipients are configured")
+        else:
+            key, data = await asyncio.to_thread(self.resealing.encode, self.system_id, kind, doc)
         if key not in self.written:  # always written: an equal old one may have been swept
             await self.target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
             self.written[key] = len(data)
@@ -109,7 +122,7 @@ class Rewriter:
             new_doc = {**doc, "chunks": chunks}
         if not changed:
             return entry, False
-        key = await self._store("chunklists", new_doc)
+        key = await self._store("chunklists", new_doc, ref["key"])
         return {**entry, "chunk_list": chunk_list_json(key)}, True
 
     async def _list_parts(self, parts: Any) -> tuple[Any, bool]:
@@ -122,8 +135,8 @@ class Rewriter:
             key = part.get("key") if isinstance(part, dict) else None
             doc = self.documents.get(key) if isinstance(key, str) else None
             chunks, did = self.relocator.chunks(doc.get("chunks") if doc is not None else None)
-            if did and doc is not None and isinstance(part, dict):
-                new_key = await self._store("chunklists", {**doc, "chunks": chunks})
+            if did and doc is not None and isinstance(part, dict) and isinstance(key, str):
+                new_key = await self._store("chunklists", {**doc, "chunks": chunks}, key)
                 part = {**part, "key": new_key, "compression": DOCUMENT_COMPRESSION}
             out.append(part)
             changed |= did
@@ -146,13 +159,14 @@ class Rewriter:
         for part in parts:
             key = part.get("key") if isinstance(part, dict) else None
             doc = self.documents.get(key) if isinstance(key, str) else None
-            if doc is None:
+            if doc is None or not isinstance(key, str):
                 out.append(part)
                 continue
             files, did = await self._entries(doc.get("files"))
             if did:
-                new_key = await self._store("index", {**doc, "files": files})
-                part = index_part_json(new_key)
+                new_key = await self._store("index", {**doc, "files": files}, key)
+                sealed = document_encryption(new_key) == "age"
+                part = sealed_index_part_json(new_key) if sealed else index_part_json(new_key)
             out.append(part)
             changed |= did
         return out, changed
@@ -176,6 +190,9 @@ class Rewriter:
         if not changed:
             return None
         new = {**manifest, "metadata": new_meta}
+        if isinstance(index, dict) and isinstance(index.get("objects"), list):
+            moved = manifest_refs("", manifest_key, new, self.documents)
+            new_meta["index"] = {**new_meta["index"], "objects": moved.objects_list(new)}
         data = encode_manifest(new)
         await self.target.put_bytes(manifest_key, data, "application/json")
         self.written[manifest_key] = len(data)

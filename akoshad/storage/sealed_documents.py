@@ -18,6 +18,7 @@ line; a missing or wrong identity stays an ``IdentityError`` (it is not damage).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from akoshad.storage.crypto import (
@@ -60,6 +61,26 @@ def encode_document_sealed(
     plain = canonical_json(obj)
     stored = seal(compress_document(plain), recipients)
     return sealed_document_key(system_id, kind, plain, key), stored
+
+
+@dataclass(frozen=True)
+class Resealing:
+    """What a repack seals the documents it rewrites with: the name key and the recipients
+    configured now. Only documents this key named are rewritten (:meth:`named`), so a
+    rewritten document is readable by exactly those who could read the one it replaces."""
+
+    key: NameKey
+    recipients: Recipients
+
+    def named(self, doc_key: str, doc: Any) -> bool:
+        """Whether the sealed document ``doc_key`` (decoded: ``doc``) was named by this key,
+        i.e. written for the recipients configured now."""
+        name = doc_key.rsplit("/", 1)[-1]
+        return name == self.key.name_of(canonical_json(doc)) + SEALED_SUFFIX
+
+    def encode(self, system_id: str, kind: DocumentKind, obj: Any) -> tuple[str, bytes]:
+        """:func:`encode_document_sealed` with this key; blocking (CPU)."""
+        return encode_document_sealed(system_id, kind, obj, self.key, self.recipients)
 
 
 def document_encryption(key: str) -> Encryption:

@@ -111,8 +111,11 @@ class ChunkOps(StoreBase):
             ],
         )
 
-    async def record_chunks(self, target: str, refs: list[ChunkRef]) -> None:
-        """New locations of chunks a repack moved (prune's ``record_chunks`` hook)."""
+    async def record_chunks(
+        self, target: str, refs: Iterable[ChunkRef] | Mapping[str, ChunkRef]
+    ) -> None:
+        """New locations of chunks a repack moved (prune's ``record_chunks`` hook: by
+        identity; a list: each by its sha256)."""
         await self.transaction(lambda c: ChunkOps.write_chunks(c, target, refs))
 
     async def forget_pack(self, target: str, key: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,8 +108,9 @@ async def test_format2_prune_repacks_and_rewrites_kept_manifests(
         assert await local.head(key) is not None  # forgotten BEFORE it is deleted
         forgotten.append(key)
 
-    async def record(moved: list[refs.ChunkRef]) -> None:
-        recorded.extend(moved)
+    async def record(moved: Mapping[str, refs.ChunkRef]) -> None:
+        assert all(ident == r.sha256 for ident, r in moved.items())  # unencrypted: by sha256
+        recorded.extend(moved.values())
 
     hooks = PruneHooks(forget_pack=forget, record_chunks=record)
     dry = await run_prune(local, "box", policy(3), staging_dir=staging, now=NOW, dry_run=True)
@@ -268,8 +269,8 @@ async def test_two_repacks_of_equal_shape_never_share_a_pack_key(
     b = Builder(local, "box", tmp_path / "work")
     staging = private_dir(tmp_path / "staging")
 
-    async def record(moved: list[refs.ChunkRef]) -> None:  # the writer's chunk table follows
-        b._chunks.update((r.sha256, r) for r in moved)
+    async def record(moved: Mapping[str, refs.ChunkRef]) -> None:  # the writer's table follows
+        b._chunks.update(moved)
 
     keep1, keep2 = noise(1, 16 * 1024), noise(3, 16 * 1024)
     rounds = [  # per round: an upload, then one that drops 64 KiB of its pack

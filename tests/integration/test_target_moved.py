@@ -159,3 +159,63 @@ def test_a_daemon_started_on_a_moved_outbox_shows_its_last_upload(tmp_path: Path
     finally:
         assert stop_daemon(proc) == 0
     assert "another place than the state knew" in (tmp_path / "d.log").read_text()
+
+
+def test_a_prune_by_hand_on_a_swapped_outbox_forgets_it_as_a_start_does(
+    tmp_path: Path,
+) -> None:
+    """``akoshad prune`` without a daemon on an outbox swapped for an older copy: the last
+    upload this machine made there is gone, so the state forgets the old place and seeds
+    its ledger from the newest upload there, as a daemon's start does; the prune removes
+    nothing the older copy holds, and the next run sends the difference."""
+    config, env = daemon_config(tmp_path, "swapped-prune")
+    outbox = tmp_path / "outbox"
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    shutil.copytree(outbox, tmp_path / "older")
+    (tmp_path / "store" / "notes.json").write_text('{"only in": "the newer outbox"}')
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    shutil.rmtree(outbox)
+    shutil.move(tmp_path / "older", outbox)
+    pruned = akoshad("prune", "--config", str(config), env=env)
+    assert pruned.returncode == 0, pruned.stdout + pruned.stderr
+    state = sqlite3.connect(tmp_path / "state" / "state.db")
+    try:
+        rows = "SELECT outcome FROM uploads ORDER BY upload_id"
+        outcomes = [r[0] for r in state.execute(rows)]
+    finally:
+        state.close()
+    # the upload only the newer outbox held is superseded; the older copy's is the last
+    assert outcomes == ["completed", "superseded"], outcomes
+    again = akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    assert "nothing changed" not in again.stderr and "no longer holds" not in again.stderr
+    assert len(manifests(outbox, "swapped-prune")) == 2
+    assert _restored(config, env, tmp_path / "back") == _store(tmp_path / "store")
+
+
+def _last_drill(tmp: Path) -> str | None:
+    con = sqlite3.connect(tmp / "state" / "state.db")
+    try:
+        row = con.execute("SELECT value FROM kv WHERE key = 'last_drill'").fetchone()
+    finally:
+        con.close()
+    return None if row is None else str(row[0])
+
+
+def test_a_drill_by_hand_of_another_place_is_not_recorded_as_this_ones(tmp_path: Path) -> None:
+    """A drill by hand of an outbox the state knows as another place passes, but is not
+    kept as the state's ``last_drill`` (says so on stderr): that record is of the place
+    the state describes, and its next start forgets it. After that start it is kept."""
+    config, env = daemon_config(tmp_path, "drilled")
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    shutil.move(tmp_path / "outbox", tmp_path / "moved")
+    _set(config, local_target_dir=str(tmp_path / "moved"))
+    drill = akoshad("drill", "--config", str(config), env=env)
+    assert drill.returncode == 0, drill.stdout + drill.stderr
+    assert "not recorded in the state" in drill.stderr, drill.stderr
+    assert "knew local as another place" in drill.stderr, drill.stderr
+    assert _last_drill(tmp_path) is None
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    drill = akoshad("drill", "--config", str(config), env=env)
+    assert drill.returncode == 0 and "not recorded" not in drill.stderr, drill.stderr
+    recorded = _last_drill(tmp_path)
+    assert recorded is not None and '"ok": true' in recorded, recorded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -437,10 +438,10 @@ def test_live_data_after_repack_is_within_the_bound(packs: list[tuple[int, int]]
         assert all(s.live_bytes < s.size for s in pack.sources)  # only packs with dead bytes
 
 
-def test_sealed_uploads_keep_their_skip_list_and_their_packs_are_never_repacked() -> None:
+def test_sealed_uploads_keep_their_skip_list_and_are_repacked_only_when_rewritable() -> None:
     """An encrypted upload's documents cannot be rewritten without its recipients and name
     key: its half-dead pack stays as it is (a plain one is repacked); its sealed skip list
-    is live."""
+    is live. Once opened and found ``rewritable``, its pack is repacked like any other."""
     part = f"{P}index/aa/{'a' * 64}.json.gz.age"
     skips = f"{P}index/bb/{'b' * 64}.json.gz.age"
     sealed = {
@@ -464,6 +465,13 @@ def test_sealed_uploads_keep_their_skip_list_and_their_packs_are_never_repacked(
     assert plan.old_packs == {P + "packs/p1/plain"}  # the sealed one is as dead, and stays
     assert skips not in plan.delete_objects and part not in plan.delete_objects
     assert mkey(NEW1) not in plan.rewrite_manifests
+    # opened with the identity and named by the name key configured now: repacked too
+    assert not refs.movable and replace(refs, rewritable=True).movable
+    opened = [replace(refs, rewritable=True), parse(NEW2, plain, {})]
+    plan = plan_prune("box", opened, listing, {NEW1, NEW2}, now=NOW)
+    assert plan.old_packs == {P + "packs/p1/plain", P + "packs/s1/sealed"}
+    assert mkey(NEW1) in plan.rewrite_manifests and part in plan.replaced
+    assert skips not in plan.delete_objects and skips not in plan.replaced
 
 
 def test_a_sealed_upload_known_by_its_objects_list_keeps_every_object_it_names() -> None:

@@ -1,0 +1,141 @@
+"""Prune of an encrypted target repacks its packs when the identity is configured, and
+only then: the rewritten documents are sealed to the same recipients, every kept upload
+restores with the identity, the objects list follows the moved chunks (a prune without the
+identity afterwards finds nothing missing), and the ledger follows them (the next upload
+dedupes against the new pack). Uploads sealed to an earlier recipient list are never
+rewritten."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from akoshad.storage.crypto import load_identity, write_new_identity
+from akoshad.targets.local import LocalTarget
+from tests.helpers import akoshad, base_env, manifests, write_config
+from tests.sealed_read import restore_sealed
+
+MiB = 1024 * 1024
+RETENTION = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+
+
+def _config(tmp: Path, sid: str, recipients: list[str], identity: Path | None) -> Path:
+    enc: dict[str, Any] = {"recipients": recipients}
+    if identity is not None:
+        enc["identity_file"] = str(identity)
+    return write_config(
+        tmp / "c.yaml",
+        data_dir=str(tmp / "store"),
+        state_dir=str(tmp / "state"),
+        local_target_dir=str(tmp / "outbox"),
+        socket_path=str(tmp / "s.sock"),
+        min_upload_interval_seconds=0,
+        encryption=enc,
+        retention=RETENTION,
+        cloud_sync={"system_id": sid},
+    )
+
+
+def _run_once(tmp: Path, cfg: Path) -> None:
+    res = akoshad("run", "--once", "--config", str(cfg), env=base_env(tmp), timeout=300)
+    assert res.returncode == 0, res.stderr
+
+
+def _prune(tmp: Path, cfg: Path) -> dict[str, Any]:
+    res = akoshad("prune", "--json", "--config", str(cfg), env=base_env(tmp), timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
+
+
+def _two_versions(tmp: Path, cfg: Path, sid: str) -> bytes:
+    """A 6 MiB file uploaded, then uploaded again with its first half changed: the first
+    upload's pack keeps half its bytes alive for the second. Returns the second version."""
+    store = tmp / "store"
+    store.mkdir()
+    rng = random.Random(5)
+    data = bytearray(rng.randbytes(6 * MiB))
+    (store / "big.bin").write_bytes(data)
+    _run_once(tmp, cfg)
+    data[: 3 * MiB] = rng.randbytes(3 * MiB)
+    (store / "big.bin").write_bytes(data)
+    _run_once(tmp, cfg)
+    assert len(manifests(tmp / "outbox", sid)) == 2
+    return bytes(data)
+
+
+def _packs(tmp: Path, sid: str) -> dict[str, int]:
+    root = tmp / "outbox" / "systems" / sid / "packs"
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def _restore(tmp: Path, manifest: dict[str, Any], identity_file: Path) -> dict[str, bytes]:
+    return asyncio.run(
+        restore_sealed(LocalTarget(tmp / "outbox"), manifest, load_identity(identity_file))
+    )
+
+
+def test_prune_with_the_identity_repacks_sealed_packs(tmp_path: Path) -> None:
+    sid = "enc-repack"
+    identity = tmp_path / "id.txt"
+    public = write_new_identity(identity)
+    without = _config(tmp_path, sid, [public], None)
+    latest = _two_versions(tmp_path, without, sid)
+    # without the identity: the dropped upload goes, its half-dead pack stays whole
+    first = _prune(tmp_path, without)
+    assert first["packs_repacked"] == 0 and len(first["uploads_removed"]) == 1, first
+    assert sum(_packs(tmp_path, sid).values()) > 9 * MiB  # 6 MiB + the changed 3 MiB
+
+    cfg = _config(tmp_path, sid, [public], identity)
+    packs_before = _packs(tmp_path, sid)
+    done = _prune(tmp_path, cfg)
+    assert done["packs_repacked"] >= 1 and done["manifests_rewritten"] == 1, done
+    assert done["bytes_stored_after"] <= 1.2 * done["bytes_referenced"], done
+    stored = sum(_packs(tmp_path, sid).values())
+    assert stored <= 1.2 * 6 * MiB and done["bytes_referenced"] <= 6.1 * MiB, (stored, done)
+    assert set(_packs(tmp_path, sid)) != set(packs_before)
+
+    (kept,) = manifests(tmp_path / "outbox", sid)
+    assert _restore(tmp_path, kept, identity)["big.bin"] == latest
+    # the rewritten index parts and chunk lists are sealed, and the readable objects list
+    # names the new pack: a prune without the identity finds nothing missing
+    objects = kept["metadata"]["index"]["objects"]
+    assert all(k.endswith(".age") for k in objects if "/index/" in k or "/chunklists/" in k)
+    assert {f"systems/{sid}/packs/{p}" for p in _packs(tmp_path, sid)} <= set(objects)
+    again = _prune(tmp_path, without)
+    assert again["missing"] == [] and again["objects_deleted"] == 0, again
+    verify = akoshad("verify", "--all", "--config", str(cfg), env=base_env(tmp_path), timeout=300)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    # the ledger follows the moved chunks: a new upload of an unchanged big file and one
+    # new small file adds one small pack, not the big file's chunks again
+    before = _packs(tmp_path, sid)
+    (tmp_path / "store" / "note.md").write_text("a note")
+    _run_once(tmp_path, without)
+    new = {k: n for k, n in _packs(tmp_path, sid).items() if k not in before}
+    assert sum(new.values()) < MiB, new
+    newest = manifests(tmp_path / "outbox", sid)[-1]
+    restored = _restore(tmp_path, newest, identity)
+    assert restored["big.bin"] == latest and restored["note.md"] == b"a note"
+
+
+def test_uploads_sealed_to_earlier_recipients_are_not_rewritten(tmp_path: Path) -> None:
+    """The identity opens the uploads sealed to the earlier recipient too, but a rewritten
+    document would be sealed to the recipient configured now: those uploads' packs stay."""
+    sid = "enc-repack-old"
+    identity = tmp_path / "id.txt"
+    old = write_new_identity(tmp_path / "old.txt")
+    new = write_new_identity(identity)
+    both = tmp_path / "both.txt"
+    both.write_text((tmp_path / "old.txt").read_text() + identity.read_text())
+    both.chmod(0o600)
+    latest = _two_versions(tmp_path, _config(tmp_path, sid, [old], None), sid)
+    cfg = _config(tmp_path, sid, [new], both)
+    done = _prune(tmp_path, cfg)
+    assert len(done["uploads_removed"]) == 1 and done["packs_repacked"] == 0, done
+    assert done["manifests_rewritten"] == 0, done
+    (kept,) = manifests(tmp_path / "outbox", sid)
+    assert _restore(tmp_path, kept, tmp_path / "old.txt")["big.bin"] == latest
