@@ -114,6 +114,20 @@ def test_an_outbox_moved_with_its_uploads_is_taken_as_it_is(tmp_path: Path) -> N
     assert "no completed upload" not in verify.stdout
 
 
+def _swapped_for_an_older_copy(tmp: Path, sid: str) -> tuple[Path, dict[str, str], Path]:
+    """Two uploads to the outbox, then the outbox swapped for a copy taken after the
+    first: (config, env, outbox)."""
+    config, env = daemon_config(tmp, sid)
+    outbox = tmp / "outbox"
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    shutil.copytree(outbox, tmp / "older")
+    (tmp / "store" / "notes.json").write_text('{"only in": "the newer outbox"}')
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    shutil.rmtree(outbox)
+    shutil.move(tmp / "older", outbox)
+    return config, env, outbox
+
+
 def test_another_directory_swapped_in_at_the_same_path_is_seen(tmp_path: Path) -> None:
     """The outbox swapped for an older copy at the same path (a disk swapped, a copy
     restored): the last upload this machine made there is gone, so what the state knew is
@@ -121,14 +135,7 @@ def test_another_directory_swapped_in_at_the_same_path_is_seen(tmp_path: Path) -
     difference (before: "nothing changed", exit 0, then uploads pointing at the missing
     upload's objects); the quick check of an unchanged store does not take the swap for
     its outbox either."""
-    config, env = daemon_config(tmp_path, "swapped")
-    outbox = tmp_path / "outbox"
-    akoshad("run", "--once", "--config", str(config), env=env, check=True)
-    shutil.copytree(outbox, tmp_path / "older")
-    (tmp_path / "store" / "notes.json").write_text('{"only in": "the newer outbox"}')
-    akoshad("run", "--once", "--config", str(config), env=env, check=True)
-    shutil.rmtree(outbox)
-    shutil.move(tmp_path / "older", outbox)
+    config, env, outbox = _swapped_for_an_older_copy(tmp_path, "swapped")
     again = akoshad("run", "--once", "--config", str(config), env=env, check=True)
     assert "no longer holds upload" in again.stderr, again.stderr
     assert "nothing changed" not in again.stderr
@@ -168,14 +175,7 @@ def test_a_prune_by_hand_on_a_swapped_outbox_forgets_it_as_a_start_does(
     upload this machine made there is gone, so the state forgets the old place and seeds
     its ledger from the newest upload there, as a daemon's start does; the prune removes
     nothing the older copy holds, and the next run sends the difference."""
-    config, env = daemon_config(tmp_path, "swapped-prune")
-    outbox = tmp_path / "outbox"
-    akoshad("run", "--once", "--config", str(config), env=env, check=True)
-    shutil.copytree(outbox, tmp_path / "older")
-    (tmp_path / "store" / "notes.json").write_text('{"only in": "the newer outbox"}')
-    akoshad("run", "--once", "--config", str(config), env=env, check=True)
-    shutil.rmtree(outbox)
-    shutil.move(tmp_path / "older", outbox)
+    config, env, outbox = _swapped_for_an_older_copy(tmp_path, "swapped-prune")
     pruned = akoshad("prune", "--config", str(config), env=env)
     assert pruned.returncode == 0, pruned.stdout + pruned.stderr
     state = sqlite3.connect(tmp_path / "state" / "state.db")
