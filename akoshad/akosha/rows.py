@@ -52,9 +52,12 @@ REASON_NON_FINITE = "embedding has non-finite values"
 REASON_NO_TEXT = "no text"
 REASON_DUPLICATE_ID = "id also used by another table"
 
-# what DuckDB's compact text form of finite floats is made of; anything else takes the
-# slow path (checked on the ASCII bytes: a table lookup, 6x quicker than a regex)
-_NUMBER_LIST_BYTES = b"0123456789.,eE+-[]"
+# what DuckDB's compact text form of finite floats is made of besides its commas; with
+# them taken out (checked on the ASCII bytes: a table lookup, 6x quicker than a regex) the
+# commas of EMBED_DIM values are left, nothing else (counted in the same pass: str.count
+# took twice as long as the lookup)
+_NUMBER_BYTES = b"0123456789.eE+-[]"
+_COMMAS = b"," * (EMBED_DIM - 1)
 _FLOAT_LIST_TYPES = re.compile(r"(FLOAT|REAL|DOUBLE|FLOAT4|FLOAT8)\[\d*\]")
 
 
@@ -221,8 +224,7 @@ def _parse_embedding(text: str | None, checked: bool = False) -> RawJSON | list[
         checked
         and text.startswith("[")
         and text.isascii()
-        and not text.encode("ascii").translate(None, _NUMBER_LIST_BYTES)
-        and text.count(",") == EMBED_DIM - 1
+        and text.encode("ascii").translate(None, _NUMBER_BYTES) == _COMMAS
     ):
         return RawJSON(text)
     try:
