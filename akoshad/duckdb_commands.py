@@ -35,6 +35,7 @@ from akoshad.akosha.rows import (
     Extraction,
     RowRef,
     chunks,
+    gated_ids,
     iter_refs,
     memory_columns,
     memory_id,
@@ -265,7 +266,9 @@ def _read_ahead(
     """Each part, its rows read from ``con`` and the ids whose text needs no scan, in order;
     the next :data:`READERS` parts are read meanwhile, each in a thread with a cursor of
     its own (DuckDB runs a query without the GIL, two at once on two cores, while the
-    caller encodes this one): at most ``READERS + 1`` parts' rows are held at once."""
+    caller encodes this one): at most ``READERS + 1`` parts' rows are held at once.
+    Which texts the ``gate`` sends to a scan is asked first, a query a table (:func:`gated_ids`)."""
+    gated = None if gate is None else gated_ids(con, schema, gate)
     local = threading.local()
     cursors: list[Any] = []
     lock = threading.Lock()
@@ -277,7 +280,9 @@ def _read_ahead(
             with lock:
                 cursors.append(cursor)
         clean: set[str] = set()
-        extraction = read_memories(cursor, system_id, part, schema=schema, gate=gate, clean=clean)
+        extraction = read_memories(
+            cursor, system_id, part, schema=schema, gate=gate, clean=clean, gated=gated
+        )
         return part, extraction, clean
 
     todo = iter(parts)

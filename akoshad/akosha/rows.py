@@ -46,6 +46,7 @@ TIME_COLUMNS: dict[str, tuple[str, ...]] = {
     "reflections_v2": ("created_at", "timestamp"),
 }
 FETCH_ROWS = 256  # rows fetched from DuckDB at a time
+MAX_GATED = 20_000  # ids of texts to scan held at most (gated_ids: some 2 MB)
 
 REASON_NO_EMBEDDING = "no embedding"
 REASON_NON_FINITE = "embedding has non-finite values"
@@ -286,6 +287,31 @@ def _gate_sql(gate: str | None) -> str:
     )
 
 
+def gated_ids(
+    con: Any, schema: dict[str, dict[str, str]], gate: str, most: int = MAX_GATED
+) -> dict[str, set[str]] | None:
+    """{table: the ids of the rows whose text needs a scan for secrets} (``gate``:
+    :func:`read_memories`), in one query a table: DuckDB compiles the gate's regex (some
+    250 literals) and builds its automaton once, not for every part read (that cost as
+    much as running it over the part's texts). None past ``most`` ids (a store of
+    non-ASCII texts: every one), which are not all held at once."""
+    found: dict[str, set[str]] = {}
+    for table in TABLES:
+        cols = schema.get(table)
+        if cols is None or "id" not in cols or "content" not in cols:
+            continue
+        cursor = con.execute(
+            f"SELECT CAST(t.id AS VARCHAR) FROM {_q(table)} AS t "
+            f"WHERE t.id IS NOT NULL AND {_gate_sql(gate)} LIMIT ?",
+            [most + 1],
+        )
+        found[table] = {str(row[0]) for row in _fetch(cursor)}
+        most -= len(found[table])
+        if most < 0:
+            return None
+    return found
+
+
 def read_memories(
     con: Any,
     system_id: str,
@@ -294,13 +320,15 @@ def read_memories(
     schema: dict[str, dict[str, str]] | None = None,
     gate: str | None = None,
     clean: set[str] | None = None,
+    gated: dict[str, set[str]] | None = None,
 ) -> Extraction:
     """Materialise memories for ``refs`` (default: every row) from the open copy ``con``;
     problem rows are skipped. Rows are fetched a batch at a time.
 
     ``schema``: :func:`memory_columns` of ``con``, when the caller already has it. With a
     ``gate`` (:attr:`~akoshad.akosha.redact.SecretRedactor.gate`), the ids of the memories
-    whose text needs no scan for secrets are added to ``clean``."""
+    whose text needs no scan for secrets are added to ``clean``; ``gated`` (with ``clean``):
+    :func:`gated_ids` of the gate, asked before (the gate is then not run here)."""
     schema = memory_columns(con) if schema is None else schema
     skipped: dict[str, str] = {}
     wanted = None if refs is None else wanted_ids(refs, skipped)
@@ -315,11 +343,12 @@ def read_memories(
             continue
         # rows named by list_rows passed its SQL checks of the vector
         checked = refs is not None and bool(_FLOAT_LIST_TYPES.fullmatch(cols.get("embedding", "")))
+        scan_sql = "true" if clean is None or gated is not None else _gate_sql(gate)
         select = (
             f"SELECT CAST(t.id AS VARCHAR), CAST(t.content AS VARCHAR), {_embedding_sql(cols)}, "
-            f"{_time_sql(cols, table)}, {_gate_sql(gate if clean is not None else None)} "
-            f"FROM {_q(table)} AS t"
+            f"{_time_sql(cols, table)}, {scan_sql} FROM {_q(table)} AS t"
         )
+        flagged = None if gated is None else gated.get(table, set())
         if ids is None:
             cursor = con.execute(select + " WHERE t.id IS NOT NULL ORDER BY 1")
         else:
@@ -344,6 +373,8 @@ def read_memories(
                 skipped[mid] = found
             else:
                 memories.append(found)
+                if flagged is not None:
+                    scan = original_id in flagged
                 if not scan and clean is not None:
                     clean.add(mid)
     return Extraction(memories, skipped)

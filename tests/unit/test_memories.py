@@ -27,6 +27,7 @@ from akoshad.akosha.encoding import (
     encode_json,
     memories_json,
 )
+from akoshad.akosha.redact import default_redactor
 from akoshad.akosha.rows import (
     EMBED_DIM,
     REASON_DUPLICATE_ID,
@@ -34,11 +35,16 @@ from akoshad.akosha.rows import (
     REASON_NO_TEXT,
     REASON_NON_FINITE,
     RowRef,
+    _parse_embedding,
+    chunks,
     dim_reason,
     extract_memories,
+    gated_ids,
     iso_utc,
     list_rows,
     load_memories,
+    memory_columns,
+    read_memories,
 )
 from tests.akosha_fixtures import (
     EMB_SQL,
@@ -398,3 +404,42 @@ def test_encode_entry_is_the_generic_encoding_byte_for_byte(
         memory = {"memory_id": f"box:{original}", "text": text, "embedding": embedding}
         memory["metadata"] = meta  # type: ignore[assignment]
         assert encode_entry(memory) == encode_json(conversation_entry(memory))
+
+
+def test_the_gate_asked_once_finds_what_the_gate_of_each_part_finds(db: Path) -> None:
+    add_rows(db, "conversations_v2", 0, 30)
+    add_rows(db, "reflections_v2", 0, 5)
+    con = duckdb.connect(str(db))
+    con.execute(
+        "UPDATE conversations_v2 SET content = content || ' api_key = s3cr3t' "
+        "WHERE id IN ('c000003', 'c000007')"
+    )
+    con.execute("UPDATE conversations_v2 SET content = content || ' café' WHERE id = 'c000011'")
+    con.close()
+    gate = default_redactor().gate
+    assert gate is not None
+    refs = list_rows(db, SYSTEM)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        schema = memory_columns(con)
+        gated = gated_ids(con, schema, gate)
+        assert gated is not None and gated["conversations_v2"] >= {"c000003", "c000011"}
+        per_part: set[str] = set()
+        once: set[str] = set()
+        for part in chunks(refs, 7):
+            read_memories(con, SYSTEM, part, schema=schema, gate=gate, clean=per_part)
+            read_memories(con, SYSTEM, part, schema=schema, gate=gate, clean=once, gated=gated)
+        assert once == per_part and f"{SYSTEM}:c000003" not in once and len(once) > 20
+        total = sum(map(len, gated.values()))
+        assert gated_ids(con, schema, gate, most=total) == gated
+        assert gated_ids(con, schema, gate, most=total - 1) is None  # not all held
+    finally:
+        con.close()
+
+
+def test_a_checked_vector_text_without_its_values_is_not_taken_as_it_is() -> None:
+    full = "[" + ",".join(["0.5"] * EMBED_DIM) + "]"
+    assert isinstance(_parse_embedding(full, checked=True), RawJSON)
+    short = "[" + ",".join(["0.5"] * (EMBED_DIM - 1)) + "]"
+    assert _parse_embedding(short, checked=True) == dim_reason(EMBED_DIM - 1)
+    assert _parse_embedding(full.replace("0.5", "nan", 1), checked=True) == REASON_NON_FINITE
