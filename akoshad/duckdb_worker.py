@@ -47,8 +47,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from akoshad.akosha.encoding import Memory, RawJSON
 from akoshad.akosha.rows import RowRef, memory_id, wanted_ids
 from akoshad.duckdb_commands import OUT_OF_MEMORY, Redactions, handle, keep_copies
@@ -167,6 +165,10 @@ def _call(
         except WorkerError as exc:
             if exc.kind != OUT_OF_MEMORY:
                 raise
+            # imported here: the child imports this module too, and loguru (with asyncio,
+            # ssl, multiprocessing) would cost it 4 MiB it never uses
+            from loguru import logger
+
             logger.warning(
                 "DuckDB ran out of memory under {} reading {} ({}: {}); trying once more under {}",
                 MEMORY_LIMIT,
