@@ -50,7 +50,11 @@ if TYPE_CHECKING:
     from akoshad.akosha.redact import SecretRedactor
 
 READ_ROWS = 500  # rows one query reads at most (what the parent's memory limit is measured with)
-READERS = 2  # parts of memories.json read at once, each in a thread (a query per core)
+# parts of memories.json read ahead, each in a thread, while this one is encoded: one, as
+# a second reader (its own cursor, its own share of the memory limit) cost the child
+# 30 MiB of RSS and saved no time in a first sync, where the daemon's packing has the
+# other core (bench/first_sync_bench.py --cases store)
+READERS = 1
 OUT_OF_MEMORY = "out-of-memory"  # the WorkerError kind of a command DuckDB ran out of memory in
 Redactions = dict[str, list[str]]  # memory_id -> the kinds of secret replaced in its text
 _HEAD = b'{"conversations":['

@@ -49,7 +49,10 @@ def test_a_limit_is_scaled_per_reader(given: str, factor: int, scaled: str | Non
     assert duckdb_commands._scaled_limit(given, factor) == scaled
 
 
-def test_the_limit_is_raised_while_the_readers_read_and_given_back_after() -> None:
+def test_the_limit_is_raised_while_the_readers_read_and_given_back_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(duckdb_commands, "READERS", 2)
     con = duckdb.connect()
     con.execute("SET memory_limit = '32MB'")
     before = con.execute("SELECT current_setting('memory_limit')").fetchone()
