@@ -13,7 +13,7 @@ its objects in a readable list (``metadata.index.objects``, in its manifest): th
 all a prune needs of it, with or without the identity. With ``resealing`` too (the
 recipients and name key configured now), a sealed upload's documents are opened even so:
 when the key named them all, its packs may be repacked (``ManifestRefs.rewritable``); when
-the identity cannot open them, the objects list stands.
+the identity cannot open them, or one is missing or damaged, the objects list stands.
 """
 
 from __future__ import annotations
@@ -297,10 +297,12 @@ class _Opener:
             return listed
         try:
             await _read_documents(self.target, doc, self.documents, self.limit, self.identities)
-        except IdentityError:
+        except (IdentityError, PruneError):
             if listed is None:
                 raise
-            return listed  # sealed to recipients whose identity is not here: stays as is
+            # sealed to recipients whose identity is not here, or a document missing or
+            # damaged: the list stands (the planner names what is missing), packs stay
+            return listed
         refs = manifest_refs(upload_id, key, doc, self.documents)
         if refs.sealed and self._named(refs):
             return replace(refs, rewritable=True)

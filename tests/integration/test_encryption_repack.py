@@ -139,3 +139,22 @@ def test_uploads_sealed_to_earlier_recipients_are_not_rewritten(tmp_path: Path) 
     assert done["manifests_rewritten"] == 0, done
     (kept,) = manifests(tmp_path / "outbox", sid)
     assert _restore(tmp_path, kept, tmp_path / "old.txt")["big.bin"] == latest
+
+
+def test_a_lost_sealed_document_does_not_stop_a_prune_with_the_identity(tmp_path: Path) -> None:
+    """A kept upload's sealed index part lost: a prune with the identity falls back to the
+    upload's objects list, as one without it does: the dropped upload goes, the lost part
+    is reported missing (so the daemon sends it again), and nothing is repacked."""
+    sid = "enc-repack-lost"
+    identity = tmp_path / "id.txt"
+    public = write_new_identity(identity)
+    _two_versions(tmp_path, _config(tmp_path, sid, [public], None), sid)
+    newest = manifests(tmp_path / "outbox", sid)[-1]
+    (part,) = [k for k in newest["metadata"]["index"]["objects"] if "/index/" in k]
+    (tmp_path / "outbox" / part).unlink()
+    cfg = _config(tmp_path, sid, [public], identity)
+    res = akoshad("prune", "--json", "--config", str(cfg), env=base_env(tmp_path), timeout=300)
+    done = json.loads(res.stdout)
+    assert res.returncode == 1 and done["missing"] == [part], res.stdout + res.stderr
+    assert len(done["uploads_removed"]) == 1 and done["packs_repacked"] == 0, done
+    assert len(manifests(tmp_path / "outbox", sid)) == 1
