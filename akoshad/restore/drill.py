@@ -52,7 +52,7 @@ from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.fetch import RangeReader, fetch_file
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import STATE_FILE
-from akoshad.store.places import KV_IDENTITY, target_identity
+from akoshad.store.places import another_place, recorded_place, target_identity
 from akoshad.targets import Target, make_target
 
 STORE_DIR = "store"
@@ -279,15 +279,10 @@ def _record(path: Path, result: DrillResult, place: tuple[str, str]) -> str | No
         return str(exc)
     try:
         con.execute("BEGIN IMMEDIATE")
-        known = con.execute(
-            "SELECT value FROM kv WHERE key = ?", (KV_IDENTITY.format(target=place[0]),)
-        ).fetchone()
-        if known is not None and known[0] != place[1]:
+        known = recorded_place(con, place[0])
+        if known is not None and known != place[1]:
             con.execute("ROLLBACK")
-            return (
-                f"this machine's state knew {place[0]} as another place (bucket, directory "
-                "or system_id changed since); the next run or daemon start forgets it"
-            )
+            return another_place(place[0])
         store_result(con, result)
         con.execute("COMMIT")
     except sqlite3.Error as exc:

@@ -265,7 +265,7 @@ async def print_ledger_check(
 ) -> bool:
     """Print the ledger check; True when it found problems."""
     from akoshad.store.db import STATE_FILE, StateError, read_ledger
-    from akoshad.store.places import target_identity
+    from akoshad.store.places import another_place, target_identity
 
     path = settings.state_dir / STATE_FILE
     try:
@@ -277,11 +277,7 @@ async def print_ledger_check(
         print(f"ledger: none on this machine ({path}): checked the manifests only")
         return False
     if ledger.identity is not None and ledger.identity != target_identity(settings, target.name):
-        print(
-            f"ledger: this machine's state knew {target.name} as another place (bucket, "
-            "directory or system_id changed since); the next run or daemon start forgets it: "
-            "checked the manifests only"
-        )
+        print(f"ledger: {another_place(target.name)}: checked the manifests only")
         return False
     try:
         cached = await asyncio.to_thread(NameKeyCache(settings.state_dir).load)

@@ -33,7 +33,7 @@ from akoshad.runtime.prune import KV_LAST as KV_LAST_PRUNE
 from akoshad.store.chunks import KV_REWRITE, ChunkOps
 from akoshad.store.db import StateDB
 from akoshad.store.ledger import LedgerOps
-from akoshad.store.places import KV_IDENTITY, target_identity
+from akoshad.store.places import KV_IDENTITY, recorded_place, target_identity
 from akoshad.targets.base import Target
 
 __all__ = ["KV_IDENTITY", "forget_changed_targets", "seed_ledger", "target_identity"]
@@ -66,12 +66,14 @@ def _check_in(c: sqlite3.Connection, wanted: dict[str, str], primary: str) -> li
     identity differs (forgotten here); every identity recorded."""
     changed: list[str] = []
     for name, identity in wanted.items():
-        key = KV_IDENTITY.format(target=name)
-        row = c.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        if row is not None and row[0] != identity:
+        known = recorded_place(c, name)
+        if known is not None and known != identity:
             _forget_in(c, name, name == primary)
             changed.append(name)
-        c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, identity))
+        c.execute(
+            "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+            (KV_IDENTITY.format(target=name), identity),
+        )
     return changed
 
 

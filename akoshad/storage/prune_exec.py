@@ -224,10 +224,8 @@ async def execute_plan(
     own_dir = await asyncio.to_thread(_fresh_dir, staging_dir / STAGING_NAME)
     run = _Run(target, plan, loaded, own_dir, hooks or PruneHooks(), ownership)
     run.pack_prefix = prefix + "packs/"
-    run.relocator.resealing = resealing
-    run.rewriter = Rewriter(
-        target, loaded.system_id, run.relocator, dict(loaded.documents), resealing=resealing
-    )
+    run.relocator = Relocator(resealing=resealing)
+    run.rewriter = Rewriter(target, loaded.system_id, run.relocator, dict(loaded.documents))
     steps = plan.steps()
     i = 0
     while i < len(steps):

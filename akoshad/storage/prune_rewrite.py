@@ -44,7 +44,8 @@ class Relocator:
 
     moves: dict[str, tuple[NewPack, str]] = field(default_factory=dict)
     moved: dict[str, refs.ChunkRef] = field(default_factory=dict)  # identity -> new location
-    resealing: Resealing | None = None  # gives a sealed chunk's identity (its keyed name)
+    # what sealed documents are rewritten with; its key gives a sealed chunk's identity
+    resealing: Resealing | None = None
 
     def add(self, pack: NewPack, key: str) -> None:
         for source in pack.sources:
@@ -88,16 +89,17 @@ class Rewriter:
     relocator: Relocator
     documents: dict[str, dict[str, Any]]
     written: dict[str, int] = field(default_factory=dict)  # new document key -> stored size
-    resealing: Resealing | None = None
 
     async def _store(self, kind: DocumentKind, doc: dict[str, Any], old_key: str) -> str:
-        """Store ``doc`` (replacing ``old_key``), sealed when that one was."""
+        """Store ``doc`` (replacing ``old_key``), sealed (the relocator's ``resealing``) when
+        that one was."""
+        resealing = self.relocator.resealing
         if document_encryption(old_key) == "none":
             key, data = await asyncio.to_thread(encode_document, self.system_id, kind, doc)
-        elif self.resealing is None:
+        elif resealing is None:
             raise RelocationError(f"{old_key} is sealed and no recipients are configured")
         else:
-            key, data = await asyncio.to_thread(self.resealing.encode, self.system_id, kind, doc)
+            key, data = await asyncio.to_thread(resealing.encode, self.system_id, kind, doc)
         if key not in self.written:  # always written: an equal old one may have been swept
             await self.target.put_bytes(key, data, DOCUMENT_CONTENT_TYPE)
             self.written[key] = len(data)

@@ -22,7 +22,7 @@ from akoshad.store.base import StoreBase
 from akoshad.store.chunks import CHUNKS_SCHEMA, ChunkOps
 from akoshad.store.ledger import LedgerOps
 from akoshad.store.memories import MemoryOps
-from akoshad.store.places import KV_IDENTITY
+from akoshad.store.places import recorded_place
 from akoshad.store.queue import QueueOps
 from akoshad.store.records import (
     HISTORY_KEEP,
@@ -178,16 +178,14 @@ def read_ledger(path: Path, target: str) -> LedgerView | None:
             try:
                 last = LedgerOps.last_upload_in(con, target)
                 rows = LedgerOps.ledger_rows(con, target)
-                place = con.execute(
-                    "SELECT value FROM kv WHERE key = ?", (KV_IDENTITY.format(target=target),)
-                ).fetchone()
+                place = recorded_place(con, target)
             finally:
                 con.execute("ROLLBACK")
         finally:
             con.close()
     except sqlite3.Error as exc:
         raise StateError(f"cannot read the ledger in {path}: {exc}") from None
-    return LedgerView(last, rows, None if place is None else str(place[0]))
+    return LedgerView(last, rows, place)
 
 
 class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):

@@ -1,10 +1,12 @@
 """The identity of a target's place, as the state records it (``runtime.target_identity``
-acts on a change; ``verify`` reads it before it checks the ledger against the target)."""
+acts on a change; ``verify`` reads it before it checks the ledger against the target, and a
+drill by hand before it records its result)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from urllib.parse import urlsplit
 
 from akoshad.config import Settings
@@ -32,3 +34,19 @@ def target_identity(settings: Settings, name: str) -> str:
     else:
         where = [name, str(settings.local_target_dir.expanduser().resolve())]
     return hashlib.sha256(json.dumps([*where, cs.system_id]).encode()).hexdigest()
+
+
+def recorded_place(c: sqlite3.Connection, target: str) -> str | None:
+    """Inside a transaction: the identity the state recorded for ``target`` (None: none)."""
+    row = c.execute(
+        "SELECT value FROM kv WHERE key = ?", (KV_IDENTITY.format(target=target),)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def another_place(target: str) -> str:
+    """What is said when the state knew ``target`` as another place than it is now."""
+    return (
+        f"this machine's state knew {target} as another place (bucket, directory or "
+        "system_id changed since); the next run or daemon start forgets it"
+    )
