@@ -100,18 +100,30 @@ class LocalTarget:
             ) from None
         with self._dir([], create=False) as fd:
             tighten_root(fd, self.root)
+        self._remove_temps()
+
+    async def abort_leftover_uploads(self) -> int:
+        """Remove the temporary files under this system's prefix: writes that never
+        finished (a crash, a ``prune`` by hand killed in the middle of a repack), the local
+        outbox's leftover multipart uploads. Call only while no write of this system is in
+        progress (the owner between passes). Returns how many were removed."""
+        return await asyncio.to_thread(self._remove_temps)
+
+    def _remove_temps(self) -> int:
         own = self.own_prefix.strip("/")
         try:
             with self._dir(self._parts(own) if own else [], create=False) as fd:
                 keys = walk_files(fd, own, self._warn_link, temps=True)
         except FileNotFoundError:
-            return  # nothing written for this system yet
+            return 0  # nothing written for this system yet
         except LinkInTarget as exc:
             self._warn_link(exc.rel, "cleaned up")
-            return
-        for key in keys:
-            if TMP_MARK in key.rsplit("/", 1)[-1]:
-                self._unlink(key)
+            return 0
+        temps = [k for k in keys if TMP_MARK in k.rsplit("/", 1)[-1]]
+        removed = sum(1 for key in temps if self._unlink(key))
+        if removed:
+            logger.info("local target: removed {} temporary files of unfinished writes", removed)
+        return removed
 
     async def close(self) -> None:
         return None

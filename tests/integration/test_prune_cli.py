@@ -205,6 +205,24 @@ def test_retention_disabled_keeps_everything(box: Box) -> None:
     assert hashes(box.outbox) == before
 
 
+def test_a_prune_removes_the_temporary_files_an_interrupted_write_left(box: Box) -> None:
+    """A ``prune`` by hand killed in the middle of a repack leaves a temporary pack in the
+    outbox: the next prune (here by hand too, no daemon start in between) removes it, and
+    only under this system's prefix; a dry run leaves it."""
+    packs = sorted(p for p in (box.outbox / "systems" / SYSTEM / "packs").rglob("*") if p.is_file())
+    assert packs, "the uploads made no pack"
+    ours = packs[0].with_name(packs[0].name + ".akoshad-tmp-0badc0de")
+    ours.write_bytes(b"half a repacked pack")
+    theirs = box.outbox / "systems" / "other" / "packs" / "ab" / "ab12.akoshad-tmp-0badc0de"
+    theirs.parent.mkdir(parents=True, mode=0o700)
+    theirs.write_bytes(b"another system's write in progress")
+    assert box.prune("--dry-run")["dry_run"] is True and ours.exists()
+    result = box.prune()
+    assert result["ok"] is True and result["multipart_aborted"] == 1
+    assert not ours.exists() and theirs.exists()
+    assert box.prune()["multipart_aborted"] == 0
+
+
 def test_prune_goes_through_a_running_daemon(box: Box) -> None:
     ids, kept = box.ids(), kept_restores(box)
     log = box.tmp / "daemon.log"
