@@ -52,7 +52,14 @@ from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.fetch import RangeReader, fetch_file
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import STATE_FILE
-from akoshad.store.places import another_place, recorded_place, target_identity
+from akoshad.store.ledger import LedgerOps
+from akoshad.store.places import (
+    another_place,
+    manifest_gone,
+    recorded_place,
+    target_identity,
+    upload_gone,
+)
 from akoshad.targets import Target, make_target
 
 STORE_DIR = "store"
@@ -253,6 +260,17 @@ async def drill_upload(
     return result
 
 
+def with_gone_upload(result: DrillResult | None, target: str, gone: str) -> DrillResult:
+    """``result`` (None: nothing left to drill) failed for the last upload this machine
+    made in ``target``, ``gone`` from it (``store.places.upload_gone`` first among its
+    problems)."""
+    if result is None:
+        result = DrillResult(gone, at=time.time())
+    result.problems.insert(0, upload_gone(target, gone))
+    result.ok = False
+    return result
+
+
 def store_result(c: sqlite3.Connection, result: DrillResult) -> None:
     """Inside a transaction on the state database: keep ``result`` as ``last_drill``."""
     c.execute(
@@ -299,31 +317,68 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     return print_result(await _drill_here(settings), args.json)
 
 
+def _last_made(path: Path, place: tuple[str, str]) -> str | None:
+    """The last upload this machine's state (read only) made in the target ``place``
+    names; None without a state, a record, or when the state knew it as another place."""
+    if not path.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            known = recorded_place(con, place[0])
+            if known is not None and known != place[1]:
+                return None
+            return LedgerOps.last_upload_in(con, place[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None  # no state to compare with: the drill itself still runs
+
+
+async def _gone(target: Target, system_id: str, path: Path, place: tuple[str, str]) -> str | None:
+    """The last upload this machine made in ``target``, when the target no longer holds
+    it (read again after the look: one made meanwhile by a daemon does not count)."""
+    last = await asyncio.to_thread(_last_made, path, place)
+    if last is None or not await manifest_gone(target, system_id, last):
+        return None
+    return last if await asyncio.to_thread(_last_made, path, place) == last else None
+
+
 async def _drill_here(settings: Settings) -> dict[str, Any]:
-    """A drill in this process; the ``last_drill`` object (recorded in the state)."""
+    """A drill in this process; the ``last_drill`` object (recorded in the state). It
+    fails when the last upload this machine made in the target is gone, whatever the
+    newest upload still there shows."""
     cs = settings.cloud_sync
     identities = await asyncio.to_thread(identities_of, settings)
     name = settings.primary_target
+    state_path = settings.state_dir / STATE_FILE
+    place = (name, target_identity(settings, name))
     target = make_target(name, settings)
+    result: DrillResult | None = None
+    gone: str | None = None
     try:
         await target.start(clean_up=False)  # a daemon may be uploading at this moment
+        gone = await _gone(target, cs.system_id, state_path, place)
         upload_id = await pick_upload(target, cs.system_id)
-        if upload_id is None:
+        if upload_id is None and gone is None:
             raise NothingToDrill(f"nothing to drill: no upload for {cs.system_id} in {name}")
-        result = await drill_upload(
-            target,
-            cs.system_id,
-            upload_id,
-            settings.state_dir,
-            settings.drill_max_mbps,
-            identities,
-        )
+        if upload_id is not None:
+            result = await drill_upload(
+                target,
+                cs.system_id,
+                upload_id,
+                settings.state_dir,
+                settings.drill_max_mbps,
+                identities,
+            )
     finally:
         await target.close()
-    if result.needs_identity:  # one line, exit 1 (as verify and restore)
+    if result is not None and result.needs_identity:  # one line, exit 1 (as verify, restore)
         raise IdentityError(result.problems[0])
-    place = (name, target_identity(settings, name))
-    error = await asyncio.to_thread(_record, settings.state_dir / STATE_FILE, result, place)
+    if gone is not None:
+        result = with_gone_upload(result, name, gone)
+    assert result is not None
+    error = await asyncio.to_thread(_record, state_path, result, place)
     if error is not None:
         print(f"akoshad: the drill is not recorded in the state: {error}", file=sys.stderr)
     return result.as_dict()

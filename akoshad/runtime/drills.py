@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -26,6 +27,7 @@ from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
 from akoshad.storage.crypto import Identities, IdentityError
 
 if TYPE_CHECKING:
+    from akoshad.pipeline.recovery import Recovery
     from akoshad.restore.drill import DrillResult
 
 FIRST_DELAY = 60.0  # after a start without any drill on record
@@ -64,6 +66,10 @@ class DrillScheduler(PeriodicJob):
 
     retry_seconds = RETRY_SECONDS
     first_delay = FIRST_DELAY
+    # the daemon's, for a drill that finds the last upload gone: seeds the ledger again
+    # (under the pass lock), then queues every file that differs from it
+    recovery: Recovery | None = None
+    reconcile: Callable[[], Awaitable[Any]] | None = None
 
     @functools.cached_property
     def reading(self) -> asyncio.Lock:
@@ -116,27 +122,59 @@ class DrillScheduler(PeriodicJob):
             self._postpone()
 
     async def drill_once(self) -> DrillResult | None:
-        """One drill now; None when there is nothing to drill yet."""
+        """One drill now; None when there is nothing to drill yet. When the last upload
+        this machine made in the target is gone, the drill fails saying so (whatever the
+        newest upload still there shows), and the target is forgotten and its ledger seeded
+        again as at a start: the next upload sends what the newest upload there lacks."""
         # imported at the first drill: a daemon with drills off never loads the drill code
-        from akoshad.restore.drill import drill_upload, pick_upload, store_result
+        from akoshad.restore.drill import drill_upload, pick_upload, with_gone_upload
 
         settings, target = self.settings, self.target
         system_id = settings.cloud_sync.system_id
+        result: DrillResult | None = None
         async with self.reading:  # no prune meanwhile: it may repack what is read
             async with self.lock:
+                gone = await self._forget_gone(system_id)
                 upload_id = await pick_upload(target, system_id)
-            if upload_id is None:
+            if gone is not None and self.reconcile is not None:
+                await self.reconcile()  # every file is compared with the seeded ledger
+                if self.wake is not None:
+                    self.wake.set()
+            if upload_id is None and gone is None:
                 logger.debug("drill: no upload in {} yet, nothing to drill", target.name)
                 return None
-            identities = await asyncio.to_thread(self._identities)
-            result = await drill_upload(
-                target,
-                system_id,
-                upload_id,
-                settings.state_dir,
-                settings.drill_max_mbps,
-                identities,
-            )
+            if upload_id is not None:
+                identities = await asyncio.to_thread(self._identities)
+                result = await drill_upload(
+                    target,
+                    system_id,
+                    upload_id,
+                    settings.state_dir,
+                    settings.drill_max_mbps,
+                    identities,
+                )
+        if gone is not None:
+            result = with_gone_upload(result, target.name, gone)
+        assert result is not None
+        await self._record(result)
+        return result
+
+    async def _forget_gone(self, system_id: str) -> str | None:
+        """Under the pass lock: the last upload this machine made in the target, when it
+        is gone (``forget_if_last_upload_gone``: the state forgets the target), after the
+        ledger is seeded from the newest upload there."""
+        from akoshad.runtime.target_identity import forget_if_last_upload_gone, seed_ledger
+
+        gone = await forget_if_last_upload_gone(self.state, self.target, system_id)
+        if gone is not None and self.recovery is not None:
+            await seed_ledger(self.recovery, self.target, available=True)
+        return gone
+
+    async def _record(self, result: DrillResult) -> None:
+        """Keep ``result`` as ``last_drill``, log it, emit it; queue again the files of
+        what it found lost."""
+        from akoshad.restore.drill import store_result
+
         await self.state.transaction(lambda c: store_result(c, result))
         log_result(result)
         extra = {"needs_identity": True} if result.needs_identity else {}
@@ -145,7 +183,6 @@ class DrillScheduler(PeriodicJob):
         )
         if result.damaged_objects or result.documents_unreadable:
             await self._send_again(result)
-        return result
 
     async def _send_again(self, result: DrillResult) -> None:
         """The files that used the objects found missing or damaged go up again with the

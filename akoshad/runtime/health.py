@@ -89,7 +89,7 @@ def behind_after_seconds(
 def check_problems(status: Mapping[str, Any]) -> list[str]:
     """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
     paused, degraded, waiting for ``data_dir``, nothing to back up, changes the queue could
-    not take, /metrics not served, or behind."""
+    not take, /metrics not served, the last restore drill found problems, or behind."""
     problems: list[str] = []
     if status.get("paused") or status.get("state") == "paused":
         problems.append("paused (akoshad resume restarts uploading)")
@@ -106,6 +106,9 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
         problems.append(f"not recorded: {status['unrecorded']}")
     if status.get("metrics_error"):
         problems.append(str(status["metrics_error"]))
+    drill = _failed_drill(status.get("last_drill"))
+    if drill:
+        problems.append(drill)
     age = _number(status.get("oldest_pending_age_seconds"))
     limit = _number(status.get("behind_after_seconds"))
     if age is not None and limit is not None and age > limit:
@@ -113,6 +116,20 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
             f"behind: the oldest pending change is {age:.0f} s old (limit {limit:.0f} s)"
         )
     return problems
+
+
+def _failed_drill(drill: Any) -> str | None:
+    """The line for a last drill that found problems (until a drill passes); None for a
+    good one, none, or one that only lacked the identity (a daemon that has only the
+    recipients: nothing was found wrong)."""
+    if not isinstance(drill, Mapping) or drill.get("ok") is not False:
+        return None
+    if drill.get("needs_identity"):
+        return None
+    found = [str(p) for p in drill.get("problems") or []]
+    first = found[0] if found else "no detail"
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return f"the last restore drill of upload {drill.get('upload_id')} failed: {first}{more}"
 
 
 def _number(value: Any) -> float | None:

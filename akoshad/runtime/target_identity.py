@@ -24,8 +24,6 @@ from collections.abc import Iterable
 from loguru import logger
 
 from akoshad.config import Settings
-from akoshad.errors import PermanentError, TransientError
-from akoshad.manifest.layout import manifest_key
 from akoshad.pipeline.recovery import Recovery
 from akoshad.restore.drill_dirs import KV_LAST as KV_LAST_DRILL
 from akoshad.restore.drill_dirs import KV_LAST_GOOD as KV_LAST_GOOD_DRILL
@@ -33,7 +31,7 @@ from akoshad.runtime.prune import KV_LAST as KV_LAST_PRUNE
 from akoshad.store.chunks import KV_REWRITE, ChunkOps
 from akoshad.store.db import StateDB
 from akoshad.store.ledger import LedgerOps
-from akoshad.store.places import KV_IDENTITY, recorded_place, target_identity
+from akoshad.store.places import KV_IDENTITY, manifest_gone, recorded_place, target_identity
 from akoshad.targets.base import Target
 
 __all__ = ["KV_IDENTITY", "forget_changed_targets", "seed_ledger", "target_identity"]
@@ -94,20 +92,16 @@ async def forget_changed_targets(
     return changed
 
 
-async def forget_if_last_upload_gone(state: StateDB, target: Target, system_id: str) -> bool:
-    """At start, the primary target answering: when the manifest of the state's last
-    upload there is gone (the same path or bucket now holds other contents: a disk
-    swapped, a copy restored, a hand), what the state knew of the target is forgotten as
-    for a changed identity; True then (the caller seeds the ledger from the newest upload
-    there). A target that cannot say keeps what is known."""
+async def forget_if_last_upload_gone(state: StateDB, target: Target, system_id: str) -> str | None:
+    """At start (and at each drill), the primary target answering: when the manifest of
+    the state's last upload there is gone (the same path or bucket now holds other
+    contents: a disk swapped, a copy restored, a hand, a lifecycle rule), what the state
+    knew of the target is forgotten as for a changed identity; that upload's id then (the
+    caller seeds the ledger from the newest upload there), else None. A target that
+    cannot say keeps what is known."""
     last = await state.transaction(lambda c: LedgerOps.last_upload_in(c, target.name))
-    if last is None:
-        return False
-    try:
-        if await target.head(manifest_key(system_id, last)) is not None:
-            return False
-    except (TransientError, PermanentError, OSError):
-        return False
+    if last is None or not await manifest_gone(target, system_id, last):
+        return None
     await state.transaction(lambda c: _forget_in(c, target.name, True))
     logger.warning(
         "target {} no longer holds upload {}, the last one this machine made there: what "
@@ -116,7 +110,7 @@ async def forget_if_last_upload_gone(state: StateDB, target: Target, system_id: 
         target.name,
         last,
     )
-    return True
+    return last
 
 
 async def seed_ledger(

@@ -286,6 +286,8 @@ def build(
         drills=drills,
     )
     drills.wake = prunes.wake = wake  # files they queue again are the drain's work
+    recovery = Recovery(state, cs.system_id, uploader.discarder, uploader.sealing)
+    drills.recovery, drills.reconcile = recovery, feed.reconcile
     return Parts(
         state=state,
         rebuilt=rebuilt,
@@ -298,7 +300,7 @@ def build(
         memory_sync=memory_sync,
         duckdb=duckdb,
         uploader=uploader,
-        recovery=Recovery(state, cs.system_id, uploader.discarder, uploader.sealing),
+        recovery=recovery,
         drain=drain,
         feed=feed,
         metrics=metrics,

@@ -1,6 +1,7 @@
 """The identity of a target's place, as the state records it (``runtime.target_identity``
 acts on a change; ``verify`` reads it before it checks the ledger against the target, and a
-drill by hand before it records its result)."""
+drill by hand before it records its result); and whether the last upload this machine made
+in a target is still there (a start, a prune or takeover by hand, and every drill ask)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import sqlite3
 from urllib.parse import urlsplit
 
 from akoshad.config import Settings
+from akoshad.errors import PermanentError, TransientError
+from akoshad.manifest.layout import manifest_key
+from akoshad.targets.base import Target
 
 KV_IDENTITY = "target_identity:{target}"
 
@@ -49,4 +53,22 @@ def another_place(target: str) -> str:
     return (
         f"this machine's state knew {target} as another place (bucket, directory or "
         "system_id changed since); the next run or daemon start forgets it"
+    )
+
+
+async def manifest_gone(target: Target, system_id: str, upload_id: str) -> bool:
+    """True only when ``target`` answers that upload ``upload_id`` has no manifest there
+    (a target that cannot say: False, what is known is kept)."""
+    try:
+        return await target.head(manifest_key(system_id, upload_id)) is None
+    except (TransientError, PermanentError, OSError):
+        return False
+
+
+def upload_gone(target: str, upload_id: str) -> str:
+    """What is said when the last upload this machine made in ``target`` is not there."""
+    return (
+        f"upload {upload_id}, the last one this machine made in {target}, is not there any "
+        "more: the store as of that upload cannot be restored from it; the next upload "
+        "sends again what the newest upload there lacks"
     )

@@ -245,6 +245,79 @@ def test_a_drill_by_hand_runs_in_the_daemon_which_sends_the_lost_again(tmp_path:
     assert "file(s) that used them are sent again with the next upload" in log.read_text()
 
 
+def _two_uploads_the_newest_gone(tmp_path: Path, cfg: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Two uploads made by ``run --once``, then the newest one's manifest deleted (a hand,
+    a lifecycle rule): (the older upload's id, the gone one's)."""
+    _uploaded(tmp_path, cfg, env)
+    (tmp_path / "store" / "notes.txt").write_text("a second upload\n")
+    akoshad("run", "--once", "--config", str(cfg), env=env, check=True)
+    older, newest = (m["metadata"]["upload_id"] for m in manifests(tmp_path / "outbox", SYSTEM))
+    (tmp_path / "outbox" / "systems" / SYSTEM / "uploads" / newest / "manifest.json").unlink()
+    return older, newest
+
+
+def test_a_drill_fails_when_the_last_upload_this_machine_made_is_gone(tmp_path: Path) -> None:
+    """The newest upload still there restores fine, but it is not the last one this machine
+    made: the store as of that one cannot be restored, and the drill says so (exit 1)
+    instead of "all well". The next run sends it again, and the drill passes."""
+    cfg, env = _config(tmp_path)
+    older, gone = _two_uploads_the_newest_gone(tmp_path, cfg, env)
+    code, result = _drill(cfg, env)
+    assert code == 1 and result["ok"] is False, result
+    assert result["upload_id"] == older
+    assert result["problems"][0].startswith(
+        f"upload {gone}, the last one this machine made in local, is not there any more"
+    ), result["problems"]
+    assert len(result["problems"]) == 1  # the older upload itself restored fine
+    akoshad("run", "--once", "--config", str(cfg), env=env, check=True)
+    ids = [m["metadata"]["upload_id"] for m in manifests(tmp_path / "outbox", SYSTEM)]
+    assert len(ids) == 2 and ids[0] == older and ids[1] > gone
+    code, result = _drill(cfg, env)
+    assert code == 0 and result["upload_id"] == ids[1], result
+    restored = tmp_path / "restored"
+    akoshad(
+        "restore", "--latest", "--dest", str(restored), "--config", str(cfg), env=env, check=True
+    )
+    assert (restored / "notes.txt").read_text() == "a second upload\n"
+
+
+def test_the_daemon_s_drill_finds_its_last_upload_gone_and_sends_the_store_again(
+    tmp_path: Path,
+) -> None:
+    cfg, env = _config(tmp_path, drill_interval_hours=0)
+    older, gone = _two_uploads_the_newest_gone(tmp_path, cfg, env)
+    log = tmp_path / "d.log"
+    proc = start_daemon(cfg, env, log)
+    try:
+        wait_for((tmp_path / "s.sock").exists, 30)
+        # the daemon's start has found the upload gone already and sent the store again:
+        # lose the new upload too, while the daemon runs
+        newest = wait_for(
+            lambda: (m := manifests(tmp_path / "outbox", SYSTEM)) and len(m) == 2 and m[-1],
+            30,
+            interval=0.3,
+        )
+        again = newest["metadata"]["upload_id"]
+        assert again > gone
+        (tmp_path / "outbox" / "systems" / SYSTEM / "uploads" / again / "manifest.json").unlink()
+        code, result = _drill(cfg, env)
+        assert code == 1 and result["upload_id"] == older, result
+        assert result["problems"][0].startswith(f"upload {again}, the last one this machine")
+        third = wait_for(
+            lambda: (m := manifests(tmp_path / "outbox", SYSTEM)) and len(m) == 2 and m[-1],
+            30,
+            interval=0.3,
+        )
+        assert third["metadata"]["upload_id"] > again
+        code, result = _drill(cfg, env)
+        assert code == 0 and result["upload_id"] == third["metadata"]["upload_id"], result
+        status = json.loads(akoshad("status", "--json", "--config", str(cfg), env=env).stdout)
+        assert status["last_drill"]["ok"] is True
+    finally:
+        assert stop_daemon(proc) == 0
+    assert f"no longer holds upload {again}" in log.read_text()
+
+
 def test_daemon_stops_during_a_drill_and_leaves_nothing(tmp_path: Path) -> None:
     """SIGTERM while a drill downloads (slowly: 0.05 MB/s): exit 0, no drill directory."""
     make_store(tmp_path / "store")

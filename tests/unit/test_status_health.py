@@ -87,6 +87,10 @@ def test_behind_threshold_adds_the_upload_interval() -> None:
             {"nothing_selected": "nothing to back up in data_dir (check include/exclude): x"},
             "nothing to back up in data_dir",
         ),
+        (
+            {"last_drill": {"ok": False, "upload_id": "u1", "problems": ["a.db: x", "b: y"]}},
+            "the last restore drill of upload u1 failed: a.db: x (and 1 more)",
+        ),
     ],
 )
 def test_check_fails_for_each_problem(change: dict[str, Any], needle: str) -> None:
@@ -98,6 +102,13 @@ def test_check_fails_for_each_problem(change: dict[str, Any], needle: str) -> No
     assert len(problems) == 1 and needle in problems[0]
     code, line = check_line(status, settings)
     assert code == 1 and line.startswith("akoshad UNHEALTHY: ") and needle in line
+
+
+def test_check_passes_with_a_good_drill_or_one_that_only_lacked_the_identity() -> None:
+    good = {"ok": True, "upload_id": "u1", "problems": []}
+    locked = {"ok": False, "needs_identity": True, "upload_id": "u1", "problems": ["sealed"]}
+    assert check_problems({**HEALTHY, "last_drill": good}) == []
+    assert check_problems({**HEALTHY, "last_drill": locked}) == []
 
 
 def test_check_not_behind_within_the_limit() -> None:
