@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 
 import yaml
 
@@ -53,8 +55,9 @@ def check_lines(loaded: LoadedConfig) -> list[str]:
 def encryption_lines(enc: Encryption) -> list[str]:
     """``config check``'s account of ``encryption:`` (the identity file is not read: only
     verify, restore and drill need it, and prune for uploads of an earlier akoshad)."""
+    missing = _identity_file_problem(enc)
     if not enc.enabled:
-        return ["note: encryption off (no encryption.recipients)"]
+        return ["note: encryption off (no encryption.recipients)", *missing]
     memories = "encrypted" if enc.encrypt_memories else "readable by Akosha"
     identity = str(enc.identity_file) if enc.identity_file else "not set"
     lines = [
@@ -65,7 +68,22 @@ def encryption_lines(enc: Encryption) -> list[str]:
     problem = unavailable(enc)
     if problem:
         lines.append(f"note: {problem}")
-    return lines
+    return lines + missing
+
+
+def _identity_file_problem(enc: Encryption) -> list[str]:
+    """A warning when ``identity_file`` is set and is not a file (not read: it is the
+    secret key, and the daemon does not need it)."""
+    if enc.identity_file is None:
+        return []
+    path = Path(os.path.expanduser(str(enc.identity_file)))
+    if path.is_file():
+        return []
+    what = "is not a file" if path.exists() else "does not exist"
+    return [
+        f"warning: encryption.identity_file {path} {what}: verify, restore and drill of "
+        "encrypted uploads fail until it is the age identity"
+    ]
 
 
 def cmd_config(args: argparse.Namespace, loaded: LoadedConfig) -> int:

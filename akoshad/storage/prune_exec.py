@@ -102,7 +102,7 @@ class PruneResult:
             packs_repacked=len(plan.old_packs),
             bytes_freed=plan.freed_bytes + plan.repack_freed_bytes,
             bytes_referenced=plan.referenced_bytes,
-            bytes_stored_after=plan.live_stored_bytes,
+            bytes_stored_after=plan.stored_after_bytes,
             missing=list(plan.missing),
         )
 

@@ -89,6 +89,14 @@ class PrunePlan:
     repack_freed_bytes: int
     referenced_bytes: int
     live_stored_bytes: int
+    listed_bytes: int = 0  # everything under the system's prefix before the prune
+
+    @property
+    def stored_after_bytes(self) -> int:
+        """What the target holds under the system's prefix after the plan ran, as the run
+        counts it (the owner record, the name keys and whatever is left alone included;
+        documents rewritten count at their old size)."""
+        return self.listed_bytes - self.freed_bytes - self.repack_freed_bytes
 
     @property
     def old_packs(self) -> frozenset[str]:
@@ -111,7 +119,7 @@ class PrunePlan:
             "packs_repacked": len(self.old_packs),
             "bytes_freed": self.freed_bytes + self.repack_freed_bytes,
             "bytes_referenced": self.referenced_bytes,
-            "bytes_stored_after": self.live_stored_bytes,
+            "bytes_stored_after": self.stored_after_bytes,
             "missing": list(self.missing),
         }
 
@@ -283,4 +291,5 @@ def plan_prune(
         repack_freed_bytes=repack_freed,
         referenced_bytes=whole_bytes + pack_live,
         live_stored_bytes=stored - repack_freed,
+        listed_bytes=sum(listing.values()),
     )

@@ -179,8 +179,13 @@ def test_prune_removes_what_retention_drops_and_the_kept_uploads_restore(box: Bo
     ledger = box.ledger_keys()
     newest = manifests(box.outbox, SYSTEM)[-1]
     assert ledger and ledger <= referenced_keys(newest, box.outbox)
+    dry = box.prune("--dry-run")
     result = box.prune()
     assert result["ok"] is True and result["dry_run"] is False
+    # what the target holds after it, the owner record included, as the dry run foretold
+    mine = (box.outbox / "systems" / SYSTEM).rglob("*")
+    on_disk = sum(p.stat().st_size for p in mine if p.is_file())
+    assert result["bytes_stored_after"] == dry["bytes_stored_after"] == on_disk
     assert sorted(result["uploads_removed"]) == ids[:-KEEP]
     assert result["uploads_kept"] == KEEP and result["objects_deleted"] >= 2 * (UPLOADS - KEEP) - 1
     assert result["bytes_freed"] > 0

@@ -132,6 +132,17 @@ def test_config_check_does_not_read_the_identity_and_show_lists_the_group(
     assert res.returncode == 0, res.stderr
     assert "encryption to 1 recipient(s); memories.json readable by Akosha" in res.stdout
     assert f"identity_file {tmp_path / 'offline.txt'}" in res.stdout
+    # a path that is not there yet is a warning, not an error: the daemon does not need it
+    assert f"warning: encryption.identity_file {tmp_path / 'offline.txt'} does not exist" in (
+        res.stdout
+    )
+    (tmp_path / "offline.txt").mkdir()
+    res = akoshad("config", "check", "--config", str(cfg), env=env, timeout=60)
+    assert res.returncode == 0 and "offline.txt is not a file: verify, restore" in res.stdout
+    (tmp_path / "offline.txt").rmdir()
+    (tmp_path / "offline.txt").write_text("not even an identity: never read here\n")
+    res = akoshad("config", "check", "--config", str(cfg), env=env, timeout=60)
+    assert res.returncode == 0 and "warning" not in res.stdout, res.stdout
     show = akoshad("config", "show", "--config", str(cfg), env=env, timeout=60)
     assert show.returncode == 0, show.stderr
     assert f"- {public}" in show.stdout and "encrypt_memories: false" in show.stdout

@@ -172,7 +172,9 @@ def test_live_set_of_mixed_manifests_and_what_is_swept() -> None:
         "packs_repacked": 1,
         "bytes_freed": 2930 + 80,
         "bytes_referenced": 2540,
-        "bytes_stored_after": 2540,
+        # all listed (5575) less what goes: the owner record, the key and a stranger's
+        # object stay (25 bytes more than the referenced), as the real run counts them
+        "bytes_stored_after": 5575 - 2930 - 80,
         "missing": [],
     }
     # the dropped uploads may be given bare: same plan
