@@ -268,6 +268,7 @@ def with_gone_upload(result: DrillResult | None, target: str, gone: str) -> Dril
         result = DrillResult(gone, at=time.time())
     result.problems.insert(0, upload_gone(target, gone))
     result.ok = False
+    result.needs_identity = False  # a problem was found, identity or not
     return result
 
 
@@ -373,11 +374,11 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
             )
     finally:
         await target.close()
-    if result is not None and result.needs_identity:  # one line, exit 1 (as verify, restore)
-        raise IdentityError(result.problems[0])
     if gone is not None:
         result = with_gone_upload(result, name, gone)
     assert result is not None
+    if result.needs_identity:  # one line, exit 1 (as verify and restore)
+        raise IdentityError(result.problems[0])
     error = await asyncio.to_thread(_record, state_path, result, place)
     if error is not None:
         print(f"akoshad: the drill is not recorded in the state: {error}", file=sys.stderr)

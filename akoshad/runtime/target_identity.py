@@ -102,7 +102,9 @@ async def forget_if_last_upload_gone(state: StateDB, target: Target, system_id: 
     last = await state.transaction(lambda c: LedgerOps.last_upload_in(c, target.name))
     if last is None or not await manifest_gone(target, system_id, last):
         return None
-    await state.transaction(lambda c: _forget_in(c, target.name, True))
+    # the same place: its last drill and prune stay on record (a failed drill stands
+    # until one passes)
+    await state.transaction(lambda c: _forget_in(c, target.name, False))
     logger.warning(
         "target {} no longer holds upload {}, the last one this machine made there: what "
         "was known of the target is forgotten, and the next upload sends every file that "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,11 @@ def test_a_drill_fails_when_the_last_upload_this_machine_made_is_gone(tmp_path: 
     ), result["problems"]
     assert len(result["problems"]) == 1  # the older upload itself restored fine
     akoshad("run", "--once", "--config", str(cfg), env=env, check=True)
+    # the start saw the upload gone and sent the store again; the failed drill stands
+    # until a drill passes (the place is the same: its records are kept)
+    with sqlite3.connect(tmp_path / "state" / "state.db") as con:
+        (kept,) = con.execute("SELECT value FROM kv WHERE key = 'last_drill'").fetchone()
+    assert json.loads(kept)["ok"] is False
     ids = [m["metadata"]["upload_id"] for m in manifests(tmp_path / "outbox", SYSTEM)]
     assert len(ids) == 2 and ids[0] == older and ids[1] > gone
     code, result = _drill(cfg, env)
@@ -279,6 +285,24 @@ def test_a_drill_fails_when_the_last_upload_this_machine_made_is_gone(tmp_path: 
         "restore", "--latest", "--dest", str(restored), "--config", str(cfg), env=env, check=True
     )
     assert (restored / "notes.txt").read_text() == "a second upload\n"
+
+
+def test_the_gone_upload_is_reported_also_without_the_identity(tmp_path: Path) -> None:
+    """Encrypted uploads, no identity here: the drill cannot read the upload left, but the
+    gone one needs no identity to be seen; reported as a problem (exit 1), not as a drill
+    that only lacked the identity (which ``status --check`` passes over)."""
+    from pyrage import x25519
+
+    public = str(x25519.Identity.generate().to_public())
+    cfg, env = _config(tmp_path, encryption={"recipients": [public]})
+    older, gone = _two_uploads_the_newest_gone(tmp_path, cfg, env)
+    code, result = _drill(cfg, env)
+    assert code == 1 and result["needs_identity"] is False, result
+    assert result["upload_id"] == older
+    assert result["problems"][0].startswith(f"upload {gone}, the last one this machine made")
+    assert "encrypted" in result["problems"][1], result["problems"]
+    human = akoshad("drill", "--config", str(cfg), env=env)
+    assert human.returncode == 1 and f"upload {gone}, the last one" in human.stdout
 
 
 def test_the_daemon_s_drill_finds_its_last_upload_gone_and_sends_the_store_again(
