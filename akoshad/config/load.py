@@ -166,7 +166,13 @@ def _format_error(exc: ValidationError, sources: src.Sources) -> str:
     origin = src.source_of(raw_loc, msg, sources)
     where = f" (from {origin})" if origin else ""
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-    return f"invalid configuration: {loc}: {msg}{where}{more}"
+    return one_line(f"invalid configuration: {loc}: {msg}{where}{more}")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable escaped (``\\n`` for a newline):
+    a key or a value quoted in an error may hold one, and the error is one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def debug_enabled(environ: Mapping[str, str]) -> bool:

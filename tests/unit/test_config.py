@@ -205,6 +205,17 @@ def test_any_config_is_valid_or_one_clear_line(data: dict[str, object]) -> None:
             assert "\n" not in text
 
 
+def test_a_value_with_a_newline_is_quoted_on_one_line(tmp_path: Path) -> None:
+    """Found by the property above: ``data_dir: "0\\n"`` echoed its newline."""
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"data_dir": "0\n"}))
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, environ={"HOME": str(tmp_path)})
+    assert "\n" not in str(err.value) and "not relative (0\\n)" in str(err.value)
+
+
 def test_a_socket_path_too_long_to_bind_is_no_daemon_for_a_client(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
