@@ -51,8 +51,7 @@ from akoshad.restore.throttle import DrillReader, TokenBucket
 from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.fetch import RangeReader, fetch_file
 from akoshad.storage.stored import StoredFile
-from akoshad.store.db import STATE_FILE
-from akoshad.store.ledger import LedgerOps
+from akoshad.store.db import STATE_FILE, StateError, read_ledger
 from akoshad.store.places import (
     another_place,
     manifest_gone,
@@ -260,13 +259,29 @@ async def drill_upload(
     return result
 
 
-def with_gone_upload(result: DrillResult | None, target: str, gone: str) -> DrillResult:
-    """``result`` (None: nothing left to drill) failed for the last upload this machine
-    made in ``target``, ``gone`` from it (``store.places.upload_gone`` first among its
-    problems)."""
+async def drill_picked(
+    target: Target,
+    system_id: str,
+    upload_id: str | None,
+    gone: str | None,
+    state_dir: Path,
+    max_mbps: float,
+    identities: Identities | None,
+) -> DrillResult:
+    """The drill of ``upload_id`` (the newest upload: ``pick_upload``; None when none is
+    left), failed when ``gone`` (the last upload this machine made in ``target``) is not
+    there any more: ``store.places.upload_gone`` first among its problems, a problem with
+    the identity or without it. One of the two is set."""
+    result = None
+    if upload_id is not None:
+        result = await drill_upload(target, system_id, upload_id, state_dir, max_mbps, identities)
+    if gone is None:
+        if result is None:
+            raise ValueError("drill_picked needs an upload to drill or a gone one")
+        return result
     if result is None:
         result = DrillResult(gone, at=time.time())
-    result.problems.insert(0, upload_gone(target, gone))
+    result.problems.insert(0, upload_gone(target.name, gone))
     result.ok = False
     result.needs_identity = False  # a problem was found, identity or not
     return result
@@ -321,19 +336,13 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
 def _last_made(path: Path, place: tuple[str, str]) -> str | None:
     """The last upload this machine's state (read only) made in the target ``place``
     names; None without a state, a record, or when the state knew it as another place."""
-    if not path.is_file():
-        return None
     try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
-        try:
-            known = recorded_place(con, place[0])
-            if known is not None and known != place[1]:
-                return None
-            return LedgerOps.last_upload_in(con, place[0])
-        finally:
-            con.close()
-    except sqlite3.Error:
+        view = read_ledger(path, place[0], with_entries=False)
+    except StateError:
         return None  # no state to compare with: the drill itself still runs
+    if view is None or view.identity not in (None, place[1]):
+        return None
+    return view.last_upload
 
 
 async def _gone(target: Target, system_id: str, path: Path, place: tuple[str, str]) -> str | None:
@@ -355,28 +364,23 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
     state_path = settings.state_dir / STATE_FILE
     place = (name, target_identity(settings, name))
     target = make_target(name, settings)
-    result: DrillResult | None = None
-    gone: str | None = None
     try:
         await target.start(clean_up=False)  # a daemon may be uploading at this moment
         gone = await _gone(target, cs.system_id, state_path, place)
         upload_id = await pick_upload(target, cs.system_id)
         if upload_id is None and gone is None:
             raise NothingToDrill(f"nothing to drill: no upload for {cs.system_id} in {name}")
-        if upload_id is not None:
-            result = await drill_upload(
-                target,
-                cs.system_id,
-                upload_id,
-                settings.state_dir,
-                settings.drill_max_mbps,
-                identities,
-            )
+        result = await drill_picked(
+            target,
+            cs.system_id,
+            upload_id,
+            gone,
+            settings.state_dir,
+            settings.drill_max_mbps,
+            identities,
+        )
     finally:
         await target.close()
-    if gone is not None:
-        result = with_gone_upload(result, name, gone)
-    assert result is not None
     if result.needs_identity:  # one line, exit 1 (as verify and restore)
         raise IdentityError(result.problems[0])
     error = await asyncio.to_thread(_record, state_path, result, place)

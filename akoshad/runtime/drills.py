@@ -127,11 +127,10 @@ class DrillScheduler(PeriodicJob):
         newest upload still there shows), and the target is forgotten and its ledger seeded
         again as at a start: the next upload sends what the newest upload there lacks."""
         # imported at the first drill: a daemon with drills off never loads the drill code
-        from akoshad.restore.drill import drill_upload, pick_upload, with_gone_upload
+        from akoshad.restore.drill import drill_picked, pick_upload
 
         settings, target = self.settings, self.target
         system_id = settings.cloud_sync.system_id
-        result: DrillResult | None = None
         async with self.reading:  # no prune meanwhile: it may repack what is read
             async with self.lock:
                 gone = await self._forget_gone(system_id)
@@ -143,19 +142,16 @@ class DrillScheduler(PeriodicJob):
             if upload_id is None and gone is None:
                 logger.debug("drill: no upload in {} yet, nothing to drill", target.name)
                 return None
-            if upload_id is not None:
-                identities = await asyncio.to_thread(self._identities)
-                result = await drill_upload(
-                    target,
-                    system_id,
-                    upload_id,
-                    settings.state_dir,
-                    settings.drill_max_mbps,
-                    identities,
-                )
-        if gone is not None:
-            result = with_gone_upload(result, target.name, gone)
-        assert result is not None
+            identities = None if upload_id is None else await asyncio.to_thread(self._identities)
+            result = await drill_picked(
+                target,
+                system_id,
+                upload_id,
+                gone,
+                settings.state_dir,
+                settings.drill_max_mbps,
+                identities,
+            )
         await self._record(result)
         return result
 

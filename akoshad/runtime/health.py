@@ -15,6 +15,7 @@ from typing import Any
 
 from akoshad.config import Settings
 from akoshad.pipeline.storefiles import unreadable
+from akoshad.runtime.safety import drill_problems
 
 BEHIND_GRACE_SECONDS = 60.0
 
@@ -126,10 +127,8 @@ def _failed_drill(drill: Any) -> str | None:
         return None
     if drill.get("needs_identity"):
         return None
-    found = [str(p) for p in drill.get("problems") or []]
-    first = found[0] if found else "no detail"
-    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    return f"the last restore drill of upload {drill.get('upload_id')} failed: {first}{more}"
+    upload = drill.get("upload_id")
+    return f"the last restore drill of upload {upload} failed: {drill_problems(drill)}"
 
 
 def _number(value: Any) -> float | None:

@@ -68,6 +68,14 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
+def drill_problems(drill: Mapping[str, Any]) -> str:
+    """A ``last_drill`` object's problems in one line: the first, and how many more."""
+    problems = [str(p) for p in drill.get("problems") or []]
+    first = problems[0] if problems else "no detail"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{first}{more}"
+
+
 def _drill(
     status: Mapping[str, Any], policy: SafetyPolicy, now: float, started: float
 ) -> tuple[str | None, str | None, float | None]:
@@ -77,10 +85,7 @@ def _drill(
     if isinstance(drill, Mapping):
         at = _number(drill.get("at"))
         if drill.get("ok") is not True:
-            problems = [str(p) for p in drill.get("problems") or []]
-            first = problems[0] if problems else "no detail"
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            return f"last drill failed: {first}{more}", None, at
+            return f"last drill failed: {drill_problems(drill)}", None, at
         if interval > 0 and at is not None and now - at > DRILL_STALE_INTERVALS * interval:
             limit = at + DRILL_STALE_INTERVALS * interval
             return f"no good drill for {_hours(now - at)}", None, limit

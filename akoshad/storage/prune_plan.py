@@ -89,7 +89,7 @@ class PrunePlan:
     repack_freed_bytes: int
     referenced_bytes: int
     live_stored_bytes: int
-    listed_bytes: int = 0  # everything under the system's prefix before the prune
+    listed_bytes: int  # everything under the system's prefix before the prune
 
     @property
     def stored_after_bytes(self) -> int:

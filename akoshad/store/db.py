@@ -164,9 +164,10 @@ class LedgerView:
     identity: str | None = None  # the place the state last knew the target as (``places``)
 
 
-def read_ledger(path: Path, target: str) -> LedgerView | None:
+def read_ledger(path: Path, target: str, *, with_entries: bool = True) -> LedgerView | None:
     """Blocking, read-only (never changes the file; safe beside a running daemon): the
-    ledger of ``target``; None when there is no state database at ``path``."""
+    ledger of ``target`` (without ``with_entries``: its upload and place only, no
+    entries); None when there is no state database at ``path``."""
     if not path.is_file():
         return None
     try:
@@ -177,7 +178,7 @@ def read_ledger(path: Path, target: str) -> LedgerView | None:
             con.execute("BEGIN")  # one read snapshot: the ledger and its upload agree
             try:
                 last = LedgerOps.last_upload_in(con, target)
-                rows = LedgerOps.ledger_rows(con, target)
+                rows = LedgerOps.ledger_rows(con, target) if with_entries else {}
                 place = recorded_place(con, target)
             finally:
                 con.execute("ROLLBACK")
