@@ -34,6 +34,12 @@ class DaemonNotRunning(AkoshadError):
     exit_code = EXIT_NO_DAEMON
 
 
+class DaemonWentAway(DaemonNotRunning):
+    """A daemon took the request, then closed the connection without a reply (it stopped,
+    was killed, or refused the connection): what it did of the request is unknown, so a
+    caller must not redo the work itself as if no daemon had been there."""
+
+
 class AlreadyRunning(AkoshadError):
     """Another akoshad holds this state directory or answers on this socket."""
 

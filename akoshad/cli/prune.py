@@ -14,7 +14,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from akoshad.errors import DaemonNotRunning
+from akoshad.errors import AkoshadError, DaemonNotRunning, DaemonWentAway
 from akoshad.names import EXIT_FAIL, EXIT_OK
 
 if TYPE_CHECKING:  # parsing (--help, usage errors) needs none of these
@@ -83,6 +83,13 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     payload = {"cmd": "prune", "dry_run": bool(args.dry_run)}
     try:
         result = request_sync(settings.socket_path, payload, None)
+    except DaemonWentAway:
+        # it may have pruned part of the target: a prune here would report only the rest
+        raise AkoshadError(
+            "akoshad closed the connection before it answered the prune, which may be "
+            "partly done (every kept upload stays restorable); run `akoshad prune` again "
+            "to finish it and see what it removes"
+        ) from None
     except DaemonNotRunning:
         import asyncio
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.errors import AkoshadError, DaemonNotRunning, DaemonWentAway
 from akoshad.names import socket_path_problem
 
 REPLY_LIMIT = 256 * 1024 * 1024  # a queue listing can be large
@@ -55,6 +55,14 @@ def _not_running(path: Path) -> DaemonNotRunning:
     )
 
 
+def _went_away(path: Path, payload: dict[str, Any]) -> DaemonWentAway:
+    return DaemonWentAway(
+        f"akoshad closed the connection on {path} before it answered the "
+        f"{str(payload.get('cmd'))[:40]!r} request (it stopped, or refused the connection): "
+        "what it did of the request is unknown; see `akoshad status`"
+    )
+
+
 async def request(
     socket_path: Path,
     payload: dict[str, Any],
@@ -64,8 +72,9 @@ async def request(
 
     ``timeout`` bounds the wait for the reply (None: as long as the daemon keeps the
     connection, for ``sync --wait``); connecting is bounded separately (at most 2 s).
-    Raises ``DaemonNotRunning`` when nobody answers (no socket, refused, connect timeout,
-    closed without a reply), ``ControlRequestError`` on ``{"ok": false}``, a malformed
+    Raises ``DaemonNotRunning`` when nobody answers (no socket, refused, connect timeout),
+    its subclass ``DaemonWentAway`` when the connection closes after the request went out
+    without a reply, ``ControlRequestError`` on ``{"ok": false}``, a malformed
     reply or no reply within ``timeout``; ``AkoshadError`` for other socket errors.
     """
     connect_timeout = 2.0 if timeout is None else min(timeout, 2.0)
@@ -80,10 +89,12 @@ async def request(
         raise _not_running(socket_path) from None
     except OSError as exc:
         raise AkoshadError(f"cannot connect to {socket_path}: {exc}") from None
+    sent = False
     try:
         _check_server(socket_path, writer)
         writer.write((json.dumps(payload) + "\n").encode())
         await asyncio.wait_for(writer.drain(), connect_timeout)
+        sent = True
         line = await asyncio.wait_for(reader.readline(), timeout)
     except TimeoutError:
         waited = connect_timeout if timeout is None else timeout
@@ -91,13 +102,13 @@ async def request(
     except ValueError:
         raise ControlRequestError("the daemon's reply is too long") from None
     except (ConnectionError, OSError):
-        raise _not_running(socket_path) from None
+        raise (_went_away(socket_path, payload) if sent else _not_running(socket_path)) from None
     finally:
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
     if not line:
-        raise _not_running(socket_path)
+        raise _went_away(socket_path, payload)
     try:
         reply = json.loads(line)
     except ValueError:

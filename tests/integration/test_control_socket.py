@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from akoshad.errors import AkoshadError, AlreadyRunning, DaemonNotRunning
+from akoshad.errors import AkoshadError, AlreadyRunning, DaemonNotRunning, DaemonWentAway
 from akoshad.runtime.control import ControlServer
 from akoshad.runtime.control_client import ControlRequestError, peer_uid, request
 from tests.tmpdirs import short_dir
@@ -335,6 +335,29 @@ async def test_unserialisable_result_is_an_error_reply() -> None:
 
 
 # ---- the client -------------------------------------------------------------------------
+
+
+async def test_a_server_that_takes_the_request_and_closes_went_away() -> None:
+    """Nobody listening is "not running"; a server that reads the request and closes
+    without a reply may have done part of it: ``DaemonWentAway`` (a ``DaemonNotRunning``
+    for callers that only need to know no daemon answers), naming the request."""
+    path = short_dir() / "s.sock"
+    got: list[bytes] = []
+
+    async def read_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.append(await reader.readline())
+        writer.close()
+
+    server = await asyncio.start_unix_server(read_and_close, str(path))
+    async with server:
+        with pytest.raises(DaemonWentAway, match="before it answered the 'prune' request"):
+            await request(path, {"cmd": "prune"})
+    assert got == [b'{"cmd": "prune"}\n']
+    path.unlink(missing_ok=True)
+    make_stale_socket(path)
+    with pytest.raises(DaemonNotRunning) as exc:
+        await request(path, {"cmd": "prune"})
+    assert not isinstance(exc.value, DaemonWentAway)
 
 
 async def test_request_to_missing_socket_is_not_running_fast() -> None:

@@ -335,3 +335,42 @@ def test_kill_9_of_a_prune_leaves_the_kept_uploads_restorable(box: Box, op: str,
     result = box.prune()  # the next prune finishes the job
     assert result["ok"] is True
     assert_pruned_and_restorable(box, kept)
+
+
+def test_a_prune_through_a_daemon_killed_mid_way_is_reported_not_redone(box: Box) -> None:
+    """The daemon is killed (-9) in the middle of the prune it runs for ``akoshad prune``:
+    the command says so and fails, and does not run a second prune of its own, which would
+    have reported only what was left; the next ``prune`` finishes the job."""
+    kept = kept_restores(box)
+    paused = ["delete_manifest", "3", "run", "--config", str(box.config)]
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "tests.prune_cli_child", *paused],
+        cwd=ROOT,
+        env=box.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        wait_for(box.sock.exists, 30)
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "akoshad", "prune", "--json", "--config", str(box.config)],
+            env=box.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert daemon.stdout is not None
+        while (line := daemon.stdout.readline()) != "AT-STEP\n":
+            assert line, "the daemon ended before its prune reached the step"
+        daemon.send_signal(signal.SIGKILL)
+        out, err = cli.communicate(timeout=60)
+    finally:
+        daemon.kill()
+        daemon.communicate(timeout=30)
+    assert cli.returncode == 1 and out == "", out + err
+    assert "before it answered the prune, which may be partly done" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert KEEP < len(box.ids()) < UPLOADS  # the daemon's part only: no prune here
+    assert box.prune()["ok"] is True
+    assert_pruned_and_restorable(box, kept)
