@@ -67,6 +67,7 @@ class ChangeFeed:
         self.keep_stats = False
         self.stats_seen: StatMap | None = None
         self.files_on_disk: int | None = None  # store files selected, at the last reconcile
+        self.files_excluded = 0  # and those include/exclude left out
         # why the last changes released could not be put on the queue (None: they were)
         self.unrecorded: str | None = None
         self._debounce_wake = asyncio.Event()
@@ -107,7 +108,7 @@ class ChangeFeed:
         result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger, walk=walk)
         if seen is not None and self.keep_stats and self.stats_seen is None:
             self.stats_seen = seen
-        self.files_on_disk = result.on_disk
+        self.files_on_disk, self.files_excluded = result.on_disk, result.excluded
         queued = await self.state.enqueue(result.changes)
         await self._settle_skips(result.refused)
         logger.log(
@@ -189,10 +190,13 @@ class ChangeFeed:
 
     # ---- changes in ----------------------------------------------------------------------
     def on_change(self, changes: Iterable[tuple[str, Kind]]) -> None:
-        """The watcher's callback: touch each path in the debouncer."""
+        """The watcher's callback: touch each path in the debouncer. A selected file written
+        after a reconcile that found none: how many there are is not known until the next."""
         now = time.monotonic()
         for path, kind in changes:
             self.debouncer.touch(path, kind, now)
+            if kind != "deleted" and self.files_on_disk == 0:
+                self.files_on_disk, self.files_excluded = None, 0
         self._debounce_wake.set()
 
     async def run(self, stop_event: asyncio.Event) -> None:

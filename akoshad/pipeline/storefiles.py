@@ -100,10 +100,12 @@ def relpath(root: Path, path: Path) -> str | None:
 
 @dataclass(frozen=True)
 class WalkResult:
-    """Store files found on disk, and entries refused with a reason."""
+    """Store files found on disk, entries refused with a reason, and how many store files
+    include/exclude left out."""
 
     files: list[str]
     refused: dict[str, str]
+    excluded: int = 0
 
 
 def unreadable(directory: Path) -> str | None:
@@ -142,6 +144,7 @@ def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> Wal
     for its quick check, so the store is walked once."""
     files: list[str] = []
     refused: dict[str, str] = {}
+    excluded = 0
     real_root = root.resolve()
     if stats is not None:
         try:
@@ -154,11 +157,14 @@ def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> Wal
             if to_change(rel, flt) is not None or reason.startswith("name"):
                 refused[rel] = reason
             continue
-        if is_ignored(rel) or is_side_file(rel) or not flt.allows(rel):
+        if is_ignored(rel) or is_side_file(rel):
+            continue
+        if not flt.allows(rel):
+            excluded += 1
             continue
         files.append(rel)
     files.sort()
-    return WalkResult(files, refused)
+    return WalkResult(files, refused, excluded)
 
 
 def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], str | None]:

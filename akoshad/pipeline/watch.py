@@ -41,6 +41,7 @@ class ReconcileResult:
     changes: list[tuple[str, Kind]]
     refused: dict[str, str]
     on_disk: int
+    excluded: int = 0  # store files include/exclude left out
 
 
 def _stat_key(path: Path) -> tuple[int, int, int, int] | None:
@@ -77,12 +78,15 @@ def reconcile(
         if _group_changed(data_dir, rel, entries):
             changes.append((rel, "modified"))
     seen = set(walk.files)
+    # include/exclude that select no file of a store that has some: not a reason to empty
+    # the backup (a typo), what was uploaded stays as it is (the status says why)
+    keep_excluded = not walk.files and walk.excluded > 0
     for group in sorted(groups):
-        if group not in seen and flt.allows(group):
-            changes.append((group, "deleted"))
-        elif group not in seen:
-            changes.append((group, "deleted"))  # now excluded: drop it from the snapshot
-    return ReconcileResult(changes, walk.refused, len(walk.files))
+        if group in seen:
+            continue
+        if flt.allows(group) or not keep_excluded:
+            changes.append((group, "deleted"))  # gone, or now excluded: out of the snapshot
+    return ReconcileResult(changes, walk.refused, len(walk.files), walk.excluded)
 
 
 def _group_changed(data_dir: Path, rel: str, entries: list[LedgerEntry]) -> bool:

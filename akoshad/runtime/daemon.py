@@ -245,6 +245,7 @@ class Daemon:
         old = self.settings
         self.settings, self.view.restart_pending = applicable(old, new)  # until a restart
         self.feed.configure(self.settings)
+        self.parts.snapshotter.path_filter = self.feed.flt
         # what leaves for Akosha from now on (over HTTP and in memories.json)
         self.parts.memory_sync.redact_secrets = self.settings.redact_secrets
         self.drain.pacer.interval = self.settings.min_upload_interval_seconds
@@ -304,8 +305,10 @@ class Daemon:
                     self.settings.drain_deadline_seconds,
                 )
                 await self.parts.webhooks.deliver_queued(WEBHOOK_ONCE_SECONDS)
-                empty = nothing_selected(self.settings, self.feed.files_on_disk)
-                return await once_outcome(self.state, ok, reports, stopped_by, empty)
+                feed = self.feed
+                empty = nothing_selected(self.settings, feed.files_on_disk, feed.files_excluded)
+                left_out = feed.files_excluded > 0
+                return await once_outcome(self.state, ok, reports, stopped_by, empty, left_out)
 
     async def run_forever(self) -> int:
         def on_first(signame: str) -> None:

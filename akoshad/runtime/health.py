@@ -51,23 +51,27 @@ def data_dir_problem(data_dir: Path) -> str | None:
     return None
 
 
-def nothing_selected(settings: Settings, files_on_disk: int | None) -> str | None:
-    """Why the store has no file to back up (its last reconcile selected none), or None."""
+def nothing_selected(
+    settings: Settings, files_on_disk: int | None, excluded: int = 0
+) -> str | None:
+    """Why the store has no file to back up (its last reconcile selected none, ``excluded``
+    left out by include/exclude), or None."""
     if files_on_disk != 0:
         return None
     include = ", ".join(settings.include) or "everything"
+    left_out = f"; {excluded} file(s) left out" if excluded else ""
     return (
         f"no file in {settings.data_dir} is selected "
-        f"(include: {include}; exclude: {settings.exclude})"
+        f"(include: {include}; exclude: {settings.exclude}{left_out})"
     )
 
 
-def nothing_to_back_up(why: str) -> str:
-    """The daemon's line for a store that selects no file and was never uploaded (``why``:
-    :func:`nothing_selected`): an ``include`` typo is not a backup."""
-    return (
-        f"nothing to back up in data_dir (check include/exclude): {why}; nothing was ever uploaded"
-    )
+def nothing_to_back_up(why: str, uploaded: bool = False) -> str:
+    """The daemon's line for a store that selects no file (``why``: :func:`nothing_selected`)
+    and was never uploaded, or whose files include/exclude all leave out (``uploaded``:
+    the last upload stays as it is): an ``include`` typo is not a backup."""
+    then = "the last upload is kept as it is" if uploaded else "nothing was ever uploaded"
+    return f"nothing to back up in data_dir (check include/exclude): {why}; {then}"
 
 
 def warn_data_dir(data_dir: Path) -> None:

@@ -118,10 +118,11 @@ class StatusView:
         p = self.parts
         if p.feed.files_on_disk != 0 or len(p.feed.debouncer) or p.stats.in_flight:
             return None
-        if await p.state.queue_depth() or await p.state.last_upload() is not None:
+        uploaded = await p.state.last_upload() is not None
+        if not p.feed.files_excluded and (uploaded or await p.state.queue_depth()):
             return None
-        why = nothing_selected(self.settings, p.feed.files_on_disk)
-        return None if why is None else nothing_to_back_up(why)
+        why = nothing_selected(self.settings, p.feed.files_on_disk, p.feed.files_excluded)
+        return None if why is None else nothing_to_back_up(why, uploaded)
 
     def _restart_warnings(self) -> list[str]:
         """One line per setting changed in the configuration that runs as before until a

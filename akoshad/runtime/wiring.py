@@ -36,6 +36,7 @@ from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
 from akoshad.pipeline.sealing import sealing_source
 from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.storefiles import PathFilter
 from akoshad.pipeline.upload import Uploader
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.health_watch import HealthWatch
@@ -232,7 +233,12 @@ def build(
     akosha = None
     if client is not None:
         akosha = AkoshaRoute(memory_sync, http_breaker, stats, cs.retry_backoff_seconds)
-    snapshotter = Snapshotter(settings.data_dir, settings.state_dir / "staging", duckdb=duckdb)
+    snapshotter = Snapshotter(
+        settings.data_dir,
+        settings.state_dir / "staging",
+        duckdb=duckdb,
+        path_filter=PathFilter.of(settings.include, settings.exclude),
+    )
     uploader = Uploader(
         state=state,
         snapshotter=snapshotter,

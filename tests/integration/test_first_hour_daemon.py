@@ -154,6 +154,56 @@ def test_run_once_that_selects_no_file_and_never_uploaded_fails(tmp_path: Path) 
     assert len(manifests(rig.outbox, SYSTEM)) == 2
 
 
+def test_a_file_excluded_after_its_upload_leaves_the_backup_unread(tmp_path: Path) -> None:
+    """``exclude`` added for a file already backed up: the next upload drops it from the
+    snapshot and never reads it again (before, its queued removal captured it anew, new
+    content included)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "notes.json").write_text('{"n": 1}')
+    (store / "private.json").write_text('{"v": "first"}')
+    assert Rig(tmp_path).cli("run", "--once").returncode == 0
+    (store / "private.json").write_text('{"v": "EXCLUDED-CONTENT"}')
+    rig = Rig(tmp_path, exclude=["private.json"])
+    res = rig.cli("run", "--once")
+    assert res.returncode == 0, res.stderr
+    assert len(manifests(rig.outbox, SYSTEM)) == 2
+    dest = tmp_path / "back"
+    res = rig.cli("restore", "--latest", "--dest", str(dest))
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["notes.json"]
+    every = b"".join(p.read_bytes() for p in rig.outbox.rglob("*") if p.is_file())
+    assert b"EXCLUDED-CONTENT" not in every  # never read: no object holds it
+
+
+def test_an_include_that_leaves_every_file_out_keeps_the_last_upload(tmp_path: Path) -> None:
+    """An ``include`` typo after the store was backed up selects none of its files: that is
+    not a reason to empty the backup. ``run --once`` exits 1 and says why, makes no upload,
+    and the last upload still restores the store."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "notes.json").write_text('{"n": 1}')
+    assert Rig(tmp_path).cli("run", "--once").returncode == 0
+    rig = Rig(tmp_path, include=["*.jsn"])
+    res = rig.cli("run", "--once")
+    assert res.returncode == 1, res.stderr
+    assert "nothing to back up, the last upload is kept as it is" in res.stderr
+    assert "include: *.jsn" in res.stderr and "1 file(s) left out" in res.stderr
+    assert len(manifests(rig.outbox, SYSTEM)) == 1
+    dest = tmp_path / "back"
+    assert rig.cli("restore", "--latest", "--dest", str(dest)).returncode == 0
+    assert (dest / "notes.json").read_text() == '{"n": 1}'
+    proc = rig.start()  # the daemon says the same, and sends nothing
+    try:
+        st = wait_for(lambda: (s := rig.status())["nothing_selected"] and s, 20, interval=0.3)
+        assert "the last upload is kept as it is" in st["nothing_selected"]
+        check = rig.cli("status", "--check")
+        assert check.returncode == 1 and "nothing to back up in data_dir" in check.stdout
+    finally:
+        assert stop_daemon(proc) == 0
+    assert len(manifests(rig.outbox, SYSTEM)) == 1
+
+
 def test_daemon_waiting_for_data_dir_says_so_then_backs_it_up(tmp_path: Path) -> None:
     missing = tmp_path / "later"
     # no pacing: a change that lands after the first upload goes up at once, not 30 s later

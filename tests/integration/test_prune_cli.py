@@ -306,18 +306,26 @@ def test_a_prune_recorded_by_a_clock_that_ran_ahead_does_not_stop_the_next(box: 
     assert_pruned_and_restorable(box, kept)
 
 
-@pytest.mark.parametrize(("op", "nth"), [("delete_manifest", 3), ("delete_object", 2)])
-def test_kill_9_of_a_prune_leaves_the_kept_uploads_restorable(box: Box, op: str, nth: int) -> None:
-    kept = kept_restores(box)
-    args = [op, str(nth), "prune", "--config", str(box.config)]
-    child = subprocess.Popen(
+def paused_at_step(
+    box: Box, op: str, nth: int, command: str, stderr: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """``akoshad COMMAND`` (``prune``, or ``run``: a daemon) in a child whose prune prints
+    ``AT-STEP`` and waits before the NTH step of kind OP (``tests.prune_cli_child``)."""
+    args = [op, str(nth), command, "--config", str(box.config)]
+    return subprocess.Popen(
         [sys.executable, "-m", "tests.prune_cli_child", *args],
         cwd=ROOT,
         env=box.env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
+
+
+@pytest.mark.parametrize(("op", "nth"), [("delete_manifest", 3), ("delete_object", 2)])
+def test_kill_9_of_a_prune_leaves_the_kept_uploads_restorable(box: Box, op: str, nth: int) -> None:
+    kept = kept_restores(box)
+    child = paused_at_step(box, op, nth, "prune")
     try:
         assert child.stdout is not None
         assert child.stdout.readline() == "AT-STEP\n"
@@ -342,15 +350,7 @@ def test_a_prune_through_a_daemon_killed_mid_way_is_reported_not_redone(box: Box
     the command says so and fails, and does not run a second prune of its own, which would
     have reported only what was left; the next ``prune`` finishes the job."""
     kept = kept_restores(box)
-    paused = ["delete_manifest", "3", "run", "--config", str(box.config)]
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "tests.prune_cli_child", *paused],
-        cwd=ROOT,
-        env=box.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    daemon = paused_at_step(box, "delete_manifest", 3, "run", subprocess.DEVNULL)
     try:
         wait_for(box.sock.exists, 30)
         cli = subprocess.Popen(

@@ -101,14 +101,20 @@ async def test_a_clean_run_has_no_error(lines: list[str]) -> None:
     assert lines[-1] == "INFO run --once: nothing changed, no upload"
 
 
-def _view(tmp_path: Path, state: FakeState, files_on_disk: int | None, **parts: Any) -> StatusView:
+def _view(
+    tmp_path: Path, state: FakeState, files_on_disk: int | None, excluded: int = 0, **parts: Any
+) -> StatusView:
     settings = load_settings(
         environ={"HOME": str(tmp_path / "home")},
         overrides={"data_dir": str(tmp_path / "store"), "include": ["*.duckb"]},
     )
     fake = SimpleNamespace(
         state=state,
-        feed=SimpleNamespace(files_on_disk=files_on_disk, debouncer=parts.get("debouncer", [])),
+        feed=SimpleNamespace(
+            files_on_disk=files_on_disk,
+            files_excluded=excluded,
+            debouncer=parts.get("debouncer", []),
+        ),
         stats=SimpleNamespace(in_flight=parts.get("in_flight", 0)),
     )
     return StatusView(settings, cast(Parts, fake), started=0.0)
@@ -126,3 +132,19 @@ async def test_status_says_nothing_to_back_up_until_a_file_is_uploaded(tmp_path:
     assert await _view(tmp_path, FakeState(), 0, debouncer=["a"]).nothing_to_back_up() is None
     assert await _view(tmp_path, FakeState(), 0, in_flight=1).nothing_to_back_up() is None
     assert await _view(tmp_path, FakeState(uploaded=True), 0).nothing_to_back_up() is None
+
+
+async def test_status_says_nothing_to_back_up_when_the_filter_leaves_every_file_out(
+    tmp_path: Path,
+) -> None:
+    """include/exclude that leave out every file of a store backed up before: said, with
+    the last upload kept, whatever the queue holds; not once a selected file is seen."""
+    for state in (FakeState(uploaded=True), FakeState(uploaded=True, depth=2)):
+        line = await _view(tmp_path, state, 0, excluded=2).nothing_to_back_up()
+        assert line is not None and line.startswith("nothing to back up in data_dir")
+        assert "(include: *.duckb; exclude: []; 2 file(s) left out)" in line
+        assert line.endswith("; the last upload is kept as it is")
+    line = await _view(tmp_path, FakeState(), 0, excluded=2).nothing_to_back_up()
+    assert line is not None and line.endswith("; nothing was ever uploaded")
+    assert await _view(tmp_path, FakeState(uploaded=True), 1, excluded=2).nothing_to_back_up() is None
+    assert await _view(tmp_path, FakeState(uploaded=True), None).nothing_to_back_up() is None

@@ -45,7 +45,7 @@ from akoshad.pipeline.capture.files import (
 from akoshad.pipeline.capture.plain import HELD_NAME, PlainCapture
 from akoshad.pipeline.capture.quiet import QuietWatch, copy_watch
 from akoshad.pipeline.capture.sqlite import SqliteCapture
-from akoshad.pipeline.storefiles import unreadable
+from akoshad.pipeline.storefiles import PathFilter, unreadable
 from akoshad.private import fresh_private_dir
 
 if TYPE_CHECKING:
@@ -77,8 +77,12 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         validate_duckdb: bool = True,
         memory_budget: int = MEMORY_BUDGET,
         duckdb: Runner | None = None,
+        path_filter: PathFilter | None = None,
     ) -> None:
         self.data_dir = data_dir
+        # include/exclude (a reload replaces it): a file excluded since it was queued is
+        # taken out of the snapshot, never read
+        self.path_filter = path_filter or PathFilter()
         self.staging = staging
         self.attempts = attempts
         self.sleep = sleep
@@ -196,7 +200,11 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         """Capture one store file (blocking). Never raises for a vanished/unreadable file.
 
         ``hash_if_size``: the size of the file's last upload, if any; a large plain file of
-        another size cannot be a duplicate and is left unhashed (``sha256`` None)."""
+        another size cannot be a duplicate and is left unhashed (``sha256`` None). A file
+        that include/exclude leave out counts as gone (it leaves the snapshot), unread."""
+        if not self.path_filter.allows(rel):
+            self._forget_moved(rel)
+            return Vanished(rel)
         live = self._live(rel)
         look = self._first_look(rel, live)
         if not isinstance(look, tuple):
