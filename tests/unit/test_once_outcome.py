@@ -146,5 +146,6 @@ async def test_status_says_nothing_to_back_up_when_the_filter_leaves_every_file_
         assert line.endswith("; the last upload is kept as it is")
     line = await _view(tmp_path, FakeState(), 0, excluded=2).nothing_to_back_up()
     assert line is not None and line.endswith("; nothing was ever uploaded")
-    assert await _view(tmp_path, FakeState(uploaded=True), 1, excluded=2).nothing_to_back_up() is None
+    selected = _view(tmp_path, FakeState(uploaded=True), 1, excluded=2)
+    assert await selected.nothing_to_back_up() is None
     assert await _view(tmp_path, FakeState(uploaded=True), None).nothing_to_back_up() is None
