@@ -67,6 +67,32 @@ def _names_only(data: Mapping[Any, Any], path: Path) -> None:
             )
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping: YAML would keep
+    the last one silently (a second ``cloud_sync:`` dropping the bucket of the first)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # ``<<: *anchor``: construct_mapping merges it (keys after it win)
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            again = key in seen
+        except TypeError:  # not hashable: construct_mapping says so
+            continue
+        if again:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _read_yaml(path: Path, named: bool) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -77,10 +103,16 @@ def _read_yaml(path: Path, named: bool) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader: no object tags
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or ""
+        if problem.endswith("is given twice"):
+            raise ConfigError(
+                f"configuration file {path}: {one_line(problem)}{where} "
+                "(only one would be read: merge them)"
+            ) from None
         raise ConfigError(f"configuration file {path} is not valid YAML{where}") from None
     if data is None:
         return {}

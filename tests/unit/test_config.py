@@ -106,6 +106,13 @@ def test_lists_from_env_as_json(tmp_path: Path) -> None:
         # keys YAML reads as numbers or booleans are no names (was a TypeError traceback)
         ("30: x\n", "30: unknown key"),
         ("debounce_seconds: 3\non: 1\n", "True: unknown key"),
+        # a key given twice: YAML would keep the last silently (the bucket dropped)
+        (
+            "cloud_sync:\n  cloud_bucket: b\ncloud_sync:\n  system_id: other\n",
+            "key 'cloud_sync' is given twice at line 3 (only one would be read: merge them)",
+        ),
+        ("cloud_sync:\n  system_id: a\n  system_id: b\n", "key 'system_id' is given twice"),
+        ("data_dir: /a\ndata_dir: /b\n", "key 'data_dir' is given twice at line 2"),
     ],
 )
 def test_invalid_config_one_line(tmp_path: Path, yaml_text: str, needle: str) -> None:
@@ -115,6 +122,17 @@ def test_invalid_config_one_line(tmp_path: Path, yaml_text: str, needle: str) ->
         load_settings(cfg, environ=env(tmp_path))
     message = str(info.value)
     assert needle in message and "\n" not in message
+
+
+def test_a_merge_key_may_be_overridden(tmp_path: Path) -> None:
+    """``<<: *anchor`` then a key of the anchor's: YAML's override, not a key given twice."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "webhooks:\n  - &hook {url: 'http://h/a', events: [failure]}\n"
+        "  - <<: *hook\n    url: 'http://h/b'\n"
+    )
+    s = load_settings(cfg, environ=env(tmp_path))
+    assert [str(w.url) for w in s.webhooks] == ["http://h/a", "http://h/b"]
 
 
 def test_missing_named_file_is_an_error_default_is_not(tmp_path: Path) -> None:
