@@ -139,12 +139,39 @@ def redact(text: str) -> str:
 
 
 def _token_like(segment: str) -> bool:
-    """A path segment that looks like a credential (Slack/Discord style webhook URLs)."""
-    return (
-        len(segment) >= 16
-        and any(ch.isdigit() for ch in segment)
-        and any(ch.isalpha() for ch in segment)
-    )
+    """A path segment that may be a credential (Slack/Discord style webhook URLs, a secret
+    topic): 16 characters or more with a digit, or letters of both cases, or no word
+    separator (``-``, ``_``, ``.``). Only plain words joined by separators stay."""
+    if len(segment) < 16:
+        return False
+    if any(ch.isdigit() for ch in segment) or not any(ch in "-_." for ch in segment):
+        return True
+    return any(ch.isupper() for ch in segment) and any(ch.islower() for ch in segment)
+
+
+def _path_secrets(path: str) -> list[str]:
+    """What :func:`redact_webhook_url` hides in a URL path: token-like segments and the
+    values of ``;name=value`` path parameters (``;jsessionid=...``)."""
+    found: list[str] = []
+    for segment in path.split("/"):
+        head, *params = segment.split(";")
+        if _token_like(head):
+            found.append(head)
+        found += [p.partition("=")[2] if "=" in p else p for p in params]
+    return [s for s in found if s]
+
+
+def _redact_path(path: str) -> str:
+    hidden = set(_path_secrets(path))
+    out = []
+    for segment in path.split("/"):
+        head, *params = segment.split(";")
+        kept = [REDACTED if head in hidden else head]
+        for p in params:
+            name, eq, _ = p.partition("=")
+            kept.append(f"{name}={REDACTED}" if eq else REDACTED)
+        out.append(";".join(kept))
+    return "/".join(out)
 
 
 def redact_webhook_url(url: str) -> str:
@@ -159,7 +186,7 @@ def redact_webhook_url(url: str) -> str:
         port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
         port = ""
-    path = "/".join(REDACTED if _token_like(s) else s for s in parts.path.split("/"))
+    path = _redact_path(parts.path)
     query = "&".join(f"{k}={REDACTED}" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
     return f"{parts.scheme}://{host}{port}{path}" + (f"?{query}" if query else "")
 
@@ -168,7 +195,7 @@ def webhook_url_secrets(url: str) -> list[str]:
     """The parts of ``url`` that ``redact_webhook_url`` hides (registered as log secrets)."""
     parts = urlsplit(url)
     found = [v for _, v in parse_qsl(parts.query, keep_blank_values=True)]
-    found += [s for s in parts.path.split("/") if _token_like(s)]
+    found += _path_secrets(parts.path)
     if parts.password:
         found += [parts.password, f"{parts.username}:{parts.password}"]
     return [s for s in found if s]

@@ -16,7 +16,7 @@ from akoshad.config import Webhook
 from akoshad.events import EventBus
 from akoshad.names import EXIT_DEGRADED
 from akoshad.pipeline.stats import Stats
-from akoshad.redaction import redact_webhook_url
+from akoshad.redaction import redact_webhook_url, webhook_url_secrets
 from akoshad.runtime.health_watch import HealthWatch
 from akoshad.runtime.logs import redact
 from akoshad.runtime.webhooks import (
@@ -51,6 +51,37 @@ def test_redact_url_hides_userinfo_query_values_and_token_paths() -> None:
     slack = "https://hooks.slack.com/services/T0000/B0000/XXXXXXXXxxxxxxxx1234"
     assert redact_webhook_url(slack) == "https://hooks.slack.com/services/T0000/B0000/**********"
     assert redact_webhook_url("http://[::1]:9000/hook") == "http://[::1]:9000/hook"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # a Slack token of letters only (Slack's own example has no digit)
+        (
+            "https://hooks.slack.com/services/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",
+            "https://hooks.slack.com/services/TQ3E8AHJB/BQ6S0MAQ1/**********",
+        ),
+        (
+            "https://hooks.slack.com/services/T0/B0/abcdefghijklmnopqrstuvwx",
+            "https://hooks.slack.com/services/T0/B0/**********",
+        ),
+        ("https://ntfy.sh/mysecrettopicnamexyz", "https://ntfy.sh/**********"),  # a topic
+        (
+            "https://example.com/notify;jsessionid=AB12cd;v=2/x",
+            "https://example.com/notify;jsessionid=**********;v=**********/x",
+        ),
+        # words joined by separators are no credential: shown
+        (
+            "https://example.com/hooks/alert-manager-receiver",
+            "https://example.com/hooks/alert-manager-receiver",
+        ),
+    ],
+)
+def test_redact_url_hides_tokens_without_digits_and_path_parameters(url: str, shown: str) -> None:
+    assert redact_webhook_url(url) == shown
+    hidden = set(webhook_url_secrets(url))
+    assert all(part not in shown for part in hidden)
+    assert bool(hidden) == (shown != url)
 
 
 def test_backoff_grows_is_jittered_and_capped() -> None:
