@@ -119,13 +119,22 @@ async def pick_at(
     shown: str,
 ) -> tuple[str, dict[str, Any]]:
     """The newest upload whose manifest's ``uploaded_at`` is at or before ``when``, with its
-    manifest. ``load(upload_id)`` reads a manifest (raising AkoshadError when it is
-    damaged: that upload is skipped with a warning). SelectError when none is."""
+    manifest. ``load(upload_id)`` reads a manifest, raising AkoshadError when it is
+    damaged: SelectError then when its id is dated at or before ``when`` (it may be the
+    upload asked for: an older one is not restored in its place, as ``--latest`` does
+    not), else that upload is skipped with a warning. SelectError when none is."""
     for upload_id in candidates_at(uploads, when):
         try:
             manifest = await load(upload_id)
         except AkoshadError as exc:
-            logger.warning("ignoring upload {}: {}", upload_id, exc)
+            made = upload_time(upload_id)
+            if made is None or made <= when:
+                raise SelectError(
+                    f"upload {upload_id} of {shown}, perhaps the newest at or before "
+                    f"{when.isoformat()}, cannot be read: {exc}; restore an older one by "
+                    "its --upload-id (akoshad uploads lists them)"
+                ) from None
+            logger.warning("ignoring upload {} (dated after the time asked): {}", upload_id, exc)
             continue
         made = uploaded_at(manifest)
         if made is not None and made <= when:

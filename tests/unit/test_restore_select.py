@@ -121,7 +121,7 @@ def _id(when: datetime) -> str:
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
 
-def test_pick_at_uses_uploaded_at_and_skips_damaged_manifests() -> None:
+def test_pick_at_uses_uploaded_at_and_refuses_a_damaged_manifest_in_range() -> None:
     times = [T0 + timedelta(hours=h) for h in (0, 1, 2, 50)]
     uploads = [_id(t) for t in times]
     manifests: dict[str, Any] = {
@@ -141,8 +141,13 @@ def test_pick_at_uses_uploaded_at_and_skips_damaged_manifests() -> None:
 
     assert pick(T0 + timedelta(minutes=30)) == uploads[0]
     assert pick(T0 + timedelta(hours=1)) == uploads[1]  # at counts
-    assert pick(T0 + timedelta(hours=2, minutes=5)) == uploads[1]  # the damaged one skipped
+    # the damaged one is dated at or before TIME: it may be the one asked for, so no older
+    # one is restored in its place (as --latest does not)
+    with pytest.raises(SelectError, match=rf"upload {uploads[2]} of system s, perhaps the"):
+        pick(T0 + timedelta(hours=2, minutes=5))
     assert uploads[3] not in read  # dated two days after TIME: its manifest is not read
+    # dated after TIME (within the margin the id's clock may be off): skipped
+    assert pick(T0 + timedelta(hours=2) - timedelta(seconds=1)) == uploads[1]
     assert pick(T0 + timedelta(days=9)) == uploads[3]
     with pytest.raises(SelectError, match="no upload of system s was made at or before"):
         pick(T0 - timedelta(seconds=1))
