@@ -46,7 +46,7 @@ from akoshad.restore.drill_dirs import (
 )
 from akoshad.restore.groups import work_units
 from akoshad.restore.parallel import weight_of
-from akoshad.restore.readback import identities_of, sink_for
+from akoshad.restore.readback import identities_of, sink_for, start_reading
 from akoshad.restore.throttle import DrillReader, TokenBucket
 from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.fetch import RangeReader, fetch_file
@@ -364,8 +364,8 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
     state_path = settings.state_dir / STATE_FILE
     place = (name, target_identity(settings, name))
     target = make_target(name, settings)
+    await start_reading(target)
     try:
-        await target.start(clean_up=False)  # a daemon may be uploading at this moment
         gone = await _gone(target, cs.system_id, state_path, place)
         upload_id = await pick_upload(target, cs.system_id)
         if upload_id is None and gone is None:

@@ -45,6 +45,7 @@ from akoshad.storage.errors import PackError
 from akoshad.storage.fetch import RangeReader, fetch_file, fetch_loaded, read_failure
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target, make_target
+from akoshad.targets.local import LocalTarget
 
 
 async def restore_upload(
@@ -199,13 +200,23 @@ def _target_for(args: argparse.Namespace, settings: Settings) -> Target:
     return make_target(choice, settings)
 
 
+async def start_reading(target: Target) -> None:
+    """Start ``target`` for reading: no clean-up (a daemon may be uploading at this moment);
+    an outbox directory that is not there is an error, not "no uploads". On failure the
+    target is closed (a missing bucket: its client too, no noise after the error)."""
+    try:
+        await target.start(clean_up=False)
+        absent = target.absent() if isinstance(target, LocalTarget) else None
+        if absent is not None:
+            raise RestoreError(absent)
+    except BaseException:
+        await target.close()
+        raise
+
+
 async def _with_target(settings: Settings, args: argparse.Namespace) -> tuple[Target, str]:
     target = _target_for(args, settings)
-    try:
-        await target.start(clean_up=False)  # a daemon may be uploading at this moment
-    except BaseException:
-        await target.close()  # a missing bucket: its client is closed, no noise after the error
-        raise
+    await start_reading(target)
     system_id = args.system_id or settings.cloud_sync.system_id
     return target, system_id
 

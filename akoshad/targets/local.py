@@ -86,6 +86,19 @@ class LocalTarget:
         """A descriptor of ``root/parts...``, never through a link (``local_dirs.open_dir``)."""
         return open_dir(self.root, parts, create=create)
 
+    def absent(self) -> str | None:
+        """For a reader: why nothing can be in this outbox (its directory is missing or is
+        no directory: a typo in ``local_target_dir`` is not "no uploads"), else None."""
+        try:
+            st = os.lstat(self.root)
+        except FileNotFoundError:
+            return f"local_target_dir {self.root} does not exist: no upload can be there"
+        except OSError as exc:
+            return f"local_target_dir {self.root} cannot be read: {exc.strerror or exc}"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"local_target_dir {self.root} is not a directory: no upload can be there"
+        return None
+
     async def start(self, *, clean_up: bool = True) -> None:
         if clean_up:
             await asyncio.to_thread(self._start_sync)

@@ -140,6 +140,12 @@ def test_nothing_to_drill(tmp_path: Path) -> None:
     cfg, env = _config(tmp_path)
     (tmp_path / "store").mkdir()
     proc = akoshad("drill", "--config", str(cfg), env=env)
+    assert proc.returncode == 1  # no outbox at all: a typo in local_target_dir, said so
+    outbox = tmp_path / "outbox"
+    want = f"akoshad: local_target_dir {outbox} does not exist: no upload can be there"
+    assert proc.stderr.strip() == want and not outbox.exists()
+    outbox.mkdir()
+    proc = akoshad("drill", "--config", str(cfg), env=env)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"akoshad: nothing to drill: no upload for {SYSTEM} in local"
     assert proc.stdout == ""

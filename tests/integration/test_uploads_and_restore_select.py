@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from akoshad.manifest.layout import MAX_MANIFEST_BYTES
-from tests.helpers import akoshad, wait_for, write_config
+from tests.helpers import akoshad, base_env, wait_for, write_config
 from tests.integration.test_pipeline_local import SYSTEM, Setup
 from tests.integration.test_pipeline_s3 import S3Setup
 from tests.s3server import WeedServer
@@ -138,6 +138,24 @@ def test_uploads_human_table(up: Uploads) -> None:
     assert [line.split()[0] for line in lines[1:]] == up.ids
     files = len(up.manifests[0]["metadata"]["files"])
     assert lines[1].split()[2] == str(files)
+
+
+def test_a_local_target_dir_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    """A typo in ``local_target_dir``: uploads, restore and verify say the directory is not
+    there (exit 1), not "no uploads" (exit 0), and create nothing."""
+    typo = tmp_path / "outbx"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        local_target_dir=str(typo),
+    )
+    env = base_env(tmp_path / "home")
+    for args in (["uploads"], ["restore", "--latest", "--dest", str(tmp_path / "r")], ["verify"]):
+        res = akoshad(*args, "--config", str(cfg), env=env)
+        line = _one_line_error(res)
+        assert line == f"akoshad: local_target_dir {typo} does not exist: no upload can be there"
+    assert not typo.exists() and not (tmp_path / "r").exists()
 
 
 def test_uploads_of_a_system_without_any(up: Uploads) -> None:
