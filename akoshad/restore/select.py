@@ -181,18 +181,32 @@ def stale_sides(entries: Iterable[HasPath]) -> dict[str, tuple[str, ...]]:
 def matching_paths(
     paths: Iterable[str], globs: Sequence[str], duckdbs: Collection[str] = ()
 ) -> set[str]:
-    """The store paths any glob matches (whole path, ``*`` crossing ``/``), plus the WAL
-    of every matched DuckDB database (``duckdbs``: those not named ``.duckdb``).
-    SelectError naming the globs when none matches."""
+    """The store paths any glob matches (whole path, ``*`` crossing ``/``), with the WAL
+    of every matched DuckDB database (``duckdbs``: those not named ``.duckdb``) and the
+    database of every matched WAL: one is never restored without the other. SelectError
+    naming every glob that matches nothing (a typo must not pass for a partial restore)."""
     listed = set(paths)
-    chosen = {p for p in listed if any(fnmatchcase(p, g) for g in globs)}
-    if not chosen:
-        named = ", ".join(repr(g) for g in globs)
-        raise SelectError(f"--path {named} matches no file of the upload")
+    chosen: set[str] = set()
+    unmatched = []
+    for glob in globs:
+        hits = {p for p in listed if fnmatchcase(p, glob)}
+        chosen |= hits
+        if not hits:
+            unmatched.append(glob)
+    if unmatched:
+        named = ", ".join(repr(g) for g in unmatched)
+        folders = [g for g in unmatched if any(p.startswith(g.rstrip("/") + "/") for p in listed)]
+        hint = f" (a directory: use '{folders[0].rstrip('/')}/*')" if folders else ""
+        raise SelectError(f"--path {named} matches no file of the upload{hint}")
+    databases = {
+        w: p for p in listed if (w := wal_of(p, DUCKDB_KIND if p in duckdbs else None)) is not None
+    }
     for path in list(chosen):
         wal = wal_of(path, DUCKDB_KIND if path in duckdbs else None)
         if wal is not None and wal in listed:
             chosen.add(wal)
+        if path in databases:  # a WAL: its database comes too
+            chosen.add(databases[path])
     return chosen
 
 

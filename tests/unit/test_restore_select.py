@@ -40,7 +40,7 @@ def test_star_crosses_slashes_and_the_whole_path_must_match() -> None:
         "sessions/s-2/state.json",
     }
     assert matching_paths(STORE, ["sessions/*-2/*"]) == {"sessions/s-2/state.json"}
-    assert matching_paths(STORE, ["state.json", "activity.db"]) == {"activity.db"}
+    assert matching_paths(STORE, ["activity.db"]) == {"activity.db"}
     assert matching_paths(STORE, ["a.jso?", "[ak]*.db"]) == {"a.json", "activity.db"}
 
 
@@ -50,12 +50,19 @@ def test_a_duckdb_database_brings_its_wal() -> None:
         "reflection.duckdb.wal",
     }
     assert matching_paths(STORE, ["knowledge*"]) == {"knowledge_graph.duckdb"}  # no WAL listed
-    assert matching_paths(STORE, ["*.wal"]) == {"reflection.duckdb.wal"}
+    # and a WAL its database: one without the other would pair two points in time
+    assert matching_paths(STORE, ["*.wal"]) == {"reflection.duckdb", "reflection.duckdb.wal"}
 
 
 def test_no_match_names_every_glob() -> None:
     with pytest.raises(SelectError, match=r"--path 'x\*', 'Reflection.duckdb' matches no file"):
         matching_paths(STORE, ["x*", "Reflection.duckdb"])
+    # one glob of several that matches nothing: a typo, not a partial restore
+    with pytest.raises(SelectError, match=r"^--path 'state.json' matches no file of the upload$"):
+        matching_paths(STORE, ["state.json", "activity.db"])
+    folder = r"'sessions' matches no .* \(a directory: use 'sessions/\*'\)"
+    with pytest.raises(SelectError, match=folder):
+        matching_paths(STORE, ["sessions"])
 
 
 @dataclass(frozen=True)
