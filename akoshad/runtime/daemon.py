@@ -76,6 +76,7 @@ class Daemon:
         self._walked = walked
         self.settings = settings
         self._reload = reload
+        self.reload_refused: str | None = None  # the last reload's refusal, until one passes
         self.started = time.time()
         self.stop_event = asyncio.Event()
         self.wake = asyncio.Event()  # the drain has work
@@ -108,7 +109,7 @@ class Daemon:
             walked = asyncio.create_task(self.feed.walk(), name="walk")
         if walked is not None:
             stack.push_async_callback(settled, walked)
-        self.view = StatusView(self.settings, p, self.started)
+        self.view = StatusView(self.settings, p, self.started, lambda: self.reload_refused)
         self.watchdog = Watchdog(
             self.notifier, WatchdogPolicy(self._stall), p.stats, self.view, self.stop_event
         )
@@ -240,8 +241,10 @@ class Daemon:
         if self._reload is None:
             return False
         new = await read_again(self._reload)
-        if new is None:
+        if isinstance(new, str):
+            self.reload_refused = f"{new} (refused at {time.strftime('%H:%M:%S')})"
             return False
+        self.reload_refused = None
         old = self.settings
         self.settings, self.view.restart_pending = applicable(old, new)  # until a restart
         self.feed.configure(self.settings)

@@ -40,20 +40,18 @@ def waiting_for_restart(old: Settings, new: Settings) -> list[str]:
     return [key for key in RESTART_KEYS if getattr(new, key) != getattr(old, key)]
 
 
-async def read_again(load: Callable[[], Settings]) -> Settings | None:
-    """The configuration loaded and validated again (in a thread), or None after one line
-    saying why it was refused: a reload never takes the daemon down."""
+async def read_again(load: Callable[[], Settings]) -> Settings | str:
+    """The configuration loaded and validated again (in a thread), or the line saying why
+    it was refused (logged): a reload never takes the daemon down."""
     try:
         return await asyncio.to_thread(load)
     except ConfigError as exc:
-        logger.error("reload refused, keeping the running configuration: {}", exc)
+        why = str(exc)
     except Exception as exc:
-        logger.error(
-            "reload refused, keeping the running configuration: {}: {}",
-            type(exc).__name__,
-            redact(str(exc)),
-        )
-    return None
+        why = f"{type(exc).__name__}: {redact(str(exc))}"
+    line = f"reload refused, keeping the running configuration: {why}"
+    logger.error(line)
+    return line
 
 
 def applicable(old: Settings, new: Settings) -> tuple[Settings, list[str]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from akoshad import __version__
@@ -19,13 +20,20 @@ from akoshad.runtime.health import (
     nothing_to_back_up,
 )
 from akoshad.runtime.safety import SafetyPolicy, SafetyTracker, assess
+from akoshad.runtime.webhooks import failing_webhooks
 from akoshad.runtime.wiring import Parts
 
 
 class StatusView:
     """Status of a running daemon, read from its parts."""
 
-    def __init__(self, settings: Settings, parts: Parts, started: float) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        parts: Parts,
+        started: float,
+        reload_refused: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.settings = settings
         self.parts = parts
         self.started = started
@@ -34,6 +42,7 @@ class StatusView:
         # settings a reload read but cannot apply (``runtime.reload.RESTART_KEYS``)
         self.restart_pending: list[str] = []
         self.metrics_error: str | None = None  # metrics_listen set and not served
+        self.reload_refused = reload_refused  # the last reload's refusal, until one passes
 
     def configure(self, settings: Settings) -> None:
         """A reload: the debounce window and the drill interval count in the verdict."""
@@ -62,6 +71,7 @@ class StatusView:
         degraded = p.stats.degraded_reason()
         missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
         empty = None if missing else await self.nothing_to_back_up()
+        webhooks = await p.webhooks.status()
         result: dict[str, Any] = {
             "state": self.state_word(degraded),
             "pid": os.getpid(),
@@ -87,13 +97,12 @@ class StatusView:
             "memories": await p.memory_sync.status() if p.akosha_client is not None else None,
             "skipped": await state.skipped(),
             "system_id": self.settings.cloud_sync.system_id,
-            "webhooks": await p.webhooks.status(),
+            "webhooks": webhooks,
             "last_drill": await p.drills.last(),
             "last_good_drill_at": await p.drills.last_good_at(),  # survives restarts too
             "last_prune": await p.prunes.last(),
             "lease": p.owners.lease(p.primary.name),
-            "warnings": [w for w in (missing, empty, self.unrecorded(), self.metrics_error) if w]
-            + self._restart_warnings(),
+            "warnings": self._warnings(missing, empty, webhooks),
             "metrics_error": self.metrics_error,
             "unrecorded": p.feed.unrecorded,  # changes seen that the queue could not take
             "waiting_for_data_dir": missing is not None,
@@ -123,6 +132,14 @@ class StatusView:
             return None
         why = nothing_selected(self.settings, p.feed.files_on_disk, p.feed.files_excluded)
         return None if why is None else nothing_to_back_up(why, uploaded)
+
+    def _warnings(
+        self, missing: str | None, empty: str | None, webhooks: list[dict[str, Any]]
+    ) -> list[str]:
+        """The status's one-line problems: the store, the queue, metrics, a refused reload,
+        settings waiting for a restart, failing webhooks."""
+        lines = [missing, empty, self.unrecorded(), self.metrics_error, self.reload_refused()]
+        return [w for w in lines if w] + self._restart_warnings() + failing_webhooks(webhooks)
 
     def _restart_warnings(self) -> list[str]:
         """One line per setting changed in the configuration that runs as before until a

@@ -342,3 +342,14 @@ class WebhookSink:
             }
             for h in self.hooks
         ]
+
+
+def failing_webhooks(rows: list[dict[str, Any]]) -> list[str]:
+    """A status warning per webhook (``WebhookSink.status`` rows) whose last delivery
+    failed, until one succeeds: alerting that is itself broken must show."""
+    return [
+        f"webhook {row['url']}: {row['last_error']} (its events are not delivered; "
+        f"{row['pending']} waiting)"
+        for row in rows
+        if row.get("last_error")
+    ]

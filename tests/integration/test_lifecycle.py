@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -12,12 +13,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import daemon_config, manifests, start_daemon, wait_for
+from tests.helpers import akoshad, daemon_config, manifests, start_daemon, wait_for
 from tests.stalled_s3 import StalledServer, stalled_cloud
 
 
 def _setup(tmp_path: Path, **extra: Any) -> tuple[Path, dict[str, str]]:
     return daemon_config(tmp_path, "life", **extra)
+
+
+def _warnings(cfg: Path, env: dict[str, str]) -> list[str]:
+    res = akoshad("status", "--json", "--config", str(cfg), env=env)
+    assert res.returncode == 0, res.stderr
+    return list(json.loads(res.stdout)["warnings"])
 
 
 def test_sigterm_exits_zero_and_keeps_queue(tmp_path: Path) -> None:
@@ -98,6 +105,9 @@ def test_sighup_reload_refuses_garbage_and_applies_valid(tmp_path: Path) -> None
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "reload refused" in log.read_text(), 10)
         assert proc.poll() is None
+        readable = tmp_path / "readable.yaml"  # where the CLI finds the daemon's socket
+        readable.write_text(good)
+        assert any(w.startswith("reload refused") for w in _warnings(readable, env))  # shown
         # still working on the old configuration
         (tmp_path / "store" / "after-garbage.json").write_text("{}")
         wait_for(
@@ -122,6 +132,7 @@ def test_sighup_reload_refuses_garbage_and_applies_valid(tmp_path: Path) -> None
         )
         last = manifests(tmp_path / "outbox", "life")[-1]
         assert "ignored/x.json" not in {f["path"] for f in last["metadata"]["files"]}
+        assert not any(w.startswith("reload refused") for w in _warnings(cfg, env))
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0

@@ -89,6 +89,10 @@ def test_receiver_down_then_up_gets_every_event_across_a_restart(tmp_path: Path)
         st = wait_for(lambda: (x := _status(s))["webhooks"][0]["last_error"] and x, 15)
         assert st["webhooks"][0]["pending"] >= 1
         assert "cannot connect" in st["webhooks"][0]["last_error"]
+        # broken alerting shows in the status's warnings (the URL as redacted)
+        (warning,) = [w for w in st["warnings"] if w.startswith("webhook ")]
+        assert "cannot connect" in warning and "its events are not delivered" in warning
+        assert PASSWORD not in warning
     finally:
         assert stop_daemon(proc) == 0
     (s.store / "akosha_sync_state.json").write_text('{"changed": 2}')
@@ -109,6 +113,7 @@ def test_receiver_down_then_up_gets_every_event_across_a_restart(tmp_path: Path)
         ordered = [r.payload["upload_id"] for r in rx.events("upload")]
         assert ordered == sorted(ordered)  # one webhook's events arrive in order
         wait_for(lambda: _status(s)["webhooks"][0]["pending"] == 0, 15)
+        assert not [w for w in _status(s)["warnings"] if w.startswith("webhook ")]
     finally:
         assert stop_daemon(proc) == 0
         rx.stop()
