@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from akoshad.names import EXIT_FAIL, EXIT_OK
+from akoshad.names import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from akoshad.private import make_private_dirs
 
 IDENTITY_NAME = "identity.txt"
@@ -48,6 +48,9 @@ def cmd_keygen(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Write the identity, print the recipient; exit 1 (one line) when it cannot."""
     from akoshad.storage.crypto import write_new_identity
 
+    if args.output is not None and not str(args.output).strip():
+        print("akoshad: --output is empty: name the file to write the identity to", file=sys.stderr)
+        return EXIT_USAGE
     raw = args.output or default_identity_path(environ)
     # absolute: the hint's identity_file must not depend on the daemon's working directory
     path = Path(os.path.expanduser(str(raw))).absolute()

@@ -67,13 +67,20 @@ def check_url(value: str, example: str = "") -> str:
     no redaction could then tell the password, so such a URL is refused."""
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError(f"must be an http:// or https:// URL{example}")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("holds a space or a control character: percent-encode it (%20)")
     try:
-        _port = urlsplit(value).port  # raises for a host part that does not parse
-    except ValueError:
+        parts = urlsplit(value)
+        _port = parts.port  # raises for a host part that does not parse
+    except ValueError as exc:
+        if "IPv6" in str(exc):
+            raise ValueError("its host part does not parse: a [ is not closed by ]") from None
         raise ValueError(
             "its host part does not parse (the port is not a number from 0 to 65535): "
             "percent-encode a / ? # in its user name or password (%2F %3F %23)"
         ) from None
+    if not parts.hostname:
+        raise ValueError("has no host name")
     return value
 
 

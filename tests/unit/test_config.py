@@ -92,6 +92,10 @@ def test_lists_from_env_as_json(tmp_path: Path) -> None:
         ("debounce_seconds: 10\nmax_delay_seconds: 5\n", "max_delay_seconds"),
         ("min_upload_interval_seconds: -1\n", "min_upload_interval_seconds"),
         ("akosha_url: not a url\n", "akosha_url"),
+        # webhook URLs that passed the check and failed at the first event
+        ("webhooks:\n  - url: 'https://exa mple.com/h'\n", "holds a space or a control"),
+        ("webhooks:\n  - url: 'http://user@:80/'\n", "webhooks.0.url: has no host name"),
+        ("webhooks:\n  - url: 'http://[::1/h'\n", "a [ is not closed by ]"),
         ("- just\n- a list\n", "must be a mapping"),
         ("key: [unclosed\n", "not valid YAML"),
         ("cloud_sync:\n  access_key_id: AKIA\n", "set together"),

@@ -103,3 +103,12 @@ def test_keygen_names_a_relative_output_by_its_absolute_path(
     err = capsys.readouterr().err
     assert f"encryption.identity_file: {tmp_path / 'keys' / 'id.txt'}," in err
     assert _mode(tmp_path / "keys" / "id.txt") == 0o600
+
+
+def test_keygen_refuses_an_empty_output(tmp_path: Path) -> None:
+    """``--output ''`` (an unset variable in a script) is a usage error, not the default."""
+    env = base_env(tmp_path)
+    res = akoshad("keygen", "--output", "", env=env, timeout=60)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == "akoshad: --output is empty: name the file to write the identity to\n"
+    assert not any(tmp_path.rglob("identity.txt"))
