@@ -19,6 +19,7 @@ import itertools
 import os
 import re
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -151,6 +152,31 @@ def _open_subdir(dir_fd: int, name: str, shown: str, force: bool) -> tuple[int, 
             os.unlink(name, dir_fd=dir_fd)  # the link itself, never what it points at
             changed = True
     raise DestError(f"{shown} in --dest keeps changing")
+
+
+def dest_conflict(dest: Path, paths: Iterable[str], force: bool) -> str | None:
+    """The first store path of ``paths`` (files the restore writes, or side files it
+    removes) that ``dest`` cannot take, as the restore would say it, else None (blocking):
+    a directory where a file goes, a file or link where a directory goes (without
+    ``force``). Looked for before anything is written, so that a refused restore leaves
+    nothing half done; the writes check again as they go."""
+    for path in sorted(paths):
+        parts = path.split("/")
+        for n in range(1, len(parts) + 1):
+            try:
+                st = os.lstat(os.path.join(dest, *parts[:n]))
+            except (FileNotFoundError, NotADirectoryError):
+                break  # made by the restore
+            shown = "/".join(parts[:n])
+            if n == len(parts):
+                if stat.S_ISDIR(st.st_mode):
+                    return f"{shown} in --dest is a directory"
+            elif not stat.S_ISDIR(st.st_mode):
+                what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+                if not force:
+                    return f"{shown} in --dest is {what} (use --force to replace it)"
+                break  # replaced: nothing below it is in the way
+    return None
 
 
 def parent_dir(dest_fd: int, path: str, force: bool) -> int:

@@ -32,7 +32,14 @@ from akoshad.manifest.read import (
     load_files,
     load_manifest,
 )
-from akoshad.restore.destdir import DestError, FileSink, dest_link, open_dest, parent_dir
+from akoshad.restore.destdir import (
+    DestError,
+    FileSink,
+    dest_conflict,
+    dest_link,
+    open_dest,
+    parent_dir,
+)
 from akoshad.restore.groups import SpanReader, Unit, work_units
 from akoshad.restore.landing import Committer, DestTree, LandingSink
 from akoshad.restore.parallel import fetch_all, owned_in_thread, to_the_end, weight_of
@@ -69,6 +76,11 @@ async def restore_upload(
     await asyncio.to_thread(_check_dest, dest, force)
     _, files = await load_files(target, system_id, upload_id, identities)
     chosen = select_entries(files, globs)
+    sides = [path + s for path, suffixes in stale_sides(chosen).items() for s in suffixes]
+    writes = [f.path for f in chosen] + sides
+    conflict = await asyncio.to_thread(dest_conflict, dest, writes, force)
+    if conflict is not None:  # refused before anything is written
+        raise RestoreError(conflict)
 
     async def files_now() -> list[StoredFile]:
         return (await load_files(target, system_id, upload_id, identities))[1]

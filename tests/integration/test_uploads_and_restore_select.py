@@ -279,6 +279,26 @@ def test_restore_path_globs_match_the_whole_path(up: Uploads, tmp_path: Path) ->
     assert res.returncode == 0 and "restored 1 file(s)" in res.stdout
 
 
+def test_a_restore_refused_by_its_destination_writes_nothing(up: Uploads, tmp_path: Path) -> None:
+    """A directory where a restored file goes (even with --force), or a file where a
+    directory goes (without it), is found before anything is written: no file of the
+    upload lands beside the refusal."""
+    dest = tmp_path / "r"
+    (dest / "reflection.duckdb").mkdir(parents=True)
+    res = up.cli("restore", "--latest", "--dest", str(dest), "--force")
+    assert _one_line_error(res) == "akoshad: reflection.duckdb in --dest is a directory"
+    assert sorted(p.name for p in dest.iterdir()) == ["reflection.duckdb"]
+    dest = tmp_path / "s"
+    dest.mkdir()
+    (dest / "sessions").write_text("a file where a directory goes")
+    res = up.cli("restore", "--latest", "--dest", str(dest))  # not empty: needs --force
+    assert res.returncode == 1 and "is not empty" in res.stderr
+    (dest / "zz").mkdir()  # another way to be not empty, still with --force only
+    res = up.cli("restore", "--latest", "--dest", str(dest), "--force")
+    assert res.returncode == 0, res.stderr  # --force replaces the file with the directory
+    assert (dest / "sessions").is_dir()
+
+
 def test_restore_path_matching_nothing_fails(up: Uploads, tmp_path: Path) -> None:
     dest = tmp_path / "r"
     res = up.cli(

@@ -13,7 +13,13 @@ import pytest
 
 from akoshad.errors import IntegrityError, RestoreError
 from akoshad.restore import landing
-from akoshad.restore.destdir import _PARTIAL_RE, TEMP_PREFIX, FileSink, remove_partials
+from akoshad.restore.destdir import (
+    _PARTIAL_RE,
+    TEMP_PREFIX,
+    FileSink,
+    dest_conflict,
+    remove_partials,
+)
 from akoshad.restore.readback import restore_files
 from akoshad.storage.stored import StoredFile
 from tests.format2_store import MemTarget, Store
@@ -202,3 +208,21 @@ async def test_stale_sqlite_side_files_beside_a_restored_database_are_removed(
     back = sqlite3.connect(dest / "activity.db")
     assert back.execute("select count(*), min(x) from t").fetchall() == [(100, 0)]
     back.close()
+
+
+def test_dest_conflicts_are_found_before_a_write(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    (dest / "a" / "dir").mkdir(parents=True)
+    (dest / "file").write_text("x")
+    (dest / "link").symlink_to(tmp_path)
+    paths = ["new/x", "a/dir/y", "a/z"]
+    assert dest_conflict(dest, paths, force=False) is None
+    assert dest_conflict(dest, [*paths, "a/dir"], force=True) == "a/dir in --dest is a directory"
+    refused = "file in --dest is not a directory (use --force to replace it)"
+    assert dest_conflict(dest, ["file/y"], force=False) == refused
+    assert dest_conflict(dest, ["file/y"], force=True) is None  # --force replaces it
+    # a link is never followed: what lies behind it is not looked at
+    assert dest_conflict(dest, ["link/dest"], force=False) == (
+        "link in --dest is a symlink (use --force to replace it)"
+    )
+    assert dest_conflict(dest, ["link/dest"], force=True) is None
