@@ -28,7 +28,9 @@ STATUS_EPILOG = (
     "carried over unchanged, pointing at an earlier upload's object. --check prints one "
     "line and exits 0 when healthy, 1 when paused, degraded, waiting for data_dir, when "
     "nothing to back up (no file selected, none ever uploaded), when "
-    "changes seen could not be queued, when metrics_listen cannot be served, or behind "
+    "changes seen could not be queued, when metrics_listen cannot be served, when the last "
+    "restore drill failed, when data_dir, encryption, state_dir, local_target_dir, "
+    "cloud_sync or akosha_url changed and wait for a restart, or behind "
     "(the oldest pending change is older than max_delay_seconds + min_upload_interval_seconds "
     "+ 60 s), 3 with no daemon."
 )
@@ -91,11 +93,24 @@ def behind_after_seconds(
     return float(max_delay_seconds) + float(min_upload_interval_seconds) + BEHIND_GRACE_SECONDS
 
 
+# settings whose change, until a restart, leaves uploads going where or as they went
+DATA_RESTART_KEYS = frozenset(
+    ("data_dir", "encryption", "state_dir", "local_target_dir", "cloud_sync", "akosha_url")
+)
+
+
 def check_problems(status: Mapping[str, Any]) -> list[str]:
     """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
     paused, degraded, waiting for ``data_dir``, nothing to back up, changes the queue could
-    not take, /metrics not served, the last restore drill found problems, or behind."""
+    not take, /metrics not served, the last restore drill found problems, behind, or a
+    change of what is backed up, where or how, that waits for a restart."""
     problems: list[str] = []
+    waiting = [k for k in status.get("restart_pending") or () if k in DATA_RESTART_KEYS]
+    if waiting:
+        problems.append(
+            f"{', '.join(waiting)} changed in the configuration: the previous values are "
+            "used until akoshad is restarted"
+        )
     if status.get("paused") or status.get("state") == "paused":
         problems.append("paused (akoshad resume restarts uploading)")
     reason = status.get("degraded_reason")

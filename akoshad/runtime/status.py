@@ -104,6 +104,7 @@ class StatusView:
             "lease": p.owners.lease(p.primary.name),
             "warnings": self._warnings(missing, empty, webhooks),
             "metrics_error": self.metrics_error,
+            "restart_pending": list(self.restart_pending),  # changed, applied at a restart
             "unrecorded": p.feed.unrecorded,  # changes seen that the queue could not take
             "waiting_for_data_dir": missing is not None,
             "data_dir_problem": missing,  # why, while waiting for it

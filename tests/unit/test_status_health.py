@@ -91,6 +91,11 @@ def test_behind_threshold_adds_the_upload_interval() -> None:
             {"last_drill": {"ok": False, "upload_id": "u1", "problems": ["a.db: x", "b: y"]}},
             "the last restore drill of upload u1 failed: a.db: x (and 1 more)",
         ),
+        (
+            {"restart_pending": ["log_level", "encryption", "local_target_dir"]},
+            "encryption, local_target_dir changed in the configuration: the previous values "
+            "are used until akoshad is restarted",
+        ),
     ],
 )
 def test_check_fails_for_each_problem(change: dict[str, Any], needle: str) -> None:
@@ -109,6 +114,11 @@ def test_check_passes_with_a_good_drill_or_one_that_only_lacked_the_identity() -
     locked = {"ok": False, "needs_identity": True, "upload_id": "u1", "problems": ["sealed"]}
     assert check_problems({**HEALTHY, "last_drill": good}) == []
     assert check_problems({**HEALTHY, "last_drill": locked}) == []
+
+
+def test_check_passes_while_only_log_settings_wait_for_a_restart() -> None:
+    pending = {"restart_pending": ["log_level", "log_format", "webhooks", "metrics_listen"]}
+    assert check_problems({**HEALTHY, **pending}) == []
 
 
 def test_check_not_behind_within_the_limit() -> None:
