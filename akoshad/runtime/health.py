@@ -28,7 +28,8 @@ STATUS_EPILOG = (
     "carried over unchanged, pointing at an earlier upload's object. --check prints one "
     "line and exits 0 when healthy, 1 when paused, degraded, waiting for data_dir, when "
     "nothing to back up (no file selected, none ever uploaded), when "
-    "changes seen could not be queued, when metrics_listen cannot be served, when the last "
+    "changes seen could not be queued, when a file is skipped, when metrics_listen cannot "
+    "be served, when the last "
     "restore drill failed, when data_dir, encryption, state_dir, local_target_dir, "
     "cloud_sync or akosha_url changed and wait for a restart, or behind "
     "(the oldest pending change is older than max_delay_seconds + min_upload_interval_seconds "
@@ -122,6 +123,11 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
         )
     if status.get("nothing_selected"):
         problems.append(str(status["nothing_selected"]))
+    skipped = status.get("skipped")
+    if isinstance(skipped, dict) and skipped:  # left out of every upload, as run --once says
+        path, why = min(skipped.items())
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        problems.append(f"{len(skipped)} file(s) skipped, not backed up ({path}: {why}{more})")
     if status.get("unrecorded"):
         problems.append(f"not recorded: {status['unrecorded']}")
     if status.get("metrics_error"):

@@ -92,6 +92,10 @@ def test_behind_threshold_adds_the_upload_interval() -> None:
             "the last restore drill of upload u1 failed: a.db: x (and 1 more)",
         ),
         (
+            {"skipped": {"b.json": "symlink out of data_dir", "a.json": "name is not UTF-8"}},
+            "2 file(s) skipped, not backed up (a.json: name is not UTF-8 and 1 more)",
+        ),
+        (
             {"restart_pending": ["log_level", "encryption", "local_target_dir"]},
             "encryption, local_target_dir changed in the configuration: the previous values "
             "are used until akoshad is restarted",
