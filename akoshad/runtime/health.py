@@ -15,7 +15,7 @@ from typing import Any
 
 from akoshad.config import Settings
 from akoshad.pipeline.storefiles import unreadable
-from akoshad.runtime.safety import drill_problems
+from akoshad.runtime.safety import drill_problems, skipped_problem
 
 BEHIND_GRACE_SECONDS = 60.0
 
@@ -123,11 +123,9 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
         )
     if status.get("nothing_selected"):
         problems.append(str(status["nothing_selected"]))
-    skipped = status.get("skipped")
-    if isinstance(skipped, dict) and skipped:  # left out of every upload, as run --once says
-        path, why = min(skipped.items())
-        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
-        problems.append(f"{len(skipped)} file(s) skipped, not backed up ({path}: {why}{more})")
+    skipped = skipped_problem(status.get("skipped"))  # left out of every upload
+    if skipped is not None:
+        problems.append(skipped)
     if status.get("unrecorded"):
         problems.append(f"not recorded: {status['unrecorded']}")
     if status.get("metrics_error"):

@@ -14,6 +14,7 @@ from akoshad.runtime.drills import drill_request
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.ownership import takeover_in_daemon
 from akoshad.runtime.prune import prune_request
+from akoshad.runtime.safety import skipped_problem
 
 if TYPE_CHECKING:
     from akoshad.runtime.daemon import Daemon
@@ -70,6 +71,8 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
         missing = await asyncio.to_thread(data_dir_problem, daemon.settings.data_dir)
         # nor is one that selects no file and was never uploaded (an include typo)
         problem = missing or await daemon.view.nothing_to_back_up()
+        # nor is a store with files left out of the upload (run --once exits 1 for them too)
+        problem = problem or skipped_problem(await daemon.state.skipped())
         if problem is not None:
             result["ok_drain"] = False
             result["error"] = "; ".join(e for e in (result.get("error"), problem) if e)

@@ -97,9 +97,19 @@ def _drill(
     return None, "no drill yet", None
 
 
+def skipped_problem(skipped: object) -> str | None:
+    """The line for files left out of every upload (a status's ``skipped``, ``{path:
+    reason}``): a symlink out of ``data_dir``, a file that cannot be read..., or None."""
+    if not isinstance(skipped, Mapping) or not skipped:
+        return None
+    path, why = min(skipped.items())
+    more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+    return f"{len(skipped)} file(s) skipped, not backed up ({path}: {why}{more})"
+
+
 def _store(status: Mapping[str, Any]) -> list[str]:
-    """The reasons nothing is backed up: ``data_dir`` missing or unreadable, or a store
-    that selects no file and was never uploaded."""
+    """The reasons the store is not (all) backed up: ``data_dir`` missing or unreadable, a
+    store that selects no file and was never uploaded, files skipped."""
     reasons: list[str] = []
     problem = status.get("data_dir_problem")
     if problem:
@@ -108,6 +118,9 @@ def _store(status: Mapping[str, Any]) -> list[str]:
         reasons.append(f"data_dir {status.get('data_dir', '?')} cannot be read or does not exist")
     if status.get("nothing_selected"):
         reasons.append(str(status["nothing_selected"]))
+    skipped = skipped_problem(status.get("skipped"))
+    if skipped is not None:
+        reasons.append(skipped)
     return reasons
 
 

@@ -84,6 +84,14 @@ def test_nothing_selected_and_never_uploaded_is_unsafe() -> None:
     assert out["safe"] is False and out["reasons"] == [why]
 
 
+def test_a_skipped_file_is_unsafe() -> None:
+    st = status(skipped={"a.json": "symlink points outside data_dir"})
+    assert assess(st, POLICY, now=T0, started=T0).reasons == [
+        "1 file(s) skipped, not backed up (a.json: symlink points outside data_dir)"
+    ]
+    assert assess(status(skipped={}), POLICY, now=T0, started=T0).reasons == []
+
+
 def test_a_failed_drill_is_unsafe_even_with_drills_off() -> None:
     bad = {"at": T0, "ok": False, "upload_id": "u1", "problems": ["a.db: sha256", "b.db: rows"]}
     off = SafetyPolicy(debounce_seconds=2.0, drill_interval_hours=0)

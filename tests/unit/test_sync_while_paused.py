@@ -27,13 +27,17 @@ class FakeDaemon:
         self.flushed = 0
         self.feed = SimpleNamespace(flush=self._flush, debouncer=[], unrecorded=None)
         self.drain = SimpleNamespace(pacer=SimpleNamespace(waive=lambda: None))
-        self.state = SimpleNamespace(queue_depth=self._depth)
+        self.state = SimpleNamespace(queue_depth=self._depth, skipped=self._skipped)
+        self.skipped: dict[str, str] = {}  # files left out of every upload
 
     async def _flush(self) -> None:
         self.flushed += 1
 
     async def _depth(self) -> int:
         return 0
+
+    async def _skipped(self) -> dict[str, str]:
+        return self.skipped
 
     async def _nothing(self) -> str | None:
         return self.nothing
@@ -64,5 +68,20 @@ async def test_sync_wait_with_nothing_to_back_up_is_not_done(tmp_path: Path) -> 
     result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
     assert result["ok_drain"] is False and result["error"] == daemon.nothing
     daemon.nothing = None
+    result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
+    assert result["ok_drain"] is True and "error" not in result
+
+
+async def test_sync_wait_with_a_file_skipped_is_not_done(tmp_path: Path) -> None:
+    """A file left out of the uploads (skipped at an earlier pass, still skipped): the
+    store is not all backed up, whatever this drain did (``run --once`` exits 1 too)."""
+    daemon = FakeDaemon(tmp_path)
+    daemon.skipped = {"a.json": "symlink points outside data_dir"}
+    result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
+    assert result["ok_drain"] is False
+    assert result["error"] == (
+        "1 file(s) skipped, not backed up (a.json: symlink points outside data_dir)"
+    )
+    daemon.skipped = {}
     result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
     assert result["ok_drain"] is True and "error" not in result
