@@ -78,14 +78,11 @@ def reconcile(
         if _group_changed(data_dir, rel, entries):
             changes.append((rel, "modified"))
     seen = set(walk.files)
-    # include/exclude that select no file of a store that has some: not a reason to empty
-    # the backup (a typo), what was uploaded stays as it is (the status says why)
-    keep_excluded = not walk.files and walk.excluded > 0
-    for group in sorted(groups):
-        if group in seen:
-            continue
-        if flt.allows(group) or not keep_excluded:
-            changes.append((group, "deleted"))  # gone, or now excluded: out of the snapshot
+    # a store that selects no file at all (emptied, an unmounted disk, a directory made
+    # anew, an include typo) does not empty the backup: what was uploaded stays as it is
+    # and the status says why; a file gone or now excluded beside others leaves it
+    if walk.files:
+        changes += [(group, "deleted") for group in sorted(groups) if group not in seen]
     return ReconcileResult(changes, walk.refused, len(walk.files), walk.excluded)
 
 

@@ -310,8 +310,7 @@ class Daemon:
                 await self.parts.webhooks.deliver_queued(WEBHOOK_ONCE_SECONDS)
                 feed = self.feed
                 empty = nothing_selected(self.settings, feed.files_on_disk, feed.files_excluded)
-                left_out = feed.files_excluded > 0
-                return await once_outcome(self.state, ok, reports, stopped_by, empty, left_out)
+                return await once_outcome(self.state, ok, reports, stopped_by, empty)
 
     async def run_forever(self) -> int:
         def on_first(signame: str) -> None:

@@ -42,18 +42,16 @@ async def once_outcome(
     reports: list[PassReport],
     stopped_by: list[str],
     nothing_selected: str | None = None,
-    left_out: bool = False,
 ) -> int:
     """Log what ``run --once`` did (``stopped_by``: the signal that stopped it, if any);
     its exit code. ``nothing_selected``: the store has no file to back up (why), which
-    fails a run that never uploaded anything, or whose files include/exclude all leave
-    out (``left_out``): an ``include`` typo is not a backup."""
+    fails the run: an ``include`` typo, an empty or unmounted ``data_dir`` is not a backup
+    (the last upload, if any, is kept as it is)."""
     if nothing_selected is not None:
         uploaded = await state.last_upload() is not None
-        if left_out or (not reports and not uploaded):
-            then = "the last upload is kept as it is" if uploaded else "nothing was ever uploaded"
-            logger.error("run --once: nothing to back up, {}: {}", then, nothing_selected)
-            return EXIT_FAIL
+        then = "the last upload is kept as it is" if uploaded else "nothing was ever uploaded"
+        logger.error("run --once: nothing to back up, {}: {}", then, nothing_selected)
+        return EXIT_FAIL
     uploads = [r.upload_id for r in reports if r.upload_id and not r.error]
     if uploads:
         logger.info("run --once: uploaded {}", ", ".join(uploads))

@@ -121,15 +121,15 @@ class StatusView:
         return result
 
     async def nothing_to_back_up(self) -> str | None:
-        """One line when the store's last reconcile selected no file, nothing waits and
-        nothing was ever uploaded (an ``include`` typo, an empty ``data_dir``: no backup),
-        else None. Once a file is uploaded, a store that empties is a change like any
-        other."""
+        """One line when the store's last reconcile selected no file (an ``include`` typo,
+        an empty or unmounted ``data_dir``: no backup) and nothing is on its way, else
+        None. With an upload made before, that upload is kept as it is (the reconcile
+        queued no removal) and the line says so."""
         p = self.parts
         if p.feed.files_on_disk != 0 or len(p.feed.debouncer) or p.stats.in_flight:
             return None
         uploaded = await p.state.last_upload() is not None
-        if not p.feed.files_excluded and (uploaded or await p.state.queue_depth()):
+        if not uploaded and await p.state.queue_depth():
             return None
         why = nothing_selected(self.settings, p.feed.files_on_disk, p.feed.files_excluded)
         return None if why is None else nothing_to_back_up(why, uploaded)

@@ -136,8 +136,9 @@ def test_missing_data_dir_config_check_warns_and_run_once_fails(tmp_path: Path) 
 
 def test_run_once_that_selects_no_file_and_never_uploaded_fails(tmp_path: Path) -> None:
     """An ``include`` that matches nothing (a typo) is not a backup: the first run --once
-    exits 1 and says why; once a file is selected it backs up, and from then on a store that
-    empties is a change like any other (exit 0)."""
+    exits 1 and says why; once a file is selected it backs up; a store that then empties
+    (an unmounted disk, a directory made anew) does not empty the backup: exit 1, the last
+    upload kept; a file deleted beside others leaves the next upload as usual."""
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "notes.json").write_text("{}")
     rig = Rig(tmp_path, include=["*.jsn"])
@@ -147,11 +148,19 @@ def test_run_once_that_selects_no_file_and_never_uploaded_fails(tmp_path: Path) 
     assert "include: *.jsn" in res.stderr and "Traceback" not in res.stderr
     assert not rig.outbox.exists() or not any(rig.outbox.rglob("manifest.json"))
     rig = Rig(tmp_path, include=["*.json"])
+    (tmp_path / "store" / "more.json").write_text("[]")
     assert rig.cli("run", "--once").returncode == 0
-    (tmp_path / "store" / "notes.json").unlink()
-    res = rig.cli("run", "--once")
-    assert res.returncode == 0, res.stderr
+    (tmp_path / "store" / "more.json").unlink()
+    assert rig.cli("run", "--once").returncode == 0  # one file gone: a change like any other
     assert len(manifests(rig.outbox, SYSTEM)) == 2
+    (tmp_path / "store" / "notes.json").unlink()
+    res = rig.cli("run", "--once")  # the last one gone: the store selects nothing
+    assert res.returncode == 1, res.stderr
+    assert "nothing to back up, the last upload is kept as it is" in res.stderr
+    assert len(manifests(rig.outbox, SYSTEM)) == 2
+    dest = tmp_path / "back"
+    assert rig.cli("restore", "--latest", "--dest", str(dest)).returncode == 0
+    assert [p.name for p in dest.iterdir()] == ["notes.json"]
 
 
 def test_a_file_excluded_after_its_upload_leaves_the_backup_unread(tmp_path: Path) -> None:
@@ -202,6 +211,30 @@ def test_an_include_that_leaves_every_file_out_keeps_the_last_upload(tmp_path: P
     finally:
         assert stop_daemon(proc) == 0
     assert len(manifests(rig.outbox, SYSTEM)) == 1
+
+
+def test_a_data_dir_made_anew_empty_does_not_empty_the_backup(tmp_path: Path) -> None:
+    """While the daemon runs, ``data_dir`` is moved away and made again, empty (a disk not
+    mounted, a directory recreated): no upload drops every file; the status says why
+    (``status --check`` fails); files written there again go up as usual."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "notes.json").write_text('{"n": 1}')
+    rig = Rig(tmp_path, data_dir=store, min_upload_interval_seconds=0)
+    proc = rig.start()
+    try:
+        wait_for(lambda: manifests(rig.outbox, SYSTEM), 40, interval=0.3)
+        store.rename(tmp_path / "store.bak")
+        store.mkdir()
+        st = wait_for(lambda: (s := rig.status())["nothing_selected"] and s, 30, interval=0.3)
+        assert st["nothing_selected"].endswith("; the last upload is kept as it is")
+        assert rig.cli("status", "--check").returncode == 1
+        assert len(manifests(rig.outbox, SYSTEM)) == 1
+        (store / "notes.json").write_text('{"n": 2}')
+        wait_for(lambda: len(manifests(rig.outbox, SYSTEM)) == 2, 40, interval=0.3)
+        wait_for(lambda: rig.status()["nothing_selected"] is None, 20, interval=0.3)
+    finally:
+        assert stop_daemon(proc) == 0
 
 
 def test_daemon_waiting_for_data_dir_says_so_then_backs_it_up(tmp_path: Path) -> None:

@@ -120,18 +120,21 @@ def _view(
     return StatusView(settings, cast(Parts, fake), started=0.0)
 
 
-async def test_status_says_nothing_to_back_up_until_a_file_is_uploaded(tmp_path: Path) -> None:
+async def test_status_says_nothing_to_back_up_until_a_file_is_selected(tmp_path: Path) -> None:
     line = await _view(tmp_path, FakeState(), 0).nothing_to_back_up()
     assert line is not None
     assert line.startswith("nothing to back up in data_dir (check include/exclude): ")
     assert f"no file in {tmp_path / 'store'} is selected (include: *.duckb;" in line
-    # a file selected, on its way, or an upload made before: not "nothing to back up"
+    # a file selected, or on its way: not "nothing to back up"
     assert await _view(tmp_path, FakeState(), 3).nothing_to_back_up() is None
     assert await _view(tmp_path, FakeState(), None).nothing_to_back_up() is None  # no walk
     assert await _view(tmp_path, FakeState(depth=1), 0).nothing_to_back_up() is None
     assert await _view(tmp_path, FakeState(), 0, debouncer=["a"]).nothing_to_back_up() is None
     assert await _view(tmp_path, FakeState(), 0, in_flight=1).nothing_to_back_up() is None
-    assert await _view(tmp_path, FakeState(uploaded=True), 0).nothing_to_back_up() is None
+    # an upload made before, and a store that selects nothing now (emptied, unmounted):
+    # said, the upload kept
+    line = await _view(tmp_path, FakeState(uploaded=True), 0).nothing_to_back_up()
+    assert line is not None and line.endswith("; the last upload is kept as it is")
 
 
 async def test_status_says_nothing_to_back_up_when_the_filter_leaves_every_file_out(

@@ -1,6 +1,6 @@
 """include/exclude in the reconcile and the capture: a file left out leaves the snapshot
-unread, except when the filter selects no file of a store that has some (a typo must not
-empty the backup)."""
+unread, except when no file is selected at all (an include typo, an emptied or unmounted
+store must not empty the backup)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ LEDGER = {p: row(p) for p in ("notes.json", "sessions/a.json", "gone.json")}
         # an include that still selects a file: the others leave the snapshot
         (("sessions/*",), (), {"gone.json": "deleted", "notes.json": "deleted"}, 1, 1),
         # an include that selects none of the store's files: the backup is kept as it is
-        # (only what is really gone leaves it)
+        # (not even what is really gone leaves it: an empty store empties no backup)
         (("*.jsn",), (), {}, 0, 2),
         # everything excluded: the same
         ((), ("*",), {}, 0, 2),
@@ -65,3 +65,12 @@ def test_a_file_excluded_after_it_was_queued_is_not_read(store: Path, tmp_path: 
     assert isinstance(snap.capture("sessions/a.json"), Captured)
     snap.path_filter = PathFilter()  # a reload that drops the exclude
     assert isinstance(snap.capture("notes.json"), Captured)
+
+
+def test_an_empty_store_queues_no_removal(tmp_path: Path) -> None:
+    """``data_dir`` emptied, or a mount point with nothing mounted: the last upload stays
+    (nothing queued), and the reconcile says no file is selected."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = reconcile(empty, PathFilter(), LEDGER)
+    assert (result.changes, result.on_disk, result.excluded) == ([], 0, 0)
