@@ -30,7 +30,7 @@ STATUS_EPILOG = (
     "nothing to back up (no file selected, none ever uploaded), when "
     "changes seen could not be queued, when a file is skipped, when metrics_listen cannot "
     "be served, when the last "
-    "restore drill failed, when data_dir, encryption, state_dir, local_target_dir, "
+    "restore drill or prune failed, when data_dir, encryption, state_dir, local_target_dir, "
     "cloud_sync or akosha_url changed and wait for a restart, or behind "
     "(the oldest pending change is older than max_delay_seconds + min_upload_interval_seconds "
     "+ 60 s), 3 with no daemon."
@@ -133,6 +133,10 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
     drill = _failed_drill(status.get("last_drill"))
     if drill:
         problems.append(drill)
+    prune = status.get("last_prune")
+    if isinstance(prune, Mapping) and prune.get("ok") is False:  # the target may be gone
+        found = prune.get("problems") or ["no reason recorded"]
+        problems.append(f"the last prune failed: {found[0]} (the daemon tries again)")
     age = _number(status.get("oldest_pending_age_seconds"))
     limit = _number(status.get("behind_after_seconds"))
     if age is not None and limit is not None and age > limit:

@@ -96,6 +96,10 @@ def test_behind_threshold_adds_the_upload_interval() -> None:
             "2 file(s) skipped, not backed up (a.json: name is not UTF-8 and 1 more)",
         ),
         (
+            {"last_prune": {"ok": False, "problems": ["read owner.json: no answer"]}},
+            "the last prune failed: read owner.json: no answer (the daemon tries again)",
+        ),
+        (
             {"restart_pending": ["log_level", "encryption", "local_target_dir"]},
             "encryption, local_target_dir changed in the configuration: the previous values "
             "are used until akoshad is restarted",
