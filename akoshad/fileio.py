@@ -207,3 +207,20 @@ def _open_resolved_fd(real: str | Path, *, blocking: bool = True) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def directory_problem(
+    path: Path, name: str, then: str, *, missing: str | None = None, follow: bool = True
+) -> str | None:
+    """One line when the directory ``path`` (the setting ``name``) is missing, cannot be
+    looked at or is no directory, each ending with ``then`` (what that means; ``missing``
+    instead for a missing one), else None. ``follow``: a symlink to a directory is one."""
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except FileNotFoundError:
+        return f"{name} {path} does not exist: {missing or then}"
+    except OSError as exc:
+        return f"{name} {path} cannot be read ({exc.strerror or exc}): {then}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{name} {path} is not a directory: {then}"
+    return None

@@ -6,14 +6,13 @@ Pure functions (``data_dir_problem`` stats and opens the directory); no daemon s
 
 from __future__ import annotations
 
-import os
-import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from akoshad.config import Settings
+from akoshad.fileio import directory_problem
 from akoshad.pipeline.storefiles import unreadable
 from akoshad.runtime.safety import drill_problems, skipped_problem
 
@@ -40,14 +39,10 @@ STATUS_EPILOG = (
 def data_dir_problem(data_dir: Path) -> str | None:
     """One line when ``data_dir`` is missing, not a directory or cannot be listed (nothing
     is backed up then), else None."""
-    try:
-        st = os.stat(data_dir)
-    except FileNotFoundError:
-        return f"data_dir {data_dir} does not exist: waiting for it to appear, nothing is backed up"
-    except OSError as exc:
-        return f"data_dir {data_dir} cannot be read ({exc.strerror or exc}): nothing is backed up"
-    if not stat.S_ISDIR(st.st_mode):
-        return f"data_dir {data_dir} is not a directory: nothing is backed up"
+    waiting = "waiting for it to appear, nothing is backed up"
+    problem = directory_problem(data_dir, "data_dir", "nothing is backed up", missing=waiting)
+    if problem is not None:
+        return problem
     reason = unreadable(data_dir)
     if reason is not None:  # its permissions changed, a mount refusing access: not empty
         return f"data_dir {data_dir} cannot be read ({reason}): nothing is backed up"

@@ -31,7 +31,7 @@ from loguru import logger
 
 from akoshad.compress import encoded_chunks
 from akoshad.errors import PermanentError, TransientError
-from akoshad.fileio import CHUNK, read_chunks
+from akoshad.fileio import CHUNK, directory_problem, read_chunks
 from akoshad.private import make_private_dirs
 from akoshad.storage.errors import PackError
 from akoshad.targets.base import Compression, Created, StoredObject
@@ -89,15 +89,9 @@ class LocalTarget:
     def absent(self) -> str | None:
         """For a reader: why nothing can be in this outbox (its directory is missing or is
         no directory: a typo in ``local_target_dir`` is not "no uploads"), else None."""
-        try:
-            st = os.lstat(self.root)
-        except FileNotFoundError:
-            return f"local_target_dir {self.root} does not exist: no upload can be there"
-        except OSError as exc:
-            return f"local_target_dir {self.root} cannot be read: {exc.strerror or exc}"
-        if not stat.S_ISDIR(st.st_mode):
-            return f"local_target_dir {self.root} is not a directory: no upload can be there"
-        return None
+        return directory_problem(
+            self.root, "local_target_dir", "no upload can be there", follow=False
+        )
 
     async def start(self, *, clean_up: bool = True) -> None:
         if clean_up:
