@@ -76,11 +76,6 @@ async def restore_upload(
     await asyncio.to_thread(_check_dest, dest, force)
     _, files = await load_files(target, system_id, upload_id, identities)
     chosen = select_entries(files, globs)
-    sides = [path + s for path, suffixes in stale_sides(chosen).items() for s in suffixes]
-    writes = [f.path for f in chosen] + sides
-    conflict = await asyncio.to_thread(dest_conflict, dest, writes, force)
-    if conflict is not None:  # refused before anything is written
-        raise RestoreError(conflict)
 
     async def files_now() -> list[StoredFile]:
         return (await load_files(target, system_id, upload_id, identities))[1]
@@ -105,14 +100,16 @@ async def restore_files(
     background (``landing.Committer``); this returns once every file and directory is on
     disk. A file that meets a missing or damaged chunk is fetched again from where
     ``reload`` (the upload's files loaded again, once) puts it now, when that moved."""
+    stale = stale_sides(files)
     dest_fd = await asyncio.to_thread(open_dest, dest)
     ranges = range_reader(target)
     decode = chunk_decoder(identities)
     try:
+        await asyncio.to_thread(_refuse_conflicts, dest, files, stale, force)
         tree = DestTree(dest_fd, force)
     finally:
         os.close(dest_fd)
-    committer = Committer(tree, stale=stale_sides(files))
+    committer = Committer(tree, stale=stale)
     reloader = Reloader(reload)
 
     async def one(f: StoredFile, reader: RangeReader) -> None:
@@ -172,6 +169,17 @@ async def restore_files(
     finally:
         await committer.close()
     return len(files)
+
+
+def _refuse_conflicts(
+    dest: Path, files: Sequence[StoredFile], stale: dict[str, tuple[str, ...]], force: bool
+) -> None:
+    """RestoreError, before anything is written, when ``dest`` cannot take the files or
+    the side files the restore removes (``destdir.dest_conflict``). Blocking."""
+    writes = [f.path for f in files] + [p + s for p, sides in stale.items() for s in sides]
+    conflict = dest_conflict(dest, writes, force)
+    if conflict is not None:
+        raise RestoreError(conflict)
 
 
 async def _group_bytes(unit: Unit, reader: SpanReader) -> bytes:

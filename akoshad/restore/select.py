@@ -198,16 +198,12 @@ def matching_paths(
         folders = [g for g in unmatched if any(p.startswith(g.rstrip("/") + "/") for p in listed)]
         hint = f" (a directory: use '{folders[0].rstrip('/')}/*')" if folders else ""
         raise SelectError(f"--path {named} matches no file of the upload{hint}")
-    databases = {
-        w: p for p in listed if (w := wal_of(p, DUCKDB_KIND if p in duckdbs else None)) is not None
+    # each database listed with its WAL, both ways: either one brings the other
+    partner = {
+        p: w for p in listed if (w := wal_of(p, DUCKDB_KIND if p in duckdbs else None)) in listed
     }
-    for path in list(chosen):
-        wal = wal_of(path, DUCKDB_KIND if path in duckdbs else None)
-        if wal is not None and wal in listed:
-            chosen.add(wal)
-        if path in databases:  # a WAL: its database comes too
-            chosen.add(databases[path])
-    return chosen
+    partner |= {w: p for p, w in partner.items()}
+    return chosen | {partner[p] for p in chosen if p in partner}
 
 
 def select_entries(entries: Sequence[_E], globs: Sequence[str] | None) -> list[_E]:

@@ -26,11 +26,10 @@ STATUS_EPILOG = (
     "after compression, plus manifests and memories.json; 'deduplicated': files an upload "
     "carried over unchanged, pointing at an earlier upload's object. --check prints one "
     "line and exits 0 when healthy, 1 when paused, degraded, waiting for data_dir, when "
-    "nothing to back up (no file selected, none ever uploaded), when "
-    "changes seen could not be queued, when a file is skipped, when metrics_listen cannot "
-    "be served, when the last "
-    "restore drill or prune failed, when data_dir, encryption, state_dir, local_target_dir, "
-    "cloud_sync or akosha_url changed and wait for a restart, or behind "
+    "nothing to back up (no file selected), when changes seen could not be queued, when a "
+    "file is skipped, when metrics_listen cannot be served, when the last restore drill or "
+    "prune failed, when data_dir, encryption, state_dir, local_target_dir, cloud_sync or "
+    "akosha_url changed and wait for a restart, or behind "
     "(the oldest pending change is older than max_delay_seconds + min_upload_interval_seconds "
     "+ 60 s), 3 with no daemon."
 )
@@ -64,12 +63,17 @@ def nothing_selected(
     )
 
 
+def upload_kept(uploaded: bool) -> str:
+    """What became of the backup of a store that selects no file: ``uploaded``, the last
+    upload is kept as it is (the reconcile queues no removal)."""
+    return "the last upload is kept as it is" if uploaded else "nothing was ever uploaded"
+
+
 def nothing_to_back_up(why: str, uploaded: bool = False) -> str:
-    """The daemon's line for a store that selects no file (``why``: :func:`nothing_selected`)
-    and was never uploaded, or whose files include/exclude all leave out (``uploaded``:
-    the last upload stays as it is): an ``include`` typo is not a backup."""
-    then = "the last upload is kept as it is" if uploaded else "nothing was ever uploaded"
-    return f"nothing to back up in data_dir (check include/exclude): {why}; {then}"
+    """The daemon's line for a store that selects no file (``why``: :func:`nothing_selected`;
+    ``uploaded``: an upload was made before, :func:`upload_kept`): an ``include`` typo, an
+    empty or unmounted ``data_dir`` is not a backup."""
+    return f"nothing to back up in data_dir (check include/exclude): {why}; {upload_kept(uploaded)}"
 
 
 def warn_data_dir(data_dir: Path) -> None:

@@ -13,6 +13,7 @@ from akoshad.names import EXIT_FAIL, EXIT_OK
 from akoshad.pipeline.report import PassReport
 from akoshad.runtime.deadline import finished_within, settled
 from akoshad.runtime.health import nothing_selected as nothing_selected
+from akoshad.runtime.health import upload_kept
 from akoshad.store.db import StateDB
 
 Drained = tuple[bool, list[PassReport]]
@@ -48,9 +49,8 @@ async def once_outcome(
     fails the run: an ``include`` typo, an empty or unmounted ``data_dir`` is not a backup
     (the last upload, if any, is kept as it is)."""
     if nothing_selected is not None:
-        uploaded = await state.last_upload() is not None
-        then = "the last upload is kept as it is" if uploaded else "nothing was ever uploaded"
-        logger.error("run --once: nothing to back up, {}: {}", then, nothing_selected)
+        kept = upload_kept(await state.last_upload() is not None)
+        logger.error("run --once: nothing to back up, {}: {}", kept, nothing_selected)
         return EXIT_FAIL
     uploads = [r.upload_id for r in reports if r.upload_id and not r.error]
     if uploads:

@@ -69,7 +69,7 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
             result["error"] = f"{unrecorded}: not uploaded; the daemon tries again"
         # a store that cannot be read was not synced, however empty the queue
         missing = await asyncio.to_thread(data_dir_problem, daemon.settings.data_dir)
-        # nor is one that selects no file and was never uploaded (an include typo)
+        # nor is one that selects no file (an include typo, an empty or unmounted data_dir)
         problem = missing or await daemon.view.nothing_to_back_up()
         # nor is a store with files left out of the upload (run --once exits 1 for them too)
         problem = problem or skipped_problem(await daemon.state.skipped())

@@ -2,8 +2,9 @@
 
 Safe means all of:
 
-- there is a store to back up: ``data_dir`` exists and can be read, and it selects a file
-  or was uploaded before (an empty selection never uploaded is no backup);
+- there is a store to back up: ``data_dir`` exists and can be read, it selects a file (an
+  empty selection is no backup; an upload made before is kept, not emptied), and no file
+  of it is skipped;
 - nothing waits too long: the oldest change on the queue is younger than
   ``debounce_seconds + min_upload_interval_seconds + one pass`` (a pass: the longer of
   :data:`PASS_ALLOWANCE_SECONDS` and twice the last pass's duration), so the last upload
@@ -109,7 +110,7 @@ def skipped_problem(skipped: object) -> str | None:
 
 def _store(status: Mapping[str, Any]) -> list[str]:
     """The reasons the store is not (all) backed up: ``data_dir`` missing or unreadable, a
-    store that selects no file and was never uploaded, files skipped."""
+    store that selects no file, files skipped."""
     reasons: list[str] = []
     problem = status.get("data_dir_problem")
     if problem:

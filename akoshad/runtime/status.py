@@ -108,7 +108,7 @@ class StatusView:
             "unrecorded": p.feed.unrecorded,  # changes seen that the queue could not take
             "waiting_for_data_dir": missing is not None,
             "data_dir_problem": missing,  # why, while waiting for it
-            "nothing_selected": empty,  # no file selected and none ever uploaded: why
+            "nothing_selected": empty,  # no file selected: why (the last upload is kept)
             "oldest_pending_age_seconds": await self.oldest_pending_age(),
             "behind_after_seconds": behind_after_seconds(
                 self.settings.max_delay_seconds, self.settings.min_upload_interval_seconds
