@@ -28,6 +28,7 @@ from akoshad.runtime.health import STATUS_EPILOG
 if TYPE_CHECKING:  # imported once parsed: --help and usage errors need no pydantic
     from akoshad.config import LoadedConfig, Settings
 
+WARNING_LEVEL = 30  # loguru's WARNING
 CLIENT_COMMANDS = ("status", "sync", "pause", "resume", "queue")
 CONFIG_HELP = (
     "configuration file (YAML); before or after the command, once (two different "
@@ -327,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return loaded
     if args.command != "run":  # run settles once the daemon's modules are imported
         collector.settle()
+        _cli_logs(bool(args.debug or debug_enabled(env)))
     try:
         return _dispatch(args, loaded, list(sys.argv[1:] if argv is None else argv), env)
     except KeyboardInterrupt:
@@ -335,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_stdout()
         return EXIT_FAIL
     except AkoshadError as exc:
-        print(f"akoshad: {exc}", file=sys.stderr)
+        print(f"akoshad: {_as_given(exc, args)}", file=sys.stderr)
         return exc.exit_code
     except ImportError as exc:
         print(f"akoshad: a component is missing: {exc}", file=sys.stderr)
@@ -345,6 +347,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
         print(f"akoshad: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAIL
+
+
+def _as_given(exc: AkoshadError, args: argparse.Namespace) -> str:
+    """An error's line, naming a setting as the user gave it: ``--identity FILE`` reaches
+    the settings as ``encryption.identity_file``, but a problem with it names the option."""
+    text = str(exc)
+    if getattr(args, "identity", None) and type(exc).__name__ == "IdentityFileError":
+        return text.replace("encryption.identity_file ", "--identity ", 1)
+    return text
+
+
+def _cli_logs(debug: bool) -> None:
+    """A command's log lines on stderr as its other messages: ``akoshad: warning: ...``
+    (``run`` sets up the daemon's own logging; no traceback unless debugging)."""
+    from loguru import logger
+
+    def line(record: Any) -> str:
+        level = record["level"]
+        kind = f"{level.name.lower()}: " if level.no >= WARNING_LEVEL else ""
+        return f"akoshad: {kind}{{message}}\n" + ("{exception}" if debug else "")
+
+    def to_stderr(message: Any) -> None:  # the stream of the moment (tests swap it)
+        sys.stderr.write(message)
+
+    logger.remove()
+    logger.add(to_stderr, level="DEBUG" if debug else "INFO", format=line, backtrace=False)
 
 
 def _quiet_stdout() -> None:

@@ -157,7 +157,15 @@ class CloudSync(BaseModel):
     @field_validator("cloud_endpoint")
     @classmethod
     def _endpoint_is_url(cls, value: str | None) -> str | None:
-        return None if value is None else check_url(value)
+        if value is None:
+            return None
+        check_url(value)
+        if "@" in urlsplit(value).netloc:  # botocore would fail each request, unclearly
+            raise ValueError(
+                "holds a user name or password: S3 requests are signed with access_key_id "
+                "and secret_access_key, never with credentials in the URL; take them out"
+            )
+        return value
 
     @model_validator(mode="after")
     def _keys_in_pairs(self) -> CloudSync:

@@ -388,6 +388,32 @@ async def test_a_body_the_server_stops_reading_fails_within_the_timeout(tmp_path
         wedged.close()
 
 
+async def test_a_server_that_never_answers_is_reported_with_the_whole_wait() -> None:
+    """Each request times out after ``timeout`` and is sent again: the last error says how
+    often and for how long in all, not only the one request's timeout."""
+    silent = ReadsThenStops()
+    t = S3Target(
+        bucket="b",
+        endpoint=silent.url,
+        access_key_id="k",
+        secret_access_key="s",
+        timeout=1.0,
+        max_retries=2,
+        retry_backoff=0.05,
+    )
+    try:
+        with pytest.raises(TransientError) as failed:
+            await asyncio.wait_for(t.check(), 60)
+        said = str(failed.value)
+        assert said.startswith("check the bucket: no answer from") and "within 1 s" in said
+        assert "(sent 3 times over " in said and t.requests == 3
+        seconds = int(said.rsplit("over ", 1)[1].split(" s)")[0])
+        assert 3 <= seconds < 30
+    finally:
+        await t.close()
+        silent.close()
+
+
 async def test_5xx_and_slowdown_are_retried_max_retries_times(
     s3: WeedServer, system_id: str
 ) -> None:

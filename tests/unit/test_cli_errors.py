@@ -113,3 +113,40 @@ def test_a_reader_that_goes_away_gets_no_error_line(tmp_path: Path) -> None:
         os.close(write_end)
     assert proc.returncode == 1
     assert proc.stderr == b"", proc.stderr
+
+
+def test_a_command_logs_as_its_other_messages(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A command other than ``run`` writes its log lines as ``akoshad: warning: ...``,
+    not in the log format of a library (time, module, line); a traceback only with
+    ``--debug``."""
+    from loguru import logger
+
+    def logs(*_args: object) -> int:
+        logger.info("did a thing")
+        logger.warning("a planted link: not {}", "followed")
+        try:
+            raise ValueError("inside")
+        except ValueError:
+            logger.exception("it broke")
+        return 0
+
+    monkeypatch.setattr(cli, "_dispatch", logs)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("AKOSHAD_DEBUG", raising=False)
+    for key in list(os.environ):
+        if key.startswith("XDG_"):
+            monkeypatch.delenv(key)
+    try:
+        assert cli.main(["uploads"]) == 0
+        assert capsys.readouterr().err == (
+            "akoshad: did a thing\n"
+            "akoshad: warning: a planted link: not followed\n"
+            "akoshad: error: it broke\n"
+        )
+        assert cli.main(["--debug", "uploads"]) == 0
+        err = capsys.readouterr().err
+        assert err.startswith("akoshad: did a thing\n") and "ValueError: inside" in err
+    finally:
+        logger.remove()

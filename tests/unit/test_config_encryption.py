@@ -188,3 +188,29 @@ def test_identity_on_the_command_line_overrides_the_file(tmp_path: Path) -> None
     assert loaded.effective_sources()["encryption.identity_file"] == "command line"
     for cmd in (["verify"], ["drill"]):
         assert parse_args([*cmd, "--identity", "x"]).identity == "x"
+
+
+def test_an_identity_given_as_option_is_named_so_in_its_error(tmp_path: Path) -> None:
+    """``--identity DIR`` says ``--identity``, not the configuration key the user never
+    set; the configured file keeps its key's name."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "a.json").write_text("{}")
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        local_target_dir=str(tmp_path / "outbox"),
+    )
+    env = base_env(tmp_path)
+    assert akoshad("run", "--once", "--config", str(cfg), env=env, timeout=120).returncode == 0
+    res = akoshad("verify", "--identity", str(tmp_path), "--config", str(cfg), env=env)
+    assert res.returncode == 1
+    assert res.stderr == f"akoshad: --identity {tmp_path} is not a regular file\n"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        local_target_dir=str(tmp_path / "outbox"),
+        encryption={"identity_file": str(tmp_path)},
+    )
+    res = akoshad("verify", "--config", str(cfg), env=env)
+    assert res.returncode == 1
+    assert res.stderr == f"akoshad: encryption.identity_file {tmp_path} is not a regular file\n"

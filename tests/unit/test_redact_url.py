@@ -94,7 +94,7 @@ def test_config_show_and_registration(tmp_path: Path) -> None:
                     "secret": "Hk-Sec-5v",
                 }
             ],
-            "cloud_sync": {"cloud_bucket": "b", "cloud_endpoint": "http://e:End-Pw-6u@s3.local"},
+            "cloud_sync": {"cloud_bucket": "b", "cloud_endpoint": "http://s3.local"},
         },
     )
     shown = json.dumps(settings.redacted())
@@ -104,13 +104,11 @@ def test_config_show_and_registration(tmp_path: Path) -> None:
         "Hook-Pw-3z",
         "Hook-Sig-4w",
         "Hk-Sec-5v",
-        "End-Pw-6u",
     ):
         assert secret not in shown
         assert redact(f"free text with {secret} in it") == f"free text with {R} in it"
     data = settings.redacted()
     assert data["akosha_url"] == f"http://ak:{R}@127.0.0.1:8682/mcp?token={R}"
-    assert data["cloud_sync"]["cloud_endpoint"] == f"http://e:{R}@s3.local"
     # webhook URLs are redacted more strictly: no user info at all
     assert data["webhooks"][0]["url"] == f"https://hooks.example/x?sig={R}"
     assert data["webhooks"][0]["secret"] == R
@@ -120,11 +118,7 @@ def test_config_show_and_registration(tmp_path: Path) -> None:
 def test_reprs_show_endpoints_redacted(tmp_path: Path) -> None:
     from akoshad.targets.s3.target import S3Target
 
-    settings = load_settings(
-        environ={"HOME": str(tmp_path)},
-        overrides={"cloud_sync": {"cloud_bucket": "b", "cloud_endpoint": "http://e:Repr-Pw-9@s3"}},
-    )
-    target = S3Target.from_settings(settings)
+    target = S3Target(bucket="b", endpoint="http://e:Repr-Pw-9@s3")
     assert "Repr-Pw-9" not in repr(target) and f"e:{R}@s3" in repr(target)
 
 
@@ -183,16 +177,14 @@ def test_settings_reprs_hide_url_credentials(tmp_path: Path) -> None:
         overrides={
             "akosha_url": "http://ak:Repr-Ak-Pw-1@127.0.0.1:8682/mcp?token=Repr-Ak-Tok-2",
             "webhooks": [{"url": "https://hooks.example/services/T0/B0/Repr0Hook0Tok3n42"}],
-            "cloud_sync": {"cloud_bucket": "b", "cloud_endpoint": "http://e:Repr-End-Pw-3@s3"},
         },
     )
     texts = [repr(settings), str(settings), repr(settings.cloud_sync), repr(settings.webhooks)]
     texts += [str(settings.cloud_sync), str(settings.webhooks[0]), f"{settings!r}"]
     for text in texts:
-        for secret in ("Repr-Ak-Pw-1", "Repr-Ak-Tok-2", "Repr0Hook0Tok3n42", "Repr-End-Pw-3"):
+        for secret in ("Repr-Ak-Pw-1", "Repr-Ak-Tok-2", "Repr0Hook0Tok3n42"):
             assert secret not in text, text
     assert f"ak:{R}@127.0.0.1:8682" in repr(settings)
-    assert f"e:{R}@s3" in repr(settings.cloud_sync)
     assert "hooks.example/services/T0/B0/" in repr(settings.webhooks[0])
     assert settings.akosha_url is not None and "Repr-Ak-Pw-1" in settings.akosha_url
 
@@ -219,5 +211,25 @@ def test_url_whose_password_ends_its_host_part_is_refused(
     assert message.startswith(f"invalid configuration: {field}: ") and "\n" not in message
     assert "Hid-Den-77" not in message and "percent-encode" in message
     encoded = url.replace(f"Pw{delimiter}", f"Pw{quote(delimiter, safe='')}")
+    if field == "cloud_sync.cloud_endpoint":  # S3 never takes credentials in its URL
+        with pytest.raises(ConfigError, match="holds a user name or password") as info:
+            load_settings(environ={"HOME": str(tmp_path)}, overrides=overrides(encoded))
+        assert "Hid-Den-77" not in str(info.value)
+        return
     settings = load_settings(environ={"HOME": str(tmp_path)}, overrides=overrides(encoded))
     assert "Hid-Den-77" not in json.dumps(settings.redacted())
+
+
+@pytest.mark.parametrize("userinfo", ["e:End-Pw-6u@", "e@", ":End-Pw-6u@"])
+def test_an_s3_endpoint_with_credentials_is_refused(tmp_path: Path, userinfo: str) -> None:
+    """botocore signs each request itself and fails every one sent to a URL holding a
+    user name or password (with an unclear HTTPClientError): refused at load, unechoed."""
+    url = f"http://{userinfo}127.0.0.1:9000"
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            environ={"HOME": str(tmp_path)},
+            overrides={"cloud_sync": {"cloud_bucket": "b", "cloud_endpoint": url}},
+        )
+    message = str(info.value)
+    assert message.startswith("invalid configuration: cloud_sync.cloud_endpoint: holds a user")
+    assert "End-Pw-6u" not in message and "\n" not in message
