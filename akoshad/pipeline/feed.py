@@ -70,6 +70,7 @@ class ChangeFeed:
         self.files_excluded = 0  # and those include/exclude left out
         # why the last changes released could not be put on the queue (None: they were)
         self.unrecorded: str | None = None
+        self._said_not_files: set[str] = set()  # entries that are no file, already said
         self._debounce_wake = asyncio.Event()
 
     def configure(self, settings: Settings) -> None:
@@ -111,6 +112,7 @@ class ChangeFeed:
         self.files_on_disk, self.files_excluded = result.on_disk, result.excluded
         queued = await self.state.enqueue(result.changes)
         await self._settle_skips(result.refused)
+        self._say_not_files(walk.not_files)
         logger.log(
             "DEBUG" if quiet and not queued else "INFO",
             "reconciled {} store file(s) with the ledger: {} change(s) queued",
@@ -150,6 +152,13 @@ class ChangeFeed:
                 self.state.record_skipped(c, refused)
 
             await self.state.transaction(op)
+
+    def _say_not_files(self, entries: dict[str, str]) -> None:
+        """One warning for each selected entry that is no file to back up (a FIFO, a
+        socket, a link to nothing), when a walk first finds it: never a silent gap."""
+        for path in sorted(entries.keys() - self._said_not_files):
+            logger.warning("not syncing {}: {}, not a file to back up", path, entries[path])
+        self._said_not_files = set(entries)
 
     def _not_skippable(self, rel: str) -> bool:
         """No longer a skip: gone from disk, or a directory (only the walk refuses one,

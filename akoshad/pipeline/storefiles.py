@@ -7,11 +7,12 @@ DuckDB temp directories (``*.tmp/``), ``*.tmp`` files and ``.write_test`` are ne
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -100,12 +101,14 @@ def relpath(root: Path, path: Path) -> str | None:
 
 @dataclass(frozen=True)
 class WalkResult:
-    """Store files found on disk, entries refused with a reason, and how many store files
-    include/exclude left out."""
+    """Store files found on disk, entries refused with a reason, how many store files
+    include/exclude left out, and the selected entries that are no file to back up
+    (a FIFO, a socket, a device, a link to nothing: ``{path: what}``, said once, no skip)."""
 
     files: list[str]
     refused: dict[str, str]
     excluded: int = 0
+    not_files: dict[str, str] = field(default_factory=dict)
 
 
 def unreadable(directory: Path) -> str | None:
@@ -144,6 +147,7 @@ def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> Wal
     for its quick check, so the store is walked once."""
     files: list[str] = []
     refused: dict[str, str] = {}
+    not_files: dict[str, str] = {}
     excluded = 0
     real_root = root.resolve()
     if stats is not None:
@@ -154,7 +158,11 @@ def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> Wal
             pass
     for rel, reason in _walk(root, real_root, "", stats, len(str(root)) + 1):
         if reason is not None:
-            if to_change(rel, flt) is not None or reason.startswith("name"):
+            wanted = to_change(rel, flt) is not None
+            if reason.startswith(NOT_A_FILE):
+                if wanted:
+                    not_files[rel] = reason[len(NOT_A_FILE) :]
+            elif wanted or reason.startswith("name"):
                 refused[rel] = reason
             continue
         if is_ignored(rel) or is_side_file(rel):
@@ -164,7 +172,43 @@ def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> Wal
             continue
         files.append(rel)
     files.sort()
-    return WalkResult(files, refused, excluded)
+    return WalkResult(files, refused, excluded, not_files)
+
+
+# a reason ``_walk`` gives for an entry that is no file to back up (not a refusal)
+NOT_A_FILE = "not a file: "
+
+
+def _not_a_file(entry: os.DirEntry[str]) -> str:
+    """What a walked entry that is neither a directory nor a regular file is."""
+    mode = entry.stat(follow_symlinks=False).st_mode
+    if stat.S_ISFIFO(mode):
+        return NOT_A_FILE + "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return NOT_A_FILE + "a socket"
+    return NOT_A_FILE + "a device or special file"
+
+
+def _link(entry: os.DirEntry[str], rel: str, real_root: Path) -> tuple[str, str | None] | None:
+    """A symlink's walk entry: ``(rel, None)`` for a file inside ``root``, a reason
+    otherwise, or None for a linked directory (never walked into: loops)."""
+    try:
+        target = Path(entry.path).resolve()
+    except RuntimeError:  # Python before 3.13
+        return rel, "symlink loop"
+    except OSError as exc:
+        return rel, "symlink loop" if exc.errno == errno.ELOOP else f"cannot follow: {exc}"
+    if not target.is_relative_to(real_root):
+        return rel, "symlink points outside data_dir"
+    if target.is_dir():
+        return None
+    if target.is_file():
+        return rel, None
+    if not os.path.lexists(target):
+        return rel, NOT_A_FILE + "a symlink to nothing"
+    if os.path.islink(target):  # a loop that resolve() left unresolved
+        return rel, "symlink loop"
+    return rel, NOT_A_FILE + "a symlink to a FIFO, socket or device"
 
 
 def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], str | None]:
@@ -201,14 +245,9 @@ def _walk(
             continue
         try:
             if entry.is_symlink():
-                target = Path(entry.path).resolve()
-                if not target.is_relative_to(real_root):
-                    yield rel, "symlink points outside data_dir"
-                    continue
-                if target.is_dir():
-                    continue  # never walk into linked directories (loops)
-                if target.is_file():
-                    yield rel, None
+                linked = _link(entry, rel, real_root)
+                if linked is not None:
+                    yield linked
                 continue
             if entry.is_dir(follow_symlinks=False):
                 if is_ignored(rel):
@@ -218,6 +257,7 @@ def _walk(
                 yield from _walk(root, real_root, rel + "/", stats, base)
             elif entry.is_file(follow_symlinks=False):
                 yield rel, None
-            # sockets, fifos, devices: not store files
-        except (OSError, RuntimeError):
+            else:  # sockets, FIFOs, devices: not store files (never opened: a FIFO blocks)
+                yield rel, _not_a_file(entry)
+        except OSError:
             continue

@@ -80,7 +80,10 @@ def _fork_walk(root: Path, flt: PathFilter) -> tuple[int, int] | None:
             gc.disable()  # short-lived: spare the parent's pages a collection would touch
             stats: fastpath.StatMap = {}
             result = walk_store(root, flt, stats)
-            data = pickle.dumps((result.files, result.refused, result.excluded, stats), protocol=5)
+            data = pickle.dumps(
+                (result.files, result.refused, result.excluded, result.not_files, stats),
+                protocol=5,
+            )
             view = memoryview(data)
             while view:
                 view = view[os.write(w, view) :]
@@ -111,9 +114,11 @@ def _collect(pid: int, fd: int) -> tuple[WalkResult, fastpath.StatMap] | None:
     if status != 0 or not parts:
         return None
     try:
-        files, refused, excluded, stats = pickle.loads(b"".join(parts))
+        files, refused, excluded, not_files, stats = pickle.loads(b"".join(parts))
     except Exception:
         return None
-    if not (isinstance(files, list) and isinstance(refused, dict) and isinstance(stats, dict)):
+    if not all(isinstance(d, dict) for d in (refused, not_files, stats)):
         return None
-    return WalkResult(files, refused, int(excluded)), stats
+    if not isinstance(files, list):
+        return None
+    return WalkResult(files, refused, int(excluded), not_files), stats

@@ -354,3 +354,30 @@ async def test_the_periodic_rescan_queues_what_no_event_reported(rig: Rig) -> No
         stop.set()
         await asyncio.wait_for(task, 5)
     assert task.done() and task.exception() is None
+
+
+async def test_an_entry_that_is_no_file_is_said_once_never_skipped(rig: Rig) -> None:
+    """A FIFO in the store is not backed up (it is never opened: reading one blocks) and
+    is no skip, but a reconcile says so once, not at every rescan; said again once it
+    was gone."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    try:
+        write(rig, "a.json", "{}")
+        os.mkfifo(rig.store / "pipe")
+        assert await rig.feed.reconcile() == 1
+        ok, (report,) = await rig.drain.until_empty()
+        assert ok and report.files_uploaded == ["a.json"]
+        assert await rig.feed.reconcile() == 0
+        said = [line for line in lines if "pipe" in line]
+        assert said == ["not syncing pipe: a FIFO, not a file to back up"]
+        assert await rig.state.skipped() == {}
+        (rig.store / "pipe").unlink()
+        await rig.feed.reconcile()
+        os.mkfifo(rig.store / "pipe")
+        await rig.feed.reconcile()
+        assert len([line for line in lines if "pipe" in line]) == 2
+    finally:
+        logger.remove(sink)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,34 @@ def test_walk_skips_side_files_and_unsafe_links(tmp_path: Path) -> None:
     walk = walk_store(root, ALL)
     assert walk.files == ["a.duckdb", "b.db", "link-in.db", "sessions/s1/state.json"]
     assert walk.refused["link-out.txt"] == "symlink points outside data_dir"
+    assert walk.refused["loop2"] == "symlink loop"  # as the capture calls it
     assert any("UTF-8" in r for r in walk.refused.values())
+    assert walk.not_files == {}
+
+
+def test_walk_names_the_entries_that_are_no_file(tmp_path: Path) -> None:
+    """A FIFO, a socket and a link to nothing are not backed up, but named (said once by
+    the feed), not dropped without a word; left out by include/exclude, not named."""
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "a.json").write_text("{}")
+    os.mkfifo(root / "pipe")
+    os.mkfifo(root / "excluded.fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "s.sock"))
+    os.symlink(root / "missing.json", root / "dangling.json")
+    os.symlink(root / "pipe", root / "to-pipe")
+    try:
+        walk = walk_store(root, PathFilter.of([], ["*.fifo"]))
+    finally:
+        sock.close()
+    assert walk.files == ["a.json"] and walk.refused == {}
+    assert walk.not_files == {
+        "pipe": "a FIFO",
+        "s.sock": "a socket",
+        "dangling.json": "a symlink to nothing",
+        "to-pipe": "a symlink to a FIFO, socket or device",
+    }
 
 
 def test_walk_reads_the_stats_the_quick_check_compares(tmp_path: Path) -> None:
