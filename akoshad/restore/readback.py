@@ -47,7 +47,7 @@ from akoshad.restore.reload import Load, Reloader
 from akoshad.restore.select import pick_at, select_entries, stale_sides
 from akoshad.restore.verify import print_ledger_check, range_reader, verify_upload
 from akoshad.storage.chunk_decode import chunk_decoder
-from akoshad.storage.crypto import Identities
+from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.errors import PackError
 from akoshad.storage.fetch import RangeReader, fetch_file, fetch_loaded, read_failure
 from akoshad.storage.stored import StoredFile
@@ -266,7 +266,14 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             chosen = ([newest] if newest is not None else []) + future
         failed = False
         for upload_id in chosen:
-            report = await verify_upload(target, system_id, upload_id, identities)
+            try:
+                report = await verify_upload(target, system_id, upload_id, identities)
+            except IdentityError as exc:  # sealed to other keys: the others are still checked
+                if len(chosen) == 1:
+                    raise
+                print(f"{upload_id}: not verified: {exc}")
+                failed = True
+                continue
             for problem in report.problems:
                 print(f"{upload_id}: {problem}")
             print(f"{upload_id}: {report.checked} file(s) verified, {report.status}")

@@ -281,6 +281,18 @@ def test_local_target_switch_on_then_change_recipients(tmp_path: Path) -> None:
     documents = [k for k in _outbox_objects(outbox) if "/index/" in k or "/chunklists/" in k]
     assert all(is_sealed((outbox / k).read_bytes()) for k in documents if k.endswith(".age"))
     assert len([k for k in documents if not k.endswith(".age")]) == 1  # the clear chunk list
+    # verify --all with B alone: A's upload is named, not verified; all the others are
+    cfg = encryption_config(tmp_path, sid, [b])
+    verify = akoshad(
+        "verify", "--all", "--config", str(cfg), "--identity", str(tmp_path / "b.txt"), env=env
+    )
+    assert verify.returncode == 1, verify.stderr
+    lines = verify.stdout.splitlines()
+    ids = sorted(p.name for p in (outbox / "systems" / sid / "uploads").iterdir())
+    assert len(ids) == 4, ids  # clear, A, B, B
+    assert any(line.startswith(f"{ids[1]}: not verified: ") for line in lines), lines
+    for upload_id in (ids[0], ids[2], ids[3]):
+        assert any(line.startswith(f"{upload_id}: ") and line.endswith(", ok") for line in lines)
 
 
 def _strip_objects_lists(outbox: Path, sid: str) -> None:
