@@ -71,6 +71,9 @@ class ChangeFeed:
         # why the last changes released could not be put on the queue (None: they were)
         self.unrecorded: str | None = None
         self._said_not_files: set[str] = set()  # entries that are no file, already said
+        # a selected file appeared after a reconcile that found none: reconcile again once
+        # it is queued, so the files gone meanwhile leave the next upload (``run``)
+        self._recount = False
         self._debounce_wake = asyncio.Event()
 
     def configure(self, settings: Settings) -> None:
@@ -200,12 +203,14 @@ class ChangeFeed:
     # ---- changes in ----------------------------------------------------------------------
     def on_change(self, changes: Iterable[tuple[str, Kind]]) -> None:
         """The watcher's callback: touch each path in the debouncer. A selected file written
-        after a reconcile that found none: how many there are is not known until the next."""
+        after a reconcile that found none: how many there are is not known until the next,
+        which ``run`` makes once that file is queued (``_recount_store``)."""
         now = time.monotonic()
         for path, kind in changes:
             self.debouncer.touch(path, kind, now)
             if kind != "deleted" and self.files_on_disk == 0:
                 self.files_on_disk, self.files_excluded = None, 0
+                self._recount = True
         self._debounce_wake.set()
 
     async def run(self, stop_event: asyncio.Event) -> None:
@@ -217,8 +222,18 @@ class ChangeFeed:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._debounce_wake.wait(), timeout)
             due = self.debouncer.due(time.monotonic())
-            if due:
-                await self._enqueue(due)
+            if due and await self._enqueue(due) and self._recount:
+                await self._recount_store()
+
+    async def _recount_store(self) -> None:
+        """A reconcile after a store that selected no file got one again: the ledger's
+        files that did not come back are removed from the next upload (else they stayed
+        in it until the next start or hourly rescan)."""
+        self._recount = False
+        try:
+            await self.reconcile()
+        except (OSError, sqlite3.Error) as exc:
+            logger.warning("the reconcile of {} failed: {}", self.data_dir, exc)
 
     def stop(self) -> None:
         """Let ``run`` see its stop event at once."""
