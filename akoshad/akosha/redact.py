@@ -37,6 +37,22 @@ _LEFT_CHARS = re.compile(r"[\w.-]{0,50}\Z")
 # Values that only name or hide a secret: never redacted (false positives cost memories).
 # An unquoted value that reads as code (a name, an attribute, a call) is not a password.
 _CODE_LIKE = re.compile(r"^(?:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*|[A-Za-z_][\w.]*\(.*)$")
+# ... nor one that reads as a directory (``pwd: /home/ann/src``: the shell's working
+# directory, in many a coding session): an absolute or home path of two parts or more,
+# or of one part that is only letters
+# Rules keyed on a product name that ends other words too (resumo, consumo): the name in
+# lower case right after a lower-case letter is part of such a word, not the product's
+_EMBEDDED_NAME = {
+    "sumologic-access-id": re.compile(r"[a-z]sumo"),
+    "sumologic-access-token": re.compile(r"[a-z]sumo"),
+    "okta-access-token": re.compile(r"[a-z]okta"),
+}
+_NAMED = {
+    "sumologic-access-id": "sumo",
+    "sumologic-access-token": "sumo",
+    "okta-access-token": "okta",
+}
+_PATH_LIKE = re.compile(r"^~?/(?:[\w.@+-]+/)+[\w.@+-]*$|^~?/[A-Za-z]+$")
 _PLACEHOLDER_VALUE = re.compile(
     r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|<[^>]*>|\*+|x+|\.+|\[REDACTED:[^\]]*\]?|"
     r"(?i:none|null|true|false|changeme|password|secret|example|redacted))$"
@@ -122,10 +138,16 @@ class SecretRedactor:
             not any(c.isdigit() for c in secret) or "==" in operator or "!=" in operator
         ):
             return None
+        if rule.kind in _NAMED and _inside_a_word(
+            rule.kind, m.string[max(0, m.start() - 1) : start]
+        ):
+            return None
         if rule.kind == "password-assignment" and m.group(1) is None:
             # unquoted: only a value with a digit or a symbol that does not read as code
             plain = secret.replace("_", "")
             if _CODE_LIKE.match(secret) and (plain.isalpha() or "." in secret):
+                return None
+            if _PATH_LIKE.match(secret):
                 return None
         text = m.string
         line = _line_around(text, m.start(), m.end())
@@ -183,6 +205,13 @@ def default_redactor() -> SecretRedactor:
     """The redactor of the shipped rules, made once per process (its automaton and gate
     take a few hundred ms: not for every request of the long-lived DuckDB child)."""
     return SecretRedactor()
+
+
+def _inside_a_word(kind: str, before: str) -> bool:
+    """Whether every mention of a rule's product name before the secret ends another word
+    (``resumo: <sha256>`` is a summary, not a SumoLogic token)."""
+    mentions = before.lower().count(_NAMED[kind])
+    return mentions > 0 and len(_EMBEDDED_NAME[kind].findall(before)) == mentions
 
 
 def _line_around(text: str, start: int, end: int) -> str:

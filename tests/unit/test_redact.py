@@ -58,6 +58,13 @@ SECRETS = [
     # an unencoded @ in the password: all of it goes, not only what precedes the first @
     ("url-password", "mysql://root:P@ssw0rd@localhost/db", "ssw0rd"),
     ("url-password", "redis://:s3cretRedis9@cache.local:6379/0", "s3cretRedis9"),  # no user
+    ("password-assignment", "password=/s3cr3t9", "/s3cr3t9"),  # a slash is no directory
+    (
+        "sumologic-access-token",
+        "SUMO_ACCESS_TOKEN=9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6e8a1c3e5b7d9f0a2c4e6b8d0f",
+        "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c",
+    ),
+    ("sumologic-access-id", "sumo_access_id=suABCDEFGH1234", "suABCDEFGH1234"),
     # a token as the user name: both go, and a second pass finds nothing more
     (
         "url-password",
@@ -100,6 +107,15 @@ BENIGN = [
     "SELECT count(*) FROM conversations_v2 WHERE id = 'c000042'",
     'if api_key == "b7e6c5d4a3f2e1d0c9b8a7f6e5d4c3b2a1":',
     'assert token != "b7e6c5d4a3f2e1d0c9b8a7f6e5d4c3b2a1"',
+    # the shell's working directory, as sessions print it
+    "cd $(pwd); pwd: /work/main",
+    "$ pwd: /home/ann/src/akoshad/",
+    "PWD=/tmp pwd=~/projects",
+    "pwd: /tmp",
+    # words that end in a product's name (Portuguese: summary, consumption) before a hash
+    "resumo: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "consumo, 9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6e8a1c3e5b7d9f0a2c4e6b8d0f",
+    "resumo: suABCDEFGH1234",
 ]
 
 
