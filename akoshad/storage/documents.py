@@ -1,17 +1,18 @@
 """Stored JSON documents of format 2: index parts and chunk lists (and the parts of split
 chunk lists, ``chunk_parts``).
 
-A document is canonical JSON (sorted keys, compact, ASCII), gzip-compressed (deterministic:
-no time or name in the header), stored at ``systems/{sid}/{index|chunklists}/{pp}/{sha}.json.gz``
+A document is canonical JSON (sorted keys, compact, ASCII), gzip-compressed (no time or
+name in the header), stored at ``systems/{sid}/{index|chunklists}/{pp}/{sha}.json.gz``
 where ``sha`` is the sha256 of the plaintext JSON: identical documents share one object,
 written once. :func:`read_document` fetches one with hard bounds on the stored and the
 decoded bytes, so a hostile target cannot make a reader allocate more than that.
 
 This is the one codec of documents: the format-2 writer (``format2``), the restore reader
 (``format2_read``) and prune (``prune_load`` reads, ``prune_rewrite`` re-encodes after a
-repack) all go through it, so a document has the same key and the same bytes whoever
-writes it. Every problem reading one is a :class:`DocumentError` (a ``ManifestError`` to a
-restore, a ``StorageError`` to the storage engine).
+repack) all go through it, so a document has the same key and the same plaintext whoever
+writes it (nothing relies on one spelling of its compressed bytes). Every problem reading
+one is a :class:`DocumentError` (a ``ManifestError`` to a restore, a ``StorageError`` to
+the storage engine).
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ def document_key(system_id: str, kind: DocumentKind, plain: bytes) -> str:
 
 
 def compress_document(plain: bytes) -> bytes:
-    """The stored bytes of a document's JSON: gzip (ISA-L's level 1, no time stamp), the
-    same bytes every time. On index parts it packs a little tighter than zlib's level 9,
-    about 25 times faster (10,000 entries, 4.8 MB of JSON: 0.005 s against 0.127 s)."""
+    """The stored bytes of a document's JSON: gzip (ISA-L's level 1, no time stamp; its key
+    names the plaintext, not these bytes). On index parts it packs a little tighter than
+    zlib's level 9, about 25 times faster (10,000 entries, 4.8 MB of JSON: 0.005 s against
+    0.127 s)."""
     return igzip.compress(plain, compresslevel=1, mtime=0)
 
 
