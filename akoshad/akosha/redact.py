@@ -40,19 +40,14 @@ _CODE_LIKE = re.compile(r"^(?:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*|[A-Za-z_][\w.]*\(.
 # ... nor one that reads as a directory (``pwd: /home/ann/src``: the shell's working
 # directory, in many a coding session): an absolute or home path of two parts or more,
 # or of one part that is only letters
+_PATH_LIKE = re.compile(r"^~?/(?:[\w.@+-]+/)+[\w.@+-]*$|^~?/[A-Za-z]+$")
 # Rules keyed on a product name that ends other words too (resumo, consumo): the name in
 # lower case right after a lower-case letter is part of such a word, not the product's
-_EMBEDDED_NAME = {
-    "sumologic-access-id": re.compile(r"[a-z]sumo"),
-    "sumologic-access-token": re.compile(r"[a-z]sumo"),
-    "okta-access-token": re.compile(r"[a-z]okta"),
-}
-_NAMED = {
+_PRODUCT_NAMES = {
     "sumologic-access-id": "sumo",
     "sumologic-access-token": "sumo",
     "okta-access-token": "okta",
 }
-_PATH_LIKE = re.compile(r"^~?/(?:[\w.@+-]+/)+[\w.@+-]*$|^~?/[A-Za-z]+$")
 _PLACEHOLDER_VALUE = re.compile(
     r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|<[^>]*>|\*+|x+|\.+|\[REDACTED:[^\]]*\]?|"
     r"(?i:none|null|true|false|changeme|password|secret|example|redacted))$"
@@ -138,7 +133,7 @@ class SecretRedactor:
             not any(c.isdigit() for c in secret) or "==" in operator or "!=" in operator
         ):
             return None
-        if rule.kind in _NAMED and _inside_a_word(
+        if rule.kind in _PRODUCT_NAMES and _inside_a_word(
             rule.kind, m.string[max(0, m.start() - 1) : start]
         ):
             return None
@@ -210,8 +205,9 @@ def default_redactor() -> SecretRedactor:
 def _inside_a_word(kind: str, before: str) -> bool:
     """Whether every mention of a rule's product name before the secret ends another word
     (``resumo: <sha256>`` is a summary, not a SumoLogic token)."""
-    mentions = before.lower().count(_NAMED[kind])
-    return mentions > 0 and len(_EMBEDDED_NAME[kind].findall(before)) == mentions
+    name = _PRODUCT_NAMES[kind]
+    mentions = before.lower().count(name)
+    return mentions > 0 and len(re.findall(f"[a-z]{name}", before)) == mentions
 
 
 def _line_around(text: str, start: int, end: int) -> str:
