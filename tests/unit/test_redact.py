@@ -114,8 +114,8 @@ BENIGN = [
     "pwd: /tmp",
     # words that end in a product's name (Portuguese: summary, consumption) before a hash
     "resumo: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-    "consumo, 9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6e8a1c3e5b7d9f0a2c4e6b8d0f",
-    "resumo: suABCDEFGH1234",
+    "consumo, 4d967a30111bf29f0eba01c448b375c1629b2fed01cdfcc3aed91f1b57d5dd5e",
+    "resumo: suZYXWVUTS9876",
 ]
 
 
