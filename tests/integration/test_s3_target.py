@@ -356,6 +356,11 @@ class ReadsThenStops:
                         break
                     got += len(piece)
 
+    def target(self, **kw: Any) -> S3Target:
+        """An S3 target of this endpoint (``kw``: its timeout, retries...)."""
+        args: dict[str, Any] = {"access_key_id": "k", "secret_access_key": "s"}
+        return S3Target(bucket="b", endpoint=self.url, retry_backoff=0.05, **args, **kw)
+
     def close(self) -> None:
         for conn in [*self.conns, self.sock]:
             conn.close()
@@ -367,16 +372,7 @@ async def test_a_body_the_server_stops_reading_fails_within_the_timeout(tmp_path
     target's timeout and is retried, instead of holding the upload forever."""
     src = random_file(tmp_path / "f", 40 * MiB)  # far more than the socket buffers hold
     wedged = ReadsThenStops()
-    t = S3Target(
-        bucket="b",
-        endpoint=wedged.url,
-        access_key_id="k",
-        secret_access_key="s",
-        timeout=2.0,
-        max_retries=1,
-        retry_backoff=0.05,
-        part_size=64 * MiB,
-    )
+    t = wedged.target(timeout=2.0, max_retries=1, part_size=64 * MiB)
     started = time.monotonic()
     try:
         with pytest.raises(TransientError):
@@ -392,15 +388,7 @@ async def test_a_server_that_never_answers_is_reported_with_the_whole_wait() -> 
     """Each request times out after ``timeout`` and is sent again: the last error says how
     often and for how long in all, not only the one request's timeout."""
     silent = ReadsThenStops()
-    t = S3Target(
-        bucket="b",
-        endpoint=silent.url,
-        access_key_id="k",
-        secret_access_key="s",
-        timeout=1.0,
-        max_retries=2,
-        retry_backoff=0.05,
-    )
+    t = silent.target(timeout=1.0, max_retries=2)
     try:
         with pytest.raises(TransientError) as failed:
             await asyncio.wait_for(t.check(), 60)

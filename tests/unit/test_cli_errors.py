@@ -18,14 +18,19 @@ def _boom(*_args: object) -> int:
     raise RuntimeError("the unexpected")
 
 
-@pytest.fixture
-def broken_dispatch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(cli, "_dispatch", _boom)
-    monkeypatch.setenv("HOME", str(tmp_path))
+def _dispatch_to(monkeypatch: pytest.MonkeyPatch, home: Path, dispatch: object) -> None:
+    """``main`` dispatches to ``dispatch``, in an environment of ``home`` alone."""
+    monkeypatch.setattr(cli, "_dispatch", dispatch)
+    monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("AKOSHAD_DEBUG", raising=False)
     for key in list(os.environ):
         if key.startswith("XDG_"):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def broken_dispatch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _dispatch_to(monkeypatch, tmp_path, _boom)
 
 
 @pytest.mark.usefixtures("broken_dispatch")
@@ -132,12 +137,7 @@ def test_a_command_logs_as_its_other_messages(
             logger.exception("it broke")
         return 0
 
-    monkeypatch.setattr(cli, "_dispatch", logs)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("AKOSHAD_DEBUG", raising=False)
-    for key in list(os.environ):
-        if key.startswith("XDG_"):
-            monkeypatch.delenv(key)
+    _dispatch_to(monkeypatch, tmp_path, logs)
     try:
         assert cli.main(["uploads"]) == 0
         assert capsys.readouterr().err == (
