@@ -353,6 +353,7 @@ def _as_given(exc: AkoshadError, args: argparse.Namespace) -> str:
     """An error's line, naming a setting as the user gave it: ``--identity FILE`` reaches
     the settings as ``encryption.identity_file``, but a problem with it names the option."""
     text = str(exc)
+    # by name: the class lives beside pyrage, which a command without encryption never loads
     if getattr(args, "identity", None) and type(exc).__name__ == "IdentityFileError":
         return text.replace("encryption.identity_file ", "--identity ", 1)
     return text

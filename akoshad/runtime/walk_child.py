@@ -117,8 +117,8 @@ def _collect(pid: int, fd: int) -> tuple[WalkResult, fastpath.StatMap] | None:
         files, refused, excluded, not_files, stats = pickle.loads(b"".join(parts))
     except Exception:
         return None
-    if not all(isinstance(d, dict) for d in (refused, not_files, stats)):
-        return None
-    if not isinstance(files, list):
+    if not isinstance(files, list) or not all(
+        isinstance(d, dict) for d in (refused, not_files, stats)
+    ):
         return None
     return WalkResult(files, refused, int(excluded), not_files), stats
