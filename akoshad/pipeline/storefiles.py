@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from akoshad.fastpath import StatMap, stat_entry, stat_tree
 
@@ -156,14 +156,14 @@ def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> Wal
             stats["."] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         except OSError:
             pass
-    for rel, reason in _walk(root, real_root, "", stats, len(str(root)) + 1):
-        if reason is not None:
+    for rel, odd in _walk(root, real_root, "", stats, len(str(root)) + 1):
+        if odd is not None:
             wanted = to_change(rel, flt) is not None
-            if reason.startswith(NOT_A_FILE):
+            if odd.kind == NOT_A_FILE:
                 if wanted:
-                    not_files[rel] = reason[len(NOT_A_FILE) :]
-            elif wanted or reason.startswith("name"):
-                refused[rel] = reason
+                    not_files[rel] = odd.reason
+            elif wanted or odd.kind == BAD_NAME:
+                refused[rel] = odd.reason
             continue
         if is_ignored(rel) or is_side_file(rel):
             continue
@@ -175,43 +175,55 @@ def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> Wal
     return WalkResult(files, refused, excluded, not_files)
 
 
-# a reason ``_walk`` gives for an entry that is no file to back up (not a refusal)
-NOT_A_FILE = "not a file: "
+# what kind of odd entry ``_walk`` met: a refusal (a skip), a refusal said even for a
+# path the filter leaves out (a name that cannot be named in a manifest), or an entry that
+# is no file to back up (said once, not a skip)
+OddKind = Literal["refused", "bad name", "not a file"]
+REFUSED: OddKind = "refused"
+BAD_NAME: OddKind = "bad name"
+NOT_A_FILE: OddKind = "not a file"
 
 
-def _not_a_file(entry: os.DirEntry[str]) -> str:
+class Odd(NamedTuple):
+    """Why ``_walk`` gives an entry that is not a store file, and what kind of case."""
+
+    reason: str
+    kind: OddKind = REFUSED
+
+
+def _not_a_file(entry: os.DirEntry[str]) -> Odd:
     """What a walked entry that is neither a directory nor a regular file is."""
     mode = entry.stat(follow_symlinks=False).st_mode
     if stat.S_ISFIFO(mode):
-        return NOT_A_FILE + "a FIFO"
+        return Odd("a FIFO", NOT_A_FILE)
     if stat.S_ISSOCK(mode):
-        return NOT_A_FILE + "a socket"
-    return NOT_A_FILE + "a device or special file"
+        return Odd("a socket", NOT_A_FILE)
+    return Odd("a device or special file", NOT_A_FILE)
 
 
-def _link(entry: os.DirEntry[str], rel: str, real_root: Path) -> tuple[str, str | None] | None:
-    """A symlink's walk entry: ``(rel, None)`` for a file inside ``root``, a reason
+def _link(entry: os.DirEntry[str], rel: str, real_root: Path) -> tuple[str, Odd | None] | None:
+    """A symlink's walk entry: ``(rel, None)`` for a file inside ``root``, why not
     otherwise, or None for a linked directory (never walked into: loops)."""
     try:
         target = Path(entry.path).resolve()
     except RuntimeError:  # Python before 3.13
-        return rel, "symlink loop"
+        return rel, Odd("symlink loop")
     except OSError as exc:
-        return rel, "symlink loop" if exc.errno == errno.ELOOP else f"cannot follow: {exc}"
+        return rel, Odd("symlink loop" if exc.errno == errno.ELOOP else f"cannot follow: {exc}")
     if not target.is_relative_to(real_root):
-        return rel, "symlink points outside data_dir"
+        return rel, Odd("symlink points outside data_dir")
     if target.is_dir():
         return None
     if target.is_file():
         return rel, None
     if not os.path.lexists(target):
-        return rel, NOT_A_FILE + "a symlink to nothing"
+        return rel, Odd("a symlink to nothing", NOT_A_FILE)
     if os.path.islink(target):  # a loop that resolve() left unresolved
-        return rel, "symlink loop"
-    return rel, NOT_A_FILE + "a symlink to a FIFO, socket or device"
+        return rel, Odd("symlink loop")
+    return rel, Odd("a symlink to a FIFO, socket or device", NOT_A_FILE)
 
 
-def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], str | None]:
+def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], Odd | None]:
     """The entries of a directory, or none and why it cannot be listed (None when it is
     gone meanwhile: nothing to say)."""
     try:
@@ -219,12 +231,12 @@ def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], str | None]:
     except (FileNotFoundError, NotADirectoryError):
         return [], None
     except OSError as exc:
-        return [], f"cannot list the directory: {exc.strerror or exc}"
+        return [], Odd(f"cannot list the directory: {exc.strerror or exc}")
 
 
 def _walk(
     root: Path, real_root: Path, prefix: str, stats: StatMap | None, base: int
-) -> Iterator[tuple[str, str | None]]:
+) -> Iterator[tuple[str, Odd | None]]:
     entries, problem = _list_dir(root / prefix if prefix else root)
     if problem is not None and prefix:  # its files cannot be seen: say so
         yield prefix[:-1], problem
@@ -240,7 +252,7 @@ def _walk(
                 stat_tree(entry.path, base, stats)
             yield (
                 rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
-                ("name is not valid UTF-8"),
+                Odd("name is not valid UTF-8", BAD_NAME),
             )
             continue
         try:
