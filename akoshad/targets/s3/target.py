@@ -37,6 +37,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from botocore.exceptions import ClientError
+
 from akoshad.events import RequestCounter
 from akoshad.redaction import redact_url
 from akoshad.targets.base import Compression, Created, StoredObject
@@ -57,6 +59,7 @@ from akoshad.targets.s3.multipart import (
     send_file,
     send_whole,
 )
+from akoshad.targets.s3.not_s3 import not_s3, odd_error, odd_listing
 from akoshad.targets.s3.objects import (
     bucket_versioning,
     delete_keys,
@@ -210,12 +213,25 @@ class S3Target:
     async def check(self) -> None:
         """A read-only check of bucket and credentials: a one-key listing, whose error
         replies carry a code (a HEAD's do not), so bad credentials and a missing bucket are
-        told apart. It never creates anything: some servers (SeaweedFS) create a missing
-        bucket on the first write, so writers call this first (see ``ReadCheck``)."""
-        await self._call(
-            lambda c: c.list_objects_v2(Bucket=self.bucket, Prefix=self.own_prefix, MaxKeys=1),
-            what="check the bucket",
-        )
+        told apart; an answer no S3 server gives is an error of its own (``not_s3``). It
+        never creates anything: some servers (SeaweedFS) create a missing bucket on the
+        first write, so writers call this first (see ``ReadCheck``)."""
+
+        async def list_one(client: Any) -> Any:
+            try:
+                return await client.list_objects_v2(
+                    Bucket=self.bucket, Prefix=self.own_prefix, MaxKeys=1
+                )
+            except ClientError as exc:
+                odd = odd_error(exc)
+                if odd is not None:
+                    raise not_s3(self.endpoint, self.bucket, odd) from None
+                raise
+
+        reply = await self._call(list_one, what="check the bucket")
+        odd = odd_listing(reply)
+        if odd is not None:
+            raise not_s3(self.endpoint, self.bucket, odd)
 
     async def close(self) -> None:
         stack, self._stack, self._client, self._pool = self._stack, None, None, None

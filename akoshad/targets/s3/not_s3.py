@@ -1,0 +1,70 @@
+"""An endpoint that answers, but not as an S3 server does: told at the bucket check.
+
+The check every start makes is a one-key bucket listing (``S3Target.check``). An S3 server
+answers it with a listing (``Name``, ``IsTruncated``, ``KeyCount``...) or with an error
+whose XML body carries a code (``NoSuchBucket``, ``AccessDenied``...). Anything else comes
+from something that is not the S3 server the user meant: a web server or proxy on that
+port answering 404 with no body, or 200 with a page (which botocore parses as an empty
+listing: ``uploads`` would say "no uploads"), or an S3 server reached through a
+``cloud_endpoint`` with a path, which reads the path as the bucket and the bucket as a key
+(``NoSuchKey``: an object's error, to a listing). Each is one permanent error naming the
+endpoint and what it answered, with the fix; never "no uploads" nor a retry.
+
+Errors worth another try whoever sends them (5xx, 408, 429) and a bare 403 (a gateway's
+refusal: the access-denied line says the right thing) are left to ``errors.classify``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.exceptions import ClientError
+
+from akoshad.errors import PermanentError
+
+LISTING_FIELDS = ("Name", "IsTruncated", "KeyCount", "MaxKeys", "Contents")
+_LEFT_TO_CLASSIFY = frozenset({403, 408, 429})
+
+
+def odd_error(exc: ClientError) -> str | None:
+    """What an error reply to the bucket listing shows when no S3 server sent it (None
+    when one may have)."""
+    err = exc.response.get("Error", {}) or {}
+    meta = exc.response.get("ResponseMetadata", {}) or {}
+    code = str(err.get("Code", "") or "")
+    status = int(meta.get("HTTPStatusCode", 0) or 0)
+    if status >= 500 or status in _LEFT_TO_CLASSIFY:
+        return None
+    if code == "NoSuchKey":
+        return "NoSuchKey (an object's error, to a bucket listing)"
+    if not code or code == str(status):  # botocore's code when the body held none
+        message = str(err.get("Message", "") or "").strip()
+        return f"{status} {message}".strip() + " with no S3 error code"
+    return None
+
+
+def odd_listing(reply: Mapping[str, Any]) -> str | None:
+    """What a successful answer to the bucket listing was when it holds no listing (None
+    when it does)."""
+    if any(field in reply for field in LISTING_FIELDS):
+        return None
+    meta = reply.get("ResponseMetadata", {}) or {}
+    headers = meta.get("HTTPHeaders", {}) or {}
+    kind = headers.get("content-type") or "no content type"
+    return f"{meta.get('HTTPStatusCode', '?')} ({kind}) with no bucket listing in it"
+
+
+def not_s3(endpoint: str | None, bucket: str, answered: str) -> PermanentError:
+    """The one-line error for an endpoint that ``answered`` the listing as no S3 server
+    does."""
+    fix = "check cloud_sync.cloud_endpoint: the S3 server's scheme://host:port"
+    path = urlsplit(endpoint).path if endpoint else ""
+    if path.strip("/"):
+        fix += f", without the path {path}; the bucket goes in cloud_sync.cloud_bucket"
+    return PermanentError(
+        f"check the bucket {bucket!r}: {endpoint or 'S3'} answered {answered}, "
+        "not as an S3 server does",
+        fix=fix,
+    )
