@@ -69,6 +69,16 @@ def _target(endpoint: str, max_retries: int = 3) -> S3Target:
     )
 
 
+async def _check_fails(t: S3Target, kind: type[Exception]) -> str:
+    """What the bucket check of ``t`` raised (of ``kind``); ``t`` closed after."""
+    try:
+        with pytest.raises(kind) as failed:
+            await t.check()
+    finally:
+        await t.close()
+    return str(failed.value)
+
+
 @pytest.mark.parametrize(
     ("status", "body", "answered"),
     [
@@ -87,12 +97,7 @@ async def test_an_endpoint_that_is_no_s3_server_is_one_permanent_error(
 ) -> None:
     with answering(status, body) as web:
         t = _target(web.url)
-        try:
-            with pytest.raises(PermanentError) as failed:
-                await t.check()
-        finally:
-            await t.close()
-    said = str(failed.value)
+        said = await _check_fails(t, PermanentError)
     assert said == (
         f"check the bucket 'b': {web.url} answered {answered}, not as an S3 server does "
         "(check cloud_sync.cloud_endpoint: the S3 server's scheme://host:port)"
@@ -104,11 +109,7 @@ async def test_a_bare_5xx_is_still_worth_retrying() -> None:
     """A proxy's 503 is a moment's trouble whoever sends it: retried, then transient."""
     with answering(503) as web:
         t = _target(web.url, max_retries=2)
-        try:
-            with pytest.raises(TransientError):
-                await t.check()
-        finally:
-            await t.close()
+        await _check_fails(t, TransientError)
     assert t.requests == 3
 
 
@@ -126,12 +127,7 @@ async def test_an_endpoint_with_a_path_names_the_path(s3: WeedServer, system_id:
         max_retries=3,
         retry_backoff=0.05,
     )
-    try:
-        with pytest.raises(PermanentError) as failed:
-            await t.check()
-    finally:
-        await t.close()
-    said = str(failed.value)
+    said = await _check_fails(t, PermanentError)
     assert "answered NoSuchKey (an object's error, to a bucket listing)" in said
     assert f"without the path /{s3.bucket}; the bucket goes in cloud_sync.cloud_bucket" in said
     assert t.requests == 1
