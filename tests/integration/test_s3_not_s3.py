@@ -63,7 +63,7 @@ def _target(endpoint: str, max_retries: int = 3) -> S3Target:
         bucket="b",
         endpoint=endpoint,
         access_key_id="k",
-        secret_access_key="s",
+        secret_access_key="a-secret-the-page-never-holds",
         retry_backoff=0.05,
         max_retries=max_retries,
     )

@@ -47,6 +47,16 @@ def test_odd_listing() -> None:
     }
     assert odd_listing(page) == "200 (text/html) with no bucket listing in it"
     assert odd_listing({}) == "? (no content type) with no bucket listing in it"
+    long = {"ResponseMetadata": {"HTTPStatusCode": 200, "HTTPHeaders": {"content-type": "x" * 500}}}
+    assert odd_listing(long) == f"200 ({'x' * 77}...) with no bucket listing in it"
+
+
+def test_a_foreign_message_is_kept_short_on_one_line() -> None:
+    said = odd_error(_error(404, "404", "line one\n  line two " + "y" * 200))
+    assert said is not None and "\n" not in said and len(said) < 120
+    assert said.startswith("404 line one line two yyy") and said.endswith(
+        "... with no S3 error code"
+    )
 
 
 def test_not_s3_names_a_path_to_take_out() -> None:

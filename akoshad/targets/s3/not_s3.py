@@ -28,6 +28,12 @@ LISTING_FIELDS = ("Name", "IsTruncated", "KeyCount", "MaxKeys", "Contents")
 _LEFT_TO_CLASSIFY = frozenset({403, 408, 429})
 
 
+def _short(text: str, limit: int = 80) -> str:
+    """What a foreign server sent, in one short piece for a log line."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def odd_error(exc: ClientError) -> str | None:
     """What an error reply to the bucket listing shows when no S3 server sent it (None
     when one may have)."""
@@ -40,7 +46,7 @@ def odd_error(exc: ClientError) -> str | None:
     if code == "NoSuchKey":
         return "NoSuchKey (an object's error, to a bucket listing)"
     if not code or code == str(status):  # botocore's code when the body held none
-        message = str(err.get("Message", "") or "").strip()
+        message = _short(str(err.get("Message", "") or ""))
         return f"{status} {message}".strip() + " with no S3 error code"
     return None
 
@@ -52,7 +58,7 @@ def odd_listing(reply: Mapping[str, Any]) -> str | None:
         return None
     meta = reply.get("ResponseMetadata", {}) or {}
     headers = meta.get("HTTPHeaders", {}) or {}
-    kind = headers.get("content-type") or "no content type"
+    kind = _short(str(headers.get("content-type") or "")) or "no content type"
     return f"{meta.get('HTTPStatusCode', '?')} ({kind}) with no bucket listing in it"
 
 

@@ -225,13 +225,13 @@ class S3Target:
             except ClientError as exc:
                 odd = odd_error(exc)
                 if odd is not None:
-                    raise not_s3(self.endpoint, self.bucket, odd) from None
+                    raise not_s3(self.endpoint, self.bucket, self._redact(odd)) from None
                 raise
 
         reply = await self._call(list_one, what="check the bucket")
         odd = odd_listing(reply)
         if odd is not None:
-            raise not_s3(self.endpoint, self.bucket, odd)
+            raise not_s3(self.endpoint, self.bucket, self._redact(odd))
 
     async def close(self) -> None:
         stack, self._stack, self._client, self._pool = self._stack, None, None, None
