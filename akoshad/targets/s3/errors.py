@@ -5,6 +5,7 @@ which maps a botocore/aiohttp failure to one of akoshad's errors."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -72,6 +73,31 @@ class UploadLost(TransientError):
     """The multipart upload is gone (aborted elsewhere): retry the file, not the request."""
 
 
+class Reply(NamedTuple):
+    """What an S3 error reply says: its code ("" when none), HTTP status (0 when
+    unknown) and message."""
+
+    code: str
+    status: int
+    message: str
+
+
+def reply_of(exc: ClientError) -> Reply:
+    """The code, status and message of a botocore ``ClientError``."""
+    err = exc.response.get("Error", {}) or {}
+    meta = exc.response.get("ResponseMetadata", {}) or {}
+    return Reply(
+        str(err.get("Code", "") or ""),
+        int(meta.get("HTTPStatusCode", 0) or 0),
+        str(err.get("Message", "") or ""),
+    )
+
+
+def status_worth_a_retry(status: int) -> bool:
+    """A reply status that is a moment's trouble, whoever sent it."""
+    return status >= 500 or status in (408, 429)
+
+
 def classify(
     exc: Exception,
     what: str,
@@ -119,10 +145,8 @@ def _classify_reply(
     bucket: str,
     redact: Callable[[str], str],
 ) -> Exception:
-    err = exc.response.get("Error", {}) or {}
+    code, status, message = reply_of(exc)
     meta = exc.response.get("ResponseMetadata", {}) or {}
-    code = str(err.get("Code", "") or "")
-    status = int(meta.get("HTTPStatusCode", 0) or 0)
     if missing is not None and (code in _MISSING_CODES or (status == 404 and not code)):
         return KeyError(missing)
     if code == "NoSuchBucket":
@@ -144,7 +168,7 @@ def _classify_reply(
             f"access denied to bucket {bucket!r} ({code or status})",
             fix="check cloud_sync.access_key_id / secret_access_key and the bucket's policy",
         )
-    message = redact(str(err.get("Message", "") or ""))
+    message = redact(message)
     if code != "BadDigest" and (
         code == "NotImplemented"
         or (status in (400, 501) and "checksum" in f"{code} {message}".lower())
@@ -152,7 +176,7 @@ def _classify_reply(
         return ChecksumRefused(f"{what}: {code or status} {message}".strip())
     if code == "NoSuchUpload":
         return UploadLost(f"{what}: NoSuchUpload")
-    if code in _TRANSIENT_CODES or status >= 500 or status in (408, 429):
+    if code in _TRANSIENT_CODES or status_worth_a_retry(status):
         headers = meta.get("HTTPHeaders", {}) or {}
         retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
         if retry_after is None and (code in _THROTTLING_CODES or status in (429, 503)):

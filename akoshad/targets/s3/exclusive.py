@@ -19,18 +19,13 @@ from botocore.exceptions import ClientError
 
 from akoshad.errors import TransientError
 from akoshad.targets.base import Created
+from akoshad.targets.s3.errors import reply_of
 from akoshad.targets.s3.parts import _CHECKSUM_PARAM, Checksum, body_checksum
 
 if TYPE_CHECKING:
     from akoshad.targets.s3.target import S3Target
 
 Answer = Literal["stored", "exists", "unsupported"]
-
-
-def _reply(exc: ClientError) -> tuple[str, int]:
-    err = exc.response.get("Error", {}) or {}
-    meta = exc.response.get("ResponseMetadata", {}) or {}
-    return str(err.get("Code", "") or ""), int(meta.get("HTTPStatusCode", 0) or 0)
 
 
 async def _put_if_absent(
@@ -49,7 +44,7 @@ async def _put_if_absent(
                 **{_CHECKSUM_PARAM[kind]: checksum},
             )
         except ClientError as exc:
-            code, status = _reply(exc)
+            code, status, _ = reply_of(exc)
             if status == 412 or code == "PreconditionFailed":
                 return "exists"
             if status == 409 or code == "ConditionalRequestConflict":

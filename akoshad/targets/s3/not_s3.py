@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 from botocore.exceptions import ClientError
 
 from akoshad.errors import PermanentError
+from akoshad.targets.s3.errors import reply_of, status_worth_a_retry
 
 LISTING_FIELDS = ("Name", "IsTruncated", "KeyCount", "MaxKeys", "Contents")
-_LEFT_TO_CLASSIFY = frozenset({403, 408, 429})
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -37,17 +37,13 @@ def _short(text: str, limit: int = 80) -> str:
 def odd_error(exc: ClientError) -> str | None:
     """What an error reply to the bucket listing shows when no S3 server sent it (None
     when one may have)."""
-    err = exc.response.get("Error", {}) or {}
-    meta = exc.response.get("ResponseMetadata", {}) or {}
-    code = str(err.get("Code", "") or "")
-    status = int(meta.get("HTTPStatusCode", 0) or 0)
-    if status >= 500 or status in _LEFT_TO_CLASSIFY:
+    code, status, message = reply_of(exc)
+    if status_worth_a_retry(status) or status == 403:
         return None
     if code == "NoSuchKey":
         return "NoSuchKey (an object's error, to a bucket listing)"
     if not code or code == str(status):  # botocore's code when the body held none
-        message = _short(str(err.get("Message", "") or ""))
-        return f"{status} {message}".strip() + " with no S3 error code"
+        return f"{status} {_short(message)}".strip() + " with no S3 error code"
     return None
 
 

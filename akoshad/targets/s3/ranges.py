@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from akoshad.errors import TransientError
 from akoshad.fileio import CHUNK
 from akoshad.storage.errors import PackError
+from akoshad.targets.s3.errors import reply_of
 
 if TYPE_CHECKING:
     from akoshad.targets.s3.target import S3Target
@@ -29,9 +30,8 @@ _PAST_END = object()  # the server said the range starts past the object's end
 
 
 def _past_end(exc: ClientError) -> bool:
-    err = exc.response.get("Error", {}) or {}
-    meta = exc.response.get("ResponseMetadata", {}) or {}
-    return err.get("Code") == "InvalidRange" or meta.get("HTTPStatusCode") == 416
+    code, status, _ = reply_of(exc)
+    return code == "InvalidRange" or status == 416
 
 
 async def _read_body(body: Any, skip: int, length: int) -> bytes:
