@@ -95,10 +95,11 @@ class Rig:
     async def restore(self, upload_id: str) -> dict[str, bytes]:
         """Every file of the upload, fetched and checked by the storage engine."""
         ranges = WholeObjectRanges(self.target)
+        identities = self.settings.encryption.identities_if_set()  # None: none configured
         out: dict[str, bytes] = {}
         for path, f in (await self.files(upload_id)).items():
             pieces: list[bytes] = []
-            await fetch_file(self.target, f, pieces.append, ranges=ranges)
+            await fetch_file(self.target, f, pieces.append, ranges=ranges, identities=identities)
             out[path] = b"".join(pieces)
         return out
 

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Callable
 
 from akoshad.storage.codec import decode_chunk, decompress
-from akoshad.storage.crypto import Identities, decode_sealed_chunk, open_sealed
+from akoshad.storage.crypto import Identities, decode_sealed_chunk, open_sealed_chunk
 from akoshad.storage.errors import CorruptChunk, StorageError
 from akoshad.storage.refs import MAX_CHUNK_SIZE, ChunkRef
 
@@ -66,7 +66,7 @@ def _unhashed(stored: Piece, ref: ChunkRef, identities: Identities | None) -> by
     """What ``decode_chunk``/``decode_sealed_chunk`` do, but the chunk's sha256."""
     _stored_length(stored, ref)
     if ref.encryption == "age":
-        packed = open_sealed(bytes(stored), identities, ref.size)
+        packed = open_sealed_chunk(bytes(stored), ref, identities)
     elif ref.encryption == "none":
         packed = bytes(stored)
     else:
@@ -76,8 +76,9 @@ def _unhashed(stored: Piece, ref: ChunkRef, identities: Identities | None) -> by
 
 def chunk_decoder(identities: Identities | None, *, check: bool = True) -> Decode:
     """How stored chunks are decoded: sealed ones (``encryption: age``) opened with
-    ``identities`` first (a missing or wrong identity is an ``IdentityError``, not damage);
-    each chunk's sha256 checked unless ``check`` is false (the caller hashes the file)."""
+    ``identities`` first (none: an ``IdentityError``, not damage; one that opened the
+    upload's documents and not the chunk: damage, see ``open_sealed_chunk``); each chunk's
+    sha256 checked unless ``check`` is false (the caller hashes the file)."""
 
     def decode(stored: Stored, ref: ChunkRef) -> Stored:
         if ref.encryption == "none" and ref.compression == "none":

@@ -269,6 +269,24 @@ def seal_chunk(
     return used, seal(packed, recipients)
 
 
+def open_sealed_chunk(stored: bytes, ref: ChunkRef, identities: Identities | None) -> bytes:
+    """:func:`open_sealed` of a chunk (at most ``ref.size`` bytes), named by documents of
+    its upload that ``identities`` opened.
+
+    A chunk is sealed to the recipients of the name key its keyed name is under, and the
+    documents naming it are sealed under that key too (chunks are deduplicated only under
+    one key: ``store.chunks``). So when no identity opens the chunk, its age header is
+    damaged (a changed letter of its key share reads to age as "no matching key"):
+    :class:`SealedDamaged`, which a drill heals, not :class:`NotForThisIdentity`."""
+    try:
+        return open_sealed(stored, identities, ref.size)  # "this upload ..." to a user
+    except NotForThisIdentity:
+        raise SealedDamaged(
+            f"chunk {ref.sha256[:12]}: its age header opens with no key of the identity "
+            "that opened the upload's documents (damaged)"
+        ) from None
+
+
 def decode_sealed_chunk(stored: bytes, ref: ChunkRef, identities: Identities | None) -> bytes:
     """The plaintext of a chunk whose ref says ``encryption: "age"``: opened (at most
     ``ref.size`` bytes: compression never grows a stored chunk), decompressed with the
@@ -279,7 +297,7 @@ def decode_sealed_chunk(stored: bytes, ref: ChunkRef, identities: Identities | N
         raise CorruptChunk(
             f"chunk {ref.sha256[:12]}: got {len(stored)} stored bytes, expected {ref.length}"
         )
-    packed = open_sealed(stored, identities, ref.size)  # "this upload ..." to a user
+    packed = open_sealed_chunk(stored, ref, identities)
     data = decompress(packed, ref.compression, ref.size)
     if hashlib.sha256(data).hexdigest() != ref.sha256:
         raise CorruptChunk(f"chunk {ref.sha256[:12]} does not match its sha256")

@@ -59,14 +59,19 @@ async def _drill(drills: DrillScheduler) -> DrillResult:
     return result
 
 
-def _lose(outbox: Path, key: str, how: str) -> None:
+def _lose(outbox: Path, key: str, how: str, offset: int = 0) -> None:
     pack = outbox / key
     if how == "missing":
         pack.unlink()
+        return
+    data = bytearray(pack.read_bytes())
+    if how == "header":  # one letter of the sealed chunk at ``offset``'s X25519 share
+        at = offset + len(b"age-encryption.org/v1\n-> X25519 ") + 5
+        assert data[offset : at - 5].startswith(b"age-encryption.org/v1")
+        data[at] = ord("B") if data[at] != ord("B") else ord("C")  # still base64
     else:  # damaged: one byte flipped in the middle, the size kept
-        data = bytearray(pack.read_bytes())
         data[len(data) // 2] ^= 0xFF
-        pack.write_bytes(bytes(data))
+    pack.write_bytes(bytes(data))
 
 
 async def _lost_then_healed(rig: Rig, how: str) -> tuple[str, list[str]]:
@@ -83,7 +88,7 @@ async def _lost_then_healed(rig: Rig, how: str) -> tuple[str, list[str]]:
     lost = files["big.bin"].chunks[-1].key
     untouched = [c.key for c in files["other.bin"].chunks]
     assert lost not in untouched
-    _lose(rig.settings.local_target_dir, lost, how)
+    _lose(rig.settings.local_target_dir, lost, how, files["big.bin"].chunks[-1].offset)
     drills = _drills(rig)
 
     bad = await _drill(drills)
@@ -115,10 +120,15 @@ async def test_a_lost_pack_found_by_a_drill_is_sent_again(tmp_path: Path, how: s
         await close_rig(rig)
 
 
-async def test_a_lost_sealed_pack_found_by_a_drill_is_sent_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["missing", "damaged", "header"])
+async def test_a_lost_sealed_pack_found_by_a_drill_is_sent_again(tmp_path: Path, how: str) -> None:
+    """A sealed chunk whose age header is damaged (a letter of its key share changed:
+    age then finds no matching key) is damage too, not data sealed to other keys: the
+    upload's documents, sealed to the same recipients, opened with the identity."""
     rig = await open_sealed_rig(tmp_path, SID, with_identity=True)
     try:
-        await _lost_then_healed(rig, "missing")
+        _, uploads = await _lost_then_healed(rig, how)
+        assert await rig.restore(uploads[-1]) == rig.on_disk()
     finally:
         await close_rig(rig)
 

@@ -16,6 +16,7 @@ import pytest
 from pyrage import x25519
 
 from akoshad.errors import ConfigError, PermanentError
+from akoshad.storage.chunk_decode import chunk_decoder
 from akoshad.storage.chunker import iter_stream_chunks
 from akoshad.storage.crypto import (
     MAX_RECIPIENTS,
@@ -235,6 +236,40 @@ def test_sealed_chunk_round_trip_and_checks(tmp_path: Path) -> None:
         decode_sealed_chunk(stored, wrong, ids)
     with pytest.raises(CorruptChunk, match="not sealed"):
         decode_sealed_chunk(stored, ChunkRef(ref.sha256, len(data), "k", 0, 9, "zstd", "none"), ids)
+
+
+def _header_letter_changed(stored: bytes) -> bytes:
+    """``stored`` with one letter of its X25519 key share changed (still base64)."""
+    at = len(b"age-encryption.org/v1\n-> X25519 ") + 5
+    assert stored[at - 11 : at - 6] == b"25519"
+    out = bytearray(stored)
+    out[at] = ord("B") if out[at] != ord("B") else ord("C")
+    return bytes(out)
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_sealed_chunk_with_a_damaged_header_is_damage(tmp_path: Path, check: bool) -> None:
+    """age reads a changed key share as "no matching key"; for a chunk (named by documents
+    that opened with the identity) that is damage, which a drill heals, not "other keys".
+    A body on its own (a document, a name key record) keeps saying other keys."""
+    rec, ids, _ = keypair(tmp_path, "me")
+    data = MARKER * 5000
+    used, stored = seal_chunk(data, rec)
+    ref = ChunkRef(hashlib.sha256(data).hexdigest(), len(data), "k", 0, len(stored), used, "age")
+    bad = _header_letter_changed(stored)
+    with pytest.raises(NotForThisIdentity):
+        open_sealed(bad, ids, len(data))
+    decode = chunk_decoder(ids, check=check)
+    assert decode(stored, ref) == data
+    with pytest.raises(SealedDamaged, match="age header opens with no key") as info:
+        decode(bad, ref)
+    assert not isinstance(info.value, NotForThisIdentity)
+    assert isinstance(info.value, CorruptChunk)
+    _, other, _ = keypair(tmp_path, "other")
+    with pytest.raises(IdentityNeeded):  # no identity at all is still not damage
+        chunk_decoder(None, check=check)(stored, ref)
+    with pytest.raises(SealedDamaged):  # the chunk of an upload its documents said is ours
+        chunk_decoder(other, check=check)(stored, ref)
 
 
 def test_recipient_change_keeps_old_data_readable_with_the_old_identity(tmp_path: Path) -> None:
