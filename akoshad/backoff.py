@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -79,17 +80,28 @@ async def with_retries(
 
     ``retryable`` can refuse a particular transient error (it then goes to the caller at
     once, still transient: worth another try later, not now). ``on_retry(exc, attempt,
-    delay)`` is told of each retry before the wait.
+    delay)`` is told of each retry before the wait. The error that ends a loop that tried
+    more than once says how often and over how long (:func:`say_tries`).
     """
     attempt = 0
+    started = time.monotonic()
     while True:
         try:
             return await op()
         except TransientError as exc:
             if attempt >= max_retries or (retryable is not None and not retryable(exc)):
+                if attempt:
+                    say_tries(exc, attempt + 1, time.monotonic() - started)
                 raise
             delay = next_delay(exc, attempt, base, cap, rng)
             if on_retry is not None:
                 on_retry(exc, attempt + 1, delay)
             await sleep(delay)
             attempt += 1
+
+
+def say_tries(exc: TransientError, tries: int, seconds: float) -> None:
+    """Add to a request's last failure how often it was sent and how long that took in
+    all: a request that timed out after 30 s each time kept its caller waiting longer."""
+    if exc.args and isinstance(exc.args[0], str):
+        exc.args = (f"{exc.args[0]} (sent {tries} times over {seconds:.0f} s)", *exc.args[1:])

@@ -10,7 +10,7 @@ import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -61,10 +61,17 @@ def _shown(args: ReprArgs, how: dict[str, Callable[[str], str]]) -> ReprArgs:
 
 
 def check_url(value: str, example: str = "") -> str:
-    """``value`` when it is an http(s) URL whose host part parses; ``ValueError`` (never
-    echoing the value) otherwise. A password holding an unencoded ``/``, ``?`` or ``#``
-    ends the host part there (``http://user:pa/ss@host`` is host ``user``, port ``pa``):
-    no redaction could then tell the password, so such a URL is refused."""
+    """``value`` when it is an http(s) URL whose host part parses (:func:`parsed_url`)."""
+    parsed_url(value, example)
+    return value
+
+
+def parsed_url(value: str, example: str = "") -> SplitResult:
+    """The parts of ``value`` when it is an http(s) URL whose host part parses;
+    ``ValueError`` (never echoing the value) otherwise. A password holding an unencoded
+    ``/``, ``?`` or ``#`` ends the host part there (``http://user:pa/ss@host`` is host
+    ``user``, port ``pa``): no redaction could then tell the password, so such a URL is
+    refused."""
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError(f"must be an http:// or https:// URL{example}")
     if any(ch.isspace() or not ch.isprintable() for ch in value):
@@ -81,7 +88,7 @@ def check_url(value: str, example: str = "") -> str:
         ) from None
     if not parts.hostname:
         raise ValueError("has no host name")
-    return value
+    return parts
 
 
 def slug_system_id(hostname: str) -> str:
@@ -159,8 +166,7 @@ class CloudSync(BaseModel):
     def _endpoint_is_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        check_url(value)
-        if "@" in urlsplit(value).netloc:  # botocore would fail each request, unclearly
+        if "@" in parsed_url(value).netloc:  # botocore would fail each request, unclearly
             raise ValueError(
                 "holds a user name or password: S3 requests are signed with access_key_id "
                 "and secret_access_key, never with credentials in the URL; take them out"

@@ -20,8 +20,13 @@ from typing import Any, TypeVar
 from akoshad.manifest.facts import Facts
 from akoshad.manifest.layout import ManifestError, entries_of
 from akoshad.storage import chunk_parts
-from akoshad.storage.crypto import Identities, IdentityNeeded, sealed_size_bound
-from akoshad.storage.documents import MAX_DOCUMENT_BYTES, fetch_stored
+from akoshad.storage.crypto import (
+    Identities,
+    IdentityNeeded,
+    NotForThisIdentity,
+    sealed_size_bound,
+)
+from akoshad.storage.documents import MAX_DOCUMENT_BYTES, DocumentError, fetch_stored
 from akoshad.storage.errors import RefError
 from akoshad.storage.refs import (
     ChunkListPartRef,
@@ -68,6 +73,7 @@ class _Budget:
         self.left = limit
         self.keys: set[str] = set()  # the documents read
         self.identities = identities
+        self.opened_sealed = False  # a sealed document of the manifest opened
 
     def limit(self, what: str) -> int:
         """The most ``what`` may take (its own bound, or what is left)."""
@@ -183,9 +189,20 @@ async def _read(target: Target, key: str, comp: str, enc: str, what: str, budget
     )
     budget.spend(len(stored))
     budget.keys.add(key)
-    return await asyncio.to_thread(
-        decode_document_sealed, stored, comp, enc, what, budget.identities, MAX_DOCUMENT_BYTES
-    )
+    try:
+        doc = await asyncio.to_thread(
+            decode_document_sealed, stored, comp, enc, what, budget.identities, MAX_DOCUMENT_BYTES
+        )
+    except NotForThisIdentity:
+        if not budget.opened_sealed:
+            raise
+        # every document of an upload is sealed to the same recipients (its name key's)
+        raise DocumentError(
+            f"{what}: its age header opens with no key of the identity that opened the "
+            "upload's other documents (damaged)"
+        ) from None
+    budget.opened_sealed = budget.opened_sealed or enc == "age"
+    return doc
 
 
 def _index_parts(metadata: Mapping[str, Any], root: str) -> list[IndexPartRef]:
@@ -223,7 +240,9 @@ async def _raw_entries(
         (lambda p=p: _read(target, p.key, p.compression, p.encryption, "index part", budget))
         for p in parts
     ]
-    docs = await _bounded(jobs, FETCH_IN_FLIGHT)
+    # the first part alone: a sealed part that does not open after it did is damage
+    docs = [await jobs[0]()] if jobs else []
+    docs += await _bounded(jobs[1:], FETCH_IN_FLIGHT)
     out: list[tuple[str, object]] = []
     for part, doc in zip(parts, docs, strict=True):
         what = f"index part {part.key}"
@@ -347,7 +366,8 @@ async def read_entries(
     index parts and chunk lists read are added to ``documents`` when given. The sealed
     documents of an encrypted upload are opened with ``identities``: without them,
     :class:`~akoshad.storage.crypto.IdentityNeeded` (one line, exit 1), with the wrong ones
-    ``NotForThisIdentity``.
+    ``NotForThisIdentity`` (but a sealed document that does not open after another of the
+    manifest did is damaged: ``DocumentError``).
 
     Raises ManifestError (one line) for anything malformed, missing or over a bound;
     a target's own errors (``TransientError``, ...) pass through.

@@ -32,7 +32,7 @@ from akoshad.storage.owner import Ownership
 from akoshad.storage.packs import PACK_MAX, PackWriter, SealedPack
 from akoshad.storage.prune_load import PruneError, PruneInput, load_for_prune
 from akoshad.storage.prune_plan import PrunePlan, Step, plan_prune
-from akoshad.storage.prune_refs import ManifestRefs, manifest_refs
+from akoshad.storage.prune_refs import ManifestRefs
 from akoshad.storage.prune_rewrite import RelocationError, Relocator, Rewriter
 from akoshad.storage.repack import NewPack
 from akoshad.storage.retention import Retention, Upload, apply_retention
@@ -181,7 +181,7 @@ class _Run:
         assert self.rewriter is not None
         loaded = self.loaded.by_key()[manifest_key]
         try:
-            new = await self.rewriter.rewrite(manifest_key, loaded.doc)
+            new = await self.rewriter.rewrite(manifest_key, loaded.doc, loaded.upload_id)
         except RelocationError as exc:
             raise PruneError(f"rewriting {manifest_key}: {exc}; old packs kept") from None
         if new is not None:
@@ -195,12 +195,7 @@ class _Run:
         for m in self.loaded.manifests:
             if m.upload_id not in kept:
                 continue
-            doc = self.rewritten.get(m.key)
-            r = (
-                m.refs
-                if doc is None
-                else manifest_refs(m.upload_id, m.key, doc, self.rewriter.documents)
-            )
+            r = self.rewriter.refs[m.key] if m.key in self.rewritten else m.refs
             live |= r.named(packs=True)
         return live
 

@@ -27,7 +27,7 @@ from akoshad.storage.documents import (
 )
 from akoshad.storage.errors import RefError
 from akoshad.storage.prune_refs import ChunkRef as PlanChunk
-from akoshad.storage.prune_refs import manifest_refs
+from akoshad.storage.prune_refs import ManifestRefs, manifest_refs
 from akoshad.storage.repack import NewPack
 from akoshad.storage.sealed_documents import Resealing, document_encryption, sealed_index_part_json
 from akoshad.targets.base import Target
@@ -89,6 +89,7 @@ class Rewriter:
     relocator: Relocator
     documents: dict[str, dict[str, Any]]
     written: dict[str, int] = field(default_factory=dict)  # new document key -> stored size
+    refs: dict[str, ManifestRefs] = field(default_factory=dict)  # of each manifest rewritten
 
     async def _store(self, kind: DocumentKind, doc: dict[str, Any], old_key: str) -> str:
         """Store ``doc`` (replacing ``old_key``), sealed (the relocator's ``resealing``) when
@@ -173,9 +174,12 @@ class Rewriter:
             changed |= did
         return out, changed
 
-    async def rewrite(self, manifest_key: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    async def rewrite(
+        self, manifest_key: str, manifest: dict[str, Any], upload_id: str = ""
+    ) -> dict[str, Any] | None:
         """Write the rewritten documents, then the manifest; returns the new manifest, or
-        None when nothing in it moved (then nothing is written)."""
+        None when nothing in it moved (then nothing is written). What the new one
+        references is kept in ``refs``."""
         meta = manifest.get("metadata")
         if not isinstance(meta, dict):
             return None
@@ -192,10 +196,11 @@ class Rewriter:
         if not changed:
             return None
         new = {**manifest, "metadata": new_meta}
+        moved = manifest_refs(upload_id, manifest_key, new, self.documents)
         if isinstance(index, dict) and isinstance(index.get("objects"), list):
-            moved = manifest_refs("", manifest_key, new, self.documents)
             new_meta["index"] = {**new_meta["index"], "objects": moved.objects_list(new)}
         data = encode_manifest(new)
         await self.target.put_bytes(manifest_key, data, "application/json")
         self.written[manifest_key] = len(data)
+        self.refs[manifest_key] = moved
         return new

@@ -241,6 +241,36 @@ async def test_a_lost_index_part_is_written_again_by_the_next_upload(
         await close_rig(rig)
 
 
+async def test_a_sealed_index_part_with_a_damaged_header_is_written_again(
+    tmp_path: Path,
+) -> None:
+    """A sealed index part (not the first) whose age header is damaged reads to age as
+    sealed to other keys; the upload's first part opened with the identity, so it is
+    damage: the drill has the documents written again (it does not say the daemon needs
+    the identity), and the next upload is whole."""
+    rig = await open_sealed_rig(tmp_path, SID, with_identity=True)
+    try:
+        for i in range(300):  # enough entries for an index in parts
+            rig.write(f"d/f{i:04d}.json", b'{"n": %d}' % i)
+        await rig.sync()
+        (first,) = await rig.uploads()
+        parts = _index_parts(await rig.manifest(first))
+        assert len(parts) >= 2
+        _lose(rig.settings.local_target_dir, parts[1], "header")
+        drills = _drills(rig)
+        bad = await _drill(drills)
+        assert not bad.ok and not bad.needs_identity, bad
+        assert bad.documents_unreadable and "damaged" in bad.problems[0], bad.problems
+        await rig.sync()  # no file changed
+        newest = (await rig.uploads())[-1]
+        assert newest != first and parts[1] in _index_parts(await rig.manifest(newest))
+        again = await _drill(drills)
+        assert again.ok and again.upload_id == newest, again.problems
+        assert await rig.restore(newest) == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
 async def test_a_loss_an_older_kept_upload_still_shows_is_healed_once(tmp_path: Path) -> None:
     """Uploads kept by retention that used a lost pack report it at every prune until they
     expire; once the newest upload no longer uses it, a prune queues nothing, asks for no

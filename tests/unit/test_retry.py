@@ -66,9 +66,10 @@ async def test_gives_up_after_max_retries() -> None:
     async def sleep(_s: float) -> None:
         return None
 
-    with pytest.raises(TransientError):
+    with pytest.raises(TransientError) as info:
         await with_retries(op, max_retries=3, base=0.1, sleep=sleep)
     assert calls == 4
+    assert str(info.value) == "down (sent 4 times over 0 s)"  # the wait it cost, in all
 
 
 async def test_permanent_not_retried() -> None:
@@ -92,9 +93,10 @@ async def test_zero_retries_means_one_attempt() -> None:
         calls += 1
         raise TransientError("x")
 
-    with pytest.raises(TransientError):
+    with pytest.raises(TransientError) as info:
         await with_retries(op, max_retries=0, base=0.1)
     assert calls == 1
+    assert str(info.value) == "x"  # sent once: nothing to add
 
 
 async def test_retry_after_is_waited_and_reported() -> None:

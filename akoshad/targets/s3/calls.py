@@ -5,7 +5,6 @@ again with Content-MD5 when the server refuses the CRC32 checksum header."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,32 +48,16 @@ async def call(
                 target._reread_credentials = True  # rotated? the next call reads them
             raise err from None
 
-    tries = 1
-
     def counted(_exc: TransientError, _attempt: int, _delay: float) -> None:
-        nonlocal tries
-        tries += 1
         target.retries += 1
 
-    started = time.monotonic()
-    try:
-        return await with_retries(
-            once,
-            max_retries=target.max_retries,
-            base=target.retry_backoff,
-            on_retry=counted,
-            retryable=lambda exc: not isinstance(exc, UploadLost),
-        )
-    except TransientError as exc:
-        if tries > 1 and exc.args and isinstance(exc.args[0], str):
-            say_tries(exc, tries, time.monotonic() - started)
-        raise
-
-
-def say_tries(exc: TransientError, tries: int, seconds: float) -> None:
-    """Add to a request's last failure how often it was sent and how long that took in
-    all: a request that timed out after 30 s each time kept its caller waiting longer."""
-    exc.args = (f"{exc.args[0]} (sent {tries} times over {seconds:.0f} s)", *exc.args[1:])
+    return await with_retries(
+        once,
+        max_retries=target.max_retries,
+        base=target.retry_backoff,
+        on_retry=counted,
+        retryable=lambda exc: not isinstance(exc, UploadLost),
+    )
 
 
 async def checked(target: S3Target, put: Callable[[Checksum], Awaitable[T]]) -> T:
