@@ -190,14 +190,7 @@ async def _restore_one(
     """Restore one file into the drill directory: restored intact ("ok"), a problem of its
     own ("bad"), or the drill must stop ("stop": the target or the disk failed)."""
     try:
-        sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
-        try:
-            budget = weight_of(entry.stored_size)
-            size, _sha = await fetch_file(
-                target, entry, sink, ranges=ranges, memory_budget=budget, identities=identities
-            )
-        finally:
-            os.close(sink.dir_fd)
+        size = await _fetch_confirmed(target, ranges, entry, dest_fd, result, identities)
     except DestError as exc:
         result.problems.append(f"{entry.path}: {exc}")
         return "bad"
@@ -215,6 +208,48 @@ async def _restore_one(
     result.files += 1
     result.bytes += size
     return "ok"
+
+
+async def _fetch_into(
+    target: Target,
+    ranges: RangeReader | None,
+    entry: StoredFile,
+    dest_fd: int,
+    identities: Identities | None,
+) -> int:
+    """Fetch ``entry`` into the drill directory, every byte checked; its size."""
+    sink = await asyncio.to_thread(sink_for, dest_fd, entry, False)
+    try:
+        budget = weight_of(entry.stored_size)
+        size, _sha = await fetch_file(
+            target, entry, sink, ranges=ranges, memory_budget=budget, identities=identities
+        )
+    finally:
+        os.close(sink.dir_fd)
+    return size
+
+
+async def _fetch_confirmed(
+    target: Target,
+    ranges: RangeReader,
+    entry: StoredFile,
+    dest_fd: int,
+    result: DrillResult,
+    identities: Identities | None,
+) -> int:
+    """:func:`_fetch_into`; a file whose read met a missing or damaged object is read once
+    more, from the target itself (not a group's shared read): only a loss seen twice is
+    one. A read that went wrong on its way would otherwise have the daemon send every file
+    of that object again."""
+    try:
+        return await _fetch_into(target, ranges, entry, dest_fd, identities)
+    except IntegrityError as exc:
+        if exc.object_key is None:
+            raise
+        first = str(exc)
+    size = await _fetch_into(target, None, entry, dest_fd, identities)
+    result.notes.append(f"read again intact after a first read found: {first}")
+    return size
 
 
 async def drill_upload(

@@ -15,6 +15,7 @@ from akoshad.events import EventBus
 from akoshad.restore.drill import DrillResult
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.prune import PruneScheduler
+from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
 from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig, open_sealed_rig, rig_settings
 from tests.holding import KEEP_LAST_ONE, prune_scheduler
@@ -40,11 +41,11 @@ def _prunes(rig: Rig, target: CountingTarget) -> tuple[PruneScheduler, asyncio.E
     return prunes, woken
 
 
-def _drills(rig: Rig) -> DrillScheduler:
+def _drills(rig: Rig, target: Target | None = None) -> DrillScheduler:
     drills = DrillScheduler(
         rig.settings,
         state=rig.state,
-        target=rig.target,
+        target=rig.target if target is None else target,
         events=EventBus(SID),
         stop_event=asyncio.Event(),
         pass_lock=asyncio.Lock(),
@@ -129,6 +130,53 @@ async def test_a_lost_sealed_pack_found_by_a_drill_is_sent_again(tmp_path: Path,
     try:
         _, uploads = await _lost_then_healed(rig, how)
         assert await rig.restore(uploads[-1]) == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
+class GarblesOnce(LocalTarget):
+    """A local target whose first read of ``key`` comes back with a byte changed (a read
+    that went wrong on its way, the object itself intact)."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        super().__init__(root)
+        self.key, self.reads = key, 0
+
+    def _garbled(self, key: str, data: bytes) -> bytes:
+        if key != self.key:
+            return data
+        self.reads += 1
+        return bytes([data[0] ^ 0xFF]) + data[1:] if self.reads == 1 else data
+
+    async def read_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._garbled(key, await super().read_range(key, offset, length))
+
+
+@pytest.mark.parametrize("file", ["big.bin", "notes.json"])
+async def test_a_read_gone_wrong_once_is_read_again_and_sends_nothing(
+    tmp_path: Path, file: str
+) -> None:
+    """A drill whose read of a pack came back damaged once reads the file again; intact
+    the second time, nothing is lost (a note says what the first read found) and nothing
+    is sent again. Before, the daemon sent every file of that pack again. Damage that is
+    really there is still found by the second read (the tests above)."""
+    settings = rig_settings(tmp_path, SID)
+    rig = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    try:
+        rig.write("big.bin", random.Random(5).randbytes(3 * MiB))
+        rig.write("notes.json", b'{"kept": true}')
+        await rig.sync()
+        (first,) = await rig.uploads()
+        key = (await rig.files(first))[file].chunks[-1].key
+        flaky = GarblesOnce(settings.local_target_dir, key)
+        drills = _drills(rig, flaky)
+        result = await _drill(drills)
+        assert flaky.reads >= 2  # garbled once, then read intact
+        assert result.ok and not result.problems and not result.damaged_objects, result
+        assert len(result.notes) == 1 and "read again intact" in result.notes[0], result.notes
+        assert key in result.notes[0]
+        assert drills.wake is not None and not drills.wake.is_set()
+        assert await rig.state.queue_items() == []
     finally:
         await close_rig(rig)
 
