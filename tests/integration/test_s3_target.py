@@ -402,6 +402,31 @@ async def test_a_server_that_never_answers_is_reported_with_the_whole_wait() -> 
         silent.close()
 
 
+async def test_the_bucket_check_of_a_server_that_never_answers_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bucket check (every command's and the daemon's first request) waits at most
+    ``CHECK_ANSWER_SECONDS`` per try, not the upload timeout (300 s by default): a server
+    that takes the request and never answers is reported in seconds, not after 20 min."""
+    import akoshad.targets.s3.target as s3_target
+
+    monkeypatch.setattr(s3_target, "CHECK_ANSWER_SECONDS", 1.0)
+    silent = ReadsThenStops()
+    t = silent.target(timeout=300.0, max_retries=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransientError) as failed:
+            await asyncio.wait_for(t.check(), 60)
+        took = time.monotonic() - started
+        said = str(failed.value)
+        assert said.startswith(f"check the bucket: no answer from {silent.url} within 1 s")
+        assert "(sent 2 times over " in said and t.requests == 2
+        assert 2 <= took < 15, took
+    finally:
+        await t.close()
+        silent.close()
+
+
 async def test_5xx_and_slowdown_are_retried_max_retries_times(
     s3: WeedServer, system_id: str
 ) -> None:

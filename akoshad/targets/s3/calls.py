@@ -5,6 +5,7 @@ again with Content-MD5 when the server refuses the CRC32 checksum header."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,10 +29,13 @@ async def call(
     *,
     what: str,
     missing: str | None = None,
+    answer_within: float | None = None,
 ) -> T:
     """Send one request with akoshad's retry policy; errors come out classified.
 
     ``missing``: the key whose absence (404) is a ``KeyError``, not an error.
+    ``answer_within``: the most seconds each try may take in all (else only the client's
+    connect and read timeouts bound it), a transient error past it.
     """
     client = await target._ensure_client()
     if target._reread_credentials:
@@ -40,8 +44,16 @@ async def call(
 
     async def once() -> T:
         target.requests += 1
+        bound = asyncio.timeout(answer_within)  # None: no bound
         try:
-            return await op(client)
+            async with bound:
+                return await op(client)
+        except TimeoutError:
+            if not bound.expired():
+                raise target._classify(TimeoutError(), what, missing=missing) from None
+            raise TransientError(
+                f"{what}: no answer from {target.endpoint or 'S3'} within {answer_within:.0f} s"
+            ) from None
         except Exception as exc:
             err = target._classify(exc, what, missing=missing)
             if isinstance(err, CredentialsRejected) and not target._configured_keys:

@@ -83,6 +83,8 @@ if TYPE_CHECKING:
     from akoshad.config import Settings
 
 T = TypeVar("T")
+# the most one try of the bucket check (a one-key listing) waits for its answer
+CHECK_ANSWER_SECONDS = 30.0
 MiB = 1024 * 1024
 PARTS_IN_FLIGHT = 4
 
@@ -228,7 +230,14 @@ class S3Target:
                     raise not_s3(self.endpoint, self.bucket, self._redact(odd)) from None
                 raise
 
-        reply = await self._call(list_one, what="check the bucket")
+        # every command and the daemon's start make this request first: a server that
+        # takes it and never answers is reported in seconds, not upload_timeout_seconds
+        reply = await call(
+            self,
+            list_one,
+            what="check the bucket",
+            answer_within=min(self.timeout, CHECK_ANSWER_SECONDS),
+        )
         odd = odd_listing(reply)
         if odd is not None:
             raise not_s3(self.endpoint, self.bucket, self._redact(odd))
