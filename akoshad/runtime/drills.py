@@ -28,7 +28,7 @@ from akoshad.storage.crypto import Identities, IdentityError
 
 if TYPE_CHECKING:
     from akoshad.pipeline.recovery import Recovery
-    from akoshad.restore.drill import DrillResult
+    from akoshad.restore.drill_restore import DrillResult
 
 FIRST_DELAY = 60.0  # after a start without any drill on record
 RETRY_SECONDS = 600.0  # nothing to drill yet, or the drill could not run: look again

@@ -12,7 +12,7 @@ import pytest
 
 from akoshad.cli.prune import render_prune
 from akoshad.events import EventBus
-from akoshad.restore.drill import DrillResult
+from akoshad.restore.drill_restore import DrillResult
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.prune import PruneScheduler
 from akoshad.targets.base import Target
