@@ -188,8 +188,9 @@ def load_identity(path: Path) -> Identities:
         try:
             parsed.append(x25519.Identity.from_str(line))
         except pyrage.IdentityError:
+            but = " but a recipient (a public key, age1...)" if line.startswith("age1") else ""
             raise IdentityFileError(
-                f"line {n} of {path} is not an age identity (AGE-SECRET-KEY-1...)"
+                f"line {n} of {path} is not an age identity (AGE-SECRET-KEY-1...){but}"
             ) from None
     if not parsed:
         raise IdentityFileError(f"{path} holds no age identity", fix=f"point it at {IDENTITY_HINT}")

@@ -134,6 +134,13 @@ def test_identity_file_errors_are_one_line_and_show_no_key(tmp_path: Path) -> No
     with pytest.raises(IdentityFileError, match=r"line 2 of .* is not an age identity") as info:
         load_identity(bad)
     assert almost not in str(info.value) and info.value.exit_code == 1
+    assert "recipient" not in str(info.value)
+    public = tmp_path / "public.txt"  # the recipient, given where the identity goes
+    public.write_text(f"{write_new_identity(tmp_path / 'real.key')}\n")
+    with pytest.raises(IdentityFileError) as info:
+        load_identity(public)
+    assert str(info.value).startswith(f"line 1 of {public} is not an age identity")
+    assert "but a recipient (a public key, age1...)" in str(info.value)
     big = tmp_path / "big.key"
     big.write_bytes(b"#" * (65 * 1024))
     with pytest.raises(IdentityFileError, match="too large"):
