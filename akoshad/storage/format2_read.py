@@ -28,6 +28,7 @@ from akoshad.storage.crypto import (
 )
 from akoshad.storage.documents import MAX_DOCUMENT_BYTES, DocumentError, fetch_stored
 from akoshad.storage.errors import RefError
+from akoshad.storage.name_key import opens_every_key
 from akoshad.storage.refs import (
     ChunkListPartRef,
     ChunkListRef,
@@ -241,7 +242,7 @@ async def _raw_entries(
         for p in parts
     ]
     # the first part alone: a sealed part that does not open after it did is damage
-    docs = [await jobs[0]()] if jobs else []
+    docs = [await _first_part(target, jobs[0], parts[0].key, root, budget)] if jobs else []
     docs += await _bounded(jobs[1:], FETCH_IN_FLIGHT)
     out: list[tuple[str, object]] = []
     for part, doc in zip(parts, docs, strict=True):
@@ -252,6 +253,24 @@ async def _raw_entries(
         if len(out) > MAX_ENTRIES:
             raise ManifestError(f"the manifest lists more than {MAX_ENTRIES} files")
     return out
+
+
+async def _first_part(
+    target: Target, job: Callable[[], Awaitable[Any]], key: str, root: str, budget: _Budget
+) -> Any:
+    """The first index part; sealed to no key of the identity, it is damaged when the
+    identity opens every name key of the system (``name_key.opens_every_key``)."""
+    try:
+        return await job()
+    except NotForThisIdentity:
+        system_id = root.removeprefix("systems/").rstrip("/")
+        ids = budget.identities
+        if ids is None or not await opens_every_key(target, system_id, ids):
+            raise
+        raise DocumentError(
+            f"index part {key}: its age header opens with no key of the identity, which "
+            "opens every name key of this system (damaged)"
+        ) from None
 
 
 def _list_job(target: Target, p: _Pending, budget: _Budget) -> Callable[[], Awaitable[Any]]:

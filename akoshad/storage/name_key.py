@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from akoshad.errors import PermanentError
+from akoshad.errors import AkoshadError, PermanentError
 from akoshad.private import FILE_MODE, make_private_dirs
 from akoshad.storage.crypto import (
     Identities,
@@ -249,6 +249,23 @@ async def _from_target(
             found.append(key)
     best = max(found, key=lambda k: (k.created, k.key_id)) if found else None
     return best, len(listed)
+
+
+async def opens_every_key(target: Target, system_id: str, identities: Identities) -> bool:
+    """Whether ``identities`` opens every name key record the target holds for
+    ``system_id`` (at least one, at most ``MAX_RECORDS_READ``). Everything sealed for the
+    system is then sealed to one of its recipients (an upload is sealed under one name key,
+    to that key's recipients), so what does not open is damaged. False when in doubt."""
+    try:
+        listed = [k async for k in target.list_keys(keys_prefix(system_id)) if k.endswith(".age")]
+        if not listed or len(listed) > MAX_RECORDS_READ:
+            return False
+        for object_key in listed:
+            if await _read_record(target, object_key, system_id, identities) is None:
+                return False
+    except (AkoshadError, OSError):
+        return False
+    return True
 
 
 async def _store(target: Target, key: NameKey, recipients: Recipients) -> None:

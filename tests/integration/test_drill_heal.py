@@ -289,12 +289,14 @@ async def test_a_lost_index_part_is_written_again_by_the_next_upload(
         await close_rig(rig)
 
 
+@pytest.mark.parametrize("which", [0, 1])
 async def test_a_sealed_index_part_with_a_damaged_header_is_written_again(
-    tmp_path: Path,
+    tmp_path: Path, which: int
 ) -> None:
-    """A sealed index part (not the first) whose age header is damaged reads to age as
-    sealed to other keys; the upload's first part opened with the identity, so it is
-    damage: the drill has the documents written again (it does not say the daemon needs
+    """A sealed index part whose age header is damaged reads to age as sealed to other
+    keys. It is damage when the upload's first part opened with the identity (part 1),
+    or, for the first part itself, when the identity opens every name key record of the
+    system: the drill has the documents written again (it does not say the daemon needs
     the identity), and the next upload is whole."""
     rig = await open_sealed_rig(tmp_path, SID, with_identity=True)
     try:
@@ -304,7 +306,7 @@ async def test_a_sealed_index_part_with_a_damaged_header_is_written_again(
         (first,) = await rig.uploads()
         parts = _index_parts(await rig.manifest(first))
         assert len(parts) >= 2
-        _lose(rig.settings.local_target_dir, parts[1], "header")
+        _lose(rig.settings.local_target_dir, parts[which], "header")
         drills = _drills(rig)
         bad = await _drill(drills)
         assert not bad.ok and not bad.needs_identity, bad
@@ -315,6 +317,33 @@ async def test_a_sealed_index_part_with_a_damaged_header_is_written_again(
         again = await _drill(drills)
         assert again.ok and again.upload_id == newest, again.problems
         assert await rig.restore(newest) == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
+async def test_a_first_index_part_that_does_not_open_is_not_called_damage_in_doubt(
+    tmp_path: Path,
+) -> None:
+    """When the target also holds a name key record the identity cannot open (uploads
+    sealed to other recipients may exist), a first index part that does not open is
+    reported as needing another identity, as before: it cannot be told from damage."""
+    from akoshad.storage.crypto import Recipients, seal, write_new_identity
+    from akoshad.storage.name_key import keys_prefix
+
+    rig = await open_sealed_rig(tmp_path, SID, with_identity=True)
+    try:
+        for i in range(300):
+            rig.write(f"d/f{i:04d}.json", b'{"n": %d}' % i)
+        await rig.sync()
+        (first,) = await rig.uploads()
+        parts = _index_parts(await rig.manifest(first))
+        _lose(rig.settings.local_target_dir, parts[0], "header")
+        others = Recipients.parse([write_new_identity(tmp_path / "other.key")])
+        record = rig.settings.local_target_dir / f"{keys_prefix(SID)}{'0' * 16}-other.age"
+        record.write_bytes(seal(b"{}", others))
+        bad = await _drill(_drills(rig))
+        assert not bad.ok and bad.needs_identity and not bad.documents_unreadable, bad
+        assert "encrypted to other keys" in bad.problems[0], bad.problems
     finally:
         await close_rig(rig)
 
