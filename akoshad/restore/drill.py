@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from akoshad.config import Settings
-from akoshad.errors import (
-    AkoshadError,
-)
+from akoshad.errors import AkoshadError
 from akoshad.manifest.read import list_uploads
 from akoshad.restore.drill_check import one_line, run_worker, worker_spec
 from akoshad.restore.drill_dirs import (

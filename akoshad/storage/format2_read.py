@@ -228,7 +228,7 @@ def _index_parts(metadata: Mapping[str, Any], root: str) -> list[IndexPartRef]:
 
 
 async def _raw_entries(
-    target: Target, metadata: Mapping[str, Any], root: str, budget: _Budget
+    target: Target, metadata: Mapping[str, Any], system_id: str, budget: _Budget
 ) -> list[tuple[str, object]]:
     """``(where, raw entry)`` from ``metadata.files`` or the index parts, in order."""
     if "index" not in metadata:
@@ -236,13 +236,13 @@ async def _raw_entries(
         if not isinstance(files, list):
             raise ManifestError("metadata.files is not a list")
         return [(f"metadata.files[{i}]", raw) for i, raw in enumerate(files)]
-    parts = _index_parts(metadata, root)
+    parts = _index_parts(metadata, system_root(system_id))
     jobs = [
         (lambda p=p: _read(target, p.key, p.compression, p.encryption, "index part", budget))
         for p in parts
     ]
     # the first part alone: a sealed part that does not open after it did is damage
-    docs = [await _first_part(target, jobs[0], parts[0].key, root, budget)] if jobs else []
+    docs = [await _first_part(target, jobs[0], parts[0].key, system_id, budget)] if jobs else []
     docs += await _bounded(jobs[1:], FETCH_IN_FLIGHT)
     out: list[tuple[str, object]] = []
     for part, doc in zip(parts, docs, strict=True):
@@ -256,14 +256,13 @@ async def _raw_entries(
 
 
 async def _first_part(
-    target: Target, job: Callable[[], Awaitable[Any]], key: str, root: str, budget: _Budget
+    target: Target, job: Callable[[], Awaitable[Any]], key: str, system_id: str, budget: _Budget
 ) -> Any:
     """The first index part; sealed to no key of the identity, it is damaged when the
     identity opens every name key of the system (``name_key.opens_every_key``)."""
     try:
         return await job()
     except NotForThisIdentity:
-        system_id = root.removeprefix("systems/").rstrip("/")
         ids = budget.identities
         if ids is None or not await opens_every_key(target, system_id, ids):
             raise
@@ -394,7 +393,6 @@ async def read_entries(
     fmt = manifest_format(manifest)
     metadata: Mapping[str, Any] = manifest["metadata"]
     system_id = _system_id(metadata, system_id)
-    root = system_root(system_id)
     if fmt == 1:
         files = [StoredFile.from_file_entry(e) for e in entries_of(dict(manifest))]
         for i, f in enumerate(files):
@@ -405,7 +403,7 @@ async def read_entries(
             "this upload is encrypted: pass --identity or set encryption.identity_file"
         )
     budget = _Budget(MAX_TOTAL_DOCUMENT_BYTES, identities)
-    raw = await _raw_entries(target, metadata, root, budget)
+    raw = await _raw_entries(target, metadata, system_id, budget)
     if len(raw) > MAX_ENTRIES:
         raise ManifestError(f"the manifest lists more than {MAX_ENTRIES} files")
     pending = [parse_entry(entry, where) for where, entry in raw]

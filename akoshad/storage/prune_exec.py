@@ -118,7 +118,6 @@ class _Run:
     deleted: int = 0
     deleted_bytes: int = 0
     packs_written: int = 0
-    rewritten: dict[str, dict[str, Any]] = field(default_factory=dict)
     relocator: Relocator = field(default_factory=Relocator)
     skipped_sources: set[str] = field(default_factory=set)
     rewriter: Rewriter | None = None
@@ -181,11 +180,9 @@ class _Run:
         assert self.rewriter is not None
         loaded = self.loaded.by_key()[manifest_key]
         try:
-            new = await self.rewriter.rewrite(manifest_key, loaded.doc, loaded.upload_id)
+            await self.rewriter.rewrite(manifest_key, loaded.doc, loaded.upload_id)
         except RelocationError as exc:
             raise PruneError(f"rewriting {manifest_key}: {exc}; old packs kept") from None
-        if new is not None:
-            self.rewritten[manifest_key] = new
 
     def still_live(self) -> set[str]:
         """Every key a kept manifest references after the rewrites."""
@@ -195,7 +192,7 @@ class _Run:
         for m in self.loaded.manifests:
             if m.upload_id not in kept:
                 continue
-            r = self.rewriter.refs[m.key] if m.key in self.rewritten else m.refs
+            r = self.rewriter.refs.get(m.key, m.refs)  # rewritten: what it references now
             live |= r.named(packs=True)
         return live
 
@@ -295,13 +292,13 @@ def _result(run: _Run, started: float) -> PruneResult:
     assert run.rewriter is not None
     result = PruneResult.from_plan(run.plan, dry_run=False)
     written = sum(run.rewriter.written.values())
-    replaced_manifests = sum(run.loaded.listing.get(k, 0) for k in run.rewritten)
+    replaced_manifests = sum(run.loaded.listing.get(k, 0) for k in run.rewriter.refs)
     stored_before = sum(run.loaded.listing.values())
     stored_after = stored_before - run.deleted_bytes + written - replaced_manifests
     result.objects_deleted = run.deleted
     result.packs_written = run.packs_written
     result.packs_repacked = len(run.plan.old_packs - run.skipped_sources)
-    result.manifests_rewritten = len(run.rewritten)
+    result.manifests_rewritten = len(run.rewriter.refs)
     result.bytes_freed = stored_before - stored_after
     result.bytes_stored_after = stored_after
     result.seconds = time.monotonic() - started

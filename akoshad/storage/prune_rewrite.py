@@ -89,7 +89,7 @@ class Rewriter:
     relocator: Relocator
     documents: dict[str, dict[str, Any]]
     written: dict[str, int] = field(default_factory=dict)  # new document key -> stored size
-    refs: dict[str, ManifestRefs] = field(default_factory=dict)  # of each manifest rewritten
+    refs: dict[str, ManifestRefs] = field(default_factory=dict)  # each manifest rewritten
 
     async def _store(self, kind: DocumentKind, doc: dict[str, Any], old_key: str) -> str:
         """Store ``doc`` (replacing ``old_key``), sealed (the relocator's ``resealing``) when

@@ -599,8 +599,8 @@ async def test_complete_whose_reply_was_lost_counts_as_done(
     the whole object being there makes it a success."""
     real = S3Target._call
 
-    async def lost_reply(self: S3Target, op: Any, *, what: str, missing: str | None = None) -> Any:
-        result = await real(self, op, what=what, missing=missing)
+    async def lost_reply(self: S3Target, op: Any, *, what: str, **kw: Any) -> Any:
+        result = await real(self, op, what=what, **kw)
         if what.startswith("complete"):
             raise s3mod.UploadLost(f"{what}: NoSuchUpload")
         return result

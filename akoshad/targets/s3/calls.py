@@ -14,7 +14,12 @@ from loguru import logger
 from akoshad.backoff import with_retries
 from akoshad.errors import TransientError
 from akoshad.targets.s3.client import reload_credentials
-from akoshad.targets.s3.errors import ChecksumRefused, CredentialsRejected, UploadLost
+from akoshad.targets.s3.errors import (
+    ChecksumRefused,
+    CredentialsRejected,
+    UploadLost,
+    no_answer,
+)
 
 if TYPE_CHECKING:
     from akoshad.targets.s3.parts import Checksum
@@ -48,13 +53,9 @@ async def call(
         try:
             async with bound:
                 return await op(client)
-        except TimeoutError:
-            if not bound.expired():
-                raise target._classify(TimeoutError(), what, missing=missing) from None
-            raise TransientError(
-                f"{what}: no answer from {target.endpoint or 'S3'} within {answer_within:.0f} s"
-            ) from None
         except Exception as exc:
+            if answer_within is not None and bound.expired():
+                raise no_answer(what, target.endpoint, answer_within) from None
             err = target._classify(exc, what, missing=missing)
             if isinstance(err, CredentialsRejected) and not target._configured_keys:
                 target._reread_credentials = True  # rotated? the next call reads them

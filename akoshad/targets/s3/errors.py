@@ -98,6 +98,11 @@ def status_worth_a_retry(status: int) -> bool:
     return status >= 500 or status in (408, 429)
 
 
+def no_answer(what: str, endpoint: str | None, seconds: float) -> TransientError:
+    """A request that got no answer from ``endpoint`` within ``seconds``."""
+    return TransientError(f"{what}: no answer from {endpoint or 'S3'} within {seconds:.0f} s")
+
+
 def classify(
     exc: Exception,
     what: str,
@@ -129,7 +134,7 @@ def classify(
     if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError):
         return TransientError(f"{what}: cannot reach {where}")
     if isinstance(exc, ReadTimeoutError):
-        return TransientError(f"{what}: no answer from {where} within {timeout:.0f} s")
+        return no_answer(what, endpoint, timeout)
     if isinstance(exc, BotoCoreError | OSError | TimeoutError):
         return TransientError(f"{what}: {type(exc).__name__} ({where})")
     if type(exc).__module__.startswith("aiohttp"):

@@ -232,8 +232,7 @@ class S3Target:
 
         # every command and the daemon's start make this request first: a server that
         # takes it and never answers is reported in seconds, not upload_timeout_seconds
-        reply = await call(
-            self,
+        reply = await self._call(
             list_one,
             what="check the bucket",
             answer_within=min(self.timeout, CHECK_ANSWER_SECONDS),
@@ -253,11 +252,17 @@ class S3Target:
 
     # ---- requests ----------------------------------------------------------------------------
     async def _call(
-        self, op: Callable[[Any], Awaitable[T]], *, what: str, missing: str | None = None
+        self,
+        op: Callable[[Any], Awaitable[T]],
+        *,
+        what: str,
+        missing: str | None = None,
+        answer_within: float | None = None,
     ) -> T:
         """Send one request with akoshad's retry policy, errors classified (``calls.call``);
-        ``missing``: the key whose absence (404) is a ``KeyError``, not an error."""
-        return await call(self, op, what=what, missing=missing)
+        ``missing``: the key whose absence (404) is a ``KeyError``, not an error;
+        ``answer_within``: the most seconds each try may take."""
+        return await call(self, op, what=what, missing=missing, answer_within=answer_within)
 
     async def _op(self, method: str, what: str, **kwargs: Any) -> Any:
         """``_call`` for one client method with keyword arguments."""
