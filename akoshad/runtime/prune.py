@@ -225,6 +225,11 @@ async def _after_prune(
     multipart uploads left under the system (not in a dry run), note bucket versioning."""
     result.update(done.to_json())
     problems = [f"a kept upload references {key}, which is missing" for key in done.missing]
+    problems += [
+        f"kept {line}: it cannot be restored whole; every object stored up to it stays, "
+        "so nothing it may still use is deleted, and the rest is pruned"
+        for line in done.unreadable
+    ]
     result.update(ok=not problems, problems=problems)
     if not dry_run:
         result["multipart_aborted"] = await _abort_leftover_uploads(target)

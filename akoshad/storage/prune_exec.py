@@ -70,6 +70,7 @@ class PruneResult:
     bytes_referenced: int = 0
     bytes_stored_after: int = 0
     missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -86,6 +87,7 @@ class PruneResult:
             "bytes_referenced": self.bytes_referenced,
             "bytes_stored_after": self.bytes_stored_after,
             "missing": self.missing,
+            "unreadable": self.unreadable,
             "seconds": round(self.seconds, 3),
         }
 
@@ -104,6 +106,7 @@ class PruneResult:
             bytes_referenced=plan.referenced_bytes,
             bytes_stored_after=plan.stored_after_bytes,
             missing=list(plan.missing),
+            unreadable=list(plan.unreadable),
         )
 
 
@@ -356,6 +359,7 @@ async def run_prune(
             now=when,
             in_progress=in_progress,
             protected=protected,
+            times=loaded.times,
         )
     except ValueError as exc:
         raise PruneError(f"prune stopped, nothing deleted: {exc}") from None

@@ -4,9 +4,13 @@ index parts, chunk lists and chunk list parts the kept ones name
 
 Everything read is bounded (a manifest by ``max_manifest``, a document by
 ``max_document``) and goes through ``documents`` (the codec the format-2 writer and the
-restore reader use). Anything that cannot be read or understood stops the prune before it
-deletes anything (:class:`PruneError` names the object): what an unreadable manifest
-references is unknown, so nothing could be swept safely. The sealed documents of an
+restore reader use). A manifest that cannot be read or understood stops the prune before
+it deletes anything (:class:`PruneError` names the object): what it references is unknown,
+so nothing could be swept safely. So does a kept upload's document (index part, chunk
+list) that is missing or damaged, unless the target dates what it stores
+(:class:`DatedLister`: both targets do): the upload's references are then unknown
+(``ManifestRefs.unreadable``), and the planner keeps every object stored up to its
+manifest, so the rest of the prune goes on (``prune_plan``). The sealed documents of an
 encrypted upload are opened with ``identities``; without them (or with the wrong ones) the
 ``IdentityError`` passes through, and nothing is deleted either, unless the upload names
 its objects in a readable list (``metadata.index.objects``, in its manifest): that list is
@@ -21,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -61,12 +65,20 @@ class PruneError(StorageError):
     """A prune stopped (before deleting anything it could not account for)."""
 
 
-@runtime_checkable
-class SizedLister(Protocol):
-    """Optional target extension: keys with their sizes in one listing (saves one HEAD per
-    key; S3's ListObjectsV2 has them)."""
+class UnreadableDocuments(PruneError):
+    """A document a kept manifest names is missing or damaged (``reason`` says which)."""
 
-    def list_sized(self, prefix: str) -> AsyncIterator[tuple[str, int]]: ...
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; prune stopped, nothing deleted")
+        self.reason = reason
+
+
+@runtime_checkable
+class DatedLister(Protocol):
+    """Optional target extension: keys with their stored sizes and times (seconds since
+    the epoch) in one listing (saves one HEAD per key; S3's ListObjectsV2 has both)."""
+
+    def list_stored(self, prefix: str) -> AsyncIterator[tuple[str, int, float]]: ...
 
 
 @dataclass(frozen=True)
@@ -84,12 +96,14 @@ class LoadedManifest:
 @dataclass(frozen=True)
 class PruneInput:
     """What ``load_for_prune`` read: manifests, decoded documents by key, listing (key ->
-    stored size) of ``systems/{system_id}/``."""
+    stored size) of ``systems/{system_id}/`` and, from a target that dates what it stores,
+    each key's stored time (seconds since the epoch)."""
 
     system_id: str
     manifests: tuple[LoadedManifest, ...]
     documents: dict[str, dict[str, Any]]
     listing: dict[str, int]
+    times: dict[str, float] = field(default_factory=dict)
 
     def refs(self) -> list[ManifestRefs]:
         return [m.refs for m in self.manifests]
@@ -116,15 +130,20 @@ async def _bounded_gather(items: Iterable[Awaitable[T]], limit: int) -> list[T]:
     return list(await asyncio.gather(*(one(a) for a in items)))
 
 
-async def list_with_sizes(
+async def list_stored(
     target: Target, prefix: str, concurrency: int = CONCURRENCY
-) -> dict[str, int]:
-    """Every key under ``prefix`` with its stored size (keys gone meanwhile are left out)."""
-    if isinstance(target, SizedLister):
-        return {k: n async for k, n in target.list_sized(prefix)}
+) -> tuple[dict[str, int], dict[str, float]]:
+    """Every key under ``prefix`` with its stored size (keys gone meanwhile are left out),
+    and its stored time when the target dates what it stores (else no times)."""
+    if isinstance(target, DatedLister):
+        sizes: dict[str, int] = {}
+        times: dict[str, float] = {}
+        async for key, size, when in target.list_stored(prefix):
+            sizes[key], times[key] = size, when
+        return sizes, times
     keys = [k async for k in target.list_keys(prefix)]
-    sizes = await _bounded_gather((target.head(k) for k in keys), concurrency)
-    return {k: n for k, n in zip(keys, sizes, strict=True) if n is not None}
+    found = await _bounded_gather((target.head(k) for k in keys), concurrency)
+    return {k: n for k, n in zip(keys, found, strict=True) if n is not None}, {}
 
 
 def manifest_keys(prefix: str, listing: Iterable[str]) -> dict[str, str]:
@@ -215,8 +234,8 @@ async def _read_documents(
                 )
                 documents[key] = _checked(doc, field, f"{what} {key}")
             except DocumentError as exc:
-                raise PruneError(f"{exc}; prune stopped, nothing deleted") from None
-    raise PruneError("documents nest too deep; prune stopped, nothing deleted")
+                raise UnreadableDocuments(str(exc)) from None
+    raise UnreadableDocuments("its documents nest too deep")
 
 
 async def _read_manifest(target: Target, key: str, limit: int) -> dict[str, Any]:
@@ -251,7 +270,7 @@ async def load_for_prune(
     Uploads without a time are always kept. Raises :class:`PruneError` naming what could
     not be read."""
     prefix = f"systems/{system_id}/"
-    listing = await list_with_sizes(target, prefix, concurrency)
+    listing, stored_at = await list_stored(target, prefix, concurrency)
     keys = sorted(manifest_keys(prefix, listing).items())
     docs = await _bounded_gather(
         (_read_manifest(target, k, max_manifest) for _, k in keys), concurrency
@@ -262,7 +281,7 @@ async def load_for_prune(
         timed = [Upload(u, t) for u, t in times.items() if t is not None]
         kept = set(keep(timed)) | {u for u, t in times.items() if t is None}
     documents: dict[str, dict[str, Any]] = {}
-    opener = _Opener(target, documents, max_document, identities, resealing)
+    opener = _Opener(target, documents, max_document, identities, resealing, stored_at)
     out: list[LoadedManifest] = []
     for (upload_id, key), doc in zip(keys, docs, strict=True):
         if kept is not None and upload_id not in kept:
@@ -275,7 +294,7 @@ async def load_for_prune(
         except (LookupError, ValueError) as exc:
             raise PruneError(f"manifest {key} is malformed ({exc}); prune stopped") from None
         out.append(LoadedManifest(upload_id, key, doc, times[upload_id], refs))
-    return PruneInput(system_id, tuple(out), documents, listing)
+    return PruneInput(system_id, tuple(out), documents, listing, stored_at)
 
 
 @dataclass
@@ -287,22 +306,27 @@ class _Opener:
     limit: int
     identities: Identities | None
     resealing: Resealing | None
+    stored_at: dict[str, float]
 
     async def refs(self, upload_id: str, key: str, doc: dict[str, Any], root: str) -> ManifestRefs:
         """The upload's references: from its objects list when it has one and its documents
         could not be rewritten anyway, else from its documents (``rewritable`` when sealed
-        and named by the resealing key)."""
+        and named by the resealing key). A document missing or damaged, with no list: the
+        references are unknown (``unreadable``) when the manifest's stored time is known
+        (the planner keeps everything stored up to it), else the prune stops."""
         listed = sealed_objects_refs(upload_id, key, doc, root)
         if listed is not None and (self.resealing is None or self.identities is None):
             return listed
         try:
             await _read_documents(self.target, doc, self.documents, self.limit, self.identities)
-        except (IdentityError, PruneError):
-            if listed is None:
-                raise
-            # sealed to recipients whose identity is not here, or a document missing or
-            # damaged: the list stands (the planner names what is missing), packs stay
-            return listed
+        except (IdentityError, PruneError) as exc:
+            if listed is not None:
+                # sealed to recipients whose identity is not here, or a document missing
+                # or damaged: the list stands (the planner names what is missing), packs stay
+                return listed
+            if isinstance(exc, UnreadableDocuments) and key in self.stored_at:
+                return ManifestRefs(upload_id, key, unreadable=exc.reason)
+            raise
         refs = manifest_refs(upload_id, key, doc, self.documents)
         if refs.sealed and self._named(refs):
             return replace(refs, rewritable=True)

@@ -8,6 +8,15 @@ An upload folder without a manifest is an upload in progress (the caller names i
 id is younger than ``grace`` or carries no time) and is left alone, or a crashed upload whose
 objects are garbage.
 
+A kept upload whose documents could not be read (``ManifestRefs.unreadable``: one missing or
+damaged) references what is unknown. Everything it can use was stored before its manifest
+(an entry points only at objects of completed uploads or of its own), so the plan keeps, as
+if that upload used them, every object stored no later than that manifest (its stored time
+plus ``fence_margin``; an object of unknown time counts as stored then), and every index
+part and chunk list (small, and written again by later uploads, which moves their times).
+None of those is moved by a repack. The rest of the plan goes on: dropped uploads go, and
+what later uploads left behind is swept. The plan names each such upload (``unreadable``).
+
 A pack whose live bytes are below ``repack_ratio`` (0.8) of its size is repacked, and if the
 live data would still take more than ``stored_bound`` (1.2x) the bytes it references, the
 packs with the lowest live share are repacked too, until the bound holds; one prune moves
@@ -34,6 +43,7 @@ upload stays restorable at every moment and the next prune finishes the job.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,6 +66,10 @@ OWNER_NAME = "owner.json"
 SWEPT_DIRS = ("uploads/", "packs/", "index/", "chunklists/")
 PACK_TARGET = 16 * 1024 * 1024
 DEFAULT_GRACE = timedelta(hours=24)
+# an object's stored time against its upload's manifest's: the clocks of one server's
+# nodes may differ a little, and keeping more is the safe side
+FENCE_MARGIN = timedelta(hours=1)
+DOCUMENT_DIRS = ("index/", "chunklists/")
 _ID_TIME = "%Y%m%dT%H%M%S%fZ"
 
 StepOp = Literal[
@@ -85,6 +99,7 @@ class PrunePlan:
     rewrite_manifests: tuple[str, ...]
     replaced: tuple[str, ...]
     missing: tuple[str, ...]
+    unreadable: tuple[str, ...]
     freed_bytes: int
     repack_freed_bytes: int
     referenced_bytes: int
@@ -121,6 +136,7 @@ class PrunePlan:
             "bytes_referenced": self.referenced_bytes,
             "bytes_stored_after": self.stored_after_bytes,
             "missing": list(self.missing),
+            "unreadable": list(self.unreadable),
         }
 
     def steps(self) -> list[Step]:
@@ -209,6 +225,29 @@ def _mark(prefix: str, kept: Iterable[ManifestRefs]) -> tuple[set[str], dict[str
     return live - set(pack_ranges), pack_ranges
 
 
+def _fenced(
+    prefix: str,
+    kept: Iterable[ManifestRefs],
+    listing: Collection[str],
+    times: Mapping[str, float],
+    margin: timedelta,
+) -> set[str]:
+    """The keys a kept upload whose documents could not be read may use (module
+    docstring): none when there is no such upload."""
+    fences = [times.get(r.manifest_key, math.nan) for r in kept if r.unreadable]
+    if not fences:
+        return set()
+    # a time unknown (or not a number) counts as the latest for a manifest, and as the
+    # earliest for an object: either way more is kept
+    fence = max(t if math.isfinite(t) else math.inf for t in fences) + margin.total_seconds()
+    documents = tuple(prefix + d for d in DOCUMENT_DIRS)
+    return {
+        k
+        for k in listing
+        if k.startswith(documents) or not times.get(k, math.nan) > fence  # NaN: kept
+    }
+
+
 def _rewrites(kept: Iterable[ManifestRefs], moved: set[str]) -> tuple[list[str], set[str]]:
     """(manifests to rewrite, keys the rewrite replaces) when the packs in ``moved`` move."""
     rewrite: list[str] = []
@@ -234,6 +273,8 @@ def plan_prune(
     in_progress: Collection[str] = (),
     protected: Collection[str] = (),
     grace: timedelta = DEFAULT_GRACE,
+    times: Mapping[str, float] | None = None,
+    fence_margin: timedelta = FENCE_MARGIN,
     repack_ratio: float = REPACK_RATIO,
     stored_bound: float = STORED_BOUND,
     pack_target: int = PACK_TARGET,
@@ -245,8 +286,10 @@ def plan_prune(
     given bare (``ManifestRefs(upload_id, manifest_key)``), only the kept ones need their
     references. ``listing``: every key under that prefix, with its size. ``in_progress``:
     ids of uploads being written now. ``protected``: keys never to delete (e.g. packs the
-    upload in progress already wrote). Raises ``ValueError`` when a listed manifest was not
-    given, or when ``keep`` keeps none of the uploads.
+    upload in progress already wrote). ``times``: each listed key's stored time (seconds
+    since the epoch), for the kept uploads marked ``unreadable``; without it those keep
+    every object. Raises ``ValueError`` when a listed manifest was not given, or when
+    ``keep`` keeps none of the uploads.
     """
     if not SYSTEM_ID_RE.match(system_id):
         raise ValueError(f"invalid system_id {system_id!r}")
@@ -260,6 +303,8 @@ def plan_prune(
     live, pack_ranges = _mark(prefix, kept)
     busy, crashed = _unfinished(prefix, listing, by_id, in_progress, now, grace)
     delete_manifests = tuple(by_id[u].manifest_key for u in removed)
+    fenced = _fenced(prefix, kept, listing, times or {}, fence_margin)
+    busy |= fenced - set(delete_manifests)
     hold = live | set(pack_ranges) | busy | set(protected) | set(delete_manifests)
     swept = tuple(prefix + d for d in SWEPT_DIRS)
     delete_objects = tuple(k for k in sorted(listing) if k.startswith(swept) and k not in hold)
@@ -267,7 +312,7 @@ def plan_prune(
     # the packs of a sealed upload that cannot be rewritten stay where they are, also
     # those known only from its objects list (``ManifestRefs.movable``)
     fixed = {c.pack for r in kept if not r.movable for c in r.chunk_refs()}
-    fixed |= {k for r in kept if not r.movable for k in r.objects}
+    fixed |= {k for r in kept if not r.movable for k in r.objects} | fenced
     movable = {k: v for k, v in pack_ranges.items() if k not in fixed}
     chosen = choose_repacks(
         movable, listing, whole_bytes, repack_ratio, stored_bound, repack_budget
@@ -287,6 +332,7 @@ def plan_prune(
         rewrite_manifests=tuple(rewrite),
         replaced=tuple(sorted(replaced - busy - set(protected))),
         missing=tuple(sorted(missing)),
+        unreadable=tuple(f"upload {r.upload_id}: {r.unreadable}" for r in kept if r.unreadable),
         freed_bytes=sum(listing.get(k, 0) for k in (*delete_manifests, *delete_objects)),
         repack_freed_bytes=repack_freed,
         referenced_bytes=whole_bytes + pack_live,

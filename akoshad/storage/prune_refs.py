@@ -49,6 +49,9 @@ class ManifestRefs:
     the name key of the recipients configured now, so a repack can seal their rewritten
     forms to the same recipients (``prune_load``). Refs from the readable objects list
     (``sealed_objects_refs``) know no chunk location and are never rewritable.
+    ``unreadable``: why the documents of a kept upload could not be read (one missing or
+    damaged); its references are then unknown, and the planner keeps every object stored
+    up to it (``prune_plan``).
     """
 
     upload_id: str
@@ -58,11 +61,12 @@ class ManifestRefs:
     children: Mapping[str, frozenset[str]] = field(default_factory=dict)
     sealed: bool = False
     rewritable: bool = False
+    unreadable: str = ""
 
     @property
     def movable(self) -> bool:
         """Whether a repack may move the chunks it references (and rewrite it)."""
-        return not self.sealed or self.rewritable
+        return not self.unreadable and (not self.sealed or self.rewritable)
 
     def chunk_refs(self) -> Iterable[ChunkRef]:
         for refs in self.chunks.values():

@@ -297,13 +297,21 @@ class LocalTarget:
         for key in await asyncio.to_thread(self._list_sync, prefix):
             yield key
 
-    def _list_sync(self, prefix: str) -> list[str]:
+    async def list_stored(self, prefix: str) -> AsyncIterator[tuple[str, int, float]]:
+        """Keys under ``prefix`` with their sizes and modification times (one walk)."""
+        stats: dict[str, tuple[int, float]] = {}
+        for key in await asyncio.to_thread(self._list_sync, prefix, stats):
+            yield key, *stats[key]
+
+    def _list_sync(
+        self, prefix: str, stats: dict[str, tuple[int, float]] | None = None
+    ) -> list[str]:
         # walk only the deepest existing directory the prefix names
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         parts = self._parts(base) if base else []
         try:
             with self._dir(parts, create=False) as fd:
-                keys = walk_files(fd, base, self._warn_link)
+                keys = walk_files(fd, base, self._warn_link, stats=stats)
         except FileNotFoundError:
             return []
         except LinkInTarget as exc:

@@ -75,11 +75,17 @@ def open_dir(root: Path, parts: Sequence[str], *, create: bool) -> Iterator[int]
 
 
 def walk_files(
-    fd: int, rel: str, warn_link: Callable[[str, str], None], *, temps: bool = False
+    fd: int,
+    rel: str,
+    warn_link: Callable[[str, str], None],
+    *,
+    temps: bool = False,
+    stats: dict[str, tuple[int, float]] | None = None,
 ) -> list[str]:
     """Every regular file's key under the directory ``fd`` (named ``rel``); links are
     skipped with a warning (``warn_link(key, "listed")``), temp files only listed with
-    ``temps``."""
+    ``temps``. With ``stats``, each file's size and modification time go there too (a
+    file removed meanwhile is left out)."""
     keys: list[str] = []
     with os.scandir(fd) as it:
         entries = list(it)
@@ -98,10 +104,16 @@ def walk_files(
                 warn_link(key, "listed")  # swapped for a link meanwhile
                 continue
             try:
-                keys += walk_files(child, key, warn_link, temps=temps)
+                keys += walk_files(child, key, warn_link, temps=temps, stats=stats)
             finally:
                 os.close(child)
         elif entry.is_file(follow_symlinks=False) and (temps or TMP_MARK not in entry.name):
+            if stats is not None:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                stats[key] = (st.st_size, st.st_mtime)
             keys.append(key)
     return keys
 

@@ -374,3 +374,45 @@ def test_a_prune_through_a_daemon_killed_mid_way_is_reported_not_redone(box: Box
     assert KEEP < len(box.ids()) < UPLOADS  # the daemon's part only: no prune here
     assert box.prune()["ok"] is True
     assert_pruned_and_restorable(box, kept)
+
+
+def test_a_lost_document_of_kept_uploads_is_named_and_the_prune_goes_on(box: Box) -> None:
+    """A chunk list or index part the kept uploads read is lost: ``akoshad prune`` exits 1
+    naming it, still drops what retention drops (the manifests), and keeps every object
+    stored up to the kept uploads, so nothing they may use is deleted; once the document is
+    back, the next prune finishes the job and the kept uploads restore as before."""
+    many = box.store / "many"  # past 200 files, the entries go into shared index parts
+    many.mkdir()
+    for i in range(240):
+        (many / f"m{i:03d}.json").write_text(f'{{"n": {i}}}')
+    for n in range(KEEP):
+        (box.store / "notes.txt").write_text(f"index {n}\n")
+        res = box.cli("run", "--once")
+        assert res.returncode == 0, res.stdout + res.stderr
+    ids, kept = box.ids(), kept_restores(box)
+    assert len(ids) == UPLOADS + KEEP
+    shared = [
+        {k for k in referenced_keys(m, box.outbox) if "/index/" in k}
+        for m in manifests(box.outbox, SYSTEM)[-KEEP:]
+    ]
+    documents = sorted(set.intersection(*shared))
+    assert documents, "the kept uploads share no index part"
+    lost = box.outbox / documents[0]
+    data = lost.read_bytes()
+    lost.unlink()
+    before = hashes(box.outbox)
+    res = box.cli("prune", "--json")
+    assert res.returncode == 1, res.stdout + res.stderr
+    result = json.loads(res.stdout)
+    assert result["ok"] is False and sorted(result["uploads_removed"]) == ids[:-KEEP]
+    named = [p for p in result["problems"] if documents[0] in p]
+    assert len(named) == KEEP, result  # each kept upload
+    assert all("nothing it may still use is deleted" in p for p in named), result
+    gone = set(before) - set(hashes(box.outbox))
+    assert gone == {f"systems/{SYSTEM}/uploads/{u}/manifest.json" for u in ids[:-KEEP]}
+    assert box.kv("last_prune")["ok"] is False
+    res = box.cli("prune", "--dry-run")
+    assert res.returncode == 1 and f"problem: kept upload {ids[-1]}: " in res.stdout, res.stdout
+    lost.write_bytes(data)
+    assert box.prune()["ok"] is True
+    assert_pruned_and_restorable(box, kept)

@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import akoshad.targets.s3.target as s3mod
 from akoshad import compress, fileio
 from akoshad.errors import TransientError
 from akoshad.storage.errors import PackError
+from akoshad.storage.prune_load import DatedLister
 from akoshad.targets.base import Compression, ExclusiveCreate, Target
 from akoshad.targets.local import LocalTarget
 from akoshad.targets.s3.target import S3Target
@@ -199,6 +201,28 @@ async def test_list_and_delete(target: Target, tmp_path: Path, system_id: str) -
     assert [k async for k in target.list_keys(prefix)] == [prefix + n for n in sorted(names)]
     await target.delete_keys([prefix + "a", prefix + "c/d", prefix + "missing"])
     assert [k async for k in target.list_keys(prefix)] == [prefix + "b"]
+
+
+async def test_listing_with_sizes_and_stored_times(
+    target: Target, tmp_path: Path, system_id: str
+) -> None:
+    """What a prune lists: every key with its stored size and its stored time, from one
+    listing (a prune keeps what an unreadable upload may use by those times)."""
+    assert isinstance(target, DatedLister)
+    prefix = f"systems/{system_id}/uploads/u1/"
+    src = tmp_path / "f"
+    before = time.time()
+    for name, size in (("b", 3), ("a", 0), ("c/d", 70_000)):
+        src.write_bytes(os.urandom(size))
+        await target.put_file(key(system_id, name), src, "none")
+    after = time.time()
+    listed = [item async for item in target.list_stored(prefix)]
+    assert [(k, n) for k, n, _ in listed] == [(prefix + "a", 0), (prefix + "b", 3),
+                                              (prefix + "c/d", 70_000)]  # fmt: skip
+    assert [k async for k in target.list_keys(prefix)] == [k for k, _, _ in listed]
+    for _, _, stored_at in listed:  # S3 dates to the second
+        assert before - 2 <= stored_at <= after + 2
+    assert [item async for item in target.list_stored(prefix + "none/")] == []
 
 
 async def test_failed_put_leaves_no_object(target: Target, tmp_path: Path, system_id: str) -> None:

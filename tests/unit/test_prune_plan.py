@@ -176,6 +176,7 @@ def test_live_set_of_mixed_manifests_and_what_is_swept() -> None:
         # object stay (25 bytes more than the referenced), as the real run counts them
         "bytes_stored_after": 5575 - 2930 - 80,
         "missing": [],
+        "unreadable": [],
     }
     # the dropped uploads may be given bare: same plan
     bare = [m if m.upload_id in (OLD2, NEW1) else ManifestRefs(m.upload_id, m.manifest_key)
@@ -510,3 +511,139 @@ def test_a_sealed_upload_known_by_its_objects_list_keeps_every_object_it_names()
         with pytest.raises(ValueError, match="not a key under"):
             listed = {**index, "objects": [bad]}
             sealed_objects_refs(NEW1, mkey(NEW1), {"metadata": {"index": listed}}, P)
+
+
+# ---- a kept upload whose documents cannot be read --------------------------------------
+
+# stored times (seconds): OLD1's objects, OLD2's, then NEW1's, then NEW2's
+TIMES = {
+    mkey(OLD1): 100.0,
+    P + f"uploads/{OLD1}/a.gz": 90.0,
+    P + f"uploads/{OLD1}/b.gz": 90.0,
+    P + f"uploads/{OLD1}/memories.json": 95.0,
+    P + "packs/p1/one": 150.0,
+    P + f"uploads/{OLD2}/c.gz": 190.0,
+    P + f"uploads/{OLD2}/memories.json": 195.0,
+    mkey(OLD2): 200.0,
+    P + "packs/p2/two": 250.0,
+    P + "index/bb/part1.json.gz": 280.0,
+    P + "chunklists/aa/big.json.gz": 280.0,
+    mkey(NEW1): 300.0,
+    P + f"uploads/{NEW1}/memories.json": 295.0,
+    P + "chunklists/cc/orphan.json.gz": 350.0,
+    P + "packs/p3/three": 400.0,
+    mkey(NEW2): 410.0,
+}
+
+
+def unreadable_old2() -> list[ManifestRefs]:
+    """The mixed uploads, OLD2's documents unreadable (its references unknown)."""
+    lost = "index part systems/box/index/zz/lost.json.gz is missing"
+    return [
+        ManifestRefs(m.upload_id, m.manifest_key, unreadable=lost) if m.upload_id == OLD2 else m
+        for m in mixed_refs()
+    ]
+
+
+def test_what_a_kept_upload_that_cannot_be_read_may_use_is_kept() -> None:
+    """OLD2 is kept but its references are unknown: everything stored up to its manifest
+    (and every document) stays, none of it is repacked; dropped manifests still go, and what
+    was stored after it and is used by no other kept upload is swept or repacked."""
+    plan = plan_prune(
+        "box",
+        unreadable_old2(),
+        LISTING,
+        {OLD2, NEW1},
+        now=NOW,
+        stored_bound=10,
+        times=TIMES,
+        fence_margin=timedelta(0),
+    )
+    assert plan.unreadable == (
+        f"upload {OLD2}: index part systems/box/index/zz/lost.json.gz is missing",
+    )
+    assert plan.delete_manifests == (mkey(OLD1), mkey(NEW2))  # retention still applies
+    # b.gz and OLD1's memories.json (stored before OLD2) and the orphan chunk list (a
+    # document) stay; NEW2's pack, stored after OLD2 and used by nothing kept, goes
+    assert plan.delete_objects == (P + "packs/p3/three",)
+    # p2, stored after OLD2, is repacked as before; the index part it rewrites stays
+    assert plan.old_packs == {P + "packs/p2/two"}
+    assert plan.replaced == (P + "packs/p2/two",)
+    assert plan.summary()["unreadable"] == list(plan.unreadable)
+    # a pack stored up to OLD2 is never repacked, however little of it is known to be used
+    p1_half = replace(
+        mixed_refs()[2],
+        chunks={P + "index/bb/part1.json.gz": (ChunkRef(P + "packs/p1/one", 0, 10),)},
+    )
+    refs = [p1_half if r.upload_id == NEW1 else r for r in unreadable_old2()]
+    plan = plan_prune("box", refs, LISTING, {OLD2, NEW1}, now=NOW, times=TIMES,
+                      fence_margin=timedelta(0))  # fmt: skip
+    assert P + "packs/p1/one" not in plan.old_packs
+    # the margin widens the fence: 60 s more keeps NEW1's p2 where it is
+    plan = plan_prune("box", unreadable_old2(), LISTING, {OLD2, NEW1}, now=NOW,
+                      stored_bound=10, times=TIMES, fence_margin=timedelta(seconds=60))  # fmt: skip
+    assert plan.old_packs == frozenset() and plan.delete_objects == (P + "packs/p3/three",)
+
+
+@pytest.mark.parametrize("unknown", ["manifest", "object", "no times"])
+def test_an_unknown_time_keeps_more(unknown: str) -> None:
+    """No stored time for the unreadable upload's manifest: every object stays (only the
+    dropped manifests go); none for an object: that object stays."""
+    times = dict(TIMES)
+    if unknown == "manifest":
+        del times[mkey(OLD2)]
+    elif unknown == "object":
+        times[P + "packs/p3/three"] = float("nan")
+    else:
+        times = {}
+    plan = plan_prune("box", unreadable_old2(), LISTING, {OLD2, NEW1}, now=NOW, times=times,
+                      fence_margin=timedelta(0))  # fmt: skip
+    assert plan.delete_manifests == (mkey(OLD1), mkey(NEW2))
+    assert plan.delete_objects == ()
+    # p2 is stored after OLD2's manifest: repacked only when that manifest's time is known
+    assert plan.old_packs == ({P + "packs/p2/two"} if unknown == "object" else frozenset())
+
+
+def test_readable_uploads_are_planned_as_before_whatever_the_times() -> None:
+    """Times matter only for an unreadable kept upload."""
+    plain = plan_prune("box", mixed_refs(), LISTING, {OLD2, NEW1}, now=NOW, stored_bound=10)
+    timed = plan_prune("box", mixed_refs(), LISTING, {OLD2, NEW1}, now=NOW, stored_bound=10,
+                       times=TIMES, fence_margin=timedelta(0))  # fmt: skip
+    assert timed == plain
+
+
+def _stored_times(bucket: Bucket, garbage: float) -> dict[str, float]:
+    """Stored times as a writer makes them: each upload's objects (its own, and shared ones
+    it is the first to use) just before its manifest, the uploads in id order; what no
+    upload names at ``garbage``."""
+    times: dict[str, float] = {}
+    for i, refs in enumerate(sorted(bucket.refs(), key=lambda r: r.upload_id)):
+        for key in _named_by(refs) - {refs.manifest_key}:
+            times.setdefault(key, 10.0 * i + 9)
+        times[refs.manifest_key] = 10.0 * i + 10
+    return {k: times.get(k, garbage) for k in bucket.objects}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(buckets(), st.data())
+def test_random_graphs_keep_all_an_unreadable_kept_upload_uses(
+    drawn: tuple[Bucket, set[str], set[str]], data: st.DataObject
+) -> None:
+    """One kept upload's references are unknown to the planner: nothing they name is
+    deleted, replaced or moved, whatever else the plan does."""
+    bucket, keep, busy = drawn
+    lost = data.draw(st.sampled_from(sorted(keep)))
+    truth = _named_by(bucket.manifests[mkey(lost)])
+    times = _stored_times(bucket, data.draw(st.sampled_from([0.0, 5.0, 1e6])))
+    refs = [
+        ManifestRefs(r.upload_id, r.manifest_key, unreadable="lost") if r.upload_id == lost else r
+        for r in bucket.refs()
+    ]
+    plan = plan_prune("box", refs, bucket.objects, keep, now=NOW, in_progress=busy,
+                      times=times, fence_margin=timedelta(0))  # fmt: skip
+    gone = set(plan.delete_manifests) | set(plan.delete_objects) | set(plan.replaced)
+    assert not truth & gone
+    assert not truth & plan.old_packs
+    assert plan.unreadable == (f"upload {lost}: lost",)
+    bucket.run(plan)
+    assert bucket.problems(keep) == []

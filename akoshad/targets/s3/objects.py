@@ -6,6 +6,7 @@ status (a versioned bucket keeps what a delete removes)."""
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +53,16 @@ async def head_object(target: S3Target, key: str) -> int | None:
 
 
 async def list_keys(target: S3Target, prefix: str) -> AsyncIterator[str]:
-    """Every key under ``prefix``, once, in the server's (lexical) order. A key the server
-    lists outside ``prefix`` (one that ignores it) is left out, and so is a key repeated
-    (on the next page): callers delete what a listing names."""
+    """Every key under ``prefix``, once, in the server's (lexical) order (``list_stored``)."""
+    async for key, _, _ in list_stored(target, prefix):
+        yield key
+
+
+async def list_stored(target: S3Target, prefix: str) -> AsyncIterator[tuple[str, int, float]]:
+    """Every key under ``prefix`` with its stored size and time (``LastModified``, seconds
+    since the epoch), once, in the server's (lexical) order. A key the server lists outside
+    ``prefix`` (one that ignores it) is left out, and so is a key repeated (on the next
+    page): callers delete what a listing names."""
     token: str | None = None
     last: str | None = None
     tokens: set[str] = set()  # one per page of 1,000 keys
@@ -67,7 +75,7 @@ async def list_keys(target: S3Target, prefix: str) -> AsyncIterator[str]:
             key = obj["Key"]
             if key.startswith(prefix) and key != last:
                 last = key
-                yield key
+                yield key, int(obj.get("Size") or 0), _seconds(obj.get("LastModified"))
         token = page.get("NextContinuationToken")
         if not page.get("IsTruncated"):
             return
@@ -81,6 +89,15 @@ async def list_keys(target: S3Target, prefix: str) -> AsyncIterator[str]:
                 f"list {prefix}: the server gives the same continuation token again"
             )
         tokens.add(token)
+
+
+def _seconds(when: Any) -> float:
+    """A listing's ``LastModified`` (a datetime) in seconds since the epoch; NaN when the
+    server leaves it out (a prune's fence then keeps the object, ``prune_plan``)."""
+    try:
+        return float(when.timestamp())
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return math.nan
 
 
 async def bucket_versioning(target: S3Target) -> str | None:

@@ -65,6 +65,7 @@ from akoshad.targets.s3.objects import (
     delete_keys,
     head_object,
     list_keys,
+    list_stored,
     read_object,
 )
 from akoshad.targets.s3.part_memory import budgeted
@@ -394,6 +395,11 @@ class S3Target:
     async def list_keys(self, prefix: str) -> AsyncIterator[str]:
         async for key in list_keys(self, prefix):
             yield key
+
+    async def list_stored(self, prefix: str) -> AsyncIterator[tuple[str, int, float]]:
+        """Keys under ``prefix`` with their stored sizes and times (one listing)."""
+        async for item in list_stored(self, prefix):
+            yield item
 
     async def delete_keys(self, keys: list[str]) -> None:
         await delete_keys(self, keys)
