@@ -15,6 +15,11 @@ pack. Both are pruned with the default retention and with ``keep_last 10`` (each
 copy), timing load (list + manifests) and the whole prune. Goal: a prune of 1,000 uploads
 in <= 60 s.
 
+``--s3``: the uploads are copied into a SeaweedFS bucket (started here), and the prune runs
+there, after a dry run that lists sizes with a HEAD per key (as prunes did before the
+listing gave sizes and times) beside one that takes them from the listing: the two load
+times and their ratio are printed.
+
 ``--days D`` (format 2): uploads every ``--every-minutes`` during work hours (9:00-18:00,
 Monday to Friday) for D simulated days, and the real ``run_prune`` with the default
 retention every ``prune_interval_hours`` of simulated time (repacks included); printed per
@@ -34,6 +39,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -50,7 +56,9 @@ from akoshad.manifest.layout import (  # noqa: E402
 from akoshad.storage.prune_exec import PruneResult, run_prune  # noqa: E402
 from akoshad.storage.prune_load import load_for_prune  # noqa: E402
 from akoshad.storage.retention import Retention  # noqa: E402
+from akoshad.targets.base import Target  # noqa: E402
 from akoshad.targets.local import LocalTarget  # noqa: E402
+from tests.s3server import WeedServer  # noqa: E402
 
 SYSTEM_ID = "bench"
 
@@ -115,6 +123,63 @@ async def prune_once(root: Path, staging: Path, policy: Retention, now: datetime
     )
 
 
+class HeadPerKey:
+    """A target whose listing gives no sizes or times: a prune HEADs every key."""
+
+    def __init__(self, inner: Target) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "list_stored":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+async def prune_s3(
+    src: Path, s3: WeedServer, staging: Path, policy: Retention, now: datetime
+) -> None:
+    """Copy the uploads under ``src`` into the bucket, then: the load with a HEAD per key
+    against the load from the listing (a dry run each), and the prune itself."""
+    target = s3.s3_target(SYSTEM_ID)
+    await target.start()
+    try:
+        files = await asyncio.to_thread(lambda: sorted(p for p in src.rglob("*") if p.is_file()))
+        sem = asyncio.Semaphore(16)
+
+        async def put(path: Path) -> None:
+            async with sem:
+                await target.put_bytes(
+                    path.relative_to(src).as_posix(),
+                    await asyncio.to_thread(path.read_bytes),
+                    "application/octet-stream",
+                )
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(put(p) for p in files))
+        print(f"  copied {len(files)} objects into the bucket in {time.perf_counter() - t0:.1f} s")
+        dry = {}
+        for name, where in (("HEAD per key", HeadPerKey(target)), ("listing", target)):
+            t0 = time.perf_counter()
+            await run_prune(where, SYSTEM_ID, policy, staging_dir=staging, now=now, dry_run=True)  # type: ignore[arg-type]
+            dry[name] = time.perf_counter() - t0
+        print(
+            f"  dry run: sizes by a HEAD per key {dry['HEAD per key']:.2f} s, sizes and times "
+            f"from the listing {dry['listing']:.2f} s "
+            f"({dry['HEAD per key'] / dry['listing']:.1f}x)"
+        )
+        t0 = time.perf_counter()
+        result = await run_prune(target, SYSTEM_ID, policy, staging_dir=staging, now=now)
+        print(
+            f"  {policy.describe()} on S3: prune {time.perf_counter() - t0:.2f} s: removed "
+            f"{len(result.uploads_removed)}, deleted {result.objects_deleted} objects, "
+            f"repacked {result.packs_repacked} pack(s)"
+        )
+        keys = [k async for k in target.list_keys(f"systems/{SYSTEM_ID}/")]
+        await target.delete_keys(keys)
+    finally:
+        await target.close()
+
+
 def build_f2(src: Path, args: argparse.Namespace, now: datetime) -> int:
     """Format-2 uploads, one every ``--every-minutes`` up to ``now``; the objects made."""
     store = Store(src, SYSTEM_ID, args.db_chunks, args.chunk_kib * 1024, args.small_files)
@@ -164,6 +229,7 @@ def main() -> None:
     parser.add_argument("--chunk-kib", type=int, default=256, help="format 2: chunk size")
     parser.add_argument("--churn", type=int, default=2, help="format 2: chunks changed/upload")
     parser.add_argument("--small-files", type=int, default=300, help="format 2: small files")
+    parser.add_argument("--s3", action="store_true", help="prune in a SeaweedFS bucket too")
     args = parser.parse_args()
     if args.every_minutes is None:
         args.every_minutes = 30.0 if args.days else 20.0
@@ -195,6 +261,14 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
             shutil.copytree(src, root)
             asyncio.run(prune_once(root, staging, policy, now))
+        if args.s3:
+            s3 = WeedServer(work / "weed", volume_size_mb=1024)
+            s3.start()
+            try:
+                for policy in policies:
+                    asyncio.run(prune_s3(src, s3, staging, policy, now))
+            finally:
+                s3.stop()
 
 
 if __name__ == "__main__":

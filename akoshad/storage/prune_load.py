@@ -4,13 +4,14 @@ index parts, chunk lists and chunk list parts the kept ones name
 
 Everything read is bounded (a manifest by ``max_manifest``, a document by
 ``max_document``) and goes through ``documents`` (the codec the format-2 writer and the
-restore reader use). A manifest that cannot be read or understood stops the prune before
-it deletes anything (:class:`PruneError` names the object): what it references is unknown,
-so nothing could be swept safely. So does a kept upload's document (index part, chunk
-list) that is missing or damaged, unless the target dates what it stores
-(:class:`DatedLister`: both targets do): the upload's references are then unknown
-(``ManifestRefs.unreadable``), and the planner keeps every object stored up to its
-manifest, so the rest of the prune goes on (``prune_plan``). The sealed documents of an
+restore reader use). A kept upload whose manifest is damaged (not JSON), or whose document
+(index part, chunk list) is missing or damaged, references what is unknown: when the target
+dates what it stores (:class:`DatedLister`: both targets do), the upload is marked so
+(``ManifestRefs.unreadable``) and the planner keeps every object stored up to its manifest,
+so the rest of the prune goes on (``prune_plan``); otherwise the prune stops before it
+deletes anything (:class:`PruneError` names the object). A damaged manifest is dated by its
+upload id, so retention may drop it like any other. A manifest that parses but cannot be
+understood stops the prune. The sealed documents of an
 encrypted upload are opened with ``identities``; without them (or with the wrong ones) the
 ``IdentityError`` passes through, and nothing is deleted either, unless the upload names
 its objects in a readable list (``metadata.index.objects``, in its manifest): that list is
@@ -238,17 +239,19 @@ async def _read_documents(
     raise UnreadableDocuments("its documents nest too deep")
 
 
-async def _read_manifest(target: Target, key: str, limit: int) -> dict[str, Any]:
+async def _read_manifest(target: Target, key: str, limit: int) -> dict[str, Any] | str:
+    """The manifest's JSON object, or why it is damaged (over its bound, not JSON, not an
+    object). One gone since the listing stops the prune (another prune ran?)."""
     try:
         doc = json.loads(await fetch_stored(target, key, limit, f"manifest {key}"))
     except DocumentMissing:
         raise PruneError(f"manifest {key} vanished during the prune; try again") from None
     except DocumentError as exc:
-        raise PruneError(f"{exc}; prune stopped") from None
+        return str(exc)
     except (ValueError, RecursionError):
-        raise PruneError(f"manifest {key} is not valid JSON; prune stopped") from None
+        return f"manifest {key} is not valid JSON"
     if not isinstance(doc, dict):
-        raise PruneError(f"manifest {key} is not a JSON object; prune stopped")
+        return f"manifest {key} is not a JSON object"
     return doc
 
 
@@ -267,15 +270,19 @@ async def load_for_prune(
     name. With ``keep`` (upload ids to keep, given the timed uploads; e.g. a retention
     decision), only the kept manifests' documents are read (the others get bare refs, all
     the planner needs of them), so a damaged upload that is dropped cannot block a prune.
-    Uploads without a time are always kept. Raises :class:`PruneError` naming what could
-    not be read."""
+    Uploads without a time are always kept. A damaged manifest dates its upload by its id;
+    kept, its references are unknown (``unreadable``, as for a lost document, when the
+    target dates its objects). Raises :class:`PruneError` naming what could not be read."""
     prefix = f"systems/{system_id}/"
     listing, stored_at = await list_stored(target, prefix, concurrency)
     keys = sorted(manifest_keys(prefix, listing).items())
     docs = await _bounded_gather(
         (_read_manifest(target, k, max_manifest) for _, k in keys), concurrency
     )
-    times = {u: _time_of(doc, u) for (u, _), doc in zip(keys, docs, strict=True)}
+    times = {
+        u: _time_of(doc, u) if isinstance(doc, dict) else upload_id_time(u)
+        for (u, _), doc in zip(keys, docs, strict=True)
+    }
     kept: set[str] | None = None
     if keep is not None:
         timed = [Upload(u, t) for u, t in times.items() if t is not None]
@@ -285,15 +292,18 @@ async def load_for_prune(
     out: list[LoadedManifest] = []
     for (upload_id, key), doc in zip(keys, docs, strict=True):
         if kept is not None and upload_id not in kept:
-            out.append(
-                LoadedManifest(upload_id, key, doc, times[upload_id], ManifestRefs(upload_id, key))
-            )
-            continue
-        try:
-            refs = await opener.refs(upload_id, key, doc, prefix)
-        except (LookupError, ValueError) as exc:
-            raise PruneError(f"manifest {key} is malformed ({exc}); prune stopped") from None
-        out.append(LoadedManifest(upload_id, key, doc, times[upload_id], refs))
+            refs = ManifestRefs(upload_id, key)
+        elif isinstance(doc, str):
+            if key not in stored_at:
+                raise PruneError(f"{doc}; prune stopped, nothing deleted")
+            refs = ManifestRefs(upload_id, key, unreadable=doc)
+        else:
+            try:
+                refs = await opener.refs(upload_id, key, doc, prefix)
+            except (LookupError, ValueError) as exc:
+                raise PruneError(f"manifest {key} is malformed ({exc}); prune stopped") from None
+        body = doc if isinstance(doc, dict) else {}
+        out.append(LoadedManifest(upload_id, key, body, times[upload_id], refs))
     return PruneInput(system_id, tuple(out), documents, listing, stored_at)
 
 

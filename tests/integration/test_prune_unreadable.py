@@ -131,6 +131,11 @@ async def test_without_stored_times_a_lost_index_part_still_stops_the_prune(
     with pytest.raises(PruneError, match=f"index part {lost} is missing.*nothing deleted"):
         await run_prune(undated, "box", DAILY, staging_dir=staging, now=NOW)
     assert await keys(local) == before
+    oldest = f"systems/box/uploads/{made[0]}/manifest.json"  # a damaged manifest, kept
+    await local.put_bytes(oldest, b"{not json", "application/json")
+    with pytest.raises(PruneError, match=f"manifest {oldest} is not valid JSON.*nothing deleted"):
+        await run_prune(undated, "box", DAILY, staging_dir=staging, now=NOW)
+    assert await keys(local) == before
 
 
 @pytest.mark.s3

@@ -15,7 +15,6 @@ from akoshad.manifest.layout import new_upload_id
 from akoshad.storage import refs
 from akoshad.storage.owner import Machine, NotOwner, Ownership, load_owner_id, owner_key
 from akoshad.storage.prune_exec import PruneHooks, PruneResult, run_prune
-from akoshad.storage.prune_load import PruneError
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
 from tests.prune_child import kill_at_marker, policy
@@ -211,9 +210,12 @@ async def test_a_non_owner_prunes_nothing(local: Target, tmp_path: Path) -> None
     assert [k async for k in local.list_keys("systems/box/")] == before
 
 
-async def test_damaged_kept_manifest_stops_the_prune_but_a_dropped_one_does_not(
+async def test_a_damaged_manifest_kept_is_worked_around_and_dropped_goes(
     local: Target, tmp_path: Path
 ) -> None:
+    """A kept upload whose manifest is not JSON: the prune goes on around it (everything
+    stored up to it stays, named in ``unreadable``); dropped by retention (dated by its id),
+    a damaged manifest goes like any other, and so does one whose chunk list is gone."""
     b = Builder(local, "box", tmp_path / "work")
     made = await build_mixed(b)
     staging = private_dir(tmp_path / "staging")
@@ -226,17 +228,23 @@ async def test_damaged_kept_manifest_stops_the_prune_but_a_dropped_one_does_not(
         b'"uploaded_at": "' + (NOW - timedelta(hours=4)).isoformat().encode() + b'"}',
         "application/json",
     )
+    await local.put_bytes(f"systems/box/uploads/{made[2]}/manifest.json", b"[1, 2]", "x")
     kept = f"systems/box/uploads/{made[-1]}/manifest.json"
     good = b"".join([c async for c in local.read(kept)])
     await local.put_bytes(kept, b"{not json", "application/json")
-    before = [k async for k in local.list_keys("systems/box/")]
-    with pytest.raises(PruneError, match=made[-1]):
-        await run_prune(local, "box", policy(3), staging_dir=staging, now=NOW)
-    assert [k async for k in local.list_keys("systems/box/")] == before
+    before = set([k async for k in local.list_keys("systems/box/")])
+    result = await run_prune(local, "box", policy(3), staging_dir=staging, now=NOW)
+    assert result.uploads_removed == made[:4]
+    assert result.unreadable == [f"upload {made[-1]}: manifest {kept} is not valid JSON"]
+    after = set([k async for k in local.list_keys("systems/box/")])
+    # only the dropped manifests go: everything else was stored before the damaged one
+    assert before - after == {f"systems/box/uploads/{u}/manifest.json" for u in made[:4]}
+    await check_restorable(local, b, made[4:-1])
     await local.put_bytes(kept, good, "application/json")
     result = await run_prune(local, "box", policy(3), staging_dir=staging, now=NOW)
-    assert made[3] in result.uploads_removed
+    assert result.unreadable == [] and result.objects_deleted > 0
     await check_restorable(local, b, made[4:])
+    await assert_nothing_left(local, "box", staging)
 
 
 async def test_the_newest_upload_stays_when_the_clock_went_backwards(
