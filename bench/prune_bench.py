@@ -39,7 +39,6 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -56,8 +55,8 @@ from akoshad.manifest.layout import (  # noqa: E402
 from akoshad.storage.prune_exec import PruneResult, run_prune  # noqa: E402
 from akoshad.storage.prune_load import load_for_prune  # noqa: E402
 from akoshad.storage.retention import Retention  # noqa: E402
-from akoshad.targets.base import Target  # noqa: E402
 from akoshad.targets.local import LocalTarget  # noqa: E402
+from tests.prune_data import Undated  # noqa: E402
 from tests.s3server import WeedServer  # noqa: E402
 
 SYSTEM_ID = "bench"
@@ -123,18 +122,6 @@ async def prune_once(root: Path, staging: Path, policy: Retention, now: datetime
     )
 
 
-class HeadPerKey:
-    """A target whose listing gives no sizes or times: a prune HEADs every key."""
-
-    def __init__(self, inner: Target) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "list_stored":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-
 async def prune_s3(
     src: Path, s3: WeedServer, staging: Path, policy: Retention, now: datetime
 ) -> None:
@@ -158,7 +145,7 @@ async def prune_s3(
         await asyncio.gather(*(put(p) for p in files))
         print(f"  copied {len(files)} objects into the bucket in {time.perf_counter() - t0:.1f} s")
         dry = {}
-        for name, where in (("HEAD per key", HeadPerKey(target)), ("listing", target)):
+        for name, where in (("HEAD per key", Undated(target)), ("listing", target)):
             t0 = time.perf_counter()
             await run_prune(where, SYSTEM_ID, policy, staging_dir=staging, now=now, dry_run=True)  # type: ignore[arg-type]
             dry[name] = time.perf_counter() - t0

@@ -207,3 +207,16 @@ def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path
+
+
+class Undated:
+    """A target that cannot date what it stores: ``inner`` without its dated listing (a
+    prune then takes sizes from a HEAD per key, and has no stored times)."""
+
+    def __init__(self, inner: Target) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "list_stored":
+            raise AttributeError(name)
+        return getattr(self.inner, name)

@@ -8,14 +8,15 @@ An upload folder without a manifest is an upload in progress (the caller names i
 id is younger than ``grace`` or carries no time) and is left alone, or a crashed upload whose
 objects are garbage.
 
-A kept upload whose documents could not be read (``ManifestRefs.unreadable``: one missing or
-damaged) references what is unknown. Everything it can use was stored before its manifest
-(an entry points only at objects of completed uploads or of its own), so the plan keeps, as
-if that upload used them, every object stored no later than that manifest (its stored time
-plus ``fence_margin``; an object of unknown time counts as stored then), and every index
-part and chunk list (small, and written again by later uploads, which moves their times).
-None of those is moved by a repack. The rest of the plan goes on: dropped uploads go, and
-what later uploads left behind is swept. The plan names each such upload (``unreadable``).
+A kept upload whose manifest or documents could not be read (``ManifestRefs.unreadable``:
+one missing or damaged) references what is unknown. Everything it can use was stored before
+its manifest (an entry points only at objects of completed uploads or of its own), so the
+plan keeps, as if that upload used them, every object stored no later than that manifest
+(its stored time plus ``fence_margin``; an object of unknown time counts as stored then),
+and every index part and chunk list (small, and written again by later uploads, which moves
+their times). None of those is moved by a repack. The rest of the plan goes on: dropped
+uploads go, and what later uploads left behind is swept. The plan names each such upload
+(``unreadable``).
 
 A pack whose live bytes are below ``repack_ratio`` (0.8) of its size is repacked, and if the
 live data would still take more than ``stored_bound`` (1.2x) the bytes it references, the
@@ -232,8 +233,8 @@ def _fenced(
     times: Mapping[str, float],
     margin: timedelta,
 ) -> set[str]:
-    """The keys a kept upload whose documents could not be read may use (module
-    docstring): none when there is no such upload."""
+    """The keys a kept upload that could not be read may use (module docstring): none
+    when there is no such upload."""
     fences = [times.get(r.manifest_key, math.nan) for r in kept if r.unreadable]
     if not fences:
         return set()
@@ -303,9 +304,9 @@ def plan_prune(
     live, pack_ranges = _mark(prefix, kept)
     busy, crashed = _unfinished(prefix, listing, by_id, in_progress, now, grace)
     delete_manifests = tuple(by_id[u].manifest_key for u in removed)
-    fenced = _fenced(prefix, kept, listing, times or {}, fence_margin)
-    busy |= fenced - set(delete_manifests)
-    hold = live | set(pack_ranges) | busy | set(protected) | set(delete_manifests)
+    # what an unreadable kept upload may use: neither swept, nor moved, nor replaced
+    fenced = _fenced(prefix, kept, listing, times or {}, fence_margin) - set(delete_manifests)
+    hold = live | set(pack_ranges) | busy | fenced | set(protected) | set(delete_manifests)
     swept = tuple(prefix + d for d in SWEPT_DIRS)
     delete_objects = tuple(k for k in sorted(listing) if k.startswith(swept) and k not in hold)
     whole_bytes = sum(listing.get(key, 0) for key in live - {prefix + OWNER_NAME})
@@ -330,7 +331,7 @@ def plan_prune(
         delete_objects=delete_objects,
         new_packs=group_repacks(chosen, pack_target),
         rewrite_manifests=tuple(rewrite),
-        replaced=tuple(sorted(replaced - busy - set(protected))),
+        replaced=tuple(sorted(replaced - busy - fenced - set(protected))),
         missing=tuple(sorted(missing)),
         unreadable=tuple(f"upload {r.upload_id}: {r.unreadable}" for r in kept if r.unreadable),
         freed_bytes=sum(listing.get(k, 0) for k in (*delete_manifests, *delete_objects)),

@@ -49,9 +49,9 @@ class ManifestRefs:
     the name key of the recipients configured now, so a repack can seal their rewritten
     forms to the same recipients (``prune_load``). Refs from the readable objects list
     (``sealed_objects_refs``) know no chunk location and are never rewritable.
-    ``unreadable``: why the documents of a kept upload could not be read (one missing or
-    damaged); its references are then unknown, and the planner keeps every object stored
-    up to it (``prune_plan``).
+    ``unreadable``: why a kept upload could not be read (its manifest damaged, or one of its
+    documents missing or damaged); its references are then unknown, and the planner keeps
+    every object stored up to it (``prune_plan``).
     """
 
     upload_id: str

@@ -20,7 +20,7 @@ from akoshad.storage.prune_load import DatedLister, PruneError
 from akoshad.storage.retention import Retention
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
-from tests.prune_data import Builder, noise, private_dir, restore, text
+from tests.prune_data import Builder, Undated, noise, private_dir, restore, text
 from tests.s3server import WeedServer
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -101,18 +101,6 @@ async def test_a_lost_index_part_of_a_kept_upload_no_longer_stops_the_prune(
     assert healed.unreadable == [] and healed.packs_repacked == 0  # a.bin and c.bin live
     for upload_id in (made[0], made[5]):
         assert await restore(local, "box", upload_id) == b.expected[upload_id]
-
-
-class Undated:
-    """A target that cannot date what it stores: the local one without its dated listing."""
-
-    def __init__(self, inner: Target) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "list_stored":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
 
 async def test_without_stored_times_a_lost_index_part_still_stops_the_prune(
