@@ -16,7 +16,10 @@ plan keeps, as if that upload used them, every object stored no later than that 
 and every index part and chunk list (small, and written again by later uploads, which moves
 their times). None of those is moved by a repack. The rest of the plan goes on: dropped
 uploads go, and what later uploads left behind is swept. The plan names each such upload
-(``unreadable``).
+(``unreadable``). Stored times are trusted only when they follow the writes: should a
+readable kept upload use an object (not a document) stored more than ``WRITE_ORDER_SLACK``
+after its own manifest, the target's times were not made by its writes (a copy that did not
+keep them), and every object is kept.
 
 A pack whose live bytes are below ``repack_ratio`` (0.8) of its size is repacked, and if the
 live data would still take more than ``stored_bound`` (1.2x) the bytes it references, the
@@ -71,6 +74,9 @@ DEFAULT_GRACE = timedelta(hours=24)
 # nodes may differ a little, and keeping more is the safe side
 FENCE_MARGIN = timedelta(hours=1)
 DOCUMENT_DIRS = ("index/", "chunklists/")
+# how much later than its manifest an object an upload uses may be stored before the
+# target's times count as not made by its writes (the clocks of a server's nodes)
+WRITE_ORDER_SLACK = timedelta(minutes=1)
 _ID_TIME = "%Y%m%dT%H%M%S%fZ"
 
 StepOp = Literal[
@@ -228,7 +234,7 @@ def _mark(prefix: str, kept: Iterable[ManifestRefs]) -> tuple[set[str], dict[str
 
 def _fenced(
     prefix: str,
-    kept: Iterable[ManifestRefs],
+    kept: Collection[ManifestRefs],
     listing: Collection[str],
     times: Mapping[str, float],
     margin: timedelta,
@@ -242,11 +248,30 @@ def _fenced(
     # earliest for an object: either way more is kept
     fence = max(t if math.isfinite(t) else math.inf for t in fences) + margin.total_seconds()
     documents = tuple(prefix + d for d in DOCUMENT_DIRS)
+    if not _times_follow_writes(documents, kept, times):
+        fence = math.inf
     return {
         k
         for k in listing
         if k.startswith(documents) or not times.get(k, math.nan) > fence  # NaN: kept
     }
+
+
+def _times_follow_writes(
+    documents: tuple[str, ...], kept: Iterable[ManifestRefs], times: Mapping[str, float]
+) -> bool:
+    """False when a readable kept upload uses an object (not a document: those are written
+    again) stored more than ``WRITE_ORDER_SLACK`` after its manifest: every upload stores
+    what it uses before its manifest, so such times were made by something else."""
+    slack = WRITE_ORDER_SLACK.total_seconds()
+    for refs in kept:
+        written = times.get(refs.manifest_key, math.nan)
+        if refs.unreadable or not math.isfinite(written):
+            continue
+        for key in refs.named(packs=True):
+            if not key.startswith(documents) and times.get(key, -math.inf) > written + slack:
+                return False
+    return True
 
 
 def _rewrites(kept: Iterable[ManifestRefs], moved: set[str]) -> tuple[list[str], set[str]]:

@@ -103,6 +103,34 @@ async def test_a_lost_index_part_of_a_kept_upload_no_longer_stops_the_prune(
         assert await restore(local, "box", upload_id) == b.expected[upload_id]
 
 
+async def test_times_a_copy_made_are_not_trusted(local: LocalTarget, tmp_path: Path) -> None:
+    """The outbox was copied without its times (``cp -r``): the manifests first, the rest
+    over the next two hours. The newest upload then uses a pack stored after its manifest,
+    so the times were not made by the writes: the prune keeps every object (only the
+    dropped manifests go), where trusting them would have repacked the oldest upload's pack
+    without its ``c.bin``."""
+    b = Builder(local, "box", tmp_path / "work")
+    made, new = await build(b, None)
+    copied = time.time() - 3 * 3600
+    for key in await keys(local):
+        late = 0 if key.endswith("/manifest.json") else 2 * 3600
+        os.utime(local.root / key, (copied + late, copied + late))
+    lost = lose_a_part(made, new)
+    data = b"".join([c async for c in local.read(lost)])
+    await local.delete_keys([lost])
+    before = await keys(local)
+    staging = private_dir(tmp_path / "staging")
+    result = await run_prune(local, "box", DAILY, staging_dir=staging, now=NOW)
+    assert result.uploads_removed == made[1:5] and result.packs_repacked == 0
+    assert result.unreadable == [f"upload {made[0]}: index part {lost} is missing"]
+    assert before - await keys(local) == {
+        f"systems/box/uploads/{u}/manifest.json" for u in made[1:5]
+    }
+    await local.put_bytes(lost, data, "application/json")
+    for upload_id in (made[0], made[5]):
+        assert await restore(local, "box", upload_id) == b.expected[upload_id]
+
+
 async def test_without_stored_times_a_lost_index_part_still_stops_the_prune(
     local: LocalTarget, tmp_path: Path
 ) -> None:

@@ -647,3 +647,29 @@ def test_random_graphs_keep_all_an_unreadable_kept_upload_uses(
     assert plan.unreadable == (f"upload {lost}: lost",)
     bucket.run(plan)
     assert bucket.problems(keep) == []
+
+
+@pytest.mark.parametrize(
+    ("changed", "trusted"),
+    [
+        ({P + "packs/p1/one": 300.0 + 59}, True),  # within the slack of NEW1's manifest
+        ({P + "index/bb/part1.json.gz": 1000.0}, True),  # a document, written again later
+        ({P + "packs/p1/one": 300.0 + 61}, False),  # NEW1 uses a pack stored after it
+        ({P + f"uploads/{NEW1}/memories.json": 5000.0}, False),
+    ],
+)
+def test_stored_times_not_made_by_the_writes_keep_everything(
+    changed: dict[str, float], trusted: bool
+) -> None:
+    """A readable kept upload that uses an object stored after its manifest: the target's
+    times were not made by its writes (a copy that did not keep them), so nothing is swept
+    or repacked for the unreadable upload's sake; documents are written again, and do not
+    count."""
+    plan = plan_prune("box", unreadable_old2(), LISTING, {OLD2, NEW1}, now=NOW, stored_bound=10,
+                      times={**TIMES, **changed}, fence_margin=timedelta(0))  # fmt: skip
+    assert plan.delete_manifests == (mkey(OLD1), mkey(NEW2))
+    if trusted:
+        assert plan.delete_objects == (P + "packs/p3/three",)
+        assert plan.old_packs == {P + "packs/p2/two"}
+    else:
+        assert plan.delete_objects == () and plan.old_packs == frozenset()
