@@ -67,7 +67,8 @@ class PruneError(StorageError):
 
 
 class UnreadableDocuments(PruneError):
-    """A document a kept manifest names is missing or damaged (``reason`` says which)."""
+    """A kept manifest is damaged, or a document it names is missing or damaged
+    (``reason`` says which)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"{reason}; prune stopped, nothing deleted")
@@ -294,9 +295,7 @@ async def load_for_prune(
         if kept is not None and upload_id not in kept:
             refs = ManifestRefs(upload_id, key)
         elif isinstance(doc, str):
-            if key not in stored_at:
-                raise PruneError(f"{doc}; prune stopped, nothing deleted")
-            refs = ManifestRefs(upload_id, key, unreadable=doc)
+            refs = opener.unreadable(upload_id, key, UnreadableDocuments(doc))
         else:
             try:
                 refs = await opener.refs(upload_id, key, doc, prefix)
@@ -334,13 +333,21 @@ class _Opener:
                 # sealed to recipients whose identity is not here, or a document missing
                 # or damaged: the list stands (the planner names what is missing), packs stay
                 return listed
-            if isinstance(exc, UnreadableDocuments) and key in self.stored_at:
-                return ManifestRefs(upload_id, key, unreadable=exc.reason)
+            if isinstance(exc, UnreadableDocuments):
+                return self.unreadable(upload_id, key, exc)
             raise
         refs = manifest_refs(upload_id, key, doc, self.documents)
         if refs.sealed and self._named(refs):
             return replace(refs, rewritable=True)
         return refs
+
+    def unreadable(self, upload_id: str, key: str, exc: UnreadableDocuments) -> ManifestRefs:
+        """The references of a kept upload that cannot be read: unknown, marked so when the
+        manifest's stored time is known (the planner keeps what was stored up to it);
+        otherwise ``exc`` stops the prune."""
+        if key not in self.stored_at:
+            raise exc
+        return ManifestRefs(upload_id, key, unreadable=exc.reason)
 
     def _named(self, refs: ManifestRefs) -> bool:
         """Whether the resealing key named every sealed document ``refs`` holds."""

@@ -330,7 +330,7 @@ def plan_prune(
     busy, crashed = _unfinished(prefix, listing, by_id, in_progress, now, grace)
     delete_manifests = tuple(by_id[u].manifest_key for u in removed)
     # what an unreadable kept upload may use: neither swept, nor moved, nor replaced
-    fenced = _fenced(prefix, kept, listing, times or {}, fence_margin) - set(delete_manifests)
+    fenced = _fenced(prefix, kept, listing, times or {}, fence_margin)
     hold = live | set(pack_ranges) | busy | fenced | set(protected) | set(delete_manifests)
     swept = tuple(prefix + d for d in SWEPT_DIRS)
     delete_objects = tuple(k for k in sorted(listing) if k.startswith(swept) and k not in hold)
