@@ -56,6 +56,7 @@ async def put_manifest(
             name_key=None if sealing is None else sealing.key,
             recipients=None if sealing is None else sealing.recipients,
             sink=sink,
+            copies=None if sealing is None or sealing.copies is None else sealing.copies.put,
         )
 
     earlier = attempt.plan.kept or attempt.plan.reused  # else all new: nothing to ask

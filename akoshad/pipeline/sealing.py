@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyrage
@@ -34,6 +34,7 @@ from akoshad.config.encryption import Encryption
 from akoshad.errors import PermanentError
 from akoshad.pipeline.routes import ExtraObject
 from akoshad.storage.crypto import Identities, IdentityError, Recipients
+from akoshad.storage.document_copies import DocumentCopies
 from akoshad.storage.name_key import NameKey, NameKeyCache, load_or_create_name_key
 from akoshad.storage.refs import ChunkRef
 from akoshad.targets.base import Target
@@ -48,6 +49,8 @@ class Sealing:
     recipients: Recipients
     key: NameKey
     encrypt_memories: bool = False
+    # the plaintext of each sealed document made is kept here (a prune can then repack)
+    copies: DocumentCopies | None = field(default=None, compare=False)
 
     def chunk_id(self, sha256: str) -> str:
         """The identity of a chunk in the chunk table and the ledger (its keyed name)."""
@@ -113,6 +116,7 @@ class SealingSource:
     def __init__(self, encryption: Encryption | None, state_dir: Path, system_id: str) -> None:
         self.encryption = encryption if encryption is not None and encryption.enabled else None
         self.cache = NameKeyCache(state_dir)
+        self.state_dir = state_dir
         self.system_id = system_id
         self._recipients: Recipients | None = None
         self._by_target: dict[str, Sealing] = {}
@@ -158,7 +162,8 @@ class SealingSource:
                 loaded.key.key_id,
                 loaded.how,
             )
-            sealing = Sealing(self._recipients, loaded.key, enc.encrypt_memories)
+            copies = DocumentCopies(self.state_dir, target.name)
+            sealing = Sealing(self._recipients, loaded.key, enc.encrypt_memories, copies)
             self._by_target[target.name] = sealing
             return sealing
 

@@ -26,11 +26,13 @@ Encrypted uploads: a prune reads the readable list of the objects each reference
 reads their sealed index parts and chunk lists with the identity
 (``encryption.identity_file``). Without it, a prune that meets one deletes nothing and
 records ``needs_identity`` (one line saying so); the daemon then tries again only after
-the full interval, not every few minutes. Their packs are repacked only when the identity
-is here too and the upload's documents were written for the recipients configured now
-(``Resealing``: the rewritten documents are sealed to the same recipients); otherwise a
-pack goes once no kept upload references it, and an encrypted target may hold more than
-``STORED_BOUND`` times what its kept uploads reference.
+the full interval, not every few minutes. Their packs are repacked only when the upload's
+documents were written for the recipients configured now (``Resealing``: the rewritten
+documents are sealed to the same recipients) and can be opened: with the identity, or
+from the copies this machine kept of the documents it sealed (``document_copies``: the
+daemon needs no identity for its own uploads); otherwise a pack goes once no kept upload
+references it, and an encrypted target may hold more than ``STORED_BOUND`` times what its
+kept uploads reference.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
 from akoshad.storage.crypto import Identities, IdentityError
+from akoshad.storage.document_copies import DocumentCopies
 from akoshad.storage.errors import StorageError
 from akoshad.storage.name_key import NameKeyCache, find_name_key
 from akoshad.storage.owner import NotOwner
@@ -113,16 +116,19 @@ def _identities(settings: Settings) -> Identities | None:
 async def _resealing(
     settings: Settings, target: Target, identities: Identities | None
 ) -> Resealing | None:
-    """What a repack seals rewritten documents with: the recipients configured now and
-    their name key (never made here). None without encryption, the identity or the key."""
+    """What a repack seals rewritten documents with: the recipients configured now, their
+    name key (never made here: the state's, else one the identity opens in the target) and
+    the copies of the documents this machine sealed (``document_copies``: they open the
+    documents without the identity). None without encryption or the key."""
     enc = settings.encryption
-    if identities is None or not enc.enabled:
+    if not enc.enabled:
         return None
     recipients = enc.parsed_recipients()
     cache = NameKeyCache(settings.state_dir)
     sid = settings.cloud_sync.system_id
     key = await find_name_key(target, sid, recipients, identities, cache)
-    return None if key is None else Resealing(key, recipients)
+    copies = DocumentCopies(settings.state_dir, target.name)
+    return None if key is None else Resealing(key, recipients, copies)
 
 
 def ledger_hooks(state: StateDB, target: str) -> PruneHooks:

@@ -99,11 +99,13 @@ class _Documents:
         known: Collection[str],
         sealed: tuple[NameKey, Recipients] | None = None,
         sink: DocumentSink | None = None,
+        copies: DocumentSink | None = None,
     ) -> None:
         self.system_id = system_id
         self.known = known
         self.sealed = sealed
         self.sink = sink  # given: each new document goes there as it is made (not kept)
+        self.copies = copies  # given: (key, compressed plaintext) of each new sealed one
         self.new: dict[str, bytes] = {}
         self.made: set[str] = set()  # keys of the new documents
         self.keys: set[str] = set()
@@ -121,6 +123,8 @@ class _Documents:
             self.made.add(key)
             stored = compress_document(plain)
             if self.sealed is not None:
+                if self.copies is not None:
+                    self.copies(key, stored)
                 stored = seal(stored, self.sealed[1])
             if self.sink is None:
                 self.new[key] = stored
@@ -300,6 +304,7 @@ def build_manifest2(
     name_key: NameKey | None = None,
     recipients: Recipients | None = None,
     sink: DocumentSink | None = None,
+    copies: DocumentSink | None = None,
 ) -> Format2Manifest:
     """The format-2 manifest of ``files`` and the documents to store before it.
 
@@ -309,6 +314,8 @@ def build_manifest2(
     ``sink``: each new document is handed to it as soon as it is made (the index parts
     one by one, as the entries are cut), and ``documents`` is empty; an exception it
     raises ends the build.
+    ``copies``: sealed, each new document's key and compressed plaintext go there too
+    (``document_copies``: a prune without the identity can then repack its packs).
     """
     sealed = None
     if name_key is not None and recipients is not None:
@@ -330,7 +337,7 @@ def build_manifest2(
     manifest["total_size_bytes"] = sum(f.size for f in ordered)
     metadata: dict[str, Any] = manifest["metadata"]
     metadata["format"] = FORMAT
-    docs = _Documents(system_id, known_documents, sealed, sink)
+    docs = _Documents(system_id, known_documents, sealed, sink, copies)
     names = _names(ordered)
     entries = (entry_json(f, names[f.path], docs) for f in ordered)
     if use_index or (use_index is None and len(ordered) > INDEX_INLINE_MAX):

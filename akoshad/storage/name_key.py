@@ -277,14 +277,14 @@ async def find_name_key(
     target: Target,
     system_id: str,
     recipients: Recipients,
-    identities: Identities,
+    identities: Identities | None,
     cache: NameKeyCache,
 ) -> NameKey | None:
     """The name key uploads for ``recipients`` use (as :func:`load_or_create_name_key`
     finds it: the cache, else the target's records opened with ``identities``), or None;
     never makes or stores one."""
     cached = await asyncio.to_thread(cache.find, system_id, recipients.fingerprint)
-    if cached is not None:
+    if cached is not None or identities is None:
         return cached
     found, _ = await _from_target(target, system_id, recipients, identities)
     if found is not None:

@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from akoshad.names import MANIFEST_NAME
 from akoshad.storage import chunk_parts
-from akoshad.storage.crypto import Identities, IdentityError
+from akoshad.storage.crypto import IDENTITY_HINT, Identities, IdentityError, IdentityNeeded
 from akoshad.storage.documents import (
     MAX_DOCUMENT_BYTES,
     DocumentError,
@@ -214,12 +214,44 @@ def _checked(doc: Any, field: str, what: str) -> dict[str, Any]:
     return list_document(doc, field, what)
 
 
+@dataclass(frozen=True)
+class _Reader:
+    """How one document is read: a sealed one from its copy (``Resealing.copies``) when
+    the copy proves itself and the object is stored, else from the target with the
+    identity (without one: ``IdentityNeeded``, nothing fetched). A sealed document the
+    identity opens and the name key named gets a copy, for the prunes without it."""
+
+    target: Target
+    limit: int
+    identities: Identities | None = None
+    resealing: Resealing | None = None
+    stored: Collection[str] = ()
+
+    async def read(self, key: str, compression: str, enc: str, what: str) -> Any:
+        resealing = self.resealing
+        sealed = enc == "age"
+        if sealed and resealing is not None and resealing.copies is not None:
+            if key in self.stored:
+                doc = await asyncio.to_thread(
+                    resealing.copy_of, key, compression, f"{what} {key}", self.limit
+                )
+                if doc is not None:
+                    return doc
+            if self.identities is None:
+                raise IdentityNeeded(
+                    f"{what} {key} is encrypted: reading it needs encryption.identity_file",
+                    fix=f"set it to {IDENTITY_HINT}",
+                )
+        doc = await read_document_sealed(
+            self.target, key, compression, enc, self.identities, what=what, limit=self.limit
+        )
+        if sealed and resealing is not None:
+            await asyncio.to_thread(resealing.keep_copy, key, doc)
+        return doc
+
+
 async def _read_documents(
-    target: Target,
-    loaded: dict[str, Any],
-    documents: dict[str, dict[str, Any]],
-    limit: int,
-    identities: Identities | None = None,
+    reader: _Reader, loaded: dict[str, Any], documents: dict[str, dict[str, Any]]
 ) -> None:
     """Read the documents ``loaded`` (a manifest) needs into ``documents``, in rounds."""
     for _ in range(4):
@@ -231,9 +263,7 @@ async def _read_documents(
             compression, enc, field = declared.get(key, ("none", "none", "chunks"))
             what = {"files": "index part", _LIST: "chunk list"}.get(field, "chunk list part")
             try:
-                doc = await read_document_sealed(
-                    target, key, compression, enc, identities, what=what, limit=limit
-                )
+                doc = await reader.read(key, compression, enc, what)
                 documents[key] = _checked(doc, field, f"{what} {key}")
             except DocumentError as exc:
                 raise UnreadableDocuments(str(exc)) from None
@@ -276,6 +306,8 @@ async def load_for_prune(
     target dates its objects). Raises :class:`PruneError` naming what could not be read."""
     prefix = f"systems/{system_id}/"
     listing, stored_at = await list_stored(target, prefix, concurrency)
+    if resealing is not None and resealing.copies is not None:  # those of documents gone
+        await asyncio.to_thread(resealing.copies.keep_only, listing.keys())
     keys = sorted(manifest_keys(prefix, listing).items())
     docs = await _bounded_gather(
         (_read_manifest(target, k, max_manifest) for _, k in keys), concurrency
@@ -289,7 +321,8 @@ async def load_for_prune(
         timed = [Upload(u, t) for u, t in times.items() if t is not None]
         kept = set(keep(timed)) | {u for u, t in times.items() if t is None}
     documents: dict[str, dict[str, Any]] = {}
-    opener = _Opener(target, documents, max_document, identities, resealing, stored_at)
+    reader = _Reader(target, max_document, identities, resealing, listing.keys())
+    opener = _Opener(target, documents, reader, stored_at)
     out: list[LoadedManifest] = []
     for (upload_id, key), doc in zip(keys, docs, strict=True):
         if kept is not None and upload_id not in kept:
@@ -312,9 +345,7 @@ class _Opener:
 
     target: Target
     documents: dict[str, dict[str, Any]]
-    limit: int
-    identities: Identities | None
-    resealing: Resealing | None
+    reader: _Reader
     stored_at: dict[str, float]
 
     async def refs(self, upload_id: str, key: str, doc: dict[str, Any], root: str) -> ManifestRefs:
@@ -322,12 +353,17 @@ class _Opener:
         could not be rewritten anyway, else from its documents (``rewritable`` when sealed
         and named by the resealing key). A document missing or damaged, with no list: the
         references are unknown (``unreadable``) when the manifest's stored time is known
-        (the planner keeps everything stored up to it), else the prune stops."""
+        (the planner keeps everything stored up to it), else the prune stops. The sealed
+        documents are opened with the identity or, without it, from their copies."""
         listed = sealed_objects_refs(upload_id, key, doc, root)
-        if listed is not None and (self.resealing is None or self.identities is None):
+        resealing = self.reader.resealing
+        can_open = self.reader.identities is not None or (
+            resealing is not None and resealing.copies is not None
+        )
+        if listed is not None and (resealing is None or not can_open):
             return listed
         try:
-            await _read_documents(self.target, doc, self.documents, self.limit, self.identities)
+            await _read_documents(self.reader, doc, self.documents)
         except (IdentityError, PruneError) as exc:
             if listed is not None:
                 # sealed to recipients whose identity is not here, or a document missing
@@ -351,11 +387,10 @@ class _Opener:
 
     def _named(self, refs: ManifestRefs) -> bool:
         """Whether the resealing key named every sealed document ``refs`` holds."""
-        if self.resealing is None:
+        resealing = self.reader.resealing
+        if resealing is None:
             return False
         docs = refs.named() & self.documents.keys()
         return all(
-            self.resealing.named(k, self.documents[k])
-            for k in docs
-            if document_encryption(k) == "age"
+            resealing.named(k, self.documents[k]) for k in docs if document_encryption(k) == "age"
         )

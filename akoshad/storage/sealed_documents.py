@@ -29,6 +29,7 @@ from akoshad.storage.crypto import (
     seal,
     sealed_size_bound,
 )
+from akoshad.storage.document_copies import DocumentCopies
 from akoshad.storage.documents import (
     DOCUMENT_COMPRESSION,
     MAX_DOCUMENT_BYTES,
@@ -55,22 +56,34 @@ def sealed_document_key(system_id: str, kind: DocumentKind, plain: bytes, key: N
 
 
 def encode_document_sealed(
-    system_id: str, kind: DocumentKind, obj: Any, key: NameKey, recipients: Recipients
+    system_id: str,
+    kind: DocumentKind,
+    obj: Any,
+    key: NameKey,
+    recipients: Recipients,
+    copies: DocumentCopies | None = None,
 ) -> tuple[str, bytes]:
-    """``(key, stored bytes)`` of a sealed document; blocking (CPU), call from a thread."""
+    """``(key, stored bytes)`` of a sealed document, its plaintext kept in ``copies``;
+    blocking (CPU), call from a thread."""
     plain = canonical_json(obj)
-    stored = seal(compress_document(plain), recipients)
-    return sealed_document_key(system_id, kind, plain, key), stored
+    doc_key = sealed_document_key(system_id, kind, plain, key)
+    body = compress_document(plain)
+    if copies is not None:
+        copies.put(doc_key, body)
+    return doc_key, seal(body, recipients)
 
 
 @dataclass(frozen=True)
 class Resealing:
     """What a repack seals the documents it rewrites with: the name key and the recipients
     configured now. Only documents this key named are rewritten (:meth:`named`), so a
-    rewritten document is readable by exactly those who could read the one it replaces."""
+    rewritten document is readable by exactly those who could read the one it replaces.
+    ``copies``: the plaintext of the documents this machine sealed (``document_copies``),
+    which opens them without the identity; what it rewrites is kept there too."""
 
     key: NameKey
     recipients: Recipients
+    copies: DocumentCopies | None = None
 
     def named(self, doc_key: str, doc: Any) -> bool:
         """Whether the sealed document ``doc_key`` (decoded: ``doc``) was named by this key,
@@ -80,7 +93,25 @@ class Resealing:
 
     def encode(self, system_id: str, kind: DocumentKind, obj: Any) -> tuple[str, bytes]:
         """:func:`encode_document_sealed` with this key; blocking (CPU)."""
-        return encode_document_sealed(system_id, kind, obj, self.key, self.recipients)
+        return encode_document_sealed(system_id, kind, obj, self.key, self.recipients, self.copies)
+
+    def copy_of(self, doc_key: str, compression: str, what: str, limit: int) -> Any | None:
+        """The sealed document ``doc_key`` decoded from its copy, when the copy's plaintext
+        gives that name (:meth:`named`); None otherwise. Blocking."""
+        body = None if self.copies is None else self.copies.get(doc_key, limit)
+        if body is None:
+            return None
+        try:
+            doc = decode_document(body, compression, what, limit)
+        except DocumentError:
+            return None
+        return doc if self.named(doc_key, doc) else None
+
+    def keep_copy(self, doc_key: str, doc: Any) -> None:
+        """Keep a copy of ``doc`` (the sealed document ``doc_key``, opened with the
+        identity) when this key named it. Blocking."""
+        if self.copies is not None and self.named(doc_key, doc):
+            self.copies.put(doc_key, compress_document(canonical_json(doc)))
 
 
 def document_encryption(key: str) -> Encryption:

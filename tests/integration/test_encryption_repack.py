@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
 from akoshad.storage.crypto import load_identity, write_new_identity
+from akoshad.storage.document_copies import DIR_NAME
 from akoshad.targets.local import LocalTarget
 from tests.helpers import akoshad, base_env, manifests, write_config
 from tests.sealed_read import restore_sealed
@@ -78,13 +81,32 @@ def _restore(tmp: Path, manifest: dict[str, Any], identity_file: Path) -> dict[s
     )
 
 
+def _copies(tmp: Path) -> list[Path]:
+    """The copies of sealed documents the state holds (``document_copies``)."""
+    root = tmp / "state" / DIR_NAME
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def _sealed_documents(tmp: Path, sid: str) -> set[str]:
+    root = tmp / "outbox"
+    return {
+        str(p.relative_to(root))
+        for kind in ("index", "chunklists")
+        for p in (root / "systems" / sid / kind).rglob("*.age")
+    }
+
+
 def test_prune_with_the_identity_repacks_sealed_packs(tmp_path: Path) -> None:
     sid = "enc-repack"
     identity = tmp_path / "id.txt"
     public = write_new_identity(identity)
     without = _config(tmp_path, sid, [public], None)
     latest = _two_versions(tmp_path, without, sid)
-    # without the identity: the dropped upload goes, its half-dead pack stays whole
+    # uploads of a machine that kept no copy of what it sealed (an earlier akoshad, or
+    # its state lost): without the identity, the dropped upload goes and its half-dead
+    # pack stays whole
+    assert _copies(tmp_path)
+    shutil.rmtree(tmp_path / "state" / DIR_NAME)
     first = _prune(tmp_path, without)
     assert first["packs_repacked"] == 0 and len(first["uploads_removed"]) == 1, first
     assert sum(_packs(tmp_path, sid).values()) > 9 * MiB  # 6 MiB + the changed 3 MiB
@@ -97,6 +119,8 @@ def test_prune_with_the_identity_repacks_sealed_packs(tmp_path: Path) -> None:
     stored = sum(_packs(tmp_path, sid).values())
     assert stored <= 1.2 * 6 * MiB and done["bytes_referenced"] <= 6.1 * MiB, (stored, done)
     assert set(_packs(tmp_path, sid)) != set(packs_before)
+    # what the identity opened (and what the repack wrote) is kept as copies
+    assert len(_copies(tmp_path)) >= len(_sealed_documents(tmp_path, sid)) > 0
 
     (kept,) = manifests(tmp_path / "outbox", sid)
     assert _restore(tmp_path, kept, identity)["big.bin"] == latest
@@ -107,6 +131,8 @@ def test_prune_with_the_identity_repacks_sealed_packs(tmp_path: Path) -> None:
     assert {f"systems/{sid}/packs/{p}" for p in _packs(tmp_path, sid)} <= set(objects)
     again = _prune(tmp_path, without)
     assert again["missing"] == [] and again["objects_deleted"] == 0, again
+    # each prune keeps only the copies of the documents still stored
+    assert len(_copies(tmp_path)) == len(_sealed_documents(tmp_path, sid))
     verify = akoshad("verify", "--all", "--config", str(cfg), env=base_env(tmp_path), timeout=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
@@ -158,3 +184,66 @@ def test_a_lost_sealed_document_does_not_stop_a_prune_with_the_identity(tmp_path
     assert res.returncode == 1 and done["missing"] == [part], res.stdout + res.stderr
     assert len(done["uploads_removed"]) == 1 and done["packs_repacked"] == 0, done
     assert len(manifests(tmp_path / "outbox", sid)) == 1
+
+
+def test_the_daemon_repacks_its_own_sealed_uploads_without_the_identity(tmp_path: Path) -> None:
+    """The machine that sealed the documents keeps their plaintext in its state: a prune
+    with only the recipients (the daemon's setup) repacks as one with the identity does,
+    round after round, and every kept upload restores with the identity."""
+    sid = "enc-repack-copies"
+    identity = tmp_path / "id.txt"
+    public = write_new_identity(identity)
+    cfg = _config(tmp_path, sid, [public], None)
+    latest = _two_versions(tmp_path, cfg, sid)
+    root = tmp_path / "state" / DIR_NAME
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in _copies(tmp_path))
+    done = _prune(tmp_path, cfg)
+    assert done["packs_repacked"] >= 1 and done["manifests_rewritten"] == 1, done
+    assert done["bytes_stored_after"] <= 1.2 * done["bytes_referenced"], done
+    assert sum(_packs(tmp_path, sid).values()) <= 1.2 * 6 * MiB
+    (kept,) = manifests(tmp_path / "outbox", sid)
+    assert _restore(tmp_path, kept, identity)["big.bin"] == latest
+    # the next prune keeps only the copies of the documents still stored
+    assert _prune(tmp_path, cfg)["objects_deleted"] == 0
+    assert len(_copies(tmp_path)) == len(_sealed_documents(tmp_path, sid))
+
+    # more rounds: a third of the file changes each time; the target stays bounded
+    rng = random.Random(11)
+    data = bytearray(latest)
+    for round_no in range(4):
+        start = (round_no % 3) * 2 * MiB
+        data[start : start + 2 * MiB] = rng.randbytes(2 * MiB)
+        (tmp_path / "store" / "big.bin").write_bytes(data)
+        _run_once(tmp_path, cfg)
+        done = _prune(tmp_path, cfg)
+        assert done["bytes_stored_after"] <= 1.2 * done["bytes_referenced"], (round_no, done)
+        assert sum(_packs(tmp_path, sid).values()) <= 1.2 * 6.2 * MiB, round_no
+    (kept,) = manifests(tmp_path / "outbox", sid)
+    assert _restore(tmp_path, kept, identity)["big.bin"] == bytes(data)
+    with_id = _config(tmp_path, sid, [public], identity)
+    verify = akoshad(
+        "verify", "--all", "--config", str(with_id), env=base_env(tmp_path), timeout=300
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_copy_that_is_not_the_sealed_document_is_not_used(tmp_path: Path) -> None:
+    """Every copy replaced by another document's copy (valid, but not the plaintext of the
+    object it stands for): none is used, so nothing is repacked, the dropped upload still
+    goes, and the kept upload restores."""
+    sid = "enc-repack-forged"
+    identity = tmp_path / "id.txt"
+    public = write_new_identity(identity)
+    cfg = _config(tmp_path, sid, [public], None)
+    latest = _two_versions(tmp_path, cfg, sid)
+    copies = _copies(tmp_path)
+    assert len(copies) >= 2
+    bodies = [p.read_bytes() for p in copies]
+    for path, body in zip(copies, bodies[1:] + bodies[:1], strict=True):
+        path.write_bytes(body)
+    done = _prune(tmp_path, cfg)
+    assert done["packs_repacked"] == 0 and len(done["uploads_removed"]) == 1, done
+    assert done["missing"] == [], done
+    (kept,) = manifests(tmp_path / "outbox", sid)
+    assert _restore(tmp_path, kept, identity)["big.bin"] == latest

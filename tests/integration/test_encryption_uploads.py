@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import sys
 import zlib
 from pathlib import Path
@@ -25,6 +26,7 @@ from akoshad.storage.crypto import (
     load_identity,
     write_new_identity,
 )
+from akoshad.storage.document_copies import DIR_NAME
 from akoshad.targets import make_target
 from akoshad.targets.local import LocalTarget
 from tests.helpers import (
@@ -295,8 +297,11 @@ def test_local_target_switch_on_then_change_recipients(tmp_path: Path) -> None:
         assert any(line.startswith(f"{upload_id}: ") and line.endswith(", ok") for line in lines)
 
 
-def _strip_objects_lists(outbox: Path, sid: str) -> None:
-    """Make every manifest in ``outbox`` as an earlier akoshad wrote it: no objects list."""
+def _strip_objects_lists(outbox: Path, sid: str, state: Path | None = None) -> None:
+    """Make every manifest in ``outbox`` as an earlier akoshad wrote it: no objects list
+    (and, given the ``state``, no copies of the sealed documents: it kept none)."""
+    if state is not None:
+        shutil.rmtree(state / DIR_NAME)
     for path in (outbox / "systems" / sid / "uploads").glob("*/manifest.json"):
         doc = json.loads(path.read_text())
         del doc["metadata"]["index"]["objects"]
@@ -363,7 +368,7 @@ def test_prune_of_earlier_encrypted_uploads_needs_the_identity(tmp_path: Path) -
     sid = "enc-prune-old"
     _, cfg, public, retention = _prunable(tmp_path, sid)
     outbox = tmp_path / "outbox"
-    _strip_objects_lists(outbox, sid)
+    _strip_objects_lists(outbox, sid, tmp_path / "state")
     env = base_env(tmp_path)
     res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
     assert res.returncode == 1, res.stdout + res.stderr
@@ -375,6 +380,26 @@ def test_prune_of_earlier_encrypted_uploads_needs_the_identity(tmp_path: Path) -
     res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(manifests(outbox, sid)) == 1
+
+
+def test_the_copies_this_machine_kept_open_its_uploads_without_the_identity(
+    tmp_path: Path,
+) -> None:
+    """Uploads with no objects list, made by this machine: the copies of their sealed
+    documents in its state open them, so a prune without the identity goes on, and the
+    kept upload verifies with the identity."""
+    sid = "enc-prune-copies"
+    _, cfg, public, retention = _prunable(tmp_path, sid)
+    outbox = tmp_path / "outbox"
+    _strip_objects_lists(outbox, sid)
+    env = base_env(tmp_path)
+    res = akoshad("prune", "--config", str(cfg), env=env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(manifests(outbox, sid)) == 1
+    enc = {"recipients": [public], "identity_file": str(tmp_path / "id.txt")}
+    cfg = encryption_config(tmp_path, sid, [public], retention=retention, encryption=enc)
+    res = akoshad("verify", "--all", "--config", str(cfg), env=env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_daemon_without_the_identity_records_that_drills_need_it(tmp_path: Path) -> None:
