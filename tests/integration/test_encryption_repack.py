@@ -11,14 +11,21 @@ import asyncio
 import json
 import random
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from akoshad.storage.crypto import load_identity, write_new_identity
 from akoshad.storage.document_copies import DIR_NAME
+from akoshad.targets import make_target
 from akoshad.targets.local import LocalTarget
 from tests.helpers import akoshad, base_env, manifests, write_config
+from tests.s3server import WeedServer
 from tests.sealed_read import restore_sealed
 
 MiB = 1024 * 1024
@@ -245,5 +252,96 @@ def test_a_copy_that_is_not_the_sealed_document_is_not_used(tmp_path: Path) -> N
     done = _prune(tmp_path, cfg)
     assert done["packs_repacked"] == 0 and len(done["uploads_removed"]) == 1, done
     assert done["missing"] == [], done
+    (kept,) = manifests(tmp_path / "outbox", sid)
+    assert _restore(tmp_path, kept, identity)["big.bin"] == latest
+
+
+@pytest.mark.s3
+def test_the_daemon_repacks_its_sealed_uploads_in_a_bucket_without_the_identity(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """The same in an S3 bucket: the copies are the machine's, whatever the target."""
+    identity = tmp_path / "id.txt"
+    public = write_new_identity(identity)
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        socket_path=str(tmp_path / "s.sock"),
+        min_upload_interval_seconds=0,
+        encryption={"recipients": [public]},
+        retention=RETENTION,
+        cloud_sync=s3.cloud_sync(system_id),
+    )
+    store = tmp_path / "store"
+    store.mkdir()
+    rng = random.Random(9)
+    data = bytearray(rng.randbytes(6 * MiB))
+    for _ in range(2):
+        data[: 3 * MiB] = rng.randbytes(3 * MiB)
+        (store / "big.bin").write_bytes(data)
+        _run_once(tmp_path, cfg)
+    client = s3.client()
+
+    def packs() -> int:
+        return sum(
+            client.head_object(Bucket=s3.bucket, Key=k)["ContentLength"]
+            for k in s3.keys(f"systems/{system_id}/packs/")
+        )
+
+    assert packs() > 9 * MiB
+    done = _prune(tmp_path, cfg)
+    assert done["packs_repacked"] >= 1 and done["manifests_rewritten"] == 1, done
+    assert done["bytes_stored_after"] <= 1.2 * done["bytes_referenced"], done
+    assert packs() <= 1.2 * 6 * MiB
+    (mkey,) = [k for k in s3.keys(f"systems/{system_id}/") if k.endswith("/manifest.json")]
+    manifest = json.loads(client.get_object(Bucket=s3.bucket, Key=mkey)["Body"].read())
+    target = make_target("cloud", s3.settings(system_id, home=tmp_path))
+
+    async def restore() -> dict[str, bytes]:
+        await target.start()
+        try:
+            return await restore_sealed(target, manifest, load_identity(identity))
+        finally:
+            await target.close()
+
+    assert asyncio.run(restore())["big.bin"] == bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("op", "nth"),
+    [("delete_manifest", 1), ("write_pack", 1), ("rewrite_manifest", 1), ("delete_replaced", 1)],
+)
+def test_kill_9_of_a_prune_repacking_with_the_copies_leaves_the_kept_upload_whole(
+    tmp_path: Path, op: str, nth: int
+) -> None:
+    """A prune without the identity, repacking from the copies, killed (-9) before a step:
+    the kept upload restores, and the next prune finishes the job within the bound."""
+    sid = "enc-repack-kill"
+    identity = tmp_path / "id.txt"
+    cfg = _config(tmp_path, sid, [write_new_identity(identity)], None)
+    latest = _two_versions(tmp_path, cfg, sid)
+    args = [op, str(nth), "prune", "--config", str(cfg)]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.prune_cli_child", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        env=base_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "AT-STEP\n"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        _, err = child.communicate(timeout=30)
+    assert "Traceback" not in err
+    newest = manifests(tmp_path / "outbox", sid)[-1]
+    assert _restore(tmp_path, newest, identity)["big.bin"] == latest
+    done = _prune(tmp_path, cfg)
+    assert done["bytes_stored_after"] <= 1.2 * done["bytes_referenced"], done
+    assert sum(_packs(tmp_path, sid).values()) <= 1.2 * 6 * MiB
     (kept,) = manifests(tmp_path / "outbox", sid)
     assert _restore(tmp_path, kept, identity)["big.bin"] == latest

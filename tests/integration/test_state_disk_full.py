@@ -54,7 +54,10 @@ def _file_size_limit(pid: int, soft: int) -> None:
 def test_sync_wait_fails_while_the_changes_cannot_be_recorded(tmp_path: Path) -> None:
     """``sync --wait`` while the state's disk refuses every write: the change seen cannot
     go on the queue, so the sync has not uploaded it and must not say it is done."""
-    cfg, env = daemon_config(tmp_path, SYSTEM)
+    # a short retry base: each pass that fails while the disk refuses writes doubles the
+    # wait before the next (capped at 5 minutes); with the default 2 s, a slow run that
+    # failed six passes waited over a minute after the disk was back
+    cfg, env = daemon_config(tmp_path, SYSTEM, cloud_sync={"retry_backoff_seconds": 0.1})
     outbox = tmp_path / "outbox"
     with _daemon(cfg, env) as (proc, log):
         wait_for(lambda: manifests(outbox, SYSTEM), 30)
