@@ -9,11 +9,43 @@ Only the test hook is added: everything else is the real command.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from akoshad.storage import prune_exec
 from akoshad.storage.prune_plan import Step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def paused_at(
+    args: list[str], env: dict[str, str], stderr: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """This module in a child (``args``: OP NTH AKOSHAD_ARGS...), its output read as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.prune_cli_child", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
+def kill_at_step(child: subprocess.Popen[str]) -> str:
+    """Wait for ``child`` (:func:`paused_at`) to print ``AT-STEP`` (it must), ``kill -9``
+    it there; returns what it wrote to stderr."""
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "AT-STEP\n"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        _, err = child.communicate(timeout=30)
+    return err
 
 
 def main(argv: list[str]) -> int:

@@ -64,6 +64,14 @@ class IdentityNeeded(IdentityError):
     """Encrypted data was asked for and no identity is configured."""
 
 
+def identity_needed(what: str) -> IdentityNeeded:
+    """The error for ``what`` (a sealed body) asked for without an identity."""
+    return IdentityNeeded(
+        f"{what} is encrypted: reading it needs encryption.identity_file",
+        fix=f"set it to {IDENTITY_HINT}",
+    )
+
+
 class NotForThisIdentity(IdentityError):
     """The data is encrypted to other keys than the configured identity's."""
 
@@ -238,10 +246,7 @@ def open_sealed(
     :func:`sealed_size_bound`, :class:`SealedDamaged` when it is not intact age data.
     """
     if identities is None:
-        raise IdentityNeeded(
-            f"{what} is encrypted: reading it needs encryption.identity_file",
-            fix=f"set it to {IDENTITY_HINT}",
-        )
+        raise identity_needed(what)
     if not is_sealed(data):
         raise SealedDamaged(f"{what}: stored body is not age-encrypted data")
     bound = sealed_size_bound(expected_max)

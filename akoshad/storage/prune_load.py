@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from akoshad.names import MANIFEST_NAME
 from akoshad.storage import chunk_parts
-from akoshad.storage.crypto import IDENTITY_HINT, Identities, IdentityError, IdentityNeeded
+from akoshad.storage.crypto import Identities, IdentityError, identity_needed
 from akoshad.storage.documents import (
     MAX_DOCUMENT_BYTES,
     DocumentError,
@@ -237,11 +237,8 @@ class _Reader:
                 )
                 if doc is not None:
                     return doc
-            if self.identities is None:
-                raise IdentityNeeded(
-                    f"{what} {key} is encrypted: reading it needs encryption.identity_file",
-                    fix=f"set it to {IDENTITY_HINT}",
-                )
+            if self.identities is None:  # not fetched: it could not be opened
+                raise identity_needed(f"{what} {key}")
         doc = await read_document_sealed(
             self.target, key, compression, enc, self.identities, what=what, limit=self.limit
         )
@@ -322,7 +319,7 @@ async def load_for_prune(
         kept = set(keep(timed)) | {u for u, t in times.items() if t is None}
     documents: dict[str, dict[str, Any]] = {}
     reader = _Reader(target, max_document, identities, resealing, listing.keys())
-    opener = _Opener(target, documents, reader, stored_at)
+    opener = _Opener(documents, reader, stored_at)
     out: list[LoadedManifest] = []
     for (upload_id, key), doc in zip(keys, docs, strict=True):
         if kept is not None and upload_id not in kept:
@@ -343,7 +340,6 @@ async def load_for_prune(
 class _Opener:
     """Reads what one manifest references (its documents into ``documents``)."""
 
-    target: Target
     documents: dict[str, dict[str, Any]]
     reader: _Reader
     stored_at: dict[str, float]

@@ -11,10 +11,7 @@ import asyncio
 import json
 import random
 import shutil
-import signal
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from akoshad.storage.document_copies import DIR_NAME
 from akoshad.targets import make_target
 from akoshad.targets.local import LocalTarget
 from tests.helpers import akoshad, base_env, manifests, write_config
+from tests.prune_cli_child import kill_at_step, paused_at
 from tests.s3server import WeedServer
 from tests.sealed_read import restore_sealed
 
@@ -321,23 +319,8 @@ def test_kill_9_of_a_prune_repacking_with_the_copies_leaves_the_kept_upload_whol
     identity = tmp_path / "id.txt"
     cfg = _config(tmp_path, sid, [write_new_identity(identity)], None)
     latest = _two_versions(tmp_path, cfg, sid)
-    args = [op, str(nth), "prune", "--config", str(cfg)]
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.prune_cli_child", *args],
-        cwd=Path(__file__).resolve().parents[2],
-        env=base_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "AT-STEP\n"
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.kill()
-        _, err = child.communicate(timeout=30)
-    assert "Traceback" not in err
+    child = paused_at([op, str(nth), "prune", "--config", str(cfg)], base_env(tmp_path))
+    assert "Traceback" not in kill_at_step(child)
     newest = manifests(tmp_path / "outbox", sid)[-1]
     assert _restore(tmp_path, newest, identity)["big.bin"] == latest
     done = _prune(tmp_path, cfg)

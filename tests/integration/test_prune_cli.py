@@ -23,6 +23,7 @@ from akoshad.runtime.target_identity import KV_IDENTITY, target_identity
 from tests.crashloop import referenced_keys
 from tests.helpers import akoshad, base_env, manifests, start_daemon, stop_daemon, wait_for
 from tests.helpers import write_config as _write
+from tests.prune_cli_child import kill_at_step, paused_at
 from tests.s3server import free_port
 from tests.storegen import make_store
 
@@ -37,7 +38,6 @@ RETENTION = {
     "keep_monthly": 0,
     "prune_interval_hours": 0,
 }
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Box:
@@ -311,28 +311,13 @@ def paused_at_step(
 ) -> subprocess.Popen[str]:
     """``akoshad COMMAND`` (``prune``, or ``run``: a daemon) in a child whose prune prints
     ``AT-STEP`` and waits before the NTH step of kind OP (``tests.prune_cli_child``)."""
-    args = [op, str(nth), command, "--config", str(box.config)]
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.prune_cli_child", *args],
-        cwd=ROOT,
-        env=box.env,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-    )
+    return paused_at([op, str(nth), command, "--config", str(box.config)], box.env, stderr)
 
 
 @pytest.mark.parametrize(("op", "nth"), [("delete_manifest", 3), ("delete_object", 2)])
 def test_kill_9_of_a_prune_leaves_the_kept_uploads_restorable(box: Box, op: str, nth: int) -> None:
     kept = kept_restores(box)
-    child = paused_at_step(box, op, nth, "prune")
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "AT-STEP\n"
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.kill()
-        _, err = child.communicate(timeout=30)
+    err = kill_at_step(paused_at_step(box, op, nth, "prune"))
     assert "Traceback" not in err
     left = box.ids()
     assert KEEP < len(left) < UPLOADS if op == "delete_manifest" else left == list(kept)
