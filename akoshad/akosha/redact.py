@@ -104,16 +104,23 @@ class SecretRedactor:
         return hits
 
     def _windows(self, text: str, offsets: list[int]) -> Iterator[tuple[int, int]]:
-        """The lines around keyword offsets, merged, as (start, end) spans."""
-        last_end = -1
+        """The line of each keyword offset and the line after it (a value may follow its key
+        on the next line: ``token:\\n  <value>``, which gitleaks' rules match), merged, as
+        (start, end) spans. Each character is searched for a line end once at most."""
+        start = end = -1
+        last_line = 0  # where the window's last line starts
         for pos in sorted(offsets):
-            if pos < last_end:
+            if pos < end:
+                if pos >= last_line:  # on the window's last line: it takes the next one
+                    last_line, end = end + 1, _line_end(text, end + 1)
                 continue
+            if end >= 0:
+                yield start, end
             start = text.rfind("\n", 0, pos) + 1
-            end = text.find("\n", pos)
-            end = len(text) if end == -1 else end
+            eol = _line_end(text, pos)
+            last_line, end = eol + 1, _line_end(text, eol + 1)
+        if end >= 0:
             yield start, end
-            last_end = end
 
     def _accept(self, rule: Rule, m: re.Match[str]) -> tuple[int, int] | None:
         start, end = rule.secret_span(m)
@@ -208,6 +215,12 @@ def _inside_a_word(kind: str, before: str) -> bool:
     name = _PRODUCT_NAMES[kind]
     mentions = before.lower().count(name)
     return mentions > 0 and len(re.findall(f"[a-z]{name}", before)) == mentions
+
+
+def _line_end(text: str, pos: int) -> int:
+    """Where the line holding ``pos`` ends (a newline's offset, or the text's length)."""
+    end = text.find("\n", pos)
+    return len(text) if end == -1 else end
 
 
 def _line_around(text: str, start: int, end: int) -> str:

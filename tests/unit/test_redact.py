@@ -149,6 +149,38 @@ def test_surrounding_text_survives(redactor: SecretRedactor) -> None:
     assert out == "before [REDACTED:github-pat] after"
 
 
+NEXT_LINE_VALUE = "Q7vLm2Xk9PzR4tW8yB1nC6dF3gH5jK0s"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"my staging api_token:\n  {NEXT_LINE_VALUE}\nkeep it safe",  # YAML block style
+        f"deploy:\n  token:\n    {NEXT_LINE_VALUE}\n",
+        f"secret:\napi_key:\n{NEXT_LINE_VALUE}",  # a keyword line, then another, then the value
+        f"CRLF api_token:\r\n  {NEXT_LINE_VALUE}\r\nend",
+    ],
+)
+def test_a_value_on_the_line_after_its_key_is_redacted(redactor: SecretRedactor, text: str) -> None:
+    """gitleaks' generic rule allows a line break between the key and its value; the scan of
+    the keyword's line must take the next line in too (it did not: the value went out)."""
+    out, kinds = redactor.redact(text)
+    assert NEXT_LINE_VALUE not in out
+    assert kinds == ["generic-api-key"]
+    assert redactor.redact(out) == (out, [])
+
+
+def test_a_value_two_lines_after_its_key_or_with_prose_between_is_left_alone(
+    redactor: SecretRedactor,
+) -> None:
+    """Only the next line: what gitleaks' rule itself would not match stays as it is."""
+    for text in (
+        f"the token is\n\n{NEXT_LINE_VALUE}",
+        "api_token:\nwe rotate it every month, see the runbook",
+    ):
+        assert redactor.redact(text) == (text, [])
+
+
 def test_many_secrets_on_one_long_line_take_linear_time(redactor: SecretRedactor) -> None:
     """A minified JSON dump (one 600 kB line, 10,000 keys): each finding's allow-list checks
     look at the text around it, not at the whole line again (that was quadratic: 24 s)."""
