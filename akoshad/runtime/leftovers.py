@@ -42,8 +42,10 @@ def clean_leftovers(state_dir: Path, staging: Path | None = None) -> dict[str, i
     for name in _REMOVED_ONLY:
         path = state_dir / name
         if os.path.lexists(path):
-            removed[name] = fresh_private_dir(path) or 1
+            count = fresh_private_dir(path)  # an empty directory: nothing was left in it
             os.rmdir(path)
+            if count:
+                removed[name] = count
     drills = remove_stale(state_dir)
     if drills:
         removed["drill"] = drills

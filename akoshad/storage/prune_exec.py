@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
@@ -221,7 +222,15 @@ async def execute_plan(
     run.pack_prefix = prefix + "packs/"
     run.relocator = Relocator(resealing=resealing)
     run.rewriter = Rewriter(target, loaded.system_id, run.relocator, dict(loaded.documents))
-    steps = plan.steps()
+    try:
+        await _run_steps(run, plan.steps(), delete_batch)
+    finally:
+        await asyncio.to_thread(_remove_dir, own_dir)
+    return _result(run, started)
+
+
+async def _run_steps(run: _Run, steps: list[Step], delete_batch: int) -> None:
+    """The plan's steps, in order (deletions in batches)."""
     i = 0
     while i < len(steps):
         step = steps[i]
@@ -242,7 +251,6 @@ async def execute_plan(
         elif step.op == "rewrite_manifest":
             await run.rewrite(step.key)
         i += 1
-    return _result(run, started)
 
 
 def _add_named(writer: PackWriter, data: bytes) -> list[SealedPack]:
@@ -265,6 +273,12 @@ def _manifest_gone(loaded: PruneInput, finished: set[str]) -> dict[str, str]:
             if upload_id in finished and manifest not in loaded.listing:
                 out[upload_id] = manifest
     return out
+
+
+def _remove_dir(path: Path) -> None:
+    """Remove the run's own directory once it ended (a finished prune leaves nothing that
+    the next start would report as left over by an interrupted one)."""
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _fresh_dir(path: Path) -> Path:

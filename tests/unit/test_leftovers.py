@@ -85,6 +85,17 @@ def test_clean_leftovers_removes_only_our_named_dirs(tmp_path: Path) -> None:
     assert clean_leftovers(state) == {}  # nothing left the second time
 
 
+def test_an_empty_dir_of_a_finished_run_is_removed_without_a_report(tmp_path: Path) -> None:
+    """An empty ``prune/`` or ``packs/`` held nothing: the start must not say that an
+    interrupted run left something (it did: "prune (1)" after a prune that had finished)."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "prune").mkdir(mode=0o700)
+    (state / "packs").mkdir(mode=0o700)
+    assert clean_leftovers(state) == {}
+    assert not os.path.lexists(state / "prune") and not os.path.lexists(state / "packs")
+
+
 def test_a_drill_in_progress_is_left_alone(tmp_path: Path) -> None:
     from akoshad.restore.drill import drop_drill_dir, make_drill_dir
 
