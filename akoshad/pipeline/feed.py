@@ -15,12 +15,14 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Iterable
 from contextlib import suppress
+from functools import partial
 
 from loguru import logger
 
 from akoshad.config import Settings
 from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Debouncer, Kind
+from akoshad.pipeline.sealing import configured_label
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import (
     PathFilter,
@@ -54,6 +56,7 @@ class ChangeFeed:
         wake: asyncio.Event | None = None,
     ) -> None:
         self.data_dir = settings.data_dir
+        self.sealing_label = configured_label(settings.encryption)
         self.flt = PathFilter.of(settings.include, settings.exclude)
         self.debouncer = Debouncer(settings.debounce_seconds, settings.max_delay_seconds)
         self.state = state
@@ -109,7 +112,10 @@ class ChangeFeed:
             return 0
         ledger = await self.state.ledger(self.primary.name)
         walk, seen = await (walked if walked is not None else self.walk())
-        result = await asyncio.to_thread(reconcile, self.data_dir, self.flt, ledger, walk=walk)
+        resend = bool(ledger) and await self._sealed_otherwise()
+        result = await asyncio.to_thread(
+            partial(reconcile, walk=walk, resend=resend), self.data_dir, self.flt, ledger
+        )
         if seen is not None and self.keep_stats and self.stats_seen is None:
             self.stats_seen = seen
         self.files_on_disk, self.files_excluded = result.on_disk, result.excluded
@@ -126,6 +132,22 @@ class ChangeFeed:
         if queued:
             self.wake.set()
         return queued
+
+    async def _sealed_otherwise(self) -> bool:
+        """Whether the last upload committed to the primary target was sealed otherwise
+        than the configuration now says (encryption turned on or off, or other recipients):
+        none of its files can be referenced, so the whole store goes up again now, and not
+        only once something changes (the newest upload would stay readable only as it was,
+        by an identity that may be the reason for the change)."""
+        recorded = await self.state.sealed_as(self.primary.name)
+        if recorded is None or recorded == self.sealing_label:
+            return False
+        logger.info(
+            "the encryption settings changed since the last upload to {}: every store file "
+            "is sent again, under the new settings",
+            self.primary.name,
+        )
+        return True
 
     async def rescan_every(self, seconds: float, stop: asyncio.Event) -> None:
         """Reconcile the store every ``seconds`` until ``stop`` (0: never): a safety net for

@@ -62,6 +62,18 @@ def chunk_id(sha256: str, sealing: Sealing | None) -> str:
     return sha256 if sealing is None else sealing.chunk_id(sha256)
 
 
+def sealing_label(recipients: Recipients | None) -> str:
+    """How uploads under these recipients store files: ``none`` (unencrypted), or ``age:``
+    and the fingerprint of the recipient list (chunks are shared under one list's name key
+    only). A change of it means no file stored before can be referenced."""
+    return "none" if recipients is None else f"age:{recipients.fingerprint}"
+
+
+def configured_label(encryption: Encryption) -> str:
+    """:func:`sealing_label` of the configured encryption."""
+    return sealing_label(encryption.parsed_recipients() if encryption.enabled else None)
+
+
 def in_scope(table: Mapping[str, ChunkRef], sealing: Sealing | None) -> dict[str, ChunkRef]:
     """The chunks of ``table`` an upload may reference: unencrypted ones when
     ``sealing`` is None, else those sealed under its name key. Blocking (an HMAC each)."""

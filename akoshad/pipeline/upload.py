@@ -43,7 +43,7 @@ from akoshad.pipeline.plan import (
 from akoshad.pipeline.recovery import Discarder
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import MemoriesJson
-from akoshad.pipeline.sealing import SealingSource, in_scope
+from akoshad.pipeline.sealing import SealingSource, in_scope, sealing_label
 from akoshad.pipeline.send_gate import FirstSend, OwnerRefused, SendGate, held_back
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload_failures import UploadFailures, retry_delay
@@ -280,11 +280,13 @@ class Uploader(UploadFailures):
         """The manifest landed: ledger, chunk table, documents, history and skips in one
         transaction, then the counters move and the queue rows finish."""
         plan, sent_rows = attempt.plan, attempt.rows
+        recipients = None if attempt.sealing is None else attempt.sealing.recipients
         report.files_uploaded = [r.path for r in sent_rows]
 
         def commit(c: sqlite3.Connection) -> None:
             StateDB.write_ledger(c, target.name, [*plan.reused, *sent_rows], plan.removed)
             StateDB.write_chunks(c, target.name, attempt.new_refs)
+            StateDB.record_sealing(c, target.name, sealing_label(recipients))
             StateDB.set_documents(c, target.name, attempt.documents)
             StateDB.forget_upload_packs(c, attempt.upload_id)
             StateDB.finish_upload(

@@ -58,12 +58,15 @@ def reconcile(
     ledger: dict[str, LedgerEntry],
     stats: StatMap | None = None,
     walk: WalkResult | None = None,
+    *,
+    resend: bool = False,
 ) -> ReconcileResult:
     """Compare the disk with the ledger (blocking): the stat fast path decides; content is
     hashed later, only for what differs. ctime catches a same-size rewrite whose mtime was
     put back. Ledger groups missing from disk are deletions. ``stats``: filled with the
     lstat of every entry on the same walk (``walk_store``); ``walk``: the store walked
-    already (then nothing is walked here)."""
+    already (then nothing is walked here). ``resend``: every file is a change (what the
+    ledger holds cannot be referenced any more: the encryption changed)."""
     groups: dict[str, list[LedgerEntry]] = {}
     for entry in ledger.values():
         groups.setdefault(entry.group_path, []).append(entry)
@@ -75,7 +78,7 @@ def reconcile(
         if not entries:
             changes.append((rel, "added"))
             continue
-        if _group_changed(data_dir, rel, entries):
+        if resend or _group_changed(data_dir, rel, entries):
             changes.append((rel, "modified"))
     seen = set(walk.files)
     # a store that selects no file at all (emptied, an unmounted disk, a directory made

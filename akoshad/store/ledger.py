@@ -29,8 +29,32 @@ def _entry(row: dict[str, Any]) -> LedgerEntry:
     return LedgerEntry(live=live, **row)
 
 
+# how the files of the last upload committed to a target were sealed (``sealing_label``)
+KV_SEALED_AS = "sealed_as:{target}"
+
+
 class LedgerOps(StoreBase):
     """Ledger and history operations of :class:`~akoshad.store.db.StateDB`."""
+
+    @staticmethod
+    def record_sealing(c: sqlite3.Connection, target: str, label: str) -> None:
+        """Inside a transaction: the files of the upload committed to ``target`` are sealed
+        as ``label`` says."""
+        c.execute(
+            "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+            (KV_SEALED_AS.format(target=target), label),
+        )
+
+    async def sealed_as(self, target: str) -> str | None:
+        """How the last upload committed to ``target`` was sealed (None: not recorded, a
+        state of an earlier version or no upload yet)."""
+        key = KV_SEALED_AS.format(target=target)
+
+        def op(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self.transaction(op)
 
     async def ledger(self, target: str) -> dict[str, LedgerEntry]:
         return await self.transaction(lambda c: LedgerOps.ledger_rows(c, target))

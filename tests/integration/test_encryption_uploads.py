@@ -297,6 +297,49 @@ def test_local_target_switch_on_then_change_recipients(tmp_path: Path) -> None:
         assert any(line.startswith(f"{upload_id}: ") and line.endswith(", ok") for line in lines)
 
 
+def test_a_change_of_the_encryption_sends_an_unchanged_store_again(tmp_path: Path) -> None:
+    """Encryption turned on, the recipients changed, encryption turned off, the store never
+    touched: each ``run --once`` after a change makes an upload that the new settings alone
+    read (before, it found nothing changed and the newest upload stayed readable only by
+    the identity the user may have changed keys to be rid of); the run after it sends
+    nothing."""
+    make_store(tmp_path / "store", conversations=5)
+    (tmp_path / "store" / "notes.md").write_text("kept as it is\n" * 100)
+    env = base_env(tmp_path)
+    outbox = tmp_path / "outbox"
+    a = write_new_identity(tmp_path / "a.txt")
+    b = write_new_identity(tmp_path / "b.txt")
+    sid = "enc-switch"
+    target = LocalTarget(outbox)
+    ida, idb = load_identity(tmp_path / "a.txt"), load_identity(tmp_path / "b.txt")
+
+    def run(recipients: list[str], uploads: int) -> tuple[dict[str, Any], str]:
+        cfg = encryption_config(tmp_path, sid, recipients)
+        res = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+        made = manifests(outbox, sid)
+        assert len(made) == uploads, res.stderr
+        return made[-1], res.stderr
+
+    clear, _ = run([], 1)
+    _, said = run([], 1)  # nothing changed, nothing sent
+    assert "encryption settings changed" not in said
+    to_a, said = run([a], 2)
+    assert "encryption settings changed" in said, said
+    files = asyncio.run(restore_sealed(target, to_a, ida))
+    assert files["notes.md"] == (tmp_path / "store" / "notes.md").read_bytes()
+    assert set(files) == {e["path"] for e in clear["metadata"]["files"]}
+    run([a], 2)  # recorded: the next run finds nothing to send
+    to_b, _ = run([b], 3)
+    assert asyncio.run(restore_sealed(target, to_b, idb))["notes.md"].startswith(b"kept")
+    with pytest.raises(NotForThisIdentity):
+        asyncio.run(restore_sealed(target, to_b, ida))
+    clear_again, said = run([], 4)
+    assert "encryption settings changed" in said
+    assert {e["path"] for e in clear_again["metadata"]["files"]} == set(files)
+    run([], 4)
+
+
 def _strip_objects_lists(outbox: Path, sid: str, state: Path | None = None) -> None:
     """Make every manifest in ``outbox`` as an earlier akoshad wrote it: no objects list
     (and, given the ``state``, no copies of the sealed documents: it kept none)."""
