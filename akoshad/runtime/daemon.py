@@ -43,6 +43,7 @@ from akoshad.runtime.notify import Notifier, WatchdogPolicy
 from akoshad.runtime.once import drain_within_deadline, nothing_selected, once_outcome
 from akoshad.runtime.reload import applicable, read_again
 from akoshad.runtime.requests import handle_request
+from akoshad.runtime.settle import InterruptedUploads
 from akoshad.runtime.signals import stop_signals
 from akoshad.runtime.status import StatusView
 from akoshad.runtime.target_identity import forget_if_last_upload_gone, seed_ledger
@@ -63,6 +64,7 @@ class Daemon:
     feed: ChangeFeed
     drain: Drain
     view: StatusView
+    interrupted: InterruptedUploads  # a crash's uploads, settled at start or before a pass
 
     def __init__(
         self,
@@ -160,9 +162,8 @@ class Daemon:
             await seed_ledger(p.recovery, p.primary, available)
             seeded = (await self.state.last_success_by_target()).get(p.primary.name)
             p.stats.target(p.primary.name).last_success_at = seeded  # as wire() reads it
-        if claim is not None and await self.state.in_progress_uploads():
-            await asyncio.wait([claim])
-        await p.recovery.recover(p.targets)
+        self.interrupted = InterruptedUploads(p, self.stop_event)
+        await self.interrupted.at_start(claim)
         await self.feed.reconcile(walked)
 
     async def _start_target(self, target: Target) -> None:
@@ -185,6 +186,7 @@ class Daemon:
     ) -> PassReport | None:
         """One pass through the chain (``method``/``enable_fallback``: a one-off sync's)."""
         async with self.parts.pass_lock:
+            await self.interrupted.before_pass()
             return await self.drain.run_pass(method, enable_fallback)
 
     async def drain_until_empty(
@@ -200,6 +202,7 @@ class Daemon:
         away from the caller that asked for them."""
         async with self.parts.pass_lock:
             await self.feed.flush()
+            await self.interrupted.before_pass()
             if retry_now:
                 await self.state.transaction(
                     lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
