@@ -306,7 +306,15 @@ def _load(args: argparse.Namespace, env: dict[str, str]) -> LoadedConfig | int:
         if args.command not in CLIENT_COMMANDS:
             print(f"akoshad: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        sock = fallback_socket_path(args.config, env)
+        try:
+            sock = fallback_socket_path(args.config, env)
+        except ConfigError as unknown:  # where the daemon listens cannot be told
+            print(
+                f"akoshad: {exc}; {unknown}, so {args.command} cannot tell where the daemon "
+                "listens (fix the file, or set AKOSHAD_SOCKET_PATH)",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         print(
             f"akoshad: warning: {exc}; {args.command} asks the daemon at {sock} anyway",
             file=sys.stderr,

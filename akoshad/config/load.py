@@ -319,18 +319,58 @@ def load_settings(
     return load_config(config_path, overrides, environ).settings
 
 
+# a top-level line of a file that is not YAML, read alone: where the daemon listens
+_TOP_LINE = re.compile(r"^(socket_path|state_dir)[ \t]*:(?:[ \t]|$)")
+_UNREADABLE = object()  # such a line whose value does not read as YAML either
+
+
+def _top_lines(text: str) -> dict[str, Any]:
+    """The top-level ``socket_path:`` and ``state_dir:`` lines of a file that is not
+    YAML, each read alone as YAML (the last wins); ``_UNREADABLE`` for one that does not
+    read."""
+    found: dict[str, Any] = {}
+    for line in text.splitlines():
+        match = _TOP_LINE.match(line)
+        if match is None:
+            continue
+        try:
+            value = yaml.safe_load(line)
+        except yaml.YAMLError:
+            value = {match.group(1): _UNREADABLE}
+        found.update(value)
+    return found
+
+
+def _plain_yaml(config_path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Any:
+    """The configuration file read as plain YAML (a key given twice: the last wins); when
+    it is not YAML, its ``_top_lines``; ``{}`` when there is none. ``ConfigError`` when it
+    exists but cannot be read."""
+    path, _ = resolve_config_path(config_path, environ)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError("the file cannot be read") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return _top_lines(text)
+
+
 def fallback_socket_path(
     config_path: str | os.PathLike[str] | None, environ: Mapping[str, str]
 ) -> Path:
     """The daemon's socket when the configuration is invalid, as best it can be read:
-    ``AKOSHAD_SOCKET_PATH``, else the file's ``socket_path`` (a raw YAML read), else the
-    default (``$XDG_RUNTIME_DIR/akoshad.sock``, else ``<state_dir>/akoshad.sock``)."""
-    raw: dict[str, Any] = {}
-    try:
-        path, named = resolve_config_path(config_path, environ)
-        raw = _read_yaml(path, named)
-    except ConfigError:
-        pass
+    ``AKOSHAD_SOCKET_PATH``, else the file's ``socket_path`` (a plain YAML read; in a file
+    that is not YAML, its top-level ``socket_path:`` line), else the default
+    (``$XDG_RUNTIME_DIR/akoshad.sock``, else ``<state_dir>/akoshad.sock``).
+    ``ConfigError`` when the file sets a socket that cannot be read from it."""
+    env_sock = environ.get(f"{ENV_PREFIX}SOCKET_PATH")
+    raw: Any = {} if env_sock and env_sock.strip() else _plain_yaml(config_path, environ)
+    raw = raw if isinstance(raw, dict) else {}
+    if raw.get("socket_path") is _UNREADABLE:
+        raise ConfigError("the file's socket_path line cannot be read")
 
     def pick(key: str) -> str | None:
         for value in (environ.get(f"{ENV_PREFIX}{key.upper()}"), raw.get(key)):

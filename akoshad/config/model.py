@@ -171,6 +171,11 @@ class CloudSync(BaseModel):
                 "holds a user name or password: S3 requests are signed with access_key_id "
                 "and secret_access_key, never with credentials in the URL; take them out"
             )
+        if "?" in value or "#" in value:  # botocore refuses each request, unclearly
+            raise ValueError(
+                "holds a query (?...) or a fragment (#...): an S3 endpoint is "
+                "http(s)://host[:port] alone, each request adds its own; take them out"
+            )
         return value
 
     @model_validator(mode="after")

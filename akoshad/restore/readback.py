@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import os
 import sys
@@ -33,6 +34,7 @@ from akoshad.manifest.read import (
     load_manifest,
 )
 from akoshad.restore.destdir import (
+    TEMP_PREFIX,
     DestError,
     FileSink,
     dest_conflict,
@@ -304,10 +306,24 @@ def dest_path(text: str) -> Path:
     return Path(os.path.expanduser(text))
 
 
+# the destination refuses every write: no free space or retry helps (ENOENT: /proc/1/x)
+UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT})
+
+
 def partial_restore(dest: Path, exc: OSError) -> str:
-    """The line of a restore that could not write ``dest``: what failed, and that the
-    files landed before it are there (each checked whole; a database may lack its WAL)."""
-    where = f" ({exc.filename})" if exc.filename else ""
+    """The line of a restore that could not write ``dest``: a place that takes no writes
+    is named as such; otherwise what failed, and that the files landed before it are
+    there (each checked whole; a database may lack its WAL)."""
+    name = exc.filename
+    if isinstance(name, str) and os.path.basename(name).startswith(TEMP_PREFIX):
+        name = os.path.dirname(name)  # our temporary file: the user knows its directory
+    where = f" ({name})" if name else ""
+    if exc.errno in UNWRITABLE:
+        within = where if name and name != str(dest) else ""
+        return (
+            f"--dest {dest} cannot be written{within}: {exc.strerror or exc} "
+            "(make it writable or choose another --dest)"
+        )
     return (
         f"cannot write the restore{where}: {exc.strerror or exc}; {dest} holds only part of "
         "the upload (each file there is whole and checked, but a database may be without "

@@ -11,6 +11,7 @@ The long-lived DuckDB child (started on first use) is stopped with the rest.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 from contextlib import AsyncExitStack, suppress
@@ -22,7 +23,7 @@ from loguru import logger
 from akoshad.akosha.client import AkoshaClient
 from akoshad.config import Settings
 from akoshad.duckdb_worker import DuckDBWorker
-from akoshad.errors import AlreadyRunning
+from akoshad.errors import AlreadyRunning, ConfigError
 from akoshad.events import EventBus
 from akoshad.pipeline.capture.snapshot import Snapshotter
 from akoshad.pipeline.chain import CircuitBreaker
@@ -50,6 +51,10 @@ from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
 
 LOCK_NAME = "akoshad.lock"
+# what no retry or restart fixes: a read-only, forbidden or impossible state_dir
+UNWRITABLE = frozenset(
+    {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+)
 
 
 class StateLock:
@@ -60,8 +65,17 @@ class StateLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        """Take the lock; ``ConfigError`` (exit 78) when ``state_dir`` cannot be written."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            if exc.errno not in UNWRITABLE:
+                raise
+            raise ConfigError(
+                f"state_dir {self.path.parent} is not writable: {exc.strerror} "
+                "(make state_dir writable or set another)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -5,6 +5,7 @@ destination holds only part of the upload, in one line, exit 1 (before: a bare
 from __future__ import annotations
 
 import errno
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +35,32 @@ def test_a_restore_without_room_names_the_file_and_the_partial_restore(
     assert len(err.splitlines()) == 1, err
     assert "x.duckdb" in err and "No space left on device" in err
     assert "holds only part of the upload" in err and "--force" in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="procfs and sysfs")
+def test_a_restore_into_a_place_that_takes_no_writes_says_so(tmp_path: Path) -> None:
+    """Nothing was written and no space is missing: the line says --dest cannot be
+    written and why, not "holds only part of the upload... free the space"."""
+    config, env = daemon_config(tmp_path, "nowrite")
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    # real places no process may write, root included
+    for dest, reason in [
+        ("/sys/fs/akoshad-x", "Operation not permitted"),
+        ("/proc/akoshad-x", "No such file or directory"),
+    ]:
+        proc = akoshad("restore", "--config", str(config), "--latest", "--dest", dest, env=env)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr == (
+            f"akoshad: --dest {dest} cannot be written: {reason} "
+            "(make it writable or choose another --dest)\n"
+        )
+
+
+def test_a_read_only_destination_is_not_a_partial_restore(tmp_path: Path) -> None:
+    """A temporary file of ours is named by its directory, here --dest itself."""
+    err = OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".akoshad-restore-1-ab"))
+    line = readback.partial_restore(tmp_path, err)
+    assert line == (
+        f"--dest {tmp_path} cannot be written: Read-only file system "
+        "(make it writable or choose another --dest)"
+    )

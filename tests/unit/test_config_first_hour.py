@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from akoshad import fastpath
 from akoshad.cli.config import check_lines, render_sources
-from akoshad.cli.main import build_parser, parse_args
+from akoshad.cli.main import build_parser, main, parse_args
 from akoshad.config import fallback_socket_path, load_config, load_settings
 from akoshad.errors import ConfigError
 
@@ -273,15 +273,55 @@ def test_fallback_socket_path(tmp_path: Path) -> None:
     assert fallback_socket_path(cfg, e) == Path("/x/from-file.sock")
     e["AKOSHAD_SOCKET_PATH"] = "/x/from-env.sock"  # the environment wins, as always
     assert fallback_socket_path(cfg, e) == Path("/x/from-env.sock")
-    cfg.write_text("state_dir: /x/state\nsocket_path: [unclosed\n")  # not YAML: the default
+    cfg.write_text("state_dir: /x/state\nsocket_path: [unclosed\n")  # its line unreadable
+    with pytest.raises(ConfigError, match="the file's socket_path line cannot be read"):
+        fallback_socket_path(cfg, env(tmp_path, XDG_RUNTIME_DIR="/run/user/9"))
+    cfg.write_text("state_dir: /x/state\ndebounce_seconds: [\n")  # not YAML, no socket_path
     assert fallback_socket_path(cfg, env(tmp_path, XDG_RUNTIME_DIR="/run/user/9")) == Path(
         "/run/user/9/akoshad.sock"
     )
+    assert fallback_socket_path(cfg, env(tmp_path)) == Path("/x/state/akoshad.sock")
     cfg.write_text("state_dir: /x/state\nbogus: 1\n")
     assert fallback_socket_path(cfg, env(tmp_path)) == Path("/x/state/akoshad.sock")
     missing = tmp_path / "missing.yaml"
     assert fallback_socket_path(missing, env(tmp_path)) == (
         tmp_path / ".local" / "state" / "akoshad" / "akoshad.sock"
+    )
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "cloud_sync:\n  system_id: x\n",  # a second cloud_sync: group, the last wins in YAML
+        "debounce_seconds: [\n",  # not YAML: the top-level socket_path line is read alone
+        "bad: {\nsocket_path: /x/last.sock  # the last line wins, as YAML's would\n",
+    ],
+)
+def test_fallback_socket_path_of_a_file_that_does_not_load(tmp_path: Path, tail: str) -> None:
+    """A refused reload must not make status say "not running": the file's socket_path
+    is still where the daemon listens."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"cloud_sync:\n  system_id: a\nsocket_path: /x/file.sock\n{tail}")
+    with pytest.raises(ConfigError):
+        load_settings(cfg, environ=env(tmp_path))
+    expected = "/x/last.sock" if "last" in tail else "/x/file.sock"
+    assert fallback_socket_path(cfg, env(tmp_path)) == Path(expected)
+
+
+def test_client_with_an_unreadable_socket_path_line_is_told_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "akoshad is not running" (exit 3) at a default socket: one line, exit 78."""
+    monkeypatch.delenv("AKOSHAD_SOCKET_PATH", raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("socket_path: [/x/file.sock\n")
+    code = main(["status", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 78
+    assert err == (
+        f"akoshad: configuration file {cfg} is not valid YAML at line 2; the file's "
+        "socket_path line cannot be read, so status cannot tell where the daemon listens "
+        "(fix the file, or set AKOSHAD_SOCKET_PATH)\n"
     )
 
 

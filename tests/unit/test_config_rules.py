@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from akoshad.restore import drill as restore_drill
 from akoshad.restore.readback import _target_for
 from akoshad.runtime.metrics_server import parse_listen
 from akoshad.runtime.ownership import primary_name
+from akoshad.runtime.wiring import StateLock
 from tests.helpers import akoshad, base_env, write_config
 
 SECRET = "wJalrXUtnFEMI-planted-secret-K7MDENG"
@@ -311,3 +313,36 @@ def test_state_dir_that_is_a_file(tmp_path: Path) -> None:
     assert "local_target_dir: " in message
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
     assert "dangling" in refused(tmp_path, f"state_dir: {tmp_path}/dangling\n")
+
+
+# real places no process may write, root included: procfs makes no directory, sysfs no file
+UNWRITABLE_STATE = [("/proc/akoshad-state", "No such file"), ("/sys/fs", "Permission denied")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="procfs and sysfs")
+@pytest.mark.parametrize(("state_dir", "reason"), UNWRITABLE_STATE)
+def test_unwritable_state_dir_is_a_config_error(state_dir: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        StateLock(Path(state_dir)).acquire()
+    assert str(info.value).startswith(f"state_dir {state_dir} is not writable: {reason}")
+    assert info.value.exit_code == 78
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="procfs and sysfs")
+@pytest.mark.parametrize("command", [["run", "--once"], ["prune"]])
+def test_unwritable_state_dir_exits_78(tmp_path: Path, command: list[str]) -> None:
+    """One line naming state_dir, exit 78: systemd's unit does not restart it in a loop."""
+    (tmp_path / "store").mkdir()
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir="/sys/fs",
+        local_target_dir=str(tmp_path / "outbox"),
+        socket_path=str(tmp_path / "s.sock"),
+    )
+    proc = akoshad(*command, "--config", str(cfg), env=base_env(tmp_path))
+    assert proc.returncode == 78, proc.stderr
+    assert proc.stderr == (
+        "akoshad: state_dir /sys/fs is not writable: Permission denied "
+        "(make state_dir writable or set another)\n"
+    )

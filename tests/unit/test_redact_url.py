@@ -233,3 +233,20 @@ def test_an_s3_endpoint_with_credentials_is_refused(tmp_path: Path, userinfo: st
     message = str(info.value)
     assert message.startswith("invalid configuration: cloud_sync.cloud_endpoint: holds a user")
     assert "End-Pw-6u" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "tail", ["/?token=Q-Tok-9z", "?token=Q-Tok-9z", "/#Q-Tok-9z", "/?", "/path?x-token=Q-Tok-9z"]
+)
+def test_an_s3_endpoint_with_a_query_or_fragment_is_refused(tmp_path: Path, tail: str) -> None:
+    """botocore cannot resolve an endpoint with a query or fragment (every request fails,
+    retried, as EndpointResolutionError): refused at load, one line, the token unechoed."""
+    url = f"http://127.0.0.1:9000{tail}"
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            environ={"HOME": str(tmp_path)},
+            overrides={"cloud_sync": {"cloud_bucket": "b", "cloud_endpoint": url}},
+        )
+    message = str(info.value)
+    assert message.startswith("invalid configuration: cloud_sync.cloud_endpoint: holds a query")
+    assert "Q-Tok-9z" not in message and "\n" not in message and info.value.exit_code == 78
