@@ -313,7 +313,9 @@ class Daemon:
                 await self.parts.webhooks.deliver_queued(WEBHOOK_ONCE_SECONDS)
                 feed = self.feed
                 empty = nothing_selected(self.settings, feed.files_on_disk, feed.files_excluded)
-                return await once_outcome(self.state, ok, reports, stopped_by, empty)
+                health = self.stats.target(self.parts.primary.name)
+                down = None if health.available else health.last_error
+                return await once_outcome(self.state, ok, reports, stopped_by, empty, down)
 
     async def run_forever(self) -> int:
         def on_first(signame: str) -> None:

@@ -43,11 +43,14 @@ async def once_outcome(
     reports: list[PassReport],
     stopped_by: list[str],
     nothing_selected: str | None = None,
+    target_down: str | None = None,
 ) -> int:
     """Log what ``run --once`` did (``stopped_by``: the signal that stopped it, if any);
     its exit code. ``nothing_selected``: the store has no file to back up (why), which
     fails the run: an ``include`` typo, an empty or unmounted ``data_dir`` is not a backup
-    (the last upload, if any, is kept as it is)."""
+    (the last upload, if any, is kept as it is). ``target_down``: the primary target's
+    failure, when it did not answer as it should: with nothing sent, that fails the run too
+    (refused credentials after an edit must not look like a working backup)."""
     if nothing_selected is not None:
         kept = upload_kept(await state.last_upload() is not None)
         logger.error("run --once: nothing to back up, {}: {}", kept, nothing_selected)
@@ -59,6 +62,9 @@ async def once_outcome(
     for problem in problems:  # the last lines say why the exit code is 1
         logger.error("run --once: {}", problem)
     if problems:
+        return EXIT_FAIL
+    if not uploads and target_down is not None:
+        logger.error("run --once: nothing changed, but the target failed: {}", target_down)
         return EXIT_FAIL
     if not uploads:
         logger.info("run --once: nothing changed, no upload")

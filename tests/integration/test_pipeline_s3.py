@@ -205,6 +205,25 @@ def test_bad_credentials_one_clear_line(tmp_path: Path, s3: WeedServer, system_i
     assert any("access_key_id" in e or "credentials" in e for e in errors)
 
 
+def test_credentials_broken_by_an_edit_fail_a_run_that_has_nothing_to_send(
+    s: S3Setup, tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """The store backed up, then the secret mistyped in the configuration: ``run --once``
+    finds nothing changed, but the target refuses it. That is exit 1 with the reason, not
+    "nothing changed" and 0 (a check after the edit would have looked like a working
+    backup); set right again, 0."""
+    assert s.once().returncode == 0
+    bad = S3Setup(tmp_path, s3, system_id, secret_access_key="mistyped-secret-456")
+    res = bad.once()
+    assert res.returncode == 1, res.stderr
+    assert "nothing changed, but the target failed" in res.stderr
+    assert "mistyped-secret-456" not in res.stdout + res.stderr
+    good = S3Setup(tmp_path, s3, system_id)
+    res = good.once()
+    assert res.returncode == 0, res.stderr
+    assert len(good.manifests()) == 1  # nothing was sent again
+
+
 def test_missing_bucket_one_clear_line(tmp_path: Path, s3: WeedServer, system_id: str) -> None:
     bad = S3Setup(tmp_path, s3, system_id, cloud_bucket="no-such-bucket-here")
     make_store(bad.store)
