@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +58,8 @@ class Stats:
     in_flight: int = 0
     progress_seq: int = 0  # bumps whenever the pipeline moves something forward
     syncing: bool = False
+    # what the targets count themselves: requests sent again within one call (S3's retries)
+    request_retries: list[Callable[[], int]] = field(default_factory=list)
 
     def target(self, name: str) -> TargetHealth:
         return self.targets.setdefault(name, TargetHealth())
@@ -71,4 +74,7 @@ class Stats:
         return None
 
     def counters_dict(self) -> dict[str, int]:
-        return asdict(self.counters)
+        """The counters; ``retries`` also counts the requests the targets sent again."""
+        out = asdict(self.counters)
+        out["retries"] += sum(count() for count in self.request_retries)
+        return out

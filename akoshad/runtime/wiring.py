@@ -16,6 +16,7 @@ import fcntl
 import os
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from loguru import logger
@@ -49,6 +50,7 @@ from akoshad.runtime.target_identity import forget_changed_targets
 from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
+from akoshad.targets.base import CountsRetries
 
 LOCK_NAME = "akoshad.lock"
 # what no retry or restart fixes: a read-only, forbidden or impossible state_dir
@@ -220,6 +222,9 @@ def build(
         n: metrics.counted(make_target(n, settings, metrics)) for n in target_names(settings)
     }
     metrics.targets_known(list(targets) + (["http"] if settings.akosha_url else []))
+    for target in targets.values():
+        if isinstance(target, CountsRetries):  # S3: each request sent again, counted
+            stats.request_retries.append(partial(getattr, target, "retries"))
     reset_timeout = max(5.0, cs.retry_backoff_seconds * 4)
     client: AkoshaClient | None = None
     if settings.akosha_url:

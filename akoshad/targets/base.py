@@ -82,6 +82,14 @@ class Target(Protocol):
 
 
 @runtime_checkable
+class CountsRetries(Protocol):
+    """A target that counts the requests it sent again within one call (the status's
+    ``retries``)."""
+
+    retries: int
+
+
+@runtime_checkable
 class ReadCheck(Protocol):
     """A target with a read-only reachability check (S3: the bucket exists and the
     credentials work). A writer calls ``check`` before its first write and again after any

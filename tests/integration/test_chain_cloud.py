@@ -111,3 +111,27 @@ def test_dead_cloud_does_not_slow_the_drain(
     print(f"drain with the cloud reachable: {reachable:.2f} s; unreachable: {unreachable:.2f} s")
     assert unreachable < reachable + 5
     assert len(akosha_server.stored()) == 50  # memories went over HTTP all the same
+
+
+def test_requests_the_s3_target_sends_again_are_counted_as_retries(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """A down server: each request the S3 target sends again shows in the status's
+    ``retries`` (and so in ``akoshad_retries_total``), which stayed 0 while S3 requests
+    were retried for minutes."""
+    s = S3Setup(tmp_path, s3, system_id)
+    make_store(s.store, conversations=5)
+    proc = start_daemon(s.config, s.env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: s.manifests(), 60)
+        assert _status(s)["counters"]["retries"] == 0
+        s3.stop()
+        (s.store / "notes.md").write_text("written while the server is down")
+        st = wait_for(
+            lambda: (_status(s).get("counters") or {}).get("retries", 0) >= 2 and _status(s), 60
+        )
+        assert st["targets"]["cloud"]["available"] is False
+    finally:
+        if s3.proc is None:
+            s3.start()
+        assert stop_daemon(proc) == 0
