@@ -38,7 +38,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def render_prune(result: dict[str, Any]) -> str:
     """The human summary of a prune result."""
     from akoshad.cli.client import human_bytes
-    from akoshad.runtime.prune import versioning_note
+    from akoshad.runtime.prune import kept_count, versioning_note
 
     if not result.get("enabled", True):
         return (
@@ -51,7 +51,7 @@ def render_prune(result: dict[str, Any]) -> str:
         lines += [f"would remove upload {u}" for u in removed]
     lines.append(
         f"{'dry run: would remove' if dry else 'removed'} {len(removed)} upload(s), "
-        f"kept {result.get('uploads_kept', 0)}; "
+        f"kept {kept_count(result)}; "
         f"{'would delete' if dry else 'deleted'} {result.get('objects_deleted', 0)} object(s), "
         f"{human_bytes(result.get('bytes_freed', 0))} "
         f"{'would be freed' if dry else 'freed'}"

@@ -93,13 +93,20 @@ def last_prune(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "at": result["at"],
         "ok": result["ok"],
-        "uploads_kept": result.get("uploads_kept", 0),
+        "uploads_kept": result.get("uploads_kept"),  # None: failed before it could tell
         "uploads_removed": len(result.get("uploads_removed") or []),
         "objects_deleted": result.get("objects_deleted", 0),
         "bytes_freed": result.get("bytes_freed", 0),
         "problems": result.get("problems", []),
         **({"needs_identity": True} if result.get("needs_identity") else {}),
     }
+
+
+def kept_count(result: dict[str, Any]) -> str:
+    """How many uploads the prune kept, as said in a line: a prune that failed before it
+    read the uploads does not know (it deleted nothing: every upload is still there)."""
+    kept = result.get("uploads_kept")
+    return "every upload (the prune read none)" if kept is None else str(kept)
 
 
 def _identities(settings: Settings) -> Identities | None:
@@ -302,7 +309,7 @@ def log_result(result: dict[str, Any]) -> None:
     line = (
         f"prune ({result.get('policy', '')}): {what} "
         f"{len(result.get('uploads_removed') or [])} upload(s), kept "
-        f"{result.get('uploads_kept', 0)}, {result.get('objects_deleted', 0)} object(s), "
+        f"{kept_count(result)}, {result.get('objects_deleted', 0)} object(s), "
         f"{result.get('bytes_freed', 0)} byte(s)"
     )
     if result["ok"]:
