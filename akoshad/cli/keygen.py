@@ -58,11 +58,12 @@ def cmd_keygen(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         make_private_dirs(path.parent)
         recipient = write_new_identity(path)
     except FileExistsError:
-        print(
-            f"akoshad: {path} already exists: keygen never overwrites an identity "
-            "(pick another --output)",
-            file=sys.stderr,
+        what = (
+            "is a directory: --output names the file to write"
+            if path.is_dir() and not path.is_symlink()
+            else "already exists: keygen never overwrites an identity"
         )
+        print(f"akoshad: {path} {what} (pick another --output)", file=sys.stderr)
         return EXIT_FAIL
     except OSError as exc:
         print(f"akoshad: cannot write the identity {path}: {exc.strerror or exc}", file=sys.stderr)

@@ -108,7 +108,7 @@ class ControlServer(StartClose):
 
     async def start(self) -> None:
         """Bind and listen: a stale socket is replaced; a live one (``AlreadyRunning``) or a
-        path that is not a socket (``AkoshadError``) is refused."""
+        path that is not a socket (``ConfigError``, exit 78) is refused."""
         sock = await asyncio.to_thread(self._bind)
         try:
             self._server = await asyncio.start_unix_server(
@@ -153,7 +153,10 @@ class ControlServer(StartClose):
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(st.st_mode):
-            raise AkoshadError(f"{self.path} exists and is not a socket; refusing to replace it")
+            raise ConfigError(
+                f"socket_path {self.path} exists and is not a socket; refusing to replace it "
+                "(move it away or set another socket_path)"
+            )
         if st.st_uid != os.getuid():
             raise ConfigError(
                 f"socket_path {self.path} is taken by a socket of {user_name(st.st_uid)}, not "

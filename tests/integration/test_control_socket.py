@@ -19,7 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from akoshad.errors import AkoshadError, AlreadyRunning, DaemonNotRunning, DaemonWentAway
+from akoshad.errors import (
+    AlreadyRunning,
+    ConfigError,
+    DaemonNotRunning,
+    DaemonWentAway,
+)
 from akoshad.runtime.control import ControlServer
 from akoshad.runtime.control_client import ControlRequestError, peer_uid, request
 from tests.tmpdirs import short_dir
@@ -259,9 +264,10 @@ async def test_stale_socket_replaced() -> None:
 async def test_non_socket_refused() -> None:
     path = short_dir() / "s.sock"
     path.write_text("not a socket")
-    with pytest.raises(AkoshadError, match="not a socket; refusing to replace it"):
+    with pytest.raises(ConfigError, match="not a socket; refusing to replace it") as info:
         await ControlServer(path, handler).start()
     assert path.read_text() == "not a socket"
+    assert info.value.exit_code == 78  # what no restart fixes: systemd's unit does not loop
 
 
 async def test_second_server_refused() -> None:

@@ -62,6 +62,12 @@ def test_keygen_never_overwrites(tmp_path: Path) -> None:
     res = akoshad("keygen", "-o", str(link), env=env, timeout=60)
     assert res.returncode == 1 and "already exists" in res.stderr
     assert not victim.exists() and link.is_symlink()
+    # a directory is named as one, not as an identity that exists
+    res = akoshad("keygen", "-o", str(tmp_path), env=env, timeout=60)
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        f"akoshad: {tmp_path} is a directory: --output names the file to write "
+        "(pick another --output)"
+    ]
     # a place that cannot hold it (its parent is a file): one line, exit 1
     res = akoshad("keygen", "-o", str(out / "id.txt"), env=env, timeout=60)
     assert res.returncode == 1 and res.stdout == ""
