@@ -142,7 +142,7 @@ class OwnerGate:
         except NotOwner as exc:
             return self._refuse(target.name, str(exc))
         except (TransientError, PermanentError, OSError) as exc:
-            line = f"cannot read the owner of system_id {self.system_id!r}: {exc}"
+            line = f"cannot check the owner of system_id {self.system_id!r}: {exc}"
             if target.name not in self._unreadable:
                 logger.error("{}: {}", target.name, line)
             self._unreadable.add(target.name)
