@@ -1,9 +1,10 @@
 """The secret rules of the redactor (:mod:`akoshad.akosha.redact`): gitleaks' published
 rule set (``data/secret_rules.toml``, MIT, see ``data/secret_rules.LICENSE``) compiled for
 Python's ``re`` (RE2 spellings translated; a rule that does not compile is skipped), plus a
-few of akoshad's own for what it does not cover (passwords in URLs, ``password=``
-assignments, the AWS secret key next to its name). Each rule comes with its keywords, its
-allow lists and the literals its matches need (:mod:`akoshad.akosha.redact_gate`)."""
+few of akoshad's own for what it does not cover (passwords in URLs, secrets named in a
+URL's query, ``password=`` assignments, the AWS secret key next to its name). Each rule
+comes with its keywords, its allow lists and the literals its matches need
+(:mod:`akoshad.akosha.redact_gate`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,17 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@\"'<>\[\]]{0,128}:([^\s/\"'<>]{1,256})@[^\s@/]",
         1,
         ("://",),
+    ),
+    (
+        "url-query-secret",
+        # a secret named as such in a URL's query, followed by more parameters (&...), which
+        # gitleaks' generic rule does not take: ?access_token=...&page=2, a presigned URL's
+        # X-Amz-Signature; only these names, and values of 16 characters or more
+        r"(?i)[?&](?:access_token|refresh_token|id_token|auth_token|token|client_secret|"
+        r"secret|api_key|apikey|password|x-amz-signature|x-amz-security-token|"
+        r"x-goog-signature|signature|sig)=([^&#\s\"'<>]{16,1024})",
+        1,
+        ("token=", "secret=", "api_key=", "apikey=", "password=", "signature=", "sig="),
     ),
     (
         "password-assignment",

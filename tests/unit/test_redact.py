@@ -59,6 +59,18 @@ SECRETS = [
     ("url-password", "mysql://root:P@ssw0rd@localhost/db", "ssw0rd"),
     ("url-password", "redis://:s3cretRedis9@cache.local:6379/0", "s3cretRedis9"),  # no user
     ("password-assignment", "password=/s3cr3t9", "/s3cr3t9"),  # a slash is no directory
+    # a secret in a URL's query with more parameters after it (gitleaks' rule stops at &)
+    (
+        "url-query-secret",
+        "GET https://api.example.com/v1/items?access_token=Q7vLm2Xk9PzR4tW8yB1nC6dF&page=2",
+        "Q7vLm2Xk9PzR4tW8yB1nC6dF",
+    ),
+    (
+        "url-query-secret",
+        "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature="
+        "8f3a1c0e9b7d6f5a4c3b2a19e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9&X-Amz-Date=2026",
+        "8f3a1c0e9b7d6f5a4c3b2a19e8d7c6b5",
+    ),
     (
         "sumologic-access-token",
         "SUMO_ACCESS_TOKEN=9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6e8a1c3e5b7d9f0a2c4e6b8d0f",
@@ -102,6 +114,8 @@ BENIGN = [
     "password: ${DB_PASSWORD}",
     "token = os.environ['GITHUB_TOKEN']",
     "https://example.com/search?q=duckdb+wal&page=2",
+    "https://example.com/docs?section=keyboard-shortcuts&monkey=banana-bread-2024&sort=key",
+    "https://api.example.com/v1/items?token=short&page=2",
     "ssh://git@github.com/org/repo.git",
     "![plot](data:image/png;base64," + base64.b64encode(bytes(range(256)) * 4).decode() + ")",
     "SELECT count(*) FROM conversations_v2 WHERE id = 'c000042'",
