@@ -111,7 +111,14 @@ class Daemon:
             walked = asyncio.create_task(self.feed.walk(), name="walk")
         if walked is not None:
             stack.push_async_callback(settled, walked)
-        self.view = StatusView(self.settings, p, self.started, lambda: self.reload_refused)
+        self.interrupted = InterruptedUploads(p, self.stop_event)
+        self.view = StatusView(
+            self.settings,
+            p,
+            self.started,
+            lambda: self.reload_refused,
+            lambda: self.interrupted.unsettled,
+        )
         self.watchdog = Watchdog(
             self.notifier, WatchdogPolicy(self._stall), p.stats, self.view, self.stop_event
         )
@@ -162,7 +169,6 @@ class Daemon:
             await seed_ledger(p.recovery, p.primary, available)
             seeded = (await self.state.last_success_by_target()).get(p.primary.name)
             p.stats.target(p.primary.name).last_success_at = seeded  # as wire() reads it
-        self.interrupted = InterruptedUploads(p, self.stop_event)
         await self.interrupted.at_start(claim)
         await self.feed.reconcile(walked)
 

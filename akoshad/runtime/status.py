@@ -33,6 +33,7 @@ class StatusView:
         parts: Parts,
         started: float,
         reload_refused: Callable[[], str | None] = lambda: None,
+        unsettled: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.parts = parts
@@ -43,6 +44,7 @@ class StatusView:
         self.restart_pending: list[str] = []
         self.metrics_error: str | None = None  # metrics_listen set and not served
         self.reload_refused = reload_refused  # the last reload's refusal, until one passes
+        self.unsettled = unsettled  # why a crash's upload is not settled yet (runtime.settle)
 
     def configure(self, settings: Settings) -> None:
         """A reload: the debounce window and the drill interval count in the verdict."""
@@ -138,8 +140,15 @@ class StatusView:
         self, missing: str | None, empty: str | None, webhooks: list[dict[str, Any]]
     ) -> list[str]:
         """The status's one-line problems: the store, the queue, metrics, a refused reload,
-        settings waiting for a restart, failing webhooks."""
+        a crash's upload not settled, settings waiting for a restart, failing webhooks."""
+        unsettled = self.unsettled()
+        waiting = (
+            None
+            if unsettled is None
+            else f"an interrupted upload is not settled yet ({unsettled}): uploads wait until it is"
+        )
         lines = [missing, empty, self.unrecorded(), self.metrics_error, self.reload_refused()]
+        lines.append(waiting)
         return [w for w in lines if w] + self._restart_warnings() + failing_webhooks(webhooks)
 
     def _restart_warnings(self) -> list[str]:

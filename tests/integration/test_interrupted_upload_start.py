@@ -94,6 +94,9 @@ def test_a_start_after_a_crash_while_the_server_is_out_starts_and_settles_later(
         assert time.monotonic() - started < START_TIMEOUT + 30, log.read_text()[-3000:]
         time.sleep(2)
         assert daemon.poll() is None and _in_progress(state), log.read_text()[-3000:]
+        res = akoshad("status", "--json", "--config", str(config), env=env, timeout=30)
+        warnings = json.loads(res.stdout)["warnings"]
+        assert any("an interrupted upload is not settled yet" in w for w in warnings), warnings
         if outage == "down":
             s3.start()
         else:
@@ -105,6 +108,8 @@ def test_a_start_after_a_crash_while_the_server_is_out_starts_and_settles_later(
 
         assert wait_for(landed, 180, 1.0), log.read_text()[-3000:]
         assert "not settled yet" in log.read_text()
+        res = akoshad("status", "--json", "--config", str(config), env=env, timeout=30)
+        assert not any("not settled" in w for w in json.loads(res.stdout)["warnings"])
     finally:
         if outage == "hung":
             os.killpg(s3.proc.pid, signal.SIGCONT)
