@@ -42,7 +42,9 @@ class InterruptedUploads:
         task = asyncio.create_task(self._settle(claim), name="settle-interrupted")
         stopped = asyncio.create_task(self.stop.wait(), name="settle-stop")
         try:
-            await asyncio.wait([task, stopped], timeout=self.timeout, return_when="FIRST_COMPLETED")
+            await asyncio.wait(
+                [task, stopped], timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for t in (task, stopped):
                 t.cancel()
