@@ -4,6 +4,7 @@ the umask (the outbox, the log file and their directories hold copies of private
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -11,6 +12,8 @@ from pathlib import Path
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+# a place that takes no writes: neither free space nor a retry helps (ENOENT: /proc/1/x)
+NO_WRITES = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT})
 
 
 def make_private_dirs(path: Path) -> None:

@@ -34,6 +34,7 @@ from akoshad.pipeline.storefiles import (
 )
 from akoshad.pipeline.watch import reconcile
 from akoshad.store.db import StateDB
+from akoshad.store.ledger import KV_SEALED_AS
 from akoshad.targets.base import Target
 
 ENQUEUE_RETRY_SECONDS = 2.0
@@ -139,7 +140,7 @@ class ChangeFeed:
         none of its files can be referenced, so the whole store goes up again now, and not
         only once something changes (the newest upload would stay readable only as it was,
         by an identity that may be the reason for the change)."""
-        recorded = await self.state.sealed_as(self.primary.name)
+        recorded = await self.state.get_kv(KV_SEALED_AS.format(target=self.primary.name))
         if recorded is None or recorded == self.sealing_label:
             return False
         logger.info(

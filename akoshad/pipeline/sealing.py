@@ -69,6 +69,11 @@ def sealing_label(recipients: Recipients | None) -> str:
     return "none" if recipients is None else f"age:{recipients.fingerprint}"
 
 
+def label_of(sealing: Sealing | None) -> str:
+    """:func:`sealing_label` of an upload's sealing."""
+    return sealing_label(None if sealing is None else sealing.recipients)
+
+
 def configured_label(encryption: Encryption) -> str:
     """:func:`sealing_label` of the configured encryption."""
     return sealing_label(encryption.parsed_recipients() if encryption.enabled else None)

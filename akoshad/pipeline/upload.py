@@ -43,11 +43,10 @@ from akoshad.pipeline.plan import (
 from akoshad.pipeline.recovery import Discarder
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import MemoriesJson
-from akoshad.pipeline.sealing import Sealing, SealingSource, in_scope, sealing_label
+from akoshad.pipeline.sealing import SealingSource, in_scope, label_of
 from akoshad.pipeline.send_gate import FirstSend, OwnerRefused, SendGate, held_back
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload_failures import UploadFailures, retry_delay
-from akoshad.storage.crypto import Recipients
 from akoshad.storage.stored import StoredFile
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
 from akoshad.targets.base import Target
@@ -63,11 +62,6 @@ def _stream_to(
     if not isinstance(target, GrowingTarget) or (sealing is not None and sealing.encrypt_memories):
         return None
     return StreamTo(target, upload_prefix(system_id, attempt.upload_id) + MEMORIES_NAME, first)
-
-
-def sealing_of(sealing: Sealing | None) -> Recipients | None:
-    """The recipients an upload is sealed to (None: unencrypted)."""
-    return None if sealing is None else sealing.recipients
 
 
 class Uploader(UploadFailures):
@@ -141,7 +135,7 @@ class Uploader(UploadFailures):
         report.captures.extend(plan.captured)
         if not plan.changed:
             if not await held_back(self.state, gate, items, report):
-                await self._refresh(target, plan, report, sealing_label(sealing_of(sealing)))
+                await self._refresh(target, plan, report, label_of(sealing))
             return
 
         upload_id = new_upload_id(after=await self.state.latest_upload_id(current_id_time()))
@@ -292,13 +286,12 @@ class Uploader(UploadFailures):
         """The manifest landed: ledger, chunk table, documents, history and skips in one
         transaction, then the counters move and the queue rows finish."""
         plan, sent_rows = attempt.plan, attempt.rows
-        recipients = sealing_of(attempt.sealing)
         report.files_uploaded = [r.path for r in sent_rows]
 
         def commit(c: sqlite3.Connection) -> None:
             StateDB.write_ledger(c, target.name, [*plan.reused, *sent_rows], plan.removed)
             StateDB.write_chunks(c, target.name, attempt.new_refs)
-            StateDB.record_sealing(c, target.name, sealing_label(recipients))
+            StateDB.record_sealing(c, target.name, label_of(attempt.sealing))
             StateDB.set_documents(c, target.name, attempt.documents)
             StateDB.forget_upload_packs(c, attempt.upload_id)
             StateDB.finish_upload(

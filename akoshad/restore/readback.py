@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import gc
 import os
 import sys
@@ -33,6 +32,7 @@ from akoshad.manifest.read import (
     load_files,
     load_manifest,
 )
+from akoshad.private import NO_WRITES
 from akoshad.restore.destdir import (
     TEMP_PREFIX,
     DestError,
@@ -306,10 +306,6 @@ def dest_path(text: str) -> Path:
     return Path(os.path.expanduser(text))
 
 
-# the destination refuses every write: no free space or retry helps (ENOENT: /proc/1/x)
-UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT})
-
-
 def partial_restore(dest: Path, exc: OSError) -> str:
     """The line of a restore that could not write ``dest``: a place that takes no writes
     is named as such; otherwise what failed, and that the files landed before it are
@@ -318,7 +314,7 @@ def partial_restore(dest: Path, exc: OSError) -> str:
     if isinstance(name, str) and os.path.basename(name).startswith(TEMP_PREFIX):
         name = os.path.dirname(name)  # our temporary file: the user knows its directory
     where = f" ({name})" if name else ""
-    if exc.errno in UNWRITABLE:
+    if exc.errno in NO_WRITES:
         within = where if name and name != str(dest) else ""
         return (
             f"--dest {dest} cannot be written{within}: {exc.strerror or exc} "

@@ -40,6 +40,7 @@ from akoshad.pipeline.sealing import sealing_source
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import PathFilter
 from akoshad.pipeline.upload import Uploader
+from akoshad.private import NO_WRITES
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.health_watch import HealthWatch
 from akoshad.runtime.leftovers import PACK_STAGING_DIR
@@ -54,9 +55,7 @@ from akoshad.targets.base import CountsRetries
 
 LOCK_NAME = "akoshad.lock"
 # what no retry or restart fixes: a read-only, forbidden or impossible state_dir
-UNWRITABLE = frozenset(
-    {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
-)
+UNWRITABLE = NO_WRITES | {errno.ENOTDIR, errno.EISDIR}
 
 
 class StateLock:

@@ -45,17 +45,6 @@ class LedgerOps(StoreBase):
             (KV_SEALED_AS.format(target=target), label),
         )
 
-    async def sealed_as(self, target: str) -> str | None:
-        """How the last upload committed to ``target`` was sealed (None: not recorded, a
-        state of an earlier version or no upload yet)."""
-        key = KV_SEALED_AS.format(target=target)
-
-        def op(c: sqlite3.Connection) -> str | None:
-            row = c.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-            return None if row is None else str(row[0])
-
-        return await self.transaction(op)
-
     async def ledger(self, target: str) -> dict[str, LedgerEntry]:
         return await self.transaction(lambda c: LedgerOps.ledger_rows(c, target))
 
