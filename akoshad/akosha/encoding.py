@@ -1,8 +1,8 @@
 """Memories encoded: compact JSON for the wire, request-sized batches, ``memories.json``.
 
-An embedding that DuckDB gave as checked text (:func:`akoshad.akosha.rows.read_memories`)
-is carried as :class:`RawJSON` and written as it is, never parsed into floats and printed
-again (which was most of the time spent on a big store). Batches stay under what Akosha's
+An embedding read as compact JSON (:func:`akoshad.akosha.rows.read_memories`) is carried
+as :class:`RawJSON` and written as it is, never parsed into floats and printed again (which
+was most of the time spent on a big store). Batches stay under what Akosha's
 MCP transport accepts.
 """
 
@@ -12,7 +12,6 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Iterator
-from json.encoder import encode_basestring
 from typing import Any
 
 MAX_BATCH_ITEMS = 1000
@@ -26,7 +25,7 @@ Memory = dict[str, Any]
 
 class RawJSON(str):
     """Text that already is compact JSON (an embedding): :func:`encode_json` writes it as
-    is. Only ever made from DuckDB's text form of a checked float list."""
+    is. Only ever made from a checked float list (DuckDB's text form, or orjson's)."""
 
 
 # stands in for a RawJSON value while the rest is encoded (random: cannot be in the data)
@@ -96,20 +95,14 @@ def conversation_entry(memory: Memory) -> dict[str, Any]:
 _ENTRY_META = frozenset({"source", "created_at", "original_id", "type"})
 
 
-def _json_text(value: Any) -> str:
-    """A JSON string or null as :func:`encode_json` writes it; else the value encoded."""
-    if value is None:
-        return "null"
-    if type(value) is str:
-        return encode_basestring(value)
-    return encode_json(value).decode()
-
-
 def encode_entry(memory: Memory) -> bytes:
     """``encode_json(conversation_entry(memory))``, byte for byte, made directly for the
-    common memory (a raw embedding, the metadata :mod:`akoshad.akosha.rows` gives): no
-    dictionary to build and walk, no stand-in to splice (a third of ``memories.json``'s
-    time on a big store)."""
+    common memory (a raw embedding, the metadata :mod:`akoshad.akosha.rows` gives): by
+    orjson, the raw embedding spliced in as a fragment; no dictionary walked for stand-ins
+    (3.5 us for an entry of a big store, against 17.5 with ``json``'s string encoder and an
+    f-string). orjson escapes what ``json`` escapes, in the same way (a test holds it)."""
+    import orjson
+
     embedding = memory["embedding"]
     meta = memory.get("metadata") or {}
     mid, text = memory["memory_id"], memory["text"]
@@ -120,16 +113,15 @@ def encode_entry(memory: Memory) -> bytes:
         or not meta.keys() <= _ENTRY_META
     ):
         return encode_json(conversation_entry(memory))
-    rest = [
-        f"{encode_basestring(k)}:{_json_text(v)}"
-        for k, v in meta.items()
-        if k not in ("source", "created_at")
-    ]
-    return (
-        f'{{"id":{encode_basestring(mid)},"content":{encode_basestring(text)},'
-        f'"embedding":{embedding},"timestamp":{_json_text(meta.get("created_at"))},'
-        f'"source":{_json_text(meta.get("source"))},"metadata":{{{",".join(rest)}}}}}'
-    ).encode()
+    entry = {
+        "id": mid,
+        "content": text,
+        "embedding": orjson.Fragment(str(embedding)),  # RawJSON, a subclass: refused
+        "timestamp": meta.get("created_at"),
+        "source": meta.get("source"),
+        "metadata": {k: v for k, v in meta.items() if k not in ("source", "created_at")},
+    }
+    return orjson.dumps(entry)
 
 
 def memories_json(conversations: Iterable[Memory]) -> bytes:

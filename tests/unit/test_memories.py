@@ -45,6 +45,7 @@ from akoshad.akosha.rows import (
     load_memories,
     memory_columns,
     read_memories,
+    vector_json,
 )
 from tests.akosha_fixtures import (
     EMB_SQL,
@@ -443,3 +444,60 @@ def test_a_checked_vector_text_without_its_values_is_not_taken_as_it_is() -> Non
     short = "[" + ",".join(["0.5"] * (EMBED_DIM - 1)) + "]"
     assert _parse_embedding(short, checked=True) == dim_reason(EMBED_DIM - 1)
     assert _parse_embedding(full.replace("0.5", "nan", 1), checked=True) == REASON_NON_FINITE
+
+
+# ---- float32 vectors fetched as numpy, printed by orjson -----------------------------------
+def test_a_float32_vector_is_printed_in_a_form_that_reads_back_as_the_same_floats() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    for scale in (1.0, 1e-5, 1e-30, 1e30):
+        vector = (rng.standard_normal(EMBED_DIM) * scale).astype(np.float32)
+        vector[0], vector[1] = np.float32(0.169921875), np.float32(-0.0)
+        text = vector_json(vector)
+        assert isinstance(text, RawJSON) and " " not in text
+        back = np.array(json.loads(text), dtype=np.float32)
+        assert back.tobytes() == vector.tobytes()
+
+
+def test_a_vector_that_cannot_be_sent_gives_its_reason() -> None:
+    import numpy as np
+
+    ok = np.full(EMBED_DIM, 0.5, dtype=np.float32)
+    assert vector_json(None) == REASON_NO_EMBEDDING
+    assert vector_json(ok[:10]) == dim_reason(10)
+    for bad in (np.nan, np.inf, -np.inf):
+        worse = ok.copy()
+        worse[200] = bad
+        assert vector_json(worse) == REASON_NON_FINITE  # never a null in the JSON
+
+
+def test_parts_read_as_numpy_give_the_floats_of_a_whole_scan(tmp_path: Path) -> None:
+    """A part's rows (ids named) take the numpy path, a whole scan DuckDB's text: the same
+    memories, the same float32 values; a FLOAT[] table's bad rows are skipped with their
+    reason on both."""
+    for kind in ("FLOAT[384]", "FLOAT[]"):
+        db = make_reflection_db(tmp_path / f"{kind[-4:-1]}.duckdb", embedding_type=kind)
+        add_rows(db, "conversations_v2", 0, 40)
+        add_rows(db, "reflections_v2", 0, 9)
+        if kind == "FLOAT[]":
+            add_rows(db, "conversations_v2", 40, 43, embedding="short")
+        whole = load_memories(db, SYSTEM)
+        refs = list_rows(db, SYSTEM)
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            parts = [read_memories(con, SYSTEM, part) for part in chunks(refs, 11)]
+        finally:
+            con.close()
+        memories = [m for p in parts for m in p.memories]
+        skipped = {k: v for p in parts for k, v in p.skipped.items()}
+        assert len(memories) == len(whole.memories) == 49
+        assert skipped == whole.skipped
+        for got, want in zip(
+            sorted(memories, key=lambda m: m["memory_id"]),
+            sorted(whole.memories, key=lambda m: m["memory_id"]),
+            strict=True,
+        ):
+            assert isinstance(got["embedding"], RawJSON)
+            assert {**got, "embedding": None} == {**want, "embedding": None}
+            assert f32(json.loads(got["embedding"])) == f32(json.loads(str(want["embedding"])))
