@@ -501,3 +501,42 @@ def test_parts_read_as_numpy_give_the_floats_of_a_whole_scan(tmp_path: Path) -> 
             assert isinstance(got["embedding"], RawJSON)
             assert {**got, "embedding": None} == {**want, "embedding": None}
             assert f32(json.loads(got["embedding"])) == f32(json.loads(str(want["embedding"])))
+
+
+class _Recording:
+    """A DuckDB connection that keeps the SQL of every query."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.sql: list[str] = []
+
+    def execute(self, sql: str, params: object = None) -> duckdb.DuckDBPyConnection:
+        self.sql.append(sql)
+        return self.con.execute(sql, params)
+
+
+@pytest.mark.parametrize("kind", ["FLOAT[384]", "DOUBLE[384]"])
+def test_a_part_gives_its_rows_by_id_whether_its_range_is_read_whole_or_joined(
+    tmp_path: Path, kind: str
+) -> None:
+    """A part whose range holds few other rows is read whole and the others dropped; a
+    sparse one (an upload's few new rows, spread through the table) is joined with its ids:
+    either way exactly its rows, by id."""
+    db = make_reflection_db(tmp_path / "r.duckdb", embedding_type=kind)
+    ids = add_rows(db, "conversations_v2", 0, 200)
+    dense = [i for n, i in enumerate(ids[10:60]) if n not in (3, 17, 40)]
+    sparse = ids[::10]
+    con = _Recording(duckdb.connect(str(db), read_only=True))
+    try:
+        for part, joined in ((dense, False), (sparse, True)):
+            refs = [RowRef(f"{SYSTEM}:{i}", "conversations_v2", i) for i in reversed(part)]
+            con.sql.clear()
+            got = read_memories(con, SYSTEM, refs)
+            assert [m["metadata"]["original_id"] for m in got.memories] == sorted(part)
+            assert got.skipped == {}
+            assert any(" JOIN " in sql for sql in con.sql) is joined
+            for m in got.memories:
+                n = int(m["metadata"]["original_id"][1:])
+                assert f32(json.loads(m["embedding"])) == f32(expected_embedding(n))
+    finally:
+        con.con.close()
