@@ -177,16 +177,25 @@ def test_duckdb_pair_with_wal_restores_rows(snap: Snapshotter, tmp_path: Path) -
     con = duckdb.connect(str(db))
     con.execute("INSERT INTO conversations_v2 (id, content, category) VALUES ('w1', 'in wal', 'c')")
     assert (snap.data_dir / "reflection.duckdb.wal").stat().st_size > 0
-    res = snap.capture("reflection.duckdb")
-    con.close()
+    size = db.stat().st_size
+    res = snap.capture("reflection.duckdb", hash_if_size=size)  # it may be a duplicate
     assert isinstance(res, Captured)
     kinds = {f.path: f.kind for f in res.files}
     assert kinds == {"reflection.duckdb": "duckdb", "reflection.duckdb.wal": "duckdb-wal"}
+    for f in res.files:
+        assert _sha(f.staged) == f.sha256
+    # a first upload, or one of another size: the database's copy is hashed by its upload
+    for last in (None, size + 4096):
+        res = snap.capture("reflection.duckdb", hash_if_size=last)
+        assert isinstance(res, Captured)
+        db_copy, wal_copy = res.files
+        assert db_copy.sha256 is None and db_copy.staged.stat().st_size == size
+        assert wal_copy.sha256 == _sha(wal_copy.staged)
+    con.close()
     restore = tmp_path / "restore"
     restore.mkdir()
     for f in res.files:
         shutil.copy(f.staged, restore / f.path)
-        assert _sha(f.staged) == f.sha256
     ids = [r[0] for r in duckdb_rows(restore / "reflection.duckdb", "conversations_v2")]
     assert "w1" in ids and len(ids) == 6
 

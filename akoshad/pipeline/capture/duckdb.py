@@ -24,6 +24,7 @@ from akoshad.pipeline.capture.files import (
     _regular_lstat,
     _same_wal,
     copy_hashing,
+    copy_hashing_if,
     lstat_or_none,
     mode_of,
 )
@@ -46,12 +47,19 @@ class DuckDBCapture(CaptureBase):
         except LinkRefused as exc:
             return None, exc.strerror or OUTSIDE
 
-    def _capture_duckdb(self, rel: str, live: Path, real: Path) -> CaptureResult:
+    def _capture_duckdb(
+        self, rel: str, live: Path, real: Path, hash_if_size: int | None = None
+    ) -> CaptureResult:
+        """Capture a DuckDB file and its WAL as one consistent pair; the database's copy is
+        hashed only when its size is ``hash_if_size`` (its last upload's: it may be a
+        duplicate), the WAL's always."""
         wal, refused = self._wal_of(live)
         staged_db = self._stage_path(rel)
         staged_wal = staged_db.with_name(staged_db.name + ".wal")
         try:
-            return self._copy_duckdb_pair(rel, real, wal, refused, staged_db, staged_wal)
+            return self._copy_duckdb_pair(
+                rel, real, (wal, refused), (staged_db, staged_wal), hash_if_size
+            )
         except BaseException:
             staged_db.unlink(missing_ok=True)
             staged_wal.unlink(missing_ok=True)
@@ -61,15 +69,16 @@ class DuckDBCapture(CaptureBase):
         self,
         rel: str,
         real: Path,
-        wal: Path | None,
-        refused: str | None,
-        staged_db: Path,
-        staged_wal: Path,
+        wal_of: tuple[Path | None, str | None],
+        staged: tuple[Path, Path],
+        hash_if_size: int | None,
     ) -> CaptureResult:
+        wal, refused = wal_of
+        staged_db, staged_wal = staged
         for attempt in range(self.attempts):
             db_before = _regular_lstat(real)
             wal_before = lstat_or_none(wal) if wal is not None else None
-            db_size, db_sha = copy_hashing(real, staged_db)
+            db_size, db_sha = copy_hashing_if(real, staged_db, hash_if_size)
             wal_entry: tuple[int, str] | None = None
             if wal is not None and wal_before is not None and wal_before.st_size > 0:
                 try:

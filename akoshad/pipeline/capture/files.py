@@ -101,8 +101,8 @@ class CapturedFile:
     path: str
     staged: Path
     size: int
-    # None for an in-place capture not hashed yet (it cannot be a duplicate: its size is
-    # not the last upload's): the target hashes it in the pass that sends it.
+    # None for an in-place capture or a DuckDB copy not hashed yet (it cannot be a
+    # duplicate: its size is not the last upload's): hashed in the pass that sends it.
     sha256: str | None
     kind: str  # duckdb | duckdb-wal | sqlite | file
     live: LiveStat
@@ -234,6 +234,21 @@ def copy_hashing(src: Path, dst: Path) -> tuple[int, str]:
                 size += len(chunk)
             fout.truncate(size)
     return size, digest.hexdigest()
+
+
+def copy_hashing_if(src: Path, dst: Path, hash_if_size: int | None) -> tuple[int, str | None]:
+    """:func:`copy_hashing`, the copy hashed only when its size is ``hash_if_size`` (the
+    size of the file's last upload; None: it has none). A copy of another size cannot be a
+    duplicate, and its upload hashes what it sends while it cuts it: one pass of sha256
+    less over a first sync's database (1.1 CPU-s for 470 MiB)."""
+    with open_resolved(src) as fin:
+        size = os.fstat(fin.fileno()).st_size
+        if size != hash_if_size:
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb"):
+                if copy_data(fin.fileno(), fd, size):
+                    return size, None
+    return copy_hashing(src, dst)
 
 
 def hash_file(path: Path) -> tuple[int, str]:

@@ -199,8 +199,9 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
     def capture(self, rel: str, hash_if_size: int | None = None) -> CaptureResult:
         """Capture one store file (blocking). Never raises for a vanished/unreadable file.
 
-        ``hash_if_size``: the size of the file's last upload, if any; a large plain file of
-        another size cannot be a duplicate and is left unhashed (``sha256`` None). A file
+        ``hash_if_size``: the size of the file's last upload, if any; a large plain file or a
+        DuckDB database of another size cannot be a duplicate and is left unhashed
+        (``sha256`` None: its upload hashes it). A file
         that include/exclude leave out counts as gone (it leaves the snapshot), unread."""
         if not self.path_filter.allows(rel):
             self._forget_moved(rel)
@@ -221,7 +222,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             real = Path(resolved)
             kind = detect_kind(real)
             if kind == "duckdb":
-                return self._capture_duckdb(rel, Path(live), real)
+                return self._capture_duckdb(rel, Path(live), real, hash_if_size)
             if kind == "sqlite":
                 return self._capture_sqlite(rel, real)
             return self._capture_stable(rel, real, hash_if_size)
