@@ -31,6 +31,10 @@ from the bucket a chunk at a time).
     python bench/first_sync_bench.py --cases big --repeat 3
     python bench/first_sync_bench.py --cases store --store /path/to/store --repeat 3
     python bench/first_sync_bench.py --cases small --small-files 10000 --repeat 3
+
+``--direct``: the tools talk to the server itself, not through the counting proxy (it runs
+in this process, on the same cores, and costs the tool that sends more bytes more time);
+requests and bytes then read 0.
 """
 
 from __future__ import annotations
