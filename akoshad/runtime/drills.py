@@ -132,13 +132,17 @@ class DrillScheduler(PeriodicJob):
         settings, target = self.settings, self.target
         system_id = settings.cloud_sync.system_id
         async with self.reading:  # no prune meanwhile: it may repack what is read
-            async with self.lock:
-                gone = await self._forget_gone(system_id)
-                upload_id = await pick_upload(target, system_id)
-            if gone is not None and self.reconcile is not None:
-                await self.reconcile()  # every file is compared with the seeded ledger
-                if self.wake is not None:
-                    self.wake.set()
+            gone: str | None = None
+            try:
+                async with self.lock:
+                    gone = await self._forget_gone(system_id)
+                    upload_id = await pick_upload(target, system_id)
+            except Exception:
+                if gone is not None:  # forgotten: every file compared, even if the drill
+                    await self._compare_all()  # cannot go on (the target cannot be read)
+                raise
+            if gone is not None:
+                await self._compare_all()
             if upload_id is None and gone is None:
                 logger.debug("drill: no upload in {} yet, nothing to drill", target.name)
                 return None
@@ -154,6 +158,15 @@ class DrillScheduler(PeriodicJob):
             )
         await self._record(result)
         return result
+
+    async def _compare_all(self) -> None:
+        """After the state forgot the target: every file compared with the seeded ledger
+        (what differs is queued), and the pipeline woken. Without it, the next uploads
+        would hold only the files that change from now on."""
+        if self.reconcile is not None:
+            await self.reconcile()
+            if self.wake is not None:
+                self.wake.set()
 
     async def _forget_gone(self, system_id: str) -> str | None:
         """Under the pass lock: the last upload this machine made in the target, when it

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from akoshad.config import Settings
 from akoshad.errors import PermanentError, TransientError
 from akoshad.manifest.layout import manifest_key
-from akoshad.targets.base import Target
+from akoshad.targets.base import ReadCheck, Target
 
 KV_IDENTITY = "target_identity:{target}"
 
@@ -58,11 +58,18 @@ def another_place(target: str) -> str:
 
 async def manifest_gone(target: Target, system_id: str, upload_id: str) -> bool:
     """True only when ``target`` answers that upload ``upload_id`` has no manifest there
-    (a target that cannot say: False, what is known is kept)."""
+    (a target that cannot say: False, what is known is kept). A missing manifest is asked
+    again of the target as a whole (``ReadCheck``): an S3 HEAD answers 404 alike for a
+    missing key and a missing bucket (its reply has no body to tell them apart), and a
+    bucket that is gone, or cannot be read, is an outage, not a target emptied."""
     try:
-        return await target.head(manifest_key(system_id, upload_id)) is None
+        if await target.head(manifest_key(system_id, upload_id)) is not None:
+            return False
+        if isinstance(target, ReadCheck):
+            await target.check()
     except (TransientError, PermanentError, OSError):
         return False
+    return True
 
 
 def upload_gone(target: str, upload_id: str) -> str:

@@ -391,3 +391,57 @@ def test_drill_on_s3_passes_then_finds_a_replaced_object(
 
 def _etag(s3: WeedServer, key: str) -> str:
     return str(s3.client().head_object(Bucket=s3.bucket, Key=key)["ETag"])
+
+
+def test_a_bucket_gone_at_a_drill_is_no_emptied_target_and_the_next_upload_is_whole(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """The bucket deleted while the daemon runs: a HEAD of the last manifest answers 404 as
+    for a missing key, but the bucket cannot be read, so the drill fails without forgetting
+    what the state knows (it was forgetting it, and the later uploads held only the files
+    changed since). Once the bucket is back (empty), the daemon's next drill finds the
+    last upload gone, and the next upload holds every file of the store."""
+    bucket = f"gone-{system_id}"
+    client = s3.client()
+    client.create_bucket(Bucket=bucket)
+    cfg, env = _config(
+        tmp_path,
+        system_id,
+        cloud_sync=s3.cloud_sync(system_id, cloud_bucket=bucket),
+        drill_interval_hours=0,
+    )
+    make_store(tmp_path / "store")
+    files = len([p for p in (tmp_path / "store").rglob("*") if p.is_file()])
+    log = tmp_path / "d.log"
+    proc = start_daemon(cfg, env, log)
+    try:
+
+        def manifests_in_bucket() -> list[dict[str, Any]]:
+            keys = sorted(
+                o["Key"]
+                for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])
+                if o["Key"].endswith("/manifest.json")
+            )
+            return [
+                json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read()) for k in keys
+            ]
+
+        first = wait_for(lambda: manifests_in_bucket(), 60, interval=0.3)[-1]
+        assert len(first["metadata"]["files"]) == files
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+        client.delete_bucket(Bucket=bucket)
+        refused = akoshad("drill", "--json", "--config", str(cfg), env=env)
+        assert refused.returncode == 1 and "does not exist" in refused.stderr, refused
+        assert "no longer holds upload" not in log.read_text()
+        client.create_bucket(Bucket=bucket)  # back, empty
+        code, result = _drill(cfg, env)
+        assert code == 1 and result["problems"], result
+        assert f"no longer holds upload {first['metadata']['upload_id']}" in log.read_text()
+        (tmp_path / "store" / "akosha_sync_state.json").write_text('{"x": 2}')
+        newest = wait_for(lambda: manifests_in_bucket(), 60, interval=0.3)[-1]
+        assert len(newest["metadata"]["files"]) == files  # the whole store, not one file
+        code, result = _drill(cfg, env)
+        assert code == 0 and result["files"] == files, result
+    finally:
+        assert stop_daemon(proc) == 0

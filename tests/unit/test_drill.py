@@ -444,3 +444,32 @@ def test_read_only_ledger_reader_accepts_a_schema_1_database(tmp_path: Path) -> 
     con.close()
     view = read_ledger(path, "local")
     assert view is not None and view.entries["a"].facts is None
+
+
+async def test_a_drill_that_forgot_the_target_compares_every_file_even_when_it_stops(
+    tmp_path: Path,
+) -> None:
+    """The last upload's manifest is gone, so the drill forgets the target; then listing
+    the uploads fails. The files are compared with the (emptied) ledger all the same: the
+    next upload holds the whole store, not only what changes from now on."""
+    host = _Host(tmp_path, _DownTarget(tmp_path / "outbox"), hours=1.0)
+    await host.state.open()
+    try:
+        await host.state.begin_upload("20260101T000000000000Z-aaaaaa", "local", "local", {})
+        await host.state.transaction(
+            lambda c: StateDB.finish_upload(
+                c, upload_id="20260101T000000000000Z-aaaaaa", outcome="completed"
+            )
+        )
+        sched = scheduler(host)
+        compared: list[bool] = []
+
+        async def reconcile() -> None:
+            compared.append(True)
+
+        sched.reconcile = reconcile
+        with pytest.raises(TransientError):
+            await sched.drill_once()
+        assert compared == [True]
+    finally:
+        await host.state.close()
