@@ -22,6 +22,7 @@ from loguru import logger
 from akoshad.config import Settings
 from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Debouncer, Kind
+from akoshad.pipeline.sealed_as import read_sealed_label
 from akoshad.pipeline.sealing import configured_label
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import (
@@ -35,6 +36,7 @@ from akoshad.pipeline.storefiles import (
 from akoshad.pipeline.watch import reconcile
 from akoshad.store.db import StateDB
 from akoshad.store.ledger import KV_SEALED_AS
+from akoshad.store.records import LedgerEntry
 from akoshad.targets.base import Target
 
 ENQUEUE_RETRY_SECONDS = 2.0
@@ -58,6 +60,7 @@ class ChangeFeed:
     ) -> None:
         self.data_dir = settings.data_dir
         self.sealing_label = configured_label(settings.encryption)
+        self.state_dir, self.system_id = settings.state_dir, settings.cloud_sync.system_id
         self.flt = PathFilter.of(settings.include, settings.exclude)
         self.debouncer = Debouncer(settings.debounce_seconds, settings.max_delay_seconds)
         self.state = state
@@ -113,7 +116,7 @@ class ChangeFeed:
             return 0
         ledger = await self.state.ledger(self.primary.name)
         walk, seen = await (walked if walked is not None else self.walk())
-        resend = bool(ledger) and await self._sealed_otherwise()
+        resend = bool(ledger) and await self._sealed_otherwise(ledger.values())
         result = await asyncio.to_thread(
             partial(reconcile, walk=walk, resend=resend), self.data_dir, self.flt, ledger
         )
@@ -134,14 +137,25 @@ class ChangeFeed:
             self.wake.set()
         return queued
 
-    async def _sealed_otherwise(self) -> bool:
+    async def _sealed_otherwise(self, ledger: Iterable[LedgerEntry]) -> bool:
         """Whether the last upload committed to the primary target was sealed otherwise
         than the configuration now says (encryption turned on or off, or other recipients):
         none of its files can be referenced, so the whole store goes up again now, and not
         only once something changes (the newest upload would stay readable only as it was,
-        by an identity that may be the reason for the change)."""
-        recorded = await self.state.get_kv(KV_SEALED_AS.format(target=self.primary.name))
-        if recorded is None or recorded == self.sealing_label:
+        by an identity that may be the reason for the change). A state kept by an akoshad
+        that did not record it has it read from the ``ledger`` (``sealed_as``), recorded."""
+        name = self.primary.name
+        recorded = await self.state.get_kv(KV_SEALED_AS.format(target=name))
+        if recorded is None:
+
+            def infer(c: sqlite3.Connection) -> str:
+                label = read_sealed_label(c, name, ledger, self.state_dir, self.system_id)
+                if label == self.sealing_label:  # known from now on; else the upload
+                    StateDB.record_sealing(c, name, label)  # records the new one
+                return label
+
+            recorded = await self.state.transaction(infer)
+        if recorded == self.sealing_label:
             return False
         logger.info(
             "the encryption settings changed since the last upload to {}: every store file "

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import sys
 import zlib
 from pathlib import Path
@@ -297,12 +298,18 @@ def test_local_target_switch_on_then_change_recipients(tmp_path: Path) -> None:
         assert any(line.startswith(f"{upload_id}: ") and line.endswith(", ok") for line in lines)
 
 
-def test_a_change_of_the_encryption_sends_an_unchanged_store_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("earlier_state", [False, True])
+def test_a_change_of_the_encryption_sends_an_unchanged_store_again(
+    tmp_path: Path, earlier_state: bool
+) -> None:
     """Encryption turned on, the recipients changed, encryption turned off, the store never
     touched: each ``run --once`` after a change makes an upload that the new settings alone
     read (before, it found nothing changed and the newest upload stayed readable only by
     the identity the user may have changed keys to be rid of); the run after it sends
-    nothing."""
+    nothing. ``earlier_state``: before each run the state holds no record of how the last
+    upload was sealed, as a state kept by an akoshad that made none (it is read from the
+    ledger, the chunk table and the name keys: the same settings send nothing, a change
+    sends the store again)."""
     make_store(tmp_path / "store", conversations=5)
     (tmp_path / "store" / "notes.md").write_text("kept as it is\n" * 100)
     env = base_env(tmp_path)
@@ -315,6 +322,11 @@ def test_a_change_of_the_encryption_sends_an_unchanged_store_again(tmp_path: Pat
 
     def run(recipients: list[str], uploads: int) -> tuple[dict[str, Any], str]:
         cfg = encryption_config(tmp_path, sid, recipients)
+        db = tmp_path / "state" / "state.db"
+        if earlier_state and db.exists():
+            with sqlite3.connect(db) as con:
+                con.execute("DELETE FROM kv WHERE key LIKE 'sealed_as:%'")
+            con.close()
         res = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=300)
         assert res.returncode == 0, res.stderr
         made = manifests(outbox, sid)
