@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from loguru import logger
 
 
 @dataclass
@@ -61,8 +63,23 @@ class Stats:
     # what the targets count themselves: requests sent again within one call (S3's retries)
     request_retries: list[Callable[[], int]] = field(default_factory=list)
 
+    # files whose capture failed and is tried again (path: why), until one is captured
+    capture_failures: dict[str, str] = field(default_factory=dict)
+
     def target(self, name: str) -> TargetHealth:
         return self.targets.setdefault(name, TargetHealth())
+
+    def note_captures(self, failed: Mapping[str, str], done: Iterable[str]) -> None:
+        """A pass's captures: ``failed`` (path: why) are tried again, ``done`` were
+        captured or settled. A failure is logged when it starts or its reason changes (not
+        at every retry), and its end too."""
+        for path in done:
+            if self.capture_failures.pop(path, None) is not None:
+                logger.info("{} is captured again", path)
+        for path, why in failed.items():
+            if self.capture_failures.get(path) != why:
+                logger.warning("{} cannot be captured: {} (it is tried again)", path, why)
+            self.capture_failures[path] = why
 
     def progressed(self) -> None:
         self.progress_seq += 1

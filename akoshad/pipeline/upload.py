@@ -132,6 +132,7 @@ class Uploader(UploadFailures):
         report.deleted.extend(plan.deleted)
         report.skipped.update(plan.skipped)
         report.retrying.update(plan.retrying)
+        self.stats.note_captures(plan.retrying, (i.path for i in plan.done))
         report.captures.extend(plan.captured)
         if not plan.changed:
             if not await held_back(self.state, gate, items, report):
@@ -274,8 +275,12 @@ class Uploader(UploadFailures):
     async def _put_documents(
         self, target: Target, attempt: Attempt, files: list[StoredFile], report: PassReport
     ) -> None:
-        """The extras, the documents (index parts, chunk lists) and the manifest, last."""
-        skipped = {**await self.state.skipped(), **report.skipped}
+        """The extras, the documents (index parts, chunk lists) and the manifest, last. A
+        file whose capture failed (tried again) and that no upload holds yet is listed in
+        ``metadata.skipped`` with its reason: the upload says what it lacks."""
+        held = {f.path for f in files}
+        never = {p: why for p, why in report.retrying.items() if p not in held}
+        skipped = {**never, **await self.state.skipped(), **report.skipped}
         known = await self.state.known_documents(target.name)
         await put_manifest(
             target, self.system_id, attempt, files, report, skipped=skipped, known=known

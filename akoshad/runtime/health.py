@@ -99,6 +99,19 @@ DATA_RESTART_KEYS = frozenset(
 )
 
 
+def capture_problem(failures: Mapping[str, Any]) -> str | None:
+    """One line for the files whose capture fails and is tried again (None: none): the
+    newest upload holds each as it was last captured, or not at all."""
+    if not failures:
+        return None
+    path, why = next(iter(sorted(failures.items())))
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    return (
+        f"{path} cannot be captured: {why}{more}; tried again, the last upload holds it as "
+        "last captured, if ever"
+    )
+
+
 def check_problems(status: Mapping[str, Any]) -> list[str]:
     """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
     paused, degraded, waiting for ``data_dir``, nothing to back up, changes the queue could
@@ -127,6 +140,9 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
         problems.append(skipped)
     if status.get("unrecorded"):
         problems.append(f"not recorded: {status['unrecorded']}")
+    failing = status.get("capture_failures")
+    if isinstance(failing, Mapping) and failing:
+        problems.append(capture_problem(failing) or "")
     if status.get("metrics_error"):
         problems.append(str(status["metrics_error"]))
     drill = _failed_drill(status.get("last_drill"))

@@ -15,6 +15,7 @@ from akoshad import __version__
 from akoshad.config import Settings
 from akoshad.runtime.health import (
     behind_after_seconds,
+    capture_problem,
     data_dir_problem,
     nothing_selected,
     nothing_to_back_up,
@@ -108,6 +109,7 @@ class StatusView:
             "metrics_error": self.metrics_error,
             "restart_pending": list(self.restart_pending),  # changed, applied at a restart
             "unrecorded": p.feed.unrecorded,  # changes seen that the queue could not take
+            "capture_failures": dict(p.stats.capture_failures),  # path: why, tried again
             "waiting_for_data_dir": missing is not None,
             "data_dir_problem": missing,  # why, while waiting for it
             "nothing_selected": empty,  # no file selected: why (the last upload is kept)
@@ -148,6 +150,7 @@ class StatusView:
             else f"an interrupted upload is not settled yet ({unsettled}): uploads wait until it is"
         )
         lines = [missing, empty, self.unrecorded(), self.metrics_error, self.reload_refused()]
+        lines.append(capture_problem(self.parts.stats.capture_failures))
         lines.append(waiting)
         return [w for w in lines if w] + self._restart_warnings() + failing_webhooks(webhooks)
 
