@@ -52,6 +52,9 @@ class _Owner:
     def retry_in(self) -> float:
         return self.owners.retry_in(self.target.name)
 
+    def unreadable(self) -> bool:
+        return self.owners.unreadable(self.target.name)
+
 
 class PassObserver(Protocol):
     """Told of every pass that claimed something."""
@@ -156,7 +159,8 @@ class Drain:
             return None
         retry_at = self.clock() + self.owners.retry_in(target.name)
         await self.state.release(items, retry_at=retry_at, error=error)
-        report = PassReport(target=target.name, claimed=len(items), error=error, waiting=True)
+        failed = self._check_failed(target)
+        report = PassReport(target=target.name, claimed=len(items), error=error, waiting=not failed)
         self.last_report = report
         if self.observer is not None:
             self.observer.pass_done(report, 0.0)
@@ -173,7 +177,16 @@ class Drain:
             return False
         retry_at = self.clock() + self.owners.retry_in(target.name)
         await self.state.release(items, retry_at=retry_at, error=refused)
-        report.error, report.waiting = refused, True
+        report.error, report.waiting = refused, not self._check_failed(target)
+        return True
+
+    def _check_failed(self, target: Target) -> bool:
+        """The owner check of ``target`` failed (it did not answer): the pass failed, and
+        is counted so; another owner's refusal is a wait."""
+        assert self.owners is not None
+        if not self.owners.unreadable(target.name):
+            return False
+        self.stats.counters.failures += 1
         return True
 
     async def until_empty(

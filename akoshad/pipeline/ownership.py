@@ -154,6 +154,11 @@ class OwnerGate:
             await self._clean_up(target)
         return None
 
+    def unreadable(self, target_name: str) -> bool:
+        """The last refusal for ``target_name`` was a check that failed (the target did not
+        answer), not another owner: a failed pass, not one that waits."""
+        return target_name in self._unreadable
+
     def retry_in(self, target_name: str) -> float:
         """Seconds until changes held back for ``target_name`` are due again."""
         return self.interval if target_name in self.refused else UNREADABLE_RETRY

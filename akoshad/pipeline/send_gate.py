@@ -31,6 +31,10 @@ class SendGate(Protocol):
         """Seconds until refused changes are due again."""
         ...
 
+    def unreadable(self) -> bool:
+        """The refusal was a check the target did not answer (a failure, not a wait)."""
+        ...
+
 
 class OwnerRefused(TransientError):
     """The gate refused the upload before it sent anything (its line)."""
@@ -71,9 +75,10 @@ class FirstSend:
 async def hold(
     state: StateDB, gate: SendGate, items: Sequence[QueueItem], refused: str, report: PassReport
 ) -> None:
-    """This machine may not write to the target: the rows wait for the gate's next check."""
+    """This machine may not write to the target: the rows wait for the gate's next check
+    (a pass that waits, unless the target did not answer the check: a failed one)."""
     await state.release(items, retry_at=time.time() + gate.retry_in(), error=refused)
-    report.error, report.waiting = refused, True
+    report.error, report.waiting = refused, not gate.unreadable()
 
 
 async def held_back(

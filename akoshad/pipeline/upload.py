@@ -105,7 +105,7 @@ class Uploader(UploadFailures):
         """Plan the upload of a pass's captures, send it, commit it (or fail it whole).
         ``gate``: asked right before the first request that writes to ``target`` (packs are
         made meanwhile); refused, nothing is sent or recorded and the rows wait."""
-        if self.sealing is not None and await held_back(self.state, gate, items, report):
+        if self.sealing is not None and await self._held_back(gate, items, report):
             return  # the name key may be stored in the target: asked first
         try:
             sealing = await self.sealing.for_target(target) if self.sealing else None
@@ -118,7 +118,7 @@ class Uploader(UploadFailures):
         claimed = {r.group for r in results}
         lost = [e for e in stale if e.group_path not in claimed]
         if lost:
-            if await held_back(self.state, gate, items, report):
+            if await self._held_back(gate, items, report):
                 return
             _, missing = resolve_ledger({e.path: e for e in lost}, full)
             await self._lost_chunks(target, lost, items, report, missing=bool(missing))
@@ -135,7 +135,7 @@ class Uploader(UploadFailures):
         self.stats.note_captures(plan.retrying, (i.path for i in plan.done))
         report.captures.extend(plan.captured)
         if not plan.changed:
-            if not await held_back(self.state, gate, items, report):
+            if not await self._held_back(gate, items, report):
                 await self._refresh(target, plan, report, label_of(sealing))
             return
 
@@ -172,6 +172,15 @@ class Uploader(UploadFailures):
         await self._commit(target, attempt, report)
         if memories_json is not None and attempt.extras:
             await memories_json.committed(upload_id)
+
+    async def _held_back(
+        self, gate: SendGate | None, items: list[QueueItem], report: PassReport
+    ) -> bool:
+        """``send_gate.held_back``; a check the target did not answer counts as a failure."""
+        held = await held_back(self.state, gate, items, report)
+        if held and not report.waiting:
+            self.stats.counters.failures += 1
+        return held
 
     async def _refresh(
         self, target: Target, plan: UploadPlan, report: PassReport, label: str

@@ -57,6 +57,8 @@ class UploadFailures:
             await self._discard(target, upload_id, str(exc))
         report.upload_id = ""
         await hold(self.state, gate, items, str(exc), report)
+        if not report.waiting:  # the target did not answer the check: a failed pass
+            self.stats.counters.failures += 1
 
     async def _no_key(
         self, target: Target, items: list[QueueItem], exc: Exception, report: PassReport

@@ -83,6 +83,7 @@ async def test_an_upload_that_outlasts_a_takeover_commits_nothing(tmp_path: Path
         assert await rig.uploads() == [first_id]  # no manifest of the old owner
         assert late.error is not None and "owned by" in late.error, late
         assert not late.upload_id
+        assert late.waiting and rig.drain.stats.counters.failures == 0  # a wait, no failure
         assert await rig.state.queue_depth() == 1  # the change waits, not lost
         outbox = tmp_path / "outbox"
         packs = {
@@ -129,6 +130,16 @@ async def test_an_owner_record_unreadable_before_the_manifest_commits_nothing(
         assert late.error is not None and not late.upload_id, late
         assert await rig.uploads() == [first_id]
         assert await rig.state.queue_depth() == 1  # the change waits, not lost
+        # the target did not answer: a failed pass (counted, a failure event, the breaker
+        # hears of it), not one that waits for another owner
+        assert not late.waiting and rig.drain.stats.counters.failures == 1
+        # the next pass meets the unreadable record at its start: failed too
+        await asyncio.sleep(INTERVAL * 1.5)
+        await rig.state.transaction(lambda c: c.execute("UPDATE queue SET next_attempt = 0"))
+        refused = await rig.drain.run_pass()
+        assert refused is not None and refused.error and not refused.waiting, refused
+        assert "cannot check the owner" in refused.error
+        assert rig.drain.stats.counters.failures == 2
         target.owner_down, target.hold = False, False
         (row,) = await rig.state.queue_items()
         again = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
