@@ -210,6 +210,7 @@ async def prune_target(
                 finished=finished,
                 identities=identities,
                 resealing=await _resealing(settings, target, identities),
+                last_made=await state.transaction(lambda c: StateDB.last_upload_in(c, target.name)),
             )
             await _after_prune(target, result, done, dry_run=dry_run)
     except NotOwner:

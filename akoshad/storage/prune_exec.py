@@ -338,6 +338,7 @@ async def run_prune(
     delete_batch: int = DELETE_BATCH,
     identities: Identities | None = None,
     resealing: Resealing | None = None,
+    last_made: str | None = None,
 ) -> PruneResult:
     """The whole prune: check ownership, load, apply ``policy``, plan, execute (or, with
     ``dry_run``, report the plan). Call under the daemon's pass lock.
@@ -347,7 +348,10 @@ async def run_prune(
     not taken for an upload in progress until the planner's grace has passed.
     ``identities`` open the sealed documents of encrypted uploads; with ``resealing`` too
     (the recipients and name key configured now) the packs of those it named may be
-    repacked, their documents rewritten sealed."""
+    repacked, their documents rewritten sealed. ``last_made``: the last upload this
+    machine made in ``target`` (its ledger's files), kept whatever its id: after a clock
+    that ran ahead was set right, it sorts before the uploads dated ahead, yet holds the
+    store as it is now."""
     started = time.monotonic()
     if ownership is not None:
         await ownership.check(force=True, claim=not dry_run)
@@ -357,7 +361,8 @@ async def run_prune(
         # the newest upload is the one with the greatest id (``restore --latest``, the
         # writer's ledger): kept even when a clock set back dated it before older ones
         newest = {max(u.upload_id for u in uploads)} if uploads else set()
-        return apply_retention(uploads, policy, now=when).keep_ids | newest
+        ours = {u.upload_id for u in uploads if u.upload_id == last_made}
+        return apply_retention(uploads, policy, now=when).keep_ids | newest | ours
 
     loaded = await load_for_prune(
         target, system_id, keep=retained, identities=identities, resealing=resealing

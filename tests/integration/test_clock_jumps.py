@@ -157,3 +157,48 @@ async def test_restore_latest_says_which_uploads_dated_in_the_future_it_skipped(
     assert f"of upload {older}" in res.stdout
     assert "dated in the future" in res.stderr and newer in res.stderr, res.stderr
     assert f"--upload-id {newer}" in res.stderr
+
+
+async def test_a_prune_keeps_the_last_upload_made_though_one_dated_ahead_sorts_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock ran a day ahead for one upload, then was set right: the next upload holds
+    the store as it is, but sorts before the one dated ahead. A prune keeping one upload
+    keeps both (the greatest id, ``restore --latest``'s, and this machine's last one); it
+    removed the last one made, leaving only older content."""
+    from akoshad.pipeline.ownership import OwnerGate
+    from akoshad.pipeline.stats import Stats
+    from akoshad.runtime.prune import prune_target
+    from akoshad.storage import prune_exec
+
+    policy = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+    settings = rig_settings(tmp_path, SID, retention=policy)
+    r = await open_rig(settings, LocalTarget(tmp_path / "outbox"), tmp_path / "state/state.db")
+    try:
+        r.write("notes.json", b'{"v": 1}')
+        await r.sync()
+        with monkeypatch.context() as m:
+            clock_ahead(m, timedelta(days=1))
+            r.write("notes.json", b'{"v": 2}')
+            await r.sync()
+        ahead = max(await r.uploads())
+        r.write("notes.json", b'{"v": 3}')
+        (report,) = await r.sync()
+        last = report.upload_id
+        assert last and last < ahead
+        gate = OwnerGate(settings.state_dir, SID, Stats(), settle=0.01)
+        with monkeypatch.context() as m:  # the prune runs two days on: no upload is recent
+            later = timedelta(days=2)
+
+            class Later(datetime):
+                @classmethod
+                def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+                    return datetime.now(UTC) + later
+
+            m.setattr(prune_exec, "datetime", Later)
+            result = await prune_target(settings, r.state, r.target, gate, dry_run=False)
+        assert result["ok"], result
+        assert sorted(await r.uploads()) == sorted({last, ahead})
+        assert (await r.restore(last))["notes.json"] == b'{"v": 3}'
+    finally:
+        await close_rig(r)
