@@ -78,11 +78,28 @@ def _print(result: dict[str, Any], as_json: bool, text: str) -> None:
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad prune [--dry-run] [--json]``."""
-    from akoshad.runtime.control_client import request_sync
+    from akoshad.runtime.control_client import ControlRequestError
+    from akoshad.storage.owner import NotOwner
 
     payload = {"cmd": "prune", "dry_run": bool(args.dry_run)}
     try:
-        result = request_sync(settings.socket_path, payload, None)
+        result = _prune(settings, payload)
+    except (NotOwner, ControlRequestError) as exc:
+        if not args.json:
+            raise
+        # a script reading the JSON learns why nothing was done (another machine owns
+        # the system_id), not only from the exit code
+        result = {"ok": False, "dry_run": bool(args.dry_run), "problems": [str(exc)]}
+    _print(result, args.json, render_prune(result))
+    return EXIT_OK if result.get("ok") else EXIT_FAIL
+
+
+def _prune(settings: Settings, payload: dict[str, Any]) -> dict[str, Any]:
+    """The prune's result: the running daemon's, else one made here."""
+    from akoshad.runtime.control_client import request_sync
+
+    try:
+        return request_sync(settings.socket_path, payload, None)
     except DaemonWentAway:
         # it may have pruned part of the target: a prune here would report only the rest
         raise AkoshadError(
@@ -93,9 +110,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     except DaemonNotRunning:
         import asyncio
 
-        result = asyncio.run(_prune_offline(settings, bool(args.dry_run)))
-    _print(result, args.json, render_prune(result))
-    return EXIT_OK if result.get("ok") else EXIT_FAIL
+        return asyncio.run(_prune_offline(settings, bool(payload["dry_run"])))
 
 
 def _quiet_logs() -> None:

@@ -65,6 +65,10 @@ def test_non_owner_is_refused_leaves_multipart_uploads_and_the_owner_prunes(
     assert [u["Key"] for u in s3.multipart_uploads(f"systems/{system_id}/")] == [key]
     assert len(manifests(s3, system_id)) == 1
     assert b.cli("prune").returncode == 1  # prune never runs on a non-owner
+    as_json = b.cli("prune", "--json")  # and says so in the JSON a script reads
+    assert as_json.returncode == 1
+    said = json.loads(as_json.stdout)
+    assert said["ok"] is False and HOST in said["problems"][0], said
 
     for n in range(3):
         (tmp_path / "store" / "notes.txt").write_text(f"version {n}\n")
