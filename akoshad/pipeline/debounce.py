@@ -83,6 +83,10 @@ class Debouncer:
             return None
         return min(self._due_at(e) for e in self._pending.values())
 
+    def firsts(self) -> dict[str, float]:
+        """The time of the first unreleased event of each pending path."""
+        return {path: entry.first for path, entry in self._pending.items()}
+
     def oldest(self) -> float | None:
         """The time of the first event of the longest-waiting path, or None."""
         return min((e.first for e in self._pending.values()), default=None)

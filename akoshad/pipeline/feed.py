@@ -258,8 +258,9 @@ class ChangeFeed:
             self._debounce_wake.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._debounce_wake.wait(), timeout)
+            firsts = self.debouncer.firsts()
             due = self.debouncer.due(time.monotonic())
-            if due and await self._enqueue(due) and self._recount:
+            if due and await self._enqueue(due, firsts) and self._recount:
                 await self._recount_store()
 
     async def _recount_store(self) -> None:
@@ -278,16 +279,22 @@ class ChangeFeed:
 
     async def flush(self) -> None:
         """Persist everything the debouncer holds (shutdown, ``sync``)."""
+        firsts = self.debouncer.firsts()
         released = self.debouncer.flush()
         if released:
-            await self._enqueue(released)
+            await self._enqueue(released, firsts)
 
-    async def _enqueue(self, released: list[tuple[str, Kind]]) -> bool:
-        """Persist released paths; on failure (disk full, ...) keep them for a retry."""
+    async def _enqueue(
+        self, released: list[tuple[str, Kind]], firsts: dict[str, float] | None = None
+    ) -> bool:
+        """Persist released paths, each dated by its first event in the debouncer
+        (``firsts``, monotonic: the age of a change that never went quiet counts from when
+        it was seen, not from when ``max_delay_seconds`` released it; a path a directory
+        stood for, by the oldest); on failure (disk full, ...) keep them for a retry."""
         try:
             items = await self._expand(released)
             if items:
-                await self.state.enqueue(items)
+                await self.state.enqueue(items, first_seen=_wall_times(firsts, released))
         except (sqlite3.Error, OSError) as exc:
             self.unrecorded = (
                 f"{len(released)} change(s) could not be recorded on the queue ({exc})"
@@ -329,3 +336,17 @@ class ChangeFeed:
             elif not below:
                 out[path] = kind
         return list(out.items())
+
+
+def _wall_times(
+    firsts: dict[str, float] | None, released: list[tuple[str, Kind]]
+) -> dict[str, float] | None:
+    """``firsts`` (monotonic) of the ``released`` paths as wall-clock times, and the oldest
+    of them under ``""`` (for the paths a directory stood for)."""
+    if not firsts:
+        return None
+    offset = time.time() - time.monotonic()
+    out = {path: firsts[path] + offset for path, _ in released if path in firsts}
+    if out:
+        out[""] = min(out.values())
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from akoshad.store.base import StoreBase
 from akoshad.store.records import (
@@ -25,19 +25,32 @@ RETRY_WAIT_MAX = 600.0
 class QueueOps(StoreBase):
     """Queue operations of :class:`~akoshad.store.db.StateDB`."""
 
-    async def enqueue(self, items: Iterable[tuple[str, str]], now: float | None = None) -> int:
+    async def enqueue(
+        self,
+        items: Iterable[tuple[str, str]],
+        now: float | None = None,
+        *,
+        first_seen: Mapping[str, float] | None = None,
+    ) -> int:
         """Upsert (path, event) pairs: one row per path however often it changes (its
         ``first_seen`` never after a time it was seen: one dated by a clock that ran ahead
-        comes back to now)."""
+        comes back to now). ``first_seen``: when each path was first seen, if before now
+        (under ``""``: the time of the others)."""
         rows = list(items)
         if not rows:
             return 0
         ts = time.time() if now is None else now
-        return await self.transaction(lambda c: QueueOps.enqueue_in(c, rows, ts))
+        seen = first_seen or {}
+        default = seen.get("", ts)
+        dated = [(p, e, min(ts, seen.get(p, default))) for p, e in rows]
+        return await self.transaction(lambda c: QueueOps.enqueue_in(c, dated, ts))
 
     @staticmethod
-    def enqueue_in(c: sqlite3.Connection, rows: list[tuple[str, str]], ts: float) -> int:
-        """Inside a transaction: :meth:`enqueue` at time ``ts``."""
+    def enqueue_in(
+        c: sqlite3.Connection, rows: Sequence[tuple[str, str] | tuple[str, str, float]], ts: float
+    ) -> int:
+        """Inside a transaction: :meth:`enqueue` at time ``ts`` (a row may carry its own
+        first time)."""
         c.executemany(
             "INSERT INTO queue (path, event, first_seen, last_seen) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(path) DO UPDATE SET event = excluded.event, "
@@ -45,10 +58,10 @@ class QueueOps(StoreBase):
             "last_seen = excluded.last_seen, seq = queue.seq + 1, "
             "state = CASE queue.state WHEN 'in_flight' THEN 'in_flight' ELSE 'pending' END, "
             "next_attempt = MIN(queue.next_attempt, excluded.last_seen)",
-            [(p, e, ts, ts) for p, e in rows],
+            [(r[0], r[1], r[2] if len(r) > 2 else ts, ts) for r in rows],
         )
         # the skip record is stale once the path changes again
-        c.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p, _ in rows])
+        c.executemany("DELETE FROM skipped WHERE path = ?", [(r[0],) for r in rows])
         return len(rows)
 
     async def claim(self, now: float | None = None, limit: int = 100_000) -> list[QueueItem]:
