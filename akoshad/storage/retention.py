@@ -49,7 +49,12 @@ class Retention(BaseModel):
         if not self.enabled:
             return "keep all uploads (retention disabled)"
         parts = [f"{count} {word}" for count, _, word, _ in _rules(self) if count]
-        return f"keep {', '.join(parts)} uploads" if parts else "keep all uploads (empty policy)"
+        line = f"keep {', '.join(parts)} uploads" if parts else "keep all uploads (empty policy)"
+        if not self.model_fields_set:  # nothing of the group configured: say so where it
+            # shows (prune's output, its log line, last_prune), so that an upgrade from an
+            # akoshad without retention does not delete by a policy nobody saw
+            line += " (the default policy: no retention setting is configured)"
+        return line
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,13 @@ def test_retention_model_defaults_and_bounds() -> None:
         10, 24, 30, 52, 0,
     )  # fmt: skip
     assert r.prune_interval_hours == 24.0 and r.enabled is True
-    assert r.describe() == "keep 10 latest, 24 hourly, 30 daily, 52 weekly uploads"
+    assert r.describe() == (
+        "keep 10 latest, 24 hourly, 30 daily, 52 weekly uploads (the default policy: no "
+        "retention setting is configured)"
+    )
+    assert Retention(keep_last=10).describe() == (
+        "keep 10 latest, 24 hourly, 30 daily, 52 weekly uploads"
+    )
     assert Retention(prune_interval_hours=0.5).prune_interval_hours == 0.5
     for bad in ({"keep_last": -1}, {"keep_daily": "x"}, {"prune_interval_hours": -1},
                 {"prune_interval_hours": float("nan")}, {"keep_yearly": 1}):  # fmt: skip
