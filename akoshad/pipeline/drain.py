@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from akoshad.heap import TRIM_THRESHOLD, trim
 from akoshad.names import MEMORY_DB
@@ -32,6 +32,7 @@ from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
 from akoshad.pipeline.upload_failures import retry_delay
 from akoshad.store.db import LedgerEntry, QueueItem, StateDB
+from akoshad.store.ledger import KV_COMPARE_ALL
 from akoshad.targets.base import Target
 
 CAPTURE_CONCURRENCY = 2
@@ -100,6 +101,9 @@ class Drain:
         use_cloud = cloud is not None and force_method != "http"
         self.primary: Target = cloud.target if cloud is not None and use_cloud else local
         self.last_report: PassReport | None = None
+        # the store compared with the ledger (the feed's reconcile), asked before a pass
+        # when the state forgot the target since the last one (``KV_COMPARE_ALL``)
+        self.compare_all: Callable[[], Awaitable[Any]] | None = None
 
     # ---- one planned pass ----------------------------------------------------------------
     async def run_pass(
@@ -149,6 +153,11 @@ class Drain:
         if self.observer is not None:
             self.observer.pass_done(report, time.monotonic() - began)
         return report
+
+    async def _forgotten(self, target: Target) -> bool:
+        """The state forgot ``target`` since the store was last compared with the ledger:
+        no pass may be planned from the queue alone."""
+        return bool(await self.state.get_kv(KV_COMPARE_ALL.format(target=target.name)))
 
     async def _refused(self, target: Target, error: str) -> PassReport | None:
         """This machine may not write to ``target``: nothing is captured or sent, what is
@@ -237,6 +246,9 @@ class Drain:
         delivered or sent (the start's claim settled meanwhile); refused, the rows go back.
         Either way the upload asks it again before its manifest (``FirstSend.again``).
         """
+        compare = self.compare_all
+        if target is not None and compare is not None and await self._forgotten(target):
+            await compare()  # every file that differs is queued first
         items = await self.state.claim(now)
         if not items:
             return None

@@ -35,7 +35,7 @@ from akoshad.pipeline.storefiles import (
 )
 from akoshad.pipeline.watch import reconcile
 from akoshad.store.db import StateDB
-from akoshad.store.ledger import KV_SEALED_AS
+from akoshad.store.ledger import KV_COMPARE_ALL, KV_SEALED_AS
 from akoshad.store.records import LedgerEntry
 from akoshad.targets.base import Target
 
@@ -124,6 +124,10 @@ class ChangeFeed:
             self.stats_seen = seen
         self.files_on_disk, self.files_excluded = result.on_disk, result.excluded
         queued = await self.state.enqueue(result.changes)
+        compared = KV_COMPARE_ALL.format(target=self.primary.name)
+        await self.state.transaction(
+            lambda c: c.execute("DELETE FROM kv WHERE key = ?", (compared,))
+        )
         await self._settle_skips(result.refused)
         self._say_not_files(walk.not_files)
         logger.log(

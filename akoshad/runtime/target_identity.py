@@ -30,7 +30,7 @@ from akoshad.restore.drill_dirs import KV_LAST_GOOD as KV_LAST_GOOD_DRILL
 from akoshad.runtime.prune import KV_LAST as KV_LAST_PRUNE
 from akoshad.store.chunks import KV_REWRITE, ChunkOps
 from akoshad.store.db import StateDB
-from akoshad.store.ledger import LedgerOps
+from akoshad.store.ledger import KV_COMPARE_ALL, LedgerOps
 from akoshad.store.places import KV_IDENTITY, manifest_gone, recorded_place, target_identity
 from akoshad.targets.base import Target
 
@@ -53,6 +53,10 @@ def _forget_in(c: sqlite3.Connection, name: str, primary: bool) -> None:
         (SUPERSEDED, name),
     )
     LedgerOps.write_ledger(c, name, [], list(LedgerOps.ledger_rows(c, name)))
+    c.execute(
+        "INSERT OR REPLACE INTO kv (key, value) VALUES (?, '1')",
+        (KV_COMPARE_ALL.format(target=name),),
+    )
     ChunkOps.forget_target_chunks(c, name)
     c.execute("DELETE FROM kv WHERE key = ?", (KV_REWRITE.format(target=name),))
     if primary:

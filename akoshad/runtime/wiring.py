@@ -291,6 +291,7 @@ def build(
     )
     pass_lock = asyncio.Lock()
     feed = ChangeFeed(settings, state, drain.primary, stats, wake=wake)
+    drain.compare_all = feed.reconcile
     drills = DrillScheduler(
         settings,
         state=state,

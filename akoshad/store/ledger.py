@@ -31,6 +31,10 @@ def _entry(row: dict[str, Any]) -> LedgerEntry:
 
 # how the files of the last upload committed to a target were sealed (``sealing_label``)
 KV_SEALED_AS = "sealed_as:{target}"
+# set where the state forgets what it knew of a target (its ledger emptied), cleared by the
+# next reconcile of the store: until then no upload is planned from the queue alone (it
+# would hold only the files changed since, not the whole store)
+KV_COMPARE_ALL = "compare_all:{target}"
 
 
 class LedgerOps(StoreBase):
