@@ -43,6 +43,13 @@ class TargetHealth:
         self.last_error = error
         self.attempted = True
 
+    def read_again(self, error: str) -> None:
+        """A read of the target (a drill) succeeded: the failure ``error`` that a read
+        marked is over. A failure an upload met since (another error) stays."""
+        if not self.available and self.last_error == error:
+            self.available = True
+            self.last_error = None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "available": self.available,

@@ -28,6 +28,7 @@ from akoshad.storage.crypto import Identities, IdentityError
 
 if TYPE_CHECKING:
     from akoshad.pipeline.recovery import Recovery
+    from akoshad.pipeline.stats import TargetHealth
     from akoshad.restore.drill_restore import DrillResult
 
 FIRST_DELAY = 60.0  # after a start without any drill on record
@@ -70,6 +71,12 @@ class DrillScheduler(PeriodicJob):
     # (under the pass lock), then queues every file that differs from it
     recovery: Recovery | None = None
     reconcile: Callable[[], Awaitable[Any]] | None = None
+    # the target's health in the daemon's stats: a drill that cannot read the target marks
+    # it unavailable at once (degraded), and clears only what it marked when it reads again
+    health: TargetHealth | None = None
+    # why the last drill could not run (the target unreadable, state_dir full), until one runs
+    not_run: str | None = None
+    _marked: str | None = None
 
     @functools.cached_property
     def reading(self) -> asyncio.Lock:
@@ -122,6 +129,27 @@ class DrillScheduler(PeriodicJob):
             self._postpone()
 
     async def drill_once(self) -> DrillResult | None:
+        """One drill now (:meth:`_drill`); what keeps it from running is kept in
+        ``not_run`` (status, ``status --check``) until a drill runs, and a target it cannot
+        read is marked unavailable."""
+        try:
+            result = await self._drill()
+        except (TransientError, PermanentError) as exc:
+            self.not_run = f"{self.target.name} cannot be read: {exc}"
+            if self.health is not None and self.health.available:
+                self.health.failed(str(exc))
+                self._marked = self.health.last_error
+            raise
+        except Exception as exc:  # state_dir full, the state database: tried again later
+            self.not_run = f"{type(exc).__name__}: {exc}"
+            raise
+        self.not_run = None
+        if self.health is not None and self._marked is not None:
+            self.health.read_again(self._marked)
+        self._marked = None
+        return result
+
+    async def _drill(self) -> DrillResult | None:
         """One drill now; None when there is nothing to drill yet. When the last upload
         this machine made in the target is gone, the drill fails saying so (whatever the
         newest upload still there shows), and the target is forgotten and its ledger seeded

@@ -28,8 +28,8 @@ STATUS_EPILOG = (
     "line and exits 0 when healthy, 1 when paused, degraded, waiting for data_dir, when "
     "nothing to back up (no file selected), when changes seen could not be queued, when a "
     "file is skipped, when metrics_listen cannot be served, when the last restore drill or "
-    "prune failed, when data_dir, encryption, state_dir, local_target_dir, cloud_sync or "
-    "akosha_url changed and wait for a restart, or behind "
+    "prune failed or the last drill could not run, when data_dir, encryption, state_dir, "
+    "local_target_dir, cloud_sync or akosha_url changed and wait for a restart, or behind "
     "(the oldest pending change is older than max_delay_seconds + min_upload_interval_seconds "
     "+ 60 s), 3 with no daemon."
 )
@@ -112,6 +112,14 @@ def capture_problem(failures: Mapping[str, Any]) -> str | None:
     )
 
 
+def drill_not_run(why: str | None) -> str | None:
+    """The line for a restore drill that could not run (``why``; None: it ran): tried again
+    later; until one runs, nothing says the uploads can be restored."""
+    if why is None:
+        return None
+    return f"the last restore drill could not run: {why} (tried again later)"
+
+
 def check_problems(status: Mapping[str, Any]) -> list[str]:
     """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
     paused, degraded, waiting for ``data_dir``, nothing to back up, changes the queue could
@@ -148,6 +156,8 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
     drill = _failed_drill(status.get("last_drill"))
     if drill:
         problems.append(drill)
+    if status.get("drill_not_run"):
+        problems.append(str(status["drill_not_run"]))
     prune = status.get("last_prune")
     if isinstance(prune, Mapping) and prune.get("ok") is False:  # the target may be gone
         found = prune.get("problems") or ["no reason recorded"]

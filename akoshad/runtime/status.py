@@ -17,6 +17,7 @@ from akoshad.runtime.health import (
     behind_after_seconds,
     capture_problem,
     data_dir_problem,
+    drill_not_run,
     nothing_selected,
     nothing_to_back_up,
 )
@@ -103,6 +104,7 @@ class StatusView:
             "webhooks": webhooks,
             "last_drill": await p.drills.last(),
             "last_good_drill_at": await p.drills.last_good_at(),  # survives restarts too
+            "drill_not_run": drill_not_run(p.drills.not_run),  # it could not run: why
             "last_prune": await p.prunes.last(),
             "lease": p.owners.lease(p.primary.name),
             "warnings": self._warnings(missing, empty, webhooks),
@@ -151,6 +153,7 @@ class StatusView:
         )
         lines = [missing, empty, self.unrecorded(), self.metrics_error, self.reload_refused()]
         lines.append(capture_problem(self.parts.stats.capture_failures))
+        lines.append(drill_not_run(self.parts.drills.not_run))
         lines.append(waiting)
         return [w for w in lines if w] + self._restart_warnings() + failing_webhooks(webhooks)
 

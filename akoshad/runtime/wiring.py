@@ -313,6 +313,7 @@ def build(
     drills.wake = prunes.wake = wake  # files they queue again are the drain's work
     recovery = Recovery(state, cs.system_id, uploader.discarder, uploader.sealing)
     drills.recovery, drills.reconcile = recovery, feed.reconcile
+    drills.health = stats.target(drain.primary.name)
     return Parts(
         state=state,
         rebuilt=rebuilt,

@@ -473,3 +473,97 @@ async def test_a_drill_that_forgot_the_target_compares_every_file_even_when_it_s
         assert compared == [True]
     finally:
         await host.state.close()
+
+
+class _FlakyTarget(LocalTarget):
+    """A local target whose listing fails while ``down`` is set."""
+
+    down = True
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+        if self.down:
+            raise TransientError("connection refused")
+        async for key in super().list_keys(prefix):
+            yield key
+
+
+async def test_a_drill_that_cannot_read_the_target_marks_it_and_says_so_until_one_runs(
+    tmp_path: Path,
+) -> None:
+    """The target unreadable at a drill: unavailable at once (status degraded, the
+    ``degraded`` event), ``not_run`` says why; the next drill that reads it clears both."""
+    from akoshad.pipeline.stats import Stats
+    from akoshad.runtime.health import check_problems, drill_not_run
+
+    target = _FlakyTarget(tmp_path / "outbox")
+    shutil.copytree(FIXTURE, tmp_path / "outbox", dirs_exist_ok=True)
+    host = _Host(tmp_path, target, hours=1.0)
+    stats = Stats()
+    await host.state.open()
+    try:
+        sched = scheduler(host)
+        sched.health = stats.target(target.name)
+        with pytest.raises(TransientError):
+            await sched.drill_once()
+        assert stats.degraded_reason() == f"{target.name}: connection refused"
+        assert sched.not_run == f"{target.name} cannot be read: connection refused"
+        line = drill_not_run(sched.not_run)
+        assert line is not None and "could not run" in line
+        assert check_problems({"drill_not_run": line}) == [line]
+        target.down = False
+        assert await sched.drill_once() is not None
+        assert sched.not_run is None and stats.degraded_reason() is None
+    finally:
+        await host.state.close()
+
+
+async def test_a_drill_that_reads_again_leaves_an_upload_failure_standing(tmp_path: Path) -> None:
+    """An upload failed (another error) after the drill marked the target: the drill that
+    reads again does not hide it; nor one the drill did not mark."""
+    from akoshad.pipeline.stats import Stats
+
+    target = _FlakyTarget(tmp_path / "outbox")
+    shutil.copytree(FIXTURE, tmp_path / "outbox", dirs_exist_ok=True)
+    host = _Host(tmp_path, target, hours=1.0)
+    stats = Stats()
+    await host.state.open()
+    try:
+        sched = scheduler(host)
+        sched.health = health = stats.target(target.name)
+        with pytest.raises(TransientError):
+            await sched.drill_once()
+        health.failed("AccessDenied: the key may not write")
+        target.down = False
+        assert await sched.drill_once() is not None
+        assert not health.available and health.last_error == "AccessDenied: the key may not write"
+        assert sched.not_run is None
+    finally:
+        await host.state.close()
+
+
+async def test_a_drill_that_cannot_write_its_directory_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """state_dir's disk full: the drill cannot run; ``not_run`` names the error, the
+    target stays available (it was not the target)."""
+    from akoshad.pipeline.stats import Stats
+
+    shutil.copytree(FIXTURE, tmp_path / "outbox", dirs_exist_ok=True)
+    target = LocalTarget(tmp_path / "outbox")
+    host = _Host(tmp_path, target, hours=1.0)
+    stats = Stats()
+
+    async def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(drill, "drill_picked", full)
+    await host.state.open()
+    try:
+        sched = scheduler(host)
+        sched.health = stats.target(target.name)
+        with pytest.raises(OSError):
+            await sched.drill_once()
+        assert sched.not_run == "OSError: [Errno 28] No space left on device"
+        assert stats.degraded_reason() is None
+    finally:
+        await host.state.close()
