@@ -43,6 +43,10 @@ class TargetHealth:
         self.last_error = error
         self.attempted = True
 
+    def answered(self) -> None:
+        """The target answered a check (at the start): it was tried."""
+        self.attempted = True
+
     def read_again(self, error: str) -> None:
         """A read of the target (a drill) succeeded: the failure ``error`` that a read
         marked is over. A failure an upload met since (another error) stays."""

@@ -176,7 +176,7 @@ class Daemon:
         try:
             # a hanging endpoint must not hold up READY: the pipeline retries it later
             await asyncio.wait_for(target.start(clean_up=False), TARGET_START_TIMEOUT)
-            self.stats.target(target.name)
+            self.stats.target(target.name).answered()
         except TimeoutError:
             exc = TransientError(f"no answer within {TARGET_START_TIMEOUT:.0f}s")
             self.stats.target(target.name).failed(str(exc))

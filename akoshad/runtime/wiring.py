@@ -195,6 +195,7 @@ async def wire(
     for name, at in (await state.last_success_by_target()).items():
         if name in parts.targets:  # "last ok" survives a restart, as last_upload does
             parts.stats.target(name).last_success_at = at
+    await parts.health.restore(moved=changed)  # the targets down at the last stop still are
     stack.push_async_callback(asyncio.to_thread, parts.duckdb.close)
     return parts
 
@@ -272,7 +273,7 @@ def build(
     events = EventBus(cs.system_id)
     webhooks = WebhookSink(settings.webhooks, state, base_delay=cs.retry_backoff_seconds)
     events.subscribe(webhooks)
-    health = HealthWatch(stats, events, settings.degraded_fail_after_minutes * 60)
+    health = HealthWatch(stats, events, settings.degraded_fail_after_minutes * 60, state=state)
     owners = OwnerGate(settings.state_dir, cs.system_id, stats)
     drain = Drain(
         state=state,

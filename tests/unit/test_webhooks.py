@@ -380,3 +380,53 @@ async def test_a_hanging_webhook_gives_up_every_expired_event_at_once(tmp_path: 
         await sink.close()
         await state.close()
         await asyncio.to_thread(rx.stop)
+
+
+async def test_a_restart_during_an_outage_neither_announces_it_again_nor_loses_its_start(
+    tmp_path: Path,
+) -> None:
+    """The target went down 100 s before a stop: the next daemon emits no second
+    ``degraded`` while it is still down, and ``recovered`` counts from when it began."""
+    clock, wall = _Clock(), _Clock()
+    wall.now = 1_000_000.0
+    heard: list[tuple[str, dict[str, Any]]] = []
+
+    class Sink:
+        def emit(self, event: str, fields: dict[str, Any]) -> None:
+            heard.append((event, fields))
+
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    try:
+        stats = Stats()
+        bus = EventBus("box")
+        bus.subscribe(Sink())  # type: ignore[arg-type]
+        first = HealthWatch(stats, bus, clock=clock, state=state, wall=wall)
+        await first.restore()
+        stats.target("cloud").failed("connection refused")
+        first.check()
+        await first.save()
+        assert [e for e, _ in heard] == ["degraded"]
+        clock.now += 100
+        wall.now += 100
+        # a new daemon: new stats, a clock of its own
+        stats, clock2 = Stats(), _Clock()
+        second = HealthWatch(stats, bus, clock=clock2, state=state, wall=wall)
+        await second.restore()
+        stats.target("cloud")  # known, not tried yet
+        second.check()
+        stats.target("cloud").failed("connection refused")  # its start's check failed
+        second.check()
+        assert [e for e, _ in heard] == ["degraded"]  # not announced again
+        clock2.now += 20
+        wall.now += 20
+        stats.target("cloud").ok()
+        second.check()
+        await second.save()
+        event, fields = heard[-1]
+        assert (event, fields["target"], fields["after_seconds"]) == ("recovered", "cloud", 120.0)
+        third = HealthWatch(Stats(), bus, clock=_Clock(), state=state, wall=wall)
+        await third.restore()
+        assert third._down_since == {}  # the recovery was kept too
+    finally:
+        await state.close()
