@@ -6,11 +6,16 @@ daemon-owned ``run`` task writes those rows to the outbox in the state database 
 is deleted only after a 2xx answer; failures are retried with the project's jittered
 backoff and dropped (with a warning, counted in status) once the event is
 ``WEBHOOK_GIVE_UP_SECONDS`` old. A slow or dead webhook holds up only its own worker.
+
+While the outbox takes no writes (the state's disk full), events are still delivered: from
+memory, once the outbox holds none older for that webhook; a row delivered whose delete
+fails is never sent again (its id is kept until the state takes the delete).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -113,6 +118,7 @@ class _Hook:
     last_success_at: float | None = None
     dropped: int = 0
     delivered: int = 0
+    sent: list[int] = field(default_factory=list)  # delivered rows the outbox could not delete
 
 
 class WebhookSink:
@@ -141,6 +147,7 @@ class WebhookSink:
         self._pending: list[tuple[str, str, bytes, float]] = []
         self._pending_lock = threading.Lock()  # a sink may hear events from a worker thread
         self._flush_wake = asyncio.Event()
+        self._store_failing = False  # the outbox takes no writes: deliver from memory
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._log = RateLimitedLog(300.0)
@@ -172,6 +179,7 @@ class WebhookSink:
             with self._pending_lock:
                 self._pending[:0] = rows
             raise
+        self._store_failing = False
         woken = {r[0] for r in rows}
         for h in self.hooks:
             if h.id in woken:
@@ -220,9 +228,21 @@ class WebhookSink:
             try:
                 await self.flush()
             except _STORE_ERRORS as exc:
-                self._log.error("webhook-flush", "cannot queue webhook events: {}", exc)
+                self._log.error(
+                    "webhook-flush", "cannot queue webhook events (sent from memory): {}", exc
+                )
+                self._from_memory()
                 await asyncio.sleep(_STORE_RETRY_SECONDS)
                 self._flush_wake.set()
+
+    def _from_memory(self) -> None:
+        """The outbox takes no writes: the workers deliver the events held in memory."""
+        self._store_failing = True
+        with self._pending_lock:
+            waiting = {row[0] for row in self._pending}
+        for h in self.hooks:
+            if h.id in waiting:
+                h.wake.set()
 
     async def _worker(self, h: _Hook, session: aiohttp.ClientSession) -> None:
         while True:
@@ -241,15 +261,20 @@ class WebhookSink:
     async def _step(self, h: _Hook, session: aiohttp.ClientSession) -> bool | None:
         """Try the oldest event of ``h``: None when there is none, True when it went out (or
         was given up), False when it failed and waits for another attempt."""
-        row = await self.store.head(h.id)
+        if h.sent:  # delivered before: forgotten once the state takes the delete
+            with contextlib.suppress(*_STORE_ERRORS):
+                await self.store.delete_many(h.sent)
+                h.sent.clear()
+        row = await self.store.head(h.id, after=max(h.sent, default=0))
         if row is None:
-            return None
+            return await self._step_from_memory(h, session)
         error = await self._post(session, h, row)
         if error is None:
-            await self.store.delete(row.id)
-            h.attempts, h.last_error, h.last_success_at = 0, None, time.time()
-            h.delivered += 1
-            self._log.ok(f"webhook-{h.id}", "webhook {} answers again", h.shown)
+            try:
+                await self.store.delete(row.id)
+            except _STORE_ERRORS:  # never sent again: kept until the state takes writes
+                h.sent.append(row.id)
+            self._delivered(h)
             return True
         h.attempts += 1
         h.last_error = error
@@ -276,12 +301,48 @@ class WebhookSink:
         )
         return False
 
+    def _delivered(self, h: _Hook) -> None:
+        h.attempts, h.last_error, h.last_success_at = 0, None, time.time()
+        h.delivered += 1
+        self._log.ok(f"webhook-{h.id}", "webhook {} answers again", h.shown)
+
+    async def _step_from_memory(self, h: _Hook, session: aiohttp.ClientSession) -> bool | None:
+        """While the outbox takes no writes: the oldest event of ``h`` held in memory,
+        delivered from there (an alert that the state's disk is full must go out). As
+        :meth:`_step` answers; an event that fails is put back, or dropped once too old."""
+        if not self._store_failing:
+            return None
+        with self._pending_lock:
+            at = next((i for i, item in enumerate(self._pending) if item[0] == h.id), None)
+            item = None if at is None else self._pending.pop(at)
+        if item is None:
+            return None
+        error = await self._post(session, h, OutboxRow(0, h.id, item[1], item[2], item[3]))
+        if error is None:
+            self._delivered(h)
+            return True
+        h.attempts, h.last_error = h.attempts + 1, error
+        if should_drop(item[3], time.time(), h.attempts, self.give_up):
+            h.attempts, h.dropped = 0, h.dropped + 1
+            logger.warning("webhook {}: {} event dropped (last error: {})", h.shown, item[1], error)
+            return True
+        with self._pending_lock:
+            self._pending.insert(0, item)  # first again: the events of ``h`` stay in order
+        self._log.error(
+            f"webhook-{h.id}", "webhook {}: {}; retrying (events wait, none lost)", h.shown, error
+        )
+        return False
+
     async def deliver_queued(self, limit: float) -> None:
         """``run --once``: send what is queued, in order, until a webhook fails or ``limit``
         seconds pass; the rest waits for the next run."""
         if not self.hooks:
             return
-        await self.flush()
+        try:
+            await self.flush()
+        except _STORE_ERRORS as exc:
+            logger.warning("webhook events cannot be queued (sent from memory): {}", exc)
+            self._store_failing = True
 
         async def one(h: _Hook, session: aiohttp.ClientSession) -> None:
             while await self._step(h, session):
@@ -334,7 +395,7 @@ class WebhookSink:
             {
                 "url": h.shown,
                 "events": list(h.config.events),
-                "pending": queued.get(h.id, 0) + in_memory.get(h.id, 0),
+                "pending": queued.get(h.id, 0) - len(h.sent) + in_memory.get(h.id, 0),
                 "last_error": h.last_error,
                 "last_success_at": h.last_success_at,
                 "dropped": h.dropped,

@@ -58,14 +58,15 @@ class WebhookStore:
             )
         )
 
-    async def head(self, hook: str) -> OutboxRow | None:
-        """The oldest row of ``hook`` (events of one webhook go out in order)."""
+    async def head(self, hook: str, after: int = 0) -> OutboxRow | None:
+        """The oldest row of ``hook`` past id ``after`` (events of one webhook go out in
+        order; those up to ``after`` were delivered and wait to be deleted)."""
 
         def op(c: sqlite3.Connection) -> OutboxRow | None:
             row = c.execute(
-                "SELECT id, hook, event, body, created_at FROM webhook_outbox WHERE hook = ? "
-                "ORDER BY id LIMIT 1",
-                (hook,),
+                "SELECT id, hook, event, body, created_at FROM webhook_outbox "
+                "WHERE hook = ? AND id > ? ORDER BY id LIMIT 1",
+                (hook, after),
             ).fetchone()
             return None if row is None else OutboxRow(row[0], row[1], row[2], bytes(row[3]), row[4])
 
@@ -75,6 +76,13 @@ class WebhookStore:
         """Delivered: forget the row."""
         await self._state.transaction(
             lambda c: c.execute("DELETE FROM webhook_outbox WHERE id = ?", (row_id,))
+        )
+
+    async def delete_many(self, row_ids: Sequence[int]) -> None:
+        """Delivered earlier (their delete failed then): forget the rows."""
+        ids = [(i,) for i in row_ids]
+        await self._state.transaction(
+            lambda c: c.executemany("DELETE FROM webhook_outbox WHERE id = ?", ids)
         )
 
     async def drop(self, row_id: int, hook: str) -> int:

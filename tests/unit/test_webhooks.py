@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from akoshad.events import EventBus
 from akoshad.names import EXIT_DEGRADED
 from akoshad.pipeline.stats import Stats
 from akoshad.redaction import redact_webhook_url, webhook_url_secrets
+from akoshad.runtime import webhooks as webhooks_module
 from akoshad.runtime.health_watch import HealthWatch
 from akoshad.runtime.logs import redact
 from akoshad.runtime.webhooks import (
@@ -430,3 +432,51 @@ async def test_a_restart_during_an_outage_neither_announces_it_again_nor_loses_i
         assert third._down_since == {}  # the recovery was kept too
     finally:
         await state.close()
+
+
+def _full(*args: Any, **kwargs: Any) -> Any:
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+async def test_events_go_out_from_memory_while_the_outbox_takes_no_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state's disk full: a ``failure`` event cannot be queued in the outbox, and is
+    delivered from memory all the same, once; a row queued before goes out first."""
+    monkeypatch.setattr(webhooks_module, "_STORE_RETRY_SECONDS", 0.05)
+    rx = await asyncio.to_thread(Receiver(secret="k3y-for-tests").start)
+    state = await _open_state(tmp_path)
+    sink = _sink(state, rx.url())
+    await sink.store.add([(sink.hooks[0].id, "upload", b'{"event":"upload"}', time.time())])
+    monkeypatch.setattr(sink.store, "add", _full)
+    monkeypatch.setattr(sink.store, "delete", _full)
+    task = asyncio.create_task(sink.run())
+    try:
+        bus = EventBus("box")
+        bus.subscribe(sink)
+        bus.emit("failure", error="state disk full")
+
+        async def both() -> bool:
+            return len(rx.events()) >= 2
+
+        await _until(both)
+        await asyncio.sleep(0.5)  # several store retries: nothing is sent twice
+        assert [r.payload["event"] for r in rx.events()] == ["upload", "failure"]
+        (st,) = await sink.status()
+        assert st["pending"] == 0 and st["delivered"] == 2 and st["last_error"] is None
+        monkeypatch.undo()  # the disk has room again: the delivered row is forgotten
+        await _until(lambda: _no_rows(sink))
+        assert len(rx.events()) == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sink.close()
+        await state.close()
+        await asyncio.to_thread(rx.stop)
+
+
+async def _no_rows(sink: WebhookSink) -> bool:
+    sink._flush_wake.set()
+    for h in sink.hooks:
+        h.wake.set()
+    return not await sink.store.pending()
