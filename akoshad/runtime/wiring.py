@@ -196,6 +196,7 @@ async def wire(
         if name in parts.targets:  # "last ok" survives a restart, as last_upload does
             parts.stats.target(name).last_success_at = at
     await parts.health.restore(moved=changed)  # the targets down at the last stop still are
+    stack.push_async_callback(parts.health.save)  # before the state closes: for the next start
     stack.push_async_callback(asyncio.to_thread, parts.duckdb.close)
     return parts
 
