@@ -259,7 +259,7 @@ class Drain:
             results = await self.capture_all([i.path for i in items], ledger)
             gate: _Owner | None = None  # asked by the upload, right before it sends
             if ask_owner and target is not None:
-                if self._delivers(results, memories):  # Akosha first: asked now
+                if self._delivers(results, memories):  # memories go too: asked now
                     if await self._owner_refused(target, items, report):
                         return report
                 else:
@@ -269,7 +269,6 @@ class Drain:
                 # asked at the pass's start: asked again before the manifest (a takeover
                 # while an upload outlasts the check's interval stops it there)
                 gate = _Owner(self.owners, target)
-            memory_retry = await self._memories(results, memories, report)
             if target is None:
                 retry_at = files_retry_at or time.time() + self.retry_backoff
                 await self.state.release(items, retry_at=retry_at, error="waiting for the cloud")
@@ -279,6 +278,9 @@ class Drain:
                 await self.uploader.upload(
                     target, ledger, items, results, report, memories_json, gate
                 )
+            # after the files: an Akosha that takes requests and never answers them holds
+            # up only its memories, never the upload of this pass's changes
+            memory_retry = await self._memories(results, memories, report)
             if memory_retry is not None:
                 await self.state.requeue(MEMORY_DB, memory_retry, "memories not delivered yet")
         except asyncio.CancelledError:
@@ -306,7 +308,7 @@ class Drain:
         return memory_capture(results)
 
     def _delivers(self, results: Sequence[CaptureResult], route: MemoryRoute) -> bool:
-        """This pass delivers memories to Akosha (before its upload)."""
+        """This pass delivers memories to Akosha (after its upload)."""
         return self._memory_db(results, route) is not None
 
     async def _memories(

@@ -72,3 +72,35 @@ def test_akosha_down_then_back_loses_nothing(tmp_path: Path, akosha_server: Akos
     res = s.once()
     assert res.returncode == 0, res.stderr
     assert len(akosha_server.stored()) == 35
+
+
+def test_an_akosha_that_never_answers_does_not_hold_up_the_file_upload(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    """Akosha takes the tool call and answers only after 20 s: the pass's files land in
+    the target first; the memories are tried after them (and stay queued: exit 1)."""
+    import subprocess
+    import sys
+    import time
+
+    s = _setup(tmp_path, akosha_server.url)
+    akosha_server.delay(20)
+    try:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "akoshad", "run", "--once", "--config", str(s.config)],
+            env=s.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while not s.manifests():
+                assert proc.poll() is None, "run --once ended before any upload"
+                assert time.monotonic() - t0 < 18, "the file upload waited for Akosha"
+                time.sleep(0.1)
+            assert proc.poll() is None  # the memories are still on their way
+        finally:
+            proc.kill()
+            proc.wait()
+    finally:
+        akosha_server.delay(0)
