@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from contextlib import AsyncExitStack, suppress
@@ -77,6 +78,10 @@ class Daemon:
         """``walked``: the store's walk, begun already (``run --once``)."""
         self._walked = walked
         self.settings = settings
+        # the background passes that made an upload, numbered: a sync that waited for one
+        # (its change was in it) reports it as its own
+        self._passes_done = 0
+        self._uploaded: deque[tuple[int, PassReport]] = deque(maxlen=8)
         self._reload = reload
         self.reload_refused: str | None = None  # the last reload's refusal, until one passes
         self.started = time.time()
@@ -193,7 +198,15 @@ class Daemon:
         """One pass through the chain (``method``/``enable_fallback``: a one-off sync's)."""
         async with self.parts.pass_lock:
             await self.interrupted.before_pass()
-            return await self.drain.run_pass(method, enable_fallback)
+            report = await self.drain.run_pass(method, enable_fallback)
+            self._passes_done += 1
+            if (
+                report is not None
+                and report.upload_id
+                and not (report.error or report.memory_error)
+            ):
+                self._uploaded.append((self._passes_done, report))
+            return report
 
     async def drain_until_empty(
         self,
@@ -205,15 +218,22 @@ class Daemon:
         """Drain now (``sync --wait``, ``run --once``): (every pass ok, reports).
 
         Holds the pass lock throughout, so the background loop cannot take these changes
-        away from the caller that asked for them."""
+        away from the caller that asked for them. An upload the background loop made while
+        the caller waited for the lock (the change it asked for may be in it) is among the
+        reports, first."""
+        before = self._passes_done
         async with self.parts.pass_lock:
+            waited = [report for n, report in self._uploaded if n > before]
             await self.feed.flush()
             await self.interrupted.before_pass()
             if retry_now:
                 await self.state.transaction(
                     lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
                 )
-            return await self.drain.until_empty(method, enable_fallback, stop=self.stop_event)
+            ok, reports = await self.drain.until_empty(
+                method, enable_fallback, stop=self.stop_event
+            )
+            return ok, waited + reports
 
     async def _drain_loop(self) -> None:
         failures = 0

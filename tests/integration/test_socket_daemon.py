@@ -190,3 +190,33 @@ def test_a_targets_last_success_survives_a_restart(tmp_path: Path) -> None:
     last = after["last_upload"]
     assert last is not None and last["upload_id"] == before["last_upload"]["upload_id"]
     assert after["targets"]["local"]["last_success_at"] == last["finished_at"]
+
+
+def test_a_sync_that_waited_for_the_upload_in_progress_reports_it(tmp_path: Path) -> None:
+    """``sync --wait`` asked while the daemon uploads a large change: the upload it waited
+    for is in its reply (upload id, files), not 'nothing to upload'."""
+    from akoshad.cli.mcp import sync_result
+
+    cfg, env, sock = _setup(tmp_path)
+    proc = start_daemon(cfg, env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: manifests(tmp_path / "outbox", "sock"), 30)
+        with (tmp_path / "store" / "big.bin").open("wb") as fh:
+            for _ in range(24):
+                fh.write(os.urandom(8 * 1024 * 1024))
+
+        def syncing() -> bool:
+            reply = json.loads(_ask(sock, b'{"cmd": "status"}\n'))
+            return bool(reply["result"]["state"] == "syncing")
+
+        wait_for(syncing, 30, interval=0.02)
+        res = akoshad("sync", "--wait", "--json", "--config", str(cfg), env=env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        reply = json.loads(res.stdout)
+        newest = manifests(tmp_path / "outbox", "sock")[-1]["metadata"]["upload_id"]
+        ids = [p["upload_id"] for p in reply["passes"] if p.get("upload_id")]
+        assert ids and ids[-1] == newest, reply
+        tool = sync_result(reply, 1.0)
+        assert tool["upload_id"] == newest and "big.bin" in json.dumps(reply["passes"])
+    finally:
+        stop_daemon(proc)
