@@ -355,11 +355,12 @@ class Drain:
 
         async def lane(indices: list[int]) -> None:
             for k in range(0, len(indices), CAPTURE_RUN):
-                self.stats.in_flight += 1
+                run = indices[k : k + CAPTURE_RUN]
+                self.stats.in_flight += len(run)  # the files being captured now
                 try:
-                    await asyncio.to_thread(capture_run, indices[k : k + CAPTURE_RUN])
+                    await asyncio.to_thread(capture_run, run)
                 finally:
-                    self.stats.in_flight -= 1
+                    self.stats.in_flight -= len(run)
 
         await asyncio.gather(*(lane(indices) for indices in lanes if indices))
         return [r for r in out if r is not None]

@@ -255,11 +255,7 @@ class PackSender:
         if self.before_send is not None:
             await self.before_send()
         await self.state.add_upload_pack(self.upload_id, pack.key)  # before any byte
-        self.stats.in_flight += 1
-        try:
-            sent = await self.target.put_object_file(pack.key, pack.path, pack.size, pack.crc32)
-        finally:
-            self.stats.in_flight -= 1
+        sent = await self.target.put_object_file(pack.key, pack.path, pack.size, pack.crc32)
         self.report.bytes_sent += sent
         enc: Encryption = "none" if self.sealing is None else "age"
         for slot in pack.slots:

@@ -151,6 +151,8 @@ class Uploader(UploadFailures):
         # files not looked at (unchanged on disk) and captured files whose SHA-256 was unchanged
         report.deduplicated = len(plan.kept) + len(plan.reused)
         attempt = Attempt(upload_id, plan, table, sealing)
+        sending_now = len(plan.send)  # status's in_flight: the files this upload sends
+        self.stats.in_flight += sending_now
         try:
             await self._send_all(target, attempt, report, memories_json, first)
         except SendFailed as failed:
@@ -169,6 +171,8 @@ class Uploader(UploadFailures):
             if first.begun and not attempt.landed:  # a landed one: recovery commits it
                 await self._abandon(target, upload_id, exc)
             raise
+        finally:
+            self.stats.in_flight -= sending_now
         await self._commit(target, attempt, report)
         if memories_json is not None and attempt.extras:
             await memories_json.committed(upload_id)
