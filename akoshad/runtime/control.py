@@ -53,6 +53,12 @@ def check_socket_dir(socket_path: Path) -> None:
         st = os.stat(parent)
     except OSError as exc:
         raise AkoshadError(f"cannot prepare the socket directory {parent}: {exc}") from None
+    _refuse_shared_dir(socket_path, st)
+
+
+def _refuse_shared_dir(socket_path: Path, st: os.stat_result) -> None:
+    """``ConfigError`` when the socket's directory (its stat ``st``) is open to others."""
+    parent = socket_path.parent
     uid = os.getuid()
     mode = stat.S_IMODE(st.st_mode)
     shared = bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
@@ -64,6 +70,72 @@ def check_socket_dir(socket_path: Path) -> None:
             f"run `chmod 700 {parent}` or set socket_path to a directory only you can "
             "write to (e.g. $XDG_RUNTIME_DIR/akoshad.sock)"
         )
+
+
+def _refuse_not_ours(socket_path: Path, st: os.stat_result) -> None:
+    """``ConfigError`` when what is at ``socket_path`` (its lstat ``st``) is no socket, or
+    another user's: a daemon never replaces it."""
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(
+            f"socket_path {socket_path} exists and is not a socket; refusing to replace it "
+            "(move it away or set another socket_path)"
+        )
+    if st.st_uid != os.getuid():
+        raise ConfigError(
+            f"socket_path {socket_path} is taken by a socket of {user_name(st.st_uid)}, not "
+            "ours; set socket_path to a path in a directory only you can write to "
+            "(e.g. $XDG_RUNTIME_DIR/akoshad.sock)"
+        )
+
+
+def check_socket(socket_path: Path) -> None:
+    """Blocking: what binding ``socket_path`` needs, checked before a daemon writes
+    anything (its state, its claim on the system id): the directory (made 0700 if missing,
+    ``check_socket_dir``) and the path, where a stale socket is removed; a live one is
+    refused (``AlreadyRunning``), so is a path that is not our socket (``ConfigError``)."""
+    check_socket_dir(socket_path)
+    _clear_stale(socket_path)
+
+
+def socket_path_refusal(socket_path: Path) -> str | None:
+    """Blocking, changes nothing (``config check``): why ``run`` would refuse
+    ``socket_path`` with exit 78 (a directory others can write to, a path that is not our
+    socket), or None. A missing directory is fine: ``run`` makes it 0700."""
+    try:
+        _refuse_shared_dir(socket_path, os.stat(socket_path.parent))
+        _refuse_not_ours(socket_path, os.lstat(socket_path))
+    except ConfigError as exc:
+        return str(exc)
+    except OSError:  # missing (made, or bound, at start) or unreadable: run says why
+        return None
+    return None
+
+
+def _clear_stale(path: Path) -> None:
+    """Remove a socket file nobody answers on; refuse a live one or a non-socket."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    _refuse_not_ours(path, st)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(PROBE_TIMEOUT)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        probe.close()
+        logger.info("replacing stale control socket {}", path)
+        path.unlink(missing_ok=True)  # stale: nobody listens
+        return
+    except TimeoutError:
+        probe.close()  # accepted by the kernel but slow to answer: someone is there
+        raise AlreadyRunning(f"another akoshad is already running on {path}") from None
+    except OSError as exc:
+        probe.close()
+        raise AkoshadError(f"cannot check the existing socket {path}: {exc}") from exc
+    pid = _probe_pid(probe)
+    who = f" (pid {pid})" if pid is not None else ""
+    raise AlreadyRunning(f"another akoshad is already running on {path}{who}")
 
 
 def _reply(ok: bool, payload: Any) -> bytes:
@@ -129,8 +201,7 @@ class ControlServer(StartClose):
         threads creating files); the moment between bind and chmod is covered by the
         peer-uid check, and no other user can write to the directory.
         """
-        check_socket_dir(self.path)
-        self._clear_stale()
+        check_socket(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             try:
@@ -145,42 +216,6 @@ class ControlServer(StartClose):
             sock.close()
             raise
         return sock
-
-    def _clear_stale(self) -> None:
-        """Remove a socket file nobody answers on; refuse a live one or a non-socket."""
-        try:
-            st = os.lstat(self.path)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(st.st_mode):
-            raise ConfigError(
-                f"socket_path {self.path} exists and is not a socket; refusing to replace it "
-                "(move it away or set another socket_path)"
-            )
-        if st.st_uid != os.getuid():
-            raise ConfigError(
-                f"socket_path {self.path} is taken by a socket of {user_name(st.st_uid)}, not "
-                "ours; set socket_path to a path in a directory only you can write to "
-                "(e.g. $XDG_RUNTIME_DIR/akoshad.sock)"
-            )
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.settimeout(PROBE_TIMEOUT)
-        try:
-            probe.connect(str(self.path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            probe.close()
-            logger.info("replacing stale control socket {}", self.path)
-            self.path.unlink(missing_ok=True)  # stale: nobody listens
-            return
-        except TimeoutError:
-            probe.close()  # accepted by the kernel but slow to answer: someone is there
-            raise AlreadyRunning(f"another akoshad is already running on {self.path}") from None
-        except OSError as exc:
-            probe.close()
-            raise AkoshadError(f"cannot check the existing socket {self.path}: {exc}") from exc
-        pid = _probe_pid(probe)
-        who = f" (pid {pid})" if pid is not None else ""
-        raise AlreadyRunning(f"another akoshad is already running on {self.path}{who}")
 
     async def close(self) -> None:
         """Stop accepting, cancel and await the connections, remove the socket file."""

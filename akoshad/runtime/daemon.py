@@ -35,7 +35,7 @@ from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import WalkResult
 from akoshad.pipeline.watch import StoreWatcher
-from akoshad.runtime.control import ControlServer
+from akoshad.runtime.control import ControlServer, check_socket
 from akoshad.runtime.deadline import finished_within, settled
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.leftovers import clean_leftovers
@@ -349,6 +349,9 @@ class Daemon:
             self.stop()
 
         with stop_signals(on_first, on_hup=self._hup.set):
+            # a socket taken by another daemon refuses the start before anything is
+            # written: no state made, no claim on the system id (a stale one is replaced)
+            await asyncio.to_thread(check_socket, self.settings.socket_path)
             async with AsyncExitStack() as stack:
                 await self.startup(stack)
                 await self._serve(stack)

@@ -151,9 +151,11 @@ def test_second_daemon_refused_and_stale_socket_replaced(tmp_path: Path) -> None
         )
         assert second.returncode == 1 and "already running" in second.stderr
         assert "Traceback" not in second.stderr
-        # another state directory but the same socket: refused by the socket itself
+        # another state directory but the same socket: refused by the socket itself,
+        # before anything is written (no state made, no claim on its system id)
         other = cfg.with_name("other.yaml")
-        other.write_text(cfg.read_text().replace(str(tmp_path / "state"), str(tmp_path / "state2")))
+        text = cfg.read_text().replace(str(tmp_path / "state"), str(tmp_path / "state2"))
+        other.write_text(text.replace("system_id: sock", "system_id: newsys"))
         third = subprocess.run(
             [sys.executable, "-m", "akoshad", "run", "--config", str(other)],
             env=env,
@@ -162,6 +164,8 @@ def test_second_daemon_refused_and_stale_socket_replaced(tmp_path: Path) -> None
             timeout=30,
         )
         assert third.returncode == 1 and f"already running on {sock}" in third.stderr
+        assert not (tmp_path / "state2").exists()
+        assert not (tmp_path / "outbox" / "systems" / "newsys").exists()
     finally:
         proc.kill()  # leaves a stale socket file behind
         proc.wait()
