@@ -50,7 +50,8 @@ STATUS_DESCRIPTION = (
     "Ask the running daemon over its socket (socket_path) and print a summary: state, "
     "pending changes, last upload, per-target health, counters. Exit 3 when no daemon "
     "answers. An invalid configuration file only gives a warning: the daemon is still asked, "
-    "at the file's socket_path when it can be read."
+    "at the file's socket_path when it can be read; a named file that does not exist, or "
+    "whose socket_path cannot be read, is exit 78."
 )
 
 
@@ -309,8 +310,9 @@ def _load(args: argparse.Namespace, env: dict[str, str]) -> LoadedConfig | int:
         try:
             sock = fallback_socket_path(args.config, env)
         except ConfigError as unknown:  # where the daemon listens cannot be told
+            why = "" if str(unknown) == str(exc) else f"; {unknown}"  # a missing file: once
             print(
-                f"akoshad: {exc}; {unknown}, so {args.command} cannot tell where the daemon "
+                f"akoshad: {exc}{why}, so {args.command} cannot tell where the daemon "
                 "listens (fix the file, or set AKOSHAD_SOCKET_PATH)",
                 file=sys.stderr,
             )

@@ -343,12 +343,15 @@ def _top_lines(text: str) -> dict[str, Any]:
 
 def _plain_yaml(config_path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Any:
     """The configuration file read as plain YAML (a key given twice: the last wins); when
-    it is not YAML, its ``_top_lines``; ``{}`` when there is none. ``ConfigError`` when it
-    exists but cannot be read."""
-    path, _ = resolve_config_path(config_path, environ)
+    it is not YAML, its ``_top_lines``; ``{}`` when the default file is missing.
+    ``ConfigError`` when a named file (``--config``, ``AKOSHAD_CONFIG``) is missing or
+    the file cannot be read: the default socket may be another daemon's."""
+    path, named = resolve_config_path(config_path, environ)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if named:
+            raise ConfigError(f"configuration file {path} does not exist") from None
         return {}
     except (OSError, UnicodeDecodeError):
         raise ConfigError("the file cannot be read") from None
@@ -365,7 +368,8 @@ def fallback_socket_path(
     ``AKOSHAD_SOCKET_PATH``, else the file's ``socket_path`` (a plain YAML read; in a file
     that is not YAML, its top-level ``socket_path:`` line), else the default
     (``$XDG_RUNTIME_DIR/akoshad.sock``, else ``<state_dir>/akoshad.sock``).
-    ``ConfigError`` when the file sets a socket that cannot be read from it."""
+    ``ConfigError`` when the file sets a socket that cannot be read from it, or a named
+    file is missing."""
     env_sock = environ.get(f"{ENV_PREFIX}SOCKET_PATH")
     raw: Any = {} if env_sock and env_sock.strip() else _plain_yaml(config_path, environ)
     raw = raw if isinstance(raw, dict) else {}

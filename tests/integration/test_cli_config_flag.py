@@ -78,6 +78,31 @@ def test_missing_config_is_refused_in_either_place(
     assert res.stderr.strip() == f"akoshad: configuration file {nope} does not exist"
 
 
+@pytest.mark.parametrize("how", ["flag", "env"])
+@pytest.mark.parametrize(
+    "command",
+    [*CLIENT, ["status", "--check"], ["sync", "--wait"]],
+    ids=lambda c: " ".join(c),
+)
+def test_client_commands_refuse_a_missing_named_config(
+    tmp_path: Path, command: list[str], how: str
+) -> None:
+    """Not "not running" at the default socket (exit 3), which may be another daemon's
+    (queried, paused or synced in its place): one line, exit 78."""
+    nope = tmp_path / "nope.yaml"
+    env = base_env(tmp_path)
+    if how == "env":
+        env["AKOSHAD_CONFIG"] = str(nope)
+        res = akoshad(*command, env=env, timeout=60)
+    else:
+        res = akoshad(*command, "--config", str(nope), env=env, timeout=60)
+    assert res.returncode == 78, res.stderr
+    assert res.stderr == (
+        f"akoshad: configuration file {nope} does not exist, so {command[0]} cannot tell "
+        "where the daemon listens (fix the file, or set AKOSHAD_SOCKET_PATH)\n"
+    )
+
+
 @pytest.mark.parametrize("where", ["before", "after"])
 @pytest.mark.parametrize("command", CLIENT, ids=lambda c: c[0])
 def test_client_commands_use_the_named_config_in_either_place(
@@ -88,11 +113,10 @@ def test_client_commands_use_the_named_config_in_either_place(
     res = akoshad(*_place(command, where, cfg), env=env, timeout=30)
     assert res.returncode == 3, res.stderr
     assert res.stderr.count("\n") == 1 and str(sock) in res.stderr and "not running" in res.stderr
-    nope = tmp_path / "nope.yaml"  # a missing file: a warning naming it, then the default
+    nope = tmp_path / "nope.yaml"  # a missing file: one line naming it, not the default
     res = akoshad(*_place(command, where, nope), env=env, timeout=30)
-    assert res.returncode == 3, res.stderr
-    warning, missing = res.stderr.strip().splitlines()
-    assert "warning" in warning and str(nope) in warning and "not running" in missing
+    assert res.returncode == 78, res.stderr
+    assert res.stderr.count("\n") == 1 and f"{nope} does not exist" in res.stderr
 
 
 @pytest.mark.parametrize("where", ["before", "after"])

@@ -283,8 +283,11 @@ def test_fallback_socket_path(tmp_path: Path) -> None:
     assert fallback_socket_path(cfg, env(tmp_path)) == Path("/x/state/akoshad.sock")
     cfg.write_text("state_dir: /x/state\nbogus: 1\n")
     assert fallback_socket_path(cfg, env(tmp_path)) == Path("/x/state/akoshad.sock")
-    missing = tmp_path / "missing.yaml"
-    assert fallback_socket_path(missing, env(tmp_path)) == (
+    missing = tmp_path / "missing.yaml"  # named and missing: the default may be another's
+    with pytest.raises(ConfigError, match=r"missing\.yaml does not exist"):
+        fallback_socket_path(missing, env(tmp_path))
+    unnamed = env(tmp_path, XDG_CONFIG_HOME=str(tmp_path / "none"))  # no default file: fine
+    assert fallback_socket_path(None, unnamed) == (
         tmp_path / ".local" / "state" / "akoshad" / "akoshad.sock"
     )
 
