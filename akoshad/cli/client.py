@@ -1,6 +1,7 @@
 """``akoshad status|sync|pause|resume|queue``: ask the running daemon over its socket.
 
 Exit 3 (``DaemonNotRunning``, printed by the CLI as one line) when no daemon answers.
+A reply without the fields a status or a sync result has is a failure (exit 1).
 The result fields read here (all optional; a missing one shows as ``-`` or 0):
 
 - ``status``: CONTRACT.md's ``state, pid, version, uptime_seconds, data_dir, pending,
@@ -10,7 +11,8 @@ The result fields read here (all optional; a missing one shows as ``-`` or 0):
   ``paused``, ``degraded_reason`` (str), ``targets.<name>.primary`` (bool) and ``.circuit``
   (``closed|open|half_open``), ``memories{delivered, skipped, circuit{state, ...},
   last_error}`` and
-  ``skipped{path: reason}``, ``warnings[str]``, ``waiting_for_data_dir`` (bool),
+  ``skipped{path: reason}``, ``warnings[str]``, ``reload_refused`` (null or str),
+  ``waiting_for_data_dir`` (bool),
   ``oldest_pending_age_seconds`` (null or s), ``behind_after_seconds`` (s) and
   ``next_upload_not_before`` (null or epoch s: uploads held back by
   ``min_upload_interval_seconds``).
@@ -189,6 +191,8 @@ def check_line(st: dict[str, Any], settings: Settings) -> tuple[int, str]:
             settings.max_delay_seconds, settings.min_upload_interval_seconds
         )
         st = {**st, "behind_after_seconds": limit}
+    if not isinstance(st.get("state"), str):  # not a status: nothing says it is healthy
+        return 1, "akoshad UNHEALTHY: the reply on the socket is not a status (no state)"
     problems = check_problems(st)
     pending = f"{st.get('pending', 0)} pending"
     if problems:
@@ -258,6 +262,21 @@ def _count(files: Any) -> int:
     return files if isinstance(files, int) and not isinstance(files, bool) else 0
 
 
+NOT_A_SYNC = "the reply on the socket has no ok_drain (true or false): not a sync result"
+
+
+def sync_ok(result: dict[str, Any]) -> bool:
+    """The drain went well: ``ok_drain`` is true (missing or not a bool: it did not)."""
+    return result.get("ok_drain") is True
+
+
+def _sync_error(result: dict[str, Any]) -> str:
+    """Why a sync failed, in one line."""
+    if not isinstance(result.get("ok_drain"), bool):
+        return NOT_A_SYNC
+    return str(result.get("error") or "the daemon says the drain failed")
+
+
 def render_sync(result: dict[str, Any]) -> str:
     """The human summary of a ``sync --wait`` result."""
     passes = result.get("passes") or []
@@ -265,11 +284,13 @@ def render_sync(result: dict[str, Any]) -> str:
     files = sum(_count(p.get("files_uploaded")) for p in passes)
     sent = sum(int(p.get("bytes_sent") or 0) for p in passes)
     lines = [
-        f"sync {'done' if result.get('ok_drain') else 'FAILED'}: "
+        f"sync {'done' if sync_ok(result) else 'FAILED'}: "
         f"{len(passes)} pass(es), {len(uploads)} upload(s)"
         + (f" ({', '.join(uploads)})" if uploads else "")
         + f", {files} file(s), {human_bytes(sent)} sent, {result.get('pending', 0)} pending"
     ]
+    if not isinstance(result.get("ok_drain"), bool):
+        lines.append(f"  error: {NOT_A_SYNC}")
     if result.get("error"):
         lines.append(f"  error: {result['error']}")
     for p in passes:
@@ -285,7 +306,8 @@ def render_sync(result: dict[str, Any]) -> str:
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
-    """``akoshad sync [--wait] [--method M] [--json]``; exit 1 if the drain had failures."""
+    """``akoshad sync [--wait] [--method M] [--json]``; exit 1 if the drain had failures
+    (or the reply does not say it had none)."""
     payload = {"cmd": "sync", "method": args.method, "wait": bool(args.wait)}
     # --wait: the daemon answers when the drain is over, however long a large first upload
     # takes; a daemon that stops closes the connection (exit 3), Ctrl-C gives up waiting.
@@ -293,10 +315,10 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(result)
     elif not args.wait:
-        print("sync started")
+        print("sync started" if sync_ok(result) else f"sync FAILED: {_sync_error(result)}")
     else:
         print(render_sync(result))
-    return 0 if result.get("ok_drain", True) else 1
+    return 0 if sync_ok(result) else 1
 
 
 def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:

@@ -28,8 +28,10 @@ STATUS_EPILOG = (
     "line and exits 0 when healthy, 1 when paused, degraded, waiting for data_dir, when "
     "nothing to back up (no file selected), when changes seen could not be queued, when a "
     "file is skipped, when metrics_listen cannot be served, when the last restore drill or "
-    "prune failed or the last drill could not run, when data_dir, encryption, state_dir, "
-    "local_target_dir, cloud_sync or akosha_url changed and wait for a restart, or behind "
+    "prune failed or the last drill could not run, when a reload (SIGHUP) was refused for an "
+    "invalid configuration file (until a reload passes: the next start would refuse that "
+    "file, exit 78), when data_dir, encryption, state_dir, local_target_dir, cloud_sync or "
+    "akosha_url changed and wait for a restart, or behind "
     "(the oldest pending change is older than max_delay_seconds + min_upload_interval_seconds "
     "+ 60 s), 3 with no daemon."
 )
@@ -120,18 +122,30 @@ def drill_not_run(why: str | None) -> str | None:
     return f"the last restore drill could not run: {why} (tried again later)"
 
 
-def check_problems(status: Mapping[str, Any]) -> list[str]:
-    """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
-    paused, degraded, waiting for ``data_dir``, nothing to back up, changes the queue could
-    not take, /metrics not served, the last restore drill found problems, behind, or a
-    change of what is backed up, where or how, that waits for a restart."""
+def config_problems(status: Mapping[str, Any]) -> list[str]:
+    """The running configuration is not the file's: a reload refused (the file would fail
+    the next start with exit 78), or a change of what is backed up, where or how, that
+    waits for a restart."""
     problems: list[str] = []
+    refused = status.get("reload_refused")
+    if refused:
+        problems.append(f"{refused}; the next start would refuse that file too (exit 78)")
     waiting = [k for k in status.get("restart_pending") or () if k in DATA_RESTART_KEYS]
     if waiting:
         problems.append(
             f"{', '.join(waiting)} changed in the configuration: the previous values are "
             "used until akoshad is restarted"
         )
+    return problems
+
+
+def check_problems(status: Mapping[str, Any]) -> list[str]:
+    """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
+    paused, degraded, waiting for ``data_dir``, nothing to back up, changes the queue could
+    not take, /metrics not served, the last restore drill found problems, behind, a
+    refused reload, or a change of what is backed up, where or how, that waits for a
+    restart."""
+    problems = config_problems(status)
     if status.get("paused") or status.get("state") == "paused":
         problems.append("paused (akoshad resume restarts uploading)")
     reason = status.get("degraded_reason")

@@ -110,6 +110,7 @@ class StatusView:
             "warnings": self._warnings(missing, empty, webhooks),
             "metrics_error": self.metrics_error,
             "restart_pending": list(self.restart_pending),  # changed, applied at a restart
+            "reload_refused": self.reload_refused(),  # the file on disk would not start
             "unrecorded": p.feed.unrecorded,  # changes seen that the queue could not take
             "capture_failures": dict(p.stats.capture_failures),  # path: why, tried again
             "waiting_for_data_dir": missing is not None,

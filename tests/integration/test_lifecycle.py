@@ -108,6 +108,9 @@ def test_sighup_reload_refuses_garbage_and_applies_valid(tmp_path: Path) -> None
         readable = tmp_path / "readable.yaml"  # where the CLI finds the daemon's socket
         readable.write_text(good)
         assert any(w.startswith("reload refused") for w in _warnings(readable, env))  # shown
+        check = akoshad("status", "--check", "--config", str(readable), env=env)
+        assert check.returncode == 1 and "UNHEALTHY: reload refused" in check.stdout
+        assert "exit 78" in check.stdout
         # still working on the old configuration
         (tmp_path / "store" / "after-garbage.json").write_text("{}")
         wait_for(
@@ -133,6 +136,8 @@ def test_sighup_reload_refuses_garbage_and_applies_valid(tmp_path: Path) -> None
         last = manifests(tmp_path / "outbox", "life")[-1]
         assert "ignored/x.json" not in {f["path"] for f in last["metadata"]["files"]}
         assert not any(w.startswith("reload refused") for w in _warnings(cfg, env))
+        check = akoshad("status", "--json", "--config", str(cfg), env=env)
+        assert json.loads(check.stdout)["reload_refused"] is None
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0

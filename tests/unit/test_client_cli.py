@@ -404,3 +404,29 @@ def test_watch_stops_on_ctrl_c_even_when_started_ignoring_it(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("reply", [{}, {"passes": []}, {"ok_drain": "yes"}, {"ok_drain": 1}])
+@pytest.mark.parametrize("wait", [True, False])
+def test_sync_of_a_reply_without_ok_drain_fails(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    reply: dict[str, Any],
+    wait: bool,
+) -> None:
+    """A foreign or incompatible server's ``{"ok": true}``: the text and the exit code
+    agree that nothing says the sync went well."""
+    monkeypatch.setattr(client_cli, "request_sync", lambda *_: reply)
+    assert cmd_sync(_ns(wait=wait), _settings(Path("/nonexistent/a.sock"))) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("sync FAILED") and "no ok_drain" in out
+
+
+def test_status_check_of_a_reply_that_is_not_a_status_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for reply in ({}, {"pending": 0}, {"state": None}):
+        monkeypatch.setattr(client_cli, "request_sync", lambda *_, r=reply: r)
+        args = argparse.Namespace(check=True, json=False, watch=False)
+        assert cmd_status(args, _settings(Path("/nonexistent/a.sock"))) == 1
+        assert capsys.readouterr().out.startswith("akoshad UNHEALTHY: ")

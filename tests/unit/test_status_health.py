@@ -100,6 +100,15 @@ def test_behind_threshold_adds_the_upload_interval() -> None:
             "the last prune failed: read owner.json: no answer (the daemon tries again)",
         ),
         (
+            {
+                "reload_refused": "reload refused, keeping the running configuration: "
+                "invalid configuration: debounce_secnds: unknown key (refused at 10:00:00)",
+                "warnings": ["reload refused, ..."],
+            },
+            "debounce_secnds: unknown key (refused at 10:00:00); the next start would "
+            "refuse that file too (exit 78)",
+        ),
+        (
             {"restart_pending": ["log_level", "encryption", "local_target_dir"]},
             "encryption, local_target_dir changed in the configuration: the previous values "
             "are used until akoshad is restarted",
