@@ -324,7 +324,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad pause``."""
     _ask(settings, {"cmd": "pause"})
-    print("uploads paused (watching and queueing go on)")
+    print("uploads paused until resume or a restart (watching and queueing go on)")
     return 0
 
 

@@ -157,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--json", action="store_true", help="print the raw result object")
 
-    sub.add_parser("pause", parents=[common], help="stop uploading (watching goes on)")
+    sub.add_parser(
+        "pause",
+        parents=[common],
+        help="stop uploading until resume or a restart (watching goes on)",
+    )
     sub.add_parser("resume", parents=[common], help="restart uploading")
     queue = sub.add_parser("queue", parents=[common], help="list pending paths")
     queue.add_argument("--json", action="store_true")

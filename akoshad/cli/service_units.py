@@ -21,7 +21,9 @@ LABEL = "dev.akoshad.agent"
 DEFAULT_EXEC = "/usr/local/bin/akoshad"
 DEFAULT_STOP_TIMEOUT = 45  # drain_deadline_seconds (30) + margin
 STOP_MARGIN = 15
-DEFAULT_LOGDIR = "~/Library/Logs/akoshad"
+# the shipped plist's (launchd expands no ``~`` and makes no directory: /tmp is there);
+# ``service install`` renders ~/Library/Logs/akoshad with the home spelled out, and makes it
+DEFAULT_LOGDIR = "/tmp"
 DEFAULT_MAC_PATH = ("/usr/local/bin", "/opt/homebrew/bin", "/usr/bin", "/bin")
 # systemd syntax: "-" = optional (a missing path does not fail the unit), %h home, %t runtime
 DEFAULT_WRITABLE = (

@@ -212,7 +212,11 @@ def test_plist_loads_with_the_keys() -> None:
     assert env["PATH"].split(":")[0] == "/opt/ak/bin" and "/usr/bin" in env["PATH"]
     committed = plistlib.loads((REPO / "launchd" / "dev.akoshad.agent.plist").read_bytes())
     assert committed["ProgramArguments"] == [DEFAULT_EXEC, "run"]
-    assert committed["StandardOutPath"] == "~/Library/Logs/akoshad/akoshad.log"
+    # launchd expands no "~" and makes no directory: the shipped file names paths as they are
+    assert committed["StandardOutPath"] == "/tmp/akoshad.log"
+    assert committed["StandardErrorPath"] == committed["StandardOutPath"]
+    text = (REPO / "launchd" / "dev.akoshad.agent.plist").read_text()
+    assert "~" not in text and "$" not in text
 
 
 def test_plist_with_an_interpreter_prefix() -> None:
