@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import yaml
 
 from akoshad.config import Encryption, LoadedConfig
 from akoshad.config.encryption import unavailable
+from akoshad.names import EXIT_CONFIG
 from akoshad.redaction import redact_url
+from akoshad.runtime.control import socket_path_refusal
 from akoshad.runtime.health import warn_data_dir
 
 
@@ -87,9 +90,14 @@ def _identity_file_problem(enc: Encryption) -> list[str]:
 
 
 def cmd_config(args: argparse.Namespace, loaded: LoadedConfig) -> int:
-    """``check`` prints a summary and notes; ``show`` the effective YAML, secrets redacted,
-    followed by where each value came from (as YAML comments)."""
+    """``check`` prints a summary and notes (exit 78 for a ``socket_path`` that ``run``
+    refuses); ``show`` the effective YAML, secrets redacted, followed by where each value
+    came from (as YAML comments)."""
     if args.action == "check":
+        refused = socket_path_refusal(loaded.settings.socket_path)  # as run refuses it
+        if refused is not None:
+            print(f"akoshad: {refused}", file=sys.stderr)
+            return EXIT_CONFIG
         warn_data_dir(loaded.settings.data_dir)
         print("\n".join(check_lines(loaded)))
         return 0

@@ -178,6 +178,28 @@ def test_cli_config_check_show_and_exit_78(tmp_path: Path) -> None:
     assert res.returncode == 78 and "max_delay_seconds" in res.stderr
 
 
+@pytest.mark.parametrize("what", ["file", "directory", "shared directory"])
+def test_config_check_refuses_a_socket_path_that_run_refuses(tmp_path: Path, what: str) -> None:
+    """``config check`` says what ``run`` would (exit 78), and changes nothing."""
+    parent = tmp_path / "run"
+    parent.mkdir(mode=0o700)
+    sock = parent / "a.sock"
+    if what == "file":
+        sock.write_text("")
+    elif what == "directory":
+        sock.mkdir()
+    else:
+        parent.chmod(0o777)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"socket_path: {sock}\nstate_dir: {tmp_path / 'state'}\n")
+    e = base_env(tmp_path)
+    for args in (("config", "check"), ("run",)):
+        res = akoshad(*args, "--config", str(cfg), env=e, timeout=60)
+        assert res.returncode == 78, (args, res.stderr)
+        assert f"socket_path {sock}" in res.stderr.splitlines()[-1]
+    assert not (tmp_path / "state").exists()  # run refused it before writing anything
+
+
 def test_system_id_slug() -> None:
     assert slug_system_id("mac.local") == "mac-local"
     assert slug_system_id("...") == "akoshad"
