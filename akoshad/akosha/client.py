@@ -12,7 +12,10 @@ opens a new session and resends, once. ``DELETE <url>`` ends the session on
 Failures are typed: :class:`~akoshad.errors.TransientError` for what may pass (refused,
 reset, timeout, 5xx, 429, a stream cut short), :class:`~akoshad.errors.PermanentError` for
 what needs a human (wrong URL, protocol refusals, a tool that reports an error);
-:class:`RequestTooLarge` (a PermanentError) for a 413, so a caller can split the batch.
+:class:`RequestTooLarge` (a PermanentError) for a 413, so a caller can split the batch;
+:class:`ConnectionReset` (a TransientError) for a connection reset or closed before the
+answer, so a caller can tell it from a refused connection (:meth:`AkoshaClient.answers`
+then says whether a small request still goes through).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from akoshad.akosha.encoding import encode_json
 from akoshad.akosha.results import (
     TOOL_NAME,
     URL_FIX,
+    ConnectionReset,
     RequestTooLarge,
     StoreResult,
     content_text,
@@ -46,6 +50,7 @@ from akoshad.lifecycle import StartClose
 __all__ = [
     "ACCEPT",
     "AkoshaClient",
+    "ConnectionReset",
     "RequestTooLarge",
     "StoreResult",
     "_SSEParser",
@@ -96,6 +101,7 @@ class AkoshaClient(StartClose):
         self.server_info: dict[str, Any] = {}
         self.last_probe_error: str | None = None
         self.sessions_opened = 0
+        self.bytes_sent = 0  # request bodies posted (metrics), resends included
         # counts the JSON-RPC method of every message sent (metrics), as ``counter_target``
         self.counter = counter
         self.counter_target = counter_target
@@ -156,6 +162,17 @@ class AkoshaClient(StartClose):
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.last_probe_error = str(self._map_exception(exc))
         return False
+
+    async def answers(self) -> bool:
+        """Does Akosha answer a small request (MCP ``ping``) now? An error reply is an
+        answer too; no connection, a reset or no answer in time is not."""
+        try:
+            await self.request("ping")
+        except TransientError:
+            return False
+        except PermanentError:
+            return True
+        return True
 
     # ---- MCP -------------------------------------------------------------------------
     async def initialize(self) -> None:
@@ -270,6 +287,7 @@ class AkoshaClient(StartClose):
         for attempt in (1, 2):
             if self.counter is not None:
                 self.counter.count(self.counter_target, method)
+            self.bytes_sent += len(body)
             try:
                 return await self._post(body, req_id, session_id, method)
             except aiohttp.ServerDisconnectedError as exc:
@@ -323,8 +341,11 @@ class AkoshaClient(StartClose):
             return TransientError(f"cannot connect to Akosha at {where}: {reason}")
         if isinstance(exc, aiohttp.InvalidURL):
             return PermanentError(f"invalid akosha_url {self.url!r}", fix=URL_FIX)
-        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
-            return TransientError(f"connection to Akosha at {where} was reset: {exc}")
+        if isinstance(
+            exc,
+            aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | ConnectionResetError,
+        ):
+            return ConnectionReset(f"connection to Akosha at {where} was reset: {exc}")
         return TransientError(f"HTTP request to Akosha at {where} failed: {exc}")
 
 

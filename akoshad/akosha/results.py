@@ -20,6 +20,11 @@ class RequestTooLarge(PermanentError):
     """The server refused the request body as too large (413): send fewer items."""
 
 
+class ConnectionReset(TransientError):
+    """The connection was reset or closed before an answer came (a proxy in front of
+    Akosha may do that to a body over its limit instead of answering 413)."""
+
+
 @dataclass(frozen=True)
 class StoreResult:
     """What Akosha did with one batch.

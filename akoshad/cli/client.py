@@ -122,9 +122,14 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
         circuit = _circuit_state(memories.get("circuit"))
         if circuit and circuit != "closed":
             line += f", circuit {circuit}"
+        if memories.get("held"):
+            line += f", {memories['held']} held back (sent again later)"
         if memories.get("last_error"):
             line += f" (last error: {memories['last_error']})"
         lines.append(line)
+        last_skipped = memories.get("last_skipped") or {}
+        if isinstance(last_skipped, dict):
+            lines.extend(f"  skipped {m}: {why}" for m, why in last_skipped.items())
     skipped = st.get("skipped") or {}
     if skipped:
         lines.append(f"skipped    {len(skipped)} file(s)")
@@ -299,6 +304,9 @@ def render_sync(result: dict[str, Any]) -> str:
             lines.append(f"  error ({where}): {p['error']}")
         if p.get("memory_error"):
             lines.append(f"  memories: {p['memory_error']}")
+        skipped = (p.get("memories") or {}).get("skipped")
+        if skipped:
+            lines.append(f"  memories: {skipped} skipped for good (akoshad status names them)")
         for kind in ("skipped", "retrying"):
             for path, reason in sorted((p.get(kind) or {}).items())[:10]:
                 lines.append(f"  {kind} {path}: {reason}")

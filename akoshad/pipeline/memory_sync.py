@@ -8,11 +8,15 @@ already carries) and :class:`~akoshad.akosha.client.AkoshaClient`.
 delivered are sent in batches (<= 1000 items, < 3 MiB); each confirmed batch is recorded
 before the next is sent, so an interruption loses nothing and resends nothing that was
 confirmed. ``Duplicate key`` counts as delivered. Ids a ``partial`` result reports as
-failed are resent alone (bounded); rows Akosha rejects for what they are (no embedding,
-wrong dimension, invalid fields), or that keep failing while other rows of their batch
-are stored, are recorded as skipped with the reason and never sent again. Rows skipped
-for a missing/wrong embedding are reconsidered when the row is fixed. A transient failure
-raises :class:`DeliveryInterrupted` (a TransientError) after recording the progress.
+failed are resent alone (bounded). Only rows Akosha rejects for what they are
+(:mod:`akoshad.akosha.rejections`: the embedding checks, ``created_at``), rows without a
+usable embedding, and a memory too large to send alone (413, or a connection reset every
+time while a small request still goes through) are recorded as skipped, with the reason,
+and logged; any other per-item error leaves the memory pending (``report.held``): it is
+sent again at the next delivery, never dropped. A batch that is reset twice is split as
+for a 413. Rows skipped for a missing/wrong embedding are reconsidered when the row is
+fixed. A transient failure (also a batch of which Akosha stored none) raises
+:class:`DeliveryInterrupted` (a TransientError) after recording the progress.
 
 ``memories.json`` for cloud uploads, and the listing of a copy's rows, come from
 :class:`~akoshad.pipeline.cloud_memories.CloudMemories`, which MemorySync extends.
@@ -21,16 +25,18 @@ raises :class:`DeliveryInterrupted` (a TransientError) after recording the progr
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
 from akoshad.akosha.client import AkoshaClient
 from akoshad.akosha.encoding import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Memory
-from akoshad.akosha.results import RequestTooLarge, StoreResult
+from akoshad.akosha.rejections import REJECTED_PREFIX, TOO_LARGE, final_skip, rejects_row
+from akoshad.akosha.results import ConnectionReset, RequestTooLarge, StoreResult
 from akoshad.akosha.rows import RowRef, chunks
 from akoshad.backoff import exponential
 from akoshad.duckdb_commands import Redactions
@@ -43,14 +49,8 @@ from akoshad.pipeline.stats import Stats
 from akoshad.store.db import StateDB
 
 METHOD = "http"
-# Skip reasons that come from Akosha (never retried) start with this.
-REJECTED_PREFIX = "rejected by Akosha: "
-# Per-row errors that retrying cannot fix.
-ROW_REJECTION = re.compile(
-    r"embedding is required|dim(ension)? mismatch|is required|invalid|not iso|"
-    r"validation|must be|too large",
-    re.IGNORECASE,
-)
+RESET_TRIES = 2  # a batch whose request is reset this many times is split (as for a 413)
+LOGGED_IDS = 5  # of the memories skipped in one delivery, how many the log line names
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -67,6 +67,8 @@ class DeliveryReport:
     requests: int = 0  # batch_store_memories calls
     retried: int = 0  # items resent after a partial result
     skipped: dict[str, str] = field(default_factory=dict)  # newly skipped: id -> reason
+    held: dict[str, str] = field(default_factory=dict)  # not stored, sent again: id -> error
+    bytes_sent: int = 0  # request bodies posted to Akosha
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -79,6 +81,8 @@ class DeliveryReport:
             "requests": self.requests,
             "retried": self.retried,
             "skipped": len(self.skipped),
+            "held": len(self.held),
+            "bytes_sent": self.bytes_sent,
             "seconds": round(self.seconds, 3),
         }
 
@@ -87,9 +91,21 @@ class DeliveryInterrupted(TransientError):
     """A transient failure stopped :meth:`MemorySync.deliver`; ``report`` holds what was
     recorded before it (confirmed batches are in the state DB)."""
 
-    def __init__(self, message: str, report: DeliveryReport, *, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        report: DeliveryReport,
+        *,
+        retry_after: float | None = None,
+        circuit_open: bool = False,
+    ):
         super().__init__(message, retry_after=retry_after)
         self.report = report
+        self.circuit_open = circuit_open  # nothing was sent: the circuit is open
+
+
+class _CircuitOpen(TransientError):
+    """The circuit is open: nothing was sent."""
 
 
 def _one_per_id(refs: list[RowRef]) -> list[RowRef]:
@@ -151,6 +167,8 @@ class MemorySync(CloudMemories):
         # counters since start (status); totals come from the state DB
         self.delivered_since_start = 0
         self.skipped_since_start = 0
+        # memories Akosha did not store at the last delivery, sent again later: id -> error
+        self.held: dict[str, str] = {}
         self.last_error: str | None = None
         self.last_report: DeliveryReport | None = None
         self.last_success_at: float | None = None
@@ -165,22 +183,33 @@ class MemorySync(CloudMemories):
         async with self._lock:
             report = DeliveryReport()
             started = time.monotonic()
+            sent_before = self.client.bytes_sent if self.client is not None else 0
             try:
                 await self._deliver(snapshot_db, report)
             except TransientError as exc:
                 self.last_error = str(exc)
                 if isinstance(exc, DeliveryInterrupted):
                     raise
-                raise DeliveryInterrupted(str(exc), report, retry_after=exc.retry_after) from exc
+                raise DeliveryInterrupted(
+                    str(exc),
+                    report,
+                    retry_after=exc.retry_after,
+                    circuit_open=isinstance(exc, _CircuitOpen),
+                ) from exc
             except (PermanentError, SnapshotError) as exc:
                 self.last_error = str(exc)
                 raise
             finally:
                 self._masked.clear()  # what did not leave is masked again next time
                 report.seconds = time.monotonic() - started
+                if self.client is not None:
+                    report.bytes_sent = self.client.bytes_sent - sent_before
+                self.held.update(report.held)
                 self.last_report = report
+                _log_skipped(report.skipped)
                 if report.pending:
                     await asyncio.to_thread(trim)  # what the loaded batches left in the heap
+            self.held = dict(report.held)  # every pending memory was tried
             self.last_error = None
             self.last_success_at = time.time()
             return report
@@ -206,8 +235,8 @@ class MemorySync(CloudMemories):
             if ref.problem is not None:
                 if known != ref.problem:
                     new_skips[ref.memory_id] = ref.problem
-            elif known is not None and known.startswith(REJECTED_PREFIX):
-                continue  # Akosha refused this row: not retried forever
+            elif known is not None and final_skip(known):
+                continue  # Akosha refused this row, or it is too large: not sent again
             else:
                 if known is not None:
                     revived.append(ref.memory_id)
@@ -232,7 +261,7 @@ class MemorySync(CloudMemories):
 
     def _circuit_open(self) -> TransientError:
         assert self.breaker is not None
-        return TransientError(
+        return _CircuitOpen(
             f"Akosha circuit open ({self.breaker.last_error}); "
             f"next try in {self.breaker.retry_in():.0f} s",
             retry_after=self.breaker.retry_in(),
@@ -252,7 +281,8 @@ class MemorySync(CloudMemories):
             raise TransientError(f"Akosha is still unavailable: {error}")
 
     async def _send(self, batch: list[Memory], report: DeliveryReport) -> None:
-        """One batch: send, record, resend failed ids (bounded), skip rows Akosha rejects."""
+        """One batch: send, record, resend failed ids (bounded), skip rows Akosha rejects;
+        the ids still failing stay pending (``report.held``)."""
         todo = batch
         progressed = False
         failed: dict[str, str] = {}
@@ -261,10 +291,10 @@ class MemorySync(CloudMemories):
                 report.retried += len(todo)
                 await self._sleep(exponential(attempt - 1, self.retry_backoff))
             result = await self._store(todo, report)
-            if result is None:  # split after a 413, handled recursively
+            if result is None:  # split or skipped as too large, handled there
                 return
             await self._record(result, report)
-            rejected = {mid: err for mid, err in result.failed.items() if ROW_REJECTION.search(err)}
+            rejected = {m: e for m, e in result.failed.items() if rejects_row(e)}
             await self._skip({m: REJECTED_PREFIX + e for m, e in rejected.items()}, report)
             progressed = progressed or bool(result.delivered or rejected)
             failed = {m: e for m, e in result.failed.items() if m not in rejected}
@@ -278,38 +308,61 @@ class MemorySync(CloudMemories):
             if self.breaker is not None:
                 self.breaker.record_failure(error)
             raise error
-        await self._skip(
-            {
-                m: f"{REJECTED_PREFIX}{e} (after {self.item_retries + 1} attempts)"
-                for m, e in failed.items()
-            },
-            report,
-        )
+        report.held.update(failed)
 
     async def _store(self, batch: list[Memory], report: DeliveryReport) -> StoreResult | None:
+        """One request, tried again when the connection is reset; None when the batch was
+        split (or its one memory skipped) as too large instead."""
+        reset: ConnectionReset | None = None
+        for attempt in range(RESET_TRIES):
+            if attempt:
+                await self._sleep(exponential(attempt - 1, self.retry_backoff))
+            try:
+                return await self._call(batch, report)
+            except RequestTooLarge as exc:
+                await self._too_large(batch, report, str(exc))
+                return None
+            except ConnectionReset as exc:
+                reset = exc
+        assert reset is not None
+        if not await self._client().answers():  # Akosha is gone, not this batch too large
+            self._failed(reset)
+            raise reset
+        why = f"the connection was reset {RESET_TRIES} times while a small request went through"
+        await self._too_large(batch, report, f"{why} ({reset})")
+        return None
+
+    async def _too_large(self, batch: list[Memory], report: DeliveryReport, why: str) -> None:
+        """Split ``batch`` in two and send each; one memory alone is skipped."""
+        if len(batch) == 1:
+            await self._skip({batch[0]["memory_id"]: REJECTED_PREFIX + TOO_LARGE + why}, report)
+            return
+        half = len(batch) // 2
+        await self._send(batch[:half], report)
+        await self._send(batch[half:], report)
+
+    async def _call(self, batch: list[Memory], report: DeliveryReport) -> StoreResult:
+        """One ``batch_store_memories`` call, its outcome told to the breaker (a reset or
+        a 413 only by the caller: the batch may be the cause)."""
         report.requests += 1
         try:
             result = await self._client().store(batch)
-        except RequestTooLarge as exc:
-            if len(batch) == 1:
-                await self._skip({batch[0]["memory_id"]: f"{REJECTED_PREFIX}{exc}"}, report)
-                return None
-            half = len(batch) // 2
-            await self._send(batch[:half], report)
-            await self._send(batch[half:], report)
-            return None
+        except (RequestTooLarge, ConnectionReset):
+            raise
         except TransientError as exc:
-            if self.breaker is not None:
-                self.breaker.record_failure(exc)
+            self._failed(exc)
             raise
         except PermanentError as exc:
-            if self.breaker is not None:
-                self.breaker.record_failure(exc, permanent=True)
+            self._failed(exc, permanent=True)
             raise
         if self.breaker is not None and (result.delivered or not result.failed):
             # an answer that stored none of the batch is no success: _send counts it failed
             self.breaker.record_success()
         return result
+
+    def _failed(self, exc: Exception, *, permanent: bool = False) -> None:
+        if self.breaker is not None:
+            self.breaker.record_failure(exc, permanent=permanent)
 
     async def _record(self, result: StoreResult, report: DeliveryReport) -> None:
         if result.delivered:
@@ -317,6 +370,8 @@ class MemorySync(CloudMemories):
             masked = self._masked
             self._count_redactions({m: masked.pop(m) for m in result.delivered if m in masked})
             report.delivered += len(result.delivered)
+            for memory_id in result.delivered:
+                self.held.pop(memory_id, None)
             report.duplicates += len(result.duplicates)
             self.delivered_since_start += len(result.delivered)
 
@@ -348,11 +403,15 @@ class MemorySync(CloudMemories):
 
     # ---- status -----------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
-        """Counters for ``akoshad status``: totals from the state DB plus this run's."""
+        """Counters for ``akoshad status``: totals from the state DB plus this run's, the
+        memories held back (Akosha did not store them yet) and the last ones skipped."""
         delivered, skipped = await self.state.memory_counts()
         return {
             "delivered": delivered,
             "skipped": skipped,
+            "held": len(self.held),
+            "held_first": _first(self.held),
+            "last_skipped": await self.state.recent_memory_skips(LOGGED_IDS),
             "delivered_since_start": self.delivered_since_start,
             "skipped_since_start": self.skipped_since_start,
             "redactions_since_start": self.redactions_since_start,
@@ -361,3 +420,26 @@ class MemorySync(CloudMemories):
             "circuit": self.breaker.snapshot() if self.breaker is not None else None,
             "last_delivery": self.last_report.as_dict() if self.last_report else None,
         }
+
+
+def _first(reasons: dict[str, str]) -> str | None:
+    """``id: reason`` of the first of ``reasons`` (by id); None when empty."""
+    if not reasons:
+        return None
+    memory_id = min(reasons)
+    return f"{memory_id}: {reasons[memory_id]}"
+
+
+def _log_skipped(skipped: dict[str, str]) -> None:
+    """One WARNING line for the memories one delivery skipped for good: the first ids with
+    their reasons, and how many more."""
+    if not skipped:
+        return
+    named = sorted(skipped)[:LOGGED_IDS]
+    more = f"; and {len(skipped) - len(named)} more" if len(skipped) > len(named) else ""
+    logger.warning(
+        "{} memories not sent to Akosha, skipped for good: {}{}",
+        len(skipped),
+        "; ".join(f"{m}: {skipped[m]}" for m in named),
+        more,
+    )

@@ -22,12 +22,13 @@ from typing import Any
 
 from loguru import logger
 
+from akoshad.backoff import half_jitter_delay
 from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.names import MEMORIES_NAME, MEMORY_DB
 from akoshad.pipeline.capture.snapshot import Captured, CaptureResult
 from akoshad.pipeline.chain import CircuitBreaker
 from akoshad.pipeline.cloud_memories import StreamTo
-from akoshad.pipeline.memory_sync import MemorySync
+from akoshad.pipeline.memory_sync import DeliveryInterrupted, DeliveryReport, MemorySync
 from akoshad.pipeline.stats import Stats
 from akoshad.ratelog import RateLimitedLog
 from akoshad.store.db import StateDB
@@ -188,6 +189,8 @@ class AkoshaRoute:
         self.breaker = breaker
         self.stats = stats
         self.retry_backoff = retry_backoff
+        self._down = False  # the last delivery failed: the next that passes says so
+        self._held_passes = 0  # passes in a row that left memories Akosha did not store
 
     async def deliver(self, snapshot_db: Path, *, wait: bool = False) -> MemoryOutcome:
         """Deliver the memories of a private copy of ``reflection.duckdb`` (``wait``: the
@@ -197,11 +200,13 @@ class AkoshaRoute:
         try:
             report = await self.sync.deliver(snapshot_db)
         except TransientError as exc:
-            self.stats.target("http").failed(str(exc))
+            self._failed(exc)
             logger.warning("memories not delivered to Akosha: {}", exc)
-            return MemoryOutcome(error=str(exc), retry_at=self._soon(exc.retry_after))
+            return MemoryOutcome(
+                report=_partial(exc), error=str(exc), retry_at=self._soon(exc.retry_after)
+            )
         except PermanentError as exc:
-            self.stats.target("http").failed(str(exc))
+            self._failed(exc)
             logger.error("memories not delivered to Akosha: {}", exc)
             later = time.time() + max(PERMANENT_RETRY_SECONDS, self.breaker.retry_in())
             return MemoryOutcome(error=str(exc), retry_at=later)
@@ -211,13 +216,48 @@ class AkoshaRoute:
             logger.warning("no memories read from {}: {}", MEMORY_DB, exc)
             return MemoryOutcome(error=f"no memories read from {MEMORY_DB}: {exc}")
         self.stats.target("http").ok()
+        if self._down:
+            self._down = False
+            logger.info("target http answers again (Akosha)")
         if report.delivered:
             self.stats.progressed()
             logger.info("delivered {} memories to Akosha", report.delivered)
+        if report.held:
+            return self._held(report)
+        self._held_passes = 0
         return MemoryOutcome(report=report.as_dict())
+
+    def _failed(self, exc: TransientError | PermanentError) -> None:
+        """A delivery that failed: the target's health and ``counters.failures`` (an open
+        circuit, which sent nothing, is no new failure)."""
+        self.stats.target("http").failed(str(exc))
+        if not (isinstance(exc, DeliveryInterrupted) and exc.circuit_open):
+            self.stats.counters.failures += 1
+            self._down = True
+
+    def _held(self, report: DeliveryReport) -> MemoryOutcome:
+        """Akosha answered but did not store some memories (not a rejection of the rows):
+        they stay pending and the copy is delivered again, later at each such pass."""
+        self._held_passes += 1
+        self.stats.counters.failures += 1
+        first = min(report.held)
+        more = f", and {len(report.held) - 1} more" if len(report.held) > 1 else ""
+        error = (
+            f"{len(report.held)} memories not stored by Akosha yet, sent again later "
+            f"({first}: {report.held[first]}{more})"
+        )
+        logger.warning("{}", error)
+        wait = half_jitter_delay(self._held_passes - 1, self.retry_backoff, PERMANENT_RETRY_SECONDS)
+        retry_at = time.time() + max(wait, self.breaker.retry_in())
+        return MemoryOutcome(report=report.as_dict(), error=error, retry_at=retry_at)
 
     def _soon(self, retry_after: float | None = None) -> float:
         """The next try: after the backoff, the open circuit, and Akosha's own
         ``Retry-After`` (at most :data:`PERMANENT_RETRY_SECONDS`), whichever is last."""
         hint = min(retry_after or 0.0, PERMANENT_RETRY_SECONDS)
         return time.time() + max(self.retry_backoff, self.breaker.retry_in(), hint)
+
+
+def _partial(exc: TransientError) -> dict[str, Any] | None:
+    """What an interrupted delivery did before it stopped (its bytes count as sent)."""
+    return exc.report.as_dict() if isinstance(exc, DeliveryInterrupted) else None

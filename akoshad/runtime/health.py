@@ -27,11 +27,12 @@ STATUS_EPILOG = (
     "carried over unchanged, pointing at an earlier upload's object. --check prints one "
     "line and exits 0 when healthy, 1 when paused, degraded, waiting for data_dir, when "
     "nothing to back up (no file selected), when changes seen could not be queued, when a "
-    "file is skipped, when metrics_listen cannot be served, when the last restore drill or "
-    "prune failed or the last drill could not run, when a reload (SIGHUP) was refused for an "
-    "invalid configuration file (until a reload passes: the next start would refuse that "
-    "file, exit 78), when data_dir, encryption, state_dir, local_target_dir, cloud_sync or "
-    "akosha_url changed and wait for a restart, or behind "
+    "file is skipped, when memories wait to be stored by Akosha again, when metrics_listen "
+    "cannot be served, when the last restore drill or prune failed or the last drill could "
+    "not run, when a reload (SIGHUP) was refused for an invalid configuration file (until a "
+    "reload passes: the next start would refuse that file, exit 78), when data_dir, "
+    "encryption, state_dir, local_target_dir, cloud_sync or akosha_url changed and wait for "
+    "a restart, or behind "
     "(the oldest pending change is older than max_delay_seconds + min_upload_interval_seconds "
     "+ 60 s), 3 with no daemon."
 )
@@ -114,6 +115,18 @@ def capture_problem(failures: Mapping[str, Any]) -> str | None:
     )
 
 
+def memories_held(memories: Any) -> str | None:
+    """The line for memories Akosha did not store at the last delivery (status
+    ``memories.held``; they are sent again later), else None."""
+    if not isinstance(memories, Mapping):
+        return None
+    held = memories.get("held")
+    if not isinstance(held, int) or isinstance(held, bool) or held <= 0:
+        return None
+    first = memories.get("held_first") or "no reason recorded"
+    return f"{held} memories not stored by Akosha yet ({first}); sent again later"
+
+
 def drill_not_run(why: str | None) -> str | None:
     """The line for a restore drill that could not run (``why``; None: it ran): tried again
     later; until one runs, nothing says the uploads can be restored."""
@@ -167,6 +180,9 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
         problems.append(capture_problem(failing) or "")
     if status.get("metrics_error"):
         problems.append(str(status["metrics_error"]))
+    held = memories_held(status.get("memories"))
+    if held is not None:
+        problems.append(held)
     drill = _failed_drill(status.get("last_drill"))
     if drill:
         problems.append(drill)

@@ -225,10 +225,15 @@ class Metrics:
                 self.uploads.labels(report.target, "failed").inc()
             if report.bytes_sent:
                 self.bytes_sent.labels(report.target).inc(report.bytes_sent)
-        if report.memories is not None and report.memories.get("delivered"):
+        memories = report.memories or {}
+        if report.memory_error:
+            if "circuit open" not in report.memory_error:
+                self.uploads.labels("http", "failed").inc()
+        elif memories.get("delivered"):
             self.uploads.labels("http", "ok").inc()
-        elif report.memory_error and "circuit open" not in report.memory_error:
-            self.uploads.labels("http", "failed").inc()
+        sent = memories.get("bytes_sent")
+        if isinstance(sent, int) and sent > 0:  # requests to Akosha, failed ones too
+            self.bytes_sent.labels("http").inc(sent)
 
     def count(self, target: str, method: str) -> None:
         """One request of ``target`` in ``akoshad_requests_total``, by method (operation)."""

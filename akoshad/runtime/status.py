@@ -18,6 +18,7 @@ from akoshad.runtime.health import (
     capture_problem,
     data_dir_problem,
     drill_not_run,
+    memories_held,
     nothing_selected,
     nothing_to_back_up,
 )
@@ -76,6 +77,7 @@ class StatusView:
         missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
         empty = None if missing else await self.nothing_to_back_up()
         webhooks = await p.webhooks.status()
+        memories = await p.memory_sync.status() if p.akosha_client is not None else None
         result: dict[str, Any] = {
             "state": self.state_word(degraded),
             "pid": os.getpid(),
@@ -98,7 +100,7 @@ class StatusView:
             "last_pass_seconds": p.metrics.last_pass_seconds,  # the last pass, as timed
             "counters": p.stats.counters_dict(),
             "targets": self.targets(),
-            "memories": await p.memory_sync.status() if p.akosha_client is not None else None,
+            "memories": memories,
             "skipped": await state.skipped(),
             "system_id": self.settings.cloud_sync.system_id,
             "webhooks": webhooks,
@@ -107,7 +109,7 @@ class StatusView:
             "drill_not_run": drill_not_run(p.drills.not_run),  # it could not run: why
             "last_prune": await p.prunes.last(),
             "lease": p.owners.lease(p.primary.name),
-            "warnings": self._warnings(missing, empty, webhooks),
+            "warnings": self._warnings(missing, empty, webhooks, memories_held(memories)),
             "metrics_error": self.metrics_error,
             "restart_pending": list(self.restart_pending),  # changed, applied at a restart
             "reload_refused": self.reload_refused(),  # the file on disk would not start
@@ -142,10 +144,15 @@ class StatusView:
         return None if why is None else nothing_to_back_up(why, uploaded)
 
     def _warnings(
-        self, missing: str | None, empty: str | None, webhooks: list[dict[str, Any]]
+        self,
+        missing: str | None,
+        empty: str | None,
+        webhooks: list[dict[str, Any]],
+        held: str | None = None,
     ) -> list[str]:
         """The status's one-line problems: the store, the queue, metrics, a refused reload,
-        a crash's upload not settled, settings waiting for a restart, failing webhooks."""
+        a crash's upload not settled, memories Akosha did not store yet, settings waiting
+        for a restart, failing webhooks."""
         unsettled = self.unsettled()
         waiting = (
             None
@@ -156,6 +163,7 @@ class StatusView:
         lines.append(capture_problem(self.parts.stats.capture_failures))
         lines.append(drill_not_run(self.parts.drills.not_run))
         lines.append(waiting)
+        lines.append(held)
         return [w for w in lines if w] + self._restart_warnings() + failing_webhooks(webhooks)
 
     def _restart_warnings(self) -> list[str]:

@@ -62,6 +62,19 @@ class MemoryOps(StoreBase):
             )
         )
 
+    async def recent_memory_skips(self, limit: int) -> dict[str, str]:
+        """The ``limit`` memories skipped last: memory_id -> reason."""
+        return await self.transaction(
+            lambda c: {
+                str(r[0]): str(r[1])
+                for r in c.execute(
+                    "SELECT memory_id, reason FROM memories_skipped "
+                    "ORDER BY at DESC, memory_id LIMIT ?",
+                    (limit,),
+                )
+            }
+        )
+
     # ---- memories: skip records and cloud uploads (issue 4, used by memory_sync) ------
     @staticmethod
     def _in_chunks(c: sqlite3.Connection, sql: str, ids: Sequence[str]) -> list[tuple[Any, ...]]:

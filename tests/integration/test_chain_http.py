@@ -104,3 +104,36 @@ def test_an_akosha_that_never_answers_does_not_hold_up_the_file_upload(
             proc.wait()
     finally:
         akosha_server.delay(0)
+
+
+def test_a_memory_akosha_did_not_store_fails_the_run_and_goes_out_later(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    """A per-item error that is no rejection of the row: the memory is not dropped.
+    ``run --once`` exits 1 and its last lines name it; the next run sends it again."""
+    s = _setup(tmp_path, akosha_server.url)
+    _add_rows(s.store / "reflection.duckdb", ["locked"])
+    mid = f"{SYSTEM}:locked"
+    akosha_server.fail({mid: 3}, error="database is locked")
+    res = s.once()
+    assert res.returncode == 1
+    assert "memories not stored by Akosha yet" in res.stderr and mid in res.stderr
+    assert mid not in akosha_server.stored()
+    res = s.once()
+    assert res.returncode == 0, res.stderr
+    assert mid in akosha_server.stored()
+    assert len(akosha_server.stored()) == 36
+
+
+def test_a_memory_skipped_for_good_is_a_warning_naming_it(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    s = _setup(tmp_path, akosha_server.url)
+    _add_rows(s.store / "reflection.duckdb", ["bad-vec"])
+    mid = f"{SYSTEM}:bad-vec"
+    akosha_server.fail({mid: 1}, error="Embedding dim mismatch: expected 384, got 3")
+    res = s.once()
+    warned = [line for line in res.stderr.splitlines() if "skipped for good" in line]
+    assert len(warned) == 1 and "WARNING" in warned[0], res.stderr
+    assert mid in warned[0] and "dim mismatch" in warned[0]
+    assert mid not in akosha_server.stored()

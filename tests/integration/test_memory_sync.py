@@ -268,22 +268,78 @@ async def test_partial_result_resends_only_the_failed_ids(
     assert [len(c["ids"]) for c in akosha_server.calls()] == [10, 2, 1]
 
 
-async def test_a_row_that_keeps_failing_is_skipped_not_retried_forever(
+async def test_a_row_that_keeps_failing_stays_pending_and_is_sent_again(
     rig: Rig, akosha_server: AkoshaServer
 ) -> None:
+    """An error that is no rejection of the row (a lock, a write conflict) leaves the
+    memory pending after the quick retries: held back, shown in status, sent again at the
+    next delivery (also by a new run) until Akosha stores it; never recorded as skipped."""
     add_rows(rig.snapshot, "conversations_v2", 0, 5)
-    akosha_server.fail({"testbox:c000001": 100}, error="weird storage hiccup")
+    error = "TransactionContext Error: Catalog write-write conflict"
+    akosha_server.fail({"testbox:c000001": 4}, error=error)
     sync = await rig.sync(item_retries=2)
     report = await sync.deliver(rig.snapshot)
-    assert report.delivered == 4
-    reason = report.skipped["testbox:c000001"]
-    assert reason.startswith(REJECTED_PREFIX) and "weird storage hiccup" in reason
-    assert "3 attempts" in reason
+    assert report.delivered == 4 and report.skipped == {}
+    assert report.held == {"testbox:c000001": error}
     assert akosha_server.sent_counts()["testbox:c000001"] == 3
+    status = await sync.status()
+    assert (status["held"], status["skipped"]) == (1, 0)
+    assert status["held_first"] == f"testbox:c000001: {error}"
+    assert report.as_dict()["held"] == 1
+    await rig.close()
+
+    sync = await rig.sync(item_retries=2)  # a restart: the memory is still pending
     again = await sync.deliver(rig.snapshot)
-    assert again.requests == 0
-    assert akosha_server.sent_counts()["testbox:c000001"] == 3
-    assert (await sync.status())["skipped"] == 1
+    assert (again.pending, again.delivered, again.held, again.skipped) == (1, 1, {}, {})
+    assert akosha_server.sent_counts()["testbox:c000001"] == 5
+    assert "testbox:c000001" in akosha_server.stored()
+    status = await sync.status()
+    assert (status["held"], status["held_first"], status["delivered"]) == (0, None, 5)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "Invalid Input Error: storage temporarily unavailable",
+        "ingestion backlog too large, try again later",
+        "value must be retried",
+    ],
+)
+async def test_free_text_that_looks_like_a_rejection_is_transient(
+    rig: Rig, akosha_server: AkoshaServer, error: str
+) -> None:
+    """A batch Akosha stored none of stays transient whatever its error says; a word
+    such as "invalid" or "too large" does not drop the memories."""
+    add_rows(rig.snapshot, "conversations_v2", 0, 2)
+    akosha_server.fail({i: 1 for i in ids("c", 0, 2)}, error=error)
+    sync = await rig.sync(item_retries=0)
+    with pytest.raises(DeliveryInterrupted, match="stored none"):
+        await sync.deliver(rig.snapshot)
+    assert (await sync.status())["skipped"] == 0
+    report = await sync.deliver(rig.snapshot)
+    assert (report.delivered, report.skipped) == (2, {})
+    assert akosha_server.stored() == ids("c", 0, 2)
+
+
+async def test_a_memory_an_older_akoshad_gave_up_on_is_sent_again(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    """A skip recorded for a passing error (``... (after 3 attempts)``) by an akoshad that
+    dropped such memories is no rejection: the memory goes out again. A real rejection
+    and a memory too large stay skipped."""
+    add_rows(rig.snapshot, "conversations_v2", 0, 3)
+    sync = await rig.sync()
+    await sync.state.mark_memories_skipped(
+        {
+            "testbox:c000000": REJECTED_PREFIX + "database is locked (after 3 attempts)",
+            "testbox:c000001": REJECTED_PREFIX + "Embedding dim mismatch: expected 384",
+            "testbox:c000002": REJECTED_PREFIX + "Akosha answered tools/call with HTTP 413: x",
+        }
+    )
+    report = await sync.deliver(rig.snapshot)
+    assert (report.pending, report.delivered) == (1, 1)
+    assert akosha_server.stored() == {"testbox:c000000"}
+    assert (await sync.status())["skipped"] == 2
 
 
 async def test_rows_akosha_rejects_outright_are_skipped_at_once(

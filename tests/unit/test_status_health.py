@@ -109,6 +109,10 @@ def test_behind_threshold_adds_the_upload_interval() -> None:
             "refuse that file too (exit 78)",
         ),
         (
+            {"memories": {"delivered": 3, "held": 2, "held_first": "box:a: database is locked"}},
+            "2 memories not stored by Akosha yet (box:a: database is locked); sent again later",
+        ),
+        (
             {"restart_pending": ["log_level", "encryption", "local_target_dir"]},
             "encryption, local_target_dir changed in the configuration: the previous values "
             "are used until akoshad is restarted",
@@ -136,6 +140,22 @@ def test_check_passes_with_a_good_drill_or_one_that_only_lacked_the_identity() -
 def test_check_passes_while_only_log_settings_wait_for_a_restart() -> None:
     pending = {"restart_pending": ["log_level", "log_format", "webhooks", "metrics_listen"]}
     assert check_problems({**HEALTHY, **pending}) == []
+
+
+def test_memories_skipped_or_none_held_pass_the_check_and_show_in_status() -> None:
+    memories = {
+        "delivered": 3,
+        "skipped": 1,
+        "held": 0,
+        "held_first": None,
+        "last_skipped": {"box:v": "rejected by Akosha: Embedding dim mismatch"},
+    }
+    assert check_problems({**HEALTHY, "memories": memories}) == []
+    text = render_status({**HEALTHY, "memories": memories}, now=time.time())
+    assert "memories   3 delivered to Akosha, 1 skipped" in text
+    assert "  skipped box:v: rejected by Akosha: Embedding dim mismatch" in text
+    held = render_status({**HEALTHY, "memories": {**memories, "held": 2}}, now=time.time())
+    assert "1 skipped, 2 held back (sent again later)" in held
 
 
 def test_check_not_behind_within_the_limit() -> None:
