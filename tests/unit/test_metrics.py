@@ -163,6 +163,20 @@ def test_pass_done_counts_uploads_bytes_and_durations() -> None:
     assert metrics.last_pass_seconds == 0.2
 
 
+def test_bytes_sent_to_akosha_count_for_the_http_target() -> None:
+    """The request bodies posted to Akosha, by a delivery that failed too."""
+    metrics = Metrics()
+    metrics.targets_known(["local"])
+    metrics.pass_done(PassReport(target="local", memories={"delivered": 3, "bytes_sent": 700}), 1)
+    held = {"delivered": 1, "held": 2, "bytes_sent": 50}
+    metrics.pass_done(PassReport(target="local", memories=held, memory_error="2 not stored"), 1)
+    m = scrape(metrics, status())
+    assert value(m, "akoshad_bytes_sent_total", target="http") == 750
+    assert value(m, "akoshad_bytes_sent_total", target="local") == 0
+    assert value(m, "akoshad_uploads_total", target="http", outcome="ok") == 1
+    assert value(m, "akoshad_uploads_total", target="http", outcome="failed") == 1
+
+
 def test_own_registry_not_the_global_one() -> None:
     from prometheus_client import REGISTRY
 
