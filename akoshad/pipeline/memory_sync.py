@@ -27,11 +27,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from loguru import logger
 
 from akoshad.akosha.client import AkoshaClient
 from akoshad.akosha.encoding import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, Memory
@@ -45,67 +42,23 @@ from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.heap import trim
 from akoshad.pipeline.chain import BreakerState, CircuitBreaker
 from akoshad.pipeline.cloud_memories import LOAD_CHUNK, READ_ERRORS, CloudMemories
+from akoshad.pipeline.delivery_report import (
+    LOGGED_IDS,
+    CircuitOpen,
+    DeliveryInterrupted,
+    DeliveryReport,
+    first_reason,
+    log_skipped,
+)
 from akoshad.pipeline.stats import Stats
 from akoshad.store.db import StateDB
 
+__all__ = ["REJECTED_PREFIX", "DeliveryInterrupted", "DeliveryReport", "MemorySync"]
+
 METHOD = "http"
 RESET_TRIES = 2  # a batch whose request is reset this many times is split (as for a 413)
-LOGGED_IDS = 5  # of the memories skipped in one delivery, how many the log line names
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass
-class DeliveryReport:
-    """What one :meth:`MemorySync.deliver` did."""
-
-    rows: int = 0  # rows in the snapshot's memory tables
-    already: int = 0  # delivered before this call
-    pending: int = 0  # to send this call
-    delivered: int = 0  # newly confirmed (stored now or Duplicate key)
-    duplicates: int = 0  # of which Akosha already had
-    requests: int = 0  # batch_store_memories calls
-    retried: int = 0  # items resent after a partial result
-    skipped: dict[str, str] = field(default_factory=dict)  # newly skipped: id -> reason
-    held: dict[str, str] = field(default_factory=dict)  # not stored, sent again: id -> error
-    bytes_sent: int = 0  # request bodies posted to Akosha
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "already": self.already,
-            "pending": self.pending,
-            "delivered": self.delivered,
-            "duplicates": self.duplicates,
-            "requests": self.requests,
-            "retried": self.retried,
-            "skipped": len(self.skipped),
-            "held": len(self.held),
-            "bytes_sent": self.bytes_sent,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-class DeliveryInterrupted(TransientError):
-    """A transient failure stopped :meth:`MemorySync.deliver`; ``report`` holds what was
-    recorded before it (confirmed batches are in the state DB)."""
-
-    def __init__(
-        self,
-        message: str,
-        report: DeliveryReport,
-        *,
-        retry_after: float | None = None,
-        circuit_open: bool = False,
-    ):
-        super().__init__(message, retry_after=retry_after)
-        self.report = report
-        self.circuit_open = circuit_open  # nothing was sent: the circuit is open
-
-
-class _CircuitOpen(TransientError):
-    """The circuit is open: nothing was sent."""
 
 
 def _one_per_id(refs: list[RowRef]) -> list[RowRef]:
@@ -194,7 +147,7 @@ class MemorySync(CloudMemories):
                     str(exc),
                     report,
                     retry_after=exc.retry_after,
-                    circuit_open=isinstance(exc, _CircuitOpen),
+                    circuit_open=isinstance(exc, CircuitOpen),
                 ) from exc
             except (PermanentError, SnapshotError) as exc:
                 self.last_error = str(exc)
@@ -206,7 +159,7 @@ class MemorySync(CloudMemories):
                     report.bytes_sent = self.client.bytes_sent - sent_before
                 self.held.update(report.held)
                 self.last_report = report
-                _log_skipped(report.skipped)
+                log_skipped(report.skipped)
                 if report.pending:
                     await asyncio.to_thread(trim)  # what the loaded batches left in the heap
             self.held = dict(report.held)  # every pending memory was tried
@@ -261,7 +214,7 @@ class MemorySync(CloudMemories):
 
     def _circuit_open(self) -> TransientError:
         assert self.breaker is not None
-        return _CircuitOpen(
+        return CircuitOpen(
             f"Akosha circuit open ({self.breaker.last_error}); "
             f"next try in {self.breaker.retry_in():.0f} s",
             retry_after=self.breaker.retry_in(),
@@ -410,7 +363,7 @@ class MemorySync(CloudMemories):
             "delivered": delivered,
             "skipped": skipped,
             "held": len(self.held),
-            "held_first": _first(self.held),
+            "held_first": first_reason(self.held),
             "last_skipped": await self.state.recent_memory_skips(LOGGED_IDS),
             "delivered_since_start": self.delivered_since_start,
             "skipped_since_start": self.skipped_since_start,
@@ -420,26 +373,3 @@ class MemorySync(CloudMemories):
             "circuit": self.breaker.snapshot() if self.breaker is not None else None,
             "last_delivery": self.last_report.as_dict() if self.last_report else None,
         }
-
-
-def _first(reasons: dict[str, str]) -> str | None:
-    """``id: reason`` of the first of ``reasons`` (by id); None when empty."""
-    if not reasons:
-        return None
-    memory_id = min(reasons)
-    return f"{memory_id}: {reasons[memory_id]}"
-
-
-def _log_skipped(skipped: dict[str, str]) -> None:
-    """One WARNING line for the memories one delivery skipped for good: the first ids with
-    their reasons, and how many more."""
-    if not skipped:
-        return
-    named = sorted(skipped)[:LOGGED_IDS]
-    more = f"; and {len(skipped) - len(named)} more" if len(skipped) > len(named) else ""
-    logger.warning(
-        "{} memories not sent to Akosha, skipped for good: {}{}",
-        len(skipped),
-        "; ".join(f"{m}: {skipped[m]}" for m in named),
-        more,
-    )

@@ -28,7 +28,8 @@ from akoshad.names import MEMORIES_NAME, MEMORY_DB
 from akoshad.pipeline.capture.snapshot import Captured, CaptureResult
 from akoshad.pipeline.chain import CircuitBreaker
 from akoshad.pipeline.cloud_memories import StreamTo
-from akoshad.pipeline.memory_sync import DeliveryInterrupted, DeliveryReport, MemorySync
+from akoshad.pipeline.delivery_report import DeliveryInterrupted, DeliveryReport
+from akoshad.pipeline.memory_sync import MemorySync
 from akoshad.pipeline.stats import Stats
 from akoshad.ratelog import RateLimitedLog
 from akoshad.store.db import StateDB
