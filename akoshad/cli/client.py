@@ -9,8 +9,8 @@ The result fields read here (all optional; a missing one shows as ``-`` or 0):
   counters{files_uploaded, bytes_uploaded, bytes_sent, deduplicated, failures, retries},
   targets{name: {available, last_error, last_success_at (epoch s)}}``, plus the extras
   ``paused``, ``degraded_reason`` (str), ``targets.<name>.primary`` (bool) and ``.circuit``
-  (``closed|open|half_open``), ``memories{delivered, skipped, circuit{state, ...},
-  last_error}`` and
+  (``closed|open|half_open``), ``memories{delivered, skipped, held, held_first,
+  last_skipped{id: reason}, circuit{state, ...}, last_error}`` and
   ``skipped{path: reason}``, ``warnings[str]``, ``reload_refused`` (null or str),
   ``waiting_for_data_dir`` (bool),
   ``oldest_pending_age_seconds`` (null or s), ``behind_after_seconds`` (s) and
