@@ -5,14 +5,18 @@ Prints, for three corpora (session-buddy-like conversation text from
 rate of ``SecretRedactor.redact`` on one core, in MB of text per CPU second (robust to
 the load of a shared machine; the load average is printed beside it); then the CPU time
 to load and batch every memory of a generated ``reflection.duckdb`` with redaction on and
-off, where DuckDB's check of the redactor's gate spares most texts the scan.
+off, where DuckDB's check of the redactor's gate spares most texts the scan; and the
+time to scan one long line of random base64 (a pasted screenshot) of 100 KB to 5 MB, with
+and without the word "okta" in it (a rule's keyword: 68 s for 2 MB before its regex was run
+only near the keyword), alone with ``--long-lines``.
 
-    python bench/redact_bench.py [--conversations N]
+    python bench/redact_bench.py [--conversations N] [--long-lines]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import glob
 import os
 import random
@@ -58,11 +62,31 @@ def conversation_corpus(store: Path) -> str:
     return "\n".join(r[0] for r in rows)
 
 
+def long_lines(redactor: SecretRedactor) -> None:
+    """One line of random base64 per size, with and without a keyword ("okta") at its head."""
+    for head in ("data:image/png;base64,", "my okta login screenshot: data:image/png;base64,"):
+        for size in (100_000, 800_000, 2_000_000, 5_000_000):
+            body = base64.b64encode(random.Random(size).randbytes(size * 3 // 4)).decode()
+            text = head + body
+            t0 = time.process_time()
+            redactor.redact(text)
+            took = time.process_time() - t0
+            label = f"one line, {'with' if 'okta' in head else 'no'} okta"
+            print(
+                f"{label:42s} {len(text) / 1e6:7.2f} MB  {len(text) / 1e6 / took:6.1f} MB/s  "
+                f"({took:.2f} CPU s)"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--conversations", type=int, default=1500)
     ap.add_argument("--make-store", type=Path, default=MAKE_STORE, help="make_store.py to use")
+    ap.add_argument("--long-lines", action="store_true", help="only the long-line figures")
     args = ap.parse_args()
+    if args.long_lines:
+        long_lines(SecretRedactor())
+        return
     with tempfile.TemporaryDirectory(prefix="akoshad-redact-bench-") as tmp:
         store = Path(tmp) / "store"
         subprocess.run(
@@ -101,6 +125,7 @@ def main() -> None:
         for name, text in corpora.items():
             mbps, found = rate(redactor, text)
             print(f"{name:42s} {len(text) / 1e6:7.2f} MB  {mbps:6.1f} MB/s  {found} found")
+        long_lines(redactor)
         # as delivery scans: one memory text at a time
         rows = corpora["conversations (make_store)"].split("\n")
         times = []

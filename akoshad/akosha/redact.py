@@ -10,8 +10,11 @@ Speed comes from gitleaks' keyword prefilter: a rule's regex only runs on the li
 contain one of its keywords (found in one pass over the lowercased text), except the few
 rules that span lines (PEM blocks), which run on the whole text when their keyword occurs;
 and a rule runs only if the text also holds one of the literals its regex needs
-(:mod:`akoshad.akosha.redact_gate`). :attr:`SecretRedactor.gate` lets a reader with a
-fast regex engine (DuckDB's RE2) tell the ASCII texts that need no scan at all.
+(:mod:`akoshad.akosha.redact_gate`). On a keyword's line, a match is looked for only where
+it starts within ``KEYWORD_REACH`` characters of the keyword (or the rule's longest match):
+a long line costs in proportion to its length, not to its length times its keywords.
+:attr:`SecretRedactor.gate` lets a reader with a fast regex engine (DuckDB's RE2) tell the
+ASCII texts that need no scan at all.
 Redaction is idempotent: ``[REDACTED:<kind>]`` matches no rule.
 """
 
@@ -32,6 +35,9 @@ from akoshad.akosha.redact_rules import Rule, RuleSet, load_rules
 PLACEHOLDER = "[REDACTED:{kind}]"
 # how far a finding's line is read either side of it, for the allow lists that look at lines
 LINE_CONTEXT = 4096
+# how far from a keyword a rule's match may start (or the rule's longest match, if longer):
+# a long line is not searched in full for each keyword in it
+KEYWORD_REACH = 1000
 # the left context gitleaks opens many rules with (``redact_rules``), matched by hand
 _LEFT_CHARS = re.compile(r"[\w.-]{0,50}\Z")
 # Values that only name or hide a secret: never redacted (false positives cost memories).
@@ -60,6 +66,15 @@ def shannon_entropy(text: str) -> float:
         return 0.0
     n = len(text)
     return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Where a rule's regex runs: matches starting in [start, last_start], read up to end."""
+
+    start: int
+    last_start: int
+    end: int
 
 
 @dataclass
@@ -103,24 +118,44 @@ class SecretRedactor:
                 hits.setdefault(rule, []).extend(ends)
         return hits
 
-    def _windows(self, text: str, offsets: list[int]) -> Iterator[tuple[int, int]]:
+    def _windows(self, text: str, offsets: list[int]) -> Iterator[tuple[int, int, list[int]]]:
         """The line of each keyword offset and the line after it (a value may follow its key
         on the next line: ``token:\\n  <value>``, which gitleaks' rules match), merged, as
-        (start, end) spans. Each character is searched for a line end once at most."""
+        (start, end, the offsets in it). Each character is searched for a line end once at
+        most."""
         start = end = -1
         last_line = 0  # where the window's last line starts
+        inside: list[int] = []
         for pos in sorted(offsets):
             if pos < end:
                 if pos >= last_line:  # on the window's last line: it takes the next one
                     last_line, end = end + 1, _line_end(text, end + 1)
+                inside.append(pos)
                 continue
             if end >= 0:
-                yield start, end
+                yield start, end, inside
             start = text.rfind("\n", 0, pos) + 1
             eol = _line_end(text, pos)
             last_line, end = eol + 1, _line_end(text, eol + 1)
+            inside = [pos]
         if end >= 0:
-            yield start, end
+            yield start, end, inside
+
+    def _spans(self, rule: Rule, text: str, offsets: list[int]) -> Iterator[_Span]:
+        """Where ``rule`` is looked for: its match starts within KEYWORD_REACH characters
+        (or its longest match) of a keyword, on the keyword's line or the next."""
+        reach = max(KEYWORD_REACH, rule.width)
+        for w_start, w_end, hits in self._windows(text, offsets):
+            first = last = -1
+            for pos in hits:
+                low, high = max(w_start, pos - reach), min(w_end, pos + reach)
+                if first >= 0 and low > last:
+                    yield _Span(first, last, min(w_end, last + rule.width + 2))
+                    first = -1
+                if first < 0:
+                    first = low
+                last = high
+            yield _Span(first, last, min(w_end, last + rule.width + 2))
 
     def _accept(self, rule: Rule, m: re.Match[str]) -> tuple[int, int] | None:
         start, end = rule.secret_span(m)
@@ -174,17 +209,13 @@ class SecretRedactor:
             ):
                 continue  # its keyword occurs, but not what its regex needs
             whole = rule.multiline or not offsets or not aligned
-            for w_start, w_end in [(0, len(text))] if whole else self._windows(text, offsets):
-                window = text if whole else text[w_start:w_end]
-                if rule.starts is None or not ascii_text:
-                    matches: Iterable[re.Match[str]] = rule.regex.finditer(window)
-                else:
-                    low = lower if whole else lower[w_start:w_end]
-                    matches = anchored(rule.regex, rule.starts, window, low)
-                for m in matches:
-                    span = self._accept(rule, m)
-                    if span is not None:
-                        found.append(Finding(w_start + span[0], w_start + span[1], rule.kind))
+            spans = [_Span(0, len(text), len(text))] if whole else self._spans(rule, text, offsets)
+            for span in spans:
+                for m in _matches(rule, text, lower, ascii_text, span):
+                    found_at = self._accept(rule, m)
+                    if found_at is not None:
+                        start, end = found_at
+                        found.append(Finding(span.start + start, span.start + end, rule.kind))
         return _merge(found)
 
     def redact(self, text: str) -> tuple[str, list[str]]:
@@ -207,6 +238,25 @@ def default_redactor() -> SecretRedactor:
     """The redactor of the shipped rules, made once per process (its automaton and gate
     take a few hundred ms: not for every request of the long-lived DuckDB child)."""
     return SecretRedactor()
+
+
+def _matches(
+    rule: Rule, text: str, lower: str, ascii_text: bool, span: _Span
+) -> Iterator[re.Match[str]]:
+    """The matches of ``rule`` that start in ``span``, in the window ``text[span.start:
+    span.end]`` (a match's offsets are the window's, as if it were the whole text)."""
+    whole = span.start == 0 and span.end == len(text)
+    window = text if whole else text[span.start : span.end]
+    if rule.starts is None or not ascii_text:
+        matches: Iterable[re.Match[str]] = rule.regex.finditer(window)
+    else:
+        low = lower if whole else lower[span.start : span.end]
+        matches = anchored(rule.regex, rule.starts, window, low)
+    last = span.last_start - span.start
+    for m in matches:
+        if m.start() > last:
+            return
+        yield m
 
 
 def _inside_a_word(kind: str, before: str) -> bool:

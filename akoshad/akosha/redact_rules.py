@@ -9,6 +9,7 @@ comes with its keywords, its allow lists and the literals its matches need
 from __future__ import annotations
 
 import re
+import re._parser as sre_parse
 import tomllib
 import warnings
 from collections.abc import Iterable
@@ -22,6 +23,11 @@ from akoshad.akosha.redact_gate import Literals, needed_literals, start_literals
 # gitleaks opens many rules with this left context; it only widens the match leftwards,
 # so it is matched by hand (a regex that starts with it is five times slower).
 _LEFT_CONTEXT = "(?i)[\\w.-]{0,50}?"
+# ... and a few (okta, sumo, meraki, cohere, privateai) with this doubled one: as a regex it
+# is tried at every position of a line, some 2,500 steps each (a long line took minutes)
+_DOUBLE_LEFT_CONTEXT = "[\\w.-]{0,50}?(?i:[\\w.-]{0,50}?"
+# the longest match a rule with an unbounded repeat is looked for (:attr:`Rule.width`)
+MAX_MATCH = 4096
 
 # akoshad's own rules: (id, regex, secret group, keywords).
 _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
@@ -146,6 +152,7 @@ class Rule:
     left_context: bool = False  # the match extends left over up to 50 [\w.-] characters
     literals: Literals | None = None  # one of them is in every match (None: unknown)
     starts: Literals | None = None  # every match starts with one of them (None: unknown)
+    width: int = MAX_MATCH  # the longest match (at most MAX_MATCH)
 
     def secret_span(self, m: re.Match[str]) -> tuple[int, int]:
         """The span of the secret inside a match (the group, else the whole match)."""
@@ -203,10 +210,7 @@ def load_rules() -> RuleSet:
     )
     rules = RuleSet(global_allow=_allowlists([raw.get("allowlist", {})]))
     for entry in raw.get("rules", []):
-        pattern = entry.get("regex")
-        left = bool(pattern) and pattern.startswith(_LEFT_CONTEXT)
-        if left:
-            pattern = "(?i)" + pattern[len(_LEFT_CONTEXT) :]
+        pattern, left = _strip_left_context(entry.get("regex") or "")
         compiled = _compile(pattern) if pattern else None
         if compiled is None:
             rules.skipped.append(entry.get("id", "?"))
@@ -223,6 +227,7 @@ def load_rules() -> RuleSet:
                 left_context=left,
                 literals=needed_literals(compiled),
                 starts=_starts(compiled),
+                width=_width(compiled),
             )
         )
     for kind, pattern, group, keywords in _OWN_RULES:
@@ -236,9 +241,27 @@ def load_rules() -> RuleSet:
                 keywords,
                 literals=needed_literals(regex),
                 starts=_starts(regex),
+                width=_width(regex),
             )
         )
     return rules
+
+
+def _strip_left_context(pattern: str) -> tuple[str, bool]:
+    """The pattern without gitleaks' left context, and whether it had one."""
+    if pattern.startswith(_LEFT_CONTEXT):
+        return "(?i)" + pattern[len(_LEFT_CONTEXT) :], True
+    if pattern.startswith(_DOUBLE_LEFT_CONTEXT):
+        return "(?i:" + pattern[len(_DOUBLE_LEFT_CONTEXT) :], True
+    return pattern, False
+
+
+def _width(regex: re.Pattern[str]) -> int:
+    """The longest match of ``regex``, at most MAX_MATCH."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        longest = sre_parse.parse(regex.pattern, regex.flags).getwidth()[1]
+    return min(int(longest), MAX_MATCH)
 
 
 def _starts(regex: re.Pattern[str]) -> Literals | None:

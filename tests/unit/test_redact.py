@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import random
 import re
 import time
 
 import pytest
 
-from akoshad.akosha.redact import SecretRedactor, shannon_entropy
+from akoshad.akosha.redact import KEYWORD_REACH, SecretRedactor, shannon_entropy
 from akoshad.akosha.redact_rules import go_to_python_regex, load_rules
 
 # Samples built at run time so that no scanner mistakes this file for a leak.
@@ -206,6 +207,55 @@ def test_many_secrets_on_one_long_line_take_linear_time(redactor: SecretRedactor
     elapsed = time.process_time() - started
     assert len(kinds) > 9_000  # (a few values hold one of gitleaks' stopwords)
     assert elapsed < 10, f"{elapsed:.1f} s of CPU"
+
+
+def _one_line(size: int, head: str = "", middle: str = "") -> str:
+    """One line of random base64 (a pasted screenshot), ``head`` first, ``middle`` halfway."""
+    half = base64.b64encode(random.Random(size).randbytes(size * 3 // 8)).decode()
+    return head + half + middle + half[::-1]
+
+
+OKTA_TOKEN = "00" + "Qm4rT8wZ2kLp9XvB3nHs" * 2
+
+
+def test_a_long_line_is_searched_only_near_its_keywords(redactor: SecretRedactor) -> None:
+    """A rule's regex runs on the characters around each keyword, not on the whole line:
+    a 2 MB one-line memory with "okta" in it took 68 s (the okta rule at every position)."""
+    text = _one_line(2_000_000, head="my okta login screenshot: data:image/png;base64,")
+    rule = next(r for r in redactor.rules.rules if r.kind == "okta-access-token")
+    spans = list(redactor._spans(rule, text, [text.lower().index("okta")]))
+    assert sum(s.end - s.start for s in spans) <= 2 * max(KEYWORD_REACH, rule.width) + 2
+    started = time.process_time()
+    assert redactor.redact(text) == (text, [])
+    assert time.process_time() - started < 2
+
+
+def test_gitleaks_doubled_left_context_is_matched_by_hand() -> None:
+    """The rules that open with ``[\\w.-]{0,50}?(?i:[\\w.-]{0,50}?`` are tried only where
+    their product's name occurs (as a regex: some 2,500 steps at every position)."""
+    kinds = {"okta-access-token", "sumologic-access-id", "cisco-meraki-api-key"}
+    kinds |= {"cohere-api-token", "privateai-api-token"}
+    rules = [r for r in load_rules().rules if r.kind in kinds]
+    assert len(rules) == len(kinds)
+    assert all(r.left_context and r.starts is not None for r in rules)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        f"my_okta_token: {OKTA_TOKEN}",
+        f"{'x' * 60}_okta_api_token = '{OKTA_TOKEN}'",
+        f"okta:\n  {OKTA_TOKEN}\n",
+    ],
+)
+def test_a_secret_by_its_keyword_in_a_huge_line_is_found(
+    redactor: SecretRedactor, secret: str
+) -> None:
+    text = _one_line(2_000_000, middle=f" {secret} ")
+    out, kinds = redactor.redact(text)
+    assert kinds == ["okta-access-token"]
+    assert OKTA_TOKEN not in out
+    assert len(out) == len(text) - len(OKTA_TOKEN) + len("[REDACTED:okta-access-token]")
 
 
 def test_every_text_rule_of_the_shipped_set_compiles() -> None:
