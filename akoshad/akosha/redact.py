@@ -251,7 +251,7 @@ def _matches(
         matches: Iterable[re.Match[str]] = rule.regex.finditer(window)
     else:
         low = lower if whole else lower[span.start : span.end]
-        matches = anchored(rule.regex, rule.starts, window, low)
+        matches = anchored(rule.regex, rule.starts, window, low, rule.line_head)
     last = span.last_start - span.start
     for m in matches:
         if m.start() > last:

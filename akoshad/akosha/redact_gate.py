@@ -186,11 +186,19 @@ def _shortest(alternatives: set[Literal]) -> list[Literal]:
 
 
 def anchored(
-    regex: re.Pattern[str], starts: Literals, text: str, lower: str
+    regex: re.Pattern[str],
+    starts: Literals,
+    text: str,
+    lower: str,
+    line_head: re.Pattern[str] | None = None,
 ) -> Iterator[re.Match[str]]:
     """``regex.finditer(text)`` for a regex whose every match starts with one of
     ``starts``: tried only where one of them occurs (``lower``: the ASCII ``text``
-    lowercased), not at every position of the text."""
+    lowercased), not at every position of the text. ``line_head``: the regex is that head
+    followed by ``(?:.*``, reading on over the rest of the line (``\\bcurl\\b(?:.*...``):
+    when it fails where the head matched, it fails at every later start on that line too
+    (a match from there would be one from here), so those are not tried: one attempt per
+    line, however many starts a line holds."""
     at: set[int] = set()
     for literal, icase in starts:
         where, needle = (lower, literal.lower()) if icase else (text, literal)
@@ -206,3 +214,6 @@ def anchored(
         if m is not None:
             yield m
             end = max(m.end(), i + 1)
+        elif line_head is not None and line_head.match(text, i) is not None:
+            eol = text.find("\n", i)
+            end = len(text) if eol < 0 else eol + 1

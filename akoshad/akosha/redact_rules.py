@@ -73,10 +73,12 @@ def go_to_python_regex(pattern: str) -> str:
     """Translate the RE2 spellings Python's ``re`` does not take.
 
     ``\\z`` becomes ``\\Z``; a flag group such as ``(?i)`` in the middle of a pattern (RE2
-    applies it to the rest of the enclosing group) becomes a scoped ``(?i:...)``.
+    applies it to the rest of the enclosing group, its later alternatives included) becomes
+    a scoped ``(?i:...)``, closed before each ``|`` of that group and opened again after it
+    (``(?:"(?i)a"|'b')`` is ``(?:"(?i:a")|(?i:'b'))``, not ``"`` before either).
     """
     out: list[str] = []
-    closers: list[int] = [0]  # per open group: how many scoped flag groups to close
+    scoped: list[list[str]] = [[]]  # per open group: the flags scoped since it opened
     i, n, in_class = 0, len(pattern), False
     while i < n:
         ch = pattern[i]
@@ -99,19 +101,22 @@ def go_to_python_regex(pattern: str) -> str:
             flags = re.match(r"\(\?([a-zA-Z]+)\)", pattern[i:])
             if flags and i > 0:
                 out.append(f"(?{flags.group(1)}:")
-                closers[-1] += 1
+                scoped[-1].append(flags.group(1))
                 i += len(flags.group(0))
                 continue
-            closers.append(0)
+            scoped.append([])
             out.append(ch)
+        elif ch == "|":
+            flags_here = scoped[-1]
+            out.append(")" * len(flags_here) + "|" + "".join(f"(?{f}:" for f in flags_here))
         elif ch == ")":
-            out.append(")" * closers.pop() + ")")
-            if not closers:
-                closers.append(0)
+            out.append(")" * len(scoped.pop()) + ")")
+            if not scoped:
+                scoped.append([])
         else:
             out.append(ch)
         i += 1
-    out.append(")" * sum(closers))
+    out.append(")" * sum(len(f) for f in scoped))
     return "".join(out)
 
 
@@ -153,6 +158,8 @@ class Rule:
     literals: Literals | None = None  # one of them is in every match (None: unknown)
     starts: Literals | None = None  # every match starts with one of them (None: unknown)
     width: int = MAX_MATCH  # the longest match (at most MAX_MATCH)
+    # a regex that is this head then ``(?:.*``: one attempt per line (``redact_gate.anchored``)
+    line_head: re.Pattern[str] | None = None
 
     def secret_span(self, m: re.Match[str]) -> tuple[int, int]:
         """The span of the secret inside a match (the group, else the whole match)."""
@@ -187,6 +194,16 @@ def _allowlists(raw: Iterable[dict[str, Any]]) -> tuple[Allowlist, ...]:
             )
         )
     return tuple(out)
+
+
+# a regex that opens with a whole word and reads on over the rest of its line
+_LINE_HEAD = re.compile(r"(\\b\w+\\b)\(\?:\.\*")
+
+
+def _line_head(pattern: str) -> re.Pattern[str] | None:
+    """``\\bcurl\\b`` of ``\\bcurl\\b(?:.*...``, compiled; None for other regexes."""
+    m = _LINE_HEAD.match(pattern)
+    return None if m is None else re.compile(m.group(1))
 
 
 def _is_multiline(pattern: str) -> bool:
@@ -228,6 +245,7 @@ def load_rules() -> RuleSet:
                 literals=needed_literals(compiled),
                 starts=_starts(compiled),
                 width=_width(compiled),
+                line_head=_line_head(pattern),
             )
         )
     for kind, pattern, group, keywords in _OWN_RULES:
