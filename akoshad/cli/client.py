@@ -318,8 +318,10 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     (or the reply does not say it had none)."""
     payload = {"cmd": "sync", "method": args.method, "wait": bool(args.wait)}
     # --wait: the daemon answers when the drain is over, however long a large first upload
-    # takes; a daemon that stops closes the connection (exit 3), Ctrl-C gives up waiting.
-    result = _ask(settings, payload, None if args.wait else 10.0)
+    # takes (or --timeout runs out: exit 1); a daemon that stops closes the connection
+    # (exit 3), Ctrl-C gives up waiting.
+    timeout = getattr(args, "timeout", None)
+    result = _ask(settings, payload, timeout if args.wait else 10.0)
     if args.json:
         _print_json(result)
     elif not args.wait:

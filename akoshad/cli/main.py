@@ -92,6 +92,17 @@ class _Parser(argparse.ArgumentParser):
         return ns, rest
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds above 0 (``sync --timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line. ``--config`` may come before or after the command: the
     top level and the commands keep it under distinct names, merged once parsed."""
@@ -156,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--method", choices=("auto", "cloud", "http"), default=None, help=SYNC_METHOD_HELP
     )
     sync.add_argument("--json", action="store_true", help="print the raw result object")
+    sync.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="with --wait: give up waiting after SECONDS (exit 1; the daemon's sync goes on)",
+    )
 
     sub.add_parser(
         "pause",

@@ -249,3 +249,48 @@ def test_session_buddy_bucket_shows_where_it_came_from(tmp_path: Path) -> None:
         line.split()[1:] == ["debounce_seconds", "env", "AKOSHAD_DEBOUNCE_SECONDS"]
         for line in lines
     )
+
+
+def test_sync_wait_timeout_gives_up_on_a_daemon_that_never_answers(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """``sync --wait --timeout 1`` against a socket that takes the request and never
+    answers (a wedged daemon): exit 1 in seconds, saying so; without --timeout it would
+    wait for ever. A --timeout that is not a number of seconds above 0 is a usage error."""
+    import socket
+    import threading
+    import time
+
+    sock = short_dir / "akoshad.sock"
+    cfg, env = _setup(tmp_path, sock)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock))
+    server.listen(4)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not done.is_set():
+            try:
+                held.append(server.accept()[0])  # read nothing, answer nothing
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        res = akoshad("sync", "--wait", "--timeout", "1", "--config", str(cfg), env=env)
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert "no reply from the daemon within 1 s" in res.stderr
+        assert time.monotonic() - started < 15
+        for bad in ("0", "-2", "soon"):
+            res = akoshad("sync", "--wait", "--timeout", bad, "--config", str(cfg), env=env)
+            assert res.returncode == 2 and "--timeout" in res.stderr
+    finally:
+        done.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
