@@ -276,35 +276,45 @@ class WebhookSink:
                 h.sent.append(row.id)
             self._delivered(h)
             return True
-        h.attempts += 1
-        h.last_error = error
+        if not self._failed(h, error, row.created_at):
+            return self._retrying(h, error)
+        # every event as old goes too: one attempt each would drain a hanging webhook's
+        # queue at one event per timeout, slower than a busy store fills it
         now = time.time()
         age = now - row.created_at
-        if should_drop(row.created_at, now, h.attempts, self.give_up):
-            # every event as old goes too: one attempt each would drain a hanging webhook's
-            # queue at one event per timeout, slower than a busy store fills it
-            gone, h.dropped = await self.store.drop_expired(
-                row.id, h.id, now - self.give_up, now + self.give_up
-            )
-            h.attempts = 0
-            logger.warning(
-                "webhook {}: {} event dropped, {}{} (last error: {})",
-                h.shown,
-                row.event,
-                f"undelivered for {age:.0f}s" if age >= 0 else "dated ahead of the clock",
-                f"; {gone - 1} more as old with it" if gone > 1 else "",
-                error,
-            )
-            return True
-        self._log.error(
-            f"webhook-{h.id}", "webhook {}: {}; retrying (events wait, none lost)", h.shown, error
+        gone, h.dropped = await self.store.drop_expired(
+            row.id, h.id, now - self.give_up, now + self.give_up
         )
-        return False
+        h.attempts = 0
+        logger.warning(
+            "webhook {}: {} event dropped, {}{} (last error: {})",
+            h.shown,
+            row.event,
+            f"undelivered for {age:.0f}s" if age >= 0 else "dated ahead of the clock",
+            f"; {gone - 1} more as old with it" if gone > 1 else "",
+            error,
+        )
+        return True
 
     def _delivered(self, h: _Hook) -> None:
         h.attempts, h.last_error, h.last_success_at = 0, None, time.time()
         h.delivered += 1
         self._log.ok(f"webhook-{h.id}", "webhook {} answers again", h.shown)
+
+    def _failed(self, h: _Hook, error: str, created_at: float) -> bool:
+        """A failed attempt of ``h`` on an event made at ``created_at``, counted: True when
+        that event is to be given up (``should_drop``)."""
+        h.attempts += 1
+        h.last_error = error
+        return should_drop(created_at, time.time(), h.attempts, self.give_up)
+
+    def _retrying(self, h: _Hook, error: str) -> bool:
+        """Log (rate-limited) that ``h`` failed and its event waits: False, as :meth:`_step`
+        answers for it."""
+        self._log.error(
+            f"webhook-{h.id}", "webhook {}: {}; retrying (events wait, none lost)", h.shown, error
+        )
+        return False
 
     async def _step_from_memory(self, h: _Hook, session: aiohttp.ClientSession) -> bool | None:
         """While the outbox takes no writes: the oldest event of ``h`` held in memory,
@@ -321,17 +331,13 @@ class WebhookSink:
         if error is None:
             self._delivered(h)
             return True
-        h.attempts, h.last_error = h.attempts + 1, error
-        if should_drop(item[3], time.time(), h.attempts, self.give_up):
-            h.attempts, h.dropped = 0, h.dropped + 1
-            logger.warning("webhook {}: {} event dropped (last error: {})", h.shown, item[1], error)
-            return True
-        with self._pending_lock:
-            self._pending.insert(0, item)  # first again: the events of ``h`` stay in order
-        self._log.error(
-            f"webhook-{h.id}", "webhook {}: {}; retrying (events wait, none lost)", h.shown, error
-        )
-        return False
+        if not self._failed(h, error, item[3]):
+            with self._pending_lock:
+                self._pending.insert(0, item)  # first again: the events of ``h`` stay in order
+            return self._retrying(h, error)
+        h.attempts, h.dropped = 0, h.dropped + 1
+        logger.warning("webhook {}: {} event dropped (last error: {})", h.shown, item[1], error)
+        return True
 
     async def deliver_queued(self, limit: float) -> None:
         """``run --once``: send what is queued, in order, until a webhook fails or ``limit``
