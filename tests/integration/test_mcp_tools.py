@@ -100,11 +100,17 @@ async def timed(session: ClientSession, tool: str, args: dict[str, Any] | None =
 
 
 def running_daemon(rig: Rig) -> subprocess.Popen[bytes]:
-    """Start the daemon and wait until its startup upload is done and nothing is pending."""
+    """Start the daemon and wait until its startup pass is over (its upload made, then its
+    memories delivered: the pass syncs until both are done) and nothing is pending."""
     proc = start_daemon(rig.config, rig.env, rig.tmp / "daemon.log")
+
+    def settled() -> bool:
+        status = rig.status()
+        return bool(status["pending"] == 0 and status["state"] != "syncing")
+
     try:
         wait_for(lambda: rig.cli("status").returncode == 0, 30)
-        wait_for(lambda: rig.uploads() and rig.status()["pending"] == 0, 30)
+        wait_for(lambda: rig.uploads() and settled(), 30)
     except BaseException:
         stop_daemon(proc)
         raise
