@@ -17,11 +17,10 @@ from DuckDB a batch at a time. :func:`list_refs` and :func:`read_memories` do th
 connection the caller opened (``open_copy``, with the worker's memory settings).
 
 Naive ``TIMESTAMP`` values are taken as UTC (what session-buddy writes); ``TIMESTAMP WITH
-TIME ZONE`` values are converted to UTC in SQL. Embeddings are written in their shortest
-float text form, so they round-trip exactly and encode about 40 % smaller, as
-:class:`~akoshad.akosha.encoding.RawJSON` (JSON already, written as is). A part's float32
-vectors (``FLOAT[384]``, session-buddy's) are fetched as numpy arrays and printed by orjson
-(each value's shortest form that reads back as the same float32: 1.2 CPU-s for a store's
+TIME ZONE`` values are converted to UTC in SQL (:mod:`akoshad.akosha.row_sql` holds the
+SQL). Embeddings are written in their shortest float text form, so they round-trip exactly
+and encode about 40 % smaller (:mod:`akoshad.akosha.vectors`). A part's float32 vectors
+(``FLOAT[384]``, session-buddy's) are fetched as numpy arrays (1.2 CPU-s for a store's
 56,000 vectors, against 4.6 for DuckDB's cast to text, the costliest part of
 ``memories.json``); other float lists go through DuckDB's text form (checked by
 :func:`list_rows` in SQL: 384 finite values), never parsed into floats and printed again.
@@ -29,9 +28,6 @@ vectors (``FLOAT[384]``, session-buddy's) are fetched as numpy arrays and printe
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -41,35 +37,26 @@ from typing import Any, NamedTuple
 
 from akoshad.akosha.duckdb_copy import open_copy
 from akoshad.akosha.encoding import Memory, RawJSON
+from akoshad.akosha.row_sql import (
+    REASON_NO_TEXT,
+    embedding_sql,
+    gate_sql,
+    problem_sql,
+    quoted,
+    time_sql,
+)
+from akoshad.akosha.vectors import (
+    FLOAT32_LIST_TYPES,
+    FLOAT_LIST_TYPES,
+    parse_embedding,
+    vector_json,
+)
 
-EMBED_DIM = 384
 TABLES: dict[str, str] = {"conversations_v2": "conversation", "reflections_v2": "reflection"}
-# created_at source column per table, first present wins
-TIME_COLUMNS: dict[str, tuple[str, ...]] = {
-    "conversations_v2": ("timestamp", "created_at"),
-    "reflections_v2": ("created_at", "timestamp"),
-}
 FETCH_ROWS = 256  # rows fetched from DuckDB at a time
 DENSE_SLACK = 16  # other rows a part's range may hold and still be read whole (and a quarter)
 MAX_GATED = 20_000  # ids of texts to scan held at most (gated_ids: some 2 MB)
-
-REASON_NO_EMBEDDING = "no embedding"
-REASON_NON_FINITE = "embedding has non-finite values"
-REASON_NO_TEXT = "no text"
 REASON_DUPLICATE_ID = "id also used by another table"
-
-# what DuckDB's compact text form of finite floats is made of besides its commas; with
-# them taken out (checked on the ASCII bytes: a table lookup, 6x quicker than a regex) the
-# commas of EMBED_DIM values are left, nothing else (counted in the same pass: str.count
-# took twice as long as the lookup)
-_NUMBER_BYTES = b"0123456789.eE+-[]"
-_COMMAS = b"," * (EMBED_DIM - 1)
-_FLOAT_LIST_TYPES = re.compile(r"(FLOAT|REAL|DOUBLE|FLOAT4|FLOAT8)\[\d*\]")
-_FLOAT32_LIST_TYPES = re.compile(r"(FLOAT|REAL|FLOAT4)\[\d*\]")
-
-
-def dim_reason(n: int) -> str:
-    return f"embedding has {n} dimensions, expected {EMBED_DIM}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,46 +101,6 @@ def memory_columns(con: Any) -> dict[str, dict[str, str]]:
     return out
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-# the text is blank: what trims to nothing, trimming what Python's str.strip() does (the
-# loading's test; DuckDB's own trim() leaves tabs and newlines). A text that starts with a
-# visible ASCII character is not blank; nor is one whose first characters do not trim to
-# nothing, and trimming only those is cheap; the whole text is trimmed only when they are
-# blank (trimming every text of a store copied each one: 10x the listing's time)
-_SPACES = " || ".join(f"chr({ord(c)})" for c in map(chr, range(0x3001)) if c.isspace())
-_BLANK_SQL = (
-    "CASE WHEN ord(CAST(content AS VARCHAR)) BETWEEN 33 AND 126 THEN false "
-    f"WHEN length(trim(left(CAST(content AS VARCHAR), 64), {_SPACES})) > 0 THEN false "
-    f"ELSE length(trim(CAST(content AS VARCHAR), {_SPACES})) = 0 END"
-)
-
-
-def _problem_sql(cols: dict[str, str]) -> str:
-    """A SQL expression naming why a row cannot be sent, or NULL."""
-    if "embedding" not in cols:
-        return f"'{REASON_NO_EMBEDDING}'"
-    dtype = cols["embedding"]
-    if not dtype.endswith("]"):  # not a list/array column: nothing usable
-        return f"'{REASON_NO_EMBEDDING}'"
-    emb = "embedding"
-    # a float list is checked as it is (a copy as DOUBLE[] costs memory and time); any
-    # other list is converted value by value, what is no number becoming NULL (a row's
-    # problem, not an error that stops the listing of every row)
-    as_list = emb if _FLOAT_LIST_TYPES.fullmatch(dtype) else f"TRY_CAST({emb} AS DOUBLE[])"
-    return (
-        f"CASE WHEN {emb} IS NULL THEN '{REASON_NO_EMBEDDING}' "
-        f"WHEN len({as_list}) <> {EMBED_DIM} THEN "
-        f"'embedding has ' || len({as_list}) || ' dimensions, expected {EMBED_DIM}' "
-        # a NULL inside the vector is no finite value either (isnan(NULL) is NULL: asked)
-        f"WHEN coalesce(list_bool_or(list_transform({as_list}, "
-        f"lambda x: x IS NULL OR isnan(x) OR isinf(x))), false) THEN '{REASON_NON_FINITE}' "
-        f"WHEN content IS NULL OR {_BLANK_SQL} THEN '{REASON_NO_TEXT}' ELSE NULL END"
-    )
-
-
 def list_rows(snapshot_db: Path, system_id: str) -> list[RowRef]:
     """:func:`list_refs` of a copy opened here."""
     con = open_copy(snapshot_db)
@@ -183,7 +130,7 @@ def iter_refs(con: Any, system_id: str) -> Iterator[RowRef]:
         if cols is None or "id" not in cols or "content" not in cols:
             continue
         cursor = con.execute(
-            f"SELECT CAST(id AS VARCHAR), {_problem_sql(cols)} FROM {_q(table)} "
+            f"SELECT CAST(id AS VARCHAR), {problem_sql(cols)} FROM {quoted(table)} "
             "WHERE id IS NOT NULL ORDER BY 1"
         )
         for original_id, problem in _fetch(cursor):
@@ -193,17 +140,6 @@ def iter_refs(con: Any, system_id: str) -> Iterator[RowRef]:
             if problem is None:
                 seen.add(original)
             yield RowRef(memory_id(system_id, original), table, original, problem)
-
-
-def _time_sql(cols: dict[str, str], table: str) -> str:
-    for name in TIME_COLUMNS[table]:
-        dtype = cols.get(name)
-        if dtype is None:
-            continue
-        if "WITH TIME ZONE" in dtype or dtype == "TIMESTAMPTZ":
-            return f"CAST(timezone('UTC', {_q(name)}) AS VARCHAR)"
-        return f"CAST({_q(name)} AS VARCHAR)"
-    return "NULL"
 
 
 def iso_utc(value: str | None, naive_tz: tzinfo = UTC) -> str | None:
@@ -217,52 +153,6 @@ def iso_utc(value: str | None, naive_tz: tzinfo = UTC) -> str | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=naive_tz)
     return parsed.isoformat()
-
-
-def _parse_embedding(text: str | None, checked: bool = False) -> RawJSON | list[float] | str:
-    """The vector, or the reason it is unusable.
-
-    ``checked``: the text is DuckDB's compact form of a float list (``_embedding_sql``)
-    that SQL found to hold ``EMBED_DIM`` finite values; if it also looks like it, it is used
-    as JSON as it is."""
-    if text is None:
-        return REASON_NO_EMBEDDING
-    if (
-        checked
-        and text.startswith("[")
-        and text.isascii()
-        and text.encode("ascii").translate(None, _NUMBER_BYTES) == _COMMAS
-    ):
-        return RawJSON(text)
-    try:
-        values = json.loads(text)
-    except ValueError:
-        return REASON_NON_FINITE  # nan / inf are not JSON
-    if not isinstance(values, list):
-        return REASON_NO_EMBEDDING
-    floats = [float(v) for v in values]
-    if len(floats) != EMBED_DIM:
-        return dim_reason(len(floats))
-    if not all(math.isfinite(v) for v in floats):
-        return REASON_NON_FINITE
-    return floats
-
-
-def vector_json(vector: Any) -> RawJSON | str:
-    """A float32 vector fetched as a numpy array (None: NULL), as compact JSON, or the
-    reason it is unusable. orjson prints each value in its shortest form that reads back as
-    the same float32 (as DuckDB's text does; small values without an exponent)."""
-    import numpy as np
-    import orjson
-
-    if vector is None:
-        return REASON_NO_EMBEDDING
-    if vector.ndim != 1 or len(vector) != EMBED_DIM:
-        return dim_reason(vector.size)
-    if not np.isfinite(vector).all():
-        return REASON_NON_FINITE  # orjson would write null
-    data = np.ascontiguousarray(vector, dtype=np.float32)
-    return RawJSON(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode("ascii"))
 
 
 def _vector_rows(cursor: Any, wanted: set[str] | None = None) -> Iterator[tuple[Any, ...]]:
@@ -290,7 +180,7 @@ def _part_rows(
     the ids cost 1.0 CPU-s more in a store of 56,000 (0.3 more for counting the range)."""
     lo, hi = min(ids), max(ids)
     between = " WHERE CAST(t.id AS VARCHAR) BETWEEN ? AND ?"
-    count = con.execute(f"SELECT count(*) FROM {_q(table)} AS t" + between, [lo, hi]).fetchone()
+    count = con.execute(f"SELECT count(*) FROM {quoted(table)} AS t" + between, [lo, hi]).fetchone()
     if count is None or count[0] > len(ids) + max(DENSE_SLACK, len(ids) // 4):
         cursor = con.execute(
             select + " JOIN (SELECT unnest(CAST(? AS VARCHAR[])) AS want) AS w "
@@ -328,31 +218,6 @@ def wanted_ids(refs: Iterable[RowRef], skipped: dict[str, str]) -> dict[str, lis
     return wanted
 
 
-def _embedding_sql(cols: dict[str, str], as_vector: bool = False) -> str:
-    """The embedding as text: a float list without the spaces DuckDB puts after its commas
-    (compact JSON: removed here, in C, rather than in Python); ``as_vector``: as it is
-    stored (for :func:`vector_json`)."""
-    if "embedding" not in cols:
-        return "NULL"
-    if as_vector:
-        return "t.embedding"
-    if _FLOAT_LIST_TYPES.fullmatch(cols["embedding"]):
-        return "replace(CAST(t.embedding AS VARCHAR), ', ', ',')"
-    return "CAST(t.embedding AS VARCHAR)"
-
-
-def _gate_sql(gate: str | None) -> str:
-    """Whether the text needs a scan for secrets: not when it is ASCII (as many bytes as
-    characters) and does not match ``gate`` (:attr:`SecretRedactor.gate`, read by RE2)."""
-    if gate is None:
-        return "true"
-    quoted = "'" + gate.replace("'", "''") + "'"
-    return (
-        "(strlen(CAST(t.content AS VARCHAR)) <> length(CAST(t.content AS VARCHAR)) "
-        f"OR regexp_matches(CAST(t.content AS VARCHAR), {quoted}))"
-    )
-
-
 def gated_ids(
     con: Any, schema: dict[str, dict[str, str]], gate: str, most: int = MAX_GATED
 ) -> dict[str, set[str]] | None:
@@ -367,8 +232,8 @@ def gated_ids(
         if cols is None or "id" not in cols or "content" not in cols:
             continue
         cursor = con.execute(
-            f"SELECT CAST(t.id AS VARCHAR) FROM {_q(table)} AS t "
-            f"WHERE t.id IS NOT NULL AND {_gate_sql(gate)} LIMIT ?",
+            f"SELECT CAST(t.id AS VARCHAR) FROM {quoted(table)} AS t "
+            f"WHERE t.id IS NOT NULL AND {gate_sql(gate)} LIMIT ?",
             [most + 1],
         )
         found[table] = {str(row[0]) for row in _fetch(cursor)}
@@ -409,14 +274,14 @@ def read_memories(
             continue
         # rows named by list_rows passed its SQL checks of the vector
         dtype = cols.get("embedding", "")
-        checked = refs is not None and bool(_FLOAT_LIST_TYPES.fullmatch(dtype))
+        checked = refs is not None and bool(FLOAT_LIST_TYPES.fullmatch(dtype))
         # a part's rows (its ids named: a bounded number) of float32 vectors: numpy columns
-        as_vector = ids is not None and bool(_FLOAT32_LIST_TYPES.fullmatch(dtype))
-        scan_sql = "true" if clean is None or gated is not None else _gate_sql(gate)
+        as_vector = ids is not None and bool(FLOAT32_LIST_TYPES.fullmatch(dtype))
+        scan_sql = "true" if clean is None or gated is not None else gate_sql(gate)
         select = (
             f"SELECT CAST(t.id AS VARCHAR) AS id, CAST(t.content AS VARCHAR) AS content, "
-            f"{_embedding_sql(cols, as_vector)} AS embedding, {_time_sql(cols, table)} AS ts, "
-            f"{scan_sql} AS scan FROM {_q(table)} AS t"
+            f"{embedding_sql(cols, as_vector)} AS embedding, {time_sql(cols, table)} AS ts, "
+            f"{scan_sql} AS scan FROM {quoted(table)} AS t"
         )
         flagged = None if gated is None else gated.get(table, set())
         rows: Iterable[tuple[Any, ...]]
@@ -430,7 +295,7 @@ def read_memories(
                 skipped[mid] = REASON_DUPLICATE_ID
                 continue
             seen.add(mid)
-            vector = emb if as_vector else _parse_embedding(emb, checked)
+            vector = emb if as_vector else parse_embedding(emb, checked)
             found = _memory(system_id, kind, original_id, content, vector, ts)
             if isinstance(found, str):
                 skipped[mid] = found

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from akoshad.akosha.client import AkoshaClient
-from akoshad.akosha.rows import EMBED_DIM, REASON_NO_EMBEDDING
+from akoshad.akosha.vectors import EMBED_DIM, REASON_NO_EMBEDDING
 from akoshad.errors import PermanentError, TransientError
 from akoshad.pipeline.chain import BreakerState, CircuitBreaker
 from akoshad.pipeline.memory_sync import REJECTED_PREFIX, DeliveryInterrupted, MemorySync

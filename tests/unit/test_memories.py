@@ -28,16 +28,11 @@ from akoshad.akosha.encoding import (
     memories_json,
 )
 from akoshad.akosha.redact import default_redactor
+from akoshad.akosha.row_sql import REASON_NO_TEXT
 from akoshad.akosha.rows import (
-    EMBED_DIM,
     REASON_DUPLICATE_ID,
-    REASON_NO_EMBEDDING,
-    REASON_NO_TEXT,
-    REASON_NON_FINITE,
     RowRef,
-    _parse_embedding,
     chunks,
-    dim_reason,
     extract_memories,
     gated_ids,
     iso_utc,
@@ -45,6 +40,13 @@ from akoshad.akosha.rows import (
     load_memories,
     memory_columns,
     read_memories,
+)
+from akoshad.akosha.vectors import (
+    EMBED_DIM,
+    REASON_NO_EMBEDDING,
+    REASON_NON_FINITE,
+    dim_reason,
+    parse_embedding,
     vector_json,
 )
 from tests.akosha_fixtures import (
@@ -440,10 +442,10 @@ def test_the_gate_asked_once_finds_what_the_gate_of_each_part_finds(db: Path) ->
 
 def test_a_checked_vector_text_without_its_values_is_not_taken_as_it_is() -> None:
     full = "[" + ",".join(["0.5"] * EMBED_DIM) + "]"
-    assert isinstance(_parse_embedding(full, checked=True), RawJSON)
+    assert isinstance(parse_embedding(full, checked=True), RawJSON)
     short = "[" + ",".join(["0.5"] * (EMBED_DIM - 1)) + "]"
-    assert _parse_embedding(short, checked=True) == dim_reason(EMBED_DIM - 1)
-    assert _parse_embedding(full.replace("0.5", "nan", 1), checked=True) == REASON_NON_FINITE
+    assert parse_embedding(short, checked=True) == dim_reason(EMBED_DIM - 1)
+    assert parse_embedding(full.replace("0.5", "nan", 1), checked=True) == REASON_NON_FINITE
 
 
 # ---- float32 vectors fetched as numpy, printed by orjson -----------------------------------
