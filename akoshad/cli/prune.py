@@ -38,7 +38,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def render_prune(result: dict[str, Any]) -> str:
     """The human summary of a prune result."""
     from akoshad.cli.client import human_bytes
-    from akoshad.runtime.prune import kept_count, versioning_note
+    from akoshad.runtime.prune_report import kept_count, versioning_note
 
     if not result.get("enabled", True):
         return (
@@ -124,7 +124,8 @@ def _quiet_logs() -> None:
 async def _prune_offline(settings: Settings, dry_run: bool) -> dict[str, Any]:
     from akoshad.runtime.drill_heal import send_missing_again
     from akoshad.runtime.ownership import offline
-    from akoshad.runtime.prune import prune_target, record
+    from akoshad.runtime.prune import prune_target
+    from akoshad.runtime.prune_report import record
 
     _quiet_logs()
     async with offline(settings) as off:

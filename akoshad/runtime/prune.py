@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import sqlite3
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -54,6 +52,13 @@ from akoshad.pipeline.ownership import OwnerGate
 from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
+from akoshad.runtime.prune_report import (
+    KV_LAST,
+    disabled_result,
+    log_result,
+    parse_last,
+    record,
+)
 from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.document_copies import DocumentCopies
 from akoshad.storage.errors import StorageError
@@ -67,46 +72,11 @@ from akoshad.targets import Target
 if TYPE_CHECKING:  # the prune engine is imported when the first prune runs
     from akoshad.storage.prune_exec import PruneHooks, PruneResult
 
-KV_LAST = "last_prune"
 FIRST_DELAY = 300.0  # after a start with no prune on record
 # A prune holds the pass lock (uploads wait): one that a server answering a byte at a time
 # keeps from finishing gives up after this long, as a failed prune (tried again later).
 DEADLINE_SECONDS = 3600.0
 RETRY_SECONDS = 600.0  # a prune that failed or was refused (not the owner) is tried again
-
-
-def disabled_result(dry_run: bool) -> dict[str, Any]:
-    """What ``prune`` answers with ``retention.enabled: false``: everything kept."""
-    return {
-        "enabled": False,
-        "dry_run": dry_run,
-        "ok": True,
-        "uploads_removed": [],
-        "objects_deleted": 0,
-        "bytes_freed": 0,
-        "problems": [],
-    }
-
-
-def last_prune(result: dict[str, Any]) -> dict[str, Any]:
-    """The ``last_prune`` object of a prune's result."""
-    return {
-        "at": result["at"],
-        "ok": result["ok"],
-        "uploads_kept": result.get("uploads_kept"),  # None: failed before it could tell
-        "uploads_removed": len(result.get("uploads_removed") or []),
-        "objects_deleted": result.get("objects_deleted", 0),
-        "bytes_freed": result.get("bytes_freed", 0),
-        "problems": result.get("problems", []),
-        **({"needs_identity": True} if result.get("needs_identity") else {}),
-    }
-
-
-def kept_count(result: dict[str, Any]) -> str:
-    """How many uploads the prune kept, as said in a line: a prune that failed before it
-    read the uploads does not know (it deleted nothing: every upload is still there)."""
-    kept = result.get("uploads_kept")
-    return "every upload (the prune read none)" if kept is None else str(kept)
 
 
 def _identities(settings: Settings) -> Identities | None:
@@ -287,63 +257,6 @@ async def _bucket_versioning(target: Target) -> str | None:
     except (TransientError, PermanentError, OSError) as exc:
         logger.debug("prune: the bucket's versioning is unknown: {}", exc)
         return None
-
-
-def versioning_note(result: dict[str, Any]) -> str | None:
-    """What a prune in a versioned bucket must add to its bytes freed (None elsewhere)."""
-    status = result.get("bucket_versioning")
-    if not status:
-        return None
-    return (
-        f"the bucket has versioning {status}: deleted objects stay stored (and billed) as "
-        "noncurrent versions until a lifecycle rule expires them, so the bytes are not "
-        "freed until then"
-    )
-
-
-def log_result(result: dict[str, Any]) -> None:
-    """INFO when all went well, ERROR with the problems."""
-    if not result.get("enabled", True):
-        logger.info("prune: retention is disabled, every upload kept")
-        return
-    what = "dry run: would remove" if result.get("dry_run") else "removed"
-    line = (
-        f"prune ({result.get('policy', '')}): {what} "
-        f"{len(result.get('uploads_removed') or [])} upload(s), kept "
-        f"{kept_count(result)}, {result.get('objects_deleted', 0)} object(s), "
-        f"{result.get('bytes_freed', 0)} byte(s)"
-    )
-    if result["ok"]:
-        logger.info(line)
-    else:
-        logger.error("{}; problems: {}", line, "; ".join(result.get("problems") or []))
-    note = versioning_note(result)
-    if note is not None and result.get("objects_deleted"):
-        logger.warning("prune: {}", note)
-
-
-async def record(state: StateDB, result: dict[str, Any]) -> dict[str, Any]:
-    """Keep a prune's outcome as ``last_prune`` (dry runs and disabled prunes are not
-    kept); returns it."""
-    last = last_prune(result)
-    if result.get("dry_run") or not result.get("enabled", True):
-        return last
-    text = json.dumps(last)
-
-    def op(c: sqlite3.Connection) -> None:
-        c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (KV_LAST, text))
-
-    await state.transaction(op)
-    return last
-
-
-def parse_last(text: str | None) -> dict[str, Any] | None:
-    """A stored ``last_prune``, or None."""
-    try:
-        value = json.loads(text) if text else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class PruneScheduler(PeriodicJob):

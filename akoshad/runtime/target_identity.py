@@ -27,7 +27,7 @@ from akoshad.config import Settings
 from akoshad.pipeline.recovery import Recovery
 from akoshad.restore.drill_dirs import KV_LAST as KV_LAST_DRILL
 from akoshad.restore.drill_dirs import KV_LAST_GOOD as KV_LAST_GOOD_DRILL
-from akoshad.runtime.prune import KV_LAST as KV_LAST_PRUNE
+from akoshad.runtime.prune_report import KV_LAST as KV_LAST_PRUNE
 from akoshad.store.chunks import KV_REWRITE, ChunkOps
 from akoshad.store.db import StateDB
 from akoshad.store.ledger import KV_COMPARE_ALL, LedgerOps

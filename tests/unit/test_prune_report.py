@@ -8,7 +8,7 @@ from typing import Any
 from loguru import logger
 
 from akoshad.cli.prune import render_prune
-from akoshad.runtime.prune import last_prune, log_result
+from akoshad.runtime.prune_report import last_prune, log_result
 
 FAILED: dict[str, Any] = {  # run_prune's result when reading the owner record failed
     "enabled": True,
