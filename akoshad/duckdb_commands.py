@@ -55,6 +55,11 @@ READ_ROWS = 500  # rows one query reads at most (what the parent's memory limit 
 # 30 MiB of RSS and saved no time in a first sync, where the daemon's packing has the
 # other core (bench/first_sync_bench.py --cases store)
 READERS = 1
+# memories.json is written through a buffer this large: an entry (some 8 KB) at a time
+# through the default 8 KiB one made two writes per entry, 113,000 for a store of 56,000
+# memories (0.6 of the child's 5.3 CPU-s); the parent cuts its parts from the file as it
+# grows, so it sees the file grow a MiB at a time
+WRITE_BUFFER = 1 << 20
 OUT_OF_MEMORY = "out-of-memory"  # the WorkerError kind of a command DuckDB ran out of memory in
 Redactions = dict[str, list[str]]  # memory_id -> the kinds of secret replaced in its text
 _HEAD = b'{"conversations":['
@@ -212,7 +217,7 @@ def _write_memories_json(
     with (
         opened(snapshot_db, settings, _KEPT) as con,
         _limit_for_readers(con, limit if isinstance(limit, str) else None),
-        out.open("wb") as fh,
+        out.open("wb", buffering=WRITE_BUFFER) as fh,
     ):
         fh.write(_HEAD)
         schema = memory_columns(con)
