@@ -19,7 +19,7 @@ import itertools
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -200,13 +200,22 @@ class FileSink:
     final name by ``commit`` (or removed by ``discard``); ``direct``: written past the page
     cache (``direct.DirectWriter``), for a large file that is fsynced anyway."""
 
-    def __init__(self, dir_fd: int, name: str, mode: int | None, direct: bool = False) -> None:
+    def __init__(
+        self,
+        dir_fd: int,
+        name: str,
+        mode: int | None,
+        direct: bool = False,
+        label: str | None = None,
+    ) -> None:
         self.dir_fd = dir_fd
         self.name = name
+        self.label = label  # the file as errors name it (a write error carries no name)
         self.mode = DEFAULT_FILE_MODE if mode is None else mode & 0o777
         self.tmp = f"{TEMP_PREFIX}{os.getpid()}-{next(_NAMES) & 0xFFFF_FFFF_FFFF:012x}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(self.tmp, flags, 0o600, dir_fd=dir_fd)
+        with self.naming():
+            fd = os.open(self.tmp, flags, 0o600, dir_fd=dir_fd)
         self.fh: BinaryIO = os.fdopen(fd, "wb")
         self.written = 0  # bytes written or skipped as holes
         self.holes = False
@@ -218,8 +227,26 @@ class FileSink:
                 self.discard()
                 raise
 
+    @contextlib.contextmanager
+    def naming(self) -> Iterator[None]:
+        """An OSError raised within names this file (``label``) when it names no file or
+        only our temporary name: "No space left on device" alone does not say where."""
+        try:
+            yield
+        except OSError as exc:
+            name = exc.filename
+            if self.label is not None and (
+                not isinstance(name, str) or os.path.basename(name).startswith(TEMP_PREFIX)
+            ):
+                exc.filename = self.label
+            raise
+
     def write(self, data: bytes | memoryview) -> None:
         """Write decoded bytes, leaving whole chunks of zeros as holes."""
+        with self.naming():
+            self._write(data)
+
+    def _write(self, data: bytes | memoryview) -> None:
         self.written += len(data)
         if self.direct is not None:
             self.direct.write(data)
@@ -245,6 +272,10 @@ class FileSink:
     def finish(self, size: int) -> None:
         """Set the file's size (only a hole at its end leaves it short) and hand its bytes
         to the kernel (no fsync)."""
+        with self.naming():
+            self._finish(size)
+
+    def _finish(self, size: int) -> None:
         if self.direct is not None:
             self.direct.close()
             self.direct = None
@@ -256,7 +287,8 @@ class FileSink:
 
     def sync(self) -> None:
         """fsync the file's data (before ``publish`` makes it visible)."""
-        os.fsync(self.fh.fileno())
+        with self.naming():
+            os.fsync(self.fh.fileno())
 
     def publish(self, shown: str) -> None:
         """Rename the file over its final name (a directory there is refused), then give it

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from akoshad.restore.destdir import DestError, FileSink, _open_subdir, remove_stale
 from akoshad.storage.stored import StoredFile
@@ -132,8 +133,9 @@ class LandingSink(FileSink):
         mode: int | None,
         direct: bool = False,
         stale: tuple[str, ...] = (),
+        label: str | None = None,
     ) -> None:
-        super().__init__(dir_fd, name, mode, direct)
+        super().__init__(dir_fd, name, mode, direct, label)
         self.committer = committer
         self.key = key
         self.stale = stale  # suffixes of names beside it removed before it lands (old WALs)
@@ -163,8 +165,10 @@ class Committer:
         threads: int = SYNC_THREADS,
         pending: int = MAX_PENDING,
         stale: Mapping[str, tuple[str, ...]] | None = None,
+        dest: Path | None = None,
     ) -> None:
         self.tree = tree
+        self.dest = dest  # --dest, to name a file a write error stopped
         # per database path, the side files (suffixes) already beside it that are removed
         # before it lands: its engine would replay them into the restored database
         self.stale = stale or {}
@@ -181,7 +185,9 @@ class Committer:
         try:
             name = f.path.rsplit("/", 1)[-1]
             stale = self.stale.get(f.path, ())
-            return LandingSink(self, key, dir_fd, name, f.mode, f.size >= DIRECT_MIN, stale)
+            label = f.path if self.dest is None else str(self.dest / f.path)
+            direct = f.size >= DIRECT_MIN
+            return LandingSink(self, key, dir_fd, name, f.mode, direct, stale, label)
         except BaseException:
             self.tree.release(key, False)
             raise

@@ -111,7 +111,7 @@ async def restore_files(
         tree = DestTree(dest_fd, force)
     finally:
         os.close(dest_fd)
-    committer = Committer(tree, stale=stale)
+    committer = Committer(tree, stale=stale, dest=dest)
     reloader = Reloader(reload)
 
     async def one(f: StoredFile, reader: RangeReader) -> None:

@@ -5,6 +5,9 @@ destination holds only part of the upload, in one line, exit 1 (before: a bare
 from __future__ import annotations
 
 import errno
+import os
+import resource
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,38 @@ def test_a_restore_into_a_place_that_takes_no_writes_says_so(tmp_path: Path) -> 
             f"akoshad: --dest {dest} cannot be written: {reason} "
             "(make it writable or choose another --dest)\n"
         )
+
+
+def _file_size_limit(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE and EFBIG")
+def test_a_real_write_error_names_the_file_it_stopped(tmp_path: Path) -> None:
+    """A write that fails for lack of room carries no file name; the line still names the
+    file of --dest that could not be written (before: "cannot write the restore: File too
+    large; ..."). A file-size limit stands in for a full disk."""
+    config, env = daemon_config(tmp_path, "bigfile", store=False)
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "notes.json").write_text('{"a": 1}')
+    (store / "big.bin").write_bytes(os.urandom(3 << 20))
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    dest = tmp_path / "back"
+    restore = ["restore", "--config", str(config), "--latest", "--dest", str(dest)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "akoshad", *restore],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        preexec_fn=lambda: _file_size_limit(1 << 20),
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert f"cannot write the restore ({dest / 'big.bin'}): File too large" in proc.stderr
+    assert "holds only part of the upload" in proc.stderr
+    assert not (dest / "big.bin").exists()
 
 
 def test_a_read_only_destination_is_not_a_partial_restore(tmp_path: Path) -> None:
