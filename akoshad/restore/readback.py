@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import os
 import sys
@@ -55,6 +56,9 @@ from akoshad.storage.fetch import RangeReader, fetch_file, fetch_loaded, read_fa
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target, make_target
 from akoshad.targets.local import LocalTarget
+
+# a write that failed for want of room: freeing space (or a smaller file) is the fix
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 async def restore_upload(
@@ -103,7 +107,7 @@ async def restore_files(
     disk. A file that meets a missing or damaged chunk is fetched again from where
     ``reload`` (the upload's files loaded again, once) puts it now, when that moved."""
     stale = stale_sides(files)
-    dest_fd = await asyncio.to_thread(open_dest, dest)
+    dest_fd = await asyncio.to_thread(_open_dest, dest)
     ranges = range_reader(target)
     decode = chunk_decoder(identities)
     try:
@@ -203,7 +207,36 @@ def sink_for(dest_fd: int, f: StoredFile, force: bool) -> FileSink:
         raise
 
 
+def _open_dest(dest: Path) -> int:
+    """``destdir.open_dest``; a --dest that cannot be made for another reason than a place
+    that takes no writes (a file among its parents, a name too long) is one line saying
+    so: nothing was written yet. Blocking."""
+    try:
+        return open_dest(dest)
+    except OSError as exc:
+        raise _unmade(dest, exc) from None
+
+
+def _unmade(dest: Path, exc: OSError) -> OSError | RestoreError:
+    """What to raise for ``exc`` met making or looking at ``--dest`` before anything was
+    written: itself for a place that takes no writes (``partial_restore`` says so), else
+    one line saying --dest cannot be made and why."""
+    if exc.errno in NO_WRITES:
+        return exc
+    name = f" ({exc.filename})" if exc.filename and exc.filename != str(dest) else ""
+    return RestoreError(
+        f"--dest {dest} cannot be made{name}: {exc.strerror or exc} (choose another --dest)"
+    )
+
+
 def _check_dest(dest: Path, force: bool) -> None:
+    try:
+        _check_dest_as_is(dest, force)
+    except OSError as exc:
+        raise _unmade(dest, exc) from None
+
+
+def _check_dest_as_is(dest: Path, force: bool) -> None:
     refused = dest_link(dest)  # checked again when it is opened (O_NOFOLLOW)
     if refused is not None:
         raise RestoreError(refused)
@@ -309,7 +342,8 @@ def dest_path(text: str) -> Path:
 def partial_restore(dest: Path, exc: OSError) -> str:
     """The line of a restore that could not write ``dest``: a place that takes no writes
     is named as such; otherwise what failed, and that the files landed before it are
-    there (each checked whole; a database may lack its WAL)."""
+    there (each checked whole; a database may lack its WAL); "free the space" only when
+    space is what is missing."""
     name = exc.filename
     if isinstance(name, str) and os.path.basename(name).startswith(TEMP_PREFIX):
         name = os.path.dirname(name)  # our temporary file: the user knows its directory
@@ -320,10 +354,11 @@ def partial_restore(dest: Path, exc: OSError) -> str:
             f"--dest {dest} cannot be written{within}: {exc.strerror or exc} "
             "(make it writable or choose another --dest)"
         )
+    fix = "free the space" if exc.errno in NO_ROOM else "fix that"
     return (
         f"cannot write the restore{where}: {exc.strerror or exc}; {dest} holds only part of "
         "the upload (each file there is whole and checked, but a database may be without "
-        "its WAL): free the space or choose another --dest, then restore again with --force"
+        f"its WAL): {fix} or choose another --dest, then restore again with --force"
     )
 
 

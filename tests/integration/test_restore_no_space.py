@@ -99,3 +99,27 @@ def test_a_read_only_destination_is_not_a_partial_restore(tmp_path: Path) -> Non
         f"--dest {tmp_path} cannot be written: Read-only file system "
         "(make it writable or choose another --dest)"
     )
+
+
+def test_a_dest_under_a_file_is_not_a_partial_restore(tmp_path: Path) -> None:
+    """Nothing was written and no space is missing: one line saying --dest cannot be made
+    and why (before: "... holds only part of the upload ...: free the space ...")."""
+    config, env = daemon_config(tmp_path, "underfile")
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    (tmp_path / "afile").write_text("x")
+    dest = tmp_path / "afile" / "back"
+    proc = akoshad("restore", "--config", str(config), "--latest", "--dest", str(dest), env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == (
+        f"akoshad: --dest {dest} cannot be made: Not a directory (choose another --dest)\n"
+    )
+
+
+def test_only_a_want_of_room_asks_to_free_the_space(tmp_path: Path) -> None:
+    for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        line = readback.partial_restore(tmp_path, OSError(code, os.strerror(code), "x.db"))
+        assert "holds only part of the upload" in line and "free the space" in line
+    too_long = OSError(errno.ENAMETOOLONG, "File name too long", "x.db")
+    line = readback.partial_restore(tmp_path, too_long)
+    assert "holds only part of the upload" in line and "free the space" not in line
+    assert "File name too long" in line
