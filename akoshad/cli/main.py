@@ -18,6 +18,7 @@ from akoshad.cli import prune as prune_cli
 from akoshad.cli.uploads_args import (
     add_restore_selection,
     add_uploads_parser,
+    dest_arg,
     system_id_arg,
     upload_id_arg,
 )
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--latest", action="store_true", help="the newest upload in the target")
     which.add_argument("--upload-id", type=upload_id_arg, help="this upload")
     add_restore_selection(restore, which)
-    restore.add_argument("--dest", required=True, help="directory to restore into")
+    restore.add_argument("--dest", required=True, type=dest_arg, help="directory to restore into")
     restore.add_argument(
         "--system-id", type=system_id_arg, help="system id to restore (default: configured)"
     )

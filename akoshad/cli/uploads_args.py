@@ -45,6 +45,16 @@ def system_id_arg(text: str) -> str:
     return text
 
 
+def dest_arg(text: str) -> str:
+    """``--dest``: a directory named; an empty one (an unset shell variable) would be the
+    current directory, so it is a usage error."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty (an unset variable?): name the directory to restore into"
+        )
+    return text
+
+
 def add_restore_selection(restore: argparse.ArgumentParser, which: Any) -> None:
     """``--at TIME`` (in the ``--latest``/``--upload-id`` group) and ``--path GLOB``."""
     which.add_argument("--at", metavar="TIME", type=_at, help=AT_HELP)

@@ -150,3 +150,16 @@ def test_a_command_logs_as_its_other_messages(
         assert err.startswith("akoshad: did a thing\n") and "ValueError: inside" in err
     finally:
         logger.remove()
+
+
+@pytest.mark.parametrize("dest", ["", "  "])
+def test_an_empty_dest_is_a_usage_error_not_the_current_directory(
+    dest: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--dest "$DIR"`` with DIR unset named the current directory: with --force the
+    restore went over it. Now exit 2, nothing read or written."""
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(["restore", "--latest", "--force", "--dest", dest])
+    assert info.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("akoshad restore: error: argument --dest: is empty"), last
