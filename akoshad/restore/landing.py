@@ -134,10 +134,12 @@ class LandingSink(FileSink):
         direct: bool = False,
         stale: tuple[str, ...] = (),
         label: str | None = None,
+        path: str = "",
     ) -> None:
         super().__init__(dir_fd, name, mode, direct, label)
         self.committer = committer
         self.key = key
+        self.path = path  # the store path
         self.stale = stale  # suffixes of names beside it removed before it lands (old WALs)
         self._held = True
 
@@ -166,12 +168,19 @@ class Committer:
         pending: int = MAX_PENDING,
         stale: Mapping[str, tuple[str, ...]] | None = None,
         dest: Path | None = None,
+        wals: Mapping[str, str] | None = None,
     ) -> None:
         self.tree = tree
         self.dest = dest  # --dest, to name a file a write error stopped
         # per database path, the side files (suffixes) already beside it that are removed
         # before it lands: its engine would replay them into the restored database
         self.stale = stale or {}
+        # DuckDB database path -> its WAL's, both restored: they land together or not at all
+        self._partner = dict(wals or {})
+        self._wal_paths = frozenset(self._partner.values())
+        self._partner |= {w: d for d, w in self._partner.items()}
+        self._waiting: dict[str, tuple[LandingSink, str]] = {}  # checked, partner not yet
+        self.landed = 0  # files renamed into place
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="akoshad-land")
         self._slots = threading.BoundedSemaphore(pending)
         self._idle = threading.Condition()
@@ -187,33 +196,63 @@ class Committer:
             stale = self.stale.get(f.path, ())
             label = f.path if self.dest is None else str(self.dest / f.path)
             direct = f.size >= DIRECT_MIN
-            return LandingSink(self, key, dir_fd, name, f.mode, direct, stale, label)
+            return LandingSink(self, key, dir_fd, name, f.mode, direct, stale, label, f.path)
         except BaseException:
             self.tree.release(key, False)
             raise
 
     def hand(self, sink: LandingSink, shown: str) -> None:
         """Queue ``sink`` (checked, its size and mode set) to land; waits while
-        :data:`MAX_PENDING` files already wait. Raises a failure an earlier file met."""
+        :data:`MAX_PENDING` files already wait. Raises a failure an earlier file met. A
+        DuckDB database and its WAL wait for each other and land together (``_land``)."""
         if self._error is not None:
             raise self._error
+        group = [(sink, shown)]
+        partner = self._partner.get(sink.path)
+        if partner is not None:
+            with self._idle:
+                other = self._waiting.pop(partner, None)
+                if other is None:
+                    self._waiting[sink.path] = (sink, shown)
+                    return
+            group.append(other)
+        self._submit(group)
+
+    def _submit(self, group: list[tuple[LandingSink, str]]) -> None:
         self._slots.acquire()
         with self._idle:
             if self._closed:
                 self._slots.release()
+                for sink, _ in group:
+                    sink.discard()
                 raise DestError("the restore has stopped")
             self._count += 1
-        self._pool.submit(self._land, sink, shown)
+        self._pool.submit(self._land, group)
 
-    def _land(self, sink: LandingSink, shown: str) -> None:
+    def _land(self, group: list[tuple[LandingSink, str]]) -> None:
+        """fsync, then rename into place: one file, or a database and its WAL. For the
+        pair the WAL already there goes first, then the database, then its WAL: a restore
+        stopped on the way leaves a database alone (whole as of its last checkpoint),
+        never beside a WAL of another version, which DuckDB would replay or refuse."""
+        group.sort(key=lambda item: item[0].path in self._wal_paths)  # the WAL last
+        left = list(group)
         try:
-            sink.sync()
-            for suffix in sink.stale:
-                remove_stale(sink.dir_fd, sink.name + suffix, shown + suffix)
-            sink.publish(shown)
-            sink.release(changed=True)
+            for sink, _ in group:
+                sink.sync()
+            for sink, shown in group:
+                for suffix in sink.stale:
+                    remove_stale(sink.dir_fd, sink.name + suffix, shown + suffix)
+                if len(group) > 1 and sink is group[0][0]:
+                    wal, wal_shown = group[1]
+                    remove_stale(wal.dir_fd, wal.name, wal_shown)
+                sink.publish(shown)
+                left.remove((sink, shown))
+                with self._idle:
+                    self.landed += 1
+                sink.release(changed=True)
         except BaseException as exc:
-            sink.discard()
+            for sink, _ in left:
+                sink.discard()
             if self._error is None:
                 self._error = exc
         finally:
@@ -229,15 +268,27 @@ class Committer:
     async def finish(self) -> None:
         """Wait until every handed file landed (or raise the first failure), then fsync
         the directories that changed."""
+        with self._idle:  # a partner that was never handed (not in the restore): alone
+            alone = list(self._waiting.values())
+            self._waiting.clear()
+        for item in alone:
+            await asyncio.to_thread(self._submit, [item])
         await asyncio.to_thread(self._wait)
         if self._error is not None:
             raise self._error
         await asyncio.to_thread(self.tree.sync)
 
     async def close(self) -> None:
-        """Refuse new files, let those handed land, stop the pool, release the tree."""
+        """Refuse new files, let those handed land, stop the pool, release the tree. A
+        database or WAL still waiting for its partner (which failed) is not landed."""
         with self._idle:
+            if self._closed:
+                return
             self._closed = True
+            waiting = list(self._waiting.values())
+            self._waiting.clear()
+        for sink, _ in waiting:
+            await asyncio.to_thread(sink.discard)
 
         def close() -> None:
             self._wait()

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import gc
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -33,9 +32,8 @@ from akoshad.manifest.read import (
     load_files,
     load_manifest,
 )
-from akoshad.private import NO_WRITES
+from akoshad.restore.dest_errors import partial_restore, partly_restored, unmade_dest
 from akoshad.restore.destdir import (
-    TEMP_PREFIX,
     DestError,
     FileSink,
     dest_conflict,
@@ -47,7 +45,7 @@ from akoshad.restore.groups import SpanReader, Unit, work_units
 from akoshad.restore.landing import Committer, DestTree, LandingSink
 from akoshad.restore.parallel import fetch_all, owned_in_thread, to_the_end, weight_of
 from akoshad.restore.reload import Load, Reloader
-from akoshad.restore.select import pick_at, select_entries, stale_sides
+from akoshad.restore.select import pick_at, select_entries, stale_sides, wal_pairs
 from akoshad.restore.verify import print_ledger_check, range_reader, verify_upload
 from akoshad.storage.chunk_decode import chunk_decoder
 from akoshad.storage.crypto import Identities, IdentityError
@@ -56,9 +54,6 @@ from akoshad.storage.fetch import RangeReader, fetch_file, fetch_loaded, read_fa
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target, make_target
 from akoshad.targets.local import LocalTarget
-
-# a write that failed for want of room: freeing space (or a smaller file) is the fix
-NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 async def restore_upload(
@@ -115,7 +110,7 @@ async def restore_files(
         tree = DestTree(dest_fd, force)
     finally:
         os.close(dest_fd)
-    committer = Committer(tree, stale=stale, dest=dest)
+    committer = Committer(tree, stale=stale, dest=dest, wals=wal_pairs(files))
     reloader = Reloader(reload)
 
     async def one(f: StoredFile, reader: RangeReader) -> None:
@@ -167,14 +162,29 @@ async def restore_files(
         for _, f in unit.files:
             await one_or_moved(f, ranges)
 
+    await _fetch_and_land(work_units(files, ranges), unit_job, committer, dest, len(files))
+    return len(files)
+
+
+async def _fetch_and_land(
+    units: list[Unit],
+    job: Callable[[Unit], Awaitable[None]],
+    committer: Committer,
+    dest: Path,
+    total: int,
+) -> None:
+    """Run ``job`` on every unit, then wait for every file to land; a damaged upload
+    says what ``dest`` holds by then."""
     try:
-        await fetch_all(work_units(files, ranges), unit_job, lambda u: u.stored_size)
+        await fetch_all(units, job, lambda u: u.stored_size)
         await committer.finish()
     except DestError as exc:
         raise RestoreError(str(exc)) from None
+    except IntegrityError as exc:
+        await committer.close()  # what was handed has landed: count it
+        raise partly_restored(exc, dest, committer.landed, total) from None
     finally:
         await committer.close()
-    return len(files)
 
 
 def _refuse_conflicts(
@@ -214,26 +224,14 @@ def _open_dest(dest: Path) -> int:
     try:
         return open_dest(dest)
     except OSError as exc:
-        raise _unmade(dest, exc) from None
-
-
-def _unmade(dest: Path, exc: OSError) -> OSError | RestoreError:
-    """What to raise for ``exc`` met making or looking at ``--dest`` before anything was
-    written: itself for a place that takes no writes (``partial_restore`` says so), else
-    one line saying --dest cannot be made and why."""
-    if exc.errno in NO_WRITES:
-        return exc
-    name = f" ({exc.filename})" if exc.filename and exc.filename != str(dest) else ""
-    return RestoreError(
-        f"--dest {dest} cannot be made{name}: {exc.strerror or exc} (choose another --dest)"
-    )
+        raise unmade_dest(dest, exc) from None
 
 
 def _check_dest(dest: Path, force: bool) -> None:
     try:
         _check_dest_as_is(dest, force)
     except OSError as exc:
-        raise _unmade(dest, exc) from None
+        raise unmade_dest(dest, exc) from None
 
 
 def _check_dest_as_is(dest: Path, force: bool) -> None:
@@ -337,29 +335,6 @@ def warn_future(uploads: Sequence[str]) -> None:
 def dest_path(text: str) -> Path:
     """``--dest`` as a shell would read it: ``~`` and ``~user`` expanded."""
     return Path(os.path.expanduser(text))
-
-
-def partial_restore(dest: Path, exc: OSError) -> str:
-    """The line of a restore that could not write ``dest``: a place that takes no writes
-    is named as such; otherwise what failed, and that the files landed before it are
-    there (each checked whole; a database may lack its WAL); "free the space" only when
-    space is what is missing."""
-    name = exc.filename
-    if isinstance(name, str) and os.path.basename(name).startswith(TEMP_PREFIX):
-        name = os.path.dirname(name)  # our temporary file: the user knows its directory
-    where = f" ({name})" if name else ""
-    if exc.errno in NO_WRITES:
-        within = where if name and name != str(dest) else ""
-        return (
-            f"--dest {dest} cannot be written{within}: {exc.strerror or exc} "
-            "(make it writable or choose another --dest)"
-        )
-    fix = "free the space" if exc.errno in NO_ROOM else "fix that"
-    return (
-        f"cannot write the restore{where}: {exc.strerror or exc}; {dest} holds only part of "
-        "the upload (each file there is whole and checked, but a database may be without "
-        f"its WAL): {fix} or choose another --dest, then restore again with --force"
-    )
 
 
 async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:

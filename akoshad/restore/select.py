@@ -163,6 +163,13 @@ def databases_without_wal(entries: Iterable[HasPath]) -> frozenset[str]:
     )
 
 
+def wal_pairs(entries: Iterable[HasPath]) -> dict[str, str]:
+    """DuckDB database path -> its WAL's, for the databases listed with their WAL."""
+    listed = list(entries)
+    paths = {e.path for e in listed}
+    return {e.path: w for e in listed if (w := _wal_of_entry(e)) is not None and w in paths}
+
+
 def stale_sides(entries: Iterable[HasPath]) -> dict[str, tuple[str, ...]]:
     """For each database among ``entries``, the suffixes of the side files its engine
     would read beside it that the restore does not bring: a DuckDB WAL the upload does

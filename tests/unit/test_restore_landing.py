@@ -226,3 +226,73 @@ def test_dest_conflicts_are_found_before_a_write(tmp_path: Path) -> None:
         "link in --dest is a symlink (use --force to replace it)"
     )
     assert dest_conflict(dest, ["link/dest"], force=True) is None
+
+
+async def _database_with_wal(tmp_path: Path) -> tuple[MemTarget, list[StoredFile], Path]:
+    """A store of a database and its WAL (DuckDB's names), with other files around."""
+    rng = random.Random(5)
+    src = tmp_path / "src"
+    (src / "sessions").mkdir(parents=True)
+    for i in range(8):
+        (src / "sessions" / f"s{i}.json").write_text(f'{{"i": {i}, "n": {rng.random()}}}')
+    (src / "y.duckdb").write_bytes(rng.randbytes(300_000))
+    (src / "y.duckdb.wal").write_bytes(rng.randbytes(20_000))
+    staging = tmp_path / "staging"
+    staging.mkdir(mode=0o700)
+    target = MemTarget()
+    return target, await Store(target, "sys", staging).store_tree(src), src
+
+
+def _damage(target: MemTarget, f: StoredFile) -> None:
+    ref = f.chunks[0]
+    blob = bytearray(target.objects[ref.key])
+    blob[ref.offset + ref.length // 2] ^= 0xFF
+    target.objects[ref.key] = bytes(blob)
+
+
+@pytest.mark.parametrize("damaged", ["y.duckdb.wal", "y.duckdb"])
+async def test_a_database_and_its_wal_land_together_or_not_at_all(
+    tmp_path: Path, damaged: str
+) -> None:
+    """``--force`` over an earlier restore of the pair, and one of the new pair damaged:
+    the restore fails and the earlier pair stays as it was (before: the new database
+    landed beside the old WAL, which DuckDB refuses to open, or the new WAL beside the old
+    database); the error says what --dest holds."""
+    target, files, src = await _database_with_wal(tmp_path)
+    _damage(target, next(f for f in files if f.path == damaged))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "y.duckdb").write_bytes(b"old database")
+    (dest / "y.duckdb.wal").write_bytes(b"old wal")
+    with pytest.raises(IntegrityError) as caught:
+        await restore_files(target, files, dest, force=True)
+    assert (dest / "y.duckdb").read_bytes() == b"old database"
+    assert (dest / "y.duckdb.wal").read_bytes() == b"old wal"
+    assert _temps(dest) == []
+    landed = _tree(dest)
+    assert {p: b for p, b in landed.items() if p.startswith("sessions/")} == {
+        p: b for p, b in _tree(src).items() if p.startswith("sessions/")
+    }
+    assert f"{damaged}: chunk 1 of" in str(caught.value)
+    assert f"{dest} holds 8 of the 10 file(s)" in str(caught.value)
+
+
+async def test_a_wal_never_lands_without_its_database(tmp_path: Path) -> None:
+    """Into a new --dest, the database damaged: neither lands (before: its WAL alone)."""
+    target, files, _ = await _database_with_wal(tmp_path)
+    _damage(target, next(f for f in files if f.path == "y.duckdb"))
+    dest = tmp_path / "dest"
+    with pytest.raises(IntegrityError):
+        await restore_files(target, files, dest)
+    assert not (dest / "y.duckdb").exists() and not (dest / "y.duckdb.wal").exists()
+    assert _temps(dest) == []
+
+
+async def test_the_pair_lands_whole_and_replaces_the_old_one(tmp_path: Path) -> None:
+    target, files, src = await _database_with_wal(tmp_path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "y.duckdb").write_bytes(b"old database")
+    (dest / "y.duckdb.wal").write_bytes(b"old wal")
+    assert await restore_files(target, files, dest, force=True) == len(files) == 10
+    assert _tree(dest) == _tree(src) and _temps(dest) == []
