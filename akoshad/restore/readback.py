@@ -32,6 +32,7 @@ from akoshad.manifest.read import (
     load_files,
     load_manifest,
 )
+from akoshad.manifest.skipped import skipped_files, skipped_warning
 from akoshad.restore.dest_errors import partial_restore, partly_restored, unmade_dest
 from akoshad.restore.destdir import (
     DestError,
@@ -75,15 +76,19 @@ async def restore_upload(
     ``dest`` without following a symlink. A file's chunks are read within its weight of
     the restore's memory budget (``parallel``)."""
     await asyncio.to_thread(_check_dest, dest, force)
-    _, files = await load_files(target, system_id, upload_id, identities)
+    manifest, files = await load_files(target, system_id, upload_id, identities)
     chosen = select_entries(files, globs)
+    left_out = skipped_warning(upload_id, await skipped_files(target, manifest, identities), globs)
 
     async def files_now() -> list[StoredFile]:
         return (await load_files(target, system_id, upload_id, identities))[1]
 
-    return await restore_files(
+    count = await restore_files(
         target, chosen, dest, force=force, identities=identities, reload=files_now
     )
+    if left_out is not None:
+        print(f"akoshad: {left_out}", file=sys.stderr)
+    return count
 
 
 async def restore_files(
