@@ -175,7 +175,9 @@ def check_stored_file(
     if not isinstance(f.path, str):
         raise ManifestError(f"{where}: path is not a string")
     check_store_path(f.path, where)
-    where = f"{where} ({f.path!r:.200})"
+    named = f"({f.path!r:.200})"
+    if not where.endswith(named):  # a format-2 entry's ``where`` names its path already
+        where = f"{where} {named}"
     if f.kind not in KINDS:
         raise ManifestError(f"{where}: unknown kind {f.kind!r:.40}")
     _check_int(f.size, "size", where, MAX_FILE_SIZE)

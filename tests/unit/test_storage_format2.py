@@ -158,6 +158,21 @@ async def test_small_store_lists_entries_inline(tmp_path: Path, staging: Path) -
     assert [await fetch_bytes(target, f) for f in back] == [b"{}", b"sqlite" * 100]
 
 
+async def test_a_bad_entry_is_named_once(tmp_path: Path, staging: Path) -> None:
+    """The error of a malformed entry names its path once (before: "metadata.files[0]
+    ('a.json') ('a.json'): mode must be ...")."""
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "a.json").write_text("{}")
+    target = MemTarget()
+    files = await Store(target, SID, staging).store_tree(root)
+    manifest = build_manifest2(system_id=SID, upload_id=UP1, files=files, skipped={}).manifest
+    manifest["metadata"]["files"][0]["mode"] = 0o107777
+    with pytest.raises(ManifestError) as caught:
+        await read_entries(target, manifest, system_id=SID)
+    assert str(caught.value) == "metadata.files[0] ('a.json'): mode must be an integer in 0..511"
+
+
 def test_index_parts_shared_when_one_file_changes() -> None:
     files = [fake_file(i, pack_key(i // 500)) for i in range(3000)]
     first = build_manifest2(system_id=SID, upload_id=UP1, files=files, skipped={})
