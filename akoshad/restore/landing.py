@@ -211,12 +211,13 @@ class Committer:
         partner = self._partner.get(sink.path)
         if partner is not None:
             with self._idle:
-                other = self._waiting.pop(partner, None)
-                if other is None:
+                other = None if self._closed else self._waiting.pop(partner, None)
+                if other is None and not self._closed:
                     self._waiting[sink.path] = (sink, shown)
                     return
-            group.append(other)
-        self._submit(group)
+            if other is not None:
+                group.append(other)
+        self._submit(group)  # closed by now: refused (DestError), the sink discarded
 
     def _submit(self, group: list[tuple[LandingSink, str]]) -> None:
         self._slots.acquire()

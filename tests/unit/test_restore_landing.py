@@ -16,6 +16,7 @@ from akoshad.restore import landing
 from akoshad.restore.destdir import (
     _PARTIAL_RE,
     TEMP_PREFIX,
+    DestError,
     FileSink,
     dest_conflict,
     remove_partials,
@@ -296,3 +297,29 @@ async def test_the_pair_lands_whole_and_replaces_the_old_one(tmp_path: Path) -> 
     (dest / "y.duckdb.wal").write_bytes(b"old wal")
     assert await restore_files(target, files, dest, force=True) == len(files) == 10
     assert _tree(dest) == _tree(src) and _temps(dest) == []
+
+
+async def test_a_database_handed_after_the_restore_stopped_is_not_left_behind(
+    tmp_path: Path,
+) -> None:
+    """A worker still decoding when the restore failed hands its checked database after
+    the committer closed: refused and removed, not kept waiting for a WAL that will never
+    come (its temporary file left in --dest)."""
+    _, files, _ = await _database_with_wal(tmp_path)
+    db = next(f for f in files if f.path == "y.duckdb")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        committer = landing.Committer(
+            landing.DestTree(fd, force=False), wals={"y.duckdb": "y.duckdb.wal"}
+        )
+        sink = committer.sink(db)
+        sink.write(b"x" * 10)
+        sink.finish(10)
+        await committer.close()
+        with pytest.raises(DestError, match="the restore has stopped"):
+            committer.hand(sink, db.path)
+    finally:
+        os.close(fd)
+    assert os.listdir(dest) == []
