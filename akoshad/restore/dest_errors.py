@@ -7,7 +7,7 @@ import errno
 import os
 from pathlib import Path
 
-from akoshad.errors import IntegrityError, RestoreError
+from akoshad.errors import AkoshadError, IntegrityError, RestoreError
 from akoshad.private import NO_WRITES
 from akoshad.restore.destdir import TEMP_PREFIX
 
@@ -50,14 +50,20 @@ def partial_restore(dest: Path, exc: OSError) -> str:
     )
 
 
-def partly_restored(exc: IntegrityError, dest: Path, landed: int, total: int) -> IntegrityError:
-    """``exc`` (a damaged or missing part of the upload), saying what ``dest`` holds when
-    files had landed there before it (none: ``exc`` as it is)."""
+def partly_restored(exc: AkoshadError, dest: Path, landed: int, total: int) -> AkoshadError:
+    """``exc`` (a damaged or missing part of the upload, a target that stopped answering),
+    saying what ``dest`` holds when files had landed there before it (none: ``exc`` as it
+    is). A damaged upload stays an :class:`IntegrityError`; the rest a RestoreError."""
     if not landed:
         return exc
-    return IntegrityError(
+    holds = (
         f"{exc}; {dest} holds {landed} of the {total} file(s) (each whole and checked; a "
-        "DuckDB database with its WAL or neither): restore another upload (akoshad uploads "
-        "lists them) into it with --force, or choose another --dest",
-        object_key=exc.object_key,
+        "DuckDB database with its WAL or neither): "
     )
+    if isinstance(exc, IntegrityError):
+        return IntegrityError(
+            holds + "restore another upload (akoshad uploads lists them) into it with "
+            "--force, or choose another --dest",
+            object_key=exc.object_key,
+        )
+    return RestoreError(holds + "restore again into it with --force, or choose another --dest")

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from akoshad.config import Settings
-from akoshad.errors import IntegrityError, RestoreError
+from akoshad.errors import AkoshadError, IntegrityError, RestoreError
 from akoshad.manifest.layout import in_future
 from akoshad.manifest.read import (
     latest_upload,
@@ -185,7 +185,7 @@ async def _fetch_and_land(
         await committer.finish()
     except DestError as exc:
         raise RestoreError(str(exc)) from None
-    except IntegrityError as exc:
+    except AkoshadError as exc:  # the upload damaged, the target gone, ...
         await committer.close()  # what was handed has landed: count it
         raise partly_restored(exc, dest, committer.landed, total) from None
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.errors import IntegrityError, RestoreError
+from akoshad.errors import IntegrityError, RestoreError, TransientError
 from akoshad.restore import landing
 from akoshad.restore.destdir import (
     _PARTIAL_RE,
@@ -323,3 +323,28 @@ async def test_a_database_handed_after_the_restore_stopped_is_not_left_behind(
     finally:
         os.close(fd)
     assert os.listdir(dest) == []
+
+
+async def test_a_target_that_stops_answering_says_what_dest_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target gone after some files landed (before: only "cannot reach ...", the
+    user left to guess what --dest held): the line says so; the pair lands whole or not."""
+    target, files, _ = await _database_with_wal(tmp_path)
+    wal = next(f for f in files if f.path == "y.duckdb.wal")
+    real = target.read_range
+
+    async def read_range(key: str, offset: int, length: int) -> bytes:
+        if offset + length > wal.chunks[0].offset:
+            raise TransientError(f"read {key}: cannot reach the server")
+        return await real(key, offset, length)
+
+    monkeypatch.setattr(target, "read_range", read_range)
+    dest = tmp_path / "dest"
+    with pytest.raises(RestoreError) as caught:
+        await restore_files(target, files, dest)
+    assert "cannot reach the server" in str(caught.value)
+    assert f"{dest} holds 8 of the 10 file(s)" in str(caught.value)
+    assert "restore again into it with --force" in str(caught.value)
+    assert sorted(_tree(dest)) == [f"sessions/s{i}.json" for i in range(8)]
+    assert _temps(dest) == []
