@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -354,3 +354,24 @@ def upload_ids_from_keys(keys: Iterable[str], system_id: str) -> list[str]:
             if UPLOAD_ID_RE.match(middle) and "/" not in middle:
                 ids.add(middle)
     return sorted(ids)
+
+
+MAX_FORMAT = 2  # the newest manifest format this version reads (and writes)
+
+
+def manifest_format(manifest: Mapping[str, Any]) -> int:
+    """``metadata.format`` (1 when absent); ManifestError for anything but 1 or 2."""
+    metadata = manifest.get("metadata")
+    if not isinstance(metadata, dict):
+        raise ManifestError("metadata is not an object")
+    fmt = metadata.get("format", 1)
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > MAX_FORMAT:
+        writer = metadata.get("akoshad_version")
+        by = f" (written by akoshad {writer:.40})" if isinstance(writer, str) else ""
+        raise ManifestError(
+            f"manifest format {fmt} is newer than this akoshad {__version__} reads{by}: "
+            "upgrade akoshad to read it"
+        )
+    if isinstance(fmt, bool) or fmt not in (1, 2):
+        raise ManifestError(f"unsupported manifest format {fmt!r:.40}")
+    return int(fmt)

@@ -17,6 +17,7 @@ from akoshad.manifest.layout import (
     ManifestError,
     entries_of,
     in_future,
+    manifest_format,
     manifest_key,
     system_prefix,
     upload_ids_from_keys,
@@ -24,7 +25,7 @@ from akoshad.manifest.layout import (
 )
 from akoshad.storage.crypto import Identities
 from akoshad.storage.documents import DocumentMissing
-from akoshad.storage.format2_read import manifest_format, read_entries
+from akoshad.storage.format2_read import read_entries
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from akoshad.manifest.facts import Facts
-from akoshad.manifest.layout import ManifestError, entries_of
+from akoshad.manifest.layout import ManifestError, entries_of, manifest_format
 from akoshad.storage import chunk_parts
 from akoshad.storage.crypto import (
     Identities,
@@ -96,17 +96,6 @@ def is_encrypted(manifest: Mapping[str, Any]) -> bool:
     return isinstance(parts, list) and any(
         isinstance(p, dict) and p.get("encryption", "none") != "none" for p in parts
     )
-
-
-def manifest_format(manifest: Mapping[str, Any]) -> int:
-    """``metadata.format`` (1 when absent); ManifestError for anything but 1 or 2."""
-    metadata = manifest.get("metadata")
-    if not isinstance(metadata, dict):
-        raise ManifestError("metadata is not an object")
-    fmt = metadata.get("format", 1)
-    if isinstance(fmt, bool) or fmt not in (1, 2):
-        raise ManifestError(f"unsupported manifest format {fmt!r:.40}")
-    return int(fmt)
 
 
 def _field(raw: Mapping[str, Any], name: str, kind: type, where: str) -> Any:

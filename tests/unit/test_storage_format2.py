@@ -16,6 +16,7 @@ from unittest.mock import ANY
 
 import pytest
 
+from akoshad import __version__
 from akoshad.errors import IntegrityError, TransientError
 from akoshad.manifest.facts import Facts
 from akoshad.manifest.layout import (
@@ -455,7 +456,12 @@ def test_format2_manifest_type(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "said"),
     [
-        ({"format": 3}, "unsupported manifest format 3"),
+        (
+            {"format": 3, "akoshad_version": "9.1"},
+            f"manifest format 3 is newer than this akoshad {__version__} reads (written by "
+            "akoshad 9.1): upgrade akoshad to read it",
+        ),
+        ({"format": 0}, "unsupported manifest format 0"),
         ({"format": True}, "unsupported manifest format True"),
         ({"index": {"parts": []}}, "metadata has both files and index"),
         ({"system_id": "other"}, "metadata.system_id 'other' is not 'box-1'"),
