@@ -67,3 +67,17 @@ def partly_restored(exc: AkoshadError, dest: Path, landed: int, total: int) -> A
             object_key=exc.object_key,
         )
     return RestoreError(holds + "restore again into it with --force, or choose another --dest")
+
+
+def inside_store(dest: Path, data_dir: Path) -> str | None:
+    """A warning when ``dest`` lies inside ``data_dir`` (resolved paths compared): the
+    daemon would back the restored copy up as part of the store, a second copy in every
+    upload from then on. ``data_dir`` itself is no mistake (the store brought back)."""
+    data = Path(os.path.realpath(data_dir))
+    if data not in Path(os.path.realpath(dest)).parents:
+        return None
+    return (
+        f"warning: --dest {dest} is inside data_dir {data_dir}: the daemon will back the "
+        "restored copy up with the store (restore elsewhere, or into data_dir itself to "
+        "bring the store back)"
+    )

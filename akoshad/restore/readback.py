@@ -33,7 +33,12 @@ from akoshad.manifest.read import (
     load_manifest,
 )
 from akoshad.manifest.skipped import skipped_files, skipped_warning
-from akoshad.restore.dest_errors import partial_restore, partly_restored, unmade_dest
+from akoshad.restore.dest_errors import (
+    inside_store,
+    partial_restore,
+    partly_restored,
+    unmade_dest,
+)
 from akoshad.restore.destdir import (
     DestError,
     FileSink,
@@ -362,6 +367,9 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         else:
             upload_id = args.upload_id
         dest = dest_path(args.dest)
+        nested = inside_store(dest, settings.data_dir)
+        if nested is not None:
+            print(f"akoshad: {nested}", file=sys.stderr)
         globs = getattr(args, "path", None) or ()
         gc.freeze()  # what is loaded by now stays: collections scan only the restore's objects
         try:
