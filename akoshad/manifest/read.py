@@ -25,7 +25,7 @@ from akoshad.manifest.layout import (
 )
 from akoshad.storage.crypto import Identities
 from akoshad.storage.documents import DocumentMissing
-from akoshad.storage.format2_read import read_entries
+from akoshad.storage.format2_read import Keep, read_entries
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
 
@@ -89,6 +89,7 @@ async def manifest_files(
     upload_id: str,
     manifest: dict[str, Any],
     identities: Identities | None = None,
+    keep: Keep | None = None,
 ) -> list[StoredFile]:
     """Every file of ``manifest`` (format 1 or 2: index parts and chunk lists read with
     their bounds, sealed ones opened with ``identities``), validated together;
@@ -96,7 +97,9 @@ async def manifest_files(
     encrypted and the identity is missing or wrong; :class:`DocumentGone`, a RestoreError,
     when a document is missing)."""
     try:
-        return await read_entries(target, manifest, system_id=system_id, identities=identities)
+        return await read_entries(
+            target, manifest, system_id=system_id, identities=identities, keep=keep
+        )
     except DocumentMissing as exc:
         raise DocumentGone(f"manifest of upload {upload_id} is invalid: {exc}") from None
     except ManifestError as exc:
@@ -104,7 +107,11 @@ async def manifest_files(
 
 
 async def load_files(
-    target: Target, system_id: str, upload_id: str, identities: Identities | None = None
+    target: Target,
+    system_id: str,
+    upload_id: str,
+    identities: Identities | None = None,
+    keep: Keep | None = None,
 ) -> tuple[dict[str, Any], list[StoredFile]]:
     """The manifest of ``upload_id`` (``load_manifest``) and its files (``manifest_files``).
     When a document it names is missing, both are read once more: a daemon's prune may have
@@ -112,10 +119,11 @@ async def load_files(
     the :class:`DocumentGone` is raised."""
     manifest = await load_manifest(target, system_id, upload_id)
     try:
-        return manifest, await manifest_files(target, system_id, upload_id, manifest, identities)
+        files = await manifest_files(target, system_id, upload_id, manifest, identities, keep)
     except DocumentGone:
         manifest = await load_manifest(target, system_id, upload_id)
-        return manifest, await manifest_files(target, system_id, upload_id, manifest, identities)
+        files = await manifest_files(target, system_id, upload_id, manifest, identities, keep)
+    return manifest, files
 
 
 async def newest_valid_manifest(

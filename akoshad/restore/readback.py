@@ -81,12 +81,13 @@ async def restore_upload(
     ``dest`` without following a symlink. A file's chunks are read within its weight of
     the restore's memory budget (``parallel``)."""
     await asyncio.to_thread(_check_dest, dest, force)
-    manifest, files = await load_files(target, system_id, upload_id, identities)
-    chosen = select_entries(files, globs)
+    # with --path, only the chosen files' chunk lists are read: one lost elsewhere is no bar
+    keep = partial(select_entries, globs=globs) if globs else None
+    manifest, chosen = await load_files(target, system_id, upload_id, identities, keep)
     left_out = skipped_warning(upload_id, await skipped_files(target, manifest, identities), globs)
 
     async def files_now() -> list[StoredFile]:
-        return (await load_files(target, system_id, upload_id, identities))[1]
+        return (await load_files(target, system_id, upload_id, identities, keep))[1]
 
     count = await restore_files(
         target, chosen, dest, force=force, identities=identities, reload=files_now

@@ -54,6 +54,8 @@ MAX_ENTRIES = 1_000_000
 MAX_PARTS = 100_000
 MAX_TOTAL_DOCUMENT_BYTES = 1024 * 1024 * 1024  # stored bytes of every document of a manifest
 FETCH_IN_FLIGHT = 8
+# picks the entries wanted among all of a manifest's (their chunks not read yet)
+Keep = Callable[[list[StoredFile]], list[StoredFile]]
 _T = TypeVar("_T")
 
 
@@ -367,6 +369,7 @@ async def read_entries(
     system_id: str | None = None,
     documents: set[str] | None = None,
     identities: Identities | None = None,
+    keep: Keep | None = None,
 ) -> list[StoredFile]:
     """Every file of ``manifest`` (format 1 or 2), validated together; ``system_id``
     defaults to ``metadata.system_id`` (and must match it when given). The keys of the
@@ -375,6 +378,9 @@ async def read_entries(
     :class:`~akoshad.storage.crypto.IdentityNeeded` (one line, exit 1), with the wrong ones
     ``NotForThisIdentity`` (but a sealed document that does not open after another of the
     manifest did is damaged: ``DocumentError``).
+
+    ``keep`` (given every entry, chunks not read yet) picks the files wanted: only their
+    chunk lists are read, so a lost one of another file does not stand in their way.
 
     Raises ManifestError (one line) for anything malformed, missing or over a bound;
     a target's own errors (``TransientError``, ...) pass through.
@@ -386,7 +392,7 @@ async def read_entries(
         files = [StoredFile.from_file_entry(e) for e in entries_of(dict(manifest))]
         for i, f in enumerate(files):
             check_stored_file(f, system_id, f"metadata.files[{i}]")
-        return files
+        return files if keep is None else keep(files)
     if identities is None and is_encrypted(manifest):
         raise IdentityNeeded(
             "this upload is encrypted: pass --identity or set encryption.identity_file"
@@ -396,8 +402,11 @@ async def read_entries(
     if len(raw) > MAX_ENTRIES:
         raise ManifestError(f"the manifest lists more than {MAX_ENTRIES} files")
     pending = [parse_entry(entry, where) for where, entry in raw]
+    check_paths(p.file for p in pending)
+    if keep is not None:
+        kept = {id(f) for f in keep([p.file for p in pending])}
+        pending = [p for p in pending if id(p.file) in kept]
     files = await _resolve_lists(target, pending, system_id, budget)
-    check_paths(files)
     if documents is not None:
         documents.update(budget.keys)
     return files
