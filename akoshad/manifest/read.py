@@ -57,6 +57,17 @@ async def read_manifest_bytes(target: Target, key: str) -> bytes:
     return b"".join(parts)
 
 
+def another_upload(manifest: Any, upload_id: str) -> str | None:
+    """Why a (valid) manifest found at ``upload_id`` is not that upload's: its
+    ``metadata.upload_id`` names another (a copy, or a folder renamed: restoring it as
+    ``upload_id`` would restore another snapshot than the one listed), else None."""
+    meta = manifest.get("metadata") if isinstance(manifest, dict) else None
+    named = meta.get("upload_id") if isinstance(meta, dict) else None
+    if isinstance(named, str) and named != upload_id:
+        return f"it is the manifest of upload {named:.100} (copied or moved)"
+    return None
+
+
 async def load_manifest(target: Target, system_id: str, upload_id: str) -> dict[str, Any]:
     """The manifest of ``upload_id``, bounded in size and checked whole, its entries too
     (RestoreError with one clear reason otherwise)."""
@@ -75,6 +86,9 @@ async def load_manifest(target: Target, system_id: str, upload_id: str) -> dict[
     problems = [p for p in problems if "uploaded_at is out of range" not in p]
     if problems:
         raise RestoreError(f"manifest of upload {upload_id} is invalid: {problems[0]}")
+    moved = another_upload(manifest, upload_id)
+    if moved is not None:
+        raise RestoreError(f"manifest of upload {upload_id} is invalid: {moved}")
     try:
         if manifest_format(manifest) == 1:
             entries_of(manifest)  # format 2: its documents are read by ``load_files``

@@ -31,7 +31,7 @@ from akoshad.manifest.layout import (
     upload_time,
     validate_manifest,
 )
-from akoshad.manifest.read import read_manifest_bytes
+from akoshad.manifest.read import another_upload, read_manifest_bytes
 from akoshad.restore.select import uploaded_at
 from akoshad.storage.crypto import Identities, IdentityNeeded, NotForThisIdentity
 from akoshad.storage.format2_read import is_encrypted, read_entries
@@ -83,7 +83,7 @@ class _Locked(Exception):
 
 
 async def _parse(
-    target: Target, system_id: str, data: bytes, identities: Identities | None
+    target: Target, system_id: str, upload_id: str, data: bytes, identities: Identities | None
 ) -> tuple[dict[str, Any], int | None, dict[str, int], set[str]]:
     """The manifest, its file count, the stored sizes it states for whole objects, and the
     shared objects it references (packs, index parts, chunk lists). ManifestError (one
@@ -96,6 +96,9 @@ async def _parse(
     problems = [p for p in validate_manifest(manifest, now=None) if "out of range" not in p]
     if problems:
         raise ManifestError(problems[0])
+    moved = another_upload(manifest, upload_id)
+    if moved is not None:
+        raise ManifestError(moved)
     if is_encrypted(manifest) and identities is None:
         raise _Locked(NEEDS_IDENTITY, manifest)
     shared: set[str] = set()
@@ -136,7 +139,8 @@ async def _row(
     try:
         data = await read_manifest_bytes(target, key)
         known[key] = len(data)
-        manifest, files, sizes, shared = await _parse(target, system_id, data, identities)
+        parsed = await _parse(target, system_id, upload_id, data, identities)
+        manifest, files, sizes, shared = parsed
         known.update({k: v for k, v in sizes.items() if k in keys})
     except KeyError:
         damaged = "the manifest vanished while listing"
