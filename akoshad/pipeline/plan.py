@@ -6,7 +6,8 @@ ledger, :func:`plan_upload` decides, without any I/O:
 * which queue rows are done and which go back to be retried;
 * which files changed (by SHA-256 against the ledger) and need a new object;
 * which are unchanged and keep pointing at an earlier upload's object (their ledger row
-  gets the new stat identity);
+  gets the new stat identity; one whose permission bits changed makes an upload, so that
+  its manifest, and a restore, have the new mode);
 * which ledger entries are removed (vanished, refused for good, or no longer part of a
   captured group) and which are kept as they are (not looked at this pass);
 * whether anything changed at all (no change: no upload).
@@ -102,6 +103,8 @@ def plan_upload(
             prev = ledger.get(f.path)
             if deduplicate and prev is not None and prev.sha256 == f.sha256:
                 plan.reused.append(restat(prev, f))
+                if mode_changed(prev, f):  # a chmod: a new upload records it, same object
+                    changed_groups.add(cap.group)
                 continue
             changed_groups.add(cap.group)
             plan.send.append((cap.group, f))
@@ -117,6 +120,12 @@ def captured_paths(plan: UploadPlan) -> list[str]:
     """The groups captured this pass and their files: no skip of theirs stands any more
     (a skip the capture made again is in ``plan.skipped``, e.g. a WAL linked out)."""
     return [p for cap in plan.captured for p in (cap.group, *(f.path for f in cap.files))]
+
+
+def mode_changed(prev: LedgerEntry, f: CapturedFile) -> bool:
+    """The file's permission bits differ from those its last upload recorded (a row of an
+    earlier akoshad that recorded none is not a change: its next upload records them)."""
+    return prev.mode is not None and f.mode is not None and prev.mode != f.mode
 
 
 def restat(prev: LedgerEntry, f: CapturedFile) -> LedgerEntry:

@@ -243,6 +243,24 @@ def test_same_size_rewrite_with_mtime_put_back_is_caught(setup: Setup, tmp_path:
     assert (restored / "akosha_sync_state.json").read_bytes() == data.upper()
 
 
+def test_a_chmod_alone_makes_an_upload_and_a_restore_has_the_new_mode(
+    setup: Setup, tmp_path: Path
+) -> None:
+    setup.once()
+    p = setup.store / "akosha_sync_state.json"
+    p.chmod(0o644)
+    setup.once()
+    before = len(setup.manifests())
+    p.chmod(0o600)  # the content is the same: only its permission bits are not
+    assert setup.once().returncode == 0
+    assert len(setup.manifests()) == before + 1
+    [entry] = [f for f in setup.manifests()[-1]["metadata"]["files"] if f["path"] == p.name]
+    assert entry["mode"] == 0o600
+    restored = tmp_path / "r"
+    setup.cli("restore", "--latest", "--dest", str(restored), check=True)
+    assert (restored / p.name).stat().st_mode & 0o777 == 0o600
+
+
 def test_deletion_makes_an_upload_without_the_file(setup: Setup) -> None:
     setup.once()
     shutil.rmtree(setup.store / "sessions" / "session-2")

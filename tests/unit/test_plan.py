@@ -76,6 +76,20 @@ def test_unchanged_file_is_reused_with_its_new_stat_identity() -> None:
     assert [i.path for i in plan.done] == ["a.txt"] and plan.retry == []
 
 
+def test_a_chmod_makes_an_upload_that_reuses_the_object() -> None:
+    ledger = {"a.txt": replace(row("a.txt"), mode=0o640), "b.txt": row("b.txt")}
+    plan = plan_upload([Captured("a.txt", (cfile("a.txt"),))], [item("a.txt")], ledger)
+    assert plan.changed and plan.send == []  # nothing sent again ...
+    [reused] = plan.reused  # ... the earlier object, with the mode the upload records
+    assert (reused.key, reused.mode) == (ledger["a.txt"].key, 0o600)
+
+
+def test_a_row_that_recorded_no_mode_is_not_a_change() -> None:
+    ledger = {"a.txt": row("a.txt")}  # an earlier akoshad's row: mode None
+    plan = plan_upload([Captured("a.txt", (cfile("a.txt"),))], [item("a.txt")], ledger)
+    assert not plan.changed and plan.reused[0].mode == 0o600
+
+
 def test_changed_file_is_sent_and_untouched_entries_are_kept() -> None:
     ledger = {"a.txt": row("a.txt"), "b.txt": row("b.txt")}
     plan = plan_upload([Captured("a.txt", (cfile("a.txt", SHA_B),))], [item("a.txt")], ledger)
