@@ -4,25 +4,45 @@ it finds lost, and emits the ``drill`` event), else in this process (``restore.d
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from akoshad.config import Settings
-from akoshad.errors import DaemonNotRunning
+from akoshad.errors import AkoshadError, DaemonNotRunning
 from akoshad.runtime.control_client import ControlRequestError, request
 
 
 async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad drill [--json]``: 0 all well, 1 problems (each printed with its path).
     With a daemon running and no ``--identity`` given, the drill runs in the daemon; else
-    here, reading the target directly."""
-    from akoshad.restore.drill import cmd_drill as drill_here
-    from akoshad.restore.drill import print_result
+    here, reading the target directly. A drill that cannot run (no upload, no identity, a
+    target that cannot be read) is its one line on stderr, and with ``--json`` also a
+    result on stdout: ``{"ok": false, "ran": false, "problems": [that line]}``."""
+    from akoshad.restore.drill import drill_here, print_result
 
-    if not getattr(args, "identity", None):
-        answer = await drill_in_daemon(settings)
-        if answer is not None:
-            return print_result(answer, args.json)
-    return await drill_here(args, settings)
+    try:
+        answer = None if getattr(args, "identity", None) else await drill_in_daemon(settings)
+        if answer is None:
+            answer = await drill_here(settings)
+    except AkoshadError as exc:
+        if args.json:
+            print(json.dumps(not_run(exc), indent=2))
+        raise
+    return print_result(answer, args.json)
+
+
+def not_run(exc: AkoshadError) -> dict[str, Any]:
+    """The ``--json`` result of a drill that could not run."""
+    # by name: the class lives beside pyrage, which a drill without encryption never loads
+    needs_identity = any(c.__name__ == "IdentityError" for c in type(exc).__mro__)
+    return {
+        "ok": False,
+        "ran": False,
+        "upload_id": None,
+        "files": 0,
+        "problems": [str(exc)],
+        "needs_identity": needs_identity,
+    }
 
 
 async def drill_in_daemon(settings: Settings) -> dict[str, Any] | None:

@@ -11,7 +11,6 @@ files to a short-lived worker process (``akoshad.restore.drill_worker``). The re
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import fcntl
 import json
@@ -198,11 +197,12 @@ def _record(path: Path, result: DrillResult, place: tuple[str, str]) -> str | No
     return None
 
 
-async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
-    """``akoshad drill [--json]`` in this process, reading the target directly (the CLI
-    goes through a running daemon first: ``cli.drill``): 0 all well, 1 problems (each
-    printed with its path)."""
-    return print_result(await _drill_here(settings), args.json)
+async def drill_here(settings: Settings) -> dict[str, Any]:
+    """A drill in this process, reading the target directly (the CLI goes through a
+    running daemon first: ``cli.drill``): its ``last_drill`` object. Raises
+    :class:`NothingToDrill`, :class:`IdentityError` (the upload needs the identity) and the
+    target's errors."""
+    return await _drill_here(settings)
 
 
 def _last_made(path: Path, place: tuple[str, str]) -> str | None:
@@ -265,6 +265,8 @@ def print_result(result: dict[str, Any], as_json: bool) -> int:
     """Print a drill's ``last_drill`` object (as JSON, or a line per problem and a
     verdict); 0 all well, 1 otherwise. One that needed the identity: its one line."""
     if result.get("needs_identity"):
+        if as_json:
+            print(json.dumps(result, indent=2))
         raise IdentityError(result["problems"][0])
     if as_json:
         print(json.dumps(result, indent=2))

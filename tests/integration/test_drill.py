@@ -151,6 +151,31 @@ def test_nothing_to_drill(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
+def test_a_drill_that_cannot_run_is_a_json_result_with_json(tmp_path: Path) -> None:
+    """A script that reads ``drill --json`` gets a result also when the drill cannot run:
+    ok false and the reason, beside the one line on stderr and exit 1."""
+    cfg, env = _config(tmp_path)
+    (tmp_path / "store").mkdir()
+    (tmp_path / "outbox").mkdir()
+    code, result = _drill(cfg, env)  # no upload yet
+    reason = f"nothing to drill: no upload for {SYSTEM} in local"
+    assert code == 1 and result["ok"] is False and result["ran"] is False, result
+    assert result["problems"] == [reason] and result["needs_identity"] is False
+
+
+def test_a_drill_without_the_identity_is_a_json_result_with_json(tmp_path: Path) -> None:
+    from pyrage import x25519
+
+    public = str(x25519.Identity.generate().to_public())
+    cfg, env = _config(tmp_path, encryption={"recipients": [public]})
+    _uploaded(tmp_path, cfg, env)
+    proc = akoshad("drill", "--json", "--config", str(cfg), env=env)
+    assert proc.returncode == 1 and "identity" in proc.stderr, proc
+    result = json.loads(proc.stdout)
+    assert result["ok"] is False and result["needs_identity"] is True, result
+    assert "identity" in result["problems"][0]
+
+
 def test_stale_drill_directory_is_removed(tmp_path: Path) -> None:
     cfg, env = _config(tmp_path)
     _uploaded(tmp_path, cfg, env)
