@@ -117,6 +117,14 @@ def _group_changed(data_dir: Path, rel: str, entries: list[LedgerEntry]) -> bool
     return False
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions a (nested) group holds."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
 def _utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -185,8 +193,11 @@ class StoreWatcher:
             self.watching = True
             try:
                 await self._watch(st.st_ino, first)
-            except (FileNotFoundError, RuntimeError, OSError) as exc:
-                logger.warning("watching {} stopped: {}; starting over", self.data_dir, exc)
+            except* (RuntimeError, OSError) as group:
+                # watchfiles raises from its thread inside a task group (a name that is not
+                # UTF-8 fails its whole batch): the watch starts over, reconciling first
+                why = "; ".join(str(exc) for exc in _leaves(group))
+                logger.warning("watching {} stopped: {}; starting over", self.data_dir, why)
             finally:
                 self.watching = False
 

@@ -1,0 +1,75 @@
+"""Odd entries that appear in the store while the daemon watches it: the daemon goes on,
+what can be backed up lands, and what cannot is named (never an OK status over a gap)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import akoshad, daemon_config, manifests, start_daemon, stop_daemon, wait_for
+
+SYSTEM = "oddstore"
+
+
+class Watched:
+    """A running daemon over a generated store, with its outbox and CLI."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.store = tmp / "store"
+        self.outbox = tmp / "outbox"
+        self.log = tmp / "daemon.log"
+        self.config, self.env = daemon_config(tmp, SYSTEM, socket_path=tmp / "odd.sock")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return akoshad(*args, "--config", str(self.config), env=self.env)
+
+    def start(self) -> None:
+        assert self.cli("run", "--once").returncode == 0
+        self.proc = start_daemon(self.config, self.env, self.log)
+        wait_for(lambda: self.cli("status").returncode == 0, 40)
+
+    def status(self) -> dict[str, Any]:
+        res = self.cli("status", "--json")
+        assert res.returncode == 0, (res.stderr, self.log.read_text())
+        return dict(json.loads(res.stdout))
+
+    def paths(self) -> set[str]:
+        return {f["path"] for f in manifests(self.outbox, SYSTEM)[-1]["metadata"]["files"]}
+
+    def landed(self, rel: str, text: str) -> bool:
+        """The newest upload holds ``rel`` with content ``text`` (restored to see it)."""
+        dest = self.tmp / f"r{len(list(self.tmp.glob('r*')))}"
+        res = self.cli("restore", "--latest", "--dest", str(dest), "--path", rel)
+        return res.returncode == 0 and (dest / rel).read_text() == text
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Iterator[Watched]:
+    w = Watched(tmp_path)
+    w.start()
+    try:
+        yield w
+    finally:
+        if w.proc is not None:
+            stop_daemon(w.proc)
+
+
+def test_a_name_that_is_not_utf8_made_while_watched_is_named_and_the_daemon_goes_on(
+    watched: Watched,
+) -> None:
+    with open(os.fsencode(str(watched.store)) + b"/bad-\xfe.json", "wb") as fh:
+        fh.write(b"{}")
+    wait_for(lambda: watched.status()["skipped"], 20)
+    (watched.store / "later.json").write_text("after the odd name")
+    wait_for(lambda: "later.json" in watched.paths(), 20)
+    assert watched.proc is not None and watched.proc.poll() is None
+    assert any("UTF-8" in why for why in watched.status()["skipped"].values())
+    assert watched.cli("status", "--check").returncode == 1
