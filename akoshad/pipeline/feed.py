@@ -332,6 +332,8 @@ class ChangeFeed:
             for g in below:
                 out.setdefault(g, "modified")
             if is_dir:
+                if path in ledger_groups:  # a directory now stands where a file was
+                    out[path] = "deleted"
                 walk = await asyncio.to_thread(walk_store, full, PathFilter())
                 for rel in walk.files:
                     group = f"{path}/{rel}"

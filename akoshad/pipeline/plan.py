@@ -8,8 +8,9 @@ ledger, :func:`plan_upload` decides, without any I/O:
 * which are unchanged and keep pointing at an earlier upload's object (their ledger row
   gets the new stat identity; one whose permission bits changed makes an upload, so that
   its manifest, and a restore, have the new mode);
-* which ledger entries are removed (vanished, refused for good, or no longer part of a
-  captured group) and which are kept as they are (not looked at this pass);
+* which ledger entries are removed (vanished, refused for good, no longer part of a
+  captured group, or where a captured file shows a directory now is, or the other way
+  round) and which are kept as they are (not looked at this pass);
 * whether anything changed at all (no change: no upload).
 
 It also maps between ledger rows and :class:`~akoshad.storage.stored.StoredFile`, the one
@@ -98,6 +99,12 @@ def plan_upload(
         if gone:
             changed_groups.add(result.group)
 
+    for group in _displaced(plan.captured, by_group):
+        if group not in item_of:  # a file where a captured one's directory now is, or
+            plan.removed.extend(e.path for e in by_group[group])  # below a captured file
+            plan.deleted.append(group)
+            changed_groups.add(group)
+
     for cap in plan.captured:
         for f in cap.files:
             prev = ledger.get(f.path)
@@ -114,6 +121,26 @@ def plan_upload(
     touched = {r.path for r in plan.reused} | {f.path for _, f in plan.send}
     plan.kept = [e for e in ledger.values() if e.path not in removed and e.path not in touched]
     return plan
+
+
+def _displaced(
+    captured: Sequence[Captured], by_group: Mapping[str, list[LedgerEntry]]
+) -> list[str]:
+    """The ledger's groups a captured file shows gone: a file by the name of one of its
+    directories (``a`` once ``a/b`` is captured: a directory replaced it) and the files
+    below a captured file's path (``a/b`` once ``a`` is captured). No manifest can list
+    both, and their own events may come later or never (a directory removed whole)."""
+    below: dict[str, list[str]] = {}  # each directory of a ledger group: the groups in it
+    for group in by_group:
+        parts = group.split("/")
+        for i in range(1, len(parts)):
+            below.setdefault("/".join(parts[:i]), []).append(group)
+    out: set[str] = set()
+    for cap in captured:
+        parts = cap.group.split("/")
+        out.update(d for i in range(1, len(parts)) if (d := "/".join(parts[:i])) in by_group)
+        out.update(below.get(cap.group, ()))
+    return sorted(out)
 
 
 def captured_paths(plan: UploadPlan) -> list[str]:

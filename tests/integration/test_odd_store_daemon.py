@@ -73,3 +73,27 @@ def test_a_name_that_is_not_utf8_made_while_watched_is_named_and_the_daemon_goes
     assert watched.proc is not None and watched.proc.poll() is None
     assert any("UTF-8" in why for why in watched.status()["skipped"].values())
     assert watched.cli("status", "--check").returncode == 1
+
+
+def test_a_file_and_a_directory_swapped_under_one_name_are_backed_up_as_they_are(
+    watched: Watched,
+) -> None:
+    swap = watched.store / "swap.json"
+    swap.write_text("a file")
+    wait_for(lambda: "swap.json" in watched.paths(), 20)
+
+    swap.unlink()
+    swap.mkdir()
+    (swap / "inner.txt").write_text("in a directory")
+    wait_for(lambda: "swap.json/inner.txt" in watched.paths(), 20)
+    assert "swap.json" not in watched.paths()
+    assert watched.landed("swap.json/inner.txt", "in a directory")
+
+    (swap / "inner.txt").unlink()
+    swap.rmdir()
+    swap.write_text("a file again")
+    wait_for(lambda: "swap.json" in watched.paths(), 20)
+    assert "swap.json/inner.txt" not in watched.paths()
+    assert watched.landed("swap.json", "a file again")
+    assert wait_for(lambda: watched.cli("status", "--check").returncode == 0, 20)
+    assert watched.status()["skipped"] == {}

@@ -12,6 +12,7 @@ from akoshad.manifest.facts import Facts
 from akoshad.pipeline.capture.snapshot import (
     Captured,
     CapturedFile,
+    CaptureResult,
     LiveStat,
     Skipped,
     Vanished,
@@ -254,3 +255,30 @@ def test_chunk_ids_column_is_strict() -> None:
     for bad in ('{"a": 1}', '[["x"]]', "[[1, 2]]", '[["x", true]]'):
         with pytest.raises(ValueError):
             decode_chunk_ids(bad)
+
+
+def test_a_file_whose_name_became_a_directory_leaves_when_a_file_below_is_captured() -> None:
+    ledger = {"n.json": row("n.json"), "b.txt": row("b.txt")}
+    got = [Captured("n.json/inner.txt", (cfile("n.json/inner.txt", None),))]
+    plan = plan_upload(got, [item("n.json/inner.txt")], ledger)
+    assert plan.changed and plan.removed == ["n.json"] and plan.deleted == ["n.json"]
+    assert [e.path for e in plan.kept] == ["b.txt"]
+    assert [f.path for _, f in plan.send] == ["n.json/inner.txt"]
+
+
+def test_files_below_a_path_that_became_a_file_leave_when_it_is_captured() -> None:
+    ledger = {"d/a.txt": row("d/a.txt"), "d/e/b.txt": row("d/e/b.txt"), "dd.txt": row("dd.txt")}
+    plan = plan_upload([Captured("d", (cfile("d", None),))], [item("d")], ledger)
+    assert plan.changed and sorted(plan.removed) == ["d/a.txt", "d/e/b.txt"]
+    assert sorted(plan.deleted) == ["d/a.txt", "d/e/b.txt"]
+    assert [e.path for e in plan.kept] == ["dd.txt"]
+
+
+def test_a_displaced_file_of_this_pass_is_decided_once() -> None:
+    ledger = {"n.json": row("n.json")}
+    got: list[CaptureResult] = [
+        Vanished("n.json"),
+        Captured("n.json/x", (cfile("n.json/x", None),)),
+    ]
+    plan = plan_upload(got, [item("n.json"), item("n.json/x")], ledger)
+    assert plan.removed == ["n.json"] and plan.deleted == ["n.json"]

@@ -111,6 +111,13 @@ def test_directory_in_place_of_file_is_deletion(snap: Snapshotter) -> None:
     assert snap.capture("d") == Vanished("d")
 
 
+def test_file_in_place_of_its_directory_is_deletion(snap: Snapshotter) -> None:
+    """``d/a.json`` once ``d`` is a file (a directory replaced by a file): gone, not a file
+    that cannot be read (a skip no event would ever clear)."""
+    (snap.data_dir / "d").write_text("now a file")
+    assert snap.capture("d/a.json") == Vanished("d/a.json")
+
+
 def test_socket_or_fifo_in_place_of_a_file_is_no_store_file(snap: Snapshotter) -> None:
     """What the walk leaves out (sockets, FIFOs) is no store file for the capture either: a
     deletion of what was there, never a skip that fails every run --once while it stays,

@@ -171,7 +171,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             linked = stat.S_ISLNK(st.st_mode)
             if linked:  # a link inside data_dir: what it leads to
                 st = os.stat(live)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # also: a file where its directory was
             return Vanished(rel)
         except PermissionError:
             return Skipped(rel, "permission denied")
@@ -226,7 +226,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             if kind == "sqlite":
                 return self._capture_sqlite(rel, real)
             return self._capture_stable(rel, real, hash_if_size)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             self._forget_moved(rel)
             return Vanished(rel)
         except PermissionError:
