@@ -10,12 +10,15 @@ keeps the paths in the debouncer and tries again shortly.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Awaitable, Iterable
 from contextlib import suppress
 from functools import partial
+from pathlib import Path
 
 from loguru import logger
 
@@ -28,7 +31,6 @@ from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import (
     PathFilter,
     WalkResult,
-    is_ignored,
     readable_dir,
     to_change,
     walk_store,
@@ -296,9 +298,11 @@ class ChangeFeed:
         it was seen, not from when ``max_delay_seconds`` released it; a path a directory
         stood for, by the oldest); on failure (disk full, ...) keep them for a retry."""
         try:
-            items = await self._expand(released)
+            items, walked = await self._expand(released)
             if items:
                 await self.state.enqueue(items, first_seen=_wall_times(firsts, released))
+            if walked:
+                await self._settle_dir_skips(walked)
         except (sqlite3.Error, OSError) as exc:
             self.unrecorded = (
                 f"{len(released)} change(s) could not be recorded on the queue ({exc})"
@@ -314,13 +318,42 @@ class ChangeFeed:
             self.wake.set()
         return True
 
-    async def _expand(self, released: list[tuple[str, Kind]]) -> list[tuple[str, str]]:
-        """Directories stand for the files below them (and the ledger's files there)."""
+    async def _settle_dir_skips(self, walked: dict[str, dict[str, str]]) -> None:
+        """The walks of directories that changed (``{dir: refused}``): what they refused
+        (a directory that cannot be listed, a path too long to open) is named and skipped
+        (in status and the next upload), and the skips below them they no longer refuse,
+        of entries gone or directories, are forgotten (as the reconcile does)."""
+        refused = {p: why for found in walked.values() for p, why in found.items()}
+        for path, reason in refused.items():
+            logger.warning("not syncing {}: {}", path, reason)
+        heads = tuple(f"{d}/" for d in walked)
+        known = [
+            p
+            for p in await self.state.skipped()
+            if p not in refused and (p + "/").startswith(heads)
+        ]
+        gone = await asyncio.to_thread(lambda: [p for p in known if self._not_skippable(p)])
+        if refused or gone:
+
+            def op(c: sqlite3.Connection) -> None:
+                self.state.forget_skipped(c, gone)
+                self.state.record_skipped(c, refused)
+
+            await self.state.transaction(op)
+
+    async def _expand(
+        self, released: list[tuple[str, Kind]]
+    ) -> tuple[list[tuple[str, str]], dict[str, dict[str, str]]]:
+        """Directories stand for the files below them (and the ledger's files there); also
+        returned: each directory walked, with the entries below it the walk refused."""
         out: dict[str, str] = {}
+        walked: dict[str, dict[str, str]] = {}
         ledger_groups: set[str] | None = None
         for path, kind in released:
             full = self.data_dir / path
-            is_dir = await asyncio.to_thread(full.is_dir)
+            is_dir = await asyncio.to_thread(_is_dir, full)
+            if is_dir is None:
+                continue  # too long to open: the walk of a directory above it names it
             if not is_dir and kind != "deleted":
                 out[path] = kind
                 continue
@@ -334,14 +367,26 @@ class ChangeFeed:
             if is_dir:
                 if path in ledger_groups:  # a directory now stands where a file was
                     out[path] = "deleted"
-                walk = await asyncio.to_thread(walk_store, full, PathFilter())
-                for rel in walk.files:
-                    group = f"{path}/{rel}"
-                    if not is_ignored(group) and self.flt.allows(group):
-                        out[group] = "modified"
-            elif not below:
-                out[path] = kind
-        return list(out.items())
+                walk = await asyncio.to_thread(
+                    partial(walk_store, self.data_dir, self.flt, under=path)
+                )
+                out.update(dict.fromkeys(walk.files, "modified"))
+                walked[path] = walk.refused
+                continue
+            walked[path] = {}  # deleted: nothing below it is refused any more
+            # itself too: a file may stand there again (a batch's events come unordered,
+            # so a directory replaced by a file can reach the debouncer as a deletion)
+            out[path] = kind
+        return list(out.items()), walked
+
+
+def _is_dir(path: Path) -> bool | None:
+    """Whether ``path`` is a directory (a link to one counts), None when it is too long
+    for the system to look at (over PATH_MAX)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as exc:
+        return None if exc.errno == errno.ENAMETOOLONG else False
 
 
 def _wall_times(

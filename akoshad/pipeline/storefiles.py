@@ -136,10 +136,13 @@ def readable_dir(directory: Path) -> os.stat_result | None:
     return st if stat.S_ISDIR(st.st_mode) and unreadable(directory) is None else None
 
 
-def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> WalkResult:
+def walk_store(
+    root: Path, flt: PathFilter, stats: StatMap | None = None, *, under: str = ""
+) -> WalkResult:
     """List store files under ``root`` (blocking). Symlinked directories are not entered;
     symlinked files are kept only if they resolve inside ``root``; names that are not
-    valid UTF-8 are refused (they cannot be named in a manifest).
+    valid UTF-8 are refused (they cannot be named in a manifest). ``under``: only the
+    directory of that relative path is walked (its entries still named from ``root``).
 
     ``stats``: filled, on the same walk, with the lstat of every entry under ``root`` (and
     of ``root``, as ``"."``) exactly as ``fastpath.stat_map`` reads them, also below the
@@ -156,7 +159,8 @@ def walk_store(root: Path, flt: PathFilter, stats: StatMap | None = None) -> Wal
             stats["."] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         except OSError:
             pass
-    for rel, odd in _walk(root, real_root, "", stats, len(str(root)) + 1):
+    prefix = f"{under}/" if under else ""
+    for rel, odd in _walk(root, real_root, prefix, stats, len(str(root)) + 1):
         if odd is not None:
             wanted = to_change(rel, flt) is not None
             if odd.kind == NOT_A_FILE:

@@ -97,3 +97,37 @@ def test_a_file_and_a_directory_swapped_under_one_name_are_backed_up_as_they_are
     assert watched.landed("swap.json", "a file again")
     assert wait_for(lambda: watched.cli("status", "--check").returncode == 0, 20)
     assert watched.status()["skipped"] == {}
+
+
+def _deep_file(top: Path) -> None:
+    """A file whose path is longer than PATH_MAX (made by walking down: no call is given
+    the whole path)."""
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(24):
+            os.mkdir("d" * 200, dir_fd=fd)
+            down = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = down
+        out = os.open("deep.json", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd)
+        os.write(out, b"{}")
+        os.close(out)
+    finally:
+        os.close(fd)
+
+
+def test_a_path_too_long_to_open_is_named_and_holds_back_no_change(watched: Watched) -> None:
+    top = watched.store / "deep"
+    top.mkdir()
+    _deep_file(top)
+    skipped = wait_for(lambda: watched.status()["skipped"], 20)
+    assert all(p.startswith("deep/") and "too long" in why for p, why in skipped.items())
+    (watched.store / "later.json").write_text("after the deep file")
+    wait_for(lambda: "later.json" in watched.paths(), 20)
+    st = watched.status()
+    assert st["unrecorded"] is None and st["pending"] == 0
+    assert watched.cli("status", "--check").returncode == 1
+
+    subprocess.run(["rm", "-rf", str(top)], check=True)
+    assert wait_for(lambda: watched.cli("status", "--check").returncode == 0, 20)
+    assert watched.status()["skipped"] == {}
