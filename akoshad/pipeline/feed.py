@@ -28,6 +28,7 @@ from akoshad.pipeline.debounce import Debouncer, Kind
 from akoshad.pipeline.sealed_as import read_sealed_label
 from akoshad.pipeline.sealing import configured_label
 from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.store_links import StoreLinks
 from akoshad.pipeline.storefiles import (
     PathFilter,
     WalkResult,
@@ -80,6 +81,7 @@ class ChangeFeed:
         # why the last changes released could not be put on the queue (None: they were)
         self.unrecorded: str | None = None
         self._said_not_files: set[str] = set()  # entries that are no file, already said
+        self.links = StoreLinks(self.data_dir)  # the store's links to its own files
         # a selected file appeared after a reconcile that found none: reconcile again once
         # it is queued, so the files gone meanwhile leave the next upload (``run``)
         self._recount = False
@@ -132,6 +134,7 @@ class ChangeFeed:
         )
         await self._settle_skips(result.refused)
         self._say_not_files(walk.not_files)
+        self.links.found(walk.links, whole=True)
         logger.log(
             "DEBUG" if quiet and not queued else "INFO",
             "reconciled {} store file(s) with the ledger: {} change(s) queued",
@@ -377,6 +380,7 @@ class ChangeFeed:
             # itself too: a file may stand there again (a batch's events come unordered,
             # so a directory replaced by a file can reach the debouncer as a deletion)
             out[path] = kind
+        await asyncio.to_thread(self.links.add_links, out)
         return list(out.items()), walked
 
 

@@ -109,6 +109,8 @@ class WalkResult:
     refused: dict[str, str]
     excluded: int = 0
     not_files: dict[str, str] = field(default_factory=dict)
+    # each file that is a link inside the store: the store path it leads to
+    links: dict[str, str] = field(default_factory=dict)
 
 
 def unreadable(directory: Path) -> str | None:
@@ -160,7 +162,8 @@ def walk_store(
         except OSError:
             pass
     prefix = f"{under}/" if under else ""
-    for rel, odd in _walk(root, real_root, prefix, stats, len(str(root)) + 1):
+    links: dict[str, str] = {}
+    for rel, odd in _walk(root, real_root, prefix, stats, len(str(root)) + 1, links):
         if odd is not None:
             wanted = to_change(rel, flt) is not None
             if odd.kind == NOT_A_FILE:
@@ -176,7 +179,10 @@ def walk_store(
             continue
         files.append(rel)
     files.sort()
-    return WalkResult(files, refused, excluded, not_files)
+    kept = set(files)
+    return WalkResult(
+        files, refused, excluded, not_files, {k: v for k, v in links.items() if k in kept}
+    )
 
 
 # what kind of odd entry ``_walk`` met: a refusal (a skip), a refusal said even for a
@@ -239,7 +245,12 @@ def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], Odd | None]:
 
 
 def _walk(
-    root: Path, real_root: Path, prefix: str, stats: StatMap | None, base: int
+    root: Path,
+    real_root: Path,
+    prefix: str,
+    stats: StatMap | None,
+    base: int,
+    links: dict[str, str],
 ) -> Iterator[tuple[str, Odd | None]]:
     entries, problem = _list_dir(root / prefix if prefix else root)
     if problem is not None and prefix:  # its files cannot be seen: say so
@@ -263,6 +274,8 @@ def _walk(
             if entry.is_symlink():
                 linked = _link(entry, rel, real_root)
                 if linked is not None:
+                    if linked[1] is None:  # a file inside: where it leads, for its changes
+                        links[rel] = Path(entry.path).resolve().relative_to(real_root).as_posix()
                     yield linked
                 continue
             if entry.is_dir(follow_symlinks=False):
@@ -270,7 +283,7 @@ def _walk(
                     if stats is not None:
                         stat_tree(entry.path, base, stats)
                     continue
-                yield from _walk(root, real_root, rel + "/", stats, base)
+                yield from _walk(root, real_root, rel + "/", stats, base, links)
             elif entry.is_file(follow_symlinks=False):
                 yield rel, None
             else:  # sockets, FIFOs, devices: not store files (never opened: a FIFO blocks)

@@ -131,3 +131,20 @@ def test_a_path_too_long_to_open_is_named_and_holds_back_no_change(watched: Watc
     subprocess.run(["rm", "-rf", str(top)], check=True)
     assert wait_for(lambda: watched.cli("status", "--check").returncode == 0, 20)
     assert watched.status()["skipped"] == {}
+
+
+def test_links_to_a_store_file_are_backed_up_with_its_new_content(tmp_path: Path) -> None:
+    w = Watched(tmp_path)
+    (w.store / "notes").mkdir()
+    (w.store / "notes" / "target.json").write_text("v1")
+    os.symlink("notes/target.json", w.store / "before.json")  # found by the start's walk
+    w.start()
+    assert w.proc is not None
+    try:
+        os.symlink("target.json", w.store / "notes" / "while.json")  # seen by the watch
+        wait_for(lambda: "notes/while.json" in w.paths(), 20)
+        (w.store / "notes" / "target.json").write_text("v2")
+        wait_for(lambda: w.landed("notes/target.json", "v2"), 20)
+        assert w.landed("before.json", "v2") and w.landed("notes/while.json", "v2")
+    finally:
+        stop_daemon(w.proc)
