@@ -32,6 +32,7 @@ from akoshad.pipeline.store_links import StoreLinks
 from akoshad.pipeline.storefiles import (
     PathFilter,
     WalkResult,
+    groups_below,
     readable_dir,
     to_change,
     walk_store,
@@ -352,6 +353,7 @@ class ChangeFeed:
         out: dict[str, str] = {}
         walked: dict[str, dict[str, str]] = {}
         ledger_groups: set[str] | None = None
+        below_dir: dict[str, list[str]] = {}  # each directory of the ledger: its groups
         for path, kind in released:
             full = self.data_dir / path
             is_dir = await asyncio.to_thread(_is_dir, full)
@@ -364,7 +366,8 @@ class ChangeFeed:
                 ledger_groups = {
                     e.group_path for e in (await self.state.ledger(self.primary.name)).values()
                 }
-            below = [g for g in ledger_groups if g.startswith(path + "/")]
+                below_dir = await asyncio.to_thread(groups_below, ledger_groups)
+            below = below_dir.get(path, ())
             for g in below:
                 out.setdefault(g, "modified")
             if is_dir:

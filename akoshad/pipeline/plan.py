@@ -35,6 +35,7 @@ from akoshad.pipeline.capture.snapshot import (
     Vanished,
 )
 from akoshad.pipeline.packing import SentFile
+from akoshad.pipeline.storefiles import groups_below
 from akoshad.storage.refs import ChunkRef
 from akoshad.storage.stored import Part, StoredFile, WholeCompression, WholeObject
 from akoshad.store.db import LedgerEntry, QueueItem
@@ -130,11 +131,7 @@ def _displaced(
     directories (``a`` once ``a/b`` is captured: a directory replaced it) and the files
     below a captured file's path (``a/b`` once ``a`` is captured). No manifest can list
     both, and their own events may come later or never (a directory removed whole)."""
-    below: dict[str, list[str]] = {}  # each directory of a ledger group: the groups in it
-    for group in by_group:
-        parts = group.split("/")
-        for i in range(1, len(parts)):
-            below.setdefault("/".join(parts[:i]), []).append(group)
+    below = groups_below(by_group)
     out: set[str] = set()
     for cap in captured:
         parts = cap.group.split("/")

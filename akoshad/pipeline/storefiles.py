@@ -11,7 +11,7 @@ import errno
 import fnmatch
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -136,6 +136,16 @@ def readable_dir(directory: Path) -> os.stat_result | None:
     except OSError:
         return None
     return st if stat.S_ISDIR(st.st_mode) and unreadable(directory) is None else None
+
+
+def groups_below(groups: Iterable[str]) -> dict[str, list[str]]:
+    """Each directory of the store paths ``groups``: the paths below it (at any depth)."""
+    below: dict[str, list[str]] = {}
+    for group in groups:
+        parts = group.split("/")
+        for i in range(1, len(parts)):
+            below.setdefault("/".join(parts[:i]), []).append(group)
+    return below
 
 
 def walk_store(

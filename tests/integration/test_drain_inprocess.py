@@ -381,3 +381,24 @@ async def test_an_entry_that_is_no_file_is_said_once_never_skipped(rig: Rig) -> 
         assert len([line for line in lines if "pipe" in line]) == 2
     finally:
         logger.remove(sink)
+
+
+async def test_many_deletions_at_once_reach_the_queue_in_proportion(rig: Rig) -> None:
+    """15,000 files removed together (a directory of session files deleted): their
+    deletions are queued in seconds, not by looking up each one's files below it across
+    the whole ledger (225 million comparisons, minutes of the event loop held)."""
+    many = rig.store / "many"
+    many.mkdir()
+    for i in range(15_000):
+        (many / f"m{i}.json").write_bytes(b"{}")
+    await rig.feed.reconcile()
+    ok, _ = await rig.drain.until_empty()
+    assert ok
+    for child in many.iterdir():
+        child.unlink()
+    many.rmdir()
+    rig.feed.on_change((f"many/m{i}.json", "deleted") for i in range(15_000))
+    began = time.monotonic()
+    await rig.feed.flush()
+    assert time.monotonic() - began < 10
+    assert await rig.state.queue_depth() == 15_000
