@@ -36,3 +36,13 @@ def socket_path_problem(path: os.PathLike[str] | str) -> str | None:
         f"is {size} bytes long, and a Unix socket path may have at most {SOCKET_PATH_MAX}: "
         "choose a shorter socket_path"
     )
+
+
+# control characters (C0, DEL, C1): a file name may hold any of them
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character written as an escape (``\\n``, ``\\x1b``):
+    a file name with a newline or a terminal escape shown on one line, as it is."""
+    return _CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], text)

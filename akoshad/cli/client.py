@@ -36,6 +36,7 @@ from typing import Any
 
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.names import printable
 from akoshad.runtime.control_client import request_sync
 from akoshad.runtime.health import behind_after_seconds, check_problems
 from akoshad.runtime.safety import safety_line
@@ -137,7 +138,7 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
             lines.append(f"  {path}: {reason}")
         if len(skipped) > 10:
             lines.append(f"  ... and {len(skipped) - 10} more (status --json lists them all)")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _circuit_state(circuit: Any) -> str | None:
@@ -201,7 +202,7 @@ def check_line(st: dict[str, Any], settings: Settings) -> tuple[int, str]:
     problems = check_problems(st)
     pending = f"{st.get('pending', 0)} pending"
     if problems:
-        return 1, f"akoshad UNHEALTHY: {'; '.join(problems)} ({pending})"
+        return 1, printable(f"akoshad UNHEALTHY: {'; '.join(problems)} ({pending})")
     return 0, f"akoshad OK: {st.get('state', '?')}, {pending}"
 
 
@@ -310,7 +311,7 @@ def render_sync(result: dict[str, Any]) -> str:
         for kind in ("skipped", "retrying"):
             for path, reason in sorted((p.get(kind) or {}).items())[:10]:
                 lines.append(f"  {kind} {path}: {reason}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
@@ -359,7 +360,7 @@ def render_queue(result: dict[str, Any]) -> str:
             line += f"  ({r['last_error']})"
         lines.append(line)
     lines.extend(f"{'':>8} {'':>5} {'settling':9} {path}" for path in settling)
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:

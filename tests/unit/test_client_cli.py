@@ -21,6 +21,7 @@ import yaml
 
 from akoshad.cli import client as client_cli
 from akoshad.cli.client import (
+    check_line,
     cmd_pause,
     cmd_queue,
     cmd_resume,
@@ -430,3 +431,23 @@ def test_status_check_of_a_reply_that_is_not_a_status_fails(
         args = argparse.Namespace(check=True, json=False, watch=False)
         assert cmd_status(args, _settings(Path("/nonexistent/a.sock"))) == 1
         assert capsys.readouterr().out.startswith("akoshad UNHEALTHY: ")
+
+
+ODD = "evil\nakoshad OK: idle, 0 pending\x1b[31m.json"
+
+
+def test_a_file_name_with_control_characters_is_shown_on_its_own_line(tmp_path: Path) -> None:
+    """A skipped name holding a newline or a terminal escape: written escaped, so that
+    ``--check`` stays one line (no forged "OK" line) and nothing reaches the terminal."""
+    st = {"state": "idle", "pending": 0, "skipped": {ODD: "permission denied"}}
+    settings = load_settings(None, environ={"HOME": str(tmp_path)})
+    code, line = check_line(st, settings)
+    assert code == 1 and "\n" not in line and "\x1b" not in line
+    assert line.startswith("akoshad UNHEALTHY:") and "evil\\nakoshad OK" in line
+    text = render_status(st, now=NOW)
+    assert "\x1b" not in text and not any(x.startswith("akoshad OK") for x in text.splitlines())
+    assert "evil\\nakoshad OK: idle, 0 pending\\x1b[31m.json" in text
+    queue = render_queue({"queue": [{"path": ODD, "age_seconds": 1, "attempts": 0}]})
+    assert len(queue.splitlines()) == 2 and "\x1b" not in queue
+    sync = render_sync({"passes": [{"skipped": {ODD: "permission denied"}}]})
+    assert "\x1b" not in sync and not any(x.startswith("akoshad OK") for x in sync.splitlines())
