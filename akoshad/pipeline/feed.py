@@ -135,7 +135,7 @@ class ChangeFeed:
         )
         await self._settle_skips(result.refused)
         self._say_not_files(walk.not_files)
-        self.links.found(walk.links, whole=True)
+        self.links.found(walk.links, walk.inodes, whole=True)
         logger.log(
             "DEBUG" if quiet and not queued else "INFO",
             "reconciled {} store file(s) with the ledger: {} change(s) queued",

@@ -111,6 +111,8 @@ class WalkResult:
     not_files: dict[str, str] = field(default_factory=dict)
     # each file that is a link inside the store: the store path it leads to
     links: dict[str, str] = field(default_factory=dict)
+    # each file that has other names (hard links): its (device, inode)
+    inodes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def unreadable(directory: Path) -> str | None:
@@ -173,7 +175,9 @@ def walk_store(
             pass
     prefix = f"{under}/" if under else ""
     links: dict[str, str] = {}
-    for rel, odd in _walk(root, real_root, prefix, stats, len(str(root)) + 1, links):
+    inodes: dict[str, tuple[int, int]] = {}
+    found = (links, inodes)
+    for rel, odd in _walk(root, real_root, prefix, stats, len(str(root)) + 1, found):
         if odd is not None:
             wanted = to_change(rel, flt) is not None
             if odd.kind == NOT_A_FILE:
@@ -191,7 +195,12 @@ def walk_store(
     files.sort()
     kept = set(files)
     return WalkResult(
-        files, refused, excluded, not_files, {k: v for k, v in links.items() if k in kept}
+        files,
+        refused,
+        excluded,
+        not_files,
+        {k: v for k, v in links.items() if k in kept},
+        {k: v for k, v in inodes.items() if k in kept},
     )
 
 
@@ -243,6 +252,18 @@ def _link(entry: os.DirEntry[str], rel: str, real_root: Path) -> tuple[str, Odd 
     return rel, Odd("a symlink to a FIFO, socket or device", NOT_A_FILE)
 
 
+def _note_names(entry: os.DirEntry[str], rel: str, inodes: dict[str, tuple[int, int]]) -> None:
+    """Record the (device, inode) of a file with other names (hard links). Its ``lstat`` is
+    the one ``stats`` read, when they are kept; one that fails records nothing (the file
+    is still listed: its capture says why it cannot be read)."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return
+    if st.st_nlink > 1:
+        inodes[rel] = (st.st_dev, st.st_ino)
+
+
 def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], Odd | None]:
     """The entries of a directory, or none and why it cannot be listed (None when it is
     gone meanwhile: nothing to say)."""
@@ -260,8 +281,11 @@ def _walk(
     prefix: str,
     stats: StatMap | None,
     base: int,
-    links: dict[str, str],
+    found: tuple[dict[str, str], dict[str, tuple[int, int]]],
 ) -> Iterator[tuple[str, Odd | None]]:
+    """The entries below ``prefix``; ``found``: filled with the links to store files and
+    the (device, inode) of files with other names (see ``WalkResult``)."""
+    links, inodes = found
     entries, problem = _list_dir(root / prefix if prefix else root)
     if problem is not None and prefix:  # its files cannot be seen: say so
         yield prefix[:-1], problem
@@ -293,8 +317,9 @@ def _walk(
                     if stats is not None:
                         stat_tree(entry.path, base, stats)
                     continue
-                yield from _walk(root, real_root, rel + "/", stats, base, links)
+                yield from _walk(root, real_root, rel + "/", stats, base, found)
             elif entry.is_file(follow_symlinks=False):
+                _note_names(entry, rel, inodes)
                 yield rel, None
             else:  # sockets, FIFOs, devices: not store files (never opened: a FIFO blocks)
                 yield rel, _not_a_file(entry)

@@ -148,3 +148,15 @@ def test_links_to_a_store_file_are_backed_up_with_its_new_content(tmp_path: Path
         assert w.landed("before.json", "v2") and w.landed("notes/while.json", "v2")
     finally:
         stop_daemon(w.proc)
+
+
+def test_every_name_of_a_hard_linked_file_is_backed_up_with_its_new_content(
+    watched: Watched,
+) -> None:
+    (watched.store / "one.json").write_text("v1")
+    os.link(watched.store / "one.json", watched.store / "two.json")
+    wait_for(lambda: watched.landed("two.json", "v1"), 20)
+    with open(watched.store / "one.json", "r+") as fh:  # written in place, through one name
+        fh.write("v2")
+    wait_for(lambda: watched.landed("one.json", "v2"), 20)
+    assert watched.landed("two.json", "v2")

@@ -1,11 +1,12 @@
-"""Links inside the store to its own files change with those files."""
+"""Links inside the store to its own files, and a file's other names, change with it."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from akoshad.pipeline.store_links import StoreLinks, links_among
+from akoshad.pipeline.store_links import StoreLinks, look
+from akoshad.pipeline.storefiles import PathFilter, walk_store
 
 
 def test_only_links_to_files_inside_the_store_are_found(tmp_path: Path) -> None:
@@ -19,7 +20,7 @@ def test_only_links_to_files_inside_the_store_are_found(tmp_path: Path) -> None:
     os.symlink("d", store / "dirlink")
     os.symlink("loop", store / "loop")
     rels = ["in.json", "out.json", "dangling.json", "dirlink", "loop", "d/f.json", "gone"]
-    assert links_among(store, rels) == {"in.json": "d/f.json"}
+    assert look(store, rels) == ({"in.json": "d/f.json"}, {})
 
 
 def test_a_changed_file_brings_its_links_known_or_just_seen(tmp_path: Path) -> None:
@@ -39,3 +40,25 @@ def test_a_changed_file_brings_its_links_known_or_just_seen(tmp_path: Path) -> N
     changed = {"f.json": "deleted"}
     links.add_links(changed)
     assert changed == {"f.json": "deleted"}
+
+
+def test_the_other_names_of_a_file_change_with_it(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    (store / "d").mkdir(parents=True)
+    (store / "a.json").write_text("{}")
+    os.link(store / "a.json", store / "d" / "b.json")
+    (store / "alone.json").write_text("{}")
+    walk = walk_store(store, PathFilter())
+    st = os.stat(store / "a.json")
+    assert walk.inodes == {"a.json": (st.st_dev, st.st_ino), "d/b.json": (st.st_dev, st.st_ino)}
+    links = StoreLinks(store)
+    links.found(walk.links, walk.inodes, whole=True)
+    changed = {"a.json": "modified", "alone.json": "modified"}
+    links.add_links(changed)
+    assert changed == {"a.json": "modified", "alone.json": "modified", "d/b.json": "modified"}
+
+    os.link(store / "alone.json", store / "c.json")  # a name made while watched
+    links.add_links({"c.json": "added"})
+    changed = {"alone.json": "modified"}
+    links.add_links(changed)
+    assert changed == {"alone.json": "modified", "c.json": "modified"}
