@@ -388,10 +388,11 @@ class ChangeFeed:
 
 
 def _is_dir(path: Path) -> bool | None:
-    """Whether ``path`` is a directory (a link to one counts), None when it is too long
-    for the system to look at (over PATH_MAX)."""
+    """Whether ``path`` is a directory itself (a link to one is not: never entered, as by
+    the walk; one to /usr was walked whole), None when it is too long for the system to
+    look at (over PATH_MAX)."""
     try:
-        return stat.S_ISDIR(os.stat(path).st_mode)
+        return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError as exc:
         return None if exc.errno == errno.ENAMETOOLONG else False
 

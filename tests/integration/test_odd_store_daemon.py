@@ -160,3 +160,19 @@ def test_every_name_of_a_hard_linked_file_is_backed_up_with_its_new_content(
         fh.write("v2")
     wait_for(lambda: watched.landed("one.json", "v2"), 20)
     assert watched.landed("two.json", "v2")
+
+
+def test_a_link_to_a_directory_out_of_data_dir_is_refused_never_entered(
+    watched: Watched,
+) -> None:
+    elsewhere = watched.tmp / "elsewhere"
+    (elsewhere / "sub").mkdir(parents=True)
+    for i in range(30):
+        (elsewhere / "sub" / f"f{i}.json").write_text("outside")
+    os.symlink(elsewhere, watched.store / "linked")
+    skipped = wait_for(lambda: watched.status()["skipped"], 20)
+    (watched.store / "later.json").write_text("after the link")
+    wait_for(lambda: "later.json" in watched.paths(), 20)
+    st = watched.status()
+    assert skipped == st["skipped"] == {"linked": "symlink points outside data_dir"}
+    assert st["pending"] == 0

@@ -118,6 +118,19 @@ def test_file_in_place_of_its_directory_is_deletion(snap: Snapshotter) -> None:
     assert snap.capture("d/a.json") == Vanished("d/a.json")
 
 
+def test_link_to_a_directory_is_no_file_and_one_out_of_data_dir_is_refused(
+    snap: Snapshotter, tmp_path: Path
+) -> None:
+    """As the walk says: a link to a directory inside is nothing to back up, one to a
+    directory outside is refused (never entered)."""
+    (snap.data_dir / "real").mkdir()
+    os.symlink(snap.data_dir / "real", snap.data_dir / "inside")
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", snap.data_dir / "outside")
+    assert snap.capture("inside") == Vanished("inside")
+    assert snap.capture("outside") == Skipped("outside", "symlink points outside data_dir")
+
+
 def test_socket_or_fifo_in_place_of_a_file_is_no_store_file(snap: Snapshotter) -> None:
     """What the walk leaves out (sockets, FIFOs) is no store file for the capture either: a
     deletion of what was there, never a skip that fails every run --once while it stays,

@@ -185,6 +185,19 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             return Vanished(rel)  # walk leaves them out too); never opened (a FIFO blocks)
         return st, linked
 
+    def _linked_out(self, rel: str, live: str) -> Skipped | None:
+        """For an entry that is no store file: a link out of data_dir (to a directory, as
+        the walk refuses it), else None."""
+        if not os.path.islink(live):
+            return None
+        try:
+            self._resolve(live)
+        except LinkRefused as exc:
+            return Skipped(rel, OUTSIDE) if exc.strerror == OUTSIDE else None
+        except OSError:
+            return None
+        return None
+
     def _store_unreadable(self, result: CaptureResult) -> CaptureResult:
         """A file refused because ``data_dir`` itself cannot be read (its permissions
         flipped, a mount not ready) is tried again later, its last upload kept: only a
@@ -211,6 +224,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         if not isinstance(look, tuple):
             if isinstance(look, Vanished):
                 self._forget_moved(rel)
+                return self._linked_out(rel, live) or look
             return self._store_unreadable(look)
         st, linked = look
         try:
