@@ -32,6 +32,9 @@ _KIND: dict[Change, Kind] = {
     Change.deleted: "deleted",
 }
 DIR_POLL_SECONDS = 1.0
+# the longest pause between tries of a watch that cannot be set up (the store is
+# reconciled at each)
+WATCH_RETRY_MAX_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,7 @@ class StoreWatcher:
         self.on_watching = on_watching  # after a start whose reconcile was done before it
         self.stop = stop
         self.watching = False
+        self.answered = False  # the current watch gave its first answer (it is set up)
 
     def set_filter(self, flt: PathFilter) -> None:
         self.flt = flt
@@ -182,6 +186,7 @@ class StoreWatcher:
     async def run(self, first_reset_done: bool = True) -> None:
         """Watch until ``stop`` is set."""
         need_reset = not first_reset_done
+        failures = 0  # watches in a row that failed before their first answer
         while not self.stop.is_set():
             found = await self._wait_for_dir()
             if found is None:
@@ -190,16 +195,41 @@ class StoreWatcher:
             # files written before the watch began: reconciled once it is in place
             first = self.on_reset if need_reset or waited else self.on_watching
             need_reset = True
-            self.watching = True
+            self.watching, self.answered = True, False
             try:
                 await self._watch(st.st_ino, first)
             except* (RuntimeError, OSError) as group:
                 # watchfiles raises from its thread inside a task group (a name that is not
                 # UTF-8 fails its whole batch): the watch starts over, reconciling first
                 why = "; ".join(str(exc) for exc in _leaves(group))
-                logger.warning("watching {} stopped: {}; starting over", self.data_dir, why)
+                if self.answered:
+                    failures = 0
+                    logger.warning("watching {} stopped: {}; starting over", self.data_dir, why)
+                else:
+                    failures += 1
+                    await self._reconcile_instead(why, failures)
             finally:
                 self.watching = False
+
+    async def _reconcile_instead(self, why: str, failures: int) -> None:
+        """The watch failed before its first answer (it cannot be set up: a directory
+        whose name is not UTF-8 stops watchfiles): the store is reconciled now, and the
+        watch tried again after a pause that grows to ``WATCH_RETRY_MAX_SECONDS``, so
+        that changes are still found (by these reconciles, which also name what stops the
+        watch) and no CPU is spun on retries."""
+        if failures == 1:
+            logger.warning(
+                "cannot watch {}: {}; the store is compared every {:.0f} s at most until it can",
+                self.data_dir,
+                why,
+                WATCH_RETRY_MAX_SECONDS,
+            )
+        result = self.on_reset()
+        if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+            await result
+        pause = min(WATCH_RETRY_MAX_SECONDS, 2.0**failures)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), pause)
 
     async def _watch(
         self, inode: int, first: Callable[[], asyncio.Future[None] | object] | None
@@ -217,6 +247,7 @@ class StoreWatcher:
             recursive=True,
             ignore_permission_denied=True,
         ):
+            self.answered = True
             st = await asyncio.to_thread(readable_dir, self.data_dir)
             if st is None or st.st_ino != inode:
                 return  # gone, replaced (start over) or its permissions changed (wait

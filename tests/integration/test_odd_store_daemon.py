@@ -176,3 +176,27 @@ def test_a_link_to_a_directory_out_of_data_dir_is_refused_never_entered(
     st = watched.status()
     assert skipped == st["skipped"] == {"linked": "symlink points outside data_dir"}
     assert st["pending"] == 0
+
+
+def test_a_directory_whose_name_is_not_utf8_is_named_and_changes_still_land(
+    tmp_path: Path,
+) -> None:
+    """watchfiles cannot watch a tree holding such a directory: the daemon compares the
+    store instead (at growing pauses, never spinning), names the directory, and goes on
+    backing up the rest."""
+    w = Watched(tmp_path)
+    w.start()
+    assert w.proc is not None
+    try:
+        odd = os.fsencode(str(w.store)) + b"/dir-\xff"
+        os.mkdir(odd)
+        with open(odd + b"/in.json", "wb") as fh:
+            fh.write(b"{}")
+        skipped = wait_for(lambda: w.status()["skipped"], 20)
+        assert any("UTF-8" in why for why in skipped.values())
+        (w.store / "later.json").write_text("while the watch is down")
+        wait_for(lambda: "later.json" in w.paths(), 40)
+        retries = w.log.read_text().count("name is not valid UTF-8")
+        assert retries < 10, retries  # compared at pauses, not in a loop
+    finally:
+        stop_daemon(w.proc)
