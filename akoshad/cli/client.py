@@ -301,7 +301,9 @@ def render_sync(result: dict[str, Any]) -> str:
         lines.append(f"  error: {result['error']}")
     for p in passes:
         where = p.get("target") or "?"
-        if p.get("error"):
+        if p.get("error") and p.get("source_changed") and p is not passes[-1]:
+            lines.append(f"  sent again ({where}): {p['error']}")
+        elif p.get("error"):
             lines.append(f"  error ({where}): {p['error']}")
         if p.get("memory_error"):
             lines.append(f"  memories: {p['memory_error']}")

@@ -26,7 +26,7 @@ from akoshad.pipeline.capture.snapshot import Captured, CaptureResult, Snapshott
 from akoshad.pipeline.chain import BreakerState, MemoryRoute, Method, plan_pass
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.pacing import UploadPacer
-from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.report import PassReport, drained_ok, moved_only
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson, memory_capture
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
@@ -206,16 +206,20 @@ class Drain:
         stop: asyncio.Event | None = None,
     ) -> tuple[bool, list[PassReport]]:
         """Passes until nothing is due or one fails (or, once ``stop`` is set, no new
-        pass): (every pass ok, reports)."""
+        pass): (every pass ok, reports). A pass stopped by a store file that changed while
+        it was sent (the store's doing: its rows are due again at once, the file is copied
+        next time) is followed by another, which decides; once, not twice in a row."""
         reports: list[PassReport] = []
         while stop is None or not stop.is_set():
             report = await self.run_pass(method, enable_fallback)
             if report is None:
                 break
             reports.append(report)
+            if moved_only(report) and not (len(reports) > 1 and moved_only(reports[-2])):
+                continue
             if report.error or report.retrying or report.memory_error:
                 break
-        return all(r.ok for r in reports), reports
+        return drained_ok(reports), reports
 
     async def _files_target(self, route: str) -> Target | None:
         """The target this pass's files go to; None: they wait (circuit open, or a one-off

@@ -51,6 +51,25 @@ class PassReport:
             "skipped": self.skipped,
             "retrying": self.retrying,
             "error": self.error,
+            "source_changed": self.source_changed,
             "memories": self.memories,
             "memory_error": self.memory_error,
         }
+
+
+def moved_only(report: PassReport) -> bool:
+    """The pass failed only because a store file changed while it was sent (its rows are
+    due again at once)."""
+    return report.source_changed and report.error is not None and report.memory_error is None
+
+
+def superseded(reports: list[PassReport]) -> list[PassReport]:
+    """``reports`` without the passes a store file's change stopped and a later pass
+    followed (what that one did decides)."""
+    last = len(reports) - 1
+    return [r for i, r in enumerate(reports) if not (moved_only(r) and i < last)]
+
+
+def drained_ok(reports: list[PassReport]) -> bool:
+    """Every pass that decides was ok (:func:`superseded` left out)."""
+    return all(r.ok for r in superseded(reports))

@@ -130,8 +130,8 @@ class UploadFailures:
         report.source_changed = isinstance(exc, SourceChanged)
         if isinstance(exc, SourceChanged) and exc.in_place is not None:
             self.snap.moved_while_sent(exc.in_place)  # copied next time, not read in place
-        self.stats.counters.failures += 1
-        if not report.source_changed:  # a file that moved is the store's doing
+        if not report.source_changed:  # a file that moved is the store's doing: no failure
+            self.stats.counters.failures += 1
             self.stats.target(target.name).failed(message)
         if begun:
             await self._discard(target, upload_id, message)
@@ -141,6 +141,8 @@ class UploadFailures:
         delay = PERMANENT_RETRY_SECONDS if permanent else retry_delay(attempts, self.retry_backoff)
         if isinstance(exc, TransientError) and exc.retry_after:
             delay = max(delay, exc.retry_after)
+        if report.source_changed:  # captured again at once (a copy, not read in place)
+            delay = 0.0
         await self.state.release(items, retry_at=time.time() + delay, error=message)
         self.stats.counters.retries += 1
 

@@ -221,7 +221,7 @@ class Metrics:
         if report.target != "wait":
             if report.upload_id and not report.error:
                 self.uploads.labels(report.target, "ok").inc()
-            elif report.error and not report.waiting:
+            elif report.error and not (report.waiting or report.source_changed):
                 self.uploads.labels(report.target, "failed").inc()
             if report.bytes_sent:
                 self.bytes_sent.labels(report.target).inc(report.bytes_sent)

@@ -10,7 +10,7 @@ from typing import Any
 from loguru import logger
 
 from akoshad.names import EXIT_FAIL, EXIT_OK
-from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.report import PassReport, superseded
 from akoshad.runtime.deadline import finished_within, settled
 from akoshad.runtime.health import nothing_selected as nothing_selected
 from akoshad.runtime.health import upload_kept
@@ -78,7 +78,7 @@ async def once_problems(
     was not ok always has at least one."""
     problems: list[str] = []
     left = await state.queue_depth()
-    failed = [r.error for r in reports if r.error]
+    failed = [r.error for r in superseded(reports) if r.error]
     if failed:
         problems.append(f"{left} change(s) stay queued ({failed[-1]})")
     elif stopped_by and left:

@@ -167,7 +167,9 @@ class PassEvents:
                 bytes_sent=report.bytes_sent,
             )
         self.metrics.pass_done(report, seconds)
-        if report.error and not report.waiting:
+        if report.error and report.source_changed:  # the store's doing, not a failure
+            logger.warning("upload to {} stopped: {}: sent again", report.target, report.error)
+        elif report.error and not report.waiting:
             logger.error("upload to {} failed: {}", report.target, report.error)
             self.events.emit("failure", error=report.error, failed=report.claimed)
         self.health.check()

@@ -182,10 +182,28 @@ async def test_a_file_changed_while_sent_is_not_recorded(
     # the store's doing: the target is not marked failed (status would blame it)
     assert failed.source_changed and rig.drain.stats.target(rig.target.name).available
     assert BIG not in await rig.state.ledger(rig.target.name)
-    assert [i.path for i in await rig.state.queue_items()] == [BIG]  # kept, retried
+    [row] = await rig.state.queue_items()  # kept, retried ...
+    assert row.path == BIG and row.next_attempt <= time.time()  # ... at once
+    counters = rig.drain.stats.counters
+    assert (counters.failures, counters.retries) == (0, 1)  # sent again, not a failure
 
     retried = await rig.drain.drain_once(rig.target, now=time.time() + 3600)
     assert retried is not None and retried.ok and retried.files_uploaded == [BIG]
+    now = (rig.store / BIG).read_bytes()
+    assert await rig.stored(BIG) == (sha(now), now)
+
+
+async def test_a_drain_goes_on_after_a_file_changed_while_sent(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run --once`` and ``sync --wait`` drain until empty: the pass a store file's change
+    stopped is followed by another, whose upload decides (ok), not reported as a failure."""
+    read_hook(monkeypatch, after_first=append)
+    (rig.store / BIG).write_bytes(os.urandom(2 * MiB))
+    await rig.state.enqueue([(BIG, "modified")], now=time.time() - 60)
+    ok, reports = await rig.drain.until_empty()
+    assert [r.source_changed for r in reports] == [True, False], reports
+    assert ok and reports[-1].files_uploaded == [BIG]
     now = (rig.store / BIG).read_bytes()
     assert await rig.stored(BIG) == (sha(now), now)
 

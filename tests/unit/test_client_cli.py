@@ -153,6 +153,21 @@ def test_render_sync_and_queue() -> None:
     assert "error (cloud): timed out" in text and "retrying a: x" in text
 
 
+def test_a_pass_sent_again_after_a_store_file_changed_is_no_error() -> None:
+    from akoshad.pipeline.report import PassReport
+
+    moved = PassReport("local", error="big.bin changed while it was being uploaded")
+    moved.source_changed = True
+    sent = PassReport("local", upload_id="u1", files_uploaded=["big.bin"])
+    result = {"ok_drain": True, "pending": 0, "passes": [moved.as_dict(), sent.as_dict()]}
+    text = render_sync(json.loads(json.dumps(result)))
+    assert text.startswith("sync done: 2 pass(es), 1 upload(s) (u1)")
+    assert "  sent again (local): big.bin changed while it was being uploaded" in text
+    assert "error (" not in text
+    alone = render_sync({"ok_drain": False, "passes": [moved.as_dict()]})  # nothing after it
+    assert "error (local): big.bin changed" in alone
+
+
 def test_render_sync_of_the_passes_the_daemon_sends() -> None:
     """``sync --wait`` renders what the daemon's reply holds: each pass as
     ``PassReport.as_dict()``, whose ``files_uploaded`` lists the paths sent."""

@@ -480,3 +480,27 @@ async def _no_rows(sink: WebhookSink) -> bool:
     for h in sink.hooks:
         h.wake.set()
     return not await sink.store.pending()
+
+
+def test_a_pass_a_store_file_s_change_stopped_is_no_failure_event() -> None:
+    """A file that changed while it was sent is the store's doing: the pass is sent again
+    (a WARNING), no ``failure`` event (webhook) and no failed target."""
+    from akoshad.pipeline.report import PassReport
+    from akoshad.runtime.pass_metrics import NoMetrics
+    from akoshad.runtime.wiring import PassEvents
+
+    stats, bus = Stats(), EventBus("box")
+    heard: list[str] = []
+
+    class Sink:
+        def emit(self, event: str, fields: dict[str, Any]) -> None:
+            heard.append(event)
+
+    bus.subscribe(Sink())  # type: ignore[arg-type]
+    passes = PassEvents(bus, NoMetrics(), HealthWatch(stats, bus))
+    moved = PassReport("local", claimed=1, error="big.bin changed while it was being uploaded")
+    moved.source_changed = True
+    passes.pass_done(moved, 0.1)
+    assert heard == []
+    passes.pass_done(PassReport("local", claimed=1, error="disk full"), 0.1)
+    assert heard == ["failure"]
