@@ -84,6 +84,23 @@ def test_duckdb_wal_linked_out_of_the_store_is_never_uploaded(tmp_path: Path) ->
     assert MARKER not in gzip_members(setup.outbox)
 
 
+def test_a_duckdb_wal_that_is_a_directory_leaves_the_database_backed_up(tmp_path: Path) -> None:
+    """A ``.wal`` that is no regular file (a directory) is named as skipped, the database is
+    backed up without it: no capture retried for ever, no run that fails for it."""
+    setup = Setup(tmp_path)
+    make_store(setup.store)
+    wal = setup.store / "knowledge_graph.duckdb.wal"
+    wal.unlink(missing_ok=True)
+    wal.mkdir()
+    res = setup.once()
+    assert "Traceback" not in res.stderr
+    (manifest,) = setup.manifests()
+    paths = {e["path"] for e in manifest["metadata"]["files"]}
+    skipped = {s["path"]: s["reason"] for s in manifest["metadata"]["skipped"]}
+    assert "knowledge_graph.duckdb" in paths and "knowledge_graph.duckdb.wal" not in paths
+    assert skipped["knowledge_graph.duckdb.wal"] == "not a regular file"
+
+
 def gzip_members(root: Path) -> bytes:
     """The decoded content of every gzip object under ``root``."""
     out = b""

@@ -3,6 +3,7 @@ validated in a child process."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,8 @@ from akoshad.pipeline.capture.files import (
 if TYPE_CHECKING:
     from akoshad.duckdb_worker import Runner
 
+NOT_REGULAR = "not a regular file"
+
 
 class DuckDBCapture(CaptureBase):
     """DuckDB: the database and its WAL copied as one pair while they hold still, the copy
@@ -41,11 +44,16 @@ class DuckDBCapture(CaptureBase):
 
     def _wal_of(self, live: Path) -> tuple[Path | None, str | None]:
         """The resolved ``.wal`` of the DuckDB file ``live`` (named as the writer names it),
-        or (None, reason) when it is a symlink out of data_dir: never read, then."""
+        or (None, reason) when it is a symlink out of data_dir or not a regular file (a
+        directory, a FIFO): never read, then (the database is captured without it)."""
         try:
-            return resolve_under(self.data_dir.resolve(), live.with_name(live.name + ".wal")), None
+            wal = resolve_under(self.data_dir.resolve(), live.with_name(live.name + ".wal"))
         except LinkRefused as exc:
             return None, exc.strerror or OUTSIDE
+        st = lstat_or_none(wal)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            return None, NOT_REGULAR
+        return wal, None
 
     def _capture_duckdb(
         self, rel: str, live: Path, real: Path, hash_if_size: int | None = None
