@@ -10,21 +10,19 @@ keeps the paths in the debouncer and tries again shortly.
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import sqlite3
-import stat
 import time
 from collections.abc import Awaitable, Iterable
 from contextlib import suppress
 from functools import partial
-from pathlib import Path
 
 from loguru import logger
 
 from akoshad.config import Settings
 from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Debouncer, Kind
+from akoshad.pipeline.feed_expand import expand_released
 from akoshad.pipeline.sealed_as import read_sealed_label
 from akoshad.pipeline.sealing import configured_label
 from akoshad.pipeline.stats import Stats
@@ -32,7 +30,6 @@ from akoshad.pipeline.store_links import StoreLinks
 from akoshad.pipeline.storefiles import (
     PathFilter,
     WalkResult,
-    groups_below,
     readable_dir,
     to_change,
     walk_store,
@@ -302,7 +299,9 @@ class ChangeFeed:
         it was seen, not from when ``max_delay_seconds`` released it; a path a directory
         stood for, by the oldest); on failure (disk full, ...) keep them for a retry."""
         try:
-            items, walked = await self._expand(released)
+            items, walked = await expand_released(
+                released, self.data_dir, self.flt, self.state, self.primary.name, self.links
+            )
             if items:
                 await self.state.enqueue(items, first_seen=_wall_times(firsts, released))
             if walked:
@@ -344,57 +343,6 @@ class ChangeFeed:
                 self.state.record_skipped(c, refused)
 
             await self.state.transaction(op)
-
-    async def _expand(
-        self, released: list[tuple[str, Kind]]
-    ) -> tuple[list[tuple[str, str]], dict[str, dict[str, str]]]:
-        """Directories stand for the files below them (and the ledger's files there); also
-        returned: each directory walked, with the entries below it the walk refused."""
-        out: dict[str, str] = {}
-        walked: dict[str, dict[str, str]] = {}
-        ledger_groups: set[str] | None = None
-        below_dir: dict[str, list[str]] = {}  # each directory of the ledger: its groups
-        for path, kind in released:
-            full = self.data_dir / path
-            is_dir = await asyncio.to_thread(_is_dir, full)
-            if is_dir is None:
-                continue  # too long to open: the walk of a directory above it names it
-            if not is_dir and kind != "deleted":
-                out[path] = kind
-                continue
-            if ledger_groups is None:
-                ledger_groups = {
-                    e.group_path for e in (await self.state.ledger(self.primary.name)).values()
-                }
-                below_dir = await asyncio.to_thread(groups_below, ledger_groups)
-            below = below_dir.get(path, ())
-            for g in below:
-                out.setdefault(g, "modified")
-            if is_dir:
-                if path in ledger_groups:  # a directory now stands where a file was
-                    out[path] = "deleted"
-                walk = await asyncio.to_thread(
-                    partial(walk_store, self.data_dir, self.flt, under=path)
-                )
-                out.update(dict.fromkeys(walk.files, "modified"))
-                walked[path] = walk.refused
-                continue
-            walked[path] = {}  # deleted: nothing below it is refused any more
-            # itself too: a file may stand there again (a batch's events come unordered,
-            # so a directory replaced by a file can reach the debouncer as a deletion)
-            out[path] = kind
-        await asyncio.to_thread(self.links.add_links, out)
-        return list(out.items()), walked
-
-
-def _is_dir(path: Path) -> bool | None:
-    """Whether ``path`` is a directory itself (a link to one is not: never entered, as by
-    the walk; one to /usr was walked whole), None when it is too long for the system to
-    look at (over PATH_MAX)."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError as exc:
-        return None if exc.errno == errno.ENAMETOOLONG else False
 
 
 def _wall_times(
