@@ -309,6 +309,7 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             future = [u for u in uploads if in_future(u)]
             chosen = ([newest] if newest is not None else []) + future
         failed = False
+        damaged: list[str] = []  # verified with problems (listed): the ledger check says so
         for upload_id in chosen:
             try:
                 report = await verify_upload(target, system_id, upload_id, identities)
@@ -322,8 +323,12 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{upload_id}: {problem}")
             print(f"{upload_id}: {report.checked} file(s) verified, {report.status}")
             failed = failed or bool(report.problems)
+            if report.problems:
+                damaged.append(upload_id)
         if system_id == settings.cloud_sync.system_id:
-            checked = await print_ledger_check(target, system_id, settings, chosen, identities)
+            checked = await print_ledger_check(
+                target, system_id, settings, chosen, identities, damaged=damaged
+            )
             failed = checked or failed
         return 1 if failed else 0
     finally:

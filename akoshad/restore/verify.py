@@ -262,8 +262,12 @@ async def print_ledger_check(
     settings: Settings,
     verified: Collection[str],
     identities: Identities | None = None,
+    *,
+    damaged: Collection[str] = (),
 ) -> bool:
-    """Print the ledger check; True when it found problems."""
+    """Print the ledger check; True when it found problems. ``damaged``: uploads of
+    ``verified`` whose check found problems (printed already, not told twice): the ledger
+    agreeing with such an upload's manifest is not "ok"."""
     from akoshad.store.db import STATE_FILE, StateError, read_ledger
     from akoshad.store.places import another_place, target_identity
 
@@ -292,5 +296,8 @@ async def print_ledger_check(
         print("ledger: no upload completed on this machine yet: checked the manifests only")
         return False
     checked = f"{report.checked} file(s) checked against upload {report.upload_id}"
-    print(f"ledger: {checked}, {report.status}")
+    status = report.status
+    if not report.problems and report.upload_id in damaged:
+        status = "they agree with its manifest; the problems of its objects are listed above"
+    print(f"ledger: {checked}, {status}")
     return bool(report.problems)

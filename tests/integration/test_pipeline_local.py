@@ -187,6 +187,8 @@ def test_verify_finds_an_object_of_the_ledger_gone(setup: Setup) -> None:
     assert f"{newest}: activity.db: chunk 1 of {n} (sha256 " in res.stdout, res.stdout
     assert f"{pack} at " in res.stdout and "is missing: its object does not exist" in res.stdout
     assert "ledger: activity.db" not in res.stdout
+    assert f"against upload {newest}, ok" not in res.stdout  # no "ok" after its problems
+    assert f"against upload {newest}, they agree with its manifest; the problems" in res.stdout
     # the ledger looks at its objects itself when its upload was not verified just now
     res = setup.cli("verify", "--upload-id", first["metadata"]["upload_id"])
     assert res.returncode == 1
