@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from akoshad.names import printable
 from akoshad.private import make_private_dirs, private_opener
 from akoshad.ratelog import RateLimitedLog
 from akoshad.redaction import REDACTED, redact, register_secret, register_settings
@@ -71,9 +72,11 @@ def _redact_value(value: Any) -> Any:
 
 
 def _patch(record: Record) -> None:
-    """Redact the message, the extra values and the exception text. Never raises."""
+    """Redact the message, the extra values and the exception text, and write the message's
+    control characters as escapes (a file name with a newline makes no second log line,
+    a terminal escape reaches no terminal). Never raises."""
     try:
-        record["message"] = redact(record["message"])
+        record["message"] = printable(redact(record["message"]))
         for key, value in list(record["extra"].items()):
             record["extra"][key] = _redact_value(value)
         exc = record["exception"]

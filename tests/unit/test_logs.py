@@ -54,9 +54,16 @@ def test_journald_lines_have_priorities(tmp_path: Path, captured: io.StringIO, v
         "<4>careful",
         "<3>broken",
         "<2>fatal",
-        "<6>two",
-        "<6>lines",
+        "<6>two\\nlines",  # one record, one line: a name with a newline forges none
     ]
+
+
+def test_control_characters_of_a_message_are_escaped(tmp_path: Path, captured: io.StringIO) -> None:
+    setup_logging(settings(tmp_path), environ={}, stream=captured)
+    logger.warning("skipped {}: unreadable", "evil\nakoshad OK: idle\x1b[31m.json")
+    (line,) = captured.getvalue().splitlines()
+    assert line.endswith("skipped evil\\nakoshad OK: idle\\x1b[31m.json: unreadable")
+    assert "\x1b" not in captured.getvalue()
 
 
 def test_journald_traceback_lines_keep_the_priority(tmp_path: Path, captured: io.StringIO) -> None:
