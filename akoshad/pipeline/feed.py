@@ -184,13 +184,20 @@ class ChangeFeed:
             except (OSError, sqlite3.Error) as exc:
                 logger.warning("the periodic rescan of {} failed: {}", self.data_dir, exc)
 
-    async def _settle_skips(self, refused: dict[str, str]) -> None:
+    async def _settle_skips(
+        self, refused: dict[str, str], under: tuple[str, ...] | None = None
+    ) -> None:
         """Record the walk's refusals; forget the skips it did not refuse of files no longer
         on disk (gone while nobody watched: no event would ever clear them) and of
-        directories (listed again)."""
+        directories (listed again). ``under``: the walk covered only the paths that start
+        with one of these (``dir/``); other skips are left as they are."""
         for path, reason in refused.items():
             logger.warning("not syncing {}: {}", path, reason)
-        known = [p for p in await self.state.skipped() if p not in refused]
+        known = [
+            p
+            for p in await self.state.skipped()
+            if p not in refused and (under is None or (p + "/").startswith(under))
+        ]
         gone = await asyncio.to_thread(lambda: [p for p in known if self._not_skippable(p)])
         if refused or gone:
 
@@ -327,22 +334,7 @@ class ChangeFeed:
         (in status and the next upload), and the skips below them they no longer refuse,
         of entries gone or directories, are forgotten (as the reconcile does)."""
         refused = {p: why for found in walked.values() for p, why in found.items()}
-        for path, reason in refused.items():
-            logger.warning("not syncing {}: {}", path, reason)
-        heads = tuple(f"{d}/" for d in walked)
-        known = [
-            p
-            for p in await self.state.skipped()
-            if p not in refused and (p + "/").startswith(heads)
-        ]
-        gone = await asyncio.to_thread(lambda: [p for p in known if self._not_skippable(p)])
-        if refused or gone:
-
-            def op(c: sqlite3.Connection) -> None:
-                self.state.forget_skipped(c, gone)
-                self.state.record_skipped(c, refused)
-
-            await self.state.transaction(op)
+        await self._settle_skips(refused, under=tuple(f"{d}/" for d in walked))
 
 
 def _wall_times(
