@@ -79,6 +79,9 @@ class ChangeFeed:
         # why the last changes released could not be put on the queue (None: they were)
         self.unrecorded: str | None = None
         self._said_not_files: set[str] = set()  # entries that are no file, already said
+        # refusals already logged: path -> (reason, monotonic time said); said again when
+        # the reason changes or an hour later, not at each of the walks that find it again
+        self._said_refused: dict[str, tuple[str, float]] = {}
         self.links = StoreLinks(self.data_dir)  # the store's links to its own files
         # a selected file appeared after a reconcile that found none: reconcile again once
         # it is queued, so the files gone meanwhile leave the next upload (``run``)
@@ -191,8 +194,7 @@ class ChangeFeed:
         on disk (gone while nobody watched: no event would ever clear them) and of
         directories (listed again). ``under``: the walk covered only the paths that start
         with one of these (``dir/``); other skips are left as they are."""
-        for path, reason in refused.items():
-            logger.warning("not syncing {}: {}", path, reason)
+        self._say_refused(refused, under)
         known = [
             p
             for p in await self.state.skipped()
@@ -206,6 +208,22 @@ class ChangeFeed:
                 self.state.record_skipped(c, refused)
 
             await self.state.transaction(op)
+
+    def _say_refused(self, refused: dict[str, str], under: tuple[str, ...] | None) -> None:
+        """A warning for each refusal a walk found, unless it was said with the same reason
+        within :data:`RESCAN_SECONDS` (status and ``--check`` show every skip meanwhile): a
+        store walked again every 30 s, while its watch cannot start, said each 120 times an
+        hour. What the walk (of the paths ``under``, or all) no longer refuses is said again
+        when it is refused again."""
+        now = time.monotonic()
+        for path in list(self._said_refused):
+            if path not in refused and (under is None or (path + "/").startswith(under)):
+                del self._said_refused[path]
+        for path, reason in refused.items():
+            said = self._said_refused.get(path)
+            if said is None or said[0] != reason or now - said[1] >= RESCAN_SECONDS:
+                logger.warning("not syncing {}: {}", path, reason)
+                self._said_refused[path] = (reason, now)
 
     def _say_not_files(self, entries: dict[str, str]) -> None:
         """One warning for each selected entry that is no file to back up (a FIFO, a

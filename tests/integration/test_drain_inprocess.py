@@ -402,3 +402,30 @@ async def test_many_deletions_at_once_reach_the_queue_in_proportion(rig: Rig) ->
     await rig.feed.flush()
     assert time.monotonic() - began < 10
     assert await rig.state.queue_depth() == 15_000
+
+
+async def test_a_refusal_found_walk_after_walk_is_logged_once(rig: Rig, tmp_path: Path) -> None:
+    """A store walked again and again (every 30 s while its watch cannot start) says each
+    refusal once, not at every walk; again once it is refused anew."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING", format="{message}")
+    try:
+        outside = tmp_path / "outside.json"
+        outside.write_text("{}")
+        link = rig.store / "linked.json"
+        os.symlink(outside, link)
+        for _ in range(3):
+            await rig.feed.reconcile()
+        said = [line for line in lines if line.startswith("not syncing linked.json")]
+        assert len(said) == 1, lines
+        assert "linked.json" in await rig.state.skipped()  # still shown as a skip
+        link.unlink()
+        await rig.feed.reconcile()
+        os.symlink(outside, link)
+        await rig.feed.reconcile()
+        said = [line for line in lines if line.startswith("not syncing linked.json")]
+        assert len(said) == 2, lines
+    finally:
+        logger.remove(sink)
