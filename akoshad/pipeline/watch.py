@@ -12,6 +12,7 @@ from pathlib import Path
 from loguru import logger
 from watchfiles import Change, awatch
 
+from akoshad.backoff import exponential
 from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Kind
 from akoshad.pipeline.storefiles import (
@@ -120,6 +121,13 @@ def _group_changed(data_dir: Path, rel: str, entries: list[LedgerEntry]) -> bool
     return False
 
 
+async def _called(callback: Callable[[], asyncio.Future[None] | object]) -> None:
+    """Call ``callback``; await what it returns when that is awaitable."""
+    result = callback()
+    if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+        await result
+
+
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     """The exceptions a (nested) group holds."""
     out: list[BaseException] = []
@@ -224,10 +232,8 @@ class StoreWatcher:
                 why,
                 WATCH_RETRY_MAX_SECONDS,
             )
-        result = self.on_reset()
-        if asyncio.isfuture(result) or asyncio.iscoroutine(result):
-            await result
-        pause = min(WATCH_RETRY_MAX_SECONDS, 2.0**failures)
+        await _called(self.on_reset)
+        pause = exponential(failures, 1.0, WATCH_RETRY_MAX_SECONDS)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), pause)
 
@@ -253,10 +259,8 @@ class StoreWatcher:
                 return  # gone, replaced (start over) or its permissions changed (wait
                 # until it can be read, then reconcile)
             if first is not None:
-                result = first()
+                await _called(first)
                 first = None
-                if asyncio.isfuture(result) or asyncio.iscoroutine(result):
-                    await result
             if not batch:
                 continue
             out = self._changes_of(batch)
