@@ -26,7 +26,8 @@ manifest LAST.
 Sealed (``name_key`` and ``recipients`` given: encryption on): every document is sealed
 and named by its keyed hash (``sealed_documents``), the entries always go in index parts,
 and ``metadata.skipped`` moves into a sealed document named by ``metadata.index.skipped``
-(``{"skipped": [...]}``), so the manifest names no file and no plaintext hash.
+(``{"skipped": [...]}``), so the manifest names no file and no plaintext hash. A sealed
+list of at most :data:`INDEX_INLINE_MAX` entries (inline when unsealed) is one part.
 
 Documents whose key is in ``known_documents`` (e.g. those the previous manifest referenced)
 are not returned again. Blocking (JSON, sha256, gzip): call from a thread on large stores.
@@ -242,6 +243,19 @@ def iter_parts(
         yield current
 
 
+def _index_cuts(
+    entries: Iterable[dict[str, Any]], count: int, sealed: bool, ends: Callable[[str], bool]
+) -> Iterable[list[dict[str, Any]]]:
+    """The index parts of ``count`` entries: a sealed list short enough to go inline
+    unsealed (at most :data:`INDEX_INLINE_MAX`) is one part, one PUT besides what the
+    unsealed upload makes (cut, a session's change rewrote two or three of its parts);
+    longer lists are cut by :func:`iter_parts`."""
+    if sealed and count <= INDEX_INLINE_MAX:
+        whole = list(entries)
+        return [whole] if whole else []
+    return iter_parts(entries, ends=ends)
+
+
 def _names(files: Sequence[StoredFile]) -> dict[str, str]:
     """Entry names: a whole object keeps its object's name; a chunked file gets its path
     flattened, unique within the upload."""
@@ -342,7 +356,7 @@ def build_manifest2(
     entries = (entry_json(f, names[f.path], docs) for f in ordered)
     if use_index or (use_index is None and len(ordered) > INDEX_INLINE_MAX):
         del metadata["files"]
-        cuts = iter_parts(entries, ends=docs.ends_entry)
+        cuts = _index_cuts(entries, len(ordered), sealed is not None, docs.ends_entry)
         parts = [docs.add("index", {"files": part}) for part in cuts]
         metadata["index"] = {"parts": [docs.part_json(key) for key in parts]}
         if sealed is not None:

@@ -18,6 +18,7 @@ from akoshad.manifest.layout import encode_manifest, manifest_key, validate_mani
 from akoshad.storage.crypto import Identities, Recipients
 from akoshad.storage.documents import decode_document
 from akoshad.storage.format2 import (
+    INDEX_INLINE_MAX,
     PART_MAX_ENTRIES,
     PART_MIN_ENTRIES,
     Format2Manifest,
@@ -260,3 +261,21 @@ async def test_sealed_index_parts_read_back_with_the_identity(target: LocalTarge
     await write_upload(target, SID, upload_id(0), built)
     back, _ = await sealed_files(target, await manifest_of(target, 0), identities)
     assert [f.path for f in back] == sorted(files)
+
+
+def test_a_small_sealed_list_is_one_part_so_a_session_adds_one_put() -> None:
+    """Unsealed, up to INDEX_INLINE_MAX entries go inline in the manifest (no PUT of
+    their own); sealed, they must go in a part: one, not the two or three the cuts
+    would make, so a session's upload makes one PUT more than unsealed, not three."""
+    recipients, _ = keys()
+    name_key = new_name_key(SID, recipients)
+    files = store(INDEX_INLINE_MAX - len(TOP))
+    assert "files" in build(files, 0).manifest["metadata"]  # unsealed: inline
+    first = build(files, 0, name_key=name_key, recipients=recipients)
+    assert len(first.manifest["metadata"]["index"]["parts"]) == 1
+    files["reflection.duckdb.wal"] = top_file("reflection.duckdb.wal", 1, 2)
+    session = build(files, 1, first.document_keys, name_key=name_key, recipients=recipients)
+    assert len(session.documents) == 1  # the one part, rewritten
+    files = store(INDEX_INLINE_MAX - len(TOP) + 1)  # past the inline size: cut as unsealed
+    cut = build(files, 0, name_key=name_key, recipients=recipients)
+    assert len(cut.manifest["metadata"]["index"]["parts"]) > 1
