@@ -49,7 +49,7 @@ from akoshad.runtime.signals import stop_signals
 from akoshad.runtime.status import StatusView
 from akoshad.runtime.target_identity import forget_if_last_upload_gone, seed_ledger
 from akoshad.runtime.watchdog import Watchdog
-from akoshad.runtime.webhooks import WEBHOOK_ONCE_SECONDS
+from akoshad.runtime.webhook_wire import WEBHOOK_ONCE_SECONDS
 from akoshad.runtime.wiring import Parts, wire
 from akoshad.store.db import StateDB
 from akoshad.targets import Target

@@ -23,7 +23,7 @@ from akoshad.runtime.health import (
     nothing_to_back_up,
 )
 from akoshad.runtime.safety import SafetyPolicy, SafetyTracker, assess
-from akoshad.runtime.webhooks import failing_webhooks
+from akoshad.runtime.webhook_wire import failing_webhooks
 from akoshad.runtime.wiring import Parts
 
 

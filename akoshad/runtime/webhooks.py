@@ -16,10 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
-import random
 import sqlite3
 import threading
 import time
@@ -32,66 +28,28 @@ import aiohttp
 from loguru import logger
 
 from akoshad import __version__
-from akoshad.backoff import backoff_delay
 from akoshad.errors import AkoshadError
 from akoshad.events import EventName
 from akoshad.redaction import redact_webhook_url, webhook_url_secrets
 from akoshad.runtime.logs import RateLimitedLog, redact, register_secret
+from akoshad.runtime.webhook_wire import (
+    SIGNATURE_HEADER,
+    WEBHOOK_GIVE_UP_SECONDS,
+    WEBHOOK_TIMEOUT_SECONDS,
+    encode_event,
+    hook_id,
+    retry_delay,
+    should_drop,
+    sign,
+)
 from akoshad.store.webhook_outbox import OutboxRow, WebhookStore
 
 if TYPE_CHECKING:
     from akoshad.config import Webhook
     from akoshad.store.db import StateDB
 
-SIGNATURE_HEADER = "X-Akoshad-Signature"
-WEBHOOK_TIMEOUT_SECONDS = 10.0
-WEBHOOK_GIVE_UP_SECONDS = 3600.0  # an event still undelivered this long after it happened
-WEBHOOK_MAX_DELAY_SECONDS = 60.0  # the backoff's cap between two attempts
-WEBHOOK_ONCE_SECONDS = 15.0  # what ``run --once`` spends at most on queued events
 _STORE_ERRORS = (sqlite3.Error, OSError, AkoshadError)
 _STORE_RETRY_SECONDS = 2.0
-
-
-def sign(body: bytes, secret: str) -> str:
-    """The signature header's value: ``sha256=<hex HMAC-SHA256 of body with secret>``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def signature_ok(body: bytes, secret: str, header: str | None) -> bool:
-    """What a receiver checks (constant-time compare)."""
-    return header is not None and hmac.compare_digest(sign(body, secret), header)
-
-
-def hook_id(url: str) -> str:
-    """The key of a webhook in the state database (a hash: the URL may hold credentials)."""
-    return hashlib.sha256(url.encode()).hexdigest()[:16]
-
-
-def retry_delay(attempt: int, base: float, rng: random.Random | None = None) -> float:
-    """The wait after failed attempt number ``attempt`` (1, 2, ...): full-jitter backoff."""
-    return backoff_delay(attempt - 1, base, WEBHOOK_MAX_DELAY_SECONDS, rng)
-
-
-def should_drop(created_at: float, now: float, attempts: int, give_up: float) -> bool:
-    """Give an event up once it is ``give_up`` seconds old, after at least one attempt; one
-    dated ``give_up`` or more ahead (by a clock that ran ahead and was set right since) has
-    no age to wait for: it would hold its webhook's queue until the clock caught up."""
-    return attempts > 0 and abs(now - created_at) >= give_up
-
-
-def encode_event(payload: dict[str, Any]) -> bytes:
-    """The exact body bytes: compact JSON, registered secrets redacted in every string."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, str):
-            return redact(value)
-        if isinstance(value, dict):
-            return {str(k): clean(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [clean(v) for v in value]
-        return value
-
-    return json.dumps(clean(payload), separators=(",", ":"), default=str).encode()
 
 
 def _describe(exc: BaseException) -> str:
@@ -409,14 +367,3 @@ class WebhookSink:
             }
             for h in self.hooks
         ]
-
-
-def failing_webhooks(rows: list[dict[str, Any]]) -> list[str]:
-    """A status warning per webhook (``WebhookSink.status`` rows) whose last delivery
-    failed, until one succeeds: alerting that is itself broken must show."""
-    return [
-        f"webhook {row['url']}: {row['last_error']} (its events are not delivered; "
-        f"{row['pending']} waiting)"
-        for row in rows
-        if row.get("last_error")
-    ]

@@ -21,15 +21,15 @@ from akoshad.redaction import redact_webhook_url, webhook_url_secrets
 from akoshad.runtime import webhooks as webhooks_module
 from akoshad.runtime.health_watch import HealthWatch
 from akoshad.runtime.logs import redact
-from akoshad.runtime.webhooks import (
+from akoshad.runtime.webhook_wire import (
     WEBHOOK_MAX_DELAY_SECONDS,
-    WebhookSink,
     encode_event,
     retry_delay,
     should_drop,
     sign,
     signature_ok,
 )
+from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import StateDB
 from akoshad.store.webhook_outbox import WebhookStore
 from tests.webhook_receiver import Receiver
