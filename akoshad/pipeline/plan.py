@@ -210,6 +210,7 @@ def sent_file(sent: SentFile, table: Mapping[str, ChunkRef]) -> StoredFile:
         parts=tuple(table[sha] for sha, _ in sent.chunk_ids),
         mode=f.mode,
         facts=f.facts,
+        mtime_ns=f.live.mtime_ns,
     )
 
 
@@ -254,7 +255,15 @@ def stored_file(row: LedgerEntry, table: Mapping[str, ChunkRef]) -> StoredFile |
         mode=row.mode,
         facts=Facts.from_json(row.facts),
         name=row.name if ids is None else "",
+        mtime_ns=recorded_mtime(row.live),
     )
+
+
+def recorded_mtime(live: LiveStat) -> int | None:
+    """The modification time a ledger row's stat gives the manifest: None for a row
+    rebuilt from manifests (size -1) or whose stat was never read (mtime 0), until the
+    reconcile reads the file's stat again."""
+    return None if live.size < 0 or live.mtime_ns == 0 else live.mtime_ns
 
 
 def ledger_row(

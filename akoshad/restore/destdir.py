@@ -207,8 +207,10 @@ class FileSink:
         mode: int | None,
         direct: bool = False,
         label: str | None = None,
+        mtime_ns: int | None = None,
     ) -> None:
         self.dir_fd = dir_fd
+        self.mtime_ns = mtime_ns  # the modification time recorded at capture
         self.name = name
         self.label = label  # the file as errors name it (a write error carries no name)
         self.mode = DEFAULT_FILE_MODE if mode is None else mode & 0o777
@@ -292,8 +294,9 @@ class FileSink:
 
     def publish(self, shown: str) -> None:
         """Rename the file over its final name (a directory there is refused), then give it
-        its mode and close it: a temporary file is never more open than 0600. The mode
-        reaches the disk with the directories' fsync that ends a restore (one journal)."""
+        its mode and modification time and close it: a temporary file is never more open
+        than 0600. They reach the disk with the directories' fsync that ends a restore (one
+        journal)."""
         try:
             os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
         except IsADirectoryError:  # a file never replaces a directory (EISDIR)
@@ -301,6 +304,8 @@ class FileSink:
             raise DestError(f"{shown} in --dest is a directory") from None
         try:
             os.fchmod(self.fh.fileno(), self.mode)
+            if self.mtime_ns is not None and os.utime in os.supports_fd:
+                os.utime(self.fh.fileno(), ns=(self.mtime_ns, self.mtime_ns))
         finally:
             self.fh.close()
 

@@ -135,8 +135,9 @@ class LandingSink(FileSink):
         stale: tuple[str, ...] = (),
         label: str | None = None,
         path: str = "",
+        mtime_ns: int | None = None,
     ) -> None:
-        super().__init__(dir_fd, name, mode, direct, label)
+        super().__init__(dir_fd, name, mode, direct, label, mtime_ns)
         self.committer = committer
         self.key = key
         self.path = path  # the store path
@@ -196,7 +197,9 @@ class Committer:
             stale = self.stale.get(f.path, ())
             label = f.path if self.dest is None else str(self.dest / f.path)
             direct = f.size >= DIRECT_MIN
-            return LandingSink(self, key, dir_fd, name, f.mode, direct, stale, label, f.path)
+            return LandingSink(
+                self, key, dir_fd, name, f.mode, direct, stale, label, f.path, f.mtime_ns
+            )
         except BaseException:
             self.tree.release(key, False)
             raise

@@ -222,7 +222,7 @@ def sink_for(dest_fd: int, f: StoredFile, force: bool) -> FileSink:
     """A sink for ``f`` under the restore destination (no symlink followed)."""
     dir_fd = parent_dir(dest_fd, f.path, force)
     try:
-        return FileSink(dir_fd, f.path.rsplit("/", 1)[-1], f.mode)
+        return FileSink(dir_fd, f.path.rsplit("/", 1)[-1], f.mode, mtime_ns=f.mtime_ns)
     except BaseException:
         os.close(dir_fd)
         raise

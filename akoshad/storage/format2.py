@@ -163,6 +163,8 @@ def entry_json(f: StoredFile, name: str, docs: _Documents | None = None) -> dict
     }
     if f.mode is not None:
         out["mode"] = f.mode
+    if f.mtime_ns is not None:
+        out["mtime_ns"] = f.mtime_ns
     if f.facts is not None:
         out.update(f.facts.as_fields())
     whole = f.whole

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from akoshad.manifest.facts import Facts
@@ -44,6 +44,7 @@ from akoshad.storage.stored import (
     StoredFile,
     WholeCompression,
     WholeObject,
+    check_mtime,
     check_paths,
     check_stored_file,
     system_root,
@@ -126,6 +127,8 @@ def parse_entry(raw: object, where: str) -> _Pending:
     size = _field(raw, "size", int, where)
     sha = _field(raw, "sha256", str, where)
     mode = None if raw.get("mode") is None else _field(raw, "mode", int, where)
+    mtime = raw.get("mtime_ns")
+    mtime_ns = None if mtime is None else check_mtime(mtime, where)
     variants = [k for k in ("chunks", "chunk_list", "key") if k in raw]
     if len(variants) != 1:
         raise ManifestError(f"{where}: needs exactly one of chunks, chunk_list or key")
@@ -149,6 +152,7 @@ def parse_entry(raw: object, where: str) -> _Pending:
         mode=mode,
         facts=Facts.from_fields(raw),
         name=_field(raw, "name", str, where),
+        mtime_ns=mtime_ns,
     )
     return _Pending(where, stored, chunk_list)
 
@@ -343,9 +347,7 @@ async def _resolve_lists(
     for p in pending:
         f = p.file
         if p.chunk_list is not None:
-            f = StoredFile(
-                f.path, f.kind, f.size, f.sha256, lists[p.chunk_list.key], f.mode, f.facts, f.name
-            )
+            f = replace(f, parts=lists[p.chunk_list.key])
         check_stored_file(f, system_id, p.where, keys_ok=keys_ok)
         out.append(f)
     return out

@@ -73,7 +73,8 @@ class StoredFile:
     where its bytes are (``parts``: chunk refs, or exactly one whole object).
 
     ``name`` is informative (the bare object name for format 1, the flattened path for
-    format 2); the writer assigns it for chunked files."""
+    format 2); the writer assigns it for chunked files. ``mtime_ns``: the live file's
+    modification time when it was captured (None: not recorded, as by earlier versions)."""
 
     path: str
     kind: str
@@ -83,6 +84,7 @@ class StoredFile:
     mode: int | None = None
     facts: Facts | None = None
     name: str = ""
+    mtime_ns: int | None = None
 
     @property
     def whole(self) -> WholeObject | None:
@@ -127,6 +129,9 @@ class StoredFile:
         )
 
 
+MTIME_MAX = 1 << 63
+
+
 def system_root(system_id: str) -> str:
     """``systems/{system_id}/``: every key a manifest references lives under it."""
     if not isinstance(system_id, str) or not SYSTEM_ID_RE.match(system_id):
@@ -137,6 +142,14 @@ def system_root(system_id: str) -> str:
 def _check_int(value: object, field: str, where: str, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
         raise ManifestError(f"{where}: {field} must be an integer in 0..{maximum}")
+    return value
+
+
+def check_mtime(value: object, where: str) -> int:
+    """A recorded modification time: nanoseconds since the epoch, a signed 64-bit value
+    (what ``os.utime`` takes); :class:`ManifestError` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -MTIME_MAX <= value < MTIME_MAX:
+        raise ManifestError(f"{where}: mtime_ns must be an integer (nanoseconds since the epoch)")
     return value
 
 
@@ -187,6 +200,8 @@ def check_stored_file(
         raise ManifestError(str(exc)) from None
     if f.mode is not None:
         _check_int(f.mode, "mode", where, 0o777)
+    if f.mtime_ns is not None:
+        check_mtime(f.mtime_ns, where)
     if f.name and (not NAME_RE.match(f.name) or ".." in f.name):
         raise ManifestError(f"{where}: bad object name {f.name!r:.80}")
     root = system_root(system_id)

@@ -263,6 +263,50 @@ def test_a_chmod_alone_makes_an_upload_and_a_restore_has_the_new_mode(
     assert (restored / p.name).stat().st_mode & 0o777 == 0o600
 
 
+def test_a_restore_gives_files_the_modification_time_they_had_when_captured(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Each entry records the live file's mtime; an unchanged file keeps its own in later
+    uploads (from the ledger); a large file's entry (a chunk list) too; restore sets it."""
+    big = setup.store / "big.bin"
+    big.write_bytes(random.Random(3).randbytes(20 * 1024 * 1024))  # > 64 chunks: a chunk list
+    stamps = {}
+    for n, f in enumerate(sorted(q for q in setup.store.rglob("*") if q.is_file())):
+        ns = 1_600_000_000_123_456_789 + n * 1_000_000_007
+        os.utime(f, ns=(ns, ns))
+        stamps[f.relative_to(setup.store).as_posix()] = ns
+    assert setup.once().returncode == 0
+    notes = setup.store / "akosha_sync_state.json"
+    notes.write_text('{"changed": true}')
+    stamps[notes.name] = notes.stat().st_mtime_ns
+    assert setup.once().returncode == 0
+    first, second = setup.manifests()[-2:]
+    kept = {f["path"]: f for f in second["metadata"]["files"]}
+    assert kept["big.bin"]["mtime_ns"] == stamps["big.bin"] and "chunk_list" in kept["big.bin"]
+    for upload, want in ((second, stamps), (first, None)):
+        restored = tmp_path / upload["metadata"]["upload_id"]
+        setup.cli(
+            "restore",
+            "--upload-id",
+            upload["metadata"]["upload_id"],
+            "--dest",
+            str(restored),
+            check=True,
+        )
+        got = {
+            q.relative_to(restored).as_posix(): q.stat().st_mtime_ns
+            for q in restored.rglob("*")
+            if q.is_file()
+        }
+        if want is None:  # the first upload: every file as it was before the change
+            assert got[notes.name] != stamps[notes.name]
+            assert got["big.bin"] == stamps["big.bin"]
+            continue
+        # a database is captured as a copy, its WAL with it: the live files' times all the same
+        assert got == {k: v for k, v in want.items() if k in got} and got.keys() <= want.keys()
+        assert len(got) >= len(want) - 2  # at most a WAL or journal not captured
+
+
 def test_deletion_makes_an_upload_without_the_file(setup: Setup) -> None:
     setup.once()
     shutil.rmtree(setup.store / "sessions" / "session-2")

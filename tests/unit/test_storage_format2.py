@@ -174,6 +174,30 @@ async def test_a_bad_entry_is_named_once(tmp_path: Path, staging: Path) -> None:
     assert str(caught.value) == "metadata.files[0] ('a.json'): mode must be an integer in 0..511"
 
 
+@pytest.mark.parametrize("bad", ["1600000000", True, 1.5, 1 << 63, -(1 << 63) - 1])
+async def test_a_recorded_mtime_reads_back_and_a_bad_one_is_one_line(
+    tmp_path: Path, staging: Path, bad: object
+) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "a.json").write_text("{}")
+    target = MemTarget()
+    files = await Store(target, SID, staging).store_tree(root)
+    files[0] = replace(files[0], mtime_ns=-1_000_000_001)  # before 1970: kept as it is
+    manifest = build_manifest2(system_id=SID, upload_id=UP1, files=files, skipped={}).manifest
+    assert manifest["metadata"]["files"][0]["mtime_ns"] == -1_000_000_001
+    [back] = await read_entries(target, manifest, system_id=SID)
+    assert back.mtime_ns == -1_000_000_001
+    del manifest["metadata"]["files"][0]["mtime_ns"]  # an entry of an earlier version
+    assert [f.mtime_ns for f in await read_entries(target, manifest, system_id=SID)] == [None]
+    manifest["metadata"]["files"][0]["mtime_ns"] = bad
+    with pytest.raises(ManifestError) as caught:
+        await read_entries(target, manifest, system_id=SID)
+    assert str(caught.value) == (
+        "metadata.files[0] ('a.json'): mtime_ns must be an integer (nanoseconds since the epoch)"
+    )
+
+
 def test_index_parts_shared_when_one_file_changes() -> None:
     files = [fake_file(i, pack_key(i // 500)) for i in range(3000)]
     first = build_manifest2(system_id=SID, upload_id=UP1, files=files, skipped={})
