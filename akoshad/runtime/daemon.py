@@ -9,9 +9,7 @@ persists the work in hand within ``drain_deadline_seconds``; a second signal exi
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from contextlib import AsyncExitStack, suppress
@@ -22,7 +20,6 @@ from loguru import logger
 from akoshad import __version__
 from akoshad.config import Settings
 from akoshad.errors import (
-    AkoshadError,
     PermanentError,
     TransientError,
 )
@@ -42,6 +39,7 @@ from akoshad.runtime.leftovers import clean_leftovers
 from akoshad.runtime.leftovers import describe as describe_leftovers
 from akoshad.runtime.notify import Notifier, WatchdogPolicy
 from akoshad.runtime.once import drain_within_deadline, nothing_selected, once_outcome
+from akoshad.runtime.passes import Passes
 from akoshad.runtime.reload import applicable, read_again
 from akoshad.runtime.requests import handle_request
 from akoshad.runtime.settle import InterruptedUploads
@@ -66,6 +64,7 @@ class Daemon:
     drain: Drain
     view: StatusView
     interrupted: InterruptedUploads  # a crash's uploads, settled at start or before a pass
+    passes: Passes
 
     def __init__(
         self,
@@ -78,10 +77,6 @@ class Daemon:
         """``walked``: the store's walk, begun already (``run --once``)."""
         self._walked = walked
         self.settings = settings
-        # the background passes that made an upload, numbered: a sync that waited for one
-        # (its change was in it) reports it as its own
-        self._passes_done = 0
-        self._uploaded: deque[tuple[int, PassReport]] = deque(maxlen=8)
         self._reload = reload
         self.reload_refused: str | None = None  # the last reload's refusal, until one passes
         self.started = time.time()
@@ -123,6 +118,9 @@ class Daemon:
             self.started,
             lambda: self.reload_refused,
             lambda: self.interrupted.unsettled,
+        )
+        self.passes = Passes(
+            p, self.interrupted, lambda: self.view.paused, self.stop_event, self.wake
         )
         self.watchdog = Watchdog(
             self.notifier, WatchdogPolicy(self._stall), p.stats, self.view, self.stop_event
@@ -195,18 +193,8 @@ class Daemon:
     async def drain_pass(
         self, method: str | None = None, enable_fallback: bool | None = None
     ) -> PassReport | None:
-        """One pass through the chain (``method``/``enable_fallback``: a one-off sync's)."""
-        async with self.parts.pass_lock:
-            await self.interrupted.before_pass()
-            report = await self.drain.run_pass(method, enable_fallback)
-            self._passes_done += 1
-            if (
-                report is not None
-                and report.upload_id
-                and not (report.error or report.memory_error)
-            ):
-                self._uploaded.append((self._passes_done, report))
-            return report
+        """One pass through the chain (:meth:`Passes.one`)."""
+        return await self.passes.one(method, enable_fallback)
 
     async def drain_until_empty(
         self,
@@ -215,53 +203,10 @@ class Daemon:
         method: str | None = None,
         enable_fallback: bool | None = None,
     ) -> tuple[bool, list[PassReport]]:
-        """Drain now (``sync --wait``, ``run --once``): (every pass ok, reports).
-
-        Holds the pass lock throughout, so the background loop cannot take these changes
-        away from the caller that asked for them. An upload the background loop made while
-        the caller waited for the lock (the change it asked for may be in it) is among the
-        reports, first."""
-        before = self._passes_done
-        async with self.parts.pass_lock:
-            waited = [report for n, report in self._uploaded if n > before]
-            await self.feed.flush()
-            await self.interrupted.before_pass()
-            if retry_now:
-                await self.state.transaction(
-                    lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
-                )
-            ok, reports = await self.drain.until_empty(
-                method, enable_fallback, stop=self.stop_event
-            )
-            return ok, waited + reports
-
-    async def _drain_loop(self) -> None:
-        failures = 0
-        while not self.stop_event.is_set():
-            if not self.view.paused and self.drain.pacer.hold() <= 0:
-                try:
-                    report = await self.drain_pass()
-                    failures = 0
-                except (sqlite3.Error, OSError, AkoshadError) as exc:
-                    # the daemon survives: disk full, state trouble, a target gone wrong
-                    failures += 1
-                    self.stats.counters.failures += 1
-                    logger.error("drain pass failed: {}", exc)
-                    self.parts.events.emit("failure", error=str(exc), failed=0)
-                    await self._sleep_or_stop(min(60.0, 2.0**failures))
-                    continue
-                if report is not None:
-                    continue  # more may be due right away
-            due = None if self.view.paused else await self.state.next_due()
-            due = self.drain.pacer.defer(due, time.time())  # min_upload_interval_seconds
-            timeout = None if due is None else max(0.05, due - time.time())
-            self.wake.clear()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
-
-    async def _sleep_or_stop(self, seconds: float) -> None:
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self.stop_event.wait(), seconds)
+        """Drain now (``sync --wait``, ``run --once``; :meth:`Passes.until_empty`)."""
+        return await self.passes.until_empty(
+            retry_now=retry_now, method=method, enable_fallback=enable_fallback
+        )
 
     # ---- reload ----------------------------------------------------------------------------
     async def reload(self) -> bool:
@@ -378,7 +323,7 @@ class Daemon:
             tasks = [
                 tg.create_task(watcher.run(first_reset_done=True), name="watcher"),
                 tg.create_task(self.feed.run(self.stop_event), name="debounce"),
-                tg.create_task(self._drain_loop(), name="drain"),
+                tg.create_task(self.passes.run(), name="drain"),
                 tg.create_task(self._reload_loop(), name="reload"),
                 tg.create_task(self.watchdog.run(), name="health"),
                 tg.create_task(p.webhooks.run(), name="webhooks"),
