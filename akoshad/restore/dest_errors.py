@@ -1,15 +1,18 @@
-"""The one-line errors of a restore that could not write its ``--dest``, or stopped on a
-damaged upload after some of its files had landed there."""
+"""The one-line errors of a restore that could not write its ``--dest``, stopped after
+some of its files had landed there, or could not restore some of them; and the checks of
+``--dest`` made before anything is written."""
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from akoshad.errors import AkoshadError, IntegrityError, RestoreError
 from akoshad.private import NO_WRITES
-from akoshad.restore.destdir import TEMP_PREFIX
+from akoshad.restore.destdir import TEMP_PREFIX, dest_conflict, dest_link, open_dest
+from akoshad.storage.stored import StoredFile
 
 # a write that failed for want of room: freeing space (or a smaller file) is the fix
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -81,3 +84,65 @@ def inside_store(dest: Path, data_dir: Path) -> str | None:
         "restored copy up with the store (restore elsewhere, or into data_dir itself to "
         "bring the store back)"
     )
+
+
+class Unrestored(IntegrityError):
+    """A restore that went to its end without some of the upload's files: ``problems``
+    names each with why (damaged or missing in the target), printed before this line."""
+
+    def __init__(self, message: str, problems: Sequence[str]) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+def unrestored(problems: Sequence[str], dest: Path, landed: int, total: int) -> Unrestored:
+    """The last line of a restore that could not restore the files ``problems`` name
+    (printed before it) of its ``total`` files, and restored ``landed``."""
+    return Unrestored(
+        f"{len(problems)} of the {total} file(s) could not be restored (named above: damaged or "
+        f"missing in the target); {dest} holds {landed} of the {total} file(s) (each whole "
+        "and checked; a DuckDB database with its WAL or neither): an earlier upload may "
+        "hold the others (akoshad uploads lists them; restore them into it with --path "
+        "and --force)",
+        problems,
+    )
+
+
+def open_dest_or_say(dest: Path) -> int:
+    """``destdir.open_dest``; a --dest that cannot be made for another reason than a place
+    that takes no writes (a file among its parents, a name too long) is one line saying
+    so: nothing was written yet. Blocking."""
+    try:
+        return open_dest(dest)
+    except OSError as exc:
+        raise unmade_dest(dest, exc) from None
+
+
+def check_dest(dest: Path, force: bool) -> None:
+    """RestoreError when ``dest`` is a symlink, not a directory, or not empty without
+    ``force``. Blocking."""
+    try:
+        _check_dest_as_is(dest, force)
+    except OSError as exc:
+        raise unmade_dest(dest, exc) from None
+
+
+def _check_dest_as_is(dest: Path, force: bool) -> None:
+    refused = dest_link(dest)  # checked again when it is opened (O_NOFOLLOW)
+    if refused is not None:
+        raise RestoreError(refused)
+    if dest.exists() and not dest.is_dir():
+        raise RestoreError(f"--dest {dest} exists and is not a directory")
+    if dest.is_dir() and any(dest.iterdir()) and not force:
+        raise RestoreError(f"--dest {dest} is not empty (use --force to restore into it)")
+
+
+def refuse_conflicts(
+    dest: Path, files: Sequence[StoredFile], stale: Mapping[str, tuple[str, ...]], force: bool
+) -> None:
+    """RestoreError, before anything is written, when ``dest`` cannot take the files or
+    the side files the restore removes (``destdir.dest_conflict``). Blocking."""
+    writes = [f.path for f in files] + [p + s for p, sides in stale.items() for s in sides]
+    conflict = dest_conflict(dest, writes, force)
+    if conflict is not None:
+        raise RestoreError(conflict)

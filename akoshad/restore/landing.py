@@ -181,6 +181,8 @@ class Committer:
         self._wal_paths = frozenset(self._partner.values())
         self._partner |= {w: d for d, w in self._partner.items()}
         self._waiting: dict[str, tuple[LandingSink, str]] = {}  # checked, partner not yet
+        self._failed: set[str] = set()  # paths that will not land (damaged, missing)
+        self.held_back: list[tuple[str, str]] = []  # (path, its partner that failed)
         self.landed = 0  # files renamed into place
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="akoshad-land")
         self._slots = threading.BoundedSemaphore(pending)
@@ -214,13 +216,31 @@ class Committer:
         partner = self._partner.get(sink.path)
         if partner is not None:
             with self._idle:
-                other = None if self._closed else self._waiting.pop(partner, None)
-                if other is None and not self._closed:
+                alone = partner in self._failed
+                if alone:
+                    self.held_back.append((sink.path, partner))
+                other = None if self._closed or alone else self._waiting.pop(partner, None)
+                if other is None and not self._closed and not alone:
                     self._waiting[sink.path] = (sink, shown)
                     return
+            if alone:  # its partner will not land: neither does it
+                sink.discard()
+                return
             if other is not None:
                 group.append(other)
         self._submit(group)  # closed by now: refused (DestError), the sink discarded
+
+    def fail(self, path: str) -> None:
+        """``path`` will not land (damaged or missing in the target): its DuckDB partner,
+        waiting or still to come, is discarded (``held_back``) instead of landing alone."""
+        partner = self._partner.get(path)
+        with self._idle:
+            self._failed.add(path)
+            other = None if partner is None else self._waiting.pop(partner, None)
+            if other is not None and partner is not None:
+                self.held_back.append((partner, path))
+        if other is not None:
+            other[0].discard()
 
     def _submit(self, group: list[tuple[LandingSink, str]]) -> None:
         self._slots.acquire()

@@ -6,7 +6,9 @@ Either manifest format is read (``manifest.read.load_files``); every file is fet
 ``storage.fetch.fetch_file`` (a whole object, or its chunks read from packs by ranged
 reads), decoded, and its SHA-256 checked, chunk by chunk and whole; a file that meets a missing or
 damaged chunk is fetched once more from where the upload's documents, loaded again, put it
-now (``reload``: a daemon's prune may have repacked it meanwhile). The checks of
+now (``reload``: a daemon's prune may have repacked it meanwhile); one still damaged or
+missing then (or whose chunk list is) is named and the restore goes on with the others
+(``restore_jobs``), ending with exit 1 and what ``--dest`` holds. The checks of
 ``verify`` live in :mod:`akoshad.restore.verify`. An encrypted upload is read with the
 identity (``--identity`` or ``encryption.identity_file``); without it, or with one that is
 not a recipient, one line says so (exit 1). Unencrypted uploads need none.
@@ -24,7 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from akoshad.config import Settings
-from akoshad.errors import AkoshadError, IntegrityError, RestoreError
+from akoshad.errors import AkoshadError, RestoreError
 from akoshad.manifest.layout import in_future
 from akoshad.manifest.read import (
     latest_upload,
@@ -34,29 +36,24 @@ from akoshad.manifest.read import (
 )
 from akoshad.manifest.skipped import skipped_files, skipped_warning
 from akoshad.restore.dest_errors import (
+    check_dest,
     inside_store,
+    open_dest_or_say,
     partial_restore,
     partly_restored,
-    unmade_dest,
+    refuse_conflicts,
+    unrestored,
 )
-from akoshad.restore.destdir import (
-    DestError,
-    FileSink,
-    dest_conflict,
-    dest_link,
-    open_dest,
-    parent_dir,
-)
-from akoshad.restore.groups import SpanReader, Unit, work_units
-from akoshad.restore.landing import Committer, DestTree, LandingSink
-from akoshad.restore.parallel import fetch_all, owned_in_thread, to_the_end, weight_of
+from akoshad.restore.destdir import DestError, FileSink, parent_dir
+from akoshad.restore.groups import Unit, work_units
+from akoshad.restore.landing import Committer, DestTree
+from akoshad.restore.parallel import fetch_all
 from akoshad.restore.reload import Load, Reloader
+from akoshad.restore.restore_jobs import RestoreJobs
 from akoshad.restore.select import pick_at, select_entries, stale_sides, wal_pairs
 from akoshad.restore.verify import print_ledger_check, range_reader, verify_upload
 from akoshad.storage.chunk_decode import chunk_decoder
 from akoshad.storage.crypto import Identities, IdentityError
-from akoshad.storage.errors import PackError
-from akoshad.storage.fetch import RangeReader, fetch_file, fetch_loaded, read_failure
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target, make_target
 from akoshad.targets.local import LocalTarget
@@ -71,16 +68,18 @@ async def restore_upload(
     force: bool = False,
     globs: Sequence[str] = (),
     identities: Identities | None = None,
+    problems: list[str] | None = None,
 ) -> int:
     """Write the store as of ``upload_id`` (only the paths ``globs`` match, when given)
     into ``dest``; returns the number of files. Several files are fetched at once
-    (``parallel``).
+    (``parallel``). A file that cannot be restored (a chunk or its object missing or
+    damaged) is one of ``problems`` and the others are restored (``restore_files``).
 
     The manifest's entries (index parts and chunk lists included) are all checked before
     anything is written; every directory and file is then made under a descriptor for
     ``dest`` without following a symlink. A file's chunks are read within its weight of
     the restore's memory budget (``parallel``)."""
-    await asyncio.to_thread(_check_dest, dest, force)
+    await asyncio.to_thread(check_dest, dest, force)
     # with --path, only the chosen files' chunk lists are read: one lost elsewhere is no bar
     keep = partial(select_entries, globs=globs) if globs else None
     manifest, chosen = await load_files(target, system_id, upload_id, identities, keep)
@@ -89,11 +88,14 @@ async def restore_upload(
     async def files_now() -> list[StoredFile]:
         return (await load_files(target, system_id, upload_id, identities, keep))[1]
 
-    count = await restore_files(
-        target, chosen, dest, force=force, identities=identities, reload=files_now
-    )
-    if left_out is not None:
-        print(f"akoshad: {left_out}", file=sys.stderr)
+    try:
+        count = await restore_files(
+            target, chosen, dest, force=force, identities=identities, reload=files_now,
+            problems=problems,
+        )  # fmt: skip
+    finally:
+        if left_out is not None:
+            print(f"akoshad: {left_out}", file=sys.stderr)
     return count
 
 
@@ -105,75 +107,42 @@ async def restore_files(
     force: bool = False,
     identities: Identities | None = None,
     reload: Load | None = None,
+    problems: list[str] | None = None,
 ) -> int:
     """Fetch ``files`` into ``dest``: several units at once within the byte budget, small
     files of one pack together (``groups.work_units``: one read, then one worker thread
     decodes, checks and writes them all). Each checked file lands (fsync, rename) in the
     background (``landing.Committer``); this returns once every file and directory is on
     disk. A file that meets a missing or damaged chunk is fetched again from where
-    ``reload`` (the upload's files loaded again, once) puts it now, when that moved."""
+    ``reload`` (the upload's files loaded again, once) puts it now, when that moved.
+
+    A file still damaged or missing then is appended to ``problems`` (why, naming it) and
+    the others go on
+    (a DuckDB database and its WAL land together or neither: the partner of such a file
+    is a problem too); once all are done, :class:`~.dest_errors.Unrestored` says what
+    ``dest`` holds. A target or a disk that fails stops the restore."""
+    found = problems if problems is not None else []
     stale = stale_sides(files)
-    dest_fd = await asyncio.to_thread(_open_dest, dest)
+    dest_fd = await asyncio.to_thread(open_dest_or_say, dest)
     ranges = range_reader(target)
     decode = chunk_decoder(identities)
     try:
-        await asyncio.to_thread(_refuse_conflicts, dest, files, stale, force)
+        await asyncio.to_thread(refuse_conflicts, dest, files, stale, force)
         tree = DestTree(dest_fd, force)
     finally:
         os.close(dest_fd)
     committer = Committer(tree, stale=stale, dest=dest, wals=wal_pairs(files))
     reloader = Reloader(reload)
-
-    async def one(f: StoredFile, reader: RangeReader) -> None:
-        sink = await owned_in_thread(lambda: committer.sink(f), LandingSink.discard)
-        budget = weight_of(f.stored_size)
-        await fetch_file(
-            target,
-            f,
-            sink,
-            ranges=reader,
-            memory_budget=budget,
-            identities=identities,
-            check_chunks=False,  # each byte hashed once: the file's sha256
-        )
-
-    async def one_or_moved(f: StoredFile, reader: RangeReader) -> None:
-        try:
-            await one(f, reader)
-        except IntegrityError:
-            moved = await reloader.fresh(f)
-            if moved is None:
-                raise
-            await one(moved, ranges)
-
-    def land_group(unit: Unit, data: bytes, start: int, landed: list[StoredFile]) -> None:
-        for _, f in unit.files:
-            ref = f.chunks[0]
-            body = data[ref.offset - start : ref.offset - start + ref.length]
-            fetch_loaded(f, body, committer.sink(f), decode)
-            landed.append(f)
-
-    async def group_job(unit: Unit, reader: SpanReader) -> None:
-        landed: list[StoredFile] = []
-        try:
-            data = await _group_bytes(unit, reader)
-            await to_the_end(lambda: land_group(unit, data, reader.start, landed))
-        except IntegrityError:
-            moved = await reloader.all_moved([f for _, f in unit.files[len(landed) :]])
-            if moved is None:
-                raise
-            for m in moved:
-                await one(m, ranges)
-        finally:
-            reader.release()
-
-    async def unit_job(unit: Unit) -> None:
-        if unit.reader is not None:
-            return await group_job(unit, unit.reader)
-        for _, f in unit.files:
-            await one_or_moved(f, ranges)
-
-    await _fetch_and_land(work_units(files, ranges), unit_job, committer, dest, len(files))
+    jobs = RestoreJobs(target, ranges, committer, reloader, decode, identities, found)
+    total = len(files)
+    await _fetch_and_land(work_units(files, ranges), jobs.unit, committer, dest, total)
+    found += [
+        f"{path}: not restored: {partner} could not be (a DuckDB database and its WAL are "
+        "restored together or neither)"
+        for path, partner in committer.held_back
+    ]
+    if found:
+        raise unrestored(found, dest, committer.landed, total)
     return len(files)
 
 
@@ -184,8 +153,8 @@ async def _fetch_and_land(
     dest: Path,
     total: int,
 ) -> None:
-    """Run ``job`` on every unit, then wait for every file to land; a damaged upload
-    says what ``dest`` holds by then."""
+    """Run ``job`` on every unit, then wait for every file to land; a target that stops
+    answering says what ``dest`` holds by then."""
     try:
         await fetch_all(units, job, lambda u: u.stored_size)
         await committer.finish()
@@ -198,26 +167,6 @@ async def _fetch_and_land(
         await committer.close()
 
 
-def _refuse_conflicts(
-    dest: Path, files: Sequence[StoredFile], stale: dict[str, tuple[str, ...]], force: bool
-) -> None:
-    """RestoreError, before anything is written, when ``dest`` cannot take the files or
-    the side files the restore removes (``destdir.dest_conflict``). Blocking."""
-    writes = [f.path for f in files] + [p + s for p, sides in stale.items() for s in sides]
-    conflict = dest_conflict(dest, writes, force)
-    if conflict is not None:
-        raise RestoreError(conflict)
-
-
-async def _group_bytes(unit: Unit, reader: SpanReader) -> bytes:
-    """The span of a unit of small files; a failed read is named by its first file, as
-    ``fetch_file`` does."""
-    try:
-        return await reader.load()
-    except (KeyError, PackError) as exc:
-        raise read_failure(unit.files[0][1], 0, exc) from None
-
-
 def sink_for(dest_fd: int, f: StoredFile, force: bool) -> FileSink:
     """A sink for ``f`` under the restore destination (no symlink followed)."""
     dir_fd = parent_dir(dest_fd, f.path, force)
@@ -226,33 +175,6 @@ def sink_for(dest_fd: int, f: StoredFile, force: bool) -> FileSink:
     except BaseException:
         os.close(dir_fd)
         raise
-
-
-def _open_dest(dest: Path) -> int:
-    """``destdir.open_dest``; a --dest that cannot be made for another reason than a place
-    that takes no writes (a file among its parents, a name too long) is one line saying
-    so: nothing was written yet. Blocking."""
-    try:
-        return open_dest(dest)
-    except OSError as exc:
-        raise unmade_dest(dest, exc) from None
-
-
-def _check_dest(dest: Path, force: bool) -> None:
-    try:
-        _check_dest_as_is(dest, force)
-    except OSError as exc:
-        raise unmade_dest(dest, exc) from None
-
-
-def _check_dest_as_is(dest: Path, force: bool) -> None:
-    refused = dest_link(dest)  # checked again when it is opened (O_NOFOLLOW)
-    if refused is not None:
-        raise RestoreError(refused)
-    if dest.exists() and not dest.is_dir():
-        raise RestoreError(f"--dest {dest} exists and is not a directory")
-    if dest.is_dir() and any(dest.iterdir()) and not force:
-        raise RestoreError(f"--dest {dest} is not empty (use --force to restore into it)")
 
 
 def _target_for(args: argparse.Namespace, settings: Settings) -> Target:
@@ -378,13 +300,17 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             print(f"akoshad: {nested}", file=sys.stderr)
         globs = getattr(args, "path", None) or ()
         gc.freeze()  # what is loaded by now stays: collections scan only the restore's objects
+        problems: list[str] = []  # the files that could not be restored, each with why
         try:
             count = await restore_upload(
                 target, system_id, upload_id, dest, force=args.force, globs=globs,
-                identities=identities,
+                identities=identities, problems=problems,
             )  # fmt: skip
         except OSError as exc:  # the disk, not the target: its files stay as they landed
             raise RestoreError(partial_restore(dest, exc)) from None
+        finally:  # before the last line (main prints the error)
+            for problem in problems:
+                print(f"akoshad: {problem}", file=sys.stderr)
         print(f"restored {count} file(s) of upload {upload_id} into {args.dest}")
         return 0
     finally:

@@ -127,12 +127,14 @@ async def test_damage_that_a_reload_does_not_explain_is_still_named(tmp_path: Pa
         assert report.checked == 0 and len(report.problems) == 1 + SMALL, report.problems
         assert all(f"{pack} at " in p and "is missing" in p for p in report.problems)
         dest = tmp_path / "restored"
+        problems: list[str] = []
         try:
-            await restore_upload(target, SID, kept, dest)
+            await restore_upload(target, SID, kept, dest, problems=problems)
         except IntegrityError as exc:
-            assert f"{pack} at " in str(exc) and "is missing" in str(exc)
+            assert f"{dest} holds 0 of the {1 + SMALL} file(s)" in str(exc)
         else:
             raise AssertionError("a restore from a deleted pack succeeded")
+        assert sorted(problems) == sorted(report.problems)
     finally:
         await close_rig(rig)
 

@@ -151,13 +151,13 @@ def test_restore_refuses_a_symlink_in_the_way_without_force(
 
     import akoshad.restore.readback as mod
 
-    real_check = mod._check_dest
+    real_check = mod.check_dest
 
     def check_then_link(d: Path, force: bool) -> None:
         real_check(d, force)
         os.symlink(elsewhere, d / "sessions")  # swapped in after the emptiness check
 
-    monkeypatch.setattr(mod, "_check_dest", check_then_link)
+    monkeypatch.setattr(mod, "check_dest", check_then_link)
 
     async def go() -> None:
         target = LocalTarget(setup.outbox)

@@ -13,6 +13,7 @@ import pytest
 
 from akoshad.errors import IntegrityError, RestoreError, TransientError
 from akoshad.restore import landing
+from akoshad.restore.dest_errors import Unrestored
 from akoshad.restore.destdir import (
     _PARTIAL_RE,
     TEMP_PREFIX,
@@ -75,12 +76,41 @@ async def test_a_damaged_chunk_of_a_large_file_is_named(tmp_path: Path) -> None:
     blob[ref.offset + ref.length // 2] ^= 0xFF
     target.objects[ref.key] = bytes(blob)
     dest = tmp_path / "dest"
-    with pytest.raises(IntegrityError) as caught:
+    with pytest.raises(Unrestored) as caught:
         await restore_files(target, [big], dest)
     n = big.chunks.index(ref) + 1
-    assert f"big.bin: chunk {n} of {len(big.chunks)}" in str(caught.value)
-    assert ref.sha256[:12] in str(caught.value) and "is damaged" in str(caught.value)
+    [problem] = caught.value.problems
+    assert problem.startswith(f"big.bin: chunk {n} of {len(big.chunks)}")
+    assert ref.sha256[:12] in problem and "is damaged" in problem
+    assert f"{dest} holds 0 of the 1 file(s)" in str(caught.value)
     assert not (dest / "big.bin").exists() and _temps(dest) == []
+
+
+async def test_damaged_files_are_named_and_every_intact_one_lands(tmp_path: Path) -> None:
+    """Two damaged files, one a small file read with its pack's neighbours, one a large
+    file (before: the restore stopped at the first, and files after it were never
+    fetched): each is named, every other file lands whole, the line says what --dest
+    holds."""
+    target, files, src = await _stored(tmp_path)
+    big = next(f for f in files if f.path == "big.bin")
+    small = next(f for f in files if f.path == "d5/sub/s3.json")
+    _damage(target, big)
+    # the small file's chunk alone: its pack neighbours stay intact
+    ref = small.chunks[0]
+    blob = bytearray(target.objects[ref.key])
+    blob[ref.offset] ^= 0xFF
+    target.objects[ref.key] = bytes(blob)
+    dest = tmp_path / "dest"
+    problems: list[str] = []
+    with pytest.raises(Unrestored) as caught:
+        await restore_files(target, files, dest, problems=problems)
+    assert sorted(p.split(":")[0] for p in problems) == ["big.bin", "d5/sub/s3.json"]
+    assert caught.value.problems == problems
+    want = {p: b for p, b in _tree(src).items() if p not in ("big.bin", "d5/sub/s3.json")}
+    assert _tree(dest) == want and _temps(dest) == []
+    total = len(files)
+    assert f"2 of the {total} file(s) could not be restored" in str(caught.value)
+    assert f"{dest} holds {total - 2} of the {total} file(s)" in str(caught.value)
 
 
 async def test_a_file_that_cannot_be_synced_fails_the_restore(
@@ -265,7 +295,7 @@ async def test_a_database_and_its_wal_land_together_or_not_at_all(
     dest.mkdir()
     (dest / "y.duckdb").write_bytes(b"old database")
     (dest / "y.duckdb.wal").write_bytes(b"old wal")
-    with pytest.raises(IntegrityError) as caught:
+    with pytest.raises(Unrestored) as caught:
         await restore_files(target, files, dest, force=True)
     assert (dest / "y.duckdb").read_bytes() == b"old database"
     assert (dest / "y.duckdb.wal").read_bytes() == b"old wal"
@@ -274,7 +304,10 @@ async def test_a_database_and_its_wal_land_together_or_not_at_all(
     assert {p: b for p, b in landed.items() if p.startswith("sessions/")} == {
         p: b for p, b in _tree(src).items() if p.startswith("sessions/")
     }
-    assert f"{damaged}: chunk 1 of" in str(caught.value)
+    first, partner = caught.value.problems
+    assert first.startswith(f"{damaged}: chunk 1 of")
+    other = "y.duckdb" if damaged.endswith(".wal") else "y.duckdb.wal"
+    assert partner.startswith(f"{other}: not restored: {damaged} could not be")
     assert f"{dest} holds 8 of the 10 file(s)" in str(caught.value)
 
 
