@@ -25,7 +25,7 @@ from akoshad.manifest.layout import (
 )
 from akoshad.storage.crypto import Identities
 from akoshad.storage.documents import DocumentMissing
-from akoshad.storage.format2_read import Keep, read_entries
+from akoshad.storage.format2_read import Keep, Unreadable, read_entries
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
 
@@ -104,15 +104,17 @@ async def manifest_files(
     manifest: dict[str, Any],
     identities: Identities | None = None,
     keep: Keep | None = None,
+    lost: list[Unreadable] | None = None,
 ) -> list[StoredFile]:
     """Every file of ``manifest`` (format 1 or 2: index parts and chunk lists read with
     their bounds, sealed ones opened with ``identities``), validated together;
     RestoreError with one clear reason otherwise (``IdentityError`` when the upload is
     encrypted and the identity is missing or wrong; :class:`DocumentGone`, a RestoreError,
-    when a document is missing)."""
+    when a document is missing). ``lost`` given: the files whose chunk list is missing or
+    damaged go there instead (``read_entries``)."""
     try:
         return await read_entries(
-            target, manifest, system_id=system_id, identities=identities, keep=keep
+            target, manifest, system_id=system_id, identities=identities, keep=keep, lost=lost
         )
     except DocumentMissing as exc:
         raise DocumentGone(f"manifest of upload {upload_id} is invalid: {exc}") from None
@@ -126,17 +128,30 @@ async def load_files(
     upload_id: str,
     identities: Identities | None = None,
     keep: Keep | None = None,
+    lost: list[Unreadable] | None = None,
 ) -> tuple[dict[str, Any], list[StoredFile]]:
     """The manifest of ``upload_id`` (``load_manifest``) and its files (``manifest_files``).
     When a document it names is missing, both are read once more: a daemon's prune may have
     rewritten the manifest and replaced its documents in between (a repack); still missing,
-    the :class:`DocumentGone` is raised."""
+    the :class:`DocumentGone` is raised. ``lost`` given: the files whose chunk list is
+    missing or damaged (read once more too) go there, the others are returned."""
     manifest = await load_manifest(target, system_id, upload_id)
+    found: list[Unreadable] | None = None if lost is None else []
     try:
-        files = await manifest_files(target, system_id, upload_id, manifest, identities, keep)
+        files = await manifest_files(
+            target, system_id, upload_id, manifest, identities, keep, found
+        )
+        again = bool(found)
     except DocumentGone:
+        again = True
+    if again:
+        found = None if lost is None else []
         manifest = await load_manifest(target, system_id, upload_id)
-        files = await manifest_files(target, system_id, upload_id, manifest, identities, keep)
+        files = await manifest_files(
+            target, system_id, upload_id, manifest, identities, keep, found
+        )
+    if lost is not None and found:
+        lost.extend(found)
     return manifest, files
 
 

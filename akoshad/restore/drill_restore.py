@@ -27,6 +27,7 @@ from akoshad.restore.parallel import weight_of
 from akoshad.restore.readback import sink_for
 from akoshad.storage.crypto import Identities
 from akoshad.storage.fetch import RangeReader, fetch_file
+from akoshad.storage.format2_read import Unreadable
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target
 
@@ -68,12 +69,16 @@ async def restore_all(
     """Restore every file of the upload under ``root``, checking each SHA-256. Problems go
     into ``result``; returns the files restored intact. ``IdentityError`` (an encrypted
     upload, no or the wrong identity) is raised."""
+    lost: list[Unreadable] = []
     try:
-        _, entries = await load_files(target, system_id, upload_id, identities)
+        _, entries = await load_files(target, system_id, upload_id, identities, lost=lost)
     except (RestoreError, ValueError, KeyError, TypeError) as exc:
         result.problems.append(f"manifest of {upload_id}: {exc}")
         result.documents_unreadable = True
         return []
+    if lost:  # each such file a problem; the next upload writes its chunk list again
+        result.problems += [u.reason for u in lost]
+        result.documents_unreadable = True
     restored: list[StoredFile] = []
     dest_fd = await asyncio.to_thread(open_dest, root)
     try:

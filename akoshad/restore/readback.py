@@ -54,6 +54,7 @@ from akoshad.restore.select import pick_at, select_entries, stale_sides, wal_pai
 from akoshad.restore.verify import print_ledger_check, range_reader, verify_upload
 from akoshad.storage.chunk_decode import chunk_decoder
 from akoshad.storage.crypto import Identities, IdentityError
+from akoshad.storage.format2_read import Unreadable
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target, make_target
 from akoshad.targets.local import LocalTarget
@@ -72,8 +73,9 @@ async def restore_upload(
 ) -> int:
     """Write the store as of ``upload_id`` (only the paths ``globs`` match, when given)
     into ``dest``; returns the number of files. Several files are fetched at once
-    (``parallel``). A file that cannot be restored (a chunk or its object missing or
-    damaged) is one of ``problems`` and the others are restored (``restore_files``).
+    (``parallel``). A file that cannot be restored (its chunk list, a chunk or its object
+    missing or damaged) is one of ``problems`` and the others are restored
+    (``restore_files``).
 
     The manifest's entries (index parts and chunk lists included) are all checked before
     anything is written; every directory and file is then made under a descriptor for
@@ -82,16 +84,18 @@ async def restore_upload(
     await asyncio.to_thread(check_dest, dest, force)
     # with --path, only the chosen files' chunk lists are read: one lost elsewhere is no bar
     keep = partial(select_entries, globs=globs) if globs else None
-    manifest, chosen = await load_files(target, system_id, upload_id, identities, keep)
+    lost: list[Unreadable] = []
+    manifest, chosen = await load_files(target, system_id, upload_id, identities, keep, lost)
     left_out = skipped_warning(upload_id, await skipped_files(target, manifest, identities), globs)
 
     async def files_now() -> list[StoredFile]:
-        return (await load_files(target, system_id, upload_id, identities, keep))[1]
+        return (await load_files(target, system_id, upload_id, identities, keep, []))[1]
 
+    unreadable = [(u.file, u.reason) for u in lost]
     try:
         count = await restore_files(
             target, chosen, dest, force=force, identities=identities, reload=files_now,
-            problems=problems,
+            unreadable=unreadable, problems=problems,
         )  # fmt: skip
     finally:
         if left_out is not None:
@@ -107,6 +111,7 @@ async def restore_files(
     force: bool = False,
     identities: Identities | None = None,
     reload: Load | None = None,
+    unreadable: Sequence[tuple[StoredFile, str]] = (),
     problems: list[str] | None = None,
 ) -> int:
     """Fetch ``files`` into ``dest``: several units at once within the byte budget, small
@@ -116,13 +121,14 @@ async def restore_files(
     disk. A file that meets a missing or damaged chunk is fetched again from where
     ``reload`` (the upload's files loaded again, once) puts it now, when that moved.
 
-    A file still damaged or missing then is appended to ``problems`` (why, naming it) and
-    the others go on
+    A file still damaged or missing then, or among ``unreadable`` (``(entry, why)``: its
+    chunk list lost), is appended to ``problems`` (why, naming it) and the others go on
     (a DuckDB database and its WAL land together or neither: the partner of such a file
     is a problem too); once all are done, :class:`~.dest_errors.Unrestored` says what
     ``dest`` holds. A target or a disk that fails stops the restore."""
     found = problems if problems is not None else []
-    stale = stale_sides(files)
+    every = [*files, *(f for f, _ in unreadable)]
+    stale = stale_sides(every)
     dest_fd = await asyncio.to_thread(open_dest_or_say, dest)
     ranges = range_reader(target)
     decode = chunk_decoder(identities)
@@ -131,10 +137,14 @@ async def restore_files(
         tree = DestTree(dest_fd, force)
     finally:
         os.close(dest_fd)
-    committer = Committer(tree, stale=stale, dest=dest, wals=wal_pairs(files))
+    committer = Committer(tree, stale=stale, dest=dest, wals=wal_pairs(every))
     reloader = Reloader(reload)
+    for f, why in unreadable:
+        found.append(why)
+        committer.fail(f.path)
+
     jobs = RestoreJobs(target, ranges, committer, reloader, decode, identities, found)
-    total = len(files)
+    total = len(every)
     await _fetch_and_land(work_units(files, ranges), jobs.unit, committer, dest, total)
     found += [
         f"{path}: not restored: {partner} could not be (a DuckDB database and its WAL are "

@@ -29,6 +29,7 @@ from akoshad.restore.parallel import run_each, weight_of
 from akoshad.restore.reload import Reloader
 from akoshad.storage.crypto import Identities
 from akoshad.storage.fetch import RangeReader, WholeObjectRanges, fetch_file
+from akoshad.storage.format2_read import Unreadable
 from akoshad.storage.name_key import NameKey, NameKeyCache, NameKeyError
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
@@ -87,22 +88,25 @@ async def _files_now(
     target: Target, system_id: str, upload_id: str, identities: Identities | None
 ) -> list[StoredFile]:
     """The upload's files as its documents list them now (``Reloader``)."""
-    return (await load_files(target, system_id, upload_id, identities))[1]
+    return (await load_files(target, system_id, upload_id, identities, lost=[]))[1]
 
 
 async def verify_upload(
     target: Target, system_id: str, upload_id: str, identities: Identities | None = None
 ) -> VerifyReport:
     """Every file of the upload (every chunk of every file): present, decoded, sizes and
-    SHA-256 match. A damaged file is a problem of its own; the others are still checked."""
+    SHA-256 match. A damaged file is a problem of its own (its chunk list lost too); the
+    others are still checked."""
     report = VerifyReport(upload_id)
     if in_future(upload_id):
         report.problems.append("dated in the future: restore --latest skips it")
+    lost: list[Unreadable] = []
     try:
-        _, files = await load_files(target, system_id, upload_id, identities)
+        _, files = await load_files(target, system_id, upload_id, identities, lost=lost)
     except RestoreError as exc:
         report.problems.append(str(exc))
         return report
+    report.problems += [u.reason for u in lost]
     ranges = range_reader(target)
     reloader = Reloader(lambda: _files_now(target, system_id, upload_id, identities))
 
@@ -172,14 +176,19 @@ def _differences(row: LedgerEntry, f: StoredFile, name_keys: Sequence[NameKey] =
 
 
 def compare_ledger(
-    ledger: LedgerView, files: Sequence[StoredFile], name_keys: Sequence[NameKey] = ()
+    ledger: LedgerView,
+    files: Sequence[StoredFile],
+    name_keys: Sequence[NameKey] = (),
+    unknown: Collection[str] = (),
 ) -> list[str]:
     """What differs between this machine's ledger and the files of the upload it was last
-    committed with (they must describe the same content; a whole object, the same object)."""
+    committed with (they must describe the same content; a whole object, the same object).
+    ``unknown``: paths of that upload whose chunks cannot be read (a lost chunk list): not
+    compared."""
     upload_id = ledger.last_upload
     listed = {f.path: f for f in files}
     problems: list[str] = []
-    for path in sorted(ledger.entries.keys() | listed.keys()):
+    for path in sorted((ledger.entries.keys() | listed.keys()) - set(unknown)):
         row, f = ledger.entries.get(path), listed.get(path)
         if f is None:
             problems.append(f"ledger: {path} is not in the manifest of {upload_id}")
@@ -236,12 +245,16 @@ async def verify_ledger(
             report.problems.append("ledger: it lists files but no completed upload")
         return report
     report = VerifyReport(ledger.last_upload)
+    lost: list[Unreadable] = []
     try:
-        _, files = await load_files(target, system_id, ledger.last_upload, identities)
+        _, files = await load_files(target, system_id, ledger.last_upload, identities, lost=lost)
     except RestoreError as exc:
         report.problems.append(f"ledger: its last upload is unreadable: {exc}")
         return report
-    report.problems.extend(compare_ledger(ledger, files, name_keys))
+    if ledger.last_upload not in verified:  # else named with that upload's problems
+        report.problems += [f"ledger: {u.reason}" for u in lost]
+    unknown = [u.file.path for u in lost]
+    report.problems.extend(compare_ledger(ledger, files, name_keys, unknown))
     if report.problems or ledger.last_upload not in verified:
         stored = await _stored_problems(target, files)
         if stored:  # a prune may have repacked them since they were loaded: load them again

@@ -7,19 +7,26 @@ path, no path twice, no ``a`` beside ``a/b``, chunk sizes adding up to the file'
 key under ``systems/{system_id}/``. Any problem is one
 :class:`~akoshad.manifest.layout.ManifestError` line that names the entry (and the document
 it came from). Format-1 manifests go through ``layout.entries_of``. Nothing is restored
-from a manifest this refuses.
+from a manifest this refuses; a missing or damaged chunk list refuses it too, unless the
+caller takes the files whose list it is apart (``lost``: restore, verify, drills,
+recovery; prune and listing stay strict; ``chunk_lists_read``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from akoshad.manifest.facts import Facts
 from akoshad.manifest.layout import ManifestError, entries_of, manifest_format
-from akoshad.storage import chunk_parts
+from akoshad.storage.chunk_lists_read import (
+    FETCH_IN_FLIGHT,
+    Pending,
+    Unreadable,
+    bounded,
+    resolve_lists,
+)
 from akoshad.storage.crypto import (
     Identities,
     IdentityNeeded,
@@ -29,16 +36,8 @@ from akoshad.storage.crypto import (
 from akoshad.storage.documents import MAX_DOCUMENT_BYTES, DocumentError, fetch_stored
 from akoshad.storage.errors import RefError
 from akoshad.storage.name_key import opens_every_key
-from akoshad.storage.refs import (
-    ChunkListPartRef,
-    ChunkListRef,
-    ChunkRef,
-    IndexPartRef,
-    chunk_list_from_json,
-    chunk_list_parts_from_json,
-    chunks_from_json,
-)
-from akoshad.storage.sealed_documents import decode_document_sealed, document_encryption
+from akoshad.storage.refs import ChunkListRef, ChunkRef, IndexPartRef, chunks_from_json
+from akoshad.storage.sealed_documents import decode_document_sealed
 from akoshad.storage.stored import (
     WHOLE_COMPRESSIONS,
     StoredFile,
@@ -54,19 +53,9 @@ from akoshad.targets.base import Target
 MAX_ENTRIES = 1_000_000
 MAX_PARTS = 100_000
 MAX_TOTAL_DOCUMENT_BYTES = 1024 * 1024 * 1024  # stored bytes of every document of a manifest
-FETCH_IN_FLIGHT = 8
 # picks the entries wanted among all of a manifest's (their chunks not read yet)
 Keep = Callable[[list[StoredFile]], list[StoredFile]]
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """A parsed entry whose chunk list may still have to be fetched."""
-
-    where: str
-    file: StoredFile
-    chunk_list: ChunkListRef | None = None
+__all__ = ["Keep", "Unreadable", "is_encrypted", "parse_entry", "read_entries"]
 
 
 class _Budget:
@@ -117,7 +106,7 @@ def _whole(raw: Mapping[str, Any], size: int, sha: str, where: str) -> WholeObje
     return WholeObject(key, _field(raw, "stored_size", int, where), compression, size, sha)
 
 
-def parse_entry(raw: object, where: str) -> _Pending:
+def parse_entry(raw: object, where: str) -> Pending:
     """One format-2 entry: common fields, then ``chunks``, ``chunk_list`` or a whole
     object (``key``/``stored_size``/``compression``); exactly one of them."""
     if not isinstance(raw, dict):
@@ -154,23 +143,7 @@ def parse_entry(raw: object, where: str) -> _Pending:
         name=_field(raw, "name", str, where),
         mtime_ns=mtime_ns,
     )
-    return _Pending(where, stored, chunk_list)
-
-
-async def _bounded(jobs: Sequence[Callable[[], Awaitable[_T]]], limit: int) -> list[_T]:
-    """Run ``jobs`` at most ``limit`` at a time; results in order (first error raised)."""
-    gate = asyncio.Semaphore(limit)
-
-    async def run(job: Callable[[], Awaitable[_T]]) -> _T:
-        async with gate:
-            return await job()
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(run(job)) for job in jobs]
-    except BaseExceptionGroup as group:
-        raise group.exceptions[0] from None
-    return [t.result() for t in tasks]
+    return Pending(where, stored, chunk_list)
 
 
 async def _read(target: Target, key: str, comp: str, enc: str, what: str, budget: _Budget) -> Any:
@@ -238,7 +211,7 @@ async def _raw_entries(
     ]
     # the first part alone: a sealed part that does not open after it did is damage
     docs = [await _first_part(target, jobs[0], parts[0].key, system_id, budget)] if jobs else []
-    docs += await _bounded(jobs[1:], FETCH_IN_FLIGHT)
+    docs += await bounded(jobs[1:], FETCH_IN_FLIGHT)
     out: list[tuple[str, object]] = []
     for part, doc in zip(parts, docs, strict=True):
         what = f"index part {part.key}"
@@ -267,92 +240,6 @@ async def _first_part(
         ) from None
 
 
-def _list_job(target: Target, p: _Pending, budget: _Budget) -> Callable[[], Awaitable[Any]]:
-    """Read the chunk list ``p`` names (``what`` names its file)."""
-    assert p.chunk_list is not None
-    ref, what = p.chunk_list, f"{p.file.path!r:.200}: chunk list"
-    return lambda: _read(
-        target, ref.key, ref.compression, document_encryption(ref.key), what, budget
-    )
-
-
-async def _split_lists(
-    target: Target,
-    split: dict[str, list[ChunkListPartRef]],
-    firsts: Mapping[str, _Pending],
-    root: str,
-    budget: _Budget,
-) -> dict[str, tuple[ChunkRef, ...]]:
-    """The chunks of split lists (``chunk_parts``): each checked against the entry naming
-    it before any part is fetched, each distinct part fetched once and checked against its
-    ref; a problem names the file and the part."""
-    named: dict[str, tuple[ChunkListPartRef, str]] = {}
-    for key, parts in split.items():
-        f = firsts[key].file
-        try:
-            chunk_parts.check_split(parts, key, root, f.size, f"{f.path!r:.200}: chunk list {key}")
-        except RefError as exc:
-            raise ManifestError(str(exc)) from None
-        for part in parts:
-            named.setdefault(part.key, (part, f"{f.path!r:.200}: chunk list part"))
-    keys = sorted(named)
-    jobs = [
-        (
-            lambda p=named[k][0], w=named[k][1]: _read(
-                target, p.key, p.compression, p.encryption, w, budget
-            )
-        )
-        for k in keys
-    ]
-    chunks: dict[str, tuple[ChunkRef, ...]] = {}
-    for key, doc in zip(keys, await _bounded(jobs, FETCH_IN_FLIGHT), strict=True):
-        part, what = named[key]
-        try:
-            got = chunk_list_from_json(doc, f"{what} {key}", part.count)
-            chunk_parts.check_part(part, got, f"{what} {key}")
-        except RefError as exc:
-            raise ManifestError(str(exc)) from None
-        chunks[key] = tuple(got)
-    return {k: tuple(c for p in parts for c in chunks[p.key]) for k, parts in split.items()}
-
-
-async def _resolve_lists(
-    target: Target, pending: list[_Pending], system_id: str, budget: _Budget
-) -> list[StoredFile]:
-    """Fetch each distinct chunk list once (a split one's parts too: ``chunk_parts``) and
-    give its chunks to the entries naming it."""
-    root = system_root(system_id)
-    firsts: dict[str, _Pending] = {}
-    for p in pending:
-        if p.chunk_list is not None:
-            if not p.chunk_list.key.startswith(root):
-                raise ManifestError(f"{p.where}: chunk_list key is not under {root}")
-            firsts.setdefault(p.chunk_list.key, p)
-    keys = sorted(firsts)
-    jobs = [_list_job(target, firsts[k], budget) for k in keys]
-    lists: dict[str, tuple[ChunkRef, ...]] = {}
-    split: dict[str, list[ChunkListPartRef]] = {}
-    for key, doc in zip(keys, await _bounded(jobs, FETCH_IN_FLIGHT), strict=True):
-        what = f"{firsts[key].file.path!r:.200}: chunk list {key}"
-        try:
-            if chunk_parts.is_split(doc):
-                split[key] = chunk_list_parts_from_json(doc, what)
-            else:
-                lists[key] = tuple(chunk_list_from_json(doc, what))
-        except RefError as exc:
-            raise ManifestError(str(exc)) from None
-    lists.update(await _split_lists(target, split, firsts, root, budget))
-    out: list[StoredFile] = []
-    keys_ok: set[str] = set()  # a pack's key is checked once, not for each of its chunks
-    for p in pending:
-        f = p.file
-        if p.chunk_list is not None:
-            f = replace(f, parts=lists[p.chunk_list.key])
-        check_stored_file(f, system_id, p.where, keys_ok=keys_ok)
-        out.append(f)
-    return out
-
-
 def _system_id(metadata: Mapping[str, Any], system_id: str | None) -> str:
     listed = metadata.get("system_id")
     if system_id is None:
@@ -372,6 +259,7 @@ async def read_entries(
     documents: set[str] | None = None,
     identities: Identities | None = None,
     keep: Keep | None = None,
+    lost: list[Unreadable] | None = None,
 ) -> list[StoredFile]:
     """Every file of ``manifest`` (format 1 or 2), validated together; ``system_id``
     defaults to ``metadata.system_id`` (and must match it when given). The keys of the
@@ -383,6 +271,8 @@ async def read_entries(
 
     ``keep`` (given every entry, chunks not read yet) picks the files wanted: only their
     chunk lists are read, so a lost one of another file does not stand in their way.
+    ``lost`` given: a file whose chunk list is missing or damaged goes there
+    (``chunk_lists_read.Unreadable``) and the others are returned; else it is an error.
 
     Raises ManifestError (one line) for anything malformed, missing or over a bound;
     a target's own errors (``TransientError``, ...) pass through.
@@ -408,7 +298,11 @@ async def read_entries(
     if keep is not None:
         kept = {id(f) for f in keep([p.file for p in pending])}
         pending = [p for p in pending if id(p.file) in kept]
-    files = await _resolve_lists(target, pending, system_id, budget)
+
+    def read(key: str, comp: str, enc: str, what: str) -> Awaitable[Any]:
+        return _read(target, key, comp, enc, what, budget)
+
+    files = await resolve_lists(read, pending, system_id, system_root(system_id), lost)
     if documents is not None:
         documents.update(budget.keys)
     return files

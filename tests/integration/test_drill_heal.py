@@ -289,6 +289,42 @@ async def test_a_lost_index_part_is_written_again_by_the_next_upload(
         await close_rig(rig)
 
 
+@pytest.mark.parametrize("how", ["missing", "damaged"])
+async def test_a_lost_chunk_list_is_written_again_by_the_next_upload(
+    tmp_path: Path, how: str
+) -> None:
+    """A large file's chunk list (shared by every upload that keeps the file unchanged)
+    lost: the drill names that file, restores and checks every other one, and has the
+    next upload, made with no file changed, PUT the list again. Before, the drill failed
+    the whole upload, and each later upload kept pointing at the lost list."""
+    rig, _ = await _open(tmp_path, KEEP_TEN)
+    try:
+        rig.write("big.bin", random.Random(3).randbytes(24 * MiB))  # past the inline limit
+        rig.write("notes.json", b'{"kept": true}')
+        await rig.sync()
+        (first,) = await rig.uploads()
+        entry = next(
+            e for e in (await rig.manifest(first))["metadata"]["files"] if e["path"] == "big.bin"
+        )
+        lost = entry["chunk_list"]["key"]
+        _lose(rig.settings.local_target_dir, lost, how)
+        drills = _drills(rig)
+        bad = await _drill(drills)
+        assert not bad.ok and bad.files == 1, bad
+        [problem] = bad.problems
+        assert problem.startswith(f"'big.bin': chunk list {lost}"), problem
+        assert bad.documents_unreadable and not bad.damaged_objects
+        assert drills.wake is not None and drills.wake.is_set()
+        await rig.sync()  # no file changed
+        newest = (await rig.uploads())[-1]
+        assert newest != first
+        again = await _drill(drills)
+        assert again.ok and again.upload_id == newest, again.problems
+        assert await rig.restore(newest) == await rig.restore(first) == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
 @pytest.mark.parametrize("which", [0, 1])
 async def test_a_sealed_index_part_with_a_damaged_header_is_written_again(
     tmp_path: Path, which: int

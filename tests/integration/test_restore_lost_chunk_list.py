@@ -1,37 +1,123 @@
 """A large file's chunk list is one document shared by every upload that keeps the file
 unchanged. Lost, it made every such upload unrestorable as a whole, the other files
-included, even with ``--path`` naming only them: the whole entry list was resolved first.
-``--path`` now reads only the chosen files' chunk lists."""
+included: ``restore --latest``, ``verify`` and ``drill`` failed the whole upload
+("manifest ... is invalid: 'big.bin': chunk list ... is missing") and restored nothing.
+Now that file is one problem of its own, named with the list's key, and every other file
+is restored, verified and drilled (exit 1). ``--path`` reads only the chosen files' lists.
+A prune stays strict: the packs only that list names are never taken for unreferenced."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from tests.helpers import akoshad, daemon_config
+from tests.s3server import WeedServer
+
+RETENTION = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
 
 
-def test_path_restores_the_other_files_when_a_chunk_list_is_lost(tmp_path: Path) -> None:
-    config, env = daemon_config(tmp_path, "lostlist", store=False)
+def _store(tmp_path: Path) -> dict[str, bytes]:
     store = tmp_path / "store"
     (store / "sessions").mkdir(parents=True)
-    (store / "notes.json").write_text('{"a": 1}')
-    (store / "sessions" / "s.json").write_text('{"s": 1}')
-    (store / "big.bin").write_bytes(os.urandom(24 << 20))  # past the inline chunk limit
-    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    files = {
+        "notes.json": b'{"a": 1}',
+        "sessions/s.json": b'{"s": 1}',
+        "big.bin": os.urandom(24 << 20),  # past the inline chunk limit: a chunk list
+    }
+    for path, data in files.items():
+        (store / path).write_bytes(data)
+    return files
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _lose_the_list(tmp_path: Path) -> str:
     lists = list((tmp_path / "outbox").rglob("chunklists/*/*"))
     assert len(lists) == 1, lists
     lists[0].unlink()
+    return lists[0].relative_to(tmp_path / "outbox").as_posix()
 
-    args = ["--latest", "--dest", str(tmp_path / "w")]
+
+def test_restore_verify_and_drill_name_the_file_and_get_the_others(tmp_path: Path) -> None:
+    config, env = daemon_config(tmp_path, "lostlist", store=False)
+    files = _store(tmp_path)
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    key = _lose_the_list(tmp_path)
+
+    dest = tmp_path / "whole"
+    args = ["--latest", "--dest", str(dest)]
     whole = akoshad("restore", "--config", str(config), *args, env=env)
-    assert whole.returncode == 1 and "big.bin" in whole.stderr and "missing" in whole.stderr
+    assert whole.returncode == 1, whole.stderr
+    problem, last = whole.stderr.strip().splitlines()
+    assert problem.startswith("akoshad: 'big.bin': chunk list ") and key in problem
+    assert problem.endswith("is missing")
+    assert "1 of the 3 file(s) could not be restored" in last
+    assert f"{dest} holds 2 of the 3 file(s)" in last
+    assert _tree(dest) == {p: b for p, b in files.items() if p != "big.bin"}
 
-    dest = tmp_path / "back"
-    args = ["--latest", "--dest", str(dest), "--path", "*.json"]
+    verify = akoshad("verify", "--config", str(config), env=env)
+    assert verify.returncode == 1
+    assert f"'big.bin': chunk list {key} is missing" in verify.stdout
+    assert "2 file(s) verified, 1 problem(s)" in verify.stdout
+    assert "unreadable" not in verify.stdout  # the ledger's check too takes the others
+
+    drill = akoshad("drill", "--json", "--config", str(config), env=env)
+    assert drill.returncode == 1, drill.stderr
+    result = json.loads(drill.stdout)
+    assert result["files"] == 2 and len(result["problems"]) == 1, result
+    assert key in result["problems"][0] and result["problems"][0].startswith("'big.bin'")
+
+    back = tmp_path / "back"
+    args = ["--latest", "--dest", str(back), "--path", "*.json"]
     proc = akoshad("restore", "--config", str(config), *args, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("restored 2 file(s) of upload ")
-    assert (dest / "notes.json").read_text() == '{"a": 1}'
-    assert (dest / "sessions" / "s.json").read_text() == '{"s": 1}'
-    assert not (dest / "big.bin").exists()
+    assert _tree(back) == {p: b for p, b in files.items() if p != "big.bin"}
+
+
+def test_on_s3_the_other_files_are_restored(tmp_path: Path, s3: WeedServer, system_id: str) -> None:
+    config, env = daemon_config(
+        tmp_path, system_id, store=False, cloud_sync=s3.cloud_sync(system_id)
+    )
+    files = _store(tmp_path)
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    (key,) = s3.keys(f"systems/{system_id}/chunklists/")
+    s3.client().delete_object(Bucket=s3.bucket, Key=key)
+    dest = tmp_path / "whole"
+    proc = akoshad("restore", "--config", str(config), "--latest", "--dest", str(dest), env=env)
+    assert proc.returncode == 1
+    assert f"'big.bin': chunk list {key} is missing" in proc.stderr
+    assert f"{dest} holds 2 of the 3 file(s)" in proc.stderr
+    assert _tree(dest) == {p: b for p, b in files.items() if p != "big.bin"}
+
+
+def test_a_prune_never_takes_the_packs_of_a_lost_list_for_unreferenced(tmp_path: Path) -> None:
+    """Two uploads keep big.bin unchanged (one list); its list lost, a prune that drops the
+    older upload keeps big.bin's packs: the list put back, the newest upload restores whole."""
+    config, env = daemon_config(tmp_path, "lostlist", store=False, retention=RETENTION)
+    files = _store(tmp_path)
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    files["notes.json"] = b'{"a": 2}'
+    (tmp_path / "store" / "notes.json").write_bytes(files["notes.json"])
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    outbox = tmp_path / "outbox"
+    (listed,) = outbox.rglob("chunklists/*/*")
+    saved = listed.read_bytes()
+    packs = {p.relative_to(outbox) for p in outbox.rglob("packs/*/*")}
+    listed.unlink()
+    proc = akoshad("prune", "--json", "--config", str(config), env=env)
+    left = {p.relative_to(outbox) for p in outbox.rglob("packs/*/*")}
+    assert left == packs, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 1 and len(result["uploads_removed"]) == 1, result
+    [unreadable] = result["unreadable"]
+    assert unreadable.endswith(f"chunk list {listed.relative_to(outbox).as_posix()} is missing")
+    listed.write_bytes(saved)
+    dest = tmp_path / "back"
+    args = ["--latest", "--dest", str(dest)]
+    akoshad("restore", "--config", str(config), *args, env=env, check=True)
+    assert _tree(dest) == files
