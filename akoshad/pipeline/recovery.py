@@ -163,12 +163,14 @@ class Recovery:
     ) -> list[StoredFile] | None:
         """The files of a landed manifest (index parts and chunk lists read, sealed ones
         with ``identities``), or None when it cannot be read whole (the attempt is then
-        discarded)."""
-        from akoshad.storage.format2_read import read_entries
+        discarded). A file whose chunk list is missing or damaged is left out: not known
+        as stored, it is sent again (with its list)."""
+        from akoshad.storage.format2_read import Unreadable, read_entries
 
+        lost: list[Unreadable] = []
         try:
-            return await read_entries(
-                target, manifest, system_id=self.system_id, identities=identities
+            files = await read_entries(
+                target, manifest, system_id=self.system_id, identities=identities, lost=lost
             )
         except ManifestError as exc:
             logger.warning("manifest of an interrupted upload is unreadable: {}", exc)
@@ -176,6 +178,9 @@ class Recovery:
         except IdentityError:  # encrypted: the daemon holds no identity (sent again)
             logger.info("an encrypted manifest is not read without the identity")
             return None
+        for u in lost:
+            logger.warning("{}: it will be sent again", u.reason)
+        return files
 
     async def _commit_recovered(
         self,

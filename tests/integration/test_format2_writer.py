@@ -346,6 +346,36 @@ async def test_an_upload_whose_manifest_landed_is_committed_from_it(rig: Rig) ->
     assert await rig.restore(second.upload_id or "") == rig.on_disk()
 
 
+async def test_a_landed_upload_whose_chunk_list_is_lost_is_kept_and_the_file_sent_again(
+    rig: Rig,
+) -> None:
+    """The process died between the manifest's PUT and the commit, and big.bin's chunk list
+    is lost meanwhile: the upload is committed without big.bin, which the next upload sends
+    again. Before, the whole upload was taken for unreadable and its manifest and packs
+    were deleted: a completed upload removed by no retention."""
+    rig.write("big.bin", noise(7, 24 * MiB))  # past the inline chunk limit: a chunk list
+    rig.write("b.json", b"{}")
+    (report,) = await rig.sync()
+    assert report.upload_id
+    name = rig.target.name
+    outbox = rig.settings.local_target_dir
+    (listed,) = outbox.rglob("chunklists/*/*")
+    listed.unlink()
+    await rig.state.transaction(
+        lambda c: (
+            c.execute("DELETE FROM ledger"),
+            c.execute("DELETE FROM chunks"),
+            c.execute("UPDATE uploads SET outcome = 'in_progress'"),
+        )
+    )
+    await Recovery(rig.state, SID, Discarder(SID)).recover({name: rig.target})
+    assert await rig.uploads() == [report.upload_id]  # kept
+    assert set(await rig.state.ledger(name)) == {"b.json"}
+    (second,) = await rig.sync()
+    assert second.files_uploaded == ["big.bin"]
+    assert await rig.restore(second.upload_id or "") == rig.on_disk()
+
+
 async def test_ledger_rebuilt_from_a_format_2_manifest(rig: Rig, tmp_path: Path) -> None:
     big = bytearray(noise(6, 6 * MiB))
     rig.write("reflection.duckdb", bytes(big))

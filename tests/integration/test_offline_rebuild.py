@@ -47,3 +47,46 @@ async def test_an_offline_prune_that_sets_a_corrupt_state_aside_rebuilds_the_led
         assert set(await state.ledger("local")) == before == {"big.bin", "a.json"}
     finally:
         await state.close()
+
+
+async def test_a_ledger_rebuilt_beside_a_lost_chunk_list_sends_that_file_again(
+    tmp_path: Path,
+) -> None:
+    """The state lost and the newest upload's chunk list of big.bin lost too: the ledger is
+    rebuilt from that upload without big.bin, which the next upload sends again with its
+    list (before: the whole upload was passed over as unreadable, and every file was sent
+    again); that upload restores whole."""
+    from akoshad.pipeline.recovery import Discarder, Recovery
+
+    settings = rig_settings(tmp_path, SID)
+    db = tmp_path / "state" / "state.db"
+    outbox = tmp_path / "outbox"
+    rig = await open_rig(settings, LocalTarget(outbox), db)
+    try:
+        rig.write("big.bin", random.Random(1).randbytes(24 * 1024 * 1024))  # a chunk list
+        rig.write("a.json", b"{}")
+        await rig.sync()
+    finally:
+        await close_rig(rig)
+    (listed,) = outbox.rglob("chunklists/*/*")
+    listed.unlink()
+    for lost in db.parent.glob("state.db*"):  # the state lost
+        lost.unlink()
+    state = StateDB(db)
+    await state.open()
+    target = LocalTarget(outbox)
+    await target.start()
+    try:
+        assert await Recovery(state, SID, Discarder(SID)).rebuild_ledger(target) == 1
+        assert set(await state.ledger("local")) == {"a.json"}
+    finally:
+        await target.close()
+        await state.close()
+    rig = await open_rig(settings, LocalTarget(outbox), db)
+    try:
+        (report,) = await rig.sync()
+        assert report.files_uploaded == ["big.bin"], report
+        newest = (await rig.uploads())[-1]
+        assert await rig.restore(newest) == rig.on_disk()
+    finally:
+        await close_rig(rig)
