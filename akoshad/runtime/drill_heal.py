@@ -33,18 +33,21 @@ from akoshad.store.ledger import LedgerOps
 from akoshad.store.queue import QueueOps
 
 
-def _forget(c: sqlite3.Connection, target: str, keys: Collection[str]) -> tuple[int, int] | None:
+def _forget(
+    c: sqlite3.Connection, target: str, keys: Collection[str], documents: bool = False
+) -> tuple[int, int] | None:
     """Inside a transaction: the module's forgetting and queueing; returns the ledger rows
     dropped and the groups queued, or None when ``keys`` name nothing known any more (an
     older upload's loss, healed already: a prune reports it until that upload expires).
     Objects no file of the ledger uses are only forgotten (no later upload dedupes against
-    them); nothing is queued or rewritten for them."""
+    them); nothing is queued or rewritten for them, unless ``documents`` (a document of
+    the upload, a chunk list, was found lost too)."""
     dropped = sum(ChunkOps.forget_pack_in(c, target, key) for key in keys)
     ledger = LedgerOps.ledger_rows(c, target)
     lost = {e.path: e for e in ledger.values() if e.chunks is None and e.key in keys}
     _, stale = resolve_ledger(ledger, ChunkOps.chunk_table(c, target))
     lost.update((e.path, e) for e in stale)
-    if keys and not lost:
+    if keys and not lost and not documents:
         return None if not dropped else (0, 0)
     ChunkOps.rewrite_documents_in(c, target)
     LedgerOps.write_ledger(c, target, [], list(lost))
@@ -64,22 +67,26 @@ def _smallest_group(rows: Iterable[LedgerEntry]) -> str:
     return min(sizes, key=lambda g: (sizes[g], g))
 
 
-async def send_again(state: StateDB, target: str, keys: Collection[str]) -> tuple[int, int] | None:
+async def send_again(
+    state: StateDB, target: str, keys: Collection[str], documents: bool = False
+) -> tuple[int, int] | None:
     """Forget what ``target`` was thought to hold in the objects ``keys`` and queue the
     files that used them, in one transaction (module docstring); returns the files (ledger
-    rows) to send again and the groups queued, None when the keys name nothing known."""
+    rows) to send again and the groups queued, None when the keys name nothing known (and
+    no ``documents`` are to be written again)."""
     wanted = frozenset(keys)
-    return await state.transaction(lambda c: _forget(c, target, wanted))
+    return await state.transaction(lambda c: _forget(c, target, wanted, documents))
 
 
 async def heal(
-    state: StateDB, target: str, keys: Collection[str], found_by: str
+    state: StateDB, target: str, keys: Collection[str], found_by: str, documents: bool = False
 ) -> tuple[int, int] | None:
     """:func:`send_again` (the caller holds the pass lock), logged as a WARNING naming
     ``found_by``; its outcome (files to send again, groups queued: the drain has work when
     groups were queued). No ``keys``: only the shared documents are written again, by the
-    next upload (one small file is queued for it)."""
-    outcome = await send_again(state, target, keys)
+    next upload (one small file is queued for it); ``documents``: so are they, whatever
+    ``keys`` name."""
+    outcome = await send_again(state, target, keys, documents)
     if outcome is None:
         return None
     files = outcome[0]
@@ -101,7 +108,7 @@ async def heal(
             target,
             files,
         )
-    else:
+    if documents or not keys:
         logger.warning(
             "{}: the upload's index or chunk lists could not be read from {}: the next "
             "upload writes every shared document again",

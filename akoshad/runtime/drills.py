@@ -230,7 +230,11 @@ class DrillScheduler(PeriodicJob):
         try:
             async with self.lock:
                 outcome = await heal(
-                    self.state, self.target.name, keys, f"drill of {result.upload_id}"
+                    self.state,
+                    self.target.name,
+                    keys,
+                    f"drill of {result.upload_id}",
+                    documents=result.documents_unreadable,
                 )
         except sqlite3.Error as exc:  # the next drill finds the damage again and retries
             logger.warning("drill: what it found lost cannot be queued to be sent again: {}", exc)

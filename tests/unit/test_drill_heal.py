@@ -31,6 +31,29 @@ async def test_a_lost_whole_object_has_its_file_sent_again(tmp_path: Path) -> No
         await state.close()
 
 
+async def test_a_lost_chunk_list_is_written_again_beside_an_object_no_file_uses(
+    tmp_path: Path,
+) -> None:
+    """A drill found a chunk list lost and an object that no file of the ledger uses (a
+    newer upload replaced it meanwhile): the next upload still writes every document again
+    (one small file queued to make it). Before, the unknown object made the heal do
+    nothing, and the lost list stayed lost."""
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    try:
+        kept = row("notes.json")
+        await state.transaction(lambda c: StateDB.write_ledger(c, "local", [kept], []))
+        unknown = ["systems/s/packs/ab/" + "ab" * 32]
+        assert await send_again(state, "local", unknown) is None
+        assert not await state.documents_rewrite_asked("local")
+        assert await send_again(state, "local", unknown, documents=True) == (0, 1)
+        assert await state.documents_rewrite_asked("local")
+        assert set(await state.ledger("local")) == {"notes.json"}
+        assert [i.path for i in await state.queue_items()] == ["notes.json"]
+    finally:
+        await state.close()
+
+
 async def test_a_prune_whose_findings_cannot_be_queued_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
