@@ -34,7 +34,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +50,10 @@ OWNER_ID_FILE = "owner_id"
 RECORD_FORMAT = 1
 MAX_RECORD_BYTES = 64 * 1024
 CHECK_INTERVAL = 60.0
+# after a takeover, a prune deletes nothing for this long: the previous owner's upload that
+# its last check (at most CHECK_INTERVAL old) let through may still be landing its manifest
+TAKEOVER_QUIET = 5 * CHECK_INTERVAL
+SINCE_SKEW = 60.0  # a record dated this far ahead of the clock still counts as just made
 CLAIM_SETTLE = 1.0
 _OWNER_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -78,6 +82,41 @@ class NotOwner(PermanentError):
             fix=FIX,
         )
         self.record = record
+
+
+class TakeoverSettling(NotOwner):
+    """This machine took the id over less than :data:`TAKEOVER_QUIET` ago: a prune now
+    could sweep the packs of an upload the previous owner is still committing (its cached
+    check let it through), so the prune deletes nothing yet and says until when."""
+
+    def __init__(self, system_id: str, record: OwnerRecord, until: datetime) -> None:
+        previous = f" ({record.previous_host})" if record.previous_host else ""
+        PermanentError.__init__(
+            self,
+            f"this machine took system_id {system_id!r} over at {record.since}: a prune "
+            f"deletes nothing until {until.isoformat(timespec='seconds')}, "
+            f"{TAKEOVER_QUIET / 60:g} min after, so that an upload the previous "
+            f"owner{previous} still had on the wire lands or is dropped first",
+            fix="prune again after that; nothing was deleted",
+        )
+        self.record = record
+
+
+def settle_takeover(record: OwnerRecord, system_id: str, now: datetime | None = None) -> None:
+    """Raise :class:`TakeoverSettling` while ``record`` (this machine's) is a takeover
+    made less than :data:`TAKEOVER_QUIET` ago; a ``since`` that cannot be read counts as
+    long ago."""
+    if record.how != "takeover":
+        return
+    try:
+        since = datetime.fromisoformat(record.since)
+    except ValueError:
+        return
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    age = ((now or datetime.now(UTC)) - since).total_seconds()
+    if -SINCE_SKEW <= age < TAKEOVER_QUIET:
+        raise TakeoverSettling(system_id, record, since + timedelta(seconds=TAKEOVER_QUIET))
 
 
 class OwnerRecordError(PermanentError):

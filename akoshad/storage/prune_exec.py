@@ -29,7 +29,7 @@ from typing import Any
 from akoshad.names import MANIFEST_NAME
 from akoshad.storage import refs
 from akoshad.storage.crypto import Identities
-from akoshad.storage.owner import Ownership
+from akoshad.storage.owner import Ownership, settle_takeover
 from akoshad.storage.packs import PACK_MAX, PackWriter, SealedPack
 from akoshad.storage.prune_load import PruneError, PruneInput, load_for_prune
 from akoshad.storage.prune_plan import PrunePlan, Step, plan_prune
@@ -341,7 +341,8 @@ async def run_prune(
     last_made: str | None = None,
 ) -> PruneResult:
     """The whole prune: check ownership, load, apply ``policy``, plan, execute (or, with
-    ``dry_run``, report the plan). Call under the daemon's pass lock.
+    ``dry_run``, report the plan). Call under the daemon's pass lock. Within
+    ``TAKEOVER_QUIET`` of this machine's takeover only a dry run goes on.
 
     ``finished``: ids of uploads known to have completed (the writer's own history). A
     folder of one whose manifest is gone is what an interrupted prune left: it is swept now,
@@ -353,9 +354,11 @@ async def run_prune(
     that ran ahead was set right, it sorts before the uploads dated ahead, yet holds the
     store as it is now."""
     started = time.monotonic()
-    if ownership is not None:
-        await ownership.check(force=True, claim=not dry_run)
     when = now or datetime.now(UTC)
+    if ownership is not None:
+        record = await ownership.check(force=True, claim=not dry_run)
+        if record is not None and not dry_run:
+            settle_takeover(record, system_id, datetime.now(UTC))
 
     def retained(uploads: list[Upload]) -> frozenset[str]:
         # the newest upload is the one with the greatest id (``restore --latest``, the
