@@ -172,10 +172,9 @@ def _target_lines(targets: dict[str, Any], now: float) -> list[str]:
             extra.append(f"circuit {t['circuit']}")
         if t.get("last_success_at"):
             extra.append(f"last ok {_ago(t['last_success_at'], now)} ago")
-        line = f"  {name:6} {mark} {', '.join(extra)}".rstrip()
-        if t.get("last_error"):
-            line += f"\n         error: {t['last_error']}"
-        lines.append(line)
+        lines.append(f"  {name:6} {mark} {', '.join(extra)}".rstrip())
+        if t.get("last_error"):  # a line of its own (each line's control characters escaped)
+            lines.append(f"         error: {t['last_error']}")
     return lines
 
 

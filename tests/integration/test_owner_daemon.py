@@ -86,6 +86,10 @@ def test_second_state_is_refused_and_takeover_hands_the_id_over(tmp_path: Path) 
         assert "akoshad takeover" in local["last_error"]
         assert st["lease"]["host"] == HOST and st["lease"]["ours"] is False
         assert b.cli("status", "--check").returncode == 1
+        shown = b.cli("status", check=True).stdout.splitlines()
+        down = next(i for i, line in enumerate(shown) if line.startswith("  local  DOWN"))
+        assert shown[down] == "  local  DOWN primary", shown  # the error on a line of its own
+        assert shown[down + 1].startswith(f"         error: system_id '{SYSTEM}' is owned by")
         change(tmp_path, 1)
         sync = b.cli("sync", "--wait", "--json")
         assert sync.returncode == 1 and HOST in json.loads(sync.stdout)["passes"][0]["error"]

@@ -104,6 +104,9 @@ def test_render_status() -> None:
     cloud = next(line for line in lines if line.strip().startswith("cloud"))
     local = next(line for line in lines if line.strip().startswith("local"))
     assert "DOWN" in cloud and "ok" in local and "last ok 1m30s ago" in local
+    # a target's error is the line after it, not joined to it by an escaped "\n"
+    assert lines[lines.index(cloud) + 1] == "         error: bucket akosha-x does not exist"
+    assert "\\n" not in text
 
 
 def test_render_status_memories_circuit_as_the_daemon_sends_it() -> None:
