@@ -7,7 +7,9 @@ starting (its control socket, READY, the watch: changes keep being recorded) nor
 stopping when told to. So the start gives it :data:`START_TIMEOUT` seconds and no more than
 until a stop; what is not settled then is settled before the next upload, which waits
 until it is (a new upload must not race the deletion of an interrupted one's objects: they
-may share a pack's key).
+may share a pack's key). Only the owner of the system id settles them: on a machine that
+another one took the id from, they wait (and its passes, refused by the gate, send nothing)
+until it owns the id again: only the owner deletes in the target.
 """
 
 from __future__ import annotations
@@ -66,12 +68,16 @@ class InterruptedUploads:
         )
 
     async def before_pass(self) -> None:
-        """Settle what the start could not (the caller holds the pass lock). Raises while
-        it cannot be: the pass fails and is tried again later."""
+        """Settle what the start could not (the caller holds the pass lock), as the owner
+        only. While another machine owns the id they wait, and so does the pass: its gate
+        sends nothing. Raises while the owner cannot be checked or the settle fails: the
+        pass fails and is tried again later."""
         if self.unsettled is None:
             return
         p = self.parts
         refused = await p.owners.refusal(p.primary)
+        if refused is not None and not p.owners.unreadable(p.primary.name):
+            return  # another owner: the pass is refused by its gate, and waits
         if refused is not None:
             raise TransientError(f"an interrupted upload is not settled: {refused}")
         await p.recovery.recover(p.targets)
@@ -79,6 +85,13 @@ class InterruptedUploads:
         logger.info("recovered: the interrupted upload is settled")
 
     async def _settle(self, claim: asyncio.Task[str | None] | None) -> None:
+        """Settle them as the owner: the start's ``claim`` answered (or the gate asked now)
+        that this machine owns the id (only the owner deletes in the target; what it leaves
+        is swept by the owner's prune)."""
+        p = self.parts
         if claim is not None:
             await asyncio.wait([claim])
-        await self.parts.recovery.recover(self.parts.targets)
+        refused = await p.owners.refusal(p.primary)
+        if refused is not None:
+            raise TransientError(f"this machine does not own the system id: {refused}")
+        await p.recovery.recover(p.targets)
