@@ -94,6 +94,17 @@ class Encryption(BaseModel):
         """True when uploads are to be encrypted (at least one recipient)."""
         return bool(self.recipients)
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What is accepted but likely not meant: ``encrypt_memories`` with no recipient."""
+        if not self.encrypt_memories or self.enabled:
+            return ()
+        return (
+            "encryption.encrypt_memories is true but encryption.recipients is empty: "
+            "nothing is encrypted, memories.json included (list an age public key in "
+            "encryption.recipients, or set encrypt_memories: false)",
+        )
+
     def parsed_recipients(self) -> Recipients:
         """The recipients, parsed for :func:`akoshad.storage.crypto.seal` (only when
         :attr:`enabled`; raises ``BadRecipient`` otherwise)."""

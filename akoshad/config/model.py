@@ -395,10 +395,11 @@ class Settings(BaseSettings):
         """Values accepted but likely not what was meant (``config check`` shows them)."""
         unused = self.cloud_sync.without_bucket()
         if not unused:
-            return ()
+            return self.encryption.warnings
         return (
             f"{', '.join(unused)} set but no cloud_sync.cloud_bucket: uploads go to the "
             f"local target {self.local_target_dir}, not to S3",
+            *self.encryption.warnings,
         )
 
     @property

@@ -151,6 +151,30 @@ def test_config_check_does_not_read_the_identity_and_show_lists_the_group(
     assert off.returncode == 0 and "encryption off" in off.stdout, off.stderr
 
 
+def test_encrypt_memories_without_recipients_is_a_warning(tmp_path: Path) -> None:
+    """encrypt_memories asks for what nothing does when no recipient is listed: uploads,
+    memories.json included, stay readable. config check and the start say so."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "a.json").write_text("{}")
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        local_target_dir=str(tmp_path / "outbox"),
+        encryption={"recipients": [], "encrypt_memories": True},
+    )
+    env = base_env(tmp_path)
+    warning = "encryption.encrypt_memories is true but encryption.recipients is empty"
+    res = akoshad("config", "check", "--config", str(cfg), env=env, timeout=60)
+    assert res.returncode == 0 and f"warning: {warning}" in res.stdout, res.stdout
+    once = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=60)
+    assert once.returncode == 0 and warning in once.stderr, once.stderr
+    _, public = _pair()
+    write_config(cfg, data_dir=str(tmp_path / "store"), encryption={"recipients": [public]})
+    res = akoshad("config", "check", "--config", str(cfg), env=env, timeout=60)
+    assert res.returncode == 0 and "warning" not in res.stdout, res.stdout
+
+
 def test_load_identities_one_line_errors_and_permission_warning(tmp_path: Path) -> None:
     secret, public = _pair()
     with pytest.raises(IdentityNeeded, match=r"set encryption\.identity_file"):
