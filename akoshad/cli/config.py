@@ -84,8 +84,9 @@ def _identity_file_problem(enc: Encryption) -> list[str]:
         return []
     what = "is not a file" if path.exists() else "does not exist"
     return [
-        f"warning: encryption.identity_file {path} {what}: verify, restore and drill of "
-        "encrypted uploads fail until it is the age identity"
+        f"warning: encryption.identity_file {path} {what}: verify, restore, drill and "
+        "uploads stop there (exit 1), of unencrypted uploads too, until it is the age "
+        "identity or the setting is removed"
     ]
 
 

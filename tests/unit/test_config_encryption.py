@@ -175,6 +175,35 @@ def test_encrypt_memories_without_recipients_is_a_warning(tmp_path: Path) -> Non
     assert res.returncode == 0 and "warning" not in res.stdout, res.stdout
 
 
+def test_a_missing_identity_file_is_said_to_stop_restores_of_clear_uploads_too(
+    tmp_path: Path,
+) -> None:
+    """A set identity_file that is not there stops verify and restore of an unencrypted
+    upload too (one line, exit 1): config check says so, not only of encrypted ones."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "a.json").write_text("{}")
+    settings: dict[str, object] = {
+        "data_dir": str(tmp_path / "store"),
+        "state_dir": str(tmp_path / "state"),
+        "local_target_dir": str(tmp_path / "outbox"),
+    }
+    cfg = write_config(tmp_path / "c.yaml", **settings)
+    env = base_env(tmp_path)
+    assert akoshad("run", "--once", "--config", str(cfg), env=env, timeout=60).returncode == 0
+    missing = tmp_path / "identity.txt"
+    write_config(cfg, **settings, encryption={"identity_file": str(missing)})
+    check = akoshad("config", "check", "--config", str(cfg), env=env, timeout=60)
+    assert check.returncode == 0
+    assert f"identity_file {missing} does not exist: verify, restore, drill and uploads" in (
+        check.stdout
+    )
+    assert "of unencrypted uploads too" in check.stdout, check.stdout
+    dest = tmp_path / "restored"
+    res = akoshad("restore", "--latest", "--dest", str(dest), "--config", str(cfg), env=env)
+    assert res.returncode == 1 and f"{missing} does not exist" in res.stderr, res.stderr
+    assert not dest.exists()
+
+
 def test_load_identities_one_line_errors_and_permission_warning(tmp_path: Path) -> None:
     secret, public = _pair()
     with pytest.raises(IdentityNeeded, match=r"set encryption\.identity_file"):
