@@ -38,7 +38,7 @@ from akoshad.restore.drill_dirs import (
 from akoshad.restore.drill_restore import DrillResult, restore_all
 from akoshad.restore.readback import identities_of, start_reading
 from akoshad.restore.throttle import DrillReader, TokenBucket
-from akoshad.storage.crypto import Identities, IdentityError
+from akoshad.storage.crypto import Identities, IdentityError, IdentityNeeded
 from akoshad.store.db import STATE_FILE, StateError, read_ledger
 from akoshad.store.places import (
     another_place,
@@ -97,9 +97,9 @@ async def drill_upload(
     identities: Identities | None = None,
 ) -> DrillResult:
     """Restore ``upload_id`` into a private directory, check it, remove the directory.
-    An encrypted upload is read with ``identities``; without them (or with the wrong
-    ones) the result says so (``needs_identity``): nothing was checked, nothing is wrong
-    with the upload that the drill could tell."""
+    An encrypted upload is read with ``identities``; without them the result says so
+    (``needs_identity``): nothing was checked, nothing is wrong with the upload that the
+    drill could tell. Identities that do not open it fail the drill (one problem)."""
     started = time.monotonic()
     result = DrillResult(upload_id)
     reader = DrillReader(target, TokenBucket(max_mbps * 1_000_000))
@@ -112,7 +112,10 @@ async def drill_upload(
             )
         except IdentityError as exc:
             result.problems.append(one_line(exc))
-            result.needs_identity = True
+            # no identity here: nothing checked, nothing found wrong; an identity that does
+            # not open the upload (encrypted to other keys) is a failed drill
+            result.needs_identity = isinstance(exc, IdentityNeeded)
+            result.identity_error = True
             restored = []
         specs = worker_spec(restored)
         if specs:
@@ -154,7 +157,7 @@ async def drill_picked(
         result = DrillResult(gone, at=time.time())
     result.problems.insert(0, upload_gone(target.name, gone))
     result.ok = False
-    result.needs_identity = False  # a problem was found, identity or not
+    result.needs_identity = result.identity_error = False  # a problem was found, identity or not
     return result
 
 
@@ -253,7 +256,7 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
         )
     finally:
         await target.close()
-    if result.needs_identity:  # one line, exit 1 (as verify and restore)
+    if result.needs_identity or result.identity_error:  # one line, exit 1 (as verify, restore)
         raise IdentityError(result.problems[0])
     error = await asyncio.to_thread(_record, state_path, result, place)
     if error is not None:

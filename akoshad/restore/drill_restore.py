@@ -49,11 +49,12 @@ class DrillResult:
     # and whether the upload's documents could not be read (the next upload rewrites them)
     damaged_objects: set[str] = field(default_factory=set)
     documents_unreadable: bool = False
+    identity_error: bool = False  # the identity was missing or did not open the upload
 
     def as_dict(self) -> dict[str, Any]:
         """``{at, ok, upload_id, problems}`` and the details (notes, files, bytes, seconds)."""
         rest = asdict(self)
-        del rest["damaged_objects"], rest["documents_unreadable"]
+        del rest["damaged_objects"], rest["documents_unreadable"], rest["identity_error"]
         head = {k: rest.pop(k) for k in ("at", "ok", "upload_id", "problems")}
         return {**head, **rest}
 

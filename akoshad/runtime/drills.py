@@ -5,10 +5,13 @@ goes to the state (``status.last_drill``), the event bus (``drill``: webhooks, m
 the log.
 The drill code (``restore.drill``) is imported when the first drill runs.
 
-Encrypted uploads are drilled with ``encryption.identity_file``. A daemon without a usable
-identity cannot read them: such a drill checks nothing, is recorded as ``last_drill`` with
-``ok: false`` and ``needs_identity: true`` (one problem line saying so, a warning in the
-log, one ``drill`` event), and the next one comes after the full interval, like any drill.
+Encrypted uploads are drilled with ``encryption.identity_file``. A daemon without one
+(the identity kept off this machine) cannot read them: such a drill checks nothing, is
+recorded as ``last_drill`` with ``ok: false`` and ``needs_identity: true`` (one problem line
+saying so, a warning in the log, one ``drill`` event; no failure for status or the safety
+verdict), and the next one comes after the full interval, like any drill. An
+``identity_file`` that is configured but cannot be read, or that does not open the upload
+(encrypted to other keys), fails the drill.
 """
 
 from __future__ import annotations
@@ -174,7 +177,10 @@ class DrillScheduler(PeriodicJob):
             if upload_id is None and gone is None:
                 logger.debug("drill: no upload in {} yet, nothing to drill", target.name)
                 return None
-            identities = None if upload_id is None else await asyncio.to_thread(self._identities)
+            unusable: list[str] = []
+            identities = (
+                None if upload_id is None else await asyncio.to_thread(self._identities, unusable)
+            )
             result = await drill_picked(
                 target,
                 system_id,
@@ -184,6 +190,9 @@ class DrillScheduler(PeriodicJob):
                 settings.drill_max_mbps,
                 identities,
             )
+        if result.needs_identity and unusable:  # one is configured: not a choice, a fault
+            result.needs_identity = False
+            result.problems = [f"encryption.identity_file cannot be used: {unusable[0]}"]
         await self._record(result)
         return result
 
@@ -242,13 +251,15 @@ class DrillScheduler(PeriodicJob):
         if outcome is not None and outcome[1] > 0 and self.wake is not None:
             self.wake.set()
 
-    def _identities(self) -> Identities | None:
+    def _identities(self, unusable: list[str]) -> Identities | None:
         """The identity when one is configured and readable; None otherwise (an encrypted
-        upload's drill then records that it needs it). Blocking."""
+        upload's drill then records that it needs it; a configured one that cannot be
+        read is added to ``unusable``: that drill fails). Blocking."""
         try:
             return self.settings.encryption.identities_if_set(warn=logger.warning)
         except IdentityError as exc:
             logger.warning("drill: the identity is not usable: {}", exc)
+            unusable.append(str(exc))
             return None
 
 

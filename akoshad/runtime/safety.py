@@ -14,7 +14,9 @@ Safe means all of:
   drill older than two intervals no longer counts; before the first drill the verdict says
   "no drill yet", which makes it unsafe only once one interval has passed since the daemon
   started and there is an upload to drill (the first drill should have run by then). A
-  failed drill, even one run by hand with drills off, is always unsafe.
+  failed drill, even one run by hand with drills off, is always unsafe. A drill that
+  could not read the upload only because this machine holds no identity (the recipients
+  alone, as advised) is no failure: a note says so.
 
 ``since`` is when the daemon saw the verdict change (status, a metrics scrape or the
 service manager's status line ask for it); at start, the start time. A reason that knows
@@ -32,6 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 PASS_ALLOWANCE_SECONDS = 60.0
+# the daemon keeps only the recipients (the identity off this machine, as advised): its
+# drills cannot read encrypted uploads, which is no fault (``akoshad drill --identity``)
+NO_IDENTITY_NOTE = "no drill here: the uploads are encrypted, the identity is kept elsewhere"
 DRILL_STALE_INTERVALS = 2.0
 
 
@@ -85,6 +90,8 @@ def _drill(
     interval = policy.drill_interval_hours * 3600.0
     if isinstance(drill, Mapping):
         at = _number(drill.get("at"))
+        if drill.get("needs_identity") and drill.get("ok") is False:
+            return None, NO_IDENTITY_NOTE, None
         if drill.get("ok") is not True:
             return f"last drill failed: {drill_problems(drill)}", None, at
         if interval > 0 and at is not None and now - at > DRILL_STALE_INTERVALS * interval:

@@ -6,6 +6,7 @@ the store back byte for byte; a changed recipient list makes a new name key."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -472,6 +473,10 @@ def test_daemon_without_the_identity_records_that_drills_need_it(tmp_path: Path)
         res = akoshad("status", "--json", "--config", str(cfg), env=env, timeout=30)
         return json.loads(res.stdout).get("last_drill") if res.returncode == 0 else None
 
+    def drill_after(at: float) -> dict[str, Any] | None:
+        drill = last_drill()
+        return drill if drill is not None and drill["at"] > at else None
+
     proc = start_daemon(cfg, env, tmp_path / "d.log")
     try:
         drill = wait_for(last_drill, 90, interval=0.5)
@@ -493,6 +498,30 @@ def test_daemon_without_the_identity_records_that_drills_need_it(tmp_path: Path)
     finally:
         assert stop_daemon(proc) == 0
     assert good["files"] == 1 and not good.get("needs_identity")
+
+    # an identity_file that does not open the uploads (encrypted to other keys), or that
+    # cannot be read: a fault the user must see, not a drill that "needs the identity"
+    write_new_identity(tmp_path / "other.txt")
+    after = good["at"]
+    for name in ("other.txt", "typo.txt"):
+        enc = {"recipients": [public], "identity_file": str(tmp_path / name)}
+        cfg = encryption_config(
+            tmp_path, "enc-drill", [public], drill_interval_hours=0.001, encryption=enc
+        )
+        proc = start_daemon(cfg, env, tmp_path / f"d-{name}.log")
+        try:
+            bad = wait_for(functools.partial(drill_after, after), 90, interval=0.5)
+            check = akoshad("status", "--check", "--config", str(cfg), env=env, timeout=30)
+            safety = json.loads(
+                akoshad("status", "--json", "--config", str(cfg), env=env, timeout=30).stdout
+            )["safety"]
+        finally:
+            assert stop_daemon(proc) == 0
+        after = bad["at"]
+        assert bad["ok"] is False and bad["needs_identity"] is False, bad
+        want = "other keys" if name == "other.txt" else "identity_file cannot be used"
+        assert want in bad["problems"][0], bad
+        assert check.returncode == 1 and safety["safe"] is False, (check.stdout, safety)
 
 
 def _as_if_killed_before_the_commit(c: Any) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from akoshad.cli.client import render_status
 from akoshad.runtime.safety import (
+    NO_IDENTITY_NOTE,
     PASS_ALLOWANCE_SECONDS,
     SafetyPolicy,
     SafetyTracker,
@@ -98,6 +99,19 @@ def test_a_failed_drill_is_unsafe_even_with_drills_off() -> None:
     found = assess(status(last_drill=bad), off, now=T0 + 5, started=T0 - HOUR)
     assert found.reasons == ["last drill failed: a.db: sha256 (and 1 more)"]
     assert found.began == T0
+
+
+def test_a_drill_that_only_lacked_the_identity_is_a_note_not_a_failure() -> None:
+    """The identity kept off this machine (as advised): its drills cannot read encrypted
+    uploads. That is safe with a note, as ``status --check`` is healthy; a drill whose
+    configured identity could not open the upload is a failure (needs_identity false)."""
+    lacked = {"at": T0, "ok": False, "needs_identity": True, "upload_id": "u1",
+              "problems": ["this upload is encrypted: the identity is needed"]}  # fmt: skip
+    found = assess(status(last_drill=lacked), POLICY, now=T0 + 30 * HOUR, started=T0 - HOUR)
+    assert found.reasons == [] and found.notes == [NO_IDENTITY_NOTE]
+    wrong = {**lacked, "needs_identity": False, "problems": ["encrypted to other keys"]}
+    found = assess(status(last_drill=wrong), POLICY, now=T0 + 5, started=T0 - HOUR)
+    assert found.reasons == ["last drill failed: encrypted to other keys"]
 
 
 def test_a_good_drill_goes_stale_after_two_intervals() -> None:
