@@ -35,12 +35,15 @@ from akoshad.pipeline.storefiles import (
     walk_store,
 )
 from akoshad.pipeline.watch import reconcile
+from akoshad.ratelog import RateLimitedLog
 from akoshad.store.db import StateDB
 from akoshad.store.ledger import KV_COMPARE_ALL, KV_SEALED_AS
 from akoshad.store.records import LedgerEntry
 from akoshad.targets.base import Target
 
 ENQUEUE_RETRY_SECONDS = 2.0
+# a queue that cannot be written is logged once, then at most once per this many seconds
+UNRECORDED_LOG_SECONDS = 60.0
 
 
 # the daemon reconciles the store this often besides watching it (``rescan_every``)
@@ -78,6 +81,9 @@ class ChangeFeed:
         self.files_excluded = 0  # and those include/exclude left out
         # why the last changes released could not be put on the queue (None: they were)
         self.unrecorded: str | None = None
+        # each batch released while the queue cannot be written fails again every
+        # ENQUEUE_RETRY_SECONDS: one line, then one a minute with a count, then "again"
+        self._unrecorded_log = RateLimitedLog(UNRECORDED_LOG_SECONDS)
         self._said_not_files: set[str] = set()  # entries that are no file, already said
         # refusals already logged: path -> (reason, monotonic time said); said again when
         # the reason changes or an hour later, not at each of the walks that find it again
@@ -335,12 +341,13 @@ class ChangeFeed:
             self.unrecorded = (
                 f"{len(released)} change(s) could not be recorded on the queue ({exc})"
             )
-            logger.error("{}; retrying", self.unrecorded)
+            self._unrecorded_log.error("unrecorded", "{}; retrying", self.unrecorded)
             retry_at = time.monotonic() - self.debouncer.quiet + ENQUEUE_RETRY_SECONDS
             for path, kind in released:
                 self.debouncer.touch(path, kind, retry_at)
             return False
         self.unrecorded = None
+        self._unrecorded_log.ok("unrecorded", "changes are recorded on the queue again")
         if items:
             self.stats.progressed()
             self.wake.set()

@@ -8,6 +8,7 @@ import resource
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,3 +95,23 @@ def test_sync_wait_fails_while_the_changes_cannot_be_recorded(tmp_path: Path) ->
     dest = tmp_path / "restored"
     akoshad("restore", "--upload-id", newest, "--dest", str(dest), "--config", str(cfg), env=env)
     assert (dest / "late.json").read_text() == '{"late": true}'
+
+
+def test_a_queue_that_cannot_be_written_is_logged_once_a_minute(tmp_path: Path) -> None:
+    """A store that goes on changing while the state's disk is full: each batch of changes
+    fails again every 2 s; the log says so once (then once a minute, with a count), not
+    once per batch and retry (hundreds of lines a minute), and says when it is over."""
+    cfg, env = daemon_config(tmp_path, SYSTEM)
+    outbox = tmp_path / "outbox"
+    with _daemon(cfg, env) as (proc, log):
+        wait_for(lambda: manifests(outbox, SYSTEM), 30)
+        _file_size_limit(proc.pid, 1)
+        for i in range(8):  # released one by one: eight batches, each retried every 2 s
+            (tmp_path / "store" / f"late-{i}.json").write_text(f'{{"late": {i}}}')
+            time.sleep(0.6)
+        time.sleep(4)
+        said = [line for line in log if "could not be recorded" in line]
+        assert len(said) == 1, said
+        _file_size_limit(proc.pid, resource.RLIM_INFINITY)
+        wait_for(lambda: any("recorded on the queue again" in line for line in log), 30)
+        wait_for(lambda: "late-7.json" in str(manifests(outbox, SYSTEM)[-1]), 30)
