@@ -157,10 +157,13 @@ class LedgerOps(StoreBase):
 
     @staticmethod
     def prune_history(c: sqlite3.Connection, keep: int = HISTORY_KEEP) -> None:
-        """Keep the newest ``keep`` finished uploads in the history (months of running)."""
+        """Keep the ``keep`` uploads begun last in the history (months of running). By
+        the order rows were added, not by id: after a clock that ran ahead made ``keep``
+        uploads, the ids dated now sort before theirs, and the upload just made (what
+        status and prune take as the last one) would go with its own commit."""
         c.execute(
-            "DELETE FROM uploads WHERE outcome != 'in_progress' AND upload_id < ("
-            "SELECT upload_id FROM uploads ORDER BY upload_id DESC LIMIT 1 OFFSET ?)",
+            "DELETE FROM uploads WHERE outcome != 'in_progress' AND rowid < ("
+            "SELECT rowid FROM uploads ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
             (keep - 1,),
         )
 
@@ -170,9 +173,9 @@ class LedgerOps(StoreBase):
         uploads are not touched here: the newest one is what status reports after a
         restart, however long the outage."""
         c.execute(
-            "DELETE FROM uploads WHERE outcome = 'failed' AND upload_id < ("
-            "SELECT upload_id FROM uploads WHERE outcome = 'failed' "
-            "ORDER BY upload_id DESC LIMIT 1 OFFSET ?)",
+            "DELETE FROM uploads WHERE outcome = 'failed' AND rowid < ("
+            "SELECT rowid FROM uploads WHERE outcome = 'failed' "
+            "ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
             (keep - 1,),
         )
 

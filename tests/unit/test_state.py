@@ -209,6 +209,30 @@ async def test_history_is_pruned_to_the_newest(db: StateDB) -> None:
     assert ids == ["u08", "u09", "u10", "u11", "u99"]
 
 
+async def test_history_keeps_the_uploads_made_last_after_a_clock_ran_ahead(db: StateDB) -> None:
+    """A clock that ran ahead dated ``keep`` uploads (ids from 2027); set right, the next
+    ids sort before theirs. The history keeps the uploads begun last: before, it kept the
+    greatest ids, and each upload made after the clock was set right went with its own
+    commit (status and prune then took a day-old upload for the last one made)."""
+    ahead = [f"20270101T0000{i:02d}000000Z-aaaaaa" for i in range(5)]
+    now = [f"20261204T0000{i:02d}000000Z-bbbbbb" for i in range(3)]
+    for upload_id in [*ahead, *now]:
+        await db.begin_upload(upload_id, "local", "local", {})
+
+        def commit(c: sqlite3.Connection, upload_id: str = upload_id) -> None:
+            StateDB.finish_upload(c, upload_id=upload_id, outcome="completed")
+            StateDB.prune_history(c, keep=5)
+
+        await db.transaction(commit)
+        last = await db.last_upload()
+        assert last is not None and last.upload_id == upload_id
+    assert await db.transaction(lambda c: StateDB.last_upload_in(c, "local")) == now[-1]
+    ids = await db.transaction(
+        lambda c: [r[0] for r in c.execute("SELECT upload_id FROM uploads ORDER BY rowid")]
+    )
+    assert ids == [*ahead[3:], *now]
+
+
 # ---- the chunk table (format 2) ----------------------------------------------------------
 PACK_A = "systems/s/packs/aa/" + "a" * 64
 PACK_B = "systems/s/packs/bb/" + "b" * 64
