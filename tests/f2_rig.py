@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ class Rig:
     drain: Drain
     uploader: Uploader
     reports: list[PassReport] = field(default_factory=list)
+    # the plan each upload attempt recorded first, by upload id (a finished row keeps none)
+    plans: dict[str, str] = field(default_factory=dict)
 
     @property
     def system_id(self) -> str:
@@ -138,7 +141,27 @@ async def open_rig(settings: Settings, target: Target, state_path: Path) -> Rig:
         retry_backoff=0.01,
     )
     feed = ChangeFeed(settings, state, target, stats)
-    return Rig(settings, settings.data_dir, state, target, feed, drain, uploader)
+    rig = Rig(settings, settings.data_dir, state, target, feed, drain, uploader)
+    begin = state.begin_upload
+
+    async def begin_kept(
+        upload_id: str, target: str, method: str, manifest: dict[str, Any]
+    ) -> None:
+        rig.plans[upload_id] = json.dumps(manifest)
+        await begin(upload_id, target, method, manifest)
+
+    state.begin_upload = begin_kept  # type: ignore[method-assign]
+    return rig
+
+
+def in_progress_again(c: sqlite3.Connection, plans: dict[str, str], *ids: str) -> int:
+    """Inside a transaction: the history rows of ``ids`` (default: every upload of
+    ``plans``) as a process killed between the manifest's PUT and the commit left them: in
+    progress, with the plan they began with. Returns how many."""
+    return c.executemany(
+        "UPDATE uploads SET outcome = 'in_progress', manifest = ? WHERE upload_id = ?",
+        [(plans[u], u) for u in ids or plans],
+    ).rowcount
 
 
 def rig_settings(tmp: Path, system_id: str, **overrides: Any) -> Settings:

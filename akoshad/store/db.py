@@ -224,6 +224,7 @@ class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {target + 1}")
                 conn.execute("COMMIT")
+            _drop_finished_plans(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StateError(
@@ -286,6 +287,18 @@ class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):
             return None if row is None else str(row[0])
 
         return await self.transaction(op)
+
+
+def _drop_finished_plans(conn: sqlite3.Connection) -> None:
+    """Housekeeping at open (:meth:`LedgerOps.drop_finished_plans`): a disk that takes no
+    writes now only leaves it for the next open."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        LedgerOps.drop_finished_plans(conn)
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def _split_sql(script: str) -> list[str]:

@@ -149,10 +149,22 @@ class LedgerOps(StoreBase):
         bytes_sent: int = 0,
         error: str | None = None,
     ) -> None:
+        # the attempt's plan (``begin_upload``) serves only the recovery of an upload
+        # still in progress: a finished row keeps none (a target that refuses writes for
+        # weeks makes an attempt every 10 minutes, each with a plan of every changed file)
         c.execute(
             "UPDATE uploads SET finished_at = ?, outcome = ?, files = ?, bytes_sent = ?, "
-            "error = ? WHERE upload_id = ?",
+            "error = ?, manifest = NULL WHERE upload_id = ?",
             (time.time(), outcome, files, bytes_sent, _scrub(error), upload_id),
+        )
+
+    @staticmethod
+    def drop_finished_plans(c: sqlite3.Connection) -> None:
+        """Inside a transaction: forget the plans that finished uploads of an earlier
+        akoshad still hold (see :meth:`finish_upload`)."""
+        c.execute(
+            "UPDATE uploads SET manifest = NULL "
+            "WHERE outcome != 'in_progress' AND manifest IS NOT NULL"
         )
 
     @staticmethod

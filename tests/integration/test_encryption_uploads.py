@@ -524,11 +524,13 @@ def test_daemon_without_the_identity_records_that_drills_need_it(tmp_path: Path)
         assert check.returncode == 1 and safety["safe"] is False, (check.stdout, safety)
 
 
-def _as_if_killed_before_the_commit(c: Any) -> None:
+def _as_if_killed_before_the_commit(c: Any, plans: dict[str, str]) -> None:
     """The state as a process killed between the manifest's PUT and the commit left it."""
+    from tests.f2_rig import in_progress_again
+
     c.execute("DELETE FROM ledger")
     c.execute("DELETE FROM chunks")
-    c.execute("UPDATE uploads SET outcome = 'in_progress'")
+    in_progress_again(c, plans)
 
 
 async def test_recovery_of_an_encrypted_upload_keeps_it_and_sends_again(tmp_path: Path) -> None:
@@ -545,7 +547,7 @@ async def test_recovery_of_an_encrypted_upload_keeps_it_and_sends_again(tmp_path
         (report,) = await rig.sync()
         assert report.upload_id and report.error is None
         first = rig.on_disk()
-        await rig.state.transaction(_as_if_killed_before_the_commit)
+        await rig.state.transaction(lambda c: _as_if_killed_before_the_commit(c, rig.plans))
         recovery = Recovery(rig.state, "enc-rec", Discarder("enc-rec"), rig.uploader.sealing)
         await recovery.recover({"local": rig.target})
         assert await rig.uploads() == [report.upload_id]
@@ -578,7 +580,7 @@ async def test_recovery_of_an_encrypted_upload_with_the_identity_commits_it(
         rig.write("big.bin", random.Random(3).randbytes(3 * 1024 * 1024))
         (report,) = await rig.sync()
         assert report.upload_id and report.error is None
-        await rig.state.transaction(_as_if_killed_before_the_commit)
+        await rig.state.transaction(lambda c: _as_if_killed_before_the_commit(c, rig.plans))
         recovery = Recovery(rig.state, "enc-rec2", Discarder("enc-rec2"), rig.uploader.sealing)
         await recovery.recover({"local": rig.target})
         assert set(await rig.state.ledger("local")) == {"notes/a.md", "big.bin"}

@@ -29,7 +29,14 @@ from akoshad.storage.errors import PackError
 from akoshad.store.db import StateDB
 from akoshad.targets import make_target
 from akoshad.targets.base import Target
-from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig, rig_settings
+from tests.f2_rig import (
+    CountingTarget,
+    Rig,
+    close_rig,
+    in_progress_again,
+    open_rig,
+    rig_settings,
+)
 from tests.s3server import WeedServer
 
 SID = "f2writer"
@@ -330,7 +337,7 @@ async def test_an_upload_whose_manifest_landed_is_committed_from_it(rig: Rig) ->
         lambda c: (
             c.execute("DELETE FROM ledger"),
             c.execute("DELETE FROM chunks"),
-            c.execute("UPDATE uploads SET outcome = 'in_progress'"),
+            in_progress_again(c, rig.plans),
         )
     )
     await Recovery(rig.state, SID, Discarder(SID)).recover({name: rig.target})
@@ -365,7 +372,7 @@ async def test_a_landed_upload_whose_chunk_list_is_lost_is_kept_and_the_file_sen
         lambda c: (
             c.execute("DELETE FROM ledger"),
             c.execute("DELETE FROM chunks"),
-            c.execute("UPDATE uploads SET outcome = 'in_progress'"),
+            in_progress_again(c, rig.plans),
         )
     )
     await Recovery(rig.state, SID, Discarder(SID)).recover({name: rig.target})
@@ -794,10 +801,7 @@ async def test_an_interrupted_prune_never_lets_the_next_upload_skip_a_swept_docu
         # as if the process died between the second upload's manifest and its commit
         await rig.state.transaction(
             lambda c: (
-                c.execute(
-                    "UPDATE uploads SET outcome = 'in_progress' WHERE upload_id = ?",
-                    (second.upload_id,),
-                ),
+                in_progress_again(c, rig.plans, str(second.upload_id)),
                 c.execute(
                     "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
                     (f"documents:{name}", documents),

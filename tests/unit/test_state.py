@@ -233,6 +233,58 @@ async def test_history_keeps_the_uploads_made_last_after_a_clock_ran_ahead(db: S
     assert ids == [*ahead[3:], *now]
 
 
+def _state_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+async def test_failed_attempts_do_not_keep_their_plans(tmp_path: Path) -> None:
+    """A target that refuses writes (its disk full) for weeks: an attempt every 10 minutes,
+    each persisting the plan of every changed file before it starts. A finished attempt
+    keeps no plan (only an upload in progress needs one, for its recovery): before, each
+    failed row kept it, 0.5 MB for a 3,000-file store, and the history's 2,000 rows grew
+    the state database by about 70 MB a day up to a GB."""
+    plan = {
+        "format": 2,
+        "live": {f"sessions/s{i:05d}/state.json": [250, i, i, i] for i in range(3000)},
+        "groups": {f"sessions/s{i:05d}/state.json": f"sessions/s{i:05d}" for i in range(3000)},
+        "removed": [],
+        "new": [f"sessions/s{i:05d}/state.json" for i in range(3000)],
+    }
+    db = StateDB(tmp_path / "state.db")
+    await db.open()
+    for i in range(60):
+        await db.begin_upload(f"u{i:03d}", "local", "local", plan)
+        await db.fail_upload(f"u{i:03d}", "local target write failed: No space left on device")
+    await db.begin_upload("u999", "local", "local", plan)  # in progress: its plan stays
+    assert await db.in_progress_uploads() == [("u999", "local", plan)]
+    kept = await db.transaction(
+        lambda c: c.execute("SELECT COUNT(*) FROM uploads WHERE manifest IS NOT NULL").fetchone()
+    )
+    assert kept == (1,)
+    await db.close()  # checkpointed: the database file alone
+    assert _state_bytes(tmp_path / "state.db") < 2 * 1024 * 1024  # 60 plans: 20 MB
+
+
+async def test_plans_an_earlier_version_kept_go_at_open(tmp_path: Path) -> None:
+    """The finished rows of an earlier akoshad still hold their plans: the next open
+    forgets them, and keeps the plan of an upload still in progress."""
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    await state.begin_upload("u1", "local", "local", {"new": ["a"]})
+    await state.begin_upload("u2", "local", "local", {"new": ["b"]})
+    await state.transaction(
+        lambda c: c.execute("UPDATE uploads SET outcome = 'failed' WHERE upload_id = 'u1'")
+    )
+    await state.close()
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    rows = await state.transaction(
+        lambda c: c.execute("SELECT upload_id, manifest FROM uploads ORDER BY 1").fetchall()
+    )
+    await state.close()
+    assert rows == [("u1", None), ("u2", '{"new": ["b"]}')]
+
+
 # ---- the chunk table (format 2) ----------------------------------------------------------
 PACK_A = "systems/s/packs/aa/" + "a" * 64
 PACK_B = "systems/s/packs/bb/" + "b" * 64
