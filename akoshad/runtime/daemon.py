@@ -190,12 +190,6 @@ class Daemon:
             logger.error("target {} is unavailable: {}", target.name, exc)
 
     # ---- drain ---------------------------------------------------------------------------
-    async def drain_pass(
-        self, method: str | None = None, enable_fallback: bool | None = None
-    ) -> PassReport | None:
-        """One pass through the chain (:meth:`Passes.one`)."""
-        return await self.passes.one(method, enable_fallback)
-
     async def drain_until_empty(
         self,
         *,
