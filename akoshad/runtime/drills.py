@@ -177,9 +177,8 @@ class DrillScheduler(PeriodicJob):
             if upload_id is None and gone is None:
                 logger.debug("drill: no upload in {} yet, nothing to drill", target.name)
                 return None
-            unusable: list[str] = []
-            identities = (
-                None if upload_id is None else await asyncio.to_thread(self._identities, unusable)
+            identities, unusable = (
+                (None, None) if upload_id is None else await asyncio.to_thread(self._identities)
             )
             result = await drill_picked(
                 target,
@@ -192,7 +191,7 @@ class DrillScheduler(PeriodicJob):
             )
         if result.needs_identity and unusable:  # one is configured: not a choice, a fault
             result.needs_identity = False
-            result.problems = [f"encryption.identity_file cannot be used: {unusable[0]}"]
+            result.problems = [f"encryption.identity_file cannot be used: {unusable}"]
         await self._record(result)
         return result
 
@@ -251,16 +250,15 @@ class DrillScheduler(PeriodicJob):
         if outcome is not None and outcome[1] > 0 and self.wake is not None:
             self.wake.set()
 
-    def _identities(self, unusable: list[str]) -> Identities | None:
-        """The identity when one is configured and readable; None otherwise (an encrypted
-        upload's drill then records that it needs it; a configured one that cannot be
-        read is added to ``unusable``: that drill fails). Blocking."""
+    def _identities(self) -> tuple[Identities | None, str | None]:
+        """(the identity when one is configured and readable, else None: an encrypted
+        upload's drill then records that it needs it; why a configured one cannot be read,
+        else None: that drill fails). Blocking."""
         try:
-            return self.settings.encryption.identities_if_set(warn=logger.warning)
+            return self.settings.encryption.identities_if_set(warn=logger.warning), None
         except IdentityError as exc:
             logger.warning("drill: the identity is not usable: {}", exc)
-            unusable.append(str(exc))
-            return None
+            return None, str(exc)
 
 
 async def drill_request(scheduler: DrillScheduler) -> dict[str, Any]:
