@@ -4,9 +4,11 @@ with the storage engine (``format2_read.read_entries`` + ``fetch.fetch_file``)."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,35 @@ class CountingTarget(LocalTarget):
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
         self.puts.append(key)
+        return await super().put_bytes(key, data, content_type)
+
+
+class HeldPuts(CountingTarget):
+    """A counting local outbox whose PUTs of keys that ``held`` picks wait, once ``hold``
+    is armed, for ``go`` (``holding`` is set when one waits)."""
+
+    def __init__(self, root: Path, held: Callable[[str], bool]) -> None:
+        super().__init__(root)
+        self.held = held
+        self.hold = False
+        self.holding = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def _maybe_hold(self, key: str) -> None:
+        if self.hold and self.held(key):
+            self.holding.set()
+            await self.go.wait()
+
+    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
+        await self._maybe_hold(key)
+        return await super().put_file(key, source, compression)
+
+    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
+        await self._maybe_hold(key)
+        return await super().put_object_file(key, source, size, crc32)
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
+        await self._maybe_hold(key)
         return await super().put_bytes(key, data, content_type)
 
 
@@ -162,6 +193,15 @@ def in_progress_again(c: sqlite3.Connection, plans: dict[str, str], *ids: str) -
         "UPDATE uploads SET outcome = 'in_progress', manifest = ? WHERE upload_id = ?",
         [(plans[u], u) for u in ids or plans],
     ).rowcount
+
+
+def killed_before_the_commit(c: sqlite3.Connection, plans: dict[str, str]) -> None:
+    """Inside a transaction: the state as a process killed between the manifest's PUT and
+    the commit left it (no ledger, no chunk table, every upload of ``plans`` in progress
+    with its plan)."""
+    c.execute("DELETE FROM ledger")
+    c.execute("DELETE FROM chunks")
+    in_progress_again(c, plans)
 
 
 def rig_settings(tmp: Path, system_id: str, **overrides: Any) -> Settings:

@@ -524,22 +524,13 @@ def test_daemon_without_the_identity_records_that_drills_need_it(tmp_path: Path)
         assert check.returncode == 1 and safety["safe"] is False, (check.stdout, safety)
 
 
-def _as_if_killed_before_the_commit(c: Any, plans: dict[str, str]) -> None:
-    """The state as a process killed between the manifest's PUT and the commit left it."""
-    from tests.f2_rig import in_progress_again
-
-    c.execute("DELETE FROM ledger")
-    c.execute("DELETE FROM chunks")
-    in_progress_again(c, plans)
-
-
 async def test_recovery_of_an_encrypted_upload_keeps_it_and_sends_again(tmp_path: Path) -> None:
     """A crash between an encrypted manifest's PUT and the commit: the daemon (no
     identity) cannot read the manifest, so the ledger cannot be committed from it. The
     landed upload is a completed upload all the same: it is kept (never deleted, never a
     crash at start), and the next pass sends the store again, sealed. Both restore."""
     from akoshad.pipeline.recovery import Discarder, Recovery
-    from tests.f2_rig import close_rig, open_sealed_rig
+    from tests.f2_rig import close_rig, killed_before_the_commit, open_sealed_rig
 
     rig = await open_sealed_rig(tmp_path, "enc-rec")
     try:
@@ -547,7 +538,7 @@ async def test_recovery_of_an_encrypted_upload_keeps_it_and_sends_again(tmp_path
         (report,) = await rig.sync()
         assert report.upload_id and report.error is None
         first = rig.on_disk()
-        await rig.state.transaction(lambda c: _as_if_killed_before_the_commit(c, rig.plans))
+        await rig.state.transaction(lambda c: killed_before_the_commit(c, rig.plans))
         recovery = Recovery(rig.state, "enc-rec", Discarder("enc-rec"), rig.uploader.sealing)
         await recovery.recover({"local": rig.target})
         assert await rig.uploads() == [report.upload_id]
@@ -572,7 +563,7 @@ async def test_recovery_of_an_encrypted_upload_with_the_identity_commits_it(
     """The same crash with the identity readable here: the landed upload is committed from
     its sealed index, so nothing is sent again and the next upload reuses its chunks."""
     from akoshad.pipeline.recovery import Discarder, Recovery
-    from tests.f2_rig import close_rig, open_sealed_rig
+    from tests.f2_rig import close_rig, killed_before_the_commit, open_sealed_rig
 
     rig = await open_sealed_rig(tmp_path, "enc-rec2", with_identity=True)
     try:
@@ -580,7 +571,7 @@ async def test_recovery_of_an_encrypted_upload_with_the_identity_commits_it(
         rig.write("big.bin", random.Random(3).randbytes(3 * 1024 * 1024))
         (report,) = await rig.sync()
         assert report.upload_id and report.error is None
-        await rig.state.transaction(lambda c: _as_if_killed_before_the_commit(c, rig.plans))
+        await rig.state.transaction(lambda c: killed_before_the_commit(c, rig.plans))
         recovery = Recovery(rig.state, "enc-rec2", Discarder("enc-rec2"), rig.uploader.sealing)
         await recovery.recover({"local": rig.target})
         assert set(await rig.state.ledger("local")) == {"notes/a.md", "big.bin"}

@@ -34,6 +34,7 @@ from tests.f2_rig import (
     Rig,
     close_rig,
     in_progress_again,
+    killed_before_the_commit,
     open_rig,
     rig_settings,
 )
@@ -333,13 +334,7 @@ async def test_an_upload_whose_manifest_landed_is_committed_from_it(rig: Rig) ->
     assert report.upload_id
     name = rig.target.name
     # as if the process died between the manifest's PUT and the commit
-    await rig.state.transaction(
-        lambda c: (
-            c.execute("DELETE FROM ledger"),
-            c.execute("DELETE FROM chunks"),
-            in_progress_again(c, rig.plans),
-        )
-    )
+    await rig.state.transaction(lambda c: killed_before_the_commit(c, rig.plans))
     await Recovery(rig.state, SID, Discarder(SID)).recover({name: rig.target})
     ledger = await rig.state.ledger(name)
     assert set(ledger) == {"a.bin", "b.json"}
@@ -368,13 +363,7 @@ async def test_a_landed_upload_whose_chunk_list_is_lost_is_kept_and_the_file_sen
     outbox = rig.settings.local_target_dir
     (listed,) = outbox.rglob("chunklists/*/*")
     listed.unlink()
-    await rig.state.transaction(
-        lambda c: (
-            c.execute("DELETE FROM ledger"),
-            c.execute("DELETE FROM chunks"),
-            in_progress_again(c, rig.plans),
-        )
-    )
+    await rig.state.transaction(lambda c: killed_before_the_commit(c, rig.plans))
     await Recovery(rig.state, SID, Discarder(SID)).recover({name: rig.target})
     assert await rig.uploads() == [report.upload_id]  # kept
     assert set(await rig.state.ledger(name)) == {"b.json"}

@@ -13,34 +13,17 @@ from akoshad.errors import TransientError
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.stats import Stats
-from akoshad.targets.base import Compression, StoredObject
-from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig, rig_settings
+from tests.f2_rig import HeldPuts, Rig, close_rig, open_rig, rig_settings
 
 SID = "handover"
 INTERVAL = 0.5  # the ownership check's interval (a minute in the daemon)
 
 
-class HeldPacks(CountingTarget):
+class HeldPacks(HeldPuts):
     """The local outbox; once ``hold`` is armed, a pack's PUT waits for ``go``."""
 
     def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.hold = False
-        self.holding = asyncio.Event()
-        self.go = asyncio.Event()
-
-    async def _maybe_hold(self, key: str) -> None:
-        if self.hold and "/packs/" in key:
-            self.holding.set()
-            await self.go.wait()
-
-    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
-        await self._maybe_hold(key)
-        return await super().put_file(key, source, compression)
-
-    async def put_object_file(self, key: str, source: Path, size: int, crc32: int) -> int:
-        await self._maybe_hold(key)
-        return await super().put_object_file(key, source, size, crc32)
+        super().__init__(root, lambda key: "/packs/" in key)
 
 
 async def _open(tmp_path: Path, target: HeldPacks) -> Rig:

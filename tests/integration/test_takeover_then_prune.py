@@ -19,35 +19,11 @@ from akoshad.pipeline.stats import Stats
 from akoshad.runtime.prune import prune_target
 from akoshad.storage.owner import TAKEOVER_QUIET, TakeoverSettling
 from akoshad.store.db import StateDB
-from akoshad.targets.base import Compression, StoredObject
-from tests.f2_rig import CountingTarget, close_rig, open_rig, rig_settings
+from tests.f2_rig import HeldPuts, close_rig, open_rig, rig_settings
 from tests.helpers import akoshad, base_env, manifests, write_config
 from tests.storegen import make_store
 
 SID = "handover"
-
-
-class HeldManifest(CountingTarget):
-    """The local outbox; once ``hold`` is armed, a manifest's PUT waits for ``go``."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.hold = False
-        self.holding = asyncio.Event()
-        self.go = asyncio.Event()
-
-    async def _maybe_hold(self, key: str) -> None:
-        if self.hold and key.endswith("/manifest.json"):
-            self.holding.set()
-            await self.go.wait()
-
-    async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
-        await self._maybe_hold(key)
-        return await super().put_bytes(key, data, content_type)
-
-    async def put_file(self, key: str, source: Path, compression: Compression) -> StoredObject:
-        await self._maybe_hold(key)
-        return await super().put_file(key, source, compression)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -67,7 +43,7 @@ def _age_takeover(outbox: Path, system_id: str, seconds: float) -> None:
 async def test_the_previous_owners_upload_in_flight_survives_the_new_owners_prune(
     tmp_path: Path,
 ) -> None:
-    target = HeldManifest(tmp_path / "outbox")
+    target = HeldPuts(tmp_path / "outbox", lambda key: key.endswith("/manifest.json"))
     rig = await open_rig(rig_settings(tmp_path, SID), target, tmp_path / "state" / "state.db")
     rig.drain.owners = OwnerGate(tmp_path / "state", SID, rig.drain.stats, settle=0.01)
     (tmp_path / "b").mkdir()
