@@ -9,9 +9,10 @@ body's offset and length in the input area. Answer: a status byte and a number; 
 that many bodies were sealed, and their lengths follow (4 bytes each), the bodies lying one
 after another from the start of the output area; status 1: a one-line error of that many
 bytes follows. Piping the bodies cost more CPU than sealing them (four copies through
-kernel buffers, a fresh allocation each). The child imports nothing but ``pyrage`` and
-``akoshad.heap`` (its memory stays near the interpreter's own), seals to the recipients on
-its command line (public keys) and ends at the end of its input.
+kernel buffers, a fresh allocation each). The child imports nothing but
+:mod:`akoshad.storage.age_write` (``cryptography``) and ``akoshad.heap`` (its memory stays
+near the interpreter's own), seals to the recipients on its command line (public keys)
+straight from the input area into the output area, and ends at the end of its input.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ import mmap
 import os
 import struct
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from akoshad.heap import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, mallopt
+
+if TYPE_CHECKING:
+    from akoshad.storage.age_write import AgeWriter
 
 MiB = 1024 * 1024
 IN_AREA = 2 * MiB  # the bodies of one round trip (the parent splits larger batches)
@@ -60,30 +65,29 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _seal_into(area: memoryview, spans: bytes, seal: Callable[[bytes], bytes]) -> bytes:
-    """Seal every body ``spans`` names, lay the results out in the output area; the
+def _seal_into(area: memoryview, spans: bytes, writer: AgeWriter) -> bytes:
+    """Seal every body ``spans`` names into the output area, one after another; the
     answer (status 0 and the lengths)."""
     lengths = bytearray()
     pos = IN_AREA
     for offset, length in SPAN.iter_unpack(spans):
         if offset + length > IN_AREA:
             raise _Refused("a body lies outside the shared area")
-        sealed = seal(bytes(area[offset : offset + length]))
-        if pos + len(sealed) > IN_AREA + OUT_AREA:
+        end = pos + writer.sealed_size(length)
+        if end > IN_AREA + OUT_AREA:
             raise _Refused("the sealed bodies do not fit the shared area")
-        area[pos : pos + len(sealed)] = sealed
-        pos += len(sealed)
-        lengths += LENGTH.pack(len(sealed))
+        written = writer.seal_into(area[offset : offset + length], area[pos:end])
+        pos += written
+        lengths += LENGTH.pack(written)
     return ANSWER.pack(0, len(spans) // SPAN.size) + bytes(lengths)
 
 
 def steady_heap() -> bool:
-    """Keep the memory pyrage frees in the heap for the next body (glibc only; True when
-    set). pyrage allocates its output anew for every body and grows it as it writes; with
-    glibc's defaults each freed buffer went back to the system and the next one was
-    faulted in and zeroed page by page: half of the child's time (256 KiB bodies sealed at
-    about 275 MB/s, 525 MB/s with this). The child's heap then stays at the size of its
-    largest run, a few MiB."""
+    """Keep the memory freed in the heap for the next body (glibc only; True when set).
+    With glibc's defaults each freed buffer of a sealer that allocates its output per
+    body went back to the system and the next one was faulted in and zeroed page by page
+    (with ``pyrage``: half of the child's time). The child's heap then stays at the size of
+    its largest run, a few MiB."""
     return mallopt((M_MMAP_THRESHOLD, HEAP_KEEP // 2), (M_TRIM_THRESHOLD, HEAP_KEEP))
 
 
@@ -91,16 +95,11 @@ def serve(fd: int, recipient_keys: Sequence[str]) -> int:
     """Seal the bodies of each request read from stdin, answer on stdout, until the end of
     the input."""
     steady_heap()
-    import pyrage
-    from pyrage import x25519
+    from akoshad.storage.age_write import AgeWriter, recipient_bytes
 
-    recipients = [x25519.Recipient.from_str(k) for k in recipient_keys]
+    writer = AgeWriter([recipient_bytes(k) for k in recipient_keys])
     area = memoryview(mmap.mmap(fd, IN_AREA + OUT_AREA))
     inp, out = sys.stdin.fileno(), sys.stdout.fileno()
-
-    def seal(body: bytes) -> bytes:
-        sealed: bytes = pyrage.encrypt(body, recipients)
-        return sealed
 
     while True:
         head = _read_exact(inp, REQUEST.size)
@@ -113,7 +112,7 @@ def serve(fd: int, recipient_keys: Sequence[str]) -> int:
         if spans is None:
             return 0
         try:
-            answer = _seal_into(area, spans, seal)
+            answer = _seal_into(area, spans, writer)
         except Exception as exc:  # one line back; the parent seals the bodies itself
             lines = str(exc).splitlines() or [type(exc).__name__]
             said = lines[0][:MAX_ERROR].encode()

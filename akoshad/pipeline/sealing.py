@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyrage
 from loguru import logger
 
 from akoshad.config import Settings
@@ -40,6 +39,7 @@ from akoshad.storage.refs import ChunkRef
 from akoshad.targets.base import Target
 
 SEALED_MEMORIES_SUFFIX = ".age"
+STREAM_BUFFER = 1 << 20  # the sealed memories.json is written through a buffer this large
 
 
 @dataclass(frozen=True)
@@ -95,12 +95,12 @@ def seal_file(src: Path, recipients: Recipients) -> Path:
     dest = src.with_name(src.name + SEALED_MEMORIES_SUFFIX)
     dest.unlink(missing_ok=True)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    os.close(fd)
     try:
-        pyrage.encrypt_file(str(src), str(dest), list(recipients._parsed))
-    except pyrage.EncryptError as exc:
+        with os.fdopen(fd, "wb", buffering=STREAM_BUFFER) as out, src.open("rb") as inp:
+            recipients.writer.seal_stream(inp, out)
+    except OSError as exc:
         dest.unlink(missing_ok=True)
-        raise PermanentError(f"sealing {src.name} failed: {exc}") from None
+        raise PermanentError(f"sealing {src.name} failed: {exc.strerror or exc}") from None
     src.unlink(missing_ok=True)
     return dest
 

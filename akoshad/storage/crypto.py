@@ -1,11 +1,12 @@
-"""Client-side encryption with age (``pyrage``): recipients, identities, sealed bodies.
+"""Client-side encryption with age: recipients, identities, sealed bodies.
 
 Every stored body (a chunk, a document, a name-key record) is compressed first, then sealed
 with :func:`seal` to the configured recipients (``age1...`` public keys): the daemon needs
-only those. :func:`open_sealed` needs an identity (``AGE-SECRET-KEY-1...``, from
-``encryption.identity_file``, read by :func:`load_identity`) and refuses, before decrypting,
-a body larger than its bound (age never expands: plaintext < ciphertext), so a hostile target
-cannot make a reader allocate more than the manifest allows.
+only those. Sealing is :mod:`akoshad.storage.age_write` (OpenSSL's cipher); parsing keys
+and opening sealed bodies is ``pyrage``. :func:`open_sealed` needs an identity
+(``AGE-SECRET-KEY-1...``, from ``encryption.identity_file``, read by :func:`load_identity`)
+and refuses, before decrypting, a body larger than its bound (age never expands: plaintext
+< ciphertext), so a hostile target cannot make a reader allocate more than the manifest allows.
 
 Errors, one line each: :class:`BadRecipient` (a :class:`~akoshad.errors.ConfigError`,
 exit 78), :class:`IdentityFileError`, :class:`IdentityNeeded` and
@@ -30,6 +31,7 @@ import pyrage
 from pyrage import x25519
 
 from akoshad.errors import ConfigError, PermanentError
+from akoshad.storage.age_write import AgeWriter, recipient_bytes
 from akoshad.storage.codec import compress, decompress
 from akoshad.storage.errors import CorruptChunk, DecompressionBomb
 from akoshad.storage.refs import ChunkCompression, ChunkRef
@@ -103,6 +105,7 @@ class Recipients:
 
     keys: tuple[str, ...]
     _parsed: tuple[Any, ...] = field(repr=False, compare=False)
+    writer: AgeWriter = field(repr=False, compare=False)
 
     @classmethod
     def parse(cls, values: Sequence[str], where: str = "encryption.recipients") -> Recipients:
@@ -132,7 +135,8 @@ class Recipients:
                 ) from None
             parsed[str(recipient)] = recipient
         keys = tuple(sorted(parsed))
-        return cls(keys, tuple(parsed[k] for k in keys))
+        writer = AgeWriter([recipient_bytes(k) for k in keys])
+        return cls(keys, tuple(parsed[k] for k in keys), writer)
 
     @property
     def fingerprint(self) -> str:
@@ -229,8 +233,7 @@ def write_new_identity(path: Path) -> str:
 
 def seal(body: bytes, recipients: Recipients) -> bytes:
     """``body`` (already compressed) encrypted to every recipient (binary age format)."""
-    out: bytes = pyrage.encrypt(bytes(body), list(recipients._parsed))
-    return out
+    return recipients.writer.seal(body)
 
 
 def open_sealed(
