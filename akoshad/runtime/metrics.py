@@ -61,6 +61,18 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
+def last_good_drill(status: Mapping[str, Any]) -> float | None:
+    """When the good drill recorded last finished, as ``status`` says: the state's
+    ``last_good_drill_at`` (it survives restarts and failed drills since), else the last
+    drill's time when it was good. By order of recording, not the greatest time: a drill
+    dated by a clock that ran ahead must not hold back the alert on an old good drill."""
+    at = _number(status.get("last_good_drill_at"))
+    drill = status.get("last_drill")
+    if at is None and isinstance(drill, Mapping) and drill.get("ok") is True:
+        at = _number(drill.get("at"))
+    return at
+
+
 class StatusCollector(Collector):
     """Gauges (and the status counters) from the status result handed to :meth:`use`."""
 
@@ -71,13 +83,7 @@ class StatusCollector(Collector):
     def use(self, status: Mapping[str, Any]) -> None:
         """The status result the next ``collect`` reads (set right before rendering)."""
         self._status = status
-        drill = status.get("last_drill")
-        found = [_number(status.get("last_good_drill_at"))]  # kept in the state: restarts
-        if isinstance(drill, Mapping) and drill.get("ok") is True:
-            found.append(_number(drill.get("at")))
-        for at in found:
-            if at is not None and (self.last_good_drill is None or at > self.last_good_drill):
-                self.last_good_drill = at
+        self.last_good_drill = last_good_drill(status)
 
     def collect(self) -> Iterator[Metric]:
         st = self._status

@@ -120,7 +120,8 @@ def test_good_drill_timestamp_only_after_a_good_drill_and_kept_after_a_bad_one()
     m = scrape(metrics, status(last_drill={**bad, "ok": True, "at": T0 + 10, "problems": []}))
     assert value(m, "akoshad_last_good_drill_timestamp_seconds") == T0 + 10
     assert value(m, "akoshad_last_drill_ok") == 1
-    m = scrape(metrics, status(last_drill={**bad, "at": T0 + 20}))
+    # a failed drill since: the state still holds the good one (as a real status says)
+    m = scrape(metrics, status(last_drill={**bad, "at": T0 + 20}, last_good_drill_at=T0 + 10))
     assert value(m, "akoshad_last_good_drill_timestamp_seconds") == T0 + 10
     assert value(m, "akoshad_last_drill_timestamp_seconds") == T0 + 20
     assert value(m, "akoshad_last_drill_ok") == 0
@@ -136,6 +137,26 @@ def test_good_drill_timestamp_from_the_state_after_a_restart() -> None:
     good = {**bad, "ok": True, "at": T0 + 30, "problems": []}
     m = scrape(metrics, status(last_drill=good, last_good_drill_at=T0 + 30))
     assert value(m, "akoshad_last_good_drill_timestamp_seconds") == T0 + 30
+
+
+def test_good_drill_timestamp_is_the_newest_recorded_not_the_greatest() -> None:
+    """A good drill dated by a clock that ran ahead (a day), then, the clock set right, a
+    good drill recorded later with an earlier time: the gauge (and the 48 h alert on it)
+    shows the one recorded last, as ``status`` does, not the greatest time ever seen."""
+    metrics = Metrics()
+    ahead = {"at": T0 + 86_400, "ok": True, "upload_id": "u", "problems": []}
+    m = scrape(metrics, status(last_drill=ahead, last_good_drill_at=T0 + 86_400))
+    assert value(m, "akoshad_last_good_drill_timestamp_seconds") == T0 + 86_400
+    later = {**ahead, "at": T0 + 60}
+    m = scrape(metrics, status(last_drill=later, last_good_drill_at=T0 + 60))
+    assert value(m, "akoshad_last_good_drill_timestamp_seconds") == T0 + 60
+    # a failed drill after it: the good one recorded last stays
+    bad = {**later, "at": T0 + 120, "ok": False, "problems": ["x"]}
+    m = scrape(metrics, status(last_drill=bad, last_good_drill_at=T0 + 60))
+    assert value(m, "akoshad_last_good_drill_timestamp_seconds") == T0 + 60
+    # the state forgot the target (moved): no good drill of the new place yet
+    m = scrape(metrics, status(last_drill=None, last_good_drill_at=None))
+    assert not [k for k in m if k[0] == "akoshad_last_good_drill_timestamp_seconds"]
 
 
 def test_pass_done_counts_uploads_bytes_and_durations() -> None:
