@@ -10,6 +10,8 @@ Circuit breaker (one per remote target: ``cloud``, ``http``)::
     half_open --probe succeeds--> closed (interval back to its base)
     half_open --probe fails--> open (interval x backoff, capped)
     any       --success--> closed
+    open      --another request of the daemon answered--> half_open (once per run of
+                failures: a probe that fails then waits for its interval)
 
 A dead endpoint so costs one probe per interval, not one timeout per file. A granted
 probe that never reports back is granted again after one base interval. For the cloud the
@@ -89,6 +91,7 @@ class CircuitBreaker:
         self._open = False
         self._opened_at = 0.0
         self._probe_at: float | None = None  # when the half-open probe was granted
+        self._heard = False  # an answer elsewhere cut this run of failures short already
 
     @property
     def state(self) -> BreakerState:
@@ -117,8 +120,21 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self._opened_at + self.interval - self.clock())
 
+    def answered_elsewhere(self) -> bool:
+        """A request the breaker does not guard (a prune's, a drill's) was answered by the
+        target: an open circuit is half-open at once, so the next call is its probe. Once
+        per run of failures (until a success closes it): a probe that fails then waits for
+        its interval. True when it made the circuit half-open."""
+        if self._heard or self.state is not BreakerState.OPEN:
+            return False
+        self._heard = True
+        self._opened_at = self.clock() - self.interval
+        self._probe_at = None
+        return True
+
     def record_success(self) -> None:
         self._open = False
+        self._heard = False
         self._probe_at = None
         self.consecutive_failures = 0
         self.interval = self.base_timeout

@@ -27,7 +27,13 @@ from akoshad.pipeline.chain import BreakerState, MemoryRoute, Method, plan_pass
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.report import PassReport, drained_ok, moved_only
-from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson, memory_capture
+from akoshad.pipeline.routes import (
+    WAITING_FOR_CLOUD,
+    AkoshaRoute,
+    CloudRoute,
+    MemoriesJson,
+    memory_capture,
+)
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
 from akoshad.pipeline.upload_failures import retry_delay
@@ -275,8 +281,8 @@ class Drain:
                 gate = _Owner(self.owners, target)
             if target is None:
                 retry_at = files_retry_at or time.time() + self.retry_backoff
-                await self.state.release(items, retry_at=retry_at, error="waiting for the cloud")
-                report.error = "waiting for the cloud (circuit open)"
+                await self.state.release(items, retry_at=retry_at, error=WAITING_FOR_CLOUD)
+                report.error = f"{WAITING_FOR_CLOUD} (circuit open)"
                 report.waiting = True
             else:
                 await self.uploader.upload(

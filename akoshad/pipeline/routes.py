@@ -2,7 +2,9 @@
 
 * :class:`CloudRoute` -- the bucket: a read-only check before the first write after a
   start or a failure (so the breaker's half-open probe is that check, never a write), the
-  outcome of each pass recorded in its breaker, and ``memories.json`` carried along.
+  outcome of each pass recorded in its breaker, and ``memories.json`` carried along. A
+  request of another part of the daemon (a prune, a drill) that the bucket answered while
+  the circuit is open lets the next pass probe it at once (``answered``).
 * :class:`AkoshaRoute` -- memories of the captured ``reflection.duckdb`` delivered over
   HTTP; :class:`MemorySync` records each call in the route's breaker.
 * :class:`MemoriesJson` -- the builder of ``memories.json`` for a cloud upload, told
@@ -36,6 +38,7 @@ from akoshad.store.db import StateDB
 from akoshad.targets.base import ReadCheck, Target
 
 TARGET_START_TIMEOUT = 10.0  # a start or bucket check that does not answer: a failure
+WAITING_FOR_CLOUD = "waiting for the cloud"  # the queue's error of files an open circuit holds
 PERMANENT_RETRY_SECONDS = 300.0
 
 
@@ -114,6 +117,18 @@ class CloudRoute:
         # written to a bucket that was not just seen to exist
         self.checked = False
         self._log = RateLimitedLog(60.0)
+        self.wake: asyncio.Event | None = None  # set when the files held back are due now
+        self._back = False  # the bucket answered elsewhere: the files held back are due
+
+    def answered(self) -> None:
+        """The bucket answered a request (the target's ``on_answer``): while the circuit
+        is open that was another part of the daemon (a prune, a drill), so the next pass
+        probes at once, and the files held back for the circuit are due then."""
+        if self.breaker.answered_elsewhere():
+            logger.debug("target cloud answered a request: the next pass tries it now")
+            self._back = True
+            if self.wake is not None:
+                self.wake.set()
 
     async def start(self, *, clean_up: bool = True) -> None:
         """Start the target; a failure is recorded and logged, never raised (changes stay
@@ -132,6 +147,9 @@ class CloudRoute:
         """May this pass write to the cloud? Only when the breaker lets a call through and
         the read-only check passed since the start or the last failure. Checks only when
         the pass has something to claim; a change queued meanwhile waits for the next."""
+        if self._back:  # the bucket answered elsewhere: what the circuit held is due now
+            self._back = False
+            await state.due_now(WAITING_FOR_CLOUD)
         if self.checked or not isinstance(self.target, ReadCheck):
             return self.breaker.allow()
         due = await state.next_due()

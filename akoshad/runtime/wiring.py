@@ -51,7 +51,7 @@ from akoshad.runtime.target_identity import forget_changed_targets
 from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
-from akoshad.targets.base import CountsRetries
+from akoshad.targets.base import Answers, CountsRetries
 
 LOCK_NAME = "akoshad.lock"
 # what no retry or restart fixes: a read-only, forbidden or impossible state_dir
@@ -252,6 +252,9 @@ def build(
     if "cloud" in targets:
         breaker = CircuitBreaker("cloud", reset_timeout=reset_timeout)
         cloud = CloudRoute(targets["cloud"], breaker, stats, MemoriesJson(memory_sync))
+        cloud.wake = wake
+        if isinstance(targets["cloud"], Answers):  # S3: it says when the server answered
+            targets["cloud"].on_answer = cloud.answered
     akosha = None
     if client is not None:
         akosha = AkoshaRoute(memory_sync, http_breaker, stats, cs.retry_backoff_seconds)

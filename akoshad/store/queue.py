@@ -153,6 +153,20 @@ class QueueOps(StoreBase):
             )
         )
 
+    async def due_now(self, error: str) -> int:
+        """Pending rows released with ``error`` (files held back for a target) due now;
+        returns how many."""
+        now = time.time()
+        return await self.transaction(
+            lambda c: (
+                c.execute(
+                    "UPDATE queue SET next_attempt = MIN(next_attempt, ?) "
+                    "WHERE state = 'pending' AND last_error = ?",
+                    (now, _scrub(error)),
+                ).rowcount
+            )
+        )
+
     async def queue_items(self) -> list[QueueItem]:
         return await self.transaction(
             lambda c: [

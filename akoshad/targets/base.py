@@ -7,7 +7,7 @@ choice and verification live above it, so adding a target is one module.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -87,6 +87,14 @@ class CountsRetries(Protocol):
     ``retries``)."""
 
     retries: int
+
+
+@runtime_checkable
+class Answers(Protocol):
+    """A target that says when the server answered one of its requests (S3): the daemon
+    hears there that the target is back while its uploads wait for an open circuit."""
+
+    on_answer: Callable[[], None] | None
 
 
 @runtime_checkable

@@ -135,3 +135,50 @@ def test_requests_the_s3_target_sends_again_are_counted_as_retries(
         if s3.proc is None:
             s3.start()
         assert stop_daemon(proc) == 0
+
+
+def test_an_answered_drill_ends_the_wait_for_the_circuit(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """S3 back after an outage: a drill the server answered (any request of the daemon)
+    tells the circuit breaker, so the changes it held back go up at once, not at its next
+    probe (here 2 minutes away; up to 5 in a long outage); "target cloud answers again" is
+    logged once."""
+    # retry_backoff_seconds 30: the circuit's first interval is 120 s; no request is sent
+    # again, so a try of the down server fails at once
+    s = S3Setup(tmp_path, s3, system_id, retry_backoff_seconds=30, max_retries=0)
+    s.config.write_text(
+        s.config.read_text() + "min_upload_interval_seconds: 0\ndrill_interval_hours: 0\n"
+    )
+    make_store(s.store, conversations=5)
+    log = tmp_path / "d.log"
+    proc = start_daemon(s.config, s.env, log)
+    try:
+        wait_for(lambda: s.manifests(), 60)
+        s3.stop()
+        n = 0
+
+        def circuit_open() -> bool:
+            nonlocal n
+            n += 1  # a change each time: a pass each time, until the circuit opens
+            (s.store / "notes.md").write_text(f"written while the server is down ({n})")
+            time.sleep(0.5)
+            return bool(_status(s).get("targets", {}).get("cloud", {}).get("circuit") == "open")
+
+        wait_for(circuit_open, 60)
+        opened = time.monotonic()
+        s3.start()
+        res = s.cli("drill", "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        wait_for(lambda: len(s.manifests()) >= 2, 30)
+        assert time.monotonic() - opened < 100, "waited for the circuit's own probe"
+        assert _status(s)["targets"]["cloud"]["circuit"] == "closed"
+        latest = s.manifests()[-1]
+        assert "notes.md" in {f["path"] for f in latest["metadata"]["files"]}
+    finally:
+        if s3.proc is None:
+            s3.start()
+        assert stop_daemon(proc) == 0
+    text = log.read_text()
+    assert text.count("target cloud answers again") == 1, text
+    assert "Traceback" not in text

@@ -148,6 +148,10 @@ def allow(b: CircuitBreaker, c: Clock) -> bool:
     return b.allow()
 
 
+def heard(b: CircuitBreaker, c: Clock) -> bool:
+    return b.answered_elsewhere()
+
+
 def wait(seconds: float) -> Step:
     def step(b: CircuitBreaker, c: Clock) -> None:
         c.now += seconds
@@ -213,6 +217,38 @@ TRANSITIONS: list[tuple[str, list[Step], BreakerState, bool, float]] = [
         10,
     ),
     ("half-open: permanent failure reopens", [perm, wait(10), allow, perm], OPEN, False, 20),
+    # another request of the daemon (a prune, a drill) was answered by the target
+    ("open: an answer elsewhere makes it half-open", [perm, wait(1), heard], HALF, True, 10),
+    ("open: that probe succeeds, closed", [perm, heard, allow, ok], CLOSED, True, 10),
+    (
+        "open: that probe fails, open for the longer interval",
+        [perm, heard, allow, fail, wait(19)],
+        OPEN,
+        False,
+        20,
+    ),
+    (
+        "open: an answer elsewhere is heard once per run of failures",
+        [perm, heard, allow, fail, wait(1), heard],
+        OPEN,
+        False,
+        20,
+    ),
+    (
+        "heard again once a success closed it",
+        [perm, heard, allow, ok, perm, wait(1), heard],
+        HALF,
+        True,
+        10,
+    ),
+    ("closed: an answer elsewhere changes nothing", [fail, fail, heard, fail], OPEN, False, 10),
+    (
+        "half-open, probe out: an answer elsewhere changes nothing",
+        [perm, wait(10), allow, heard],
+        HALF,
+        False,
+        10,
+    ),
 ]
 
 

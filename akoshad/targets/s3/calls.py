@@ -52,7 +52,7 @@ async def call(
         bound = asyncio.timeout(answer_within)  # None: no bound
         try:
             async with bound:
-                return await op(client)
+                answer = await op(client)
         except Exception as exc:
             if answer_within is not None and bound.expired():
                 raise no_answer(what, target.endpoint, answer_within) from None
@@ -60,6 +60,9 @@ async def call(
             if isinstance(err, CredentialsRejected) and not target._configured_keys:
                 target._reread_credentials = True  # rotated? the next call reads them
             raise err from None
+        if target.on_answer is not None:
+            target.on_answer()
+        return answer
 
     def counted(_exc: TransientError, _attempt: int, _delay: float) -> None:
         target.retries += 1

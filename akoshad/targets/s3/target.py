@@ -144,6 +144,8 @@ class S3Target:
         self.retries = 0
         # counts every request sent (metrics), by S3 operation name, as ``name``
         self.counter = counter
+        # called after each request the server answered (``base.Answers``)
+        self.on_answer: Callable[[], None] | None = None
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._pool: ThreadPoolExecutor | None = None
