@@ -3,6 +3,9 @@ and ``degraded_fail_after_minutes`` making the daemon exit non-zero by itself.""
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -92,3 +95,68 @@ def test_local_target_trouble_sends_failure_degraded_then_recovered(tmp_path: Pa
             assert stop_daemon(proc) == 0
     finally:
         rx.stop()
+
+
+def test_a_local_outbox_that_keeps_failing_is_announced_once_per_kind(tmp_path: Path) -> None:
+    """A local outbox that refuses every upload while the store keeps changing (a full
+    disk fails a pass at every change: some 2,900 ``failure`` events a day): one ``failure``
+    event and one ERROR line for the run of failures, not one per failed pass; a new kind of
+    failure gets its own at once; when an upload works again, one INFO line and the
+    ``recovered`` event."""
+    rx = Receiver().start()
+    try:
+        s = Setup(
+            tmp_path,
+            webhooks=[{"url": rx.url(), "events": ["failure", "recovered", "upload"]}],
+            degraded_fail_after_minutes=0,
+            cloud_sync={"system_id": "testbox", "retry_backoff_seconds": 0.2},
+            min_upload_interval_seconds=0,
+        )
+        make_store(s.store)
+        log = tmp_path / "d.log"
+        proc = start_daemon(s.config, s.env, log)
+        failed = 0
+
+        def fail_passes(n: int) -> None:
+            nonlocal failed
+            for _ in range(n):  # a new change each time: a pass each time
+                failed += 1
+                (s.store / "notes.md").write_text(f"change {failed}: {os.urandom(8).hex()}")
+                wait_for(functools.partial(_failed_at_least, s, failed), 30)
+
+        try:
+            wait_for(lambda: rx.events("upload"), 30)
+            systems = s.outbox / "systems" / "testbox"
+            in_the_way = [systems / "uploads", systems / "packs"]
+            for path in in_the_way:
+                shutil.move(path, tmp_path / path.name)
+            in_the_way[0].write_text("not a directory")  # every upload fails there now
+            fail_passes(5)
+            in_the_way[1].write_text("not a directory")  # earlier: another kind of failure
+            in_the_way[0].unlink()
+            shutil.move(tmp_path / "uploads", in_the_way[0])
+            fail_passes(3)
+            in_the_way[1].unlink()
+            shutil.move(tmp_path / "packs", in_the_way[1])
+            (s.store / "notes.md").write_text("the outbox takes uploads again")
+            (recovered,) = wait_for(lambda: rx.events("recovered"), 60)
+            assert recovered.payload["target"] == "local"
+            wait_for(lambda: len(rx.events("upload")) >= 2, 10)
+        finally:
+            assert stop_daemon(proc) == 0
+        failures = [r.payload for r in rx.events("failure")]
+        assert len(failures) == 2, failures
+        assert "uploads" in failures[0]["error"] and "packs" in failures[1]["error"]
+        assert failures[1]["repeated"] == 4  # the failed passes not announced one by one
+        text = log.read_text()
+        assert text.count("upload to local failed:") == 2, text
+        assert text.count(f"upload to local works again after {failed} failed pass(es)") == 1
+        assert "Traceback" not in text
+    finally:
+        rx.stop()
+
+
+def _failed_at_least(s: Setup, n: int) -> bool:
+    """The running daemon's ``counters.failures`` is ``n`` or more."""
+    res = s.cli("status", "--json")
+    return res.returncode == 0 and int(json.loads(res.stdout)["counters"]["failures"]) >= n

@@ -1,0 +1,115 @@
+"""Which failed passes are announced: the start of a run, each new kind of failure in it,
+and a reminder at most every five minutes; the pass that works again ends the run."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from loguru import logger
+
+from akoshad.events import EventBus, EventName
+from akoshad.pipeline.report import PassReport
+from akoshad.pipeline.stats import Stats
+from akoshad.runtime.failure_notices import REMINDER_SECONDS, FailureNotices, failure_kind
+from akoshad.runtime.health_watch import HealthWatch
+from akoshad.runtime.pass_metrics import NoMetrics
+from akoshad.runtime.wiring import PassEvents
+
+FULL = "local target write failed: No space left on device"
+REFUSED = "local target /x is not writable: Permission denied"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_run_is_announced_at_its_start_then_at_the_reminder_rate() -> None:
+    clock = Clock()
+    notices = FailureNotices(clock=clock)
+    assert notices.failed("local", FULL) == 0
+    for _ in range(9):  # a failed pass every 30 s for 4.5 minutes: unannounced
+        clock.now += 30
+        assert notices.failed("local", FULL) is None
+    clock.now += 30  # five minutes after the first: a reminder, with the passes unsaid
+    assert notices.failed("local", FULL) == 9
+    clock.now += 30
+    assert notices.failed("local", FULL) is None
+    assert notices.worked("local") == 12
+    assert notices.worked("local") == 0  # the run is over
+    assert notices.failed("local", FULL) == 0  # a new run starts announced
+
+
+def test_a_new_kind_of_failure_is_announced_at_once() -> None:
+    clock = Clock()
+    notices = FailureNotices(clock=clock)
+    assert notices.failed("local", FULL) == 0
+    clock.now += 1
+    assert notices.failed("local", FULL) is None
+    assert notices.failed("local", REFUSED) == 1  # a permanent one now: said, with the count
+    assert notices.failed("local", REFUSED) is None
+    assert notices.failed("local", FULL) is None  # known in this run: paced
+    # the same failure with other numbers is the same kind
+    assert failure_kind("held 12 of 4096 bytes") == failure_kind("held 7 of 65536 bytes")
+    assert notices.failed("local", "local target: p held 1 of 20 bytes") == 2
+    assert notices.failed("local", "local target: p held 3 of 40 bytes") is None
+
+
+def test_targets_are_paced_each_on_its_own() -> None:
+    clock = Clock()
+    notices = FailureNotices(clock=clock)
+    assert notices.failed("local", FULL) == 0
+    assert notices.failed("cloud", FULL) == 0
+    assert notices.failed("local", FULL) is None
+    assert notices.worked("cloud") == 1
+    assert notices.failed("local", FULL) is None
+
+
+def test_many_kinds_in_one_run_do_not_defeat_the_pacing() -> None:
+    clock = Clock()
+    notices = FailureNotices(clock=clock)
+    said = [notices.failed("local", f"error {chr(65 + i % 26)}{i}x") for i in range(200)]
+    # kinds differ by letter only (numbers are ignored): 26 kinds, at most 16 announced
+    assert sum(s is not None for s in said) <= 16
+    clock.now += REMINDER_SECONDS
+    assert notices.failed("local", "error Zx") is not None
+
+
+def test_pass_events_pace_the_failure_event_and_the_error_line() -> None:
+    """Through the daemon's own observer: twenty passes that fail the same way send one
+    ``failure`` event and one ERROR line; a new kind of failure sends its own; the pass
+    that works again logs one INFO line and the health watch's ``recovered`` event."""
+    stats, bus = Stats(), EventBus("box")
+    heard: list[tuple[EventName, dict[str, Any]]] = []
+
+    class Sink:
+        def emit(self, event: EventName, fields: dict[str, Any]) -> None:
+            heard.append((event, fields))
+
+    bus.subscribe(Sink())
+    passes = PassEvents(bus, NoMetrics(), HealthWatch(stats, bus))
+    sink = io.StringIO()
+    handler = logger.add(sink, format="{message}", level="INFO")
+    try:
+        for _ in range(20):
+            stats.target("local").failed(FULL)
+            passes.pass_done(PassReport("local", claimed=3, error=FULL), 0.1)
+        stats.target("local").failed(REFUSED)
+        passes.pass_done(PassReport("local", claimed=2, error=REFUSED, permanent=True), 0.1)
+        stats.target("local").ok()
+        passes.pass_done(PassReport("local", claimed=2, upload_id="u1"), 0.1)
+    finally:
+        logger.remove(handler)
+    names = [e for e, _ in heard]
+    assert names == ["failure", "degraded", "failure", "upload", "recovered"], names
+    assert heard[0][1]["error"] == FULL and heard[0][1]["failed"] == 3
+    assert "repeated" not in heard[0][1]
+    assert heard[2][1]["error"] == REFUSED and heard[2][1]["repeated"] == 19
+    text = sink.getvalue()
+    assert text.count("upload to local failed:") == 2, text
+    assert "(19 more failed pass(es) since the last report)" in text
+    assert text.count("upload to local works again after 21 failed pass(es)") == 1
