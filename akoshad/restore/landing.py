@@ -22,7 +22,7 @@ import asyncio
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +170,7 @@ class Committer:
         stale: Mapping[str, tuple[str, ...]] | None = None,
         dest: Path | None = None,
         wals: Mapping[str, str] | None = None,
+        held: Callable[[str, str], None] | None = None,
     ) -> None:
         self.tree = tree
         self.dest = dest  # --dest, to name a file a write error stopped
@@ -182,7 +183,8 @@ class Committer:
         self._partner |= {w: d for d, w in self._partner.items()}
         self._waiting: dict[str, tuple[LandingSink, str]] = {}  # checked, partner not yet
         self._failed: set[str] = set()  # paths that will not land (damaged, missing)
-        self.held_back: list[tuple[str, str]] = []  # (path, its partner that failed)
+        # told (path, its partner that failed) when a path is held back (any thread)
+        self._held = held or (lambda path, partner: None)
         self.landed = 0  # files renamed into place
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="akoshad-land")
         self._slots = threading.BoundedSemaphore(pending)
@@ -217,14 +219,13 @@ class Committer:
         if partner is not None:
             with self._idle:
                 alone = partner in self._failed
-                if alone:
-                    self.held_back.append((sink.path, partner))
                 other = None if self._closed or alone else self._waiting.pop(partner, None)
                 if other is None and not self._closed and not alone:
                     self._waiting[sink.path] = (sink, shown)
                     return
             if alone:  # its partner will not land: neither does it
                 sink.discard()
+                self._held(sink.path, partner)
                 return
             if other is not None:
                 group.append(other)
@@ -232,15 +233,14 @@ class Committer:
 
     def fail(self, path: str) -> None:
         """``path`` will not land (damaged or missing in the target): its DuckDB partner,
-        waiting or still to come, is discarded (``held_back``) instead of landing alone."""
+        waiting or still to come, is discarded (told to ``held``) instead of landing alone."""
         partner = self._partner.get(path)
         with self._idle:
             self._failed.add(path)
             other = None if partner is None else self._waiting.pop(partner, None)
-            if other is not None and partner is not None:
-                self.held_back.append((partner, path))
-        if other is not None:
+        if other is not None and partner is not None:
             other[0].discard()
+            self._held(partner, path)
 
     def _submit(self, group: list[tuple[LandingSink, str]]) -> None:
         self._slots.acquire()

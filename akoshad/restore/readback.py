@@ -49,7 +49,7 @@ from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.landing import Committer, DestTree
 from akoshad.restore.parallel import fetch_all
 from akoshad.restore.reload import Load, Reloader
-from akoshad.restore.restore_jobs import RestoreJobs
+from akoshad.restore.restore_jobs import Found, RestoreJobs
 from akoshad.restore.select import pick_at, select_entries, stale_sides, wal_pairs
 from akoshad.restore.verify import print_ledger_check, range_reader, verify_upload
 from akoshad.storage.chunk_decode import chunk_decoder
@@ -70,12 +70,13 @@ async def restore_upload(
     globs: Sequence[str] = (),
     identities: Identities | None = None,
     problems: list[str] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> int:
     """Write the store as of ``upload_id`` (only the paths ``globs`` match, when given)
     into ``dest``; returns the number of files. Several files are fetched at once
     (``parallel``). A file that cannot be restored (its chunk list, a chunk or its object
-    missing or damaged) is one of ``problems`` and the others are restored
-    (``restore_files``).
+    missing or damaged) is one of ``problems`` (each told to ``say`` as it is found) and
+    the others are restored (``restore_files``).
 
     The manifest's entries (index parts and chunk lists included) are all checked before
     anything is written; every directory and file is then made under a descriptor for
@@ -95,7 +96,7 @@ async def restore_upload(
     try:
         count = await restore_files(
             target, chosen, dest, force=force, identities=identities, reload=files_now,
-            unreadable=unreadable, problems=problems,
+            unreadable=unreadable, problems=problems, say=say,
         )  # fmt: skip
     finally:
         if left_out is not None:
@@ -113,6 +114,7 @@ async def restore_files(
     reload: Load | None = None,
     unreadable: Sequence[tuple[StoredFile, str]] = (),
     problems: list[str] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> int:
     """Fetch ``files`` into ``dest``: several units at once within the byte budget, small
     files of one pack together (``groups.work_units``: one read, then one worker thread
@@ -122,11 +124,12 @@ async def restore_files(
     ``reload`` (the upload's files loaded again, once) puts it now, when that moved.
 
     A file still damaged or missing then, or among ``unreadable`` (``(entry, why)``: its
-    chunk list lost), is appended to ``problems`` (why, naming it) and the others go on
-    (a DuckDB database and its WAL land together or neither: the partner of such a file
-    is a problem too); once all are done, :class:`~.dest_errors.Unrestored` says what
-    ``dest`` holds. A target or a disk that fails stops the restore."""
-    found = problems if problems is not None else []
+    chunk list lost), is appended to ``problems`` (why, naming it) and told to ``say`` at
+    once; the others go on (a DuckDB database and its WAL land together or neither: the
+    partner of such a file is a problem too); once all are done,
+    :class:`~.dest_errors.Unrestored` says what ``dest`` holds. A target or a disk that
+    fails stops the restore."""
+    found = Found(problems if problems is not None else [], say)
     every = [*files, *(f for f, _ in unreadable)]
     stale = stale_sides(every)
     dest_fd = await asyncio.to_thread(open_dest_or_say, dest)
@@ -137,22 +140,18 @@ async def restore_files(
         tree = DestTree(dest_fd, force)
     finally:
         os.close(dest_fd)
-    committer = Committer(tree, stale=stale, dest=dest, wals=wal_pairs(every))
+    pairs = wal_pairs(every)
+    committer = Committer(tree, stale=stale, dest=dest, wals=pairs, held=found.held)
     reloader = Reloader(reload)
     for f, why in unreadable:
-        found.append(why)
+        found.add(why)
         committer.fail(f.path)
 
     jobs = RestoreJobs(target, ranges, committer, reloader, decode, identities, found)
     total = len(every)
     await _fetch_and_land(work_units(files, ranges), jobs.unit, committer, dest, total)
-    found += [
-        f"{path}: not restored: {partner} could not be (a DuckDB database and its WAL are "
-        "restored together or neither)"
-        for path, partner in committer.held_back
-    ]
-    if found:
-        raise unrestored(found, dest, committer.landed, total)
+    if found.lines:
+        raise unrestored(found.lines, dest, committer.landed, total)
     return len(files)
 
 
@@ -280,6 +279,11 @@ def warn_future(uploads: Sequence[str]) -> None:
         )
 
 
+def _say_problem(line: str) -> None:
+    """One file the restore could not restore, on stderr as it is found."""
+    print(f"akoshad: {line}", file=sys.stderr, flush=True)
+
+
 def dest_path(text: str) -> Path:
     """``--dest`` as a shell would read it: ``~`` and ``~user`` expanded."""
     return Path(os.path.expanduser(text))
@@ -310,17 +314,13 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             print(f"akoshad: {nested}", file=sys.stderr)
         globs = getattr(args, "path", None) or ()
         gc.freeze()  # what is loaded by now stays: collections scan only the restore's objects
-        problems: list[str] = []  # the files that could not be restored, each with why
-        try:
+        try:  # each file that cannot be restored is named as it is found, before the end
             count = await restore_upload(
                 target, system_id, upload_id, dest, force=args.force, globs=globs,
-                identities=identities, problems=problems,
+                identities=identities, say=_say_problem,
             )  # fmt: skip
         except OSError as exc:  # the disk, not the target: its files stay as they landed
             raise RestoreError(partial_restore(dest, exc)) from None
-        finally:  # before the last line (main prints the error)
-            for problem in problems:
-                print(f"akoshad: {problem}", file=sys.stderr)
         print(f"restored {count} file(s) of upload {upload_id} into {args.dest}")
         return 0
     finally:

@@ -7,12 +7,15 @@ still damaged or missing, it is a problem of its own (appended to ``found``, the
 told so that its DuckDB partner does not land alone) and the restore goes on. When a
 group's shared read or one of its files fails, each file of it not landed yet is fetched on
 its own: the intact ones land, each damaged one is named. Anything else (the target, the
-disk) is raised and stops the restore.
+disk) is raised and stops the restore. Each problem is told (:class:`Found`) as it is
+found, not once the restore ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 
 from akoshad.errors import IntegrityError
 from akoshad.restore.groups import SpanReader, Unit
@@ -27,6 +30,30 @@ from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target
 
 
+class Found:
+    """The files a restore could not restore (``lines``, each naming one with why); each
+    line is also handed to ``say`` as it is found (any thread)."""
+
+    def __init__(self, lines: list[str], say: Callable[[str], None] | None = None) -> None:
+        self.lines = lines
+        self._say = say
+        self._lock = threading.Lock()
+
+    def add(self, line: str) -> None:
+        """One more file that could not be restored."""
+        with self._lock:
+            self.lines.append(line)
+            if self._say is not None:
+                self._say(line)
+
+    def held(self, path: str, partner: str) -> None:
+        """``path`` is not landed because its DuckDB partner could not be."""
+        self.add(
+            f"{path}: not restored: {partner} could not be (a DuckDB database and its WAL "
+            "are restored together or neither)"
+        )
+
+
 class RestoreJobs:
     """What fetches the units of one restore (module docstring)."""
 
@@ -38,7 +65,7 @@ class RestoreJobs:
         reloader: Reloader,
         decode: Decode,
         identities: Identities | None,
-        found: list[str],
+        found: Found,
     ) -> None:
         self.target = target
         self.ranges = ranges
@@ -80,7 +107,7 @@ class RestoreJobs:
                 await self._fails(f, again)
 
     async def _fails(self, f: StoredFile, exc: IntegrityError) -> None:
-        self.found.append(str(exc))
+        self.found.add(str(exc))
         await asyncio.to_thread(self.committer.fail, f.path)
 
     def _land_group(self, unit: Unit, data: bytes, start: int, landed: list[StoredFile]) -> None:

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from tests.helpers import akoshad, daemon_config
@@ -121,3 +125,54 @@ def test_a_prune_never_takes_the_packs_of_a_lost_list_for_unreferenced(tmp_path:
     args = ["--latest", "--dest", str(dest)]
     akoshad("restore", "--config", str(config), *args, env=env, check=True)
     assert _tree(dest) == files
+
+
+def test_on_s3_the_lost_file_is_named_before_the_restore_ends(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """The problem line comes as the restore finds it (before: only at the end, with the
+    summary, so a long restore looked clean until it ended): seen while the server is held
+    stopped mid-restore, the restore still runs and has said nothing else; let go, it ends
+    with the summary line (exit 1)."""
+    config, env = daemon_config(
+        tmp_path, system_id, store=False, cloud_sync=s3.cloud_sync(system_id)
+    )
+    files = _store(tmp_path)
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    (key,) = s3.keys(f"systems/{system_id}/chunklists/")  # big.bin's
+    files["huge.bin"] = os.urandom(96 << 20)  # keeps the restore busy for a while
+    (tmp_path / "store" / "huge.bin").write_bytes(files["huge.bin"])
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    s3.client().delete_object(Bucket=s3.bucket, Key=key)
+    dest = tmp_path / "whole"
+    args = ["restore", "--config", str(config), "--latest", "--dest", str(dest)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "akoshad", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert s3.proc is not None and proc.stderr is not None
+    stopped = False
+    try:
+        first = proc.stderr.readline()
+        os.killpg(s3.proc.pid, signal.SIGSTOP)
+        stopped = True
+        assert f"'big.bin': chunk list {key} is missing" in first
+        time.sleep(2)
+        assert proc.poll() is None, proc.stderr.read()
+        os.killpg(s3.proc.pid, signal.SIGCONT)
+        stopped = False
+        out, rest = proc.communicate(timeout=120)
+        assert out == ""
+    finally:
+        if stopped:
+            os.killpg(s3.proc.pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, rest
+    [last] = rest.strip().splitlines()
+    assert f"{dest} holds 3 of the 4 file(s)" in last
+    assert _tree(dest) == {p: b for p, b in files.items() if p != "big.bin"}
