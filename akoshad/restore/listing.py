@@ -6,7 +6,9 @@ as restore checks it (format 1 or 2); one that cannot be trusted is listed as da
 its reason, the others are still listed. "Stored" is what the upload added: the bytes of the
 objects in its own folder (sizes taken from its manifest's whole-object entries, the rest
 asked of the target), and, in format 2, of the shared objects (packs, index parts, chunk
-lists) that no earlier upload references: each stored object is counted once.
+lists) that no earlier upload references: each stored object is counted once. An upload of
+which some files' chunk lists are missing or damaged is not damaged: restore gets back every
+other file, so the row names those files (``unrestorable``) and counts them in its files.
 
 An encrypted upload's entries are in sealed index parts: with the identity they are read
 like any others (real file counts and stored bytes); without it, or with one that is not a
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
 
@@ -33,6 +35,7 @@ from akoshad.manifest.layout import (
 )
 from akoshad.manifest.read import another_upload, read_manifest_bytes
 from akoshad.restore.select import uploaded_at
+from akoshad.storage.chunk_lists_read import Unreadable
 from akoshad.storage.crypto import Identities, IdentityNeeded, NotForThisIdentity
 from akoshad.storage.format2_read import is_encrypted, read_entries
 from akoshad.targets.base import Target
@@ -54,6 +57,8 @@ class UploadRow:
     damaged: str | None = None  # why the manifest cannot be trusted
     encrypted: bool = False  # its entries are in sealed index parts
     locked: str | None = None  # why an encrypted upload's entries were not read
+    # the files it cannot restore (each with why: its chunk list lost), the others restore
+    unrestorable: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,13 +87,20 @@ class _Locked(Exception):
         self.manifest = manifest
 
 
+@dataclass
+class _Parsed:
+    manifest: dict[str, Any]
+    files: int  # the lost ones included
+    sizes: dict[str, int]  # the stored sizes it states for whole objects
+    shared: set[str]  # the shared objects it references (packs, index parts, chunk lists)
+    lost: list[Unreadable]  # the files whose chunk list is missing or damaged
+
+
 async def _parse(
     target: Target, system_id: str, upload_id: str, data: bytes, identities: Identities | None
-) -> tuple[dict[str, Any], int | None, dict[str, int], set[str]]:
-    """The manifest, its file count, the stored sizes it states for whole objects, and the
-    shared objects it references (packs, index parts, chunk lists). ManifestError (one
-    line) when it cannot be trusted; ``_Locked`` when it is encrypted and ``identities``
-    cannot read it."""
+) -> _Parsed:
+    """The manifest read as restore reads it. ManifestError (one line) when it cannot be
+    trusted; ``_Locked`` when it is encrypted and ``identities`` cannot read it."""
     try:
         manifest = await asyncio.to_thread(json.loads, data)
     except ValueError:
@@ -102,17 +114,19 @@ async def _parse(
     if is_encrypted(manifest) and identities is None:
         raise _Locked(NEEDS_IDENTITY, manifest)
     shared: set[str] = set()
+    lost: list[Unreadable] = []
     try:
         files = await read_entries(
-            target, manifest, system_id=system_id, documents=shared, identities=identities
-        )
+            target, manifest, system_id=system_id, documents=shared, identities=identities,
+            lost=lost,
+        )  # fmt: skip
     except NotForThisIdentity:
         raise _Locked(OTHER_KEYS, manifest) from None
     except IdentityNeeded:  # a sealed document in a manifest not marked encrypted
         raise _Locked(NEEDS_IDENTITY, manifest) from None
     sizes = {f.whole.key: f.whole.stored_size for f in files if f.whole is not None}
     shared.update(c.key for f in files for c in f.chunks)
-    return manifest, len(files), sizes, shared
+    return _Parsed(manifest, len(files) + len(lost), sizes, shared, lost)
 
 
 def _shown_time(manifest: Mapping[str, Any] | None, upload_id: str) -> str | None:
@@ -136,12 +150,14 @@ async def _row(
     known: dict[str, int] = {}
     damaged = locked = None
     shared: set[str] = set()
+    unrestorable: list[str] = []
     try:
         data = await read_manifest_bytes(target, key)
         known[key] = len(data)
         parsed = await _parse(target, system_id, upload_id, data, identities)
-        manifest, files, sizes, shared = parsed
-        known.update({k: v for k, v in sizes.items() if k in keys})
+        manifest, files, shared = parsed.manifest, parsed.files, parsed.shared
+        unrestorable = [u.reason for u in parsed.lost]
+        known.update({k: v for k, v in parsed.sizes.items() if k in keys})
     except KeyError:
         damaged = "the manifest vanished while listing"
     except ManifestError as exc:
@@ -164,6 +180,7 @@ async def _row(
         damaged=damaged,
         encrypted=manifest is not None and is_encrypted(manifest),
         locked=locked,
+        unrestorable=unrestorable,
     )
     return row, shared
 
@@ -227,8 +244,19 @@ def _size(n: int | None) -> str:
 LOCKED_CELL = "encrypted"  # files and stored bytes of an encrypted upload not read
 
 
+SHOWN_LOST = 3  # files an upload cannot restore named in its row (JSON: all of them)
+
+
+def _partial(lost: Sequence[str]) -> str:
+    """What a row says of an upload that restores all but the files ``lost`` names."""
+    more = len(lost) - SHOWN_LOST
+    named = "; ".join(lost[:SHOWN_LOST]) + (f"; and {more} more" if more > 0 else "")
+    return f"restores all but {len(lost)} file(s): {named}"
+
+
 def render_table(rows: Sequence[UploadRow]) -> str:
-    """The human form: one line per upload under a header, a damaged one with its reason;
+    """The human form: one line per upload under a header, a damaged one with its reason,
+    one that restores all but some files (their chunk lists lost) naming them;
     an encrypted upload read without its identity shows ``encrypted`` where its files and
     stored bytes would be, and a last line says what reads it."""
     head = ("UPLOAD_ID", "TIME", "FILES", "STORED", "TOTAL")
@@ -251,6 +279,8 @@ def render_table(rows: Sequence[UploadRow]) -> str:
         )
         if row is not None and row.damaged is not None:
             text += f"  DAMAGED: {row.damaged}"
+        elif row is not None and row.unrestorable:
+            text += f"  PARTIAL: {_partial(row.unrestorable)}"
         out.append(text.rstrip())
     reasons = sorted({r.locked for r in rows if r.locked})
     if reasons:

@@ -83,6 +83,31 @@ def test_restore_verify_and_drill_name_the_file_and_get_the_others(tmp_path: Pat
     assert _tree(back) == {p: b for p, b in files.items() if p != "big.bin"}
 
 
+def test_uploads_says_the_upload_restores_all_but_the_lost_file(tmp_path: Path) -> None:
+    """``uploads`` listed the upload as DAMAGED (before), although restore gets back every
+    other file: it now says it restores all but the named file, and keeps DAMAGED for a
+    manifest that cannot be read."""
+    config, env = daemon_config(tmp_path, "lostlist", store=False)
+    _store(tmp_path)
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    key = _lose_the_list(tmp_path)
+    proc = akoshad("uploads", "--json", "--config", str(config), env=env, check=True)
+    [row] = json.loads(proc.stdout)
+    assert row["damaged"] is None and row["files"] == 3, row
+    assert row["unrestorable"] == [f"'big.bin': chunk list {key} is missing"]
+    table = akoshad("uploads", "--config", str(config), env=env, check=True).stdout
+    line = table.splitlines()[1]
+    assert "DAMAGED" not in line
+    assert line.endswith(
+        f"PARTIAL: restores all but 1 file(s): 'big.bin': chunk list {key} is missing"
+    )
+
+    manifest = next((tmp_path / "outbox").rglob("manifest.json"))
+    manifest.write_bytes(b"{")
+    [row] = json.loads(akoshad("uploads", "--json", "--config", str(config), env=env).stdout)
+    assert row["damaged"] == "not valid JSON" and row["unrestorable"] == [], row
+
+
 def test_on_s3_the_other_files_are_restored(tmp_path: Path, s3: WeedServer, system_id: str) -> None:
     config, env = daemon_config(
         tmp_path, system_id, store=False, cloud_sync=s3.cloud_sync(system_id)
