@@ -4,7 +4,8 @@ identity file that reads them back, and whether ``memories.json`` is sealed too.
 The daemon needs only ``recipients``; ``identity_file`` is checked (exists, is an age
 identity, warns when others may read it) only by :meth:`Encryption.load_identities`, which
 ``verify``, ``restore`` and ``drill`` call when they need it, so the identity can live
-offline. ``pyrage`` is imported only when a recipient is configured.
+offline; the daemon warns once (start, reload) when others may read it
+(:meth:`Encryption.exposed_identity`). ``pyrage`` is imported only when a recipient is configured.
 
 A recipient that is not an age public key is a configuration error (exit 78) naming its
 entry; the value is shown only when it looks like a public key (never a secret key pasted
@@ -133,6 +134,19 @@ class Encryption(BaseModel):
             if warn is not None:
                 warn(line)
         return identities
+
+    def exposed_identity(self) -> str | None:
+        """The one-line warning when ``identity_file`` is set and group or others may read
+        it, else None (nor when it cannot be read: whoever needs it says so). Blocking."""
+        from akoshad.storage.crypto import readable_by_others
+
+        if self.identity_file is None:
+            return None
+        path = Path(os.path.expanduser(str(self.identity_file)))
+        try:
+            return readable_by_others(path, os.stat(path).st_mode)
+        except OSError:
+            return None
 
     def identities_if_set(self, warn: Callable[[str], None] | None = None) -> Identities | None:
         """:meth:`load_identities` when ``identity_file`` is set (its errors raised), else

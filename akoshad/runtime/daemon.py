@@ -98,6 +98,7 @@ class Daemon:
         system id while a crash is recovered and the store reconciled (in that order). A
         first claim's settle may outlast this: the first pass captures meanwhile and asks
         the gate (``OwnerGate.refusal``) before it sends anything."""
+        await self._warn_exposed_identity()
         p = await wire(self.settings, stack, stop_event=self.stop_event, wake=self.wake)
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
@@ -175,6 +176,12 @@ class Daemon:
         await self.interrupted.at_start(claim)
         await self.feed.reconcile(walked)
 
+    async def _warn_exposed_identity(self) -> None:
+        """One warning when others may read ``identity_file`` (not one per drill)."""
+        line = await asyncio.to_thread(self.settings.encryption.exposed_identity)
+        if line is not None:
+            logger.warning(line)
+
     async def _start_target(self, target: Target) -> None:
         try:
             # a hanging endpoint must not hold up READY: the pipeline retries it later
@@ -227,6 +234,7 @@ class Daemon:
         self.parts.drills.configure(self.settings)
         self.parts.prunes.configure(self.settings)
         logger.info("configuration reloaded")
+        await self._warn_exposed_identity()
         if (new.include, new.exclude) != (old.include, old.exclude):
             await self.feed.reconcile()
         return True

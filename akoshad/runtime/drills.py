@@ -255,7 +255,7 @@ class DrillScheduler(PeriodicJob):
         upload's drill then records that it needs it; why a configured one cannot be read,
         else None: that drill fails). Blocking."""
         try:
-            return self.settings.encryption.identities_if_set(warn=logger.warning), None
+            return self.settings.encryption.identities_if_set(), None  # mode: at start
         except IdentityError as exc:
             logger.warning("drill: the identity is not usable: {}", exc)
             return None, str(exc)

@@ -84,7 +84,7 @@ def _identities(settings: Settings) -> Identities | None:
     if settings.encryption.identity_file is None:
         return None
     try:
-        return settings.encryption.load_identities(warn=logger.warning)
+        return settings.encryption.load_identities()  # its mode is warned of at start
     except IdentityError as exc:
         logger.warning("prune: the identity is not usable: {}", exc)
         return None

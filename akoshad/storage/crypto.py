@@ -182,6 +182,16 @@ def _read_identity_file(path: Path) -> tuple[bytes, int]:
     return data, st.st_mode
 
 
+def readable_by_others(path: Path, mode: int) -> str | None:
+    """The warning for an identity file of ``mode`` that group or others may read."""
+    if not stat.S_IMODE(mode) & 0o077:
+        return None
+    return (
+        f"identity file {path} is readable by others (mode {stat.S_IMODE(mode):04o}): "
+        f"run chmod 600 {path}"
+    )
+
+
 def load_identity(path: Path) -> Identities:
     """Read an age identity file (``age-keygen`` format: ``#`` comments, blank lines, one
     ``AGE-SECRET-KEY-1...`` per line). :class:`IdentityFileError` when it is missing,
@@ -206,12 +216,8 @@ def load_identity(path: Path) -> Identities:
             ) from None
     if not parsed:
         raise IdentityFileError(f"{path} holds no age identity", fix=f"point it at {IDENTITY_HINT}")
-    warnings: list[str] = []
-    if stat.S_IMODE(mode) & 0o077:
-        warnings.append(
-            f"identity file {path} is readable by others (mode {stat.S_IMODE(mode):04o}): "
-            f"run chmod 600 {path}"
-        )
+    exposed = readable_by_others(path, mode)
+    warnings = [] if exposed is None else [exposed]
     public = tuple(str(i.to_public()) for i in parsed)
     return Identities(path, public, tuple(warnings), tuple(parsed))
 

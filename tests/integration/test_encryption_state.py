@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 
 from akoshad.storage.crypto import load_identity, write_new_identity
 from akoshad.targets.local import LocalTarget
-from tests.helpers import akoshad, base_env, manifests
+from tests.helpers import akoshad, base_env, manifests, start_daemon, stop_daemon, wait_for
 from tests.integration.test_encryption_uploads import encryption_config
 from tests.sealed_read import sealed_files
 from tests.storegen import make_store
@@ -173,3 +175,44 @@ def test_new_machine_with_identity_takes_over_and_sends_only_changes(sealed: Sea
     res = sealed.run("--once", **identity)
     assert res.returncode == 0, res.stderr
     assert len(_packs(sealed) - before) == 1  # the changed file alone
+
+
+def test_the_daemon_warns_once_that_others_may_read_its_identity(tmp_path: Path) -> None:
+    """An identity_file others may read: the daemon said nothing at its start and warned
+    again at every drill; now one warning at the start and one at each SIGHUP reload that
+    finds it so, none per drill (chmod 600 then a reload: no more)."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "n.md").write_text("n\n")
+    identity = tmp_path / "id.txt"
+    public = write_new_identity(identity)
+    identity.chmod(0o644)
+    enc = {"recipients": [public], "identity_file": str(identity)}
+    cfg = encryption_config(tmp_path, SID, [public], encryption=enc, drill_interval_hours=0.001)
+    env = base_env(tmp_path)
+    log = tmp_path / "d.log"
+
+    def warnings() -> int:
+        return log.read_text().count(f"identity file {identity} is readable by others")
+
+    seen: set[float] = set()  # the drills' times
+
+    def three_drills() -> bool:
+        res = akoshad("status", "--json", "--config", str(cfg), env=env, timeout=30)
+        drill = json.loads(res.stdout).get("last_drill") if res.returncode == 0 else None
+        seen.update([drill["at"]] if drill else [])
+        return len(seen) >= 3
+
+    proc = start_daemon(cfg, env, log)
+    try:
+        assert wait_for(three_drills, 90, interval=0.5), seen
+        assert warnings() == 1, log.read_text()[-3000:]
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: log.read_text().count("configuration reloaded") == 1, 30)
+        assert wait_for(lambda: warnings() == 2, 10), log.read_text()[-3000:]
+        identity.chmod(0o600)
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: log.read_text().count("configuration reloaded") == 2, 30)
+        time.sleep(1)
+        assert warnings() == 2, log.read_text()[-3000:]
+    finally:
+        assert stop_daemon(proc) == 0
