@@ -8,7 +8,10 @@
 * :class:`AkoshaRoute` -- memories of the captured ``reflection.duckdb`` delivered over
   HTTP; :class:`MemorySync` records each call in the route's breaker.
 * :class:`MemoriesJson` -- the builder of ``memories.json`` for a cloud upload, told
-  whether the upload committed or failed.
+  whether the upload committed or failed. It records how the memories went up (readable,
+  or sealed to which recipients: ``sealing.memories_label``); a start that finds the
+  configuration asks otherwise (``encrypt_memories`` or the recipients changed) has every
+  memory carried again, by the next upload, in the new form (:meth:`~MemoriesJson.at_start`).
 
 The local target needs no route: it has no breaker and is always there.
 """
@@ -37,6 +40,8 @@ from akoshad.ratelog import RateLimitedLog
 from akoshad.store.db import StateDB
 from akoshad.targets.base import ReadCheck, Target
 
+# how the memories committed cloud uploads carry went up (``sealing.memories_label``)
+KV_MEMORIES_AS = "memories_sealed_as"
 TARGET_START_TIMEOUT = 10.0  # a start or bucket check that does not answer: a failure
 WAITING_FOR_CLOUD = "waiting for the cloud"  # the queue's error of files an open circuit holds
 PERMANENT_RETRY_SECONDS = 300.0
@@ -71,8 +76,42 @@ class MemoriesJson:
     """``memories.json`` for a cloud upload: ``build`` while the files go out, then
     ``committed`` once the manifest landed or ``failed`` when the upload was lost."""
 
-    def __init__(self, sync: MemorySync) -> None:
+    def __init__(self, sync: MemorySync, form: str = "none") -> None:
         self.sync = sync
+        self.form = form  # how memories go up now (``sealing.memories_label``)
+        self._built: set[str] = set()  # uploads whose memories.json was built (or had none)
+
+    async def form_changed(self) -> bool:
+        """Whether the memories committed uploads carry went up otherwise than ``form``
+        says. Not recorded (an earlier akoshad): taken as readable, when any went up."""
+        state = self.sync.state
+        recorded = await state.get_kv(KV_MEMORIES_AS)
+        if recorded is None:
+            if not await state.memories_uploaded_count():
+                return False
+            recorded = "none"
+        return recorded != self.form
+
+    async def carries_all_again(self, captures: Sequence[Captured]) -> bool:
+        """Whether an upload of ``captures`` is due even with nothing else changed: it
+        captures ``reflection.duckdb`` and memories go up in a new form."""
+        return memory_capture(captures) is not None and await self.form_changed()
+
+    async def at_start(self, data_dir: Path) -> bool:
+        """When :meth:`form_changed`: every memory is to be carried again (what went up is
+        forgotten) and ``reflection.duckdb`` queued, so the next pass makes an upload that
+        carries them all in the new form (``Uploader``: even with nothing else changed)."""
+        if not await self.form_changed():
+            return False
+        state = self.sync.state
+        await state.transaction(lambda c: c.execute("DELETE FROM memories_uploaded"))
+        if await asyncio.to_thread((data_dir / MEMORY_DB).is_file):
+            await state.requeue(MEMORY_DB, time.time(), "memories: sent again in a new form")
+        logger.info(
+            "memories.json is {} now: every memory goes up again with the next upload",
+            "encrypted" if self.form != "none" else "not encrypted",
+        )
+        return True
 
     async def build(
         self, captures: Sequence[Captured], upload_id: str, stream: StreamTo | None = None
@@ -88,14 +127,26 @@ class MemoriesJson:
         except SnapshotError as exc:
             logger.warning("no memories.json: {}", exc)
             return []
+        self._built.add(upload_id)
         if found is None:
             return []
         return [ExtraObject(MEMORIES_NAME, found.path, len(found.ids), found.sent)]
 
     async def committed(self, upload_id: str) -> None:
+        """``upload_id`` committed: what its memories.json carries is recorded, and the
+        form memories went up in, when it was built."""
         await self.sync.commit_cloud(upload_id)
+        if upload_id in self._built:
+            self._built.discard(upload_id)
+            await self.sync.state.transaction(
+                lambda c: c.execute(
+                    "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                    (KV_MEMORIES_AS, self.form),
+                )
+            )
 
     def failed(self, upload_id: str) -> None:
+        self._built.discard(upload_id)
         self.sync.forget_cloud(upload_id)
 
 

@@ -79,6 +79,12 @@ def configured_label(encryption: Encryption) -> str:
     return sealing_label(encryption.parsed_recipients() if encryption.enabled else None)
 
 
+def memories_label(encryption: Encryption) -> str:
+    """How ``memories.json`` goes up under ``encryption``: ``none`` (readable), or sealed
+    as :func:`configured_label` says (``encrypt_memories``)."""
+    return configured_label(encryption) if encryption.encrypt_memories else "none"
+
+
 def in_scope(table: Mapping[str, ChunkRef], sealing: Sealing | None) -> dict[str, ChunkRef]:
     """The chunks of ``table`` an upload may reference: unencrypted ones when
     ``sealing`` is None, else those sealed under its name key. Blocking (an HMAC each)."""

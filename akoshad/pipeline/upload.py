@@ -26,7 +26,7 @@ from akoshad.errors import PermanentError, TransientError
 from akoshad.manifest.layout import current_id_time, new_upload_id, upload_prefix
 from akoshad.names import MEMORIES_NAME
 from akoshad.pipeline.attempt import Attempt, SendFailed, no_extras
-from akoshad.pipeline.capture.snapshot import CaptureResult, Snapshotter
+from akoshad.pipeline.capture.snapshot import Captured, CaptureResult, Snapshotter
 from akoshad.pipeline.cloud_memories import StreamTo
 from akoshad.pipeline.manifest_out import put_manifest
 from akoshad.pipeline.packing import PackSender, SentFile, clear_staging, fresh_staging
@@ -134,6 +134,7 @@ class Uploader(UploadFailures):
         report.retrying.update(plan.retrying)
         self.stats.note_captures(plan.retrying, (i.path for i in plan.done))
         report.captures.extend(plan.captured)
+        plan.changed = plan.changed or await _memories_again(memories_json, plan.captured)
         if not plan.changed:
             if not await self._held_back(gate, items, report):
                 await self._refresh(target, plan, report, label_of(sealing))
@@ -156,7 +157,7 @@ class Uploader(UploadFailures):
         try:
             await self._send_all(target, attempt, report, memories_json, first)
         except SendFailed as failed:
-            if memories_json is not None and failed.extras:
+            if memories_json is not None:
                 memories_json.failed(upload_id)
             if gate is not None and isinstance(failed.error, OwnerRefused):
                 await self._refused(target, upload_id, items, failed.error, report, gate, first)
@@ -174,7 +175,7 @@ class Uploader(UploadFailures):
         finally:
             self.stats.in_flight -= sending_now
         await self._commit(target, attempt, report)
-        if memories_json is not None and attempt.extras:
+        if memories_json is not None:
             await memories_json.committed(upload_id)
 
     async def _held_back(
@@ -356,3 +357,9 @@ class Uploader(UploadFailures):
         if retry:
             self.stats.counters.retries += len(retry)
         self.stats.progressed()
+
+
+async def _memories_again(memories_json: MemoriesJson | None, captured: list[Captured]) -> bool:
+    """Whether an upload is due for the memories alone: they go up in a new form now
+    (``MemoriesJson.at_start``) and ``reflection.duckdb`` is captured."""
+    return memories_json is not None and await memories_json.carries_all_again(captured)

@@ -147,6 +147,9 @@ class Daemon:
         await self._recover_and_reconcile(p, stack, claim, walked)
         if claim is not None:  # a first claim settles (CLAIM_SETTLE) meanwhile, and while
             await p.owners.until_settling(p.primary)  # the first pass captures (drain)
+        memories = p.cloud.memories_json if p.cloud is not None else None
+        if memories is not None and await memories.at_start(self.settings.data_dir):
+            self.wake.set()  # encrypt_memories changed: every memory goes up again
         if p.akosha_client is not None and (self.settings.data_dir / MEMORY_DB).is_file():
             # what Akosha has is checked against the store once per start (it may have
             # been restarted and lost its in-memory store, or akosha_url is new)

@@ -36,7 +36,7 @@ from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.recovery import Recovery
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
-from akoshad.pipeline.sealing import sealing_source
+from akoshad.pipeline.sealing import memories_label, sealing_source
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import PathFilter
 from akoshad.pipeline.upload import Uploader
@@ -271,7 +271,8 @@ def build(
     cloud = None
     if "cloud" in targets:
         breaker = CircuitBreaker("cloud", reset_timeout=reset_timeout)
-        cloud = CloudRoute(targets["cloud"], breaker, stats, MemoriesJson(memory_sync))
+        memories_json = MemoriesJson(memory_sync, memories_label(settings.encryption))
+        cloud = CloudRoute(targets["cloud"], breaker, stats, memories_json)
         cloud.wake = wake
         if isinstance(targets["cloud"], Answers):  # S3: it says when the server answered
             targets["cloud"].on_answer = cloud.answered
