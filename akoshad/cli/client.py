@@ -154,6 +154,11 @@ def _lease_line(lease: Any) -> str | None:
     machine does yet."""
     if not isinstance(lease, dict):
         return None
+    if lease.get("unreadable"):
+        return (
+            f"owner      UNREADABLE (nothing is uploaded or pruned until it is read; read "
+            f"again before each upload): {lease['unreadable']}"
+        )
     who = "this machine" if lease.get("ours") else "ANOTHER machine (nothing is uploaded)"
     return f"owner      {who}: host {lease.get('host', '?')}, since {lease.get('since', '?')}"
 

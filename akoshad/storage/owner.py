@@ -19,7 +19,9 @@ prune) then stops the loser. A takeover reaches the old owner the same way:
 at its next check, within ``interval`` seconds.
 
 The record is cached: ``check`` re-reads it at most every ``interval`` seconds, unless forced
-(daemon start, before each prune). Each re-read is one small GET.
+(daemon start, before each prune). Each re-read is one small GET. A read that fails (the
+record damaged, the target not answering) drops the cache: until a read succeeds, every
+check reads again and fails, and ``status`` says why instead of the last owner read.
 """
 
 from __future__ import annotations
@@ -34,12 +36,12 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from akoshad import __version__
-from akoshad.errors import PermanentError
+from akoshad.errors import PermanentError, TransientError
 from akoshad.names import SYSTEM_ID_RE
 from akoshad.private import FILE_MODE, make_private_dirs
 from akoshad.storage.documents import DocumentError, DocumentMissing, fetch_stored
@@ -50,10 +52,6 @@ OWNER_ID_FILE = "owner_id"
 RECORD_FORMAT = 1
 MAX_RECORD_BYTES = 64 * 1024
 CHECK_INTERVAL = 60.0
-# after a takeover, a prune deletes nothing for this long: the previous owner's upload that
-# its last check (at most CHECK_INTERVAL old) let through may still be landing its manifest
-TAKEOVER_QUIET = 5 * CHECK_INTERVAL
-SINCE_SKEW = 60.0  # a record dated this far ahead of the clock still counts as just made
 CLAIM_SETTLE = 1.0
 _OWNER_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -82,41 +80,6 @@ class NotOwner(PermanentError):
             fix=FIX,
         )
         self.record = record
-
-
-class TakeoverSettling(NotOwner):
-    """This machine took the id over less than :data:`TAKEOVER_QUIET` ago: a prune now
-    could sweep the packs of an upload the previous owner is still committing (its cached
-    check let it through), so the prune deletes nothing yet and says until when."""
-
-    def __init__(self, system_id: str, record: OwnerRecord, until: datetime) -> None:
-        previous = f" ({record.previous_host})" if record.previous_host else ""
-        PermanentError.__init__(
-            self,
-            f"this machine took system_id {system_id!r} over at {record.since}: a prune "
-            f"deletes nothing until {until.isoformat(timespec='seconds')}, "
-            f"{TAKEOVER_QUIET / 60:g} min after, so that an upload the previous "
-            f"owner{previous} still had on the wire lands or is dropped first",
-            fix="prune again after that; nothing was deleted",
-        )
-        self.record = record
-
-
-def settle_takeover(record: OwnerRecord, system_id: str, now: datetime | None = None) -> None:
-    """Raise :class:`TakeoverSettling` while ``record`` (this machine's) is a takeover
-    made less than :data:`TAKEOVER_QUIET` ago; a ``since`` that cannot be read counts as
-    long ago."""
-    if record.how != "takeover":
-        return
-    try:
-        since = datetime.fromisoformat(record.since)
-    except ValueError:
-        return
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    age = ((now or datetime.now(UTC)) - since).total_seconds()
-    if -SINCE_SKEW <= age < TAKEOVER_QUIET:
-        raise TakeoverSettling(system_id, record, since + timedelta(seconds=TAKEOVER_QUIET))
 
 
 class OwnerRecordError(PermanentError):
@@ -266,6 +229,7 @@ class Ownership:
         self._record: OwnerRecord | None = None
         self._checked_at: float | None = None
         self._checked_wall: str | None = None
+        self._unreadable: str | None = None  # why the last read failed (None: it did not)
         # set once this machine's record is written and only the settle is left before it
         # is read back (a caller may prepare work that writes nothing to the target)
         self.settling = asyncio.Event()
@@ -274,14 +238,19 @@ class Ownership:
         return record is not None and record.owner_id == self.machine.owner_id
 
     async def read(self) -> OwnerRecord | None:
-        """The record in the target now (no cache), or None when there is none."""
+        """The record in the target now (no cache), or None when there is none. A failure
+        is remembered (``status``) and drops the cache (the next check reads again)."""
         try:
-            data = await fetch_stored(self.target, self.key, MAX_RECORD_BYTES, "owner record")
-        except DocumentMissing:
-            return None
-        except DocumentError:
-            raise OwnerRecordError("the owner record is too large", fix=_DAMAGED) from None
-        record = OwnerRecord.parse(data)
+            try:
+                data = await fetch_stored(self.target, self.key, MAX_RECORD_BYTES, "owner record")
+            except DocumentMissing:
+                return None
+            except DocumentError:
+                raise OwnerRecordError("the owner record is too large", fix=_DAMAGED) from None
+            record = OwnerRecord.parse(data)
+        except (PermanentError, TransientError, OSError) as exc:
+            self._failed(str(exc))
+            raise
         self._remember(record)
         return record
 
@@ -289,6 +258,12 @@ class Ownership:
         self._record = record
         self._checked_at = self._clock()
         self._checked_wall = _now_iso()
+        self._unreadable = None
+
+    def _failed(self, why: str) -> None:
+        self._checked_at = None
+        self._checked_wall = _now_iso()
+        self._unreadable = why
 
     def _new_record(self, how: How, previous: OwnerRecord | None) -> OwnerRecord:
         return OwnerRecord(
@@ -370,8 +345,13 @@ class Ownership:
 
     def status(self) -> dict[str, Any] | None:
         """The ``lease`` object for ``status``: owner host, since, ours; None before the
-        first check or while no machine owns the id."""
-        record = self._record
+        first check or while no machine owns the id. The last read failed: ``unreadable``
+        says why, the owner is unknown (``host``, ``since``, ``ours``, ``how`` null)."""
+        record, why = self._record, self._unreadable
+        if why is not None:
+            return dict.fromkeys(("host", "since", "ours", "how")) | {
+                "checked_at": self._checked_wall, "unreadable": why,
+            }  # fmt: skip
         if record is None:
             return None
         return {
@@ -380,6 +360,7 @@ class Ownership:
             "ours": self._mine(record),
             "how": record.how,
             "checked_at": self._checked_wall,
+            "unreadable": None,
         }
 
 

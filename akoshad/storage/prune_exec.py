@@ -29,7 +29,8 @@ from typing import Any
 from akoshad.names import MANIFEST_NAME
 from akoshad.storage import refs
 from akoshad.storage.crypto import Identities
-from akoshad.storage.owner import Ownership, settle_takeover
+from akoshad.storage.owner import Ownership
+from akoshad.storage.owner_takeover import settle_takeover
 from akoshad.storage.packs import PACK_MAX, PackWriter, SealedPack
 from akoshad.storage.prune_load import PruneError, PruneInput, load_for_prune
 from akoshad.storage.prune_plan import PrunePlan, Step, plan_prune

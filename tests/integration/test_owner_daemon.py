@@ -128,6 +128,45 @@ def test_second_state_is_refused_and_takeover_hands_the_id_over(tmp_path: Path) 
     assert a.cli("takeover").stdout.startswith("this machine")  # already the owner: fine
 
 
+def test_status_says_when_the_owner_record_is_damaged(tmp_path: Path) -> None:
+    """owner.json damaged under a running owner (found by the prune's forced check):
+    status kept saying "owner this machine" (before), and an upload within the minute the
+    cache lasted still went up. Now status says the record is unreadable, why, and that
+    nothing is uploaded or pruned, and indeed nothing is; a takeover makes it whole."""
+    make_store(tmp_path / "store")
+    a = Machine(tmp_path, "a")
+    log = tmp_path / "a.log"
+    proc = start_daemon(a.config, a.env, log)
+    try:
+        wait_for(lambda: a.sock.exists() and a.status()["state"] == "idle", 60)
+        wait_for(lambda: manifests(tmp_path / "outbox", SYSTEM), 60)
+        assert a.status()["lease"]["ours"] is True
+        uploads = len(manifests(tmp_path / "outbox", SYSTEM))
+        (tmp_path / "outbox" / "systems" / SYSTEM / "owner.json").write_text("{")
+        pruned = a.cli("prune", "--json")
+        assert pruned.returncode == 1, pruned.stdout + pruned.stderr
+        lease = a.status()["lease"]
+        assert lease["ours"] is None and lease["host"] is None, lease
+        assert lease["unreadable"].startswith("the owner record is not JSON"), lease
+        shown = a.cli("status").stdout.splitlines()
+        (line,) = [x for x in shown if x.startswith("owner ")]
+        assert line.startswith("owner      UNREADABLE (nothing is uploaded or pruned"), line
+        assert "the owner record is not JSON (run `akoshad takeover`" in line
+        change(tmp_path, 1)
+        sync = a.cli("sync", "--wait", "--json")
+        assert sync.returncode == 1, sync.stdout
+        assert "the owner record is not JSON" in json.loads(sync.stdout)["passes"][0]["error"]
+        assert len(manifests(tmp_path / "outbox", SYSTEM)) == uploads
+
+        assert a.cli("takeover").returncode == 0
+        wait_for(lambda: len(manifests(tmp_path / "outbox", SYSTEM)) == uploads + 1, 30)
+        lease = a.status()["lease"]
+        assert lease["ours"] is True and lease["unreadable"] is None, lease
+    finally:
+        assert stop_daemon(proc) == 0
+    assert "Traceback" not in log.read_text()
+
+
 def _hashes(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()

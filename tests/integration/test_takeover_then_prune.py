@@ -17,7 +17,7 @@ import pytest
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.stats import Stats
 from akoshad.runtime.prune import prune_target
-from akoshad.storage.owner import TAKEOVER_QUIET, TakeoverSettling
+from akoshad.storage.owner_takeover import TAKEOVER_QUIET, TakeoverSettling
 from akoshad.store.db import StateDB
 from tests.f2_rig import HeldPuts, close_rig, open_rig, rig_settings
 from tests.helpers import akoshad, base_env, manifests, write_config

@@ -73,6 +73,7 @@ async def test_second_machine_is_refused_with_the_owner_host_and_takeover_hands_
         "ours": False,
         "how": "claim",
         "checked_at": b.status()["checked_at"],  # type: ignore[index]
+        "unreadable": None,
     }
     taken = await b.takeover()
     assert taken.host == "beta" and taken.how == "takeover" and taken.previous_host == "alpha"
