@@ -17,8 +17,9 @@ packed together: a first sync of 10,000 small files is a handful of PUTs. With a
 :class:`~akoshad.pipeline.sealing.Sealing`, each compressed chunk is sealed before it is
 packed and known by its keyed name (``sealing`` module). Chunks of 128 KiB and more are
 compressed in two threads of their own, a few chunks ahead of the pack writer, and sealed
-in a child process per thread (``seal_worker``: age sealing holds the GIL, so in this
-process it could not overlap the next chunks' hashing and compression); once those are at
+in a child process per thread (``seal_worker``: each body's age header is Python calls and
+curve arithmetic under the GIL, which in this process would not overlap the next chunks'
+hashing and compression); once those are at
 work every chunk goes to them in batches of up to 1 MiB (one round trip each); the first
 few bodies of a pass are sealed in the chunking thread (a session-sized upload starts no
 child).
@@ -145,7 +146,7 @@ class PackSender:
         self._queue: asyncio.Queue[SealedPack | None] = asyncio.Queue(maxsize=1)
         # compression (and sealing) of new chunks, beside the chunking and hashing
         self._sealer = ThreadPoolExecutor(SEAL_THREADS, thread_name_prefix="akoshad-seal")
-        # age sealing holds the GIL: a large upload seals in children of its own
+        # age headers are work under the GIL: a large upload seals in children of its own
         self._workers = (
             None if sealing is None else SealingWorkers(sealing.recipients, SEAL_THREADS)
         )

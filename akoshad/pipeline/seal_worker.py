@@ -1,8 +1,12 @@
 """Sealing (age encryption) of large chunks in child processes, beside the chunking.
 
-``pyrage`` holds the GIL while it encrypts (about 450 MB/s and 80 us a body on the
-reference machine), so in the daemon's process sealing cannot overlap the chunking,
-hashing and compression that run in other threads. :class:`SealingWorkers` lends each
+Each body sealed costs an age header (an X25519 key pair and exchange and a dozen Python
+calls: about 90 us, mostly under the GIL) and the cipher (about 2 GB/s,
+:mod:`~akoshad.storage.age_write`); a first upload seals a body per chunk and per small
+file, thousands of headers. In this process that work could not overlap the chunking,
+hashing and compression that run in other threads (sealed here instead,
+``bench/encrypted_upload_bench.py --s3`` lost 15.8 and 24.5% of its throughput, median of
+three runs, against 13.9 and 12.4% with the children, same hour). :class:`SealingWorkers` lends each
 sealing thread a child process of its own (``python -m akoshad.pipeline.seal_child FD
 RECIPIENT...``: only public keys cross, never an identity) that seals a run of bodies at a
 time: the parent lays them in an area both map and reads the sealed ones back from it
