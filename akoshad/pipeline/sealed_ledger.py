@@ -6,7 +6,8 @@ A sealed chunk's identity in the ledger is its keyed name, so seeding the ledger
 another key's names would make new uploads reference chunks sealed to an older recipient
 list (unreadable with the new identity alone). The proof: an index part's object name is
 the key's name of the part's plaintext (``sealed_documents.sealed_document_key``), so the
-first part is read, opened and named again with the key; the names must match.
+first part is read (from the manifest when it is held there: its ``name``), opened and
+named again with the key; the names must match.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from akoshad.pipeline.sealing import Sealing
 from akoshad.storage.crypto import Identities, sealed_size_bound
 from akoshad.storage.documents import MAX_DOCUMENT_BYTES, canonical_json, fetch_stored
+from akoshad.storage.refs import IndexPartRef
 from akoshad.storage.sealed_documents import decode_document_sealed, sealed_document_key
 from akoshad.targets.base import Target
 
@@ -35,9 +37,11 @@ async def sealed_with(
     first = next((p for p in parts if p.get("encryption") == "age"), None)
     if first is None:
         return False
-    key: str = first["key"]
-    what = f"index part {key}"
-    stored = await fetch_stored(target, key, sealed_size_bound(MAX_DOCUMENT_BYTES), what)
+    part = IndexPartRef.from_json(first, "metadata.index.parts[0]")
+    key, what = part.key, f"index part {part.key}"
+    stored = part.inline  # a part held in the manifest: the name it would have had
+    if stored is None:
+        stored = await fetch_stored(target, key, sealed_size_bound(MAX_DOCUMENT_BYTES), what)
     doc = await asyncio.to_thread(
         decode_document_sealed, stored, first["compression"], "age", what, identities
     )

@@ -12,7 +12,8 @@ A copy proves itself before it is used: a sealed document's object name is the n
 keyed hash of its plaintext (``sealed_documents.Resealing.named``), so a copy that is
 damaged, or is not the plaintext of that object, is not used. A missing or refused copy
 costs only the repack of that upload's packs (the prune keeps them whole, as it does
-without copies), never data. A prune keeps only the copies of documents still stored
+without copies), never data. A prune keeps only the copies of documents still stored, or
+held in a manifest (a small store's sealed index part, under its name)
 (:meth:`DocumentCopies.keep_only`). Blocking: call from threads.
 """
 

@@ -27,7 +27,12 @@ Sealed (``name_key`` and ``recipients`` given: encryption on): every document is
 and named by its keyed hash (``sealed_documents``), the entries always go in index parts,
 and ``metadata.skipped`` moves into a sealed document named by ``metadata.index.skipped``
 (``{"skipped": [...]}``), so the manifest names no file and no plaintext hash. A sealed
-list of at most :data:`INDEX_INLINE_MAX` entries (inline when unsealed) is one part.
+list of at most :data:`INDEX_INLINE_MAX` entries (inline when unsealed) is one part, held
+in the manifest itself when its sealed bytes take at most ``refs.MAX_INLINE_PART_BYTES``
+(``{name, inline, compression, encryption}``, ``inline`` their base64, ``name`` the keyed
+name it would have been stored under): no request more than the unsealed upload makes.
+Such a part is no stored object: neither ``metadata.index.objects`` nor ``document_keys``
+names it.
 
 Documents whose key is in ``known_documents`` (e.g. those the previous manifest referenced)
 are not returned again. Blocking (JSON, sha256, gzip): call from a thread on large stores.
@@ -54,7 +59,12 @@ from akoshad.storage.documents import (
     index_part_json,
 )
 from akoshad.storage.name_key import NameKey
-from akoshad.storage.refs import ChunkRef, Encryption
+from akoshad.storage.refs import (
+    MAX_INLINE_PART_BYTES,
+    ChunkRef,
+    Encryption,
+    inline_part_json,
+)
 from akoshad.storage.sealed_documents import sealed_document_key, sealed_index_part_json
 from akoshad.storage.stored import StoredFile, WholeObject, check_files
 
@@ -136,6 +146,22 @@ class _Documents:
     def part_json(self, key: str) -> dict[str, Any]:
         """One of ``metadata.index.parts`` naming the stored document ``key``."""
         return index_part_json(key) if self.sealed is None else sealed_index_part_json(key)
+
+    def index_part(self, files: list[dict[str, Any]], inline: bool) -> dict[str, Any]:
+        """One of ``metadata.index.parts`` holding ``files``: with ``inline`` and sealed,
+        the sealed part itself when it takes at most ``refs.MAX_INLINE_PART_BYTES`` (no
+        stored object, no request); else a stored document."""
+        obj = {"files": files}
+        if inline and self.sealed is not None:
+            plain = canonical_json(obj)
+            name = sealed_document_key(self.system_id, "index", plain, self.sealed[0])
+            body = compress_document(plain)
+            sealed = seal(body, self.sealed[1])
+            if len(sealed) <= MAX_INLINE_PART_BYTES:
+                if self.copies is not None:
+                    self.copies(name, body)
+                return inline_part_json(name, sealed, DOCUMENT_COMPRESSION)
+        return self.part_json(self.add("index", obj))
 
     def chunk_list(self, chunks: list[dict[str, Any]]) -> str:
         """The key of the stored chunk list of ``chunks``: whole, or past
@@ -249,9 +275,8 @@ def _index_cuts(
     entries: Iterable[dict[str, Any]], count: int, sealed: bool, ends: Callable[[str], bool]
 ) -> Iterable[list[dict[str, Any]]]:
     """The index parts of ``count`` entries: a sealed list short enough to go inline
-    unsealed (at most :data:`INDEX_INLINE_MAX`) is one part, one PUT besides what the
-    unsealed upload makes (cut, a session's change rewrote two or three of its parts);
-    longer lists are cut by :func:`iter_parts`."""
+    unsealed (at most :data:`INDEX_INLINE_MAX`) is one part (held in the manifest when
+    small: ``_Documents.index_part``); longer lists are cut by :func:`iter_parts`."""
     if sealed and count <= INDEX_INLINE_MAX:
         whole = list(entries)
         return [whole] if whole else []
@@ -358,9 +383,9 @@ def build_manifest2(
     entries = (entry_json(f, names[f.path], docs) for f in ordered)
     if use_index or (use_index is None and len(ordered) > INDEX_INLINE_MAX):
         del metadata["files"]
+        small = sealed is not None and len(ordered) <= INDEX_INLINE_MAX
         cuts = _index_cuts(entries, len(ordered), sealed is not None, docs.ends_entry)
-        parts = [docs.add("index", {"files": part}) for part in cuts]
-        metadata["index"] = {"parts": [docs.part_json(key) for key in parts]}
+        metadata["index"] = {"parts": [docs.index_part(part, small) for part in cuts]}
         if sealed is not None:
             skips = metadata.pop("skipped")
             if skips:

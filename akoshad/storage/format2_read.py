@@ -146,18 +146,31 @@ def parse_entry(raw: object, where: str) -> Pending:
     return Pending(where, stored, chunk_list)
 
 
-async def _read(target: Target, key: str, comp: str, enc: str, what: str, budget: _Budget) -> Any:
+async def _read(
+    target: Target,
+    key: str,
+    comp: str,
+    enc: str,
+    what: str,
+    budget: _Budget,
+    inline: bytes | None = None,
+) -> Any:
     """One document, bounded by its own limit and by what the manifest has left; a sealed
-    one (``enc`` age) is opened with the budget's identities first."""
+    one (``enc`` age) is opened with the budget's identities first. ``inline``: the sealed
+    bytes of an index part held in the manifest (nothing fetched, ``key`` its name)."""
     what = f"{what} {key}"
     if enc not in ("none", "age"):
         raise ManifestError(f"{what}: unknown encryption {enc!r:.20}")
     limit = budget.limit(what)
-    stored = await fetch_stored(
-        target, key, sealed_size_bound(limit) if enc == "age" else limit, what
-    )
+    bound = sealed_size_bound(limit) if enc == "age" else limit
+    if inline is None:
+        stored = await fetch_stored(target, key, bound, what)
+        budget.keys.add(key)
+    elif len(inline) > bound:
+        raise ManifestError(f"{what}: inline part of {len(inline)} bytes is over {bound}")
+    else:
+        stored = inline
     budget.spend(len(stored))
-    budget.keys.add(key)
     try:
         doc = await asyncio.to_thread(
             decode_document_sealed, stored, comp, enc, what, budget.identities, MAX_DOCUMENT_BYTES
@@ -206,7 +219,11 @@ async def _raw_entries(
         return [(f"metadata.files[{i}]", raw) for i, raw in enumerate(files)]
     parts = _index_parts(metadata, system_root(system_id))
     jobs = [
-        (lambda p=p: _read(target, p.key, p.compression, p.encryption, "index part", budget))
+        (
+            lambda p=p: _read(
+                target, p.key, p.compression, p.encryption, "index part", budget, p.inline
+            )
+        )
         for p in parts
     ]
     # the first part alone: a sealed part that does not open after it did is damage

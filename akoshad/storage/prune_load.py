@@ -45,12 +45,15 @@ from akoshad.storage.prune_plan import upload_id_time
 from akoshad.storage.prune_refs import (
     ManifestRefs,
     documents_needed,
+    inline_names,
+    inline_parts,
     manifest_refs,
     sealed_objects_refs,
 )
 from akoshad.storage.retention import Upload
 from akoshad.storage.sealed_documents import (
     Resealing,
+    decode_document_sealed,
     document_encryption,
     read_document_sealed,
 )
@@ -188,10 +191,11 @@ def _declared(
     entries = list(files) if isinstance(files, list) else []
     parts = index.get("parts")
     for part in parts if isinstance(parts, list) else []:
-        if isinstance(part, dict) and isinstance(part.get("key"), str):
+        name = part.get("name" if "inline" in part else "key") if isinstance(part, dict) else None
+        if isinstance(part, dict) and isinstance(name, str):
             enc = str(part.get("encryption", "none"))
-            out[part["key"]] = (str(part.get("compression", "none")), enc, "files")
-            more = documents.get(part["key"], {}).get("files")
+            out[name] = (str(part.get("compression", "none")), enc, "files")
+            more = documents.get(name, {}).get("files")
             entries += more if isinstance(more, list) else []
     for entry in entries:
         cl = entry.get("chunk_list") if isinstance(entry, dict) else None
@@ -227,11 +231,15 @@ class _Reader:
     resealing: Resealing | None = None
     stored: Collection[str] = ()
 
-    async def read(self, key: str, compression: str, enc: str, what: str) -> Any:
+    async def read(
+        self, key: str, compression: str, enc: str, what: str, inline: bytes | None = None
+    ) -> Any:
+        """``inline``: the sealed bytes of an index part held in the manifest (``key`` its
+        name; nothing fetched)."""
         resealing = self.resealing
         sealed = enc == "age"
         if sealed and resealing is not None and resealing.copies is not None:
-            if key in self.stored:
+            if key in self.stored or inline is not None:
                 doc = await asyncio.to_thread(
                     resealing.copy_of, key, compression, f"{what} {key}", self.limit
                 )
@@ -239,9 +247,20 @@ class _Reader:
                     return doc
             if self.identities is None:  # not fetched: it could not be opened
                 raise identity_needed(f"{what} {key}")
-        doc = await read_document_sealed(
-            self.target, key, compression, enc, self.identities, what=what, limit=self.limit
-        )
+        if inline is not None:
+            doc = await asyncio.to_thread(
+                decode_document_sealed,
+                inline,
+                compression,
+                "age",
+                f"{what} {key}",
+                self.identities,
+                self.limit,
+            )
+        else:
+            doc = await read_document_sealed(
+                self.target, key, compression, enc, self.identities, what=what, limit=self.limit
+            )
         if sealed and resealing is not None:
             await asyncio.to_thread(resealing.keep_copy, key, doc)
         return doc
@@ -251,6 +270,7 @@ async def _read_documents(
     reader: _Reader, loaded: dict[str, Any], documents: dict[str, dict[str, Any]]
 ) -> None:
     """Read the documents ``loaded`` (a manifest) needs into ``documents``, in rounds."""
+    inline = inline_parts(loaded)
     for _ in range(4):
         need = sorted(documents_needed(loaded, documents))
         if not need:
@@ -260,7 +280,7 @@ async def _read_documents(
             compression, enc, field = declared.get(key, ("none", "none", "chunks"))
             what = {"files": "index part", _LIST: "chunk list"}.get(field, "chunk list part")
             try:
-                doc = await reader.read(key, compression, enc, what)
+                doc = await reader.read(key, compression, enc, what, inline.get(key))
                 documents[key] = _checked(doc, field, f"{what} {key}")
             except DocumentError as exc:
                 raise UnreadableDocuments(str(exc)) from None
@@ -303,12 +323,13 @@ async def load_for_prune(
     target dates its objects). Raises :class:`PruneError` naming what could not be read."""
     prefix = f"systems/{system_id}/"
     listing, stored_at = await list_stored(target, prefix, concurrency)
-    if resealing is not None and resealing.copies is not None:  # those of documents gone
-        await asyncio.to_thread(resealing.copies.keep_only, listing.keys())
     keys = sorted(manifest_keys(prefix, listing).items())
     docs = await _bounded_gather(
         (_read_manifest(target, k, max_manifest) for _, k in keys), concurrency
     )
+    if resealing is not None and resealing.copies is not None:  # those of documents gone
+        held = {n for d in docs if isinstance(d, dict) for n in inline_names(d)}
+        await asyncio.to_thread(resealing.copies.keep_only, listing.keys() | held)
     times = {
         u: _time_of(doc, u) if isinstance(doc, dict) else upload_id_time(u)
         for (u, _), doc in zip(keys, docs, strict=True)
@@ -369,7 +390,7 @@ class _Opener:
                 return self.unreadable(upload_id, key, exc)
             raise
         refs = manifest_refs(upload_id, key, doc, self.documents)
-        if refs.sealed and self._named(refs):
+        if refs.sealed and self._named(refs, doc):
             return replace(refs, rewritable=True)
         return refs
 
@@ -381,12 +402,12 @@ class _Opener:
             raise exc
         return ManifestRefs(upload_id, key, unreadable=exc.reason)
 
-    def _named(self, refs: ManifestRefs) -> bool:
+    def _named(self, refs: ManifestRefs, manifest: dict[str, Any]) -> bool:
         """Whether the resealing key named every sealed document ``refs`` holds."""
         resealing = self.reader.resealing
         if resealing is None:
             return False
-        docs = refs.named() & self.documents.keys()
+        docs = (refs.named() | inline_names(manifest)) & self.documents.keys()
         return all(
             resealing.named(k, self.documents[k]) for k in docs if document_encryption(k) == "age"
         )

@@ -5,8 +5,9 @@ A format-1 entry names one whole object (``key``). A format-2 entry has ``chunks
 ``{"chunks": [...]}``, or ``{"parts": [...]}`` naming stored ``{"chunks": [...]}`` parts,
 see ``chunk_parts``: the top-level list is then the parent of its parts); a large store
 keeps its entries in ``metadata.index.parts`` (stored ``{"files": [...]}``) instead of
-``metadata.files``. The top-level ``files`` names objects in the upload's own folder
-(``memories.json``, format-1 objects).
+``metadata.files``; a small sealed one holds its one part in the manifest (``inline``,
+``inline_parts``): no object, its entries held by the manifest itself. The top-level
+``files`` names objects in the upload's own folder (``memories.json``, format-1 objects).
 
 The caller reads the index parts and chunk lists (``documents_needed`` says which, in up
 to three rounds: index parts, the lists they name, the parts of split lists) and passes
@@ -21,6 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from akoshad.storage.errors import RefError
+from akoshad.storage.refs import IndexPartRef
 
 
 class MissingDocumentError(LookupError):
@@ -110,10 +114,38 @@ def _key(value: Any, what: str) -> str:
     return key
 
 
-def _parts(manifest: Mapping[str, Any]) -> list[str]:
+def _index_parts(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     meta = _dict(manifest.get("metadata", {}), "metadata")
     index = _dict(meta.get("index") or {}, "metadata.index")
-    return [_key(p, "an index part") for p in _list(index.get("parts"), "index parts")]
+    return [_dict(p, "an index part") for p in _list(index.get("parts"), "index parts")]
+
+
+def _parts(manifest: Mapping[str, Any]) -> list[str]:
+    """The keys of the stored index parts (not those held in the manifest)."""
+    return [_key(p, "an index part") for p in _index_parts(manifest) if "inline" not in p]
+
+
+def inline_parts(manifest: Mapping[str, Any]) -> dict[str, bytes]:
+    """The index parts held in the manifest (``refs.IndexPartRef``): name -> sealed bytes.
+    They are no stored objects: their entries are the manifest's own. ``ValueError`` when
+    one is malformed."""
+    out: dict[str, bytes] = {}
+    for i, raw in enumerate(_index_parts(manifest)):
+        if "inline" in raw:
+            try:
+                part = IndexPartRef.from_json(raw, f"metadata.index.parts[{i}]")
+            except RefError as exc:
+                raise ValueError(str(exc)) from None
+            out[part.key] = part.inline or b""
+    return out
+
+
+def inline_names(manifest: Mapping[str, Any]) -> set[str]:
+    """The names of the index parts held in ``manifest`` (none when it is malformed)."""
+    try:
+        return set(inline_parts(manifest))
+    except ValueError:
+        return set()
 
 
 def _entries(manifest: Mapping[str, Any]) -> list[Any]:
@@ -129,9 +161,10 @@ def _doc(documents: Mapping[str, Any], key: str, field_name: str) -> list[Any]:
 
 def documents_needed(manifest: Mapping[str, Any], documents: Mapping[str, Any]) -> set[str]:
     """Keys of the index parts and chunk lists still to read before ``manifest_refs``."""
-    need = {k for k in _parts(manifest) if k not in documents}
+    parts = _parts(manifest) + list(inline_parts(manifest))
+    need = {k for k in parts if k not in documents}
     entries = list(_entries(manifest))
-    for part in _parts(manifest):
+    for part in parts:
         if part in documents:
             entries += _doc(documents, part, "files")
     for entry in entries:
@@ -208,6 +241,8 @@ def manifest_refs(
         objects.add(part)
         children.setdefault(manifest_key, set()).add(part)
         add(part, _doc(documents, part, "files"))
+    for name in inline_parts(manifest):  # held in the manifest: its entries are the manifest's
+        add(manifest_key, _doc(documents, name, "files"))
     skipped, sealed = _sealed_index(manifest)
     if skipped is not None:
         objects.add(skipped)

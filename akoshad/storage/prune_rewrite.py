@@ -6,7 +6,7 @@ parts that change are written first, under new content-addressed keys
 canonical JSON, the same gzip bytes, so the same key), then the manifest itself in one PUT
 (``layout.encode_manifest``; an atomic replace on both targets). Entries, parts and fields
 that do not change are kept as they are, so a manifest only differs where chunk locations
-moved.
+moved. An index part held in the manifest (``inline``) is held there again, sealed anew.
 """
 
 from __future__ import annotations
@@ -160,19 +160,35 @@ class Rewriter:
         out: list[Any] = []
         changed = False
         for part in parts:
-            key = part.get("key") if isinstance(part, dict) else None
+            inline = isinstance(part, dict) and "inline" in part
+            key = part.get("name" if inline else "key") if isinstance(part, dict) else None
             doc = self.documents.get(key) if isinstance(key, str) else None
             if doc is None or not isinstance(key, str):
                 out.append(part)
                 continue
             files, did = await self._entries(doc.get("files"))
-            if did:
+            if did and inline:
+                part = await self._inline("index", {**doc, "files": files}, key)
+            elif did:
                 new_key = await self._store("index", {**doc, "files": files}, key)
                 sealed = document_encryption(new_key) == "age"
                 part = sealed_index_part_json(new_key) if sealed else index_part_json(new_key)
             out.append(part)
             changed |= did
         return out, changed
+
+    async def _inline(self, kind: DocumentKind, doc: dict[str, Any], old: str) -> dict[str, Any]:
+        """The rewritten form of an index part held in the manifest (``old`` its name):
+        held there again, sealed anew, or stored when its sealed bytes grew past
+        ``refs.MAX_INLINE_PART_BYTES``."""
+        resealing = self.relocator.resealing
+        if resealing is None:
+            raise RelocationError(f"{old} is sealed and no recipients are configured")
+        name, data = await asyncio.to_thread(resealing.encode, self.system_id, kind, doc)
+        if len(data) > refs.MAX_INLINE_PART_BYTES:
+            return sealed_index_part_json(await self._store(kind, doc, old))
+        self.documents[name] = doc
+        return refs.inline_part_json(name, data, DOCUMENT_COMPRESSION)
 
     async def rewrite(
         self, manifest_key: str, manifest: dict[str, Any], upload_id: str = ""

@@ -9,6 +9,8 @@ problem raises :class:`RefError` with one line naming the field.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +38,9 @@ _KEY_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.~+=@-]+$")
 CHUNK_FIELDS = ("sha256", "size", "key", "offset", "length", "compression", "encryption")
 CHUNK_LIST_FIELDS = ("key", "compression")
 INDEX_PART_FIELDS = ("key", "compression", "encryption")
+INLINE_PART_FIELDS = ("name", "inline", "compression", "encryption")
+# A sealed index part of at most this many sealed bytes goes in the manifest (base64)
+MAX_INLINE_PART_BYTES = 64 * 1024
 CHUNK_LIST_PART_FIELDS = ("key", "compression", "encryption", "count", "size")
 # A chunk list split into parts: at most this many parts, each of at most this many chunks.
 MAX_CHUNK_LIST_PARTS = 1 << 16
@@ -200,27 +205,74 @@ class ChunkListRef:
 
 @dataclass(frozen=True, slots=True)
 class IndexPartRef:
-    """One part of ``metadata.index.parts``: a stored ``{"files": [...]}`` object."""
+    """One part of ``metadata.index.parts``: a stored ``{"files": [...]}`` object
+    (``{key, compression, encryption}``), or a sealed one held in the manifest itself
+    (``{name, inline, compression, encryption}``: ``inline`` the base64 of its sealed
+    bytes, at most :data:`MAX_INLINE_PART_BYTES`; ``name`` the keyed name it would have
+    stored under, kept in ``key`` here; ``encryption`` always ``age``)."""
 
     key: str
     compression: ChunkCompression
     encryption: Encryption
+    inline: bytes | None = None
 
     def __post_init__(self) -> None:
         check_key(self.key, "index part")
         _choice(self.compression, "compression", COMPRESSIONS, "index part")
         _choice(self.encryption, "encryption", ENCRYPTIONS, "index part")
+        if self.inline is not None:
+            _inline_checks(self.inline, self.encryption, "index part")
 
     def to_json(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in INDEX_PART_FIELDS}
+        if self.inline is None:
+            return {f: getattr(self, f) for f in INDEX_PART_FIELDS}
+        return inline_part_json(self.key, self.inline, self.compression)
 
     @classmethod
     def from_json(cls, obj: object, what: str = "index part") -> IndexPartRef:
-        m = _fields(obj, INDEX_PART_FIELDS, what)
-        check_key(m["key"], what)
+        inline = isinstance(obj, Mapping) and "inline" in obj
+        m = _fields(obj, INLINE_PART_FIELDS if inline else INDEX_PART_FIELDS, what)
+        key = check_key(m["name" if inline else "key"], what)
         comp = _choice(m["compression"], "compression", COMPRESSIONS, what)
         enc = _choice(m["encryption"], "encryption", ENCRYPTIONS, what)
-        return cls(m["key"], cast(ChunkCompression, comp), cast(Encryption, enc))
+        data = _inline_bytes(m["inline"], what) if inline else None
+        if data is not None:
+            _inline_checks(data, enc, what)
+        return cls(key, cast(ChunkCompression, comp), cast(Encryption, enc), data)
+
+
+def inline_part_json(name: str, sealed: bytes, compression: str) -> dict[str, Any]:
+    """One of ``metadata.index.parts`` holding the sealed part ``sealed`` itself."""
+    return {
+        "name": name,
+        "inline": base64.b64encode(sealed).decode("ascii"),
+        "compression": compression,
+        "encryption": "age",
+    }
+
+
+def _inline_bytes(value: object, what: str) -> bytes:
+    """The bytes of an ``inline`` field: strict base64, at most the inline bound."""
+    if not isinstance(value, str):
+        raise RefError(f"{what}: inline must be a base64 string")
+    if len(value) > 4 * ((MAX_INLINE_PART_BYTES + 2) // 3):
+        raise RefError(f"{what}: inline is over {MAX_INLINE_PART_BYTES} bytes")
+    try:
+        data = base64.b64decode(value.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        data = None
+    if data is None or base64.b64encode(data).decode("ascii") != value:  # canonical only
+        raise RefError(f"{what}: inline is not valid base64")
+    return data
+
+
+def _inline_checks(data: bytes, encryption: str, what: str) -> None:
+    if encryption != "age":
+        raise RefError(f"{what}: an inline part must be sealed (encryption age)")
+    if not data or len(data) > MAX_INLINE_PART_BYTES:
+        raise RefError(
+            f"{what}: inline holds {len(data)} bytes, expected 1 to {MAX_INLINE_PART_BYTES}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,11 +59,15 @@ def _prune(tmp: Path, cfg: Path) -> dict[str, Any]:
     return out
 
 
-def _two_versions(tmp: Path, cfg: Path, sid: str) -> bytes:
+def _two_versions(tmp: Path, cfg: Path, sid: str, notes: int = 0) -> bytes:
     """A 6 MiB file uploaded, then uploaded again with its first half changed: the first
-    upload's pack keeps half its bytes alive for the second. Returns the second version."""
+    upload's pack keeps half its bytes alive for the second. Returns the second version.
+    ``notes`` small files beside it (past 200 files: index parts stored, not inline)."""
     store = tmp / "store"
     store.mkdir()
+    for i in range(notes):
+        (store / "notes").mkdir(exist_ok=True)
+        (store / "notes" / f"n{i}.md").write_text(f"note {i}")
     rng = random.Random(5)
     data = bytearray(rng.randbytes(6 * MiB))
     (store / "big.bin").write_bytes(data)
@@ -93,8 +97,16 @@ def _copies(tmp: Path) -> list[Path]:
 
 
 def _sealed_documents(tmp: Path, sid: str) -> set[str]:
+    """The sealed documents stored, and the index parts the manifests hold (``inline``):
+    what the copies are kept for."""
     root = tmp / "outbox"
-    return {
+    held = {
+        p["name"]
+        for m in manifests(root, sid)
+        for p in m["metadata"]["index"]["parts"]
+        if "inline" in p
+    }
+    return held | {
         str(p.relative_to(root))
         for kind in ("index", "chunklists")
         for p in (root / "systems" / sid / kind).rglob("*.age")
@@ -179,9 +191,9 @@ def test_a_lost_sealed_document_does_not_stop_a_prune_with_the_identity(tmp_path
     sid = "enc-repack-lost"
     identity = tmp_path / "id.txt"
     public = write_new_identity(identity)
-    _two_versions(tmp_path, _config(tmp_path, sid, [public], None), sid)
+    _two_versions(tmp_path, _config(tmp_path, sid, [public], None), sid, notes=250)
     newest = manifests(tmp_path / "outbox", sid)[-1]
-    (part,) = [k for k in newest["metadata"]["index"]["objects"] if "/index/" in k]
+    part = [k for k in newest["metadata"]["index"]["objects"] if "/index/" in k][-1]
     (tmp_path / "outbox" / part).unlink()
     cfg = _config(tmp_path, sid, [public], identity)
     res = akoshad("prune", "--json", "--config", str(cfg), env=base_env(tmp_path), timeout=300)

@@ -5,6 +5,7 @@ chunks an encrypted upload may reference, and the chunk table keyed by identity.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 from dataclasses import replace
@@ -76,8 +77,11 @@ def test_sealed_manifest_names_nothing_and_its_documents_open_with_the_identity(
     for k in docs:  # keyed names: not the sha256 of any document's plaintext
         assert not any(f.sha256 in k for f in stored)
     entries = []
-    for part in index["parts"]:
-        doc = decode_document_sealed(docs[part["key"]], "gzip", "age", "part", identities)
+    for part in index["parts"]:  # one part, held in the manifest: sealed, no object
+        assert set(part) == {"name", "inline", "compression", "encryption"}
+        assert part["name"] not in docs and part["name"] not in built.document_keys
+        sealed = base64.b64decode(part["inline"], validate=True)
+        doc = decode_document_sealed(sealed, "gzip", "age", "part", identities)
         entries += doc["files"]
     assert [e["path"] for e in entries] == sorted(f.path for f in stored)
     skip = index["skipped"]
@@ -98,7 +102,8 @@ def test_sealed_manifest_names_nothing_and_its_documents_open_with_the_identity(
         name_key=key,
         recipients=recipients,
     )
-    assert 0 < len(again.documents) < len(built.documents)
+    assert again.documents == [] and again.document_keys == built.document_keys
+    assert again.manifest["metadata"]["index"]["parts"] != index["parts"]
     # another name key (another recipient list): every name differs
     other_key = new_name_key(SID, recipients)
     third = build_manifest2(

@@ -28,7 +28,7 @@ from akoshad.storage.format2 import (
 )
 from akoshad.storage.format2_read import read_entries
 from akoshad.storage.name_key import new_name_key
-from akoshad.storage.refs import ChunkRef
+from akoshad.storage.refs import MAX_INLINE_PART_BYTES, ChunkRef
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.local import LocalTarget
 from tests.format2_store import write_upload
@@ -263,19 +263,56 @@ async def test_sealed_index_parts_read_back_with_the_identity(target: LocalTarge
     assert [f.path for f in back] == sorted(files)
 
 
-def test_a_small_sealed_list_is_one_part_so_a_session_adds_one_put() -> None:
+async def test_a_small_sealed_list_is_held_in_the_manifest_so_a_session_adds_no_put(
+    target: LocalTarget,
+) -> None:
     """Unsealed, up to INDEX_INLINE_MAX entries go inline in the manifest (no PUT of
-    their own); sealed, they must go in a part: one, not the two or three the cuts
-    would make, so a session's upload makes one PUT more than unsealed, not three."""
-    recipients, _ = keys()
+    their own); sealed, they are one part held in the manifest too (sealed, base64): a
+    session's upload makes no PUT more than unsealed. No list of stored objects names it."""
+    recipients, identities = keys()
     name_key = new_name_key(SID, recipients)
     files = store(INDEX_INLINE_MAX - len(TOP))
     assert "files" in build(files, 0).manifest["metadata"]  # unsealed: inline
     first = build(files, 0, name_key=name_key, recipients=recipients)
-    assert len(first.manifest["metadata"]["index"]["parts"]) == 1
+    index = first.manifest["metadata"]["index"]
+    [part] = index["parts"]
+    assert set(part) == {"name", "inline", "compression", "encryption"}
+    assert part["name"] not in first.document_keys and part["name"] not in index["objects"]
+    assert not any(k.startswith(f"systems/{SID}/index/") for k, _ in first.documents)
     files["reflection.duckdb.wal"] = top_file("reflection.duckdb.wal", 1, 2)
     session = build(files, 1, first.document_keys, name_key=name_key, recipients=recipients)
-    assert len(session.documents) == 1  # the one part, rewritten
+    assert session.documents == []  # the part is in the manifest, rewritten there
+    assert session.manifest["metadata"]["index"]["parts"][0]["name"] != part["name"]
+    await write_upload(target, SID, upload_id(1), session)
+    back, _ = await sealed_files(target, await manifest_of(target, 1), identities)
+    assert [f.path for f in back] == sorted(files)
     files = store(INDEX_INLINE_MAX - len(TOP) + 1)  # past the inline size: cut as unsealed
     cut = build(files, 0, name_key=name_key, recipients=recipients)
     assert len(cut.manifest["metadata"]["index"]["parts"]) > 1
+    assert all("key" in p for p in cut.manifest["metadata"]["index"]["parts"])
+
+
+async def test_a_small_sealed_list_over_the_inline_bound_is_a_stored_part(
+    target: LocalTarget,
+) -> None:
+    """200 entries of 60 chunks each seal to far more than MAX_INLINE_PART_BYTES: the one
+    part is stored, as before, and named in the objects list."""
+    recipients, identities = keys()
+    name_key = new_name_key(SID, recipients)
+    files = {}
+    for i in range(INDEX_INLINE_MAX):
+        refs = tuple(
+            ChunkRef(sha(f"{i} {j}"), 300, pack(0), (i * 60 + j) * 200, 200, "zstd", "none")
+            for j in range(60)
+        )
+        f = StoredFile(f"big/{i:03d}.bin", "file", 300 * 60, sha(f"{i}"), refs, mode=0o644)
+        files[f.path] = f
+    built = build(files, 0, name_key=name_key, recipients=recipients)
+    index = built.manifest["metadata"]["index"]
+    [part] = index["parts"]
+    assert set(part) == {"key", "compression", "encryption"}
+    assert len(dict(built.documents)[part["key"]]) > MAX_INLINE_PART_BYTES
+    assert part["key"] in built.document_keys and part["key"] in index["objects"]
+    await write_upload(target, SID, upload_id(0), built)
+    back, _ = await sealed_files(target, await manifest_of(target, 0), identities)
+    assert len(back) == INDEX_INLINE_MAX

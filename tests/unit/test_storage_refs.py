@@ -13,12 +13,14 @@ from akoshad.errors import AkoshadError
 from akoshad.storage.errors import RefError
 from akoshad.storage.refs import (
     MAX_CHUNK_SIZE,
+    MAX_INLINE_PART_BYTES,
     ChunkListRef,
     ChunkRef,
     IndexPartRef,
     check_file_chunks,
     chunk_list_from_json,
     chunks_from_json,
+    inline_part_json,
 )
 
 SHA = "0123456789abcdef" * 4
@@ -149,3 +151,42 @@ def test_chunk_list_and_index_part_refs() -> None:
         IndexPartRef.from_json({**part, "size": 1})
     with pytest.raises(RefError, match="index part: key"):
         IndexPartRef("../x", "gzip", "none")
+
+
+INLINE_NAME = "systems/s/index/ab/" + "ab" * 32 + ".json.gz.age"
+
+
+def inline_part(data: bytes = b"age-encryption.org/v1 sealed", **over: Any) -> dict[str, Any]:
+    return {**inline_part_json(INLINE_NAME, data, "gzip"), **over}
+
+
+def test_an_inline_index_part_round_trips_its_sealed_bytes() -> None:
+    part = inline_part(b"\x00\xffsealed")
+    ref = IndexPartRef.from_json(part)
+    assert (ref.key, ref.inline, ref.encryption) == (INLINE_NAME, b"\x00\xffsealed", "age")
+    assert ref.to_json() == part
+    most = b"x" * MAX_INLINE_PART_BYTES
+    assert IndexPartRef.from_json(inline_part(most)).inline == most
+
+
+@pytest.mark.parametrize(
+    ("part", "error"),
+    [
+        (inline_part(inline="AAA*"), "inline is not valid base64"),
+        (inline_part(inline="AA AA"), "inline is not valid base64"),
+        (inline_part(inline="QR=="), "inline is not valid base64"),  # not canonical
+        (inline_part(inline="é"), "inline is not valid base64"),
+        (inline_part(inline=12), "inline must be a base64 string"),
+        (inline_part(inline=""), "inline holds 0 bytes"),
+        (inline_part(b"x" * (MAX_INLINE_PART_BYTES + 1)), "inline holds 65537 bytes"),
+        (inline_part(inline="A" * 200_000), "inline is over 65536 bytes"),
+        (inline_part(key="systems/s/index/ab/y.json.gz.age"), "unknown field key"),
+        (inline_part(size=1), "unknown field size"),
+        (inline_part(encryption="none"), "an inline part must be sealed"),
+        (inline_part(name="../x"), "not a safe relative object key"),
+        ({k: v for k, v in inline_part().items() if k != "name"}, "missing field name"),
+    ],
+)
+def test_a_bad_inline_index_part_is_refused_with_one_line(part: dict[str, Any], error: str) -> None:
+    with pytest.raises(RefError, match=error):
+        IndexPartRef.from_json(part, "metadata.index.parts[0]")
