@@ -131,6 +131,7 @@ class Drain:
             settling = await self.owners.until_settling(target)
             refused = None if settling else await self.owners.refusal(target)
             if refused is not None:
+                self._check_unanswered(target, refused)
                 return await self._refused(target, refused)
         cloud = self.cloud
         on_cloud = cloud is not None and target is cloud.target
@@ -194,6 +195,15 @@ class Drain:
         await self.state.release(items, retry_at=retry_at, error=refused)
         report.error, report.waiting = refused, not self._check_failed(target)
         return True
+
+    def _check_unanswered(self, target: Target, error: str) -> None:
+        """An owner check the bucket did not answer is a failure of the cloud's breaker,
+        as an upload's would be: an outage first met there opens the circuit (one probe
+        per interval, the read-only check first), not a check every few seconds."""
+        assert self.owners is not None
+        cloud = self.cloud
+        if cloud is not None and target is cloud.target and self.owners.unanswered(target.name):
+            cloud.record(error, permanent=False, uploaded=False)
 
     def _check_failed(self, target: Target) -> bool:
         """The owner check of ``target`` failed (it did not answer): the pass failed, and

@@ -69,6 +69,7 @@ class OwnerGate:
         self._owners: dict[str, Ownership] = {}
         self._cleaned: set[str] = set()
         self._unreadable: set[str] = set()
+        self._unanswered: set[str] = set()  # of those, the checks the target did not answer
         self._claims: dict[str, asyncio.Task[str | None]] = {}  # the start's, per target
         self._lock = asyncio.Lock()  # one Machine, one Ownership per target
 
@@ -146,9 +147,14 @@ class OwnerGate:
             if target.name not in self._unreadable:
                 logger.error("{}: {}", target.name, line)
             self._unreadable.add(target.name)
+            if isinstance(exc, PermanentError):  # answered: the record is damaged
+                self._unanswered.discard(target.name)
+            else:
+                self._unanswered.add(target.name)
             self.stats.target(target.name).failed(line)
             return line
         self._unreadable.discard(target.name)
+        self._unanswered.discard(target.name)
         self.accepted(target.name)
         if target.name not in self._cleaned:
             await self._clean_up(target)
@@ -158,6 +164,12 @@ class OwnerGate:
         """The last refusal for ``target_name`` was a check that failed (the target did not
         answer), not another owner: a failed pass, not one that waits."""
         return target_name in self._unreadable
+
+    def unanswered(self, target_name: str) -> bool:
+        """The last check of ``target_name`` failed because the target did not answer it
+        (down, unreachable, a server error; not a damaged record): its circuit breaker
+        hears it like a failed upload."""
+        return target_name in self._unanswered
 
     def retry_in(self, target_name: str) -> float:
         """Seconds until changes held back for ``target_name`` are due again."""
@@ -195,6 +207,7 @@ class OwnerGate:
         own = await self.ownership(target)
         record = await own.takeover()
         self._unreadable.discard(target.name)
+        self._unanswered.discard(target.name)
         self.accepted(target.name)
         self._cleaned.discard(target.name)  # clean up before the next upload
         return record
