@@ -44,13 +44,21 @@ def check_recipient(value: str) -> str:
     import pyrage
     from pyrage import x25519
 
+    from akoshad.storage.age_write import low_order, recipient_bytes
+
     try:
-        return str(x25519.Recipient.from_str(value))
+        canonical = str(x25519.Recipient.from_str(value))
     except pyrage.RecipientError:
         shown = f" ({value[:16]}...)" if value.startswith(_PUBLIC_PREFIX) else ""
         raise ValueError(
             f"not an age public key{shown}: expected age1... as `akoshad keygen` prints it"
         ) from None
+    if low_order(recipient_bytes(canonical)):
+        raise ValueError(
+            f"not a usable age public key ({canonical[:16]}...): a low-order point, "
+            "nothing can be encrypted to it; use one `akoshad keygen` prints"
+        )
+    return canonical
 
 
 Recipient = Annotated[str, AfterValidator(check_recipient)]

@@ -76,6 +76,16 @@ def recipient_bytes(key: str) -> bytes:
     return bytes(out)
 
 
+def low_order(public: bytes) -> bool:
+    """True when the X25519 key ``public`` is a low-order point: the share of any key with
+    it is all zero, so nothing can be sealed to it (age refuses it)."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError:
+        return True
+    return False
+
+
 def _b64(data: bytes) -> bytes:
     return base64.b64encode(data).rstrip(b"=")
 

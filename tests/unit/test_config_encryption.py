@@ -100,6 +100,29 @@ def test_bad_recipients_name_their_entry_and_never_show_a_secret(tmp_path: Path)
     assert MAX_RECIPIENTS == crypto.MAX_RECIPIENTS
 
 
+# an age1 key of 32 zero bytes (checksum right): a low-order point, which pyrage parses
+# but nothing can be sealed to (before, `run` failed with "ValueError: Error computing
+# shared key." although `config check` said ok)
+LOW_ORDER = "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq5cu47z"
+
+
+def test_a_low_order_recipient_is_a_config_error(tmp_path: Path) -> None:
+    _, public = _pair()
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        encryption={"recipients": [public, LOW_ORDER]},
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, environ=_env(tmp_path))
+    expected = "encryption.recipients.1: not a usable age public key (age1qqqqqqqqqqqq...)"
+    assert expected in str(err.value)
+    res = akoshad("config", "check", "--config", str(cfg), env=base_env(tmp_path), timeout=60)
+    assert res.returncode == 78, res.stderr
+    assert "low-order point" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_config_check_and_daemon_start_exit_78_on_a_bad_recipient(tmp_path: Path) -> None:
     secret, public = _pair()
     cfg = write_config(
