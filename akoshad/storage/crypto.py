@@ -25,16 +25,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyrage
 from pyrage import x25519
 
 from akoshad.errors import ConfigError, PermanentError
-from akoshad.storage.age_write import AgeWriter, recipient_bytes
 from akoshad.storage.codec import compress, decompress
 from akoshad.storage.errors import CorruptChunk, DecompressionBomb
 from akoshad.storage.refs import ChunkCompression, ChunkRef
+
+if TYPE_CHECKING:  # loaded by Recipients.parse: a daemon that seals nothing never loads it
+    from akoshad.storage.age_write import AgeWriter
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 MAX_RECIPIENTS = 32
@@ -134,6 +136,8 @@ class Recipients:
                     f"{item}{shown} is not an age public key (age1..., as age-keygen prints it)"
                 ) from None
             parsed[str(recipient)] = recipient
+        from akoshad.storage.age_write import AgeWriter, recipient_bytes
+
         keys = tuple(sorted(parsed))
         writer = AgeWriter([recipient_bytes(k) for k in keys])
         return cls(keys, tuple(parsed[k] for k in keys), writer)

@@ -163,3 +163,21 @@ def test_the_share_in_each_stanza_is_a_fresh_x25519_point(
         assert len(base64.b64decode(share + b"=")) == 32
         shares.add(share)
     assert len(shares) == 4
+
+
+def test_a_daemon_that_seals_nothing_never_loads_the_writer() -> None:
+    """cryptography costs some 7 MiB of resident memory: it is loaded by the first
+    recipient list parsed, not by the daemon's modules."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, akoshad.runtime.run, akoshad.runtime.wiring, akoshad.cli.main, "
+        "akoshad.pipeline.packing, akoshad.storage.crypto as c\n"
+        "before = 'cryptography' in sys.modules\n"
+        "from pyrage import x25519\n"
+        "c.Recipients.parse([str(x25519.Identity.generate().to_public())])\n"
+        "print(before, 'cryptography' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
