@@ -83,14 +83,21 @@ class MemoriesJson:
 
     async def form_changed(self) -> bool:
         """Whether the memories committed uploads carry went up otherwise than ``form``
-        says. Not recorded (an earlier akoshad): taken as readable, when any went up."""
-        state = self.sync.state
-        recorded = await state.get_kv(KV_MEMORIES_AS)
+        says. Not recorded (a new state, or one of an earlier akoshad, which sealed them as
+        its configuration said at each upload): ``form`` is recorded as theirs, so an
+        upgrade sends no memory again."""
+        recorded = await self.sync.state.get_kv(KV_MEMORIES_AS)
         if recorded is None:
-            if not await state.memories_uploaded_count():
-                return False
-            recorded = "none"
+            await self._record_form()
+            return False
         return recorded != self.form
+
+    async def _record_form(self) -> None:
+        await self.sync.state.transaction(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (KV_MEMORIES_AS, self.form)
+            )
+        )
 
     async def carries_all_again(self, captures: Sequence[Captured]) -> bool:
         """Whether an upload of ``captures`` is due even with nothing else changed: it
@@ -138,12 +145,7 @@ class MemoriesJson:
         await self.sync.commit_cloud(upload_id)
         if upload_id in self._built:
             self._built.discard(upload_id)
-            await self.sync.state.transaction(
-                lambda c: c.execute(
-                    "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
-                    (KV_MEMORIES_AS, self.form),
-                )
-            )
+            await self._record_form()
 
     def failed(self, upload_id: str) -> None:
         self._built.discard(upload_id)

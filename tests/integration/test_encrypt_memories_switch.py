@@ -66,3 +66,39 @@ def test_a_change_of_encrypt_memories_sends_every_memory_again(
     assert run(True) == made
     again = run(False)
     assert len(again) == 3 and memories(again[-1]) == sorted(ids)
+
+
+def test_an_upgrade_with_encrypt_memories_on_sends_no_memory_again(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """A state of an earlier akoshad records no form: its memories went up as the
+    configuration said, so the form configured now is taken as theirs (before: taken as
+    readable, and every memory went up again, sealed, with a log line saying so)."""
+    import sqlite3
+
+    from akoshad.pipeline.routes import KV_MEMORIES_AS
+
+    store = tmp_path / "store"
+    store.mkdir()
+    db = make_reflection_db(store / "reflection.duckdb")
+    add_rows(db, "conversations_v2", 0, 5)
+    public = write_new_identity(tmp_path / "id.txt")
+    enc = {"recipients": [public], "encrypt_memories": True}
+    cfg = encryption_config(
+        tmp_path, system_id, [public], encryption=enc, cloud_sync=s3.cloud_sync(system_id)
+    )
+    env = base_env(tmp_path)
+
+    def manifests() -> list[str]:
+        return sorted(k for k in s3.keys(f"systems/{system_id}/") if k.endswith("manifest.json"))
+
+    assert akoshad("run", "--once", "--config", str(cfg), env=env, timeout=300).returncode == 0
+    first = manifests()
+    assert len(first) == 1
+    (state_db,) = (tmp_path / "state").glob("*.db")
+    with sqlite3.connect(state_db) as con:  # as an earlier akoshad left it
+        assert con.execute("DELETE FROM kv WHERE key = ?", (KV_MEMORIES_AS,)).rowcount == 1
+    res = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert manifests() == first
+    assert "every memory goes up again" not in res.stderr + res.stdout
