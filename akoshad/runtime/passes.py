@@ -19,12 +19,14 @@ from loguru import logger
 
 from akoshad.errors import AkoshadError
 from akoshad.pipeline.report import PassReport
+from akoshad.runtime.failure_notices import FailureNotices
 from akoshad.runtime.settle import InterruptedUploads
 from akoshad.runtime.wiring import Parts
 
 # the background passes that made an upload, remembered for a sync that waited for the pass
 # lock meanwhile (its change was in one of them)
 REMEMBERED_UPLOADS = 8
+DRAIN = "drain"  # the key of passes that raised, in FailureNotices
 
 
 class Passes:
@@ -45,6 +47,7 @@ class Passes:
         self.wake = wake  # set: the drain has work
         self._done = 0  # passes run, numbered
         self._uploaded: deque[tuple[int, PassReport]] = deque(maxlen=REMEMBERED_UPLOADS)
+        self.notices = FailureNotices()  # passes that raise, paced as failed uploads are
 
     async def one(
         self, method: str | None = None, enable_fallback: bool | None = None
@@ -98,11 +101,11 @@ class Passes:
                 try:
                     report = await self.one()
                     failures = 0
+                    self._worked()
                 except (sqlite3.Error, OSError, AkoshadError) as exc:
                     failures += 1
                     self.parts.stats.counters.failures += 1
-                    logger.error("drain pass failed: {}", exc)
-                    self.parts.events.emit("failure", error=str(exc), failed=0)
+                    self._failed(str(exc))
                     await self._sleep_or_stop(min(60.0, 2.0**failures))
                     continue
                 if report is not None:
@@ -113,6 +116,24 @@ class Passes:
             self.wake.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
+
+    def _failed(self, error: str) -> None:
+        """A pass that raised (a full or broken ``state_dir``...): the ERROR line and the
+        ``failure`` event when its run of failures is to be announced (``FailureNotices``:
+        its start, a new kind, else every 5 minutes); otherwise a DEBUG line."""
+        unsaid = self.notices.failed(DRAIN, error)
+        if unsaid is None:
+            logger.debug("drain pass failed again: {}", error)
+            return
+        note = f" ({unsaid} more failed pass(es) since the last report)" if unsaid else ""
+        logger.error("drain pass failed: {}{}", error, note)
+        repeated = {"repeated": unsaid} if unsaid else {}
+        self.parts.events.emit("failure", error=error, failed=0, **repeated)
+
+    def _worked(self) -> None:
+        failed = self.notices.worked(DRAIN)
+        if failed:
+            logger.info("drain passes work again after {} failed pass(es)", failed)
 
     async def _sleep_or_stop(self, seconds: float) -> None:
         with suppress(TimeoutError):

@@ -113,3 +113,72 @@ def test_pass_events_pace_the_failure_event_and_the_error_line() -> None:
     assert text.count("upload to local failed:") == 2, text
     assert "(19 more failed pass(es) since the last report)" in text
     assert text.count("upload to local works again after 21 failed pass(es)") == 1
+
+
+class _Emitted:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, name: str, **fields: Any) -> None:
+        self.events.append((name, fields))
+
+
+async def test_passes_that_raise_are_paced_like_failed_uploads() -> None:
+    """The background loop's passes that raise (a broken state_dir: at most one a minute by
+    its backoff, some 1,440 a day) send the failure event at the start of the run, for a
+    new kind, then every five minutes; before, one per pass."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from akoshad.runtime.passes import Passes
+
+    bus = _Emitted()
+    state_full = "state database write failed: database or disk is full"
+    attempts = {"n": 0}
+    stop, wake = asyncio.Event(), asyncio.Event()
+
+    async def run_pass(*_: Any) -> PassReport | None:
+        attempts["n"] += 1
+        if attempts["n"] <= 12:
+            raise OSError(state_full if attempts["n"] != 7 else "state_dir gone: No such file")
+        stop.set()
+        return None
+
+    async def nothing() -> None:
+        return None
+
+    async def due_now() -> float:  # the loop waits 50 ms, then sees the stop
+        return 0.0
+
+    parts: Any = SimpleNamespace(
+        pass_lock=asyncio.Lock(),
+        drain=SimpleNamespace(
+            run_pass=run_pass, pacer=SimpleNamespace(hold=lambda: 0, defer=lambda due, now: due)
+        ),
+        stats=Stats(),
+        events=bus,
+        state=SimpleNamespace(next_due=due_now),
+    )
+    interrupted: Any = SimpleNamespace(before_pass=nothing)
+    passes = Passes(parts, interrupted, lambda: False, stop, wake)
+    clock = Clock()
+    passes.notices = FailureNotices(clock=clock)
+
+    async def sleep(seconds: float) -> None:  # the backoff, on the fake clock
+        clock.now += seconds
+
+    passes._sleep_or_stop = sleep  # type: ignore[method-assign]
+    sink = io.StringIO()
+    handler = logger.add(sink, level="INFO", format="{message}")
+    try:
+        await asyncio.wait_for(passes.run(), 10)
+    finally:
+        logger.remove(handler)
+    assert parts.stats.counters.failures == 12
+    sent = [fields for name, fields in bus.events if name == "failure"]
+    # the start, the new kind at the 7th, then a reminder once five minutes passed (the
+    # backoff reaches 60 s: passes 9.. at 64 s, 124 s...)
+    assert [f["error"] for f in sent][:2] == [state_full, "state_dir gone: No such file"]
+    assert 3 <= len(sent) < 12
+    assert sent[0].get("repeated") is None and sent[-1]["repeated"] >= 1
+    assert "drain passes work again after 12 failed pass(es)" in sink.getvalue()
