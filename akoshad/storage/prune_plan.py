@@ -6,7 +6,8 @@ its index parts, chunk lists, the packs its chunks sit in, format-1 whole object
 ``index/``, ``chunklists/``); ``owner.json``, ``keys/`` and unknown keys are never deleted.
 An upload folder without a manifest is an upload in progress (the caller names it, or its
 id is younger than ``grace`` or carries no time) and is left alone, or a crashed upload whose
-objects are garbage.
+objects are garbage (named in ``crashed_uploads`` only when some of them are swept: a dropped
+format-1 upload's folder keeps the objects later uploads use).
 
 A kept upload whose manifest or documents could not be read (``ManifestRefs.unreadable``:
 one missing or damaged) references what is unknown. Everything it can use was stored before
@@ -334,6 +335,10 @@ def plan_prune(
     hold = live | set(pack_ranges) | busy | fenced | set(protected) | set(delete_manifests)
     swept = tuple(prefix + d for d in SWEPT_DIRS)
     delete_objects = tuple(k for k in sorted(listing) if k.startswith(swept) and k not in hold)
+    # a folder whose objects all stay (those of a dropped format-1 upload that kept ones
+    # still use) is no interrupted upload swept
+    swept_folders = set(_folders(prefix, delete_objects))
+    crashed = [u for u in crashed if u in swept_folders]
     whole_bytes = sum(listing.get(key, 0) for key in live - {prefix + OWNER_NAME})
     # the packs of a sealed upload that cannot be rewritten stay where they are, also
     # those known only from its objects list (``ManifestRefs.movable``)

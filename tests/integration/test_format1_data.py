@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.helpers import (
     akoshad,
@@ -184,3 +185,21 @@ def test_daemon_over_a_fresh_state_just_works(copy: Copy) -> None:
     assert "ERROR" not in text and "Traceback" not in text, text
     assert copy.upload_ids() == ids
     _assert_first_pass_kept_everything(copy, before)
+
+
+def test_a_pruned_format1_upload_whose_objects_stay_is_no_interrupted_upload(copy: Copy) -> None:
+    """``keep_last: 1`` drops the first upload: its manifest goes, and the objects the second
+    still uses stay in its folder. Later prunes sweep nothing there and say nothing of an
+    interrupted upload (they said "objects of 1 interrupted upload(s) swept" every time)."""
+    cfg = yaml.safe_load(copy.config.read_text())
+    cfg["retention"] = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+    copy.config.write_text(yaml.safe_dump(cfg))
+    first = json.loads(copy.cli("prune", "--json", check=True).stdout)
+    assert first["uploads_removed"] == [FIRST] and first["crashed_uploads"] == []
+    for _ in range(2):
+        again = copy.cli("prune", check=True)
+        assert "deleted 0 object(s)" in again.stdout
+        assert "interrupted" not in again.stdout, again.stdout
+    done = json.loads(copy.cli("prune", "--json", check=True).stdout)
+    assert done["crashed_uploads"] == [] and done["objects_deleted"] == 0
+    assert copy.restore(copy.tmp / "restored", "--latest") == UPLOADS[LATEST]
