@@ -2,7 +2,8 @@
 
 Both ask the daemon when one answers on the socket (it does the work under its pass lock,
 so no upload is in progress meanwhile); otherwise they lock the state directory, as
-``run --once`` does, and do it here. ``prune`` exits 1 when the prune failed or found a
+``run --once`` does, and do it here. A daemon that holds the lock but does not answer yet
+(starting) is waited for, up to a minute. ``prune`` exits 1 when the prune failed or found a
 kept upload damaged, or when another machine owns the system id; ``takeover`` exits 1
 when the target cannot be reached.
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from akoshad.errors import AkoshadError, DaemonNotRunning, DaemonWentAway
+from akoshad.errors import AkoshadError, AlreadyRunning, DaemonNotRunning, DaemonWentAway
 from akoshad.names import EXIT_FAIL, EXIT_OK
 
 if TYPE_CHECKING:  # parsing (--help, usage errors) needs none of these
@@ -22,6 +25,9 @@ if TYPE_CHECKING:  # parsing (--help, usage errors) needs none of these
 
 PRUNE_HELP = "apply the retention policy now: remove the uploads it drops, then their objects"
 TAKEOVER_HELP = "make this machine the owner of its system_id in the target"
+# a daemon that holds the state's lock but does not answer on its socket yet is starting
+STARTING_WAIT = 60.0
+STARTING_POLL = 0.5
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -96,10 +102,15 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
 
 def _prune(settings: Settings, payload: dict[str, Any]) -> dict[str, Any]:
     """The prune's result: the running daemon's, else one made here."""
-    from akoshad.runtime.control_client import request_sync
+    import asyncio
 
     try:
-        return request_sync(settings.socket_path, payload, None)
+        return _daemon_or_here(
+            settings,
+            payload,
+            None,
+            lambda: asyncio.run(_prune_offline(settings, bool(payload["dry_run"]))),
+        )
     except DaemonWentAway:
         # it may have pruned part of the target: a prune here would report only the rest
         raise AkoshadError(
@@ -107,10 +118,39 @@ def _prune(settings: Settings, payload: dict[str, Any]) -> dict[str, Any]:
             "partly done (every kept upload stays restorable); run `akoshad prune` again "
             "to finish it and see what it removes"
         ) from None
-    except DaemonNotRunning:
-        import asyncio
 
-        return asyncio.run(_prune_offline(settings, bool(payload["dry_run"])))
+
+def _daemon_or_here(
+    settings: Settings,
+    payload: dict[str, Any],
+    timeout: float | None,
+    here: Callable[[], dict[str, Any]],
+    *,
+    redo: bool = False,
+) -> dict[str, Any]:
+    """The daemon's answer to ``payload``, else ``here()`` (under the state's lock; with
+    ``redo`` also when the daemon went away before it answered). A daemon that holds the
+    lock but does not answer yet is starting (recovery, its socket not bound): asked again
+    until it answers or lets the lock go, for up to :data:`STARTING_WAIT` seconds."""
+    from akoshad.runtime.control_client import request_sync
+
+    deadline = time.monotonic() + STARTING_WAIT
+    while True:
+        try:
+            return request_sync(settings.socket_path, payload, timeout)
+        except DaemonNotRunning as exc:
+            if isinstance(exc, DaemonWentAway) and not redo:
+                raise  # it may have done part of it: not done again here
+        try:
+            return here()
+        except AlreadyRunning:
+            if time.monotonic() >= deadline:
+                raise AlreadyRunning(
+                    f"akoshad holds state {settings.state_dir} but did not answer on "
+                    f"{settings.socket_path} within {STARTING_WAIT:g} s; try again once "
+                    "`akoshad status` answers"
+                ) from None
+        time.sleep(STARTING_POLL)
 
 
 def _quiet_logs() -> None:
@@ -147,16 +187,14 @@ def render_takeover(result: dict[str, Any]) -> str:
 
 def cmd_takeover(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad takeover [--json]``."""
-    from akoshad.runtime.control_client import request_sync
+    import asyncio
 
-    try:
-        result = request_sync(settings.socket_path, {"cmd": "takeover"}, 120.0)
-    except DaemonNotRunning:
-        import asyncio
+    from akoshad.runtime.ownership import takeover_offline
 
-        from akoshad.runtime.ownership import takeover_offline
-
+    def here() -> dict[str, Any]:
         _quiet_logs()
-        result = asyncio.run(takeover_offline(settings))
+        return asyncio.run(takeover_offline(settings))
+
+    result = _daemon_or_here(settings, {"cmd": "takeover"}, 120.0, here, redo=True)
     _print(result, args.json, render_takeover(result))
     return EXIT_OK

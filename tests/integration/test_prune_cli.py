@@ -3,8 +3,10 @@ uploads made by a daemon, ``retention: keep_last 3`` (the other rules 0)."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -246,6 +248,27 @@ def test_prune_goes_through_a_running_daemon(box: Box) -> None:
     assert f"removed {UPLOADS - KEEP} upload(s), kept {KEEP}" in text, text
     assert "Traceback" not in text
     assert_pruned_and_restorable(box, kept)
+
+
+def test_a_prune_asked_while_the_state_is_held_waits_for_it(box: Box) -> None:
+    """The state's lock held (a daemon starting: its socket not answering yet, or a
+    `run --once`): `akoshad prune` waits until the lock is free (or the daemon answers) and
+    then prunes; it said 'another akoshad is already running ... (use `akoshad sync
+    --wait` ...)' at once, exit 1, though a prune was asked for."""
+    ids = box.ids()
+    box.state.mkdir(exist_ok=True)
+    fd = os.open(box.state / "akoshad.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        cmd = [sys.executable, "-m", "akoshad", "prune", "--json", "--config", str(box.config)]
+        proc = subprocess.Popen(cmd, env=box.env, stdout=subprocess.PIPE, text=True)
+        time.sleep(2.0)
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        os.close(fd)  # the lock goes with it
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert sorted(json.loads(out)["uploads_removed"]) == ids[:-KEEP]
 
 
 @pytest.mark.parametrize(
