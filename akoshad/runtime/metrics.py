@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from akoshad.events import RequestCounter
 from akoshad.pipeline.report import PassReport
+from akoshad.runtime.health import check_problems
 from akoshad.targets.base import Compression, StoredObject, Target
 
 BREAKER_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
@@ -136,6 +137,11 @@ class StatusCollector(Collector):
             yield _gauge(
                 "akoshad_safe", "1 when status says safe (see safety.py).", float(safety["safe"])
             )
+        yield _gauge(
+            "akoshad_healthy",
+            "1 when `akoshad status --check` would exit 0.",
+            float(not check_problems(st)),
+        )
 
     def _drill(self, drill: Any) -> Iterator[Metric]:
         if self.last_good_drill is not None:

@@ -386,3 +386,31 @@ def test_idle_connections_to_metrics_cannot_starve_the_daemon_of_files(tmp_path:
     log = d.log.read_text()
     assert "Too many open files" not in log and "Traceback" not in log
     assert "waiting for" not in log
+
+
+def test_healthy_follows_status_check_through_a_missing_data_dir(daemon: Daemon) -> None:
+    """A store gone away (unmounted) fails ``status --check``; the shipped rules see it in
+    ``akoshad_healthy`` (no other metric moves: nothing pending, no target down), and it
+    is 1 again once the store is back."""
+    daemon.start()
+
+    def settled() -> bool:
+        m = daemon.scrape()
+        done = value(m, "akoshad_uploads_total", target="local", outcome="ok") or 0
+        return done >= 1 and value(m, "akoshad_pending_files") == 0
+
+    wait_for(settled, 60)
+    assert value(daemon.scrape(), "akoshad_healthy") == 1
+    away = daemon.tmp / "store.away"
+    daemon.store.rename(away)
+
+    def unhealthy() -> Samples | None:
+        m = daemon.scrape()
+        return m if value(m, "akoshad_healthy") == 0 else None
+
+    m = wait_for(unhealthy, 30)
+    assert value(m, "akoshad_degraded") == 0 and value(m, "akoshad_pending_files") == 0
+    assert check_problems(daemon.status())  # what `status --check` says, word for word
+    away.rename(daemon.store)
+    wait_for(lambda: value(daemon.scrape(), "akoshad_healthy") == 1, 60)
+    assert check_problems(daemon.status()) == []
