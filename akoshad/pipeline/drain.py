@@ -110,6 +110,9 @@ class Drain:
         # the store compared with the ledger (the feed's reconcile), asked before a pass
         # when the state forgot the target since the last one (``KV_COMPARE_ALL``)
         self.compare_all: Callable[[], Awaitable[Any]] | None = None
+        # asked before a pass to a target that was unavailable: does it still hold the
+        # last upload made there? (when not, the state forgets it: ``KV_COMPARE_ALL``)
+        self.check_place: Callable[[Target], Awaitable[None]] | None = None
 
     # ---- one planned pass ----------------------------------------------------------------
     async def run_pass(
@@ -266,6 +269,13 @@ class Drain:
         delivered or sent (the start's claim settled meanwhile); refused, the rows go back.
         Either way the upload asks it again before its manifest (``FirstSend.again``).
         """
+        check = self.check_place
+        if (
+            target is not None
+            and check is not None
+            and not self.stats.target(target.name).available
+        ):
+            await check(target)  # back after an outage: emptied meanwhile?
         compare = self.compare_all
         if target is not None and compare is not None and await self._forgotten(target):
             await compare()  # every file that differs is queued first

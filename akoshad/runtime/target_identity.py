@@ -119,6 +119,19 @@ async def forget_if_last_upload_gone(state: StateDB, target: Target, system_id: 
     return last
 
 
+async def forget_if_emptied(
+    state: StateDB, recovery: Recovery, target: Target, *, primary: Target, system_id: str
+) -> None:
+    """Before a pass to ``target`` after it was unavailable (a bucket deleted and made
+    again, a disk swapped or remounted meanwhile): when it no longer holds the last upload
+    made there, what was known of it is forgotten and the primary's ledger seeded from the
+    newest upload there, so the pass sends every file it lacks instead of an upload that
+    points at objects that are gone."""
+    gone = await forget_if_last_upload_gone(state, target, system_id)
+    if gone is not None and target is primary:
+        await seed_ledger(recovery, target, available=True)
+
+
 async def seed_ledger(
     recovery: Recovery, target: Target, available: bool, within: float = SEED_TIMEOUT
 ) -> None:

@@ -48,7 +48,7 @@ from akoshad.runtime.leftovers import PACK_STAGING_DIR
 from akoshad.runtime.ownership import primary_name
 from akoshad.runtime.pass_metrics import PassMetrics, make_metrics
 from akoshad.runtime.prune import PruneScheduler
-from akoshad.runtime.target_identity import forget_changed_targets
+from akoshad.runtime.target_identity import forget_changed_targets, forget_if_emptied
 from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
@@ -341,6 +341,9 @@ def build(
     drills.wake = prunes.wake = wake  # files they queue again are the drain's work
     recovery = Recovery(state, cs.system_id, uploader.discarder, uploader.sealing)
     drills.recovery, drills.reconcile = recovery, feed.reconcile
+    drain.check_place = partial(
+        forget_if_emptied, state, recovery, primary=drain.primary, system_id=cs.system_id
+    )
     drills.health = stats.target(drain.primary.name)
     return Parts(
         state=state,
