@@ -27,6 +27,20 @@ if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     fi
     rm -rf "$deb_dir"
 fi
+# age (the format's reference implementation, Go) opens what akoshad's own age writer seals
+# in tests/unit/test_age_write.py: only that binary (4 MB) from Debian's 'age' package;
+# without it that test is skipped
+if ! command -v age >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    deb_dir=$(mktemp -d)
+    if (cd "$deb_dir" && { apt-get download -qq age 2>/dev/null \
+            || { apt-get update -qq && apt-get download -qq age; }; }) >/dev/null 2>&1; then
+        dpkg-deb --fsys-tarfile "$deb_dir"/age_*.deb | tar -xO ./usr/bin/age >/usr/local/bin/age
+        chmod 755 /usr/local/bin/age
+    else
+        echo "test.sh: could not fetch age (package 'age'); its test is skipped" >&2
+    fi
+    rm -rf "$deb_dir"
+fi
 source scripts/venv.sh
 akoshad_venv dev
 if [ -z "${AKOSHAD_SKIP_LINT:-}" ]; then

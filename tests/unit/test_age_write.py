@@ -1,5 +1,6 @@
 """akoshad's age writer: everything it seals opens with pyrage (rage), a second
-implementation of the format, for every payload size around the 64 KiB chunk edges."""
+implementation of the format, and with age, the reference one, for every payload size
+around the 64 KiB chunk edges."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import base64
 import io
 import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pyrage
 import pytest
@@ -181,3 +185,38 @@ def test_a_daemon_that_seals_nothing_never_loads_the_writer() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+AGE_CLI = shutil.which("age")
+
+
+@pytest.mark.skipif(
+    AGE_CLI is None, reason="age not found (Debian package 'age'; scripts/test.sh fetches it)"
+)
+@pytest.mark.parametrize("size", SIZES)
+def test_the_reference_age_opens_what_is_sealed(
+    identities: list[x25519.Identity], size: int, tmp_path: Path
+) -> None:
+    """age itself (the format's reference implementation, in Go), a third implementation,
+    opens every size around the chunk edges sealed to two recipients, each in place and
+    as a stream; a body whose last byte is altered it refuses."""
+    assert AGE_CLI is not None
+    key = tmp_path / "identity.txt"
+    key.write_text(str(identities[1]) + "\n")
+    writer = _writer(identities[:2])
+    body = os.urandom(size)
+    streamed = io.BytesIO()
+    writer.seal_stream(io.BytesIO(body), streamed)
+    for sealed in (writer.seal(body), streamed.getvalue()):
+        opened = subprocess.run(
+            [AGE_CLI, "--decrypt", "-i", str(key)], input=sealed, capture_output=True, check=False
+        )
+        assert opened.returncode == 0, opened.stderr
+        assert opened.stdout == body
+    altered = bytearray(writer.seal(body))
+    altered[-1] ^= 1
+    refused = subprocess.run(
+        [AGE_CLI, "--decrypt", "-i", str(key)], input=bytes(altered), capture_output=True
+    )
+    assert refused.returncode != 0
+    assert b"authenticate" in refused.stderr  # (the chunks before the altered one it writes)
