@@ -118,7 +118,8 @@ def content_text(result: Mapping[str, Any]) -> str:
 def parse_store_result(result: Mapping[str, Any], ids: Sequence[str]) -> StoreResult:
     """Sort the ids of a sent batch by what ``batch_store_memories`` reported.
 
-    Reads ``status`` (``isError`` stays false on failure). An id without an error counts as
+    Reads ``status`` (``isError`` stays false on failure) and the batch's own ``error``
+    (what Akosha says when it failed the batch whole). An id without an error counts as
     stored only when the reported ``stored`` count agrees; otherwise it is reported failed
     ("unconfirmed"): resending is harmless, ``Duplicate key`` then confirms it.
     """
@@ -150,6 +151,9 @@ def parse_store_result(result: Mapping[str, Any], ids: Sequence[str]) -> StoreRe
                 failed[mid] = one_line(text)
         elif batch_error is None:
             batch_error = one_line(text)
+    top = payload.get("error")  # Akosha's reason for a batch it refused or failed whole
+    if batch_error is None and isinstance(top, str) and top.strip():
+        batch_error = one_line(top)
     mentioned = set(failed) | set(duplicates)
     rest = [i for i in ids if i not in mentioned]
     reported = payload.get("stored")

@@ -1,10 +1,11 @@
-"""JSON-RPC errors from Akosha: which pass (retried on the backoff) and which are refusals."""
+"""JSON-RPC errors from Akosha: which pass (retried on the backoff) and which are refusals;
+what a batch result says went wrong."""
 
 from __future__ import annotations
 
 import pytest
 
-from akoshad.akosha.results import rpc_result
+from akoshad.akosha.results import parse_store_result, rpc_result
 from akoshad.errors import PermanentError, TransientError
 
 
@@ -32,3 +33,34 @@ def test_other_errors_are_refusals(code: int | None) -> None:
 
 def test_a_result_is_returned() -> None:
     assert rpc_result({"jsonrpc": "2.0", "id": 1, "result": {"x": 1}}, "initialize") == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        # Akosha's answer to a batch it failed whole (its store raised): the reason is the
+        # batch's own "error", its "errors" list empty
+        {"status": "failed", "total": 2, "stored": 0, "failed": 2, "errors": [], "error": "X"},
+        {"status": "failed", "total": 2, "stored": 0, "failed": 2, "error": "X"},  # over 1000
+    ],
+)
+def test_the_reason_of_a_batch_failed_whole_is_kept(payload: dict[str, object]) -> None:
+    """The reason Akosha gives for a batch it stored none of reaches each memory's error
+    (status, the log, the pass's report), not a bare 'batch failed'."""
+    payload["error"] = "IO Error: could not write to the hot store:\n disk full"
+    result = parse_store_result({"structuredContent": payload}, ["a", "b"])
+    assert result.stored == ()
+    reason = "IO Error: could not write to the hot store: disk full"
+    assert result.failed == {"a": reason, "b": reason}
+    assert result.batch_error == reason
+
+
+def test_a_per_memory_error_comes_before_the_batch_error() -> None:
+    payload = {
+        "status": "partial",
+        "stored": 1,
+        "errors": [{"memory_id": "a", "error": "dim mismatch"}],
+        "error": "ignored",
+    }
+    result = parse_store_result({"structuredContent": payload}, ["a", "b"])
+    assert (result.stored, result.failed) == (("b",), {"a": "dim mismatch"})
