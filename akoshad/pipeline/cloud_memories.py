@@ -15,6 +15,7 @@ failure to read is a ``SnapshotError``) and counting the secrets redacted.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from akoshad.targets.growing import GrowingTarget, Restarted, WriterFailed
 # bug (any other exception) is not dressed up as an unreadable copy
 READ_ERRORS = (WorkerError, WorkerFailed, OSError)
 LOAD_CHUNK = 1000
+# the state's record of why the memories of the last copy could not be read (status)
+KV_UNREADABLE = "memories_unreadable"
+_UNKNOWN = object()
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,35 @@ class CloudMemories:
         # upload id -> the ids its memories.json carries and the secrets masked in them
         self._cloud_pending: dict[str, tuple[list[str], Redactions]] = {}
         self.redactions_since_start = 0
+        self._unreadable: object = _UNKNOWN  # what the state records (not read yet)
+
+    async def unreadable(self, why: str | None) -> None:
+        """Record why the memories of the copy read last could not be read (None: they
+        were), kept in the state: until a copy reads, no memory of the store reaches Akosha
+        and ``status --check`` says so, also after a restart (the file is read again only
+        when it changes). Written only when it changes."""
+        if why == self._unreadable:
+            return
+
+        def write(c: sqlite3.Connection) -> None:
+            if why is None:
+                c.execute("DELETE FROM kv WHERE key = ?", (KV_UNREADABLE,))
+            else:
+                c.execute(
+                    "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (KV_UNREADABLE, why)
+                )
+
+        await self.state.transaction(write)
+        self._unreadable = why
 
     # ---- the rows of a copy -------------------------------------------------------------
     async def _list(self, snapshot_db: Path) -> list[RowRef]:
         try:
-            return await asyncio.to_thread(list_rows, snapshot_db, self.system_id, self.duckdb)
+            refs = await asyncio.to_thread(list_rows, snapshot_db, self.system_id, self.duckdb)
         except READ_ERRORS as exc:
             raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+        await self.unreadable(None)
+        return refs
 
     # ---- memories.json for cloud uploads ------------------------------------------------
     async def conversations_for_cloud(

@@ -151,6 +151,8 @@ class MemorySync(CloudMemories):
                 ) from exc
             except (PermanentError, SnapshotError) as exc:
                 self.last_error = str(exc)
+                if isinstance(exc, SnapshotError):
+                    await self.unreadable(str(exc))
                 raise
             finally:
                 self._masked.clear()  # what did not leave is masked again next time

@@ -133,6 +133,7 @@ class MemoriesJson:
             found = await self.sync.memories_for_cloud(staged, upload_id, stream)
         except SnapshotError as exc:
             logger.warning("no memories.json: {}", exc)
+            await self.sync.unreadable(str(exc))
             return []
         self._built.add(upload_id)
         if found is None:

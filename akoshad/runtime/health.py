@@ -127,6 +127,17 @@ def memories_held(memories: Any) -> str | None:
     return f"{held} memories not stored by Akosha yet ({first}); sent again later"
 
 
+def memories_unreadable(why: Any) -> str | None:
+    """The line for memories that could not be read from the last copy of
+    ``reflection.duckdb`` (status ``memories_unreadable``), else None."""
+    if not why:
+        return None
+    return (
+        f"memories not read from reflection.duckdb: {why}; none of them reaches Akosha "
+        "until they can be read (tried again when the file changes)"
+    )
+
+
 def drill_not_run(why: str | None) -> str | None:
     """The line for a restore drill that could not run (``why``; None: it ran): tried again
     later; until one runs, nothing says the uploads can be restored."""
@@ -183,6 +194,9 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
     held = memories_held(status.get("memories"))
     if held is not None:
         problems.append(held)
+    unreadable = memories_unreadable(status.get("memories_unreadable"))
+    if unreadable is not None:
+        problems.append(unreadable)
     drill = _failed_drill(status.get("last_drill"))
     if drill:
         problems.append(drill)

@@ -13,12 +13,14 @@ from typing import Any
 
 from akoshad import __version__
 from akoshad.config import Settings
+from akoshad.pipeline.cloud_memories import KV_UNREADABLE
 from akoshad.runtime.health import (
     behind_after_seconds,
     capture_problem,
     data_dir_problem,
     drill_not_run,
     memories_held,
+    memories_unreadable,
     nothing_selected,
     nothing_to_back_up,
 )
@@ -78,6 +80,8 @@ class StatusView:
         empty = None if missing else await self.nothing_to_back_up()
         webhooks = await p.webhooks.status()
         memories = await p.memory_sync.status() if p.akosha_client is not None else None
+        reads = p.akosha is not None or p.cloud is not None  # memories are read from copies
+        unreadable = await state.get_kv(KV_UNREADABLE) if reads else None
         result: dict[str, Any] = {
             "state": self.state_word(degraded),
             "pid": os.getpid(),
@@ -109,7 +113,10 @@ class StatusView:
             "drill_not_run": drill_not_run(p.drills.not_run),  # it could not run: why
             "last_prune": await p.prunes.last(),
             "lease": p.owners.lease(p.primary.name),
-            "warnings": self._warnings(missing, empty, webhooks, memories_held(memories)),
+            "memories_unreadable": unreadable,  # why the last copy's memories were not read
+            "warnings": self._warnings(
+                missing, empty, webhooks, memories_held(memories), memories_unreadable(unreadable)
+            ),
             "metrics_error": self.metrics_error,
             "restart_pending": list(self.restart_pending),  # changed, applied at a restart
             "reload_refused": self.reload_refused(),  # the file on disk would not start
@@ -149,6 +156,7 @@ class StatusView:
         empty: str | None,
         webhooks: list[dict[str, Any]],
         held: str | None = None,
+        unreadable: str | None = None,
     ) -> list[str]:
         """The status's one-line problems: the store, the queue, metrics, a refused reload,
         a crash's upload not settled, memories Akosha did not store yet, settings waiting
@@ -164,6 +172,7 @@ class StatusView:
         lines.append(drill_not_run(self.parts.drills.not_run))
         lines.append(waiting)
         lines.append(held)
+        lines.append(unreadable)
         return [w for w in lines if w] + self._restart_warnings() + failing_webhooks(webhooks)
 
     def _restart_warnings(self) -> list[str]:

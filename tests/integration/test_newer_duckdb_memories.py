@@ -4,12 +4,18 @@ are reported, not passed over in silence."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import struct
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from tests.akosha_fixtures import AkoshaServer
+from tests.helpers import akoshad, daemon_config, start_daemon, stop_daemon, wait_for
 from tests.integration.test_pipeline_local import Setup
 from tests.storegen import make_store
 
@@ -77,3 +83,51 @@ def test_a_reflection_file_that_is_no_duckdb_has_no_memories(
     m = s.manifests()[-1]
     assert "reflection.duckdb" in {f["path"] for f in m["metadata"]["files"]}
     assert akosha_server.stored() == set()
+
+
+def test_a_daemon_whose_memories_cannot_be_read_is_not_healthy(
+    tmp_path: Path, akosha_server: AkoshaServer
+) -> None:
+    """The daemon's reflection.duckdb turns into one it cannot read (a session-buddy
+    upgrade to a newer DuckDB): the file is still backed up, but no memory of it reaches
+    Akosha. status says so (memories_unreadable, a warning) and --check fails, also after
+    a restart (the file is not read again until it changes), until a copy reads again."""
+    config, env = daemon_config(tmp_path, "unread", akosha_url=akosha_server.url)
+    store = tmp_path / "store"
+    db = store / "reflection.duckdb"
+    good = tmp_path / "good.duckdb"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return akoshad(*args, "--config", str(config), env=env)
+
+    def status() -> dict[str, Any]:
+        return dict(json.loads(cli("status", "--json").stdout))
+
+    assert cli("run", "--once").returncode == 0
+    delivered = akosha_server.stored()
+    assert delivered
+    with duckdb.connect(str(db)) as con:
+        con.execute("CHECKPOINT")
+    Path(f"{db}.wal").unlink(missing_ok=True)
+    shutil.copyfile(db, good)
+    proc = start_daemon(config, env, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: cli("status").returncode == 0, 40)
+        assert cli("status", "--check").returncode == 0
+        make_newer_storage(db)
+        wait_for(lambda: status()["memories_unreadable"], 30)
+        found = status()
+        assert "storage version" in found["memories_unreadable"]
+        assert any("memories not read from reflection.duckdb" in w for w in found["warnings"])
+        check = cli("status", "--check")
+        assert check.returncode == 1 and "memories not read" in check.stdout, check.stdout
+        stop_daemon(proc)
+        proc = start_daemon(config, env, tmp_path / "daemon.log")
+        wait_for(lambda: cli("status").returncode == 0, 40)
+        assert cli("status", "--check").returncode == 1  # still: nothing read it since
+        os.replace(good, db)  # readable again
+        wait_for(lambda: status()["memories_unreadable"] is None, 30)
+        assert cli("status", "--check").returncode == 0
+    finally:
+        stop_daemon(proc)
+    assert akosha_server.stored() == delivered

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,28 @@ from akoshad.pipeline.memory_sync import MemorySync
 from akoshad.pyworker import WorkerError, WorkerFailed
 
 
-def sync() -> MemorySync:
-    return MemorySync(None, None, "s")  # type: ignore[arg-type]  # _list needs no state
+class KvState:
+    """The state's ``kv`` table alone (where an unreadable copy is recorded)."""
+
+    def __init__(self) -> None:
+        self.con = sqlite3.connect(":memory:")
+        self.con.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT)")
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        return fn(self.con)
+
+    async def delivered_ids(self, _ids: Any) -> set[str]:
+        return set()
+
+    async def memory_skip_reasons(self, _ids: Any) -> dict[str, str]:
+        return {}
+
+    def kv(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT key, value FROM kv").fetchall())
+
+
+def sync(state: KvState | None = None) -> MemorySync:
+    return MemorySync(state, None, "s")  # type: ignore[arg-type]  # only the kv is used
 
 
 @pytest.mark.parametrize(
@@ -50,7 +72,13 @@ async def test_an_unreadable_copy_is_the_last_error(monkeypatch: pytest.MonkeyPa
         raise WorkerError("IO Error: ... with storage version number 1000, but we can only")
 
     monkeypatch.setattr(cloud_memories, "list_rows", newer)
-    memory_sync = sync()
+    state = KvState()
+    memory_sync = sync(state)
     with pytest.raises(SnapshotError):
         await memory_sync.deliver(Path("/nowhere/r.duckdb"))
     assert memory_sync.last_error is not None and "storage version" in memory_sync.last_error
+    # and it is kept in the state for status (memories_unreadable), until a copy reads
+    assert state.kv() == {cloud_memories.KV_UNREADABLE: memory_sync.last_error}
+    monkeypatch.setattr(cloud_memories, "list_rows", lambda *_args: [])
+    await memory_sync.deliver(Path("/nowhere/r.duckdb"))
+    assert state.kv() == {}
