@@ -3,8 +3,8 @@
 Every memory text sent over HTTP or written into ``memories.json`` goes through
 :meth:`SecretRedactor.redact`: each recognised secret is replaced by ``[REDACTED:<kind>]``.
 The rules are gitleaks' published rule set plus a few of akoshad's own for what it does
-not cover (passwords in URLs, ``password=`` assignments, the AWS secret key next to its
-name), compiled by :mod:`akoshad.akosha.redact_rules`.
+not cover (passwords in URLs, ``password=`` assignments, ``Authorization`` headers, the AWS
+secret key next to its name), compiled by :mod:`akoshad.akosha.redact_rules`.
 
 Speed comes from gitleaks' keyword prefilter: a rule's regex only runs on the lines that
 contain one of its keywords (found in one pass over the lowercased text), except the few
@@ -179,6 +179,8 @@ class SecretRedactor:
             rule.kind, m.string[max(0, m.start() - 1) : start]
         ):
             return None
+        if rule.kind == "authorization-header" and not _credential_like(secret):
+            return None
         if rule.kind == "password-assignment" and m.group(1) is None:
             # unquoted: only a value with a digit or a symbol that does not read as code
             plain = secret.replace("_", "")
@@ -257,6 +259,17 @@ def _matches(
         if m.start() > last:
             return
         yield m
+
+
+def _credential_like(value: str) -> bool:
+    """An Authorization header's value that reads as a credential: a digit in it, or
+    letters of both cases (not ``YOUR_TOKEN_HERE``, ``xxxxxxxxxxxx``); a JWT is left to
+    the jwt rule, which names it."""
+    if value.startswith("eyJ"):
+        return False
+    if any(c.isdigit() for c in value):
+        return True
+    return any(c.isupper() for c in value) and any(c.islower() for c in value)
 
 
 def _inside_a_word(kind: str, before: str) -> bool:

@@ -2,7 +2,8 @@
 rule set (``data/secret_rules.toml``, MIT, see ``data/secret_rules.LICENSE``) compiled for
 Python's ``re`` (RE2 spellings translated; a rule that does not compile is skipped), plus a
 few of akoshad's own for what it does not cover (passwords in URLs, secrets named in a
-URL's query, ``password=`` assignments, the AWS secret key next to its name). Each rule
+URL's query, ``password=`` assignments, an ``Authorization`` header's credentials outside a
+curl command, the AWS secret key next to its name). Each rule
 comes with its keywords, its allow lists and the literals its matches need
 (:mod:`akoshad.akosha.redact_gate`)."""
 
@@ -58,6 +59,15 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         r"|([^\s\"'`,;()\[\]{}]{4,200}))",
         0,
         ("passw", "pwd", "passphrase"),
+    ),
+    (
+        "authorization-header",
+        # an HTTP Authorization header's credentials anywhere (a log, a request dump, code:
+        # "Authorization": "Bearer ..."), which gitleaks finds only inside a curl command
+        r"(?i)\b(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?"
+        r"(?:bearer|basic|token|api-?key)[ \t]+([\w.~+/=-]{12,4096})(?![\w.~+/=-])",
+        1,
+        ("authorization",),
     ),
     (
         "aws-secret-access-key",

@@ -85,6 +85,18 @@ SECRETS = [
         + "1234567890abcdefghijABCDEFGHIJ123456:x-oauth-basic@github.com/o",
         "x-oauth-basic",
     ),
+    # an Authorization header's credentials outside a curl command (a request dump, code)
+    (
+        "authorization-header",
+        "Authorization: Bearer 8f2d9c1a7b3e4f5a6c7d8e9f0a1b2c3d",
+        "8f2d9c1a7b3e4f5a6c7d8e9f0a1b2c3d",
+    ),
+    (
+        "authorization-header",
+        'requests.get(url, headers={"Authorization": "Bearer Qm4rT8wZ2kLp9XvB3nHsQm4r"})',
+        "Qm4rT8wZ2kLp9XvB3nHsQm4r",
+    ),
+    ("authorization-header", "Authorization: Basic YWRtaW46aHVudGVyMg==", "YWRtaW46aHVudGVyMg"),
     ("generic-api-key", 'api_token: "a8f5f167f44f4964e6c998dee827110c9"', "a8f5f167f44f4964e6c9"),
     ("generic-api-key", "secret = Zx81kQp0vN3mW7sLr2Yt", "Zx81kQp0vN3mW7sLr2Yt"),
     # base64 with its == padding: the padding is no comparison (a third of such keys end so)
@@ -131,6 +143,12 @@ BENIGN = [
     "resumo: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     "consumo, 4d967a30111bf29f0eba01c448b375c1629b2fed01cdfcc3aed91f1b57d5dd5e",
     "resumo: suZYXWVUTS9876",
+    # an Authorization header that names its credentials, or shows a placeholder
+    "Authorization: Bearer ${GITHUB_TOKEN}",
+    "Authorization: Bearer <your-token-here>",
+    "Authorization: Bearer YOUR_TOKEN_HERE",
+    "headers['Authorization'] = 'Bearer ' + token",
+    "Authorization header: Bearer scheme, see RFC 6750",
 ]
 
 
