@@ -12,7 +12,10 @@ from akoshad.backoff import parse_retry_after
 from akoshad.errors import PermanentError, TransientError
 
 TOOL_NAME = "batch_store_memories"
-DUPLICATE_MARK = "Duplicate key"
+# what Akosha's store says of an id it already holds, in any case: DuckDB's 'Duplicate key
+# "..." violates primary key constraint', and its 'PRIMARY KEY or UNIQUE constraint
+# violation: duplicate key "..."' (an insert in a transaction, a commit that met another)
+DUPLICATE_MARK = "duplicate key"
 URL_FIX = "set akosha_url to Akosha's MCP endpoint, e.g. http://127.0.0.1:8682/mcp"
 
 
@@ -145,7 +148,7 @@ def parse_store_result(result: Mapping[str, Any], ids: Sequence[str]) -> StoreRe
             continue
         mid, text = err.get("memory_id"), str(err.get("error") or "unknown error")
         if isinstance(mid, str) and mid in sent:
-            if DUPLICATE_MARK in text:
+            if DUPLICATE_MARK in text.lower():
                 duplicates.append(mid)
             else:
                 failed[mid] = one_line(text)

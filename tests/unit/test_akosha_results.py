@@ -64,3 +64,27 @@ def test_a_per_memory_error_comes_before_the_batch_error() -> None:
     }
     result = parse_store_result({"structuredContent": payload}, ["a", "b"])
     assert (result.stored, result.failed) == (("b",), {"a": "dim mismatch"})
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        'Constraint Error: Duplicate key "conversation_id: s:a" violates primary key constraint.',
+        # DuckDB's words for the same inside a transaction, or at a commit that met another
+        'Constraint Error: PRIMARY KEY or UNIQUE constraint violation: duplicate key "s:a"',
+        "TransactionContext Error: Failed to commit: PRIMARY KEY or UNIQUE constraint "
+        'violation: duplicate key "s:a"',
+    ],
+)
+def test_an_id_akosha_already_holds_is_delivered(error: str) -> None:
+    """However the store words it, a duplicate key is a memory Akosha has: delivered, not
+    held back and sent again for ever."""
+    payload = {
+        "status": "partial",
+        "stored": 1,
+        "failed": 1,
+        "errors": [{"memory_id": "s:a", "error": error}],
+    }
+    result = parse_store_result({"structuredContent": payload}, ["s:a", "s:b"])
+    assert (result.duplicates, result.failed) == (("s:a",), {})
+    assert set(result.delivered) == {"s:a", "s:b"}
