@@ -116,3 +116,18 @@ def log_inside(data_dir: Path, log_file: Path | None) -> str | None:
         f"log_file {log_file} is inside data_dir {data_dir}: the daemon would back up its "
         "own log forever; write it elsewhere"
     )
+
+
+def memories_left_out(include: list[str], exclude: list[str]) -> str | None:
+    """Why ``include``/``exclude`` leave ``reflection.duckdb`` out (the file memories are
+    read from: none would reach Akosha), or None when they select it."""
+    from akoshad.names import MEMORY_DB
+    from akoshad.pipeline.storefiles import PathFilter
+
+    if PathFilter.of(include, exclude).allows(MEMORY_DB):
+        return None
+    return (
+        f"akosha_url is set but {MEMORY_DB}, the file memories are read from, is left out "
+        f"(include: {include or 'everything'}; exclude: {exclude}): no memory reaches "
+        "Akosha; select it to deliver them"
+    )

@@ -33,6 +33,7 @@ from akoshad.config.checks import (
     check_directory,
     check_listen,
     log_inside,
+    memories_left_out,
     nesting_problem,
 )
 from akoshad.config.encryption import Encryption
@@ -394,13 +395,17 @@ class Settings(BaseSettings):
     def warnings(self) -> tuple[str, ...]:
         """Values accepted but likely not what was meant (``config check`` shows them)."""
         unused = self.cloud_sync.without_bucket()
-        if not unused:
-            return self.encryption.warnings
-        return (
-            f"{', '.join(unused)} set but no cloud_sync.cloud_bucket: uploads go to the "
-            f"local target {self.local_target_dir}, not to S3",
-            *self.encryption.warnings,
+        found = (
+            []
+            if not unused
+            else [
+                f"{', '.join(unused)} set but no cloud_sync.cloud_bucket: uploads go to the "
+                f"local target {self.local_target_dir}, not to S3"
+            ]
         )
+        if self.akosha_url and self.cloud_sync.force_method != "cloud":
+            found.append(memories_left_out(self.include, self.exclude) or "")
+        return (*[w for w in found if w], *self.encryption.warnings)
 
     @property
     def notes(self) -> tuple[str, ...]:

@@ -172,6 +172,40 @@ def test_no_warning_with_a_bucket_or_nothing_of_s3(tmp_path: Path) -> None:
     assert load(tmp_path, "debounce_seconds: 3\n").warnings == ()
 
 
+@pytest.mark.parametrize(
+    "selection",
+    [
+        'exclude: ["*.duckdb"]\n',
+        'exclude: ["reflection.duckdb"]\n',
+        'include: ["sessions/**", "*.db"]\n',
+    ],
+)
+def test_akosha_url_with_reflection_duckdb_left_out_is_warned(
+    tmp_path: Path, selection: str
+) -> None:
+    """Memories are read from reflection.duckdb: an include/exclude that leaves it out with
+    akosha_url set delivers nothing to Akosha, which config check and the start say."""
+    loaded = load_config(
+        _written(tmp_path, f"akosha_url: {AKOSHA}\n{selection}"), environ=env(tmp_path)
+    )
+    warning = next(line for line in check_lines(loaded) if line.startswith("warning: "))
+    assert "reflection.duckdb" in warning and "no memory reaches Akosha" in warning
+    assert warning.removeprefix("warning: ") in loaded.settings.notes  # logged at start
+
+
+def test_reflection_duckdb_selected_or_no_akosha_is_not_warned(tmp_path: Path) -> None:
+    assert load(tmp_path, f"akosha_url: {AKOSHA}\nexclude: ['*.db']\n").warnings == ()
+    text = f"akosha_url: {AKOSHA}\ninclude: ['*.duckdb']\n"
+    assert load(tmp_path, text).warnings == ()
+    assert load(tmp_path, "exclude: ['*.duckdb']\n").warnings == ()  # no akosha_url
+
+
+def _written(tmp_path: Path, text: str) -> Path:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    return cfg
+
+
 # ---- 4. akoshad's own directories apart from the store ------------------------------------
 @pytest.mark.parametrize(
     ("text", "names"),
