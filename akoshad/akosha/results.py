@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from akoshad.backoff import parse_retry_after
 from akoshad.errors import PermanentError, TransientError
@@ -105,7 +106,11 @@ def http_error(
     if status == 404:
         return PermanentError(f"no MCP endpoint at {url} (HTTP 404)", fix=URL_FIX)
     if status in (401, 403):
-        return PermanentError(msg, fix="Akosha wants credentials; akoshad sends none")
+        if urlsplit(url).username is not None:  # sent with each request (HTTP Basic)
+            fix = "Akosha refused the user name and password in akosha_url: check them"
+        else:
+            fix = "Akosha wants credentials: put them in akosha_url (https://user:password@...)"
+        return PermanentError(msg, fix=fix)
     if status == 421:
         return PermanentError(msg, fix="Akosha refuses this Host header; use its own address")
     return PermanentError(msg)

@@ -4,6 +4,7 @@ plus small in-process stubs for the failure modes a healthy server never shows."
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 import time
@@ -390,6 +391,33 @@ async def test_http_status_mapping(
         assert not isinstance(info.value, PermanentError)
     if status == 503:
         assert info.value.retry_after == 7  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_refused_credentials_of_the_url_are_not_called_missing(status: int) -> None:
+    """akosha_url with a user name and password (a proxy in front of Akosha): they are sent
+    (HTTP Basic), so a 401/403 says they were refused, not that none were sent; without
+    them it says where they go."""
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(status=status, text="Unauthorized")
+
+    app = web.Application()
+    app.router.add_post("/mcp", handler)
+    async with served(app) as base:
+        with_user = base.replace("http://", "http://bob:pw-1234@") + "/mcp"
+        async with AkoshaClient(with_user) as client:
+            with pytest.raises(PermanentError) as info:
+                await client.initialize()
+        assert "refused the user name and password in akosha_url" in str(info.value)
+        assert seen == ["Basic " + base64.b64encode(b"bob:pw-1234").decode()]
+        async with AkoshaClient(f"{base}/mcp") as client:
+            with pytest.raises(PermanentError) as info:
+                await client.initialize()
+        assert "put them in akosha_url" in str(info.value)
+        assert "sends none" not in str(info.value)
 
 
 async def test_stream_cut_short_is_transient(stub: tuple[str, dict[str, Any]]) -> None:
