@@ -10,10 +10,11 @@ from typing import Any
 from loguru import logger
 
 from akoshad.names import EXIT_FAIL, EXIT_OK
+from akoshad.pipeline.cloud_memories import KV_UNREADABLE
 from akoshad.pipeline.report import PassReport, superseded
 from akoshad.runtime.deadline import finished_within, settled
+from akoshad.runtime.health import memories_unreadable, upload_kept
 from akoshad.runtime.health import nothing_selected as nothing_selected
-from akoshad.runtime.health import upload_kept
 from akoshad.store.db import StateDB
 
 Drained = tuple[bool, list[PassReport]]
@@ -89,6 +90,10 @@ async def once_problems(
     memory = [r.memory_error for r in reports if r.memory_error]
     if memory:
         problems.append(f"memories were not delivered to Akosha: {memory[-1]}")
+    else:  # memories.json could not be built (no akosha_url), now or at an earlier run
+        unreadable = memories_unreadable(await state.get_kv(KV_UNREADABLE))
+        if unreadable is not None:
+            problems.append(unreadable)
     skipped = await state.skipped()
     if skipped:
         problems.append(f"{len(skipped)} file(s) skipped ({_first(skipped)})")

@@ -13,10 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from tests.akosha_fixtures import AkoshaServer
-from tests.helpers import akoshad, daemon_config, start_daemon, stop_daemon, wait_for
+from tests.helpers import (
+    akoshad,
+    base_env,
+    daemon_config,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_config,
+)
 from tests.integration.test_pipeline_local import Setup
+from tests.s3server import WeedServer
 from tests.storegen import make_store
 
 pytest_plugins = ["tests.akosha_fixtures"]
@@ -131,3 +141,28 @@ def test_a_daemon_whose_memories_cannot_be_read_is_not_healthy(
     finally:
         stop_daemon(proc)
     assert akosha_server.stored() == delivered
+
+
+@pytest.mark.s3
+def test_memories_json_that_cannot_be_built_fails_run_once(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """A bucket without akosha_url: memories reach Akosha only in memories.json. When
+    reflection.duckdb cannot be read for it, the file is still uploaded, but run --once
+    exits 1 saying so (before: 0, a warning line only), as it does over HTTP."""
+    store = tmp_path / "store"
+    make_store(store)
+    settings = {
+        "data_dir": str(store),
+        "state_dir": str(tmp_path / "state"),
+        "drill_interval_hours": 0,
+        **s3.config_dict(system_id),
+    }
+    config = write_config(tmp_path / "c.yaml", **settings)
+    env = base_env(tmp_path)
+    assert akoshad("run", "--once", "--config", str(config), env=env).returncode == 0
+    make_newer_storage(store / "reflection.duckdb")
+    res = akoshad("run", "--once", "--config", str(config), env=env)
+    assert res.returncode == 1, res.stderr
+    assert "memories not read from reflection.duckdb" in res.stderr
+    assert "storage version" in res.stderr
