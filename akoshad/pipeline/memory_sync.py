@@ -9,7 +9,8 @@ delivered are sent in batches (<= 1000 items, < 3 MiB); each confirmed batch is 
 before the next is sent, so an interruption loses nothing and resends nothing that was
 confirmed. ``Duplicate key`` counts as delivered. Ids a ``partial`` result reports as
 failed are resent alone (bounded). Only rows Akosha rejects for what they are
-(:mod:`akoshad.akosha.rejections`: the embedding checks, ``created_at``), rows without a
+(:mod:`akoshad.akosha.rejections`: the embedding checks, ``created_at``; in a call where
+it stored others, see :func:`_rejected`), rows without a
 usable embedding, and a memory too large to send alone (413, or a connection reset every
 time while a small request still goes through) are recorded as skipped, with the reason,
 and logged; any other per-item error leaves the memory pending (``report.held``): it is
@@ -72,6 +73,16 @@ def _one_per_id(refs: list[RowRef]) -> list[RowRef]:
     if len(by_id) == len(refs):
         return refs
     return list(by_id.values())
+
+
+def _rejected(result: StoreResult) -> dict[str, str]:
+    """The memories of ``result`` Akosha rejected for what they are (skipped for good): only
+    when it stored others of the same call. Rejecting a whole call (every memory an
+    'embedding dim mismatch': an Akosha set up for another embedding size) is Akosha
+    failing, not the rows: akoshad sends only rows whose embedding it checked."""
+    if not result.delivered:
+        return {}
+    return {m: e for m, e in result.failed.items() if rejects_row(e)}
 
 
 class MemorySync(CloudMemories):
@@ -249,7 +260,7 @@ class MemorySync(CloudMemories):
             if result is None:  # split or skipped as too large, handled there
                 return
             await self._record(result, report)
-            rejected = {m: e for m, e in result.failed.items() if rejects_row(e)}
+            rejected = _rejected(result)
             await self._skip({m: REJECTED_PREFIX + e for m, e in rejected.items()}, report)
             progressed = progressed or bool(result.delivered or rejected)
             failed = {m: e for m, e in result.failed.items() if m not in rejected}

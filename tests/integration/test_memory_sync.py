@@ -355,6 +355,26 @@ async def test_rows_akosha_rejects_outright_are_skipped_at_once(
     }
 
 
+async def test_akosha_that_rejects_every_memory_is_failing_not_the_rows(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    """An Akosha set up for another embedding size rejects every memory ('embedding dim
+    mismatch (expected 768, got 384)'): that is Akosha failing, not rows to skip for good.
+    Nothing is skipped, the delivery fails (run --once exit 1, degraded), and once Akosha
+    is set right every memory is delivered."""
+    add_rows(rig.snapshot, "conversations_v2", 0, 5)
+    error = "HotStore.insert: embedding dim mismatch (expected 768, got 384)"
+    akosha_server.fail({i: 3 for i in ids("c", 0, 5)}, error=error)
+    sync = await rig.sync(item_retries=2)
+    with pytest.raises(DeliveryInterrupted, match="stored none of 5 memories: HotStore"):
+        await sync.deliver(rig.snapshot)
+    status = await sync.status()
+    assert (status["delivered"], status["skipped"]) == (0, 0)
+    report = await sync.deliver(rig.snapshot)  # Akosha set right
+    assert report.delivered == 5 and not report.skipped
+    assert akosha_server.stored() == ids("c", 0, 5)
+
+
 async def test_duplicate_key_counts_as_delivered(rig: Rig, akosha_server: AkoshaServer) -> None:
     add_rows(rig.snapshot, "conversations_v2", 0, 6)
     # Akosha already holds three of them (e.g. the state DB was lost)
