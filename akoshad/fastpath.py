@@ -52,7 +52,7 @@ def inputs_key(argv: Sequence[str], environ: Mapping[str, str], config: Path) ->
     """A digest of everything the configuration is made of."""
     h = hashlib.sha256()
     h.update(f"{CACHE_VERSION}\0{__version__}\0".encode())
-    h.update("\0".join(argv).encode("utf-8", "surrogateescape"))
+    h.update("\0".join(_absolute_values(argv)).encode("utf-8", "surrogateescape"))
     for key in sorted(environ):
         if key.upper().startswith(("AKOSHAD_", "XDG_", "SESSION_BUDDY_")) or key == "HOME":
             h.update(f"\0{key}={environ[key]}".encode("utf-8", "surrogateescape"))
@@ -223,6 +223,22 @@ def record_unchanged(
 
 
 _VALUED = ("--config", "--data-dir")
+
+
+def _absolute_values(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the paths ``--config`` and ``--data-dir`` name made absolute, as the
+    full run reads them: ``--data-dir store`` run in another directory is another store."""
+    out: list[str] = []
+    after = False  # the previous word was a valued option
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if after:
+            arg = os.path.abspath(os.path.expanduser(arg)) if arg else arg
+        elif name in _VALUED and eq and value:
+            arg = f"{name}={os.path.abspath(os.path.expanduser(value))}"
+        after = not after and arg in _VALUED
+        out.append(arg)
+    return out
 
 
 def _config_arg(argv: Sequence[str]) -> tuple[bool, str | None]:

@@ -447,3 +447,22 @@ def test_quick_check_key_covers_session_buddy(tmp_path: Path) -> None:
     assert with_file != base
     e["SESSION_BUDDY_CLOUD_SYNC__CLOUD_BUCKET"] = "y"
     assert fastpath.inputs_key(["run", "--once"], e, cfg) != with_file
+
+
+@pytest.mark.parametrize("spelling", [["--data-dir", "store"], ["--data-dir=store"]])
+def test_quick_check_tells_a_relative_data_dir_of_another_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spelling: list[str]
+) -> None:
+    """``run --once --data-dir store`` run in another directory backs up another store:
+    the first directory's record must not answer it with "nothing changed"."""
+    e = env(tmp_path)
+    argv = ["run", "--once", *spelling]
+    for name in ("a", "b"):
+        (tmp_path / name / "store").mkdir(parents=True)
+        (tmp_path / name / "store" / f"{name}.json").write_text("{}")
+    monkeypatch.chdir(tmp_path / "a")
+    store = tmp_path / "a" / "store"
+    fastpath.record_unchanged(argv, e, store, tmp_path / "state", fastpath.stat_map(store))
+    assert fastpath.try_unchanged(argv, e)  # the same directory: answered at once
+    monkeypatch.chdir(tmp_path / "b")
+    assert not fastpath.try_unchanged(argv, e)  # another store: the full run
