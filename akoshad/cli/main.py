@@ -19,6 +19,7 @@ from akoshad.cli.uploads_args import (
     add_restore_selection,
     add_uploads_parser,
     dest_arg,
+    path_arg,
     system_id_arg,
     upload_id_arg,
 )
@@ -35,6 +36,8 @@ CONFIG_HELP = (
     "configuration file (YAML); before or after the command, once (two different "
     "files are a usage error)"
 )
+CONFIG_FILE = path_arg("the configuration file")
+IDENTITY_FILE = path_arg("the identity file")
 IDENTITY_HELP = (
     "the age identity file that reads encrypted uploads (overrides encryption.identity_file)"
 )
@@ -108,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line. ``--config`` may come before or after the command: the
     top level and the commands keep it under distinct names, merged once parsed."""
     before = argparse.ArgumentParser(add_help=False)
-    before.add_argument("--config", metavar="FILE", action=_ConfigOnce, help=CONFIG_HELP)
+    before.add_argument(
+        "--config", metavar="FILE", type=CONFIG_FILE, action=_ConfigOnce, help=CONFIG_HELP
+    )
     before.add_argument(
         "--debug",
         action="store_true",
@@ -116,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False)  # the commands' copy
     common.add_argument(
-        "--config", dest="sub_config", metavar="FILE", action=_ConfigOnce, help=CONFIG_HELP
+        "--config",
+        dest="sub_config",
+        metavar="FILE",
+        type=CONFIG_FILE,
+        action=_ConfigOnce,
+        help=CONFIG_HELP,
     )
 
     parser = _Parser(
@@ -131,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     run.add_argument("--once", action="store_true", help="reconcile, drain, exit")
-    run.add_argument("--data-dir", help="override data_dir")
+    run.add_argument("--data-dir", type=path_arg("the store's directory"), help="override data_dir")
 
     status = sub.add_parser(
         "status",
@@ -198,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--system-id", type=system_id_arg, help="system id to look under (default: configured)"
     )
     verify.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
-    verify.add_argument("--identity", metavar="FILE", help=IDENTITY_HELP)
+    verify.add_argument("--identity", metavar="FILE", type=IDENTITY_FILE, help=IDENTITY_HELP)
 
     restore = sub.add_parser("restore", parents=[common], help="rebuild the store from a target")
     which = restore.add_mutually_exclusive_group(required=True)
@@ -211,13 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("--force", action="store_true", help="allow a non-empty --dest")
     restore.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
-    restore.add_argument("--identity", metavar="FILE", help=IDENTITY_HELP)
+    restore.add_argument("--identity", metavar="FILE", type=IDENTITY_FILE, help=IDENTITY_HELP)
 
     add_uploads_parser(sub, common)
 
     drill = sub.add_parser("drill", parents=[common], help="restore the newest upload and check it")
     drill.add_argument("--json", action="store_true", help="print the last_drill object")
-    drill.add_argument("--identity", metavar="FILE", help=IDENTITY_HELP)
+    drill.add_argument("--identity", metavar="FILE", type=IDENTITY_FILE, help=IDENTITY_HELP)
 
     keygen = sub.add_parser(
         "keygen",
@@ -233,7 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("action", choices=("install", "uninstall"))
     service.add_argument("--dry-run", action="store_true", help="print, change nothing")
     service.add_argument("--enable", action="store_true", help="also run the enable commands")
-    service.add_argument("--prefix", help="where akoshad is installed (default: this one)")
+    service.add_argument(
+        "--prefix",
+        type=path_arg("where akoshad is installed"),
+        help="where akoshad is installed (default: this one)",
+    )
     service.add_argument(
         "--purge", action="store_true", help="uninstall: also delete the local state and outbox"
     )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +56,19 @@ def dest_arg(text: str) -> str:
     return text
 
 
+def path_arg(what: str) -> Callable[[str], str]:
+    """The type of an option naming a path (``--config``, ``--data-dir``, ``--identity``,
+    ``--prefix``): an empty value (an unset shell variable) is a usage error, never the
+    configured or default path taken in its place."""
+
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"is empty (an unset variable?): name {what}")
+        return text
+
+    return check
+
+
 def add_restore_selection(restore: argparse.ArgumentParser, which: Any) -> None:
     """``--at TIME`` (in the ``--latest``/``--upload-id`` group) and ``--path GLOB``."""
     which.add_argument("--at", metavar="TIME", type=_at, help=AT_HELP)
@@ -78,6 +92,7 @@ def add_uploads_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     uploads.add_argument(
         "--identity",
         metavar="FILE",
+        type=path_arg("the identity file"),
         help="the age identity that reads encrypted uploads (overrides "
         "encryption.identity_file); without one, an encrypted upload's files and stored "
         'bytes show as "encrypted" (JSON: null, with "locked" saying why)',

@@ -163,3 +163,31 @@ def test_an_empty_dest_is_a_usage_error_not_the_current_directory(
     assert info.value.code == 2
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.startswith("akoshad restore: error: argument --dest: is empty"), last
+
+
+@pytest.mark.parametrize(
+    ("option", "argv"),
+    [
+        ("--data-dir", ["run", "--once", "--data-dir", ""]),
+        ("--data-dir", ["run", "--once", "--data-dir="]),
+        ("--config", ["--config", "", "run", "--once"]),
+        ("--config", ["config", "check", "--config", " "]),
+        ("--config", ["status", "--config="]),
+        ("--identity", ["verify", "--identity", ""]),
+        ("--identity", ["restore", "--latest", "--dest", "r", "--identity", ""]),
+        ("--identity", ["drill", "--identity", ""]),
+        ("--identity", ["uploads", "--identity", ""]),
+        ("--prefix", ["service", "install", "--prefix", ""]),
+    ],
+)
+def test_an_empty_path_option_is_a_usage_error_not_the_default(
+    option: str, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--data-dir "$DIR"`` (or ``--config``, ``--identity``, ``--prefix``) with the
+    variable unset was taken for no option: ``run --once`` backed up the default data_dir,
+    exit 0. Now exit 2, naming the option."""
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(argv)
+    assert info.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert f"error: argument {option}: is empty (an unset variable?)" in last, last
