@@ -82,6 +82,21 @@ def check_directory(value: Path) -> Path:
     return value
 
 
+def check_log_file(value: Path) -> Path:
+    """``value`` when a log file can be made there: not a directory, and the nearest of
+    its parents that exists a directory (as :func:`check_directory`)."""
+    if os.path.isdir(value):
+        raise ValueError(f"{value} is a directory: name the file to log to")
+    for path in value.parents:
+        if os.path.exists(path):
+            if os.path.isdir(path):
+                return value
+            raise ValueError(f"{value} cannot be made: {path} exists and is not a directory")
+        if os.path.islink(path):
+            raise ValueError(f"{value} cannot be made: {path} is a dangling symlink")
+    return value
+
+
 def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 

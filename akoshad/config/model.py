@@ -32,6 +32,7 @@ from akoshad.config.checks import (
     check_bucket,
     check_directory,
     check_listen,
+    check_log_file,
     log_inside,
     memories_left_out,
     nesting_problem,
@@ -319,6 +320,13 @@ class Settings(BaseSettings):
     def _a_directory(cls, value: Path) -> Path:
         """A file where the directory is to be made fails here, not at run time."""
         return check_directory(value)
+
+    @field_validator("log_file")
+    @classmethod
+    def _a_log_file(cls, value: Path | None) -> Path | None:
+        """A directory where the log file is to be, or a file among its parents, fails
+        here (exit 78), not when the daemon opens it."""
+        return None if value is None else check_log_file(value)
 
     @field_validator("socket_path")
     @classmethod

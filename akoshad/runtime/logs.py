@@ -14,11 +14,13 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from akoshad.errors import ConfigError
 from akoshad.names import printable
 from akoshad.private import make_private_dirs, private_opener
 from akoshad.ratelog import RateLimitedLog
@@ -152,6 +154,25 @@ def _json_sink(stream: Any) -> Callable[[Message], None]:
     return sink
 
 
+def _add_log_file(path: Path, as_json: bool, common: dict[str, Any]) -> None:
+    """The ``log_file`` sink; ``ConfigError`` (exit 78, one line) when it cannot be opened:
+    a service manager restarting the daemon would not make it writable."""
+    file_args: dict[str, Any] = {
+        "rotation": LOG_FILE_ROTATION,
+        "retention": LOG_FILE_RETENTION,
+        "opener": private_opener,
+        **common,
+    }
+    try:
+        make_private_dirs(path.parent)
+        if as_json:
+            logger.add(path, serialize=True, **file_args)
+        else:
+            logger.add(path, format=TEXT_FORMAT, **file_args)
+    except OSError as exc:
+        raise ConfigError(f"log_file {path} cannot be written: {exc.strerror or exc}") from None
+
+
 def setup_logging(settings: Settings, *, environ: Mapping[str, str], stream: Any = None) -> None:
     """Configure loguru for the process; calling it again (a reload) replaces the sinks.
 
@@ -171,17 +192,7 @@ def setup_logging(settings: Settings, *, environ: Mapping[str, str], stream: Any
     else:
         logger.add(_text_sink(out), format=TEXT_FORMAT, **common)
     if settings.log_file is not None:
-        make_private_dirs(settings.log_file.parent)
-        file_args: dict[str, Any] = {
-            "rotation": LOG_FILE_ROTATION,
-            "retention": LOG_FILE_RETENTION,
-            "opener": private_opener,
-            **common,
-        }
-        if settings.log_format == "json":
-            logger.add(settings.log_file, serialize=True, **file_args)
-        else:
-            logger.add(settings.log_file, format=TEXT_FORMAT, **file_args)
+        _add_log_file(settings.log_file, settings.log_format == "json", common)
     logging.basicConfig(handlers=[InterceptHandler()], level=logging.WARNING, force=True)
     for name in ROUTED:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 
 from akoshad.cli.config import check_lines, render_sources
 from akoshad.config import Settings, load_config, load_settings
 from akoshad.errors import ConfigError
 from akoshad.restore import drill as restore_drill
 from akoshad.restore.readback import _target_for
+from akoshad.runtime.logs import setup_logging
 from akoshad.runtime.metrics_server import parse_listen
 from akoshad.runtime.ownership import primary_name
 from akoshad.runtime.wiring import StateLock
@@ -347,6 +350,33 @@ def test_state_dir_that_is_a_file(tmp_path: Path) -> None:
     assert "local_target_dir: " in message
     os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
     assert "dangling" in refused(tmp_path, f"state_dir: {tmp_path}/dangling\n")
+
+
+def test_log_file_that_cannot_be_made(tmp_path: Path) -> None:
+    """A directory named as log_file (``log_file: /var/log/``), or a file among its
+    parents: config check passed and run failed with 'run failed: IsADirectoryError', exit 1,
+    which systemd restarts for ever. Now exit 78 naming log_file, from config check too."""
+    (tmp_path / "file").write_text("x")
+    message = refused(tmp_path, f"log_file: {tmp_path}/\n")
+    assert f"log_file: {tmp_path} is a directory: name the file to log to" in message
+    message = refused(tmp_path, f"log_file: {tmp_path}/file/x/akoshad.log\n")
+    assert f"cannot be made: {tmp_path}/file exists and is not a directory" in message
+    assert load(tmp_path, f"log_file: {tmp_path}/new/akoshad.log\n").log_file
+
+
+def test_log_file_that_cannot_be_opened_is_exit_78(tmp_path: Path) -> None:
+    """One made unopenable after the check (a directory put there since): exit 78, one
+    line naming it, not a traceback's last line with exit 1."""
+    settings = load(tmp_path, f"log_file: {tmp_path}/later\n")
+    (tmp_path / "later").mkdir()
+    try:
+        with pytest.raises(ConfigError) as info:
+            setup_logging(settings, environ={}, stream=io.StringIO())
+    finally:
+        logger.remove()
+        logger.add(io.StringIO())
+    assert str(info.value).startswith(f"log_file {tmp_path}/later cannot be written: ")
+    assert info.value.exit_code == 78
 
 
 # real places no process may write, root included: procfs makes no directory, sysfs no file
