@@ -146,6 +146,10 @@ def drill_not_run(why: str | None) -> str | None:
     return f"the last restore drill could not run: {why} (tried again later)"
 
 
+# a reload refused because the configuration file read at start is gone (runtime.reload)
+FILE_GONE = "is gone (it was read at start)"
+
+
 def config_problems(status: Mapping[str, Any]) -> list[str]:
     """The running configuration is not the file's: a reload refused (the file would fail
     the next start with exit 78), or a change of what is backed up, where or how, that
@@ -153,7 +157,8 @@ def config_problems(status: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     refused = status.get("reload_refused")
     if refused:
-        problems.append(f"{refused}; the next start would refuse that file too (exit 78)")
+        then = "run on the defaults" if FILE_GONE in refused else "refuse that file too (exit 78)"
+        problems.append(f"{refused}; the next start would {then}")
     waiting = [k for k in status.get("restart_pending") or () if k in DATA_RESTART_KEYS]
     if waiting:
         problems.append(

@@ -8,13 +8,16 @@ and shows them in ``status`` until a restart. Everything else applies at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from loguru import logger
 
-from akoshad.config import Settings
+from akoshad.config import Settings, load_settings
 from akoshad.errors import ConfigError
+from akoshad.fastpath import resolve_config_path
 from akoshad.redaction import redact
+from akoshad.runtime.health import FILE_GONE
 
 RESTART_KEYS = (
     "data_dir",
@@ -32,6 +35,27 @@ RESTART_KEYS = (
     "watchdog_stall_seconds",  # the watchdog policy is made at start
     "degraded_fail_after_minutes",  # so is the health watch
 )
+
+
+def reloader(
+    config_path: str | None, overrides: Mapping[str, Any], environ: Mapping[str, str]
+) -> Callable[[], Settings]:
+    """What a SIGHUP reads: the configuration as at start (the same file, environment and
+    command line). The default file, read at start, that is gone at a reload (moved, or
+    caught mid-save) is refused: the defaults would replace every setting a reload applies
+    (retention, drills...) without a word."""
+    path, _named = resolve_config_path(config_path, environ)
+    had_file = path.exists()
+
+    def load() -> Settings:
+        if had_file and not path.exists():
+            raise ConfigError(
+                f"configuration file {path} {FILE_GONE}: put it back, "
+                "or restart akoshad to run on the defaults"
+            )
+        return load_settings(config_path, overrides=dict(overrides), environ=environ)
+
+    return load
 
 
 def waiting_for_restart(old: Settings, new: Settings) -> list[str]:

@@ -25,6 +25,7 @@ from akoshad.names import EXIT_CONFIG, EXIT_OK
 from akoshad.pipeline.storefiles import PathFilter
 from akoshad.runtime import walk_child
 from akoshad.runtime.logs import setup_logging
+from akoshad.runtime.reload import reloader
 from akoshad.store.db import StateError
 
 if TYPE_CHECKING:
@@ -60,14 +61,9 @@ def run_daemon(
     for note in settings.notes:
         logger.warning("configuration: {}", note)
 
-    def reload() -> Settings:
-        from akoshad.config import load_settings
-
-        return load_settings(config_path, overrides=dict(overrides or {}), environ=env)
-
     walked = begin_walk(settings) if once else None
     try:
-        daemon = make_daemon(settings, env, reload, walked)
+        daemon = make_daemon(settings, env, reloader(config_path, overrides or {}, env), walked)
         collector.settle()  # the modules are imported: freeze them, collector on
         if once:
             code = asyncio.run(daemon.run_once())

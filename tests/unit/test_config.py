@@ -337,3 +337,31 @@ def test_a_reload_names_the_settings_that_wait_for_a_restart(tmp_path: Path) -> 
         "degraded_fail_after_minutes",
     ]
     assert waiting_for_restart(settings, settings) == []
+
+
+async def test_a_reload_with_the_configuration_file_gone_keeps_the_running_one(
+    tmp_path: Path,
+) -> None:
+    """The default file read at start, moved away (or caught mid-save) at a SIGHUP: the
+    reload took the defaults, so retention came back on (enabled: false was the file's)
+    and prunes would delete uploads, while status named only data_dir as waiting. The
+    reload is now refused, the running configuration kept."""
+    from akoshad.runtime.daemon import Daemon
+    from akoshad.runtime.health import config_problems
+    from akoshad.runtime.reload import reloader
+
+    e = env(tmp_path)
+    cfg = Path(e["HOME"]) / ".config" / "akoshad" / "config.yaml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text("retention:\n  enabled: false\n")
+    settings = load_settings(environ=e)
+    daemon = Daemon(settings, reload=reloader(None, {}, e))
+    cfg.rename(cfg.with_name("moved.yaml"))
+    assert await daemon.reload() is False
+    assert daemon.settings.retention.enabled is False
+    refused = daemon.reload_refused or ""
+    assert f"configuration file {cfg} is gone (it was read at start)" in refused
+    (problem,) = config_problems({"reload_refused": refused})
+    assert problem.endswith("the next start would run on the defaults")
+    cfg.with_name("moved.yaml").rename(cfg)
+    assert reloader(None, {}, e)().retention.enabled is False  # back: read as before
