@@ -171,7 +171,11 @@ def _purge(settings: Settings, dry: bool) -> int:
 def _install(
     plan: Plan, dry: bool, run: bool, env: Mapping[str, str], hidden: list[tuple[str, Path]]
 ) -> int:
-    ignored = sorted(k for k in env if k.startswith("AKOSHAD_") and k != "AKOSHAD_CONFIG")
+    ignored = sorted(
+        k
+        for k in env
+        if k.startswith(("AKOSHAD_", "SESSION_BUDDY_CLOUD_SYNC__")) and k != "AKOSHAD_CONFIG"
+    )
     if dry:
         print(f"# dry run, nothing changed: would write the {plan.kind} {plan.path} (0644):")
         print(plan.content.rstrip("\n"))

@@ -33,6 +33,9 @@ DEFAULT_WRITABLE = (
     "%t",
 )
 DEFAULT_CREATE = ("%h/.local/state/akoshad", "%h/.local/share/akoshad")
+# where the configuration file, the state and the outbox are by default: the service is given
+# the values install saw (a service manager's environment seldom has the shell's)
+PASSED_ON = ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME")
 
 
 def _template(name: str) -> str:
@@ -54,6 +57,13 @@ def _sd_word(word: str, exec_line: bool = False) -> str:
     return word
 
 
+def passed_on(environ: Mapping[str, str]) -> dict[str, str]:
+    """The :data:`PASSED_ON` variables set (to an absolute path, as the XDG spec reads
+    them) in ``environ``: the service gets them, so it reads the file, and uses the
+    directories, that install saw."""
+    return {k: environ[k] for k in PASSED_ON if os.path.isabs(environ.get(k) or "")}
+
+
 def render_unit(
     executable: str | Sequence[str],
     config: str | None = None,
@@ -61,12 +71,16 @@ def render_unit(
     writable: Sequence[str] = DEFAULT_WRITABLE,
     create: Sequence[str] = DEFAULT_CREATE,
     stop_timeout: int = DEFAULT_STOP_TIMEOUT,
+    environment: Mapping[str, str] | None = None,
 ) -> str:
     """The systemd user unit. ``executable``: a path or an argv prefix (``python -m
-    akoshad``); ``writable``/``create``: paths already in unit syntax (see ``unit_paths``)."""
+    akoshad``); ``writable``/``create``: paths already in unit syntax (see ``unit_paths``);
+    ``environment``: variables the service is given (:func:`passed_on`)."""
     argv = [*_argv(executable), "run", *(["--config", config] if config else [])]
+    env = "".join(f"Environment={_sd_word(f'{k}={v}')}\n" for k, v in (environment or {}).items())
     return (
         _template("akoshad.service.in")
+        .replace("Environment=PYTHONUNBUFFERED=1\n", f"Environment=PYTHONUNBUFFERED=1\n{env}")
         .replace("@EXEC_START@", " ".join(_sd_word(w, exec_line=True) for w in argv))
         .replace("@MKDIR_PATHS@", " ".join(create))
         .replace("@RW_PATHS@", " ".join(writable))
@@ -84,8 +98,10 @@ def render_plist(
     logdir: str = DEFAULT_LOGDIR,
     *,
     exit_timeout: int = DEFAULT_STOP_TIMEOUT,
+    environment: Mapping[str, str] | None = None,
 ) -> str:
-    """The launchd agent plist (``logdir`` receives ``akoshad.log``)."""
+    """The launchd agent plist (``logdir`` receives ``akoshad.log``; ``environment``:
+    variables the agent is given besides PATH, :func:`passed_on`)."""
     argv = [*_argv(executable), "run", *(["--config", config] if config else [])]
     path = list(DEFAULT_MAC_PATH)
     bindir = str(Path(argv[0]).parent)
@@ -99,6 +115,15 @@ def render_plist(
         .replace("@EXIT_TIMEOUT@", str(exit_timeout))
         .replace("@LOGDIR@", _xml(logdir))
         .replace("@PATH@", _xml(":".join(path)))
+        .replace("@MORE_ENV@", _plist_env(environment))
+    )
+
+
+def _plist_env(environment: Mapping[str, str] | None) -> str:
+    """More keys of ``EnvironmentVariables`` (after PATH's ``</string>``)."""
+    return "".join(
+        f"\n        <key>{_xml(k)}</key>\n        <string>{_xml(v)}</string>"
+        for k, v in (environment or {}).items()
     )
 
 
@@ -171,7 +196,9 @@ def plan_for(
         return Plan(
             "launchd agent",
             path,
-            render_plist(executable, config, str(logdir), exit_timeout=stop),
+            render_plist(
+                executable, config, str(logdir), exit_timeout=stop, environment=passed_on(environ)
+            ),
             enable=[
                 ["launchctl", "bootstrap", f"gui/{uid}", str(path)],
                 ["launchctl", "enable", f"gui/{uid}/{LABEL}"],
@@ -189,7 +216,14 @@ def plan_for(
     return Plan(
         "systemd user unit",
         unit_dir / UNIT_NAME,
-        render_unit(executable, config, writable=writable, create=create, stop_timeout=stop),
+        render_unit(
+            executable,
+            config,
+            writable=writable,
+            create=create,
+            stop_timeout=stop,
+            environment=passed_on(environ),
+        ),
         enable=[
             ["systemctl", "--user", "daemon-reload"],
             ["systemctl", "--user", "enable", "--now", UNIT_NAME],

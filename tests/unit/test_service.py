@@ -142,7 +142,11 @@ def test_systemd_analyze_verify_accepts_an_installed_unit(tmp_path: Path) -> Non
     )
     writable, create = unit_paths(settings, home, "/run/user/1000")
     text = render_unit(
-        [str(python), "-m", "akoshad"], str(home / "c.yaml"), writable=writable, create=create
+        [str(python), "-m", "akoshad"],
+        str(home / "c.yaml"),
+        writable=writable,
+        create=create,
+        environment={"XDG_STATE_HOME": str(tmp_path / "my state %h")},
     )
     _verify(text, tmp_path)
 
@@ -511,3 +515,37 @@ def test_install_warns_about_paths_in_the_private_tmp(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert f"PrivateTmp=yes): it will not see the store {tmp_path / 'store'}" in res.stdout
     assert f"the configuration file {cfg}" in res.stdout
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_the_service_gets_the_xdg_directories_install_saw(
+    tmp_path: Path, platform: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """XDG_CONFIG_HOME (or XDG_STATE_HOME, XDG_DATA_HOME) set in the shell: install found
+    the configuration file and made the unit's paths with them, but the unit ran
+    ``akoshad run`` without them, so the service read ~/.config/akoshad/config.yaml
+    (another file, or none: the default store) and a state its sandbox does not let it
+    write. They are passed on now; SESSION_BUDDY_CLOUD_SYNC__* are named as not seen."""
+    env = {
+        **_env(tmp_path),
+        "XDG_CONFIG_HOME": str(tmp_path / "my cfg"),
+        "XDG_STATE_HOME": str(tmp_path / "st"),
+        "XDG_DATA_HOME": "relative",  # ignored, as the XDG spec says
+        "SESSION_BUDDY_CLOUD_SYNC__CLOUD_BUCKET": "b",
+    }
+    settings = load_settings(environ=env)
+    args = _args("install", dry_run=True)
+    assert cmd_service(args, settings, platform=platform, environ=env) == 0
+    out = capsys.readouterr().out
+    if platform == "linux":
+        lines = unit_lines(out)
+        assert f'Environment="XDG_CONFIG_HOME={tmp_path}/my cfg"' in lines
+        assert f"Environment=XDG_STATE_HOME={tmp_path}/st" in lines
+        assert not any("XDG_DATA_HOME" in line for line in lines)
+    else:
+        start = out.index("<?xml")
+        plist = plistlib.loads(out[start : out.index("</plist>") + 8].encode())
+        passed = plist["EnvironmentVariables"]
+        assert passed["XDG_CONFIG_HOME"] == f"{tmp_path}/my cfg"
+        assert passed["XDG_STATE_HOME"] == f"{tmp_path}/st" and "XDG_DATA_HOME" not in passed
+    assert "will not see SESSION_BUDDY_CLOUD_SYNC__CLOUD_BUCKET" in out
