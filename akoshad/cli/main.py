@@ -107,6 +107,14 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _interval(text: str) -> float:
+    """``status --interval``: seconds above 0, at most a day (raised to 0.2 when shorter)."""
+    value = _seconds(text)
+    if value > 86400:
+        raise argparse.ArgumentTypeError(f"must be at most 86400 seconds (a day): {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line. ``--config`` may come before or after the command: the
     top level and the commands keep it under distinct names, merged once parsed."""
@@ -167,9 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument(
         "--interval",
-        type=float,
+        type=_interval,
         default=1.0,
-        help="seconds between --watch refreshes (default 1, at least 0.2)",
+        help="seconds between --watch refreshes (default 1, at least 0.2), at most 86400",
     )
 
     sync = sub.add_parser("sync", parents=[common], help="ask the daemon to drain now")

@@ -191,3 +191,16 @@ def test_an_empty_path_option_is_a_usage_error_not_the_default(
     assert info.value.code == 2
     last = capsys.readouterr().err.splitlines()[-1]
     assert f"error: argument {option}: is empty (an unset variable?)" in last, last
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0", "1e20", "x"])
+def test_a_watch_interval_out_of_range_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status --watch --interval inf`` ended with 'status failed: OverflowError:
+    timestamp out of range for platform time_t', exit 1; -1 and 0 were taken as 0.2."""
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(["status", "--watch", "--interval", value])
+    assert info.value.code == 2
+    assert "argument --interval: " in capsys.readouterr().err
+    assert cli.parse_args(["status", "--interval", "0.1"]).interval == 0.1  # taken as 0.2
