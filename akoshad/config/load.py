@@ -306,7 +306,7 @@ def load_config(
         raise ConfigError(_format_error(exc, sources)) from None
     register_settings(settings)  # from here on, no text this process prints shows them
     notes = _chunk_note(merged, sources)
-    settings._notes = notes
+    settings._notes, settings._file_warnings = notes, src.exposed_secrets(path, file_data)
     return LoadedConfig(settings, sources, notes)
 
 

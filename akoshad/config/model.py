@@ -276,6 +276,7 @@ class Settings(BaseSettings):
     encryption: Encryption = Field(default_factory=Encryption)
     cloud_sync: CloudSync = Field(default_factory=CloudSync)
     _notes: tuple[str, ...] = PrivateAttr(default=())
+    _file_warnings: tuple[str, ...] = PrivateAttr(default=())  # of the file read (its mode)
 
     def __repr_args__(self) -> ReprArgs:
         return _shown(super().__repr_args__(), {"akosha_url": redact_url})
@@ -413,7 +414,7 @@ class Settings(BaseSettings):
         )
         if self.akosha_url and self.cloud_sync.force_method != "cloud":
             found.append(memories_left_out(self.include, self.exclude) or "")
-        return (*[w for w in found if w], *self.encryption.warnings)
+        return (*self._file_warnings, *[w for w in found if w], *self.encryption.warnings)
 
     @property
     def notes(self) -> tuple[str, ...]:

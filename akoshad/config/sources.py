@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,32 @@ def effective_sources(data: Mapping[str, Any], sources: Sources, groups: Iterabl
         else:
             out[key] = sources.get(key, DEFAULT)
     return out
+
+
+def _secret_keys(data: Mapping[str, Any]) -> list[str]:
+    """The secrets a configuration file's mapping sets (the S3 secret, webhook secrets)."""
+    found: list[str] = []
+    group = data.get("cloud_sync")
+    if isinstance(group, Mapping) and group.get("secret_access_key"):
+        found.append("cloud_sync.secret_access_key")
+    hooks = data.get("webhooks")
+    for i, hook in enumerate(hooks if isinstance(hooks, list) else []):
+        if isinstance(hook, Mapping) and hook.get("secret"):
+            found.append(f"webhooks[{i}].secret")
+    return found
+
+
+def exposed_secrets(path: Path, data: Mapping[str, Any]) -> tuple[str, ...]:
+    """A note when the configuration file ``path`` sets a secret and group or others may
+    read it (as ssh says of a private key), else nothing."""
+    secrets = _secret_keys(data)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode) if secrets else 0
+    except OSError:
+        return ()
+    if not mode & 0o077:
+        return ()
+    return (
+        f"configuration file {path} holds {', '.join(secrets)} and others may read it "
+        f"(mode {mode:04o}): run chmod 600 {path}",
+    )

@@ -365,3 +365,35 @@ async def test_a_reload_with_the_configuration_file_gone_keeps_the_running_one(
     assert problem.endswith("the next start would run on the defaults")
     cfg.with_name("moved.yaml").rename(cfg)
     assert reloader(None, {}, e)().retention.enabled is False  # back: read as before
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600])
+def test_a_file_holding_secrets_that_others_may_read_is_warned_of(
+    tmp_path: Path, mode: int
+) -> None:
+    """A configuration file with the S3 secret or a webhook's secret, readable by others
+    (0644 by the usual umask): nothing said so, while an identity file gets a warning.
+    config check, config show and the daemon's start now warn, never showing the secret."""
+    from akoshad.cli.config import check_lines
+    from akoshad.config import load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "cloud_sync:\n  cloud_bucket: b\n  access_key_id: AK\n"
+        f"  secret_access_key: {SECRET}\n"
+        "webhooks:\n  - url: http://127.0.0.1:9/h\n  - url: http://127.0.0.1:9/i\n"
+        f"    secret: {SECRET}\n"
+    )
+    cfg.chmod(mode)
+    loaded = load_config(cfg, environ=env(tmp_path))
+    text = "\n".join(check_lines(loaded))
+    assert SECRET not in text
+    line = (
+        f"warning: configuration file {cfg} holds cloud_sync.secret_access_key, "
+        f"webhooks[1].secret and others may read it (mode {mode:04o}): run chmod 600 {cfg}"
+    )
+    assert (line in text.splitlines()) is (mode != 0o600)
+    assert any("others may read it" in n for n in loaded.settings.notes) is (mode != 0o600)
+    cfg.chmod(0o644)
+    cfg.write_text("debounce_seconds: 3\n")  # no secret: nothing to say
+    assert "others may read" not in "\n".join(check_lines(load_config(cfg, environ=env(tmp_path))))

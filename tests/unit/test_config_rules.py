@@ -145,6 +145,7 @@ def test_s3_settings_without_a_bucket_are_told(tmp_path: Path) -> None:
     )
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)
+    cfg.chmod(0o600)  # holding the secret: no warning of its mode
     loaded = load_config(cfg, environ=env(tmp_path))
     warning = next(line for line in check_lines(loaded) if line.startswith("warning: "))
     assert "cloud_sync.cloud_endpoint" in warning and "cloud_sync.access_key_id" in warning
