@@ -49,6 +49,8 @@ def cmd_service(
         return 1
     config = config_arg(getattr(args, "config", None), env)
     executable = this_executable(getattr(args, "prefix", None), env)
+    if args.action == "install" and getattr(args, "prefix", None):
+        _warn_missing(Path(executable[0]))
     plan = plan_for(plat, env, executable, config, os.getuid(), settings)
     dry = bool(getattr(args, "dry_run", False))
     run = bool(getattr(args, "enable", False))
@@ -68,6 +70,17 @@ def cmd_service(
         _say_kept(settings)
         return code
     return _purge(settings, dry) or code
+
+
+def _warn_missing(executable: Path) -> None:
+    """One line on stderr when ``--prefix`` holds no ``bin/akoshad`` to run."""
+    if executable.is_file() and os.access(executable, os.X_OK):
+        return
+    print(
+        f"akoshad: warning: --prefix: {executable} is not an executable file: the service "
+        "will not start until it is (is --prefix where akoshad is installed?)",
+        file=sys.stderr,
+    )
 
 
 def _in_private_tmp(settings: Settings, config: str | None) -> list[tuple[str, Path]]:

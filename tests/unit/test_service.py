@@ -549,3 +549,22 @@ def test_the_service_gets_the_xdg_directories_install_saw(
         assert passed["XDG_CONFIG_HOME"] == f"{tmp_path}/my cfg"
         assert passed["XDG_STATE_HOME"] == f"{tmp_path}/st" and "XDG_DATA_HOME" not in passed
     assert "will not see SESSION_BUDDY_CLOUD_SYNC__CLOUD_BUCKET" in out
+
+
+def test_a_prefix_without_akoshad_is_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--prefix`` that holds no bin/akoshad (a typo, a relative path from another
+    directory) wrote a unit whose ExecStart does not exist, without a word."""
+    env = _env(tmp_path)
+    args = _args("install", dry_run=True, prefix=str(tmp_path / "nowhere"))
+    assert cmd_service(args, load_settings(environ=env), platform="linux", environ=env) == 0
+    err = capsys.readouterr().err
+    assert f"warning: --prefix: {tmp_path}/nowhere/bin/akoshad is not an executable" in err
+    exe = tmp_path / "ok" / "bin" / "akoshad"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    args = _args("install", dry_run=True, prefix=str(tmp_path / "ok"))
+    assert cmd_service(args, load_settings(environ=env), platform="linux", environ=env) == 0
+    assert "warning" not in capsys.readouterr().err
