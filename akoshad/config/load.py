@@ -274,6 +274,7 @@ def load_config(
     path, named = resolve_config_path(config_path, env)
     file_data = _read_yaml(path, named)
     _names_only(file_data, path)
+    file_data = src.without_null_groups(file_data, [*_groups(), "webhooks", "include", "exclude"])
     env_data, env_vars = _env_layer(env)
     sb_path = src.session_buddy_path(env)
     sb_file = src.session_buddy_file(sb_path, _read_yaml)

@@ -216,3 +216,11 @@ def exposed_secrets(path: Path, data: Mapping[str, Any]) -> tuple[str, ...]:
         f"configuration file {path} holds {', '.join(secrets)} and others may read it "
         f"(mode {mode:04o}): run chmod 600 {path}",
     )
+
+
+def without_null_groups(data: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """``data`` without the keys of ``names`` (the groups, the lists) that YAML read as
+    null: a group whose every line is commented out (``encryption:`` alone) is a group
+    that sets nothing, as an empty file is, not an invalid value."""
+    unset = set(names)
+    return {k: v for k, v in data.items() if not (v is None and k in unset)}

@@ -411,3 +411,18 @@ def test_unwritable_state_dir_exits_78(tmp_path: Path, command: list[str]) -> No
         "akoshad: state_dir /sys/fs is not writable: Permission denied "
         "(make state_dir writable or set another)\n"
     )
+
+
+def test_a_group_with_every_line_commented_out_sets_nothing(tmp_path: Path) -> None:
+    """``encryption:`` whose keys are all commented out (as one leaves an unused block of
+    the example) was exit 78: 'encryption: Input should be a valid dictionary or instance
+    of Encryption'. A group or list YAML reads as null now sets nothing, as an empty file."""
+    text = (
+        "debounce_seconds: 3\nencryption:\n  # recipients: []\nretention:\n"
+        "cloud_sync:\n  # cloud_bucket: b\nwebhooks:\ninclude:\nexclude:\n"
+    )
+    settings = load(tmp_path, text)
+    assert settings.debounce_seconds == 3 and not settings.encryption.enabled
+    assert settings.retention.keep_last == 10 and settings.webhooks == []
+    assert settings.include == [] and settings.cloud_sync.cloud_bucket is None
+    assert "data_dir" in refused(tmp_path, "data_dir:\n")  # a path left empty: still told
