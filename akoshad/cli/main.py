@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from akoshad import __version__, collector
 from akoshad.cli import prune as prune_cli
 from akoshad.cli.uploads_args import (
+    TARGET_HELP,
     add_restore_selection,
     add_uploads_parser,
     dest_arg,
@@ -215,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--system-id", type=system_id_arg, help="system id to look under (default: configured)"
     )
-    verify.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
+    verify.add_argument(
+        "--target", choices=("auto", "local", "cloud"), default="auto", help=TARGET_HELP
+    )
     verify.add_argument("--identity", metavar="FILE", type=IDENTITY_FILE, help=IDENTITY_HELP)
 
     restore = sub.add_parser("restore", parents=[common], help="rebuild the store from a target")
@@ -228,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--system-id", type=system_id_arg, help="system id to restore (default: configured)"
     )
     restore.add_argument("--force", action="store_true", help="allow a non-empty --dest")
-    restore.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
+    restore.add_argument(
+        "--target", choices=("auto", "local", "cloud"), default="auto", help=TARGET_HELP
+    )
     restore.add_argument("--identity", metavar="FILE", type=IDENTITY_FILE, help=IDENTITY_HELP)
 
     add_uploads_parser(sub, common)

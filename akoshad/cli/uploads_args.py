@@ -12,6 +12,11 @@ AT_HELP = (
     "the newest upload made at or before TIME (ISO 8601, e.g. 2026-11-30T14:05; local time "
     "unless it has an offset such as +01:00 or Z)"
 )
+TARGET_HELP = (
+    "the target to read: auto = where run uploads (the bucket when one is set, unless "
+    "force_method is http; else the local outbox), local = local_target_dir, cloud = the "
+    "bucket (default: auto)"
+)
 PATH_HELP = (
     "restore only the store paths matching GLOB (shell-style, against the whole path, * also "
     "matches /; a DuckDB database comes with its .wal); repeatable"
@@ -100,4 +105,6 @@ def add_uploads_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     uploads.add_argument(
         "--system-id", type=system_id_arg, help="system id to look under (default: configured)"
     )
-    uploads.add_argument("--target", choices=("auto", "local", "cloud"), default="auto")
+    uploads.add_argument(
+        "--target", choices=("auto", "local", "cloud"), default="auto", help=TARGET_HELP
+    )

@@ -466,3 +466,10 @@ def test_quick_check_tells_a_relative_data_dir_of_another_directory(
     assert fastpath.try_unchanged(argv, e)  # the same directory: answered at once
     monkeypatch.chdir(tmp_path / "b")
     assert not fastpath.try_unchanged(argv, e)  # another store: the full run
+
+
+@pytest.mark.parametrize("command", [["verify"], ["restore"], ["uploads"]])
+def test_target_option_has_help(command: list[str]) -> None:
+    """``--target {auto,local,cloud}`` was listed with no word of what it reads."""
+    text = _help(command)
+    assert "--target {auto,local,cloud} the target to read: auto = where run uploads" in text
