@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -90,12 +91,37 @@ def _identity_file_problem(enc: Encryption) -> list[str]:
     ]
 
 
+def state_dir_refusal(state_dir: Path) -> str | None:
+    """The line ``run`` (and prune, takeover) stops with, exit 78, when ``state_dir``
+    cannot be written, found without making it: a file made and removed in it, or when it
+    does not exist yet, a directory in the nearest of its parents that exists."""
+    existing = state_dir
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    try:
+        if existing == state_dir:
+            fd, name = tempfile.mkstemp(prefix=".akoshad-check-", dir=state_dir)
+            os.close(fd)
+            os.unlink(name)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".akoshad-check-", dir=existing))
+    except OSError as exc:
+        return (
+            f"state_dir {state_dir} is not writable: {exc.strerror or exc} "
+            "(make state_dir writable or set another)"
+        )
+    return None
+
+
 def cmd_config(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     """``check`` prints a summary and notes (exit 78 for a ``socket_path`` that ``run``
     refuses); ``show`` the effective YAML, secrets redacted, followed by where each value
     came from (as YAML comments)."""
     if args.action == "check":
-        refused = socket_path_refusal(loaded.settings.socket_path)  # as run refuses it
+        settings = loaded.settings
+        refused = socket_path_refusal(settings.socket_path) or state_dir_refusal(
+            settings.state_dir
+        )  # as run refuses them
         if refused is not None:
             print(f"akoshad: {refused}", file=sys.stderr)
             return EXIT_CONFIG

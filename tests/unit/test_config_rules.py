@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from akoshad.cli.config import check_lines, render_sources
+from akoshad.cli.config import check_lines, render_sources, state_dir_refusal
 from akoshad.config import Settings, load_config, load_settings
 from akoshad.errors import ConfigError
 from akoshad.restore import drill as restore_drill
@@ -391,12 +391,21 @@ def test_unwritable_state_dir_is_a_config_error(state_dir: str, reason: str) -> 
         StateLock(Path(state_dir)).acquire()
     assert str(info.value).startswith(f"state_dir {state_dir} is not writable: {reason}")
     assert info.value.exit_code == 78
+    # config check tells it alike, without making anything
+    assert (state_dir_refusal(Path(state_dir)) or "").startswith(str(info.value)[:40])
+
+
+def test_config_check_of_a_state_dir_leaves_nothing(tmp_path: Path) -> None:
+    assert state_dir_refusal(tmp_path / "new" / "state") is None
+    assert state_dir_refusal(tmp_path) is None
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="procfs and sysfs")
-@pytest.mark.parametrize("command", [["run", "--once"], ["prune"]])
+@pytest.mark.parametrize("command", [["run", "--once"], ["prune"], ["config", "check"]])
 def test_unwritable_state_dir_exits_78(tmp_path: Path, command: list[str]) -> None:
-    """One line naming state_dir, exit 78: systemd's unit does not restart it in a loop."""
+    """One line naming state_dir, exit 78: systemd's unit does not restart it in a loop.
+    config check said 'configuration ok' (exit 0) for it; it agrees with run now."""
     (tmp_path / "store").mkdir()
     cfg = write_config(
         tmp_path / "c.yaml",
