@@ -47,6 +47,9 @@ class FakeState:
     async def skipped(self) -> dict[str, str]:
         return dict(self.skips)
 
+    async def get_kv(self, key: str) -> str | None:
+        return None  # no record of memories that could not be read
+
 
 @pytest.fixture
 def lines() -> Iterator[list[str]]:
