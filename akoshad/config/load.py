@@ -31,6 +31,7 @@ from akoshad.config.model import (
     Settings,
     Webhook,
 )
+from akoshad.config.yamlfile import names_only, one_line, read_yaml
 from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
 from akoshad.redaction import register_settings
@@ -54,71 +55,6 @@ def _defaults(environ: Mapping[str, str]) -> dict[str, Any]:
         "local_target_dir": data_home / "akoshad" / "outbox",
         "_runtime_dir": runtime,
     }
-
-
-def _names_only(data: Mapping[Any, Any], path: Path) -> None:
-    """Refuse a top-level key that YAML did not read as a string (``30:``, ``on:``): no
-    setting has such a name, and it must be told in one line like any unknown key."""
-    for key in data:
-        if not isinstance(key, str):
-            raise ConfigError(
-                f"invalid configuration: {key}: unknown key (not a name; quote it if it "
-                f"is meant as one) (from file {path})"
-            )
-
-
-class _UniqueKeys(yaml.SafeLoader):
-    """``yaml.safe_load`` that refuses a key given twice in one mapping: YAML would keep
-    the last one silently (a second ``cloud_sync:`` dropping the bucket of the first)."""
-
-
-def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # ``<<: *anchor``: construct_mapping merges it (keys after it win)
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            again = key in seen
-        except TypeError:  # not hashable: construct_mapping says so
-            continue
-        if again:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is given twice", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
-
-
-def _read_yaml(path: Path, named: bool) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if named:
-            raise ConfigError(f"configuration file {path} does not exist") from None
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader: no object tags
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or ""
-        if problem.endswith("is given twice"):
-            raise ConfigError(
-                f"configuration file {path}: {one_line(problem)}{where} "
-                "(only one would be read: merge them)"
-            ) from None
-        raise ConfigError(f"configuration file {path} is not valid YAML{where}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"configuration file {path} must be a mapping of keys to values")
-    return data
 
 
 class _MappingEnvSource(EnvSettingsSource):
@@ -201,12 +137,6 @@ def _format_error(exc: ValidationError, sources: src.Sources) -> str:
     return one_line(f"invalid configuration: {loc}: {msg}{where}{more}")
 
 
-def one_line(text: str) -> str:
-    """``text`` with every character that is not printable escaped (``\\n`` for a newline):
-    a key or a value quoted in an error may hold one, and the error is one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def debug_enabled(environ: Mapping[str, str]) -> bool:
     """``AKOSHAD_DEBUG`` set to 1/true/yes/on: show tracebacks of unexpected errors."""
     return environ.get("AKOSHAD_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
@@ -272,12 +202,12 @@ def load_config(
     ``ConfigError`` with one line (naming the key and where it came from) on failure."""
     env = dict(os.environ if environ is None else environ)
     path, named = resolve_config_path(config_path, env)
-    file_data = _read_yaml(path, named)
-    _names_only(file_data, path)
+    file_data = read_yaml(path, named)
+    names_only(file_data, path)
     file_data = src.without_null_groups(file_data, [*_groups(), "webhooks", "include", "exclude"])
     env_data, env_vars = _env_layer(env)
     sb_path = src.session_buddy_path(env)
-    sb_file = src.session_buddy_file(sb_path, _read_yaml)
+    sb_file = src.session_buddy_file(sb_path, read_yaml)
     sb_env, sb_vars = src.session_buddy_env(env)
     defaults = _defaults(env)
     runtime = defaults.pop("_runtime_dir")
