@@ -3,6 +3,7 @@ mapping of names, and errors told in one line."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,12 +72,31 @@ def read_yaml(path: Path, named: bool) -> dict[str, Any]:
                 f"configuration file {path}: {one_line(problem)}{where} "
                 "(only one would be read: merge them)"
             ) from None
-        raise ConfigError(f"configuration file {path} is not valid YAML{where}") from None
+        raise ConfigError(
+            f"configuration file {path} is not valid YAML{where}{_why(problem)}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"configuration file {path} must be a mapping of keys to values")
     return data
+
+
+def _why(problem: str) -> str:
+    """What YAML found wrong, with a hint for the usual mistake (a tab in the indentation).
+    A quoted word longer than a character that is no token (``'<stream end>'``) is the
+    file's own text (an alias, a tag: a secret written ``*x`` or ``!x``), never shown."""
+    if not problem:
+        return ""
+    tab = " (a tab: YAML indents with spaces)" if "'\\t'" in problem else ""
+    shown = re.sub(r"'([^']*)'", _token_or_hidden, problem)
+    return f": {one_line(shown)}{tab}"
+
+
+def _token_or_hidden(match: re.Match[str]) -> str:
+    inner = match.group(1)
+    token = len(inner) <= 1 or re.fullmatch(r"\\.|<[a-z ]+>", inner) is not None
+    return match.group(0) if token else "'...'"
 
 
 def one_line(text: str) -> str:

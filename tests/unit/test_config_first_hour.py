@@ -322,7 +322,8 @@ def test_client_with_an_unreadable_socket_path_line_is_told_so(
     err = capsys.readouterr().err
     assert code == 78
     assert err == (
-        f"akoshad: configuration file {cfg} is not valid YAML at line 2; the file's "
+        f"akoshad: configuration file {cfg} is not valid YAML at line 2: expected ',' or "
+        "']', but got '<stream end>'; the file's "
         "socket_path line cannot be read, so status cannot tell where the daemon listens "
         "(fix the file, or set AKOSHAD_SOCKET_PATH)\n"
     )

@@ -435,3 +435,17 @@ def test_a_group_with_every_line_commented_out_sets_nothing(tmp_path: Path) -> N
     assert settings.retention.keep_last == 10 and settings.webhooks == []
     assert settings.include == [] and settings.cloud_sync.cloud_bucket is None
     assert "data_dir" in refused(tmp_path, "data_dir:\n")  # a path left empty: still told
+
+
+def test_a_yaml_error_says_what_is_wrong_without_the_file_s_words(tmp_path: Path) -> None:
+    """'is not valid YAML at line 2' alone left a tab in the indentation to be guessed;
+    the parser's problem is said now, but never a word of the file it quotes (a secret
+    written as *x or !x is read as an alias or a tag)."""
+    message = refused(tmp_path, "cloud_sync:\n\tcloud_bucket: b\n")
+    assert message.endswith(
+        "is not valid YAML at line 2: found character '\\t' that cannot start any token "
+        "(a tab: YAML indents with spaces)"
+    ), message
+    for text in (f"webhooks:\n  - url: http://h/x\n    secret: *{SECRET}\n", f"x: !{SECRET} y\n"):
+        message = refused(tmp_path, text)
+        assert SECRET not in message and "'...'" in message, message
