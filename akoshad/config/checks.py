@@ -82,6 +82,19 @@ def check_directory(value: Path) -> Path:
     return value
 
 
+def check_utf8_name(value: Path) -> Path:
+    """``value`` when its name is UTF-8: one that is not (an undecodable byte from the
+    environment) stops every upload (manifests, DuckDB's copies under state_dir)."""
+    try:
+        str(value).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+        raise ValueError(
+            f"{shown} is not a UTF-8 name: rename it, or give a symlink to it whose name is UTF-8"
+        ) from None
+    return value
+
+
 def check_log_file(value: Path) -> Path:
     """``value`` when a log file can be made there: not a directory, and the nearest of
     its parents that exists a directory (as :func:`check_directory`)."""

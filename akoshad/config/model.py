@@ -33,6 +33,7 @@ from akoshad.config.checks import (
     check_directory,
     check_listen,
     check_log_file,
+    check_utf8_name,
     log_inside,
     memories_left_out,
     nesting_problem,
@@ -315,6 +316,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else check_absolute(Path(os.path.expanduser(str(value))))
+
+    @field_validator("data_dir", "state_dir")
+    @classmethod
+    def _utf8_name(cls, value: Path) -> Path:
+        return check_utf8_name(value)
 
     @field_validator("state_dir", "local_target_dir")
     @classmethod

@@ -449,3 +449,13 @@ def test_a_yaml_error_says_what_is_wrong_without_the_file_s_words(tmp_path: Path
     for text in (f"webhooks:\n  - url: http://h/x\n    secret: *{SECRET}\n", f"x: !{SECRET} y\n"):
         message = refused(tmp_path, text)
         assert SECRET not in message and "'...'" in message, message
+
+
+@pytest.mark.parametrize("key", ["DATA_DIR", "STATE_DIR"])
+def test_a_directory_whose_name_is_not_utf8_is_refused(tmp_path: Path, key: str) -> None:
+    """AKOSHAD_DATA_DIR with a byte that is not UTF-8: config check said ok and run
+    ended with 'run failed: UnicodeEncodeError ... surrogates not allowed', exit 1 (a
+    state_dir so named: every DuckDB file skipped, 'std::bad_cast'). Now exit 78."""
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/d\xffx")
+    message = refused(tmp_path, "", **{f"AKOSHAD_{key}": name})
+    assert f"{key.lower()}: {tmp_path}/d\\xffx is not a UTF-8 name" in message, message
