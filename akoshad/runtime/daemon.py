@@ -37,7 +37,7 @@ from akoshad.runtime.deadline import finished_within, settled
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.leftovers import clean_leftovers
 from akoshad.runtime.leftovers import describe as describe_leftovers
-from akoshad.runtime.notify import Notifier, WatchdogPolicy
+from akoshad.runtime.notify import STOP_MARGIN, Notifier, WatchdogPolicy
 from akoshad.runtime.once import drain_within_deadline, nothing_selected, once_outcome
 from akoshad.runtime.passes import Passes
 from akoshad.runtime.reload import applicable, read_again
@@ -384,9 +384,9 @@ class Daemon:
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         """Persist what was seen, let the pass in hand finish within the deadline."""
-        self.notifier.stopping()
-        self.notifier.status("stopping: persisting the work in hand")
         deadline = self.settings.drain_deadline_seconds
+        self.notifier.stopping(within=deadline + STOP_MARGIN)  # not the unit's, of install
+        self.notifier.status("stopping: persisting the work in hand")
         await self.feed.flush()
         drain = next(t for t in tasks if t.get_name() == "drain")
         others = [t for t in tasks if t is not drain]

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from akoshad.redaction import redact
 
 Clock = Callable[[], float]
+# a stop may take drain_deadline_seconds and this (the unit's TimeoutStopSec is made alike)
+STOP_MARGIN = 15.0
 SENT_KEPT = 64  # the last messages sent, for tests and debugging (bounded: runs for months)
 
 
@@ -73,9 +75,12 @@ class Notifier:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self._send(f"RELOADING=1\nMONOTONIC_USEC={usec}")
 
-    def stopping(self) -> None:
-        """``STOPPING=1``: shutdown has begun."""
-        self._send("STOPPING=1")
+    def stopping(self, within: float | None = None) -> None:
+        """``STOPPING=1``: shutdown has begun; with ``within`` (seconds), also
+        ``EXTEND_TIMEOUT_USEC``: the manager waits that long at least (never less than its
+        own stop timeout), whatever the unit said when it was installed."""
+        extend = "" if within is None else f"\nEXTEND_TIMEOUT_USEC={int(within * 1_000_000)}"
+        self._send(f"STOPPING=1{extend}")
 
     def watchdog(self) -> None:
         """``WATCHDOG=1``: the caller decided (``WatchdogPolicy``) that we are healthy."""
