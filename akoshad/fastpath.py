@@ -34,6 +34,16 @@ CACHE_VERSION = 2  # 2: the store is recorded as a digest
 StatMap = dict[str, list[int]]
 
 
+def config_home(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME`` when absolute (the XDG spec says to ignore a relative one, as
+    for the state and data homes: the file read would follow the working directory), else
+    ``~/.config``."""
+    value = environ.get("XDG_CONFIG_HOME") or ""
+    if os.path.isabs(value):
+        return Path(value)
+    return Path(environ.get("HOME") or os.path.expanduser("~")) / ".config"
+
+
 def resolve_config_path(
     cli_path: str | os.PathLike[str] | None, environ: Mapping[str, str]
 ) -> tuple[Path, bool]:
@@ -43,9 +53,7 @@ def resolve_config_path(
     env_path = environ.get("AKOSHAD_CONFIG")
     if env_path:
         return Path(env_path).expanduser(), True
-    home = Path(environ.get("HOME") or os.path.expanduser("~"))
-    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    return config_home / "akoshad" / "config.yaml", False
+    return config_home(environ) / "akoshad" / "config.yaml", False
 
 
 def inputs_key(argv: Sequence[str], environ: Mapping[str, str], config: Path) -> str:
@@ -56,9 +64,7 @@ def inputs_key(argv: Sequence[str], environ: Mapping[str, str], config: Path) ->
     for key in sorted(environ):
         if key.upper().startswith(("AKOSHAD_", "XDG_", "SESSION_BUDDY_")) or key == "HOME":
             h.update(f"\0{key}={environ[key]}".encode("utf-8", "surrogateescape"))
-    home = Path(environ.get("HOME") or os.path.expanduser("~"))
-    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    for path in (config, config_home / "session-buddy" / "config.yaml"):
+    for path in (config, config_home(environ) / "session-buddy" / "config.yaml"):
         try:
             h.update(b"\0" + path.read_bytes())
         except OSError:

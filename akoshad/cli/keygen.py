@@ -15,6 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from akoshad.fastpath import config_home
 from akoshad.names import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from akoshad.private import make_private_dirs
 
@@ -23,9 +24,7 @@ IDENTITY_NAME = "identity.txt"
 
 def default_identity_path(environ: Mapping[str, str]) -> Path:
     """``$XDG_CONFIG_HOME/akoshad/identity.txt`` (default ``~/.config``)."""
-    home = Path(environ.get("HOME") or os.path.expanduser("~"))
-    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    return config_home / "akoshad" / IDENTITY_NAME
+    return config_home(environ) / "akoshad" / IDENTITY_NAME
 
 
 def hint(path: Path, recipient: str) -> str:

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from akoshad.config import Settings
+from akoshad.fastpath import config_home
 
 UNIT_NAME = "akoshad.service"
 LABEL = "dev.akoshad.agent"
@@ -207,8 +208,7 @@ def plan_for(
             after_remove=[],
             dirs=[logdir],  # launchd does not create the log file's directory
         )
-    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    unit_dir = config_home / "systemd" / "user"
+    unit_dir = config_home(environ) / "systemd" / "user"
     if settings is None:
         writable, create = list(DEFAULT_WRITABLE), list(DEFAULT_CREATE)
     else:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from akoshad.errors import ConfigError
+from akoshad.fastpath import config_home
 
 DEFAULT = "default"
 COMMAND_LINE = "command line"
@@ -95,10 +96,9 @@ def env_names(
 
 
 def session_buddy_path(environ: Mapping[str, str]) -> Path:
-    """``$XDG_CONFIG_HOME/session-buddy/config.yaml`` (default ``~/.config``)."""
-    home = Path(environ.get("HOME") or os.path.expanduser("~"))
-    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    return config_home / "session-buddy" / "config.yaml"
+    """``$XDG_CONFIG_HOME/session-buddy/config.yaml`` (default ``~/.config``; a relative
+    one is ignored)."""
+    return config_home(environ) / "session-buddy" / "config.yaml"
 
 
 def session_buddy_file(

@@ -397,3 +397,29 @@ def test_a_file_holding_secrets_that_others_may_read_is_warned_of(
     cfg.chmod(0o644)
     cfg.write_text("debounce_seconds: 3\n")  # no secret: nothing to say
     assert "others may read" not in "\n".join(check_lines(load_config(cfg, environ=env(tmp_path))))
+
+
+def test_a_relative_xdg_config_home_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XDG_CONFIG_HOME=cfg (relative) named the file under the working directory, so the
+    configuration followed the directory a command started in, while a relative
+    XDG_STATE_HOME or XDG_DATA_HOME is ignored as the XDG spec says. It is ignored too now."""
+    from akoshad.cli.keygen import default_identity_path
+    from akoshad.fastpath import resolve_config_path
+
+    (tmp_path / "cfg" / "akoshad").mkdir(parents=True)
+    (tmp_path / "cfg" / "akoshad" / "config.yaml").write_text("debounce_seconds: 7\n")
+    (tmp_path / "cfg" / "session-buddy").mkdir()
+    (tmp_path / "cfg" / "session-buddy" / "config.yaml").write_text(
+        "cloud_sync:\n  system_id: from-cwd\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    e = env(tmp_path / "home", XDG_CONFIG_HOME="cfg")
+    settings = load_settings(environ=e)
+    assert settings.debounce_seconds == 2 and settings.cloud_sync.system_id != "from-cwd"
+    home_config = tmp_path / "home" / ".config"
+    assert resolve_config_path(None, e) == (home_config / "akoshad" / "config.yaml", False)
+    assert default_identity_path(e) == home_config / "akoshad" / "identity.txt"
+    absolute = env(tmp_path / "home", XDG_CONFIG_HOME=str(tmp_path / "cfg"))
+    assert load_settings(environ=absolute).debounce_seconds == 7  # an absolute one counts
