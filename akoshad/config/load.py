@@ -124,13 +124,24 @@ def _names_at(loc: tuple[int | str, ...]) -> list[str]:
     return sorted(_known().get(path[0]) or ())
 
 
+def _elsewhere(loc: tuple[int | str, ...]) -> str:
+    """Where the unknown key at ``loc`` belongs when it is a key of another place (a
+    group's key at the top level, ``system_id:`` for ``cloud_sync.system_id``), else ""."""
+    name, path = str(loc[-1]), [p for p in loc[:-1] if isinstance(p, str)]
+    if path and path != ["webhooks"] and name in Settings.model_fields:
+        return f" here (it is a top-level key, not one of `{path[0]}:`)"
+    groups = [g for g, inner in _known().items() if inner and name in inner and [g] != path]
+    return f" here (it goes in the `{groups[0]}:` group)" if len(groups) == 1 else ""
+
+
 def _format_error(exc: ValidationError, sources: src.Sources) -> str:
     err = exc.errors()[0]
     raw_loc = tuple(p for p in err.get("loc", ()) if p != "__root__")
     loc = ".".join(str(p) for p in raw_loc) or "configuration"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
-        msg = "unknown key" + src.suggest(str(raw_loc[-1]), _names_at(raw_loc))
+        name = str(raw_loc[-1])
+        msg = "unknown key" + (_elsewhere(raw_loc) or src.suggest(name, _names_at(raw_loc)))
     origin = src.source_of(raw_loc, msg, sources)
     where = f" (from {origin})" if origin else ""
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""

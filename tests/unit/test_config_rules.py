@@ -459,3 +459,29 @@ def test_a_directory_whose_name_is_not_utf8_is_refused(tmp_path: Path, key: str)
     name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/d\xffx")
     message = refused(tmp_path, "", **{f"AKOSHAD_{key}": name})
     assert f"{key.lower()}: {tmp_path}/d\\xffx is not a UTF-8 name" in message, message
+
+
+@pytest.mark.parametrize(
+    ("text", "told"),
+    [
+        (
+            "prune_interval_hours: 1\n",
+            "prune_interval_hours: unknown key here (it goes in the `retention:` group)",
+        ),
+        ("system_id: laptop\n", "system_id: unknown key here (it goes in the `cloud_sync:` group)"),
+        ("keep_last: 5\n", "keep_last: unknown key here (it goes in the `retention:` group)"),
+        (
+            "cloud_sync:\n  data_dir: /x\n",
+            "cloud_sync.data_dir: unknown key here (it is a top-level key, not one of "
+            "`cloud_sync:`)",
+        ),
+    ],
+)
+def test_a_key_in_the_wrong_place_is_told_where_it_goes(
+    tmp_path: Path, text: str, told: str
+) -> None:
+    """A key of a group written at the top level (or the other way) was 'unknown key',
+    or worse a suggestion of another setting: prune_interval_hours at the top level was
+    'did you mean `drill_interval_hours`?'."""
+    message = refused(tmp_path, text)
+    assert told in message and "did you mean" not in message, message
