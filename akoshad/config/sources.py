@@ -88,7 +88,11 @@ def env_names(
             continue
         parts = upper[len(prefix) :].lower().split("__")
         if not _is_known(parts, known):
-            near = difflib.get_close_matches("__".join(parts), _env_suffixes(known), 1, 0.6)
+            # the same name in another place first (PRUNE_INTERVAL_HOURS is RETENTION__'s,
+            # not DRILL_INTERVAL_HOURS, the nearest spelling)
+            same = [k for k in _env_suffixes(known) if k.split("__")[-1] == parts[-1]]
+            near = same[:1] if len(same) == 1 else []
+            near = near or difflib.get_close_matches("__".join(parts), _env_suffixes(known), 1, 0.6)
             hint = f" (did you mean `{prefix}{near[0].upper()}`?)" if near else ""
             raise ConfigError(f"invalid configuration: unknown environment variable {var}{hint}")
         out[".".join(parts)] = var

@@ -485,3 +485,18 @@ def test_a_key_in_the_wrong_place_is_told_where_it_goes(
     'did you mean `drill_interval_hours`?'."""
     message = refused(tmp_path, text)
     assert told in message and "did you mean" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("var", "meant"),
+    [
+        ("AKOSHAD_PRUNE_INTERVAL_HOURS", "AKOSHAD_RETENTION__PRUNE_INTERVAL_HOURS"),
+        ("AKOSHAD_CLOUD_SYNC__DATA_DIR", "AKOSHAD_DATA_DIR"),
+        ("AKOSHAD_DEBOUNCE_SECNDS", "AKOSHAD_DEBOUNCE_SECONDS"),  # a typo: the nearest
+    ],
+)
+def test_a_variable_of_another_place_is_pointed_there(tmp_path: Path, var: str, meant: str) -> None:
+    """AKOSHAD_PRUNE_INTERVAL_HOURS suggested AKOSHAD_DRILL_INTERVAL_HOURS, the nearest
+    spelling, and AKOSHAD_CLOUD_SYNC__DATA_DIR AKOSHAD_CLOUD_SYNC__SYSTEM_ID."""
+    message = refused(tmp_path, "", **{var: "1"})
+    assert message.endswith(f"unknown environment variable {var} (did you mean `{meant}`?)")
