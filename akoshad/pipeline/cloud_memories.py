@@ -15,6 +15,7 @@ failure to read is a ``SnapshotError``) and counting the secrets redacted.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,13 @@ LOAD_CHUNK = 1000
 # the state's record of why the memories of the last copy could not be read (status)
 KV_UNREADABLE = "memories_unreadable"
 _UNKNOWN = object()
+_STAGED = re.compile(r"^\d{6}-")  # a private copy's name: 000003-reflection.duckdb
+
+
+def copy_of(snapshot_db: Path) -> str:
+    """The name of the store file ``snapshot_db`` is a private copy of, for messages (its
+    staged name, ``000003-reflection.duckdb``, is nowhere a user can look)."""
+    return _STAGED.sub("", snapshot_db.name)
 
 
 @dataclass(frozen=True)
@@ -110,7 +118,7 @@ class CloudMemories:
         try:
             refs = await asyncio.to_thread(list_rows, snapshot_db, self.system_id, self.duckdb)
         except READ_ERRORS as exc:
-            raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+            raise SnapshotError(f"cannot read memories from {copy_of(snapshot_db)}: {exc}") from exc
         await self.unreadable(None)
         return refs
 
@@ -167,7 +175,7 @@ class CloudMemories:
             _, ids, found = await build
         except READ_ERRORS as exc:
             await asyncio.to_thread(path.unlink, missing_ok=True)
-            raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+            raise SnapshotError(f"cannot read memories from {copy_of(snapshot_db)}: {exc}") from exc
         except BaseException:
             await asyncio.to_thread(path.unlink, missing_ok=True)
             raise

@@ -42,7 +42,7 @@ from akoshad.duckdb_worker import Runner, load_batches
 from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.heap import trim
 from akoshad.pipeline.chain import BreakerState, CircuitBreaker
-from akoshad.pipeline.cloud_memories import LOAD_CHUNK, READ_ERRORS, CloudMemories
+from akoshad.pipeline.cloud_memories import LOAD_CHUNK, READ_ERRORS, CloudMemories, copy_of
 from akoshad.pipeline.delivery_report import (
     LOGGED_IDS,
     CircuitOpen,
@@ -363,7 +363,7 @@ class MemorySync(CloudMemories):
                 self.duckdb,
             )
         except READ_ERRORS as exc:
-            raise SnapshotError(f"cannot read memories from {snapshot_db.name}: {exc}") from exc
+            raise SnapshotError(f"cannot read memories from {copy_of(snapshot_db)}: {exc}") from exc
         self._masked.update(found)  # counted when delivered (a retried batch is masked again)
         return parts, skipped
 

@@ -82,3 +82,20 @@ async def test_an_unreadable_copy_is_the_last_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(cloud_memories, "list_rows", lambda *_args: [])
     await memory_sync.deliver(Path("/nowhere/r.duckdb"))
     assert state.kv() == {}
+
+
+async def test_an_unreadable_copy_is_named_as_the_store_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The message names reflection.duckdb, not the private copy's staged name
+    (000003-reflection.duckdb), which the user finds nowhere."""
+
+    def fail(*_args: Any) -> None:
+        raise WorkerError("IO Error: storage version")
+
+    monkeypatch.setattr(cloud_memories, "list_rows", fail)
+    with pytest.raises(SnapshotError) as info:
+        await sync()._list(Path("/state/staging/000003-reflection.duckdb"))
+    assert (
+        str(info.value) == "cannot read memories from reflection.duckdb: IO Error: storage version"
+    )
