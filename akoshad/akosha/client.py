@@ -64,9 +64,12 @@ ACCEPT = "application/json, text/event-stream"
 
 
 def health_url_for(url: str) -> str:
-    """``GET /healthz`` on the origin of the MCP endpoint's URL."""
+    """``healthz`` beside the MCP endpoint: ``/healthz`` for Akosha's own ``/mcp``, and
+    ``/akosha/healthz`` for ``/akosha/mcp`` behind a proxy that serves Akosha under a
+    prefix (the origin's ``/healthz`` is then another service's, or none)."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/healthz", "", ""))
+    folder = parts.path.rstrip("/").rpartition("/")[0]
+    return urlunsplit((parts.scheme, parts.netloc, f"{folder}/healthz", "", ""))
 
 
 class AkoshaClient(StartClose):
@@ -143,10 +146,11 @@ class AkoshaClient(StartClose):
 
     # ---- probe -----------------------------------------------------------------------
     async def probe(self) -> bool:
-        """``GET /healthz`` with a short timeout: is Akosha up? (the reason in
-        :attr:`last_probe_error` when not). Down: no connection, no answer in time, or a
-        5xx (a proxy whose upstream is gone). Any other answer (a proxy that forwards only
-        the MCP path has no ``/healthz``: 404) is a server that is up: the call decides."""
+        """``GET healthz`` (:func:`health_url_for`) with a short timeout: is Akosha up?
+        (the reason in :attr:`last_probe_error` when not). Down: no connection, no answer
+        in time, or a 5xx (a proxy whose upstream is gone). Any other answer (a proxy that
+        forwards only the MCP path has no ``healthz``: 404) is a server that is up: the call
+        decides."""
         http = await self._pool()
         try:
             async with http.get(

@@ -471,9 +471,30 @@ async def test_reset_mid_request_is_transient() -> None:
 
 
 # ---- pieces ---------------------------------------------------------------------------------
-def test_health_url_is_derived_from_the_origin() -> None:
+def test_health_url_is_beside_the_endpoint() -> None:
     assert health_url_for("http://127.0.0.1:8682/mcp") == "http://127.0.0.1:8682/healthz"
-    assert health_url_for("https://a.example/x/mcp?q=1") == "https://a.example/healthz"
+    # Akosha under a prefix behind a proxy: its healthz, not the origin's
+    assert health_url_for("https://a.example/x/mcp?q=1") == "https://a.example/x/healthz"
+    assert health_url_for("https://a.example/x/mcp/") == "https://a.example/x/healthz"
+    assert health_url_for("http://u:p@a.example:81/mcp") == "http://u:p@a.example:81/healthz"
+
+
+async def test_the_probe_asks_the_healthz_beside_the_endpoint() -> None:
+    """A proxy serving Akosha under /akosha/ and another app, down, at its root: the
+    probe asks /akosha/healthz (Akosha is up), not the root's /healthz (502), which kept
+    the circuit open for ever once Akosha had been down."""
+
+    async def up(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def other(_: web.Request) -> web.Response:
+        return web.Response(status=502, text="Bad Gateway")
+
+    app = web.Application()
+    app.router.add_get("/akosha/healthz", up)
+    app.router.add_get("/healthz", other)
+    async with served(app) as base, AkoshaClient(f"{base}/akosha/mcp") as client:
+        assert await client.probe(), client.last_probe_error
 
 
 SSE = (
