@@ -87,7 +87,7 @@ class AkoshaClient(StartClose):
         version: str = __version__,
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
-        probe_timeout: float = 1.0,
+        probe_timeout: float = 5.0,
         health_url: str | None = None,
         counter: RequestCounter | None = None,
         counter_target: str = "http",
@@ -146,8 +146,10 @@ class AkoshaClient(StartClose):
 
     # ---- probe -----------------------------------------------------------------------
     async def probe(self) -> bool:
-        """``GET healthz`` (:func:`health_url_for`) with a short timeout: is Akosha up?
-        (the reason in :attr:`last_probe_error` when not). Down: no connection, no answer
+        """``GET healthz`` (:func:`health_url_for`) within ``probe_timeout`` (5 s: a far
+        link takes a few round trips to connect, more with TLS; one second declared such
+        an Akosha down for ever): is Akosha up? (the reason in :attr:`last_probe_error`
+        when not). Down: no connection, no answer
         in time, or a 5xx (a proxy whose upstream is gone). Any other answer (a proxy that
         forwards only the MCP path has no ``healthz``: 404) is a server that is up: the call
         decides."""
@@ -163,7 +165,11 @@ class AkoshaClient(StartClose):
                     self.last_probe_error = None
                     return True
                 self.last_probe_error = f"{self.health_url} answered HTTP {resp.status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except TimeoutError:  # the probe's own time, not the calls'
+            self.last_probe_error = (
+                f"{self.health_url} did not answer within {self.probe_timeout:g} s"
+            )
+        except aiohttp.ClientError as exc:
             self.last_probe_error = str(self._map_exception(exc))
         return False
 

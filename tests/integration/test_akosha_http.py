@@ -319,8 +319,8 @@ def black_hole() -> Iterator[str]:
         sock.close()
 
 
-async def test_probe_times_out_after_one_second(black_hole: str) -> None:
-    async with AkoshaClient(black_hole, timeout=0.6) as client:
+async def test_probe_times_out_after_its_own_time(black_hole: str) -> None:
+    async with AkoshaClient(black_hole, timeout=0.6, probe_timeout=1) as client:
         started = time.monotonic()
         assert await client.probe() is False
         probe_s = time.monotonic() - started
@@ -331,6 +331,26 @@ async def test_probe_times_out_after_one_second(black_hole: str) -> None:
     print(f"\nhung endpoint: probe {probe_s:.2f} s, store {store_s:.2f} s (timeout 0.6 s)")
     assert 0.9 <= probe_s < 3  # the probe's own 1 s, not the client's 0.6 s
     assert 0.5 <= store_s < 3
+
+
+async def test_a_healthz_slower_than_a_second_is_up() -> None:
+    """Akosha far away (a link whose connection and TLS take over a second) or busy: its
+    healthz answers in 1.3 s. The probe waits for it (5 s), so the circuit closes again;
+    with a 1 s probe it stayed open for good while every call would have gone through."""
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(1.3)
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/healthz", slow)
+    async with served(app) as base, AkoshaClient(f"{base}/mcp", timeout=120) as client:
+        assert await client.probe(), client.last_probe_error
+        assert client.probe_timeout == 5
+        client.probe_timeout = 0.5
+        assert not await client.probe()
+        # the probe's own time, not the calls' 120 s
+        assert client.last_probe_error == f"{base}/healthz did not answer within 0.5 s"
 
 
 # ---- failure modes of a sick server (in-process stubs) ----------------------------------------
