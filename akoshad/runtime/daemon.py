@@ -291,7 +291,10 @@ class Daemon:
                 empty = nothing_selected(self.settings, feed.files_on_disk, feed.files_excluded)
                 health = self.stats.target(self.parts.primary.name)
                 down = None if health.available else health.last_error
-                return await once_outcome(self.state, ok, reports, stopped_by, empty, down)
+                reads = self.parts.akosha is not None or self.parts.cloud is not None
+                return await once_outcome(
+                    self.state, ok, reports, stopped_by, empty, down, reads_memories=reads
+                )
 
     async def run_forever(self) -> int:
         def on_first(signame: str) -> None:

@@ -45,13 +45,16 @@ async def once_outcome(
     stopped_by: list[str],
     nothing_selected: str | None = None,
     target_down: str | None = None,
+    reads_memories: bool = True,
 ) -> int:
     """Log what ``run --once`` did (``stopped_by``: the signal that stopped it, if any);
     its exit code. ``nothing_selected``: the store has no file to back up (why), which
     fails the run: an ``include`` typo, an empty or unmounted ``data_dir`` is not a backup
     (the last upload, if any, is kept as it is). ``target_down``: the primary target's
     failure, when it did not answer as it should: with nothing sent, that fails the run too
-    (refused credentials after an edit must not look like a working backup)."""
+    (refused credentials after an edit must not look like a working backup).
+    ``reads_memories``: the configuration reads memories (akosha_url or a bucket), so a
+    record that the last copy's could not be read is a failure."""
     if nothing_selected is not None:
         kept = upload_kept(await state.last_upload() is not None)
         logger.error("run --once: nothing to back up, {}: {}", kept, nothing_selected)
@@ -59,7 +62,7 @@ async def once_outcome(
     uploads = [r.upload_id for r in reports if r.upload_id and not r.error]
     if uploads:
         logger.info("run --once: uploaded {}", ", ".join(uploads))
-    problems = await once_problems(state, ok, reports, stopped_by)
+    problems = await once_problems(state, ok, reports, stopped_by, reads_memories)
     for problem in problems:  # the last lines say why the exit code is 1
         logger.error("run --once: {}", problem)
     if problems:
@@ -73,7 +76,11 @@ async def once_outcome(
 
 
 async def once_problems(
-    state: StateDB, ok: bool, reports: list[PassReport], stopped_by: list[str]
+    state: StateDB,
+    ok: bool,
+    reports: list[PassReport],
+    stopped_by: list[str],
+    reads_memories: bool = True,
 ) -> list[str]:
     """Why ``run --once`` fails, one line each (empty: every change landed). A drain that
     was not ok always has at least one."""
@@ -90,7 +97,7 @@ async def once_problems(
     memory = [r.memory_error for r in reports if r.memory_error]
     if memory:
         problems.append(f"memories were not delivered to Akosha: {memory[-1]}")
-    else:  # memories.json could not be built (no akosha_url), now or at an earlier run
+    elif reads_memories:  # memories.json not built (no akosha_url), now or at an earlier run
         unreadable = memories_unreadable(await state.get_kv(KV_UNREADABLE))
         if unreadable is not None:
             problems.append(unreadable)

@@ -29,7 +29,9 @@ class FakeState:
         uploaded: bool = False,
         skipped: dict[str, str] | None = None,
         queued: dict[str, str | None] | None = None,
+        unreadable: str | None = None,
     ) -> None:
+        self.unreadable = unreadable
         self.depth = depth
         self.uploaded = uploaded
         self.skips = skipped or {}
@@ -48,7 +50,8 @@ class FakeState:
         return dict(self.skips)
 
     async def get_kv(self, key: str) -> str | None:
-        return None  # no record of memories that could not be read
+        # the record of memories that could not be read, if any
+        return self.unreadable if key == "memories_unreadable" else None
 
 
 @pytest.fixture
@@ -94,6 +97,21 @@ async def test_every_exit_1_says_why(lines: list[str]) -> None:
     failed = PassReport("local", error="disk full")
     assert await _outcome(FakeState(depth=2), False, [failed]) == 1
     assert lines[-1] == "ERROR run --once: 2 change(s) stay queued (disk full)"
+
+
+async def test_memories_not_read_fail_the_run_only_where_memories_are_read(
+    lines: list[str],
+) -> None:
+    """A record that the last copy's memories could not be read fails the run while the
+    configuration reads memories (akosha_url or a bucket); once it reads none (both
+    removed), a record left from then no longer fails every run."""
+    state = FakeState(uploaded=True, unreadable="cannot read memories from reflection.duckdb")
+    clean = [PassReport("local", upload_id="u1")]
+    assert await once_outcome(cast(StateDB, state), True, clean, []) == 1
+    assert lines[-1].startswith(
+        "ERROR run --once: memories not read from reflection.duckdb: cannot read memories"
+    )
+    assert await once_outcome(cast(StateDB, state), True, clean, [], reads_memories=False) == 0
 
 
 async def test_a_clean_run_has_no_error(lines: list[str]) -> None:
