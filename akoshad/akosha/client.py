@@ -242,7 +242,14 @@ class AkoshaClient(StartClose):
         if not isinstance(result, dict):
             raise PermanentError(f"tool {name}: the reply holds no result object")
         if result.get("isError"):
-            raise PermanentError(f"Akosha's tool {name} failed: {one_line(content_text(result))}")
+            text = one_line(content_text(result))
+            fix = None
+            if text.lower().startswith("unknown tool"):  # the MCP SDK's words
+                fix = (
+                    f"this Akosha serves no {name} tool: run Akosha with its full tool "
+                    "profile (the default), in a version that has it"
+                )
+            raise PermanentError(f"Akosha's tool {name} failed: {text}", fix=fix)
         return result
 
     async def store(self, memories: Sequence[Mapping[str, Any]]) -> StoreResult:

@@ -440,6 +440,16 @@ async def test_refused_credentials_of_the_url_are_not_called_missing(status: int
         assert "sends none" not in str(info.value)
 
 
+async def test_a_tool_akosha_does_not_serve_says_how_to_get_it(server: AkoshaServer) -> None:
+    """An Akosha without the tool (another tool profile, another version): the error says
+    what to run, not only the SDK's 'Unknown tool'."""
+    async with AkoshaClient(server.url) as client:
+        with pytest.raises(PermanentError) as info:
+            await client.call_tool("no_such_tool", {"memories": []})
+    assert "Unknown tool" in str(info.value)
+    assert info.value.fix is not None and "full tool profile" in info.value.fix
+
+
 async def test_stream_cut_short_is_transient(stub: tuple[str, dict[str, Any]]) -> None:
     url, behaviour = stub
     behaviour["sse"] = b'event: message\ndata: {"jsonrpc":"2.0","method":"x"}\n\n'
