@@ -33,8 +33,10 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
 
 def not_run(exc: AkoshadError) -> dict[str, Any]:
     """The ``--json`` result of a drill that could not run."""
-    # by name: the class lives beside pyrage, which a drill without encryption never loads
-    needs_identity = any(c.__name__ == "IdentityError" for c in type(exc).__mro__)
+    # by name: the class lives beside pyrage, which a drill without encryption never loads.
+    # Only a missing identity: one that cannot be read or does not open the upload is a
+    # fault to fix, as in the daemon's drills
+    needs_identity = any(c.__name__ == "IdentityNeeded" for c in type(exc).__mro__)
     return {
         "ok": False,
         "ran": False,

@@ -256,7 +256,9 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
         )
     finally:
         await target.close()
-    if result.needs_identity or result.identity_error:  # one line, exit 1 (as verify, restore)
+    if result.needs_identity:  # one line, exit 1 (as verify, restore)
+        raise IdentityNeeded(result.problems[0])
+    if result.identity_error:  # an identity that does not open the upload: a fault
         raise IdentityError(result.problems[0])
     error = await asyncio.to_thread(_record, state_path, result, place)
     if error is not None:

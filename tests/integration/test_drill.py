@@ -176,6 +176,30 @@ def test_a_drill_without_the_identity_is_a_json_result_with_json(tmp_path: Path)
     assert "identity" in result["problems"][0]
 
 
+def test_a_drill_with_an_identity_that_cannot_open_it_is_no_missing_identity(
+    tmp_path: Path,
+) -> None:
+    """``drill --json`` says ``needs_identity`` only when no identity is there: one given
+    that is not a recipient, or one that cannot be read, is a fault (false), as in
+    ``last_drill`` of the daemon's drills."""
+    from pyrage import x25519
+
+    public = str(x25519.Identity.generate().to_public())
+    cfg, env = _config(tmp_path, encryption={"recipients": [public]})
+    _uploaded(tmp_path, cfg, env)
+    other = tmp_path / "other.txt"
+    other.write_text(str(x25519.Identity.generate()) + "\n")
+    other.chmod(0o600)
+    for identity, want in ((other, "other keys"), (tmp_path / "none.txt", "does not exist")):
+        proc = akoshad(
+            "drill", "--json", "--identity", str(identity), "--config", str(cfg), env=env
+        )
+        assert proc.returncode == 1 and want in proc.stderr, proc
+        result = json.loads(proc.stdout)
+        assert result["ok"] is False and result["needs_identity"] is False, result
+        assert want in result["problems"][0], result
+
+
 def test_stale_drill_directory_is_removed(tmp_path: Path) -> None:
     cfg, env = _config(tmp_path)
     _uploaded(tmp_path, cfg, env)
