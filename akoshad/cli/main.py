@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("resume", parents=[common], help="restart uploading")
     queue = sub.add_parser("queue", parents=[common], help="list pending paths")
-    queue.add_argument("--json", action="store_true")
+    queue.add_argument("--json", action="store_true", help="print the queue as JSON")
 
     config = sub.add_parser("config", parents=[common], help="check or show the configuration")
     config.add_argument("action", choices=("check", "show"))

@@ -4,6 +4,7 @@ session-buddy's own cloud_sync settings taken as they are, each value's source r
 
 from __future__ import annotations
 
+import argparse
 import io
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -474,3 +475,49 @@ def test_target_option_has_help(command: list[str]) -> None:
     """``--target {auto,local,cloud}`` was listed with no word of what it reads."""
     text = _help(command)
     assert "--target {auto,local,cloud} the target to read: auto = where run uploads" in text
+
+
+def _command_options() -> dict[str, list[argparse.Action]]:
+    """Each command's own options (not -h, not --config)."""
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    assert isinstance(subparsers.choices, dict)
+    return {
+        name: [
+            a for a in parser._actions if a.option_strings and a.dest not in ("help", "sub_config")
+        ]
+        for name, parser in subparsers.choices.items()
+    }
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    """``akoshad COMMAND --help`` explains each option (a bare ``--target {auto,local,cloud}``
+    left a new user guessing)."""
+    silent = {
+        f"{name} {a.option_strings[-1]}"
+        for name, actions in _command_options().items()
+        for a in actions
+        if not a.help
+    }
+    assert silent == set()
+
+
+def test_the_readme_command_table_names_every_option() -> None:
+    """The README's table of commands shows each option a command takes (--identity of
+    restore, verify and drill, which a restore on a new machine needs, was missing)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = []
+    for name, actions in _command_options().items():
+        if name == "mcp":
+            continue  # its own section, no options
+        cells = [  # each row's first cell: the synopsis (`akoshad pause` / `resume`)
+            line.split(" | ")[0] for line in readme.splitlines() if line.startswith("| `akoshad ")
+        ]
+        cell = next((c for c in cells if f"`akoshad {name}" in c or f"/ `{name}`" in c), None)
+        assert cell is not None, f"no row for akoshad {name}"
+        missing += [
+            f"{name} {opt}"
+            for a in actions
+            for opt in a.option_strings
+            if opt.startswith("--") and opt not in cell
+        ]
+    assert missing == []
