@@ -293,12 +293,18 @@ def render_sync(result: dict[str, Any]) -> str:
     uploads = [p["upload_id"] for p in passes if p.get("upload_id") and not p.get("error")]
     files = sum(_count(p.get("files_uploaded")) for p in passes)
     sent = sum(int(p.get("bytes_sent") or 0) for p in passes)
-    lines = [
-        f"sync {'done' if sync_ok(result) else 'FAILED'}: "
-        f"{len(passes)} pass(es), {len(uploads)} upload(s)"
-        + (f" ({', '.join(uploads)})" if uploads else "")
-        + f", {files} file(s), {human_bytes(sent)} sent, {result.get('pending', 0)} pending"
-    ]
+    if not passes and sync_ok(result):  # not "0 upload(s)": nothing was left to send
+        lines = [
+            "sync done: nothing to upload (every change seen is in an upload already), "
+            f"{result.get('pending', 0)} pending"
+        ]
+    else:
+        lines = [
+            f"sync {'done' if sync_ok(result) else 'FAILED'}: "
+            f"{len(passes)} pass(es), {len(uploads)} upload(s)"
+            + (f" ({', '.join(uploads)})" if uploads else "")
+            + f", {files} file(s), {human_bytes(sent)} sent, {result.get('pending', 0)} pending"
+        ]
     if not isinstance(result.get("ok_drain"), bool):
         lines.append(f"  error: {NOT_A_SYNC}")
     if result.get("error"):

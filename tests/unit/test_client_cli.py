@@ -171,6 +171,17 @@ def test_a_pass_sent_again_after_a_store_file_changed_is_no_error() -> None:
     assert "error (local): big.bin changed" in alone
 
 
+def test_a_sync_with_nothing_left_to_send_says_so() -> None:
+    """The README's try-out runs ``sync --wait`` right after the daemon's first upload: it
+    said "0 pass(es), 0 upload(s), 0 file(s)", which reads as nothing backed up."""
+    text = render_sync({"ok_drain": True, "pending": 0, "passes": []})
+    assert text == (
+        "sync done: nothing to upload (every change seen is in an upload already), 0 pending"
+    )
+    failed = render_sync({"ok_drain": False, "pending": 1, "passes": [], "error": "x"})
+    assert failed.startswith("sync FAILED: 0 pass(es)") and "error: x" in failed
+
+
 def test_render_sync_of_the_passes_the_daemon_sends() -> None:
     """``sync --wait`` renders what the daemon's reply holds: each pass as
     ``PassReport.as_dict()``, whose ``files_uploaded`` lists the paths sent."""
