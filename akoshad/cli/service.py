@@ -59,7 +59,7 @@ def cmd_service(
         if purge or getattr(args, "yes", False):
             print("akoshad: service: --purge and --yes go with uninstall", file=sys.stderr)
             return 2
-        return _install(plan, dry, run, env, _in_private_tmp(settings, config))
+        return _install(plan, dry, run, _unseen(env, settings), _in_private_tmp(settings, config))
     if purge and not dry:
         keep = [settings.data_dir, home_dir(env), *([Path(config)] if config else [])]
         refused = _purge_refusal(settings, keep, run, bool(getattr(args, "yes", False)))
@@ -81,6 +81,32 @@ def _warn_missing(executable: Path) -> None:
         "will not start until it is (is --prefix where akoshad is installed?)",
         file=sys.stderr,
     )
+
+
+# botocore's credential chain: read from the environment when cloud_sync holds no keys
+AWS_CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+)
+
+
+def _unseen(env: Mapping[str, str], settings: Settings) -> list[str]:
+    """The variables of this shell that the configuration uses and the service will not
+    get: AKOSHAD_* and session-buddy's settings, and the S3 keys of botocore's chain."""
+    names = [
+        k
+        for k in env
+        if (k.startswith("AKOSHAD_") and k not in ("AKOSHAD_CONFIG", "AKOSHAD_DEBUG"))
+        or k.startswith("SESSION_BUDDY_CLOUD_SYNC__")
+    ]
+    cs = settings.cloud_sync
+    if settings.bucket_configured and cs.access_key_id is None:
+        names += [k for k in AWS_CREDENTIAL_VARS if env.get(k)]
+    return sorted(names)
 
 
 def _in_private_tmp(settings: Settings, config: str | None) -> list[tuple[str, Path]]:
@@ -182,13 +208,8 @@ def _purge(settings: Settings, dry: bool) -> int:
 
 
 def _install(
-    plan: Plan, dry: bool, run: bool, env: Mapping[str, str], hidden: list[tuple[str, Path]]
+    plan: Plan, dry: bool, run: bool, ignored: list[str], hidden: list[tuple[str, Path]]
 ) -> int:
-    ignored = sorted(
-        k
-        for k in env
-        if k.startswith(("AKOSHAD_", "SESSION_BUDDY_CLOUD_SYNC__")) and k != "AKOSHAD_CONFIG"
-    )
     if dry:
         print(f"# dry run, nothing changed: would write the {plan.kind} {plan.path} (0644):")
         print(plan.content.rstrip("\n"))
@@ -204,7 +225,11 @@ def _install(
         os.replace(tmp, plan.path)
         print(f"wrote the {plan.kind} {plan.path}")
     if ignored:
-        print(f"# note: the service will not see {', '.join(ignored)}: put them in the config file")
+        print(
+            f"# note: the service does not get this shell's environment: it will not see "
+            f"{', '.join(ignored)}; put those settings in the configuration file (S3 keys: "
+            "cloud_sync.access_key_id and secret_access_key, or ~/.aws/credentials)"
+        )
     if plan.kind.startswith("systemd"):
         for what, path in hidden:
             print(

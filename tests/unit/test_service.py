@@ -568,3 +568,38 @@ def test_a_prefix_without_akoshad_is_warned_of(
     args = _args("install", dry_run=True, prefix=str(tmp_path / "ok"))
     assert cmd_service(args, load_settings(environ=env), platform="linux", environ=env) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_install_names_the_shell_settings_the_service_will_not_get(
+    tmp_path: Path, platform: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's S3 try-out gives the keys as AWS_* variables and session-buddy's bucket
+    may come from SESSION_BUDDY_CLOUD_SYNC__*: a service started by systemd or launchd has
+    none of them (no keys, or another target), so install says so; keys in the file, or no
+    bucket, need no AWS_* variable, and AKOSHAD_CONFIG/AKOSHAD_DEBUG are no settings."""
+    shell = {
+        "AWS_ACCESS_KEY_ID": "trykey",
+        "AWS_SECRET_ACCESS_KEY": "try-secret-0123456789",
+        "SESSION_BUDDY_CLOUD_SYNC__CLOUD_BUCKET": "b",
+        "AKOSHAD_CONFIG": str(tmp_path / "c.yaml"),
+        "AKOSHAD_DEBUG": "1",
+    }
+    (tmp_path / "c.yaml").write_text("{}\n")
+    env = {**_env(tmp_path), **shell}
+    settings = load_settings(environ=env)
+    assert settings.cloud_sync.cloud_bucket == "b"
+    args = _args("install", dry_run=True)
+    assert cmd_service(args, settings, platform=platform, environ=env) == 0
+    out = capsys.readouterr().out
+    note = next(line for line in out.splitlines() if "this shell's environment" in line)
+    want = "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, SESSION_BUDDY_CLOUD_SYNC__CLOUD_BUCKET;"
+    assert want in note and "AKOSHAD_" not in note and "try-secret" not in out
+    keys = {"AKOSHAD_CLOUD_SYNC__ACCESS_KEY_ID": "k", "AKOSHAD_CLOUD_SYNC__SECRET_ACCESS_KEY": "s"}
+    env = {**env, **keys}
+    assert cmd_service(args, load_settings(environ=env), platform=platform, environ=env) == 0
+    note = next(line for line in capsys.readouterr().out.splitlines() if "shell's" in line)
+    assert "AWS_" not in note and "AKOSHAD_CLOUD_SYNC__ACCESS_KEY_ID" in note
+    env = {**_env(tmp_path), "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    assert cmd_service(args, load_settings(environ=env), platform=platform, environ=env) == 0
+    assert "shell's environment" not in capsys.readouterr().out  # no bucket: no keys needed
