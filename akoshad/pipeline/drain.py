@@ -129,6 +129,7 @@ class Drain:
             http=self.akosha.breaker.state if self.akosha else BreakerState.CLOSED,
         )
         target = await self._files_target(plan.files)
+        held = target is None and plan.files == "local"  # one-off http: files wait, no fault
         settling = False  # the start's claim settles: capture now, ask before sending
         if target is not None and self.owners is not None:
             settling = await self.owners.until_settling(target)
@@ -150,6 +151,7 @@ class Drain:
                 files_retry_at=retry_at,
                 memories_json=cloud.memories_json if cloud is not None and on_cloud else None,
                 ask_owner=settling,
+                files_held=held,
             )
         finally:
             self.stats.syncing = False
@@ -236,7 +238,7 @@ class Drain:
             reports.append(report)
             if moved_only(report) and not (len(reports) > 1 and moved_only(reports[-2])):
                 continue
-            if report.error or report.retrying or report.memory_error:
+            if report.error or report.retrying or report.memory_error or report.waiting:
                 break
         return drained_ok(reports), reports
 
@@ -259,6 +261,7 @@ class Drain:
         files_retry_at: float | None = None,
         memories_json: MemoriesJson | None = None,
         ask_owner: bool = False,
+        files_held: bool = False,
     ) -> PassReport | None:
         """Claim what is due and make (at most) one upload. None when nothing was due.
 
@@ -268,6 +271,7 @@ class Drain:
         ``target`` is asked (``OwnerGate.refusal``) after the capture, before anything is
         delivered or sent (the start's claim settled meanwhile); refused, the rows go back.
         Either way the upload asks it again before its manifest (``FirstSend.again``).
+        ``files_held``: ``target`` is None for a one-off http sync: the files wait, no error.
         """
         check = self.check_place
         if (
@@ -302,7 +306,7 @@ class Drain:
             if target is None:
                 retry_at = files_retry_at or time.time() + self.retry_backoff
                 await self.state.release(items, retry_at=retry_at, error=WAITING_FOR_CLOUD)
-                report.error = f"{WAITING_FOR_CLOUD} (circuit open)"
+                report.error = None if files_held else f"{WAITING_FOR_CLOUD} (circuit open)"
                 report.waiting = True
             else:
                 await self.uploader.upload(

@@ -51,6 +51,10 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     fallback = request.get("enable_fallback")
     if fallback is not None and not isinstance(fallback, bool):
         raise ControlRequestError("enable_fallback must be true or false")
+    if method == "http" and daemon.drain.akosha is None:  # nothing it could deliver
+        raise ControlRequestError(
+            "sync --method http delivers memories to Akosha, and no akosha_url is configured"
+        )
     if daemon.view.paused:  # pause stops uploading: a sync does not override it
         raise ControlRequestError(
             "uploads are paused: nothing is uploaded until `akoshad resume` "

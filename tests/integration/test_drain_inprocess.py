@@ -429,3 +429,32 @@ async def test_a_refusal_found_walk_after_walk_is_logged_once(rig: Rig, tmp_path
         assert len(said) == 2, lines
     finally:
         logger.remove(sink)
+
+
+async def test_a_one_off_http_sync_holds_the_files_for_the_cloud_without_an_error(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """``sync --wait --method http`` while the bucket is the primary delivers memories only:
+    the files wait for the cloud, and that is neither a failure nor "circuit open" (it
+    printed ``sync FAILED ... waiting for the cloud (circuit open)`` with the circuit
+    closed, and the MCP tool said success false). The next pass uploads them."""
+    from akoshad.pipeline.chain import CircuitBreaker
+    from akoshad.pipeline.routes import CloudRoute
+
+    bucket = LocalTarget(tmp_path / "bucket")
+    await bucket.start()
+    rig.drain.cloud = CloudRoute(bucket, CircuitBreaker("cloud"), rig.drain.stats)
+    rig.drain.primary = bucket
+    write(rig, "a.json", "{}")
+    await rig.feed.reconcile()
+    ok, reports = await rig.drain.until_empty(method="http")
+    assert ok and len(reports) == 1, reports
+    (held,) = reports
+    assert held.error is None and held.waiting and held.upload_id is None
+    assert rig.drain.cloud.breaker.state.value == "closed"
+    assert await rig.state.queue_depth() == 1 and rig.uploads() == []
+    rig.clock.now += 60
+    ok, (report,) = await rig.drain.until_empty()
+    assert ok and report.files_uploaded == ["a.json"] and rig.uploads() == []  # not the outbox
+    assert len(list((tmp_path / "bucket").glob(f"systems/{SYSTEM}/uploads/*/manifest.json"))) == 1
+    await bucket.close()

@@ -26,7 +26,7 @@ class FakeDaemon:
         self.drained = 0
         self.flushed = 0
         self.feed = SimpleNamespace(flush=self._flush, debouncer=[], unrecorded=None)
-        self.drain = SimpleNamespace(pacer=SimpleNamespace(waive=lambda: None))
+        self.drain = SimpleNamespace(pacer=SimpleNamespace(waive=lambda: None), akosha=None)
         self.state = SimpleNamespace(queue_depth=self._depth, skipped=self._skipped)
         self.skipped: dict[str, str] = {}  # files left out of every upload
 
@@ -85,3 +85,17 @@ async def test_sync_wait_with_a_file_skipped_is_not_done(tmp_path: Path) -> None
     daemon.skipped = {}
     result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
     assert result["ok_drain"] is True and "error" not in result
+
+
+@pytest.mark.parametrize("wait", [True, False])
+async def test_sync_over_http_without_akosha_is_refused(wait: bool, tmp_path: Path) -> None:
+    """``sync --method http`` delivers memories to Akosha: with no akosha_url it could do
+    nothing (the files stay for the bucket), so it says so instead of draining."""
+    daemon = FakeDaemon(tmp_path)
+    request = {"cmd": "sync", "wait": wait, "method": "http"}
+    with pytest.raises(ControlRequestError, match="no akosha_url is configured"):
+        await handle_request(daemon, request)  # type: ignore[arg-type]
+    assert daemon.drained == 0 and not daemon.wake.is_set()
+    daemon.drain.akosha = object()
+    result = await handle_request(daemon, request)  # type: ignore[arg-type]
+    assert result["ok_drain"] is True
