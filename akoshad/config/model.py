@@ -294,10 +294,15 @@ class Settings(BaseSettings):
             return None
         return check_url(value, ", e.g. http://127.0.0.1:8682/mcp")
 
-    @field_validator("metrics_listen")
+    @field_validator("metrics_listen", mode="before")
     @classmethod
-    def _listen(cls, value: str | None) -> str | None:
-        return check_listen(value) if value else None
+    def _listen(cls, value: Any) -> Any:
+        """host:port; a bare port (a YAML number) is told what is missing, as in quotes."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            return check_listen(value) if value else None
+        return value
 
     @field_validator(*PATH_FIELDS, mode="before")
     @classmethod

@@ -324,6 +324,12 @@ def test_bad_metrics_listen(tmp_path: Path, listen: str) -> None:
     assert "metrics_listen: " in refused(tmp_path, f'metrics_listen: "{listen}"\n')
 
 
+def test_a_bare_port_as_metrics_listen_says_what_is_missing(tmp_path: Path) -> None:
+    """``metrics_listen: 9464`` (a YAML number) said "Input should be a valid string"."""
+    line = refused(tmp_path, "metrics_listen: 9464\n")
+    assert "must be host:port" in line and "127.0.0.1:9464" in line, line
+
+
 @pytest.mark.parametrize(
     ("listen", "parsed"),
     [
