@@ -166,9 +166,13 @@ async def _prune_offline(settings: Settings, dry_run: bool) -> dict[str, Any]:
     from akoshad.runtime.ownership import offline
     from akoshad.runtime.prune import prune_target
     from akoshad.runtime.prune_report import record
+    from akoshad.targets.local import LocalTarget
 
     _quiet_logs()
-    async with offline(settings) as off:
+    async with offline(settings) as off:  # the state's lock and its checks first (exit 78)
+        absent = off.target.absent() if isinstance(off.target, LocalTarget) else None
+        if absent is not None:  # a typo is not an empty outbox to claim
+            raise AkoshadError(f"{absent}: nothing to prune")
         result = await prune_target(settings, off.state, off.target, off.gate, dry_run=dry_run)
         await send_missing_again(off.state, off.target.name, result, dry_run=dry_run)
         await record(off.state, result)

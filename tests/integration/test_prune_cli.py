@@ -424,3 +424,17 @@ def test_a_lost_document_of_kept_uploads_is_named_and_the_prune_goes_on(box: Box
     lost.write_bytes(data)
     assert box.prune()["ok"] is True
     assert_pruned_and_restorable(box, kept)
+
+
+def test_a_prune_of_an_outbox_that_is_not_there_says_so(tmp_path: Path) -> None:
+    """``local_target_dir`` with a typo (no daemon): ``prune`` made that directory, claimed
+    the system id there and printed "removed 0 upload(s), kept 0" (exit 0); it now says the
+    outbox is not there, as uploads, verify, restore and drill do, and makes nothing."""
+    box = Box(tmp_path)
+    box.store.mkdir()
+    for args in ((), ("--dry-run",)):
+        res = box.cli("prune", *args)
+        assert res.returncode == 1, res.stdout + res.stderr
+        want = f"local_target_dir {box.outbox} does not exist: no upload can be there"
+        assert want in res.stderr and res.stdout == ""
+        assert not box.outbox.exists()
