@@ -259,7 +259,7 @@ class Daemon:
         change landed. A SIGTERM/SIGINT starts no new pass; the pass in hand may finish
         within ``drain_deadline_seconds`` (then it is cancelled: its changes stay queued)."""
         self.once = True
-        missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir)
+        missing = await asyncio.to_thread(data_dir_problem, self.settings.data_dir, waits=False)
         if missing:
             logger.error("run --once: {}", missing)
             return EXIT_FAIL

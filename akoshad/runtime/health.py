@@ -38,10 +38,11 @@ STATUS_EPILOG = (
 )
 
 
-def data_dir_problem(data_dir: Path) -> str | None:
+def data_dir_problem(data_dir: Path, *, waits: bool = True) -> str | None:
     """One line when ``data_dir`` is missing, not a directory or cannot be listed (nothing
-    is backed up then), else None."""
-    waiting = "waiting for it to appear, nothing is backed up"
+    is backed up then), else None. ``waits``: a daemon waits for a missing one to appear
+    (``run --once`` does not)."""
+    waiting = "waiting for it to appear, nothing is backed up" if waits else None
     problem = directory_problem(data_dir, "data_dir", "nothing is backed up", missing=waiting)
     if problem is not None:
         return problem

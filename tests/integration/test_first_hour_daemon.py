@@ -130,6 +130,7 @@ def test_missing_data_dir_config_check_warns_and_run_once_fails(tmp_path: Path) 
     res = rig.cli("run", "--once")
     assert res.returncode == 1
     assert str(missing) in res.stderr and "does not exist" in res.stderr
+    assert "waiting" not in res.stderr  # run --once exits: nothing waits for it
     assert "Traceback" not in res.stderr
     assert not rig.outbox.exists() or not any(rig.outbox.rglob("manifest.json"))
 
