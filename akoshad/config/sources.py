@@ -24,6 +24,7 @@ from typing import Any
 
 from akoshad.errors import ConfigError
 from akoshad.fastpath import config_home
+from akoshad.redaction import redact_url, redact_webhook_url
 
 DEFAULT = "default"
 COMMAND_LINE = "command line"
@@ -194,14 +195,23 @@ def effective_sources(data: Mapping[str, Any], sources: Sources, groups: Iterabl
 
 
 def _secret_keys(data: Mapping[str, Any]) -> list[str]:
-    """The secrets a configuration file's mapping sets (the S3 secret, webhook secrets)."""
+    """The secrets a configuration file's mapping sets (the S3 secret, webhook secrets,
+    credentials or tokens in akosha_url or a webhook's URL)."""
     found: list[str] = []
     group = data.get("cloud_sync")
     if isinstance(group, Mapping) and group.get("secret_access_key"):
         found.append("cloud_sync.secret_access_key")
+    url = data.get("akosha_url")
+    if isinstance(url, str) and redact_url(url) != url:
+        found.append("akosha_url")
     hooks = data.get("webhooks")
     for i, hook in enumerate(hooks if isinstance(hooks, list) else []):
-        if isinstance(hook, Mapping) and hook.get("secret"):
+        if not isinstance(hook, Mapping):
+            continue
+        url = hook.get("url")
+        if isinstance(url, str) and redact_webhook_url(url) != url:
+            found.append(f"webhooks[{i}].url")
+        if hook.get("secret"):
             found.append(f"webhooks[{i}].secret")
     return found
 

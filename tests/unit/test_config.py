@@ -423,3 +423,24 @@ def test_a_relative_xdg_config_home_is_ignored(
     assert default_identity_path(e) == home_config / "akoshad" / "identity.txt"
     absolute = env(tmp_path / "home", XDG_CONFIG_HOME=str(tmp_path / "cfg"))
     assert load_settings(environ=absolute).debounce_seconds == 7  # an absolute one counts
+
+
+def test_a_readable_file_with_credentials_in_a_url_is_warned_of(tmp_path: Path) -> None:
+    """A user name and password in akosha_url (a proxy with HTTP Basic before Akosha), or a
+    webhook URL holding its token (user:pw@, a Slack-like path), are secrets too: a file
+    others may read that holds one is warned of, without showing it."""
+    from akoshad.cli.config import check_lines
+    from akoshad.config import load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "akosha_url: http://me:pw-0123456789@127.0.0.1:8682/mcp\n"
+        "webhooks:\n  - url: http://127.0.0.1:9/h\n"
+        "  - url: https://hooks.example.com/services/T0/B0/AbCdEfGh1234567890xyz\n"
+    )
+    cfg.chmod(0o644)
+    text = "\n".join(check_lines(load_config(cfg, environ=env(tmp_path))))
+    assert f"{cfg} holds akosha_url, webhooks[1].url and others may read it" in text, text
+    assert "pw-0123456789" not in text and "AbCdEfGh1234567890xyz" not in text
+    cfg.write_text("akosha_url: http://127.0.0.1:8682/mcp\n")
+    assert "others may read" not in "\n".join(check_lines(load_config(cfg, environ=env(tmp_path))))
