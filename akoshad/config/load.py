@@ -248,7 +248,11 @@ def load_config(
         raise ConfigError(_format_error(exc, sources)) from None
     register_settings(settings)  # from here on, no text this process prints shows them
     notes = _chunk_note(merged, sources)
-    settings._notes, settings._file_warnings = notes, src.exposed_secrets(path, file_data)
+    settings._notes = notes
+    settings._file_warnings = (
+        *src.exposed_secrets(path, file_data),
+        *src.session_buddy_store(sb_path, read_yaml, env, settings.data_dir),
+    )
     return LoadedConfig(settings, sources, notes)
 
 

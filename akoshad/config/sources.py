@@ -29,6 +29,7 @@ from akoshad.redaction import redact_url, redact_webhook_url
 DEFAULT = "default"
 COMMAND_LINE = "command line"
 SB_ENV_PREFIX = "SESSION_BUDDY_CLOUD_SYNC__"
+SB_DATA_DIR_ENV = "SESSION_BUDDY_PATHS__DATA_DIR"  # where session-buddy keeps its store
 # session-buddy's own cloud_sync names (INTEROP.md); akoshad-only fields are not taken.
 SB_CLOUD_SYNC_FIELDS = frozenset(
     {
@@ -120,6 +121,32 @@ def session_buddy_file(
         )
     taken = {k: v for k, v in group.items() if k in SB_CLOUD_SYNC_FIELDS and v is not None}
     return {"cloud_sync": taken} if taken else {}
+
+
+def session_buddy_store(
+    path: Path,
+    read_yaml: Callable[[Path, bool], dict[str, Any]],
+    environ: Mapping[str, str],
+    data_dir: Path,
+) -> tuple[str, ...]:
+    """A warning when session-buddy is set to keep its store (``paths.data_dir`` of its
+    file, ``SESSION_BUDDY_PATHS__DATA_DIR``) elsewhere than ``data_dir``: akoshad does not
+    take that setting, and would back up another directory (or wait for one)."""
+    value: Any = environ.get(SB_DATA_DIR_ENV)
+    where = f"env {SB_DATA_DIR_ENV}"
+    if not value:
+        paths = read_yaml(path, False).get("paths")
+        value = paths.get("data_dir") if isinstance(paths, dict) else None
+        where = f"paths.data_dir in {path}"
+    if not isinstance(value, str) or not value.strip():
+        return ()
+    theirs = Path(os.path.expanduser(value))  # as akoshad's own paths are
+    if not theirs.is_absolute() or os.path.normpath(theirs) == os.path.normpath(data_dir):
+        return ()  # relative: session-buddy's own directory decides; the same: fine
+    return (
+        f"session-buddy keeps its store in {theirs} ({where}), but data_dir is {data_dir}: "
+        f"akoshad backs up {data_dir} (set data_dir: {theirs} to back up session-buddy's)",
+    )
 
 
 def session_buddy_env(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:

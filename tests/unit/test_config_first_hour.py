@@ -521,3 +521,37 @@ def test_the_readme_command_table_names_every_option() -> None:
             if opt.startswith("--") and opt not in cell
         ]
     assert missing == []
+
+
+def test_a_session_buddy_store_elsewhere_than_data_dir_is_warned_of(tmp_path: Path) -> None:
+    """session-buddy set to keep its store elsewhere (``paths.data_dir`` of its file,
+    ``SESSION_BUDDY_PATHS__DATA_DIR``): akoshad does not take that setting, and backed up
+    ~/.claude/data (an old store, or nothing: 'waiting for it to appear') without a word
+    of the store session-buddy writes. config check (and the daemon's start) now say so."""
+    sb = sb_config(tmp_path, f"paths:\n  data_dir: {tmp_path}/sb-store\n")
+    loaded = load_config(None, environ=env(tmp_path))
+    assert loaded.settings.data_dir == tmp_path / ".claude" / "data"  # not taken
+    want = (
+        f"warning: session-buddy keeps its store in {tmp_path}/sb-store (paths.data_dir in "
+        f"{sb}), but data_dir is {tmp_path}/.claude/data"
+    )
+    assert any(line.startswith(want) for line in check_lines(loaded)), check_lines(loaded)
+    assert any("session-buddy keeps its store" in n for n in loaded.settings.notes)  # logged
+    e = env(tmp_path, SESSION_BUDDY_PATHS__DATA_DIR="/srv/sb")
+    lines = check_lines(load_config(None, environ=e))
+    assert any("in /srv/sb (env SESSION_BUDDY_PATHS__DATA_DIR)" in line for line in lines)
+
+    def warned(text: str, sb_text: str) -> bool:
+        sb_config(tmp_path, sb_text)
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(text)
+        lines = check_lines(load_config(cfg, environ=env(tmp_path)))
+        return any("session-buddy keeps" in line for line in lines)
+
+    # the same store, spelled otherwise: nothing to say; a relative one cannot be told
+    assert not warned(
+        f"data_dir: {tmp_path}/sb-store/\n", f"paths: {{data_dir: {tmp_path}/sb-store}}\n"
+    )
+    assert not warned("data_dir: ~/sb-store\n", "paths:\n  data_dir: ~/sb-store\n")
+    assert not warned("{}\n", "paths:\n  data_dir: relative/store\n")
+    assert warned("data_dir: ~/other\n", "paths:\n  data_dir: ~/sb-store\n")
