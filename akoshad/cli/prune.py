@@ -153,12 +153,13 @@ def _daemon_or_here(
         time.sleep(STARTING_POLL)
 
 
-def _quiet_logs() -> None:
-    """Without a daemon the result is printed: only errors are logged (to stderr)."""
+def _quiet_logs(level: str = "ERROR") -> None:
+    """Without a daemon the result is printed: only errors (or from ``level`` up) are
+    logged (to stderr)."""
     from loguru import logger
 
     logger.remove()
-    logger.add(sys.stderr, level="ERROR", format="akoshad: {message}")
+    logger.add(sys.stderr, level=level, format="akoshad: {message}")
 
 
 async def _prune_offline(settings: Settings, dry_run: bool) -> dict[str, Any]:
@@ -196,7 +197,9 @@ def cmd_takeover(args: argparse.Namespace, settings: Settings) -> int:
     from akoshad.runtime.ownership import takeover_offline
 
     def here() -> dict[str, Any]:
-        _quiet_logs()
+        # warnings too: what the ledger's seed says (an encrypted newest upload and no
+        # recipients here: this machine's uploads would not be encrypted)
+        _quiet_logs("WARNING")
         return asyncio.run(takeover_offline(settings))
 
     result = _daemon_or_here(settings, {"cmd": "takeover"}, 120.0, here, redo=True)

@@ -300,7 +300,9 @@ class Recovery:
         if self.sealing is None:  # its chunks could not be reused by a clear upload anyway
             logger.warning(
                 "upload {} is encrypted and encryption is off here (no "
-                "encryption.recipients): the ledger is not rebuilt from it, {}",
+                "encryption.recipients): the uploads made here are NOT encrypted (configure "
+                "the recipients it was sealed to, to go on encrypted); the ledger is not "
+                "rebuilt from it, {}",
                 upload_id,
                 again,
             )

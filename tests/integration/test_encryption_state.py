@@ -216,3 +216,18 @@ def test_the_daemon_warns_once_that_others_may_read_its_identity(tmp_path: Path)
         assert warnings() == 2, log.read_text()[-3000:]
     finally:
         assert stop_daemon(proc) == 0
+
+
+def test_a_new_machine_without_the_recipients_is_told_its_uploads_are_clear(
+    tmp_path: Path,
+) -> None:
+    """A new machine set up as "Restore on a new machine" says (the same target and
+    system_id, the identity) but without ``encryption.recipients``: ``takeover`` printed
+    only its success, and the next ``run --once`` sent the whole store unencrypted without
+    a word. takeover now says that the uploads made here are not encrypted."""
+    machine = Sealed(tmp_path)
+    shutil.rmtree(tmp_path / "state")  # another machine: a state of its own
+    res = machine.cli("takeover", recipients=[], identity_file=str(tmp_path / "id.txt"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "NOT encrypted" in res.stderr and "configure the recipients" in res.stderr
+    assert "owns this system_id now" in res.stdout
