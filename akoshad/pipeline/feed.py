@@ -173,6 +173,14 @@ class ChangeFeed:
             recorded = await self.state.transaction(infer)
         if recorded == self.sealing_label:
             return False
+        if self.sealing_label == "none":  # encrypted before: a privacy change, said louder
+            logger.warning(
+                "the encryption settings changed since the last upload to {}: the uploads "
+                "were encrypted and encryption is off now (no encryption.recipients): every "
+                "store file is sent again, NOT encrypted",
+                self.primary.name,
+            )
+            return True
         logger.info(
             "the encryption settings changed since the last upload to {}: every store file "
             "is sent again, under the new settings",

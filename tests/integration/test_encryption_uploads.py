@@ -353,6 +353,8 @@ def test_a_change_of_the_encryption_sends_an_unchanged_store_again(
         asyncio.run(restore_sealed(target, to_b, ida))
     clear_again, said = run([], 4)
     assert "encryption settings changed" in said
+    # turned off: a WARNING that says the store goes up in clear now
+    assert "WARNING" in said and "sent again, NOT encrypted" in said, said
     assert {e["path"] for e in clear_again["metadata"]["files"]} == set(files)
     run([], 4)
 
