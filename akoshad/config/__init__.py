@@ -12,6 +12,13 @@ environment.
 """
 
 from akoshad.config.encryption import Encryption
+from akoshad.config.groups import (
+    MIN_CHUNK_MB,
+    CloudSync,
+    Webhook,
+    WebhookEvent,
+    slug_system_id,
+)
 from akoshad.config.load import (
     LoadedConfig,
     client_settings,
@@ -21,15 +28,7 @@ from akoshad.config.load import (
     load_settings,
     process_environ,
 )
-from akoshad.config.model import (
-    ENV_PREFIX,
-    MIN_CHUNK_MB,
-    CloudSync,
-    Settings,
-    Webhook,
-    WebhookEvent,
-    slug_system_id,
-)
+from akoshad.config.model import ENV_PREFIX, Settings
 
 __all__ = [
     "ENV_PREFIX",

@@ -23,13 +23,12 @@ from pydantic_settings import (
 )
 
 from akoshad.config import sources as src
+from akoshad.config.groups import MIN_CHUNK_MB, Webhook
 from akoshad.config.model import (
     _NON_FIELD_ENV,
     ENV_PREFIX,
-    MIN_CHUNK_MB,
     PATH_FIELDS,
     Settings,
-    Webhook,
 )
 from akoshad.config.yamlfile import names_only, one_line, read_yaml
 from akoshad.errors import ConfigError

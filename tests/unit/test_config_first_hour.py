@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from akoshad import fastpath
 from akoshad.cli.config import check_lines, render_sources
-from akoshad.cli.main import build_parser, main, parse_args
+from akoshad.cli.main import main, parse_args
+from akoshad.cli.parser import build_parser
 from akoshad.config import fallback_socket_path, load_config, load_settings
 from akoshad.errors import ConfigError
 
