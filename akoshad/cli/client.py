@@ -34,44 +34,22 @@ import sys
 import time
 from typing import Any
 
+from akoshad.cli.status_view import (
+    ago,
+    circuit_state,
+    drill_line,
+    human_age,
+    human_bytes,
+    lease_line,
+    prune_line,
+    target_lines,
+)
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, DaemonNotRunning
 from akoshad.names import printable
 from akoshad.runtime.control_client import request_sync
 from akoshad.runtime.health import behind_after_seconds, check_problems
 from akoshad.runtime.safety import safety_line
-
-
-def human_bytes(n: float | None) -> str:
-    """1536 -> "1.5 KiB"; None -> "-"."""
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def human_age(seconds: float | None) -> str:
-    """90 -> "1m30s"; None -> "-"."""
-    if seconds is None:
-        return "-"
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
-def _ago(ts: Any, now: float) -> str:
-    """How long ago epoch ``ts`` was ("-" for anything that is not a number)."""
-    if isinstance(ts, int | float) and not isinstance(ts, bool):
-        return human_age(now - ts)
-    return "-"
 
 
 def render_status(st: dict[str, Any], now: float | None = None) -> str:
@@ -95,15 +73,19 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
     if last:
         lines.append(
             f"last upload {last.get('upload_id')} via {last.get('method')}, "
-            f"{_ago(last.get('finished_at'), now)} ago, "
+            f"{ago(last.get('finished_at'), now)} ago, "
             f"{last.get('files', 0)} file(s), {human_bytes(last.get('bytes_sent'))} sent"
         )
     else:
         lines.append("last upload none yet")
-    lines.extend(_target_lines(st.get("targets") or {}, now))
-    lease = _lease_line(st.get("lease"))
-    if lease is not None:
-        lines.append(lease)
+    lines.extend(target_lines(st.get("targets") or {}, now))
+    for line in (
+        lease_line(st.get("lease")),
+        drill_line(st.get("last_drill"), now),
+        prune_line(st.get("last_prune"), now),
+    ):
+        if line is not None:
+            lines.append(line)
     counters = st.get("counters") or {}
     if counters:
         lines.append(
@@ -120,7 +102,7 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
             f"memories   {memories.get('delivered', 0)} delivered to Akosha, "
             f"{memories.get('skipped', 0)} skipped"
         )
-        circuit = _circuit_state(memories.get("circuit"))
+        circuit = circuit_state(memories.get("circuit"))
         if circuit and circuit != "closed":
             line += f", circuit {circuit}"
         if memories.get("held"):
@@ -139,48 +121,6 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
         if len(skipped) > 10:
             lines.append(f"  ... and {len(skipped) - 10} more (status --json lists them all)")
     return "\n".join(printable(line) for line in lines)
-
-
-def _circuit_state(circuit: Any) -> str | None:
-    """A breaker's state: ``memories.circuit`` is its snapshot ``{state, ...}``, a target's
-    ``circuit`` the bare state."""
-    if isinstance(circuit, dict):
-        circuit = circuit.get("state")
-    return circuit if isinstance(circuit, str) else None
-
-
-def _lease_line(lease: Any) -> str | None:
-    """Who owns the system id in the primary target (``status.lease``), or None when no
-    machine does yet."""
-    if not isinstance(lease, dict):
-        return None
-    if lease.get("unreadable"):
-        return (
-            f"owner      UNREADABLE (nothing is uploaded or pruned until it is read; read "
-            f"again before each upload): {lease['unreadable']}"
-        )
-    who = "this machine" if lease.get("ours") else "ANOTHER machine (nothing is uploaded)"
-    return f"owner      {who}: host {lease.get('host', '?')}, since {lease.get('since', '?')}"
-
-
-def _target_lines(targets: dict[str, Any], now: float) -> list[str]:
-    """The ``targets`` block of the human status: health, role, circuit, last error."""
-    if not targets:
-        return []
-    lines = ["targets"]
-    for name, t in sorted(targets.items()):
-        mark = "ok  " if t.get("available") else "DOWN"
-        extra = []
-        if t.get("primary"):
-            extra.append("primary")
-        if t.get("circuit") and t.get("circuit") != "closed":
-            extra.append(f"circuit {t['circuit']}")
-        if t.get("last_success_at"):
-            extra.append(f"last ok {_ago(t['last_success_at'], now)} ago")
-        lines.append(f"  {name:6} {mark} {', '.join(extra)}".rstrip())
-        if t.get("last_error"):  # a line of its own (each line's control characters escaped)
-            lines.append(f"         error: {t['last_error']}")
-    return lines
 
 
 def _ask(

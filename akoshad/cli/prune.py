@@ -43,7 +43,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def render_prune(result: dict[str, Any]) -> str:
     """The human summary of a prune result."""
-    from akoshad.cli.client import human_bytes
+    from akoshad.cli.status_view import human_bytes
     from akoshad.runtime.prune_report import kept_count, versioning_note
 
     if not result.get("enabled", True):

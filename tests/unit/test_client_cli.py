@@ -27,12 +27,11 @@ from akoshad.cli.client import (
     cmd_resume,
     cmd_status,
     cmd_sync,
-    human_age,
-    human_bytes,
     render_queue,
     render_status,
     render_sync,
 )
+from akoshad.cli.status_view import human_age, human_bytes
 from akoshad.config import Settings, load_settings
 from akoshad.errors import DaemonNotRunning
 from akoshad.runtime.control import ControlServer
@@ -107,6 +106,35 @@ def test_render_status() -> None:
     # a target's error is the line after it, not joined to it by an escaped "\n"
     assert lines[lines.index(cloud) + 1] == "         error: bucket akosha-x does not exist"
     assert "\\n" not in text
+
+
+def test_render_status_says_the_last_drill_and_prune() -> None:
+    """The last drill and prune are lines of the human view (before, only --json had
+    them): how each went and when, the first problem of a failed one; none before the
+    first."""
+    assert not any(
+        line.startswith(("last drill", "last prune"))
+        for line in render_status({"state": "idle"}, now=NOW).splitlines()
+    )
+    good = {"at": NOW - 3 * 3600, "ok": True, "upload_id": "U1", "files": 8, "problems": []}
+    pruned = {
+        "at": NOW - 90,
+        "ok": True,
+        "uploads_kept": 14,
+        "uploads_removed": 3,
+        "bytes_freed": 3 * 1024 * 1024,
+        "problems": [],
+    }
+    text = render_status({"state": "idle", "last_drill": good, "last_prune": pruned}, now=NOW)
+    assert "last drill U1 ok, 3h00m ago, 8 file(s) checked" in text.splitlines()
+    assert "last prune ok, 1m30s ago: 3 upload(s) removed, 14 kept, 3.0 MiB freed" in text
+    bad_drill = {**good, "ok": False, "problems": ["a.db: chunk missing", "b.json: damaged"]}
+    bad_prune = {"at": NOW - 60, "ok": False, "uploads_kept": None, "problems": ["denied"]}
+    lines = render_status(
+        {"state": "idle", "last_drill": bad_drill, "last_prune": bad_prune}, now=NOW
+    ).splitlines()
+    assert "last drill U1 FAILED, 3h00m ago: a.db: chunk missing (and 1 more)" in lines
+    assert "last prune FAILED, 1m00s ago: denied" in lines
 
 
 def test_render_status_memories_circuit_as_the_daemon_sends_it() -> None:
