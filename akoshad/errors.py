@@ -80,6 +80,10 @@ class PermanentError(AkoshadError):
         return f"{base} ({self.fix})" if self.fix else base
 
 
+class UnknownTool(PermanentError):
+    """The MCP server serves no tool of the name called (another version or profile)."""
+
+
 class SnapshotError(AkoshadError):
     """A file could not be captured consistently (kept moving, corrupt, ...).
 

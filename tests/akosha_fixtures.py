@@ -42,10 +42,13 @@ def free_port() -> int:
 class AkoshaServer:
     """One fake Akosha process; ``restart()`` keeps the port and loses the store."""
 
-    def __init__(self, workdir: Path, *, json_response: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, *, json_response: bool = False, tool_name: str | None = None
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.json_response = json_response
+        self.tool_name = tool_name  # the store tool's name (default: Akosha 0.24.5's)
         self.record = workdir / "akosha-calls.jsonl"
         self.log = workdir / "akosha-server.log"
         self.port = 0
@@ -66,6 +69,8 @@ class AkoshaServer:
         args += ["--record", str(self.record)]
         if self.json_response:
             args.append("--json-response")
+        if self.tool_name is not None:
+            args += ["--tool-name", self.tool_name]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 args, cwd=REPO, stdout=subprocess.PIPE, stderr=log, env=_env()

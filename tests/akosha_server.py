@@ -136,11 +136,13 @@ class FakeAkosha:
         return result
 
 
-def build_app(state: FakeAkosha, *, json_response: bool) -> Any:
+def build_app(
+    state: FakeAkosha, *, json_response: bool, tool_name: str = "batch_store_memories"
+) -> Any:
     server: MCPServer[Any] = MCPServer("akosha", version="0.24.5")
 
     @server.tool(
-        name="batch_store_memories",
+        name=tool_name,
         description="Store a batch of memories with their embeddings (max 1000 per call).",
     )
     async def batch_store_memories(memories: list[dict[str, Any]]) -> dict[str, Any]:
@@ -193,6 +195,11 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--json-response", action="store_true", help="reply JSON instead of SSE")
     ap.add_argument("--record", type=Path, default=None)
+    ap.add_argument(
+        "--tool-name",
+        default="batch_store_memories",
+        help="the store tool's name (later Akosha releases: akosha_batch_store_memories)",
+    )
     args = ap.parse_args()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -200,7 +207,9 @@ def main() -> None:
     sock.bind(("127.0.0.1", args.port))
     sock.listen(128)
     port = sock.getsockname()[1]
-    app = build_app(FakeAkosha(args.record), json_response=args.json_response)
+    app = build_app(
+        FakeAkosha(args.record), json_response=args.json_response, tool_name=args.tool_name
+    )
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
 

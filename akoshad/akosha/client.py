@@ -24,14 +24,14 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from akoshad import __version__
 from akoshad.akosha.encoding import encode_json
 from akoshad.akosha.results import (
-    TOOL_NAME,
+    TOOL_NAMES,
     URL_FIX,
     ConnectionReset,
     RequestTooLarge,
@@ -43,7 +43,8 @@ from akoshad.akosha.results import (
     rpc_result,
 )
 from akoshad.akosha.sse import MAX_EVENT_BYTES, _pick_reply, _SSEParser, read_sse
-from akoshad.errors import PermanentError, TransientError
+from akoshad.akosha.transport import health_url_for, read_capped, stale_session
+from akoshad.errors import PermanentError, TransientError, UnknownTool
 from akoshad.events import RequestCounter
 from akoshad.lifecycle import StartClose
 
@@ -61,15 +62,6 @@ __all__ = [
 PROTOCOL_VERSION = "2025-06-18"
 MAX_ERROR_BODY = 64 * 1024  # of an error reply, what is read (its message is one line)
 ACCEPT = "application/json, text/event-stream"
-
-
-def health_url_for(url: str) -> str:
-    """``healthz`` beside the MCP endpoint: ``/healthz`` for Akosha's own ``/mcp``, and
-    ``/akosha/healthz`` for ``/akosha/mcp`` behind a proxy that serves Akosha under a
-    prefix (the origin's ``/healthz`` is then another service's, or none)."""
-    parts = urlsplit(url)
-    folder = parts.path.rstrip("/").rpartition("/")[0]
-    return urlunsplit((parts.scheme, parts.netloc, f"{folder}/healthz", "", ""))
 
 
 class AkoshaClient(StartClose):
@@ -112,6 +104,7 @@ class AkoshaClient(StartClose):
         self._http: aiohttp.ClientSession | None = None
         self._next_id = 0
         self._handshake = asyncio.Lock()
+        self.tool_name = TOOL_NAMES[0]  # the store tool's name, once another one answered
 
     # ---- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -243,25 +236,45 @@ class AkoshaClient(StartClose):
             raise PermanentError(f"tool {name}: the reply holds no result object")
         if result.get("isError"):
             text = one_line(content_text(result))
-            fix = None
             if text.lower().startswith("unknown tool"):  # the MCP SDK's words
-                fix = (
-                    f"this Akosha serves no {name} tool: run Akosha with its full tool "
-                    "profile (the default), in a version that has it"
+                raise UnknownTool(
+                    f"Akosha's tool {name} failed: {text}",
+                    fix=f"this Akosha serves no {name} tool: run Akosha with its full tool "
+                    "profile (the default), in a version that has it",
                 )
-            raise PermanentError(f"Akosha's tool {name} failed: {text}", fix=fix)
+            raise PermanentError(f"Akosha's tool {name} failed: {text}")
         return result
 
     async def store(self, memories: Sequence[Mapping[str, Any]]) -> StoreResult:
-        """Send one batch to ``batch_store_memories`` and sort the ids by outcome.
+        """Send one batch to ``batch_store_memories`` (``akosha_batch_store_memories`` in
+        later Akosha releases) and sort the ids by outcome.
 
         The caller keeps batches within the limits (:func:`akoshad.akosha.encoding.batches`).
         """
         if not memories:
             return StoreResult("completed")
         ids = [str(m["memory_id"]) for m in memories]
-        result = await self.call_tool(TOOL_NAME, {"memories": list(memories)})
+        result = await self._call_store({"memories": list(memories)})
         return parse_store_result(result, ids)
+
+    async def _call_store(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The store tool called under the name this Akosha serves (``TOOL_NAMES``: the
+        one found is kept for this client; an Akosha that serves none is UnknownTool)."""
+        first: UnknownTool | None = None
+        for name in (self.tool_name, *(n for n in TOOL_NAMES if n != self.tool_name)):
+            try:
+                result = await self.call_tool(name, arguments)
+            except UnknownTool as exc:  # an unknown tool stores nothing: try the next name
+                first = first or exc
+                continue
+            self.tool_name = name
+            return result
+        assert first is not None
+        raise UnknownTool(
+            str(first.args[0]),
+            fix=f"this Akosha serves no {' or '.join(TOOL_NAMES)} tool: run Akosha with "
+            "its full tool profile (the default), in a version that has it",
+        )
 
     # ---- transport -------------------------------------------------------------------
     async def _pool(self) -> aiohttp.ClientSession:
@@ -323,8 +336,8 @@ class AkoshaClient(StartClose):
         ) as resp:
             sid = resp.headers.get("mcp-session-id")
             if resp.status >= 300:
-                error_body = await _read_capped(resp, MAX_ERROR_BODY, cut=True)
-                if session_id is not None and _stale_session(resp.status, error_body):
+                error_body = await read_capped(resp, MAX_ERROR_BODY, cut=True)
+                if session_id is not None and stale_session(resp.status, error_body):
                     raise _StaleSession()
                 raise http_error(self.url, resp.status, error_body, resp.headers, method)
             if req_id is None:
@@ -335,7 +348,7 @@ class AkoshaClient(StartClose):
                 reply = await read_sse(resp, req_id)
             elif ctype == "application/json":
                 try:
-                    data = json.loads(await _read_capped(resp, MAX_EVENT_BYTES) or b"null")
+                    data = json.loads(await read_capped(resp, MAX_EVENT_BYTES) or b"null")
                 except ValueError:
                     raise PermanentError(f"Akosha's reply to {method} is not JSON") from None
                 reply = _pick_reply(data, req_id)
@@ -364,28 +377,6 @@ class AkoshaClient(StartClose):
         ):
             return ConnectionReset(f"connection to Akosha at {where} was reset: {exc}")
         return TransientError(f"HTTP request to Akosha at {where} failed: {exc}")
-
-
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int, *, cut: bool = False) -> bytes:
-    """The body, read as it arrives and never more than ``limit`` bytes of it: past that,
-    cut there (``cut``) or refused."""
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in resp.content.iter_any():
-        parts.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            if cut:
-                return b"".join(parts)[:limit]
-            raise PermanentError("Akosha sent a reply larger than 16 MiB")
-    return b"".join(parts)
-
-
-def _stale_session(status: int, body: bytes) -> bool:
-    """Does this error reply to a request carrying a session id say the server no longer
-    knows the session? 404 (the MCP spec, SDK >= 1.2x), or 400 naming the session (MCP SDK
-    1.x: "Bad Request: No valid session ID provided")."""
-    return status == 404 or (status == 400 and b"session" in body.lower())
 
 
 class _StaleSession(Exception):

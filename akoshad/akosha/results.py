@@ -13,6 +13,9 @@ from akoshad.backoff import parse_retry_after
 from akoshad.errors import PermanentError, TransientError
 
 TOOL_NAME = "batch_store_memories"
+# the names Akosha has served the tool under: 0.24.5 (INTEROP.md), then its later
+# releases, which prefix every tool with akosha_ (same arguments, same result)
+TOOL_NAMES = (TOOL_NAME, "akosha_batch_store_memories")
 # what Akosha's store says of an id it already holds, in any case: DuckDB's 'Duplicate key
 # "..." violates primary key constraint', and its 'PRIMARY KEY or UNIQUE constraint
 # violation: duplicate key "..."' (an insert in a transaction, a commit that met another)

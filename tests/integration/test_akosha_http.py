@@ -9,6 +9,7 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,7 +25,7 @@ from akoshad.akosha.client import (
     parse_store_result,
 )
 from akoshad.akosha.encoding import batches
-from akoshad.errors import PermanentError, TransientError
+from akoshad.errors import PermanentError, TransientError, UnknownTool
 from tests.akosha_fixtures import AkoshaServer, free_port
 from tests.helpers import served
 
@@ -448,6 +449,32 @@ async def test_a_tool_akosha_does_not_serve_says_how_to_get_it(server: AkoshaSer
             await client.call_tool("no_such_tool", {"memories": []})
     assert "Unknown tool" in str(info.value)
     assert info.value.fix is not None and "full tool profile" in info.value.fix
+
+
+@pytest.mark.parametrize("tool", ["akosha_batch_store_memories", "store_elsewhere"])
+async def test_a_later_akosha_is_called_by_its_tool_name(tmp_path: Path, tool: str) -> None:
+    """Later Akosha releases serve the store tool as akosha_batch_store_memories (same
+    arguments and result): memories are delivered there, the name found is kept for the
+    next calls, and an Akosha serving neither name is told apart with both names in its
+    fix."""
+    srv = AkoshaServer(tmp_path / "akosha", tool_name=tool)
+    srv.start()
+    try:
+        async with AkoshaClient(srv.url) as client:
+            if tool == "store_elsewhere":
+                with pytest.raises(UnknownTool) as info:
+                    await client.store([mem(1), mem(2)])
+                assert info.value.fix is not None
+                assert "batch_store_memories or akosha_batch_store_memories" in info.value.fix
+                return
+            first = await client.store([mem(1), mem(2)])
+            second = await client.store([mem(3)])
+            assert client.tool_name == tool
+        assert first.stored == ("box:1", "box:2") and second.stored == ("box:3",)
+        assert srv.stored() == {"box:1", "box:2", "box:3"}
+        assert srv.state()["calls"] == 2  # the unknown name's call stored nothing
+    finally:
+        srv.stop()
 
 
 async def test_stream_cut_short_is_transient(stub: tuple[str, dict[str, Any]]) -> None:
