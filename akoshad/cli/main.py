@@ -138,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from akoshad.cli.keygen import cmd_keygen
 
         return cmd_keygen(args, env)
+    if args.command == "service" and args.action == "uninstall" and not args.purge:
+        return _uninstall_service(args, env)  # a broken configuration must not stop it
     loaded = _load(args, env)
     if isinstance(loaded, int):
         return loaded
@@ -162,6 +164,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
         print(f"akoshad: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAIL
+
+
+def _uninstall_service(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """``service uninstall`` (without ``--purge``): the unit goes also when the
+    configuration cannot be read (a warning then), as removing it needs none of it."""
+    from akoshad.cli.service import cmd_service
+    from akoshad.config import load_config
+
+    settings: Settings | None = None
+    try:
+        settings = load_config(args.config, overrides=_overrides(args), environ=env).settings
+    except ConfigError as exc:
+        print(
+            f"akoshad: warning: {exc}; service uninstall removes the unit all the same",
+            file=sys.stderr,
+        )
+    from akoshad.config import debug_enabled
+
+    collector.settle()
+    _cli_logs(bool(args.debug or debug_enabled(env)))
+    return int(cmd_service(args, settings, environ=env))
 
 
 def _as_given(exc: AkoshadError, args: argparse.Namespace) -> str:

@@ -35,12 +35,14 @@ def _show(cmds: list[list[str]]) -> str:
 
 def cmd_service(
     args: argparse.Namespace,
-    settings: Settings,
+    settings: Settings | None,
     *,
     platform: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> int:
-    """``service install|uninstall [--dry-run] [--enable] [--prefix P]``; exit code."""
+    """``service install|uninstall [--dry-run] [--enable] [--prefix P]``; exit code.
+    ``settings`` is None only for an uninstall without ``--purge`` whose configuration
+    could not be read: removing the unit needs none of it."""
     # the CLI passes no environment: this entry point then takes the process's own
     env: Mapping[str, str] = {} if environ is None else environ
     plat = platform or sys.platform
@@ -55,6 +57,8 @@ def cmd_service(
     dry = bool(getattr(args, "dry_run", False))
     run = bool(getattr(args, "enable", False))
     purge = bool(getattr(args, "purge", False))
+    if settings is None:
+        return _uninstall(plan, dry, run)
     if args.action == "install":
         if purge or getattr(args, "yes", False):
             print("akoshad: service: --purge and --yes go with uninstall", file=sys.stderr)

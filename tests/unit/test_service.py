@@ -492,6 +492,24 @@ def test_uninstall_says_what_it_keeps(tmp_path: Path) -> None:
     assert dirs["state"].exists() and dirs["outbox"].exists()
 
 
+def test_uninstall_removes_the_unit_whatever_the_configuration_says(tmp_path: Path) -> None:
+    """A configuration broken after the install (not YAML any more), or a named file gone:
+    uninstall still removes the unit, with the reason as a warning (before: exit 78 and
+    the unit stayed, even with --dry-run); --purge, which needs the paths, is refused."""
+    cfg, env, dirs = _purge_rig(tmp_path)
+    unit = tmp_path / "home" / ".config" / "systemd" / "user" / "akoshad.service"
+    cfg.write_text("data_dir: [unclosed\n")
+    refused = _cli(["uninstall", "--purge", "--yes", "--config", str(cfg)], env)
+    assert refused.returncode == EXIT_CONFIG and unit.exists()
+    res = _cli(["uninstall", "--config", str(cfg)], env)
+    assert res.returncode == 0, res.stderr
+    assert not unit.exists() and f"removed {unit}" in res.stdout
+    assert "warning:" in res.stderr and "removes the unit all the same" in res.stderr
+    assert dirs["state"].exists() and dirs["outbox"].exists()
+    again = _cli(["uninstall", "--config", str(tmp_path / "gone.yaml")], env)
+    assert again.returncode == 0 and "was not installed" in again.stdout
+
+
 def test_purge_goes_with_uninstall_only(tmp_path: Path) -> None:
     res = _cli(["install", "--purge", "--dry-run"], base_env(tmp_path))
     assert res.returncode == 2 and "uninstall" in res.stderr
