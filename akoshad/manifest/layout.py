@@ -21,6 +21,9 @@ from akoshad.compress import Compression
 from akoshad.manifest.facts import Facts
 from akoshad.names import MANIFEST_NAME, MEMORIES_NAME, SYSTEM_ID_RE
 
+# Akosha's SystemMemoryUploadManifest bounds (INTEROP.md)
+MAX_CONVERSATIONS = 1_000_000
+MAX_TOTAL_BYTES = 100_000_000_000
 UPLOAD_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 RESERVED_NAMES = frozenset({MANIFEST_NAME, MEMORIES_NAME})
@@ -163,11 +166,17 @@ def build_manifest(
     }
     if extra_metadata:
         metadata.update(extra_metadata)
+    total = sum(e.size for e in entries)
+    # Akosha's schema bounds both; past a bound the exact figure goes in metadata
+    if conversation_count > MAX_CONVERSATIONS:
+        metadata["conversation_count"] = conversation_count
+    if total > MAX_TOTAL_BYTES:
+        metadata["total_size_bytes"] = total
     when = uploaded_at or datetime.now(UTC)
     return {
         "uploaded_at": when.isoformat(),
-        "conversation_count": conversation_count,
-        "total_size_bytes": sum(e.size for e in entries),
+        "conversation_count": min(conversation_count, MAX_CONVERSATIONS),
+        "total_size_bytes": min(total, MAX_TOTAL_BYTES),
         "version": MANIFEST_VERSION,
         "system_type": "session-buddy",
         "checksum": None,
@@ -203,11 +212,15 @@ def _header_problems(manifest: dict[str, Any], now: datetime) -> list[str]:
     except ValueError:
         problems.append("uploaded_at is missing or not ISO 8601")
     count = manifest.get("conversation_count")
-    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 1_000_000:
-        problems.append("conversation_count must be an int in 0..1000000")
+    if not isinstance(count, int) or isinstance(count, bool):
+        problems.append("conversation_count must be an int")
+    elif not 0 <= count <= MAX_CONVERSATIONS:
+        problems.append(f"conversation_count is out of range (0..{MAX_CONVERSATIONS})")
     total = manifest.get("total_size_bytes")
-    if total is not None and (not isinstance(total, int) or not 0 <= total <= 100_000_000_000):
-        problems.append("total_size_bytes out of range")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool)):
+        problems.append("total_size_bytes must be an int")
+    elif total is not None and not 0 <= total <= MAX_TOTAL_BYTES:
+        problems.append(f"total_size_bytes is out of range (0..{MAX_TOTAL_BYTES})")
     if not re.match(r"^\d+\.\d+$", str(manifest.get("version", "1.0"))):
         problems.append("version must look like 1.0")
     st = manifest.get("system_type")

@@ -275,7 +275,9 @@ class Recovery:
                 continue
             manifest = await _read_json(target, manifest_key(self.system_id, upload_id))
             problems = [] if manifest is None else validate_manifest(manifest, now=None)
-            problems = [p for p in problems if "uploaded_at is out of range" not in p]
+            problems = [
+                p for p in problems if "out of range" not in p
+            ]  # Akosha's bounds: read all the same
             if manifest is not None and not problems and is_encrypted(manifest):
                 return await self._sealed_files(target, upload_id, manifest)
             files = None if manifest is None or problems else await self._files(target, manifest)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -19,6 +22,8 @@ from akoshad.manifest.layout import (
     upload_prefix,
     validate_manifest,
 )
+from akoshad.manifest.read import load_manifest
+from akoshad.targets.local import LocalTarget
 
 
 def test_plain_names_kept() -> None:
@@ -165,3 +170,33 @@ def test_upload_ids_from_keys() -> None:
         manifest_key("h", "u0"),
     ]
     assert upload_ids_from_keys(keys, "h") == ["u0", "u1", "u2"]
+
+
+def test_counts_past_akoshas_bounds_stay_valid_and_exact_in_metadata(tmp_path: Path) -> None:
+    """Over a million memories (or 100 GB of files) made a manifest Akosha's schema, and
+    akoshad's own restore, refused; the top-level figure is now capped at the bound and
+    the exact one kept in metadata, and a manifest an earlier akoshad wrote past a bound is
+    still read."""
+    uid = "20260101T000000000000Z-abc"
+    big = FileEntry(
+        "a", "a", f"systems/h/uploads/{uid}/a", 150_000_000_000, "c" * 64, 1, "none", "file"
+    )
+    m = build_manifest(
+        system_id="h", upload_id=uid, entries=[big], skipped={}, conversation_count=1_200_000
+    )
+    assert validate_manifest(m) == []
+    assert m["conversation_count"] == 1_000_000 and m["total_size_bytes"] == 100_000_000_000
+    assert m["metadata"]["conversation_count"] == 1_200_000
+    assert m["metadata"]["total_size_bytes"] == 150_000_000_000
+    small = build_manifest(
+        system_id="h", upload_id=uid, entries=[], skipped={}, conversation_count=5
+    )
+    assert "conversation_count" not in small["metadata"]
+    older = {**small, "conversation_count": 1_200_000}  # as an earlier akoshad wrote it
+    assert validate_manifest(older)  # Akosha would refuse it ...
+    target = LocalTarget(tmp_path / "outbox")
+    key = manifest_key("h", uid)
+    (tmp_path / "outbox" / key).parent.mkdir(parents=True)
+    (tmp_path / "outbox" / key).write_text(json.dumps(older))
+    read = asyncio.run(load_manifest(target, "h", uid))  # ... akoshad reads it
+    assert read["conversation_count"] == 1_200_000
