@@ -95,6 +95,7 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
             f"{human_bytes(counters.get('bytes_sent'))} bytes sent, "
             f"{counters.get('deduplicated', 0)} deduplicated, "
             f"{counters.get('failures', 0)} failures, {counters.get('retries', 0)} retries"
+            + (f", {counters['redactions']} secrets redacted" if counters.get("redactions") else "")
         )
     memories = st.get("memories")
     if memories:

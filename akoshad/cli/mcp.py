@@ -27,7 +27,10 @@ from akoshad.config import Settings
 from akoshad.errors import AkoshadError, DaemonNotRunning
 from akoshad.runtime.control_client import ControlRequestError, request
 
-SDK_MISSING = "akoshad mcp needs the MCP SDK: pip install 'akoshad[mcp]'"
+SDK_MISSING = (
+    "akoshad mcp needs the MCP SDK: pip install 'akoshad[mcp]' (installed with pipx: "
+    "pipx inject akoshad mcp; with uv tool: uv tool install 'akoshad[mcp]')"
+)
 PING_TIMEOUT = 1.5  # a live daemon answers `status` at once; a missing one fails at once
 SYNC_TIMEOUT_DEFAULT = 60.0  # how long sync_to_akosha waits for the drain by default
 SYNC_TIMEOUT_MIN, SYNC_TIMEOUT_MAX = 1.0, 600.0  # what a caller may ask for (clamped)

@@ -137,6 +137,19 @@ def test_render_status_says_the_last_drill_and_prune() -> None:
     assert "last prune FAILED, 1m00s ago: denied" in lines
 
 
+def test_render_status_counts_the_secrets_redacted() -> None:
+    """counters.redactions is on the counters line once a secret was masked."""
+    counters = {"files_uploaded": 1, "failures": 0, "retries": 0}
+    line = next(
+        x
+        for x in render_status({"counters": {**counters, "redactions": 4}}, now=NOW).splitlines()
+        if x.startswith("counters")
+    )
+    assert line.endswith("0 failures, 0 retries, 4 secrets redacted")
+    none = render_status({"counters": {**counters, "redactions": 0}}, now=NOW)
+    assert "redacted" not in none
+
+
 def test_render_status_memories_circuit_as_the_daemon_sends_it() -> None:
     """``memories.circuit`` is the breaker's ``snapshot()``: its state is shown, only when
     not closed, never the dict itself."""
