@@ -141,6 +141,9 @@ def _format_error(exc: ValidationError, sources: src.Sources) -> str:
     if err.get("type") == "extra_forbidden":
         name = str(raw_loc[-1])
         msg = "unknown key" + (_elsewhere(raw_loc) or src.suggest(name, _names_at(raw_loc)))
+    elif err.get("type") == "list_type" and isinstance(err.get("input"), str):
+        key = str(raw_loc[-1])  # one value where a list goes: the YAML of a list of it
+        msg = f"give a list, even of one item: {key}: [...] or one '- item' line per item"
     origin = src.source_of(raw_loc, msg, sources)
     where = f" (from {origin})" if origin else ""
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""

@@ -444,3 +444,25 @@ def test_a_readable_file_with_credentials_in_a_url_is_warned_of(tmp_path: Path) 
     assert "pw-0123456789" not in text and "AbCdEfGh1234567890xyz" not in text
     cfg.write_text("akosha_url: http://127.0.0.1:8682/mcp\n")
     assert "others may read" not in "\n".join(check_lines(load_config(cfg, environ=env(tmp_path))))
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('exclude: "*.duckdb"\n', "exclude"),
+        ("webhooks: http://127.0.0.1:1/hook\n", "webhooks"),
+        ("encryption:\n  recipients: age1-one-key\n", "encryption.recipients"),
+    ],
+)
+def test_one_value_where_a_list_goes_says_how_to_write_a_list(
+    tmp_path: Path, text: str, where: str
+) -> None:
+    """Before: 'Input should be a valid list', which says nothing of YAML's list forms;
+    the value itself is never echoed (a webhook URL may hold credentials)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ=env(tmp_path))
+    msg = str(info.value)
+    assert f"{where}: give a list, even of one item" in msg and "'- item'" in msg
+    assert "127.0.0.1" not in msg and "age1-one-key" not in msg
