@@ -7,7 +7,7 @@ import asyncio
 import json
 
 from akoshad.config import Settings
-from akoshad.restore.listing import render_table, upload_rows
+from akoshad.restore.listing import no_uploads, render_table, upload_rows
 from akoshad.restore.readback import _with_target, identities_of
 from akoshad.targets.base import ReadCheck
 
@@ -23,12 +23,13 @@ async def cmd_uploads(args: argparse.Namespace, settings: Settings) -> int:
         if isinstance(target, ReadCheck):
             await target.check()  # a missing bucket is an error, not "no uploads"
         rows = await upload_rows(target, system_id, identities)
+        none = None if rows or args.json else await no_uploads(target, system_id)
     finally:
         await target.close()
     if args.json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
-    elif not rows:
-        print(f"no uploads for system {system_id} in {target.name}")
+    elif none is not None:
+        print(none)
     else:
         print(render_table(rows))
     return 0

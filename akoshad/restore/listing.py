@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
 
+from akoshad.errors import PermanentError, TransientError
 from akoshad.manifest.layout import (
     ManifestError,
     manifest_key,
@@ -38,7 +39,7 @@ from akoshad.restore.select import uploaded_at
 from akoshad.storage.chunk_lists_read import Unreadable
 from akoshad.storage.crypto import Identities, IdentityNeeded, NotForThisIdentity
 from akoshad.storage.format2_read import is_encrypted, read_entries
-from akoshad.targets.base import Target
+from akoshad.targets.base import ListsSystems, Target
 
 IN_FLIGHT = 8
 _T = TypeVar("_T")
@@ -286,3 +287,29 @@ def render_table(rows: Sequence[UploadRow]) -> str:
     if reasons:
         out.append(f"{LOCKED_CELL}: files and stored bytes unknown, {'; '.join(reasons)}")
     return "\n".join(out)
+
+
+OTHER_SYSTEMS_SHOWN = 5
+
+
+async def no_uploads(target: Target, system_id: str, dated: str = "") -> str:
+    """``no uploads for system X in T``, and which system ids ``target`` does hold when it
+    holds others (a new machine's host name makes another default system_id): one listing,
+    left out when the target cannot say."""
+    line = f"no uploads{dated} for system {system_id} in {target.name}"
+    if not isinstance(target, ListsSystems):
+        return line
+    try:
+        ids = await target.system_ids(OTHER_SYSTEMS_SHOWN + 2)
+    except (TransientError, PermanentError, OSError):
+        return line
+    others = [i for i in ids if i != system_id]
+    if not others:
+        return line
+    shown = ", ".join(others[:OTHER_SYSTEMS_SHOWN]) + (
+        ", ..." if len(others) > OTHER_SYSTEMS_SHOWN else ""
+    )
+    return (
+        f"{line}; it holds system id(s) {shown}: name one with --system-id, or set "
+        "cloud_sync.system_id to go on with its uploads (then akoshad takeover)"
+    )

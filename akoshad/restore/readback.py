@@ -47,6 +47,7 @@ from akoshad.restore.dest_errors import (
 from akoshad.restore.destdir import DestError, FileSink, parent_dir
 from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.landing import Committer, DestTree
+from akoshad.restore.listing import no_uploads
 from akoshad.restore.parallel import fetch_all
 from akoshad.restore.reload import Load, Reloader
 from akoshad.restore.restore_jobs import Found, RestoreJobs
@@ -230,7 +231,7 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     try:
         uploads = await list_uploads(target, system_id)
         if not uploads:
-            raise RestoreError(f"no uploads for system {system_id} in {target.name}")
+            raise RestoreError(await no_uploads(target, system_id))
         if args.all:
             chosen = uploads
         elif args.upload_id:
@@ -299,7 +300,7 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             warn_future(uploads)
             if latest is None:
                 dated = " not dated in the future" if uploads else ""
-                raise RestoreError(f"no uploads{dated} for system {system_id} in {target.name}")
+                raise RestoreError(await no_uploads(target, system_id, dated))
             upload_id = latest
         elif getattr(args, "at", None) is not None:
             uploads = await list_uploads(target, system_id)

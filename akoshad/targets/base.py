@@ -115,3 +115,12 @@ class ExclusiveCreate(Protocol):
 
     async def create_exclusive(self, key: str, data: bytes, content_type: str) -> Created:
         """Store ``data`` under ``key`` unless an object is there (see ``Created``)."""
+
+
+@runtime_checkable
+class ListsSystems(Protocol):
+    """A target that can name the system ids it holds (one listing), so that "no uploads
+    for system X" can say which ones it does hold (a new machine's host name)."""
+
+    async def system_ids(self, limit: int) -> list[str]:
+        """Up to ``limit`` system ids with a folder under ``systems/``, sorted."""

@@ -32,6 +32,7 @@ from loguru import logger
 from akoshad.compress import encoded_chunks
 from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import CHUNK, directory_problem, read_chunks
+from akoshad.names import SYSTEM_ID_RE
 from akoshad.private import make_private_dirs
 from akoshad.storage.errors import PackError
 from akoshad.targets.base import Compression, Created, StoredObject
@@ -292,6 +293,18 @@ class LocalTarget:
 
     async def head(self, key: str) -> int | None:
         return await asyncio.to_thread(self._head_sync, key)
+
+    async def system_ids(self, limit: int) -> list[str]:
+        return await asyncio.to_thread(self._system_ids_sync, limit)
+
+    def _system_ids_sync(self, limit: int) -> list[str]:
+        """The folders under ``systems/`` named as system ids (links not followed)."""
+        try:
+            with os.scandir(self.root / "systems") as it:
+                found = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            return []
+        return sorted(n for n in found if SYSTEM_ID_RE.match(n))[:limit]
 
     async def list_keys(self, prefix: str) -> AsyncIterator[str]:
         for key in await asyncio.to_thread(self._list_sync, prefix):

@@ -23,7 +23,7 @@ from akoshad import compress, fileio
 from akoshad.errors import TransientError
 from akoshad.storage.errors import PackError
 from akoshad.storage.prune_load import DatedLister
-from akoshad.targets.base import Compression, ExclusiveCreate, Target
+from akoshad.targets.base import Compression, ExclusiveCreate, ListsSystems, Target
 from akoshad.targets.local import LocalTarget
 from akoshad.targets.s3.target import S3Target
 from tests.s3server import WeedServer
@@ -201,6 +201,18 @@ async def test_list_and_delete(target: Target, tmp_path: Path, system_id: str) -
     assert [k async for k in target.list_keys(prefix)] == [prefix + n for n in sorted(names)]
     await target.delete_keys([prefix + "a", prefix + "c/d", prefix + "missing"])
     assert [k async for k in target.list_keys(prefix)] == [prefix + "b"]
+
+
+async def test_system_ids_name_the_folders_under_systems(target: Target, system_id: str) -> None:
+    """``system_ids`` (one listing) names every system id holding objects, sorted, and
+    leaves out a folder whose name is no system id."""
+    assert isinstance(target, ListsSystems)
+    for sid in (system_id, f"{system_id}-b", "not.an.id"):
+        await target.put_bytes(f"systems/{sid}/uploads/u1/manifest.json", b"{}", "application/json")
+    ids = await target.system_ids(1000)  # (a shared bucket holds other tests' too)
+    assert ids == sorted(ids)
+    assert {system_id, f"{system_id}-b"} <= set(ids) and "not.an.id" not in ids
+    assert len(await target.system_ids(1)) == 1
 
 
 async def test_listing_with_sizes_and_stored_times(

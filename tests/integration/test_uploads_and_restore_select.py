@@ -158,12 +158,23 @@ def test_a_local_target_dir_that_does_not_exist_is_an_error(tmp_path: Path) -> N
     assert not typo.exists() and not (tmp_path / "r").exists()
 
 
-def test_uploads_of_a_system_without_any(up: Uploads) -> None:
+def test_uploads_of_a_system_without_any(up: Uploads, tmp_path: Path) -> None:
+    """A system id without uploads (a new machine's host name is another default one):
+    uploads, restore and verify name the system ids the target does hold (before: only
+    'no uploads for system nobody in local')."""
     res = up.cli("uploads", "--system-id", "nobody")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "no uploads for system nobody in local"
+    hint = (
+        f"no uploads for system nobody in local; it holds system id(s) {SYSTEM}: name one "
+        "with --system-id, or set cloud_sync.system_id to go on with its uploads (then "
+        "akoshad takeover)"
+    )
+    assert res.stdout.strip() == hint
     res = up.cli("uploads", "--system-id", "nobody", "--json")
     assert json.loads(res.stdout) == []
+    for args in (["restore", "--latest", "--dest", str(tmp_path / "r")], ["verify"]):
+        res = up.cli(*args, "--system-id", "nobody")
+        assert res.returncode == 1 and res.stderr.strip() == f"akoshad: {hint}", res.stderr
 
 
 def test_a_damaged_manifest_is_listed_as_damaged(tmp_path: Path) -> None:

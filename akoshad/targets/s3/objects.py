@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from akoshad.errors import TransientError
 from akoshad.fileio import CHUNK
+from akoshad.names import SYSTEM_ID_RE
 
 if TYPE_CHECKING:
     from akoshad.targets.s3.parts import Checksum
@@ -130,3 +131,22 @@ async def delete_keys(target: S3Target, keys: list[str]) -> None:
             raise TransientError(
                 f"delete {first.get('Key')}: {first.get('Code')} ({len(errors)} key(s) not deleted)"
             )
+
+
+async def list_system_ids(target: S3Target, limit: int) -> list[str]:
+    """Up to ``limit`` system ids under ``systems/`` (one ListObjectsV2 with a delimiter:
+    the common prefixes of its first page), sorted; names outside the system id alphabet
+    are left out."""
+    page: dict[str, Any] = await target._op(
+        "list_objects_v2",
+        "list systems/",
+        Bucket=target.bucket,
+        Prefix="systems/",
+        Delimiter="/",
+        MaxKeys=1000,  # a page: names that are no system id are left out
+    )
+    found = (
+        str(p.get("Prefix", ""))[len("systems/") :].rstrip("/")
+        for p in page.get("CommonPrefixes") or []
+    )
+    return sorted(i for i in found if SYSTEM_ID_RE.match(i))[:limit]

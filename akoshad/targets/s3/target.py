@@ -66,6 +66,7 @@ from akoshad.targets.s3.objects import (
     head_object,
     list_keys,
     list_stored,
+    list_system_ids,
     read_object,
 )
 from akoshad.targets.s3.part_memory import budgeted
@@ -397,6 +398,9 @@ class S3Target:
     async def list_keys(self, prefix: str) -> AsyncIterator[str]:
         async for key in list_keys(self, prefix):
             yield key
+
+    async def system_ids(self, limit: int) -> list[str]:
+        return await list_system_ids(self, limit)
 
     async def list_stored(self, prefix: str) -> AsyncIterator[tuple[str, int, float]]:
         """Keys under ``prefix`` with their stored sizes and times (one listing)."""
