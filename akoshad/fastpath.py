@@ -32,6 +32,13 @@ from akoshad import __version__
 
 CACHE_VERSION = 2  # 2: the store is recorded as a digest
 StatMap = dict[str, list[int]]
+# A file system whose timestamps are coarse (FAT: 2 s; ext2/3 with small inodes, HFS+,
+# many NFS servers: 1 s; exFAT: 10 ms) dates them in whole multiples of ``COARSE_TICK_NS``:
+# a file changed there less than ``RACY_NS`` before it was read may be written again in
+# the same tick, its stat unmoved. Such a stat is never taken as proof that nothing
+# changed since (``racy_stat``). Finer timestamps (ext4, xfs, btrfs, APFS) are trusted.
+COARSE_TICK_NS = 10_000_000
+RACY_NS = 3_000_000_000
 
 
 def config_home(environ: Mapping[str, str]) -> Path:
@@ -176,6 +183,20 @@ def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
     return True
 
 
+def racy_stat(mtime_ns: int, ctime_ns: int, read_ns: int) -> bool:
+    """A stat with coarse timestamps (both whole ``COARSE_TICK_NS``) less than ``RACY_NS``
+    older than ``read_ns`` (wall clock), or dated ahead: a write after ``read_ns`` could
+    keep it as it is."""
+    coarse = mtime_ns % COARSE_TICK_NS == 0 and ctime_ns % COARSE_TICK_NS == 0
+    return coarse and max(mtime_ns, ctime_ns) > read_ns - RACY_NS
+
+
+def racy(stats: StatMap, walked_ns: int) -> bool:
+    """Some entry's stat is ``racy_stat`` as of ``walked_ns`` (a time before the walk that
+    read ``stats``): a write after the walk could leave every stat as it was."""
+    return any(racy_stat(st[1], st[2], walked_ns) for st in stats.values() if len(st) >= 3)
+
+
 def newest_manifest(uploads: Path) -> str | None:
     """The manifest of the newest upload in a local target's ``uploads`` folder (a file
     the next quick check expects to find there), or None."""
@@ -197,14 +218,17 @@ def record_unchanged(
     state_dir: Path,
     before: StatMap,
     witness: str | None = None,
+    *,
+    walked_ns: int,
 ) -> None:
     """After a fully successful run: remember the inputs, with ``before``, the store's stats
     as the run found them before it captured anything (its reconcile walk, see the module:
     a change made since then is caught by the next run's comparison), and ``witness``, a
     file the target must still hold (a local target's newest manifest: a directory swapped
-    at the same path is not taken for the one uploaded to)."""
+    at the same path is not taken for the one uploaded to). Nothing is remembered when
+    ``before`` is ``racy`` as of ``walked_ns`` (a time taken before the walk)."""
     parsed, config_arg = _config_arg(argv)
-    if not parsed or not before:
+    if not parsed or not before or racy(before, walked_ns):
         return
     config, _named = resolve_config_path(config_arg, environ)
     key = inputs_key(argv, environ, config)

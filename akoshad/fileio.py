@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from akoshad.fastpath import racy_stat
+
 
 @dataclass(frozen=True)
 class LiveStat:
@@ -38,6 +40,16 @@ class LiveStat:
     def as_list(self) -> list[int]:
         """``[size, mtime_ns, ctime_ns, inode]`` (the attempt record's JSON form)."""
         return [self.size, self.mtime_ns, self.ctime_ns, self.inode]
+
+    def settled(self, read_ns: int) -> LiveStat:
+        """This stat as the ledger may keep it for a file read up to ``read_ns`` (wall
+        clock): on a file system with coarse timestamps, a file changed shortly before
+        that could be written again within the same tick and keep this very stat
+        (``fastpath.racy_stat``); its ctime is kept as 0 then, so that the next reconcile
+        hashes it again instead of taking it for unchanged."""
+        if racy_stat(self.mtime_ns, self.ctime_ns, read_ns):
+            return LiveStat(self.size, self.mtime_ns, 0, self.inode)
+        return self
 
 
 CHUNK = 1024 * 1024

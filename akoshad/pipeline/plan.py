@@ -157,7 +157,7 @@ def restat(prev: LedgerEntry, f: CapturedFile) -> LedgerEntry:
     (a DuckDB file's row counts move with its WAL)."""
     return replace(
         prev,
-        live=f.live,
+        live=f.ledger_live(),
         facts=None if f.facts is None else f.facts.to_json(),
         mode=f.mode,
     )
@@ -168,7 +168,7 @@ def attempt_record(plan: UploadPlan) -> dict[str, Any]:
     live = {r.path: r.live.as_list() for r in plan.reused}
     groups = {r.path: r.group_path for r in plan.reused}
     for group, f in plan.send:
-        live[f.path] = f.live.as_list()
+        live[f.path] = f.ledger_live().as_list()
         groups[f.path] = group
     return {
         "format": 2,
@@ -224,7 +224,7 @@ def sent_rows(
             target,
             f,
             group=s.group,
-            live=s.captured.live,
+            live=s.captured.ledger_live(),
             upload_id=upload_id,
             chunk_ids=s.chunk_ids,
         )

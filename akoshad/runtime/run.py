@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,7 @@ def run_daemon(
     for note in settings.notes:
         logger.warning("configuration: {}", note)
 
+    walked_ns = time.time_ns()  # before the walk: a stat as recent as it may move unseen
     walked = begin_walk(settings) if once else None
     try:
         daemon = make_daemon(settings, env, reloader(config_path, overrides or {}, env), walked)
@@ -74,7 +76,13 @@ def run_daemon(
                     uploads = system_prefix(settings.cloud_sync.system_id)
                     witness = fastpath.newest_manifest(settings.local_target_dir / uploads)
                 fastpath.record_unchanged(
-                    argv, env, settings.data_dir, settings.state_dir, before, witness
+                    argv,
+                    env,
+                    settings.data_dir,
+                    settings.state_dir,
+                    before,
+                    witness,
+                    walked_ns=walked_ns,
                 )
             return code
         return asyncio.run(daemon.run_forever())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -465,7 +466,10 @@ def test_quick_check_tells_a_relative_data_dir_of_another_directory(
         (tmp_path / name / "store" / f"{name}.json").write_text("{}")
     monkeypatch.chdir(tmp_path / "a")
     store = tmp_path / "a" / "store"
-    fastpath.record_unchanged(argv, e, store, tmp_path / "state", fastpath.stat_map(store))
+    quiet = time.time_ns() + 10**10  # walked once the store's writes were long over
+    fastpath.record_unchanged(
+        argv, e, store, tmp_path / "state", fastpath.stat_map(store), walked_ns=quiet
+    )
     assert fastpath.try_unchanged(argv, e)  # the same directory: answered at once
     monkeypatch.chdir(tmp_path / "b")
     assert not fastpath.try_unchanged(argv, e)  # another store: the full run

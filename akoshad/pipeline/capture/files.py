@@ -8,6 +8,7 @@ import io
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,12 @@ class CapturedFile:
     mode: int | None = None  # permission bits of the live file (restored as captured)
     # a small file captured into memory: its bytes (``staged`` is then never created)
     held: Held | None = field(default=None, compare=False, repr=False)
+    # when the capture was made (wall clock, ns): its reading had ended by then
+    captured_ns: int = field(default_factory=time.time_ns, compare=False, repr=False)
+
+    def ledger_live(self) -> LiveStat:
+        """The stat identity the ledger keeps for this capture (``LiveStat.settled``)."""
+        return self.live.settled(self.captured_ns)
 
     def still_as_captured(self) -> bool:
         """For an in-place capture: the live file is unchanged since it was captured (size,
