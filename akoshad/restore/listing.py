@@ -6,7 +6,8 @@ as restore checks it (format 1 or 2); one that cannot be trusted is listed as da
 its reason, the others are still listed. "Stored" is what the upload added: the bytes of the
 objects in its own folder (sizes taken from its manifest's whole-object entries, the rest
 asked of the target), and, in format 2, of the shared objects (packs, index parts, chunk
-lists) that no earlier upload references: each stored object is counted once. An upload of
+lists) that no earlier upload references, and of the whole objects a pruned upload left in
+its folder for a kept one: each stored object is counted once. An upload of
 which some files' chunk lists are missing or damaged is not damaged: restore gets back every
 other file, so the row names those files (``unrestorable``) and counts them in its files.
 
@@ -159,6 +160,9 @@ async def _row(
         manifest, files, shared = parsed.manifest, parsed.files, parsed.shared
         unrestorable = [u.reason for u in parsed.lost]
         known.update({k: v for k, v in parsed.sizes.items() if k in keys})
+        # whole objects in another folder: shared, charged below unless a listed upload
+        # holds that folder (a pruned format-1 upload's objects a kept upload still uses)
+        shared.update(k for k in parsed.sizes if k not in keys)
     except KeyError:
         damaged = "the manifest vanished while listing"
     except ManifestError as exc:
@@ -187,15 +191,18 @@ async def _row(
 
 
 async def _add_shared(
-    target: Target, found: Sequence[tuple[UploadRow, set[str]]]
+    target: Target, found: Sequence[tuple[UploadRow, set[str]]], owned: set[str]
 ) -> list[UploadRow]:
-    """Each row's stored bytes plus the shared objects (format 2) no earlier upload
-    references: every stored object is counted once, by the first upload that needs it."""
-    seen: set[str] = set()
+    """Each row's stored bytes plus the shared objects (format 2, and whole objects left in
+    the folder of an upload no longer listed) no earlier upload references: every stored
+    object is counted once, by the first upload that needs it; ``owned`` (in a listed
+    upload's folder) are counted there."""
+    seen: set[str] = set(owned)
     firsts: list[list[str]] = []
     for _, shared in found:
         firsts.append(sorted(shared - seen))
         seen |= shared
+    seen -= owned
     keys = sorted(seen)
     heads = await _bounded([partial(target.head, k) for k in keys], IN_FLIGHT)
     sizes = dict(zip(keys, heads, strict=True))
@@ -221,7 +228,8 @@ async def upload_rows(
         if owner in folders:
             folders[owner].append(k)
     jobs = [(lambda u=u: _row(target, system_id, u, folders[u], identities)) for u in uploads]
-    return await _add_shared(target, await _bounded(jobs, IN_FLIGHT))
+    owned = {k for u in uploads for k in folders[u]}
+    return await _add_shared(target, await _bounded(jobs, IN_FLIGHT), owned)
 
 
 def _folder_of(key: str, system_id: str) -> str:

@@ -203,3 +203,19 @@ def test_a_pruned_format1_upload_whose_objects_stay_is_no_interrupted_upload(cop
     done = json.loads(copy.cli("prune", "--json", check=True).stdout)
     assert done["crashed_uploads"] == [] and done["objects_deleted"] == 0
     assert copy.restore(copy.tmp / "restored", "--latest") == UPLOADS[LATEST]
+
+
+def test_uploads_charges_a_pruned_format1_uploads_objects_to_the_kept_one(copy: Copy) -> None:
+    """After ``keep_last: 1`` drops the first upload, the objects in its folder that the
+    second still uses stay; ``uploads`` charged them to no upload (STORED the second's own
+    folder only, a small share of the bytes kept), now to the oldest kept upload using them."""
+    cfg = yaml.safe_load(copy.config.read_text())
+    cfg["retention"] = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+    copy.config.write_text(yaml.safe_dump(cfg))
+    copy.cli("prune", check=True)
+    (row,) = json.loads(copy.cli("uploads", "--json", check=True).stdout)
+    system = copy.outbox / "systems" / SYSTEM
+    kept = sum(p.stat().st_size for p in system.rglob("*") if p.is_file())
+    kept -= (system / "owner.json").stat().st_size if (system / "owner.json").exists() else 0
+    assert row["upload_id"] == LATEST
+    assert row["stored_bytes"] == kept
