@@ -3,7 +3,8 @@ rule set (``data/secret_rules.toml``, MIT, see ``data/secret_rules.LICENSE``) co
 Python's ``re`` (RE2 spellings translated; a rule that does not compile is skipped), plus a
 few of akoshad's own for what it does not cover (passwords in URLs, secrets named in a
 URL's query, ``password=`` assignments, an ``Authorization`` header's credentials outside a
-curl command, the AWS secret key next to its name). Each rule
+curl command, a password on a mysql or registry login command line, the AWS secret key
+next to its name). Each rule
 comes with its keywords, its allow lists and the literals its matches need
 (:mod:`akoshad.akosha.redact_gate`)."""
 
@@ -68,6 +69,19 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         r"(?:bearer|basic|token|api-?key)[ \t]+([\w.~+/=-]{12,4096})(?![\w.~+/=-])",
         1,
         ("authorization",),
+    ),
+    (
+        "cli-password",
+        # a password given on a command line: mysql's -pSECRET (attached; a bare -p asks
+        # for it) and a registry login's -p/--password SECRET (docker, podman, nerdctl,
+        # helm registry, oras, skopeo, buildah); a $VARIABLE is no secret; case matters
+        # (mysql's -P is a port), and docker's other -p (docker run -p 8080:80) is a port
+        r"(?:\b(?:mysql(?:dump|admin|sh)?|mariadb)\b[^\n]{0,200}?[ \t]-p"
+        r"|\b(?:docker|podman|nerdctl|buildah|skopeo|oras|helm[ \t]+registry)[ \t]+login\b"
+        r"[^\n]{0,200}?[ \t](?:-p|--password)(?:[ \t]+|=))"
+        r"(?![$\[])([^\s\"'`]{4,200})",
+        1,
+        ("mysql", "mariadb", " login"),
     ),
     (
         "aws-secret-access-key",

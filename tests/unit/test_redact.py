@@ -97,6 +97,11 @@ SECRETS = [
         "Qm4rT8wZ2kLp9XvB3nHsQm4r",
     ),
     ("authorization-header", "Authorization: Basic YWRtaW46aHVudGVyMg==", "YWRtaW46aHVudGVyMg"),
+    # a password on a command line (gitleaks has no rule for these)
+    ("cli-password", "mysql -u root -pHunterTwo42 shop < dump.sql", "HunterTwo42"),
+    ("cli-password", "mysqldump --user=app -pqwertyuiop appdb", "qwertyuiop"),
+    ("cli-password", "docker login -u bob -p correcthorse registry.example.com", "correcthorse"),
+    ("cli-password", "podman login --password=Tr0ub4dor quay.io", "Tr0ub4dor"),
     ("generic-api-key", 'api_token: "a8f5f167f44f4964e6c998dee827110c9"', "a8f5f167f44f4964e6c9"),
     ("generic-api-key", "secret = Zx81kQp0vN3mW7sLr2Yt", "Zx81kQp0vN3mW7sLr2Yt"),
     # base64 with its == padding: the padding is no comparison (a third of such keys end so)
@@ -114,6 +119,10 @@ SECRETS = [
 ]
 
 BENIGN = [
+    "docker run -p 8080:80 -p 443:443 nginx",  # docker's -p is a port outside a login
+    "mysql -u root -p shop",  # a bare -p asks for the password
+    'mysql -u root -p"$MYSQL_PWD" shop && docker login -u bob -p $REGISTRY_TOKEN',
+    "login to the box first: ssh -p 2222 deploy@host, then mysql --protocol=tcp -P3306",
     "The quick brown fox jumps over the lazy dog. We talked about rotating the API key.",
     "Remember: the secret to good tests is that they can fail.",
     "uuid 123e4567-e89b-12d3-a456-426614174000 and 0f8fad5b-d9cb-469f-a165-70867728950e",
