@@ -14,33 +14,30 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
         echo "test.sh: systemd-analyze is missing: its tests are skipped (install 'systemd')" >&2
     fi
 fi
+# one binary from a Debian package, into /usr/local/bin, when it is missing and this runs
+# as root with apt-get; without it, the tests that need it are skipped
+fetch_binary() {  # fetch_binary BINARY PACKAGE WHAT
+    local bin=$1 pkg=$2 deb_dir
+    if command -v "$bin" >/dev/null 2>&1 || [ "$(id -u)" != 0 ] \
+            || ! command -v apt-get >/dev/null 2>&1; then
+        return 0
+    fi
+    deb_dir=$(mktemp -d)
+    if (cd "$deb_dir" && { apt-get download -qq "$pkg" 2>/dev/null \
+            || { apt-get update -qq && apt-get download -qq "$pkg"; }; }) >/dev/null 2>&1; then
+        dpkg-deb --fsys-tarfile "$deb_dir"/"$pkg"_*.deb | tar -xO ./usr/bin/"$bin" >/usr/local/bin/"$bin"
+        chmod 755 /usr/local/bin/"$bin"
+    else
+        echo "test.sh: could not fetch $bin (package '$pkg'); $3 is skipped" >&2
+    fi
+    rm -rf "$deb_dir"
+}
 # promtool checks config/akoshad.rules.yml: only that binary (48 MB) from Debian's
-# 'prometheus' package, not the whole server; without it that test is skipped
-if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    deb_dir=$(mktemp -d)
-    if (cd "$deb_dir" && { apt-get download -qq prometheus 2>/dev/null \
-            || { apt-get update -qq && apt-get download -qq prometheus; }; }) >/dev/null 2>&1; then
-        dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb | tar -xO ./usr/bin/promtool >/usr/local/bin/promtool
-        chmod 755 /usr/local/bin/promtool
-    else
-        echo "test.sh: could not fetch promtool (package 'prometheus'); its test is skipped" >&2
-    fi
-    rm -rf "$deb_dir"
-fi
+# 'prometheus' package, not the whole server
+fetch_binary promtool prometheus "its test"
 # age (the format's reference implementation, Go) opens what akoshad's own age writer seals
-# in tests/unit/test_age_write.py: only that binary (4 MB) from Debian's 'age' package;
-# without it that test is skipped
-if ! command -v age >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    deb_dir=$(mktemp -d)
-    if (cd "$deb_dir" && { apt-get download -qq age 2>/dev/null \
-            || { apt-get update -qq && apt-get download -qq age; }; }) >/dev/null 2>&1; then
-        dpkg-deb --fsys-tarfile "$deb_dir"/age_*.deb | tar -xO ./usr/bin/age >/usr/local/bin/age
-        chmod 755 /usr/local/bin/age
-    else
-        echo "test.sh: could not fetch age (package 'age'); its test is skipped" >&2
-    fi
-    rm -rf "$deb_dir"
-fi
+# in tests/unit/test_age_write.py: only that binary (4 MB) from Debian's 'age' package
+fetch_binary age age "its test"
 source scripts/venv.sh
 akoshad_venv dev
 if [ -z "${AKOSHAD_SKIP_LINT:-}" ]; then
