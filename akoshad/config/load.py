@@ -30,7 +30,7 @@ from akoshad.config.model import (
     PATH_FIELDS,
     Settings,
 )
-from akoshad.config.yamlfile import names_only, one_line, read_yaml
+from akoshad.config.yamlfile import names_only, one_line, read_config_text, read_yaml
 from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
 from akoshad.redaction import register_settings
@@ -295,14 +295,9 @@ def _plain_yaml(config_path: str | os.PathLike[str] | None, environ: Mapping[str
     ``ConfigError`` when a named file (``--config``, ``AKOSHAD_CONFIG``) is missing or
     the file cannot be read: the default socket may be another daemon's."""
     path, named = resolve_config_path(config_path, environ)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if named:
-            raise ConfigError(f"configuration file {path} does not exist") from None
+    text = read_config_text(path, named)
+    if text is None:
         return {}
-    except (OSError, UnicodeDecodeError):
-        raise ConfigError("the file cannot be read") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -50,17 +50,26 @@ def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any
 _UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def read_yaml(path: Path, named: bool) -> dict[str, Any]:
-    """The mapping in the YAML file ``path`` (``{}`` when empty, or missing and not
-    ``named``); ``ConfigError`` in one line otherwise."""
+def read_config_text(path: Path, named: bool) -> str | None:
+    """The text of the configuration file ``path``; ``None`` when it is missing and not
+    ``named`` (the default file); ``ConfigError`` in one line when a named file is missing
+    or the file cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if named:
             raise ConfigError(f"configuration file {path} does not exist") from None
-        return {}
+        return None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
+
+
+def read_yaml(path: Path, named: bool) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (``{}`` when empty, or missing and not
+    ``named``); ``ConfigError`` in one line otherwise."""
+    text = read_config_text(path, named)
+    if text is None:
+        return {}
     try:
         data = yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader: no object tags
     except yaml.YAMLError as exc:

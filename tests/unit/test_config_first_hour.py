@@ -332,6 +332,25 @@ def test_client_with_an_unreadable_socket_path_line_is_told_so(
     )
 
 
+def test_client_with_an_unreadable_file_is_told_why_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A configuration file that cannot be read (here a directory): the reason once, not
+    again as a second, vaguer one."""
+    monkeypatch.delenv("AKOSHAD_SOCKET_PATH", raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.mkdir()
+    code = main(["status", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == 78
+    assert err.count("cannot be read") == 1, err
+    assert err.startswith(f"akoshad: configuration file {cfg} cannot be read: ")
+    assert err.endswith(
+        ", so status cannot tell where the daemon listens (fix the file, or set "
+        "AKOSHAD_SOCKET_PATH)\n"
+    )
+
+
 # ---- 11.6: session-buddy's settings ---------------------------------------------------
 
 
