@@ -116,6 +116,16 @@ def same_document(got: tuple[str, bytes], want: tuple[str, bytes]) -> bool:
     return got[0] == want[0] and gzip.decompress(got[1]) == gzip.decompress(want[1])
 
 
+def tree_files(root: Path) -> dict[str, bytes | None]:
+    """Every file under ``root``: its bytes, None for a database (a snapshot of one is a
+    consistent copy, not the same bytes)."""
+    return {
+        str(p.relative_to(root)): None if p.suffix in (".db", ".duckdb", ".wal") else p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,20 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import akoshad, daemon_config, start_daemon, stop_daemon, wait_for
+from tests.helpers import akoshad, daemon_config, start_daemon, stop_daemon, tree_files, wait_for
 from tests.s3server import WeedServer
 
 pytestmark = pytest.mark.s3
-
-
-def _files(root: Path) -> dict[str, bytes | None]:
-    """Every file under ``root``: its bytes, None for a database (a snapshot of one is a
-    consistent copy, not the same bytes)."""
-    return {
-        str(p.relative_to(root)): None if p.suffix in (".db", ".duckdb", ".wal") else p.read_bytes()
-        for p in root.rglob("*")
-        if p.is_file()
-    }
 
 
 def test_a_bucket_emptied_during_an_outage_gets_the_whole_store(
@@ -52,5 +42,5 @@ def test_a_bucket_emptied_during_an_outage_gets_the_whole_store(
     dest = tmp_path / "back"
     restore = akoshad("restore", "--config", str(config), "--latest", "--dest", str(dest), env=env)
     assert restore.returncode == 0, restore.stdout + restore.stderr
-    assert _files(dest) == _files(tmp_path / "store")
+    assert tree_files(dest) == tree_files(tmp_path / "store")
     shutil.rmtree(dest)

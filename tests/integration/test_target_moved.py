@@ -11,7 +11,15 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import akoshad, daemon_config, manifests, start_daemon, stop_daemon, wait_for
+from tests.helpers import (
+    akoshad,
+    daemon_config,
+    manifests,
+    start_daemon,
+    stop_daemon,
+    tree_files,
+    wait_for,
+)
 
 
 def _set(config: Path, **changes: object) -> None:
@@ -24,25 +32,15 @@ def _set(config: Path, **changes: object) -> None:
     config.write_text(yaml.safe_dump(settings))
 
 
-def _files(root: Path) -> dict[str, bytes | None]:
-    """Every file under ``root``: its bytes, None for a database (a snapshot of one is a
-    consistent copy, not the same bytes)."""
-    return {
-        str(p.relative_to(root)): None if p.suffix in (".db", ".duckdb", ".wal") else p.read_bytes()
-        for p in root.rglob("*")
-        if p.is_file()
-    }
-
-
 def _restored(config: Path, env: dict[str, str], dest: Path) -> dict[str, bytes | None]:
     akoshad(
         "restore", "--config", str(config), "--latest", "--dest", str(dest), env=env, check=True
     )
-    return _files(dest)
+    return tree_files(dest)
 
 
 def _store(root: Path) -> dict[str, bytes | None]:
-    return _files(root)
+    return tree_files(root)
 
 
 def test_a_new_target_directory_gets_the_whole_store(tmp_path: Path) -> None:
