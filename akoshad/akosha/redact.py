@@ -46,6 +46,12 @@ _CODE_LIKE = re.compile(r"^(?:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*|[A-Za-z_][\w.]*\(.
 # ... nor one that reads as a directory (``pwd: /home/ann/src``: the shell's working
 # directory, in many a coding session): an absolute or home path of two parts or more,
 # or of one part that is only letters
+# ... except after a shell variable's name (``export PGPASSWORD=letmein``, ``MYSQL_PWD=...``):
+# a shell assignment's value is the text itself, never a name (a name would be ``$NAME``);
+# a value in capitals (``DB_PASSWORD=DEFAULT_PASSWORD``) still reads as a constant's name;
+# ``PWD`` alone is the shell's working directory
+_SHELL_ASSIGNMENT = re.compile(r"[A-Z][A-Z0-9_]*(?:PASSWORD|PASSWD|PWD)=")
+_CONSTANT_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _PATH_LIKE = re.compile(r"^~?/(?:[\w.@+-]+/)+[\w.@+-]*$|^~?/[A-Za-z]+$")
 # Rules keyed on a product name that ends other words too (resumo, consumo): the name in
 # lower case right after a lower-case letter is part of such a word, not the product's
@@ -185,7 +191,9 @@ class SecretRedactor:
             # unquoted: only a value with a digit or a symbol that does not read as code
             plain = secret.replace("_", "")
             if _CODE_LIKE.match(secret) and (plain.isalpha() or "." in secret):
-                return None
+                shell = _SHELL_ASSIGNMENT.fullmatch(m.string, m.start(), start)
+                if not shell or "." in secret or _CONSTANT_NAME.fullmatch(secret):
+                    return None
             if _PATH_LIKE.match(secret):
                 return None
         text = m.string

@@ -55,7 +55,7 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
     ),
     (
         "password-assignment",
-        r"(?i)\b(?:[a-z0-9_.-]{0,30}passw(?:or)?d|passwd|pwd|passphrase)[\"']?[ \t]*"
+        r"(?i)\b(?:[a-z0-9_.-]{0,30}(?:passw(?:or)?d|_pwd)|passwd|pwd|passphrase)[\"']?[ \t]*"
         r"(?:=|:=|:)(?!=)[ \t]*(?:[\"'](?!\[REDACTED)([^\n\"']{4,200})[\"']"
         r"|([^\s\"'`,;()\[\]{}]{4,200}))",
         0,

@@ -60,6 +60,9 @@ SECRETS = [
     ("url-password", "mysql://root:P@ssw0rd@localhost/db", "ssw0rd"),
     ("url-password", "redis://:s3cretRedis9@cache.local:6379/0", "s3cretRedis9"),  # no user
     ("password-assignment", "password=/s3cr3t9", "/s3cr3t9"),  # a slash is no directory
+    # a shell variable's value is the text itself, letters only or not
+    ("password-assignment", "export PGPASSWORD=correcthorsebattery", "correcthorsebattery"),
+    ("password-assignment", "MYSQL_PWD=letmein mysql -u root shop", "letmein"),
     # a secret in a URL's query with more parameters after it (gitleaks' rule stops at &)
     (
         "url-query-secret",
@@ -134,6 +137,9 @@ BENIGN = [
     "password = getpass.getpass()",
     "if auth_type == 'v4-unsigned-body':\n    pass",
     "password: ${DB_PASSWORD}",
+    "DB_PASSWORD=DEFAULT_PASSWORD",  # a constant's name
+    "REDIS_PASSWORD=$REDIS_PW; PGPASSWORD=settings.password",
+    "cd build; PWD=workdir make",  # the shell's working directory, not a password
     "token = os.environ['GITHUB_TOKEN']",
     "https://example.com/search?q=duckdb+wal&page=2",
     "https://example.com/docs?section=keyboard-shortcuts&monkey=banana-bread-2024&sort=key",
