@@ -69,7 +69,8 @@ class _ConfigOnce(argparse.Action):
 
 
 class _Parser(argparse.ArgumentParser):
-    """The top-level parser: merges ``--config`` given before and after the command."""
+    """The top-level parser: merges ``--config`` and ``--debug`` given before and after
+    the command."""
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -82,6 +83,7 @@ class _Parser(argparse.ArgumentParser):
                 f"--config given before and after the command ({before} and {after}): give it once"
             )
         ns.config = after if after is not None else before
+        ns.debug = bool(getattr(ns, "debug", False) or vars(ns).pop("sub_debug", False))
         return ns, rest
 
 
@@ -104,6 +106,9 @@ def _interval(text: str) -> float:
     return value
 
 
+DEBUG_HELP = "print the traceback of an unexpected error (also AKOSHAD_DEBUG=1)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line. ``--config`` may come before or after the command: the
     top level and the commands keep it under distinct names, merged once parsed."""
@@ -111,11 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     before.add_argument(
         "--config", metavar="FILE", type=CONFIG_FILE, action=_ConfigOnce, help=CONFIG_HELP
     )
-    before.add_argument(
-        "--debug",
-        action="store_true",
-        help="print the traceback of an unexpected error (also AKOSHAD_DEBUG=1)",
-    )
+    before.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     common = argparse.ArgumentParser(add_help=False)  # the commands' copy
     common.add_argument(
         "--config",
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         action=_ConfigOnce,
         help=CONFIG_HELP,
     )
+    common.add_argument("--debug", dest="sub_debug", action="store_true", help=DEBUG_HELP)
 
     parser = _Parser(
         prog="akoshad",

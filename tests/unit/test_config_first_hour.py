@@ -76,6 +76,15 @@ def test_config_is_read_before_or_after_the_command(command: list[str]) -> None:
     assert same in ("a.yaml", "./a.yaml")
 
 
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_debug_is_read_before_or_after_the_command(command: list[str]) -> None:
+    """``akoshad status --debug`` as ``akoshad --debug status``: no usage error."""
+    assert parse_args(["--debug", *command]).debug is True
+    assert parse_args([*command, "--debug"]).debug is True
+    assert parse_args(command).debug is False
+    assert "sub_debug" not in vars(parse_args([*command, "--debug"]))
+
+
 def test_every_command_is_in_the_config_placement_list() -> None:
     """CONTRACT.md: every command takes ``--config FILE``, before or after the command."""
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
@@ -507,7 +516,9 @@ def _command_options() -> dict[str, list[argparse.Action]]:
     assert isinstance(subparsers.choices, dict)
     return {
         name: [
-            a for a in parser._actions if a.option_strings and a.dest not in ("help", "sub_config")
+            a
+            for a in parser._actions
+            if a.option_strings and a.dest not in ("help", "sub_config", "sub_debug")
         ]
         for name, parser in subparsers.choices.items()
     }
