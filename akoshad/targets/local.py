@@ -89,10 +89,10 @@ class LocalTarget:
 
     def absent(self) -> str | None:
         """For a reader: why nothing can be in this outbox (its directory is missing or is
-        no directory: a typo in ``local_target_dir`` is not "no uploads"), else None."""
-        return directory_problem(
-            self.root, "local_target_dir", "no upload can be there", follow=False
-        )
+        no directory: a typo in ``local_target_dir`` is not "no uploads"), else None. A
+        link to a directory is one: the writes go through it (``open_dir`` opens the root
+        as any path)."""
+        return directory_problem(self.root, "local_target_dir", "no upload can be there")
 
     async def start(self, *, clean_up: bool = True) -> None:
         if clean_up:

@@ -438,3 +438,22 @@ def test_a_prune_of_an_outbox_that_is_not_there_says_so(tmp_path: Path) -> None:
         want = f"local_target_dir {box.outbox} does not exist: no upload can be there"
         assert want in res.stderr and res.stdout == ""
         assert not box.outbox.exists()
+
+
+def test_an_outbox_reached_through_a_symlink_is_pruned_listed_and_restored(box: Box) -> None:
+    """``local_target_dir`` a link to the outbox on another disk (the uploads go through
+    it): ``prune``, ``uploads`` and ``restore`` said "local_target_dir ... is not a
+    directory: no upload can be there" (exit 1); they read it as the uploads wrote it."""
+    real = box.tmp / "disk" / "outbox"
+    real.parent.mkdir()
+    box.outbox.rename(real)
+    box.outbox.symlink_to(real, target_is_directory=True)
+    ids = box.ids()
+    before = box.restore(ids[-1], box.tmp / "before")
+    res = box.cli("uploads", "--json")
+    assert res.returncode == 0, res.stderr
+    assert [u["upload_id"] for u in json.loads(res.stdout)] == ids
+    assert sorted(box.prune("--dry-run")["uploads_removed"]) == ids[:-KEEP]
+    assert sorted(box.prune()["uploads_removed"]) == ids[:-KEEP]
+    assert box.ids() == ids[-KEEP:] and box.outbox.is_symlink()
+    assert box.restore(ids[-1], box.tmp / "after") == before
