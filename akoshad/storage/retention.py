@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Retention(BaseModel):
@@ -39,6 +39,20 @@ class Retention(BaseModel):
     keep_monthly: int = Field(default=0, ge=0)
     prune_interval_hours: float = Field(default=24.0, ge=0, allow_inf_nan=False)
     enabled: bool = True
+
+    @field_validator(
+        "keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", mode="before"
+    )
+    @classmethod
+    def _not_a_switch(cls, value: object) -> object:
+        """A count, never ``true``/``false``: YAML's ``keep_daily: yes`` would otherwise
+        keep 1 (and ``no`` none), deleting what the user meant to keep."""
+        if isinstance(value, bool):
+            raise ValueError(
+                f"a number of uploads is needed, not {str(value).lower()} (YAML reads yes, no, "
+                "on and off as true and false)"
+            )
+        return value
 
     def is_empty(self) -> bool:
         """True when no ``keep_*`` rule is set (restic: keep everything)."""

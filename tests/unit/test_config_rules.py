@@ -506,3 +506,18 @@ def test_a_variable_of_another_place_is_pointed_there(tmp_path: Path, var: str, 
     spelling, and AKOSHAD_CLOUD_SYNC__DATA_DIR AKOSHAD_CLOUD_SYNC__SYSTEM_ID."""
     message = refused(tmp_path, "", **{var: "1"})
     assert message.endswith(f"unknown environment variable {var} (did you mean `{meant}`?)")
+
+
+def test_a_retention_count_written_as_yes_or_no_is_refused(tmp_path: Path) -> None:
+    """``keep_daily: yes`` (YAML's true) was taken as 1, and ``keep_last: no`` as 0: a
+    prune then dropped what the user meant to keep. A count given as true/false is exit 78
+    naming the field; numbers (and ``enabled: false``) are read as before."""
+    for text, field, word in (
+        ("retention:\n  keep_daily: yes\n", "keep_daily", "true"),
+        ("retention:\n  keep_last: no\n", "keep_last", "false"),
+        ("retention:\n  keep_monthly: on\n", "keep_monthly", "true"),
+    ):
+        message = refused(tmp_path, text)
+        assert f"retention.{field}: a number of uploads is needed, not {word}" in message
+    settings = load(tmp_path, "retention:\n  keep_daily: 7\n  enabled: false\n")
+    assert settings.retention.keep_daily == 7 and settings.retention.enabled is False
