@@ -49,6 +49,7 @@ from akoshad.storage.prune_refs import (
     inline_parts,
     manifest_refs,
     sealed_objects_refs,
+    unknown_format,
 )
 from akoshad.storage.retention import Upload
 from akoshad.storage.sealed_documents import (
@@ -347,6 +348,8 @@ async def load_for_prune(
             refs = ManifestRefs(upload_id, key)
         elif isinstance(doc, str):
             refs = opener.unreadable(upload_id, key, UnreadableDocuments(doc))
+        elif (why := unknown_format(doc)) is not None:  # its references would be missed
+            raise PruneError(f"manifest {key}: {why}; prune stopped, nothing deleted")
         else:
             try:
                 refs = await opener.refs(upload_id, key, doc, prefix)

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from akoshad.manifest.layout import ManifestError, manifest_format
 from akoshad.storage.errors import RefError
 from akoshad.storage.refs import IndexPartRef
 
@@ -112,6 +113,20 @@ def _key(value: Any, what: str) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError(f"{what} has no key")
     return key
+
+
+def unknown_format(manifest: Mapping[str, Any]) -> str | None:
+    """Why this akoshad cannot know what ``manifest`` references (a ``metadata.format``
+    newer than it reads, or none it knows), else None (also for a manifest without
+    ``metadata.format``: format 1, or another uploader's)."""
+    meta = manifest.get("metadata")
+    if not isinstance(meta, Mapping) or "format" not in meta:
+        return None
+    try:
+        manifest_format(manifest)
+    except ManifestError as exc:
+        return str(exc)
+    return None
 
 
 def _index_parts(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:

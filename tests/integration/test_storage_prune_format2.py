@@ -30,6 +30,7 @@ from akoshad.storage.fetch import WholeObjectRanges, fetch_file
 from akoshad.storage.format2 import build_manifest2
 from akoshad.storage.format2_read import read_entries
 from akoshad.storage.prune_exec import run_prune
+from akoshad.storage.prune_load import PruneError
 from akoshad.targets.local import LocalTarget
 from tests.format2_store import Store, write_upload
 from tests.helpers import same_document
@@ -333,5 +334,33 @@ async def test_kill_9_during_a_prune_of_split_chunk_lists_leaves_the_kept_upload
         await check_restorable(target, second, split_uploads.kept)
         await check_documents_as_written(target, second)
         await nothing_left(target, staging)
+    finally:
+        await target.close()
+
+
+async def test_a_kept_manifest_of_a_newer_format_stops_the_prune(
+    uploads: Uploads, tmp_path: Path
+) -> None:
+    """The newest upload written by a newer akoshad (``metadata.format`` 3, its entries
+    where this version does not look): the prune found it referenced nothing and swept its
+    packs and documents (restore already refused it: "upgrade akoshad to read it"). It now
+    stops, naming the manifest, and deletes nothing, the dropped upload included."""
+    target = LocalTarget(uploads.outbox)
+    await target.start()
+    try:
+        key = manifest_key(SID, uploads.ids[1])
+        manifest = await read_json(target, key)
+        meta = manifest["metadata"]
+        assert isinstance(meta, dict)
+        meta["format"], meta["index_v3"] = 3, meta.pop("index")
+        await target.put_bytes(key, json.dumps(manifest).encode(), "application/json")
+        before = [k async for k in target.list_keys(f"systems/{SID}/")]
+        staging = private_dir(tmp_path / "staging")
+        for dry_run in (True, False):
+            with pytest.raises(PruneError, match=f"{key}: manifest format 3 is newer.*nothing"):
+                await run_prune(
+                    target, SID, policy(1), staging_dir=staging, now=NOW, dry_run=dry_run
+                )
+        assert [k async for k in target.list_keys(f"systems/{SID}/")] == before
     finally:
         await target.close()
