@@ -59,7 +59,7 @@ from akoshad.runtime.prune_report import (
     parse_last,
     record,
 )
-from akoshad.storage.crypto import Identities, IdentityError
+from akoshad.storage.crypto import Identities, IdentityError, IdentityNeeded
 from akoshad.storage.document_copies import DocumentCopies
 from akoshad.storage.errors import StorageError
 from akoshad.storage.name_key import NameKeyCache, find_name_key
@@ -79,15 +79,16 @@ DEADLINE_SECONDS = 3600.0
 RETRY_SECONDS = 600.0  # a prune that failed or was refused (not the owner) is tried again
 
 
-def _identities(settings: Settings) -> Identities | None:
-    """The identity when ``encryption.identity_file`` is set and readable, else None."""
+def _identities(settings: Settings) -> tuple[Identities | None, str]:
+    """The identity when ``encryption.identity_file`` is set and readable, else None with
+    why it is not usable ("" when none is set): a prune that needs it says so."""
     if settings.encryption.identity_file is None:
-        return None
+        return None, ""
     try:
-        return settings.encryption.load_identities()  # its mode is warned of at start
+        return settings.encryption.load_identities(), ""  # its mode is warned of at start
     except IdentityError as exc:
         logger.warning("prune: the identity is not usable: {}", exc)
-        return None
+        return None, str(exc)
 
 
 async def _resealing(
@@ -159,10 +160,10 @@ async def prune_target(
     if not dry_run:  # before anything is deleted: a prune killed midway must not leave
         # the state naming documents it swept (the next upload would not store them again)
         await state.forget_documents(target.name)
+    identities, unusable = await asyncio.to_thread(_identities, settings)
     deadline = asyncio.timeout(DEADLINE_SECONDS)
     try:
         async with deadline:
-            identities = await asyncio.to_thread(_identities, settings)
             done = await run_prune(
                 target,
                 system_id,
@@ -186,6 +187,8 @@ async def prune_target(
     except NotOwner:
         raise
     except IdentityError as exc:
+        if unusable and isinstance(exc, IdentityNeeded):  # set, yet it could not be read
+            exc = IdentityError(f"{exc.args[0]}, and {unusable}")
         result.update(ok=False, needs_identity=True, problems=[f"{exc}; nothing deleted"])
     except TimeoutError as exc:  # the deadline's, or one a request raised as it is
         late = (

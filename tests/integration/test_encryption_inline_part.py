@@ -220,3 +220,30 @@ def test_uploads_held_under_an_earlier_recipient_list_are_not_rewritten(tmp_path
     got = asyncio.run(restore_sealed(target, kept_old, load_identity(old_id)))
     assert got == store.versions[1]
     _kept_restore(tmp_path, sid, both, store.versions)
+
+
+def test_a_prune_that_needs_an_identity_set_but_not_there_says_why(tmp_path: Path) -> None:
+    """Uploads without an objects list (an earlier akoshad) need the identity to be pruned;
+    ``identity_file`` set to a path where no file is: the prune said "reading it needs
+    encryption.identity_file (set it to ...)", as if none were set (why it could not be
+    read went only to a log ``prune`` by hand does not show). It names the file and why."""
+    sid = "enc-identity-gone"
+    public = write_new_identity(tmp_path / "id.txt")
+    cfg = _config(tmp_path, sid, public, tmp_path / "moved-away.txt", keep=1)
+    store = Store(tmp_path, cfg, big=MiB)
+    store.upload()
+    store.upload(change=FIRST_HALF)
+    for folder in (tmp_path / "outbox" / "systems" / sid / "uploads").iterdir():
+        manifest = json.loads((folder / "manifest.json").read_text())
+        del manifest["metadata"]["index"]["objects"]
+        (folder / "manifest.json").write_bytes(encode_manifest(manifest))
+    shutil.rmtree(tmp_path / "state" / DIR_NAME)
+    before = sorted((tmp_path / "outbox").rglob("*"))
+    res = akoshad("prune", "--json", "--config", str(cfg), env=base_env(tmp_path))
+    assert res.returncode == 1, res.stdout + res.stderr
+    result = json.loads(res.stdout)
+    (problem,) = result["problems"]
+    assert result["needs_identity"] is True and "is encrypted: reading it needs" in problem
+    assert f"encryption.identity_file {tmp_path / 'moved-away.txt'} does not exist" in problem
+    assert problem.endswith("; nothing deleted")
+    assert sorted((tmp_path / "outbox").rglob("*")) == before
