@@ -96,6 +96,11 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
         # a script reading the JSON learns why nothing was done (another machine owns
         # the system_id), not only from the exit code
         result = {"ok": False, "dry_run": bool(args.dry_run), "problems": [str(exc)]}
+    except AkoshadError as exc:  # it could not run (the target, the state's lock, ...):
+        if args.json:  # the line on stderr and its exit code, and a result a script reads
+            result = {"ok": False, "dry_run": bool(args.dry_run), "problems": [str(exc)]}
+            _print(result, True, "")
+        raise
     _print(result, args.json, render_prune(result))
     return EXIT_OK if result.get("ok") else EXIT_FAIL
 

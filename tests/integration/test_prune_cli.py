@@ -457,3 +457,21 @@ def test_an_outbox_reached_through_a_symlink_is_pruned_listed_and_restored(box: 
     assert sorted(box.prune()["uploads_removed"]) == ids[:-KEEP]
     assert box.ids() == ids[-KEEP:] and box.outbox.is_symlink()
     assert box.restore(ids[-1], box.tmp / "after") == before
+
+
+def test_prune_json_that_could_not_run_still_prints_a_result(tmp_path: Path) -> None:
+    """``prune --json`` that cannot run (here the outbox is not there; a bucket missing or
+    a server down alike) printed nothing on stdout, only the line on stderr: a script
+    reading the JSON got nothing to parse. It prints ``{ok: false, problems: [that line]}``
+    too, as ``drill --json`` does (exit 1, the line on stderr as before)."""
+    box = Box(tmp_path)
+    box.store.mkdir()
+    res = box.cli("prune", "--json")
+    assert res.returncode == 1, res.stdout + res.stderr
+    why = f"local_target_dir {box.outbox} does not exist: no upload can be there"
+    assert json.loads(res.stdout) == {
+        "ok": False,
+        "dry_run": False,
+        "problems": [f"{why}: nothing to prune"],
+    }
+    assert res.stderr == f"akoshad: {why}: nothing to prune\n"
