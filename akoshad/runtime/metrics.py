@@ -132,6 +132,9 @@ class StatusCollector(Collector):
         if isinstance(pruned, Mapping) and _number(pruned.get("at")) is not None:
             doc = "When the last prune ran (epoch)."
             yield _gauge("akoshad_last_prune_timestamp_seconds", doc, pruned["at"])
+            # a prune that fails is still a prune that ran: its time alone looks healthy
+            ok = float(pruned.get("ok") is True)
+            yield _gauge("akoshad_last_prune_ok", "1 if the last prune went well.", ok)
         safety = st.get("safety")
         if isinstance(safety, Mapping) and isinstance(safety.get("safe"), bool):
             yield _gauge(

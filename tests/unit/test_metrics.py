@@ -421,3 +421,17 @@ async def test_the_metrics_retry_ends_with_the_daemon() -> None:
     stop.set()
     await asyncio.wait_for(retry, 5)
     await server.close()
+
+
+def test_a_failed_prune_shows_beside_its_time() -> None:
+    """A prune that fails every 10 minutes moved ``akoshad_last_prune_timestamp_seconds``
+    on each time, so an alert on an old prune never fired and nothing else but
+    ``akoshad_healthy`` told: ``akoshad_last_prune_ok`` says how the last one went."""
+    metrics = Metrics()
+    assert not [k for k in scrape(metrics, status()) if "prune" in k[0]]
+    bad = {"at": T0, "ok": False, "uploads_kept": None, "problems": ["bucket gone"]}
+    m = scrape(metrics, status(last_prune=bad))
+    assert value(m, "akoshad_last_prune_timestamp_seconds") == T0
+    assert value(m, "akoshad_last_prune_ok") == 0
+    m = scrape(metrics, status(last_prune={**bad, "ok": True, "at": T0 + 5, "problems": []}))
+    assert value(m, "akoshad_last_prune_ok") == 1
