@@ -87,7 +87,12 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     from akoshad.runtime.control_client import ControlRequestError
     from akoshad.storage.owner import NotOwner
 
-    payload = {"cmd": "prune", "dry_run": bool(args.dry_run)}
+    # the rules this configuration sets: a daemon that runs with others refuses
+    payload = {
+        "cmd": "prune",
+        "dry_run": bool(args.dry_run),
+        "retention": settings.retention.rules(),
+    }
     try:
         result = _prune(settings, payload)
     except (NotOwner, ControlRequestError) as exc:

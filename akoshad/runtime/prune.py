@@ -65,6 +65,7 @@ from akoshad.storage.errors import StorageError
 from akoshad.storage.name_key import NameKeyCache, find_name_key
 from akoshad.storage.owner import NotOwner
 from akoshad.storage.refs import ChunkRef
+from akoshad.storage.retention import Retention
 from akoshad.storage.sealed_documents import Resealing
 from akoshad.store.db import StateDB
 from akoshad.targets import Target
@@ -351,7 +352,28 @@ async def prune_request(scheduler: PruneScheduler, request: dict[str, Any]) -> d
     dry_run = request.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ControlRequestError("dry_run must be true or false")
+    _same_policy(scheduler.settings.retention, request.get("retention"))
     try:
         return await scheduler.prune_now(dry_run=dry_run)
     except NotOwner as exc:
         raise ControlRequestError(str(exc)) from None
+
+
+def _same_policy(mine: Retention, asked: object) -> None:
+    """Refuse a prune asked with other retention rules than the daemon's (its configuration
+    file was edited and not reloaded): the user would get the policy of the file as it was
+    (an edit to keep more, undone). A request without rules (an older client) goes on."""
+    if asked is None:
+        return
+    try:
+        theirs = Retention.model_validate(asked)
+    except ValueError:
+        raise ControlRequestError("retention must be a retention: group") from None
+    if theirs.rules() != mine.rules():
+        raise ControlRequestError(
+            f"the daemon runs with retention '{mine.describe()}' but the configuration "
+            f"here says '{theirs.describe()}': reload the daemon (systemctl --user reload "
+            "akoshad, or kill -HUP its pid) so that it prunes by the file (or give this "
+            "command the daemon's AKOSHAD_RETENTION__* environment), then prune again; "
+            "nothing was deleted"
+        )

@@ -58,6 +58,11 @@ class Retention(BaseModel):
         """True when no ``keep_*`` rule is set (restic: keep everything)."""
         return not any(rule[0] for rule in _rules(self))
 
+    def rules(self) -> dict[str, int | bool]:
+        """What decides which uploads a prune keeps (the counts and ``enabled``; not when
+        the daemon prunes): two policies with the same rules prune alike."""
+        return {k: v for k, v in self.model_dump().items() if k != "prune_interval_hours"}
+
     def describe(self) -> str:
         """One line, like restic's: ``keep 10 latest, 24 hourly, ... uploads``."""
         if not self.enabled:

@@ -250,6 +250,38 @@ def test_prune_goes_through_a_running_daemon(box: Box) -> None:
     assert_pruned_and_restorable(box, kept)
 
 
+def test_a_prune_by_a_file_the_daemon_has_not_reloaded_is_refused(box: Box) -> None:
+    """``keep_last`` raised in the file, the daemon not reloaded: ``prune`` (through the
+    daemon) removed the uploads by the daemon's old policy, those the file now keeps too.
+    It is refused, naming both policies and the reload, and deletes nothing; after a
+    reload (SIGHUP) it prunes by the file."""
+    ids = box.ids()
+    proc = start_daemon(box.config, box.env, box.tmp / "daemon.log")
+    try:
+        wait_for(box.sock.exists, 30)
+        config = yaml.safe_load(box.config.read_text())
+        config["retention"]["keep_last"] = KEEP + 2
+        box.config.write_text(yaml.safe_dump(config))
+        for args in ((), ("--dry-run",)):
+            res = box.cli("prune", "--json", *args)
+            assert res.returncode == 1, res.stdout + res.stderr
+            (problem,) = json.loads(res.stdout)["problems"]
+            assert problem.startswith(
+                f"the daemon runs with retention 'keep {KEEP} latest uploads' but the "
+                f"configuration here says 'keep {KEEP + 2} latest uploads': reload the daemon"
+            )
+            assert problem.endswith("nothing was deleted")
+        assert box.ids() == ids and box.kv("last_prune") is None
+        proc.send_signal(signal.SIGHUP)
+        result = wait_for(
+            lambda: box.cli("prune", "--json").returncode == 0 and box.kv("last_prune"), 30, 0.5
+        )
+        assert result["uploads_removed"] == UPLOADS - KEEP - 2
+        assert box.ids() == ids[-(KEEP + 2) :]
+    finally:
+        assert stop_daemon(proc) == 0
+
+
 def test_a_prune_asked_while_the_state_is_held_waits_for_it(box: Box) -> None:
     """The state's lock held (a daemon starting: its socket not answering yet, or a
     `run --once`): `akoshad prune` waits until the lock is free (or the daemon answers) and
