@@ -277,9 +277,9 @@ class Drain:
         if (
             target is not None
             and check is not None
-            and not self.stats.target(target.name).available
+            and (target.name == "local" or not self.stats.target(target.name).available)
         ):
-            await check(target)  # back after an outage: emptied meanwhile?
+            await check(target)  # emptied after an outage, or an outbox (a stat) removed?
         compare = self.compare_all
         if target is not None and compare is not None and await self._forgotten(target):
             await compare()  # every file that differs is queued first

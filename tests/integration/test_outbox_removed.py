@@ -1,0 +1,34 @@
+"""A local outbox removed while the daemon runs (a clean-up, a disk unmounted under the
+path): no outage is seen, the next write makes the directory again, and the upload after
+it must not point at the objects that went with it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.helpers import akoshad, daemon_config, manifests, start_daemon, stop_daemon, wait_for
+
+
+def test_an_outbox_removed_under_the_daemon_gets_the_whole_store(
+    tmp_path: Path, system_id: str
+) -> None:
+    """Before: the next upload sent the one changed file ('1 file(s) sent, N unchanged'),
+    status said safe, and restore --latest failed on every other file until the next
+    drill, a day later by default."""
+    config, env = daemon_config(tmp_path, system_id, drill_interval_hours=0)
+    outbox = tmp_path / "outbox"
+    proc = start_daemon(config, env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: outbox.exists() and manifests(outbox, system_id), 60)
+        shutil.rmtree(outbox)
+        (tmp_path / "store" / "notes.json").write_text('{"after": "the removal"}')
+        wait_for(lambda: outbox.exists() and manifests(outbox, system_id), 60)
+    finally:
+        assert stop_daemon(proc) == 0
+    dest = tmp_path / "back"
+    restore = akoshad("restore", "--config", str(config), "--latest", "--dest", str(dest), env=env)
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    want = sorted(str(p.relative_to(tmp_path / "store")) for p in (tmp_path / "store").rglob("*"))
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == want
+    assert "no longer holds upload" in (tmp_path / "d.log").read_text()
