@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 FIRST_DELAY = 60.0  # after a start without any drill on record
 RETRY_SECONDS = 600.0  # nothing to drill yet, or the drill could not run: look again
+FOLLOW_UP_SECONDS = 600.0  # after a drill had what it found lost sent again: see it healed
 
 
 def log_result(result: DrillResult) -> None:
@@ -80,6 +82,9 @@ class DrillScheduler(PeriodicJob):
     # why the last drill could not run (the target unreadable, state_dir full), until one runs
     not_run: str | None = None
     _marked: str | None = None
+    # when (monotonic) a drill is due to show that what the last one found lost was sent
+    # again: without it, the failed drill stood (status unsafe) for a whole interval
+    _follow_up: float | None = None
 
     @functools.cached_property
     def reading(self) -> asyncio.Lock:
@@ -109,7 +114,10 @@ class DrillScheduler(PeriodicJob):
         if interval <= 0:
             return TICK
         last = await self.last()
-        return self.wait(last.get("at") if last else None, interval)
+        wait = self.wait(last.get("at") if last else None, interval)
+        if self._follow_up is not None:
+            wait = min(wait, max(self._follow_up, self._not_before) - time.monotonic())
+        return wait
 
     async def run(self) -> None:
         """Until the daemon stops: wait for the next drill, run it. Nothing a drill meets
@@ -192,7 +200,9 @@ class DrillScheduler(PeriodicJob):
         if result.needs_identity and unusable:  # one is configured: not a choice, a fault
             result.needs_identity = False
             result.problems = [f"encryption.identity_file cannot be used: {unusable}"]
-        await self._record(result)
+        follow_up = await self._record(result)
+        if gone is not None:  # the whole store is sent again
+            self._follow_up = follow_up
         return result
 
     async def _compare_all(self) -> None:
@@ -215,23 +225,32 @@ class DrillScheduler(PeriodicJob):
             await seed_ledger(self.recovery, self.target, available=True)
         return gone
 
-    async def _record(self, result: DrillResult) -> None:
+    async def _record(self, result: DrillResult) -> float | None:
         """Keep ``result`` as ``last_drill``, log it, emit it; queue again the files of
-        what it found lost."""
+        what it found lost. Returns when a drill would follow up on files sent again (None
+        when this drill was that follow-up: one after the upload that sends them, not one
+        per drill, so a target that keeps losing what it is sent is drilled at the
+        interval)."""
         from akoshad.restore.drill import store_result
 
         await self.state.transaction(lambda c: store_result(c, result))
+        was, self._follow_up = self._follow_up, None
+        now = time.monotonic()
+        follow_up = now + FOLLOW_UP_SECONDS if was is None or was > now else None
         log_result(result)
         extra = {"needs_identity": True} if result.needs_identity else {}
         self.events.emit(
             "drill", ok=result.ok, upload_id=result.upload_id, problems=result.problems, **extra
         )
-        if result.damaged_objects or result.documents_unreadable:
-            await self._send_again(result)
+        lost = result.damaged_objects or result.documents_unreadable
+        if lost and await self._send_again(result):
+            self._follow_up = follow_up
+        return follow_up
 
-    async def _send_again(self, result: DrillResult) -> None:
+    async def _send_again(self, result: DrillResult) -> bool:
         """The files that used the objects found missing or damaged go up again with the
-        next upload (``drill_heal``), under the pass lock (no upload is planned meanwhile)."""
+        next upload (``drill_heal``), under the pass lock (no upload is planned meanwhile);
+        True when files were queued."""
         from akoshad.runtime.drill_heal import heal
 
         keys = sorted(result.damaged_objects)
@@ -246,9 +265,11 @@ class DrillScheduler(PeriodicJob):
                 )
         except sqlite3.Error as exc:  # the next drill finds the damage again and retries
             logger.warning("drill: what it found lost cannot be queued to be sent again: {}", exc)
-            return
-        if outcome is not None and outcome[1] > 0 and self.wake is not None:
+            return False
+        queued = outcome is not None and outcome[1] > 0
+        if queued and self.wake is not None:
             self.wake.set()
+        return queued
 
     def _identities(self) -> tuple[Identities | None, str | None]:
         """(the identity when one is configured and readable, else None: an encrypted

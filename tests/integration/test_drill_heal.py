@@ -13,7 +13,7 @@ import pytest
 from akoshad.cli.prune import render_prune
 from akoshad.events import EventBus
 from akoshad.restore.drill_restore import DrillResult
-from akoshad.runtime.drills import DrillScheduler
+from akoshad.runtime.drills import FOLLOW_UP_SECONDS, DrillScheduler
 from akoshad.runtime.prune import PruneScheduler
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
@@ -98,12 +98,15 @@ async def _lost_then_healed(rig: Rig, how: str) -> tuple[str, list[str]]:
     assert "damaged_objects" not in bad.as_dict()  # the last_drill object is as before
     assert drills.wake is not None and drills.wake.is_set()  # the drain has work
     assert "big.bin" in {i.path for i in await rig.state.queue_items()}
+    # the next drill shows it healed in minutes, not a day later: until then status is unsafe
+    assert 0 < await drills.due_in() <= FOLLOW_UP_SECONDS
 
     await rig.sync()
     uploads = await rig.uploads()
     assert len(uploads) == 3
     again = await _drill(drills)
     assert again.ok and again.upload_id == uploads[-1], again.problems
+    assert await drills.due_in() > 23 * 3600  # the interval again
     healed = await rig.files(uploads[-1])
     assert lost not in {c.key for f in healed.values() for c in f.chunks}
     assert [c.key for c in healed["other.bin"].chunks] == untouched  # not sent again
