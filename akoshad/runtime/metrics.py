@@ -13,7 +13,6 @@ and that one are imported only when ``metrics_listen`` is set (see ``pass_metric
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -118,9 +117,10 @@ class StatusCollector(Collector):
             float(state == "degraded"),
         )
         yield _gauge("akoshad_paused", "1 while uploads are paused.", float(bool(st.get("paused"))))
-        uptime = _number(st.get("uptime_seconds"))
-        if uptime is not None:
-            started = time.time() - uptime
+        # the start as recorded, not now - uptime: that differed at every scrape, so
+        # changes(akoshad_start_time_seconds[...]) saw a restart in each
+        started = _number(st.get("started_at"))
+        if started is not None:
             yield _gauge("akoshad_start_time_seconds", "When the daemon started (epoch).", started)
         last = st.get("last_upload")
         finished = _number(last.get("finished_at")) if isinstance(last, Mapping) else None

@@ -87,6 +87,7 @@ class StatusView:
             "pid": os.getpid(),
             "version": __version__,
             "uptime_seconds": round(time.time() - self.started, 3),
+            "started_at": self.started,  # one value for the daemon's life (metrics)
             "data_dir": str(self.settings.data_dir),
             "pending": depth + len(p.feed.debouncer),
             "in_flight": p.stats.in_flight,

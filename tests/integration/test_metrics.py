@@ -141,6 +141,10 @@ def test_metrics_after_a_change(daemon: Daemon) -> None:
     last = value(m, "akoshad_last_upload_timestamp_seconds")
     assert last is not None and t0 < last <= time.time()
     assert value(m, "akoshad_target_up", target="local") == 1
+    # one value for the daemon's life: changes(akoshad_start_time_seconds[...]) means a restart
+    started = value(m, "akoshad_start_time_seconds")
+    assert started is not None and t0 - 1 < started <= last
+    assert value(first, "akoshad_start_time_seconds") == started
     assert value(m, "akoshad_pending_files") == 0
     assert value(m, "akoshad_oldest_pending_seconds") == 0
     assert value(m, "akoshad_degraded") == 0
