@@ -127,7 +127,7 @@ class StatusCollector(Collector):
         if finished is not None:
             doc = "When the last upload completed (epoch)."
             yield _gauge("akoshad_last_upload_timestamp_seconds", doc, finished)
-        yield from self._drill(st.get("last_drill"))
+        yield from self._drill(st.get("last_drill"), st.get("drill_interval_hours"))
         pruned = st.get("last_prune")
         if isinstance(pruned, Mapping) and _number(pruned.get("at")) is not None:
             doc = "When the last prune ran (epoch)."
@@ -146,7 +146,11 @@ class StatusCollector(Collector):
             float(not check_problems(st)),
         )
 
-    def _drill(self, drill: Any) -> Iterator[Metric]:
+    def _drill(self, drill: Any, hours: Any) -> Iterator[Metric]:
+        every = _number(hours)
+        if every is not None:  # the alert on an old good drill waits two of these
+            doc = "drill_interval_hours in seconds (0: drills off)."
+            yield _gauge("akoshad_drill_interval_seconds", doc, every * 3600.0)
         if self.last_good_drill is not None:
             doc = "When the last good restore drill ran (epoch)."
             yield _gauge("akoshad_last_good_drill_timestamp_seconds", doc, self.last_good_drill)

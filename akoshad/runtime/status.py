@@ -111,6 +111,7 @@ class StatusView:
             "webhooks": webhooks,
             "last_drill": await p.drills.last(),
             "last_good_drill_at": await p.drills.last_good_at(),  # survives restarts too
+            "drill_interval_hours": self.settings.drill_interval_hours,  # 0: drills off
             "drill_not_run": drill_not_run(p.drills.not_run),  # it could not run: why
             "last_prune": await p.prunes.last(),
             "lease": p.owners.lease(p.primary.name),

@@ -101,6 +101,16 @@ def test_collector_reads_status() -> None:
     assert value(m, "akoshad_retries_total") == 4
 
 
+NAME = "akoshad_drill_interval_seconds"
+
+
+def test_the_drill_interval_is_exported_for_the_alert_rules() -> None:
+    """AkoshadNoGoodDrill waits two drill intervals (weekly drills are no alert at 48 h)."""
+    assert value(scrape(Metrics(), status(drill_interval_hours=168)), NAME) == 604800
+    assert value(scrape(Metrics(), status(drill_interval_hours=0)), NAME) == 0
+    assert value(scrape(Metrics(), status()), NAME) is None  # a status without it
+
+
 def test_collector_without_upload_or_queue() -> None:
     st = status(last_upload=None, oldest_pending_age_seconds=None, state="idle", pending=0)
     m = scrape(Metrics(), st)
