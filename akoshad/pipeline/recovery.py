@@ -72,9 +72,11 @@ class Discarder:
                 keys.remove(manifest)
             if keys:
                 await target.delete_keys(keys)
-        except (TransientError, PermanentError) as exc:
+        except (TransientError, PermanentError, OSError) as exc:
             # an outage fails every attempt's cleanup alike: WARNING once, then DEBUG until
-            # an upload or a cleanup succeeds (prune removes what is left behind)
+            # an upload or a cleanup succeeds (prune removes what is left behind); an
+            # outbox's listing raises the OSError itself (a disk failing, its path no
+            # directory): the upload's failure, not a broken state_dir's
             level = "DEBUG" if self._failing else "WARNING"
             self._failing = True
             logger.log(level, "could not remove objects of failed upload {}: {}", upload_id, exc)
