@@ -57,6 +57,26 @@ def check_listen(value: str) -> str:
     return value
 
 
+def exposed_listen(value: str | None) -> str | None:
+    """A warning when ``metrics_listen`` (valid) is an IP address other than loopback
+    (``0.0.0.0``, ``[::]``, a LAN address): /metrics has no authentication. A host name is
+    not resolved here (``localhost``, or this machine's name mapped to 127.0.1.1)."""
+    if not value:
+        return None
+    host = value.rpartition(":")[0].strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.is_loopback:
+        return None
+    return (
+        f"metrics_listen {value} is not a loopback address: other machines can read "
+        "/metrics, which has no authentication (the system id, the version, how backups "
+        "go); use 127.0.0.1, or keep the port behind a firewall"
+    )
+
+
 def check_absolute(value: Path) -> Path:
     """``value`` (``~`` already expanded) when absolute: a relative path would follow
     the directory each command happens to start in."""

@@ -26,6 +26,7 @@ from akoshad.config.checks import (
     check_listen,
     check_log_file,
     check_utf8_name,
+    exposed_listen,
     log_inside,
     memories_left_out,
     nesting_problem,
@@ -249,6 +250,7 @@ class Settings(BaseSettings):
         )
         if self.akosha_url and self.cloud_sync.force_method != "cloud":
             found.append(memories_left_out(self.include, self.exclude) or "")
+        found.append(exposed_listen(self.metrics_listen) or "")
         return (*self._file_warnings, *[w for w in found if w], *self.encryption.warnings)
 
     @property

@@ -331,6 +331,27 @@ def test_a_bare_port_as_metrics_listen_says_what_is_missing(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
+    ("listen", "exposed"),
+    [
+        ("0.0.0.0:9464", True),
+        ("[::]:9464", True),
+        ("192.168.1.5:9464", True),
+        ("127.0.0.1:9464", False),
+        ("127.0.0.2:9464", False),
+        ("[::1]:9464", False),
+        ("localhost:9464", False),
+    ],
+)
+def test_metrics_listen_off_loopback_is_warned_of(
+    tmp_path: Path, listen: str, exposed: bool
+) -> None:
+    """/metrics has no authentication; 0.0.0.0 served it to every network silently."""
+    warned = [w for w in load(tmp_path, f'metrics_listen: "{listen}"\n').warnings if "metrics" in w]
+    assert bool(warned) == exposed, warned
+    assert not warned or warned[0].startswith(f"metrics_listen {listen} is not a loopback")
+
+
+@pytest.mark.parametrize(
     ("listen", "parsed"),
     [
         ("127.0.0.1:9464", ("127.0.0.1", 9464)),
