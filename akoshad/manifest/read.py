@@ -80,7 +80,7 @@ async def load_manifest(target: Target, system_id: str, upload_id: str) -> dict[
         raise RestoreError(f"manifest of upload {upload_id} is refused: {exc}") from None
     try:
         manifest = await asyncio.to_thread(json.loads, data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurd nesting
         raise RestoreError(f"manifest of upload {upload_id} is not valid JSON") from None
     problems = validate_manifest(manifest, now=None)
     problems = [

@@ -374,6 +374,6 @@ async def _read_json(target: Target, key: str) -> dict[str, Any] | None:
         return None
     try:
         parsed = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurd nesting
         return None
     return parsed if isinstance(parsed, dict) else None

@@ -105,7 +105,7 @@ async def _parse(
     trusted; ``_Locked`` when it is encrypted and ``identities`` cannot read it."""
     try:
         manifest = await asyncio.to_thread(json.loads, data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurd nesting
         raise ManifestError("not valid JSON") from None
     problems = [p for p in validate_manifest(manifest, now=None) if "out of range" not in p]
     if problems:

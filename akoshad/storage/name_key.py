@@ -180,7 +180,7 @@ class NameKeyCache:
         fix = "remove it: the next upload then makes a new key and stores everything again"
         try:
             doc = json.loads(data) if len(data) <= MAX_CACHE else None
-        except ValueError:
+        except (ValueError, RecursionError):
             doc = None
         if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
             raise NameKeyError(f"{self.path} is damaged", fix=fix)
@@ -229,7 +229,7 @@ async def _read_record(
         stored = await fetch_stored(target, object_key, MAX_RECORD + 16 * 1024, object_key)
         plain = open_sealed(stored, identities, MAX_RECORD, f"name key {object_key}")
         key = NameKey.from_fields(json.loads(plain), f"name key {object_key}")
-    except (DocumentError, IdentityError, SealedDamaged, NameKeyError, ValueError):
+    except (DocumentError, IdentityError, SealedDamaged, NameKeyError, ValueError, RecursionError):
         return None
     if key.system_id != system_id or key.object_key != object_key:
         return None

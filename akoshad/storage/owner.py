@@ -182,7 +182,7 @@ class OwnerRecord:
         """Strict on what matters (``owner_id``, ``host``, ``since``), tolerant of more."""
         try:
             doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # also UnicodeDecodeError, absurd nesting
             raise OwnerRecordError("the owner record is not JSON", fix=_DAMAGED) from None
         if not isinstance(doc, dict):
             raise OwnerRecordError("the owner record is not a JSON object", fix=_DAMAGED)

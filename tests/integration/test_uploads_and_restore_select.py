@@ -206,6 +206,35 @@ def test_a_damaged_manifest_is_listed_as_damaged(tmp_path: Path) -> None:
     assert "Traceback" not in s.cli("uploads").stderr
 
 
+def test_a_manifest_nested_too_deep_is_damaged_not_a_failure(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    make_store(s.store)
+    assert s.once().returncode == 0
+    (s.store / "a.json").write_text("{}")
+    assert s.once().returncode == 0
+    first, second = (m["metadata"]["upload_id"] for m in s.manifests())
+    path = s.outbox / "systems" / SYSTEM / "uploads" / first / "manifest.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)  # 200 KB: JSON nested past Python's stack
+    owner = s.outbox / "systems" / SYSTEM / "owner.json"
+    res = s.cli("uploads", "--json")  # before: "uploads failed: RecursionError: ...", exit 1
+    assert res.returncode == 0, res.stderr
+    rows = {r["upload_id"]: r for r in json.loads(res.stdout)}
+    assert rows[first]["damaged"] == "not valid JSON"
+    assert rows[second]["damaged"] is None and rows[second]["files"] == 9
+    res = s.cli("verify", "--all")  # the other upload is still verified
+    assert res.returncode == 1 and "RecursionError" not in res.stderr + res.stdout
+    assert f"{first}: manifest of upload {first} is not valid JSON" in res.stdout
+    assert f"{second}: 9 file(s) verified, ok" in res.stdout
+    res = s.cli("restore", "--upload-id", first, "--dest", str(tmp_path / "r"))
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"akoshad: manifest of upload {first} is not valid JSON"
+    owner.write_text("[" * 5_000 + "]" * 5_000)  # the target's owner record: the same
+    (s.store / "b.json").write_text("{}")
+    res = s.once()
+    assert res.returncode == 1 and "RecursionError" not in res.stderr, res.stderr
+    assert "the owner record is not JSON" in res.stderr
+
+
 # ---- restore --at ---------------------------------------------------------------------
 
 
