@@ -128,14 +128,22 @@ def _decode_zstd(stored: bytes, limit: int, what: str) -> bytes:
 
 def decode_document(stored: bytes, compression: str, what: str, limit: int) -> Any:
     """Decompress (at most ``limit`` bytes out) and parse one document. Blocking (CPU)."""
+    return parse_document(decompress_document(stored, compression, what, limit), what)
+
+
+def decompress_document(stored: bytes, compression: str, what: str, limit: int) -> bytes:
+    """One document's JSON bytes (at most ``limit`` of them). Blocking (CPU)."""
     if compression == "gzip":
-        plain = _decode_gzip(stored, limit, what)
-    elif compression == "zstd":
-        plain = _decode_zstd(stored, limit, what)
-    elif compression == "none":
-        plain = stored
-    else:
-        raise DocumentError(f"{what}: unknown compression {compression!r:.40}")
+        return _decode_gzip(stored, limit, what)
+    if compression == "zstd":
+        return _decode_zstd(stored, limit, what)
+    if compression == "none":
+        return stored
+    raise DocumentError(f"{what}: unknown compression {compression!r:.40}")
+
+
+def parse_document(plain: bytes, what: str) -> Any:
+    """One document's JSON bytes parsed. Blocking (CPU)."""
     try:
         return json.loads(plain)
     except (ValueError, RecursionError):

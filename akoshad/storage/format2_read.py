@@ -33,11 +33,16 @@ from akoshad.storage.crypto import (
     NotForThisIdentity,
     sealed_size_bound,
 )
-from akoshad.storage.documents import MAX_DOCUMENT_BYTES, DocumentError, fetch_stored
+from akoshad.storage.documents import (
+    MAX_DOCUMENT_BYTES,
+    DocumentError,
+    fetch_stored,
+    parse_document,
+)
 from akoshad.storage.errors import RefError
 from akoshad.storage.name_key import opens_every_key
 from akoshad.storage.refs import ChunkListRef, ChunkRef, IndexPartRef, chunks_from_json
-from akoshad.storage.sealed_documents import decode_document_sealed
+from akoshad.storage.sealed_documents import decompress_sealed
 from akoshad.storage.stored import (
     WHOLE_COMPRESSIONS,
     StoredFile,
@@ -53,6 +58,9 @@ from akoshad.targets.base import Target
 MAX_ENTRIES = 1_000_000
 MAX_PARTS = 100_000
 MAX_TOTAL_DOCUMENT_BYTES = 1024 * 1024 * 1024  # stored bytes of every document of a manifest
+# their JSON bytes together, what they cost in memory (about 3x that once parsed): a chunk's
+# ref is some 260 bytes of JSON, so about a million chunks, a store of 256 GiB or more
+MAX_TOTAL_DECODED_BYTES = 256 * 1024 * 1024
 # picks the entries wanted among all of a manifest's (their chunks not read yet)
 Keep = Callable[[list[StoredFile]], list[StoredFile]]
 __all__ = ["Keep", "Unreadable", "is_encrypted", "parse_entry", "read_entries"]
@@ -64,6 +72,7 @@ class _Budget:
 
     def __init__(self, limit: int, identities: Identities | None = None) -> None:
         self.left = limit
+        self.decoded = MAX_TOTAL_DECODED_BYTES  # the JSON bytes the documents may still take
         self.keys: set[str] = set()  # the documents read
         self.identities = identities
         self.opened_sealed = False  # a sealed document of the manifest opened
@@ -74,10 +83,21 @@ class _Budget:
             raise ManifestError(
                 f"{what}: the manifest's documents exceed {MAX_TOTAL_DOCUMENT_BYTES} bytes"
             )
+        self.spend_decoded(0, what)
         return min(MAX_DOCUMENT_BYTES, self.left)
 
     def spend(self, n: int) -> None:
         self.left -= n
+
+    def spend_decoded(self, n: int, what: str) -> None:
+        """Charge ``n`` decoded bytes; ManifestError once the documents decode to more than
+        their bound together (a hostile manifest's lists of tiny chunks: gigabytes)."""
+        self.decoded -= n
+        if self.decoded < 0:
+            raise ManifestError(
+                f"{what}: the manifest's documents decode to more than "
+                f"{MAX_TOTAL_DECODED_BYTES} bytes together"
+            )
 
 
 def is_encrypted(manifest: Mapping[str, Any]) -> bool:
@@ -172,8 +192,8 @@ async def _read(
         stored = inline
     budget.spend(len(stored))
     try:
-        doc = await asyncio.to_thread(
-            decode_document_sealed, stored, comp, enc, what, budget.identities, MAX_DOCUMENT_BYTES
+        plain = await asyncio.to_thread(
+            decompress_sealed, stored, comp, enc, what, budget.identities, MAX_DOCUMENT_BYTES
         )
     except NotForThisIdentity:
         if not budget.opened_sealed:
@@ -184,7 +204,8 @@ async def _read(
             "upload's other documents (damaged)"
         ) from None
     budget.opened_sealed = budget.opened_sealed or enc == "age"
-    return doc
+    budget.spend_decoded(len(plain), what)
+    return await asyncio.to_thread(parse_document, plain, what)
 
 
 def _index_parts(metadata: Mapping[str, Any], root: str) -> list[IndexPartRef]:

@@ -38,7 +38,9 @@ from akoshad.storage.documents import (
     canonical_json,
     compress_document,
     decode_document,
+    decompress_document,
     fetch_stored,
+    parse_document,
 )
 from akoshad.storage.name_key import NameKey
 from akoshad.storage.refs import Encryption
@@ -135,6 +137,20 @@ def decode_document_sealed(
 ) -> Any:
     """Open (when ``encryption`` is ``age``), decompress and parse one document, each step
     bounded by ``limit``. Blocking (CPU)."""
+    return parse_document(
+        decompress_sealed(stored, compression, encryption, what, identities, limit), what
+    )
+
+
+def decompress_sealed(
+    stored: bytes,
+    compression: str,
+    encryption: str,
+    what: str,
+    identities: Identities | None,
+    limit: int = MAX_DOCUMENT_BYTES,
+) -> bytes:
+    """``decode_document_sealed`` up to the JSON bytes, not parsed. Blocking (CPU)."""
     if encryption == "age":
         try:
             stored = open_sealed(stored, identities, limit, what)
@@ -142,7 +158,7 @@ def decode_document_sealed(
             raise DocumentError(str(exc)) from None
     elif encryption != "none":
         raise DocumentError(f"{what}: unknown encryption {encryption!r:.20}")
-    return decode_document(stored, compression, what, limit)
+    return decompress_document(stored, compression, what, limit)
 
 
 async def read_document_sealed(
