@@ -269,9 +269,10 @@ class LocalTarget:
             got = 0
             while got < length:
                 piece = os.pread(fh.fileno(), length - got, offset + got)
-                if not piece:
-                    end = offset + length
-                    raise PackError(f"object {key} ends at {offset + got}, a read needs ..{end}")
+                if not piece:  # named as S3 reads name it: where the object ends
+                    size = os.fstat(fh.fileno()).st_size
+                    span = f"{offset}..{offset + length}"
+                    raise PackError(f"object {key} ends at {size}, a read needs {span}")
                 pieces.append(piece)
                 got += len(piece)
         return b"".join(pieces)

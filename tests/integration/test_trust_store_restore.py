@@ -225,6 +225,22 @@ def test_a_pack_shorter_than_its_chunks_is_damaged(setup: Setup, tmp_path: Path)
     assert "is damaged: object " in res.stderr and " ends at " in res.stderr
 
 
+def test_a_chunk_past_the_end_of_its_pack_names_where_the_pack_ends(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Before: "object KEY ends at 1000000000000, a read needs ..1000000000400" (the
+    chunk's offset given as the object's end)."""
+    assert setup.once().returncode == 0
+    chunk = _chunk_of(setup.manifests()[-1], "a.json")
+    size = (setup.outbox / chunk["key"]).stat().st_size
+    far = 10**12
+    _rewrite_manifest(setup, lambda m: _chunk_of(m, "a.json").update(offset=far))
+    res = setup.cli("restore", "--latest", "--dest", str(tmp_path / "dest"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    end = far + chunk["length"]
+    assert f"object {chunk['key']} ends at {size}, a read needs {far}..{end}" in res.stderr
+
+
 def test_oversized_manifest_is_refused_before_parsing(setup: Setup, tmp_path: Path) -> None:
     assert setup.once().returncode == 0
     path = _upload_dirs(setup)[-1] / "manifest.json"
