@@ -1,4 +1,4 @@
-"""Logging a condition that repeats: the first line, then at most one a minute, then one
+"""Logging a condition that repeats: the first line, then at most one per interval, then one
 "recovered" line."""
 
 from __future__ import annotations
@@ -41,5 +41,42 @@ class RateLimitedLog:
         """The condition behind ``key`` cleared: one INFO line, only if errors were logged."""
         if self._state.pop(key, None) is None:
             return False
+        logger.opt(depth=1).info(message, *args)
+        return True
+
+
+class ReasonLog:
+    """Logs a standing condition that has a reason: a WARNING when it starts or its reason
+    changes, the same line again at most once per ``interval`` while it lasts (with a
+    "(repeated N times)" count of the lines left out), and one INFO line when it clears."""
+
+    def __init__(
+        self, interval: float = 3600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._said: tuple[str, float] | None = None  # (reason, when logged)
+        self._suppressed = 0
+
+    def warning(self, reason: str, message: str, *args: Any) -> bool:
+        """Log unless ``reason`` was logged last, within the interval. True when logged."""
+        now = self.clock()
+        same = self._said is not None and self._said[0] == reason
+        if same and self._said is not None and now - self._said[1] < self.interval:
+            self._suppressed += 1
+            return False
+        if same and self._suppressed:
+            message = f"{message} (repeated {self._suppressed} times)"
+        logger.opt(depth=1).warning(message, *args)
+        self._said = (reason, now)
+        self._suppressed = 0
+        return True
+
+    def ok(self, message: str, *args: Any) -> bool:
+        """The condition cleared: one INFO line, only if a warning was logged."""
+        if self._said is None:
+            return False
+        self._said = None
+        self._suppressed = 0
         logger.opt(depth=1).info(message, *args)
         return True

@@ -29,8 +29,10 @@ from akoshad.duckdb_commands import Redactions
 from akoshad.duckdb_worker import Runner, build_memories_json_of, list_rows, memories_file
 from akoshad.errors import SnapshotError
 from akoshad.heap import trim
+from akoshad.names import MEMORY_DB
 from akoshad.pipeline.stats import Stats
 from akoshad.pyworker import WorkerError, WorkerFailed
+from akoshad.ratelog import ReasonLog
 from akoshad.store.db import StateDB
 from akoshad.targets.growing import GrowingTarget, Restarted, WriterFailed
 
@@ -40,6 +42,9 @@ READ_ERRORS = (WorkerError, WorkerFailed, OSError)
 LOAD_CHUNK = 1000
 # the state's record of why the memories of the last copy could not be read (status)
 KV_UNREADABLE = "memories_unreadable"
+# an unreadable copy's warning, repeated while its reason stays the same, at most this often
+# (it would otherwise come with every pass: with every change session-buddy makes to the file)
+UNREADABLE_LOG_INTERVAL = 3600.0
 _UNKNOWN = object()
 _STAGED = re.compile(r"^\d{6}-")  # a private copy's name: 000003-reflection.duckdb
 
@@ -93,12 +98,18 @@ class CloudMemories:
         self._cloud_pending: dict[str, tuple[list[str], Redactions]] = {}
         self.redactions_since_start = 0
         self._unreadable: object = _UNKNOWN  # what the state records (not read yet)
+        self._unreadable_log = ReasonLog(UNREADABLE_LOG_INTERVAL)
 
     async def unreadable(self, why: str | None) -> None:
         """Record why the memories of the copy read last could not be read (None: they
         were), kept in the state: until a copy reads, no memory of the store reaches Akosha
         and ``status --check`` says so, also after a restart (the file is read again only
-        when it changes). Written only when it changes."""
+        when it changes). Written only when it changes; logged when it starts or changes,
+        then at most once per :data:`UNREADABLE_LOG_INTERVAL`, and when it clears."""
+        if why is None:
+            self._unreadable_log.ok("the memories of {} are read again", MEMORY_DB)
+        else:
+            self._unreadable_log.warning(why, "no memories read from {}: {}", MEMORY_DB, why)
         if why == self._unreadable:
             return
 

@@ -131,8 +131,8 @@ class MemoriesJson:
         staged = memory_db.files[0].staged
         try:
             found = await self.sync.memories_for_cloud(staged, upload_id, stream)
-        except SnapshotError as exc:
-            logger.warning("no memories.json: {}", exc)
+        except SnapshotError as exc:  # logged by ``unreadable`` (not at every pass)
+            logger.debug("no memories.json: {}", exc)
             await self.sync.unreadable(str(exc))
             return []
         self._built.add(upload_id)
@@ -285,8 +285,9 @@ class AkoshaRoute:
             return MemoryOutcome(error=str(exc), retry_at=later)
         except SnapshotError as exc:
             # not Akosha's fault, and nothing to retry until the file changes; but reported
-            # (pass report, ``--once`` exit 1, ``memories.last_error``), never silent
-            logger.warning("no memories read from {}: {}", MEMORY_DB, exc)
+            # (pass report, ``--once`` exit 1, ``memories.last_error``), never silent; the
+            # warning comes from ``MemorySync.unreadable``, not at every pass
+            logger.debug("no memories read from {}: {}", MEMORY_DB, exc)
             return MemoryOutcome(error=f"no memories read from {MEMORY_DB}: {exc}")
         self.stats.target("http").ok()
         if self._down:

@@ -14,6 +14,7 @@ import pytest
 from loguru import logger
 
 from akoshad.config import Settings, load_settings
+from akoshad.ratelog import ReasonLog
 from akoshad.runtime import logs
 from akoshad.runtime.logs import RateLimitedLog, register_secret, setup_logging
 
@@ -184,6 +185,35 @@ def test_rate_limited_errors_and_recovery(tmp_path: Path, captured: io.StringIO)
     assert down[1].endswith("cloud down: 503 (repeated 10 times)")
     assert down[2].endswith("cloud down: 503") and down[3].endswith("cloud down: 503")
     assert [line.split()[2] for line in lines if "recovered" in line] == ["INFO"]
+
+
+def test_reason_log_repeats_hourly_and_at_once_for_another_reason(
+    tmp_path: Path, captured: io.StringIO
+) -> None:
+    """A standing condition (an unreadable reflection.duckdb) is logged when it starts, at
+    most once per interval while its reason stays (with the count left out), at once when
+    the reason changes, and once when it clears."""
+    setup_logging(settings(tmp_path), environ={}, stream=captured)
+    now = [0.0]
+    log = ReasonLog(3600, clock=lambda: now[0])
+    assert not log.ok("read again")  # nothing was logged: no line
+    assert log.warning("v1000", "unreadable: {}", "v1000")
+    for _ in range(100):  # a pass every 30 s
+        now[0] += 30
+        assert not log.warning("v1000", "unreadable: {}", "v1000")
+    now[0] += 600  # an hour after the first line
+    assert log.warning("v1000", "unreadable: {}", "v1000")
+    now[0] += 1
+    assert log.warning("full", "unreadable: {}", "full")  # another reason: at once
+    assert log.ok("read again")
+    assert not log.ok("read again")  # only once
+    lines = [line.split(maxsplit=3)[2:] for line in captured.getvalue().splitlines()]
+    assert lines == [
+        ["WARNING", "unreadable: v1000"],
+        ["WARNING", "unreadable: v1000 (repeated 100 times)"],
+        ["WARNING", "unreadable: full"],
+        ["INFO", "read again"],
+    ]
 
 
 def test_short_secrets_ignored() -> None:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 
 from akoshad.errors import SnapshotError
 from akoshad.pipeline import cloud_memories
@@ -99,3 +101,28 @@ async def test_an_unreadable_copy_is_named_as_the_store_file(
     assert (
         str(info.value) == "cannot read memories from reflection.duckdb: IO Error: storage version"
     )
+
+
+async def test_an_unreadable_copy_is_not_logged_at_every_pass() -> None:
+    """A reflection.duckdb that stays unreadable (a newer DuckDB storage version) while
+    session-buddy keeps changing it is read again at every pass: its warning comes once
+    (then at most once an hour: ``test_ratelog``), again at once for another reason, and
+    one line says when a copy reads again (before: a WARNING at every pass, for ever)."""
+    newer = "cannot read memories from reflection.duckdb: IO Error: storage version 1000"
+    full = "cannot write memories.json: No space left on device"
+    memory_sync = sync(KvState())
+    sink = io.StringIO()
+    handler = logger.add(sink, format="{level} {message}", level="INFO")
+    try:
+        for _ in range(100):  # 100 passes
+            await memory_sync.unreadable(newer)
+        await memory_sync.unreadable(full)
+        await memory_sync.unreadable(None)
+        await memory_sync.unreadable(None)
+    finally:
+        logger.remove(handler)
+    assert sink.getvalue().splitlines() == [
+        f"WARNING no memories read from reflection.duckdb: {newer}",
+        f"WARNING no memories read from reflection.duckdb: {full}",
+        "INFO the memories of reflection.duckdb are read again",
+    ]
