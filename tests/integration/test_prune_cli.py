@@ -408,7 +408,12 @@ def test_a_prune_through_a_daemon_killed_mid_way_is_reported_not_redone(box: Box
     finally:
         daemon.kill()
         daemon.communicate(timeout=30)
-    assert cli.returncode == 1 and out == "", out + err
+    assert cli.returncode == 1, out + err
+    # --json: the problem as an object on stdout too, for a script to read
+    printed = json.loads(out)
+    assert printed["ok"] is False and printed["dry_run"] is False, printed
+    (problem,) = printed["problems"]
+    assert "before it answered the prune, which may be partly done" in problem, problem
     assert "before it answered the prune, which may be partly done" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert KEEP < len(box.ids()) < UPLOADS  # the daemon's part only: no prune here
