@@ -311,14 +311,22 @@ def test_watch_survives_no_daemon_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [*cmd, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
+    assert proc.stdout is not None
+    seen = b""
     try:
-        time.sleep(1.5)
-        assert proc.poll() is None  # keeps going without a daemon
+        # two refreshes seen (a loaded machine takes seconds to start Python), not a sleep
+        deadline = time.monotonic() + 30
+        while seen.count(b"not running") < 2 and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                seen += os.read(proc.stdout.fileno(), 65536)
+            assert proc.poll() is None, seen  # keeps going without a daemon
         proc.send_signal(signal.SIGINT)
-        out, _err = proc.communicate(timeout=10)
+        rest, _err = proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
+    out = seen + rest
     assert proc.returncode == 0
     assert out.count(b"not running") >= 2
     assert b"\x1b" not in out  # a pipe gets plain blocks, no terminal escapes
