@@ -82,8 +82,9 @@ def walk_files(
     temps: bool = False,
     stats: dict[str, tuple[int, float]] | None = None,
 ) -> list[str]:
-    """Every regular file's key under the directory ``fd`` (named ``rel``); links are
-    skipped with a warning (``warn_link(key, "listed")``), temp files only listed with
+    """Every regular file's key under the directory ``fd`` (named ``rel``); links and
+    entries that are no file nor directory (a FIFO) are skipped with a warning
+    (``warn_link(key, "listed")``), temp files only listed with
     ``temps``. With ``stats``, each file's size and modification time go there too (a
     file removed meanwhile is left out)."""
     keys: list[str] = []
@@ -115,6 +116,8 @@ def walk_files(
                     continue  # removed meanwhile
                 stats[key] = (st.st_size, st.st_mtime)
             keys.append(key)
+        elif not entry.is_file(follow_symlinks=False):  # a FIFO, a socket, a device
+            warn_link(key, "listed")
     return keys
 
 

@@ -191,6 +191,32 @@ async def test_local_read_range_never_follows_a_link(tmp_path: Path, system_id: 
         await target.read_range(f"systems/{system_id}/uploads/pack", 0, 4)
 
 
+async def test_local_listing_names_a_fifo_as_it_names_a_link(
+    tmp_path: Path, system_id: str
+) -> None:
+    """A FIFO (or socket, device) where an object is (an upload's manifest.json) is left
+    out of a listing with the same warning as a link; before, it was left out silently: the
+    newest upload vanished from ``uploads`` and ``restore --latest`` took an older one with
+    nothing said."""
+    from loguru import logger
+
+    target = LocalTarget(tmp_path / "outbox")
+    await target.start()
+    folder = tmp_path / "outbox" / "systems" / system_id / "uploads" / "u1"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "manifest.json")
+    (folder / "pack").write_bytes(b"x")
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING", format="{message}")
+    try:
+        keys = [k async for k in target.list_keys(f"systems/{system_id}/")]
+    finally:
+        logger.remove(sink)
+    assert keys == [f"systems/{system_id}/uploads/u1/pack"]
+    fifo = f"systems/{system_id}/uploads/u1/manifest.json"
+    assert any(fifo in w and "not a regular entry: not listed" in w for w in warnings), warnings
+
+
 async def test_list_and_delete(target: Target, tmp_path: Path, system_id: str) -> None:
     src = tmp_path / "f"
     src.write_bytes(b"x")
