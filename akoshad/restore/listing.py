@@ -300,11 +300,11 @@ def render_table(rows: Sequence[UploadRow]) -> str:
 OTHER_SYSTEMS_SHOWN = 5
 
 
-async def no_uploads(target: Target, system_id: str, dated: str = "") -> str:
+async def no_uploads(target: Target, system_id: str) -> str:
     """``no uploads for system X in T``, and which system ids ``target`` does hold when it
     holds others (a new machine's host name makes another default system_id): one listing,
     left out when the target cannot say."""
-    line = f"no uploads{dated} for system {system_id} in {target.name}"
+    line = f"no uploads for system {system_id} in {target.name}"
     if not isinstance(target, ListsSystems):
         return line
     try:

@@ -298,9 +298,13 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             uploads = await list_uploads(target, system_id)
             latest = latest_upload(uploads)
             warn_future(uploads)
+            if latest is None and uploads:  # this clock is behind theirs (warned above)
+                raise RestoreError(
+                    f"every upload of system {system_id} in {target.name} is dated in the "
+                    "future (see the warning above): restore one with --upload-id"
+                )
             if latest is None:
-                dated = " not dated in the future" if uploads else ""
-                raise RestoreError(await no_uploads(target, system_id, dated))
+                raise RestoreError(await no_uploads(target, system_id))
             upload_id = latest
         elif getattr(args, "at", None) is not None:
             uploads = await list_uploads(target, system_id)

@@ -387,6 +387,28 @@ def test_upload_dated_in_the_future_is_not_latest(setup: Setup, tmp_path: Path) 
     assert "29991231T000000000000Z-abcdef: dated in the future" in res.stdout
 
 
+def test_only_uploads_dated_in_the_future_point_at_them_not_at_other_systems(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """Every upload of the system dated in the future (this clock is behind): --latest
+    named the other system ids of the target as if this one had no upload ("no uploads not
+    dated in the future for system X in local; it holds system id(s) Y: name one with
+    --system-id ..."). Now it says they are all in the future and how to take one."""
+    assert setup.once().returncode == 0
+    (upload,) = _upload_dirs(setup)
+    systems = setup.outbox / "systems"
+    shutil.copytree(systems / SYSTEM, systems / "othersys")
+    upload.rename(upload.with_name("29991231T000000000000Z-abcdef"))
+    res = setup.cli("restore", "--latest", "--dest", str(tmp_path / "dest"))
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"akoshad: every upload of system {SYSTEM} in local is dated in the future (see the "
+        "warning above): restore one with --upload-id"
+    ), res.stderr
+    assert not (tmp_path / "dest").exists()
+
+
 # ---- the same on S3 ------------------------------------------------------------------------
 
 
