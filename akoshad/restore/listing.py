@@ -43,6 +43,9 @@ from akoshad.storage.format2_read import is_encrypted, read_entries
 from akoshad.targets.base import ListsSystems, Target
 
 IN_FLIGHT = 8
+# manifests whose documents (chunk lists, index parts) are read at once: each may take up to
+# format2_read.MAX_TOTAL_DECODED_BYTES, and several times that parsed
+PARSING = 2
 _T = TypeVar("_T")
 
 
@@ -99,10 +102,16 @@ class _Parsed:
 
 
 async def _parse(
-    target: Target, system_id: str, upload_id: str, data: bytes, identities: Identities | None
+    target: Target,
+    system_id: str,
+    upload_id: str,
+    data: bytes,
+    identities: Identities | None,
+    gate: asyncio.Semaphore,
 ) -> _Parsed:
     """The manifest read as restore reads it. ManifestError (one line) when it cannot be
-    trusted; ``_Locked`` when it is encrypted and ``identities`` cannot read it."""
+    trusted; ``_Locked`` when it is encrypted and ``identities`` cannot read it. Its
+    documents are read and its files held only within ``gate`` (memory)."""
     try:
         manifest = await asyncio.to_thread(json.loads, data)
     except (ValueError, RecursionError):  # RecursionError: absurd nesting
@@ -117,18 +126,21 @@ async def _parse(
         raise _Locked(NEEDS_IDENTITY, manifest)
     shared: set[str] = set()
     lost: list[Unreadable] = []
-    try:
-        files = await read_entries(
-            target, manifest, system_id=system_id, documents=shared, identities=identities,
-            lost=lost,
-        )  # fmt: skip
-    except NotForThisIdentity:
-        raise _Locked(OTHER_KEYS, manifest) from None
-    except IdentityNeeded:  # a sealed document in a manifest not marked encrypted
-        raise _Locked(NEEDS_IDENTITY, manifest) from None
-    sizes = {f.whole.key: f.whole.stored_size for f in files if f.whole is not None}
-    shared.update(c.key for f in files for c in f.chunks)
-    return _Parsed(manifest, len(files) + len(lost), sizes, shared, lost)
+    async with gate:
+        try:
+            files = await read_entries(
+                target, manifest, system_id=system_id, documents=shared, identities=identities,
+                lost=lost,
+            )  # fmt: skip
+        except NotForThisIdentity:
+            raise _Locked(OTHER_KEYS, manifest) from None
+        except IdentityNeeded:  # a sealed document in a manifest not marked encrypted
+            raise _Locked(NEEDS_IDENTITY, manifest) from None
+        sizes = {f.whole.key: f.whole.stored_size for f in files if f.whole is not None}
+        shared.update(c.key for f in files for c in f.chunks)
+        count = len(files) + len(lost)
+        del files  # the chunks of every file: what the gate bounds
+    return _Parsed(manifest, count, sizes, shared, lost)
 
 
 def _shown_time(manifest: Mapping[str, Any] | None, upload_id: str) -> str | None:
@@ -142,7 +154,8 @@ async def _row(
     system_id: str,
     upload_id: str,
     keys: list[str],
-    identities: Identities | None = None,
+    identities: Identities | None,
+    gate: asyncio.Semaphore,
 ) -> tuple[UploadRow, set[str]]:
     """The row (stored bytes: its own folder only, so far) and the shared objects the
     upload references."""
@@ -156,7 +169,7 @@ async def _row(
     try:
         data = await read_manifest_bytes(target, key)
         known[key] = len(data)
-        parsed = await _parse(target, system_id, upload_id, data, identities)
+        parsed = await _parse(target, system_id, upload_id, data, identities, gate)
         manifest, files, shared = parsed.manifest, parsed.files, parsed.shared
         unrestorable = [u.reason for u in parsed.lost]
         known.update({k: v for k, v in parsed.sizes.items() if k in keys})
@@ -227,7 +240,8 @@ async def upload_rows(
         owner = _folder_of(k, system_id)
         if owner in folders:
             folders[owner].append(k)
-    jobs = [(lambda u=u: _row(target, system_id, u, folders[u], identities)) for u in uploads]
+    gate = asyncio.Semaphore(PARSING)
+    jobs = [(lambda u=u: _row(target, system_id, u, folders[u], identities, gate)) for u in uploads]
     owned = {k for u in uploads for k in folders[u]}
     return await _add_shared(target, await _bounded(jobs, IN_FLIGHT), owned)
 

@@ -73,3 +73,36 @@ def test_chunk_lists_decode_to_a_bounded_total(
     assert {"reflection.duckdb", "sessions/session-0/state.json"} <= read  # the others
     assert len(read) + len(lost) == len(manifest["metadata"]["files"])
     assert sum(1 for p in read if p.startswith("many")) <= 2 and len(lost) >= 4
+
+
+def test_uploads_reads_the_documents_of_few_manifests_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``uploads`` read 8 manifests at once, each with its documents and every file's
+    chunks held: many small manifests naming the same hostile lists took 8 times the bound
+    (9 such uploads: 6.9 GB RSS). Now only ``listing.PARSING`` manifests read and hold
+    their documents at once (1.6 GB); the manifests themselves are still fetched 8 at once."""
+    from akoshad.restore import listing
+
+    config, env = daemon_config(tmp_path, SYSTEM)
+    for i in range(5):
+        (tmp_path / "store" / "akosha_sync_state.json").write_text(f'{{"n": {i}}}')
+        akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    now = 0
+    most = 0
+    real = listing.read_entries
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal now, most
+        now += 1
+        most = max(most, now)
+        try:
+            await asyncio.sleep(0.05)
+            return await real(*args, **kwargs)
+        finally:
+            now -= 1
+
+    monkeypatch.setattr(listing, "read_entries", counted)
+    rows = asyncio.run(listing.upload_rows(LocalTarget(tmp_path / "outbox"), SYSTEM))
+    assert len(rows) == 5 and all(r.damaged is None for r in rows)
+    assert most == 2  # before: 5, all of them
