@@ -36,7 +36,7 @@ from akoshad.pipeline.cloud_memories import StreamTo
 from akoshad.pipeline.delivery_report import DeliveryInterrupted, DeliveryReport
 from akoshad.pipeline.memory_sync import MemorySync
 from akoshad.pipeline.stats import Stats
-from akoshad.ratelog import RateLimitedLog
+from akoshad.ratelog import RateLimitedLog, ReasonLog
 from akoshad.store.db import StateDB
 from akoshad.targets.base import ReadCheck, Target
 
@@ -45,6 +45,9 @@ KV_MEMORIES_AS = "memories_sealed_as"
 TARGET_START_TIMEOUT = 10.0  # a start or bucket check that does not answer: a failure
 WAITING_FOR_CLOUD = "waiting for the cloud"  # the queue's error of files an open circuit holds
 PERMANENT_RETRY_SECONDS = 300.0
+# memories Akosha keeps not storing, for the same reason, are logged again at most this often
+# (a busy store delivers a copy at every pass: the warning would come with each)
+HELD_LOG_INTERVAL = 3600.0
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,7 @@ class AkoshaRoute:
         self.retry_backoff = retry_backoff
         self._down = False  # the last delivery failed: the next that passes says so
         self._held_passes = 0  # passes in a row that left memories Akosha did not store
+        self._held_log = ReasonLog(HELD_LOG_INTERVAL)  # their warning, by the first reason
 
     async def deliver(self, snapshot_db: Path, *, wait: bool = False) -> MemoryOutcome:
         """Deliver the memories of a private copy of ``reflection.duckdb`` (``wait``: the
@@ -299,6 +303,7 @@ class AkoshaRoute:
         if report.held:
             return self._held(report)
         self._held_passes = 0
+        self._held_log.ok("the memories Akosha did not store before are stored or skipped now")
         return MemoryOutcome(report=report.as_dict())
 
     def _failed(self, exc: TransientError | PermanentError) -> None:
@@ -320,7 +325,7 @@ class AkoshaRoute:
             f"{len(report.held)} memories not stored by Akosha yet, sent again later "
             f"({first}: {report.held[first]}{more})"
         )
-        logger.warning("{}", error)
+        self._held_log.warning(report.held[first], "{}", error)
         wait = half_jitter_delay(self._held_passes - 1, self.retry_backoff, PERMANENT_RETRY_SECONDS)
         retry_at = time.time() + max(wait, self.breaker.retry_in())
         return MemoryOutcome(report=report.as_dict(), error=error, retry_at=retry_at)

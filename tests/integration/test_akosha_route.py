@@ -87,3 +87,35 @@ async def test_memories_held_back_fail_the_pass_and_wait_longer_each_time(
     assert done.error is None and done.retry_at is None
     assert mid in akosha_server.stored()
     assert (await route.sync.status())["held"] == 0
+
+
+async def test_memories_held_back_are_not_logged_at_every_pass(
+    rig: Rig, akosha_server: AkoshaServer
+) -> None:
+    """A memory Akosha keeps not storing, while the store keeps changing (a copy delivered
+    at every pass): its warning comes once, not with each pass (at most once an hour:
+    ``ReasonLog``), each pass still fails and counts; one line when it is stored (before:
+    a WARNING at every pass, for as long as Akosha held it back)."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m).strip()), format="{level} {message}")
+    try:
+        stats = Stats()
+        route = await route_of(rig, stats, item_retries=0)
+        mid = "testbox:c000001"
+        akosha_server.fail({mid: 10}, error="database is locked")
+        add_rows(rig.snapshot, "conversations_v2", 0, 2)
+        for n in range(10):
+            add_rows(rig.snapshot, "reflections_v2", n, n + 1)  # a new memory goes through
+            outcome = await route.deliver(rig.snapshot)
+            assert outcome.error and "1 memories not stored by Akosha yet" in outcome.error
+        assert stats.counters.failures == 10
+        done = await route.deliver(rig.snapshot)
+        assert done.error is None and mid in akosha_server.stored()
+    finally:
+        logger.remove(sink)
+    said = [line for line in lines if "not stored" in line or "did not store" in line]
+    assert said == [
+        f"WARNING 1 memories not stored by Akosha yet, sent again later ({mid}: "
+        "database is locked)",
+        "INFO the memories Akosha did not store before are stored or skipped now",
+    ]
