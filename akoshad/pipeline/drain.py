@@ -166,6 +166,12 @@ class Drain:
             self.observer.pass_done(report, time.monotonic() - began)
         return report
 
+    async def _look_at_place(self, target: Target | None, now: float | None) -> None:
+        """Before a pass with work due: an emptied ``target`` forgotten (one HEAD)."""
+        due = await self.state.next_due() if target and self.check_place else None
+        if target and self.check_place and due is not None and due <= (now or time.time()):
+            await self.check_place(target)
+
     async def _forgotten(self, target: Target) -> bool:
         """The state forgot ``target`` since the store was last compared with the ledger:
         no pass may be planned from the queue alone."""
@@ -273,13 +279,7 @@ class Drain:
         Either way the upload asks it again before its manifest (``FirstSend.again``).
         ``files_held``: ``target`` is None for a one-off http sync: the files wait, no error.
         """
-        check = self.check_place
-        if (
-            target is not None
-            and check is not None
-            and (target.name == "local" or not self.stats.target(target.name).available)
-        ):
-            await check(target)  # emptied after an outage, or an outbox (a stat) removed?
+        await self._look_at_place(target, now)
         compare = self.compare_all
         if target is not None and compare is not None and await self._forgotten(target):
             await compare()  # every file that differs is queued first

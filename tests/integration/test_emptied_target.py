@@ -44,3 +44,34 @@ def test_a_bucket_emptied_during_an_outage_gets_the_whole_store(
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert tree_files(dest) == tree_files(tmp_path / "store")
     shutil.rmtree(dest)
+
+
+def test_a_bucket_emptied_without_an_outage_gets_the_whole_store(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """The bucket emptied by a hand (or deleted, and made again by SeaweedFS' first write)
+    while the daemon runs, no request failing. Before: the next upload sent the one changed
+    file ('1 file(s) sent, N unchanged'), status said safe, and restore --latest failed
+    on every other file until the next drill."""
+    config, env = daemon_config(
+        tmp_path, system_id, cloud_sync=s3.cloud_sync(system_id), drill_interval_hours=0
+    )
+    log = tmp_path / "d.log"
+    prefix = f"systems/{system_id}/"
+    proc = start_daemon(config, env, log)
+    try:
+        wait_for(lambda: s3.keys(prefix + "uploads/"), 60)
+        client = s3.client()
+        for key in s3.keys(prefix):
+            client.delete_object(Bucket=s3.bucket, Key=key)
+        (tmp_path / "store" / "notes.json").write_text('{"after": "the bucket was emptied"}')
+        wait_for(lambda: "no longer holds upload" in log.read_text(), 60)
+        wait_for(
+            lambda: [k for k in s3.keys(prefix + "uploads/") if k.endswith("manifest.json")], 60
+        )
+    finally:
+        assert stop_daemon(proc) == 0
+    dest = tmp_path / "back"
+    restore = akoshad("restore", "--config", str(config), "--latest", "--dest", str(dest), env=env)
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert _files(dest) == _files(tmp_path / "store")
