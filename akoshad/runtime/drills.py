@@ -85,6 +85,7 @@ class DrillScheduler(PeriodicJob):
     # when (monotonic) a drill is due to show that what the last one found lost was sent
     # again: without it, the failed drill stood (status unsafe) for a whole interval
     _follow_up: float | None = None
+    _looked = False  # the last drill on record was looked at since the start
 
     @functools.cached_property
     def reading(self) -> asyncio.Lock:
@@ -115,6 +116,11 @@ class DrillScheduler(PeriodicJob):
             return TICK
         last = await self.last()
         wait = self.wait(last.get("at") if last else None, interval)
+        if not self._looked and last and last.get("ok") is False and not last.get("needs_identity"):
+            # a start with a failed drill on record (a restart after the fix, often):
+            # drilled again soon, not a whole interval after that drill
+            self._follow_up = self.started + self.first_delay
+        self._looked = True
         if self._follow_up is not None:
             wait = min(wait, max(self._follow_up, self._not_before) - time.monotonic())
         return wait

@@ -382,6 +382,24 @@ async def test_scheduler_skips_quietly_then_drills_records_and_emits(tmp_path: P
         await host.state.close()
 
 
+async def test_a_start_with_a_failed_drill_on_record_drills_again_soon(tmp_path: Path) -> None:
+    """Before: a daemon restarted (after the damage was fixed, often) waited a whole
+    interval from the failed drill, unsafe and --check 1 all along."""
+    target = LocalTarget(tmp_path / "outbox")
+    shutil.copytree(FIXTURE, tmp_path / "outbox", dirs_exist_ok=True)
+    host = _Host(tmp_path, target, hours=24.0)
+    await host.state.open()
+    try:
+        result = await scheduler(host).drill_once()
+        assert result is not None and not result.ok
+        again = scheduler(host)  # the next start
+        assert 0 < await again.due_in() <= FIRST_DELAY
+        assert await again.drill_once() is not None  # fails again: the interval then
+        assert await again.due_in() > 23 * 3600
+    finally:
+        await host.state.close()
+
+
 async def test_a_clock_set_back_does_not_hold_the_drills_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
