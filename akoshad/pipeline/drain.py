@@ -110,8 +110,8 @@ class Drain:
         # the store compared with the ledger (the feed's reconcile), asked before a pass
         # when the state forgot the target since the last one (``KV_COMPARE_ALL``)
         self.compare_all: Callable[[], Awaitable[Any]] | None = None
-        # asked before a pass to a target that was unavailable: does it still hold the
-        # last upload made there? (when not, the state forgets it: ``KV_COMPARE_ALL``)
+        # asked before each pass with work due: does the target still hold the last
+        # upload made there? (when not, the state forgets it: ``KV_COMPARE_ALL``)
         self.check_place: Callable[[Target], Awaitable[None]] | None = None
 
     # ---- one planned pass ----------------------------------------------------------------

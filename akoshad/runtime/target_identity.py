@@ -122,11 +122,11 @@ async def forget_if_last_upload_gone(state: StateDB, target: Target, system_id: 
 async def forget_if_emptied(
     state: StateDB, recovery: Recovery, target: Target, *, primary: Target, system_id: str
 ) -> None:
-    """Before a pass to ``target`` after it was unavailable (a bucket deleted and made
-    again, a disk swapped or remounted meanwhile): when it no longer holds the last upload
-    made there, what was known of it is forgotten and the primary's ledger seeded from the
-    newest upload there, so the pass sends every file it lacks instead of an upload that
-    points at objects that are gone."""
+    """Before each pass with work due (a bucket emptied, or deleted and made again, during
+    an outage or not; an outbox removed, a disk swapped or remounted): when it no longer
+    holds the last upload made there, what was known of it is forgotten and the primary's
+    ledger seeded from the newest upload there, so the pass sends every file it lacks
+    instead of an upload that points at objects that are gone."""
     gone = await forget_if_last_upload_gone(state, target, system_id)
     if gone is not None and target is primary:
         await seed_ledger(recovery, target, available=True)
