@@ -74,4 +74,4 @@ def test_a_bucket_emptied_without_an_outage_gets_the_whole_store(
     dest = tmp_path / "back"
     restore = akoshad("restore", "--config", str(config), "--latest", "--dest", str(dest), env=env)
     assert restore.returncode == 0, restore.stdout + restore.stderr
-    assert _files(dest) == _files(tmp_path / "store")
+    assert tree_files(dest) == tree_files(tmp_path / "store")
