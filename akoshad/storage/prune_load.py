@@ -49,6 +49,7 @@ from akoshad.storage.prune_refs import (
     inline_parts,
     manifest_refs,
     sealed_objects_refs,
+    undated,
     unknown_format,
 )
 from akoshad.storage.retention import Upload
@@ -350,6 +351,8 @@ async def load_for_prune(
             refs = opener.unreadable(upload_id, key, UnreadableDocuments(doc))
         elif (why := unknown_format(doc)) is not None:  # its references would be missed
             raise PruneError(f"manifest {key}: {why}; prune stopped, nothing deleted")
+        elif (why := undated(doc, key)) is not None:  # damaged, though JSON
+            refs = opener.unreadable(upload_id, key, UnreadableDocuments(why))
         else:
             try:
                 refs = await opener.refs(upload_id, key, doc, prefix)

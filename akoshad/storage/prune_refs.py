@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from akoshad.manifest.layout import ManifestError, manifest_format
@@ -126,6 +127,18 @@ def unknown_format(manifest: Mapping[str, Any]) -> str | None:
         manifest_format(manifest)
     except ManifestError as exc:
         return str(exc)
+    return None
+
+
+def undated(manifest: Mapping[str, Any], key: str) -> str | None:
+    """Why ``manifest`` cannot be trusted when it has no ``uploaded_at`` (every writer
+    sets one, Akosha requires it; ``uploads`` lists such an upload as damaged): what it
+    says it references may be what is left of it (``{}``). None when it has one."""
+    raw = manifest.get("uploaded_at")
+    try:
+        datetime.fromisoformat(raw if isinstance(raw, str) else "")
+    except ValueError:
+        return f"manifest {key} has no uploaded_at (missing or not ISO 8601)"
     return None
 
 

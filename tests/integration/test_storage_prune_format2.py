@@ -364,3 +364,30 @@ async def test_a_kept_manifest_of_a_newer_format_stops_the_prune(
         assert [k async for k in target.list_keys(f"systems/{SID}/")] == before
     finally:
         await target.close()
+
+
+async def test_a_kept_manifest_left_without_its_date_deletes_nothing_it_may_use(
+    uploads: Uploads, tmp_path: Path
+) -> None:
+    """The kept manifest overwritten with ``{}`` (valid JSON, no ``uploaded_at``: what
+    ``uploads`` lists as DAMAGED and restore refuses): the prune took it for an upload
+    referencing nothing and deleted its packs and documents without a word. It is now
+    damaged like a manifest that is not JSON: reported, every object stored up to it
+    kept, and only the dropped upload's manifest goes."""
+    target = LocalTarget(uploads.outbox)
+    await target.start()
+    try:
+        first, second = uploads.ids
+        key = manifest_key(SID, second)
+        await target.put_bytes(key, b"{}", "application/json")
+        before = {k async for k in target.list_keys(f"systems/{SID}/")}
+        staging = private_dir(tmp_path / "staging")
+        result = await run_prune(target, SID, policy(1), staging_dir=staging, now=NOW)
+        assert result.uploads_removed == [first]
+        assert result.unreadable == [
+            f"upload {second}: manifest {key} has no uploaded_at (missing or not ISO 8601)"
+        ]
+        after = {k async for k in target.list_keys(f"systems/{SID}/")}
+        assert after == before - {manifest_key(SID, first)}
+    finally:
+        await target.close()
