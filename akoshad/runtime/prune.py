@@ -328,9 +328,12 @@ class PruneScheduler(PeriodicJob):
         if interval <= 0 or not self.settings.retention.enabled:
             return TICK
         last = await self.last() or {}
-        # a prune that failed is tried again sooner
-        # (not when it needs the identity: that won't come back by itself)
-        soon = not last.get("ok") and not last.get("needs_identity")
+        # a prune that failed is tried again sooner; not one that needs the identity (that
+        # won't come back by itself), nor one that ran to its end (``uploads_kept`` known)
+        # and found a kept upload damaged or objects missing: that stands until retention
+        # drops the upload, and each try reads every manifest and document again
+        ran = last.get("uploads_kept") is not None
+        soon = not last.get("ok") and not last.get("needs_identity") and not ran
         return self.wait(last.get("at"), min(interval, RETRY_SECONDS) if soon else interval)
 
     async def run(self) -> None:
