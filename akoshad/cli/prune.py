@@ -68,6 +68,8 @@ def render_prune(result: dict[str, Any]) -> str:
     note = versioning_note(result)
     if note is not None:
         lines.append(f"note: {note}")
+    if result.get("note"):
+        lines.append(f"note: {result['note']}")
     lines += [f"problem: {p}" for p in result.get("problems") or []]
     resent = result.get("sent_again")
     if resent:

@@ -56,6 +56,7 @@ from akoshad.runtime.prune_report import (
     KV_LAST,
     disabled_result,
     log_result,
+    other_systems_note,
     parse_last,
     record,
 )
@@ -185,6 +186,9 @@ async def prune_target(
                 last_made=await state.transaction(lambda c: StateDB.last_upload_in(c, target.name)),
             )
             await _after_prune(target, result, done, dry_run=dry_run)
+            if not done.uploads_kept:  # none of this system id: another one meant?
+                note = await other_systems_note(target, system_id)
+                result.update({"note": note} if note else {})
     except NotOwner:
         raise
     except IdentityError as exc:

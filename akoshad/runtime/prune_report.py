@@ -10,7 +10,9 @@ from typing import Any
 
 from loguru import logger
 
+from akoshad.errors import PermanentError, TransientError
 from akoshad.store.db import StateDB
+from akoshad.targets.base import ListsSystems, Target
 
 KV_LAST = "last_prune"
 
@@ -104,3 +106,22 @@ def parse_last(text: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+async def other_systems_note(target: Target, system_id: str) -> str | None:
+    """For a prune that found no upload of ``system_id``: which system ids ``target`` does
+    hold, when it holds others (a new machine's host name makes another default
+    ``system_id``: "removed 0, kept 0" alone read as a prune of the backup), else None."""
+    if not isinstance(target, ListsSystems):
+        return None
+    try:
+        others = [i for i in await target.system_ids(7) if i != system_id]
+    except (TransientError, PermanentError, OSError):
+        return None
+    if not others:
+        return None
+    shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+    return (
+        f"no uploads for system {system_id} in {target.name}; it holds system id(s) {shown}: "
+        "to prune those, set cloud_sync.system_id to one (then akoshad takeover)"
+    )

@@ -512,3 +512,32 @@ def test_prune_json_that_could_not_run_still_prints_a_result(tmp_path: Path) -> 
         "problems": [f"{why}: nothing to prune"],
     }
     assert res.stderr == f"akoshad: {why}: nothing to prune\n"
+
+
+def test_a_prune_of_a_system_id_without_uploads_names_the_ones_there(
+    made: Path, tmp_path: Path
+) -> None:
+    """A new machine whose host name makes another default ``system_id``: ``prune`` said
+    only "removed 0 upload(s), kept 0" (exit 0), which reads as a prune of the backup. It
+    says which system ids the target holds, as ``uploads`` does, in a note line and in
+    ``--json`` (exit 0: nothing was wrong with the prune itself)."""
+    shutil.copytree(made / "outbox", tmp_path / "outbox", symlinks=True)
+    (tmp_path / "store").mkdir()
+    config = _write(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        local_target_dir=str(tmp_path / "outbox"),
+        socket_path=str(tmp_path / "s.sock"),
+        cloud_sync={"system_id": "newhost"},
+    )
+    env = base_env(tmp_path / "home")
+    note = (
+        f"no uploads for system newhost in local; it holds system id(s) {SYSTEM}: to prune "
+        "those, set cloud_sync.system_id to one (then akoshad takeover)"
+    )
+    res = akoshad("prune", "--dry-run", "--config", str(config), env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.splitlines()[-1] == f"note: {note}"
+    res = akoshad("prune", "--json", "--config", str(config), env=env)
+    assert res.returncode == 0 and json.loads(res.stdout)["note"] == note, res.stdout
