@@ -88,12 +88,17 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad prune [--dry-run] [--json]``."""
     from akoshad.runtime.control_client import ControlRequestError
     from akoshad.storage.owner import NotOwner
+    from akoshad.store.places import target_identity
 
-    # the rules this configuration sets: a daemon that runs with others refuses
+    # where and by which rules this configuration prunes: a daemon answering on the socket
+    # that prunes another place (a second configuration without its own socket_path), or
+    # runs with other rules (the file edited, not reloaded), refuses
     payload = {
         "cmd": "prune",
         "dry_run": bool(args.dry_run),
         "retention": settings.retention.rules(),
+        "place": target_identity(settings, settings.primary_target),
+        "system_id": settings.cloud_sync.system_id,
     }
     try:
         result = _prune(settings, payload)

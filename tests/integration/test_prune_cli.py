@@ -541,3 +541,38 @@ def test_a_prune_of_a_system_id_without_uploads_names_the_ones_there(
     assert res.stdout.splitlines()[-1] == f"note: {note}"
     res = akoshad("prune", "--json", "--config", str(config), env=env)
     assert res.returncode == 0 and json.loads(res.stdout)["note"] == note, res.stdout
+
+
+def test_a_prune_for_another_place_is_refused_by_the_daemon_it_reaches(
+    box: Box, tmp_path: Path
+) -> None:
+    """A second configuration (another system_id and outbox) without a socket_path of its
+    own reaches the running daemon of the first: ``prune --config second.yaml`` pruned the
+    daemon's target, by the same rules, and reported its uploads as removed. The daemon
+    refuses, naming the system id it prunes, and nothing is deleted."""
+    ids = box.ids()
+    (tmp_path / "second").mkdir()
+    second = _write(
+        tmp_path / "second.yaml",
+        data_dir=str(tmp_path / "second" / "store"),
+        state_dir=str(tmp_path / "second" / "state"),
+        local_target_dir=str(tmp_path / "second" / "outbox"),
+        socket_path=str(box.sock),
+        retention=RETENTION,
+        cloud_sync={"system_id": "another"},
+    )
+    proc = start_daemon(box.config, box.env, box.tmp / "daemon.log")
+    try:
+        wait_for(box.sock.exists, 30)
+        for args in ((), ("--dry-run",)):
+            res = akoshad("prune", "--json", *args, "--config", str(second), env=box.env)
+            assert res.returncode == 1, res.stdout + res.stderr
+            (problem,) = json.loads(res.stdout)["problems"]
+            assert problem.startswith(
+                f"the daemon answering here prunes system_id '{SYSTEM}' in its local target, "
+                "not the place the configuration here names (system_id 'another')"
+            )
+        assert box.ids() == ids and box.kv("last_prune") is None
+        assert box.prune("--dry-run")["uploads_removed"]  # its own configuration: answered
+    finally:
+        assert stop_daemon(proc) == 0
