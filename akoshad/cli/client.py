@@ -270,7 +270,14 @@ def render_sync(result: dict[str, Any]) -> str:
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad sync [--wait] [--method M] [--json]``; exit 1 if the drain had failures
     (or the reply does not say it had none)."""
-    payload = {"cmd": "sync", "method": args.method, "wait": bool(args.wait)}
+    from akoshad.store.places import place_fields
+
+    payload = {
+        "cmd": "sync",
+        "method": args.method,
+        "wait": bool(args.wait),
+        **place_fields(settings),
+    }
     # --wait: the daemon answers when the drain is over, however long a large first upload
     # takes (or --timeout runs out: exit 1); a daemon that stops closes the connection
     # (exit 3), Ctrl-C gives up waiting.

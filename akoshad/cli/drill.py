@@ -51,7 +51,10 @@ async def drill_in_daemon(settings: Settings) -> dict[str, Any] | None:
     """The running daemon's drill (its ``last_drill`` object), or None when no daemon runs
     or it is of a version without drills by request (then the drill runs here)."""
     try:
-        return await request(settings.socket_path, {"cmd": "drill"}, None)
+        from akoshad.store.places import place_fields
+
+        payload = {"cmd": "drill", **place_fields(settings)}
+        return await request(settings.socket_path, payload, None)
     except DaemonNotRunning:
         return None
     except ControlRequestError as exc:

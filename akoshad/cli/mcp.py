@@ -26,6 +26,7 @@ from loguru import logger
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, DaemonNotRunning
 from akoshad.runtime.control_client import ControlRequestError, request
+from akoshad.store.places import place_fields
 
 SDK_MISSING = (
     "akoshad mcp needs the MCP SDK: pip install 'akoshad[mcp]' (installed with pipx: "
@@ -222,6 +223,7 @@ async def do_sync(
             "wait": True,
             "method": method,
             "enable_fallback": enable_fallback,
+            **place_fields(settings),
         }
         reply = await ask(settings, payload, seconds, ToolFailure("sync_timeout", ""))
     except ToolFailure as failure:

@@ -88,7 +88,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad prune [--dry-run] [--json]``."""
     from akoshad.runtime.control_client import ControlRequestError
     from akoshad.storage.owner import NotOwner
-    from akoshad.store.places import target_identity
+    from akoshad.store.places import place_fields
 
     # where and by which rules this configuration prunes: a daemon answering on the socket
     # that prunes another place (a second configuration without its own socket_path), or
@@ -97,8 +97,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
         "cmd": "prune",
         "dry_run": bool(args.dry_run),
         "retention": settings.retention.rules(),
-        "place": target_identity(settings, settings.primary_target),
-        "system_id": settings.cloud_sync.system_id,
+        **place_fields(settings),
     }
     try:
         result = _prune(settings, payload)
@@ -219,6 +218,9 @@ def cmd_takeover(args: argparse.Namespace, settings: Settings) -> int:
         _quiet_logs("WARNING")
         return asyncio.run(takeover_offline(settings))
 
-    result = _daemon_or_here(settings, {"cmd": "takeover"}, 120.0, here, redo=True)
+    from akoshad.store.places import place_fields
+
+    payload = {"cmd": "takeover", **place_fields(settings)}
+    result = _daemon_or_here(settings, payload, 120.0, here, redo=True)
     _print(result, args.json, render_takeover(result))
     return EXIT_OK

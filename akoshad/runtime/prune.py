@@ -359,29 +359,14 @@ async def prune_request(scheduler: PruneScheduler, request: dict[str, Any]) -> d
     dry_run = request.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ControlRequestError("dry_run must be true or false")
-    _same_place(scheduler, request.get("place"), request.get("system_id"))
+    from akoshad.runtime.requests import refuse_other_place
+
+    refuse_other_place(scheduler.settings, scheduler.target.name, request, "nothing was deleted")
     _same_policy(scheduler.settings.retention, request.get("retention"))
     try:
         return await scheduler.prune_now(dry_run=dry_run)
     except NotOwner as exc:
         raise ControlRequestError(str(exc)) from None
-
-
-def _same_place(scheduler: PruneScheduler, place: object, system_id: object) -> None:
-    """Refuse a prune asked for another target or system id than this daemon's (a second
-    configuration without its own ``socket_path`` reaches the daemon at the default one):
-    it would prune this daemon's target instead. A request without it goes on."""
-    from akoshad.store.places import target_identity
-
-    if place is None or place == target_identity(scheduler.settings, scheduler.target.name):
-        return
-    mine = scheduler.settings.cloud_sync.system_id
-    raise ControlRequestError(
-        f"the daemon answering here prunes system_id '{mine}' in its {scheduler.target.name} "
-        f"target, not the place the configuration here names (system_id '{system_id!s:.100}'): "
-        "set socket_path to that configuration's own daemon, or prune with no daemon "
-        "answering there; nothing was deleted"
-    )
 
 
 def _same_policy(mine: Retention, asked: object) -> None:

@@ -17,12 +17,43 @@ from akoshad.runtime.prune import prune_request
 from akoshad.runtime.safety import skipped_problem
 
 if TYPE_CHECKING:
+    from akoshad.config import Settings
     from akoshad.runtime.daemon import Daemon
+
+
+# the commands that act on the daemon's store and target: refused for another place
+_PLACED = {
+    "sync": "nothing was synced",
+    "drill": "no drill ran",
+    "takeover": "nothing was taken over",
+}
+
+
+def refuse_other_place(
+    settings: Settings, target: str, request: dict[str, Any], not_done: str
+) -> None:
+    """``ControlRequestError`` when ``request`` names a place (``place_fields``) that is not
+    this daemon's ``target`` under ``settings``: it would act on this daemon's store and
+    target and report that as the other configuration's. A request without one goes on."""
+    from akoshad.store.places import target_identity
+
+    place = request.get("place")
+    if place is None or place == target_identity(settings, target):
+        return
+    raise ControlRequestError(
+        f"the daemon answering here backs up system_id '{settings.cloud_sync.system_id}' "
+        f"to its {target} target, not the place the configuration here names (system_id "
+        f"'{request.get('system_id')!s:.100}'): give this command the daemon's --config, or "
+        f"set socket_path so that each configuration has a daemon of its own; {not_done}"
+    )
 
 
 async def handle_request(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     """``{"cmd": ...}`` -> result dict."""
     cmd = request.get("cmd")
+    if isinstance(cmd, str) and cmd in _PLACED and request.get("place") is not None:
+        settings = daemon.settings
+        refuse_other_place(settings, settings.primary_target, request, _PLACED[cmd])
     if cmd == "status":
         return await daemon.view.status()
     if cmd == "queue":

@@ -40,6 +40,17 @@ def target_identity(settings: Settings, name: str) -> str:
     return hashlib.sha256(json.dumps([*where, cs.system_id]).encode()).hexdigest()
 
 
+def place_fields(settings: Settings) -> dict[str, str]:
+    """What a client request names as its place (its primary target's identity and its
+    system id): a daemon answering on the socket for another configuration refuses to act
+    for it (a second configuration without a ``socket_path`` of its own reaches the daemon
+    at the default socket)."""
+    return {
+        "place": target_identity(settings, settings.primary_target),
+        "system_id": settings.cloud_sync.system_id,
+    }
+
+
 def recorded_place(c: sqlite3.Connection, target: str) -> str | None:
     """Inside a transaction: the identity the state recorded for ``target`` (None: none)."""
     row = c.execute(

@@ -543,7 +543,7 @@ def test_a_prune_of_a_system_id_without_uploads_names_the_ones_there(
     assert res.returncode == 0 and json.loads(res.stdout)["note"] == note, res.stdout
 
 
-def test_a_prune_for_another_place_is_refused_by_the_daemon_it_reaches(
+def test_a_request_for_another_place_is_refused_by_the_daemon_it_reaches(
     box: Box, tmp_path: Path
 ) -> None:
     """A second configuration (another system_id and outbox) without a socket_path of its
@@ -569,10 +569,24 @@ def test_a_prune_for_another_place_is_refused_by_the_daemon_it_reaches(
             assert res.returncode == 1, res.stdout + res.stderr
             (problem,) = json.loads(res.stdout)["problems"]
             assert problem.startswith(
-                f"the daemon answering here prunes system_id '{SYSTEM}' in its local target, "
-                "not the place the configuration here names (system_id 'another')"
+                f"the daemon answering here backs up system_id '{SYSTEM}' to its local "
+                "target, not the place the configuration here names (system_id 'another')"
             )
+            assert problem.endswith("; nothing was deleted"), problem
         assert box.ids() == ids and box.kv("last_prune") is None
+        # nor does it sync, drill or take over for that configuration: each would act on
+        # its own store and target and report it as the other's (exit 0 for nothing)
+        for command, not_done in (
+            (("sync", "--wait"), "nothing was synced"),
+            (("drill",), "no drill ran"),
+            (("takeover",), "nothing was taken over"),
+        ):
+            res = akoshad(*command, "--config", str(second), env=box.env, timeout=120)
+            assert res.returncode == 1, (command, res.stdout + res.stderr)
+            assert f"system_id '{SYSTEM}'" in res.stderr and not_done in res.stderr, res.stderr
+        assert box.ids() == ids and box.kv("last_drill") is None
         assert box.prune("--dry-run")["uploads_removed"]  # its own configuration: answered
+        res = akoshad("sync", "--wait", "--config", str(box.config), env=box.env, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
     finally:
         assert stop_daemon(proc) == 0

@@ -35,6 +35,7 @@ from akoshad.cli.status_view import human_age, human_bytes
 from akoshad.config import Settings, load_settings
 from akoshad.errors import DaemonNotRunning
 from akoshad.runtime.control import ControlServer
+from akoshad.store.places import place_fields
 from tests.tmpdirs import short_dir
 
 NOW = 1_700_000_000.0
@@ -423,8 +424,10 @@ async def test_commands_against_a_server(capsys: pytest.CaptureFixture[str]) -> 
         await srv.close()
     cmds = [r["cmd"] for r in seen]
     assert cmds[:6] == ["status", "status", "pause", "resume", "queue", "sync"]
-    assert {"cmd": "sync", "method": None, "wait": False} in seen
-    assert {"cmd": "sync", "method": "cloud", "wait": True} in seen
+    # a sync names its place: a daemon for another configuration refuses it
+    place = place_fields(settings)
+    assert {"cmd": "sync", "method": None, "wait": False, **place} in seen
+    assert {"cmd": "sync", "method": "cloud", "wait": True, **place} in seen
 
 
 def test_sync_wait_has_no_reply_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
