@@ -96,6 +96,11 @@ class Encryption(BaseModel):
             return None
         if not isinstance(value, str | Path):
             return value
+        if _SECRET_PREFIX in str(value).upper():  # never echoed: it is the secret key
+            raise ValueError(
+                "holds an age identity (the secret key itself), not the path of a file: "
+                "save it in a file of mode 0600 and give that file's path"
+            )
         return check_absolute(Path(os.path.expanduser(str(value))))
 
     @property

@@ -100,6 +100,23 @@ def test_bad_recipients_name_their_entry_and_never_show_a_secret(tmp_path: Path)
     assert MAX_RECIPIENTS == crypto.MAX_RECIPIENTS
 
 
+def test_an_identity_pasted_as_identity_file_is_refused_unshown(tmp_path: Path) -> None:
+    """The secret key itself given where its file's path goes (file, environment,
+    ``--identity``) is refused (exit 78) without echoing it: before, the relative-path
+    error printed it, and ``--identity KEY`` printed it as a file that does not exist."""
+    secret, _ = _pair()
+    cfg = write_config(tmp_path / "c.yaml", encryption={"identity_file": secret})
+    env_var = {"AKOSHAD_ENCRYPTION__IDENTITY_FILE": f"~/{secret.lower()}"}
+    for path, environ in ((cfg, {}), (None, env_var)):
+        with pytest.raises(ConfigError) as err:
+            load_settings(path, environ=_env(tmp_path, **environ))
+        assert "holds an age identity (the secret key itself)" in str(err.value)
+        assert secret[15:40] not in str(err.value).upper()
+    res = akoshad("verify", "--identity", secret, env=base_env(tmp_path), timeout=60)
+    assert res.returncode == 78 and "encryption.identity_file: holds an age" in res.stderr
+    assert secret[15:40] not in res.stderr + res.stdout and "Traceback" not in res.stderr
+
+
 # an age1 key of 32 zero bytes (checksum right): a low-order point, which pyrage parses
 # but nothing can be sealed to (before, `run` failed with "ValueError: Error computing
 # shared key." although `config check` said ok)
