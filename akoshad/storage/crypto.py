@@ -49,6 +49,7 @@ _TAG = 16
 _NONCE = 16
 _NO_MATCH = "no matching keys"
 _SECRET_PREFIX = "AGE-SECRET-KEY-"
+_ARMOR_BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 IDENTITY_HINT = "the age identity (AGE-SECRET-KEY-1...) of one of encryption.recipients"
 
 
@@ -202,6 +203,12 @@ def load_identity(path: Path) -> Identities:
     unreadable or holds a line that is not an identity (the line is named, never shown).
     A file others may read is accepted with a warning."""
     data, mode = _read_identity_file(path)
+    if data.startswith(AGE_MAGIC) or data.lstrip().startswith(_ARMOR_BEGIN):
+        raise IdentityFileError(
+            f"{path} is encrypted (a passphrase-protected identity, age -p): akoshad "
+            "cannot ask for the passphrase; decrypt it to a file of mode 0600 "
+            "(age -d -o FILE) for the command and remove that file after"
+        )
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:

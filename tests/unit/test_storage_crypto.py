@@ -147,6 +147,33 @@ def test_identity_file_errors_are_one_line_and_show_no_key(tmp_path: Path) -> No
         load_identity(big)
 
 
+def test_a_passphrase_protected_identity_is_named_as_such(tmp_path: Path) -> None:
+    """An identity encrypted with ``age -p`` (binary or armored) is said to be one, with
+    how to use it: before, 'is not an age identity file (not text)' or 'line 1 of ... is
+    not an age identity'."""
+    import base64
+
+    import pyrage
+
+    secret = str(x25519.Identity.generate())
+    sealed = pyrage.passphrase.encrypt(f"{secret}\n".encode(), "correct horse")
+    binary = tmp_path / "id.age"
+    binary.write_bytes(sealed)
+    armored = tmp_path / "id.asc"
+    body = base64.b64encode(sealed).decode()
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    armored.write_text(
+        "\n".join(
+            ["-----BEGIN AGE ENCRYPTED FILE-----", *lines, "-----END AGE ENCRYPTED FILE-----"]
+        )
+    )
+    for path in (binary, armored):
+        with pytest.raises(IdentityFileError) as info:
+            load_identity(path)
+        assert str(info.value).startswith(f"{path} is encrypted (a passphrase-protected identity")
+        assert "age -d -o FILE" in str(info.value) and info.value.exit_code == 1
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_unreadable_identity_file(tmp_path: Path) -> None:
     _, _, path = keypair(tmp_path, "me")
