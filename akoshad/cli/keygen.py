@@ -67,6 +67,25 @@ def cmd_keygen(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except OSError as exc:
         print(f"akoshad: cannot write the identity {path}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAIL
-    print(recipient)
+    unprinted = _print_recipient(recipient)
     print(hint(path, recipient), file=sys.stderr)
-    return EXIT_OK
+    if unprinted is None:
+        return EXIT_OK
+    print(
+        f"akoshad: the identity is written to {path}, but its public key could not be "
+        f"printed on stdout ({unprinted}): it is on that file's '# public key:' line",
+        file=sys.stderr,
+    )
+    return EXIT_FAIL
+
+
+def _print_recipient(recipient: str) -> str | None:
+    """The recipient on stdout; why it could not be (a full disk, a closed stdout, a
+    reader gone), else None."""
+    if sys.stdout is None:  # started with stdout closed
+        return "stdout is closed"
+    try:
+        print(recipient, flush=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

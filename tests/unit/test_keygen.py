@@ -118,3 +118,33 @@ def test_keygen_refuses_an_empty_output(tmp_path: Path) -> None:
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr == "akoshad: --output is empty: name the file to write the identity to\n"
     assert not any(tmp_path.rglob("identity.txt"))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_keygen_says_where_the_recipient_is_when_stdout_fails(tmp_path: Path) -> None:
+    """A stdout that cannot take the recipient (a full disk, a closed stdout) is one line
+    on stderr, exit 1: before, a traceback (ENOSPC) or exit 0 with nothing printed."""
+    import subprocess
+    import sys
+
+    env = base_env(tmp_path)
+    for n, stdout in enumerate(("/dev/full", None)):
+        out = tmp_path / f"id{n}.txt"
+        argv = [sys.executable, "-m", "akoshad", "keygen", "--output", str(out)]
+        with open(stdout or os.devnull, "w") as sink:
+            res = subprocess.run(
+                argv,
+                stdout=sink if stdout else None,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                timeout=60,
+                # a closed fd 1 in the child, as `akoshad keygen >&-` gives
+                preexec_fn=None if stdout else (lambda: os.close(1)),
+            )
+        assert res.returncode == 1, res.stderr
+        assert "Traceback" not in res.stderr
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"akoshad: the identity is written to {out}, but its public key")
+        assert "'# public key:' line" in last
+        assert load_identity(out).recipients[0] in out.read_text()
