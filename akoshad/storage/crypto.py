@@ -197,6 +197,17 @@ def readable_by_others(path: Path, mode: int) -> str | None:
     )
 
 
+def _what_instead(line: str) -> str:
+    """What a line that is no X25519 identity looks like instead (never the line)."""
+    if line.startswith("age1"):
+        return " but a recipient (a public key, age1...)"
+    if line.upper().startswith("AGE-PLUGIN-"):
+        return " but an age plugin identity (AGE-PLUGIN-...): akoshad reads X25519 ones only"
+    if line.startswith("-----BEGIN") and "PRIVATE KEY" in line:
+        return " but an ssh or PEM private key: akoshad reads age X25519 identities only"
+    return ""
+
+
 def load_identity(path: Path) -> Identities:
     """Read an age identity file (``age-keygen`` format: ``#`` comments, blank lines, one
     ``AGE-SECRET-KEY-1...`` per line). :class:`IdentityFileError` when it is missing,
@@ -221,9 +232,9 @@ def load_identity(path: Path) -> Identities:
         try:
             parsed.append(x25519.Identity.from_str(line))
         except pyrage.IdentityError:
-            but = " but a recipient (a public key, age1...)" if line.startswith("age1") else ""
             raise IdentityFileError(
-                f"line {n} of {path} is not an age identity (AGE-SECRET-KEY-1...){but}"
+                f"line {n} of {path} is not an age identity (AGE-SECRET-KEY-1...)"
+                f"{_what_instead(line)}"
             ) from None
     if not parsed:
         raise IdentityFileError(f"{path} holds no age identity", fix=f"point it at {IDENTITY_HINT}")

@@ -147,6 +147,23 @@ def test_identity_file_errors_are_one_line_and_show_no_key(tmp_path: Path) -> No
         load_identity(big)
 
 
+def test_a_plugin_identity_or_an_ssh_key_is_named_as_such(tmp_path: Path) -> None:
+    """An identity file holding an age plugin identity or an ssh private key is said to
+    be one (before: only 'is not an age identity'), never showing the line."""
+    plugin = "AGE-PLUGIN-YUBIKEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ"
+    cases = {
+        plugin: "but an age plugin identity (AGE-PLUGIN-...)",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=": "but an ssh or PEM private key",
+    }
+    for n, (text, expected) in enumerate(cases.items()):
+        path = tmp_path / f"id{n}.txt"
+        path.write_text(f"# created by hand\n{text}\n")
+        with pytest.raises(IdentityFileError) as info:
+            load_identity(path)
+        assert str(info.value).startswith(f"line 2 of {path} is not an age identity")
+        assert expected in str(info.value) and "QQQQ" not in str(info.value)
+
+
 def test_a_passphrase_protected_identity_is_named_as_such(tmp_path: Path) -> None:
     """An identity encrypted with ``age -p`` (binary or armored) is said to be one, with
     how to use it: before, 'is not an age identity file (not text)' or 'line 1 of ... is
