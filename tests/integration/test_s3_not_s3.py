@@ -134,6 +134,24 @@ async def test_an_endpoint_with_a_path_names_the_path(s3: WeedServer, system_id:
 
 
 @pytest.mark.s3
+def test_an_endpoint_path_read_as_a_missing_bucket_names_the_path(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """Before, ``cloud_endpoint`` with the path ``/backups/s3`` (SeaweedFS looks for bucket
+    'backups') said "bucket 'akoshad' does not exist (create bucket 'akoshad' ...)", of a
+    bucket that exists."""
+    endpoint = f"{s3.endpoint}/backups/s3"
+    res = S3Setup(tmp_path, s3, system_id, cloud_endpoint=endpoint).cli("uploads")
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert res.stderr.splitlines() == [
+        f"akoshad: check the bucket '{s3.bucket}': {endpoint} answered NoSuchBucket for "
+        "'backups', read from the endpoint's path /backups/s3 (check cloud_sync.cloud_endpoint: "
+        "the S3 server's scheme://host:port, without the path /backups/s3; the bucket goes in "
+        "cloud_sync.cloud_bucket)"
+    ]
+
+
+@pytest.mark.s3
 def test_uploads_on_a_web_server_is_an_error_not_an_empty_list(
     tmp_path: Path, s3: WeedServer, system_id: str
 ) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from akoshad.targets.s3.not_s3 import not_s3, odd_error, odd_listing
+from akoshad.targets.s3.not_s3 import check_error, not_s3, odd_error, odd_listing
 
 
 def _error(status: int, code: str = "", message: str = "") -> ClientError:
@@ -70,3 +70,25 @@ def test_not_s3_names_a_path_to_take_out() -> None:
     assert with_path.endswith(
         "scheme://host:port, without the path /s3/; the bucket goes in cloud_sync.cloud_bucket)"
     )
+
+
+def _no_such_bucket(named: str | None) -> ClientError:
+    error: Any = {"Code": "NoSuchBucket", "Message": "The specified bucket does not exist"}
+    if named is not None:
+        error["BucketName"] = named
+    return ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 404}}, "List")
+
+
+def test_a_missing_bucket_read_from_the_endpoints_path_names_the_path() -> None:
+    """Before, ``cloud_endpoint: http://h:9000/foo/bar`` (the server looks for bucket
+    'foo') said "bucket 'b' does not exist (create bucket 'b' ...)" of a bucket that exists."""
+    said = check_error(_no_such_bucket("foo"), "http://h:9000/foo/bar", "b", str)
+    assert str(said) == (
+        "check the bucket 'b': http://h:9000/foo/bar answered NoSuchBucket for 'foo', read "
+        "from the endpoint's path /foo/bar (check cloud_sync.cloud_endpoint: the S3 server's "
+        "scheme://host:port, without the path /foo/bar; the bucket goes in cloud_sync.cloud_bucket)"
+    )
+    # the bucket itself missing (behind a proxy's prefix too), or not named: the plain error
+    assert check_error(_no_such_bucket("b"), "http://h:9000/s3", "b", str) is None
+    assert check_error(_no_such_bucket(None), "http://h:9000/s3", "b", str) is None
+    assert check_error(_no_such_bucket("foo"), "http://h:9000/", "b", str) is None

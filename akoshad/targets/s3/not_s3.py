@@ -8,7 +8,9 @@ port answering 404 with no body, or 200 with a page (which botocore parses as an
 listing: ``uploads`` would say "no uploads"), or an S3 server reached through a
 ``cloud_endpoint`` with a path, which reads the path as the bucket and the bucket as a key
 (``NoSuchKey``: an object's error, to a listing). Each is one permanent error naming the
-endpoint and what it answered, with the fix; never "no uploads" nor a retry.
+endpoint and what it answered, with the fix; never "no uploads" nor a retry. A path of two
+parts or more, or of a bucket that does not exist, gets ``NoSuchBucket`` naming the path's
+first part: that is said, rather than that the configured bucket does not exist.
 
 Errors worth another try whoever sends them (5xx, 408, 429) and a bare 403 (a gateway's
 refusal: the access-denied line says the right thing) are left to ``errors.classify``.
@@ -16,7 +18,7 @@ refusal: the access-denied line says the right thing) are left to ``errors.class
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -69,4 +71,36 @@ def not_s3(endpoint: str | None, bucket: str, answered: str) -> PermanentError:
         f"check the bucket {bucket!r}: {endpoint or 'S3'} answered {answered}, "
         "not as an S3 server does",
         fix=fix,
+    )
+
+
+def check_error(
+    exc: ClientError, endpoint: str | None, bucket: str, redact: Callable[[str], str]
+) -> PermanentError | None:
+    """The bucket check's error for a reply that is not what it seems (None: classify it
+    as any other): an answer no S3 server gives, or a missing bucket that is not
+    ``bucket`` but the first part of the endpoint's path."""
+    odd = odd_error(exc)
+    if odd is not None:
+        return not_s3(endpoint, bucket, redact(odd))
+    return _path_read_as_bucket(exc, endpoint, bucket, redact)
+
+
+def _path_read_as_bucket(
+    exc: ClientError, endpoint: str | None, bucket: str, redact: Callable[[str], str]
+) -> PermanentError | None:
+    path = urlsplit(endpoint).path if endpoint else ""
+    if reply_of(exc).code != "NoSuchBucket" or not path.strip("/"):
+        return None
+    named = str((exc.response.get("Error", {}) or {}).get("BucketName", "") or "")
+    if not named or named == bucket:
+        return None  # a proxy's prefix, with the bucket missing behind it, or not known
+    named = _short(redact(named))
+    return PermanentError(
+        f"check the bucket {bucket!r}: {endpoint} answered NoSuchBucket for {named!r}, "
+        f"read from the endpoint's path {path}",
+        fix=(
+            "check cloud_sync.cloud_endpoint: the S3 server's scheme://host:port, without "
+            f"the path {path}; the bucket goes in cloud_sync.cloud_bucket"
+        ),
     )

@@ -59,7 +59,7 @@ from akoshad.targets.s3.multipart import (
     send_file,
     send_whole,
 )
-from akoshad.targets.s3.not_s3 import not_s3, odd_error, odd_listing
+from akoshad.targets.s3.not_s3 import check_error, not_s3, odd_listing
 from akoshad.targets.s3.objects import (
     bucket_versioning,
     delete_keys,
@@ -229,9 +229,9 @@ class S3Target:
                     Bucket=self.bucket, Prefix=self.own_prefix, MaxKeys=1
                 )
             except ClientError as exc:
-                odd = odd_error(exc)
-                if odd is not None:
-                    raise not_s3(self.endpoint, self.bucket, self._redact(odd)) from None
+                err = check_error(exc, self.endpoint, self.bucket, self._redact)
+                if err is not None:
+                    raise err from None
                 raise
 
         # every command and the daemon's start make this request first: a server that
