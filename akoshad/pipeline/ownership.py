@@ -198,7 +198,8 @@ class OwnerGate:
         try:
             await asyncio.wait_for(target.start(clean_up=True), CLEAN_UP_TIMEOUT)
         except (TimeoutError, TransientError, PermanentError, OSError) as exc:
-            logger.warning("{}: clean-up of what a crash left did not run: {}", target.name, exc)
+            reason = str(exc) or f"not finished within {CLEAN_UP_TIMEOUT:g} s"  # a timeout says ""
+            logger.warning("{}: clean-up of what a crash left did not run: {}", target.name, reason)
             return
         self._cleaned.add(target.name)
 
