@@ -210,7 +210,9 @@ async def open_client(target: S3Target) -> tuple[AsyncExitStack, Any, ThreadPool
                 endpoint_url=target.endpoint,
                 region_name=region,
                 config=config,
-                verify=target.verify_tls,
+                # None is botocore's default, still checked: against AWS_CA_BUNDLE when it
+                # is set (a private CA), else its own CAs; True ignored AWS_CA_BUNDLE
+                verify=None if target.verify_tls else False,
             )
         )
     except BaseException as exc:

@@ -4,6 +4,7 @@ which maps a botocore/aiohttp failure to one of akoshad's errors."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -124,9 +125,12 @@ def classify(
             fix="set cloud_sync.access_key_id / secret_access_key or the AWS credential chain",
         )
     if isinstance(exc, SSLError):
+        said = re.search(r"\[SSL: \w+\] ([^()\[\]]+)", str(exc))  # never the URL
         return PermanentError(
-            f"{what}: TLS handshake with {endpoint or 'S3'} failed",
-            fix="check cloud_endpoint and its certificate",
+            f"{what}: TLS handshake with {endpoint or 'S3'} failed"
+            + (f": {said.group(1).strip()}" if said else ""),
+            fix="check cloud_endpoint and its certificate; a private CA's certificate goes "
+            "in the environment variable AWS_CA_BUNDLE",
         )
     if isinstance(exc, TransientError):  # SourceChanged from a window being sent
         return exc
