@@ -122,3 +122,23 @@ async def test_a_private_ca_in_aws_ca_bundle_is_trusted(
         "self-signed certificate (check cloud_endpoint and its certificate; a private CA's "
         "certificate goes in the environment variable AWS_CA_BUNDLE)"
     )
+
+
+async def test_a_certificate_for_another_name_is_refused(
+    tls_bucket: tuple[int, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, the S3 client checked that a trusted CA signed the server's certificate but
+    not that it was made for the endpoint's host (aiohttp leaves the name to the TLS
+    context, which botocore makes without the check): any site's valid certificate was
+    taken, so whoever could answer for the endpoint's address got the signed requests and
+    the backups."""
+    port, cert_file = tls_bucket
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(cert_file))
+    wrong = _target(f"https://localhost:{port}")  # the certificate is for 127.0.0.1 only
+    try:
+        with pytest.raises(PermanentError) as refused:
+            await wrong.check()
+    finally:
+        await wrong.close()
+    assert f"TLS handshake with https://localhost:{port} failed: " in str(refused.value)
+    assert "localhost" in str(refused.value).split("failed: ", 1)[1]

@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import json
 import socket
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,7 @@ _CONNECTOR_TAKES_SOCKET_FACTORY = (
 
 class StallBoundSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore is untyped
     """aiobotocore's HTTP session whose connections end when sending stalls past the read
-    timeout (:func:`_stall_bound_socket`)."""
+    timeout (:func:`_stall_bound_socket`) and whose TLS checks the server's name."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,6 +66,13 @@ class StallBoundSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore is
             connector: dict[str, Any] = dict(getattr(self, "_connector_args", None) or {})
             connector["socket_factory"] = factory
             self._connector_args = connector
+
+    def _get_ssl_context(self) -> ssl.SSLContext:
+        """botocore's TLS context, which leaves the host name to urllib3: aiohttp does not
+        check it, so the context must (else any trusted certificate would do)."""
+        context: ssl.SSLContext = super()._get_ssl_context()
+        context.check_hostname = True
+        return context
 
 
 def _no_expect(params: dict[str, Any], **_kwargs: Any) -> None:
