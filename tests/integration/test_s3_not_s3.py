@@ -113,6 +113,24 @@ async def test_a_bare_5xx_is_still_worth_retrying() -> None:
     assert t.requests == 3
 
 
+async def test_a_wrong_region_is_told_as_such_not_as_bad_keys() -> None:
+    """Before, the reply of AWS or MinIO to a request signed for another region (a typo in
+    cloud_region) said "the S3 server rejected the credentials (AuthorizationHeaderMalformed)
+    (check cloud_sync.access_key_id / secret_access_key)", of keys that were right."""
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AuthorizationHeaderMalformed'
+        b"</Code><Message>The authorization header is malformed; the region 'us-east1' is "
+        b"wrong; expecting 'eu-west-1'</Message><Region>eu-west-1</Region></Error>"
+    )
+    with answering(400, body) as web:
+        said = await _check_fails(_target(web.url), PermanentError)
+    assert said == (
+        "the S3 server says the requests are signed for the wrong region "
+        "(AuthorizationHeaderMalformed) (set cloud_sync.cloud_region to the bucket's region, "
+        "'eu-west-1')"
+    )
+
+
 @pytest.mark.s3
 async def test_an_endpoint_with_a_path_names_the_path(s3: WeedServer, system_id: str) -> None:
     """SeaweedFS reads ``/akoshad`` as the bucket and the bucket as a key: NoSuchKey to a

@@ -167,6 +167,8 @@ def _classify_reply(
         return PermanentError(
             "the S3 server says this machine's clock is wrong", fix="synchronise the clock"
         )
+    if code == "AuthorizationHeaderMalformed" and "region" in message.lower():
+        return _wrong_region(exc, message)
     if code in _CREDENTIAL_CODES:
         return CredentialsRejected(
             f"the S3 server rejected the credentials ({code})",
@@ -192,3 +194,18 @@ def _classify_reply(
             retry_after = 1.0
         return TransientError(f"{what}: {code or status}", retry_after=retry_after)
     return PermanentError(f"{what}: {code or status} {message}".strip())
+
+
+def _wrong_region(exc: ClientError, message: str) -> PermanentError:
+    """The server's answer to a request signed for another region than the bucket's
+    (AWS, MinIO: ``AuthorizationHeaderMalformed``, naming the region it expects)."""
+    expected = str((exc.response.get("Error", {}) or {}).get("Region", "") or "")
+    if not expected:
+        named = re.search(r"expecting '([A-Za-z0-9-]{1,40})'", message)
+        expected = named.group(1) if named else ""
+    return PermanentError(
+        "the S3 server says the requests are signed for the wrong region "
+        "(AuthorizationHeaderMalformed)",
+        fix="set cloud_sync.cloud_region to the bucket's region"
+        + (f", {expected!r}" if re.fullmatch(r"[A-Za-z0-9-]{1,40}", expected) else ""),
+    )
