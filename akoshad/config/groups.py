@@ -52,9 +52,13 @@ def parsed_url(value: str, example: str = "") -> SplitResult:
     except ValueError as exc:
         if "IPv6" in str(exc):
             raise ValueError("its host part does not parse: a [ is not closed by ]") from None
+        credentials = (  # only where a user name or password may be the cause
+            ": percent-encode a / ? # in its user name or password (%2F %3F %23)"
+            if "@" in value
+            else ""
+        )
         raise ValueError(
-            "its host part does not parse (the port is not a number from 0 to 65535): "
-            "percent-encode a / ? # in its user name or password (%2F %3F %23)"
+            f"its host part does not parse (the port is not a number from 0 to 65535){credentials}"
         ) from None
     if not parts.hostname:
         raise ValueError("has no host name")

@@ -244,3 +244,17 @@ def test_an_s3_endpoint_with_credentials_a_query_or_a_fragment_is_refused(
     message = str(info.value)
     assert message.startswith(f"invalid configuration: cloud_sync.cloud_endpoint: {said}")
     assert "Hid-9z" not in message and "\n" not in message and info.value.exit_code == 78
+
+
+def test_a_bad_port_without_credentials_is_not_told_to_encode_them(tmp_path: Path) -> None:
+    """Before, ``cloud_endpoint: http://127.0.0.1:99999`` was told to "percent-encode a / ?
+    # in its user name or password", of a URL with neither."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            environ={"HOME": str(tmp_path)},
+            overrides={"cloud_sync": {"cloud_bucket": "b", "cloud_endpoint": "http://h:99999"}},
+        )
+    assert str(info.value) == (
+        "invalid configuration: cloud_sync.cloud_endpoint: its host part does not parse "
+        "(the port is not a number from 0 to 65535) (from command line)"
+    )
