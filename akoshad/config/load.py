@@ -341,4 +341,6 @@ def client_settings(socket_path: Path, environ: Mapping[str, str]) -> Settings:
     defaults.pop("_runtime_dir")
     # not validated: a socket path too long to bind is the client's "no daemon" (exit 3),
     # and the defaults may be what is wrong (a state_dir that is a file)
-    return Settings.model_construct(**defaults, socket_path=socket_path)
+    settings = Settings.model_construct(**defaults, socket_path=socket_path)
+    settings._place_known = False  # the defaults: not where this configuration uploads
+    return settings

@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     cloud_sync: CloudSync = Field(default_factory=CloudSync)
     _notes: tuple[str, ...] = PrivateAttr(default=())
     _file_warnings: tuple[str, ...] = PrivateAttr(default=())  # of the file read (its mode)
+    # False for a client's stand-in when the configuration did not load (its defaults and
+    # the socket found): where it would upload is not known
+    _place_known: bool = PrivateAttr(default=True)
+
+    @property
+    def place_known(self) -> bool:
+        """Whether these settings say where uploads go (not a stand-in of defaults)."""
+        return self._place_known
 
     def __repr_args__(self) -> ReprArgs:
         return shown(super().__repr_args__(), {"akosha_url": redact_url})

@@ -44,7 +44,10 @@ def place_fields(settings: Settings) -> dict[str, str]:
     """What a client request names as its place (its primary target's identity and its
     system id): a daemon answering on the socket for another configuration refuses to act
     for it (a second configuration without a ``socket_path`` of its own reaches the daemon
-    at the default socket)."""
+    at the default socket). Nothing when the configuration did not load (a client's
+    stand-in of defaults): the daemon then acts as asked, the client having warned."""
+    if not settings.place_known:
+        return {}
     return {
         "place": target_identity(settings, settings.primary_target),
         "system_id": settings.cloud_sync.system_id,

@@ -532,3 +532,17 @@ def test_a_file_name_with_control_characters_is_shown_on_its_own_line(tmp_path: 
     assert len(queue.splitlines()) == 2 and "\x1b" not in queue
     sync = render_sync({"passes": [{"skipped": {ODD: "permission denied"}}]})
     assert "\x1b" not in sync and not any(x.startswith("akoshad OK") for x in sync.splitlines())
+
+
+def test_a_stand_in_for_a_configuration_that_did_not_load_names_no_place(
+    tmp_path: Path,
+) -> None:
+    """A client whose configuration is invalid asks the daemon with defaults and the socket
+    found: those defaults are not where it uploads, so its requests name no place (the
+    daemon would refuse a sync for the defaults' place); a loaded configuration names one."""
+    from akoshad.config import client_settings
+
+    stand_in = client_settings(tmp_path / "d.sock", {"HOME": str(tmp_path)})
+    assert place_fields(stand_in) == {}
+    loaded = load_settings(environ={"HOME": str(tmp_path)})
+    assert set(place_fields(loaded)) == {"place", "system_id"}
