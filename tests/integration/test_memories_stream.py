@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,10 @@ class Watch:
         if argv[0] != "memories_json":
             return answer
         self.builds += 1
+        if self.fail is not None:  # a build failing with parts up: wait for the first one
+            deadline = time.monotonic() + 30  # (a loaded machine may not have sent it yet)
+            while self.parts() == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
         self.parts_at_end = self.parts()
         self.object_at_end = self.key in self.s3.keys(self.key)
         fail, self.fail = self.fail, None
