@@ -359,9 +359,6 @@ async def prune_request(scheduler: PruneScheduler, request: dict[str, Any]) -> d
     dry_run = request.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ControlRequestError("dry_run must be true or false")
-    from akoshad.runtime.requests import refuse_other_place
-
-    refuse_other_place(scheduler.settings, scheduler.target.name, request, "nothing was deleted")
     _same_policy(scheduler.settings.retention, request.get("retention"))
     try:
         return await scheduler.prune_now(dry_run=dry_run)

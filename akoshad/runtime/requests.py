@@ -15,6 +15,7 @@ from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.ownership import takeover_in_daemon
 from akoshad.runtime.prune import prune_request
 from akoshad.runtime.safety import skipped_problem
+from akoshad.store.places import target_identity
 
 if TYPE_CHECKING:
     from akoshad.config import Settings
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 # the commands that act on the daemon's store and target: refused for another place
 _PLACED = {
+    "prune": "nothing was deleted",
     "sync": "nothing was synced",
     "drill": "no drill ran",
     "takeover": "nothing was taken over",
@@ -35,8 +37,6 @@ def refuse_other_place(
     """``ControlRequestError`` when ``request`` names a place (``place_fields``) that is not
     this daemon's ``target`` under ``settings``: it would act on this daemon's store and
     target and report that as the other configuration's. A request without one goes on."""
-    from akoshad.store.places import target_identity
-
     place = request.get("place")
     if place is None or place == target_identity(settings, target):
         return
