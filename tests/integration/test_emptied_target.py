@@ -14,6 +14,20 @@ from tests.s3server import WeedServer
 pytestmark = pytest.mark.s3
 
 
+def _empty(s3: WeedServer, prefix: str) -> None:
+    """Delete every object under ``prefix`` behind the daemon's back."""
+    client = s3.client()
+    for key in s3.keys(prefix):
+        client.delete_object(Bucket=s3.bucket, Key=key)
+
+
+def _restored_latest(config: Path, env: dict[str, str], dest: Path) -> Path:
+    """``restore --latest`` into ``dest``, which it returns; it must succeed."""
+    res = akoshad("restore", "--config", str(config), "--latest", "--dest", str(dest), env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return dest
+
+
 def test_a_bucket_emptied_during_an_outage_gets_the_whole_store(
     tmp_path: Path, s3: WeedServer, system_id: str
 ) -> None:
@@ -27,9 +41,7 @@ def test_a_bucket_emptied_during_an_outage_gets_the_whole_store(
     proc = start_daemon(config, env, log)
     try:
         wait_for(lambda: s3.keys(prefix + "uploads/"), 60)
-        client = s3.client()
-        for key in s3.keys(prefix):  # emptied, then the server goes away for a while
-            client.delete_object(Bucket=s3.bucket, Key=key)
+        _empty(s3, prefix)  # then the server goes away for a while
         s3.stop()
         (tmp_path / "store" / "notes.json").write_text('{"during": "the outage"}')
         wait_for(lambda: "upload to cloud failed" in log.read_text(), 60)
@@ -39,9 +51,7 @@ def test_a_bucket_emptied_during_an_outage_gets_the_whole_store(
         if s3.proc is None:
             s3.start()
         assert stop_daemon(proc) == 0
-    dest = tmp_path / "back"
-    restore = akoshad("restore", "--config", str(config), "--latest", "--dest", str(dest), env=env)
-    assert restore.returncode == 0, restore.stdout + restore.stderr
+    dest = _restored_latest(config, env, tmp_path / "back")
     assert tree_files(dest) == tree_files(tmp_path / "store")
     shutil.rmtree(dest)
 
@@ -61,9 +71,7 @@ def test_a_bucket_emptied_without_an_outage_gets_the_whole_store(
     proc = start_daemon(config, env, log)
     try:
         wait_for(lambda: s3.keys(prefix + "uploads/"), 60)
-        client = s3.client()
-        for key in s3.keys(prefix):
-            client.delete_object(Bucket=s3.bucket, Key=key)
+        _empty(s3, prefix)
         (tmp_path / "store" / "notes.json").write_text('{"after": "the bucket was emptied"}')
         wait_for(lambda: "no longer holds upload" in log.read_text(), 60)
         wait_for(
@@ -71,7 +79,5 @@ def test_a_bucket_emptied_without_an_outage_gets_the_whole_store(
         )
     finally:
         assert stop_daemon(proc) == 0
-    dest = tmp_path / "back"
-    restore = akoshad("restore", "--config", str(config), "--latest", "--dest", str(dest), env=env)
-    assert restore.returncode == 0, restore.stdout + restore.stderr
+    dest = _restored_latest(config, env, tmp_path / "back")
     assert tree_files(dest) == tree_files(tmp_path / "store")

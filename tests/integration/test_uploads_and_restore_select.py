@@ -177,13 +177,19 @@ def test_uploads_of_a_system_without_any(up: Uploads, tmp_path: Path) -> None:
         assert res.returncode == 1 and res.stderr.strip() == f"akoshad: {hint}", res.stderr
 
 
-def test_a_damaged_manifest_is_listed_as_damaged(tmp_path: Path) -> None:
+def _two_uploads(tmp_path: Path) -> tuple[Setup, str, str]:
+    """A store uploaded twice (a file added between): the setup and both upload ids."""
     s = Setup(tmp_path)
     make_store(s.store)
     assert s.once().returncode == 0
     (s.store / "a.json").write_text("{}")
     assert s.once().returncode == 0
     first, second = (m["metadata"]["upload_id"] for m in s.manifests())
+    return s, first, second
+
+
+def test_a_damaged_manifest_is_listed_as_damaged(tmp_path: Path) -> None:
+    s, first, second = _two_uploads(tmp_path)
     path = s.outbox / "systems" / SYSTEM / "uploads" / first / "manifest.json"
     path.write_text('{"uploaded_at": "yesterday", ')
     huge = s.outbox / "systems" / SYSTEM / "uploads" / "20261130T000000000000Z-hhhhhh"
@@ -207,12 +213,7 @@ def test_a_damaged_manifest_is_listed_as_damaged(tmp_path: Path) -> None:
 
 
 def test_a_manifest_nested_too_deep_is_damaged_not_a_failure(tmp_path: Path) -> None:
-    s = Setup(tmp_path)
-    make_store(s.store)
-    assert s.once().returncode == 0
-    (s.store / "a.json").write_text("{}")
-    assert s.once().returncode == 0
-    first, second = (m["metadata"]["upload_id"] for m in s.manifests())
+    s, first, second = _two_uploads(tmp_path)
     path = s.outbox / "systems" / SYSTEM / "uploads" / first / "manifest.json"
     path.write_text("[" * 100_000 + "]" * 100_000)  # 200 KB: JSON nested past Python's stack
     owner = s.outbox / "systems" / SYSTEM / "owner.json"
