@@ -13,6 +13,7 @@ from loguru import logger
 
 from akoshad.backoff import with_retries
 from akoshad.errors import TransientError
+from akoshad.redaction import redact_url
 from akoshad.targets.s3.client import reload_credentials
 from akoshad.targets.s3.errors import (
     ChecksumRefused,
@@ -50,9 +51,11 @@ async def call(
     async def once() -> T:
         target.requests += 1
         bound = asyncio.timeout(answer_within)  # None: no bound
+        limit = target.timeout if answer_within is None else answer_within
         try:
             async with bound:
-                answer = await op(client)
+                with target.slow.watch(what, shown_endpoint(target.endpoint), limit):
+                    answer = await op(client)
         except Exception as exc:
             if answer_within is not None and bound.expired():
                 raise no_answer(what, target.endpoint, answer_within) from None
@@ -74,6 +77,11 @@ async def call(
         on_retry=counted,
         retryable=lambda exc: not isinstance(exc, UploadLost),
     )
+
+
+def shown_endpoint(endpoint: str | None) -> str:
+    """The endpoint as a log line may name it (no credentials)."""
+    return redact_url(endpoint) if endpoint else "AWS S3"
 
 
 async def checked(target: S3Target, put: Callable[[Checksum], Awaitable[T]]) -> T:

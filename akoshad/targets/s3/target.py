@@ -80,6 +80,7 @@ from akoshad.targets.s3.parts import (
     part_size_for,
 )
 from akoshad.targets.s3.ranges import read_range, stream_range
+from akoshad.targets.s3.slow import SlowAnswers
 
 if TYPE_CHECKING:
     from akoshad.config import Settings
@@ -147,6 +148,7 @@ class S3Target:
         self.counter = counter
         # called after each request the server answered (``base.Answers``)
         self.on_answer: Callable[[], None] | None = None
+        self.slow = SlowAnswers()  # logs requests that wait long for their answer
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._pool: ThreadPoolExecutor | None = None
