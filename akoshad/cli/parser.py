@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from akoshad import __version__
 from akoshad.cli import prune as prune_cli
@@ -68,7 +69,24 @@ class _ConfigOnce(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-class _Parser(argparse.ArgumentParser):
+# an age identity typed on the command line (``prune --identity KEY``: an option the command
+# does not take) would be echoed whole by argparse's "unrecognized arguments" line
+_AGE_SECRET = re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]*", re.IGNORECASE)
+
+
+def hide_secret_keys(message: str) -> str:
+    """``message`` with every age identity in it replaced by a note that one was there."""
+    return _AGE_SECRET.sub("AGE-SECRET-KEY-1... (an age identity: not shown)", message)
+
+
+class _UnechoingParser(argparse.ArgumentParser):
+    """A parser whose usage errors never echo an age identity (the commands' parsers)."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(hide_secret_keys(message))
+
+
+class _Parser(_UnechoingParser):
     """The top-level parser: merges ``--config`` and ``--debug`` given before and after
     the command."""
 
@@ -112,12 +130,12 @@ DEBUG_HELP = "print the traceback of an unexpected error (also AKOSHAD_DEBUG=1)"
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line. ``--config`` may come before or after the command: the
     top level and the commands keep it under distinct names, merged once parsed."""
-    before = argparse.ArgumentParser(add_help=False)
+    before = _UnechoingParser(add_help=False)
     before.add_argument(
         "--config", metavar="FILE", type=CONFIG_FILE, action=_ConfigOnce, help=CONFIG_HELP
     )
     before.add_argument("--debug", action="store_true", help=DEBUG_HELP)
-    common = argparse.ArgumentParser(add_help=False)  # the commands' copy
+    common = _UnechoingParser(add_help=False)  # the commands' copy
     common.add_argument(
         "--config",
         dest="sub_config",
@@ -135,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"akoshad {__version__}")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=argparse.ArgumentParser
+        dest="command", required=True, metavar="COMMAND", parser_class=_UnechoingParser
     )
 
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")

@@ -204,3 +204,29 @@ def test_a_watch_interval_out_of_range_is_a_usage_error(
     assert info.value.code == 2
     assert "argument --interval: " in capsys.readouterr().err
     assert cli.parse_args(["status", "--interval", "0.1"]).interval == 0.1  # taken as 0.2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prune", "--identity", "{key}"],  # prune takes no --identity
+        ["--bogus={key}", "status"],
+        ["uploads", "{key}"],
+        ["status", "--interval", "{key}"],  # a command's own parser
+        ["restore", "--latest", "--dest", "/tmp/x", "--identity", "/k", "{key}"],
+    ],
+)
+def test_a_usage_error_never_echoes_an_age_identity(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pyrage import x25519
+
+    from akoshad.cli.parser import build_parser
+
+    key = str(x25519.Identity.generate())
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([a.format(key=key) for a in argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert key not in err and key[16:40] not in err
+    assert "AGE-SECRET-KEY-1... (an age identity: not shown)" in err
