@@ -31,9 +31,16 @@ def shown(args: ReprArgs, how: dict[str, Callable[[str], str]]) -> ReprArgs:
 
 
 def check_url(value: str, example: str = "") -> str:
-    """``value`` when it is an http(s) URL whose host part parses (:func:`parsed_url`)."""
+    """``value`` when it is an http(s) URL whose host part parses (:func:`parsed_url`),
+    its scheme in lower case (``HTTPS://`` is ``https://``: schemes have no case)."""
     parsed_url(value, example)
-    return value
+    return lower_scheme(value)
+
+
+def lower_scheme(url: str) -> str:
+    """``url`` with its scheme (``http``/``https``, any case) in lower case."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.lower()}{sep}{rest}" if sep else url
 
 
 def parsed_url(value: str, example: str = "") -> SplitResult:
@@ -42,7 +49,7 @@ def parsed_url(value: str, example: str = "") -> SplitResult:
     ``/``, ``?`` or ``#`` ends the host part there (``http://user:pa/ss@host`` is host
     ``user``, port ``pa``): no redaction could then tell the password, so such a URL is
     refused."""
-    if not re.match(r"^https?://[^/\s]+", value):
+    if not re.match(r"^https?://[^/\s]+", value, re.IGNORECASE):
         raise ValueError(f"must be an http:// or https:// URL{example}")
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         raise ValueError("holds a space or a control character: percent-encode it (%20)")
@@ -150,7 +157,7 @@ class CloudSync(BaseModel):
                 "holds a query (?...) or a fragment (#...): an S3 endpoint is "
                 "http(s)://host[:port] alone, each request adds its own; take them out"
             )
-        return value
+        return lower_scheme(value)
 
     @model_validator(mode="after")
     def _keys_in_pairs(self) -> CloudSync:

@@ -466,3 +466,18 @@ def test_one_value_where_a_list_goes_says_how_to_write_a_list(
     msg = str(info.value)
     assert f"{where}: give a list, even of one item" in msg and "'- item'" in msg
     assert "127.0.0.1" not in msg and "age1-one-key" not in msg
+
+
+def test_a_url_scheme_in_capitals_is_taken_in_lower_case(tmp_path: Path) -> None:
+    """``HTTP://`` and ``Https://`` name the same schemes (they have no case): taken, and
+    kept in lower case, for the Akosha URL, the S3 endpoint and a webhook."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "akosha_url: HTTP://127.0.0.1:8682/mcp\n"
+        "cloud_sync:\n  cloud_bucket: b\n  cloud_endpoint: Https://s3.example:9000\n"
+        "webhooks:\n  - url: HTTPS://hooks.example/a\n"
+    )
+    s = load_settings(cfg, environ=env(tmp_path))
+    assert s.akosha_url == "http://127.0.0.1:8682/mcp"
+    assert s.cloud_sync.cloud_endpoint == "https://s3.example:9000"
+    assert s.webhooks[0].url == "https://hooks.example/a"
