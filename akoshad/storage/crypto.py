@@ -160,6 +160,45 @@ class Identities:
     _parsed: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
 
+# an identity given as an inherited descriptor: ``--identity <(age -d key.age)`` (the
+# shell's /dev/fd/N) or ``--identity /dev/stdin``; a named FIFO elsewhere stays refused
+# (nothing says a writer will ever come: a daemon's drill would wait for one for good)
+_INHERITED = ("/dev/fd/", "/proc/self/fd/", "/dev/stdin")
+# what such a pipe held, by the pipe (device, inode: a descriptor number may be reused for
+# another pipe): it can be read once, and a command loads its identity more than once (the
+# name key, the documents, the chunks); kept for the process's life
+_PIPED: dict[tuple[int, int], bytes] = {}
+
+
+def _inherited_pipe(path: Path) -> bool:
+    text = str(path)
+    return text == "/dev/stdin" or text.startswith(_INHERITED[:2])
+
+
+def _read_pipe(fd: int, path: Path, st: os.stat_result) -> tuple[bytes, int]:
+    """All of an inherited pipe (blocking until its writer closes it, as ``age -i``
+    would), bounded by ``MAX_IDENTITY_FILE``; remembered for the next load of it."""
+    pipe = (st.st_dev, st.st_ino)
+    if pipe in _PIPED:
+        os.close(fd)
+        return _PIPED[pipe], st.st_mode
+    os.set_blocking(fd, True)
+    data = bytearray()
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        while len(data) <= MAX_IDENTITY_FILE:
+            try:
+                piece = fh.read(MAX_IDENTITY_FILE + 1 - len(data))
+            except OSError as exc:
+                raise IdentityFileError(
+                    f"encryption.identity_file {path} cannot be read: {exc.strerror}"
+                ) from None
+            if not piece:
+                break
+            data += piece
+    _PIPED[pipe] = bytes(data)
+    return bytes(data), st.st_mode
+
+
 def _read_identity_file(path: Path) -> tuple[bytes, int]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -172,9 +211,14 @@ def _read_identity_file(path: Path) -> tuple[bytes, int]:
             f"encryption.identity_file {path} cannot be read: {exc.strerror}"
         ) from None
     st = os.fstat(fd)
+    if stat.S_ISFIFO(st.st_mode) and _inherited_pipe(path):
+        return _read_pipe(fd, path, st)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise IdentityFileError(f"encryption.identity_file {path} is not a regular file")
+        raise IdentityFileError(
+            f"encryption.identity_file {path} is not a regular file (a pipe is read only as "
+            "--identity <(command) or /dev/stdin)"
+        )
     with os.fdopen(fd, "rb") as fh:
         try:
             data = fh.read(MAX_IDENTITY_FILE + 1)
@@ -217,8 +261,9 @@ def load_identity(path: Path) -> Identities:
     if data.startswith(AGE_MAGIC) or data.lstrip().startswith(_ARMOR_BEGIN):
         raise IdentityFileError(
             f"{path} is encrypted (a passphrase-protected identity, age -p): akoshad "
-            "cannot ask for the passphrase; decrypt it to a file of mode 0600 "
-            "(age -d -o FILE) for the command and remove that file after"
+            f"cannot ask for the passphrase; give it decrypted through a pipe (--identity "
+            f"<(age -d {path})), or decrypt it to a file of mode 0600 (age -d -o FILE) for "
+            "the command and remove that file after"
         )
     try:
         text = data.decode("ascii")

@@ -147,6 +147,36 @@ def test_identity_file_errors_are_one_line_and_show_no_key(tmp_path: Path) -> No
         load_identity(big)
 
 
+def test_an_identity_from_an_inherited_pipe_is_read_once_and_kept(tmp_path: Path) -> None:
+    """``--identity <(age -d key.age)`` (the shell's /dev/fd/N) or ``/dev/stdin``: the pipe
+    is read once, and a command's later loads of it get the same identities; a named
+    FIFO elsewhere stays refused (no writer need ever come)."""
+    public = write_new_identity(tmp_path / "real.key")
+    text = (tmp_path / "real.key").read_bytes()
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, text)
+        os.close(write_end)
+        path = Path(f"/dev/fd/{read_end}")
+        assert load_identity(path).recipients == (public,)
+        assert load_identity(path).recipients == (public,)  # the pipe is empty by now
+    finally:
+        os.close(read_end)
+    # another pipe on the same descriptor number is read for itself
+    other = write_new_identity(tmp_path / "other.key")
+    again_r, again_w = os.pipe()
+    try:
+        os.write(again_w, (tmp_path / "other.key").read_bytes())
+        os.close(again_w)
+        assert load_identity(Path(f"/dev/fd/{again_r}")).recipients == (other,)
+    finally:
+        os.close(again_r)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(IdentityFileError, match="not a regular file"):
+        load_identity(fifo)
+
+
 def test_a_plugin_identity_or_an_ssh_key_is_named_as_such(tmp_path: Path) -> None:
     """An identity file holding an age plugin identity or an ssh private key is said to
     be one (before: only 'is not an age identity'), never showing the line."""
