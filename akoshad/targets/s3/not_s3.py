@@ -19,13 +19,16 @@ refusal: the access-denied line says the right thing) are left to ``errors.class
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
 from akoshad.errors import PermanentError
 from akoshad.targets.s3.errors import reply_of, status_worth_a_retry
+
+if TYPE_CHECKING:
+    from akoshad.targets.s3.target import S3Target
 
 LISTING_FIELDS = ("Name", "IsTruncated", "KeyCount", "MaxKeys", "Contents")
 
@@ -104,3 +107,34 @@ def _path_read_as_bucket(
             f"the path {path}; the bucket goes in cloud_sync.cloud_bucket"
         ),
     )
+
+
+# the most one try of the bucket check (a one-key listing) waits for its answer
+CHECK_ANSWER_SECONDS = 30.0
+
+
+async def check_bucket(target: S3Target) -> None:
+    """``S3Target.check``: a one-key listing of the target's own prefix, its error replies
+    and odd answers told as above."""
+
+    async def list_one(client: Any) -> Any:
+        try:
+            return await client.list_objects_v2(
+                Bucket=target.bucket, Prefix=target.own_prefix, MaxKeys=1
+            )
+        except ClientError as exc:
+            err = check_error(exc, target.endpoint, target.bucket, target._redact)
+            if err is not None:
+                raise err from None
+            raise
+
+    # every command and the daemon's start make this request first: a server that
+    # takes it and never answers is reported in seconds, not upload_timeout_seconds
+    reply = await target._call(
+        list_one,
+        what="check the bucket",
+        answer_within=min(target.timeout, CHECK_ANSWER_SECONDS),
+    )
+    odd = odd_listing(reply)
+    if odd is not None:
+        raise not_s3(target.endpoint, target.bucket, target._redact(odd))

@@ -37,8 +37,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from botocore.exceptions import ClientError
-
 from akoshad.events import RequestCounter
 from akoshad.redaction import redact_url
 from akoshad.targets.base import Compression, Created, StoredObject
@@ -59,7 +57,7 @@ from akoshad.targets.s3.multipart import (
     send_file,
     send_whole,
 )
-from akoshad.targets.s3.not_s3 import check_error, not_s3, odd_listing
+from akoshad.targets.s3.not_s3 import check_bucket
 from akoshad.targets.s3.objects import (
     bucket_versioning,
     delete_keys,
@@ -86,8 +84,6 @@ if TYPE_CHECKING:
     from akoshad.config import Settings
 
 T = TypeVar("T")
-# the most one try of the bucket check (a one-key listing) waits for its answer
-CHECK_ANSWER_SECONDS = 30.0
 MiB = 1024 * 1024
 PARTS_IN_FLIGHT = 4
 
@@ -225,27 +221,7 @@ class S3Target:
         never creates anything: some servers (SeaweedFS) create a missing bucket on the
         first write, so writers call this first (see ``ReadCheck``)."""
 
-        async def list_one(client: Any) -> Any:
-            try:
-                return await client.list_objects_v2(
-                    Bucket=self.bucket, Prefix=self.own_prefix, MaxKeys=1
-                )
-            except ClientError as exc:
-                err = check_error(exc, self.endpoint, self.bucket, self._redact)
-                if err is not None:
-                    raise err from None
-                raise
-
-        # every command and the daemon's start make this request first: a server that
-        # takes it and never answers is reported in seconds, not upload_timeout_seconds
-        reply = await self._call(
-            list_one,
-            what="check the bucket",
-            answer_within=min(self.timeout, CHECK_ANSWER_SECONDS),
-        )
-        odd = odd_listing(reply)
-        if odd is not None:
-            raise not_s3(self.endpoint, self.bucket, self._redact(odd))
+        await check_bucket(self)
 
     async def close(self) -> None:
         stack, self._stack, self._client, self._pool = self._stack, None, None, None
