@@ -32,7 +32,8 @@ from akoshad.storage.crypto import Identities
 from akoshad.storage.owner import Ownership
 from akoshad.storage.owner_takeover import settle_takeover
 from akoshad.storage.packs import PACK_MAX, PackWriter, SealedPack
-from akoshad.storage.prune_load import PruneError, PruneInput, load_for_prune
+from akoshad.storage.prune_documents import PruneError
+from akoshad.storage.prune_load import PruneInput, load_for_prune
 from akoshad.storage.prune_plan import PrunePlan, Step, plan_prune
 from akoshad.storage.prune_refs import ManifestRefs
 from akoshad.storage.prune_rewrite import RelocationError, Relocator, Rewriter

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from akoshad.manifest.layout import new_upload_id
+from akoshad.storage.prune_documents import PruneError
 from akoshad.storage.prune_exec import run_prune
-from akoshad.storage.prune_load import DatedLister, PruneError
+from akoshad.storage.prune_load import DatedLister
 from akoshad.storage.retention import Retention
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget

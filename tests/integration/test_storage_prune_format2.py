@@ -29,8 +29,8 @@ from akoshad.storage.documents import (
 from akoshad.storage.fetch import WholeObjectRanges, fetch_file
 from akoshad.storage.format2 import build_manifest2
 from akoshad.storage.format2_read import read_entries
+from akoshad.storage.prune_documents import PruneError
 from akoshad.storage.prune_exec import run_prune
-from akoshad.storage.prune_load import PruneError
 from akoshad.targets.local import LocalTarget
 from tests.format2_store import Store, write_upload
 from tests.helpers import same_document

@@ -23,7 +23,8 @@ from akoshad.storage.documents import (
 from akoshad.storage.errors import StorageError
 from akoshad.storage.format2 import CHUNKS_INLINE_MAX, Format2Manifest, build_manifest2
 from akoshad.storage.format2_read import read_entries
-from akoshad.storage.prune_load import PruneError, load_for_prune
+from akoshad.storage.prune_documents import PruneError
+from akoshad.storage.prune_load import load_for_prune
 from akoshad.storage.prune_refs import ChunkRef as PlanChunk
 from akoshad.storage.prune_rewrite import Relocator, Rewriter
 from akoshad.storage.refs import ChunkRef
