@@ -215,10 +215,9 @@ def _read_identity_file(path: Path) -> tuple[bytes, int]:
         return _read_pipe(fd, path, st)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise IdentityFileError(
-            f"encryption.identity_file {path} is not a regular file (a pipe is read only as "
-            "--identity <(command) or /dev/stdin)"
-        )
+        fifo = stat.S_ISFIFO(st.st_mode)
+        how = " (a pipe is read only as --identity <(command) or /dev/stdin)" if fifo else ""
+        raise IdentityFileError(f"encryption.identity_file {path} is not a regular file{how}")
     with os.fdopen(fd, "rb") as fh:
         try:
             data = fh.read(MAX_IDENTITY_FILE + 1)
