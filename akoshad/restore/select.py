@@ -52,8 +52,13 @@ def parse_at(text: str) -> datetime:
 
 
 def _local(when: datetime) -> datetime:
-    """The naive ``when`` in the local zone, daylight saving included."""
-    early, late = when.replace(fold=0).astimezone(), when.replace(fold=1).astimezone()
+    """The naive ``when`` in the local zone, daylight saving included; a time at the edge of
+    what datetime holds (``9999-12-31``, ``0001-01-01``: "after every upload", "before
+    every upload"), which the zone's rules cannot place, takes the zone's offset of now."""
+    try:
+        early, late = when.replace(fold=0).astimezone(), when.replace(fold=1).astimezone()
+    except (OverflowError, ValueError, OSError):
+        return when.replace(tzinfo=datetime.now().astimezone().tzinfo)
     if early == late:
         return early
     shown = when.isoformat()
@@ -97,7 +102,7 @@ def candidates_at(uploads: Sequence[str], when: datetime) -> list[str]:
     out = []
     for upload_id in reversed(uploads):
         made = upload_time(upload_id)
-        if made is None or made <= when + ID_MARGIN:
+        if made is None or made - when <= ID_MARGIN:  # ``when + ID_MARGIN`` may not exist
             out.append(upload_id)
     return out
 

@@ -160,6 +160,37 @@ def test_pick_at_uses_uploaded_at_and_refuses_a_damaged_manifest_in_range() -> N
         pick(T0 - timedelta(seconds=1))
 
 
+def test_at_the_edges_of_time_takes_every_upload_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--at 9999-12-31`` ("after everything") and ``--at 0001-01-01`` are times a user
+    types; the first made ``restore failed: OverflowError: date value out of range`` (TIME
+    plus the id margin), and without an offset both were called "not an ISO 8601 time"
+    (the local zone cannot place them)."""
+    uploads = [_id(T0), _id(T0 + timedelta(hours=1))]
+    manifests = {u: {"uploaded_at": upload_time_of(u)} for u in uploads}
+
+    async def load(upload_id: str) -> dict[str, Any]:
+        return manifests[upload_id]
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    import time
+
+    time.tzset()
+    try:
+        for text in ("9999-12-31", "9999-12-31T23:59:59.999999", "9999-12-31T23:59:59+00:00"):
+            when = parse_at(text)
+            assert asyncio.run(pick_at(uploads, when, load, "system s"))[0] == uploads[1]
+        for text in ("0001-01-01", "0001-01-01T00:00+05:00"):
+            with pytest.raises(SelectError, match="no upload of system s was made at or before"):
+                asyncio.run(pick_at(uploads, parse_at(text), load, "system s"))
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def upload_time_of(upload_id: str) -> str:
+    return datetime.strptime(upload_id[:22], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC).isoformat()
+
+
 def test_candidates_keep_ids_without_a_time() -> None:
     uploads = [_id(T0), "legacy-upload", _id(T0 + timedelta(days=5))]
     assert candidates_at(uploads, T0) == ["legacy-upload", _id(T0)]
