@@ -151,6 +151,22 @@ def drill_not_run(why: str | None) -> str | None:
 FILE_GONE = "is gone (it was read at start)"
 
 
+def clock_went_back(pair: tuple[str, str] | None) -> str | None:
+    """The warning while the upload made last (``pair[0]``) sorts before one made earlier
+    (``pair[1]``): the clock went back between them, and ``restore --latest`` (on any
+    machine whose clock has passed the earlier one's time) takes that older store."""
+    if pair is None:
+        return None
+    last, greater = pair
+    return (
+        f"the last upload {last} sorts before {greater}, made earlier: the clock went back "
+        f"between them (set back, or set right after it ran ahead), so `restore --latest` "
+        f"takes {greater}, the older store, wherever the clock has passed its time, until an "
+        f"upload sorts after it; check this machine's clock (restore the newer store with "
+        f"`--upload-id {last}`)"
+    )
+
+
 def config_problems(status: Mapping[str, Any]) -> list[str]:
     """The running configuration is not the file's: a reload refused (the file would fail
     the next start with exit 78), or a change of what is backed up, where or how, that

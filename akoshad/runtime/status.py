@@ -17,6 +17,7 @@ from akoshad.pipeline.cloud_memories import KV_UNREADABLE
 from akoshad.runtime.health import (
     behind_after_seconds,
     capture_problem,
+    clock_went_back,
     data_dir_problem,
     drill_not_run,
     memories_held,
@@ -82,6 +83,7 @@ class StatusView:
         memories = await p.memory_sync.status() if p.akosha_client is not None else None
         reads = p.akosha is not None or p.cloud is not None  # memories are read from copies
         unreadable = await state.get_kv(KV_UNREADABLE) if reads else None
+        went_back = clock_went_back(await state.sorts_after_last())
         result: dict[str, Any] = {
             "state": self.state_word(degraded),
             "pid": os.getpid(),
@@ -117,7 +119,12 @@ class StatusView:
             "lease": p.owners.lease(p.primary.name),
             "memories_unreadable": unreadable,  # why the last copy's memories were not read
             "warnings": self._warnings(
-                missing, empty, webhooks, memories_held(memories), memories_unreadable(unreadable)
+                missing,
+                empty,
+                webhooks,
+                memories_held(memories),
+                memories_unreadable(unreadable),
+                went_back,
             ),
             "metrics_error": self.metrics_error,
             "restart_pending": list(self.restart_pending),  # changed, applied at a restart
@@ -159,10 +166,11 @@ class StatusView:
         webhooks: list[dict[str, Any]],
         held: str | None = None,
         unreadable: str | None = None,
+        went_back: str | None = None,
     ) -> list[str]:
         """The status's one-line problems: the store, the queue, metrics, a refused reload,
         a crash's upload not settled, memories Akosha did not store yet, settings waiting
-        for a restart, failing webhooks."""
+        for a restart, failing webhooks, a clock gone back."""
         unsettled = self.unsettled()
         waiting = (
             None
@@ -175,6 +183,7 @@ class StatusView:
         lines.append(waiting)
         lines.append(held)
         lines.append(unreadable)
+        lines.append(went_back)
         return [w for w in lines if w] + self._restart_warnings() + failing_webhooks(webhooks)
 
     def _restart_warnings(self) -> list[str]:

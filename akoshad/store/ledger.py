@@ -246,6 +246,28 @@ class LedgerOps(StoreBase):
             ).fetchone()[0]
         )
 
+    async def sorts_after_last(self) -> tuple[str, str] | None:
+        """(the last completed upload, the greatest completed id of its target) when that
+        id is greater: the clock went back between them (set back, or set right after it
+        ran ahead), and ``restore --latest`` takes that older upload; None when the last
+        upload is the greatest."""
+
+        def op(c: sqlite3.Connection) -> tuple[str, str] | None:
+            last = c.execute(
+                "SELECT upload_id, target FROM uploads WHERE outcome = 'completed' "
+                "ORDER BY rowid DESC LIMIT 1"
+            ).fetchone()
+            if last is None:
+                return None
+            greater = c.execute(
+                "SELECT MAX(upload_id) FROM uploads WHERE outcome = 'completed' "
+                "AND target = ? AND upload_id > ?",
+                (last[1], last[0]),
+            ).fetchone()[0]
+            return None if greater is None else (str(last[0]), str(greater))
+
+        return await self.transaction(op)
+
     # ---- skipped files -------------------------------------------------------------
     @staticmethod
     def record_skipped(c: sqlite3.Connection, skipped: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from akoshad.fileio import LiveStat
+from akoshad.runtime.health import clock_went_back
 from akoshad.storage.refs import ChunkRef
 from akoshad.store.db import SCHEMA_VERSION, LedgerEntry, StateDB, StateError
 from akoshad.store.records import encode_chunk_ids
@@ -231,6 +232,37 @@ async def test_history_keeps_the_uploads_made_last_after_a_clock_ran_ahead(db: S
         lambda c: [r[0] for r in c.execute("SELECT upload_id FROM uploads ORDER BY rowid")]
     )
     assert ids == [*ahead[3:], *now]
+
+
+async def test_an_upload_made_after_the_clock_went_back_is_named_in_a_warning(db: StateDB) -> None:
+    """A clock set back a day: the next upload's id sorts before the one made before it,
+    so `restore --latest` anywhere took that older store, and nothing said so (found with
+    faketime on a real daemon: --latest restored the file as it was before the jump). The
+    status now warns until an upload sorts after it again."""
+
+    async def made(upload_id: str, target: str = "local") -> None:
+        await db.begin_upload(upload_id, target, target, {})
+        await db.transaction(
+            lambda c: StateDB.finish_upload(c, upload_id=upload_id, outcome="completed")
+        )
+
+    before, back, right = (
+        "20261205T070013000000Z-aaaaaa",
+        "20261204T070043000000Z-bbbbbb",
+        "20261205T070228000000Z-cccccc",
+    )
+    await made(before)
+    assert clock_went_back(await db.sorts_after_last()) is None
+    await made(back)
+    warning = clock_went_back(await db.sorts_after_last())
+    assert warning is not None
+    assert f"the last upload {back} sorts before {before}, made earlier" in warning
+    assert f"`restore --latest` takes {before}, the older store" in warning
+    assert f"`--upload-id {back}`" in warning
+    await made(right)  # the clock set right: the next upload sorts after every one
+    assert await db.sorts_after_last() is None
+    await made("20261201T000000000000Z-dddddd", "cloud")  # another target's ids: not compared
+    assert await db.sorts_after_last() is None
 
 
 def _state_bytes(path: Path) -> int:
