@@ -44,6 +44,8 @@ class StatusView:
         self.settings = settings
         self.parts = parts
         self.started = started
+        # the uptime runs on the monotonic clock: a wall clock set back made it negative
+        self._started_monotonic = time.monotonic() - max(0.0, time.time() - started)
         self.paused = False
         self.safety = SafetyTracker(started)
         # settings a reload read but cannot apply (``runtime.reload.RESTART_KEYS``)
@@ -65,6 +67,10 @@ class StatusView:
         if stats.syncing or stats.in_flight:
             return "syncing"
         return "idle"
+
+    def uptime(self) -> float:
+        """Seconds since the daemon started, on the monotonic clock."""
+        return round(time.monotonic() - self._started_monotonic, 3)
 
     def unrecorded(self) -> str | None:
         """A warning while changes seen cannot be put on the queue (the state's disk)."""
@@ -88,7 +94,7 @@ class StatusView:
             "state": self.state_word(degraded),
             "pid": os.getpid(),
             "version": __version__,
-            "uptime_seconds": round(time.time() - self.started, 3),
+            "uptime_seconds": self.uptime(),
             "started_at": self.started,  # one value for the daemon's life (metrics)
             "data_dir": str(self.settings.data_dir),
             "pending": depth + len(p.feed.debouncer),

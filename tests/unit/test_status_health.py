@@ -319,3 +319,18 @@ async def test_cleanup_failure_warns_once_per_outage(
 def test_sync_timeout_is_bounded(asked: float | None, waits: float) -> None:
     assert sync_timeout(asked) == waits
     assert SYNC_TIMEOUT_DEFAULT == 60.0 and SYNC_TIMEOUT_MAX <= 600.0
+
+
+def test_uptime_does_not_go_back_with_the_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon whose wall clock was set back a day (faketime on a real daemon) reported
+    ``uptime_seconds: -86335.9`` (``status``: "up 0s"): it is counted on the monotonic clock."""
+    from typing import cast
+
+    from akoshad.runtime.status import StatusView
+    from akoshad.runtime.wiring import Parts
+
+    settings = load_settings(environ={"HOME": "/nonexistent"})
+    status = StatusView(settings, cast(Parts, None), time.time() - 100)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - 86400)
+    assert 100 <= status.uptime() < 160
