@@ -12,8 +12,9 @@ always brings its ``.wal`` along.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any, Protocol, TypeVar
 
@@ -42,13 +43,34 @@ class LocalTimeError(ValueError):
 
 
 def parse_at(text: str) -> datetime:
-    """``--at`` as an aware datetime: ISO 8601, a time without an offset is local time.
+    """``--at`` as an aware datetime: ISO 8601 (``24:00`` too); without an offset, local time.
     ValueError (argparse: a usage error) when it is not ISO 8601; LocalTimeError when it is
     a local time that happens twice (clocks set back) or never (clocks set forward)."""
-    when = datetime.fromisoformat(text.strip())
+    when = _iso(text.strip())
     if when.tzinfo is None:
         return _local(when)
     return when
+
+
+# ISO 8601's end of a day, ``T24:00`` (``24``, ``24:00:00``, ``24:00:00.0``), then its offset
+_END_OF_DAY = re.compile(
+    r"^(?P<date>[^T ]+)[T ]24(?::?00(?::?00(?:[.,]0+)?)?)?(?P<zone>[Zz+-].*)?$"
+)
+
+
+def _iso(text: str) -> datetime:
+    """``datetime.fromisoformat`` with what ISO 8601 allows and it refuses: ``24:00`` (the
+    end of a day: the next day's 00:00) and a lowercase ``z`` (RFC 3339)."""
+    if text.endswith("z"):
+        text = text[:-1] + "Z"
+    end = _END_OF_DAY.match(text)
+    if end is None:
+        return datetime.fromisoformat(text)
+    day = datetime.fromisoformat(end["date"])
+    if day.date() == date.max:  # the last day datetime holds: its last microsecond
+        return datetime.fromisoformat(f"{date.max.isoformat()}T23:59:59.999999{end['zone'] or ''}")
+    following = (day.date() + timedelta(days=1)).isoformat()
+    return datetime.fromisoformat(f"{following}T00:00{end['zone'] or ''}")
 
 
 def _local(when: datetime) -> datetime:

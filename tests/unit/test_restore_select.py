@@ -98,6 +98,21 @@ def test_parse_at_reads_offsets_and_local_time(monkeypatch: pytest.MonkeyPatch) 
         parse_at("yesterday")
 
 
+def test_parse_at_reads_the_end_of_a_day_and_a_lowercase_z() -> None:
+    """ISO 8601's ``24:00`` ends a day: with a date alone meaning its 00:00, ``--at
+    2026-11-30T24:00`` is how the store as the day ended is asked for, and it was refused as
+    "not an ISO 8601 time"; so was RFC 3339's lowercase ``z``."""
+    assert parse_at("2026-11-30T24:00Z") == datetime(2026, 12, 1, tzinfo=UTC)
+    assert parse_at("2026-12-31T24:00:00.000+01:00") == datetime(2026, 12, 31, 23, tzinfo=UTC)
+    assert parse_at("20261130T2400Z") == datetime(2026, 12, 1, tzinfo=UTC)
+    assert parse_at("2026-11-30 24Z") == datetime(2026, 12, 1, tzinfo=UTC)
+    assert parse_at("2026-11-30T14:05z") == datetime(2026, 11, 30, 14, 5, tzinfo=UTC)
+    assert parse_at("9999-12-31T24:00Z") == datetime.max.replace(tzinfo=UTC)
+    for wrong in ("2026-11-30T24:01Z", "2026-11-30T24:00:01Z", "2026-11-30T25:00Z"):
+        with pytest.raises(ValueError):
+            parse_at(wrong)
+
+
 def test_parse_at_refuses_local_times_that_daylight_saving_makes_twice_or_never(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
