@@ -13,7 +13,12 @@ from akoshad.storage.owner import CHECK_INTERVAL, NotOwner, OwnerRecord
 # after a takeover, a prune deletes nothing for this long: the previous owner's upload that
 # its last check (at most CHECK_INTERVAL old) let through may still be landing its manifest
 TAKEOVER_QUIET = 5 * CHECK_INTERVAL
-SINCE_SKEW = 60.0  # a record dated this far ahead of the clock still counts as just made
+# a record dated up to this far ahead of the clock still counts as just made: it was written
+# by this machine's clock before that was set back (a clock minutes ahead that NTP set right
+# within the quiet time), so the quiet time runs until TAKEOVER_QUIET after the time it
+# records; one dated further ahead (a clock that ran days ahead) counts as long ago, rather
+# than hold prunes off that long
+SINCE_SKEW = 86400.0
 
 
 class TakeoverSettling(NotOwner):

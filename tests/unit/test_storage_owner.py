@@ -16,6 +16,7 @@ from akoshad.storage.owner import (
     MAX_RECORD_BYTES,
     Machine,
     NotOwner,
+    OwnerRecord,
     OwnerRecordError,
     Ownership,
     load_owner_id,
@@ -270,3 +271,25 @@ async def test_a_server_that_ignores_the_condition_gets_the_settle_and_the_read_
     finally:
         await target.close()
         server.stop()
+
+
+def test_the_quiet_time_after_a_takeover_outlasts_a_clock_set_back() -> None:
+    """A machine whose clock ran 10 minutes ahead took the id over (``since`` dated by it);
+    NTP set the clock right a minute later, and its ``prune`` deleted at once (found with
+    faketime: the record 10 min ahead counted as long ago), though the previous owner's
+    upload let through by its last check may still be landing. The quiet time now runs
+    until 5 minutes after the time recorded; a record days ahead still counts as long ago."""
+    from datetime import UTC, datetime, timedelta
+
+    from akoshad.storage.owner_takeover import TakeoverSettling, settle_takeover
+
+    now = datetime.now(UTC)
+
+    def record(since: datetime) -> OwnerRecord:
+        return OwnerRecord("id", "host", since.isoformat(timespec="seconds"), "0", "takeover")
+
+    for ahead in (timedelta(minutes=10), timedelta(minutes=1), timedelta(minutes=-2)):
+        with pytest.raises(TakeoverSettling, match="deletes nothing until"):
+            settle_takeover(record(now + ahead), "box", now)
+    for long_ago in (timedelta(minutes=-6), timedelta(days=2)):
+        settle_takeover(record(now + long_ago), "box", now)
