@@ -91,6 +91,27 @@ class Uploader(UploadFailures):
         self.discarder = Discarder(system_id)
         self.staging_dir = staging_dir  # private pack files of the upload being sent
         self.sealing = sealing
+        self._dated_back_logged: float | None = None  # monotonic: the last such warning
+
+    async def _warn_if_dated_back(self, upload_id: str) -> None:
+        """Log (at most once an hour) that ``upload_id`` sorts before an upload made earlier:
+        the clock went back, and ``restore --latest`` anywhere takes that older store."""
+        greatest = await self.state.latest_upload_id()
+        now = time.monotonic()
+        if greatest is None or upload_id > greatest:
+            return
+        if self._dated_back_logged is not None and now - self._dated_back_logged < 3600:
+            return
+        self._dated_back_logged = now
+        logger.warning(
+            "upload {} sorts before {}, made earlier: this machine's clock went back (set "
+            "back, or set right after it ran ahead), so `restore --latest` takes {}, an older "
+            "store, wherever the clock has passed its time, until an upload sorts after it; "
+            "check the clock",
+            upload_id,
+            greatest,
+            greatest,
+        )
 
     async def upload(
         self,
@@ -141,6 +162,7 @@ class Uploader(UploadFailures):
             return
 
         upload_id = new_upload_id(after=await self.state.latest_upload_id(current_id_time()))
+        await self._warn_if_dated_back(upload_id)
         record = attempt_record(plan)
         first = FirstSend(
             gate, lambda: self.state.begin_upload(upload_id, target.name, target.name, record)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from akoshad.errors import TransientError
 from akoshad.manifest import layout
@@ -78,6 +79,30 @@ async def test_uploads_made_once_a_clock_that_ran_ahead_is_set_right_are_the_lat
     view = read_ledger(tmp_path / "state/state.db", rig.target.name)
     assert view is not None and view.last_upload == newest
     assert compare_ledger(view, list((await rig.files(newest)).values())) == []
+
+
+async def test_an_upload_dated_before_the_one_made_before_it_is_logged_and_in_status(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock set back a day: the next upload sorts before the one made before it, so
+    `restore --latest` anywhere takes that older store. A `run --once` said nothing about
+    it (found with faketime); the upload now logs a warning, and status names both."""
+    rig.write("notes.json", b'{"v": 1}')
+    await rig.sync()
+    (before,) = await rig.uploads()
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING")
+    try:
+        with monkeypatch.context() as m:
+            clock_ahead(m, timedelta(days=-1))
+            rig.write("notes.json", b'{"v": 2}')
+            await rig.sync()
+    finally:
+        logger.remove(sink)
+    back = next(u for u in await rig.uploads() if u != before)
+    assert back < before and latest_upload(await rig.uploads()) == before
+    assert any(f"upload {back} sorts before {before}, made earlier" in line for line in lines)
+    assert await rig.state.sorts_after_last() == (back, before)
 
 
 class FlakyTarget(LocalTarget):
