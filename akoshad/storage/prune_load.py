@@ -148,8 +148,18 @@ def _time_of(doc: dict[str, Any], upload_id: str) -> datetime | None:
         except ValueError:
             when = None
         if when is not None:
-            return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+            return _in_utc(when if when.tzinfo is not None else when.replace(tzinfo=UTC))
     return upload_id_time(upload_id)
+
+
+def _in_utc(when: datetime) -> datetime:
+    """``when`` in UTC; one whose UTC time datetime cannot hold (``0001-01-01T00:00+05:00``
+    is in year 0) is the first or the last moment it can: the retention rules cut periods
+    in UTC, and that conversion made the whole prune fail ("OverflowError")."""
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if when.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
 async def _read_manifest(target: Target, key: str, limit: int) -> dict[str, Any] | str:

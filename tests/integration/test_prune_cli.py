@@ -176,6 +176,25 @@ def test_dry_run_lists_what_would_go_and_deletes_nothing(box: Box) -> None:
     assert box.kv("last_prune") is None  # a dry run is not the last prune
 
 
+def test_an_upload_dated_at_the_edge_of_time_does_not_stop_the_prune(box: Box) -> None:
+    """A manifest whose ``uploaded_at`` is ``0001-01-01T00:00:00+05:00`` (year 0 in UTC,
+    where retention cuts its periods) stopped every prune: ``prune failed: OverflowError:
+    date value out of range``, the daemon's too, every 10 minutes. It is the oldest upload
+    now, and the prune goes on."""
+    ids = box.ids()
+    uploads = box.outbox / "systems" / SYSTEM / "uploads"
+    doc = json.loads((uploads / ids[0] / "manifest.json").read_text())
+    odd = "10101T000000000000Z-0ddd0d"
+    doc["uploaded_at"] = "0001-01-01T00:00:00+05:00"
+    doc["metadata"]["upload_id"] = odd
+    (uploads / odd).mkdir()
+    (uploads / odd / "manifest.json").write_text(json.dumps(doc))
+    res = box.cli("prune", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert f"would remove upload {odd}" in res.stdout
+    assert f"would remove {UPLOADS - KEEP + 1} upload(s), kept {KEEP}" in res.stdout
+
+
 def test_prune_removes_what_retention_drops_and_the_kept_uploads_restore(box: Box) -> None:
     ids, kept = box.ids(), kept_restores(box)
     ledger = box.ledger_keys()
