@@ -57,6 +57,18 @@ _OWNER_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 HOST_MAX = 255
 How = Literal["claim", "legacy", "takeover"]
+# a clock that goes on while the machine sleeps and never goes back: Linux's CLOCK_BOOTTIME;
+# on macOS clock_gettime's CLOCK_MONOTONIC counts sleep too (``time.monotonic`` does not)
+_AWAKE_OR_ASLEEP = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def awake_or_asleep() -> float:
+    """Seconds on :data:`_AWAKE_OR_ASLEEP`: the age of an owner check. ``time.monotonic``
+    stops while a laptop is suspended, so a check made just before the lid closed counted
+    as fresh after days asleep (a takeover made meanwhile not seen by the first upload)."""
+    return time.clock_gettime(_AWAKE_OR_ASLEEP)
+
+
 FIX = (
     "set another cloud_sync.system_id on this machine, or run `akoshad takeover` on the "
     "machine that should own it from now on"
@@ -217,7 +229,7 @@ class Ownership:
         *,
         interval: float = CHECK_INTERVAL,
         settle: float = CLAIM_SETTLE,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = awake_or_asleep,
     ) -> None:
         self.target = target
         self.system_id = system_id

@@ -100,6 +100,26 @@ async def test_cache_rereads_only_after_the_interval(tmp_path: Path) -> None:
         await a.check()
 
 
+async def test_a_check_made_before_a_suspend_is_read_again_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A laptop that checked the record, then slept for two hours while another machine
+    took the id over: ``time.monotonic`` does not count a suspend, so the check still
+    counted as fresh on waking, and the first upload (and the check before its manifest)
+    went ahead. The age of a check is counted on a clock that goes on during sleep."""
+    target = LocalTarget(tmp_path / "outbox")
+    asleep = {"for": 0.0}
+    real = time.clock_gettime
+    monkeypatch.setattr(time, "clock_gettime", lambda which: real(which) + asleep["for"])
+    a = Ownership(target, "box", machine(tmp_path / "a", "alpha"), settle=0)
+    b = own(target, "box", machine(tmp_path / "b", "beta"))
+    await a.check()
+    await b.takeover()  # while alpha sleeps
+    asleep["for"] = 7200.0  # two hours, which time.monotonic does not see
+    with pytest.raises(NotOwner, match="'beta'"):
+        await a.check()
+
+
 async def test_same_host_lost_state_is_told_apart(tmp_path: Path) -> None:
     target = LocalTarget(tmp_path / "outbox")
     await own(target, "box", machine(tmp_path / "a", "alpha")).check()
