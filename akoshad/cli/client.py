@@ -168,7 +168,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         else:
             print(render_status(st))
         return 0
-    return _watch(settings, max(0.2, float(args.interval)), as_json=bool(args.json))
+    interval = 1.0 if args.interval is None else float(args.interval)
+    return _watch(settings, max(0.2, interval), as_json=bool(args.json))
 
 
 def _watch(settings: Settings, interval: float, *, as_json: bool) -> int:

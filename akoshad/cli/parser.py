@@ -86,9 +86,14 @@ class _UnechoingParser(argparse.ArgumentParser):
         super().error(hide_secret_keys(message))
 
 
+# an option that means something only beside another: (command, option, the other);
+# given alone it would be ignored without a word ('sync --timeout 60' returned at once, 0)
+_GOES_WITH = (("sync", "timeout", "wait"), ("status", "interval", "watch"))
+
+
 class _Parser(_UnechoingParser):
     """The top-level parser: merges ``--config`` and ``--debug`` given before and after
-    the command."""
+    the command, and refuses an option given without the one it goes with."""
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -102,6 +107,10 @@ class _Parser(_UnechoingParser):
             )
         ns.config = after if after is not None else before
         ns.debug = bool(getattr(ns, "debug", False) or vars(ns).pop("sub_debug", False))
+        for command, option, needed in _GOES_WITH:
+            given = ns.command == command and getattr(ns, option) is not None
+            if given and not getattr(ns, needed):
+                self.error(f"{command} --{option} goes with --{needed}: add --{needed}")
         return ns, rest
 
 
@@ -185,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--interval",
         type=_interval,
-        default=1.0,
+        default=None,
         help="seconds between --watch refreshes (default 1, at least 0.2), at most 86400",
     )
 

@@ -203,7 +203,7 @@ def test_a_watch_interval_out_of_range_is_a_usage_error(
         cli.parse_args(["status", "--watch", "--interval", value])
     assert info.value.code == 2
     assert "argument --interval: " in capsys.readouterr().err
-    assert cli.parse_args(["status", "--interval", "0.1"]).interval == 0.1  # taken as 0.2
+    assert cli.parse_args(["status", "--watch", "--interval", "0.1"]).interval == 0.1  # as 0.2
 
 
 @pytest.mark.parametrize(
@@ -230,3 +230,23 @@ def test_a_usage_error_never_echoes_an_age_identity(
     err = capsys.readouterr().err
     assert key not in err and key[16:40] not in err
     assert "AGE-SECRET-KEY-1... (an age identity: not shown)" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needed"),
+    [(["sync", "--timeout", "60"], "--wait"), (["status", "--interval", "5"], "--watch")],
+)
+def test_an_option_without_the_one_it_goes_with_is_a_usage_error(
+    argv: list[str], needed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``akoshad sync --timeout 60`` (meant: wait at most a minute) printed 'sync started'
+    and exited 0 at once, the timeout ignored, so a script went on as if the store were
+    synced; ``status --interval 5`` printed once. Each is a usage error naming the option
+    it goes with; given together they parse as before."""
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(argv)
+    assert info.value.code == 2
+    assert f"goes with {needed}: add {needed}" in capsys.readouterr().err
+    args = cli.parse_args([*argv, needed])
+    assert float(args.timeout if argv[0] == "sync" else args.interval) == float(argv[2])
+    assert cli.parse_args(["status", "--watch"]).interval is None  # the default, 1 s
