@@ -265,13 +265,19 @@ async def _first_part(
     target: Target, job: Callable[[], Awaitable[Any]], key: str, system_id: str, budget: _Budget
 ) -> Any:
     """The first index part; sealed to no key of the identity, it is damaged when the
-    identity opens every name key of the system (``name_key.opens_every_key``)."""
+    identity opens every name key of the system (``name_key.opens_every_key``), else the
+    upload is sealed to other keys (said of the upload: a part held in the manifest has
+    a key that names no object)."""
     try:
         return await job()
     except NotForThisIdentity:
         ids = budget.identities
-        if ids is None or not await opens_every_key(target, system_id, ids):
+        if ids is None:
             raise
+        if not await opens_every_key(target, system_id, ids):
+            raise NotForThisIdentity(
+                f"this upload is encrypted to other keys: the identity in {ids.path} cannot read it"
+            ) from None
         raise DocumentError(
             f"index part {key}: its age header opens with no key of the identity, which "
             "opens every name key of this system (damaged)"

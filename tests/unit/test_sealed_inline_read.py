@@ -102,6 +102,21 @@ async def test_a_damaged_inline_part_is_damage_not_a_wrong_identity(
         await read_entries(target, other, identities=identities)
 
 
+async def test_an_upload_sealed_to_other_keys_is_told_without_a_key_that_is_no_object(
+    target: LocalTarget,
+) -> None:
+    """A small store's upload (its index part held in the manifest) read with an identity
+    that is no recipient said 'index part systems/.../index/be/<sha>.json.gz.age is
+    encrypted to other keys': verify, restore and drill named an object that is not in the
+    target (the part is in the manifest). It is said of the upload, as without an identity."""
+    other = sealed(keys()[0])
+    with pytest.raises(NotForThisIdentity) as info:
+        await read_entries(target, other, identities=keys()[1])
+    said = str(info.value)
+    assert said == "this upload is encrypted to other keys: the identity in id.txt cannot read it"
+    assert "index/" not in said
+
+
 @pytest.mark.parametrize(
     ("over", "error"),
     [
