@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 from akoshad import __version__
@@ -39,6 +40,11 @@ StatMap = dict[str, list[int]]
 # changed since (``racy_stat``). Finer timestamps (ext4, xfs, btrfs, APFS) are trusted.
 COARSE_TICK_NS = 10_000_000
 RACY_NS = 3_000_000_000
+# How the configuration logs, as a record keeps it: the answer's one line is written as the
+# full run's log would write it (runtime.logs: its level, text or JSON, journald lines)
+DEFAULT_LOG: Mapping[str, object] = {"level": "INFO", "format": "text", "file": False}
+_ABOVE_INFO = ("SUCCESS", "WARNING", "ERROR", "CRITICAL")  # an INFO line is not written
+UNCHANGED = "run --once: nothing changed, no upload"
 
 
 def config_home(environ: Mapping[str, str]) -> Path:
@@ -178,8 +184,25 @@ def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
     witness = recorded.get("witness")
     if isinstance(witness, str) and not os.path.isfile(witness):
         return False  # the local target no longer holds its newest upload: the full run
-    stamp = time.strftime("%H:%M:%S")
-    print(f"{stamp} INFO run --once: nothing changed, no upload", file=sys.stderr)
+    return _say_unchanged(recorded.get("log"), environ)
+
+
+def _say_unchanged(log: object, environ: Mapping[str, str]) -> bool:
+    """Write :data:`UNCHANGED` as the configuration's log would (``log``: what the record
+    keeps of it); False when this cannot (a ``log_file``, whose format the full run's
+    logger owns, or a record without it): the full run then answers and logs."""
+    if not isinstance(log, Mapping) or log.get("file") is not False:
+        return False
+    if log.get("level") in _ABOVE_INFO:
+        return True
+    if environ.get("JOURNAL_STREAM") or environ.get("INVOCATION_ID"):
+        line = f"<6>{UNCHANGED}"  # journald's priority of INFO
+    elif log.get("format") == "json":
+        now = datetime.now().astimezone().isoformat()
+        line = json.dumps({"time": now, "level": "INFO", "message": UNCHANGED})
+    else:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {'INFO':<7} {UNCHANGED}"
+    print(line, file=sys.stderr)
     return True
 
 
@@ -220,12 +243,14 @@ def record_unchanged(
     witness: str | None = None,
     *,
     walked_ns: int,
+    log: Mapping[str, object] = DEFAULT_LOG,
 ) -> None:
     """After a fully successful run: remember the inputs, with ``before``, the store's stats
     as the run found them before it captured anything (its reconcile walk, see the module:
     a change made since then is caught by the next run's comparison), and ``witness``, a
     file the target must still hold (a local target's newest manifest: a directory swapped
-    at the same path is not taken for the one uploaded to). Nothing is remembered when
+    at the same path is not taken for the one uploaded to), and ``log``, how the
+    configuration logs (level, format, whether to a file). Nothing is remembered when
     ``before`` is ``racy`` as of ``walked_ns`` (a time taken before the walk)."""
     parsed, config_arg = _config_arg(argv)
     if not parsed or not before or racy(before, walked_ns):
@@ -244,6 +269,7 @@ def record_unchanged(
                     "state": state_stamp(state_dir),
                     "store": store_digest(before),
                     "witness": witness,
+                    "log": dict(log),
                 }
             )
         )

@@ -83,6 +83,11 @@ def run_daemon(
                     before,
                     witness,
                     walked_ns=walked_ns,
+                    log={
+                        "level": settings.log_level,
+                        "format": settings.log_format,
+                        "file": settings.log_file is not None,
+                    },
                 )
             return code
         return asyncio.run(daemon.run_forever())

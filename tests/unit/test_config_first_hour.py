@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -501,6 +502,51 @@ def test_quick_check_tells_a_relative_data_dir_of_another_directory(
     assert fastpath.try_unchanged(argv, e)  # the same directory: answered at once
     monkeypatch.chdir(tmp_path / "b")
     assert not fastpath.try_unchanged(argv, e)  # another store: the full run
+
+
+@pytest.mark.parametrize(
+    ("log", "extra", "said"),
+    [
+        ({"format": "json"}, {}, "json"),
+        ({"format": "text"}, {}, "text"),
+        ({"level": "WARNING"}, {}, ""),
+        ({"format": "json"}, {"INVOCATION_ID": "x"}, "<6>run --once: nothing changed"),
+    ],
+)
+def test_the_quick_check_logs_as_the_configuration_says(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    log: dict[str, str],
+    extra: dict[str, str],
+    said: str,
+) -> None:
+    """``run --once`` on an unchanged store with ``log_format: json`` wrote '07:14:30 INFO
+    run --once: nothing changed, no upload' on stderr, a line no JSON log reader takes
+    (and wrote it at ``log_level: WARNING`` too). The answer now logs as the full run would:
+    one JSON object, the text format's date and level, nothing above INFO, journald's
+    priority under systemd; with a ``log_file`` the full run answers (it writes the file)."""
+    e = env(tmp_path, **extra)
+    argv = ["run", "--once", "--data-dir", str(tmp_path / "store")]
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a.json").write_text("{}")
+    stats, quiet = fastpath.stat_map(store), time.time_ns() + 10**10
+    record = {"level": "INFO", "format": "text", "file": False, **log}
+    fastpath.record_unchanged(argv, e, store, tmp_path / "st", stats, walked_ns=quiet, log=record)
+    assert fastpath.try_unchanged(argv, e)
+    err = capsys.readouterr().err
+    if said == "json":
+        line = yaml.safe_load(err)  # one JSON object, as the json sink writes
+        assert line["level"] == "INFO" and line["message"] == fastpath.UNCHANGED, err
+        assert line["time"].startswith(time.strftime("%Y-%m-%d")), err
+    elif said == "text":
+        stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"  # the text format's, to the second
+        assert re.fullmatch(rf"{stamp} INFO    {fastpath.UNCHANGED}\n", err), err
+    else:
+        assert err == (f"{said}, no upload\n" if said else ""), err
+    to_file = {**record, "file": True}
+    fastpath.record_unchanged(argv, e, store, tmp_path / "st", stats, walked_ns=quiet, log=to_file)
+    assert not fastpath.try_unchanged(argv, e)  # the full run writes the log_file
 
 
 @pytest.mark.parametrize("command", [["verify"], ["restore"], ["uploads"]])
