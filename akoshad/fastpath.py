@@ -149,6 +149,12 @@ def state_stamp(state_dir: Path) -> StatMap:
     return out
 
 
+def state_held(state_dir: Path) -> bool:
+    """True when an akoshad holds this state's lock (a daemon, starting or running, or a
+    ``run --once``, ``prune`` or ``takeover`` at work)."""
+    return not _unlocked(state_dir)
+
+
 def _unlocked(state_dir: Path) -> bool:
     """True when no daemon holds this state (a running daemon makes ``--once`` refuse)."""
     try:

@@ -45,7 +45,8 @@ from akoshad.cli.status_view import (
     target_lines,
 )
 from akoshad.config import Settings
-from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.errors import AkoshadError, DaemonNotRunning, DaemonWentAway
+from akoshad.fastpath import state_held
 from akoshad.names import printable
 from akoshad.runtime.control_client import request_sync
 from akoshad.runtime.health import behind_after_seconds, check_problems
@@ -127,7 +128,20 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
 def _ask(
     settings: Settings, payload: dict[str, Any], timeout: float | None = 5.0
 ) -> dict[str, Any]:
-    return request_sync(settings.socket_path, payload, timeout)
+    try:
+        return request_sync(settings.socket_path, payload, timeout)
+    except DaemonWentAway:
+        raise
+    except DaemonNotRunning:
+        if not state_held(settings.state_dir):
+            raise
+        # the socket is served once a start is done: until then an akoshad is there
+        raise DaemonNotRunning(
+            f"akoshad does not answer on {settings.socket_path} yet, but an akoshad holds "
+            f"its state {settings.state_dir}: a daemon still starting (its socket answers "
+            "once its targets answered or were given up on), or a `run --once`, `prune` or "
+            "`takeover` at work; ask again shortly"
+        ) from None
 
 
 def _print_json(obj: Any) -> None:

@@ -306,6 +306,36 @@ def test_no_daemon_exits_3(tmp_path: Path, command: str) -> None:
     assert elapsed < 10  # no wait for a daemon that is not there (a slow machine: 1-2 s)
 
 
+@pytest.mark.parametrize("command", ["status", "sync"])
+def test_a_daemon_still_starting_is_not_called_not_running(tmp_path: Path, command: str) -> None:
+    """A daemon whose bucket did not answer served its socket only after about 12 s (its
+    targets' start, a crash's settle): meanwhile 'akoshad status' and 'sync --wait' said
+    'akoshad is not running ...; start it with `akoshad run`' of a daemon that was. With
+    the state's lock held and no answer, they say an akoshad holds the state (still exit
+    3: nothing answers yet)."""
+    import fcntl
+
+    cfg, sock, env = no_daemon_config(tmp_path)
+    (tmp_path / "state").mkdir()
+    fd = os.open(tmp_path / "state" / "akoshad.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what a starting daemon holds (runtime.wiring)
+        proc = subprocess.run(
+            [sys.executable, "-m", "akoshad", command, "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+    finally:
+        os.close(fd)
+    assert proc.returncode == 3, proc.stderr
+    line = proc.stderr.strip()
+    assert "not running" not in line and "start it with" not in line, line
+    assert f"does not answer on {sock} yet, but an akoshad holds its state" in line, line
+    assert "a daemon still starting" in line, line
+
+
 def test_watch_survives_no_daemon_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     cfg, _sock, env = no_daemon_config(tmp_path)
     cmd = [sys.executable, "-m", "akoshad", "status", "--watch", "--interval", "0.2"]
