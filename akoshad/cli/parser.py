@@ -179,13 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--json", action="store_true", help="print the daemon's status result object as JSON"
     )
-    status.add_argument(
+    once_or_watch = status.add_mutually_exclusive_group()  # --check answers once, for scripts
+    once_or_watch.add_argument(
         "--check",
         action="store_true",
         help="exit 0 when healthy, 1 when degraded, paused, waiting for data_dir or behind, "
         "3 with no daemon (see below)",
     )
-    status.add_argument(
+    once_or_watch.add_argument(
         "--watch",
         action="store_true",
         help="print it again every --interval seconds until Ctrl-C (redrawn in place on a "

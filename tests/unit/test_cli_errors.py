@@ -206,6 +206,18 @@ def test_a_watch_interval_out_of_range_is_a_usage_error(
     assert cli.parse_args(["status", "--watch", "--interval", "0.1"]).interval == 0.1  # as 0.2
 
 
+def test_status_check_and_watch_together_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``akoshad status --check --watch`` (meant: keep checking) checked once and exited,
+    the --watch ignored without a word. The two are one or the other."""
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(["status", "--check", "--watch"])
+    assert info.value.code == 2
+    assert "argument --watch: not allowed with argument --check" in capsys.readouterr().err
+    assert cli.parse_args(["status", "--check", "--json"]).check
+
+
 @pytest.mark.parametrize(
     "argv",
     [
