@@ -8,7 +8,8 @@ Safe means all of:
 - nothing waits too long: the oldest change on the queue is younger than
   ``debounce_seconds + min_upload_interval_seconds + one pass`` (a pass: the longer of
   :data:`PASS_ALLOWANCE_SECONDS` and twice the last pass's duration), so the last upload
-  is newer than every change but those still in their normal wait;
+  is newer than every change but those still in their normal wait; and every change seen
+  is on the queue (``unrecorded``: the state's disk full, so none is uploaded);
 - no configured target is degraded;
 - the last restore drill was good. With drills on (``drill_interval_hours`` > 0) a good
   drill older than two intervals no longer counts; before the first drill the verdict says
@@ -117,7 +118,7 @@ def skipped_problem(skipped: object) -> str | None:
 
 def _store(status: Mapping[str, Any]) -> list[str]:
     """The reasons the store is not (all) backed up: ``data_dir`` missing or unreadable, a
-    store that selects no file, files skipped."""
+    store that selects no file, files skipped, changes the queue could not take."""
     reasons: list[str] = []
     problem = status.get("data_dir_problem")
     if problem:
@@ -129,6 +130,8 @@ def _store(status: Mapping[str, Any]) -> list[str]:
     skipped = skipped_problem(status.get("skipped"))
     if skipped is not None:
         reasons.append(skipped)
+    if status.get("unrecorded"):  # held in memory, never uploaded until they are queued
+        reasons.append(f"{status['unrecorded']}: not uploaded until they are")
     return reasons
 
 
@@ -141,7 +144,7 @@ def assess(
     last_pass_seconds: float | None = None,
 ) -> Assessment:
     """The verdict's reasons from a status result (its ``data_dir_problem`` /
-    ``waiting_for_data_dir``, ``nothing_selected``, ``oldest_pending_age_seconds``,
+    ``waiting_for_data_dir``, ``nothing_selected``, ``unrecorded``, ``oldest_pending_age_seconds``,
     ``degraded_reason``, ``last_upload`` and ``last_drill``)."""
     reasons = _store(status)
     notes: list[str] = []

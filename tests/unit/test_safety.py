@@ -185,3 +185,12 @@ def test_first_line_of_status() -> None:
         == f"UNSAFE since {when}: degraded: cloud: down; x"
     )
     assert render_status({"state": "idle"}, now=T0).startswith("akoshad ")
+
+
+def test_changes_the_queue_could_not_take_are_unsafe() -> None:
+    # the state's disk full: the change is held in memory and retried, so the queue's oldest
+    # change stays young while nothing is uploaded; status --check failed, the line said safe
+    why = "1 change(s) could not be recorded on the queue (database or disk is full)"
+    found = assess(status(unrecorded=why), POLICY, now=T0, started=T0 - HOUR)
+    assert found.reasons == [f"{why}: not uploaded until they are"]
+    assert not assess(status(unrecorded=None), POLICY, now=T0, started=T0 - HOUR).reasons
