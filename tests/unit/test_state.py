@@ -361,3 +361,26 @@ async def test_a_chunked_ledger_row_keeps_its_chunk_ids(db: StateDB) -> None:
     ledger = await db.ledger("local")
     assert ledger["big"] == row and ledger["big"].chunk_ids == [("1" * 64, 5), ("2" * 64, 5)]
     assert ledger["a"].chunks is None
+
+
+async def test_the_wal_shrinks_back_after_a_large_transaction(tmp_path: Path) -> None:
+    """A first upload of a large store is one large transaction; the WAL it grew is cut
+    back once checkpointed, not kept at that size while the daemon runs."""
+    from akoshad.store.db import WAL_SIZE_LIMIT
+
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    try:
+        big = [(f"k{i}", "v" * 2000) for i in range(6000)]  # ~12 MB of pages
+        await state.transaction(lambda c: c.executemany("INSERT INTO kv VALUES (?, ?)", big))
+        wal = tmp_path / "state.db-wal"
+        assert wal.stat().st_size > 3 * WAL_SIZE_LIMIT
+
+        def small(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO kv VALUES ('x', 'y')")
+
+        for _ in range(3):  # the next writes start the checkpointed WAL over
+            await state.transaction(small)
+        assert wal.stat().st_size <= WAL_SIZE_LIMIT
+    finally:
+        await state.close()
