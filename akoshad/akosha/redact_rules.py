@@ -30,6 +30,12 @@ _LEFT_CONTEXT = "(?i)[\\w.-]{0,50}?"
 _DOUBLE_LEFT_CONTEXT = "[\\w.-]{0,50}?(?i:[\\w.-]{0,50}?"
 # the longest match a rule with an unbounded repeat is looked for (:attr:`Rule.width`)
 MAX_MATCH = 4096
+# how gitleaks ends a token's match: a quote, a space, ``;``, an escaped line end, the end
+_TOKEN_END = r"""(?:[\x60'"\s;]|\\[nr]|$)"""
+# ... and how akoshad ends one whose match opens with its own prefix (``sk-ant-api03-``,
+# ``AIza``, ``eyJ``): also at the punctuation that follows a token in prose, Markdown and
+# URLs (``my key is sk-ant-....``, ``(sk_test_...)``, ``**AIza...**``, ``?key=AIza...&``)
+_PROSE_TOKEN_END = r"""(?:[\x60'"\s;.,:!?)\]}>|&*]|\\[nrt]|$)"""
 
 # akoshad's own rules: (id, regex, secret group, keywords).
 _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
@@ -256,6 +262,8 @@ def load_rules() -> RuleSet:
         if compiled is None:
             rules.skipped.append(entry.get("id", "?"))
             continue
+        if not left and _starts(compiled) is not None:
+            compiled = _compile(_prose_end(pattern)) or compiled
         rules.rules.append(
             Rule(
                 kind=entry["id"],
@@ -287,6 +295,15 @@ def load_rules() -> RuleSet:
             )
         )
     return rules
+
+
+def _prose_end(pattern: str) -> str:
+    """A token rule's pattern ending at punctuation too (:data:`_PROSE_TOKEN_END`); only
+    for a rule whose every match starts with its own prefix, so that no name, hash or
+    word followed by a full stop becomes a secret."""
+    if pattern.endswith(_TOKEN_END):
+        return pattern[: -len(_TOKEN_END)] + _PROSE_TOKEN_END
+    return pattern
 
 
 def _strip_left_context(pattern: str) -> tuple[str, bool]:

@@ -1,0 +1,75 @@
+"""Secrets in the shapes coding sessions print them: in prose, Markdown and URLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from akoshad.akosha.redact import SecretRedactor
+
+# Samples built at run time so that no scanner mistakes this file for a leak.
+TOKENS = {
+    "anthropic-api-key": "sk-ant-api03-" + "aB3dE5gH7j" * 9 + "xyz" + "AA",
+    "openai-api-key": "sk-proj-"
+    + "a1B2c3D4e5" * 7
+    + "abcd"
+    + "T3BlbkFJ"
+    + "z9Y8x7W6v5" * 7
+    + "wxyz",
+    "stripe-access-token": "sk_" + "live_" + "4eC39HqLyjWDarjtT1zdp7dc",
+    "gcp-api-key": "AIza" + "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+    "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9l"
+    "In0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    "npm-access-token": "npm_" + "Qm4rT8wZ2kLp9XvB3nHs" + "Qm4rT8wZ2kLp9XvB",
+    "huggingface-access-token": "hf_" + "QmrTwZkLpXvBnHsQmrTwZkLpXvBnHsabcd",
+}
+
+# the punctuation that follows a token in a sentence, in Markdown or in a URL's query
+SHAPES = [
+    "My key is {}. Can you check it?",
+    "the test key ({}) expired",
+    "keys: {}, and more",
+    "- [{}]",
+    "<{}>",
+    "set it to **{}**",
+    "it works now: {}!",
+    "https://example.com/v1/search?key={}&part=snippet",
+    "value {}: ok",
+    "{}|other",
+]
+
+
+@pytest.fixture(scope="module")
+def redactor() -> SecretRedactor:
+    return SecretRedactor()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("kind", sorted(TOKENS))
+def test_a_token_followed_by_punctuation_is_redacted(
+    redactor: SecretRedactor, kind: str, shape: str
+) -> None:
+    """gitleaks ends a token's match only at a quote, a space or ``;``: an Anthropic,
+    OpenAI, Stripe or Google key at the end of a sentence, in parentheses or before ``&``
+    in a URL went to Akosha as it was."""
+    text = shape.format(TOKENS[kind])
+    out, kinds = redactor.redact(text)
+    assert TOKENS[kind] not in out
+    assert kinds == [kind]
+    assert out == shape.format(f"[REDACTED:{kind}]")
+    assert redactor.redact(out) == (out, [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # what a token rule without its own prefix would take (a git hash is a 40-hex
+        # sourcegraph token only after its keyword, and stays one only before a space)
+        "sourcegraph: fixed in 3f786850e387550fdab836ed7e6dc881de23001b.",
+        "vault s.someverylongmethodnamehere(x)",
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855.",
+    ],
+)
+def test_a_hash_or_a_name_before_punctuation_is_left_alone(
+    redactor: SecretRedactor, text: str
+) -> None:
+    assert redactor.redact(text) == (text, [])
