@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from akoshad.errors import AkoshadError
+from akoshad.private import FILE_MODE, make_private_dirs, private_opener
 from akoshad.store.base import StoreBase
 from akoshad.store.chunks import CHUNKS_SCHEMA, ChunkOps
 from akoshad.store.ledger import LedgerOps
@@ -193,6 +195,18 @@ def read_ledger(path: Path, target: str, *, with_entries: bool = True) -> Ledger
     return LedgerView(last, rows, place)
 
 
+def _make_private(path: Path) -> None:
+    """The state database 0600 whatever the umask, made so before SQLite opens it (its
+    ``-wal`` and ``-shm`` take the database's mode), and those of an earlier version
+    too: it names every store file with its plaintext SHA-256, which an encrypted target
+    hides. What cannot be opened is left to SQLite to report."""
+    with contextlib.suppress(OSError):
+        os.close(private_opener(str(path), os.O_RDWR | os.O_CREAT))
+    for side in ("-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.chmod(f"{path}{side}", FILE_MODE)
+
+
 class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):
     """Async facade over one SQLite connection living in a dedicated thread."""
 
@@ -206,7 +220,8 @@ class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):
         await self._run(self._open_sync)
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(self.path.parent)
+        _make_private(self.path)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout = 5000")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +46,37 @@ async def test_schema_version_and_wal(db: StateDB, tmp_path: Path) -> None:
     con = sqlite3.connect(tmp_path / "state.db")
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+async def test_the_state_database_is_private_whatever_the_umask(
+    tmp_path: Path, earlier: bool
+) -> None:
+    """It names every store file with its plaintext SHA-256: in a state_dir that already
+    existed 0755 (``mkdir -p``), it was 0644 with its -wal and -shm, readable by all."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o755)
+    path = state_dir / "state.db"
+    if earlier:  # made by an earlier version: its files 0644
+        con = sqlite3.connect(path)
+        con.execute("PRAGMA journal_mode = WAL")
+        con.execute("CREATE TABLE t (x)")
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            os.chmod(state_dir / name, 0o644)
+    old = os.umask(0o022)
+    try:
+        state = StateDB(path)
+        await state.open()
+        await state.enqueue([("reflection.duckdb", "modified")])
+    finally:
+        os.umask(old)
+    try:
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            assert stat.S_IMODE((state_dir / name).stat().st_mode) == 0o600, name
+    finally:
+        await state.close()
+        if earlier:
+            con.close()
 
 
 async def test_newer_schema_refused(tmp_path: Path) -> None:
