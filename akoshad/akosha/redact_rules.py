@@ -91,7 +91,11 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
     ),
     (
         "aws-secret-access-key",
-        r"(?i)aws[\w.-]{0,20}secret[\w.-]{0,20}[\"']?[ \t]*(?:=|:=|:)[ \t]*[\"']?"
+        # aws_secret_access_key = KEY, and as the AWS CLI asks for it and takes it: the
+        # prompt of `aws configure` (AWS Secret Access Key [None]: KEY) and `aws configure
+        # set aws_secret_access_key KEY` (a name without spaces, then blanks)
+        r"(?i)aws(?:[\w. -]{0,20}secret[\w. -]{0,20}(?:\[[^\]\n]{0,40}\])?[\"']?[ \t]*"
+        r"(?:=|:=|:)[ \t]*[\"']?|[\w.-]{0,20}secret[\w.-]{0,20}[ \t]+)"
         r"([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])",
         1,
         ("secret",),

@@ -73,3 +73,41 @@ def test_a_hash_or_a_name_before_punctuation_is_left_alone(
     redactor: SecretRedactor, text: str
 ) -> None:
     assert redactor.redact(text) == (text, [])
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCY" + "zzzzKEY123"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"$ aws configure\nAWS Access Key ID [None]: AKIA{'IOSFODNN7QWERTYZ'}\n"
+        f"AWS Secret Access Key [None]: {AWS_SECRET}\nDefault region name [None]: us-east-1",
+        f"AWS Secret Access Key [****************abcd]: {AWS_SECRET}",
+        f"aws configure set aws_secret_access_key {AWS_SECRET}",
+        f"aws configure set aws_secret_access_key {AWS_SECRET} --profile prod",
+    ],
+)
+def test_the_aws_secret_key_as_the_aws_cli_asks_for_it_is_redacted(
+    redactor: SecretRedactor, text: str
+) -> None:
+    """`aws configure`'s prompt and `aws configure set` took the secret key to Akosha (the
+    rule wanted ``name = value``)."""
+    out, kinds = redactor.redact(text)
+    assert AWS_SECRET not in out
+    assert "aws-secret-access-key" in kinds
+    assert redactor.redact(out) == (out, [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "fix aws secret handling 3f786850e387550fdab836ed7e6dc881de23001b",
+        "aws secrets manager: rotate monthly, see 3f786850e387550fdab836ed7e6dc881de23001b",
+        "aws_secret_access_key = ${AWS_SECRET_ACCESS_KEY}",
+    ],
+)
+def test_aws_secret_words_before_a_hash_or_a_variable_are_left_alone(
+    redactor: SecretRedactor, text: str
+) -> None:
+    assert redactor.redact(text) == (text, [])
