@@ -3,8 +3,8 @@ rule set (``data/secret_rules.toml``, MIT, see ``data/secret_rules.LICENSE``) co
 Python's ``re`` (RE2 spellings translated; a rule that does not compile is skipped), plus a
 few of akoshad's own for what it does not cover (passwords in URLs, secrets named in a
 URL's query, ``password=`` assignments, an ``Authorization`` header's credentials outside a
-curl command, a password on a mysql or registry login command line, the AWS secret key
-next to its name). Each rule
+curl command, a password on a mysql or registry login command line or set in SQL, the
+AWS secret key next to its name). Each rule
 comes with its keywords, its allow lists and the literals its matches need
 (:mod:`akoshad.akosha.redact_gate`)."""
 
@@ -88,6 +88,17 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         r"(?![$\[])([^\s\"'`]{4,200})",
         1,
         ("mysql", "mariadb", " login"),
+    ),
+    (
+        "sql-password",
+        # a password set in SQL: in a CREATE/ALTER USER|ROLE or GRANT statement,
+        # PostgreSQL's PASSWORD '...' and MySQL's IDENTIFIED [WITH plugin] BY '...'
+        # (not "identified by 'name'" in prose), and SET PASSWORD FOR ... = '...'
+        r"(?i)(?:\b(?:(?:create|alter)[ \t]+(?:user|role)|grant)\b[^\n;]{0,200}?[ \t]"
+        r"(?:password|identified[ \t]+(?:with[ \t]+\w+[ \t]+)?by(?:[ \t]+password)?)"
+        r"|\bset[ \t]+password\b[^\n;=]{0,200})[ \t]*=?[ \t]*'([^'\n]{4,200})'",
+        1,
+        ("password", "identified"),
     ),
     (
         "aws-secret-access-key",

@@ -111,3 +111,39 @@ def test_aws_secret_words_before_a_hash_or_a_variable_are_left_alone(
     redactor: SecretRedactor, text: str
 ) -> None:
     assert redactor.redact(text) == (text, [])
+
+
+SQL_PASSWORD = "Ip70Kz64KZ" + "QbBD4JOU"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE USER app WITH PASSWORD '{}';",
+        "ALTER ROLE app WITH ENCRYPTED PASSWORD '{}' VALID UNTIL 'infinity';",
+        "CREATE ROLE app LOGIN PASSWORD '{}';",
+        "psql -c \"ALTER USER postgres PASSWORD '{}';\"",
+        "ALTER USER 'root'@'localhost' IDENTIFIED BY '{}';",
+        "create user 'u'@'%' identified with mysql_native_password by '{}';",
+        "GRANT ALL ON shop.* TO 'u'@'%' IDENTIFIED BY '{}';",
+        "SET PASSWORD FOR 'u'@'localhost' = '{}';",
+    ],
+)
+def test_a_password_set_in_sql_is_redacted(redactor: SecretRedactor, statement: str) -> None:
+    """PostgreSQL's and MySQL's statements that set a password took it to Akosha."""
+    out, kinds = redactor.redact(statement.format(SQL_PASSWORD))
+    assert out == statement.format("[REDACTED:sql-password]")
+    assert kinds == ["sql-password"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ALTER USER app WITH PASSWORD '${DB_PASSWORD}';",
+        "return a dynamic library identified by 'name'.",
+        "ALTER USER app SET search_path = 'public';",
+        "ALTER USER app VALID UNTIL 'infinity'; -- password 'rotation'",
+    ],
+)
+def test_sql_without_a_password_is_left_alone(redactor: SecretRedactor, text: str) -> None:
+    assert redactor.redact(text) == (text, [])
