@@ -3,8 +3,9 @@ rule set (``data/secret_rules.toml``, MIT, see ``data/secret_rules.LICENSE``) co
 Python's ``re`` (RE2 spellings translated; a rule that does not compile is skipped), plus a
 few of akoshad's own for what it does not cover (passwords in URLs, secrets named in a
 URL's query, ``password=`` assignments, an ``Authorization`` header's credentials outside a
-curl command, a password on a mysql or registry login command line or set in SQL, the
-AWS secret key next to its name). Each rule
+curl command, a password on a mysql or registry login command line or set in SQL, a
+secret environment variable given as a name and a value, the AWS secret key next to its
+name). Each rule
 comes with its keywords, its allow lists and the literals its matches need
 (:mod:`akoshad.akosha.redact_gate`)."""
 
@@ -99,6 +100,20 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         r"|\bset[ \t]+password\b[^\n;=]{0,200})[ \t]*=?[ \t]*'([^'\n]{4,200})'",
         1,
         ("password", "identified"),
+    ),
+    (
+        "env-var-value",
+        # an environment variable given as a name and a value: a Kubernetes container's
+        # env (- name: DB_PASSWORD, then value: ... on the next line), an ECS task
+        # definition's {"name": "API_TOKEN", "value": "..."}; a $(VAR), ${...} or {{ }}
+        # template is no secret
+        r"(?i)\bname[\"']?[ \t]*:[ \t]*[\"']?[\w.-]*(?:passw(?:or)?d|secret|token"
+        r"|(?:api|secret|access|private|signing|encryption|master)_?key|credentials?)"
+        r"[\"']?[ \t]*,?\s{0,40}?-?[ \t]*[\"']?value[\"']?[ \t]*:"
+        r"[ \t]*(?:\"(?![$\{<])([^\"\n]{4,200})\"|'(?![$\{<])([^'\n]{4,200})'"
+        r"|(?![$\{<])([^\s\"',\{}]{4,200}))",
+        0,
+        ("passw", "secret", "token", "key", "credential"),
     ),
     (
         "aws-secret-access-key",

@@ -147,3 +147,43 @@ def test_a_password_set_in_sql_is_redacted(redactor: SecretRedactor, statement: 
 )
 def test_sql_without_a_password_is_left_alone(redactor: SecretRedactor, text: str) -> None:
     assert redactor.redact(text) == (text, [])
+
+
+ENV_VALUE = "Qm4rT8wZ2k" + "Lp9XvB3nHs"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "      containers:\n        env:\n          - name: DB_PASSWORD\n            value: {}\n",
+        '        - name: API_TOKEN\n          value: "{}"\n',
+        '{{"name": "STRIPE_SECRET_KEY", "value": "{}"}}',
+        '"environment": [\n  {{\n    "name": "DB_PASSWORD",\n    "value": "{}"\n  }}\n]',
+    ],
+)
+def test_a_secret_environment_variable_given_as_name_and_value_is_redacted(
+    redactor: SecretRedactor, text: str
+) -> None:
+    """A Kubernetes env entry or an ECS task definition's took its value to Akosha (the
+    value is on the line after the name, under ``value``)."""
+    out, kinds = redactor.redact(text.format(ENV_VALUE))
+    assert out == text.format("[REDACTED:env-var-value]")
+    assert kinds == ["env-var-value"]
+    assert redactor.redact(out) == (out, [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "- name: DB_PASSWORD\n  valueFrom:\n    secretKeyRef:\n      name: db\n      key: pw\n",
+        "- name: GITHUB_TOKEN\n  value: ${{ secrets.GITHUB_TOKEN }}",
+        "- name: DB_PASSWORD\n  value: $(DB_PASS)",
+        '- name: password\n  value: "{{ .Values.db.password }}"',
+        "- name: max_tokens\n  value: 4096",
+        "- name: SECRET_NAME\n  value: db-creds",
+    ],
+)
+def test_an_environment_variable_that_holds_no_secret_is_left_alone(
+    redactor: SecretRedactor, text: str
+) -> None:
+    assert redactor.redact(text) == (text, [])
