@@ -4,8 +4,8 @@ Python's ``re`` (RE2 spellings translated; a rule that does not compile is skipp
 few of akoshad's own for what it does not cover (passwords in URLs, secrets named in a
 URL's query, ``password=`` assignments, an ``Authorization`` header's credentials outside a
 curl command, a password on a mysql or registry login command line or set in SQL, a
-secret environment variable given as a name and a value, the AWS secret key next to its
-name). Each rule
+secret environment variable given as a name and a value, a Discord webhook's token, the
+AWS secret key next to its name). Each rule
 comes with its keywords, its allow lists and the literals its matches need
 (:mod:`akoshad.akosha.redact_gate`)."""
 
@@ -114,6 +114,15 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         r"|(?![$\{<])([^\s\"',\{}]{4,200}))",
         0,
         ("passw", "secret", "token", "key", "credential"),
+    ),
+    (
+        "discord-webhook-url",
+        # a Discord webhook's URL holds its token (gitleaks has Slack's and Teams', not
+        # Discord's): https://discord.com/api/webhooks/ID/TOKEN
+        r"(?i)\bhttps?://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/api/(?:v\d+/)?webhooks/"
+        r"\d{17,20}/([\w-]{60,80})",
+        1,
+        ("discord",),
     ),
     (
         "aws-secret-access-key",

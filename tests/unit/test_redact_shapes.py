@@ -187,3 +187,25 @@ def test_an_environment_variable_that_holds_no_secret_is_left_alone(
     redactor: SecretRedactor, text: str
 ) -> None:
     assert redactor.redact(text) == (text, [])
+
+
+DISCORD_TOKEN = "CQDPz3HRdNKbIrBUoVRpx2Gl5_NUfR1Hx8" + "_QrFHmEFFezEq_S_VhyD28yfRfkJSp-twm"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://discord.com/api/webhooks/641592144864748540/{}",
+        "https://discordapp.com/api/webhooks/641592144864748540/{}",
+        "https://canary.discord.com/api/v10/webhooks/641592144864748540/{}",
+    ],
+)
+def test_a_discord_webhook_token_is_redacted(redactor: SecretRedactor, url: str) -> None:
+    """A Discord webhook's URL (its token lets anyone post) went to Akosha as it was."""
+    text = f'curl -X POST {url.format(DISCORD_TOKEN)} -d \'{{"content": "hi"}}\''
+    out, kinds = redactor.redact(text)
+    assert DISCORD_TOKEN not in out
+    assert kinds == ["discord-webhook-url"]
+    assert redactor.redact(out) == (out, [])
+    docs = "see https://discord.com/developers/docs/resources/webhook for webhooks"
+    assert redactor.redact(docs) == (docs, [])
