@@ -80,15 +80,22 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
     (
         "cli-password",
         # a password given on a command line: mysql's -pSECRET (attached; a bare -p asks
-        # for it) and a registry login's -p/--password SECRET (docker, podman, nerdctl,
-        # helm registry, oras, skopeo, buildah); a $VARIABLE is no secret; case matters
-        # (mysql's -P is a port), and docker's other -p (docker run -p 8080:80) is a port
+        # for it), a registry or Azure login's -p/--password SECRET (docker, podman,
+        # nerdctl, helm registry, oras, skopeo, buildah, az), sshpass -p, redis-cli -a,
+        # mongo's -p/--password, sqlcmd's -P and openssl's -passin/-passout pass:SECRET;
+        # quoted or not; a $VARIABLE is no secret; case matters (mysql's -P is a port),
+        # and docker's other -p (docker run -p 8080:80) is a port
         r"(?:\b(?:mysql(?:dump|admin|sh)?|mariadb)\b[^\n]{0,200}?[ \t]-p"
-        r"|\b(?:docker|podman|nerdctl|buildah|skopeo|oras|helm[ \t]+registry)[ \t]+login\b"
-        r"[^\n]{0,200}?[ \t](?:-p|--password)(?:[ \t]+|=))"
-        r"(?![$\[])([^\s\"'`]{4,200})",
-        1,
-        ("mysql", "mariadb", " login"),
+        r"|\b(?:docker|podman|nerdctl|buildah|skopeo|oras|helm[ \t]+registry|az)[ \t]+login\b"
+        r"[^\n]{0,200}?[ \t](?:-p|--password)(?:[ \t]+|=)"
+        r"|\bmongo(?:sh|dump|restore|import|export)?\b[^\n]{0,200}?[ \t](?:-p|--password)"
+        r"(?:[ \t]+|=)"
+        r"|\bsshpass\b[^\n]{0,50}?[ \t]-p[ \t]*|\bsqlcmd\b[^\n]{0,200}?[ \t]-P[ \t]*"
+        r"|\bredis-cli\b[^\n]{0,200}?[ \t](?:-a|--pass)[ \t]+"
+        r"|\bopenssl\b[^\n]{0,300}?[ \t]-pass(?:in|out)?[ \t]+pass:)"
+        r"(?![$\[])(?:'(?!\$)([^'\n]{4,200})'|\"(?!\$)([^\"\n]{4,200})\"|([^\s\"'`]{4,200}))",
+        0,
+        ("mysql", "mariadb", " login", "mongo", "sshpass", "sqlcmd", "redis-cli", "openssl"),
     ),
     (
         "sql-password",

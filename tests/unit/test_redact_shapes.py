@@ -209,3 +209,46 @@ def test_a_discord_webhook_token_is_redacted(redactor: SecretRedactor, url: str)
     assert redactor.redact(out) == (out, [])
     docs = "see https://discord.com/developers/docs/resources/webhook for webhooks"
     assert redactor.redact(docs) == (docs, [])
+
+
+CLI_PASSWORD = "Tr0ub4dor" + "AndMore9"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "sshpass -p '{}' ssh deploy@10.0.0.5",
+        "sshpass -p {} scp backup.tar deploy@host:",
+        "redis-cli -h cache -a {} ping",
+        "az login --service-principal -u 1b2c3d4e-0000-1111-2222-333344445555 -p {} --tenant t",
+        "openssl pkcs12 -export -in c.pem -inkey k.pem -out c.p12 -passout pass:{}",
+        "mongosh -u admin -p {} --authenticationDatabase admin",
+        "sqlcmd -S localhost -U sa -P '{}'",
+        "mysql -u root -p'{}' shop",
+        'docker login -u bob -p "{}" ghcr.io',
+    ],
+)
+def test_a_password_on_these_command_lines_is_redacted(
+    redactor: SecretRedactor, command: str
+) -> None:
+    """sshpass, redis-cli, az login, openssl, mongosh and sqlcmd took the password to
+    Akosha, as did a quoted one after mysql's -p or docker login's -p."""
+    out, kinds = redactor.redact(command.format(CLI_PASSWORD))
+    assert out == command.format("[REDACTED:cli-password]")
+    assert kinds == ["cli-password"]
+    assert redactor.redact(out) == (out, [])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        'sshpass -p "$SSHPASS" ssh deploy@host',
+        "redis-cli -a $REDIS_PASSWORD ping",
+        "openssl enc -aes-256-cbc -pass env:MYPASS -in a -out b",
+        "mongosh --port 27017 -p",
+    ],
+)
+def test_a_command_line_without_a_password_is_left_alone(
+    redactor: SecretRedactor, command: str
+) -> None:
+    assert redactor.redact(command) == (command, [])
