@@ -50,7 +50,7 @@ _CODE_LIKE = re.compile(r"^(?:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*|[A-Za-z_][\w.]*\(.
 # a shell assignment's value is the text itself, never a name (a name would be ``$NAME``);
 # a value in capitals (``DB_PASSWORD=DEFAULT_PASSWORD``) still reads as a constant's name;
 # ``PWD`` alone is the shell's working directory
-_SHELL_ASSIGNMENT = re.compile(r"[A-Z][A-Z0-9_]*(?:PASSWORD|PASSWD|PWD)=")
+_SHELL_ASSIGNMENT = re.compile(r"[A-Z][A-Z0-9_]*(?:PASSWORD|PASSWD|PWD|_PASS)=")
 _CONSTANT_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _PATH_LIKE = re.compile(r"^~?/(?:[\w.@+-]+/)+[\w.@+-]*$|^~?/[A-Za-z]+$")
 # Rules keyed on a product name that ends other words too (resumo, consumo): the name in

@@ -62,11 +62,14 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
     ),
     (
         "password-assignment",
-        r"(?i)\b(?:[a-z0-9_.-]{0,30}(?:passw(?:or)?d|_pwd)|passwd|pwd|passphrase)[\"']?[ \t]*"
+        # also an environment variable's *_PASS (DB_PASS, SMTP_PASS: capitals only, as
+        # first_pass = ... in code is no password) and Ansible's ansible_*_pass
+        r"(?i)\b(?:[a-z0-9_.-]{0,30}(?:passw(?:or)?d|_pwd)|passwd|pwd|passphrase"
+        r"|(?-i:[A-Z][A-Z0-9_]{0,30}_PASS)|ansible_(?:ssh_|become_|sudo_)?pass)[\"']?[ \t]*"
         r"(?:=|:=|:)(?!=)[ \t]*(?:[\"'](?!\[REDACTED)([^\n\"']{4,200})[\"']"
         r"|([^\s\"'`,;()\[\]{}]{4,200}))",
         0,
-        ("passw", "pwd", "passphrase"),
+        ("passw", "pwd", "passphrase", "_pass"),
     ),
     (
         "authorization-header",

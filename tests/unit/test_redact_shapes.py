@@ -252,3 +252,37 @@ def test_a_command_line_without_a_password_is_left_alone(
     redactor: SecretRedactor, command: str
 ) -> None:
     assert redactor.redact(command) == (command, [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "DB_PASS={}",
+        "export SMTP_PASS='{}'",
+        "MAIL_PASS: {}",
+        "ansible_ssh_pass: {}",
+        "ansible_become_pass: '{}'",
+    ],
+)
+def test_a_pass_variable_is_redacted(redactor: SecretRedactor, text: str) -> None:
+    """DB_PASS=, SMTP_PASS= (.env files) and Ansible's ansible_*_pass took the password to
+    Akosha: only names with "password", "passwd" or "pwd" were taken."""
+    out, kinds = redactor.redact(text.format(CLI_PASSWORD))
+    assert out == text.format("[REDACTED:password-assignment]")
+    assert kinds == ["password-assignment"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "first_pass = compute(x)",
+        'mode_pass = "strict"',
+        "compass = 'north'",
+        "DB_PASS=${DB_PASS}",
+        "DB_PASS=DEFAULT_PASS",
+        "FIRST_PASS = True",
+        "MAX_PASS = len(x)",
+    ],
+)
+def test_a_pass_in_code_is_left_alone(redactor: SecretRedactor, text: str) -> None:
+    assert redactor.redact(text) == (text, [])
