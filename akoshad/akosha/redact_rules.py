@@ -4,8 +4,8 @@ Python's ``re`` (RE2 spellings translated; a rule that does not compile is skipp
 few of akoshad's own for what it does not cover (passwords in URLs, secrets named in a
 URL's query, ``password=`` assignments, an ``Authorization`` header's credentials outside a
 curl command, a password on a mysql or registry login command line or set in SQL, a
-secret environment variable given as a name and a value, a Discord webhook's token, the
-AWS secret key next to its name). Each rule
+secret environment variable given as a name and a value, a Discord webhook's token, a
+.netrc password, the AWS secret key next to its name). Each rule
 comes with its keywords, its allow lists and the literals its matches need
 (:mod:`akoshad.akosha.redact_gate`)."""
 
@@ -135,6 +135,15 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         ("discord",),
     ),
     (
+        "netrc-password",
+        # ~/.netrc (curl, git, ftp, heroku): machine HOST login USER password SECRET, on
+        # one line or one entry a line
+        r"(?i)\bmachine[ \t]+[\w.:-]{1,200}(?:(?:[ \t]+|[ \t]*\r?\n[ \t]*)(?:login|account)"
+        r"[ \t]+[^\s]{1,200}){1,2}(?:[ \t]+|[ \t]*\r?\n[ \t]*)password[ \t]+([^\s]{4,200})",
+        1,
+        ("machine",),
+    ),
+    (
         "aws-secret-access-key",
         # aws_secret_access_key = KEY, and as the AWS CLI asks for it and takes it: the
         # prompt of `aws configure` (AWS Secret Access Key [None]: KEY) and `aws configure
@@ -146,6 +155,10 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         ("secret",),
     ),
 )
+
+# own rules whose match spans lines, read over the whole text when a keyword occurs (the
+# others only on a keyword's line and the next)
+_MULTILINE_OWN = frozenset({"netrc-password"})
 
 
 def go_to_python_regex(pattern: str) -> str:
@@ -338,6 +351,7 @@ def load_rules() -> RuleSet:
                 group,
                 0.0,
                 keywords,
+                multiline=kind in _MULTILINE_OWN,
                 literals=needed_literals(regex),
                 starts=_starts(regex),
                 width=_width(regex),

@@ -286,3 +286,22 @@ def test_a_pass_variable_is_redacted(redactor: SecretRedactor, text: str) -> Non
 )
 def test_a_pass_in_code_is_left_alone(redactor: SecretRedactor, text: str) -> None:
     assert redactor.redact(text) == (text, [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "$ cat ~/.netrc\nmachine api.heroku.com\n  login me@example.com\n  password {}\n",
+        "machine github.com login ann password {}",
+        "machine ftp.example.com\nlogin ann\naccount ops\npassword {}\n",
+    ],
+)
+def test_a_netrc_password_is_redacted(redactor: SecretRedactor, text: str) -> None:
+    """~/.netrc (curl, git, ftp, heroku) names the password after a space, one entry a line
+    or all on one: it went to Akosha as it was."""
+    out, kinds = redactor.redact(text.format(CLI_PASSWORD))
+    assert out == text.format("[REDACTED:netrc-password]")
+    assert kinds == ["netrc-password"]
+    assert redactor.redact(out) == (out, [])
+    prose = "keep a copy off this machine (a password manager, an encrypted USB stick)"
+    assert redactor.redact(prose) == (prose, [])
