@@ -30,8 +30,8 @@ from akoshad.pipeline.store_links import StoreLinks
 from akoshad.pipeline.storefiles import (
     PathFilter,
     WalkResult,
+    change_of,
     readable_dir,
-    to_change,
     walk_store,
 )
 from akoshad.pipeline.watch import reconcile
@@ -278,7 +278,7 @@ class ChangeFeed:
                 rel.encode("utf-8")  # a name that is not UTF-8: the walk reports it
             except UnicodeEncodeError:
                 continue
-            target = None if rel == "." else to_change(rel, self.flt)
+            target = None if rel == "." else change_of(rel, self.flt, self.data_dir)
             if target is not None and not (self.data_dir / target).is_dir():
                 out.add(target)
         return sorted(out)

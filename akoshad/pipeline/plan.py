@@ -35,7 +35,7 @@ from akoshad.pipeline.capture.snapshot import (
     Vanished,
 )
 from akoshad.pipeline.packing import SentFile
-from akoshad.pipeline.storefiles import groups_below
+from akoshad.pipeline.storefiles import groups_below, owner_of
 from akoshad.storage.refs import ChunkRef
 from akoshad.storage.stored import Part, StoredFile, WholeCompression, WholeObject
 from akoshad.store.db import LedgerEntry, QueueItem
@@ -74,9 +74,13 @@ def plan_upload(
     item_of = {i.path: i for i in items}
     plan = UploadPlan()
     changed_groups: set[str] = set()
+    owners = {r.group for r in results if isinstance(r, Captured)}
 
     for result in results:
         item = item_of[result.group]
+        if isinstance(result, Captured) and _side_of(result.group, owners):
+            plan.done.append(item)  # captured with its database this pass (_displaced)
+            continue
         old = by_group.get(result.group, [])
         if isinstance(result, Skipped) and result.retry:
             plan.retrying[result.group] = result.reason
@@ -100,19 +104,15 @@ def plan_upload(
         if gone:
             changed_groups.add(result.group)
 
-    for group in _displaced(plan.captured, by_group):
-        if group not in item_of:  # a file where a captured one's directory now is, or
-            plan.removed.extend(e.path for e in by_group[group])  # below a captured file
-            plan.deleted.append(group)
-            changed_groups.add(group)
+    changed_groups.update(_drop_displaced(plan, by_group, item_of))
 
     for cap in plan.captured:
         for f in cap.files:
             prev = ledger.get(f.path)
             if deduplicate and prev is not None and prev.sha256 == f.sha256:
-                plan.reused.append(restat(prev, f))
-                if mode_changed(prev, f):  # a chmod: a new upload records it, same object
-                    changed_groups.add(cap.group)
+                plan.reused.append(restat(prev, f, cap.group))
+                if mode_changed(prev, f) or prev.kind != f.kind:  # a chmod, a file that is
+                    changed_groups.add(cap.group)  # a WAL now: an upload records it
                 continue
             changed_groups.add(cap.group)
             plan.send.append((cap.group, f))
@@ -124,20 +124,47 @@ def plan_upload(
     return plan
 
 
+def _drop_displaced(
+    plan: UploadPlan, by_group: Mapping[str, list[LedgerEntry]], item_of: Mapping[str, QueueItem]
+) -> list[str]:
+    """Remove the ledger's groups the captures show gone (``_displaced``) that no queue
+    row of this pass stands for; returns them."""
+    gone = [g for g in _displaced(plan.captured, by_group) if g not in item_of]
+    for group in gone:
+        plan.removed.extend(e.path for e in by_group[group])
+        plan.deleted.append(group)
+    return gone
+
+
 def _displaced(
     captured: Sequence[Captured], by_group: Mapping[str, list[LedgerEntry]]
 ) -> list[str]:
     """The ledger's groups a captured file shows gone: a file by the name of one of its
-    directories (``a`` once ``a/b`` is captured: a directory replaced it) and the files
-    below a captured file's path (``a/b`` once ``a`` is captured). No manifest can list
-    both, and their own events may come later or never (a directory removed whole)."""
+    directories (``a`` once ``a/b`` is captured: a directory replaced it), the files
+    below a captured file's path (``a/b`` once ``a`` is captured), and a file named as a
+    side file of a captured one (``a.wal`` backed up on its own while there was no ``a``:
+    it is ``a``'s now, captured with it or not at all). No manifest can list both, and
+    their own events may come later or never (a directory removed whole)."""
     below = groups_below(by_group)
     out: set[str] = set()
     for cap in captured:
         parts = cap.group.split("/")
         out.update(d for i in range(1, len(parts)) if (d := "/".join(parts[:i])) in by_group)
         out.update(below.get(cap.group, ()))
+        held = {f.path for f in cap.files}  # a side file captured with it: its row now
+        out.update(s for s in _sides_of(cap.group) if s in by_group and s not in held)
     return sorted(out)
+
+
+def _sides_of(group: str) -> tuple[str, ...]:
+    return tuple(group + suffix for suffix in (".wal", "-journal", "-wal", "-shm"))
+
+
+def _side_of(group: str, owners: set[str]) -> bool:
+    """Whether ``group`` is named as a side file of another group in ``owners``: backed
+    up on its own while no file bore its database's name, it is that database's now."""
+    owner = owner_of(group)
+    return owner != group and owner in owners
 
 
 def captured_paths(plan: UploadPlan) -> list[str]:
@@ -152,14 +179,17 @@ def mode_changed(prev: LedgerEntry, f: CapturedFile) -> bool:
     return prev.mode is not None and f.mode is not None and prev.mode != f.mode
 
 
-def restat(prev: LedgerEntry, f: CapturedFile) -> LedgerEntry:
-    """An unchanged file's row with its new stat identity, mode and this capture's facts
-    (a DuckDB file's row counts move with its WAL)."""
+def restat(prev: LedgerEntry, f: CapturedFile, group: str | None = None) -> LedgerEntry:
+    """An unchanged file's row with its new stat identity, mode, kind, group (``group``)
+    and this capture's facts (a DuckDB file's row counts move with its WAL; a file backed
+    up on its own may be a database's WAL now)."""
     return replace(
         prev,
         live=f.ledger_live(),
         facts=None if f.facts is None else f.facts.to_json(),
         mode=f.mode,
+        kind=f.kind,
+        group_path=prev.group_path if group is None else group,
     )
 
 

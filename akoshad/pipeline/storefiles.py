@@ -1,8 +1,10 @@
 """What counts as a store file: side files, temp files, include/exclude, the disk walk.
 
 Paths are POSIX strings relative to ``data_dir``. A DuckDB ``x.wal`` or SQLite
-``x-journal``/``x-wal``/``x-shm`` belongs to ``x``: a change to it is a change of ``x``.
-DuckDB temp directories (``*.tmp/``), ``*.tmp`` files and ``.write_test`` are never synced.
+``x-journal``/``x-wal``/``x-shm`` belongs to ``x`` when ``x`` is a file: a change to it is
+a change of ``x``; with no file ``x`` it is a store file of its own (a ``notes.wal`` that
+belongs to no database). DuckDB temp directories (``*.tmp/``), ``*.tmp`` files and
+``.write_test`` are never synced.
 """
 
 from __future__ import annotations
@@ -80,6 +82,15 @@ def to_change(rel: str, flt: PathFilter) -> str | None:
     if is_ignored(owner) or not flt.allows(owner):
         return None
     return owner
+
+
+def change_of(rel: str, flt: PathFilter, root: Path) -> str | None:
+    """``to_change``, for a path seen on disk under ``root``: a side file whose owner is no
+    file there is a store file of its own (blocking: one stat, for a side file only)."""
+    target = to_change(rel, flt)
+    if target is None or target == rel or os.path.isfile(root / target):
+        return target
+    return rel if flt.allows(rel) else None
 
 
 def kind_of_head(head: bytes) -> FileKind:
@@ -177,6 +188,8 @@ def walk_store(
     links: dict[str, str] = {}
     inodes: dict[str, tuple[int, int]] = {}
     found = (links, inodes)
+    on_disk: set[str] = set()  # every file walked, selected or not (side files' owners)
+    sides: list[str] = []
     for rel, odd in _walk(root, real_root, prefix, stats, len(str(root)) + 1, found):
         if odd is not None:
             wanted = to_change(rel, flt) is not None
@@ -186,12 +199,22 @@ def walk_store(
             elif wanted or odd.kind == BAD_NAME:
                 refused[rel] = odd.reason
             continue
-        if is_ignored(rel) or is_side_file(rel):
+        on_disk.add(rel)
+        if is_ignored(rel):
             continue
-        if not flt.allows(rel):
+        if is_side_file(rel):
+            sides.append(rel)  # its database's, unless that is no file (below)
+        elif flt.allows(rel):
+            files.append(rel)
+        else:
             excluded += 1
+    for rel in sides:
+        if owner_of(rel) in on_disk:
             continue
-        files.append(rel)
+        if flt.allows(rel):
+            files.append(rel)
+        else:
+            excluded += 1
     files.sort()
     kept = set(files)
     return WalkResult(

@@ -18,10 +18,10 @@ from akoshad.pipeline.debounce import Kind
 from akoshad.pipeline.storefiles import (
     PathFilter,
     WalkResult,
+    change_of,
     is_ignored,
     readable_dir,
     relpath,
-    to_change,
     unreadable,
     walk_store,
 )
@@ -276,7 +276,7 @@ class StoreWatcher:
             rel = relpath(self.data_dir, Path(raw))
             if rel is None or rel == "." or not _utf8(rel):
                 continue  # non-UTF-8 names are reported by the reconcile walk
-            target = to_change(rel, self.flt)
+            target = change_of(rel, self.flt, self.data_dir)
             if target is None and not is_ignored(rel) and os.path.isdir(raw):
                 target = rel  # a directory: the feed queues the store files below it
             if target is None:

@@ -121,6 +121,24 @@ def test_once_then_restore_latest(setup: Setup, tmp_path: Path) -> None:
     assert setup.cli("verify").returncode == 0
 
 
+def test_files_named_like_side_files_of_no_database_are_backed_up(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """``notes.wal``, ``daily-journal``: no database bears the name before the suffix, so
+    they are files of the store (they were left out, unsaid, with exit 0)."""
+    (setup.store / "notes.wal").write_text("notes")
+    (setup.store / "sessions" / "daily-journal").write_text("journal")
+    assert setup.once().returncode == 0
+    (m,) = setup.manifests()
+    kinds = {f["path"]: f["kind"] for f in m["metadata"]["files"]}
+    assert kinds["notes.wal"] == kinds["sessions/daily-journal"] == "file"
+    assert kinds["reflection.duckdb"] == "duckdb" and "activity.db-journal" not in kinds
+    restored = tmp_path / "restored"
+    assert setup.cli("restore", "--latest", "--dest", str(restored)).returncode == 0
+    assert (restored / "notes.wal").read_text() == "notes"
+    assert (restored / "sessions" / "daily-journal").read_text() == "journal"
+
+
 def test_restore_from_empty_state_on_a_new_machine(setup: Setup, tmp_path: Path) -> None:
     setup.once()
     shutil.rmtree(setup.state)  # the ledger is gone; the target alone must suffice

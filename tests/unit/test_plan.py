@@ -282,3 +282,30 @@ def test_a_displaced_file_of_this_pass_is_decided_once() -> None:
     ]
     plan = plan_upload(got, [item("n.json"), item("n.json/x")], ledger)
     assert plan.removed == ["n.json"] and plan.deleted == ["n.json"]
+
+
+# ---- a file named like a side file, backed up on its own while no database bore its name --
+def test_a_wal_backed_up_on_its_own_leaves_once_its_database_is_captured_without_it() -> None:
+    ledger = {"x.wal": row("x.wal"), "b.txt": row("b.txt")}  # no file x when it was captured
+    plan = plan_upload([Captured("x", (cfile("x", None, kind="duckdb"),))], [item("x")], ledger)
+    assert plan.removed == ["x.wal"] and [e.path for e in plan.kept] == ["b.txt"]
+
+
+def test_a_wal_backed_up_on_its_own_becomes_its_database_wal_when_unchanged() -> None:
+    ledger = {"x.wal": row("x.wal")}
+    files = (cfile("x", SHA_B, kind="duckdb"), cfile("x.wal", kind="duckdb-wal"))
+    plan = plan_upload([Captured("x", files)], [item("x")], ledger)
+    [wal] = plan.reused
+    assert (wal.group_path, wal.kind, wal.key) == ("x", "duckdb-wal", ledger["x.wal"].key)
+    assert plan.changed and plan.removed == []
+
+
+def test_a_side_file_captured_on_its_own_beside_its_database_is_left_to_the_database() -> None:
+    files = (cfile("x", SHA_B, kind="duckdb"), cfile("x.wal", kind="duckdb-wal"))
+    got: list[CaptureResult] = [Captured("x.wal", (cfile("x.wal"),)), Captured("x", files)]
+    plan = plan_upload(got, [item("x.wal"), item("x")], {})
+    assert [(g, f.path, f.kind) for g, f in plan.send] == [
+        ("x", "x", "duckdb"),
+        ("x", "x.wal", "duckdb-wal"),
+    ]
+    assert sorted(i.path for i in plan.done) == ["x", "x.wal"]

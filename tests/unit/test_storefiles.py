@@ -11,7 +11,13 @@ import pytest
 from akoshad import fastpath
 from akoshad.fastpath import stat_map
 from akoshad.pipeline.capture.files import detect_kind
-from akoshad.pipeline.storefiles import PathFilter, owner_of, to_change, walk_store
+from akoshad.pipeline.storefiles import (
+    PathFilter,
+    change_of,
+    owner_of,
+    to_change,
+    walk_store,
+)
 
 ALL = PathFilter()
 
@@ -169,3 +175,24 @@ def test_walk_reports_a_directory_it_cannot_list(
     walk = walk_store(tmp_path, ALL)
     assert walk.files == ["a.json"]
     assert walk.refused == {"locked": "cannot list the directory: Permission denied"}
+
+
+def test_a_file_named_like_a_side_file_of_no_database_is_a_store_file(tmp_path: Path) -> None:
+    """``x.wal``, ``x-journal``, ``x-wal``, ``x-shm`` with no file ``x`` beside them (a
+    directory ``x`` is none) are files of their own, not left out unsaid."""
+    for name in ("notes.wal", "daily-journal", "tool-shm", "my-wal", "d-journal", "db", "db.wal"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "d").mkdir()
+    assert walk_store(tmp_path, ALL).files == [
+        "d-journal",
+        "daily-journal",
+        "db",
+        "my-wal",
+        "notes.wal",
+        "tool-shm",
+    ]
+    assert walk_store(tmp_path, PathFilter.of([], ["*-journal"])).excluded == 2
+    assert change_of("notes.wal", ALL, tmp_path) == "notes.wal"
+    assert change_of("db.wal", ALL, tmp_path) == "db"
+    assert change_of("d-journal", ALL, tmp_path) == "d-journal"
+    assert change_of("d-journal", PathFilter.of([], ["d-*"]), tmp_path) is None
