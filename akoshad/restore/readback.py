@@ -45,6 +45,7 @@ from akoshad.restore.dest_errors import (
     unrestored,
 )
 from akoshad.restore.destdir import DestError, FileSink, parent_dir
+from akoshad.restore.folding import folded_clash
 from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.landing import Committer, DestTree
 from akoshad.restore.listing import no_uploads
@@ -138,6 +139,9 @@ async def restore_files(
     decode = chunk_decoder(identities)
     try:
         await asyncio.to_thread(refuse_conflicts, dest, files, stale, force)
+        folded = await asyncio.to_thread(folded_clash, dest_fd, str(dest), [f.path for f in files])
+        if folded is not None:
+            raise RestoreError(folded)
         tree = DestTree(dest_fd, force)
     finally:
         os.close(dest_fd)
