@@ -153,6 +153,8 @@ class LocalTarget:
         except (FileNotFoundError, FileExistsError):
             raise
         except OSError as exc:
+            if exclusive and exc.errno in NO_LINK:
+                raise  # no hard links here: create_exclusive writes it unchecked
             # a full disk or a flaky mount may clear up; a read-only tree will not
             if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise PermanentError(
@@ -209,11 +211,20 @@ class LocalTarget:
 
     async def create_exclusive(self, key: str, data: bytes, content_type: str) -> Created:
         """``put_bytes`` only when ``key`` is free: a hard link, which no other writer's
-        file (or link) at ``key`` lets through."""
+        file (or link) at ``key`` lets through. A file system without hard links (FAT,
+        exFAT, some network and FUSE mounts) gets the record written when ``key`` is free
+        the moment it looks, ``unchecked``: the caller reads it back after a while."""
         try:
             await asyncio.to_thread(self._write_atomic, key, iter((data,)), exclusive=True)
         except FileExistsError:
             return "exists"
+        except OSError as exc:
+            if exc.errno not in NO_LINK:
+                raise
+            if await self.head(key) is not None:
+                return "exists"
+            await asyncio.to_thread(self._write_atomic, key, iter((data,)))
+            return "unchecked"
         return "created"
 
     def _open_object(self, key: str) -> BinaryIO | None:

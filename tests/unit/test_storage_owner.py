@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -313,3 +314,27 @@ def test_the_quiet_time_after_a_takeover_outlasts_a_clock_set_back() -> None:
             settle_takeover(record(now + ahead), "box", now)
     for long_ago in (timedelta(minutes=-6), timedelta(days=2)):
         settle_takeover(record(now + long_ago), "box", now)
+
+
+async def test_an_outbox_without_hard_links_is_claimed_and_defended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAT, exFAT, some network and FUSE mounts refuse a hard link (EPERM): the claim was
+    refused as 'local target ... is not writable', so nothing was ever uploaded there. It
+    now writes the record where none is (``unchecked``) and reads it back."""
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    alpha, beta = machine(tmp_path / "a", "alpha"), machine(tmp_path / "b", "beta")
+    monkeypatch.setattr(os, "link", no_links)
+    target = LocalTarget(tmp_path / "outbox")
+    k = "systems/box/owner.json"
+    assert await target.create_exclusive(k, b"{}", "application/json") == "unchecked"
+    assert await target.create_exclusive(k, b'{"x": 1}', "application/json") == "exists"
+    await target.delete_keys([k])
+    record = await own(target, "box", alpha).check()
+    assert record is not None and record.host == "alpha" and record.how == "claim"
+    with pytest.raises(NotOwner, match="'alpha'"):
+        await own(target, "box", beta).check()
+    assert [p.name for p in (tmp_path / "outbox" / "systems" / "box").iterdir()] == ["owner.json"]
