@@ -215,7 +215,8 @@ def stale_sides(entries: Iterable[HasPath]) -> dict[str, tuple[str, ...]]:
 def matching_paths(
     paths: Iterable[str], globs: Sequence[str], duckdbs: Collection[str] = ()
 ) -> set[str]:
-    """The store paths any glob matches (whole path, ``*`` crossing ``/``), with the WAL
+    """The store paths any glob matches (whole path, ``*`` crossing ``/``; a glob that is
+    a store path also matches that path itself: ``notes [draft].md``), with the WAL
     of every matched DuckDB database (``duckdbs``: those not named ``.duckdb``) and the
     database of every matched WAL: one is never restored without the other. SelectError
     naming every glob that matches nothing (a typo must not pass for a partial restore)."""
@@ -224,6 +225,8 @@ def matching_paths(
     unmatched = []
     for glob in globs:
         hits = {p for p in listed if fnmatchcase(p, glob)}
+        if glob in listed:  # a name with '[', '*' or '?' in it, given as it is
+            hits.add(glob)
         chosen |= hits
         if not hits:
             unmatched.append(glob)

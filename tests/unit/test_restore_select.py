@@ -44,6 +44,15 @@ def test_star_crosses_slashes_and_the_whole_path_must_match() -> None:
     assert matching_paths(STORE, ["a.jso?", "[ak]*.db"]) == {"a.json", "activity.db"}
 
 
+def test_a_name_with_glob_characters_given_as_it_is_matches_itself() -> None:
+    """``notes [draft].md`` named as listed: '[draft]' alone would be a class of one
+    character, and the file was 'matched by no glob'."""
+    store = [*STORE, "notes [draft].md", "star*glob?.txt", "notes d.md", "starXglobY.txt"]
+    assert matching_paths(store, ["notes [draft].md"]) == {"notes [draft].md", "notes d.md"}
+    assert matching_paths(store, ["star*glob?.txt"]) == {"star*glob?.txt", "starXglobY.txt"}
+    assert matching_paths(store, ["notes [[]draft].md"]) == {"notes [draft].md"}
+
+
 def test_a_duckdb_database_brings_its_wal() -> None:
     assert matching_paths(STORE, ["reflection.duckdb"]) == {
         "reflection.duckdb",
