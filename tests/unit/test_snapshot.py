@@ -106,6 +106,32 @@ def test_vanished_is_deletion(snap: Snapshotter) -> None:
     assert snap.capture("gone.json") == Vanished("gone.json")
 
 
+def test_a_name_found_only_under_another_spelling_is_deletion(
+    snap: Snapshotter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Notes.txt`` renamed ``notes.txt`` where names are case-insensitive (APFS, NTFS,
+    ext4 casefold): the old name still opens the file, but it is no longer listed, and it
+    must leave the snapshot (both were listed, and a restore gave two files). Such a file
+    system is played by links that answer for any case (as it does) and a listing that
+    leaves the old name out."""
+    (snap.data_dir / "notes.txt").write_text("n")
+    for name in ("Notes.txt", "nOTES.TXT", "NOTES.TXT"):
+        os.link(snap.data_dir / "notes.txt", snap.data_dir / name)
+    assert isinstance(snap.capture("Notes.txt"), Captured)  # hard links: listed, kept
+    real, hidden = os.listdir, ("Notes.txt", "nOTES.TXT", "NOTES.TXT", "Dir")
+    monkeypatch.setattr(os, "listdir", lambda d=".": [n for n in real(d) if n not in hidden])
+    assert snap.capture("Notes.txt") == Vanished("Notes.txt")
+    assert isinstance(snap.capture("notes.txt"), Captured)
+    # a directory renamed ``Dir`` -> ``dir``: ``Dir/a`` still opens, ``Dir`` is not listed
+    for d in ("dir", "Dir"):
+        (snap.data_dir / d).mkdir()
+    (snap.data_dir / "dir" / "a").write_text("a")
+    for name in ("Dir/a", "Dir/A"):
+        os.link(snap.data_dir / "dir" / "a", snap.data_dir / name)
+    assert isinstance(snap.capture("dir/a"), Captured)
+    assert snap.capture("Dir/a") == Vanished("Dir/a")
+
+
 def test_directory_in_place_of_file_is_deletion(snap: Snapshotter) -> None:
     (snap.data_dir / "d").mkdir()
     assert snap.capture("d") == Vanished("d")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -179,6 +180,8 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             if exc.errno == 40:  # ELOOP
                 return Skipped(rel, "symlink loop")
             return Skipped(rel, f"cannot stat: {exc.strerror}")
+        if spelled_otherwise(live, len(live) - len(rel)):
+            return Vanished(rel)  # renamed to another case or normalization of its name
         if stat.S_ISDIR(st.st_mode):
             return Vanished(rel)  # a directory now stands where a file was
         if not stat.S_ISREG(st.st_mode):  # a socket, FIFO or device: not a store file (the
@@ -252,3 +255,43 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             return Skipped(rel, str(exc), retry=exc.retry)
         except OSError as exc:  # staging full, I/O error: try again later
             return Skipped(rel, f"capture failed: {exc.strerror or exc}", retry=True)
+
+
+def spelled_otherwise(live: str, base: int) -> bool:
+    """Whether the file system finds ``live`` only under another spelling: one that ignores
+    case or Unicode normalization (APFS, NTFS, an ext4 casefold directory) still answers
+    for ``Notes.txt`` (or ``Dir/a``) once it was renamed ``notes.txt`` (``dir``), and the
+    old path, gone from its directory, must leave the snapshot. One more ``lstat`` per file
+    (its name's other case; for a non-ASCII name its other normalizations too); only where
+    that finds the same file are the directories from ``live[:base]`` (``data_dir/``) down
+    listed. Blocking."""
+    head, name = os.path.split(live)
+    others = {name.swapcase(), unicodedata.normalize("NFC", name)}
+    if not name.isascii():
+        others.add(unicodedata.normalize("NFD", name))
+    others.discard(name)
+    try:
+        own = os.lstat(live)
+    except OSError:
+        return False
+    for other in others:
+        try:
+            st = os.lstat(os.path.join(head, other))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+            return _unlisted(live, base)
+    return False
+
+
+def _unlisted(live: str, base: int) -> bool:
+    """Whether a name of ``live`` below ``live[:base]`` is not in its directory's listing."""
+    parent = live[: base - 1] if base > 0 else "."
+    for part in live[base:].split("/"):
+        try:
+            if part not in os.listdir(parent):
+                return True
+        except OSError:
+            return False
+        parent = os.path.join(parent, part)
+    return False
