@@ -46,10 +46,22 @@ def parse_at(text: str) -> datetime:
     """``--at`` as an aware datetime: ISO 8601 (``24:00`` too); without an offset, local time.
     ValueError (argparse: a usage error) when it is not ISO 8601; LocalTimeError when it is
     a local time that happens twice (clocks set back) or never (clocks set forward)."""
-    when = _iso(text.strip())
+    text = text.strip()
+    when = _iso(text)
     if when.tzinfo is None:
-        return _local(when)
+        return _local(when, day=_a_day(text))
     return when
+
+
+def _a_day(text: str) -> bool:
+    """``text`` names the start of a day: a date alone, or a day's ``24:00``."""
+    if _END_OF_DAY.match(text):
+        return True
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 # ISO 8601's end of a day, ``T24:00`` (``24``, ``24:00:00``, ``24:00:00.0``), then its offset
@@ -73,10 +85,12 @@ def _iso(text: str) -> datetime:
     return datetime.fromisoformat(f"{following}T00:00{end['zone'] or ''}")
 
 
-def _local(when: datetime) -> datetime:
+def _local(when: datetime, *, day: bool = False) -> datetime:
     """The naive ``when`` in the local zone, daylight saving included; a time at the edge of
     what datetime holds (``9999-12-31``, ``0001-01-01``: "after every upload", "before
-    every upload"), which the zone's rules cannot place, takes the zone's offset of now."""
+    every upload"), which the zone's rules cannot place, takes the zone's offset of now.
+    ``day``: ``when`` is a day's 00:00 asked as a date, never refused: where the clocks
+    jump at midnight it is the day's first moment."""
     try:
         early, late = when.replace(fold=0).astimezone(), when.replace(fold=1).astimezone()
     except (OverflowError, ValueError, OSError):
@@ -84,7 +98,10 @@ def _local(when: datetime) -> datetime:
     if early == late:
         return early
     shown = when.isoformat()
-    if early.replace(tzinfo=None) == when == late.replace(tzinfo=None):
+    twice = early.replace(tzinfo=None) == when == late.replace(tzinfo=None)
+    if day:  # the day's first moment: the first of two midnights, or the clocks' jump
+        return min(early, late) if twice else max(early, late)
+    if twice:
         raise LocalTimeError(
             f"{shown} happens twice in local time (the clocks went back): add its offset, "
             f"{_offset(early)} or {_offset(late)}"

@@ -145,6 +145,32 @@ def test_parse_at_refuses_local_times_that_daylight_saving_makes_twice_or_never(
         time.tzset()
 
 
+def test_a_date_alone_is_its_first_moment_where_the_clocks_jump_at_midnight(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In Beirut the clocks go from 00:00 to 01:00 on 2026-03-29: ``--at 2026-03-29`` (no
+    time typed) was refused as "2026-03-29T00:00:00 does not exist in local time". A day
+    asked as a date starts at its first moment; a time typed in the gap is still refused."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Beirut")
+    time.tzset()
+    try:
+        first = datetime(2026, 3, 28, 22, tzinfo=UTC)  # 01:00+03:00, right after the jump
+        assert parse_at("2026-03-29") == first
+        assert parse_at("2026-03-28T24:00") == first
+        with pytest.raises(ValueError, match="does not exist in local time"):
+            parse_at("2026-03-29T00:00")
+        monkeypatch.setenv("TZ", "America/Havana")  # 00:00-01:00 twice on 2026-11-01
+        time.tzset()
+        assert parse_at("2026-11-01") == datetime(2026, 11, 1, 4, tzinfo=UTC)  # the first
+        with pytest.raises(ValueError, match="happens twice"):
+            parse_at("2026-11-01T00:30")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
 def _id(when: datetime) -> str:
     return when.strftime("%Y%m%dT%H%M%S%fZ") + "-abc123"
 
