@@ -284,6 +284,20 @@ def warn_future(uploads: Sequence[str]) -> None:
         )
 
 
+def warn_picked_future(upload_id: str, uploads: Sequence[str]) -> None:
+    """One line on stderr when ``--at`` (a TIME after now) takes an upload dated in the
+    future: a clock that ran ahead dated it, so it may hold an older store than the
+    uploads ``--latest`` takes (which skips it)."""
+    if in_future(upload_id):
+        latest = latest_upload(list(uploads))
+        then = f"; --latest takes {latest}, the newest dated by now" if latest else ""
+        print(
+            f"akoshad: warning: upload {upload_id} is dated in the future (a clock that ran "
+            f"ahead dated it, or this machine's clock is behind){then}",
+            file=sys.stderr,
+        )
+
+
 def _say_problem(line: str) -> None:
     """One file the restore could not restore, on stderr as it is found."""
     print(f"akoshad: {line}", file=sys.stderr, flush=True)
@@ -315,6 +329,7 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             shown = f"system {system_id} in {target.name}"
             load = partial(load_manifest, target, system_id)
             upload_id, _ = await pick_at(uploads, args.at, load, shown)
+            warn_picked_future(upload_id, uploads)
         else:
             upload_id = args.upload_id
         dest = dest_path(args.dest)

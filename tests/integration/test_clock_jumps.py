@@ -160,7 +160,8 @@ async def test_restore_latest_says_which_uploads_dated_in_the_future_it_skipped(
 ) -> None:
     """``restore --latest`` on a machine whose clock is behind (a rescue system reading a
     real-time clock kept in local time): the newest uploads look dated in the future and are
-    skipped, as documented, but not silently: one line names the newest of them."""
+    skipped, as documented, but not silently: one line names the newest of them. ``--at`` a
+    time after now takes such an upload, and says so."""
     rig.write("notes.json", b'{"v": 1}')
     await rig.sync()
     with monkeypatch.context() as m:
@@ -182,6 +183,16 @@ async def test_restore_latest_says_which_uploads_dated_in_the_future_it_skipped(
     assert f"of upload {older}" in res.stdout
     assert "dated in the future" in res.stderr and newer in res.stderr, res.stderr
     assert f"--upload-id {newer}" in res.stderr
+    # --at a TIME after now takes the upload dated in the future, which --latest skips:
+    # it said nothing; a warning names it and what --latest takes
+    at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    res = akoshad(
+        "restore", "--at", at, "--dest", str(dest) + "2", "--config", str(config), env=env
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"of upload {newer}" in res.stdout
+    assert f"upload {newer} is dated in the future" in res.stderr, res.stderr
+    assert f"--latest takes {older}" in res.stderr
 
 
 async def test_a_prune_keeps_the_last_upload_made_though_one_dated_ahead_sorts_after_it(
