@@ -10,7 +10,8 @@ from typing import Any
 
 AT_HELP = (
     "the newest upload made at or before TIME (ISO 8601, e.g. 2026-11-30T14:05; local time "
-    "unless it has an offset such as +01:00 or Z)"
+    "unless it has an offset such as +01:00 or Z; a date alone is its 00:00, "
+    "2026-11-30T24:00 its end)"
 )
 TARGET_HELP = (
     "the target to read: auto = where run uploads (the bucket when one is set, unless "
