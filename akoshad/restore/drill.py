@@ -72,6 +72,20 @@ async def pick_upload(target: Target, system_id: str, now: datetime | None = Non
     return None
 
 
+async def nothing_to_drill(target: Target, system_id: str) -> str:
+    """Why there is nothing to drill: no upload at all, or only uploads dated in the future
+    (this machine's clock is behind theirs: "no upload" would say there is no backup)."""
+    uploads = await list_uploads(target, system_id)
+    if not uploads:
+        return f"nothing to drill: no upload for {system_id} in {target.name}"
+    return (
+        f"nothing to drill: every upload of {system_id} in {target.name} is dated in the "
+        f"future ({len(uploads)}, the newest {uploads[-1]}): this machine's clock is behind, "
+        "or the clock that dated them ran ahead; the drill takes them once their time has "
+        f"come (`akoshad verify --upload-id {uploads[-1]}` checks one now)"
+    )
+
+
 # ---- the private directory ----------------------------------------------------------------
 def make_drill_dir(state_dir: Path) -> tuple[Path, int]:
     """A new private directory (0700) and the fd of the lock held on it. Blocking."""
@@ -244,7 +258,7 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
         gone = await _gone(target, cs.system_id, state_path, place)
         upload_id = await pick_upload(target, cs.system_id)
         if upload_id is None and gone is None:
-            raise NothingToDrill(f"nothing to drill: no upload for {cs.system_id} in {name}")
+            raise NothingToDrill(await nothing_to_drill(target, cs.system_id))
         result = await drill_picked(
             target,
             cs.system_id,

@@ -299,8 +299,12 @@ async def drill_request(scheduler: DrillScheduler) -> dict[str, Any]:
     except (TransientError, PermanentError) as exc:
         raise ControlRequestError(f"{scheduler.target.name} cannot be read: {exc}") from None
     if result is None:
+        from akoshad.restore.drill import nothing_to_drill
+
         sid = scheduler.settings.cloud_sync.system_id
-        raise ControlRequestError(
-            f"nothing to drill: no upload for {sid} in {scheduler.target.name}"
-        )
+        try:
+            why = await nothing_to_drill(scheduler.target, sid)
+        except (TransientError, PermanentError) as exc:
+            raise ControlRequestError(f"{scheduler.target.name} cannot be read: {exc}") from None
+        raise ControlRequestError(why)
     return result.as_dict()

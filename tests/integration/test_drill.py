@@ -151,6 +151,25 @@ def test_nothing_to_drill(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
+def test_a_drill_where_every_upload_is_dated_in_the_future_says_so(tmp_path: Path) -> None:
+    """On a machine whose clock is behind the uploads' (a rescue system, a clock set back a
+    year), the drill said "nothing to drill: no upload for ... in local", as if there were
+    no backup; it names the uploads dated in the future and the clock now."""
+    cfg, env = _config(tmp_path)
+    _uploaded(tmp_path, cfg, env)
+    uploads = tmp_path / "outbox" / "systems" / SYSTEM / "uploads"
+    (made,) = [p.name for p in uploads.iterdir()]
+    ahead = "3" + made[1:]  # the same upload, dated a thousand years later
+    (uploads / made).rename(uploads / ahead)
+    shutil.rmtree(tmp_path / "state")  # another machine: what this one made is not known
+    proc = akoshad("drill", "--config", str(cfg), env=env)
+    assert proc.returncode == 1
+    line = proc.stderr.strip()
+    assert "no upload" not in line, line
+    assert f"every upload of {SYSTEM} in local is dated in the future" in line
+    assert f"the newest {ahead}" in line and "this machine's clock is behind" in line
+
+
 def test_a_drill_that_cannot_run_is_a_json_result_with_json(tmp_path: Path) -> None:
     """A script that reads ``drill --json`` gets a result also when the drill cannot run:
     ok false and the reason, beside the one line on stderr and exit 1."""
