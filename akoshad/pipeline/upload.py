@@ -93,10 +93,11 @@ class Uploader(UploadFailures):
         self.sealing = sealing
         self._dated_back_logged: float | None = None  # monotonic: the last such warning
 
-    async def _warn_if_dated_back(self, upload_id: str) -> None:
-        """Log (at most once an hour) that ``upload_id`` sorts before an upload made earlier:
-        the clock went back, and ``restore --latest`` anywhere takes that older store."""
-        greatest = await self.state.latest_upload_id()
+    async def _warn_if_dated_back(self, upload_id: str, target: str) -> None:
+        """Log (at most once an hour) that ``upload_id`` sorts before an upload made earlier
+        to ``target``: the clock went back, and ``restore --latest`` anywhere takes that
+        older store."""
+        greatest = await self.state.greatest_completed(target)
         now = time.monotonic()
         if greatest is None or upload_id > greatest:
             return
@@ -162,7 +163,7 @@ class Uploader(UploadFailures):
             return
 
         upload_id = new_upload_id(after=await self.state.latest_upload_id(current_id_time()))
-        await self._warn_if_dated_back(upload_id)
+        await self._warn_if_dated_back(upload_id, target.name)
         record = attempt_record(plan)
         first = FirstSend(
             gate, lambda: self.state.begin_upload(upload_id, target.name, target.name, record)

@@ -246,6 +246,16 @@ class LedgerOps(StoreBase):
             ).fetchone()[0]
         )
 
+    async def greatest_completed(self, target: str) -> str | None:
+        """The greatest id of a completed upload to ``target`` (``restore --latest``'s, as
+        far as this state knows), or None."""
+        return await self.transaction(
+            lambda c: c.execute(
+                "SELECT MAX(upload_id) FROM uploads WHERE outcome = 'completed' AND target = ?",
+                (target,),
+            ).fetchone()[0]
+        )
+
     async def sorts_after_last(self) -> tuple[str, str] | None:
         """(the last completed upload, the greatest completed id of its target) when that
         id is greater: the clock went back between them (set back, or set right after it

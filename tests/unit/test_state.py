@@ -296,6 +296,11 @@ async def test_an_upload_made_after_the_clock_went_back_is_named_in_a_warning(db
     assert await db.sorts_after_last() is None
     await made("20261201T000000000000Z-dddddd", "cloud")  # another target's ids: not compared
     assert await db.sorts_after_last() is None
+    # what an upload compares its new id with: completed uploads to its target only (an
+    # attempt that failed, or one to another target, is no upload `restore --latest` takes)
+    await db.begin_upload("20270101T000000000000Z-eeeeee", "local", "local", {})
+    assert await db.greatest_completed("local") == right
+    assert await db.greatest_completed("cloud") == "20261201T000000000000Z-dddddd"
 
 
 def _state_bytes(path: Path) -> int:
