@@ -84,6 +84,13 @@ class Encryption(BaseModel):
         description="also encrypt memories.json (Akosha then cannot read it from the bucket)",
     )
 
+    @field_validator("recipients", mode="before")
+    @classmethod
+    def _left_empty(cls, value: object) -> object:
+        """``recipients:`` with every entry commented out (YAML's null) sets nothing, as a
+        list left without a value does at the top level: none, encryption off."""
+        return [] if value is None else value
+
     @field_validator("recipients")
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:

@@ -195,3 +195,10 @@ class Webhook(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         return check_url(value)
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _left_empty(cls, value: object) -> object:
+        """``events:`` with every entry commented out (YAML's null) sets nothing: the
+        default, every event."""
+        return list(ALL_WEBHOOK_EVENTS) if value is None else value

@@ -17,6 +17,7 @@ from loguru import logger
 
 from akoshad.cli.config import check_lines, render_sources, state_dir_refusal
 from akoshad.config import Settings, load_config, load_settings
+from akoshad.config.groups import ALL_WEBHOOK_EVENTS
 from akoshad.errors import ConfigError
 from akoshad.restore import drill as restore_drill
 from akoshad.restore.readback import _target_for
@@ -462,6 +463,21 @@ def test_a_group_with_every_line_commented_out_sets_nothing(tmp_path: Path) -> N
     assert settings.retention.keep_last == 10 and settings.webhooks == []
     assert settings.include == [] and settings.cloud_sync.cloud_bucket is None
     assert "data_dir" in refused(tmp_path, "data_dir:\n")  # a path left empty: still told
+
+
+def test_a_list_in_a_group_with_every_entry_commented_out_sets_nothing(tmp_path: Path) -> None:
+    """``recipients:`` whose keys are all commented out (turning encryption off, as the
+    README says: recipients removed) was exit 78 'encryption.recipients: Input should be a
+    valid list', and so was a webhook's ``events:`` left so. Such a list sets nothing, as
+    ``include:`` does: no recipient (encryption off), every event."""
+    text = (
+        "encryption:\n  recipients:\n  #  - age1...\n"
+        "webhooks:\n  - url: http://127.0.0.1:9/x\n    events:\n    #  - failure\n"
+    )
+    settings = load(tmp_path, text)
+    assert not settings.encryption.enabled and settings.encryption.recipients == []
+    assert settings.webhooks[0].events == list(ALL_WEBHOOK_EVENTS)
+    assert "events" in refused(tmp_path, "webhooks:\n  - url: http://h/x\n    events: 3\n")
 
 
 def test_a_yaml_error_says_what_is_wrong_without_the_file_s_words(tmp_path: Path) -> None:
