@@ -19,7 +19,6 @@ run happens as usual.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -151,23 +150,21 @@ def state_stamp(state_dir: Path) -> StatMap:
 
 def state_held(state_dir: Path) -> bool:
     """True when an akoshad holds this state's lock (a daemon, starting or running, or a
-    ``run --once``, ``prune`` or ``takeover`` at work)."""
-    return not _unlocked(state_dir)
-
-
-def _unlocked(state_dir: Path) -> bool:
-    """True when no daemon holds this state (a running daemon makes ``--once`` refuse)."""
+    ``run --once``, ``prune`` or ``takeover`` at work): the process whose id the lock file
+    holds (written by the holder) is alive and, where ``/proc`` tells, an akoshad. The lock
+    itself is not tried: a daemon starting that moment would find it taken and exit
+    (its lock is not waited for), so ``run --once``'s check and the client commands
+    probe it only so."""
     try:
-        fd = os.open(state_dir / "akoshad.lock", os.O_RDWR)
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        pid = int((state_dir / "akoshad.lock").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):  # no file, no pid, no such process, another user's
         return False
-    finally:
-        os.close(fd)  # closing drops the lock again
-    return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): the live process that wrote it
+    return b"akoshad" in cmdline
 
 
 def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
@@ -183,7 +180,7 @@ def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
         state_dir = Path(recorded["state_dir"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    if recorded.get("state") != state_stamp(state_dir) or not _unlocked(state_dir):
+    if recorded.get("state") != state_stamp(state_dir) or state_held(state_dir):
         return False
     if recorded.get("store") != store_digest(stat_map(data_dir)):
         return False

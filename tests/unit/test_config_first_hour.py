@@ -549,6 +549,49 @@ def test_the_quick_check_logs_as_the_configuration_says(
     assert not fastpath.try_unchanged(argv, e)  # the full run writes the log_file
 
 
+def wait_for_exec(pid: int) -> None:
+    """Until process ``pid`` runs its own command line (a fork shows its parent's)."""
+    deadline = time.monotonic() + 10
+    while b"akoshad" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the holder did not start"
+        time.sleep(0.01)
+
+
+def test_the_quick_check_never_takes_the_state_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run --once``'s quick check tried the state's lock (flock, not waiting) to learn
+    whether a daemon runs: a daemon starting at that moment, whose own lock does not wait
+    either, found it taken and exited 1 'another akoshad is already running'. The check
+    reads the holder's pid from the lock file instead: a live akoshad there means the full
+    run (which refuses beside a daemon), a holder gone means nothing."""
+    import fcntl
+    import subprocess
+    import sys
+
+    def taken(*_args: object) -> None:
+        raise AssertionError("the quick check took the state's lock")
+
+    monkeypatch.setattr(fcntl, "flock", taken)
+    e = env(tmp_path)
+    argv = ["run", "--once", "--data-dir", str(tmp_path / "store")]
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "a.json").write_text("{}")
+    state = tmp_path / "st"
+    state.mkdir()
+    stats, quiet = fastpath.stat_map(tmp_path / "store"), time.time_ns() + 10**10
+    fastpath.record_unchanged(argv, e, tmp_path / "store", state, stats, walked_ns=quiet)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "akoshad"])
+    try:
+        wait_for_exec(holder.pid)
+        (state / "akoshad.lock").write_text(f"{holder.pid}\n")  # as StateLock writes it
+        assert not fastpath.try_unchanged(argv, e)  # an akoshad holds the state: full run
+    finally:
+        holder.kill()
+        holder.wait()
+    assert fastpath.try_unchanged(argv, e)  # its holder gone: answered at once
+
+
 @pytest.mark.parametrize("command", [["verify"], ["restore"], ["uploads"]])
 def test_target_option_has_help(command: list[str]) -> None:
     """``--target {auto,local,cloud}`` was listed with no word of what it reads."""
