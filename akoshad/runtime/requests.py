@@ -5,6 +5,7 @@ the daemon carries on."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -29,22 +30,39 @@ _PLACED = {
     "drill": "no drill ran",
     "takeover": "nothing was taken over",
 }
+# the settings a place is made of (target_identity): changed by a reload, they wait for a restart
+_PLACE_KEYS = ("local_target_dir", "cloud_sync")
 
 
 def refuse_other_place(
-    settings: Settings, target: str, request: dict[str, Any], not_done: str
+    settings: Settings,
+    target: str,
+    request: dict[str, Any],
+    not_done: str,
+    pending: Sequence[str] = (),
 ) -> None:
     """``ControlRequestError`` when ``request`` names a place (``place_fields``) that is not
     this daemon's ``target`` under ``settings``: it would act on this daemon's store and
-    target and report that as the other configuration's. A request without one goes on."""
+    target and report that as the other configuration's. A request without one goes on.
+    ``pending``: the settings a reload read but cannot apply until a restart; a changed
+    target or system id among them is the likely cause, said instead of another daemon."""
     place = request.get("place")
     if place is None or place == target_identity(settings, target):
         return
+    named = f"{request.get('system_id')!s:.100}"
+    ours = settings.cloud_sync.system_id
+    other = f"(system_id '{named}'{'' if named != ours else ' in another target'})"
+    changed = [key for key in pending if key in _PLACE_KEYS]
+    hint = (
+        f"its configuration's {' and '.join(changed)} changed since it started, which takes "
+        "effect after a restart: restart akoshad"
+        if changed
+        else "give this command the daemon's --config, or set socket_path so that each "
+        "configuration has a daemon of its own"
+    )
     raise ControlRequestError(
-        f"the daemon answering here backs up system_id '{settings.cloud_sync.system_id}' "
-        f"to its {target} target, not the place the configuration here names (system_id "
-        f"'{request.get('system_id')!s:.100}'): give this command the daemon's --config, or "
-        f"set socket_path so that each configuration has a daemon of its own; {not_done}"
+        f"the daemon answering here backs up system_id '{ours}' to its {target} target, "
+        f"not the place the configuration here names {other}: {hint}; {not_done}"
     )
 
 
@@ -53,7 +71,8 @@ async def handle_request(daemon: Daemon, request: dict[str, Any]) -> dict[str, A
     cmd = request.get("cmd")
     if isinstance(cmd, str) and cmd in _PLACED and request.get("place") is not None:
         settings = daemon.settings
-        refuse_other_place(settings, settings.primary_target, request, _PLACED[cmd])
+        pending = daemon.view.restart_pending
+        refuse_other_place(settings, settings.primary_target, request, _PLACED[cmd], pending)
     if cmd == "status":
         return await daemon.view.status()
     if cmd == "queue":
