@@ -2,7 +2,8 @@
 
 Registered secrets and URL credentials are replaced by ``**********`` in every record
 (message, extra values, exception text): see ``akoshad.redaction``. The log file is 0600
-(its directory 0700 when akoshad creates it), whatever the umask. The stdlib loggers of
+(its directory 0700 when akoshad creates it), whatever the umask, rotated by size
+(:mod:`~akoshad.runtime.logfile`). The stdlib loggers of
 botocore, aiobotocore, aiohttp and friends are routed into loguru at WARNING. Repeated
 identical errors are rate-limited, with a "recovered" line when they stop.
 """
@@ -14,6 +15,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -22,9 +24,10 @@ from loguru import logger
 
 from akoshad.errors import ConfigError
 from akoshad.names import printable
-from akoshad.private import make_private_dirs, private_opener
+from akoshad.private import make_private_dirs
 from akoshad.ratelog import RateLimitedLog
 from akoshad.redaction import REDACTED, redact, register_secret, register_settings
+from akoshad.runtime.logfile import LogFile
 
 __all__ = ["RateLimitedLog", "setup_logging"]
 
@@ -56,8 +59,6 @@ ROUTED = (
     "watchfiles",
 )
 TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss} {level:<7} {message}"
-LOG_FILE_ROTATION = "10 MB"
-LOG_FILE_RETENTION = 5
 
 
 def _redact_value(value: Any) -> Any:
@@ -154,23 +155,41 @@ def _json_sink(stream: Any) -> Callable[[Message], None]:
     return sink
 
 
-def _add_log_file(path: Path, as_json: bool, common: dict[str, Any]) -> None:
+def _notice(stream: Any, journald: bool, as_json: bool) -> Callable[[str], None]:
+    """A warning line written straight to ``stream`` in its sink's form (a sink that fails
+    cannot log through loguru: its handler is busy with the record)."""
+
+    def say(line: str) -> None:
+        now = datetime.now().astimezone()
+        if journald:
+            text = f"<4>{line}"
+        elif as_json:
+            text = json.dumps({"time": now.isoformat(), "level": "WARNING", "message": line})
+        else:
+            text = f"{now:%Y-%m-%d %H:%M:%S} {'WARNING':<7} {line}"
+        try:
+            stream.write(printable(redact(text)) + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # standard error gone too: nothing is left to tell
+
+    return say
+
+
+def _add_log_file(
+    path: Path, as_json: bool, common: dict[str, Any], notice: Callable[[str], None]
+) -> None:
     """The ``log_file`` sink; ``ConfigError`` (exit 78, one line) when it cannot be opened:
     a service manager restarting the daemon would not make it writable."""
-    file_args: dict[str, Any] = {
-        "rotation": LOG_FILE_ROTATION,
-        "retention": LOG_FILE_RETENTION,
-        "opener": private_opener,
-        **common,
-    }
     try:
         make_private_dirs(path.parent)
-        if as_json:
-            logger.add(path, serialize=True, **file_args)
-        else:
-            logger.add(path, format=TEXT_FORMAT, **file_args)
+        sink = LogFile(path, notice)
     except OSError as exc:
         raise ConfigError(f"log_file {path} cannot be written: {exc.strerror or exc}") from None
+    if as_json:
+        logger.add(sink, serialize=True, **common)
+    else:
+        logger.add(sink, format=TEXT_FORMAT, **common)
 
 
 def setup_logging(settings: Settings, *, environ: Mapping[str, str], stream: Any = None) -> None:
@@ -185,14 +204,17 @@ def setup_logging(settings: Settings, *, environ: Mapping[str, str], stream: Any
     logger.configure(patcher=_patch)
     level = settings.log_level
     common: dict[str, Any] = {"level": level, "backtrace": False, "diagnose": False}
-    if environ.get("JOURNAL_STREAM") or environ.get("INVOCATION_ID"):
+    journald = bool(environ.get("JOURNAL_STREAM") or environ.get("INVOCATION_ID"))
+    as_json = settings.log_format == "json"
+    if journald:
         logger.add(_journald_sink(out), format="{message}", **common)  # + traceback
-    elif settings.log_format == "json":
+    elif as_json:
         logger.add(_json_sink(out), format="{message}", **common)
     else:
         logger.add(_text_sink(out), format=TEXT_FORMAT, **common)
     if settings.log_file is not None:
-        _add_log_file(settings.log_file, settings.log_format == "json", common)
+        notice = _notice(out, journald, as_json)
+        _add_log_file(settings.log_file, as_json, common, notice)
     logging.basicConfig(handlers=[InterceptHandler()], level=logging.WARNING, force=True)
     for name in ROUTED:
         logging.getLogger(name).setLevel(logging.WARNING)

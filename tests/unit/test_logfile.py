@@ -1,0 +1,69 @@
+"""The log_file sink: rotation by size, mode 0600, and a disk that fills: one line, no
+traceback per record."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from akoshad.runtime import logfile
+from akoshad.runtime.logfile import LogFile
+
+# a process whose files may not grow past 4 KiB (RLIMIT_FSIZE; Python ignores SIGXFSZ, so a
+# write past it fails with EFBIG, as one on a full disk does with ENOSPC)
+CHILD = """
+import resource, sys
+from loguru import logger
+from akoshad.config import load_settings
+from akoshad.runtime.logs import setup_logging
+setup_logging(load_settings(environ={"HOME": sys.argv[2]}, overrides={"log_file": sys.argv[1]}),
+              environ={})
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+for n in range(200):
+    logger.info("record {} {}", n, "x" * 40)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+open(sys.argv[1], "w").close()  # room again (the file emptied)
+logger.info("after")
+"""
+
+
+def test_a_full_file_system_is_one_line_not_a_traceback_per_record(tmp_path: Path) -> None:
+    # loguru's file sink printed '--- Logging error in Loguru Handler #2 --- Traceback ...
+    # OSError: [Errno 28] No space left on device' on stderr for every record
+    path = tmp_path / "akoshad.log"
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    err = done.stderr
+    assert "Traceback" not in err and "Logging error" not in err
+    notices = [line for line in err.splitlines() if "cannot be written" in line]
+    assert len(notices) == 1
+    assert notices[0].endswith(
+        f"WARNING log_file {path} cannot be written (File too large): its records are lost "
+        "until it can; they still come here"
+    )
+    assert err.count(" record ") == 200  # every record still reaches standard error
+    assert f"log_file {path} takes writes again" in err
+    assert "after" in path.read_text()
+
+
+def test_the_file_rotates_by_size_and_keeps_five(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    notes: list[str] = []
+    sink = LogFile(path, notes.append, rotate_bytes=100)
+    for n in range(40):
+        sink.write(f"line {n:03d} " + "x" * 40 + "\n")  # two lines a file
+    sink.stop()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["a.log", "a.log.1", "a.log.2", "a.log.3", "a.log.4", "a.log.5"]
+    assert path.read_text().startswith("line 038") and "line 039" in path.read_text()
+    assert (tmp_path / "a.log.5").read_text().startswith("line 028")
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in tmp_path.iterdir())
+    assert notes == [] and logfile.KEPT == 5
