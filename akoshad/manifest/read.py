@@ -43,18 +43,21 @@ async def list_uploads(target: Target, system_id: str) -> list[str]:
 
 async def read_manifest_bytes(target: Target, key: str) -> bytes:
     """The bytes of the manifest ``key``, refused past ``MAX_MANIFEST_BYTES`` (before it is
-    parsed, and without reading more than that). KeyError when there is none."""
-    size = await target.head(key)
-    if size is not None and size > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} limit")
+    parsed, and without reading more than that). KeyError when there is none. One request
+    (a GET): the size is asked for only to name it when the manifest is refused."""
     parts: list[bytes] = []
     total = 0
     async for chunk in target.read(key):
         total += len(chunk)
         if total > MAX_MANIFEST_BYTES:
-            raise ManifestError(f"manifest is over the {MAX_MANIFEST_BYTES} byte limit")
+            break
         parts.append(chunk)
-    return b"".join(parts)
+    if total <= MAX_MANIFEST_BYTES:
+        return b"".join(parts)
+    size = await target.head(key)
+    if size is not None and size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} limit")
+    raise ManifestError(f"manifest is over the {MAX_MANIFEST_BYTES} byte limit")
 
 
 def another_upload(manifest: Any, upload_id: str) -> str | None:
