@@ -40,6 +40,7 @@ from akoshad.restore.select import uploaded_at
 from akoshad.storage.chunk_lists_read import Unreadable
 from akoshad.storage.crypto import Identities, IdentityNeeded, NotForThisIdentity
 from akoshad.storage.format2_read import is_encrypted, read_entries
+from akoshad.storage.prune_load import DatedLister
 from akoshad.targets.base import ListsSystems, Target
 
 IN_FLIGHT = 8
@@ -156,6 +157,7 @@ async def _row(
     keys: list[str],
     identities: Identities | None,
     gate: asyncio.Semaphore,
+    listed: Mapping[str, int],
 ) -> tuple[UploadRow, set[str]]:
     """The row (stored bytes: its own folder only, so far) and the shared objects the
     upload references."""
@@ -187,7 +189,8 @@ async def _row(
         stored = sum(known.values())
         for other in keys:
             if other not in known:
-                stored += await target.head(other) or 0
+                size = listed.get(other)
+                stored += (await target.head(other) if size is None else size) or 0
     total = manifest.get("total_size_bytes") if manifest is not None else None
     row = UploadRow(
         upload_id=upload_id,
@@ -204,7 +207,10 @@ async def _row(
 
 
 async def _add_shared(
-    target: Target, found: Sequence[tuple[UploadRow, set[str]]], owned: set[str]
+    target: Target,
+    found: Sequence[tuple[UploadRow, set[str]]],
+    owned: set[str],
+    listed: Mapping[str, int],
 ) -> list[UploadRow]:
     """Each row's stored bytes plus the shared objects (format 2, and whole objects left in
     the folder of an upload no longer listed) no earlier upload references: every stored
@@ -216,9 +222,10 @@ async def _add_shared(
         firsts.append(sorted(shared - seen))
         seen |= shared
     seen -= owned
-    keys = sorted(seen)
+    sizes: dict[str, int | None] = {k: listed[k] for k in seen if k in listed}
+    keys = sorted(seen - sizes.keys())  # not listed: missing, or stored since the listing
     heads = await _bounded([partial(target.head, k) for k in keys], IN_FLIGHT)
-    sizes = dict(zip(keys, heads, strict=True))
+    sizes.update(zip(keys, heads, strict=True))
     return [
         row
         if row.stored_bytes is None
@@ -233,7 +240,16 @@ async def upload_rows(
     """Every upload of ``system_id`` in ``target``, oldest first; encrypted ones read with
     ``identities`` when given. The target's own errors (a missing bucket, refused
     credentials) pass through: they are not "no uploads"."""
-    keys = [k async for k in target.list_keys(system_prefix(system_id))]
+    prefix = system_prefix(system_id)
+    listed: dict[str, int] = {}
+    if isinstance(target, DatedLister):
+        # one listing of the system's folder has every object's size (a page per 1,000
+        # keys), where a HEAD per shared object (pack, document) would ask them one by one
+        async for key, size, _ in target.list_stored(prefix.removesuffix("uploads/")):
+            listed[key] = size
+        keys = [k for k in listed if k.startswith(prefix)]
+    else:
+        keys = [k async for k in target.list_keys(prefix)]
     uploads = upload_ids_from_keys(keys, system_id)
     folders: dict[str, list[str]] = {u: [] for u in uploads}
     for k in keys:
@@ -241,9 +257,12 @@ async def upload_rows(
         if owner in folders:
             folders[owner].append(k)
     gate = asyncio.Semaphore(PARSING)
-    jobs = [(lambda u=u: _row(target, system_id, u, folders[u], identities, gate)) for u in uploads]
+    jobs = [
+        (lambda u=u: _row(target, system_id, u, folders[u], identities, gate, listed))
+        for u in uploads
+    ]
     owned = {k for u in uploads for k in folders[u]}
-    return await _add_shared(target, await _bounded(jobs, IN_FLIGHT), owned)
+    return await _add_shared(target, await _bounded(jobs, IN_FLIGHT), owned, listed)
 
 
 def _folder_of(key: str, system_id: str) -> str:

@@ -454,3 +454,38 @@ def test_uploads_lists_a_format_2_upload(tmp_path: Path) -> None:
     # its manifest, and the packs and documents it is the first to reference
     assert row.stored_bytes == _stored_bytes(tmp_path / "outbox" / "systems" / SID)
     assert row.stored_bytes > manifest.stat().st_size
+
+
+def test_uploads_takes_the_sizes_from_one_listing(tmp_path: Path) -> None:
+    """One listing of the system's folder has every object's size (S3's ListObjectsV2
+    too): the stored bytes are counted without a HEAD per pack or document."""
+    from akoshad.restore.listing import upload_rows
+    from akoshad.storage.format2 import build_manifest2
+    from akoshad.targets.local import LocalTarget
+    from tests.format2_store import Store, write_upload
+    from tests.integration.test_storage_format2_local import SID, UPLOADS
+    from tests.integration.test_storage_format2_local import make_store as make_store2
+
+    class Counted(LocalTarget):
+        heads: list[str] = []
+
+        async def head(self, key: str) -> int | None:
+            self.heads.append(key)
+            return await super().head(key)
+
+    root, staging = tmp_path / "data", tmp_path / "staging"
+    staging.mkdir(mode=0o700)
+    make_store2(root)
+    target = Counted(tmp_path / "outbox")
+
+    async def run() -> list[Any]:
+        await target.start()
+        files = await Store(target, SID, staging).store_tree(root)
+        built = build_manifest2(system_id=SID, upload_id=UPLOADS[0], files=files, skipped={})
+        await write_upload(target, SID, UPLOADS[0], built)
+        target.heads.clear()
+        return await upload_rows(target, SID)
+
+    (row,) = asyncio.run(run())
+    assert row.stored_bytes == _stored_bytes(tmp_path / "outbox" / "systems" / SID)
+    assert target.heads == []
