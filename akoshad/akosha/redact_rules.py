@@ -123,7 +123,11 @@ _OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         r"[ \t]*(?:\"(?![$\{<])([^\"\n]{4,200})\"|'(?![$\{<])([^'\n]{4,200})'"
         r"|(?![$\{<])([^\s\"',\{}]{4,200}))",
         0,
-        ("passw", "secret", "token", "key", "credential"),
+        (
+            *("passw", "secret", "token", "credential", "api_key", "apikey", "access_key"),
+            *("accesskey", "private_key", "privatekey", "signing_key", "signingkey"),
+            *("encryption_key", "encryptionkey", "master_key", "masterkey"),
+        ),
     ),
     (
         "discord-webhook-url",
