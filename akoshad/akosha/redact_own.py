@@ -13,10 +13,12 @@ OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         "url-password",
         # the user may be empty (redis://:pw@host); the password runs to the last @ before
         # the host: an unencoded @ in it (P@ssw0rd) does not leave its tail behind; no [ in
-        # the user: a placeholder there ([REDACTED:github-pat]:...) is not read as one
-        r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/@\"'<>\[\]]{0,128}:([^\s/\"'<>]{1,256})@[^\s@/]",
+        # the user: a placeholder there ([REDACTED:github-pat]:...) is not read as one; in
+        # JSON that escapes its slashes (PHP's json_encode), :\/\/ as well
+        r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}:(?://|\\/\\/)[^\s:/@\"'<>\[\]\\]{0,128}:"
+        r"([^\s/\"'<>]{1,256})@[^\s@/]",
         1,
-        ("://",),
+        ("://", ":\\/\\/"),
     ),
     (
         "url-query-secret",

@@ -305,3 +305,23 @@ def test_a_netrc_password_is_redacted(redactor: SecretRedactor, text: str) -> No
     assert redactor.redact(out) == (out, [])
     prose = "keep a copy off this machine (a password manager, an encrypted USB stick)"
     assert redactor.redact(prose) == (prose, [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{{"dsn": "postgres:\\/\\/app:{}@db.internal:5432\\/app"}}',
+        '{{"url":"mysql:\\/\\/root:{}@127.0.0.1:3306\\/shop"}}',
+    ],
+)
+def test_a_url_password_in_json_with_escaped_slashes_is_redacted(
+    redactor: SecretRedactor, text: str
+) -> None:
+    """JSON that escapes its slashes (PHP's json_encode, some APIs) writes postgres:\\/\\/:
+    the URL's password went to Akosha as it was."""
+    out, kinds = redactor.redact(text.format(CLI_PASSWORD))
+    assert out == text.format("[REDACTED:url-password]")
+    assert kinds == ["url-password"]
+    assert redactor.redact(out) == (out, [])
+    plain = '{"url":"https:\\/\\/github.com\\/o\\/r","path":"a:b@c"}'
+    assert redactor.redact(plain) == (plain, [])
