@@ -2,8 +2,8 @@
 both): what gitleaks' rules do not cover, as coding sessions print it (passwords in URLs,
 secrets named in a URL's query, ``password=`` assignments, an ``Authorization`` header's
 credentials outside a curl command, a password on a command line or set in SQL, a secret
-environment variable given as a name and a value, a Discord webhook's token, a .netrc
-password, the AWS secret key next to its name)."""
+environment variable given as a name and a value, a Discord webhook's token, a Tailscale
+key, a .netrc password, the AWS secret key next to its name)."""
 
 from __future__ import annotations
 
@@ -108,6 +108,16 @@ OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         r"\d{17,20}/([\w-]{60,80})",
         1,
         ("discord",),
+    ),
+    (
+        "tailscale-key",
+        # a Tailscale auth, API or OAuth client key (tskey-auth-<id>-<secret>: joins a
+        # machine to the tailnet); gitleaks has none, and its generic rule drops a value
+        # that holds a stop word ("auth")
+        r"\b(tskey-(?:auth|api|client|scim|webhook)-[A-Za-z0-9]{6,40}-[A-Za-z0-9]{20,80})"
+        r"(?![A-Za-z0-9])",
+        1,
+        ("tskey-",),
     ),
     (
         "netrc-password",
