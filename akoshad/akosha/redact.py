@@ -2,9 +2,10 @@
 
 Every memory text sent over HTTP or written into ``memories.json`` goes through
 :meth:`SecretRedactor.redact`: each recognised secret is replaced by ``[REDACTED:<kind>]``.
-The rules are gitleaks' published rule set plus a few of akoshad's own for what it does
-not cover (passwords in URLs, ``password=`` assignments, ``Authorization`` headers, the AWS
-secret key next to its name), compiled by :mod:`akoshad.akosha.redact_rules`.
+The rules are gitleaks' published rule set plus akoshad's own for what it does not cover
+(:mod:`akoshad.akosha.redact_own`: passwords in URLs, on command lines and in SQL,
+``password=`` assignments, ``Authorization`` headers, the AWS secret key next to its name,
+...), compiled by :mod:`akoshad.akosha.redact_rules`.
 
 Speed comes from gitleaks' keyword prefilter: a rule's regex only runs on the lines that
 contain one of its keywords (found in one pass over the lowercased text), except the few
