@@ -8,6 +8,8 @@ import os
 import random
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -466,13 +468,23 @@ def test_unchanged_run_is_answered_by_the_quick_check(setup: Setup) -> None:
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, mtime put back
     res = setup.once()
     assert "reconciled" in res.stderr and len(setup.manifests()) == 2
-    # a daemon holding the state makes the quick check step aside (and --once refuse)
+    # a daemon holding the state makes the quick check step aside (and --once refuse):
+    # what a daemon holds (runtime.wiring.StateLock) is the lock, with its pid in the file
     import fcntl
 
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "akoshad"])
     fd = os.open(setup.state / "akoshad.lock", os.O_RDWR)
-    fcntl.flock(fd, fcntl.LOCK_EX)
     try:
+        deadline = time.monotonic() + 10  # its own command line, not its parent's (a fork)
+        while b"akoshad" not in Path(f"/proc/{holder.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the holder did not start"
+            time.sleep(0.01)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{holder.pid}\n".encode())
         res = setup.once()
         assert res.returncode == 1 and "sync --wait" in res.stderr
     finally:
         os.close(fd)
+        holder.kill()
+        holder.wait()

@@ -318,22 +318,28 @@ def test_a_daemon_still_starting_is_not_called_not_running(tmp_path: Path, comma
     cfg, sock, env = no_daemon_config(tmp_path)
     (tmp_path / "state").mkdir()
     fd = os.open(tmp_path / "state" / "akoshad.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # what a starting daemon holds (runtime.wiring)
-        proc = subprocess.run(
-            [sys.executable, "-m", "akoshad", command, "--config", str(cfg)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=30,
-        )
+    cmd = [sys.executable, "-m", "akoshad", command, "--config", str(cfg)]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "akoshad"])
+    try:  # what a starting daemon holds (runtime.wiring.StateLock): the lock, its pid
+        deadline = time.monotonic() + 10  # its own command line, not its parent's (a fork)
+        while b"akoshad" not in Path(f"/proc/{holder.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the holder did not start"
+            time.sleep(0.01)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{holder.pid}\n".encode())
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
     finally:
         os.close(fd)
+        holder.kill()
+        holder.wait()
     assert proc.returncode == 3, proc.stderr
     line = proc.stderr.strip()
     assert "not running" not in line and "start it with" not in line, line
     assert f"does not answer on {sock} yet, but an akoshad holds its state" in line, line
     assert "a daemon still starting" in line, line
+    # the holder gone (its pid left in the file): not running, as before
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 3 and "akoshad is not running" in proc.stderr, proc.stderr
 
 
 def test_watch_survives_no_daemon_and_stops_on_ctrl_c(tmp_path: Path) -> None:
