@@ -37,15 +37,17 @@ async def test_a_capture_that_fails_is_said_everywhere_until_it_passes(
         rig.write("main.bin", b"m" * (3 * 1024 * 1024))  # not captured in memory
         rig.write("other.json", b"{}")
         (report,) = await rig.sync()
-        assert report.retrying == {"main.bin": "capture failed: No space left on device"}
+        # where it is full: the staging in state_dir, not the store's disk (the line said
+        # only 'capture failed: No space left on device')
+        staging = settings.state_dir / "staging"
+        why = f"capture failed: no room to stage a copy in {staging}: No space left on device"
+        assert report.retrying == {"main.bin": why}
         (upload,) = await rig.uploads()
         manifest = await rig.manifest(upload)
         assert [f["path"] for f in manifest["metadata"]["files"]] == ["other.json"]
-        assert manifest["metadata"]["skipped"] == [
-            {"path": "main.bin", "reason": "capture failed: No space left on device"}
-        ]
+        assert manifest["metadata"]["skipped"] == [{"path": "main.bin", "reason": why}]
         failures = rig.uploader.stats.capture_failures
-        assert failures == {"main.bin": "capture failed: No space left on device"}
+        assert failures == {"main.bin": why}
         line = capture_problem(failures)
         assert line is not None and line.startswith("main.bin cannot be captured: capture")
         assert line in check_problems({"capture_failures": failures})

@@ -36,7 +36,7 @@ from akoshad.pipeline.storefiles import kind_of_head
 HELD_NAME = "held-in-memory"  # the ``staged`` name of a file captured into memory
 # free space left beside a large file's copy in staging (the state database shares it)
 STAGING_MARGIN = 256 * 1024 * 1024
-_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _read_failed(exc: OSError) -> BaseException:
@@ -210,7 +210,7 @@ class PlainCapture(CaptureBase):
                 size, sha = copy_hashing(real, staged)
             except OSError as exc:
                 staged.unlink(missing_ok=True)
-                if exc.errno in _NO_ROOM:  # the copy's side, not the store file's
+                if exc.errno in NO_ROOM:  # the copy's side, not the store file's
                     why = f"no room to stage a copy in {self.staging}: {exc.strerror or exc}"
                     raise StagingFull(why, retry=True) from None
                 raise _read_failed(exc) from None

@@ -43,7 +43,7 @@ from akoshad.pipeline.capture.files import (
     Vanished,
     detect_kind,
 )
-from akoshad.pipeline.capture.plain import HELD_NAME, PlainCapture
+from akoshad.pipeline.capture.plain import HELD_NAME, NO_ROOM, PlainCapture
 from akoshad.pipeline.capture.quiet import QuietWatch, copy_watch
 from akoshad.pipeline.capture.sqlite import SqliteCapture
 from akoshad.pipeline.storefiles import PathFilter, unreadable
@@ -254,7 +254,10 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         except SnapshotError as exc:
             return Skipped(rel, str(exc), retry=exc.retry)
         except OSError as exc:  # staging full, I/O error: try again later
-            return Skipped(rel, f"capture failed: {exc.strerror or exc}", retry=True)
+            why = exc.strerror or str(exc)
+            if exc.errno in NO_ROOM:  # the copy's side (state_dir), not the store's disk
+                why = f"no room to stage a copy in {self.staging}: {why}"
+            return Skipped(rel, f"capture failed: {why}", retry=True)
 
 
 def spelled_otherwise(live: str, base: int) -> bool:
