@@ -207,6 +207,17 @@ def _make_private(path: Path) -> None:
             os.chmod(f"{path}{side}", FILE_MODE)
 
 
+# SQLite's primary result codes of a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB)
+_DAMAGED = frozenset({11, 26})
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` says the file itself is damaged (or failed the quick check, raised
+    here without a code), not that its disk is full, failing or read-only."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is None or code & 0xFF in _DAMAGED
+
+
 class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):
     """Async facade over one SQLite connection living in a dedicated thread."""
 
@@ -247,6 +258,11 @@ class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):
             _drop_finished_plans(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if not _damaged(exc):  # a full or failing disk: setting the file aside cures nothing
+                raise StateError(
+                    f"state database {self.path} cannot be opened: {exc} (check the disk "
+                    f"of {self.path.parent}: free space, errors; nothing was changed)"
+                ) from exc
             raise StateError(
                 f"state database {self.path} is unusable: {exc}", corrupt=True
             ) from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import sqlite3
 import stat
 from dataclasses import replace
@@ -422,3 +423,28 @@ async def test_the_wal_shrinks_back_after_a_large_transaction(tmp_path: Path) ->
         assert wal.stat().st_size <= WAL_SIZE_LIMIT
     finally:
         await state.close()
+
+
+async def test_a_full_disk_at_open_keeps_the_state_as_it_is(tmp_path: Path) -> None:
+    """The state's disk full when the daemon starts (SQLite: 'disk I/O error' making its
+    -shm): the database was called unusable, set aside as state.db.corrupt-... and a new
+    one begun, losing the queue and the ledger. Now it is left as it is, and said so."""
+    path = tmp_path / "state.db"
+    state = StateDB(path)
+    await state.open()
+    await state.enqueue([("a.json", "modified")], now=100.0)
+    await state.close()
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, limits[1]))  # files stop at 1 KiB
+    try:
+        full = StateDB(path)
+        with pytest.raises(StateError, match="cannot be opened") as info:
+            await full.open()
+        await full.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    assert not info.value.corrupt and "nothing was changed" in str(info.value)
+    again = StateDB(path)
+    await again.open()
+    assert [i.path for i in await again.queue_items()] == ["a.json"]
+    await again.close()
