@@ -86,8 +86,9 @@ class StateLock:
                 f"another akoshad is already running on state {self.path.parent} "
                 "(use `akoshad sync --wait` to ask it to drain)"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with suppress(OSError):  # the pid is for people; a full disk is met (and said) next
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
     def release(self) -> None:

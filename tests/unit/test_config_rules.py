@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import io
 import os
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -421,6 +422,21 @@ def test_unwritable_state_dir_is_a_config_error(state_dir: str, reason: str) -> 
     assert info.value.exit_code == 78
     # config check tells it alike, without making anything
     assert (state_dir_refusal(Path(state_dir)) or "").startswith(str(info.value)[:40])
+
+
+def test_a_full_disk_does_not_stop_the_lock_from_being_taken(tmp_path: Path) -> None:
+    """The lock's pid line on a full disk raised 'run failed: OSError: [Errno 28] No space
+    left on device' (naming no place); the lock is taken without it, and the state
+    database's open, next, says which disk (tests/unit/test_state.py)."""
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, limits[1]))  # no byte can be written
+    lock = StateLock(tmp_path)
+    try:
+        lock.acquire()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    lock.release()
+    assert (tmp_path / "akoshad.lock").read_bytes() == b""
 
 
 def test_config_check_of_a_state_dir_leaves_nothing(tmp_path: Path) -> None:
