@@ -44,6 +44,7 @@ RACY_NS = 3_000_000_000
 DEFAULT_LOG: Mapping[str, object] = {"level": "INFO", "format": "text", "file": False}
 _ABOVE_INFO = ("SUCCESS", "WARNING", "ERROR", "CRITICAL")  # an INFO line is not written
 UNCHANGED = "run --once: nothing changed, no upload"
+CONFIG_MAX_BYTES = 1 << 20  # a configuration is a few KB: a larger file is none
 
 
 def config_home(environ: Mapping[str, str]) -> Path:
@@ -68,6 +69,14 @@ def resolve_config_path(
     return config_home(environ) / "akoshad" / "config.yaml", False
 
 
+def read_head(path: Path, limit: int = CONFIG_MAX_BYTES) -> bytes:
+    """At most ``limit + 1`` bytes of ``path``: a configuration file's, whose length tells
+    one too large from one that fits, and a file that never ends (``/dev/zero``) is not read
+    on until memory runs out."""
+    with open(path, "rb") as file:
+        return file.read(limit + 1)
+
+
 def inputs_key(argv: Sequence[str], environ: Mapping[str, str], config: Path) -> str:
     """A digest of everything the configuration is made of."""
     h = hashlib.sha256()
@@ -78,7 +87,7 @@ def inputs_key(argv: Sequence[str], environ: Mapping[str, str], config: Path) ->
             h.update(f"\0{key}={environ[key]}".encode("utf-8", "surrogateescape"))
     for path in (config, config_home(environ) / "session-buddy" / "config.yaml"):
         try:
-            h.update(b"\0" + path.read_bytes())
+            h.update(b"\0" + read_head(path))
         except OSError:
             h.update(b"\0<none>")
     return h.hexdigest()[:32]

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from akoshad.errors import ConfigError
+from akoshad.fastpath import CONFIG_MAX_BYTES, read_head
 
 
 def names_only(data: Mapping[Any, Any], path: Path) -> None:
@@ -55,7 +56,13 @@ def read_config_text(path: Path, named: bool) -> str | None:
     ``named`` (the default file); ``ConfigError`` in one line when a named file is missing
     or the file cannot be read."""
     try:
-        return path.read_text(encoding="utf-8")
+        data = read_head(path)
+        if len(data) > CONFIG_MAX_BYTES:
+            raise ConfigError(
+                f"configuration file {path} is larger than {CONFIG_MAX_BYTES >> 20} MiB: not a "
+                "configuration (a few KB of YAML; check --config or AKOSHAD_CONFIG)"
+            )
+        return data.decode("utf-8")
     except FileNotFoundError:
         if named:
             raise ConfigError(f"configuration file {path} does not exist") from None

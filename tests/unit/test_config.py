@@ -145,6 +145,22 @@ def test_missing_named_file_is_an_error_default_is_not(tmp_path: Path) -> None:
     load_settings(environ=env(tmp_path))
 
 
+def test_a_file_that_never_ends_is_refused_unread(tmp_path: Path) -> None:
+    """--config naming /dev/zero (a link to it, or a huge file by mistake): a SIGHUP read it
+    until memory ran out (the daemon's RSS at 9 GB within seconds, still growing); it is
+    now one line, exit 78, and a few KB of YAML still load."""
+    link = tmp_path / "c.yaml"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ConfigError, match=r"c\.yaml is larger than 1 MiB: not a configuration"):
+        load_settings(str(link), environ={"HOME": str(tmp_path)})
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        load_settings(str(big), environ={"HOME": str(tmp_path)})
+    big.write_text("# " + "x" * 4000 + "\ndebounce_seconds: 5\n")
+    assert load_settings(str(big), environ={"HOME": str(tmp_path)}).debounce_seconds == 5
+
+
 def test_secret_redacted_everywhere(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"cloud_sync:\n  access_key_id: AKIAEXAMPLE\n  secret_access_key: {SECRET}\n")
