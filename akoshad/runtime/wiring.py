@@ -86,7 +86,9 @@ class StateLock:
                 f"another akoshad is already running on state {self.path.parent} "
                 "(use `akoshad sync --wait` to ask it to drain)"
             ) from None
-        with suppress(OSError):  # the pid is for people; a full disk is met (and said) next
+        # the pid tells people, and the client commands (fastpath.state_held), which live
+        # akoshad holds the state; a disk too full to take it is met (and said) next
+        with suppress(OSError):
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
