@@ -22,6 +22,10 @@ TICK = 60.0  # the daemon looks at the interval at least this often (it may be r
 # A last run dated further ahead of the clock than this was dated by a clock that ran ahead
 # and was set right since: waiting for it would hold the job back until the clock caught up.
 CLOCK_SKEW = 300.0
+# A job runs again at the earliest this long after its last run ended: an interval set to
+# next to nothing (drill_interval_hours: 1e-9) ran it back to back, hundreds of log lines
+# a second at most of a core.
+MIN_GAP = 5.0
 
 
 async def run_periodic(
@@ -31,14 +35,15 @@ async def run_periodic(
     once: Callable[[], Awaitable[None]],
     postpone: Callable[[], None],
 ) -> None:
-    """Until ``stop_event``: ``once()`` whenever ``due_in()`` is 0 or less; an unexpected
-    error is logged and ``postpone()`` moves the next try."""
+    """Until ``stop_event``: ``once()`` whenever ``due_in()`` is 0 or less, never sooner
+    than :data:`MIN_GAP` after the last run ended; an unexpected error is logged and
+    ``postpone()`` moves the next try."""
     while not stop_event.is_set():
         try:
             wait = await due_in()
             if wait <= 0:
                 await once()
-                continue
+                wait = MIN_GAP
         except Exception as exc:  # a periodic job must never take the daemon down
             logger.error("{} could not run: {}: {}", name, type(exc).__name__, exc)
             postpone()
