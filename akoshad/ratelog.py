@@ -46,9 +46,10 @@ class RateLimitedLog:
 
 
 class ReasonLog:
-    """Logs a standing condition that has a reason: a WARNING when it starts or its reason
-    changes, the same line again at most once per ``interval`` while it lasts (with a
-    "(repeated N times)" count of the lines left out), and one INFO line when it clears."""
+    """Logs a standing condition that has a reason: a WARNING (or ERROR) when it starts or
+    its reason changes, the same line again at most once per ``interval`` while it lasts
+    (with a "(repeated N times)" count of the lines left out), and one INFO line when it
+    clears."""
 
     def __init__(
         self, interval: float = 3600.0, clock: Callable[[], float] = time.monotonic
@@ -60,6 +61,13 @@ class ReasonLog:
 
     def warning(self, reason: str, message: str, *args: Any) -> bool:
         """Log unless ``reason`` was logged last, within the interval. True when logged."""
+        return self._log("WARNING", reason, message, *args)
+
+    def error(self, reason: str, message: str, *args: Any) -> bool:
+        """As :meth:`warning`, at ERROR."""
+        return self._log("ERROR", reason, message, *args)
+
+    def _log(self, level: str, reason: str, message: str, *args: Any) -> bool:
         now = self.clock()
         same = self._said is not None and self._said[0] == reason
         if same and self._said is not None and now - self._said[1] < self.interval:
@@ -67,7 +75,7 @@ class ReasonLog:
             return False
         if same and self._suppressed:
             message = f"{message} (repeated {self._suppressed} times)"
-        logger.opt(depth=1).warning(message, *args)
+        logger.opt(depth=2).log(level, message, *args)
         self._said = (reason, now)
         self._suppressed = 0
         return True

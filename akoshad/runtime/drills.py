@@ -27,7 +27,7 @@ from loguru import logger
 
 from akoshad.errors import PermanentError, TransientError
 from akoshad.restore.drill_dirs import KV_LAST, KV_LAST_GOOD, parse_result, remove_stale
-from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
+from akoshad.runtime.periodic import TICK, PeriodicJob, failure_reason, run_periodic
 from akoshad.storage.crypto import Identities, IdentityError
 
 if TYPE_CHECKING:
@@ -36,7 +36,9 @@ if TYPE_CHECKING:
     from akoshad.restore.drill_restore import DrillResult
 
 FIRST_DELAY = 60.0  # after a start without any drill on record
-RETRY_SECONDS = 600.0  # nothing to drill yet, or the drill could not run: look again
+# nothing to drill yet, or the drill could not run: look again this long after (a drill that
+# could not run again: twice as long after each further one in a row, at most one interval)
+RETRY_SECONDS = 600.0
 FOLLOW_UP_SECONDS = 600.0  # after a drill had what it found lost sent again: see it healed
 
 
@@ -133,17 +135,24 @@ class DrillScheduler(PeriodicJob):
         except OSError as exc:
             logger.warning("cannot remove an old drill directory: {}", exc)
         await run_periodic(
-            "drill", self.stop_event, self.due_in, self._drill_or_postpone, self._postpone
+            "drill", self.stop_event, self.due_in, self._drill_or_postpone, self.failed
         )
 
     async def _drill_or_postpone(self) -> None:
+        """A scheduled drill; one the target keeps from running is tried again later and
+        later (``retry_delay``), its warning logged at most once an hour while it lasts."""
         try:
             result = await self.drill_once()
         except (TransientError, PermanentError) as exc:
-            logger.warning("drill postponed: {} cannot be read: {}", self.target.name, exc)
-            result = None
-        if result is None:
+            why = f"{self.target.name} cannot be read: {exc}"
+            self.failure_log.warning(failure_reason(why), "drill postponed: {}", why)
             self._postpone()
+            return
+        self.failure_log.ok("drill: runs again")
+        if result is None:  # nothing to drill yet: looked again 10 minutes later
+            self._postpone(failed=False)
+        else:
+            self._failures = 0
 
     async def drill_once(self) -> DrillResult | None:
         """One drill now (:meth:`_drill`); what keeps it from running is kept in
@@ -294,6 +303,7 @@ async def drill_request(scheduler: DrillScheduler) -> dict[str, Any]:
     details. Nothing to drill, or a target that cannot be read: an error reply."""
     from akoshad.runtime.control_client import ControlRequestError
 
+    scheduler.start_over()
     try:
         result = await scheduler.drill_once()
     except (TransientError, PermanentError) as exc:

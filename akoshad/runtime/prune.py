@@ -78,7 +78,9 @@ FIRST_DELAY = 300.0  # after a start with no prune on record
 # A prune holds the pass lock (uploads wait): one that a server answering a byte at a time
 # keeps from finishing gives up after this long, as a failed prune (tried again later).
 DEADLINE_SECONDS = 3600.0
-RETRY_SECONDS = 600.0  # a prune that failed or was refused (not the owner) is tried again
+# a prune that failed or was refused (not the owner) is tried again this long after, then
+# twice as long after each further failure in a row, at most one interval apart
+RETRY_SECONDS = 600.0
 
 
 def _identities(settings: Settings) -> tuple[Identities | None, str]:
@@ -305,10 +307,15 @@ class PruneScheduler(PeriodicJob):
         """``status.last_prune`` (a prune run by hand counts too), or None."""
         return parse_last(await self.state.get_kv(KV_LAST))
 
-    async def prune_now(self, *, dry_run: bool = False) -> dict[str, Any]:
+    async def prune_now(self, *, dry_run: bool = False, scheduled: bool = False) -> dict[str, Any]:
         """One prune now, after the drill in progress (if any), under the pass lock; raises
-        :class:`NotOwner`."""
+        :class:`NotOwner`. One asked for (not ``scheduled``, not a dry run) starts the
+        count of failed prunes over; a ``scheduled`` one that fails as the last did is
+        logged at most once per :data:`~akoshad.runtime.periodic.FAILURE_LOG_SECONDS`."""
         from akoshad.runtime.drill_heal import send_missing_again
+
+        if not scheduled and not dry_run:
+            self.start_over()
 
         async with contextlib.AsyncExitStack() as stack:
             if self.drills is not None:  # taken before the pass lock, as a drill does
@@ -321,10 +328,21 @@ class PruneScheduler(PeriodicJob):
         if queued and self.wake is not None:
             self.wake.set()
         last = await record(self.state, result)
-        log_result(result)
+        if not dry_run and result.get("enabled", True):
+            self._count(result)
+        log_result(result, self.failure_log if scheduled else None)
         if not dry_run and result.get("enabled", True):
             self.events.emit("prune", **{k: v for k, v in last.items() if k != "at"})
         return result
+
+    def _count(self, result: dict[str, Any]) -> None:
+        """One more failed prune in a row, or none since this one (a "works again" line
+        when failures were logged)."""
+        if result["ok"]:
+            self._failures = 0
+            self.failure_log.ok("prune: works again")
+        else:
+            self._failures += 1
 
     async def due_in(self) -> float:
         """Seconds until the next prune is due (TICK while prunes are off)."""
@@ -332,24 +350,25 @@ class PruneScheduler(PeriodicJob):
         if interval <= 0 or not self.settings.retention.enabled:
             return TICK
         last = await self.last() or {}
-        # a prune that failed is tried again sooner; not one that needs the identity (that
+        # a prune that failed is tried again sooner (10 minutes later, then twice as long
+        # with each further failure in a row: retry_delay); not one that needs the identity (that
         # won't come back by itself), nor one that ran to its end (``uploads_kept`` known)
         # and found a kept upload damaged or objects missing: that stands until retention
         # drops the upload, and each try reads every manifest and document again
         ran = last.get("uploads_kept") is not None
         soon = not last.get("ok") and not last.get("needs_identity") and not ran
-        return self.wait(last.get("at"), min(interval, RETRY_SECONDS) if soon else interval)
+        return self.wait(last.get("at"), self.retry_delay() if soon else interval)
 
     async def run(self) -> None:
         """Until the daemon stops: wait for the next prune, run it. Nothing a prune meets
         leaves this task."""
-        await run_periodic("prune", self.stop_event, self.due_in, self._scheduled, self._postpone)
+        await run_periodic("prune", self.stop_event, self.due_in, self._scheduled, self.failed)
 
     async def _scheduled(self) -> None:
         try:
-            await self.prune_now()
+            await self.prune_now(scheduled=True)
         except NotOwner as exc:  # nothing recorded: this machine has nothing to prune
-            logger.warning("prune skipped: {}", exc)
+            self.failure_log.warning(str(exc), "prune skipped: {}", exc)
             self._postpone()
 
 

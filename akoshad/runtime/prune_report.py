@@ -11,6 +11,8 @@ from typing import Any
 from loguru import logger
 
 from akoshad.errors import PermanentError, TransientError
+from akoshad.ratelog import ReasonLog
+from akoshad.runtime.periodic import failure_reason
 from akoshad.store.db import StateDB
 from akoshad.targets.base import ListsSystems, Target
 
@@ -63,11 +65,8 @@ def versioning_note(result: dict[str, Any]) -> str | None:
     )
 
 
-def log_result(result: dict[str, Any]) -> None:
-    """INFO when all went well, ERROR with the problems."""
-    if not result.get("enabled", True):
-        logger.info("prune: retention is disabled, every upload kept")
-        return
+def result_line(result: dict[str, Any]) -> str:
+    """The line a prune (retention enabled) logs: what it did, and its problems if any."""
     what = "dry run: would remove" if result.get("dry_run") else "removed"
     line = (
         f"prune ({result.get('policy', '')}): {what} "
@@ -75,10 +74,27 @@ def log_result(result: dict[str, Any]) -> None:
         f"{kept_count(result)}, {result.get('objects_deleted', 0)} object(s), "
         f"{result.get('bytes_freed', 0)} byte(s)"
     )
+    return line if result["ok"] else f"{line}; problems: {problems_text(result)}"
+
+
+def problems_text(result: dict[str, Any]) -> str:
+    """A prune's problems, in one line."""
+    return "; ".join(result.get("problems") or [])
+
+
+def log_result(result: dict[str, Any], failure_log: ReasonLog | None = None) -> None:
+    """INFO when all went well, ERROR with the problems (through ``failure_log`` when
+    given: the same problems again are logged at most once per its interval)."""
+    if not result.get("enabled", True):
+        logger.info("prune: retention is disabled, every upload kept")
+        return
+    line = result_line(result)
     if result["ok"]:
         logger.info(line)
+    elif failure_log is not None:
+        failure_log.error(failure_reason(problems_text(result)), "{}", line)
     else:
-        logger.error("{}; problems: {}", line, "; ".join(result.get("problems") or []))
+        logger.error("{}", line)
     note = versioning_note(result)
     if note is not None and result.get("objects_deleted"):
         logger.warning("prune: {}", note)

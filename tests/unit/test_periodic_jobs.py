@@ -1,10 +1,30 @@
-"""The daemon's periodic jobs (``runtime.periodic``): how soon a job runs again."""
+"""The daemon's periodic jobs (``runtime.periodic``): how soon a job runs again, and how a
+job that keeps failing backs off and logs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
+import pytest
+from loguru import logger
+
+from akoshad.config import Settings, load_settings
+from akoshad.errors import TransientError
+from akoshad.events import EventBus
+from akoshad.pipeline.ownership import OwnerGate
+from akoshad.pipeline.stats import Stats
+from akoshad.ratelog import ReasonLog
+from akoshad.runtime import prune as prune_module
+from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.periodic import run_periodic
+from akoshad.runtime.prune import PruneScheduler
+from akoshad.store.db import StateDB
+from akoshad.targets.local import LocalTarget
 
 
 async def test_a_job_due_at_once_is_not_run_back_to_back() -> None:
@@ -21,8 +41,136 @@ async def test_a_job_due_at_once_is_not_run_back_to_back() -> None:
         runs.append(None)
         await asyncio.sleep(0)  # a run yields, as a real one does
 
-    task = asyncio.create_task(run_periodic("job", stop, due_in, once, lambda: None))
+    task = asyncio.create_task(run_periodic("job", stop, due_in, once, lambda _name, _exc: None))
     await asyncio.sleep(0.5)
     stop.set()
     await asyncio.wait_for(task, 5)
     assert len(runs) == 1
+
+
+def _settings(tmp_path: Path, **extra: Any) -> Settings:
+    return load_settings(
+        None,
+        overrides={
+            "data_dir": str(tmp_path / "store"),
+            "state_dir": str(tmp_path / "state"),
+            "local_target_dir": str(tmp_path / "outbox"),
+            "cloud_sync": {"system_id": "sched"},
+            **extra,
+        },
+        environ={"HOME": str(tmp_path)},
+    )
+
+
+def _failed(tries: int) -> dict[str, Any]:
+    """A prune stopped by the target down (its problem carries how often the request was
+    sent: ``backoff.say_tries``)."""
+    problem = f"listing systems/: connection refused (sent {tries} times over {tries * 3} s)"
+    return {"enabled": True, "ok": False, "uploads_kept": None, "problems": [problem]}
+
+
+@contextlib.contextmanager
+def _logged() -> Iterator[list[str]]:
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(f"{m.record['level'].name} {m.record['message']}"))
+    try:
+        yield lines
+    finally:
+        logger.remove(sink)
+
+
+async def test_a_failing_prune_backs_off_and_logs_once_an_hour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target down for a day (or a manifest of a newer format, which stops every prune
+    until the user acts): the daemon's prune was tried every 10 minutes all along, 144
+    ERROR lines a day, each try listing the system and reading every kept manifest. Now
+    10 minutes, then twice as long after each further failure, at most one interval; the
+    same failure is logged at most once an hour, with a count, and a line when it works
+    again; last_prune shows each failure at once; a reload or an asked prune starts over."""
+    outcomes: list[dict[str, Any]] = []
+
+    async def prune_target(*_: Any, **__: Any) -> dict[str, Any]:
+        return {**outcomes.pop(0), "at": time.time()}
+
+    monkeypatch.setattr(prune_module, "prune_target", prune_target)
+    settings = _settings(tmp_path, retention={"prune_interval_hours": 24})
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    try:
+        prunes = PruneScheduler(
+            settings,
+            state=state,
+            target=LocalTarget(tmp_path / "outbox"),
+            gate=OwnerGate(settings.state_dir, "sched", Stats()),
+            events=EventBus("sched"),
+            stop_event=asyncio.Event(),
+            pass_lock=asyncio.Lock(),
+        )
+        now = [0.0]
+        prunes.failure_log = ReasonLog(3600, clock=lambda: now[0])
+        waits = []
+        with _logged() as lines:
+            for tries in range(1, 10):
+                outcomes.append(_failed(tries))
+                await prunes.prune_now(scheduled=True)
+                assert (await prunes.last() or {})["ok"] is False  # status: at once
+                waits.append(round(await prunes.due_in() / 60))
+                now[0] += waits[-1] * 60
+            outcomes.append({"enabled": True, "ok": True, "uploads_kept": 3, "problems": []})
+            await prunes.prune_now(scheduled=True)
+        assert waits == [10, 20, 40, 80, 160, 320, 640, 1280, 1440]
+        errors = [line for line in lines if line.startswith("ERROR")]
+        # tried at 0, 10, 30, 70, 150, 310 min, ...: logged at 0, 70, 150, 310, ...
+        assert len(errors) == 7 and errors[0].endswith("(sent 1 times over 3 s)")
+        assert errors[1].endswith("(repeated 2 times)") and "repeated" not in errors[2]
+        assert lines[-2:][0] == "INFO prune: works again" and lines[-1].startswith("INFO prune")
+        for start_over in (lambda: prunes.configure(settings), lambda: None):
+            for tries in (1, 2, 3):
+                outcomes.append(_failed(tries))
+                await prunes.prune_now(scheduled=True)
+            assert round(await prunes.due_in() / 60) >= 40
+            start_over()
+            outcomes.append(_failed(4))
+            await prunes.prune_now()  # a reload, or this prune asked by hand
+            assert round(await prunes.due_in() / 60) == 10
+    finally:
+        await state.close()
+
+
+class _DownTarget(LocalTarget):
+    tries = 0
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+        self.tries += 1
+        raise TransientError(f"connection refused (sent {self.tries} times over 9 s)")
+        yield prefix
+
+
+async def test_a_drill_the_target_keeps_from_running_backs_off(tmp_path: Path) -> None:
+    """The drill postponed (the target down) was tried again every 10 minutes, a WARNING
+    each time; now later and later (at most one interval), the warning at most hourly."""
+    settings = _settings(tmp_path, drill_interval_hours=24)
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    try:
+        drills = DrillScheduler(
+            settings,
+            state=state,
+            target=_DownTarget(tmp_path / "outbox"),
+            events=EventBus("sched"),
+            stop_event=asyncio.Event(),
+            pass_lock=asyncio.Lock(),
+        )
+        waits = []
+        with _logged() as lines:
+            for _ in range(4):
+                await drills._drill_or_postpone()
+                waits.append(round((drills._not_before - time.monotonic()) / 60))
+        assert waits == [10, 20, 40, 80]
+        assert [line.split()[:3] for line in lines] == [["WARNING", "drill", "postponed:"]]
+        assert drills.not_run is not None  # status shows it at once
+        drills.configure(settings)  # a reload: tried again within 10 minutes
+        assert round((drills._not_before - time.monotonic()) / 60) == 10
+    finally:
+        await state.close()
