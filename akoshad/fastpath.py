@@ -29,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 from akoshad import __version__
+from akoshad.private import shared_dir_problem
 
 CACHE_VERSION = 2  # 2: the store is recorded as a digest
 StatMap = dict[str, list[int]]
@@ -191,6 +192,8 @@ def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
         return False
     if recorded.get("state") != state_stamp(state_dir) or state_held(state_dir):
         return False
+    if shared_dir_problem("state_dir", state_dir) is not None:
+        return False  # the full run refuses it (exit 78)
     if recorded.get("store") != store_digest(stat_map(data_dir)):
         return False
     witness = recorded.get("witness")

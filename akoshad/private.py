@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import pwd
 import shutil
 import stat
 from pathlib import Path
@@ -69,3 +70,51 @@ def fresh_private_dir(path: Path) -> int:
     finally:
         os.close(fd)
     return removed
+
+
+def _owner(uid: int) -> str:
+    if uid == os.geteuid():
+        return "you"
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def shared_dir_problem(field: str, path: Path) -> str | None:
+    """One line when another user could plant, swap or remove files in the existing
+    directory ``path`` (``field`` names the setting): it is another user's (root aside),
+    or its group or others may write to it; or a directory above it is another user's
+    (root aside), or others may write to it and it is not sticky (they could rename ours
+    away and put theirs in its place). None when it is private, or does not exist yet."""
+    uid = os.geteuid()
+    try:
+        real = path.resolve()
+        st = os.stat(real)
+    except OSError:
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in (uid, 0):  # root can do anything anyway
+        return (
+            f"{field} {path} is owned by {_owner(st.st_uid)}, not you: they could plant or "
+            f"replace akoshad's files there; set {field} to a directory of your own"
+        )
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (
+            f"{field} {path} (mode {mode:04o}) can be written by other users, who could plant "
+            f"or replace akoshad's files there; run `chmod 700 {real}` or set {field} to a "
+            "directory only you can write to"
+        )
+    for above in real.parents:
+        try:
+            st = os.stat(above)
+        except OSError:
+            return None
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid not in (uid, 0) or (mode & stat.S_IWOTH and not mode & stat.S_ISVTX):
+            return (
+                f"{field} {path}: the directory above it {above} (mode {mode:04o}, owned by "
+                f"{_owner(st.st_uid)}) lets other users replace it; set {field} to a "
+                "directory whose parents only you (or root) can change"
+            )
+    return None

@@ -14,6 +14,7 @@ import yaml
 from akoshad.config import Encryption, LoadedConfig
 from akoshad.config.encryption import unavailable
 from akoshad.names import EXIT_CONFIG
+from akoshad.private import shared_dir_problem
 from akoshad.redaction import redact_url
 from akoshad.runtime.control import socket_path_refusal
 from akoshad.runtime.health import warn_data_dir
@@ -93,8 +94,12 @@ def _identity_file_problem(enc: Encryption) -> list[str]:
 
 def state_dir_refusal(state_dir: Path) -> str | None:
     """The line ``run`` (and prune, takeover) stops with, exit 78, when ``state_dir``
-    cannot be written, found without making it: a file made and removed in it, or when it
-    does not exist yet, a directory in the nearest of its parents that exists."""
+    can be written by other users (``shared_dir_problem``) or cannot be written, found
+    without making it: a file made and removed in it, or when it does not exist yet, a
+    directory in the nearest of its parents that exists."""
+    shared = shared_dir_problem("state_dir", state_dir)
+    if shared is not None:
+        return shared
     existing = state_dir
     while not os.path.lexists(existing) and existing.parent != existing:
         existing = existing.parent

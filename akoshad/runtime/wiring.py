@@ -40,7 +40,7 @@ from akoshad.pipeline.sealing import memories_label, sealing_source
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.storefiles import PathFilter
 from akoshad.pipeline.upload import Uploader
-from akoshad.private import NO_WRITES
+from akoshad.private import NO_WRITES, shared_dir_problem
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.failure_notices import FailureNotices
 from akoshad.runtime.health_watch import HealthWatch
@@ -70,14 +70,24 @@ class StateLock:
         """Take the lock; ``ConfigError`` (exit 78) when ``state_dir`` cannot be written."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             if exc.errno not in UNWRITABLE:
                 raise
-            raise ConfigError(
-                f"state_dir {self.path.parent} is not writable: {exc.strerror} "
-                "(make state_dir writable or set another)"
-            ) from None
+            raise self._unwritable(exc) from None
+        shared = shared_dir_problem("state_dir", self.path.parent)
+        if shared is not None:
+            raise ConfigError(shared)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(
+                    f"state_dir {self.path.parent}: {LOCK_NAME} is a symlink; akoshad writes "
+                    "no file of its state through a link (remove it)"
+                ) from None
+            if exc.errno not in UNWRITABLE:
+                raise
+            raise self._unwritable(exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -92,6 +102,12 @@ class StateLock:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+
+    def _unwritable(self, exc: OSError) -> ConfigError:
+        return ConfigError(
+            f"state_dir {self.path.parent} is not writable: {exc.strerror} "
+            "(make state_dir writable or set another)"
+        )
 
     def release(self) -> None:
         if self._fd is not None:
