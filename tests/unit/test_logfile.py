@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from akoshad.errors import ConfigError
 from akoshad.runtime import logfile
 from akoshad.runtime.logfile import LogFile
 
@@ -67,3 +70,43 @@ def test_the_file_rotates_by_size_and_keeps_five(tmp_path: Path) -> None:
     assert (tmp_path / "a.log.5").read_text().startswith("line 028")
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in tmp_path.iterdir())
     assert notes == [] and logfile.KEPT == 5
+
+
+def test_a_log_directory_others_can_write_to_is_refused(tmp_path: Path) -> None:
+    # another user's link as akoshad.log in a 0777 directory: every record was appended to
+    # the file it pointed at, made 0600 (a file akoshad never created), and run said nothing
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    logs.chmod(0o777)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o644)
+    (logs / "akoshad.log").symlink_to(victim)
+    with pytest.raises(ConfigError) as info:
+        LogFile(logs / "akoshad.log", print)
+    assert info.value.exit_code == 78
+    assert str(info.value).startswith(
+        f"log_file {logs}/akoshad.log: log_file's directory {logs} (mode 0777) can be written "
+        "by other users"
+    )
+    assert victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+
+
+def test_in_a_sticky_directory_only_a_file_of_ours_alone_is_written(tmp_path: Path) -> None:
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    logs.chmod(0o1777)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    victim.chmod(0o644)
+    path = logs / "akoshad.log"
+    for plant in (path.symlink_to, path.hardlink_to):
+        plant(victim)
+        with pytest.raises(OSError):
+            LogFile(path, print)
+        path.unlink()
+    assert victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+    sink = LogFile(path, print)  # a new file: ours
+    sink.write("line\n")
+    sink.stop()
+    assert path.read_text() == "line\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
