@@ -89,6 +89,8 @@ def inputs_key(argv: Sequence[str], environ: Mapping[str, str], config: Path) ->
     for path in (config, config_home(environ) / "session-buddy" / "config.yaml"):
         try:
             h.update(b"\0" + read_head(path))
+            st = os.stat(path)  # who may change it: a file others may write is refused
+            h.update(f"\0{st.st_mode}:{st.st_uid}:{st.st_gid}".encode())
         except OSError:
             h.update(b"\0<none>")
     return h.hexdigest()[:32]

@@ -216,6 +216,9 @@ def load_config(
     env = dict(os.environ if environ is None else environ)
     path, named = resolve_config_path(config_path, env)
     file_data = read_yaml(path, named)
+    tampered = src.tampered_file(path)
+    if tampered is not None:
+        raise ConfigError(tampered)
     names_only(file_data, path)
     file_data = src.without_null_groups(file_data, [*_groups(), "webhooks", "include", "exclude"])
     env_data, env_vars = _env_layer(env)

@@ -16,7 +16,9 @@ Pure functions over mappings handed in: the process environment is read in ``con
 from __future__ import annotations
 
 import difflib
+import grp
 import os
+import pwd
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -256,6 +258,47 @@ def exposed_secrets(path: Path, data: Mapping[str, Any]) -> tuple[str, ...]:
     return (
         f"configuration file {path} holds {', '.join(secrets)} and others may read it "
         f"(mode {mode:04o}): run chmod 600 {path}",
+    )
+
+
+def _own_group(gid: int, uid: int) -> bool:
+    """Whether ``gid`` is the user's private group (its primary group, of no one else: a
+    ``umask 002`` system's files are group-writable by the user alone)."""
+    try:
+        user = pwd.getpwuid(uid)
+        members = grp.getgrgid(gid).gr_mem
+    except KeyError:
+        return False
+    if user.pw_gid != gid or any(m != user.pw_name for m in members):
+        return False
+    return all(p.pw_gid != gid or p.pw_uid == uid for p in pwd.getpwall())
+
+
+def tampered_file(path: Path) -> str | None:
+    """The line ``load_config`` stops with (exit 78) when another user could change the
+    configuration file ``path``: it is theirs (root aside), or others, or a group not the
+    user's own, may write to it (as ssh says of its own configuration), else None."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None  # /dev/stdin, a pipe: no file to keep
+    uid = os.geteuid()
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in (uid, 0):
+        try:
+            owner = f"user {pwd.getpwuid(st.st_uid).pw_name} (uid {st.st_uid})"
+        except KeyError:
+            owner = f"uid {st.st_uid}"
+        why, fix = f"is owned by {owner}, not you", "use a file of your own"
+    elif mode & stat.S_IWOTH or (mode & stat.S_IWGRP and not _own_group(st.st_gid, uid)):
+        why, fix = f"can be written by other users (mode {mode:04o})", f"run `chmod go-w {path}`"
+    else:
+        return None
+    return (
+        f"configuration file {path} {why}: they could change what akoshad backs up and "
+        f"where it sends it; {fix}"
     )
 
 
