@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from akoshad.config import Settings
-from akoshad.errors import AkoshadError
+from akoshad.errors import AkoshadError, ConfigError
 from akoshad.manifest.read import list_uploads
+from akoshad.private import shared_dir_problem
 from akoshad.restore.drill_check import one_line, run_worker, worker_spec
 from akoshad.restore.drill_dirs import (
     DRILL_PREFIX,
@@ -218,7 +219,10 @@ async def drill_here(settings: Settings) -> dict[str, Any]:
     """A drill in this process, reading the target directly (the CLI goes through a
     running daemon first: ``cli.drill``): its ``last_drill`` object. Raises
     :class:`NothingToDrill`, :class:`IdentityError` (the upload needs the identity) and the
-    target's errors."""
+    target's errors; ``ConfigError`` for a ``state_dir`` others can write to (as ``run``)."""
+    shared = await asyncio.to_thread(shared_dir_problem, "state_dir", settings.state_dir)
+    if shared is not None:
+        raise ConfigError(shared)
     return await _drill_here(settings)
 
 

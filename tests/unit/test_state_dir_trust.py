@@ -89,3 +89,25 @@ def test_run_once_and_prune_refuse_a_shared_state_dir(tmp_path: Path) -> None:
         assert len(proc.stderr.splitlines()) == 1
     assert victim.read_text() == "precious\n"
     assert sorted(p.name for p in state.iterdir()) == ["akoshad.lock"]
+
+
+def test_drill_refuses_a_shared_state_dir(tmp_path: Path) -> None:
+    # drill ran (exit 0) in a state_dir others could write to: it makes its restore
+    # directory there and records its result in state.db
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "a.txt").write_text("a")
+    state = tmp_path / "state"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(state),
+        local_target_dir=str(tmp_path / "outbox"),
+        socket_path=str(tmp_path / "s.sock"),
+    )
+    env = base_env(tmp_path)
+    assert akoshad("run", "--once", "--config", str(cfg), env=env).returncode == 0
+    state.chmod(0o777)
+    proc = akoshad("drill", "--config", str(cfg), env=env)
+    assert proc.returncode == 78, proc.stderr
+    assert proc.stderr.startswith(f"akoshad: state_dir {state} (mode 0777) can be written")
+    assert not [p for p in state.iterdir() if p.name.startswith("drill-")]
