@@ -123,9 +123,22 @@ def walk_files(
 
 def tighten_root(fd: int, root: Path) -> None:
     """An outbox of ours that others could enter (made by an older akoshad, or by hand)
-    becomes 0700: what is inside is a copy of private data."""
+    becomes 0700: what is inside is a copy of private data. One that others could still
+    change (another user's, root aside, or one whose mode cannot be changed) is warned of."""
     st = os.fstat(fd)
     if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
         with contextlib.suppress(OSError):
             os.fchmod(fd, DIR_MODE)
             logger.info("local target {}: mode {:04o} -> 0700", root, stat.S_IMODE(st.st_mode))
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in (os.getuid(), 0) or mode & (stat.S_IWGRP | stat.S_IWOTH):
+        owner = "you" if st.st_uid == os.getuid() else f"uid {st.st_uid}"
+        logger.warning(
+            "local target {} (mode {:04o}, owned by {}) can be changed by other users: they "
+            "could delete or replace its uploads (verify finds damage, not a whole upload "
+            "replaced); use a directory only you can write to",
+            root,
+            mode,
+            owner,
+        )
