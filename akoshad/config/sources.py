@@ -117,6 +117,9 @@ def session_buddy_file(
     group = read_yaml(path, False).get("cloud_sync")
     if group is None:
         return {}
+    tampered = tampered_file(path)  # it may name the bucket, its endpoint and keys
+    if tampered is not None:
+        raise ConfigError(tampered.replace("configuration file", "session-buddy file", 1))
     if not isinstance(group, dict):
         raise ConfigError(
             f"invalid configuration: cloud_sync: must be a mapping (from session-buddy file {path})"

@@ -68,3 +68,20 @@ def test_run_once_refuses_it_even_when_nothing_changed(tmp_path: Path) -> None:
     proc = akoshad("status", "--config", str(cfg), env=env)  # a client: warned, still asks
     assert proc.returncode == 3
     assert f"warning: configuration file {cfg} can be written" in proc.stderr
+
+
+def test_a_session_buddy_file_others_can_write_is_refused(tmp_path: Path) -> None:
+    # its cloud_sync group names the bucket, the endpoint and the keys akoshad uses
+    cfg = config(tmp_path)
+    sb = tmp_path / "xdg" / "session-buddy" / "config.yaml"
+    sb.parent.mkdir(parents=True)
+    sb.write_text("cloud_sync:\n  cloud_endpoint: http://127.0.0.1:9\n")
+    sb.chmod(0o666)
+    environ = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    with pytest.raises(ConfigError, match=r"^session-buddy file .* can be written by other"):
+        load_config(cfg, environ=environ)
+    sb.chmod(0o644)
+    assert load_config(cfg, environ=environ).settings.cloud_sync.cloud_endpoint
+    sb.write_text("other: 1\n")  # no cloud_sync: akoshad takes nothing from it
+    sb.chmod(0o666)
+    assert load_config(cfg, environ=environ).settings.data_dir
