@@ -186,6 +186,8 @@ def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
         return False
     config, _named = resolve_config_path(config_arg, environ)
     key = inputs_key(argv, environ, config)
+    if shared_dir_problem("cache", cache_file(environ, key).parent) is not None:
+        return False  # a record others could have written
     try:
         recorded = json.loads(cache_file(environ, key).read_text())
         data_dir = Path(recorded["data_dir"])
@@ -275,21 +277,23 @@ def record_unchanged(
     config, _named = resolve_config_path(config_arg, environ)
     key = inputs_key(argv, environ, config)
     path = cache_file(environ, key)
+    record = {
+        "data_dir": str(data_dir),
+        "state_dir": str(state_dir),
+        "state": state_stamp(state_dir),
+        "store": store_digest(before),
+        "witness": witness,
+        "log": dict(log),
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if shared_dir_problem("cache", path.parent) is not None:
+            return  # others could plant a link as its name, or forge a record
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "data_dir": str(data_dir),
-                    "state_dir": str(state_dir),
-                    "state": state_stamp(state_dir),
-                    "store": store_digest(before),
-                    "witness": witness,
-                    "log": dict(log),
-                }
-            )
-        )
+        tmp.unlink(missing_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(tmp, flags, 0o600), "w") as fh:
+            fh.write(json.dumps(record))
         os.replace(tmp, path)
     except OSError:
         pass  # only an optimisation

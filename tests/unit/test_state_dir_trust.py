@@ -6,10 +6,12 @@ and never opens its lock through a link."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
+from akoshad import fastpath
 from akoshad.cli.config import state_dir_refusal
 from akoshad.errors import ConfigError
 from akoshad.private import shared_dir_problem
@@ -111,3 +113,34 @@ def test_drill_refuses_a_shared_state_dir(tmp_path: Path) -> None:
     assert proc.returncode == 78, proc.stderr
     assert proc.stderr.startswith(f"akoshad: state_dir {state} (mode 0777) can be written")
     assert not [p for p in state.iterdir() if p.name.startswith("drill-")]
+
+
+def test_run_once_writes_no_record_through_a_link_in_a_shared_cache(tmp_path: Path) -> None:
+    # the quick check's record was written with a fixed temporary name, through a link:
+    # with ~/.cache/akoshad 0777 another user's link there had the file it points at
+    # replaced by the record (and a record they wrote would have been believed)
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "a.txt").write_text("a")
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        local_target_dir=str(tmp_path / "outbox"),
+        socket_path=str(tmp_path / "s.sock"),
+    )
+    env = base_env(tmp_path)
+    argv = ["run", "--once", "--config", str(cfg)]
+    record = fastpath.cache_file(env, fastpath.inputs_key(argv, env, cfg))
+    record.parent.mkdir(parents=True)
+    record.parent.chmod(0o777)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    os.symlink(victim, record.with_name(record.name + ".tmp"))
+    assert akoshad(*argv, env=env).returncode == 0
+    assert victim.read_text() == "precious\n"
+    assert not record.exists()
+    record.parent.chmod(0o700)  # private: recorded, and the next run is answered by it
+    os.unlink(record.with_name(record.name + ".tmp"))
+    (tmp_path / "store" / "b.txt").write_text("b")
+    assert akoshad(*argv, env=env).returncode == 0
+    assert record.exists() and stat.S_IMODE(record.stat().st_mode) == 0o600
