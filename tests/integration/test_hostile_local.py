@@ -110,7 +110,8 @@ def test_corrupt_state_db_is_kept_aside_and_rebuilt(setup: Setup) -> None:
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        # mode 0700: a new tmpfs is 1777, a state_dir others could plant files in
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
         capture_output=True,
         text=True,
     )
