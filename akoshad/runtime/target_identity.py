@@ -23,6 +23,7 @@ from collections.abc import Iterable
 
 from loguru import logger
 
+from akoshad.akosha.rejections import REJECTED_PREFIX
 from akoshad.config import Settings
 from akoshad.pipeline.recovery import Recovery
 from akoshad.restore.drill_dirs import KV_LAST as KV_LAST_DRILL
@@ -31,10 +32,23 @@ from akoshad.runtime.prune_report import KV_LAST as KV_LAST_PRUNE
 from akoshad.store.chunks import KV_REWRITE, ChunkOps
 from akoshad.store.db import StateDB
 from akoshad.store.ledger import KV_COMPARE_ALL, LedgerOps
-from akoshad.store.places import KV_IDENTITY, manifest_gone, recorded_place, target_identity
+from akoshad.store.places import (
+    KV_AKOSHA,
+    KV_IDENTITY,
+    akosha_identity,
+    manifest_gone,
+    recorded_place,
+    target_identity,
+)
 from akoshad.targets.base import Target
 
-__all__ = ["KV_IDENTITY", "forget_changed_targets", "seed_ledger", "target_identity"]
+__all__ = [
+    "KV_IDENTITY",
+    "forget_changed_akosha",
+    "forget_changed_targets",
+    "seed_ledger",
+    "target_identity",
+]
 
 # what a drill or a prune of the primary target recorded
 PRIMARY_RECORDS = (KV_LAST_DRILL, KV_LAST_GOOD_DRILL, KV_LAST_PRUNE)
@@ -94,6 +108,41 @@ async def forget_changed_targets(
             name,
         )
     return changed
+
+
+def _akosha_check_in(c: sqlite3.Connection, identity: str) -> int:
+    """Inside a transaction: when the state knew another Akosha, what it delivered there
+    and Akosha's own refusals are forgotten; the number of memories forgotten (0 also for
+    the same Akosha, or a state without a record, which adopts this one)."""
+    row = c.execute("SELECT value FROM kv WHERE key = ?", (KV_AKOSHA,)).fetchone()
+    forgotten = 0
+    if row is not None and str(row[0]) != identity:
+        forgotten = int(c.execute("SELECT COUNT(*) FROM memories_delivered").fetchone()[0])
+        c.execute("DELETE FROM memories_delivered")
+        c.execute(
+            "DELETE FROM memories_skipped WHERE substr(reason, 1, ?) = ?",
+            (len(REJECTED_PREFIX), REJECTED_PREFIX),
+        )
+    c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (KV_AKOSHA, identity))
+    return forgotten
+
+
+async def forget_changed_akosha(state: StateDB, settings: Settings) -> int:
+    """At start: with ``akosha_url`` pointing at another endpoint than the memories were
+    delivered to (Akosha moved, a new instance), those deliveries are forgotten, so every
+    memory goes to this one (one it already holds answers ``Duplicate key``: nothing is
+    stored twice); logged. The number of deliveries forgotten."""
+    if not settings.akosha_url:
+        return 0  # nothing is delivered: the record stays for when it is set again
+    identity = akosha_identity(settings.akosha_url)
+    forgotten = await state.transaction(lambda c: _akosha_check_in(c, identity))
+    if forgotten:
+        logger.warning(
+            "akosha_url points at another Akosha than the one this machine delivered {} "
+            "memories to: every memory is sent to this one",
+            forgotten,
+        )
+    return forgotten
 
 
 async def forget_if_last_upload_gone(state: StateDB, target: Target, system_id: str) -> str | None:

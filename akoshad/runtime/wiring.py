@@ -48,7 +48,11 @@ from akoshad.runtime.leftovers import PACK_STAGING_DIR
 from akoshad.runtime.ownership import primary_name
 from akoshad.runtime.pass_metrics import PassMetrics, make_metrics
 from akoshad.runtime.prune import PruneScheduler
-from akoshad.runtime.target_identity import forget_changed_targets, forget_if_emptied
+from akoshad.runtime.target_identity import (
+    forget_changed_akosha,
+    forget_changed_targets,
+    forget_if_emptied,
+)
 from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import STATE_FILE, StateDB, StateError
 from akoshad.targets import Target, make_target
@@ -232,6 +236,7 @@ async def wire(
     primary = primary_name(settings)
     changed = await forget_changed_targets(state, settings, target_names(settings), primary)
     rebuilt = rebuilt or primary in changed  # seeded from the new place's newest upload
+    await forget_changed_akosha(state, settings)
     parts = build(settings, state, rebuilt, stop_event=stop_event, wake=wake)
     for name, at in (await state.last_success_by_target()).items():
         if name in parts.targets:  # "last ok" survives a restart, as last_upload does

@@ -16,6 +16,7 @@ from akoshad.manifest.layout import manifest_key
 from akoshad.targets.base import ReadCheck, Target
 
 KV_IDENTITY = "target_identity:{target}"
+KV_AKOSHA = "akosha_identity"  # the Akosha the delivered memories went to
 
 
 def _endpoint(url: str | None) -> str:
@@ -38,6 +39,12 @@ def target_identity(settings: Settings, name: str) -> str:
     else:
         where = [name, str(settings.local_target_dir.expanduser().resolve())]
     return hashlib.sha256(json.dumps([*where, cs.system_id]).encode()).hexdigest()
+
+
+def akosha_identity(url: str) -> str:
+    """The identity of the Akosha at ``url``: a SHA-256 of its endpoint (credentials left
+    out, so that changing a password sends nothing again)."""
+    return hashlib.sha256(json.dumps(["http", _endpoint(url)]).encode()).hexdigest()
 
 
 def place_fields(settings: Settings) -> dict[str, str]:
