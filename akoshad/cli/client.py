@@ -279,6 +279,9 @@ def render_sync(result: dict[str, Any]) -> str:
         for kind in ("skipped", "retrying"):
             for path, reason in sorted((p.get(kind) or {}).items())[:10]:
                 lines.append(f"  {kind} {path}: {reason}")
+    delivered = sum(_count((p.get("memories") or {}).get("delivered")) for p in passes)
+    if delivered:
+        lines.insert(1, f"  memories: {delivered} delivered to Akosha")
     return "\n".join(printable(line) for line in lines)
 
 

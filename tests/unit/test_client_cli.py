@@ -213,6 +213,16 @@ def test_a_pass_sent_again_after_a_store_file_changed_is_no_error() -> None:
     assert "error (local): big.bin changed" in alone
 
 
+def test_a_sync_that_delivered_memories_says_so() -> None:
+    """A sync whose pass delivered memories to Akosha and uploaded no file said only
+    "1 pass(es), 0 upload(s), 0 file(s), 0 B sent": nothing told that they landed."""
+    memories = {"delivered": 3200, "skipped": 0}
+    text = render_sync({"ok_drain": True, "pending": 0, "passes": [{"memories": memories}]})
+    assert text.splitlines()[1] == "  memories: 3200 delivered to Akosha"
+    none = render_sync({"ok_drain": True, "passes": [{"memories": {"delivered": 0}}]})
+    assert "delivered" not in none
+
+
 def test_a_sync_with_nothing_left_to_send_says_so() -> None:
     """The README's try-out runs ``sync --wait`` right after the daemon's first upload: it
     said "0 pass(es), 0 upload(s), 0 file(s)", which reads as nothing backed up."""
