@@ -151,8 +151,9 @@ class Daemon:
         if memories is not None and await memories.at_start(self.settings.data_dir):
             self.wake.set()  # encrypt_memories changed: every memory goes up again
         if p.akosha_client is not None and (self.settings.data_dir / MEMORY_DB).is_file():
-            # what Akosha has is checked against the store once per start (it may have
-            # been restarted and lost its in-memory store, or akosha_url is new)
+            # the store's memories not yet delivered go once per start (held back at the
+            # last stop, or all of them when akosha_url points at another Akosha:
+            # forget_changed_akosha); an Akosha that lost its store cannot be told
             await self.state.requeue(MEMORY_DB, time.time(), "memories: startup check")
             self.wake.set()
 
