@@ -337,12 +337,13 @@ class PruneScheduler(PeriodicJob):
 
     def _count(self, result: dict[str, Any]) -> None:
         """One more failed prune in a row, or none since this one (a "works again" line
-        when failures were logged)."""
+        when failures were logged): also none after one that ran to its end and found a
+        kept upload damaged (tried again at the interval, not sooner)."""
         if result["ok"]:
-            self._failures = 0
             self.failure_log.ok("prune: works again")
-        else:
-            self._failures += 1
+        self._failures = (
+            0 if result["ok"] or result.get("uploads_kept") is not None else (self._failures + 1)
+        )
 
     async def due_in(self) -> float:
         """Seconds until the next prune is due (TICK while prunes are off)."""

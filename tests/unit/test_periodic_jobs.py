@@ -125,6 +125,13 @@ async def test_a_failing_prune_backs_off_and_logs_once_an_hour(
         assert len(errors) == 7 and errors[0].endswith("(sent 1 times over 3 s)")
         assert errors[1].endswith("(repeated 2 times)") and "repeated" not in errors[2]
         assert lines[-2:][0] == "INFO prune: works again" and lines[-1].startswith("INFO prune")
+        # prunes that ran to their end and found a kept upload damaged (at the interval)
+        # do not make the next failure wait longer
+        damaged = {"enabled": True, "ok": False, "uploads_kept": 3, "problems": ["kept ..."]}
+        outcomes.extend([damaged, damaged, _failed(1)])
+        for _ in range(3):
+            await prunes.prune_now(scheduled=True)
+        assert round(await prunes.due_in() / 60) == 10
         for start_over in (lambda: prunes.configure(settings), lambda: None):
             for tries in (1, 2, 3):
                 outcomes.append(_failed(tries))
