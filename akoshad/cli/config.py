@@ -13,11 +13,13 @@ import yaml
 
 from akoshad.config import Encryption, LoadedConfig
 from akoshad.config.encryption import unavailable
+from akoshad.errors import ConfigError
 from akoshad.names import EXIT_CONFIG
 from akoshad.private import shared_dir_problem
 from akoshad.redaction import redact_url
 from akoshad.runtime.control import socket_path_refusal
 from akoshad.runtime.health import warn_data_dir
+from akoshad.runtime.logfile import check_log_dir
 
 
 def render_sources(loaded: LoadedConfig) -> str:
@@ -118,14 +120,28 @@ def state_dir_refusal(state_dir: Path) -> str | None:
     return None
 
 
+def log_file_refusal(log_file: Path | None) -> str | None:
+    """The line ``run`` stops with, exit 78, for a ``log_file`` in a directory other users
+    can change (``runtime.logfile.check_log_dir``), or None."""
+    if log_file is None:
+        return None
+    try:
+        check_log_dir(log_file)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def cmd_config(args: argparse.Namespace, loaded: LoadedConfig) -> int:
     """``check`` prints a summary and notes (exit 78 for a ``socket_path`` that ``run``
     refuses); ``show`` the effective YAML, secrets redacted, followed by where each value
     came from (as YAML comments)."""
     if args.action == "check":
         settings = loaded.settings
-        refused = socket_path_refusal(settings.socket_path) or state_dir_refusal(
-            settings.state_dir
+        refused = (
+            socket_path_refusal(settings.socket_path)
+            or state_dir_refusal(settings.state_dir)
+            or log_file_refusal(settings.log_file)
         )  # as run refuses them
         if refused is not None:
             print(f"akoshad: {refused}", file=sys.stderr)

@@ -13,6 +13,7 @@ import pytest
 from akoshad.errors import ConfigError
 from akoshad.runtime import logfile
 from akoshad.runtime.logfile import LogFile
+from tests.helpers import akoshad, base_env, write_config
 
 # a process whose files may not grow past 4 KiB (RLIMIT_FSIZE; Python ignores SIGXFSZ, so a
 # write past it fails with EFBIG, as one on a full disk does with ENOSPC)
@@ -110,3 +111,21 @@ def test_in_a_sticky_directory_only_a_file_of_ours_alone_is_written(tmp_path: Pa
     sink.write("line\n")
     sink.stop()
     assert path.read_text() == "line\n" and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_config_check_refuses_the_log_directory_run_refuses(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    logs.chmod(0o777)
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        state_dir=str(tmp_path / "state"),
+        local_target_dir=str(tmp_path / "outbox"),
+        socket_path=str(tmp_path / "s.sock"),
+        log_file=str(logs / "akoshad.log"),
+    )
+    proc = akoshad("config", "check", "--config", str(cfg), env=base_env(tmp_path))
+    assert proc.returncode == 78, proc.stdout  # it said "configuration ok"
+    assert proc.stderr.startswith(f"akoshad: log_file {logs}/akoshad.log: log_file's directory")
+    assert len(proc.stderr.splitlines()) == 1
