@@ -53,6 +53,7 @@ from akoshad.duckdb_commands import OUT_OF_MEMORY, Redactions, handle, keep_copi
 from akoshad.errors import SnapshotError
 from akoshad.heap import trim
 from akoshad.manifest.facts import Facts
+from akoshad.names import copy_of
 from akoshad.pyworker import WorkerError, WorkerFailed, run_json, serve, serve_frames
 from akoshad.resident import SERVE_ARG, ResidentWorker
 
@@ -172,7 +173,7 @@ def _call(
             logger.warning(
                 "DuckDB ran out of memory under {} reading {} ({}: {}); trying once more under {}",
                 MEMORY_LIMIT,
-                db.name,
+                copy_of(db),
                 command,
                 exc,
                 RETRY_MEMORY_LIMIT or "its default limit",

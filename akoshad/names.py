@@ -38,6 +38,15 @@ def socket_path_problem(path: os.PathLike[str] | str) -> str | None:
     )
 
 
+_STAGED = re.compile(r"^\d{6}-")  # a private copy's name: 000003-reflection.duckdb
+
+
+def copy_of(copy: os.PathLike[str] | str) -> str:
+    """The name of the store file ``copy`` is a private copy of, for messages (its staged
+    name, ``000003-reflection.duckdb``, is nowhere a user can look)."""
+    return _STAGED.sub("", os.path.basename(copy))
+
+
 # control characters (C0, DEL, C1): a file name may hold any of them
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

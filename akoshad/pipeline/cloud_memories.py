@@ -15,7 +15,6 @@ failure to read is a ``SnapshotError``) and counting the secrets redacted.
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
@@ -29,7 +28,7 @@ from akoshad.duckdb_commands import Redactions
 from akoshad.duckdb_worker import Runner, build_memories_json_of, list_rows, memories_file
 from akoshad.errors import SnapshotError
 from akoshad.heap import trim
-from akoshad.names import MEMORY_DB
+from akoshad.names import MEMORY_DB, copy_of
 from akoshad.pipeline.stats import Stats
 from akoshad.pyworker import WorkerError, WorkerFailed
 from akoshad.ratelog import ReasonLog
@@ -46,13 +45,6 @@ KV_UNREADABLE = "memories_unreadable"
 # (it would otherwise come with every pass: with every change session-buddy makes to the file)
 UNREADABLE_LOG_INTERVAL = 3600.0
 _UNKNOWN = object()
-_STAGED = re.compile(r"^\d{6}-")  # a private copy's name: 000003-reflection.duckdb
-
-
-def copy_of(snapshot_db: Path) -> str:
-    """The name of the store file ``snapshot_db`` is a private copy of, for messages (its
-    staged name, ``000003-reflection.duckdb``, is nowhere a user can look)."""
-    return _STAGED.sub("", snapshot_db.name)
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ from akoshad.duckdb_commands import Redactions
 from akoshad.duckdb_worker import Runner, load_batches
 from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.heap import trim
+from akoshad.names import copy_of
 from akoshad.pipeline.chain import BreakerState, CircuitBreaker
-from akoshad.pipeline.cloud_memories import LOAD_CHUNK, READ_ERRORS, CloudMemories, copy_of
+from akoshad.pipeline.cloud_memories import LOAD_CHUNK, READ_ERRORS, CloudMemories
 from akoshad.pipeline.delivery_report import (
     LOGGED_IDS,
     CircuitOpen,

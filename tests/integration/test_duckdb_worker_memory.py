@@ -180,6 +180,12 @@ def test_out_of_memory_under_the_limit_is_retried_once_under_a_higher_one(
     assert len(warnings) == 1
     assert f"DuckDB ran out of memory under {TINY_LIMIT} reading reflection.duckdb" in warnings[0]
     assert "trying once more under 512MB" in warnings[0]
+    # a private copy's staged name is nowhere a user can look: the store file is named
+    staged = copy_dir / "000002-reflection.duckdb"
+    (copy_dir / "reflection.duckdb").rename(staged)
+    duckdb_worker.list_rows(staged, SYSTEM)
+    assert "reading reflection.duckdb (list:" in warnings[1], warnings[1]
+    staged.rename(copy_dir / "reflection.duckdb")
     # the validation of a copy too
     note, facts = duckdb_worker.validate_copy(db)
     assert (
