@@ -317,17 +317,18 @@ def _read_ahead(
 
 
 def _tables(refs: Iterable[RowRef]) -> dict[str, Any]:
-    """``refs`` compactly, for the pipe: per table (in order) its original ids and a code
-    per row (0: no problem, else 1 + the index of its reason in ``reasons``: a big store
-    with many rows left out names each reason once)."""
-    tables: list[tuple[str, list[str], list[int]]] = []
+    """``refs`` compactly, for the pipe: per table (in order) its original ids, a code per
+    row (0: no problem, else 1 + the index of its reason in ``reasons``: a big store with
+    many rows left out names each reason once) and each row's text size."""
+    tables: list[tuple[str, list[str], list[int], list[int]]] = []
     codes: dict[str, int] = {}
     for ref in refs:
         if not tables or tables[-1][0] != ref.table:
-            tables.append((ref.table, [], []))
+            tables.append((ref.table, [], [], []))
         tables[-1][1].append(ref.original_id)
         code = 0 if ref.problem is None else codes.setdefault(ref.problem, len(codes) + 1)
         tables[-1][2].append(code)
+        tables[-1][3].append(ref.size)
     return {"tables": tables, "reasons": list(codes)}
 
 

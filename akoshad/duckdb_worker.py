@@ -213,9 +213,12 @@ def list_rows(snapshot_db: Path, system_id: str, run: Runner | None = None) -> l
     answer = _call("list", snapshot_db, [system_id], {}, run)
     reasons: list[str | None] = [None, *answer["reasons"]]
     refs: list[RowRef] = []
-    for table, originals, codes in answer["tables"]:
-        for original, code in zip(originals, codes, strict=True):
-            refs.append(RowRef(memory_id(system_id, original), table, original, reasons[code]))
+    for table, originals, codes, *rest in answer["tables"]:
+        sizes = rest[0] if rest else [0] * len(originals)  # (a child of an earlier akoshad)
+        for original, code, size in zip(originals, codes, sizes, strict=True):
+            refs.append(
+                RowRef(memory_id(system_id, original), table, original, reasons[code], size)
+            )
         originals.clear()  # each table's ids are let go as soon as they are RowRefs
     return refs
 

@@ -68,6 +68,7 @@ class RowRef:
     table: str
     original_id: str
     problem: str | None = None
+    size: int = 0  # its text's bytes (``content``), so a load is bounded by bytes too
 
 
 class Extraction(NamedTuple):
@@ -130,16 +131,17 @@ def iter_refs(con: Any, system_id: str) -> Iterator[RowRef]:
         if cols is None or "id" not in cols or "content" not in cols:
             continue
         cursor = con.execute(
-            f"SELECT CAST(id AS VARCHAR), {problem_sql(cols)} FROM {quoted(table)} "
+            f"SELECT CAST(id AS VARCHAR), {problem_sql(cols)}, "
+            f"coalesce(strlen(CAST(content AS VARCHAR)), 0) FROM {quoted(table)} "
             "WHERE id IS NOT NULL ORDER BY 1"
         )
-        for original_id, problem in _fetch(cursor):
+        for original_id, problem, size in _fetch(cursor):
             original = str(original_id)
             if original in seen:  # the same memory id: the same system, the same row id
                 problem = REASON_DUPLICATE_ID
             if problem is None:
                 seen.add(original)
-            yield RowRef(memory_id(system_id, original), table, original, problem)
+            yield RowRef(memory_id(system_id, original), table, original, problem, int(size))
 
 
 def iso_utc(value: str | None, naive_tz: tzinfo = UTC) -> str | None:
@@ -335,7 +337,18 @@ def extract_memories(snapshot_db: Path, system_id: str) -> Extraction:
     return load_memories(snapshot_db, system_id, refs)
 
 
-def chunks(items: Sequence[RowRef], size: int) -> Iterator[Sequence[RowRef]]:
-    """``items`` in slices of ``size`` (to load big stores a bounded part at a time)."""
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def chunks(
+    items: Sequence[RowRef], size: int, max_bytes: int | None = None
+) -> Iterator[Sequence[RowRef]]:
+    """``items`` in slices of at most ``size`` rows and, with ``max_bytes``, of at most that
+    many bytes of text (``RowRef.size``; a row larger alone is a slice of its own): a big
+    store is loaded a bounded part at a time, also when its memories are large (1,000
+    pasted logs of 1 MB would be 1 GB at once in the child and in the daemon)."""
+    start, total = 0, 0
+    for i, ref in enumerate(items):
+        if i > start and (i - start >= size or (max_bytes and total + ref.size > max_bytes)):
+            yield items[start:i]
+            start, total = i, 0
+        total += ref.size
+    if start < len(items):
+        yield items[start:]

@@ -39,6 +39,9 @@ from akoshad.targets.growing import GrowingTarget, Restarted, WriterFailed
 # bug (any other exception) is not dressed up as an unreadable copy
 READ_ERRORS = (WorkerError, WorkerFailed, OSError)
 LOAD_CHUNK = 1000
+# and at most this many bytes of memory text at a time (rows.chunks): 300 memories of 1 MB
+# each took the daemon to 903 MB and the DuckDB child to 1.25 GB loaded 1,000 at a time
+LOAD_BYTES = 32 * 1024 * 1024
 # the state's record of why the memories of the last copy could not be read (status)
 KV_UNREADABLE = "memories_unreadable"
 # an unreadable copy's warning, repeated while its reason stays the same, at most this often

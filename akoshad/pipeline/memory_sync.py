@@ -43,7 +43,7 @@ from akoshad.errors import PermanentError, SnapshotError, TransientError
 from akoshad.heap import trim
 from akoshad.names import copy_of
 from akoshad.pipeline.chain import BreakerState, CircuitBreaker
-from akoshad.pipeline.cloud_memories import LOAD_CHUNK, READ_ERRORS, CloudMemories
+from akoshad.pipeline.cloud_memories import LOAD_BYTES, LOAD_CHUNK, READ_ERRORS, CloudMemories
 from akoshad.pipeline.delivery_report import (
     LOGGED_IDS,
     CircuitOpen,
@@ -215,7 +215,7 @@ class MemorySync(CloudMemories):
         if not pending:
             return
         await self._admit()
-        for part in chunks(pending, self.load_chunk):
+        for part in chunks(pending, self.load_chunk, LOAD_BYTES):
             loaded, skipped = await self._load(snapshot_db, part)
             await self._skip(skipped, report)
             for batch in loaded:
