@@ -72,13 +72,16 @@ def fresh_private_dir(path: Path) -> int:
     return removed
 
 
-def _owner(uid: int) -> str:
-    if uid == os.geteuid():
-        return "you"
+def user_name(uid: int) -> str:
+    """``user NAME (uid N)``, or ``uid N`` for an unknown uid."""
     try:
         return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
         return f"uid {uid}"
+
+
+def _owner(uid: int) -> str:
+    return "you" if uid == os.geteuid() else user_name(uid)
 
 
 def shared_dir_problem(field: str, path: Path) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from akoshad.errors import ConfigError
 from akoshad.fastpath import config_home
+from akoshad.private import user_name
 from akoshad.redaction import redact_url, redact_webhook_url
 
 DEFAULT = "default"
@@ -290,11 +291,7 @@ def tampered_file(path: Path) -> str | None:
     uid = os.geteuid()
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid not in (uid, 0):
-        try:
-            owner = f"user {pwd.getpwuid(st.st_uid).pw_name} (uid {st.st_uid})"
-        except KeyError:
-            owner = f"uid {st.st_uid}"
-        why, fix = f"is owned by {owner}, not you", "use a file of your own"
+        why, fix = f"is owned by {user_name(st.st_uid)}, not you", "use a file of your own"
     elif mode & stat.S_IWOTH or (mode & stat.S_IWGRP and not _own_group(st.st_gid, uid)):
         why, fix = f"can be written by other users (mode {mode:04o})", f"run `chmod go-w {path}`"
     else:

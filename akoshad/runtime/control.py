@@ -25,9 +25,9 @@ from loguru import logger
 
 from akoshad.errors import AkoshadError, AlreadyRunning, ConfigError
 from akoshad.lifecycle import StartClose
-from akoshad.private import make_private_dirs
+from akoshad.private import make_private_dirs, user_name
 from akoshad.redaction import redact
-from akoshad.runtime.control_client import ControlRequestError, peer_uid, user_name
+from akoshad.runtime.control_client import ControlRequestError, peer_uid
 
 COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue", "prune", "drill", "takeover"})
 MAX_LINE = 64 * 1024

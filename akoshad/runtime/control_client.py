@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import os
-import pwd
 import socket
 import struct
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 
 from akoshad.errors import AkoshadError, DaemonNotRunning, DaemonWentAway
 from akoshad.names import socket_path_problem
+from akoshad.private import user_name
 
 REPLY_LIMIT = 256 * 1024 * 1024  # a queue listing can be large
 
@@ -38,14 +38,6 @@ def peer_uid(sock: socket.socket) -> int | None:
         raw = sock.getsockopt(level, option, struct.calcsize("2I") + 16 * 4 + 4)
         return int(struct.unpack_from("2I", raw)[1])
     return None
-
-
-def user_name(uid: int) -> str:
-    """``user NAME (uid N)``, or ``uid N`` for an unknown uid."""
-    try:
-        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
 
 
 def _not_running(path: Path) -> DaemonNotRunning:
