@@ -35,7 +35,7 @@ from akoshad.pipeline.capture.snapshot import (
     Vanished,
 )
 from akoshad.pipeline.packing import SentFile
-from akoshad.pipeline.storefiles import groups_below, owner_of
+from akoshad.pipeline.storefiles import groups_below, owner_of, side_kind
 from akoshad.storage.refs import ChunkRef
 from akoshad.storage.stored import Part, StoredFile, WholeCompression, WholeObject
 from akoshad.store.db import LedgerEntry, QueueItem
@@ -74,7 +74,7 @@ def plan_upload(
     item_of = {i.path: i for i in items}
     plan = UploadPlan()
     changed_groups: set[str] = set()
-    owners = {r.group for r in results if isinstance(r, Captured)}
+    owners = {r.group: _kind(r) for r in results if isinstance(r, Captured)}
 
     for result in results:
         item = item_of[result.group]
@@ -152,19 +152,27 @@ def _displaced(
         out.update(d for i in range(1, len(parts)) if (d := "/".join(parts[:i])) in by_group)
         out.update(below.get(cap.group, ()))
         held = {f.path for f in cap.files}  # a side file captured with it: its row now
-        out.update(s for s in _sides_of(cap.group) if s in by_group and s not in held)
+        out.update(s for s in _sides_of(cap) if s in by_group and s not in held)
     return sorted(out)
 
 
-def _sides_of(group: str) -> tuple[str, ...]:
-    return tuple(group + suffix for suffix in (".wal", "-journal", "-wal", "-shm"))
+def _kind(cap: Captured) -> str:
+    """The kind of a captured group's own file (``duckdb``, ``sqlite``, ``file``)."""
+    return next((f.kind for f in cap.files if f.path == cap.group), "file")
 
 
-def _side_of(group: str, owners: set[str]) -> bool:
-    """Whether ``group`` is named as a side file of another group in ``owners``: backed
-    up on its own while no file bore its database's name, it is that database's now."""
+def _sides_of(cap: Captured) -> tuple[str, ...]:
+    """The side-file names a captured database holds (a plain file holds none)."""
+    suffixes = {"duckdb": (".wal",), "sqlite": ("-journal", "-wal", "-shm")}
+    return tuple(cap.group + suffix for suffix in suffixes.get(_kind(cap), ()))
+
+
+def _side_of(group: str, owners: Mapping[str, str]) -> bool:
+    """Whether ``group`` is named as a side file of a database captured this pass (in
+    ``owners``, by kind): backed up on its own while no database bore its name (or the file
+    by that name was none of its kind), it is that database's now."""
     owner = owner_of(group)
-    return owner != group and owner in owners
+    return owner != group and owners.get(owner) == side_kind(group)
 
 
 def captured_paths(plan: UploadPlan) -> list[str]:

@@ -1,10 +1,11 @@
 """What counts as a store file: side files, temp files, include/exclude, the disk walk.
 
 Paths are POSIX strings relative to ``data_dir``. A DuckDB ``x.wal`` or SQLite
-``x-journal``/``x-wal``/``x-shm`` belongs to ``x`` when ``x`` is a file: a change to it is
-a change of ``x``; with no file ``x`` it is a store file of its own (a ``notes.wal`` that
-belongs to no database). DuckDB temp directories (``*.tmp/``), ``*.tmp`` files and
-``.write_test`` are never synced.
+``x-journal``/``x-wal``/``x-shm`` belongs to ``x`` when ``x`` is a file that is not known
+to be something else (a database of the other kind, or a plain file: ``side_owner``): a
+change to it is a change of ``x``; otherwise it is a store file of its own (a
+``notes.wal`` that belongs to no database, ``plain.txt.wal`` beside a text file). DuckDB
+temp directories (``*.tmp/``), ``*.tmp`` files and ``.write_test`` are never synced.
 """
 
 from __future__ import annotations
@@ -74,6 +75,36 @@ def is_side_file(rel: str) -> bool:
     return owner_of(rel) != rel
 
 
+def side_kind(rel: str) -> FileKind | None:
+    """The kind of database a side-file name belongs to (``.wal``: DuckDB; ``-journal``,
+    ``-wal``, ``-shm``: SQLite), None for a name that is no side file's."""
+    if rel.endswith(_SQLITE_SIDES):
+        return "sqlite"
+    return "duckdb" if rel.endswith(".wal") else None
+
+
+def side_owner(root: Path, rel: str) -> bool:
+    """Whether the side-file-named ``rel`` belongs to its database under ``root`` (blocking:
+    a stat and at most 16 bytes read): its owner is a file, and its head is not yet written
+    (a database being created) or shows the database kind the name belongs to. A
+    ``plain.txt.wal`` beside a text file, or a DuckDB ``x-wal``, is a file of its own. An
+    owner that cannot be read keeps it (the owner's capture says why)."""
+    wanted = side_kind(rel)
+    owner = root / owner_of(rel)
+    if wanted is None or not os.path.isfile(owner):
+        return False
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(owner, flags)  # a link (maybe out of data_dir) is not read
+        try:
+            head = os.read(fd, 16)
+        finally:
+            os.close(fd)
+    except OSError:
+        return True
+    return len(head) < 16 or kind_of_head(head) == wanted
+
+
 def to_change(rel: str, flt: PathFilter) -> str | None:
     """Map a changed path to the store file to queue, or None when it is not synced."""
     if is_ignored(rel):
@@ -88,7 +119,7 @@ def change_of(rel: str, flt: PathFilter, root: Path) -> str | None:
     """``to_change``, for a path seen on disk under ``root``: a side file whose owner is no
     file there is a store file of its own (blocking: one stat, for a side file only)."""
     target = to_change(rel, flt)
-    if target is None or target == rel or os.path.isfile(root / target):
+    if target is None or target == rel or side_owner(root, rel):
         return target
     return rel if flt.allows(rel) else None
 
@@ -209,7 +240,7 @@ def walk_store(
         else:
             excluded += 1
     for rel in sides:
-        if owner_of(rel) in on_disk:
+        if owner_of(rel) in on_disk and side_owner(root, rel):
             continue
         if flt.allows(rel):
             files.append(rel)

@@ -141,6 +141,22 @@ def test_files_named_like_side_files_of_no_database_are_backed_up(
     assert (restored / "sessions" / "daily-journal").read_text() == "journal"
 
 
+def test_a_side_file_name_beside_a_plain_file_is_backed_up(setup: Setup, tmp_path: Path) -> None:
+    """``plain.txt.wal`` beside the text file ``plain.txt``: no database captures it, so it
+    is a file of its own (it was left out, unsaid, with exit 0)."""
+    (setup.store / "plain.txt").write_text("a plain text file, no database")
+    (setup.store / "plain.txt.wal").write_text("its own notes")
+    assert setup.once().returncode == 0
+    (m,) = setup.manifests()
+    kinds = {f["path"]: f["kind"] for f in m["metadata"]["files"]}
+    assert kinds["plain.txt"] == kinds["plain.txt.wal"] == "file"
+    (setup.store / "plain.txt.wal").write_text("its own notes, changed")
+    assert setup.once().returncode == 0
+    restored = tmp_path / "restored"
+    assert setup.cli("restore", "--latest", "--dest", str(restored)).returncode == 0
+    assert (restored / "plain.txt.wal").read_text() == "its own notes, changed"
+
+
 def test_restore_from_empty_state_on_a_new_machine(setup: Setup, tmp_path: Path) -> None:
     setup.once()
     shutil.rmtree(setup.state)  # the ledger is gone; the target alone must suffice

@@ -300,6 +300,18 @@ def test_a_wal_backed_up_on_its_own_becomes_its_database_wal_when_unchanged() ->
     assert plan.changed and plan.removed == []
 
 
+def test_a_side_file_name_beside_a_file_of_another_kind_stays_a_file_of_its_own() -> None:
+    """``x.wal`` beside a plain file ``x`` (or a SQLite ``x``) is no side file of it: both
+    are sent, and one backed up before stays in the ledger."""
+    got: list[CaptureResult] = [Captured("x.wal", (cfile("x.wal"),)), Captured("x", (cfile("x"),))]
+    plan = plan_upload(got, [item("x.wal"), item("x")], {})
+    assert sorted((g, f.path) for g, f in plan.send) == [("x", "x"), ("x.wal", "x.wal")]
+    ledger = {"x.wal": row("x.wal"), "x-wal": row("x-wal")}
+    sqlite = Captured("x", (cfile("x", SHA_B, kind="sqlite"),))
+    plan = plan_upload([sqlite], [item("x")], ledger)
+    assert plan.removed == ["x-wal"] and [e.path for e in plan.kept] == ["x.wal"]
+
+
 def test_a_side_file_captured_on_its_own_beside_its_database_is_left_to_the_database() -> None:
     files = (cfile("x", SHA_B, kind="duckdb"), cfile("x.wal", kind="duckdb-wal"))
     got: list[CaptureResult] = [Captured("x.wal", (cfile("x.wal"),)), Captured("x", files)]

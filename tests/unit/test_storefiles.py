@@ -12,8 +12,11 @@ from akoshad import fastpath
 from akoshad.fastpath import stat_map
 from akoshad.pipeline.capture.files import detect_kind
 from akoshad.pipeline.storefiles import (
+    DUCKDB_MAGIC,
+    SQLITE_MAGIC,
     PathFilter,
     change_of,
+    is_side_file,
     owner_of,
     to_change,
     walk_store,
@@ -196,3 +199,36 @@ def test_a_file_named_like_a_side_file_of_no_database_is_a_store_file(tmp_path: 
     assert change_of("db.wal", ALL, tmp_path) == "db"
     assert change_of("d-journal", ALL, tmp_path) == "d-journal"
     assert change_of("d-journal", PathFilter.of([], ["d-*"]), tmp_path) is None
+
+
+def test_a_side_file_name_beside_a_file_of_another_kind_is_a_store_file(tmp_path: Path) -> None:
+    """``plain.txt.wal`` beside a text file, a DuckDB ``x-wal``, a SQLite ``s.db.wal``: the
+    file by the owner's name is no database of that kind, so nothing captures them with it
+    (they were left out, unsaid). A database's own side files, and one whose owner's head
+    is not written yet or is a link (not read), still belong to it."""
+    duck = bytes(8) + DUCKDB_MAGIC + bytes(4)
+    (tmp_path / "plain.txt").write_text("a text file of more than sixteen bytes")
+    (tmp_path / "s.db").write_bytes(SQLITE_MAGIC + bytes(100))
+    (tmp_path / "x.duckdb").write_bytes(duck + bytes(100))
+    (tmp_path / "new.duckdb").write_bytes(b"")
+    os.symlink("plain.txt", tmp_path / "link.txt")
+    sides = ("plain.txt.wal", "s.db.wal", "s.db-wal", "x.duckdb-wal", "x.duckdb.wal")
+    for name in (*sides, "s.db-journal", "new.duckdb.wal", "link.txt.wal"):
+        (tmp_path / name).write_text("side")
+    files = walk_store(tmp_path, ALL).files
+    assert [f for f in files if is_side_file(f)] == [
+        "plain.txt.wal",
+        "s.db.wal",
+        "x.duckdb-wal",
+    ]
+    for name, owner in (
+        ("plain.txt.wal", "plain.txt.wal"),
+        ("s.db.wal", "s.db.wal"),
+        ("x.duckdb-wal", "x.duckdb-wal"),
+        ("x.duckdb.wal", "x.duckdb"),
+        ("s.db-wal", "s.db"),
+        ("s.db-journal", "s.db"),
+        ("new.duckdb.wal", "new.duckdb"),
+        ("link.txt.wal", "link.txt"),
+    ):
+        assert change_of(name, ALL, tmp_path) == owner, name
