@@ -96,7 +96,9 @@ class AkoshaClient(StartClose):
         self.server_info: dict[str, Any] = {}
         self.last_probe_error: str | None = None
         self.sessions_opened = 0
-        self.bytes_sent = 0  # request bodies posted (metrics), resends included
+        # request bodies the server answered (metrics), resends included: not those of a
+        # connection refused or cut before any answer
+        self.bytes_sent = 0
         # counts the JSON-RPC method of every message sent (metrics), as ``counter_target``
         self.counter = counter
         self.counter_target = counter_target
@@ -317,7 +319,6 @@ class AkoshaClient(StartClose):
         for attempt in (1, 2):
             if self.counter is not None:
                 self.counter.count(self.counter_target, method)
-            self.bytes_sent += len(body)
             try:
                 return await self._post(body, req_id, session_id, method)
             except aiohttp.ServerDisconnectedError as exc:
@@ -334,6 +335,7 @@ class AkoshaClient(StartClose):
         async with http.post(
             self.url, data=body, headers=self._headers(session_id), allow_redirects=False
         ) as resp:
+            self.bytes_sent += len(body)  # answered: it reached the server
             sid = resp.headers.get("mcp-session-id")
             if resp.status >= 300:
                 error_body = await read_capped(resp, MAX_ERROR_BODY, cut=True)

@@ -303,6 +303,7 @@ async def test_server_down_fails_fast_and_transient() -> None:
         assert await client.probe() is False
         probe_s = time.monotonic() - started
         assert client.last_probe_error and "cannot connect" in client.last_probe_error
+        assert client.bytes_sent == 0  # nothing reached a server: none counted as sent
     print(f"\ndead endpoint: store {store_s * 1000:.1f} ms, probe {probe_s * 1000:.1f} ms")
     assert store_s < 5
     assert probe_s < 5
@@ -522,6 +523,7 @@ async def test_reset_mid_request_is_transient() -> None:
                 await client.store([mem(i, text="z" * 20_000) for i in range(100)])
             assert not isinstance(info.value, PermanentError)
             assert time.monotonic() - started < 5  # the reset, not the 30 s timeout
+            assert client.bytes_sent == 0  # cut before any answer: not counted as sent
     finally:
         server.close()
         await server.wait_closed()
