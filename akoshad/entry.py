@@ -12,6 +12,15 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code. Ctrl-C before a command's own handling begins (while
+    its modules load, the configuration is read) is exit 130, as later, not a traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     from akoshad import collector, fastpath
 
