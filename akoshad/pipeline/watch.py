@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from loguru import logger
 from watchfiles import Change, awatch
 
 from akoshad.backoff import exponential
-from akoshad.fastpath import StatMap
+from akoshad.fastpath import StatMap, racy_stat
 from akoshad.pipeline.debounce import Kind
 from akoshad.pipeline.storefiles import (
     PathFilter,
@@ -171,6 +172,8 @@ class StoreWatcher:
         self.stop = stop
         self.watching = False
         self.answered = False  # the current watch gave its first answer (it is set up)
+        # each side file's (size, mtime_ns, inode) at its last event (``_side_unchanged``)
+        self._sides: dict[str, tuple[int, int, int]] = {}
 
     def set_filter(self, flt: PathFilter) -> None:
         self.flt = flt
@@ -263,14 +266,37 @@ class StoreWatcher:
                 first = None
             if not batch:
                 continue
-            out = self._changes_of(batch)
+            out = await asyncio.to_thread(self._changes_of, batch)
             if out:
                 self.on_change(out)
+
+    def _side_unchanged(self, raw: str) -> bool:
+        """Whether the side file ``raw`` (a database's ``-wal``, ``-shm``, ``-journal``,
+        ``.wal``) has the size, mtime and inode it had at its last event: that event was no
+        write but a reader opening it. SQLite run as root gives each side file it opens its
+        database's owner (a chown: a "modified" event), the capture's own reads included;
+        taken for a change, a database held open by its writer was captured again after
+        every capture, for as long as the writer kept it open. A stat a write could keep
+        (coarse timestamps, ``racy_stat``) is never taken for unchanged. Blocking."""
+        try:
+            st = os.lstat(raw)
+        except OSError:
+            self._sides.pop(raw, None)
+            return False
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        if racy_stat(st.st_mtime_ns, st.st_ctime_ns, time.time_ns()):
+            self._sides.pop(raw, None)
+            return False
+        if self._sides.get(raw) == key:
+            return True
+        self._sides[raw] = key
+        return False
 
     def _changes_of(self, batch: set[tuple[Change, str]]) -> list[tuple[str, Kind]]:
         """The store files a batch of events stands for. A directory stands for the files
         below it even when no include pattern names it (the feed filters those files):
-        files written into a new directory before its watch was added send no event."""
+        files written into a new directory before its watch was added send no event. A
+        side file's event that finds it as its last event did is no change. Blocking."""
         out: list[tuple[str, Kind]] = []
         for change, raw in batch:
             rel = relpath(self.data_dir, Path(raw))
@@ -283,6 +309,8 @@ class StoreWatcher:
                 continue
             kind: Kind = _KIND.get(change, "modified")
             if target != rel:
+                if change == Change.modified and self._side_unchanged(raw):
+                    continue
                 kind = "modified"  # a side file moved: its database changed
             out.append((target, kind))
         return out
