@@ -109,12 +109,13 @@ def _group_changed(data_dir: Path, rel: str, entries: list[LedgerEntry]) -> bool
         expected = {rel: expected[rel]}
         if set(expected) != set(recorded):
             return True
-        # SQLite in WAL mode or with a hot journal: a newer side file means new content
-        main = recorded[rel]
-        for side in ("-wal", "-journal"):
-            st = _stat_key(data_dir / (rel + side))
-            if st is not None and st[0] > 0 and st[1] > main.live.mtime_ns:
-                return True
+        # SQLite in WAL mode: a -wal newer than the capture may hold commits. Not so a
+        # -journal: in the rollback modes a commit writes the database itself (and one a
+        # killed writer left half done had written it too), and PERSIST mode leaves one
+        # newer than its database after every commit
+        st = _stat_key(data_dir / (rel + "-wal"))
+        if st is not None and st[0] > 0 and st[1] > recorded[rel].live.mtime_ns:
+            return True
     for path, key in expected.items():
         e = recorded[path]
         if key is None or key != (e.live.size, e.live.mtime_ns, e.live.ctime_ns, e.live.inode):

@@ -5,6 +5,7 @@ held open by its writer must not queue that database again, for ever."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -12,9 +13,11 @@ from pathlib import Path
 
 from watchfiles import Change
 
+from akoshad.fileio import LiveStat
 from akoshad.pipeline.debounce import Kind
 from akoshad.pipeline.storefiles import PathFilter
-from akoshad.pipeline.watch import StoreWatcher
+from akoshad.pipeline.watch import StoreWatcher, reconcile
+from tests.unit.test_plan import row
 
 
 def _watcher(store: Path, seen: list[tuple[str, Kind]]) -> StoreWatcher:
@@ -94,3 +97,27 @@ async def test_reading_a_database_its_writer_holds_open_queues_nothing(tmp_path:
         watcher.stop.set()
         await asyncio.wait_for(task, 10)
         writer.close()
+
+
+def test_a_persist_mode_journal_left_beside_its_database_is_no_change(tmp_path: Path) -> None:
+    """In PERSIST mode the -journal stays after each commit, its header zeroed after the
+    database was written (so it is the newer): the database as captured is unchanged, and
+    the start-up check (and each run --once) must not capture it again. A -wal newer than
+    the capture still is a change (commits live there until a checkpoint)."""
+    db = tmp_path / "p.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=PERSIST")
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    journal = tmp_path / "p.db-journal"
+    assert journal.stat().st_size > 0
+    later = db.stat().st_mtime_ns + 1  # as a clock finer than the kernel's tick shows it
+    os.utime(journal, ns=(later, later))
+    entry = dataclasses.replace(row("p.db"), live=LiveStat.of(db.stat()), kind="sqlite")
+    assert reconcile(tmp_path, PathFilter(), {"p.db": entry}).changes == []
+    journal.unlink()
+    wal = tmp_path / "p.db-wal"
+    wal.write_bytes(b"frames")
+    os.utime(wal, ns=(later, later))
+    assert reconcile(tmp_path, PathFilter(), {"p.db": entry}).changes == [("p.db", "modified")]
