@@ -397,6 +397,9 @@ async def run_prune(
         result = PruneResult.from_plan(plan, dry_run=True)
         result.seconds = time.monotonic() - started
         return result
+    if ownership is not None and plan.steps():  # a takeover before the listing: its first
+        # upload's packs may be listed, its manifest not (swept); one after: none listed
+        await ownership.check(force=True, claim=False)
     result = await execute_plan(
         target,
         plan,

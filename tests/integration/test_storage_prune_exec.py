@@ -298,3 +298,40 @@ async def test_two_repacks_of_equal_shape_never_share_a_pack_key(
         result = await run_prune(local, "box", policy(1), staging_dir=staging, now=NOW, hooks=hooks)
         assert result.packs_repacked == 1 and result.packs_written == 1, result.to_json()
         await check_restorable(local, b, [upload_id])
+
+
+class TakenOverWhileListed(LocalTarget):
+    """The outbox; while the prune lists it, another machine takes the id over and its
+    first upload has stored a pack (its manifest not yet)."""
+
+    def __init__(self, root: Path, state: Path) -> None:
+        super().__init__(root)
+        self.state = state
+        self.pack = "systems/box/packs/ab/" + "ab" * 32
+
+    async def list_stored(self, prefix: str) -> AsyncIterator[tuple[str, int, float]]:
+        beta = Ownership(self, "box", Machine(load_owner_id(self.state), "beta"), settle=0)
+        await beta.takeover()
+        await self.put_bytes(self.pack, b"the new owner's chunks", "application/octet-stream")
+        async for found in super().list_stored(prefix):
+            yield found
+
+
+async def test_a_takeover_while_the_prune_lists_deletes_nothing(tmp_path: Path) -> None:
+    """The owner check before the prune passed; another machine took the id over and stored
+    a pack of its first upload before the listing. That pack is referenced by no manifest
+    listed, so the sweep took it, and the new owner's upload committed after named a pack
+    that was gone. The prune asks the owner record again after its listing: nothing goes."""
+    target = TakenOverWhileListed(tmp_path / "outbox", tmp_path / "b")
+    await target.start()
+    b = Builder(target, "box", tmp_path / "work")
+    await build_mixed(b)
+    alpha = Ownership(target, "box", Machine(load_owner_id(tmp_path / "a"), "alpha"), settle=0)
+    await alpha.check()
+    before = [k async for k in target.list_keys("systems/box/")]
+    staging = private_dir(tmp_path / "staging")
+    with pytest.raises(NotOwner, match="'beta'"):
+        await run_prune(target, "box", policy(3), staging_dir=staging, now=NOW, ownership=alpha)
+    after = [k async for k in target.list_keys("systems/box/")]
+    assert target.pack in after and set(before) <= set(after)
+    await target.close()
