@@ -11,14 +11,15 @@ from pathlib import Path
 
 import yaml
 
-from akoshad.config import Encryption, LoadedConfig
+from akoshad.config import Encryption, LoadedConfig, Settings
 from akoshad.config.encryption import unavailable
 from akoshad.errors import ConfigError
 from akoshad.names import EXIT_CONFIG
+from akoshad.pipeline.storefiles import PathFilter, idle_include_line, walk_store
 from akoshad.private import shared_dir_problem
 from akoshad.redaction import redact_url
 from akoshad.runtime.control import socket_path_refusal
-from akoshad.runtime.health import warn_data_dir
+from akoshad.runtime.health import data_dir_problem, warn_data_dir
 from akoshad.runtime.logfile import check_log_dir
 
 
@@ -49,6 +50,7 @@ def check_lines(loaded: LoadedConfig) -> list[str]:
     ]
     lines.extend(f"note: {note}" for note in loaded.notes)
     lines.extend(f"warning: {warning}" for warning in settings.warnings)
+    lines.extend(include_lines(settings))
     lines.extend(encryption_lines(settings.encryption))
     by_origin: dict[str, list[str]] = {}
     for key, origin in loaded.effective_sources().items():
@@ -57,6 +59,21 @@ def check_lines(loaded: LoadedConfig) -> list[str]:
     for origin, keys in by_origin.items():
         lines.append(f"note: from {origin}: {', '.join(keys)}")
     return lines
+
+
+def include_lines(settings: Settings) -> list[str]:
+    """A warning for the ``include`` globs that select no file of ``data_dir`` as it is
+    now while others do (as the daemon's walk says it; none selected at all is a warning
+    of the daemon's own, and no walk is made without ``include``)."""
+    if not settings.include or data_dir_problem(settings.data_dir) is not None:
+        return []
+    flt = PathFilter.of(settings.include, settings.exclude)
+    try:
+        files = walk_store(settings.data_dir, flt).files
+    except OSError:
+        return []
+    idle = flt.idle_includes(files) if files else []
+    return [f"warning: {idle_include_line(settings.data_dir, idle)}"] if idle else []
 
 
 def encryption_lines(enc: Encryption) -> list[str]:

@@ -31,6 +31,7 @@ from akoshad.pipeline.storefiles import (
     PathFilter,
     WalkResult,
     change_of,
+    idle_include_line,
     readable_dir,
     walk_store,
 )
@@ -85,6 +86,7 @@ class ChangeFeed:
         # ENQUEUE_RETRY_SECONDS: one line, then one a minute with a count, then "again"
         self._unrecorded_log = RateLimitedLog(UNRECORDED_LOG_SECONDS)
         self._said_not_files: set[str] = set()  # entries that are no file, already said
+        self.idle_includes: list[str] = []  # include globs selecting no file (said once)
         # refusals already logged: path -> (reason, monotonic time said); said again when
         # the reason changes or an hour later, not at each of the walks that find it again
         self._said_refused: dict[str, tuple[str, float]] = {}
@@ -141,6 +143,7 @@ class ChangeFeed:
         )
         await self._settle_skips(result.refused)
         self._say_not_files(walk.not_files)
+        self._say_idle_includes(self.flt.idle_includes(walk.files) if walk.files else [])
         self.links.found(walk.links, walk.inodes, whole=True)
         logger.log(
             "DEBUG" if quiet and not queued else "INFO",
@@ -245,6 +248,13 @@ class ChangeFeed:
         for path in sorted(entries.keys() - self._said_not_files):
             logger.warning("not syncing {}: {}, not a file to back up", path, entries[path])
         self._said_not_files = set(entries)
+
+    def _say_idle_includes(self, idle: list[str]) -> None:
+        """One warning when the ``include`` globs that select no file change (a typo would
+        otherwise leave out what it names, every upload reported a success)."""
+        if idle and idle != self.idle_includes:
+            logger.warning("{}", idle_include_line(self.data_dir, idle))
+        self.idle_includes = idle
 
     def _not_skippable(self, rel: str) -> bool:
         """No longer a skip: gone from disk, or a directory (only the walk refuses one,

@@ -51,6 +51,26 @@ class PathFilter:
             return False
         return not any(self._match(rel, p) for p in self.exclude)
 
+    def idle_includes(self, selected: Iterable[str]) -> list[str]:
+        """The ``include`` globs that select none of ``selected`` (the store files a walk
+        selected): a typo, a path not relative to data_dir, or a file not there yet."""
+        idle = list(self.include)
+        for rel in selected:
+            if not idle:
+                break
+            idle = [p for p in idle if not self._match(rel, p)]
+        return idle
+
+
+def idle_include_line(data_dir: Path, patterns: Sequence[str]) -> str:
+    """The warning for ``include`` globs that select no file while others do: what they
+    name is not backed up, and nothing else says so."""
+    named = ", ".join(repr(p) for p in patterns)
+    return (
+        f"include {named} selects no file in data_dir {data_dir} (a typo? globs are relative "
+        "to data_dir): what it names is not backed up"
+    )
+
 
 def is_ignored(rel: str) -> bool:
     """Temp files and DuckDB temp directories: never synced, never a change."""

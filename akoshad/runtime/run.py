@@ -70,7 +70,14 @@ def run_daemon(
         if once:
             code = asyncio.run(daemon.run_once())
             before = daemon.store_stats  # read by the reconcile walk, before any capture
-            if code == EXIT_OK and argv is not None and before is not None:
+            # stats read: the daemon is wired, its feed there; an include glob that selects
+            # no file keeps its warning in every run: no record then
+            if (
+                code == EXIT_OK
+                and argv is not None
+                and before is not None
+                and not daemon.feed.idle_includes
+            ):
                 witness = None
                 if settings.primary_target == "local":
                     uploads = system_prefix(settings.cloud_sync.system_id)

@@ -1,0 +1,53 @@
+"""An ``include`` glob that selects no file while others do (a typo, a path not relative
+to data_dir): what it names was never backed up while every run reported a success. It is
+now a warning in ``config check``, at each reconcile that finds it, and in every
+``run --once`` (no quick no-change answer is recorded that would skip it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from akoshad.pipeline.storefiles import PathFilter
+from tests.helpers import akoshad, daemon_config
+
+TYPO = "knowlege_graph.duckdb"
+
+
+def test_idle_includes_are_the_globs_that_select_no_file() -> None:
+    flt = PathFilter(("*.json", "sessions", TYPO, "/abs/notes.json"), ())
+    assert flt.idle_includes(["notes.json", "sessions/a.json"]) == [TYPO, "/abs/notes.json"]
+    assert PathFilter().idle_includes(["notes.json"]) == []
+
+
+def test_an_include_typo_is_a_warning_in_config_check_and_every_run_once(
+    tmp_path: Path,
+) -> None:
+    config, env = daemon_config(tmp_path, "typo", include=["reflection.duckdb", TYPO])
+    said = f"include '{TYPO}' selects no file in data_dir {tmp_path / 'store'}"
+
+    check = akoshad("config", "check", "--config", str(config), env=env)
+    assert check.returncode == 0, check.stderr
+    assert f"warning: {said}" in check.stdout
+
+    for _ in range(2):  # the second run would be answered by the quick check
+        run = akoshad("run", "--once", "--config", str(config), env=env)
+        assert run.returncode == 0, run.stderr
+        assert said in run.stderr, run.stderr
+
+
+def test_no_warning_when_every_include_selects_a_file(tmp_path: Path) -> None:
+    config, env = daemon_config(tmp_path, "typo", include=["reflection.duckdb", "*.db"])
+    check = akoshad("config", "check", "--config", str(config), env=env)
+    assert check.returncode == 0 and "selects no file" not in check.stdout
+    run = akoshad("run", "--once", "--config", str(config), env=env)
+    assert run.returncode == 0 and "selects no file" not in run.stderr
+
+
+def test_run_once_of_a_missing_data_dir_still_says_so(tmp_path: Path) -> None:
+    """The record's check of the include globs reads the daemon's feed, which a run that
+    stops before the walk (no data_dir) never made: it is exit 1 with its own line."""
+    config, env = daemon_config(tmp_path, "typo", store=False, include=["reflection.duckdb"])
+    run = akoshad("run", "--once", "--config", str(config), env=env)
+    assert run.returncode == 1
+    assert f"data_dir {tmp_path / 'store'} does not exist: nothing is backed up" in run.stderr
+    assert "AttributeError" not in run.stderr
