@@ -166,6 +166,28 @@ def log_inside(data_dir: Path, log_file: Path | None) -> str | None:
     )
 
 
+def unmatchable_glob(name: str, patterns: list[str], data_dir: Path) -> str | None:
+    """One line for the first ``include``/``exclude`` glob (``name``) that no store path
+    can match, else None: store paths are relative to ``data_dir``, never ``/...``,
+    ``./...`` or ``../...`` (an exclude so written would leave out nothing, an include
+    select nothing, without a word)."""
+    for i, pattern in enumerate(patterns):
+        if not pattern.startswith(("/", "./", "../")):
+            continue
+        inside = os.path.relpath(pattern, data_dir) if pattern.startswith("/") else ""
+        if inside not in ("", ".") and not inside.startswith(".."):
+            hint = f"give {inside!r}"
+        elif pattern.startswith("./"):
+            hint = f"give {pattern[2:]!r}"
+        else:
+            hint = "it names no path under data_dir"
+        return (
+            f"{name}[{i}] {pattern!r} can match no file: globs are relative to data_dir "
+            f"{data_dir} ({hint})"
+        )
+    return None
+
+
 def memories_left_out(include: list[str], exclude: list[str]) -> str | None:
     """Why ``include``/``exclude`` leave ``reflection.duckdb`` out (the file memories are
     read from: none would reach Akosha), or None when they select it."""

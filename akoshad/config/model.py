@@ -30,6 +30,7 @@ from akoshad.config.checks import (
     log_inside,
     memories_left_out,
     nesting_problem,
+    unmatchable_glob,
 )
 from akoshad.config.encryption import Encryption
 from akoshad.config.groups import CloudSync, ReprArgs, Webhook, check_url, shown
@@ -203,6 +204,15 @@ class Settings(BaseSettings):
         problem = nesting_problem(self.data_dir, own) or log_inside(self.data_dir, self.log_file)
         if problem is not None:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _globs_can_match(self) -> Settings:
+        """An include/exclude glob that no store path can match is refused (exit 78)."""
+        for name in ("include", "exclude"):
+            problem = unmatchable_glob(name, getattr(self, name), self.data_dir)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

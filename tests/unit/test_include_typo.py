@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from akoshad.pipeline.storefiles import PathFilter
-from tests.helpers import akoshad, daemon_config
+from tests.helpers import akoshad, base_env, daemon_config, write_config
 
 TYPO = "knowlege_graph.duckdb"
 
@@ -51,3 +53,39 @@ def test_run_once_of_a_missing_data_dir_still_says_so(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert f"data_dir {tmp_path / 'store'} does not exist: nothing is backed up" in run.stderr
     assert "AttributeError" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "glob", "hint"),
+    [
+        ("exclude", "{store}/secret.json", "give 'secret.json'"),
+        ("exclude", "./sessions/*", "give 'sessions/*'"),
+        ("include", "../other/reflection.duckdb", "it names no path under data_dir"),
+        ("include", "/etc/passwd", "it names no path under data_dir"),
+    ],
+)
+def test_a_glob_no_store_path_can_match_is_refused(
+    tmp_path: Path, name: str, glob: str, hint: str
+) -> None:
+    """Store paths are relative to data_dir: ``exclude: [/abs/secret.json]`` left out
+    nothing (the file uploaded) with 'configuration ok'; it is now exit 78, one line."""
+    store = tmp_path / "store"
+    pattern = glob.format(store=store)
+    config = write_config(tmp_path / "c.yaml", data_dir=str(store), **{name: ["*.x", pattern]})
+    check = akoshad("config", "check", "--config", str(config), env=base_env(tmp_path))
+    assert check.returncode == 78, check.stdout
+    assert check.stderr.strip() == (
+        f"akoshad: invalid configuration: configuration: {name}[1] {pattern!r} can match no "
+        f"file: globs are relative to data_dir {store} ({hint}) (from file {config})"
+    )
+
+
+def test_globs_that_may_match_are_taken(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.yaml",
+        data_dir=str(tmp_path / "store"),
+        exclude=["~$lock.docx", "*/cache/", "sessions/**"],
+        include=["*"],
+    )
+    check = akoshad("config", "check", "--config", str(config), env=base_env(tmp_path))
+    assert check.returncode == 0, check.stderr
