@@ -166,6 +166,30 @@ def log_inside(data_dir: Path, log_file: Path | None) -> str | None:
     )
 
 
+def identity_inside(
+    data_dir: Path, identity_file: Path | None, include: list[str], exclude: list[str]
+) -> str | None:
+    """A warning when the age identity lies inside ``data_dir`` and include/exclude select
+    it: it is uploaded with the store (as it is when nothing is encrypted; else encrypted
+    to itself, which nothing can open once it is lost), else None."""
+    from akoshad.pipeline.storefiles import PathFilter
+
+    if identity_file is None:
+        return None
+    path = Path(os.path.expanduser(str(identity_file)))
+    data, real = _real(data_dir), _real(path)
+    if data not in real.parents or not PathFilter.of(include, exclude).allows(
+        real.relative_to(data).as_posix()
+    ):
+        return None
+    return (
+        f"encryption.identity_file {path} is inside data_dir {data_dir}: the secret key is "
+        "uploaded with the store (encrypted to itself, which no restore can open once this "
+        "copy is lost; in plain text when nothing is encrypted); keep it outside data_dir, "
+        "and a copy off this machine"
+    )
+
+
 def unmatchable_glob(name: str, patterns: list[str], data_dir: Path) -> str | None:
     """One line for the first ``include``/``exclude`` glob (``name``) that no store path
     can match, else None: store paths are relative to ``data_dir``, never ``/...``,

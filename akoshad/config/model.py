@@ -27,6 +27,7 @@ from akoshad.config.checks import (
     check_log_file,
     check_utf8_name,
     exposed_listen,
+    identity_inside,
     log_inside,
     memories_left_out,
     nesting_problem,
@@ -269,6 +270,8 @@ class Settings(BaseSettings):
         if self.akosha_url and self.cloud_sync.force_method != "cloud":
             found.append(memories_left_out(self.include, self.exclude) or "")
         found.append(exposed_listen(self.metrics_listen) or "")
+        identity = self.encryption.identity_file
+        found.append(identity_inside(self.data_dir, identity, self.include, self.exclude) or "")
         return (*self._file_warnings, *[w for w in found if w], *self.encryption.warnings)
 
     @property

@@ -215,6 +215,35 @@ def test_encrypt_memories_without_recipients_is_a_warning(tmp_path: Path) -> Non
     assert res.returncode == 0 and "warning" not in res.stdout, res.stdout
 
 
+def test_an_identity_file_inside_data_dir_is_a_warning(tmp_path: Path) -> None:
+    """The secret key kept in the store (keygen -o into data_dir) went up with every
+    upload, encrypted to itself, and nothing said so; config check and the start warn,
+    unless exclude leaves it out."""
+    store = tmp_path / "store"
+    store.mkdir()
+    secret, public = _pair()
+    (store / "keys").mkdir()
+    (store / "keys" / "identity.txt").write_text(secret + "\n")
+    identity = str(store / "keys" / "identity.txt")
+    settings = {
+        "data_dir": str(store),
+        "state_dir": str(tmp_path / "state"),
+        "local_target_dir": str(tmp_path / "outbox"),
+        "encryption": {"recipients": [public], "identity_file": identity},
+    }
+    cfg = write_config(tmp_path / "c.yaml", **settings)
+    env = base_env(tmp_path)
+    warning = f"encryption.identity_file {identity} is inside data_dir {store}: the secret key"
+    res = akoshad("config", "check", "--config", str(cfg), env=env, timeout=60)
+    assert res.returncode == 0 and f"warning: {warning}" in res.stdout, res.stdout
+    once = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=60)
+    assert once.returncode == 0 and warning in once.stderr, once.stderr
+    assert secret not in res.stdout + once.stderr
+    write_config(cfg, **settings, exclude=["keys/*"])
+    res = akoshad("config", "check", "--config", str(cfg), env=env, timeout=60)
+    assert res.returncode == 0 and "warning" not in res.stdout, res.stdout
+
+
 def test_a_missing_identity_file_is_said_to_stop_restores_of_clear_uploads_too(
     tmp_path: Path,
 ) -> None:
