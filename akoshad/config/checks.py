@@ -77,9 +77,19 @@ def exposed_listen(value: str | None) -> str | None:
     )
 
 
+_ENV_REFERENCE = re.compile(r"\$(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
+
+
 def check_absolute(value: Path) -> Path:
-    """``value`` (``~`` already expanded) when absolute: a relative path would follow
-    the directory each command happens to start in."""
+    """``value`` (``~`` already expanded) when absolute and naming no environment
+    variable: a relative path would follow the directory each command happens to start
+    in, and ``$HOME`` or ``${USER}`` is not expanded (a directory of that very name)."""
+    reference = _ENV_REFERENCE.search(str(value))
+    if reference is not None:
+        raise ValueError(
+            f"names the environment variable {reference.group(0)}, which is not expanded "
+            f"here ({value}): write the path out (a leading ~ is expanded)"
+        )
     if not value.is_absolute():
         raise ValueError(
             f"must be an absolute path or start with ~, not relative ({value}): it would "

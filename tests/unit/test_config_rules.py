@@ -257,6 +257,25 @@ def test_relative_paths_are_refused(tmp_path: Path, text: str, key: str) -> None
     assert f"{key}: must be an absolute path or start with ~" in message
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "name"),
+    [
+        ("local_target_dir: /mnt/$USER/outbox\n", "local_target_dir", "$USER"),
+        ("data_dir: ${HOME}/.claude/data\n", "data_dir", "${HOME}"),
+        ("state_dir: $XDG_STATE_HOME/akoshad\n", "state_dir", "$XDG_STATE_HOME"),
+        ("encryption:\n  identity_file: $HOME/id.txt\n", "encryption.identity_file", "$HOME"),
+    ],
+)
+def test_paths_naming_an_environment_variable_are_refused(
+    tmp_path: Path, text: str, key: str, name: str
+) -> None:
+    """YAML expands no variable: ``/mnt/$USER/outbox`` was taken as is (config check ok,
+    uploads into a directory named '$USER'); it is now exit 78 naming the variable."""
+    message = refused(tmp_path, text)
+    assert f"{key}: names the environment variable {name}, which is not expanded" in message
+    assert load(tmp_path, f"data_dir: {tmp_path}/price$5\n").data_dir == tmp_path / "price$5"
+
+
 def test_home_relative_paths_and_cli_paths_are_fine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
