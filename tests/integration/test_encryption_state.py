@@ -231,3 +231,35 @@ def test_a_new_machine_without_the_recipients_is_told_its_uploads_are_clear(
     assert res.returncode == 0, res.stdout + res.stderr
     assert "NOT encrypted" in res.stderr and "configure the recipients" in res.stderr
     assert "owns this system_id now" in res.stdout
+
+
+def test_verify_of_a_clear_upload_names_the_sealed_last_upload_it_cannot_check(
+    tmp_path: Path,
+) -> None:
+    """A clear upload, then one sealed to A: `verify --upload-id CLEAR` without the identity
+    verifies it and says in its ledger line why the ledger (whose last upload is sealed)
+    was not checked; not an unnamed `akoshad: this upload is encrypted` error, exit 1."""
+    make_store(tmp_path / "store", conversations=5)
+    env = base_env(tmp_path)
+    public = write_new_identity(tmp_path / "a.txt")
+    write_new_identity(tmp_path / "b.txt")
+    for recipients in ([], [public]):
+        cfg = encryption_config(tmp_path, SID, recipients, encryption={"recipients": recipients})
+        res = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+    clear, sealed = (m["metadata"]["upload_id"] for m in manifests(tmp_path / "outbox", SID))
+    res = akoshad("verify", "--upload-id", clear, "--config", str(cfg), env=env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"{clear}: " in res.stdout and "verified, ok" in res.stdout
+    assert (
+        f"ledger: not checked: its last upload {sealed} is encrypted: pass --identity"
+    ) in res.stdout
+    assert "akoshad:" not in res.stderr
+    other = str(tmp_path / "b.txt")
+    res = akoshad("verify", "--all", "--identity", other, "--config", str(cfg), env=env)
+    assert res.returncode == 1  # the sealed upload is not verified
+    assert f"{sealed}: not verified: this upload is encrypted to other keys" in res.stdout
+    assert f"ledger: not checked: its last upload {sealed} is encrypted to other keys" in (
+        res.stdout
+    )
+    assert "akoshad:" not in res.stderr
