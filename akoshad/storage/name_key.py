@@ -323,10 +323,21 @@ async def load_or_create_name_key(
     key = new_name_key(system_id, recipients)
     await asyncio.to_thread(cache.add, key)  # first: a crash before the PUT is repaired above
     await _store(target, key, recipients)
-    notes = ()
-    if listed:
-        notes = (
-            "the target holds a name key this machine cannot read (no identity, or not one "
-            "of the recipients): made a new one, so the next upload stores everything again",
-        )
+    notes = (_unread(identities, recipients),) if listed else ()
     return LoadedNameKey(key, "created", notes)
+
+
+def _unread(identities: Identities | None, recipients: Recipients) -> str:
+    """Why the target's name key for ``recipients`` was not used, and what that costs."""
+    made = "made a new one, so the next upload stores everything again"
+    if identities is None:
+        return f"the target holds a name key this machine cannot read without the identity: {made}"
+    if set(identities.recipients) & set(recipients.keys):
+        return (
+            f"the target's name key record for encryption.recipients does not open with the "
+            f"identity in {identities.path}, one of them: it is damaged; {made}"
+        )
+    return (
+        f"the target holds a name key the identity in {identities.path} cannot read (it is "
+        f"not one of encryption.recipients): {made}"
+    )

@@ -432,6 +432,30 @@ async def test_changed_recipients_get_a_new_key_and_old_keys_stay(tmp_path: Path
     assert (got_old.key, got_new.key) == (old.key, new.key)
 
 
+async def test_a_damaged_key_record_is_named_as_damaged_not_as_a_wrong_identity(
+    tmp_path: Path,
+) -> None:
+    """A new machine whose identity is one of the recipients, meeting a key record whose
+    age header was damaged: a new key, and the note says the record is damaged (not
+    'no identity, or not one of the recipients', which sent the user after another key)."""
+    target = LocalTarget(tmp_path / "outbox")
+    rec, ids, _ = keypair(tmp_path, "me")
+    _, other, _ = keypair(tmp_path, "other")
+    made = await load_or_create_name_key(target, SID, rec, None, NameKeyCache(tmp_path / "a"))
+    record = tmp_path / "outbox" / made.key.object_key
+    body = bytearray(record.read_bytes())
+    body[60:66] = b"garbag"  # inside the X25519 stanza: no identity opens it any more
+    record.write_bytes(bytes(body))
+    fresh = await load_or_create_name_key(target, SID, rec, ids, NameKeyCache(tmp_path / "b"))
+    assert fresh.how == "created" and fresh.key != made.key
+    assert "does not open with the identity" in fresh.notes[0]
+    assert "it is damaged" in fresh.notes[0]
+    stranger = await load_or_create_name_key(target, SID, rec, other, NameKeyCache(tmp_path / "c"))
+    assert "is not one of encryption.recipients" in stranger.notes[0]
+    blind = await load_or_create_name_key(target, SID, rec, None, NameKeyCache(tmp_path / "d"))
+    assert "without the identity" in blind.notes[0]
+
+
 def test_a_damaged_cache_is_one_line_with_the_fix(tmp_path: Path) -> None:
     cache = NameKeyCache(tmp_path)
     cache.path.write_text('{"keys": [{"key": "short"}]}')
