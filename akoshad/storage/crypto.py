@@ -251,6 +251,16 @@ def _what_instead(line: str) -> str:
     return ""
 
 
+def _encoding(data: bytes) -> str:
+    """Why an identity file is no ASCII text: a byte order mark or UTF-16, which editors
+    write (age refuses them too), else just not text."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return "it starts with a byte order mark, UTF-8 with BOM: save it without one"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "it is UTF-16 text: save it as plain ASCII text"
+    return "not text"
+
+
 def load_identity(path: Path) -> Identities:
     """Read an age identity file (``age-keygen`` format: ``#`` comments, blank lines, one
     ``AGE-SECRET-KEY-1...`` per line). :class:`IdentityFileError` when it is missing,
@@ -267,7 +277,7 @@ def load_identity(path: Path) -> Identities:
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:
-        raise IdentityFileError(f"{path} is not an age identity file (not text)") from None
+        raise IdentityFileError(f"{path} is not an age identity file ({_encoding(data)})") from None
     parsed: list[Any] = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()

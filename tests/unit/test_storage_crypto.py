@@ -10,6 +10,7 @@ import os
 import random
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,27 @@ def test_a_plugin_identity_or_an_ssh_key_is_named_as_such(tmp_path: Path) -> Non
             load_identity(path)
         assert str(info.value).startswith(f"line 2 of {path} is not an age identity")
         assert expected in str(info.value) and "QQQQ" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("encode", "expected"),
+    [
+        (lambda t: b"\xef\xbb\xbf" + t.encode(), "starts with a byte order mark"),
+        (lambda t: t.encode("utf-16"), "is UTF-16 text"),
+    ],
+)
+def test_an_identity_saved_with_a_bom_or_as_utf16_is_named(
+    tmp_path: Path, encode: Callable[[str], bytes], expected: str
+) -> None:
+    """An identity an editor saved as UTF-8 with BOM or as UTF-16 (age refuses both) is
+    said to be one, with what to do: before, '... is not an age identity file (not text)'."""
+    secret = str(x25519.Identity.generate())
+    path = tmp_path / "id.txt"
+    path.write_bytes(encode(f"# public key\n{secret}\n"))
+    with pytest.raises(IdentityFileError) as info:
+        load_identity(path)
+    assert expected in str(info.value) and "not text" not in str(info.value)
+    assert secret[20:] not in str(info.value)
 
 
 def test_a_passphrase_protected_identity_is_named_as_such(tmp_path: Path) -> None:
