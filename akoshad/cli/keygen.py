@@ -50,6 +50,13 @@ def cmd_keygen(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.output is not None and not str(args.output).strip():
         print("akoshad: --output is empty: name the file to write the identity to", file=sys.stderr)
         return EXIT_USAGE
+    if args.output is not None and str(args.output).strip() == "-":
+        print(
+            "akoshad: --output - would be stdout: keygen never prints the identity (the "
+            "secret key); name the file to write it to",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     raw = args.output or default_identity_path(environ)
     # absolute: the hint's identity_file must not depend on the daemon's working directory
     path = Path(os.path.expanduser(str(raw))).absolute()

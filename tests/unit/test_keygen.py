@@ -148,3 +148,19 @@ def test_keygen_says_where_the_recipient_is_when_stdout_fails(tmp_path: Path) ->
         assert last.startswith(f"akoshad: the identity is written to {out}, but its public key")
         assert "'# public key:' line" in last
         assert load_identity(out).recipients[0] in out.read_text()
+
+
+def test_keygen_refuses_an_output_of_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--output -` (stdout to rage-keygen and its kin) made a file named '-' in the
+    working directory, exit 0; it is a usage error now, and nothing is written."""
+    import argparse
+
+    from akoshad.cli.keygen import cmd_keygen
+
+    monkeypatch.chdir(tmp_path)
+    assert cmd_keygen(argparse.Namespace(output="-"), {"HOME": str(tmp_path)}) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("akoshad: --output - would be stdout: keygen never prints")
+    assert out == "" and list(tmp_path.iterdir()) == []
