@@ -57,6 +57,13 @@ def cmd_keygen(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.output is not None and str(args.output).endswith("/"):
+        print(
+            f"akoshad: --output {args.output} ends with '/', a directory: name the file to "
+            f"write the identity to ({args.output}{IDENTITY_NAME}, say)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     raw = args.output or default_identity_path(environ)
     # absolute: the hint's identity_file must not depend on the daemon's working directory
     path = Path(os.path.expanduser(str(raw))).absolute()

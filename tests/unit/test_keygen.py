@@ -150,11 +150,12 @@ def test_keygen_says_where_the_recipient_is_when_stdout_fails(tmp_path: Path) ->
         assert load_identity(out).recipients[0] in out.read_text()
 
 
-def test_keygen_refuses_an_output_of_dash(
+def test_keygen_refuses_an_output_of_dash_or_a_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--output -` (stdout to rage-keygen and its kin) made a file named '-' in the
-    working directory, exit 0; it is a usage error now, and nothing is written."""
+    working directory, and `--output DIR/` a file named DIR, exit 0; each is a usage error
+    now, and nothing is written."""
     import argparse
 
     from akoshad.cli.keygen import cmd_keygen
@@ -163,4 +164,10 @@ def test_keygen_refuses_an_output_of_dash(
     assert cmd_keygen(argparse.Namespace(output="-"), {"HOME": str(tmp_path)}) == 2
     out, err = capsys.readouterr()
     assert err.startswith("akoshad: --output - would be stdout: keygen never prints")
+    assert out == "" and list(tmp_path.iterdir()) == []
+    # a trailing slash means a directory: no file named after it
+    assert cmd_keygen(argparse.Namespace(output="keys/"), {"HOME": str(tmp_path)}) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("akoshad: --output keys/ ends with '/', a directory: name the file")
+    assert "(keys/identity.txt, say)" in err
     assert out == "" and list(tmp_path.iterdir()) == []
