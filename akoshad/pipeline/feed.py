@@ -30,6 +30,7 @@ from akoshad.pipeline.store_links import StoreLinks
 from akoshad.pipeline.storefiles import (
     PathFilter,
     WalkResult,
+    below_a_link,
     change_of,
     idle_include_line,
     readable_dir,
@@ -257,10 +258,15 @@ class ChangeFeed:
         self.idle_includes = idle
 
     def _not_skippable(self, rel: str) -> bool:
-        """No longer a skip: gone from disk, or a directory (only the walk refuses one,
-        and it did not this time)."""
+        """No longer a skip: gone from disk, a directory (only the walk refuses one, and
+        it did not this time), or below a linked directory (no store file: the link itself
+        is refused when it leads out of data_dir)."""
         path = self.data_dir / rel
-        return not os.path.lexists(path) or (path.is_dir() and not path.is_symlink())
+        return (
+            not os.path.lexists(path)
+            or (path.is_dir() and not path.is_symlink())
+            or below_a_link(self.data_dir, rel)
+        )
 
     async def catch_up(self) -> int:
         """The watch is in place, begun after the last reconcile's walk: what changed,

@@ -144,6 +144,17 @@ def change_of(rel: str, flt: PathFilter, root: Path) -> str | None:
     return rel if flt.allows(rel) else None
 
 
+def below_a_link(root: Path, rel: str) -> bool:
+    """Whether a directory on ``rel``'s path under ``root`` is a symlink (blocking: one
+    ``lstat`` a directory). The walk never enters one: nothing below it is a store file."""
+    path = root
+    for part in rel.split("/")[:-1]:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
+
+
 def kind_of_head(head: bytes) -> FileKind:
     """The kind of a file from its first 16 bytes."""
     if head.startswith(SQLITE_MAGIC):

@@ -294,13 +294,21 @@ class StoreWatcher:
         return False
 
     def _changes_of(self, batch: set[tuple[Change, str]]) -> list[tuple[str, Kind]]:
-        """The store files a batch of events stands for. A directory stands for the files
-        below it even when no include pattern names it (the feed filters those files):
-        files written into a new directory before its watch was added send no event. A
-        side file's event that finds it as its last event did is no change. Blocking."""
+        """The store files a batch of events stands for (blocking). A directory stands for
+        the files below it even when no include pattern names it (the feed filters those
+        files): files written into a new directory before its watch was added send no
+        event. The watch follows symlinked directories, which the walk never enters: an
+        event is named by where its directory really is (a link to a store directory may
+        name that directory's events), and one from outside ``data_dir`` is dropped. A
+        side file's event that finds it as its last event did is no change."""
         out: list[tuple[str, Kind]] = []
+        real_root = Path(os.path.realpath(self.data_dir))
+        real_dirs: dict[str, str] = {}
         for change, raw in batch:
-            rel = relpath(self.data_dir, Path(raw))
+            parent, name = os.path.split(raw)
+            if parent not in real_dirs:
+                real_dirs[parent] = os.path.realpath(parent)
+            rel = relpath(real_root, Path(real_dirs[parent], name))
             if rel is None or rel == "." or not _utf8(rel):
                 continue  # non-UTF-8 names are reported by the reconcile walk
             target = change_of(rel, self.flt, self.data_dir)

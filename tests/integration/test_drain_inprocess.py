@@ -324,6 +324,24 @@ async def test_a_skip_whose_file_is_gone_is_forgotten_by_the_reconcile(rig: Rig)
     assert sorted(await rig.state.skipped()) == ["out.json"]
 
 
+async def test_a_skip_below_a_linked_directory_is_forgotten_by_the_reconcile(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """The watch named events through a link to a directory out of data_dir (its own log
+    file there), whose captures were recorded as skips: status listed them (UNSAFE) after
+    every restart. The walk never enters a linked directory: the reconcile forgets such
+    skips, and the link's own refusal stays."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "d.log").write_text("log")
+    (rig.store / "out").symlink_to(tmp_path / "outside")
+    write(rig, "a.json", "{}")
+    await rig.state.transaction(
+        lambda c: rig.state.record_skipped(c, {"out/d.log": "symlink points outside data_dir"})
+    )
+    await rig.feed.reconcile()
+    assert await rig.state.skipped() == {"out": "symlink points outside data_dir"}
+
+
 async def test_a_directory_listed_again_loses_its_skip(rig: Rig) -> None:
     write(rig, "sub/a.json", "{}")
     await rig.state.transaction(

@@ -155,6 +155,22 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
             self._dirs[rel] = got
         return got
 
+    def _under_a_link(self, rel: str) -> bool:
+        """Whether a directory on ``rel``'s path is a symlink (blocking: one ``lstat`` a
+        directory, kept for the pass). The walk never enters one, so what is below it is
+        no store file: a link to a store directory reaches that directory's files, each
+        backed up under its own path, and one out of ``data_dir`` is refused itself."""
+        head = rel.rpartition("/")[0]
+        if not head:
+            return False
+        root = self._root_real
+        if root is None:
+            root = self._root_real = self.data_dir.resolve()
+        try:
+            return self._resolve_dir(head, root) != f"{root}/{head}"
+        except LinkRefused:  # a link out of data_dir (refused itself, under its own name)
+            return True
+
     def _live(self, rel: str) -> str:
         """The live path of the store file ``rel`` (a plain join when ``rel`` is clean)."""
         parts = rel.split("/")
@@ -219,7 +235,7 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         DuckDB database of another size cannot be a duplicate and is left unhashed
         (``sha256`` None: its upload hashes it). A file
         that include/exclude leave out counts as gone (it leaves the snapshot), unread."""
-        if not self.path_filter.allows(rel):
+        if not self.path_filter.allows(rel) or self._under_a_link(rel):
             self._forget_moved(rel)
             return Vanished(rel)
         live = self._live(rel)
