@@ -72,6 +72,36 @@ def fresh_private_dir(path: Path) -> int:
     return removed
 
 
+def remove_tree(path: Path) -> None:
+    """Remove the directory ``path`` and everything below it, as ``shutil.rmtree(path,
+    ignore_errors=True)`` does (no link followed: one is removed as itself; what cannot be
+    removed is left), with a stack of its own instead of a recursion: Python 3.11's
+    ``rmtree`` stops with RecursionError in a tree 1,000 levels deep. ``path`` itself a
+    link: nothing is removed. Blocking."""
+    if os.path.islink(path):
+        return
+    stack: list[tuple[str, bool]] = [(str(path), False)]
+    while stack:
+        top, emptied = stack.pop()
+        if emptied:
+            with contextlib.suppress(OSError):
+                os.rmdir(top)
+            continue
+        stack.append((top, True))  # removed once what is below it is
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, False))
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
+
+
 def user_name(uid: int) -> str:
     """``user NAME (uid N)``, or ``uid N`` for an unknown uid."""
     try:

@@ -360,16 +360,32 @@ def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], Odd | None]:
         return [], Odd(f"cannot list the directory: {exc.strerror or exc}")
 
 
+Found = tuple[dict[str, str], dict[str, tuple[int, int]]]
+
+
 def _walk(
-    root: Path,
-    real_root: Path,
-    prefix: str,
-    stats: StatMap | None,
-    base: int,
-    found: tuple[dict[str, str], dict[str, tuple[int, int]]],
+    root: Path, real_root: Path, prefix: str, stats: StatMap | None, base: int, found: Found
 ) -> Iterator[tuple[str, Odd | None]]:
-    """The entries below ``prefix``; ``found``: filled with the links to store files and
-    the (device, inode) of files with other names (see ``WalkResult``)."""
+    """The entries below ``prefix``, depth first; ``found``: filled with the links to
+    store files and the (device, inode) of files with other names (see ``WalkResult``).
+    Each directory's listing is a generator of its own on a stack, not a recursion: a
+    tree 1,000 levels deep is walked (Python's recursion limit stopped the daemon)."""
+    stack = [_walk_dir(root, real_root, prefix, stats, base, found)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, str):  # a directory to walk in its place
+                stack.append(_walk_dir(root, real_root, item, stats, base, found))
+                break
+            yield item
+        else:
+            stack.pop()
+
+
+def _walk_dir(
+    root: Path, real_root: Path, prefix: str, stats: StatMap | None, base: int, found: Found
+) -> Iterator[tuple[str, Odd | None] | str]:
+    """The entries of the directory ``prefix`` (``_walk``), and the prefix of each of its
+    directories to walk, in its place."""
     links, inodes = found
     entries, problem = _list_dir(root / prefix if prefix else root)
     if problem is not None and prefix:  # its files cannot be seen: say so
@@ -402,7 +418,7 @@ def _walk(
                     if stats is not None:
                         stat_tree(entry.path, base, stats)
                     continue
-                yield from _walk(root, real_root, rel + "/", stats, base, found)
+                yield rel + "/"
             elif entry.is_file(follow_symlinks=False):
                 _note_names(entry, rel, inodes)
                 yield rel, None

@@ -87,18 +87,58 @@ def remove_partials(dest_fd: int) -> int:
     names only, regular files, written by no live process; no link is followed). Returns
     how many. Blocking."""
     removed = 0
-    walk = os.fwalk(".", dir_fd=dest_fd, follow_symlinks=False)
-    for _root, _dirs, files, root_fd in walk:
-        for name in files:
-            found = _PARTIAL_RE.match(name)
-            if found is None or (found.group(1) and _alive(int(found.group(1)))):
-                continue
-            st = _lstat_at(root_fd, name)
-            if st is not None and stat.S_ISREG(st.st_mode):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=root_fd)
-                    removed += 1
+    # each directory by its path from DIR, opened only when it is still the one its
+    # parent listed (a link swapped in on the way leads elsewhere); a stack, not
+    # ``os.fwalk``'s recursion, which stops at a tree 1,000 levels deep
+    stack = [(".", os.fstat(dest_fd))]
+    while stack:
+        rel, listed = stack.pop()
+        fd = _open_listed(dest_fd, rel, listed)
+        if fd is None:
+            continue
+        try:
+            for entry in _entries(fd):
+                if entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):  # gone meanwhile
+                        stack.append((f"{rel}/{entry.name}", entry.stat(follow_symlinks=False)))
+                elif _is_partial(entry.name):
+                    st = _lstat_at(fd, entry.name)
+                    if st is not None and stat.S_ISREG(st.st_mode):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.name, dir_fd=fd)
+                            removed += 1
+        finally:
+            os.close(fd)
     return removed
+
+
+def _is_partial(name: str) -> bool:
+    """A temporary name of a restore that is not running any more."""
+    found = _PARTIAL_RE.match(name)
+    return found is not None and not (found.group(1) and _alive(int(found.group(1))))
+
+
+def _open_listed(dest_fd: int, rel: str, listed: os.stat_result) -> int | None:
+    """The directory ``rel`` under ``dest_fd`` if it is still the one ``listed`` (same
+    device and inode), else None (gone, replaced, a path too long to open)."""
+    try:
+        fd = os.open(rel, _DIR_FLAGS, dir_fd=dest_fd)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (listed.st_dev, listed.st_ino):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _entries(fd: int) -> list[os.DirEntry[str]]:
+    """The entries of the open directory ``fd`` (none when it cannot be listed)."""
+    try:
+        with os.scandir(fd) as it:
+            return list(it)
+    except OSError:
+        return []
 
 
 def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:

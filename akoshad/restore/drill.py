@@ -15,7 +15,6 @@ import asyncio
 import fcntl
 import json
 import os
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, ConfigError
 from akoshad.manifest.read import list_uploads
-from akoshad.private import shared_dir_problem
+from akoshad.private import remove_tree, shared_dir_problem
 from akoshad.restore.drill_check import one_line, run_worker, worker_spec
 from akoshad.restore.drill_dirs import (
     DRILL_PREFIX,
@@ -99,7 +98,7 @@ def make_drill_dir(state_dir: Path) -> tuple[Path, int]:
 
 def drop_drill_dir(path: Path, fd: int) -> None:
     """Remove the directory, then let go of its lock. Blocking."""
-    shutil.rmtree(path, ignore_errors=True)
+    remove_tree(path)
     os.close(fd)
 
 

@@ -10,10 +10,11 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
+
+from akoshad.private import remove_tree
 
 DRILL_PREFIX = "drill-"
 LOCK_NAME = ".lock"
@@ -50,7 +51,7 @@ def remove_stale(state_dir: Path) -> int:
         finally:
             if fd is not None:
                 os.close(fd)
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path)
         removed += 1
     return removed
 

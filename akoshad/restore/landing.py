@@ -66,20 +66,34 @@ class DestTree:
             return key, d.fd
 
     def _open(self, key: str) -> _Dir:
+        """The directory ``key``, opened (and made) from its nearest open ancestor down,
+        one level at a time, not recursively (a tree 1,000 levels deep); the idle ones
+        past ``max_open`` are closed on the way, so a deep path holds no descriptor a
+        level."""
         d = self._dirs.get(key)
         if d is not None:
             self._dirs.move_to_end(key)
             return d
-        parent_key, _, name = key.rpartition("/")
-        parent = self._open(parent_key)
-        parent.refs += 1  # kept open while its child is opened
-        try:
-            fd, changed = _open_subdir(parent.fd, name, key, self.force)
-        finally:
-            parent.refs -= 1
-        parent.changed = parent.changed or changed
-        d = self._dirs[key] = _Dir(fd)
-        return d
+        pending: list[str] = []
+        head = key
+        while head not in self._dirs:  # "" (DIR itself) always is
+            pending.append(head)
+            head = head.rpartition("/")[0]
+        parent = self._dirs[head]
+        self._dirs.move_to_end(head)
+        for sub in reversed(pending):
+            parent.refs += 1  # kept open while its child is opened
+            try:
+                fd, changed = _open_subdir(parent.fd, sub.rpartition("/")[2], sub, self.force)
+            finally:
+                parent.refs -= 1
+            parent.changed = parent.changed or changed
+            parent = self._dirs[sub] = _Dir(fd, refs=1)
+            try:
+                self._trim()
+            finally:
+                parent.refs -= 1
+        return parent
 
     def release(self, key: str, changed: bool) -> None:
         """A file in ``key`` is done (``changed``: a name was added there)."""

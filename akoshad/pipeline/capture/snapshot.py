@@ -145,14 +145,20 @@ class Snapshotter(PlainCapture, DuckDBCapture, SqliteCapture):
         return real
 
     def _resolve_dir(self, rel: str, root: Path) -> str:
-        """The resolved path of the store directory ``rel`` (kept for the pass)."""
-        got = self._dirs.get(rel)
-        if got is None:
-            head, _, name = rel.rpartition("/")
-            got = f"{self._resolve_dir(head, root) if head else root}/{name}"
+        """The resolved path of the store directory ``rel`` (each directory on its path
+        kept for the pass; resolved from the nearest one kept, not recursively: a tree
+        1,000 levels deep)."""
+        pending: list[str] = []
+        head = rel
+        while head and head not in self._dirs:
+            pending.append(head)
+            head = head.rpartition("/")[0]
+        got = self._dirs[head] if head else str(root)
+        for key in reversed(pending):
+            got = f"{got}/{key.rpartition('/')[2]}"
             if os.path.islink(got):
-                got = str(resolve_under(root, self.data_dir / rel))
-            self._dirs[rel] = got
+                got = str(resolve_under(root, self.data_dir / key))
+            self._dirs[key] = got
         return got
 
     def _under_a_link(self, rel: str) -> bool:
