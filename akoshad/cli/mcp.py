@@ -25,6 +25,7 @@ from loguru import logger
 
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.fastpath import state_held
 from akoshad.runtime.control_client import ControlRequestError, request
 from akoshad.store.places import place_fields
 
@@ -61,6 +62,17 @@ class ToolFailure(Exception):
 
 
 def not_running(settings: Settings) -> ToolFailure:
+    """No answer on the socket: no daemon, or (an akoshad holds the state) one still
+    starting, or a ``run --once``, ``prune`` or ``takeover`` at work: then starting another
+    is no fix, asking again shortly is (``akoshad status`` says the same)."""
+    if state_held(settings.state_dir):
+        return ToolFailure(
+            "daemon_not_ready",
+            f"akoshad does not answer on {settings.socket_path} yet, but an akoshad holds its "
+            f"state {settings.state_dir}: a daemon still starting (its socket answers once "
+            "its targets answered or were given up on), or a `run --once`, `prune` or "
+            "`takeover` at work; ask again shortly",
+        )
     return ToolFailure(
         "daemon_not_running",
         f"akoshad is not running (no answer on {settings.socket_path}); start it with "

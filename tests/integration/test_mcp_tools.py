@@ -7,6 +7,7 @@ with mcp 1.x and 2.x alike.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -250,6 +251,30 @@ async def test_no_daemon_structured_error_fast(tmp_path: Path) -> None:
     assert rig.sock.exists()
     took = await _assert_structured_error(rig, "daemon_not_running")
     print(f"stale socket (refused): {took}")
+
+
+async def test_an_akoshad_holding_the_state_is_not_called_not_running(tmp_path: Path) -> None:
+    """No answer on the socket while an akoshad holds the state (a daemon still starting:
+    its socket answers once its targets answered or were given up on; a `run --once`): the
+    tools say so and to ask again, as `akoshad status` does, not to start one."""
+    rig = Rig(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    holder = await asyncio.create_subprocess_exec(  # an akoshad by its command line
+        sys.executable, "-c", "import time; time.sleep(60)", "akoshad", "run"
+    )
+    try:
+        (state / "akoshad.lock").write_text(f"{holder.pid}\n")
+        async with rig.session() as session:
+            for tool in ("sync_to_akosha", "akosha_sync_status"):
+                result, took = await timed(session, tool)
+                assert result["success"] is False and result["error"] == "daemon_not_ready"
+                assert "holds its state" in result["message"], result
+                assert "ask again shortly" in result["message"]
+                assert took < NO_DAEMON_BUDGET, (tool, took)
+    finally:
+        holder.kill()
+        await holder.wait()
 
 
 async def test_wedged_daemon_does_not_hang_the_tools(tmp_path: Path) -> None:
