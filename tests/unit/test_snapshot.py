@@ -350,7 +350,7 @@ def test_held_file_changing_mid_read_is_read_again(
     rewritten meanwhile (even to the same size) is read again, never kept torn."""
     import akoshad.pipeline.capture.plain as mod
 
-    path = snap.data_dir / "log.json"
+    path = snap.data_dir / "log.txt"
     path.write_bytes(b"x" * 1000)
     real = mod.read_resolved
     calls = []
@@ -359,13 +359,13 @@ def test_held_file_changing_mid_read_is_read_again(
         calls.append(1)
         data = real(src, limit)
         if len(calls) == 1:  # the writer replaces the file while it is read
-            tmp = path.with_name("log.json.tmp")
+            tmp = path.with_name("log.txt.tmp")
             tmp.write_bytes(b"y" * 1000)
             os.replace(tmp, path)
         return data
 
     monkeypatch.setattr(mod, "read_resolved", read_rewritten)
-    res = snap.capture("log.json")
+    res = snap.capture("log.txt")
     assert isinstance(res, Captured) and len(calls) == 2
     (f,) = res.files
     assert f.held is not None and f.held.data == b"y" * 1000 and f.sha256 == _sha(path)
@@ -399,7 +399,7 @@ def test_file_shrinking_mid_read_is_copied_again(
     import akoshad.pipeline.capture.plain as mod  # where plain files are copied
 
     snap.memory_max_file = 0  # staged, not held
-    path = snap.data_dir / "log.json"
+    path = snap.data_dir / "log.txt"
     path.write_bytes(b"x" * 100_000)
     real = mod.copy_hashing
     calls: list[int] = []
@@ -414,7 +414,7 @@ def test_file_shrinking_mid_read_is_copied_again(
         return out
 
     monkeypatch.setattr(mod, "copy_hashing", copy_then_truncate)
-    res = snap.capture("log.json")
+    res = snap.capture("log.txt")
     assert isinstance(res, Captured) and len(calls) == 2
     assert res.files[0].size == 10 and res.files[0].staged.read_bytes() == b"x" * 10
 

@@ -17,7 +17,7 @@ from akoshad.fileio import (
     open_resolved,
     read_resolved,
 )
-from akoshad.manifest.facts import json_facts, json_facts_of
+from akoshad.manifest.facts import Facts, json_facts, json_facts_of
 from akoshad.pipeline.capture.base import CaptureBase
 from akoshad.pipeline.capture.files import (
     Captured,
@@ -37,6 +37,17 @@ HELD_NAME = "held-in-memory"  # the ``staged`` name of a file captured into memo
 # free space left beside a large file's copy in staging (the state database shares it)
 STAGING_MARGIN = 256 * 1024 * 1024
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# a ``*.json`` file read whole but not parsing is read again up to 3 times (within
+# 0.35 s): a writer that rewrites it in place (truncate, then write) leaves it empty or half
+# written for a moment; one that still does not parse is captured as it is
+TORN_JSON_LOOKS = 4
+
+
+def _looks_torn(facts: Facts | None, attempt: int, attempts: int) -> bool:
+    """Whether a stable read of a file whose ``facts`` say its JSON does not parse is read
+    again (``attempt``, 0-based, of ``attempts``)."""
+    last = min(attempts, TORN_JSON_LOOKS) - 1
+    return facts is not None and facts.json_ok is False and attempt < last
 
 
 def _read_failed(exc: OSError) -> BaseException:
@@ -83,7 +94,9 @@ class PlainCapture(CaptureBase):
                 if after is None:
                     return Vanished(rel)
                 live = LiveStat.of(before)
-                if live.same_content_identity(LiveStat.of(after)) and len(data) == size:
+                stable = live.same_content_identity(LiveStat.of(after)) and len(data) == size
+                facts = json_facts_of(rel, data) if stable else None
+                if stable and not _looks_torn(facts, attempt, self.attempts):
                     captured = CapturedFile(
                         rel,
                         self.held_path,  # never created: the bytes are held
@@ -91,7 +104,7 @@ class PlainCapture(CaptureBase):
                         hashlib.sha256(data).hexdigest(),
                         "file",
                         live,
-                        facts=json_facts_of(rel, data),
+                        facts=facts,
                         mode=mode_of(before),
                         held=self.memory.keep(data),
                     )
@@ -218,17 +231,17 @@ class PlainCapture(CaptureBase):
             if after is None:
                 staged.unlink(missing_ok=True)
                 return Vanished(rel)
-            if LiveStat.of(before).same_content_identity(LiveStat.of(after)) and size == (
-                after.st_size
-            ):
-                facts = json_facts(rel, staged)
+            live = LiveStat.of(before)
+            stable = live.same_content_identity(LiveStat.of(after)) and size == after.st_size
+            facts = json_facts(rel, staged) if stable else None
+            if stable and not _looks_torn(facts, attempt, self.attempts):
                 captured = CapturedFile(
                     rel,
                     staged,
                     size,
                     sha,
                     "file",
-                    LiveStat.of(before),
+                    live,
                     facts=facts,
                     mode=mode_of(before),
                 )
