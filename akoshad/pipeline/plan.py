@@ -35,7 +35,7 @@ from akoshad.pipeline.capture.snapshot import (
     Vanished,
 )
 from akoshad.pipeline.packing import SentFile
-from akoshad.pipeline.storefiles import groups_below, owner_of, side_kind
+from akoshad.pipeline.storefiles import CHECKPOINT_WAL, groups_below, owner_of, side_kind
 from akoshad.storage.refs import ChunkRef
 from akoshad.storage.stored import Part, StoredFile, WholeCompression, WholeObject
 from akoshad.store.db import LedgerEntry, QueueItem
@@ -163,7 +163,7 @@ def _kind(cap: Captured) -> str:
 
 def _sides_of(cap: Captured) -> tuple[str, ...]:
     """The side-file names a captured database holds (a plain file holds none)."""
-    suffixes = {"duckdb": (".wal",), "sqlite": ("-journal", "-wal", "-shm")}
+    suffixes = {"duckdb": (".wal", CHECKPOINT_WAL), "sqlite": ("-journal", "-wal", "-shm")}
     return tuple(cap.group + suffix for suffix in suffixes.get(_kind(cap), ()))
 
 

@@ -1,11 +1,11 @@
 """What counts as a store file: side files, temp files, include/exclude, the disk walk.
 
-Paths are POSIX strings relative to ``data_dir``. A DuckDB ``x.wal`` or SQLite
-``x-journal``/``x-wal``/``x-shm`` belongs to ``x`` when ``x`` is a file that is not known
-to be something else (a database of the other kind, or a plain file: ``side_owner``): a
-change to it is a change of ``x``; otherwise it is a store file of its own (a
-``notes.wal`` that belongs to no database, ``plain.txt.wal`` beside a text file). DuckDB
-temp directories (``*.tmp/``), ``*.tmp`` files and ``.write_test`` are never synced.
+Paths are POSIX strings relative to ``data_dir``. A DuckDB ``x.wal`` (``x.wal.checkpoint``)
+or SQLite ``x-journal``/``x-wal``/``x-shm`` belongs to ``x`` when ``x`` is a file that is
+not known to be something else (a database of the other kind, or a plain file:
+``side_owner``): a change to it is a change of ``x``; otherwise it is a store file of its
+own (a ``notes.wal`` that belongs to no database, ``plain.txt.wal`` beside a text file).
+DuckDB temp directories (``*.tmp/``), ``*.tmp`` files and ``.write_test`` are never synced.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from akoshad.fastpath import StatMap, stat_entry, stat_tree
 
 FileKind = Literal["duckdb", "sqlite", "file"]
 _SQLITE_SIDES = ("-journal", "-wal", "-shm")
+# DuckDB's WAL of the commits made while a checkpoint runs (merged into ``.wal`` when it
+# ends; left by a writer killed during one): never captured, its database waits for it to go
+CHECKPOINT_WAL = ".wal.checkpoint"
 DUCKDB_MAGIC = b"DUCK"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -83,7 +86,7 @@ def is_ignored(rel: str) -> bool:
 
 def owner_of(rel: str) -> str:
     """The store file a path's change belongs to (itself unless it is a side file)."""
-    for side in _SQLITE_SIDES:
+    for side in (*_SQLITE_SIDES, CHECKPOINT_WAL):
         if rel.endswith(side):
             return rel[: -len(side)]
     if rel.endswith(".wal"):
@@ -96,11 +99,12 @@ def is_side_file(rel: str) -> bool:
 
 
 def side_kind(rel: str) -> FileKind | None:
-    """The kind of database a side-file name belongs to (``.wal``: DuckDB; ``-journal``,
-    ``-wal``, ``-shm``: SQLite), None for a name that is no side file's."""
+    """The kind of database a side-file name belongs to (``.wal``, ``.wal.checkpoint``:
+    DuckDB; ``-journal``, ``-wal``, ``-shm``: SQLite), None for a name that is no side
+    file's."""
     if rel.endswith(_SQLITE_SIDES):
         return "sqlite"
-    return "duckdb" if rel.endswith(".wal") else None
+    return "duckdb" if rel.endswith((".wal", CHECKPOINT_WAL)) else None
 
 
 def side_owner(root: Path, rel: str) -> bool:

@@ -24,6 +24,8 @@ from akoshad.errors import AkoshadError
 from akoshad.manifest.layout import upload_time
 
 WAL_SUFFIX = ".wal"
+# DuckDB's WAL of a checkpoint under way: never captured (its database waits for it to go)
+CHECKPOINT_WAL_SUFFIX = ".wal.checkpoint"
 DUCKDB_SUFFIX = ".duckdb"
 DUCKDB_KIND = "duckdb"  # a manifest entry's kind: DuckDB told by the file's header
 SQLITE_KIND = "sqlite"
@@ -217,12 +219,19 @@ def wal_pairs(entries: Iterable[HasPath]) -> dict[str, str]:
 def stale_sides(entries: Iterable[HasPath]) -> dict[str, tuple[str, ...]]:
     """For each database among ``entries``, the suffixes of the side files its engine
     would read beside it that the restore does not bring: a DuckDB WAL the upload does
-    not hold, SQLite's ``-wal``, ``-journal`` and ``-shm``. One left in ``--dest`` (an
-    earlier restore, the live store) would be replayed or rolled back into the restored
-    database."""
+    not hold, a DuckDB checkpoint WAL (never captured), SQLite's ``-wal``, ``-journal``
+    and ``-shm``. One left in ``--dest`` (an earlier restore, the live store) would be
+    replayed or rolled back into the restored database."""
     listed = list(entries)
     paths = {e.path for e in listed}
-    out: dict[str, tuple[str, ...]] = {p: (WAL_SUFFIX,) for p in databases_without_wal(listed)}
+    without = databases_without_wal(listed)
+    out: dict[str, tuple[str, ...]] = {
+        e.path: (WAL_SUFFIX, CHECKPOINT_WAL_SUFFIX)
+        if e.path in without
+        else (CHECKPOINT_WAL_SUFFIX,)
+        for e in listed
+        if _wal_of_entry(e) is not None and e.path + CHECKPOINT_WAL_SUFFIX not in paths
+    }
     for e in listed:
         if getattr(e, "kind", None) == SQLITE_KIND:
             out[e.path] = tuple(s for s in SQLITE_SIDES if e.path + s not in paths)

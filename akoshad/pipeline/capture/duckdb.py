@@ -29,11 +29,19 @@ from akoshad.pipeline.capture.files import (
     lstat_or_none,
     mode_of,
 )
+from akoshad.pipeline.storefiles import CHECKPOINT_WAL
 
 if TYPE_CHECKING:
     from akoshad.duckdb_worker import Runner
 
 NOT_REGULAR = "not a regular file"
+
+
+def _checkpointing(real: Path) -> bool:
+    """Whether DuckDB's checkpoint WAL is beside the database: a checkpoint is under way
+    (the commits made meanwhile are in it, not in the pair) or a writer killed during one
+    left it (its database opened again merges it)."""
+    return lstat_or_none(real.with_name(real.name + CHECKPOINT_WAL)) is not None
 
 
 class DuckDBCapture(CaptureBase):
@@ -83,7 +91,12 @@ class DuckDBCapture(CaptureBase):
     ) -> CaptureResult:
         wal, refused = wal_of
         staged_db, staged_wal = staged
+        checkpointing = False
         for attempt in range(self.attempts):
+            checkpointing = _checkpointing(real)
+            if checkpointing:  # the pair lacks commits, and moves: not copied now
+                self.sleep(_backoff(attempt))
+                continue
             db_before = _regular_lstat(real)
             wal_before = lstat_or_none(wal) if wal is not None else None
             db_size, db_sha = copy_hashing_if(real, staged_db, hash_if_size)
@@ -105,6 +118,7 @@ class DuckDBCapture(CaptureBase):
             if not (
                 LiveStat.of(db_before).same_content_identity(LiveStat.of(db_after))
                 and _same_wal(wal_before, wal_after)
+                and not _checkpointing(real)
             ):
                 self.sleep(_backoff(attempt))
                 continue
@@ -137,6 +151,13 @@ class DuckDBCapture(CaptureBase):
             if refused is not None:
                 note = f"{rel}.wal not captured: {refused}" + (f"; {note}" if note else "")
             return Captured(rel, tuple(files), note, side)
+        if checkpointing:
+            raise SnapshotError(
+                f"a DuckDB checkpoint is unfinished ({real.name}{CHECKPOINT_WAL} holds commits "
+                "the pair lacks): captured once that file is gone (the checkpoint ends, or the "
+                "database is opened again)",
+                retry=True,
+            )
         raise SnapshotError(
             f"DuckDB pair kept changing during {self.attempts} copy attempts", retry=True
         )
