@@ -17,6 +17,7 @@ from akoshad.backoff import exponential
 from akoshad.fastpath import StatMap, racy_stat
 from akoshad.pipeline.debounce import Kind
 from akoshad.pipeline.storefiles import (
+    CHECKPOINT_WAL,
     PathFilter,
     WalkResult,
     change_of,
@@ -103,7 +104,8 @@ def _group_changed(data_dir: Path, rel: str, entries: list[LedgerEntry]) -> bool
     recorded = {e.path: e for e in entries}
     kinds = {e.kind for e in entries}
     if "duckdb" in kinds or "duckdb-wal" in kinds:
-        if set(expected) != set(recorded):
+        # a checkpoint WAL holds commits no capture has: its database is not quiet yet
+        if set(expected) != set(recorded) or _stat_key(live.with_name(live.name + CHECKPOINT_WAL)):
             return True
     else:
         expected = {rel: expected[rel]}

@@ -5,14 +5,18 @@ those commits), and a restore removes one left beside a restored database."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
+from akoshad.fileio import LiveStat
 from akoshad.pipeline.capture.snapshot import Captured, Skipped, Snapshotter
 from akoshad.pipeline.storefiles import PathFilter, change_of, owner_of, walk_store
+from akoshad.pipeline.watch import reconcile
 from akoshad.restore.select import stale_sides
+from tests.unit.test_plan import row
 
 
 def test_a_database_beside_its_checkpoint_wal_waits_for_it(tmp_path: Path) -> None:
@@ -64,3 +68,16 @@ def test_a_checkpoint_wal_left_in_dest_beside_a_restored_database_is_stale() -> 
         "x.duckdb": (".wal.checkpoint",),
         "y.duckdb": (".wal", ".wal.checkpoint"),
     }
+
+
+def test_a_checkpoint_wal_makes_its_unchanged_database_a_change(tmp_path: Path) -> None:
+    """A writer killed during a checkpoint before it wrote to the database: the database
+    and its WAL as uploaded, the commits in the checkpoint WAL alone. The start-up check
+    (and run --once) must not take the database for unchanged."""
+    db = tmp_path / "x.duckdb"
+    db.write_bytes(b"db")
+    entry = dataclasses.replace(row("x.duckdb"), live=LiveStat.of(db.stat()), kind="duckdb")
+    assert reconcile(tmp_path, PathFilter(), {"x.duckdb": entry}).changes == []
+    (tmp_path / "x.duckdb.wal.checkpoint").write_bytes(b"commits")
+    changes = reconcile(tmp_path, PathFilter(), {"x.duckdb": entry}).changes
+    assert changes == [("x.duckdb", "modified")]
