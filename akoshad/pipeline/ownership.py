@@ -36,6 +36,7 @@ from akoshad.pipeline.stats import Stats
 from akoshad.storage.owner import (
     CHECK_INTERVAL,
     CLAIM_SETTLE,
+    OWNER_ID_FILE,
     Machine,
     NotOwner,
     OwnerRecord,
@@ -72,6 +73,7 @@ class OwnerGate:
         self._unanswered: set[str] = set()  # of those, the checks the target did not answer
         self._claims: dict[str, asyncio.Task[str | None]] = {}  # the start's, per target
         self._lock = asyncio.Lock()  # one Machine, one Ownership per target
+        self._said_host: dict[str, OwnerRecord] = {}  # the record named with another host
 
     async def machine(self) -> Machine:
         """This machine (its owner id is read, or made, in ``state_dir`` once)."""
@@ -139,7 +141,7 @@ class OwnerGate:
     async def _refusal(self, target: Target, *, force: bool) -> str | None:
         own = await self.ownership(target)
         try:
-            await own.check(force=force)
+            record = await own.check(force=force)
         except NotOwner as exc:
             return self._refuse(target.name, str(exc))
         except (TransientError, PermanentError, OSError) as exc:
@@ -156,6 +158,8 @@ class OwnerGate:
         self._unreadable.discard(target.name)
         self._unanswered.discard(target.name)
         self.accepted(target.name)
+        if record is not None:
+            self._other_host(target.name, record, own.machine.host)
         if target.name not in self._cleaned:
             await self._clean_up(target)
         return None
@@ -185,6 +189,26 @@ class OwnerGate:
             health.available = True
             health.last_error = None
         logger.info("this machine owns system_id {} in {} now", self.system_id, target_name)
+
+    def _other_host(self, target_name: str, record: OwnerRecord, host: str) -> None:
+        """This machine's owner id recorded with another host name: a copy of this state on
+        that host (both would upload as the owner), or this host renamed. Said once a record."""
+        if record.host == host or self._said_host.get(target_name) == record:
+            return
+        self._said_host[target_name] = record
+        logger.warning(
+            "{}: the owner record of system_id {} names this machine's owner id with host {!r} "
+            "(this host is {!r}): if this state_dir was copied from {!r} and akoshad runs "
+            "there too, both upload as the owner and mix their uploads (remove owner_id from "
+            "the state_dir of one of them, here {}: it then counts as a new machine); if this "
+            "host was renamed, run `akoshad takeover` to record its name",
+            target_name,
+            self.system_id,
+            record.host,
+            host,
+            record.host,
+            self.state_dir / OWNER_ID_FILE,
+        )
 
     def _refuse(self, target_name: str, line: str) -> str:
         if self.refused.get(target_name) != line:

@@ -346,9 +346,8 @@ class Ownership:
         previous = None
         with contextlib.suppress(OwnerRecordError):
             previous = await self.read()
-        if self._mine(previous):
-            assert previous is not None
-            return previous
+        if self._mine(previous) and previous is not None and previous.host == self.machine.host:
+            return previous  # a record with another host name is written anew (a renamed host)
         await self._write("takeover", previous)
         record = await self.read()
         if record is None or not self._mine(record):
