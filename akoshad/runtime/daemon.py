@@ -44,6 +44,7 @@ from akoshad.runtime.reload import applicable, read_again
 from akoshad.runtime.requests import handle_request
 from akoshad.runtime.settle import InterruptedUploads
 from akoshad.runtime.signals import stop_signals
+from akoshad.runtime.state_watch import watch_state_dir
 from akoshad.runtime.status import StatusView
 from akoshad.runtime.target_identity import forget_if_last_upload_gone, seed_ledger
 from akoshad.runtime.watchdog import Watchdog
@@ -339,6 +340,7 @@ class Daemon:
                 tg.create_task(p.health.run(self.stop_event, self.stop), name="watch"),
                 tg.create_task(p.drills.run(), name="drill"),
                 tg.create_task(p.prunes.run(), name="prune"),
+                tg.create_task(watch_state_dir(p, self.stop), name="state"),
                 tg.create_task(
                     self.feed.rescan_every(RESCAN_SECONDS, self.stop_event), name="rescan"
                 ),

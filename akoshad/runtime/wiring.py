@@ -113,6 +113,10 @@ class StateLock:
             "(make state_dir writable or set another)"
         )
 
+    def fileno(self) -> int | None:
+        """The held lock file's descriptor (None: not held)."""
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             with suppress(OSError):
@@ -166,6 +170,7 @@ class Parts:
     prunes: PruneScheduler
     stop_event: asyncio.Event
     pass_lock: asyncio.Lock
+    lock: StateLock | None = None  # the state directory's, held while the daemon runs
 
     @property
     def primary(self) -> Target:
@@ -238,6 +243,7 @@ async def wire(
     rebuilt = rebuilt or primary in changed  # seeded from the new place's newest upload
     await forget_changed_akosha(state, settings)
     parts = build(settings, state, rebuilt, stop_event=stop_event, wake=wake)
+    parts.lock = lock
     for name, at in (await state.last_success_by_target()).items():
         if name in parts.targets:  # "last ok" survives a restart, as last_upload does
             parts.stats.target(name).last_success_at = at

@@ -122,19 +122,7 @@ def load_owner_id(state_dir: Path) -> str:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
-        tmp = state_dir / f".{OWNER_ID_FILE}.{secrets.token_hex(4)}.tmp"
-        new = secrets.token_hex(16)
-        wflags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        with os.fdopen(os.open(tmp, wflags, FILE_MODE), "w") as fh:
-            fh.write(new + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # never replaces an id another process made meanwhile
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+        write_owner_id(state_dir, secrets.token_hex(16))
         fd = os.open(path, flags)
     except OSError as exc:
         raise OwnerRecordError(
@@ -149,6 +137,24 @@ def load_owner_id(state_dir: Path) -> str:
             fix="remove it; this machine then counts as a new one and must run akoshad takeover",
         )
     return value
+
+
+def write_owner_id(state_dir: Path, owner_id: str) -> bool:
+    """Record ``owner_id`` in ``state_dir/owner_id`` (0600) unless an id is there already
+    (never replaced); True when this one was written. Blocking."""
+    tmp = state_dir / f".{OWNER_ID_FILE}.{secrets.token_hex(4)}.tmp"
+    wflags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(tmp, wflags, FILE_MODE), "w") as fh:
+        fh.write(owner_id + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, state_dir / OWNER_ID_FILE)  # never replaces an id made meanwhile
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
 
 
 @dataclass(frozen=True)

@@ -197,3 +197,32 @@ def test_a_legacy_outbox_is_claimed_by_its_first_writer_and_still_restores(
         dest = tmp_path / f"restored-{upload_id}"
         a.cli("restore", "--upload-id", upload_id, "--dest", str(dest), check=True)
         assert _hashes(dest) == files
+
+
+def test_a_state_dir_removed_under_the_daemon_stops_it_and_the_restart_still_owns(
+    tmp_path: Path,
+) -> None:
+    """Before, the daemon went on in files no longer there (its lock gone: a second run on
+    the directory was let in) and its next start was another machine, refused as not the
+    owner until someone ran takeover. It now stops with exit 1 saying why, its owner id
+    written there again: the restart (a service manager's) still owns the system id."""
+    make_store(tmp_path / "store")
+    a = Machine(tmp_path, "a")
+    log = tmp_path / "a.log"
+    proc = start_daemon(a.config, a.env, log)
+    try:
+        wait_for(lambda: manifests(tmp_path / "outbox", SYSTEM), 60)
+        owner_id = a.owner_id()
+        shutil.rmtree(a.state)
+        assert proc.wait(30) == 1
+    finally:
+        stop_daemon(proc)
+    said = log.read_text()
+    assert f"state_dir {a.state} was removed while akoshad ran" in said, said
+    assert "owner id is written there again" in said and "Traceback" not in said
+    assert a.owner_id() == owner_id
+    change(tmp_path, 1)
+    again = a.cli("run", "--once")
+    assert again.returncode == 0, again.stderr
+    assert owner_record(tmp_path)["owner_id"] == owner_id
+    assert len(manifests(tmp_path / "outbox", SYSTEM)) == 2
