@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from akoshad.errors import AkoshadError, AlreadyRunning, DaemonNotRunning, DaemonWentAway
 from akoshad.names import EXIT_FAIL, EXIT_OK
 
+TAKEOVER_WAIT = 120.0  # seconds ``takeover`` waits for the daemon's reply
+
 if TYPE_CHECKING:  # parsing (--help, usage errors) needs none of these
     from akoshad.config import Settings
 
@@ -218,9 +220,16 @@ def cmd_takeover(args: argparse.Namespace, settings: Settings) -> int:
         _quiet_logs("WARNING")
         return asyncio.run(takeover_offline(settings))
 
+    from akoshad.runtime.control_client import NoReply
     from akoshad.store.places import place_fields
 
     payload = {"cmd": "takeover", **place_fields(settings)}
-    result = _daemon_or_here(settings, payload, 120.0, here, redo=True)
+    try:
+        result = _daemon_or_here(settings, payload, TAKEOVER_WAIT, here, redo=True)
+    except NoReply as exc:  # e.g. a target that does not answer: the daemon keeps trying
+        raise AkoshadError(
+            f"{exc}; the daemon goes on with the takeover and may still make this machine "
+            "the owner (see `akoshad status`, or its log: 'owns system_id ... now')"
+        ) from None
     _print(result, args.json, render_takeover(result))
     return EXIT_OK

@@ -25,6 +25,10 @@ class ControlRequestError(AkoshadError):
     """A bad request, or a reply of ``{"ok": false}``."""
 
 
+class NoReply(ControlRequestError):
+    """No reply within the timeout: the daemon may still be at the request."""
+
+
 def peer_uid(sock: socket.socket) -> int | None:
     """The uid of the process at the other end, or None where the platform cannot say."""
     if hasattr(socket, "SO_PEERCRED"):
@@ -90,7 +94,7 @@ async def request(
         line = await asyncio.wait_for(reader.readline(), timeout)
     except TimeoutError:
         waited = connect_timeout if timeout is None else timeout
-        raise ControlRequestError(f"no reply from the daemon within {waited:g} s") from None
+        raise NoReply(f"no reply from the daemon within {waited:g} s") from None
     except ValueError:
         raise ControlRequestError("the daemon's reply is too long") from None
     except (ConnectionError, OSError):
