@@ -78,7 +78,13 @@ def path_arg(what: str) -> Callable[[str], str]:
 def add_restore_selection(restore: argparse.ArgumentParser, which: Any) -> None:
     """``--at TIME`` (in the ``--latest``/``--upload-id`` group) and ``--path GLOB``."""
     which.add_argument("--at", metavar="TIME", type=_at, help=AT_HELP)
-    restore.add_argument("--path", metavar="GLOB", action="append", help=PATH_HELP)
+    restore.add_argument(
+        "--path",
+        metavar="GLOB",
+        action="append",
+        type=path_arg("a store path or glob"),
+        help=PATH_HELP,
+    )
 
 
 def add_uploads_parser(sub: Any, common: argparse.ArgumentParser) -> None:

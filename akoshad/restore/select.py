@@ -238,6 +238,22 @@ def stale_sides(entries: Iterable[HasPath]) -> dict[str, tuple[str, ...]]:
     return {p: sides for p, sides in out.items() if sides}
 
 
+def _relative_glob(glob: str, listed: Collection[str]) -> str | None:
+    """The glob a path-like ``glob`` (``/home/u/.claude/data/x``, ``./x``) was meant as:
+    its longest tail after a ``/`` that names something (not wildcards alone) and matches
+    a store path, else None."""
+    if not glob.startswith(("/", "./", "../")):
+        return None
+    parts = glob.split("/")
+    for i in range(1, len(parts)):
+        tail = "/".join(parts[i:])
+        if any(c.isalnum() for c in tail) and any(
+            fnmatchcase(p, tail) or p == tail for p in listed
+        ):
+            return tail
+    return None
+
+
 def matching_paths(
     paths: Iterable[str], globs: Sequence[str], duckdbs: Collection[str] = ()
 ) -> set[str]:
@@ -260,6 +276,9 @@ def matching_paths(
         named = ", ".join(repr(g) for g in unmatched)
         folders = [g for g in unmatched if any(p.startswith(g.rstrip("/") + "/") for p in listed)]
         hint = f" (a directory: use '{folders[0].rstrip('/')}/*')" if folders else ""
+        relative = [r for r in (_relative_glob(g, listed) for g in unmatched) if r]
+        if relative and not hint:
+            hint = f" (store paths are relative to data_dir: use {relative[0]!r})"
         raise SelectError(f"--path {named} matches no file of the upload{hint}")
     # each database listed with its WAL, both ways: either one brings the other
     partner = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from akoshad.cli.parser import build_parser
 from akoshad.restore import parallel
 from akoshad.restore.select import (
     SelectError,
@@ -72,6 +74,26 @@ def test_no_match_names_every_glob() -> None:
     folder = r"'sessions' matches no .* \(a directory: use 'sessions/\*'\)"
     with pytest.raises(SelectError, match=folder):
         matching_paths(STORE, ["sessions"])
+
+
+def test_a_glob_given_as_a_path_is_told_the_store_path() -> None:
+    """``--path ./reflection.duckdb`` or the file's absolute path matched nothing with no
+    hint: store paths are relative to data_dir, and the line now says which to give."""
+    hint = r"\(store paths are relative to data_dir: use '{}'\)$"
+    for glob, meant in (
+        ("./reflection.duckdb", "reflection.duckdb"),
+        ("/home/u/.claude/data/sessions/*", "sessions/*"),
+    ):
+        with pytest.raises(SelectError, match=hint.format(re.escape(meant))):
+            matching_paths(STORE, [glob])
+    with pytest.raises(SelectError, match=r"matches no file of the upload$"):
+        matching_paths(STORE, ["/tmp/elsewhere/*"])  # '*' alone is no hint
+
+
+def test_an_empty_path_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["restore", "--latest", "--dest", "d", "--path", ""])
+    assert info.value.code == 2
 
 
 @dataclass(frozen=True)
