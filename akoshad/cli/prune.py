@@ -218,18 +218,28 @@ def cmd_takeover(args: argparse.Namespace, settings: Settings) -> int:
         # warnings too: what the ledger's seed says (an encrypted newest upload and no
         # recipients here: this machine's uploads would not be encrypted)
         _quiet_logs("WARNING")
+        if settings.primary_target == "local":  # a typo is not an empty outbox to claim
+            absent = LocalTarget(settings.local_target_dir).absent()
+            if absent is not None:
+                raise AkoshadError(f"{absent}: nothing to take over")
         return asyncio.run(takeover_offline(settings))
 
     from akoshad.runtime.control_client import NoReply
     from akoshad.store.places import place_fields
+    from akoshad.targets.local import LocalTarget
 
     payload = {"cmd": "takeover", **place_fields(settings)}
     try:
-        result = _daemon_or_here(settings, payload, TAKEOVER_WAIT, here, redo=True)
-    except NoReply as exc:  # e.g. a target that does not answer: the daemon keeps trying
-        raise AkoshadError(
-            f"{exc}; the daemon goes on with the takeover and may still make this machine "
-            "the owner (see `akoshad status`, or its log: 'owns system_id ... now')"
-        ) from None
+        try:
+            result = _daemon_or_here(settings, payload, TAKEOVER_WAIT, here, redo=True)
+        except NoReply as exc:  # e.g. a target that does not answer: the daemon keeps trying
+            raise AkoshadError(
+                f"{exc}; the daemon goes on with the takeover and may still make this "
+                "machine the owner (see `akoshad status`, or its log: 'owns system_id ... now')"
+            ) from None
+    except AkoshadError as exc:  # as prune: the line on stderr, and a result for a script
+        if args.json:
+            _print({"ok": False, "problems": [str(exc)]}, True, "")
+        raise
     _print(result, args.json, render_takeover(result))
     return EXIT_OK
