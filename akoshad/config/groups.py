@@ -20,6 +20,8 @@ MIN_CHUNK_MB = 5  # S3's smallest multipart part
 
 
 ReprArgs = Iterable[tuple[str | None, Any]]
+# botocore's check of a region name (botocore.utils.validate_region_name): a host label
+_REGION = re.compile(r"^(?![0-9]+$)(?!-)[a-zA-Z0-9-]{,63}(?<!-)$")
 
 
 def shown(args: ReprArgs, how: dict[str, Callable[[str], str]]) -> ReprArgs:
@@ -122,6 +124,18 @@ class CloudSync(BaseModel):
     def _system_id_alphabet(cls, value: str) -> str:
         if not SYSTEM_ID_RE.match(value):
             raise ValueError("must match ^[A-Za-z0-9_-]{1,100}$ (no dots or spaces)")
+        return value
+
+    @field_validator("cloud_region")
+    @classmethod
+    def _region_name(cls, value: str) -> str:
+        """A name botocore takes (a host label): one it refuses failed each start with
+        'open the S3 client: InvalidRegionError', exit 1, while config check said ok."""
+        if value and not _REGION.match(value):
+            raise ValueError(
+                "is not a region name: up to 63 letters, digits and '-', not all digits, "
+                "without spaces (e.g. us-east-1, or auto)"
+            )
         return value
 
     @field_validator("chunk_size_mb")

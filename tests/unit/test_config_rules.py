@@ -276,6 +276,16 @@ def test_paths_naming_an_environment_variable_are_refused(
     assert load(tmp_path, f"data_dir: {tmp_path}/price$5\n").data_dir == tmp_path / "price$5"
 
 
+@pytest.mark.parametrize("region", ["us east 1", "auto ", "eu-west-1/", "-x", "1234"])
+def test_a_region_name_botocore_refuses_is_a_config_error(tmp_path: Path, region: str) -> None:
+    """Before: config check ok, then each start 'open the S3 client: InvalidRegionError',
+    exit 1 (systemd restarting it every few seconds)."""
+    message = refused(tmp_path, f'cloud_sync:\n  cloud_region: "{region}"\n')
+    assert "cloud_sync.cloud_region: is not a region name" in message
+    for fine in ("auto", "us-east-1", "EU-WEST-1", ""):
+        assert load(tmp_path, f'cloud_sync:\n  cloud_region: "{fine}"\n').cloud_sync
+
+
 def test_home_relative_paths_and_cli_paths_are_fine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
