@@ -134,4 +134,10 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     await daemon.feed.flush()
     daemon.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds
     daemon.wake.set()
+    # a store that cannot be read, or selects no file, is not synced: said now, not
+    # "sync started" (exit 0) for nothing
+    missing = await asyncio.to_thread(data_dir_problem, daemon.settings.data_dir)
+    problem = missing or await daemon.view.nothing_to_back_up()
+    if problem is not None:
+        return {"ok_drain": False, "started": True, "error": problem}
     return {"ok_drain": True, "started": True}

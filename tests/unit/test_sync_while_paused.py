@@ -99,3 +99,17 @@ async def test_sync_over_http_without_akosha_is_refused(wait: bool, tmp_path: Pa
     daemon.drain.akosha = object()
     result = await handle_request(daemon, request)  # type: ignore[arg-type]
     assert result["ok_drain"] is True
+
+
+@pytest.mark.parametrize("gone", ["missing", "nothing selected"])
+async def test_sync_without_wait_of_a_store_that_is_not_backed_up_says_so(
+    tmp_path: Path, gone: str
+) -> None:
+    """``akoshad sync`` (no ``--wait``) with data_dir missing, or selecting no file, said
+    'sync started', exit 0, for a sync that could back up nothing."""
+    daemon = FakeDaemon(tmp_path / "store" if gone == "missing" else tmp_path)
+    daemon.nothing = None if gone == "missing" else "nothing to back up in data_dir: no file"
+    result = await handle_request(daemon, {"cmd": "sync", "wait": False})  # type: ignore[arg-type]
+    assert result["ok_drain"] is False and daemon.wake.is_set()
+    want = "does not exist" if gone == "missing" else daemon.nothing
+    assert want and want in result["error"]
