@@ -268,6 +268,18 @@ async def opens_every_key(target: Target, system_id: str, identities: Identities
     return True
 
 
+async def _damaged(
+    target: Target, key: NameKey, recipients: Recipients, identities: Identities | None
+) -> Path | None:
+    """The identity file, when ``key``'s record in the target no longer opens with
+    ``identities``, which hold one of ``recipients`` (it is sealed to them all: it is
+    damaged); None when it opens, or without such an identity (it cannot be checked)."""
+    if identities is None or not set(identities.recipients) & set(recipients.keys):
+        return None
+    opened = await _read_record(target, key.object_key, key.system_id, identities)
+    return identities.path if opened is None else None
+
+
 async def _store(target: Target, key: NameKey, recipients: Recipients) -> None:
     sealed = await asyncio.to_thread(seal, key.record(recipients), recipients)
     await target.put_bytes(key.object_key, sealed, KEY_CONTENT_TYPE)
@@ -301,7 +313,9 @@ async def load_or_create_name_key(
 ) -> LoadedNameKey:
     """The name key uploads for ``recipients`` use from now on (see the module docstring).
 
-    A cached key whose record is missing from the target is stored again. Target errors
+    A cached key whose record is missing from the target is stored again, and so is one
+    whose record no longer opens with ``identities`` when they hold one of the recipients
+    (damaged; the record is read only then). Target errors
     (``TransientError``...) pass through; nothing is cached from a record that does not
     open or parse."""
     fp = recipients.fingerprint
@@ -311,6 +325,12 @@ async def load_or_create_name_key(
         if await target.head(cached.object_key) is None:
             await _store(target, cached, recipients)
             notes = (f"name key record {cached.object_key} was missing: stored it again",)
+        elif (opener := await _damaged(target, cached, recipients, identities)) is not None:
+            await _store(target, cached, recipients)
+            notes = (
+                f"name key record {cached.object_key} does not open with the identity in "
+                f"{opener}, one of its recipients (damaged): stored it again",
+            )
         return LoadedNameKey(cached, "cached", notes)
     listed = 0
     if identities is not None:

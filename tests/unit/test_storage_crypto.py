@@ -454,12 +454,14 @@ async def test_changed_recipients_get_a_new_key_and_old_keys_stay(tmp_path: Path
     assert (got_old.key, got_new.key) == (old.key, new.key)
 
 
-async def test_a_damaged_key_record_is_named_as_damaged_not_as_a_wrong_identity(
+async def test_a_damaged_key_record_is_named_and_stored_again_by_its_maker(
     tmp_path: Path,
 ) -> None:
     """A new machine whose identity is one of the recipients, meeting a key record whose
     age header was damaged: a new key, and the note says the record is damaged (not
-    'no identity, or not one of the recipients', which sent the user after another key)."""
+    'no identity, or not one of the recipients', which sent the user after another key).
+    The machine that caches the key stores the record again once it has the identity
+    (before: only a missing record was stored again, a damaged one stayed for good)."""
     target = LocalTarget(tmp_path / "outbox")
     rec, ids, _ = keypair(tmp_path, "me")
     _, other, _ = keypair(tmp_path, "other")
@@ -476,6 +478,15 @@ async def test_a_damaged_key_record_is_named_as_damaged_not_as_a_wrong_identity(
     assert "is not one of encryption.recipients" in stranger.notes[0]
     blind = await load_or_create_name_key(target, SID, rec, None, NameKeyCache(tmp_path / "d"))
     assert "without the identity" in blind.notes[0]
+    # the machine that made it, given the identity (identity_file), stores it again: a new
+    # machine with the identity then goes on under the same key
+    owner = NameKeyCache(tmp_path / "a")
+    assert (await load_or_create_name_key(target, SID, rec, None, owner)).notes == ()
+    mended = await load_or_create_name_key(target, SID, rec, ids, owner)
+    assert mended.key == made.key and "(damaged): stored it again" in mended.notes[0]
+    later = await load_or_create_name_key(target, SID, rec, ids, NameKeyCache(tmp_path / "e"))
+    assert later.how == "decrypted" and later.key in (made.key, fresh.key)
+    assert (await load_or_create_name_key(target, SID, rec, ids, owner)).notes == ()
 
 
 def test_a_damaged_cache_is_one_line_with_the_fix(tmp_path: Path) -> None:
