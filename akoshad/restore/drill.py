@@ -36,7 +36,7 @@ from akoshad.restore.drill_dirs import (
     remove_stale,
 )
 from akoshad.restore.drill_restore import DrillResult, restore_all
-from akoshad.restore.readback import identities_of, start_reading
+from akoshad.restore.readback import identities_of, of_upload, start_reading
 from akoshad.restore.throttle import DrillReader, TokenBucket
 from akoshad.storage.crypto import Identities, IdentityError, IdentityNeeded
 from akoshad.store.db import STATE_FILE, StateError, read_ledger
@@ -273,10 +273,10 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
         )
     finally:
         await target.close()
-    if result.needs_identity:  # one line, exit 1 (as verify, restore)
-        raise IdentityNeeded(result.problems[0])
+    if result.needs_identity:  # one line, exit 1 (as verify, restore), naming the upload
+        raise IdentityNeeded(of_upload(result.problems[0], result.upload_id))
     if result.identity_error:  # an identity that does not open the upload: a fault
-        raise IdentityError(result.problems[0])
+        raise IdentityError(of_upload(result.problems[0], result.upload_id))
     error = await asyncio.to_thread(_record, state_path, result, place)
     if error is not None:
         print(f"akoshad: the drill is not recorded in the state: {error}", file=sys.stderr)

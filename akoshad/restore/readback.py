@@ -221,6 +221,16 @@ async def _with_target(settings: Settings, args: argparse.Namespace) -> tuple[Ta
     return target, system_id
 
 
+def of_upload(text: str, upload_id: str | None) -> str:
+    """An identity error's ``this upload is ...`` said of ``upload_id``: restore --latest
+    or --at, and a drill, pick the upload, so the user is told which one needs which key."""
+    if upload_id is None:
+        return text
+    if text.startswith("this upload "):
+        return f"upload {upload_id} {text[len('this upload ') :]}"
+    return f"upload {upload_id}: {text}"
+
+
 def identities_of(settings: Settings) -> Identities | None:
     """The identity (``--identity`` is ``encryption.identity_file`` by now), or None when
     none is set; a set one that cannot be read is one line, exit 1. Blocking."""
@@ -251,7 +261,7 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
                 report = await verify_upload(target, system_id, upload_id, identities)
             except IdentityError as exc:  # sealed to other keys: the others are still checked
                 if len(chosen) == 1:
-                    raise
+                    raise type(exc)(of_upload(str(exc.args[0]), upload_id), fix=exc.fix) from None
                 print(f"{upload_id}: not verified: {exc}")
                 failed = True
                 continue
@@ -345,6 +355,8 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             )  # fmt: skip
         except OSError as exc:  # the disk, not the target: its files stay as they landed
             raise RestoreError(partial_restore(dest, exc)) from None
+        except IdentityError as exc:
+            raise type(exc)(of_upload(str(exc.args[0]), upload_id), fix=exc.fix) from None
         print(f"restored {count} file(s) of upload {upload_id} into {args.dest}")
         return 0
     finally:

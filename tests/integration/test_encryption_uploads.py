@@ -196,8 +196,9 @@ def test_encrypted_bucket_reveals_nothing_and_restores_with_the_identity(
 
     # the commands: without the identity or with another one, one line and exit 1
     env = base_env(tmp_path)
+    newest = manifest["metadata"]["upload_id"]
     for extra, said in [
-        ((), "this upload is encrypted: pass --identity or set encryption.identity_file"),
+        ((), "is encrypted: pass --identity or set encryption.identity_file"),
         (("--identity", str(tmp_path / "other.txt")), "is encrypted to other keys"),
     ]:
         for cmd in (
@@ -208,6 +209,8 @@ def test_encrypted_bucket_reveals_nothing_and_restores_with_the_identity(
             res = akoshad(*cmd, "--config", str(cfg), *extra, env=env, timeout=300)
             assert res.returncode == 1, (cmd, res.stdout, res.stderr)
             assert said in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+            # the upload it picked is named: which key it needs is then clear
+            assert f"akoshad: upload {newest} {said}" in res.stderr, res.stderr
             assert MARKERS[0] not in res.stdout + res.stderr
     assert not (tmp_path / "no").exists() or not any((tmp_path / "no").iterdir())
     mine = ("--identity", str(tmp_path / "id.txt"))
