@@ -15,7 +15,7 @@ from typing import BinaryIO
 from akoshad.fastpath import racy_stat
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LiveStat:
     """The identity of a live file at capture time: what the reconcile fast path compares
     (a capture holds it; the ledger keeps it beside what was stored)."""

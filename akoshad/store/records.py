@@ -15,7 +15,7 @@ HISTORY_KEEP = 2000
 _HEX_ID = re.compile(r"[0-9a-f]{1,128}")  # a chunk identity JSON spells as it is
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """What was last uploaded for one captured path on one target."""
 

@@ -448,3 +448,17 @@ async def test_a_full_disk_at_open_keeps_the_state_as_it_is(tmp_path: Path) -> N
     await again.open()
     assert [i.path for i in await again.queue_items()] == ["a.json"]
     await again.close()
+
+
+async def test_a_ledger_load_shares_its_repeating_strings(db: StateDB) -> None:
+    """The daemon loads the ledger whole (reconcile, plan): a store of 200,000 files took
+    231 MB for it, 13 objects a row, and the daemon's start peaked at 704 MB, past the
+    service's MemoryMax=512M. Entries are slotted, and the values that repeat from row to
+    row (target, compression, kind, upload id, facts) are one string per load: 138 MB."""
+    rows = [replace(entry(f"f{i}.json"), facts='{"json_ok": true}') for i in range(3)]
+    await db.transaction(lambda c: db.write_ledger(c, "local", rows, []))
+    a, b, _ = (await db.ledger("local")).values()
+    assert not hasattr(a, "__dict__") and not hasattr(a.live, "__dict__")
+    for col in ("target", "compression", "kind", "upload_id", "facts"):
+        assert getattr(a, col) is getattr(b, col), col
+    assert a.group_path is a.path
