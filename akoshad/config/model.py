@@ -35,6 +35,7 @@ from akoshad.config.checks import (
 )
 from akoshad.config.encryption import Encryption
 from akoshad.config.groups import CloudSync, ReprArgs, Webhook, check_url, shown
+from akoshad.config.mounts import mounted_inside
 from akoshad.names import socket_path_problem
 from akoshad.redaction import REDACTED, redact_url, redact_webhook_url
 from akoshad.storage.retention import Retention
@@ -202,7 +203,11 @@ class Settings(BaseSettings):
     def _own_dirs_apart(self) -> Settings:
         """The state and the local target must not be backed up, nor hold the store."""
         own = {"state_dir": self.state_dir, "local_target_dir": self.local_target_dir}
-        problem = nesting_problem(self.data_dir, own) or log_inside(self.data_dir, self.log_file)
+        problem = (
+            nesting_problem(self.data_dir, own)
+            or log_inside(self.data_dir, self.log_file)
+            or mounted_inside(self.data_dir, {**own, "log_file": self.log_file})
+        )
         if problem is not None:
             raise ValueError(problem)
         return self
