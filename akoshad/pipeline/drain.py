@@ -33,6 +33,7 @@ from akoshad.pipeline.routes import (
     CloudRoute,
     MemoriesJson,
     memory_capture,
+    waiting_error,
 )
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
@@ -306,7 +307,7 @@ class Drain:
             if target is None:
                 retry_at = files_retry_at or time.time() + self.retry_backoff
                 await self.state.release(items, retry_at=retry_at, error=WAITING_FOR_CLOUD)
-                report.error = None if files_held else f"{WAITING_FOR_CLOUD} (circuit open)"
+                report.error = None if files_held else waiting_error(self.cloud)
                 report.waiting = True
             else:
                 await self.uploader.upload(

@@ -156,6 +156,13 @@ class MemoriesJson:
         self.sync.forget_cloud(upload_id)
 
 
+def waiting_error(cloud: CloudRoute | None) -> str:
+    """The error of a pass whose files an open circuit holds back, with why it opened
+    (``sync --wait`` and the MCP tool print it: the reason, not only the circuit)."""
+    why = cloud.breaker.last_error if cloud is not None else None
+    return f"{WAITING_FOR_CLOUD} (circuit open{f': {why}' if why else ''})"
+
+
 class CloudRoute:
     """The cloud target, its breaker, and whether the bucket was seen since it failed."""
 

@@ -449,6 +449,30 @@ async def test_a_refusal_found_walk_after_walk_is_logged_once(rig: Rig, tmp_path
         logger.remove(sink)
 
 
+async def test_files_held_by_an_open_circuit_say_why_it_opened(rig: Rig, tmp_path: Path) -> None:
+    """A pass whose files wait for an open circuit: its error (``sync --wait``'s line, the
+    MCP tool's ``errors``) names why the bucket failed, not only ``waiting for the cloud
+    (circuit open)``, which sent the user to ``status`` to learn it."""
+    from akoshad.pipeline.chain import CircuitBreaker
+    from akoshad.pipeline.routes import CloudRoute
+
+    bucket = LocalTarget(tmp_path / "bucket")
+    breaker = CircuitBreaker("cloud")
+    rig.drain.cloud = CloudRoute(bucket, breaker, rig.drain.stats)
+    rig.drain.primary = bucket
+    breaker.record_failure(
+        "cannot reach http://127.0.0.1:9 (sent 3 times over 0 s)", permanent=True
+    )
+    write(rig, "a.json", "{}")
+    await rig.feed.reconcile()
+    ok, reports = await rig.drain.until_empty()
+    assert not ok and reports[-1].waiting, reports
+    assert reports[-1].error == (
+        "waiting for the cloud (circuit open: cannot reach http://127.0.0.1:9 (sent 3 times "
+        "over 0 s))"
+    )
+
+
 async def test_a_one_off_http_sync_holds_the_files_for_the_cloud_without_an_error(
     rig: Rig, tmp_path: Path
 ) -> None:
