@@ -35,6 +35,7 @@ class _Pending:
     kind: Kind
     first: float
     last: float
+    seen: float  # when the change was first seen (ages, first_seen): ``first`` or earlier
 
 
 class Debouncer:
@@ -53,14 +54,18 @@ class Debouncer:
     def paths(self) -> list[str]:
         return sorted(self._pending)
 
-    def touch(self, path: str, kind: Kind, now: float) -> None:
-        """Record an event on ``path`` at time ``now``."""
+    def touch(self, path: str, kind: Kind, now: float, seen: float | None = None) -> None:
+        """Record an event on ``path`` at time ``now``; ``seen``: the change was seen
+        earlier (a released path held again: its age still counts from then, while its
+        due time counts from ``now``)."""
         entry = self._pending.get(path)
+        first_seen = now if seen is None else min(seen, now)
         if entry is None:
-            self._pending[path] = _Pending(kind, now, now)
+            self._pending[path] = _Pending(kind, now, now, first_seen)
             return
         entry.kind = COMBINE[(entry.kind, kind)]
         entry.last = max(entry.last, now)
+        entry.seen = min(entry.seen, first_seen)
 
     def _due_at(self, entry: _Pending) -> float:
         return min(entry.last + self.quiet, entry.first + self.max_delay)
@@ -84,12 +89,12 @@ class Debouncer:
         return min(self._due_at(e) for e in self._pending.values())
 
     def firsts(self) -> dict[str, float]:
-        """The time of the first unreleased event of each pending path."""
-        return {path: entry.first for path, entry in self._pending.items()}
+        """When each pending path's change was first seen (its first unreleased event)."""
+        return {path: entry.seen for path, entry in self._pending.items()}
 
     def oldest(self) -> float | None:
-        """The time of the first event of the longest-waiting path, or None."""
-        return min((e.first for e in self._pending.values()), default=None)
+        """When the longest-waiting path's change was first seen, or None."""
+        return min((e.seen for e in self._pending.values()), default=None)
 
     def flush(self) -> list[tuple[str, Kind]]:
         """Release everything now (shutdown: persist what was seen to the queue)."""

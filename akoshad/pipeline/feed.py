@@ -367,8 +367,9 @@ class ChangeFeed:
             )
             self._unrecorded_log.error("unrecorded", "{}; retrying", self.unrecorded)
             retry_at = time.monotonic() - self.debouncer.quiet + ENQUEUE_RETRY_SECONDS
+            seen = firsts or {}  # their age counts on from when they were seen
             for path, kind in released:
-                self.debouncer.touch(path, kind, retry_at)
+                self.debouncer.touch(path, kind, retry_at, seen.get(path))
             return False
         self.unrecorded = None
         self._unrecorded_log.ok("unrecorded", "changes are recorded on the queue again")
