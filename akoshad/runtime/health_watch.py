@@ -137,6 +137,13 @@ class HealthWatch:
         elif self._degraded_since is None:
             self._degraded_since = now
 
+    def down_since(self) -> float | None:
+        """When (wall clock) the target down longest went down, None when none is down: the
+        safety verdict's UNSAFE dates from then, not from when status was asked."""
+        if not self._down_since:
+            return None
+        return self.wall() - (self.clock() - min(self._down_since.values()))
+
     def degraded_for(self) -> float:
         """Seconds degraded without a break (0 when not degraded)."""
         return 0.0 if self._degraded_since is None else self.clock() - self._degraded_since

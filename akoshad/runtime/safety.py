@@ -21,8 +21,8 @@ Safe means all of:
 
 ``since`` is when the daemon saw the verdict change (status, a metrics scrape or the
 service manager's status line ask for it); at start, the start time. A reason that knows
-when it began (a change waiting past its allowance, a drill that failed) dates the change
-back to then. It is not persisted.
+when it began (a change waiting past its allowance, a drill that failed, a target down)
+dates the change back to then. It is not persisted.
 
 Pure logic with the clock passed in; no I/O.
 """
@@ -145,7 +145,7 @@ def assess(
 ) -> Assessment:
     """The verdict's reasons from a status result (its ``data_dir_problem`` /
     ``waiting_for_data_dir``, ``nothing_selected``, ``unrecorded``, ``oldest_pending_age_seconds``,
-    ``degraded_reason``, ``last_upload`` and ``last_drill``)."""
+    ``degraded_reason``, ``degraded_since``, ``last_upload`` and ``last_drill``)."""
     reasons = _store(status)
     notes: list[str] = []
     began: list[float] = []
@@ -159,6 +159,9 @@ def assess(
     degraded = status.get("degraded_reason")
     if degraded:
         reasons.append(f"degraded: {degraded}")
+        down = _number(status.get("degraded_since"))  # when its target went down
+        if down is not None:
+            began.append(down)
     reason, note, since = _drill(status, policy, now, started)
     if reason:
         reasons.append(reason)

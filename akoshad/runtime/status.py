@@ -101,6 +101,7 @@ class StatusView:
             "in_flight": p.stats.in_flight,
             "paused": self.paused,
             "degraded_reason": degraded,
+            "degraded_since": p.health.down_since() if degraded else None,  # a target down
             "last_upload": None
             if last is None
             else {

@@ -169,6 +169,16 @@ def test_since_dates_back_to_when_a_reason_began_but_not_before_the_last_verdict
     assert fresh.update(very_late, now=T0 + 5)["since"] == T0  # never before the daemon started
 
 
+def test_unsafe_for_a_target_down_dates_from_when_it_went_down() -> None:
+    """Without a service manager nothing asks for the verdict between two ``status`` calls:
+    a bucket down since T0+100 read at T0+3600 said UNSAFE since T0+3600."""
+    tracker = SafetyTracker(started=T0)
+    tracker.update(assess(status(), POLICY, now=T0 + 10, started=T0), now=T0 + 10)
+    down = status(degraded_reason="cloud: down", degraded_since=T0 + 100)
+    out = tracker.update(assess(down, POLICY, now=T0 + 3600, started=T0), now=T0 + 3600)
+    assert out["safe"] is False and out["since"] == T0 + 100
+
+
 def test_first_line_of_status() -> None:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(T0))
     assert (

@@ -317,6 +317,25 @@ def test_health_watch_emits_transitions_and_times_degradation() -> None:
     assert not never.fail_due()
 
 
+def test_health_watch_says_since_when_a_target_is_down() -> None:
+    """``down_since`` (status ``degraded_since``, the safety line's UNSAFE since): the wall
+    time the target down longest went down; None when all are up."""
+    stats, clock, wall = Stats(), _Clock(), _Clock()
+    wall.now = 1_800_000_000.0
+    watch = HealthWatch(stats, EventBus("box"), clock=clock, wall=wall)
+    stats.target("cloud").ok()
+    watch.check()
+    assert watch.down_since() is None
+    stats.target("cloud").failed("connection refused")
+    watch.check()
+    clock.now += 3600
+    wall.now += 3600
+    assert watch.down_since() == 1_800_000_000.0
+    stats.target("cloud").ok()
+    watch.check()
+    assert watch.down_since() is None
+
+
 async def test_health_watch_run_asks_to_stop_with_exit_degraded() -> None:
     stats = Stats()
     stats.target("cloud").failed("no such bucket")
