@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import tempfile
 import threading
 from pathlib import Path
 
@@ -15,12 +14,13 @@ import pytest
 from akoshad.cli import prune
 from akoshad.errors import AkoshadError
 from tests.f2_rig import rig_settings
+from tests.tmpdirs import short_dir
 
 
 def test_a_takeover_without_reply_says_the_daemon_goes_on_with_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sock = Path(tempfile.mkdtemp(dir="/tmp")) / "a.sock"
+    sock = short_dir() / "a.sock"
     settings = rig_settings(tmp_path, "box", socket_path=str(sock))
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(sock))
