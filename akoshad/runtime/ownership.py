@@ -89,18 +89,24 @@ async def offline(settings: Settings) -> AsyncIterator[Offline]:
         yield Offline(settings, state, target, gate)
 
 
-async def reseed_ledger(
-    state: StateDB, system_id: str, target: Target, sealing: SealingSource | None = None
-) -> int:
-    """Forget the ledger of ``target`` (and its chunk table: another owner may have pruned
-    since) and seed it from the newest upload in it. Returns the entries known. A crash in
-    between leaves an empty ledger: everything is sent again."""
+async def forget_ledger(state: StateDB, target: Target) -> None:
+    """Forget the ledger of ``target`` and its chunk table (another owner may have pruned
+    what they point at): the next upload sends every file, unless it is seeded again."""
 
     def forget(c: sqlite3.Connection) -> None:
         StateDB.write_ledger(c, target.name, [], list(StateDB.ledger_rows(c, target.name)))
         StateDB.forget_target_chunks(c, target.name)
 
     await state.transaction(forget)
+
+
+async def reseed_ledger(
+    state: StateDB, system_id: str, target: Target, sealing: SealingSource | None = None
+) -> int:
+    """Forget the ledger of ``target`` (``forget_ledger``) and seed it from the newest
+    upload in it. Returns the entries known. A crash in between leaves an empty ledger:
+    everything is sent again."""
+    await forget_ledger(state, target)
     return await Recovery(state, system_id, Discarder(system_id), sealing).rebuild_ledger(target)
 
 
@@ -128,8 +134,13 @@ async def _takeover(
         previous = await own.read()
     except OwnerRecordError:  # damaged: taking over is the fix
         previous = None
+    mine = previous is not None and previous.owner_id == own.machine.owner_id
+    if not mine:  # before the record is written: a takeover whose write lands but whose
+        # read-back fails leaves this machine the owner, with no ledger to point at what
+        # the previous owner may have pruned
+        await forget_ledger(state, target)
     record = await gate.takeover(target)
-    if previous is not None and previous.owner_id == record.owner_id:
+    if mine:
         return takeover_result(record, previous, None)  # nothing changed hands
     known = await reseed_ledger(state, gate.system_id, target, sealing)
     logger.warning(

@@ -9,10 +9,13 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from akoshad.errors import TransientError
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.stats import Stats
+from akoshad.storage.owner import owner_key
 from tests.f2_rig import HeldPuts, Rig, close_rig, open_rig, rig_settings
 
 SID = "handover"
@@ -128,5 +131,54 @@ async def test_an_owner_record_unreadable_before_the_manifest_commits_nothing(
         again = await rig.drain.drain_once(rig.target, now=row.next_attempt + 1)
         assert again is not None and again.upload_id and again.error is None, again
         assert await rig.restore(again.upload_id) == rig.on_disk()
+    finally:
+        await close_rig(rig)
+
+
+class OwnerUnreadableOnceWritten(HeldPacks):
+    """As HeldPacks; once ``armed``, the owner record cannot be read after it is written."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.armed = False
+        self.written = False
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> int:
+        self.written = self.written or (self.armed and key.endswith("/owner.json"))
+        return await super().put_bytes(key, data, content_type)
+
+    async def read(self, key: str) -> AsyncIterator[bytes]:
+        if self.written and key.endswith("/owner.json"):
+            raise TransientError("the owner record could not be read just now")
+        async for piece in super().read(key):
+            yield piece
+
+
+async def test_a_takeover_whose_read_back_fails_leaves_no_stale_ledger(tmp_path: Path) -> None:
+    """A takeover whose record landed but could not be read back failed ("takeover failed")
+    with the record this machine's and its ledger kept as it was when another machine took
+    the id: the next check found this machine the owner and its next upload pointed at what
+    the other owner may have pruned or repacked since. The ledger is now forgotten before
+    the record is written: the next upload sends every file."""
+    from akoshad.runtime.ownership import _takeover
+
+    target = OwnerUnreadableOnceWritten(tmp_path / "outbox")
+    rig = await _open(tmp_path, target)
+    try:
+        rig.write("a.json", b'{"a": 1}')
+        (first,) = await rig.sync()
+        assert first.upload_id and await rig.state.ledger(target.name)
+        other = OwnerGate(tmp_path / "other-state", SID, Stats(), settle=0.01)
+        await other.takeover(target)  # another machine owns the id (and may prune) now
+        gate = rig.drain.owners
+        assert gate is not None
+        target.armed = True
+        with pytest.raises(TransientError):
+            await _takeover(rig.state, gate, target)
+        mine = await gate.machine()
+        assert (
+            f'"owner_id": "{mine.owner_id}"' in (tmp_path / "outbox" / owner_key(SID)).read_text()
+        )
+        assert await rig.state.ledger(target.name) == {}  # nothing stale to dedupe against
     finally:
         await close_rig(rig)
