@@ -193,8 +193,8 @@ class OwnerGate:
     def _other_host(self, target_name: str, record: OwnerRecord, host: str) -> None:
         """This machine's owner id recorded with another host name: a copy of this state on
         that host (both would upload as the owner), or this host renamed. Said once a record."""
-        if record.host == host or self._said_host.get(target_name) == record:
-            return
+        if _short(record.host) == _short(host) or self._said_host.get(target_name) == record:
+            return  # macOS names a host after its network too: MacBook.local, macbook.lan
         self._said_host[target_name] = record
         logger.warning(
             "{}: the owner record of system_id {} names this machine's owner id with host {!r} "
@@ -242,3 +242,8 @@ class OwnerGate:
         ours, ...), None before the first check or when no machine owns it yet."""
         own = self._owners.get(target_name)
         return None if own is None else own.status()
+
+
+def _short(host: str) -> str:
+    """A host name without its domain, in lower case."""
+    return host.split(".", 1)[0].lower()

@@ -42,3 +42,23 @@ async def test_a_copied_state_on_another_host_is_warned_and_takeover_records_the
         assert len(lines) == 1
     finally:
         logger.remove(sink)
+
+
+async def test_a_host_named_after_its_network_is_the_same_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """macOS names a host after the network it joins (MacBook.local, macbook.lan): the
+    names are compared without their domain, in any case, and no warning is given."""
+    target = LocalTarget(tmp_path / "outbox")
+    monkeypatch.setattr(owner, "this_host", lambda: "MacBook.local")
+    gate = OwnerGate(tmp_path / "a", "box", Stats(), settle=0)
+    assert await gate.refusal(target) is None
+    monkeypatch.setattr(owner, "this_host", lambda: "macbook.lan")
+    again = OwnerGate(tmp_path / "a", "box", Stats(), settle=0)
+    lines: list[str] = []
+    sink = logger.add(lines.append, format="{message}", level="WARNING")
+    try:
+        assert await again.refusal(target, force=True) is None
+    finally:
+        logger.remove(sink)
+    assert lines == []
