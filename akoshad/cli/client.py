@@ -202,11 +202,15 @@ def _watch(settings: Settings, interval: float, *, as_json: bool) -> int:
                 st = _ask(settings, {"cmd": "status"}, timeout=max(2.0, interval))
                 text = json.dumps(st, indent=2, sort_keys=True) if as_json else render_status(st)
             except DaemonNotRunning:
-                text = f"akoshad is not running (no answer on {settings.socket_path})"
+                st = {"error": f"akoshad is not running (no answer on {settings.socket_path})"}
+                text = st["error"]
             except AkoshadError as exc:
-                text = f"no status: {exc}"
+                st = {"error": f"no status: {exc}"}
+                text = st["error"]
             header = f"{time.strftime('%H:%M:%S')}  every {interval:g}s, Ctrl-C to stop"
-            if tty:  # home, each line cleared to its end, then the rest of the screen
+            if as_json and not tty:  # for a program: one JSON object per line, nothing else
+                sys.stdout.write(json.dumps(st, sort_keys=True, default=str) + "\n")
+            elif tty:  # home, each line cleared to its end, then the rest of the screen
                 body = "\n".join(line + "\x1b[K" for line in [header, *text.splitlines()])
                 sys.stdout.write("\x1b[H" + body + "\n\x1b[J")
             else:

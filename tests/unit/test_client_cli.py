@@ -379,6 +379,33 @@ def test_watch_survives_no_daemon_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert b"\x1b" not in out  # a pipe gets plain blocks, no terminal escapes
 
 
+def test_watch_json_into_a_pipe_is_one_object_per_line(tmp_path: Path) -> None:
+    """``status --watch --json | program`` got a clock header and pretty-printed blocks
+    between blank lines (no JSON reader takes that); no daemon was a bare text line."""
+    cfg, sock, env = no_daemon_config(tmp_path)
+    cmd = [sys.executable, "-m", "akoshad", "status", "--watch", "--json", "--interval", "0.2"]
+    proc = subprocess.Popen(
+        [*cmd, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    assert proc.stdout is not None
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while seen.count(b"\n") < 2 and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+            if ready:
+                seen += os.read(proc.stdout.fileno(), 65536)
+        proc.send_signal(signal.SIGINT)
+        rest, _err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = (seen + rest).decode().splitlines()
+    assert len(lines) >= 2
+    for line in lines:
+        assert json.loads(line) == {"error": f"akoshad is not running (no answer on {sock})"}
+
+
 def test_watch_redraws_in_place_on_a_terminal(tmp_path: Path) -> None:
     cfg, _sock, env = no_daemon_config(tmp_path)
     master, slave = pty.openpty()
