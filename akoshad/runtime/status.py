@@ -14,6 +14,7 @@ from typing import Any
 from akoshad import __version__
 from akoshad.config import Settings
 from akoshad.pipeline.cloud_memories import KV_UNREADABLE
+from akoshad.pipeline.storefiles import idle_include_line
 from akoshad.runtime.health import (
     behind_after_seconds,
     capture_problem,
@@ -191,6 +192,8 @@ class StatusView:
         lines.append(held)
         lines.append(unreadable)
         lines.append(went_back)
+        idle = self.parts.feed.idle_includes  # an include typo leaves out what it names
+        lines.append(idle_include_line(self.settings.data_dir, idle) if idle else None)
         return [w for w in lines if w] + self._restart_warnings() + failing_webhooks(webhooks)
 
     def _restart_warnings(self) -> list[str]:

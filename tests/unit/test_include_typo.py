@@ -5,12 +5,22 @@ now a warning in ``config check``, at each reconcile that finds it, and in every
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from akoshad.pipeline.storefiles import PathFilter
-from tests.helpers import akoshad, base_env, daemon_config, write_config
+from tests.helpers import (
+    akoshad,
+    base_env,
+    daemon_config,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    write_config,
+)
 
 TYPO = "knowlege_graph.duckdb"
 
@@ -89,3 +99,24 @@ def test_globs_that_may_match_are_taken(tmp_path: Path) -> None:
     )
     check = akoshad("config", "check", "--config", str(config), env=base_env(tmp_path))
     assert check.returncode == 0, check.stderr
+
+
+def test_the_daemons_status_warns_of_an_include_typo(tmp_path: Path) -> None:
+    """A daemon said it once in its log at start; ``akoshad status`` (and its JSON
+    ``warnings``) now says it while it holds (``--check`` stays healthy: it may be a file
+    not made yet)."""
+    config, env = daemon_config(tmp_path, "typo", include=["reflection.duckdb", TYPO])
+    proc = start_daemon(config, env, tmp_path / "d.log")
+    try:
+
+        def warned() -> dict[str, Any] | None:
+            st = akoshad("status", "--json", "--config", str(config), env=env)
+            if st.returncode != 0:
+                return None
+            got: dict[str, Any] = json.loads(st.stdout)
+            return got if any(TYPO in w for w in got["warnings"]) else None
+
+        status = wait_for(warned, 60)
+        assert status["state"] != "degraded"
+    finally:
+        assert stop_daemon(proc) == 0
