@@ -64,16 +64,26 @@ def check_lines(loaded: LoadedConfig) -> list[str]:
 def include_lines(settings: Settings) -> list[str]:
     """A warning for the ``include`` globs that select no file of ``data_dir`` as it is
     now while others do (as the daemon's walk says it; none selected at all is a warning
-    of the daemon's own, and no walk is made without ``include``)."""
-    if not settings.include or data_dir_problem(settings.data_dir) is not None:
+    of the daemon's own), and a note for each ``exclude`` glob that leaves out no file
+    (a typo: what it was meant to leave out is uploaded). No walk without either."""
+    wanted = settings.include or settings.exclude
+    if not wanted or data_dir_problem(settings.data_dir) is not None:
         return []
     flt = PathFilter.of(settings.include, settings.exclude)
     try:
-        files = walk_store(settings.data_dir, flt).files
+        every = walk_store(settings.data_dir, PathFilter()).files
     except OSError:
         return []
+    files = [rel for rel in every if flt.allows(rel)]
     idle = flt.idle_includes(files) if files else []
-    return [f"warning: {idle_include_line(settings.data_dir, idle)}"] if idle else []
+    lines = [f"warning: {idle_include_line(settings.data_dir, idle)}"] if idle else []
+    unused = PathFilter.of(settings.exclude, ()).idle_includes(every)
+    lines.extend(
+        f"note: exclude {glob!r} leaves out no file in data_dir {settings.data_dir} now (a "
+        "typo? what it is meant to leave out would be uploaded)"
+        for glob in unused
+    )
+    return lines
 
 
 def encryption_lines(enc: Encryption) -> list[str]:

@@ -120,3 +120,16 @@ def test_the_daemons_status_warns_of_an_include_typo(tmp_path: Path) -> None:
         assert status["state"] != "degraded"
     finally:
         assert stop_daemon(proc) == 0
+
+
+def test_an_exclude_that_leaves_out_no_file_is_a_note_in_config_check(tmp_path: Path) -> None:
+    """``exclude: [activity.dbb]`` (meant: activity.db) left the file in every upload with
+    'configuration ok' and no word; config check now notes the glob that leaves out nothing."""
+    config, env = daemon_config(tmp_path, "typo", exclude=["activity.dbb", "*.json"])
+    check = akoshad("config", "check", "--config", str(config), env=env)
+    assert check.returncode == 0, check.stderr
+    notes = [line for line in check.stdout.splitlines() if "leaves out no file" in line]
+    assert notes == [
+        f"note: exclude 'activity.dbb' leaves out no file in data_dir {tmp_path / 'store'} now "
+        "(a typo? what it is meant to leave out would be uploaded)"
+    ]
