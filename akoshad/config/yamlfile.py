@@ -67,7 +67,14 @@ def read_config_text(path: Path, named: bool) -> str | None:
         if named:
             raise ConfigError(f"configuration file {path} does not exist") from None
         return None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError(
+            f"configuration file {path} is a directory: name the YAML file in it (e.g. config.yaml)"
+        ) from None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise ConfigError(f"configuration file {path} cannot be read: {why}") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
 
 

@@ -345,16 +345,20 @@ def test_client_with_an_unreadable_socket_path_line_is_told_so(
 def test_client_with_an_unreadable_file_is_told_why_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A configuration file that cannot be read (here a directory): the reason once, not
-    again as a second, vaguer one."""
+    """A configuration file that cannot be read (here a directory: --config given the
+    directory it is in): the reason once, not again as a second, vaguer one, and in
+    words, not '[Errno 21] Is a directory: PATH' (the path twice)."""
     monkeypatch.delenv("AKOSHAD_SOCKET_PATH", raising=False)
     cfg = tmp_path / "c.yaml"
     cfg.mkdir()
     code = main(["status", "--config", str(cfg)])
     err = capsys.readouterr().err
     assert code == 78
-    assert err.count("cannot be read") == 1, err
-    assert err.startswith(f"akoshad: configuration file {cfg} cannot be read: ")
+    assert err.count("is a directory") == 1 and "Errno" not in err, err
+    assert err.startswith(
+        f"akoshad: configuration file {cfg} is a directory: name the YAML file in it "
+        "(e.g. config.yaml)"
+    )
     assert err.endswith(
         ", so status cannot tell where the daemon listens (fix the file, or set "
         "AKOSHAD_SOCKET_PATH)\n"
