@@ -105,6 +105,12 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
         raise ControlRequestError(
             "sync --method http delivers memories to Akosha, and no akosha_url is configured"
         )
+    if method == "cloud" and not daemon.settings.bucket_configured:  # not the outbox instead
+        raise ControlRequestError(
+            "sync --method cloud sends to the bucket, and no cloud_sync.cloud_bucket is "
+            f"configured (uploads go to the local outbox {daemon.settings.local_target_dir}: "
+            "sync without --method)"
+        )
     if daemon.view.paused:  # pause stops uploading: a sync does not override it
         raise ControlRequestError(
             "uploads are paused: nothing is uploaded until `akoshad resume` "

@@ -113,3 +113,20 @@ async def test_sync_without_wait_of_a_store_that_is_not_backed_up_says_so(
     assert result["ok_drain"] is False and daemon.wake.is_set()
     want = "does not exist" if gone == "missing" else daemon.nothing
     assert want and want in result["error"]
+
+
+@pytest.mark.parametrize("wait", [True, False])
+async def test_sync_method_cloud_without_a_bucket_is_refused(wait: bool, tmp_path: Path) -> None:
+    """``sync --method cloud`` (the bucket only) with no bucket configured (a typo in the
+    bucket's variable) uploaded to the local outbox and said 'sync done: 1 upload(s)'."""
+    daemon = FakeDaemon(tmp_path)
+    daemon.settings = SimpleNamespace(
+        data_dir=tmp_path, bucket_configured=False, local_target_dir=tmp_path / "outbox"
+    )
+    request = {"cmd": "sync", "wait": wait, "method": "cloud"}
+    with pytest.raises(ControlRequestError, match=r"--method cloud .* no cloud_sync.cloud_bucket"):
+        await handle_request(daemon, request)  # type: ignore[arg-type]
+    assert daemon.drained == 0 and not daemon.wake.is_set()
+    daemon.settings.bucket_configured = True
+    result = await handle_request(daemon, request)  # type: ignore[arg-type]
+    assert result["ok_drain"] is True
