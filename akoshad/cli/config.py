@@ -52,6 +52,15 @@ def check_lines(loaded: LoadedConfig) -> list[str]:
     lines.extend(f"warning: {warning}" for warning in settings.warnings)
     lines.extend(include_lines(settings))
     lines.extend(encryption_lines(settings.encryption))
+    enc = settings.encryption
+    if cloud and enc.enabled and enc.encrypt_memories:
+        why = "akosha_url is off" if settings.akosha_url is None else None
+        why = "force_method is cloud" if cs.force_method == "cloud" else why
+        if why:  # the bucket's memories.json.age is all, and Akosha cannot read it
+            lines.append(
+                f"note: memories.json is encrypted and {why} (no delivery over HTTP): "
+                "Akosha gets no memories from this machine"
+            )
     by_origin: dict[str, list[str]] = {}
     for key, origin in loaded.effective_sources().items():
         if origin.startswith("session-buddy"):

@@ -336,3 +336,35 @@ def test_an_identity_given_as_option_is_named_so_in_its_error(tmp_path: Path) ->
     res = akoshad("verify", "--config", str(cfg), env=env)
     assert res.returncode == 1
     assert res.stderr == f"akoshad: encryption.identity_file {tmp_path} is not a regular file\n"
+
+
+def test_config_check_says_akosha_gets_no_memories_when_they_are_sealed_in_the_bucket_only(
+    tmp_path: Path,
+) -> None:
+    """encrypt_memories with a bucket and no delivery over HTTP (no akosha_url, or
+    force_method: cloud): the sealed memories.json.age is all Akosha could import, and it
+    cannot read it. config check said only 'memories.json encrypted'; it now says so."""
+    _, public = _pair()
+    env = base_env(tmp_path)
+    cloud = {"cloud_bucket": "b", "cloud_endpoint": "http://127.0.0.1:9", "system_id": "s"}
+    said = "Akosha gets no memories from this machine"
+    for extra, why in [
+        ({}, "akosha_url is off"),
+        ({"akosha_url": "http://127.0.0.1:8682/mcp", "force": "cloud"}, "force_method is cloud"),
+        ({"akosha_url": "http://127.0.0.1:8682/mcp"}, None),
+    ]:
+        force = {"force_method": extra.pop("force")} if "force" in extra else {}
+        cfg = write_config(
+            tmp_path / "c.yaml",
+            data_dir=str(tmp_path / "store"),
+            cloud_sync={**cloud, **force},
+            encryption={"recipients": [public], "encrypt_memories": True},
+            **extra,
+        )
+        res = akoshad("config", "check", "--config", str(cfg), env=env, timeout=60)
+        assert res.returncode == 0, res.stdout + res.stderr
+        if why is None:
+            assert said not in res.stdout, res.stdout
+        else:
+            assert f"note: memories.json is encrypted and {why}" in res.stdout, res.stdout
+            assert said in res.stdout
