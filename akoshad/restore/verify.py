@@ -10,7 +10,8 @@ a problem is read once more from where the upload's documents, loaded again, put
 (``reload``: a daemon's prune may have repacked it meanwhile); what is still wrong then is
 the problem. The machine's ledger is compared with the manifest of its last upload (the
 chunks of an encrypted one by their keyed names, with this machine's name keys), its
-objects looked for once more the same way. Encrypted uploads are read with the identity.
+objects looked for once more the same way. Encrypted uploads are read with the identity,
+which also opens the name keys in the target when the state lost its own.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from akoshad.restore.reload import Reloader
 from akoshad.storage.crypto import Identities, IdentityError
 from akoshad.storage.fetch import RangeReader, WholeObjectRanges, fetch_file
 from akoshad.storage.format2_read import Unreadable
-from akoshad.storage.name_key import NameKey, NameKeyCache, NameKeyError
+from akoshad.storage.name_key import NameKey, NameKeyCache, NameKeyError, keys_opened
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
 
@@ -302,6 +303,10 @@ async def print_ledger_check(
         print(f"ledger: {exc}")
         cached = []
     keys = [k for k in cached if k.system_id == system_id]
+    if identities is not None:  # a lost or damaged cache: the target's records, opened
+        known = {k.object_key for k in keys}
+        opened = await keys_opened(target, system_id, identities)
+        keys += [k for k in opened if k.object_key not in known]
     try:
         report = await verify_ledger(target, system_id, ledger, verified, identities, keys)
     except IdentityError as exc:  # its last upload is sealed to keys not given here

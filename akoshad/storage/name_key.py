@@ -177,7 +177,10 @@ class NameKeyCache:
             raise NameKeyError(f"{self.path} cannot be read: {exc.strerror}") from None
         with os.fdopen(fd, "rb") as fh:
             data = fh.read(MAX_CACHE + 1)
-        fix = "remove it: the next upload then makes a new key and stores everything again"
+        fix = (
+            "remove it: the next upload reads the key back from the target with "
+            "encryption.identity_file, or without it makes a new key and stores everything again"
+        )
         try:
             doc = json.loads(data) if len(data) <= MAX_CACHE else None
         except (ValueError, RecursionError):
@@ -278,6 +281,19 @@ async def _damaged(
         return None
     opened = await _read_record(target, key.object_key, key.system_id, identities)
     return identities.path if opened is None else None
+
+
+async def keys_opened(target: Target, system_id: str, identities: Identities) -> list[NameKey]:
+    """Every name key of ``system_id`` whose record in the target opens with
+    ``identities`` (at most ``MAX_RECORDS_READ`` records read): what a machine whose state
+    lost its cache still reads its uploads' keyed names with."""
+    listed = [k async for k in target.list_keys(keys_prefix(system_id)) if k.endswith(".age")]
+    found: list[NameKey] = []
+    for object_key in sorted(listed)[:MAX_RECORDS_READ]:
+        key = await _read_record(target, object_key, system_id, identities)
+        if key is not None:
+            found.append(key)
+    return found
 
 
 async def _store(target: Target, key: NameKey, recipients: Recipients) -> None:

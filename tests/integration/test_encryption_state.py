@@ -263,3 +263,24 @@ def test_verify_of_a_clear_upload_names_the_sealed_last_upload_it_cannot_check(
         res.stdout
     )
     assert "akoshad:" not in res.stderr
+
+
+def test_verify_reads_the_name_key_from_the_target_when_the_state_lost_it(
+    tmp_path: Path,
+) -> None:
+    """The name key cache (state_dir/name_keys.json) removed, as its 'damaged' message tells
+    to: verify with the identity compared the ledger without the key and reported every
+    sealed file ('ledger: F: chunks differ from the manifest of U', exit 1); it now opens
+    the key's record in the target with the identity, and the ledger checks out."""
+    make_store(tmp_path / "store", conversations=5)
+    env = base_env(tmp_path)
+    public = write_new_identity(tmp_path / "a.txt")
+    enc = {"recipients": [public], "identity_file": str(tmp_path / "a.txt")}
+    cfg = encryption_config(tmp_path, SID, [public], encryption=enc)
+    res = akoshad("run", "--once", "--config", str(cfg), env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "state" / "name_keys.json").unlink()
+    res = akoshad("verify", "--config", str(cfg), env=env, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "differ" not in res.stdout and "ledger: " in res.stdout
+    assert res.stdout.rstrip().endswith(", ok"), res.stdout
