@@ -50,9 +50,15 @@ KV_DOCUMENTS = "documents:{target}"  # the shared documents the last upload refe
 KV_REWRITE = "documents_rewrite:{target}"
 
 
-def _ref(row: tuple[Any, ...]) -> ChunkRef | None:
-    """A chunk-table row as a ChunkRef (None when the row does not validate)."""
+def _ref(row: tuple[Any, ...], shared: dict[str, str] | None = None) -> ChunkRef | None:
+    """A chunk-table row as a ChunkRef (None when the row does not validate). ``shared``:
+    the pack keys and codec names met so far, one string each for the refs of one load
+    (the chunks of a pack share its key)."""
     sha, size, key, offset, length, comp, enc, plain = row
+    if shared is not None:
+        key, comp, enc = (
+            shared.setdefault(v, v) if isinstance(v, str) else v for v in (key, comp, enc)
+        )
     try:
         return ChunkRef(
             plain or sha,
@@ -75,10 +81,11 @@ class ChunkOps(StoreBase):
         """Every chunk stored in ``target`` by identity (see the module docstring)."""
         rows = c.execute(f"SELECT {_CHUNK_COLS} FROM chunks WHERE target = ?", (target,))
         out: dict[str, ChunkRef] = {}
-        for row in rows.fetchall():
-            ref = _ref(tuple(row))
+        shared: dict[str, str] = {}
+        for row in rows:  # as they come: all of them at once took as much again
+            ref = _ref(tuple(row), shared)
             if ref is not None:
-                out[str(row[0])] = ref
+                out[ref.sha256 if ref.sha256 == row[0] else str(row[0])] = ref
         return out
 
     async def chunks_of(self, target: str) -> dict[str, ChunkRef]:
