@@ -31,6 +31,7 @@ from akoshad.runtime.periodic import TICK, PeriodicJob, failure_reason, run_peri
 from akoshad.storage.crypto import Identities, IdentityError
 
 if TYPE_CHECKING:
+    from akoshad.config import Settings
     from akoshad.pipeline.recovery import Recovery
     from akoshad.pipeline.stats import TargetHealth
     from akoshad.restore.drill_restore import DrillResult
@@ -99,6 +100,13 @@ class DrillScheduler(PeriodicJob):
         """``drill_interval_hours`` in seconds."""
         return self.settings.drill_interval_hours * 3600.0
 
+    def configure(self, settings: Settings) -> None:
+        """A reload; one that turns drills off forgets why the last could not run: none is
+        tried again, so it no longer fails ``status --check`` (it did until a restart)."""
+        super().configure(settings)
+        if self.interval() <= 0:
+            self.not_run = None
+
     async def last(self) -> dict[str, Any] | None:
         """The ``last_drill`` object (a drill run by hand counts too), or None."""
         return parse_result(await self.state.get_kv(KV_LAST))
@@ -161,19 +169,25 @@ class DrillScheduler(PeriodicJob):
         try:
             result = await self._drill()
         except (TransientError, PermanentError) as exc:
-            self.not_run = f"{self.target.name} cannot be read: {exc}"
+            self._not_run(f"{self.target.name} cannot be read: {exc}")
             if self.health is not None and self.health.available:
                 self.health.failed(str(exc))
                 self._marked = self.health.last_error
             raise
         except Exception as exc:  # state_dir full, the state database: tried again later
-            self.not_run = f"{type(exc).__name__}: {exc}"
+            self._not_run(f"{type(exc).__name__}: {exc}")
             raise
         self.not_run = None
         if self.health is not None and self._marked is not None:
             self.health.read_again(self._marked)
         self._marked = None
         return result
+
+    def _not_run(self, why: str) -> None:
+        """Keep why a drill could not run, for ``status`` ("tried again later"): only with
+        drills on (by hand with drills off, the reply says it, and none is tried again)."""
+        if self.interval() > 0:
+            self.not_run = why
 
     async def _drill(self) -> DrillResult | None:
         """One drill now; None when there is nothing to drill yet. When the last upload

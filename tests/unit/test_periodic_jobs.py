@@ -181,3 +181,33 @@ async def test_a_drill_the_target_keeps_from_running_backs_off(tmp_path: Path) -
         assert round((drills._not_before - time.monotonic()) / 60) == 10
     finally:
         await state.close()
+
+
+async def test_drills_turned_off_no_longer_fail_the_check_for_one_that_could_not_run(
+    tmp_path: Path,
+) -> None:
+    """A drill the target kept from running, then drills turned off by a reload: ``not_run``
+    ("the last restore drill could not run ... (tried again later)") failed ``status
+    --check`` until a restart, though no drill is tried again; a drill by hand with drills
+    off says why in its reply and is not kept either."""
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    try:
+        drills = DrillScheduler(
+            _settings(tmp_path, drill_interval_hours=24),
+            state=state,
+            target=_DownTarget(tmp_path / "outbox"),
+            events=EventBus("sched"),
+            stop_event=asyncio.Event(),
+            pass_lock=asyncio.Lock(),
+        )
+        with _logged():
+            await drills._drill_or_postpone()
+        assert drills.not_run is not None
+        drills.configure(_settings(tmp_path, drill_interval_hours=0))  # SIGHUP, drills off
+        assert drills.not_run is None
+        with pytest.raises(TransientError):  # `akoshad drill` with drills off
+            await drills.drill_once()
+        assert drills.not_run is None
+    finally:
+        await state.close()
