@@ -322,6 +322,8 @@ async def drill_request(scheduler: DrillScheduler) -> dict[str, Any]:
         result = await scheduler.drill_once()
     except (TransientError, PermanentError) as exc:
         raise ControlRequestError(f"{scheduler.target.name} cannot be read: {exc}") from None
+    except (OSError, sqlite3.Error) as exc:  # state_dir's disk full: one line, no traceback
+        raise ControlRequestError(f"the drill could not run: {type(exc).__name__}: {exc}") from None
     if result is None:
         from akoshad.restore.drill import nothing_to_drill
 

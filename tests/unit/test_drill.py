@@ -585,3 +585,29 @@ async def test_a_drill_that_cannot_write_its_directory_says_why(
         assert stats.degraded_reason() is None
     finally:
         await host.state.close()
+
+
+async def test_a_drill_by_hand_that_cannot_run_says_why_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`akoshad drill` while state_dir's disk is full printed `akoshad: internal error:
+    OperationalError` (and the daemon logged a traceback): the reply now says why."""
+    from akoshad.runtime.control_client import ControlRequestError
+    from akoshad.runtime.drills import drill_request
+
+    shutil.copytree(FIXTURE, tmp_path / "outbox", dirs_exist_ok=True)
+    host = _Host(tmp_path, LocalTarget(tmp_path / "outbox"), hours=1.0)
+
+    async def full(*args: Any, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(drill, "drill_picked", full)
+    await host.state.open()
+    try:
+        with pytest.raises(ControlRequestError) as caught:
+            await drill_request(scheduler(host))
+        assert str(caught.value) == (
+            "the drill could not run: OperationalError: database or disk is full"
+        )
+    finally:
+        await host.state.close()
