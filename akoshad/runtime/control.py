@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -319,6 +320,9 @@ class ControlServer(StartClose):
             return _reply(False, str(exc) or type(exc).__name__)
         except asyncio.CancelledError:
             raise
+        except (OSError, sqlite3.Error) as exc:  # the state's disk full...: no bug, one line
+            logger.error("{} could not run: {}: {}", cmd, type(exc).__name__, exc)
+            return _reply(False, f"{cmd} could not run: {type(exc).__name__}: {exc}")
         except Exception as exc:  # a handler bug: logged, the server goes on
             logger.exception("control command {} failed", cmd)
             return _reply(False, f"internal error: {type(exc).__name__}")

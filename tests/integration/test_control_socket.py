@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import stat
 import time
 import uuid
@@ -40,6 +41,8 @@ async def handler(req: dict[str, Any]) -> dict[str, Any]:
         raise ControlRequestError("bad argument")
     if req.get("value_error"):
         raise ValueError("method must be auto, cloud or http")
+    if req.get("disk_full"):
+        raise sqlite3.OperationalError("database or disk is full")
     if req.get("big"):
         return {"blob": "x" * int(req["big"])}
     return {"echo": req["cmd"], "tag": req.get("tag")}
@@ -131,6 +134,20 @@ async def test_a_value_error_is_a_bug_not_a_bad_request(server: ControlServer) -
     handler is an internal error, logged, and its text is not sent."""
     raw = json.loads(await exchange(server.path, b'{"cmd": "sync", "value_error": true}\n'))
     assert raw == {"ok": False, "error": "internal error: ValueError"}
+    await assert_serving(server.path)
+
+
+async def test_a_full_disk_is_said_in_one_line_not_an_internal_error(
+    server: ControlServer,
+) -> None:
+    """A command that meets the state's full disk (``akoshad prune`` with state_dir's disk
+    full printed ``akoshad: internal error: OperationalError``, the daemon a traceback):
+    the reply says what failed."""
+    raw = json.loads(await exchange(server.path, b'{"cmd": "prune", "disk_full": true}\n'))
+    assert raw == {
+        "ok": False,
+        "error": "prune could not run: OperationalError: database or disk is full",
+    }
     await assert_serving(server.path)
 
 
