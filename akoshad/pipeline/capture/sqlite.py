@@ -39,6 +39,20 @@ def _idle_wal(real: Path) -> bool:
     return all(lstat_or_none(real.with_name(real.name + s)) is None for s in ("-wal", "-journal"))
 
 
+def _why(real: Path) -> str:
+    """What a backup that failed on a read-only database may owe to a hot journal: one a
+    writer stopped mid-transaction left, which a reader must roll back into the database
+    before it reads it, and which this process may not write."""
+    journal = real.with_name(real.name + "-journal")
+    if lstat_or_none(journal) is None or os.access(real, os.W_OK):
+        return ""
+    return (
+        f" ({journal.name} is a hot journal, left by a writer stopped mid-transaction: only a"
+        " process that may write the database can roll it back; it is captured once its"
+        " writer opens it again)"
+    )
+
+
 class SqliteCapture(CaptureBase):
     """SQLite: a copy through the backup API (a reader's consistent view). An idle WAL-mode
     database is read as an immutable file (no lock, no side file made in data_dir), and
@@ -82,7 +96,7 @@ class SqliteCapture(CaptureBase):
                 if "locked" in last_error or "busy" in last_error:
                     self.sleep(_backoff(attempt))
                     continue
-                raise SnapshotError(f"SQLite backup failed: {exc}") from None
+                raise SnapshotError(f"SQLite backup failed: {exc}{_why(real)}") from None
             finally:
                 dst.close()
                 src.close()
