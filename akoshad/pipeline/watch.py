@@ -322,6 +322,8 @@ class StoreWatcher:
             if target != rel:
                 if change == Change.modified and self._side_unchanged(raw):
                     continue
+                if change == Change.deleted:
+                    self._sides.pop(raw, None)  # the stats kept are of side files there
                 kind = "modified"  # a side file moved: its database changed
             out.append((target, kind))
         return out

@@ -121,3 +121,15 @@ def test_a_persist_mode_journal_left_beside_its_database_is_no_change(tmp_path: 
     wal.write_bytes(b"frames")
     os.utime(wal, ns=(later, later))
     assert reconcile(tmp_path, PathFilter(), {"p.db": entry}).changes == [("p.db", "modified")]
+
+
+def test_a_side_file_removed_is_forgotten(tmp_path: Path) -> None:
+    (tmp_path / "x.db").write_bytes(b"db")
+    wal = tmp_path / "x.db-wal"
+    wal.write_bytes(b"frame")
+    watcher = _watcher(tmp_path, [])
+    assert watcher._changes_of({(Change.modified, str(wal))}) == [("x.db", "modified")]
+    assert str(wal) in watcher._sides
+    wal.unlink()
+    assert watcher._changes_of({(Change.deleted, str(wal))}) == [("x.db", "modified")]
+    assert watcher._sides == {}
