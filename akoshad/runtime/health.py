@@ -185,6 +185,15 @@ def config_problems(status: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _waiting_line(status: Mapping[str, Any]) -> str:
+    """``status --check``'s line for a daemon waiting for ``data_dir``: missing, "to
+    appear"; a file or one that cannot be read, its own reason."""
+    why = status.get("data_dir_problem")
+    if isinstance(why, str) and why and "does not exist" not in why:
+        return f"waiting for data_dir: {why}"
+    return f"waiting for data_dir {status.get('data_dir', '?')} to appear (or to be readable)"
+
+
 def check_problems(status: Mapping[str, Any]) -> list[str]:
     """Why ``status --check`` fails (empty: healthy), from a daemon's status result:
     paused, degraded, waiting for ``data_dir``, nothing to back up, changes the queue could
@@ -198,9 +207,7 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
     if reason or status.get("state") == "degraded":
         problems.append(f"degraded: {reason or 'a target is unavailable'}")
     if status.get("waiting_for_data_dir"):
-        problems.append(
-            f"waiting for data_dir {status.get('data_dir', '?')} to appear (or to be readable)"
-        )
+        problems.append(_waiting_line(status))
     if status.get("nothing_selected"):
         problems.append(str(status["nothing_selected"]))
     skipped = skipped_problem(status.get("skipped"))  # left out of every upload

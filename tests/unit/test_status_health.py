@@ -82,6 +82,13 @@ def test_behind_threshold_adds_the_upload_interval() -> None:
             {"waiting_for_data_dir": True, "warnings": ["data_dir /d does not exist"]},
             "waiting for data_dir /d",
         ),
+        (  # data_dir a file: said as it is, not "to appear"
+            {
+                "waiting_for_data_dir": True,
+                "data_dir_problem": "data_dir /f is not a directory: nothing is backed up",
+            },
+            "waiting for data_dir: data_dir /f is not a directory: nothing is backed up",
+        ),
         ({"oldest_pending_age_seconds": 121.0, "pending": 1}, "behind"),
         (
             {"nothing_selected": "nothing to back up in data_dir (check include/exclude): x"},
