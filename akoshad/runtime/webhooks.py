@@ -59,6 +59,9 @@ def _describe(exc: BaseException) -> str:
         return f"cannot connect: {reason}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientResponseError) and exc.message:  # no URL in its message
+        said = " ".join(str(exc.message).split())
+        return f"not an HTTP answer: {said[:100]}{'...' if len(said) > 100 else ''}"
     return type(exc).__name__
 
 

@@ -153,6 +153,32 @@ async def _until(predicate: Any, limit: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def test_an_answer_that_is_not_http_is_named_in_status(tmp_path: Path) -> None:
+    """A receiver answering something that is not HTTP (a bad status line, headers over
+    aiohttp's limit) showed only ``ClientResponseError`` in status and the log."""
+
+    async def bad_status_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"HTTP/1.1 abc OK\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(bad_status_line, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    state = await _open_state(tmp_path)
+    sink = _sink(state, f"http://127.0.0.1:{port}/hook?token=s3cr3t-t0ken-value")
+    try:
+        sink.emit("upload", {"event": "upload", "at": time.time()})
+        await sink.deliver_queued(5)
+        (st,) = await sink.status()
+        assert st["last_error"].startswith("not an HTTP answer: Bad status line:"), st
+        assert "s3cr3t" not in st["last_error"]
+    finally:
+        server.close()
+        await server.wait_closed()
+        await state.close()
+
+
 async def test_failing_webhook_is_retried_then_dropped_and_counted(tmp_path: Path) -> None:
     rx = await asyncio.to_thread(Receiver(secret="k3y-for-tests", mode="fail").start)
     state = await _open_state(tmp_path)
