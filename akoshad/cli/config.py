@@ -15,7 +15,8 @@ from akoshad.config import Encryption, LoadedConfig, Settings
 from akoshad.config.encryption import unavailable
 from akoshad.errors import ConfigError
 from akoshad.names import EXIT_CONFIG
-from akoshad.pipeline.storefiles import PathFilter, idle_include_line, walk_store
+from akoshad.pipeline.store_walk import walk_store
+from akoshad.pipeline.storefiles import PathFilter, idle_include_line
 from akoshad.private import shared_dir_problem
 from akoshad.redaction import redact_url
 from akoshad.runtime.control import socket_path_refusal

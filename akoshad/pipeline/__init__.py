@@ -5,7 +5,8 @@ In the data's order:
 * ``watch`` -- watchfiles events and the startup reconciliation against the ledger;
 * ``debounce`` -- the coalescing table (quiet window, max delay; db + wal = one change)
   and the stage that feeds the durable queue;
-* ``storefiles`` -- what counts as a store file (side files, include/exclude, the walk);
+* ``storefiles`` -- what counts as a store file (side files, include/exclude);
+* ``store_walk`` -- the disk walk of the store;
 * ``capture/`` -- consistent private copies of store files, validated;
 * ``upload`` -- one drain pass: claim -> capture -> hash and reuse -> objects -> manifest
   last -> ledger, history and queue committed;

@@ -27,14 +27,13 @@ from akoshad.pipeline.sealed_as import read_sealed_label
 from akoshad.pipeline.sealing import configured_label
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.store_links import StoreLinks
+from akoshad.pipeline.store_walk import WalkResult, walk_store
 from akoshad.pipeline.storefiles import (
     PathFilter,
-    WalkResult,
     below_a_link,
     change_of,
     idle_include_line,
     readable_dir,
-    walk_store,
 )
 from akoshad.pipeline.watch import reconcile
 from akoshad.ratelog import RateLimitedLog

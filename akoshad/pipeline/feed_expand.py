@@ -15,7 +15,8 @@ from pathlib import Path
 
 from akoshad.pipeline.debounce import Kind
 from akoshad.pipeline.store_links import StoreLinks
-from akoshad.pipeline.storefiles import PathFilter, groups_below, walk_store
+from akoshad.pipeline.store_walk import walk_store
+from akoshad.pipeline.storefiles import PathFilter, groups_below
 from akoshad.store.db import StateDB
 
 Expanded = tuple[list[tuple[str, str]], dict[str, dict[str, str]]]

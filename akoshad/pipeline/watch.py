@@ -16,16 +16,15 @@ from watchfiles import Change, awatch
 from akoshad.backoff import exponential
 from akoshad.fastpath import StatMap, racy_stat
 from akoshad.pipeline.debounce import Kind
+from akoshad.pipeline.store_walk import WalkResult, walk_store
 from akoshad.pipeline.storefiles import (
     CHECKPOINT_WAL,
     PathFilter,
-    WalkResult,
     change_of,
     is_ignored,
     readable_dir,
     relpath,
     unreadable,
-    walk_store,
 )
 from akoshad.store.db import LedgerEntry
 

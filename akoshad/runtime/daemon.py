@@ -30,7 +30,7 @@ from akoshad.pipeline.feed import RESCAN_SECONDS, ChangeFeed
 from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
-from akoshad.pipeline.storefiles import WalkResult
+from akoshad.pipeline.store_walk import WalkResult
 from akoshad.pipeline.watch import StoreWatcher
 from akoshad.runtime.control import ControlServer, check_socket
 from akoshad.runtime.deadline import finished_within, settled

@@ -8,7 +8,7 @@ forked child instead, on another core, and hands its result back through a pipe 
 of strings and integers, read by a thread of this process). Whatever goes wrong there (no
 fork, a child that dies or answers garbage) is answered by walking again in a thread: the
 result, or the error a caller sees, is always what
-:func:`~akoshad.pipeline.storefiles.walk_store` gives in process.
+:func:`~akoshad.pipeline.store_walk.walk_store` gives in process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from akoshad import fastpath
-from akoshad.pipeline.storefiles import PathFilter, WalkResult, walk_store
+from akoshad.pipeline.store_walk import WalkResult, walk_store
+from akoshad.pipeline.storefiles import PathFilter
 
 Walked = Future[tuple[WalkResult, fastpath.StatMap | None]]
 _READ = 1 << 20

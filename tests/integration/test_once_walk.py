@@ -18,7 +18,7 @@ import pytest
 from akoshad import fastpath
 from akoshad.config import Settings, load_settings
 from akoshad.names import EXIT_OK
-from akoshad.pipeline.storefiles import walk_store
+from akoshad.pipeline.store_walk import walk_store
 from akoshad.pipeline.upload import Uploader
 from akoshad.runtime import run, walk_child
 from akoshad.targets.local import LocalTarget

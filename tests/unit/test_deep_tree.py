@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter
-from akoshad.pipeline.storefiles import PathFilter, walk_store
+from akoshad.pipeline.store_walk import walk_store
+from akoshad.pipeline.storefiles import PathFilter
 from akoshad.private import remove_tree
 from akoshad.restore import landing
 from akoshad.restore.destdir import remove_partials

@@ -13,7 +13,8 @@ import duckdb
 
 from akoshad.fileio import LiveStat
 from akoshad.pipeline.capture.snapshot import Captured, Skipped, Snapshotter
-from akoshad.pipeline.storefiles import PathFilter, change_of, owner_of, walk_store
+from akoshad.pipeline.store_walk import walk_store
+from akoshad.pipeline.storefiles import PathFilter, change_of, owner_of
 from akoshad.pipeline.watch import reconcile
 from akoshad.restore.select import stale_sides
 from tests.unit.test_plan import row

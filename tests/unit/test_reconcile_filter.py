@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from akoshad.pipeline.capture.snapshot import Captured, Snapshotter, Vanished
-from akoshad.pipeline.storefiles import PathFilter, walk_store
+from akoshad.pipeline.store_walk import walk_store
+from akoshad.pipeline.storefiles import PathFilter
 from akoshad.pipeline.watch import reconcile
 from tests.unit.test_plan import row
 

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from akoshad.pipeline.store_links import StoreLinks, look
-from akoshad.pipeline.storefiles import PathFilter, walk_store
+from akoshad.pipeline.store_walk import walk_store
+from akoshad.pipeline.storefiles import PathFilter
 
 
 def test_only_links_to_files_inside_the_store_are_found(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 from akoshad import fastpath
 from akoshad.fastpath import stat_map
 from akoshad.pipeline.capture.files import detect_kind
+from akoshad.pipeline.store_walk import walk_store
 from akoshad.pipeline.storefiles import (
     DUCKDB_MAGIC,
     SQLITE_MAGIC,
@@ -19,7 +20,6 @@ from akoshad.pipeline.storefiles import (
     is_side_file,
     owner_of,
     to_change,
-    walk_store,
 )
 
 ALL = PathFilter()
@@ -174,7 +174,7 @@ def test_walk_reports_a_directory_it_cannot_list(
             raise FileNotFoundError(2, "No such file or directory")
         return real(path)
 
-    monkeypatch.setattr("akoshad.pipeline.storefiles.os.scandir", scandir)
+    monkeypatch.setattr("akoshad.pipeline.store_walk.os.scandir", scandir)
     walk = walk_store(tmp_path, ALL)
     assert walk.files == ["a.json"]
     assert walk.refused == {"locked": "cannot list the directory: Permission denied"}

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from akoshad.fastpath import StatMap
-from akoshad.pipeline.storefiles import PathFilter, walk_store
+from akoshad.pipeline.store_walk import walk_store
+from akoshad.pipeline.storefiles import PathFilter
 from akoshad.runtime import walk_child
 
 
