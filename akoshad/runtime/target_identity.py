@@ -41,11 +41,13 @@ from akoshad.store.places import (
     target_identity,
 )
 from akoshad.targets.base import Target
+from akoshad.targets.local import LocalTarget
 
 __all__ = [
     "KV_IDENTITY",
     "forget_changed_akosha",
     "forget_changed_targets",
+    "keep_outbox_root",
     "seed_ledger",
     "target_identity",
 ]
@@ -198,3 +200,12 @@ async def seed_ledger(
         "every file",
         target.name,
     )
+
+
+async def keep_outbox_root(state: StateDB, target: Target) -> None:
+    """The local outbox's directory is never made again once the state has an upload on
+    record there (``LocalTarget.keep_root``): missing, it is a disk not mounted."""
+    outbox = getattr(target, "inner", target)  # the counted target's own
+    if isinstance(outbox, LocalTarget):
+        last = await state.transaction(lambda c: LedgerOps.last_upload_in(c, outbox.name))
+        outbox.keep_root = outbox.keep_root or last is not None

@@ -52,6 +52,7 @@ from akoshad.runtime.target_identity import (
     forget_changed_akosha,
     forget_changed_targets,
     forget_if_emptied,
+    keep_outbox_root,
 )
 from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import STATE_FILE, StateDB, StateError
@@ -244,6 +245,7 @@ async def wire(
     await forget_changed_akosha(state, settings)
     parts = build(settings, state, rebuilt, stop_event=stop_event, wake=wake)
     parts.lock = lock
+    await keep_outbox_root(state, parts.targets["local"])
     for name, at in (await state.last_success_by_target()).items():
         if name in parts.targets:  # "last ok" survives a restart, as last_upload does
             parts.stats.target(name).last_success_at = at

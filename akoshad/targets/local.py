@@ -59,6 +59,10 @@ class LocalTarget:
         # up; other system ids may share the outbox, and their writers may be at work
         self.own_prefix = own_prefix
         self._warned: dict[str, float] = {}
+        # once this machine has uploaded here (this process wrote, or the state has an
+        # upload on record), a missing root is a disk not mounted or a hand, never made
+        # again: the store would land on the disk beneath, every sign of a backup shown
+        self.keep_root = False
 
     def __repr__(self) -> str:
         return f"LocalTarget(root={str(self.root)!r})"
@@ -84,8 +88,20 @@ class LocalTarget:
             )
 
     def _dir(self, parts: Sequence[str], *, create: bool) -> AbstractContextManager[int]:
-        """A descriptor of ``root/parts...``, never through a link (``local_dirs.open_dir``)."""
-        return open_dir(self.root, parts, create=create)
+        """A descriptor of ``root/parts...``, never through a link (``local_dirs.open_dir``);
+        the root itself made only while no upload is known to be there (``keep_root``)."""
+        if create and self.keep_root and not os.path.exists(self.root):
+            raise TransientError(self.root_gone())
+        return open_dir(self.root, parts, create=create, create_root=not self.keep_root)
+
+    def root_gone(self) -> str:
+        """The line for a missing root this machine has uploaded to."""
+        return (
+            f"local_target_dir {self.root} does not exist, though this machine has uploaded "
+            "there (a disk not mounted?): it is not made again, so that no upload lands on "
+            "the disk beneath; mount it, or make the directory (mkdir) to begin a new "
+            "outbox there"
+        )
 
     def absent(self) -> str | None:
         """For a reader: why nothing can be in this outbox (its directory is missing or is
@@ -94,11 +110,21 @@ class LocalTarget:
         as any path)."""
         return directory_problem(self.root, "local_target_dir", "no upload can be there")
 
+    async def check(self) -> None:
+        """``ReadCheck``: a root this machine has uploaded to (``keep_root``) that is gone
+        is an outage (a disk not mounted), not an outbox emptied; TransientError then."""
+        if self.keep_root and not await asyncio.to_thread(os.path.exists, self.root):
+            raise TransientError(self.root_gone())
+
     async def start(self, *, clean_up: bool = True) -> None:
         if clean_up:
             await asyncio.to_thread(self._start_sync)
+        else:
+            await self.check()  # gone since this machine uploaded there: down from the start
 
     def _start_sync(self) -> None:
+        if self.keep_root and not os.path.exists(self.root):
+            raise TransientError(self.root_gone())
         try:
             make_private_dirs(self.root)
         except OSError as exc:
@@ -143,7 +169,9 @@ class LocalTarget:
         parts = self._parts(key)
         try:
             with self._dir(parts[:-1], create=True) as dfd:
-                return write_in(dfd, parts[-1], chunks, exclusive=exclusive)
+                written = write_in(dfd, parts[-1], chunks, exclusive=exclusive)
+            self.keep_root = True  # written there: an upload may be there from now on
+            return written
         except LinkInTarget as exc:
             raise PermanentError(
                 f"local target: {exc.rel} in {self.root} is a symlink or not a directory; "
@@ -198,7 +226,9 @@ class LocalTarget:
         parts = self._parts(key)
         try:
             with self._dir(parts[:-1], create=True) as dfd:
-                return link_in(dfd, parts[-1], source, st)
+                linked = link_in(dfd, parts[-1], source, st)
+            self.keep_root = self.keep_root or linked
+            return linked
         except LinkInTarget:
             return False  # the copy reports it
         except OSError as exc:

@@ -48,14 +48,16 @@ def _open_child(parent: int, name: str, *, create: bool) -> int:
 
 
 @contextlib.contextmanager
-def open_dir(root: Path, parts: Sequence[str], *, create: bool) -> Iterator[int]:
+def open_dir(
+    root: Path, parts: Sequence[str], *, create: bool, create_root: bool = True
+) -> Iterator[int]:
     """A descriptor of ``root/parts...``, walked one directory at a time without
-    following a link. ``FileNotFoundError`` if missing (and not ``create``),
-    ``LinkInTarget`` for a link or a file in the way."""
+    following a link. ``FileNotFoundError`` if missing (and not ``create``; the root
+    itself, not ``create_root`` either), ``LinkInTarget`` for a link or a file in the way."""
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
-        if not create:
+        if not (create and create_root):
             raise
         make_private_dirs(root)
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -15,15 +15,21 @@ def test_an_outbox_removed_under_the_daemon_gets_the_whole_store(
 ) -> None:
     """Before: the next upload sent the one changed file ('1 file(s) sent, N unchanged'),
     status said safe, and restore --latest failed on every other file until the next
-    drill, a day later by default."""
+    drill, a day later by default. The directory is not made again (a disk not mounted
+    under the path: the store would land on the disk beneath, status safe): the upload
+    fails saying so until the directory is there again; made anew, empty, it gets the
+    whole store."""
     config, env = daemon_config(tmp_path, system_id, drill_interval_hours=0)
-    outbox = tmp_path / "outbox"
-    proc = start_daemon(config, env, tmp_path / "d.log")
+    outbox, log = tmp_path / "outbox", tmp_path / "d.log"
+    proc = start_daemon(config, env, log)
     try:
         wait_for(lambda: outbox.exists() and manifests(outbox, system_id), 60)
         shutil.rmtree(outbox)
         (tmp_path / "store" / "notes.json").write_text('{"after": "the removal"}')
-        wait_for(lambda: outbox.exists() and manifests(outbox, system_id), 60)
+        wait_for(lambda: "it is not made again" in log.read_text(), 60)
+        assert not outbox.exists()
+        outbox.mkdir()
+        wait_for(lambda: manifests(outbox, system_id), 60)
     finally:
         assert stop_daemon(proc) == 0
     dest = tmp_path / "back"
@@ -59,3 +65,29 @@ def test_an_outbox_that_cannot_be_listed_fails_as_the_target(
     text = log.read_text()
     assert "upload to local failed: local target write failed: Not a directory" in text
     assert "drain pass failed" not in text
+
+
+def test_run_once_never_makes_again_an_outbox_it_uploaded_to(
+    tmp_path: Path, system_id: str
+) -> None:
+    """local_target_dir on a disk that is not mounted (or removed): run --once made the
+    directory on the disk beneath, sent the whole store there and exited 0, status safe,
+    the backup on the wrong disk. Once this machine has uploaded there, a missing
+    directory is exit 1 with one line saying why, and nothing is made."""
+    config, env = daemon_config(tmp_path, system_id, drill_interval_hours=0)
+    outbox = tmp_path / "outbox"
+    first = akoshad("run", "--once", "--config", str(config), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    shutil.rmtree(outbox)
+    unchanged = akoshad("run", "--once", "--config", str(config), env=env)
+    assert unchanged.returncode == 1, unchanged.stdout + unchanged.stderr  # not "nothing changed"
+    assert f"local_target_dir {outbox} does not exist" in unchanged.stdout + unchanged.stderr
+    (tmp_path / "store" / "notes.json").write_text('{"after": "the disk went"}')
+    again = akoshad("run", "--once", "--config", str(config), env=env)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"local_target_dir {outbox} does not exist" in again.stdout + again.stderr
+    assert not outbox.exists()
+    outbox.mkdir()
+    last = akoshad("run", "--once", "--config", str(config), env=env)
+    assert last.returncode == 0, last.stdout + last.stderr
+    assert manifests(outbox, system_id)
