@@ -110,21 +110,20 @@ class LocalTarget:
         as any path)."""
         return directory_problem(self.root, "local_target_dir", "no upload can be there")
 
-    async def check(self) -> None:
-        """``ReadCheck``: a root this machine has uploaded to (``keep_root``) that is gone
-        is an outage (a disk not mounted), not an outbox emptied; TransientError then."""
-        if self.keep_root and not await asyncio.to_thread(os.path.exists, self.root):
+    def _check_root(self) -> None:
+        """A root this machine has uploaded to (``keep_root``) that is gone is an outage (a
+        disk not mounted), not an outbox emptied: TransientError then. Blocking."""
+        if self.keep_root and not os.path.exists(self.root):
             raise TransientError(self.root_gone())
 
     async def start(self, *, clean_up: bool = True) -> None:
         if clean_up:
             await asyncio.to_thread(self._start_sync)
-        else:
-            await self.check()  # gone since this machine uploaded there: down from the start
+        else:  # gone since this machine uploaded there: down from the start
+            await asyncio.to_thread(self._check_root)
 
     def _start_sync(self) -> None:
-        if self.keep_root and not os.path.exists(self.root):
-            raise TransientError(self.root_gone())
+        self._check_root()
         try:
             make_private_dirs(self.root)
         except OSError as exc:
@@ -324,6 +323,7 @@ class LocalTarget:
             with self._dir(parts[:-1], create=False) as dfd:
                 st = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
+            self._check_root()  # the outbox gone, not the object: it cannot say
             return None
         except LinkInTarget as exc:
             self._warn_link(exc.rel, "read")
