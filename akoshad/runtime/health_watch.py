@@ -18,7 +18,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
@@ -74,6 +74,9 @@ class HealthWatch:
         self._degraded_since: float | None = None
         self._restored: set[str] = set()  # down at the last stop, not tried since the start
         self._changed = False  # a transition not yet kept in the state
+        # looked at before each check: a target's failure that is over with nothing sent
+        # (an outbox whose disk is mounted again)
+        self.probes: list[Callable[[], Awaitable[None]]] = []
 
     async def restore(self, moved: Iterable[str] = ()) -> None:
         """At a start: the targets that were down when the daemon stopped are down since
@@ -159,6 +162,8 @@ class HealthWatch:
     async def run(self, stop: asyncio.Event, on_fail: Callable[[int], None]) -> None:
         """Check every second until ``stop``; call ``on_fail(EXIT_DEGRADED)`` once when due."""
         while not stop.is_set():
+            for probe in self.probes:
+                await probe()
             self.check()
             await self.save()
             if self.fail_due():

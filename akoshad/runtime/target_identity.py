@@ -18,6 +18,7 @@ current identity.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Iterable
 
@@ -26,6 +27,7 @@ from loguru import logger
 from akoshad.akosha.rejections import REJECTED_PREFIX
 from akoshad.config import Settings
 from akoshad.pipeline.recovery import Recovery
+from akoshad.pipeline.stats import Stats
 from akoshad.restore.drill_dirs import KV_LAST as KV_LAST_DRILL
 from akoshad.restore.drill_dirs import KV_LAST_GOOD as KV_LAST_GOOD_DRILL
 from akoshad.runtime.prune_report import KV_LAST as KV_LAST_PRUNE
@@ -48,6 +50,7 @@ __all__ = [
     "forget_changed_akosha",
     "forget_changed_targets",
     "keep_outbox_root",
+    "outbox_back",
     "seed_ledger",
     "target_identity",
 ]
@@ -209,3 +212,18 @@ async def keep_outbox_root(state: StateDB, target: Target) -> None:
     if isinstance(outbox, LocalTarget):
         last = await state.transaction(lambda c: LedgerOps.last_upload_in(c, outbox.name))
         outbox.keep_root = outbox.keep_root or last is not None
+
+
+async def outbox_back(stats: Stats, target: Target) -> None:
+    """A local outbox down because its directory was gone (``keep_outbox_root``) is up
+    again once the directory is back (its disk mounted again), with nothing to upload
+    too: that failure is over. The health watch calls it every second."""
+    outbox = getattr(target, "inner", target)  # the counted target's own
+    if not isinstance(outbox, LocalTarget):
+        return
+    health = stats.target(outbox.name)
+    error = health.last_error or ""
+    if health.available or outbox.root_gone() not in error:
+        return
+    if await asyncio.to_thread(os.path.exists, outbox.root):
+        health.read_again(error)

@@ -53,6 +53,7 @@ from akoshad.runtime.target_identity import (
     forget_changed_targets,
     forget_if_emptied,
     keep_outbox_root,
+    outbox_back,
 )
 from akoshad.runtime.webhooks import WebhookSink
 from akoshad.store.db import STATE_FILE, StateDB, StateError
@@ -333,6 +334,7 @@ def build(
     webhooks = WebhookSink(settings.webhooks, state, base_delay=cs.retry_backoff_seconds)
     events.subscribe(webhooks)
     health = HealthWatch(stats, events, settings.degraded_fail_after_minutes * 60, state=state)
+    health.probes.append(partial(outbox_back, stats, targets["local"]))
     owners = OwnerGate(settings.state_dir, cs.system_id, stats)
     drain = Drain(
         state=state,

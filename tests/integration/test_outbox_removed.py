@@ -4,6 +4,7 @@ it must not point at the objects that went with it."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -91,3 +92,34 @@ def test_run_once_never_makes_again_an_outbox_it_uploaded_to(
     last = akoshad("run", "--once", "--config", str(config), env=env)
     assert last.returncode == 0, last.stdout + last.stderr
     assert manifests(outbox, system_id)
+
+
+def test_an_outbox_mounted_back_is_up_again_with_nothing_to_upload(
+    tmp_path: Path, system_id: str
+) -> None:
+    """A daemon started while its outbox's disk was not mounted shows the local target
+    down; once the directory is back, it is up again within seconds, with no change in
+    the store to upload (it stayed down, status UNSAFE, until the store's next change)."""
+    config, env = daemon_config(tmp_path, system_id, drill_interval_hours=0)
+    outbox, away = tmp_path / "outbox", tmp_path / "outbox.away"
+    first = akoshad("run", "--once", "--config", str(config), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    outbox.rename(away)  # the disk unmounted
+
+    def local() -> dict[str, object]:
+        res = akoshad("status", "--json", "--config", str(config), env=env)
+        if res.returncode != 0:
+            return {}
+        found = json.loads(res.stdout)["targets"]["local"]
+        assert isinstance(found, dict)
+        return found
+
+    proc = start_daemon(config, env, tmp_path / "d.log")
+    try:
+        down = wait_for(lambda: (t := local()) and t.get("available") is False and t, 60)
+        assert "does not exist, though this machine has uploaded there" in str(down["last_error"])
+        assert not outbox.exists()
+        away.rename(outbox)  # mounted again
+        wait_for(lambda: local().get("available") is True, 30)
+    finally:
+        assert stop_daemon(proc) == 0
