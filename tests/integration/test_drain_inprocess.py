@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from akoshad.compress import Compression
-from akoshad.config import load_settings
 from akoshad.errors import TransientError
 from akoshad.fileio import LiveStat
 from akoshad.pipeline.capture.snapshot import Snapshotter
@@ -30,6 +29,7 @@ from akoshad.pipeline.watch import StoreWatcher
 from akoshad.store.db import LedgerEntry, StateDB
 from akoshad.targets.base import StoredObject
 from akoshad.targets.local import LocalTarget
+from tests.f2_rig import rig_settings
 
 SYSTEM = "inproc"
 
@@ -81,18 +81,8 @@ class Rig:
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    settings = rig_settings(tmp_path, SYSTEM)
     store = tmp_path / "store"
-    store.mkdir()
-    settings = load_settings(
-        None,
-        overrides={
-            "data_dir": str(store),
-            "state_dir": str(tmp_path / "state"),
-            "local_target_dir": str(tmp_path / "outbox"),
-            "cloud_sync": {"system_id": SYSTEM},
-        },
-        environ={"HOME": str(tmp_path)},
-    )
     state = StateDB(tmp_path / "state" / "state.db")
     await state.open()
     target = FlakyTarget(tmp_path / "outbox")

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -352,18 +353,18 @@ def test_a_daemon_still_starting_is_not_called_not_running(tmp_path: Path, comma
     assert proc.returncode == 3 and "akoshad is not running" in proc.stderr, proc.stderr
 
 
-def test_watch_survives_no_daemon_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    cfg, _sock, env = no_daemon_config(tmp_path)
-    cmd = [sys.executable, "-m", "akoshad", "status", "--watch", "--interval", "0.2"]
-    proc = subprocess.Popen(
-        [*cmd, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
+def _watch_until(
+    cfg: Path, env: dict[str, str], args: list[str], enough: Callable[[bytes], bool]
+) -> tuple[int, bytes]:
+    """Run ``status --watch ARGS`` into a pipe until ``enough(output)`` (a loaded machine
+    takes seconds to start Python: no sleep), stop it with Ctrl-C; its exit code, output."""
+    cmd = [sys.executable, "-m", "akoshad", "status", "--watch", *args, "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None
     seen = b""
     try:
-        # two refreshes seen (a loaded machine takes seconds to start Python), not a sleep
         deadline = time.monotonic() + 30
-        while seen.count(b"not running") < 2 and time.monotonic() < deadline:
+        while not enough(seen) and time.monotonic() < deadline:
             ready, _, _ = select.select([proc.stdout], [], [], 0.5)
             if ready:
                 seen += os.read(proc.stdout.fileno(), 65536)
@@ -373,8 +374,15 @@ def test_watch_survives_no_daemon_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    out = seen + rest
-    assert proc.returncode == 0
+    return proc.returncode, seen + rest
+
+
+def test_watch_survives_no_daemon_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    cfg, _sock, env = no_daemon_config(tmp_path)
+    code, out = _watch_until(
+        cfg, env, ["--interval", "0.2"], lambda seen: seen.count(b"not running") >= 2
+    )
+    assert code == 0
     assert out.count(b"not running") >= 2
     assert b"\x1b" not in out  # a pipe gets plain blocks, no terminal escapes
 
@@ -383,24 +391,10 @@ def test_watch_json_into_a_pipe_is_one_object_per_line(tmp_path: Path) -> None:
     """``status --watch --json | program`` got a clock header and pretty-printed blocks
     between blank lines (no JSON reader takes that); no daemon was a bare text line."""
     cfg, sock, env = no_daemon_config(tmp_path)
-    cmd = [sys.executable, "-m", "akoshad", "status", "--watch", "--json", "--interval", "0.2"]
-    proc = subprocess.Popen(
-        [*cmd, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    _code, out = _watch_until(
+        cfg, env, ["--json", "--interval", "0.2"], lambda seen: seen.count(b"\n") >= 2
     )
-    assert proc.stdout is not None
-    seen = b""
-    try:
-        deadline = time.monotonic() + 30
-        while seen.count(b"\n") < 2 and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-            if ready:
-                seen += os.read(proc.stdout.fileno(), 65536)
-        proc.send_signal(signal.SIGINT)
-        rest, _err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    lines = (seen + rest).decode().splitlines()
+    lines = out.decode().splitlines()
     assert len(lines) >= 2
     for line in lines:
         assert json.loads(line) == {"error": f"akoshad is not running (no answer on {sock})"}

@@ -14,28 +14,17 @@ from typing import Any
 
 import pytest
 
-from akoshad.config import load_settings
 from akoshad.pipeline.feed import ChangeFeed
 from akoshad.pipeline.stats import Stats
 from akoshad.store.db import StateDB
 from akoshad.targets.local import LocalTarget
+from tests.f2_rig import rig_settings
 
 
 @pytest.fixture
 async def feed(tmp_path: Path) -> AsyncIterator[ChangeFeed]:
-    store = tmp_path / "store"
-    store.mkdir()
-    (store / "a.json").write_text("{}")
-    settings = load_settings(
-        None,
-        overrides={
-            "data_dir": str(store),
-            "state_dir": str(tmp_path / "state"),
-            "local_target_dir": str(tmp_path / "outbox"),
-            "cloud_sync": {"system_id": "age"},
-        },
-        environ={"HOME": str(tmp_path)},
-    )
+    settings = rig_settings(tmp_path, "age")
+    (tmp_path / "store" / "a.json").write_text("{}")
     state = StateDB(tmp_path / "state" / "state.db")
     await state.open()
     target = LocalTarget(tmp_path / "outbox")
