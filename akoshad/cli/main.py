@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 operation failed, 2 usage error, 3 daemon not running,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -24,6 +25,9 @@ if TYPE_CHECKING:  # imported once parsed: --help and usage errors need no pydan
 
 WARNING_LEVEL = 30  # loguru's WARNING
 CLIENT_COMMANDS = ("status", "sync", "pause", "resume", "queue")
+# with --json, a failure of these is also one object on stdout (prune, drill and takeover
+# print their own {ok: false, problems})
+JSON_FAILURES = ("status", "sync", "queue", "uploads")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,16 +114,16 @@ def _load(args: argparse.Namespace, env: dict[str, str]) -> LoadedConfig | int:
         return load_config(args.config, overrides=_overrides(args), environ=env)
     except ConfigError as exc:
         if args.command not in CLIENT_COMMANDS:
-            print(f"akoshad: {exc}", file=sys.stderr)
+            _fail(args, str(exc))
             return EXIT_CONFIG
         try:
             sock = fallback_socket_path(args.config, env)
         except ConfigError as unknown:  # where the daemon listens cannot be told
             why = "" if str(unknown) == str(exc) else f"; {unknown}"  # a missing file: once
-            print(
-                f"akoshad: {exc}{why}, so {args.command} cannot tell where the daemon "
+            _fail(
+                args,
+                f"{exc}{why}, so {args.command} cannot tell where the daemon "
                 "listens (fix the file, or set AKOSHAD_SOCKET_PATH)",
-                file=sys.stderr,
             )
             return EXIT_CONFIG
         print(
@@ -154,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_stdout()
         return EXIT_FAIL
     except AkoshadError as exc:
-        print(f"akoshad: {_as_given(exc, args)}", file=sys.stderr)
+        _fail(args, _as_given(exc, args))
         return exc.exit_code
     except ImportError as exc:
         print(f"akoshad: a component is missing: {exc}", file=sys.stderr)
@@ -162,8 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the reason in one line; the traceback only when debugging
         if args.debug or debug_enabled(env):
             traceback.print_exc(file=sys.stderr)
-        print(f"akoshad: {args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _fail(args, f"{args.command} failed: {type(exc).__name__}: {exc}")
         return EXIT_FAIL
+
+
+def _fail(args: argparse.Namespace, line: str) -> None:
+    """A command's failure: the line on stderr, and with ``--json`` (status, sync, queue,
+    uploads) ``{"ok": false, "error": line}`` on stdout, so that a script reads an object
+    there and not nothing."""
+    print(f"akoshad: {line}", file=sys.stderr)
+    if args.command in JSON_FAILURES and getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": line}, indent=2, sort_keys=True))
 
 
 def _uninstall_service(args: argparse.Namespace, env: dict[str, str]) -> int:

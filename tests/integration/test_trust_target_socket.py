@@ -348,8 +348,10 @@ def test_client_refuses_another_users_server(tmp_path: Path, impostor_dir: Path)
         for args in (("status",), ("status", "--json"), ("pause",)):
             res = akoshad(*args, "--config", str(cfg), env=env)
             assert res.returncode == 1, res.stdout + res.stderr
-            assert res.stdout == ""  # nothing of the impostor's reply
             lines = res.stderr.strip().splitlines()
+            # nothing of the impostor's reply: with --json the error object alone
+            said = {"ok": False, "error": lines[0].removeprefix("akoshad: ")}
+            assert json.loads(res.stdout) == said if "--json" in args else res.stdout == ""
             assert len(lines) == 1 and "Traceback" not in res.stderr
             assert "nobody" in lines[0] and f"uid {NOBODY}" in lines[0]
             assert "refusing" in lines[0]

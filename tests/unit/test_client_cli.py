@@ -317,6 +317,36 @@ def test_no_daemon_exits_3(tmp_path: Path, command: str) -> None:
     assert elapsed < 10  # no wait for a daemon that is not there (a slow machine: 1-2 s)
 
 
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["status", "--json"], 3),
+        (["status", "--json", "--check"], 3),
+        (["sync", "--json"], 3),
+        (["queue", "--json"], 3),
+        (["uploads", "--json"], 1),
+    ],
+)
+def test_a_failure_with_json_is_an_object_on_stdout(
+    tmp_path: Path, argv: list[str], code: int
+) -> None:
+    """A script reading --json gets ``{"ok": false, "error": LINE}``, not empty stdout."""
+    cfg, _sock, env = no_daemon_config(tmp_path)
+    conf = yaml.safe_load(cfg.read_text())
+    cfg.write_text(yaml.safe_dump({**conf, "local_target_dir": str(tmp_path / "gone" / "out")}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "akoshad", *argv, "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert proc.returncode == code, proc.stderr
+    line = proc.stderr.strip()
+    assert json.loads(proc.stdout) == {"ok": False, "error": line.removeprefix("akoshad: ")}
+    assert ("not running" if code == 3 else "does not exist") in line
+
+
 @pytest.mark.parametrize("command", ["status", "sync"])
 def test_a_daemon_still_starting_is_not_called_not_running(tmp_path: Path, command: str) -> None:
     """A daemon whose bucket did not answer served its socket only after about 12 s (its
