@@ -11,8 +11,8 @@ The result fields read here (all optional; a missing one shows as ``-`` or 0):
   ``paused``, ``degraded_reason`` (str), ``targets.<name>.primary`` (bool) and ``.circuit``
   (``closed|open|half_open``), ``memories{delivered, skipped, held, held_first,
   last_skipped{id: reason}, circuit{state, ...}, last_error}`` and
-  ``skipped{path: reason}``, ``warnings[str]``, ``reload_refused`` (null or str),
-  ``waiting_for_data_dir`` (bool),
+  ``skipped{path: reason}``, ``warnings[str]``, ``reload_refused`` and ``config_changed``
+  (null or str), ``waiting_for_data_dir`` (bool),
   ``oldest_pending_age_seconds`` (null or s), ``behind_after_seconds`` (s) and
   ``next_upload_not_before`` (null or epoch s: uploads held back by
   ``min_upload_interval_seconds``).

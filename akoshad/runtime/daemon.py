@@ -40,7 +40,7 @@ from akoshad.runtime.leftovers import describe as describe_leftovers
 from akoshad.runtime.notify import STOP_MARGIN, Notifier, WatchdogPolicy
 from akoshad.runtime.once import drain_within_deadline, nothing_selected, once_outcome
 from akoshad.runtime.passes import Passes
-from akoshad.runtime.reload import applicable, read_again
+from akoshad.runtime.reload import ConfigDrift, applicable, read_again
 from akoshad.runtime.requests import handle_request
 from akoshad.runtime.settle import InterruptedUploads
 from akoshad.runtime.signals import stop_signals
@@ -74,11 +74,14 @@ class Daemon:
         environ: Mapping[str, str] | None = None,
         reload: Callable[[], Settings] | None = None,
         walked: Future[tuple[WalkResult, StatMap | None]] | None = None,
+        drift: ConfigDrift | None = None,
     ) -> None:
-        """``walked``: the store's walk, begun already (``run --once``)."""
+        """``walked``: the store's walk, begun already (``run --once``); ``drift``: tells
+        a configuration file changed and not reloaded."""
         self._walked = walked
         self.settings = settings
         self._reload = reload
+        self._drift = drift
         self.reload_refused: str | None = None  # the last reload's refusal, until one passes
         self.started = time.time()
         self.stop_event = asyncio.Event()
@@ -120,6 +123,7 @@ class Daemon:
             self.started,
             lambda: self.reload_refused,
             lambda: self.interrupted.unsettled,
+            None if self._drift is None else self._drift.line,
         )
         self.passes = Passes(
             p, self.interrupted, lambda: self.view.paused, self.stop_event, self.wake
@@ -221,6 +225,8 @@ class Daemon:
         if self._reload is None:
             return False
         new = await read_again(self._reload)
+        if self._drift is not None:
+            self._drift.reloaded(None if isinstance(new, str) else new)
         if isinstance(new, str):
             self.reload_refused = f"{new} (refused at {time.strftime('%H:%M:%S')})"
             return False

@@ -30,7 +30,8 @@ STATUS_EPILOG = (
     "file is skipped, when memories wait to be stored by Akosha again, when metrics_listen "
     "cannot be served, when the last restore drill or prune failed or the last drill could "
     "not run, when a reload (SIGHUP) was refused for an invalid configuration file (until a "
-    "reload passes: the next start would refuse that file, exit 78), when data_dir, "
+    "reload passes: the next start would refuse that file, exit 78), when the configuration "
+    "file changed and was not reloaded (SIGHUP), when data_dir, "
     "encryption, state_dir, local_target_dir, cloud_sync or akosha_url changed and wait for "
     "a restart, or behind "
     "(the oldest pending change is older than max_delay_seconds + min_upload_interval_seconds "
@@ -169,13 +170,16 @@ def clock_went_back(pair: tuple[str, str] | None) -> str | None:
 
 def config_problems(status: Mapping[str, Any]) -> list[str]:
     """The running configuration is not the file's: a reload refused (the file would fail
-    the next start with exit 78), or a change of what is backed up, where or how, that
-    waits for a restart."""
+    the next start with exit 78), the file changed and not reloaded, or a change of what
+    is backed up, where or how, that waits for a restart."""
     problems: list[str] = []
     refused = status.get("reload_refused")
     if refused:
         then = "run on the defaults" if FILE_GONE in refused else "refuse that file too (exit 78)"
         problems.append(f"{refused}; the next start would {then}")
+    changed = status.get("config_changed")  # the file edited and not reloaded (yet)
+    if changed:
+        problems.append(str(changed))
     waiting = [k for k in status.get("restart_pending") or () if k in DATA_RESTART_KEYS]
     if waiting:
         problems.append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -85,3 +86,65 @@ def applicable(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
     for key in pending:
         logger.warning("{} changed: it takes effect after a restart", key)
     return new.model_copy(update={key: getattr(old, key) for key in RESTART_KEYS}), pending
+
+
+Signature = tuple[int, int, int, int] | None  # a file's (inode, size, mtime_ns, ctime_ns)
+
+
+def _signature(path: Path) -> Signature:
+    try:
+        st = path.stat()
+    except OSError:  # gone (or never there: the default file)
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class ConfigDrift:
+    """Has the configuration file changed since the daemon read it (at start, or at the
+    last reload), without a reload? Checked when asked (``status``): a stat, and when the
+    file changed, one load with the daemon's own environment and command line (``load``,
+    as a SIGHUP would), compared with the settings the file gave last."""
+
+    def __init__(self, path: Path, load: Callable[[], Settings], read: Settings) -> None:
+        self._path = path
+        self._load = load
+        self._read = read  # the settings the file gave at start or at the last reload
+        self._seen = _signature(path)
+        self._judged: tuple[Signature, str | None] | None = None
+
+    def reloaded(self, read: Settings | None) -> None:
+        """A reload read the file: ``read`` its settings, None when it was refused (the
+        refusal is shown on its own, ``reload_refused``)."""
+        if read is not None:
+            self._read = read
+        self._seen, self._judged = _signature(self._path), None
+
+    async def line(self) -> str | None:
+        """None while the file gives what the daemon runs on, else one line: it changed
+        and a reload would be refused (the next start too), or which settings differ."""
+        now = await asyncio.to_thread(_signature, self._path)
+        if now == self._seen:
+            return None
+        if self._judged is None or self._judged[0] != now:
+            self._judged = (now, await self._judge())
+        return self._judged[1]
+
+    async def _judge(self) -> str | None:
+        where = f"the configuration file {self._path} changed since akoshad read it"
+        try:
+            new = await asyncio.to_thread(self._load)
+        except ConfigError as exc:
+            why = str(exc)
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {redact(str(exc))}"
+        else:
+            keys = [k for k in type(new).model_fields if getattr(new, k) != getattr(self._read, k)]
+            if not keys:
+                return None  # a comment, the order of keys: nothing to apply
+            return (
+                f"{where} ({', '.join(keys)}) and is not applied: the daemon runs on the "
+                "previous values until a reload (SIGHUP: systemctl --user reload akoshad) "
+                "or a restart"
+            )
+        then = "run on the defaults" if FILE_GONE in why else "refuse it too (exit 78)"
+        return f"{where}: {why}; a reload would be refused, and the next start would {then}"

@@ -26,7 +26,7 @@ from akoshad.names import EXIT_CONFIG, EXIT_OK
 from akoshad.pipeline.storefiles import PathFilter
 from akoshad.runtime import walk_child
 from akoshad.runtime.logs import setup_logging
-from akoshad.runtime.reload import reloader
+from akoshad.runtime.reload import ConfigDrift, reloader
 from akoshad.store.db import StateError
 
 if TYPE_CHECKING:
@@ -65,7 +65,9 @@ def run_daemon(
     walked_ns = time.time_ns()  # before the walk: a stat as recent as it may move unseen
     walked = begin_walk(settings) if once else None
     try:
-        daemon = make_daemon(settings, env, reloader(config_path, overrides or {}, env), walked)
+        load = reloader(config_path, overrides or {}, env)
+        drift = ConfigDrift(fastpath.resolve_config_path(config_path, env)[0], load, settings)
+        daemon = make_daemon(settings, env, load, walked, drift)
         collector.settle()  # the modules are imported: freeze them, collector on
         if once:
             code = asyncio.run(daemon.run_once())
@@ -111,11 +113,12 @@ def make_daemon(
     env: Mapping[str, str],
     reload: Callable[[], Settings],
     walked: Walked | None,
+    drift: ConfigDrift | None = None,
 ) -> Daemon:
     """The daemon (its modules imported now, while ``walked`` goes on)."""
     from akoshad.runtime.daemon import Daemon
 
-    return Daemon(settings, environ=env, reload=reload, walked=walked)
+    return Daemon(settings, environ=env, reload=reload, walked=walked, drift=drift)
 
 
 def begin_walk(settings: Settings) -> Walked:

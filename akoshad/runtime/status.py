@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from akoshad import __version__
@@ -41,6 +41,7 @@ class StatusView:
         started: float,
         reload_refused: Callable[[], str | None] = lambda: None,
         unsettled: Callable[[], str | None] = lambda: None,
+        config_changed: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self.settings = settings
         self.parts = parts
@@ -54,6 +55,7 @@ class StatusView:
         self.metrics_error: str | None = None  # metrics_listen set and not served
         self.reload_refused = reload_refused  # the last reload's refusal, until one passes
         self.unsettled = unsettled  # why a crash's upload is not settled yet (runtime.settle)
+        self.config_changed = config_changed  # the file changed, not reloaded (ConfigDrift)
 
     def configure(self, settings: Settings) -> None:
         """A reload: the debounce window and the drill interval count in the verdict."""
@@ -91,6 +93,7 @@ class StatusView:
         reads = p.akosha is not None or p.cloud is not None  # memories are read from copies
         unreadable = await state.get_kv(KV_UNREADABLE) if reads else None
         went_back = clock_went_back(await state.sorts_after_last())
+        changed = None if self.config_changed is None else await self.config_changed()
         result: dict[str, Any] = {
             "state": self.state_word(degraded),
             "pid": os.getpid(),
@@ -133,10 +136,12 @@ class StatusView:
                 memories_held(memories),
                 memories_unreadable(unreadable),
                 went_back,
+                changed,
             ),
             "metrics_error": self.metrics_error,
             "restart_pending": list(self.restart_pending),  # changed, applied at a restart
             "reload_refused": self.reload_refused(),  # the file on disk would not start
+            "config_changed": changed,  # the file changed since read, not reloaded: how
             "unrecorded": p.feed.unrecorded,  # changes seen that the queue could not take
             "capture_failures": dict(p.stats.capture_failures),  # path: why, tried again
             "waiting_for_data_dir": missing is not None,
@@ -175,6 +180,7 @@ class StatusView:
         held: str | None = None,
         unreadable: str | None = None,
         went_back: str | None = None,
+        changed: str | None = None,
     ) -> list[str]:
         """The status's one-line problems: the store, the queue, metrics, a refused reload,
         a crash's upload not settled, memories Akosha did not store yet, settings waiting
@@ -186,6 +192,7 @@ class StatusView:
             else f"an interrupted upload is not settled yet ({unsettled}): uploads wait until it is"
         )
         lines = [missing, empty, self.unrecorded(), self.metrics_error, self.reload_refused()]
+        lines.append(changed)
         lines.append(capture_problem(self.parts.stats.capture_failures))
         lines.append(drill_not_run(self.parts.drills.not_run))
         lines.append(waiting)

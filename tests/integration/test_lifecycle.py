@@ -143,6 +143,37 @@ def test_sighup_reload_refuses_garbage_and_applies_valid(tmp_path: Path) -> None
         assert proc.wait(20) == 0
 
 
+def test_a_file_edited_and_not_reloaded_fails_status_check(tmp_path: Path) -> None:
+    """The running configuration is not the file's until a reload: ``status --check`` says
+    which settings wait, or that the file would be refused (the next start exits 78)."""
+    cfg, env = _setup(tmp_path)
+    good = cfg.read_text()
+    proc = start_daemon(cfg, env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: manifests(tmp_path / "outbox", "life"), 20)
+        cfg.write_text(good + "# a comment changes no setting\n")
+        check = akoshad("status", "--check", "--config", str(cfg), env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
+        cfg.write_text(good + "exclude: ['ignored/**']\n")
+        check = akoshad("status", "--check", "--config", str(cfg), env=env)
+        assert check.returncode == 1, check.stdout
+        assert "changed since akoshad read it (exclude)" in check.stdout
+        assert "until a reload" in check.stdout
+        cfg.write_text(good + "exclud: ['ignored/**']\n")  # invalid: the next start is 78
+        check = akoshad("status", "--check", "--config", str(cfg), env=env)
+        assert check.returncode == 1 and "unknown key" in check.stdout
+        assert "the next start would refuse it too (exit 78)" in check.stdout
+        cfg.write_text(good + "exclude: ['ignored/**']\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in (tmp_path / "d.log").read_text(), 10)
+        check = akoshad("status", "--check", "--config", str(cfg), env=env)
+        assert check.returncode == 0, check.stdout
+        assert not any("changed since" in w for w in _warnings(cfg, env))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
 @contextmanager
 def _once_while_its_upload_hangs(
     tmp_path: Path, deadline: float
