@@ -255,6 +255,7 @@ def load_config(
     notes = _chunk_note(merged, sources)
     settings._notes = notes
     settings._file_warnings = (
+        *src.near_prefix(env, ENV_PREFIX, _NON_FIELD_ENV, _known()),
         *src.exposed_secrets(path, file_data),
         *src.session_buddy_store(sb_path, read_yaml, env, settings.data_dir),
     )

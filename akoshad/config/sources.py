@@ -104,6 +104,38 @@ def env_names(
     return out
 
 
+# Akosha's own variables: a name of theirs is not a misspelt one of ours
+FOREIGN_PREFIXES = ("AKOSHA_",)
+
+
+def near_prefix(
+    environ: Mapping[str, str], prefix: str, allowed: Iterable[str], known: Known
+) -> tuple[str, ...]:
+    """A warning for each variable that names a setting (or ``allowed``) behind a prefix
+    spelt almost as ``prefix`` (``AKOSAHD_DATA_DIR``, ``AKOSHADDATA_DIR``): it is not read,
+    and a typo must not look like a setting that works. Names only, never values."""
+    names = sorted(
+        {n.upper() for n in _env_suffixes(known)}
+        | {a.upper()[len(prefix) :] for a in allowed if a.upper().startswith(prefix)},
+        key=len,
+        reverse=True,
+    )
+    found: list[str] = []
+    for var in sorted(environ):
+        upper = var.upper()
+        if upper.startswith((prefix, *FOREIGN_PREFIXES)):
+            continue
+        for name in names:
+            head = upper[: -len(name)] if upper.endswith(name) else ""
+            if head and difflib.SequenceMatcher(None, head, prefix).ratio() >= 0.8:
+                found.append(
+                    f"environment variable {var} is not read: akoshad's variables begin "
+                    f"with {prefix} (did you mean `{prefix}{name}`?)"
+                )
+                break
+    return tuple(found)
+
+
 def session_buddy_path(environ: Mapping[str, str]) -> Path:
     """``$XDG_CONFIG_HOME/session-buddy/config.yaml`` (default ``~/.config``; a relative
     one is ignored)."""

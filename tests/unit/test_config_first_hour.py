@@ -210,6 +210,34 @@ def test_unknown_variable_is_an_error_naming_it(tmp_path: Path, var: str, hint: 
     assert info.value.exit_code == 78
 
 
+@pytest.mark.parametrize(
+    ("var", "meant"),
+    [
+        ("AKOSAHD_CLOUD_SYNC__CLOUD_BUCKET", "AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET"),
+        ("AKOSHADCLOUD_SYNC__CLOUD_BUCKET", "AKOSHAD_CLOUD_SYNC__CLOUD_BUCKET"),
+        ("akosahd_data_dir", "AKOSHAD_DATA_DIR"),
+        ("AKSHAD_LOG_LEVEL", "AKOSHAD_LOG_LEVEL"),
+        ("AKOSHAD-DEBOUNCE_SECONDS", "AKOSHAD_DEBOUNCE_SECONDS"),
+        ("AKOSAHD_CONFIG", "AKOSHAD_CONFIG"),
+    ],
+)
+def test_a_misspelt_prefix_is_warned_not_read(tmp_path: Path, var: str, meant: str) -> None:
+    """A typo in the prefix was ignored without a word: the backup looked configured."""
+    loaded = load_config(environ=env(tmp_path, **{var: "secret-value"}))
+    (line,) = [w for w in loaded.settings.warnings if var in w]
+    assert line == (
+        f"environment variable {var} is not read: akoshad's variables begin with "
+        f"AKOSHAD_ (did you mean `{meant}`?)"
+    )
+    assert all("secret-value" not in w for w in loaded.settings.notes)
+
+
+def test_akoshas_own_and_other_variables_are_no_misspelt_prefix(tmp_path: Path) -> None:
+    others = {"AKOSHA_DATA_DIR": "/a", "MY_DATA_DIR": "/b", "SESSION_BUDDY_LOG_LEVEL": "x"}
+    loaded = load_config(environ=env(tmp_path, **others))
+    assert not [w for w in loaded.settings.warnings if "is not read" in w]
+
+
 def test_variables_that_are_not_settings_still_pass(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("debounce_seconds: 3\n")
