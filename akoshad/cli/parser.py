@@ -80,7 +80,12 @@ def hide_secret_keys(message: str) -> str:
 
 
 class _UnechoingParser(argparse.ArgumentParser):
-    """A parser whose usage errors never echo an age identity (the commands' parsers)."""
+    """A parser whose usage errors never echo an age identity (the commands' parsers), and
+    that takes no abbreviated option (``--dry`` is no ``--dry-run``: exit 2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         super().error(hide_secret_keys(message))

@@ -262,3 +262,26 @@ def test_an_option_without_the_one_it_goes_with_is_a_usage_error(
     args = cli.parse_args([*argv, needed])
     assert float(args.timeout if argv[0] == "sync" else args.interval) == float(argv[2])
     assert cli.parse_args(["status", "--watch"]).interval is None  # the default, 1 s
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--onc"],
+        ["prune", "--dry"],
+        ["service", "uninstall", "--dry"],
+        ["status", "--js"],
+        ["restore", "--lat", "--dest", "/tmp/x"],
+        ["--conf", "c.yaml", "config", "check"],
+        ["config", "check", "--conf", "c.yaml"],
+    ],
+)
+def test_an_abbreviated_option_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse took ``--dry`` for ``--dry-run`` (a script's typo then meant an option, and
+    a later option sharing the prefix would change what it meant)."""
+    with pytest.raises(SystemExit) as info:
+        cli.parse_args(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err

@@ -118,13 +118,15 @@ def test_quick_check_reads_the_config_the_parser_reads(argv: list[str]) -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["run", "--once", "--conf", "a.yaml"],  # argparse takes an unambiguous prefix
+        ["run", "--once", "--conf", "a.yaml"],  # no abbreviation: a usage error
         ["--conf=a.yaml", "run", "--once"],
         ["run", "--once", "--data", "d", "--config", "a.yaml"],
     ],
 )
 def test_quick_check_leaves_other_spellings_to_the_parser(argv: list[str]) -> None:
-    assert parse_args(argv).config == "a.yaml"
+    with redirect_stderr(io.StringIO()), pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2
     assert fastpath._config_arg(argv) == (False, None)
 
 
