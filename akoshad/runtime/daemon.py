@@ -314,7 +314,8 @@ class Daemon:
             # written: no state made, no claim on the system id (a stale one is replaced)
             await asyncio.to_thread(check_socket, self.settings.socket_path)
             async with AsyncExitStack() as stack:
-                await self.startup(stack)
+                async with self.notifier.extending_start():  # past the unit's start timeout
+                    await self.startup(stack)
                 await self._serve(stack)
         return self.exit_code
 

@@ -12,11 +12,13 @@ pipeline stops the pings and systemd restarts the service.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 
 from akoshad.redaction import redact
 
@@ -24,6 +26,12 @@ Clock = Callable[[], float]
 # a stop may take drain_deadline_seconds and this (the unit's TimeoutStopSec is made alike)
 STOP_MARGIN = 15.0
 SENT_KEPT = 64  # the last messages sent, for tests and debugging (bounded: runs for months)
+# while starting (a large queue recovered, a large store reconciled, a crash's upload
+# settled), the start timeout is extended by START_EXTEND each START_EVERY seconds, for at
+# most START_LIMIT: a start that takes longer is wedged, and the unit's timeout applies
+START_EXTEND = 60.0
+START_EVERY = 20.0
+START_LIMIT = 1800.0
 
 
 class Notifier:
@@ -85,6 +93,35 @@ class Notifier:
     def watchdog(self) -> None:
         """``WATCHDOG=1``: the caller decided (``WatchdogPolicy``) that we are healthy."""
         self._send("WATCHDOG=1")
+
+    def starting(self, within: float) -> None:
+        """``EXTEND_TIMEOUT_USEC`` while starting: the manager waits ``within`` seconds
+        more (for this or the next message), past the unit's ``TimeoutStartSec``."""
+        self._send(f"EXTEND_TIMEOUT_USEC={int(within * 1_000_000)}")
+
+    async def _extend_start(self, every: float, limit: float) -> None:
+        end = time.monotonic() + limit
+        self.status("starting: recovering the queue and reconciling the store")
+        while time.monotonic() < end:
+            self.starting(every + START_EXTEND)
+            await asyncio.sleep(every)
+
+    @asynccontextmanager
+    async def extending_start(
+        self, every: float = START_EVERY, limit: float = START_LIMIT
+    ) -> AsyncIterator[None]:
+        """Keep the start timeout extended while the body runs (a no-op without
+        ``NOTIFY_SOCKET``): a slow start is not killed as a hung one, while a stuck
+        event loop sends nothing and still is."""
+        if self._notifier is None:
+            yield
+            return
+        task = asyncio.create_task(self._extend_start(every, limit), name="start-timeout")
+        try:
+            yield
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 class _SocketNotifier:

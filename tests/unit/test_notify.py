@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -253,3 +254,43 @@ def test_status_line_shows_no_secret(dgram: socket.socket) -> None:
     (got,) = recv_all(dgram)
     assert got.startswith("STATUS=degraded: 2 pending; http: cannot connect to Akosha at ")
     assert "Notify-Pass-83" not in got and "S3-notify-secret-0042" not in got, got
+
+
+def test_the_start_timeout_is_extended_while_starting_and_only_then(dgram: socket.socket) -> None:
+    """A daemon whose start outlasts TimeoutStartSec (100,000 queued files: 11 s; a huge
+    store) was killed by systemd as a hung start; it now extends the timeout as it goes."""
+    n = Notifier({"NOTIFY_SOCKET": dgram.getsockname()})
+
+    async def start() -> None:
+        async with n.extending_start(every=0.05, limit=60):
+            await asyncio.sleep(0.22)
+        await asyncio.sleep(0.15)  # started: no extension any more
+
+    asyncio.run(start())
+    got = recv_all(dgram)
+    assert got[0] == "STATUS=starting: recovering the queue and reconciling the store"
+    extends = got[1:]
+    assert 4 <= len(extends) <= 6, got
+    assert set(extends) == {"EXTEND_TIMEOUT_USEC=60050000"}  # the next one's time, and 60 s
+
+
+def test_a_start_extended_no_longer_than_its_limit(dgram: socket.socket) -> None:
+    n = Notifier({"NOTIFY_SOCKET": dgram.getsockname()})
+
+    async def start() -> None:
+        async with n.extending_start(every=0.05, limit=0.12):
+            await asyncio.sleep(0.4)  # wedged: the unit's own timeout then applies
+
+    asyncio.run(start())
+    assert len([m for m in recv_all(dgram) if m.startswith("EXTEND")]) <= 3
+
+
+def test_no_socket_extends_nothing() -> None:
+    n = Notifier({})
+
+    async def start() -> None:
+        async with n.extending_start(every=0.01):
+            await asyncio.sleep(0.05)
+
+    asyncio.run(start())
+    assert not n.sent
