@@ -32,6 +32,7 @@ from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.store_walk import WalkResult
 from akoshad.pipeline.watch import StoreWatcher
+from akoshad.runtime.alerts import HealthAlerts
 from akoshad.runtime.control import ControlServer, check_socket
 from akoshad.runtime.deadline import finished_within, settled
 from akoshad.runtime.health import data_dir_problem
@@ -131,6 +132,9 @@ class Daemon:
         self.watchdog = Watchdog(
             self.notifier, WatchdogPolicy(self._stall), p.stats, self.view, self.stop_event
         )
+        self.alerts = HealthAlerts(p.events, self.view.problems, state=p.state)
+        await self.alerts.restore()
+        stack.push_async_callback(self.alerts.save)  # before the state closes
         self._wired = True
         stack.push_async_callback(p.webhooks.close)  # events emitted so far are kept
         left = await asyncio.to_thread(
@@ -345,6 +349,7 @@ class Daemon:
                 tg.create_task(self.watchdog.run(), name="health"),
                 tg.create_task(p.webhooks.run(), name="webhooks"),
                 tg.create_task(p.health.run(self.stop_event, self.stop), name="watch"),
+                tg.create_task(self.alerts.run(self.stop_event), name="alerts"),
                 tg.create_task(p.drills.run(), name="drill"),
                 tg.create_task(p.prunes.run(), name="prune"),
                 tg.create_task(watch_state_dir(p, self.stop), name="state"),

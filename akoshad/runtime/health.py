@@ -172,17 +172,23 @@ def config_problems(status: Mapping[str, Any]) -> list[str]:
     """The running configuration is not the file's: a reload refused (the file would fail
     the next start with exit 78), the file changed and not reloaded, or a change of what
     is backed up, where or how, that waits for a restart."""
-    problems: list[str] = []
+    return list(_config_kinds(status).values())
+
+
+def _config_kinds(status: Mapping[str, Any]) -> dict[str, str]:
+    """:func:`config_problems` by kind (``reload_refused``, ``config_changed``,
+    ``restart_pending``)."""
+    problems: dict[str, str] = {}
     refused = status.get("reload_refused")
     if refused:
         then = "run on the defaults" if FILE_GONE in refused else "refuse that file too (exit 78)"
-        problems.append(f"{refused}; the next start would {then}")
+        problems["reload_refused"] = f"{refused}; the next start would {then}"
     changed = status.get("config_changed")  # the file edited and not reloaded (yet)
     if changed:
-        problems.append(str(changed))
+        problems["config_changed"] = str(changed)
     waiting = [k for k in status.get("restart_pending") or () if k in DATA_RESTART_KEYS]
     if waiting:
-        problems.append(
+        problems["restart_pending"] = (
             f"{', '.join(waiting)} changed in the configuration: the previous values are "
             "used until akoshad is restarted"
         )
@@ -204,47 +210,60 @@ def check_problems(status: Mapping[str, Any]) -> list[str]:
     not take, /metrics not served, the last restore drill found problems, behind, a
     refused reload, or a change of what is backed up, where or how, that waits for a
     restart."""
-    problems = config_problems(status)
+    return list(check_kinds(status).values())
+
+
+def check_kinds(status: Mapping[str, Any]) -> dict[str, str]:
+    """:func:`check_problems` by kind (``paused``, ``degraded``, ``data_dir``, ``behind``...):
+    the webhook alerts (``runtime.alerts``) follow each kind."""
+    problems = _config_kinds(status)
     if status.get("paused") or status.get("state") == "paused":
-        problems.append("paused (akoshad resume restarts uploading)")
+        problems["paused"] = "paused (akoshad resume restarts uploading)"
     reason = status.get("degraded_reason")
     if reason or status.get("state") == "degraded":
-        problems.append(f"degraded: {reason or 'a target is unavailable'}")
+        problems["degraded"] = f"degraded: {reason or 'a target is unavailable'}"
     if status.get("waiting_for_data_dir"):
-        problems.append(_waiting_line(status))
+        problems["data_dir"] = _waiting_line(status)
     if status.get("nothing_selected"):
-        problems.append(str(status["nothing_selected"]))
+        problems["nothing_selected"] = str(status["nothing_selected"])
     skipped = skipped_problem(status.get("skipped"))  # left out of every upload
     if skipped is not None:
-        problems.append(skipped)
+        problems["skipped"] = skipped
     if status.get("unrecorded"):
-        problems.append(f"not recorded: {status['unrecorded']}")
+        problems["unrecorded"] = f"not recorded: {status['unrecorded']}"
     failing = status.get("capture_failures")
     if isinstance(failing, Mapping) and failing:
-        problems.append(capture_problem(failing) or "")
+        problems["capture"] = capture_problem(failing) or ""
     if status.get("metrics_error"):
-        problems.append(str(status["metrics_error"]))
-    held = memories_held(status.get("memories"))
-    if held is not None:
-        problems.append(held)
-    unreadable = memories_unreadable(status.get("memories_unreadable"))
-    if unreadable is not None:
-        problems.append(unreadable)
+        problems["metrics"] = str(status["metrics_error"])
+    problems.update(_memory_kinds(status))
     drill = _failed_drill(status.get("last_drill"))
     if drill:
-        problems.append(drill)
+        problems["drill_failed"] = drill
     if status.get("drill_not_run"):
-        problems.append(str(status["drill_not_run"]))
+        problems["drill_not_run"] = str(status["drill_not_run"])
     prune = status.get("last_prune")
     if isinstance(prune, Mapping) and prune.get("ok") is False:  # the target may be gone
         found = prune.get("problems") or ["no reason recorded"]
-        problems.append(f"the last prune failed: {found[0]} (the daemon tries again)")
+        problems["prune_failed"] = f"the last prune failed: {found[0]} (the daemon tries again)"
     age = _number(status.get("oldest_pending_age_seconds"))
     limit = _number(status.get("behind_after_seconds"))
     if age is not None and limit is not None and age > limit:
-        problems.append(
+        problems["behind"] = (
             f"behind: the oldest pending change is {age:.0f} s old (limit {limit:.0f} s)"
         )
+    return problems
+
+
+def _memory_kinds(status: Mapping[str, Any]) -> dict[str, str]:
+    """Memories Akosha did not store yet, memories that cannot be read."""
+    problems: dict[str, str] = {}
+    held = memories_held(status.get("memories"))
+    if held is not None:
+        problems["memories_held"] = held
+    unreadable = memories_unreadable(status.get("memories_unreadable"))
+    if unreadable is not None:
+        problems["memories_unreadable"] = unreadable
     return problems
 
 

@@ -106,6 +106,18 @@ def _drill(
     return None, "no drill yet", None
 
 
+def drill_overdue(
+    status: Mapping[str, Any], policy: SafetyPolicy, *, now: float, started: float
+) -> str | None:
+    """The verdict's reason when no good drill is recent enough (none yet after an
+    interval, or the last good one older than two), else None; a drill that failed is
+    not overdue (its ``drill`` event said so)."""
+    drill = status.get("last_drill")
+    if isinstance(drill, Mapping) and drill.get("ok") is not True:
+        return None
+    return _drill(status, policy, now, started)[0]
+
+
 def skipped_problem(skipped: object) -> str | None:
     """The line for files left out of every upload (a status's ``skipped``, ``{path:
     reason}``): a symlink out of ``data_dir``, a file that cannot be read..., or None."""

@@ -18,6 +18,7 @@ from akoshad.pipeline.storefiles import idle_include_line
 from akoshad.runtime.health import (
     behind_after_seconds,
     capture_problem,
+    check_kinds,
     clock_went_back,
     data_dir_problem,
     drill_not_run,
@@ -26,7 +27,7 @@ from akoshad.runtime.health import (
     nothing_selected,
     nothing_to_back_up,
 )
-from akoshad.runtime.safety import SafetyPolicy, SafetyTracker, assess
+from akoshad.runtime.safety import SafetyPolicy, SafetyTracker, assess, drill_overdue
 from akoshad.runtime.webhook_wire import failing_webhooks
 from akoshad.runtime.wiring import Parts
 
@@ -212,15 +213,27 @@ class StatusView:
             for key in self.restart_pending
         ]
 
-    def _safety(self, status: dict[str, Any]) -> dict[str, Any]:
-        """Is everything backed up and restorable? (see akoshad/runtime/safety.py)"""
+    async def problems(self) -> dict[str, str]:
+        """What fails ``status --check``, by kind, and drills overdue (``drill_overdue``,
+        which only the safety verdict counts): the webhook alerts' look."""
+        st = await self.status()
+        found = check_kinds(st)
+        late = drill_overdue(st, self._policy(), now=time.time(), started=self.started)
+        if late is not None:
+            found["drill_overdue"] = late
+        return found
+
+    def _policy(self) -> SafetyPolicy:
         s = self.settings
-        policy = SafetyPolicy(
+        return SafetyPolicy(
             s.debounce_seconds, s.min_upload_interval_seconds, s.drill_interval_hours
         )
+
+    def _safety(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Is everything backed up and restorable? (see akoshad/runtime/safety.py)"""
         found = assess(
             status,
-            policy,
+            self._policy(),
             now=time.time(),
             started=self.started,
             last_pass_seconds=self.parts.metrics.last_pass_seconds,

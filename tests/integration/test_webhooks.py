@@ -175,3 +175,38 @@ def test_run_once_delivers_and_keeps_what_it_could_not_send(tmp_path: Path) -> N
         assert all(r.signature_ok for r in rx.events())
     finally:
         rx.stop()
+
+
+def test_data_dir_gone_sends_one_failure_across_a_restart_then_recovered(tmp_path: Path) -> None:
+    """A data_dir moved away stops backups with no pass failing and no target down: one
+    ``failure`` (kind data_dir) once it held 30 s, none again after a restart, and
+    ``recovered`` once it is back."""
+    rx = Receiver(secret=SECRET).start()
+    try:
+        s = _setup(tmp_path, [{"url": rx.url(), "secret": SECRET}])
+        log = tmp_path / "d.log"
+        proc = start_daemon(s.config, s.env, log)
+        try:
+            wait_for(lambda: rx.events("upload"), 30)
+            moved = tmp_path / "moved-away"
+            s.store.rename(moved)
+            failure = wait_for(lambda: rx.events("failure"), 60)[0].payload
+            assert failure["kind"] == "data_dir" and failure["failed"] == 0
+            assert str(s.store) in failure["error"]
+            assert _status(s)["safety"]["safe"] is False
+        finally:
+            assert stop_daemon(proc) == 0
+        proc = start_daemon(s.config, s.env, log)
+        try:
+            time.sleep(40)  # longer than the 30 s a problem must hold
+            assert len(rx.events("failure")) == 1  # the restart sent no second one
+            moved.rename(s.store)
+            back = wait_for(lambda: rx.events("recovered"), 60)[0].payload
+            assert back["kind"] == "data_dir" and back["after_seconds"] > 30
+            assert "target" not in back
+        finally:
+            assert stop_daemon(proc) == 0
+        assert len(rx.events("failure")) == 1 and len(rx.events("recovered")) == 1
+        assert all(r.signature_ok for r in rx.events())
+    finally:
+        rx.stop()
