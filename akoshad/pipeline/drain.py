@@ -357,6 +357,7 @@ class Drain:
         outcome = await self.akosha.deliver(memory_db.files[0].staged, wait=route == "wait")
         report.memories = outcome.report
         report.memory_error = outcome.error
+        report.memory_failed = outcome.failed
         return outcome.retry_at
 
     async def capture_all(

@@ -28,6 +28,7 @@ class PassReport:
     waiting: bool = False
     memories: dict[str, Any] | None = None
     memory_error: str | None = None
+    memory_failed: bool = False  # the delivery to Akosha failed (``failure`` event)
     captures: list[Captured] = field(default_factory=list)
 
     @property

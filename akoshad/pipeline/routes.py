@@ -260,6 +260,7 @@ class MemoryOutcome:
     report: dict[str, Any] | None = None
     error: str | None = None
     retry_at: float | None = None  # requeue reflection.duckdb for then; None: done
+    failed: bool = False  # a delivery that failed (not an open circuit that sent nothing)
 
 
 class AkoshaRoute:
@@ -284,16 +285,19 @@ class AkoshaRoute:
         try:
             report = await self.sync.deliver(snapshot_db)
         except TransientError as exc:
-            self._failed(exc)
+            failed = self._failed(exc)
             logger.warning("memories not delivered to Akosha: {}", exc)
             return MemoryOutcome(
-                report=_partial(exc), error=str(exc), retry_at=self._soon(exc.retry_after)
+                report=_partial(exc),
+                error=str(exc),
+                retry_at=self._soon(exc.retry_after),
+                failed=failed,
             )
         except PermanentError as exc:
             self._failed(exc)
             logger.error("memories not delivered to Akosha: {}", exc)
             later = time.time() + max(PERMANENT_RETRY_SECONDS, self.breaker.retry_in())
-            return MemoryOutcome(error=str(exc), retry_at=later)
+            return MemoryOutcome(error=str(exc), retry_at=later, failed=True)
         except SnapshotError as exc:
             # not Akosha's fault, and nothing to retry until the file changes; but reported
             # (pass report, ``--once`` exit 1, ``memories.last_error``), never silent; the
@@ -313,13 +317,15 @@ class AkoshaRoute:
         self._held_log.ok("the memories Akosha did not store before are stored or skipped now")
         return MemoryOutcome(report=report.as_dict())
 
-    def _failed(self, exc: TransientError | PermanentError) -> None:
+    def _failed(self, exc: TransientError | PermanentError) -> bool:
         """A delivery that failed: the target's health and ``counters.failures`` (an open
-        circuit, which sent nothing, is no new failure)."""
+        circuit, which sent nothing, is no new failure: False)."""
         self.stats.target("http").failed(str(exc))
-        if not (isinstance(exc, DeliveryInterrupted) and exc.circuit_open):
-            self.stats.counters.failures += 1
-            self._down = True
+        if isinstance(exc, DeliveryInterrupted) and exc.circuit_open:
+            return False
+        self.stats.counters.failures += 1
+        self._down = True
+        return True
 
     def _held(self, report: DeliveryReport) -> MemoryOutcome:
         """Akosha answered but did not store some memories (not a rejection of the rows):

@@ -34,7 +34,6 @@ from akoshad.pipeline.memory_sync import MemorySync
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.pacing import UploadPacer
 from akoshad.pipeline.recovery import Recovery
-from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import AkoshaRoute, CloudRoute, MemoriesJson
 from akoshad.pipeline.sealing import memories_label, sealing_source
 from akoshad.pipeline.stats import Stats
@@ -42,10 +41,10 @@ from akoshad.pipeline.storefiles import PathFilter
 from akoshad.pipeline.upload import Uploader
 from akoshad.private import NO_WRITES, shared_dir_problem
 from akoshad.runtime.drills import DrillScheduler
-from akoshad.runtime.failure_notices import FailureNotices
 from akoshad.runtime.health_watch import HealthWatch
 from akoshad.runtime.leftovers import PACK_STAGING_DIR
 from akoshad.runtime.ownership import primary_name
+from akoshad.runtime.pass_events import PassEvents
 from akoshad.runtime.pass_metrics import PassMetrics, make_metrics
 from akoshad.runtime.prune import PruneScheduler
 from akoshad.runtime.target_identity import (
@@ -177,54 +176,6 @@ class Parts:
     @property
     def primary(self) -> Target:
         return self.drain.primary
-
-
-class PassEvents:
-    """What the runtime hears of each pass: the ``upload`` and ``failure`` events (a run of
-    failures paced by ``FailureNotices``), the metrics, the health check and the log of
-    skipped files."""
-
-    def __init__(self, events: EventBus, metrics: PassMetrics, health: HealthWatch) -> None:
-        self.events = events
-        self.metrics = metrics
-        self.health = health
-        self.notices = FailureNotices()
-
-    def pass_done(self, report: PassReport, seconds: float) -> None:
-        if report.upload_id and not report.error:
-            self.events.emit(
-                "upload",
-                upload_id=report.upload_id,
-                method=report.target,
-                files=len(report.files_uploaded),
-                bytes_sent=report.bytes_sent,
-            )
-            failed = self.notices.worked(report.target)
-            if failed:
-                logger.info(
-                    "upload to {} works again after {} failed pass(es)", report.target, failed
-                )
-        self.metrics.pass_done(report, seconds)
-        if report.error and report.source_changed:  # the store's doing, not a failure
-            logger.warning("upload to {} stopped: {}: sent again", report.target, report.error)
-        elif report.error and not report.waiting:
-            self._failed(report)
-        self.health.check()
-        for path, reason in report.skipped.items():
-            logger.warning("skipped {}: {}", path, reason)
-
-    def _failed(self, report: PassReport) -> None:
-        """A failed pass: the ERROR line and the ``failure`` event, unless the run of
-        failures it belongs to was announced lately (``FailureNotices``)."""
-        assert report.error is not None
-        unsaid = self.notices.failed(report.target, report.error)
-        if unsaid is None:
-            logger.debug("upload to {} failed again: {}", report.target, report.error)
-            return
-        repeated = {"repeated": unsaid} if unsaid else {}
-        note = f" ({unsaid} more failed pass(es) since the last report)" if unsaid else ""
-        logger.error("upload to {} failed: {}{}", report.target, report.error, note)
-        self.events.emit("failure", error=report.error, failed=report.claimed, **repeated)
 
 
 async def wire(

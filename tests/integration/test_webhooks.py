@@ -210,3 +210,24 @@ def test_data_dir_gone_sends_one_failure_across_a_restart_then_recovered(tmp_pat
         assert all(r.signature_ok for r in rx.events())
     finally:
         rx.stop()
+
+
+def test_akosha_down_sends_a_failure_for_target_http(tmp_path: Path) -> None:
+    """Memories that cannot reach Akosha: a ``failure`` event (target http), as a failed
+    upload sends one, beside the target's ``degraded``; before, only ``degraded``."""
+    rx = Receiver().start()
+    try:
+        dead = f"http://127.0.0.1:{rx.port + 1}/mcp"  # nothing listens there
+        s = _setup(tmp_path, [{"url": rx.url()}], akosha_url=dead)
+        log = tmp_path / "d.log"
+        proc = start_daemon(s.config, s.env, log)
+        try:
+            failure = wait_for(lambda: rx.events("failure"), 60)[0].payload
+            assert failure["target"] == "http" and failure["failed"] == 0
+            assert failure["error"].startswith("memories not delivered to Akosha: ")
+            degraded = wait_for(lambda: rx.events("degraded"), 30)[0].payload
+            assert degraded["target"] == "http"
+        finally:
+            assert stop_daemon(proc) == 0
+    finally:
+        rx.stop()

@@ -182,3 +182,36 @@ async def test_passes_that_raise_are_paced_like_failed_uploads() -> None:
     assert 3 <= len(sent) < 12
     assert sent[0].get("repeated") is None and sent[-1]["repeated"] >= 1
     assert "drain passes work again after 12 failed pass(es)" in sink.getvalue()
+
+
+def test_memories_akosha_did_not_take_send_a_paced_failure_for_target_http() -> None:
+    """A delivery to Akosha that failed is a ``failure`` (target http), paced like failed
+    uploads; an open circuit that sent nothing is none; the delivery that works ends the
+    run. Before, only the health watch's ``degraded`` told of it."""
+    stats, bus = Stats(), EventBus("box")
+    heard: list[tuple[EventName, dict[str, Any]]] = []
+
+    class Sink:
+        def emit(self, event: EventName, fields: dict[str, Any]) -> None:
+            heard.append((event, fields))
+
+    bus.subscribe(Sink())
+    passes = PassEvents(bus, NoMetrics(), HealthWatch(stats, bus))
+    down = "cannot connect to Akosha at 127.0.0.1:9: Connect call failed"
+    for error in [down] * 3 + [f"Akosha is still unavailable: {down}"] * 2:
+        stats.target("http").failed(error)
+        report = PassReport("local", upload_id="u", memory_error=error, memory_failed=True)
+        passes.pass_done(report, 0.1)
+    circuit = PassReport("local", upload_id="u", memory_error="Akosha circuit open (x)")
+    passes.pass_done(circuit, 0.1)
+    failures = [f for e, f in heard if e == "failure"]
+    assert len(failures) == 1, heard
+    assert failures[0]["target"] == "http" and failures[0]["failed"] == 0
+    assert failures[0]["error"] == f"memories not delivered to Akosha: {down}"
+    stats.target("http").ok()
+    passes.pass_done(PassReport("local", upload_id="u", memories={"delivered": 3}), 0.1)
+    assert heard[-1][0] == "recovered" and heard[-1][1]["target"] == "http"
+    stats.target("http").failed(down)
+    passes.pass_done(PassReport("local", memory_error=down, memory_failed=True), 0.1)
+    assert [f for e, f in heard if e == "failure"][-1]["target"] == "http"
+    assert len([e for e, _ in heard if e == "failure"]) == 2  # a new run: announced at once
