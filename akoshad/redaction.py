@@ -149,20 +149,28 @@ def _token_like(segment: str) -> bool:
     return any(ch.isupper() for ch in segment) and any(ch.islower() for ch in segment)
 
 
-def _path_secrets(path: str) -> list[str]:
-    """What :func:`redact_webhook_url` hides in a URL path: token-like segments and the
-    values of ``;name=value`` path parameters (``;jsessionid=...``)."""
+def topic_host(host: str | None) -> bool:
+    """A ntfy server (``ntfy.sh``, ``ntfy.example.com``): its URL's path is the topic,
+    which whoever knows may read and post to, however short or plain."""
+    host = (host or "").lower()
+    return host == "ntfy.sh" or host.endswith(".ntfy.sh") or host.startswith("ntfy.")
+
+
+def _path_secrets(path: str, topics: bool = False) -> list[str]:
+    """What :func:`redact_webhook_url` hides in a URL path: token-like segments (every
+    segment with ``topics``: a ntfy server's) and the values of ``;name=value`` path
+    parameters (``;jsessionid=...``)."""
     found: list[str] = []
     for segment in path.split("/"):
         head, *params = segment.split(";")
-        if _token_like(head):
+        if topics or _token_like(head):
             found.append(head)
         found += [p.partition("=")[2] if "=" in p else p for p in params]
     return [s for s in found if s]
 
 
-def _redact_path(path: str) -> str:
-    hidden = set(_path_secrets(path))
+def _redact_path(path: str, topics: bool = False) -> str:
+    hidden = set(_path_secrets(path, topics))
     out = []
     for segment in path.split("/"):
         head, *params = segment.split(";")
@@ -186,16 +194,21 @@ def redact_webhook_url(url: str) -> str:
         port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
         port = ""
-    path = _redact_path(parts.path)
+    path = _redact_path(parts.path, topic_host(parts.hostname))
     query = "&".join(f"{k}={REDACTED}" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
     return f"{parts.scheme}://{host}{port}{path}" + (f"?{query}" if query else "")
 
 
 def webhook_url_secrets(url: str) -> list[str]:
-    """The parts of ``url`` that ``redact_webhook_url`` hides (registered as log secrets)."""
+    """The parts of ``url`` that ``redact_webhook_url`` hides (registered as log secrets).
+    A ntfy topic shorter than 16 characters (``alerts``) may be a plain word seen
+    elsewhere: it comes with its host (``ntfy.sh/alerts``), not alone."""
     parts = urlsplit(url)
     found = [v for _, v in parse_qsl(parts.query, keep_blank_values=True)]
-    found += _path_secrets(parts.path)
+    topics = topic_host(parts.hostname)
+    for secret in _path_secrets(parts.path, topics):
+        short = topics and len(secret) < 16 and not _token_like(secret)
+        found.append(f"{parts.netloc.rpartition('@')[2]}/{secret}" if short else secret)
     if parts.password:
         found += [parts.password, f"{parts.username}:{parts.password}"]
     return [s for s in found if s]

@@ -68,6 +68,13 @@ def test_redact_url_hides_userinfo_query_values_and_token_paths() -> None:
             "https://hooks.slack.com/services/T0/B0/**********",
         ),
         ("https://ntfy.sh/mysecrettopicnamexyz", "https://ntfy.sh/**********"),  # a topic
+        # a ntfy server's path is the topic, however short or plain
+        ("https://ntfy.sh/mybackupalerts", "https://ntfy.sh/**********"),
+        (
+            "https://ntfy.example.com:8080/alerts/json",
+            "https://ntfy.example.com:8080/**********/**********",
+        ),
+        ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/hook"),  # elsewhere, a short word stays
         (
             "https://example.com/notify;jsessionid=AB12cd;v=2/x",
             "https://example.com/notify;jsessionid=**********;v=**********/x",
@@ -84,6 +91,19 @@ def test_redact_url_hides_tokens_without_digits_and_path_parameters(url: str, sh
     hidden = set(webhook_url_secrets(url))
     assert all(part not in shown for part in hidden)
     assert bool(hidden) == (shown != url)
+
+
+def test_a_short_ntfy_topic_is_hidden_in_its_url_and_the_word_elsewhere_stays() -> None:
+    """A ntfy topic under 16 characters (anyone knowing it reads the alerts) was shown in
+    the log and status; hidden now, in its URL only: the same word elsewhere stays."""
+    from akoshad.runtime.logs import redact, register_secret
+
+    url = "https://alice:pw@ntfy.sh/nightlybackups"
+    for part in webhook_url_secrets(url):
+        register_secret(part)
+    assert redact(f"POST to {url} failed") == "POST to https://**********@********** failed"
+    assert redact("nightlybackups of /srv are done") == "nightlybackups of /srv are done"
+    assert "nightlybackups" not in redact_webhook_url(url)
 
 
 def test_backoff_grows_is_jittered_and_capped() -> None:
