@@ -29,6 +29,7 @@ from loguru import logger
 
 from akoshad.errors import AkoshadError
 from akoshad.events import EventBus
+from akoshad.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from akoshad.store.db import StateDB
@@ -81,6 +82,7 @@ class HealthAlerts:
         self._seen: dict[str, float] = {}  # not announced yet: kind -> first seen (clock)
         self._gone: dict[str, float] = {}  # announced, not seen since: kind -> when (clock)
         self._changed = False
+        self._log = RateLimitedLog(3600.0)
 
     async def restore(self) -> None:
         """At a start: the problems announced before the stop stay announced."""
@@ -141,6 +143,8 @@ class HealthAlerts:
                 self.update(await self.look())
             except (sqlite3.Error, OSError, AkoshadError) as exc:  # the next look tries again
                 logger.debug("cannot look at the status for alerts: {}", exc)
+            except Exception as exc:  # a bug here must not stop the daemon's backups
+                self._log.error("alerts", "cannot look at the status for alerts: {!r}", exc)
             await self.save()
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), tick)

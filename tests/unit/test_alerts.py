@@ -136,3 +136,23 @@ def test_behind_is_announced_only_after_a_quarter_of_an_hour() -> None:
     assert sink.events == []
     _looks(alerts, clock, behind, 905)
     assert [(e, f["kind"]) for e, f in sink.events] == [("failure", "behind")]
+
+
+async def test_a_look_that_raises_stops_nothing() -> None:
+    """A bug in the status the alerts read is logged; the loop (a daemon task) goes on."""
+    import asyncio
+
+    looks = 0
+
+    async def broken() -> dict[str, str]:
+        nonlocal looks
+        looks += 1
+        raise TypeError("a bug")
+
+    stop = asyncio.Event()
+    alerts = HealthAlerts(EventBus("box"), broken)
+    task = asyncio.create_task(alerts.run(stop, tick=0.01))
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert looks > 3
