@@ -9,7 +9,8 @@ or failing to capture, behind, memories Akosha did not store, a drill that could
 :data:`ALERT_HOLD_SECONDS` (behind: :data:`ALERT_HOLDS`), and one ``recovered`` event
 (``kind``, ``after_seconds``) once it has been gone that long. The kinds another event
 tells of already are left out (:data:`OWN_EVENT`): a target down (``degraded``), a failed
-drill (``drill``), a failed prune (``prune``), and a pause (asked for).
+drill (``drill``), a failed prune (``prune``), and a pause (asked for); so is behind while
+paused or a target is down (the changes wait for that).
 
 What was announced, and since when, is kept in the state (``KV_ALERTED``): a restart during
 a problem sends no second ``failure``, and ``recovered`` counts from when it began.
@@ -97,6 +98,8 @@ class HealthAlerts:
         """One look: announce the problems that held, and the ends of those that went."""
         now = self.clock()
         found = {k: v for k, v in problems.items() if k not in OWN_EVENT}
+        if ("paused" in problems or "degraded" in problems) and "behind" not in self.announced:
+            found.pop("behind", None)  # changes wait for the resume, or for the target
         for kind in [k for k in self._seen if k not in found]:
             del self._seen[kind]
         for kind, line in found.items():

@@ -156,3 +156,13 @@ async def test_a_look_that_raises_stops_nothing() -> None:
     stop.set()
     await asyncio.wait_for(task, 5)
     assert looks > 3
+
+
+def test_behind_while_paused_or_a_target_is_down_sends_nothing() -> None:
+    """Changes wait while paused (asked for) or while a target is down (its degraded event
+    said so): that is no second alert, however long."""
+    alerts, sink, clock = _alerts()
+    behind = {"behind": "behind: the oldest pending change is 3000 s old (limit 120 s)"}
+    _looks(alerts, clock, {"paused": "paused", **behind}, 3600)
+    _looks(alerts, clock, {"degraded": "degraded: local: disk full", **behind}, 3600)
+    assert sink.events == []
