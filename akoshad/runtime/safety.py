@@ -19,8 +19,9 @@ Safe means all of:
   could not read the upload only because this machine holds no identity (the recipients
   alone, as advised) is no failure: a note says so.
 
-``since`` is when the daemon saw the verdict change (status, a metrics scrape or the
-service manager's status line ask for it); at start, the start time. A reason that knows
+``since`` is when the daemon saw the verdict change (status, a metrics scrape, the
+service manager's status line and the webhook alerts' look every 5 s ask for it); at
+start, the start time. A reason that knows
 when it began (a change waiting past its allowance, a drill that failed, a target down)
 dates the change back to then. It is not persisted.
 
