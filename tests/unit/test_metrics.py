@@ -4,6 +4,7 @@ and the /metrics server (real aiohttp on a free port, a real local target)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,35 @@ def test_the_drill_interval_is_exported_for_the_alert_rules() -> None:
     assert value(scrape(Metrics(), status(drill_interval_hours=168)), NAME) == 604800
     assert value(scrape(Metrics(), status(drill_interval_hours=0)), NAME) == 0
     assert value(scrape(Metrics(), status()), NAME) is None  # a status without it
+
+
+# the contract's metrics (CONTRACT.md "Metrics"): name (as the text format's ``# TYPE``
+# line names it), type and labels; a dashboard's ``rate()`` needs the counters as counters
+CONTRACT_METRICS = {
+    "akoshad_pending_files": ("gauge", set()),
+    "akoshad_uploads_total": ("counter", {"target", "outcome"}),
+    "akoshad_bytes_sent_total": ("counter", {"target"}),
+    "akoshad_last_upload_timestamp_seconds": ("gauge", set()),
+    "akoshad_last_good_drill_timestamp_seconds": ("gauge", set()),
+    "akoshad_target_up": ("gauge", {"target"}),
+}
+
+
+def test_the_contract_metrics_have_their_types_and_labels() -> None:
+    metrics = Metrics()
+    metrics.targets_known(["local"])
+    metrics.pass_done(PassReport(target="local", upload_id="u1", bytes_sent=100), 0.5)
+    good = {"at": T0, "ok": True, "upload_id": "u1", "problems": []}
+    text = metrics.render(status(last_drill=good, last_good_drill_at=T0)).decode()
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
+    samples = {
+        s.name: set(s.labels)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    for name, (kind, labels) in CONTRACT_METRICS.items():
+        assert types.get(name) == kind, (name, types.get(name))
+        assert samples.get(name) == labels, (name, samples.get(name))
 
 
 def test_collector_without_upload_or_queue() -> None:
