@@ -341,3 +341,30 @@ def test_uptime_does_not_go_back_with_the_wall_clock(monkeypatch: pytest.MonkeyP
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() - 86400)
     assert 100 <= status.uptime() < 160
+
+
+@pytest.mark.parametrize(
+    ("paused", "degraded", "syncing", "in_flight", "word"),
+    [
+        (True, "cloud: down", True, 3, "paused"),
+        (False, "cloud: down", True, 3, "degraded"),
+        (False, None, True, 0, "syncing"),
+        (False, None, False, 2, "syncing"),
+        (False, None, False, 0, "idle"),
+    ],
+)
+def test_the_state_word_follows_the_contract_precedence(
+    paused: bool, degraded: str | None, syncing: bool, in_flight: int, word: str
+) -> None:
+    """``state``: paused > degraded > syncing > idle (CONTRACT.md "Status socket")."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from akoshad.runtime.status import StatusView
+    from akoshad.runtime.wiring import Parts
+
+    settings = load_settings(environ={"HOME": "/nonexistent"})
+    parts = SimpleNamespace(stats=SimpleNamespace(syncing=syncing, in_flight=in_flight))
+    status = StatusView(settings, cast(Parts, parts), time.time())
+    status.paused = paused
+    assert status.state_word(degraded) == word
