@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from akoshad.config import Settings
@@ -17,7 +18,7 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     With a daemon running and no ``--identity`` given, the drill runs in the daemon; else
     here, reading the target directly. A drill that cannot run (no upload, no identity, a
     target that cannot be read) is its one line on stderr, and with ``--json`` also a
-    result on stdout: ``{"ok": false, "ran": false, "problems": [that line]}``."""
+    result on stdout: ``{"at", "ok": false, "ran": false, "problems": [that line]}``."""
     from akoshad.restore.drill import drill_here, print_result
 
     try:
@@ -32,12 +33,14 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def not_run(exc: AkoshadError) -> dict[str, Any]:
-    """The ``--json`` result of a drill that could not run."""
+    """The ``--json`` result of a drill that could not run: the ``last_drill`` fields
+    (``at``: when it was tried) with ``ran`` false."""
     # by name: the class lives beside pyrage, which a drill without encryption never loads.
     # Only a missing identity: one that cannot be read or does not open the upload is a
     # fault to fix, as in the daemon's drills
     needs_identity = any(c.__name__ == "IdentityNeeded" for c in type(exc).__mro__)
     return {
+        "at": time.time(),
         "ok": False,
         "ran": False,
         "upload_id": None,

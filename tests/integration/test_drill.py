@@ -7,6 +7,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,10 @@ def test_a_drill_that_cannot_run_is_a_json_result_with_json(tmp_path: Path) -> N
     cfg, env = _config(tmp_path)
     (tmp_path / "store").mkdir()
     (tmp_path / "outbox").mkdir()
+    before = time.time()
     code, result = _drill(cfg, env)  # no upload yet
+    # the last_drill object's fields (CONTRACT: {at, ok, upload_id, problems})
+    assert before <= result["at"] <= time.time() and result["upload_id"] is None, result
     reason = f"nothing to drill: no upload for {SYSTEM} in local"
     assert code == 1 and result["ok"] is False and result["ran"] is False, result
     assert result["problems"] == [reason] and result["needs_identity"] is False
