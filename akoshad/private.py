@@ -18,8 +18,10 @@ NO_WRITES = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT})
 
 
 def make_private_dirs(path: Path) -> None:
-    """``mkdir -p path``: every directory it creates is 0700 whatever the umask. Existing
-    ones are left as they are (their owner chose their mode)."""
+    """``mkdir -p path``: every directory it creates is 0700 whatever the umask, and its
+    name fsynced into its parent (a file fsynced inside a new directory is not enough for
+    the directory to outlive a power loss). Existing ones are left as they are (their owner
+    chose their mode)."""
     missing: list[Path] = []
     while not os.path.lexists(path):
         missing.append(path)
@@ -32,6 +34,21 @@ def make_private_dirs(path: Path) -> None:
         except FileExistsError:
             continue
         os.chmod(directory, DIR_MODE)
+        sync_entry(directory.parent)
+
+
+def sync_entry(directory: Path | int) -> None:
+    """fsync ``directory`` (a path or an open descriptor) so that a name just made in it
+    survives a power loss; a file system that cannot fsync a directory is let be."""
+    with contextlib.suppress(OSError):
+        if isinstance(directory, int):
+            os.fsync(directory)
+            return
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def private_opener(path: str, flags: int) -> int:

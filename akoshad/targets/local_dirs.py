@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from akoshad.private import DIR_MODE, make_private_dirs
+from akoshad.private import DIR_MODE, make_private_dirs, sync_entry
 from akoshad.targets.local_files import TMP_MARK
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -44,6 +44,7 @@ def _open_child(parent: int, name: str, *, create: bool) -> int:
         return os.open(name, DIR_FLAGS, dir_fd=parent)  # made meanwhile
     fd = os.open(name, DIR_FLAGS, dir_fd=parent)
     os.fchmod(fd, DIR_MODE)  # the umask may have taken bits away, never added
+    sync_entry(parent)  # the new name outlives a power loss with the files put in it
     return fd
 
 
