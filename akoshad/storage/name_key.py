@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from akoshad.errors import AkoshadError, PermanentError
-from akoshad.private import FILE_MODE, make_private_dirs
+from akoshad.private import FILE_MODE, make_private_dirs, sync_entry
 from akoshad.storage.crypto import (
     Identities,
     IdentityError,
@@ -210,6 +210,7 @@ class NameKeyCache:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
+            sync_entry(self.state_dir)  # a key lost to a power loss renames every object
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

@@ -43,7 +43,7 @@ from typing import Any, Literal
 from akoshad import __version__
 from akoshad.errors import PermanentError, TransientError
 from akoshad.names import SYSTEM_ID_RE
-from akoshad.private import FILE_MODE, make_private_dirs
+from akoshad.private import FILE_MODE, make_private_dirs, sync_entry
 from akoshad.storage.documents import DocumentError, DocumentMissing, fetch_stored
 from akoshad.targets.base import ExclusiveCreate, Target
 
@@ -154,6 +154,9 @@ def write_owner_id(state_dir: Path, owner_id: str) -> bool:
         return False
     finally:
         tmp.unlink()
+    # the name outlives a power loss: else the claim made with this id next would name an
+    # owner id this machine no longer has, and it would be locked out of its own system id
+    sync_entry(state_dir)
     return True
 
 
