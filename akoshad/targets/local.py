@@ -33,7 +33,7 @@ from akoshad.compress import encoded_chunks
 from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import CHUNK, directory_problem, read_chunks
 from akoshad.names import SYSTEM_ID_RE
-from akoshad.private import make_private_dirs
+from akoshad.private import make_private_dirs, sync_entry
 from akoshad.storage.errors import PackError
 from akoshad.targets.base import Compression, Created, StoredObject
 from akoshad.targets.local_dirs import (
@@ -395,10 +395,14 @@ class LocalTarget:
         return True
 
     def _delete_sync(self, keys: list[str]) -> None:
+        """Unlink ``keys``, remove the directories left empty, then fsync each directory
+        that changed: the removals outlive a power loss before the caller deletes anything
+        next (a prune's manifests before the packs they named)."""
         parents: set[tuple[str, ...]] = set()
         for key in keys:
             if self._unlink(key):
                 parents.add(tuple(self._parts(key)[:-1]))
+        changed: set[tuple[str, ...]] = set()
         for parent in sorted(parents, key=len, reverse=True):
             while parent:
                 try:
@@ -407,3 +411,7 @@ class LocalTarget:
                 except (OSError, LinkInTarget):
                     break
                 parent = parent[:-1]
+            changed.add(parent)
+        for parent in changed:
+            with contextlib.suppress(OSError, LinkInTarget), self._dir(parent, create=False) as fd:
+                sync_entry(fd)

@@ -45,3 +45,22 @@ def test_every_directory_the_outbox_makes_is_fsynced_into_its_parent(
     seen.clear()
     asyncio.run(target.put_bytes("systems/box/packs/ab/p1", b"x", "application/octet-stream"))
     assert str(root / "systems" / "box" / "packs") in seen  # packs/ab/ is new
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_delete_is_made_durable_before_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune deletes the manifests first, then the packs no kept upload names: without
+    an fsync between, a power loss could keep the removal of a pack and lose that of the
+    manifest naming it (an upload listed that cannot be restored)."""
+    root = tmp_path / "outbox"
+    target = LocalTarget(root)
+    asyncio.run(target.start())
+    uploads = "systems/box/uploads"
+    for key in (f"{uploads}/u1/manifest.json", f"{uploads}/u2/manifest.json", "systems/box/p"):
+        asyncio.run(target.put_bytes(key, b"{}", "application/json"))
+    seen = fsynced_dirs(monkeypatch)
+    asyncio.run(target.delete_keys([f"{uploads}/u1/manifest.json", "systems/box/p"]))
+    assert not (root / uploads / "u1").exists()
+    assert sorted(seen) == [str(root / "systems" / "box"), str(root / uploads)]
