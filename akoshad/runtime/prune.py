@@ -116,7 +116,8 @@ async def _resealing(
 def ledger_hooks(state: StateDB, target: str) -> PruneHooks:
     """The prune hooks that keep the chunk table true: a pack's chunks are forgotten before
     the pack is deleted (no new upload dedupes against it), and chunks a repack moved get
-    their new locations (ledger rows hold chunk identities only, so they follow)."""
+    their new locations (ledger rows hold chunk identities only, so they follow); what
+    they and the forgotten documents committed is fsynced before each deletion."""
     from akoshad.storage.prune_exec import PruneHooks
 
     async def forget_pack(pack_key: str) -> None:
@@ -126,7 +127,9 @@ def ledger_hooks(state: StateDB, target: str) -> PruneHooks:
     async def record_chunks(refs: Mapping[str, ChunkRef]) -> None:
         await state.record_chunks(target, refs)
 
-    return PruneHooks(forget_pack=forget_pack, record_chunks=record_chunks)
+    return PruneHooks(
+        forget_pack=forget_pack, record_chunks=record_chunks, before_delete=state.sync
+    )
 
 
 async def prune_target(

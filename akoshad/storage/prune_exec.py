@@ -55,6 +55,9 @@ class PruneHooks:
     # chunk identity (its sha256, or its keyed name when sealed) -> new location
     record_chunks: Callable[[Mapping[str, refs.ChunkRef]], Awaitable[None]] | None = None
     on_step: Callable[[int, Step], Awaitable[None]] | None = None
+    # before each batch is deleted: what the hooks recorded made durable (a power loss
+    # must not keep a deletion and lose the ledger's forgetting of what it deleted)
+    before_delete: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -135,6 +138,8 @@ class _Run:
         if self.hooks.forget_pack is not None:
             for key in packs:  # the ledger forgets a pack before it disappears
                 await self.hooks.forget_pack(key)
+        if self.hooks.before_delete is not None:
+            await self.hooks.before_delete()
         await self.target.delete_keys(keys)
         self.deleted += len(keys)
         self.deleted_bytes += sum(self.loaded.listing.get(k, 0) for k in keys)

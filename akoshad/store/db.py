@@ -311,6 +311,25 @@ class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):
         """Run ``fn(conn)`` in one transaction on the state thread."""
         return await self._run(self._tx, fn)
 
+    async def sync(self) -> None:
+        """Make every transaction committed so far durable: ``synchronous = NORMAL`` leaves
+        the WAL's last commits to the next checkpoint, so a power loss may drop them (the
+        database stays whole, as of an earlier commit). Call it before acting on something
+        committed that must not be undone (a prune deleting what the ledger forgot)."""
+        await self._run(self._sync)
+
+    def _sync(self) -> None:
+        for name in (f"{self.path}-wal", str(self.path)):  # no WAL: the database itself
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
+
     async def integrity_check(self) -> str:
         return await self._run(
             lambda: self._tx(lambda c: str(c.execute("PRAGMA integrity_check").fetchone()[0]))
