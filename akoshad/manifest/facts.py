@@ -67,14 +67,10 @@ class Facts:
 
     @classmethod
     def from_json(cls, text: str | None) -> Facts | None:
-        """Inverse of ``to_json``; None for None or anything unreadable."""
-        if not text:
-            return None
-        try:
-            raw = json.loads(text)
-        except ValueError:
-            return None
-        return cls.from_fields(raw) if isinstance(raw, dict) else None
+        """Inverse of ``to_json``; None for None or anything unreadable. The facts of one
+        text are one shared (frozen) object: a manifest of 100,000 files made from the
+        ledger held 100,000 equal ``Facts`` (9 MB)."""
+        return _facts_of_json(text) if text else None
 
 
 def quote_ident(name: str) -> str:
@@ -136,3 +132,12 @@ def json_facts_of(rel: str, data: bytes) -> Facts | None:
 @functools.lru_cache(maxsize=256)
 def _facts_json(facts: Facts) -> str:
     return json.dumps(facts.as_fields(), sort_keys=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _facts_of_json(text: str) -> Facts | None:
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return None
+    return Facts.from_fields(raw) if isinstance(raw, dict) else None

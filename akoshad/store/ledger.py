@@ -27,11 +27,10 @@ _LIVE_COLS = ("live_size", "mtime_ns", "ctime_ns", "inode")
 _SHARED_COLS = ("target", "compression", "kind", "upload_id", "facts", "key", "name")
 
 
-def _entry(row: dict[str, Any], shared: dict[str, str] | None = None) -> LedgerEntry:
+def _entry(row: dict[str, Any], shared: dict[Any, Any] | None = None) -> LedgerEntry:
     """A ledger row's columns as a :class:`LedgerEntry` (the live stat gathered).
     ``shared``: the strings of the repeating columns met so far, shared by the entries of
     one load (a ledger of 200,000 files held 13 objects a row)."""
-    live = LiveStat(*(row.pop(n) for n in _LIVE_COLS))
     if shared is not None:
         for col in _SHARED_COLS:
             value = row.get(col)
@@ -39,7 +38,21 @@ def _entry(row: dict[str, Any], shared: dict[str, str] | None = None) -> LedgerE
                 row[col] = shared.setdefault(value, value)
         if row["group_path"] == row["path"]:
             row["group_path"] = row["path"]
+        _share_ints(row, shared)
+    live = LiveStat(*(row.pop(n) for n in _LIVE_COLS))
     return LedgerEntry(live=live, **row)
+
+
+def _share_ints(row: dict[str, Any], shared: dict[Any, Any]) -> None:
+    """One int object for a row's equal sizes (a small file's stored and live sizes are
+    its size) and one for each mode of a load (a few values for the whole store)."""
+    size = row["size"]
+    for col in ("stored_size", "live_size"):
+        if row.get(col) == size:
+            row[col] = size
+    mode = row.get("mode")
+    if isinstance(mode, int):
+        row["mode"] = shared.setdefault(("mode", mode), mode)
 
 
 # how the files of the last upload committed to a target were sealed (``sealing_label``)
@@ -84,7 +97,7 @@ class LedgerOps(StoreBase):
         present = {r[1] for r in c.execute("PRAGMA table_info(ledger)")}
         names = [n for n in _LEDGER_COLS.split(", ") if n in present]  # older schemas lack some
         rows = c.execute(f"SELECT {', '.join(names)} FROM ledger WHERE target = ?", (target,))
-        shared: dict[str, str] = {}
+        shared: dict[Any, Any] = {}
         return {r[1]: _entry(dict(zip(names, r, strict=True)), shared) for r in rows}
 
     @staticmethod

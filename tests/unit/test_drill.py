@@ -51,6 +51,14 @@ def test_facts_round_trip_and_hostile_values_ignored() -> None:
     assert Facts.from_json("not json") is None
 
 
+def test_the_facts_of_one_text_are_one_object() -> None:
+    """A manifest made from the ledger reads every row's facts: equal texts give the one
+    (frozen) object, not one each (100,000 files held 9 MB of equal facts)."""
+    text = Facts(json_ok=True).to_json()
+    assert Facts.from_json(text) is Facts.from_json("".join([text[:1], text[1:]]))
+    assert Facts.from_json("") is None and Facts.from_json(None) is None
+
+
 def test_row_counts_include_the_wal(tmp_path: Path) -> None:
     db = tmp_path / "x.duckdb"
     con = duckdb.connect(str(db))

@@ -474,3 +474,18 @@ async def test_a_ledger_load_shares_its_repeating_strings(db: StateDB) -> None:
     for col in ("target", "compression", "kind", "upload_id", "facts"):
         assert getattr(a, col) is getattr(b, col), col
     assert a.group_path is a.path
+
+
+async def test_a_ledger_load_shares_its_equal_ints(db: StateDB) -> None:
+    """A small file's stored and live sizes are its size, and a store's files have a few
+    modes: one int object each (three ints a row fewer: 100,000 rows took 8 MB less)."""
+    big = 70_000  # ints past 256 are not cached by Python
+    rows = [
+        replace(entry(f"f{i}.json"), size=big + i, stored_size=big + i, mode=0o644)
+        for i in range(2)
+    ]
+    rows = [replace(r, live=LiveStat(r.size, 1, 2, 3)) for r in rows]
+    await db.transaction(lambda c: db.write_ledger(c, "local", rows, []))
+    a, b = (await db.ledger("local")).values()
+    assert a.stored_size is a.size and a.live.size is a.size
+    assert a.mode == 0o644 and a.mode is b.mode
