@@ -29,6 +29,7 @@ from pathlib import Path
 
 from akoshad.restore.destdir import DestError, FileSink, _open_subdir, remove_stale
 from akoshad.storage.stored import StoredFile
+from akoshad.threads import to_the_end
 
 SYNC_THREADS = 16  # fsyncs in flight together (the journal commits them in groups)
 MAX_PENDING = 128  # checked files waiting to land (each holds a descriptor)
@@ -326,11 +327,11 @@ class Committer:
             waiting = list(self._waiting.values())
             self._waiting.clear()
         for sink, _ in waiting:
-            await asyncio.to_thread(sink.discard)
+            await to_the_end(sink.discard)
 
         def close() -> None:
             self._wait()
             self._pool.shutdown(wait=True)
             self.tree.close()
 
-        await asyncio.shield(asyncio.to_thread(close))
+        await to_the_end(close)

@@ -143,33 +143,6 @@ async def run_each(
     return [results[i] for i in range(len(entries))]
 
 
-async def owned_in_thread(make: Callable[[], _T], drop: Callable[[_T], object]) -> _T:
-    """``make()`` in a worker thread; if the caller is cancelled meanwhile, what it made
-    is dropped (``drop``, in a thread too) instead of leaking (a temporary file)."""
-    future = asyncio.ensure_future(asyncio.to_thread(make))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        try:
-            made = await future
-        except Exception:
-            raise asyncio.CancelledError from None
-        await asyncio.to_thread(drop, made)
-        raise
-
-
-async def to_the_end(fn: Callable[[], _T]) -> _T:
-    """``fn()`` in a worker thread; if the caller is cancelled meanwhile, it still waits
-    for the thread to end (so nothing the thread uses is closed under it), then raises
-    the cancellation."""
-    future = asyncio.ensure_future(asyncio.to_thread(fn))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.gather(future, return_exceptions=True)
-        raise
-
-
 READ_AHEAD = 2  # stored pieces (of up to fileio.CHUNK bytes) read ahead of the decoder
 
 

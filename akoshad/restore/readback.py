@@ -47,6 +47,7 @@ from akoshad.restore.dest_errors import (
 from akoshad.restore.destdir import DestError, FileSink, parent_dir
 from akoshad.restore.folding import folded_clash
 from akoshad.restore.groups import Unit, work_units
+from akoshad.restore.interrupt import cancelled_by_signals, interrupted_line, tell
 from akoshad.restore.landing import Committer, DestTree
 from akoshad.restore.listing import no_uploads
 from akoshad.restore.parallel import fetch_all
@@ -348,15 +349,21 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             print(f"akoshad: {nested}", file=sys.stderr)
         globs = getattr(args, "path", None) or ()
         gc.freeze()  # what is loaded by now stays: collections scan only the restore's objects
-        try:  # each file that cannot be restored is named as it is found, before the end
-            count = await restore_upload(
-                target, system_id, upload_id, dest, force=args.force, globs=globs,
-                identities=identities, say=_say_problem,
-            )  # fmt: skip
-        except OSError as exc:  # the disk, not the target: its files stay as they landed
-            raise RestoreError(partial_restore(dest, exc)) from None
-        except IdentityError as exc:
-            raise type(exc)(of_upload(str(exc.args[0]), upload_id), fix=exc.fix) from None
+        with cancelled_by_signals() as caught:
+            try:  # each file that cannot be restored is named as it is found, before the end
+                count = await restore_upload(
+                    target, system_id, upload_id, dest, force=args.force, globs=globs,
+                    identities=identities, say=_say_problem,
+                )  # fmt: skip
+            except OSError as exc:  # the disk, not the target: its files stay as they landed
+                raise RestoreError(partial_restore(dest, exc)) from None
+            except IdentityError as exc:
+                raise type(exc)(of_upload(str(exc.args[0]), upload_id), fix=exc.fix) from None
+            except asyncio.CancelledError:  # Ctrl-C, SIGTERM, SIGHUP: cleaned up by now
+                tell(interrupted_line(dest, upload_id))  # one scandir: no await, none to cut
+                if not caught:
+                    raise  # Ctrl-C: asyncio.run makes it a KeyboardInterrupt, exit 130
+                return 128 + caught[0]
         print(f"restored {count} file(s) of upload {upload_id} into {args.dest}")
         return 0
     finally:

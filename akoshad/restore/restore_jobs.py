@@ -20,7 +20,7 @@ from collections.abc import Callable
 from akoshad.errors import IntegrityError
 from akoshad.restore.groups import SpanReader, Unit
 from akoshad.restore.landing import Committer, LandingSink
-from akoshad.restore.parallel import owned_in_thread, to_the_end, weight_of
+from akoshad.restore.parallel import weight_of
 from akoshad.restore.reload import Reloader
 from akoshad.storage.chunk_decode import Decode
 from akoshad.storage.crypto import Identities
@@ -28,6 +28,7 @@ from akoshad.storage.errors import PackError
 from akoshad.storage.fetch import RangeReader, fetch_file, fetch_loaded, read_failure
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target
+from akoshad.threads import owned_in_thread, to_the_end
 
 
 class Found:

@@ -47,6 +47,7 @@ from akoshad.storage.refs import ChunkRef
 from akoshad.storage.span_stream import RangeStreamer, RunFailed, stream_runs
 from akoshad.storage.stored import StoredFile
 from akoshad.targets.base import Target
+from akoshad.threads import to_the_end
 
 MiB = 1024 * 1024
 MEMORY_BUDGET = 64 * MiB
@@ -342,7 +343,7 @@ async def fetch_file(
             await asyncio.to_thread(real.commit, size, f.path)
     except BaseException:
         if real is not None:
-            await asyncio.to_thread(real.discard)
+            await to_the_end(real.discard)  # also when cancelled (again) meanwhile
         raise
     return size, sha
 
