@@ -18,7 +18,7 @@ from akoshad import collector
 from akoshad.cli import prune as prune_cli
 from akoshad.cli.parser import build_parser
 from akoshad.errors import AkoshadError, ConfigError
-from akoshad.names import EXIT_CONFIG, EXIT_FAIL
+from akoshad.names import EXIT_CONFIG, EXIT_FAIL, printable
 
 if TYPE_CHECKING:  # imported once parsed: --help and usage errors need no pydantic
     from akoshad.config import LoadedConfig, Settings
@@ -174,7 +174,7 @@ def _fail(args: argparse.Namespace, line: str) -> None:
     """A command's failure: the line on stderr, and with ``--json`` (status, sync, queue,
     uploads) ``{"ok": false, "error": line}`` on stdout, so that a script reads an object
     there and not nothing."""
-    print(f"akoshad: {line}", file=sys.stderr)
+    print(printable(f"akoshad: {line}"), file=sys.stderr)
     if args.command in JSON_FAILURES and getattr(args, "json", False):
         print(json.dumps({"ok": False, "error": line}, indent=2, sort_keys=True))
 

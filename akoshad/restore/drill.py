@@ -26,6 +26,7 @@ from typing import Any
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, ConfigError
 from akoshad.manifest.read import list_uploads
+from akoshad.names import printable
 from akoshad.private import remove_tree, shared_dir_problem
 from akoshad.restore.drill_check import one_line, run_worker, worker_spec
 from akoshad.restore.drill_dirs import (
@@ -279,7 +280,8 @@ async def _drill_here(settings: Settings) -> dict[str, Any]:
         raise IdentityError(of_upload(result.problems[0], result.upload_id))
     error = await asyncio.to_thread(_record, state_path, result, place)
     if error is not None:
-        print(f"akoshad: the drill is not recorded in the state: {error}", file=sys.stderr)
+        line = f"akoshad: the drill is not recorded in the state: {error}"
+        print(printable(line), file=sys.stderr)
     return result.as_dict()
 
 
@@ -295,7 +297,7 @@ def print_result(result: dict[str, Any], as_json: bool) -> int:
     else:
         problems = result.get("problems", [])
         for line in [*problems, *result.get("notes", [])]:
-            print(line)
+            print(printable(line))
         verdict = "all well" if result.get("ok") else f"{len(problems)} problem(s)"
         print(
             f"drill of upload {result.get('upload_id')}: {result.get('files', 0)} file(s) "

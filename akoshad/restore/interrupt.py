@@ -15,6 +15,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from akoshad.names import printable
+
 STOPPING = (signal.SIGTERM, signal.SIGHUP)  # SIGINT: asyncio.run cancels the task itself
 
 
@@ -63,4 +65,4 @@ def interrupted_line(dest: Path, upload_id: str) -> str:
 def tell(line: str) -> None:
     """``line`` on stderr, unless it is gone (a terminal hung up)."""
     with contextlib.suppress(OSError, ValueError):
-        print(f"akoshad: {line}", file=sys.stderr, flush=True)
+        print(f"akoshad: {printable(line)}", file=sys.stderr, flush=True)

@@ -36,6 +36,7 @@ from akoshad.manifest.layout import (
     validate_manifest,
 )
 from akoshad.manifest.read import another_upload, read_manifest_bytes
+from akoshad.names import printable
 from akoshad.restore.select import uploaded_at
 from akoshad.storage.chunk_lists_read import Unreadable
 from akoshad.storage.crypto import Identities, IdentityNeeded, NotForThisIdentity
@@ -323,7 +324,7 @@ def render_table(rows: Sequence[UploadRow]) -> str:
             text += f"  DAMAGED: {row.damaged}"
         elif row is not None and row.unrestorable:
             text += f"  PARTIAL: {_partial(row.unrestorable)}"
-        out.append(text.rstrip())
+        out.append(printable(text.rstrip()))  # a file name with a newline, an escape
     reasons = sorted({r.locked for r in rows if r.locked})
     if reasons:
         out.append(f"{LOCKED_CELL}: files and stored bytes unknown, {'; '.join(reasons)}")

@@ -35,6 +35,7 @@ from akoshad.manifest.read import (
     load_manifest,
 )
 from akoshad.manifest.skipped import skipped_files, skipped_warning
+from akoshad.names import printable
 from akoshad.restore.dest_errors import (
     check_dest,
     inside_store,
@@ -103,7 +104,7 @@ async def restore_upload(
         )  # fmt: skip
     finally:
         if left_out is not None:
-            print(f"akoshad: {left_out}", file=sys.stderr)
+            print(f"akoshad: {printable(left_out)}", file=sys.stderr)
     return count
 
 
@@ -236,7 +237,7 @@ def identities_of(settings: Settings) -> Identities | None:
     """The identity (``--identity`` is ``encryption.identity_file`` by now), or None when
     none is set; a set one that cannot be read is one line, exit 1. Blocking."""
     return settings.encryption.identities_if_set(
-        warn=lambda line: print(f"akoshad: warning: {line}", file=sys.stderr)
+        warn=lambda line: print(printable(f"akoshad: warning: {line}"), file=sys.stderr)
     )
 
 
@@ -263,11 +264,11 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             except IdentityError as exc:  # sealed to other keys: the others are still checked
                 if len(chosen) == 1:
                     raise type(exc)(of_upload(str(exc.args[0]), upload_id), fix=exc.fix) from None
-                print(f"{upload_id}: not verified: {exc}")
+                print(printable(f"{upload_id}: not verified: {exc}"))
                 failed = True
                 continue
             for problem in report.problems:
-                print(f"{upload_id}: {problem}")
+                print(printable(f"{upload_id}: {problem}"))
             print(f"{upload_id}: {report.checked} file(s) verified, {report.status}")
             failed = failed or bool(report.problems)
             if report.problems:
@@ -311,7 +312,7 @@ def warn_picked_future(upload_id: str, uploads: Sequence[str]) -> None:
 
 def _say_problem(line: str) -> None:
     """One file the restore could not restore, on stderr as it is found."""
-    print(f"akoshad: {line}", file=sys.stderr, flush=True)
+    print(f"akoshad: {printable(line)}", file=sys.stderr, flush=True)
 
 
 def dest_path(text: str) -> Path:
@@ -346,7 +347,7 @@ async def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         dest = dest_path(args.dest)
         nested = inside_store(dest, settings.data_dir)
         if nested is not None:
-            print(f"akoshad: {nested}", file=sys.stderr)
+            print(f"akoshad: {printable(nested)}", file=sys.stderr)
         globs = getattr(args, "path", None) or ()
         gc.freeze()  # what is loaded by now stays: collections scan only the restore's objects
         with cancelled_by_signals() as caught:

@@ -25,6 +25,7 @@ from akoshad.config import Settings
 from akoshad.errors import IntegrityError, RestoreError
 from akoshad.manifest.layout import in_future
 from akoshad.manifest.read import load_files
+from akoshad.names import printable
 from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.parallel import run_each, weight_of
 from akoshad.restore.reload import Reloader
@@ -316,7 +317,7 @@ async def print_ledger_check(
         print(f"ledger: not checked: {said}; checked the manifests only")
         return False
     for problem in report.problems:
-        print(problem)
+        print(printable(problem))
     if ledger.last_upload is None and not report.problems:
         print("ledger: no upload completed on this machine yet: checked the manifests only")
         return False
