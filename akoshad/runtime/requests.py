@@ -30,6 +30,12 @@ _PLACED = {
     "drill": "no drill ran",
     "takeover": "nothing was taken over",
 }
+# what a stopping daemon cannot do any more: refused, not "sync started" for nothing
+_NOT_WHILE_STOPPING = {
+    **_PLACED,
+    "pause": "its uploads end with it",
+    "resume": "nothing is uploaded until it starts again",
+}
 # the settings a place is made of (target_identity): changed by a reload, they wait for a restart
 _PLACE_KEYS = ("local_target_dir", "cloud_sync")
 
@@ -69,6 +75,11 @@ def refuse_other_place(
 async def handle_request(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     """``{"cmd": ...}`` -> result dict."""
     cmd = request.get("cmd")
+    if isinstance(cmd, str) and cmd in _NOT_WHILE_STOPPING and daemon.stop_event.is_set():
+        raise ControlRequestError(
+            f"akoshad is stopping (a stop signal was received): {_NOT_WHILE_STOPPING[cmd]}; "
+            "what is queued stays queued for its next start"
+        )
     if isinstance(cmd, str) and cmd in _PLACED and request.get("place") is not None:
         settings = daemon.settings
         pending = daemon.view.restart_pending
@@ -117,26 +128,7 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
             "(watching and queueing go on)"
         )
     if request.get("wait"):
-        ok, reports = await daemon.drain_until_empty(method=method, enable_fallback=fallback)
-        result: dict[str, Any] = {
-            "ok_drain": ok,
-            "passes": [r.as_dict() for r in reports],
-            "pending": await daemon.state.queue_depth() + len(daemon.feed.debouncer),
-        }
-        unrecorded = daemon.feed.unrecorded  # the changes seen were not drained: not done
-        if unrecorded is not None:
-            result["ok_drain"] = False
-            result["error"] = f"{unrecorded}: not uploaded; the daemon tries again"
-        # a store that cannot be read was not synced, however empty the queue
-        missing = await asyncio.to_thread(data_dir_problem, daemon.settings.data_dir)
-        # nor is one that selects no file (an include typo, an empty or unmounted data_dir)
-        problem = missing or await daemon.view.nothing_to_back_up()
-        # nor is a store with files left out of the upload (run --once exits 1 for them too)
-        problem = problem or skipped_problem(await daemon.state.skipped())
-        if problem is not None:
-            result["ok_drain"] = False
-            result["error"] = "; ".join(e for e in (result.get("error"), problem) if e)
-        return result
+        return await _sync_wait(daemon, method, fallback)
     await daemon.feed.flush()
     daemon.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds
     daemon.wake.set()
@@ -147,3 +139,35 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     if problem is not None:
         return {"ok_drain": False, "started": True, "error": problem}
     return {"ok_drain": True, "started": True}
+
+
+async def _sync_wait(daemon: Daemon, method: str | None, fallback: bool | None) -> dict[str, Any]:
+    """``sync --wait``: drain now; ``ok_drain`` false with every reason it is not done."""
+    ok, reports = await daemon.drain_until_empty(method=method, enable_fallback=fallback)
+    pending = await daemon.state.queue_depth() + len(daemon.feed.debouncer)
+    result: dict[str, Any] = {
+        "ok_drain": ok,
+        "passes": [r.as_dict() for r in reports],
+        "pending": pending,
+    }
+    problems: list[str] = []
+    if daemon.stop_event.is_set() and pending:  # the drain stopped between passes
+        problems.append(
+            f"akoshad is stopping (a stop signal was received): {pending} change(s) stay "
+            "queued for its next start"
+        )
+    unrecorded = daemon.feed.unrecorded  # the changes seen were not drained: not done
+    if unrecorded is not None:
+        problems.append(f"{unrecorded}: not uploaded; the daemon tries again")
+    # a store that cannot be read was not synced, however empty the queue
+    missing = await asyncio.to_thread(data_dir_problem, daemon.settings.data_dir)
+    # nor is one that selects no file (an include typo, an empty or unmounted data_dir)
+    problem = missing or await daemon.view.nothing_to_back_up()
+    # nor is a store with files left out of the upload (run --once exits 1 for them too)
+    problem = problem or skipped_problem(await daemon.state.skipped())
+    if problem is not None:
+        problems.append(problem)
+    if problems:
+        result["ok_drain"] = False
+        result["error"] = "; ".join(problems)
+    return result

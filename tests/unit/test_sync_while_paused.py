@@ -23,6 +23,9 @@ class FakeDaemon:
         self.view = SimpleNamespace(paused=False, nothing_to_back_up=self._nothing)
         self.nothing: str | None = None  # the view's "nothing to back up" line
         self.wake = asyncio.Event()
+        self.stop_event = asyncio.Event()  # set: a stop signal was received
+        self.depth = 0  # the queue's depth after a drain
+        self.stop_during_drain = False  # a stop signal arrives while a drain runs
         self.drained = 0
         self.flushed = 0
         self.feed = SimpleNamespace(flush=self._flush, debouncer=[], unrecorded=None)
@@ -34,7 +37,7 @@ class FakeDaemon:
         self.flushed += 1
 
     async def _depth(self) -> int:
-        return 0
+        return self.depth
 
     async def _skipped(self) -> dict[str, str]:
         return self.skipped
@@ -44,6 +47,8 @@ class FakeDaemon:
 
     async def drain_until_empty(self, **_: Any) -> tuple[bool, list[Any]]:
         self.drained += 1
+        if self.stop_during_drain:
+            self.stop_event.set()
         return True, []
 
 
@@ -130,3 +135,34 @@ async def test_sync_method_cloud_without_a_bucket_is_refused(wait: bool, tmp_pat
     daemon.settings.bucket_configured = True
     result = await handle_request(daemon, request)  # type: ignore[arg-type]
     assert result["ok_drain"] is True
+
+
+@pytest.mark.parametrize("cmd", ["sync", "pause", "resume", "prune", "drill", "takeover"])
+async def test_commands_while_stopping_are_refused(cmd: str, tmp_path: Path) -> None:
+    """A request while the daemon stops (SIGTERM, the pass in hand finishing): ``akoshad
+    sync`` said 'sync started' (exit 0) and ``pause`` 'uploads paused', for a daemon about
+    to exit; each is refused with one line now. ``status`` is still answered."""
+    daemon = FakeDaemon(tmp_path)
+    daemon.view.status = lambda: asyncio.sleep(0, {"state": "syncing"})
+    daemon.stop_event.set()
+    with pytest.raises(ControlRequestError, match=r"akoshad is stopping .* next start"):
+        await handle_request(daemon, {"cmd": cmd, "wait": False})  # type: ignore[arg-type]
+    assert daemon.drained == 0 and not daemon.wake.is_set() and daemon.view.paused is False
+    assert await handle_request(daemon, {"cmd": "status"}) == {"state": "syncing"}  # type: ignore[arg-type]
+
+
+async def test_sync_wait_stopped_between_passes_is_not_done(tmp_path: Path) -> None:
+    """A ``sync --wait`` drain that a stop signal ended between passes (no new pass
+    begins), changes still queued: it said 'sync done ... 3 pending', exit 0."""
+    daemon = FakeDaemon(tmp_path)
+    daemon.depth, daemon.stop_during_drain = 3, True
+    result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
+    assert result["ok_drain"] is False and daemon.drained == 1
+    assert result["error"] == (
+        "akoshad is stopping (a stop signal was received): 3 change(s) stay queued for its "
+        "next start"
+    )
+    daemon.depth = 0  # all went up before the stop: done
+    daemon.stop_event.clear()
+    result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
+    assert result["ok_drain"] is True and "error" not in result
