@@ -316,8 +316,13 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad pause``."""
-    _ask(settings, {"cmd": "pause"})
+    result = _ask(settings, {"cmd": "pause"})
     print("uploads paused until resume or a restart (watching and queueing go on)")
+    if result.get("finishing") is True:  # a pause starts no new pass; it stops none
+        print(
+            "the pass in hand is not stopped: it finishes its upload first "
+            "(`akoshad status` shows it in flight)"
+        )
     return 0
 
 

@@ -92,8 +92,14 @@ async def handle_request(daemon: Daemon, request: dict[str, Any]) -> dict[str, A
         daemon.view.paused = cmd == "pause"
         if not daemon.view.paused:
             daemon.wake.set()
-        logger.info("uploads {}", "paused" if daemon.view.paused else "resumed")
-        return {"paused": daemon.view.paused}
+        # a pause starts no new pass: the one in hand (maybe a large upload) goes on
+        finishing = daemon.view.paused and daemon.parts.stats.syncing
+        logger.info(
+            "uploads {}{}",
+            "paused" if daemon.view.paused else "resumed",
+            " (the pass in hand finishes first)" if finishing else "",
+        )
+        return {"paused": daemon.view.paused, "finishing": finishing}
     if cmd == "sync":
         return await _sync(daemon, request)
     if cmd == "prune":

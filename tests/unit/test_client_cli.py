@@ -527,6 +527,24 @@ async def test_commands_against_a_server(capsys: pytest.CaptureFixture[str]) -> 
     assert {"cmd": "sync", "method": "cloud", "wait": True, **place} in seen
 
 
+async def test_pause_says_when_the_pass_in_hand_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    """``akoshad pause`` while a pass uploads: the upload goes on, and pause says so."""
+    finishing = [True, False]
+
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        return {"paused": True, "finishing": finishing.pop(0)}
+
+    srv, settings = await _serve(handler)
+    try:
+        assert await asyncio.to_thread(cmd_pause, _ns(), settings) == 0
+        out = capsys.readouterr().out
+        assert "the pass in hand is not stopped: it finishes its upload first" in out
+        assert await asyncio.to_thread(cmd_pause, _ns(), settings) == 0
+        assert "not stopped" not in capsys.readouterr().out
+    finally:
+        await srv.close()
+
+
 def test_sync_wait_has_no_reply_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     """A first upload can take hours: --wait waits as long as the daemon holds the line."""
     calls: list[tuple[dict[str, Any], float | None]] = []

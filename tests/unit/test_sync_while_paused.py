@@ -23,6 +23,7 @@ class FakeDaemon:
         self.view = SimpleNamespace(paused=False, nothing_to_back_up=self._nothing)
         self.nothing: str | None = None  # the view's "nothing to back up" line
         self.wake = asyncio.Event()
+        self.parts = SimpleNamespace(stats=SimpleNamespace(syncing=False))  # a pass running
         self.stop_event = asyncio.Event()  # set: a stop signal was received
         self.depth = 0  # the queue's depth after a drain
         self.stop_during_drain = False  # a stop signal arrives while a drain runs
@@ -166,3 +167,23 @@ async def test_sync_wait_stopped_between_passes_is_not_done(tmp_path: Path) -> N
     daemon.stop_event.clear()
     result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
     assert result["ok_drain"] is True and "error" not in result
+
+
+async def test_pause_during_a_pass_says_the_pass_finishes(tmp_path: Path) -> None:
+    """A pause starts no new pass and stops none: a 1.5 GB upload in hand went on for
+    12 s after 'uploads paused' with nothing said; the reply says so now (``finishing``),
+    and ``akoshad pause`` prints it."""
+    daemon = FakeDaemon(tmp_path)
+    assert await handle_request(daemon, {"cmd": "pause"}) == {  # type: ignore[arg-type]
+        "paused": True,
+        "finishing": False,
+    }
+    daemon.parts.stats.syncing = True
+    assert await handle_request(daemon, {"cmd": "pause"}) == {  # type: ignore[arg-type]
+        "paused": True,
+        "finishing": True,
+    }
+    assert await handle_request(daemon, {"cmd": "resume"}) == {  # type: ignore[arg-type]
+        "paused": False,
+        "finishing": False,
+    }
