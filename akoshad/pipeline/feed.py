@@ -22,7 +22,7 @@ from loguru import logger
 from akoshad.config import Settings
 from akoshad.fastpath import StatMap
 from akoshad.pipeline.debounce import Debouncer, Kind
-from akoshad.pipeline.feed_expand import expand_released
+from akoshad.pipeline.feed_expand import expand_released, store_emptied
 from akoshad.pipeline.sealed_as import read_sealed_label
 from akoshad.pipeline.sealing import configured_label
 from akoshad.pipeline.stats import Stats
@@ -356,6 +356,10 @@ class ChangeFeed:
             items, walked = await expand_released(
                 released, self.data_dir, self.flt, self.state, self.primary.name, self.links
             )
+            emptied = partial(store_emptied, self.data_dir, self.flt, items)
+            if items and (left_out := await asyncio.to_thread(emptied)) is not None:
+                # no file selected now: no upload of none, as at a reconcile (nothing_selected)
+                self.files_on_disk, self.files_excluded, items = 0, left_out, []
             if items:
                 await self.state.enqueue(items, first_seen=_wall_times(firsts, released))
             if walked:

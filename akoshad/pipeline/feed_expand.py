@@ -13,10 +13,12 @@ import stat
 from functools import partial
 from pathlib import Path
 
+from loguru import logger
+
 from akoshad.pipeline.debounce import Kind
 from akoshad.pipeline.store_links import StoreLinks
 from akoshad.pipeline.store_walk import walk_store
-from akoshad.pipeline.storefiles import PathFilter, groups_below
+from akoshad.pipeline.storefiles import PathFilter, groups_below, readable_dir
 from akoshad.store.db import StateDB
 
 Expanded = tuple[list[tuple[str, str]], dict[str, dict[str, str]]]
@@ -74,3 +76,25 @@ def _is_dir(path: Path) -> bool | None:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError as exc:
         return None if exc.errno == errno.ENAMETOOLONG else False
+
+
+def store_emptied(data_dir: Path, flt: PathFilter, items: list[tuple[str, str]]) -> int | None:
+    """When ``items`` name a path that is gone and the store now selects no file at all
+    (every file deleted, a disk unmounted under it): how many files include/exclude leave
+    out, said in a warning: these changes make no upload (one of no file would empty the
+    backup; the last upload stays, as at a reconcile); else None (the items are queued).
+    A missing or unreadable ``data_dir`` is None too: the watcher waits for it and no pass
+    uploads meanwhile. Blocking."""
+    if all(os.path.lexists(data_dir / path) for path, _ in items):
+        return None
+    if readable_dir(data_dir) is None:
+        return None
+    walk = walk_store(data_dir, flt)
+    if walk.files:
+        return None
+    logger.warning(
+        "{} selects no file now: {} change(s) not queued, the last upload is kept as it is",
+        data_dir,
+        len(items),
+    )
+    return walk.excluded

@@ -246,6 +246,38 @@ def test_a_data_dir_made_anew_empty_does_not_empty_the_backup(tmp_path: Path) ->
         assert stop_daemon(proc) == 0
 
 
+def test_a_data_dir_emptied_under_the_daemon_does_not_empty_the_backup(tmp_path: Path) -> None:
+    """Every file of a watched store deleted (``rm data/*``, a disk unmounted under it):
+    the deletions make no upload that holds no file (before: an upload of 0 files, which
+    ``restore --latest`` restored, exit 0, with ``status --check`` OK); the last upload
+    stays, the status says why until a file is there again, which goes up as usual."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "notes.json").write_text('{"n": 1}')
+    (store / "old.json").write_text('{"gone": true}')
+    rig = Rig(tmp_path, data_dir=store, min_upload_interval_seconds=0)
+    proc = rig.start()
+    try:
+        wait_for(lambda: manifests(rig.outbox, SYSTEM), 40, interval=0.3)
+        wait_for(lambda: rig.status()["pending"] == 0, 20, interval=0.3)
+        for f in list(store.iterdir()):
+            f.unlink()
+        st = wait_for(lambda: (s := rig.status())["nothing_selected"] and s, 30, interval=0.3)
+        assert st["nothing_selected"].endswith("; the last upload is kept as it is")
+        assert rig.cli("sync", "--wait").returncode == 1
+        assert rig.cli("status", "--check").returncode == 1
+        assert len(manifests(rig.outbox, SYSTEM)) == 1
+        (store / "notes.json").write_text('{"n": 2}')
+        wait_for(lambda: len(manifests(rig.outbox, SYSTEM)) >= 2, 40, interval=0.3)
+        wait_for(lambda: rig.status()["nothing_selected"] is None, 20, interval=0.3)
+        wait_for(lambda: rig.status()["pending"] == 0, 20, interval=0.3)
+        res = rig.cli("restore", "--latest", "--dest", str(tmp_path / "back"))
+        assert res.returncode == 0, res.stderr
+        assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["notes.json"]
+    finally:
+        assert stop_daemon(proc) == 0
+
+
 def test_daemon_waiting_for_data_dir_says_so_then_backs_it_up(tmp_path: Path) -> None:
     missing = tmp_path / "later"
     # no pacing: a change that lands after the first upload goes up at once, not 30 s later
