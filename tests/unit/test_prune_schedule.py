@@ -13,6 +13,7 @@ from akoshad.config import load_settings
 from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.stats import Stats
+from akoshad.runtime.periodic import TICK
 from akoshad.runtime.prune import RETRY_SECONDS, PruneScheduler
 from akoshad.runtime.prune_report import KV_LAST, record
 from akoshad.store.db import StateDB
@@ -21,14 +22,16 @@ from akoshad.targets.local import LocalTarget
 HOURS = 24.0
 
 
-async def _due_after(tmp_path: Path, last: dict[str, Any]) -> float:
+async def _due_after(
+    tmp_path: Path, last: dict[str, Any], retention: dict[str, Any] | None = None
+) -> float:
     settings = load_settings(
         None,
         overrides={
             "data_dir": str(tmp_path / "store"),
             "state_dir": str(tmp_path / "state"),
             "local_target_dir": str(tmp_path / "outbox"),
-            "retention": {"prune_interval_hours": HOURS},
+            "retention": retention or {"prune_interval_hours": HOURS},
             "cloud_sync": {"system_id": "sched"},
         },
         environ={"HOME": str(tmp_path)},
@@ -64,3 +67,22 @@ async def test_a_prune_that_ran_and_found_damage_waits_the_interval(tmp_path: Pa
     it now runs at the interval (``akoshad prune`` by hand still runs at once)."""
     damaged = {"at": time.time(), "ok": False, "uploads_kept": 3, "problems": ["kept ..."]}
     assert await _due_after(tmp_path, damaged) == pytest.approx(HOURS * 3600, abs=5)
+
+
+@pytest.mark.parametrize(
+    "retention", [{"prune_interval_hours": 0}, {"prune_interval_hours": 24, "enabled": False}]
+)
+async def test_no_prune_is_ever_due_with_prunes_by_hand_or_retention_off(
+    tmp_path: Path, retention: dict[str, Any]
+) -> None:
+    """CONTRACT: ``prune_interval_hours`` 0 = only by hand, ``enabled: false`` keeps
+    everything: the daemon only looks again (a reload may change it), however old the last
+    prune, failed or not."""
+    for ok in (True, False):
+        last: dict[str, Any] = {
+            "at": time.time() - 86400 * 30,
+            "ok": ok,
+            "uploads_kept": 1,
+            "problems": [],
+        }
+        assert await _due_after(tmp_path / str(ok), last, retention) == TICK
