@@ -139,6 +139,7 @@ async def _takeover(
         # read-back fails leaves this machine the owner, with no ledger to point at what
         # the previous owner may have pruned
         await forget_ledger(state, target)
+        await state.sync()  # a power loss must not keep the record and undo the forgetting
     record = await gate.takeover(target)
     if mine:
         return takeover_result(record, previous, None)  # nothing changed hands
