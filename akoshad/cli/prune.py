@@ -46,7 +46,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def render_prune(result: dict[str, Any]) -> str:
     """The human summary of a prune result."""
     from akoshad.cli.status_view import human_bytes
-    from akoshad.runtime.prune_report import kept_count, versioning_note
+    from akoshad.runtime.prune_report import kept_count, stopped_line, versioning_note
 
     if not result.get("enabled", True):
         return (
@@ -58,7 +58,8 @@ def render_prune(result: dict[str, Any]) -> str:
     if dry:
         lines += [f"would remove upload {u}" for u in removed]
     lines.append(
-        f"{'dry run: would remove' if dry else 'removed'} {len(removed)} upload(s), "
+        stopped_line(result)
+        or f"{'dry run: would remove' if dry else 'removed'} {len(removed)} upload(s), "
         f"kept {kept_count(result)}; "
         f"{'would delete' if dry else 'deleted'} {result.get('objects_deleted', 0)} object(s), "
         f"{human_bytes(result.get('bytes_freed', 0))} "

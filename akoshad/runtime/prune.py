@@ -113,11 +113,12 @@ async def _resealing(
     return None if key is None else Resealing(key, recipients, copies)
 
 
-def ledger_hooks(state: StateDB, target: str) -> PruneHooks:
+def ledger_hooks(state: StateDB, target: str, deleting: set[str] | None = None) -> PruneHooks:
     """The prune hooks that keep the chunk table true: a pack's chunks are forgotten before
     the pack is deleted (no new upload dedupes against it), and chunks a repack moved get
     their new locations (ledger rows hold chunk identities only, so they follow); what
-    they and the forgotten documents committed is fsynced before each deletion."""
+    they and the forgotten documents committed is fsynced before each deletion, and
+    ``deleting`` gets the target's name once one began."""
     from akoshad.storage.prune_exec import PruneHooks
 
     async def forget_pack(pack_key: str) -> None:
@@ -127,8 +128,13 @@ def ledger_hooks(state: StateDB, target: str) -> PruneHooks:
     async def record_chunks(refs: Mapping[str, ChunkRef]) -> None:
         await state.record_chunks(target, refs)
 
+    async def before_delete() -> None:
+        await state.sync()
+        if deleting is not None:
+            deleting.add(target)
+
     return PruneHooks(
-        forget_pack=forget_pack, record_chunks=record_chunks, before_delete=state.sync
+        forget_pack=forget_pack, record_chunks=record_chunks, before_delete=before_delete
     )
 
 
@@ -169,6 +175,7 @@ async def prune_target(
         await state.forget_documents(target.name)
     identities, unusable = await asyncio.to_thread(_identities, settings)
     deadline = asyncio.timeout(DEADLINE_SECONDS)
+    deleting: set[str] = set()  # a deletion began: a failure after it stopped part way
     try:
         async with deadline:
             done = await run_prune(
@@ -178,7 +185,7 @@ async def prune_target(
                 staging_dir=settings.state_dir,
                 dry_run=dry_run,
                 ownership=await gate.ownership(target),
-                hooks=hooks or ledger_hooks(state, target.name),
+                hooks=hooks or ledger_hooks(state, target.name, deleting),
                 in_progress=in_progress,
                 # whole objects of format-1 uploads the next upload points at; packs are
                 # not protected (a repack must be able to replace them): the chunk table
@@ -211,6 +218,8 @@ async def prune_target(
         # PruneError, and any damage a repack meets (a corrupt pack or chunk): recorded as
         # the prune's outcome (last_prune, the log), not lost
         result.update(ok=False, problems=[str(exc)])
+    if deleting and "uploads_kept" not in result:
+        result["stopped_part_way"] = True  # not "removed 0 upload(s)": it did remove some
     result["at"] = time.time()
     return result
 

@@ -43,7 +43,21 @@ def last_prune(result: dict[str, Any]) -> dict[str, Any]:
         "bytes_freed": result.get("bytes_freed", 0),
         "problems": result.get("problems", []),
         **({"needs_identity": True} if result.get("needs_identity") else {}),
+        **({"stopped_part_way": True} if result.get("stopped_part_way") else {}),
     }
+
+
+def stopped_line(result: dict[str, Any]) -> str | None:
+    """For a prune that failed after it began to delete (``stopped_part_way``): what it
+    did, in place of counts it lost (it removed uploads and objects, though its result
+    counts none); None for any other result."""
+    if not result.get("stopped_part_way"):
+        return None
+    return (
+        "stopped part way: the uploads and objects it had removed before are not counted "
+        "(`akoshad uploads` lists the uploads left); every kept upload stays restorable, "
+        "and the next prune finishes the job"
+    )
 
 
 def kept_count(result: dict[str, Any]) -> str:
@@ -68,9 +82,9 @@ def versioning_note(result: dict[str, Any]) -> str | None:
 def result_line(result: dict[str, Any]) -> str:
     """The line a prune (retention enabled) logs: what it did, and its problems if any."""
     what = "dry run: would remove" if result.get("dry_run") else "removed"
-    line = (
-        f"prune ({result.get('policy', '')}): {what} "
-        f"{len(result.get('uploads_removed') or [])} upload(s), kept "
+    line = f"prune ({result.get('policy', '')}): " + (
+        stopped_line(result)
+        or f"{what} {len(result.get('uploads_removed') or [])} upload(s), kept "
         f"{kept_count(result)}, {result.get('objects_deleted', 0)} object(s), "
         f"{result.get('bytes_freed', 0)} byte(s)"
     )

@@ -68,3 +68,42 @@ async def test_each_deletion_of_a_prune_follows_a_durable_state(
             assert "state synced" in before[last_commit:], events
     finally:
         await close_rig(rig)
+
+
+async def test_a_prune_that_stops_after_deleting_does_not_say_it_removed_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full outbox during a repack (after the dropped uploads' manifests were deleted)
+    printed `removed 0 upload(s), kept every upload (the prune read none); deleted 0
+    object(s)`, though it had removed 1 upload."""
+    from akoshad.cli.prune import render_prune
+    from akoshad.errors import TransientError
+    from akoshad.pipeline.ownership import OwnerGate
+    from akoshad.pipeline.stats import Stats
+    from akoshad.runtime.prune import prune_target
+    from akoshad.runtime.prune_report import last_prune, result_line
+
+    policy = {"keep_last": 1, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0}
+    settings = local_settings(tmp_path, retention=policy)
+    rig = await open_rig(settings, CountingTarget(tmp_path / "outbox"), tmp_path / "state.db")
+    try:
+        big = bytearray(noise(9, 8 * MiB))
+        rig.write("reflection.duckdb", bytes(big))
+        await rig.sync()
+        big[4 * MiB :] = noise(10, 4 * MiB)  # half its pack dead: a repack
+        rig.write("reflection.duckdb", bytes(big))
+        await rig.sync()
+
+        async def full(*_: object) -> int:
+            raise TransientError("local target write failed: No space left on device")
+
+        monkeypatch.setattr(rig.target, "put_object_file", full)
+        gate = OwnerGate(settings.state_dir, SID, Stats())
+        result = await prune_target(settings, rig.state, rig.target, gate, dry_run=False)
+        assert not result["ok"] and len(await rig.uploads()) == 1  # one upload removed
+        assert result["stopped_part_way"] and last_prune(result)["stopped_part_way"]
+        for text in (render_prune(result), result_line(result)):
+            assert "removed 0 upload(s)" not in text and "the prune read none" not in text
+            assert "stopped part way" in text and "No space left on device" in text
+    finally:
+        await close_rig(rig)
