@@ -34,6 +34,35 @@ _KIND: dict[Change, Kind] = {
     Change.deleted: "deleted",
 }
 DIR_POLL_SECONDS = 1.0
+# how often watchfiles' thread looks at what the kernel reported and at the stop event:
+# it wakes (and takes the GIL) that often even when nothing happens; events are gathered
+# in between, and a change is seen within a step or two
+WATCH_STEP_MS = 200
+# looks at a stop that watchfiles is told "not yet": the events it gathered in the steps
+# before the stop are handed over first (watchfiles drops them when it stops)
+LAST_LOOKS = 2
+WATCH_STOP_SECONDS = (LAST_LOOKS + 2) * WATCH_STEP_MS / 1000  # the most a stop then takes
+
+
+class _AfterLastLooks:
+    """The stop event as watchfiles sees it: set only after :data:`LAST_LOOKS` looks at
+    the set event, so that what it gathered before the stop is handed over, not dropped."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self._looks = 0
+
+    def is_set(self) -> bool:
+        if not self._stop.is_set():
+            return False
+        self._looks += 1
+        return self._looks > LAST_LOOKS
+
+    def set(self) -> None:
+        """What watchfiles does when its task is cancelled: the stop event is set."""
+        self._stop.set()
+
+
 # the longest pause between tries of a watch that cannot be set up (the store is
 # reconciled at each)
 WATCH_RETRY_MAX_SECONDS = 30.0
@@ -251,8 +280,8 @@ class StoreWatcher:
             self.data_dir,
             watch_filter=None,
             debounce=100,
-            step=50,
-            stop_event=self.stop,
+            step=WATCH_STEP_MS,
+            stop_event=_AfterLastLooks(self.stop),
             rust_timeout=1000,
             yield_on_timeout=True,
             recursive=True,

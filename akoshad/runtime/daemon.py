@@ -31,7 +31,7 @@ from akoshad.pipeline.report import PassReport
 from akoshad.pipeline.routes import TARGET_START_TIMEOUT
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.store_walk import WalkResult
-from akoshad.pipeline.watch import StoreWatcher
+from akoshad.pipeline.watch import WATCH_STOP_SECONDS, StoreWatcher
 from akoshad.runtime.alerts import HealthAlerts
 from akoshad.runtime.control import ControlServer, check_socket
 from akoshad.runtime.deadline import finished_within, settled
@@ -405,6 +405,8 @@ class Daemon:
         deadline = self.settings.drain_deadline_seconds
         self.notifier.stopping(within=deadline + STOP_MARGIN)  # not the unit's, of install
         self.notifier.status("stopping: persisting the work in hand")
+        watcher = [t for t in tasks if t.get_name() == "watcher"]  # its last events first
+        await asyncio.wait(watcher, timeout=WATCH_STOP_SECONDS)
         await self.feed.flush()
         drain = next(t for t in tasks if t.get_name() == "drain")
         others = [t for t in tasks if t is not drain]
