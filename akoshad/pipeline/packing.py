@@ -73,7 +73,7 @@ SEAL_BATCH = 64
 SEAL_BATCH_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SentFile:
     """A file the upload sent: its capture, whole-file sha256 and chunks (identity, size):
     the identity is the chunk's sha256, or its keyed name when sealed."""

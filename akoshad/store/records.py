@@ -43,7 +43,7 @@ class LedgerEntry:
         return None if self.chunks is None else decode_chunk_ids(self.chunks)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QueueItem:
     """One path waiting on the durable queue."""
 

@@ -10,7 +10,15 @@ import pytest
 
 from akoshad.fileio import LinkRefused, LiveStat, read_resolved
 from akoshad.manifest.facts import Facts, json_facts, json_facts_of
-from akoshad.pipeline.capture.files import CapturedFile, MemoryBudget, hop_batches
+from akoshad.pipeline.capture.files import (
+    Captured,
+    CapturedFile,
+    MemoryBudget,
+    Skipped,
+    Vanished,
+    hop_batches,
+)
+from akoshad.pipeline.packing import SentFile
 
 
 def _file(name: str, size: int) -> tuple[str, CapturedFile]:
@@ -67,3 +75,12 @@ def test_a_small_file_is_read_at_once_with_the_open_checks(tmp_path: Path) -> No
     (tmp_path / "d").symlink_to(tmp_path / "e")
     with pytest.raises(LinkRefused, match="became a symlink"):
         read_resolved(f, 100)
+
+
+def test_the_pass_s_many_small_records_are_slotted(tmp_path: Path) -> None:
+    """A pass of 100,000 small files holds a capture, a captured file and a sent file for
+    each: slotted, without a ``__dict__`` of ~100 bytes each."""
+    f = CapturedFile("a", tmp_path / "a", 1, "0" * 64, "file", LiveStat(1, 2, 3, 4))
+    records: list[object] = [f, Captured("a", (f,)), Vanished("a"), Skipped("a", "why")]
+    records.append(SentFile("a", f, "0" * 64, ()))
+    assert [r for r in records if hasattr(r, "__dict__")] == []

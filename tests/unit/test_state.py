@@ -149,6 +149,17 @@ async def test_claim_counts_attempt_before_work(db: StateDB, tmp_path: Path) -> 
     assert await db.claim(now=3.0) == []
 
 
+async def test_a_claim_of_many_rows_holds_slotted_items_sharing_their_event_names(
+    db: StateDB,
+) -> None:
+    """A first upload claims up to 100,000 rows at once: their items are slotted (a
+    ``__dict__`` each took 100 bytes more) and share one string per event name."""
+    await db.enqueue([(f"f{i}", "added") for i in range(3)], now=1.0)
+    a, b, _ = await db.claim(now=2.0)
+    assert not hasattr(a, "__dict__")
+    assert a.event == "added" and a.event is b.event
+
+
 async def test_release_done_deletes_unless_changed_meanwhile(db: StateDB) -> None:
     await db.enqueue([("a", "added"), ("b", "added")], now=1.0)
     claimed = await db.claim(now=2.0)

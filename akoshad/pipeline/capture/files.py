@@ -95,7 +95,7 @@ class MemoryBudget:
             self.used = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CapturedFile:
     """One file of a capture: its private copy and what describes it."""
 
@@ -162,7 +162,7 @@ def hop_batches(
         yield run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Captured:
     """A store file (and, for DuckDB, its WAL) captured consistently."""
 
@@ -173,14 +173,14 @@ class Captured:
     refused: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Vanished:
     """The file is gone: a deletion."""
 
     group: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Skipped:
     """The file exists but cannot be captured; ``reason`` says why."""
 
