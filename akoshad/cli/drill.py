@@ -4,6 +4,7 @@ it finds lost, and emits the ``drill`` event), else in this process (``restore.d
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 from typing import Any
@@ -20,15 +21,22 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     target that cannot be read) is its one line on stderr, and with ``--json`` also a
     result on stdout: ``{"at", "ok": false, "ran": false, "problems": [that line]}``."""
     from akoshad.restore.drill import drill_here, print_result
+    from akoshad.restore.interrupt import cancelled_by_signals, tell
 
-    try:
-        answer = None if getattr(args, "identity", None) else await drill_in_daemon(settings)
-        if answer is None:
-            answer = await drill_here(settings)
-    except AkoshadError as exc:
-        if args.json:
-            print(json.dumps(not_run(exc), indent=2))
-        raise
+    with cancelled_by_signals() as caught:  # SIGTERM, SIGHUP: its directory removed too
+        try:
+            answer = None if getattr(args, "identity", None) else await drill_in_daemon(settings)
+            if answer is None:
+                answer = await drill_here(settings)
+        except AkoshadError as exc:
+            if args.json:
+                print(json.dumps(not_run(exc), indent=2))
+            raise
+        except asyncio.CancelledError:
+            tell("drill interrupted: not recorded (its restored copy removed)")
+            if not caught:
+                raise  # Ctrl-C: asyncio.run makes it a KeyboardInterrupt, exit 130
+            return 128 + caught[0]
     return print_result(answer, args.json)
 
 

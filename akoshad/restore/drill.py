@@ -49,6 +49,7 @@ from akoshad.store.places import (
     upload_gone,
 )
 from akoshad.targets import Target, make_target
+from akoshad.threads import owned_in_thread, to_the_end
 
 STORE_DIR = "store"
 MAX_PROBLEMS = 200
@@ -119,7 +120,9 @@ async def drill_upload(
     result = DrillResult(upload_id)
     reader = DrillReader(target, TokenBucket(max_mbps * 1_000_000))
     await asyncio.to_thread(remove_stale, state_dir)
-    path, fd = await asyncio.to_thread(make_drill_dir, state_dir)
+    path, fd = await owned_in_thread(  # a cancellation meanwhile removes it too
+        lambda: make_drill_dir(state_dir), lambda made: drop_drill_dir(*made)
+    )
     try:
         try:
             restored = await restore_all(
@@ -138,7 +141,7 @@ async def drill_upload(
             result.problems.extend(problems)
             result.notes.extend(notes)
     finally:
-        await asyncio.to_thread(drop_drill_dir, path, fd)
+        await to_the_end(lambda: drop_drill_dir(path, fd))  # cancelled (again) or not
     if len(result.problems) > MAX_PROBLEMS:
         more = len(result.problems) - MAX_PROBLEMS
         result.problems = [*result.problems[:MAX_PROBLEMS], f"... and {more} more problem(s)"]

@@ -1,0 +1,47 @@
+"""A drill by hand stopped by Ctrl-C, SIGTERM or SIGHUP removes its restored copy of the
+store from state_dir and says it was interrupted (exit 128 + the signal). Before: SIGTERM
+and SIGHUP killed it where it stood, leaving ``state_dir/drill-*`` (a plaintext copy of
+the store) until the next drill or start, without a word."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import akoshad, daemon_config
+
+# the drill in a child: the signal comes once its directory is made, mid-restore
+CHILD = """
+import asyncio, os, signal, sys
+from akoshad.restore import drill
+restore_all = drill.restore_all
+async def slow(*args, **kwargs):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    await asyncio.sleep(2)
+    return await restore_all(*args, **kwargs)
+drill.restore_all = slow
+from akoshad.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_an_interrupted_drill_removes_its_copy_and_says_so(tmp_path: Path, name: str) -> None:
+    config, env = daemon_config(tmp_path, "drillstop")
+    akoshad("run", "--once", "--config", str(config), env=env, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, name, "drill", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 128 + getattr(signal, name), (proc.returncode, proc.stderr)
+    assert sorted((tmp_path / "state").glob("drill-*")) == []
+    assert proc.stderr == "akoshad: drill interrupted: not recorded (its restored copy removed)\n"
+    assert proc.stdout == ""
