@@ -286,7 +286,10 @@ class Daemon:
             )
             self.stop_event.set()
 
-        with stop_signals(on_first):
+        def on_hup() -> None:  # a reload meant for the daemon (`pkill -HUP akoshad`)
+            logger.warning("SIGHUP received: run --once reads its configuration once; ignored")
+
+        with stop_signals(on_first, on_hup=on_hup):
             async with AsyncExitStack() as stack:
                 await self.startup(stack)
                 refused = self.parts.owners.refused.get(self.parts.primary.name)

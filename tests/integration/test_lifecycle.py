@@ -222,6 +222,20 @@ def test_sigterm_stops_run_once_within_the_deadline(tmp_path: Path) -> None:
     assert queued > 0  # nothing lost: the changes wait for the next run
 
 
+def test_sighup_does_not_kill_run_once(tmp_path: Path) -> None:
+    """A SIGHUP meant to reload the daemon (``pkill -HUP akoshad``) killed a ``run --once``
+    mid-upload (exit 129, no line). It is ignored with a warning; SIGTERM still stops it."""
+    with _once_while_its_upload_hangs(tmp_path, deadline=1) as (proc, log):
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "SIGHUP received: run --once" in log.read_text(), 20)
+        time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    text = log.read_text()
+    assert code == 1 and "run --once: stopped by SIGTERM" in text, text
+
+
 def test_second_signal_ends_run_once_at_once(tmp_path: Path) -> None:
     with _once_while_its_upload_hangs(tmp_path, deadline=600) as (proc, log):
         proc.send_signal(signal.SIGINT)
