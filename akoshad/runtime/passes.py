@@ -85,11 +85,16 @@ class Passes:
             await p.feed.flush()
             await self.interrupted.before_pass()
             if retry_now:
-                await p.state.transaction(
-                    lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
-                )
+                await self.due_now()
             ok, reports = await p.drain.until_empty(method, enable_fallback, stop=self.stop_event)
             return ok, waited + reports
+
+    async def due_now(self) -> None:
+        """Every pending change due now, those waiting out a failure's backoff too (a sync
+        asked for: the user may have fixed the cause)."""
+        await self.parts.state.transaction(
+            lambda c: c.execute("UPDATE queue SET next_attempt = 0 WHERE state = 'pending'")
+        )
 
     async def run(self) -> None:
         """The background loop: a pass whenever changes are due (and not paused, and

@@ -136,6 +136,7 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     if request.get("wait"):
         return await _sync_wait(daemon, method, fallback)
     await daemon.feed.flush()
+    await daemon.passes.due_now()  # nor by a failure's backoff (as with --wait)
     daemon.drain.pacer.waive()  # a sync is not held back by min_upload_interval_seconds
     daemon.wake.set()
     # a store that cannot be read, or selects no file, is not synced: said now, not

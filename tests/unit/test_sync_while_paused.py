@@ -25,6 +25,8 @@ class FakeDaemon:
         self.wake = asyncio.Event()
         self.parts = SimpleNamespace(stats=SimpleNamespace(syncing=False))  # a pass running
         self.stop_event = asyncio.Event()  # set: a stop signal was received
+        self.passes = SimpleNamespace(due_now=self._due_now)
+        self.made_due = 0  # the queue's backoffs ended (a sync asked for)
         self.depth = 0  # the queue's depth after a drain
         self.stop_during_drain = False  # a stop signal arrives while a drain runs
         self.drained = 0
@@ -36,6 +38,9 @@ class FakeDaemon:
 
     async def _flush(self) -> None:
         self.flushed += 1
+
+    async def _due_now(self) -> None:
+        self.made_due += 1
 
     async def _depth(self) -> int:
         return self.depth
@@ -187,3 +192,13 @@ async def test_pause_during_a_pass_says_the_pass_finishes(tmp_path: Path) -> Non
         "paused": False,
         "finishing": False,
     }
+
+
+async def test_sync_without_wait_ends_the_backoff_of_failed_changes(tmp_path: Path) -> None:
+    """``akoshad sync`` after the cause of a failure was fixed (the outbox's disk full, then
+    grown): 'sync started', and the change waited out its backoff (51 s more) before it
+    was tried; ``sync --wait`` tried it at once. Both make every pending change due now."""
+    daemon = FakeDaemon(tmp_path)
+    result = await handle_request(daemon, {"cmd": "sync", "wait": False})  # type: ignore[arg-type]
+    assert result == {"ok_drain": True, "started": True}
+    assert daemon.made_due == 1 and daemon.wake.is_set()
