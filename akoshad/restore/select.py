@@ -108,7 +108,10 @@ def _local(when: datetime, *, day: bool = False) -> datetime:
             f"{shown} happens twice in local time (the clocks went back): add its offset, "
             f"{_offset(early)} or {_offset(late)}"
         )
-    raise LocalTimeError(f"{shown} does not exist in local time (the clocks went forward)")
+    raise LocalTimeError(
+        f"{shown} does not exist in local time (the clocks went forward): add an offset, "
+        f"{_offset(early)} (the time before the jump) or {_offset(late)} (after it)"
+    )
 
 
 def _offset(when: datetime) -> str:

@@ -157,8 +157,11 @@ def test_parse_at_refuses_local_times_that_daylight_saving_makes_twice_or_never(
     try:
         with pytest.raises(ValueError, match=r"happens twice .*\+02:00 or \+01:00"):
             parse_at("2026-10-25T02:30")
-        with pytest.raises(ValueError, match="does not exist in local time"):
+        gap = r"does not exist in local time .*: add an offset, \+01:00 .* or \+02:00"
+        with pytest.raises(ValueError, match=gap):
             parse_at("2026-03-29T02:30")
+        assert parse_at("2026-03-29T02:30+01:00") == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+        assert parse_at("2026-03-29T02:30+02:00") == datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
         assert parse_at("2026-03-29T01:59") == datetime(2026, 3, 29, 0, 59, tzinfo=UTC)
         assert parse_at("2026-03-29T03:00") == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
         assert parse_at("2026-10-25T02:30+01:00") == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
