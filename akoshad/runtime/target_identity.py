@@ -205,11 +205,13 @@ async def seed_ledger(
     )
 
 
-async def keep_outbox_root(state: StateDB, target: Target) -> None:
+async def keep_outbox_root(state: StateDB, target: Target, primary: str) -> None:
     """The local outbox's directory is never made again once the state has an upload on
-    record there (``LocalTarget.keep_root``): missing, it is a disk not mounted."""
+    record there (``LocalTarget.keep_root``): missing, it is a disk not mounted. Only while
+    the outbox is the ``primary`` target: with a bucket no upload goes there, and an old
+    outbox removed (uploads from before the bucket came) is no outage."""
     outbox = getattr(target, "inner", target)  # the counted target's own
-    if isinstance(outbox, LocalTarget):
+    if isinstance(outbox, LocalTarget) and outbox.name == primary:
         last = await state.transaction(lambda c: LedgerOps.last_upload_in(c, outbox.name))
         outbox.keep_root = outbox.keep_root or last is not None
 

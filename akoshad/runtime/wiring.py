@@ -197,7 +197,7 @@ async def wire(
     await forget_changed_akosha(state, settings)
     parts = build(settings, state, rebuilt, stop_event=stop_event, wake=wake)
     parts.lock = lock
-    await keep_outbox_root(state, parts.targets["local"])
+    await keep_outbox_root(state, parts.targets["local"], primary)
     for name, at in (await state.last_success_by_target()).items():
         if name in parts.targets:  # "last ok" survives a restart, as last_upload does
             parts.stats.target(name).last_success_at = at

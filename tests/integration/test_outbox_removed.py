@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from tests.helpers import akoshad, daemon_config, manifests, start_daemon, stop_daemon, wait_for
+from tests.s3server import WeedServer
 
 
 def test_an_outbox_removed_under_the_daemon_gets_the_whole_store(
@@ -123,3 +124,37 @@ def test_an_outbox_mounted_back_is_up_again_with_nothing_to_upload(
         wait_for(lambda: local().get("available") is True, 30)
     finally:
         assert stop_daemon(proc) == 0
+
+
+def test_an_outbox_left_for_a_bucket_may_be_removed(
+    tmp_path: Path, s3: WeedServer, system_id: str
+) -> None:
+    """A machine that uploaded to the outbox (the default), then got a bucket, and whose
+    old outbox was removed (its copy no longer needed): the daemon showed the local target
+    down ('local_target_dir ... does not exist, though this machine has uploaded there'),
+    status UNSAFE and --check failing for good, and each run --once logged it as an
+    ERROR, though no upload goes to the outbox while the bucket is the primary."""
+    config, env = daemon_config(tmp_path, system_id, drill_interval_hours=0)
+    first = akoshad("run", "--once", "--config", str(config), env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    config, env = daemon_config(
+        tmp_path,
+        system_id,
+        store=False,
+        drill_interval_hours=0,
+        cloud_sync=s3.cloud_sync(system_id),
+    )
+    shutil.rmtree(tmp_path / "outbox")
+    (tmp_path / "store" / "notes.json").write_text('{"after": "the bucket came"}')
+    once = akoshad("run", "--once", "--config", str(config), env=env)
+    assert once.returncode == 0, once.stdout + once.stderr
+    assert "does not exist" not in once.stdout + once.stderr
+    assert s3.keys(f"systems/{system_id}/uploads/")
+    proc = start_daemon(config, env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: akoshad("status", "--config", str(config), env=env).returncode == 0, 60)
+        check = akoshad("status", "--check", "--config", str(config), env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
+    finally:
+        assert stop_daemon(proc) == 0
+    assert "does not exist" not in (tmp_path / "d.log").read_text()
