@@ -147,22 +147,20 @@ def test_two_config_files_are_a_usage_error(tmp_path: Path, short_dir: Path) -> 
         assert "nothing changed" not in res.stderr
 
 
-def test_quick_check_reads_an_abbreviated_config_too(tmp_path: Path, short_dir: Path) -> None:
-    """``--conf FILE`` is ``--config FILE`` to the parser: the quick no-change check must see
-    the same file, or an edited file goes unnoticed and the run reports nothing to do."""
+def test_an_abbreviated_config_is_refused_also_by_the_quick_check(
+    tmp_path: Path, short_dir: Path
+) -> None:
+    """``--conf FILE`` was ``--config FILE`` to the parser; no option is taken abbreviated
+    now (exit 2), and the quick no-change check never answers for one ("nothing changed"
+    for a file it did not read)."""
     cfg, env = _setup(tmp_path, short_dir / "a.sock")
     for _ in range(2):  # the second run records the unchanged state
-        assert akoshad("run", "--once", "--conf", str(cfg), env=env).returncode == 0
-    assert "nothing changed" in akoshad("run", "--once", "--conf", str(cfg), env=env).stderr
-    second = tmp_path / "store2"
-    second.mkdir()
-    (second / "other.json").write_text("{}")
-    cfg.write_text(cfg.read_text().replace(str(tmp_path / "store"), str(second)))
+        assert akoshad("run", "--once", "--config", str(cfg), env=env).returncode == 0
+    assert "nothing changed" in akoshad("run", "--once", "--config", str(cfg), env=env).stderr
     res = akoshad("run", "--once", "--conf", str(cfg), env=env)
-    assert res.returncode == 0 and "nothing changed" not in res.stderr
-    assert [f["path"] for f in manifests(tmp_path / "outbox", "flag")[-1]["metadata"]["files"]] == [
-        "other.json"
-    ]
+    assert res.returncode == 2, res.stderr
+    assert f"unrecognized arguments: --conf {cfg}" in res.stderr
+    assert "nothing changed" not in res.stderr
 
 
 # ---- 11.4 ------------------------------------------------------------------------------
