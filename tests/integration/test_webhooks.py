@@ -9,6 +9,7 @@ from typing import Any
 
 from tests.helpers import akoshad, start_daemon, stop_daemon, wait_for
 from tests.integration.test_pipeline_local import Setup
+from tests.s3server import free_port
 from tests.storegen import make_store
 from tests.webhook_receiver import Receiver
 
@@ -217,7 +218,7 @@ def test_akosha_down_sends_a_failure_for_target_http(tmp_path: Path) -> None:
     upload sends one, beside the target's ``degraded``; before, only ``degraded``."""
     rx = Receiver().start()
     try:
-        dead = f"http://127.0.0.1:{rx.port + 1}/mcp"  # nothing listens there
+        dead = f"http://127.0.0.1:{free_port()}/mcp"  # nothing listens there
         s = _setup(tmp_path, [{"url": rx.url()}], akosha_url=dead)
         log = tmp_path / "d.log"
         proc = start_daemon(s.config, s.env, log)
