@@ -43,6 +43,7 @@ from akoshad.cli.status_view import (
     lease_line,
     prune_line,
     target_lines,
+    webhook_lines,
 )
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, DaemonNotRunning, DaemonWentAway
@@ -80,6 +81,7 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
     else:
         lines.append("last upload none yet")
     lines.extend(target_lines(st.get("targets") or {}, now))
+    lines.extend(webhook_lines(st.get("webhooks")))
     for line in (
         lease_line(st.get("lease")),
         drill_line(st.get("last_drill"), now),

@@ -107,3 +107,22 @@ def prune_line(prune: Any, now: float) -> str | None:
         f"last prune ok, {when}: {prune.get('uploads_removed', 0)} upload(s) removed, "
         f"{prune.get('uploads_kept', 0)} kept, {human_bytes(prune.get('bytes_freed'))} freed"
     )
+
+
+def webhook_lines(webhooks: Any) -> list[str]:
+    """The ``webhooks`` block of the human status: per webhook (its URL as redacted) what
+    was delivered, what waits, and what was given up (undelivered for an hour: lost)."""
+    if not isinstance(webhooks, list) or not webhooks:
+        return []
+    lines = ["webhooks"]
+    for hook in webhooks:
+        if not isinstance(hook, dict):
+            continue
+        line = (
+            f"  {hook.get('url', '?')}: {hook.get('delivered', 0)} delivered since the start, "
+            f"{hook.get('pending', 0)} waiting"
+        )
+        if hook.get("dropped"):
+            line += f", {hook['dropped']} dropped so far (each undelivered for an hour: lost)"
+        lines.append(line)
+    return lines

@@ -368,3 +368,20 @@ def test_the_state_word_follows_the_contract_precedence(
     status = StatusView(settings, cast(Parts, parts), time.time())
     status.paused = paused
     assert status.state_word(degraded) == word
+
+
+def test_render_status_lists_the_webhooks_and_the_events_they_lost() -> None:
+    """Events a webhook gave up (undelivered for an hour) were only in ``status --json``:
+    the human status, once the webhook answered again (its warning gone), showed no loss."""
+    hooks = [
+        {"url": "https://ntfy.sh/**********", "delivered": 4, "pending": 0, "dropped": 3},
+        {"url": "http://127.0.0.1:9/hook", "delivered": 2, "pending": 1, "dropped": 0},
+    ]
+    text = render_status({**HEALTHY, "webhooks": hooks}, now=time.time())
+    assert "webhooks\n" in text
+    assert (
+        "  https://ntfy.sh/**********: 4 delivered since the start, 0 waiting, "
+        "3 dropped so far (each undelivered for an hour: lost)"
+    ) in text
+    assert "  http://127.0.0.1:9/hook: 2 delivered since the start, 1 waiting" in text.splitlines()
+    assert "webhooks" not in render_status({**HEALTHY, "webhooks": []}, now=time.time())
