@@ -37,6 +37,11 @@ class RateLimitedLog:
         self._state[key] = (logged_at, suppressed + 1)
         return False
 
+    def forget(self, key: str) -> bool:
+        """Forget ``key`` without a line (its next error is logged at once). True when it
+        had been logged."""
+        return self._state.pop(key, None) is not None
+
     def ok(self, key: str, message: str, *args: Any) -> bool:
         """The condition behind ``key`` cleared: one INFO line, only if errors were logged."""
         if self._state.pop(key, None) is None:

@@ -31,6 +31,7 @@ from akoshad import __version__
 from akoshad.errors import AkoshadError
 from akoshad.events import EventName
 from akoshad.redaction import redact_webhook_url, webhook_url_secrets
+from akoshad.runtime.failure_notices import MAX_KINDS, failure_kind
 from akoshad.runtime.logs import RateLimitedLog, redact, register_secret
 from akoshad.runtime.webhook_wire import (
     SIGNATURE_HEADER,
@@ -80,6 +81,7 @@ class _Hook:
     dropped: int = 0
     delivered: int = 0
     sent: list[int] = field(default_factory=list)  # delivered rows the outbox could not delete
+    logged: set[str] = field(default_factory=set)  # the rate-limited log's keys of its errors
 
 
 class WebhookSink:
@@ -260,7 +262,9 @@ class WebhookSink:
     def _delivered(self, h: _Hook) -> None:
         h.attempts, h.last_error, h.last_success_at = 0, None, time.time()
         h.delivered += 1
-        self._log.ok(f"webhook-{h.id}", "webhook {} answers again", h.shown)
+        if [key for key in h.logged if self._log.forget(key)]:
+            logger.info("webhook {} answers again", h.shown)
+        h.logged.clear()
 
     def _failed(self, h: _Hook, error: str, created_at: float) -> bool:
         """A failed attempt of ``h`` on an event made at ``created_at``, counted: True when
@@ -272,9 +276,11 @@ class WebhookSink:
     def _retrying(self, h: _Hook, error: str) -> bool:
         """Log (rate-limited) that ``h`` failed and its event waits: False, as :meth:`_step`
         answers for it."""
-        self._log.error(
-            f"webhook-{h.id}", "webhook {}: {}; retrying (events wait, none lost)", h.shown, error
-        )
+        key = f"webhook-{h.id}:{failure_kind(error)}"  # a new kind of error is logged at once
+        if key not in h.logged and len(h.logged) >= MAX_KINDS:
+            key = f"webhook-{h.id}:more"  # past that, any other kind is paced as one
+        h.logged.add(key)
+        self._log.error(key, "webhook {}: {}; retrying (events wait, none lost)", h.shown, error)
         return False
 
     async def _step_from_memory(self, h: _Hook, session: aiohttp.ClientSession) -> bool | None:

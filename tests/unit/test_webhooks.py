@@ -569,3 +569,51 @@ def test_a_pass_a_store_file_s_change_stopped_is_no_failure_event() -> None:
     assert heard == []
     passes.pass_done(PassReport("local", claimed=1, error="disk full"), 0.1)
     assert heard == ["failure"]
+
+
+async def test_a_new_kind_of_webhook_error_is_logged_at_once(tmp_path: Path) -> None:
+    """The log's line for a failing webhook was rate-limited per webhook (5 min) whatever
+    the error: a receiver that went from HTTP 500 to refusing connections was still 'HTTP
+    500' in the log. Each kind of error is logged when it starts; the same kind is paced."""
+    import io
+
+    from loguru import logger
+
+    rx = await asyncio.to_thread(Receiver(mode="fail").start)
+    state = await _open_state(tmp_path)
+    sink = _sink(state, rx.url())
+    text = io.StringIO()
+    handler = logger.add(text, format="{message}", level="INFO")
+    task = asyncio.create_task(sink.run())
+    try:
+        sink.emit("upload", {"event": "upload", "at": time.time()})
+
+        async def failed_twice() -> bool:
+            return len(rx.events()) >= 3
+
+        await _until(failed_twice)
+        await asyncio.to_thread(rx.stop)
+
+        async def refused() -> bool:
+            return "cannot connect" in str((await sink.status())[0]["last_error"])
+
+        await _until(refused)
+        await asyncio.sleep(0.2)  # a few more refused attempts
+        await asyncio.to_thread(rx.start)
+        rx.mode = "ok"
+
+        async def delivered() -> bool:
+            return (await sink.status())[0]["delivered"] == 1
+
+        await _until(delivered)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        logger.remove(handler)
+        await sink.close()
+        await state.close()
+        await asyncio.to_thread(rx.stop)
+    lines = text.getvalue().splitlines()
+    assert len([line for line in lines if "HTTP 500; retrying" in line]) == 1, lines
+    assert len([line for line in lines if "cannot connect" in line]) == 1, lines
+    assert len([line for line in lines if "answers again" in line]) == 1, lines
