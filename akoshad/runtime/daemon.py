@@ -182,7 +182,12 @@ class Daemon:
             stack.push_async_callback(p.akosha_client.close)
         available = p.stats.target(p.primary.name).available
         sid = self.settings.cloud_sync.system_id
-        if p.rebuilt or (available and await forget_if_last_upload_gone(p.state, p.primary, sid)):
+        gone = (  # the target emptied: a failure event too
+            available
+            and not p.rebuilt
+            and await forget_if_last_upload_gone(p.state, p.primary, sid, p.events)
+        )
+        if p.rebuilt or gone:
             await seed_ledger(p.recovery, p.primary, available)
             seeded = (await self.state.last_success_by_target()).get(p.primary.name)
             p.stats.target(p.primary.name).last_success_at = seeded  # as wire() reads it

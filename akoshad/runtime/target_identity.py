@@ -26,6 +26,7 @@ from loguru import logger
 
 from akoshad.akosha.rejections import REJECTED_PREFIX
 from akoshad.config import Settings
+from akoshad.events import EventBus
 from akoshad.pipeline.recovery import Recovery
 from akoshad.pipeline.stats import Stats
 from akoshad.restore.drill_dirs import KV_LAST as KV_LAST_DRILL
@@ -150,38 +151,48 @@ async def forget_changed_akosha(state: StateDB, settings: Settings) -> int:
     return forgotten
 
 
-async def forget_if_last_upload_gone(state: StateDB, target: Target, system_id: str) -> str | None:
+async def forget_if_last_upload_gone(
+    state: StateDB, target: Target, system_id: str, events: EventBus | None = None
+) -> str | None:
     """At start (and at each drill), the primary target answering: when the manifest of
     the state's last upload there is gone (the same path or bucket now holds other
     contents: a disk swapped, a copy restored, a hand, a lifecycle rule), what the state
     knew of the target is forgotten as for a changed identity; that upload's id then (the
     caller seeds the ledger from the newest upload there), else None. A target that
-    cannot say keeps what is known."""
+    cannot say keeps what is known. With ``events``, also a ``failure`` event (kind
+    ``target_emptied``): the uploads before may be gone with it."""
     last = await state.transaction(lambda c: LedgerOps.last_upload_in(c, target.name))
     if last is None or not await manifest_gone(target, system_id, last):
         return None
     # the same place: its last drill and prune stay on record (a failed drill stands
     # until one passes)
     await state.transaction(lambda c: _forget_in(c, target.name, False))
-    logger.warning(
-        "target {} no longer holds upload {}, the last one this machine made there: what "
-        "was known of the target is forgotten, and the next upload sends every file that "
-        "the newest upload there (if any) does not hold",
-        target.name,
-        last,
+    line = (
+        f"target {target.name} no longer holds upload {last}, the last one this machine made "
+        "there: what was known of the target is forgotten, and the next upload sends every "
+        "file that the newest upload there (if any) does not hold"
     )
+    logger.warning("{}", line)
+    if events is not None:
+        events.emit("failure", kind="target_emptied", target=target.name, error=line, failed=0)
     return last
 
 
 async def forget_if_emptied(
-    state: StateDB, recovery: Recovery, target: Target, *, primary: Target, system_id: str
+    state: StateDB,
+    recovery: Recovery,
+    target: Target,
+    *,
+    primary: Target,
+    system_id: str,
+    events: EventBus | None = None,
 ) -> None:
     """Before each pass with work due (a bucket emptied, or deleted and made again, during
     an outage or not; an outbox removed, a disk swapped or remounted): when it no longer
     holds the last upload made there, what was known of it is forgotten and the primary's
     ledger seeded from the newest upload there, so the pass sends every file it lacks
     instead of an upload that points at objects that are gone."""
-    gone = await forget_if_last_upload_gone(state, target, system_id)
+    gone = await forget_if_last_upload_gone(state, target, system_id, events)
     if gone is not None and target is primary:
         await seed_ledger(recovery, target, available=True)
 

@@ -327,7 +327,12 @@ def build(
     recovery = Recovery(state, cs.system_id, uploader.discarder, uploader.sealing)
     drills.recovery, drills.reconcile = recovery, feed.reconcile
     drain.check_place = partial(
-        forget_if_emptied, state, recovery, primary=drain.primary, system_id=cs.system_id
+        forget_if_emptied,
+        state,
+        recovery,
+        primary=drain.primary,
+        system_id=cs.system_id,
+        events=events,
     )
     drills.health = stats.target(drain.primary.name)
     return Parts(

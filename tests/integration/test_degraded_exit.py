@@ -15,7 +15,7 @@ from tests.helpers import start_daemon, stop_daemon, wait_for
 from tests.integration.test_pipeline_local import Setup
 from tests.s3server import WeedServer
 from tests.storegen import make_store
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import Received, Receiver
 
 
 def test_degraded_too_long_exits_nonzero_by_itself(
@@ -74,8 +74,11 @@ def test_local_target_trouble_sends_failure_degraded_then_recovered(tmp_path: Pa
             shutil.move(uploads, aside)
             uploads.write_text("not a directory")  # every new upload fails now
             (s.store / "akosha_sync_state.json").write_text('{"changed": 3}')
-            (failure,) = wait_for(lambda: rx.events("failure")[:1], 30)
+            (failure,) = wait_for(lambda: _pass_failures(rx)[:1], 30)
             assert failure.payload["failed"] >= 1 and failure.payload["error"]
+            # the last upload's manifest moved aside with it: the target looks emptied
+            (emptied,) = [r for r in rx.events("failure") if "kind" in r.payload]
+            assert emptied.payload["kind"] == "target_emptied"
             (degraded,) = wait_for(lambda: rx.events("degraded"), 10)
             assert degraded.payload["target"] == "local" and degraded.payload["error"]
             time.sleep(1.0)
@@ -144,7 +147,7 @@ def test_a_local_outbox_that_keeps_failing_is_announced_once_per_kind(tmp_path: 
             wait_for(lambda: len(rx.events("upload")) >= 2, 10)
         finally:
             assert stop_daemon(proc) == 0
-        failures = [r.payload for r in rx.events("failure")]
+        failures = [r.payload for r in _pass_failures(rx)]
         assert len(failures) == 2, failures
         assert "uploads" in failures[0]["error"] and "packs" in failures[1]["error"]
         assert failures[1]["repeated"] == 4  # the failed passes not announced one by one
@@ -154,6 +157,12 @@ def test_a_local_outbox_that_keeps_failing_is_announced_once_per_kind(tmp_path: 
         assert "Traceback" not in text
     finally:
         rx.stop()
+
+
+def _pass_failures(rx: Receiver) -> list[Received]:
+    """The ``failure`` events of failed passes (not those with a ``kind``: the last upload's
+    manifest moved aside looks like an emptied target, ``target_emptied``)."""
+    return [r for r in rx.events("failure") if "kind" not in r.payload]
 
 
 def _failed_at_least(s: Setup, n: int) -> bool:

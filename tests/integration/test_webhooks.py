@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,42 @@ def test_akosha_down_sends_a_failure_for_target_http(tmp_path: Path) -> None:
             assert failure["error"].startswith("memories not delivered to Akosha: ")
             degraded = wait_for(lambda: rx.events("degraded"), 30)[0].payload
             assert degraded["target"] == "http"
+        finally:
+            assert stop_daemon(proc) == 0
+    finally:
+        rx.stop()
+
+
+def test_an_emptied_target_sends_a_failure_while_running_and_at_a_start(tmp_path: Path) -> None:
+    """An outbox emptied by hand (or a bucket by a lifecycle rule): the uploads made before
+    are gone. Before, only a log WARNING said so; now a ``failure`` (kind target_emptied),
+    found before the next pass and at a start."""
+    rx = Receiver().start()
+    try:
+        s = _setup(tmp_path, [{"url": rx.url()}])
+        log = tmp_path / "d.log"
+
+        def empty_outbox() -> None:
+            for entry in s.outbox.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+        proc = start_daemon(s.config, s.env, log)
+        try:
+            wait_for(lambda: rx.events("upload"), 30)
+            empty_outbox()
+            (s.store / "akosha_sync_state.json").write_text('{"changed": 1}')
+            failure = wait_for(lambda: rx.events("failure"), 30)[0].payload
+            assert failure["kind"] == "target_emptied" and failure["target"] == "local"
+            assert "no longer holds upload" in failure["error"]
+            wait_for(lambda: len(rx.events("upload")) == 2, 30)  # the whole store again
+            assert rx.events("upload")[1].payload["files"] == 8
+        finally:
+            assert stop_daemon(proc) == 0
+        empty_outbox()
+        proc = start_daemon(s.config, s.env, log)
+        try:
+            wait_for(lambda: len(rx.events("failure")) == 2, 30)
+            assert rx.events("failure")[1].payload["kind"] == "target_emptied"
         finally:
             assert stop_daemon(proc) == 0
     finally:
