@@ -204,3 +204,22 @@ def test_changes_the_queue_could_not_take_are_unsafe() -> None:
     found = assess(status(unrecorded=why), POLICY, now=T0, started=T0 - HOUR)
     assert found.reasons == [f"{why}: not uploaded until they are"]
     assert not assess(status(unrecorded=None), POLICY, now=T0, started=T0 - HOUR).reasons
+
+
+def test_drill_overdue_is_the_verdict_s_late_drill_but_not_a_failed_one() -> None:
+    """What the webhook alerts announce as ``drill_overdue``: no good drill within two
+    intervals, or none yet an interval after the start; a failed drill is the drill
+    event's to tell."""
+    from akoshad.runtime.safety import SafetyPolicy, drill_overdue
+
+    daily, now = SafetyPolicy(2.0, 0.0, 24.0), 1_800_000_000.0
+    upload = {"last_upload": {"upload_id": "u"}}
+    old = {**upload, "last_drill": {"ok": True, "at": now - 50 * 3600}}
+    assert drill_overdue(old, daily, now=now, started=now - 60) == "no good drill for 50.0 h"
+    failed = {**upload, "last_drill": {"ok": False, "at": now - 50 * 3600, "problems": ["x"]}}
+    assert drill_overdue(failed, daily, now=now, started=now - 60) is None
+    assert drill_overdue(upload, daily, now=now, started=now - 25 * 3600) == (
+        "no drill yet after 25.0 h"
+    )
+    assert drill_overdue(upload, daily, now=now, started=now - 3600) is None
+    assert drill_overdue(old, SafetyPolicy(2.0), now=now, started=now - 60) is None  # drills off
