@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from akoshad.errors import AkoshadError
 from akoshad.fileio import CHUNK, write_sparse
+from akoshad.private import sync_entry
 from akoshad.restore.direct import DirectWriter
 
 DIR_MODE = 0o700
@@ -60,7 +61,10 @@ def open_dest(dest: Path) -> int:
     refused = dest_link(dest)
     if refused is not None:
         raise DestError(refused)
+    made = [p for p in (dest, *dest.parents) if not os.path.lexists(p)]
     dest.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    for path in reversed(made):  # each new name outlives a power loss with the restore
+        sync_entry(path.parent)
     try:
         fd = os.open(dest, _DIR_FLAGS)
     except OSError as exc:

@@ -64,3 +64,21 @@ def test_a_delete_is_made_durable_before_it_returns(
     asyncio.run(target.delete_keys([f"{uploads}/u1/manifest.json", "systems/box/p"]))
     assert not (root / uploads / "u1").exists()
     assert sorted(seen) == [str(root / "systems" / "box"), str(root / uploads)]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_restore_dest_it_makes_is_fsynced_into_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore fsyncs every file and every directory inside --dest before it reports
+    success, but --dest itself (and the parents it made) was never fsynced into its parent:
+    after a power loss the whole restored copy could be gone."""
+    from akoshad.restore.destdir import open_dest
+
+    dest = tmp_path / "new" / "dest"
+    seen = fsynced_dirs(monkeypatch)
+    os.close(open_dest(dest))
+    assert str(tmp_path) in seen and str(tmp_path / "new") in seen
+    seen.clear()
+    os.close(open_dest(dest))  # there already: nothing made, nothing to fsync
+    assert seen == []
