@@ -129,14 +129,16 @@ def stat_tree(top: str, base: int, out: StatMap) -> None:
                 stack.append(entry.path)
 
 
-def stat_entry(entry: os.DirEntry[str], base: int, out: StatMap) -> bool:
+def stat_entry(entry: os.DirEntry[str], base: int, out: StatMap, rel: str = "") -> bool:
     """Record ``entry``'s lstat in ``out`` (key: its path without the first ``base``
-    characters); False when it cannot be read (it is then left out)."""
+    characters; ``rel``, the caller's string, when equal: one string, not two, for each
+    of 100,000 files); False when it cannot be read (it is then left out)."""
     try:
         st = entry.stat(follow_symlinks=False)
     except OSError:
         return False
-    out[entry.path[base:]] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    key = entry.path[base:]
+    out[rel if key == rel else key] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
     return True
 
 

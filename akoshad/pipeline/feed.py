@@ -277,7 +277,9 @@ class ChangeFeed:
             return await self.reconcile()
         now: StatMap = {}
         await asyncio.to_thread(walk_store, self.data_dir, self.flt, now)
-        moved = [k for k in before.keys() | now.keys() if before.get(k) != now.get(k)]
+        # no set of both maps' keys (100,000 entries more, beside the two maps)
+        moved = [k for k, st in now.items() if before.get(k) != st]
+        moved += [k for k in before if k not in now]
         changed = await asyncio.to_thread(self._store_files_of, moved)
         if changed:
             logger.info("{} store file(s) changed before the watch began", len(changed))

@@ -210,7 +210,7 @@ def _walk_dir(
         name = entry.name
         rel = f"{prefix}{name}"
         if stats is not None:
-            stat_entry(entry, base, stats)  # one that cannot be read is left out
+            stat_entry(entry, base, stats, rel)  # one that cannot be read is left out
         try:
             name.encode("utf-8")
         except UnicodeEncodeError:

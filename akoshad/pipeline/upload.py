@@ -315,7 +315,8 @@ class Uploader(UploadFailures):
         """The extras, the documents (index parts, chunk lists) and the manifest, last. A
         file whose capture failed (tried again) and that no upload holds yet is listed in
         ``metadata.skipped`` with its reason: the upload says what it lacks."""
-        held = {f.path for f in files}
+        retrying = report.retrying  # a set of these few, not of every path (100,000)
+        held = {f.path for f in files if f.path in retrying} if retrying else set()
         never = {p: why for p, why in report.retrying.items() if p not in held}
         skipped = {**never, **await self.state.skipped(), **report.skipped}
         known = await self.state.known_documents(target.name)

@@ -364,7 +364,8 @@ def build_manifest2(
     check_files(files, system_id)
     ordered = sorted(files, key=lambda f: f.path)
     own = upload_prefix(system_id, upload_id)
-    paths = {f.path for f in ordered}
+    # the skips listed as files too (a set of these few, not of every path)
+    paths = {f.path for f in ordered if f.path in skipped} if skipped else set()
     manifest = build_manifest(
         system_id=system_id,
         upload_id=upload_id,

@@ -49,6 +49,21 @@ def test_the_forked_walk_answers_as_the_walk_in_process(tmp_path: Path) -> None:
     assert "x.tmp/spill" in stats  # the quick check's stats cover ignored directories too
 
 
+def test_a_walk_names_each_file_with_one_string(tmp_path: Path) -> None:
+    """``run --once`` keeps the walk's files and its stats to its end: each file's name is
+    one string in both (100,000 files: 8 MB less), also after the forked child's pickle."""
+    store = _store(tmp_path)
+    flt = PathFilter.of([], [])
+    stats: StatMap | None = {}
+    walks = [(walk_store(store, flt, stats), stats)]
+    if walk_child.may_fork():
+        walks.append(walk_child.begin_walk(store, flt).result(timeout=30))
+    for result, stats in walks:
+        keys = {k: k for k in stats or {}}
+        assert "sessions/s1/state.json" in result.files
+        assert all(keys[f] is f for f in result.files)
+
+
 def test_a_child_that_fails_is_answered_by_a_walk_in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
