@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,52 @@ async def test_uploads_cut_the_new_way_read_back_after_one_cut_the_old_way(
     assert [replace(f, name=None) for f in back] == [replace(f, name=None) for f in want]  # type: ignore[arg-type]
     older = await read_entries(target, await manifest_of(target, 0), system_id=SID)
     assert {f.path for f in older} == {f.path for f in want}
+
+
+async def test_each_index_part_is_parsed_and_let_go_as_it_is_read(
+    target: LocalTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading an upload of 100,000 files (uploads, verify, restore, prune) held the JSON
+    of all its index parts at once before parsing any (~300 MB): each part's JSON is now
+    parsed as soon as it is read, so at most the parts in flight are held."""
+    from akoshad.storage import format2, format2_read
+    from akoshad.storage.chunk_lists_read import FETCH_IN_FLIGHT
+
+    files = store(1500)
+    cut = format2.iter_parts
+    monkeypatch.setattr(format2, "iter_parts", lambda e, ends=None: cut(e, 40, min_entries=1))
+    built = build(files, 0)
+    monkeypatch.undo()
+    await write_upload(target, SID, upload_id(0), built)
+    manifest = await manifest_of(target, 0)
+    assert len(manifest["metadata"]["index"]["parts"]) > 3 * FETCH_IN_FLIGHT
+
+    class Doc(dict):  # type: ignore[type-arg]
+        pass  # an entry that a weak reference can follow
+
+    alive, most = [0], [0]
+    read, parse = format2_read._read, format2_read.parse_entry
+
+    def gone() -> None:
+        alive[0] -= 1
+
+    async def tracked(*args: Any) -> Any:
+        doc = await read(*args)
+        doc["files"] = [Doc(e) for e in doc["files"]]
+        for entry in doc["files"]:
+            alive[0] += 1
+            weakref.finalize(entry, gone)
+        return doc
+
+    def parse_entry(raw: object, where: str) -> Any:
+        most[0] = max(most[0], alive[0])
+        return parse(raw, where)
+
+    monkeypatch.setattr(format2_read, "_read", tracked)
+    monkeypatch.setattr(format2_read, "parse_entry", parse_entry)
+    back = await read_entries(target, manifest, system_id=SID)
+    assert len(back) == len(files)
+    assert 1 <= most[0] <= (FETCH_IN_FLIGHT + 1) * 40  # entries of the parts in flight
 
 
 async def test_sealed_index_parts_read_back_with_the_identity(target: LocalTarget) -> None:
