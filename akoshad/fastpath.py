@@ -142,6 +142,22 @@ def stat_entry(entry: os.DirEntry[str], base: int, out: StatMap, rel: str = "") 
     return True
 
 
+class MovedSince(dict[str, list[int]]):
+    """A stat map that a walk fills (``stat_entry``) without keeping it: each entry is
+    compared with ``before`` (taken from it as it goes), and ``moved`` lists those that
+    differ or are new; what ``before`` still holds after the walk is gone. The daemon's
+    catch-up held two maps of the whole store at once (100,000 files: 40 MB more)."""
+
+    def __init__(self, before: StatMap) -> None:
+        super().__init__()
+        self.before = before
+        self.moved: list[str] = []
+
+    def __setitem__(self, key: str, st: list[int]) -> None:
+        if self.before.pop(key, None) != st:
+            self.moved.append(key)
+
+
 def store_digest(stats: StatMap) -> str:
     """A digest of a store's stats (what a record keeps): equal digests, equal stats."""
     h = hashlib.sha256()

@@ -20,7 +20,7 @@ from functools import partial
 from loguru import logger
 
 from akoshad.config import Settings
-from akoshad.fastpath import StatMap
+from akoshad.fastpath import MovedSince, StatMap
 from akoshad.pipeline.debounce import Debouncer, Kind
 from akoshad.pipeline.feed_expand import expand_released, store_emptied
 from akoshad.pipeline.sealed_as import read_sealed_label
@@ -275,11 +275,9 @@ class ChangeFeed:
         before, self.stats_seen, self.keep_stats = self.stats_seen, None, False
         if before is None:
             return await self.reconcile()
-        now: StatMap = {}
+        now = MovedSince(before)  # compared as walked: no second map of the store
         await asyncio.to_thread(walk_store, self.data_dir, self.flt, now)
-        # no set of both maps' keys (100,000 entries more, beside the two maps)
-        moved = [k for k, st in now.items() if before.get(k) != st]
-        moved += [k for k in before if k not in now]
+        moved = now.moved + list(before)  # changed or new, then gone
         changed = await asyncio.to_thread(self._store_files_of, moved)
         if changed:
             logger.info("{} store file(s) changed before the watch began", len(changed))

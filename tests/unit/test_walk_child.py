@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from akoshad.fastpath import StatMap
+from akoshad.fastpath import MovedSince, StatMap
 from akoshad.pipeline.store_walk import walk_store
 from akoshad.pipeline.storefiles import PathFilter
 from akoshad.runtime import walk_child
@@ -62,6 +62,25 @@ def test_a_walk_names_each_file_with_one_string(tmp_path: Path) -> None:
         keys = {k: k for k in stats or {}}
         assert "sessions/s1/state.json" in result.files
         assert all(keys[f] is f for f in result.files)
+
+
+def test_the_catch_up_compares_as_it_walks_without_a_second_map(tmp_path: Path) -> None:
+    """The daemon's catch-up (its watch set up) walks the store again to find what moved
+    since the first walk: it held a second stat map of the whole store beside the first
+    (100,000 files: 40 MB more). Each entry is now compared as it is walked."""
+    store = _store(tmp_path)
+    flt = PathFilter.of([], [])
+    before: StatMap = {}
+    walk_store(store, flt, before)
+    (store / "sessions" / "s1" / "state.json").write_text('{"a": 1}')
+    (store / "sessions" / "s2" / "state.json").unlink()
+    (store / "new.json").write_text("{}")
+    now = MovedSince(before)
+    walk_store(store, flt, now)
+    assert len(now) == 0  # nothing kept
+    assert set(now.moved) >= {"sessions/s1/state.json", "new.json"}
+    assert "sessions/s3/state.json" not in now.moved
+    assert set(before) == {"sessions/s2/state.json"}  # what is left: gone
 
 
 def test_a_child_that_fails_is_answered_by_a_walk_in_process(
