@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from akoshad.config import Settings
-from akoshad.errors import AkoshadError, ConfigError
+from akoshad.errors import AkoshadError, ConfigError, RestoreError
 from akoshad.manifest.read import list_uploads
 from akoshad.names import printable
 from akoshad.private import remove_tree, shared_dir_problem
@@ -226,7 +226,10 @@ async def drill_here(settings: Settings) -> dict[str, Any]:
     shared = await asyncio.to_thread(shared_dir_problem, "state_dir", settings.state_dir)
     if shared is not None:
         raise ConfigError(shared)
-    return await _drill_here(settings)
+    try:
+        return await _drill_here(settings)
+    except OSError as exc:  # state_dir's disk full: the drill could not run (no failure)
+        raise RestoreError(f"the drill could not run: {exc.strerror or exc}") from None
 
 
 def _last_made(path: Path, place: tuple[str, str]) -> str | None:

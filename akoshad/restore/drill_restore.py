@@ -11,7 +11,7 @@ import asyncio
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from akoshad.errors import (
     AkoshadError,
@@ -98,16 +98,15 @@ async def _restore_entries(
     identities: Identities | None = None,
 ) -> None:
     """One file after another (small files of a pack read together, ``groups``); a
-    target or disk failure stops the drill, a damaged file is a problem of its own."""
+    damaged file is a problem of its own. A target that fails, or a state_dir that takes
+    no more (its disk full), is raised: the drill could not run, which says nothing of the
+    upload (the daemon tries again later, ``drill_not_run``), not a failed drill."""
     done: dict[int, StoredFile] = {}
     for unit in work_units(entries, target):
         try:
             for i, entry in unit.files:
                 reader = unit.reader or target
-                outcome = await _restore_one(target, reader, entry, dest_fd, result, identities)
-                if outcome == "stop":
-                    return
-                if outcome == "ok":
+                if await _restore_one(target, reader, entry, dest_fd, result, identities):
                     done[i] = entry
         finally:
             if unit.reader is not None:
@@ -122,28 +121,28 @@ async def _restore_one(
     dest_fd: int,
     result: DrillResult,
     identities: Identities | None = None,
-) -> Literal["ok", "bad", "stop"]:
-    """Restore one file into the drill directory: restored intact ("ok"), a problem of its
-    own ("bad"), or the drill must stop ("stop": the target or the disk failed)."""
+) -> bool:
+    """Restore one file into the drill directory: True when restored intact, False when it
+    is a problem of its own; the target's errors and the disk's (``OSError``) are raised."""
     try:
         size = await _fetch_confirmed(target, ranges, entry, dest_fd, result, identities)
     except DestError as exc:
         result.problems.append(f"{entry.path}: {exc}")
-        return "bad"
+        return False
     except AkoshadError as exc:
         if isinstance(exc, TransientError | PermanentError):
-            result.problems.append(f"{entry.path}: drill stopped, {target.name}: {exc}")
-            return "stop"
+            raise
         result.problems.append(str(exc))  # IntegrityError names the path
         if isinstance(exc, IntegrityError) and exc.object_key is not None:
             result.damaged_objects.add(exc.object_key)
-        return "bad"
+        return False
     except OSError as exc:
-        result.problems.append(f"{entry.path}: drill stopped, cannot write: {exc.strerror}")
-        return "stop"
+        raise OSError(
+            exc.errno, f"{exc.strerror} (the drill's copy of {entry.path} in state_dir)"
+        ) from None
     result.files += 1
     result.bytes += size
-    return "ok"
+    return True
 
 
 async def _fetch_into(
