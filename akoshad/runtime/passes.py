@@ -119,6 +119,8 @@ class Passes:
             due = drain.pacer.defer(due, time.time())  # min_upload_interval_seconds
             timeout = None if due is None else max(0.05, due - time.time())
             self.wake.clear()
+            if self.stop_event.is_set():  # came while this pass waited for the pass lock
+                return  # (a sync --wait's drain held it): its wake is gone with the clear
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
 
