@@ -36,6 +36,9 @@ _NOT_WHILE_STOPPING = {
     "pause": "its uploads end with it",
     "resume": "nothing is uploaded until it starts again",
 }
+# changed by a reload, they wait for a restart, and a sync until then is not the one the
+# configuration asks for (another store; not encrypted as it now says)
+_SYNCED_KEYS = ("data_dir", "encryption")
 # the settings a place is made of (target_identity): changed by a reload, they wait for a restart
 _PLACE_KEYS = ("local_target_dir", "cloud_sync")
 
@@ -142,10 +145,24 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     # a store that cannot be read, or selects no file, is not synced: said now, not
     # "sync started" (exit 0) for nothing
     missing = await asyncio.to_thread(data_dir_problem, daemon.settings.data_dir)
-    problem = missing or await daemon.view.nothing_to_back_up()
+    problem = missing or await daemon.view.nothing_to_back_up() or not_as_configured(daemon)
     if problem is not None:
         return {"ok_drain": False, "started": True, "error": problem}
     return {"ok_drain": True, "started": True}
+
+
+def not_as_configured(daemon: Daemon) -> str | None:
+    """Why a sync now is not what the configuration file asks for: a reload read a new
+    ``data_dir`` or ``encryption``, which only a restart applies (None: nothing such)."""
+    changed = [key for key in _SYNCED_KEYS if key in daemon.view.restart_pending]
+    if not changed:
+        return None
+    keys = " and ".join(changed)
+    return (
+        f"{keys} changed in the configuration, which takes effect after a restart: this "
+        f"daemon syncs {daemon.settings.data_dir} with the previous {keys} until then; "
+        "restart akoshad"
+    )
 
 
 async def _sync_wait(daemon: Daemon, method: str | None, fallback: bool | None) -> dict[str, Any]:
@@ -172,6 +189,8 @@ async def _sync_wait(daemon: Daemon, method: str | None, fallback: bool | None) 
     problem = missing or await daemon.view.nothing_to_back_up()
     # nor is a store with files left out of the upload (run --once exits 1 for them too)
     problem = problem or skipped_problem(await daemon.state.skipped())
+    # nor the store, or the encryption, of a configuration not applied yet
+    problem = problem or not_as_configured(daemon)
     if problem is not None:
         problems.append(problem)
     if problems:

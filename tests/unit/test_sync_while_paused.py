@@ -20,7 +20,9 @@ class FakeDaemon:
 
     def __init__(self, data_dir: Path) -> None:
         self.settings = SimpleNamespace(data_dir=data_dir)  # the store: there and readable
-        self.view = SimpleNamespace(paused=False, nothing_to_back_up=self._nothing)
+        self.view = SimpleNamespace(
+            paused=False, nothing_to_back_up=self._nothing, restart_pending=[]
+        )
         self.nothing: str | None = None  # the view's "nothing to back up" line
         self.wake = asyncio.Event()
         self.parts = SimpleNamespace(stats=SimpleNamespace(syncing=False))  # a pass running
@@ -202,3 +204,24 @@ async def test_sync_without_wait_ends_the_backoff_of_failed_changes(tmp_path: Pa
     result = await handle_request(daemon, {"cmd": "sync", "wait": False})  # type: ignore[arg-type]
     assert result == {"ok_drain": True, "started": True}
     assert daemon.made_due == 1 and daemon.wake.is_set()
+
+
+@pytest.mark.parametrize("wait", [True, False])
+@pytest.mark.parametrize("key", ["data_dir", "encryption"])
+async def test_sync_after_a_reload_that_waits_for_a_restart_is_not_done(
+    wait: bool, key: str, tmp_path: Path
+) -> None:
+    """data_dir moved to a new store in the file, SIGHUP (warned: after a restart), then
+    ``sync --wait``: 'sync done: nothing to upload', exit 0, while the new store was never
+    backed up (the daemon synced the old one). Alike for encryption turned on."""
+    daemon = FakeDaemon(tmp_path)
+    daemon.view.restart_pending = [key, "log_level"]
+    result = await handle_request(daemon, {"cmd": "sync", "wait": wait})  # type: ignore[arg-type]
+    assert result["ok_drain"] is False
+    assert result["error"] == (
+        f"{key} changed in the configuration, which takes effect after a restart: this "
+        f"daemon syncs {tmp_path} with the previous {key} until then; restart akoshad"
+    )
+    daemon.view.restart_pending = ["log_level"]  # nothing the sync is made of
+    result = await handle_request(daemon, {"cmd": "sync", "wait": wait})  # type: ignore[arg-type]
+    assert result["ok_drain"] is True
