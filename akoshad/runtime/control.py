@@ -37,6 +37,7 @@ BACKLOG = 128
 MAX_CONNECTIONS = 256  # beyond this, new connections are closed at once (fd safety)
 PROBE_TIMEOUT = 1.0
 WARN_INTERVAL = 60.0
+REBIND_CHECK_SECONDS = 5.0  # how often a running daemon looks that its socket file is there
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -233,6 +234,50 @@ class ControlServer(StartClose):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
             self._unlink_own()
+
+    async def keep_bound(
+        self, stop_event: asyncio.Event, every: float = REBIND_CHECK_SECONDS
+    ) -> None:
+        """Until ``stop_event``: a socket file removed under the daemon (a clean-up of /tmp
+        or of the runtime directory) is bound again, else every client said "not running"
+        (or "still starting") for as long as the daemon ran. A path taken meanwhile by
+        something else is left alone."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop_event.wait(), every)
+                return
+            if self._server is not None and await asyncio.to_thread(self._removed):
+                await self._rebind()
+
+    def _removed(self) -> bool:
+        """Blocking: nothing is at the socket's path any more."""
+        try:
+            os.lstat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # cannot tell: left as it is
+        return False
+
+    async def _rebind(self) -> None:
+        """Bind the path again and serve it; the old listening socket, unreachable, closed."""
+        try:
+            sock = await asyncio.to_thread(self._bind)
+        except (AkoshadError, OSError) as exc:
+            self._warn(f"control socket {self.path} was removed and cannot be bound again: {exc}")
+            return
+        try:
+            server = await asyncio.start_unix_server(
+                self._on_connect, sock=sock, limit=self.max_line + 1, backlog=BACKLOG
+            )
+        except OSError as exc:
+            sock.close()
+            self._warn(f"control socket {self.path} was removed and cannot be served again: {exc}")
+            return
+        old, self._server = self._server, server
+        if old is not None:
+            old.close()  # its connections are tasks of ours, closed as they end
+        logger.warning("control socket {} was removed while akoshad ran: bound again", self.path)
 
     def _unlink_own(self) -> None:
         """Remove the socket file unless something else has replaced it meanwhile."""

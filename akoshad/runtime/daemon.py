@@ -361,6 +361,7 @@ class Daemon:
                 tg.create_task(p.drills.run(), name="drill"),
                 tg.create_task(p.prunes.run(), name="prune"),
                 tg.create_task(watch_state_dir(p, self.stop), name="state"),
+                tg.create_task(control.keep_bound(self.stop_event), name="socket"),
                 tg.create_task(
                     self.feed.rescan_every(RESCAN_SECONDS, self.stop_event), name="rescan"
                 ),
