@@ -37,6 +37,7 @@ def last_prune(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "at": result["at"],
         "ok": result["ok"],
+        "upload_id": result.get("upload_id"),  # the newest upload kept (None: not known)
         "uploads_kept": result.get("uploads_kept"),  # None: failed before it could tell
         "uploads_removed": len(result.get("uploads_removed") or []),
         "objects_deleted": result.get("objects_deleted", 0),

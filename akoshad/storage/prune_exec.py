@@ -78,10 +78,12 @@ class PruneResult:
     missing: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    upload_id: str | None = None  # the newest upload kept
 
     def to_json(self) -> dict[str, Any]:
         return {
             "dry_run": self.dry_run,
+            "upload_id": self.upload_id,
             "uploads_kept": self.uploads_kept,
             "uploads_removed": self.uploads_removed,
             "crashed_uploads": self.crashed_uploads,
@@ -102,6 +104,7 @@ class PruneResult:
         return cls(
             dry_run=dry_run,
             uploads_kept=len(plan.kept_uploads),
+            upload_id=max(plan.kept_uploads, default=None),
             uploads_removed=list(plan.removed_uploads),
             crashed_uploads=list(plan.crashed_uploads),
             objects_deleted=plan.deleted_count,

@@ -84,6 +84,7 @@ async def test_format1_prune_removes_dropped_uploads_and_keeps_shared_objects(
     staging = private_dir(tmp_path / "staging")
     result = await run_prune(local, "box", policy(3), staging_dir=staging, now=NOW, ownership=owner)
     assert result.uploads_removed == made[:5] and result.uploads_kept == 3
+    assert result.upload_id == made[-1]  # the newest kept: last_prune's upload_id
     assert result.objects_deleted == 5 + 5  # 5 manifests, 5 a.json; b.db of upload 1 stays
     assert result.bytes_freed > 0 and result.missing == []
     keys = [k async for k in local.list_keys("systems/box/")]

@@ -36,4 +36,6 @@ def test_a_prune_that_read_nothing_does_not_say_it_kept_nothing() -> None:
 def test_a_prune_that_read_the_uploads_says_how_many_it_kept() -> None:
     done = {**FAILED, "ok": True, "problems": [], "uploads_kept": 3, "uploads_removed": ["a"]}
     assert last_prune(done)["uploads_kept"] == 3
+    assert last_prune(done)["upload_id"] is None  # not known: null, as the contract has it
+    assert last_prune({**done, "upload_id": "u9"})["upload_id"] == "u9"
     assert "removed 1 upload(s), kept 3;" in render_prune(done)
