@@ -16,6 +16,7 @@ ones below).
 from __future__ import annotations
 
 import gc
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,14 @@ import pytest
 from tests.tmpdirs import remove_all
 
 pytest_plugins = ["tests.s3server", "tests.akosha_fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background (``nohup``, ``cmd &`` in a script) inherits Ctrl-C
+    ignored, and so would every akoshad the tests start: the tests that send it SIGINT
+    (an interrupted restore, drill or sync) need it taken as at a terminal."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

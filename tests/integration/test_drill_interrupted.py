@@ -24,7 +24,6 @@ async def slow(*args, **kwargs):
     await asyncio.sleep(2)
     return await restore_all(*args, **kwargs)
 drill.restore_all = slow
-signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, not nohup
 from akoshad.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """

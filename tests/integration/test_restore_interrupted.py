@@ -31,7 +31,6 @@ def sink(self, f):
         time.sleep(0.5)
     return got
 landing.Committer.sink = sink
-signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, not nohup
 from akoshad.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
