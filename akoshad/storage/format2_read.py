@@ -127,9 +127,11 @@ def _whole(raw: Mapping[str, Any], size: int, sha: str, where: str) -> WholeObje
     return WholeObject(key, _field(raw, "stored_size", int, where), compression, size, sha)
 
 
-def parse_entry(raw: object, where: str) -> Pending:
-    """One format-2 entry: common fields, then ``chunks``, ``chunk_list`` or a whole
-    object (``key``/``stored_size``/``compression``); exactly one of them."""
+def parse_entry(raw: object, place: str, index: int | None = None) -> Pending:
+    """One format-2 entry (listed in ``place``, at ``index`` when given): common fields,
+    then ``chunks``, ``chunk_list`` or a whole object (``key``/``stored_size``/
+    ``compression``); exactly one of them."""
+    where = place if index is None else f"{place}[{index}]"
     if not isinstance(raw, dict):
         raise ManifestError(f"{where} is not an object")
     path = _field(raw, "path", str, where)
@@ -164,7 +166,7 @@ def parse_entry(raw: object, where: str) -> Pending:
         name=_field(raw, "name", str, where),
         mtime_ns=mtime_ns,
     )
-    return Pending(where, stored, chunk_list)
+    return Pending(place, index, stored, chunk_list)
 
 
 async def _read(
@@ -240,7 +242,7 @@ async def _entries(
         files = metadata.get("files")
         if not isinstance(files, list):
             raise ManifestError("metadata.files is not a list")
-        return [parse_entry(raw, f"metadata.files[{i}]") for i, raw in enumerate(files)]
+        return [parse_entry(raw, "metadata.files", i) for i, raw in enumerate(files)]
     parts = _index_parts(metadata, system_root(system_id))
 
     def job(p: IndexPartRef) -> Callable[[], Awaitable[Any]]:
@@ -269,7 +271,8 @@ def _part_entries(part: IndexPartRef, doc: object) -> list[Pending]:
         raise ManifestError(f'{what} is not {{"files": [...]}}')
     if len(doc["files"]) > MAX_ENTRIES:
         raise ManifestError(f"the manifest lists more than {MAX_ENTRIES} files")
-    return [parse_entry(raw, f"{what}: files[{i}]") for i, raw in enumerate(doc["files"])]
+    place = f"{what}: files"
+    return [parse_entry(raw, place, i) for i, raw in enumerate(doc["files"])]
 
 
 async def _first_part(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, cast
@@ -67,6 +68,9 @@ class _Validating(Protocol):
 
 
 _R = TypeVar("_R", bound=_Validating)
+
+
+_SHARED_FIELDS = ("key", "compression", "encryption")  # of a chunk ref: few values
 
 
 def _validated(cls: type[_R], fields: Mapping[str, Any], what: str) -> _R:
@@ -177,8 +181,15 @@ class ChunkRef:
 
     @classmethod
     def from_json(cls, obj: object, what: str = "chunk ref") -> ChunkRef:
-        """Parse and validate one chunk ref; :class:`RefError` names the bad field."""
-        return _validated(cls, _fields(obj, CHUNK_FIELDS, what), what)
+        """Parse and validate one chunk ref; :class:`RefError` names the bad field. Its
+        pack key and codec names are interned: the refs of an upload read back share one
+        string each (a JSON document spells them out anew for every chunk)."""
+        ref = _validated(cls, _fields(obj, CHUNK_FIELDS, what), what)
+        for name in _SHARED_FIELDS:
+            value = getattr(ref, name)
+            if isinstance(value, str):
+                object.__setattr__(ref, name, sys.intern(value))
+        return ref
 
 
 @dataclass(frozen=True, slots=True)

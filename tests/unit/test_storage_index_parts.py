@@ -286,15 +286,30 @@ async def test_each_index_part_is_parsed_and_let_go_as_it_is_read(
             weakref.finalize(entry, gone)
         return doc
 
-    def parse_entry(raw: object, where: str) -> Any:
+    def parse_entry(raw: object, place: str, index: int | None = None) -> Any:
         most[0] = max(most[0], alive[0])
-        return parse(raw, where)
+        return parse(raw, place, index)
 
     monkeypatch.setattr(format2_read, "_read", tracked)
     monkeypatch.setattr(format2_read, "parse_entry", parse_entry)
     back = await read_entries(target, manifest, system_id=SID)
     assert len(back) == len(files)
     assert 1 <= most[0] <= (FETCH_IN_FLIGHT + 1) * 40  # entries of the parts in flight
+
+
+def test_a_parsed_entry_names_where_it_is_listed_only_when_asked() -> None:
+    """Every entry of an upload read back held the name errors give it (~200 bytes, 20 MB
+    for 100,000 files): it is made from the part's shared name and the index instead."""
+    from akoshad.storage.format2 import entry_json
+    from akoshad.storage.format2_read import parse_entry
+
+    f = next(iter(store(1).values()))
+    raw = json.loads(json.dumps(entry_json(f, "n")))
+    place = "index part K: files"
+    a, b = parse_entry(raw, place, 3), parse_entry(raw, place, 4)
+    assert not hasattr(a, "__dict__") and a.place is b.place
+    assert a.where == f"index part K: files[3] ({f.path!r})"
+    assert parse_entry(raw, "x").where == f"x ({f.path!r})"
 
 
 async def test_sealed_index_parts_read_back_with_the_identity(target: LocalTarget) -> None:

@@ -41,6 +41,17 @@ def good(**over: Any) -> dict[str, Any]:
     return ref
 
 
+def test_refs_read_back_share_their_pack_key_and_codec_names() -> None:
+    """An upload of 100,000 files read back (uploads, verify, restore) held a pack key and
+    two codec names of their own for every chunk, as the JSON spells them out: parsed refs
+    share one string each."""
+    a, b = (json.loads(json.dumps(good())) for _ in range(2))
+    assert a["key"] is not b["key"]
+    ra, rb = ChunkRef.from_json(a), ChunkRef.from_json(b)
+    assert ra == rb and ra.key is rb.key
+    assert ra.compression is rb.compression and ra.encryption is rb.encryption
+
+
 def test_round_trip_keeps_the_contract_fields_in_order() -> None:
     ref = ChunkRef.from_json(good())
     assert list(ref.to_json()) == [
