@@ -232,13 +232,15 @@ class Drain:
         enable_fallback: bool | None = None,
         *,
         stop: asyncio.Event | None = None,
+        paused: Callable[[], bool] | None = None,
     ) -> tuple[bool, list[PassReport]]:
-        """Passes until nothing is due or one fails (or, once ``stop`` is set, no new
-        pass): (every pass ok, reports). A pass stopped by a store file that changed while
-        it was sent (the store's doing: its rows are due again at once, the file is copied
-        next time) is followed by another, which decides; once, not twice in a row."""
+        """Passes until nothing is due or one fails (or, once ``stop`` is set or
+        ``paused()`` says so, no new pass): (every pass ok, reports). A pass stopped by a
+        store file that changed while it was sent (the store's doing: its rows are due
+        again at once, the file is copied next time) is followed by another, which decides;
+        once, not twice in a row."""
         reports: list[PassReport] = []
-        while stop is None or not stop.is_set():
+        while (stop is None or not stop.is_set()) and not (paused is not None and paused()):
             report = await self.run_pass(method, enable_fallback)
             if report is None:
                 break

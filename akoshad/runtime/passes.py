@@ -86,7 +86,9 @@ class Passes:
             await self.interrupted.before_pass()
             if retry_now:
                 await self.due_now()
-            ok, reports = await p.drain.until_empty(method, enable_fallback, stop=self.stop_event)
+            ok, reports = await p.drain.until_empty(
+                method, enable_fallback, stop=self.stop_event, paused=self.paused
+            )
             return ok, waited + reports
 
     async def due_now(self) -> None:

@@ -180,6 +180,10 @@ async def _sync_wait(daemon: Daemon, method: str | None, fallback: bool | None) 
             f"akoshad is stopping (a stop signal was received): {pending} change(s) stay "
             "queued for its next start"
         )
+    elif daemon.view.paused and pending:  # `akoshad pause` meanwhile: no new pass began
+        problems.append(
+            f"uploads were paused during the sync: {pending} change(s) wait for `akoshad resume`"
+        )
     unrecorded = daemon.feed.unrecorded  # the changes seen were not drained: not done
     if unrecorded is not None:
         problems.append(f"{unrecorded}: not uploaded; the daemon tries again")

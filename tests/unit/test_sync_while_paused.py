@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from akoshad.pipeline.drain import Drain
+from akoshad.pipeline.report import PassReport
 from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.requests import handle_request
 
@@ -31,6 +33,7 @@ class FakeDaemon:
         self.made_due = 0  # the queue's backoffs ended (a sync asked for)
         self.depth = 0  # the queue's depth after a drain
         self.stop_during_drain = False  # a stop signal arrives while a drain runs
+        self.pause_during_drain = False  # `akoshad pause` while a drain runs
         self.drained = 0
         self.flushed = 0
         self.feed = SimpleNamespace(flush=self._flush, debouncer=[], unrecorded=None)
@@ -57,6 +60,8 @@ class FakeDaemon:
         self.drained += 1
         if self.stop_during_drain:
             self.stop_event.set()
+        if self.pause_during_drain:
+            self.view.paused = True
         return True, []
 
 
@@ -225,3 +230,30 @@ async def test_sync_after_a_reload_that_waits_for_a_restart_is_not_done(
     daemon.view.restart_pending = ["log_level"]  # nothing the sync is made of
     result = await handle_request(daemon, {"cmd": "sync", "wait": wait})  # type: ignore[arg-type]
     assert result["ok_drain"] is True
+
+
+async def test_a_pause_during_sync_wait_ends_its_drain_and_says_so(tmp_path: Path) -> None:
+    """``akoshad pause`` while a ``sync --wait`` drained (changes falling due pass after
+    pass): the sync's drain began new passes (uploads) regardless, and said 'sync done'. No
+    new pass begins once paused (``Drain.until_empty``), and the sync says what waits."""
+    daemon = FakeDaemon(tmp_path)
+    daemon.depth, daemon.pause_during_drain = 2, True
+    result = await handle_request(daemon, {"cmd": "sync", "wait": True})  # type: ignore[arg-type]
+    assert result["ok_drain"] is False
+    assert result["error"] == (
+        "uploads were paused during the sync: 2 change(s) wait for `akoshad resume`"
+    )
+
+
+async def test_drain_until_empty_begins_no_pass_once_paused() -> None:
+    passes: list[int] = []
+    paused = [False]
+
+    async def run_pass(*_: Any) -> PassReport:
+        passes.append(1)
+        paused[0] = len(passes) >= 2  # paused during the second pass
+        return PassReport(target="local", upload_id=f"u{len(passes)}")
+
+    drain = SimpleNamespace(run_pass=run_pass)
+    ok, reports = await Drain.until_empty(drain, paused=lambda: paused[0])  # type: ignore[arg-type]
+    assert ok is True and [r.upload_id for r in reports] == ["u1", "u2"]
