@@ -25,7 +25,7 @@ from typing import Any, Literal
 from loguru import logger
 
 from akoshad.config import Settings
-from akoshad.errors import AkoshadError, DaemonNotRunning
+from akoshad.errors import AkoshadError, DaemonNotRunning, DaemonWentAway
 from akoshad.fastpath import state_held
 from akoshad.runtime.control_client import ControlRequestError, request
 from akoshad.store.places import place_fields
@@ -102,6 +102,8 @@ async def ask(
             return await request(settings.socket_path, payload, seconds + 1)
     except TimeoutError:
         raise on_timeout from None
+    except DaemonWentAway as exc:  # it took the request, then went (a restart, a crash)
+        raise ToolFailure("daemon_went_away", str(exc)) from None
     except DaemonNotRunning:
         raise not_running(settings) from None
     except ControlRequestError as exc:

@@ -39,3 +39,30 @@ async def test_a_busy_daemon_is_waited_for_and_a_silent_one_is_not_called_only_d
         assert "hung, or too busy to answer; ask again shortly" in status["message"]
     finally:
         await server.close()
+
+
+async def test_a_daemon_that_went_away_mid_request_is_not_called_never_there() -> None:
+    """The connection closed after the sync went out (the daemon restarted or crashed
+    during it): the tool said 'daemon_not_running ... start it with akoshad service
+    install', as if no daemon had taken the sync; now it says what happened."""
+    sock = short_dir() / "a.sock"
+    calls: list[str] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        calls.append(line.decode())
+        if b'"status"' in line:
+            writer.write(b'{"ok": true, "result": {"state": "idle"}}\n')
+            await writer.drain()
+        writer.close()  # the sync: no reply, the daemon gone
+
+    server = await asyncio.start_unix_server(on_connect, path=str(sock))
+    settings = load_settings(environ={"HOME": "/nonexistent"}, overrides={"socket_path": str(sock)})
+    try:
+        result = await do_sync(settings, timeout_seconds=5)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result["error"] == "daemon_went_away", result
+    assert "before it answered the 'sync' request" in result["message"]
+    assert len(calls) == 2
