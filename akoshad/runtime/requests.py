@@ -121,6 +121,9 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
     fallback = request.get("enable_fallback")
     if fallback is not None and not isinstance(fallback, bool):
         raise ControlRequestError("enable_fallback must be true or false")
+    wait = request.get("wait", False)
+    if not isinstance(wait, bool):  # "no" or "false" waited for the drain
+        raise ControlRequestError("wait must be true or false")
     if method == "http" and daemon.drain.akosha is None:  # nothing it could deliver
         raise ControlRequestError(
             "sync --method http delivers memories to Akosha, and no akosha_url is configured"
@@ -136,7 +139,7 @@ async def _sync(daemon: Daemon, request: dict[str, Any]) -> dict[str, Any]:
             "uploads are paused: nothing is uploaded until `akoshad resume` "
             "(watching and queueing go on)"
         )
-    if request.get("wait"):
+    if wait:
         return await _sync_wait(daemon, method, fallback)
     await daemon.feed.flush()
     await daemon.passes.due_now()  # nor by a failure's backoff (as with --wait)

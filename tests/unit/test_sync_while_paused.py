@@ -257,3 +257,15 @@ async def test_drain_until_empty_begins_no_pass_once_paused() -> None:
     drain = SimpleNamespace(run_pass=run_pass)
     ok, reports = await Drain.until_empty(drain, paused=lambda: paused[0])  # type: ignore[arg-type]
     assert ok is True and [r.upload_id for r in reports] == ["u1", "u2"]
+
+
+@pytest.mark.parametrize("wait", ["no", "false", 0, None])
+async def test_sync_wait_must_be_a_bool(wait: object, tmp_path: Path) -> None:
+    """A hand-written request ``{"cmd": "sync", "wait": "no"}`` ran a waiting drain (any
+    truthy value); enable_fallback and dry_run were checked, wait was not."""
+    daemon = FakeDaemon(tmp_path)
+    with pytest.raises(ControlRequestError, match="wait must be true or false"):
+        await handle_request(daemon, {"cmd": "sync", "wait": wait})  # type: ignore[arg-type]
+    assert daemon.drained == 0 and not daemon.wake.is_set()
+    result = await handle_request(daemon, {"cmd": "sync"})  # type: ignore[arg-type]
+    assert result == {"ok_drain": True, "started": True}  # no wait given: not waiting
