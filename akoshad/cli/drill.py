@@ -27,7 +27,6 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
         try:
             answer = None if getattr(args, "identity", None) else await drill_in_daemon(settings)
             if answer is None:
-                _cancelled_meanwhile()
                 answer = await drill_here(settings)
         except AkoshadError as exc:
             if args.json:
@@ -39,15 +38,6 @@ async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
                 raise  # Ctrl-C: asyncio.run makes it a KeyboardInterrupt, exit 130
             return 128 + caught[0]
     return print_result(answer, args.json)
-
-
-def _cancelled_meanwhile() -> None:
-    """Raise the cancellation (Ctrl-C) the look for a daemon swallowed: Python 3.11's
-    ``asyncio.wait_for`` returns its inner result (here: no socket, at once) when the task
-    is cancelled as that result comes, and the whole drill would then run regardless."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def not_run(exc: AkoshadError) -> dict[str, Any]:

@@ -78,9 +78,8 @@ async def request(
     if too_long is not None:  # no daemon can listen there
         raise DaemonNotRunning(f"akoshad is not running: the socket path {too_long}")
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(str(socket_path), limit=REPLY_LIMIT), connect_timeout
-        )
+        async with asyncio.timeout(connect_timeout):  # not wait_for: it can lose a Ctrl-C
+            reader, writer = await asyncio.open_unix_connection(str(socket_path), limit=REPLY_LIMIT)
     except (FileNotFoundError, ConnectionError, NotADirectoryError, TimeoutError):
         raise _not_running(socket_path) from None
     except OSError as exc:
@@ -89,9 +88,11 @@ async def request(
     try:
         _check_server(socket_path, writer)
         writer.write((json.dumps(payload) + "\n").encode())
-        await asyncio.wait_for(writer.drain(), connect_timeout)
+        async with asyncio.timeout(connect_timeout):
+            await writer.drain()
         sent = True
-        line = await asyncio.wait_for(reader.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            line = await reader.readline()
     except TimeoutError:
         waited = connect_timeout if timeout is None else timeout
         raise NoReply(f"no reply from the daemon within {waited:g} s") from None
