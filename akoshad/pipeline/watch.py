@@ -42,6 +42,12 @@ WATCH_STEP_MS = 200
 # before the stop are handed over first (watchfiles drops them when it stops)
 LAST_LOOKS = 2
 WATCH_STOP_SECONDS = (LAST_LOOKS + 2) * WATCH_STEP_MS / 1000  # the most a stop then takes
+# the watch answers at least this often (an empty answer when nothing happened)
+WATCH_IDLE_ANSWER_MS = 1000
+# the longest a ``sync --wait`` waits for the watch to hand over what was written before it
+HANDOVER_TIMEOUT_SECONDS = 5.0
+# an answer received this long after a write holds its event (the kernel's queue read)
+_HANDOVER_MARGIN_SECONDS = 0.02
 
 
 class _AfterLastLooks:
@@ -203,11 +209,27 @@ class StoreWatcher:
         self.stop = stop
         self.watching = False
         self.answered = False  # the current watch gave its first answer (it is set up)
+        self._handed_at = 0.0  # when the last answer fully handed over was received
+        self._to_begin = True  # made, its watch not begun nor waiting for data_dir yet
         # each side file's (size, mtime_ns, inode) at its last event (``_side_unchanged``)
         self._sides: dict[str, tuple[int, int, int]] = {}
 
     def set_filter(self, flt: PathFilter) -> None:
         self.flt = flt
+
+    async def handed_over(self, within: float = HANDOVER_TIMEOUT_SECONDS) -> bool:
+        """Wait until every change made before this call has been handed to ``on_change``:
+        the watch's next answer (a batch, or the empty one it gives when idle) received
+        after it is processed. At once when nothing is watched. False when ``within``
+        seconds passed first. ``sync --wait`` asks this first: a file written just before it is in
+        the watch's hands for up to a step or two, not yet in the queue it drains."""
+        since = time.monotonic() + _HANDOVER_MARGIN_SECONDS
+        deadline = since + within
+        while (self.watching or self._to_begin) and self._handed_at < since:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def _wait_for_dir(self) -> tuple[os.stat_result, bool] | None:
         """The directory's stat once it exists, and whether it had to be waited for."""
@@ -216,6 +238,7 @@ class StoreWatcher:
             st = await asyncio.to_thread(readable_dir, self.data_dir)
             if st is not None:
                 return st, announced
+            self._to_begin = False  # no data_dir to watch: nothing to wait for
             if not announced:
                 reason = await asyncio.to_thread(unreadable, self.data_dir)
                 why = f"to be readable ({reason})" if reason else "to appear"
@@ -227,6 +250,12 @@ class StoreWatcher:
 
     async def run(self, first_reset_done: bool = True) -> None:
         """Watch until ``stop`` is set."""
+        try:
+            await self._run(first_reset_done)
+        finally:
+            self._to_begin = False
+
+    async def _run(self, first_reset_done: bool) -> None:
         need_reset = not first_reset_done
         failures = 0  # watches in a row that failed before their first answer
         while not self.stop.is_set():
@@ -237,7 +266,7 @@ class StoreWatcher:
             # files written before the watch began: reconciled once it is in place
             first = self.on_reset if need_reset or waited else self.on_watching
             need_reset = True
-            self.watching, self.answered = True, False
+            self.watching, self.answered, self._to_begin = True, False, False
             try:
                 await self._watch(st.st_ino, first)
             except* (RuntimeError, OSError) as group:
@@ -282,11 +311,12 @@ class StoreWatcher:
             debounce=100,
             step=WATCH_STEP_MS,
             stop_event=_AfterLastLooks(self.stop),
-            rust_timeout=1000,
+            rust_timeout=WATCH_IDLE_ANSWER_MS,
             yield_on_timeout=True,
             recursive=True,
             ignore_permission_denied=True,
         ):
+            received = time.monotonic()
             self.answered = True
             st = await asyncio.to_thread(readable_dir, self.data_dir)
             if st is None or st.st_ino != inode:
@@ -295,11 +325,11 @@ class StoreWatcher:
             if first is not None:
                 await _called(first)
                 first = None
-            if not batch:
-                continue
-            out = await asyncio.to_thread(self._changes_of, batch)
-            if out:
-                self.on_change(out)
+            if batch:
+                out = await asyncio.to_thread(self._changes_of, batch)
+                if out:
+                    self.on_change(out)
+            self._handed_at = received
 
     def _side_unchanged(self, raw: str) -> bool:
         """Whether the side file ``raw`` (a database's ``-wal``, ``-shm``, ``-journal``,

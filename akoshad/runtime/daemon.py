@@ -41,7 +41,7 @@ from akoshad.runtime.leftovers import describe as describe_leftovers
 from akoshad.runtime.notify import STOP_MARGIN, Notifier, WatchdogPolicy
 from akoshad.runtime.once import drain_within_deadline, nothing_selected, once_outcome
 from akoshad.runtime.passes import Passes
-from akoshad.runtime.reload import ConfigDrift, applicable, read_again
+from akoshad.runtime.reload import ConfigDrift, apply_reload, read_again
 from akoshad.runtime.requests import handle_request
 from akoshad.runtime.settle import InterruptedUploads
 from akoshad.runtime.signals import stop_signals
@@ -103,7 +103,7 @@ class Daemon:
         system id while a crash is recovered and the store reconciled (in that order). A
         first claim's settle may outlast this: the first pass captures meanwhile and asks
         the gate (``OwnerGate.refusal``) before it sends anything."""
-        await self._warn_exposed_identity()
+        await self.warn_exposed_identity()
         p = await wire(self.settings, stack, stop_event=self.stop_event, wake=self.wake)
         self.parts, self.state, self.stats = p, p.state, p.stats
         self.feed, self.drain = p.feed, p.drain
@@ -194,7 +194,7 @@ class Daemon:
         await self.interrupted.at_start(claim)
         await self.feed.reconcile(walked)
 
-    async def _warn_exposed_identity(self) -> None:
+    async def warn_exposed_identity(self) -> None:
         """One warning when others may read ``identity_file`` (not one per drill)."""
         line = await asyncio.to_thread(self.settings.encryption.exposed_identity)
         if line is not None:
@@ -222,7 +222,10 @@ class Daemon:
         method: str | None = None,
         enable_fallback: bool | None = None,
     ) -> tuple[bool, list[PassReport]]:
-        """Drain now (``sync --wait``, ``run --once``; :meth:`Passes.until_empty`)."""
+        """Drain now (``sync --wait``, ``run --once``; :meth:`Passes.until_empty`), with
+        what the watch holds of the changes made before (:meth:`StoreWatcher.handed_over`)."""
+        if self.watcher is not None:
+            await self.watcher.handed_over()
         return await self.passes.until_empty(
             retry_now=retry_now, method=method, enable_fallback=enable_fallback
         )
@@ -240,23 +243,7 @@ class Daemon:
             self.reload_refused = f"{new} (refused at {time.strftime('%H:%M:%S')})"
             return False
         self.reload_refused = None
-        old = self.settings
-        self.settings, self.view.restart_pending = applicable(old, new)  # until a restart
-        self.feed.configure(self.settings)
-        self.parts.snapshotter.path_filter = self.feed.flt
-        # what leaves for Akosha from now on (over HTTP and in memories.json)
-        self.parts.memory_sync.redact_secrets = self.settings.redact_secrets
-        self.drain.pacer.interval = self.settings.min_upload_interval_seconds
-        self.wake.set()  # a held-back pass may be due under the new interval
-        if self.watcher is not None:
-            self.watcher.set_filter(self.feed.flt)
-        self.view.configure(self.settings)
-        self.parts.drills.configure(self.settings)
-        self.parts.prunes.configure(self.settings)
-        logger.info("configuration reloaded")
-        await self._warn_exposed_identity()
-        if (new.include, new.exclude) != (old.include, old.exclude):
-            await self.feed.reconcile()
+        await apply_reload(self, new)
         return True
 
     # ---- control ---------------------------------------------------------------------------
@@ -334,10 +321,7 @@ class Daemon:
     async def _serve(self, stack: AsyncExitStack) -> None:
         """The control socket, /metrics, the watcher, then every task until a stop."""
         p = self.parts
-        control = ControlServer(self.settings.socket_path, self.handle)
-        await control.start()
-        stack.push_async_callback(control.close)
-        metrics_retry = await self._serve_metrics(stack)
+        # made before the socket answers: a sync --wait waits for what it holds
         watcher = self.watcher = StoreWatcher(
             self.settings.data_dir,
             self.feed.flt,
@@ -346,6 +330,10 @@ class Daemon:
             self.stop_event,
             on_watching=self.feed.catch_up,
         )
+        control = ControlServer(self.settings.socket_path, self.handle)
+        await control.start()
+        stack.push_async_callback(control.close)
+        metrics_retry = await self._serve_metrics(stack)
         self.notifier.ready()
         logger.info("akoshad {} watching {} -> {}", __version__, self.settings.data_dir, p.primary)
         async with asyncio.TaskGroup() as tg:
@@ -390,14 +378,11 @@ class Daemon:
         from akoshad.runtime import metrics_server  # aiohttp.web: only here
 
         server = metrics_server.MetricsServer(self.parts.metrics, self.view.status, listen)
-        stack.push_async_callback(server.close)
 
         def report(problem: str | None) -> None:
             self.view.metrics_error = problem
 
-        if await metrics_server.serve_metrics(server, listen, report):
-            return None
-        return metrics_server.keep_trying(server, listen, report, self.stop_event)
+        return await metrics_server.start_metrics(server, listen, report, stack, self.stop_event)
 
     async def _reload_loop(self) -> None:
         while not self.stop_event.is_set():

@@ -6,7 +6,8 @@ Imported only when ``metrics_listen`` is set: ``aiohttp.web`` costs about 2 MiB 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 from aiohttp import web
@@ -121,6 +122,22 @@ async def serve_metrics(
         logger.error("{}", problem)
     report(problem)
     return problem is None
+
+
+async def start_metrics(
+    server: MetricsServer,
+    listen: str,
+    report: Callable[[str | None], None],
+    stack: AsyncExitStack,
+    stop_event: asyncio.Event,
+) -> Coroutine[Any, Any, None] | None:
+    """Serve ``server`` on ``listen`` until ``stack`` closes. An address that cannot be
+    bound is logged and ``report``-ed (backing up goes on); the coroutine returned binds it
+    again every minute until a stop (None: it serves, nothing to retry)."""
+    stack.push_async_callback(server.close)
+    if await serve_metrics(server, listen, report):
+        return None
+    return keep_trying(server, listen, report, stop_event)
 
 
 async def keep_trying(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -19,6 +19,9 @@ from akoshad.errors import ConfigError
 from akoshad.fastpath import resolve_config_path
 from akoshad.redaction import redact
 from akoshad.runtime.health import FILE_GONE
+
+if TYPE_CHECKING:
+    from akoshad.runtime.daemon import Daemon
 
 RESTART_KEYS = (
     "data_dir",
@@ -148,3 +151,26 @@ class ConfigDrift:
             )
         then = "run on the defaults" if FILE_GONE in why else "refuse it too (exit 78)"
         return f"{where}: {why}; a reload would be refused, and the next start would {then}"
+
+
+async def apply_reload(daemon: Daemon, new: Settings) -> None:
+    """Apply a reloaded configuration to a running ``daemon``: what can change live now
+    (filters, redaction, pacing, status, drills, prunes), the rest noted as waiting for a
+    restart (``restart_pending``)."""
+    old = daemon.settings
+    daemon.settings, daemon.view.restart_pending = applicable(old, new)  # until a restart
+    daemon.feed.configure(daemon.settings)
+    daemon.parts.snapshotter.path_filter = daemon.feed.flt
+    # what leaves for Akosha from now on (over HTTP and in memories.json)
+    daemon.parts.memory_sync.redact_secrets = daemon.settings.redact_secrets
+    daemon.drain.pacer.interval = daemon.settings.min_upload_interval_seconds
+    daemon.wake.set()  # a held-back pass may be due under the new interval
+    if daemon.watcher is not None:
+        daemon.watcher.set_filter(daemon.feed.flt)
+    daemon.view.configure(daemon.settings)
+    daemon.parts.drills.configure(daemon.settings)
+    daemon.parts.prunes.configure(daemon.settings)
+    logger.info("configuration reloaded")
+    await daemon.warn_exposed_identity()
+    if (new.include, new.exclude) != (old.include, old.exclude):
+        await daemon.feed.reconcile()

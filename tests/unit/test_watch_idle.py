@@ -51,3 +51,23 @@ async def test_an_idle_watch_wakes_a_few_times_a_second(tmp_path: Path) -> None:
         stop.set()
         await asyncio.wait_for(task, 5)
     assert time.monotonic() - t0 < 1.0  # a stop is seen at the next step
+
+
+async def test_a_change_written_before_a_sync_is_handed_over_first(tmp_path: Path) -> None:
+    """A file written just before ``sync --wait`` was still in the watch's hands (a step
+    or two) when the sync drained the queue: "sync done" without it. ``handed_over``
+    returns once every change made before it reached ``on_change``."""
+    seen: list[tuple[str, Kind]] = []
+    stop = asyncio.Event()
+    watcher = StoreWatcher(tmp_path, PathFilter(), seen.extend, lambda: None, stop)
+    task = asyncio.create_task(watcher.run())
+    try:
+        assert await watcher.handed_over(5)  # the watch set and answered once
+        for i in range(5):
+            (tmp_path / f"n{i}.json").write_text("{}")
+            assert await watcher.handed_over(5)
+            assert (f"n{i}.json", "added") in seen
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert await watcher.handed_over(0)  # nothing watched: at once
