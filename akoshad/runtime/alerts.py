@@ -31,6 +31,7 @@ from loguru import logger
 from akoshad.errors import AkoshadError
 from akoshad.events import EventBus
 from akoshad.ratelog import RateLimitedLog
+from akoshad.runtime.health_watch import parse_since
 
 if TYPE_CHECKING:
     from akoshad.store.db import StateDB
@@ -42,21 +43,6 @@ ALERT_HOLDS = {"behind": 900.0}
 KV_ALERTED = "alerts_announced"  # JSON {kind: wall-clock time it began}
 # the kinds announced by an event of their own (or asked for)
 OWN_EVENT = frozenset(("degraded", "drill_failed", "prune_failed", "paused"))
-
-
-def parse_alerted(text: str | None) -> dict[str, float]:
-    """The kept ``{kind: since}``; what is not such a mapping is ignored."""
-    try:
-        found = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    if not isinstance(found, dict):
-        return {}
-    return {
-        str(kind): float(since)
-        for kind, since in found.items()
-        if isinstance(since, int | float) and not isinstance(since, bool)
-    }
 
 
 class HealthAlerts:
@@ -90,7 +76,7 @@ class HealthAlerts:
         if self.state is None:
             return
         try:
-            self.announced = parse_alerted(await self.state.get_kv(KV_ALERTED))
+            self.announced = parse_since(await self.state.get_kv(KV_ALERTED))
         except (sqlite3.Error, OSError) as exc:
             logger.warning("cannot read which problems were announced: {}", exc)
 

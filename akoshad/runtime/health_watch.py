@@ -35,8 +35,9 @@ TICK_SECONDS = 1.0
 KV_DOWN_SINCE = "targets_down_since"  # JSON {target: wall-clock time it went down}
 
 
-def parse_down_since(text: str | None) -> dict[str, float]:
-    """The kept ``{target: since}``; what is not such a mapping is ignored."""
+def parse_since(text: str | None) -> dict[str, float]:
+    """A kept ``{name: wall-clock time it began}`` (targets down, alerts announced); what
+    is not such a mapping is ignored."""
     try:
         found = json.loads(text) if text else {}
     except ValueError:
@@ -85,7 +86,7 @@ class HealthWatch:
         if self.state is None:
             return
         try:
-            down = parse_down_since(await self.state.get_kv(KV_DOWN_SINCE))
+            down = parse_since(await self.state.get_kv(KV_DOWN_SINCE))
         except (sqlite3.Error, OSError) as exc:
             logger.warning("cannot read which targets were down: {}", exc)
             return
