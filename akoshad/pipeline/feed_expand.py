@@ -17,7 +17,7 @@ from loguru import logger
 
 from akoshad.pipeline.debounce import Kind
 from akoshad.pipeline.store_links import StoreLinks
-from akoshad.pipeline.store_walk import walk_store
+from akoshad.pipeline.store_walk import selects_a_file, walk_store
 from akoshad.pipeline.storefiles import PathFilter, groups_below, readable_dir
 from akoshad.store.db import StateDB
 
@@ -89,9 +89,9 @@ def store_emptied(data_dir: Path, flt: PathFilter, items: list[tuple[str, str]])
         return None
     if readable_dir(data_dir) is None:
         return None
-    walk = walk_store(data_dir, flt)
-    if walk.files:
+    if selects_a_file(data_dir, flt):  # the usual answer: at the first file, no walk
         return None
+    walk = walk_store(data_dir, flt)
     logger.warning(
         "{} selects no file now: {} change(s) not queued, the last upload is kept as it is",
         data_dir,

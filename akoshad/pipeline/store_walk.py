@@ -105,6 +105,18 @@ def walk_store(
     )
 
 
+def selects_a_file(root: Path, flt: PathFilter) -> bool:
+    """Whether :func:`walk_store` would list a file, stopping at the first plain file the
+    filter takes (a store with files answers at once, not after a walk of all of it); only
+    a store that has none is walked whole (a side file may then stand for itself).
+    Blocking."""
+    found: Found = ({}, {})
+    for rel, odd in _walk(root, root.resolve(), "", None, len(str(root)) + 1, found):
+        if odd is None and not is_ignored(rel) and not is_side_file(rel) and flt.allows(rel):
+            return True
+    return bool(walk_store(root, flt).files)
+
+
 # what kind of odd entry ``_walk`` met: a refusal (a skip), a refusal said even for a
 # path the filter leaves out (a name that cannot be named in a manifest), or an entry that
 # is no file to back up (said once, not a skip)
