@@ -114,12 +114,8 @@ class HealthAlerts:
         if self.state is None or not self._changed:
             return
         text = json.dumps({k: round(v, 3) for k, v in self.announced.items()})
-
-        def op(c: sqlite3.Connection) -> None:
-            c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (KV_ALERTED, text))
-
         try:
-            await self.state.transaction(op)
+            await self.state.set_kv(KV_ALERTED, text)
         except (sqlite3.Error, OSError) as exc:
             logger.debug("cannot keep which problems were announced: {}", exc)
             return

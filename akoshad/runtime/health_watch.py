@@ -107,12 +107,8 @@ class HealthWatch:
         text = json.dumps(
             {name: round(wall_now - (now - t), 3) for name, t in self._down_since.items()}
         )
-
-        def op(c: sqlite3.Connection) -> None:
-            c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (KV_DOWN_SINCE, text))
-
         try:
-            await self.state.transaction(op)
+            await self.state.set_kv(KV_DOWN_SINCE, text)
         except (sqlite3.Error, OSError) as exc:
             logger.debug("cannot keep which targets are down: {}", exc)
             return

@@ -343,6 +343,12 @@ class StateDB(QueueOps, LedgerOps, ChunkOps, MemoryOps):
 
         return await self.transaction(op)
 
+    async def set_kv(self, key: str, value: str) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+        await self.transaction(op)
+
 
 def _drop_finished_plans(conn: sqlite3.Connection) -> None:
     """Housekeeping at open (:meth:`LedgerOps.drop_finished_plans`): a disk that takes no
