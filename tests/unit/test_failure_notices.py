@@ -28,6 +28,19 @@ class Clock:
         return self.now
 
 
+def _observed() -> tuple[Stats, list[tuple[EventName, dict[str, Any]]], PassEvents]:
+    """The daemon's pass observer on a bus whose events are heard: (stats, heard, passes)."""
+    stats, bus = Stats(), EventBus("box")
+    heard: list[tuple[EventName, dict[str, Any]]] = []
+
+    class Sink:
+        def emit(self, event: EventName, fields: dict[str, Any]) -> None:
+            heard.append((event, fields))
+
+    bus.subscribe(Sink())
+    return stats, heard, PassEvents(bus, NoMetrics(), HealthWatch(stats, bus))
+
+
 def test_a_run_is_announced_at_its_start_then_at_the_reminder_rate() -> None:
     clock = Clock()
     notices = FailureNotices(clock=clock)
@@ -83,15 +96,7 @@ def test_pass_events_pace_the_failure_event_and_the_error_line() -> None:
     """Through the daemon's own observer: twenty passes that fail the same way send one
     ``failure`` event and one ERROR line; a new kind of failure sends its own; the pass
     that works again logs one INFO line and the health watch's ``recovered`` event."""
-    stats, bus = Stats(), EventBus("box")
-    heard: list[tuple[EventName, dict[str, Any]]] = []
-
-    class Sink:
-        def emit(self, event: EventName, fields: dict[str, Any]) -> None:
-            heard.append((event, fields))
-
-    bus.subscribe(Sink())
-    passes = PassEvents(bus, NoMetrics(), HealthWatch(stats, bus))
+    stats, heard, passes = _observed()
     sink = io.StringIO()
     handler = logger.add(sink, format="{message}", level="INFO")
     try:
@@ -188,15 +193,7 @@ def test_memories_akosha_did_not_take_send_a_paced_failure_for_target_http() -> 
     """A delivery to Akosha that failed is a ``failure`` (target http), paced like failed
     uploads; an open circuit that sent nothing is none; the delivery that works ends the
     run. Before, only the health watch's ``degraded`` told of it."""
-    stats, bus = Stats(), EventBus("box")
-    heard: list[tuple[EventName, dict[str, Any]]] = []
-
-    class Sink:
-        def emit(self, event: EventName, fields: dict[str, Any]) -> None:
-            heard.append((event, fields))
-
-    bus.subscribe(Sink())
-    passes = PassEvents(bus, NoMetrics(), HealthWatch(stats, bus))
+    stats, heard, passes = _observed()
     down = "cannot connect to Akosha at 127.0.0.1:9: Connect call failed"
     for error in [down] * 3 + [f"Akosha is still unavailable: {down}"] * 2:
         stats.target("http").failed(error)
