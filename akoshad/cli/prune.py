@@ -46,7 +46,12 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def render_prune(result: dict[str, Any]) -> str:
     """The human summary of a prune result."""
     from akoshad.cli.status_view import human_bytes
-    from akoshad.runtime.prune_report import kept_count, stopped_line, versioning_note
+    from akoshad.runtime.prune_report import (
+        interrupted_line,
+        kept_count,
+        stopped_line,
+        versioning_note,
+    )
 
     if not result.get("enabled", True):
         return (
@@ -55,6 +60,8 @@ def render_prune(result: dict[str, Any]) -> str:
     dry = bool(result.get("dry_run"))
     removed = result.get("uploads_removed") or []
     lines = [f"policy: {result.get('policy', '?')}"]
+    before = interrupted_line(result)
+    lines += [f"note: {before}"] if before is not None else []
     if dry:
         lines += [f"would remove upload {u}" for u in removed]
     lines.append(

@@ -102,7 +102,14 @@ def prune_line(prune: Any, now: float) -> str | None:
     when = f"{ago(prune.get('at'), now)} ago"
     if prune.get("ok") is False:
         problems = prune.get("problems") or ["no reason recorded"]
-        return f"last prune FAILED, {when}: {problems[0]}"
+        done = ""
+        if prune.get("stopped_part_way"):  # what it had deleted when it stopped
+            done = (
+                f" (stopped part way: {prune.get('uploads_removed', 0)} upload(s) removed, "
+                f"{prune.get('objects_deleted', 0)} object(s), "
+                f"{human_bytes(prune.get('bytes_freed'))} freed)"
+            )
+        return f"last prune FAILED, {when}{done}: {problems[0]}"
     return (
         f"last prune ok, {when}: {prune.get('uploads_removed', 0)} upload(s) removed, "
         f"{prune.get('uploads_kept', 0)} kept, {human_bytes(prune.get('bytes_freed'))} freed"

@@ -52,6 +52,7 @@ from akoshad.pipeline.ownership import OwnerGate
 from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
+from akoshad.runtime.prune_progress import PruneProgress, fold_interrupted
 from akoshad.runtime.prune_report import (
     KV_LAST,
     disabled_result,
@@ -113,12 +114,18 @@ async def _resealing(
     return None if key is None else Resealing(key, recipients, copies)
 
 
-def ledger_hooks(state: StateDB, target: str, deleting: set[str] | None = None) -> PruneHooks:
+def ledger_hooks(
+    state: StateDB,
+    target: str,
+    deleting: set[str] | None = None,
+    progress: PruneProgress | None = None,
+) -> PruneHooks:
     """The prune hooks that keep the chunk table true: a pack's chunks are forgotten before
     the pack is deleted (no new upload dedupes against it), and chunks a repack moved get
     their new locations (ledger rows hold chunk identities only, so they follow); what
     they and the forgotten documents committed is fsynced before each deletion, and
-    ``deleting`` gets the target's name once one began."""
+    ``deleting`` gets the target's name once one began; ``progress`` counts (in the state)
+    what each batch deleted."""
     from akoshad.storage.prune_exec import PruneHooks
 
     async def forget_pack(pack_key: str) -> None:
@@ -134,7 +141,10 @@ def ledger_hooks(state: StateDB, target: str, deleting: set[str] | None = None) 
             deleting.add(target)
 
     return PruneHooks(
-        forget_pack=forget_pack, record_chunks=record_chunks, before_delete=before_delete
+        forget_pack=forget_pack,
+        record_chunks=record_chunks,
+        before_delete=before_delete,
+        deleted=None if progress is None else progress.deleted,
     )
 
 
@@ -170,6 +180,9 @@ async def prune_target(
         ]
     )
     result: dict[str, Any] = {"enabled": True, "dry_run": dry_run, "policy": policy.describe()}
+    # one killed before it recorded its outcome: recorded now, with what it deleted
+    interrupted = None if dry_run else await fold_interrupted(state)
+    progress = PruneProgress(state, system_id)
     if not dry_run:  # before anything is deleted: a prune killed midway must not leave
         # the state naming documents it swept (the next upload would not store them again)
         await state.forget_documents(target.name)
@@ -185,7 +198,7 @@ async def prune_target(
                 staging_dir=settings.state_dir,
                 dry_run=dry_run,
                 ownership=await gate.ownership(target),
-                hooks=hooks or ledger_hooks(state, target.name, deleting),
+                hooks=hooks or ledger_hooks(state, target.name, deleting, progress),
                 in_progress=in_progress,
                 # whole objects of format-1 uploads the next upload points at; packs are
                 # not protected (a repack must be able to replace them): the chunk table
@@ -218,8 +231,12 @@ async def prune_target(
         # PruneError, and any damage a repack meets (a corrupt pack or chunk): recorded as
         # the prune's outcome (last_prune, the log), not lost
         result.update(ok=False, problems=[str(exc)])
-    if deleting and "uploads_kept" not in result:
-        result["stopped_part_way"] = True  # not "removed 0 upload(s)": it did remove some
+    if deleting and "uploads_kept" not in result:  # what it did delete, not "removed 0"
+        result.update(progress.counts(), stopped_part_way=True)
+    if not dry_run:  # its outcome is recorded by the caller, with these counts
+        await progress.done()
+    if interrupted is not None:
+        result["interrupted_prune"] = interrupted
     result["at"] = time.time()
     return result
 
@@ -374,7 +391,12 @@ class PruneScheduler(PeriodicJob):
 
     async def run(self) -> None:
         """Until the daemon stops: wait for the next prune, run it. Nothing a prune meets
-        leaves this task."""
+        leaves this task. A prune the daemon's last run did not finish (stopped or killed
+        meanwhile) is recorded first, with what it deleted."""
+        try:
+            await fold_interrupted(self.state)
+        except Exception as exc:  # as any failure of a prune: logged, the daemon goes on
+            self.failed("prune", exc)
         await run_periodic("prune", self.stop_event, self.due_in, self._scheduled, self.failed)
 
     async def _scheduled(self) -> None:

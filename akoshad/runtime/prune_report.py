@@ -50,15 +50,31 @@ def last_prune(result: dict[str, Any]) -> dict[str, Any]:
 
 def stopped_line(result: dict[str, Any]) -> str | None:
     """For a prune that failed after it began to delete (``stopped_part_way``): what it
-    did, in place of counts it lost (it removed uploads and objects, though its result
-    counts none); None for any other result."""
+    had really deleted when it stopped; None for any other result."""
     if not result.get("stopped_part_way"):
         return None
-    return (
-        "stopped part way: the uploads and objects it had removed before are not counted "
-        "(`akoshad uploads` lists the uploads left); every kept upload stays restorable, "
-        "and the next prune finishes the job"
+    return f"stopped part way, after it {deleted_text(result)}; " + (
+        "every kept upload stays restorable, and the next prune finishes the job"
     )
+
+
+def deleted_text(result: dict[str, Any]) -> str:
+    """What a prune (or its ``last_prune``) says it deleted, as words."""
+    removed = result.get("uploads_removed")
+    count = len(removed) if isinstance(removed, list) else removed or 0
+    return (
+        f"removed {count} upload(s) and deleted {result.get('objects_deleted', 0)} "
+        f"object(s), {result.get('bytes_freed', 0)} byte(s)"
+    )
+
+
+def interrupted_line(result: dict[str, Any]) -> str | None:
+    """For a prune that found the one before it interrupted (killed before it recorded
+    its outcome): what that one had deleted; None otherwise."""
+    before = result.get("interrupted_prune")
+    if not isinstance(before, dict):
+        return None
+    return f"the prune before this one was interrupted after it {deleted_text(before)}"
 
 
 def kept_count(result: dict[str, Any]) -> str:
@@ -110,6 +126,9 @@ def log_result(result: dict[str, Any], failure_log: ReasonLog | None = None) -> 
         failure_log.error(failure_reason(problems_text(result)), "{}", line)
     else:
         logger.error("{}", line)
+    before = interrupted_line(result)
+    if before is not None:
+        logger.warning("prune: {}", before)
     note = versioning_note(result)
     if note is not None and result.get("objects_deleted"):
         logger.warning("prune: {}", note)

@@ -58,6 +58,9 @@ class PruneHooks:
     # before each batch is deleted: what the hooks recorded made durable (a power loss
     # must not keep a deletion and lose the ledger's forgetting of what it deleted)
     before_delete: Callable[[], Awaitable[None]] | None = None
+    # after each batch is deleted: its keys and their listed bytes (what was really
+    # deleted so far outlives a prune stopped part way)
+    deleted: Callable[[list[str], int], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -144,8 +147,11 @@ class _Run:
         if self.hooks.before_delete is not None:
             await self.hooks.before_delete()
         await self.target.delete_keys(keys)
+        freed = sum(self.loaded.listing.get(k, 0) for k in keys)
         self.deleted += len(keys)
-        self.deleted_bytes += sum(self.loaded.listing.get(k, 0) for k in keys)
+        self.deleted_bytes += freed
+        if self.hooks.deleted is not None:
+            await self.hooks.deleted(keys, freed)
 
     async def write_pack(self, pack: NewPack) -> None:
         if pack.live_bytes > PACK_MAX:
