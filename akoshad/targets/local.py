@@ -1,8 +1,9 @@
 """The embedded default target: a local directory laid out like the bucket.
 
 Objects are written atomically: a temp file beside the final name, fsync, rename, fsync of
-the directory. Temp files left by a crash are removed at start, under this system's own
-prefix only (``own_prefix``): other system ids sharing the outbox keep theirs.
+the directory. Temp files left by a crash, and empty upload folders (a prune killed between
+a manifest and its folder), are removed at start and after each prune, under this
+system's own prefix only (``own_prefix``): other system ids sharing the outbox keep theirs.
 
 Nothing under the root is reached through a symlink: every directory is opened relative to
 its parent's descriptor with ``O_NOFOLLOW`` (``local_dirs``), files too, so a link planted
@@ -37,9 +38,11 @@ from akoshad.private import make_private_dirs, sync_entry
 from akoshad.storage.errors import PackError
 from akoshad.targets.base import Compression, Created, StoredObject
 from akoshad.targets.local_dirs import (
+    DIR_FLAGS,
     NOT_FOLLOWED,
     LinkInTarget,
     open_dir,
+    remove_empty_dirs,
     tighten_root,
     walk_files,
 )
@@ -138,8 +141,10 @@ class LocalTarget:
     async def abort_leftover_uploads(self) -> int:
         """Remove the temporary files under this system's prefix: writes that never
         finished (a crash, a ``prune`` by hand killed in the middle of a repack), the local
-        outbox's leftover multipart uploads. Call only while no write of this system is in
-        progress (the owner between passes). Returns how many were removed."""
+        outbox's leftover multipart uploads; and the empty folders in its ``uploads/`` (a
+        prune killed between an upload's manifest and its folder). Call only while no write of
+        this system is in progress (the owner between passes). Returns how many temporary
+        files were removed."""
         return await asyncio.to_thread(self._remove_temps)
 
     def _remove_temps(self) -> int:
@@ -147,16 +152,34 @@ class LocalTarget:
         try:
             with self._dir(self._parts(own) if own else [], create=False) as fd:
                 keys = walk_files(fd, own, self._warn_link, temps=True)
+                temps = [k for k in keys if TMP_MARK in k.rsplit("/", 1)[-1]]
+                removed = sum(1 for key in temps if self._unlink(key))
+                if own:  # and the upload folders left empty (a prune killed between a
+                    self._remove_empty_uploads(fd)  # manifest and its folder)
         except FileNotFoundError:
             return 0  # nothing written for this system yet
         except LinkInTarget as exc:
             self._warn_link(exc.rel, "cleaned up")
             return 0
-        temps = [k for k in keys if TMP_MARK in k.rsplit("/", 1)[-1]]
-        removed = sum(1 for key in temps if self._unlink(key))
         if removed:
             logger.info("local target: removed {} temporary files of unfinished writes", removed)
         return removed
+
+    @staticmethod
+    def _remove_empty_uploads(own_fd: int) -> None:
+        """The empty folders of uploads under this system's ``uploads/`` (an upload being
+        written has a file in its own; a folder whose name is no upload id with a time is
+        not akoshad's)."""
+        from akoshad.manifest.layout import upload_time
+
+        try:
+            fd = os.open("uploads", DIR_FLAGS, dir_fd=own_fd)
+        except OSError:
+            return  # none yet, or a link (never followed)
+        try:
+            remove_empty_dirs(fd, lambda name: upload_time(name) is not None)
+        finally:
+            os.close(fd)
 
     async def close(self) -> None:
         return None

@@ -124,6 +124,33 @@ def walk_files(
     return keys
 
 
+def remove_empty_dirs(fd: int, named: Callable[[str], bool] = lambda _: True) -> int:
+    """Remove each directory below the directory ``fd`` that is empty, deepest first (a
+    folder holding only empty ones goes too; links are never followed nor removed), of
+    those directly in ``fd`` only the ones ``named`` accepts; then fsync the directories
+    that changed. Returns how many went."""
+    with os.scandir(fd) as it:
+        names = [e.name for e in it if e.is_dir(follow_symlinks=False) and named(e.name)]
+    removed = 0
+    for name in names:
+        try:
+            child = os.open(name, DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            continue  # removed or swapped for a link meanwhile
+        try:
+            removed += remove_empty_dirs(child)
+        finally:
+            os.close(child)
+        try:
+            os.rmdir(name, dir_fd=fd)
+        except OSError:
+            continue  # not empty
+        removed += 1
+    if removed:
+        sync_entry(fd)
+    return removed
+
+
 def tighten_root(fd: int, root: Path) -> None:
     """An outbox of ours that others could enter (made by an older akoshad, or by hand)
     becomes 0700: what is inside is a copy of private data. One that others could still
