@@ -88,7 +88,8 @@ def inside_store(dest: Path, data_dir: Path) -> str | None:
 
 class Unrestored(IntegrityError):
     """A restore that went to its end without some of the upload's files: ``problems``
-    names each with why (damaged or missing in the target), printed before this line."""
+    names each with why (damaged or missing in the target, a name --dest cannot take),
+    printed before this line."""
 
     def __init__(self, message: str, problems: Sequence[str]) -> None:
         super().__init__(message)
@@ -99,8 +100,8 @@ def unrestored(problems: Sequence[str], dest: Path, landed: int, total: int) -> 
     """The last line of a restore that could not restore the files ``problems`` name
     (printed before it) of its ``total`` files, and restored ``landed``."""
     return Unrestored(
-        f"{len(problems)} of the {total} file(s) could not be restored (named above: damaged or "
-        f"missing in the target); {dest} holds {landed} of the {total} file(s) (each whole "
+        f"{len(problems)} of the {total} file(s) could not be restored (named above, each "
+        f"with why); {dest} holds {landed} of the {total} file(s) (each whole "
         "and checked; a DuckDB database with its WAL or neither): an earlier upload may "
         "hold the others (akoshad uploads lists them; restore them into it with --path "
         "and --force)",

@@ -146,10 +146,16 @@ def _entries(fd: int) -> list[os.DirEntry[str]]:
 
 
 def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
+    """``name`` under ``dir_fd`` (a link itself), None when there is none: missing, or a
+    name too long for any file there (a side file's name with its suffix)."""
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return None
+        raise
 
 
 def remove_stale(dir_fd: int, name: str, shown: str) -> None:
@@ -211,6 +217,10 @@ def dest_conflict(dest: Path, paths: Iterable[str], force: bool) -> str | None:
                 st = os.lstat(os.path.join(dest, *parts[:n]))
             except (FileNotFoundError, NotADirectoryError):
                 break  # made by the restore
+            except OSError as exc:
+                if exc.errno != errno.ENAMETOOLONG:
+                    raise
+                break  # a name no file there can have (a side file's): nothing in the way
             shown = "/".join(parts[:n])
             if n == len(parts):
                 if stat.S_ISDIR(st.st_mode):

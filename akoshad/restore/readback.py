@@ -51,6 +51,7 @@ from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.interrupt import cancelled_by_signals, interrupted_line, tell
 from akoshad.restore.landing import Committer, DestTree
 from akoshad.restore.listing import no_uploads
+from akoshad.restore.name_limit import name_max, overlong
 from akoshad.restore.parallel import fetch_all
 from akoshad.restore.reload import Load, Reloader
 from akoshad.restore.restore_jobs import Found, RestoreJobs
@@ -139,7 +140,12 @@ async def restore_files(
     dest_fd = await asyncio.to_thread(open_dest_or_say, dest)
     ranges = range_reader(target)
     decode = chunk_decoder(identities)
-    try:
+    try:  # a name --dest's file system cannot take: that file's problem, not the restore's
+        too_long = overlong(files, await asyncio.to_thread(name_max, dest_fd))
+        if too_long:
+            left = {id(f) for f, _ in too_long}
+            files = [f for f in files if id(f) not in left]
+            unreadable = [*unreadable, *too_long]
         await asyncio.to_thread(refuse_conflicts, dest, files, stale, force)
         folded = await asyncio.to_thread(folded_clash, dest_fd, str(dest), [f.path for f in files])
         if folded is not None:
