@@ -19,7 +19,7 @@ from akoshad.pipeline.store_walk import walk_store
 from akoshad.pipeline.storefiles import PathFilter, idle_include_line
 from akoshad.private import shared_dir_problem
 from akoshad.redaction import redact_url
-from akoshad.runtime.control import socket_path_refusal
+from akoshad.runtime.control_path import socket_path_refusal
 from akoshad.runtime.health import data_dir_problem, warn_data_dir
 from akoshad.runtime.logfile import check_log_dir
 

@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import sqlite3
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,120 +23,24 @@ from typing import Any
 
 from loguru import logger
 
-from akoshad.errors import AkoshadError, AlreadyRunning, ConfigError
+from akoshad.errors import AkoshadError
 from akoshad.lifecycle import StartClose
-from akoshad.private import make_private_dirs, user_name
 from akoshad.redaction import redact
 from akoshad.runtime.control_client import ControlRequestError, peer_uid
+from akoshad.runtime.control_path import check_socket
 
 COMMANDS = frozenset({"status", "sync", "pause", "resume", "queue", "prune", "drill", "takeover"})
 MAX_LINE = 64 * 1024
 IDLE_TIMEOUT = 10.0
 BACKLOG = 128
-MAX_CONNECTIONS = 256  # beyond this, new connections are closed at once (fd safety)
-PROBE_TIMEOUT = 1.0
+# beyond this, a new connection closes the one idle longest (waiting for its request: a
+# client that connected and said nothing), or is itself closed at once when every one is
+# at work on a request (fd safety)
+MAX_CONNECTIONS = 256
 WARN_INTERVAL = 60.0
 REBIND_CHECK_SECONDS = 5.0  # how often a running daemon looks that its socket file is there
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-
-
-def check_socket_dir(socket_path: Path) -> None:
-    """Blocking: create the socket's directory 0700 if missing; refuse (``ConfigError``)
-    one that another user could write to, where they could take the socket's name first.
-
-    Writable by group or others is refused unless the directory is sticky and ours; a
-    directory owned by another user (root aside) is refused too.
-    """
-    parent = socket_path.parent
-    try:
-        make_private_dirs(parent)
-        st = os.stat(parent)
-    except OSError as exc:
-        raise AkoshadError(f"cannot prepare the socket directory {parent}: {exc}") from None
-    _refuse_shared_dir(socket_path, st)
-
-
-def _refuse_shared_dir(socket_path: Path, st: os.stat_result) -> None:
-    """``ConfigError`` when the socket's directory (its stat ``st``) is open to others."""
-    parent = socket_path.parent
-    uid = os.getuid()
-    mode = stat.S_IMODE(st.st_mode)
-    shared = bool(mode & (stat.S_IWGRP | stat.S_IWOTH))
-    if st.st_uid not in (uid, 0) or (shared and not (mode & stat.S_ISVTX and st.st_uid == uid)):
-        owner = "you" if st.st_uid == uid else user_name(st.st_uid)
-        raise ConfigError(
-            f"socket_path {socket_path}: its directory {parent} (mode {mode:04o}, owned by "
-            f"{owner}) can be written by other users, who could take the socket's place; "
-            f"run `chmod 700 {parent}` or set socket_path to a directory only you can "
-            "write to (e.g. $XDG_RUNTIME_DIR/akoshad.sock)"
-        )
-
-
-def _refuse_not_ours(socket_path: Path, st: os.stat_result) -> None:
-    """``ConfigError`` when what is at ``socket_path`` (its lstat ``st``) is no socket, or
-    another user's: a daemon never replaces it."""
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ConfigError(
-            f"socket_path {socket_path} exists and is not a socket; refusing to replace it "
-            "(move it away or set another socket_path)"
-        )
-    if st.st_uid != os.getuid():
-        raise ConfigError(
-            f"socket_path {socket_path} is taken by a socket of {user_name(st.st_uid)}, not "
-            "ours; set socket_path to a path in a directory only you can write to "
-            "(e.g. $XDG_RUNTIME_DIR/akoshad.sock)"
-        )
-
-
-def check_socket(socket_path: Path) -> None:
-    """Blocking: what binding ``socket_path`` needs, checked before a daemon writes
-    anything (its state, its claim on the system id): the directory (made 0700 if missing,
-    ``check_socket_dir``) and the path, where a stale socket is removed; a live one is
-    refused (``AlreadyRunning``), so is a path that is not our socket (``ConfigError``)."""
-    check_socket_dir(socket_path)
-    _clear_stale(socket_path)
-
-
-def socket_path_refusal(socket_path: Path) -> str | None:
-    """Blocking, changes nothing (``config check``): why ``run`` would refuse
-    ``socket_path`` with exit 78 (a directory others can write to, a path that is not our
-    socket), or None. A missing directory is fine: ``run`` makes it 0700."""
-    try:
-        _refuse_shared_dir(socket_path, os.stat(socket_path.parent))
-        _refuse_not_ours(socket_path, os.lstat(socket_path))
-    except ConfigError as exc:
-        return str(exc)
-    except OSError:  # missing (made, or bound, at start) or unreadable: run says why
-        return None
-    return None
-
-
-def _clear_stale(path: Path) -> None:
-    """Remove a socket file nobody answers on; refuse a live one or a non-socket."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    _refuse_not_ours(path, st)
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(PROBE_TIMEOUT)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        probe.close()
-        logger.info("replacing stale control socket {}", path)
-        path.unlink(missing_ok=True)  # stale: nobody listens
-        return
-    except TimeoutError:
-        probe.close()  # accepted by the kernel but slow to answer: someone is there
-        raise AlreadyRunning(f"another akoshad is already running on {path}") from None
-    except OSError as exc:
-        probe.close()
-        raise AkoshadError(f"cannot check the existing socket {path}: {exc}") from exc
-    pid = _probe_pid(probe)
-    who = f" (pid {pid})" if pid is not None else ""
-    raise AlreadyRunning(f"another akoshad is already running on {path}{who}")
 
 
 def _reply(ok: bool, payload: Any) -> bytes:
@@ -178,6 +81,9 @@ class ControlServer(StartClose):
         self._inode: int | None = None
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # the connections waiting for a request line, the one idle longest first
+        self._idle: dict[asyncio.Task[None], None] = {}
+        self._evicted: set[asyncio.Task[None]] = set()  # cancelled for a newer one, ending
         self._last_warning = -WARN_INTERVAL
 
     async def start(self) -> None:
@@ -290,14 +196,46 @@ class ControlServer(StartClose):
             logger.warning("could not remove {}: {}", self.path, exc)
 
     def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._closing or len(self._tasks) >= self.max_connections:
-            if not self._closing:
-                self._warn(f"control socket: {len(self._tasks)} connections open, refusing more")
+        if self._closing:
+            writer.close()
+            return
+        if len(self._tasks) - len(self._evicted) >= self.max_connections and not self._evict():
+            self._warn(f"control socket: {len(self._tasks)} connections at work, refusing more")
             writer.close()
             return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._forget)
+
+    def _evict(self) -> bool:
+        """Make room: the connection idle longest (no request in hand) is closed, so that
+        idle ones (a client that connects and says nothing) never shut out a new client for
+        their ``idle_timeout``. False: every connection is at work on a request."""
+        if not self._idle:
+            return False
+        oldest = next(iter(self._idle))
+        del self._idle[oldest]
+        self._evicted.add(oldest)
+        oldest.cancel()
+        self._warn(
+            f"control socket: {self.max_connections} connections open, closing the ones idle "
+            "longest for new clients"
+        )
+        return True
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._idle.pop(task, None)
+        self._evicted.discard(task)
+
+    def _waiting(self, idle: bool) -> None:
+        """The current connection waits for its next request (``idle``), or has one."""
+        task = asyncio.current_task()
+        if task is None or task in self._evicted:
+            return
+        self._idle.pop(task, None)
+        if idle:
+            self._idle[task] = None
 
     def _warn(self, message: str) -> None:
         """A warning at most once per ``WARN_INTERVAL`` (a hostile loop must not flood)."""
@@ -320,6 +258,7 @@ class ControlServer(StartClose):
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.idle_timeout
             while True:
+                self._waiting(True)
                 try:
                     async with asyncio.timeout_at(deadline):
                         line = await reader.readline()
@@ -333,6 +272,7 @@ class ControlServer(StartClose):
                     return
                 if not line.strip():
                     continue  # ignored (handy with socat/nc), and no more time for it
+                self._waiting(False)
                 await self._send(writer, await self._answer(line))
                 deadline = loop.time() + self.idle_timeout  # a request answered: time again
         except (ConnectionError, OSError, TimeoutError):
@@ -376,21 +316,3 @@ class ControlServer(StartClose):
         except (TypeError, ValueError, RecursionError) as exc:
             logger.error("control command {}: result cannot be encoded: {}", cmd, exc)
             return _reply(False, f"internal error: {type(exc).__name__}")
-
-
-def _probe_pid(probe: socket.socket) -> int | None:
-    """Blocking: ask a live daemon for its pid over a connected socket (None if it won't say)."""
-    try:
-        probe.sendall(b'{"cmd": "status"}\n')
-        buf = b""
-        while not buf.endswith(b"\n") and len(buf) < 1024 * 1024:
-            chunk = probe.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        pid = json.loads(buf).get("result", {}).get("pid")
-        return pid if isinstance(pid, int) else None
-    except (OSError, ValueError, AttributeError):
-        return None
-    finally:
-        probe.close()

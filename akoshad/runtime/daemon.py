@@ -33,7 +33,8 @@ from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.store_walk import WalkResult
 from akoshad.pipeline.watch import WATCH_STOP_SECONDS, StoreWatcher
 from akoshad.runtime.alerts import HealthAlerts
-from akoshad.runtime.control import ControlServer, check_socket
+from akoshad.runtime.control import ControlServer
+from akoshad.runtime.control_path import check_socket
 from akoshad.runtime.deadline import finished_within, settled
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.leftovers import clean_leftovers

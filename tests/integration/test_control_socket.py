@@ -330,19 +330,50 @@ def test_peer_uid_reads_the_real_credentials() -> None:
         assert peer_uid(a) == os.getuid()
 
 
-async def test_connections_beyond_the_limit_are_closed_at_once() -> None:
-    srv = ControlServer(short_dir() / "s.sock", handler, max_connections=3, idle_timeout=5)
+async def test_idle_connections_make_room_for_a_new_client() -> None:
+    """Connections that never sent a request (a client that connects and says nothing, 256
+    of them from one user) held every new status off for their idle timeout: the one idle
+    longest is now closed for the newcomer, the others are still served."""
+    srv = ControlServer(short_dir() / "s.sock", handler, max_connections=3, idle_timeout=30)
     async with srv:
-        held = [await asyncio.open_unix_connection(str(srv.path)) for _ in range(3)]
-        await asyncio.sleep(0.1)
-        assert await exchange(srv.path, STATUS, wait=2) == b""  # the fourth: closed, no reply
-        for reader, writer in held:  # the three held ones are still served
+        held = []
+        for _ in range(3):
+            held.append(await asyncio.open_unix_connection(str(srv.path)))
+            await asyncio.sleep(0.05)  # in this order
+        started = time.monotonic()
+        reply = await exchange(srv.path, STATUS, wait=5)
+        assert json.loads(reply)["ok"] is True, reply
+        assert time.monotonic() - started < 2
+        assert await asyncio.wait_for(held[0][0].read(), 5) == b""  # the oldest: closed
+        for reader, writer in held[1:]:  # the newer ones are still served
             writer.write(STATUS)
             assert json.loads(await asyncio.wait_for(reader.readline(), 5))["ok"] is True
         for _, writer in held:
             writer.close()
+
+
+async def test_connections_beyond_the_limit_all_at_work_are_closed_at_once() -> None:
+    release = asyncio.Event()
+
+    async def slow(req: dict[str, Any]) -> dict[str, Any]:
+        await release.wait()
+        return {"state": "idle"}
+
+    srv = ControlServer(short_dir() / "s.sock", slow, max_connections=3, idle_timeout=30)
+    async with srv:
+        held = [await asyncio.open_unix_connection(str(srv.path)) for _ in range(3)]
+        for _, writer in held:  # each one at work on a request
+            writer.write(STATUS)
+        await asyncio.sleep(0.2)
+        assert await exchange(srv.path, STATUS, wait=2) == b""  # the fourth: closed, no reply
+        release.set()
+        for reader, _ in held:  # the three at work are answered
+            assert json.loads(await asyncio.wait_for(reader.readline(), 5))["ok"] is True
+        for _, writer in held:
+            writer.close()
         await asyncio.sleep(0.1)
-        await assert_serving(srv.path)  # room again once they are gone
+        reply = await exchange(srv.path, STATUS, wait=5)  # room again once they are gone
+        assert json.loads(reply)["ok"] is True
 
 
 async def test_unserialisable_result_is_an_error_reply() -> None:
