@@ -316,9 +316,17 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if sync_ok(result) else 1
 
 
+def _placed(cmd: str, settings: Settings) -> dict[str, Any]:
+    """A request naming this configuration's place: a daemon of another configuration
+    answering on the socket refuses it (``place_fields``)."""
+    from akoshad.store.places import place_fields
+
+    return {"cmd": cmd, **place_fields(settings)}
+
+
 def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
-    """``akoshad pause``."""
-    result = _ask(settings, {"cmd": "pause"})
+    """``akoshad pause`` (of the daemon backing up this configuration's place only)."""
+    result = _ask(settings, _placed("pause", settings))
     print("uploads paused until resume or a restart (watching and queueing go on)")
     if result.get("finishing") is True:  # a pause starts no new pass; it stops none
         print(
@@ -329,8 +337,8 @@ def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
-    """``akoshad resume``."""
-    _ask(settings, {"cmd": "resume"})
+    """``akoshad resume`` (of the daemon backing up this configuration's place only)."""
+    _ask(settings, _placed("resume", settings))
     print("uploads resumed")
     return 0
 

@@ -23,12 +23,15 @@ if TYPE_CHECKING:
     from akoshad.runtime.daemon import Daemon
 
 
-# the commands that act on the daemon's store and target: refused for another place
+# the commands that act on the daemon's store and target (or on its uploads: pause,
+# resume): refused for another place
 _PLACED = {
     "prune": "nothing was deleted",
     "sync": "nothing was synced",
     "drill": "no drill ran",
     "takeover": "nothing was taken over",
+    "pause": "nothing was paused",
+    "resume": "nothing was resumed",
 }
 # what a stopping daemon cannot do any more: refused, not "sync started" for nothing
 _NOT_WHILE_STOPPING = {

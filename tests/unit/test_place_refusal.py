@@ -46,3 +46,46 @@ def test_another_system_id_is_named_as_before(tmp_path: Path) -> None:
     line = _refusal(_settings(tmp_path, "outbox"), _settings(tmp_path, "outbox", "other"), [])
     assert "not the place the configuration here names (system_id 'other'): give" in line
     refuse_other_place(_settings(tmp_path, "o"), "local", {}, "nothing")  # no place: goes on
+
+
+async def test_pause_and_resume_of_another_configuration_are_refused(tmp_path: Path) -> None:
+    """``akoshad pause --config OTHER`` paused whatever daemon answered on the shared
+    socket ("uploads paused", exit 0); pause and resume now name their place, and the
+    daemon of another one refuses them in one line, its pause left as it was."""
+    import argparse
+    import asyncio
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from akoshad.cli.client import cmd_pause, cmd_resume
+    from akoshad.runtime.control import ControlServer
+    from akoshad.runtime.requests import handle_request
+    from tests.tmpdirs import short_dir
+
+    sock = short_dir() / "p.sock"
+    ours = _settings(tmp_path, "outbox").model_copy(update={"socket_path": sock})
+    other = _settings(tmp_path, "outbox", "other").model_copy(update={"socket_path": sock})
+    view = SimpleNamespace(paused=False, restart_pending=[])
+    daemon: Any = SimpleNamespace(
+        settings=ours,
+        stop_event=asyncio.Event(),
+        wake=asyncio.Event(),
+        view=view,
+        parts=SimpleNamespace(stats=SimpleNamespace(syncing=False)),
+    )
+
+    async def handler(request: dict[str, Any]) -> dict[str, Any]:
+        return await handle_request(cast(Any, daemon), request)
+
+    args = argparse.Namespace()
+    async with ControlServer(sock, handler):
+        with pytest.raises(ControlRequestError, match=r"system_id 'other'.*nothing was paused"):
+            await asyncio.to_thread(cmd_pause, args, other)
+        assert view.paused is False
+        assert await asyncio.to_thread(cmd_pause, args, ours) == 0  # its own configuration
+        assert view.paused is True
+        with pytest.raises(ControlRequestError, match="nothing was resumed"):
+            await asyncio.to_thread(cmd_resume, args, other)
+        assert view.paused is True
+        assert await asyncio.to_thread(cmd_resume, args, ours) == 0
+        assert view.paused is False
