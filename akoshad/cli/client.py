@@ -54,6 +54,12 @@ from akoshad.runtime.health import behind_after_seconds, check_problems
 from akoshad.runtime.safety import safety_line
 
 
+def _state(st: dict[str, Any]) -> str:
+    """The state word shown: STOPPING while the daemon stops (its ``state`` is then
+    ``paused``, the nearest of CONTRACT.md's states)."""
+    return "STOPPING" if st.get("stopping") is True else str(st.get("state", "?")).upper()
+
+
 def render_status(st: dict[str, Any], now: float | None = None) -> str:
     """The human view of a status result."""
     now = time.time() if now is None else now
@@ -61,7 +67,7 @@ def render_status(st: dict[str, Any], now: float | None = None) -> str:
     lines = [] if safe is None else [safe]
     lines += [
         f"akoshad {st.get('version', '?')}  pid {st.get('pid', '?')}  "
-        f"state {str(st.get('state', '?')).upper()}  up {human_age(st.get('uptime_seconds'))}",
+        f"state {_state(st)}  up {human_age(st.get('uptime_seconds'))}",
         f"store      {st.get('data_dir', '?')}",
         f"pending    {st.get('pending', 0)}   in flight {st.get('in_flight', 0)}",
     ]

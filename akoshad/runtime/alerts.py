@@ -9,7 +9,7 @@ or failing to capture, behind, memories Akosha did not store, a drill that could
 :data:`ALERT_HOLD_SECONDS` (behind: :data:`ALERT_HOLDS`), and one ``recovered`` event
 (``kind``, ``after_seconds``) once it has been gone that long. The kinds another event
 tells of already are left out (:data:`OWN_EVENT`): a target down (``degraded``), a failed
-drill (``drill``), a failed prune (``prune``), and a pause (asked for); so is behind while
+drill (``drill``), a failed prune (``prune``), a pause and a stop (asked for); so is behind while
 paused or a target is down (the changes wait for that).
 
 What was announced, and since when, is kept in the state (``KV_ALERTED``): a restart during
@@ -42,7 +42,7 @@ ALERT_HOLD_SECONDS = 30.0  # a problem announced, or its end, once it held this 
 ALERT_HOLDS = {"behind": 900.0}
 KV_ALERTED = "alerts_announced"  # JSON {kind: wall-clock time it began}
 # the kinds announced by an event of their own (or asked for)
-OWN_EVENT = frozenset(("degraded", "drill_failed", "prune_failed", "paused"))
+OWN_EVENT = frozenset(("degraded", "drill_failed", "prune_failed", "paused", "stopping"))
 
 
 class HealthAlerts:

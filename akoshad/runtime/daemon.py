@@ -126,6 +126,7 @@ class Daemon:
             lambda: self.reload_refused,
             lambda: self.interrupted.unsettled,
             None if self._drift is None else self._drift.line,
+            stopping=self.stop_event.is_set,
         )
         self.passes = Passes(
             p, self.interrupted, lambda: self.view.paused, self.stop_event, self.wake

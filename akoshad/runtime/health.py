@@ -217,7 +217,9 @@ def check_kinds(status: Mapping[str, Any]) -> dict[str, str]:
     """:func:`check_problems` by kind (``paused``, ``degraded``, ``data_dir``, ``behind``...):
     the webhook alerts (``runtime.alerts``) follow each kind."""
     problems = _config_kinds(status)
-    if status.get("paused") or status.get("state") == "paused":
+    if status.get("stopping") is True:  # state paused meanwhile: no resume helps
+        problems["stopping"] = "stopping: a stop signal was received (akoshad exits soon)"
+    elif status.get("paused") or status.get("state") == "paused":
         problems["paused"] = "paused (akoshad resume restarts uploading)"
     reason = status.get("degraded_reason")
     if reason or status.get("state") == "degraded":

@@ -43,6 +43,7 @@ class StatusView:
         reload_refused: Callable[[], str | None] = lambda: None,
         unsettled: Callable[[], str | None] = lambda: None,
         config_changed: Callable[[], Awaitable[str | None]] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.parts = parts
@@ -57,14 +58,17 @@ class StatusView:
         self.reload_refused = reload_refused  # the last reload's refusal, until one passes
         self.unsettled = unsettled  # why a crash's upload is not settled yet (runtime.settle)
         self.config_changed = config_changed  # the file changed, not reloaded (ConfigDrift)
+        self.stopping = stopping  # a stop signal came: the pass in hand finishes, no new one
 
     def configure(self, settings: Settings) -> None:
         """A reload: the debounce window and the drill interval count in the verdict."""
         self.settings = settings
 
     def state_word(self, degraded: str | None) -> str:
+        """CONTRACT.md's state; a daemon stopping is ``paused`` (its nearest: no new pass
+        begins, the one in hand finishes), with ``stopping`` true beside it."""
         stats = self.parts.stats
-        if self.paused:
+        if self.paused or self.stopping():
             return "paused"
         if degraded:
             return "degraded"
@@ -105,6 +109,7 @@ class StatusView:
             "pending": depth + len(p.feed.debouncer),
             "in_flight": p.stats.in_flight,
             "paused": self.paused,
+            "stopping": self.stopping(),  # a stop signal came: state is paused meanwhile
             "degraded_reason": degraded,
             "degraded_since": p.health.down_since() if degraded else None,  # a target down
             "last_upload": None
@@ -192,7 +197,8 @@ class StatusView:
             if unsettled is None
             else f"an interrupted upload is not settled yet ({unsettled}): uploads wait until it is"
         )
-        lines = [missing, empty, self.unrecorded(), self.metrics_error, self.reload_refused()]
+        lines = [stopping_line(self.settings.drain_deadline_seconds) if self.stopping() else None]
+        lines += [missing, empty, self.unrecorded(), self.metrics_error, self.reload_refused()]
         lines.append(changed)
         lines.append(capture_problem(self.parts.stats.capture_failures))
         lines.append(drill_not_run(self.parts.drills.not_run))
@@ -301,3 +307,11 @@ class StatusView:
         for warning in st["warnings"]:
             line += f"; {warning}"
         return line
+
+
+def stopping_line(deadline: float) -> str:
+    """The warning (and ``status --check`` problem) of a daemon that is stopping."""
+    return (
+        "akoshad is stopping (a stop signal was received): no new pass begins, the one in "
+        f"hand finishes within {deadline:g}s; what is queued stays for its next start"
+    )

@@ -385,3 +385,32 @@ def test_render_status_lists_the_webhooks_and_the_events_they_lost() -> None:
     ) in text
     assert "  http://127.0.0.1:9/hook: 2 delivered since the start, 1 waiting" in text.splitlines()
     assert "webhooks" not in render_status({**HEALTHY, "webhooks": []}, now=time.time())
+
+
+def test_a_stopping_daemon_says_so_and_fails_the_check() -> None:
+    """After SIGTERM, while the pass in hand finished, status said SYNCING and
+    ``status --check`` 'akoshad OK: syncing'; now the state is ``paused`` (CONTRACT.md's
+    nearest: no new pass begins) with ``stopping`` true, the human view says STOPPING, a
+    warning says why, and the check fails naming the stop, not ``akoshad resume``."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from akoshad.runtime.status import StatusView, stopping_line
+    from akoshad.runtime.wiring import Parts
+
+    settings = load_settings(environ={"HOME": "/nonexistent"})
+    parts = SimpleNamespace(stats=SimpleNamespace(syncing=True, in_flight=1))
+    stopping = [False]
+    view = StatusView(settings, cast(Parts, parts), time.time(), stopping=lambda: stopping[0])
+    assert view.state_word(None) == "syncing"
+    stopping[0] = True
+    assert view.state_word(None) == "paused"
+    st = {"state": "paused", "paused": False, "stopping": True, "pending": 1}
+    st["warnings"] = [stopping_line(settings.drain_deadline_seconds)]
+    problems = check_problems(st)
+    assert problems == ["stopping: a stop signal was received (akoshad exits soon)"]
+    text = render_status(st)
+    assert "state STOPPING" in text
+    assert "WARNING    akoshad is stopping (a stop signal was received): no new pass" in text
+    paused = check_problems({**st, "stopping": False, "paused": True})  # a pause as before
+    assert paused == ["paused (akoshad resume restarts uploading)"]
