@@ -22,6 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if _command(args) == "run":  # a SIGHUP (a reload) must not end a daemon still starting
+        from akoshad import hup
+
+        hup.hold()
     from akoshad import collector, fastpath
 
     collector.hold()  # until the command's modules are imported (collector.settle)
@@ -31,3 +35,17 @@ def _main(argv: Sequence[str] | None) -> int:
     from akoshad.cli.main import main as full_main
 
     return full_main(args)
+
+
+def _command(args: Sequence[str]) -> str | None:
+    """The command word of ``args`` (the options before it, ``--config FILE`` among them,
+    skipped), or None."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--config":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None

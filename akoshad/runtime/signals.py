@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from loguru import logger
 
+from akoshad import hup
 from akoshad.names import EXIT_FAIL
 
 
@@ -20,7 +21,8 @@ def stop_signals(
     on_first: Callable[[str], None], *, on_hup: Callable[[], None] | None = None
 ) -> Iterator[None]:
     """Within the block: the first SIGTERM/SIGINT calls ``on_first`` with its name, a second
-    one exits the process at once; SIGHUP calls ``on_hup`` (when given)."""
+    one exits the process at once; SIGHUP calls ``on_hup`` (when given), also once for one
+    noted before (``hup.hold``: ``akoshad run`` from its start)."""
     loop = asyncio.get_running_loop()
     received = 0
 
@@ -38,8 +40,12 @@ def stop_signals(
     if on_hup is not None:
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         handled.append(signal.SIGHUP)
+        if hup.take():  # one came before this handler, while the process started
+            on_hup()
     try:
         yield
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
+        if on_hup is not None:
+            hup.hold_again()
