@@ -11,7 +11,7 @@ from typing import Any
 
 from akoshad.config import Settings
 from akoshad.errors import AkoshadError, DaemonNotRunning
-from akoshad.runtime.control_client import ControlRequestError, request
+from akoshad.runtime.control_client import OlderDaemon, request
 
 
 async def cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
@@ -68,7 +68,5 @@ async def drill_in_daemon(settings: Settings) -> dict[str, Any] | None:
         return await request(settings.socket_path, payload, None)
     except DaemonNotRunning:
         return None
-    except ControlRequestError as exc:
-        if str(exc).startswith("unknown command"):
-            return None
-        raise
+    except OlderDaemon:  # a daemon of a version without drills by request
+        return None

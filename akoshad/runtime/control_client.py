@@ -29,6 +29,11 @@ class NoReply(ControlRequestError):
     """No reply within the timeout: the daemon may still be at the request."""
 
 
+class OlderDaemon(ControlRequestError):
+    """The daemon answering does not know the command: an older akoshad still running
+    (one started before an upgrade, not restarted since)."""
+
+
 def peer_uid(sock: socket.socket) -> int | None:
     """The uid of the process at the other end, or None where the platform cannot say."""
     if hasattr(socket, "SO_PEERCRED"):
@@ -113,9 +118,40 @@ async def request(
     if not isinstance(reply, dict):
         raise ControlRequestError("malformed reply from the daemon")
     if reply.get("ok") is not True:
-        raise ControlRequestError(str(reply.get("error", "request failed")))
+        error = str(reply.get("error", "request failed"))
+        cmd = payload.get("cmd")
+        if cmd != "status" and error.startswith(f"unknown command {cmd!r}"):
+            raise await _older(socket_path, str(cmd))
+        raise ControlRequestError(error)
     result = reply.get("result")
     return result if isinstance(result, dict) else {}
+
+
+async def _older(socket_path: Path, cmd: str) -> OlderDaemon:
+    """What to say of a daemon that answered "unknown command" to ``cmd``: an akoshad of
+    an earlier version, named by its status (version, pid, how long up) when it gives one.
+    The version string alone does not tell builds apart, so the pid and age say which."""
+    try:
+        st = await request(socket_path, {"cmd": "status"}, 2.0)
+    except AkoshadError:
+        st = {}
+    facts = [f"version {st.get('version', '?')!s:.40}"]
+    if isinstance(st.get("pid"), int):
+        facts.append(f"pid {st['pid']}")
+    up = st.get("uptime_seconds")
+    if isinstance(up, int | float) and not isinstance(up, bool):
+        facts.append(f"up {_age(float(up))}")
+    return OlderDaemon(
+        f"the running daemon is older ({', '.join(facts)}) and does not know {cmd!r}; "
+        "restart it (`systemctl --user restart akoshad`, or as it was started) and try again"
+    )
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _check_server(socket_path: Path, writer: asyncio.StreamWriter) -> None:
