@@ -7,14 +7,15 @@ nothing to upload, so it answers at once and sends no request at all.
 The check is deliberately conservative: the ``lstat`` of every entry under ``data_dir``
 (files, directories, links: size, mtime_ns, ctime_ns, inode), the state database's files,
 the configuration sources (akoshad's file, session-buddy's file, the ``AKOSHAD_*``,
-``SESSION_BUDDY_*`` and ``XDG_*`` variables, the command line) and akoshad's version must all
-be identical to what was
-recorded. A run records them only when it ended with every change uploaded; the store's
-stats it records are those its reconcile walk saw, before anything was captured, so a change
-made while it ran (which moves a size, an mtime, a ctime or an inode, or the entries of a
-directory) differs from the record and the next run is a full one. The record keeps a digest
-of the stats (:func:`store_digest`), not the stats themselves. Anything else, and the full
-run happens as usual.
+``SESSION_BUDDY_*`` and ``XDG_*`` variables, the command line) and akoshad's code (a digest
+of its package's files, ``codeid.code_digest``: the version string is the same for every
+build from git, so an upgrade that changed what a run does is not taken for the one that
+made the record) must all be identical to what was recorded. A run records them only when
+it ended with every change uploaded; the store's stats it records are those its reconcile
+walk saw, before anything was captured, so a change made while it ran (which moves a size,
+an mtime, a ctime or an inode, or the entries of a directory) differs from the record and
+the next run is a full one. The record keeps a digest of the stats (:func:`store_digest`),
+not the stats themselves. Anything else, and the full run happens as usual.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from akoshad import __version__
+from akoshad.codeid import code_digest
 from akoshad.private import shared_dir_problem
 
 CACHE_VERSION = 2  # 2: the store is recorded as a digest
@@ -78,10 +80,14 @@ def read_head(path: Path, limit: int = CONFIG_MAX_BYTES) -> bytes:
         return file.read(limit + 1)
 
 
-def inputs_key(argv: Sequence[str], environ: Mapping[str, str], config: Path) -> str:
-    """A digest of everything the configuration is made of."""
+def inputs_key(argv: Sequence[str], environ: Mapping[str, str], config: Path) -> str | None:
+    """A digest of everything the configuration is made of, and of akoshad's code (None
+    when that cannot be read: no record is kept or read)."""
+    code = code_digest()
+    if code is None:
+        return None
     h = hashlib.sha256()
-    h.update(f"{CACHE_VERSION}\0{__version__}\0".encode())
+    h.update(f"{CACHE_VERSION}\0{__version__}\0{code}\0".encode())
     h.update("\0".join(_absolute_values(argv)).encode("utf-8", "surrogateescape"))
     for key in sorted(environ):
         if key.upper().startswith(("AKOSHAD_", "XDG_", "SESSION_BUDDY_")) or key == "HOME":
@@ -204,6 +210,8 @@ def try_unchanged(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
         return False
     config, _named = resolve_config_path(config_arg, environ)
     key = inputs_key(argv, environ, config)
+    if key is None:
+        return False
     if shared_dir_problem("cache", cache_file(environ, key).parent) is not None:
         return False  # a record others could have written
     try:
@@ -294,6 +302,8 @@ def record_unchanged(
         return
     config, _named = resolve_config_path(config_arg, environ)
     key = inputs_key(argv, environ, config)
+    if key is None:
+        return
     path = cache_file(environ, key)
     record = {
         "data_dir": str(data_dir),

@@ -130,7 +130,9 @@ def test_run_once_writes_no_record_through_a_link_in_a_shared_cache(tmp_path: Pa
     )
     env = base_env(tmp_path)
     argv = ["run", "--once", "--config", str(cfg)]
-    record = fastpath.cache_file(env, fastpath.inputs_key(argv, env, cfg))
+    key = fastpath.inputs_key(argv, env, cfg)
+    assert key is not None
+    record = fastpath.cache_file(env, key)
     record.parent.mkdir(parents=True)
     record.parent.chmod(0o777)
     victim = tmp_path / "victim"
