@@ -259,8 +259,14 @@ class StatusView:
         return round(max(0.0, *ages), 3) if ages else None
 
     def targets(self) -> dict[str, Any]:
+        """The targets in use: the primary (the bucket when one is configured, else the
+        local outbox) and ``http`` with ``akosha_url``. The outbox a daemon keeps beside a
+        bucket receives nothing: not listed (its ``ok`` would read as a backup there),
+        unless something marked it down."""
         p = self.parts
-        names = list(p.targets) + (["http"] if p.akosha is not None else [])
+        names = [n for n in p.targets if n == p.primary.name or not p.stats.target(n).available] + (
+            ["http"] if p.akosha is not None else []
+        )
         breakers = {}
         if p.cloud is not None:
             breakers["cloud"] = p.cloud.breaker

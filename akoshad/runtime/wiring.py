@@ -228,7 +228,8 @@ def build(
     targets = {
         n: metrics.counted(make_target(n, settings, metrics)) for n in target_names(settings)
     }
-    metrics.targets_known(list(targets) + (["http"] if settings.akosha_url else []))
+    # the series of the targets in use (status lists the same): no local beside a bucket
+    metrics.targets_known([settings.primary_target] + (["http"] if settings.akosha_url else []))
     for target in targets.values():
         if isinstance(target, CountsRetries):  # S3: each request sent again, counted
             stats.request_retries.append(partial(getattr, target, "retries"))

@@ -285,7 +285,9 @@ def test_cloud_uploads_and_s3_requests_by_operation(
         assert (
             value(m, "akoshad_requests_total", target="cloud", method="ListObjectsV2") or 0
         ) >= 1
-        assert value(m, "akoshad_uploads_total", target="local", outcome="ok") == 0
+        # the outbox beside a bucket receives nothing: no series of it (status lists it not)
+        assert value(m, "akoshad_uploads_total", target="local", outcome="ok") is None
+        assert value(m, "akoshad_target_up", target="local") is None
     finally:
         d.stop()
 
