@@ -32,6 +32,7 @@ import ahocorasick
 
 from akoshad.akosha.redact_gate import anchored, gate_pattern, has_literal, keyword_literals
 from akoshad.akosha.redact_rules import Rule, RuleSet, load_rules
+from akoshad.akosha.redact_wrap import wrapped_findings
 
 PLACEHOLDER = "[REDACTED:{kind}]"
 # how far a finding's line is read either side of it, for the allow lists that look at lines
@@ -205,7 +206,18 @@ class SecretRedactor:
         return start, end
 
     def find(self, text: str) -> list[Finding]:
-        """Every secret in ``text``, as non-overlapping spans in text order."""
+        """Every secret in ``text``, as non-overlapping spans in text order; also a token
+        wrapped over lines (:mod:`akoshad.akosha.redact_wrap`)."""
+        found = self._find(text)
+        for start, end, kind in wrapped_findings(text, self._spans_of):
+            found.append(Finding(start, end, kind))
+        return _merge(found)
+
+    def _spans_of(self, text: str) -> list[tuple[int, int, str]]:
+        return [(f.start, f.end, f.kind) for f in self._find(text)]
+
+    def _find(self, text: str) -> list[Finding]:
+        """The findings of every rule in ``text`` (not merged)."""
         lower = text.lower()
         ascii_text = text.isascii()
         found: list[Finding] = []
@@ -227,7 +239,7 @@ class SecretRedactor:
                     if found_at is not None:
                         start, end = found_at
                         found.append(Finding(span.start + start, span.start + end, rule.kind))
-        return _merge(found)
+        return found
 
     def redact(self, text: str) -> tuple[str, list[str]]:
         """``text`` with every secret replaced by ``[REDACTED:<kind>]``, and the kinds."""

@@ -1,0 +1,83 @@
+"""Secrets split across lines: a token wrapped by a terminal, also inside JSON text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from akoshad.akosha.redact import SecretRedactor
+from akoshad.akosha.redact_wrap import wraps
+
+# Samples built at run time so that no scanner mistakes this file for a leak.
+GITHUB = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+ANTHROPIC = "sk-ant-api03-" + "aB3dE5gH7j" * 9 + "xyz" + "AA"
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9l"
+    "In0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+)
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.fixture(scope="module")
+def redactor() -> SecretRedactor:
+    return SecretRedactor()
+
+
+def _wrapped(token: str, first: int, width: int = 80, brk: str = "\n") -> str:
+    lines = [token[:first]]
+    rest = token[first:]
+    while rest:
+        lines.append(rest[:width])
+        rest = rest[width:]
+    return brk.join(lines)
+
+
+@pytest.mark.parametrize(
+    ("token", "kind", "text"),
+    [
+        (GITHUB, "github-pat", "export GITHUB_TOKEN={}\nnext line"),
+        (GITHUB, "github-pat", "$ echo the token is {} ok"),
+        (ANTHROPIC, "anthropic-api-key", "key: {}"),
+        (JWT, "jwt", "Authorization: Bearer {}"),
+        (AWS_SECRET, "aws-secret-access-key", "aws_secret_access_key = {}"),
+    ],
+)
+@pytest.mark.parametrize("brk", ["\n", "\r\n", "json"])
+@pytest.mark.parametrize("first", [6, 28])
+def test_a_token_wrapped_over_lines_is_redacted(
+    redactor: SecretRedactor, token: str, kind: str, text: str, brk: str, first: int
+) -> None:
+    """A token cut by a terminal's width and copied with the line break (or that copy
+    stored as JSON text, the break spelt \\n) reached Akosha: neither part alone has the
+    token's shape (the first too short, the second no prefix)."""
+    sample = text.format(_wrapped(token, first, brk="\n" if brk == "json" else brk))
+    if brk == "json":
+        sample = json.dumps({"content": sample})
+    out, kinds = redactor.redact(sample)
+    assert token[-12:] not in out and token[first : first + 12] not in out, out
+    assert kind in kinds
+    assert redactor.redact(out) == (out, [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "AUTHTYPE_SERVER = 2\nCERT_CHAIN_POLICY_SSL = 4\n",
+        "implementation details\nconsiderations below\n",
+        "sha256sum:\n3a7bd3e2360a3d29eea436fcfb7e44c735d117c42d1c1835420b6b9942dd4f1b\n"
+        "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9\n",
+        "token = get_token()\nrefresh_token_1234567890 = None\n",
+    ],
+)
+def test_lines_that_are_no_wrapped_token_are_left(redactor: SecretRedactor, text: str) -> None:
+    """Joining lines finds nothing new where no token was cut: two assignments, prose,
+    a list of hashes."""
+    assert redactor.redact(text) == (text, [])
+
+
+def test_only_breaks_between_token_characters_are_read() -> None:
+    """Ordinary line breaks (indented code, prose, short words) are not looked at twice."""
+    assert wraps("def f(x):\n    return x\n\nsome prose\nwith words\n") == []
+    assert len(wraps("ghp_" + "a1" * 10 + "\n" + "b2" * 10)) == 1
+    assert len(wraps("ghp_" + "a1" * 10 + "\\n" + "b2" * 10)) == 1
