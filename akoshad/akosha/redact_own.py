@@ -3,7 +3,7 @@ both): what gitleaks' rules do not cover, as coding sessions print it (passwords
 secrets named in a URL's query, ``password=`` assignments, an ``Authorization`` header's
 credentials outside a curl command, a password on a command line or set in SQL, a secret
 environment variable given as a name and a value, a Discord webhook's token, a Tailscale
-key, a .netrc password, the AWS secret key next to its name)."""
+key, a .netrc password, the AWS secret key next to its name, a PEM private key cut short)."""
 
 from __future__ import annotations
 
@@ -139,8 +139,20 @@ OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         1,
         ("secret",),
     ),
+    (
+        "private-key",
+        # a PEM private key cut short (no END line: `head` of the file, a paste cut off,
+        # "..." in its place): its header, then its base64 lines (or as JSON text spells
+        # the line breaks); gitleaks' rule needs the END line. Lines of 32 characters or
+        # more, so that the prose after it is left
+        r"(?i)-----BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:(?:\s|\\[rn])+[A-Za-z-]{1,40}:[^\n\\]{0,200})*"
+        r"(?:(?:\s|\\[rn])+[A-Za-z0-9+/=]{32,})+",
+        0,
+        ("-----begin",),
+    ),
 )
 
 # own rules whose match spans lines, read over the whole text when a keyword occurs (the
 # others only on a keyword's line and the next)
-MULTILINE_OWN = frozenset({"netrc-password"})
+MULTILINE_OWN = frozenset({"netrc-password", "private-key"})

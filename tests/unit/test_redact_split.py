@@ -81,3 +81,45 @@ def test_only_breaks_between_token_characters_are_read() -> None:
     assert wraps("def f(x):\n    return x\n\nsome prose\nwith words\n") == []
     assert len(wraps("ghp_" + "a1" * 10 + "\n" + "b2" * 10)) == 1
     assert len(wraps("ghp_" + "a1" * 10 + "\\n" + "b2" * 10)) == 1
+
+
+PEM_BODY = [
+    "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi0r1r3hqrA5xq2ZLkq5g6A1bQ" + str(i) for i in range(5)
+]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "$ head -4 id_rsa\n-----BEGIN RSA PRIVATE KEY-----\n{0}\n{1}\n{2}\n",
+        "-----BEGIN PRIVATE KEY-----\n{0}\n{1}\n...\nthanks, that was it",
+        json.dumps(
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n"
+            "DEK-Info: AES-128-CBC,ABCDEF0123456789\n\n{0}\n{1}\n{2}"
+        ),
+        "-----BEGIN OPENSSH PRIVATE KEY----- {0} {1} {2} {3}",
+    ],
+)
+def test_a_private_key_cut_short_is_redacted(redactor: SecretRedactor, text: str) -> None:
+    """A PEM private key without its END line (the head of the file, a paste cut off)
+    reached Akosha whole: gitleaks' rule needs the END line."""
+    sample = text.format(*PEM_BODY)
+    out, kinds = redactor.redact(sample)
+    assert not any(line in out for line in PEM_BODY), out
+    assert "private-key" in kinds
+    assert "thanks, that was it" in out or "thanks" not in sample
+    assert redactor.redact(out) == (out, [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'if line.startswith("-----BEGIN PRIVATE KEY-----"):\n    return parse_key(line)\n',
+        "-----BEGIN PRIVATE KEY-----\nthe key goes here\n-----END PRIVATE KEY-----",
+        '"-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXk=": "a prefix"',
+    ],
+)
+def test_a_private_key_header_alone_is_left(redactor: SecretRedactor, text: str) -> None:
+    """A header with no key body after it (code that looks for it, a placeholder) is no
+    secret."""
+    assert redactor.redact(text) == (text, [])
