@@ -31,6 +31,7 @@ from functools import cache
 import ahocorasick
 
 from akoshad.akosha.redact_gate import anchored, gate_pattern, has_literal, keyword_literals
+from akoshad.akosha.redact_own import prose_password_value
 from akoshad.akosha.redact_rules import Rule, RuleSet, load_rules
 from akoshad.akosha.redact_wrap import wrapped_findings
 
@@ -187,7 +188,8 @@ class SecretRedactor:
             rule.kind, m.string[max(0, m.start() - 1) : start]
         ):
             return None
-        if rule.kind == "authorization-header" and not _credential_like(secret):
+        check = _VALUE_CHECKS.get(rule.kind)
+        if check is not None and not check(secret):
             return None
         if rule.kind == "password-assignment" and m.group(1) is None:
             # unquoted: only a value with a digit or a symbol that does not read as code
@@ -291,6 +293,13 @@ def _credential_like(value: str) -> bool:
     if any(c.isdigit() for c in value):
         return True
     return any(c.isupper() for c in value) and any(c.islower() for c in value)
+
+
+# rules whose value must also read as a credential
+_VALUE_CHECKS = {
+    "authorization-header": _credential_like,
+    "prose-password": prose_password_value,
+}
 
 
 def _inside_a_word(kind: str, before: str) -> bool:

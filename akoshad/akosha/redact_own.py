@@ -3,9 +3,12 @@ both): what gitleaks' rules do not cover, as coding sessions print it (passwords
 secrets named in a URL's query, ``password=`` assignments, an ``Authorization`` header's
 credentials outside a curl command, a password on a command line or set in SQL, a secret
 environment variable given as a name and a value, a Discord webhook's token, a Tailscale
-key, a .netrc password, the AWS secret key next to its name, a PEM private key cut short)."""
+key, a .netrc password, the AWS secret key next to its name, a PEM private key cut short,
+a password told in a sentence)."""
 
 from __future__ import annotations
+
+import re
 
 # akoshad's own rules: (id, regex, secret group, keywords).
 OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
@@ -151,7 +154,40 @@ OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         0,
         ("-----begin",),
     ),
+    (
+        "prose-password",
+        # a password told in a sentence: "my password is hunter2!", "the root password
+        # was `Xy7!k9`", "passphrase is now 'tr0ub4dor'"; only a value that reads as one
+        # (prose_password_value), as "the password is sha256-hashed" is none
+        r"(?i)\b(?:password|passphrase|passcode)[ \t]+(?:is|was)(?:[ \t]+(?:now|still))?"
+        r"(?:[ \t]+(?:set|changed|reset))?(?:[ \t]+to)?[ \t]*:?[ \t]*"
+        r"(?:`([^`\n]{4,64})`|\"([^\"\n]{4,64})\"|'([^'\n]{4,64})'"
+        r"|([^\s\"'`<{$\[(][^\s\"'`]{2,62}[^\s\"'`.,;:?)\]]))(?![^\s.,;:?)\]])",
+        0,
+        ("password", "passphrase", "passcode"),
+    ),
 )
+
+# a value after "password is" that names, describes or computes the password, not it:
+# words joined by hyphens (sha256-hashed, 2FA-protected), a name (DEFAULT_PASSWORD,
+# user.password: "assert password is user.password"), a call or an index, a number range
+# or a short number (8-16, 12); or one that opens with an algorithm's name (SHA-256,
+# AES-128, argon2id, pbkdf2_sha256)
+_NOT_A_PASSWORD = re.compile(
+    r"(?i:[a-z0-9]+(?:-[a-z]+)+)|[A-Za-z_]+|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+"
+    r"|[A-Za-z_][\w.]*[\[(].*|[^A-Za-z]{0,5}"
+)
+_ALGORITHM = re.compile(r"(?i)(?:sha|md|aes|rsa|utf|base|argon|pbkdf|ed|hs|rs|es)[-_]?\d")
+
+
+def prose_password_value(value: str) -> bool:
+    """Whether ``value``, told as a password in prose, reads as one: with a digit or a
+    symbol inside it (trailing punctuation aside), and none of _NOT_A_PASSWORD."""
+    core = value.rstrip("!.?")
+    if _NOT_A_PASSWORD.fullmatch(core) or _ALGORITHM.match(core):
+        return False
+    return any(not c.isalpha() for c in core)
+
 
 # own rules whose match spans lines, read over the whole text when a keyword occurs (the
 # others only on a keyword's line and the next)

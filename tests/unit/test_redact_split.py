@@ -123,3 +123,53 @@ def test_a_private_key_header_alone_is_left(redactor: SecretRedactor, text: str)
     """A header with no key body after it (code that looks for it, a placeholder) is no
     secret."""
     assert redactor.redact(text) == (text, [])
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("my password is hunter2!", "hunter2"),
+        ("The root password was `Xy7!k9zz`.", "Xy7!k9zz"),
+        ("passphrase is now 'tr0ub4dor&3'", "tr0ub4dor&3"),
+        ("ok so the wifi password is Summ3r2024, thanks", "Summ3r2024"),
+        ("Password is: P@ssw0rd", "P@ssw0rd"),
+        ("the db password is 12345678.", "12345678"),
+    ],
+)
+def test_a_password_told_in_prose_is_redacted(
+    redactor: SecretRedactor, text: str, secret: str
+) -> None:
+    """'my password is hunter2!' reached Akosha: no rule reads a password in a sentence."""
+    out, kinds = redactor.redact(text)
+    assert secret not in out
+    assert kinds == ["prose-password"]
+    assert redactor.redact(out) == (out, [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the password is sha256-hashed",
+        "the password is 8-16 characters",
+        "password is SHA-256 hashed",
+        "the password is correct!",
+        "password is required",
+        "The password is stored in 1Password",
+        "password is 2FA-protected",
+        "the password is ${DB_PASSWORD}",
+        "password is <your password>",
+        "the password is getpass()",
+        "password is os.environ['PW']",
+        "assert password is user.password",
+        "password is DEFAULT_PASSWORD",
+        "the password is argon2id-hashed",
+        "The password is: ********",
+        "password is None.",
+        "the password is 12 chars",
+        "the password is 4096-bit",
+    ],
+)
+def test_prose_about_a_password_is_left(redactor: SecretRedactor, text: str) -> None:
+    """What describes, names or computes a password is none (false positives cost
+    memories)."""
+    assert redactor.redact(text) == (text, [])
