@@ -86,6 +86,7 @@ class ChangeFeed:
         # ENQUEUE_RETRY_SECONDS: one line, then one a minute with a count, then "again"
         self._unrecorded_log = RateLimitedLog(UNRECORDED_LOG_SECONDS)
         self._said_not_files: set[str] = set()  # entries that are no file, already said
+        self._said_outside: set[str] = set()  # files with names outside, already said
         self.idle_includes: list[str] = []  # include globs selecting no file (said once)
         # refusals already logged: path -> (reason, monotonic time said); said again when
         # the reason changes or an hour later, not at each of the walks that find it again
@@ -143,6 +144,7 @@ class ChangeFeed:
         )
         await self._settle_skips(result.refused)
         self._say_not_files(walk.not_files)
+        self._say_outside_names(walk.outside_names)
         self._say_idle_includes(self.flt.idle_includes(walk.files) if walk.files else [])
         self.links.found(walk.links, walk.inodes, whole=True)
         logger.log(
@@ -248,6 +250,19 @@ class ChangeFeed:
         for path in sorted(entries.keys() - self._said_not_files):
             logger.warning("not syncing {}: {}, not a file to back up", path, entries[path])
         self._said_not_files = set(entries)
+
+    def _say_outside_names(self, entries: dict[str, int]) -> None:
+        """One warning for each store file with a name outside the store (a hard link from
+        outside data_dir), when a walk first finds it: it is backed up as the store file
+        it is, but a write through that other name is seen only at the next rescan."""
+        for path in sorted(entries.keys() - self._said_outside):
+            logger.warning(
+                "{} has {} other name(s) outside data_dir (a hard link): it is backed up, but "
+                "a write through that name is seen only at the next rescan (hourly)",
+                path,
+                entries[path],
+            )
+        self._said_outside = set(entries)
 
     def _say_idle_includes(self, idle: list[str]) -> None:
         """One warning when the ``include`` globs that select no file change (a typo would

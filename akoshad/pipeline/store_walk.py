@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ class WalkResult:
     links: dict[str, str] = field(default_factory=dict)
     # each file that has other names (hard links): its (device, inode)
     inodes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # each file with names the walk did not meet (a hard link from outside data_dir, or
+    # from a directory it does not enter): how many
+    outside_names: dict[str, int] = field(default_factory=dict)
 
 
 def walk_store(
@@ -102,7 +106,29 @@ def walk_store(
         not_files,
         {k: v for k, v in links.items() if k in kept},
         {k: v for k, v in inodes.items() if k in kept},
+        _outside_names(root, inodes, kept),
     )
+
+
+def _outside_names(
+    root: Path, inodes: dict[str, tuple[int, int]], kept: set[str]
+) -> dict[str, int]:
+    """Of the files ``kept`` with other names (``inodes``: every walked file with more than
+    one), those with more names than the walk met, and how many more: another name
+    outside data_dir (or in a directory the walk does not enter) reads and writes the
+    same bytes, unseen by the watch. One ``lstat`` a such file (rare)."""
+    met = Counter(inodes.values())
+    out: dict[str, int] = {}
+    for rel, key in inodes.items():
+        if rel not in kept:
+            continue
+        try:
+            st = os.lstat(root / rel)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == key and st.st_nlink > met[key]:
+            out[rel] = st.st_nlink - met[key]
+    return out
 
 
 def selects_a_file(root: Path, flt: PathFilter) -> bool:

@@ -82,7 +82,14 @@ def _fork_walk(root: Path, flt: PathFilter) -> tuple[int, int] | None:
             stats: fastpath.StatMap = {}
             result = walk_store(root, flt, stats)
             data = pickle.dumps(
-                (result.files, result.refused, result.excluded, result.not_files, stats),
+                (
+                    result.files,
+                    result.refused,
+                    result.excluded,
+                    result.not_files,
+                    result.outside_names,
+                    stats,
+                ),
                 protocol=5,
             )
             view = memoryview(data)
@@ -115,11 +122,11 @@ def _collect(pid: int, fd: int) -> tuple[WalkResult, fastpath.StatMap] | None:
     if status != 0 or not parts:
         return None
     try:
-        files, refused, excluded, not_files, stats = pickle.loads(b"".join(parts))
+        files, refused, excluded, not_files, outside, stats = pickle.loads(b"".join(parts))
     except Exception:
         return None
     if not isinstance(files, list) or not all(
-        isinstance(d, dict) for d in (refused, not_files, stats)
+        isinstance(d, dict) for d in (refused, not_files, outside, stats)
     ):
         return None
-    return WalkResult(files, refused, int(excluded), not_files), stats
+    return WalkResult(files, refused, int(excluded), not_files, outside_names=outside), stats

@@ -391,6 +391,33 @@ async def test_an_entry_that_is_no_file_is_said_once_never_skipped(rig: Rig) -> 
         logger.remove(sink)
 
 
+async def test_a_file_hard_linked_from_outside_is_backed_up_and_said_once(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """A store file with another name outside data_dir (a hard link) is backed up as the
+    store file it is (never skipped), and a reconcile says once that a write through the
+    other name reaches no watch."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(m.record["message"]), level="WARNING")
+    try:
+        write(rig, "a.json", "{}")
+        os.link(rig.store / "a.json", tmp_path / "elsewhere.json")
+        assert await rig.feed.reconcile() == 1
+        ok, (report,) = await rig.drain.until_empty()
+        assert ok and report.files_uploaded == ["a.json"]
+        await rig.feed.reconcile()
+        said = [line for line in lines if "a.json" in line]
+        assert said == [
+            "a.json has 1 other name(s) outside data_dir (a hard link): it is backed up, "
+            "but a write through that name is seen only at the next rescan (hourly)"
+        ]
+        assert await rig.state.skipped() == {}
+    finally:
+        logger.remove(sink)
+
+
 async def test_many_deletions_at_once_reach_the_queue_in_proportion(rig: Rig) -> None:
     """15,000 files removed together (a directory of session files deleted): their
     deletions are queued in seconds, not by looking up each one's files below it across

@@ -63,3 +63,19 @@ def test_the_other_names_of_a_file_change_with_it(tmp_path: Path) -> None:
     changed = {"alone.json": "modified"}
     links.add_links(changed)
     assert changed == {"alone.json": "modified", "c.json": "modified"}
+
+
+def test_a_file_with_a_name_outside_the_store_is_found(tmp_path: Path) -> None:
+    """A hard link from outside data_dir to a store file (its writes through that name
+    reach no watch) is found by the walk, with how many such names; names inside the
+    store are no such name."""
+    store = tmp_path / "store"
+    (store / "d").mkdir(parents=True)
+    (store / "a.json").write_text("{}")
+    os.link(store / "a.json", store / "d" / "b.json")
+    (store / "c.json").write_text("{}")
+    os.link(store / "c.json", tmp_path / "outside.json")
+    os.link(store / "c.json", tmp_path / "outside2.json")
+    (store / "one.json").write_text("{}")
+    walked = walk_store(store, PathFilter.of([], []))
+    assert walked.outside_names == {"c.json": 2}

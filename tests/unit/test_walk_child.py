@@ -49,6 +49,16 @@ def test_the_forked_walk_answers_as_the_walk_in_process(tmp_path: Path) -> None:
     assert "x.tmp/spill" in stats  # the quick check's stats cover ignored directories too
 
 
+@pytest.mark.skipif(not walk_child.may_fork(), reason="forks only on Linux, single-threaded")
+def test_the_forked_walk_names_the_files_with_a_name_outside(tmp_path: Path) -> None:
+    """run --once's walk tells the files hard-linked from outside data_dir, as the
+    daemon's does."""
+    store = _store(tmp_path)
+    os.link(store / "reflection.duckdb", tmp_path / "copy.duckdb")
+    result, _ = walk_child.begin_walk(store, PathFilter.of([], [])).result(timeout=30)
+    assert result.outside_names == {"reflection.duckdb": 1}
+
+
 def test_a_walk_names_each_file_with_one_string(tmp_path: Path) -> None:
     """``run --once`` keeps the walk's files and its stats to its end: each file's name is
     one string in both (100,000 files: 8 MB less), also after the forked child's pickle."""
