@@ -162,7 +162,7 @@ OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         r"(?i)\b(?:password|passphrase|passcode)[ \t]+(?:is|was)(?:[ \t]+(?:now|still))?"
         r"(?:[ \t]+(?:set|changed|reset))?(?:[ \t]+to)?[ \t]*:?[ \t]*"
         r"(?:`([^`\n]{4,64})`|\"([^\"\n]{4,64})\"|'([^'\n]{4,64})'"
-        r"|([^\s\"'`<{$\[(][^\s\"'`]{2,62}[^\s\"'`.,;:?)\]]))(?![^\s.,;:?)\]])",
+        r"|([^\s\"'`<{$\[(][^\s\"'`]{2,62}[^\s\"'`.,;:?)\]]))(?![^\s.,;:?)\]`'\"])",
         0,
         ("password", "passphrase", "passcode"),
     ),

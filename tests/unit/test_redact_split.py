@@ -134,6 +134,8 @@ def test_a_private_key_header_alone_is_left(redactor: SecretRedactor, text: str)
         ("ok so the wifi password is Summ3r2024, thanks", "Summ3r2024"),
         ("Password is: P@ssw0rd", "P@ssw0rd"),
         ("the db password is 12345678.", "12345678"),
+        ("in Markdown: `my password is hunter2!` (inline code)", "hunter2"),
+        ('he said "my password is hunter2" and left', "hunter2"),
     ],
 )
 def test_a_password_told_in_prose_is_redacted(
