@@ -3,8 +3,8 @@
 Registered secrets (the S3 secret key, webhook secrets, the passwords and tokens inside
 configured URLs) are replaced by ``**********`` wherever they appear; any URL in a text also
 loses the password of its user info and the values of query parameters with secret names
-(``token``, ``key``, ``secret``, ``signature``, ``password``, ``X-Amz-*``, ...), registered
-or not. ``redact_url`` is the form to print a URL in.
+(``token``, ``key``, ``secret``, ``signature``, ``password``, ``code``, ``X-Amz-*``, ...),
+registered or not. ``redact_url`` is the form to print a URL in.
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ REDACTED = "**********"
 MIN_SECRET = 4  # shorter values are too ambiguous to replace in free text
 SECRET_WORDS = ("token", "key", "secret", "signature", "password", "passwd", "credential", "auth")
 SECRET_PREFIXES = ("x-amz-",)
-SECRET_NAMES = frozenset({"sig", "pwd", "pass"})
+# names that hold a credential without a secret word in them: an Azure Functions key and
+# an OAuth authorization code (``?code=``), a session id or ticket, a one-time password
+SECRET_NAMES = frozenset(
+    {"sig", "pwd", "pass", "code", "jwt", "session", "sessionid", "ticket", "hmac", "otp"}
+)
 
 _replacements: dict[str, str] = {}
 _order: list[tuple[str, str]] = []  # longest first, so a whole URL wins over its parts

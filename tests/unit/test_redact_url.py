@@ -40,6 +40,13 @@ R = REDACTED
             f"http://h/?sig={R}&signature={R}#access_token={R}",
         ),
         ("http://a:b@h/?token=t", f"http://a:{R}@h/?token={R}"),
+        # an Azure Functions key, an OAuth code, a session: no secret word in their names
+        (
+            "https://f.azurewebsites.net/api/mcp?code=AbC123xyz-_==&v=2",
+            f"https://f.azurewebsites.net/api/mcp?code={R}&v=2",
+        ),
+        ("http://h/cb?code=4/0AbCd&state=x", f"http://h/cb?code={R}&state=x"),
+        ("http://h/?jwt=e.y.z&session=s1&ticket=t2", f"http://h/?jwt={R}&session={R}&ticket={R}"),
     ],
 )
 def test_redact_url_hides_credentials(url: str, expected: str) -> None:
