@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -148,6 +149,17 @@ def ledger_hooks(
     )
 
 
+def _whole_objects(c: sqlite3.Connection, target: str) -> set[str]:
+    """The keys of the whole objects (format-1 files: no chunks) the ledger of ``target``
+    points at; only those, not the ledger whole (~1 KB a file of a large store)."""
+    rows = c.execute(
+        "SELECT key FROM ledger WHERE target = ? AND chunks IS NULL AND key IS NOT NULL "
+        "AND key != ''",
+        (target,),
+    )
+    return {str(r[0]) for r in rows}
+
+
 async def prune_target(
     settings: Settings,
     state: StateDB,
@@ -168,7 +180,7 @@ async def prune_target(
     if not policy.enabled:
         return {**disabled_result(dry_run), "at": time.time()}
     system_id = settings.cloud_sync.system_id
-    ledger = await state.ledger(target.name)
+    whole = await state.transaction(lambda c: _whole_objects(c, target.name))
     in_progress = [u for u, name, _ in await state.in_progress_uploads() if name == target.name]
     finished = await state.transaction(
         lambda c: [
@@ -204,7 +216,7 @@ async def prune_target(
                 # not protected (a repack must be able to replace them): the chunk table
                 # follows them through the hooks, and the newest upload, always kept,
                 # references them
-                protected={e.key for e in ledger.values() if e.key and e.chunks is None},
+                protected=whole,
                 finished=finished,
                 identities=identities,
                 resealing=await _resealing(settings, target, identities),
