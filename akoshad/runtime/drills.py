@@ -41,6 +41,10 @@ FIRST_DELAY = 60.0  # after a start without any drill on record
 # could not run again: twice as long after each further one in a row, at most one interval)
 RETRY_SECONDS = 600.0
 FOLLOW_UP_SECONDS = 600.0  # after a drill had what it found lost sent again: see it healed
+# a drill the target kept from running is tried this long after the target is seen back
+# (its ``recovered``), once per run of drills that could not run: a flapping target gets no
+# drill at each of its returns, only the usual retries
+AFTER_RECOVERY_SECONDS = 30.0
 
 
 def log_result(result: DrillResult) -> None:
@@ -89,6 +93,16 @@ class DrillScheduler(PeriodicJob):
     # again: without it, the failed drill stood (status unsafe) for a whole interval
     _follow_up: float | None = None
     _looked = False  # the last drill on record was looked at since the start
+    # the target kept the last drill from running: tried again soon once it is back
+    # (``_soon``, monotonic), once until a drill runs (``_recovery_spent``)
+    _await_recovery = False
+    _recovery_spent = False
+    _soon: float | None = None
+
+    @functools.cached_property
+    def nudge(self) -> asyncio.Event:
+        """Set when the target recovered: the loop looks at once whether a drill is due."""
+        return asyncio.Event()
 
     @functools.cached_property
     def reading(self) -> asyncio.Lock:
@@ -105,7 +119,8 @@ class DrillScheduler(PeriodicJob):
         tried again, so it no longer fails ``status --check`` (it did until a restart)."""
         super().configure(settings)
         if self.interval() <= 0:
-            self.not_run = None
+            self.not_run, self._soon = None, None
+            self._await_recovery = False
 
     async def last(self) -> dict[str, Any] | None:
         """The ``last_drill`` object (a drill run by hand counts too), or None."""
@@ -124,6 +139,7 @@ class DrillScheduler(PeriodicJob):
         interval = self.interval()
         if interval <= 0:
             return TICK
+        self._retry_if_back()
         last = await self.last()
         wait = self.wait(last.get("at") if last else None, interval)
         if not self._looked and last and last.get("ok") is False and not last.get("needs_identity"):
@@ -133,7 +149,30 @@ class DrillScheduler(PeriodicJob):
         self._looked = True
         if self._follow_up is not None:
             wait = min(wait, max(self._follow_up, self._not_before) - time.monotonic())
+        if self._soon is not None:
+            wait = min(wait, self._soon - time.monotonic())
         return wait
+
+    def _retry_if_back(self) -> None:
+        """After a drill the target kept from running, once the target is available again
+        (an upload went through, the outbox is back): the next try comes
+        :data:`AFTER_RECOVERY_SECONDS` from now, not the retry's 10 minutes or more later
+        (``drill_not_run`` failed ``status --check`` all that time)."""
+        if not self._await_recovery or self.health is None or not self.health.available:
+            return
+        self._await_recovery, self._recovery_spent = False, True
+        self._soon = time.monotonic() + AFTER_RECOVERY_SECONDS
+        logger.info(
+            "drill: {} answers again: the drill that could not run is tried in {:.0f} s",
+            self.target.name,
+            AFTER_RECOVERY_SECONDS,
+        )
+
+    def emit(self, event: str, fields: dict[str, Any]) -> None:
+        """An event of the daemon (the scheduler hears them): the target's ``recovered``
+        has the loop look at once whether a drill that could not run is due."""
+        if event == "recovered" and fields.get("target") == self.target.name:
+            self.nudge.set()
 
     async def run(self) -> None:
         """Until the daemon stops: wait for the next drill, run it. Nothing a drill meets
@@ -142,8 +181,14 @@ class DrillScheduler(PeriodicJob):
             await asyncio.to_thread(remove_stale, self.settings.state_dir)
         except OSError as exc:
             logger.warning("cannot remove an old drill directory: {}", exc)
+        self.events.subscribe(self)
         await run_periodic(
-            "drill", self.stop_event, self.due_in, self._drill_or_postpone, self.failed
+            "drill",
+            self.stop_event,
+            self.due_in,
+            self._drill_or_postpone,
+            self.failed,
+            self.nudge,
         )
 
     async def _drill_or_postpone(self) -> None:
@@ -166,6 +211,7 @@ class DrillScheduler(PeriodicJob):
         """One drill now (:meth:`_drill`); what keeps it from running is kept in
         ``not_run`` (status, ``status --check``) until a drill runs, and a target it cannot
         read is marked unavailable."""
+        self._soon = None  # tried now
         try:
             result = await self._drill()
         except (TransientError, PermanentError) as exc:
@@ -173,11 +219,14 @@ class DrillScheduler(PeriodicJob):
             if self.health is not None and self.health.available:
                 self.health.failed(str(exc))
                 self._marked = self.health.last_error
+            self._await_recovery = self.not_run is not None and not self._recovery_spent
             raise
         except Exception as exc:  # state_dir full, the state database: tried again later
             self._not_run(f"{type(exc).__name__}: {exc}")
+            self._await_recovery = False
             raise
         self.not_run = None
+        self._await_recovery = self._recovery_spent = False
         if self.health is not None and self._marked is not None:
             self.health.read_again(self._marked)
         self._marked = None

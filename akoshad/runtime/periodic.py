@@ -45,10 +45,12 @@ async def run_periodic(
     due_in: Callable[[], Awaitable[float]],
     once: Callable[[], Awaitable[None]],
     failed: Callable[[str, Exception], None],
+    nudge: asyncio.Event | None = None,
 ) -> None:
     """Until ``stop_event``: ``once()`` whenever ``due_in()`` is 0 or less, never sooner
     than :data:`MIN_GAP` after the last run ended; ``failed(name, exc)`` is told of an
-    unexpected error (it logs it and moves the next try)."""
+    unexpected error (it logs it and moves the next try). ``nudge``, when set, has
+    ``due_in()`` asked again at once (it is cleared then)."""
     while not stop_event.is_set():
         try:
             wait = await due_in()
@@ -58,8 +60,24 @@ async def run_periodic(
         except Exception as exc:  # a periodic job must never take the daemon down
             failed(name, exc)
             wait = TICK
+        await _pause(stop_event, min(wait, TICK), nudge)
+
+
+async def _pause(stop_event: asyncio.Event, seconds: float, nudge: asyncio.Event | None) -> None:
+    """Until ``stop_event`` or ``nudge`` is set, or ``seconds`` have passed; ``nudge`` is
+    cleared."""
+    if nudge is None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop_event.wait(), min(wait, TICK))
+            await asyncio.wait_for(stop_event.wait(), seconds)
+        return
+    waits = [asyncio.ensure_future(stop_event.wait()), asyncio.ensure_future(nudge.wait())]
+    try:
+        await asyncio.wait(waits, timeout=max(seconds, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    nudge.clear()
 
 
 class PeriodicJob:

@@ -211,3 +211,84 @@ async def test_drills_turned_off_no_longer_fail_the_check_for_one_that_could_not
         assert drills.not_run is None
     finally:
         await state.close()
+
+
+class _FlappingTarget(LocalTarget):
+    down = True
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+        if self.down:
+            raise TransientError("connection refused")
+        async for key in super().list_keys(prefix):
+            yield key
+
+
+async def test_a_drill_the_target_kept_from_running_is_tried_soon_after_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """A drill that could not run (the target down), then the target back (an upload went
+    through: ``recovered``): ``drill_not_run`` failed ``status --check`` until the drill's
+    own retry, 10 minutes or more later. Now the drill comes 30 s after the target is seen
+    back, the loop woken by its ``recovered``; once until a drill runs, so a flapping
+    target is not drilled at each of its returns."""
+    from akoshad.runtime import drills as drills_module
+
+    settings = _settings(tmp_path, drill_interval_hours=24)
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    stats = Stats()
+    target = _FlappingTarget(tmp_path / "outbox")
+    try:
+        drills = DrillScheduler(
+            settings,
+            state=state,
+            target=target,
+            events=EventBus("sched"),
+            stop_event=asyncio.Event(),
+            pass_lock=asyncio.Lock(),
+        )
+        drills.health = health = stats.target(target.name)
+        with _logged() as lines:
+            await drills._drill_or_postpone()  # the target down
+            assert drills.not_run is not None and not health.available
+            assert round(await drills.due_in() / 60) == 10
+            health.ok()  # an upload went through: the target is back
+            drills.emit("recovered", {"target": target.name, "after_seconds": 5.0})
+            assert drills.nudge.is_set()
+            assert round(await drills.due_in()) == drills_module.AFTER_RECOVERY_SECONDS
+            target.down = False
+            await drills._drill_or_postpone()  # nothing to drill yet, but it ran
+            assert drills.not_run is None
+            # the target flaps: down at the drill, back, down at the early try, back
+            target.down = True
+            await drills._drill_or_postpone()
+            health.ok()
+            assert round(await drills.due_in()) == drills_module.AFTER_RECOVERY_SECONDS
+            await drills._drill_or_postpone()
+            health.ok()
+            assert round(await drills.due_in() / 60) == 20  # the usual retry, no second one
+        assert any("answers again: the drill that could not run" in line for line in lines)
+    finally:
+        await state.close()
+
+
+async def test_a_nudge_has_a_periodic_job_look_again_at_once() -> None:
+    """The drill's loop slept until its next try (at most a minute) whatever happened;
+    a ``nudge`` (the target's ``recovered``) has it ask when the job is due at once."""
+    stop, nudge = asyncio.Event(), asyncio.Event()
+    asked: list[float] = []
+
+    async def due_in() -> float:
+        asked.append(time.monotonic())
+        return 3600.0
+
+    async def once() -> None:
+        raise AssertionError("not due")
+
+    task = asyncio.create_task(run_periodic("job", stop, due_in, once, lambda *_: None, nudge))
+    await asyncio.sleep(0.1)
+    nudge.set()
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert len(asked) == 2 and not nudge.is_set()
