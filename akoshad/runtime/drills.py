@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from loguru import logger
 
 from akoshad.errors import PermanentError, TransientError
 from akoshad.restore.drill_dirs import KV_LAST, KV_LAST_GOOD, parse_result, remove_stale
+from akoshad.runtime.drill_mark import ReadMark
 from akoshad.runtime.periodic import TICK, PeriodicJob, failure_reason, run_periodic
 from akoshad.storage.crypto import Identities, IdentityError
 
@@ -88,7 +90,6 @@ class DrillScheduler(PeriodicJob):
     health: TargetHealth | None = None
     # why the last drill could not run (the target unreadable, state_dir full), until one runs
     not_run: str | None = None
-    _marked: str | None = None
     # when (monotonic) a drill is due to show that what the last one found lost was sent
     # again: without it, the failed drill stood (status unsafe) for a whole interval
     _follow_up: float | None = None
@@ -98,6 +99,11 @@ class DrillScheduler(PeriodicJob):
     _await_recovery = False
     _recovery_spent = False
     _soon: float | None = None
+
+    @functools.cached_property
+    def mark(self) -> ReadMark:
+        """What a drill that could not read the target marked (``drill_mark``)."""
+        return ReadMark()
 
     @functools.cached_property
     def nudge(self) -> asyncio.Event:
@@ -136,9 +142,13 @@ class DrillScheduler(PeriodicJob):
 
     async def due_in(self) -> float:
         """Seconds until the next drill is due (at most TICK when drills are off)."""
+        sid = self.settings.cloud_sync.system_id  # the loop wakes for the next look too
+        look = (
+            math.inf if self.health is None else await self.mark.look(self.health, self.target, sid)
+        )
         interval = self.interval()
         if interval <= 0:
-            return TICK
+            return min(TICK, look)
         self._retry_if_back()
         last = await self.last()
         wait = self.wait(last.get("at") if last else None, interval)
@@ -151,7 +161,7 @@ class DrillScheduler(PeriodicJob):
             wait = min(wait, max(self._follow_up, self._not_before) - time.monotonic())
         if self._soon is not None:
             wait = min(wait, self._soon - time.monotonic())
-        return wait
+        return min(wait, look)
 
     def _retry_if_back(self) -> None:
         """After a drill the target kept from running, once the target is available again
@@ -216,9 +226,8 @@ class DrillScheduler(PeriodicJob):
             result = await self._drill()
         except (TransientError, PermanentError) as exc:
             self._not_run(f"{self.target.name} cannot be read: {exc}")
-            if self.health is not None and self.health.available:
-                self.health.failed(str(exc))
-                self._marked = self.health.last_error
+            if self.health is not None:
+                self.mark.failed(self.health, str(exc))
             self._await_recovery = self.not_run is not None and not self._recovery_spent
             raise
         except Exception as exc:  # state_dir full, the state database: tried again later
@@ -227,9 +236,8 @@ class DrillScheduler(PeriodicJob):
             raise
         self.not_run = None
         self._await_recovery = self._recovery_spent = False
-        if self.health is not None and self._marked is not None:
-            self.health.read_again(self._marked)
-        self._marked = None
+        if self.health is not None:
+            self.mark.read(self.health)
         return result
 
     def _not_run(self, why: str) -> None:

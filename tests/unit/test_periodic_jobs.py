@@ -251,7 +251,8 @@ async def test_a_drill_the_target_kept_from_running_is_tried_soon_after_it_is_ba
         with _logged() as lines:
             await drills._drill_or_postpone()  # the target down
             assert drills.not_run is not None and not health.available
-            assert round(await drills.due_in() / 60) == 10
+            assert round(await drills.due_in()) == 60  # the look at the marked target
+            assert round((drills._not_before - time.monotonic()) / 60) == 10  # the retry
             health.ok()  # an upload went through: the target is back
             drills.emit("recovered", {"target": target.name, "after_seconds": 5.0})
             assert drills.nudge.is_set()
@@ -292,3 +293,63 @@ async def test_a_nudge_has_a_periodic_job_look_again_at_once() -> None:
     stop.set()
     await asyncio.wait_for(task, 5)
     assert len(asked) == 2 and not nudge.is_set()
+
+
+class _CountedFlappingTarget(_FlappingTarget):
+    reads = 0
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+        self.reads += 1
+        async for key in super().list_keys(prefix):
+            yield key
+
+
+@pytest.mark.parametrize("hours", [24.0, 0.0])
+async def test_a_target_a_drill_marked_down_is_seen_back_with_nothing_to_upload(
+    tmp_path: Path, hours: float
+) -> None:
+    """A drill (by hand, or the daemon's) that could not read the target marks it
+    unavailable; only an upload or the next drill cleared that, so an idle daemon stayed
+    degraded after the target was back (real run: `akoshad drill` during a blip, degraded
+    until the next drill, an interval later; drills off: until an upload). Now the drill
+    loop reads the target once a minute while its mark stands: back, the mark goes, and a
+    drill that could not run is tried 30 s later."""
+    from akoshad.runtime import drills as drills_module
+
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    stats = Stats()
+    target = _CountedFlappingTarget(tmp_path / "outbox")
+    try:
+        drills = DrillScheduler(
+            _settings(tmp_path, drill_interval_hours=hours),
+            state=state,
+            target=target,
+            events=EventBus("sched"),
+            stop_event=asyncio.Event(),
+            pass_lock=asyncio.Lock(),
+        )
+        drills.health = health = stats.target(target.name)
+        with pytest.raises(TransientError):
+            await drills.drill_once()  # `akoshad drill` while the target is down
+        assert not health.available and target.reads == 1
+        await drills.due_in()  # within a minute of the mark: not read again
+        assert target.reads == 1
+        drills.mark.looked_at -= 61
+        await drills.due_in()  # still down: read once, still marked
+        assert target.reads == 2 and not health.available
+        target.down = False
+        await drills.due_in()  # a minute has not passed since that read
+        assert target.reads == 2 and not health.available
+        drills.mark.looked_at -= 61
+        with _logged() as lines:
+            wait = await drills.due_in()
+        assert target.reads == 3 and health.available and stats.degraded_reason() is None
+        assert any("answers again (a drill could not read it)" in line for line in lines)
+        if hours:  # the drill that could not run comes soon
+            assert round(wait) == drills_module.AFTER_RECOVERY_SECONDS
+        drills.mark.looked_at -= 61
+        await drills.due_in()
+        assert target.reads == 3  # no mark left: not read again
+    finally:
+        await state.close()
