@@ -82,7 +82,8 @@ def target_lines(targets: dict[str, Any], now: float) -> list[str]:
 
 def drill_line(drill: Any, now: float) -> str | None:
     """The last restore drill (``status.last_drill``): its upload, how it went and when,
-    the first problem when it failed; None before the first one."""
+    the first problem when it failed (skipped, not failed, when it only lacked the
+    identity: nothing was checked, nothing found wrong); None before the first one."""
     if not isinstance(drill, dict) or drill.get("at") is None:
         return None
     upload = drill.get("upload_id") or "-"
@@ -90,6 +91,8 @@ def drill_line(drill: Any, now: float) -> str | None:
     if drill.get("ok"):
         return f"last drill {upload} ok, {when}, {drill.get('files', 0)} file(s) checked"
     problems = drill.get("problems") or ["no reason recorded"]
+    if drill.get("needs_identity"):
+        return f"last drill {upload} skipped, {when}: {problems[0]}"
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"last drill {upload} FAILED, {when}: {problems[0]}{more}"
 

@@ -139,6 +139,22 @@ def test_render_status_says_the_last_drill_and_prune() -> None:
     assert "last prune FAILED, 1m00s ago: denied" in lines
 
 
+def test_render_status_says_a_drill_that_lacked_the_identity_was_skipped() -> None:
+    """A daemon keeping no identity (encrypted uploads, identity_file unset on purpose):
+    its drill checks nothing and is no failure (safe line, --check, README), yet the human
+    status said `last drill U FAILED, 0s ago: this upload is encrypted: ...`."""
+    problem = "this upload is encrypted: pass --identity or set encryption.identity_file"
+    drill = {"at": NOW - 60, "ok": False, "upload_id": "U1", "files": 0, "problems": [problem]}
+    lines = render_status(
+        {"state": "idle", "last_drill": {**drill, "needs_identity": True}}, now=NOW
+    ).splitlines()
+    assert f"last drill U1 skipped, 1m00s ago: {problem}" in lines
+    assert not any("FAILED" in line for line in lines)
+    # an identity that is configured but unusable fails the drill: still FAILED
+    lines = render_status({"state": "idle", "last_drill": drill}, now=NOW).splitlines()
+    assert f"last drill U1 FAILED, 1m00s ago: {problem}" in lines
+
+
 def test_render_status_counts_the_secrets_redacted() -> None:
     """counters.redactions is on the counters line once a secret was masked."""
     counters = {"files_uploaded": 1, "failures": 0, "retries": 0}
