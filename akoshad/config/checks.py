@@ -54,6 +54,14 @@ def check_listen(value: str) -> str:
         raise ValueError(f"an IPv6 address goes in brackets, {LISTEN_EXAMPLE}")
     if not _HOST_NAME.match(host):
         raise ValueError(f"its host is not a host name or IP address, {LISTEN_EXAMPLE}")
+    if re.fullmatch(r"[0-9.]+", host):  # no name: an IPv4 address, or a typo of one
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(
+                f"its host {host} is not an IPv4 address (four numbers from 0 to 255, "
+                f"no leading zeros), {LISTEN_EXAMPLE}"
+            ) from None
     return value
 
 

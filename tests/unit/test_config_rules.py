@@ -349,6 +349,12 @@ def test_good_bucket_names(tmp_path: Path, bucket: str) -> None:
         "::1:9464",
         "[nope]:9464",
         " 127.0.0.1:9464",
+        # not IPv4 addresses: 'Name or service not known' at the start, backups on, the
+        # metrics retried every minute (or 010 read as octal: 8.0.0.1)
+        "999.1.1.1:9464",
+        "127.0.0.256:9464",
+        "010.0.0.1:9464",
+        "127.1:9464",
     ],
 )
 def test_bad_metrics_listen(tmp_path: Path, listen: str) -> None:
