@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -173,10 +174,39 @@ def check_line(st: dict[str, Any], settings: Settings) -> tuple[int, str]:
     return 0, f"akoshad OK: {st.get('state', '?')}, {pending}"
 
 
+def refuse_other_daemon(args: argparse.Namespace, st: dict[str, Any], settings: Settings) -> None:
+    """``AkoshadError`` (exit 1) when the daemon that answered (its status ``st``) uploads
+    to another place than the configuration named (``--config`` or ``$AKOSHAD_CONFIG``;
+    a second configuration without a ``socket_path`` of its own reaches the daemon at the
+    default one): its status, and a --check's OK, are not that configuration's. No file
+    named (a bare ``akoshad status``), a daemon that does not say its place, a
+    configuration that did not load, or a place changed in its file and waiting for a
+    restart (``restart_pending`` says so): it goes on."""
+    from akoshad.store.places import place_fields
+
+    if not (getattr(args, "config", None) or os.environ.get("AKOSHAD_CONFIG")):
+        return
+    ours = place_fields(settings).get("place")
+    place = st.get("place")
+    if ours is None or not isinstance(place, str) or place == ours:
+        return
+    if {"local_target_dir", "cloud_sync"} & set(st.get("restart_pending") or ()):
+        return  # this file's target is the daemon's next one: its status shows the wait
+    theirs = printable(f"{st.get('system_id')!s:.100}")
+    raise AkoshadError(
+        f"the daemon answering on {settings.socket_path} backs up system_id '{theirs}' "
+        f"({printable(str(st.get('data_dir', '?')))}), not the place this configuration "
+        f"names (system_id '{settings.cloud_sync.system_id}'): its status is not this "
+        "configuration's; give this command the daemon's --config, or set socket_path so "
+        "that each configuration has a daemon of its own"
+    )
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad status [--json] [--check] [--watch [--interval S]]``."""
     if getattr(args, "check", False):
         st = _ask(settings, {"cmd": "status"})
+        refuse_other_daemon(args, st, settings)
         code, line = check_line(st, settings)
         if args.json:
             _print_json(st)
@@ -185,6 +215,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         return code
     if not args.watch:
         st = _ask(settings, {"cmd": "status"})
+        refuse_other_daemon(args, st, settings)
         if args.json:
             _print_json(st)
         else:

@@ -30,6 +30,7 @@ from akoshad.runtime.health import (
 from akoshad.runtime.safety import SafetyPolicy, SafetyTracker, assess, drill_overdue
 from akoshad.runtime.webhook_wire import failing_webhooks
 from akoshad.runtime.wiring import Parts
+from akoshad.store.places import target_identity
 
 
 class StatusView:
@@ -59,6 +60,9 @@ class StatusView:
         self.unsettled = unsettled  # why a crash's upload is not settled yet (runtime.settle)
         self.config_changed = config_changed  # the file changed, not reloaded (ConfigDrift)
         self.stopping = stopping  # a stop signal came: the pass in hand finishes, no new one
+        # where it uploads (a reload changes none of it): a client asking with another
+        # configuration's --config tells its status is not that configuration's
+        self.place = target_identity(settings, settings.primary_target)
 
     def configure(self, settings: Settings) -> None:
         """A reload: the debounce window and the drill interval count in the verdict."""
@@ -127,6 +131,7 @@ class StatusView:
             "memories": memories,
             "skipped": await state.skipped(),
             "system_id": self.settings.cloud_sync.system_id,
+            "place": self.place,  # where it uploads, as a client's place_fields names it
             "webhooks": webhooks,
             "last_drill": await p.drills.last(),
             "last_good_drill_at": await p.drills.last_good_at(),  # survives restarts too

@@ -89,3 +89,36 @@ async def test_pause_and_resume_of_another_configuration_are_refused(tmp_path: P
         assert view.paused is True
         assert await asyncio.to_thread(cmd_resume, args, ours) == 0
         assert view.paused is False
+
+
+def test_status_with_another_configuration_is_not_that_configurations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``akoshad status --check --config OTHER.yaml`` answered by the daemon of another
+    place said 'akoshad OK: idle' (exit 0), and ``status`` 'safe since ...', of a store
+    OTHER does not name; both are now one line naming the daemon's system_id, exit 1."""
+    import argparse
+    from typing import Any
+
+    from akoshad.cli import client as client_cli
+    from akoshad.errors import AkoshadError
+
+    ours = _settings(tmp_path, "outbox")
+    other = _settings(tmp_path, "outbox", "other")
+    st: dict[str, Any] = {"state": "idle", "pending": 0, "system_id": "box"}
+    st["place"] = place_fields(ours)["place"]
+    st["data_dir"] = str(ours.data_dir)
+    monkeypatch.setattr(client_cli, "request_sync", lambda *_: dict(st))
+    monkeypatch.delenv("AKOSHAD_CONFIG", raising=False)
+
+    def status(settings: Settings, config: str | None, check: bool) -> int:
+        args = argparse.Namespace(config=config, json=False, watch=False, check=check)
+        return client_cli.cmd_status(args, settings)
+
+    for check in (False, True):
+        with pytest.raises(AkoshadError, match=r"backs up system_id 'box' .* 'other'\)"):
+            status(other, "other.yaml", check)
+        assert status(ours, "ours.yaml", check) == 0  # its own configuration
+        assert status(other, None, check) == 0  # no file named: as before
+    st["restart_pending"] = ["local_target_dir"]  # the file's target: after a restart
+    assert status(other, "other.yaml", False) == 0  # shown (its warnings say so)
