@@ -84,7 +84,7 @@ class ControlServer(StartClose):
         # the connections waiting for a request line, the one idle longest first
         self._idle: dict[asyncio.Task[None], None] = {}
         self._evicted: set[asyncio.Task[None]] = set()  # cancelled for a newer one, ending
-        self._last_warning = -WARN_INTERVAL
+        self._last_warning: dict[str, float] = {}  # kind: when last said
 
     async def start(self) -> None:
         """Bind and listen: a stale socket is replaced; a live one (``AlreadyRunning``) or a
@@ -170,7 +170,9 @@ class ControlServer(StartClose):
         try:
             sock = await asyncio.to_thread(self._bind)
         except (AkoshadError, OSError) as exc:
-            self._warn(f"control socket {self.path} was removed and cannot be bound again: {exc}")
+            self._warn(
+                f"control socket {self.path} was removed and cannot be bound again: {exc}", "rebind"
+            )
             return
         try:
             server = await asyncio.start_unix_server(
@@ -178,7 +180,10 @@ class ControlServer(StartClose):
             )
         except OSError as exc:
             sock.close()
-            self._warn(f"control socket {self.path} was removed and cannot be served again: {exc}")
+            self._warn(
+                f"control socket {self.path} was removed and cannot be served again: {exc}",
+                "rebind",
+            )
             return
         old, self._server = self._server, server
         if old is not None:
@@ -200,7 +205,9 @@ class ControlServer(StartClose):
             writer.close()
             return
         if len(self._tasks) - len(self._evicted) >= self.max_connections and not self._evict():
-            self._warn(f"control socket: {len(self._tasks)} connections at work, refusing more")
+            self._warn(
+                f"control socket: {len(self._tasks)} connections at work, refusing more", "full"
+            )
             writer.close()
             return
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
@@ -219,7 +226,8 @@ class ControlServer(StartClose):
         oldest.cancel()
         self._warn(
             f"control socket: {self.max_connections} connections open, closing the ones idle "
-            "longest for new clients"
+            "longest for new clients",
+            "evict",
         )
         return True
 
@@ -237,11 +245,13 @@ class ControlServer(StartClose):
         if idle:
             self._idle[task] = None
 
-    def _warn(self, message: str) -> None:
-        """A warning at most once per ``WARN_INTERVAL`` (a hostile loop must not flood)."""
+    def _warn(self, message: str, kind: str) -> None:
+        """A warning at most once per ``WARN_INTERVAL`` per ``kind`` (a hostile loop must not
+        flood; one kind must not silence another: a flood of connections hid the refused
+        peer of another uid)."""
         now = time.monotonic()
-        if now - self._last_warning >= WARN_INTERVAL:
-            self._last_warning = now
+        if now - self._last_warning.get(kind, -WARN_INTERVAL) >= WARN_INTERVAL:
+            self._last_warning[kind] = now
             logger.warning(message)
 
     async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> None:
@@ -253,7 +263,7 @@ class ControlServer(StartClose):
             sock = writer.get_extra_info("socket")
             uid = peer_uid(sock) if sock is not None else None
             if uid is not None and uid != self.allowed_uid:
-                self._warn(f"control socket: refused a peer of uid {uid}")
+                self._warn(f"control socket: refused a peer of uid {uid}", "peer")
                 return
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.idle_timeout

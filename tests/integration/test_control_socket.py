@@ -535,3 +535,26 @@ async def test_a_drill_by_hand_runs_here_when_the_daemon_does_not_know_the_comma
     async with ControlServer(path, refusing, max_line=4096, idle_timeout=5):
         with pytest.raises(ControlRequestError, match="nothing to drill"):
             await drill_in_daemon(settings)
+
+
+async def test_one_kind_of_warning_does_not_silence_another() -> None:
+    """The socket's warnings are said once a minute each: a flood of connections ('closing
+    the ones idle longest') swallowed 'refused a peer of uid N' for that minute."""
+    from loguru import logger
+
+    said: list[str] = []
+    sink = logger.add(lambda m: said.append(m.record["message"]), level="WARNING")
+    try:
+        srv = ControlServer(short_dir() / "s.sock", handler, max_connections=1)
+        async with srv:
+            held = [await asyncio.open_unix_connection(str(srv.path)) for _ in range(3)]
+            await asyncio.sleep(0.2)  # the first two closed for the newer ones: said once
+            srv.allowed_uid = os.getuid() + 1  # then a peer of "another" uid
+            assert await exchange(srv.path, STATUS, wait=2) == b""
+            for _, writer in held:
+                writer.close()
+    finally:
+        logger.remove(sink)
+    evicted = [m for m in said if "closing the ones idle longest" in m]
+    assert len(evicted) == 1
+    assert f"control socket: refused a peer of uid {os.getuid()}" in said
