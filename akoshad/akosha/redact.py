@@ -33,7 +33,7 @@ import ahocorasick
 from akoshad.akosha.redact_gate import anchored, gate_pattern, has_literal, keyword_literals
 from akoshad.akosha.redact_own import prose_password_value
 from akoshad.akosha.redact_rules import Rule, RuleSet, load_rules
-from akoshad.akosha.redact_wrap import wrapped_findings
+from akoshad.akosha.redact_wrap import WRAP_GATE, wrapped_findings
 
 PLACEHOLDER = "[REDACTED:{kind}]"
 # how far a finding's line is read either side of it, for the allow lists that look at lines
@@ -114,6 +114,8 @@ class SecretRedactor:
         self.gate: str | None = gate_pattern(
             (r.literals, keyword_literals(r.keywords)) for r in self.rules.rules
         )
+        if self.gate is not None:  # ... nor a token wrapped over lines (redact_wrap)
+            self.gate += f"|{WRAP_GATE}"
 
     def _present(self, lower: str) -> dict[Rule, list[int]]:
         """Rules whose keywords occur in the text, with the offsets of those keywords

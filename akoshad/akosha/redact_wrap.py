@@ -17,6 +17,11 @@ from dataclasses import dataclass
 
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+/=.-")
 MIN_RUN = 16  # a wrapped token's longer part holds at least this many characters
+# for the redactor's gate (RE2 and Python alike): a text with a break that may cut a token
+# (a superset of :func:`wraps`'s), which its prefix split in two would otherwise not open
+_T = "[A-Za-z0-9_+/=.-]"
+_B = r"(?:\r?\n|\\r\\n|\\n)"
+WRAP_GATE = f"{_T}{{{MIN_RUN}}}{_B}{_T}|{_T}{_B}{_T}{{{MIN_RUN}}}"
 MAX_READ = 256  # how far a run of token characters is read either side of a break
 MAX_LINES = 64  # a chain of wrapped lines is read joined up to this many lines
 READ_AROUND = 2048  # of the first and last line, at most this much either side

@@ -175,3 +175,22 @@ def test_prose_about_a_password_is_left(redactor: SecretRedactor, text: str) -> 
     """What describes, names or computes a password is none (false positives cost
     memories)."""
     assert redactor.redact(text) == (text, [])
+
+
+@pytest.mark.parametrize("first", [2, 20])
+@pytest.mark.parametrize("brk", ["\n", "\\n"])
+def test_the_gate_lets_a_wrapped_token_be_scanned(
+    redactor: SecretRedactor, first: int, brk: str
+) -> None:
+    """A token whose prefix a wrap cut in two (gh then p_...) holds none of the gate's
+    literals: DuckDB's gate (RE2) let the text go unscanned on the snapshot path."""
+    import duckdb
+
+    text = "here " + _wrapped(GITHUB, first, brk=brk)
+    gate = redactor.gate
+    assert gate is not None
+    con = duckdb.connect()
+    assert con.execute("SELECT regexp_matches(?, ?)", [text, gate]).fetchone() == (True,)
+    assert con.execute("SELECT regexp_matches(?, ?)", ["two\nlines", gate]).fetchone() == (False,)
+    out, kinds = redactor.redact(text)
+    assert kinds == ["github-pat"] and GITHUB[-12:] not in out
