@@ -157,10 +157,13 @@ OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
     (
         "prose-password",
         # a password told in a sentence: "my password is hunter2!", "the root password
-        # was `Xy7!k9`", "passphrase is now 'tr0ub4dor'"; only a value that reads as one
-        # (prose_password_value), as "the password is sha256-hashed" is none
-        r"(?i)\b(?:password|passphrase|passcode)[ \t]+(?:is|was)(?:[ \t]+(?:now|still))?"
-        r"(?:[ \t]+(?:set|changed|reset))?(?:[ \t]+to)?[ \t]*:?[ \t]*"
+        # was `Xy7!k9`", "passphrase is now 'tr0ub4dor'", "the password for the wifi is
+        # Summ3r2024"; only a value that reads as one (prose_password_value), as "the
+        # password is sha256-hashed" is none
+        r"(?i)\b(?:password|passphrase|passcode)"
+        r"(?:[ \t]+(?:for|of|on|to)[ \t]+[^\n.,;:!?]{1,40}?)?[ \t]+(?:is|was)"
+        r"(?:[ \t]+(?:now|still))?(?:[ \t]+(?:set|changed|reset))?(?:[ \t]+to)?"
+        r"(?:[ \t]*:[ \t]*|[ \t]+)"
         r"(?:`([^`\n]{4,64})`|\"([^\"\n]{4,64})\"|'([^'\n]{4,64})'"
         r"|([^\s\"'`<{$\[(][^\s\"'`]{2,62}[^\s\"'`.,;:?)\]]))(?![^\s.,;:?)\]`'\"])",
         0,

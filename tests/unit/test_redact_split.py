@@ -136,6 +136,8 @@ def test_a_private_key_header_alone_is_left(redactor: SecretRedactor, text: str)
         ("the db password is 12345678.", "12345678"),
         ("in Markdown: `my password is hunter2!` (inline code)", "hunter2"),
         ('he said "my password is hunter2" and left', "hunter2"),
+        ("the password for the wifi is Summ3r2024", "Summ3r2024"),
+        ("password for root on db1 was Xy7!k9zz.", "Xy7!k9zz"),
     ],
 )
 def test_a_password_told_in_prose_is_redacted(
@@ -169,6 +171,10 @@ def test_a_password_told_in_prose_is_redacted(
         "password is None.",
         "the password is 12 chars",
         "the password is 4096-bit",
+        "the password for this account is stored hashed",
+        "the password for pgbouncer is in ~/.pgpass",
+        "password for the db user is DB_PASSWORD",
+        "the rule reads password/passphrase/passcode is|was [now|still]",
     ],
 )
 def test_prose_about_a_password_is_left(redactor: SecretRedactor, text: str) -> None:
