@@ -114,6 +114,8 @@ def wrapped_findings(text: str, find: Find) -> list[tuple[int, int, str]]:
     spans of ``text`` (a span holds the breaks it crosses). A value found by a generic
     rule (no prefix of its own) needs MIN_RUN characters before the first break."""
     out: list[tuple[int, int, str]] = []
+    if "\n" not in text and "\\n" not in text:
+        return out  # a text of one line: nothing to join
     for chain in _chains(text, wraps(text)):
         start, end = _window(text, chain)
         pieces: list[str] = []
