@@ -68,7 +68,7 @@ def walk_store(
             pass
     prefix = f"{under}/" if under else ""
     links: dict[str, str] = {}
-    inodes: dict[str, tuple[int, int]] = {}
+    inodes: dict[str, tuple[int, int, int]] = {}  # (device, inode, number of names)
     found = (links, inodes)
     on_disk: set[str] = set()  # every file walked, selected or not (side files' owners)
     sides: list[str] = []
@@ -105,30 +105,22 @@ def walk_store(
         excluded,
         not_files,
         {k: v for k, v in links.items() if k in kept},
-        {k: v for k, v in inodes.items() if k in kept},
-        _outside_names(root, inodes, kept),
+        {k: v[:2] for k, v in inodes.items() if k in kept},
+        _outside_names(inodes, kept),
     )
 
 
-def _outside_names(
-    root: Path, inodes: dict[str, tuple[int, int]], kept: set[str]
-) -> dict[str, int]:
+def _outside_names(inodes: dict[str, tuple[int, int, int]], kept: set[str]) -> dict[str, int]:
     """Of the files ``kept`` with other names (``inodes``: every walked file with more than
-    one), those with more names than the walk met, and how many more: another name
-    outside data_dir (or in a directory the walk does not enter) reads and writes the
-    same bytes, unseen by the watch. One ``lstat`` a such file (rare)."""
-    met = Counter(inodes.values())
-    out: dict[str, int] = {}
-    for rel, key in inodes.items():
-        if rel not in kept:
-            continue
-        try:
-            st = os.lstat(root / rel)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) == key and st.st_nlink > met[key]:
-            out[rel] = st.st_nlink - met[key]
-    return out
+    one, as (device, inode, names)), those with more names than the walk met, and how many
+    more: another name outside data_dir (or in a directory the walk does not enter) reads
+    and writes the same bytes, unseen by the watch."""
+    met = Counter(v[:2] for v in inodes.values())
+    return {
+        rel: names - met[(dev, ino)]
+        for rel, (dev, ino, names) in inodes.items()
+        if rel in kept and names > met[(dev, ino)]
+    }
 
 
 def selects_a_file(root: Path, flt: PathFilter) -> bool:
@@ -191,8 +183,8 @@ def _link(entry: os.DirEntry[str], rel: str, real_root: Path) -> tuple[str, Odd 
     return rel, Odd("a symlink to a FIFO, socket or device", NOT_A_FILE)
 
 
-def _note_names(entry: os.DirEntry[str], rel: str, inodes: dict[str, tuple[int, int]]) -> None:
-    """Record the (device, inode) of a file with other names (hard links). Its ``lstat`` is
+def _note_names(entry: os.DirEntry[str], rel: str, inodes: dict[str, tuple[int, int, int]]) -> None:
+    """Record the (device, inode, names) of a file with other names (hard links). Its ``lstat`` is
     the one ``stats`` read, when they are kept; one that fails records nothing (the file
     is still listed: its capture says why it cannot be read)."""
     try:
@@ -200,7 +192,7 @@ def _note_names(entry: os.DirEntry[str], rel: str, inodes: dict[str, tuple[int, 
     except OSError:
         return
     if st.st_nlink > 1:
-        inodes[rel] = (st.st_dev, st.st_ino)
+        inodes[rel] = (st.st_dev, st.st_ino, st.st_nlink)
 
 
 def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], Odd | None]:
@@ -214,7 +206,7 @@ def _list_dir(path: Path) -> tuple[list[os.DirEntry[str]], Odd | None]:
         return [], Odd(f"cannot list the directory: {exc.strerror or exc}")
 
 
-Found = tuple[dict[str, str], dict[str, tuple[int, int]]]
+Found = tuple[dict[str, str], dict[str, tuple[int, int, int]]]
 
 
 def _walk(
