@@ -209,10 +209,12 @@ def webhook_url_secrets(url: str) -> list[str]:
     elsewhere: it comes with its host (``ntfy.sh/alerts``), not alone."""
     parts = urlsplit(url)
     found = [v for _, v in parse_qsl(parts.query, keep_blank_values=True)]
+    # ... also as written (percent-encoded: ab%2Fcd), as a printed URL shows them
+    found += [p.partition("=")[2] for p in parts.query.split("&")]
     topics = topic_host(parts.hostname)
     for secret in _path_secrets(parts.path, topics):
         short = topics and len(secret) < 16 and not _token_like(secret)
         found.append(f"{parts.netloc.rpartition('@')[2]}/{secret}" if short else secret)
     if parts.password:
         found += [parts.password, f"{parts.username}:{parts.password}"]
-    return [s for s in found if s]
+    return list(dict.fromkeys(s for s in found if s))

@@ -106,6 +106,19 @@ def test_a_short_ntfy_topic_is_hidden_in_its_url_and_the_word_elsewhere_stays() 
     assert "nightlybackups" not in redact_webhook_url(url)
 
 
+def test_a_percent_encoded_query_value_is_hidden_as_written_too() -> None:
+    """A webhook's query value was registered decoded only (ab/cd...): a URL printed as
+    configured (ab%2Fcd..., Zz%40...) showed it."""
+    from akoshad.runtime.logs import redact, register_secret
+
+    url = "https://hooks.example/h?c=ab%2Fcd12345678&x=Zz%40Yy99"
+    for part in webhook_url_secrets(url):
+        register_secret(part)
+    said = redact(f"POST to {url} failed")
+    assert "cd12345678" not in said and "Yy99" not in said, said
+    assert redact("c=ab/cd12345678") == "c=**********"
+
+
 def test_backoff_grows_is_jittered_and_capped() -> None:
     rng = random.Random(7)
     for attempt in range(1, 30):
