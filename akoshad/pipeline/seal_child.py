@@ -13,21 +13,26 @@ kernel buffers, a fresh allocation each). The child imports nothing but
 :mod:`akoshad.storage.age_write` (``cryptography``) and ``akoshad.heap`` (its memory stays
 near the interpreter's own), seals to the recipients on its command line (public keys)
 straight from the input area into the output area, and ends at the end of its input.
+While no request waits, it prepares the next bodies' age headers (:data:`AHEAD` at most:
+a fresh file key and ephemeral X25519 key each, most of a small body's sealing), so that a
+request then waits for the cipher only; each is used for one body and never again.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import select
 import struct
 import sys
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from akoshad.heap import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, mallopt
 
 if TYPE_CHECKING:
-    from akoshad.storage.age_write import AgeWriter
+    from akoshad.storage.age_write import AgeWriter, Start
 
 MiB = 1024 * 1024
 IN_AREA = 2 * MiB  # the bodies of one round trip (the parent splits larger batches)
@@ -38,6 +43,7 @@ SPAN = struct.Struct("<II")  # a body's offset and length in the input area
 ANSWER = struct.Struct("<BI")  # 0 = sealed (that many lengths follow) / 1 = error (its length)
 LENGTH = struct.Struct("<I")
 MAX_ERROR = 400
+AHEAD = 64  # headers prepared while the parent has nothing to seal
 HEAP_KEEP = 32 * MiB  # freed memory the child keeps for reuse
 
 
@@ -65,9 +71,9 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _seal_into(area: memoryview, spans: bytes, writer: AgeWriter) -> bytes:
-    """Seal every body ``spans`` names into the output area, one after another; the
-    answer (status 0 and the lengths)."""
+def _seal_into(area: memoryview, spans: bytes, writer: AgeWriter, ready: deque[Start]) -> bytes:
+    """Seal every body ``spans`` names into the output area, one after another (each with
+    a header of ``ready`` while there are some); the answer (status 0 and the lengths)."""
     lengths = bytearray()
     pos = IN_AREA
     for offset, length in SPAN.iter_unpack(spans):
@@ -76,10 +82,17 @@ def _seal_into(area: memoryview, spans: bytes, writer: AgeWriter) -> bytes:
         end = pos + writer.sealed_size(length)
         if end > IN_AREA + OUT_AREA:
             raise _Refused("the sealed bodies do not fit the shared area")
-        written = writer.seal_into(area[offset : offset + length], area[pos:end])
+        start = ready.popleft() if ready else None
+        written = writer.seal_into(area[offset : offset + length], area[pos:end], start)
         pos += written
         lengths += LENGTH.pack(written)
     return ANSWER.pack(0, len(spans) // SPAN.size) + bytes(lengths)
+
+
+def _prepare(writer: AgeWriter, ready: deque[Start], inp: int) -> None:
+    """While no request waits, the next bodies' headers (each for one body only)."""
+    while len(ready) < AHEAD and not select.select([inp], [], [], 0)[0]:
+        ready.append(writer.start())
 
 
 def steady_heap() -> bool:
@@ -101,7 +114,9 @@ def serve(fd: int, recipient_keys: Sequence[str]) -> int:
     area = memoryview(mmap.mmap(fd, IN_AREA + OUT_AREA))
     inp, out = sys.stdin.fileno(), sys.stdout.fileno()
 
+    ready: deque[Start] = deque()
     while True:
+        _prepare(writer, ready, inp)
         head = _read_exact(inp, REQUEST.size)
         if head is None:
             return 0  # the end of the input: the parent is done
@@ -112,7 +127,7 @@ def serve(fd: int, recipient_keys: Sequence[str]) -> int:
         if spans is None:
             return 0
         try:
-            answer = _seal_into(area, spans, writer)
+            answer = _seal_into(area, spans, writer, ready)
         except Exception as exc:  # one line back; the parent seals the bodies itself
             lines = str(exc).splitlines() or [type(exc).__name__]
             said = lines[0][:MAX_ERROR].encode()

@@ -31,6 +31,7 @@ NONCE = 16  # the payload nonce that follows the header
 FILE_KEY = 16
 _X25519_INFO = b"age-encryption.org/v1/X25519"
 _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+Start = tuple[bytes, ChaCha20Poly1305]  # a body's header and nonce, and its payload cipher
 _BECH32_GEN = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
 
 
@@ -136,19 +137,23 @@ class AgeWriter:
         """The length of a sealed body of ``size`` plaintext bytes."""
         return self.header_size + NONCE + size + TAG * _chunks(size)
 
-    def _start(self) -> tuple[bytes, ChaCha20Poly1305]:
-        """A new body's header and nonce, and its payload cipher."""
+    def start(self) -> Start:
+        """A new body's header and nonce, and its payload cipher (a fresh file key and
+        ephemeral shares): for one body only."""
         file_key = os.urandom(FILE_KEY)
         header, nonce = self._header(file_key)
         return header + nonce, ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
 
-    def seal_into(self, body: bytes | memoryview, out: memoryview) -> int:
-        """Seal ``body`` into the start of ``out`` (at least :meth:`sealed_size` bytes);
-        the length written."""
+    def seal_into(
+        self, body: bytes | memoryview, out: memoryview, prepared: Start | None = None
+    ) -> int:
+        """Seal ``body`` into the start of ``out`` (at least :meth:`sealed_size` bytes),
+        with ``prepared`` (from :meth:`start`, never used for another body) or a new
+        start; the length written."""
         size = len(body)
         if len(out) < self.sealed_size(size):
             raise ValueError("the output is too small for the sealed body")
-        start, cipher = self._start()
+        start, cipher = self.start() if prepared is None else prepared
         out[: len(start)] = start
         pos = len(start)
         view = memoryview(body)
@@ -168,7 +173,7 @@ class AgeWriter:
     def seal_stream(self, src: BinaryIO, dest: BinaryIO) -> int:
         """Everything ``src`` holds, sealed, written to ``dest`` a chunk at a time (never
         whole in memory); the bytes written."""
-        start, cipher = self._start()
+        start, cipher = self.start()
         dest.write(start)
         written = len(start)
         counter = 0

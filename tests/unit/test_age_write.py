@@ -198,8 +198,9 @@ def test_the_reference_age_opens_what_is_sealed(
     identities: list[x25519.Identity], size: int, tmp_path: Path
 ) -> None:
     """age itself (the format's reference implementation, in Go), a third implementation,
-    opens every size around the chunk edges sealed to two recipients, each in place and
-    as a stream; a body whose last byte is altered it refuses."""
+    opens every size around the chunk edges sealed to two recipients, each in place, as a
+    stream and with a header prepared ahead; a body whose last byte is altered it
+    refuses."""
     assert AGE_CLI is not None
     key = tmp_path / "identity.txt"
     key.write_text(str(identities[1]) + "\n")
@@ -207,7 +208,9 @@ def test_the_reference_age_opens_what_is_sealed(
     body = os.urandom(size)
     streamed = io.BytesIO()
     writer.seal_stream(io.BytesIO(body), streamed)
-    for sealed in (writer.seal(body), streamed.getvalue()):
+    ahead = bytearray(writer.sealed_size(size))  # with a header prepared before (seal_child)
+    writer.seal_into(body, memoryview(ahead), writer.start())
+    for sealed in (writer.seal(body), streamed.getvalue(), bytes(ahead)):
         opened = subprocess.run(
             [AGE_CLI, "--decrypt", "-i", str(key)], input=sealed, capture_output=True, check=False
         )

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -309,3 +310,48 @@ def test_the_child_keeps_freed_memory_for_the_next_body(tmp_path: Path) -> None:
     assert runs["steady"][0] == "True"
     assert runs["default"][1] > 200  # pages faulted in again, cycle after cycle
     assert runs["steady"][1] < 20  # the same buffers reused
+
+
+def test_the_child_prepares_headers_while_idle_each_for_one_body() -> None:
+    """While no request waits, the child prepares the next bodies' age headers (a fresh
+    X25519 key pair and exchange each: most of a small body's sealing), up to AHEAD; a
+    waiting request stops it. Each prepared header seals one body, then is gone: every
+    body has its own share, and opens with the identity."""
+    from akoshad.pipeline import seal_child
+    from akoshad.pipeline.seal_child import AHEAD, SPAN
+    from akoshad.storage.age_write import AgeWriter, Start, recipient_bytes
+
+    recipients, identities = keys()
+    writer = AgeWriter([recipient_bytes(k) for k in recipients.keys])
+    ready: deque[Start] = deque()
+    inp, waiting = os.pipe()
+    try:
+        seal_child._prepare(writer, ready, inp)
+        assert len(ready) == AHEAD
+        os.write(waiting, b"\0")  # a request waits: nothing is prepared before it
+        none: deque[Start] = deque()
+        seal_child._prepare(writer, none, inp)
+        assert not none
+    finally:
+        os.close(inp)
+        os.close(waiting)
+    area = memoryview(bytearray(IN_AREA + OUT_AREA))
+    bodies = [os.urandom(n) for n in (0, 100, 70_000)]
+    spans, pos = b"", 0
+    for body in bodies:
+        area[pos : pos + len(body)] = body
+        spans += SPAN.pack(pos, len(body))
+        pos += len(body)
+    prepared = [start for start, _ in list(ready)[:3]]
+    answer = seal_child._seal_into(area, spans, writer, ready)
+    assert len(ready) == AHEAD - 3
+    lengths = [n for (n,) in seal_child.LENGTH.iter_unpack(answer[seal_child.ANSWER.size :])]
+    sealed, pos = [], IN_AREA
+    for n in lengths:
+        sealed.append(bytes(area[pos : pos + n]))
+        pos += n
+    assert [s[: writer.header_size + 16] for s in sealed] == prepared
+    assert [
+        open_sealed(s, identities, len(b)) for s, b in zip(sealed, bodies, strict=True)
+    ] == bodies
+    assert len({s.split(b"\n")[1] for s in sealed}) == 3  # a share of its own each
