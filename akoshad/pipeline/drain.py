@@ -162,6 +162,9 @@ class Drain:
             return None
         if cloud is not None and on_cloud and not report.waiting and not report.source_changed:
             cloud.record(report.error, permanent=report.permanent, uploaded=bool(report.upload_id))
+        # the pass is over: its captures (a few hundred bytes a file) are not kept beside
+        # the report, which the daemon keeps until the next pass and a drain until its end
+        report.captures.clear()
         self.last_report = report
         if self.observer is not None:
             self.observer.pass_done(report, time.monotonic() - began)
