@@ -20,6 +20,30 @@ RETRY_HORIZON = 900.0
 # The furthest ahead a retry is set (a server's Retry-After asking for longer is asked again
 # then): below RETRY_HORIZON, so that a row due later can only come from a clock set right.
 RETRY_WAIT_MAX = 600.0
+# A pass holds the ledger, the chunk table and, per claimed file, its capture, what was
+# sent and its new ledger row (~2 KB a small file). A store of up to CLAIM_ALL files (the
+# rows of the biggest target's ledger and the rows due) is taken whole: its first upload
+# is one; a bigger one CLAIM_BATCH files a pass (its first upload a few), which keeps the
+# daemon of a 200,000-file store under the unit's MemoryMax=512M.
+CLAIM_ALL = 100_000
+CLAIM_BATCH = 25_000
+
+
+def claim_limit(c: sqlite3.Connection, ts: float) -> int:
+    """How many due rows a pass claims: :data:`CLAIM_ALL` while the store is at most that
+    many files (the biggest target's ledger rows and the rows due at ``ts``), else
+    :data:`CLAIM_BATCH`."""
+    due = c.execute(
+        "SELECT COUNT(*) FROM queue WHERE state = 'pending' "
+        "AND (next_attempt <= ? OR next_attempt > ?)",
+        (ts, ts + RETRY_HORIZON),
+    ).fetchone()[0]
+    if due <= CLAIM_BATCH:
+        return CLAIM_ALL
+    held = c.execute(
+        "SELECT COALESCE(MAX(n), 0) FROM (SELECT COUNT(*) AS n FROM ledger GROUP BY target)"
+    ).fetchone()[0]
+    return CLAIM_ALL if due + held <= CLAIM_ALL else CLAIM_BATCH
 
 
 class QueueOps(StoreBase):
@@ -64,15 +88,17 @@ class QueueOps(StoreBase):
         c.executemany("DELETE FROM skipped WHERE path = ?", [(r[0],) for r in rows])
         return len(rows)
 
-    async def claim(self, now: float | None = None, limit: int = 100_000) -> list[QueueItem]:
-        """Mark due pending rows in flight and count the attempt before any work starts."""
+    async def claim(self, now: float | None = None, limit: int | None = None) -> list[QueueItem]:
+        """Mark due pending rows in flight and count the attempt before any work starts:
+        at most ``limit`` rows, by default :func:`claim_limit`."""
         ts = time.time() if now is None else now
 
         def op(c: sqlite3.Connection) -> list[QueueItem]:
+            most = claim_limit(c, ts) if limit is None else limit
             rows = c.execute(
                 f"SELECT {_QUEUE_COLS} FROM queue WHERE state = 'pending' "
                 "AND (next_attempt <= ? OR next_attempt > ?) ORDER BY first_seen LIMIT ?",
-                (ts, ts + RETRY_HORIZON, limit),
+                (ts, ts + RETRY_HORIZON, most),
             )
             # read as they come, one string per event name (100,000 rows fetched whole
             # beside their items took as much again)

@@ -1,5 +1,6 @@
-"""Memory of passes over a store of many files: a pass keeps no captures once it is over
-(a real local target and state database)."""
+"""Memory of passes over a store of many files: a pass keeps no captures once it is over,
+and a store past ``CLAIM_ALL`` files is taken ``CLAIM_BATCH`` files a pass (a real local
+target and state database)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from akoshad.pipeline.capture.snapshot import Snapshotter
 from akoshad.pipeline.drain import Drain
 from akoshad.pipeline.stats import Stats
 from akoshad.pipeline.upload import Uploader
+from akoshad.store import queue
 from akoshad.store.db import StateDB
 from akoshad.targets.local import LocalTarget
 
@@ -77,3 +79,35 @@ async def test_a_pass_keeps_no_captures_once_it_is_over(rig: Rig) -> None:
         ]
     )
     assert report.captures == [] and rig.drain.last_report is report
+
+
+async def test_a_store_past_claim_all_files_is_uploaded_claim_batch_files_a_pass(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queue, "CLAIM_ALL", 4)
+    monkeypatch.setattr(queue, "CLAIM_BATCH", 2)
+    await rig.add("a.json", "b.json", "c.json", "d.json")  # at most CLAIM_ALL: one upload
+    ok, reports = await rig.drain.until_empty()
+    assert ok and [r.claimed for r in reports] == [4] and reports[0].upload_id
+    await rig.add("e.json")  # 4 in the ledger, 1 due: the pass takes it
+    ok, reports = await rig.drain.until_empty()
+    assert ok and [r.claimed for r in reports] == [1]
+    names = [f"n{i}.json" for i in range(5)]
+    await rig.add(*names)  # 5 in the ledger, 5 due: 2 a pass, drained whole
+    ok, reports = await rig.drain.until_empty()
+    assert ok and [r.claimed for r in reports] == [2, 2, 1]
+    assert all(r.upload_id for r in reports) and await rig.state.queue_depth() == 0
+    ledger = await rig.state.ledger("local")
+    assert set(names) <= set(ledger) and len(ledger) == 10
+
+
+async def test_the_claim_limit_counts_the_biggest_ledger_and_the_rows_due(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queue, "CLAIM_ALL", 10)
+    monkeypatch.setattr(queue, "CLAIM_BATCH", 3)
+    await rig.state.enqueue([(f"f{i}", "added") for i in range(10)], now=1.0)
+    assert len(await rig.state.claim(now=2.0)) == 10  # a store of CLAIM_ALL: whole
+    await rig.state.enqueue([(f"g{i}", "added") for i in range(11)], now=3.0)
+    assert len(await rig.state.claim(now=4.0)) == 3  # past it: CLAIM_BATCH
+    assert len(await rig.state.claim(now=5.0, limit=100)) == 8  # a limit given is kept
