@@ -31,6 +31,7 @@ from akoshad.pipeline.recovery import Recovery
 from akoshad.pipeline.stats import Stats
 from akoshad.restore.drill_dirs import KV_LAST as KV_LAST_DRILL
 from akoshad.restore.drill_dirs import KV_LAST_GOOD as KV_LAST_GOOD_DRILL
+from akoshad.runtime.prune_progress import KV_PROGRESS as KV_PRUNE_PROGRESS
 from akoshad.runtime.prune_report import KV_LAST as KV_LAST_PRUNE
 from akoshad.store.chunks import KV_REWRITE, ChunkOps
 from akoshad.store.db import StateDB
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 # what a drill or a prune of the primary target recorded
-PRIMARY_RECORDS = (KV_LAST_DRILL, KV_LAST_GOOD_DRILL, KV_LAST_PRUNE)
+PRIMARY_RECORDS = (KV_LAST_DRILL, KV_LAST_GOOD_DRILL, KV_LAST_PRUNE, KV_PRUNE_PROGRESS)
 SEED_TIMEOUT = 120.0  # reading the newest manifest and its documents to seed a ledger
 SUPERSEDED = "superseded"  # the outcome of an upload record whose target is another place now
 

@@ -129,3 +129,20 @@ async def test_a_killed_prune_is_recorded_with_its_counts_at_the_daemons_start(
         assert await fold_interrupted(rig.state) is None
     finally:
         await close_rig(rig)
+
+
+async def test_the_counts_of_a_killed_prune_go_with_a_target_forgotten(tmp_path: Path) -> None:
+    """A killed prune's counts, then the primary target changed: they described the old
+    target, and the next start recorded them as the new one's last prune."""
+    from akoshad.runtime.prune_progress import KV_PROGRESS, fold_interrupted
+    from akoshad.runtime.target_identity import _forget_in
+    from akoshad.store.db import StateDB
+
+    state = StateDB(tmp_path / "state.db")
+    await state.open()
+    try:
+        await state.set_kv(KV_PROGRESS, '{"at": 1.0, "uploads_removed": ["x"]}')
+        await state.transaction(lambda c: _forget_in(c, "local", True))
+        assert await fold_interrupted(state) is None
+    finally:
+        await state.close()
