@@ -17,7 +17,9 @@ writes its index parts and chunk lists again.
 ``retention.enabled: false`` keeps everything: nothing is read or deleted. The outcome of
 each prune (not of a dry run) is kept in the state as ``last_prune`` ``{at, ok,
 uploads_kept, uploads_removed, objects_deleted, bytes_freed, problems}`` (``status``,
-``/metrics``), announced as the ``prune`` event (webhooks) and logged. A prune that has not
+``/metrics``), announced as the ``prune`` event (webhooks) and logged; what a prune
+deleted is counted in the state after each batch (``prune_progress``), so that one stopped
+part way, or killed before it recorded its outcome, still tells it. A prune that has not
 finished within :data:`DEADLINE_SECONDS` (a target answering a byte at a time) stops there,
 as a failed prune: it holds the pass lock, and uploads must not wait on it for ever.
 
