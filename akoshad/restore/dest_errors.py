@@ -12,6 +12,7 @@ from pathlib import Path
 from akoshad.errors import AkoshadError, IntegrityError, RestoreError
 from akoshad.private import NO_WRITES
 from akoshad.restore.destdir import TEMP_PREFIX, dest_conflict, dest_link, open_dest
+from akoshad.restore.marker import MARKER, mark, marked
 from akoshad.storage.stored import StoredFile
 
 # a write that failed for want of room: freeing space (or a smaller file) is the fix
@@ -135,7 +136,46 @@ def _check_dest_as_is(dest: Path, force: bool) -> None:
     if dest.exists() and not dest.is_dir():
         raise RestoreError(f"--dest {dest} exists and is not a directory")
     if dest.is_dir() and any(dest.iterdir()) and not force:
+        line = marked(dest)
+        if line is not None:
+            raise RestoreError(
+                f"--dest {dest} holds a restore that did not restore every file "
+                f"({MARKER}: {line}): restore again into it with --force, or choose "
+                "another --dest"
+            )
         raise RestoreError(f"--dest {dest} is not empty (use --force to restore into it)")
+
+
+def marked_warning(dest: Path, subset: bool) -> str | None:
+    """A warning when ``dest`` holds the mark of a restore that did not restore every
+    file: this one (with --force) replaces it, or with --path (``subset``: it does not
+    bring the whole upload) leaves it. Blocking."""
+    line = marked(dest)
+    if line is None:
+        return None
+    then = (
+        "this restore of chosen files (--path) leaves that mark"
+        if subset
+        else "this restore removes that mark once it has restored every file"
+    )
+    return (
+        f"warning: --dest {dest} holds a restore that did not restore every file "
+        f"({MARKER}: {line}); {then}"
+    )
+
+
+def mark_or_say(dest_fd: int, dest: Path, upload_id: str) -> None:
+    """``marker.mark``; a place that takes no writes is raised as such (``partial_restore``
+    says so), any other failure is one line: nothing was restored yet. Blocking."""
+    try:
+        mark(dest_fd, upload_id)
+    except OSError as exc:
+        if exc.errno in NO_WRITES:
+            raise
+        raise RestoreError(
+            f"cannot write the restore's mark {dest / MARKER}: {exc.strerror or exc}; "
+            f"nothing was restored into {dest}"
+        ) from None
 
 
 def refuse_conflicts(

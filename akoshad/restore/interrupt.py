@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from akoshad.names import printable
+from akoshad.restore.marker import MARKER, only_marker, unmark
 
 STOPPING = (signal.SIGTERM, signal.SIGHUP)  # SIGINT: asyncio.run cancels the task itself
 
@@ -53,12 +54,17 @@ def interrupted_line(dest: Path, upload_id: str) -> str:
         empty = not any(os.scandir(dest))
     except OSError:  # not there (never made): nothing landed
         empty = True
+    if only_marker(dest):  # stopped before any file landed: nothing to mark
+        with contextlib.suppress(OSError):
+            unmark(dest)
+        empty = True
     if empty:
         return f"restore of upload {upload_id} interrupted: nothing was restored into {dest}"
     return (
         f"restore of upload {upload_id} interrupted: {dest} holds only part of it (each "
         "file there is whole and checked; a DuckDB database with its WAL or neither; no "
-        "temporary file is left): restore again with --force"
+        f"temporary file is left; {MARKER} in it says so until a restore restores every "
+        "file): restore again with --force"
     )
 
 

@@ -39,6 +39,8 @@ from akoshad.names import printable
 from akoshad.restore.dest_errors import (
     check_dest,
     inside_store,
+    mark_or_say,
+    marked_warning,
     open_dest_or_say,
     partial_restore,
     partly_restored,
@@ -51,6 +53,7 @@ from akoshad.restore.groups import Unit, work_units
 from akoshad.restore.interrupt import cancelled_by_signals, interrupted_line, tell
 from akoshad.restore.landing import Committer, DestTree
 from akoshad.restore.listing import no_uploads
+from akoshad.restore.marker import refused, unmark
 from akoshad.restore.name_limit import name_max, overlong
 from akoshad.restore.parallel import fetch_all
 from akoshad.restore.reload import Load, Reloader
@@ -63,6 +66,7 @@ from akoshad.storage.format2_read import Unreadable
 from akoshad.storage.stored import StoredFile
 from akoshad.targets import Target, make_target
 from akoshad.targets.local import LocalTarget
+from akoshad.threads import to_the_end
 
 
 async def restore_upload(
@@ -88,6 +92,11 @@ async def restore_upload(
     ``dest`` without following a symlink. A file's chunks are read within its weight of
     the restore's memory budget (``parallel``)."""
     await asyncio.to_thread(check_dest, dest, force)
+    earlier = await asyncio.to_thread(marked_warning, dest, bool(globs))
+    if earlier is not None:
+        print(f"akoshad: {printable(earlier)}", file=sys.stderr)
+    # with --path, an earlier restore's mark stays: these files do not make DIR whole
+    mark_as = None if globs and earlier is not None else upload_id
     # with --path, only the chosen files' chunk lists are read: one lost elsewhere is no bar
     keep = partial(select_entries, globs=globs) if globs else None
     lost: list[Unreadable] = []
@@ -101,7 +110,7 @@ async def restore_upload(
     try:
         count = await restore_files(
             target, chosen, dest, force=force, identities=identities, reload=files_now,
-            unreadable=unreadable, problems=problems, say=say,
+            unreadable=unreadable, problems=problems, say=say, upload_id=mark_as,
         )  # fmt: skip
     finally:
         if left_out is not None:
@@ -120,6 +129,7 @@ async def restore_files(
     unreadable: Sequence[tuple[StoredFile, str]] = (),
     problems: list[str] | None = None,
     say: Callable[[str], None] | None = None,
+    upload_id: str | None = None,
 ) -> int:
     """Fetch ``files`` into ``dest``: several units at once within the byte budget, small
     files of one pack together (``groups.work_units``: one read, then one worker thread
@@ -133,23 +143,26 @@ async def restore_files(
     once; the others go on (a DuckDB database and its WAL land together or neither: the
     partner of such a file is a problem too); once all are done,
     :class:`~.dest_errors.Unrestored` says what ``dest`` holds. A target or a disk that
-    fails stops the restore."""
+    fails stops the restore. With ``upload_id``, ``dest`` holds the mark of a restore of
+    it that has not restored every file (``marker``) until every file has landed."""
     found = Found(problems if problems is not None else [], say)
     every = [*files, *(f for f, _ in unreadable)]
     stale = stale_sides(every)
     dest_fd = await asyncio.to_thread(open_dest_or_say, dest)
     ranges = range_reader(target)
     decode = chunk_decoder(identities)
-    try:  # a name --dest's file system cannot take: that file's problem, not the restore's
-        too_long = overlong(files, await asyncio.to_thread(name_max, dest_fd))
-        if too_long:
-            left = {id(f) for f, _ in too_long}
+    try:  # a name --dest cannot take (or the mark's): that file's problem, not the restore's
+        left_out = overlong(files, await asyncio.to_thread(name_max, dest_fd)) + refused(files)
+        if left_out:
+            left = {id(f) for f, _ in left_out}
             files = [f for f in files if id(f) not in left]
-            unreadable = [*unreadable, *too_long]
+            unreadable = [*unreadable, *left_out]
         await asyncio.to_thread(refuse_conflicts, dest, files, stale, force)
         folded = await asyncio.to_thread(folded_clash, dest_fd, str(dest), [f.path for f in files])
         if folded is not None:
             raise RestoreError(folded)
+        if upload_id is not None:  # removed once every file has landed (``marker``)
+            await to_the_end(partial(mark_or_say, dest_fd, dest, upload_id))
         tree = DestTree(dest_fd, force)
     finally:
         os.close(dest_fd)
@@ -165,6 +178,8 @@ async def restore_files(
     await _fetch_and_land(work_units(files, ranges), jobs.unit, committer, dest, total)
     if found.lines:
         raise unrestored(found.lines, dest, committer.landed, total)
+    if upload_id is not None:
+        await to_the_end(partial(unmark, dest))
     return len(files)
 
 

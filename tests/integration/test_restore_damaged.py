@@ -12,13 +12,19 @@ from typing import Any
 
 import duckdb
 
+from akoshad.restore.marker import MARKER
 from tests.helpers import akoshad, daemon_config, manifests
 
 SYSTEM = "damaged"
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """The files under ``root``, but the mark of a restore that did not restore them all."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != MARKER
+    }
 
 
 def _entry(tmp_path: Path, path: str) -> dict[str, Any]:
@@ -73,6 +79,7 @@ def test_two_damaged_files_are_named_and_every_intact_one_is_restored(tmp_path: 
     assert f"{dest} holds {total - 2} of the {total} file(s)" in last
     want = {p: b for p, b in files.items() if p not in ("late.bin", "sessions/s07.json")}
     assert _tree(dest) == want
+    assert (dest / MARKER).is_file()  # --dest does not hold the whole upload
 
 
 def test_a_database_whose_wal_is_damaged_lands_neither(tmp_path: Path) -> None:

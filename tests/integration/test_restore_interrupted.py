@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from akoshad.restore.marker import MARKER
 from tests.helpers import akoshad, daemon_config
 
 # the restore in a child: the signal comes while the temporary file of big.bin is being
@@ -59,7 +60,7 @@ def test_an_interrupted_restore_cleans_up_and_says_what_dest_holds(
     )
     signum = getattr(signal, name)
     assert proc.returncode == 128 + signum, (proc.returncode, proc.stderr)
-    left = [p for p in dest.rglob("*") if p.name.startswith(".akoshad-")]
+    left = [p for p in dest.rglob("*") if p.name.startswith(".akoshad-") and p.name != MARKER]
     assert left == [], left
     assert not (dest / "big.bin").exists()
     lines = proc.stderr.splitlines()
@@ -68,6 +69,7 @@ def test_an_interrupted_restore_cleans_up_and_says_what_dest_holds(
     assert " interrupted: " in lines[0]
     if any(dest.iterdir()):
         assert f"{dest} holds only part of it" in lines[0] and "--force" in lines[0]
+        assert (dest / MARKER).is_file()  # --dest itself tells it holds only part
     else:
         assert f"nothing was restored into {dest}" in lines[0]
     # the next restore into it completes it

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from akoshad.restore.marker import MARKER
 from tests.helpers import akoshad, daemon_config
 
 SYSTEM = "longname"
@@ -34,7 +35,12 @@ def _upload(tmp_path: Path) -> tuple[Path, dict[str, str], dict[str, bytes]]:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """The files under ``root``, but the mark of a restore that did not restore them all."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != MARKER
+    }
 
 
 def test_a_name_too_long_for_dest_is_one_files_problem(tmp_path: Path) -> None:
@@ -50,6 +56,7 @@ def test_a_name_too_long_for_dest_is_one_files_problem(tmp_path: Path) -> None:
     assert "2 of the 7 file(s) could not be restored" in last, last
     assert f"{dest} holds 5 of the 7 file(s)" in last, last
     assert _tree(dest) == want
+    assert (dest / MARKER).is_file()
 
 
 def test_with_force_into_a_dest_holding_the_directories(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from akoshad.restore.marker import MARKER
 from tests.helpers import akoshad, daemon_config
 from tests.s3server import WeedServer
 
@@ -36,7 +37,12 @@ def _store(tmp_path: Path) -> dict[str, bytes]:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    """The files under ``root``, but the mark of a restore that did not restore them all."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != MARKER
+    }
 
 
 def _lose_the_list(tmp_path: Path) -> str:
