@@ -42,7 +42,8 @@ def mark(dest_fd: int, upload_id: str) -> None:
             "but not every file of the upload: killed or stopped on the way, or some "
             "files could not be restored (its output named them). Restore again into "
             "this directory with --force; akoshad removes this file once a restore into "
-            "it has restored every file.\n"
+            "it has restored every file (or remove it once this directory is as you want "
+            "it).\n"
         )
         os.write(fd, text.encode())
         os.fsync(fd)
