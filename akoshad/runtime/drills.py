@@ -161,6 +161,8 @@ class DrillScheduler(PeriodicJob):
             wait = min(wait, max(self._follow_up, self._not_before) - time.monotonic())
         if self._soon is not None:
             wait = min(wait, self._soon - time.monotonic())
+        if self.not_run is not None:  # also one asked for: tried again as it was postponed
+            wait = min(wait, self._not_before - time.monotonic())
         return min(wait, look)
 
     def _retry_if_back(self) -> None:
@@ -378,8 +380,10 @@ async def drill_request(scheduler: DrillScheduler) -> dict[str, Any]:
     try:
         result = await scheduler.drill_once()
     except (TransientError, PermanentError) as exc:
+        scheduler._postpone()  # tried again 10 minutes later, as a drill of its own
         raise ControlRequestError(f"{scheduler.target.name} cannot be read: {exc}") from None
     except (OSError, sqlite3.Error) as exc:  # state_dir's disk full: one line, no traceback
+        scheduler._postpone()
         raise ControlRequestError(f"the drill could not run: {type(exc).__name__}: {exc}") from None
     if result is None:
         from akoshad.restore.drill import nothing_to_drill

@@ -315,6 +315,8 @@ async def test_a_target_a_drill_marked_down_is_seen_back_with_nothing_to_upload(
     loop reads the target once a minute while its mark stands: back, the mark goes, and a
     drill that could not run is tried 30 s later."""
     from akoshad.runtime import drills as drills_module
+    from akoshad.runtime.control_client import ControlRequestError
+    from akoshad.runtime.drills import drill_request
 
     state = StateDB(tmp_path / "state" / "state.db")
     await state.open()
@@ -330,8 +332,8 @@ async def test_a_target_a_drill_marked_down_is_seen_back_with_nothing_to_upload(
             pass_lock=asyncio.Lock(),
         )
         drills.health = health = stats.target(target.name)
-        with pytest.raises(TransientError):
-            await drills.drill_once()  # `akoshad drill` while the target is down
+        with pytest.raises(ControlRequestError):
+            await drill_request(drills)  # `akoshad drill` while the target is down
         assert not health.available and target.reads == 1
         await drills.due_in()  # within a minute of the mark: not read again
         assert target.reads == 1
@@ -351,5 +353,51 @@ async def test_a_target_a_drill_marked_down_is_seen_back_with_nothing_to_upload(
         drills.mark.looked_at -= 61
         await drills.due_in()
         assert target.reads == 3  # no mark left: not read again
+    finally:
+        await state.close()
+
+
+async def test_a_drill_asked_for_that_could_not_run_is_tried_again_in_10_minutes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`akoshad drill` that could not run (state_dir's disk full) left ``drill_not_run``
+    ("... (tried again later)") failing ``status --check`` until the next drill due by the
+    interval, a day after the last one; README: tried again 10 minutes later, doubling."""
+    import json
+
+    from akoshad.restore.drill_dirs import KV_LAST
+    from akoshad.runtime.control_client import ControlRequestError
+    from akoshad.runtime.drills import drill_request
+
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    try:
+        drills = DrillScheduler(
+            _settings(tmp_path, drill_interval_hours=24),
+            state=state,
+            target=LocalTarget(tmp_path / "outbox"),
+            events=EventBus("sched"),
+            stop_event=asyncio.Event(),
+            pass_lock=asyncio.Lock(),
+        )
+        good = {"at": time.time() - 3600, "ok": True, "upload_id": "U", "problems": []}
+        await state.set_kv(KV_LAST, json.dumps(good))
+        assert round(await drills.due_in() / 3600) == 23
+
+        async def full() -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(drills, "_drill", full)
+        for _ in range(2):  # each request starts the count over
+            with pytest.raises(ControlRequestError):
+                await drill_request(drills)
+            assert drills.not_run is not None
+            assert round(await drills.due_in() / 60) == 10
+        try:  # that retry could not run either (as run_periodic meets it)
+            await drills._drill_or_postpone()
+        except OSError as exc:
+            with _logged():
+                drills.failed("drill", exc)
+        assert round(await drills.due_in() / 60) == 20
     finally:
         await state.close()
