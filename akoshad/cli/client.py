@@ -196,7 +196,7 @@ def refuse_other_daemon(args: argparse.Namespace, st: dict[str, Any], settings: 
     raise AkoshadError(
         f"the daemon answering on {settings.socket_path} backs up system_id '{theirs}' "
         f"({printable(str(st.get('data_dir', '?')))}), not the place this configuration "
-        f"names (system_id '{settings.cloud_sync.system_id}'): its status is not this "
+        f"names (system_id '{settings.cloud_sync.system_id}'): what it answers is not this "
         "configuration's; give this command the daemon's --config, or set socket_path so "
         "that each configuration has a daemon of its own"
     )
@@ -222,10 +222,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             print(render_status(st))
         return 0
     interval = 1.0 if args.interval is None else float(args.interval)
-    return _watch(settings, max(0.2, interval), as_json=bool(args.json))
+    config = getattr(args, "config", None)
+    return _watch(settings, max(0.2, interval), as_json=bool(args.json), config=config)
 
 
-def _watch(settings: Settings, interval: float, *, as_json: bool) -> int:
+def _watch(settings: Settings, interval: float, *, as_json: bool, config: str | None = None) -> int:
     """Redraw the status every ``interval`` seconds until Ctrl-C; a daemon that goes away
     (or comes back) is shown, not fatal. On a terminal the screen is redrawn in place."""
     # Ctrl-C stops it even when started by a process that ignores or blocks SIGINT (both are
@@ -239,6 +240,7 @@ def _watch(settings: Settings, interval: float, *, as_json: bool) -> int:
         while True:
             try:
                 st = _ask(settings, {"cmd": "status"}, timeout=max(2.0, interval))
+                refuse_other_daemon(argparse.Namespace(config=config), st, settings)
                 text = json.dumps(st, indent=2, sort_keys=True) if as_json else render_status(st)
             except DaemonNotRunning:
                 st = {"error": f"akoshad is not running (no answer on {settings.socket_path})"}
@@ -400,6 +402,7 @@ def render_queue(result: dict[str, Any]) -> str:
 def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
     """``akoshad queue [--json]``."""
     result = _ask(settings, {"cmd": "queue"})
+    refuse_other_daemon(args, result, settings)
     if args.json:
         _print_json(result)
     else:

@@ -304,6 +304,10 @@ class StatusView:
                 for i in items
             ],
             "debouncing": self.parts.feed.debouncer.paths(),
+            "place": self.place,  # as in status: a client of another place refuses it
+            "system_id": self.settings.cloud_sync.system_id,
+            "data_dir": str(self.settings.data_dir),
+            "restart_pending": list(self.restart_pending),
         }
 
     async def line(self) -> str:

@@ -122,3 +122,26 @@ def test_status_with_another_configuration_is_not_that_configurations(
         assert status(other, None, check) == 0  # no file named: as before
     st["restart_pending"] = ["local_target_dir"]  # the file's target: after a restart
     assert status(other, "other.yaml", False) == 0  # shown (its warnings say so)
+
+
+def test_queue_with_another_configuration_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``akoshad queue --config OTHER.yaml`` listed another place's daemon's queue as
+    OTHER's ('queue empty', exit 0); one line naming that daemon now, exit 1."""
+    import argparse
+    from typing import Any
+
+    from akoshad.cli import client as client_cli
+    from akoshad.errors import AkoshadError
+
+    ours = _settings(tmp_path, "outbox")
+    other = _settings(tmp_path, "outbox", "other")
+    listing: dict[str, Any] = {"queue": [], "debouncing": [], "system_id": "box"}
+    listing["place"] = place_fields(ours)["place"]
+    monkeypatch.setattr(client_cli, "request_sync", lambda *_: dict(listing))
+    monkeypatch.delenv("AKOSHAD_CONFIG", raising=False)
+    args = argparse.Namespace(config="other.yaml", json=False)
+    with pytest.raises(AkoshadError, match=r"backs up system_id 'box'"):
+        client_cli.cmd_queue(args, other)
+    assert client_cli.cmd_queue(args, ours) == 0
