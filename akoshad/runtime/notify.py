@@ -51,6 +51,7 @@ class Notifier:
         self._watchdog_interval = _watchdog_interval(environ, os.getpid() if pid is None else pid)
         self.sent: deque[str] = deque(maxlen=SENT_KEPT)
         self.failures = 0  # messages the manager did not take
+        self._stopping = False  # STOPPING=1 sent: no READY=1 after it
 
     @property
     def watchdog_interval(self) -> float | None:
@@ -67,8 +68,11 @@ class Notifier:
         return False
 
     def ready(self) -> None:
-        """``READY=1``: startup (or a reload) is complete."""
-        self._send("READY=1")
+        """``READY=1``: startup (or a reload) is complete. Not after ``stopping``: a reload
+        that shutdown cancelled said READY=1 after STOPPING=1 (running again, to the
+        manager)."""
+        if not self._stopping:
+            self._send("READY=1")
 
     def status(self, line: str) -> None:
         """``STATUS=`` with one line (whitespace folded, secrets redacted: ``systemctl
@@ -87,6 +91,7 @@ class Notifier:
         """``STOPPING=1``: shutdown has begun; with ``within`` (seconds), also
         ``EXTEND_TIMEOUT_USEC``: the manager waits that long at least (never less than its
         own stop timeout), whatever the unit said when it was installed."""
+        self._stopping = True
         extend = "" if within is None else f"\nEXTEND_TIMEOUT_USEC={int(within * 1_000_000)}"
         self._send(f"STOPPING=1{extend}")
 

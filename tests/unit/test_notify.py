@@ -294,3 +294,16 @@ def test_no_socket_extends_nothing() -> None:
 
     asyncio.run(start())
     assert not n.sent
+
+
+def test_no_ready_after_stopping(dgram: socket.socket) -> None:
+    """A reload in progress when shutdown cancelled it sent READY=1 (its ``finally``) after
+    STOPPING=1: the manager took the stopping daemon for running again."""
+    n = Notifier({"NOTIFY_SOCKET": dgram.getsockname()}, pid=1)
+    n.ready()
+    n.reloading()
+    n.stopping(within=65)
+    n.ready()  # the reload's finally, after the stop began
+    got = recv_all(dgram)
+    assert got[0] == "READY=1" and got[-1].startswith("STOPPING=1")
+    assert got.count("READY=1") == 1
