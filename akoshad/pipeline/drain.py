@@ -132,7 +132,7 @@ class Drain:
         target = await self._files_target(plan.files)
         held = target is None and plan.files == "local"  # one-off http: files wait, no fault
         settling = False  # the start's claim settles: capture now, ask before sending
-        if target is not None and self.owners is not None:
+        if target is not None and self.owners is not None and await self._claims_now(target):
             settling = await self.owners.until_settling(target)
             refused = None if settling else await self.owners.refusal(target)
             if refused is not None:
@@ -169,6 +169,16 @@ class Drain:
         if self.observer is not None:
             self.observer.pass_done(report, time.monotonic() - began)
         return report
+
+    async def _claims_now(self, target: Target) -> bool:
+        """Whether the pass asks the owner gate before it begins: not while no machine
+        owns the id and nothing is due (the first upload claims it; what a pass sends
+        anyway asks the gate first, ``FirstSend``)."""
+        assert self.owners is not None
+        if not await self.owners.unowned(target):
+            return True
+        due = await self.state.next_due()
+        return due is not None and due <= self.clock()
 
     async def _look_at_place(self, target: Target | None, now: float | None) -> None:
         """Before a pass with work due: an emptied ``target`` forgotten (one HEAD)."""

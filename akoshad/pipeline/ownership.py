@@ -15,12 +15,16 @@ up (``start(clean_up=False)``) and asks :meth:`OwnerGate.refusal` before each up
 The record is read again at most every ``interval`` seconds (one small GET), so a
 takeover by another machine stops this one within a minute.
 
-The daemon's start checks (and, when no machine owns the id, claims) it in a task the gate
-owns (:meth:`OwnerGate.start_claim`): any ``refusal`` asked meanwhile gets that task's
-answer, never a second claim. A first claim settles for ``CLAIM_SETTLE`` seconds before
-its record is read back; :meth:`OwnerGate.until_settling` tells a pass when only that wait
-is left, so it can claim its queue rows and capture (nothing that writes to the target)
-meanwhile, and asks ``refusal`` before it delivers or sends anything.
+The daemon's start reads the record in a task the gate owns (:meth:`OwnerGate.start_check`):
+another machine's is reported at once (degraded), this machine's lets it clean up; any
+``refusal`` asked meanwhile waits for that read. The start claims nothing: the first machine
+that uploads records itself (CONTRACT, "One writer per system id"), so a daemon with
+nothing to send (its ``data_dir`` missing, an empty store) takes no id from the machine that
+has. The first pass with changes due begins the claim (:meth:`OwnerGate.until_settling`)
+when no machine owns the id; a first claim settles for ``CLAIM_SETTLE`` seconds before its
+record is read back, and ``until_settling`` tells the pass when only that wait is left, so
+it can claim its queue rows and capture (nothing that writes to the target) meanwhile; it
+asks ``refusal`` before it delivers or sends anything.
 """
 
 from __future__ import annotations
@@ -71,7 +75,9 @@ class OwnerGate:
         self._cleaned: set[str] = set()
         self._unreadable: set[str] = set()
         self._unanswered: set[str] = set()  # of those, the checks the target did not answer
-        self._claims: dict[str, asyncio.Task[str | None]] = {}  # the start's, per target
+        self._checks: dict[str, asyncio.Task[str | None]] = {}  # the start's, per target
+        self._claims: dict[str, asyncio.Task[str | None]] = {}  # a first upload's
+        self._owned: set[str] = set()  # targets where this machine was found the owner
         self._lock = asyncio.Lock()  # one Machine, one Ownership per target
         self._said_host: dict[str, OwnerRecord] = {}  # the record named with another host
 
@@ -96,17 +102,49 @@ class OwnerGate:
                 self._owners[target.name] = own
             return own
 
-    def start_claim(self, target: Target) -> asyncio.Task[str | None]:
-        """The start's forced check of ``target`` (a claim when no machine owns the id), as a
-        task the gate owns: ``refusal`` meanwhile answers with it; ``close`` ends it."""
-        task = asyncio.create_task(self._refusal(target, force=True), name="owner-claim")
-        self._claims[target.name] = task
+    def start_check(self, target: Target) -> asyncio.Task[str | None]:
+        """The start's forced read of the record in ``target`` (no claim when no machine
+        owns the id: the first upload claims it), as a task the gate owns: ``refusal`` and
+        ``until_settling`` wait for it; ``close`` ends it."""
+        task = asyncio.create_task(
+            self._refusal(target, force=True, claim=False), name="owner-check"
+        )
+        self._checks[target.name] = task
         return task
 
+    async def _checked(self, target: Target) -> tuple[bool, str | None]:
+        """(whether the start's check of ``target`` was still to be heard, its answer)."""
+        check = self._checks.get(target.name)
+        if check is None:
+            return False, None
+        answer = await asyncio.shield(check)
+        if self._checks.get(target.name) is check:
+            del self._checks[target.name]
+        return True, answer
+
+    def _unowned(self, target_name: str, answer: str | None) -> bool:
+        """The start's check found no machine owning the id (``answer`` None, not ours)."""
+        return answer is None and target_name not in self._owned
+
+    async def unowned(self, target: Target) -> bool:
+        """The start's check of ``target`` found no machine owning the id, and no claim
+        began since (a pass with nothing to send then claims nothing)."""
+        check = self._checks.get(target.name)
+        if check is None:
+            return False
+        return self._unowned(target.name, await asyncio.shield(check))
+
     async def until_settling(self, target: Target) -> bool:
-        """Wait until the start's claim of ``target`` is either answered or only waiting out
-        its settle; True in the latter case (this machine's record is written: work that
-        writes nothing to the target may begin; ``refusal`` still decides)."""
+        """Wait until the claim of ``target`` is either answered or only waiting out its
+        settle; True in the latter case (this machine's record is written: work that
+        writes nothing to the target may begin; ``refusal`` still decides). A pass asks it
+        first: when the start's check found no owner, the claim begins here, as a task
+        ``refusal`` answers with."""
+        checked, answer = await self._checked(target)
+        if checked and self._unowned(target.name, answer) and target.name not in self._claims:
+            self._claims[target.name] = asyncio.create_task(
+                self._refusal(target, force=False), name="owner-claim"
+            )
         claim = self._claims.get(target.name)
         if claim is None or claim.done():
             return False
@@ -120,16 +158,20 @@ class OwnerGate:
         return not claim.done()
 
     async def close(self) -> None:
-        """End a start's claim still running (shutdown)."""
-        claims, self._claims = list(self._claims.values()), {}
-        for task in claims:
+        """End a check or a claim still running (shutdown)."""
+        tasks = [*self._checks.values(), *self._claims.values()]
+        self._checks, self._claims = {}, {}
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*claims, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def refusal(self, target: Target, *, force: bool = False) -> str | None:
         """None when this machine may write to ``target`` (claiming the id when no machine
         owns it); else the one-line reason, also recorded as the target's last error. While
-        the start's claim runs, its answer."""
+        the start's check or a claim runs, its answer."""
+        checked, answer = await self._checked(target)
+        if checked and not self._unowned(target.name, answer):
+            return answer
         claim = self._claims.get(target.name)
         if claim is not None:
             answer = await asyncio.shield(claim)
@@ -138,10 +180,10 @@ class OwnerGate:
             return answer
         return await self._refusal(target, force=force)
 
-    async def _refusal(self, target: Target, *, force: bool) -> str | None:
+    async def _refusal(self, target: Target, *, force: bool, claim: bool = True) -> str | None:
         own = await self.ownership(target)
         try:
-            record = await own.check(force=force)
+            record = await own.check(force=force, claim=claim)
         except NotOwner as exc:
             return self._refuse(target.name, str(exc))
         except (TransientError, PermanentError, OSError) as exc:
@@ -157,6 +199,9 @@ class OwnerGate:
             return line
         self._unreadable.discard(target.name)
         self._unanswered.discard(target.name)
+        if record is None and not claim:
+            return None  # no machine owns the id: nothing claimed, nothing cleaned up
+        self._owned.add(target.name)
         self.accepted(target.name)
         if record is not None:
             self._other_host(target.name, record, own.machine.host)
@@ -231,6 +276,7 @@ class OwnerGate:
         """Make this machine the owner of the id in ``target`` (raises the target's errors)."""
         own = await self.ownership(target)
         record = await own.takeover()
+        self._owned.add(target.name)
         self._unreadable.discard(target.name)
         self._unanswered.discard(target.name)
         self.accepted(target.name)

@@ -100,10 +100,10 @@ class Daemon:
 
     # ---- startup -------------------------------------------------------------------------
     async def startup(self, stack: AsyncExitStack) -> None:
-        """Wire the parts (lock, state database, the rest), start targets, then claim the
-        system id while a crash is recovered and the store reconciled (in that order). A
-        first claim's settle may outlast this: the first pass captures meanwhile and asks
-        the gate (``OwnerGate.refusal``) before it sends anything."""
+        """Wire the parts (lock, state database, the rest), start targets, then read who
+        owns the system id while a crash is recovered and the store reconciled (in that
+        order); nothing is claimed here: the first upload claims an id no machine owns
+        (``OwnerGate.refusal``, asked before it sends anything)."""
         await self.warn_exposed_identity()
         p = await wire(self.settings, stack, stop_event=self.stop_event, wake=self.wake)
         self.parts, self.state, self.stats = p, p.state, p.stats
@@ -152,12 +152,12 @@ class Daemon:
                 await self._start_target(target)
             stack.push_async_callback(target.close)
         claim: asyncio.Task[str | None] | None = None
-        stack.push_async_callback(p.owners.close)  # a claim still running ends with us
-        if p.stats.target(p.primary.name).available:  # claims it when nobody owns it
-            claim = p.owners.start_claim(p.primary)
+        stack.push_async_callback(p.owners.close)  # a check still running ends with us
+        if p.stats.target(p.primary.name).available:  # a read: the first upload claims
+            claim = p.owners.start_check(p.primary)
         await self._recover_and_reconcile(p, stack, claim, walked)
-        if claim is not None:  # a first claim settles (CLAIM_SETTLE) meanwhile, and while
-            await p.owners.until_settling(p.primary)  # the first pass captures (drain)
+        if claim is not None:  # who owns the id is known before the start is done
+            await asyncio.wait([claim])
         memories = p.cloud.memories_json if p.cloud is not None else None
         if memories is not None and await memories.at_start(self.settings.data_dir):
             self.wake.set()  # encrypt_memories changed: every memory goes up again
@@ -176,9 +176,9 @@ class Daemon:
         walked: asyncio.Future[tuple[WalkResult, StatMap | None]] | None = None,
     ) -> None:
         """Akosha's client, the ledger rebuilt if lost, a crash's uploads settled, then the
-        store reconciled (with its walk ``walked``, when begun earlier), while the ownership
-        ``claim`` runs. Settling an interrupted upload writes to the target: then the claim
-        is awaited first (the owner does it)."""
+        store reconciled (with its walk ``walked``, when begun earlier), while the start's
+        ownership check ``claim`` runs. Settling an interrupted upload writes to the target:
+        then the gate is asked first (the owner does it; one that owns none claims it)."""
         if p.akosha_client is not None:
             await p.akosha_client.start()
             stack.push_async_callback(p.akosha_client.close)

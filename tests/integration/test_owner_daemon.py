@@ -8,6 +8,7 @@ import json
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ class Machine:
         self.env = base_env(tmp / "home")
         self.config = _write(
             tmp / f"{name}.yaml",
-            data_dir=str(tmp / "store"),
+            data_dir=extra.pop("data_dir", str(tmp / "store")),
             state_dir=str(self.state),
             local_target_dir=str(tmp / "outbox"),
             socket_path=str(self.sock),
@@ -232,3 +233,22 @@ def test_a_state_dir_removed_under_the_daemon_stops_it_and_the_restart_still_own
     assert again.returncode == 0, again.stderr
     assert owner_record(tmp_path)["owner_id"] == owner_id
     assert len(manifests(tmp_path / "outbox", SYSTEM)) == 2
+
+
+def test_a_daemon_with_nothing_to_send_claims_no_system_id(tmp_path: Path) -> None:
+    """The first machine that uploads owns the id: a daemon waiting for its data_dir (or
+    with nothing to send) only reads the record, and the machine with a store gets it."""
+    a = Machine(tmp_path, "a", data_dir=str(tmp_path / "not-yet"))
+    b = Machine(tmp_path, "b")
+    make_store(tmp_path / "store")
+    proc = start_daemon(a.config, a.env, tmp_path / "a.log")
+    try:
+        wait_for(lambda: a.cli("status", "--json").returncode == 0, 60)
+        time.sleep(2)  # its first passes (nothing due) are over
+        assert not (tmp_path / "outbox" / "systems" / SYSTEM / "owner.json").exists()
+        assert a.status()["lease"] is None
+        first = b.cli("run", "--once")
+        assert first.returncode == 0, first.stderr
+        assert owner_record(tmp_path)["owner_id"] == b.owner_id()
+    finally:
+        assert stop_daemon(proc) == 0

@@ -1,7 +1,8 @@
-"""Daemon start: the claim of the system id (which settles for CLAIM_SETTLE on a first
-claim where the target cannot create the record only when its key is free: an S3 server
-that ignores If-None-Match) runs while the store is reconciled and the first pass captures,
-but a crash's upload is settled only by the owner, after the claim, and nothing is sent
+"""Daemon start: the check of who owns the system id runs while the store is reconciled;
+no claim then (the first machine that uploads owns the id). The first pass's claim (which
+settles for CLAIM_SETTLE on a first claim where the target cannot create the record only
+when its key is free: an S3 server that ignores If-None-Match) runs while it captures, but
+a crash's upload is settled only by the owner, after the claim, and nothing is sent
 before the claim is answered (a claim lost during the settle sends nothing). The tests of
 the settle make the local target answer as such a server does (``local_target_settles``)."""
 
@@ -64,27 +65,34 @@ def _daemon(tmp_path: Path) -> Daemon:
     return Daemon(settings)
 
 
-async def test_the_store_is_reconciled_while_the_claim_settles(
+async def test_the_start_claims_nothing_and_the_first_upload_claims_the_id(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The first machine that uploads owns the id: a start only reads the record (while
+    the store is reconciled), so a daemon with nothing to send takes no id."""
     daemon = _daemon(tmp_path)
     real = OwnerGate._refusal
     seen: list[str] = []
 
-    async def claim_after_reconcile(gate: OwnerGate, target: Target, *, force: bool) -> str | None:
-        if force:  # the start's claim: still settling when the store is reconciled
+    async def check_after_reconcile(
+        gate: OwnerGate, target: Target, *, force: bool, claim: bool = True
+    ) -> str | None:
+        if not claim:  # the start's check: still running when the store is reconciled
             await asyncio.wait_for(daemon.feed.reconciled.wait(), 10)
-            seen.append("reconciled before the claim ended")
-        return await real(gate, target, force=force)
+            seen.append("reconciled before the check ended")
+        return await real(gate, target, force=force, claim=claim)
 
-    monkeypatch.setattr(OwnerGate, "_refusal", claim_after_reconcile)
+    monkeypatch.setattr(OwnerGate, "_refusal", check_after_reconcile)
+    record = tmp_path / "outbox" / "systems" / "startup-test" / OWNER_NAME
     async with AsyncExitStack() as stack:
         await daemon.startup(stack)
-        assert seen == ["reconciled before the claim ended"]
+        assert not record.exists()  # nothing claimed by the start
+        assert daemon.parts.owners.lease(daemon.parts.primary.name) is None
+        assert seen == ["reconciled before the check ended"]
         assert [i.path for i in await daemon.state.queue_items()] == ["a.json"]
-        assert await daemon.parts.owners.refusal(daemon.parts.primary) is None
+        assert await daemon.parts.owners.refusal(daemon.parts.primary) is None  # an upload's
         owner = daemon.parts.owners.lease(daemon.parts.primary.name)
-        assert owner is not None and owner.get("ours") is True
+        assert owner is not None and owner.get("ours") is True and record.exists()
 
 
 async def test_a_crashed_upload_is_settled_after_the_claim(
@@ -98,9 +106,11 @@ async def test_a_crashed_upload_is_settled_after_the_claim(
     order: list[str] = []
     real_claim, real_recover = OwnerGate._refusal, Recovery.recover
 
-    async def claim(gate: OwnerGate, target: Target, *, force: bool) -> str | None:
-        got = await real_claim(gate, target, force=force)
-        order.append("claimed")
+    async def claim(
+        gate: OwnerGate, target: Target, *, force: bool, claim: bool = True
+    ) -> str | None:
+        got = await real_claim(gate, target, force=force, claim=claim)
+        order.append("claimed" if claim else "checked")
         return got
 
     async def recover(self: Recovery, targets: dict[str, Any]) -> None:
@@ -111,7 +121,7 @@ async def test_a_crashed_upload_is_settled_after_the_claim(
     monkeypatch.setattr(Recovery, "recover", recover)
     async with AsyncExitStack() as stack:
         await daemon.startup(stack)
-    assert order[:2] == ["claimed", "recover"]
+    assert order[:3] == ["checked", "claimed", "recover"]
 
 
 def _timeline(
@@ -129,11 +139,14 @@ def _timeline(
     answered = asyncio.Event()
     packing = threading.Event()
 
-    async def claim(gate: OwnerGate, target: Target, *, force: bool) -> str | None:
+    async def claim(
+        gate: OwnerGate, target: Target, *, force: bool, claim: bool = True
+    ) -> str | None:
+        if not claim:  # the start's check (no owner yet: the first pass claims)
+            return await real_claim(gate, target, force=force, claim=False)
         try:
             got = await real_claim(gate, target, force=force)
-            if force:  # answered only once the first pass packs (or after 10 s)
-                await asyncio.to_thread(packing.wait, 10)
+            await asyncio.to_thread(packing.wait, 10)  # answered once the first pass packs
             return got
         finally:
             answered.set()
@@ -284,9 +297,11 @@ async def test_packing_goes_on_while_the_claim_settles(
             time.sleep(0.01)
         waiting.append(staged_packs())
 
-    async def claim(gate: OwnerGate, target: Target, *, force: bool) -> str | None:
-        got = await real_claim(gate, target, force=force)
-        if force:
+    async def claim(
+        gate: OwnerGate, target: Target, *, force: bool, claim: bool = True
+    ) -> str | None:
+        got = await real_claim(gate, target, force=force, claim=claim)
+        if claim and not waiting:  # the first pass's claim (the start only checks)
             await asyncio.to_thread(wait_for_packs)
             writes_before.extend(p.name for p in (tmp_path / "outbox").rglob("*") if p.is_file())
         return got
