@@ -8,7 +8,8 @@ CLI commands by ``/usr/bin/time``'s way: ``ru_maxrss`` of the child) of: the fir
 (``run --once``), a one-file ``run --once``, the daemon's start (until its watch is up and
 its catch-up done), a one-file pass of the daemon, then ``uploads``, ``verify``,
 ``restore --latest`` and ``prune --dry-run``; last, the daemon's first upload of the whole
-store from a fresh state (its passes claim up to 100,000 files each). Prints one line each.
+store from a fresh state (its passes claim up to 100,000 files each while the store is at
+most 100,000 files, else 25,000: ``queue.CLAIM_ALL``, ``CLAIM_BATCH``). Prints one line each.
 """
 
 from __future__ import annotations
