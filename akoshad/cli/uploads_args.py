@@ -95,7 +95,9 @@ def add_uploads_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="list the uploads in the target, oldest first",
         description="List the uploads found in the target (read from the target alone), "
         "oldest first: upload id, time, files, bytes stored by that upload (the objects in "
-        "its own folder), total size of the store it captures. A damaged manifest is listed "
+        "its own folder, and the shared packs and documents no earlier upload listed "
+        "references: what it added), total size of the store it captures. A damaged "
+        "manifest is listed "
         "as damaged. Encrypted uploads are read with the identity (--identity or "
         "encryption.identity_file); without it their files and stored bytes show as "
         '"encrypted". Exit 1 when the target cannot be read.',
