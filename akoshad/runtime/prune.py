@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -64,6 +65,7 @@ from akoshad.runtime.prune_report import (
     parse_last,
     record,
 )
+from akoshad.runtime.recovery_retry import RecoveryRetry
 from akoshad.storage.crypto import Identities, IdentityError, IdentityNeeded
 from akoshad.storage.document_copies import DocumentCopies
 from akoshad.storage.errors import StorageError
@@ -341,6 +343,27 @@ class PruneScheduler(PeriodicJob):
         )
         self.gate = gate
         self.drills = drills  # a prune waits for the daemon's drill: it may repack what it reads
+        # a prune that failed is tried 30 s after the target's ``recovered``, once until one
+        # passes (it failed status --check until its own retry, 10 minutes or more later)
+        self.retry = RecoveryRetry()
+
+    @functools.cached_property
+    def nudge(self) -> asyncio.Event:
+        """Set when the target recovered: the loop looks at once whether a prune is due."""
+        return asyncio.Event()
+
+    def emit(self, event: str, fields: dict[str, Any]) -> None:
+        """An event of the daemon (the scheduler hears them): the target's ``recovered``,
+        after a prune that failed, has the prune tried again soon."""
+        if event != "recovered" or fields.get("target") != self.target.name:
+            return
+        if self.retry.recovered():
+            logger.info(
+                "prune: {} answers again: the prune that failed is tried in {:.0f} s",
+                self.target.name,
+                self.retry.after,
+            )
+            self.nudge.set()
 
     def interval(self) -> float:
         """``retention.prune_interval_hours`` in seconds."""
@@ -359,6 +382,8 @@ class PruneScheduler(PeriodicJob):
 
         if not scheduled and not dry_run:
             self.start_over()
+        if not dry_run:
+            self.retry.due = None  # tried now
 
         async with contextlib.AsyncExitStack() as stack:
             if self.drills is not None:  # taken before the pass lock, as a drill does
@@ -373,6 +398,7 @@ class PruneScheduler(PeriodicJob):
         last = await record(self.state, result)
         if not dry_run and result.get("enabled", True):
             self._count(result)
+            self.retry.outcome(failed=_retried_soon(last))
         log_result(result, self.failure_log if scheduled else None)
         if not dry_run and result.get("enabled", True):
             self.events.emit("prune", **{k: v for k, v in last.items() if k != "at"})
@@ -394,14 +420,9 @@ class PruneScheduler(PeriodicJob):
         if interval <= 0 or not self.settings.retention.enabled:
             return TICK
         last = await self.last() or {}
-        # a prune that failed is tried again sooner (10 minutes later, then twice as long
-        # with each further failure in a row: retry_delay); not one that needs the identity (that
-        # won't come back by itself), nor one that ran to its end (``uploads_kept`` known)
-        # and found a kept upload damaged or objects missing: that stands until retention
-        # drops the upload, and each try reads every manifest and document again
-        ran = last.get("uploads_kept") is not None
-        soon = not last.get("ok") and not last.get("needs_identity") and not ran
-        return self.wait(last.get("at"), self.retry_delay() if soon else interval)
+        soon = _retried_soon(last)
+        wait = self.wait(last.get("at"), self.retry_delay() if soon else interval)
+        return self.retry.wait(wait)
 
     async def run(self) -> None:
         """Until the daemon stops: wait for the next prune, run it. Nothing a prune meets
@@ -409,9 +430,14 @@ class PruneScheduler(PeriodicJob):
         meanwhile) is recorded first, with what it deleted."""
         try:
             await fold_interrupted(self.state)
+            # one that failed before a restart (the target down): tried soon once it is back
+            self.retry.outcome(failed=_retried_soon(await self.last() or {"ok": True}))
         except Exception as exc:  # as any failure of a prune: logged, the daemon goes on
             self.failed("prune", exc)
-        await run_periodic("prune", self.stop_event, self.due_in, self._scheduled, self.failed)
+        self.events.subscribe(self)
+        await run_periodic(
+            "prune", self.stop_event, self.due_in, self._scheduled, self.failed, self.nudge
+        )
 
     async def _scheduled(self) -> None:
         try:
@@ -419,6 +445,16 @@ class PruneScheduler(PeriodicJob):
         except NotOwner as exc:  # nothing recorded: this machine has nothing to prune
             self.failure_log.warning(str(exc), "prune skipped: {}", exc)
             self._postpone()
+
+
+def _retried_soon(last: Mapping[str, Any]) -> bool:
+    """A prune that failed is tried again sooner (10 minutes later, then twice as long with
+    each further failure in a row: ``retry_delay``); not one that needs the identity (that
+    won't come back by itself), nor one that ran to its end (``uploads_kept`` known) and
+    found a kept upload damaged or objects missing: that stands until retention drops the
+    upload, and each try reads every manifest and document again."""
+    ran = last.get("uploads_kept") is not None
+    return not last.get("ok") and not last.get("needs_identity") and not ran
 
 
 async def prune_request(scheduler: PruneScheduler, request: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,141 @@
+"""A prune that failed (the target down) is tried soon after the target's ``recovered``
+(``PruneScheduler.emit``, ``recovery_retry``), once until a prune passes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from akoshad.config import load_settings
+from akoshad.events import EventBus
+from akoshad.pipeline.ownership import OwnerGate
+from akoshad.pipeline.stats import Stats
+from akoshad.runtime import prune as prune_module
+from akoshad.runtime.prune import PruneScheduler
+from akoshad.runtime.recovery_retry import AFTER_RECOVERY_SECONDS, RecoveryRetry
+from akoshad.store.db import StateDB
+from akoshad.targets.local import LocalTarget
+
+FAILED = {"enabled": True, "ok": False, "uploads_kept": None, "problems": ["connection refused"]}
+PASSED = {"enabled": True, "ok": True, "uploads_kept": 3, "problems": []}
+DAMAGED = {"enabled": True, "ok": False, "uploads_kept": 3, "problems": ["kept ..."]}
+
+
+@pytest.fixture
+async def prunes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[PruneScheduler, list[dict[str, Any]]]]:
+    """A scheduler whose prunes give the outcomes queued in the list (one each)."""
+    outcomes: list[dict[str, Any]] = []
+
+    async def prune_target(*_: Any, **__: Any) -> dict[str, Any]:
+        return {**outcomes.pop(0), "at": time.time()}
+
+    monkeypatch.setattr(prune_module, "prune_target", prune_target)
+    settings = load_settings(
+        None,
+        overrides={
+            "data_dir": str(tmp_path / "store"),
+            "state_dir": str(tmp_path / "state"),
+            "local_target_dir": str(tmp_path / "outbox"),
+            "cloud_sync": {"system_id": "sched"},
+            "retention": {"prune_interval_hours": 24},
+        },
+        environ={"HOME": str(tmp_path)},
+    )
+    state = StateDB(tmp_path / "state" / "state.db")
+    await state.open()
+    try:
+        yield (
+            PruneScheduler(
+                settings,
+                state=state,
+                target=LocalTarget(tmp_path / "outbox"),
+                gate=OwnerGate(settings.state_dir, "sched", Stats()),
+                events=EventBus("sched"),
+                stop_event=asyncio.Event(),
+                pass_lock=asyncio.Lock(),
+            ),
+            outcomes,
+        )
+    finally:
+        await state.close()
+
+
+def _back(prunes: PruneScheduler, target: str = "local") -> None:
+    prunes.emit("recovered", {"target": target, "after_seconds": 5.0})
+
+
+async def test_a_prune_the_target_kept_from_running_is_tried_soon_after_it_is_back(
+    prunes: tuple[PruneScheduler, list[dict[str, Any]]],
+) -> None:
+    """A prune that failed while the target was down (``last_prune.ok`` false, status
+    --check UNHEALTHY) stood until the prune's own retry, 10 minutes or more after the
+    target was back. Now the target's ``recovered`` has it tried 30 s later, once until a
+    prune passes: a flapping target gets the usual retries at its further returns."""
+    scheduler, outcomes = prunes
+    outcomes.append(FAILED)
+    await scheduler.prune_now(scheduled=True)
+    assert round(await scheduler.due_in() / 60) == 10
+    _back(scheduler, "cloud")  # another target's recovery: nothing
+    assert not scheduler.nudge.is_set() and round(await scheduler.due_in() / 60) == 10
+    _back(scheduler)
+    assert scheduler.nudge.is_set()
+    assert round(await scheduler.due_in()) == AFTER_RECOVERY_SECONDS
+    # the early try fails (the target went down again), it comes back: no second early try
+    outcomes.append(FAILED)
+    await scheduler.prune_now(scheduled=True)
+    scheduler.nudge.clear()
+    _back(scheduler)
+    assert not scheduler.nudge.is_set() and round(await scheduler.due_in() / 60) == 20
+    # a prune that passes: the next failure gets its early try again
+    outcomes.extend([PASSED, FAILED])
+    await scheduler.prune_now(scheduled=True)
+    await scheduler.prune_now(scheduled=True)
+    _back(scheduler)
+    assert round(await scheduler.due_in()) == AFTER_RECOVERY_SECONDS
+
+
+async def test_no_early_prune_after_one_that_ran_or_passed(
+    prunes: tuple[PruneScheduler, list[dict[str, Any]]],
+) -> None:
+    """A prune that ran to its end (a kept upload damaged: tried at the interval) or
+    passed is not run again at the target's recovery."""
+    scheduler, outcomes = prunes
+    for outcome in (DAMAGED, PASSED):
+        outcomes.append(outcome)
+        await scheduler.prune_now(scheduled=True)
+        _back(scheduler)
+        assert not scheduler.nudge.is_set()
+        assert round(await scheduler.due_in() / 3600) == 24
+
+
+async def test_the_recovery_wakes_the_prune_loop(
+    prunes: tuple[PruneScheduler, list[dict[str, Any]]],
+) -> None:
+    """The daemon's prune loop (subscribed to the events, woken by the nudge) runs the
+    prune that failed shortly after the target's ``recovered``, not at its retry; also one
+    that failed before a restart (``last_prune`` on record)."""
+    scheduler, outcomes = prunes
+    outcomes.append(FAILED)
+    await scheduler.prune_now(scheduled=True)
+    scheduler.retry = RecoveryRetry(0.2)  # as after a restart: the failure is on record
+    outcomes.append(PASSED)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        await asyncio.sleep(0.2)
+        assert outcomes == [PASSED]  # not due: the retry is 10 minutes on
+        scheduler.events.emit("recovered", target="local", after_seconds=5.0)
+        for _ in range(50):
+            if not outcomes:
+                break
+            await asyncio.sleep(0.1)
+        assert not outcomes and (await scheduler.last() or {})["ok"] is True
+    finally:
+        scheduler.stop_event.set()
+        await asyncio.wait_for(task, 5)
