@@ -13,7 +13,7 @@ from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.stats import Stats
 from akoshad.runtime.drills import DrillScheduler
-from akoshad.runtime.prune import PruneScheduler
+from akoshad.runtime.prune_scheduler import PruneScheduler
 from akoshad.store.db import StateDB
 from tests.f2_rig import CountingTarget
 

@@ -14,7 +14,7 @@ from akoshad.runtime.control_client import ControlRequestError
 from akoshad.runtime.drills import drill_request
 from akoshad.runtime.health import data_dir_problem
 from akoshad.runtime.ownership import takeover_in_daemon
-from akoshad.runtime.prune import prune_request
+from akoshad.runtime.prune_scheduler import prune_request
 from akoshad.runtime.safety import skipped_problem
 from akoshad.store.places import target_identity
 

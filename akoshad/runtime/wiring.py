@@ -46,7 +46,7 @@ from akoshad.runtime.leftovers import PACK_STAGING_DIR
 from akoshad.runtime.ownership import primary_name
 from akoshad.runtime.pass_events import PassEvents
 from akoshad.runtime.pass_metrics import PassMetrics, make_metrics
-from akoshad.runtime.prune import PruneScheduler
+from akoshad.runtime.prune_scheduler import PruneScheduler
 from akoshad.runtime.target_identity import (
     forget_changed_akosha,
     forget_changed_targets,

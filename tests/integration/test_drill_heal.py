@@ -14,7 +14,7 @@ from akoshad.cli.prune import render_prune
 from akoshad.events import EventBus
 from akoshad.restore.drill_restore import DrillResult
 from akoshad.runtime.drills import FOLLOW_UP_SECONDS, DrillScheduler
-from akoshad.runtime.prune import PruneScheduler
+from akoshad.runtime.prune_scheduler import PruneScheduler
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
 from tests.f2_rig import CountingTarget, Rig, close_rig, open_rig, open_sealed_rig, rig_settings

@@ -17,7 +17,7 @@ import pytest
 from akoshad.errors import IntegrityError
 from akoshad.restore.readback import restore_upload
 from akoshad.restore.verify import verify_ledger, verify_upload
-from akoshad.runtime.prune import PruneScheduler
+from akoshad.runtime.prune_scheduler import PruneScheduler
 from akoshad.storage import format2
 from akoshad.store.db import STATE_FILE, read_ledger
 from tests.f2_rig import Rig, close_rig, open_rig, rig_settings

@@ -19,10 +19,10 @@ from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.stats import Stats
 from akoshad.ratelog import ReasonLog
-from akoshad.runtime import prune as prune_module
+from akoshad.runtime import prune_scheduler as prune_module
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.periodic import run_periodic
-from akoshad.runtime.prune import PruneScheduler
+from akoshad.runtime.prune_scheduler import PruneScheduler
 from akoshad.store.db import StateDB
 from akoshad.targets.local import LocalTarget
 

@@ -14,8 +14,8 @@ from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.stats import Stats
 from akoshad.runtime.periodic import TICK
-from akoshad.runtime.prune import RETRY_SECONDS, PruneScheduler
 from akoshad.runtime.prune_report import KV_LAST, record
+from akoshad.runtime.prune_scheduler import RETRY_SECONDS, PruneScheduler
 from akoshad.store.db import StateDB
 from akoshad.targets.local import LocalTarget
 

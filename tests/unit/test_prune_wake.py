@@ -15,8 +15,8 @@ from akoshad.config import load_settings
 from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.stats import Stats
-from akoshad.runtime import prune as prune_module
-from akoshad.runtime.prune import PruneScheduler
+from akoshad.runtime import prune_scheduler as prune_module
+from akoshad.runtime.prune_scheduler import PruneScheduler
 from akoshad.runtime.recovery_retry import AFTER_RECOVERY_SECONDS, RecoveryRetry
 from akoshad.store.db import StateDB
 from akoshad.targets.local import LocalTarget
