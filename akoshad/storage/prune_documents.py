@@ -7,6 +7,7 @@ target dates what it stores, or stops the prune (:class:`UnreadableDocuments`)."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
@@ -90,6 +91,41 @@ def _checked(doc: Any, field: str, what: str) -> dict[str, Any]:
     return list_document(doc, field, what)
 
 
+_REPEATED = ("key", "compression", "encryption", "kind")  # values many entries share
+
+
+def _shared_str(memo: dict[str, str], value: Any) -> Any:
+    return memo.setdefault(value, value) if isinstance(value, str) else value
+
+
+def _compact_chunks(chunks: Any, memo: dict[str, str], sha: Any) -> None:
+    for chunk in chunks if isinstance(chunks, list) else ():
+        if not isinstance(chunk, dict):
+            continue
+        for name in _REPEATED:
+            if name in chunk:
+                chunk[name] = _shared_str(memo, chunk[name])
+        if isinstance(sha, str) and chunk.get("sha256") == sha:  # a one-chunk file's
+            chunk["sha256"] = sha
+
+
+def compact_document(doc: dict[str, Any], memo: dict[str, str]) -> dict[str, Any]:
+    """``doc`` (an index part or a chunk list) with its equal strings held once: the pack
+    key of every chunk in one pack, ``compression``, ``encryption``, ``kind``, and a small
+    file's hash in its entry and its chunk. Nothing changes but what shares what: a prune
+    holds every kept upload's documents (an index part entry of a small file took ~1.3 KB;
+    a fifth of it went to such copies). ``memo``: the strings held so far, one per prune
+    (only the values of those fields: few)."""
+    _compact_chunks(doc.get("chunks"), memo, None)
+    files = doc.get("files")
+    for entry in files if isinstance(files, list) else ():
+        if isinstance(entry, dict):
+            if "kind" in entry:
+                entry["kind"] = _shared_str(memo, entry["kind"])
+            _compact_chunks(entry.get("chunks"), memo, entry.get("sha256"))
+    return doc
+
+
 @dataclass(frozen=True)
 class DocumentReader:
     """How one document is read: a sealed one from its copy (``Resealing.copies``) when
@@ -102,6 +138,7 @@ class DocumentReader:
     identities: Identities | None = None
     resealing: Resealing | None = None
     stored: Collection[str] = ()
+    memo: dict[str, str] = dataclasses.field(default_factory=dict)  # ``compact_document``'s
 
     async def read(
         self, key: str, compression: str, enc: str, what: str, inline: bytes | None = None
@@ -153,7 +190,8 @@ async def read_documents(
             what = {"files": "index part", _LIST: "chunk list"}.get(field, "chunk list part")
             try:
                 doc = await reader.read(key, compression, enc, what, inline.get(key))
-                documents[key] = _checked(doc, field, f"{what} {key}")
+                checked = _checked(doc, field, f"{what} {key}")
+                documents[key] = await asyncio.to_thread(compact_document, checked, reader.memo)
             except DocumentError as exc:
                 raise UnreadableDocuments(str(exc)) from None
     raise UnreadableDocuments("its documents nest too deep")
@@ -166,6 +204,7 @@ class ManifestOpener:
     documents: dict[str, dict[str, Any]]
     reader: DocumentReader
     stored_at: dict[str, float]
+    shared: dict[Any, Any] = dataclasses.field(default_factory=dict)  # for ``manifest_refs``
 
     async def refs(self, upload_id: str, key: str, doc: dict[str, Any], root: str) -> ManifestRefs:
         """The upload's references: from its objects list when it has one and its documents
@@ -191,7 +230,7 @@ class ManifestOpener:
             if isinstance(exc, UnreadableDocuments):
                 return self.unreadable(upload_id, key, exc)
             raise
-        refs = manifest_refs(upload_id, key, doc, self.documents)
+        refs = manifest_refs(upload_id, key, doc, self.documents, self.shared)
         if refs.sealed and self._named(refs, doc):
             return replace(refs, rewritable=True)
         return refs

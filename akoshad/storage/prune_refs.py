@@ -33,7 +33,7 @@ class MissingDocumentError(LookupError):
     """An index part or chunk list the manifest names was not provided."""
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class ChunkRef:
     """Stored bytes of one chunk: ``length`` bytes at ``offset`` in object ``pack``."""
 
@@ -232,8 +232,11 @@ def manifest_refs(
     manifest_key: str,
     manifest: Mapping[str, Any],
     documents: Mapping[str, Any],
+    shared: dict[Any, Any] | None = None,
 ) -> ManifestRefs:
     """The references of one manifest. ``documents``: decoded index parts and chunk lists.
+    ``shared``: a table the manifests of one prune share, so that equal chunk tuples and
+    key sets (the index parts and chunk lists uploads have in common) are held once.
 
     Raises ``MissingDocumentError`` when one it names is not in ``documents``, and
     ``ValueError`` when the manifest or a document is malformed.
@@ -274,14 +277,23 @@ def manifest_refs(
     skipped, sealed = _sealed_index(manifest)
     if skipped is not None:
         objects.add(skipped)
+    one = shared if shared is not None else {}
     return ManifestRefs(
         upload_id=upload_id,
         manifest_key=manifest_key,
         objects=frozenset(objects),
-        chunks={h: tuple(sorted(c)) for h, c in chunks.items()},
-        children={h: frozenset(k) for h, k in children.items()},
+        chunks={h: _held_once(one, tuple(sorted(c))) for h, c in chunks.items()},
+        children={h: _held_once(one, frozenset(k)) for h, k in children.items()},
         sealed=sealed,
     )
+
+
+def _held_once(shared: dict[Any, Any], value: Any) -> Any:
+    """``value``, or the equal one ``shared`` already holds (kept from then on): a kept
+    upload shares most of its index parts with the uploads before it, and their chunk
+    references were held once per upload (a prune of 200,000 files, 3 uploads kept: some
+    90 MiB of ``ChunkRef`` held three times)."""
+    return shared.setdefault(value, value)
 
 
 def _sealed_index(manifest: Mapping[str, Any]) -> tuple[str | None, bool]:
