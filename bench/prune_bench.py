@@ -52,8 +52,9 @@ from akoshad.manifest.layout import (  # noqa: E402
     encode_manifest,
     new_upload_id,
 )
-from akoshad.storage.prune_exec import PruneResult, run_prune  # noqa: E402
+from akoshad.storage.prune_exec import run_prune  # noqa: E402
 from akoshad.storage.prune_load import load_for_prune  # noqa: E402
+from akoshad.storage.prune_result import PruneResult  # noqa: E402
 from akoshad.storage.retention import Retention  # noqa: E402
 from akoshad.targets.local import LocalTarget  # noqa: E402
 from tests.prune_data import Undated  # noqa: E402

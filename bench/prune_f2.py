@@ -15,7 +15,8 @@ from pathlib import Path
 from akoshad.manifest.layout import encode_manifest, manifest_key, new_upload_id
 from akoshad.storage.format2 import build_manifest2
 from akoshad.storage.packs import PackWriter
-from akoshad.storage.prune_exec import PruneHooks, PruneResult, run_prune
+from akoshad.storage.prune_exec import run_prune
+from akoshad.storage.prune_result import PruneHooks, PruneResult
 from akoshad.storage.refs import ChunkRef
 from akoshad.storage.retention import Retention
 from akoshad.storage.stored import StoredFile

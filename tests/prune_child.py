@@ -15,8 +15,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from akoshad.storage.prune_exec import PruneHooks, run_prune
+from akoshad.storage.prune_exec import run_prune
 from akoshad.storage.prune_plan import Step
+from akoshad.storage.prune_result import PruneHooks
 from akoshad.storage.retention import Retention
 from akoshad.targets.local import LocalTarget
 

@@ -64,7 +64,7 @@ from akoshad.store.db import StateDB
 from akoshad.targets import Target
 
 if TYPE_CHECKING:  # the prune engine is imported when the first prune runs
-    from akoshad.storage.prune_exec import PruneHooks, PruneResult
+    from akoshad.storage.prune_result import PruneHooks, PruneResult
 
 # A prune holds the pass lock (uploads wait): one that a server answering a byte at a time
 # keeps from finishing gives up after this long, as a failed prune (tried again later).
@@ -113,7 +113,7 @@ def ledger_hooks(
     they and the forgotten documents committed is fsynced before each deletion, and
     ``deleting`` gets the target's name once one began; ``progress`` counts (in the state)
     what each batch deleted."""
-    from akoshad.storage.prune_exec import PruneHooks
+    from akoshad.storage.prune_result import PruneHooks
 
     async def forget_pack(pack_key: str) -> None:
         n = await state.forget_pack(target, pack_key)

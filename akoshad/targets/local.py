@@ -33,20 +33,19 @@ from loguru import logger
 from akoshad.compress import encoded_chunks
 from akoshad.errors import PermanentError, TransientError
 from akoshad.fileio import CHUNK, directory_problem, read_chunks
-from akoshad.names import SYSTEM_ID_RE
 from akoshad.private import make_private_dirs, sync_entry
 from akoshad.storage.errors import PackError
 from akoshad.targets.base import Compression, Created, StoredObject
 from akoshad.targets.local_dirs import (
-    DIR_FLAGS,
     NOT_FOLLOWED,
     LinkInTarget,
     open_dir,
-    remove_empty_dirs,
+    remove_empty_uploads,
+    system_ids_in,
     tighten_root,
     walk_files,
 )
-from akoshad.targets.local_files import NO_LINK, TMP_MARK, link_in, write_in
+from akoshad.targets.local_files import NO_LINK, TMP_MARK, link_in, pread_exact, write_in
 
 WARN_INTERVAL = 60.0
 
@@ -155,7 +154,7 @@ class LocalTarget:
                 temps = [k for k in keys if TMP_MARK in k.rsplit("/", 1)[-1]]
                 removed = sum(1 for key in temps if self._unlink(key))
                 if own:  # and the upload folders left empty (a prune killed between a
-                    self._remove_empty_uploads(fd)  # manifest and its folder)
+                    remove_empty_uploads(fd)  # manifest and its folder)
         except FileNotFoundError:
             return 0  # nothing written for this system yet
         except LinkInTarget as exc:
@@ -164,22 +163,6 @@ class LocalTarget:
         if removed:
             logger.info("local target: removed {} temporary files of unfinished writes", removed)
         return removed
-
-    @staticmethod
-    def _remove_empty_uploads(own_fd: int) -> None:
-        """The empty folders of uploads under this system's ``uploads/`` (an upload being
-        written has a file in its own; a folder whose name is no upload id with a time is
-        not akoshad's)."""
-        from akoshad.manifest.layout import upload_time
-
-        try:
-            fd = os.open("uploads", DIR_FLAGS, dir_fd=own_fd)
-        except OSError:
-            return  # none yet, or a link (never followed)
-        try:
-            remove_empty_dirs(fd, lambda name: upload_time(name) is not None)
-        finally:
-            os.close(fd)
 
     async def close(self) -> None:
         return None
@@ -326,19 +309,7 @@ class LocalTarget:
         if fh is None:
             raise KeyError(key)
         with fh:
-            if length == 0 and offset > os.fstat(fh.fileno()).st_size:
-                raise PackError(f"object {key} ends before {offset}")
-            pieces: list[bytes] = []
-            got = 0
-            while got < length:
-                piece = os.pread(fh.fileno(), length - got, offset + got)
-                if not piece:  # named as S3 reads name it: where the object ends
-                    size = os.fstat(fh.fileno()).st_size
-                    span = f"{offset}..{offset + length}"
-                    raise PackError(f"object {key} ends at {size}, a read needs {span}")
-                pieces.append(piece)
-                got += len(piece)
-        return b"".join(pieces)
+            return pread_exact(fh.fileno(), key, offset, length)
 
     def _head_sync(self, key: str) -> int | None:
         parts = self._parts(key)
@@ -360,16 +331,7 @@ class LocalTarget:
         return await asyncio.to_thread(self._head_sync, key)
 
     async def system_ids(self, limit: int) -> list[str]:
-        return await asyncio.to_thread(self._system_ids_sync, limit)
-
-    def _system_ids_sync(self, limit: int) -> list[str]:
-        """The folders under ``systems/`` named as system ids (links not followed)."""
-        try:
-            with os.scandir(self.root / "systems") as it:
-                found = [e.name for e in it if e.is_dir(follow_symlinks=False)]
-        except OSError:
-            return []
-        return sorted(n for n in found if SYSTEM_ID_RE.match(n))[:limit]
+        return await asyncio.to_thread(system_ids_in, self.root, limit)
 
     async def list_keys(self, prefix: str) -> AsyncIterator[str]:
         for key in await asyncio.to_thread(self._list_sync, prefix):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from akoshad.names import SYSTEM_ID_RE
 from akoshad.private import DIR_MODE, make_private_dirs, sync_entry
 from akoshad.targets.local_files import TMP_MARK
 
@@ -149,6 +150,32 @@ def remove_empty_dirs(fd: int, named: Callable[[str], bool] = lambda _: True) ->
     if removed:
         sync_entry(fd)
     return removed
+
+
+def remove_empty_uploads(own_fd: int) -> None:
+    """The empty folders of uploads under a system's ``uploads/`` (``own_fd``: its
+    ``systems/{id}/``; an upload being written has a file in its own; a folder whose name is
+    no upload id with a time is not akoshad's)."""
+    from akoshad.manifest.layout import upload_time
+
+    try:
+        fd = os.open("uploads", DIR_FLAGS, dir_fd=own_fd)
+    except OSError:
+        return  # none yet, or a link (never followed)
+    try:
+        remove_empty_dirs(fd, lambda name: upload_time(name) is not None)
+    finally:
+        os.close(fd)
+
+
+def system_ids_in(root: Path, limit: int) -> list[str]:
+    """The folders under ``root/systems/`` named as system ids (links not followed)."""
+    try:
+        with os.scandir(root / "systems") as it:
+            found = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+    return sorted(n for n in found if SYSTEM_ID_RE.match(n))[:limit]
 
 
 def tighten_root(fd: int, root: Path) -> None:

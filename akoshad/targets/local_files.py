@@ -14,6 +14,7 @@ from pathlib import Path
 
 from akoshad.errors import TransientError
 from akoshad.private import FILE_MODE
+from akoshad.storage.errors import PackError
 
 TMP_MARK = ".akoshad-tmp-"
 
@@ -73,3 +74,22 @@ def write_in(dfd: int, name: str, chunks: Iterator[bytes], *, exclusive: bool = 
     with contextlib.suppress(OSError):
         os.fsync(dfd)
     return written
+
+
+def pread_exact(fd: int, key: str, offset: int, length: int) -> bytes:
+    """``length`` bytes at ``offset`` of the object ``key`` open as ``fd``; PackError when
+    it ends too soon (named as S3 reads name it: where the object ends)."""
+    if length == 0 and offset > os.fstat(fd).st_size:
+        raise PackError(f"object {key} ends before {offset}")
+    pieces: list[bytes] = []
+    got = 0
+    while got < length:
+        piece = os.pread(fd, length - got, offset + got)
+        if not piece:
+            size = os.fstat(fd).st_size
+            raise PackError(
+                f"object {key} ends at {size}, a read needs {offset}..{offset + length}"
+            )
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)

@@ -14,7 +14,8 @@ import pytest
 from akoshad.manifest.layout import new_upload_id
 from akoshad.storage import refs
 from akoshad.storage.owner import Machine, NotOwner, Ownership, load_owner_id, owner_key
-from akoshad.storage.prune_exec import PruneHooks, PruneResult, run_prune
+from akoshad.storage.prune_exec import run_prune
+from akoshad.storage.prune_result import PruneHooks, PruneResult
 from akoshad.targets.base import Target
 from akoshad.targets.local import LocalTarget
 from tests.prune_child import kill_at_marker, policy
