@@ -30,6 +30,7 @@ from akoshad.errors import PermanentError, TransientError
 from akoshad.restore.drill_dirs import KV_LAST, KV_LAST_GOOD, parse_result, remove_stale
 from akoshad.runtime.drill_mark import ReadMark
 from akoshad.runtime.periodic import TICK, PeriodicJob, failure_reason, run_periodic
+from akoshad.runtime.recovery_retry import AFTER_RECOVERY_SECONDS, RecoveryRetry
 from akoshad.storage.crypto import Identities, IdentityError
 
 if TYPE_CHECKING:
@@ -43,10 +44,6 @@ FIRST_DELAY = 60.0  # after a start without any drill on record
 # could not run again: twice as long after each further one in a row, at most one interval)
 RETRY_SECONDS = 600.0
 FOLLOW_UP_SECONDS = 600.0  # after a drill had what it found lost sent again: see it healed
-# a drill the target kept from running is tried this long after the target is seen back
-# (its ``recovered``), once per run of drills that could not run: a flapping target gets no
-# drill at each of its returns, only the usual retries
-AFTER_RECOVERY_SECONDS = 30.0
 
 
 def log_result(result: DrillResult) -> None:
@@ -94,16 +91,18 @@ class DrillScheduler(PeriodicJob):
     # again: without it, the failed drill stood (status unsafe) for a whole interval
     _follow_up: float | None = None
     _looked = False  # the last drill on record was looked at since the start
-    # the target kept the last drill from running: tried again soon once it is back
-    # (``_soon``, monotonic), once until a drill runs (``_recovery_spent``)
-    _await_recovery = False
-    _recovery_spent = False
-    _soon: float | None = None
 
     @functools.cached_property
     def mark(self) -> ReadMark:
         """What a drill that could not read the target marked (``drill_mark``)."""
         return ReadMark()
+
+    @functools.cached_property
+    def retry(self) -> RecoveryRetry:
+        """The target kept the last drill from running: tried again
+        :data:`AFTER_RECOVERY_SECONDS` after it is seen back, once until a drill runs (a
+        flapping target gets no drill at each of its returns, only the usual retries)."""
+        return RecoveryRetry(AFTER_RECOVERY_SECONDS)
 
     @functools.cached_property
     def nudge(self) -> asyncio.Event:
@@ -125,8 +124,8 @@ class DrillScheduler(PeriodicJob):
         tried again, so it no longer fails ``status --check`` (it did until a restart)."""
         super().configure(settings)
         if self.interval() <= 0:
-            self.not_run, self._soon = None, None
-            self._await_recovery = False
+            self.not_run = None
+            self.retry.forget()
 
     async def last(self) -> dict[str, Any] | None:
         """The ``last_drill`` object (a drill run by hand counts too), or None."""
@@ -159,8 +158,7 @@ class DrillScheduler(PeriodicJob):
         self._looked = True
         if self._follow_up is not None:
             wait = min(wait, max(self._follow_up, self._not_before) - time.monotonic())
-        if self._soon is not None:
-            wait = min(wait, self._soon - time.monotonic())
+        wait = self.retry.wait(wait)
         if self.not_run is not None:  # also one asked for: tried again as it was postponed
             wait = min(wait, self._not_before - time.monotonic())
         return min(wait, look)
@@ -170,14 +168,12 @@ class DrillScheduler(PeriodicJob):
         (an upload went through, the outbox is back): the next try comes
         :data:`AFTER_RECOVERY_SECONDS` from now, not the retry's 10 minutes or more later
         (``drill_not_run`` failed ``status --check`` all that time)."""
-        if not self._await_recovery or self.health is None or not self.health.available:
+        if self.health is None or not self.health.available or not self.retry.recovered():
             return
-        self._await_recovery, self._recovery_spent = False, True
-        self._soon = time.monotonic() + AFTER_RECOVERY_SECONDS
         logger.info(
             "drill: {} answers again: the drill that could not run is tried in {:.0f} s",
             self.target.name,
-            AFTER_RECOVERY_SECONDS,
+            self.retry.after,
         )
 
     def emit(self, event: str, fields: dict[str, Any]) -> None:
@@ -223,21 +219,24 @@ class DrillScheduler(PeriodicJob):
         """One drill now (:meth:`_drill`); what keeps it from running is kept in
         ``not_run`` (status, ``status --check``) until a drill runs, and a target it cannot
         read is marked unavailable."""
-        self._soon = None  # tried now
+        self.retry.due = None  # tried now
         try:
             result = await self._drill()
         except (TransientError, PermanentError) as exc:
             self._not_run(f"{self.target.name} cannot be read: {exc}")
             if self.health is not None:
                 self.mark.failed(self.health, str(exc))
-            self._await_recovery = self.not_run is not None and not self._recovery_spent
+            if self.not_run is not None:  # awaits the target's recovery, unless had since
+                self.retry.outcome(failed=True)
+            else:
+                self.retry.forget()
             raise
         except Exception as exc:  # state_dir full, the state database: tried again later
             self._not_run(f"{type(exc).__name__}: {exc}")
-            self._await_recovery = False
+            self.retry.forget()
             raise
         self.not_run = None
-        self._await_recovery = self._recovery_spent = False
+        self.retry.outcome(failed=False)
         if self.health is not None:
             self.mark.read(self.health)
         return result

@@ -1,4 +1,4 @@
-"""One early try of a periodic job (the daemon's prune) after the target kept it from
+"""One early try of a periodic job (the daemon's prune and drill) after the target kept it from
 running: the target's ``recovered`` (an upload went through, the outbox is back) has it
 tried :data:`AFTER_RECOVERY_SECONDS` later, not at its own retry (10 minutes or more later,
 while ``status --check`` failed for it). Once until a run goes through, so a target that
@@ -29,6 +29,11 @@ class RecoveryRetry:
             self._awaiting = not self._spent
         else:
             self._awaiting = self._spent = False
+
+    def forget(self) -> None:
+        """Nothing awaited nor scheduled: the job was turned off, or its run failed for a
+        reason the target's recovery does not cure (a full disk)."""
+        self.due, self._awaiting = None, False
 
     def recovered(self) -> bool:
         """The target is back: True when this schedules the early try (:attr:`due`)."""
