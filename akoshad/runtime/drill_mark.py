@@ -1,5 +1,6 @@
-"""A target a drill could not read is marked unavailable at once (``degraded``), and only
-a read that works clears that mark: an upload, the next drill, or the look here. Without
+"""A target a drill could not read (or a prune could not reach: ``PruneScheduler``) is marked
+unavailable at once (``degraded``), and only a read that works clears that mark: an upload,
+the next drill, or the look here. Without
 it, an idle daemon (no change to upload) kept the target degraded after it was back until
 the drill's next try, a whole ``drill_interval_hours`` after a drill run by hand
 (``degraded_fail_after_minutes`` could stop the daemon with exit 69 meanwhile).

@@ -17,6 +17,7 @@ from akoshad.config import Settings
 from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
 from akoshad.runtime.control_client import ControlRequestError
+from akoshad.runtime.drill_mark import answers
 from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.periodic import TICK, PeriodicJob, run_periodic
 from akoshad.runtime.prune import prune_target
@@ -119,10 +120,28 @@ class PruneScheduler(PeriodicJob):
         if not dry_run and result.get("enabled", True):
             self._count(result)
             self.retry.outcome(failed=_retried_soon(last))
+            if _retried_soon(last):
+                await self._mark_if_unreachable(last)
         log_result(result, self.failure_log if scheduled else None)
         if not dry_run and result.get("enabled", True):
             self.events.emit("prune", **{k: v for k, v in last.items() if k != "at"})
         return result
+
+    async def _mark_if_unreachable(self, last: Mapping[str, Any]) -> None:
+        """A prune that failed before it read the uploads, the target not answering one
+        cheap read: the target is marked unavailable as a drill that cannot read it marks
+        it (``degraded``: its last attempt failed), and the drill loop's look, once a
+        minute, sees it back, whose ``recovered`` brings the prune's early try. Unmarked,
+        an idle daemon showed the target ok and never saw it back: the prune waited for
+        its own retry, 10 minutes on."""
+        drills = self.drills
+        if drills is None or drills.health is None or not drills.health.available:
+            return
+        if await answers(self.target, self.settings.cloud_sync.system_id):
+            return  # it answers: the failure was no outage (a newer manifest format...)
+        problems = last.get("problems") or ["the target does not answer"]
+        drills.mark.failed(drills.health, str(problems[0]))
+        drills.nudge.set()  # the drill loop takes the look's time into its wait
 
     def _count(self, result: dict[str, Any]) -> None:
         """One more failed prune in a row, or none since this one (a "works again" line

@@ -7,15 +7,17 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from akoshad.config import load_settings
 from akoshad.events import EventBus
 from akoshad.pipeline.ownership import OwnerGate
-from akoshad.pipeline.stats import Stats
+from akoshad.pipeline.stats import Stats, TargetHealth
 from akoshad.runtime import prune_scheduler as prune_module
+from akoshad.runtime.drill_mark import ReadMark
 from akoshad.runtime.prune_scheduler import PruneScheduler
 from akoshad.runtime.recovery_retry import AFTER_RECOVERY_SECONDS, RecoveryRetry
 from akoshad.store.db import StateDB
@@ -139,3 +141,39 @@ async def test_the_recovery_wakes_the_prune_loop(
     finally:
         scheduler.stop_event.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_a_prune_that_cannot_reach_the_target_marks_it_down(
+    prunes: tuple[PruneScheduler, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune that could not reach the target (S3 stopped: 'read systems/ID/owner.json:
+    cannot reach ...') left it available (status: idle, 'cloud ok'), though its last
+    attempt failed (CONTRACT's degraded), so an idle daemon never saw it back and the
+    prune waited for its own retry, 10 minutes on. Now it is marked unavailable as a
+    drill marks it, when one cheap read finds it not answering; the drill loop's look
+    clears that mark once it answers (``recovered``: the prune's early try). A prune that
+    failed with the target answering (a newer manifest format) or that ran marks nothing."""
+    scheduler, outcomes = prunes
+    health = TargetHealth()
+    drills = SimpleNamespace(
+        health=health, mark=ReadMark(), nudge=asyncio.Event(), reading=asyncio.Lock()
+    )
+    scheduler.drills = cast(Any, drills)
+    up = [True]
+
+    async def answers(*_: Any) -> bool:
+        return up[0]
+
+    monkeypatch.setattr(prune_module, "answers", answers)
+    for outcome in (FAILED, DAMAGED, PASSED):  # the target answers, or the prune ran
+        outcomes.append(outcome)
+        await scheduler.prune_now(scheduled=True)
+        assert health.available and not drills.nudge.is_set()
+    up[0] = False
+    outcomes.append(DAMAGED)  # ran to its end: no look, no mark
+    await scheduler.prune_now(scheduled=True)
+    assert health.available
+    outcomes.append(FAILED)
+    await scheduler.prune_now(scheduled=True)
+    assert not health.available and health.last_error == "connection refused"
+    assert drills.mark.error == "connection refused" and drills.nudge.is_set()
