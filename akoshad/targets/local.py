@@ -353,6 +353,7 @@ class LocalTarget:
             with self._dir(parts, create=False) as fd:
                 keys = walk_files(fd, base, self._warn_link, stats=stats)
         except FileNotFoundError:
+            self._check_root()  # the outbox gone, not the prefix: "no uploads" would be false
             return []
         except LinkInTarget as exc:
             self._warn_link(exc.rel, "listed")

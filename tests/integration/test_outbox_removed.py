@@ -158,3 +158,30 @@ def test_an_outbox_left_for_a_bucket_may_be_removed(
     finally:
         assert stop_daemon(proc) == 0
     assert "does not exist" not in (tmp_path / "d.log").read_text()
+
+
+def test_a_prune_or_drill_through_the_daemon_of_an_outbox_gone_fails(
+    tmp_path: Path, system_id: str
+) -> None:
+    """The outbox's disk unmounted under a daemon that uploaded there: akoshad prune
+    through it said 'removed 0 upload(s), kept 0', exit 0, and recorded a good prune;
+    akoshad drill said 'nothing to drill: no upload'. An outbox this machine uploaded to
+    that is gone lists nothing: both fail saying so."""
+    config, env = daemon_config(tmp_path, system_id, drill_interval_hours=0)
+    outbox, away = tmp_path / "outbox", tmp_path / "outbox.away"
+    proc = start_daemon(config, env, tmp_path / "d.log")
+    try:
+        wait_for(lambda: outbox.exists() and manifests(outbox, system_id), 60)
+        outbox.rename(away)  # the disk unmounted
+        prune = akoshad("prune", "--config", str(config), env=env)
+        drill = akoshad("drill", "--config", str(config), env=env)
+        away.rename(outbox)
+    finally:
+        assert stop_daemon(proc) == 0
+    gone = f"local_target_dir {outbox} does not exist, though this machine has uploaded there"
+    assert prune.returncode == 1, prune.stdout + prune.stderr
+    assert gone in prune.stdout + prune.stderr
+    assert "kept 0" not in prune.stdout + prune.stderr
+    assert drill.returncode != 0, drill.stdout + drill.stderr
+    assert "nothing to drill" not in drill.stdout + drill.stderr
+    assert gone in drill.stdout + drill.stderr
