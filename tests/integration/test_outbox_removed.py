@@ -182,6 +182,6 @@ def test_a_prune_or_drill_through_the_daemon_of_an_outbox_gone_fails(
     assert prune.returncode == 1, prune.stdout + prune.stderr
     assert gone in prune.stdout + prune.stderr
     assert "kept 0" not in prune.stdout + prune.stderr
-    assert drill.returncode != 0, drill.stdout + drill.stderr
+    assert drill.returncode == 1, drill.stdout + drill.stderr
     assert "nothing to drill" not in drill.stdout + drill.stderr
     assert gone in drill.stdout + drill.stderr
