@@ -59,6 +59,16 @@ class PruneProgress:
         await _forget(self.state)
 
 
+def _recorded_since(last: dict[str, Any] | None, saved: dict[str, Any]) -> bool:
+    """Whether ``last`` (``last_prune``) was recorded after the interrupted prune began: by
+    an older akoshad, which leaves this progress record alone (a downgrade, then this one
+    again), whose prune finished the job; folding it in would put a failure over it."""
+    began, ended = saved.get("at"), (last or {}).get("at")
+    if not isinstance(began, int | float) or not isinstance(ended, int | float):
+        return False
+    return float(ended) > float(began)
+
+
 async def _forget(state: StateDB) -> None:
     await state.transaction(lambda c: c.execute("DELETE FROM kv WHERE key = ?", (KV_PROGRESS,)))
 
@@ -69,6 +79,9 @@ async def fold_interrupted(state: StateDB) -> dict[str, Any] | None:
     before it; None when there is none. Call while no prune runs."""
     saved = parse_last(await state.get_kv(KV_PROGRESS))
     if saved is None:
+        return None
+    if _recorded_since(parse_last(await state.get_kv(KV_LAST)), saved):
+        await _forget(state)  # an akoshad that keeps no progress pruned since: it stands
         return None
     removed = saved.get("uploads_removed")
     last = {

@@ -146,3 +146,33 @@ async def test_the_counts_of_a_killed_prune_go_with_a_target_forgotten(tmp_path:
         assert await fold_interrupted(state) is None
     finally:
         await state.close()
+
+
+async def test_a_killed_prune_a_later_prune_recorded_over_is_not_folded(tmp_path: Path) -> None:
+    """A prune of this akoshad killed mid-way, then an older akoshad (a downgrade) pruned
+    to its end and recorded last_prune ok, leaving the progress record it does not know;
+    back on this version, the daemon's start folded that record over the good prune:
+    status 'UNHEALTHY: the last prune failed: the prune was interrupted' until the next
+    prune. A record older than last_prune is now dropped, the good prune kept."""
+    import time
+
+    from akoshad.runtime.prune_progress import KV_PROGRESS, fold_interrupted
+    from akoshad.runtime.prune_report import KV_LAST, parse_last
+
+    _settings, rig = await _two_uploads(tmp_path)
+    try:
+        began = time.time() - 60
+        counts = {"uploads_removed": ["u1"], "objects_deleted": 3, "bytes_freed": 9, "at": began}
+        await rig.state.set_kv(KV_PROGRESS, json.dumps(counts))
+        good = {"at": began + 30, "ok": True, "uploads_removed": 2, "problems": []}
+        await rig.state.set_kv(KV_LAST, json.dumps(good))
+        assert await fold_interrupted(rig.state) is None
+        assert parse_last(await rig.state.get_kv(KV_LAST)) == good
+        assert await rig.state.get_kv(KV_PROGRESS) is None
+        # one recorded before it began is the prune before the killed one: folded over
+        await rig.state.set_kv(KV_PROGRESS, json.dumps(counts))
+        await rig.state.set_kv(KV_LAST, json.dumps(good | {"at": began - 30}))
+        folded = await fold_interrupted(rig.state)
+        assert folded is not None and folded["ok"] is False and folded["uploads_removed"] == 1
+    finally:
+        await close_rig(rig)
