@@ -27,12 +27,30 @@ OWN_RULES: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
         "url-query-secret",
         # a secret named as such in a URL's query, followed by more parameters (&...), which
         # gitleaks' generic rule does not take: ?access_token=...&page=2, a presigned URL's
-        # X-Amz-Signature; only these names, and values of 16 characters or more
+        # X-Amz-Signature, an OAuth callback's ?code=, a session id or ticket in a link, an
+        # Azure Functions key; only these names, and values of 16 characters or more
         r"(?i)[?&](?:access_token|refresh_token|id_token|auth_token|token|client_secret|"
         r"secret|api_key|apikey|password|x-amz-signature|x-amz-security-token|"
-        r"x-goog-signature|signature|sig)=([^&#\s\"'<>]{16,1024})",
+        r"x-goog-signature|signature|sig|code|session|session_id|sessionid|jwt|ticket|"
+        r"otp|hmac)=([^&#\s\"'<>]{16,1024})",
         1,
-        ("token=", "secret=", "api_key=", "apikey=", "password=", "signature=", "sig="),
+        (
+            "token=",
+            "secret=",
+            "api_key=",
+            "apikey=",
+            "password=",
+            "signature=",
+            "sig=",
+            "code=",
+            "session=",
+            "session_id=",
+            "sessionid=",
+            "jwt=",
+            "ticket=",
+            "otp=",
+            "hmac=",
+        ),
     ),
     (
         "password-assignment",

@@ -69,6 +69,16 @@ SECRETS = [
         "GET https://api.example.com/v1/items?access_token=Q7vLm2Xk9PzR4tW8yB1nC6dF&page=2",
         "Q7vLm2Xk9PzR4tW8yB1nC6dF",
     ),
+    (  # an OAuth callback's code, more parameters after it
+        "url-query-secret",
+        "redirected to https://app.example.com/cb?code=Zk3p9QwErTy7uIoP1aSdF&state=af0ifjsldkj",
+        "Zk3p9QwErTy7uIoP1aSdF",
+    ),
+    (
+        "url-query-secret",
+        "open https://portal.example.com/view?session_id=8f2KqX0vLm3NwPz7TbY4&tab=logs",
+        "8f2KqX0vLm3NwPz7TbY4",
+    ),
     (
         "url-query-secret",
         "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature="
@@ -122,6 +132,9 @@ SECRETS = [
 ]
 
 BENIGN = [
+    # a code or session in a query that is no secret: short, or no value at all
+    "see https://github.com/search?q=redact&type=code&l=Python and ?code=ABC123&x=1",
+    "https://example.com/app?session=new&page=2",
     "docker run -p 8080:80 -p 443:443 nginx",  # docker's -p is a port outside a login
     "mysql -u root -p shop",  # a bare -p asks for the password
     'mysql -u root -p"$MYSQL_PWD" shop && docker login -u bob -p $REGISTRY_TOKEN',
