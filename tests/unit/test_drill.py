@@ -32,6 +32,7 @@ from akoshad.restore.throttle import DrillReader, TokenBucket
 from akoshad.runtime.drills import FIRST_DELAY, TICK, DrillScheduler
 from akoshad.store.db import MIGRATIONS, SCHEMA_VERSION, LedgerEntry, StateDB, read_ledger
 from akoshad.targets.local import LocalTarget
+from tests.sched_rig import ListingDownTarget
 from tests.storegen import make_reflection
 
 FIXTURE = Path(__file__).parents[1] / "data" / "drill" / "outbox"
@@ -501,18 +502,6 @@ async def test_a_drill_that_forgot_the_target_compares_every_file_even_when_it_s
         await host.state.close()
 
 
-class _FlakyTarget(LocalTarget):
-    """A local target whose listing fails while ``down`` is set."""
-
-    down = True
-
-    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
-        if self.down:
-            raise TransientError("connection refused")
-        async for key in super().list_keys(prefix):
-            yield key
-
-
 async def test_a_drill_that_cannot_read_the_target_marks_it_and_says_so_until_one_runs(
     tmp_path: Path,
 ) -> None:
@@ -521,7 +510,7 @@ async def test_a_drill_that_cannot_read_the_target_marks_it_and_says_so_until_on
     from akoshad.pipeline.stats import Stats
     from akoshad.runtime.health import check_problems, drill_not_run
 
-    target = _FlakyTarget(tmp_path / "outbox")
+    target = ListingDownTarget(tmp_path / "outbox")
     shutil.copytree(FIXTURE, tmp_path / "outbox", dirs_exist_ok=True)
     host = _Host(tmp_path, target, hours=1.0)
     stats = Stats()
@@ -548,7 +537,7 @@ async def test_a_drill_that_reads_again_leaves_an_upload_failure_standing(tmp_pa
     reads again does not hide it; nor one the drill did not mark."""
     from akoshad.pipeline.stats import Stats
 
-    target = _FlakyTarget(tmp_path / "outbox")
+    target = ListingDownTarget(tmp_path / "outbox")
     shutil.copytree(FIXTURE, tmp_path / "outbox", dirs_exist_ok=True)
     host = _Host(tmp_path, target, hours=1.0)
     stats = Stats()

@@ -15,16 +15,13 @@ from loguru import logger
 
 from akoshad.config import Settings, load_settings
 from akoshad.errors import TransientError
-from akoshad.events import EventBus
-from akoshad.pipeline.ownership import OwnerGate
 from akoshad.pipeline.stats import Stats
 from akoshad.ratelog import ReasonLog
 from akoshad.runtime import prune_scheduler as prune_module
-from akoshad.runtime.drills import DrillScheduler
 from akoshad.runtime.periodic import run_periodic
-from akoshad.runtime.prune_scheduler import PruneScheduler
 from akoshad.store.db import StateDB
 from akoshad.targets.local import LocalTarget
+from tests.sched_rig import ListingDownTarget, drill_scheduler, prune_scheduler
 
 
 async def test_a_job_due_at_once_is_not_run_back_to_back() -> None:
@@ -98,15 +95,7 @@ async def test_a_failing_prune_backs_off_and_logs_once_an_hour(
     state = StateDB(tmp_path / "state" / "state.db")
     await state.open()
     try:
-        prunes = PruneScheduler(
-            settings,
-            state=state,
-            target=LocalTarget(tmp_path / "outbox"),
-            gate=OwnerGate(settings.state_dir, "sched", Stats()),
-            events=EventBus("sched"),
-            stop_event=asyncio.Event(),
-            pass_lock=asyncio.Lock(),
-        )
+        prunes = prune_scheduler(settings, state, tmp_path / "outbox")
         now = [0.0]
         prunes.failure_log = ReasonLog(3600, clock=lambda: now[0])
         waits = []
@@ -161,14 +150,7 @@ async def test_a_drill_the_target_keeps_from_running_backs_off(tmp_path: Path) -
     state = StateDB(tmp_path / "state" / "state.db")
     await state.open()
     try:
-        drills = DrillScheduler(
-            settings,
-            state=state,
-            target=_DownTarget(tmp_path / "outbox"),
-            events=EventBus("sched"),
-            stop_event=asyncio.Event(),
-            pass_lock=asyncio.Lock(),
-        )
+        drills = drill_scheduler(settings, state, _DownTarget(tmp_path / "outbox"))
         waits = []
         with _logged() as lines:
             for _ in range(4):
@@ -193,13 +175,8 @@ async def test_drills_turned_off_no_longer_fail_the_check_for_one_that_could_not
     state = StateDB(tmp_path / "state" / "state.db")
     await state.open()
     try:
-        drills = DrillScheduler(
-            _settings(tmp_path, drill_interval_hours=24),
-            state=state,
-            target=_DownTarget(tmp_path / "outbox"),
-            events=EventBus("sched"),
-            stop_event=asyncio.Event(),
-            pass_lock=asyncio.Lock(),
+        drills = drill_scheduler(
+            _settings(tmp_path, drill_interval_hours=24), state, _DownTarget(tmp_path / "outbox")
         )
         with _logged():
             await drills._drill_or_postpone()
@@ -211,16 +188,6 @@ async def test_drills_turned_off_no_longer_fail_the_check_for_one_that_could_not
         assert drills.not_run is None
     finally:
         await state.close()
-
-
-class _FlappingTarget(LocalTarget):
-    down = True
-
-    async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
-        if self.down:
-            raise TransientError("connection refused")
-        async for key in super().list_keys(prefix):
-            yield key
 
 
 async def test_a_drill_the_target_kept_from_running_is_tried_soon_after_it_is_back(
@@ -237,16 +204,9 @@ async def test_a_drill_the_target_kept_from_running_is_tried_soon_after_it_is_ba
     state = StateDB(tmp_path / "state" / "state.db")
     await state.open()
     stats = Stats()
-    target = _FlappingTarget(tmp_path / "outbox")
+    target = ListingDownTarget(tmp_path / "outbox")
     try:
-        drills = DrillScheduler(
-            settings,
-            state=state,
-            target=target,
-            events=EventBus("sched"),
-            stop_event=asyncio.Event(),
-            pass_lock=asyncio.Lock(),
-        )
+        drills = drill_scheduler(settings, state, target)
         drills.health = health = stats.target(target.name)
         with _logged() as lines:
             await drills._drill_or_postpone()  # the target down
@@ -295,7 +255,7 @@ async def test_a_nudge_has_a_periodic_job_look_again_at_once() -> None:
     assert len(asked) == 2 and not nudge.is_set()
 
 
-class _CountedFlappingTarget(_FlappingTarget):
+class _CountedFlappingTarget(ListingDownTarget):
     reads = 0
 
     async def list_keys(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
@@ -323,14 +283,7 @@ async def test_a_target_a_drill_marked_down_is_seen_back_with_nothing_to_upload(
     stats = Stats()
     target = _CountedFlappingTarget(tmp_path / "outbox")
     try:
-        drills = DrillScheduler(
-            _settings(tmp_path, drill_interval_hours=hours),
-            state=state,
-            target=target,
-            events=EventBus("sched"),
-            stop_event=asyncio.Event(),
-            pass_lock=asyncio.Lock(),
-        )
+        drills = drill_scheduler(_settings(tmp_path, drill_interval_hours=hours), state, target)
         drills.health = health = stats.target(target.name)
         with pytest.raises(ControlRequestError):
             await drill_request(drills)  # `akoshad drill` while the target is down
@@ -372,13 +325,8 @@ async def test_a_drill_asked_for_that_could_not_run_is_tried_again_in_10_minutes
     state = StateDB(tmp_path / "state" / "state.db")
     await state.open()
     try:
-        drills = DrillScheduler(
-            _settings(tmp_path, drill_interval_hours=24),
-            state=state,
-            target=LocalTarget(tmp_path / "outbox"),
-            events=EventBus("sched"),
-            stop_event=asyncio.Event(),
-            pass_lock=asyncio.Lock(),
+        drills = drill_scheduler(
+            _settings(tmp_path, drill_interval_hours=24), state, LocalTarget(tmp_path / "outbox")
         )
         good = {"at": time.time() - 3600, "ok": True, "upload_id": "U", "problems": []}
         await state.set_kv(KV_LAST, json.dumps(good))

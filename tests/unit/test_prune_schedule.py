@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -10,14 +9,11 @@ from typing import Any
 import pytest
 
 from akoshad.config import load_settings
-from akoshad.events import EventBus
-from akoshad.pipeline.ownership import OwnerGate
-from akoshad.pipeline.stats import Stats
 from akoshad.runtime.periodic import TICK
 from akoshad.runtime.prune_report import KV_LAST, record
-from akoshad.runtime.prune_scheduler import RETRY_SECONDS, PruneScheduler
+from akoshad.runtime.prune_scheduler import RETRY_SECONDS
 from akoshad.store.db import StateDB
-from akoshad.targets.local import LocalTarget
+from tests.sched_rig import prune_scheduler
 
 HOURS = 24.0
 
@@ -41,15 +37,7 @@ async def _due_after(
     try:
         await record(state, last)
         assert await state.get_kv(KV_LAST) is not None
-        prunes = PruneScheduler(
-            settings,
-            state=state,
-            target=LocalTarget(tmp_path / "outbox"),
-            gate=OwnerGate(settings.state_dir, "sched", Stats()),
-            events=EventBus("sched"),
-            stop_event=asyncio.Event(),
-            pass_lock=asyncio.Lock(),
-        )
+        prunes = prune_scheduler(settings, state, tmp_path / "outbox")
         return await prunes.due_in()
     finally:
         await state.close()

@@ -13,15 +13,13 @@ from typing import Any, cast
 import pytest
 
 from akoshad.config import load_settings
-from akoshad.events import EventBus
-from akoshad.pipeline.ownership import OwnerGate
-from akoshad.pipeline.stats import Stats, TargetHealth
+from akoshad.pipeline.stats import TargetHealth
 from akoshad.runtime import prune_scheduler as prune_module
 from akoshad.runtime.drill_mark import ReadMark
 from akoshad.runtime.prune_scheduler import PruneScheduler
 from akoshad.runtime.recovery_retry import AFTER_RECOVERY_SECONDS, RecoveryRetry
 from akoshad.store.db import StateDB
-from akoshad.targets.local import LocalTarget
+from tests.sched_rig import prune_scheduler
 
 FAILED = {"enabled": True, "ok": False, "uploads_kept": None, "problems": ["connection refused"]}
 PASSED = {"enabled": True, "ok": True, "uploads_kept": 3, "problems": []}
@@ -54,15 +52,7 @@ async def prunes(
     await state.open()
     try:
         yield (
-            PruneScheduler(
-                settings,
-                state=state,
-                target=LocalTarget(tmp_path / "outbox"),
-                gate=OwnerGate(settings.state_dir, "sched", Stats()),
-                events=EventBus("sched"),
-                stop_event=asyncio.Event(),
-                pass_lock=asyncio.Lock(),
-            ),
+            prune_scheduler(settings, state, tmp_path / "outbox"),
             outcomes,
         )
     finally:
