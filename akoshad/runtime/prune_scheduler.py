@@ -119,8 +119,9 @@ class PruneScheduler(PeriodicJob):
         last = await record(self.state, result)
         if not dry_run and result.get("enabled", True):
             self._count(result)
-            self.retry.outcome(failed=_retried_soon(last))
-            if _retried_soon(last):
+            failed = _retried_soon(last)
+            self.retry.outcome(failed=failed)
+            if failed:
                 await self._mark_if_unreachable(last)
         log_result(result, self.failure_log if scheduled else None)
         if not dry_run and result.get("enabled", True):
